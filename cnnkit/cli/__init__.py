@@ -1,0 +1,48 @@
+"""The ``cnnkit`` command. Command modules import torch & co. only inside their bodies,
+so ``cnnkit --help`` stays instant."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cnnkit._version import __version__
+from cnnkit.cli import classify, data, inspect
+from cnnkit.cli.common import setup_logging
+
+app = typer.Typer(
+    name="cnnkit",
+    help="Convolutional networks for image files: classify, inspect, generate data.\n\n"
+    "Data goes to stdout, logs and progress to stderr. Exit codes: 0 ok, 1 some inputs failed, 2 usage error.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
+    setup_logging(quiet, verbose)
+
+
+app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
+app.add_typer(data.app, name="data", rich_help_panel="Data")
+inspect.register(app)
+
+
+def main() -> None:
+    app(prog_name="cnnkit")

@@ -1,0 +1,178 @@
+"""What every command shares: option types (declared once), the task group with a
+default command, logging on stderr, and the loop that writes records and sets the exit code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from cnnkit.errors import UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+PANEL_IO = "Input and output"
+PANEL_MODEL = "Model"
+PANEL_RUN = "Runtime"
+
+Sources = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Image files, folders, quoted globs, or - to read paths from stdin.", show_default=False),
+]
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model name (see `cnnkit models`).", rich_help_panel=PANEL_MODEL)]
+Weights = Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint from `cnnkit finetune` (.safetensors) or a state dict (.pt/.pth) for --model.", rich_help_panel=PANEL_MODEL)]
+Device = Annotated[Optional[str], typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps [env: CNNKIT_DEVICE; default: auto].", rich_help_panel=PANEL_RUN)]
+Half = Annotated[bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=PANEL_RUN)]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="torch intra-op threads (default: torch's choice).", rich_help_panel=PANEL_RUN)]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel=PANEL_RUN)]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Decode threads running ahead of the model.", rich_help_panel=PANEL_RUN)]
+Format = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else jsonl), table, json, jsonl, csv.", rich_help_panel=PANEL_IO)]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write records to this file instead of stdout.", rich_help_panel=PANEL_IO)]
+Save = Annotated[bool, typer.Option("--save", help="Write annotated pictures to runs/<task>/exp[N].", rich_help_panel=PANEL_IO)]
+SaveDir = Annotated[Optional[str], typer.Option("--save-dir", help="Write annotated pictures into this folder (implies --save).", rich_help_panel=PANEL_IO)]
+ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Allow writing into an existing --save-dir or over --output.", rich_help_panel=PANEL_IO)]
+Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.", rich_help_panel=PANEL_IO)]
+Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N interleaved slices of the inputs.", rich_help_panel=PANEL_IO)]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Resume: skip inputs already recorded in the --output JSON Lines file and append.", rich_help_panel=PANEL_IO)]
+MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard).", rich_help_panel=PANEL_IO)]
+
+log = logging.getLogger("cnnkit")
+
+
+class TaskGroup(TyperGroup):
+    """``cnnkit TASK val DATA`` runs a subcommand; anything else goes to ``predict``.
+
+    The ultralytics grammar (``yolo detect val``) in one place: a file really called
+    ``val`` is written ``./val``.
+    """
+
+    default_command = "predict"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def task_app(help_text: str) -> typer.Typer:
+    return typer.Typer(cls=TaskGroup, help=help_text, no_args_is_help=False, rich_markup_mode="rich")
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    from rich.logging import RichHandler
+    from rich.console import Console
+
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger("cnnkit")
+    root.handlers[:] = [RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def state(ctx: typer.Context) -> dict[str, Any]:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, dict) else {"quiet": False, "verbose": False}
+
+
+def resolve_save_dir(task: str, save: bool, save_dir: str | None, exist_ok: bool) -> Path | None:
+    """``--save-dir`` is used as named; ``--save`` alone picks ``runs/<task>/exp[N]``."""
+    from cnnkit.io.files import explicit_dir, increment_dir
+
+    if save_dir:
+        return explicit_dir(save_dir, exist_ok=exist_ok)
+    if save:
+        return increment_dir(Path("runs") / task / "exp", exist_ok=exist_ok)
+    return None
+
+
+def write_records(
+    ctx: typer.Context, records: Iterable[Any], *, total: int | None, fmt: str, output: str | None,
+    append: bool = False, exist_ok: bool = False, coco_builder: Any = None,
+) -> None:
+    """Write each record as it comes, show progress on stderr, then exit 0/1/130."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cnnkit.io.writers import RecordWriter
+
+    quiet = state(ctx)["quiet"]
+    writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder)
+    err = Console(stderr=True)
+    failed: list[tuple[str, str]] = []
+    done = 0
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=quiet or not err.is_terminal, redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    interrupted = False
+    with progress:
+        bar = progress.add_task("predicting", total=total)
+        try:
+            for rec in records:
+                writer.write(rec)
+                done += 1
+                if rec.error is not None:
+                    failed.append((rec.path, rec.error))
+                    if not quiet:
+                        err.print(f"[red]failed[/red] {rec.path}: {rec.error}", markup=True, highlight=False)
+                progress.advance(bar)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            writer.close()
+    if not quiet:
+        msg = f"{done} image(s), {len(failed)} failed" + (" (interrupted)" if interrupted else "")
+        err.print(msg, highlight=False)
+        for path, reason in failed[:20]:
+            err.print(f"  {path}: {reason}", markup=False, highlight=False)
+        if len(failed) > 20:
+            err.print(f"  … and {len(failed) - 20} more", highlight=False)
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def require_sources(sources: list[str] | None) -> list[str]:
+    if not sources:
+        raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")
+    return sources
+
+
+def run_predict(
+    ctx: typer.Context, task: str, sources: list[str], *, load_options: dict[str, Any], batch_size: int,
+    workers: int, fmt: str, output: str | None, save: bool, save_dir: str | None, exist_ok: bool,
+    recursive: bool, shard: str | None, skip_existing: bool, max_pixels: int, coco_builder: Any = None,
+) -> None:
+    """The body every prediction command shares: sources → predictor → records → writer."""
+    from cnnkit import api
+    from cnnkit.io.sources import expand_sources, parse_shard
+    from cnnkit.io.sources import shard as take_shard
+    from cnnkit.io.writers import read_done_paths, resolve_format
+
+    parse_shard(shard)
+    fmt = resolve_format(fmt, output)
+    if skip_existing and not output:
+        raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
+    items = take_shard(expand_sources(sources, recursive=recursive), shard)
+    skip = read_done_paths(output) if skip_existing and output else set()
+    if skip:
+        log.info("skipping %d input(s) already in %s", len(skip), output)
+        items = [it for it in items if it.path not in skip]
+    if not items:
+        log.warning("no images found in %s", " ".join(sources))
+    predictor = api.load(task, **load_options)
+    folder = resolve_save_dir(task, save, save_dir, exist_ok)
+    if folder is not None:
+        log.info("saving pictures to %s", folder)
+    records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=max_pixels, save_dir=folder)
+    write_records(
+        ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
+        exist_ok=exist_ok, coco_builder=coco_builder,
+    )

@@ -1,0 +1,1 @@
+"""Data cnnkit makes or takes from installed packages: synthetic ``shapes`` scenes and real digits."""

@@ -1,0 +1,146 @@
+"""Write ``shapes`` scenes (or digits) to disk in the formats the tools expect.
+
+* ``imagefolder``: ``OUT/{train,val}/<class>/*.png`` (single-object images)
+* ``yolo``: ``OUT/images/{train,val}``, ``OUT/labels/{train,val}`` and ``OUT/data.yaml``
+* ``masks``: ``OUT/{train,val}/images/*.png`` + ``OUT/{train,val}/masks/*.png`` (class-index PNG, 0 = background)
+* ``coco``: ``OUT/{train,val}/images`` + ``OUT/{train,val}/annotations.json`` (RLE instance masks)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cnnkit.data import shapes
+from cnnkit.io.files import atomic_write_text
+
+FORMATS = ("imagefolder", "yolo", "masks", "coco")
+
+
+def _split_counts(n: int, val_fraction: float) -> dict[str, int]:
+    n_val = int(round(n * val_fraction)) if n > 1 else 0
+    return {"train": n - n_val, "val": n_val}
+
+
+def _save_png(path: Path, arr: np.ndarray, palette: list[int] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(arr)
+    if palette is not None:
+        img = img.convert("P")
+        img.putpalette(palette)
+    img.save(path)
+
+
+def mask_palette(n_classes: int) -> list[int]:
+    from cnnkit.io.draw import colour
+
+    pal = [0, 0, 0]
+    for i in range(n_classes):
+        pal += list(colour(i))
+    return pal + [0] * (768 - len(pal))
+
+
+def export_shapes(
+    out: str | Path, fmt: str, n: int, seed: int = 0, imgsz: int = 256, val_fraction: float = 0.2,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate ``n`` examples from ``seed`` into ``out``; returns a summary dict."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    out = Path(out)
+    counts = _split_counts(n, val_fraction)
+    index = 0
+    summary: dict[str, Any] = {"format": fmt, "out": str(out), "seed": seed, "classes": list(shapes.CLASSES)}
+    for split, count in counts.items():
+        coco = _CocoBuilder() if fmt == "coco" else None
+        for _ in range(count):
+            name = f"{split}_{index:06d}.png"
+            if fmt == "imagefolder":
+                img, cid = shapes.classification_sample(seed, index, size=imgsz)
+                _save_png(out / split / shapes.CLASSES[cid] / name, img)
+            else:
+                sc = shapes.scene(seed, index, size=imgsz)
+                if fmt == "yolo":
+                    _save_png(out / "images" / split / name, sc.image)
+                    lines = [_yolo_line(o, imgsz, imgsz) for o in sc.objects]
+                    lbl = out / "labels" / split / name.replace(".png", ".txt")
+                    lbl.parent.mkdir(parents=True, exist_ok=True)
+                    lbl.write_text("".join(lines))
+                elif fmt == "masks":
+                    _save_png(out / split / "images" / name, sc.image)
+                    _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
+                else:
+                    _save_png(out / split / "images" / name, sc.image)
+                    coco.add(name, sc)
+            index += 1
+            if progress:
+                progress(1)
+        if coco is not None:
+            atomic_write_text(out / split / "annotations.json", json.dumps(coco.data))
+        summary[split] = count
+    if fmt == "yolo":
+        names = "\n".join(f"  {i}: {c}" for i, c in enumerate(shapes.CLASSES))
+        atomic_write_text(out / "data.yaml", f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _yolo_line(obj: shapes.ShapeObject, w: int, h: int) -> str:
+    x1, y1, x2, y2 = obj.box
+    return f"{obj.class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
+
+
+class _CocoBuilder:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {
+            "images": [], "annotations": [],
+            "categories": [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(shapes.CLASSES)],
+        }
+
+    def add(self, file_name: str, sc: shapes.Scene) -> None:
+        from pycocotools import mask as mask_utils
+
+        h, w = sc.image.shape[:2]
+        image_id = len(self.data["images"]) + 1
+        self.data["images"].append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+        for obj in sc.objects:
+            rle = mask_utils.encode(np.asfortranarray(obj.mask.astype(np.uint8)))
+            x1, y1, x2, y2 = obj.box
+            self.data["annotations"].append({
+                "id": len(self.data["annotations"]) + 1, "image_id": image_id, "category_id": obj.class_id + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(obj.mask.sum()), "iscrowd": 0,
+                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+            })
+
+
+def export_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0, size: int = 32) -> dict[str, Any]:
+    """scikit-learn's 1,797 real 8×8 handwritten digits as ``OUT/{train,val}/<digit>/*.png``.
+
+    Upscaled to ``size`` px (grey, 0–16 → 0–255); the split is stratified and seeded.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    counts = {"train": 0, "val": 0}
+    for label in range(10):
+        idx = np.flatnonzero(digits.target == label)
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * val_fraction))
+        for j, i in enumerate(idx):
+            split = "val" if j < n_val else "train"
+            arr = (digits.images[i] / 16.0 * 255).astype(np.uint8)
+            img = Image.fromarray(arr, "L").resize((size, size), Image.BILINEAR)
+            path = out / split / str(label) / f"digit_{i:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+            counts[split] += 1
+    summary = {"format": "imagefolder", "out": str(out), "source": "sklearn.datasets.load_digits", **counts}
+    atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
+    return summary

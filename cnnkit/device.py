@@ -1,0 +1,137 @@
+"""The device layer: one place that decides where a model runs and in which precision.
+
+``choose_device`` is pure (availability passed in) so its logic is tested without
+GPUs; ``resolve_device`` asks torch. Nothing here writes environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cnnkit.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+_CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
+
+
+def choose_device(spec: str | None, *, cuda_count: int, mps_available: bool) -> str:
+    """Turn ``auto|cpu|cuda|cuda:N|mps`` into a concrete device string, or raise UsageError."""
+    spec = (spec or os.environ.get("CNNKIT_DEVICE") or "auto").strip().lower()
+    if spec == "auto":
+        if cuda_count > 0:
+            return "cuda:0"
+        if mps_available:
+            return "mps"
+        return "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "mps":
+        if not mps_available:
+            raise UsageError("--device mps: Apple MPS is not available on this machine")
+        return "mps"
+    if spec.isdigit():
+        spec = f"cuda:{spec}"
+    match = _CUDA_RE.match(spec)
+    if match:
+        index = int(match.group(1) or 0)
+        if cuda_count == 0:
+            raise UsageError(f"--device {spec}: no CUDA device is available (use --device cpu)")
+        if index >= cuda_count:
+            raise UsageError(f"--device {spec}: only {cuda_count} CUDA device(s) found")
+        return f"cuda:{index}"
+    raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(spec: str | None = None) -> "torch.device":
+    """The torch.device for ``spec`` (``None`` means ``$CNNKIT_DEVICE`` or auto)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.device(choose_device(spec, cuda_count=count, mps_available=_mps_available()))
+
+
+def check_half(half: bool, device: "torch.device | str") -> bool:
+    """Half precision is a CUDA feature here; anywhere else it is a usage error."""
+    kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
+    if half and kind != "cuda":
+        raise UsageError(f"--half needs a CUDA device; the run uses {kind}")
+    return half
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads only when the user asked for a number."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a predictor runs: device, precision and memory format."""
+
+    device: Any
+    half: bool = False
+    channels_last: bool = True
+
+    @classmethod
+    def create(
+        cls, device: str | None = None, half: bool = False, threads: int | None = None,
+        channels_last: bool = True,
+    ) -> "Runtime":
+        dev = resolve_device(device)
+        check_half(half, dev)
+        set_threads(threads)
+        return cls(device=dev, half=half, channels_last=channels_last)
+
+    @property
+    def dtype(self) -> Any:
+        import torch
+
+        return torch.float16 if self.half else torch.float32
+
+    def prepare(self, model: Any) -> Any:
+        """Move a model to the device, precision and memory format, in eval mode."""
+        import torch
+
+        model = model.to(self.device).eval()
+        if self.half:
+            model = model.half()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def batch(self, tensor: Any) -> Any:
+        import torch
+
+        tensor = tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+        if self.channels_last and tensor.ndim == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+
+def available_devices() -> list[str]:
+    """Every device torch can use here, for ``cnnkit info``."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        found.append("mps")
+    return found

@@ -1,0 +1,1 @@
+"""Metrics computed from cnnkit's own records (COCO AP via pycocotools, IoU, accuracy)."""

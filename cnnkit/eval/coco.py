@@ -1,0 +1,93 @@
+"""COCO results and COCO-style AP from records, through pycocotools.
+
+Shared by ``detect`` and ``instance``: :class:`CocoResults` turns records into a
+COCO results list (``--format coco``), :func:`evaluate` scores it against a ground
+truth dict with ``COCOeval`` and returns AP, AP50, AP75 (overall and per class).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from cnnkit.records import Record
+
+
+class CocoResults:
+    """Collects ``bbox`` (and ``segm`` when predictions carry an RLE ``mask``) results.
+
+    ``image_ids`` maps a record's path (or its file name) to the ground truth's image
+    id; unknown images get new ids in arrival order. ``category_ids`` maps class_id →
+    COCO category id (default ``class_id + 1``).
+    """
+
+    def __init__(self, image_ids: dict[str, int] | None = None, category_ids: dict[int, int] | None = None) -> None:
+        self.image_ids = dict(image_ids or {})
+        self.category_ids = category_ids
+        self.items: list[dict[str, Any]] = []
+
+    def image_id(self, path: str) -> int:
+        for key in (path, os.path.basename(path)):
+            if key in self.image_ids:
+                return self.image_ids[key]
+        new = max(self.image_ids.values(), default=0) + 1
+        self.image_ids[path] = new
+        return new
+
+    def add(self, record: Record) -> None:
+        if record.error is not None:
+            return
+        image_id = self.image_id(record.path)
+        for p in record.predictions:
+            cat = self.category_ids[p["class_id"]] if self.category_ids else p["class_id"] + 1
+            x1, y1, x2, y2 = p["box"]
+            item = {"image_id": image_id, "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": p["score"]}
+            if isinstance(p.get("mask"), dict):
+                item["segmentation"] = p["mask"]
+            self.items.append(item)
+
+    def results(self) -> list[dict[str, Any]]:
+        return self.items
+
+
+def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "bbox") -> dict[str, Any]:
+    """COCO AP of ``results`` against the ground-truth dict ``gt`` (``iou_type``: bbox or segm)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+        for a in coco_gt.dataset["annotations"]:
+            a.setdefault("iscrowd", 0)
+            a.setdefault("area", a["bbox"][2] * a["bbox"][3])
+        coco_gt.createIndex()
+        if iou_type == "bbox":
+            results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+        coco_dt = coco_gt.loadRes(results) if results else COCO()
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        if not results:
+            return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "per_class": {}}
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = ev.stats
+    names = {c["id"]: c["name"] for c in gt.get("categories", [])}
+    per_class = {}
+    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        valid = p[p > -1]
+        p50 = precision[0, :, k, 0, -1]
+        p50 = p50[p50 > -1]
+        per_class[names.get(cat_id, str(cat_id))] = {
+            "AP": float(valid.mean()) if valid.size else 0.0,
+            "AP50": float(p50.mean()) if p50.size else 0.0,
+        }
+    return {"AP": float(stats[0]), "AP50": float(stats[1]), "AP75": float(stats[2]), "per_class": per_class,
+            "_stats": np.asarray(stats).tolist()}

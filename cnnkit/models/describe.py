@@ -1,0 +1,51 @@
+"""Facts about registry models for ``cnnkit models`` and ``cnnkit info``.
+
+Parameter counts come from building the model on the ``meta`` device (no memory,
+no download), so they are the builder's real numbers, not a table.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cnnkit.models import hub
+from cnnkit.models.registry import ModelSpec, count_parameters
+
+
+def weights_file(spec: ModelSpec) -> str | None:
+    if spec.source == "bundled":
+        return str(hub.bundled_path(spec.weights))
+    if spec.source == "torchvision":
+        return str(hub.torchvision_cache_file(hub.torchvision_weights(spec.weights)))
+    return None
+
+
+def is_available(spec: ModelSpec) -> bool:
+    path = weights_file(spec)
+    return bool(path and os.path.isfile(path))
+
+
+def parameters(spec: ModelSpec) -> int:
+    import torch
+
+    with torch.device("meta"):
+        model = spec.builder() if spec.labels is None else spec.builder(num_classes=len(spec.labels))
+    return count_parameters(model)
+
+
+def describe(spec: ModelSpec) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "name": spec.name, "task": spec.task, "family": spec.family, "year": spec.year,
+        "description": spec.description, "source": spec.source, "weights": spec.weights,
+        "parameters": parameters(spec), "available": is_available(spec), "weights_file": weights_file(spec),
+    }
+    info["size_mb"] = round(info["parameters"] * 4 / 1e6, 2)
+    if spec.source == "bundled" and info["available"]:
+        info["size_mb"] = round(os.path.getsize(info["weights_file"]) / 1e6, 2)
+    if spec.source == "torchvision":
+        meta = hub.torchvision_weights(spec.weights).meta
+        metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
+        info["imagenet_top1"] = metrics.get("acc@1")
+        info["size_mb"] = meta.get("_file_size", info["size_mb"])
+    return info

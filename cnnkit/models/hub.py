@@ -1,0 +1,68 @@
+"""Where weights come from: the package, torch hub's cache, or a download.
+
+Uses the caches users already have (``$TORCH_HOME/hub/checkpoints``), so a file that
+torchvision downloaded once is found by cnnkit offline. A missing file offline is a
+:class:`WeightsNotAvailable` naming the model, the cache folder and ``--weights``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import WeightsNotAvailable
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def bundled_path(filename: str) -> Path:
+    return WEIGHTS_DIR / filename
+
+
+def torch_hub_dir() -> Path:
+    """torch hub's folder, computed as torch does, without importing torch."""
+    if "TORCH_HOME" in os.environ:
+        home = Path(os.environ["TORCH_HOME"]).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+        home = Path(xdg).expanduser() / "torch"
+    return home / "hub"
+
+
+def torchvision_weights(enum_name: str) -> Any:
+    """``"ResNet18_Weights.IMAGENET1K_V1"`` → the torchvision weights member."""
+    from torchvision.models import get_weight
+
+    return get_weight(enum_name)
+
+
+def torchvision_cache_file(weights: Any) -> Path:
+    return torch_hub_dir() / "checkpoints" / os.path.basename(weights.url)
+
+
+def is_cached_torchvision(enum_name: str, url_basename: str | None = None) -> bool:
+    if url_basename is None:
+        url_basename = os.path.basename(torchvision_weights(enum_name).url)
+    return (torch_hub_dir() / "checkpoints" / url_basename).is_file()
+
+
+def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = False) -> dict[str, Any]:
+    """The state dict of torchvision weights: from the cache, else downloaded (hash-checked)."""
+    import torch
+
+    weights = torchvision_weights(enum_name)
+    cached = torchvision_cache_file(weights)
+    if cached.is_file():
+        return torch.load(str(cached), map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, model_dir=str(cached.parent), map_location="cpu", progress=progress,
+            check_hash=True, weights_only=True,
+        )
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsNotAvailable(
+            f"{model_name}: pretrained weights {enum_name} are not in the cache {cached.parent} and "
+            f"could not be downloaded ({reason[:160]}); connect once to download them, or pass --weights PATH"
+        ) from exc

@@ -1,0 +1,95 @@
+"""The model registry: one name → everything needed to use a model without guessing.
+
+Modelled on torchvision's ``Weights`` + ``register_model`` and timm's ``PretrainedCfg``:
+a frozen :class:`ModelSpec` holds the builder, the weights source, labels and
+preprocessing. Duplicate names raise (as torchvision does, unlike timm).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnkit.errors import UsageError
+from cnnkit.models.preprocess import Preprocess
+
+TASKS = ("classify", "detect", "segment", "instance")
+SOURCES = ("bundled", "torchvision", "ultralytics", "local", "none")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry.
+
+    ``builder(num_classes)`` returns an ``nn.Module`` with random weights; ``source``
+    says where trained weights come from and ``weights`` names them there (a file in
+    ``cnnkit/weights``, a torchvision enum like ``ResNet18_Weights.IMAGENET1K_V1``,
+    an ultralytics model name).
+    """
+
+    name: str
+    task: str
+    family: str
+    builder: Callable[..., Any]
+    source: str
+    weights: str | None = None
+    labels: tuple[str, ...] | None = None
+    preprocess: Preprocess | None = None
+    year: int | None = None
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: unknown task {self.task!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"{self.name}: unknown weights source {self.source!r}")
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+# Modules whose import registers entries; one per task family keeps them apart.
+ZOO_MODULES = ["cnnkit.models.zoo"]
+
+
+def _ensure_loaded() -> None:
+    import importlib
+
+    for module in ZOO_MODULES:
+        importlib.import_module(module)
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str = "*", task: str | None = None) -> list[ModelSpec]:
+    """Entries whose name matches the fnmatch ``pattern``, naturally sorted."""
+    _ensure_loaded()
+    found = [s for s in _REGISTRY.values() if fnmatch.fnmatch(s.name, pattern) and (task is None or s.task == task)]
+    return sorted(found, key=lambda s: _natural_key(s.name))
+
+
+def get_spec(name: str, task: str | None = None) -> ModelSpec:
+    """The entry called ``name``; an unknown name lists what exists."""
+    _ensure_loaded()
+    spec = _REGISTRY.get(name)
+    if spec is None or (task is not None and spec.task != task):
+        names = ", ".join(s.name for s in list_models(task=task))
+        raise UsageError(f"unknown {task or ''} model {name!r}; known: {names}".replace("  ", " "))
+    return spec
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""One module per task, each a Predictor: load → preprocess → forward → postprocess → records."""

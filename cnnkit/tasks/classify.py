@@ -1,0 +1,57 @@
+"""Image classification: top-k labels per image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnkit.device import Runtime
+from cnnkit.io.decode import Decoded
+from cnnkit.io.draw import draw_caption
+from cnnkit.models.loader import Loaded, load_model
+from cnnkit.records import Record
+from cnnkit.tasks.base import Predictor
+
+DEFAULT_MODEL = "shapes-cnn"
+
+
+class Classifier(Predictor):
+    task = "classify"
+
+    def __init__(self, loaded: Loaded, runtime: Runtime, topk: int = 5) -> None:
+        if loaded.preprocess is None:
+            raise ValueError(f"{loaded.name}: no preprocessing is known")
+        self.loaded = loaded
+        self.name = loaded.name
+        self.labels = loaded.labels
+        self.pre = loaded.preprocess
+        self.runtime = runtime
+        self.topk = max(1, min(topk, len(self.labels)))
+        self.min_side = self.pre.resize
+        self.model = runtime.prepare(loaded.module)
+
+    @classmethod
+    def load(
+        cls, model: str | None = None, weights: str | None = None, *, device: str | None = None,
+        half: bool = False, threads: int | None = None, topk: int = 5,
+    ) -> "Classifier":
+        runtime = Runtime.create(device, half=half, threads=threads)
+        return cls(load_model(model, weights, "classify", default=DEFAULT_MODEL), runtime, topk)
+
+    def preprocess(self, decoded: Decoded) -> Any:
+        return self.pre(decoded.rgb)
+
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(self.runtime.batch(torch.stack(inputs)))
+            scores, idx = logits.float().softmax(dim=1).topk(self.topk, dim=1)
+        scores, idx = scores.cpu().tolist(), idx.cpu().tolist()
+        return [
+            [{"label": self.labels[i], "index": int(i), "score": round(float(s), 6)} for s, i in zip(srow, irow)]
+            for srow, irow in zip(scores, idx)
+        ]
+
+    def annotate(self, decoded: Decoded, record: Record) -> Any:
+        lines = [f"{p['label']} {p['score']:.2f}" for p in record.predictions[: min(3, self.topk)]]
+        return draw_caption(decoded.rgb, lines)

@@ -1,0 +1,1 @@
+"""Training loops shared by ``cnnkit finetune`` and the scripts that retrain the bundled models."""
