@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnkit.records import Record, records_to_frame
 
-__all__ = ["classify", "load", "records_to_frame"]
+__all__ = ["classify", "finetune", "load", "records_to_frame"]
 
 _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
 
@@ -25,6 +25,10 @@ _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "
 PREDICTORS = {
     "classify": "cnnkit.tasks.classify:Classifier",
 }
+
+
+# task → "module:function" of ``finetune(data, **options) -> dict`` (best/last/out/metrics).
+TRAINERS: dict[str, str] = {}
 
 
 def load(task: str, **options: Any) -> Any:
@@ -54,3 +58,13 @@ def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     load_opts, run_opts = _split(dict(options))
     records = load("classify", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
+
+
+def finetune(data: str, *, task: str = "classify", **options: Any) -> dict[str, Any]:
+    """Train a model for ``task`` on ``data``; returns paths of the best/last checkpoints and metrics."""
+    import importlib
+
+    if task not in TRAINERS:
+        raise ValueError(f"finetune: unknown task {task!r}; known: {', '.join(TRAINERS) or 'none'}")
+    module, fn = TRAINERS[task].split(":")
+    return getattr(importlib.import_module(module), fn)(data, **options)
