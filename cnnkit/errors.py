@@ -1,19 +1,20 @@
 """Exceptions that the CLI turns into a one-line message and an exit code.
 
-They are click exceptions, so Typer prints ``Error: message`` on stderr and exits
-with their code both from the console script and under ``CliRunner``; Python
-callers catch them like any other exception.
+Plain exceptions for Python callers; the CLI's root group catches them, prints
+``Error: message`` on stderr and exits with ``exit_code`` (1, or 2 for usage).
 """
 
 from __future__ import annotations
 
-import click
 
-
-class CnnkitError(click.ClickException):
+class CnnkitError(Exception):
     """An error the user can act on; printed without a traceback (exit 1)."""
 
     exit_code = 1
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class UsageError(CnnkitError):

@@ -9,10 +9,11 @@ import typer
 
 from cnnkit._version import __version__
 from cnnkit.cli import classify, data, inspect
-from cnnkit.cli.common import setup_logging
+from cnnkit.cli.common import RootGroup, setup_logging
 
 app = typer.Typer(
     name="cnnkit",
+    cls=RootGroup,
     help="Convolutional networks for image files: classify, inspect, generate data.\n\n"
     "Data goes to stdout, logs and progress to stderr. Exit codes: 0 ok, 1 some inputs failed, 2 usage error.",
     no_args_is_help=True,

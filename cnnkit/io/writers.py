@@ -54,6 +54,25 @@ def read_done_paths(output: str | os.PathLike) -> set[str]:
     return done
 
 
+def drop_torn_tail(path: str | os.PathLike) -> None:
+    """Cut a last line that a crash left without its newline (it is not a record)."""
+    p = Path(path)
+    if not p.exists():
+        return
+    with open(p, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        f.seek(size - block)
+        tail = f.read(block)
+        cut = tail.rfind(b"\n")
+        f.truncate(size - block + cut + 1 if cut >= 0 else 0)
+
+
 def _flat_value(v: Any) -> Any:
     if isinstance(v, (list, dict)):
         return json.dumps(v, separators=(",", ":"))
@@ -99,6 +118,8 @@ class RecordWriter:
         if self.fmt == "jsonl" and output:
             try:
                 Path(output).parent.mkdir(parents=True, exist_ok=True)
+                if append:
+                    drop_torn_tail(output)
                 self._fh = open(output, "a" if append else "w", encoding="utf-8")
             except OSError as exc:
                 raise CnnkitError(f"{output}: cannot write ({exc.strerror or exc})") from exc

@@ -1,0 +1,126 @@
+"""Decoding: every colour mode to RGB uint8, EXIF applied, bad files become one-line reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.errors import DecodeError
+from cnnkit.io.decode import decode
+
+
+def save(tmp_path, name, img, **kw):
+    path = tmp_path / name
+    img.save(path, **kw)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("mode", "name"),
+    [("L", "g.png"), ("RGBA", "a.png"), ("P", "p.png"), ("CMYK", "c.jpg"), ("RGB", "r.webp"), ("LA", "la.png"),
+     ("1", "bw.bmp"), ("RGB", "r.tiff"), ("P", "p.gif")],
+)
+def test_modes_become_rgb(tmp_path, mode, name):
+    img = Image.new(mode, (10, 7))
+    d = decode(save(tmp_path, name, img))
+    assert d.rgb.shape == (7, 10, 3) and d.rgb.dtype == np.uint8
+    assert (d.width, d.height) == (10, 7)
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    arr = np.full((4, 4), 65535, np.uint16)
+    arr[0, 0] = 0
+    d = decode(save(tmp_path, "deep.png", Image.fromarray(arr)))
+    assert d.rgb.max() == 255 and d.rgb.min() == 0
+
+
+def test_rgba_composited_on_white(tmp_path):
+    img = Image.new("RGBA", (3, 3), (255, 0, 0, 0))
+    d = decode(save(tmp_path, "clear.png", img))
+    assert (d.rgb == 255).all()
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = save(tmp_path, "rot.jpg", img, exif=exif)
+    d = decode(path)
+    assert d.rgb.shape[:2] == (40, 20) and (d.width, d.height) == (20, 40)
+
+
+def test_jpeg_draft_reduces_but_reports_original_size(tmp_path):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 1200, 3), dtype=np.uint8))
+    path = save(tmp_path, "big.jpg", img)
+    d = decode(path, min_side=100)
+    assert (d.width, d.height) == (1200, 800)
+    assert min(d.rgb.shape[:2]) >= 100 and d.rgb.shape[0] < 800
+    assert d.scale[0] == pytest.approx(1200 / d.rgb.shape[1])
+
+
+def test_first_frame_of_animation(tmp_path):
+    frames = [Image.new("P", (8, 8), i) for i in range(3)]
+    path = str(tmp_path / "anim.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert decode(path).rgb.shape == (8, 8, 3)
+
+
+def test_in_memory_inputs():
+    import torch
+
+    assert decode("<x>", np.zeros((5, 6), np.uint8)).rgb.shape == (5, 6, 3)
+    assert decode("<x>", torch.rand(3, 5, 6)).rgb.shape == (5, 6, 3)
+    assert decode("<x>", Image.new("L", (6, 5))).rgb.shape == (5, 6, 3)
+    with pytest.raises(DecodeError, match="not an image"):
+        decode("<x>", np.zeros((2, 2, 2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"this is not an image at all"), "not a recognised image format"),
+        (lambda p: None, "no such file"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_bad_files(tmp_path, setup, reason):
+    path = tmp_path / "bad.jpg"
+    setup(path)
+    with pytest.raises(DecodeError, match=reason) as info:
+        decode(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_jpeg_and_png(tmp_path):
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    for name in ("t.jpg", "t.png"):
+        path = tmp_path / name
+        img.save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(DecodeError, match="truncated|corrupt|cannot decode"):
+            decode(str(path))
+
+
+def test_max_pixels_guard(tmp_path):
+    path = save(tmp_path, "wide.png", Image.new("L", (300, 300)))
+    with pytest.raises(DecodeError, match="over the limit"):
+        decode(path, max_pixels=1000)
+    assert decode(path, max_pixels=90_000).width == 300
+
+
+def test_decompression_bomb_header(tmp_path):
+    """A PNG header claiming 20,000 x 20,000 pixels is refused before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)))
+    with pytest.raises(DecodeError, match="over the limit|bomb"):
+        decode(str(path), max_pixels=100_000_000)

@@ -1,0 +1,83 @@
+"""Sources: files, folders, globs, stdin; order, dedupe, shards; no hangs on FIFOs."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from cnnkit.errors import UsageError
+from cnnkit.io.sources import expand_sources, parse_shard, shard
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ["b.jpg", "a.PNG", "c.txt", "d.webp", "sub/e.tif", "sub/f.gif"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir.jpg").mkdir()
+    return tmp_path
+
+
+def paths(items):
+    return [os.path.relpath(i.path) if os.path.isabs(i.path) else i.path for i in items]
+
+
+def test_folder_sorted_and_filtered(tree):
+    names = [os.path.basename(i.path) for i in expand_sources([str(tree)])]
+    assert names == ["a.PNG", "b.jpg", "d.webp"]
+
+
+def test_recursive(tree):
+    names = [os.path.relpath(i.path, tree) for i in expand_sources([str(tree)], recursive=True)]
+    assert names == ["a.PNG", "b.jpg", "d.webp", os.path.join("sub", "e.tif"), os.path.join("sub", "f.gif")]
+
+
+def test_glob_and_explicit_file_and_dedupe(tree):
+    items = expand_sources([str(tree / "*.jpg"), str(tree / "c.txt"), str(tree / "b.jpg")])
+    assert [os.path.basename(i.path) for i in items] == ["b.jpg", "c.txt"]
+
+
+def test_stdin_list(tree):
+    stdin = io.StringIO(f"{tree / 'b.jpg'}\n\n{tree / 'sub'}\n")
+    items = expand_sources(["-"], stdin=stdin)
+    assert [os.path.basename(i.path) for i in items] == ["b.jpg", "e.tif", "f.gif"]
+
+
+def test_missing_file_is_kept_to_fail_later(tmp_path):
+    items = expand_sources([str(tmp_path / "missing.jpg")])
+    assert len(items) == 1
+
+
+def test_in_memory_objects():
+    import numpy as np
+
+    arr = np.zeros((4, 4, 3), np.uint8)
+    items = expand_sources([arr, arr])
+    assert len(items) == 2 and items[0].data is arr and items[0].path == "<image 0>"
+
+
+def test_shards_partition_the_list(tree):
+    items = expand_sources([str(tree)], recursive=True)
+    parts = [shard(items, f"{k}/3") for k in (1, 2, 3)]
+    assert sorted(i.path for p in parts for i in p) == sorted(i.path for i in items)
+    assert all(not set(a) & set(b) for a in parts for b in parts if a is not b)
+    assert shard(items, None) == items
+
+
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "1-2"])
+def test_bad_shard(spec):
+    with pytest.raises(UsageError):
+        parse_shard(spec)
+
+
+def test_fifo_does_not_hang(tmp_path):
+    from cnnkit.errors import DecodeError
+    from cnnkit.io.decode import decode
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError, match="not a regular file"):
+        decode(str(fifo))
+    assert [i.path for i in expand_sources([str(tmp_path)])] == [str(fifo)]
