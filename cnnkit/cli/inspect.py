@@ -18,11 +18,11 @@ def _emit(rows: list[dict], fmt: str, columns: list[str], title: str) -> None:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col, overflow="fold")
+    for i, col in enumerate(columns):
+        table.add_column(col, overflow="fold", no_wrap=i == 0)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def models(
