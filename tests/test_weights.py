@@ -1,0 +1,122 @@
+"""Pretrained weights without the network: offline errors, the torch hub cache, local files, safe loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import urllib.error
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.errors import CnnkitError, UnsafeCheckpoint, WeightsNotAvailable
+from cnnkit.models import hub
+from cnnkit.models.checkpoint import load_state_dict
+from cnnkit.models.loader import load_model
+
+runner = CliRunner()
+MODEL = "mobilenet_v3_small"
+ENUM = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+
+
+def _random_state():
+    import torchvision
+
+    return torchvision.models.mobilenet_v3_small(weights=None).state_dict()
+
+
+def test_offline_and_not_cached_is_a_clear_error(monkeypatch):
+    import torch
+
+    def fail(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
+    with pytest.raises(WeightsNotAvailable) as info:
+        load_model(MODEL, None, "classify", default="shapes-cnn")
+    text = str(info.value)
+    assert MODEL in text and "--weights" in text
+    assert str(hub.torch_hub_dir() / "checkpoints") in text
+    assert "\n" not in text
+
+
+def test_real_download_attempt_fails_cleanly_with_sockets_blocked(rgb_image):
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", MODEL])
+    assert result.exit_code == 1
+    assert "not in the cache" in result.stderr and "--weights" in result.stderr
+
+
+def test_download_is_used_when_online(monkeypatch, rgb_image):
+    import torch
+
+    calls = []
+
+    def fake_download(url, model_dir=None, **kwargs):
+        calls.append((url, model_dir))
+        return _random_state()
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    loaded = load_model(MODEL, None, "classify", default="shapes-cnn")
+    assert calls and calls[0][0].endswith(".pth")
+    assert Path(calls[0][1]) == hub.torch_hub_dir() / "checkpoints"
+    assert len(loaded.labels) == 1000 and loaded.labels[0] == "tench"
+    assert loaded.preprocess.crop == 224
+
+
+def test_weights_found_in_torch_hub_cache(rgb_image):
+    import torch
+
+    cache = hub.torchvision_cache_file(hub.torchvision_weights(ENUM))
+    cache.parent.mkdir(parents=True)
+    torch.save(_random_state(), cache)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", MODEL, "-f", "json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    rec = json.loads(result.stdout)[0]
+    assert rec["model"] == MODEL and len(rec["predictions"]) == 3
+    info = json.loads(runner.invoke(app, ["info", "-f", "json"]).stdout)
+    assert MODEL in info["cached_pretrained"]
+
+
+def test_local_weights_file(tmp_path, rgb_image):
+    import torch
+
+    path = tmp_path / "mine.pth"
+    torch.save(_random_state(), path)
+    result = runner.invoke(app, ["classify", str(rgb_image), "-m", MODEL, "-w", str(path), "-f", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["predictions"][0]["label"]
+
+
+def test_weights_that_do_not_fit(tmp_path, rgb_image):
+    import torch
+
+    path = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, path)
+    result = runner.invoke(app, ["classify", str(rgb_image), "-m", MODEL, "-w", str(path)])
+    assert result.exit_code == 1 and "do not fit" in result.stderr
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    import torch
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(UnsafeCheckpoint, match="refused"):
+        load_state_dict(path)
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CnnkitError):
+        load_state_dict(raw)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(CnnkitError, match="not found"):
+        load_state_dict(tmp_path / "nope.pth")
