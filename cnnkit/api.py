@@ -37,6 +37,12 @@ def load(task: str, **options: Any) -> Any:
 
     if task not in PREDICTORS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
+    from cnnkit.config import lookup
+
+    if options.get("model") is None and options.get("weights") is None:
+        options["model"] = lookup(f"model.{task}").value
+    if options.get("device") is None:
+        options["device"] = lookup("device").value
     module, cls = PREDICTORS[task].split(":")
     return getattr(importlib.import_module(module), cls).load(**options)
 

@@ -166,6 +166,15 @@ def run_predict(
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.writers import read_done_paths, resolve_format
 
+    from cnnkit.config import resolve
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    batch_size = resolve("batch_size", batch_size, given("batch_size"))
+    workers = resolve("workers", workers, given("workers"))
+    fmt = resolve("format", fmt, given("fmt"))
     parse_shard(shard)
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:

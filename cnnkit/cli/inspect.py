@@ -51,6 +51,7 @@ def info(fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or
     import torch
 
     from cnnkit import __version__
+    from cnnkit.config import config_path, effective
     from cnnkit.device import available_devices, choose_device
     from cnnkit.models import hub
     from cnnkit.models.describe import is_available
@@ -74,6 +75,9 @@ def info(fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or
         "device_env": os.environ.get("CNNKIT_DEVICE"),
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "caches": {"torch_hub": str(hub.torch_hub_dir()), "weights_dir": str(hub.WEIGHTS_DIR)},
+        "settings": effective({"batch_size": 16, "workers": 2, "format": "auto", "device": "auto",
+                               "model.classify": "shapes-cnn"}),
+        "config_file": str(config_path()) if config_path() else None,
         "bundled": [s.name for s in specs if s.source == "bundled" and is_available(s)],
         "cached_pretrained": [s.name for s in specs if s.source != "bundled" and is_available(s)],
     }

@@ -21,7 +21,13 @@ def bundled_path(filename: str) -> Path:
 
 
 def torch_hub_dir() -> Path:
-    """torch hub's folder, computed as torch does, without importing torch."""
+    """torch hub's folder, computed as torch does (without importing torch), unless
+    cnnkit's ``cache_dir`` setting names another."""
+    from cnnkit.config import lookup
+
+    configured = lookup("cache_dir").value
+    if configured:
+        return Path(configured).expanduser()
     if "TORCH_HOME" in os.environ:
         home = Path(os.environ["TORCH_HOME"]).expanduser()
     else:

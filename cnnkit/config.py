@@ -1,0 +1,115 @@
+"""Defaults without repeating flags: flag > environment > config file > built-in.
+
+The config file is ``cnnkit.toml`` in the working folder, else
+``$XDG_CONFIG_HOME/cnnkit/cnnkit.toml`` (``~/.config/cnnkit/cnnkit.toml``)::
+
+    device = "cpu"
+    batch_size = 32
+    format = "jsonl"
+    workers = 4
+    cache_dir = "/data/weights"      # torch hub folder for pretrained weights
+
+    [model]
+    classify = "resnet50"
+    detect = "yolov8n.pt"
+
+Environment: ``CNNKIT_DEVICE``, ``CNNKIT_BATCH_SIZE``, ``CNNKIT_FORMAT``, ``CNNKIT_WORKERS``,
+``CNNKIT_CACHE_DIR``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import UsageError
+
+SETTINGS: dict[str, type] = {"device": str, "batch_size": int, "format": str, "workers": int, "cache_dir": str}
+TASKS = ("classify", "detect", "segment", "instance")
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # "flag", "env CNNKIT_X", "config PATH", "built-in"
+
+
+def env_name(key: str) -> str:
+    return "CNNKIT_" + key.upper().replace(".", "_")
+
+
+def config_path() -> Path | None:
+    """The config file in effect, if any."""
+    local = Path.cwd() / "cnnkit.toml"
+    if local.is_file():
+        return local
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = base / "cnnkit" / "cnnkit.toml"
+    return user if user.is_file() else None
+
+
+def read_config(path: Path | None = None) -> dict[str, Any]:
+    """The config file as a flat dict (``model.classify`` …); a broken file is a usage error."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    path = path or config_path()
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read config ({exc})") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    unknown = sorted(k for k in flat if k not in SETTINGS and not (k.startswith("model.") and k[6:] in TASKS))
+    if unknown:
+        raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return flat
+
+
+def _convert(key: str, value: Any, where: str) -> Any:
+    kind = SETTINGS.get(key, str)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {key} must be {kind.__name__}, got {value!r}") from None
+
+
+def lookup(key: str, builtin: Any = None, config: dict[str, Any] | None = None) -> Setting:
+    """The value of ``key`` from the environment, the config file, or ``builtin``."""
+    env = env_name(key)
+    if os.environ.get(env):
+        return Setting(_convert(key, os.environ[env], env), f"env {env}")
+    config = read_config() if config is None else config
+    if key in config:
+        where = str(config_path())
+        return Setting(_convert(key, config[key], where), f"config {where}")
+    return Setting(builtin, "built-in")
+
+
+def resolve(key: str, flag_value: Any, flag_given: bool, builtin: Any = None) -> Any:
+    """Flag (when the user gave it) > environment > config file > built-in."""
+    if flag_given:
+        return flag_value
+    return lookup(key, builtin if builtin is not None else flag_value).value
+
+
+def effective(builtins: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every setting's effective value and where it came from, for ``cnnkit info``."""
+    builtins = builtins or {}
+    config = read_config()
+    keys = list(SETTINGS) + [f"model.{t}" for t in TASKS]
+    out = {}
+    for key in keys:
+        s = lookup(key, builtins.get(key), config)
+        out[key] = {"value": s.value, "source": s.source}
+    return out
