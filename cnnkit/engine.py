@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, DecodeError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
 from cnnkit.io.sources import Item
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 def _prepare(predictor: "Predictor", item: Item, max_pixels: int) -> tuple[Decoded, Any, float]:
     t0 = time.perf_counter()
+    if item.error:
+        raise DecodeError(item.error)
     decoded = decode(item.path, item.data, max_pixels=max_pixels, min_side=predictor.min_side)
     tensor = predictor.preprocess(decoded)
     return decoded, tensor, (time.perf_counter() - t0) * 1000.0

@@ -121,6 +121,7 @@ def write_records(
         redirect_stderr=False,
     )
     interrupted = False
+    restore = _sigterm_as_interrupt()
     with progress:
         bar = progress.add_task("predicting", total=total)
         try:
@@ -136,6 +137,7 @@ def write_records(
             interrupted = True
         finally:
             writer.close()
+            restore()
     if not quiet:
         msg = f"{done} image(s), {len(failed)} failed" + (" (interrupted)" if interrupted else "")
         err.print(msg, highlight=False)
@@ -147,6 +149,21 @@ def write_records(
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Treat SIGTERM like Ctrl-C while records are written, so the output is closed cleanly."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def require_sources(sources: list[str] | None) -> list[str]:
@@ -184,8 +201,6 @@ def run_predict(
     if skip:
         log.info("skipping %d input(s) already in %s", len(skip), output)
         items = [it for it in items if it.path not in skip]
-    if not items:
-        log.warning("no images found in %s", " ".join(sources))
     predictor = api.load(task, **load_options)
     folder = resolve_save_dir(task, save, save_dir, exist_ok)
     if folder is not None:

@@ -26,10 +26,12 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Item:
-    """One input: ``path`` names it in records; ``data`` holds an in-memory image if any."""
+    """One input: ``path`` names it in records; ``data`` holds an in-memory image if any;
+    ``error`` says why a named source gave nothing (an empty folder, a glob that matched nothing)."""
 
     path: str
     data: Any = None
+    error: str | None = None
 
 
 def is_image_name(name: str) -> bool:
@@ -48,13 +50,20 @@ def _walk(folder: Path, recursive: bool) -> list[str]:
     return found
 
 
-def _expand_one(arg: str, recursive: bool) -> list[str]:
+def _expand_one(arg: str, recursive: bool) -> tuple[list[str], str | None]:
+    """The image paths ``arg`` stands for, or a reason why it stands for none."""
     path = Path(arg)
     if path.is_dir():
-        return _walk(path, recursive)
+        try:
+            found = _walk(path, recursive)
+        except OSError as exc:
+            return [], f"cannot list folder ({exc.strerror or exc})"
+        hint = "" if recursive else " (use --recursive for sub-folders)"
+        return found, None if found else f"folder has no image files{hint}"
     if any(c in arg for c in _GLOB_CHARS) and not path.exists():
-        return sorted(p for p in glob.glob(arg, recursive=recursive) if is_image_name(p) and not os.path.isdir(p))
-    return [arg]
+        found = sorted(p for p in glob.glob(arg, recursive=recursive) if is_image_name(p) and not os.path.isdir(p))
+        return found, None if found else "pattern matches no image files"
+    return [arg], None
 
 
 def expand_sources(
@@ -64,16 +73,23 @@ def expand_sources(
     items: list[Item] = []
     seen: set[str] = set()
 
-    def add(path: str, data: Any = None) -> None:
+    def add(path: str, data: Any = None, error: str | None = None) -> None:
         if data is None:
             if path in seen:
                 return
             seen.add(path)
-        items.append(Item(path, data))
+        items.append(Item(path, data, error))
+
+    def add_arg(arg: str) -> None:
+        found, error = _expand_one(arg, recursive)
+        if error:
+            add(arg, error=error)
+        for p in found:
+            add(p)
 
     for i, src in enumerate(sources):
         if isinstance(src, Item):
-            add(src.path, src.data)
+            add(src.path, src.data, src.error)
             continue
         if isinstance(src, os.PathLike):
             src = os.fspath(src)
@@ -85,11 +101,9 @@ def expand_sources(
             for line in stream:
                 line = line.rstrip("\r\n")
                 if line.strip():
-                    for p in _expand_one(line, recursive):
-                        add(p)
+                    add_arg(line)
             continue
-        for p in _expand_one(src, recursive):
-            add(p)
+        add_arg(src)
     return items
 
 

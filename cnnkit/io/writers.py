@@ -54,6 +54,16 @@ def read_done_paths(output: str | os.PathLike) -> set[str]:
     return done
 
 
+def safe_text(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate (a non-UTF-8 file name) becomes ``\\udcXX``,
+    which in JSON is the escape that reads back as the same character."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def drop_torn_tail(path: str | os.PathLike) -> None:
     """Cut a last line that a crash left without its newline (it is not a record)."""
     p = Path(path)
@@ -129,7 +139,7 @@ class RecordWriter:
         if self.fmt == "jsonl":
             fh = self._fh or self.stream
             try:
-                fh.write(json.dumps(data, ensure_ascii=False) + "\n")
+                fh.write(safe_text(json.dumps(data, ensure_ascii=False)) + "\n")
                 fh.flush()
             except OSError as exc:
                 raise CnnkitError(f"{self.output or 'stdout'}: write failed ({exc.strerror or exc})") from exc
@@ -161,7 +171,7 @@ class RecordWriter:
             return
         if self.fmt == "jsonl":
             return
-        text = self._render()
+        text = safe_text(self._render())
         if self.output:
             atomic_write_text(self.output, text)
         elif self.fmt == "table":
