@@ -1,9 +1,12 @@
 """The Python API: one function per task, the same options as the CLI.
 
     >>> import cnnkit
-    >>> records = cnnkit.classify("samples/shapes_0.png", topk=1)   # doctest: +SKIP
-    >>> records[0].predictions[0]["label"]                            # doctest: +SKIP
-    'star'
+    >>> records = cnnkit.classify("samples/shape_0_triangle.png", topk=1)
+    >>> records[0].predictions[0]["label"]
+    'triangle'
+    >>> predictor = cnnkit.load("classify", topk=2)
+    >>> [len(r.predictions) for r in predictor(["samples/shape_1_circle.png", "samples/missing.png"])]
+    [2, 0]
 
 The CLI commands are thin wrappers over these functions; a predictor from
 :func:`load` keeps its weights loaded across calls.
