@@ -180,3 +180,19 @@ def test_real_entry_point_on_samples(tmp_path):
 def test_in_memory_array_gets_placeholder_path():
     rec = cnnkit.classify(np.zeros((64, 64, 3), np.uint8), topk=1)[0]
     assert rec.path == "<image 0>" and rec.ok
+
+
+def test_recursive_workers_max_pixels_and_verbose(tmp_path, shapes_images):
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    for p in sorted(shapes_images.glob("*.png"))[:2]:
+        (nested / p.name).write_bytes(p.read_bytes())
+    flat = runner.invoke(app, ["classify", str(tmp_path), "-f", "jsonl"])
+    assert flat.exit_code == 1 and "use --recursive" in flat.stdout
+    deep = runner.invoke(app, ["-v", "classify", str(tmp_path), "-r", "--workers", "1", "-f", "jsonl"])
+    assert deep.exit_code == 0 and len(deep.stdout.splitlines()) == 2
+    tiny = runner.invoke(app, ["classify", str(nested), "--max-pixels", "100", "-f", "jsonl"])
+    assert tiny.exit_code == 1
+    assert all("over the limit" in json.loads(x)["error"] for x in tiny.stdout.splitlines())
+    quiet = runner.invoke(app, ["-q", "classify", str(nested), "--max-pixels", "100", "-f", "jsonl"])
+    assert quiet.exit_code == 1 and quiet.stderr == ""
