@@ -43,6 +43,7 @@ register(ModelSpec(
     name="lenet5", task="classify", family="lenet5", builder=_lenet5, source="bundled",
     weights="lenet5-digits.safetensors", labels=DIGITS_CLASSES, preprocess=DIGITS_PREPROCESS, year=1998,
     description="LeNet-5 (LeCun et al.), trained by cnnkit on scikit-learn's real 8x8 digits",
+    meta={"fixed_size": 32},
 ))
 
 # name, weights enum, year, description[, builder keyword arguments]

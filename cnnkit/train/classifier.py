@@ -120,7 +120,7 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device | str = "cpu",
             total += len(y)
             if num_classes:
                 np.add.at(cm, (y.cpu().numpy(), pred[:, 0].cpu().numpy()), 1)
-    loss_sum, top1, top5, total = all_sum([loss_sum, top1, top5, total], _reduce_device(device))
+    loss_sum, top1, top5, total = all_sum([loss_sum, top1, top5, total], _reduce_device(device)).tolist()
     if num_classes:
         cm = all_sum(cm, _reduce_device(device)).astype(np.int64)
     n = max(total, 1)
@@ -299,7 +299,7 @@ def fit(
                     raise KeyboardInterrupt
             seconds = run.batch_seconds + time.perf_counter() - t0
             val = evaluate(model, val_loader, device, num_classes=len(labels) or None)
-            loss_sum, correct, seen = all_sum([run.loss_sum, run.correct, run.seen], _reduce_device(device))
+            loss_sum, correct, seen = all_sum([run.loss_sum, run.correct, run.seen], _reduce_device(device)).tolist()
             row = {
                 "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                 "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],

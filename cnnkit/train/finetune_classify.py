@@ -97,7 +97,7 @@ def train_transform(pre: Preprocess, augment: str) -> Any:
     pipeline = v2.Compose(steps)
 
     def apply(rgb: np.ndarray) -> torch.Tensor:
-        return pipeline(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        return pipeline(torch.from_numpy(np.array(rgb)).permute(2, 0, 1))
 
     return apply
 
