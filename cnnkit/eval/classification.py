@@ -8,6 +8,7 @@ Plots use matplotlib's Agg backend (no display, no font downloads) and are writt
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,3 +100,50 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> N
         ax.legend()
     _save(fig, path)
     plt.close(fig)
+
+
+def val_folder(root: str | os.PathLike) -> Path:
+    """``DATA/val`` when DATA has ``train`` and ``val`` folders, else DATA itself."""
+    root = Path(root)
+    return root / "val" if (root / "val").is_dir() and (root / "train").is_dir() else root
+
+
+def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int = 16, workers: int = 2,
+                    plot: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run a classify predictor over ``root/<class>/*`` and score it against the folder names.
+
+    Every dataset class must be one of the model's labels; a prediction of any other model
+    label lands in an ``(other)`` column. Unreadable images are counted and listed, not scored.
+    """
+    from cnnkit.data.folder import scan_classes
+    from cnnkit.errors import UsageError
+
+    folder = val_folder(root)
+    classes, split, _ = scan_classes(folder, verify=False)
+    unknown = [c for c in classes if c not in predictor.labels]
+    if unknown:
+        shown = ", ".join(predictor.labels[:12]) + (" …" if len(predictor.labels) > 12 else "")
+        raise UsageError(f"{folder}: class folder(s) {', '.join(unknown)} are not labels of {predictor.name} ({shown})")
+    index = {c: i for i, c in enumerate(classes)}
+    other = len(classes)
+    cm = np.zeros((len(classes), len(classes) + 1), dtype=np.int64)
+    top5, failed = 0, []
+    target_of = dict(zip(split.paths, split.targets))
+    for record in predictor.stream(split.paths, batch_size=batch_size, workers=workers):
+        if record.error is not None:
+            failed.append({"path": record.path, "error": record.error})
+            continue
+        true = target_of[record.path]
+        labels = [p["label"] for p in record.predictions]
+        cm[true, index.get(labels[0], other)] += 1
+        top5 += classes[true] in labels[:5]
+    columns = classes + (["(other)"] if cm[:, other].any() else [])
+    matrix = cm[:, : len(columns)]
+    result = {"model": predictor.name, "data": str(folder), **summary(matrix, classes), "failed": failed}
+    result["top5"] = round(top5 / result["images"], 4) if result["images"] else 0.0
+    result["confusion"] = {"labels": classes, "columns": columns, "matrix": matrix.tolist()}
+    if plot is not None:
+        plot_confusion(matrix, classes, plot, columns=columns,
+                       title=f"{predictor.name} on {folder.name} (top-1 {result['top1']:.3f})")
+        result["plot"] = str(plot)
+    return result
