@@ -46,7 +46,7 @@ def test_finetune_bundled_lenet5_on_new_classes_writes_a_run_classify_can_use(ti
     assert meta["labels"] == sorted(NAMES) and meta["arch"] == "lenet5"
     assert meta["preprocess"]["crop"] == 32 and "new 3-class head" in meta["source"]
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,val_top5,lr") and len(rows) == 3
+    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,val_top5,val_images,lr") and len(rows) == 3
     # Frozen backbone: the trunk still holds the bundled weights, the head does not.
     bundled = load_state_dict(REPO / "cnnkit/weights/lenet5-digits.safetensors")
     tuned = load_state_dict(out / "last.safetensors")

@@ -9,6 +9,7 @@ as ``None`` so each trainer applies its own defaults. Works under
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -79,5 +80,5 @@ def finetune(
         from cnnkit.errors import UsageError
 
         raise UsageError(str(exc)) from exc
-    if result is not None:
+    if result is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         typer.echo(json.dumps(result, default=str))

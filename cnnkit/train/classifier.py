@@ -124,7 +124,7 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device | str = "cpu",
     if num_classes:
         cm = all_sum(cm, _reduce_device(device)).astype(np.int64)
     n = max(total, 1)
-    return {"loss": loss_sum / n, "acc": top1 / n, "top5": top5 / n, "confusion": cm}
+    return {"loss": loss_sum / n, "acc": top1 / n, "top5": top5 / n, "images": int(total), "confusion": cm}
 
 
 def _reduce_device(device: Any) -> Any:
@@ -303,7 +303,7 @@ def fit(
             row = {
                 "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                 "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
-                "lr": scheduler.get_last_lr()[0], "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9),
+                "val_images": val["images"], "lr": scheduler.get_last_lr()[0], "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9),
             }
             run.end_epoch(row, cfg.early_stopping)
             if main:
