@@ -231,3 +231,26 @@ def test_subprocess_smoke(tiny_digits, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["best"] == str(out / "best.safetensors")
     assert "epoch   1/1" in proc.stderr
+
+
+def test_sigterm_saves_a_resumable_state_then_resume_finishes(tiny_digits, tmp_path):
+    import time
+
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "cnnkit", "finetune", str(tiny_digits), *FAST, "--epochs", "200", "--no-pretrained",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "state saved" in stderr and "interrupted" in stderr
+    state = torch.load(out / "last.pt", weights_only=True)
+    done = state["run"]["epoch"]
+    assert 1 <= done < 200 and read_meta(out / "last.safetensors")["labels"] == sorted(NAMES)
+    # --epochs on resume changes the length of the run (here: one more epoch than done).
+    r = run(["finetune", "--resume", str(out / "last.safetensors"), "--workers", "0", "--epochs", str(done + 1)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metrics"]["epochs_run"] == done + 1

@@ -94,8 +94,11 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> N
     right.plot(epochs, [r["val_acc"] for r in history], "o-", label="val top-1")
     right.plot(epochs, [r["val_top5"] for r in history], ".--", label="val top-5")
     right.set_title("accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (left, right):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     _save(fig, path)

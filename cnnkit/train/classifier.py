@@ -257,7 +257,9 @@ def fit(
     run = _RunState()
     last = out / "last.pt"
     if last.exists():
+        fresh = getattr(scheduler, "lr_lambdas", None) or getattr(scheduler, "total_steps", None)
         run = _RunState.load(last, model, optimizer, scheduler, scaler)
+        _keep_schedule_length(scheduler, fresh)
         log.info("resumed from %s at epoch %d%s", last, run.epoch + 1, f", batch {run.batch}" if run.batch else "")
     frozen = list(frozen)
     with GracefulStop() as stop:
@@ -313,6 +315,16 @@ def fit(
             if run.stopped:
                 log.info("early stopping: no better val top-1 for %d epoch(s)", cfg.early_stopping)
     return run.history
+
+
+def _keep_schedule_length(scheduler: Any, fresh: Any) -> None:
+    """After loading a scheduler's state, keep this run's length (``--epochs`` may change on resume)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.lr_lambdas = fresh
+    elif scheduler.total_steps != fresh:
+        from cnnkit.errors import UsageError
+
+        raise UsageError("the onecycle schedule cannot change length on resume; keep the run's --epochs")
 
 
 def _epoch_batches(loader: Any) -> int:

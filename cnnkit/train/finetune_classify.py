@@ -283,6 +283,10 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
         opts, out_dir, meta = _resume_options(resume)
         if data and Path(data).resolve() != Path(opts.data).resolve():
             raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
+        if given.get("epochs") and given["epochs"] != opts.epochs:
+            log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
+                        "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
+            opts.epochs = given["epochs"]
     else:
         if not data:
             raise UsageError("finetune: DATA folder is required (or --resume RUN_DIR)")
