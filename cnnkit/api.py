@@ -31,7 +31,9 @@ PREDICTORS = {
 
 
 # task → "module:function" of ``finetune(data, **options) -> dict`` (best/last/out/metrics).
-TRAINERS: dict[str, str] = {}
+TRAINERS: dict[str, str] = {
+    "classify": "cnnkit.train.finetune_classify:finetune",
+}
 
 
 def load(task: str, **options: Any) -> Any:

@@ -41,3 +41,74 @@ def predict(
         batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=save, save_dir=save_dir,
         exist_ok=exist_ok, recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels,
     )
+
+
+@app.command("val")
+def val(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Argument(help="DATA/<class>/* (or DATA/val/<class>/* when DATA has train/ and val/).")],
+    model: c.Model = None,
+    weights: c.Weights = None,
+    batch_size: c.BatchSize = 16,
+    workers: c.Workers = 2,
+    device: c.Device = None,
+    threads: c.Threads = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="auto (tables on a terminal, else json), table or json.", rich_help_panel=c.PANEL_IO)] = "auto",
+    output: c.Output = None,
+    save_dir: Annotated[str | None, typer.Option("--save-dir", help="Folder for confusion_matrix.png and metrics.json [default: runs/classify/val, val2, ...].", rich_help_panel=c.PANEL_IO)] = None,
+    exist_ok: c.ExistOk = False,
+) -> None:
+    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from cnnkit import api
+    from cnnkit.eval.classification import evaluate_folder
+    from cnnkit.io.files import atomic_write_text, explicit_dir, increment_dir
+
+    predictor = api.load("classify", model=model, weights=weights, device=device, threads=threads, topk=5)
+    folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/classify/val"))
+    result = evaluate_folder(predictor, data, batch_size=batch_size, workers=workers,
+                             plot=folder / "confusion_matrix.png")
+    text = json.dumps(result, indent=2) + "\n"
+    atomic_write_text(folder / "metrics.json", text)
+    if output:
+        atomic_write_text(output, text, overwrite=exist_ok)
+    elif fmt == "json" or (fmt == "auto" and not sys.stdout.isatty()):
+        typer.echo(text, nl=False)
+    else:
+        _print_val_tables(result)
+    if not c.state(ctx)["quiet"]:
+        typer.echo(f"{result['images']} image(s) scored, {len(result['failed'])} failed; "
+                   f"top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}; wrote {folder}", err=True)
+        for item in result["failed"][:10]:
+            typer.echo(f"  failed {item['path']}: {item['error']}", err=True)
+    if result["failed"]:
+        raise typer.Exit(c.EXIT_FAILED)
+
+
+def _print_val_tables(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    head = Table(title=f"{result['model']} on {result['data']}")
+    for col in ("images", "top-1", "top-5", "macro precision", "macro recall", "macro F1"):
+        head.add_column(col, justify="right")
+    m = result["macro"]
+    head.add_row(str(result["images"]), f"{result['top1']:.4f}", f"{result['top5']:.4f}",
+                 f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}")
+    per = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per.add_column(col, justify="right")
+    for r in result["per_class"]:
+        per.add_row(r["label"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
+    conf = Table(title="confusion matrix (rows true, columns predicted)")
+    conf.add_column("true \\ pred")
+    for col in result["confusion"]["columns"]:
+        conf.add_column(col, justify="right")
+    for label, row in zip(result["confusion"]["labels"], result["confusion"]["matrix"]):
+        conf.add_row(label, *(str(v) for v in row))
+    for table in (head, per, conf):
+        console.print(table)

@@ -1,0 +1,84 @@
+"""``cnnkit finetune``: train a model on your own data; one command for every task.
+
+The command parses options and calls :func:`cnnkit.api.finetune`, which dispatches to
+the task's trainer (``cnnkit.api.TRAINERS``). Options the user leaves out are passed
+as ``None`` so each trainer applies its own defaults. Works under
+``torchrun --nproc-per-node N -m cnnkit finetune ...`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from cnnkit.cli import common as c
+
+PANEL_TRAIN = "Training"
+PANEL_DATA = "Data"
+
+
+def finetune(
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Argument(help="Dataset: classify DATA/<class>/* or DATA/{train,val}/<class>/*; detect data.yaml; segment/instance as their docs say.", show_default=False)] = None,
+    task: Annotated[str, typer.Option("--task", "-t", help="classify, detect, segment or instance.")] = "classify",
+    model: c.Model = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from the model's trained weights (ImageNet or bundled) [default: pretrained].", rich_help_panel=c.PANEL_MODEL, show_default=False)] = None,
+    weights: c.Weights = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="segment: decoder architecture (e.g. unet, deeplabv3plus).", rich_help_panel=c.PANEL_MODEL)] = None,
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="segment: encoder name (e.g. resnet18).", rich_help_panel=c.PANEL_MODEL)] = None,
+    freeze: Annotated[Optional[str], typer.Option("--freeze", help="backbone, none, or N: train only the head and the last N blocks [classify default: none].", rich_help_panel=c.PANEL_MODEL)] = None,
+    unfreeze_at: Annotated[Optional[int], typer.Option("--unfreeze-at", min=1, help="classify: from this epoch on, train the frozen parts too.", rich_help_panel=c.PANEL_MODEL)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help="Number of epochs.", rich_help_panel=PANEL_TRAIN)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Images per step (per process under torchrun).", rich_help_panel=PANEL_TRAIN)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel=PANEL_TRAIN)] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd (classify).", rich_help_panel=PANEL_TRAIN)] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="cosine, step, onecycle or none (classify).", rich_help_panel=PANEL_TRAIN)] = None,
+    warmup: Annotated[Optional[float], typer.Option("--warmup", min=0.0, help="Epochs of linear learning-rate warm-up.", rich_help_panel=PANEL_TRAIN)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", min=0.0, max=0.99, help="Cross-entropy label smoothing.", rich_help_panel=PANEL_TRAIN)] = None,
+    early_stopping: Annotated[Optional[int], typer.Option("--early-stopping", min=1, help="Stop after this many epochs without a better val top-1.", rich_help_panel=PANEL_TRAIN)] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU).", rich_help_panel=PANEL_TRAIN, show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the data order, augmentation and init.", rich_help_panel=PANEL_TRAIN)] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="light, strong or none (classify).", rich_help_panel=PANEL_DATA)] = None,
+    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Training image size in pixels.", rich_help_panel=PANEL_DATA)] = None,
+    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, help="Share of each class held out when DATA has no train/val folders [default: 0.2].", rich_help_panel=PANEL_DATA)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="DataLoader worker processes (0: load in the main process).", rich_help_panel=c.PANEL_RUN)] = None,
+    device: c.Device = None,
+    threads: c.Threads = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its folder or its last checkpoint.", rich_help_panel=c.PANEL_IO)] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Run folder [default: runs/finetune/exp, exp2, ...].", rich_help_panel=c.PANEL_IO)] = None,
+    exist_ok: c.ExistOk = False,
+) -> None:
+    """Fine-tune a model on your data; prints {best, last, out, metrics} as JSON on stdout.
+
+    classify: replaces the head for DATA's classes, optionally freezes the backbone, and writes
+    best/last checkpoints, metrics.csv, curves.png and confusion_matrix.png into the run folder.
+    Ctrl-C saves a resumable checkpoint; --resume continues it to the same result.
+    """
+    from cnnkit import api
+
+    quiet = c.state(ctx)["quiet"]
+    given = dict(
+        model=model, pretrained=pretrained, weights=weights, arch=arch, encoder=encoder, freeze=freeze,
+        unfreeze_at=unfreeze_at, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        scheduler=scheduler, warmup=warmup, label_smoothing=label_smoothing, early_stopping=early_stopping,
+        amp=amp, seed=seed, augment=augment, imgsz=imgsz, val_split=val_split, workers=workers, device=device,
+        threads=threads, resume=resume, out=out,
+    )
+    # Task-specific options stay out when unset, so every trainer sees only what applies to it.
+    common = {"model", "weights", "epochs", "batch_size", "imgsz", "lr", "device", "out", "seed", "workers",
+              "resume", "freeze", "arch", "encoder"}
+    options = {k: v for k, v in given.items() if k in common or v is not None}
+    try:
+        result = api.finetune(data, task=task, exist_ok=exist_ok, progress=not quiet, **options)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; resume with --resume " + (out or "RUN_DIR"), err=True)
+        raise typer.Exit(c.EXIT_INTERRUPTED) from None
+    except ValueError as exc:
+        from cnnkit.errors import UsageError
+
+        raise UsageError(str(exc)) from exc
+    if result is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        typer.echo(json.dumps(result, default=str))

@@ -1,0 +1,143 @@
+"""Folder datasets for classification: ``DATA/<class>/*`` or ``DATA/train`` + ``DATA/val``.
+
+Shared by ``cnnkit finetune`` and ``cnnkit classify val``. Every image is decoded once
+while scanning (threaded, JPEGs drafted to the size the model needs) so unreadable
+files are found up front, skipped and listed, instead of failing mid-epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit.errors import UsageError
+from cnnkit.io.sources import is_image_name
+
+
+@dataclass
+class FolderSplit:
+    """Image paths and class indices of one split."""
+
+    paths: list[str]
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class FolderData:
+    classes: list[str]
+    train: FolderSplit
+    val: FolderSplit
+    layout: str  # "train/val" or "split"
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def class_dirs(root: Path) -> list[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _images(folder: Path) -> list[str]:
+    files: list[str] = []
+    for dirpath, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(os.path.join(dirpath, n) for n in sorted(names) if is_image_name(n) and not n.startswith("."))
+    return files
+
+
+def _check(path: str, min_side: int | None) -> str | None:
+    from cnnkit.io.decode import decode
+
+    try:
+        decode(path, min_side=min_side)
+    except Exception as exc:  # any reason a file cannot become an image
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def scan_classes(root: Path, classes: list[str] | None = None, *, verify: bool = True,
+                 min_side: int | None = None, workers: int = 4) -> tuple[list[str], FolderSplit, list[tuple[str, str]]]:
+    """``root/<class>/**`` → (classes, split, skipped); a class without readable images is an error."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder")
+    classes = class_dirs(root) if classes is None else classes
+    if not classes:
+        raise UsageError(f"{root}: no class folders found (expected {root}/<class>/<images>)")
+    per_class = [_images(root / c) for c in classes]
+    skipped: list[tuple[str, str]] = []
+    if verify:
+        flat = [p for files in per_class for p in files]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            reasons = dict(zip(flat, pool.map(lambda p: _check(p, min_side), flat)))
+        skipped = [(p, r) for p, r in reasons.items() if r is not None]
+        per_class = [[p for p in files if reasons[p] is None] for files in per_class]
+    empty = [c for c, files in zip(classes, per_class) if not files]
+    if empty:
+        raise UsageError(f"{root}: class folder(s) without readable images: {', '.join(empty)}")
+    paths = [p for files in per_class for p in files]
+    targets = [i for i, files in enumerate(per_class) for _ in files]
+    return classes, FolderSplit(paths, targets), skipped
+
+
+def stratified_split(split: FolderSplit, val_fraction: float, seed: int) -> tuple[FolderSplit, FolderSplit]:
+    """Per class, a seeded shuffle and ``round(n * val_fraction)`` (at least 1) images to val."""
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(split.targets)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
+        if n_val < 1:
+            raise UsageError(f"class {c} has a single image: it cannot be split into train and val")
+        val_idx += idx[:n_val].tolist()
+        train_idx += idx[n_val:].tolist()
+
+    def take(ix: list[int]) -> FolderSplit:
+        ix = sorted(ix)
+        return FolderSplit([split.paths[i] for i in ix], [split.targets[i] for i in ix])
+
+    return take(train_idx), take(val_idx)
+
+
+def load_folder_dataset(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
+                        min_side: int | None = None, workers: int = 4) -> FolderData:
+    """Scan a classification dataset; errors name the folder and what is wrong."""
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"{root}: dataset folder not found")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        classes, train, skipped = scan_classes(root / "train", min_side=min_side, workers=workers)
+        val_classes = class_dirs(root / "val")
+        if set(val_classes) != set(classes):
+            only_train = sorted(set(classes) - set(val_classes))
+            only_val = sorted(set(val_classes) - set(classes))
+            raise UsageError(
+                f"{root}: train and val class folders differ (only in train: {', '.join(only_train) or '-'}; "
+                f"only in val: {', '.join(only_val) or '-'})"
+            )
+        _, val, skipped_val = scan_classes(root / "val", classes, min_side=min_side, workers=workers)
+        data = FolderData(classes, train, val, "train/val", skipped + skipped_val)
+    else:
+        if not 0.0 < val_split < 1.0:
+            raise UsageError(f"--val-split {val_split}: expected a fraction between 0 and 1")
+        classes, full, skipped = scan_classes(root, min_side=min_side, workers=workers)
+        train, val = stratified_split(full, val_split, seed)
+        data = FolderData(classes, train, val, "split", skipped)
+    if len(data.classes) < 2:
+        raise UsageError(f"{root}: only one class ({data.classes[0]}); classification needs at least two")
+    return data
+
+
+def describe_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> str:
+    lines = [f"skipped {len(skipped)} unreadable image(s):"] + [f"  {p}: {r}" for p, r in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  … and {len(skipped) - limit} more")
+    return "\n".join(lines)
+

@@ -1,0 +1,152 @@
+"""Classification metrics from a confusion matrix, and the plots ``finetune`` and ``classify val`` write.
+
+One confusion matrix (rows = true class, columns = predicted class) gives top-1
+accuracy and per-class precision, recall and F1; both commands use these functions.
+Plots use matplotlib's Agg backend (no display, no font downloads) and are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnkit.io.files import atomic_path
+
+
+def per_class_report(cm: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support per true class (row) of ``cm``."""
+    cm = np.asarray(cm, dtype=np.int64)
+    rows = []
+    for i, label in enumerate(labels):
+        tp = int(cm[i, i])
+        predicted = int(cm[:, i].sum())
+        support = int(cm[i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"label": label, "precision": round(precision, 4), "recall": round(recall, 4),
+                     "f1": round(f1, 4), "support": support})
+    return rows
+
+
+def summary(cm: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro averages and the per-class table of ``cm``."""
+    cm = np.asarray(cm, dtype=np.int64)
+    per_class = per_class_report(cm, labels)
+    total = int(cm.sum())
+    present = [r for r in per_class if r["support"]]
+    macro = {k: round(float(np.mean([r[k] for r in present])), 4) if present else 0.0 for k in ("precision", "recall", "f1")}
+    return {"images": total, "top1": round(float(np.trace(cm[:, : len(labels)])) / total, 4) if total else 0.0,
+            "macro": macro, "per_class": per_class}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | os.PathLike,
+                   columns: Sequence[str] | None = None, title: str = "Confusion matrix") -> None:
+    """A count-annotated heat map (rows true, columns predicted)."""
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    columns = list(columns or labels)
+    side = max(4.0, 0.45 * max(len(labels), len(columns)) + 2)
+    fig, ax = plt.subplots(figsize=(side, side * len(labels) / max(len(columns), 1) + 0.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(columns)), columns, rotation=90 if len(columns) > 6 else 0)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if cm.size <= 900:
+        top = cm.max() or 1
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
+                        color="white" if v > top / 2 else "black")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Loss and accuracy per epoch, train and val."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    left.plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
+    left.set_title("loss")
+    right.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
+    right.plot(epochs, [r["val_acc"] for r in history], "o-", label="val top-1")
+    right.plot(epochs, [r["val_top5"] for r in history], ".--", label="val top-5")
+    right.set_title("accuracy")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def val_folder(root: str | os.PathLike) -> Path:
+    """``DATA/val`` when DATA has ``train`` and ``val`` folders, else DATA itself."""
+    root = Path(root)
+    return root / "val" if (root / "val").is_dir() and (root / "train").is_dir() else root
+
+
+def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int = 16, workers: int = 2,
+                    plot: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run a classify predictor over ``root/<class>/*`` and score it against the folder names.
+
+    Every dataset class must be one of the model's labels; a prediction of any other model
+    label lands in an ``(other)`` column. Unreadable images are counted and listed, not scored.
+    """
+    from cnnkit.data.folder import scan_classes
+    from cnnkit.errors import UsageError
+
+    folder = val_folder(root)
+    classes, split, _ = scan_classes(folder, verify=False)
+    unknown = [c for c in classes if c not in predictor.labels]
+    if unknown:
+        shown = ", ".join(predictor.labels[:12]) + (" …" if len(predictor.labels) > 12 else "")
+        raise UsageError(f"{folder}: class folder(s) {', '.join(unknown)} are not labels of {predictor.name} ({shown})")
+    index = {c: i for i, c in enumerate(classes)}
+    other = len(classes)
+    cm = np.zeros((len(classes), len(classes) + 1), dtype=np.int64)
+    top5, failed = 0, []
+    target_of = dict(zip(split.paths, split.targets))
+    for record in predictor.stream(split.paths, batch_size=batch_size, workers=workers):
+        if record.error is not None:
+            failed.append({"path": record.path, "error": record.error})
+            continue
+        true = target_of[record.path]
+        labels = [p["label"] for p in record.predictions]
+        cm[true, index.get(labels[0], other)] += 1
+        top5 += classes[true] in labels[:5]
+    columns = classes + (["(other)"] if cm[:, other].any() else [])
+    matrix = cm[:, : len(columns)]
+    result = {"model": predictor.name, "data": str(folder), **summary(matrix, classes), "failed": failed}
+    result["top5"] = round(top5 / result["images"], 4) if result["images"] else 0.0
+    result["confusion"] = {"labels": classes, "columns": columns, "matrix": matrix.tolist()}
+    if plot is not None:
+        plot_confusion(matrix, classes, plot, columns=columns,
+                       title=f"{predictor.name} on {folder.name} (top-1 {result['top1']:.3f})")
+        result["plot"] = str(plot)
+    return result

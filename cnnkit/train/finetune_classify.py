@@ -1,0 +1,392 @@
+"""``cnnkit finetune --task classify``: transfer learning on a folder dataset.
+
+The recipe: load a registry backbone (ImageNet or bundled weights, a cnnkit
+checkpoint or a state dict), replace its head for the dataset's classes, freeze the
+trunk or all but its last blocks, and train with :func:`cnnkit.train.classifier.fit`,
+which writes checkpoints ``cnnkit classify --weights`` loads. Under ``torchrun`` it
+trains with DistributedDataParallel (gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cnnkit.data.folder import FolderSplit, describe_skipped, load_folder_dataset
+from cnnkit.errors import CnnkitError, UsageError, WeightsNotAvailable
+from cnnkit.models import hub
+from cnnkit.models.loader import load_model, spec_for_family
+from cnnkit.models.preprocess import Preprocess
+from cnnkit.models.registry import ModelSpec, get_spec
+from cnnkit.train.classifier import OPTIMIZERS, SCHEDULERS, Callbacks, ResumableSampler, TrainConfig, fit
+from cnnkit.train.heads import freeze as freeze_trunk
+from cnnkit.train.heads import parse_freeze, replace_head
+
+log = logging.getLogger("cnnkit.finetune")
+
+DEFAULT_MODEL = "resnet18"
+AUGMENTS = ("light", "strong", "none")
+
+
+@dataclass
+class Options:
+    """Every option of a run; saved in its checkpoints so ``--resume`` needs nothing else."""
+
+    data: str
+    model: str = DEFAULT_MODEL
+    pretrained: bool = True
+    weights: str | None = None
+    freeze: str = "none"
+    unfreeze_at: int | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
+    augment: str = "light"
+    imgsz: int | None = None
+    val_split: float = 0.2
+    early_stopping: int | None = None
+    seed: int = 0
+    amp: bool = False
+
+    def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {self.optimizer!r}: expected {' or '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise UsageError(f"--scheduler {self.scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+        if self.augment not in AUGMENTS:
+            raise UsageError(f"--augment {self.augment!r}: expected one of {', '.join(AUGMENTS)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr <= 0:
+            raise UsageError("--lr must be positive")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UsageError("--label-smoothing must be in [0, 1)")
+        self.freeze = str(parse_freeze(self.freeze))
+
+
+# ---------------------------------------------------------------- data
+
+
+def train_transform(pre: Preprocess, augment: str) -> Any:
+    """uint8 HxWx3 → normalised tensor; ``none`` is exactly the inference preprocessing."""
+    if augment == "none":
+        return pre
+    from torchvision.transforms import v2
+
+    steps: list[Any] = [
+        v2.RandomResizedCrop(pre.crop, scale=(0.6, 1.0) if augment == "light" else (0.3, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+    if augment == "strong":
+        steps += [v2.ColorJitter(0.3, 0.3, 0.3, 0.05), v2.RandomGrayscale(0.05)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(pre.mean), list(pre.std))]
+    pipeline = v2.Compose(steps)
+
+    def apply(rgb: np.ndarray) -> torch.Tensor:
+        return pipeline(torch.from_numpy(np.array(rgb)).permute(2, 0, 1))
+
+    return apply
+
+
+class FolderDataset(Dataset):
+    """Decodes with cnnkit's decoder; augmentation is seeded per (seed, epoch, index), so a
+    resumed run sees the same pixels as an uninterrupted one, whatever the worker count."""
+
+    def __init__(self, split: FolderSplit, transform: Any, min_side: int, seed: int) -> None:
+        self.paths, self.targets = split.paths, split.targets
+        self.transform, self.min_side, self.seed, self.epoch = transform, min_side, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from cnnkit.io.decode import decode
+
+        rgb = decode(self.paths[index], min_side=self.min_side).rgb
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(f"{self.seed}/{self.epoch}/{index}".encode()))
+            x = self.transform(rgb)
+        return x, self.targets[index]
+
+
+class _Shard(Sampler):
+    """Every world-th index from rank on, unpadded, so val metrics count each image once."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self) -> Any:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _worker_init(_: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+    torch.set_num_threads(1)
+
+
+def make_loaders(data: Any, pre: Preprocess, opts: Options, workers: int, rank: int, world: int,
+                 pin: bool) -> tuple[DataLoader, DataLoader]:
+    train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
+    val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)
+    common = dict(num_workers=workers, pin_memory=pin, worker_init_fn=_worker_init if workers else None,
+                  persistent_workers=False)
+    sampler = ResumableSampler(train_ds, seed=opts.seed, shuffle=True, num_replicas=world, rank=rank)
+    train = DataLoader(train_ds, batch_size=opts.batch_size, sampler=sampler, drop_last=len(train_ds) > opts.batch_size * world,
+                       generator=torch.Generator().manual_seed(opts.seed), **common)
+    val = DataLoader(val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world), **common)
+    return train, val
+
+
+# ---------------------------------------------------------------- model
+
+
+def _default_preprocess(spec: ModelSpec) -> Preprocess:
+    if spec.preprocess is not None:
+        return spec.preprocess
+    if spec.source == "torchvision" and spec.weights:
+        return Preprocess.from_torchvision(hub.torchvision_weights(spec.weights))
+    return Preprocess(resize=256, crop=224)
+
+
+def _with_size(pre: Preprocess, imgsz: int | None, spec: ModelSpec) -> Preprocess:
+    fixed = spec.meta.get("fixed_size")
+    if imgsz and fixed and imgsz != fixed:
+        raise UsageError(f"--imgsz {imgsz}: {spec.name} only takes {fixed}x{fixed} inputs")
+    if not imgsz or imgsz == pre.crop:
+        return pre
+    resize = imgsz if pre.resize == pre.crop else int(round(imgsz * pre.resize / pre.crop))
+    return Preprocess(resize=resize, crop=imgsz, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
+
+
+def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Preprocess, str]:
+    """The backbone with a head for ``classes``: pretrained/bundled weights, ``--weights``, or random."""
+    if not (opts.weights or opts.pretrained):
+        spec = get_spec(opts.model, "classify")
+        return spec.builder(num_classes=len(classes)), spec, _default_preprocess(spec), f"{spec.name}, random init"
+    try:
+        loaded = load_model(opts.model, opts.weights, "classify", default=DEFAULT_MODEL)
+    except WeightsNotAvailable as exc:
+        raise WeightsNotAvailable(f"{exc.message}, or train from scratch with --no-pretrained") from exc
+    spec = loaded.spec
+    source = f"weights {opts.weights}" if opts.weights else f"{spec.name} pretrained ({spec.source})"
+    if list(loaded.labels) != list(classes):
+        replace_head(loaded.module, len(classes))
+        source += f", new {len(classes)}-class head"
+    return loaded.module, spec, loaded.preprocess or _default_preprocess(spec), source
+
+
+# ---------------------------------------------------------------- run
+
+
+def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
+    path = Path(resume)
+    out = path if path.is_dir() else path.parent
+    state, sidecar = out / "last.pt", out / "last.json"
+    if not state.is_file() or not sidecar.is_file():
+        raise UsageError(f"--resume {resume}: no last.pt / last.json in {out}; nothing to resume")
+    meta = json.loads(sidecar.read_text())
+    if "finetune" not in meta:
+        raise UsageError(f"--resume {resume}: {sidecar} was not written by cnnkit finetune")
+    return Options(**meta["finetune"]), out, meta
+
+
+def _out_dir(out: str | None, exist_ok: bool) -> Path:
+    from cnnkit.io.files import explicit_dir, increment_dir
+
+    return explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs/finetune/exp"), exist_ok=exist_ok)
+
+
+def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; joins the process group when started by torchrun."""
+    from cnnkit.device import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world <= 1:
+        return 0, 1, dev
+    import torch.distributed as dist
+
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def _broadcast(value: Any) -> Any:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def finetune(
+    data: str | None = None, *, model: str | None = None, weights: str | None = None, epochs: int | None = None,
+    batch_size: int | None = None, imgsz: int | None = None, lr: float | None = None, device: str | None = None,
+    out: str | None = None, exist_ok: bool = False, seed: int | None = None, workers: int | None = None,
+    resume: str | None = None, freeze: str | None = None, progress: bool = True, threads: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fine-tune a classifier on ``data`` (``DATA/<class>/*`` or ``DATA/{train,val}/<class>/*``).
+
+    Options left ``None`` take their defaults (see :class:`Options`); with ``resume`` they
+    come from the run's checkpoint. Returns ``{best, last, out, metrics}``.
+    """
+    options.pop("arch", None), options.pop("encoder", None)
+    given = dict(model=model, weights=weights, epochs=epochs, batch_size=batch_size, imgsz=imgsz, lr=lr, seed=seed,
+                 freeze=freeze, **options)
+    unknown = set(given) - set(Options.__dataclass_fields__)
+    if unknown:
+        raise UsageError(f"finetune --task classify: unknown option(s) {', '.join(sorted(unknown))}")
+    if threads:
+        torch.set_num_threads(threads)
+    rank, world, dev = _setup_distributed(device)
+    try:
+        return _run(data, given, dev, rank, world, out, exist_ok, resume, workers, progress)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
+         exist_ok: bool, resume: str | None, workers: int | None, progress: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if resume:
+        opts, out_dir, meta = _resume_options(resume)
+        if data and Path(data).resolve() != Path(opts.data).resolve():
+            raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
+        if given.get("epochs") and given["epochs"] != opts.epochs:
+            log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
+                        "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
+            opts.epochs = given["epochs"]
+    else:
+        if not data:
+            raise UsageError("finetune: DATA folder is required (or --resume RUN_DIR)")
+        opts = Options(data=str(Path(data).resolve()), **{k: v for k, v in given.items() if v is not None})
+        out_dir = None
+    opts.check()
+    if world > 1 and opts.unfreeze_at:
+        raise UsageError("--unfreeze-at is not supported with torchrun (DDP fixes the trained parameters)")
+    dataset = load_folder_dataset(opts.data, val_split=opts.val_split, seed=opts.seed, min_side=opts.imgsz)
+    if dataset.skipped and rank == 0:
+        log.warning(describe_skipped(dataset.skipped))
+    torch.manual_seed(opts.seed)
+    if resume:  # the architecture from the run; every weight comes from last.pt
+        if list(meta["labels"]) != dataset.classes:
+            raise UsageError(f"--resume: {opts.data} now has classes {dataset.classes}, the run had {meta['labels']}")
+        spec = spec_for_family(meta["arch"], "classify")
+        module, pre, source = spec.builder(num_classes=len(dataset.classes)), Preprocess.from_dict(meta["preprocess"]), meta["source"]
+    else:
+        module, spec, pre, source = build_model(opts, dataset.classes)
+        pre = _with_size(pre, opts.imgsz, spec)
+    frozen = freeze_trunk(module, opts.freeze)
+    if out_dir is None:
+        out_dir = Path(_broadcast(str(_out_dir(out, exist_ok)) if rank == 0 else None))
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in module.parameters())
+    if rank == 0:
+        log.info("%s: %d classes, %d train / %d val images (%s); %s; %s of %s parameters trainable; "
+                 "%d process(es) on %s; writing %s", opts.data, len(dataset.classes), len(dataset.train),
+                 len(dataset.val), dataset.layout, source, f"{trainable:,}", f"{total:,}", world, dev, out_dir)
+    module.to(dev)
+    model = module
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    train_loader, val_loader = make_loaders(dataset, pre, opts, workers, rank, world, pin=dev.type == "cuda")
+    meta = {
+        "task": "classify", "arch": spec.family, "name": f"{spec.name}-{out_dir.name}", "labels": dataset.classes,
+        "preprocess": pre.to_dict(), "finetune": asdict(opts), "source": source,
+        "data": {"root": opts.data, "layout": dataset.layout, "train": len(dataset.train), "val": len(dataset.val),
+                 "skipped": [p for p, _ in dataset.skipped]},
+        "world_size": world,
+    }
+    cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, label_smoothing=opts.label_smoothing, seed=opts.seed,
+                      optimizer=opts.optimizer, scheduler=opts.scheduler, warmup=opts.warmup,
+                      early_stopping=opts.early_stopping, amp=opts.amp, unfreeze_at=opts.unfreeze_at,
+                      weight_decay=0.01 if opts.optimizer == "adamw" else 1e-4)
+    display = _Display(progress and rank == 0, opts.epochs)
+    with display:
+        history = fit(model, train_loader, val_loader, cfg, out_dir, meta, dev, frozen=frozen,
+                      callbacks=display.callbacks())
+    if not history:
+        raise CnnkitError(f"{out_dir}: the run has no completed epoch")
+    best = max(history, key=lambda r: r["val_acc"])
+    return {"best": str(out_dir / "best.safetensors"), "last": str(out_dir / "last.safetensors"),
+            "out": str(out_dir), "metrics": {**best, "epochs_run": len(history), "world_size": world}}
+
+
+class _Display:
+    """A rich progress bar per epoch and one row per epoch, on stderr."""
+
+    def __init__(self, enabled: bool, epochs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.enabled, self.epochs = enabled, epochs
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True, disable=not enabled or not self.console.is_terminal,
+            redirect_stdout=False, redirect_stderr=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> "_Display":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def epoch_start(self, epoch: int, batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=batches)
+
+    def batch(self, n: int) -> None:
+        self.progress.advance(self.task)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.console.print(
+            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} top5 {row['val_top5']:.4f}  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s",
+            highlight=False, markup=False,
+        )
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(epoch_start=self.epoch_start, batch=self.batch, epoch_end=self.epoch_end)
