@@ -1,0 +1,85 @@
+"""``cnnkit summary``, ``features``, ``filters`` and ``conv``: how CNNs see, from the shell.
+
+The commands only parse options and render; the work is in :mod:`cnnkit.viz`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+PANEL = "How CNNs see"
+
+ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Input side in pixels [default: the model's preprocessing size].")]
+ViewFormat = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else json), table or json.")]
+
+
+def _json_wanted(fmt: str) -> bool:
+    from cnnkit.errors import UsageError
+
+    if fmt not in ("auto", "table", "json"):
+        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
+    return fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def _xy(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    return str(v[0]) if len(set(v)) == 1 else "×".join(str(x) for x in v)
+
+
+def summary(
+    model: Annotated[str, typer.Argument(help="Registry model name (see `cnnkit models`) or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
+    imgsz: ImgSize = None,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """Layers with kernel, stride, padding, output shape, parameters, receptive field, jump and multiply-adds.
+
+    Receptive field (RF) and jump are in input pixels: r_out = r_in + (k-1)·j_in, j_out = j_in·s.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnkit.viz.summary import summarize_target
+
+    s = summarize_target(model, imgsz)
+    if _json_wanted(fmt):
+        typer.echo(json.dumps(s.to_dict(), indent=2))
+        return
+    shape = "×".join(str(d) for d in s.input[1:])
+    table = Table(title=f"{s.model} on a {shape} input", show_footer=True, footer_style="bold")
+    totals = {"name": "total", "params": f"{s.params:,}", "rf": _xy(s.rf), "jump": _xy(s.jump), "macs": _human(s.macs)}
+    for key, header in (("name", "layer"), ("type", "type"), ("kernel", "kernel"), ("stride", "stride"),
+                        ("padding", "pad"), ("output", "output C×H×W"), ("params", "params"), ("rf", "RF"),
+                        ("jump", "jump"), ("macs", "mult-adds")):
+        right = key in ("params", "rf", "jump", "macs")
+        table.add_column(header, footer=totals.get(key, ""), justify="right" if right else "left")
+    for r in s.layers:
+        table.add_row(
+            r.name, r.type, _xy(r.kernel), _xy(r.stride), _xy(r.padding), "×".join(str(d) for d in r.output),
+            f"{r.params:,}" if r.params else "", _xy(r.rf), _xy(r.jump), _human(r.macs) if r.macs else "",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"parameters {s.params:,} ({s.trainable:,} trainable, {s.params * 4 / 1e6:.1f} MB as fp32) · "
+        f"mult-adds {_human(s.macs)} per image · receptive field {_xy(s.rf)} px, jump {_xy(s.jump)} px",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the root app (one line in :mod:`cnnkit.cli`)."""
+    app.command("summary", rich_help_panel=PANEL)(summary)
