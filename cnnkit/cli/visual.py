@@ -11,6 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from cnnkit.cli.common import ExistOk
+
 PANEL = "How CNNs see"
 
 ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Input side in pixels [default: the model's preprocessing size].")]
@@ -80,6 +82,55 @@ def summary(
     )
 
 
+def conv(
+    image: Annotated[str, typer.Argument(help="An image, or a small matrix as text (rows of numbers) or .npy.")],
+    kernel: Annotated[str, typer.Option("--kernel", "-k", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
+    stride: Annotated[int, typer.Option("--stride", "-s", min=1, help="How far the kernel moves each step.")] = 1,
+    padding: Annotated[int, typer.Option("--padding", "-p", min=0, help="Zeros added around the border.")] = 0,
+    pool: Annotated[Optional[int], typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side).")] = None,
+    rgb: Annotated[bool, typer.Option("--rgb", help="Convolve each colour channel instead of a grey version.")] = False,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the result: .png/.jpg picture, .npy, .txt or .csv [default for images: runs/conv/STEM-KERNEL.png].")] = None,
+    exist_ok: ExistOk = False,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """Apply one kernel (and optionally max pooling) and print the output size that stride and padding give.
+
+    Output size per side: ⌊(n + 2·padding − k) / stride⌋ + 1. Matrix inputs print their result.
+    """
+    from pathlib import Path
+
+    from cnnkit.viz import conv as cv
+
+    name, k = cv.resolve_kernel(kernel)
+    is_matrix = Path(image).suffix.lower() in cv.MATRIX_SUFFIXES
+    if is_matrix:
+        x = cv.read_matrix(image)
+    else:
+        from cnnkit.io.decode import decode
+
+        x = cv.image_input(decode(image).rgb, keep_colour=rgb)
+    result = cv.convolve(x, k, stride=stride, padding=padding, pool=pool, kernel_name=name)
+    if out is None and not is_matrix:
+        tag = f"-s{stride}" * (stride > 1) + f"-p{padding}" * (padding > 0) + f"-pool{pool}" * bool(pool)
+        out = str(Path("runs") / "conv" / f"{Path(image).stem}-{name}{tag}.png")
+    saved = str(cv.save_result(result, Path(out), overwrite=exist_ok)) if out else None
+    data = {"input": image, **result.to_dict(with_values=is_matrix), "saved": saved}
+    if _json_wanted(fmt):
+        typer.echo(json.dumps(data))
+        return
+    h, w = result.input_size
+    typer.echo(f"input {h}×{w} · kernel {name} {k.shape[0]}×{k.shape[1]} · stride {stride} · padding {padding}")
+    for step in result.steps:
+        typer.echo(step)
+    if is_matrix:
+        typer.echo("output:")
+        for row in data["output"]:
+            typer.echo("  " + " ".join(f"{v:>6}" for v in row))
+    if saved:
+        typer.echo(f"saved {saved}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands to the root app (one line in :mod:`cnnkit.cli`)."""
     app.command("summary", rich_help_panel=PANEL)(summary)
+    app.command("conv", rich_help_panel=PANEL)(conv)
