@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cnnkit.cli.common import ExistOk
+from cnnkit.cli.common import ExistOk, Model, Weights
 
 PANEL = "How CNNs see"
 
@@ -130,7 +130,66 @@ def conv(
         typer.echo(f"saved {saved}")
 
 
+def _report(info: dict[str, Any], fmt: str) -> None:
+    if _json_wanted(fmt):
+        typer.echo(json.dumps(info))
+    else:
+        typer.echo(f"saved {info['saved']}")
+        for layer in info.get("layers", [info]):
+            typer.echo(f"  {layer['layer']}: {'×'.join(str(d) for d in layer['shape'])}")
+
+
+def _default_out(kind: str, *parts: str) -> str:
+    from pathlib import Path
+
+    stem = "-".join(p.replace("/", "_").replace(".safetensors", "") for p in parts if p)
+    return str(Path("runs") / kind / f"{Path(stem).name}.png")
+
+
+def features(
+    image: Annotated[str, typer.Argument(help="The image to look at.")],
+    model: Model = None,
+    weights: Weights = None,
+    layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="Layer name from `cnnkit summary` (repeatable) [default: the last layer of each stage].")] = None,
+    channels: Annotated[int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")] = 8,
+    cell: Annotated[int, typer.Option("--cell", min=16, max=512, help="Pixel size of each map in the grid.")] = 96,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write [default: runs/features/IMAGE-MODEL.png].")] = None,
+    exist_ok: ExistOk = False,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep [default model: shapes-cnn]."""
+    from pathlib import Path
+
+    from cnnkit.io.decode import decode
+    from cnnkit.viz.features import feature_figure, load_for_viewing, save_figure
+
+    rgb = decode(image).rgb
+    loaded = load_for_viewing(model, weights)
+    figure, info = feature_figure(loaded, rgb, layer, channels=channels, cell=cell)
+    target = out or _default_out("features", Path(image).stem, loaded.name)
+    _report({"saved": save_figure(figure, target, overwrite=exist_ok), "image": image, **info}, fmt)
+
+
+def filters(
+    model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="A Conv2d layer name from `cnnkit summary` [default: the first].")] = None,
+    cell: Annotated[int, typer.Option("--cell", min=8, max=256, help="Pixel size of each kernel in the grid.")] = 48,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write [default: runs/filters/MODEL-LAYER.png].")] = None,
+    exist_ok: ExistOk = False,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """The learned kernels of the first convolution (or --layer) as a PNG grid."""
+    from cnnkit.viz.features import filter_figure, load_for_viewing, save_figure
+
+    loaded = load_for_viewing(model)
+    figure, info = filter_figure(loaded, layer, cell=cell)
+    target = out or _default_out("filters", loaded.name, info["layer"])
+    _report({"saved": save_figure(figure, target, overwrite=exist_ok), **info}, fmt)
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands to the root app (one line in :mod:`cnnkit.cli`)."""
     app.command("summary", rich_help_panel=PANEL)(summary)
+    app.command("features", rich_help_panel=PANEL)(features)
+    app.command("filters", rich_help_panel=PANEL)(filters)
     app.command("conv", rich_help_panel=PANEL)(conv)
