@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, inspect, visual
+from cnnkit.cli import classify, data, export, inspect, visual
 from cnnkit.cli.common import setup_logging
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 inspect.register(app)
 visual.register(app)
+export.register(app)
 
 
 def main() -> None:
