@@ -16,8 +16,8 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
     imgsz: ImgSize = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Any batch size at run time (else batch 1).")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="File to write [default: beside the checkpoint, or runs/export/NAME.onnx].")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task of a file that does not say it [default: from the registry or checkpoint].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="File to write (default: beside the checkpoint, or runs/export/NAME.onnx).")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task of a file that does not say it (default: from the registry or checkpoint).")] = None,
     exist_ok: ExistOk = False,
 ) -> None:
     """Export with labels and preprocessing inside; kept only if it reproduces PyTorch's outputs.

@@ -15,7 +15,7 @@ from cnnkit.cli.common import ExistOk, Model, Weights
 
 PANEL = "How CNNs see"
 
-ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Input side in pixels [default: the model's preprocessing size].")]
+ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Input side in pixels (default: the model's preprocessing size).")]
 ViewFormat = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else json), table or json.")]
 
 
@@ -89,7 +89,7 @@ def conv(
     padding: Annotated[int, typer.Option("--padding", "-p", min=0, help="Zeros added around the border.")] = 0,
     pool: Annotated[Optional[int], typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side).")] = None,
     rgb: Annotated[bool, typer.Option("--rgb", help="Convolve each colour channel instead of a grey version.")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the result: .png/.jpg picture, .npy, .txt or .csv [default for images: runs/conv/STEM-KERNEL.png].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the result: .png/.jpg picture, .npy, .txt or .csv (default for images: runs/conv/STEM-KERNEL.png).")] = None,
     exist_ok: ExistOk = False,
     fmt: ViewFormat = "auto",
 ) -> None:
@@ -150,14 +150,14 @@ def features(
     image: Annotated[str, typer.Argument(help="The image to look at.")],
     model: Model = None,
     weights: Weights = None,
-    layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="Layer name from `cnnkit summary` (repeatable) [default: the last layer of each stage].")] = None,
+    layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="Layer name from `cnnkit summary` (repeatable) (default: the last layer of each stage).")] = None,
     channels: Annotated[int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")] = 8,
     cell: Annotated[int, typer.Option("--cell", min=16, max=512, help="Pixel size of each map in the grid.")] = 96,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write [default: runs/features/IMAGE-MODEL.png].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/features/IMAGE-MODEL.png).")] = None,
     exist_ok: ExistOk = False,
     fmt: ViewFormat = "auto",
 ) -> None:
-    """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep [default model: shapes-cnn]."""
+    """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep (default model: shapes-cnn)."""
     from pathlib import Path
 
     from cnnkit.io.decode import decode
@@ -172,9 +172,9 @@ def features(
 
 def filters(
     model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="A Conv2d layer name from `cnnkit summary` [default: the first].")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="A Conv2d layer name from `cnnkit summary` (default: the first).")] = None,
     cell: Annotated[int, typer.Option("--cell", min=8, max=256, help="Pixel size of each kernel in the grid.")] = 48,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write [default: runs/filters/MODEL-LAYER.png].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/filters/MODEL-LAYER.png).")] = None,
     exist_ok: ExistOk = False,
     fmt: ViewFormat = "auto",
 ) -> None:

@@ -51,7 +51,6 @@ class Summary:
     rf: list[float] | None
     jump: list[float] | None
     device: str = "meta"
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
