@@ -18,6 +18,7 @@ def predict(
     sources: c.Sources = None,
     model: c.Model = None,
     weights: c.Weights = None,
+    backend: c.Backend = None,
     topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many labels per image.", rich_help_panel=c.PANEL_MODEL)] = 5,
     batch_size: c.BatchSize = 16,
     workers: c.Workers = 2,
@@ -37,7 +38,7 @@ def predict(
     """Top-k labels for each image, from the bundled model, any registry model, or a finetune checkpoint."""
     c.run_predict(
         ctx, "classify", c.require_sources(sources),
-        load_options=dict(model=model, weights=weights, topk=topk, device=device, half=half, threads=threads),
+        load_options=dict(model=model, weights=weights, backend=backend, topk=topk, device=device, half=half, threads=threads),
         batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=save, save_dir=save_dir,
         exist_ok=exist_ok, recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels,
     )

@@ -7,7 +7,7 @@ from typing import Any
 from cnnkit.device import Runtime
 from cnnkit.io.decode import Decoded
 from cnnkit.io.draw import draw_caption
-from cnnkit.models.loader import Loaded, load_model
+from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.tasks.base import Predictor
 
@@ -32,10 +32,12 @@ class Classifier(Predictor):
     @classmethod
     def load(
         cls, model: str | None = None, weights: str | None = None, *, device: str | None = None,
-        half: bool = False, threads: int | None = None, topk: int = 5,
+        half: bool = False, threads: int | None = None, topk: int = 5, backend: str | None = None,
     ) -> "Classifier":
+        from cnnkit.export import load_for_backend
+
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(load_model(model, weights, "classify", default=DEFAULT_MODEL), runtime, topk)
+        return cls(load_for_backend(model, weights, "classify", default=DEFAULT_MODEL, backend=backend), runtime, topk)
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.pre(decoded.rgb)

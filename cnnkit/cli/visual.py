@@ -1,0 +1,195 @@
+"""``cnnkit summary``, ``features``, ``filters`` and ``conv``: how CNNs see, from the shell.
+
+The commands only parse options and render; the work is in :mod:`cnnkit.viz`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cnnkit.cli.common import ExistOk, Model, Weights
+
+PANEL = "How CNNs see"
+
+ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Input side in pixels (default: the model's preprocessing size).")]
+ViewFormat = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else json), table or json.")]
+
+
+def _json_wanted(fmt: str) -> bool:
+    from cnnkit.errors import UsageError
+
+    if fmt not in ("auto", "table", "json"):
+        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
+    return fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def _xy(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    return str(v[0]) if len(set(v)) == 1 else "×".join(str(x) for x in v)
+
+
+def summary(
+    model: Annotated[str, typer.Argument(help="Registry model name (see `cnnkit models`) or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
+    imgsz: ImgSize = None,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """Layers with kernel, stride, padding, output shape, parameters, receptive field, jump and multiply-adds.
+
+    Receptive field (RF) and jump are in input pixels: r_out = r_in + (k-1)·j_in, j_out = j_in·s.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnkit.viz.summary import summarize_target
+
+    s = summarize_target(model, imgsz)
+    if _json_wanted(fmt):
+        typer.echo(json.dumps(s.to_dict(), indent=2))
+        return
+    shape = "×".join(str(d) for d in s.input[1:])
+    table = Table(title=f"{s.model} on a {shape} input", show_footer=True, footer_style="bold")
+    totals = {"name": "total", "params": f"{s.params:,}", "rf": _xy(s.rf), "jump": _xy(s.jump), "macs": _human(s.macs)}
+    for key, header in (("name", "layer"), ("type", "type"), ("kernel", "kernel"), ("stride", "stride"),
+                        ("padding", "pad"), ("output", "output C×H×W"), ("params", "params"), ("rf", "RF"),
+                        ("jump", "jump"), ("macs", "mult-adds")):
+        right = key in ("params", "rf", "jump", "macs")
+        table.add_column(header, footer=totals.get(key, ""), justify="right" if right else "left")
+    for r in s.layers:
+        table.add_row(
+            r.name, r.type, _xy(r.kernel), _xy(r.stride), _xy(r.padding), "×".join(str(d) for d in r.output),
+            f"{r.params:,}" if r.params else "", _xy(r.rf), _xy(r.jump), _human(r.macs) if r.macs else "",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"parameters {s.params:,} ({s.trainable:,} trainable, {s.params * 4 / 1e6:.1f} MB as fp32) · "
+        f"mult-adds {_human(s.macs)} per image · receptive field {_xy(s.rf)} px, jump {_xy(s.jump)} px",
+        highlight=False,
+    )
+
+
+def conv(
+    image: Annotated[str, typer.Argument(help="An image, or a small matrix as text (rows of numbers) or .npy.")],
+    kernel: Annotated[str, typer.Option("--kernel", "-k", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
+    stride: Annotated[int, typer.Option("--stride", "-s", min=1, help="How far the kernel moves each step.")] = 1,
+    padding: Annotated[int, typer.Option("--padding", "-p", min=0, help="Zeros added around the border.")] = 0,
+    pool: Annotated[Optional[int], typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side).")] = None,
+    rgb: Annotated[bool, typer.Option("--rgb", help="Convolve each colour channel instead of a grey version.")] = False,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the result: .png/.jpg picture, .npy, .txt or .csv (default for images: runs/conv/STEM-KERNEL.png).")] = None,
+    exist_ok: ExistOk = False,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """Apply one kernel (and optionally max pooling) and print the output size that stride and padding give.
+
+    Output size per side: ⌊(n + 2·padding − k) / stride⌋ + 1. Matrix inputs print their result.
+    """
+    from pathlib import Path
+
+    from cnnkit.viz import conv as cv
+
+    name, k = cv.resolve_kernel(kernel)
+    is_matrix = Path(image).suffix.lower() in cv.MATRIX_SUFFIXES
+    if is_matrix:
+        x = cv.read_matrix(image)
+    else:
+        from cnnkit.io.decode import decode
+
+        x = cv.image_input(decode(image).rgb, keep_colour=rgb)
+    result = cv.convolve(x, k, stride=stride, padding=padding, pool=pool, kernel_name=name)
+    if out is None and not is_matrix:
+        tag = f"-s{stride}" * (stride > 1) + f"-p{padding}" * (padding > 0) + f"-pool{pool}" * bool(pool)
+        out = str(Path("runs") / "conv" / f"{Path(image).stem}-{name}{tag}.png")
+    saved = str(cv.save_result(result, Path(out), overwrite=exist_ok)) if out else None
+    data = {"input": image, **result.to_dict(with_values=is_matrix), "saved": saved}
+    if _json_wanted(fmt):
+        typer.echo(json.dumps(data))
+        return
+    h, w = result.input_size
+    typer.echo(f"input {h}×{w} · kernel {name} {k.shape[0]}×{k.shape[1]} · stride {stride} · padding {padding}")
+    for step in result.steps:
+        typer.echo(step)
+    if is_matrix:
+        typer.echo("output:")
+        for row in data["output"]:
+            typer.echo("  " + " ".join(f"{v:>6}" for v in row))
+    if saved:
+        typer.echo(f"saved {saved}")
+
+
+def _report(info: dict[str, Any], fmt: str) -> None:
+    if _json_wanted(fmt):
+        typer.echo(json.dumps(info))
+    else:
+        typer.echo(f"saved {info['saved']}")
+        for layer in info.get("layers", [info]):
+            typer.echo(f"  {layer['layer']}: {'×'.join(str(d) for d in layer['shape'])}")
+
+
+def _default_out(kind: str, *parts: str) -> str:
+    from pathlib import Path
+
+    stem = "-".join(p.replace("/", "_").replace(".safetensors", "") for p in parts if p)
+    return str(Path("runs") / kind / f"{Path(stem).name}.png")
+
+
+def features(
+    image: Annotated[str, typer.Argument(help="The image to look at.")],
+    model: Model = None,
+    weights: Weights = None,
+    layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="Layer name from `cnnkit summary` (repeatable) (default: the last layer of each stage).")] = None,
+    channels: Annotated[int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")] = 8,
+    cell: Annotated[int, typer.Option("--cell", min=16, max=512, help="Pixel size of each map in the grid.")] = 96,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/features/IMAGE-MODEL.png).")] = None,
+    exist_ok: ExistOk = False,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep (default model: shapes-cnn)."""
+    from pathlib import Path
+
+    from cnnkit.io.decode import decode
+    from cnnkit.viz.features import feature_figure, load_for_viewing, save_figure
+
+    rgb = decode(image).rgb
+    loaded = load_for_viewing(model, weights)
+    figure, info = feature_figure(loaded, rgb, layer, channels=channels, cell=cell)
+    target = out or _default_out("features", Path(image).stem, loaded.name)
+    _report({"saved": save_figure(figure, target, overwrite=exist_ok), "image": image, **info}, fmt)
+
+
+def filters(
+    model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="A Conv2d layer name from `cnnkit summary` (default: the first).")] = None,
+    cell: Annotated[int, typer.Option("--cell", min=8, max=256, help="Pixel size of each kernel in the grid.")] = 48,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/filters/MODEL-LAYER.png).")] = None,
+    exist_ok: ExistOk = False,
+    fmt: ViewFormat = "auto",
+) -> None:
+    """The learned kernels of the first convolution (or --layer) as a PNG grid."""
+    from cnnkit.viz.features import filter_figure, load_for_viewing, save_figure
+
+    loaded = load_for_viewing(model)
+    figure, info = filter_figure(loaded, layer, cell=cell)
+    target = out or _default_out("filters", loaded.name, info["layer"])
+    _report({"saved": save_figure(figure, target, overwrite=exist_ok), **info}, fmt)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the root app (one line in :mod:`cnnkit.cli`)."""
+    app.command("summary", rich_help_panel=PANEL)(summary)
+    app.command("features", rich_help_panel=PANEL)(features)
+    app.command("filters", rich_help_panel=PANEL)(filters)
+    app.command("conv", rich_help_panel=PANEL)(conv)

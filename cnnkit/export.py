@@ -1,0 +1,306 @@
+"""Export trained models to ONNX or TorchScript, verified on the spot, and run ONNX files back.
+
+An export is only written when the exported file reproduces PyTorch's output on the
+same inputs (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) within
+``|onnx − torch| ≤ ATOL + RTOL·max|torch|``; otherwise the command fails and nothing
+is left behind. Labels and preprocessing travel inside the file (ONNX
+``metadata_props["cnnkit"]``, TorchScript extra file ``cnnkit.json``), so
+``cnnkit classify --weights model.onnx`` needs nothing else.
+
+Tasks whose models are not one ``nn.Module`` taking an image batch (ultralytics YOLO)
+provide their own exporter in :data:`EXPORTERS`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit._version import __version__
+from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.io.files import atomic_path
+from cnnkit.models.loader import Loaded, load_model
+from cnnkit.models.preprocess import Preprocess
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+BACKENDS = ("torch", "onnxruntime")
+ATOL, RTOL = 1e-4, 1e-3
+OPSET = 17
+METADATA_KEY = "cnnkit"
+INPUT_NAME = "images"
+
+# task → "module:function" for tasks that export their own way (e.g. detect → ultralytics' exporter).
+# The function takes export_model's arguments after ``task`` and returns a verified ExportResult.
+EXPORTERS: dict[str, str] = {}
+
+
+@dataclass
+class ExportResult:
+    path: str
+    format: str
+    task: str
+    model: str
+    input: list[Any]
+    dynamic_batch: bool
+    max_abs_diff: float
+    tolerance: str
+    verified_with: str
+    size_mb: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def target_task(target: str, task: str | None = None) -> str:
+    """The task of a registry name or a cnnkit checkpoint; other files need ``task``."""
+    from cnnkit.models.checkpoint import read_meta
+    from cnnkit.models.registry import get_spec
+
+    if task:
+        return task
+    if target.endswith(".safetensors"):
+        if not Path(target).is_file():
+            raise UsageError(f"{target}: checkpoint not found")
+        return read_meta(target).get("task", "classify")
+    if Path(target).is_file():
+        raise UsageError(f"{target}: pass --task to say what kind of model this file holds")
+    return get_spec(target).task
+
+
+def default_out(target: str, name: str, fmt: str) -> Path:
+    """Beside a checkpoint file; ``runs/export/NAME`` for a registry model."""
+    if Path(target).is_file():
+        return Path(target).with_suffix(FORMATS[fmt])
+    return Path("runs") / "export" / f"{name}{FORMATS[fmt]}"
+
+
+def export_model(
+    target: str, *, fmt: str = "onnx", imgsz: int | None = None, dynamic_batch: bool = False,
+    out: str | Path | None = None, overwrite: bool = False, task: str | None = None,
+) -> ExportResult:
+    """Export a registry model or checkpoint with its trained weights; see the module docstring."""
+    import importlib
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: expected {' or '.join(FORMATS)}")
+    task = target_task(target, task)
+    if task in EXPORTERS:
+        module, fn = EXPORTERS[task].split(":")
+        return getattr(importlib.import_module(module), fn)(
+            target, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=out, overwrite=overwrite,
+        )
+    if target.endswith(".safetensors"):
+        loaded = load_model(None, target, task, default="")
+    elif Path(target).is_file():
+        raise UsageError(f"{target}: no {task} exporter takes this file; export a registry name or a cnnkit .safetensors checkpoint")
+    else:
+        loaded = load_model(target, None, task, default=target)
+    path = Path(out) if out else default_out(target, loaded.name, fmt)
+    return export_module(loaded, task, path, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, overwrite=overwrite)
+
+
+def _preprocess_for(pre: Preprocess | None, imgsz: int) -> Preprocess | None:
+    """The model's preprocessing, rescaled when the export runs at another input size."""
+    if pre is None or pre.crop == imgsz:
+        return pre
+    return Preprocess(resize=round(imgsz * pre.resize / pre.crop), crop=imgsz, mean=pre.mean, std=pre.std,
+                      interpolation=pre.interpolation)
+
+
+def _as_list(out: Any) -> list[Any]:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return list(out.values())
+    return [t for t in out if isinstance(t, torch.Tensor)]
+
+
+def export_module(
+    loaded: Loaded, task: str, path: Path, *, fmt: str = "onnx", imgsz: int | None = None,
+    dynamic_batch: bool = False, overwrite: bool = False,
+) -> ExportResult:
+    """Trace ``loaded.module`` on a 1×3×imgsz×imgsz input, write ``path`` atomically, verify, keep or fail."""
+    import torch
+
+    t0 = time.perf_counter()
+    module = loaded.module.eval().float().cpu()
+    imgsz = imgsz or (loaded.preprocess.crop if loaded.preprocess else 224)
+    pre = _preprocess_for(loaded.preprocess, imgsz)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(1, 3, imgsz, imgsz, generator=gen)
+    checks = [example] + ([torch.randn(3, 3, imgsz, imgsz, generator=gen)] if dynamic_batch else [])
+    try:
+        with torch.inference_mode():
+            expected = [_as_list(module(x)) for x in checks]
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{loaded.name}: cannot run on a {imgsz}x{imgsz} input ({first[:160]}); try another --imgsz") from exc
+    outputs = ["logits"] if len(expected[0]) == 1 and task == "classify" else [f"output{i}" for i in range(len(expected[0]))]
+    meta = {
+        "format_version": 1, "cnnkit_version": __version__, "task": task, "name": loaded.name,
+        "arch": loaded.spec.family if loaded.spec else loaded.meta.get("arch"), "labels": list(loaded.labels),
+        "preprocess": pre.to_dict() if pre else None, "input": INPUT_NAME, "outputs": outputs,
+        "input_shape": ["batch" if dynamic_batch else 1, 3, imgsz, imgsz],
+    }
+    with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        # the legacy exporter's deprecation notices and tracer caveats: the verification below is the check
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning))
+        if fmt == "onnx":
+            _write_onnx(module, example, tmp, meta, outputs, dynamic_batch)
+            got = [_run_onnx(str(tmp), x) for x in checks]
+            verified_with = "onnxruntime " + _ort().__version__
+        else:
+            traced = torch.jit.trace(module, example, strict=False)
+            torch.jit.save(traced, str(tmp), _extra_files={"cnnkit.json": json.dumps(meta)})
+            reloaded = torch.jit.load(str(tmp), map_location="cpu")
+            with torch.inference_mode():
+                got = [[t.numpy() for t in _as_list(reloaded(x))] for x in checks]
+            verified_with = "torch.jit.load " + torch.__version__
+        diff = _check(expected, got, path)
+    return ExportResult(
+        path=str(path), format=fmt, task=task, model=loaded.name, input=meta["input_shape"],
+        dynamic_batch=dynamic_batch, max_abs_diff=diff, tolerance=f"atol {ATOL:g} + rtol {RTOL:g}·max|torch|",
+        verified_with=verified_with, size_mb=round(path.stat().st_size / 1e6, 3),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+
+
+def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str], dynamic: bool) -> None:
+    import onnx
+    import torch
+
+    axes = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
+    try:
+        torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{meta['name']}: ONNX export failed ({first[:200]})") from exc
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    proto.producer_name, proto.doc_string = "cnnkit", f"{meta['name']} ({meta['task']}) exported by cnnkit {__version__}"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise CnnkitError("onnxruntime is not installed: `pip install onnxruntime` (needed to verify and run ONNX files)") from exc
+    return onnxruntime
+
+
+def _session(path: str) -> Any:
+    import torch
+
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path}: onnxruntime cannot open it ({first[:200]})") from exc
+
+
+def _run_onnx(path: str, x: Any) -> list[Any]:
+    session = _session(path)
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def _check(expected: list[list[Any]], got: list[list[Any]], path: Path) -> float:
+    """Largest |exported − torch| over every output; raise when any is beyond the tolerance."""
+    import numpy as np
+
+    worst = 0.0
+    for exp_outs, got_outs in zip(expected, got):
+        if len(exp_outs) != len(got_outs):
+            raise CnnkitError(f"{path}: the export gives {len(got_outs)} output(s), PyTorch {len(exp_outs)}; not written")
+        for e, g in zip(exp_outs, got_outs):
+            e, g = e.numpy(), np.asarray(g)
+            if e.shape != g.shape:
+                raise CnnkitError(f"{path}: output shape {list(g.shape)} differs from PyTorch's {list(e.shape)}; not written")
+            diff = float(np.abs(e - g).max()) if e.size else 0.0
+            limit = ATOL + RTOL * float(np.abs(e).max() if e.size else 0.0)
+            if not diff <= limit:
+                raise CnnkitError(f"{path}: exported output differs from PyTorch by {diff:.3g} (> {limit:.3g}); not written")
+            worst = max(worst, diff)
+    return worst
+
+
+def onnx_module(session: Any) -> Any:
+    """An ``nn.Module`` that runs an onnxruntime session, so predictors use it like a PyTorch model.
+
+    A file exported without ``--dynamic-batch`` takes a fixed batch; larger batches are
+    run in slices of that size.
+    """
+    import numpy as np
+    import torch
+
+    class OnnxModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.session = session
+            first = session.get_inputs()[0]
+            self.input_name = first.name
+            self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
+
+        def forward(self, x: torch.Tensor) -> Any:
+            arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+            step = self.fixed_batch or len(arr)
+            parts = [self.session.run(None, {self.input_name: arr[i:i + step]}) for i in range(0, len(arr), step)]
+            outs = [torch.from_numpy(np.concatenate([p[k] for p in parts])).to(x.device) for k in range(len(parts[0]))]
+            return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return OnnxModule()
+
+
+def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
+    session = session or _session(str(path))
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
+    return json.loads(raw)
+
+
+def load_exported(path: str | Path, task: str) -> Loaded:
+    """An ONNX file from :func:`export_model`, ready for a predictor (``Loaded.module`` runs onnxruntime)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"{path}: weights file not found")
+    if path.suffix != ".onnx":
+        raise UsageError(f"{path}: --backend onnxruntime runs .onnx files (from `cnnkit export --format onnx`)")
+    session = _session(str(path))
+    meta = read_onnx_meta(path, session)
+    if meta.get("task") != task:
+        raise UsageError(f"{path}: a {meta.get('task')} model, not {task}")
+    pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
+    return Loaded(onnx_module(session), meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
+
+
+def resolve_backend(backend: str | None, weights: str | None) -> str:
+    """``None`` picks onnxruntime for ``.onnx`` weights and torch otherwise."""
+    if backend is None:
+        return "onnxruntime" if weights and weights.endswith(".onnx") else "torch"
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+    return backend
+
+
+def load_for_backend(model: str | None, weights: str | None, task: str, *, default: str, backend: str | None = None) -> Loaded:
+    """:func:`~cnnkit.models.loader.load_model`, or an exported ONNX file for ``--backend onnxruntime``."""
+    if resolve_backend(backend, weights) == "torch":
+        return load_model(model, weights, task, default=default)
+    if not weights:
+        raise UsageError("--backend onnxruntime needs --weights FILE.onnx (made by `cnnkit export`)")
+    return load_exported(weights, task)

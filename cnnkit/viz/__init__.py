@@ -1,0 +1,1 @@
+"""How CNNs see: layer summaries with receptive fields, feature maps, filters and single convolutions."""
