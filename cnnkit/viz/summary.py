@@ -272,6 +272,7 @@ class Target:
     channels: int = 3
     path: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    fixed_size: int | None = None  # the only input size the architecture accepts (LeNet-5, ViT)
 
 
 def resolve_target(target: str) -> Target:
@@ -294,11 +295,12 @@ def resolve_target(target: str) -> Target:
         pre = meta.get("preprocess") or {}
         imgsz = int(pre.get("crop") or (spec.preprocess.crop if spec.preprocess else 224))
         return Target(meta.get("name") or path.stem, meta.get("task", spec.task), build, imgsz,
-                      int(spec.meta.get("in_channels", 3)), str(path), meta)
+                      int(spec.meta.get("in_channels", 3)), str(path), meta, spec.meta.get("fixed_size"))
     spec = get_spec(target)  # an unknown name raises, listing the known ones
     build = partial(spec.builder, num_classes=len(spec.labels)) if spec.labels else spec.builder
     imgsz = spec.preprocess.crop if spec.preprocess else int(spec.meta.get("imgsz", 224))
-    return Target(spec.name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)))
+    return Target(spec.name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)),
+                  fixed_size=spec.meta.get("fixed_size"))
 
 
 def summarize_target(target: str, imgsz: int | None = None) -> Summary:
@@ -306,7 +308,10 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     import torch
 
     t = resolve_target(target)
-    size = (1, t.channels, imgsz or t.imgsz, imgsz or t.imgsz)
+    if t.fixed_size and imgsz not in (None, t.fixed_size):
+        raise UsageError(f"{t.name}: takes {t.fixed_size}x{t.fixed_size} inputs only, not --imgsz {imgsz}")
+    imgsz = imgsz or t.fixed_size or t.imgsz
+    size = (1, t.channels, imgsz, imgsz)
     try:
         with torch.device("meta"):
             model = t.builder()
