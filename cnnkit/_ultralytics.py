@@ -1,0 +1,140 @@
+"""The one door to ultralytics: import it offline, quiet and without side effects on torch.
+
+Everything in cnnkit that needs ultralytics calls :func:`ultralytics` (or :func:`yolo`)
+instead of importing it. Before the first import this sets ``YOLO_OFFLINE``,
+``YOLO_AUTOINSTALL=false`` and ``YOLO_CONFIG_DIR`` (a user's explicit value wins),
+places matplotlib's DejaVuSans as the font ultralytics would download, turns its
+analytics off and restores torch's thread count, which ultralytics changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError, WeightsNotAvailable
+
+_FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+_ready = False
+
+
+def cache_dir() -> Path:
+    """cnnkit's cache folder (``$CNNKIT_CACHE`` or ``$XDG_CACHE_HOME/cnnkit``)."""
+    if "CNNKIT_CACHE" in os.environ:
+        return Path(os.environ["CNNKIT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))).expanduser() / "cnnkit"
+
+
+def _place_fonts(config_dir: Path) -> None:
+    """Copy matplotlib's DejaVuSans to the names ultralytics' ``check_font`` would download."""
+    try:
+        import matplotlib
+
+        src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    except ImportError:
+        return
+    if not src.is_file():
+        return
+    config_dir.mkdir(parents=True, exist_ok=True)
+    for name in _FONTS:
+        dst = config_dir / name
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+
+
+def ultralytics() -> Any:
+    """The ``ultralytics`` module, imported once with cnnkit's offline settings."""
+    global _ready
+    import torch
+
+    threads = torch.get_num_threads()
+    os.environ.setdefault("YOLO_OFFLINE", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics"))
+    omp = os.environ.get("OMP_NUM_THREADS")
+    try:
+        import ultralytics as ul
+        from ultralytics.utils import USER_CONFIG_DIR, SETTINGS
+
+        if not _ready:
+            _place_fonts(Path(USER_CONFIG_DIR))
+            if SETTINGS.get("sync", False):
+                SETTINGS.update({"sync": False})
+            _ready = True
+    finally:
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        torch.set_num_threads(threads)
+    return ul
+
+
+def is_ultralytics_name(name: str) -> bool:
+    """``yolov8n.pt``-style names that ultralytics would download (not an existing file)."""
+    return name.endswith((".pt", ".yaml")) and not Path(name).exists() and os.sep not in name
+
+
+def cached_weights(name: str) -> Path | None:
+    """Where a downloaded ultralytics weights file lives, if it is already there."""
+    for folder in (cache_dir() / "ultralytics" / "weights", Path.cwd()):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def yolo(weights: str | Path, *, download: bool = True) -> Any:
+    """An ``ultralytics.YOLO`` for a local file or a hub name (downloaded to cnnkit's cache when online).
+
+    Offline and not cached raises :class:`WeightsNotAvailable` before ultralytics tries, so no
+    partial file is left behind.
+    """
+    import torch
+
+    ul = ultralytics()
+    threads = torch.get_num_threads()
+    path = Path(weights)
+    try:
+        if path.is_file() or str(weights).endswith(".yaml"):
+            return ul.YOLO(str(path))
+        cached = cached_weights(path.name)
+        if cached is not None:
+            return ul.YOLO(str(cached))
+        if not download:
+            raise WeightsNotAvailable(
+                f"{weights}: ultralytics weights are not cached in {cache_dir() / 'ultralytics' / 'weights'}; "
+                "download them once, or pass a local .pt file"
+            )
+        return _download(ul, path.name)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _download(ul: Any, name: str) -> Any:
+    """Download ``name`` through ultralytics into cnnkit's cache; a failure leaves nothing behind."""
+    folder = cache_dir() / "ultralytics" / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    try:
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        got = Path(attempt_download_asset(str(target)))
+        return ul.YOLO(str(got))
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsNotAvailable(f"{name}: could not download ultralytics weights ({reason[:160]})") from exc
+
+
+def restore_threads_callback(threads: int) -> Any:
+    """A trainer callback that sets torch's threads back after ultralytics' ``select_device``."""
+
+    def _cb(_trainer: Any) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    return _cb
+
+
+__all__ = ["CnnkitError", "cache_dir", "restore_threads_callback", "ultralytics", "yolo"]
