@@ -9,8 +9,12 @@ analytics off and restores torch's thread count, which ultralytics changes.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +128,31 @@ def _download(ul: Any, name: str) -> Any:
         target.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsNotAvailable(f"{name}: could not download ultralytics weights ({reason[:160]})") from exc
+
+
+@contextlib.contextmanager
+def quiet(threads: int | None = None) -> Iterator[None]:
+    """ultralytics' logging down to errors and its stray prints onto stderr; torch threads kept."""
+    import torch
+
+    from ultralytics.utils import LOGGER
+
+    threads = threads or torch.get_num_threads()
+    level = LOGGER.level
+    LOGGER.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        LOGGER.setLevel(level)
+        torch.set_num_threads(threads)
+
+
+def device_arg(device: Any) -> str:
+    """A torch.device as ultralytics spells it: ``cpu``, ``0``, ``mps``."""
+    if device.type == "cuda":
+        return str(device.index or 0)
+    return device.type
 
 
 def restore_threads_callback(threads: int) -> Any:
