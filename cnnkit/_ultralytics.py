@@ -48,6 +48,16 @@ def _place_fonts(config_dir: Path) -> None:
             shutil.copyfile(src, dst)
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time (pytest and CliRunner swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def ultralytics() -> Any:
     """The ``ultralytics`` module, imported once with cnnkit's offline settings."""
     global _ready
@@ -59,10 +69,14 @@ def ultralytics() -> Any:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics"))
     omp = os.environ.get("OMP_NUM_THREADS")
     try:
-        import ultralytics as ul
-        from ultralytics.utils import USER_CONFIG_DIR, SETTINGS
+        with contextlib.redirect_stdout(sys.stderr):  # its settings banner is not data
+            import ultralytics as ul
+            from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR
 
         if not _ready:
+            for handler in LOGGER.handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(_Stderr())
             _place_fonts(Path(USER_CONFIG_DIR))
             if SETTINGS.get("sync", False):
                 SETTINGS.update({"sync": False})
