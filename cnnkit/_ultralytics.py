@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, WeightsNotAvailable
+from cnnkit.errors import WeightsNotAvailable
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 _ready = False
@@ -88,11 +88,6 @@ def ultralytics() -> Any:
     return ul
 
 
-def is_ultralytics_name(name: str) -> bool:
-    """``yolov8n.pt``-style names that ultralytics would download (not an existing file)."""
-    return name.endswith((".pt", ".yaml")) and not Path(name).exists() and os.sep not in name
-
-
 def cached_weights(name: str) -> Path | None:
     """Where a downloaded ultralytics weights file lives, if it is already there."""
     for folder in (cache_dir() / "ultralytics" / "weights", Path.cwd()):
@@ -101,11 +96,12 @@ def cached_weights(name: str) -> Path | None:
     return None
 
 
-def yolo(weights: str | Path, *, download: bool = True) -> Any:
-    """An ``ultralytics.YOLO`` for a local file or a hub name (downloaded to cnnkit's cache when online).
+def yolo(weights: str | Path) -> Any:
+    """An ``ultralytics.YOLO`` for a local file, an architecture ``.yaml`` or a hub name.
 
-    Offline and not cached raises :class:`WeightsNotAvailable` before ultralytics tries, so no
-    partial file is left behind.
+    A hub name (``yolov8n.pt``) is looked up in cnnkit's cache, else downloaded there by
+    cnnkit (not by ultralytics' implicit download into the working folder); a failed
+    download leaves no file and raises :class:`WeightsNotAvailable`.
     """
     import torch
 
@@ -118,11 +114,6 @@ def yolo(weights: str | Path, *, download: bool = True) -> Any:
         cached = cached_weights(path.name)
         if cached is not None:
             return ul.YOLO(str(cached))
-        if not download:
-            raise WeightsNotAvailable(
-                f"{weights}: ultralytics weights are not cached in {cache_dir() / 'ultralytics' / 'weights'}; "
-                "download them once, or pass a local .pt file"
-            )
         return _download(ul, path.name)
     finally:
         torch.set_num_threads(threads)
@@ -141,7 +132,10 @@ def _download(ul: Any, name: str) -> Any:
     except Exception as exc:
         target.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsNotAvailable(f"{name}: could not download ultralytics weights ({reason[:160]})") from exc
+        raise WeightsNotAvailable(
+            f"{name}: ultralytics weights are not cached in {folder} and could not be downloaded "
+            f"({reason[:160]}); connect once to download them, or pass a local .pt file"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -180,4 +174,4 @@ def restore_threads_callback(threads: int) -> Any:
     return _cb
 
 
-__all__ = ["CnnkitError", "cache_dir", "restore_threads_callback", "ultralytics", "yolo"]
+__all__ = ["cache_dir", "cached_weights", "device_arg", "quiet", "restore_threads_callback", "ultralytics", "yolo"]

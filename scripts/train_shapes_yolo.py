@@ -1,6 +1,6 @@
 """Retrain the bundled ``shapes-yolov8n`` detector from scratch (resumable).
 
-    nohup PYTHONPATH=. python scripts/train_shapes_yolo.py --out work-data/shapes-yolov8n > work-data/shapes-yolov8n.log 2>&1 &
+    PYTHONPATH=. nohup python scripts/train_shapes_yolo.py --out work-data/shapes-yolov8n > work-data/shapes-yolov8n.log 2>&1 &
     # run it again with the same --out to resume from last.pt; when done:
     PYTHONPATH=. python scripts/train_shapes_yolo.py --out work-data/shapes-yolov8n --export cnnkit/weights/shapes-yolov8n.pt
 
@@ -12,11 +12,12 @@ The test suite checks the shipped weights on scenes from seed 4242, which traini
 from __future__ import annotations
 
 import argparse
-import shutil
+import logging
 from pathlib import Path
 
 from cnnkit import _ultralytics
 from cnnkit.data.export import export_shapes
+from cnnkit.train.finetune_detect import finetune
 
 
 def export(last: Path, target: Path) -> None:
@@ -24,10 +25,8 @@ def export(last: Path, target: Path) -> None:
     _ultralytics.ultralytics()
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    best = last.parent / "best.pt"
-    strip_optimizer(str(best))
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, target)
+    strip_optimizer(str(last.parent / "best.pt"), s=str(target))
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -41,6 +40,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--export", type=Path, help="strip best.pt and copy it here, then exit")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out).resolve()
     last = out / "run" / "weights" / "last.pt"
     if args.export:
@@ -49,23 +49,12 @@ def main() -> None:
     data = out / "data"
     if not (data / "data.yaml").is_file():
         export_shapes(data, "yolo", n=args.n, seed=0, imgsz=args.imgsz, val_fraction=0.1)
-    ul = _ultralytics.ultralytics()
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if last.is_file():
-        model = ul.YOLO(str(last))
-        model.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(args.threads))
-        model.train(resume=True, workers=0, plots=False)
-    else:
-        model = ul.YOLO("yolov8n.yaml")
-        model.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(args.threads))
-        model.train(
-            data=str(data / "data.yaml"), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch_size,
-            device="cpu", workers=0, seed=0, deterministic=True, patience=0, plots=False, pretrained=False,
-            project=str(out), name="run", exist_ok=True, verbose=True, amp=False,
-        )
-    print(f"done: {last.parent / 'best.pt'}")
+    result = finetune(
+        str(data / "data.yaml"), model="yolov8n.yaml", epochs=args.epochs, batch_size=args.batch_size,
+        imgsz=args.imgsz, device="cpu", out=str(out / "run"), exist_ok=True, seed=0, workers=0,
+        resume=str(last) if last.is_file() else None, progress=False, threads=args.threads,
+    )
+    print(result)
 
 
 if __name__ == "__main__":

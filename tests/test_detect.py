@@ -241,3 +241,37 @@ def test_detect_rejects_bad_thresholds(scenes, bad):
     folder, _ = scenes
     result = runner.invoke(app, ["detect", str(folder), *bad])
     assert result.exit_code == 2
+
+
+def test_ultralytics_name_cached_works_offline_and_download_goes_to_cache(scenes, tmp_path, monkeypatch):
+    """A hub name found in cnnkit's cache loads offline; when missing, cnnkit downloads into that cache."""
+    import shutil
+
+    import cnnkit
+    from cnnkit import _ultralytics
+    from cnnkit.models.describe import describe
+    from cnnkit.models.hub import bundled_path
+    from cnnkit.models.registry import get_spec
+
+    folder, _ = scenes
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    _ultralytics.ultralytics()
+    import ultralytics.utils.downloads as downloads
+
+    fetched = []
+
+    def fake_download(file, *args, **kwargs):  # stands in for the network
+        if Path(file).is_file():
+            return str(file)
+        fetched.append(Path(file))
+        shutil.copyfile(bundled_path("shapes-yolov8n.pt"), file)
+        return str(file)
+
+    monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
+    assert describe(get_spec("yolo11n.pt"))["available"] is False
+    rec = cnnkit.detect(str(folder / "scene_0.png"), model="yolo11n.pt", imgsz=256)[0]
+    assert fetched == [tmp_path / "cache" / "ultralytics" / "weights" / "yolo11n.pt"]
+    assert rec.ok and rec.model == "yolo11n.pt"
+    assert describe(get_spec("yolo11n.pt"))["available"] is True
+    cnnkit.detect(str(folder / "scene_0.png"), model="yolo11n.pt", imgsz=256)
+    assert len(fetched) == 1  # the second run used the cache

@@ -14,13 +14,20 @@ from cnnkit.models.registry import ModelSpec, register
 
 
 def yolo_net(cfg: str = "yolov8n.yaml", num_classes: int = 80) -> Any:
-    """An ultralytics ``DetectionModel`` from its architecture yaml, random weights."""
+    """An ultralytics ``DetectionModel`` from its architecture yaml, random weights.
+
+    Always built on the CPU: its constructor runs a forward pass and ``.item()``, which the
+    ``meta`` device (used to count parameters) cannot do.
+    """
+    import torch
+
     from cnnkit._ultralytics import ultralytics
 
     ultralytics()
     from ultralytics.nn.tasks import DetectionModel
 
-    return DetectionModel(cfg, nc=num_classes, verbose=False)
+    with torch.device("cpu"):
+        return DetectionModel(cfg, nc=num_classes, verbose=False)
 
 
 def faster_rcnn(arch: str, num_classes: int = 90, **kwargs: Any) -> Any:
