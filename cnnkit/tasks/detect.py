@@ -98,9 +98,10 @@ class TorchvisionBackend:
         self.name = name
         self.labels = labels
         self.runtime = runtime
-        if imgsz:
+        if imgsz:  # keep the model's max/min side ratio
+            ratio = module.transform.max_size / module.transform.min_size[0]
             module.transform.min_size = (int(imgsz),)
-            module.transform.max_size = max(int(imgsz), module.transform.max_size * int(imgsz) // 800)
+            module.transform.max_size = int(round(imgsz * ratio))
         self.imgsz = int(module.transform.min_size[0])
         self.net = runtime.prepare(module)
 

@@ -51,7 +51,14 @@ def _out_dir(out: str | None, exist_ok: bool, resume: str | bool | None) -> Path
     from cnnkit.io.files import explicit_dir, increment_dir
 
     if resume:
-        return Path(out) if out else Path(resume).resolve().parent.parent
+        if out:
+            return Path(out)
+        if isinstance(resume, (str, Path)):
+            return Path(resume).resolve().parent.parent
+        runs = sorted(Path("runs/finetune/detect").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UsageError("--resume: no runs/finetune/detect/*/weights/last.pt to continue; pass --out DIR")
+        return runs[-1].parent.parent
     if out:
         return explicit_dir(out, exist_ok=exist_ok)
     return increment_dir(Path("runs") / "finetune" / "detect", exist_ok=exist_ok)
