@@ -19,7 +19,7 @@ from typing import Any
 
 from cnnkit.records import Record, records_to_frame
 
-__all__ = ["classify", "finetune", "load", "records_to_frame"]
+__all__ = ["classify", "detect", "finetune", "load", "records_to_frame"]
 
 _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
 
@@ -27,12 +27,14 @@ _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "
 # task → "module:Predictor class"; each class has a ``load(**options)`` classmethod.
 PREDICTORS = {
     "classify": "cnnkit.tasks.classify:Classifier",
+    "detect": "cnnkit.tasks.detect:Detector",
 }
 
 
 # task → "module:function" of ``finetune(data, **options) -> dict`` (best/last/out/metrics).
 TRAINERS: dict[str, str] = {
     "classify": "cnnkit.train.finetune_classify:finetune",
+    "detect": "cnnkit.train.finetune_detect:finetune",
 }
 
 
@@ -68,6 +70,18 @@ def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     """
     load_opts, run_opts = _split(dict(options))
     records = load("classify", **load_opts).stream(sources, **run_opts)
+    return records if stream else list(records)
+
+
+def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
+    """Boxes ``{label, class_id, score, box: [x1, y1, x2, y2]}`` (original pixels) for each image.
+
+    Options: ``model`` (default the bundled ``shapes-yolov8n``; ultralytics names/``.pt`` files,
+    ``fasterrcnn_*``), ``weights``, ``conf``, ``iou``, ``imgsz``, ``classes``, ``max_det``,
+    ``device``, ``half``, ``threads`` and the run options of :func:`classify`.
+    """
+    load_opts, run_opts = _split(dict(options))
+    records = load("detect", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
 

@@ -89,5 +89,46 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
             "AP": float(valid.mean()) if valid.size else 0.0,
             "AP50": float(p50.mean()) if p50.size else 0.0,
         }
+    pr = precision_recall(ev)
+    for cat_id, (p, r) in pr["per_class"].items():
+        per_class[names.get(cat_id, str(cat_id))].update(precision=p, recall=r)
     return {"AP": float(stats[0]), "AP50": float(stats[1]), "AP75": float(stats[2]), "per_class": per_class,
+            "precision": pr["precision"], "recall": pr["recall"], "pr_conf": pr["conf"],
             "_stats": np.asarray(stats).tolist()}
+
+
+def precision_recall(ev: Any, iou: float = 0.5) -> dict[str, Any]:
+    """Precision and recall from COCOeval's matches at ``iou``, at one confidence for all classes.
+
+    The confidence is the one that maximises the mean F1 over classes with ground truth
+    (the operating point ultralytics reports), on a 0.001 grid.
+    """
+    params = ev.params
+    t = int(np.argmin(np.abs(params.iouThrs - iou)))
+    n_area, n_img, max_det = len(params.areaRng), len(params.imgIds), params.maxDets[-1]
+    grid = np.linspace(0, 1, 1001)
+    curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k, cat_id in enumerate(params.catIds):
+        found = [e for e in ev.evalImgs[k * n_area * n_img: k * n_area * n_img + n_img] if e is not None]
+        n_gt = sum(int(np.count_nonzero(e["gtIgnore"] == 0)) for e in found)
+        if n_gt == 0:
+            continue
+        scores = np.concatenate([e["dtScores"][:max_det] for e in found]) if found else np.zeros(0)
+        matched = np.concatenate([e["dtMatches"][t, :max_det] for e in found]) if found else np.zeros(0)
+        ignored = np.concatenate([e["dtIgnore"][t, :max_det] for e in found]) if found else np.zeros(0)
+        keep = ~ignored.astype(bool)
+        scores, tp = scores[keep], matched[keep] > 0
+        order = np.argsort(-scores, kind="mergesort")
+        scores, tp = scores[order], np.cumsum(tp[order])
+        n = np.searchsorted(-scores, -grid, side="right")
+        tps = np.where(n > 0, np.concatenate([[0], tp])[n], 0)
+        curves[cat_id] = (np.where(n > 0, tps / np.maximum(n, 1), 0.0), tps / n_gt)
+    if not curves:
+        return {"precision": 0.0, "recall": 0.0, "conf": None, "per_class": {}}
+    p_all = np.stack([c[0] for c in curves.values()])
+    r_all = np.stack([c[1] for c in curves.values()])
+    f1 = (2 * p_all * r_all / np.maximum(p_all + r_all, 1e-16)).mean(0)
+    i = int(np.argmax(f1))
+    per_class = {cat_id: (float(p[i]), float(r[i])) for cat_id, (p, r) in curves.items()}
+    return {"precision": float(p_all[:, i].mean()), "recall": float(r_all[:, i].mean()), "conf": float(grid[i]),
+            "per_class": per_class}

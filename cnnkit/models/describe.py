@@ -18,6 +18,11 @@ def weights_file(spec: ModelSpec) -> str | None:
         return str(hub.bundled_path(spec.weights))
     if spec.source == "torchvision":
         return str(hub.torchvision_cache_file(hub.torchvision_weights(spec.weights)))
+    if spec.source == "ultralytics":
+        from cnnkit._ultralytics import cached_weights
+
+        found = cached_weights(spec.weights)
+        return str(found) if found else None
     return None
 
 

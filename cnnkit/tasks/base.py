@@ -52,8 +52,12 @@ class Predictor(ABC):
         saver = PictureSaver(save_dir) if save_dir else None
         for record, decoded in run(self, items, batch_size=batch_size, workers=workers, max_pixels=max_pixels):
             if saver and decoded is not None:
-                record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
+                self.save_outputs(saver, decoded, record)
             yield record
+
+    def save_outputs(self, saver: "PictureSaver", decoded: Decoded, record: Record) -> None:
+        """What a run with a save folder writes per image: the annotated picture (tasks may add files)."""
+        record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))

@@ -1,0 +1,212 @@
+"""``cnnkit detect val``: score a detector on a YOLO-format dataset, the COCO way, from cnnkit's records.
+
+The predictions are the records ``cnnkit detect`` writes (conf 0.001 by default, as
+validators use); ground truth comes from the YOLO label files; :func:`cnnkit.eval.coco.evaluate`
+(pycocotools) gives mAP50 / mAP50-95 and precision / recall. For YOLO weights,
+ultralytics' own ``val`` runs on the same weights and data and is reported beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.records import Record
+
+log = logging.getLogger("cnnkit")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def read_data_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The yaml as a dict, with ``root`` (absolute) and ``names`` as a list."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such dataset yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CnnkitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict) or "names" not in data:
+        raise CnnkitError(f"{path}: a YOLO dataset yaml needs 'names' and the split folders")
+    root = Path(data.get("path") or path.parent)
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    names = data["names"]
+    if isinstance(names, dict):
+        names = [str(names[k]) for k in sorted(names, key=int)]
+    return {**data, "root": root, "names": [str(n) for n in names]}
+
+
+def split_images(data: dict[str, Any], split: str) -> list[Path]:
+    """The image files of ``split`` (a folder, a .txt list, or a list of either)."""
+    entry = data.get(split)
+    if not entry:
+        raise UsageError(f"dataset has no {split!r} split")
+    images: list[Path] = []
+    for part in entry if isinstance(entry, list) else [entry]:
+        p = Path(part) if Path(part).is_absolute() else data["root"] / part
+        if p.is_dir():
+            images += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().split():
+                f = Path(line) if Path(line).is_absolute() else data["root"] / line
+                images.append(f)
+        else:
+            raise CnnkitError(f"{split} split {p}: no such folder or list file")
+    if not images:
+        raise CnnkitError(f"{split} split of the dataset has no images")
+    return images
+
+
+def label_path(image: Path) -> Path:
+    """YOLO's convention: the last ``images`` folder becomes ``labels``, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
+    """A COCO ground-truth dict from the label files of the images in ``records``."""
+    gt: dict[str, Any] = {
+        "images": [], "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+    }
+    for image_id, rec in enumerate(records, start=1):
+        gt["images"].append({"id": image_id, "file_name": rec.path, "width": rec.width, "height": rec.height})
+        lbl = label_path(Path(rec.path))
+        lines = lbl.read_text().splitlines() if lbl.is_file() else []
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            cls, cx, cy, w, h = int(float(fields[0])), *(float(v) for v in fields[1:5])
+            bw, bh = w * rec.width, h * rec.height
+            gt["annotations"].append({
+                "id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": cls + 1,
+                "bbox": [cx * rec.width - bw / 2, cy * rec.height - bh / 2, bw, bh], "area": bw * bh, "iscrowd": 0,
+            })
+    return gt
+
+
+def category_map(labels: list[str], names: list[str]) -> dict[int, int]:
+    """Model class id → dataset category id: by name when the names overlap, else by position."""
+    if set(labels) & set(names):
+        return {i: names.index(lab) + 1 for i, lab in enumerate(labels) if lab in names}
+    log.warning("model labels do not match the dataset names; matching classes by id")
+    return {i: i + 1 for i in range(min(len(labels), len(names)))}
+
+
+def validate(
+    data: str | os.PathLike, *, model: str | None = None, weights: str | None = None, split: str = "val",
+    conf: float = 0.001, iou: float = 0.7, imgsz: int | None = None, max_det: int = 300, batch_size: int = 16,
+    workers: int = 2, device: str | None = None, threads: int | None = None, compare: bool = True,
+) -> dict[str, Any]:
+    """Metrics of a detector on ``split`` of the YOLO dataset yaml ``data`` (see module doc)."""
+    from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.tasks.detect import Detector
+
+    ds = read_data_yaml(data)
+    images = split_images(ds, split)
+    detector = Detector.load(model, weights, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device,
+                             threads=threads)
+    records = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
+    good = [r for r in records if r.ok]
+    for r in records:
+        if not r.ok:
+            log.warning("failed %s: %s", r.path, r.error)
+    gt = ground_truth(good, ds["names"])
+    cats = category_map(detector.labels, ds["names"])
+    coco = CocoResults({r.path: i for i, r in enumerate(good, start=1)}, cats)
+    for r in good:
+        r.predictions = [p for p in r.predictions if p["class_id"] in cats]
+        coco.add(r)
+    scores = evaluate(gt, coco.results(), "bbox")
+    counts = {c["id"]: 0 for c in gt["categories"]}
+    for a in gt["annotations"]:
+        counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1
+    per_class = {}
+    for cat in gt["categories"]:
+        s = scores["per_class"].get(cat["name"], {})
+        per_class[cat["name"]] = {
+            "instances": counts.get(cat["id"], 0), "precision": s.get("precision", 0.0),
+            "recall": s.get("recall", 0.0), "mAP50": s.get("AP50", 0.0), "mAP50-95": s.get("AP", 0.0),
+        }
+    result: dict[str, Any] = {
+        "data": str(data), "split": split, "model": detector.name, "images": len(good),
+        "failed": len(records) - len(good), "instances": len(gt["annotations"]),
+        "mAP50": scores["AP50"], "mAP50-95": scores["AP"], "precision": scores.get("precision", 0.0),
+        "recall": scores.get("recall", 0.0), "per_class": per_class, "conf": conf, "iou": iou,
+        "imgsz": detector.backend.imgsz,
+    }
+    checkpoint = getattr(detector.backend, "checkpoint", None)
+    if compare and checkpoint:
+        result["ultralytics"] = ultralytics_val(
+            checkpoint, data, split=split, imgsz=detector.backend.imgsz, batch=batch_size, conf=conf, iou=iou,
+            max_det=max_det, device=detector.backend.runtime.device,
+        )
+    return result
+
+
+def ultralytics_val(
+    checkpoint: str, data: str | os.PathLike, *, split: str, imgsz: int, batch: int, conf: float, iou: float,
+    max_det: int, device: Any,
+) -> dict[str, Any]:
+    """ultralytics' own ``val`` on the same weights and data, quietly, in a temp folder."""
+    from cnnkit import _ultralytics
+
+    yolo = _ultralytics.yolo(checkpoint)
+    with _ultralytics.quiet(), tempfile.TemporaryDirectory(prefix="cnnkit-val-") as tmp:
+        m = yolo.val(
+            data=str(data), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, max_det=max_det,
+            device=_ultralytics.device_arg(device), workers=0, plots=False, save_json=False, verbose=False,
+            project=tmp, name="val", exist_ok=True,
+        )
+    names = yolo.names
+    per_class = {names[int(c)]: float(ap) for c, ap in zip(m.box.ap_class_index, m.box.ap50)}
+    return {"mAP50": float(m.box.map50), "mAP50-95": float(m.box.map), "precision": float(m.box.mp),
+            "recall": float(m.box.mr), "per_class_mAP50": per_class}
+
+
+def render_metrics(m: dict[str, Any], fmt: str = "table") -> str:
+    """The metrics as a text table (people) or JSON (scripts)."""
+    if fmt == "json":
+        return json.dumps(m, indent=2) + "\n"
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    ul = m.get("ultralytics")
+    table = Table(title=f"{m['model']} on {m['data']} ({m['split']}, {m['images']} images, imgsz {m['imgsz']})")
+    for col in ("class", "instances", "precision", "recall", "mAP50", "mAP50-95") + (("ultralytics mAP50",) if ul else ()):
+        table.add_column(col, justify="left" if col == "class" else "right")
+
+    def row(name: str, d: dict[str, Any], ul_map50: float | None) -> list[str]:
+        cells = [name, str(d["instances"]), f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['mAP50']:.3f}",
+                 f"{d['mAP50-95']:.3f}"]
+        return cells + ([f"{ul_map50:.3f}" if ul_map50 is not None else "-"] if ul else [])
+
+    table.add_row(*row("all", {**m, "instances": m["instances"]}, ul["mAP50"] if ul else None))
+    for name, d in m["per_class"].items():
+        table.add_row(*row(name, d, (ul or {}).get("per_class_mAP50", {}).get(name)))
+    buf = io.StringIO()
+    console = Console(file=buf, width=110, force_terminal=False, color_system=None)
+    console.print(table)
+    if ul:
+        console.print(
+            f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "
+            f"P {ul['precision']:.3f}  R {ul['recall']:.3f}"
+        )
+    if m["failed"]:
+        console.print(f"{m['failed']} image(s) could not be read")
+    return buf.getvalue()

@@ -1,0 +1,328 @@
+"""Object detection: boxes with labels and scores, in the original image's pixels.
+
+Two backends behind one :class:`Detector`:
+
+* ultralytics YOLO (the bundled ``shapes-yolov8n``, hub names like ``yolov8n.pt``, any
+  local ``.pt``): cnnkit letterboxes in its decode threads, runs the network on whole
+  batches and applies ultralytics' own NMS, so the boxes are the ones ``yolo predict``
+  gives, only faster.
+* torchvision Faster R-CNN (``fasterrcnn_*``): COCO weights from torchvision's cache or a
+  download, or a cnnkit checkpoint / state dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.device import Runtime
+from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.io.decode import Decoded
+from cnnkit.models import hub
+from cnnkit.models.registry import ModelSpec, get_spec
+from cnnkit.records import Record
+from cnnkit.tasks.base import PictureSaver, Predictor
+
+DEFAULT_MODEL = "shapes-yolov8n"
+PREDICTION_KEYS = ("label", "class_id", "score", "box")
+
+
+@dataclass
+class Options:
+    """Filtering applied to every image: confidence, NMS IoU, class subset, detections per image."""
+
+    conf: float = 0.25
+    iou: float = 0.7
+    classes: list[int] | None = None
+    max_det: int = 300
+
+
+class YoloBackend:
+    """An ultralytics detection network driven batch-wise (letterbox → forward → NMS)."""
+
+    def __init__(self, yolo: Any, runtime: Runtime, imgsz: int | None, name: str) -> None:
+        net = yolo.model
+        if getattr(yolo, "task", "detect") != "detect":
+            raise UsageError(f"{name}: an ultralytics {yolo.task} model, not a detector")
+        self.name = name
+        self.checkpoint = getattr(yolo, "ckpt_path", None)
+        self.labels = [str(yolo.names[i]) for i in range(len(yolo.names))]
+        args = getattr(net, "args", None) or {}
+        trained = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
+        self.imgsz = int(imgsz or (trained if isinstance(trained, int) else 640))
+        self.stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
+        if self.imgsz % self.stride:
+            self.imgsz = (self.imgsz // self.stride + 1) * self.stride
+        self.end2end = bool(getattr(net, "end2end", False))
+        self.runtime = runtime
+        self.net = runtime.prepare(net.fuse(verbose=False) if hasattr(net, "fuse") else net)
+        from ultralytics.data.augment import LetterBox
+
+        self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=self.stride)
+
+    @property
+    def min_side(self) -> int:
+        return self.imgsz
+
+    def preprocess(self, rgb: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.letterbox(image=rgb).transpose(2, 0, 1)))
+
+    def forward(self, inputs: list[Any], shapes: list[tuple[int, int]], opts: Options) -> list[np.ndarray]:
+        import torch
+        from ultralytics.utils import nms, ops
+
+        with torch.inference_mode():
+            x = self.runtime.batch(torch.stack(inputs)).div_(255)
+            preds = self.net(x)
+            out = nms.non_max_suppression(
+                preds, opts.conf, opts.iou, opts.classes, max_det=opts.max_det, end2end=self.end2end,
+            )
+            result = []
+            for det, shape in zip(out, shapes):
+                det = det[:, :6].float().cpu().clone()
+                det[:, :4] = ops.scale_boxes(x.shape[2:], det[:, :4], shape)
+                result.append(det.numpy())
+        return result
+
+
+class TorchvisionBackend:
+    """A torchvision two-stage detector; it resizes internally, boxes come back in input pixels."""
+
+    def __init__(self, module: Any, labels: list[str], runtime: Runtime, imgsz: int | None, name: str) -> None:
+        self.name = name
+        self.labels = labels
+        self.runtime = runtime
+        if imgsz:  # keep the model's max/min side ratio
+            ratio = module.transform.max_size / module.transform.min_size[0]
+            module.transform.min_size = (int(imgsz),)
+            module.transform.max_size = int(round(imgsz * ratio))
+        self.imgsz = int(module.transform.min_size[0])
+        self.net = runtime.prepare(module)
+
+    @property
+    def min_side(self) -> int:
+        return self.imgsz
+
+    def preprocess(self, rgb: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+    def forward(self, inputs: list[Any], shapes: list[tuple[int, int]], opts: Options) -> list[np.ndarray]:
+        import torch
+
+        heads = self.net.roi_heads
+        heads.score_thresh, heads.nms_thresh, heads.detections_per_img = opts.conf, opts.iou, opts.max_det
+        with torch.inference_mode():
+            outs = self.net([t.to(self.runtime.device, dtype=self.runtime.dtype).div_(255) for t in inputs])
+        result = []
+        for o in outs:
+            cls = o["labels"].float().cpu() - 1  # torchvision label 0 is the background
+            det = torch.cat([o["boxes"].float().cpu(), o["scores"].float().cpu()[:, None], cls[:, None]], dim=1)
+            if opts.classes is not None:
+                det = det[torch.isin(det[:, 5].long(), torch.tensor(opts.classes))]
+            result.append(det.numpy())
+        return result
+
+
+def _torchvision_labels(spec: ModelSpec) -> list[str]:
+    """COCO names from the weights' meta (no download), background dropped."""
+    return list(hub.torchvision_weights(spec.weights).meta["categories"][1:])
+
+
+def _torchvision_state(spec: ModelSpec, weights: str | None) -> tuple[Any, list[str]]:
+    from cnnkit.models.checkpoint import load_state_dict
+    from cnnkit.models.loader import _load_into
+
+    if weights is None:
+        state = hub.torchvision_state_dict(spec.name, spec.weights)
+    else:
+        state = load_state_dict(weights)
+    n = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
+    labels = _torchvision_labels(spec) if n == 90 else [f"class_{i}" for i in range(n)]
+    module = spec.builder(num_classes=n)
+    _load_into(module, state, weights or spec.name)
+    return module, labels
+
+
+def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None) -> Any:
+    """Resolve ``--model``/``--weights`` for detection.
+
+    * a cnnkit ``.safetensors`` checkpoint (Faster R-CNN family) → architecture and labels inside;
+    * ``--model fasterrcnn_*`` (+ optional ``--weights`` state dict) → torchvision;
+    * an ultralytics ``.pt`` (path via ``--model`` or ``--weights``), a registry YOLO name, or
+      another ultralytics hub name ending in ``.pt`` → ultralytics.
+    """
+    from cnnkit import _ultralytics
+
+    if weights is not None and Path(weights).suffix == ".safetensors":
+        from cnnkit.models.loader import load_checkpoint
+
+        loaded = load_checkpoint(weights, "detect")
+        return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
+    name = model or DEFAULT_MODEL
+    if weights is not None and Path(weights).is_file() and (model is None or get_spec(name, "detect").family == "yolo"):
+        return YoloBackend(_ultralytics.yolo(weights), runtime, imgsz, Path(weights).stem)
+    if Path(name).suffix == ".pt" and Path(name).is_file():
+        return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+    try:
+        spec = get_spec(name, "detect")
+    except UsageError:
+        if name.endswith(".pt") and "/" not in name:
+            return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+        raise
+    if spec.source == "torchvision":
+        module, labels = _torchvision_state(spec, weights)
+        return TorchvisionBackend(module, labels, runtime, imgsz, spec.name)
+    if weights is not None:
+        raise CnnkitError(f"{weights}: no such file")
+    if spec.source == "bundled":
+        path = hub.bundled_path(spec.weights)
+        if not path.is_file():
+            raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install")
+        return YoloBackend(_ultralytics.yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
+    return YoloBackend(_ultralytics.yolo(spec.weights), runtime, imgsz, spec.name)
+
+
+def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:
+    """``--classes`` as ids or names → class ids; an unknown one is a usage error."""
+    if not classes:
+        return None
+    ids = []
+    for c in classes:
+        text = str(c).strip()
+        if text.isdigit() and int(text) < len(labels):
+            ids.append(int(text))
+        elif text in labels:
+            ids.append(labels.index(text))
+        else:
+            raise UsageError(f"--classes {text!r}: not a class of this model ({', '.join(labels[:12])}…)")
+    return sorted(set(ids))
+
+
+class Detector(Predictor):
+    task = "detect"
+
+    def __init__(
+        self, backend: Any, options: Options, *, save_pictures: bool = True, save_txt: bool = False,
+        save_crop: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.labels: list[str] = backend.labels
+        self.options = options
+        self.min_side = backend.min_side
+        self.save_pictures, self.save_txt, self.save_crop = save_pictures, save_txt, save_crop
+
+    @classmethod
+    def load(
+        cls, model: str | None = None, weights: str | None = None, *, conf: float = 0.25, iou: float = 0.7,
+        imgsz: int | None = None, classes: Sequence[int | str] | None = None, max_det: int = 300,
+        device: str | None = None, half: bool = False, threads: int | None = None, save_pictures: bool = True,
+        save_txt: bool = False, save_crop: bool = False,
+    ) -> "Detector":
+        if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
+            raise UsageError("--conf and --iou must be between 0 and 1")
+        runtime = Runtime.create(device, half=half, threads=threads)
+        backend = load_backend(model, weights, runtime, imgsz)
+        opts = Options(conf, iou, resolve_classes(classes, backend.labels), max_det)
+        return cls(backend, opts, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
+
+    def preprocess(self, decoded: Decoded) -> Any:
+        return self.backend.preprocess(decoded.rgb)
+
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+        dets = self.backend.forward(inputs, [d.rgb.shape[:2] for d in decoded], self.options)
+        return [self._to_predictions(det, d) for det, d in zip(dets, decoded)]
+
+    def _to_predictions(self, det: np.ndarray, d: Decoded) -> list[dict[str, Any]]:
+        sx, sy = d.scale
+        preds = []
+        for x1, y1, x2, y2, score, cls in det.tolist():
+            box = [min(max(x1 * sx, 0.0), d.width), min(max(y1 * sy, 0.0), d.height),
+                   min(max(x2 * sx, 0.0), d.width), min(max(y2 * sy, 0.0), d.height)]
+            cid = int(cls)
+            label = self.labels[cid] if 0 <= cid < len(self.labels) else str(cid)
+            preds.append({"label": label, "class_id": cid, "score": round(float(score), 6),
+                          "box": [round(v, 2) for v in box]})
+        return preds
+
+    def annotate(self, decoded: Decoded, record: Record) -> Any:
+        return draw_detections(decoded, record.predictions)
+
+    def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        if self.save_pictures:
+            record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
+        if self.save_txt:
+            record.extra["label_file"] = str(write_yolo_txt(saver, record))
+        if self.save_crop:
+            record.extra["crops"] = [str(p) for p in save_crops(saver, decoded, record)]
+
+
+def _decoded_box(box: Sequence[float], d: Decoded) -> tuple[float, float, float, float]:
+    sx, sy = d.scale
+    return box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
+
+
+def draw_detections(decoded: Decoded, predictions: list[dict[str, Any]]) -> Any:
+    """The image with a coloured box and a ``label score`` tag per detection (Pillow's own font)."""
+    from PIL import Image, ImageDraw
+
+    from cnnkit.io.draw import _font, colour
+
+    img = Image.fromarray(decoded.rgb)
+    draw = ImageDraw.Draw(img, "RGBA")
+    width = max(1, min(img.size) // 160)
+    font = _font(max(10, min(img.size) // 28))
+    for p in predictions:
+        x1, y1, x2, y2 = _decoded_box(p["box"], decoded)
+        c = colour(p["class_id"])
+        draw.rectangle((x1, y1, x2, y2), outline=c, width=width)
+        text = f"{p['label']} {p['score']:.2f}"
+        l, t, r, b = draw.textbbox((x1, y1), text, font=font)
+        ty = y1 - (b - t) - 3 if y1 - (b - t) - 3 >= 0 else y1
+        draw.rectangle((x1, ty, x1 + (r - l) + 4, ty + (b - t) + 3), fill=(*c, 200))
+        draw.text((x1 + 2, ty - (t - y1) + 1), text, fill=(255, 255, 255), font=font)
+    return img
+
+
+def write_yolo_txt(saver: PictureSaver, record: Record) -> Path:
+    """``labels/<stem>.txt``: one ``class cx cy w h score`` line per box, normalised (ultralytics' --save-txt)."""
+    from cnnkit.io.files import atomic_write_text
+
+    path = saver.folder / "labels" / saver.target(record.path, ".txt").name
+    w, h = record.width, record.height
+    lines = []
+    for p in record.predictions:
+        x1, y1, x2, y2 = p["box"]
+        lines.append(f"{p['class_id']} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                     f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {p['score']:.6f}\n")
+    atomic_write_text(path, "".join(lines))
+    return path
+
+
+def save_crops(saver: PictureSaver, decoded: Decoded, record: Record) -> list[Path]:
+    """``crops/<label>/<stem>_<i>.jpg``: each detection cut from the decoded image."""
+    from PIL import Image
+
+    from cnnkit.io.files import atomic_path
+
+    stem = saver.target(record.path, ".crop").stem
+    img = Image.fromarray(decoded.rgb)
+    paths = []
+    for i, p in enumerate(record.predictions):
+        x1, y1, x2, y2 = (int(round(v)) for v in _decoded_box(p["box"], decoded))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        path = saver.folder / "crops" / p["label"].replace("/", "_") / f"{stem}_{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            img.crop((x1, y1, x2, y2)).save(tmp, format="JPEG", quality=92)
+        paths.append(path)
+    return paths

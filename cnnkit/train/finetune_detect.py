@@ -1,0 +1,157 @@
+"""``cnnkit finetune --task detect``: train a YOLO detector on a YOLO-format dataset through ultralytics.
+
+ultralytics does the training (its augmentation, loss and checkpoints); cnnkit picks the
+starting weights from its registry, the device through its device layer, keeps
+ultralytics offline and quiet (its bars and logs off), restores torch's thread count
+after ultralytics changes it, and shows one rich progress bar on stderr. The
+``best.pt`` it writes loads with ``cnnkit detect --model best.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import UsageError
+
+log = logging.getLogger("cnnkit")
+DEFAULT_MODEL = "shapes-yolov8n"
+METRIC_KEYS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall",
+               "metrics/mAP50(B)": "mAP50", "metrics/mAP50-95(B)": "mAP50-95"}
+
+
+def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
+    """The file or name ultralytics starts from, and the image size it was trained at (if known)."""
+    from cnnkit.models import hub
+    from cnnkit.models.registry import get_spec
+
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UsageError(f"--weights {weights}: no such file")
+        return weights, None
+    name = model or DEFAULT_MODEL
+    if Path(name).is_file() or name.endswith(".yaml"):
+        return name, None
+    try:
+        spec = get_spec(name, "detect")
+    except UsageError:
+        if name.endswith(".pt"):
+            return name, None
+        raise
+    if spec.family != "yolo":
+        raise UsageError(f"--model {name}: detection fine-tuning trains YOLO models (ultralytics); pick one of "
+                         "shapes-yolov8n, yolov8n.pt, yolo11n.pt or a .yaml/.pt file")
+    if spec.source == "bundled":
+        return str(hub.bundled_path(spec.weights)), spec.meta.get("imgsz")
+    return spec.weights, spec.meta.get("imgsz")
+
+
+def _out_dir(out: str | None, exist_ok: bool, resume: str | bool | None) -> Path:
+    from cnnkit.io.files import explicit_dir, increment_dir
+
+    if resume:
+        if out:
+            return Path(out)
+        if isinstance(resume, (str, Path)):
+            return Path(resume).resolve().parent.parent
+        runs = sorted(Path("runs/finetune/detect").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UsageError("--resume: no runs/finetune/detect/*/weights/last.pt to continue; pass --out DIR")
+        return runs[-1].parent.parent
+    if out:
+        return explicit_dir(out, exist_ok=exist_ok)
+    return increment_dir(Path("runs") / "finetune" / "detect", exist_ok=exist_ok)
+
+
+class _Progress:
+    """One rich bar over all batches of all epochs, fed by ultralytics' callbacks."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), disable=not enabled, redirect_stdout=False, redirect_stderr=False,
+        )
+        self.task: Any = None
+        self.metrics = ""
+
+    def on_train_start(self, trainer: Any) -> None:
+        nb = len(trainer.train_loader)
+        self.bar.start()
+        self.task = self.bar.add_task("training", total=trainer.epochs * nb, completed=trainer.start_epoch * nb)
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        tloss = getattr(trainer, "tloss", None)
+        values = tloss.values() if isinstance(tloss, dict) else [] if tloss is None else tloss
+        loss = float(sum(float(v.sum()) if hasattr(v, "sum") else float(v) for v in values))
+        self.bar.update(self.task, advance=1,
+                        description=f"epoch {trainer.epoch + 1}/{trainer.epochs} loss {loss:.3f}{self.metrics}")
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        m = trainer.metrics or {}
+        if "metrics/mAP50(B)" in m:
+            self.metrics = f" mAP50 {m['metrics/mAP50(B)']:.3f}"
+            log.info("epoch %d/%d: mAP50 %.3f, mAP50-95 %.3f", trainer.epoch + 1, trainer.epochs,
+                     m["metrics/mAP50(B)"], m.get("metrics/mAP50-95(B)", 0.0))
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.bar.stop()
+
+    def attach(self, yolo: Any) -> None:
+        for event in ("on_train_start", "on_train_batch_end", "on_fit_epoch_end", "on_train_end"):
+            yolo.add_callback(event, getattr(self, event))
+
+
+def finetune(
+    data: str, *, model: str | None = None, weights: str | None = None, epochs: int = 30, batch_size: int = 16,
+    imgsz: int | None = None, lr: float | None = None, device: str | None = None, out: str | None = None,
+    exist_ok: bool = False, seed: int = 0, workers: int = 0, resume: str | bool | None = None,
+    progress: bool = True, threads: int | None = None, **ignored: Any,
+) -> dict[str, Any]:
+    """Train from ``model``/``weights`` (default: the bundled shapes-yolov8n) on the YOLO dataset yaml ``data``.
+
+    Returns ``{"best", "last", "out", "metrics"}`` (metrics: precision, recall, mAP50, mAP50-95
+    on the dataset's val split after the last epoch). ``resume`` = a ``last.pt`` (or ``True``
+    with ``out``) continues an interrupted run.
+    """
+    import torch
+
+    from cnnkit import _ultralytics
+    from cnnkit.device import resolve_device, set_threads
+
+    if ignored:
+        log.debug("finetune detect: ignoring options %s", ", ".join(sorted(ignored)))
+    if not Path(data).is_file() and not resume:
+        raise UsageError(f"{data}: no such dataset yaml (make one with `cnnkit data shapes OUT --format yolo`)")
+    set_threads(threads)
+    n_threads = torch.get_num_threads()
+    dev = resolve_device(device)
+    folder = _out_dir(out, exist_ok, resume)
+    if resume:
+        last = Path(resume) if isinstance(resume, (str, Path)) and Path(resume).is_file() else folder / "weights" / "last.pt"
+        if not last.is_file():
+            raise UsageError(f"--resume: no {last} to continue from")
+        yolo = _ultralytics.yolo(last)
+        args: dict[str, Any] = {"resume": True}
+    else:
+        start, trained_size = _start(model, weights)
+        yolo = _ultralytics.yolo(start)
+        args = dict(
+            data=str(Path(data).resolve()), epochs=epochs, batch=batch_size, imgsz=imgsz or trained_size or 640,
+            device=_ultralytics.device_arg(dev), project=str(folder.resolve().parent), name=folder.name,
+            exist_ok=True, seed=seed, deterministic=True, workers=workers, plots=False, verbose=False,
+        )
+        if lr is not None:
+            args.update(optimizer="AdamW", lr0=lr)
+    bar = _Progress(progress)
+    bar.attach(yolo)
+    yolo.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(n_threads))
+    with _ultralytics.quiet(n_threads):
+        yolo.train(**args)
+    trainer = yolo.trainer
+    metrics = {METRIC_KEYS[k]: float(v) for k, v in (trainer.metrics or {}).items() if k in METRIC_KEYS}
+    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    return {"best": str(best), "last": str(trainer.last), "out": str(Path(trainer.save_dir)), "metrics": metrics}
