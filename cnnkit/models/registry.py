@@ -61,6 +61,7 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 # Modules whose import registers entries; one per task family keeps them apart.
 ZOO_MODULES = ["cnnkit.models.zoo"]
+ZOO_MODULES.append("cnnkit.models.zoo_segment")
 
 
 def _ensure_loaded() -> None:
