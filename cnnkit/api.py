@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnkit.records import Record, records_to_frame
 
-__all__ = ["classify", "finetune", "load", "records_to_frame"]
+__all__ = ["classify", "finetune", "load", "records_to_frame", "segment"]
 
 _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
 
@@ -24,11 +24,14 @@ _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "
 # task → "module:Predictor class"; each class has a ``load(**options)`` classmethod.
 PREDICTORS = {
     "classify": "cnnkit.tasks.classify:Classifier",
+    "segment": "cnnkit.tasks.segment:Segmenter",
 }
 
 
 # task → "module:function" of ``finetune(data, **options) -> dict`` (best/last/out/metrics).
-TRAINERS: dict[str, str] = {}
+TRAINERS: dict[str, str] = {
+    "segment": "cnnkit.train.finetune_segment:finetune",
+}
 
 
 def load(task: str, **options: Any) -> Any:
@@ -57,6 +60,18 @@ def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     """
     load_opts, run_opts = _split(dict(options))
     records = load("classify", **load_opts).stream(sources, **run_opts)
+    return records if stream else list(records)
+
+
+def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
+    """Classes present (``{label, class_id, pixels, fraction}``) for each image in ``sources``.
+
+    Options: ``model``, ``weights``, ``arch``, ``encoder``, ``imgsz``, ``tile``, ``overlap``,
+    ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
+    ``save_dir`` each record also names its ``mask`` and ``overlay`` PNGs.
+    """
+    load_opts, run_opts = _split(dict(options))
+    records = load("segment", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, inspect
+from cnnkit.cli import classify, data, inspect, segment
 from cnnkit.cli.common import setup_logging
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ def _root(
 
 app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
 app.add_typer(data.app, name="data", rich_help_panel="Data")
+app.add_typer(segment.app, name="segment", rich_help_panel="Tasks")
 inspect.register(app)
 
 

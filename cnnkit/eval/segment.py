@@ -46,3 +46,41 @@ def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size: int = 8,
+                    workers: int = 2) -> dict[str, Any]:
+    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.Segmenter`) over image/mask pairs."""
+    from cnnkit.data.masks import find_pairs, read_mask
+    from cnnkit.errors import CnnkitError
+
+    pairs = find_pairs(data, split)
+    masks = {str(image): mask for image, mask in pairs}
+    cm = ConfusionMatrix(len(predictor.labels))
+    for record, _, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
+        if pred is None:
+            raise CnnkitError(f"{record.path}: {record.error}")
+        target = read_mask(masks[record.path])
+        if target.shape != pred.shape:
+            raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
+        cm.update(pred, target)
+    return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
+
+
+def render_scores(scores: dict[str, Any]) -> str:
+    """The per-class IoU table and the summary lines, for people."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{scores['model']} on {scores['data']} ({scores['images']} images)")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in scores["per_class_iou"].items():
+        table.add_row(name, "-" if iou is None else f"{iou:.4f}")
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, force_terminal=False, no_color=True)
+    console.print(table)
+    console.print(f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}")
+    return buf.getvalue()
