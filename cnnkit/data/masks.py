@@ -61,3 +61,20 @@ def read_pair(image: str | Path, mask: str | Path) -> tuple[np.ndarray, np.ndarr
     if target.shape != rgb.shape[:2]:
         raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {rgb.shape[1]}x{rgb.shape[0]}")
     return rgb, target
+
+
+def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:
+    """Names for mask values: ``classes.txt`` (one per line, background first), else the
+    ``classes`` of ``cnnkit-data.json`` after ``background``, else ``class_N`` up to the largest value."""
+    import json
+
+    root = Path(data)
+    for folder in (root, root.parent):
+        if (folder / "classes.txt").is_file():
+            return [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
+        if (folder / "cnnkit-data.json").is_file():
+            classes = json.loads((folder / "cnnkit-data.json").read_text()).get("classes")
+            if classes:
+                return ["background", *classes]
+    top = max(int(read_mask(m).max()) for _, m in pairs)
+    return ["background", *(f"class_{i}" for i in range(1, top + 1))]

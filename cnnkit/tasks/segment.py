@@ -128,7 +128,7 @@ class Segmenter(Predictor):
     def _normalise(self, rgb: np.ndarray) -> Any:
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
+        t = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255)
         mean = torch.tensor(self.pre.mean).view(3, 1, 1)
         std = torch.tensor(self.pre.std).view(3, 1, 1)
         return (t - mean) / std

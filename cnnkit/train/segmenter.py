@@ -64,7 +64,7 @@ class PairDataset(torch.utils.data.Dataset):
         from torchvision import tv_tensors
 
         rgb, mask = self.load(i)
-        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        image = tv_tensors.Image(torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1))
         target = tv_tensors.Mask(torch.from_numpy(np.asarray(mask, dtype=np.int64)))
         image, target = self.transform(image, target)
         return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor).long()
@@ -157,7 +157,9 @@ def _resume(last: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> tup
     state = torch.load(str(last), map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    # Keep this run's length: resuming with more epochs stretches the schedule instead of failing.
+    scheduler.load_state_dict({**state["scheduler"], "total_steps": scheduler.total_steps,
+                               "_schedule_phases": scheduler._schedule_phases})
     torch.set_rng_state(state["rng"])
     log.info("resumed from %s at epoch %d", last, state["epoch"])
     return int(state["epoch"]), float(state["best"]), list(state["history"])
