@@ -179,3 +179,14 @@ def test_subprocess_entry_point(masks_data, tiny_checkpoint):
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
     assert rec["path"] == str(image) and rec["predictions"]
+
+
+def test_every_segment_registry_entry_builds_and_lists():
+    from cnnkit.models.describe import parameters
+    from cnnkit.models.registry import list_models
+
+    specs = list_models(task="segment")
+    names = {s.name for s in specs}
+    assert {"shapes-unet", "shapes-deeplabv3plus", "unet", "unetplusplus", "deeplabv3plus",
+            "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= names
+    assert all(parameters(s) > 0 for s in specs)

@@ -26,7 +26,7 @@ SHAPES_UNET = {"arch": "unet", "encoder": "timm-mobilenetv3_small_100", "decoder
 SHAPES_DEEPLAB = {"arch": "deeplabv3plus", "encoder": "timm-mobilenetv3_small_100", "decoder_channels": 96}
 
 
-def build_smp(num_classes: int, arch: str = "unet", encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> Any:
+def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> Any:
     """An smp model with a randomly initialised encoder (``encoder_weights=None``)."""
     import segmentation_models_pytorch as smp
 
