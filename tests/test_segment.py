@@ -102,6 +102,15 @@ def test_predict_saves_palette_mask_and_overlay_of_input_size(masks_data, tiny_c
         assert Image.open(rec["overlay"]).size == (rec["width"], rec["height"])
 
 
+def test_save_writes_into_a_new_run_folder(tiny_checkpoint, rgb_image, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        res = runner.invoke(app, ["segment", str(rgb_image), "--weights", str(tiny_checkpoint), "--save", "-f", "json"])
+        assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "runs" / "segment").iterdir()) == ["exp", "exp2"]
+    assert (tmp_path / "runs" / "segment" / "exp2" / "rgb_mask.png").is_file()
+
+
 def test_tile_option_on_a_large_image_keeps_the_input_size(tiny_checkpoint, tmp_path):
     path = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 300, 3), dtype=np.uint8)).save(path)
@@ -130,7 +139,8 @@ def test_smp_arch_with_any_encoder_runs_random_init(rgb_image):
 
 
 @pytest.mark.parametrize("args", [["--encoder", "resnet18"], ["--arch", "segformer"],
-                                  ["--arch", "unet", "--model", "shapes-unet"], ["--overlap", "0.95"]])
+                                  ["--arch", "unet", "--model", "shapes-unet"], ["--overlap", "0.95"],
+                                  ["--half", "--device", "cpu"]])
 def test_bad_model_options_are_usage_errors(rgb_image, args):
     from cnnkit.errors import UsageError
 

@@ -80,6 +80,8 @@ for _arch, _year, _desc in [
 for _name, _enum, _year, _desc in [
     ("deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1", 2017,
      "DeepLabV3 ResNet-50 (torchvision), 21 VOC categories"),
+    ("deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1", 2017,
+     "DeepLabV3 ResNet-101 (torchvision), 21 VOC categories"),
     ("deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 2019,
      "DeepLabV3 MobileNetV3-Large (torchvision), 21 VOC categories"),
     ("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 2019,

@@ -9,7 +9,6 @@ to class indices at once, so memory grows with the image width, not its area.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -27,8 +26,6 @@ from cnnkit.io.files import atomic_path
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.tasks.base import PictureSaver, Predictor
-
-log = logging.getLogger("cnnkit")
 
 DEFAULT_MODEL = "shapes-unet"
 # Above this many logit values an image's mask is resized as class indices, not as logits.
@@ -119,7 +116,7 @@ class Segmenter(Predictor):
         from cnnkit.models.zoo_segment import load_segmenter
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(load_segmenter(model, weights, arch=arch, encoder=encoder), runtime, imgsz, tile, overlap)
+        return cls(load_segmenter(model, weights, arch=arch, encoder=encoder, default=DEFAULT_MODEL), runtime, imgsz, tile, overlap)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------
     def _tiled(self, decoded: Decoded) -> bool:
