@@ -19,7 +19,7 @@ from typing import Any
 
 from cnnkit.records import Record, records_to_frame
 
-__all__ = ["classify", "detect", "finetune", "load", "records_to_frame"]
+__all__ = ["classify", "detect", "finetune", "instance", "load", "records_to_frame", "segment"]
 
 _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
 
@@ -28,6 +28,7 @@ _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "
 PREDICTORS = {
     "classify": "cnnkit.tasks.classify:Classifier",
     "detect": "cnnkit.tasks.detect:Detector",
+    "segment": "cnnkit.tasks.segment:Segmenter",
 }
 
 
@@ -35,6 +36,7 @@ PREDICTORS = {
 TRAINERS: dict[str, str] = {
     "classify": "cnnkit.train.finetune_classify:finetune",
     "detect": "cnnkit.train.finetune_detect:finetune",
+    "segment": "cnnkit.train.finetune_segment:finetune",
 }
 
 
@@ -82,6 +84,12 @@ def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record
     """
     load_opts, run_opts = _split(dict(options))
     records = load("detect", **load_opts).stream(sources, **run_opts)
+def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
+    """Classes present (``{label, class_id, pixels, fraction}``) for each image in ``sources``.
+    Options: ``model``, ``weights``, ``arch``, ``encoder``, ``imgsz``, ``tile``, ``overlap``,
+    ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
+    ``save_dir`` each record also names its ``mask`` and ``overlay`` PNGs.
+    records = load("segment", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
 

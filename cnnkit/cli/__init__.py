@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, detect, export, finetune, inspect, visual
+from cnnkit.cli import classify, data, detect, export, finetune, inspect, segment, visual
 from cnnkit.cli.common import RootGroup, setup_logging
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
 app.add_typer(detect.app, name="detect", rich_help_panel="Tasks")
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 app.command("finetune", rich_help_panel="Tasks")(finetune.finetune)
+app.add_typer(segment.app, name="segment", rich_help_panel="Tasks")
 inspect.register(app)
 visual.register(app)
 export.register(app)

@@ -60,7 +60,12 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 # Modules whose import registers entries; one per task family keeps them apart.
-ZOO_MODULES = ["cnnkit.models.zoo", "cnnkit.models.zoo_detect"]
+ZOO_MODULES = [
+    "cnnkit.models.zoo",
+    "cnnkit.models.zoo_detect",
+    "cnnkit.models.zoo_segment",
+    "cnnkit.models.zoo_instance",
+]
 
 
 def _ensure_loaded() -> None:

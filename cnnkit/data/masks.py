@@ -1,0 +1,80 @@
+"""Image/mask folder pairs, as written by ``cnnkit data shapes OUT --format masks``.
+
+A split folder holds ``images/NAME.*`` and ``masks/NAME.png`` (class-index PNG,
+palette or greyscale, 0 = background). ``DATA`` may be such a folder or a root with
+``train/`` and ``val/`` split folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError
+from cnnkit.io.sources import is_image_name
+
+
+def split_dir(data: str | Path, split: str) -> Path:
+    """``data`` itself when it has ``images/`` and ``masks/``, else ``data/split``."""
+    root = Path(data)
+    if not root.is_dir():
+        raise CnnkitError(f"{root}: no such folder")
+    for folder in (root, root / split):
+        if (folder / "images").is_dir() and (folder / "masks").is_dir():
+            return folder
+    raise CnnkitError(f"{root}: expected images/ and masks/ folders, here or in {split}/")
+
+
+def find_pairs(data: str | Path, split: str = "val") -> list[tuple[Path, Path]]:
+    """Sorted ``(image, mask)`` pairs; an image without a mask is an error naming it."""
+    folder = split_dir(data, split)
+    pairs = []
+    for image in sorted(p for p in (folder / "images").iterdir() if is_image_name(p.name)):
+        mask = folder / "masks" / f"{image.stem}.png"
+        if not mask.is_file():
+            raise CnnkitError(f"{image}: no mask {mask.name} in {folder / 'masks'}")
+        pairs.append((image, mask))
+    if not pairs:
+        raise CnnkitError(f"{folder / 'images'}: no images")
+    return pairs
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A class-index PNG as an H×W uint8 array (palette indices or grey levels)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode not in ("P", "L"):
+            raise CnnkitError(f"{path}: mask must be a palette or greyscale PNG, not {img.mode}")
+        return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_pair(image: str | Path, mask: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    from cnnkit.io.decode import to_rgb
+
+    with Image.open(image) as img:
+        rgb = np.asarray(to_rgb(img))
+    target = read_mask(mask)
+    if target.shape != rgb.shape[:2]:
+        raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {rgb.shape[1]}x{rgb.shape[0]}")
+    return rgb, target
+
+
+def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:
+    """Names for mask values: ``classes.txt`` (one per line, background first), else the
+    ``classes`` of ``cnnkit-data.json`` after ``background``, else ``class_N`` up to the largest value."""
+    import json
+
+    root = Path(data)
+    for folder in (root, root.parent):
+        if (folder / "classes.txt").is_file():
+            return [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
+        if (folder / "cnnkit-data.json").is_file():
+            classes = json.loads((folder / "cnnkit-data.json").read_text()).get("classes")
+            if classes:
+                return ["background", *classes]
+    top = max(int(read_mask(m).max()) for _, m in pairs)
+    return ["background", *(f"class_{i}" for i in range(1, top + 1))]

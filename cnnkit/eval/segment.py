@@ -1,0 +1,86 @@
+"""Semantic segmentation metrics from one confusion matrix: mIoU, per-class IoU, pixel accuracy.
+
+The matrix is accumulated over a whole dataset (integer counts, so the order of
+images does not matter), and every figure is read off it at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class ConfusionMatrix:
+    """``counts[t, p]`` = pixels of true class ``t`` predicted as ``p``."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.counts = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, pred: Any, target: Any) -> None:
+        """Add integer label maps (NumPy arrays or tensors of any matching shape)."""
+        pred = _numpy(pred).astype(np.int64).ravel()
+        target = _numpy(target).astype(np.int64).ravel()
+        keep = (target >= 0) & (target < self.num_classes)
+        idx = target[keep] * self.num_classes + pred[keep]
+        self.counts += np.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, -1)
+
+    def scores(self, labels: list[str] | None = None) -> dict[str, Any]:
+        """``miou`` averages the classes that occur in the truth or the predictions."""
+        tp = np.diag(self.counts).astype(np.float64)
+        union = self.counts.sum(0) + self.counts.sum(1) - tp
+        present = union > 0
+        iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
+        names = labels or [str(i) for i in range(self.num_classes)]
+        total = self.counts.sum()
+        return {
+            "miou": float(iou[present].mean()) if present.any() else 0.0,
+            "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
+            "per_class_iou": {n: (float(v) if p else None) for n, v, p in zip(names, iou, present)},
+            "pixels": int(total),
+        }
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size: int = 8,
+                    workers: int = 2) -> dict[str, Any]:
+    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.Segmenter`) over image/mask pairs."""
+    from cnnkit.data.masks import find_pairs, read_mask
+    from cnnkit.errors import CnnkitError
+
+    pairs = find_pairs(data, split)
+    masks = {str(image): mask for image, mask in pairs}
+    cm = ConfusionMatrix(len(predictor.labels))
+    for record, _, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
+        if pred is None:
+            raise CnnkitError(f"{record.path}: {record.error}")
+        target = read_mask(masks[record.path])
+        if target.shape != pred.shape:
+            raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
+        cm.update(pred, target)
+    return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
+
+
+def render_scores(scores: dict[str, Any]) -> str:
+    """The per-class IoU table and the summary lines, for people."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{scores['model']} on {scores['data']} ({scores['images']} images)")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in scores["per_class_iou"].items():
+        table.add_row(name, "-" if iou is None else f"{iou:.4f}")
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, force_terminal=False, no_color=True)
+    console.print(table)
+    console.print(f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}")
+    return buf.getvalue()

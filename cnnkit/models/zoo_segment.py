@@ -1,0 +1,173 @@
+"""Segmentation registry entries: bundled shapes models, smp architectures, torchvision DeepLab/LR-ASPP.
+
+Every segmentation-models-pytorch model has the family ``smp``; a checkpoint stores
+``arch_kwargs`` (``arch``, ``encoder`` and decoder sizes), so any encoder smp offers
+round-trips through ``--weights``. smp encoders are always built with
+``encoder_weights=None``: nothing is downloaded behind the user's back.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
+from cnnkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from cnnkit.models.registry import ModelSpec, register
+
+SMP_ARCHS = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "deeplabv3plus": "DeepLabV3Plus"}
+TORCHVISION_ARCHS = ("deeplabv3", "lraspp")
+ARCHS = (*SMP_ARCHS, *TORCHVISION_ARCHS)
+DEFAULT_ENCODER = "mobilenet_v2"
+SHAPES_SEG_LABELS = ("background", *SHAPES_CLASSES)
+SHAPES_SEG_PREPROCESS = Preprocess(resize=128, crop=128, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+# The bundled models: small decoders keep each file a few MB.
+SHAPES_UNET = {"arch": "unet", "encoder": "timm-mobilenetv3_small_100", "decoder_channels": [64, 48, 32, 16, 16]}
+SHAPES_DEEPLAB = {"arch": "deeplabv3plus", "encoder": "timm-mobilenetv3_small_100", "decoder_channels": 96}
+
+
+def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> Any:
+    """An smp model with a randomly initialised encoder (``encoder_weights=None``)."""
+    import segmentation_models_pytorch as smp
+
+    from cnnkit.errors import UsageError
+
+    if arch not in SMP_ARCHS:
+        raise UsageError(f"unknown smp architecture {arch!r}; choose one of {', '.join(SMP_ARCHS)}")
+    if "decoder_channels" in kwargs and isinstance(kwargs["decoder_channels"], list):
+        kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
+    try:
+        return smp.create_model(SMP_ARCHS[arch], encoder_name=encoder, encoder_weights=None,
+                                classes=num_classes, **kwargs)
+    except KeyError as exc:
+        raise UsageError(f"unknown encoder {encoder!r} for {arch} ({str(exc)[:200]})") from exc
+
+
+def build_torchvision(name: str, num_classes: int = 21) -> Any:
+    """A torchvision segmentation model with random weights (backbone included)."""
+    import torchvision
+
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    if name.startswith("deeplabv3"):
+        kwargs["aux_loss"] = True  # the VOC checkpoints carry the auxiliary head
+    return torchvision.models.get_model(name, **kwargs)
+
+
+register(ModelSpec(
+    name="shapes-unet", task="segment", family="smp", builder=partial(build_smp, **SHAPES_UNET),
+    source="bundled", weights="shapes-unet.safetensors", labels=SHAPES_SEG_LABELS,
+    preprocess=SHAPES_SEG_PREPROCESS, year=2026,
+    description="U-Net, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks (bundled default)",
+    meta={"arch_kwargs": SHAPES_UNET},
+))
+register(ModelSpec(
+    name="shapes-deeplabv3plus", task="segment", family="smp", builder=partial(build_smp, **SHAPES_DEEPLAB),
+    source="bundled", weights="shapes-deeplabv3plus.safetensors", labels=SHAPES_SEG_LABELS,
+    preprocess=SHAPES_SEG_PREPROCESS, year=2026,
+    description="DeepLabV3+, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks",
+    meta={"arch_kwargs": SHAPES_DEEPLAB},
+))
+for _arch, _year, _desc in [
+    ("unet", 2015, "U-Net (smp), any smp encoder; random init unless --weights"),
+    ("unetplusplus", 2018, "U-Net++ (smp), nested skip paths; random init unless --weights"),
+    ("deeplabv3plus", 2018, "DeepLabV3+ (smp), atrous pyramid + decoder; random init unless --weights"),
+]:
+    register(ModelSpec(
+        name=_arch, task="segment", family="smp", builder=partial(build_smp, arch=_arch), source="none",
+        preprocess=Preprocess(resize=256, crop=256, mean=IMAGENET_MEAN, std=IMAGENET_STD), year=_year,
+        description=_desc, meta={"arch_kwargs": {"arch": _arch, "encoder": DEFAULT_ENCODER}},
+    ))
+for _name, _enum, _year, _desc in [
+    ("deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1", 2017,
+     "DeepLabV3 ResNet-50 (torchvision), 21 VOC categories"),
+    ("deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1", 2017,
+     "DeepLabV3 ResNet-101 (torchvision), 21 VOC categories"),
+    ("deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 2019,
+     "DeepLabV3 MobileNetV3-Large (torchvision), 21 VOC categories"),
+    ("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 2019,
+     "LR-ASPP MobileNetV3-Large (torchvision), 21 VOC categories"),
+]:
+    register(ModelSpec(
+        name=_name, task="segment", family=_name, builder=partial(build_torchvision, _name),
+        source="torchvision", weights=_enum, year=_year, description=_desc,
+    ))
+
+
+def _torchvision_name(arch: str, encoder: str | None) -> str:
+    """``--arch deeplabv3 --encoder resnet50`` → ``deeplabv3_resnet50``."""
+    default = {"deeplabv3": "resnet50", "lraspp": "mobilenet_v3_large"}[arch]
+    return f"{arch}_{encoder or default}"
+
+
+def _torchvision_loaded(spec: ModelSpec, weights: str | None) -> Any:
+    """A torchvision segmenter with its VOC weights (cache or download) or a local state dict."""
+    from cnnkit.models import hub
+    from cnnkit.models.checkpoint import load_state_dict
+    from cnnkit.models.loader import Loaded, _load_into
+
+    tv = hub.torchvision_weights(spec.weights)
+    labels = list(tv.meta["categories"])
+    size = int(tv.transforms().resize_size[0])
+    pre = Preprocess(resize=size, crop=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    state = load_state_dict(weights) if weights else hub.torchvision_state_dict(spec.name, spec.weights)
+    module = spec.builder(num_classes=len(labels))
+    if spec.name.startswith("deeplabv3") and not any(k.startswith("aux_classifier") for k in state):
+        module.aux_classifier = None
+    _load_into(module, state, weights or spec.name)
+    return Loaded(module, spec.name, labels, pre, spec, {})
+
+
+def _smp_loaded(spec: ModelSpec, weights: str | None, arch_kwargs: dict[str, Any]) -> Any:
+    """An smp model: a plain state dict from ``weights``, or random init (with a warning)."""
+    import logging
+
+    from cnnkit.models.checkpoint import load_state_dict
+    from cnnkit.models.loader import Loaded, _load_into
+
+    state = load_state_dict(weights) if weights else None
+    labels = list(spec.labels or SHAPES_SEG_LABELS)
+    head = next((v for k, v in (state or {}).items() if k.startswith("segmentation_head") and v.ndim == 4), None)
+    if head is not None and head.shape[0] != len(labels):
+        labels = [f"class_{i}" for i in range(head.shape[0])]
+    module = build_smp(len(labels), **arch_kwargs)
+    if state is None:
+        logging.getLogger("cnnkit").warning("%s: random weights (no --weights given); predictions are meaningless",
+                                            spec.name)
+    else:
+        _load_into(module, state, weights)
+    name = spec.name if spec.source != "none" else f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}"
+    return Loaded(module, name, labels, spec.preprocess, spec, {"arch_kwargs": arch_kwargs})
+
+
+def load_segmenter(model: str | None, weights: str | None, *, arch: str | None = None,
+                   encoder: str | None = None, default: str = "shapes-unet") -> Any:
+    """Resolve ``--model/--weights/--arch/--encoder`` into a :class:`~cnnkit.models.loader.Loaded`.
+
+    A cnnkit ``.safetensors`` checkpoint carries everything; ``--arch`` names an smp or
+    torchvision architecture; otherwise ``--model`` (default ``shapes-unet``) is looked up.
+    """
+    from pathlib import Path
+
+    from cnnkit.errors import UsageError
+    from cnnkit.models.loader import load_checkpoint, load_model
+    from cnnkit.models.registry import get_spec
+
+    if weights is not None and Path(weights).suffix == ".safetensors":
+        return load_checkpoint(weights, "segment")
+    if arch is not None:
+        if arch not in ARCHS:
+            raise UsageError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+        if model is not None:
+            raise UsageError("give --model or --arch, not both")
+        if arch in TORCHVISION_ARCHS:
+            model = _torchvision_name(arch, encoder)
+        else:
+            return _smp_loaded(get_spec(arch, "segment"), weights, {"arch": arch, "encoder": encoder or DEFAULT_ENCODER})
+    elif encoder is not None:
+        raise UsageError("--encoder needs --arch")
+    spec = get_spec(model or default, "segment")
+    if spec.source == "torchvision":
+        return _torchvision_loaded(spec, weights)
+    if spec.source == "none" or weights is not None:
+        return _smp_loaded(spec, weights, dict(spec.meta.get("arch_kwargs", {})))
+    return load_model(spec.name, None, "segment", default=default)
