@@ -60,7 +60,7 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 # Modules whose import registers entries; one per task family keeps them apart.
-ZOO_MODULES = ["cnnkit.models.zoo"]
+ZOO_MODULES = ["cnnkit.models.zoo", "cnnkit.models.zoo_instance"]
 
 
 def _ensure_loaded() -> None:
