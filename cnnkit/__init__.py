@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cnnkit._version import __version__
 
-_API = {"classify", "finetune", "load", "records_to_frame"}
+_API = {"classify", "finetune", "instance", "load", "records_to_frame"}
 
 __all__ = ["__version__", *sorted(_API)]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnkit.records import Record, records_to_frame
 
-__all__ = ["classify", "finetune", "load", "records_to_frame"]
+__all__ = ["classify", "finetune", "instance", "load", "records_to_frame"]
 
 _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
 
@@ -24,11 +24,14 @@ _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "
 # task → "module:Predictor class"; each class has a ``load(**options)`` classmethod.
 PREDICTORS = {
     "classify": "cnnkit.tasks.classify:Classifier",
+    "instance": "cnnkit.tasks.instance:InstanceSegmenter",
 }
 
 
 # task → "module:function" of ``finetune(data, **options) -> dict`` (best/last/out/metrics).
-TRAINERS: dict[str, str] = {}
+TRAINERS: dict[str, str] = {
+    "instance": "cnnkit.train.finetune_instance:finetune",
+}
 
 
 def load(task: str, **options: Any) -> Any:
@@ -57,6 +60,18 @@ def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     """
     load_opts, run_opts = _split(dict(options))
     records = load("classify", **load_opts).stream(sources, **run_opts)
+    return records if stream else list(records)
+
+
+def instance(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
+    """Instances (label, class_id, score, box, COCO RLE mask) in each image of ``sources``.
+
+    Options: ``model``, ``weights``, ``conf``, ``mask_threshold``, ``max_det``, ``save_masks``
+    (with ``save_dir``), ``device``, ``half``, ``threads``, ``batch_size``, ``workers``,
+    ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
+    """
+    load_opts, run_opts = _split(dict(options))
+    records = load("instance", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
 

@@ -49,7 +49,7 @@ class StepConfig:
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8 → 3×H×W float in [0, 1] (Mask R-CNN normalises and resizes itself)."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
 
 
 def make_target(boxes: Sequence[Sequence[float]], class_ids: Sequence[int], masks: Sequence[np.ndarray],
