@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, inspect, instance
+from cnnkit.cli import instance as instance_cli
+from cnnkit.cli import classify, data, inspect
 from cnnkit.cli.common import setup_logging
 
 app = typer.Typer(
@@ -40,7 +41,7 @@ def _root(
 
 
 app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
-app.add_typer(instance.app, name="instance", rich_help_panel="Tasks")
+app.add_typer(instance_cli.app, name="instance", rich_help_panel="Tasks")
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 inspect.register(app)
 
