@@ -203,3 +203,20 @@ def test_subprocess_smoke(tiny_ckpt, scene_folder):
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout.splitlines()[0])
     assert rec["task"] == "instance" and rec["width"] == 64
+
+
+def test_thin_and_one_pixel_images(tiny_ckpt, tmp_path):
+    """Degenerate shapes are padded for the network and answered in their own pixels."""
+    from cnnkit.tasks.instance_post import decode_rle
+
+    thin, dot = tmp_path / "thin.png", tmp_path / "dot.png"
+    Image.new("RGB", (1, 300), (10, 200, 10)).save(thin)
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(dot)
+    res = _cli("instance", thin, dot, "--weights", tiny_ckpt, "--conf", "0", "--max-det", "2", "-f", "jsonl")
+    assert res.exit_code == 0, res.output
+    for line in res.stdout.splitlines():
+        rec = json.loads(line)
+        assert rec["error"] is None
+        for p in rec["predictions"]:
+            assert decode_rle(p["mask"]).shape == (rec["height"], rec["width"])
+            assert p["box"][2] <= rec["width"] and p["box"][3] <= rec["height"]

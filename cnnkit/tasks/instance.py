@@ -82,19 +82,35 @@ class InstanceSegmenter(Predictor):
                    max_det=max_det, save_masks=save_masks)
 
     def preprocess(self, decoded: Decoded) -> Any:
+        """A [0, 1] tensor; a very thin image is padded (bottom/right) so that the model's
+        resize keeps its short side at least one stride-32 feature cell."""
+        import math
+
+        import numpy as np
+
         from cnnkit.train.instance import image_tensor
 
-        return image_tensor(decoded.rgb)
+        rgb = decoded.rgb
+        h, w = rgb.shape[:2]
+        need = math.ceil(32 * max(h, w) / self.model.transform.max_size)
+        if min(h, w) < need:
+            rgb = np.pad(rgb, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)))
+        return image_tensor(rgb)
 
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
         import torch
 
+        preds = []
         with torch.inference_mode():
             outputs = self.model([x.to(self.runtime.device, self.runtime.dtype) for x in inputs])
-        return [
-            to_predictions(out, self.labels, conf=self.conf, mask_threshold=self.mask_threshold, max_det=self.max_det)
-            for out in outputs
-        ]
+            for out, dec in zip(outputs, decoded):
+                h, w = dec.rgb.shape[:2]
+                out["masks"] = out["masks"][..., :h, :w]  # drop the padding of thin images
+                out["boxes"][:, 0::2].clamp_(0, w)
+                out["boxes"][:, 1::2].clamp_(0, h)
+                preds.append(to_predictions(out, self.labels, conf=self.conf, mask_threshold=self.mask_threshold,
+                                            max_det=self.max_det))
+        return preds
 
     def annotate(self, decoded: Decoded, record: Record) -> Any:
         """Translucent masks, then boxes with ``label score`` captions (Pillow's built-in font)."""
