@@ -55,3 +55,15 @@ def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]
     assert second["metrics"]["step"] == 2 and second["out"] == str(out)
+
+
+def test_frozen_batch_norms_keep_statistics():
+    from cnnkit.models.zoo_instance import light_maskrcnn
+    from cnnkit.train.finetune_instance import _freeze
+    from cnnkit.train.instance import train_mode
+
+    model = light_maskrcnn(2, min_size=64, max_size=64)
+    _freeze(model, "backbone")
+    train_mode(model)
+    assert not model.backbone.body.bn1.training and model.backbone.fpn.training and model.roi_heads.training
+    assert not any(p.requires_grad for p in model.backbone.body.parameters())

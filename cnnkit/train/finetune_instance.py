@@ -110,8 +110,6 @@ def finetune(
     _freeze(net, freeze)
     dev = resolve_device(device)
     net.to(dev)
-    if dev.type != "cpu":
-        raise UsageError("finetune --task instance runs on the CPU in this build")
     folder = Path(resume) if resume else resolve_save_dir("finetune", True, out, exist_ok)
     images = train_ds.gt["images"]
     steps_per_epoch = max(1, math.ceil(len(images) / batch_size))
@@ -135,8 +133,8 @@ def finetune(
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     history = train_steps(
         net, batch_at, cfg, folder, meta,
-        evaluate_fn=lambda m: evaluate_model(m, val_images, gt, train_ds.labels) if val_images else {"mask_AP50": 0.0},
-        params=[p for p in net.parameters() if p.requires_grad],
+        evaluate_fn=lambda m: evaluate_model(m, val_images, gt, train_ds.labels, device=dev),
+        params=[p for p in net.parameters() if p.requires_grad], device=dev,
     )
     last = save_checkpoint(folder / "last.safetensors", net, {**meta, "metrics": history[-1] if history else {}})
     best = folder / "best.safetensors"
@@ -180,5 +178,4 @@ def _freeze(module: Any, freeze: str | None) -> None:
         raise UsageError(f"--freeze {freeze!r}: use backbone or backbone+fpn")
     for part in parts:
         for p in part.parameters():
-            p.requires_grad_(False)
-        part.eval()
+            p.requires_grad_(False)  # train_mode() then keeps their batch norms in eval

@@ -88,7 +88,7 @@ def scenes_to_coco(scenes: Sequence[Scene], labels: Sequence[str]) -> dict[str, 
 
 def evaluate_model(
     model: torch.nn.Module, images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[str],
-    *, conf: float = 0.05, batch_size: int = 4,
+    *, conf: float = 0.05, batch_size: int = 4, device: Any = "cpu",
 ) -> dict[str, float]:
     """bbox and segm AP/AP50/AP75 of ``model`` on ``images`` (ids ``1..n`` in ``gt``)."""
     was_training = model.training
@@ -97,16 +97,25 @@ def evaluate_model(
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            outputs = model([image_tensor(im) for im in chunk])
+            outputs = model([image_tensor(im).to(device) for im in chunk])
             for j, out in enumerate(outputs):
                 preds = to_predictions(out, list(labels), conf=conf, max_det=100)
                 coco.add(Record(path=str(start + j), task="instance", model="", predictions=preds))
-    model.train(was_training)
+    if was_training:
+        train_mode(model)
     metrics: dict[str, float] = {}
     for iou_type, prefix in (("bbox", "box"), ("segm", "mask")):
         res = evaluate(gt, coco.results(), iou_type)
         metrics.update({f"{prefix}_AP": res["AP"], f"{prefix}_AP50": res["AP50"], f"{prefix}_AP75": res["AP75"]})
     return metrics
+
+
+def train_mode(model: torch.nn.Module) -> None:
+    """``model.train()``, except batch norms whose parameters are frozen keep their statistics (eval)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
 
 
 def _lr_factor(step: int, cfg: StepConfig) -> float:
@@ -126,6 +135,7 @@ def train_steps(
     params: Sequence[torch.nn.Parameter] | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     score_key: str = "mask_AP50",
+    device: Any = "cpu",
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.steps`` steps, batch ``batch_at(step)``; resumes from ``out_dir/last.pt``.
 
@@ -147,11 +157,12 @@ def train_steps(
         scheduler.load_state_dict(state["scheduler"])
         start, best, history = int(state["step"]), float(state["best"]), json.loads(state["history"])
         log.info("resumed from %s at step %d", last, start)
-    model.train()
+    train_mode(model)
     t0, running = time.perf_counter(), {}
     for step in range(start, cfg.steps):
         images, targets = zip(*batch_at(step))
-        losses = model(list(images), list(targets))
+        losses = model([im.to(device) for im in images],
+                       [{k: v.to(device) for k, v in t.items()} for t in targets])
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
