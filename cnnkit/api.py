@@ -29,6 +29,7 @@ PREDICTORS = {
     "classify": "cnnkit.tasks.classify:Classifier",
     "detect": "cnnkit.tasks.detect:Detector",
     "segment": "cnnkit.tasks.segment:Segmenter",
+    "instance": "cnnkit.tasks.instance:InstanceSegmenter",
 }
 
 
@@ -37,6 +38,7 @@ TRAINERS: dict[str, str] = {
     "classify": "cnnkit.train.finetune_classify:finetune",
     "detect": "cnnkit.train.finetune_detect:finetune",
     "segment": "cnnkit.train.finetune_segment:finetune",
+    "instance": "cnnkit.train.finetune_instance:finetune",
 }
 
 
@@ -90,6 +92,18 @@ def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Recor
     ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
     ``save_dir`` each record also names its ``mask`` and ``overlay`` PNGs.
     records = load("segment", **load_opts).stream(sources, **run_opts)
+    return records if stream else list(records)
+
+
+def instance(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
+    """Instances (label, class_id, score, box, COCO RLE mask) in each image of ``sources``.
+
+    Options: ``model``, ``weights``, ``conf``, ``mask_threshold``, ``max_det``, ``save_masks``
+    (with ``save_dir``), ``device``, ``half``, ``threads``, ``batch_size``, ``workers``,
+    ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
+    """
+    load_opts, run_opts = _split(dict(options))
+    records = load("instance", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
 

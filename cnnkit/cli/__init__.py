@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, detect, export, finetune, inspect, segment, visual
+from cnnkit.cli import classify, data, detect, export, finetune, inspect, instance, segment, visual
 from cnnkit.cli.common import RootGroup, setup_logging
 
 app = typer.Typer(
     name="cnnkit",
     cls=RootGroup,
-    help="Convolutional networks for image files: classify, inspect, generate data.\n\n"
+    help="Convolutional networks for image files: classify, detect, segment, fine-tune, inspect.\n\n"
     "Data goes to stdout, logs and progress to stderr. Exit codes: 0 ok, 1 some inputs failed, 2 usage error.",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -42,9 +42,10 @@ def _root(
 
 app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
 app.add_typer(detect.app, name="detect", rich_help_panel="Tasks")
-app.add_typer(data.app, name="data", rich_help_panel="Data")
-app.command("finetune", rich_help_panel="Tasks")(finetune.finetune)
 app.add_typer(segment.app, name="segment", rich_help_panel="Tasks")
+app.add_typer(instance.app, name="instance", rich_help_panel="Tasks")
+app.command("finetune", rich_help_panel="Tasks")(finetune.finetune)
+app.add_typer(data.app, name="data", rich_help_panel="Data")
 inspect.register(app)
 visual.register(app)
 export.register(app)

@@ -1,0 +1,54 @@
+"""Mask R-CNN outputs → cnnkit instance predictions (COCO RLE masks), shared by the predictor and training.
+
+Kept apart from the predictor so the training loop can score a model the same way
+``cnnkit instance`` does, without loading a predictor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """H×W bool → COCO RLE ``{size: [h, w], counts: str}``."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """COCO RLE (counts as str or bytes) → H×W bool."""
+    from pycocotools import mask as mask_utils
+
+    counts = rle["counts"]
+    return mask_utils.decode({"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}) > 0
+
+
+def to_predictions(
+    output: dict[str, Any], labels: list[str], *, conf: float = 0.5, mask_threshold: float = 0.5,
+    max_det: int = 100,
+) -> list[dict[str, Any]]:
+    """One image's torchvision Mask R-CNN output → ``[{label, class_id, score, box, mask}]``.
+
+    Network label ``k`` is ``class_id = k - 1`` (0 is background); masks are the
+    soft masks thresholded at ``mask_threshold``, in the input image's pixels.
+    """
+    scores = output["scores"].float().cpu()
+    keep = (scores >= conf).nonzero().flatten()[:max_det]
+    boxes = output["boxes"][keep].float().cpu().numpy()
+    net_labels = output["labels"][keep].cpu().tolist()
+    masks = (output["masks"][keep, 0] >= mask_threshold).cpu().numpy()
+    preds = []
+    for i, k in enumerate(net_labels):
+        cid = int(k) - 1
+        preds.append({
+            "label": labels[cid] if 0 <= cid < len(labels) else f"class_{cid}",
+            "class_id": cid,
+            "score": round(float(scores[keep[i]]), 6),
+            "box": [round(float(v), 2) for v in boxes[i]],
+            "mask": encode_rle(masks[i]),
+        })
+    return preds

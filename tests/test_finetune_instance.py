@@ -1,0 +1,69 @@
+"""``cnnkit.api.finetune(task="instance")`` on tiny COCO-exported shapes: heads, freezing, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from tests.instance_fixtures import coco_data, scene_folder, tiny_ckpt  # noqa: F401
+
+
+def _two_class_copy(src, dst):
+    """The same images with only circles and squares annotated (a dataset with other classes)."""
+    import shutil
+
+    for split in ("train", "val"):
+        shutil.copytree(src / split / "images", dst / split / "images")
+        gt = json.loads((src / split / "annotations.json").read_text())
+        gt["categories"] = [c for c in gt["categories"] if c["id"] in (1, 2)]
+        gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] in (1, 2)]
+        (dst / split / "annotations.json").write_text(json.dumps(gt))
+    return dst
+
+
+def test_finetune_replaces_heads_freezes_and_reloads(tiny_ckpt, coco_data, scene_folder, tmp_path):
+    from cnnkit import api
+    from cnnkit.models.checkpoint import read_meta
+
+    data = _two_class_copy(coco_data, tmp_path / "two")
+    out = tmp_path / "run"
+    result = api.finetune(str(data), task="instance", weights=str(tiny_ckpt), epochs=1, batch_size=2, imgsz=64,
+                          freeze="backbone", out=str(out), progress=False)
+    assert set(result) == {"best", "last", "out", "metrics"}
+    assert {"mask_AP50", "box_AP50"} <= set(result["metrics"])
+    meta = read_meta(result["best"])
+    assert meta["labels"] == ["circle", "square"] and meta["task"] == "instance"
+    assert meta["args"]["freeze"] == "backbone"
+    res = CliRunner().invoke(app, ["instance", str(scene_folder / "scene_0.png"), "--weights", result["best"],
+                                   "--conf", "0", "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    preds = json.loads(res.stdout.splitlines()[0])["predictions"]
+    assert all(p["label"] in ("circle", "square") for p in preds)
+
+
+def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
+    from cnnkit import api
+
+    out = tmp_path / "run"
+    first = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), epochs=1, batch_size=2, imgsz=64,
+                         out=str(out), progress=False)
+    assert first["metrics"]["step"] == 1
+    second = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), epochs=2, batch_size=2, imgsz=64,
+                          resume=str(out), progress=False)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2]
+    assert second["metrics"]["step"] == 2 and second["out"] == str(out)
+
+
+def test_frozen_batch_norms_keep_statistics():
+    from cnnkit.models.zoo_instance import light_maskrcnn
+    from cnnkit.train.finetune_instance import _freeze
+    from cnnkit.train.instance import train_mode
+
+    model = light_maskrcnn(2, min_size=64, max_size=64)
+    _freeze(model, "backbone")
+    train_mode(model)
+    assert not model.backbone.body.bn1.training and model.backbone.fpn.training and model.roi_heads.training
+    assert not any(p.requires_grad for p in model.backbone.body.parameters())
