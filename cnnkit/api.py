@@ -86,11 +86,17 @@ def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record
     """
     load_opts, run_opts = _split(dict(options))
     records = load("detect", **load_opts).stream(sources, **run_opts)
+    return records if stream else list(records)
+
+
 def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
     """Classes present (``{label, class_id, pixels, fraction}``) for each image in ``sources``.
+
     Options: ``model``, ``weights``, ``arch``, ``encoder``, ``imgsz``, ``tile``, ``overlap``,
     ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
     ``save_dir`` each record also names its ``mask`` and ``overlay`` PNGs.
+    """
+    load_opts, run_opts = _split(dict(options))
     records = load("segment", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
