@@ -68,6 +68,9 @@ def ultralytics() -> Any:
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics"))
     omp = os.environ.get("OMP_NUM_THREADS")
+    from PIL import Image
+
+    pil_open = Image.open
     try:
         with contextlib.redirect_stdout(sys.stderr):  # its settings banner is not data
             import ultralytics as ul
@@ -85,6 +88,9 @@ def ultralytics() -> Any:
         if omp is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         torch.set_num_threads(threads)
+        # ultralytics replaces PIL.Image.open with a wrapper that, on an unidentified file, runs
+        # check_requirements("pi-heif") (a pip install when allowed); cnnkit decodes with plain PIL.
+        Image.open = pil_open
     return ul
 
 

@@ -208,3 +208,18 @@ def test_fuzz_cli_options(opts):
     result = runner.invoke(app, args)
     assert result.exit_code in (0, 1, 2), (args, result.exception)
     assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+
+
+def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
+    """ultralytics patches PIL.Image.open (HEIF auto-install); cnnkit's adapter undoes it."""
+    from PIL import Image
+
+    from cnnkit._ultralytics import ultralytics
+
+    before = Image.open
+    ultralytics()
+    assert Image.open is before
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(b"\x00")
+    with pytest.raises(DecodeError, match="not a recognised image format"):
+        decode(str(path))

@@ -36,6 +36,19 @@ class Decoded:
         return self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]
 
 
+def _pil_open() -> Any:
+    """PIL's own ``Image.open``, even when a library imported into this process wrapped it
+    (ultralytics does, to pip-install a HEIF plugin on unidentified files)."""
+    import sys
+
+    from PIL import Image
+
+    fn = Image.open
+    if getattr(fn, "__module__", "").startswith("ultralytics"):
+        return getattr(sys.modules.get(fn.__module__), "_image_open", fn)
+    return fn
+
+
 def _check_file(path: str) -> None:
     try:
         st = os.stat(path)
@@ -125,7 +138,7 @@ def decode(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with _pil_open()(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise DecodeError(f"{w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} (--max-pixels)")
@@ -145,7 +158,7 @@ def decode(
         raise DecodeError(f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
         raise DecodeError("not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, KeyError, TypeError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, KeyError, TypeError, ImportError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise DecodeError(f"truncated or corrupt image ({text})") from None
