@@ -114,11 +114,17 @@ def yolo(weights: str | Path) -> Any:
     ul = ultralytics()
     threads = torch.get_num_threads()
     path = Path(weights)
+    from cnnkit.models.checkpoint import check_full_pickle
+
     try:
-        if path.is_file() or str(weights).endswith(".yaml"):
+        if str(weights).endswith(".yaml"):
+            return ul.YOLO(str(path))
+        if path.is_file():
+            check_full_pickle(path)
             return ul.YOLO(str(path))
         cached = cached_weights(path.name)
         if cached is not None:
+            check_full_pickle(cached)
             return ul.YOLO(str(cached))
         return _download(ul, path.name)
     finally:

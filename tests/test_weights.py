@@ -120,3 +120,28 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(CnnkitError, match="not found"):
         load_state_dict(tmp_path / "nope.pth")
+
+
+def test_full_model_pickle_scan(tmp_path):
+    """ultralytics .pt files are whole pickles: layers and tensors pass, code execution is refused."""
+    import torch
+
+    from cnnkit.models.checkpoint import check_full_pickle, pickle_globals
+
+    good = tmp_path / "layers.pt"
+    torch.save({"model": torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)), "epoch": 3}, good)
+    assert "torch.nn.modules.conv.Conv2d" in pickle_globals(good)
+    check_full_pickle(good)
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, evil)
+    with pytest.raises(UnsafeCheckpoint, match="posix.system|os.system"):
+        check_full_pickle(evil)
+
+
+def test_detect_refuses_a_crafted_pt(tmp_path, rgb_image):
+    import torch
+
+    evil = tmp_path / "yolo-evil.pt"
+    torch.save({"model": Evil()}, evil)
+    result = runner.invoke(app, ["detect", str(rgb_image), "--model", str(evil)])
+    assert result.exit_code == 1 and "refused" in result.stderr

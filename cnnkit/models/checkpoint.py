@@ -117,3 +117,77 @@ def _looks_like_unsafe_pickle(path: Path) -> bool:
     except Exception:
         return False
     return False
+
+
+# What a full-model pickle (an ultralytics .pt) may name: modules and layers, tensors and
+# their storages, plain containers. Anything else (os.system, builtins.eval, subprocess…)
+# is a pickle that runs code on load.
+_SAFE_MODULE_PREFIXES = ("torch.nn.modules.", "ultralytics.nn.", "ultralytics.utils", "torch.nn.parameter")
+_SAFE_GLOBALS = {
+    "collections": {"OrderedDict", "defaultdict"},
+    "torch._utils": {"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state",
+                     "_rebuild_qtensor", "_rebuild_sparse_tensor"},
+    "torch": {"Size", "device", "float16", "float32", "bfloat16", "int64", "Tensor"},
+    "_codecs": {"encode"},
+    "pathlib": {"Path", "PosixPath", "WindowsPath"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "numpy": {"ndarray", "dtype"},
+    "builtins": {"set", "frozenset", "dict", "list", "tuple", "slice", "int", "float", "str", "bool", "bytes",
+                 "bytearray", "complex", "range"},
+}
+_SAFE_GLOBALS["__builtin__"] = _SAFE_GLOBALS["builtins"]
+
+
+def _pickle_bytes(path: Path) -> list[bytes]:
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
+    return [path.read_bytes()]
+
+
+def pickle_globals(path: str | os.PathLike) -> set[str]:
+    """Every ``module.name`` a pickle (or a torch zip checkpoint) imports when loaded."""
+    found: set[str] = set()
+    for data in _pickle_bytes(Path(path)):
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif op.name == "GLOBAL":
+                found.add(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.add(f"{strings[-2]}.{strings[-1]}")
+            elif op.name in ("INST", "OBJ", "STACK_GLOBAL"):
+                found.add("<unresolved>")
+    return found
+
+
+def _is_safe(qualname: str) -> bool:
+    if any(qualname.startswith(p) for p in _SAFE_MODULE_PREFIXES):
+        return True
+    module, _, name = qualname.rpartition(".")
+    if module == "torch" and name.endswith("Storage"):
+        return True
+    return name in _SAFE_GLOBALS.get(module, set())
+
+
+def check_full_pickle(path: str | os.PathLike) -> None:
+    """Refuse a full-model pickle that imports anything beyond layers, tensors and containers.
+
+    ultralytics ``.pt`` files must be unpickled whole (``weights_only`` cannot load them), so
+    they are scanned first: the scan reads opcodes and runs nothing.
+    """
+    path = Path(path)
+    try:
+        names = pickle_globals(path)
+    except Exception as exc:
+        raise CnnkitError(f"{path}: not a readable PyTorch checkpoint ({str(exc)[:120]})") from exc
+    unsafe = sorted(n for n in names if not _is_safe(n))
+    if unsafe:
+        raise UnsafeCheckpoint(
+            f"{path}: refused, loading it would run {', '.join(unsafe[:5])}; only layers, tensors and plain "
+            "containers are allowed in a full-model checkpoint"
+        )
