@@ -92,3 +92,34 @@ def test_shell_completion_lists_commands():
     code = "from cnnkit.cli import app; app(prog_name='cnnkit')"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "classify" in proc.stdout, proc.stdout + proc.stderr
+
+
+@needs_jq
+def test_count_detections_recipe(tmp_path, monkeypatch):
+    import cnnkit
+    from cnnkit.data.shapes import scene
+    from PIL import Image
+
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(scene(321, i).image).save(folder / f"s{i}.png")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cnnkit").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m cnnkit "$@"\n')
+    (bin_dir / "cnnkit").chmod(0o755)
+    script = (RECIPES / "count_detections.sh").read_text()
+    assert script.strip() in README
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "IMAGES": str(folder),
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "counts.csv").read_text().splitlines()
+    assert lines[0] == "label,count"
+    counted = {label: int(n) for label, n in (line.split(",") for line in lines[1:])}
+    expected: dict[str, int] = {}
+    for rec in cnnkit.detect(str(folder)):
+        for p in rec.predictions:
+            expected[p["label"]] = expected.get(p["label"], 0) + 1
+    assert counted == expected and sum(counted.values()) > 0
