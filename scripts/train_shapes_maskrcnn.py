@@ -29,7 +29,7 @@ TRAIN_SEED, VAL_SEED = 0, 1
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="work-data/shapes-maskrcnn")
-    p.add_argument("--steps", type=int, default=2400)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--imgsz", type=int, default=192)
     p.add_argument("--lr", type=float, default=1e-3)
