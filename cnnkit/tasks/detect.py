@@ -33,12 +33,16 @@ PREDICTION_KEYS = ("label", "class_id", "score", "box")
 
 @dataclass
 class Options:
-    """Filtering applied to every image: confidence, NMS IoU, class subset, detections per image."""
+    """Filtering applied to every image: confidence, NMS IoU, class subset, detections per image.
+
+    ``multi_label`` lets one box carry several classes (what validators use, ultralytics' included).
+    """
 
     conf: float = 0.25
     iou: float = 0.7
     classes: list[int] | None = None
     max_det: int = 300
+    multi_label: bool = False
 
 
 class YoloBackend:
@@ -81,7 +85,8 @@ class YoloBackend:
             x = self.runtime.batch(torch.stack(inputs)).div_(255)
             preds = self.net(x)
             out = nms.non_max_suppression(
-                preds, opts.conf, opts.iou, opts.classes, max_det=opts.max_det, end2end=self.end2end,
+                preds, opts.conf, opts.iou, opts.classes, multi_label=opts.multi_label, max_det=opts.max_det,
+                end2end=self.end2end,
             )
             result = []
             for det, shape in zip(out, shapes):
