@@ -279,3 +279,12 @@ def test_ultralytics_name_cached_works_offline_and_download_goes_to_cache(scenes
     assert describe(get_spec("yolo11n.pt"))["available"] is True
     cnnkit.detect(str(folder / "scene_0.png"), model="yolo11n.pt", imgsz=256)
     assert len(fetched) == 1  # the second run used the cache
+
+
+def test_missing_or_broken_pt_is_a_clear_error(scenes, tmp_path):
+    folder, _ = scenes
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    for model, text in ((str(tmp_path / "runs" / "best.pt"), "no such file"), (str(broken), "not a loadable")):
+        result = runner.invoke(app, ["detect", str(folder / "scene_0.png"), "--model", model])
+        assert result.exit_code == 1 and text in error_text(result)

@@ -179,8 +179,10 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     try:
         spec = get_spec(name, "detect")
     except UsageError:
-        if name.endswith(".pt") and "/" not in name:
+        if name.endswith(".pt") and len(Path(name).parts) == 1:  # another ultralytics hub name
             return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+        if name.endswith(".pt"):
+            raise CnnkitError(f"{name}: no such file") from None
         raise
     if spec.source == "torchvision":
         module, labels = _torchvision_state(spec, weights)
