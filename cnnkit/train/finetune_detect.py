@@ -94,8 +94,9 @@ class _Progress:
         m = trainer.metrics or {}
         if "metrics/mAP50(B)" in m:
             self.metrics = f" mAP50 {m['metrics/mAP50(B)']:.3f}"
-            log.info("epoch %d/%d: mAP50 %.3f, mAP50-95 %.3f", trainer.epoch + 1, trainer.epochs,
-                     m["metrics/mAP50(B)"], m.get("metrics/mAP50-95(B)", 0.0))
+            done = trainer.epoch + 1
+            stage = f"epoch {done}/{trainer.epochs}" if done <= trainer.epochs else "best.pt, final"
+            log.info("%s: mAP50 %.3f, mAP50-95 %.3f", stage, m["metrics/mAP50(B)"], m.get("metrics/mAP50-95(B)", 0.0))
 
     def on_train_end(self, trainer: Any) -> None:
         self.bar.stop()
