@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, WeightsNotAvailable
+from cnnkit.errors import WeightsNotAvailable
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 _ready = False
@@ -110,11 +110,7 @@ def yolo(weights: str | Path) -> Any:
     path = Path(weights)
     try:
         if path.is_file() or str(weights).endswith(".yaml"):
-            try:
-                return ul.YOLO(str(path))
-            except Exception as exc:  # a broken or foreign file: say which and why, in one line
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
+            return ul.YOLO(str(path))
         cached = cached_weights(path.name)
         if cached is not None:
             return ul.YOLO(str(cached))

@@ -156,6 +156,19 @@ def _torchvision_state(spec: ModelSpec, weights: str | None) -> tuple[Any, list[
     return module, labels
 
 
+def _yolo(weights: str | Path) -> Any:
+    """An ultralytics model; a file ultralytics cannot load is a one-line error naming it."""
+    from cnnkit import _ultralytics
+
+    try:
+        return _ultralytics.yolo(weights)
+    except CnnkitError:
+        raise
+    except Exception as exc:  # a broken or foreign file: say which and why
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
+
+
 def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None) -> Any:
     """Resolve ``--model``/``--weights`` for detection.
 
@@ -164,8 +177,6 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     * an ultralytics ``.pt`` (path via ``--model`` or ``--weights``), a registry YOLO name, or
       another ultralytics hub name ending in ``.pt`` → ultralytics.
     """
-    from cnnkit import _ultralytics
-
     if weights is not None and Path(weights).suffix == ".safetensors":
         from cnnkit.models.loader import load_checkpoint
 
@@ -173,14 +184,14 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
         return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
     name = model or DEFAULT_MODEL
     if weights is not None and Path(weights).is_file() and (model is None or get_spec(name, "detect").family == "yolo"):
-        return YoloBackend(_ultralytics.yolo(weights), runtime, imgsz, Path(weights).stem)
+        return YoloBackend(_yolo(weights), runtime, imgsz, Path(weights).stem)
     if Path(name).suffix == ".pt" and Path(name).is_file():
-        return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+        return YoloBackend(_yolo(name), runtime, imgsz, Path(name).stem)
     try:
         spec = get_spec(name, "detect")
     except UsageError:
         if name.endswith(".pt") and len(Path(name).parts) == 1:  # another ultralytics hub name
-            return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+            return YoloBackend(_yolo(name), runtime, imgsz, Path(name).stem)
         if name.endswith(".pt"):
             raise CnnkitError(f"{name}: no such file") from None
         raise
@@ -193,8 +204,8 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
         path = hub.bundled_path(spec.weights)
         if not path.is_file():
             raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install")
-        return YoloBackend(_ultralytics.yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
-    return YoloBackend(_ultralytics.yolo(spec.weights), runtime, imgsz, spec.name)
+        return YoloBackend(_yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
+    return YoloBackend(_yolo(spec.weights), runtime, imgsz, spec.name)
 
 
 def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:
