@@ -5,7 +5,9 @@
     PYTHONPATH=. python scripts/train_shapes_yolo.py --out work-data/shapes-yolov8n --export cnnkit/weights/shapes-yolov8n.pt
 
 YOLOv8n built from ``yolov8n.yaml`` (no pretrained download), 256 px, on
-``export_shapes(..., "yolo", n=320, seed=0, val_fraction=0.1)`` (288 train / 32 val).
+``export_shapes(..., "yolo", n=320, seed=0, val_fraction=0.1)`` (288 train / 32 val):
+stage 1, 40 epochs (ultralytics' auto optimizer); stage 2, 25 more epochs from stage 1's best
+(AdamW, lr 0.001). Each stage resumes from its ``last.pt``.
 The test suite checks the shipped weights on scenes from seed 4242, which training never sees.
 """
 
@@ -35,26 +37,45 @@ def main() -> None:
     p.add_argument("--out", default="work-data/shapes-yolov8n")
     p.add_argument("--n", type=int, default=320)
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--stage2-epochs", type=int, default=25, help="then this many more from stage 1's best (0: none)")
+    p.add_argument("--stage2-lr", type=float, default=0.001)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--export", type=Path, help="strip best.pt and copy it here, then exit")
+    p.add_argument("--export", type=Path, help="strip the final best.pt and copy it here, then exit")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out).resolve()
-    last = out / "run" / "weights" / "last.pt"
+    stages = [("run", args.epochs, None, None)]
+    if args.stage2_epochs:
+        stages.append(("run2", args.stage2_epochs, args.stage2_lr, out / "run" / "weights" / "best.pt"))
     if args.export:
-        export(last, args.export)
+        export(out / stages[-1][0] / "weights" / "last.pt", args.export)
         return
     data = out / "data"
     if not (data / "data.yaml").is_file():
         export_shapes(data, "yolo", n=args.n, seed=0, imgsz=args.imgsz, val_fraction=0.1)
-    result = finetune(
-        str(data / "data.yaml"), model="yolov8n.yaml", epochs=args.epochs, batch_size=args.batch_size,
-        imgsz=args.imgsz, device="cpu", out=str(out / "run"), exist_ok=True, seed=0, workers=0,
-        resume=str(last) if last.is_file() else None, progress=False, threads=args.threads,
-    )
-    print(result)
+    for name, epochs, lr, start in stages:
+        last = out / name / "weights" / "last.pt"
+        if (out / name / "weights" / "best.pt").is_file() and not _unfinished(last):
+            continue
+        result = finetune(
+            str(data / "data.yaml"), model="yolov8n.yaml" if start is None else None,
+            weights=str(start) if start else None, epochs=epochs, batch_size=args.batch_size, lr=lr,
+            imgsz=args.imgsz, device="cpu", out=str(out / name), exist_ok=True, seed=0, workers=0,
+            resume=str(last) if last.is_file() else None, progress=False, threads=args.threads,
+        )
+        print(result, flush=True)
+
+
+def _unfinished(last: Path) -> bool:
+    """True while ``last.pt`` still carries an optimizer (ultralytics strips it when a run ends)."""
+    if not last.is_file():
+        return True
+    import torch
+
+    _ultralytics.ultralytics()  # unpickling imports ultralytics classes: go through the adapter
+    return torch.load(str(last), map_location="cpu", weights_only=False).get("optimizer") is not None
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def predict(
     skip_existing: c.SkipExisting = False,
     max_pixels: c.MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Boxes for each image: {label, class_id, score, box: [x1, y1, x2, y2]} in the image's own pixels."""
+    """Boxes for each image: label, class_id, score and box (x1, y1, x2, y2) in the image's own pixels."""
     pictures = save if save is not None else bool(save_dir)
     coco = None
     if fmt == "coco":

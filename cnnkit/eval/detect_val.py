@@ -119,6 +119,7 @@ def validate(
     images = split_images(ds, split)
     detector = Detector.load(model, weights, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device,
                              threads=threads)
+    detector.options.multi_label = True
     records = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
     good = [r for r in records if r.ok]
     for r in records:

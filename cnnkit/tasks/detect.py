@@ -33,12 +33,16 @@ PREDICTION_KEYS = ("label", "class_id", "score", "box")
 
 @dataclass
 class Options:
-    """Filtering applied to every image: confidence, NMS IoU, class subset, detections per image."""
+    """Filtering applied to every image: confidence, NMS IoU, class subset, detections per image.
+
+    ``multi_label`` lets one box carry several classes (what validators use, ultralytics' included).
+    """
 
     conf: float = 0.25
     iou: float = 0.7
     classes: list[int] | None = None
     max_det: int = 300
+    multi_label: bool = False
 
 
 class YoloBackend:
@@ -81,7 +85,8 @@ class YoloBackend:
             x = self.runtime.batch(torch.stack(inputs)).div_(255)
             preds = self.net(x)
             out = nms.non_max_suppression(
-                preds, opts.conf, opts.iou, opts.classes, max_det=opts.max_det, end2end=self.end2end,
+                preds, opts.conf, opts.iou, opts.classes, multi_label=opts.multi_label, max_det=opts.max_det,
+                end2end=self.end2end,
             )
             result = []
             for det, shape in zip(out, shapes):
@@ -151,6 +156,19 @@ def _torchvision_state(spec: ModelSpec, weights: str | None) -> tuple[Any, list[
     return module, labels
 
 
+def _yolo(weights: str | Path) -> Any:
+    """An ultralytics model; a file ultralytics cannot load is a one-line error naming it."""
+    from cnnkit import _ultralytics
+
+    try:
+        return _ultralytics.yolo(weights)
+    except CnnkitError:
+        raise
+    except Exception as exc:  # a broken or foreign file: say which and why
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
+
+
 def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None) -> Any:
     """Resolve ``--model``/``--weights`` for detection.
 
@@ -159,8 +177,6 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     * an ultralytics ``.pt`` (path via ``--model`` or ``--weights``), a registry YOLO name, or
       another ultralytics hub name ending in ``.pt`` → ultralytics.
     """
-    from cnnkit import _ultralytics
-
     if weights is not None and Path(weights).suffix == ".safetensors":
         from cnnkit.models.loader import load_checkpoint
 
@@ -168,14 +184,16 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
         return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
     name = model or DEFAULT_MODEL
     if weights is not None and Path(weights).is_file() and (model is None or get_spec(name, "detect").family == "yolo"):
-        return YoloBackend(_ultralytics.yolo(weights), runtime, imgsz, Path(weights).stem)
+        return YoloBackend(_yolo(weights), runtime, imgsz, Path(weights).stem)
     if Path(name).suffix == ".pt" and Path(name).is_file():
-        return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+        return YoloBackend(_yolo(name), runtime, imgsz, Path(name).stem)
     try:
         spec = get_spec(name, "detect")
     except UsageError:
-        if name.endswith(".pt") and "/" not in name:
-            return YoloBackend(_ultralytics.yolo(name), runtime, imgsz, Path(name).stem)
+        if name.endswith(".pt") and len(Path(name).parts) == 1:  # another ultralytics hub name
+            return YoloBackend(_yolo(name), runtime, imgsz, Path(name).stem)
+        if name.endswith(".pt"):
+            raise CnnkitError(f"{name}: no such file") from None
         raise
     if spec.source == "torchvision":
         module, labels = _torchvision_state(spec, weights)
@@ -186,8 +204,8 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
         path = hub.bundled_path(spec.weights)
         if not path.is_file():
             raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install")
-        return YoloBackend(_ultralytics.yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
-    return YoloBackend(_ultralytics.yolo(spec.weights), runtime, imgsz, spec.name)
+        return YoloBackend(_yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
+    return YoloBackend(_yolo(spec.weights), runtime, imgsz, spec.name)
 
 
 def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:

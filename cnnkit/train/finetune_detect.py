@@ -47,21 +47,29 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
     return spec.weights, spec.meta.get("imgsz")
 
 
-def _out_dir(out: str | None, exist_ok: bool, resume: str | bool | None) -> Path:
+def _out_dir(out: str | None, exist_ok: bool) -> Path:
     from cnnkit.io.files import explicit_dir, increment_dir
 
-    if resume:
-        if out:
-            return Path(out)
-        if isinstance(resume, (str, Path)):
-            return Path(resume).resolve().parent.parent
-        runs = sorted(Path("runs/finetune/detect").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise UsageError("--resume: no runs/finetune/detect/*/weights/last.pt to continue; pass --out DIR")
-        return runs[-1].parent.parent
     if out:
         return explicit_dir(out, exist_ok=exist_ok)
-    return increment_dir(Path("runs") / "finetune" / "detect", exist_ok=exist_ok)
+    return increment_dir(Path("runs") / "finetune" / "exp", exist_ok=exist_ok)
+
+
+def _resume_from(resume: str | bool, out: str | None) -> Path:
+    """The ``last.pt`` to continue: ``resume`` as a run folder or checkpoint, else ``out``, else the newest run."""
+    if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
+        path = Path(resume)
+        last = path / "weights" / "last.pt" if path.is_dir() else path
+    elif out:
+        last = Path(out) / "weights" / "last.pt"
+    else:
+        runs = sorted(Path("runs/finetune").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UsageError("--resume: no runs/finetune/*/weights/last.pt to continue; name the run folder")
+        last = runs[-1]
+    if not last.is_file():
+        raise UsageError(f"--resume: no {last} to continue from")
+    return last
 
 
 class _Progress:
@@ -94,8 +102,9 @@ class _Progress:
         m = trainer.metrics or {}
         if "metrics/mAP50(B)" in m:
             self.metrics = f" mAP50 {m['metrics/mAP50(B)']:.3f}"
-            log.info("epoch %d/%d: mAP50 %.3f, mAP50-95 %.3f", trainer.epoch + 1, trainer.epochs,
-                     m["metrics/mAP50(B)"], m.get("metrics/mAP50-95(B)", 0.0))
+            done = trainer.epoch + 1
+            stage = f"epoch {done}/{trainer.epochs}" if done <= trainer.epochs else "best.pt, final"
+            log.info("%s: mAP50 %.3f, mAP50-95 %.3f", stage, m["metrics/mAP50(B)"], m.get("metrics/mAP50-95(B)", 0.0))
 
     def on_train_end(self, trainer: Any) -> None:
         self.bar.stop()
@@ -106,16 +115,17 @@ class _Progress:
 
 
 def finetune(
-    data: str, *, model: str | None = None, weights: str | None = None, epochs: int = 30, batch_size: int = 16,
-    imgsz: int | None = None, lr: float | None = None, device: str | None = None, out: str | None = None,
-    exist_ok: bool = False, seed: int = 0, workers: int = 0, resume: str | bool | None = None,
-    progress: bool = True, threads: int | None = None, **ignored: Any,
+    data: str | None, *, model: str | None = None, weights: str | None = None, epochs: int | None = None,
+    batch_size: int | None = None, imgsz: int | None = None, lr: float | None = None, device: str | None = None,
+    out: str | None = None, exist_ok: bool = False, seed: int | None = None, workers: int | None = None,
+    resume: str | bool | None = None, progress: bool = True, threads: int | None = None, **ignored: Any,
 ) -> dict[str, Any]:
     """Train from ``model``/``weights`` (default: the bundled shapes-yolov8n) on the YOLO dataset yaml ``data``.
 
     Returns ``{"best", "last", "out", "metrics"}`` (metrics: precision, recall, mAP50, mAP50-95
-    on the dataset's val split after the last epoch). ``resume`` = a ``last.pt`` (or ``True``
-    with ``out``) continues an interrupted run.
+    on the dataset's val split after the last epoch). ``resume`` (a run folder, its ``last.pt``,
+    or ``True`` with ``out`` / for the newest run) continues an interrupted run. Options left
+    ``None`` take the defaults: 30 epochs, batch 16, seed 0, 0 workers.
     """
     import torch
 
@@ -123,26 +133,24 @@ def finetune(
     from cnnkit.device import resolve_device, set_threads
 
     if ignored:
-        log.debug("finetune detect: ignoring options %s", ", ".join(sorted(ignored)))
-    if not Path(data).is_file() and not resume:
+        log.debug("finetune detect: ignoring options %s", ", ".join(sorted(k for k, v in ignored.items() if v is not None)))
+    if not resume and (data is None or not Path(data).is_file()):
         raise UsageError(f"{data}: no such dataset yaml (make one with `cnnkit data shapes OUT --format yolo`)")
     set_threads(threads)
     n_threads = torch.get_num_threads()
     dev = resolve_device(device)
-    folder = _out_dir(out, exist_ok, resume)
     if resume:
-        last = Path(resume) if isinstance(resume, (str, Path)) and Path(resume).is_file() else folder / "weights" / "last.pt"
-        if not last.is_file():
-            raise UsageError(f"--resume: no {last} to continue from")
-        yolo = _ultralytics.yolo(last)
+        yolo = _ultralytics.yolo(_resume_from(resume, out))
         args: dict[str, Any] = {"resume": True}
     else:
+        folder = _out_dir(out, exist_ok)
         start, trained_size = _start(model, weights)
         yolo = _ultralytics.yolo(start)
         args = dict(
-            data=str(Path(data).resolve()), epochs=epochs, batch=batch_size, imgsz=imgsz or trained_size or 640,
-            device=_ultralytics.device_arg(dev), project=str(folder.resolve().parent), name=folder.name,
-            exist_ok=True, seed=seed, deterministic=True, workers=workers, plots=False, verbose=False,
+            data=str(Path(data).resolve()), epochs=epochs or 30, batch=batch_size or 16,
+            imgsz=imgsz or trained_size or 640, device=_ultralytics.device_arg(dev),
+            project=str(folder.resolve().parent), name=folder.name, exist_ok=True,
+            seed=0 if seed is None else seed, deterministic=True, workers=workers or 0, plots=False, verbose=False,
         )
         if lr is not None:
             args.update(optimizer="AdamW", lr0=lr)
