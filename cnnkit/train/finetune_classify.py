@@ -276,22 +276,37 @@ def finetune(
             dist.destroy_process_group()
 
 
-def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
-         exist_ok: bool, resume: str | None, workers: int | None, progress: bool) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    if resume:
-        opts, out_dir, meta = _resume_options(resume)
-        if data and Path(data).resolve() != Path(opts.data).resolve():
-            raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
-        if given.get("epochs") and given["epochs"] != opts.epochs:
-            log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
-                        "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
-            opts.epochs = given["epochs"]
-    else:
+def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tuple[Options, Path | None, dict[str, Any]]:
+    """A new run's options, or a resumed run's own (only ``--epochs`` may change)."""
+    if not resume:
         if not data:
             raise UsageError("finetune: DATA folder is required (or --resume RUN_DIR)")
         opts = Options(data=str(Path(data).resolve()), **{k: v for k, v in given.items() if v is not None})
-        out_dir = None
+        return opts, None, {}
+    opts, out_dir, meta = _resume_options(resume)
+    if data and Path(data).resolve() != Path(opts.data).resolve():
+        raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
+    if given.get("epochs") and given["epochs"] != opts.epochs:
+        log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
+                    "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
+        opts.epochs = given["epochs"]
+    return opts, out_dir, meta
+
+
+def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tuple[Any, ModelSpec, Preprocess, str]:
+    if not resumed:
+        module, spec, pre, source = build_model(opts, classes)
+        return module, spec, _with_size(pre, opts.imgsz, spec), source
+    # Resuming: the architecture from the run; every weight comes from last.pt.
+    if list(resumed["labels"]) != classes:
+        raise UsageError(f"--resume: {opts.data} now has classes {classes}, the run had {resumed['labels']}")
+    spec = spec_for_family(resumed["arch"], "classify")
+    return spec.builder(num_classes=len(classes)), spec, Preprocess.from_dict(resumed["preprocess"]), resumed["source"]
+
+
+def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
+         exist_ok: bool, resume: str | None, workers: int | None, progress: bool) -> dict[str, Any]:
+    opts, out_dir, resumed = _options(data, given, resume)
     opts.check()
     if world > 1 and opts.unfreeze_at:
         raise UsageError("--unfreeze-at is not supported with torchrun (DDP fixes the trained parameters)")
@@ -299,14 +314,7 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
     if dataset.skipped and rank == 0:
         log.warning(describe_skipped(dataset.skipped))
     torch.manual_seed(opts.seed)
-    if resume:  # the architecture from the run; every weight comes from last.pt
-        if list(meta["labels"]) != dataset.classes:
-            raise UsageError(f"--resume: {opts.data} now has classes {dataset.classes}, the run had {meta['labels']}")
-        spec = spec_for_family(meta["arch"], "classify")
-        module, pre, source = spec.builder(num_classes=len(dataset.classes)), Preprocess.from_dict(meta["preprocess"]), meta["source"]
-    else:
-        module, spec, pre, source = build_model(opts, dataset.classes)
-        pre = _with_size(pre, opts.imgsz, spec)
+    module, spec, pre, source = _model_for(opts, dataset.classes, resumed)
     frozen = freeze_trunk(module, opts.freeze)
     if out_dir is None:
         out_dir = Path(_broadcast(str(_out_dir(out, exist_ok)) if rank == 0 else None))
