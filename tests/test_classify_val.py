@@ -12,7 +12,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
-from tests.finetune_fixtures import digits_val_split, tiny_digits, write_digits  # noqa: F401
+from tests.finetune_fixtures import one_thread, digits_val_split, tiny_digits, write_digits  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.models.checkpoint import load_state_dict, read_meta
-from tests.finetune_fixtures import NAMES, digits_val_split, tiny_digits, write_digits  # noqa: F401
+from tests.finetune_fixtures import NAMES, one_thread, random_model, tiny_digits, write_digits  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--model", "lenet5", "--epochs", "2", "--batch-size", "8", "--workers", "0", "--threads", "1"]
@@ -246,3 +246,24 @@ def test_sigterm_saves_a_resumable_state_then_resume_finishes(tiny_digits, tmp_p
     r = run(["finetune", "--resume", str(out / "last.safetensors"), "--workers", "0", "--epochs", str(done + 1)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["metrics"]["epochs_run"] == done + 1
+
+
+def test_googlenet_auxiliary_heads_are_replaced_and_trained(tmp_path):
+    """GoogLeNet returns (logits, aux2, aux1) in train mode: all three heads get the new classes and a loss."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cnnkit.models.registry import get_spec
+    from cnnkit.train.classifier import TrainConfig, fit
+    from cnnkit.train.heads import replace_head
+
+    torch.manual_seed(0)
+    model = random_model(get_spec("googlenet"), 1000, big=0)
+    assert replace_head(model, 3) == ["fc", "aux1.fc2", "aux2.fc2"]
+    before = model.aux1.fc2.weight.detach().clone()
+    data = TensorDataset(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
+    meta = {"task": "classify", "arch": "googlenet", "labels": ["a", "b", "c"], "preprocess": None}
+    history = fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
+                  TrainConfig(epochs=1, lr=1e-3, scheduler="none"), tmp_path, meta)
+    assert history[0]["val_images"] == 4
+    assert not torch.equal(before, model.aux1.fc2.weight)
+    assert read_meta(tmp_path / "best.safetensors")["arch"] == "googlenet"
