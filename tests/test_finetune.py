@@ -267,3 +267,13 @@ def test_googlenet_auxiliary_heads_are_replaced_and_trained(tmp_path):
     assert history[0]["val_images"] == 4
     assert not torch.equal(before, model.aux1.fc2.weight)
     assert read_meta(tmp_path / "best.safetensors")["arch"] == "googlenet"
+
+
+def test_a_new_run_over_an_old_one_with_exist_ok_starts_from_scratch(tiny_digits, tmp_path):
+    out = tmp_path / "run"
+    args = ["finetune", str(tiny_digits), *FAST, "--epochs", "1", "--no-pretrained", "--out", str(out), "--exist-ok"]
+    assert run(args).exit_code == 0
+    again = run(args)
+    assert again.exit_code == 0, again.output
+    assert "held a previous run" in again.output
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2

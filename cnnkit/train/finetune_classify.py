@@ -161,7 +161,10 @@ def make_loaders(data: Any, pre: Preprocess, opts: Options, workers: int, rank: 
     common = dict(num_workers=workers, pin_memory=pin, worker_init_fn=_worker_init if workers else None,
                   persistent_workers=False)
     sampler = ResumableSampler(train_ds, seed=opts.seed, shuffle=True, num_replicas=world, rank=rank)
-    train = DataLoader(train_ds, batch_size=opts.batch_size, sampler=sampler, drop_last=len(train_ds) > opts.batch_size * world,
+    # Its own generator, so creating the iterator never draws from the global RNG (resume stays exact);
+    # drop_last avoids a last batch of one image (BatchNorm) unless the data is smaller than a batch.
+    train = DataLoader(train_ds, batch_size=opts.batch_size, sampler=sampler,
+                       drop_last=len(train_ds) > opts.batch_size * world,
                        generator=torch.Generator().manual_seed(opts.seed), **common)
     val = DataLoader(val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world), **common)
     return train, val
@@ -224,6 +227,16 @@ def _out_dir(out: str | None, exist_ok: bool) -> Path:
     from cnnkit.io.files import explicit_dir, increment_dir
 
     return explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs/finetune/exp"), exist_ok=exist_ok)
+
+
+def _new_run_dir(out: str | None, exist_ok: bool) -> Path:
+    """The folder of a new run; a previous run's resumable state in it is dropped (``--exist-ok``),
+    so the new run starts from epoch 1 instead of continuing the old one."""
+    folder = _out_dir(out, exist_ok)
+    if (folder / "last.pt").exists():
+        log.warning("%s held a previous run: starting a new one over it (use --resume to continue it)", folder)
+        (folder / "last.pt").unlink()
+    return folder
 
 
 def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
@@ -325,7 +338,7 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
     module, spec, pre, source = _model_for(opts, dataset.classes, resumed)
     frozen = freeze_trunk(module, opts.freeze)
     if out_dir is None:
-        out_dir = Path(_broadcast(str(_out_dir(out, exist_ok)) if rank == 0 else None))
+        out_dir = Path(_broadcast(str(_new_run_dir(out, exist_ok)) if rank == 0 else None))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     if rank == 0:
