@@ -277,3 +277,25 @@ def test_a_new_run_over_an_old_one_with_exist_ok_starts_from_scratch(tiny_digits
     assert again.exit_code == 0, again.output
     assert "previous run: starting a new one" in " ".join(again.output.split())
     assert len((out / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_api_drops_options_left_unset(monkeypatch):
+    """The CLI passes None for options not given; every trainer then sees only what was set."""
+    import importlib
+
+    import cnnkit.api as api
+
+    monkeypatch.setitem(api.TRAINERS, "probe", "tests.test_finetune:_probe_trainer")
+    r = run(["finetune", "somewhere", "--task", "probe", "--epochs", "3"])
+    assert r.exit_code == 0, r.output
+    seen = importlib.import_module("tests.test_finetune")._SEEN
+    assert seen["epochs"] == 3 and "batch_size" not in seen and "arch" not in seen
+
+
+_SEEN: dict = {}
+
+
+def _probe_trainer(data, **options):
+    _SEEN.clear()
+    _SEEN.update(options)
+    return {"best": None, "last": None, "out": data, "metrics": {}}
