@@ -60,7 +60,8 @@ def test_finetune_options_sgd_step_warmup_strong_amp_imgsz(tiny_digits, tmp_path
     out = tmp_path / "run"
     result = run(["finetune", str(tiny_digits), *FAST, "--model", "shapes-cnn", "--no-pretrained", "--optimizer", "sgd", "--scheduler",
                   "step", "--warmup", "0.5", "--label-smoothing", "0.1", "--augment", "strong", "--amp",
-                  "--imgsz", "40", "--early-stopping", "1", "--freeze", "1", "--unfreeze-at", "2", "--out", str(out)])
+                  "--imgsz", "40", "--early-stopping", "1", "--freeze", "1", "--unfreeze-at", "2", "--out", str(out),
+                  "--workers", "1"])
     assert result.exit_code == 0, result.output
     meta = read_meta(out / "last.safetensors")
     assert meta["preprocess"]["crop"] == 40 and meta["finetune"]["optimizer"] == "sgd"
@@ -290,6 +291,9 @@ def test_api_drops_options_left_unset(monkeypatch):
     assert r.exit_code == 0, r.output
     seen = importlib.import_module("tests.test_finetune")._SEEN
     assert seen["epochs"] == 3 and "batch_size" not in seen and "arch" not in seen
+    r = run(["finetune", "somewhere", "--task", "probe", "--arch", "unet", "--encoder", "resnet18"])
+    assert r.exit_code == 0, r.output
+    assert seen["arch"] == "unet" and seen["encoder"] == "resnet18" and "epochs" not in seen
 
 
 _SEEN: dict = {}
