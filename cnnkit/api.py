@@ -114,10 +114,15 @@ def instance(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
 
 
 def finetune(data: str, *, task: str = "classify", **options: Any) -> dict[str, Any]:
-    """Train a model for ``task`` on ``data``; returns paths of the best/last checkpoints and metrics."""
+    """Train a model for ``task`` on ``data``; returns paths of the best/last checkpoints and metrics.
+
+    Options that are ``None`` (the CLI's "not given") are dropped, so each trainer's own
+    defaults apply (timm's ``create_model`` does the same for command-line kwargs).
+    """
     import importlib
 
     if task not in TRAINERS:
         raise ValueError(f"finetune: unknown task {task!r}; known: {', '.join(TRAINERS) or 'none'}")
     module, fn = TRAINERS[task].split(":")
+    options = {k: v for k, v in options.items() if v is not None}
     return getattr(importlib.import_module(module), fn)(data, **options)

@@ -11,6 +11,44 @@ from PIL import Image
 NAMES = ("zero", "one", "two")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: on a shared 2-core machine two threads oversubscribe badly."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_model(spec, num_classes: int, big: int = 30_000_000) -> "torch.nn.Module":
+    """The registry builder's model with random weights.
+
+    Small models are built as they are (their own initialisation); big ones are built
+    on the meta device and filled with scaled uniform noise, which skips seconds of
+    initialisation per model and still runs every layer.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = spec.builder(num_classes=num_classes)
+    if sum(p.numel() for p in model.parameters()) < big:
+        return spec.builder(num_classes=num_classes)
+    model = model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.ndim >= 2:
+                bound = t[0].numel() ** -0.5
+                t.uniform_(-bound, bound, generator=g)
+            elif name.endswith(("running_var", "weight")):
+                t.fill_(1)
+            else:
+                t.zero_()
+    return model
+
+
 def write_digits(root: Path, per_class: int = 12, names: tuple[str, ...] = NAMES, offset: int = 0) -> Path:
     """``root/<name>/*.png``: the first ``per_class`` real sklearn digits of 0, 1, 2 … at 32 px."""
     from sklearn.datasets import load_digits

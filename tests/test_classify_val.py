@@ -12,7 +12,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
-from tests.finetune_fixtures import digits_val_split, tiny_digits, write_digits  # noqa: F401
+from tests.finetune_fixtures import one_thread, digits_val_split, tiny_digits, write_digits  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,8 @@ def test_bundled_lenet5_reaches_97_percent_on_the_digits_val_split(digits_val_sp
 
 def test_per_class_metrics_match_the_confusion_matrix(tmp_path):
     data = write_digits(tmp_path / "d", per_class=6, names=("0", "1", "2"))
-    r = run(["classify", "val", str(data), "--model", "lenet5", "-f", "json", "--save-dir", str(tmp_path / "v")])
+    weights = REPO / "cnnkit" / "weights" / "lenet5-digits.safetensors"  # a cnnkit checkpoint, as finetune writes
+    r = run(["classify", "val", str(data), "--weights", str(weights), "-f", "json", "--save-dir", str(tmp_path / "v")])
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     cm = np.array(result["confusion"]["matrix"])

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.models.checkpoint import load_state_dict, read_meta
-from tests.finetune_fixtures import NAMES, digits_val_split, tiny_digits, write_digits  # noqa: F401
+from tests.finetune_fixtures import NAMES, one_thread, random_model, tiny_digits, write_digits  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--model", "lenet5", "--epochs", "2", "--batch-size", "8", "--workers", "0", "--threads", "1"]
@@ -60,7 +60,8 @@ def test_finetune_options_sgd_step_warmup_strong_amp_imgsz(tiny_digits, tmp_path
     out = tmp_path / "run"
     result = run(["finetune", str(tiny_digits), *FAST, "--model", "shapes-cnn", "--no-pretrained", "--optimizer", "sgd", "--scheduler",
                   "step", "--warmup", "0.5", "--label-smoothing", "0.1", "--augment", "strong", "--amp",
-                  "--imgsz", "40", "--early-stopping", "1", "--freeze", "1", "--unfreeze-at", "2", "--out", str(out)])
+                  "--imgsz", "40", "--early-stopping", "1", "--freeze", "1", "--unfreeze-at", "2", "--out", str(out),
+                  "--workers", "1"])
     assert result.exit_code == 0, result.output
     meta = read_meta(out / "last.safetensors")
     assert meta["preprocess"]["crop"] == 40 and meta["finetune"]["optimizer"] == "sgd"
@@ -224,16 +225,8 @@ def test_python_api_matches_the_cli(tiny_digits, tmp_path):
     assert Path(result["best"]).is_file() and 0.0 <= result["metrics"]["val_acc"] <= 1.0
 
 
-def test_subprocess_smoke(tiny_digits, tmp_path):
-    out = tmp_path / "sub"
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "finetune", str(tiny_digits), *FAST, "--epochs", "1",
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["best"] == str(out / "best.safetensors")
-    assert "epoch   1/1" in proc.stderr
-
-
 def test_sigterm_saves_a_resumable_state_then_resume_finishes(tiny_digits, tmp_path):
+    """The subprocess test of the real entry point: SIGTERM mid-run, then --resume."""
     import time
 
     out = tmp_path / "term"
@@ -246,7 +239,7 @@ def test_sigterm_saves_a_resumable_state_then_resume_finishes(tiny_digits, tmp_p
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "state saved" in stderr and "interrupted" in stderr
+    assert "state saved" in stderr and "interrupted" in stderr and "epoch   1/200  train loss" in stderr
     state = torch.load(out / "last.pt", weights_only=True)
     done = state["run"]["epoch"]
     assert 1 <= done < 200 and read_meta(out / "last.safetensors")["labels"] == sorted(NAMES)
@@ -254,3 +247,59 @@ def test_sigterm_saves_a_resumable_state_then_resume_finishes(tiny_digits, tmp_p
     r = run(["finetune", "--resume", str(out / "last.safetensors"), "--workers", "0", "--epochs", str(done + 1)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["metrics"]["epochs_run"] == done + 1
+
+
+def test_googlenet_auxiliary_heads_are_replaced_and_trained(tmp_path):
+    """GoogLeNet returns (logits, aux2, aux1) in train mode: all three heads get the new classes and a loss."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cnnkit.models.registry import get_spec
+    from cnnkit.train.classifier import TrainConfig, fit
+    from cnnkit.train.heads import replace_head
+
+    torch.manual_seed(0)
+    model = random_model(get_spec("googlenet"), 1000, big=0)
+    assert replace_head(model, 3) == ["fc", "aux1.fc2", "aux2.fc2"]
+    before = model.aux1.fc2.weight.detach().clone()
+    data = TensorDataset(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
+    meta = {"task": "classify", "arch": "googlenet", "labels": ["a", "b", "c"], "preprocess": None}
+    history = fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
+                  TrainConfig(epochs=1, lr=1e-3, scheduler="none"), tmp_path, meta)
+    assert history[0]["val_images"] == 4
+    assert not torch.equal(before, model.aux1.fc2.weight)
+    assert read_meta(tmp_path / "best.safetensors")["arch"] == "googlenet"
+
+
+def test_a_new_run_over_an_old_one_with_exist_ok_starts_from_scratch(tiny_digits, tmp_path):
+    out = tmp_path / "run"
+    args = ["finetune", str(tiny_digits), *FAST, "--epochs", "1", "--no-pretrained", "--out", str(out), "--exist-ok"]
+    assert run(args).exit_code == 0
+    again = run(args)
+    assert again.exit_code == 0, again.output
+    assert "previous run: starting a new one" in " ".join(again.output.split())
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_api_drops_options_left_unset(monkeypatch):
+    """The CLI passes None for options not given; every trainer then sees only what was set."""
+    import importlib
+
+    import cnnkit.api as api
+
+    monkeypatch.setitem(api.TRAINERS, "probe", "tests.test_finetune:_probe_trainer")
+    r = run(["finetune", "somewhere", "--task", "probe", "--epochs", "3"])
+    assert r.exit_code == 0, r.output
+    seen = importlib.import_module("tests.test_finetune")._SEEN
+    assert seen["epochs"] == 3 and "batch_size" not in seen and "arch" not in seen
+    r = run(["finetune", "somewhere", "--task", "probe", "--arch", "unet", "--encoder", "resnet18"])
+    assert r.exit_code == 0, r.output
+    assert seen["arch"] == "unet" and seen["encoder"] == "resnet18" and "epochs" not in seen
+
+
+_SEEN: dict = {}
+
+
+def _probe_trainer(data, **options):
+    _SEEN.clear()
+    _SEEN.update(options)
+    return {"best": None, "last": None, "out": data, "metrics": {}}

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.models.checkpoint import read_meta
-from tests.finetune_fixtures import NAMES, tiny_digits  # noqa: F401
+from tests.finetune_fixtures import one_thread, NAMES, tiny_digits  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,7 @@ from cnnkit.models import hub
 from cnnkit.models.describe import describe
 from cnnkit.models.loader import load_model
 from cnnkit.models.registry import count_parameters, list_models
+from tests.finetune_fixtures import one_thread, random_model  # noqa: F401
 
 CLASSIFIERS = [s.name for s in list_models(task="classify")]
 CHAPTER = ["lenet5", "alexnet", "vgg16", "googlenet", "resnet50", "efficientnet_b0", "vit_b_16"]
@@ -22,34 +23,6 @@ CHAPTER = ["lenet5", "alexnet", "vgg16", "googlenet", "resnet50", "efficientnet_
 def test_chapter_architectures_are_registered():
     assert set(CHAPTER) <= set(CLASSIFIERS)
     assert {"resnet18", "resnet34", "resnet101", "resnet152", "resnext50_32x4d", "wide_resnet50_2"} <= set(CLASSIFIERS)
-
-
-def _random_model(spec, num_classes: int) -> torch.nn.Module:
-    """The registry builder's model with random weights.
-
-    Small models are built as they are (their own initialisation); big ones are built
-    on the meta device and filled with scaled uniform noise, which skips seconds of
-    initialisation per model and still runs every layer.
-    """
-    with torch.device("meta"):
-        model = spec.builder(num_classes=num_classes)
-    if count_parameters(model) < BIG:
-        return spec.builder(num_classes=num_classes)
-    model = model.to_empty(device="cpu")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            if t.ndim >= 2:
-                bound = t[0].numel() ** -0.5
-                t.uniform_(-bound, bound, generator=g)
-            elif name.endswith(("running_var", "weight")):
-                t.fill_(1)
-            else:
-                t.zero_()
-    return model
-
-
-BIG = 30_000_000
 
 
 def _marks(name: str) -> list:
@@ -66,7 +39,7 @@ def test_every_classifier_builds_with_random_weights_and_runs(name):
 
     spec = get_spec(name)
     torch.manual_seed(0)
-    model = _random_model(spec, 7).eval()
+    model = random_model(spec, 7).eval()
     size = spec.meta.get("fixed_size") or (spec.preprocess.crop if spec.preprocess else 64)
     with torch.inference_mode():
         out = model(torch.randn(1, 3, size, size))

@@ -56,7 +56,7 @@ def val(
     threads: c.Threads = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto (tables on a terminal, else json), table or json.", rich_help_panel=c.PANEL_IO)] = "auto",
     output: c.Output = None,
-    save_dir: Annotated[str | None, typer.Option("--save-dir", help="Folder for confusion_matrix.png and metrics.json [default: runs/classify/val, val2, ...].", rich_help_panel=c.PANEL_IO)] = None,
+    save_dir: Annotated[str | None, typer.Option("--save-dir", help="Folder for confusion_matrix.png and metrics.json \\[default: runs/classify/val, val2, ...].", rich_help_panel=c.PANEL_IO)] = None,
     exist_ok: c.ExistOk = False,
 ) -> None:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder."""

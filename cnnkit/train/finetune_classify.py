@@ -120,9 +120,17 @@ class FolderDataset(Dataset):
         from cnnkit.io.decode import decode
 
         rgb = decode(self.paths[index], min_side=self.min_side).rgb
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(zlib.crc32(f"{self.seed}/{self.epoch}/{index}".encode()))
+        if isinstance(self.transform, Preprocess):  # deterministic: no RNG to manage
+            return self.transform(rgb), self.targets[index]
+        # Seed torch's CPU generator for this sample and put the caller's state back after
+        # (torch.random.fork_rng does the same but costs ~1 ms, more than decoding a small image).
+        gen = torch.default_generator
+        state = gen.get_state()
+        gen.manual_seed(zlib.crc32(f"{self.seed}/{self.epoch}/{index}".encode()))
+        try:
             x = self.transform(rgb)
+        finally:
+            gen.set_state(state)
         return x, self.targets[index]
 
 
@@ -153,7 +161,10 @@ def make_loaders(data: Any, pre: Preprocess, opts: Options, workers: int, rank: 
     common = dict(num_workers=workers, pin_memory=pin, worker_init_fn=_worker_init if workers else None,
                   persistent_workers=False)
     sampler = ResumableSampler(train_ds, seed=opts.seed, shuffle=True, num_replicas=world, rank=rank)
-    train = DataLoader(train_ds, batch_size=opts.batch_size, sampler=sampler, drop_last=len(train_ds) > opts.batch_size * world,
+    # Its own generator, so creating the iterator never draws from the global RNG (resume stays exact);
+    # drop_last avoids a last batch of one image (BatchNorm) unless the data is smaller than a batch.
+    train = DataLoader(train_ds, batch_size=opts.batch_size, sampler=sampler,
+                       drop_last=len(train_ds) > opts.batch_size * world,
                        generator=torch.Generator().manual_seed(opts.seed), **common)
     val = DataLoader(val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world), **common)
     return train, val
@@ -218,6 +229,16 @@ def _out_dir(out: str | None, exist_ok: bool) -> Path:
     return explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs/finetune/exp"), exist_ok=exist_ok)
 
 
+def _new_run_dir(out: str | None, exist_ok: bool) -> Path:
+    """The folder of a new run; a previous run's resumable state in it is dropped (``--exist-ok``),
+    so the new run starts from epoch 1 instead of continuing the old one."""
+    folder = _out_dir(out, exist_ok)
+    if (folder / "last.pt").exists():
+        log.warning("%s held a previous run: starting a new one over it (use --resume to continue it)", folder)
+        (folder / "last.pt").unlink()
+    return folder
+
+
 def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     """Rank, world size and device; joins the process group when started by torchrun."""
     from cnnkit.device import resolve_device
@@ -276,22 +297,37 @@ def finetune(
             dist.destroy_process_group()
 
 
-def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
-         exist_ok: bool, resume: str | None, workers: int | None, progress: bool) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    if resume:
-        opts, out_dir, meta = _resume_options(resume)
-        if data and Path(data).resolve() != Path(opts.data).resolve():
-            raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
-        if given.get("epochs") and given["epochs"] != opts.epochs:
-            log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
-                        "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
-            opts.epochs = given["epochs"]
-    else:
+def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tuple[Options, Path | None, dict[str, Any]]:
+    """A new run's options, or a resumed run's own (only ``--epochs`` may change)."""
+    if not resume:
         if not data:
             raise UsageError("finetune: DATA folder is required (or --resume RUN_DIR)")
         opts = Options(data=str(Path(data).resolve()), **{k: v for k, v in given.items() if v is not None})
-        out_dir = None
+        return opts, None, {}
+    opts, out_dir, meta = _resume_options(resume)
+    if data and Path(data).resolve() != Path(opts.data).resolve():
+        raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
+    if given.get("epochs") and given["epochs"] != opts.epochs:
+        log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
+                    "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
+        opts.epochs = given["epochs"]
+    return opts, out_dir, meta
+
+
+def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tuple[Any, ModelSpec, Preprocess, str]:
+    if not resumed:
+        module, spec, pre, source = build_model(opts, classes)
+        return module, spec, _with_size(pre, opts.imgsz, spec), source
+    # Resuming: the architecture from the run; every weight comes from last.pt.
+    if list(resumed["labels"]) != classes:
+        raise UsageError(f"--resume: {opts.data} now has classes {classes}, the run had {resumed['labels']}")
+    spec = spec_for_family(resumed["arch"], "classify")
+    return spec.builder(num_classes=len(classes)), spec, Preprocess.from_dict(resumed["preprocess"]), resumed["source"]
+
+
+def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
+         exist_ok: bool, resume: str | None, workers: int | None, progress: bool) -> dict[str, Any]:
+    opts, out_dir, resumed = _options(data, given, resume)
     opts.check()
     if world > 1 and opts.unfreeze_at:
         raise UsageError("--unfreeze-at is not supported with torchrun (DDP fixes the trained parameters)")
@@ -299,17 +335,10 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
     if dataset.skipped and rank == 0:
         log.warning(describe_skipped(dataset.skipped))
     torch.manual_seed(opts.seed)
-    if resume:  # the architecture from the run; every weight comes from last.pt
-        if list(meta["labels"]) != dataset.classes:
-            raise UsageError(f"--resume: {opts.data} now has classes {dataset.classes}, the run had {meta['labels']}")
-        spec = spec_for_family(meta["arch"], "classify")
-        module, pre, source = spec.builder(num_classes=len(dataset.classes)), Preprocess.from_dict(meta["preprocess"]), meta["source"]
-    else:
-        module, spec, pre, source = build_model(opts, dataset.classes)
-        pre = _with_size(pre, opts.imgsz, spec)
+    module, spec, pre, source = _model_for(opts, dataset.classes, resumed)
     frozen = freeze_trunk(module, opts.freeze)
     if out_dir is None:
-        out_dir = Path(_broadcast(str(_out_dir(out, exist_ok)) if rank == 0 else None))
+        out_dir = Path(_broadcast(str(_new_run_dir(out, exist_ok)) if rank == 0 else None))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     if rank == 0:
