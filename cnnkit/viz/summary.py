@@ -296,9 +296,26 @@ def resolve_target(target: str) -> Target:
         return Target(meta.get("name") or path.stem, meta.get("task", spec.task), build, imgsz,
                       int(spec.meta.get("in_channels", 3)), str(path), meta)
     spec = get_spec(target)  # an unknown name raises, listing the known ones
-    build = partial(spec.builder, num_classes=len(spec.labels)) if spec.labels else spec.builder
+    build, name = random_builder(spec)
     imgsz = spec.preprocess.crop if spec.preprocess else int(spec.meta.get("imgsz", 224))
-    return Target(spec.name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)))
+    return Target(name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)))
+
+
+def random_builder(spec: Any) -> tuple[Any, str]:
+    """A no-argument builder for ``spec``: its labels' class count, the builder's default, or 2 classes
+    for builders that insist on ``num_classes`` (then the name says so)."""
+    import inspect
+    from functools import partial
+
+    if spec.labels:
+        return partial(spec.builder, num_classes=len(spec.labels)), spec.name
+    try:
+        param = inspect.signature(spec.builder).parameters.get("num_classes")
+    except (TypeError, ValueError):
+        param = None
+    if param is not None and param.default is inspect.Parameter.empty:
+        return partial(spec.builder, num_classes=2), f"{spec.name} (2 classes)"
+    return spec.builder, spec.name
 
 
 def summarize_target(target: str, imgsz: int | None = None) -> Summary:
@@ -315,6 +332,6 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
         log.debug("%s: meta-device pass failed (%s); running on CPU with random weights", t.name, exc)
     try:
         return summarize(t.builder(), size, name=t.name, device="cpu")
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # shape mismatches; torchvision's ViT asserts its size
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another --imgsz") from exc
