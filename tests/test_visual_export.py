@@ -126,10 +126,10 @@ def test_export_refuses_overwrite_and_bad_options(tmp_path):
     assert "already exists" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
     assert _export("shapes-cnn", "--out", str(out), "--exist-ok")["path"] == str(out)
     assert "onnx or torchscript" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "-f", "tflite"]), 2)
-    pt = tmp_path / "w.pt"
-    pt.write_bytes(b"x")
-    assert "--task" in cli_error(runner.invoke(app, ["export", str(pt)]), 2)
-    assert "no classify exporter" in cli_error(runner.invoke(app, ["export", str(pt), "--task", "classify"]), 2)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"x")
+    assert "--task" in cli_error(runner.invoke(app, ["export", str(weights)]), 2)
+    assert "no classify exporter" in cli_error(runner.invoke(app, ["export", str(weights), "--task", "classify"]), 2)
 
 
 def test_backend_errors(tmp_path, shapes_onnx, rgb_image):
