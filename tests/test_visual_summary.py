@@ -12,6 +12,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
+from cnnkit.errors import UsageError
 from cnnkit.models.registry import list_models
 from cnnkit.viz.summary import summarize, summarize_target
 from tests.conftest import REPO
@@ -123,24 +124,22 @@ def test_summary_table_and_imgsz():
     assert "3×32×32" in result.stdout
 
 
+def test_fixed_size_models_refuse_other_sizes():
+    with pytest.raises(UsageError, match="32x32 inputs only"):
+        summarize_target("lenet5", imgsz=64)
+
+
 def test_summary_errors():
     assert "no-such-net" in cli_error(runner.invoke(app, ["summary", "no-such-net"]), 2)
     assert "xml" in cli_error(runner.invoke(app, ["summary", "shapes-cnn", "--format", "xml"]), 2)
     assert "safetensors" in cli_error(runner.invoke(app, ["summary", str(REPO / "samples" / "bus.jpg")]), 2)
 
 
-# Every classification and segmentation entry (built on the meta device: fast), and the bundled
-# models of the other tasks (detectors run on the CPU: their post-processing needs real data).
-@pytest.mark.parametrize("name", [s.name for s in list_models() if s.task in ("classify", "segment") or s.source == "bundled"])
-def test_every_registry_model_summarises(name):
-    s = summarize_target(name)
+@pytest.mark.parametrize("spec", list_models(), ids=lambda s: s.name)
+def test_every_registry_model_summarises(spec):
+    s = summarize_target(spec.name, imgsz=None if spec.meta.get("fixed_size") else 64)
     assert s.layers and s.params > 0 and s.macs > 0
     assert s.rf is not None and s.rf[0] >= 3
-
-
-def test_an_input_size_the_model_cannot_take(tmp_path):
-    ckpt = lenet_checkpoint(tmp_path)
-    assert "48x48" in cli_error(runner.invoke(app, ["summary", str(ckpt), "--imgsz", "48"]), 2)
 
 
 def test_summary_subprocess():
@@ -151,3 +150,8 @@ def test_summary_subprocess():
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["params"] == sum(r["params"] for r in data["layers"])
+
+
+def test_an_input_size_the_model_cannot_take(tmp_path):
+    ckpt = lenet_checkpoint(tmp_path)
+    assert "48x48" in cli_error(runner.invoke(app, ["summary", str(ckpt), "--imgsz", "48"]), 2)

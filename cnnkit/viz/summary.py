@@ -272,6 +272,7 @@ class Target:
     channels: int = 3
     path: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    fixed_size: int | None = None  # the only input size the architecture accepts (LeNet-5, ViT)
 
 
 def resolve_target(target: str) -> Target:
@@ -294,28 +295,29 @@ def resolve_target(target: str) -> Target:
         pre = meta.get("preprocess") or {}
         imgsz = int(pre.get("crop") or (spec.preprocess.crop if spec.preprocess else 224))
         return Target(meta.get("name") or path.stem, meta.get("task", spec.task), build, imgsz,
-                      int(spec.meta.get("in_channels", 3)), str(path), meta)
+                      int(spec.meta.get("in_channels", 3)), str(path), meta, spec.meta.get("fixed_size"))
     spec = get_spec(target)  # an unknown name raises, listing the known ones
-    build, name = random_builder(spec)
+    build = random_builder(spec)
     imgsz = spec.preprocess.crop if spec.preprocess else int(spec.meta.get("imgsz", 224))
-    return Target(name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)))
+    return Target(spec.name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)),
+                  fixed_size=spec.meta.get("fixed_size"))
 
 
-def random_builder(spec: Any) -> tuple[Any, str]:
+def random_builder(spec: Any) -> Any:
     """A no-argument builder for ``spec``: its labels' class count, the builder's default, or 2 classes
-    for builders that insist on ``num_classes`` (then the name says so)."""
+    for builders that insist on ``num_classes`` (smp architectures registered without labels)."""
     import inspect
     from functools import partial
 
     if spec.labels:
-        return partial(spec.builder, num_classes=len(spec.labels)), spec.name
+        return partial(spec.builder, num_classes=len(spec.labels))
     try:
         param = inspect.signature(spec.builder).parameters.get("num_classes")
     except (TypeError, ValueError):
         param = None
     if param is not None and param.default is inspect.Parameter.empty:
-        return partial(spec.builder, num_classes=2), f"{spec.name} (2 classes)"
-    return spec.builder, spec.name
+        return partial(spec.builder, num_classes=2)
+    return spec.builder
 
 
 def summarize_target(target: str, imgsz: int | None = None) -> Summary:
@@ -323,7 +325,10 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     import torch
 
     t = resolve_target(target)
-    size = (1, t.channels, imgsz or t.imgsz, imgsz or t.imgsz)
+    if t.fixed_size and imgsz not in (None, t.fixed_size):
+        raise UsageError(f"{t.name}: takes {t.fixed_size}x{t.fixed_size} inputs only, not --imgsz {imgsz}")
+    imgsz = imgsz or t.fixed_size or t.imgsz
+    size = (1, t.channels, imgsz, imgsz)
     try:
         with torch.device("meta"):
             model = t.builder()
