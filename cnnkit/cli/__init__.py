@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, inspect
-from cnnkit.cli import export as export_cli
-from cnnkit.cli import visual as visual_cli
+from cnnkit.cli import classify, data, export, inspect, visual
 from cnnkit.cli.common import setup_logging
 
 app = typer.Typer(
@@ -44,8 +42,8 @@ def _root(
 app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 inspect.register(app)
-visual_cli.register(app)
-export_cli.register(app)
+visual.register(app)
+export.register(app)
 
 
 def main() -> None:

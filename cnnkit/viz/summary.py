@@ -303,23 +303,6 @@ def resolve_target(target: str) -> Target:
                   fixed_size=spec.meta.get("fixed_size"))
 
 
-def random_builder(spec: Any) -> Any:
-    """A no-argument builder for ``spec``: its labels' class count, the builder's default, or 2 classes
-    for builders that insist on ``num_classes`` (smp architectures registered without labels)."""
-    import inspect
-    from functools import partial
-
-    if spec.labels:
-        return partial(spec.builder, num_classes=len(spec.labels))
-    try:
-        param = inspect.signature(spec.builder).parameters.get("num_classes")
-    except (TypeError, ValueError):
-        param = None
-    if param is not None and param.default is inspect.Parameter.empty:
-        return partial(spec.builder, num_classes=2)
-    return spec.builder
-
-
 def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     """:func:`summarize` for a registry name or checkpoint; meta device first, CPU if the model needs real data."""
     import torch
@@ -340,3 +323,21 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     except (RuntimeError, AssertionError) as exc:  # shape mismatches; torchvision's ViT asserts its size
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another --imgsz") from exc
+
+
+def random_builder(spec: Any) -> Any:
+    """A no-argument builder for ``spec``: its labels' class count, the builder's default, or 2 classes
+    for builders that insist on ``num_classes`` (smp architectures registered without labels)."""
+    import inspect
+    from functools import partial
+
+    if spec.labels:
+        return partial(spec.builder, num_classes=len(spec.labels))
+    try:
+        param = inspect.signature(spec.builder).parameters.get("num_classes")
+    except (TypeError, ValueError):
+        param = None
+    if param is not None and param.default is inspect.Parameter.empty:
+        return partial(spec.builder, num_classes=2)
+    return spec.builder
+
