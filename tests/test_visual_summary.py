@@ -154,4 +154,28 @@ def test_summary_subprocess():
 
 def test_an_input_size_the_model_cannot_take(tmp_path):
     ckpt = lenet_checkpoint(tmp_path)
-    assert "48x48" in cli_error(runner.invoke(app, ["summary", str(ckpt), "--imgsz", "48"]), 2)
+    assert "48" in cli_error(runner.invoke(app, ["summary", str(ckpt), "--imgsz", "48"]), 2)
+
+
+def test_meta_build_leaves_library_constants_real(tmp_path, monkeypatch):
+    """A library first imported by the builder keeps real module-level tensors (ultralytics has such)."""
+    from cnnkit.viz.summary import build_on_meta
+
+    (tmp_path / "lib_with_constants.py").write_text(
+        "import torch\nANCHORS = torch.zeros(2)\n"
+        "def build():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def builder():
+        import lib_with_constants
+
+        return lib_with_constants.build()
+
+    model = build_on_meta(builder)
+    import lib_with_constants
+
+    assert lib_with_constants.ANCHORS.device.type == "cpu"
+    assert {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()} == {"meta"}
+    assert isinstance(model[0].weight, torch.nn.Parameter) and model[0].weight.requires_grad
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # the patch is gone afterwards
