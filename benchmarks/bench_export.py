@@ -85,7 +85,7 @@ def main() -> None:
     lines = [
         "# Export: onnxruntime vs PyTorch on CPU",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `python benchmarks/bench_export.py"
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `PYTHONPATH=. python benchmarks/bench_export.py"
         f" --threads {args.threads}` on {platform.machine()} with {os.cpu_count()} cores (shared with other jobs),"
         f" torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s) each side.",
         "Baseline: PyTorch eval + inference_mode + channels_last (as `cnnkit classify` runs it); cnnkit: the"
