@@ -159,7 +159,7 @@ def test_an_input_size_the_model_cannot_take(tmp_path):
 
 def test_meta_build_leaves_library_constants_real(tmp_path, monkeypatch):
     """A library first imported by the builder keeps real module-level tensors (ultralytics has such)."""
-    from cnnkit.viz.summary import build_on_meta
+    from cnnkit.models.meta_device import build_on_meta
 
     (tmp_path / "lib_with_constants.py").write_text(
         "import torch\nANCHORS = torch.zeros(2)\n"

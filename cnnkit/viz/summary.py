@@ -11,15 +11,14 @@ excitation gate does not turn every later layer into "the whole image".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import UsageError
+from cnnkit.models.meta_device import build_on_meta
 
 log = logging.getLogger("cnnkit")
 
@@ -340,39 +339,3 @@ def random_builder(spec: Any) -> Any:
     if param is not None and param.default is inspect.Parameter.empty:
         return partial(spec.builder, num_classes=2)
     return spec.builder
-
-
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Parameters and buffers registered inside go to the meta device (accelerate's ``init_empty_weights``)."""
-    from torch import nn
-
-    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
-
-    def parameter(module: Any, name: str, param: Any) -> None:
-        register_parameter(module, name, param)
-        if param is not None and param.device.type != "meta":
-            kwargs = {**module._parameters[name].__dict__, "requires_grad": param.requires_grad}
-            module._parameters[name] = type(param)(param.to("meta"), **kwargs)
-
-    def buffer(module: Any, name: str, tensor: Any, persistent: bool = True) -> None:
-        register_buffer(module, name, tensor, persistent)
-        if tensor is not None:
-            module._buffers[name] = tensor.to("meta")
-
-    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer  # type: ignore[method-assign]
-
-
-def build_on_meta(builder: Any) -> Any:
-    """``builder()`` with its parameters and buffers on the meta device: no memory, no initialisation.
-
-    Not ``with torch.device("meta")``: that also puts on meta every tensor made while the builder
-    first imports its library (ultralytics' module-level constants), which breaks that library
-    for the rest of the process.
-    """
-    with _parameters_on_meta():
-        return builder()
