@@ -179,3 +179,17 @@ def test_meta_build_leaves_library_constants_real(tmp_path, monkeypatch):
     assert {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()} == {"meta"}
     assert isinstance(model[0].weight, torch.nn.Parameter) and model[0].weight.requires_grad
     assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # the patch is gone afterwards
+
+
+def test_meta_build_of_a_constructor_that_runs_its_network():
+    from cnnkit.models.meta_device import build_on_meta
+
+    class SelfMeasuring(nn.Module):  # as ultralytics' DetectionModel measures its strides
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2)
+            self.stride = 8 // self.conv(torch.zeros(1, 3, 8, 8)).shape[-1]
+
+    model = build_on_meta(SelfMeasuring)
+    assert model.stride == 2 and model.conv.weight.device.type == "meta"
+    assert sum(p.numel() for p in model.parameters()) == 4 * 3 * 9 + 4

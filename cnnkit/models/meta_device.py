@@ -39,5 +39,13 @@ def build_on_meta(builder: Any) -> Any:
     first imports its library (ultralytics' module-level constants), which breaks that library
     for the rest of the process. Not thread-safe: ``nn.Module`` is patched while the builder runs.
     """
-    with _parameters_on_meta():
-        return builder()
+    try:
+        with _parameters_on_meta():
+            return builder()
+    except (RuntimeError, NotImplementedError):
+        # A constructor that runs its own network (ultralytics measures strides) needs its input on
+        # the same device: build it all under the meta device, now that its library is imported.
+        import torch
+
+        with torch.device("meta"):
+            return builder()
