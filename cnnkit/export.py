@@ -212,8 +212,7 @@ def stamp(path: Path, fmt: str, meta: dict[str, Any]) -> None:
     import torch
 
     if fmt == "onnx":
-        import onnx
-
+        onnx = _onnx()
         proto = onnx.load(str(path))
         kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
         del proto.metadata_props[:]
@@ -227,9 +226,9 @@ def stamp(path: Path, fmt: str, meta: dict[str, Any]) -> None:
 
 
 def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str], dynamic: bool) -> None:
-    import onnx
     import torch
 
+    onnx = _onnx()
     axes = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
     try:
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
@@ -243,12 +242,19 @@ def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outp
 
 
 def _add_meta(proto: Any, meta: dict[str, Any]) -> None:
-    import onnx
-
+    onnx = _onnx()
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     proto.doc_string = f"{meta['name']} ({meta['task']}) exported by cnnkit {__version__}"
     onnx.checker.check_model(proto)
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise CnnkitError("onnx is not installed: `pip install onnx onnxruntime` (needed to write ONNX files)") from exc
+    return onnx
 
 
 def _ort() -> Any:

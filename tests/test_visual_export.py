@@ -174,3 +174,10 @@ def test_export_and_run_subprocess(tmp_path, shapes_images):
                           capture_output=True, text=True, cwd=REPO, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 12
+
+
+def test_missing_onnx_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    out = tmp_path / "x.onnx"
+    assert "pip install onnx" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
+    assert not out.exists()

@@ -213,8 +213,8 @@ def _clean(v: Pair | None) -> list[float] | None:
 def summarize(model: Any, input_size: tuple[int, ...], *, name: str = "", device: str = "meta") -> Summary:
     """Run ``model`` once on a tensor of ``input_size`` on ``device`` and describe every leaf layer.
 
-    ``device="meta"`` needs the model on the meta device too (build it under
-    ``with torch.device("meta")``).
+    ``device="meta"`` needs the model on the meta device too (build it with
+    :func:`cnnkit.models.meta_device.build_on_meta`).
     """
     import torch
 
