@@ -5,7 +5,8 @@ channels_last). cnnkit side: the ONNX file `cnnkit export --dynamic-batch` write
 onnxruntime's CPU provider as `classify --backend onnxruntime` runs it. Throughput does not
 depend on the weights, so architectures without cached weights are measured with random ones.
 
-    python benchmarks/bench_export.py [--threads 1] [--random resnet18,mobilenet_v3_small] [--out benchmarks/results/export.md]
+    PYTHONPATH=. python benchmarks/bench_export.py [--threads 1] [--bundled NAMES] [--random resnet18,mobilenet_v3_small]
+        [--out benchmarks/results/export.md]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def loaded_for(name: str, random_weights: bool):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--bundled", default="shapes-cnn")
+    ap.add_argument("--bundled", default=None, help="comma-separated names [default: every bundled classifier]")
     ap.add_argument("--random", default="resnet18,mobilenet_v3_small")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--out", default=None)
@@ -57,7 +58,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     rows = []
-    jobs = [(n, False) for n in args.bundled.split(",") if n] + [(n, True) for n in args.random.split(",") if n]
+    from cnnkit.models.registry import list_models
+
+    bundled = args.bundled.split(",") if args.bundled else [s.name for s in list_models(task="classify") if s.source == "bundled"]
+    jobs = [(n, False) for n in bundled if n] + [(n, True) for n in args.random.split(",") if n]
     with tempfile.TemporaryDirectory() as tmp:
         for name, random_weights in jobs:
             loaded = loaded_for(name, random_weights)
@@ -81,7 +85,7 @@ def main() -> None:
     lines = [
         "# Export: onnxruntime vs PyTorch on CPU",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `python benchmarks/bench_export.py"
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `PYTHONPATH=. python benchmarks/bench_export.py"
         f" --threads {args.threads}` on {platform.machine()} with {os.cpu_count()} cores (shared with other jobs),"
         f" torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s) each side.",
         "Baseline: PyTorch eval + inference_mode + channels_last (as `cnnkit classify` runs it); cnnkit: the"

@@ -13,9 +13,11 @@ provide their own exporter in :data:`EXPORTERS`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,10 @@ OPSET = 17
 METADATA_KEY = "cnnkit"
 INPUT_NAME = "images"
 
-# task → "module:function" for tasks that export their own way (e.g. detect → ultralytics' exporter).
-# The function takes export_model's arguments after ``task`` and returns a verified ExportResult.
-EXPORTERS: dict[str, str] = {}
+# task → "module:function" for tasks that export their own way. The function takes
+# ``(target, *, fmt, imgsz, dynamic_batch, out, overwrite)`` and returns a verified ExportResult;
+# check_inputs, verify_file, stamp and result below are its building blocks.
+EXPORTERS: dict[str, str] = {"detect": "cnnkit.export_yolo:export"}
 
 
 @dataclass
@@ -67,6 +70,8 @@ def target_task(target: str, task: str | None = None) -> str:
         if not Path(target).is_file():
             raise UsageError(f"{target}: checkpoint not found")
         return read_meta(target).get("task", "classify")
+    if Path(target).suffix == ".pt" and not task:
+        return "detect"  # ultralytics checkpoints stay .pt; cnnkit's own are .safetensors
     if Path(target).is_file():
         raise UsageError(f"{target}: pass --task to say what kind of model this file holds")
     return get_spec(target).task
@@ -133,9 +138,8 @@ def export_module(
     module = loaded.module.eval().float().cpu()
     imgsz = imgsz or (loaded.preprocess.crop if loaded.preprocess else 224)
     pre = _preprocess_for(loaded.preprocess, imgsz)
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(1, 3, imgsz, imgsz, generator=gen)
-    checks = [example] + ([torch.randn(3, 3, imgsz, imgsz, generator=gen)] if dynamic_batch else [])
+    checks = check_inputs(imgsz, dynamic_batch)
+    example = checks[0]
     try:
         with torch.inference_mode():
             expected = [_as_list(module(x)) for x in checks]
@@ -149,33 +153,82 @@ def export_module(
         "preprocess": pre.to_dict() if pre else None, "input": INPUT_NAME, "outputs": outputs,
         "input_shape": ["batch" if dynamic_batch else 1, 3, imgsz, imgsz],
     }
-    with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
-        # the legacy exporter's deprecation notices and tracer caveats: the verification below is the check
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning))
+    with atomic_path(path, overwrite=overwrite) as tmp, quiet_exporters():
         if fmt == "onnx":
             _write_onnx(module, example, tmp, meta, outputs, dynamic_batch)
-            got = [_run_onnx(str(tmp), x) for x in checks]
-            verified_with = "onnxruntime " + _ort().__version__
         else:
             traced = torch.jit.trace(module, example, strict=False)
             torch.jit.save(traced, str(tmp), _extra_files={"cnnkit.json": json.dumps(meta)})
-            reloaded = torch.jit.load(str(tmp), map_location="cpu")
-            with torch.inference_mode():
-                got = [[t.numpy() for t in _as_list(reloaded(x))] for x in checks]
-            verified_with = "torch.jit.load " + torch.__version__
-        diff = _check(expected, got, path)
+        diff, verified_with = verify_file(tmp, fmt, checks, expected)
+    return result(path, fmt, meta, diff, verified_with, t0)
+
+
+def check_inputs(imgsz: int, dynamic_batch: bool, *, unit: bool = False) -> list[Any]:
+    """Seeded inputs for verification: a batch of 1, and one of 3 when the batch is dynamic.
+
+    Normalised-looking N(0, 1) values, or uniform [0, 1) with ``unit`` (models that take pixels/255).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    draw = torch.rand if unit else torch.randn
+    return [draw(n, 3, imgsz, imgsz, generator=gen) for n in ((1, 3) if dynamic_batch else (1,))]
+
+
+def result(path: Path, fmt: str, meta: dict[str, Any], diff: float, verified_with: str, t0: float) -> ExportResult:
+    """The summary ``cnnkit export`` prints, for a file written and verified."""
     return ExportResult(
-        path=str(path), format=fmt, task=task, model=loaded.name, input=meta["input_shape"],
-        dynamic_batch=dynamic_batch, max_abs_diff=diff, tolerance=f"atol {ATOL:g} + rtol {RTOL:g}·max|torch|",
-        verified_with=verified_with, size_mb=round(path.stat().st_size / 1e6, 3),
-        seconds=round(time.perf_counter() - t0, 2),
+        path=str(path), format=fmt, task=meta["task"], model=meta["name"], input=meta["input_shape"],
+        dynamic_batch=meta["input_shape"][0] == "batch", max_abs_diff=diff,
+        tolerance=f"atol {ATOL:g} + rtol {RTOL:g}·max|torch|", verified_with=verified_with,
+        size_mb=round(path.stat().st_size / 1e6, 3), seconds=round(time.perf_counter() - t0, 2),
     )
 
 
-def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str], dynamic: bool) -> None:
-    import onnx
+@contextlib.contextmanager
+def quiet_exporters() -> Iterator[None]:
+    """Silence the legacy exporter's deprecation notices and tracer caveats: :func:`verify_file` is the check."""
     import torch
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning))
+        yield
+
+
+def verify_file(path: Path, fmt: str, checks: list[Any], expected: list[list[Any]]) -> tuple[float, str]:
+    """Run the written file on ``checks`` and compare with PyTorch's ``expected`` outputs (see :func:`check_outputs`)."""
+    import torch
+
+    if fmt == "onnx":
+        return check_outputs(expected, [_run_onnx(str(path), x) for x in checks], path), "onnxruntime " + _ort().__version__
+    reloaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        got = [[t.numpy() for t in _as_list(reloaded(x))] for x in checks]
+    return check_outputs(expected, got, path), "torch.jit.load " + torch.__version__
+
+
+def stamp(path: Path, fmt: str, meta: dict[str, Any]) -> None:
+    """Put cnnkit's metadata into a file another exporter wrote (ONNX metadata_props, TorchScript extra file)."""
+    import torch
+
+    if fmt == "onnx":
+        onnx = _onnx()
+        proto = onnx.load(str(path))
+        kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+        _add_meta(proto, meta)
+        onnx.save(proto, str(path))
+        return
+    extra: dict[str, Any] = {}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    torch.jit.save(module, str(path), _extra_files={**extra, "cnnkit.json": json.dumps(meta)})
+
+
+def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str], dynamic: bool) -> None:
+    import torch
+
+    onnx = _onnx()
     axes = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
     try:
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
@@ -184,11 +237,24 @@ def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outp
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CnnkitError(f"{meta['name']}: ONNX export failed ({first[:200]})") from exc
     proto = onnx.load(str(tmp))
+    _add_meta(proto, meta)
+    onnx.save(proto, str(tmp))
+
+
+def _add_meta(proto: Any, meta: dict[str, Any]) -> None:
+    onnx = _onnx()
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    proto.producer_name, proto.doc_string = "cnnkit", f"{meta['name']} ({meta['task']}) exported by cnnkit {__version__}"
+    proto.doc_string = f"{meta['name']} ({meta['task']}) exported by cnnkit {__version__}"
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise CnnkitError("onnx is not installed: `pip install onnx onnxruntime` (needed to write ONNX files)") from exc
+    return onnx
 
 
 def _ort() -> Any:
@@ -218,7 +284,7 @@ def _run_onnx(path: str, x: Any) -> list[Any]:
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})
 
 
-def _check(expected: list[list[Any]], got: list[list[Any]], path: Path) -> float:
+def check_outputs(expected: list[list[Any]], got: list[list[Any]], path: Path) -> float:
     """Largest |exported − torch| over every output; raise when any is beyond the tolerance."""
     import numpy as np
 

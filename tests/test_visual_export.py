@@ -126,10 +126,10 @@ def test_export_refuses_overwrite_and_bad_options(tmp_path):
     assert "already exists" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
     assert _export("shapes-cnn", "--out", str(out), "--exist-ok")["path"] == str(out)
     assert "onnx or torchscript" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "-f", "tflite"]), 2)
-    pt = tmp_path / "w.pt"
-    pt.write_bytes(b"x")
-    assert "--task" in cli_error(runner.invoke(app, ["export", str(pt)]), 2)
-    assert "no classify exporter" in cli_error(runner.invoke(app, ["export", str(pt), "--task", "classify"]), 2)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"x")
+    assert "--task" in cli_error(runner.invoke(app, ["export", str(weights)]), 2)
+    assert "no classify exporter" in cli_error(runner.invoke(app, ["export", str(weights), "--task", "classify"]), 2)
 
 
 def test_backend_errors(tmp_path, shapes_onnx, rgb_image):
@@ -174,3 +174,10 @@ def test_export_and_run_subprocess(tmp_path, shapes_images):
                           capture_output=True, text=True, cwd=REPO, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 12
+
+
+def test_missing_onnx_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    out = tmp_path / "x.onnx"
+    assert "pip install onnx" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
+    assert not out.exists()

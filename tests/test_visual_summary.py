@@ -150,3 +150,46 @@ def test_summary_subprocess():
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["params"] == sum(r["params"] for r in data["layers"])
+
+
+def test_an_input_size_the_model_cannot_take(tmp_path):
+    ckpt = lenet_checkpoint(tmp_path)
+    assert "48" in cli_error(runner.invoke(app, ["summary", str(ckpt), "--imgsz", "48"]), 2)
+
+
+def test_meta_build_leaves_library_constants_real(tmp_path, monkeypatch):
+    """A library first imported by the builder keeps real module-level tensors (ultralytics has such)."""
+    from cnnkit.models.meta_device import build_on_meta
+
+    (tmp_path / "lib_with_constants.py").write_text(
+        "import torch\nANCHORS = torch.zeros(2)\n"
+        "def build():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def builder():
+        import lib_with_constants
+
+        return lib_with_constants.build()
+
+    model = build_on_meta(builder)
+    import lib_with_constants
+
+    assert lib_with_constants.ANCHORS.device.type == "cpu"
+    assert {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()} == {"meta"}
+    assert isinstance(model[0].weight, torch.nn.Parameter) and model[0].weight.requires_grad
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # the patch is gone afterwards
+
+
+def test_meta_build_of_a_constructor_that_runs_its_network():
+    from cnnkit.models.meta_device import build_on_meta
+
+    class SelfMeasuring(nn.Module):  # as ultralytics' DetectionModel measures its strides
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2)
+            self.stride = 8 // self.conv(torch.zeros(1, 3, 8, 8)).shape[-1]
+
+    model = build_on_meta(SelfMeasuring)
+    assert model.stride == 2 and model.conv.weight.device.type == "meta"
+    assert sum(p.numel() for p in model.parameters()) == 4 * 3 * 9 + 4

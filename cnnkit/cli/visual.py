@@ -82,6 +82,14 @@ def summary(
     )
 
 
+def _default_out(kind: str, *parts: str) -> str:
+    """``runs/KIND/PART-PART….png``; path separators inside names are made harmless."""
+    from pathlib import Path
+
+    stem = "-".join(p.replace("/", "_").replace("\\", "_") for p in parts if p)
+    return str(Path("runs") / kind / f"{stem}.png")
+
+
 def conv(
     image: Annotated[str, typer.Argument(help="An image, or a small matrix as text (rows of numbers) or .npy.")],
     kernel: Annotated[str, typer.Option("--kernel", "-k", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
@@ -112,7 +120,7 @@ def conv(
     result = cv.convolve(x, k, stride=stride, padding=padding, pool=pool, kernel_name=name)
     if out is None and not is_matrix:
         tag = f"-s{stride}" * (stride > 1) + f"-p{padding}" * (padding > 0) + f"-pool{pool}" * bool(pool)
-        out = str(Path("runs") / "conv" / f"{Path(image).stem}-{name}{tag}.png")
+        out = _default_out("conv", Path(image).stem, name + tag)
     saved = str(cv.save_result(result, Path(out), overwrite=exist_ok)) if out else None
     data = {"input": image, **result.to_dict(with_values=is_matrix), "saved": saved}
     if _json_wanted(fmt):
@@ -137,13 +145,6 @@ def _report(info: dict[str, Any], fmt: str) -> None:
         typer.echo(f"saved {info['saved']}")
         for layer in info.get("layers", [info]):
             typer.echo(f"  {layer['layer']}: {'×'.join(str(d) for d in layer['shape'])}")
-
-
-def _default_out(kind: str, *parts: str) -> str:
-    from pathlib import Path
-
-    stem = "-".join(p.replace("/", "_").replace(".safetensors", "") for p in parts if p)
-    return str(Path("runs") / kind / f"{Path(stem).name}.png")
 
 
 def features(

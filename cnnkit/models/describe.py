@@ -32,10 +32,9 @@ def is_available(spec: ModelSpec) -> bool:
 
 
 def parameters(spec: ModelSpec) -> int:
-    import torch
+    from cnnkit.models.meta_device import build_on_meta
 
-    with torch.device("meta"):
-        model = spec.builder() if spec.labels is None else spec.builder(num_classes=len(spec.labels))
+    model = build_on_meta(lambda: spec.builder() if spec.labels is None else spec.builder(num_classes=len(spec.labels)))
     return count_parameters(model)
 
 

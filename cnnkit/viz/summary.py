@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import UsageError
+from cnnkit.models.meta_device import build_on_meta
 
 log = logging.getLogger("cnnkit")
 
@@ -212,8 +213,8 @@ def _clean(v: Pair | None) -> list[float] | None:
 def summarize(model: Any, input_size: tuple[int, ...], *, name: str = "", device: str = "meta") -> Summary:
     """Run ``model`` once on a tensor of ``input_size`` on ``device`` and describe every leaf layer.
 
-    ``device="meta"`` needs the model on the meta device too (build it under
-    ``with torch.device("meta")``).
+    ``device="meta"`` needs the model on the meta device too (build it with
+    :func:`cnnkit.models.meta_device.build_on_meta`).
     """
     import torch
 
@@ -297,7 +298,7 @@ def resolve_target(target: str) -> Target:
         return Target(meta.get("name") or path.stem, meta.get("task", spec.task), build, imgsz,
                       int(spec.meta.get("in_channels", 3)), str(path), meta, spec.meta.get("fixed_size"))
     spec = get_spec(target)  # an unknown name raises, listing the known ones
-    build = partial(spec.builder, num_classes=len(spec.labels)) if spec.labels else spec.builder
+    build = random_builder(spec)
     imgsz = spec.preprocess.crop if spec.preprocess else int(spec.meta.get("imgsz", 224))
     return Target(spec.name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)),
                   fixed_size=spec.meta.get("fixed_size"))
@@ -313,13 +314,28 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     imgsz = imgsz or t.fixed_size or t.imgsz
     size = (1, t.channels, imgsz, imgsz)
     try:
-        with torch.device("meta"):
-            model = t.builder()
-        return summarize(model, size, name=t.name, device="meta")
+        return summarize(build_on_meta(t.builder), size, name=t.name, device="meta")
     except (NotImplementedError, RuntimeError, ValueError, TypeError) as exc:
         log.debug("%s: meta-device pass failed (%s); running on CPU with random weights", t.name, exc)
     try:
         return summarize(t.builder(), size, name=t.name, device="cpu")
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # shape mismatches; torchvision's ViT asserts its size
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another --imgsz") from exc
+
+
+def random_builder(spec: Any) -> Any:
+    """A no-argument builder for ``spec``: its labels' class count, the builder's default, or 2 classes
+    for builders that insist on ``num_classes`` (smp architectures registered without labels)."""
+    import inspect
+    from functools import partial
+
+    if spec.labels:
+        return partial(spec.builder, num_classes=len(spec.labels))
+    try:
+        param = inspect.signature(spec.builder).parameters.get("num_classes")
+    except (TypeError, ValueError):
+        param = None
+    if param is not None and param.default is inspect.Parameter.empty:
+        return partial(spec.builder, num_classes=2)
+    return spec.builder

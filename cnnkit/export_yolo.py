@@ -1,0 +1,77 @@
+"""The detect task's exporter: ultralytics' own exporter for YOLO, verified and stamped like every cnnkit export.
+
+Registered in :data:`cnnkit.export.EXPORTERS` for ``detect``. It needs the detect task's
+ultralytics adapter (``cnnkit._ultralytics``: offline settings, quiet logging, weights cache).
+The ``.pt`` is copied to a temporary folder first, because ultralytics writes its export
+beside the weights (which may be inside the installed package).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnkit._version import __version__
+from cnnkit.errors import UsageError
+
+
+def _weights(target: str) -> tuple[str, str]:
+    """(weights for ``_ultralytics.yolo``, model name) of a registry YOLO name or a ``.pt`` file."""
+    from cnnkit.models import hub
+    from cnnkit.models.registry import get_spec
+
+    if Path(target).suffix == ".pt" and Path(target).is_file():
+        return target, Path(target).stem
+    spec = get_spec(target, "detect")
+    if spec.source == "bundled":
+        return str(hub.bundled_path(spec.weights)), spec.name
+    if spec.source == "ultralytics":
+        return spec.weights, spec.name
+    raise UsageError(f"{target}: only YOLO detectors export here, not {spec.source} {spec.family} models")
+
+
+def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: str | Path | None,
+           overwrite: bool) -> Any:
+    """Export a YOLO detector with ultralytics, check it against the PyTorch network, keep it or fail."""
+    import torch
+
+    from cnnkit import _ultralytics
+    from cnnkit.export import check_inputs, default_out, quiet_exporters, result, stamp, verify_file
+    from cnnkit.io.files import atomic_path
+
+    t0 = time.perf_counter()
+    weights, name = _weights(target)
+    yolo = _ultralytics.yolo(weights)
+    if getattr(yolo, "task", "detect") != "detect":
+        raise UsageError(f"{target}: an ultralytics {yolo.task} model, not a detector")
+    net = yolo.model.float().eval()
+    stride = int(max(net.stride.max().item(), 32))
+    args = getattr(net, "args", None) or {}
+    trained = args.get("imgsz") if isinstance(args, dict) else None
+    size = int(imgsz or (trained if isinstance(trained, int) else 640))
+    size = -(-size // stride) * stride
+    checks = check_inputs(size, dynamic_batch, unit=True)  # YOLO takes RGB/255, letterboxed
+    with torch.inference_mode():
+        expected = [[net(x)[0]] for x in checks]
+    meta = {
+        "format_version": 1, "cnnkit_version": __version__, "task": "detect", "name": name, "arch": "yolo",
+        "labels": [str(yolo.names[i]) for i in range(len(yolo.names))], "preprocess": None,
+        "letterbox": size, "stride": stride, "input": "images", "outputs": ["output0"],
+        "input_shape": ["batch" if dynamic_batch else 1, 3, size, size],
+    }
+    dest = Path(out) if out else default_out(target, name, fmt)
+    with atomic_path(dest, overwrite=overwrite) as final, tempfile.TemporaryDirectory() as tmp, \
+            _ultralytics.quiet(), quiet_exporters():
+        copy = Path(tmp) / f"{name}.pt"
+        shutil.copyfile(yolo.ckpt_path or weights, copy)
+        options: dict[str, Any] = {"format": fmt, "imgsz": size, "half": False, "device": "cpu", "batch": 1}
+        if fmt == "onnx":
+            options.update(dynamic=dynamic_batch, simplify=False)
+        written = Path(_ultralytics.yolo(copy).export(**options))
+        stamp(written, fmt, meta)
+        diff, verified_with = verify_file(written, fmt, checks, expected)
+        shutil.copyfile(written, final)
+    return result(dest, fmt, meta, diff, verified_with, t0)
