@@ -51,7 +51,7 @@ def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
                          out=str(out), progress=False)
     assert first["metrics"]["step"] == 1
     second = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), epochs=2, batch_size=2, imgsz=64,
-                          resume=str(out), progress=False)
+                          resume=str(out / "last.pt"), progress=False)
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]
     assert second["metrics"]["step"] == 2 and second["out"] == str(out)
@@ -67,3 +67,34 @@ def test_frozen_batch_norms_keep_statistics():
     train_mode(model)
     assert not model.backbone.body.bn1.training and model.backbone.fpn.training and model.roi_heads.training
     assert not any(p.requires_grad for p in model.backbone.body.parameters())
+
+
+def test_finetune_from_scratch(tiny_ckpt, coco_data, tmp_path):
+    """``--no-pretrained``: the checkpoint's architecture with fresh random weights for DATA's classes."""
+    import torch
+
+    from cnnkit import api
+    from cnnkit.models.checkpoint import load_state_dict
+
+    result = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), pretrained=False, epochs=1,
+                          batch_size=2, imgsz=64, out=str(tmp_path / "run"), progress=False)
+    before, after = load_state_dict(tiny_ckpt), load_state_dict(result["last"])
+    key = "backbone.body.conv1.weight"
+    assert before[key].shape == after[key].shape and not torch.allclose(before[key], after[key], atol=1e-2)
+
+
+def test_finetune_torchvision_architecture_from_scratch_offline(coco_data, tmp_path, monkeypatch):
+    """``--no-pretrained`` with a torchvision model name builds it without touching the network."""
+    from cnnkit import api
+    from cnnkit.models import hub
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("weights were requested")
+
+    monkeypatch.setattr(hub, "torchvision_state_dict", no_download)
+    calls = []
+    monkeypatch.setattr("cnnkit.train.instance.train_steps", lambda net, *a, **k: calls.append(net) or [])
+    result = api.finetune(str(coco_data), task="instance", model="maskrcnn_resnet50_fpn", pretrained=False,
+                          epochs=1, batch_size=2, out=str(tmp_path / "run"), progress=False)
+    assert calls and calls[0].roi_heads.box_predictor.cls_score.out_features == 6
+    assert result["last"].endswith("last.safetensors")

@@ -81,18 +81,21 @@ def finetune(
     data: str, *, model: str | None = None, weights: str | None = None, epochs: int = 10, batch_size: int = 2,
     imgsz: int | None = None, lr: float | None = None, device: str | None = None, out: str | None = None,
     exist_ok: bool = False, seed: int = 0, workers: int = 0, resume: str | None = None,
-    freeze: str | None = None, progress: bool = True, **ignored: Any,
+    freeze: str | None = None, pretrained: bool = True, progress: bool = True, **ignored: Any,
 ) -> dict[str, Any]:
     """Finetune a Mask R-CNN on ``data`` (COCO format); returns ``{best, last, out, metrics}``.
 
     ``freeze``: ``None`` trains everything, ``"backbone"`` freezes the backbone body,
-    ``"backbone+fpn"`` the FPN as well. ``resume``: a run folder whose ``last.pt`` continues.
+    ``"backbone+fpn"`` the FPN as well. ``resume``: a run folder (or its ``last.pt``) to continue.
+    ``pretrained=False`` starts from random weights of the same architecture.
     """
     import torch
 
     from cnnkit.cli.common import resolve_save_dir
     from cnnkit.device import resolve_device
     from cnnkit.models.checkpoint import save_checkpoint
+    from cnnkit.models.loader import Loaded
+    from cnnkit.models.registry import get_spec
     from cnnkit.tasks.instance import load_instance_model
     from cnnkit.train.instance import StepConfig, evaluate_model, train_steps
 
@@ -103,13 +106,24 @@ def finetune(
     if not train_ds.gt["images"]:
         raise CnnkitError(f"{train_ds.annotations}: no training images")
     torch.manual_seed(seed)
-    loaded = load_instance_model(model or (None if weights else DEFAULT_MODEL), weights)
+    if not pretrained and weights is None:  # the registry architecture alone: nothing to download
+        spec = get_spec(model or DEFAULT_MODEL, "instance")
+        kwargs = spec.meta.get("arch_kwargs", {})
+        loaded = Loaded(spec.builder(num_classes=len(train_ds.labels), **kwargs), spec.name, train_ds.labels,
+                        None, spec, {"arch_kwargs": kwargs})
+    else:
+        loaded = load_instance_model(model or (None if weights else DEFAULT_MODEL), weights)
     net = loaded.module
-    if list(loaded.labels) != train_ds.labels:
+    if not pretrained and weights is not None:
+        kwargs = loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs", {}) if loaded.spec else {})
+        net = loaded.spec.builder(num_classes=len(train_ds.labels), **kwargs)
+    elif list(loaded.labels) != train_ds.labels:
         replace_heads(net, len(train_ds.labels))
     _freeze(net, freeze)
     dev = resolve_device(device)
     net.to(dev)
+    if resume and Path(resume).is_file():
+        resume = str(Path(resume).parent)
     folder = Path(resume) if resume else resolve_save_dir("finetune", True, out, exist_ok)
     images = train_ds.gt["images"]
     steps_per_epoch = max(1, math.ceil(len(images) / batch_size))
