@@ -83,6 +83,9 @@ def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record
     Options: ``model`` (default the bundled ``shapes-yolov8n``; ultralytics names/``.pt`` files,
     ``fasterrcnn_*``), ``weights``, ``conf``, ``iou``, ``imgsz``, ``classes``, ``max_det``,
     ``device``, ``half``, ``threads`` and the run options of :func:`classify`.
+
+    >>> [p["label"] for p in detect("samples/scene_0.png")[0].predictions]
+    ['star']
     """
     load_opts, run_opts = _split(dict(options))
     records = load("detect", **load_opts).stream(sources, **run_opts)
@@ -107,6 +110,10 @@ def instance(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     Options: ``model``, ``weights``, ``conf``, ``mask_threshold``, ``max_det``, ``save_masks``
     (with ``save_dir``), ``device``, ``half``, ``threads``, ``batch_size``, ``workers``,
     ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
+
+    >>> found = instance("samples/scene_0.png")[0].predictions
+    >>> [(p["label"], sorted(p["mask"])) for p in found]
+    [('star', ['counts', 'size'])]
     """
     load_opts, run_opts = _split(dict(options))
     records = load("instance", **load_opts).stream(sources, **run_opts)
