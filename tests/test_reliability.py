@@ -223,3 +223,19 @@ def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
     path.write_bytes(b"\x00")
     with pytest.raises(DecodeError, match="not a recognised image format"):
         decode(str(path))
+
+
+def test_closed_pipe_stops_quietly(tmp_path):
+    """`cnnkit classify … | head -1`: exit 141 like a SIGPIPE'd tool, no traceback.
+
+    300 records (~100 KB) overflow the pipe buffer, so the writer must meet the closed pipe."""
+    for i in range(300):
+        Image.new("RGB", (16, 16), (i % 256, 0, 0)).save(tmp_path / f"{i:03d}.png")
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "classify", str(tmp_path), "-f", "jsonl"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert json.loads(first)["task"] == "classify"
+    assert proc.returncode == 141, err.decode()
+    assert b"Traceback" not in err

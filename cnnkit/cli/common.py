@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from cnnkit.errors import CnnkitError, UsageError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 PANEL_IO = "Input and output"
 PANEL_MODEL = "Model"
@@ -121,7 +121,7 @@ def write_records(
         console=err, transient=True, disable=quiet or not err.is_terminal, redirect_stdout=False,
         redirect_stderr=False,
     )
-    interrupted = False
+    interrupted = broken_pipe = False
     restore = _sigterm_as_interrupt()
     with progress:
         bar = progress.add_task("predicting", total=total)
@@ -136,8 +136,11 @@ def write_records(
                 progress.advance(bar)
         except KeyboardInterrupt:
             interrupted = True
+        except BrokenPipeError:
+            broken_pipe = True
         finally:
-            writer.close()
+            if not broken_pipe:
+                writer.close()
             restore()
     if not quiet:
         msg = f"{done} image(s), {len(failed)} failed" + (" (interrupted)" if interrupted else "")
@@ -146,6 +149,13 @@ def write_records(
             err.print(f"  {path}: {reason}", markup=False, highlight=False)
         if len(failed) > 20:
             err.print(f"  … and {len(failed) - 20} more", highlight=False)
+    if broken_pipe:
+        # The reader closed the pipe (`cnnkit … | head`): stop quietly, as a SIGPIPE'd tool does.
+        import os
+        import sys
+
+        sys.stdout = open(os.devnull, "w")
+        raise typer.Exit(EXIT_BROKEN_PIPE)
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:

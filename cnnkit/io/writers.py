@@ -141,6 +141,8 @@ class RecordWriter:
             try:
                 fh.write(safe_text(json.dumps(data, ensure_ascii=False)) + "\n")
                 fh.flush()
+            except BrokenPipeError:
+                raise  # the reader went away (`| head`): the caller stops quietly
             except OSError as exc:
                 raise CnnkitError(f"{self.output or 'stdout'}: write failed ({exc.strerror or exc})") from exc
         else:
