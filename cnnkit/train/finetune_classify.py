@@ -289,7 +289,13 @@ def finetune(
         torch.set_num_threads(threads)
     rank, world, dev = _setup_distributed(device)
     try:
-        return _run(data, given, dev, rank, world, out, exist_ok, resume, workers, progress)
+        result = _run(data, given, dev, rank, world, out, exist_ok, resume, workers, progress)
+        if world > 1:
+            import torch.distributed as dist
+
+            # Rank 0 may still be writing checkpoints: tearing gloo down under it aborts a process.
+            dist.barrier()
+        return result
     finally:
         if world > 1:
             import torch.distributed as dist
