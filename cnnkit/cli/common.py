@@ -177,6 +177,22 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+def check_report_format(fmt: str) -> None:
+    """Evaluation reports are a table or JSON."""
+    if fmt not in ("table", "json"):
+        raise UsageError(f"--format {fmt!r}: expected table or json")
+
+
+def emit_report(text: str, output: str | None, exist_ok: bool) -> None:
+    """An evaluation report to ``--output`` (atomic, never over a file without ``--exist-ok``) or stdout."""
+    from cnnkit.io.files import atomic_write_text
+
+    if output:
+        atomic_write_text(output, text, overwrite=exist_ok)
+    else:
+        typer.echo(text, nl=False)
+
+
 def require_sources(sources: list[str] | None) -> list[str]:
     if not sources:
         raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")

@@ -98,24 +98,11 @@ def val(
     exist_ok: c.ExistOk = False,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
-    from cnnkit.errors import UsageError
     from cnnkit.eval.detect_val import render_metrics, validate
 
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r}: expected table or json")
+    c.check_report_format(fmt)
     metrics = validate(
         data, model=model, weights=weights, split=split, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
         batch_size=batch_size, workers=workers, device=device, threads=threads, compare=compare,
     )
-    text = render_metrics(metrics, fmt)
-    if output:
-        from pathlib import Path
-
-        from cnnkit.errors import CnnkitError
-        from cnnkit.io.files import atomic_write_text
-
-        if Path(output).exists() and not exist_ok:
-            raise CnnkitError(f"{output}: already exists (pass --exist-ok to overwrite)")
-        atomic_write_text(output, text)
-    else:
-        typer.echo(text, nl=False)
+    c.emit_report(render_metrics(metrics, fmt), output, exist_ok)

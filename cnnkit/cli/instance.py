@@ -76,19 +76,13 @@ def val(
     exist_ok: c.ExistOk = False,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
-    from cnnkit.errors import UsageError
-    from cnnkit.io.files import atomic_write_text
     from cnnkit.tasks.instance import validate
 
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r}: instance val writes table or json")
+    c.check_report_format(fmt)
     summary = validate(data, split=split, model=model, weights=weights, conf=conf, mask_threshold=mask_threshold,
                        max_det=max_det, batch_size=batch_size, workers=workers, device=device, threads=threads)
     text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)
-    if output:
-        atomic_write_text(output, text, overwrite=exist_ok)
-    else:
-        typer.echo(text, nl=False)
+    c.emit_report(text, output, exist_ok)
     if summary["failed"]:
         raise typer.Exit(c.EXIT_FAILED)
 

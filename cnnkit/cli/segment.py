@@ -79,17 +79,11 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs."""
     from cnnkit import api
-    from cnnkit.errors import UsageError
     from cnnkit.eval.segment import evaluate_folder, render_scores
-    from cnnkit.io.files import atomic_write_text
 
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r}: expected table or json")
+    c.check_report_format(fmt)
     predictor = api.load("segment", model=model, weights=weights, arch=arch, encoder=encoder, imgsz=imgsz,
                          tile=tile, overlap=overlap, device=device, threads=threads)
     scores = evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers)
     text = json.dumps(scores, indent=2) + "\n" if fmt == "json" else render_scores(scores)
-    if output:
-        atomic_write_text(output, text, overwrite=exist_ok)
-    else:
-        typer.echo(text, nl=False)
+    c.emit_report(text, output, exist_ok)
