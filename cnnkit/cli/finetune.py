@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -82,3 +83,9 @@ def finetune(
         raise UsageError(str(exc)) from exc
     if result is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         typer.echo(json.dumps(result, default=str))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Work is done and the process group destroyed; gloo's C++ threads can still abort the
+        # interpreter's finalisation (SIGABRT, "terminate called without an active exception"),
+        # so a torchrun worker leaves without it.
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(0)
