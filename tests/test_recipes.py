@@ -123,3 +123,10 @@ def test_count_detections_recipe(tmp_path, monkeypatch):
         for p in rec.predictions:
             expected[p["label"]] = expected.get(p["label"], 0) + 1
     assert counted == expected and sum(counted.values()) > 0
+
+
+def test_readme_reference_matches_its_pages():
+    """The task sections of README.md are built from docs/readme/*.md; an edit to one side only fails."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "build_readme.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
