@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from cnnkit.data.export import export_digits
 from cnnkit.models.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS, _lenet5
-from cnnkit.train.classifier import TrainConfig, fit
+from cnnkit.train.classifier import TrainConfig, fit_in_memory
 
 
 def load_split(root: Path, split: str) -> TensorDataset:
@@ -49,7 +49,6 @@ def main() -> None:
     if not (data / "cnnkit-data.json").exists():
         export_digits(data, val_fraction=0.2, seed=0, size=32)
     train, val = load_split(data, "train"), load_split(data, "val")
-    g = torch.Generator().manual_seed(0)
     meta = {
         "task": "classify", "arch": "lenet5", "name": "lenet5-digits", "labels": list(DIGITS_CLASSES),
         "preprocess": DIGITS_PREPROCESS.to_dict(),
@@ -57,10 +56,7 @@ def main() -> None:
                 f"train n={len(train)}, val n={len(val)}",
     }
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True)
-    fit(_lenet5(), DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=g),
-        DataLoader(val, batch_size=256), cfg, args.out, meta,
-        on_epoch=lambda r: logging.info("epoch %(epoch)d loss %(train_loss).4f val_acc %(val_acc).4f "
-                                        "(%(seconds).1fs)", r))
+    fit_in_memory(_lenet5(), train, val, cfg, args.out, meta, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ import logging
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from cnnkit.data.shapes import CLASSES, classification_sample
 from cnnkit.models.zoo import SHAPES_PREPROCESS, _shapes_cnn
-from cnnkit.train.classifier import TrainConfig, fit
+from cnnkit.train.classifier import TrainConfig, fit_in_memory
 
 
 def make_tensors(n: int, seed: int, size: int = 64) -> TensorDataset:
@@ -42,17 +42,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     train, val = make_tensors(args.n_train, 0), make_tensors(args.n_val, 1)
-    g = torch.Generator().manual_seed(0)
     meta = {
         "task": "classify", "arch": "shapes_cnn", "name": "shapes-cnn", "labels": list(CLASSES),
         "preprocess": SHAPES_PREPROCESS.to_dict(),
         "data": f"shapes classification_sample: train seed 0 n={args.n_train}, val seed 1 n={args.n_val}, 64 px",
     }
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, label_smoothing=0.05)
-    fit(_shapes_cnn(), DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=g),
-        DataLoader(val, batch_size=256), cfg, args.out, meta,
-        on_epoch=lambda r: logging.info("epoch %(epoch)d loss %(train_loss).4f val_acc %(val_acc).4f "
-                                        "(%(seconds).0fs)", r))
+    fit_in_memory(_shapes_cnn(), train, val, cfg, args.out, meta, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":

@@ -317,6 +317,18 @@ def fit(
     return run.history
 
 
+def fit_in_memory(model: nn.Module, train: Any, val: Any, cfg: TrainConfig, out_dir: str | Path,
+                  meta: dict[str, Any], *, batch_size: int) -> list[dict[str, Any]]:
+    """:func:`fit` on in-memory datasets, seeded shuffle, one log line per epoch (the retraining scripts)."""
+    from torch.utils.data import DataLoader
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    return fit(model, DataLoader(train, batch_size=batch_size, shuffle=True, generator=g),
+               DataLoader(val, batch_size=256), cfg, out_dir, meta,
+               on_epoch=lambda r: log.info("epoch %(epoch)d loss %(train_loss).4f val_acc %(val_acc).4f "
+                                           "(%(seconds).1fs)", r))
+
+
 def _keep_schedule_length(scheduler: Any, fresh: Any) -> None:
     """After loading a scheduler's state, keep this run's length (``--epochs`` may change on resume)."""
     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
