@@ -5,7 +5,7 @@ same inputs (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) within
 ``|onnx − torch| ≤ ATOL + RTOL·max|torch|``; otherwise the command fails and nothing
 is left behind. Labels and preprocessing travel inside the file (ONNX
 ``metadata_props["cnnkit"]``, TorchScript extra file ``cnnkit.json``), so
-``cnnkit classify --weights model.onnx`` needs nothing else.
+``cnnkit classify --weights model.onnx`` (or ``model.torchscript``) needs nothing else.
 
 Tasks whose models are not one ``nn.Module`` taking an image batch (ultralytics YOLO)
 provide their own exporter in :data:`EXPORTERS`.
@@ -29,7 +29,9 @@ from cnnkit.models.loader import Loaded, load_model
 from cnnkit.models.preprocess import Preprocess
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "torchscript")
+# backend → (`cnnkit export --format`, file suffix) of the exported files it runs
+EXPORTED = {"onnxruntime": ("onnx", ".onnx"), "torchscript": ("torchscript", ".torchscript")}
 ATOL, RTOL = 1e-4, 1e-3
 OPSET = 17
 METADATA_KEY = "cnnkit"
@@ -359,27 +361,71 @@ def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def load_exported(path: str | Path, task: str) -> Loaded:
-    """An ONNX file from :func:`export_model`, ready for a predictor (``Loaded.module`` runs onnxruntime)."""
+def torchscript_module(module: Any, fixed_batch: int | None) -> Any:
+    """A loaded TorchScript file as a predictor's ``nn.Module``; a fixed-batch trace runs larger batches in slices."""
+    import torch
+
+    class ScriptModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.script = module
+            self.fixed_batch = fixed_batch
+
+        def forward(self, x: torch.Tensor) -> Any:
+            if not self.fixed_batch or len(x) == self.fixed_batch:
+                return self.script(x)
+            parts = [_as_list(self.script(x[i:i + self.fixed_batch])) for i in range(0, len(x), self.fixed_batch)]
+            outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+            return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return ScriptModule()
+
+
+def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
+    """``torch.jit.load`` of a ``cnnkit export --format torchscript`` file, and its ``cnnkit.json``."""
+    import torch
+
+    extra = {"cnnkit.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice, on every load
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path}: torch.jit.load cannot open it ({first[:200]})") from exc
+    if not extra["cnnkit.json"]:
+        raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
+    meta = json.loads(extra["cnnkit.json"])
+    batch = (meta.get("input_shape") or [None])[0]
+    return torchscript_module(module.eval(), batch if isinstance(batch, int) else None), meta
+
+
+def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> Loaded:
+    """A file from :func:`export_model`, ready for a predictor: ``Loaded.module`` runs onnxruntime or TorchScript."""
     path = Path(path)
+    fmt, suffix = EXPORTED[backend]
     if not path.is_file():
         raise CnnkitError(f"{path}: weights file not found")
-    if path.suffix != ".onnx":
-        raise UsageError(f"{path}: --backend onnxruntime runs .onnx files (from `cnnkit export --format onnx`)")
-    session = _session(str(path))
-    meta = read_onnx_meta(path, session)
+    if path.suffix != suffix:
+        raise UsageError(f"{path}: --backend {backend} runs {suffix} files (from `cnnkit export --format {fmt}`)")
+    if backend == "onnxruntime":
+        session = _session(str(path))
+        module, meta = onnx_module(session), read_onnx_meta(path, session)
+    else:
+        module, meta = _load_torchscript(path)
     if meta.get("task") != task:
         raise UsageError(f"{path}: a {meta.get('task')} model, not {task}")
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
-    return Loaded(onnx_module(session), meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
+    return Loaded(module, meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
 
 
 def resolve_backend(backend: str | None, weights: str | None) -> str:
-    """``None`` picks onnxruntime for ``.onnx`` weights and torch otherwise."""
+    """``None`` picks onnxruntime for ``.onnx`` weights, torchscript for ``.torchscript``, torch otherwise."""
     if backend is None:
-        return "onnxruntime" if weights and weights.endswith(".onnx") else "torch"
+        suffix = Path(weights).suffix if weights else ""
+        return next((b for b, (_, s) in EXPORTED.items() if s == suffix), "torch")
     if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+        raise UsageError(f"--backend {backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     return backend
 
 
@@ -387,19 +433,20 @@ def load_for_backend(
     model: str | None, weights: str | None, task: str, *, default: str, backend: str | None = None,
     loader: Callable[..., Any] | None = None, **options: Any,
 ) -> Any:
-    """The PyTorch model, or an exported ONNX file for ``--backend onnxruntime`` (a :class:`Loaded` then).
+    """The PyTorch model, or an exported file for ``--backend onnxruntime|torchscript`` (a :class:`Loaded` then).
 
     ``loader`` is the task's own PyTorch loader, called as ``loader(model, weights, default=, **options)``
     (default :func:`~cnnkit.models.loader.load_model`). ``options`` describe a PyTorch model
     (``--arch``, ``--encoder``), so giving one with an exported file is a usage error.
     """
-    if resolve_backend(backend, weights) == "torch":
+    backend = resolve_backend(backend, weights)
+    if backend == "torch":
         if loader is None:
             return load_model(model, weights, task, default=default, **options)
         return loader(model, weights, default=default, **options)
     if not weights:
-        raise UsageError("--backend onnxruntime needs --weights FILE.onnx (made by `cnnkit export`)")
+        raise UsageError(f"--backend {backend} needs --weights FILE{EXPORTED[backend][1]} (made by `cnnkit export`)")
     given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
     if given:
         raise UsageError(f"{', '.join(given)}: not for an exported file ({weights} carries its own model)")
-    return load_exported(weights, task)
+    return load_exported(weights, task, backend)

@@ -1,4 +1,4 @@
-"""``segment`` and ``detect`` running files from ``cnnkit export`` on onnxruntime (``--backend onnxruntime``).
+"""``segment`` and ``detect`` running files from ``cnnkit export`` on onnxruntime, and every task on TorchScript (``--backend``).
 
 The bundled models are exported by name (so the tests follow a retrained ``shapes-unet``) and
 every comparison is against the torch backend on the same images in the same process.
@@ -139,7 +139,8 @@ def test_segment_backend_errors(unet_onnx, tiny_checkpoint, tmp_path):
     assert "a classify model, not segment" in cli_error(run("--weights", classify_onnx), 2)
     assert "--arch" in cli_error(run("--weights", str(onnx_file), "--arch", "unet"), 2)
     assert "needs --weights" in cli_error(run("--backend", "onnxruntime"), 2)
-    assert "torch or onnxruntime" in cli_error(run("--backend", "tensorrt"), 2)
+    assert "runs .torchscript files" in cli_error(run("--weights", str(onnx_file), "--backend", "torchscript"), 2)
+    assert "torch, onnxruntime or torchscript" in cli_error(run("--backend", "tensorrt"), 2)
 
 
 # -- detect -----------------------------------------------------------------------------------
@@ -154,7 +155,9 @@ def yolo_onnx(tmp_path_factory):
 
 
 def _detect_images(scenes, tmp_path):
+    """The samples and the unseen scenes in one folder (13 images)."""
     folder, _ = scenes
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for p in [*SAMPLES.glob("*.png"), *SAMPLES.glob("*.jpg")]:
         (tmp_path / p.name).write_bytes(p.read_bytes())
     for p in folder.iterdir():
@@ -223,3 +226,48 @@ def test_detect_backend_errors(yolo_onnx, unet_onnx, tmp_path):
     assert "a segment model, not detect" in cli_error(run("--weights", str(unet_onnx[0])), 2)
     missing = tmp_path / "missing.onnx"
     assert str(missing) in cli_error(run("--weights", str(missing)), 1)
+
+
+# -- torchscript --------------------------------------------------------------------------------
+
+def test_classify_torchscript_backend_matches_torch(shapes_images, tmp_path):
+    ts = tmp_path / "cnn.torchscript"
+    ex.export_model("shapes-cnn", fmt="torchscript", out=ts)
+    want = _records("classify", str(shapes_images), "-k", "2")
+    got = _records("classify", str(shapes_images), "-k", "2", "--weights", str(ts), "-b", "5")  # fixed batch 1: slices
+    assert len(got) == 12
+    for a, b in zip(want, got):
+        assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
+        np.testing.assert_allclose([p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-4)
+
+
+def test_segment_torchscript_backend_matches_torch(seg_images, tmp_path):
+    from cnnkit import api
+
+    ts = tmp_path / "unet.torchscript"
+    ex.export_model("shapes-unet", fmt="torchscript", out=ts)
+    assert type(api.load("segment", weights=str(ts), threads=1).model).__name__ == "ScriptModule"
+    args = ("--tile", "96", "--imgsz", "96")
+    want = _masks(seg_images, tmp_path / "torch", *args)
+    got = _masks(seg_images, tmp_path / "ts", "--weights", str(ts), "--backend", "torchscript", "-b", "3", *args)
+    assert got["large_230x300.png"].shape == (230, 300) and got["wide_96x160.png"].shape == (96, 160)
+    for name, mask in want.items():
+        assert (got[name] == mask).mean() >= 0.99, name
+
+
+def test_detect_torchscript_backend_matches_torch(yolo_onnx, scenes, tmp_path):
+    from cnnkit.tasks.detect import Detector
+
+    ts = tmp_path / "yolo.torchscript"
+    ex.export_model("shapes-yolov8n", fmt="torchscript", out=ts)
+    detector = Detector.load(weights=str(ts), threads=1)
+    assert type(detector.backend.net).__name__ == "ScriptModule" and detector.backend.imgsz == 256
+    images = _detect_images(scenes, tmp_path / "images")
+    want = _records("detect", str(images))
+    got = _records("detect", str(images), "--weights", str(ts), "-b", "4")
+    assert len(got) == 13 and sum(len(r["predictions"]) for r in got) >= 10
+    for a, b in zip(want, got):
+        assert [p["class_id"] for p in b["predictions"]] == [p["class_id"] for p in a["predictions"]], a["path"]
+        for p, q in zip(a["predictions"], b["predictions"]):
+            np.testing.assert_allclose(q["box"], p["box"], atol=1.0)
+            assert abs(q["score"] - p["score"]) <= 1e-3

@@ -5,8 +5,8 @@ Two backends behind one :class:`Detector`:
 * ultralytics YOLO (the bundled ``shapes-yolov8n``, hub names like ``yolov8n.pt``, any
   local ``.pt``): cnnkit letterboxes in its decode threads, runs the network on whole
   batches and applies ultralytics' own NMS, so the boxes are the ones ``yolo predict``
-  gives, only faster. The network can also be an ONNX file from ``cnnkit export <yolo>``
-  run by onnxruntime (``--backend onnxruntime``), with the same letterbox and NMS.
+  gives, only faster. The network can also be a file from ``cnnkit export <yolo>`` run by
+  onnxruntime or TorchScript (``--backend``), with the same letterbox and NMS.
 * torchvision Faster R-CNN (``fasterrcnn_*``): COCO weights from torchvision's cache or a
   download, or a cnnkit checkpoint / state dict.
 """
@@ -49,8 +49,8 @@ class Options:
 class YoloBackend:
     """A YOLO detection network driven batch-wise (letterbox → forward → NMS).
 
-    The network is an ultralytics model (:meth:`from_yolo`) or an exported ONNX file run by
-    onnxruntime (:meth:`from_exported`); both get the same letterbox, NMS and box scaling.
+    The network is an ultralytics model (:meth:`from_yolo`) or a file from ``cnnkit export`` run by
+    onnxruntime or TorchScript (:meth:`from_exported`); all get the same letterbox, NMS and box scaling.
     """
 
     def __init__(self, net: Any, labels: list[str], runtime: Runtime, imgsz: int, name: str, *, stride: int = 32,
@@ -199,8 +199,8 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
                  backend: str | None = None) -> Any:
     """Resolve ``--model``/``--weights``/``--backend`` for detection.
 
-    * ``--backend onnxruntime`` (the default for ``.onnx`` weights) → a file from ``cnnkit export <yolo>``,
-      run by the same YOLO pre- and postprocessing;
+    * ``--backend onnxruntime|torchscript`` (the default for ``.onnx``/``.torchscript`` weights) → a file
+      from ``cnnkit export <yolo>``, run with the same YOLO pre- and postprocessing;
     * otherwise see :func:`_torch_backend`.
     """
     from functools import partial
