@@ -25,6 +25,7 @@ Sources = Annotated[
 ]
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model name (see `cnnkit models`).", rich_help_panel=PANEL_MODEL)]
 Weights = Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint from `cnnkit finetune` (.safetensors) or a state dict (.pt/.pth) for --model.", rich_help_panel=PANEL_MODEL)]
+ExportedWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint from `cnnkit finetune` (.safetensors), a state dict (.pt/.pth) for --model, or a .onnx/.torchscript from `cnnkit export`.", rich_help_panel=PANEL_MODEL)]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="torch; onnxruntime or torchscript to run a --weights FILE.onnx or FILE.torchscript from `cnnkit export` (default: by the file's suffix, else torch).", rich_help_panel=PANEL_MODEL)]
 Device = Annotated[Optional[str], typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps \\[env: CNNKIT_DEVICE; default: auto].", rich_help_panel=PANEL_RUN)]
 Half = Annotated[bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=PANEL_RUN)]

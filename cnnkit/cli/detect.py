@@ -19,7 +19,7 @@ Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU thresho
 Imgsz = Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Inference size in pixels [default: the model's training size, else 640; Faster R-CNN: its min_size].", rich_help_panel=c.PANEL_MODEL)]
 MaxDet = Annotated[int, typer.Option("--max-det", min=1, help="At most this many boxes per image.", rich_help_panel=c.PANEL_MODEL)]
 DetModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name (default shapes-yolov8n; yolov8n.pt, yolo11n.pt, fasterrcnn_resnet50_fpn_v2, …) or a local ultralytics .pt.", rich_help_panel=c.PANEL_MODEL)]
-DetWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="An ultralytics .pt (e.g. from `cnnkit finetune --task detect`), a .onnx from `cnnkit export <yolo>`, or for fasterrcnn_* a cnnkit .safetensors / state dict.", rich_help_panel=c.PANEL_MODEL)]
+DetWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="An ultralytics .pt (e.g. from `cnnkit finetune --task detect`), a .onnx or .torchscript from `cnnkit export <yolo>`, or for fasterrcnn_* a cnnkit .safetensors / state dict.", rich_help_panel=c.PANEL_MODEL)]
 
 
 def _classes(value: Optional[list[str]]) -> Optional[list[str]]:
