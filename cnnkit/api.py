@@ -68,7 +68,8 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
     """Top-k labels for each image in ``sources`` (paths, folders, globs, PIL images, arrays, tensors).
 
-    Options: ``model``, ``weights``, ``topk``, ``device``, ``half``, ``threads``,
+    Options: ``model``, ``weights``, ``backend`` (``torch`` or ``onnxruntime`` for a ``.onnx`` from
+    ``cnnkit export``; default by the weights' suffix), ``topk``, ``device``, ``half``, ``threads``,
     ``batch_size``, ``workers``, ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
     ``stream=True`` returns an iterator, for inputs too many to hold.
     """
@@ -81,8 +82,9 @@ def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record
     """Boxes ``{label, class_id, score, box: [x1, y1, x2, y2]}`` (original pixels) for each image.
 
     Options: ``model`` (default the bundled ``shapes-yolov8n``; ultralytics names/``.pt`` files,
-    ``fasterrcnn_*``), ``weights``, ``conf``, ``iou``, ``imgsz``, ``classes``, ``max_det``,
-    ``device``, ``half``, ``threads`` and the run options of :func:`classify`.
+    ``fasterrcnn_*``), ``weights`` (also a ``.onnx`` from ``cnnkit export <yolo>``), ``backend``,
+    ``conf``, ``iou``, ``imgsz``, ``classes``, ``max_det``, ``device``, ``half``, ``threads`` and the
+    run options of :func:`classify`.
 
     >>> [p["label"] for p in detect("samples/scene_0.png")[0].predictions]
     ['star']
@@ -95,7 +97,8 @@ def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record
 def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
     """Classes present (``{label, class_id, pixels, fraction}``) for each image in ``sources``.
 
-    Options: ``model``, ``weights``, ``arch``, ``encoder``, ``imgsz``, ``tile``, ``overlap``,
+    Options: ``model``, ``weights`` (also a ``.onnx`` from ``cnnkit export``), ``backend``, ``arch``,
+    ``encoder``, ``imgsz``, ``tile``, ``overlap``,
     ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
     ``save_dir`` each record also names its ``mask`` and ``overlay`` PNGs.
     """

@@ -5,7 +5,7 @@ same inputs (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) within
 ``|onnx − torch| ≤ ATOL + RTOL·max|torch|``; otherwise the command fails and nothing
 is left behind. Labels and preprocessing travel inside the file (ONNX
 ``metadata_props["cnnkit"]``, TorchScript extra file ``cnnkit.json``), so
-``cnnkit classify --weights model.onnx`` needs nothing else.
+``cnnkit classify --weights model.onnx`` (or ``model.torchscript``) needs nothing else.
 
 Tasks whose models are not one ``nn.Module`` taking an image batch (ultralytics YOLO)
 provide their own exporter in :data:`EXPORTERS`.
@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from cnnkit.models.loader import Loaded, load_model
 from cnnkit.models.preprocess import Preprocess
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "torchscript")
+# backend → (`cnnkit export --format`, file suffix) of the exported files it runs
+EXPORTED = {"onnxruntime": ("onnx", ".onnx"), "torchscript": ("torchscript", ".torchscript")}
 ATOL, RTOL = 1e-4, 1e-3
 OPSET = 17
 METADATA_KEY = "cnnkit"
@@ -39,6 +41,10 @@ INPUT_NAME = "images"
 # ``(target, *, fmt, imgsz, dynamic_batch, out, overwrite)`` and returns a verified ExportResult;
 # check_inputs, verify_file, stamp and result below are its building blocks.
 EXPORTERS: dict[str, str] = {"detect": "cnnkit.export_yolo:export"}
+# task → the multiple its predictor pads inputs to. Its images are letterboxed to varying
+# heights and widths, so its exports get dynamic H and W axes and are verified on a
+# non-square input as well.
+FREE_SIZE: dict[str, int] = {"segment": 32}
 
 
 @dataclass
@@ -138,24 +144,28 @@ def export_module(
     module = loaded.module.eval().float().cpu()
     imgsz = imgsz or (loaded.preprocess.crop if loaded.preprocess else 224)
     pre = _preprocess_for(loaded.preprocess, imgsz)
-    checks = check_inputs(imgsz, dynamic_batch)
+    multiple = FREE_SIZE.get(task)
+    side = -(-imgsz // multiple) * multiple if multiple else imgsz  # the padded size the predictor feeds
+    checks = check_inputs(side, dynamic_batch, wider=multiple or 0)
     example = checks[0]
     try:
         with torch.inference_mode():
             expected = [_as_list(module(x)) for x in checks]
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{loaded.name}: cannot run on a {imgsz}x{imgsz} input ({first[:160]}); try another --imgsz") from exc
+        raise UsageError(f"{loaded.name}: cannot run on a {side}x{side} input ({first[:160]}); try another --imgsz") from exc
     outputs = ["logits"] if len(expected[0]) == 1 and task == "classify" else [f"output{i}" for i in range(len(expected[0]))]
     meta = {
         "format_version": 1, "cnnkit_version": __version__, "task": task, "name": loaded.name,
         "arch": loaded.spec.family if loaded.spec else loaded.meta.get("arch"), "labels": list(loaded.labels),
         "preprocess": pre.to_dict() if pre else None, "input": INPUT_NAME, "outputs": outputs,
-        "input_shape": ["batch" if dynamic_batch else 1, 3, imgsz, imgsz],
+        "input_shape": ["batch" if dynamic_batch else 1, 3, *(("height", "width") if multiple else (imgsz, imgsz))],
     }
     with atomic_path(path, overwrite=overwrite) as tmp, quiet_exporters():
         if fmt == "onnx":
-            _write_onnx(module, example, tmp, meta, outputs, dynamic_batch)
+            axes = _dynamic_axes([INPUT_NAME, *outputs], [example.ndim, *(t.ndim for t in expected[0])],
+                                 dynamic_batch, bool(multiple))
+            _write_onnx(module, example, tmp, meta, outputs, axes)
         else:
             traced = torch.jit.trace(module, example, strict=False)
             torch.jit.save(traced, str(tmp), _extra_files={"cnnkit.json": json.dumps(meta)})
@@ -163,16 +173,18 @@ def export_module(
     return result(path, fmt, meta, diff, verified_with, t0)
 
 
-def check_inputs(imgsz: int, dynamic_batch: bool, *, unit: bool = False) -> list[Any]:
+def check_inputs(imgsz: int, dynamic_batch: bool, *, unit: bool = False, wider: int = 0) -> list[Any]:
     """Seeded inputs for verification: a batch of 1, and one of 3 when the batch is dynamic.
 
     Normalised-looking N(0, 1) values, or uniform [0, 1) with ``unit`` (models that take pixels/255).
+    ``wider`` adds a 1×3×imgsz×(imgsz + wider) input, for exports with dynamic height and width.
     """
     import torch
 
     gen = torch.Generator().manual_seed(0)
     draw = torch.rand if unit else torch.randn
-    return [draw(n, 3, imgsz, imgsz, generator=gen) for n in ((1, 3) if dynamic_batch else (1,))]
+    checks = [draw(n, 3, imgsz, imgsz, generator=gen) for n in ((1, 3) if dynamic_batch else (1,))]
+    return checks + ([draw(1, 3, imgsz, imgsz + wider, generator=gen)] if wider else [])
 
 
 def result(path: Path, fmt: str, meta: dict[str, Any], diff: float, verified_with: str, t0: float) -> ExportResult:
@@ -225,11 +237,21 @@ def stamp(path: Path, fmt: str, meta: dict[str, Any]) -> None:
     torch.jit.save(module, str(path), _extra_files={**extra, "cnnkit.json": json.dumps(meta)})
 
 
-def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str], dynamic: bool) -> None:
+def _dynamic_axes(names: list[str], ranks: list[int], batch: bool, size: bool) -> dict[str, dict[int, str]] | None:
+    """ONNX dynamic axes: the batch of every tensor, and height/width of the 4-D ones (the input's, then each map's own)."""
+    def hw(i: int, name: str) -> dict[int, str]:
+        return {2: "height", 3: "width"} if i == 0 else {2: f"{name}_height", 3: f"{name}_width"}
+
+    axes = {n: {**({0: "batch"} if batch else {}), **(hw(i, n) if size and r == 4 else {})}
+            for i, (n, r) in enumerate(zip(names, ranks))}
+    return {n: a for n, a in axes.items() if a} or None
+
+
+def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str],
+                axes: dict[str, dict[int, str]] | None) -> None:
     import torch
 
     onnx = _onnx()
-    axes = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
     try:
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
                           output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
@@ -339,34 +361,92 @@ def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def load_exported(path: str | Path, task: str) -> Loaded:
-    """An ONNX file from :func:`export_model`, ready for a predictor (``Loaded.module`` runs onnxruntime)."""
+def torchscript_module(module: Any, fixed_batch: int | None) -> Any:
+    """A loaded TorchScript file as a predictor's ``nn.Module``; a fixed-batch trace runs larger batches in slices."""
+    import torch
+
+    class ScriptModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.script = module
+            self.fixed_batch = fixed_batch
+
+        def forward(self, x: torch.Tensor) -> Any:
+            if not self.fixed_batch or len(x) == self.fixed_batch:
+                return self.script(x)
+            parts = [_as_list(self.script(x[i:i + self.fixed_batch])) for i in range(0, len(x), self.fixed_batch)]
+            outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+            return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return ScriptModule()
+
+
+def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
+    """``torch.jit.load`` of a ``cnnkit export --format torchscript`` file, and its ``cnnkit.json``."""
+    import torch
+
+    extra = {"cnnkit.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice, on every load
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path}: torch.jit.load cannot open it ({first[:200]})") from exc
+    if not extra["cnnkit.json"]:
+        raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
+    meta = json.loads(extra["cnnkit.json"])
+    batch = (meta.get("input_shape") or [None])[0]
+    return torchscript_module(module.eval(), batch if isinstance(batch, int) else None), meta
+
+
+def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> Loaded:
+    """A file from :func:`export_model`, ready for a predictor: ``Loaded.module`` runs onnxruntime or TorchScript."""
     path = Path(path)
+    fmt, suffix = EXPORTED[backend]
     if not path.is_file():
         raise CnnkitError(f"{path}: weights file not found")
-    if path.suffix != ".onnx":
-        raise UsageError(f"{path}: --backend onnxruntime runs .onnx files (from `cnnkit export --format onnx`)")
-    session = _session(str(path))
-    meta = read_onnx_meta(path, session)
+    if path.suffix != suffix:
+        raise UsageError(f"{path}: --backend {backend} runs {suffix} files (from `cnnkit export --format {fmt}`)")
+    if backend == "onnxruntime":
+        session = _session(str(path))
+        module, meta = onnx_module(session), read_onnx_meta(path, session)
+    else:
+        module, meta = _load_torchscript(path)
     if meta.get("task") != task:
         raise UsageError(f"{path}: a {meta.get('task')} model, not {task}")
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
-    return Loaded(onnx_module(session), meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
+    return Loaded(module, meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
 
 
 def resolve_backend(backend: str | None, weights: str | None) -> str:
-    """``None`` picks onnxruntime for ``.onnx`` weights and torch otherwise."""
+    """``None`` picks onnxruntime for ``.onnx`` weights, torchscript for ``.torchscript``, torch otherwise."""
     if backend is None:
-        return "onnxruntime" if weights and weights.endswith(".onnx") else "torch"
+        suffix = Path(weights).suffix if weights else ""
+        return next((b for b, (_, s) in EXPORTED.items() if s == suffix), "torch")
     if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: expected {' or '.join(BACKENDS)}")
+        raise UsageError(f"--backend {backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     return backend
 
 
-def load_for_backend(model: str | None, weights: str | None, task: str, *, default: str, backend: str | None = None) -> Loaded:
-    """:func:`~cnnkit.models.loader.load_model`, or an exported ONNX file for ``--backend onnxruntime``."""
-    if resolve_backend(backend, weights) == "torch":
-        return load_model(model, weights, task, default=default)
+def load_for_backend(
+    model: str | None, weights: str | None, task: str, *, default: str, backend: str | None = None,
+    loader: Callable[..., Any] | None = None, **options: Any,
+) -> Any:
+    """The PyTorch model, or an exported file for ``--backend onnxruntime|torchscript`` (a :class:`Loaded` then).
+
+    ``loader`` is the task's own PyTorch loader, called as ``loader(model, weights, default=, **options)``
+    (default :func:`~cnnkit.models.loader.load_model`). ``options`` describe a PyTorch model
+    (``--arch``, ``--encoder``), so giving one with an exported file is a usage error.
+    """
+    backend = resolve_backend(backend, weights)
+    if backend == "torch":
+        if loader is None:
+            return load_model(model, weights, task, default=default, **options)
+        return loader(model, weights, default=default, **options)
     if not weights:
-        raise UsageError("--backend onnxruntime needs --weights FILE.onnx (made by `cnnkit export`)")
-    return load_exported(weights, task)
+        raise UsageError(f"--backend {backend} needs --weights FILE{EXPORTED[backend][1]} (made by `cnnkit export`)")
+    given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not for an exported file ({weights} carries its own model)")
+    return load_exported(weights, task, backend)

@@ -59,7 +59,8 @@ def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out
     meta = {
         "format_version": 1, "cnnkit_version": __version__, "task": "detect", "name": name, "arch": "yolo",
         "labels": [str(yolo.names[i]) for i in range(len(yolo.names))], "preprocess": None,
-        "letterbox": size, "stride": stride, "input": "images", "outputs": ["output0"],
+        "letterbox": size, "stride": stride, "end2end": bool(getattr(net, "end2end", False)),
+        "input": "images", "outputs": ["output0"],
         "input_shape": ["batch" if dynamic_batch else 1, 3, size, size],
     }
     dest = Path(out) if out else default_out(target, name, fmt)

@@ -141,7 +141,7 @@ def test_backend_errors(tmp_path, shapes_onnx, rgb_image):
 
     assert "needs --weights" in cli_error(run("--backend", "onnxruntime"), 2)
     assert "runs .onnx files" in cli_error(run("--backend", "onnxruntime", "--weights", str(ckpt)), 2)
-    assert "torch or onnxruntime" in cli_error(run("--backend", "tensorrt"), 2)
+    assert "torch, onnxruntime or torchscript" in cli_error(run("--backend", "tensorrt"), 2)
     plain = tmp_path / "plain.onnx"
     torch.onnx.export(torch.nn.Conv2d(3, 2, 3), (torch.zeros(1, 3, 8, 8),), str(plain), dynamo=False)
     assert "no cnnkit metadata" in cli_error(run("--weights", str(plain)), 1)

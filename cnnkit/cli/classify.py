@@ -17,7 +17,7 @@ def predict(
     ctx: typer.Context,
     sources: c.Sources = None,
     model: c.Model = None,
-    weights: c.Weights = None,
+    weights: c.ExportedWeights = None,
     backend: c.Backend = None,
     topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many labels per image.", rich_help_panel=c.PANEL_MODEL)] = 5,
     batch_size: c.BatchSize = 16,

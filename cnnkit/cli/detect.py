@@ -19,7 +19,7 @@ Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU thresho
 Imgsz = Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Inference size in pixels [default: the model's training size, else 640; Faster R-CNN: its min_size].", rich_help_panel=c.PANEL_MODEL)]
 MaxDet = Annotated[int, typer.Option("--max-det", min=1, help="At most this many boxes per image.", rich_help_panel=c.PANEL_MODEL)]
 DetModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name (default shapes-yolov8n; yolov8n.pt, yolo11n.pt, fasterrcnn_resnet50_fpn_v2, …) or a local ultralytics .pt.", rich_help_panel=c.PANEL_MODEL)]
-DetWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="An ultralytics .pt (e.g. from `cnnkit finetune --task detect`), or for fasterrcnn_* a cnnkit .safetensors / state dict.", rich_help_panel=c.PANEL_MODEL)]
+DetWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="An ultralytics .pt (e.g. from `cnnkit finetune --task detect`), a .onnx or .torchscript from `cnnkit export <yolo>`, or for fasterrcnn_* a cnnkit .safetensors / state dict.", rich_help_panel=c.PANEL_MODEL)]
 
 
 def _classes(value: Optional[list[str]]) -> Optional[list[str]]:
@@ -35,6 +35,7 @@ def predict(
     sources: c.Sources = None,
     model: DetModel = None,
     weights: DetWeights = None,
+    backend: c.Backend = None,
     conf: Conf = 0.25,
     iou: Iou = 0.7,
     imgsz: Imgsz = None,
@@ -67,7 +68,7 @@ def predict(
     c.run_predict(
         ctx, "detect", c.require_sources(sources),
         load_options=dict(
-            model=model, weights=weights, conf=conf, iou=iou, imgsz=imgsz, classes=_classes(classes),
+            model=model, weights=weights, backend=backend, conf=conf, iou=iou, imgsz=imgsz, classes=_classes(classes),
             max_det=max_det, device=device, half=half, threads=threads, save_pictures=pictures,
             save_txt=save_txt, save_crop=save_crop,
         ),
@@ -83,6 +84,7 @@ def val(
     data: Annotated[str, typer.Argument(help="A YOLO dataset yaml (path/train/val/names), e.g. from `cnnkit data shapes OUT --format yolo`.")],
     model: DetModel = None,
     weights: DetWeights = None,
+    backend: c.Backend = None,
     split: Annotated[str, typer.Option("--split", help="Which split of the yaml to score (val, test, train).")] = "val",
     conf: Conf = 0.001,
     iou: Iou = 0.7,
@@ -103,6 +105,6 @@ def val(
     c.check_report_format(fmt)
     metrics = validate(
         data, model=model, weights=weights, split=split, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
-        batch_size=batch_size, workers=workers, device=device, threads=threads, compare=compare,
+        batch_size=batch_size, workers=workers, device=device, threads=threads, compare=compare, backend=backend,
     )
     c.emit_report(render_metrics(metrics, fmt), output, exist_ok)

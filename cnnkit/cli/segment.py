@@ -27,7 +27,8 @@ def predict(
     ctx: typer.Context,
     sources: c.Sources = None,
     model: c.Model = None,
-    weights: c.Weights = None,
+    weights: c.ExportedWeights = None,
+    backend: c.Backend = None,
     arch: Arch = None,
     encoder: Encoder = None,
     imgsz: ImgSz = None,
@@ -51,8 +52,8 @@ def predict(
     """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png."""
     c.run_predict(
         ctx, "segment", c.require_sources(sources),
-        load_options=dict(model=model, weights=weights, arch=arch, encoder=encoder, imgsz=imgsz, tile=tile,
-                          overlap=overlap, device=device, half=half, threads=threads),
+        load_options=dict(model=model, weights=weights, backend=backend, arch=arch, encoder=encoder, imgsz=imgsz,
+                          tile=tile, overlap=overlap, device=device, half=half, threads=threads),
         batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=save, save_dir=save_dir,
         exist_ok=exist_ok, recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels,
     )
@@ -63,7 +64,8 @@ def val(
     data: Annotated[str, typer.Argument(help="Folder with images/ and masks/ (or a root with train/ val/).")],
     split: Annotated[str, typer.Option("--split", help="Split folder used when DATA is a root.")] = "val",
     model: c.Model = None,
-    weights: c.Weights = None,
+    weights: c.ExportedWeights = None,
+    backend: c.Backend = None,
     arch: Arch = None,
     encoder: Encoder = None,
     imgsz: ImgSz = None,
@@ -82,8 +84,8 @@ def val(
     from cnnkit.eval.segment import evaluate_folder, render_scores
 
     c.check_report_format(fmt)
-    predictor = api.load("segment", model=model, weights=weights, arch=arch, encoder=encoder, imgsz=imgsz,
-                         tile=tile, overlap=overlap, device=device, threads=threads)
+    predictor = api.load("segment", model=model, weights=weights, backend=backend, arch=arch, encoder=encoder,
+                         imgsz=imgsz, tile=tile, overlap=overlap, device=device, threads=threads)
     scores = evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers)
     text = json.dumps(scores, indent=2) + "\n" if fmt == "json" else render_scores(scores)
     c.emit_report(text, output, exist_ok)

@@ -110,6 +110,7 @@ def validate(
     data: str | os.PathLike, *, model: str | None = None, weights: str | None = None, split: str = "val",
     conf: float = 0.001, iou: float = 0.7, imgsz: int | None = None, max_det: int = 300, batch_size: int = 16,
     workers: int = 2, device: str | None = None, threads: int | None = None, compare: bool = True,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a detector on ``split`` of the YOLO dataset yaml ``data`` (see module doc)."""
     from cnnkit.eval.coco import CocoResults, evaluate
@@ -118,7 +119,7 @@ def validate(
     ds = read_data_yaml(data)
     images = split_images(ds, split)
     detector = Detector.load(model, weights, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device,
-                             threads=threads)
+                             threads=threads, backend=backend)
     detector.options.multi_label = True
     records = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
     good = [r for r in records if r.ok]

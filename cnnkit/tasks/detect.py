@@ -5,7 +5,8 @@ Two backends behind one :class:`Detector`:
 * ultralytics YOLO (the bundled ``shapes-yolov8n``, hub names like ``yolov8n.pt``, any
   local ``.pt``): cnnkit letterboxes in its decode threads, runs the network on whole
   batches and applies ultralytics' own NMS, so the boxes are the ones ``yolo predict``
-  gives, only faster.
+  gives, only faster. The network can also be a file from ``cnnkit export <yolo>`` run by
+  onnxruntime or TorchScript (``--backend``), with the same letterbox and NMS.
 * torchvision Faster R-CNN (``fasterrcnn_*``): COCO weights from torchvision's cache or a
   download, or a cnnkit checkpoint / state dict.
 """
@@ -46,27 +47,52 @@ class Options:
 
 
 class YoloBackend:
-    """An ultralytics detection network driven batch-wise (letterbox → forward → NMS)."""
+    """A YOLO detection network driven batch-wise (letterbox → forward → NMS).
 
-    def __init__(self, yolo: Any, runtime: Runtime, imgsz: int | None, name: str) -> None:
+    The network is an ultralytics model (:meth:`from_yolo`) or a file from ``cnnkit export`` run by
+    onnxruntime or TorchScript (:meth:`from_exported`); all get the same letterbox, NMS and box scaling.
+    """
+
+    def __init__(self, net: Any, labels: list[str], runtime: Runtime, imgsz: int, name: str, *, stride: int = 32,
+                 end2end: bool = False, checkpoint: str | None = None) -> None:
+        from cnnkit import _ultralytics
+
+        _ultralytics.ultralytics()  # its offline settings first: an exported network may come without a YOLO object
+        from ultralytics.data.augment import LetterBox
+
+        self.name, self.labels, self.checkpoint = name, labels, checkpoint
+        self.stride = stride
+        self.imgsz = -(-int(imgsz) // stride) * stride
+        self.end2end = end2end
+        self.runtime = runtime
+        self.net = runtime.prepare(net)
+        self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=self.stride)
+
+    @classmethod
+    def from_yolo(cls, yolo: Any, runtime: Runtime, imgsz: int | None, name: str) -> "YoloBackend":
+        """An ultralytics model, fused; ``imgsz`` defaults to its training size, else 640."""
         net = yolo.model
         if getattr(yolo, "task", "detect") != "detect":
             raise UsageError(f"{name}: an ultralytics {yolo.task} model, not a detector")
-        self.name = name
-        self.checkpoint = getattr(yolo, "ckpt_path", None)
-        self.labels = [str(yolo.names[i]) for i in range(len(yolo.names))]
         args = getattr(net, "args", None) or {}
         trained = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
-        self.imgsz = int(imgsz or (trained if isinstance(trained, int) else 640))
-        self.stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
-        if self.imgsz % self.stride:
-            self.imgsz = (self.imgsz // self.stride + 1) * self.stride
-        self.end2end = bool(getattr(net, "end2end", False))
-        self.runtime = runtime
-        self.net = runtime.prepare(net.fuse(verbose=False) if hasattr(net, "fuse") else net)
-        from ultralytics.data.augment import LetterBox
+        stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
+        labels = [str(yolo.names[i]) for i in range(len(yolo.names))]
+        return cls(net.fuse(verbose=False) if hasattr(net, "fuse") else net, labels, runtime,
+                   int(imgsz or (trained if isinstance(trained, int) else 640)), name, stride=stride,
+                   end2end=bool(getattr(net, "end2end", False)), checkpoint=getattr(yolo, "ckpt_path", None))
 
-        self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=self.stride)
+    @classmethod
+    def from_exported(cls, loaded: Any, runtime: Runtime, imgsz: int | None, path: str) -> "YoloBackend":
+        """``path``, a file from ``cnnkit export <yolo>``: labels, letterbox size and stride come from its metadata."""
+        size = loaded.meta.get("letterbox")
+        if not isinstance(size, int):
+            raise UsageError(f"{path}: no letterbox size in its cnnkit metadata; export the YOLO model with `cnnkit export`")
+        if imgsz and imgsz != size:
+            raise UsageError(f"--imgsz {imgsz}: {path} was exported for {size}×{size} inputs; "
+                             f"export it again with --imgsz {imgsz}")
+        return cls(loaded.module, list(loaded.labels), runtime, size, loaded.name,
+                   stride=int(loaded.meta.get("stride", 32)), end2end=bool(loaded.meta.get("end2end", False)))
 
     @property
     def min_side(self) -> int:
@@ -169,8 +195,27 @@ def _yolo(weights: str | Path) -> Any:
         raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
 
 
-def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None) -> Any:
-    """Resolve ``--model``/``--weights`` for detection.
+def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None,
+                 backend: str | None = None) -> Any:
+    """Resolve ``--model``/``--weights``/``--backend`` for detection.
+
+    * ``--backend onnxruntime|torchscript`` (the default for ``.onnx``/``.torchscript`` weights) → a file
+      from ``cnnkit export <yolo>``, run with the same YOLO pre- and postprocessing;
+    * otherwise see :func:`_torch_backend`.
+    """
+    from functools import partial
+
+    from cnnkit.export import load_for_backend
+    from cnnkit.models.loader import Loaded
+
+    found = load_for_backend(model, weights, "detect", default=DEFAULT_MODEL, backend=backend,
+                             loader=partial(_torch_backend, runtime=runtime, imgsz=imgsz))
+    return YoloBackend.from_exported(found, runtime, imgsz, str(weights)) if isinstance(found, Loaded) else found
+
+
+def _torch_backend(model: str | None, weights: str | None, *, default: str, runtime: Runtime,
+                   imgsz: int | None) -> Any:
+    """A PyTorch detector for ``--model``/``--weights``.
 
     * a cnnkit ``.safetensors`` checkpoint (Faster R-CNN family) → architecture and labels inside;
     * ``--model fasterrcnn_*`` (+ optional ``--weights`` state dict) → torchvision;
@@ -182,16 +227,16 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
 
         loaded = load_checkpoint(weights, "detect")
         return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
-    name = model or DEFAULT_MODEL
+    name = model or default
     if weights is not None and Path(weights).is_file() and (model is None or get_spec(name, "detect").family == "yolo"):
-        return YoloBackend(_yolo(weights), runtime, imgsz, Path(weights).stem)
+        return YoloBackend.from_yolo(_yolo(weights), runtime, imgsz, Path(weights).stem)
     if Path(name).suffix == ".pt" and Path(name).is_file():
-        return YoloBackend(_yolo(name), runtime, imgsz, Path(name).stem)
+        return YoloBackend.from_yolo(_yolo(name), runtime, imgsz, Path(name).stem)
     try:
         spec = get_spec(name, "detect")
     except UsageError:
         if name.endswith(".pt") and len(Path(name).parts) == 1:  # another ultralytics hub name
-            return YoloBackend(_yolo(name), runtime, imgsz, Path(name).stem)
+            return YoloBackend.from_yolo(_yolo(name), runtime, imgsz, Path(name).stem)
         if name.endswith(".pt"):
             raise CnnkitError(f"{name}: no such file") from None
         raise
@@ -204,8 +249,8 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
         path = hub.bundled_path(spec.weights)
         if not path.is_file():
             raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install")
-        return YoloBackend(_yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
-    return YoloBackend(_yolo(spec.weights), runtime, imgsz, spec.name)
+        return YoloBackend.from_yolo(_yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
+    return YoloBackend.from_yolo(_yolo(spec.weights), runtime, imgsz, spec.name)
 
 
 def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:
@@ -243,14 +288,14 @@ class Detector(Predictor):
         cls, model: str | None = None, weights: str | None = None, *, conf: float = 0.25, iou: float = 0.7,
         imgsz: int | None = None, classes: Sequence[int | str] | None = None, max_det: int = 300,
         device: str | None = None, half: bool = False, threads: int | None = None, save_pictures: bool = True,
-        save_txt: bool = False, save_crop: bool = False,
+        save_txt: bool = False, save_crop: bool = False, backend: str | None = None,
     ) -> "Detector":
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
             raise UsageError("--conf and --iou must be between 0 and 1")
         runtime = Runtime.create(device, half=half, threads=threads)
-        backend = load_backend(model, weights, runtime, imgsz)
-        opts = Options(conf, iou, resolve_classes(classes, backend.labels), max_det)
-        return cls(backend, opts, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
+        net = load_backend(model, weights, runtime, imgsz, backend)
+        opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)
+        return cls(net, opts, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.backend.preprocess(decoded.rgb)

@@ -111,12 +111,15 @@ class Segmenter(Predictor):
     def load(
         cls, model: str | None = None, weights: str | None = None, *, arch: str | None = None,
         encoder: str | None = None, imgsz: int | None = None, tile: int | None = None, overlap: float = 0.25,
-        device: str | None = None, half: bool = False, threads: int | None = None,
+        device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
     ) -> "Segmenter":
+        from cnnkit.export import load_for_backend
         from cnnkit.models.zoo_segment import load_segmenter
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(load_segmenter(model, weights, arch=arch, encoder=encoder, default=DEFAULT_MODEL), runtime, imgsz, tile, overlap)
+        loaded = load_for_backend(model, weights, "segment", default=DEFAULT_MODEL, backend=backend,
+                                  loader=load_segmenter, arch=arch, encoder=encoder)
+        return cls(loaded, runtime, imgsz, tile, overlap)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------
     def _tiled(self, decoded: Decoded) -> bool:
@@ -150,8 +153,13 @@ class Segmenter(Predictor):
 
     # -- forward ------------------------------------------------------------------------------
     def _logits(self, batch: Any) -> Any:
+        """The main logits: torchvision's ``out`` entry, or an exported file's first output (``output0``)."""
         out = self.model(self.runtime.batch(batch))
-        return (out["out"] if isinstance(out, dict) else out).float()
+        if isinstance(out, dict):
+            out = out["out"]
+        elif isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float()
 
     def _full_mask(self, logits: Any, content: tuple[int, int], height: int, width: int) -> np.ndarray:
         """Crop the padding, resize to ``height × width`` and take the class index."""
