@@ -36,12 +36,8 @@ def predict(
     max_pixels: c.MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Top-k labels for each image, from the bundled model, any registry model, or a finetune checkpoint."""
-    c.run_predict(
-        ctx, "classify", c.require_sources(sources),
-        load_options=dict(model=model, weights=weights, backend=backend, topk=topk, device=device, half=half, threads=threads),
-        batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=save, save_dir=save_dir,
-        exist_ok=exist_ok, recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels,
-    )
+    c.run_predict(ctx, "classify", dict(model=model, weights=weights, backend=backend, topk=topk, device=device,
+                                        half=half, threads=threads))
 
 
 @app.command("val")

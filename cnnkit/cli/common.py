@@ -201,11 +201,16 @@ def require_sources(sources: list[str] | None) -> list[str]:
 
 
 def run_predict(
-    ctx: typer.Context, task: str, sources: list[str], *, load_options: dict[str, Any], batch_size: int,
-    workers: int, fmt: str, output: str | None, save: bool, save_dir: str | None, exist_ok: bool,
-    recursive: bool, shard: str | None, skip_existing: bool, max_pixels: int, coco_builder: Any = None,
+    ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
+    coco_builder: Any = None,
 ) -> None:
-    """The body every prediction command shares: sources → predictor → records → writer."""
+    """The body every prediction command shares: sources → predictor → records → writer.
+
+    The run options every prediction command declares (``sources``, ``batch_size``, ``workers``,
+    ``fmt``, ``output``, ``save``, ``save_dir``, ``exist_ok``, ``recursive``, ``shard``,
+    ``skip_existing``, ``max_pixels``) are read from the command's own parameters; ``save``
+    overrides ``--save`` (and ``--save-dir``) for commands that decide it from several flags.
+    """
     from cnnkit import api
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
@@ -217,14 +222,19 @@ def run_predict(
         source = ctx.get_parameter_source(name)
         return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
-    batch_size = resolve("batch_size", batch_size, given("batch_size"))
-    workers = resolve("workers", workers, given("workers"))
-    fmt = resolve("format", fmt, given("fmt"))
+    p = ctx.params
+    sources = require_sources(p["sources"])
+    output, exist_ok, shard, skip_existing = p["output"], p["exist_ok"], p["shard"], p["skip_existing"]
+    save_dir = p["save_dir"] if save is None or save else None  # --save-dir alone saves, unless overridden
+    save = bool(p["save"]) if save is None else save
+    batch_size = resolve("batch_size", p["batch_size"], given("batch_size"))
+    workers = resolve("workers", p["workers"], given("workers"))
+    fmt = resolve("format", p["fmt"], given("fmt"))
     parse_shard(shard)
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
-    items = take_shard(expand_sources(sources, recursive=recursive), shard)
+    items = take_shard(expand_sources(sources, recursive=p["recursive"]), shard)
     skip = read_done_paths(output) if skip_existing and output else set()
     if skip:
         log.info("skipping %d input(s) already in %s", len(skip), output)
@@ -233,7 +243,7 @@ def run_predict(
     folder = resolve_save_dir(task, save, save_dir, exist_ok)
     if folder is not None:
         log.info("saving pictures to %s", folder)
-    records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=max_pixels, save_dir=folder)
+    records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], save_dir=folder)
     write_records(
         ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
         exist_ok=exist_ok, coco_builder=coco_builder,

@@ -66,15 +66,11 @@ def predict(
 
         coco = CocoResults()
     c.run_predict(
-        ctx, "detect", c.require_sources(sources),
-        load_options=dict(
-            model=model, weights=weights, backend=backend, conf=conf, iou=iou, imgsz=imgsz, classes=_classes(classes),
-            max_det=max_det, device=device, half=half, threads=threads, save_pictures=pictures,
-            save_txt=save_txt, save_crop=save_crop,
-        ),
-        batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=pictures or save_txt or save_crop,
-        save_dir=save_dir if (pictures or save_txt or save_crop) else None, exist_ok=exist_ok,
-        recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels, coco_builder=coco,
+        ctx, "detect",
+        dict(model=model, weights=weights, backend=backend, conf=conf, iou=iou, imgsz=imgsz, classes=_classes(classes),
+             max_det=max_det, device=device, half=half, threads=threads, save_pictures=pictures, save_txt=save_txt,
+             save_crop=save_crop),
+        save=pictures or save_txt or save_crop, coco_builder=coco,
     )
 
 

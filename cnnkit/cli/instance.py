@@ -48,14 +48,10 @@ def predict(
     """Instances in each image (masks as COCO RLE), from the bundled model, torchvision's COCO Mask R-CNNs or a finetune checkpoint."""
     from cnnkit.eval.coco import CocoResults
 
-    c.run_predict(
-        ctx, "instance", c.require_sources(sources),
-        load_options=dict(model=model, weights=weights, conf=conf, mask_threshold=mask_threshold, max_det=max_det,
-                          save_masks=save_masks, device=device, half=half, threads=threads),
-        batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=save or save_masks, save_dir=save_dir,
-        exist_ok=exist_ok, recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels,
-        coco_builder=CocoResults() if fmt == "coco" else None,
-    )
+    c.run_predict(ctx, "instance", dict(model=model, weights=weights, conf=conf, mask_threshold=mask_threshold,
+                                        max_det=max_det, save_masks=save_masks, device=device, half=half,
+                                        threads=threads),
+                  save=True if save_masks else None, coco_builder=CocoResults() if fmt == "coco" else None)
 
 
 @app.command("val")

@@ -50,13 +50,9 @@ def predict(
     max_pixels: c.MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png."""
-    c.run_predict(
-        ctx, "segment", c.require_sources(sources),
-        load_options=dict(model=model, weights=weights, backend=backend, arch=arch, encoder=encoder, imgsz=imgsz,
-                          tile=tile, overlap=overlap, device=device, half=half, threads=threads),
-        batch_size=batch_size, workers=workers, fmt=fmt, output=output, save=save, save_dir=save_dir,
-        exist_ok=exist_ok, recursive=recursive, shard=shard, skip_existing=skip_existing, max_pixels=max_pixels,
-    )
+    c.run_predict(ctx, "segment", dict(model=model, weights=weights, backend=backend, arch=arch, encoder=encoder,
+                                       imgsz=imgsz, tile=tile, overlap=overlap, device=device, half=half,
+                                       threads=threads))
 
 
 @app.command("val")
