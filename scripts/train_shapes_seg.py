@@ -4,10 +4,13 @@
     python scripts/train_shapes_seg.py --arch deeplabv3plus --out work-data/shapes-deeplabv3plus
     # rerun the same command to resume; then copy OUT/best.safetensors to
     # cnnkit/weights/shapes-<arch>.safetensors
+    # --init CKPT starts from earlier weights (the bundled ones: a second stage)
 
 Data: ``cnnkit.data.shapes`` semantic masks (background + 5 shapes): train seed 0,
-validation seed 1 (256 px scenes resized to the model size, as at inference); the
-test suite checks the shipped weights on seed 321, which training never sees.
+validation seed 1; scenes are 256 px as at inference and reach the model through a
+random crop of ``--crop-scale``–100 % of their area resized to the model size, so
+shapes keep about the scale they have when ``cnnkit segment`` letterboxes a 256 px
+scene. The test suite checks the shipped weights on seed 321, which training never sees.
 Uses the same loop as ``cnnkit finetune --task segment`` (``cnnkit.train.segmenter``).
 """
 
@@ -20,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnkit.data.shapes import scene
+from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.zoo_segment import (SHAPES_DEEPLAB, SHAPES_SEG_LABELS, SHAPES_SEG_PREPROCESS, SHAPES_UNET,
                                        build_smp)
 from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
@@ -37,7 +41,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=sorted(CONFIGS), default="unet")
     p.add_argument("--out", default=None, help="default work-data/shapes-ARCH")
-    p.add_argument("--n-train", type=int, default=1500)
+    p.add_argument("--n-train", type=int, default=3000)
+    p.add_argument("--train-size", type=int, default=256, help="scene size, as at inference")
+    p.add_argument("--crop-scale", type=float, default=0.6, help="smallest random crop, as a share of the scene")
+    p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
     p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
@@ -49,20 +56,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pre = SHAPES_SEG_PREPROCESS
     imgsz, arch_kwargs = pre.crop, CONFIGS[args.arch]
-    train_pairs = shapes_pairs(args.n_train, 0, imgsz)
+    train_pairs = shapes_pairs(args.n_train, 0, args.train_size)
     val_pairs = shapes_pairs(args.n_val, 1, 256)
-    train = PairDataset(train_pairs.__getitem__, len(train_pairs), transforms(imgsz, True, pre.mean, pre.std))
+    train = PairDataset(train_pairs.__getitem__, len(train_pairs), transforms(imgsz, True, pre.mean, pre.std,
+                                                                             crop_scale=(args.crop_scale, 1.0)))
     val = PairDataset(val_pairs.__getitem__, len(val_pairs), transforms(imgsz, False, pre.mean, pre.std))
     name = f"shapes-{args.arch}"
     meta = {
         "task": "segment", "arch": "smp", "arch_kwargs": arch_kwargs, "name": name,
         "labels": list(SHAPES_SEG_LABELS), "preprocess": pre.to_dict(),
-        "data": f"cnnkit.data.shapes semantic masks: train seed 0 n={args.n_train} at {imgsz} px, "
+        "data": f"cnnkit.data.shapes semantic masks: train seed 0 n={args.n_train} at {args.train_size} px, "
+                f"random crops of {args.crop_scale:g}-1 of the area resized to {imgsz}, "
                 f"val seed 1 n={args.n_val} at 256 px resized to {imgsz}",
     }
+    model = build_smp(len(SHAPES_SEG_LABELS), **arch_kwargs)
+    if args.init:
+        model.load_state_dict(load_state_dict(args.init))
+        meta["init"] = args.init
     cfg = SegTrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, target_miou=args.target_miou)
     g = torch.Generator().manual_seed(0)
-    fit(build_smp(len(SHAPES_SEG_LABELS), **arch_kwargs),
+    fit(model,
         DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=g, drop_last=True),
         DataLoader(val, batch_size=25), cfg, args.out or f"work-data/{name}", meta,
         on_epoch=lambda r: logging.info("epoch %(epoch)d loss %(train_loss).4f val_miou %(val_miou).4f "

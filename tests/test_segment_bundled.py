@@ -1,8 +1,8 @@
 """The bundled shapes segmenters on scenes from a seed training never saw.
 
-The target of issue 5 is mIoU ≥ 0.85; the shipped weights stopped short of it at the
-training session's deadline (figures in ``cnnkit/weights/cards/``), so that check is an
-expected failure until they are retrained with ``scripts/train_shapes_seg.py``.
+The target of issue 5 is mIoU ≥ 0.85 (figures in ``cnnkit/weights/cards/``). The U-Net meets
+it; the DeepLabV3+ weights do not yet, so its check is a strict expected failure: it will
+report when retrained weights pass.
 """
 
 from __future__ import annotations
@@ -52,8 +52,11 @@ def test_bundled_model_is_small_labelled_and_runs(name, unseen_scenes):
     assert scores["per_class_iou"]["background"] > 0.9  # shapes are separated from the background
 
 
-@pytest.mark.xfail(reason="bundled weights under-trained (see model cards); retrain to reach 0.85", strict=False)
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [
+    "shapes-unet",
+    pytest.param("shapes-deeplabv3plus", marks=pytest.mark.xfail(
+        reason="DeepLabV3+ weights still under the target (see its model card)", strict=True)),
+])
 def test_bundled_model_miou_on_unseen_seed(name, unseen_scenes):
     scores = _scores(name, unseen_scenes)
     assert scores["miou"] >= 0.85, scores

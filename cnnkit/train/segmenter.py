@@ -39,12 +39,16 @@ class SegTrainConfig:
     target_miou: float | None = None  # stop early once validation mIoU reaches it
 
 
-def transforms(imgsz: int, train: bool, mean: Sequence[float], std: Sequence[float]) -> Any:
-    """torchvision v2 pipeline applied jointly to ``(tv_tensors.Image, tv_tensors.Mask)``."""
+def transforms(imgsz: int, train: bool, mean: Sequence[float], std: Sequence[float],
+               crop_scale: tuple[float, float] = (0.5, 1.0)) -> Any:
+    """torchvision v2 pipeline applied jointly to ``(tv_tensors.Image, tv_tensors.Mask)``.
+
+    ``crop_scale`` is the random crop's share of the image area (``RandomResizedCrop``).
+    """
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
-    size = [v2.RandomResizedCrop(imgsz, scale=(0.5, 1.0), antialias=True),
+    size = [v2.RandomResizedCrop(imgsz, scale=crop_scale, antialias=True),
             v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
             v2.ColorJitter(0.2, 0.2, 0.2, 0.02)] if train else [v2.Resize((imgsz, imgsz), antialias=True)]
     return v2.Compose([*size, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
