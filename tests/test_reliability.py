@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,12 +79,22 @@ def test_non_utf8_name_survives_json(corpus):
     assert json.loads(result.stdout)["path"] == str(folder / name)
 
 
-def test_sigint_leaves_complete_jsonl(tmp_path):
+N_SLOW = 2000
+
+
+def _slow_folder(tmp_path) -> Path:
+    """Enough work (2,000 hard links to one 512 px noise PNG) that a run cannot end before the signal."""
     folder = tmp_path / "many"
     folder.mkdir()
-    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    for i in range(400):
-        Image.fromarray(img).save(folder / f"{i:04d}.png")
+    first = folder / "0000.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(first)
+    for i in range(1, N_SLOW):
+        os.link(first, folder / f"{i:04d}.png")
+    return folder
+
+
+def test_sigint_leaves_complete_jsonl(tmp_path):
+    folder = _slow_folder(tmp_path)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnkit", "classify", str(folder), "-o", str(out), "-b", "4"],
@@ -96,17 +107,14 @@ def test_sigint_leaves_complete_jsonl(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     lines = out.read_text().splitlines()
-    assert 0 < len(lines) < 400
+    assert 0 < len(lines) < N_SLOW
     for line in lines:
         validate_record(json.loads(line))
     assert b"interrupted" in err
 
 
 def test_sigterm_is_handled_like_sigint(tmp_path):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(300):
-        Image.new("RGB", (64, 64), (i % 255, 0, 0)).save(folder / f"{i:04d}.png")
+    folder = _slow_folder(tmp_path)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "classify", str(folder), "-o", str(out), "-b", "2"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -116,7 +124,9 @@ def test_sigterm_is_handled_like_sigint(tmp_path):
     proc.terminate()
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert all(json.loads(line)["task"] == "classify" for line in out.read_text().splitlines())
+    lines = out.read_text().splitlines()
+    assert 0 < len(lines) < N_SLOW
+    assert all(json.loads(line)["task"] == "classify" for line in lines)
 
 
 # ---- fuzzing -----------------------------------------------------------------------------------
