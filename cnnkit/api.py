@@ -68,8 +68,8 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
     """Top-k labels for each image in ``sources`` (paths, folders, globs, PIL images, arrays, tensors).
 
-    Options: ``model``, ``weights``, ``backend`` (``torch`` or ``onnxruntime`` for a ``.onnx`` from
-    ``cnnkit export``; default by the weights' suffix), ``topk``, ``device``, ``half``, ``threads``,
+    Options: ``model``, ``weights``, ``backend`` (``torch``, or ``onnxruntime``/``torchscript`` for a
+    ``.onnx``/``.torchscript`` from ``cnnkit export``; default by the weights' suffix), ``topk``, ``device``, ``half``, ``threads``,
     ``batch_size``, ``workers``, ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
     ``stream=True`` returns an iterator, for inputs too many to hold.
     """

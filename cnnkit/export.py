@@ -344,13 +344,23 @@ def onnx_module(session: Any) -> Any:
             self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
 
         def forward(self, x: torch.Tensor) -> Any:
-            arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-            step = self.fixed_batch or len(arr)
-            parts = [self.session.run(None, {self.input_name: arr[i:i + step]}) for i in range(0, len(arr), step)]
-            outs = [torch.from_numpy(np.concatenate([p[k] for p in parts])).to(x.device) for k in range(len(parts[0]))]
-            return outs[0] if len(outs) == 1 else tuple(outs)
+            def run(part: torch.Tensor) -> list[torch.Tensor]:
+                arr = np.ascontiguousarray(part.detach().float().cpu().numpy())
+                return [torch.from_numpy(o).to(x.device) for o in self.session.run(None, {self.input_name: arr})]
+
+            return _in_slices(run, x, self.fixed_batch)
 
     return OnnxModule()
+
+
+def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None) -> Any:
+    """``run`` over ``x`` in batch slices of ``step`` (a fixed-batch export), outputs concatenated back."""
+    import torch
+
+    step = step or len(x)
+    parts = [run(x[i:i + step]) for i in range(0, len(x), step)]
+    outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
@@ -374,9 +384,7 @@ def torchscript_module(module: Any, fixed_batch: int | None) -> Any:
         def forward(self, x: torch.Tensor) -> Any:
             if not self.fixed_batch or len(x) == self.fixed_batch:
                 return self.script(x)
-            parts = [_as_list(self.script(x[i:i + self.fixed_batch])) for i in range(0, len(x), self.fixed_batch)]
-            outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
-            return outs[0] if len(outs) == 1 else tuple(outs)
+            return _in_slices(lambda part: _as_list(self.script(part)), x, self.fixed_batch)
 
     return ScriptModule()
 
