@@ -17,6 +17,7 @@ Uses the same loop as ``cnnkit finetune --task segment`` (``cnnkit.train.segment
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
 import torch
@@ -24,11 +25,11 @@ from torch.utils.data import DataLoader
 
 from cnnkit.data.shapes import scene
 from cnnkit.models.checkpoint import load_state_dict
-from cnnkit.models.zoo_segment import (SHAPES_DEEPLAB, SHAPES_SEG_LABELS, SHAPES_SEG_PREPROCESS, SHAPES_UNET,
-                                       build_smp)
+from cnnkit.models.zoo_segment import (SHAPES_DEEPLAB, SHAPES_DEEPLAB_PREPROCESS, SHAPES_SEG_LABELS,
+                                       SHAPES_SEG_PREPROCESS, SHAPES_UNET, build_smp)
 from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
 
-CONFIGS = {"unet": SHAPES_UNET, "deeplabv3plus": SHAPES_DEEPLAB}
+CONFIGS = {"unet": (SHAPES_UNET, SHAPES_SEG_PREPROCESS), "deeplabv3plus": (SHAPES_DEEPLAB, SHAPES_DEEPLAB_PREPROCESS)}
 
 
 def shapes_pairs(n: int, seed: int, size: int) -> list:
@@ -43,6 +44,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="default work-data/shapes-ARCH")
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--train-size", type=int, default=256, help="scene size, as at inference")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="model input size, recorded in the checkpoint (default: the registry's for --arch)")
     p.add_argument("--crop-scale", type=float, default=0.6, help="smallest random crop, as a share of the scene")
     p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
     p.add_argument("--n-val", type=int, default=100)
@@ -54,8 +57,10 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    pre = SHAPES_SEG_PREPROCESS
-    imgsz, arch_kwargs = pre.crop, CONFIGS[args.arch]
+    arch_kwargs, pre = CONFIGS[args.arch]
+    if args.imgsz:
+        pre = dataclasses.replace(pre, resize=args.imgsz, crop=args.imgsz)
+    imgsz = pre.crop
     train_pairs = shapes_pairs(args.n_train, 0, args.train_size)
     val_pairs = shapes_pairs(args.n_val, 1, 256)
     train = PairDataset(train_pairs.__getitem__, len(train_pairs), transforms(imgsz, True, pre.mean, pre.std,

@@ -145,3 +145,19 @@ def test_detect_refuses_a_crafted_pt(tmp_path, rgb_image):
     torch.save({"model": Evil()}, evil)
     result = runner.invoke(app, ["detect", str(rgb_image), "--model", str(evil)])
     assert result.exit_code == 1 and "refused" in result.stderr
+
+
+def _bundled_safetensors_specs() -> list:
+    from cnnkit.models.registry import list_models
+
+    return [s for s in list_models() if s.source == "bundled" and s.weights.endswith(".safetensors")]
+
+
+@pytest.mark.parametrize("spec", _bundled_safetensors_specs(), ids=lambda s: s.name)
+def test_registry_describes_the_preprocessing_its_bundled_weights_run_with(spec):
+    """``cnnkit models``/``info`` read the registry; prediction reads the checkpoint: they must agree."""
+    from cnnkit.models.checkpoint import read_meta
+    from cnnkit.models.preprocess import Preprocess
+
+    stored = read_meta(hub.bundled_path(spec.weights)).get("preprocess")
+    assert (Preprocess.from_dict(stored) if stored else None) == spec.preprocess
