@@ -55,20 +55,17 @@ def build_torchvision(name: str, num_classes: int = 21) -> Any:
     return torchvision.models.get_model(name, **kwargs)
 
 
-register(ModelSpec(
-    name="shapes-unet", task="segment", family="smp", builder=partial(build_smp, **SHAPES_UNET),
-    source="bundled", weights="shapes-unet.safetensors", labels=SHAPES_SEG_LABELS,
-    preprocess=SHAPES_SEG_PREPROCESS, year=2026,
-    description="U-Net, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks (bundled default)",
-    meta={"arch_kwargs": SHAPES_UNET},
-))
-register(ModelSpec(
-    name="shapes-deeplabv3plus", task="segment", family="smp", builder=partial(build_smp, **SHAPES_DEEPLAB),
-    source="bundled", weights="shapes-deeplabv3plus.safetensors", labels=SHAPES_SEG_LABELS,
-    preprocess=SHAPES_DEEPLAB_PREPROCESS, year=2026,
-    description="DeepLabV3+, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks",
-    meta={"arch_kwargs": SHAPES_DEEPLAB},
-))
+for _name, _kwargs, _pre, _desc in [
+    ("shapes-unet", SHAPES_UNET, SHAPES_SEG_PREPROCESS,
+     "U-Net, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks (bundled default)"),
+    ("shapes-deeplabv3plus", SHAPES_DEEPLAB, SHAPES_DEEPLAB_PREPROCESS,
+     "DeepLabV3+, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks"),
+]:
+    register(ModelSpec(
+        name=_name, task="segment", family="smp", builder=partial(build_smp, **_kwargs), source="bundled",
+        weights=f"{_name}.safetensors", labels=SHAPES_SEG_LABELS, preprocess=_pre, year=2026,
+        description=_desc, meta={"arch_kwargs": _kwargs},
+    ))
 for _arch, _year, _desc in [
     ("unet", 2015, "U-Net (smp), any smp encoder; random init unless --weights"),
     ("unetplusplus", 2018, "U-Net++ (smp), nested skip paths; random init unless --weights"),
