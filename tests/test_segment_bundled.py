@@ -1,8 +1,7 @@
 """The bundled shapes segmenters on scenes from a seed training never saw.
 
-The target of issue 5 is mIoU ≥ 0.85 (figures in ``cnnkit/weights/cards/``). The U-Net meets
-it; the DeepLabV3+ weights do not yet, so its check is a strict expected failure: it will
-report when retrained weights pass.
+The target of issue 5 is mIoU ≥ 0.85 (figures in ``cnnkit/weights/cards/``); both models
+meet it on the same 200 scenes the model cards report.
 """
 
 from __future__ import annotations
@@ -52,11 +51,7 @@ def test_bundled_model_is_small_labelled_and_runs(name, unseen_scenes):
     assert scores["per_class_iou"]["background"] > 0.9  # shapes are separated from the background
 
 
-@pytest.mark.parametrize("name", [
-    "shapes-unet",
-    pytest.param("shapes-deeplabv3plus", marks=pytest.mark.xfail(
-        reason="DeepLabV3+ weights still under the target (see its model card)", strict=True)),
-])
+@pytest.mark.parametrize("name", MODELS)
 def test_bundled_model_miou_on_unseen_seed(name, unseen_scenes):
     scores = _scores(name, unseen_scenes)
     assert scores["miou"] >= 0.85, scores
