@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-TINY = {"arch": "unet", "encoder": "timm-mobilenetv3_small_100", "decoder_channels": [16, 16, 8, 8, 8]}
+TINY = {"arch": "unet", "encoder": "tu-tf_mobilenetv3_small_100", "decoder_channels": [16, 16, 8, 8, 8]}
 
 
 @pytest.fixture(scope="session")

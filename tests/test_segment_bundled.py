@@ -55,3 +55,26 @@ def test_bundled_model_is_small_labelled_and_runs(name, unseen_scenes):
 def test_bundled_model_miou_on_unseen_seed(name, unseen_scenes):
     scores = _scores(name, unseen_scenes)
     assert scores["miou"] >= 0.85, scores
+
+
+def test_legacy_timm_encoder_names_map_to_their_timm_universal_twins():
+    from cnnkit.models.zoo_segment import encoder_name
+
+    assert encoder_name("timm-mobilenetv3_small_100") == "tu-tf_mobilenetv3_small_100"
+    assert encoder_name("timm-regnetx_002") == "tu-regnetx_002"
+    assert encoder_name("timm-efficientnet-b0") == "timm-efficientnet-b0"  # smp's own implementation
+    assert encoder_name("mobilenet_v2") == "mobilenet_v2"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bundled_checkpoints_load_without_smp_deprecation(name):
+    """Their metadata names ``timm-mobilenetv3_small_100``; smp would warn and remap it on its own."""
+    import warnings
+
+    from cnnkit.models.loader import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(name, None, "segment", default="shapes-unet")
+    assert loaded.meta["arch_kwargs"]["encoder"] == "timm-mobilenetv3_small_100"
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]

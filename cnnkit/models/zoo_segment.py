@@ -24,8 +24,26 @@ SHAPES_SEG_PREPROCESS = Preprocess(resize=128, crop=128, mean=(0.5, 0.5, 0.5), s
 # DeepLabV3+ predicts at a quarter of its input: 192 px keeps the corners of small shapes.
 SHAPES_DEEPLAB_PREPROCESS = Preprocess(resize=192, crop=192, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 # The bundled models: small decoders keep each file a few MB.
-SHAPES_UNET = {"arch": "unet", "encoder": "timm-mobilenetv3_small_100", "decoder_channels": [64, 48, 32, 16, 16]}
-SHAPES_DEEPLAB = {"arch": "deeplabv3plus", "encoder": "timm-mobilenetv3_small_100", "decoder_channels": 96}
+# Their checkpoints were written as "timm-mobilenetv3_small_100", which build_smp maps to this name.
+SHAPES_ENCODER = "tu-tf_mobilenetv3_small_100"
+SHAPES_UNET = {"arch": "unet", "encoder": SHAPES_ENCODER, "decoder_channels": [64, 48, 32, 16, 16]}
+SHAPES_DEEPLAB = {"arch": "deeplabv3plus", "encoder": SHAPES_ENCODER, "decoder_channels": 96}
+# smp's deprecated ``timm-`` encoders that are timm models under another name: (old prefix, new prefix).
+_LEGACY_ENCODERS = [("timm-mobilenetv3", "tu-tf_mobilenetv3"), ("timm-regnet", "tu-regnet"),
+                    ("timm-res2", "tu-res2"), ("timm-resnest", "tu-resnest"), ("timm-gernet", "tu-gernet")]
+
+
+def encoder_name(name: str) -> str:
+    """The ``tu-`` name of a deprecated smp ``timm-`` encoder; other names unchanged.
+
+    smp ≥ 0.5 maps these names itself, with a DeprecationWarning; smp 0.4 built its own
+    dilated MobileNetV3 for DeepLabV3+, whose output differs on the same weights. Mapping
+    here keeps old checkpoints computing what they were trained to compute on every smp.
+    """
+    for old, new in _LEGACY_ENCODERS:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
 
 
 def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> Any:
@@ -39,7 +57,7 @@ def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_E
     if "decoder_channels" in kwargs and isinstance(kwargs["decoder_channels"], list):
         kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
     try:
-        return smp.create_model(SMP_ARCHS[arch], encoder_name=encoder, encoder_weights=None,
+        return smp.create_model(SMP_ARCHS[arch], encoder_name=encoder_name(encoder), encoder_weights=None,
                                 classes=num_classes, **kwargs)
     except KeyError as exc:
         raise UsageError(f"unknown encoder {encoder!r} for {arch} ({str(exc)[:200]})") from exc
