@@ -168,6 +168,10 @@ def write_results(path: Path, args: argparse.Namespace, base: float, ours: float
         "Peak resident memory of one `cnnkit segment` process (random-noise JPEG, 4:3):", "",
         "| image | `--tile 512` | no tiling (letterboxed to 128) |", "|---|---|---|",
         *[f"| {size} | {t:.0f} MB | {n:.0f} MB |" for size, t, n in memory], "",
+        "What grows with the image (arithmetic, not measured): its decoded pixels and its class mask (H×W×4 "
+        "bytes: 48 MB at 4000x3000) on both sides, and with `--tile` one band of class scores a tile high and "
+        "the image wide (6 classes × 512 × 4000 × 4 bytes = 49 MB), never a score map of the whole image "
+        "(288 MB at 4000x3000).", "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

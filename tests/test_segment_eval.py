@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
@@ -74,3 +75,17 @@ def test_val_on_a_folder_without_masks_fails_with_the_reason(tmp_path, tiny_chec
     res = runner.invoke(app, ["segment", "val", str(tmp_path), "--weights", str(tiny_checkpoint)])
     assert res.exit_code == 1
     assert "masks/" in res.output + str(isinstance(res.exception, CnnkitError) and res.exception)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_class_map_is_argmax_ties_included(layout):
+    import torch
+
+    from cnnkit.eval.segment import class_map
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (2, 6, 33, 47), generator=g).float()  # few values: many ties
+    if layout == "channels_last":
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(class_map(scores, 1), scores.argmax(1))
+    assert torch.equal(class_map(scores[0]), scores[0].argmax(0))

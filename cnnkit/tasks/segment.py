@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnkit.device import Runtime
 from cnnkit.errors import UsageError
+from cnnkit.eval.segment import class_map
 from cnnkit.io.decode import Decoded
 from cnnkit.io.draw import colour
 from cnnkit.io.files import atomic_path
@@ -170,8 +171,8 @@ class Segmenter(Predictor):
         logits = logits[:, : content[0], : content[1]]
         if logits.shape[0] * height * width <= _MAX_LOGITS:
             up = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)
-            return up[0].argmax(0).to(torch.uint8).cpu().numpy()
-        small = logits.argmax(0).to(torch.uint8).cpu().numpy()
+            return class_map(up[0]).to(torch.uint8).cpu().numpy()
+        small = class_map(logits).to(torch.uint8).cpu().numpy()
         return np.asarray(Image.fromarray(small).resize((width, height), Image.NEAREST))
 
     def _tile_mask(self, rgb: np.ndarray) -> np.ndarray:
@@ -199,7 +200,7 @@ class Segmenter(Predictor):
                                                            align_corners=False)[0].softmax(0).cpu()
                     band[:, y - top: y - top + th, x: x + tw] += prob * weight
             done = (ys[row + 1] if row + 1 < len(ys) else h) - top
-            mask[top: top + done] = band[:, :done].argmax(0).numpy().astype(np.uint8)
+            mask[top: top + done] = class_map(band[:, :done]).numpy().astype(np.uint8)
             acc, top = band[:, done:], top + done
         return mask
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.eval.segment import ConfusionMatrix
+from cnnkit.eval.segment import ConfusionMatrix, class_map
 from cnnkit.io.files import atomic_write_bytes
 from cnnkit.models.checkpoint import save_checkpoint
 from cnnkit.train.classifier import _write_csv
@@ -81,7 +81,7 @@ def evaluate(model: nn.Module, loader: Any, num_classes: int, labels: list[str] 
     cm = ConfusionMatrix(num_classes)
     with torch.inference_mode():
         for x, y in loader:
-            cm.update(model(x.to(device)).argmax(1), y)
+            cm.update(class_map(model(x.to(device)), 1), y)
     return cm.scores(labels)
 
 
