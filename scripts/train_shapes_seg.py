@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader
 
 from cnnkit.data.shapes import scene
 from cnnkit.models.checkpoint import load_state_dict
-from cnnkit.models.zoo_segment import (SHAPES_DEEPLAB, SHAPES_DEEPLAB_PREPROCESS, SHAPES_SEG_LABELS,
-                                       SHAPES_SEG_PREPROCESS, SHAPES_UNET, build_smp)
+from cnnkit.models.registry import get_spec
+from cnnkit.models.zoo_segment import SHAPES_SEG_LABELS, build_smp
 from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
 
-CONFIGS = {"unet": (SHAPES_UNET, SHAPES_SEG_PREPROCESS), "deeplabv3plus": (SHAPES_DEEPLAB, SHAPES_DEEPLAB_PREPROCESS)}
+ARCHS = ("unet", "deeplabv3plus")  # each trains the registry's bundled ``shapes-ARCH``
 
 
 def shapes_pairs(n: int, seed: int, size: int) -> list:
@@ -40,7 +40,7 @@ def shapes_pairs(n: int, seed: int, size: int) -> list:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", choices=sorted(CONFIGS), default="unet")
+    p.add_argument("--arch", choices=ARCHS, default="unet")
     p.add_argument("--out", default=None, help="default work-data/shapes-ARCH")
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--train-size", type=int, default=256, help="scene size, as at inference")
@@ -57,7 +57,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    arch_kwargs, pre = CONFIGS[args.arch]
+    spec = get_spec(f"shapes-{args.arch}", "segment")
+    arch_kwargs, pre = spec.meta["arch_kwargs"], spec.preprocess
     if args.imgsz:
         pre = dataclasses.replace(pre, resize=args.imgsz, crop=args.imgsz)
     imgsz = pre.crop

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -54,3 +56,27 @@ def test_finetune_api_writes_checkpoints_that_segment_loads(masks_data, tmp_path
     assert again["metrics"]["last"]["epoch"] == 2
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3  # header + epoch 1 (kept from the first run) + epoch 2
+
+
+@pytest.mark.parametrize("imgsz, expected", [(None, 192), (64, 64)])
+def test_retraining_script_takes_the_registry_input_size_or_imgsz(tmp_path, monkeypatch, imgsz, expected):
+    """``scripts/train_shapes_seg.py`` records the input size it trained at, as prediction will use it."""
+    import runpy
+    import sys
+
+    from cnnkit.models.checkpoint import read_meta
+
+    out = tmp_path / "run"
+    argv = ["train_shapes_seg.py", "--arch", "deeplabv3plus", "--n-train", "8", "--train-size", "64",
+            "--n-val", "2", "--epochs", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv + (["--imgsz", str(imgsz)] if imgsz else []))
+    threads = torch.get_num_threads()  # the script sets its own
+    try:
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "train_shapes_seg.py"),
+                       run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    meta = read_meta(out / "best.safetensors")
+    assert meta["preprocess"]["crop"] == meta["preprocess"]["resize"] == expected
+    assert meta["arch_kwargs"] == {"arch": "deeplabv3plus", "encoder": "tu-tf_mobilenetv3_small_100",
+                                   "decoder_channels": 96}

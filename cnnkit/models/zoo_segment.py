@@ -8,6 +8,7 @@ round-trips through ``--weights``. smp encoders are always built with
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -22,7 +23,7 @@ DEFAULT_ENCODER = "mobilenet_v2"
 SHAPES_SEG_LABELS = ("background", *SHAPES_CLASSES)
 SHAPES_SEG_PREPROCESS = Preprocess(resize=128, crop=128, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 # DeepLabV3+ predicts at a quarter of its input: 192 px keeps the corners of small shapes.
-SHAPES_DEEPLAB_PREPROCESS = Preprocess(resize=192, crop=192, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+SHAPES_DEEPLAB_PREPROCESS = dataclasses.replace(SHAPES_SEG_PREPROCESS, resize=192, crop=192)
 # The bundled models: small decoders keep each file a few MB.
 # Their checkpoints were written as "timm-mobilenetv3_small_100", which build_smp maps to this name.
 SHAPES_ENCODER = "tu-tf_mobilenetv3_small_100"
@@ -36,9 +37,9 @@ _LEGACY_ENCODERS = [("timm-mobilenetv3", "tu-tf_mobilenetv3"), ("timm-regnet", "
 def encoder_name(name: str) -> str:
     """The ``tu-`` name of a deprecated smp ``timm-`` encoder; other names unchanged.
 
-    smp ≥ 0.5 maps these names itself, with a DeprecationWarning; smp 0.4 built its own
+    smp 0.6 maps these names itself, with a DeprecationWarning; smp 0.4 built its own
     dilated MobileNetV3 for DeepLabV3+, whose output differs on the same weights. Mapping
-    here keeps old checkpoints computing what they were trained to compute on every smp.
+    here keeps old checkpoints computing what they were trained to compute on either.
     """
     for old, new in _LEGACY_ENCODERS:
         if name.startswith(old):
