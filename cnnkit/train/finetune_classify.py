@@ -29,7 +29,7 @@ from cnnkit.models.preprocess import Preprocess
 from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.train.classifier import OPTIMIZERS, SCHEDULERS, Callbacks, ResumableSampler, TrainConfig, fit
 from cnnkit.train.heads import freeze as freeze_trunk
-from cnnkit.train.heads import parse_freeze, replace_head
+from cnnkit.train.heads import matching_rows, parse_freeze, replace_head
 
 log = logging.getLogger("cnnkit.finetune")
 
@@ -203,8 +203,10 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
     spec = loaded.spec
     source = f"weights {opts.weights}" if opts.weights else f"{spec.name} pretrained ({spec.source})"
     if list(loaded.labels) != list(classes):
-        replace_head(loaded.module, len(classes))
-        source += f", new {len(classes)}-class head"
+        kept = matching_rows(list(classes), list(loaded.labels))
+        replace_head(loaded.module, len(classes), keep=kept)
+        source += (f", {len(classes)}-class head keeping the trained rows of {len(kept)} class(es) it knows"
+                   if kept else f", new {len(classes)}-class head")
     return loaded.module, spec, loaded.preprocess or _default_preprocess(spec), source
 
 

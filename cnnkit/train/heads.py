@@ -46,19 +46,39 @@ def head_names(model: nn.Module) -> list[str]:
     return names
 
 
-def replace_head(model: nn.Module, num_classes: int) -> list[str]:
-    """New, randomly initialised output layers with ``num_classes`` outputs; returns their names."""
+def replace_head(model: nn.Module, num_classes: int, keep: dict[int, int] | None = None) -> list[str]:
+    """New output layers with ``num_classes`` outputs; returns their names.
+
+    ``keep`` maps new row → old row: those rows start from the trained head (a class the
+    checkpoint already knows keeps what it learned, whatever its position in the new
+    dataset); the other rows are randomly initialised.
+    """
+    import torch
+
     names = head_names(model)
     for name in names:
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         old = getattr(parent, leaf) if not leaf.isdigit() else parent[int(leaf)]
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            for new_row, old_row in (keep or {}).items():
+                if 0 <= old_row < old.out_features:
+                    new.weight[new_row] = old.weight[old_row]
+                    if new.bias is not None and old.bias is not None:
+                        new.bias[new_row] = old.bias[old_row]
         if leaf.isdigit():
             parent[int(leaf)] = new
         else:
             setattr(parent, leaf, new)
     return names
+
+
+def matching_rows(new_labels: list[str], old_labels: list[str]) -> dict[int, int]:
+    """New row → old row for every class name the two label lists share."""
+    where = {label: i for i, label in enumerate(old_labels)}
+    return {i: where[label] for i, label in enumerate(new_labels) if label in where}
 
 
 def _head_roots(model: nn.Module) -> set[str]:

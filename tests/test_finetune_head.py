@@ -1,0 +1,62 @@
+"""Fine-tuning a checkpoint on classes it already knows keeps what it learned (issue 15)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cnnkit.models.loader import load_model
+from cnnkit.train.finetune_classify import Options, build_model
+from cnnkit.train.heads import matching_rows, replace_head
+
+
+def test_matching_rows_maps_new_positions_to_old_ones():
+    assert matching_rows(["star", "dog", "circle"], ["circle", "square", "star"]) == {0: 2, 2: 0}
+    assert matching_rows(["a"], ["b"]) == {}
+
+
+def test_same_class_names_in_another_order_keep_and_reorder_the_trained_head():
+    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    old_w = old.module.fc.weight.detach().clone()
+    old_b = old.module.fc.bias.detach().clone()
+    classes = sorted(old.labels)  # a folder dataset lists classes alphabetically
+    assert classes != list(old.labels)
+    model, _, _, source = build_model(Options(data="unused", model="shapes-cnn"), classes)
+    for new_row, label in enumerate(classes):
+        old_row = list(old.labels).index(label)
+        assert torch.equal(model.fc.weight[new_row], old_w[old_row])
+        assert torch.equal(model.fc.bias[new_row], old_b[old_row])
+    assert "keeping the trained rows" in source
+
+
+def test_a_partial_match_keeps_only_the_shared_rows():
+    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    old_w = old.module.fc.weight.detach().clone()
+    model, _, _, _ = build_model(Options(data="unused", model="shapes-cnn"), ["apple", "star", "banana"])
+    assert model.fc.out_features == 3
+    assert torch.equal(model.fc.weight[1], old_w[list(old.labels).index("star")])
+    assert not torch.equal(model.fc.weight[0], old_w[0])
+
+
+def test_the_reordered_head_predicts_the_same_classes_as_before():
+    from cnnkit.data.shapes import classification_sample
+
+    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    classes = sorted(old.labels)
+    model, _, pre, _ = build_model(Options(data="unused", model="shapes-cnn"), classes)
+    old.module.eval()
+    model.eval()
+    images = [classification_sample(123, i)[0] for i in range(8)]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+    x = (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        before = [old.labels[i] for i in old.module(x).argmax(1)]
+        after = [classes[i] for i in model(x).argmax(1)]
+    assert before == after
+
+
+def test_replace_head_without_keep_is_a_fresh_head():
+    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    w = old.module.fc.weight.detach().clone()
+    replace_head(old.module, w.shape[0])
+    assert not torch.equal(old.module.fc.weight, w)
