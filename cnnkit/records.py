@@ -7,6 +7,7 @@ plain JSON types only, so writers never need to know about tensors.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,11 +41,35 @@ class Record:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        """One JSON object; NaN and infinity (which JSON lacks) become ``null``."""
+        return json.dumps(finite(self.to_dict())[0], ensure_ascii=False, allow_nan=False)
 
     @classmethod
     def failed(cls, path: str, task: str, model: str, reason: str) -> "Record":
         return cls(path=path, task=task, model=model, error=reason)
+
+
+def finite(value: Any) -> tuple[Any, int]:
+    """``value`` with each NaN or infinite float replaced by ``None``, and how many were replaced.
+
+    JSON has no NaN: ``json.dumps`` would write a bare ``NaN`` that strict readers reject.
+    """
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        out, bad = {}, 0
+        for k, v in value.items():
+            out[k], n = finite(v)
+            bad += n
+        return out, bad
+    if isinstance(value, (list, tuple)):
+        items, bad = [], 0
+        for v in value:
+            item, n = finite(v)
+            items.append(item)
+            bad += n
+        return items, bad
+    return value, 0
 
 
 def validate_record(data: dict[str, Any]) -> None:

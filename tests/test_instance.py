@@ -52,7 +52,7 @@ def test_cli_json_save_dir_and_save_masks(tiny_ckpt, scene_folder, tmp_path):
     assert res.exit_code == 0, res.output
     records = json.loads(res.stdout)
     assert len(records) == 3
-    assert sorted(p.name for p in out.glob("*.jpg")) == ["scene_0.jpg", "scene_1.jpg", "scene_2.jpg"]
+    assert sorted(p.name.split("-")[0] for p in out.glob("*.jpg")) == ["scene_0", "scene_1", "scene_2"]
     n_masks = 0
     for r in records:
         assert Image.open(r["saved"]).size == (r["width"], r["height"])

@@ -108,7 +108,7 @@ def test_save_writes_into_a_new_run_folder(tiny_checkpoint, rgb_image, tmp_path,
         res = runner.invoke(app, ["segment", str(rgb_image), "--weights", str(tiny_checkpoint), "--save", "-f", "json"])
         assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "runs" / "segment").iterdir()) == ["exp", "exp2"]
-    assert (tmp_path / "runs" / "segment" / "exp2" / "rgb_mask.png").is_file()
+    assert len(list((tmp_path / "runs" / "segment" / "exp2").glob("rgb-*_mask.png"))) == 1
 
 
 def test_tile_option_on_a_large_image_keeps_the_input_size(tiny_checkpoint, tmp_path):

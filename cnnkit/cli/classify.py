@@ -70,7 +70,7 @@ def val(
                              plot=folder / "confusion_matrix.png")
     text = json.dumps(result, indent=2) + "\n"
     atomic_write_text(folder / "metrics.json", text)
-    if output:
+    if output and output != "-":
         atomic_write_text(output, text, overwrite=exist_ok)
     elif fmt == "json" or (fmt == "auto" and not sys.stdout.isatty()):
         typer.echo(text, nl=False)

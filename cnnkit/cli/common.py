@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
+from cnnkit.config import MAX_THREADS
 from cnnkit.errors import CnnkitError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
@@ -29,11 +30,11 @@ ExportedWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help=
 Backend = Annotated[Optional[str], typer.Option("--backend", help="torch; onnxruntime or torchscript to run a --weights FILE.onnx or FILE.torchscript from `cnnkit export` (default: by the file's suffix, else torch).", rich_help_panel=PANEL_MODEL)]
 Device = Annotated[Optional[str], typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps \\[env: CNNKIT_DEVICE; default: auto].", rich_help_panel=PANEL_RUN)]
 Half = Annotated[bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=PANEL_RUN)]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="torch intra-op threads (default: torch's choice).", rich_help_panel=PANEL_RUN)]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, help="torch intra-op threads (default: torch's choice).", rich_help_panel=PANEL_RUN)]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel=PANEL_RUN)]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Decode threads running ahead of the model.", rich_help_panel=PANEL_RUN)]
 Format = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else jsonl), table, json, jsonl, csv.", rich_help_panel=PANEL_IO)]
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write records to this file instead of stdout.", rich_help_panel=PANEL_IO)]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write records to this file (- for stdout, the default).", rich_help_panel=PANEL_IO)]
 Save = Annotated[bool, typer.Option("--save", help="Write annotated pictures to runs/<task>/exp[N].", rich_help_panel=PANEL_IO)]
 SaveDir = Annotated[Optional[str], typer.Option("--save-dir", help="Write annotated pictures into this folder (implies --save).", rich_help_panel=PANEL_IO)]
 ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Allow writing into an existing --save-dir or over --output.", rich_help_panel=PANEL_IO)]
@@ -104,16 +105,19 @@ def resolve_save_dir(task: str, save: bool, save_dir: str | None, exist_ok: bool
 
 def write_records(
     ctx: typer.Context, records: Iterable[Any], *, total: int | None, fmt: str, output: str | None,
-    append: bool = False, exist_ok: bool = False, coco_builder: Any = None,
+    append: bool = False, exist_ok: bool = False, coco_builder: Any = None, resume: Any = None,
 ) -> None:
-    """Write each record as it comes, show progress on stderr, then exit 0/1/130."""
+    """Write each record as it comes, show progress on stderr, then exit 0/1/130.
+
+    ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cnnkit.io.writers import RecordWriter
 
     quiet = state(ctx)["quiet"]
-    writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder)
+    writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
     err = Console(stderr=True)
     failed: list[tuple[str, str]] = []
     done = 0
@@ -186,12 +190,19 @@ def check_report_format(fmt: str) -> None:
 
 def emit_report(text: str, output: str | None, exist_ok: bool) -> None:
     """An evaluation report to ``--output`` (atomic, never over a file without ``--exist-ok``) or stdout."""
-    from cnnkit.io.files import atomic_write_text
+    from cnnkit.io.files import atomic_write_text, write_error
+    from cnnkit.io.writers import is_stream
 
-    if output:
-        atomic_write_text(output, text, overwrite=exist_ok)
-    else:
+    if not output or output == "-":
         typer.echo(text, nl=False)
+    elif is_stream(output):  # /dev/stdout, a FIFO: written through, never replaced by a file
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise write_error(output, exc, "write failed") from exc
+    else:
+        atomic_write_text(output, text, overwrite=exist_ok)
 
 
 def require_sources(sources: list[str] | None) -> list[str]:
@@ -214,7 +225,8 @@ def run_predict(
     from cnnkit import api
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
-    from cnnkit.io.writers import read_done_paths, resolve_format
+    from cnnkit.io.files import check_not_input
+    from cnnkit.io.writers import check_output, is_stdout, path_key, resolve_format, tidy_jsonl
 
     from cnnkit.config import resolve
 
@@ -224,7 +236,8 @@ def run_predict(
 
     p = ctx.params
     sources = require_sources(p["sources"])
-    output, exist_ok, shard, skip_existing = p["output"], p["exist_ok"], p["shard"], p["skip_existing"]
+    exist_ok, shard, skip_existing = p["exist_ok"], p["shard"], p["skip_existing"]
+    output = None if is_stdout(p["output"]) else p["output"]
     save_dir = p["save_dir"] if save is None or save else None  # --save-dir alone saves, unless overridden
     save = bool(p["save"]) if save is None else save
     batch_size = resolve("batch_size", p["batch_size"], given("batch_size"))
@@ -234,11 +247,15 @@ def run_predict(
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
+    check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
     items = take_shard(expand_sources(sources, recursive=p["recursive"]), shard)
-    skip = read_done_paths(output) if skip_existing and output else set()
-    if skip:
-        log.info("skipping %d input(s) already in %s", len(skip), output)
-        items = [it for it in items if it.path not in skip]
+    if output:  # before anything is opened for writing
+        check_not_input(output, (it.path for it in items if it.data is None and it.error is None))
+    resume = tidy_jsonl(output) if skip_existing and output else None
+    if resume is not None and resume.done:
+        kept = [it for it in items if path_key(it.path) not in resume.done]
+        log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
+        items = kept
     predictor = api.load(task, **load_options)
     folder = resolve_save_dir(task, save, save_dir, exist_ok)
     if folder is not None:
@@ -246,5 +263,5 @@ def run_predict(
     records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], save_dir=folder)
     write_records(
         ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
-        exist_ok=exist_ok, coco_builder=coco_builder,
+        exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cnnkit.errors import CnnkitError
@@ -18,28 +19,70 @@ def _umask() -> int:
     return mask
 
 
+class AlreadyExists(CnnkitError):
+    """The target of a write that must not replace anything exists (or appeared meanwhile)."""
+
+
+def write_error(path: str | os.PathLike, exc: OSError, verb: str = "cannot write") -> CnnkitError:
+    """``<file>: cannot write (No space left on device)``: an ``OSError`` as the one-line error users see."""
+    return CnnkitError(f"{path}: {verb} ({exc.strerror or exc})")
+
+
+def publish(tmp: str | os.PathLike, final: str | os.PathLike, *, overwrite: bool) -> None:
+    """Move a finished temporary file to ``final``; without ``overwrite`` this fails if ``final`` exists.
+
+    The exclusive step is ``os.link`` (it cannot replace a file that appeared since the run
+    started, unlike ``os.replace``); where hard links are not supported, ``O_CREAT|O_EXCL``
+    reserves the name first.
+    """
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise AlreadyExists(f"{final}: already exists (pass --exist-ok to overwrite)") from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        try:
+            os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise AlreadyExists(f"{final}: already exists (pass --exist-ok to overwrite)") from None
+        os.replace(tmp, final)
+        return
+    os.unlink(tmp)
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+    """Yield a temporary path beside ``path``; on success move it to ``path``.
 
-    A crash or Ctrl-C leaves the old file (or none) untouched, never half a file.
+    A crash or Ctrl-C leaves the old file (or none) untouched, never half a file. Without
+    ``overwrite`` a file at ``path`` is never replaced, even one created while the body ran.
+    A full disk or a read-only folder becomes a one-line :class:`CnnkitError`.
     """
     final = Path(path)
-    if not overwrite and final.exists():
-        raise CnnkitError(f"{final}: already exists (pass --exist-ok to overwrite)")
+    if not overwrite and (final.exists() or final.is_symlink()):
+        raise AlreadyExists(f"{final}: already exists (pass --exist-ok to overwrite)")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as exc:
-        raise CnnkitError(f"{final}: cannot write ({exc.strerror or exc})") from exc
+        raise write_error(final, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
-        os.replace(tmp_path, final)
-    except BaseException:
+        publish(tmp_path, final, overwrite=overwrite)
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, BrokenPipeError):
+            raise write_error(final, exc) from exc
         raise
 
 
@@ -59,10 +102,13 @@ def increment_dir(base: str | os.PathLike, *, exist_ok: bool = False) -> Path:
     Two processes racing for the same name each get their own folder.
     """
     base = Path(base)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    if exist_ok:
-        base.mkdir(exist_ok=True)
-        return base
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if exist_ok:
+            base.mkdir(exist_ok=True)
+            return base
+    except OSError as exc:
+        raise write_error(base, exc, "cannot create folder") from exc
     stem = re.sub(r"\d+$", "", base.name) or base.name
     n = 1
     while True:
@@ -86,3 +132,25 @@ def explicit_dir(path: str | os.PathLike, *, exist_ok: bool = False) -> Path:
     except OSError as exc:
         raise CnnkitError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc
     return path
+
+
+def file_ids(path: str) -> set[tuple[int, int]]:
+    """Device and inode of ``path`` and, for a symlink, of what it points to (empty if neither exists)."""
+    ids = set()
+    for stat_fn in (os.stat, os.lstat):
+        try:
+            st = stat_fn(path)
+        except (OSError, ValueError):
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
+def check_not_input(output: str | os.PathLike, inputs: Iterable[str], what: str = "--output") -> None:
+    """Refuse an output that is one of the inputs: the same path, however spelled, or the same file."""
+    out = os.fspath(output)
+    out_key = os.path.normpath(os.path.abspath(out))
+    out_ids = file_ids(out)
+    for path in inputs:
+        if os.path.normpath(os.path.abspath(path)) == out_key or (out_ids and out_ids & file_ids(path)):
+            raise CnnkitError(f"{out}: is also an input ({path}); {what} would destroy it")

@@ -7,21 +7,28 @@ resume it). The other formats are written whole, atomically, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from cnnkit.errors import CnnkitError, UsageError
-from cnnkit.io.files import atomic_write_text
-from cnnkit.records import Record
+from cnnkit.io.files import AlreadyExists, atomic_write_text, write_error
+from cnnkit.records import Record, finite
+
+log = logging.getLogger("cnnkit")
 
 FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco")
 BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error")
+MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
 
 def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -> str:
@@ -30,28 +37,139 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt != "auto":
         return fmt
-    if output:
+    if output is not None and not is_stdout(output):
         suffix = Path(output).suffix.lower()
         return {".json": "json", ".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "jsonl")
     stream = stream or sys.stdout
     return "table" if getattr(stream, "isatty", lambda: False)() else "jsonl"
 
 
-def read_done_paths(output: str | os.PathLike) -> set[str]:
-    """Paths already in a JSON Lines file (a torn last line, from a crash, is ignored)."""
-    done: set[str] = set()
+def path_key(path: str) -> str:
+    """The one name of an input for resuming: ``./x`` and ``x`` are the same input.
+
+    Records keep the path as the user spelled it; only the done-set compares these keys.
+    """
+    return os.path.normpath(os.path.abspath(path))
+
+
+def is_stdout(output: str | None) -> bool:
+    """No ``--output``, or ``-o -``: records go to stdout."""
+    return output is None or output in ("", "-")
+
+
+@dataclass
+class Resume:
+    """What a JSON Lines file already holds, after :func:`tidy_jsonl` cleaned it."""
+
+    done: set[str] = field(default_factory=set)  # keys whose newest record succeeded
+    known: set[str] = field(default_factory=set)  # keys with any record (failed ones are retried)
+    set_aside: int = 0  # torn or corrupt lines moved to FILE.torn
+
+
+def _lines(f: BinaryIO) -> Iterator[tuple[int, int, bytes | None, bool]]:
+    """``(start, end, line, complete)`` per line; ``line`` is ``None`` past :data:`MAX_LINE` (never read whole)."""
+    while True:
+        start = f.tell()
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) <= MAX_LINE:
+            yield start, f.tell(), line, line.endswith(b"\n")
+            continue
+        complete = False
+        while chunk := f.readline(1 << 20):
+            if chunk.endswith(b"\n"):
+                complete = True
+                break
+        yield start, f.tell(), None, complete
+
+
+def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool] | None:
+    """``(key, succeeded)`` of a whole, valid record line; ``None`` for a torn or corrupt one."""
+    if line is None or not complete:
+        return None
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+        return None
+    return path_key(rec["path"]), rec.get("error") is None
+
+
+def tidy_jsonl(output: str | os.PathLike) -> Resume:
+    """Make a JSON Lines output resumable: one line per input, the newest winning, nothing torn.
+
+    A torn line (a crash mid-write) or a corrupt one is appended to ``FILE.torn``, never
+    deleted; when anything changes the file is rewritten atomically. A file with no record
+    and more than one torn line (a picture, someone else's data) is refused, not emptied.
+    """
     path = Path(output)
+    state = Resume()
     if not path.exists():
-        return done
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+        return state
+    last: dict[str, int] = {}
+    records = blank = 0
+    first_bad = b""
+    try:
+        with open(path, "rb") as f:
+            for idx, (_, _, line, complete) in enumerate(_lines(f)):
+                if line is not None and complete and not line.strip():
+                    blank += 1
+                    continue
+                parsed = _record_key(line, complete)
+                if parsed is None:
+                    state.set_aside += 1
+                    first_bad = first_bad or (b"{" if line is None else line[:1] or b"?")
+                    continue
+                records += 1
+                key, ok = parsed
+                last[key] = idx
+                if ok:
+                    state.done.add(key)
+                else:
+                    state.done.discard(key)
+        state.known = set(last)
+        if not records and state.set_aside and (state.set_aside > 1 or first_bad != b"{"):
+            raise CnnkitError(f"{path}: not a JSON Lines file of records, so not resumed (name another --output)")
+        if state.set_aside or blank or records > len(last):
+            _rewrite(path, last)
+    except OSError as exc:
+        raise write_error(path, exc, "cannot resume") from exc
+    if state.set_aside:
+        log.warning("%s: %d torn or corrupt line(s) moved to %s.torn", path, state.set_aside, path)
+    return state
+
+
+def _rewrite(path: Path, last: dict[str, int]) -> None:
+    """Keep each key's newest line; torn and corrupt lines go to ``FILE.torn`` first (synced)."""
+    from cnnkit.io.files import atomic_path
+
+    keep = set(last.values())
+    with contextlib.ExitStack() as stack:
+        src, raw = stack.enter_context(open(path, "rb")), stack.enter_context(open(path, "rb"))
+        tmp = stack.enter_context(atomic_path(path))
+        dst = stack.enter_context(open(tmp, "wb"))
+        torn: BinaryIO | None = None
+        for idx, (start, end, line, complete) in enumerate(_lines(src)):
+            if idx in keep:
+                dst.write(line)  # type: ignore[arg-type]  # kept lines are always read whole
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("path"), str) and rec.get("error") is None:
-                done.add(rec["path"])
-    return done
+            if (line is not None and complete and not line.strip()) or _record_key(line, complete) is not None:
+                continue  # a blank line, or an older record of an input with a newer one
+            torn = torn or stack.enter_context(open(f"{path}.torn", "ab"))
+            raw.seek(start)
+            left = end - start
+            while left > 0 and (chunk := raw.read(min(1 << 20, left))):
+                torn.write(chunk)
+                left -= len(chunk)
+            if not complete:
+                torn.write(b"\n")
+        for f in (torn, dst):
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
 
 
 def safe_text(text: str) -> str:
@@ -64,23 +182,35 @@ def safe_text(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def drop_torn_tail(path: str | os.PathLike) -> None:
-    """Cut a last line that a crash left without its newline (it is not a record)."""
-    p = Path(path)
-    if not p.exists():
+def is_stream(output: str) -> bool:
+    """A FIFO, a terminal or a device such as ``/dev/stdout``: written through, never replaced by a file."""
+    try:
+        mode = os.stat(output).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok: bool = False) -> None:
+    """Refuse an output file before any work: a folder, or an existing file without permission."""
+    if output is None or is_stdout(output):
         return
-    with open(p, "rb+") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        block = min(size, 1 << 20)
-        f.seek(size - block)
-        tail = f.read(block)
-        cut = tail.rfind(b"\n")
-        f.truncate(size - block + cut + 1 if cut >= 0 else 0)
+    if os.path.isdir(output) or output.endswith(("/", os.sep)):
+        raise CnnkitError(f"{output}: is a folder (--output names a file)")
+    if append and fmt != "jsonl":
+        raise UsageError("--skip-existing resumes a JSON Lines --output; use --format jsonl")
+    if is_stream(output):
+        if append:
+            raise UsageError(f"{output}: --skip-existing resumes a regular file, not a pipe or device")
+        return
+    if os.path.lexists(output) and not (append or exist_ok):
+        raise CnnkitError(f"{output}: already exists (pass --exist-ok to overwrite, or --skip-existing to resume)")
+
+
+def _write_all(fh: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view) or 0:]
 
 
 def _flat_value(v: Any) -> Any:
@@ -107,52 +237,94 @@ def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class RecordWriter:
-    """Consumes records one at a time; ``close()`` finishes the output."""
+    """Consumes records one at a time; ``close()`` finishes the output.
+
+    ``output`` ``None`` or ``-`` is stdout. A file is never replaced without ``exist_ok``, even
+    one that appeared during the run; ``append`` resumes a JSON Lines file (see :func:`tidy_jsonl`).
+    """
 
     def __init__(
         self, fmt: str, output: str | None = None, *, append: bool = False, exist_ok: bool = False,
-        stream: TextIO | None = None, coco_builder: Any = None,
+        stream: TextIO | None = None, coco_builder: Any = None, resume: Resume | None = None,
     ) -> None:
+        output = None if is_stdout(output) else output
         self.fmt = resolve_format(fmt, output, stream)
         self.output = output
+        self.exist_ok = exist_ok
         self.stream = stream or sys.stdout
+        self.resume = Resume()
         self._buffer: list[dict[str, Any]] = []
-        self._fh: TextIO | None = None
+        self._fh: BinaryIO | None = None
+        self._good = 0  # bytes of whole lines in the JSON Lines file
+        self._keys: set[str] = set()
+        self._compact = False
+        self._warned = False
+        self._closed = False
         self._coco = coco_builder
         if self.fmt == "coco" and coco_builder is None:
             raise UsageError("--format coco is for detect and instance")
-        if output and Path(output).exists() and not (append or exist_ok):
-            raise CnnkitError(f"{output}: already exists (pass --exist-ok to overwrite, or --skip-existing to resume)")
-        if output and append and self.fmt != "jsonl":
-            raise UsageError("--skip-existing resumes a JSON Lines --output; use --format jsonl")
+        check_output(output, self.fmt, append=append, exist_ok=exist_ok)
         if self.fmt == "jsonl" and output:
             try:
                 Path(output).parent.mkdir(parents=True, exist_ok=True)
                 if append:
-                    drop_torn_tail(output)
-                self._fh = open(output, "a" if append else "w", encoding="utf-8")
+                    self.resume = resume if resume is not None else tidy_jsonl(output)
+                mode = "ab" if append else "wb" if exist_ok or is_stream(output) else "xb"
+                self._fh = open(output, mode, buffering=0)  # noqa: SIM115 (closed by close())
+                self._good = 0 if is_stream(output) else self._fh.seek(0, os.SEEK_END)
+            except FileExistsError:
+                raise AlreadyExists(f"{output}: already exists (pass --exist-ok to overwrite)") from None
             except OSError as exc:
-                raise CnnkitError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+                raise write_error(output, exc) from exc
+            self._keys = set(self.resume.known)
+
+    def _plain(self, record: Record) -> dict[str, Any]:
+        """The record as JSON can hold it: NaN and infinity become ``null`` (said once on stderr)."""
+        data = record.to_dict()
+        if self.fmt == "table":
+            return data
+        data, bad = finite(data)
+        if bad and not self._warned:
+            self._warned = True
+            log.warning("%s: %d number(s) were NaN or infinite, written as null (JSON has neither); "
+                        "later ones are not reported", record.path, bad)
+        return data
 
     def write(self, record: Record) -> None:
-        data = record.to_dict()
-        if self.fmt == "jsonl":
-            fh = self._fh or self.stream
+        data = self._plain(record)
+        if self.fmt != "jsonl":
+            self._buffer.append(data)
+        elif self._fh is not None:
+            self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n", record.path)
+        else:
             try:
-                fh.write(safe_text(json.dumps(data, ensure_ascii=False)) + "\n")
-                fh.flush()
+                self.stream.write(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
+                self.stream.flush()
             except BrokenPipeError:
                 raise  # the reader went away (`| head`): the caller stops quietly
             except OSError as exc:
-                raise CnnkitError(f"{self.output or 'stdout'}: write failed ({exc.strerror or exc})") from exc
-        else:
-            self._buffer.append(data)
+                raise write_error("stdout", exc, "write failed") from exc
         if self._coco is not None:
             self._coco.add(record)
 
+    def _write_line(self, line: str, path: str) -> None:
+        """Append one whole line; a failed write (a full disk) is cut off so the file keeps whole lines."""
+        assert self._fh is not None
+        data = line.encode("utf-8")
+        try:
+            _write_all(self._fh, data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fh.fileno(), self._good)
+            raise write_error(self.output or "stdout", exc, "write failed") from exc
+        self._good += len(data)
+        key = path_key(path)
+        self._compact = self._compact or key in self._keys
+        self._keys.add(key)
+
     def _render(self) -> str:
         if self.fmt == "json":
-            return json.dumps(self._buffer, ensure_ascii=False, indent=2) + "\n"
+            return json.dumps(self._buffer, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
         if self.fmt == "csv":
             rows = [row for rec in self._buffer for row in csv_rows(rec)]
             columns: list[str] = list(BASE_COLUMNS) + ["rank"]
@@ -164,25 +336,58 @@ class RecordWriter:
             writer.writerows(rows)
             return buf.getvalue()
         if self.fmt == "coco":
-            return json.dumps(self._coco.results(), separators=(",", ":")) + "\n"
+            return json.dumps(finite(self._coco.results())[0], separators=(",", ":"), allow_nan=False) + "\n"
         return render_table(self._buffer)
 
     def close(self) -> None:
+        """Finish the output: JSON Lines is already on disk (retried inputs are merged); the rest is written now."""
+        if self._closed:
+            return
+        self._closed = True
         if self._fh is not None:
             self._fh.close()
+            self._fh = None
+            if self._compact:
+                tidy_jsonl(self.output)  # type: ignore[arg-type]
             return
         if self.fmt == "jsonl":
             return
         text = safe_text(self._render())
         if self.output:
-            atomic_write_text(self.output, text)
+            self._publish(self.output, text)
         elif self.fmt == "table":
             from rich.console import Console
 
             Console(file=self.stream, soft_wrap=True).print(text, end="", markup=False, highlight=False)
         else:
-            self.stream.write(text)
-            self.stream.flush()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise write_error("stdout", exc, "write failed") from exc
+
+    def _publish(self, output: str, text: str) -> None:
+        """Write the whole file; one that appeared during the run is kept, and the records go beside it."""
+        if is_stream(output):
+            try:
+                with open(output, "w", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as exc:
+                raise write_error(output, exc, "write failed") from exc
+            return
+        try:
+            atomic_write_text(output, text, overwrite=self.exist_ok)
+        except AlreadyExists:
+            for n in range(1, 1000):
+                try:
+                    kept = atomic_write_text(f"{output}.{n}", text, overwrite=False)
+                except AlreadyExists:
+                    continue
+                raise CnnkitError(f"{output}: appeared during the run and was not overwritten; "
+                                  f"the records are in {kept}") from None
+            raise
 
 
 def summarise_predictions(preds: Sequence[dict[str, Any]], limit: int = 3) -> str:
