@@ -3,8 +3,11 @@
     python scripts/train_shapes_cnn.py --out work-data/shapes-cnn   # ~10 min on 2 CPU cores
     # then copy work-data/shapes-cnn/best.safetensors to cnnkit/weights/shapes-cnn.safetensors
 
-Data: ``cnnkit.data.shapes.classification_sample`` (train seed 0, val seed 1); the
-test suite checks the shipped weights on seed 123, which training never sees.
+Data: ``cnnkit.data.shapes.classification_sample`` (train seed 0, val seed 1) for the five
+shapes, and ``cnnkit.data.photos.other_sample`` for the sixth class, ``other`` (crops of
+scikit-image's photos, noise and shape-free backgrounds), so a photo is not called a shape.
+The test suite checks the shipped weights on seed 123 and on held-out photos, which
+training never sees.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from cnnkit.data.shapes import CLASSES, classification_sample
-from cnnkit.models.zoo import SHAPES_PREPROCESS, _shapes_cnn
+from cnnkit.data.photos import other_sample
+from cnnkit.data.shapes import classification_sample
+from cnnkit.models.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS, _shapes_cnn
 from cnnkit.train.classifier import TrainConfig, fit_in_memory
 
 
-def make_tensors(n: int, seed: int, size: int = 64) -> TensorDataset:
-    images, labels = zip(*(classification_sample(seed, i, size=size) for i in range(n)))
+def make_tensors(n: int, n_other: int, seed: int, size: int = 64) -> TensorDataset:
+    samples = [classification_sample(seed, i, size=size) for i in range(n)]
+    other = SHAPES_CNN_LABELS.index("other")
+    samples += [(other_sample(seed, i, size=size), other) for i in range(n_other)]
+    images, labels = zip(*samples)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
     mean = torch.tensor(SHAPES_PREPROCESS.mean).view(1, 3, 1, 1)
     std = torch.tensor(SHAPES_PREPROCESS.std).view(1, 3, 1, 1)
@@ -34,6 +41,8 @@ def main() -> None:
     p.add_argument("--out", default="work-data/shapes-cnn")
     p.add_argument("--n-train", type=int, default=8000)
     p.add_argument("--n-val", type=int, default=1000)
+    p.add_argument("--n-other", type=int, default=4000, help="training images of the other class")
+    p.add_argument("--n-other-val", type=int, default=500)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=4e-3)
@@ -41,13 +50,15 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    train, val = make_tensors(args.n_train, 0), make_tensors(args.n_val, 1)
+    train = make_tensors(args.n_train, args.n_other, 0)
+    val = make_tensors(args.n_val, args.n_other_val, 1)
     meta = {
-        "task": "classify", "arch": "shapes_cnn", "name": "shapes-cnn", "labels": list(CLASSES),
+        "task": "classify", "arch": "shapes_cnn", "name": "shapes-cnn", "labels": list(SHAPES_CNN_LABELS),
         "preprocess": SHAPES_PREPROCESS.to_dict(),
-        "data": f"shapes classification_sample: train seed 0 n={args.n_train}, val seed 1 n={args.n_val}, 64 px",
+        "data": (f"shapes classification_sample: train seed 0 n={args.n_train}, val seed 1 n={args.n_val}; other_sample "
+                 f"(scikit-image photo crops, textures): train n={args.n_other}, val n={args.n_other_val}; 64 px"),
     }
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, label_smoothing=0.05)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, label_smoothing=0.02)
     fit_in_memory(_shapes_cnn(), train, val, cfg, args.out, meta, batch_size=args.batch_size)
 
 

@@ -7,7 +7,9 @@
     # --init CKPT starts from earlier weights (the bundled ones: a second stage)
 
 Data: ``cnnkit.data.shapes`` semantic masks (background + 5 shapes): train seed 0,
-validation seed 1; scenes are 256 px as at inference and reach the model through a
+validation seed 1; with ``--photo-fraction F`` (a further stage from ``--init``), that share
+of the training and validation scenes is drawn over crops of scikit-image's photos with 0–4
+shapes, so photos without shapes come out as background; scenes are 256 px as at inference and reach the model through a
 random crop of ``--crop-scale``–100 % of their area resized to the model size, so
 shapes keep about the scale they have when ``cnnkit segment`` letterboxes a 256 px
 scene. The test suite checks the shipped weights on seed 321, which training never sees.
@@ -23,6 +25,7 @@ import logging
 import torch
 from torch.utils.data import DataLoader
 
+from cnnkit.data.photos import train_pool
 from cnnkit.data.shapes import scene
 from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.registry import get_spec
@@ -32,10 +35,12 @@ from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
 ARCHS = ("unet", "deeplabv3plus")  # each trains the registry's bundled ``shapes-ARCH``
 
 
-def shapes_pairs(n: int, seed: int, size: int) -> list:
+def shapes_pairs(n: int, seed: int, size: int, photo_fraction: float = 0.0) -> list:
     """``n`` scenes of ``seed`` generated once and kept in memory (a few ms each)."""
-    pairs = [(s.image, s.semantic) for s in (scene(seed, i, size=size) for i in range(n))]
-    return pairs
+    options: dict = {}
+    if photo_fraction > 0:
+        options = {"photos": train_pool(), "photo_fraction": photo_fraction, "objects": (0, 4)}
+    return [(s.image, s.semantic) for s in (scene(seed, i, size=size, **options) for i in range(n))]
 
 
 def main() -> None:
@@ -47,6 +52,7 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=None,
                    help="model input size, recorded in the checkpoint (default: the registry's for --arch)")
     p.add_argument("--crop-scale", type=float, default=0.6, help="smallest random crop, as a share of the scene")
+    p.add_argument("--photo-fraction", type=float, default=0.0, help="share of scenes drawn over real photos")
     p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
     p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--epochs", type=int, default=10)
@@ -62,8 +68,8 @@ def main() -> None:
     if args.imgsz:
         pre = dataclasses.replace(pre, resize=args.imgsz, crop=args.imgsz)
     imgsz = pre.crop
-    train_pairs = shapes_pairs(args.n_train, 0, args.train_size)
-    val_pairs = shapes_pairs(args.n_val, 1, 256)
+    train_pairs = shapes_pairs(args.n_train, 0, args.train_size, args.photo_fraction)
+    val_pairs = shapes_pairs(args.n_val, 1, 256, args.photo_fraction)
     train = PairDataset(train_pairs.__getitem__, len(train_pairs), transforms(imgsz, True, pre.mean, pre.std,
                                                                              crop_scale=(args.crop_scale, 1.0)))
     val = PairDataset(val_pairs.__getitem__, len(val_pairs), transforms(imgsz, False, pre.mean, pre.std))
@@ -73,7 +79,9 @@ def main() -> None:
         "labels": list(SHAPES_SEG_LABELS), "preprocess": pre.to_dict(),
         "data": f"cnnkit.data.shapes semantic masks: train seed 0 n={args.n_train} at {args.train_size} px, "
                 f"random crops of {args.crop_scale:g}-1 of the area resized to {imgsz}, "
-                f"val seed 1 n={args.n_val} at 256 px resized to {imgsz}",
+                f"val seed 1 n={args.n_val} at 256 px resized to {imgsz}"
+                + (f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes"
+                   if args.photo_fraction else ""),
     }
     model = build_smp(len(SHAPES_SEG_LABELS), **arch_kwargs)
     if args.init:

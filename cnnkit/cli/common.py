@@ -76,13 +76,56 @@ def task_app(help_text: str) -> typer.Typer:
     return typer.Typer(cls=TaskGroup, help=help_text, no_args_is_help=False, rich_markup_mode="rich")
 
 
-def setup_logging(quiet: bool, verbose: bool) -> None:
-    from rich.logging import RichHandler
+def stderr_console() -> Any:
+    """A rich console on stderr that wraps only on a terminal: a log file gets whole lines."""
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, soft_wrap=True, width=10_000)
+    return console
+
+
+class _PlainFormatter(logging.Formatter):
+    """``message`` for info, ``warning: message`` above it: what a log file or CI shows."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and CliRunner swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    """Rich log lines on a terminal; plain, unwrapped, unpadded lines anywhere else."""
+    import sys
 
     level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger("cnnkit")
-    root.handlers[:] = [RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)]
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=stderr_console(), show_time=False, show_path=False,
+                                               markup=False)
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(_PlainFormatter("%(message)s"))
+    root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
 
@@ -111,14 +154,13 @@ def write_records(
 
     ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``).
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cnnkit.io.writers import RecordWriter
 
     quiet = state(ctx)["quiet"]
     writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
-    err = Console(stderr=True)
+    err = stderr_console()
     failed: list[tuple[str, str]] = []
     done = 0
     progress = Progress(
@@ -128,25 +170,26 @@ def write_records(
     )
     interrupted = broken_pipe = False
     restore = _sigterm_as_interrupt()
-    with progress:
-        bar = progress.add_task("predicting", total=total)
-        try:
-            for rec in records:
-                writer.write(rec)
-                done += 1
-                if rec.error is not None:
-                    failed.append((rec.path, rec.error))
-                    if not quiet:
-                        err.print(f"[red]failed[/red] {rec.path}: {rec.error}", markup=True, highlight=False)
-                progress.advance(bar)
-        except KeyboardInterrupt:
-            interrupted = True
-        except BrokenPipeError:
-            broken_pipe = True
-        finally:
-            if not broken_pipe:
-                writer.close()
-            restore()
+    try:
+        with progress:  # the live bar is gone before the writer prints a table to the same terminal
+            bar = progress.add_task("predicting", total=total)
+            try:
+                for rec in records:
+                    writer.write(rec)
+                    done += 1
+                    if rec.error is not None:
+                        failed.append((rec.path, rec.error))
+                        if not quiet:
+                            err.print(f"[red]failed[/red] {rec.path}: {rec.error}", markup=True, highlight=False)
+                    progress.advance(bar)
+            except KeyboardInterrupt:
+                interrupted = True
+            except BrokenPipeError:
+                broken_pipe = True
+    finally:
+        if not broken_pipe:
+            writer.close()
+        restore()
     if not quiet:
         msg = f"{done} image(s), {len(failed)} failed" + (" (interrupted)" if interrupted else "")
         err.print(msg, highlight=False)
@@ -211,6 +254,22 @@ def require_sources(sources: list[str] | None) -> list[str]:
     return sources
 
 
+def introduce_default(task: str, load_options: dict[str, Any], predictor: Any) -> None:
+    """Say once, on stderr, what a bundled default knows when the user named no model (``-q`` hides it)."""
+    from cnnkit.config import lookup
+    from cnnkit.models.registry import get_spec, introduction
+
+    if load_options.get("model") or load_options.get("weights") or lookup(f"model.{task}").value:
+        return
+    try:
+        spec = get_spec(predictor.name, task)
+    except CnnkitError:
+        return
+    line = introduction(spec, getattr(predictor, "labels", None))
+    if line:
+        log.info(line)
+
+
 def run_predict(
     ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
     coco_builder: Any = None,
@@ -257,6 +316,7 @@ def run_predict(
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
         items = kept
     predictor = api.load(task, **load_options)
+    introduce_default(task, load_options, predictor)
     folder = resolve_save_dir(task, save, save_dir, exist_ok)
     if folder is not None:
         log.info("saving pictures to %s", folder)

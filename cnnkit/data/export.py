@@ -47,15 +47,25 @@ def mask_palette(n_classes: int) -> list[int]:
 
 def export_shapes(
     out: str | Path, fmt: str, n: int, seed: int = 0, imgsz: int = 256, val_fraction: float = 0.2,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, photo_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Generate ``n`` examples from ``seed`` into ``out``; returns a summary dict."""
+    """Generate ``n`` examples from ``seed`` into ``out``; returns a summary dict.
+
+    ``photo_fraction`` > 0 draws that share of the scenes over crops of real photos
+    (:mod:`cnnkit.data.photos`, needs scikit-image), with 0 to 4 shapes, so some have none.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     out = Path(out)
     counts = _split_counts(n, val_fraction)
     index = 0
     summary: dict[str, Any] = {"format": fmt, "out": str(out), "seed": seed, "classes": list(shapes.CLASSES)}
+    scene_options: dict[str, Any] = {}
+    if photo_fraction > 0:
+        from cnnkit.data.photos import train_pool
+
+        scene_options = {"photos": train_pool(), "photo_fraction": photo_fraction, "objects": (0, 4)}
+        summary["photo_fraction"] = photo_fraction
     for split, count in counts.items():
         coco = _CocoBuilder() if fmt == "coco" else None
         for _ in range(count):
@@ -64,7 +74,7 @@ def export_shapes(
                 img, cid = shapes.classification_sample(seed, index, size=imgsz)
                 _save_png(out / split / shapes.CLASSES[cid] / name, img)
             else:
-                sc = shapes.scene(seed, index, size=imgsz)
+                sc = shapes.scene(seed, index, size=imgsz, **scene_options)
                 if fmt == "yolo":
                     _save_png(out / "images" / split / name, sc.image)
                     lines = [_yolo_line(o, imgsz, imgsz) for o in sc.objects]

@@ -100,10 +100,23 @@ def generate_scene(
     objects: tuple[int, int] = (1, 4),
     radius: tuple[float, float] = (0.08, 0.22),
     min_visible: float = 0.4,
+    photos: list[np.ndarray] | None = None,
+    photo_fraction: float = 0.5,
 ) -> Scene:
-    """One scene; ``radius`` is a fraction of the shorter side."""
+    """One scene; ``radius`` is a fraction of the shorter side.
+
+    With ``photos`` (see :mod:`cnnkit.data.photos`), a ``photo_fraction`` of scenes are drawn
+    over a random crop of a real photo instead of a synthetic background, so a model learns
+    that photo texture is not a shape. Without it the random stream is unchanged, so every
+    existing seed gives the same scene as before.
+    """
     h, w = (size, size) if isinstance(size, int) else size
-    canvas = _background(rng, h, w)
+    if photos and rng.random() < photo_fraction:
+        from cnnkit.data.photos import photo_crop
+
+        canvas = photo_crop(rng, photos, (h, w), scale=(0.2, 1.0))
+    else:
+        canvas = _background(rng, h, w)
     mean_bg = canvas.reshape(-1, 3).mean(0)
     placed: list[tuple[int, np.ndarray, float]] = []
     n = int(rng.integers(objects[0], objects[1] + 1))

@@ -86,14 +86,40 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[ModelSpec]:
     return sorted(found, key=lambda s: _natural_key(s.name))
 
 
+def suggest(name: str, task: str | None = None) -> str | None:
+    """The registered name closest to a mistyped ``name`` (``yolo8n.pt`` → ``yolov8n.pt``), if any is close."""
+    import difflib
+
+    names = [s.name for s in list_models(task=task)]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if not close:
+        lowered = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+        close = [lowered[c] for c in close]
+    return close[0] if close else None
+
+
 def get_spec(name: str, task: str | None = None) -> ModelSpec:
-    """The entry called ``name``; an unknown name lists what exists."""
+    """The entry called ``name``; an unknown name says which known one is closest, then lists them."""
     _ensure_loaded()
     spec = _REGISTRY.get(name)
     if spec is None or (task is not None and spec.task != task):
         names = ", ".join(s.name for s in list_models(task=task))
-        raise UsageError(f"unknown {task or ''} model {name!r}; known: {names}".replace("  ", " "))
+        guess = suggest(name, task)
+        hint = f"; did you mean {guess}?" if guess else ""
+        kind = f"{task} " if task else ""
+        raise UsageError(f"unknown {kind}model {name!r}{hint} (known: {names}; `cnnkit models` lists them)")
     return spec
+
+
+def introduction(spec: ModelSpec, labels: list[str] | tuple[str, ...] | None = None) -> str | None:
+    """One line for a bundled default: what it knows and which real model to try on photos."""
+    if spec.source != "bundled" or "for_photos" not in spec.meta:
+        return None
+    known = [label for label in (labels or spec.labels or ()) if label not in ("background", "other")]
+    others = " and \"other\"" if "other" in (labels or spec.labels or ()) else ""
+    return (f"{spec.name} knows {len(known)} synthetic shapes ({', '.join(known)}){others}; "
+            f"for photos try --model {spec.meta['for_photos']}")
 
 
 def count_parameters(model: Any) -> int:

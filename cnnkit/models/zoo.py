@@ -12,9 +12,11 @@ from cnnkit.models.registry import ModelSpec, register
 SHAPES_PREPROCESS = Preprocess(resize=64, crop=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 DIGITS_PREPROCESS = Preprocess(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 DIGITS_CLASSES = tuple(str(d) for d in range(10))
+# The bundled classifier's sixth class is "not one of the shapes" (photos, textures, noise).
+SHAPES_CNN_LABELS = (*SHAPES_CLASSES, "other")
 
 
-def _shapes_cnn(num_classes: int = len(SHAPES_CLASSES)) -> Any:
+def _shapes_cnn(num_classes: int = len(SHAPES_CNN_LABELS)) -> Any:
     from cnnkit.models.nets import ShapesNet
 
     return ShapesNet(num_classes=num_classes)
@@ -35,8 +37,9 @@ def _torchvision(arch: str, num_classes: int = 1000, **kwargs: Any) -> Any:
 
 register(ModelSpec(
     name="shapes-cnn", task="classify", family="shapes_cnn", builder=_shapes_cnn, source="bundled",
-    weights="shapes-cnn.safetensors", labels=SHAPES_CLASSES, preprocess=SHAPES_PREPROCESS, year=2026,
-    description="8-conv CNN trained by cnnkit on synthetic shapes (bundled default)",
+    weights="shapes-cnn.safetensors", labels=SHAPES_CNN_LABELS, preprocess=SHAPES_PREPROCESS, year=2026,
+    description="8-conv CNN trained by cnnkit on synthetic shapes, with an other class for photos (bundled default)",
+    meta={"for_photos": "resnet50 (ImageNet, downloaded once)"},
 ))
 
 register(ModelSpec(

@@ -74,7 +74,7 @@ register(ModelSpec(
     name="shapes-maskrcnn", task="instance", family="maskrcnn_light", builder=light_maskrcnn, source="bundled",
     weights="shapes-maskrcnn.safetensors", labels=SHAPES_CLASSES, year=2026,
     description="Mask R-CNN, ResNet-18 FPN 64 ch, trained by cnnkit on synthetic shapes (bundled default)",
-    meta={"arch_kwargs": LIGHT_DEFAULTS},
+    meta={"arch_kwargs": LIGHT_DEFAULTS, "for_photos": "maskrcnn_resnet50_fpn_v2 (COCO, downloaded once)"},
 ))
 register(ModelSpec(
     name="maskrcnn_resnet50_fpn", task="instance", family="maskrcnn_resnet50_fpn", builder=_torchvision_r50,

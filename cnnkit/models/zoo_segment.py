@@ -83,7 +83,8 @@ for _name, _kwargs, _pre, _desc in [
     register(ModelSpec(
         name=_name, task="segment", family="smp", builder=partial(build_smp, **_kwargs), source="bundled",
         weights=f"{_name}.safetensors", labels=SHAPES_SEG_LABELS, preprocess=_pre, year=2026,
-        description=_desc, meta={"arch_kwargs": _kwargs},
+        description=_desc,
+        meta={"arch_kwargs": _kwargs, "for_photos": "deeplabv3_resnet50 (Pascal VOC classes, downloaded once)"},
     ))
 for _arch, _year, _desc in [
     ("unet", 2015, "U-Net (smp), any smp encoder; random init unless --weights"),

@@ -26,7 +26,7 @@ from cnnkit.io.decode import Decoded
 from cnnkit.models import hub
 from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.records import Record
-from cnnkit.tasks.base import PictureSaver, Predictor
+from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
 
 DEFAULT_MODEL = "shapes-yolov8n"
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
@@ -235,9 +235,9 @@ def _torch_backend(model: str | None, weights: str | None, *, default: str, runt
     try:
         spec = get_spec(name, "detect")
     except UsageError:
-        if name.endswith(".pt") and len(Path(name).parts) == 1:  # another ultralytics hub name
+        if name.endswith(".pt") and len(Path(name).parts) == 1 and _is_ultralytics_asset(name):
             return YoloBackend.from_yolo(_yolo(name), runtime, imgsz, Path(name).stem)
-        if name.endswith(".pt"):
+        if name.endswith(".pt") and len(Path(name).parts) > 1:
             raise CnnkitError(f"{name}: no such file") from None
         raise
     if spec.source == "torchvision":
@@ -251,6 +251,16 @@ def _torch_backend(model: str | None, weights: str | None, *, default: str, runt
             raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install")
         return YoloBackend.from_yolo(_yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
     return YoloBackend.from_yolo(_yolo(spec.weights), runtime, imgsz, spec.name)
+
+
+def _is_ultralytics_asset(name: str) -> bool:
+    """True for a weights name ultralytics publishes (``yolov5nu.pt``); a typo is not sent to a download."""
+    from cnnkit._ultralytics import ultralytics
+
+    ultralytics()
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES
 
 
 def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:
@@ -359,7 +369,7 @@ def write_yolo_txt(saver: PictureSaver, record: Record) -> Path:
     """``labels/<stem>.txt``: one ``class cx cy w h score`` line per box, normalised (ultralytics' --save-txt)."""
     from cnnkit.io.files import atomic_write_text
 
-    path = saver.folder / "labels" / saver.target(record.path, ".txt").name
+    path = saver.target(record.path, ".txt", sub="labels")
     w, h = record.width, record.height
     lines = []
     for p in record.predictions:
@@ -376,15 +386,13 @@ def save_crops(saver: PictureSaver, decoded: Decoded, record: Record) -> list[Pa
 
     from cnnkit.io.files import atomic_path
 
-    stem = saver.target(record.path, ".crop").stem
     img = Image.fromarray(decoded.rgb)
     paths = []
     for i, p in enumerate(record.predictions):
         x1, y1, x2, y2 = (int(round(v)) for v in _decoded_box(p["box"], decoded))
         if x2 <= x1 or y2 <= y1:
             continue
-        path = saver.folder / "crops" / p["label"].replace("/", "_") / f"{stem}_{i}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = saver.target(record.path, ".jpg", sub=f"crops/{safe_name(str(p['label']))}", tag=f"_{i}")
         with atomic_path(path) as tmp:
             img.crop((x1, y1, x2, y2)).save(tmp, format="JPEG", quality=92)
         paths.append(path)

@@ -1,0 +1,100 @@
+"""What a new user meets first (issue 15): unknown names get a suggestion, nothing is downloaded by a typo."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.models.registry import get_spec, suggest
+
+from .conftest import SAMPLES
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("name", "task", "expected"), [
+    ("yolo8n.pt", "detect", "yolov8n.pt"),
+    ("resnet5", "classify", "resnet50"),
+    ("shapes_unet", "segment", "shapes-unet"),
+    ("Shapes-CNN", "classify", "shapes-cnn"),
+])
+def test_a_close_misspelling_is_suggested(name, task, expected):
+    assert suggest(name, task) == expected
+    with pytest.raises(Exception, match=f"did you mean {expected}"):
+        get_spec(name, task)
+
+
+def test_a_far_name_gets_no_suggestion_but_the_list():
+    with pytest.raises(Exception) as info:
+        get_spec("zzzzzz", "segment")
+    assert "did you mean" not in str(info.value) and "shapes-unet" in str(info.value)
+
+
+def test_a_mistyped_ultralytics_name_is_not_sent_to_a_download():
+    result = runner.invoke(app, ["detect", str(SAMPLES / "scene_0.png"), "--model", "yolo8n.pt"])
+    assert result.exit_code == 2
+    assert "did you mean yolov8n.pt?" in result.stderr
+    assert "download" not in result.stderr.lower() and "Traceback" not in result.stderr
+
+
+def test_the_bundled_default_introduces_itself_once_in_one_line(tmp_path):
+    result = runner.invoke(app, ["classify", str(SAMPLES / "shape_1_circle.png"), "-f", "jsonl"])
+    assert result.exit_code == 0, result.stderr
+    intro = [line for line in result.stderr.splitlines() if "for photos try --model" in line]
+    assert len(intro) == 1 and intro[0].startswith("shapes-cnn knows") and "resnet50" in intro[0]
+
+
+def test_the_introduction_is_hidden_by_quiet_and_by_a_named_model():
+    quiet = runner.invoke(app, ["-q", "classify", str(SAMPLES / "shape_1_circle.png"), "-f", "jsonl"])
+    named = runner.invoke(app, ["classify", str(SAMPLES / "shape_1_circle.png"), "-f", "jsonl", "-m", "shapes-cnn"])
+    assert quiet.exit_code == 0 and named.exit_code == 0
+    assert "for photos try" not in quiet.stderr and "for photos try" not in named.stderr
+
+
+def test_log_lines_to_a_file_are_never_wrapped_or_padded(tmp_path):
+    import subprocess
+    import sys
+
+    long_dir = tmp_path / ("a-folder-with-a-name-long-enough-to-wrap-any-eighty-column-console" * 2)
+    long_dir.mkdir()
+    (long_dir / "broken.png").write_bytes(b"not a png")
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.run([sys.executable, "-m", "cnnkit", "classify", str(long_dir), "-f", "jsonl"],
+                              stdout=subprocess.DEVNULL, stderr=err, env={**__import__("os").environ, "COLUMNS": "80"})
+    assert proc.returncode == 1
+    lines = (tmp_path / "err.log").read_text().splitlines()
+    failed = [line for line in lines if "broken.png" in line]
+    assert failed and all(str(long_dir) in line for line in failed)
+    assert all(line == line.rstrip() for line in lines)
+    assert any(line.startswith("shapes-cnn knows") for line in lines)
+
+
+def test_on_a_terminal_the_progress_bar_is_gone_before_the_table(tmp_path):
+    """Run under a pseudo-terminal: no table line may carry the remains of the progress display."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main, sub = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "classify", str(SAMPLES), "-b", "2"],
+                            stdin=sub, stdout=sub, stderr=sub, env=env, close_fds=True)
+    os.close(sub)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(main)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, text
+    table_lines = [line for line in text.splitlines() if "┏" in line or "┃" in line]
+    assert table_lines, text
+    assert not any("predicting" in line or "━" in line.split("┏")[0] for line in table_lines), text
