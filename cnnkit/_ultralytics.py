@@ -5,6 +5,13 @@ instead of importing it. Before the first import this sets ``YOLO_OFFLINE``,
 ``YOLO_AUTOINSTALL=false`` and ``YOLO_CONFIG_DIR`` (a user's explicit value wins),
 places matplotlib's DejaVuSans as the font ultralytics would download, turns its
 analytics off and restores torch's thread count, which ultralytics changes.
+
+A ``.pt`` is a whole pickle. Every one cnnkit hands to ultralytics first passes
+:func:`cnnkit.models.checkpoint.check_full_pickle` (an exact allow-list, nothing runs), and
+ultralytics then loads it with ``torch.load(weights_only=True)`` against its own class
+allow-list: cnnkit turns on ultralytics' ``ULTRALYTICS_SAFE_LOAD`` mode (which also builds
+models from YAML without ``eval``). ultralytics < 8.4 or torch < 2.6 lack that mode; there the
+scan alone stands between a file and a full unpickling.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import WeightsNotAvailable
+from cnnkit.errors import CnnkitError, UnsafeCheckpoint, WeightsNotAvailable
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 _ready = False
@@ -67,6 +74,7 @@ def ultralytics() -> Any:
     os.environ.setdefault("YOLO_OFFLINE", "true")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics"))
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "true"  # not the user's to turn off: cnnkit opens untrusted files
     omp = os.environ.get("OMP_NUM_THREADS")
     from PIL import Image
 
@@ -76,6 +84,7 @@ def ultralytics() -> Any:
             import ultralytics as ul
             from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR
 
+        _safe_load_on()
         if not _ready:
             for handler in LOGGER.handlers:
                 if isinstance(handler, logging.StreamHandler):
@@ -94,6 +103,23 @@ def ultralytics() -> Any:
     return ul
 
 
+def _safe_load_on() -> bool:
+    """ultralytics' weights-only loading on, also when ultralytics was imported before cnnkit set the variable."""
+    from ultralytics.nn import tasks
+
+    safe = getattr(tasks, "_SafeLoad", None)
+    if safe is None or not getattr(safe, "SUPPORTED", False):
+        return False
+    tasks.SAFE_LOAD = True
+    return True
+
+
+def safe_load() -> bool:
+    """Whether ultralytics loads ``.pt`` files weights-only here (ultralytics ≥ 8.4 with torch ≥ 2.6)."""
+    ultralytics()
+    return _safe_load_on()
+
+
 def cached_weights(name: str) -> Path | None:
     """Where a downloaded ultralytics weights file lives, if it is already there."""
     for folder in (cache_dir() / "ultralytics" / "weights", Path.cwd()):
@@ -105,34 +131,45 @@ def cached_weights(name: str) -> Path | None:
 def yolo(weights: str | Path) -> Any:
     """An ``ultralytics.YOLO`` for a local file, an architecture ``.yaml`` or a hub name.
 
-    A hub name (``yolov8n.pt``) is looked up in cnnkit's cache, else downloaded there by
-    cnnkit (not by ultralytics' implicit download into the working folder); a failed
-    download leaves no file and raises :class:`WeightsNotAvailable`.
+    A ``.pt`` passes :func:`~cnnkit.models.checkpoint.check_full_pickle` before ultralytics
+    opens it, and a file ultralytics cannot load is a one-line error naming it. A hub name
+    (``yolov8n.pt``) is looked up in cnnkit's cache, else downloaded there by cnnkit (not by
+    ultralytics' implicit download into the working folder); a failed download leaves no
+    file and raises :class:`WeightsNotAvailable`.
     """
     import torch
+
+    from cnnkit.models.checkpoint import check_full_pickle
 
     ul = ultralytics()
     threads = torch.get_num_threads()
     path = Path(weights)
-    from cnnkit.models.checkpoint import check_full_pickle
-
     try:
         if str(weights).endswith(".yaml"):
+            if path.is_file():
+                _check_activation(_read_yaml(path).get("activation"), path)
             return ul.YOLO(str(path))
         if path.is_file():
             check_full_pickle(path)
-            return ul.YOLO(str(path))
+            return _checked(ul.YOLO(str(path)), path)
         cached = cached_weights(path.name)
         if cached is not None:
             check_full_pickle(cached)
-            return ul.YOLO(str(cached))
+            return _checked(ul.YOLO(str(cached)), cached)
         return _download(ul, path.name)
+    except CnnkitError:
+        raise
+    except Exception as exc:  # a broken or foreign file that passed the scan: say which and why
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
     finally:
         torch.set_num_threads(threads)
 
 
 def _download(ul: Any, name: str) -> Any:
     """Download ``name`` through ultralytics into cnnkit's cache; a failure leaves nothing behind."""
+    from cnnkit.models.checkpoint import check_full_pickle
+
     folder = cache_dir() / "ultralytics" / "weights"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
@@ -140,7 +177,6 @@ def _download(ul: Any, name: str) -> Any:
         from ultralytics.utils.downloads import attempt_download_asset
 
         got = Path(attempt_download_asset(str(target)))
-        return ul.YOLO(str(got))
     except Exception as exc:
         target.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -148,6 +184,70 @@ def _download(ul: Any, name: str) -> Any:
             f"{name}: ultralytics weights are not cached in {folder} and could not be downloaded "
             f"({reason[:160]}); connect once to download them, or pass a local .pt file"
         ) from exc
+    check_full_pickle(got)
+    return _checked(ul.YOLO(str(got)), got)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A model yaml as a dict (empty when it is not a mapping), read safely, or a one-line error."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path}: not a readable model yaml ({first[:160]})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _checked(model: Any, where: Path) -> Any:
+    """``model`` once the architecture it carries (rebuilt from it when training starts) is plain data."""
+    spec = getattr(getattr(model, "model", None), "yaml", None)
+    if isinstance(spec, dict):
+        _check_activation(spec.get("activation"), where)
+    return model
+
+
+def _check_activation(act: Any, where: Path) -> None:
+    """A model's ``activation`` must be ``nn.Name(literals)``: ultralytics < 8.4 ``eval``s it when it builds the model."""
+    import ast
+
+    if act is None:
+        return
+    try:
+        call = ast.parse(str(act), mode="eval").body
+        if not isinstance(call, ast.Call):
+            raise TypeError
+        node, names = call.func, []
+        while isinstance(node, ast.Attribute):
+            names.append(node.attr)
+            node = node.value
+        if not (isinstance(node, ast.Name) and [*names[1:], node.id] in (["nn"], ["nn", "torch"])
+                and not names[0].startswith("_")):
+            raise ValueError
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            ast.literal_eval(arg)
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
+        raise UnsafeCheckpoint(
+            f"{where}: refused, its model activation {str(act)[:60]!r} is code, not nn.Name(...)") from None
+
+
+def resume(last: str | Path) -> tuple[Any, dict[str, Any]]:
+    """An ``ultralytics.YOLO`` for ``last`` and the ``train`` arguments that resume its run safely.
+
+    ultralytics reads more than ``last.pt`` on resume: the run folder the checkpoint names
+    (its ``train_args.save_dir``), whose ``best.pt`` it unpickles whole when training ends.
+    So the run folder is pinned to the one ``last.pt`` lies in, and every ``.pt`` in its
+    ``weights`` folder passes the scan first.
+    """
+    from cnnkit.models.checkpoint import check_full_pickle
+
+    last = Path(last)
+    run = last.parent.parent if last.parent.name == "weights" else last.parent
+    for other in sorted((run / "weights").glob("*.pt")):
+        if other.resolve() != last.resolve():
+            check_full_pickle(other)
+    return yolo(last), {"resume": True, "save_dir": str(run.resolve())}
 
 
 @contextlib.contextmanager
@@ -186,4 +286,5 @@ def restore_threads_callback(threads: int) -> Any:
     return _cb
 
 
-__all__ = ["cache_dir", "cached_weights", "device_arg", "quiet", "restore_threads_callback", "ultralytics", "yolo"]
+__all__ = ["cache_dir", "cached_weights", "device_arg", "quiet", "restore_threads_callback", "resume", "safe_load",
+           "ultralytics", "yolo"]

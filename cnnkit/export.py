@@ -364,11 +364,14 @@ def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None) -> Any
 
 
 def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
+    """The cnnkit metadata an ONNX export carries, checked like a checkpoint's (it may come from anyone)."""
+    from cnnkit.models.checkpoint import check_meta, parse_meta
+
     session = session or _session(str(path))
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if raw is None:
         raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
-    return json.loads(raw)
+    return check_meta(parse_meta(raw, path), path, required=("task",))
 
 
 def torchscript_module(module: Any, fixed_batch: int | None) -> Any:
@@ -393,6 +396,8 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
     """``torch.jit.load`` of a ``cnnkit export --format torchscript`` file, and its ``cnnkit.json``."""
     import torch
 
+    from cnnkit.models.checkpoint import check_meta, parse_meta
+
     extra = {"cnnkit.json": ""}
     try:
         with warnings.catch_warnings():
@@ -403,7 +408,7 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
         raise CnnkitError(f"{path}: torch.jit.load cannot open it ({first[:200]})") from exc
     if not extra["cnnkit.json"]:
         raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
-    meta = json.loads(extra["cnnkit.json"])
+    meta = check_meta(parse_meta(extra["cnnkit.json"], path), path, required=("task",))
     batch = (meta.get("input_shape") or [None])[0]
     return torchscript_module(module.eval(), batch if isinstance(batch, int) else None), meta
 

@@ -7,11 +7,14 @@ the same metadata is written for people and scripts; loading reads the header.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import pickletools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError, UnsafeCheckpoint
@@ -44,7 +47,7 @@ def save_checkpoint(
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The cnnkit metadata of a checkpoint, without loading its tensors."""
+    """The cnnkit metadata of a checkpoint, without loading its tensors; checked, so loaders can trust it."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -52,13 +55,112 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("cnnkit")
     except Exception as exc:
-        raise CnnkitError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
+        raise CnnkitError(f"{path}: not a readable safetensors checkpoint ({_first_line(exc)})") from exc
+    where = path
     if raw is None:
         sidecar = path.with_suffix(".json")
-        if sidecar.exists():
-            return json.loads(sidecar.read_text())
-        raise CnnkitError(f"{path}: safetensors file has no cnnkit metadata (was it written by cnnkit?)")
-    return json.loads(raw)
+        if not sidecar.is_file():
+            raise CnnkitError(f"{path}: safetensors file has no cnnkit metadata (was it written by cnnkit?)")
+        where = sidecar
+        try:
+            raw = sidecar.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CnnkitError(f"{sidecar}: cannot read its cnnkit metadata ({_first_line(exc)})") from exc
+    return check_meta(parse_meta(raw, where), where, required=("arch", "labels"))
+
+
+def parse_meta(raw: str, where: str | os.PathLike) -> dict[str, Any]:
+    """cnnkit's metadata JSON (from a checkpoint header, a sidecar or an export) as a dict, or a one-line error."""
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CnnkitError(f"{where}: its cnnkit metadata is not valid JSON ({_first_line(exc)[:120]})") from exc
+    if not isinstance(meta, dict):
+        raise CnnkitError(f"{where}: its cnnkit metadata is not a JSON object but {type(meta).__name__}")
+    return meta
+
+
+MAX_LABELS = 100_000  # ImageNet-21k has 21,843 classes; more is a head that only costs memory
+MAX_SIDE = 8192  # largest resize/crop/letterbox size a checkpoint may ask every image to be scaled to
+TASKS = ("classify", "detect", "segment", "instance")
+
+
+def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``meta`` when it has the shape cnnkit writes (what loaders read from it), else a one-line error naming ``where``.
+
+    Checkpoints and exports travel between people, so their metadata is input: a missing
+    ``arch``, labels that are not a list of strings or a ``preprocess`` that is not the
+    dict :class:`Preprocess` reads would otherwise surface as tracebacks deep in a loader.
+    """
+    def bad(reason: str) -> CnnkitError:
+        return CnnkitError(f"{where}: cnnkit metadata {reason}")
+
+    for key in required:
+        if meta.get(key) is None:
+            raise bad(f"has no {key!r}; was this file written by cnnkit?")
+    for key in ("arch", "name", "cnnkit_version"):
+        if meta.get(key) is not None and not (isinstance(meta[key], str) and meta[key]):
+            raise bad(f"{key!r} is {_kind(meta[key])}, not a name")
+    task = meta.get("task")
+    if task is not None and task not in TASKS:
+        raise bad(f"'task' is {_kind(task)}, not one of {', '.join(TASKS)}")
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise bad(f"'labels' is {_kind(labels)}, not a list of strings")
+        if len(labels) > MAX_LABELS:
+            raise bad(f"has {len(labels)} labels (at most {MAX_LABELS})")
+    pre = meta.get("preprocess")
+    if pre is not None:
+        _check_preprocess(pre, bad)
+    if meta.get("arch_kwargs") is not None and not (
+            isinstance(meta["arch_kwargs"], dict) and all(isinstance(k, str) for k in meta["arch_kwargs"])):
+        raise bad(f"'arch_kwargs' is {_kind(meta['arch_kwargs'])}, not an object of options")
+    for key in ("letterbox", "stride"):
+        if meta.get(key) is not None and not _int_in(meta[key], 1, MAX_SIDE):
+            raise bad(f"{key!r} is {_kind(meta[key])}, not a size from 1 to {MAX_SIDE}")
+    if meta.get("end2end") is not None and not isinstance(meta["end2end"], bool):
+        raise bad(f"'end2end' is {_kind(meta['end2end'])}, not true or false")
+    shape = meta.get("input_shape")
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 4 and all(
+            x in ("batch", "height", "width") or _int_in(x, 1, 1 << 16) for x in shape)):
+        raise bad(f"'input_shape' is {_kind(shape)}, not [batch, channels, height, width]")
+    return meta
+
+
+def _check_preprocess(pre: Any, bad: Any) -> None:
+    """What :meth:`Preprocess.from_dict` reads: sizes, a 3-value mean and a non-zero 3-value std."""
+    import math
+
+    if not isinstance(pre, dict):
+        raise bad(f"'preprocess' is {_kind(pre)}, not an object")
+    for key in ("resize", "crop"):
+        if not _int_in(pre.get(key), 1, MAX_SIDE):
+            raise bad(f"preprocess {key!r} is {_kind(pre.get(key))}, not a size from 1 to {MAX_SIDE}")
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise bad(f"preprocess {key!r} is {_kind(v)}, not three numbers")
+    if any(x == 0 for x in pre["std"]):
+        raise bad("preprocess 'std' has a zero")
+    if not isinstance(pre.get("interpolation", "bilinear"), str):
+        raise bad(f"preprocess 'interpolation' is {_kind(pre['interpolation'])}, not a name")
+
+
+def _int_in(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _kind(v: Any) -> str:
+    """A value as an error message shows it: short, and its JSON type."""
+    text = json.dumps(v) if isinstance(v, (str, int, float, bool, type(None))) else type(v).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
@@ -119,75 +221,458 @@ def _looks_like_unsafe_pickle(path: Path) -> bool:
     return False
 
 
-# What a full-model pickle (an ultralytics .pt) may name: modules and layers, tensors and
-# their storages, plain containers. Anything else (os.system, builtins.eval, subprocess…)
-# is a pickle that runs code on load.
-_SAFE_MODULE_PREFIXES = ("torch.nn.modules.", "ultralytics.nn.", "ultralytics.utils", "torch.nn.parameter")
-_SAFE_GLOBALS = {
-    "collections": {"OrderedDict", "defaultdict"},
-    "torch._utils": {"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state",
-                     "_rebuild_qtensor", "_rebuild_sparse_tensor"},
-    "torch": {"Size", "device", "float16", "float32", "bfloat16", "int64", "Tensor"},
-    "_codecs": {"encode"},
-    "pathlib": {"Path", "PosixPath", "WindowsPath"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-    "numpy": {"ndarray", "dtype"},
-    "builtins": {"set", "frozenset", "dict", "list", "tuple", "slice", "int", "float", "str", "bool", "bytes",
-                 "bytearray", "complex", "range"},
-}
-_SAFE_GLOBALS["__builtin__"] = _SAFE_GLOBALS["builtins"]
+# ---------------------------------------------------------------------------------------------
+# Full-model pickles (ultralytics .pt): an exact allow-list, checked by simulating the pickle machine.
+#
+# A prefix test on names cannot be made safe (``ultralytics.utils`` + ``os.system`` with protocol 4's
+# dotted names, ``torch.nn.modules.module`` + ``torch.os.system``), nor can reading "the last two
+# strings" before STACK_GLOBAL (names come from the memo). So the scan runs the pickle machine on
+# symbols: a stack, marks and the memo, so every global is resolved to the exact (module, name) the
+# unpickler would import, and every call (REDUCE, NEWOBJ, INST, OBJ, BUILD) is checked against what
+# an ultralytics checkpoint really contains (derived from the bundled shapes-yolov8n.pt and from
+# yolov8n/yolo11n/yolo26n/-seg/-cls/-pose/-obb models saved by ultralytics' save_model,
+# strip_optimizer and Model.save).
+
+TORCH_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # PyTorch's pre-1.6 format opens with a pickled magic number
+MAX_PICKLE_BYTES = 64 << 20  # yolov8x's data.pkl is well under 1 MB
+MAX_ZIP_ENTRIES = 200_000
+
+# Modules whose nn.Module classes a checkpoint may create (NEWOBJ, then BUILD with their state):
+# exact module names, never prefixes; each class is checked to be defined there and to subclass
+# nn.Module.
+_MODULE_CLASS_MODULES = frozenset({
+    *(f"torch.nn.modules.{m}" for m in (
+        "activation", "adaptive", "batchnorm", "channelshuffle", "container", "conv", "distance", "dropout",
+        "flatten", "fold", "instancenorm", "linear", "module", "normalization", "padding", "pixelshuffle",
+        "pooling", "rnn", "sparse", "transformer", "upsampling")),
+    *(f"ultralytics.nn.modules.{m}" for m in ("activation", "block", "conv", "head", "transformer")),
+    "ultralytics.nn.tasks",
+})
+# Names older checkpoints use that ultralytics maps to current classes while loading.
+_MODULE_CLASS_ALIASES = frozenset({("ultralytics.nn.modules.block", "Silence"),
+                                   ("ultralytics.nn.tasks", "YOLOv10DetectionModel")})
+# Callables the unpickler may call (REDUCE, INST, OBJ): containers, tensor rebuilding, plain values.
+_CALLABLES = frozenset({
+    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+    ("builtins", "complex"), ("builtins", "bytearray"), ("_codecs", "encode"),
+    ("torch", "Size"), ("torch", "device"),
+    ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
+    ("pathlib._local", "PosixPath"), ("pathlib._local", "WindowsPath"),
+    ("ultralytics.utils", "IterableSimpleNamespace"), ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
+})
+# Classes that may be created without calling __init__ (NEWOBJ) besides the nn.Module classes.
+_NEW_CLASSES = frozenset({("collections", "OrderedDict"), ("ultralytics.utils", "IterableSimpleNamespace"),
+                          ("ultralytics.yolo.utils", "IterableSimpleNamespace")})
+_TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+                 "complex64", "complex128")
+_STORAGES = ("DoubleStorage", "FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+             "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage")
+# Plain values (storage types in persistent ids, dtypes): named, never called.
+_VALUES = frozenset({*(("torch", d) for d in _TORCH_DTYPES), *(("torch", s) for s in _STORAGES)})
+# builtins.getattr: ultralytics pickles a fused layer's ``forward = forward_fuse`` as
+# getattr(layer, "forward_fuse"); only that shape is accepted.
+_GETATTR = ("builtins", "getattr")
+_BOUND_METHODS = frozenset({"forward", "forward_fuse"})
+# Entries torch.save writes into its zip, under one top-level folder.
+_ZIP_ENTRIES = frozenset({"data.pkl", ".format_version", ".storage_alignment", "byteorder", "version",
+                          ".data/version", ".data/serialization_id"})
 
 
-def _pickle_bytes(path: Path) -> list[bytes]:
+class _Global(NamedTuple):
+    module: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+class _Made:
+    """An object the pickle creates by calling (or instantiating) ``maker``."""
+
+    __slots__ = ("maker",)
+
+    def __init__(self, maker: _Global) -> None:
+        self.maker = maker
+
+
+class _Refused(Exception):
+    """Raised inside the scan; becomes :class:`UnsafeCheckpoint` naming the file."""
+
+
+_ANY = object()  # a value the scan does not need to know
+
+
+def _valid_name(text: Any, dotted: bool) -> bool:
+    if not isinstance(text, str) or not text.isascii():
+        return False
+    parts = text.split(".") if dotted else [text]
+    return all(p.isidentifier() for p in parts)
+
+
+@functools.cache
+def _is_module_class(module: str, name: str) -> bool:
+    """True when ``module.name`` is an nn.Module subclass defined in one of the exact allow-listed modules."""
+    if module not in _MODULE_CLASS_MODULES or name.startswith("_"):
+        return False
+    import importlib
+
+    import torch
+
+    if module.startswith("ultralytics."):
+        from cnnkit import _ultralytics
+
+        _ultralytics.ultralytics()  # imported once, offline and quiet
+    try:
+        obj = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return False
+    return isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module
+
+
+def _is_new_class(g: _Global) -> bool:
+    return g in _NEW_CLASSES or g in _MODULE_CLASS_ALIASES or _is_module_class(g.module, g.name)
+
+
+def _allowed(g: _Global) -> bool:
+    return g in _CALLABLES or g in _VALUES or g == _GETATTR or _is_new_class(g)
+
+
+class _PickleScan:
+    """The pickle machine run on symbols: resolves every global and checks every call; runs nothing.
+
+    ``strict``: refuse at the first global or call outside the allow-list. Otherwise only
+    collect the globals (``pickle_globals``).
+    """
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+        self.globals: set[str] = set()
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.proto = 0
+
+    def refuse(self, reason: str) -> None:
+        if self.strict:
+            raise _Refused(reason)
+
+    def run(self, data: bytes) -> None:
+        import pickletools
+
+        try:
+            for op, arg, _pos in pickletools.genops(data):
+                if op.name == "STOP":
+                    if len(self.stack) != 1 or self.metastack:
+                        raise _Refused("malformed pickle (unbalanced stack at STOP)")
+                    return
+                self.step(op, arg)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:  # genops' and the simulation's malformed input
+            raise _Refused(f"malformed pickle ({_first_line(exc)[:100]})") from exc
+        raise _Refused("malformed pickle (no STOP)")
+
+    def pop(self) -> Any:
+        if not self.stack:
+            raise _Refused("malformed pickle (stack underflow)")
+        return self.stack.pop()
+
+    def pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise _Refused("malformed pickle (no MARK)")
+        items, self.stack = self.stack, self.metastack.pop()
+        return items
+
+    def resolve(self, module: Any, name: Any) -> _Global:
+        """The (module, name) the unpickler would import, or a refusal."""
+        import _compat_pickle
+
+        if not (_valid_name(module, dotted=True) and _valid_name(name, dotted=False)):
+            shown = f"{module!s:.60}.{name!s:.60}" if isinstance(module, str) and isinstance(name, str) else "?"
+            raise _Refused(f"a global that is not two plain names ({shown})")
+        if self.proto < 3:  # the unpickler's fix_imports: Python 2 names of protocols 0-2
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+        if module == "__builtin__":
+            module = "builtins"
+        g = _Global(module, name)
+        self.globals.add(str(g))
+        if not _allowed(g):
+            self.refuse(f"loading it would import {g}")
+        return g
+
+    def call(self, func: Any, args: Any, how: str) -> _Made:
+        """``func(*args)`` as REDUCE/INST/OBJ would run it."""
+        if not isinstance(func, _Global):
+            self.refuse(f"{how} calls something that is not an allow-listed global")
+            return _Made(_Global("?", "?"))
+        if func == _GETATTR:
+            ok = (isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], _Made)
+                  and _is_new_class(args[0].maker) and args[1] in _BOUND_METHODS)
+            if not ok:
+                self.refuse("it calls builtins.getattr on something other than a layer's forward")
+        elif func not in _CALLABLES:
+            self.refuse(f"loading it would call {func}")
+        return _Made(func)
+
+    def step(self, op: Any, arg: Any) -> None:
+        name = op.name
+        if name in ("PROTO", "FRAME"):
+            if name == "PROTO":
+                self.proto = arg
+        elif name == "MARK":
+            self.metastack.append(self.stack)
+            self.stack = []
+        elif name == "POP":
+            if self.stack:
+                self.stack.pop()
+            else:
+                self.pop_mark()
+        elif name == "POP_MARK":
+            self.pop_mark()
+        elif name == "DUP":
+            self.stack.append(self.stack[-1] if self.stack else self.pop())
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if not self.stack or int(arg) < 0:
+                raise _Refused("malformed pickle (PUT without a value)")
+            self.memo[int(arg)] = self.stack[-1]
+        elif name == "MEMOIZE":
+            if not self.stack:
+                raise _Refused("malformed pickle (MEMOIZE without a value)")
+            self.memo[len(self.memo)] = self.stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if int(arg) not in self.memo:
+                raise _Refused(f"malformed pickle (memo {arg} read before it is written)")
+            self.stack.append(self.memo[int(arg)])
+        elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+                      "BINUNICODE8"):
+            self.stack.append(arg if isinstance(arg, str) else _ANY)
+        elif name == "GLOBAL":
+            parts = arg.split(" ") if isinstance(arg, str) else []
+            if len(parts) != 2:
+                raise _Refused(f"a global that is not two plain names ({str(arg)[:80]!r})")
+            self.stack.append(self.resolve(*parts))
+        elif name == "STACK_GLOBAL":
+            gname, module = self.pop(), self.pop()
+            if not (isinstance(module, str) and isinstance(gname, str)):
+                raise _Refused("STACK_GLOBAL whose module and name are not two literal strings")
+            self.stack.append(self.resolve(module, gname))
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            raise _Refused(f"{name} (a global from the copyreg extension registry)")
+        elif name == "REDUCE":
+            args = self.pop()
+            self.stack.append(self.call(self.pop(), args, "REDUCE"))
+        elif name in ("NEWOBJ", "NEWOBJ_EX"):
+            if name == "NEWOBJ_EX":
+                self.pop()
+            self.pop()
+            cls = self.pop()
+            if not (isinstance(cls, _Global) and _is_new_class(cls)):
+                self.refuse(f"{name} creates {cls if isinstance(cls, _Global) else 'an object'}, "
+                            "which is not an allow-listed layer class")
+            self.stack.append(_Made(cls if isinstance(cls, _Global) else _Global("?", "?")))
+        elif name == "INST":
+            parts = arg.split(" ") if isinstance(arg, str) else []
+            if len(parts) != 2:
+                raise _Refused(f"a global that is not two plain names ({str(arg)[:80]!r})")
+            func = self.resolve(*parts)
+            args = tuple(self.pop_mark())
+            self.stack.append(self.call(func, args, "INST"))
+        elif name == "OBJ":
+            items = self.pop_mark()
+            if not items:
+                raise _Refused("malformed pickle (OBJ without a class)")
+            self.stack.append(self.call(items[0], tuple(items[1:]), "OBJ"))
+        elif name == "BUILD":
+            self.pop()
+            if not self.stack or not isinstance(self.stack[-1], _Made):
+                self.refuse("BUILD sets the state of something the pickle did not create")
+        elif name == "EMPTY_TUPLE":
+            self.stack.append(())
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = [self.pop() for _ in range(n)][::-1]
+            self.stack.append(tuple(items))
+        elif name == "TUPLE":
+            items = self.pop_mark()  # before naming self.stack: pop_mark replaces it
+            self.stack.append(tuple(items))
+        elif name in ("APPEND", "SETITEM"):  # the container stays what it was (a BUILD may follow)
+            for _ in range(1 if name == "APPEND" else 2):
+                self.pop()
+            if not self.stack:
+                raise _Refused(f"malformed pickle ({name} without a container)")
+        elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+            self.pop_mark()
+            if not self.stack:
+                raise _Refused(f"malformed pickle ({name} without a container)")
+        else:
+            self.generic(op)
+
+    def generic(self, op: Any) -> None:
+        """Any other opcode: consume and produce what pickletools says it does."""
+        import pickletools
+
+        before = op.stack_before
+        if pickletools.markobject in before:
+            self.pop_mark()
+            below = before.index(pickletools.markobject)
+        else:
+            below = len(before)
+        for _ in range(below):
+            self.pop()
+        self.stack.extend(_ANY for _ in op.stack_after)
+
+
+def _zip_concat(path: Path) -> int:
+    """Bytes before the zip's first entry, computed as zipfile does (a second zip or a pickle there)."""
     import zipfile
 
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
-    return [path.read_bytes()]
+    if not hasattr(zipfile, "_EndRecData"):  # a future zipfile: the first-entry-at-offset-0 check remains
+        return 0
+    with open(path, "rb") as f:
+        endrec = zipfile._EndRecData(f)
+    if not endrec:
+        raise _Refused("not a zip archive")
+    location = endrec[zipfile._ECD_LOCATION]  # type: ignore[attr-defined]
+    concat = location - endrec[zipfile._ECD_SIZE] - endrec[zipfile._ECD_OFFSET]  # type: ignore[attr-defined]
+    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+        concat -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    return int(concat)
+
+
+def torch_zip_pickle(path: str | os.PathLike) -> bytes:
+    """The ``data.pkl`` of a torch zip checkpoint, after checking the zip is only what ``torch.save`` writes.
+
+    torch.load decides by the first bytes (a zip starts with ``PK\\x03\\x04``; anything else is
+    unpickled from the start) while ``zipfile`` reads from the end, so a pickle followed by a
+    zip, a zip after other bytes, a compressed or duplicated entry, or an entry torch.save never
+    writes (a second ``.pkl``, TorchScript's ``code/``) is refused rather than guessed about.
+    """
+    import re
+    import zipfile
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != TORCH_ZIP_MAGIC:
+        if head.startswith(_LEGACY_MAGIC):
+            raise _Refused("PyTorch's legacy (pre-1.6) format, which ultralytics and cnnkit never write")
+        if head[:1] == b"\x80":
+            also = " (and a zip at its end)" if zipfile.is_zipfile(path) else ""
+            raise _Refused(f"a bare pickle stream{also}, not a torch zip checkpoint")
+        raise _Refused("not a torch zip checkpoint (it does not start with a zip entry)")
+    if _zip_concat(path) != 0:
+        raise _Refused("a zip with other bytes before its first entry")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _Refused(f"not a readable zip ({_first_line(exc)[:100]})") from exc
+    with zf:
+        infos = zf.infolist()
+        if not infos or len(infos) > MAX_ZIP_ENTRIES:
+            raise _Refused(f"a zip with {len(infos)} entries")
+        if min(i.header_offset for i in infos) != 0:
+            raise _Refused("a zip whose first entry is not at its start")
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            raise _Refused("a zip with duplicate entries")
+        prefix = names[0].split("/", 1)[0]
+        data = None
+        for info in infos:
+            top, _, rest = info.filename.partition("/")
+            if top != prefix or not (rest in _ZIP_ENTRIES or re.fullmatch(r"data/[0-9]+", rest)):
+                raise _Refused(f"a zip entry torch.save never writes ({info.filename[:80]!r})")
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                raise _Refused(f"a compressed or encrypted zip entry ({info.filename[:80]!r})")
+            if rest == "data.pkl":
+                data = info
+        if data is None:
+            raise _Refused("a zip without data.pkl")
+        if data.file_size > MAX_PICKLE_BYTES:
+            raise _Refused(f"a {data.file_size >> 20} MB data.pkl")
+        try:
+            return zf.read(data)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise _Refused(f"not a readable zip ({_first_line(exc)[:100]})") from exc
 
 
 def pickle_globals(path: str | os.PathLike) -> set[str]:
-    """Every ``module.name`` a pickle (or a torch zip checkpoint) imports when loaded."""
-    found: set[str] = set()
-    for data in _pickle_bytes(Path(path)):
-        strings: list[str] = []
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(arg)
-            elif op.name == "GLOBAL":
-                found.add(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.add(f"{strings[-2]}.{strings[-1]}")
-            elif op.name in ("INST", "OBJ", "STACK_GLOBAL"):
-                found.add("<unresolved>")
-    return found
+    """Every ``module.name`` a pickle (or a torch zip checkpoint) imports when loaded, allowed or not.
 
-
-def _is_safe(qualname: str) -> bool:
-    if any(qualname.startswith(p) for p in _SAFE_MODULE_PREFIXES):
-        return True
-    module, _, name = qualname.rpartition(".")
-    if module == "torch" and name.endswith("Storage"):
-        return True
-    return name in _SAFE_GLOBALS.get(module, set())
+    A file whose names cannot be resolved (or a zip torch.save would not write) raises
+    :class:`UnsafeCheckpoint`.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        torch_zip = f.read(4) == TORCH_ZIP_MAGIC
+    scan = _PickleScan(strict=False)
+    try:
+        scan.run(torch_zip_pickle(path) if torch_zip else path.read_bytes())
+    except _Refused as exc:
+        raise UnsafeCheckpoint(f"{path}: {exc}") from None
+    return scan.globals
 
 
 def check_full_pickle(path: str | os.PathLike) -> None:
-    """Refuse a full-model pickle that imports anything beyond layers, tensors and containers.
+    """Refuse a full-model checkpoint that could do more when unpickled than rebuild layers and tensors.
 
-    ultralytics ``.pt`` files must be unpickled whole (``weights_only`` cannot load them), so
-    they are scanned first: the scan reads opcodes and runs nothing.
+    This is the gate before ultralytics unpickles a ``.pt``: the file must be a torch zip
+    (see :func:`torch_zip_pickle`) whose ``data.pkl`` names only allow-listed globals and calls
+    only allow-listed callables (see :class:`_PickleScan`); it reads opcodes and runs nothing.
     """
     path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"{path}: weights file not found")
     try:
-        names = pickle_globals(path)
-    except Exception as exc:
-        raise CnnkitError(f"{path}: not a readable PyTorch checkpoint ({str(exc)[:120]})") from exc
-    unsafe = sorted(n for n in names if not _is_safe(n))
-    if unsafe:
+        _PickleScan().run(torch_zip_pickle(path))
+    except _Refused as exc:
         raise UnsafeCheckpoint(
-            f"{path}: refused, loading it would run {', '.join(unsafe[:5])}; only layers, tensors and plain "
-            "containers are allowed in a full-model checkpoint"
-        )
+            f"{path}: refused, {exc}; a full-model checkpoint may hold only layers, tensors and plain values"
+        ) from None
+    except OSError as exc:
+        raise CnnkitError(f"{path}: cannot read it ({_first_line(exc)})") from exc
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``last.pt`` written by cnnkit's own training loops, loaded weights-only; a one-line error otherwise.
+
+    cnnkit writes these with ``torch.save`` (a torch zip), so anything else (a bare pickle, the
+    legacy format, a zip with extra entries) is refused before torch reads it.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        torch_zip_pickle(path)
+    except _Refused as exc:
+        raise UnsafeCheckpoint(f"{path}: refused, {exc}; resume reads only the last.pt cnnkit wrote") from None
+    except OSError as exc:
+        raise CnnkitError(f"{path}: cannot read it ({_first_line(exc)})") from exc
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _first_line(exc)[:160]
+        raise UnsafeCheckpoint(f"{path}: refused, loading it would need more than weights ({reason})") from exc
+    except Exception as exc:
+        raise CnnkitError(f"{path}: not a cnnkit training checkpoint ({_first_line(exc)})") from exc
+    if not isinstance(state, dict):
+        raise CnnkitError(f"{path}: not a cnnkit training checkpoint (it holds {type(state).__name__}, not a dict)")
+    return state
+
+
+@contextlib.contextmanager
+def restoring(path: str | os.PathLike) -> Iterator[None]:
+    """Around restoring a run from ``path``: a missing key or a shape mismatch becomes a one-line error naming it."""
+    try:
+        yield
+    except CnnkitError:
+        raise
+    except Exception as exc:  # KeyError, RuntimeError (shapes), ValueError, TypeError from a foreign last.pt
+        what = f"missing {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+        raise CnnkitError(f"{path}: cannot resume from it ({what})") from exc

@@ -45,9 +45,15 @@ def load_checkpoint(path: str | Path, task: str) -> Loaded:
     meta = read_meta(path)
     if meta.get("task", task) != task:
         raise UsageError(f"{path}: a {meta.get('task')} checkpoint, not {task}")
-    spec = spec_for_family(meta["arch"], task)
+    try:
+        spec = spec_for_family(meta["arch"], task)
+    except CnnkitError as exc:
+        raise CnnkitError(f"{path}: {exc}") from None
     labels = list(meta["labels"])
-    module = spec.builder(num_classes=len(labels), **meta.get("arch_kwargs", {}))
+    try:
+        module = spec.builder(num_classes=len(labels), **(meta.get("arch_kwargs") or {}))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
+        raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
     _load_into(module, load_state_dict(path), str(path))
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else spec.preprocess
     return Loaded(module, meta.get("name") or Path(path).stem, labels, pre, spec, meta)

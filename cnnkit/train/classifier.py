@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from cnnkit.io.files import atomic_path, atomic_write_bytes
-from cnnkit.models.checkpoint import save_checkpoint
+from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 
 log = logging.getLogger("cnnkit.train")
 
@@ -432,13 +432,17 @@ class _RunState:
 
     @classmethod
     def load(cls, path: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: _GradScaler) -> "_RunState":
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state.get("scaler") or {})
-        torch.set_rng_state(state["rng"]["torch"])
-        return cls(**state["run"])
+        state = load_training_state(path)
+        with restoring(path):
+            _unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state.get("scaler") or {})
+            torch.set_rng_state(state["rng"]["torch"])
+            run = cls(**state["run"])
+            if not all(isinstance(row, dict) for row in run.history or []):
+                raise ValueError("its history is not a list of epoch rows")
+        return run
 
 
 def _save_weights(stem: Path, model: nn.Module, meta: dict[str, Any], cfg: TrainConfig, row: dict[str, Any]) -> Path:

@@ -25,7 +25,7 @@ import torch
 from cnnkit.data.shapes import Scene
 from cnnkit.eval.coco import CocoResults, evaluate
 from cnnkit.io.files import atomic_write_bytes, atomic_write_text
-from cnnkit.models.checkpoint import save_checkpoint
+from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 from cnnkit.records import Record
 from cnnkit.tasks.instance_post import encode_rle, to_predictions
 
@@ -151,11 +151,14 @@ def train_steps(
     start, best, history = 0, -1.0, []
     last = out / "last.pt"
     if last.exists():
-        state = torch.load(str(last), map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, best, history = int(state["step"]), float(state["best"]), json.loads(state["history"])
+        state = load_training_state(last)
+        with restoring(last):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start, best, history = int(state["step"]), float(state["best"]), json.loads(state["history"])
+            if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
+                raise ValueError("its history is not a list of evaluation rows")
         log.info("resumed from %s at step %d", last, start)
     train_mode(model)
     t0, running = time.perf_counter(), {}

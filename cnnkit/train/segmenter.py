@@ -22,7 +22,7 @@ from torch import nn
 
 from cnnkit.eval.segment import ConfusionMatrix, class_map
 from cnnkit.io.files import atomic_write_bytes
-from cnnkit.models.checkpoint import save_checkpoint
+from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 from cnnkit.train.classifier import _write_csv
 
 log = logging.getLogger("cnnkit.train")
@@ -156,14 +156,19 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, cfg: SegTrainConfi
 
 
 def _resume(last: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> tuple[int, float, list[dict[str, Any]]]:
+    """Epoch, best mIoU and history of the run in ``last``, restored into the arguments; a foreign file is an error."""
     if not last.exists():
         return 0, -1.0, []
-    state = torch.load(str(last), map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    # Keep this run's length: resuming with more epochs stretches the schedule instead of failing.
-    scheduler.load_state_dict({**state["scheduler"], "total_steps": scheduler.total_steps,
-                               "_schedule_phases": scheduler._schedule_phases})
-    torch.set_rng_state(state["rng"])
-    log.info("resumed from %s at epoch %d", last, state["epoch"])
-    return int(state["epoch"]), float(state["best"]), list(state["history"])
+    state = load_training_state(last)
+    with restoring(last):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        # Keep this run's length: resuming with more epochs stretches the schedule instead of failing.
+        scheduler.load_state_dict({**state["scheduler"], "total_steps": scheduler.total_steps,
+                                   "_schedule_phases": scheduler._schedule_phases})
+        torch.set_rng_state(state["rng"])
+        epoch, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
+        if not all(isinstance(row, dict) for row in history):
+            raise ValueError("its history is not a list of epoch rows")
+    log.info("resumed from %s at epoch %d", last, epoch)
+    return epoch, best, history
