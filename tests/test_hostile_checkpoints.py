@@ -606,6 +606,16 @@ def test_classify_resume_refuses_a_bad_last_pt(kind, classify_run, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"finetune": {"epochs": 2, "os_system": 1}}'])
+def test_classify_resume_refuses_a_bad_last_json(text, classify_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(classify_run, run)
+    (run / "last.json").write_text(text)
+    result = runner.invoke(app, ["finetune", "--resume", str(run), "--workers", "0", "--epochs", "2"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "last.json" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("kind", ["bare-pickle", "wrong-shapes"])
 def test_segment_resume_refuses_a_bad_last_pt(kind, masks_data, tmp_path):
     run = tmp_path / "run"

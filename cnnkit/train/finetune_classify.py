@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +219,16 @@ def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
     state, sidecar = out / "last.pt", out / "last.json"
     if not state.is_file() or not sidecar.is_file():
         raise UsageError(f"--resume {resume}: no last.pt / last.json in {out}; nothing to resume")
-    meta = json.loads(sidecar.read_text())
-    if "finetune" not in meta:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
         raise UsageError(f"--resume {resume}: {sidecar} was not written by cnnkit finetune")
+    known = {f.name for f in fields(Options)}
+    unknown = sorted(set(meta["finetune"]) - known)
+    if unknown:
+        raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown)[:120]}")
     return Options(**meta["finetune"]), out, meta
 
 
