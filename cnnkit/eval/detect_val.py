@@ -15,54 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.data import label_cache, yolo_yaml
 from cnnkit.records import Record
 
 log = logging.getLogger("cnnkit")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def read_data_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """The yaml as a dict, with ``root`` (absolute) and ``names`` as a list."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such dataset yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CnnkitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict) or "names" not in data:
-        raise CnnkitError(f"{path}: a YOLO dataset yaml needs 'names' and the split folders")
-    root = Path(data.get("path") or path.parent)
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
-    names = data["names"]
-    if isinstance(names, dict):
-        names = [str(names[k]) for k in sorted(names, key=int)]
-    return {**data, "root": root, "names": [str(n) for n in names]}
-
-
-def split_images(data: dict[str, Any], split: str) -> list[Path]:
-    """The image files of ``split`` (a folder, a .txt list, or a list of either)."""
-    entry = data.get(split)
-    if not entry:
-        raise UsageError(f"dataset has no {split!r} split")
-    images: list[Path] = []
-    for part in entry if isinstance(entry, list) else [entry]:
-        p = Path(part) if Path(part).is_absolute() else data["root"] / part
-        if p.is_dir():
-            images += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.suffix == ".txt" and p.is_file():
-            for line in p.read_text().split():
-                f = Path(line) if Path(line).is_absolute() else data["root"] / line
-                images.append(f)
-        else:
-            raise CnnkitError(f"{split} split {p}: no such folder or list file")
-    if not images:
-        raise CnnkitError(f"{split} split of the dataset has no images")
-    return images
 
 
 def label_path(image: Path) -> Path:
@@ -116,8 +72,8 @@ def validate(
     from cnnkit.eval.coco import CocoResults, evaluate
     from cnnkit.tasks.detect import Detector
 
-    ds = read_data_yaml(data)
-    images = split_images(ds, split)
+    ds = yolo_yaml.read(data, require=(split,))
+    images = yolo_yaml.split_images(ds, split)
     detector = Detector.load(model, weights, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device,
                              threads=threads, backend=backend)
     detector.options.multi_label = True
@@ -126,8 +82,8 @@ def validate(
     for r in records:
         if not r.ok:
             log.warning("failed %s: %s", r.path, r.error)
-    gt = ground_truth(good, ds["names"])
-    cats = category_map(detector.labels, ds["names"])
+    gt = ground_truth(good, ds.names)
+    cats = category_map(detector.labels, ds.names)
     coco = CocoResults({r.path: i for i, r in enumerate(good, start=1)}, cats)
     for r in good:
         r.predictions = [p for p in r.predictions if p["class_id"] in cats]
@@ -153,23 +109,29 @@ def validate(
     checkpoint = getattr(detector.backend, "checkpoint", None)
     if compare and checkpoint:
         result["ultralytics"] = ultralytics_val(
-            checkpoint, data, split=split, imgsz=detector.backend.imgsz, batch=batch_size, conf=conf, iou=iou,
+            checkpoint, ds, split=split, imgsz=detector.backend.imgsz, batch=batch_size, conf=conf, iou=iou,
             max_det=max_det, device=detector.backend.runtime.device,
         )
     return result
 
 
 def ultralytics_val(
-    checkpoint: str, data: str | os.PathLike, *, split: str, imgsz: int, batch: int, conf: float, iou: float,
+    checkpoint: str, data: yolo_yaml.DatasetYaml, *, split: str, imgsz: int, batch: int, conf: float, iou: float,
     max_det: int, device: Any,
 ) -> dict[str, Any]:
-    """ultralytics' own ``val`` on the same weights and data, quietly, in a temp folder."""
+    """ultralytics' own ``val`` on the same weights and data, quietly, in a temp folder.
+
+    ultralytics reads cnnkit's sanitised copy of the dataset yaml (no ``download``), never the original,
+    and its label caches through :mod:`cnnkit.data.label_cache`.
+    """
     from cnnkit import _ultralytics
 
     yolo = _ultralytics.yolo(checkpoint)
+    label_cache.install()
     with _ultralytics.quiet(), tempfile.TemporaryDirectory(prefix="cnnkit-val-") as tmp:
+        clean = yolo_yaml.write_sanitised(data, Path(tmp) / "data.yaml")
         m = yolo.val(
-            data=str(data), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, max_det=max_det,
+            data=str(clean), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, max_det=max_det,
             device=_ultralytics.device_arg(device), workers=0, plots=False, save_json=False, verbose=False,
             project=tmp, name="val", exist_ok=True,
         )

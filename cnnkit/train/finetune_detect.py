@@ -13,10 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cnnkit.data import label_cache, yolo_yaml
 from cnnkit.errors import UsageError
 
 log = logging.getLogger("cnnkit")
 DEFAULT_MODEL = "shapes-yolov8n"
+DATA_COPY = "data.yaml"  # the sanitised dataset yaml in the run folder: what ultralytics reads, also on resume
 METRIC_KEYS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall",
                "metrics/mAP50(B)": "mAP50", "metrics/mAP50-95(B)": "mAP50-95"}
 
@@ -70,6 +72,16 @@ def _resume_from(resume: str | bool, out: str | None) -> Path:
     if not last.is_file():
         raise UsageError(f"--resume: no {last} to continue from")
     return last
+
+
+def _resume_data(ds: yolo_yaml.DatasetYaml | None, last: Path) -> Path:
+    """The sanitised dataset yaml a resumed run reads: from DATA if given, else the run's own copy, re-checked."""
+    run = last.parent.parent if last.parent.name == "weights" else last.parent
+    if ds is None:
+        if not (run / DATA_COPY).is_file():
+            raise UsageError(f"--resume: {run} has no {DATA_COPY} written by cnnkit; pass the dataset yaml as DATA")
+        ds = yolo_yaml.read(run / DATA_COPY)
+    return yolo_yaml.write_sanitised(ds, run.resolve() / DATA_COPY)
 
 
 class _Progress:
@@ -134,20 +146,25 @@ def finetune(
 
     if ignored:
         log.debug("finetune detect: ignoring options %s", ", ".join(sorted(k for k, v in ignored.items() if v is not None)))
-    if not resume and (data is None or not Path(data).is_file()):
-        raise UsageError(f"{data}: no such dataset yaml (make one with `cnnkit data shapes OUT --format yolo`)")
+    ds = yolo_yaml.read(data) if data is not None else None  # before anything is made or loaded
     set_threads(threads)
     n_threads = torch.get_num_threads()
     dev = resolve_device(device)
     if resume:
-        yolo = _ultralytics.yolo(_resume_from(resume, out))
-        args: dict[str, Any] = {"resume": True}
+        last = _resume_from(resume, out)
+        # ultralytics would otherwise re-read the dataset the checkpoint names (or coco8.yaml)
+        args: dict[str, Any] = {"resume": True, "data": str(_resume_data(ds, last))}
+        yolo, pinned = _ultralytics.resume(last)  # every .pt of the run scanned, its folder pinned
+        args.update(pinned)
+    elif ds is None:
+        raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --format yolo`)")
     else:
         folder = _out_dir(out, exist_ok)
         start, trained_size = _start(model, weights)
         yolo = _ultralytics.yolo(start)
+        clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
         args = dict(
-            data=str(Path(data).resolve()), epochs=epochs or 30, batch=batch_size or 16,
+            data=str(clean), epochs=epochs or 30, batch=batch_size or 16,
             imgsz=imgsz or trained_size or 640, device=_ultralytics.device_arg(dev),
             project=str(folder.resolve().parent), name=folder.name, exist_ok=True,
             seed=0 if seed is None else seed, deterministic=True, workers=workers or 0, plots=False, verbose=False,
@@ -157,6 +174,7 @@ def finetune(
     bar = _Progress(progress)
     bar.attach(yolo)
     yolo.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(n_threads))
+    label_cache.install()
     with _ultralytics.quiet(n_threads):
         yolo.train(**args)
     trainer = yolo.trainer
