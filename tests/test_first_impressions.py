@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 from cnnkit.cli import app
 from cnnkit.models.registry import get_spec, suggest
 
+from tests.finetune_fixtures import write_digits
+
 from .conftest import SAMPLES
 
 runner = CliRunner()
@@ -98,3 +100,42 @@ def test_on_a_terminal_the_progress_bar_is_gone_before_the_table(tmp_path):
     table_lines = [line for line in text.splitlines() if "┏" in line or "┃" in line]
     assert table_lines, text
     assert not any("predicting" in line or "━" in line.split("┏")[0] for line in table_lines), text
+
+
+@pytest.mark.parametrize(("fmt", "output", "tty", "expected"), [
+    ("auto", None, True, "table"), ("auto", None, False, "json"), ("auto", "-", False, "json"),
+    ("auto", "m.json", True, "json"), ("auto", "m.txt", False, "table"), ("auto", "m.out", True, "json"),
+    ("table", "m.json", False, "table"), ("json", None, True, "json"),
+])
+def test_val_reports_follow_the_auto_rule_of_predict(fmt, output, tty, expected, monkeypatch):
+    import sys
+
+    from cnnkit.cli.common import report_format
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty, raising=False)
+    assert report_format(fmt, output) == expected
+
+
+def test_val_reports_refuse_record_formats():
+    from cnnkit.cli.common import report_format
+    from cnnkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="auto, table or json"):
+        report_format("csv", None)
+
+
+def test_classify_val_writes_json_into_a_json_file_and_a_pipe(tmp_path):
+    import json
+
+    tiny_digits = write_digits(tmp_path / "digits", per_class=2, names=("0", "1", "2"))
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(out),
+                                 "--save-dir", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["model"] == "lenet5"
+    piped = runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "--save-dir", str(tmp_path / "w")])
+    assert json.loads(piped.stdout)["images"] > 0
+    table = tmp_path / "m.txt"
+    runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(table), "--save-dir",
+                        str(tmp_path / "x")])
+    assert "per class" in table.read_text() and not table.read_text().lstrip().startswith("{")

@@ -50,32 +50,27 @@ def val(
     workers: c.Workers = 2,
     device: c.Device = None,
     threads: c.Threads = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="auto (tables on a terminal, else json), table or json.", rich_help_panel=c.PANEL_IO)] = "auto",
+    fmt: c.ReportFormat = "auto",
     output: c.Output = None,
     save_dir: Annotated[str | None, typer.Option("--save-dir", help="Folder for confusion_matrix.png and metrics.json \\[default: runs/classify/val, val2, ...].", rich_help_panel=c.PANEL_IO)] = None,
     exist_ok: c.ExistOk = False,
 ) -> None:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder."""
     import json
-    import sys
     from pathlib import Path
 
     from cnnkit import api
     from cnnkit.eval.classification import evaluate_folder
     from cnnkit.io.files import atomic_write_text, explicit_dir, increment_dir
 
+    fmt = c.report_format(fmt, output)
     predictor = api.load("classify", model=model, weights=weights, device=device, threads=threads, topk=5)
     folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/classify/val"))
     result = evaluate_folder(predictor, data, batch_size=batch_size, workers=workers,
                              plot=folder / "confusion_matrix.png")
     text = json.dumps(result, indent=2) + "\n"
     atomic_write_text(folder / "metrics.json", text)
-    if output and output != "-":
-        atomic_write_text(output, text, overwrite=exist_ok)
-    elif fmt == "json" or (fmt == "auto" and not sys.stdout.isatty()):
-        typer.echo(text, nl=False)
-    else:
-        _print_val_tables(result)
+    c.emit_report(text if fmt == "json" else _val_tables(result), output, exist_ok)
     if not c.state(ctx)["quiet"]:
         typer.echo(f"{result['images']} image(s) scored, {len(result['failed'])} failed; "
                    f"top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}; wrote {folder}", err=True)
@@ -85,11 +80,15 @@ def val(
         raise typer.Exit(c.EXIT_FAILED)
 
 
-def _print_val_tables(result: dict) -> None:
+def _val_tables(result: dict) -> str:
+    """The summary, per-class and confusion tables as plain text."""
+    import io
+
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    buf = io.StringIO()
+    console = Console(file=buf, width=120, force_terminal=False, color_system=None)
     head = Table(title=f"{result['model']} on {result['data']}")
     for col in ("images", "top-1", "top-5", "macro precision", "macro recall", "macro F1"):
         head.add_column(col, justify="right")
@@ -109,3 +108,4 @@ def _print_val_tables(result: dict) -> None:
         conf.add_row(label, *(str(v) for v in row))
     for table in (head, per, conf):
         console.print(table)
+    return buf.getvalue()

@@ -41,6 +41,7 @@ ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Allow writing into an
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.", rich_help_panel=PANEL_IO)]
 Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N interleaved slices of the inputs.", rich_help_panel=PANEL_IO)]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Resume: skip inputs already recorded in the --output JSON Lines file and append.", rich_help_panel=PANEL_IO)]
+ReportFormat = Annotated[str, typer.Option("--format", "-f", help="auto (a table on a terminal, JSON in a pipe or a file; from the --output suffix), table or json.", rich_help_panel=PANEL_IO)]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard).", rich_help_panel=PANEL_IO)]
 
 log = logging.getLogger("cnnkit")
@@ -225,10 +226,21 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def check_report_format(fmt: str) -> None:
-    """Evaluation reports are a table or JSON."""
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r}: expected table or json")
+def report_format(fmt: str, output: str | None) -> str:
+    """``table`` or ``json`` for an evaluation report, by the rule predict follows.
+
+    ``auto`` is JSON into a file (a ``.txt``/``.md``/``.log`` suffix asks for the table) or a
+    pipe, and a table on a terminal.
+    """
+    import sys
+
+    if fmt not in ("auto", "table", "json"):
+        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
+    if fmt != "auto":
+        return fmt
+    if output and output != "-":
+        return "table" if Path(output).suffix.lower() in (".txt", ".md", ".log") else "json"
+    return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "json"
 
 
 def emit_report(text: str, output: str | None, exist_ok: bool) -> None:
