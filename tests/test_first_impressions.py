@@ -139,3 +139,60 @@ def test_classify_val_writes_json_into_a_json_file_and_a_pipe(tmp_path):
     runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(table), "--save-dir",
                         str(tmp_path / "x")])
     assert "per class" in table.read_text() and not table.read_text().lstrip().startswith("{")
+
+
+def _leaf_commands():
+    import typer.main
+
+    root = typer.main.get_command(app)
+
+    def walk(command, path):
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, command
+
+    return list(walk(root, []))
+
+
+def test_no_help_text_mentions_an_option_its_command_lacks_or_loses_text_to_markup():
+    import re
+
+    problems = []
+    for path, command in _leaf_commands():
+        opts = {o for p in command.params for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+        for param in command.params:
+            text = re.sub(r"`[^`]*`", "", getattr(param, "help", None) or "")  # `cnnkit x --y` names another command
+            problems += [f"{' '.join(path)} {param.name}: {m}" for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
+                         if m not in opts]
+            problems += [f"{' '.join(path)} {param.name}: markup {m}" for m in re.findall(r"(?<!\\)\[[^\]]*\]", text)]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("task", ["classify", "detect", "segment", "instance"])
+def test_task_help_shows_the_predict_options_and_names_val(task):
+    result = runner.invoke(app, [task, "--help"], env={"COLUMNS": "140"})
+    assert result.exit_code == 0
+    assert "--batch-size" in result.stdout and "--format" in result.stdout
+    assert f"cnnkit {task} val DATA" in result.stdout
+    assert "<bool>" not in result.stdout
+
+
+def test_flags_show_no_type_placeholder_anywhere():
+    for path, _ in _leaf_commands():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "140"})
+        assert result.exit_code == 0, path
+        assert "<bool>" not in result.stdout, path
+    assert "<bool>" not in runner.invoke(app, ["--help"], env={"COLUMNS": "140"}).stdout
+
+
+def test_global_flags_work_after_the_command():
+    quiet = runner.invoke(app, ["classify", str(SAMPLES / "bus.jpg"), "-f", "jsonl", "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    from cnnkit.cli.common import hoist_global_flags
+
+    assert hoist_global_flags(["classify", "x", "-q"]) == ["-q", "classify", "x"]
+    assert hoist_global_flags(["-v", "detect", "a", "--verbose", "--", "-q"]) == ["--verbose", "-v", "detect", "a", "--", "-q"]
+    assert hoist_global_flags(["models"]) == ["models"]

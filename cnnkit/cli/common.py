@@ -35,9 +35,9 @@ BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Image
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Decode threads running ahead of the model.", rich_help_panel=PANEL_RUN)]
 Format = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else jsonl), table, json, jsonl, csv.", rich_help_panel=PANEL_IO)]
 Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write records to this file (- for stdout, the default).", rich_help_panel=PANEL_IO)]
-Save = Annotated[bool, typer.Option("--save", help="Write annotated pictures to runs/<task>/exp[N].", rich_help_panel=PANEL_IO)]
+Save = Annotated[bool, typer.Option("--save", help="Write annotated pictures to runs/<task>/exp, exp2, ….", rich_help_panel=PANEL_IO)]
 SaveDir = Annotated[Optional[str], typer.Option("--save-dir", help="Write annotated pictures into this folder (implies --save).", rich_help_panel=PANEL_IO)]
-ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Allow writing into an existing --save-dir or over --output.", rich_help_panel=PANEL_IO)]
+ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Allow writing into or over an output folder or file that already exists.", rich_help_panel=PANEL_IO)]
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.", rich_help_panel=PANEL_IO)]
 Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N interleaved slices of the inputs.", rich_help_panel=PANEL_IO)]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Resume: skip inputs already recorded in the --output JSON Lines file and append.", rich_help_panel=PANEL_IO)]
@@ -57,13 +57,59 @@ class TaskGroup(TyperGroup):
     default_command = "predict"
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+        """Anything but a subcommand name goes to predict, ``--help`` included (its help names ``val``)."""
+        if not args or args[0] not in self.commands:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``cnnkit classify x -q`` → ``cnnkit -q classify x``: global flags work after the command too.
+
+    Only tokens after the command name and before a ``--`` separator move; nothing else is reordered.
+    """
+    start = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))
+    stop = args.index("--") if "--" in args[start:] else len(args)
+    moved = [a for a in args[start:stop] if a in GLOBAL_FLAGS]
+    if not moved:
+        return args
+    kept = [a for a in args[start:stop] if a not in GLOBAL_FLAGS]
+    return moved + args[:start] + kept + args[stop:]
+
+
+def _tidy_help(command: Any) -> None:
+    """Flags show no ``<bool>`` type in help; a task's predict help says how to evaluate."""
+    for param in getattr(command, "params", []):  # typer may vendor its own click: no isinstance here
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    if not getattr(command, "_cnnkit_tidy", False) and hasattr(command, "get_help_option"):
+        made = command.get_help_option
+
+        def get_help_option(ctx: Any) -> Any:
+            option = made(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = get_help_option
+        command._cnnkit_tidy = True
+    if isinstance(command, TaskGroup) and "predict" in command.commands and "val" in command.commands:
+        predict = command.commands["predict"]
+        predict.epilog = (f"`cnnkit {command.name} SOURCES...` runs predict. To evaluate on labelled data: "
+                          f"`cnnkit {command.name} val DATA` (see `cnnkit {command.name} val --help`).")
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+
+
 class RootGroup(TyperGroup):
     """Turns a :class:`CnnkitError` from any command into ``Error: …`` on stderr and its exit code."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        _tidy_help(self)
+        return super().make_context(info_name, hoist_global_flags(list(args)), parent=parent, **extra)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
