@@ -17,6 +17,7 @@ scan alone stands between a file and a full unpickling.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -55,14 +56,13 @@ def _place_fonts(config_dir: Path) -> None:
             shutil.copyfile(src, dst)
 
 
-class _Stderr:
-    """Whatever ``sys.stderr`` is at write time (pytest and CliRunner swap it)."""
+class _Forward(logging.Handler):
+    """ultralytics' log records, re-issued as cnnkit debug lines: only cnnkit speaks on its stderr (``-v`` shows them)."""
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip()
+        if text:
+            logging.getLogger("cnnkit.ultralytics").debug("ultralytics: %s", text)
 
 
 def ultralytics() -> Any:
@@ -80,15 +80,17 @@ def ultralytics() -> Any:
 
     pil_open = Image.open
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # its settings banner is not data
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):  # its settings banner
             import ultralytics as ul
             from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR
+        if said.getvalue().strip():
+            logging.getLogger("cnnkit.ultralytics").debug("ultralytics: %s", said.getvalue().strip())
 
         _safe_load_on()
         if not _ready:
-            for handler in LOGGER.handlers:
-                if isinstance(handler, logging.StreamHandler):
-                    handler.setStream(_Stderr())
+            LOGGER.handlers[:] = [_Forward()]
+            LOGGER.propagate = False
             _place_fonts(Path(USER_CONFIG_DIR))
             if SETTINGS.get("sync", False):
                 SETTINGS.update({"sync": False})

@@ -196,3 +196,20 @@ def test_global_flags_work_after_the_command():
     assert hoist_global_flags(["classify", "x", "-q"]) == ["-q", "classify", "x"]
     assert hoist_global_flags(["-v", "detect", "a", "--verbose", "--", "-q"]) == ["--verbose", "-v", "detect", "a", "--", "-q"]
     assert hoist_global_flags(["models"]) == ["models"]
+
+
+def test_ultralytics_says_nothing_on_cnnkits_stderr(tmp_path):
+    """A first detect (fresh settings folder) and `cnnkit models` (builds YOLO nets) print only cnnkit's lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "yolo"), "CNNKIT_CACHE": str(tmp_path / "cache")}
+    detect = subprocess.run([sys.executable, "-m", "cnnkit", "detect", str(SAMPLES / "scene_0.png"), "-f", "jsonl"],
+                            capture_output=True, text=True, env=env)
+    assert detect.returncode == 0, detect.stderr
+    assert "Ultralytics" not in detect.stderr and "✅" not in detect.stderr
+    assert all(line.startswith(("shapes-yolov8n knows", "1 image(s)")) for line in detect.stderr.splitlines())
+    models = subprocess.run([sys.executable, "-m", "cnnkit", "models", "--task", "detect"], capture_output=True,
+                            text=True, env=env)
+    assert models.returncode == 0 and "Overriding" not in models.stderr and models.stderr.strip() == ""
