@@ -213,3 +213,34 @@ def test_ultralytics_says_nothing_on_cnnkits_stderr(tmp_path):
     models = subprocess.run([sys.executable, "-m", "cnnkit", "models", "--task", "detect"], capture_output=True,
                             text=True, env=env)
     assert models.returncode == 0 and "Overriding" not in models.stderr and models.stderr.strip() == ""
+
+
+@pytest.mark.parametrize("width", [80, 100, 140])
+def test_models_and_info_fit_the_terminal_and_cut_nothing(width):
+    from cnnkit.models.registry import list_models
+
+    result = runner.invoke(app, ["models", "-f", "table"], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= width for line in lines) and "…" not in result.stdout
+    assert "ready" in lines[0] and "download once on first use" in " ".join(result.stdout.split())
+    lines = lines[:next(i for i, line in enumerate(lines) if line.startswith("ready:"))]
+    names = {line.split()[0] for line in lines[2:] if line.strip()}
+    assert {s.name for s in list_models()} <= names
+    assert {line.split()[1] for line in lines[2:] if line.split() and line.split()[0] in names} <= {"yes", "no"}
+    info = runner.invoke(app, ["info", "-f", "table"], env={"COLUMNS": str(width)})
+    assert info.exit_code == 0 and all(len(line) <= width for line in info.stdout.splitlines())
+
+
+@pytest.mark.parametrize("width", [80, 140])
+def test_summary_never_cuts_a_layer_name_or_the_total(width):
+    import json
+
+    data = json.loads(runner.invoke(app, ["summary", "shapes-yolov8n", "-f", "json"]).stdout)
+    result = runner.invoke(app, ["summary", "shapes-yolov8n", "-f", "table"], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0 and "…" not in result.stdout
+    table_lines = result.stdout.splitlines()[:-1]  # the last line is the prose summary
+    assert all(len(line) <= width for line in table_lines)
+    first_words = {line.split()[0] for line in table_lines if line.strip()}
+    assert {layer["name"] for layer in data["layers"]} <= first_words
+    assert f"{data['params']:,}" in result.stdout

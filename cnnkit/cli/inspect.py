@@ -8,21 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 
-def _emit(rows: list[dict], fmt: str, columns: list[str], title: str) -> None:
+def _wants_json(fmt: str) -> bool:
     import sys
 
-    from rich.console import Console
-    from rich.table import Table
+    if fmt not in ("auto", "table", "json"):
+        from cnnkit.errors import UsageError
 
-    if fmt == "json" or (fmt == "auto" and not sys.stdout.isatty()):
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title=title)
-    for i, col in enumerate(columns):
-        table.add_column(col, overflow="fold", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
+    return fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
 
 
 def models(
@@ -34,11 +27,24 @@ def models(
     from cnnkit.models.describe import describe
     from cnnkit.models.registry import list_models
 
+    from cnnkit.cli.tables import Column, cell, render
+
     rows = [describe(s) for s in list_models(pattern, task=task)]
     for r in rows:
         r["parameters_m"] = round(r["parameters"] / 1e6, 3)
-    cols = ["name", "task", "year", "parameters_m", "size_mb", "imagenet_top1", "source", "available", "description"]
-    _emit(rows, fmt, cols, "cnnkit models")
+    if _wants_json(fmt):
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    columns = [Column("name", "name", keep=True), Column("ready", "ready", keep=True), Column("task", "task"),
+               Column("params", "params", right=True), Column("source", "from"), Column("top1", "ImageNet top-1", right=True),
+               Column("mb", "MB", right=True), Column("year", "year", right=True), Column("description", "description")]
+    if task:
+        columns = [c for c in columns if c.key != "task"]
+    text = [{"name": r["name"], "task": r["task"], "params": f"{r['parameters_m']:.1f}M", "source": r["source"],
+             "ready": cell(r["available"]), "top1": cell(r.get("imagenet_top1")), "mb": cell(r.get("size_mb")),
+             "year": cell(r.get("year")), "description": r.get("description", "")} for r in rows]
+    typer.echo(render(columns, text, caption="ready: usable now, offline. Weights from torchvision and ultralytics "
+                                              "download once on first use, then come from the cache."), nl=False)
 
 
 def info(fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or json.")] = "auto") -> None:
@@ -81,11 +87,13 @@ def info(fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or
         "bundled": [s.name for s in specs if s.source == "bundled" and is_available(s)],
         "cached_pretrained": [s.name for s in specs if s.source != "bundled" and is_available(s)],
     }
-    if fmt == "json" or (fmt == "auto" and not sys.stdout.isatty()):
+    if _wants_json(fmt):
         typer.echo(json.dumps(data, indent=2))
         return
-    rows = [{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v} for k, v in data.items()]
-    _emit(rows, "table", ["key", "value"], "cnnkit info")
+    from cnnkit.cli.tables import Column, cell, render
+
+    rows = [{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else cell(v)} for k, v in data.items()]
+    typer.echo(render([Column("key", "setting", keep=True), Column("value", "value", keep=True)], rows), nl=False)
 
 
 def register(app: typer.Typer) -> None:
