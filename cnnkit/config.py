@@ -29,6 +29,18 @@ from cnnkit.errors import UsageError
 SETTINGS: dict[str, type] = {"device": str, "batch_size": int, "format": str, "workers": int, "cache_dir": str}
 TASKS = ("classify", "detect", "segment", "instance")
 
+# Upper bounds shared by flags, environment and config file: past them a value only costs memory
+# (every worker and thread has a stack; two batches of images are decoded ahead) or crashes torch.
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+MAX_WORKERS = MAX_THREADS
+MAX_BATCH_SIZE = 1024
+MAX_IMGSZ = 8192  # --imgsz: a model input side; activations grow with its square
+MAX_TILE = 8192  # --tile: a window side, cut from the image before resizing to --imgsz
+MAX_KERNEL = 31  # `cnnkit conv --kernel FILE`: the largest matrix side
+MAX_PADDING = MAX_KERNEL  # `cnnkit conv --padding`: more than the kernel only adds zeros
+BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (1, MAX_WORKERS)}
+FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "format": "--format", "device": "--device"}
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -73,15 +85,45 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
     unknown = sorted(k for k in flat if k not in SETTINGS and not (k.startswith("model.") and k[6:] in TASKS))
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-    return flat
+    return {key: _convert(key, value, str(path)) for key, value in flat.items()}
 
 
 def _convert(key: str, value: Any, where: str) -> Any:
+    """``value`` as the setting's type, checked as its flag would be; ``where`` names the source."""
     kind = SETTINGS.get(key, str)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: {key} must be {kind.__name__}, got {value!r}") from None
+    if kind is int:
+        text = value.strip() if isinstance(value, str) else value
+        try:
+            number = int(text)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(value, bool) or number is None or (isinstance(value, float) and value != number):
+            raise UsageError(f"{where}: {key} must be an integer, got {value!r}")
+        value = number
+    elif not isinstance(value, str):
+        raise UsageError(f"{where}: {key} must be a string, got {value!r}")
+    return check(key, value, where)
+
+
+def check(key: str, value: Any, where: str | None = None) -> Any:
+    """Refuse a setting outside what its flag accepts; ``where`` (env var, file) defaults to the flag."""
+    where = where or FLAGS.get(key, key)
+    if key in BOUNDS:
+        lo, hi = BOUNDS[key]
+        if not lo <= value <= hi:
+            raise UsageError(f"{where}: {key} must be from {lo} to {hi}, got {value}")
+    elif key == "format":
+        from cnnkit.io.writers import FORMATS
+
+        if value not in FORMATS:
+            raise UsageError(f"{where}: {key} must be one of {', '.join(FORMATS)}, got {value!r}")
+    elif key == "device":
+        from cnnkit.device import check_device_name
+
+        check_device_name(value, where)
+    elif not value.strip() or "\0" in value:
+        raise UsageError(f"{where}: {key} must be a non-empty name, got {value!r}")
+    return value
 
 
 def lookup(key: str, builtin: Any = None, config: dict[str, Any] | None = None) -> Setting:
@@ -99,7 +141,7 @@ def lookup(key: str, builtin: Any = None, config: dict[str, Any] | None = None) 
 def resolve(key: str, flag_value: Any, flag_given: bool, builtin: Any = None) -> Any:
     """Flag (when the user gave it) > environment > config file > built-in."""
     if flag_given:
-        return flag_value
+        return check(key, flag_value)
     return lookup(key, builtin if builtin is not None else flag_value).value
 
 

@@ -16,12 +16,22 @@ from cnnkit.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-_CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
+_CUDA_RE = re.compile(r"^cuda(?::(\d{1,4}))?$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|\d{1,4}|cuda(:\d{1,4})?)$")
+
+
+def check_device_name(spec: str, where: str = "--device") -> str:
+    """Refuse a device that is not ``auto|cpu|cuda|cuda:N|N|mps`` before anything is loaded."""
+    if not _DEVICE_RE.match(spec.strip().lower()):
+        raise UsageError(f"{where}: device {spec!r} is not one of auto, cpu, cuda, cuda:N or mps")
+    return spec
 
 
 def choose_device(spec: str | None, *, cuda_count: int, mps_available: bool) -> str:
     """Turn ``auto|cpu|cuda|cuda:N|mps`` into a concrete device string, or raise UsageError."""
-    spec = (spec or os.environ.get("CNNKIT_DEVICE") or "auto").strip().lower()
+    if not spec and os.environ.get("CNNKIT_DEVICE"):
+        spec = check_device_name(os.environ["CNNKIT_DEVICE"], "CNNKIT_DEVICE")
+    spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if cuda_count > 0:
             return "cuda:0"
@@ -71,11 +81,13 @@ def check_half(half: bool, device: "torch.device | str") -> bool:
 
 
 def set_threads(threads: int | None) -> None:
-    """Set torch's intra-op threads only when the user asked for a number."""
+    """Set torch's intra-op threads only when the user asked for a number (tens of thousands crash torch)."""
+    from cnnkit.config import MAX_THREADS
+
     if threads is None:
         return
-    if threads < 1:
-        raise UsageError("--threads must be at least 1")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads {threads!r}: expected a whole number from 1 to {MAX_THREADS}")
     import torch
 
     torch.set_num_threads(threads)

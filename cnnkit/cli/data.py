@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cnnkit.cli.common import ExistOk
+from cnnkit.config import MAX_IMGSZ
 
 app = typer.Typer(help="Make datasets: synthetic `shapes` scenes and scikit-learn's real digits.", no_args_is_help=True)
 
@@ -24,7 +25,7 @@ def shapes_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="imagefolder, yolo, masks or coco.")] = "yolo",
     n: Annotated[int, typer.Option("--n", min=1, help="Number of images (train + val).")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Scenes are a pure function of (seed, index).")] = 0,
-    imgsz: Annotated[int, typer.Option("--imgsz", min=16, help="Image side in pixels.")] = 256,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=16, max=MAX_IMGSZ, help="Image side in pixels.")] = 256,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of images in val.")] = 0.2,
     exist_ok: ExistOk = False,
 ) -> None:
@@ -44,7 +45,7 @@ def digits_cmd(
     out: Annotated[str, typer.Argument(help="Output folder (must not exist, unless --exist-ok).")],
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9)] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    imgsz: Annotated[int, typer.Option("--imgsz", min=8, help="Upscale the 8x8 digits to this size.")] = 32,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=8, max=MAX_IMGSZ, help="Upscale the 8x8 digits to this size.")] = 32,
     exist_ok: ExistOk = False,
 ) -> None:
     """scikit-learn's 1,797 real handwritten digits as a folder dataset (train/val/<digit>/)."""

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit.cli import common as c
+from cnnkit.config import MAX_IMGSZ
 from cnnkit.io import DEFAULT_MAX_PIXELS
 
 app = c.task_app(
@@ -16,7 +17,7 @@ app = c.task_app(
 
 Conf = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum confidence of a box.", rich_help_panel=c.PANEL_MODEL)]
 Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=c.PANEL_MODEL)]
-Imgsz = Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Inference size in pixels [default: the model's training size, else 640; Faster R-CNN: its min_size].", rich_help_panel=c.PANEL_MODEL)]
+Imgsz = Annotated[Optional[int], typer.Option("--imgsz", min=32, max=MAX_IMGSZ, help="Inference size in pixels \\[default: the model's training size, else 640; Faster R-CNN: its min_size].", rich_help_panel=c.PANEL_MODEL)]
 MaxDet = Annotated[int, typer.Option("--max-det", min=1, help="At most this many boxes per image.", rich_help_panel=c.PANEL_MODEL)]
 DetModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name (default shapes-yolov8n; yolov8n.pt, yolo11n.pt, fasterrcnn_resnet50_fpn_v2, …) or a local ultralytics .pt.", rich_help_panel=c.PANEL_MODEL)]
 DetWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="An ultralytics .pt (e.g. from `cnnkit finetune --task detect`), a .onnx or .torchscript from `cnnkit export <yolo>`, or for fasterrcnn_* a cnnkit .safetensors / state dict.", rich_help_panel=c.PANEL_MODEL)]
@@ -48,7 +49,7 @@ def predict(
     threads: c.Threads = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else jsonl), table, json, jsonl, csv, coco (COCO results JSON).", rich_help_panel=c.PANEL_IO)] = "auto",
     output: c.Output = None,
-    save: Annotated[Optional[bool], typer.Option("--save/--no-save", help="Write annotated pictures to runs/detect/exp[N] (default: on with --save-dir).", rich_help_panel=c.PANEL_IO)] = None,
+    save: Annotated[Optional[bool], typer.Option("--save/--no-save", help="Write annotated pictures to runs/detect/exp, exp2, … (default: on with --save-dir).", rich_help_panel=c.PANEL_IO)] = None,
     save_dir: c.SaveDir = None,
     save_txt: Annotated[bool, typer.Option("--save-txt", help="Also write YOLO label files (class cx cy w h score) to <save dir>/labels.", rich_help_panel=c.PANEL_IO)] = False,
     save_crop: Annotated[bool, typer.Option("--save-crop", help="Also write one crop per box to <save dir>/crops/<label>.", rich_help_panel=c.PANEL_IO)] = False,
@@ -91,14 +92,14 @@ def val(
     device: c.Device = None,
     threads: c.Threads = None,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run ultralytics' own val on the same weights and data (YOLO models).")] = True,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: c.ReportFormat = "auto",
     output: c.Output = None,
     exist_ok: c.ExistOk = False,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
     from cnnkit.eval.detect_val import render_metrics, validate
 
-    c.check_report_format(fmt)
+    fmt = c.report_format(fmt, output)
     metrics = validate(
         data, model=model, weights=weights, split=split, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
         batch_size=batch_size, workers=workers, device=device, threads=threads, compare=compare, backend=backend,

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit.cli import common as c
+from cnnkit.config import MAX_IMGSZ
 
 PANEL_TRAIN = "Training"
 PANEL_DATA = "Data"
@@ -43,7 +44,7 @@ def finetune(
     amp: Annotated[Optional[bool], typer.Option("--amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU).", rich_help_panel=PANEL_TRAIN, show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the data order, augmentation and init.", rich_help_panel=PANEL_TRAIN)] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="light, strong or none (classify).", rich_help_panel=PANEL_DATA)] = None,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Training image size in pixels.", rich_help_panel=PANEL_DATA)] = None,
+    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=8, max=MAX_IMGSZ, help="Training image size in pixels.", rich_help_panel=PANEL_DATA)] = None,
     val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, help="Share of each class held out when DATA has no train/val folders \\[default: 0.2].", rich_help_panel=PANEL_DATA)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="DataLoader worker processes (0: load in the main process).", rich_help_panel=c.PANEL_RUN)] = None,
     device: c.Device = None,

@@ -67,14 +67,14 @@ def val(
     workers: c.Workers = 2,
     device: c.Device = None,
     threads: c.Threads = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: c.ReportFormat = "auto",
     output: c.Output = None,
     exist_ok: c.ExistOk = False,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
     from cnnkit.tasks.instance import validate
 
-    c.check_report_format(fmt)
+    fmt = c.report_format(fmt, output)
     summary = validate(data, split=split, model=model, weights=weights, conf=conf, mask_threshold=mask_threshold,
                        max_det=max_det, batch_size=batch_size, workers=workers, device=device, threads=threads)
     text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit.cli import common as c
+from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.io import DEFAULT_MAX_PIXELS
 
 app = c.task_app(
@@ -17,8 +18,8 @@ app = c.task_app(
 
 Arch = Annotated[Optional[str], typer.Option("--arch", help="unet, unetplusplus, deeplabv3plus (smp, random init unless --weights), deeplabv3 or lraspp (torchvision VOC weights).", rich_help_panel=c.PANEL_MODEL)]
 Encoder = Annotated[Optional[str], typer.Option("--encoder", help="smp encoder for --arch (e.g. resnet34, mobilenet_v2); for deeplabv3: resnet50, resnet101, mobilenet_v3_large.", rich_help_panel=c.PANEL_MODEL)]
-ImgSz = Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Model input side; images are letterboxed to it (default: the model's).", rich_help_panel=c.PANEL_MODEL)]
-Tile = Annotated[Optional[int], typer.Option("--tile", min=32, help="Cut images larger than N px into N×N windows (each resized to --imgsz) and blend them.", rich_help_panel=c.PANEL_MODEL)]
+ImgSz = Annotated[Optional[int], typer.Option("--imgsz", min=32, max=MAX_IMGSZ, help="Model input side; images are letterboxed to it (default: the model's).", rich_help_panel=c.PANEL_MODEL)]
+Tile = Annotated[Optional[int], typer.Option("--tile", min=32, max=MAX_TILE, help="Cut images larger than N px into N×N windows (each resized to --imgsz) and blend them.", rich_help_panel=c.PANEL_MODEL)]
 Overlap = Annotated[float, typer.Option("--overlap", min=0.0, max=0.89, help="Fraction by which neighbouring tiles overlap.", rich_help_panel=c.PANEL_MODEL)]
 
 
@@ -71,7 +72,7 @@ def val(
     workers: c.Workers = 2,
     device: c.Device = None,
     threads: c.Threads = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.", rich_help_panel=c.PANEL_IO)] = "table",
+    fmt: c.ReportFormat = "auto",
     output: c.Output = None,
     exist_ok: c.ExistOk = False,
 ) -> None:
@@ -79,7 +80,7 @@ def val(
     from cnnkit import api
     from cnnkit.eval.segment import evaluate_folder, render_scores
 
-    c.check_report_format(fmt)
+    fmt = c.report_format(fmt, output)
     predictor = api.load("segment", model=model, weights=weights, backend=backend, arch=arch, encoder=encoder,
                          imgsz=imgsz, tile=tile, overlap=overlap, device=device, threads=threads)
     scores = evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers)

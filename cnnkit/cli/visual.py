@@ -12,10 +12,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cnnkit.cli.common import ExistOk, Model, Weights
+from cnnkit.config import MAX_IMGSZ, MAX_PADDING
 
 PANEL = "How CNNs see"
 
-ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, help="Input side in pixels (default: the model's preprocessing size).")]
+ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, max=MAX_IMGSZ, help="Input side in pixels (default: the model's preprocessing size).")]
 ViewFormat = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else json), table or json.")]
 
 
@@ -51,9 +52,7 @@ def summary(
 
     Receptive field (RF) and jump are in input pixels: r_out = r_in + (k-1)·j_in, j_out = j_in·s.
     """
-    from rich.console import Console
-    from rich.table import Table
-
+    from cnnkit.cli.tables import Column, render
     from cnnkit.viz.summary import summarize_target
 
     s = summarize_target(model, imgsz)
@@ -61,25 +60,20 @@ def summary(
         typer.echo(json.dumps(s.to_dict(), indent=2))
         return
     shape = "×".join(str(d) for d in s.input[1:])
-    table = Table(title=f"{s.model} on a {shape} input", show_footer=True, footer_style="bold")
-    totals = {"name": "total", "params": f"{s.params:,}", "rf": _xy(s.rf), "jump": _xy(s.jump), "macs": _human(s.macs)}
-    for key, header in (("name", "layer"), ("type", "type"), ("kernel", "kernel"), ("stride", "stride"),
-                        ("padding", "pad"), ("output", "output C×H×W"), ("params", "params"), ("rf", "RF"),
-                        ("jump", "jump"), ("macs", "mult-adds")):
-        right = key in ("params", "rf", "jump", "macs")
-        table.add_column(header, footer=totals.get(key, ""), justify="right" if right else "left")
-    for r in s.layers:
-        table.add_row(
-            r.name, r.type, _xy(r.kernel), _xy(r.stride), _xy(r.padding), "×".join(str(d) for d in r.output),
-            f"{r.params:,}" if r.params else "", _xy(r.rf), _xy(r.jump), _human(r.macs) if r.macs else "",
-        )
-    console = Console()
-    console.print(table)
-    console.print(
-        f"parameters {s.params:,} ({s.trainable:,} trainable, {s.params * 4 / 1e6:.1f} MB as fp32) · "
-        f"mult-adds {_human(s.macs)} per image · receptive field {_xy(s.rf)} px, jump {_xy(s.jump)} px",
-        highlight=False,
-    )
+    columns = [Column("name", "layer", keep=True, footer="total"), Column("params", "params", right=True, keep=True,
+                                                                         footer=f"{s.params:,}"),
+               Column("output", "output C×H×W"), Column("type", "type"),
+               Column("rf", "RF", right=True, footer=_xy(s.rf)), Column("macs", "mult-adds", right=True,
+                                                                       footer=_human(s.macs)),
+               Column("kernel", "kernel"), Column("stride", "stride"), Column("padding", "pad"),
+               Column("jump", "jump", right=True, footer=_xy(s.jump))]
+    rows = [{"name": r.name, "type": r.type, "kernel": _xy(r.kernel), "stride": _xy(r.stride),
+             "padding": _xy(r.padding), "output": "×".join(str(d) for d in r.output),
+             "params": f"{r.params:,}" if r.params else "", "rf": _xy(r.rf), "jump": _xy(r.jump),
+             "macs": _human(r.macs) if r.macs else ""} for r in s.layers]
+    typer.echo(render(columns, rows, title=f"{s.model} on a {shape} input"), nl=False)
+    typer.echo(f"parameters {s.params:,} ({s.trainable:,} trainable, {s.params * 4 / 1e6:.1f} MB as fp32) · "
+               f"mult-adds {_human(s.macs)} per image · receptive field {_xy(s.rf)} px, jump {_xy(s.jump)} px")
 
 
 def _default_out(kind: str, *parts: str) -> str:
@@ -94,7 +88,7 @@ def conv(
     image: Annotated[str, typer.Argument(help="An image, or a small matrix as text (rows of numbers) or .npy.")],
     kernel: Annotated[str, typer.Option("--kernel", "-k", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
     stride: Annotated[int, typer.Option("--stride", "-s", min=1, help="How far the kernel moves each step.")] = 1,
-    padding: Annotated[int, typer.Option("--padding", "-p", min=0, help="Zeros added around the border.")] = 0,
+    padding: Annotated[int, typer.Option("--padding", "-p", min=0, max=MAX_PADDING, help="Zeros added around the border (more than the kernel adds only zeros).")] = 0,
     pool: Annotated[Optional[int], typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side).")] = None,
     rgb: Annotated[bool, typer.Option("--rgb", help="Convolve each colour channel instead of a grey version.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the result: .png/.jpg picture, .npy, .txt or .csv (default for images: runs/conv/STEM-KERNEL.png).")] = None,
@@ -114,9 +108,7 @@ def conv(
     if is_matrix:
         x = cv.read_matrix(image)
     else:
-        from cnnkit.io.decode import decode
-
-        x = cv.image_input(decode(image).rgb, keep_colour=rgb)
+        x = cv.image_input(cv.read_image(image), keep_colour=rgb)
     result = cv.convolve(x, k, stride=stride, padding=padding, pool=pool, kernel_name=name)
     if out is None and not is_matrix:
         tag = f"-s{stride}" * (stride > 1) + f"-p{padding}" * (padding > 0) + f"-pool{pool}" * bool(pool)

@@ -23,12 +23,17 @@ from cnnkit.io import DEFAULT_MAX_PIXELS
 
 @dataclass
 class Decoded:
-    """An image ready for preprocessing; ``width``/``height`` are the original (EXIF-rotated) size."""
+    """An image ready for preprocessing; ``width``/``height`` are the original (EXIF-rotated) size.
+
+    ``max_pixels`` is the run's ``--max-pixels``: preprocessing sizes its own memory budget from it
+    (:func:`check_budget`), since a small image can still ask for a large allocation downstream.
+    """
 
     path: str
     rgb: np.ndarray
     width: int
     height: int
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -73,11 +78,14 @@ def to_rgb(img: Any) -> Any:
     from PIL import Image
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max() if arr.size else 0
-        scale = 255.0 / 65535.0 if peak > 255 else 1.0
-        arr = np.clip(arr * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        # Integer arithmetic, in place: float64 copies cost 24 bytes a pixel (4 GB at --max-pixels).
+        arr = np.asarray(img)
+        peak = int(arr.max()) if arr.size else 0
+        arr = np.clip(arr, 0, 65535 if peak > 255 else 255).astype(np.uint32)
+        if peak > 255:
+            arr *= 255
+            arr //= 65535
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
@@ -122,16 +130,18 @@ def _from_memory(obj: Any) -> np.ndarray:
 
 
 def decode(
-    path: str, data: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+    path: str, data: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None,
+    limit_name: str = "--max-pixels",
 ) -> Decoded:
     """Decode ``path`` (or the in-memory ``data``).
 
     ``min_side``: the smallest side the model needs; JPEGs are then drafted to the
-    largest 1/2ⁿ scale that keeps both sides at least that big.
+    largest 1/2ⁿ scale that keeps both sides at least that big. ``limit_name`` names
+    ``max_pixels`` in the refusal (a command without ``--max-pixels`` has its own limit).
     """
     if data is not None:
         rgb = _from_memory(data)
-        return Decoded(path, rgb, rgb.shape[1], rgb.shape[0])
+        return Decoded(path, rgb, rgb.shape[1], rgb.shape[0], max_pixels)
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _check_file(path)
@@ -141,7 +151,7 @@ def decode(
             with _pil_open()(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise DecodeError(f"{w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} (--max-pixels)")
+                    raise DecodeError(f"{w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} ({limit_name})")
                 if w == 0 or h == 0:
                     raise DecodeError("image has zero size")
                 orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
@@ -165,4 +175,24 @@ def decode(
         raise DecodeError(f"cannot decode ({text})") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DecodeError(f"decoded to unexpected shape {rgb.shape}")
-    return Decoded(path, np.ascontiguousarray(rgb), int(w), int(h))
+    return Decoded(path, np.ascontiguousarray(rgb), int(w), int(h), max_pixels)
+
+
+BUDGET_FACTOR = 4  # float values per pixel that --max-pixels allows: the image's three channels and one more
+BUDGET_FLOOR = 1 << 28  # never less than this (1 GiB of float32), so a small --max-pixels still runs a model
+
+
+def value_budget(max_pixels: int) -> int:
+    """How many values one preprocessing step (or the inputs in flight) may hold under ``--max-pixels``."""
+    return max(BUDGET_FACTOR * max_pixels, BUDGET_FLOOR)
+
+
+def check_budget(decoded: Decoded, values: int, what: str) -> None:
+    """Refuse, as this image's failed record, a step that would hold more than :func:`value_budget`
+    values; the one-line reason says what and how much, before anything is allocated."""
+    budget = value_budget(decoded.max_pixels)
+    if values > budget:
+        raise DecodeError(
+            f"{decoded.width}x{decoded.height}: {what} would hold {values:,} values, over the budget of "
+            f"{budget:,} (from --max-pixels {decoded.max_pixels:,})"
+        )

@@ -3,17 +3,24 @@
 Files, folders (``recursive``), quoted globs and ``-`` (paths read from stdin, one per
 line) mix freely. Folders and globs expand in sorted order and keep only image
 extensions; a file named explicitly is always kept (it fails later with a reason if
-it is not an image). Duplicates are dropped, keeping the first place.
+it is not an image). Duplicates are dropped, keeping the first place: one file is one
+input however many symbolic links or spellings (``./a``, ``d/../a``) reach it; hard links
+stay separate inputs, as separate names of a file.
+
+Folders and ``**`` are walked by :func:`_tree`, not ``os.walk``/``glob``: symbolic links
+to folders are followed, but never into a folder that is already being listed, so a
+link to ``..`` or to itself becomes one failed item instead of a loop.
 """
 
 from __future__ import annotations
 
-import glob
+import errno
+import fnmatch
+import heapq
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from cnnkit.errors import UsageError
@@ -22,6 +29,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
 )
 _GLOB_CHARS = set("*?[")
+LOOP = "symlink loop, skipped"
+
+Hit = tuple[str, "str | None"]  # a path, and why it gives no image (None: it is an input)
 
 
 @dataclass(frozen=True)
@@ -38,32 +48,209 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk(folder: Path, recursive: bool) -> list[str]:
-    found: list[str] = []
-    if recursive:
-        for root, dirs, files in os.walk(folder, followlinks=False):
-            dirs.sort()
-            found.extend(os.path.join(root, f) for f in sorted(files) if is_image_name(f))
-    else:
-        with os.scandir(folder) as it:
-            found = sorted(e.path for e in it if is_image_name(e.name) and not e.is_dir())
+def _key(path: str) -> tuple[int, int] | None:
+    """The (device, inode) a path leads to, or None when it leads nowhere."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _real(path: str) -> Any:
+    """What makes two names one input: the path with symbolic links resolved."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):  # a NUL byte from a stdin list: the name is all there is
+        return ("path", path)
+
+
+@dataclass
+class _Listing:
+    files: list[str]  # entries that are not folders (links followed), sorted
+    folders: list[str]  # sub-folders (links followed), sorted
+    loops: list[str]  # links that resolve to themselves (ELOOP)
+
+
+def _scan(folder: str, hidden: bool) -> _Listing:
+    """One folder's entries; raises OSError when the folder cannot be listed."""
+    out = _Listing([], [], [])
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if not hidden and entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                out.loops.append(entry.path)
+            else:
+                out.files.append(entry.path)  # named like an image, it fails later with its own reason
+            continue
+        (out.folders if is_dir else out.files).append(entry.path)
+    return out
+
+
+def _outer_keys(root: str) -> tuple[tuple[int, int], ...]:
+    """The folders that hold ``root``: a link to one of them leads back to ``root``."""
+    keys = []
+    path = os.path.realpath(root)
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return tuple(keys)
+        key = _key(parent)
+        if key is not None:
+            keys.append(key)
+        path = parent
+
+
+def _tree(root: str, hidden: bool = True) -> Iterator[tuple[str, _Listing | None, str | None]]:
+    """``(folder, listing, None)`` for ``root`` and every folder below it, depth first in name order,
+    or ``(path, None, reason)`` for a folder that cannot be listed or a link back into the walk.
+
+    Each folder is listed once (device + inode), and a link to a folder on the current path
+    (``..``, itself, a parent, or a folder that holds ``root``) is reported instead of followed,
+    so the walk always ends and never climbs out above ``root``.
+    """
+    root_key = _key(root)
+    if root_key is None:
+        return
+    visited = {root_key}
+    stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(root, (*_outer_keys(root), root_key))]
+    while stack:
+        folder, path_keys = stack.pop()
+        try:
+            listing = _scan(folder, hidden)
+        except OSError as exc:
+            yield folder, None, f"cannot list folder ({exc.strerror or exc})"
+            continue
+        yield folder, listing, None
+        for loop in listing.loops:
+            yield loop, None, LOOP
+        children = []
+        for sub in listing.folders:
+            key = _key(sub)
+            if key is None:
+                continue
+            if key in path_keys:
+                yield sub, None, LOOP
+            elif key not in visited:
+                visited.add(key)
+                children.append((sub, path_keys + (key,)))
+        stack.extend(reversed(children))
+
+
+def _walk(folder: str, recursive: bool) -> list[Hit]:
+    """Image files in ``folder`` (and below it with ``recursive``), with failed hits for bad entries."""
+    if not recursive:
+        listing = _scan(folder, hidden=True)
+        hits: list[Hit] = [(p, None) for p in listing.files if is_image_name(p)]
+        return hits + [(p, LOOP) for p in listing.loops if is_image_name(p)]
+    hits = []
+    for path, listing, reason in _tree(folder):
+        if listing is None:
+            hits.append((path, reason))
+        else:
+            hits.extend((p, None) for p in listing.files if is_image_name(p))
+    return hits
+
+
+def _has_magic(part: str) -> bool:
+    return any(c in part for c in _GLOB_CHARS)
+
+
+def _split_pattern(pattern: str) -> tuple[str, list[str]]:
+    """The literal folder a pattern starts from, and the components after it (the first has magic)."""
+    anchor = os.sep if pattern.startswith(os.sep) else ""
+    parts = [p for p in pattern.split(os.sep) if p]
+    i = 0
+    while i < len(parts) - 1 and not _has_magic(parts[i]):
+        i += 1
+    return (os.path.join(anchor, *parts[:i]) if anchor or i else ""), parts[i:]
+
+
+def _matches(name: str, part: str) -> bool:
+    """``glob`` rules: ``*`` and ``?`` do not match a leading dot unless the pattern has one."""
+    if name.startswith(".") and not part.startswith("."):
+        return False
+    return fnmatch.fnmatch(name, part)
+
+
+def _glob(pattern: str, recursive: bool) -> list[Hit]:
+    """Paths matching ``pattern`` (``**`` = any folders below, with ``recursive``), loop-safe."""
+    base, parts = _split_pattern(pattern)
+    found: list[Hit] = []
+    work = [(base, 0)]  # a heap: of two links to one folder, the name that sorts first is expanded
+    expanded: set[tuple[tuple[int, int] | None, int]] = set()
+    while work:
+        folder, i = heapq.heappop(work)
+        here = folder or os.curdir
+        seen_at = (_key(here), i)
+        if seen_at[0] is not None:
+            if seen_at in expanded:
+                continue  # the same folder, reached again by another link, at the same pattern position
+            expanded.add(seen_at)
+        part, last = parts[i], i == len(parts) - 1
+        if part == "**" and recursive:
+            for path, listing, reason in _tree(here, hidden=False):
+                if listing is None:
+                    found.append((_shown(folder, path), reason))
+                elif last:
+                    found.extend((_shown(folder, p), None) for p in listing.files)
+                else:
+                    heapq.heappush(work, (_shown(folder, path), i + 1))
+            continue
+        if not _has_magic(part):
+            path = os.path.join(folder, part)
+            if last and os.path.lexists(path):
+                found.append((path, None))
+            elif not last and os.path.isdir(path):
+                heapq.heappush(work, (path, i + 1))
+            continue
+        try:
+            listing = _scan(here, hidden=part.startswith("."))
+        except OSError:
+            continue  # glob skips folders it cannot list
+        if last:
+            found.extend((_shown(folder, p), LOOP) for p in listing.loops
+                         if _matches(os.path.basename(p), part) and is_image_name(p))
+        names = listing.files + listing.folders if last else listing.folders
+        for p in names:
+            name = os.path.basename(p)
+            if not _matches(name, part):
+                continue
+            if last:
+                found.append((os.path.join(folder, name), None))
+            else:
+                heapq.heappush(work, (os.path.join(folder, name), i + 1))
     return found
 
 
-def _expand_one(arg: str, recursive: bool) -> tuple[list[str], str | None]:
-    """The image paths ``arg`` stands for, or a reason why it stands for none."""
-    path = Path(arg)
-    if path.is_dir():
+def _shown(folder: str, path: str) -> str:
+    """A path found by walking ``folder or "."``, spelled as ``glob`` does: no ``./`` before a relative pattern."""
+    if folder:
+        return path
+    return "" if path == os.curdir else path[2:] if path.startswith(os.curdir + os.sep) else path
+
+
+def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
+    """The image paths ``arg`` stands for (failed hits among them), or a reason why it stands for none."""
+    if os.path.isdir(arg):
         try:
-            found = _walk(path, recursive)
+            hits = _walk(arg, recursive)
         except OSError as exc:
             return [], f"cannot list folder ({exc.strerror or exc})"
         hint = "" if recursive else " (use --recursive for sub-folders)"
-        return found, None if found else f"folder has no image files{hint}"
-    if any(c in arg for c in _GLOB_CHARS) and not path.exists():
-        found = sorted(p for p in glob.glob(arg, recursive=recursive) if is_image_name(p) and not os.path.isdir(p))
-        return found, None if found else "pattern matches no image files"
-    return [arg], None
+        return hits, None if any(r is None for _, r in hits) else f"folder has no image files{hint}"
+    if any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg):
+        hits = sorted(
+            ((p, r) for p, r in _glob(arg, recursive) if r is not None or (is_image_name(p) and not os.path.isdir(p))),
+            key=lambda hit: hit[0],
+        )
+        return hits, None if any(r is None for _, r in hits) else "pattern matches no image files"
+    return [(arg, None)], None
 
 
 def expand_sources(
@@ -71,21 +258,22 @@ def expand_sources(
 ) -> list[Item]:
     """Expand ``sources`` into items; non-path objects (PIL, ndarray, tensor) become in-memory items."""
     items: list[Item] = []
-    seen: set[str] = set()
+    seen: set[Any] = set()
 
     def add(path: str, data: Any = None, error: str | None = None) -> None:
         if data is None:
-            if path in seen:
+            key = _real(path) if error is None else ("path", path)
+            if key in seen:
                 return
-            seen.add(path)
+            seen.add(key)
         items.append(Item(path, data, error))
 
     def add_arg(arg: str) -> None:
-        found, error = _expand_one(arg, recursive)
+        hits, error = _expand_one(arg, recursive)
         if error:
             add(arg, error=error)
-        for p in found:
-            add(p)
+        for path, reason in hits:
+            add(path, error=reason)
 
     for i, src in enumerate(sources):
         if isinstance(src, Item):

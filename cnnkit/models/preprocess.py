@@ -7,10 +7,14 @@ threads, so resizing overlaps with the forward pass.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from cnnkit.config import MAX_IMGSZ
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,6 +27,19 @@ class Preprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        """Checkpoint metadata builds these: a crop of a million pixels a side must not reach an allocation."""
+        for name, top in (("resize", 2 * MAX_IMGSZ), ("crop", MAX_IMGSZ)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= top:
+                raise ValueError(f"preprocessing {name} {value!r} is not a side from 1 to {top}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+                raise ValueError(f"preprocessing {name} {list(values)!r} is not three finite numbers")
+        if any(v == 0 for v in self.std):
+            raise ValueError(f"preprocessing std {list(self.std)!r} has a zero")
 
     def describe(self) -> str:
         return (
@@ -53,7 +70,13 @@ class Preprocess:
         )
 
     def __call__(self, rgb: np.ndarray) -> Any:
-        """H×W×3 uint8 → 3×crop×crop float tensor."""
+        """H×W×3 uint8 → 3×crop×crop float tensor.
+
+        When resizing the whole image would give more than four crops' worth of pixels (an aspect
+        ratio past about 4:1), only the source region under the centre crop is resampled (PIL's
+        ``box``: the same pixel centres and filter as resizing, then cropping), so a 200000×1
+        image never becomes a 51-million-pixel-wide intermediate.
+        """
         import torch
         from PIL import Image
 
@@ -64,11 +87,44 @@ class Preprocess:
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(
             self.interpolation, Image.BILINEAR
         )
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), resample)
         left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
-        img = img.crop((left, top, left + self.crop, top + self.crop))
+        if nw * nh > 4 * self.crop * self.crop:
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
+            img = img.resize((self.crop, self.crop), resample, box=box)
+        else:
+            if (nw, nh) != (w, h):
+                img = img.resize((nw, nh), resample)
+            img = img.crop((left, top, left + self.crop, top + self.crop))
         t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (t - mean) / std
+
+
+def rcnn_input(rgb: np.ndarray, min_size: int, max_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """An image for a torchvision two-stage model (Faster/Mask R-CNN), which resizes by itself so
+    that the short side is ``min_size`` and the long side at most ``max_size``.
+
+    An image the model would shrink more than 2× is first reduced to that size here, in uint8
+    with PIL: the model would otherwise normalise full-size float copies of it (1.7 GB each for
+    144 MP). A thin image is padded (bottom/right) so the model's resize keeps its short side at
+    least one stride-32 feature cell. Returns the array and the height and width of the image in it.
+    """
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    scale = min(min_size / min(h, w), max_size / max(h, w))
+    if scale < 0.5:
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=3.0))
+    need = math.ceil(32 * max(h, w) / max_size)
+    if min(h, w) < need:
+        rgb = np.pad(rgb, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)))
+    return rgb, (h, w)
+
+
+def rcnn_working_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The size a torchvision two-stage model resizes an ``h``×``w`` input to."""
+    scale = min(min_size / min(h, w), max_size / max(h, w))
+    return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))

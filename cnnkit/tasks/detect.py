@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.config import MAX_IMGSZ
 from cnnkit.device import Runtime
 from cnnkit.errors import CnnkitError, UsageError
 from cnnkit.io.decode import Decoded
@@ -62,6 +63,8 @@ class YoloBackend:
 
         self.name, self.labels, self.checkpoint = name, labels, checkpoint
         self.stride = stride
+        if not 1 <= int(imgsz) <= MAX_IMGSZ:  # the model's own training size included: a .pt file sets it
+            raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (--imgsz)")
         self.imgsz = -(-int(imgsz) // stride) * stride
         self.end2end = end2end
         self.runtime = runtime
@@ -140,10 +143,16 @@ class TorchvisionBackend:
     def min_side(self) -> int:
         return self.imgsz
 
-    def preprocess(self, rgb: np.ndarray) -> Any:
+    def preprocess(self, rgb: np.ndarray) -> tuple[Any, tuple[int, int]]:
+        """A uint8 CHW tensor of at most about twice the model's working size (big images reduced,
+        thin ones padded: :func:`~cnnkit.models.preprocess.rcnn_input`), and the image's size in it."""
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        from cnnkit.models.preprocess import rcnn_input
+
+        transform = self.net.transform
+        rgb_in, content = rcnn_input(rgb, int(transform.min_size[-1]), int(transform.max_size))
+        return torch.from_numpy(np.ascontiguousarray(rgb_in.transpose(2, 0, 1))), content
 
     def forward(self, inputs: list[Any], shapes: list[tuple[int, int]], opts: Options) -> list[np.ndarray]:
         import torch
@@ -151,11 +160,14 @@ class TorchvisionBackend:
         heads = self.net.roi_heads
         heads.score_thresh, heads.nms_thresh, heads.detections_per_img = opts.conf, opts.iou, opts.max_det
         with torch.inference_mode():
-            outs = self.net([t.to(self.runtime.device, dtype=self.runtime.dtype).div_(255) for t in inputs])
+            outs = self.net([t.to(self.runtime.device, dtype=self.runtime.dtype).div_(255) for t, _ in inputs])
         result = []
-        for o in outs:
+        for o, (_, (ch, cw)), (h, w) in zip(outs, inputs, shapes):
             cls = o["labels"].float().cpu() - 1  # torchvision label 0 is the background
-            det = torch.cat([o["boxes"].float().cpu(), o["scores"].float().cpu()[:, None], cls[:, None]], dim=1)
+            boxes = o["boxes"].float().cpu()
+            if (ch, cw) != (h, w):  # reduced in preprocess: back to the decoded image's pixels
+                boxes = boxes * torch.tensor([w / cw, h / ch, w / cw, h / ch])
+            det = torch.cat([boxes, o["scores"].float().cpu()[:, None], cls[:, None]], dim=1)
             if opts.classes is not None:
                 det = det[torch.isin(det[:, 5].long(), torch.tensor(opts.classes))]
             result.append(det.numpy())

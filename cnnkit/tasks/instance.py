@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnkit.device import Runtime
 from cnnkit.errors import CnnkitError
-from cnnkit.io.decode import Decoded
+from cnnkit.io.decode import Decoded, check_budget
 from cnnkit.io.draw import colour
 from cnnkit.models import hub
 from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.loader import Loaded, _load_into, load_checkpoint
 from cnnkit.models.registry import get_spec
 from cnnkit.records import Record
-from cnnkit.tasks.base import PictureSaver, Predictor
-from cnnkit.tasks.instance_post import decode_rle, to_predictions
+from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
+from cnnkit.tasks.instance_post import decode_rle
 
 DEFAULT_MODEL = "shapes-maskrcnn"
 _CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
@@ -50,6 +51,78 @@ def load_instance_model(name: str | None, weights: str | None) -> Loaded:
     return Loaded(module, spec.name, labels, None, spec, {})
 
 
+@dataclass
+class _Input:
+    """A preprocessed image: the tensor, and the height and width of the image inside its padding."""
+
+    tensor: Any
+    content: tuple[int, int]
+
+
+_STRIP = 1 << 20  # mask values interpolated at once while pasting
+
+
+def _axis(n_in: int, n_out: int, start: int, stop: int) -> tuple[Any, Any, Any]:
+    """Source indices and weight of outputs ``start…stop-1`` of torch's bilinear resize
+    (``align_corners=False``) from ``n_in`` to ``n_out`` samples, in float32 as torch computes them."""
+    import numpy as np
+
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.maximum((np.arange(start, stop, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
+    return i0, i1, np.clip(src - i0, 0, 1).astype(np.float32)
+
+
+def paste_rle(mask: Any, box: Any, height: int, width: int, threshold: float) -> dict[str, Any]:
+    """One M×M soft mask pasted into a ``height``×``width`` image as torchvision pastes it (padded by
+    one, box widened by (M+2)/M, bilinear to the box, thresholded), returned as COCO RLE.
+
+    Only the box is computed, a block at a time, and only the mask's runs are kept, so a
+    12000×12000 image costs no 144-million-value array per instance.
+    """
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    total = height * width
+    if threshold <= 0:  # every pixel passes, the zeros outside the box too
+        counts = [0, total]
+    else:
+        m = np.pad(np.asarray(mask, np.float32), 1)
+        n = m.shape[0]
+        scale = np.float32(n / (n - 2))
+        box = np.asarray(box, np.float32)
+        half_w, half_h = (box[2] - box[0]) * np.float32(0.5) * scale, (box[3] - box[1]) * np.float32(0.5) * scale
+        cx, cy = (box[2] + box[0]) * np.float32(0.5), (box[3] + box[1]) * np.float32(0.5)
+        x0, x1 = int(np.int64(cx - half_w)), int(np.int64(cx + half_w))
+        y0, y1 = int(np.int64(cy - half_h)), int(np.int64(cy + half_h))
+        bw, bh = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+        left, right, top, bottom = max(x0, 0), min(x1 + 1, width), max(y0, 0), min(y1 + 1, height)
+        starts, ends = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        rstep = max(1, min(bottom - top, _STRIP))
+        cstep = max(1, _STRIP // rstep)
+        for c in range(left, right, cstep):
+            c0, c1, cw = _axis(n, bw, c - x0, min(c + cstep, right) - x0)
+            for r in range(top, bottom, rstep):
+                r0, r1, rw = _axis(n, bh, r - y0, min(r + rstep, bottom) - y0)
+                upper = m[np.ix_(r0, c0)] * (1 - cw) + m[np.ix_(r0, c1)] * cw
+                lower = m[np.ix_(r1, c0)] * (1 - cw) + m[np.ix_(r1, c1)] * cw
+                on = upper * (1 - rw)[:, None] + lower * rw[:, None] >= threshold
+                edges = np.diff(np.pad(on.T, ((0, 0), (1, 1))).view(np.int8), axis=1)
+                at = (c + np.arange(on.shape[1]))[:, None] * height + r + np.arange(edges.shape[1])
+                starts.append(at[edges == 1])
+                ends.append(at[edges == -1])
+        s, e = np.sort(np.concatenate(starts)), np.sort(np.concatenate(ends))
+        joined = np.flatnonzero(e[:-1] == s[1:])  # a run going on past a block or a column's end
+        s, e = np.delete(s, joined + 1), np.delete(e, joined)
+        counts = np.empty(2 * len(s) + 1, np.int64)
+        counts[0::2] = np.concatenate([s, [total]]) - np.concatenate([[0], e])
+        counts[1::2] = e - s
+        counts = counts[:-1].tolist() if len(counts) > 1 and counts[-1] == 0 else counts.tolist()
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
 class InstanceSegmenter(Predictor):
     """Boxes, labels, scores and masks per image; ``--save-masks`` writes one PNG per instance."""
 
@@ -81,35 +154,58 @@ class InstanceSegmenter(Predictor):
         return cls(load_instance_model(model, weights), runtime, conf=conf, mask_threshold=mask_threshold,
                    max_det=max_det, save_masks=save_masks)
 
-    def preprocess(self, decoded: Decoded) -> Any:
-        """A [0, 1] tensor; a very thin image is padded (bottom/right) so that the model's
-        resize keeps its short side at least one stride-32 feature cell."""
-        import math
-
-        import numpy as np
-
+    def preprocess(self, decoded: Decoded) -> _Input:
+        """A [0, 1] tensor of at most about twice the model's working size, and where the image is in it
+        (:func:`~cnnkit.models.preprocess.rcnn_input`: big images reduced, thin ones padded)."""
+        from cnnkit.models.preprocess import rcnn_input, rcnn_working_size
         from cnnkit.train.instance import image_tensor
 
-        rgb = decoded.rgb
-        h, w = rgb.shape[:2]
-        need = math.ceil(32 * max(h, w) / self.model.transform.max_size)
-        if min(h, w) < need:
-            rgb = np.pad(rgb, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)))
-        return image_tensor(rgb)
+        transform = self.model.transform
+        min_size, max_size = int(transform.min_size[-1]), int(transform.max_size)
+        wh, ww = rcnn_working_size(*decoded.rgb.shape[:2], min_size, max_size)
+        check_budget(decoded, 3 * wh * ww, f"the model's resize to {ww}x{wh}")
+        rgb, content = rcnn_input(decoded.rgb, min_size, max_size)
+        return _Input(image_tensor(rgb), content)
 
-    def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+    def predict_batch(self, inputs: list[_Input], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+        """Mask R-CNN's own steps, stopping before it pastes every mask into a full-size float image:
+        each kept mask is pasted here, box by box, straight into COCO RLE (:func:`paste_rle`)."""
+        from collections import OrderedDict
+
         import torch
 
-        preds = []
+        model = self.model
         with torch.inference_mode():
-            outputs = self.model([x.to(self.runtime.device, self.runtime.dtype) for x in inputs])
-            for out, dec in zip(outputs, decoded):
-                h, w = dec.rgb.shape[:2]
-                out["masks"] = out["masks"][..., :h, :w]  # drop the padding of thin images
-                out["boxes"][:, 0::2].clamp_(0, w)
-                out["boxes"][:, 1::2].clamp_(0, h)
-                preds.append(to_predictions(out, self.labels, conf=self.conf, mask_threshold=self.mask_threshold,
-                                            max_det=self.max_det))
+            images, _ = model.transform([x.tensor.to(self.runtime.device, self.runtime.dtype) for x in inputs])
+            features = model.backbone(images.tensors)
+            if isinstance(features, torch.Tensor):
+                features = OrderedDict([("0", features)])
+            proposals, _ = model.rpn(images, features)
+            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+        return [self._predictions(det, x, size, dec)
+                for det, x, size, dec in zip(detections, inputs, images.image_sizes, decoded)]
+
+    def _predictions(self, det: dict[str, Any], x: _Input, size: Any, dec: Decoded) -> list[dict[str, Any]]:
+        """One image's detections in its original pixels (``class_id`` = network label − 1)."""
+        import numpy as np
+
+        scores = det["scores"].float().cpu()
+        keep = (scores >= self.conf).nonzero().flatten()[: self.max_det]
+        (ph, pw), (ch, cw) = x.tensor.shape[-2:], x.content
+        fx, fy = pw / int(size[1]) * dec.width / cw, ph / int(size[0]) * dec.height / ch
+        boxes = det["boxes"][keep].float().cpu().numpy() * np.array([fx, fy, fx, fy], np.float32)
+        masks = det["masks"][keep, 0].float().cpu().numpy()
+        preds = []
+        for box, mask, k, score in zip(boxes, masks, det["labels"][keep].tolist(), scores[keep].tolist()):
+            cid = int(k) - 1
+            shown = [min(max(float(v), 0.0), float(lim)) for v, lim in zip(box, (dec.width, dec.height) * 2)]
+            preds.append({
+                "label": self.labels[cid] if 0 <= cid < len(self.labels) else f"class_{cid}",
+                "class_id": cid,
+                "score": round(float(score), 6),
+                "box": [round(v, 2) for v in shown],
+                "mask": paste_rle(mask, box, dec.height, dec.width, self.mask_threshold),
+            })
         return preds
 
     def annotate(self, decoded: Decoded, record: Record) -> Any:
@@ -132,7 +228,9 @@ class InstanceSegmenter(Predictor):
     def stream(self, sources: Any, **kwargs: Any):
         """As :meth:`Predictor.stream`; with ``save_masks`` each prediction gains ``mask_file``."""
         save_dir = kwargs.get("save_dir")
-        masks = PictureSaver(Path(save_dir) / "masks", suffix=".png") if self.save_masks and save_dir else None
+        masks = None
+        if self.save_masks and save_dir:
+            masks = PictureSaver(Path(save_dir) / "masks", suffix=".png", inputs=sources)
         for record in super().stream(sources, **kwargs):
             if masks is not None and record.ok:
                 self._write_masks(masks, record)
@@ -144,9 +242,8 @@ class InstanceSegmenter(Predictor):
 
         from cnnkit.io.files import atomic_path
 
-        stem = Path(record.path).stem or "image"
         for i, p in enumerate(record.predictions):
-            path = saver.target(f"{stem}_{i}_{p['label']}", ".png")
+            path = saver.target(record.path, ".png", tag=f"_{i}_{safe_name(str(p['label']))}")
             with atomic_path(path) as tmp:
                 Image.fromarray(decode_rle(p["mask"]).astype("uint8") * 255).save(tmp, format="PNG")
             p["mask_file"] = str(path)

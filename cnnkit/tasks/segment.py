@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
 from cnnkit.errors import UsageError
 from cnnkit.eval.segment import class_map
-from cnnkit.io.decode import Decoded
+from cnnkit.io import DEFAULT_MAX_PIXELS
+from cnnkit.io.decode import Decoded, check_budget, value_budget
 from cnnkit.io.draw import colour
 from cnnkit.io.files import atomic_path
 from cnnkit.models.loader import Loaded
@@ -97,11 +99,11 @@ class Segmenter(Predictor):
         self.loaded, self.name, self.labels = loaded, loaded.name, list(loaded.labels)
         self.pre, self.runtime = loaded.preprocess, runtime
         self.imgsz = int(imgsz or self.pre.crop)
-        if self.imgsz < 32:
-            raise UsageError(f"--imgsz {self.imgsz}: must be at least 32")
+        if not 32 <= self.imgsz <= MAX_IMGSZ:
+            raise UsageError(f"--imgsz {self.imgsz}: must be from 32 to {MAX_IMGSZ}")
         self.tile = int(tile) if tile else None
-        if self.tile is not None and self.tile < 32:
-            raise UsageError(f"--tile {self.tile}: must be at least 32")
+        if self.tile is not None and not 32 <= self.tile <= MAX_TILE:
+            raise UsageError(f"--tile {self.tile}: must be from 32 to {MAX_TILE}")
         self.overlap = overlap
         self.min_side = None if self.tile else self.imgsz
         self.model = runtime.prepare(loaded.module)
@@ -150,7 +152,16 @@ class Segmenter(Predictor):
         return _Letterbox(out, (nh, nw))
 
     def preprocess(self, decoded: Decoded) -> Any:
-        return None if self._tiled(decoded) else self._letterbox(decoded.rgb, self.imgsz)
+        """The letterboxed tensor; ``None`` for an image to tile (in :meth:`predict_batch`), whose
+        memory is checked here: a band of class scores as wide as the image, and each tile's."""
+        if not self._tiled(decoded):
+            return self._letterbox(decoded.rgb, self.imgsz)
+        h, w = decoded.rgb.shape[:2]
+        th, tw = min(self.tile, h), min(self.tile, w)
+        classes = len(self.labels)
+        check_budget(decoded, (2 * classes + 3) * th * w + classes * th * tw,
+                     f"tiling with --tile {self.tile} ({classes} class scores per pixel of a {th}-row band)")
+        return None
 
     # -- forward ------------------------------------------------------------------------------
     def _logits(self, batch: Any) -> Any:
@@ -242,6 +253,16 @@ class Segmenter(Predictor):
             rgb = np.asarray(Image.fromarray(rgb).resize((mask.shape[1], mask.shape[0]), Image.BILINEAR))
         return Image.fromarray(overlay(rgb, mask))
 
+    def _check_in_flight(self, batch_size: int, max_pixels: int) -> None:
+        """The engine holds two batches of letterboxed inputs: refuse sizes whose product is past the budget."""
+        side = -(-self.imgsz // 32) * 32
+        values = 3 * side * side * 2 * max(1, batch_size)
+        budget = value_budget(max_pixels)
+        if values > budget:
+            raise UsageError(f"--imgsz {self.imgsz} with --batch-size {batch_size}: {2 * max(1, batch_size)} inputs "
+                             f"in flight would hold {values:,} values, over the budget of {budget:,} "
+                             f"(from --max-pixels {max_pixels:,}); lower --batch-size or --imgsz")
+
     def masks(self, sources: Any, *, batch_size: int = 8, recursive: bool = False, shard_spec: str | None = None,
               skip: set[str] | None = None, **run_options: Any) -> Iterator[tuple[Record, Decoded | None, Any]]:
         """``(record, decoded, class-index mask)``; ``decoded`` and the mask are ``None`` for a failure."""
@@ -253,6 +274,7 @@ class Segmenter(Predictor):
         items = shard(expand_sources(sources, recursive=recursive), shard_spec)
         if skip:
             items = [it for it in items if it.path not in skip]
+        self._check_in_flight(batch_size, run_options.get("max_pixels", DEFAULT_MAX_PIXELS))
         self.batch_size = batch_size
         self._pending.clear()
         for record, decoded in run(self, items, batch_size=batch_size, **run_options):
@@ -260,7 +282,7 @@ class Segmenter(Predictor):
 
     def stream(self, sources: Any, *, save_dir: str | os.PathLike | None = None, **kwargs: Any) -> Iterator[Record]:
         """Records; with ``save_dir`` each also names its ``mask`` (palette PNG) and ``overlay`` PNG."""
-        saver = PictureSaver(save_dir, suffix=".png") if save_dir else None
+        saver = PictureSaver(save_dir, suffix=".png", inputs=sources) if save_dir else None
         palette = segmentation_palette(len(self.labels))
         for record, decoded, mask in self.masks(sources, **kwargs):
             if saver is not None and mask is not None:

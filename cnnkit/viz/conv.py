@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.config import MAX_KERNEL, MAX_PADDING
+from cnnkit.errors import CnnkitError, DecodeError, UsageError
 
 KERNELS: dict[str, list[list[float]]] = {
     "edge": [[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]],
@@ -27,7 +28,8 @@ KERNELS: dict[str, list[list[float]]] = {
     "identity": [[1]],
 }
 MATRIX_SUFFIXES = (".txt", ".csv", ".tsv", ".npy")
-MAX_KERNEL = 31
+MAX_PIXELS = 1 << 24  # conv holds several float64 copies of its input: 16 MP of grey is about 1 GB
+MAX_TEXT_BYTES = 16 << 20  # a text matrix is parsed into Python floats (~10x its size)
 
 
 def output_size(n: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -40,8 +42,10 @@ def read_matrix(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         if path.suffix == ".npy":
-            m = np.load(path, allow_pickle=False)
+            m = _load_npy(path)
         else:
+            if path.stat().st_size > MAX_TEXT_BYTES:
+                raise ValueError(f"over {MAX_TEXT_BYTES >> 20} MB of text; save it as .npy")
             rows = []
             for line in path.read_text().splitlines():
                 cells = [c for c in re.split(r"[\s,;\[\]]+", line.split("#")[0]) if c]
@@ -55,6 +59,29 @@ def read_matrix(path: str | Path) -> np.ndarray:
     if m.ndim != 2 or m.size == 0:
         raise CnnkitError(f"{path}: expected a non-empty 2-D matrix, got shape {list(m.shape)}")
     return m.astype(np.float64)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """``np.load`` after reading the header: a 100-byte file must not declare an array of gigabytes."""
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    size = math.prod(shape)
+    if size > MAX_PIXELS or dtype.hasobject:
+        what = "objects" if dtype.hasobject else f"{size:,} values (at most {MAX_PIXELS:,})"
+        raise ValueError(f"its header declares shape {list(shape)} of {what}")
+    return np.load(path, allow_pickle=False)
+
+
+def read_image(path: str) -> np.ndarray:
+    """An image file as RGB uint8, refused past :data:`MAX_PIXELS` (conv's limit, not --max-pixels)."""
+    from cnnkit.io.decode import decode
+
+    try:
+        return decode(path, max_pixels=MAX_PIXELS, limit_name="conv's limit").rgb
+    except DecodeError as exc:
+        raise CnnkitError(f"{path}: {exc}") from None
 
 
 def resolve_kernel(spec: str) -> tuple[str, np.ndarray]:
@@ -110,9 +137,11 @@ def convolve(x: np.ndarray, kernel: np.ndarray, *, stride: int = 1, padding: int
     import torch
     import torch.nn.functional as F
 
-    if stride < 1 or padding < 0:
-        raise UsageError(f"stride must be ≥ 1 and padding ≥ 0 (got {stride}, {padding})")
+    if stride < 1 or not 0 <= padding <= MAX_PADDING:
+        raise UsageError(f"stride must be ≥ 1 and padding from 0 to {MAX_PADDING} (got {stride}, {padding})")
     h, w = x.shape[:2]
+    if (h + 2 * padding) * (w + 2 * padding) > MAX_PIXELS:
+        raise UsageError(f"a {h}×{w} input padded by {padding} is over conv's limit of {MAX_PIXELS:,} pixels")
     kh, kw = kernel.shape
     oh, ow = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     if oh < 1 or ow < 1:
