@@ -24,12 +24,14 @@ if TYPE_CHECKING:
     from cnnkit.tasks.base import Predictor
 
 
-def _prepare(predictor: "Predictor", item: Item, max_pixels: int) -> tuple[Decoded, Any, float]:
+def _prepare(predictor: "Predictor", item: Item, max_pixels: int, pictures: bool) -> tuple[Decoded, Any, float]:
     t0 = time.perf_counter()
     if item.error:
         raise DecodeError(item.error)
     decoded = decode(item.path, item.data, max_pixels=max_pixels, min_side=predictor.min_side)
     tensor = predictor.preprocess(decoded)
+    if pictures:  # a drafted JPEG is decoded again at its own size here, beside the forward pass
+        decoded.picture()
     return decoded, tensor, (time.perf_counter() - t0) * 1000.0
 
 
@@ -45,8 +47,13 @@ def run(
     batch_size: int = 8,
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    pictures: bool = False,
 ) -> Iterator[tuple[Record, Decoded | None]]:
-    """Yield ``(record, decoded)`` per item, in order; ``decoded`` is ``None`` on failure."""
+    """Yield ``(record, decoded)`` per item, in order; ``decoded`` is ``None`` on failure.
+
+    ``pictures``: the run saves pictures, so each drafted input also holds its full-size decode
+    (:meth:`Decoded.picture`); only then, since that costs a full image per input in flight.
+    """
     batch_size = max(1, batch_size)
     ahead = batch_size * 2
     source = iter(items)
@@ -58,7 +65,7 @@ def run(
                 item = next(source, None)
                 if item is None:
                     return
-                pending.append((item, pool.submit(_prepare, predictor, item, max_pixels)))
+                pending.append((item, pool.submit(_prepare, predictor, item, max_pixels, pictures)))
 
         try:
             refill()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,26 @@ class Decoded:
     width: int
     height: int
     max_pixels: int = DEFAULT_MAX_PIXELS
+    full: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def scale(self) -> tuple[float, float]:
         """Original pixels per decoded pixel, along x and y (1.0 unless drafted)."""
         return self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]
+
+    @property
+    def drafted(self) -> bool:
+        """Whether ``rgb`` is a reduced JPEG draft (for the model) rather than the input at its own size."""
+        return self.rgb.shape[:2] != (self.height, self.width)
+
+    def picture(self) -> np.ndarray:
+        """The input at its own size, for what a user sees (pictures, overlays, crops): ``rgb`` unless
+        drafted, else ``full``, which a drafted input gets here by decoding its file again in full."""
+        if not self.drafted:
+            return self.rgb
+        if self.full is None:
+            self.full = decode(self.path, max_pixels=self.max_pixels).rgb
+        return self.full
 
 
 def _pil_open() -> Any:

@@ -36,7 +36,13 @@ class Predictor(ABC):
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]: ...
 
     @abstractmethod
-    def annotate(self, decoded: Decoded, record: Record) -> Any: ...
+    def annotate(self, decoded: Decoded, record: Record) -> Any:
+        """The picture a save writes, drawn on :meth:`Decoded.picture` (the input's own size, never the draft)."""
+
+    @property
+    def saves_pictures(self) -> bool:
+        """Whether a run with a save folder writes pictures, so the decode threads keep full-size images."""
+        return True
 
     def stream(
         self, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
@@ -52,7 +58,9 @@ class Predictor(ABC):
         if skip:
             items = [it for it in items if it.path not in skip]
         saver = PictureSaver(save_dir, inputs=items) if save_dir else None
-        for record, decoded in run(self, items, batch_size=batch_size, workers=workers, max_pixels=max_pixels):
+        pictures = saver is not None and self.saves_pictures
+        for record, decoded in run(self, items, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                                   pictures=pictures):
             if saver and decoded is not None:
                 self.save_outputs(saver, decoded, record)
             yield record

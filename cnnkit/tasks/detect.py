@@ -305,6 +305,11 @@ class Detector(Predictor):
         self.min_side = backend.min_side
         self.save_pictures, self.save_txt, self.save_crop = save_pictures, save_txt, save_crop
 
+    @property
+    def saves_pictures(self) -> bool:
+        """Annotated pictures and crops need the full-size image; label files alone do not."""
+        return self.save_pictures or self.save_crop
+
     @classmethod
     def load(
         cls, model: str | None = None, weights: str | None = None, *, conf: float = 0.25, iou: float = 0.7,
@@ -350,23 +355,18 @@ class Detector(Predictor):
             record.extra["crops"] = [str(p) for p in save_crops(saver, decoded, record)]
 
 
-def _decoded_box(box: Sequence[float], d: Decoded) -> tuple[float, float, float, float]:
-    sx, sy = d.scale
-    return box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
-
-
 def draw_detections(decoded: Decoded, predictions: list[dict[str, Any]]) -> Any:
-    """The image with a coloured box and a ``label score`` tag per detection (Pillow's own font)."""
+    """The input at its own size with a coloured box and a ``label score`` tag per detection (Pillow's own font)."""
     from PIL import Image, ImageDraw
 
     from cnnkit.io.draw import _font, colour
 
-    img = Image.fromarray(decoded.rgb)
+    img = Image.fromarray(decoded.picture())
     draw = ImageDraw.Draw(img, "RGBA")
     width = max(1, min(img.size) // 160)
     font = _font(max(10, min(img.size) // 28))
     for p in predictions:
-        x1, y1, x2, y2 = _decoded_box(p["box"], decoded)
+        x1, y1, x2, y2 = p["box"]
         c = colour(p["class_id"])
         draw.rectangle((x1, y1, x2, y2), outline=c, width=width)
         text = f"{p['label']} {p['score']:.2f}"
@@ -393,15 +393,16 @@ def write_yolo_txt(saver: PictureSaver, record: Record) -> Path:
 
 
 def save_crops(saver: PictureSaver, decoded: Decoded, record: Record) -> list[Path]:
-    """``crops/<label>/<stem>_<i>.jpg``: each detection cut from the decoded image."""
+    """``crops/<label>/<stem>_<i>.jpg``: each detection cut from the input at its own size, at the
+    record's box rounded to whole pixels (:func:`crop_box`)."""
     from PIL import Image
 
     from cnnkit.io.files import atomic_path
 
-    img = Image.fromarray(decoded.rgb)
+    img = Image.fromarray(decoded.picture())
     paths = []
     for i, p in enumerate(record.predictions):
-        x1, y1, x2, y2 = (int(round(v)) for v in _decoded_box(p["box"], decoded))
+        x1, y1, x2, y2 = crop_box(p["box"])
         if x2 <= x1 or y2 <= y1:
             continue
         path = saver.target(record.path, ".jpg", sub=f"crops/{safe_name(str(p['label']))}", tag=f"_{i}")
@@ -409,3 +410,9 @@ def save_crops(saver: PictureSaver, decoded: Decoded, record: Record) -> list[Pa
             img.crop((x1, y1, x2, y2)).save(tmp, format="JPEG", quality=92)
         paths.append(path)
     return paths
+
+
+def crop_box(box: Sequence[float]) -> tuple[int, int, int, int]:
+    """A record's box (original pixels) as the whole-pixel region ``--save-crop`` cuts: each edge rounded."""
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    return x1, y1, x2, y2

@@ -209,13 +209,14 @@ class InstanceSegmenter(Predictor):
         return preds
 
     def annotate(self, decoded: Decoded, record: Record) -> Any:
-        """Translucent masks, then boxes with ``label score`` captions (Pillow's built-in font)."""
+        """Translucent masks, then boxes with ``label score`` captions (Pillow's built-in font), on the
+        input at its own size, where the record's boxes and masks are."""
         import numpy as np
         import torch
         from PIL import Image
         from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-        img = torch.from_numpy(np.array(decoded.rgb, dtype=np.uint8)).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(decoded.picture(), dtype=np.uint8)).permute(2, 0, 1)
         preds = record.predictions
         if preds:
             colours = [colour(p["class_id"]) for p in preds]

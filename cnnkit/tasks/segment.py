@@ -241,16 +241,17 @@ class Segmenter(Predictor):
 
     # -- outputs ------------------------------------------------------------------------------
     def annotate(self, decoded: Decoded, record: Record, mask: np.ndarray | None = None) -> Any:
-        """The colour overlay at the input's size; without ``mask``, the record's saved mask PNG."""
+        """The colour overlay on the input at its own size (never an upscaled draft); without ``mask``,
+        the record's saved mask PNG. A mask of another size is resized as class indices (nearest)."""
         from PIL import Image
 
         if mask is None:
             if not record.extra.get("mask"):
                 raise RuntimeError(f"{record.path}: no mask to draw")
             mask = np.asarray(Image.open(record.extra["mask"]))
-        rgb = decoded.rgb
+        rgb = decoded.picture()
         if rgb.shape[:2] != mask.shape:
-            rgb = np.asarray(Image.fromarray(rgb).resize((mask.shape[1], mask.shape[0]), Image.BILINEAR))
+            mask = np.asarray(Image.fromarray(mask).resize((rgb.shape[1], rgb.shape[0]), Image.NEAREST))
         return Image.fromarray(overlay(rgb, mask))
 
     def _check_in_flight(self, batch_size: int, max_pixels: int) -> None:
@@ -284,7 +285,7 @@ class Segmenter(Predictor):
         """Records; with ``save_dir`` each also names its ``mask`` (palette PNG) and ``overlay`` PNG."""
         saver = PictureSaver(save_dir, suffix=".png", inputs=sources) if save_dir else None
         palette = segmentation_palette(len(self.labels))
-        for record, decoded, mask in self.masks(sources, **kwargs):
+        for record, decoded, mask in self.masks(sources, pictures=saver is not None, **kwargs):
             if saver is not None and mask is not None:
                 record.extra["mask"] = _save_png(saver.target(record.path, "_mask.png"), mask, palette)
                 record.extra["overlay"] = _save_png(saver.target(record.path, "_overlay.png"),
