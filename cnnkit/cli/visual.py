@@ -135,6 +135,8 @@ def _report(info: dict[str, Any], fmt: str) -> None:
         typer.echo(json.dumps(info))
     else:
         typer.echo(f"saved {info['saved']}")
+        if "input" in info:
+            typer.echo(f"  input: {'×'.join(str(d) for d in info['input']['shape'])}, {info['input']['as_seen']}")
         for layer in info.get("layers", [info]):
             typer.echo(f"  {layer['layer']}: {'×'.join(str(d) for d in layer['shape'])}")
 
@@ -146,11 +148,14 @@ def features(
     layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="Layer name from `cnnkit summary` (repeatable) (default: the last layer of each stage).")] = None,
     channels: Annotated[int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")] = 8,
     cell: Annotated[int, typer.Option("--cell", min=16, max=512, help="Pixel size of each map in the grid.")] = 96,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/features/IMAGE-MODEL.png).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/features/IMAGE-MODEL.png, IMAGE-MODEL-LAYER.png with --layer; a taken name becomes NAME-2.png …).")] = None,
     exist_ok: ExistOk = False,
     fmt: ViewFormat = "auto",
 ) -> None:
-    """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep (default model: shapes-cnn)."""
+    """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep (default model: shapes-cnn).
+
+    The first row is the input as the model sees it (cropped, letterboxed or resized as its task does).
+    """
     from pathlib import Path
 
     from cnnkit.io.decode import decode
@@ -159,15 +164,24 @@ def features(
     rgb = decode(image).rgb
     loaded = load_for_viewing(model, weights)
     figure, info = feature_figure(loaded, rgb, layer, channels=channels, cell=cell)
-    target = out or _default_out("features", Path(image).stem, loaded.name)
-    _report({"saved": save_figure(figure, target, overwrite=exist_ok), "image": image, **info}, fmt)
+    target = out or _default_out("features", Path(image).stem, loaded.name, _layers_tag(layer))
+    saved = save_figure(figure, target, overwrite=exist_ok, numbered=out is None)
+    _report({"saved": saved, "image": image, **info}, fmt)
+
+
+def _layers_tag(layers: list[str] | None) -> str:
+    """The chosen layers for a file name: all of them joined by ``+``, or the first and how many more."""
+    if not layers:
+        return ""
+    joined = "+".join(layers)
+    return joined if len(joined) <= 80 else f"{layers[0][:80]}+{len(layers) - 1}more"
 
 
 def filters(
-    model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
+    model: Annotated[str, typer.Argument(help="Registry model name, a cnnkit .safetensors checkpoint or an ultralytics .pt.")] = "shapes-cnn",
     layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="A Conv2d layer name from `cnnkit summary` (default: the first).")] = None,
     cell: Annotated[int, typer.Option("--cell", min=8, max=256, help="Pixel size of each kernel in the grid.")] = 48,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/filters/MODEL-LAYER.png).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/filters/MODEL-LAYER.png; a taken name becomes NAME-2.png …).")] = None,
     exist_ok: ExistOk = False,
     fmt: ViewFormat = "auto",
 ) -> None:
@@ -177,7 +191,7 @@ def filters(
     loaded = load_for_viewing(model)
     figure, info = filter_figure(loaded, layer, cell=cell)
     target = out or _default_out("filters", loaded.name, info["layer"])
-    _report({"saved": save_figure(figure, target, overwrite=exist_ok), **info}, fmt)
+    _report({"saved": save_figure(figure, target, overwrite=exist_ok, numbered=out is None), **info}, fmt)
 
 
 def register(app: typer.Typer) -> None:
