@@ -6,7 +6,10 @@
 
 Data: ``cnnkit.data.shapes.scene(seed=0, index)`` generated on the fly at ``--imgsz``
 (step ``s`` uses indices ``s*batch … s*batch+batch-1``, so resuming replays nothing);
-evaluation on seed 1; the test suite scores the shipped weights on seed 777.
+evaluation on seed 1; the test suite scores the shipped weights on seed 777. With
+``--photo-fraction F`` (a further stage from ``--init``, e.g. the bundled weights) that share of
+the training and validation scenes is drawn over crops of scikit-image's photos with 0–4 shapes,
+so photos without shapes get no detections.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.data.photos import train_pool
 from cnnkit.data.shapes import CLASSES, scene
 from cnnkit.models.checkpoint import load_state_dict, read_meta, save_checkpoint
 from cnnkit.models.hub import bundled_path
@@ -36,6 +40,8 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
+    p.add_argument("--photo-fraction", type=float, default=0.0, help="share of scenes drawn over real photos")
     p.add_argument("--export", action="store_true", help="copy best.safetensors (fp16) into cnnkit/weights")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -46,18 +52,25 @@ def main() -> None:
         return
     arch_kwargs = {"backbone": "resnet18", "fpn_channels": 64, "min_size": args.imgsz, "max_size": max(320, args.imgsz)}
     model = light_maskrcnn(len(CLASSES), **arch_kwargs)
-    val = [scene(VAL_SEED, i, size=args.imgsz) for i in range(args.n_val)]
+    if args.init:
+        model.load_state_dict(load_state_dict(args.init))
+    options: dict = {}
+    if args.photo_fraction > 0:
+        options = {"photos": train_pool(), "photo_fraction": args.photo_fraction, "objects": (0, 4)}
+    val = [scene(VAL_SEED, i, size=args.imgsz, **options) for i in range(args.n_val)]
     gt = scenes_to_coco(val, CLASSES)
     meta = {
         "task": "instance", "arch": "maskrcnn_light", "arch_kwargs": arch_kwargs, "name": "shapes-maskrcnn",
         "labels": list(CLASSES),
         "data": f"shapes scenes seed {TRAIN_SEED} at {args.imgsz} px, {args.steps}x{args.batch_size} images; "
-                f"val seed {VAL_SEED} n={args.n_val}",
+                f"val seed {VAL_SEED} n={args.n_val}"
+                + (f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes, "
+                   f"from {args.init}" if args.photo_fraction else ""),
     }
     cfg = StepConfig(steps=args.steps, lr=args.lr, eval_every=args.eval_every, ckpt_every=100, seed=0)
 
     def batch_at(step: int) -> list:
-        return [scene_sample(scene(TRAIN_SEED, step * args.batch_size + j, size=args.imgsz))
+        return [scene_sample(scene(TRAIN_SEED, step * args.batch_size + j, size=args.imgsz, **options))
                 for j in range(args.batch_size)]
 
     train_steps(model, batch_at, cfg, out, meta,
