@@ -17,16 +17,27 @@ import logging
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import TensorDataset
 
 from cnnkit.data.photos import other_sample
 from cnnkit.data.shapes import classification_sample
+from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS, _shapes_cnn
 from cnnkit.train.classifier import TrainConfig, fit_in_memory
 
 
-def make_tensors(n: int, n_other: int, seed: int, size: int = 64) -> TensorDataset:
-    samples = [classification_sample(seed, i, size=size) for i in range(n)]
+def _at_scale(seed: int, i: int, size: int, sizes: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """A shape drawn at one of ``sizes`` and resized to ``size`` as inference does (larger inputs are smoother)."""
+    drawn = sizes[(i * 7919 + seed) % len(sizes)]
+    img, label = classification_sample(seed, i, size=drawn)
+    if drawn != size:
+        img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    return img, label
+
+
+def make_tensors(n: int, n_other: int, seed: int, size: int = 64, sizes: tuple[int, ...] = (64,)) -> TensorDataset:
+    samples = [_at_scale(seed, i, size, sizes) for i in range(n)]
     other = SHAPES_CNN_LABELS.index("other")
     samples += [(other_sample(seed, i, size=size), other) for i in range(n_other)]
     images, labels = zip(*samples)
@@ -47,19 +58,27 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sizes", default="64,96,128,192", help="shapes are drawn at these sizes, then resized to 64")
+    p.add_argument("--init", default=None, help="start from these weights (a shapes-cnn .safetensors)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    train = make_tensors(args.n_train, args.n_other, 0)
-    val = make_tensors(args.n_val, args.n_other_val, 1)
+    sizes = tuple(int(v) for v in args.sizes.split(","))
+    train = make_tensors(args.n_train, args.n_other, 0, sizes=sizes)
+    val = make_tensors(args.n_val, args.n_other_val, 1, sizes=sizes)
     meta = {
         "task": "classify", "arch": "shapes_cnn", "name": "shapes-cnn", "labels": list(SHAPES_CNN_LABELS),
         "preprocess": SHAPES_PREPROCESS.to_dict(),
         "data": (f"shapes classification_sample: train seed 0 n={args.n_train}, val seed 1 n={args.n_val}; other_sample "
-                 f"(scikit-image photo crops, textures): train n={args.n_other}, val n={args.n_other_val}; 64 px"),
+                 f"(scikit-image photo crops, textures): train n={args.n_other}, val n={args.n_other_val}; shapes drawn "
+                 f"at {args.sizes} px and resized to 64"),
     }
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, label_smoothing=0.02)
-    fit_in_memory(_shapes_cnn(), train, val, cfg, args.out, meta, batch_size=args.batch_size)
+    model = _shapes_cnn()
+    if args.init:
+        model.load_state_dict(load_state_dict(args.init))
+        meta["init"] = args.init
+    fit_in_memory(model, train, val, cfg, args.out, meta, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":

@@ -319,11 +319,15 @@ def fit(
 
 def fit_in_memory(model: nn.Module, train: Any, val: Any, cfg: TrainConfig, out_dir: str | Path,
                   meta: dict[str, Any], *, batch_size: int) -> list[dict[str, Any]]:
-    """:func:`fit` on in-memory datasets, seeded shuffle, one log line per epoch (the retraining scripts)."""
+    """:func:`fit` on in-memory datasets, seeded shuffle, one log line per epoch (the retraining scripts).
+
+    The shuffle is :class:`ResumableSampler`'s (seed + epoch), so a run stopped mid-epoch resumes
+    on the same batches and its schedule ends where an uninterrupted one does.
+    """
     from torch.utils.data import DataLoader
 
-    g = torch.Generator().manual_seed(cfg.seed)
-    return fit(model, DataLoader(train, batch_size=batch_size, shuffle=True, generator=g),
+    sampler = ResumableSampler(train, seed=cfg.seed)
+    return fit(model, DataLoader(train, batch_size=batch_size, sampler=sampler),
                DataLoader(val, batch_size=256), cfg, out_dir, meta,
                on_epoch=lambda r: log.info("epoch %(epoch)d loss %(train_loss).4f val_acc %(val_acc).4f "
                                            "(%(seconds).1fs)", r))
