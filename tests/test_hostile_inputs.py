@@ -38,10 +38,14 @@ def _records(stdout: str) -> list[dict]:
 def _measured(args: list[str], tmp_path: Path, timeout_s: int = 300) -> tuple[int, int, list[dict], str]:
     """``cnnkit ARGS`` in a child: exit code, the child's peak RSS in bytes, its records, its stderr.
 
-    A 16 GB address-space limit keeps a regression from taking the machine down with it.
+    A 16 GB address-space limit keeps a regression from taking the machine down with it. The peak
+    is the child's own ``VmHWM`` (its memory map's high-water mark), read as it exits: ``ru_maxrss``
+    would also count the parent's size at fork, which a long pytest run makes large.
     """
-    out, err = tmp_path / "out.jsonl", tmp_path / "err.txt"
-    launcher = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30)); "
+    out, err, hwm = tmp_path / "out.jsonl", tmp_path / "err.txt", tmp_path / "hwm.txt"
+    launcher = ("import atexit, resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30)); "
+                f"atexit.register(lambda: open({str(hwm)!r}, 'w').write(next(l for l in open('/proc/self/status') "
+                "if l.startswith('VmHWM')).split()[1])); "
                 "sys.argv[0] = 'cnnkit'; runpy.run_module('cnnkit', run_name='__main__')")
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen([sys.executable, "-c", launcher, *args], stdout=fo, stderr=fe, cwd=tmp_path)
@@ -52,7 +56,8 @@ def _measured(args: list[str], tmp_path: Path, timeout_s: int = 300) -> tuple[in
         finally:
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024, _records(out.read_text()), err.read_text()
+    peak = int(hwm.read_text()) * 1024 if hwm.exists() else usage.ru_maxrss * 1024
+    return proc.returncode, peak, _records(out.read_text()), err.read_text()
 
 
 @pytest.fixture()
