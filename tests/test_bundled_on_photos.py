@@ -57,3 +57,9 @@ def test_the_detector_still_finds_shapes_drawn_over_a_held_out_photo(photos):
     record = cnnkit.detect([scene.image])[0]
     found = sorted(p["label"] for p in record.predictions)
     assert len(found) >= len(scene.objects) - 1 and set(found) <= {o.label for o in scene.objects}
+
+
+def test_mask_rcnn_finds_at_most_one_instance_on_each_held_out_photo(photos):
+    records = cnnkit.instance(photos)
+    for name, rec in zip(HELDOUT_PHOTOS, records):
+        assert rec.error is None and len(rec.predictions) <= 1, (name, len(rec.predictions))
