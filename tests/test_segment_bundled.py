@@ -68,7 +68,8 @@ def test_legacy_timm_encoder_names_map_to_their_timm_universal_twins():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_bundled_checkpoints_load_without_smp_deprecation(name):
-    """Their metadata names ``timm-mobilenetv3_small_100``; smp would warn and remap it on its own."""
+    """Older checkpoints name ``timm-mobilenetv3_small_100`` (smp would warn and remap it on its own),
+    newer ones its ``tu-`` twin; both load without a deprecation warning."""
     import warnings
 
     from cnnkit.models.loader import load_model
@@ -76,5 +77,5 @@ def test_bundled_checkpoints_load_without_smp_deprecation(name):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded = load_model(name, None, "segment", default="shapes-unet")
-    assert loaded.meta["arch_kwargs"]["encoder"] == "timm-mobilenetv3_small_100"
+    assert loaded.meta["arch_kwargs"]["encoder"] in ("timm-mobilenetv3_small_100", "tu-tf_mobilenetv3_small_100")
     assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
