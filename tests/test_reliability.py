@@ -99,6 +99,8 @@ def test_sigint_leaves_complete_jsonl(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnkit", "classify", str(folder), "-o", str(out), "-b", "4"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # a shell's background job (`cmd &`) starts with SIGINT ignored, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.stat().st_size < 2000):
