@@ -368,7 +368,10 @@ def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
     from cnnkit.models.checkpoint import check_meta, parse_meta
 
     session = session or _session(str(path))
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    try:  # onnxruntime decodes every metadata string as UTF-8 when it builds the map
+        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path}: its metadata is not UTF-8 text") from None
     if raw is None:
         raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
     return check_meta(parse_meta(raw, path), path, required=("task",))
