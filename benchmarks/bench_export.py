@@ -60,7 +60,7 @@ def classifier_job(name: str, random_weights: bool, folder: Path):
 def segmenter_job(name: str, folder: Path):
     """The registry segmenter ``name`` at its own size, padded to a multiple of 32 as `cnnkit segment` feeds it."""
     from cnnkit.export import export_module, load_exported
-    from cnnkit.models.zoo_segment import load_segmenter
+    from cnnkit.tasks.segment.zoo import load_segmenter
 
     loaded = load_segmenter(name, None)
     path = folder / f"{name}.onnx"
@@ -73,7 +73,7 @@ def detector_job(name: str, folder: Path):
     """The registry YOLO ``name``: its fused network as `cnnkit detect` runs it, and its ultralytics ONNX export."""
     from cnnkit.device import Runtime
     from cnnkit.export import export_model, load_exported
-    from cnnkit.tasks.detect import load_backend
+    from cnnkit.tasks.detect.predict import load_backend
 
     backend = load_backend(name, None, Runtime.create("cpu"), None)
     path = folder / f"{name}.onnx"

@@ -69,7 +69,7 @@ def baseline(model_name: str, imgsz: int, epochs: int, batch_size: int, workers:
 
 
 def cnnkit_rate(model_name: str, imgsz: int, epochs: int, batch_size: int, workers: int, lr: float, out: Path) -> float:
-    from cnnkit.train.finetune_classify import finetune
+    from cnnkit.tasks.classify.train import finetune
 
     finetune(str(DATA), model=model_name, pretrained=False, epochs=epochs, batch_size=batch_size, imgsz=imgsz,
              workers=workers, lr=lr, augment="none", scheduler="none", out=str(out), exist_ok=True, progress=False)

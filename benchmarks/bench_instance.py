@@ -22,7 +22,7 @@ from PIL import Image
 
 import cnnkit
 from cnnkit.data.shapes import scene
-from cnnkit.tasks.instance import load_instance_model
+from cnnkit.tasks.instance.predict import load_instance_model
 
 
 def baseline(model: torch.nn.Module, files: list[Path], batch_size: int, conf: float) -> int:

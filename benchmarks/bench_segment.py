@@ -34,7 +34,7 @@ def make_model(folder: Path) -> Path:
 
     from cnnkit.models import hub
     from cnnkit.models.checkpoint import load_state_dict, save_checkpoint
-    from cnnkit.models.zoo_segment import SHAPES_SEG_LABELS, SHAPES_SEG_PREPROCESS, SHAPES_UNET, build_smp
+    from cnnkit.tasks.segment.zoo import SHAPES_SEG_LABELS, SHAPES_SEG_PREPROCESS, SHAPES_UNET, build_smp
 
     torch.manual_seed(0)
     model = build_smp(len(SHAPES_SEG_LABELS), **SHAPES_UNET)
@@ -64,7 +64,7 @@ def plain_loop(ckpt: Path, paths: list[Path], batch: int) -> float:
     import torch.nn.functional as F
 
     from cnnkit.models.checkpoint import load_state_dict, read_meta
-    from cnnkit.models.zoo_segment import build_smp
+    from cnnkit.tasks.segment.zoo import build_smp
 
     meta = read_meta(ckpt)
     model = build_smp(len(meta["labels"]), **meta["arch_kwargs"]).eval()

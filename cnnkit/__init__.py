@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from cnnkit._version import __version__
 
-_API = {"classify", "detect", "finetune", "instance", "load", "records_to_frame", "segment"}
+from cnnkit.tasks import TASK_NAMES
+
+_API = {*TASK_NAMES, "finetune", "load", "records_to_frame"}
 
 __all__ = ["__version__", *sorted(_API)]
 

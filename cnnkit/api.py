@@ -24,38 +24,18 @@ __all__ = ["classify", "detect", "finetune", "instance", "load", "records_to_fra
 _RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
 
 
-# task → "module:Predictor class"; each class has a ``load(**options)`` classmethod.
-PREDICTORS = {
-    "classify": "cnnkit.tasks.classify:Classifier",
-    "detect": "cnnkit.tasks.detect:Detector",
-    "segment": "cnnkit.tasks.segment:Segmenter",
-    "instance": "cnnkit.tasks.instance:InstanceSegmenter",
-}
-
-
-# task → "module:function" of ``finetune(data, **options) -> dict`` (best/last/out/metrics).
-TRAINERS: dict[str, str] = {
-    "classify": "cnnkit.train.finetune_classify:finetune",
-    "detect": "cnnkit.train.finetune_detect:finetune",
-    "segment": "cnnkit.train.finetune_segment:finetune",
-    "instance": "cnnkit.train.finetune_instance:finetune",
-}
-
-
 def load(task: str, **options: Any) -> Any:
     """A reusable predictor for ``task`` (``classify`` …); options as for the task function."""
-    import importlib
-
-    if task not in PREDICTORS:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
     from cnnkit.config import lookup
+    from cnnkit.tasks import TASKS
 
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     if options.get("model") is None and options.get("weights") is None:
         options["model"] = lookup(f"model.{task}").value
     if options.get("device") is None:
         options["device"] = lookup("device").value
-    module, cls = PREDICTORS[task].split(":")
-    return getattr(importlib.import_module(module), cls).load(**options)
+    return TASKS[task].predictor.load(**options)
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -129,10 +109,9 @@ def finetune(data: str, *, task: str = "classify", **options: Any) -> dict[str, 
     Options that are ``None`` (the CLI's "not given") are dropped, so each trainer's own
     defaults apply (timm's ``create_model`` does the same for command-line kwargs).
     """
-    import importlib
+    from cnnkit.tasks import TASKS
 
-    if task not in TRAINERS:
-        raise ValueError(f"finetune: unknown task {task!r}; known: {', '.join(TRAINERS) or 'none'}")
-    module, fn = TRAINERS[task].split(":")
+    if task not in TASKS:
+        raise ValueError(f"finetune: unknown task {task!r}; known: {', '.join(TASKS)}")
     options = {k: v for k, v in options.items() if v is not None}
-    return getattr(importlib.import_module(module), fn)(data, **options)
+    return TASKS[task].trainer(data, **options)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import UsageError
+from cnnkit.tasks import TASK_NAMES
 
 SETTINGS: dict[str, type] = {"device": str, "batch_size": int, "format": str, "workers": int, "cache_dir": str}
-TASKS = ("classify", "detect", "segment", "instance")
 
 # Upper bounds shared by flags, environment and config file: past them a value only costs memory
 # (every worker and thread has a stack; two batches of images are decoded ahead) or crashes torch.
@@ -82,7 +82,7 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
-    unknown = sorted(k for k in flat if k not in SETTINGS and not (k.startswith("model.") and k[6:] in TASKS))
+    unknown = sorted(k for k in flat if k not in SETTINGS and not (k.startswith("model.") and k[6:] in TASK_NAMES))
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     return {key: _convert(key, value, str(path)) for key, value in flat.items()}
@@ -149,7 +149,7 @@ def effective(builtins: dict[str, Any] | None = None) -> dict[str, dict[str, Any
     """Every setting's effective value and where it came from, for ``cnnkit info``."""
     builtins = builtins or {}
     config = read_config()
-    keys = list(SETTINGS) + [f"model.{t}" for t in TASKS]
+    keys = list(SETTINGS) + [f"model.{t}" for t in TASK_NAMES]
     out = {}
     for key in keys:
         s = lookup(key, builtins.get(key), config)

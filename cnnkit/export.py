@@ -8,7 +8,7 @@ is left behind. Labels and preprocessing travel inside the file (ONNX
 ``cnnkit classify --weights model.onnx`` (or ``model.torchscript``) needs nothing else.
 
 Tasks whose models are not one ``nn.Module`` taking an image batch (ultralytics YOLO)
-provide their own exporter in :data:`EXPORTERS`.
+provide their own exporter (``cnnkit/tasks/<task>/export.py``, found through the task table).
 """
 
 from __future__ import annotations
@@ -37,14 +37,10 @@ OPSET = 17
 METADATA_KEY = "cnnkit"
 INPUT_NAME = "images"
 
-# task → "module:function" for tasks that export their own way. The function takes
-# ``(target, *, fmt, imgsz, dynamic_batch, out, overwrite)`` and returns a verified ExportResult;
-# check_inputs, verify_file, stamp and result below are its building blocks.
-EXPORTERS: dict[str, str] = {"detect": "cnnkit.export_yolo:export"}
-# task → the multiple its predictor pads inputs to. Its images are letterboxed to varying
-# heights and widths, so its exports get dynamic H and W axes and are verified on a
-# non-square input as well.
-FREE_SIZE: dict[str, int] = {"segment": 32}
+# A task that exports its own way has ``cnnkit/tasks/<task>/export.py`` with ``export(target, *, fmt,
+# imgsz, dynamic_batch, out, overwrite) -> ExportResult``; check_inputs, verify_file, stamp and result
+# below are its building blocks. A task with ``free_size`` letterboxes its inputs to varying heights and
+# widths (multiples of it), so its exports get dynamic H and W axes and are verified on a non-square input.
 
 
 @dataclass
@@ -95,14 +91,14 @@ def export_model(
     out: str | Path | None = None, overwrite: bool = False, task: str | None = None,
 ) -> ExportResult:
     """Export a registry model or checkpoint with its trained weights; see the module docstring."""
-    import importlib
+    from cnnkit.tasks import get_task
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected {' or '.join(FORMATS)}")
     task = target_task(target, task)
-    if task in EXPORTERS:
-        module, fn = EXPORTERS[task].split(":")
-        return getattr(importlib.import_module(module), fn)(
+    exporter = get_task(task).exporter()
+    if exporter is not None:
+        return exporter(
             target, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=out, overwrite=overwrite,
         )
     if target.endswith(".safetensors"):
@@ -144,7 +140,9 @@ def export_module(
     module = loaded.module.eval().float().cpu()
     imgsz = imgsz or (loaded.preprocess.crop if loaded.preprocess else 224)
     pre = _preprocess_for(loaded.preprocess, imgsz)
-    multiple = FREE_SIZE.get(task)
+    from cnnkit.tasks import get_task
+
+    multiple = get_task(task).free_size
     side = -(-imgsz // multiple) * multiple if multiple else imgsz  # the padded size the predictor feeds
     checks = check_inputs(side, dynamic_batch, wider=multiple or 0)
     example = checks[0]

@@ -13,8 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from cnnkit.tasks import TASK_NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["detect", "segment", "instance", "finetune", "visual"]
+# every task with a reference page (classify is the README's own walk-through), then the shared commands
+PAGES = [t for t in TASK_NAMES if (ROOT / "docs" / "readme" / f"{t}.md").exists()] + ["finetune", "visual"]
 BEGIN = "<!-- BEGIN task docs (from docs/readme/*.md) -->"
 END = "<!-- END task docs -->"
 

@@ -16,7 +16,7 @@ import torch
 
 from cnnkit import api
 from cnnkit.data.shapes import scene
-from cnnkit.eval.segment import ConfusionMatrix
+from cnnkit.tasks.segment.val import ConfusionMatrix
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from cnnkit.data.export import export_digits
-from cnnkit.models.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS, _lenet5
+from cnnkit.tasks.classify.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS, _lenet5
 from cnnkit.train.classifier import TrainConfig, fit_in_memory
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 from cnnkit.data.photos import other_sample
 from cnnkit.data.shapes import classification_sample
 from cnnkit.models.checkpoint import load_state_dict
-from cnnkit.models.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS, _shapes_cnn
+from cnnkit.tasks.classify.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS, _shapes_cnn
 from cnnkit.train.classifier import TrainConfig, fit_in_memory
 
 

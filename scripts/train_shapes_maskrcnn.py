@@ -24,7 +24,7 @@ from cnnkit.data.photos import train_pool
 from cnnkit.data.shapes import CLASSES, scene
 from cnnkit.models.checkpoint import load_state_dict, read_meta, save_checkpoint
 from cnnkit.models.hub import bundled_path
-from cnnkit.models.zoo_instance import light_maskrcnn
+from cnnkit.tasks.instance.zoo import light_maskrcnn
 from cnnkit.train.instance import StepConfig, evaluate_model, scene_sample, scenes_to_coco, train_steps
 
 TRAIN_SEED, VAL_SEED = 0, 1

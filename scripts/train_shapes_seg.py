@@ -29,7 +29,7 @@ from cnnkit.data.photos import train_pool
 from cnnkit.data.shapes import scene
 from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.registry import get_spec
-from cnnkit.models.zoo_segment import SHAPES_SEG_LABELS, build_smp
+from cnnkit.tasks.segment.zoo import SHAPES_SEG_LABELS, build_smp
 from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
 
 ARCHS = ("unet", "deeplabv3plus")  # each trains the registry's bundled ``shapes-ARCH``

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cnnkit import _ultralytics
 from cnnkit.data.export import export_shapes
-from cnnkit.train.finetune_detect import finetune
+from cnnkit.tasks.detect.train import finetune
 
 
 def export(last: Path, target: Path) -> None:

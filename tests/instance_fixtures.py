@@ -17,7 +17,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
     from cnnkit.data.shapes import CLASSES
     from cnnkit.models.checkpoint import save_checkpoint
-    from cnnkit.models.zoo_instance import light_maskrcnn
+    from cnnkit.tasks.instance.zoo import light_maskrcnn
 
     torch.manual_seed(0)
     model = light_maskrcnn(len(CLASSES), **TINY_ARCH)

@@ -25,7 +25,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     import torch
 
     from cnnkit.models.checkpoint import save_checkpoint
-    from cnnkit.models.zoo_segment import SHAPES_SEG_LABELS, build_smp
+    from cnnkit.tasks.segment.zoo import SHAPES_SEG_LABELS, build_smp
 
     torch.manual_seed(0)
     model = build_smp(len(SHAPES_SEG_LABELS), **TINY)

@@ -55,7 +55,7 @@ def test_finetune_refuses_faster_rcnn_and_missing_data(tmp_path, tiny_yolo_set):
 
 
 def test_resume_accepts_run_folder_or_checkpoint(tmp_path):
-    from cnnkit.train.finetune_detect import _resume_from
+    from cnnkit.tasks.detect.train import _resume_from
 
     last = tmp_path / "exp" / "weights" / "last.pt"
     last.parent.mkdir(parents=True)

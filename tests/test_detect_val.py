@@ -38,7 +38,7 @@ def test_hand_worked_ap(hand_case):
     mAP50-95 = 51/101. The best-F1 operating point keeps only the TP: P = 1, R = 0.5.
     """
     from cnnkit.eval.coco import CocoResults, evaluate
-    from cnnkit.eval.detect_val import ground_truth
+    from cnnkit.tasks.detect.val import ground_truth
 
     gt = ground_truth([hand_case], ["square"])
     boxes = [v for a in gt["annotations"] for v in a["bbox"]]
@@ -53,7 +53,7 @@ def test_hand_worked_ap(hand_case):
 
 
 def test_category_map_by_name_then_by_id():
-    from cnnkit.eval.detect_val import category_map
+    from cnnkit.tasks.detect.val import category_map
 
     assert category_map(["b", "a", "zebra"], ["a", "b"]) == {0: 2, 1: 1}
     assert category_map(["class_0", "class_1"], ["a", "b", "c"]) == {0: 1, 1: 2}
@@ -61,7 +61,7 @@ def test_category_map_by_name_then_by_id():
 
 @pytest.fixture(scope="module")
 def bundled_metrics(yolo_set):
-    from cnnkit.eval.detect_val import validate
+    from cnnkit.tasks.detect.val import validate
 
     return validate(yolo_set, batch_size=8)
 

@@ -113,7 +113,7 @@ def test_segment_onnxruntime_tiled_and_other_imgsz_match_torch(unet_onnx, seg_im
 def test_segment_api_and_val_with_onnx_weights(unet_onnx, masks_data):
     import cnnkit
     from cnnkit import api
-    from cnnkit.eval.segment import evaluate_folder
+    from cnnkit.tasks.segment.val import evaluate_folder
 
     onnx_file, _ = unet_onnx
     predictor = api.load("segment", weights=str(onnx_file), threads=1)
@@ -183,7 +183,7 @@ def test_detect_onnxruntime_matches_torch(yolo_onnx, scenes, tmp_path):
 
 
 def test_detect_onnx_letterboxes_to_the_exported_size(yolo_onnx, scenes):
-    from cnnkit.tasks.detect import Detector
+    from cnnkit.tasks.detect.predict import Detector
 
     onnx_file, _ = yolo_onnx
     detector = Detector.load(weights=str(onnx_file), threads=1)
@@ -198,7 +198,7 @@ def test_detect_onnx_letterboxes_to_the_exported_size(yolo_onnx, scenes):
 def test_detect_api_and_val_with_onnx_weights(yolo_onnx, tmp_path):
     import cnnkit
     from cnnkit.data.export import export_shapes
-    from cnnkit.eval.detect_val import validate
+    from cnnkit.tasks.detect.val import validate
 
     onnx_file, _ = yolo_onnx
     labels = [p["label"] for p in cnnkit.detect(str(SAMPLES / "scene_0.png"), weights=str(onnx_file), threads=1)[0].predictions]
@@ -256,7 +256,7 @@ def test_segment_torchscript_backend_matches_torch(seg_images, tmp_path):
 
 
 def test_detect_torchscript_backend_matches_torch(yolo_onnx, scenes, tmp_path):
-    from cnnkit.tasks.detect import Detector
+    from cnnkit.tasks.detect.predict import Detector
 
     ts = tmp_path / "yolo.torchscript"
     ex.export_model("shapes-yolov8n", fmt="torchscript", out=ts)

@@ -97,7 +97,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_interrupt_then_resume_matches_an_uninterrupted_run(tiny_digits, tmp_path, monkeypatch):
     """SIGINT mid-epoch saves the state; --resume finishes with bit-identical weights."""
-    from cnnkit.train import finetune_classify
+    from cnnkit.tasks.classify import train as finetune_classify
 
     args = [str(tiny_digits), *FAST, "--epochs", "3", "--no-pretrained", "--augment", "light", "--seed", "3"]
     full = run(["finetune", *args, "--out", str(tmp_path / "full")])
@@ -126,7 +126,7 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(tiny_digits, tmp_pat
 
 
 def test_freezing_keeps_batchnorm_statistics_of_the_frozen_trunk():
-    from cnnkit.models.zoo import _shapes_cnn
+    from cnnkit.tasks.classify.zoo import _shapes_cnn
     from cnnkit.train.classifier import set_train_mode
     from cnnkit.train.heads import freeze
 
@@ -284,9 +284,11 @@ def test_api_drops_options_left_unset(monkeypatch):
     """The CLI passes None for options not given; every trainer then sees only what was set."""
     import importlib
 
-    import cnnkit.api as api
+    import types
 
-    monkeypatch.setitem(api.TRAINERS, "probe", "tests.test_finetune:_probe_trainer")
+    from cnnkit.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, "probe", types.SimpleNamespace(name="probe", trainer=_probe_trainer))
     r = run(["finetune", "somewhere", "--task", "probe", "--epochs", "3"])
     assert r.exit_code == 0, r.output
     seen = importlib.import_module("tests.test_finetune")._SEEN

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnkit.models.loader import load_model
-from cnnkit.train.finetune_classify import Options, build_model
+from cnnkit.tasks.classify.train import Options, build_model
 from cnnkit.train.heads import matching_rows, replace_head
 
 

@@ -58,8 +58,8 @@ def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
 
 
 def test_frozen_batch_norms_keep_statistics():
-    from cnnkit.models.zoo_instance import light_maskrcnn
-    from cnnkit.train.finetune_instance import _freeze
+    from cnnkit.tasks.instance.zoo import light_maskrcnn
+    from cnnkit.tasks.instance.train import _freeze
     from cnnkit.train.instance import train_mode
 
     model = light_maskrcnn(2, min_size=64, max_size=64)

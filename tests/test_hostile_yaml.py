@@ -196,7 +196,7 @@ def test_detect_val_with_ultralytics_compare_ignores_download(dataset, tmp_path,
     """
     from cnnkit import _ultralytics
     from cnnkit.data import label_cache
-    from cnnkit.eval.detect_val import validate
+    from cnnkit.tasks.detect.val import validate
 
     _ultralytics.ultralytics()
     from ultralytics.engine import validator

@@ -25,7 +25,7 @@ def _cli(*args: str):
 
 def test_api_instance_records(tiny_ckpt, scene_folder):
     import cnnkit
-    from cnnkit.tasks.instance_post import decode_rle
+    from cnnkit.tasks.instance.post import decode_rle
 
     records = cnnkit.instance(str(scene_folder), weights=str(tiny_ckpt), conf=0.0, max_det=3, batch_size=2)
     assert [r.path.rsplit("/", 1)[-1] for r in records] == ["scene_0.png", "scene_1.png", "scene_2.png"]
@@ -43,7 +43,7 @@ def test_api_instance_records(tiny_ckpt, scene_folder):
 
 
 def test_cli_json_save_dir_and_save_masks(tiny_ckpt, scene_folder, tmp_path):
-    from cnnkit.tasks.instance_post import decode_rle
+    from cnnkit.tasks.instance.post import decode_rle
 
     out = tmp_path / "pics"
     res = _cli("instance", scene_folder, "--weights", tiny_ckpt, "--conf", "0", "--max-det", "2",
@@ -113,7 +113,7 @@ def test_coco_ap_agrees_with_torchmetrics(coco_data):
     from cnnkit.data.coco import read_coco
     from cnnkit.eval.coco import CocoResults, evaluate
     from cnnkit.records import Record
-    from cnnkit.tasks.instance_post import decode_rle, encode_rle
+    from cnnkit.tasks.instance.post import decode_rle, encode_rle
 
     ds = read_coco(coco_data, "train")
     rng = np.random.default_rng(0)
@@ -187,7 +187,7 @@ def test_registry_entries_and_labels():
 
 def test_light_builder_heads_follow_num_classes():
     from cnnkit.models.registry import count_parameters
-    from cnnkit.models.zoo_instance import light_maskrcnn
+    from cnnkit.tasks.instance.zoo import light_maskrcnn
 
     model = light_maskrcnn(3, min_size=64, max_size=64)
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
@@ -207,7 +207,7 @@ def test_subprocess_smoke(tiny_ckpt, scene_folder):
 
 def test_thin_and_one_pixel_images(tiny_ckpt, tmp_path):
     """Degenerate shapes are padded for the network and answered in their own pixels."""
-    from cnnkit.tasks.instance_post import decode_rle
+    from cnnkit.tasks.instance.post import decode_rle
 
     thin, dot = tmp_path / "thin.png", tmp_path / "dot.png"
     Image.new("RGB", (1, 300), (10, 200, 10)).save(thin)

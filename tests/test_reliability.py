@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnkit.api import PREDICTORS
+from cnnkit.tasks import TASK_NAMES
 from cnnkit.cli import app
 from cnnkit.errors import DecodeError
 from cnnkit.io.decode import decode
@@ -44,7 +44,7 @@ def test_corpus_is_big_enough(corpus):
     assert sum(v == "fail" for v in expected.values()) >= 10
 
 
-@pytest.mark.parametrize("task", sorted(PREDICTORS))
+@pytest.mark.parametrize("task", TASK_NAMES)
 def test_corpus_through_every_predictor(corpus, task):
     folder, expected = corpus
     paths = [str(folder / name) for name in sorted(expected)]

@@ -85,7 +85,7 @@ def test_classify_saves_the_photo_at_its_own_size(photos, tmp_path):
 
 
 def test_detect_pictures_and_crops_come_from_the_full_image(photos, tmp_path):
-    from cnnkit.tasks.detect import crop_box
+    from cnnkit.tasks.detect.predict import crop_box
 
     out = tmp_path / "det"
     plain = _records(["detect", *map(str, photos)])
@@ -127,7 +127,7 @@ def test_segment_mask_and_overlay_at_the_input_size(photos, tmp_path):
 
 def test_instance_picture_and_masks_at_the_input_size(photos, tmp_path):
     from cnnkit.io.decode import decode
-    from cnnkit.tasks.instance import InstanceSegmenter
+    from cnnkit.tasks.instance.predict import InstanceSegmenter
 
     seg = InstanceSegmenter.load(device="cpu", conf=0.3, save_masks=True)
     records = list(seg.stream([str(p) for p in photos], batch_size=1, save_dir=tmp_path / "inst"))
@@ -150,7 +150,7 @@ def test_full_size_decode_only_when_saving(photos, tmp_path, monkeypatch):
 
     import cnnkit.engine
     import cnnkit.io.decode
-    from cnnkit.tasks.classify import Classifier
+    from cnnkit.tasks.classify.predict import Classifier
 
     real = cnnkit.io.decode.decode
     calls: list[tuple[int | None, str]] = []

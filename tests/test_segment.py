@@ -31,7 +31,7 @@ def _val_images(data):
 
 
 def test_tile_starts_cover_the_image_and_end_at_the_edge():
-    from cnnkit.tasks.segment import tile_starts
+    from cnnkit.tasks.segment.predict import tile_starts
 
     for size, tile, stride in [(300, 64, 48), (64, 64, 48), (40, 64, 48), (1000, 256, 192)]:
         starts = tile_starts(size, min(tile, size), stride)
@@ -42,7 +42,7 @@ def test_tile_starts_cover_the_image_and_end_at_the_edge():
 
 
 def test_class_summary_counts_every_pixel():
-    from cnnkit.tasks.segment import class_summary
+    from cnnkit.tasks.segment.predict import class_summary
 
     mask = np.zeros((10, 20), np.uint8)
     mask[:5, :4] = 3
@@ -70,7 +70,7 @@ def _colour_model_loaded():
 
 def test_tiling_with_overlap_matches_the_per_pixel_answer():
     from cnnkit.device import Runtime
-    from cnnkit.tasks.segment import Segmenter
+    from cnnkit.tasks.segment.predict import Segmenter
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
@@ -159,7 +159,7 @@ def test_torchvision_voc_model_offline_names_cache_and_weights_option(rgb_image)
 def test_torchvision_model_with_local_state_dict_has_voc_categories(rgb_image, tmp_path):
     import torch
 
-    from cnnkit.models.zoo_segment import build_torchvision
+    from cnnkit.tasks.segment.zoo import build_torchvision
 
     path = tmp_path / "lraspp.pth"
     torch.save(build_torchvision("lraspp_mobilenet_v3_large").state_dict(), path)

@@ -27,7 +27,7 @@ def _scores(name: str, scenes) -> dict:
     """mIoU of a bundled model on the unseen scenes, computed once per model."""
     if name not in _SCORES:
         from cnnkit import api
-        from cnnkit.eval.segment import ConfusionMatrix
+        from cnnkit.tasks.segment.val import ConfusionMatrix
 
         seg = api.load("segment", model=name, device="cpu")
         cm = ConfusionMatrix(len(seg.labels))
@@ -58,7 +58,7 @@ def test_bundled_model_miou_on_unseen_seed(name, unseen_scenes):
 
 
 def test_legacy_timm_encoder_names_map_to_their_timm_universal_twins():
-    from cnnkit.models.zoo_segment import encoder_name
+    from cnnkit.tasks.segment.zoo import encoder_name
 
     assert encoder_name("timm-mobilenetv3_small_100") == "tu-tf_mobilenetv3_small_100"
     assert encoder_name("timm-regnetx_002") == "tu-regnetx_002"

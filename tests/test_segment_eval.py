@@ -50,7 +50,7 @@ def test_val_matches_smp_metrics_on_the_same_predictions(masks_data, tiny_checkp
 
 
 def test_confusion_matrix_on_a_known_case():
-    from cnnkit.eval.segment import ConfusionMatrix
+    from cnnkit.tasks.segment.val import ConfusionMatrix
 
     cm = ConfusionMatrix(3)
     cm.update(np.array([[0, 1], [1, 1]]), np.array([[0, 1], [2, 1]]))
@@ -81,7 +81,7 @@ def test_val_on_a_folder_without_masks_fails_with_the_reason(tmp_path, tiny_chec
 def test_class_map_is_argmax_ties_included(layout):
     import torch
 
-    from cnnkit.eval.segment import class_map
+    from cnnkit.tasks.segment.val import class_map
 
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 3, (2, 6, 33, 47), generator=g).float()  # few values: many ties

@@ -157,8 +157,9 @@ def test_task_exporter_hook(tmp_path, monkeypatch):
         return ex.ExportResult(str(tmp_path / "y.onnx"), kwargs["fmt"], "classify", target, [1, 3, 8, 8], False, 0.0,
                                "-", "fake", 0.0, 0.0)
 
-    monkeypatch.setattr(sys.modules[__name__], "fake_exporter", fake, raising=False)
-    monkeypatch.setitem(ex.EXPORTERS, "classify", f"{__name__}:fake_exporter")
+    from cnnkit.tasks import Task
+
+    monkeypatch.setattr(Task, "exporter", lambda self: fake if self.name == "classify" else None)
     info = _export("shapes-cnn", "--imgsz", "8", "--dynamic-batch")
     assert info["verified_with"] == "fake"
     assert calls == [("shapes-cnn", {"fmt": "onnx", "imgsz": 8, "dynamic_batch": True, "out": None, "overwrite": False})]

@@ -30,7 +30,7 @@ def test_bundled_weights_are_small_fp16_with_labels():
 
 def test_bundled_mask_ap50_on_unseen_scenes():
     from cnnkit.data.shapes import CLASSES, scene
-    from cnnkit.tasks.instance import load_instance_model
+    from cnnkit.tasks.instance.predict import load_instance_model
     from cnnkit.train.instance import evaluate_model, scenes_to_coco
 
     loaded = load_instance_model("shapes-maskrcnn", None)
@@ -44,7 +44,7 @@ def test_bundled_mask_ap50_on_unseen_scenes():
 def test_default_model_finds_the_shapes(tmp_path):
     """The CLI's default model outlines a real object of the scene: right label, mask IoU ≥ 0.5."""
     from cnnkit.data.shapes import scene
-    from cnnkit.tasks.instance_post import decode_rle
+    from cnnkit.tasks.instance.post import decode_rle
 
     sc = scene(UNSEEN_SEED, 100, size=192)
     path = tmp_path / "scene.png"

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import classify, data, detect, export, finetune, inspect, instance, segment, visual
+from cnnkit.cli import data, export, finetune, inspect, visual
 from cnnkit.cli.common import RootGroup, setup_logging
+from cnnkit.tasks import TASKS
 
 app = typer.Typer(
     name="cnnkit",
@@ -40,10 +41,8 @@ def _root(
     setup_logging(quiet, verbose)
 
 
-app.add_typer(classify.app, name="classify", rich_help_panel="Tasks")
-app.add_typer(detect.app, name="detect", rich_help_panel="Tasks")
-app.add_typer(segment.app, name="segment", rich_help_panel="Tasks")
-app.add_typer(instance.app, name="instance", rich_help_panel="Tasks")
+for _task in TASKS.values():
+    app.add_typer(_task.cli(), name=_task.name, rich_help_panel="Tasks")
 app.command("finetune", rich_help_panel="Tasks")(finetune.finetune)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 inspect.register(app)

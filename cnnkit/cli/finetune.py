@@ -1,7 +1,7 @@
 """``cnnkit finetune``: train a model on your own data; one command for every task.
 
 The command parses options and calls :func:`cnnkit.api.finetune`, which dispatches to
-the task's trainer (``cnnkit.api.TRAINERS``). Options the user leaves out are passed
+the task's trainer (its row in ``cnnkit.tasks.TASKS``). Options the user leaves out are passed
 as ``None`` so each trainer applies its own defaults. Works under
 ``torchrun --nproc-per-node N -m cnnkit finetune ...`` (DistributedDataParallel).
 """

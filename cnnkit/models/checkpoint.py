@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError, UnsafeCheckpoint
+from cnnkit.tasks import TASK_NAMES
 from cnnkit.io.files import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 1
@@ -82,7 +83,6 @@ def parse_meta(raw: str, where: str | os.PathLike) -> dict[str, Any]:
 
 MAX_LABELS = 100_000  # ImageNet-21k has 21,843 classes; more is a head that only costs memory
 MAX_SIDE = 8192  # largest resize/crop/letterbox size a checkpoint may ask every image to be scaled to
-TASKS = ("classify", "detect", "segment", "instance")
 
 
 def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -102,8 +102,8 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
         if meta.get(key) is not None and not (isinstance(meta[key], str) and meta[key]):
             raise bad(f"{key!r} is {_kind(meta[key])}, not a name")
     task = meta.get("task")
-    if task is not None and task not in TASKS:
-        raise bad(f"'task' is {_kind(task)}, not one of {', '.join(TASKS)}")
+    if task is not None and task not in TASK_NAMES:
+        raise bad(f"'task' is {_kind(task)}, not one of {', '.join(TASK_NAMES)}")
     labels = meta.get("labels")
     if labels is not None:
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):

@@ -15,8 +15,8 @@ from typing import Any
 
 from cnnkit.errors import UsageError
 from cnnkit.models.preprocess import Preprocess
+from cnnkit.tasks import TASK_NAMES, TASKS
 
-TASKS = ("classify", "detect", "segment", "instance")
 SOURCES = ("bundled", "torchvision", "ultralytics", "local", "none")
 
 
@@ -43,7 +43,7 @@ class ModelSpec:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
+        if self.task not in TASK_NAMES:
             raise ValueError(f"{self.name}: unknown task {self.task!r}")
         if self.source not in SOURCES:
             raise ValueError(f"{self.name}: unknown weights source {self.source!r}")
@@ -59,20 +59,10 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-# Modules whose import registers entries; one per task family keeps them apart.
-ZOO_MODULES = [
-    "cnnkit.models.zoo",
-    "cnnkit.models.zoo_detect",
-    "cnnkit.models.zoo_segment",
-    "cnnkit.models.zoo_instance",
-]
-
-
 def _ensure_loaded() -> None:
-    import importlib
-
-    for module in ZOO_MODULES:
-        importlib.import_module(module)
+    """Each task's ``zoo`` module registers its entries when imported."""
+    for task in TASKS.values():
+        task.load_zoo()
 
 
 def _natural_key(name: str) -> list[Any]:

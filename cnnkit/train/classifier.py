@@ -456,7 +456,7 @@ def _save_weights(stem: Path, model: nn.Module, meta: dict[str, Any], cfg: Train
 
 def _write_epoch(out: Path, model: nn.Module, meta: dict[str, Any], cfg: TrainConfig, run: _RunState,
                  val: dict[str, Any], labels: list[str], optimizer: Any, scheduler: Any, scaler: _GradScaler) -> None:
-    from cnnkit.eval.classification import plot_confusion, plot_curves
+    from cnnkit.tasks.classify.val import plot_confusion, plot_curves
 
     row = run.history[-1]
     if run.improved:

@@ -27,7 +27,7 @@ from cnnkit.eval.coco import CocoResults, evaluate
 from cnnkit.io.files import atomic_write_bytes, atomic_write_text
 from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 from cnnkit.records import Record
-from cnnkit.tasks.instance_post import encode_rle, to_predictions
+from cnnkit.tasks.instance.post import encode_rle, to_predictions
 
 log = logging.getLogger("cnnkit.train")
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.eval.segment import ConfusionMatrix, class_map
+from cnnkit.tasks.segment.val import ConfusionMatrix, class_map
 from cnnkit.io.files import atomic_write_bytes
 from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 from cnnkit.train.classifier import _write_csv

@@ -345,7 +345,7 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
 
     Classifiers: their preprocessing (resize, centre crop, normalise). YOLO: ultralytics' letterbox to
     the model's size, grey (114) padding around the centred image, scaled to [0, 1], no mean/std.
-    Segmenters: :class:`~cnnkit.tasks.segment.Segmenter`'s letterbox (padding at the mean colour).
+    Segmenters: :class:`~cnnkit.tasks.segment.predict.Segmenter`'s letterbox (padding at the mean colour).
     R-CNNs: the image their predictors pass, then the model's own resize, padding and normalisation
     for the picture.
     """
@@ -369,7 +369,7 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         return ModelInput(x, boxed, how)
     if kind == "letterbox":
         from cnnkit.device import Runtime
-        from cnnkit.tasks.segment import Segmenter
+        from cnnkit.tasks.segment.predict import Segmenter
 
         seg = Segmenter(loaded, Runtime.create("cpu", channels_last=False), loaded.imgsz)
         box = seg._letterbox(rgb, seg.imgsz)
@@ -474,11 +474,11 @@ def _load_yolo(where: str, name: str, spec: Any = None) -> Viewable:
 def _load_task(task: str, model: str | None, weights: str | None) -> Viewable:
     """``--model``/``--weights`` through the loader of the model's task."""
     if task == "segment":
-        from cnnkit.models.zoo_segment import load_segmenter
+        from cnnkit.tasks.segment.zoo import load_segmenter
 
         return _viewable(load_segmenter(model, weights), "letterbox")
     if task == "instance":
-        from cnnkit.tasks.instance import load_instance_model
+        from cnnkit.tasks.instance.predict import load_instance_model
 
         return _viewable(load_instance_model(model, weights), "rcnn")
     if task == "detect":
@@ -487,7 +487,7 @@ def _load_task(task: str, model: str | None, weights: str | None) -> Viewable:
 
         if weights is not None and Path(weights).suffix == ".safetensors":
             return _viewable(load_checkpoint(weights, "detect"), "rcnn")
-        from cnnkit.tasks.detect import _torchvision_state
+        from cnnkit.tasks.detect.predict import _torchvision_state
 
         spec = get_spec(model or "", "detect")
         module, labels = _torchvision_state(spec, weights)

@@ -30,7 +30,7 @@ def _sample(ds: CocoSplit, image: dict[str, Any], imgsz: int | None) -> tuple[An
     from PIL import Image
 
     from cnnkit.io.decode import decode
-    from cnnkit.tasks.instance_post import decode_rle
+    from cnnkit.tasks.instance.post import decode_rle
     from cnnkit.train.instance import image_tensor, make_target
 
     rgb = decode(str(ds.image_path(image))).rgb
@@ -96,7 +96,7 @@ def finetune(
     from cnnkit.models.checkpoint import save_checkpoint
     from cnnkit.models.loader import Loaded
     from cnnkit.models.registry import get_spec
-    from cnnkit.tasks.instance import load_instance_model
+    from cnnkit.tasks.instance.predict import load_instance_model
     from cnnkit.train.instance import StepConfig, evaluate_model, train_steps
 
     if ignored:

@@ -78,7 +78,7 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs."""
     from cnnkit import api
-    from cnnkit.eval.segment import evaluate_folder, render_scores
+    from cnnkit.tasks.segment.val import evaluate_folder, render_scores
 
     fmt = c.report_format(fmt, output)
     predictor = api.load("segment", model=model, weights=weights, backend=backend, arch=arch, encoder=encoder,

@@ -16,7 +16,7 @@ from cnnkit.models.loader import Loaded, _load_into, load_checkpoint
 from cnnkit.models.registry import get_spec
 from cnnkit.records import Record
 from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
-from cnnkit.tasks.instance_post import decode_rle
+from cnnkit.tasks.instance.post import decode_rle
 
 DEFAULT_MODEL = "shapes-maskrcnn"
 _CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
@@ -286,3 +286,6 @@ def validate(
         res = evaluate(ds.gt, coco.results(), iou_type)
         summary[iou_type] = {"AP": res["AP"], "AP50": res["AP50"], "AP75": res["AP75"], "per_class": res["per_class"]}
     return summary
+
+
+PREDICTOR = InstanceSegmenter

@@ -21,7 +21,7 @@ import numpy as np
 from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
 from cnnkit.errors import UsageError
-from cnnkit.eval.segment import class_map
+from cnnkit.tasks.segment.val import class_map
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, check_budget, value_budget
 from cnnkit.io.draw import colour
@@ -117,7 +117,7 @@ class Segmenter(Predictor):
         device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
     ) -> "Segmenter":
         from cnnkit.export import load_for_backend
-        from cnnkit.models.zoo_segment import load_segmenter
+        from cnnkit.tasks.segment.zoo import load_segmenter
 
         runtime = Runtime.create(device, half=half, threads=threads)
         loaded = load_for_backend(model, weights, "segment", default=DEFAULT_MODEL, backend=backend,
@@ -303,3 +303,6 @@ def _save_png(path: Path, image: Any, palette: list[int] | None = None) -> str:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return str(path)
+
+
+PREDICTOR = Segmenter

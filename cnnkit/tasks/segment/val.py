@@ -60,7 +60,7 @@ def _numpy(x: Any) -> np.ndarray:
 
 def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size: int = 8,
                     workers: int = 2) -> dict[str, Any]:
-    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.Segmenter`) over image/mask pairs."""
+    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs."""
     from cnnkit.data.masks import find_pairs, read_mask
     from cnnkit.errors import CnnkitError
 

@@ -57,3 +57,6 @@ class Classifier(Predictor):
     def annotate(self, decoded: Decoded, record: Record) -> Any:
         lines = [f"{p['label']} {p['score']:.2f}" for p in record.predictions[: min(3, self.topk)]]
         return draw_caption(decoded.picture(), lines)
+
+
+PREDICTOR = Classifier

@@ -416,3 +416,6 @@ def crop_box(box: Sequence[float]) -> tuple[int, int, int, int]:
     """A record's box (original pixels) as the whole-pixel region ``--save-crop`` cuts: each edge rounded."""
     x1, y1, x2, y2 = (round(float(v)) for v in box)
     return x1, y1, x2, y2
+
+
+PREDICTOR = Detector

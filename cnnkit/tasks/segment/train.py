@@ -22,7 +22,7 @@ def _start(model: str | None, weights: str | None, arch: str | None, encoder: st
            num_classes: int) -> tuple[Any, dict[str, Any], Any]:
     """``(module, arch_kwargs, preprocess)`` with a head of ``num_classes`` outputs."""
     from cnnkit.models.checkpoint import load_state_dict
-    from cnnkit.models.zoo_segment import DEFAULT_ENCODER, SMP_ARCHS, build_smp, load_segmenter
+    from cnnkit.tasks.segment.zoo import DEFAULT_ENCODER, SMP_ARCHS, build_smp, load_segmenter
 
     if arch is not None:
         if arch not in SMP_ARCHS:

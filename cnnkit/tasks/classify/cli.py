@@ -60,7 +60,7 @@ def val(
     from pathlib import Path
 
     from cnnkit import api
-    from cnnkit.eval.classification import evaluate_folder
+    from cnnkit.tasks.classify.val import evaluate_folder
     from cnnkit.io.files import atomic_write_text, explicit_dir, increment_dir
 
     fmt = c.report_format(fmt, output)

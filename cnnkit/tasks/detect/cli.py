@@ -97,7 +97,7 @@ def val(
     exist_ok: c.ExistOk = False,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
-    from cnnkit.eval.detect_val import render_metrics, validate
+    from cnnkit.tasks.detect.val import render_metrics, validate
 
     fmt = c.report_format(fmt, output)
     metrics = validate(

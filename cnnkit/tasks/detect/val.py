@@ -70,7 +70,7 @@ def validate(
 ) -> dict[str, Any]:
     """Metrics of a detector on ``split`` of the YOLO dataset yaml ``data`` (see module doc)."""
     from cnnkit.eval.coco import CocoResults, evaluate
-    from cnnkit.tasks.detect import Detector
+    from cnnkit.tasks.detect.predict import Detector
 
     ds = yolo_yaml.read(data, require=(split,))
     images = yolo_yaml.split_images(ds, split)

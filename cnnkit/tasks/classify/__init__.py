@@ -1,0 +1,1 @@
+"""The ``classify`` task: predictor, val, training recipe, model zoo and CLI options."""

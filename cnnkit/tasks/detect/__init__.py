@@ -1,0 +1,1 @@
+"""The ``detect`` task: predictor, val, training recipe, model zoo and CLI options."""

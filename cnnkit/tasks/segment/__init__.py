@@ -1,0 +1,1 @@
+"""The ``segment`` task: predictor, val, training recipe, model zoo and CLI options."""
