@@ -85,7 +85,7 @@ def main() -> None:
     import torch
     import torchvision
 
-    from cnnkit.models.loader import load_model
+    from cnnkit.models.loader import resolve
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -103,11 +103,7 @@ def main() -> None:
 
     results = {"images": args.n, "threads": args.threads, "batch_size": args.batch_size, "models": {}}
     for name, weights in (("shapes-cnn", None), ("resnet18", str(resnet))):
-        loaded = load_model(name, weights, "classify", default="shapes-cnn")
-        if loaded.preprocess is None:
-            from cnnkit.models.loader import torchvision_labels_and_preprocess
-
-            loaded.preprocess = torchvision_labels_and_preprocess(loaded.spec)[1]
+        loaded = resolve("classify", name, weights, default="shapes-cnn")
         model = loaded.module.eval().to(memory_format=torch.channels_last)
         baseline(files[: args.batch_size], model, loaded.preprocess, args.batch_size)  # warm-up
         base = baseline(files, model, loaded.preprocess, args.batch_size)

@@ -36,12 +36,12 @@ def rate(fn, batch, seconds: float, warmup: int = 3) -> float:
 
 
 def loaded_for(name: str, random_weights: bool):
-    from cnnkit.models.loader import Loaded, load_model
+    from cnnkit.models.loader import Loaded, resolve
     from cnnkit.models.preprocess import Preprocess
     from cnnkit.models.registry import get_spec
 
     if not random_weights:
-        return load_model(name, None, "classify", default=name)
+        return resolve("classify", name, None, default=name)
     spec = get_spec(name)
     return Loaded(spec.builder(num_classes=1000), name, [str(i) for i in range(1000)], Preprocess(256, 224), spec, {})
 
@@ -60,9 +60,9 @@ def classifier_job(name: str, random_weights: bool, folder: Path):
 def segmenter_job(name: str, folder: Path):
     """The registry segmenter ``name`` at its own size, padded to a multiple of 32 as `cnnkit segment` feeds it."""
     from cnnkit.export import export_module, load_exported
-    from cnnkit.tasks.segment.zoo import load_segmenter
+    from cnnkit.models.loader import resolve
 
-    loaded = load_segmenter(name, None)
+    loaded = resolve("segment", name)
     path = folder / f"{name}.onnx"
     export_module(loaded, "segment", path, dynamic_batch=True)
     side = -(-loaded.preprocess.crop // 32) * 32

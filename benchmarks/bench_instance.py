@@ -22,7 +22,7 @@ from PIL import Image
 
 import cnnkit
 from cnnkit.data.shapes import scene
-from cnnkit.tasks.instance.predict import load_instance_model
+from cnnkit.models.loader import resolve
 
 
 def baseline(model: torch.nn.Module, files: list[Path], batch_size: int, conf: float) -> int:
@@ -60,7 +60,7 @@ def main() -> None:
         for i in range(args.n):
             Image.fromarray(scene(4242, i, size=args.imgsz).image).save(folder / f"scene_{i:03d}.png")
         files = sorted(folder.glob("*.png"))
-        model = load_instance_model(args.model, args.weights).module.eval()
+        model = resolve("instance", args.model, args.weights).module.eval()
         predictor = cnnkit.load("instance", model=args.model, weights=args.weights, conf=args.conf, device="cpu")
         baseline(model, files[:2], args.batch_size, args.conf)  # warm-up both
         run_cnnkit(predictor, folder, args.batch_size)

@@ -25,13 +25,10 @@ from typing import Any
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError, UsageError
 from cnnkit.io.files import atomic_path
-from cnnkit.models.loader import Loaded, load_model
+from cnnkit.models.loader import Loaded, identify, resolve, sniff
 from cnnkit.models.preprocess import Preprocess
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
-BACKENDS = ("torch", "onnxruntime", "torchscript")
-# backend → (`cnnkit export --format`, file suffix) of the exported files it runs
-EXPORTED = {"onnxruntime": ("onnx", ".onnx"), "torchscript": ("torchscript", ".torchscript")}
 ATOL, RTOL = 1e-4, 1e-3
 OPSET = 17
 METADATA_KEY = "cnnkit"
@@ -63,20 +60,7 @@ class ExportResult:
 
 def target_task(target: str, task: str | None = None) -> str:
     """The task of a registry name or a cnnkit checkpoint; other files need ``task``."""
-    from cnnkit.models.checkpoint import read_meta
-    from cnnkit.models.registry import get_spec
-
-    if task:
-        return task
-    if target.endswith(".safetensors"):
-        if not Path(target).is_file():
-            raise UsageError(f"{target}: checkpoint not found")
-        return read_meta(target).get("task", "classify")
-    if Path(target).suffix == ".pt" and not task:
-        return "detect"  # ultralytics checkpoints stay .pt; cnnkit's own are .safetensors
-    if Path(target).is_file():
-        raise UsageError(f"{target}: pass --task to say what kind of model this file holds")
-    return get_spec(target).task
+    return identify(target, task)[0]
 
 
 def default_out(target: str, name: str, fmt: str) -> Path:
@@ -101,12 +85,9 @@ def export_model(
         return exporter(
             target, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=out, overwrite=overwrite,
         )
-    if target.endswith(".safetensors"):
-        loaded = load_model(None, target, task, default="")
-    elif Path(target).is_file():
+    if Path(target).is_file() and sniff(target) != "checkpoint":
         raise UsageError(f"{target}: no {task} exporter takes this file; export a registry name or a cnnkit .safetensors checkpoint")
-    else:
-        loaded = load_model(target, None, task, default=target)
+    loaded = resolve(task, target)
     path = Path(out) if out else default_out(target, loaded.name, fmt)
     return export_module(loaded, task, path, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, overwrite=overwrite)
 
@@ -416,12 +397,14 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
 
 def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> Loaded:
     """A file from :func:`export_model`, ready for a predictor: ``Loaded.module`` runs onnxruntime or TorchScript."""
+    from cnnkit.models.loader import BACKEND_FILES, FILE_KINDS, sniff
+
     path = Path(path)
-    fmt, suffix = EXPORTED[backend]
     if not path.is_file():
         raise CnnkitError(f"{path}: weights file not found")
-    if path.suffix != suffix:
-        raise UsageError(f"{path}: --backend {backend} runs {suffix} files (from `cnnkit export --format {fmt}`)")
+    if sniff(path) != BACKEND_FILES[backend]:
+        suffix = next(s for s, k in FILE_KINDS.items() if k == BACKEND_FILES[backend])
+        raise UsageError(f"{path}: backend {backend} runs {suffix} files (from `cnnkit export`)")
     if backend == "onnxruntime":
         session = _session(str(path))
         module, meta = onnx_module(session), read_onnx_meta(path, session)
@@ -431,36 +414,3 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> 
         raise UsageError(f"{path}: a {meta.get('task')} model, not {task}")
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
     return Loaded(module, meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
-
-
-def resolve_backend(backend: str | None, weights: str | None) -> str:
-    """``None`` picks onnxruntime for ``.onnx`` weights, torchscript for ``.torchscript``, torch otherwise."""
-    if backend is None:
-        suffix = Path(weights).suffix if weights else ""
-        return next((b for b, (_, s) in EXPORTED.items() if s == suffix), "torch")
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
-    return backend
-
-
-def load_for_backend(
-    model: str | None, weights: str | None, task: str, *, default: str, backend: str | None = None,
-    loader: Callable[..., Any] | None = None, **options: Any,
-) -> Any:
-    """The PyTorch model, or an exported file for ``--backend onnxruntime|torchscript`` (a :class:`Loaded` then).
-
-    ``loader`` is the task's own PyTorch loader, called as ``loader(model, weights, default=, **options)``
-    (default :func:`~cnnkit.models.loader.load_model`). ``options`` describe a PyTorch model
-    (``--arch``, ``--encoder``), so giving one with an exported file is a usage error.
-    """
-    backend = resolve_backend(backend, weights)
-    if backend == "torch":
-        if loader is None:
-            return load_model(model, weights, task, default=default, **options)
-        return loader(model, weights, default=default, **options)
-    if not weights:
-        raise UsageError(f"--backend {backend} needs --weights FILE{EXPORTED[backend][1]} (made by `cnnkit export`)")
-    given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
-    if given:
-        raise UsageError(f"{', '.join(given)}: not for an exported file ({weights} carries its own model)")
-    return load_exported(weights, task, backend)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.models.loader import load_model
+from cnnkit.models.loader import resolve
 from cnnkit.tasks.classify.train import Options, build_model
 from cnnkit.train.heads import matching_rows, replace_head
 
@@ -19,7 +19,7 @@ def test_matching_rows_maps_new_positions_to_old_ones():
 
 
 def test_same_class_names_in_another_order_keep_and_reorder_the_trained_head():
-    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    old = resolve("classify", "shapes-cnn", None, default="shapes-cnn")
     old_w = old.module.fc.weight.detach().clone()
     old_b = old.module.fc.bias.detach().clone()
     classes = sorted(old.labels)  # a folder dataset lists classes alphabetically
@@ -33,7 +33,7 @@ def test_same_class_names_in_another_order_keep_and_reorder_the_trained_head():
 
 
 def test_a_partial_match_keeps_only_the_shared_rows():
-    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    old = resolve("classify", "shapes-cnn", None, default="shapes-cnn")
     old_w = old.module.fc.weight.detach().clone()
     model, _, _, _ = build_model(Options(data="unused", model="shapes-cnn"), ["apple", "star", "banana"])
     assert model.fc.out_features == 3
@@ -44,7 +44,7 @@ def test_a_partial_match_keeps_only_the_shared_rows():
 def test_the_reordered_head_predicts_the_same_classes_as_before():
     from cnnkit.data.shapes import classification_sample
 
-    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    old = resolve("classify", "shapes-cnn", None, default="shapes-cnn")
     classes = sorted(old.labels)
     model, _, pre, _ = build_model(Options(data="unused", model="shapes-cnn"), classes)
     old.module.eval()
@@ -59,7 +59,7 @@ def test_the_reordered_head_predicts_the_same_classes_as_before():
 
 
 def test_replace_head_without_keep_is_a_fresh_head():
-    old = load_model("shapes-cnn", None, "classify", default="shapes-cnn")
+    old = resolve("classify", "shapes-cnn", None, default="shapes-cnn")
     w = old.module.fc.weight.detach().clone()
     replace_head(old.module, w.shape[0])
     assert not torch.equal(old.module.fc.weight, w)

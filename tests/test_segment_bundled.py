@@ -72,10 +72,10 @@ def test_bundled_checkpoints_load_without_smp_deprecation(name):
     newer ones its ``tu-`` twin; both load without a deprecation warning."""
     import warnings
 
-    from cnnkit.models.loader import load_model
+    from cnnkit.models.loader import resolve
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = load_model(name, None, "segment", default="shapes-unet")
+        loaded = resolve("segment", name, None, default="shapes-unet")
     assert loaded.meta["arch_kwargs"]["encoder"] in ("timm-mobilenetv3_small_100", "tu-tf_mobilenetv3_small_100")
     assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -78,17 +79,22 @@ def test_cli_prints_the_size_formula(tmp_path):
     assert [float(v) for v in rows[1][1:3]] == [8.0, 8.0]
 
 
-def test_cli_image_writes_picture_and_refuses_overwrite(tmp_path, rgb_image, monkeypatch):
+def test_cli_image_writes_picture_numbers_reruns_and_refuses_overwrite(tmp_path, rgb_image, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["conv", str(rgb_image), "--kernel", "blur", "--pool", "2", "--format", "json"]
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    saved = tmp_path / data["saved"]
+    saved = tmp_path / json.loads(result.stdout)["saved"]
     assert saved.name == "rgb-blur-pool2.png"
     assert Image.open(saved).size == (31, 23)  # 64×48 → conv 3×3 → 62×46 → pool 2 → 31×23
-    assert "already exists" in cli_error(runner.invoke(app, args), 1)
-    assert runner.invoke(app, [*args, "--exist-ok"]).exit_code == 0
+    first = saved.read_bytes()
+    rerun = runner.invoke(app, args, catch_exceptions=False)  # a default name that is taken: the next number
+    assert rerun.exit_code == 0, rerun.output
+    assert Path(json.loads(rerun.stdout)["saved"]).name == "rgb-blur-pool2-2.png"
+    assert saved.read_bytes() == first
+    named = [*args, "-o", str(saved)]  # a name the user chose is never replaced without --exist-ok
+    assert "already exists" in cli_error(runner.invoke(app, named), 1)
+    assert runner.invoke(app, [*named, "--exist-ok"]).exit_code == 0
 
 
 def test_cli_kernel_file_rgb_and_matrix_outputs(tmp_path, rgb_image):

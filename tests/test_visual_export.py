@@ -83,9 +83,9 @@ def test_checkpoint_export_beside_it_with_other_imgsz(tmp_path):
     loaded = ex.load_exported(info["path"], "classify")
     assert loaded.labels == DIGITS and loaded.preprocess.crop == 32
     x = torch.randn(2, 3, 32, 32)
-    from cnnkit.models.loader import load_model
+    from cnnkit.models.loader import resolve
 
-    ref = load_model(None, str(ckpt), "classify", default="").module.eval()(x)
+    ref = resolve("classify", None, str(ckpt)).module.eval()(x)
     np.testing.assert_allclose(loaded.module(x).numpy(), ref.detach().numpy(), atol=1e-4)
 
 

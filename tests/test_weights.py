@@ -15,7 +15,7 @@ from cnnkit.cli import app
 from cnnkit.errors import CnnkitError, UnsafeCheckpoint, WeightsNotAvailable
 from cnnkit.models import hub
 from cnnkit.models.checkpoint import load_state_dict
-from cnnkit.models.loader import load_model
+from cnnkit.models.loader import resolve
 
 runner = CliRunner()
 MODEL = "mobilenet_v3_small"
@@ -36,7 +36,7 @@ def test_offline_and_not_cached_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
     with pytest.raises(WeightsNotAvailable) as info:
-        load_model(MODEL, None, "classify", default="shapes-cnn")
+        resolve("classify", MODEL, None, default="shapes-cnn")
     text = str(info.value)
     assert MODEL in text and "--weights" in text
     assert str(hub.torch_hub_dir() / "checkpoints") in text
@@ -59,7 +59,7 @@ def test_download_is_used_when_online(monkeypatch, rgb_image):
         return _random_state()
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
-    loaded = load_model(MODEL, None, "classify", default="shapes-cnn")
+    loaded = resolve("classify", MODEL, None, default="shapes-cnn")
     assert calls and calls[0][0].endswith(".pth")
     assert Path(calls[0][1]) == hub.torch_hub_dir() / "checkpoints"
     assert len(loaded.labels) == 1000 and loaded.labels[0] == "tench"

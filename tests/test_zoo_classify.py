@@ -12,7 +12,7 @@ from cnnkit.cli import app
 from cnnkit.errors import WeightsNotAvailable
 from cnnkit.models import hub
 from cnnkit.models.describe import describe
-from cnnkit.models.loader import load_model
+from cnnkit.models.loader import resolve
 from cnnkit.models.registry import count_parameters, list_models
 from tests.finetune_fixtures import one_thread, random_model  # noqa: F401
 
@@ -69,7 +69,7 @@ def test_parameter_counts_come_from_the_built_model():
 
 def test_torchvision_weights_offline_give_a_clear_error():
     with pytest.raises(WeightsNotAvailable, match="alexnet.*--weights PATH"):
-        load_model("alexnet", None, "classify", default="alexnet")
+        resolve("classify", "alexnet", None, default="alexnet")
 
 
 def test_cached_torchvision_weights_load_offline(monkeypatch):
@@ -81,6 +81,6 @@ def test_cached_torchvision_weights_load_offline(monkeypatch):
     cached = hub.torchvision_cache_file(weights)
     cached.parent.mkdir(parents=True, exist_ok=True)
     torch.save(spec.builder(num_classes=1000).state_dict(), cached)
-    loaded = load_model("googlenet", None, "classify", default="googlenet")
+    loaded = resolve("classify", "googlenet", None, default="googlenet")
     assert len(loaded.labels) == 1000 and loaded.labels[0] == weights.meta["categories"][0]
     assert loaded.preprocess.crop == 224

@@ -30,10 +30,10 @@ def test_bundled_weights_are_small_fp16_with_labels():
 
 def test_bundled_mask_ap50_on_unseen_scenes():
     from cnnkit.data.shapes import CLASSES, scene
-    from cnnkit.tasks.instance.predict import load_instance_model
+    from cnnkit.models.loader import resolve
     from cnnkit.train.instance import evaluate_model, scenes_to_coco
 
-    loaded = load_instance_model("shapes-maskrcnn", None)
+    loaded = resolve("instance", "shapes-maskrcnn")
     size = loaded.meta["arch_kwargs"]["min_size"]
     scenes = [scene(UNSEEN_SEED, i, size=size) for i in range(20)]
     metrics = evaluate_model(loaded.module, [s.image for s in scenes], scenes_to_coco(scenes, CLASSES), CLASSES)

@@ -110,10 +110,11 @@ def conv(
     else:
         x = cv.image_input(cv.read_image(image), keep_colour=rgb)
     result = cv.convolve(x, k, stride=stride, padding=padding, pool=pool, kernel_name=name)
+    numbered = out is None
     if out is None and not is_matrix:
         tag = f"-s{stride}" * (stride > 1) + f"-p{padding}" * (padding > 0) + f"-pool{pool}" * bool(pool)
         out = _default_out("conv", Path(image).stem, name + tag)
-    saved = str(cv.save_result(result, Path(out), overwrite=exist_ok)) if out else None
+    saved = str(cv.save_result(result, Path(out), overwrite=exist_ok, numbered=numbered)) if out else None
     data = {"input": image, **result.to_dict(with_values=is_matrix), "saved": saved}
     if _json_wanted(fmt):
         typer.echo(json.dumps(data))

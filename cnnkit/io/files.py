@@ -7,8 +7,9 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from cnnkit.errors import CnnkitError
 
@@ -84,6 +85,24 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, BrokenPipeError):
             raise write_error(final, exc) from exc
         raise
+
+
+def first_free(path: str | os.PathLike, write: Callable[[Path, bool], Any], *, overwrite: bool,
+               numbered: bool) -> Path:
+    """``write(target, overwrite)`` into ``path``, or with ``numbered`` (a default name) into the next free
+    ``NAME-2.ext``, ``NAME-3.ext`` … when it is taken, as run folders go ``exp``, ``exp2``. Each try is
+    exclusive (``write`` raises :class:`AlreadyExists`), so two runs at once get two files."""
+    path = Path(path)
+    n = 1
+    while True:
+        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            write(target, overwrite and n == 1)
+            return target
+        except AlreadyExists:
+            if not numbered:
+                raise
+            n += 1
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:

@@ -1,8 +1,21 @@
-"""Build a registry model with trained weights: bundled, torchvision, a local file or a checkpoint."""
+"""The one model resolver: ``--model``/``--weights``/``--backend`` → a model with its labels and preprocessing.
+
+Every command (predict, val, finetune, export, summary, features, filters) asks :func:`resolve`, in the
+spirit of timm's ``create_model`` and torchvision's weight enums. It accepts a registry name, a cnnkit
+``.safetensors`` checkpoint, a plain state dict (``.pt``/``.pth``) for a registry architecture, an
+ultralytics ``.pt`` or hub name, and an ONNX or TorchScript file from ``cnnkit export``. File kinds are
+told apart here and nowhere else (:func:`sniff`); labels are read from torchvision's weight metadata here
+and nowhere else (:func:`torchvision_labels`).
+
+A task that needs its own rules (ultralytics files for ``detect``; ``--arch``/``--encoder`` for
+``segment``) has ``resolve(model, weights, *, default, **options) -> Loaded | None`` in its ``zoo``
+module; returning ``None`` hands the request back to the generic rules below.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +25,51 @@ from cnnkit.models.checkpoint import load_state_dict, read_meta
 from cnnkit.models.preprocess import Preprocess
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
 
+# what a file is, by suffix: the only place suffixes are read
+FILE_KINDS = {
+    ".safetensors": "checkpoint", ".onnx": "onnx", ".torchscript": "torchscript",
+    ".pt": "pickle", ".pth": "pickle",
+}
+# backend → the file kind it runs
+BACKEND_FILES = {"onnxruntime": "onnx", "torchscript": "torchscript"}
+BACKENDS = ("torch", *BACKEND_FILES)
+
 
 @dataclass
 class Loaded:
-    """A model ready to run, with what it needs to be used correctly."""
+    """A model ready to run, with what it needs to be used correctly.
+
+    ``runtime`` says what ``module`` is: ``torch`` (an ``nn.Module``), ``ultralytics`` (an
+    ``ultralytics.YOLO``), or ``onnxruntime``/``torchscript`` (an ``nn.Module``-like wrapper of an
+    exported file that predictors run unchanged).
+    """
 
     module: Any
     name: str
     labels: list[str]
     preprocess: Preprocess | None
     spec: ModelSpec | None
-    meta: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "torch"
+
+
+def sniff(path: str | Path | None) -> str | None:
+    """``checkpoint``, ``onnx``, ``torchscript`` or ``pickle`` for a weights path by its suffix; ``None`` otherwise."""
+    if path is None:
+        return None
+    return FILE_KINDS.get(Path(path).suffix.lower())
 
 
 def spec_for_family(family: str, task: str | None = None) -> ModelSpec:
+    """The registry entry that builds architecture ``family`` (what a checkpoint's ``arch`` names)."""
     for spec in list_models(task=task):
         if spec.family == family:
             return spec
     raise CnnkitError(f"checkpoint names architecture {family!r}, which this cnnkit does not know")
 
 
-def _load_into(module: Any, state: dict[str, Any], where: str) -> None:
+def load_into(module: Any, state: dict[str, Any], where: str) -> None:
+    """``module.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming ``where``."""
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -54,59 +91,165 @@ def load_checkpoint(path: str | Path, task: str) -> Loaded:
         module = spec.builder(num_classes=len(labels), **(meta.get("arch_kwargs") or {}))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
         raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
-    _load_into(module, load_state_dict(path), str(path))
+    load_into(module, load_state_dict(path), str(path))
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else spec.preprocess
     return Loaded(module, meta.get("name") or Path(path).stem, labels, pre, spec, meta)
 
 
-def torchvision_labels_and_preprocess(spec: ModelSpec) -> tuple[list[str], Preprocess]:
-    weights = hub.torchvision_weights(spec.weights)
-    return list(weights.meta["categories"]), Preprocess.from_torchvision(weights)
+def torchvision_labels(spec: ModelSpec) -> list[str]:
+    """Category names from a torchvision weight enum's ``meta`` (no download).
 
-
-def load_model(name: str | None, weights: str | None, task: str, *, default: str) -> Loaded:
-    """Resolve ``--model``/``--weights`` the one way every task uses.
-
-    * ``--weights X.safetensors`` (a cnnkit checkpoint) → everything comes from it.
-    * ``--weights X.pth`` with ``--model NAME`` → a plain state dict for that architecture.
-    * ``--model NAME`` alone → the registry's weights (bundled, or torchvision's cache/download).
+    Detection and instance heads add the background class themselves, so a leading
+    ``__background__`` is dropped for them; segmenters keep it as class 0.
     """
-    if weights is not None and Path(weights).suffix == ".safetensors":
-        return load_checkpoint(weights, task)
-    spec = get_spec(name or default, task)
-    if weights is not None:
-        state = load_state_dict(weights)
-        labels, pre = _labels_for(spec)
-        head = _head_size(state)
-        if head and head != len(labels):
-            labels = [f"class_{i}" for i in range(head)]
-        module = spec.builder(num_classes=len(labels))
-        _load_into(module, state, weights)
-        return Loaded(module, spec.name, labels, pre, spec, {})
-    if spec.source == "bundled":
-        loaded = load_checkpoint(hub.bundled_path(spec.weights), task)
-        loaded.name = spec.name
-        return loaded
-    if spec.source == "torchvision":
-        labels, pre = torchvision_labels_and_preprocess(spec)
-        module = spec.builder(num_classes=len(labels))
-        _load_into(module, hub.torchvision_state_dict(spec.name, spec.weights), spec.name)
-        return Loaded(module, spec.name, labels, pre, spec, {})
-    raise CnnkitError(f"{spec.name}: no trained weights are known; pass --weights PATH")
+    from cnnkit.tasks import get_task
+
+    cats = list(hub.torchvision_weights(spec.weights).meta["categories"])
+    if cats and cats[0] == "__background__" and not get_task(spec.task).background_is_a_class:
+        cats = cats[1:]
+    return cats
 
 
-def _labels_for(spec: ModelSpec) -> tuple[list[str], Preprocess | None]:
+def spec_labels(spec: ModelSpec) -> list[str]:
+    """The labels an entry's trained weights predict: its own, else torchvision's metadata."""
     if spec.labels is not None:
-        return list(spec.labels), spec.preprocess
+        return list(spec.labels)
     if spec.source == "torchvision":
-        return torchvision_labels_and_preprocess(spec)
-    return [], spec.preprocess
+        return torchvision_labels(spec)
+    return []
 
 
-def _head_size(state: dict[str, Any]) -> int | None:
-    """Output size of the last 2-D weight in the state dict (the classifier head)."""
+def head_classes(state: dict[str, Any]) -> int | None:
+    """How many labels a state dict's head predicts (R-CNN box head without background, segmentation
+    heads' output channels, else the last 2-D weight: a classifier)."""
+    cls_score = state.get("roi_heads.box_predictor.cls_score.weight")
+    if cls_score is not None:
+        return int(cls_score.shape[0]) - 1
+    for key in reversed(list(state)):
+        v = state[key]
+        if key.endswith("weight") and getattr(v, "ndim", 0) == 4 and key.startswith(("segmentation_head", "classifier.4")):
+            return int(v.shape[0])
     for key in reversed(list(state)):
         v = state[key]
         if key.endswith("weight") and getattr(v, "ndim", 0) == 2:
             return int(v.shape[0])
     return None
+
+
+def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
+    """A plain state dict for a registry architecture; a head of another size gets ``class_i`` labels."""
+    state = load_state_dict(weights)
+    labels = spec_labels(spec)
+    head = head_classes(state)
+    if head and head != len(labels):
+        labels = [f"class_{i}" for i in range(head)]
+    module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
+    load_into(module, state, weights)
+    return Loaded(module, spec.name, labels, spec.preprocess or _torchvision_preprocess(spec), spec, {})
+
+
+def _torchvision_preprocess(spec: ModelSpec) -> Preprocess | None:
+    """A torchvision classifier's preset (resize, crop, mean, std); other tasks' presets have no crop."""
+    if spec.source != "torchvision":
+        return None
+    tv = hub.torchvision_weights(spec.weights)
+    return Preprocess.from_torchvision(tv) if hasattr(tv.transforms(), "crop_size") else None
+
+
+def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
+    """A registry entry with its own trained weights, or with a state dict from ``weights``."""
+    if weights is not None:
+        return _from_state_dict(spec, weights)
+    if spec.source == "bundled":
+        path = hub.bundled_path(spec.weights)
+        if not path.is_file():
+            raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install "
+                              "(retrain with the script named in its model card, or pass weights)")
+        loaded = load_checkpoint(path, spec.task)
+        loaded.name = spec.name
+        return loaded
+    if spec.source == "torchvision":
+        state = hub.torchvision_state_dict(spec.name, spec.weights)  # before building: offline fails fast
+        labels = torchvision_labels(spec)
+        module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
+        load_into(module, state, spec.name)
+        return Loaded(module, spec.name, labels, spec.preprocess or _torchvision_preprocess(spec), spec, {})
+    raise CnnkitError(f"{spec.name}: no trained weights are known; pass weights (a state dict or checkpoint)")
+
+
+def resolve_backend(backend: str | None, weights: str | None) -> str:
+    """``None`` runs an exported file with its runtime (``.onnx`` → onnxruntime) and anything else with torch."""
+    if backend is None:
+        kind = sniff(weights)
+        return next((b for b, k in BACKEND_FILES.items() if k == kind), "torch")
+    if backend not in BACKENDS:
+        raise UsageError(f"backend {backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
+    return backend
+
+
+def resolve(
+    task: str, model: str | None = None, weights: str | None = None, *, backend: str | None = None,
+    default: str | None = None, **options: Any,
+) -> Loaded:
+    """The model for ``task`` that ``model``/``weights``/``backend`` name; see the module docstring.
+
+    ``default``: the registry name used when neither ``model`` nor ``weights`` is given (the
+    task's bundled model unless said). ``options`` are the task's own model options
+    (``arch``/``encoder`` for segment), passed to its ``zoo.resolve``; ``None`` values are unset.
+    """
+    from cnnkit.tasks import get_task
+
+    row = get_task(task)
+    default = default or row.default_model
+    options = {k: v for k, v in options.items() if v is not None}
+    if model is not None and sniff(model) == "checkpoint" and weights is None:
+        model, weights = None, model  # a checkpoint named as the model is the weights
+    backend = resolve_backend(backend, weights)
+    if backend != "torch":
+        return _exported(task, weights, backend, options)
+    if sniff(weights) == "checkpoint":
+        return load_checkpoint(weights, task)
+    hook = getattr(importlib.import_module(f"{row.package}.zoo"), "resolve", None)
+    if hook is not None:
+        found = hook(model, weights, default=default, **options)
+        if found is not None:
+            return found
+    if options:
+        raise UsageError(f"{', '.join(options)}: not options of {task} models")
+    return _registry(get_spec(model or default, task), weights)
+
+
+def _exported(task: str, weights: str | None, backend: str, options: dict[str, Any]) -> Loaded:
+    """A file from ``cnnkit export`` run by ``backend``; model options are the file's own."""
+    from cnnkit.export import load_exported
+
+    suffix = next(s for s, k in FILE_KINDS.items() if k == BACKEND_FILES[backend])
+    if not weights:
+        raise UsageError(f"backend {backend} needs a weights file *{suffix} (made by `cnnkit export`)")
+    if options:
+        raise UsageError(f"{', '.join(options)}: not for an exported file ({weights} carries its own model)")
+    loaded = load_exported(weights, task, backend)
+    loaded.runtime = backend
+    return loaded
+
+
+def identify(target: str, task: str | None = None) -> tuple[str, ModelSpec | None, dict[str, Any]]:
+    """What ``target`` (a registry name or a model file) is, without loading weights: ``(task, spec, meta)``.
+
+    ``summary`` and ``export`` use it; a file of a kind that does not say its task needs ``task``.
+    """
+    kind = sniff(target)
+    if kind == "checkpoint":
+        if not Path(target).is_file():
+            raise UsageError(f"{target}: checkpoint not found")
+        meta = read_meta(target)
+        found = task or str(meta.get("task", "classify"))
+        return found, spec_for_family(meta["arch"], found), meta
+    if kind == "pickle" and task is None:
+        return "detect", None, {}  # ultralytics checkpoints stay .pt; cnnkit's own are .safetensors
+    if kind is not None or Path(target).is_file():
+        if task is None:
+            raise UsageError(f"{target}: pass the task to say what kind of model this file holds")
+        return task, None, {}
+    spec = get_spec(target, task)  # an unknown name raises, naming the closest known one
+    return spec.task, spec, {}

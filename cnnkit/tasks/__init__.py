@@ -26,13 +26,17 @@ def _attr(ref: str) -> Any:
 class Task:
     """One task: its name and where its parts live.
 
-    ``free_size``: an exported model takes any height/width that is a multiple of it (segmenters);
-    ``None`` fixes the export size to the model's.
+    ``default_model``: the registry name used when no model is given (the bundled one);
+    ``free_size``: an exported model takes any height/width that is a multiple of it (segmenters),
+    ``None`` fixes the export size to the model's; ``background_is_a_class``: the model predicts
+    background as class 0 (segmenters) instead of leaving it out of its labels (R-CNN heads).
     """
 
     name: str
     summary: str
+    default_model: str
     free_size: int | None = None
+    background_is_a_class: bool = False
 
     @property
     def package(self) -> str:
@@ -67,10 +71,10 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("classify", "top-k labels per image"),
-        Task("detect", "boxes, labels and scores per image"),
-        Task("segment", "a class per pixel", free_size=32),
-        Task("instance", "a box and a mask per object"),
+        Task("classify", "top-k labels per image", "shapes-cnn"),
+        Task("detect", "boxes, labels and scores per image", "shapes-yolov8n"),
+        Task("segment", "a class per pixel", "shapes-unet", free_size=32, background_is_a_class=True),
+        Task("instance", "a box and a mask per object", "shapes-maskrcnn"),
     )
 }
 

@@ -187,21 +187,25 @@ def to_picture(a: np.ndarray, kernel: np.ndarray) -> Any:
     return Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB")
 
 
-def save_result(result: ConvResult, out: Path, *, overwrite: bool) -> Path:
-    """PNG/JPEG picture, ``.npy`` array, or ``.txt``/``.csv`` matrix, written atomically."""
-    from cnnkit.io.files import atomic_path
+def save_result(result: ConvResult, out: Path, *, overwrite: bool, numbered: bool = False) -> Path:
+    """PNG/JPEG picture, ``.npy`` array, or ``.txt``/``.csv`` matrix, written atomically; a default
+    name (``numbered``) that is taken moves on to ``NAME-2.png`` …, so a rerun never fails."""
+    from cnnkit.io.files import atomic_path, first_free
 
     suffix = out.suffix.lower()
-    with atomic_path(out, overwrite=overwrite) as tmp:
-        if suffix == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, result.output)
-        elif suffix in (".txt", ".csv", ".tsv"):
-            if result.output.ndim != 2:
-                raise UsageError(f"{out}: a matrix file holds one channel; drop --rgb or save .npy/.png")
-            np.savetxt(tmp, result.output, fmt="%.6g", delimiter="," if suffix == ".csv" else " ")
-        elif suffix in (".png", ".jpg", ".jpeg"):
-            to_picture(result.output, result.kernel).save(tmp, format="PNG" if suffix == ".png" else "JPEG")
-        else:
-            raise UsageError(f"--out {out}: expected .png, .jpg, .npy, .txt or .csv")
-    return out
+    if suffix not in (".npy", ".txt", ".csv", ".tsv", ".png", ".jpg", ".jpeg"):
+        raise UsageError(f"{out}: expected .png, .jpg, .npy, .txt or .csv")
+    if suffix in (".txt", ".csv", ".tsv") and result.output.ndim != 2:
+        raise UsageError(f"{out}: a matrix file holds one channel; drop --rgb or save .npy/.png")
+
+    def write(target: Path, ow: bool) -> None:
+        with atomic_path(target, overwrite=ow) as tmp:
+            if suffix == ".npy":
+                with open(tmp, "wb") as f:
+                    np.save(f, result.output)
+            elif suffix in (".txt", ".csv", ".tsv"):
+                np.savetxt(tmp, result.output, fmt="%.6g", delimiter="," if suffix == ".csv" else " ")
+            else:
+                to_picture(result.output, result.kernel).save(tmp, format="PNG" if suffix == ".png" else "JPEG")
+
+    return first_free(out, write, overwrite=overwrite, numbered=numbered)

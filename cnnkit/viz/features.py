@@ -12,10 +12,8 @@ so that what the maps respond to, padding included, is in the picture.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -438,7 +436,7 @@ def filter_figure(loaded: Any, layer: str | None, *, cell: int = 48, limit: int 
 
 def _viewable(loaded: Loaded, kind: str) -> Viewable:
     """``loaded`` with how its task feeds it (a segmenter's letterbox side is its preprocessing's crop)."""
-    fields = {k: getattr(loaded, k) for k in ("module", "name", "labels", "preprocess", "spec", "meta")}
+    fields = {k: getattr(loaded, k) for k in ("module", "name", "labels", "preprocess", "spec", "meta", "runtime")}
     imgsz = loaded.preprocess.crop if kind == "letterbox" and loaded.preprocess is not None else None
     return Viewable(**fields, kind=kind, imgsz=imgsz)
 
@@ -453,101 +451,56 @@ def _is_ultralytics_file(path: str) -> bool:
         return False
 
 
-def _load_yolo(where: str, name: str, spec: Any = None) -> Viewable:
-    """An ultralytics ``.pt`` (a file, or a registry name from cnnkit's cache) through :func:`cnnkit._ultralytics.yolo`,
-    which scans the pickle first; its ``.model`` is the network to look inside."""
-    from cnnkit import _ultralytics
-
-    yolo = _ultralytics.yolo(where)
+def _yolo_viewable(loaded: Loaded) -> Viewable:
+    """An ultralytics model from the resolver; its ``.model`` is the network to look inside."""
+    yolo = loaded.module
     if getattr(yolo, "task", "detect") == "classify":
-        raise UsageError(f"{where}: an ultralytics classify model; features and filters read its detectors and segmenters")
+        raise UsageError(f"{loaded.name}: an ultralytics classify model; features and filters read its detectors and segmenters")
     net = yolo.model.float().eval()
     args = getattr(net, "args", None) or {}
     trained = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
-    imgsz = (spec.meta.get("imgsz") if spec is not None else None) or (trained if isinstance(trained, int) else 640)
+    imgsz = loaded.meta.get("imgsz") or (trained if isinstance(trained, int) else 640)
     stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
-    names = getattr(yolo, "names", {}) or {}
-    labels = [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
-    return Viewable(net, name, labels, None, spec, {}, kind="yolo", imgsz=int(imgsz), stride=stride)
+    return Viewable(net, loaded.name, loaded.labels, None, loaded.spec, {}, kind="yolo", imgsz=int(imgsz), stride=stride)
 
 
-def _load_task(task: str, model: str | None, weights: str | None) -> Viewable:
-    """``--model``/``--weights`` through the loader of the model's task."""
-    if task == "segment":
-        from cnnkit.tasks.segment.zoo import load_segmenter
-
-        return _viewable(load_segmenter(model, weights), "letterbox")
-    if task == "instance":
-        from cnnkit.tasks.instance.predict import load_instance_model
-
-        return _viewable(load_instance_model(model, weights), "rcnn")
-    if task == "detect":
-        from cnnkit.models.loader import load_checkpoint
-        from cnnkit.models.registry import get_spec
-
-        if weights is not None and Path(weights).suffix == ".safetensors":
-            return _viewable(load_checkpoint(weights, "detect"), "rcnn")
-        from cnnkit.tasks.detect.predict import _torchvision_state
-
-        spec = get_spec(model or "", "detect")
-        module, labels = _torchvision_state(spec, weights)
-        return _viewable(Loaded(module, spec.name, labels, None, spec, {}), "rcnn")
-    from cnnkit.models.loader import load_model
-
-    return _viewable(load_model(model, weights, task, default=DEFAULT_MODEL), "crop")
+# how each task feeds a torch model an image (ultralytics models are "yolo")
+_FEEDING = {"classify": "crop", "segment": "letterbox", "detect": "rcnn", "instance": "rcnn"}
 
 
 def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
     """A trained model by registry name, a cnnkit checkpoint (as ``model`` or ``weights``) or an ultralytics
-    ``.pt``, loaded the way its task's commands load it, with how that task feeds it an image.
+    ``.pt``, loaded by :func:`~cnnkit.models.loader.resolve` for its task, with how that task feeds it an image.
 
     A ``.pt`` is an ultralytics model when it is named as the model, or given as ``weights`` without a
     model (or with a YOLO one) and its pickle names ultralytics classes; otherwise it is a state dict.
-    Registry weights that are neither bundled nor cached are downloaded (or a clear offline error).
     """
     from cnnkit.models.checkpoint import read_meta
-    from cnnkit.models.hub import bundled_path
-    from cnnkit.models.registry import get_spec
+    from cnnkit.models.loader import identify, resolve, sniff
 
-    if model and model.endswith(".safetensors") and weights is None:
+    if model and sniff(model) == "checkpoint" and weights is None:
         model, weights = None, model
-    if weights and weights.endswith(".safetensors"):
-        return _load_task(str(read_meta(weights).get("task", "classify")), model, weights)
-    if model and model.endswith(".pt") and (Path(model).is_file() or len(Path(model).parts) > 1):
-        if not Path(model).is_file():
-            raise CnnkitError(f"{model}: no such file")
-        return _load_yolo(model, Path(model).stem)
-    spec = get_spec(model) if model else None
-    if weights and Path(weights).suffix == ".pt" and (spec.family == "yolo" if spec else _is_ultralytics_file(weights)):
-        return _load_yolo(weights, Path(weights).stem, spec)
-    spec = spec or get_spec(DEFAULT_MODEL)
-    if spec.family == "yolo":
-        if weights is not None:
-            raise UsageError(f"{weights}: a YOLO model's weights are an ultralytics .pt file")
-        where = str(bundled_path(spec.weights)) if spec.source == "bundled" else spec.weights
-        return _load_yolo(where, spec.name, spec)
-    return _load_task(spec.task, spec.name, weights)
+    if sniff(weights) == "checkpoint":
+        task = str(read_meta(weights).get("task", "classify"))
+    elif model:
+        task = identify(model)[0]
+    elif sniff(weights) == "pickle" and _is_ultralytics_file(weights):
+        task = "detect"
+    else:
+        task = identify(DEFAULT_MODEL)[0]
+    loaded = resolve(task, model, weights, default=DEFAULT_MODEL if model is None and task == "classify" else None)
+    if loaded.runtime == "ultralytics":
+        return _yolo_viewable(loaded)
+    return _viewable(loaded, _FEEDING[task])
 
 
 def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False) -> str:
-    """Write a PNG atomically and return where; an existing file is kept unless ``overwrite``.
-
-    With ``numbered`` (a default name) a taken name is not an error: the next free ``NAME-2.png``,
-    ``NAME-3.png`` … is used, as run folders go ``exp``, ``exp2``; each try is exclusive, so two runs
-    at once get two files.
-    """
-    from cnnkit.io.files import AlreadyExists, atomic_write_bytes
+    """Write a PNG atomically and return where; an existing file is kept unless ``overwrite``, and a
+    default name (``numbered``) moves on to ``NAME-2.png`` (:func:`~cnnkit.io.files.first_free`)."""
+    from cnnkit.io.files import atomic_write_bytes, first_free
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    path = Path(out)
-    n = 1
-    while True:
-        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
-        try:
-            atomic_write_bytes(target, buf.getvalue(), overwrite=overwrite and n == 1)
-            return str(target)
-        except AlreadyExists:
-            if not numbered:
-                raise
-            n += 1
+    data = buf.getvalue()
+    return str(first_free(out, lambda target, ow: atomic_write_bytes(target, data, overwrite=ow),
+                          overwrite=overwrite, numbered=numbered))

@@ -277,36 +277,29 @@ class Target:
 
 
 def resolve_target(target: str) -> Target:
-    """A registry name, or a cnnkit ``.safetensors`` checkpoint (architecture from its metadata)."""
+    """A registry name, or a cnnkit ``.safetensors`` checkpoint (architecture from its metadata), as
+    :func:`~cnnkit.models.loader.identify` tells them apart; built with random weights on demand."""
     from functools import partial
 
-    from cnnkit.models.checkpoint import read_meta
-    from cnnkit.models.loader import spec_for_family
-    from cnnkit.models.registry import get_spec
+    from cnnkit.models.loader import identify, sniff
 
-    path = Path(target)
-    if path.suffix == ".safetensors" or path.is_file():
-        if path.suffix != ".safetensors":
-            raise UsageError(f"{target}: expected a registry model name or a cnnkit .safetensors checkpoint")
-        if not path.is_file():
-            raise UsageError(f"{target}: checkpoint not found")
-        meta = read_meta(path)
-        spec = spec_for_family(meta["arch"], meta.get("task"))
+    if sniff(target) not in (None, "checkpoint") or (sniff(target) is None and Path(target).is_file()):
+        raise UsageError(f"{target}: expected a registry model name or a cnnkit .safetensors checkpoint")
+    task, spec, meta = identify(target)
+    assert spec is not None  # a name or a checkpoint always has an entry
+    if meta:
         build = partial(spec.builder, num_classes=len(meta["labels"]), **meta.get("arch_kwargs", {}))
         pre = meta.get("preprocess") or {}
         imgsz = int(pre.get("crop") or (spec.preprocess.crop if spec.preprocess else 224))
-        return Target(meta.get("name") or path.stem, meta.get("task", spec.task), build, imgsz,
-                      int(spec.meta.get("in_channels", 3)), str(path), meta, spec.meta.get("fixed_size"))
-    spec = get_spec(target)  # an unknown name raises, listing the known ones
-    build = random_builder(spec)
+        return Target(meta.get("name") or Path(target).stem, task, build, imgsz,
+                      int(spec.meta.get("in_channels", 3)), target, meta, spec.meta.get("fixed_size"))
     imgsz = spec.preprocess.crop if spec.preprocess else int(spec.meta.get("imgsz", 224))
-    return Target(spec.name, spec.task, build, imgsz, int(spec.meta.get("in_channels", 3)),
+    return Target(spec.name, spec.task, random_builder(spec), imgsz, int(spec.meta.get("in_channels", 3)),
                   fixed_size=spec.meta.get("fixed_size"))
 
 
 def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     """:func:`summarize` for a registry name or checkpoint; meta device first, CPU if the model needs real data."""
-    import torch
 
     t = resolve_target(target)
     if t.fixed_size and imgsz not in (None, t.fixed_size):

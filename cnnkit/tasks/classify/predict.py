@@ -11,7 +11,6 @@ from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.tasks.base import Predictor
 
-DEFAULT_MODEL = "shapes-cnn"
 
 
 class Classifier(Predictor):
@@ -34,10 +33,10 @@ class Classifier(Predictor):
         cls, model: str | None = None, weights: str | None = None, *, device: str | None = None,
         half: bool = False, threads: int | None = None, topk: int = 5, backend: str | None = None,
     ) -> "Classifier":
-        from cnnkit.export import load_for_backend
+        from cnnkit.models.loader import resolve
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(load_for_backend(model, weights, "classify", default=DEFAULT_MODEL, backend=backend), runtime, topk)
+        return cls(resolve("classify", model, weights, backend=backend), runtime, topk)
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.pre(decoded.rgb)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cnnkit.data.folder import FolderSplit, describe_skipped, load_folder_dataset
 from cnnkit.errors import CnnkitError, UsageError, WeightsNotAvailable
 from cnnkit.models import hub
-from cnnkit.models.loader import load_model, spec_for_family
+from cnnkit.models.loader import resolve, spec_for_family
 from cnnkit.models.preprocess import Preprocess
 from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.train.classifier import OPTIMIZERS, SCHEDULERS, Callbacks, ResumableSampler, TrainConfig, fit
@@ -197,7 +197,7 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
         spec = get_spec(opts.model, "classify")
         return spec.builder(num_classes=len(classes)), spec, _default_preprocess(spec), f"{spec.name}, random init"
     try:
-        loaded = load_model(opts.model, opts.weights, "classify", default=DEFAULT_MODEL)
+        loaded = resolve("classify", opts.model, opts.weights, default=DEFAULT_MODEL)
     except WeightsNotAvailable as exc:
         raise WeightsNotAvailable(f"{exc.message}, or train from scratch with --no-pretrained") from exc
     spec = loaded.spec

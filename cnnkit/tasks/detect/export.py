@@ -18,19 +18,16 @@ from cnnkit._version import __version__
 from cnnkit.errors import UsageError
 
 
-def _weights(target: str) -> tuple[str, str]:
-    """(weights for ``_ultralytics.yolo``, model name) of a registry YOLO name or a ``.pt`` file."""
-    from cnnkit.models import hub
-    from cnnkit.models.registry import get_spec
+def _yolo(target: str) -> Any:
+    """The ultralytics model :func:`~cnnkit.models.loader.resolve` finds for ``target``; other detectors are refused."""
+    from cnnkit.models.loader import resolve
 
-    if Path(target).suffix == ".pt" and Path(target).is_file():
-        return target, Path(target).stem
-    spec = get_spec(target, "detect")
-    if spec.source == "bundled":
-        return str(hub.bundled_path(spec.weights)), spec.name
-    if spec.source == "ultralytics":
-        return spec.weights, spec.name
-    raise UsageError(f"{target}: only YOLO detectors export here, not {spec.source} {spec.family} models")
+    loaded = resolve("detect", target)
+    if loaded.runtime != "ultralytics":
+        spec = loaded.spec
+        kind = f"{spec.source} {spec.family}" if spec else "these"
+        raise UsageError(f"{target}: only YOLO detectors export here, not {kind} models")
+    return loaded
 
 
 def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: str | Path | None,
@@ -43,8 +40,8 @@ def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out
     from cnnkit.io.files import atomic_path
 
     t0 = time.perf_counter()
-    weights, name = _weights(target)
-    yolo = _ultralytics.yolo(weights)
+    loaded = _yolo(target)
+    yolo, name = loaded.module, loaded.name
     if getattr(yolo, "task", "detect") != "detect":
         raise UsageError(f"{target}: an ultralytics {yolo.task} model, not a detector")
     net = yolo.model.float().eval()
@@ -67,7 +64,7 @@ def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out
     with atomic_path(dest, overwrite=overwrite) as final, tempfile.TemporaryDirectory() as tmp, \
             _ultralytics.quiet(), quiet_exporters():
         copy = Path(tmp) / f"{name}.pt"
-        shutil.copyfile(yolo.ckpt_path or weights, copy)
+        shutil.copyfile(yolo.ckpt_path, copy)
         options: dict[str, Any] = {"format": fmt, "imgsz": size, "half": False, "device": "cpu", "batch": 1}
         if fmt == "onnx":
             options.update(dynamic=dynamic_batch, simplify=False)

@@ -22,14 +22,11 @@ import numpy as np
 
 from cnnkit.config import MAX_IMGSZ
 from cnnkit.device import Runtime
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import UsageError
 from cnnkit.io.decode import Decoded
-from cnnkit.models import hub
-from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.records import Record
 from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
 
-DEFAULT_MODEL = "shapes-yolov8n"
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
 
 
@@ -174,105 +171,18 @@ class TorchvisionBackend:
         return result
 
 
-def _torchvision_labels(spec: ModelSpec) -> list[str]:
-    """COCO names from the weights' meta (no download), background dropped."""
-    return list(hub.torchvision_weights(spec.weights).meta["categories"][1:])
-
-
-def _torchvision_state(spec: ModelSpec, weights: str | None) -> tuple[Any, list[str]]:
-    from cnnkit.models.checkpoint import load_state_dict
-    from cnnkit.models.loader import _load_into
-
-    if weights is None:
-        state = hub.torchvision_state_dict(spec.name, spec.weights)
-    else:
-        state = load_state_dict(weights)
-    n = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
-    labels = _torchvision_labels(spec) if n == 90 else [f"class_{i}" for i in range(n)]
-    module = spec.builder(num_classes=n)
-    _load_into(module, state, weights or spec.name)
-    return module, labels
-
-
-def _yolo(weights: str | Path) -> Any:
-    """An ultralytics model; a file ultralytics cannot load is a one-line error naming it."""
-    from cnnkit import _ultralytics
-
-    try:
-        return _ultralytics.yolo(weights)
-    except CnnkitError:
-        raise
-    except Exception as exc:  # a broken or foreign file: say which and why
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
-
-
 def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None,
-                 backend: str | None = None) -> Any:
-    """Resolve ``--model``/``--weights``/``--backend`` for detection.
+                 backend: str | None = None) -> YoloBackend | TorchvisionBackend:
+    """The network :func:`~cnnkit.models.loader.resolve` finds, behind the backend that drives it:
+    an ultralytics model or an exported YOLO file (same letterbox and NMS), or a torchvision detector."""
+    from cnnkit.models.loader import resolve
 
-    * ``--backend onnxruntime|torchscript`` (the default for ``.onnx``/``.torchscript`` weights) → a file
-      from ``cnnkit export <yolo>``, run with the same YOLO pre- and postprocessing;
-    * otherwise see :func:`_torch_backend`.
-    """
-    from functools import partial
-
-    from cnnkit.export import load_for_backend
-    from cnnkit.models.loader import Loaded
-
-    found = load_for_backend(model, weights, "detect", default=DEFAULT_MODEL, backend=backend,
-                             loader=partial(_torch_backend, runtime=runtime, imgsz=imgsz))
-    return YoloBackend.from_exported(found, runtime, imgsz, str(weights)) if isinstance(found, Loaded) else found
-
-
-def _torch_backend(model: str | None, weights: str | None, *, default: str, runtime: Runtime,
-                   imgsz: int | None) -> Any:
-    """A PyTorch detector for ``--model``/``--weights``.
-
-    * a cnnkit ``.safetensors`` checkpoint (Faster R-CNN family) → architecture and labels inside;
-    * ``--model fasterrcnn_*`` (+ optional ``--weights`` state dict) → torchvision;
-    * an ultralytics ``.pt`` (path via ``--model`` or ``--weights``), a registry YOLO name, or
-      another ultralytics hub name ending in ``.pt`` → ultralytics.
-    """
-    if weights is not None and Path(weights).suffix == ".safetensors":
-        from cnnkit.models.loader import load_checkpoint
-
-        loaded = load_checkpoint(weights, "detect")
-        return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
-    name = model or default
-    if weights is not None and Path(weights).is_file() and (model is None or get_spec(name, "detect").family == "yolo"):
-        return YoloBackend.from_yolo(_yolo(weights), runtime, imgsz, Path(weights).stem)
-    if Path(name).suffix == ".pt" and Path(name).is_file():
-        return YoloBackend.from_yolo(_yolo(name), runtime, imgsz, Path(name).stem)
-    try:
-        spec = get_spec(name, "detect")
-    except UsageError:
-        if name.endswith(".pt") and len(Path(name).parts) == 1 and _is_ultralytics_asset(name):
-            return YoloBackend.from_yolo(_yolo(name), runtime, imgsz, Path(name).stem)
-        if name.endswith(".pt") and len(Path(name).parts) > 1:
-            raise CnnkitError(f"{name}: no such file") from None
-        raise
-    if spec.source == "torchvision":
-        module, labels = _torchvision_state(spec, weights)
-        return TorchvisionBackend(module, labels, runtime, imgsz, spec.name)
-    if weights is not None:
-        raise CnnkitError(f"{weights}: no such file")
-    if spec.source == "bundled":
-        path = hub.bundled_path(spec.weights)
-        if not path.is_file():
-            raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install")
-        return YoloBackend.from_yolo(_yolo(path), runtime, imgsz or spec.meta.get("imgsz"), spec.name)
-    return YoloBackend.from_yolo(_yolo(spec.weights), runtime, imgsz, spec.name)
-
-
-def _is_ultralytics_asset(name: str) -> bool:
-    """True for a weights name ultralytics publishes (``yolov5nu.pt``); a typo is not sent to a download."""
-    from cnnkit._ultralytics import ultralytics
-
-    ultralytics()
-    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
-
-    return name in GITHUB_ASSETS_NAMES
+    loaded = resolve("detect", model, weights, backend=backend)
+    if loaded.runtime == "ultralytics":
+        return YoloBackend.from_yolo(loaded.module, runtime, imgsz or loaded.meta.get("imgsz"), loaded.name)
+    if loaded.runtime != "torch":
+        return YoloBackend.from_exported(loaded, runtime, imgsz, str(weights))
+    return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
 
 
 def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:

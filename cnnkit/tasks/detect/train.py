@@ -25,8 +25,6 @@ METRIC_KEYS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall
 
 def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
     """The file or name ultralytics starts from, and the image size it was trained at (if known)."""
-    from cnnkit.models import hub
-    from cnnkit.models.registry import get_spec
 
     if weights is not None:
         if not Path(weights).is_file():
@@ -35,18 +33,14 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
     name = model or DEFAULT_MODEL
     if Path(name).is_file() or name.endswith(".yaml"):
         return name, None
-    try:
-        spec = get_spec(name, "detect")
-    except UsageError:
-        if name.endswith(".pt"):
-            return name, None
-        raise
-    if spec.family != "yolo":
+    from cnnkit.models.loader import resolve
+
+    loaded = resolve("detect", name)
+    if loaded.runtime != "ultralytics":
         raise UsageError(f"--model {name}: detection fine-tuning trains YOLO models (ultralytics); pick one of "
                          "shapes-yolov8n, yolov8n.pt, yolo11n.pt or a .yaml/.pt file")
-    if spec.source == "bundled":
-        return str(hub.bundled_path(spec.weights)), spec.meta.get("imgsz")
-    return spec.weights, spec.meta.get("imgsz")
+    spec = loaded.spec
+    return loaded.meta["where"], spec.meta.get("imgsz") if spec is not None else None
 
 
 def _out_dir(out: str | None, exist_ok: bool) -> Path:

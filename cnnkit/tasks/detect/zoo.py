@@ -7,6 +7,7 @@ model with random weights; nothing here imports torch until a builder runs.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
@@ -69,3 +70,73 @@ for _name, _enum, _year, _desc in _FASTER_RCNN:
         name=_name, task="detect", family=_name, builder=partial(faster_rcnn, _name), source="torchvision",
         weights=_enum, year=_year, description=_desc,
     ))
+
+
+def ultralytics_model(where: str | Path) -> Any:
+    """An ``ultralytics.YOLO`` (file scanned first, see :func:`cnnkit._ultralytics.yolo`); a file ultralytics
+    cannot load is a one-line error naming it."""
+    from cnnkit import _ultralytics
+    from cnnkit.errors import CnnkitError
+
+    try:
+        return _ultralytics.yolo(where)
+    except CnnkitError:
+        raise
+    except Exception as exc:  # a broken or foreign file: say which and why
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{where}: not a loadable ultralytics model ({reason[:160]})") from exc
+
+
+def is_ultralytics_asset(name: str) -> bool:
+    """True for a weights name ultralytics publishes (``yolov5nu.pt``); a typo is not sent to a download."""
+    from cnnkit._ultralytics import ultralytics
+
+    ultralytics()
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES
+
+
+def _ultralytics_loaded(where: str | Path, name: str, spec: ModelSpec | None = None) -> Any:
+    from cnnkit.models.loader import Loaded
+
+    yolo = ultralytics_model(where)
+    names = getattr(yolo, "names", {}) or {}
+    labels = [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
+    meta: dict[str, Any] = {"where": str(where)}
+    if spec is not None and spec.source == "bundled":
+        meta["imgsz"] = spec.meta.get("imgsz")
+    return Loaded(yolo, name, labels, None, spec, meta, runtime="ultralytics")
+
+
+def resolve(model: str | None, weights: str | None, *, default: str) -> Any:
+    """Ultralytics models: a local ``.pt`` (as the model, or as the weights of a YOLO entry or of no
+    model), a registry YOLO name, or another name ultralytics publishes. ``None`` for the rest
+    (Faster R-CNN entries and their state dicts), which the generic rules resolve."""
+    from cnnkit.errors import CnnkitError, UsageError
+    from cnnkit.models import hub
+    from cnnkit.models.loader import sniff
+    from cnnkit.models.registry import get_spec
+
+    name = model or default
+    pickled = sniff(name) == "pickle"
+    if weights is not None and Path(weights).is_file() and (model is None or get_spec(name, "detect").family == "yolo"):
+        return _ultralytics_loaded(weights, Path(weights).stem)
+    if pickled and Path(name).is_file():
+        return _ultralytics_loaded(name, Path(name).stem)
+    try:
+        spec = get_spec(name, "detect")
+    except UsageError:
+        if pickled and len(Path(name).parts) == 1 and is_ultralytics_asset(name):
+            return _ultralytics_loaded(name, Path(name).stem)
+        if pickled and len(Path(name).parts) > 1:
+            raise CnnkitError(f"{name}: no such file") from None
+        raise
+    if spec.family != "yolo":
+        return None
+    if weights is not None:
+        raise CnnkitError(f"{weights}: no such file")
+    where = hub.bundled_path(spec.weights) if spec.source == "bundled" else spec.weights
+    if spec.source == "bundled" and not Path(where).is_file():
+        raise CnnkitError(f"{spec.name}: bundled weights {where} are missing from this install")
+    return _ultralytics_loaded(where, spec.name, spec)

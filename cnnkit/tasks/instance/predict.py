@@ -10,46 +10,10 @@ from cnnkit.device import Runtime
 from cnnkit.errors import CnnkitError
 from cnnkit.io.decode import Decoded, check_budget
 from cnnkit.io.draw import colour
-from cnnkit.models import hub
-from cnnkit.models.checkpoint import load_state_dict
-from cnnkit.models.loader import Loaded, _load_into, load_checkpoint
-from cnnkit.models.registry import get_spec
+from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
 from cnnkit.tasks.instance.post import decode_rle
-
-DEFAULT_MODEL = "shapes-maskrcnn"
-_CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
-
-
-def load_instance_model(name: str | None, weights: str | None) -> Loaded:
-    """``--model``/``--weights`` for Mask R-CNNs (labels exclude background; see ``zoo_instance``)."""
-    if weights is not None and Path(weights).suffix == ".safetensors":
-        return load_checkpoint(weights, "instance")
-    spec = get_spec(name or DEFAULT_MODEL, "instance")
-    labels = list(spec.labels) if spec.labels else []
-    if spec.source == "torchvision" and (weights is None or not labels):
-        labels = list(hub.torchvision_weights(spec.weights).meta["categories"])[1:]
-    if weights is not None:
-        state = load_state_dict(weights)
-        if _CLS_KEY in state and state[_CLS_KEY].shape[0] - 1 != len(labels):
-            labels = [f"class_{i}" for i in range(state[_CLS_KEY].shape[0] - 1)]
-        module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
-        _load_into(module, state, weights)
-        return Loaded(module, spec.name, labels, None, spec, {})
-    if spec.source == "bundled":
-        path = hub.bundled_path(spec.weights)
-        if not path.is_file():
-            raise CnnkitError(f"{spec.name}: bundled weights {path} are missing; retrain with "
-                              "scripts/train_shapes_maskrcnn.py or pass --weights PATH")
-        loaded = load_checkpoint(path, "instance")
-        loaded.name = spec.name
-        return loaded
-    state = hub.torchvision_state_dict(spec.name, spec.weights)  # before building: offline fails fast
-    module = spec.builder(num_classes=len(labels))
-    _load_into(module, state, spec.name)
-    return Loaded(module, spec.name, labels, None, spec, {})
-
 
 @dataclass
 class _Input:
@@ -151,7 +115,9 @@ class InstanceSegmenter(Predictor):
         max_det: int = 100, save_masks: bool = False,
     ) -> "InstanceSegmenter":
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(load_instance_model(model, weights), runtime, conf=conf, mask_threshold=mask_threshold,
+        from cnnkit.models.loader import resolve
+
+        return cls(resolve("instance", model, weights), runtime, conf=conf, mask_threshold=mask_threshold,
                    max_det=max_det, save_masks=save_masks)
 
     def preprocess(self, decoded: Decoded) -> _Input:

@@ -96,7 +96,7 @@ def finetune(
     from cnnkit.models.checkpoint import save_checkpoint
     from cnnkit.models.loader import Loaded
     from cnnkit.models.registry import get_spec
-    from cnnkit.tasks.instance.predict import load_instance_model
+    from cnnkit.models.loader import resolve
     from cnnkit.train.instance import StepConfig, evaluate_model, train_steps
 
     if ignored:
@@ -112,7 +112,7 @@ def finetune(
         loaded = Loaded(spec.builder(num_classes=len(train_ds.labels), **kwargs), spec.name, train_ds.labels,
                         None, spec, {"arch_kwargs": kwargs})
     else:
-        loaded = load_instance_model(model or (None if weights else DEFAULT_MODEL), weights)
+        loaded = resolve("instance", model, weights)
     net = loaded.module
     if not pretrained and weights is not None:
         kwargs = loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs", {}) if loaded.spec else {})

@@ -30,7 +30,6 @@ from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.tasks.base import PictureSaver, Predictor
 
-DEFAULT_MODEL = "shapes-unet"
 # Above this many logit values an image's mask is resized as class indices, not as logits.
 _MAX_LOGITS = 1 << 25
 
@@ -116,12 +115,10 @@ class Segmenter(Predictor):
         encoder: str | None = None, imgsz: int | None = None, tile: int | None = None, overlap: float = 0.25,
         device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
     ) -> "Segmenter":
-        from cnnkit.export import load_for_backend
-        from cnnkit.tasks.segment.zoo import load_segmenter
+        from cnnkit.models.loader import resolve
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        loaded = load_for_backend(model, weights, "segment", default=DEFAULT_MODEL, backend=backend,
-                                  loader=load_segmenter, arch=arch, encoder=encoder)
+        loaded = resolve("segment", model, weights, backend=backend, arch=arch, encoder=encoder)
         return cls(loaded, runtime, imgsz, tile, overlap)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------

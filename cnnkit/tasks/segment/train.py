@@ -22,7 +22,8 @@ def _start(model: str | None, weights: str | None, arch: str | None, encoder: st
            num_classes: int) -> tuple[Any, dict[str, Any], Any]:
     """``(module, arch_kwargs, preprocess)`` with a head of ``num_classes`` outputs."""
     from cnnkit.models.checkpoint import load_state_dict
-    from cnnkit.tasks.segment.zoo import DEFAULT_ENCODER, SMP_ARCHS, build_smp, load_segmenter
+    from cnnkit.models.loader import resolve
+    from cnnkit.tasks.segment.zoo import DEFAULT_ENCODER, SMP_ARCHS, build_smp
 
     if arch is not None:
         if arch not in SMP_ARCHS:
@@ -33,7 +34,7 @@ def _start(model: str | None, weights: str | None, arch: str | None, encoder: st
 
         pre = get_spec(arch, "segment").preprocess
     else:
-        loaded = load_segmenter(model, weights, default="shapes-unet")
+        loaded = resolve("segment", model, weights)
         kwargs = loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs") if loaded.spec else None)
         if not kwargs:
             raise UsageError(f"{loaded.name}: only smp models (unet, unetplusplus, deeplabv3plus) can be finetuned")

@@ -119,20 +119,20 @@ def _torchvision_name(arch: str, encoder: str | None) -> str:
 
 
 def _torchvision_loaded(spec: ModelSpec, weights: str | None) -> Any:
-    """A torchvision segmenter with its VOC weights (cache or download) or a local state dict."""
+    """A torchvision segmenter with its VOC weights (cache or download) or a local state dict; its
+    preprocessing resizes to the preset's size without a crop (the whole image is labelled)."""
     from cnnkit.models import hub
     from cnnkit.models.checkpoint import load_state_dict
-    from cnnkit.models.loader import Loaded, _load_into
+    from cnnkit.models.loader import Loaded, load_into, torchvision_labels
 
-    tv = hub.torchvision_weights(spec.weights)
-    labels = list(tv.meta["categories"])
-    size = int(tv.transforms().resize_size[0])
+    labels = torchvision_labels(spec)
+    size = int(hub.torchvision_weights(spec.weights).transforms().resize_size[0])
     pre = Preprocess(resize=size, crop=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     state = load_state_dict(weights) if weights else hub.torchvision_state_dict(spec.name, spec.weights)
     module = spec.builder(num_classes=len(labels))
     if spec.name.startswith("deeplabv3") and not any(k.startswith("aux_classifier") for k in state):
         module.aux_classifier = None
-    _load_into(module, state, weights or spec.name)
+    load_into(module, state, weights or spec.name)
     return Loaded(module, spec.name, labels, pre, spec, {})
 
 
@@ -141,52 +141,45 @@ def _smp_loaded(spec: ModelSpec, weights: str | None, arch_kwargs: dict[str, Any
     import logging
 
     from cnnkit.models.checkpoint import load_state_dict
-    from cnnkit.models.loader import Loaded, _load_into
+    from cnnkit.models.loader import Loaded, head_classes, load_into
 
     state = load_state_dict(weights) if weights else None
     labels = list(spec.labels or SHAPES_SEG_LABELS)
-    head = next((v for k, v in (state or {}).items() if k.startswith("segmentation_head") and v.ndim == 4), None)
-    if head is not None and head.shape[0] != len(labels):
-        labels = [f"class_{i}" for i in range(head.shape[0])]
+    head = head_classes(state) if state is not None else None
+    if head is not None and head != len(labels):
+        labels = [f"class_{i}" for i in range(head)]
     module = build_smp(len(labels), **arch_kwargs)
     if state is None:
-        logging.getLogger("cnnkit").warning("%s: random weights (no --weights given); predictions are meaningless",
+        logging.getLogger("cnnkit").warning("%s: random weights (no weights given); predictions are meaningless",
                                             spec.name)
     else:
-        _load_into(module, state, weights)
+        load_into(module, state, weights)
     name = spec.name if spec.source != "none" else f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}"
     return Loaded(module, name, labels, spec.preprocess, spec, {"arch_kwargs": arch_kwargs})
 
 
-def load_segmenter(model: str | None, weights: str | None, *, arch: str | None = None,
-                   encoder: str | None = None, default: str = "shapes-unet") -> Any:
-    """Resolve ``--model/--weights/--arch/--encoder`` into a :class:`~cnnkit.models.loader.Loaded`.
-
-    A cnnkit ``.safetensors`` checkpoint carries everything; ``--arch`` names an smp or
-    torchvision architecture; otherwise ``--model`` (default ``shapes-unet``) is looked up.
-    """
-    from pathlib import Path
-
+def resolve(model: str | None, weights: str | None, *, default: str, arch: str | None = None,
+            encoder: str | None = None) -> Any:
+    """The segment task's rules for :func:`cnnkit.models.loader.resolve`: ``arch`` names an smp or
+    torchvision architecture (``encoder`` its backbone); torchvision entries get their own preprocessing;
+    smp entries take a plain state dict or start random. ``None``: a bundled entry, resolved generically."""
     from cnnkit.errors import UsageError
-    from cnnkit.models.loader import load_checkpoint, load_model
     from cnnkit.models.registry import get_spec
 
-    if weights is not None and Path(weights).suffix == ".safetensors":
-        return load_checkpoint(weights, "segment")
     if arch is not None:
         if arch not in ARCHS:
-            raise UsageError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+            raise UsageError(f"arch {arch!r}: choose one of {', '.join(ARCHS)}")
         if model is not None:
-            raise UsageError("give --model or --arch, not both")
+            raise UsageError("give a model or an arch, not both")
         if arch in TORCHVISION_ARCHS:
             model = _torchvision_name(arch, encoder)
         else:
             return _smp_loaded(get_spec(arch, "segment"), weights, {"arch": arch, "encoder": encoder or DEFAULT_ENCODER})
     elif encoder is not None:
-        raise UsageError("--encoder needs --arch")
+        raise UsageError("an encoder needs an arch")
     spec = get_spec(model or default, "segment")
     if spec.source == "torchvision":
         return _torchvision_loaded(spec, weights)
     if spec.source == "none" or weights is not None:
         return _smp_loaded(spec, weights, dict(spec.meta.get("arch_kwargs", {})))
-    return load_model(spec.name, None, "segment", default=default)
+    return None
