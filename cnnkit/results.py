@@ -229,9 +229,9 @@ def class_summary(mask: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any
 
     counts = np.bincount(mask.ravel(), minlength=len(labels))
     total = max(int(mask.size), 1)
-    order = sorted(np.nonzero(counts)[0], key=lambda i: -counts[i])
+    order = sorted((int(i) for i in np.nonzero(counts)[0]), key=lambda i: -counts[i])
     return [
-        {"label": labels[i] if i < len(labels) else f"class_{i}", "class_id": int(i), "pixels": int(counts[i]),
+        {"label": labels[i] if i < len(labels) else f"class_{i}", "class_id": i, "pixels": int(counts[i]),
          "fraction": round(float(counts[i]) / total, 6)}
         for i in order
     ]
@@ -273,7 +273,7 @@ class SegmentMask(Result):
 
         mask = self.mask
         if picture.shape[:2] != mask.shape:
-            mask = np.asarray(Image.fromarray(mask).resize((picture.shape[1], picture.shape[0]), Image.NEAREST))
+            mask = np.asarray(Image.fromarray(mask).resize((picture.shape[1], picture.shape[0]), Image.Resampling.NEAREST))
         return Image.fromarray(overlay(picture, mask))
 
     def save(self, saver: PictureSaver, source_path: str, picture: np.ndarray) -> dict[str, str]:

@@ -107,10 +107,10 @@ def test_validate_accepts_both_schema_versions_and_refuses_mixtures():
 def test_resume_of_a_file_written_before_schema_version(tmp_path):
     out = tmp_path / "old.jsonl"
     old_lines = [
-        '{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
-        '"predictions": [{"label": "triangle", "index": 2, "score": 0.9607}], "time_ms": 32.2, "error": null}\n',
-        '{"path": "b.png", "task": "classify", "model": "shapes-cnn", "width": null, "height": null, '
-        '"predictions": [], "time_ms": null, "error": "no such file"}\n',
+        ('{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
+         '"predictions": [{"label": "triangle", "index": 2, "score": 0.9607}], "time_ms": 32.2, "error": null}\n'),
+        ('{"path": "b.png", "task": "classify", "model": "shapes-cnn", "width": null, "height": null, '
+         '"predictions": [], "time_ms": null, "error": "no such file"}\n'),
     ]
     out.write_text("".join(old_lines))
     resume = tidy_jsonl(out)
