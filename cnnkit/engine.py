@@ -1,30 +1,172 @@
-"""The shared runner: drives any :class:`~cnnkit.tasks.base.Predictor` over any items.
+"""The engine: the :class:`Predictor` protocol every task implements, and the loop that drives it.
 
-Decoding and per-image preprocessing run in a thread pool, a bounded number of
-images ahead of the forward pass, so the CPU decodes batch n+1 while the model runs
-batch n and memory stays flat however long the input list is. Records come out in
-input order; a file that fails becomes a failed record and the run goes on.
+Decoding and per-image preprocessing run in a thread pool, a bounded number of images ahead
+of the forward pass, so the CPU decodes batch n+1 while the model runs batch n and at most two
+batches are in flight however long the input list is. Records come out in input order; a file
+that fails becomes a failed record and the run goes on.
+
+Everything that belongs to one stream (its options, its save folder, a stateful predictor's
+state such as tracks or tiles) lives on a :class:`StreamState` made per call of
+:meth:`Predictor.stream` and handed to ``predict_batch`` and to the hooks
+(:meth:`~Predictor.on_stream_start`, :meth:`~Predictor.on_batch_end`,
+:meth:`~Predictor.on_stream_end`), never on the predictor, so one predictor serves any number of
+streams, interleaved or not.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, DecodeError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
-from cnnkit.io.sources import Item
+from cnnkit.io.pictures import PictureSaver
+from cnnkit.io.sources import Item, expand_sources, shard
 from cnnkit.records import Record
 
 if TYPE_CHECKING:
-    from cnnkit.tasks.base import Predictor
+    from PIL.Image import Image
+
+    from cnnkit.results import Result
 
 
-def _prepare(predictor: "Predictor", item: Item, max_pixels: int, pictures: bool) -> tuple[Decoded, Any, float]:
+@dataclass
+class StreamState:
+    """One stream's options and state, made by the engine per :meth:`Predictor.stream` call.
+
+    ``data`` is the predictor's own per-stream state (a tracker's tracks, a tiler's cache): a
+    predictor keeps what depends on the stream here, so two streams never share it.
+    """
+
+    batch_size: int = 8
+    workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    saver: PictureSaver | None = None
+    pictures: bool = False  # the decode threads keep each drafted input's full-size picture
+    items: Sequence[Item] = ()
+    batches: int = 0  # batches finished so far
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Predictor(ABC):
+    """A loaded model for one task.
+
+    Subclasses set ``task``, ``name`` and ``min_side`` (the decode size hint) and implement
+    :meth:`preprocess` (one image, runs in a decode thread) and :meth:`predict_batch` (forward and
+    postprocessing of a batch, one typed :class:`~cnnkit.results.Result` per image). Pictures are
+    drawn by the result (:meth:`annotate`); :meth:`save_outputs` says what a save folder gets.
+    A stateful predictor keeps its per-stream state on the :class:`StreamState` (hooks below).
+    """
+
+    task: str = ""
+    name: str = ""
+    min_side: int | None = None
+    picture_suffix: str = ".jpg"  # the annotated picture's file type in a save folder
+
+    @abstractmethod
+    def preprocess(self, decoded: Decoded) -> Any:
+        """One decoded image → the model's input (runs in a decode thread, beside the forward pass)."""
+
+    @abstractmethod
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Result]:
+        """Forward and postprocess a batch: one result per input, in order."""
+
+    def annotate(self, decoded: Decoded, record: Record) -> Image:
+        """The picture a save writes: the record's result drawn on :meth:`Decoded.picture` (the input's own
+        size, never the draft)."""
+        if record.result is None:
+            raise CnnkitError(f"{record.path}: no result to draw")
+        return record.result.draw(decoded.picture())
+
+    @property
+    def saves_pictures(self) -> bool:
+        """Whether a run with a save folder writes pictures, so the decode threads keep full-size images."""
+        return True
+
+    def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """What a run with a save folder writes per image: the annotated picture (tasks may add files)."""
+        record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
+
+    # -- per-stream hooks: no-ops here, for predictors with state (tiling, tracking) --------------
+    def on_stream_start(self, state: StreamState) -> None:
+        """Before the first image of a stream: check the stream's options, set up ``state.data``."""
+
+    def on_batch_end(self, state: StreamState, records: list[Record]) -> None:
+        """After a batch's records are made, before they are saved and yielded (in input order)."""
+
+    def on_stream_end(self, state: StreamState) -> None:
+        """After the last record, or when the stream is closed early or fails."""
+
+    def stream(
+        self, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
+        recursive: bool = False, shard_spec: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+        save_dir: str | os.PathLike | None = None, skip: set[str] | None = None,
+    ) -> Iterator[Record]:
+        """Records for ``sources`` (paths, folders, globs, ``-``, PIL/ndarray/tensor), one by one."""
+        yield from stream(self, sources, batch_size=batch_size, workers=workers, recursive=recursive,
+                          shard_spec=shard_spec, max_pixels=max_pixels, save_dir=save_dir, skip=skip)
+
+    def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
+        return list(self.stream(sources, **kwargs))
+
+
+def stream(
+    predictor: Predictor, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
+    recursive: bool = False, shard_spec: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+    save_dir: str | os.PathLike | None = None, skip: set[str] | None = None,
+) -> Iterator[Record]:
+    """Drive ``predictor`` over ``sources``: hooks, batches, saved outputs; records in input order."""
+    if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
+        sources = [sources]
+    items = shard(expand_sources(sources, recursive=recursive), shard_spec)
+    if skip:
+        items = [it for it in items if it.path not in skip]
+    saver = PictureSaver(Path(save_dir), suffix=predictor.picture_suffix, inputs=items) if save_dir else None
+    state = StreamState(batch_size=max(1, batch_size), workers=max(1, workers), max_pixels=max_pixels, saver=saver,
+                        pictures=saver is not None and predictor.saves_pictures, items=items)
+    predictor.on_stream_start(state)
+    try:
+        for batch in batches(predictor, items, state):
+            records = [record for record, _ in batch]
+            predictor.on_batch_end(state, records)
+            state.batches += 1
+            for record, decoded in batch:
+                if saver is not None and decoded is not None and record.ok:
+                    predictor.save_outputs(saver, decoded, record)
+                yield record
+    finally:
+        predictor.on_stream_end(state)
+
+
+def run(
+    predictor: Predictor,
+    items: Iterable[Item],
+    *,
+    batch_size: int = 8,
+    workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    pictures: bool = False,
+) -> Iterator[tuple[Record, Decoded | None]]:
+    """Yield ``(record, decoded)`` per item, in order; ``decoded`` is ``None`` on failure. No hooks, no saving.
+
+    ``pictures``: the run saves pictures, so each drafted input also holds its full-size decode
+    (:meth:`Decoded.picture`); only then, since that costs a full image per input in flight.
+    """
+    state = StreamState(batch_size=max(1, batch_size), workers=max(1, workers), max_pixels=max_pixels,
+                        pictures=pictures)
+    for batch in batches(predictor, items, state):
+        yield from batch
+
+
+def _prepare(predictor: Predictor, item: Item, max_pixels: int, pictures: bool) -> tuple[Decoded, Any, float]:
     t0 = time.perf_counter()
     if item.error:
         raise DecodeError(item.error)
@@ -40,73 +182,74 @@ def _reason(exc: BaseException) -> str:
     return text if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {text}"
 
 
-def run(
-    predictor: "Predictor",
-    items: Iterable[Item],
-    *,
-    batch_size: int = 8,
-    workers: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    pictures: bool = False,
-) -> Iterator[tuple[Record, Decoded | None]]:
-    """Yield ``(record, decoded)`` per item, in order; ``decoded`` is ``None`` on failure.
+Prepared = tuple[Decoded, Any, float]
 
-    ``pictures``: the run saves pictures, so each drafted input also holds its full-size decode
-    (:meth:`Decoded.picture`); only then, since that costs a full image per input in flight.
+
+def batches(predictor: Predictor, items: Iterable[Item],
+            state: StreamState) -> Iterator[list[tuple[Record, Decoded | None]]]:
+    """``(record, decoded)`` pairs a batch at a time, in input order.
+
+    At most two batches are in flight: while batch n waits for its decodes and runs forward,
+    only batch n+1 is submitted to the decode threads.
     """
-    batch_size = max(1, batch_size)
-    ahead = batch_size * 2
+    size = state.batch_size
     source = iter(items)
-    pending: deque[tuple[Item, Future]] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cnnkit-decode") as pool:
+    pending: deque[tuple[Item, Future[Prepared]]] = deque()
+    with ThreadPoolExecutor(max_workers=state.workers, thread_name_prefix="cnnkit-decode") as pool:
 
-        def refill() -> None:
-            while len(pending) < ahead:
+        def refill(limit: int) -> None:
+            while len(pending) < limit:
                 item = next(source, None)
                 if item is None:
                     return
-                pending.append((item, pool.submit(_prepare, predictor, item, max_pixels, pictures)))
+                pending.append((item, pool.submit(_prepare, predictor, item, state.max_pixels, state.pictures)))
 
         try:
-            refill()
+            refill(2 * size)
             while pending:
-                chunk = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-                refill()
-                results: list[tuple[Item, Any]] = []
+                chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                refill(size)
+                results: list[tuple[Item, Prepared | BaseException]] = []
                 for item, fut in chunk:
                     try:
                         results.append((item, fut.result()))
                     except Exception as exc:  # a bad file must not stop the batch
                         results.append((item, exc))
-                yield from _forward(predictor, results)
+                yield _forward(predictor, results, state)
         finally:
             for _, fut in pending:
                 fut.cancel()
 
 
-def _forward(predictor: "Predictor", results: list[tuple[Item, Any]]) -> Iterator[tuple[Record, Decoded | None]]:
-    good = [(item, r) for item, r in results if not isinstance(r, BaseException)]
-    outputs: list[list[dict[str, Any]]] = []
+def _forward(predictor: Predictor, results: list[tuple[Item, Prepared | BaseException]],
+             state: StreamState) -> list[tuple[Record, Decoded | None]]:
+    """One batch's records: the forward pass over the inputs that decoded, a failed record for the rest."""
+    good = [r for _, r in results if not isinstance(r, BaseException)]
+    outputs: list[Result] = []
     forward_ms, error = 0.0, None
     if good:
         t0 = time.perf_counter()
         try:
-            outputs = predictor.predict_batch([r[1] for _, r in good], [r[0] for _, r in good])
+            outputs = predictor.predict_batch([r[1] for r in good], [r[0] for r in good], state)
         except CnnkitError as exc:
             error = _reason(exc)
         forward_ms = (time.perf_counter() - t0) * 1000.0 / len(good)
+        if error is None and len(outputs) != len(good):
+            raise RuntimeError(f"{type(predictor).__name__}.predict_batch returned {len(outputs)} results "
+                               f"for {len(good)} inputs")
     out_iter = iter(outputs)
+    batch: list[tuple[Record, Decoded | None]] = []
     for item, r in results:
         if isinstance(r, BaseException):
-            yield Record.failed(item.path, predictor.task, predictor.name, _reason(r)), None
+            batch.append((Record.failed(item.path, predictor.task, predictor.name, _reason(r)), None))
+            continue
+        if error is not None:
+            batch.append((Record.failed(item.path, predictor.task, predictor.name, error), None))
             continue
         decoded, _, prep_ms = r
-        if error is not None:
-            yield Record.failed(item.path, predictor.task, predictor.name, error), None
-            continue
-        preds = next(out_iter)
-        rec = Record(
-            path=item.path, task=predictor.task, model=predictor.name, width=decoded.width,
-            height=decoded.height, predictions=preds, time_ms=prep_ms + forward_ms,
-        )
-        yield rec, decoded
+        result = next(out_iter)
+        batch.append((Record(
+            path=item.path, task=predictor.task, model=predictor.name, width=decoded.width, height=decoded.height,
+            predictions=result.predictions(), time_ms=prep_ms + forward_ms, result=result,
+        ), decoded))
+    return batch

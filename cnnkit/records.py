@@ -1,17 +1,28 @@
 """One result schema for every task: a :class:`Record` per input image.
 
 Keys are stable and documented in README ("Output schema"). ``to_dict`` returns
-plain JSON types only, so writers never need to know about tensors.
+plain JSON types only, so writers never need to know about tensors; the typed result a
+predictor made (:mod:`cnnkit.results`) rides along on ``Record.result`` and is never written.
+
+Schema versions: 1 had no ``schema_version`` key and classify predictions said ``index``;
+2 (:data:`SCHEMA_VERSION`) writes ``schema_version`` in every record and says ``class_id`` in
+every task. Readers (resume, :func:`validate_record`) accept both.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-RECORD_KEYS = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error")
+if TYPE_CHECKING:
+    from cnnkit.results import Result
+
+SCHEMA_VERSION = 2
+RECORD_KEYS = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error", "schema_version")
+# classify prediction keys per schema version (the other tasks never changed)
+_CLASSIFY_KEYS = {1: {"label", "index", "score"}, 2: {"label", "class_id", "score"}}
 
 
 @dataclass
@@ -27,17 +38,21 @@ class Record:
     time_ms: float | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    result: Result | None = field(default=None, repr=False, compare=False)  # typed; never serialised
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        extra = data.pop("extra")
-        if self.time_ms is not None:
-            data["time_ms"] = round(self.time_ms, 3)
-        data.update(extra)
+        """The record as written: the schema's keys, ``schema_version`` last, then the extras (``saved`` …)."""
+        data: dict[str, Any] = {
+            "path": self.path, "task": self.task, "model": self.model, "width": self.width, "height": self.height,
+            "predictions": json_copy(self.predictions),
+            "time_ms": round(self.time_ms, 3) if self.time_ms is not None else None,
+            "error": self.error, "schema_version": SCHEMA_VERSION,
+        }
+        data.update(json_copy(self.extra))
         return data
 
     def to_json(self) -> str:
@@ -47,6 +62,15 @@ class Record:
     @classmethod
     def failed(cls, path: str, task: str, model: str, reason: str) -> "Record":
         return cls(path=path, task=task, model=model, error=reason)
+
+
+def json_copy(value: Any) -> Any:
+    """A copy of nested dicts, lists and tuples (as lists), so a written record never aliases the live one."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_copy(v) for v in value]
+    return value
 
 
 def finite(value: Any) -> tuple[Any, int]:
@@ -73,8 +97,12 @@ def finite(value: Any) -> tuple[Any, int]:
 
 
 def validate_record(data: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when ``data`` does not follow the documented schema."""
-    missing = [k for k in RECORD_KEYS if k not in data]
+    """Raise ``ValueError`` when ``data`` does not follow the documented schema (version 2, or 1 read back
+    from an older file: no ``schema_version``, classify predictions with ``index``)."""
+    version = data.get("schema_version", 1)
+    if type(version) is not int or version not in _CLASSIFY_KEYS:
+        raise ValueError(f"schema_version {version!r}: expected one of {sorted(_CLASSIFY_KEYS)}")
+    missing = [k for k in RECORD_KEYS if k not in data and not (k == "schema_version" and version == 1)]
     if missing:
         raise ValueError(f"record lacks keys {missing}")
     if not isinstance(data["path"], str) or not isinstance(data["task"], str):
@@ -92,9 +120,14 @@ def validate_record(data: dict[str, Any]) -> None:
             raise ValueError("error must be a one-line string")
         if data["predictions"]:
             raise ValueError("a failed record has no predictions")
+    for p in data["predictions"]:
+        if not isinstance(p, dict):
+            raise ValueError("each prediction must be an object")
+        if version >= 2 and not (isinstance(p.get("label"), str) and type(p.get("class_id")) is int):
+            raise ValueError("each prediction needs a string label and an int class_id")
     if data["task"] == "classify":
         for p in data["predictions"]:
-            if set(p) != {"label", "index", "score"}:
+            if set(p) != _CLASSIFY_KEYS[version]:
                 raise ValueError(f"classify prediction keys {sorted(p)}")
             if not 0.0 <= p["score"] <= 1.0:
                 raise ValueError("score outside [0, 1]")

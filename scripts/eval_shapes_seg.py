@@ -32,7 +32,7 @@ def main() -> None:
                    device="cpu", threads=args.threads)
     scenes = [scene(args.seed, i, size=256) for i in range(args.n)]
     cm = ConfusionMatrix(len(seg.labels))
-    for (record, _, mask), sc in zip(seg.masks([s.image for s in scenes], batch_size=10), scenes):
+    for (record, mask), sc in zip(seg.masks([s.image for s in scenes], batch_size=10), scenes):
         if not record.ok:
             raise SystemExit(f"scene failed: {record.error}")
         cm.update(mask, sc.semantic)

@@ -69,7 +69,7 @@ def test_cli_formats(shapes_images, fmt):
         assert len(json.loads(result.stdout)) == 10
     elif fmt == "csv":
         rows = result.stdout.strip().splitlines()
-        assert rows[0].startswith("path,task,model,width,height,time_ms,error,rank,label,index,score")
+        assert rows[0].startswith("path,task,model,width,height,time_ms,error,schema_version,rank,label,class_id,score")
         assert len(rows) == 11
     else:
         assert "img_00_" in result.stdout and "predictions" in result.stdout

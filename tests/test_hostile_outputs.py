@@ -175,7 +175,7 @@ def test_output_spelled_differently_or_hard_linked_is_refused(tmp_path, images, 
 
 def _rec(path: str = "a.png", score: float = 0.5) -> Record:
     return Record(path=path, task="classify", model="m", width=4, height=3, time_ms=1.0,
-                  predictions=[{"label": "x", "index": 0, "score": score}])
+                  predictions=[{"label": "x", "class_id": 0, "score": score}])
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])

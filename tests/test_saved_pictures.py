@@ -85,7 +85,7 @@ def test_classify_saves_the_photo_at_its_own_size(photos, tmp_path):
 
 
 def test_detect_pictures_and_crops_come_from_the_full_image(photos, tmp_path):
-    from cnnkit.tasks.detect.predict import crop_box
+    from cnnkit.results import crop_box
 
     out = tmp_path / "det"
     plain = _records(["detect", *map(str, photos)])

@@ -76,7 +76,7 @@ def test_tiling_with_overlap_matches_the_per_pixel_answer():
     rgb = rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)
     rgb[..., 0] = np.where(rng.random((150, 230)) < 0.5, 40, 220)
     seg = Segmenter(_colour_model_loaded(), Runtime.create("cpu"), imgsz=64, tile=64, overlap=0.25)
-    [(record, _, mask)] = list(seg.masks([rgb], batch_size=3))
+    [(record, mask)] = list(seg.masks([rgb], batch_size=3))
     assert mask.shape == (150, 230)
     np.testing.assert_array_equal(mask, (rgb[..., 0] > 128).astype(np.uint8))
     assert sum(p["pixels"] for p in record.predictions) == 150 * 230

@@ -31,7 +31,7 @@ def _scores(name: str, scenes) -> dict:
 
         seg = api.load("segment", model=name, device="cpu")
         cm = ConfusionMatrix(len(seg.labels))
-        for (record, _, mask), sc in zip(seg.masks([s.image for s in scenes], batch_size=10), scenes):
+        for (record, mask), sc in zip(seg.masks([s.image for s in scenes], batch_size=10), scenes):
             assert record.ok and mask.shape == sc.semantic.shape
             cm.update(mask, sc.semantic)
         _SCORES[name] = cm.scores(seg.labels)

@@ -39,7 +39,7 @@ def test_val_matches_smp_metrics_on_the_same_predictions(masks_data, tiny_checkp
     pairs = find_pairs(masks_data, "train")
     assert scores["images"] == len(pairs)
     seg = api.load("segment", weights=str(tiny_checkpoint))
-    preds = [m for _, _, m in seg.masks([str(i) for i, _ in pairs])]
+    preds = [m for _, m in seg.masks([str(i) for i, _ in pairs])]
     ref = _smp_figures(preds, [read_mask(m) for _, m in pairs], len(seg.labels))
     assert abs(scores["miou"] - ref["miou"]) < 1e-6
     assert abs(scores["pixel_accuracy"] - ref["pixel_accuracy"]) < 1e-6

@@ -27,7 +27,7 @@ from cnnkit.records import Record, finite
 log = logging.getLogger("cnnkit")
 
 FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco")
-BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error")
+BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", "schema_version")
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
 

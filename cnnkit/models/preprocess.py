@@ -128,3 +128,11 @@ def rcnn_working_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int
     """The size a torchvision two-stage model resizes an ``h``×``w`` input to."""
     scale = min(min_size / min(h, w), max_size / max(h, w))
     return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+
+
+def image_tensor(rgb: np.ndarray) -> Any:
+    """H×W×3 uint8 → 3×H×W float tensor in [0, 1]: the input of torchvision's R-CNNs, which normalise and
+    resize themselves. Shared by the instance predictor and the training code."""
+    import torch
+
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)

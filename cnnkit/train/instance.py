@@ -26,6 +26,7 @@ from cnnkit.data.shapes import Scene
 from cnnkit.eval.coco import CocoResults, evaluate
 from cnnkit.io.files import atomic_write_bytes, atomic_write_text
 from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
+from cnnkit.models.preprocess import image_tensor
 from cnnkit.records import Record
 from cnnkit.tasks.instance.post import encode_rle, to_predictions
 
@@ -45,11 +46,6 @@ class StepConfig:
     clip: float = 10.0
     seed: int = 0
     half_checkpoint: bool = False
-
-
-def image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8 → 3×H×W float in [0, 1] (Mask R-CNN normalises and resizes itself)."""
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
 
 
 def make_target(boxes: Sequence[Sequence[float]], class_ids: Sequence[int], masks: Sequence[np.ndarray],

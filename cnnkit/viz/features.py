@@ -12,6 +12,7 @@ so that what the maps respond to, padding included, is in the picture.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -378,7 +379,7 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         return ModelInput(x, _input_cell(x, seg.pre.mean, seg.pre.std), how)
     if kind == "rcnn":
         from cnnkit.models.preprocess import rcnn_input
-        from cnnkit.train.instance import image_tensor
+        from cnnkit.models.preprocess import image_tensor
 
         t = loaded.module.transform
         small, _ = rcnn_input(rgb, int(t.min_size[-1]), int(t.max_size))

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.device import Runtime
+from cnnkit.engine import Predictor, StreamState
 from cnnkit.io.decode import Decoded
-from cnnkit.io.draw import draw_caption
 from cnnkit.models.loader import Loaded
-from cnnkit.records import Record
-from cnnkit.tasks.base import Predictor
+from cnnkit.results import Classes, ClassScore
 
 
 
@@ -41,7 +40,7 @@ class Classifier(Predictor):
     def preprocess(self, decoded: Decoded) -> Any:
         return self.pre(decoded.rgb)
 
-    def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Classes]:
         import torch
 
         with torch.inference_mode():
@@ -49,13 +48,9 @@ class Classifier(Predictor):
             scores, idx = logits.float().softmax(dim=1).topk(self.topk, dim=1)
         scores, idx = scores.cpu().tolist(), idx.cpu().tolist()
         return [
-            [{"label": self.labels[i], "index": int(i), "score": round(float(s), 6)} for s, i in zip(srow, irow)]
+            Classes([ClassScore(self.labels[i], int(i), round(float(s), 6)) for s, i in zip(srow, irow)])
             for srow, irow in zip(scores, idx)
         ]
-
-    def annotate(self, decoded: Decoded, record: Record) -> Any:
-        lines = [f"{p['label']} {p['score']:.2f}" for p in record.predictions[: min(3, self.topk)]]
-        return draw_caption(decoded.picture(), lines)
 
 
 PREDICTOR = Classifier

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnkit.config import MAX_IMGSZ
 from cnnkit.device import Runtime
+from cnnkit.engine import Predictor, StreamState
 from cnnkit.errors import UsageError
 from cnnkit.io.decode import Decoded
+from cnnkit.io.pictures import PictureSaver
 from cnnkit.records import Record
-from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
+from cnnkit.results import Box, Boxes
 
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
 
@@ -237,95 +238,33 @@ class Detector(Predictor):
     def preprocess(self, decoded: Decoded) -> Any:
         return self.backend.preprocess(decoded.rgb)
 
-    def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Boxes]:
         dets = self.backend.forward(inputs, [d.rgb.shape[:2] for d in decoded], self.options)
-        return [self._to_predictions(det, d) for det, d in zip(dets, decoded)]
+        return [self._boxes(det, d) for det, d in zip(dets, decoded)]
 
-    def _to_predictions(self, det: np.ndarray, d: Decoded) -> list[dict[str, Any]]:
+    def _boxes(self, det: np.ndarray, d: Decoded) -> Boxes:
+        """One image's ``[x1, y1, x2, y2, score, class]`` rows, scaled from the draft to the input's own
+        pixels and clipped to it."""
         sx, sy = d.scale
-        preds = []
+        items = []
         for x1, y1, x2, y2, score, cls in det.tolist():
-            box = [min(max(x1 * sx, 0.0), d.width), min(max(y1 * sy, 0.0), d.height),
-                   min(max(x2 * sx, 0.0), d.width), min(max(y2 * sy, 0.0), d.height)]
+            box = (min(max(x1 * sx, 0.0), d.width), min(max(y1 * sy, 0.0), d.height),
+                   min(max(x2 * sx, 0.0), d.width), min(max(y2 * sy, 0.0), d.height))
             cid = int(cls)
             label = self.labels[cid] if 0 <= cid < len(self.labels) else str(cid)
-            preds.append({"label": label, "class_id": cid, "score": round(float(score), 6),
-                          "box": [round(v, 2) for v in box]})
-        return preds
-
-    def annotate(self, decoded: Decoded, record: Record) -> Any:
-        return draw_detections(decoded, record.predictions)
+            items.append(Box(label, cid, round(float(score), 6), tuple(round(v, 2) for v in box)))  # type: ignore[arg-type]
+        return Boxes(items, d.width, d.height)
 
     def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """The annotated picture, YOLO label file and crops, as the save options ask."""
+        result = record.result
+        assert isinstance(result, Boxes)
         if self.save_pictures:
             record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
         if self.save_txt:
-            record.extra["label_file"] = str(write_yolo_txt(saver, record))
+            record.extra["label_file"] = str(result.save_txt(saver, record.path))
         if self.save_crop:
-            record.extra["crops"] = [str(p) for p in save_crops(saver, decoded, record)]
-
-
-def draw_detections(decoded: Decoded, predictions: list[dict[str, Any]]) -> Any:
-    """The input at its own size with a coloured box and a ``label score`` tag per detection (Pillow's own font)."""
-    from PIL import Image, ImageDraw
-
-    from cnnkit.io.draw import _font, colour
-
-    img = Image.fromarray(decoded.picture())
-    draw = ImageDraw.Draw(img, "RGBA")
-    width = max(1, min(img.size) // 160)
-    font = _font(max(10, min(img.size) // 28))
-    for p in predictions:
-        x1, y1, x2, y2 = p["box"]
-        c = colour(p["class_id"])
-        draw.rectangle((x1, y1, x2, y2), outline=c, width=width)
-        text = f"{p['label']} {p['score']:.2f}"
-        l, t, r, b = draw.textbbox((x1, y1), text, font=font)
-        ty = y1 - (b - t) - 3 if y1 - (b - t) - 3 >= 0 else y1
-        draw.rectangle((x1, ty, x1 + (r - l) + 4, ty + (b - t) + 3), fill=(*c, 200))
-        draw.text((x1 + 2, ty - (t - y1) + 1), text, fill=(255, 255, 255), font=font)
-    return img
-
-
-def write_yolo_txt(saver: PictureSaver, record: Record) -> Path:
-    """``labels/<stem>.txt``: one ``class cx cy w h score`` line per box, normalised (ultralytics' --save-txt)."""
-    from cnnkit.io.files import atomic_write_text
-
-    path = saver.target(record.path, ".txt", sub="labels")
-    w, h = record.width, record.height
-    lines = []
-    for p in record.predictions:
-        x1, y1, x2, y2 = p["box"]
-        lines.append(f"{p['class_id']} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                     f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {p['score']:.6f}\n")
-    atomic_write_text(path, "".join(lines))
-    return path
-
-
-def save_crops(saver: PictureSaver, decoded: Decoded, record: Record) -> list[Path]:
-    """``crops/<label>/<stem>_<i>.jpg``: each detection cut from the input at its own size, at the
-    record's box rounded to whole pixels (:func:`crop_box`)."""
-    from PIL import Image
-
-    from cnnkit.io.files import atomic_path
-
-    img = Image.fromarray(decoded.picture())
-    paths = []
-    for i, p in enumerate(record.predictions):
-        x1, y1, x2, y2 = crop_box(p["box"])
-        if x2 <= x1 or y2 <= y1:
-            continue
-        path = saver.target(record.path, ".jpg", sub=f"crops/{safe_name(str(p['label']))}", tag=f"_{i}")
-        with atomic_path(path) as tmp:
-            img.crop((x1, y1, x2, y2)).save(tmp, format="JPEG", quality=92)
-        paths.append(path)
-    return paths
-
-
-def crop_box(box: Sequence[float]) -> tuple[int, int, int, int]:
-    """A record's box (original pixels) as the whole-pixel region ``--save-crop`` cuts: each edge rounded."""
-    x1, y1, x2, y2 = (round(float(v)) for v in box)
-    return x1, y1, x2, y2
+            record.extra["crops"] = [str(p) for p in result.save_crops(saver, record.path, decoded.picture())]
 
 
 PREDICTOR = Detector

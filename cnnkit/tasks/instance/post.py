@@ -8,23 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from cnnkit.results import decode_rle, encode_rle
 
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """H×W bool → COCO RLE ``{size: [h, w], counts: str}``."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """COCO RLE (counts as str or bytes) → H×W bool."""
-    from pycocotools import mask as mask_utils
-
-    counts = rle["counts"]
-    return mask_utils.decode({"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}) > 0
+__all__ = ["decode_rle", "encode_rle", "to_predictions"]
 
 
 def to_predictions(

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cnnkit.device import Runtime
+from cnnkit.engine import Predictor, StreamState
 from cnnkit.errors import CnnkitError
 from cnnkit.io.decode import Decoded, check_budget
-from cnnkit.io.draw import colour
+from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
-from cnnkit.tasks.base import PictureSaver, Predictor, safe_name
-from cnnkit.tasks.instance.post import decode_rle
+from cnnkit.results import Instance, Instances
 
 @dataclass
 class _Input:
@@ -123,8 +122,7 @@ class InstanceSegmenter(Predictor):
     def preprocess(self, decoded: Decoded) -> _Input:
         """A [0, 1] tensor of at most about twice the model's working size, and where the image is in it
         (:func:`~cnnkit.models.preprocess.rcnn_input`: big images reduced, thin ones padded)."""
-        from cnnkit.models.preprocess import rcnn_input, rcnn_working_size
-        from cnnkit.train.instance import image_tensor
+        from cnnkit.models.preprocess import image_tensor, rcnn_input, rcnn_working_size
 
         transform = self.model.transform
         min_size, max_size = int(transform.min_size[-1]), int(transform.max_size)
@@ -133,7 +131,7 @@ class InstanceSegmenter(Predictor):
         rgb, content = rcnn_input(decoded.rgb, min_size, max_size)
         return _Input(image_tensor(rgb), content)
 
-    def predict_batch(self, inputs: list[_Input], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+    def predict_batch(self, inputs: list[_Input], decoded: list[Decoded], state: StreamState) -> list[Instances]:
         """Mask R-CNN's own steps, stopping before it pastes every mask into a full-size float image:
         each kept mask is pasted here, box by box, straight into COCO RLE (:func:`paste_rle`)."""
         from collections import OrderedDict
@@ -151,7 +149,7 @@ class InstanceSegmenter(Predictor):
         return [self._predictions(det, x, size, dec)
                 for det, x, size, dec in zip(detections, inputs, images.image_sizes, decoded)]
 
-    def _predictions(self, det: dict[str, Any], x: _Input, size: Any, dec: Decoded) -> list[dict[str, Any]]:
+    def _predictions(self, det: dict[str, Any], x: _Input, size: Any, dec: Decoded) -> Instances:
         """One image's detections in its original pixels (``class_id`` = network label − 1)."""
         import numpy as np
 
@@ -165,55 +163,20 @@ class InstanceSegmenter(Predictor):
         for box, mask, k, score in zip(boxes, masks, det["labels"][keep].tolist(), scores[keep].tolist()):
             cid = int(k) - 1
             shown = [min(max(float(v), 0.0), float(lim)) for v, lim in zip(box, (dec.width, dec.height) * 2)]
-            preds.append({
-                "label": self.labels[cid] if 0 <= cid < len(self.labels) else f"class_{cid}",
-                "class_id": cid,
-                "score": round(float(score), 6),
-                "box": [round(v, 2) for v in shown],
-                "mask": paste_rle(mask, box, dec.height, dec.width, self.mask_threshold),
-            })
-        return preds
+            preds.append(Instance(
+                self.labels[cid] if 0 <= cid < len(self.labels) else f"class_{cid}", cid, round(float(score), 6),
+                tuple(round(v, 2) for v in shown),  # type: ignore[arg-type]  # four values
+                paste_rle(mask, box, dec.height, dec.width, self.mask_threshold),
+            ))
+        return Instances(preds, dec.width, dec.height)
 
-    def annotate(self, decoded: Decoded, record: Record) -> Any:
-        """Translucent masks, then boxes with ``label score`` captions (Pillow's built-in font), on the
-        input at its own size, where the record's boxes and masks are."""
-        import numpy as np
-        import torch
-        from PIL import Image
-        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
-
-        img = torch.from_numpy(np.array(decoded.picture(), dtype=np.uint8)).permute(2, 0, 1)
-        preds = record.predictions
-        if preds:
-            colours = [colour(p["class_id"]) for p in preds]
-            masks = torch.from_numpy(np.stack([decode_rle(p["mask"]) for p in preds]))
-            img = draw_segmentation_masks(img, masks, alpha=0.45, colors=colours)
-            img = draw_bounding_boxes(img, torch.tensor([p["box"] for p in preds]), colors=colours, width=2,
-                                      labels=[f"{p['label']} {p['score']:.2f}" for p in preds])
-        return Image.fromarray(img.permute(1, 2, 0).numpy())
-
-    def stream(self, sources: Any, **kwargs: Any):
-        """As :meth:`Predictor.stream`; with ``save_masks`` each prediction gains ``mask_file``."""
-        save_dir = kwargs.get("save_dir")
-        masks = None
-        if self.save_masks and save_dir:
-            masks = PictureSaver(Path(save_dir) / "masks", suffix=".png", inputs=sources)
-        for record in super().stream(sources, **kwargs):
-            if masks is not None and record.ok:
-                self._write_masks(masks, record)
-            yield record
-
-    @staticmethod
-    def _write_masks(saver: PictureSaver, record: Record) -> None:
-        from PIL import Image
-
-        from cnnkit.io.files import atomic_path
-
-        for i, p in enumerate(record.predictions):
-            path = saver.target(record.path, ".png", tag=f"_{i}_{safe_name(str(p['label']))}")
-            with atomic_path(path) as tmp:
-                Image.fromarray(decode_rle(p["mask"]).astype("uint8") * 255).save(tmp, format="PNG")
-            p["mask_file"] = str(path)
+    def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """The annotated picture; with ``save_masks`` also one PNG per instance, named by its ``mask_file``."""
+        super().save_outputs(saver, decoded, record)
+        if self.save_masks:
+            assert isinstance(record.result, Instances)
+            for p, path in zip(record.predictions, record.result.save_masks(saver, record.path)):
+                p["mask_file"] = path
 
 
 def validate(

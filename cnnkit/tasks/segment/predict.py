@@ -9,26 +9,24 @@ to class indices at once, so memory grows with the image width, not its area.
 
 from __future__ import annotations
 
-import os
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
+from cnnkit.engine import Predictor, StreamState
 from cnnkit.errors import UsageError
-from cnnkit.tasks.segment.val import class_map
-from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, check_budget, value_budget
-from cnnkit.io.draw import colour
-from cnnkit.io.files import atomic_path
+from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
-from cnnkit.tasks.base import PictureSaver, Predictor
+from cnnkit.results import SegmentMask, class_summary, overlay, segmentation_palette
+from cnnkit.tasks.segment.val import class_map
+
+__all__ = ["Segmenter", "class_summary", "overlay", "ramp_weight", "segmentation_palette", "tile_starts"]
 
 # Above this many logit values an image's mask is resized as class indices, not as logits.
 _MAX_LOGITS = 1 << 25
@@ -40,33 +38,6 @@ class _Letterbox:
 
     tensor: Any
     content: tuple[int, int]  # height, width of the resized image inside the padding
-
-
-def segmentation_palette(num_classes: int) -> list[int]:
-    """PNG palette: class 0 black, class ``i`` the drawing colour ``i - 1``."""
-    from cnnkit.data.export import mask_palette
-
-    return mask_palette(min(num_classes, 256) - 1)
-
-
-def overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``rgb`` with every non-background pixel tinted by its class colour."""
-    lut = np.array([(0, 0, 0)] + [colour(i) for i in range(255)], np.float32)
-    tint = lut[mask]
-    fg = (mask > 0)[..., None]
-    return np.where(fg, rgb * (1 - alpha) + tint * alpha, rgb).astype(np.uint8)
-
-
-def class_summary(mask: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
-    """The classes present in ``mask``, most pixels first."""
-    counts = np.bincount(mask.ravel(), minlength=len(labels))
-    total = max(int(mask.size), 1)
-    order = sorted(np.nonzero(counts)[0], key=lambda i: -counts[i])
-    return [
-        {"label": labels[i] if i < len(labels) else f"class_{i}", "class_id": int(i), "pixels": int(counts[i]),
-         "fraction": round(float(counts[i]) / total, 6)}
-        for i in order
-    ]
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -87,7 +58,10 @@ def ramp_weight(h: int, w: int) -> np.ndarray:
 
 
 class Segmenter(Predictor):
+    """A class per pixel; with a save folder, the class-index mask and colour overlay PNGs per input."""
+
     task = "segment"
+    picture_suffix = ".png"
 
     def __init__(self, loaded: Loaded, runtime: Runtime, imgsz: int | None = None, tile: int | None = None,
                  overlap: float = 0.25) -> None:
@@ -106,8 +80,6 @@ class Segmenter(Predictor):
         self.overlap = overlap
         self.min_side = None if self.tile else self.imgsz
         self.model = runtime.prepare(loaded.module)
-        self.batch_size = 8
-        self._pending: deque[np.ndarray] = deque()  # masks of the batch in flight, in record order
 
     @classmethod
     def load(
@@ -183,7 +155,7 @@ class Segmenter(Predictor):
         small = class_map(logits).to(torch.uint8).cpu().numpy()
         return np.asarray(Image.fromarray(small).resize((width, height), Image.NEAREST))
 
-    def _tile_mask(self, rgb: np.ndarray) -> np.ndarray:
+    def _tile_mask(self, rgb: np.ndarray, batch_size: int) -> np.ndarray:
         """Sliding-window segmentation of a large image, one band of tile rows at a time."""
         import torch
 
@@ -198,8 +170,8 @@ class Segmenter(Predictor):
         for row, y in enumerate(ys):
             band = torch.zeros(len(self.labels), y + th - top, w) if acc is None else torch.cat(
                 [acc, torch.zeros(len(self.labels), y + th - top - acc.shape[1], w)], dim=1)
-            for i in range(0, len(xs), self.batch_size):
-                chunk = xs[i: i + self.batch_size]
+            for i in range(0, len(xs), batch_size):
+                chunk = xs[i: i + batch_size]
                 boxes = [self._letterbox(rgb[y: y + th, x: x + tw], self.imgsz) for x in chunk]
                 logits = self._logits(torch.stack([b.tensor for b in boxes]))
                 for x, box, lg in zip(chunk, boxes, logits):
@@ -212,7 +184,9 @@ class Segmenter(Predictor):
             acc, top = band[:, done:], top + done
         return mask
 
-    def predict_batch(self, inputs: list[Any], decoded: list[Decoded]) -> list[list[dict[str, Any]]]:
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[SegmentMask]:
+        """Letterboxed inputs in one forward pass; each image to tile on its own, ``state.batch_size`` tiles
+        at a time."""
         import torch
 
         masks: list[np.ndarray | None] = [None] * len(inputs)
@@ -224,9 +198,8 @@ class Segmenter(Predictor):
                     masks[i] = self._full_mask(lg, inputs[i].content, decoded[i].height, decoded[i].width)
             for i, x in enumerate(inputs):
                 if x is None:
-                    masks[i] = self._resize_to(self._tile_mask(decoded[i].rgb), decoded[i])
-        self._pending.extend(masks)
-        return [class_summary(m, self.labels) for m in masks]
+                    masks[i] = self._resize_to(self._tile_mask(decoded[i].rgb, state.batch_size), decoded[i])
+        return [SegmentMask(m, self.labels) for m in masks if m is not None]
 
     @staticmethod
     def _resize_to(mask: np.ndarray, decoded: Decoded) -> np.ndarray:
@@ -237,69 +210,37 @@ class Segmenter(Predictor):
         return np.asarray(Image.fromarray(mask).resize((decoded.width, decoded.height), Image.NEAREST))
 
     # -- outputs ------------------------------------------------------------------------------
-    def annotate(self, decoded: Decoded, record: Record, mask: np.ndarray | None = None) -> Any:
-        """The colour overlay on the input at its own size (never an upscaled draft); without ``mask``,
-        the record's saved mask PNG. A mask of another size is resized as class indices (nearest)."""
-        from PIL import Image
+    def annotate(self, decoded: Decoded, record: Record) -> Any:
+        """The colour overlay on the input at its own size (never an upscaled draft): the record's result,
+        or for a record read back without one, its saved mask PNG."""
+        if record.result is None and record.extra.get("mask"):
+            from PIL import Image
 
-        if mask is None:
-            if not record.extra.get("mask"):
-                raise RuntimeError(f"{record.path}: no mask to draw")
-            mask = np.asarray(Image.open(record.extra["mask"]))
-        rgb = decoded.picture()
-        if rgb.shape[:2] != mask.shape:
-            mask = np.asarray(Image.fromarray(mask).resize((rgb.shape[1], rgb.shape[0]), Image.NEAREST))
-        return Image.fromarray(overlay(rgb, mask))
+            with Image.open(record.extra["mask"]) as png:
+                return SegmentMask(np.asarray(png), self.labels).draw(decoded.picture())
+        return super().annotate(decoded, record)
 
-    def _check_in_flight(self, batch_size: int, max_pixels: int) -> None:
+    def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """``mask`` (palette PNG of class indices) and ``overlay`` PNG, named in the record."""
+        result = record.result
+        assert isinstance(result, SegmentMask)
+        record.extra.update(result.save(saver, record.path, decoded.picture()))
+
+    def on_stream_start(self, state: StreamState) -> None:
         """The engine holds two batches of letterboxed inputs: refuse sizes whose product is past the budget."""
         side = -(-self.imgsz // 32) * 32
-        values = 3 * side * side * 2 * max(1, batch_size)
-        budget = value_budget(max_pixels)
+        values = 3 * side * side * 2 * state.batch_size
+        budget = value_budget(state.max_pixels)
         if values > budget:
-            raise UsageError(f"--imgsz {self.imgsz} with --batch-size {batch_size}: {2 * max(1, batch_size)} inputs "
-                             f"in flight would hold {values:,} values, over the budget of {budget:,} "
-                             f"(from --max-pixels {max_pixels:,}); lower --batch-size or --imgsz")
+            raise UsageError(f"--imgsz {self.imgsz} with --batch-size {state.batch_size}: {2 * state.batch_size} "
+                             f"inputs in flight would hold {values:,} values, over the budget of {budget:,} "
+                             f"(from --max-pixels {state.max_pixels:,}); lower --batch-size or --imgsz")
 
-    def masks(self, sources: Any, *, batch_size: int = 8, recursive: bool = False, shard_spec: str | None = None,
-              skip: set[str] | None = None, **run_options: Any) -> Iterator[tuple[Record, Decoded | None, Any]]:
-        """``(record, decoded, class-index mask)``; ``decoded`` and the mask are ``None`` for a failure."""
-        from cnnkit.engine import run
-        from cnnkit.io.sources import expand_sources, shard
-
-        if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
-            sources = [sources]
-        items = shard(expand_sources(sources, recursive=recursive), shard_spec)
-        if skip:
-            items = [it for it in items if it.path not in skip]
-        self._check_in_flight(batch_size, run_options.get("max_pixels", DEFAULT_MAX_PIXELS))
-        self.batch_size = batch_size
-        self._pending.clear()
-        for record, decoded in run(self, items, batch_size=batch_size, **run_options):
-            yield record, decoded, (self._pending.popleft() if decoded is not None else None)
-
-    def stream(self, sources: Any, *, save_dir: str | os.PathLike | None = None, **kwargs: Any) -> Iterator[Record]:
-        """Records; with ``save_dir`` each also names its ``mask`` (palette PNG) and ``overlay`` PNG."""
-        saver = PictureSaver(save_dir, suffix=".png", inputs=sources) if save_dir else None
-        palette = segmentation_palette(len(self.labels))
-        for record, decoded, mask in self.masks(sources, pictures=saver is not None, **kwargs):
-            if saver is not None and mask is not None:
-                record.extra["mask"] = _save_png(saver.target(record.path, "_mask.png"), mask, palette)
-                record.extra["overlay"] = _save_png(saver.target(record.path, "_overlay.png"),
-                                                    self.annotate(decoded, record, mask))
-            yield record
-
-
-def _save_png(path: Path, image: Any, palette: list[int] | None = None) -> str:
-    """Write a PIL image, or a class-index array as a palette PNG, atomically."""
-    from PIL import Image
-
-    if palette is not None:
-        image = Image.fromarray(image, "L").convert("P")
-        image.putpalette(palette)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    return str(path)
+    def masks(self, sources: Any, **run_options: Any) -> Iterator[tuple[Record, np.ndarray | None]]:
+        """``(record, class-index mask)`` per input (``None`` for a failure): :meth:`stream`'s records with
+        ``record.result.mask`` beside them, for evaluation."""
+        for record in self.stream(sources, **run_options):
+            yield record, record.result.mask if isinstance(record.result, SegmentMask) else None
 
 
 PREDICTOR = Segmenter

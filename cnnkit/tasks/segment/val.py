@@ -67,7 +67,7 @@ def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size
     pairs = find_pairs(data, split)
     masks = {str(image): mask for image, mask in pairs}
     cm = ConfusionMatrix(len(predictor.labels))
-    for record, _, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
+    for record, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
         if pred is None:
             raise CnnkitError(f"{record.path}: {record.error}")
         target = read_mask(masks[record.path])

@@ -1,0 +1,125 @@
+"""The record writers and the schema on their own: bytes written per format, old files read back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from cnnkit.eval.coco import CocoResults
+from cnnkit.io.writers import RecordWriter, csv_rows, path_key, tidy_jsonl
+from cnnkit.records import SCHEMA_VERSION, Record, validate_record
+from cnnkit.results import Box, Boxes, Classes, ClassScore
+
+
+def classify_record(path: str = "a.png") -> Record:
+    result = Classes([ClassScore("triangle", 2, 0.9607), ClassScore("circle", 0, 0.03)])
+    return Record(path, "classify", "shapes-cnn", 128, 96, result.predictions(), 32.21234, result=result)
+
+
+def detect_record(path: str = "s.png") -> Record:
+    result = Boxes([Box("star", 3, 0.91, (1.5, 2.0, 30.25, 40.0))], 64, 48)
+    return Record(path, "detect", "shapes-yolov8n", 64, 48, result.predictions(), 5.0, result=result)
+
+
+def write(fmt: str, records: list[Record], **kwargs) -> str:
+    out = io.StringIO()
+    writer = RecordWriter(fmt, stream=out, **kwargs)
+    for r in records:
+        writer.write(r)
+    writer.close()
+    return out.getvalue()
+
+
+def test_jsonl_line_is_the_documented_schema():
+    line = write("jsonl", [classify_record()])
+    assert line == (
+        '{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
+        '"predictions": [{"label": "triangle", "class_id": 2, "score": 0.9607}, '
+        '{"label": "circle", "class_id": 0, "score": 0.03}], "time_ms": 32.212, "error": null, '
+        f'"schema_version": {SCHEMA_VERSION}}}\n')
+    validate_record(json.loads(line))
+
+
+def test_extras_follow_the_schema_keys_and_failures_validate():
+    rec = detect_record()
+    rec.extra["saved"] = "out/s-1234abcd.jpg"
+    failed = Record.failed("gone.png", "detect", "shapes-yolov8n", "no such file")
+    lines = [json.loads(x) for x in write("jsonl", [rec, failed]).splitlines()]
+    assert list(lines[0])[-2:] == ["schema_version", "saved"]
+    assert lines[0]["predictions"] == [{"label": "star", "class_id": 3, "score": 0.91, "box": [1.5, 2.0, 30.25, 40.0]}]
+    assert lines[1]["error"] == "no such file" and lines[1]["predictions"] == []
+    for data in lines:
+        validate_record(data)
+
+
+def test_written_record_is_a_copy_without_the_typed_result():
+    rec = classify_record()
+    data = rec.to_dict()
+    assert "result" not in data
+    data["predictions"][0]["label"] = "changed"
+    assert rec.predictions[0]["label"] == "triangle"
+
+
+def test_csv_one_row_per_prediction_with_box_columns():
+    text = write("csv", [classify_record(), detect_record(), Record.failed("x.png", "detect", "m", "bad")])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    header = text.splitlines()[0]
+    assert header.startswith("path,task,model,width,height,time_ms,error,schema_version,rank,label,class_id,score")
+    assert [r["path"] for r in rows] == ["a.png", "a.png", "s.png", "x.png"]
+    assert rows[0]["class_id"] == "2" and rows[0]["rank"] == "0" and rows[1]["rank"] == "1"
+    assert (rows[2]["x1"], rows[2]["y2"]) == ("1.5", "40.0")
+    assert rows[3]["error"] == "bad" and rows[3]["rank"] == "" and rows[3]["schema_version"] == str(SCHEMA_VERSION)
+    assert csv_rows({"path": "old.png", "predictions": [{"label": "a", "index": 1, "score": 0.5}]})[0]["index"] == 1
+
+
+def test_json_is_one_array_and_table_is_for_people():
+    records = [classify_record(), detect_record()]
+    data = json.loads(write("json", records))
+    assert [d["path"] for d in data] == ["a.png", "s.png"] and all(d["schema_version"] == SCHEMA_VERSION for d in data)
+    table = write("table", records)
+    assert "triangle 0.96" in table and "128x96" in table and "star 0.91" in table
+
+
+def test_coco_results_from_records():
+    text = write("coco", [detect_record(), Record.failed("x.png", "detect", "m", "bad")],
+                 coco_builder=CocoResults({"s.png": 7}))
+    assert json.loads(text) == [{"image_id": 7, "category_id": 4, "bbox": [1.5, 2.0, 28.75, 38.0], "score": 0.91}]
+
+
+def test_validate_accepts_both_schema_versions_and_refuses_mixtures():
+    new = classify_record().to_dict()
+    validate_record(new)
+    old = {k: v for k, v in new.items() if k != "schema_version"}
+    old["predictions"] = [{"label": p["label"], "index": p["class_id"], "score": p["score"]} for p in new["predictions"]]
+    validate_record(old)  # a version-1 line from an older file
+    with pytest.raises(ValueError, match="class_id"):
+        validate_record({**old, "schema_version": 2})
+    with pytest.raises(ValueError, match="classify prediction keys"):
+        validate_record({**new, "schema_version": 1})
+    for bad in (3, "2", True, None):
+        with pytest.raises(ValueError, match="schema_version"):
+            validate_record({**new, "schema_version": bad})
+
+
+def test_resume_of_a_file_written_before_schema_version(tmp_path):
+    out = tmp_path / "old.jsonl"
+    old_lines = [
+        ('{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
+         '"predictions": [{"label": "triangle", "index": 2, "score": 0.9607}], "time_ms": 32.2, "error": null}\n'),
+        ('{"path": "b.png", "task": "classify", "model": "shapes-cnn", "width": null, "height": null, '
+         '"predictions": [], "time_ms": null, "error": "no such file"}\n'),
+    ]
+    out.write_text("".join(old_lines))
+    resume = tidy_jsonl(out)
+    assert resume.done == {path_key("a.png")} and resume.known == {path_key("a.png"), path_key("b.png")}
+    writer = RecordWriter("jsonl", str(out), append=True, resume=resume)
+    writer.write(classify_record("b.png"))  # the failed one, retried
+    writer.close()
+    lines = out.read_text().splitlines(keepends=True)
+    assert lines[0] == old_lines[0]  # the old record stays byte for byte
+    assert len(lines) == 2 and json.loads(lines[1])["schema_version"] == SCHEMA_VERSION
+    for line in lines:
+        validate_record(json.loads(line))
