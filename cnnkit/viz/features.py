@@ -380,7 +380,7 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         return ModelInput(x, _input_cell(x, seg.pre.mean, seg.pre.std), how)
     if kind == "rcnn":
         from cnnkit.models.preprocess import rcnn_input
-        from cnnkit.train.instance import image_tensor
+        from cnnkit.tasks.instance.data import image_tensor
 
         t = loaded.module.transform
         small, _ = rcnn_input(rgb, int(t.min_size[-1]), int(t.max_size))

@@ -158,7 +158,7 @@ class InstanceSegmenter(Predictor):
         """A [0, 1] tensor of at most about twice the model's working size, and where the image is in it
         (:func:`~cnnkit.models.preprocess.rcnn_input`: big images reduced, thin ones padded)."""
         from cnnkit.models.preprocess import rcnn_input, rcnn_working_size
-        from cnnkit.train.instance import image_tensor
+        from cnnkit.tasks.instance.data import image_tensor
 
         transform = self.model.transform
         min_size, max_size = int(transform.min_size[-1]), int(transform.max_size)
