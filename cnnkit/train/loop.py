@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, Self
 
 import numpy as np
 import torch
@@ -185,7 +185,8 @@ class LoaderBatches:
         return self.n
 
     def epoch(self, epoch: int, skip: int) -> Iterable[Any]:
-        sampler, dataset = getattr(self.loader, "sampler", None), getattr(self.loader, "dataset", None)
+        sampler: Any = getattr(self.loader, "sampler", None)
+        dataset: Any = getattr(self.loader, "dataset", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         if hasattr(dataset, "set_epoch"):
@@ -309,7 +310,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
     if cfg.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
                                                    pct_start=cfg.pct_start)
-    warmup = int(round(cfg.warmup * steps_per_epoch))
+    warmup = round(cfg.warmup * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.scheduler, total, warmup, cfg.lr_floor))
 
 
@@ -375,13 +376,13 @@ class GracefulStop:
         self.requested = True
         log.warning("stopping after this batch (%s); press Ctrl-C again to abort", signal.Signals(signum).name)
 
-    def __enter__(self) -> GracefulStop:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 

@@ -12,7 +12,17 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.checkpoint import load_state_dict, load_training_state, read_meta
-from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, StepBatches, fit, run_dir, seeded_loader, train_mode
+from cnnkit.train.loop import (
+    Callbacks,
+    LoopConfig,
+    Recipe,
+    Step,
+    StepBatches,
+    fit,
+    run_dir,
+    seeded_loader,
+    train_mode,
+)
 
 META = {"task": "classify", "arch": "probe", "labels": ["a", "b", "c"]}
 
@@ -80,7 +90,8 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, sche
     resumed = _train(tmp_path / "part", scheduler=scheduler)
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = list(csv.DictReader(open(tmp_path / "part" / "metrics.csv")))
+    with open(tmp_path / "part" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[-1]["step"] == "12"
 
 
