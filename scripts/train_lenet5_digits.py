@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from cnnkit.data.export import export_digits
-from cnnkit.tasks.classify.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS, _lenet5
-from cnnkit.train.classifier import TrainConfig, fit_in_memory
+from cnnkit.models.registry import get_spec
+from cnnkit.tasks.classify.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS
+from cnnkit.tasks.classify.train import recipe
+from cnnkit.train.loop import LoopConfig, fit, log_progress, seeded_loader
 
 
 def load_split(root: Path, split: str) -> TensorDataset:
@@ -55,8 +57,9 @@ def main() -> None:
         "data": f"sklearn load_digits via export_digits(seed=0, val_fraction=0.2, size=32): "
                 f"train n={len(train)}, val n={len(val)}",
     }
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True)
-    fit_in_memory(_lenet5(), train, val, cfg, args.out, meta, batch_size=args.batch_size)
+    cfg = LoopConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True)
+    fit(get_spec("lenet5", "classify").builder(), seeded_loader(train, args.batch_size, seed=0),
+        recipe(DataLoader(val, batch_size=256), list(DIGITS_CLASSES)), cfg, args.out, meta, callbacks=log_progress())
 
 
 if __name__ == "__main__":

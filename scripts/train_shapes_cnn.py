@@ -18,13 +18,15 @@ import logging
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from cnnkit.data.photos import other_sample
 from cnnkit.data.shapes import classification_sample
 from cnnkit.models.checkpoint import load_state_dict
-from cnnkit.tasks.classify.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS, _shapes_cnn
-from cnnkit.train.classifier import TrainConfig, fit_in_memory
+from cnnkit.models.registry import get_spec
+from cnnkit.tasks.classify.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS
+from cnnkit.tasks.classify.train import recipe
+from cnnkit.train.loop import LoopConfig, fit, log_progress, seeded_loader
 
 
 def _at_scale(seed: int, i: int, size: int, sizes: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -73,12 +75,14 @@ def main() -> None:
                  f"(scikit-image photo crops, textures): train n={args.n_other}, val n={args.n_other_val}; shapes drawn "
                  f"at {args.sizes} px and resized to 64"),
     }
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, label_smoothing=0.02)
-    model = _shapes_cnn()
+    cfg = LoopConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True)
+    model = get_spec("shapes-cnn", "classify").builder()
     if args.init:
         model.load_state_dict(load_state_dict(args.init))
         meta["init"] = args.init
-    fit_in_memory(model, train, val, cfg, args.out, meta, batch_size=args.batch_size)
+    fit(model, seeded_loader(train, args.batch_size, seed=0),
+        recipe(DataLoader(val, batch_size=256), list(SHAPES_CNN_LABELS), label_smoothing=0.02), cfg, args.out, meta,
+        callbacks=log_progress())
 
 
 if __name__ == "__main__":

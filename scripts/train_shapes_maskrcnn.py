@@ -5,8 +5,8 @@
     #       (writes cnnkit/weights/shapes-maskrcnn.safetensors from best.safetensors, fp16)
 
 Data: ``cnnkit.data.shapes.scene(seed=0, index)`` generated on the fly at ``--imgsz``
-(step ``s`` uses indices ``s*batch … s*batch+batch-1``, so resuming replays nothing);
-evaluation on seed 1; the test suite scores the shipped weights on seed 777. With
+(step ``s`` uses indices ``s*batch … s*batch+batch-1``, so resuming replays nothing); an
+"epoch" of the shared loop is ``--eval-every`` steps, after which it scores mask AP on seed 1; the test suite scores the shipped weights on seed 777. With
 ``--photo-fraction F`` (a further stage from ``--init``, e.g. the bundled weights) that share of
 the training and validation scenes is drawn over crops of scikit-image's photos with 0–4 shapes,
 so photos without shapes get no detections.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -24,8 +25,10 @@ from cnnkit.data.photos import train_pool
 from cnnkit.data.shapes import CLASSES, scene
 from cnnkit.models.checkpoint import load_state_dict, read_meta, save_checkpoint
 from cnnkit.models.hub import bundled_path
+from cnnkit.tasks.instance.data import scene_sample, scenes_to_coco
+from cnnkit.tasks.instance.train import config, recipe
 from cnnkit.tasks.instance.zoo import light_maskrcnn
-from cnnkit.train.instance import StepConfig, evaluate_model, scene_sample, scenes_to_coco, train_steps
+from cnnkit.train.loop import StepBatches, fit, log_progress
 
 TRAIN_SEED, VAL_SEED = 0, 1
 
@@ -33,7 +36,7 @@ TRAIN_SEED, VAL_SEED = 0, 1
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="work-data/shapes-maskrcnn")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1500, help="rounded up to a multiple of --eval-every")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--imgsz", type=int, default=192)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -67,14 +70,16 @@ def main() -> None:
                 + (f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes, "
                    f"from {args.init}" if args.photo_fraction else ""),
     }
-    cfg = StepConfig(steps=args.steps, lr=args.lr, eval_every=args.eval_every, ckpt_every=100, seed=0)
+    epochs = math.ceil(args.steps / args.eval_every)
+    cfg = config(epochs, args.eval_every, args.lr, seed=0, checkpoint_every=100)
+    cfg.warmup = 100 / args.eval_every  # 100 warm-up steps, as before the loops were one
 
     def batch_at(step: int) -> list:
         return [scene_sample(scene(TRAIN_SEED, step * args.batch_size + j, size=args.imgsz, **options))
                 for j in range(args.batch_size)]
 
-    train_steps(model, batch_at, cfg, out, meta,
-                evaluate_fn=lambda m: evaluate_model(m, [s.image for s in val], gt, CLASSES))
+    fit(model, StepBatches(batch_at, args.eval_every), recipe([s.image for s in val], gt, CLASSES), cfg, out, meta,
+        callbacks=log_progress(every=20))
 
 
 def export(best: Path) -> None:

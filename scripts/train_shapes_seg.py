@@ -13,7 +13,8 @@ shapes, so photos without shapes come out as background; scenes are 256 px as at
 random crop of ``--crop-scale``–100 % of their area resized to the model size, so
 shapes keep about the scale they have when ``cnnkit segment`` letterboxes a 256 px
 scene. The test suite checks the shipped weights on seed 321, which training never sees.
-Uses the same loop as ``cnnkit finetune --task segment`` (``cnnkit.train.segmenter``).
+Uses the loop and recipe of ``cnnkit finetune --task segment`` (``cnnkit.train.loop.fit`` with
+``cnnkit.tasks.segment.train.recipe``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from cnnkit.data.photos import train_pool
 from cnnkit.data.shapes import scene
 from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.registry import get_spec
+from cnnkit.tasks.segment.train import PairDataset, config, recipe, transforms
 from cnnkit.tasks.segment.zoo import SHAPES_SEG_LABELS, build_smp
-from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
+from cnnkit.train.loop import fit, log_progress, seeded_loader
 
 ARCHS = ("unet", "deeplabv3plus")  # each trains the registry's bundled ``shapes-ARCH``
 
@@ -87,13 +89,10 @@ def main() -> None:
     if args.init:
         model.load_state_dict(load_state_dict(args.init))
         meta["init"] = args.init
-    cfg = SegTrainConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True, target_miou=args.target_miou)
-    g = torch.Generator().manual_seed(0)
-    fit(model,
-        DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=g, drop_last=True),
-        DataLoader(val, batch_size=25), cfg, args.out or f"work-data/{name}", meta,
-        on_epoch=lambda r: logging.info("epoch %(epoch)d loss %(train_loss).4f val_miou %(val_miou).4f "
-                                        "pixacc %(val_pixel_accuracy).4f (%(seconds).0fs)", r))
+    cfg = config(args.epochs, args.lr, seed=0, half_checkpoint=True, target=args.target_miou)
+    fit(model, seeded_loader(train, args.batch_size, seed=0, drop_last=True),
+        recipe(DataLoader(val, batch_size=25), list(SHAPES_SEG_LABELS)), cfg, args.out or f"work-data/{name}", meta,
+        callbacks=log_progress())
 
 
 if __name__ == "__main__":

@@ -85,10 +85,10 @@ def test_finetune_from_a_previous_checkpoint_and_a_state_dict(tiny_digits, tmp_p
 
 def test_default_run_folder_increments(tiny_digits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for expected in ("exp", "exp2"):
+    for expected in ("train", "train2"):
         result = run(["finetune", str(tiny_digits), *FAST, "--epochs", "1", "--no-pretrained"])
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["out"] == str(Path("runs/finetune") / expected)
+        assert json.loads(result.stdout)["out"] == str(Path("runs/classify") / expected)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -97,24 +97,25 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_interrupt_then_resume_matches_an_uninterrupted_run(tiny_digits, tmp_path, monkeypatch):
     """SIGINT mid-epoch saves the state; --resume finishes with bit-identical weights."""
-    from cnnkit.tasks.classify import train as finetune_classify
+    from cnnkit.cli.finetune import TrainDisplay
 
     args = [str(tiny_digits), *FAST, "--epochs", "3", "--no-pretrained", "--augment", "light", "--seed", "3"]
     full = run(["finetune", *args, "--out", str(tmp_path / "full")])
     assert full.exit_code == 0, full.output
 
     calls = {"n": 0}
-    real_batch = finetune_classify._Display.batch
+    real_batch = TrainDisplay.batch
 
-    def batch_then_signal(self, n):
-        real_batch(self, n)
+    def batch_then_signal(self, samples, loss):
+        real_batch(self, samples, loss)
         calls["n"] += 1
         if calls["n"] == 5:  # epoch 2, second batch (3 batches per epoch)
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(finetune_classify._Display, "batch", batch_then_signal)
+    monkeypatch.setattr(TrainDisplay, "batch", batch_then_signal)
     part = run(["finetune", *args, "--out", str(tmp_path / "part")])
     assert part.exit_code == 130, part.output
+    assert f"resume with --resume {tmp_path / 'part'}" in part.output
     state = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
     assert state["run"]["epoch"] == 1 and state["run"]["batch"] == 2
     monkeypatch.undo()
@@ -127,13 +128,13 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(tiny_digits, tmp_pat
 
 def test_freezing_keeps_batchnorm_statistics_of_the_frozen_trunk():
     from cnnkit.tasks.classify.zoo import _shapes_cnn
-    from cnnkit.train.classifier import set_train_mode
     from cnnkit.train.heads import freeze
+    from cnnkit.train.loop import train_mode
 
     model = _shapes_cnn(num_classes=3)
     frozen = freeze(model, "backbone")
     before = model.features[0][1].running_mean.clone()
-    set_train_mode(model, frozen)
+    train_mode(model, frozen)
     model(torch.randn(4, 3, 64, 64)).sum().backward()
     assert torch.equal(model.features[0][1].running_mean, before)
     assert not model.features[0][1].training and model.fc.weight.grad is not None
@@ -254,8 +255,9 @@ def test_googlenet_auxiliary_heads_are_replaced_and_trained(tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
     from cnnkit.models.registry import get_spec
-    from cnnkit.train.classifier import TrainConfig, fit
+    from cnnkit.tasks.classify.train import recipe
     from cnnkit.train.heads import replace_head
+    from cnnkit.train.loop import LoopConfig, fit
 
     torch.manual_seed(0)
     model = random_model(get_spec("googlenet"), 1000, big=0)
@@ -263,8 +265,8 @@ def test_googlenet_auxiliary_heads_are_replaced_and_trained(tmp_path):
     before = model.aux1.fc2.weight.detach().clone()
     data = TensorDataset(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
     meta = {"task": "classify", "arch": "googlenet", "labels": ["a", "b", "c"], "preprocess": None}
-    history = fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
-                  TrainConfig(epochs=1, lr=1e-3, scheduler="none"), tmp_path, meta)
+    history = fit(model, DataLoader(data, batch_size=4), recipe(DataLoader(data, batch_size=4), meta["labels"]),
+                  LoopConfig(epochs=1, lr=1e-3, scheduler="none"), tmp_path, meta)
     assert history[0]["val_images"] == 4
     assert not torch.equal(before, model.aux1.fc2.weight)
     assert read_meta(tmp_path / "best.safetensors")["arch"] == "googlenet"

@@ -65,41 +65,38 @@ def test_replace_head_without_keep_is_a_fresh_head():
     assert not torch.equal(old.module.fc.weight, w)
 
 
-def test_fit_in_memory_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path, monkeypatch):
-    """The retraining scripts' loop: stopped mid-epoch, resumed, it ends on the same weights (no extra step)."""
+def test_retraining_scripts_loop_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path):
+    """The retraining scripts' setup (seeded loader, classify recipe): stopped mid-epoch by SIGTERM,
+    resumed, it ends on the same weights (no extra step)."""
     import signal
 
-    from torch.utils.data import TensorDataset
+    from torch.utils.data import DataLoader, TensorDataset
 
-    from cnnkit.train import classifier
-    from cnnkit.train.classifier import TrainConfig, fit_in_memory
+    from cnnkit.tasks.classify.train import recipe
+    from cnnkit.train.loop import Callbacks, LoopConfig, fit, seeded_loader
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g)
     data = TensorDataset(x, y)
-    cfg = TrainConfig(epochs=3, lr=1e-2, seed=0, scheduler="onecycle")
+    cfg = LoopConfig(epochs=3, lr=1e-2, seed=0, scheduler="onecycle")
     meta = {"labels": ["a", "b", "c"]}
 
-    def model() -> torch.nn.Module:
+    def train(out, callbacks=None) -> torch.nn.Module:
         torch.manual_seed(0)
-        return torch.nn.Linear(4, 3)
+        model = torch.nn.Linear(4, 3)
+        fit(model, seeded_loader(data, 8, seed=0), recipe(DataLoader(data, batch_size=256), meta["labels"]), cfg,
+            out, meta, callbacks=callbacks)
+        return model
 
-    full = model()
-    fit_in_memory(full, data, data, cfg, tmp_path / "full", meta, batch_size=8)
+    full = train(tmp_path / "full")
     calls = {"n": 0}
-    real_step = classifier._GradScaler.step
 
-    def step_then_signal(self, loss, optimizer):
-        real_step(self, loss, optimizer)
+    def signal_at_nine(samples: int, loss: float) -> None:
         calls["n"] += 1
         if calls["n"] == 9:  # epoch 2, third of six batches
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(classifier._GradScaler, "step", step_then_signal)
-    part = model()
     with pytest.raises(KeyboardInterrupt):
-        fit_in_memory(part, data, data, cfg, tmp_path / "part", meta, batch_size=8)
-    monkeypatch.undo()
-    resumed = model()
-    fit_in_memory(resumed, data, data, cfg, tmp_path / "part", meta, batch_size=8)
+        train(tmp_path / "part", Callbacks(batch=signal_at_nine))
+    resumed = train(tmp_path / "part")
     assert torch.equal(resumed.weight, full.weight) and torch.equal(resumed.bias, full.bias)

@@ -52,15 +52,17 @@ def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
     assert first["metrics"]["step"] == 1
     second = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), epochs=2, batch_size=2, imgsz=64,
                           resume=str(out / "last.pt"), progress=False)
-    history = json.loads((out / "history.json").read_text())
-    assert [h["step"] for h in history] == [1, 2]
+    import csv
+
+    history = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(h["step"]) for h in history] == [1, 2] and "val_mask_AP50" in history[0]
     assert second["metrics"]["step"] == 2 and second["out"] == str(out)
 
 
 def test_frozen_batch_norms_keep_statistics():
     from cnnkit.tasks.instance.zoo import light_maskrcnn
     from cnnkit.tasks.instance.train import _freeze
-    from cnnkit.train.instance import train_mode
+    from cnnkit.train.loop import train_mode
 
     model = light_maskrcnn(2, min_size=64, max_size=64)
     _freeze(model, "backbone")
@@ -93,7 +95,7 @@ def test_finetune_torchvision_architecture_from_scratch_offline(coco_data, tmp_p
 
     monkeypatch.setattr(hub, "torchvision_state_dict", no_download)
     calls = []
-    monkeypatch.setattr("cnnkit.train.instance.train_steps", lambda net, *a, **k: calls.append(net) or [])
+    monkeypatch.setattr("cnnkit.tasks.instance.train.fit", lambda net, *a, **k: calls.append(net) or [])
     result = api.finetune(str(coco_data), task="instance", model="maskrcnn_resnet50_fpn", pretrained=False,
                           epochs=1, batch_size=2, out=str(tmp_path / "run"), progress=False)
     assert calls and calls[0].roi_heads.box_predictor.cls_score.out_features == 6

@@ -17,7 +17,7 @@ runner = CliRunner()
 
 
 def test_joint_transforms_move_image_and_mask_together():
-    from cnnkit.train.segmenter import PairDataset, transforms
+    from cnnkit.tasks.segment.train import PairDataset, transforms
 
     rgb = np.zeros((40, 40, 3), np.uint8)
     rgb[10:20, 5:30] = 255

@@ -629,32 +629,49 @@ def test_segment_resume_refuses_a_bad_last_pt(kind, masks_data, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kind", RESUME_CASES)
-def test_instance_resume_refuses_a_bad_last_pt(kind, tmp_path):
+def _probe_recipe(task: str = "instance"):
     import torch
 
-    from cnnkit.train.instance import StepConfig, train_steps
+    from cnnkit.train.loop import Recipe, Step
+
+    def loss(model, batch, device):
+        x, y = batch
+        return Step(torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device)), len(y))
+
+    return Recipe(task, loss, lambda model: {"acc": 0.5}, score="val_acc")
+
+
+@pytest.mark.parametrize("kind", RESUME_CASES)
+def test_loop_resume_refuses_a_bad_last_pt(kind, tmp_path):
+    """The one loop under every task reads last.pt weights-only and refuses anything else in one line."""
+    import torch
+
+    from cnnkit.train.loop import LoopConfig, fit
 
     marker = tmp_path / "MARKER"
     _bad_last(kind, tmp_path / "last.pt", marker)
     with pytest.raises(CnnkitError, match="last.pt"):
-        train_steps(torch.nn.Conv2d(3, 2, 1), lambda step: [], StepConfig(steps=1), tmp_path, {"labels": ["a"]})
+        fit(torch.nn.Linear(2, 2), data_batches([(None, None)]), _probe_recipe(), LoopConfig(epochs=1), tmp_path, {"labels": ["a"]})
     assert not marker.exists()
 
 
-def test_segmenter_resume_keeps_a_good_last_pt(tmp_path):
-    """The wrapped restore still resumes a last.pt cnnkit wrote."""
+def test_loop_resume_keeps_a_good_last_pt(tmp_path):
+    """The wrapped restore still resumes a last.pt the loop wrote."""
     import torch
 
-    from cnnkit.train.segmenter import _resume
+    from cnnkit.train.loop import LoopConfig, fit
 
-    model = torch.nn.Conv2d(3, 2, 1)
-    opt = torch.optim.AdamW(model.parameters())
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=10)
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": torch.get_rng_state(), "epoch": 3, "best": 0.5, "history": [{"epoch": 3}]},
-               tmp_path / "last.pt")
-    assert _resume(tmp_path / "last.pt", model, opt, sched) == (3, 0.5, [{"epoch": 3}])
+    data = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))]
+    model = torch.nn.Linear(2, 2)
+    history = fit(model, data_batches(data), _probe_recipe(), LoopConfig(epochs=1), tmp_path, {"labels": ["a"]})
+    again = fit(model, data_batches(data), _probe_recipe(), LoopConfig(epochs=2), tmp_path, {"labels": ["a"]})
+    assert again[0] == history[0] and [r["epoch"] for r in again] == [1, 2]
     _bad_last("wrong-shapes", tmp_path / "last.pt", tmp_path / "MARKER")
     with pytest.raises(CnnkitError, match="cannot resume"):
-        _resume(tmp_path / "last.pt", model, opt, sched)
+        fit(model, data_batches(data), _probe_recipe(), LoopConfig(epochs=3), tmp_path, {"labels": ["a"]})
+
+
+def data_batches(batches):
+    from cnnkit.train.loop import StepBatches
+
+    return StepBatches(lambda step: batches[step % len(batches)], len(batches))

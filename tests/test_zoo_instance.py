@@ -31,7 +31,8 @@ def test_bundled_weights_are_small_fp16_with_labels():
 def test_bundled_mask_ap50_on_unseen_scenes():
     from cnnkit.data.shapes import CLASSES, scene
     from cnnkit.models.loader import resolve
-    from cnnkit.train.instance import evaluate_model, scenes_to_coco
+    from cnnkit.tasks.instance.data import scenes_to_coco
+    from cnnkit.tasks.instance.train import evaluate_model
 
     loaded = resolve("instance", "shapes-maskrcnn")
     size = loaded.meta["arch_kwargs"]["min_size"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -50,7 +50,7 @@ def finetune(
     device: c.Device = None,
     threads: c.Threads = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its folder or its last checkpoint.", rich_help_panel=c.PANEL_IO)] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Run folder \\[default: runs/finetune/exp, exp2, ...].", rich_help_panel=c.PANEL_IO)] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Run folder \\[default: runs/TASK/train, train2, ...].", rich_help_panel=c.PANEL_IO)] = None,
     exist_ok: c.ExistOk = False,
 ) -> None:
     """Fine-tune a model on your data; prints {best, last, out, metrics} as JSON on stdout.
@@ -73,10 +73,16 @@ def finetune(
     common = {"model", "weights", "epochs", "batch_size", "imgsz", "lr", "device", "out", "seed", "workers",
               "resume", "freeze", "arch", "encoder"}
     options = {k: v for k, v in given.items() if k in common or v is not None}
+    display = TrainDisplay(not quiet and os.environ.get("RANK", "0") == "0")
     try:
-        result = api.finetune(data, task=task, exist_ok=exist_ok, progress=not quiet, **options)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; resume with --resume " + (out or "RUN_DIR"), err=True)
+        with display:
+            result = api.finetune(data, task=task, exist_ok=exist_ok, progress=not quiet,
+                                  callbacks=display.callbacks(), **options)
+    except KeyboardInterrupt as exc:
+        from cnnkit.train.loop import Interrupted
+
+        where = str(exc.out) if isinstance(exc, Interrupted) else out or "RUN_DIR"
+        typer.echo(f"interrupted; resume with --resume {where}", err=True)
         raise typer.Exit(c.EXIT_INTERRUPTED) from None
     except ValueError as exc:
         from cnnkit.errors import UsageError
@@ -90,3 +96,67 @@ def finetune(
         # so a torchrun worker leaves without it.
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(0)
+
+
+class TrainDisplay:
+    """The training progress on stderr: a rich bar per epoch and one line per finished epoch.
+
+    It is the :class:`cnnkit.train.loop.Callbacks` the CLI hands to every task's trainer;
+    training code itself prints nothing.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.enabled = enabled
+        self.console = c.stderr_console()
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True, disable=not enabled or not self.console.is_terminal,
+            redirect_stdout=False, redirect_stderr=False,
+        )
+        self.task: Any = None
+        self.epochs = 0
+
+    def __enter__(self) -> "TrainDisplay":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.epochs = epochs
+        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches)
+
+    def batch(self, samples: int, loss: float) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            self.console.print(epoch_line(row, self.epochs), highlight=False, markup=False)
+
+    def callbacks(self) -> Any:
+        from cnnkit.train.loop import Callbacks
+
+        return Callbacks(epoch_start=self.epoch_start, batch=self.batch, epoch_end=self.epoch_end)
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """``epoch   3/10  train loss 0.1234 acc 0.9  val loss ... acc ...  lr 1.0e-03  2.1s 480 img/s``."""
+    def group(prefix: str) -> str:
+        parts = [f"{k[len(prefix):]} {v:.4f}" if isinstance(v, float) else f"{k[len(prefix):]} {v}"
+                 for k, v in row.items() if k.startswith(prefix)]
+        return f"{prefix[:-1]} " + " ".join(parts) if parts else ""
+
+    total = f"/{epochs}" if epochs else ""
+    parts = [f"epoch {row['epoch']:>3}{total}", group("train_"), group("val_")]
+    if "lr" in row:
+        parts.append(f"lr {row['lr']:.2e}")
+    if "seconds" in row:
+        speed = f" {row['images_per_s']:.0f} img/s" if "images_per_s" in row else ""
+        parts.append(f"{row['seconds']:.1f}s{speed}")
+    return "  ".join(p for p in parts if p)

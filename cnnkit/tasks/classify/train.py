@@ -2,9 +2,10 @@
 
 The recipe: load a registry backbone (ImageNet or bundled weights, a cnnkit
 checkpoint or a state dict), replace its head for the dataset's classes, freeze the
-trunk or all but its last blocks, and train with :func:`cnnkit.train.classifier.fit`,
-which writes checkpoints ``cnnkit classify --weights`` loads. Under ``torchrun`` it
-trains with DistributedDataParallel (gloo on CPU, NCCL on GPUs).
+trunk or all but its last blocks, and train with the shared loop :func:`cnnkit.train.loop.fit`
+(the recipe: cross-entropy with label smoothing and GoogLeNet's auxiliary heads; top-1
+accuracy picks ``best``), which writes checkpoints ``cnnkit classify --weights`` loads.
+Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, NCCL on GPUs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.data.folder import FolderSplit, describe_skipped, load_folder_dataset
@@ -27,9 +29,10 @@ from cnnkit.models import hub
 from cnnkit.models.loader import resolve, spec_for_family
 from cnnkit.models.preprocess import Preprocess
 from cnnkit.models.registry import ModelSpec, get_spec
-from cnnkit.train.classifier import OPTIMIZERS, SCHEDULERS, Callbacks, ResumableSampler, TrainConfig, fit
 from cnnkit.train.heads import freeze as freeze_trunk
 from cnnkit.train.heads import matching_rows, parse_freeze, replace_head
+from cnnkit.train.loop import (OPTIMIZERS, SCHEDULERS, Callbacks, LoopConfig, Recipe, Step, all_sum, fit,
+                               log_progress, resume_dir, run_dir, seeded_loader)
 
 log = logging.getLogger("cnnkit.finetune")
 
@@ -158,16 +161,74 @@ def make_loaders(data: Any, pre: Preprocess, opts: Options, workers: int, rank: 
                  pin: bool) -> tuple[DataLoader, DataLoader]:
     train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
     val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)
-    common = dict(num_workers=workers, pin_memory=pin, worker_init_fn=_worker_init if workers else None,
-                  persistent_workers=False)
-    sampler = ResumableSampler(train_ds, seed=opts.seed, shuffle=True, num_replicas=world, rank=rank)
-    # Its own generator, so creating the iterator never draws from the global RNG (resume stays exact);
+    common: dict[str, Any] = dict(pin_memory=pin, worker_init_fn=_worker_init if workers else None,
+                                  persistent_workers=False)
     # drop_last avoids a last batch of one image (BatchNorm) unless the data is smaller than a batch.
-    train = DataLoader(train_ds, batch_size=opts.batch_size, sampler=sampler,
-                       drop_last=len(train_ds) > opts.batch_size * world,
-                       generator=torch.Generator().manual_seed(opts.seed), **common)
-    val = DataLoader(val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world), **common)
+    train = seeded_loader(train_ds, opts.batch_size, seed=opts.seed, drop_last=len(train_ds) > opts.batch_size * world,
+                          workers=workers, rank=rank, world=world, **common)
+    val = DataLoader(val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world),
+                     num_workers=workers, **common)
     return train, val
+
+
+# ---------------------------------------------------------------- recipe
+
+
+def _logits(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Main and auxiliary logits (GoogLeNet returns a named tuple in train mode)."""
+    if isinstance(out, (tuple, list)):
+        return out[0], [o for o in out[1:] if o is not None]
+    return out, []
+
+
+def evaluate(model: nn.Module, loader: Any, device: torch.device | str = "cpu",
+             num_classes: int | None = None) -> dict[str, Any]:
+    """Loss, top-1 and top-5 accuracy (summed over ranks) and the confusion matrix over ``loader``."""
+    model.eval()
+    loss_sum, top1, top5, total = 0.0, 0, 0, 0
+    cm = np.zeros((num_classes or 0, num_classes or 0), dtype=np.int64)
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out, _ = _logits(model(x))
+            loss_sum += float(criterion(out.float(), y))
+            pred = out.topk(min(5, out.shape[1]), dim=1).indices
+            top1 += int((pred[:, 0] == y).sum())
+            top5 += int((pred == y[:, None]).any(dim=1).sum())
+            total += len(y)
+            if num_classes:
+                np.add.at(cm, (y.cpu().numpy(), pred[:, 0].cpu().numpy()), 1)
+    loss_sum, top1, top5, total = all_sum([loss_sum, top1, top5, total], device).tolist()
+    if num_classes:
+        cm = all_sum(cm, device).astype(np.int64)
+    n = max(total, 1)
+    return {"loss": loss_sum / n, "acc": top1 / n, "top5": top5 / n, "images": int(total), "confusion": cm}
+
+
+def recipe(val_loader: Any, labels: list[str], device: torch.device | str = "cpu", *, label_smoothing: float = 0.0,
+           aux_weight: float = 0.3) -> Recipe:
+    """Classification for :func:`cnnkit.train.loop.fit`: cross-entropy (auxiliary heads weighted
+    ``aux_weight``, as in the GoogLeNet paper), val top-1 picks ``best`` and draws its confusion matrix."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss(model: nn.Module, batch: Any, dev: torch.device) -> Step:
+        x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
+        logits, aux = _logits(model(x))
+        value = criterion(logits, y)
+        for a in aux:
+            value = value + aux_weight * criterion(a, y)
+        return Step(value, len(y), {"acc": float((logits.argmax(1) == y).sum())})
+
+    def on_best(out: Path, row: dict[str, Any], val: dict[str, Any]) -> None:
+        from cnnkit.tasks.classify.val import plot_confusion
+
+        if labels:
+            plot_confusion(val["confusion"], labels, out / "confusion_matrix.png",
+                           title=f"val, epoch {row['epoch']} (top-1 {row['val_acc']:.3f})")
+
+    return Recipe("classify", loss, lambda m: evaluate(m, val_loader, device, num_classes=len(labels) or None),
+                  score="val_acc", on_best=on_best)
 
 
 # ---------------------------------------------------------------- model
@@ -214,8 +275,7 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
 
 
 def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
-    path = Path(resume)
-    out = path if path.is_dir() else path.parent
+    out = resume_dir(resume)
     state, sidecar = out / "last.pt", out / "last.json"
     if not state.is_file() or not sidecar.is_file():
         raise UsageError(f"--resume {resume}: no last.pt / last.json in {out}; nothing to resume")
@@ -230,22 +290,6 @@ def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
     if unknown:
         raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown)[:120]}")
     return Options(**meta["finetune"]), out, meta
-
-
-def _out_dir(out: str | None, exist_ok: bool) -> Path:
-    from cnnkit.io.files import explicit_dir, increment_dir
-
-    return explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs/finetune/exp"), exist_ok=exist_ok)
-
-
-def _new_run_dir(out: str | None, exist_ok: bool) -> Path:
-    """The folder of a new run; a previous run's resumable state in it is dropped (``--exist-ok``),
-    so the new run starts from epoch 1 instead of continuing the old one."""
-    folder = _out_dir(out, exist_ok)
-    if (folder / "last.pt").exists():
-        log.warning("%s held a previous run: starting a new one over it (use --resume to continue it)", folder)
-        (folder / "last.pt").unlink()
-    return folder
 
 
 def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
@@ -281,12 +325,13 @@ def finetune(
     batch_size: int | None = None, imgsz: int | None = None, lr: float | None = None, device: str | None = None,
     out: str | None = None, exist_ok: bool = False, seed: int | None = None, workers: int | None = None,
     resume: str | None = None, freeze: str | None = None, progress: bool = True, threads: int | None = None,
-    **options: Any,
+    callbacks: Callbacks | None = None, **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune a classifier on ``data`` (``DATA/<class>/*`` or ``DATA/{train,val}/<class>/*``).
 
     Options left ``None`` take their defaults (see :class:`Options`); with ``resume`` they
-    come from the run's checkpoint. Returns ``{best, last, out, metrics}``.
+    come from the run's checkpoint. ``callbacks`` show progress (else, with ``progress``, a
+    log line per epoch). Returns ``{best, last, out, metrics}``.
     """
     options.pop("arch", None), options.pop("encoder", None)
     given = dict(model=model, weights=weights, epochs=epochs, batch_size=batch_size, imgsz=imgsz, lr=lr, seed=seed,
@@ -298,7 +343,10 @@ def finetune(
         torch.set_num_threads(threads)
     rank, world, dev = _setup_distributed(device)
     try:
-        result = _run(data, given, dev, rank, world, out, exist_ok, resume, workers, progress)
+        if callbacks is None and progress and rank == 0:
+            callbacks = log_progress(log)
+        result = _run(data, given, dev, rank, world, out, exist_ok, resume, workers,
+                      callbacks if rank == 0 else None)
         if world > 1:
             import torch.distributed as dist
 
@@ -341,7 +389,7 @@ def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tu
 
 
 def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
-         exist_ok: bool, resume: str | None, workers: int | None, progress: bool) -> dict[str, Any]:
+         exist_ok: bool, resume: str | None, workers: int | None, callbacks: Callbacks | None) -> dict[str, Any]:
     opts, out_dir, resumed = _options(data, given, resume)
     opts.check()
     if world > 1 and opts.unfreeze_at:
@@ -353,7 +401,7 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
     module, spec, pre, source = _model_for(opts, dataset.classes, resumed)
     frozen = freeze_trunk(module, opts.freeze)
     if out_dir is None:
-        out_dir = Path(_broadcast(str(_new_run_dir(out, exist_ok)) if rank == 0 else None))
+        out_dir = Path(_broadcast(str(run_dir("classify", out, exist_ok=exist_ok)) if rank == 0 else None))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     if rank == 0:
@@ -376,61 +424,14 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
                  "skipped": [p for p, _ in dataset.skipped]},
         "world_size": world,
     }
-    cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, label_smoothing=opts.label_smoothing, seed=opts.seed,
-                      optimizer=opts.optimizer, scheduler=opts.scheduler, warmup=opts.warmup,
-                      early_stopping=opts.early_stopping, amp=opts.amp, unfreeze_at=opts.unfreeze_at,
-                      weight_decay=0.01 if opts.optimizer == "adamw" else 1e-4)
-    display = _Display(progress and rank == 0, opts.epochs)
-    with display:
-        history = fit(model, train_loader, val_loader, cfg, out_dir, meta, dev, frozen=frozen,
-                      callbacks=display.callbacks())
+    cfg = LoopConfig(epochs=opts.epochs, lr=opts.lr, seed=opts.seed, optimizer=opts.optimizer,
+                     scheduler=opts.scheduler, warmup=opts.warmup, early_stopping=opts.early_stopping, amp=opts.amp,
+                     unfreeze_at=opts.unfreeze_at, weight_decay=0.01 if opts.optimizer == "adamw" else 1e-4)
+    task = recipe(val_loader, dataset.classes, dev, label_smoothing=opts.label_smoothing)
+    history = fit(model, train_loader, task, cfg, out_dir, meta, dev, frozen=frozen, callbacks=callbacks)
     if not history:
         raise CnnkitError(f"{out_dir}: the run has no completed epoch")
     best = max(history, key=lambda r: r["val_acc"])
     return {"best": str(out_dir / "best.safetensors"), "last": str(out_dir / "last.safetensors"),
             "out": str(out_dir), "metrics": {**best, "epochs_run": len(history), "world_size": world}}
 
-
-class _Display:
-    """A rich progress bar per epoch and one row per epoch, on stderr."""
-
-    def __init__(self, enabled: bool, epochs: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.enabled, self.epochs = enabled, epochs
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=self.console, transient=True, disable=not enabled or not self.console.is_terminal,
-            redirect_stdout=False, redirect_stderr=False,
-        )
-        self.task: Any = None
-
-    def __enter__(self) -> "_Display":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def epoch_start(self, epoch: int, batches: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=batches)
-
-    def batch(self, n: int) -> None:
-        self.progress.advance(self.task)
-
-    def epoch_end(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.console.print(
-            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} top5 {row['val_top5']:.4f}  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s",
-            highlight=False, markup=False,
-        )
-
-    def callbacks(self) -> Callbacks:
-        return Callbacks(epoch_start=self.epoch_start, batch=self.batch, epoch_end=self.epoch_end)

@@ -1,4 +1,4 @@
-"""Classification metrics from a confusion matrix, and the plots ``finetune`` and ``classify val`` write.
+"""Classification metrics from a confusion matrix, and the confusion-matrix plot ``finetune`` and ``classify val`` write.
 
 One confusion matrix (rows = true class, columns = predicted class) gives top-1
 accuracy and per-class precision, recall and F1; both commands use these functions.
@@ -78,29 +78,6 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | os.PathLik
             if v:
                 ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
                         color="white" if v > top / 2 else "black")
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Loss and accuracy per epoch, train and val."""
-    plt = _pyplot()
-    epochs = [r["epoch"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    left.plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
-    left.set_title("loss")
-    right.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
-    right.plot(epochs, [r["val_acc"] for r in history], "o-", label="val top-1")
-    right.plot(epochs, [r["val_top5"] for r in history], ".--", label="val top-5")
-    right.set_title("accuracy")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (left, right):
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend()
     _save(fig, path)
     plt.close(fig)
 

@@ -3,8 +3,11 @@
 ultralytics does the training (its augmentation, loss and checkpoints); cnnkit picks the
 starting weights from its registry, the device through its device layer, keeps
 ultralytics offline and quiet (its bars and logs off), restores torch's thread count
-after ultralytics changes it, and shows one rich progress bar on stderr. The
-``best.pt`` it writes loads with ``cnnkit detect --model best.pt``.
+after ultralytics changes it, and reports progress through the same
+:class:`cnnkit.train.loop.Callbacks` as the other tasks' loop. The run folder follows the
+shared rule (``runs/detect/train``, ``train2``, … or ``out``), and the result has the
+shared shape ``{best, last, out, metrics}``. The ``best.pt`` it writes loads with
+``cnnkit detect --model best.pt``.
 """
 
 from __future__ import annotations
@@ -43,14 +46,6 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
     return loaded.meta["where"], spec.meta.get("imgsz") if spec is not None else None
 
 
-def _out_dir(out: str | None, exist_ok: bool) -> Path:
-    from cnnkit.io.files import explicit_dir, increment_dir
-
-    if out:
-        return explicit_dir(out, exist_ok=exist_ok)
-    return increment_dir(Path("runs") / "finetune" / "exp", exist_ok=exist_ok)
-
-
 def _resume_from(resume: str | bool, out: str | None) -> Path:
     """The ``last.pt`` to continue: ``resume`` as a run folder or checkpoint, else ``out``, else the newest run."""
     if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
@@ -59,9 +54,9 @@ def _resume_from(resume: str | bool, out: str | None) -> Path:
     elif out:
         last = Path(out) / "weights" / "last.pt"
     else:
-        runs = sorted(Path("runs/finetune").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        runs = sorted(Path("runs/detect").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise UsageError("--resume: no runs/finetune/*/weights/last.pt to continue; name the run folder")
+            raise UsageError("--resume: no runs/detect/*/weights/last.pt to continue; name the run folder")
         last = runs[-1]
     if not last.is_file():
         raise UsageError(f"--resume: no {last} to continue from")
@@ -79,64 +74,61 @@ def _resume_data(ds: yolo_yaml.DatasetYaml | None, last: Path) -> Path:
 
 
 class _Progress:
-    """One rich bar over all batches of all epochs, fed by ultralytics' callbacks."""
+    """ultralytics' trainer callbacks translated into cnnkit's :class:`~cnnkit.train.loop.Callbacks`."""
 
-    def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def __init__(self, callbacks: Any) -> None:
+        self.cb = callbacks
 
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), disable=not enabled, redirect_stdout=False, redirect_stderr=False,
-        )
-        self.task: Any = None
-        self.metrics = ""
-
-    def on_train_start(self, trainer: Any) -> None:
-        nb = len(trainer.train_loader)
-        self.bar.start()
-        self.task = self.bar.add_task("training", total=trainer.epochs * nb, completed=trainer.start_epoch * nb)
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        if self.cb.epoch_start:
+            self.cb.epoch_start(trainer.epoch + 1, trainer.epochs, len(trainer.train_loader))
 
     def on_train_batch_end(self, trainer: Any) -> None:
-        tloss = getattr(trainer, "tloss", None)
-        values = tloss.values() if isinstance(tloss, dict) else [] if tloss is None else tloss
-        loss = float(sum(float(v.sum()) if hasattr(v, "sum") else float(v) for v in values))
-        self.bar.update(self.task, advance=1,
-                        description=f"epoch {trainer.epoch + 1}/{trainer.epochs} loss {loss:.3f}{self.metrics}")
+        if self.cb.batch:
+            self.cb.batch(int(trainer.batch_size), _loss(getattr(trainer, "tloss", None)))
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         m = trainer.metrics or {}
-        if "metrics/mAP50(B)" in m:
-            self.metrics = f" mAP50 {m['metrics/mAP50(B)']:.3f}"
-            done = trainer.epoch + 1
-            stage = f"epoch {done}/{trainer.epochs}" if done <= trainer.epochs else "best.pt, final"
-            log.info("%s: mAP50 %.3f, mAP50-95 %.3f", stage, m["metrics/mAP50(B)"], m.get("metrics/mAP50-95(B)", 0.0))
-
-    def on_train_end(self, trainer: Any) -> None:
-        self.bar.stop()
+        if "metrics/mAP50(B)" not in m or not self.cb.epoch_end or trainer.epoch + 1 > trainer.epochs:
+            return  # the last call re-validates best.pt after the final epoch
+        row: dict[str, Any] = {"epoch": trainer.epoch + 1, "train_loss": _loss(getattr(trainer, "tloss", None))}
+        row.update({f"val_{name}": float(m[key]) for key, name in METRIC_KEYS.items() if key in m})
+        lr = getattr(trainer, "lr", None) or {}
+        if lr:
+            row["lr"] = float(next(iter(lr.values())))
+        self.cb.epoch_end(row)
 
     def attach(self, yolo: Any) -> None:
-        for event in ("on_train_start", "on_train_batch_end", "on_fit_epoch_end", "on_train_end"):
+        for event in ("on_train_epoch_start", "on_train_batch_end", "on_fit_epoch_end"):
             yolo.add_callback(event, getattr(self, event))
+
+
+def _loss(tloss: Any) -> float:
+    """ultralytics' running mean loss (a tensor of its parts, or a dict) as one number."""
+    values = tloss.values() if isinstance(tloss, dict) else [] if tloss is None else tloss
+    return float(sum(float(v.sum()) if hasattr(v, "sum") else float(v) for v in values))
 
 
 def finetune(
     data: str | None, *, model: str | None = None, weights: str | None = None, epochs: int | None = None,
     batch_size: int | None = None, imgsz: int | None = None, lr: float | None = None, device: str | None = None,
     out: str | None = None, exist_ok: bool = False, seed: int | None = None, workers: int | None = None,
-    resume: str | bool | None = None, progress: bool = True, threads: int | None = None, **ignored: Any,
+    resume: str | bool | None = None, progress: bool = True, threads: int | None = None,
+    callbacks: Any = None, **ignored: Any,
 ) -> dict[str, Any]:
     """Train from ``model``/``weights`` (default: the bundled shapes-yolov8n) on the YOLO dataset yaml ``data``.
 
     Returns ``{"best", "last", "out", "metrics"}`` (metrics: precision, recall, mAP50, mAP50-95
     on the dataset's val split after the last epoch). ``resume`` (a run folder, its ``last.pt``,
     or ``True`` with ``out`` / for the newest run) continues an interrupted run. Options left
-    ``None`` take the defaults: 30 epochs, batch 16, seed 0, 0 workers.
+    ``None`` take the defaults: 30 epochs, batch 16, seed 0, 0 workers. ``callbacks``
+    (:class:`~cnnkit.train.loop.Callbacks`) show progress; else, with ``progress``, a log line per epoch.
     """
     import torch
 
     from cnnkit import _ultralytics
     from cnnkit.device import resolve_device, set_threads
+    from cnnkit.train.loop import Callbacks, log_progress, run_dir
 
     if ignored:
         log.debug("finetune detect: ignoring options %s", ", ".join(sorted(k for k, v in ignored.items() if v is not None)))
@@ -153,7 +145,7 @@ def finetune(
     elif ds is None:
         raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --format yolo`)")
     else:
-        folder = _out_dir(out, exist_ok)
+        folder = run_dir("detect", out, exist_ok=exist_ok)
         start, trained_size = _start(model, weights)
         yolo = _ultralytics.yolo(start)
         clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
@@ -165,8 +157,9 @@ def finetune(
         )
         if lr is not None:
             args.update(optimizer="AdamW", lr0=lr)
-    bar = _Progress(progress)
-    bar.attach(yolo)
+    if callbacks is None:
+        callbacks = log_progress(log) if progress else Callbacks()
+    _Progress(callbacks).attach(yolo)
     yolo.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(n_threads))
     label_cache.install()
     with _ultralytics.quiet(n_threads):

@@ -2,27 +2,77 @@
 
 The recipe: load a registry model (or a checkpoint), replace the box and mask
 predictor heads with ones sized for the dataset's categories, optionally freeze the
-backbone, train with the step loop of :mod:`cnnkit.train.instance` (resumable,
-progress on stderr), evaluate mask AP on the val split each epoch, and write
-``best.safetensors`` / ``last.safetensors`` with the class names inside, which
-``cnnkit instance --weights`` loads.
+backbone, train with the shared loop :func:`cnnkit.train.loop.fit` and this recipe (the sum
+of Mask R-CNN's losses, gradients clipped, warm-up then cosine), score mask AP50 on the val
+split each epoch (it picks ``best``), and write ``best.safetensors`` / ``last.safetensors``
+with the class names inside, which ``cnnkit instance --weights`` loads.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from cnnkit.data.coco import CocoSplit, read_coco
 from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, StepBatches, fit, log_progress, resume_dir, run_dir
 
 log = logging.getLogger("cnnkit.train")
 
 DEFAULT_MODEL = "shapes-maskrcnn"
+
+
+def evaluate_model(
+    model: torch.nn.Module, images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[str],
+    *, conf: float = 0.05, batch_size: int = 4, device: Any = "cpu",
+) -> dict[str, float]:
+    """bbox and segm AP/AP50/AP75 of ``model`` on ``images`` (ids ``1..n`` in ``gt``); leaves it in eval mode."""
+    from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.records import Record
+    from cnnkit.models.preprocess import image_tensor
+    from cnnkit.tasks.instance.post import to_predictions
+
+    model.eval()
+    coco = CocoResults(image_ids={str(i): i + 1 for i in range(len(images))})
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            outputs = model([image_tensor(im).to(device) for im in chunk])
+            for j, out in enumerate(outputs):
+                preds = to_predictions(out, list(labels), conf=conf, max_det=100)
+                coco.add(Record(path=str(start + j), task="instance", model="", predictions=preds))
+    metrics: dict[str, float] = {}
+    for iou_type, prefix in (("bbox", "box"), ("segm", "mask")):
+        res = evaluate(gt, coco.results(), iou_type)
+        metrics.update({f"{prefix}_AP": res["AP"], f"{prefix}_AP50": res["AP50"], f"{prefix}_AP75": res["AP75"]})
+    return metrics
+
+
+def recipe(images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[str],
+           device: torch.device | str = "cpu") -> Recipe:
+    """Mask R-CNN for :func:`cnnkit.train.loop.fit`: batches are lists of ``(image, target)``; the
+    loss is the sum of the model's losses (each also logged as ``train_loss_*``); mask AP50 picks ``best``."""
+
+    def loss(model: torch.nn.Module, batch: Any, dev: torch.device) -> Step:
+        images_, targets = zip(*batch)
+        losses = model([im.to(dev) for im in images_], [{k: v.to(dev) for k, v in t.items()} for t in targets])
+        n = len(images_)
+        return Step(sum(losses.values()), n, {k: float(v.detach()) * n for k, v in losses.items()})
+
+    return Recipe("instance", loss, lambda m: evaluate_model(m, images, gt, labels, device=device),
+                  score="val_mask_AP50")
+
+
+def config(epochs: int, steps_per_epoch: int, lr: float, seed: int = 0, **options: Any) -> LoopConfig:
+    """The Mask R-CNN schedule: AdamW, gradients clipped at norm 10, up to 50 warm-up steps, cosine to 2 %."""
+    warmup = min(50, steps_per_epoch) / steps_per_epoch
+    return LoopConfig(epochs=epochs, lr=lr, seed=seed, weight_decay=1e-4, scheduler="cosine", warmup=warmup,
+                      lr_floor=0.02, clip=10.0, **options)
 
 
 def _sample(ds: CocoSplit, image: dict[str, Any], imgsz: int | None) -> tuple[Any, Any]:
@@ -30,8 +80,9 @@ def _sample(ds: CocoSplit, image: dict[str, Any], imgsz: int | None) -> tuple[An
     from PIL import Image
 
     from cnnkit.io.decode import decode
+    from cnnkit.models.preprocess import image_tensor
+    from cnnkit.tasks.instance.data import make_target
     from cnnkit.tasks.instance.post import decode_rle
-    from cnnkit.train.instance import image_tensor, make_target
 
     rgb = decode(str(ds.image_path(image))).rgb
     h, w = rgb.shape[:2]
@@ -81,23 +132,20 @@ def finetune(
     data: str, *, model: str | None = None, weights: str | None = None, epochs: int = 10, batch_size: int = 2,
     imgsz: int | None = None, lr: float | None = None, device: str | None = None, out: str | None = None,
     exist_ok: bool = False, seed: int = 0, workers: int = 0, resume: str | None = None,
-    freeze: str | None = None, pretrained: bool = True, progress: bool = True, **ignored: Any,
+    freeze: str | None = None, pretrained: bool = True, progress: bool = True, amp: bool = False,
+    callbacks: Callbacks | None = None, **ignored: Any,
 ) -> dict[str, Any]:
     """Finetune a Mask R-CNN on ``data`` (COCO format); returns ``{best, last, out, metrics}``.
 
     ``freeze``: ``None`` trains everything, ``"backbone"`` freezes the backbone body,
     ``"backbone+fpn"`` the FPN as well. ``resume``: a run folder (or its ``last.pt``) to continue.
-    ``pretrained=False`` starts from random weights of the same architecture.
+    ``pretrained=False`` starts from random weights of the same architecture. ``callbacks`` show
+    progress (else, with ``progress``, log lines).
     """
-    import torch
-
-    from cnnkit.cli.common import resolve_save_dir
     from cnnkit.device import resolve_device
-    from cnnkit.models.checkpoint import save_checkpoint
     from cnnkit.models.loader import Loaded
     from cnnkit.models.registry import get_spec
     from cnnkit.models.loader import resolve
-    from cnnkit.train.instance import StepConfig, evaluate_model, train_steps
 
     if ignored:
         log.debug("finetune instance: ignoring %s", ", ".join(sorted(ignored)))
@@ -119,16 +167,13 @@ def finetune(
         net = loaded.spec.builder(num_classes=len(train_ds.labels), **kwargs)
     elif list(loaded.labels) != train_ds.labels:
         replace_heads(net, len(train_ds.labels))
-    _freeze(net, freeze)
+    frozen = _freeze(net, freeze)
     dev = resolve_device(device)
     net.to(dev)
-    if resume and Path(resume).is_file():
-        resume = str(Path(resume).parent)
-    folder = Path(resume) if resume else resolve_save_dir("finetune", True, out, exist_ok)
+    folder = resume_dir(resume) if resume else run_dir("instance", out, exist_ok=exist_ok)
     images = train_ds.gt["images"]
     steps_per_epoch = max(1, math.ceil(len(images) / batch_size))
-    cfg = StepConfig(steps=epochs * steps_per_epoch, lr=lr or 2e-4, warmup=min(50, steps_per_epoch),
-                     eval_every=steps_per_epoch, ckpt_every=steps_per_epoch, seed=seed)
+    cfg = config(epochs, steps_per_epoch, lr or 2e-4, seed, amp=amp)
 
     def batch_at(step: int) -> list:
         perm = np.random.default_rng([seed, step // steps_per_epoch]).permutation(len(images))
@@ -143,17 +188,14 @@ def finetune(
         "data": str(train_ds.annotations), "args": {"epochs": epochs, "batch_size": batch_size, "imgsz": imgsz,
                                                     "lr": cfg.lr, "freeze": freeze, "seed": seed},
     }
-    if not log.handlers and progress:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    history = train_steps(
-        net, batch_at, cfg, folder, meta,
-        evaluate_fn=lambda m: evaluate_model(m, val_images, gt, train_ds.labels, device=dev),
-        params=[p for p in net.parameters() if p.requires_grad], device=dev,
-    )
-    last = save_checkpoint(folder / "last.safetensors", net, {**meta, "metrics": history[-1] if history else {}})
-    best = folder / "best.safetensors"
-    return {"best": str(best if best.exists() else last), "last": str(last), "out": str(folder),
-            "metrics": history[-1] if history else {}}
+    if callbacks is None and progress:
+        callbacks = log_progress(log, every=20)
+    history = fit(net, StepBatches(batch_at, steps_per_epoch), recipe(val_images, gt, train_ds.labels, dev), cfg,
+                  folder, meta, dev, frozen=frozen, callbacks=callbacks)
+    # The result keeps the instance metric names (mask_AP50, box_AP, ..., step) of the last epoch.
+    metrics = {k.removeprefix("val_"): v for k, v in history[-1].items()} if history else {}
+    return {"best": str(folder / "best.safetensors"), "last": str(folder / "last.safetensors"), "out": str(folder),
+            "metrics": metrics}
 
 
 def _val_split(data: str, train: CocoSplit) -> CocoSplit:
@@ -184,12 +226,13 @@ def _eval_set(ds: CocoSplit) -> tuple[list[np.ndarray], dict[str, Any]]:
     return [decode(str(ds.image_path(im))).rgb for im in ds.gt["images"]], gt
 
 
-def _freeze(module: Any, freeze: str | None) -> None:
+def _freeze(module: Any, freeze: str | None) -> list[torch.nn.Module]:
+    """Freeze the backbone body (``backbone``) or all the backbone (``backbone+fpn``); returns the frozen parts."""
     if freeze in (None, "", "none"):
-        return
+        return []
     parts = {"backbone": [module.backbone.body], "backbone+fpn": [module.backbone]}.get(freeze)
     if parts is None:
         raise UsageError(f"--freeze {freeze!r}: use backbone or backbone+fpn")
     for part in parts:
-        for p in part.parameters():
-            p.requires_grad_(False)  # train_mode() then keeps their batch norms in eval
+        part.requires_grad_(False)  # the loop's train_mode() then keeps their batch norms in eval
+    return parts

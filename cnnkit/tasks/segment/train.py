@@ -2,20 +2,107 @@
 
 The starting point is a cnnkit checkpoint (``weights=X.safetensors``), a registry
 model (default ``shapes-unet``; its head is resized to the data's classes) or a fresh
-``arch``/``encoder``. Training is :func:`cnnkit.train.segmenter.fit` (Dice + CE,
-joint image/mask augmentation, per-epoch mIoU, resumable), so ``best.safetensors``
-loads with ``cnnkit segment --weights`` together with its class names.
+``arch``/``encoder``. Training is the shared loop :func:`cnnkit.train.loop.fit` with
+this recipe (Dice + cross-entropy, joint image/mask augmentation, validation mIoU picks
+``best``), so ``best.safetensors`` loads with ``cnnkit segment --weights`` together with
+its class names. ``scripts/train_shapes_seg.py`` retrains the bundled segmenters with it.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import torch
+from torch import nn
+
 from cnnkit.errors import UsageError
+from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, fit, log_progress, resume_dir, run_dir, seeded_loader
 
 log = logging.getLogger("cnnkit.train")
+
+
+def transforms(imgsz: int, train: bool, mean: Sequence[float], std: Sequence[float],
+               crop_scale: tuple[float, float] = (0.5, 1.0)) -> Any:
+    """torchvision v2 pipeline applied jointly to ``(tv_tensors.Image, tv_tensors.Mask)``.
+
+    ``crop_scale`` is the random crop's share of the image area (``RandomResizedCrop``).
+    """
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    size = [v2.RandomResizedCrop(imgsz, scale=crop_scale, antialias=True),
+            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
+            v2.ColorJitter(0.2, 0.2, 0.2, 0.02)] if train else [v2.Resize((imgsz, imgsz), antialias=True)]
+    return v2.Compose([*size, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                       v2.Normalize(list(mean), list(std))])
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Image/mask pairs from ``load(i) -> (rgb H×W×3 uint8, mask H×W int)``, transformed together."""
+
+    def __init__(self, load: Callable[[int], tuple[np.ndarray, np.ndarray]], n: int, transform: Any) -> None:
+        self.load, self.n, self.transform = load, n, transform
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision import tv_tensors
+
+        rgb, mask = self.load(i)
+        image = tv_tensors.Image(torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1))
+        target = tv_tensors.Mask(torch.from_numpy(np.asarray(mask, dtype=np.int64)))
+        image, target = self.transform(image, target)
+        return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor).long()
+
+
+def evaluate(model: nn.Module, loader: Any, num_classes: int, labels: list[str] | None = None,
+             device: torch.device | str = "cpu") -> dict[str, Any]:
+    """mIoU, per-class IoU and pixel accuracy over ``loader``."""
+    from cnnkit.tasks.segment.val import ConfusionMatrix, class_map
+
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    with torch.inference_mode():
+        for x, y in loader:
+            cm.update(class_map(model(x.to(device)), 1), y)
+    scores = cm.scores(labels)
+    scores.pop("pixels", None)
+    return scores
+
+
+class DiceCELoss(nn.Module):
+    """Cross-entropy plus ``dice_weight`` × multiclass soft Dice (smp's ``DiceLoss``)."""
+
+    def __init__(self, dice_weight: float = 1.0) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.losses import DiceLoss
+
+        self.dice, self.ce, self.dice_weight = DiceLoss("multiclass", from_logits=True), nn.CrossEntropyLoss(), dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
+
+
+def recipe(val_loader: Any, labels: list[str], device: torch.device | str = "cpu", *,
+           dice_weight: float = 1.0) -> Recipe:
+    """Semantic segmentation for :func:`cnnkit.train.loop.fit`: Dice + CE, validation mIoU picks ``best``."""
+    criterion = DiceCELoss(dice_weight)
+
+    def loss(model: nn.Module, batch: Any, dev: torch.device) -> Step:
+        x, y = batch[0].to(dev), batch[1].to(dev)
+        return Step(criterion(model(x), y), len(y))
+
+    return Recipe("segment", loss, lambda m: evaluate(m, val_loader, len(labels), labels, device), score="val_miou")
+
+
+def config(epochs: int, lr: float, seed: int = 0, **options: Any) -> LoopConfig:
+    """The segmentation schedule: AdamW, one-cycle with 10 % warm-up."""
+    return LoopConfig(epochs=epochs, lr=lr, seed=seed, weight_decay=1e-4, scheduler="onecycle", pct_start=0.1,
+                      **options)
 
 
 def _start(model: str | None, weights: str | None, arch: str | None, encoder: str | None,
@@ -53,17 +140,19 @@ def finetune(
     data: str, *, model: str | None = None, weights: str | None = None, arch: str | None = None,
     encoder: str | None = None, epochs: int = 10, batch_size: int = 8, imgsz: int | None = None,
     lr: float | None = None, device: str | None = None, out: str | None = None, exist_ok: bool = False,
-    seed: int = 0, workers: int = 0, resume: str | None = None, progress: bool = True, **ignored: Any,
+    seed: int = 0, workers: int = 0, resume: str | None = None, progress: bool = True, amp: bool = False,
+    callbacks: Callbacks | None = None, **ignored: Any,
 ) -> dict[str, Any]:
-    """Train on ``data`` (``train/`` + ``val/`` image/mask folders); returns best, last, out and metrics."""
-    import torch
+    """Train on ``data`` (``train/`` + ``val/`` image/mask folders); returns best, last, out and metrics.
+
+    ``resume``: a run folder (or a file in it) to continue; ``callbacks`` show progress (else,
+    with ``progress``, a log line per epoch).
+    """
     from torch.utils.data import DataLoader
 
     from cnnkit.data.masks import class_names, find_pairs, read_pair
     from cnnkit.device import resolve_device
-    from cnnkit.io.files import explicit_dir, increment_dir
     from cnnkit.models.preprocess import Preprocess
-    from cnnkit.train.segmenter import PairDataset, SegTrainConfig, fit, transforms
 
     train_pairs, val_pairs = find_pairs(data, "train"), find_pairs(data, "val")
     labels = class_names(data, train_pairs)
@@ -72,27 +161,23 @@ def finetune(
     size = int(imgsz or (base_pre.crop if base_pre else 256))
     pre = Preprocess(resize=size, crop=size, mean=base_pre.mean, std=base_pre.std) if base_pre else \
         Preprocess(resize=size, crop=size)
-    if resume:
-        folder = Path(resume).parent if Path(resume).is_file() else Path(resume)
-    elif out:
-        folder = explicit_dir(out, exist_ok=exist_ok)
-    else:
-        folder = increment_dir(Path("runs") / "finetune" / "segment" / "exp", exist_ok=exist_ok)
+    folder = resume_dir(resume) if resume else run_dir("segment", out, exist_ok=exist_ok)
 
     def dataset(pairs: list, train: bool) -> PairDataset:
         return PairDataset(lambda i: read_pair(*pairs[i]), len(pairs), transforms(size, train, pre.mean, pre.std))
 
-    g = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(dataset(train_pairs, True), batch_size=batch_size, shuffle=True, generator=g,
-                              num_workers=workers, drop_last=len(train_pairs) > batch_size)
+    train_loader = seeded_loader(dataset(train_pairs, True), batch_size, seed=seed, workers=workers,
+                                 drop_last=len(train_pairs) > batch_size)
     val_loader = DataLoader(dataset(val_pairs, False), batch_size=batch_size, num_workers=workers)
     name = f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}-finetuned"
     meta = {"task": "segment", "arch": "smp", "arch_kwargs": arch_kwargs, "name": name, "labels": labels,
             "preprocess": pre.to_dict(), "data": str(data), "base": weights or model or arch}
-    cfg = SegTrainConfig(epochs=epochs, lr=lr or 1e-3, seed=seed)
-    report = (lambda r: log.info("epoch %(epoch)d loss %(train_loss).4f val mIoU %(val_miou).4f", r)) if progress else None
-    history = fit(module, train_loader, val_loader, cfg, folder, meta, device=resolve_device(device), on_epoch=report)
+    dev = resolve_device(device)
+    if callbacks is None and progress:
+        callbacks = log_progress(log)
+    history = fit(module, train_loader, recipe(val_loader, labels, dev), config(epochs, lr or 1e-3, seed, amp=amp),
+                  folder, meta, dev, callbacks=callbacks)
     best = max(history, key=lambda r: r["val_miou"]) if history else {}
-    return {"best": str(folder / "best.safetensors"), "last": str(folder / "last.pt"), "out": str(folder),
+    return {"best": str(folder / "best.safetensors"), "last": str(folder / "last.safetensors"), "out": str(folder),
             "metrics": {"best_val_miou": best.get("val_miou"), "best_epoch": best.get("epoch"),
                         "last": history[-1] if history else {}}}
