@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.models import hub
 from cnnkit.models.checkpoint import load_state_dict, read_meta
 from cnnkit.models.preprocess import Preprocess
@@ -183,7 +183,7 @@ def resolve_backend(backend: str | None, weights: str | None) -> str:
         kind = sniff(weights)
         return next((b for b, k in BACKEND_FILES.items() if k == kind), "torch")
     if backend not in BACKENDS:
-        raise UsageError(f"backend {backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
+        raise OptionError("backend", f"expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}", backend)
     return backend
 
 
@@ -215,7 +215,7 @@ def resolve(
         if found is not None:
             return found
     if options:
-        raise UsageError(f"{', '.join(options)}: not options of {task} models")
+        raise OptionError(tuple(options), f"not an option of {task} models")
     return _registry(get_spec(model or default, task), weights)
 
 
@@ -225,9 +225,9 @@ def _exported(task: str, weights: str | None, backend: str, options: dict[str, A
 
     suffix = next(s for s, k in FILE_KINDS.items() if k == BACKEND_FILES[backend])
     if not weights:
-        raise UsageError(f"backend {backend} needs a weights file *{suffix} (made by `cnnkit export`)")
+        raise OptionError("weights", f"the {backend} backend needs a {suffix} file (made by `cnnkit export`)")
     if options:
-        raise UsageError(f"{', '.join(options)}: not for an exported file ({weights} carries its own model)")
+        raise OptionError(tuple(options), f"not for an exported file ({weights} carries its own model)")
     loaded = load_exported(weights, task, backend)
     loaded.runtime = backend
     return loaded
@@ -239,6 +239,12 @@ def identify(target: str, task: str | None = None) -> tuple[str, ModelSpec | Non
     ``summary`` and ``export`` use it; a file of a kind that does not say its task needs ``task``.
     """
     kind = sniff(target)
+    if kind != "checkpoint" and not Path(target).is_file():
+        from cnnkit.models.registry import find_spec
+
+        spec = find_spec(target, task)
+        if spec is not None:  # a registry name that looks like a file (``yolov8n.pt``)
+            return spec.task, spec, {}
     if kind == "checkpoint":
         if not Path(target).is_file():
             raise UsageError(f"{target}: checkpoint not found")
@@ -249,7 +255,7 @@ def identify(target: str, task: str | None = None) -> tuple[str, ModelSpec | Non
         return "detect", None, {}  # ultralytics checkpoints stay .pt; cnnkit's own are .safetensors
     if kind is not None or Path(target).is_file():
         if task is None:
-            raise UsageError(f"{target}: pass the task to say what kind of model this file holds")
+            raise OptionError("task", f"needed to say what kind of model {target} holds")
         return task, None, {}
     spec = get_spec(target, task)  # an unknown name raises, naming the closest known one
     return spec.task, spec, {}

@@ -89,11 +89,17 @@ def suggest(name: str, task: str | None = None) -> str | None:
     return close[0] if close else None
 
 
-def get_spec(name: str, task: str | None = None) -> ModelSpec:
-    """The entry called ``name``; an unknown name says which known one is closest, then lists them."""
+def find_spec(name: str, task: str | None = None) -> ModelSpec | None:
+    """The entry called ``name`` (of ``task`` when given), or ``None``."""
     _ensure_loaded()
     spec = _REGISTRY.get(name)
-    if spec is None or (task is not None and spec.task != task):
+    return spec if spec is not None and (task is None or spec.task == task) else None
+
+
+def get_spec(name: str, task: str | None = None) -> ModelSpec:
+    """The entry called ``name``; an unknown name says which known one is closest, then lists them."""
+    spec = find_spec(name, task)
+    if spec is None:
         names = ", ".join(s.name for s in list_models(task=task))
         guess = suggest(name, task)
         hint = f"; did you mean {guess}?" if guess else ""

@@ -283,10 +283,10 @@ def resolve_target(target: str) -> Target:
 
     from cnnkit.models.loader import identify, sniff
 
-    if sniff(target) not in (None, "checkpoint") or (sniff(target) is None and Path(target).is_file()):
+    task, spec, meta = identify(target, "classify") if Path(target).is_file() and sniff(target) != "checkpoint" \
+        else identify(target)
+    if spec is None:
         raise UsageError(f"{target}: expected a registry model name or a cnnkit .safetensors checkpoint")
-    task, spec, meta = identify(target)
-    assert spec is not None  # a name or a checkpoint always has an entry
     if meta:
         build = partial(spec.builder, num_classes=len(meta["labels"]), **meta.get("arch_kwargs", {}))
         pre = meta.get("preprocess") or {}

@@ -103,13 +103,13 @@ def test_bundled_yolo_resolves_to_an_ultralytics_model():
 def test_refusals():
     with pytest.raises(UsageError, match="did you mean"):
         resolve("classify", "shapes-cn")
-    with pytest.raises(UsageError, match="needs a weights file"):
+    with pytest.raises(UsageError, match="weights: the onnxruntime backend needs a .onnx file"):
         resolve("classify", backend="onnxruntime")
-    with pytest.raises(UsageError, match="backend 'tflite'"):
+    with pytest.raises(UsageError, match="backend 'tflite': expected torch"):
         resolve("classify", backend="tflite")
     with pytest.raises(UsageError, match="arch"):
         resolve("classify", arch="unet")
-    with pytest.raises(UsageError, match="an encoder needs an arch"):
+    with pytest.raises(UsageError, match="encoder: names the backbone"):
         resolve("segment", encoder="resnet18")
     with pytest.raises(CnnkitError, match="no such file"):
         resolve("detect", "some/where/missing.pt")
@@ -121,7 +121,7 @@ def test_identify_without_loading(tmp_path):
     assert identify("best.pt")[0] == "detect"
     other = tmp_path / "model.bin"
     other.write_bytes(b"x")
-    with pytest.raises(UsageError, match="pass the task"):
+    with pytest.raises(UsageError, match="task: needed"):
         identify(str(other))
     assert identify(str(other), "segment")[0] == "segment"
 

@@ -72,7 +72,7 @@ def val(
     exist_ok: c.ExistOk = False,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
-    from cnnkit.tasks.instance.predict import validate
+    from cnnkit.tasks.instance.val import validate
 
     fmt = c.report_format(fmt, output)
     summary = validate(data, split=split, model=model, weights=weights, conf=conf, mask_threshold=mask_threshold,

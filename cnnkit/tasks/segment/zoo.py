@@ -163,20 +163,20 @@ def resolve(model: str | None, weights: str | None, *, default: str, arch: str |
     """The segment task's rules for :func:`cnnkit.models.loader.resolve`: ``arch`` names an smp or
     torchvision architecture (``encoder`` its backbone); torchvision entries get their own preprocessing;
     smp entries take a plain state dict or start random. ``None``: a bundled entry, resolved generically."""
-    from cnnkit.errors import UsageError
+    from cnnkit.errors import OptionError
     from cnnkit.models.registry import get_spec
 
     if arch is not None:
         if arch not in ARCHS:
-            raise UsageError(f"arch {arch!r}: choose one of {', '.join(ARCHS)}")
+            raise OptionError("arch", f"choose one of {', '.join(ARCHS)}", arch)
         if model is not None:
-            raise UsageError("give a model or an arch, not both")
+            raise OptionError(("model", "arch"), "give one, not both")
         if arch in TORCHVISION_ARCHS:
             model = _torchvision_name(arch, encoder)
         else:
             return _smp_loaded(get_spec(arch, "segment"), weights, {"arch": arch, "encoder": encoder or DEFAULT_ENCODER})
     elif encoder is not None:
-        raise UsageError("an encoder needs an arch")
+        raise OptionError("encoder", "names the backbone of an arch; give the arch too")
     spec = get_spec(model or default, "segment")
     if spec.source == "torchvision":
         return _torchvision_loaded(spec, weights)

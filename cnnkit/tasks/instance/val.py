@@ -1,0 +1,46 @@
+"""``cnnkit instance val``: box and mask AP (pycocotools) of a model on a COCO-format split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.instance.predict import InstanceSegmenter
+
+
+def validate(
+    data: str, *, split: str = "val", model: str | None = None, weights: str | None = None, conf: float = 0.001,
+    mask_threshold: float = 0.5, max_det: int = 100, batch_size: int = 4, workers: int = 2,
+    device: str | None = None, threads: int | None = None,
+) -> dict[str, Any]:
+    """bbox and segm AP, AP50, AP75 (pycocotools) of a model on a COCO-format split.
+
+    Model classes are matched to the dataset's categories by name, so a COCO model on
+    COCO data and a finetuned model on its own data both score correctly; detections
+    of classes the dataset lacks are dropped.
+    """
+    from cnnkit.data.coco import read_coco
+    from cnnkit.eval.coco import CocoResults, evaluate
+
+    ds = read_coco(data, split)
+    predictor = InstanceSegmenter.load(model, weights, device=device, threads=threads, conf=conf,
+                                       mask_threshold=mask_threshold, max_det=max_det)
+    by_name = dict(zip(ds.labels, ds.cat_ids))
+    category_ids = {i: by_name[n] for i, n in enumerate(predictor.labels) if n in by_name}
+    if not category_ids:
+        raise CnnkitError(f"{data}: none of the model's classes ({', '.join(predictor.labels[:5])} …) "
+                          f"are dataset categories ({', '.join(ds.labels[:5])} …)")
+    paths = {str(ds.image_path(im)): im["id"] for im in ds.gt["images"]}
+    coco = CocoResults(image_ids=paths, category_ids=category_ids)
+    failed = []
+    for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
+        if record.error is not None:
+            failed.append(f"{record.path}: {record.error}")
+        record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
+        coco.add(record)
+    summary: dict[str, Any] = {"data": str(ds.annotations), "model": predictor.name, "images": len(paths),
+                               "failed": failed}
+    for iou_type in ("bbox", "segm"):
+        res = evaluate(ds.gt, coco.results(), iou_type)
+        summary[iou_type] = {"AP": res["AP"], "AP50": res["AP50"], "AP75": res["AP75"], "per_class": res["per_class"]}
+    return summary
