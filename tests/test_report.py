@@ -166,3 +166,23 @@ def test_explanations_look_at_the_object_and_reach_the_report(tmp_path):
         list(explain([scene], target="unicorn"))
     with pytest.raises(OptionError, match="methods"):
         list(explain([scene], methods=["nope"]))
+
+
+def test_auto_puts_thumbnails_beside_a_big_report(tmp_path, monkeypatch, rgb_image):
+    import cnnkit.report.html as html_mod
+
+    monkeypatch.setattr(html_mod, "EMBED_LIMIT", 2)
+    rec = {"path": str(rgb_image), "task": "classify", "model": "m", "width": 64, "height": 48, "time_ms": 1.0,
+           "error": None, "schema_version": 2, "predictions": [{"label": "a", "class_id": 0, "score": 0.5}]}
+    small = Report(tmp_path / "small.html")
+    big = Report(tmp_path / "big.html")
+    for _ in range(2):
+        small.add(rec)
+    for _ in range(3):
+        big.add(rec)
+    assert _script(small.write().read_text(), "thumbs")[0].startswith("data:image/webp;base64,")
+    assert _script(big.write().read_text(), "thumbs") == [f"big_files/00000{i}.webp" for i in range(3)]
+    assert len(list((tmp_path / "big_files").iterdir())) == 3
+    (tmp_path / "big.html").unlink()
+    with pytest.raises(Exception, match="big_files: already exists"):  # the page is gone, its folder is not
+        Report(tmp_path / "big.html", assets="folder")

@@ -5,8 +5,10 @@ back), keeps a small WebP thumbnail of each with its predictions drawn by the re
 writes one HTML file: run facts, per-class counts, a score histogram, the lowest-confidence images,
 the failed files, a paged gallery that sorts and filters in the browser, and for val the metrics,
 confusion matrix, precision-recall curves and worst images. Thumbnails are embedded as data URIs
-(``assets="embed"``, the default: one file to mail) or written to ``<name>_files/`` beside the page
-and referenced relatively (``assets="folder"``). No network, no external script, no build step.
+(``assets="embed"``: one file to mail) or written to ``<name>_files/`` beside the page and referenced
+relatively (``assets="folder"``); ``auto`` (the default) embeds up to :data:`EMBED_LIMIT` images, so a
+10,000-image report stays near 45 MB and the page itself small. No network, no external script, no
+build step.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
     from cnnkit.records import Record
 
-Assets = Literal["embed", "folder"]
+Assets = Literal["auto", "embed", "folder"]
+EMBED_LIMIT = 2000  # auto: more images than this put their thumbnails in a folder beside the page
 VERSIONED = ("cnnkit", "torch", "torchvision", "ultralytics", "timm", "segmentation-models-pytorch", "grad-cam",
              "onnxruntime", "numpy", "pillow")
 LOWEST = 24  # lowest-confidence and worst images shown in their own sections
@@ -79,15 +82,17 @@ class Report:
     """
 
     def __init__(self, output: str | os.PathLike, *, task: str | None = None, title: str | None = None,
-                 info: dict[str, Any] | None = None, assets: Assets = "embed", exist_ok: bool = False,
+                 info: dict[str, Any] | None = None, assets: Assets = "auto", exist_ok: bool = False,
                  side: int = THUMB_SIDE, labels: Sequence[str] = ()) -> None:
-        if assets not in ("embed", "folder"):
-            raise OptionError("assets", "expected embed or folder", assets)
+        if assets not in ("auto", "embed", "folder"):
+            raise OptionError("assets", "expected auto, embed or folder", assets)
         self.output = Path(output)
         if self.output.is_dir() or str(output).endswith(("/", os.sep)):
             raise CnnkitError(f"{output}: is a folder (a report is one .html file)")
-        if not exist_ok and (self.output.exists() or self.output.is_symlink()):
-            raise AlreadyExists(f"{self.output}: already exists (pass --exist-ok to overwrite)")
+        self._folder = self.output.with_name(f"{self.output.stem}_files")
+        for target in (self.output, self._folder) if assets != "embed" else (self.output,):
+            if not exist_ok and (target.exists() or target.is_symlink()):
+                raise AlreadyExists(f"{target}: already exists (pass --exist-ok to overwrite)")
         self.task = task
         self.title = title
         self.info: dict[str, Any] = {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -97,13 +102,12 @@ class Report:
         self.side = side
         self.labels = list(labels)
         self.entries: list[dict[str, Any]] = []
-        self.thumbs: list[str] = []
+        self.thumbs: list[bytes | None] = []  # WebP files; where they go is decided when the page is written
         self.explanations: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] | None = None
         self.curves: list[dict[str, Any]] = []
         self._truth: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
         self._t0 = time.perf_counter()
-        self._folder = self.output.with_name(f"{self.output.stem}_files")
 
     # -- collecting --------------------------------------------------------------------------------
     def add(self, record: Record | dict[str, Any], *, picture: np.ndarray | None = None,
@@ -136,16 +140,15 @@ class Report:
         return {"truth": [t["label"] for t in truth], "bad": 0, "why": ""}
 
     def _thumb(self, data: dict[str, Any], live: Any, picture: np.ndarray | None,
-               truth: list[dict[str, Any]] | None, entry: dict[str, Any]) -> str:
-        """The thumbnail's ``src`` (a data URI or a relative file name); ``""`` when there is no picture."""
+               truth: list[dict[str, Any]] | None, entry: dict[str, Any]) -> bytes | None:
+        """The thumbnail (WebP bytes); ``None`` when there is no picture."""
         if data.get("error") is not None:
-            return ""
+            return None
         try:
-            image = self._draw(data, live, picture, truth)
+            return encode(self._draw(data, live, picture, truth))
         except CnnkitError as exc:
             entry["note"] = f"no picture: {exc}"
-            return ""
-        return self._store(image, f"{len(self.entries):06d}")
+            return None
 
     def _draw(self, data: dict[str, Any], live: Any, picture: np.ndarray | None,
               truth: list[dict[str, Any]] | None) -> Image:
@@ -165,21 +168,33 @@ class Report:
         result = live if live is not None else result_from_dict(data, self.labels)
         return thumbnail(picture, result, size, self.side)
 
-    def _store(self, image: Image, name: str, quality: int | None = None) -> str:
-        data = encode(image) if quality is None else encode(image, quality)
-        if self.assets == "embed":
-            return data_uri(data)
-        target = self._folder / f"{name}.webp"
-        atomic_write_bytes(target, data)
-        return f"{self._folder.name}/{target.name}"
-
     def add_explanation(self, path: str, method: str, target: str, overlay: Image, score: float | None = None) -> None:
         """A class-activation overlay (:mod:`cnnkit.report.explain`) for the Explain section."""
         overlay = overlay.copy()
         overlay.thumbnail((400, 400))
-        src = self._store(overlay, f"x{len(self.explanations):05d}", quality=80)
         self.explanations.append({"path": path, "name": Path(path).name, "method": method, "target": target,
-                                  "score": score, "src": src})
+                                  "score": score, "webp": encode(overlay, 80)})
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the thumbnails go inside the page (``auto``: up to :data:`EMBED_LIMIT` images)."""
+        return self.assets == "embed" or (self.assets == "auto" and len(self.entries) <= EMBED_LIMIT)
+
+    def _sources(self) -> tuple[list[str], list[str]]:
+        """The ``src`` of each thumbnail and overlay: data URIs, or files written to the folder beside the page."""
+        if self.embedded:
+            return ([data_uri(t) if t else "" for t in self.thumbs],
+                    [data_uri(x["webp"]) for x in self.explanations])
+        from cnnkit.io.files import explicit_dir
+
+        folder = explicit_dir(self._folder, exist_ok=self.exist_ok)
+
+        def put(name: str, data: bytes) -> str:
+            atomic_write_bytes(folder / name, data, overwrite=self.exist_ok)
+            return f"{folder.name}/{name}"
+
+        return ([put(f"{i:06d}.webp", t) if t else "" for i, t in enumerate(self.thumbs)],
+                [put(f"x{i:05d}.webp", x["webp"]) for i, x in enumerate(self.explanations)])
 
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """A val command's metrics dict; a confusion matrix (``confusion``) and per-class table are found in it."""
@@ -211,7 +226,6 @@ class Report:
             "confusion": _confusion(self.metrics) if self.metrics else None,
             "pr_chart": charts.pr_curves(self.curves) if self.curves else None,
             "val": any("v" in e for e in self.entries),
-            "explanations": self.explanations,
         }
 
     def render(self) -> str:
@@ -224,7 +238,10 @@ class Report:
         env.filters["tojson_script"] = _script_json
         template = env.get_template("report.html.j2")
         here = Path(__file__).parent / "templates"
-        return template.render(**self.context(), entries=self.entries, thumbs=self.thumbs,
+        thumbs, overlays = self._sources()
+        explanations = [{**{k: v for k, v in x.items() if k != "webp"}, "src": src}
+                        for x, src in zip(self.explanations, overlays)]
+        return template.render(**self.context(), entries=self.entries, thumbs=thumbs, explanations=explanations,
                                script=(here / "report.js").read_text(encoding="utf-8"),
                                style=(here / "report.css").read_text(encoding="utf-8"))
 
@@ -342,7 +359,7 @@ def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
 
 
 def from_records_file(target: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                      exist_ok: bool = False, assets: Assets = "embed", side: int = THUMB_SIDE) -> Path:
+                      exist_ok: bool = False, assets: Assets = "auto", side: int = THUMB_SIDE) -> Path:
     """``cnnkit report RUN_OR_JSONL``: the report of records already written; its path.
 
     ``output`` defaults to ``report.html`` beside the records. A ``metrics.json`` beside them

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from cnnkit.results import Result
 
-THUMB_SIDE = 256  # longest side of a gallery thumbnail, in pixels
-THUMB_QUALITY = 70  # WebP quality: about 4–8 KB per photo thumbnail
+THUMB_SIDE = 200  # longest side of a gallery thumbnail, in pixels (cards show 180 × 170)
+THUMB_QUALITY = 60  # WebP quality: about 4 KB per 640×480 photo (benchmarks/results/report.md)
 
 
 def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Result | None:
