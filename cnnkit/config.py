@@ -38,7 +38,7 @@ MAX_IMGSZ = 8192  # --imgsz: a model input side; activations grow with its squar
 MAX_TILE = 8192  # --tile: a window side, cut from the image before resizing to --imgsz
 MAX_KERNEL = 31  # `cnnkit conv --kernel FILE`: the largest matrix side
 MAX_PADDING = MAX_KERNEL  # `cnnkit conv --padding`: more than the kernel only adds zeros
-BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (1, MAX_WORKERS)}
+BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (0, MAX_WORKERS)}
 FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "format": "--format", "device": "--device"}
 
 
