@@ -14,7 +14,9 @@ The config file is ``cnnkit.toml`` in the working folder, else
     detect = "yolov8n.pt"
 
 Environment: ``CNNKIT_DEVICE``, ``CNNKIT_BATCH_SIZE``, ``CNNKIT_FORMAT``, ``CNNKIT_WORKERS``,
-``CNNKIT_CACHE_DIR``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``).
+``CNNKIT_CACHE_DIR``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``). The CLI reads the
+first four through Typer's ``envvar=`` on their flags (``cnnkit.cli.options``), so a value from the
+environment counts as given and :func:`resolve` consults the config file only when neither was.
 """
 
 from __future__ import annotations

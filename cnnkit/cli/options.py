@@ -152,6 +152,8 @@ PREDICT_IO = group(
     exist_ok=(ExistOk, False), recursive=(Recursive, False), shard=(Shard, None),
     skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS),
 )
+BOXES = group(conf=(Conf, 0.25), max_det=(MaxDet, 300))  # detect and instance: which boxes are kept
+SPLIT = group(split=(Split, "val"))
 REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False))
 OWN: Group = ()  # where in :func:`compose` the command's own options go
 _OWN_MARK = object()

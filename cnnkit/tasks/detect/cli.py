@@ -19,15 +19,13 @@ _LOAD = ("model", "weights", "backend", "device", "threads")
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=16)
+@o.compose(o.MODEL, o.BACKEND, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=16)
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
-    conf: o.Conf = 0.25,
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
-    max_det: o.MaxDet = 300,
     save_txt: Annotated[bool, typer.Option("--save-txt", help="Also write YOLO label files (class cx cy w h score) to <save dir>/labels.", rich_help_panel=o.PANEL_IO)] = False,
     save_crop: Annotated[bool, typer.Option("--save-crop", help="Also write one crop per box to <save dir>/crops/<label>.", rich_help_panel=o.PANEL_IO)] = False,
     **shared: Any,
@@ -41,22 +39,19 @@ def predict(
         coco = CocoResults()
     c.run_predict(
         ctx, "detect",
-        dict({k: shared[k] for k in _LOAD}, conf=conf, iou=iou, imgsz=imgsz, classes=c.split_classes(classes),
-             max_det=max_det, half=shared["half"], save_pictures=pictures, save_txt=save_txt, save_crop=save_crop),
+        dict({k: shared[k] for k in _LOAD}, conf=shared["conf"], iou=iou, imgsz=imgsz,
+             classes=c.split_classes(classes), max_det=shared["max_det"], half=shared["half"], save_pictures=pictures, save_txt=save_txt, save_crop=save_crop),
         save=pictures or save_txt or save_crop, coco_builder=coco,
     )
 
 
 @app.command("val")
-@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.REPORT_IO, batch_size=16)
+@o.compose(o.MODEL, o.BACKEND, o.SPLIT, o.BOXES, o.OWN, o.RUN, o.REPORT_IO, batch_size=16, conf=0.001)
 def val(
     ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="A YOLO dataset yaml (path/train/val/names), e.g. from `cnnkit data shapes OUT --layout yolo`.")],
-    split: o.Split = "val",
-    conf: o.Conf = 0.001,
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
-    max_det: o.MaxDet = 300,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run ultralytics' own val on the same weights and data (YOLO models).")] = True,
     **shared: Any,
 ) -> None:
@@ -65,7 +60,7 @@ def val(
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     metrics = validate(
-        data, **{k: shared[k] for k in _LOAD}, split=split, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
+        data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou, imgsz=imgsz,
         batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"), compare=compare,
     )
     c.emit_report(render_metrics(metrics, fmt), shared["output"], shared["exist_ok"])

@@ -20,13 +20,11 @@ _LOAD = ("model", "weights", "device", "threads")
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=4)
+@o.compose(o.MODEL, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=4, conf=0.5, max_det=100)
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
-    conf: o.Conf = 0.5,
     mask_threshold: MaskThreshold = 0.5,
-    max_det: o.MaxDet = 100,
     classes: o.Classes = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write one PNG per instance into <save-dir>/masks (implies --save).", rich_help_panel=o.PANEL_IO)] = False,
     **shared: Any,
@@ -37,29 +35,26 @@ def predict(
     """
     from cnnkit.eval.coco import CocoResults
 
-    c.run_predict(ctx, "instance", dict({k: shared[k] for k in _LOAD}, conf=conf, mask_threshold=mask_threshold,
-                                        max_det=max_det, save_masks=save_masks, half=shared["half"]),
+    c.run_predict(ctx, "instance", dict({k: shared[k] for k in (*_LOAD, "conf", "max_det", "half")},
+                                        mask_threshold=mask_threshold, save_masks=save_masks),
                   save=True if save_masks else None, coco_builder=CocoResults() if shared["fmt"] == "coco" else None,
                   keep_classes=c.split_classes(classes))
 
 
 @app.command("val")
-@o.compose(o.MODEL, o.OWN, o.RUN, o.REPORT_IO, batch_size=4)
+@o.compose(o.MODEL, o.SPLIT, o.BOXES, o.OWN, o.RUN, o.REPORT_IO, batch_size=4, conf=0.001, max_det=100)
 def val(
     ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="COCO-format dataset: a folder with <split>/annotations.json + images, or the JSON file.")],
-    split: o.Split = "val",
-    conf: o.Conf = 0.001,
     mask_threshold: MaskThreshold = 0.5,
-    max_det: o.MaxDet = 100,
     **shared: Any,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
     from cnnkit.tasks.instance.predict import validate
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
-    summary = validate(data, split=split, **{k: shared[k] for k in _LOAD}, conf=conf, mask_threshold=mask_threshold,
-                       max_det=max_det, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
+    summary = validate(data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
+                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
     text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)
     c.emit_report(text, shared["output"], shared["exist_ok"])
     if summary["failed"]:

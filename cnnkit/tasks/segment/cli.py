@@ -36,11 +36,10 @@ def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = 
 
 
 @app.command("val")
-@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.REPORT_IO, batch_size=8)
+@o.compose(o.MODEL, o.BACKEND, o.SPLIT, SEGMENTER, o.RUN, o.REPORT_IO, batch_size=8)
 def val(
     ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="Folder with images/ and masks/ (or a root with train/ val/).")],
-    split: o.Split = "val",
     **shared: Any,
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
@@ -50,7 +49,7 @@ def val(
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     predictor = api.load("segment", **{k: shared[k] for k in _LOAD})
-    scores = evaluate_folder(predictor, data, split=split, batch_size=c.setting(ctx, "batch_size"),
+    scores = evaluate_folder(predictor, data, split=shared["split"], batch_size=c.setting(ctx, "batch_size"),
                              workers=c.setting(ctx, "workers"))
     text = json.dumps(scores, indent=2) + "\n" if fmt == "json" else render_scores(scores)
     c.emit_report(text, shared["output"], shared["exist_ok"])
