@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,7 +157,7 @@ class _FakePredictor:
     """Stands in for a task predictor: records what the command asked of it."""
 
     name = "fake"
-    labels = ["a", "b"]
+    labels: tuple[str, ...] = ("a", "b")
 
     def __init__(self, seen: dict[str, Any]) -> None:
         self.seen = seen

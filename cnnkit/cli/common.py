@@ -173,7 +173,13 @@ def write_records(
 
     ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from cnnkit.io.writers import RecordWriter
 
@@ -346,12 +352,17 @@ def run_predict(
     decide it from several flags; ``keep_classes`` filters the records of a predictor that has
     no class filter of its own.
     """
+    from cnnkit.config import resolve
+    from cnnkit.io.files import check_not_input
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
-    from cnnkit.io.files import check_not_input
-    from cnnkit.io.writers import check_output, is_stdout, path_key, resolve_format, tidy_jsonl
-
-    from cnnkit.config import resolve
+    from cnnkit.io.writers import (
+        check_output,
+        is_stdout,
+        path_key,
+        resolve_format,
+        tidy_jsonl,
+    )
 
     p = ctx.params
     sources = require_sources(p["sources"])

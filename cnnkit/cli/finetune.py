@@ -60,7 +60,6 @@ def finetune(
     --save-dir (default: runs/finetune/exp, exp2, …).
     """
     from cnnkit import api
-
     from cnnkit.config import lookup
 
     quiet = c.state(ctx)["quiet"]
@@ -80,7 +79,7 @@ def finetune(
               "resume", "freeze", "arch", "encoder"}
     options = {k: v for k, v in given.items() if k in common or v is not None}
     try:
-        result = api.finetune(data, task=task, exist_ok=exist_ok, progress=not quiet, **options)
+        result = api.finetune(data, task=task or "classify", exist_ok=exist_ok, progress=not quiet, **options)
     except KeyboardInterrupt:
         typer.echo("interrupted; resume with --resume " + (out or "RUN_DIR"), err=True)
         raise typer.Exit(c.EXIT_INTERRUPTED) from None

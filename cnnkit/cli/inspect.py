@@ -18,10 +18,9 @@ def models(
     fmt: o.Format = "auto",
 ) -> None:
     """Every model the registry knows: task, parameters, size, weights source, available now or not."""
+    from cnnkit.cli.tables import Column, cell, render
     from cnnkit.models.describe import describe
     from cnnkit.models.registry import list_models
-
-    from cnnkit.cli.tables import Column, cell, render
 
     rows = [describe(s) for s in list_models(pattern, task=task)]
     for r in rows:
@@ -45,7 +44,6 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
     """Versions, devices, threads, cache folders, bundled models and cached pretrained weights."""
     import os
     import platform
-    import sys
     from importlib import metadata
 
     import torch

@@ -155,8 +155,13 @@ PREDICT_IO = group(
 BOXES = group(conf=(Conf, 0.25), max_det=(MaxDet, 300))  # detect and instance: which boxes are kept
 SPLIT = group(split=(Split, "val"))
 REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False))
-OWN: Group = ()  # where in :func:`compose` the command's own options go
-_OWN_MARK = object()
+
+
+class _Own(tuple):  # type: ignore[type-arg]
+    """The place of a command's own options among the groups given to :func:`compose`."""
+
+
+OWN: Group = _Own()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,7 +177,7 @@ def _is_context(param: inspect.Parameter) -> bool:
 
 def _with_signature(func: Callable[..., Any], call: Callable[..., Any], params: list[inspect.Parameter]) -> Any:
     """``call`` dressed as ``func`` with ``params`` as the signature Typer reads."""
-    wrapper = functools.wraps(func)(call)
+    wrapper: Any = functools.wraps(func)(call)
     del wrapper.__wrapped__  # Typer must see the composed signature, not the original one
     wrapper.__signature__ = inspect.Signature(params)
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
@@ -197,7 +202,7 @@ def compose(*parts: Group, **defaults: Any) -> Callable[[F], F]:
         options = [p for p in own if p not in ctx and p not in arguments]
         body: list[inspect.Parameter] = []
         for part in parts:
-            body += options if part is OWN else list(part)
+            body += options if isinstance(part, _Own) else list(part)
         shared_names = {p.name for part in parts for p in part}
         unknown = set(defaults) - shared_names
         if unknown:
@@ -205,11 +210,8 @@ def compose(*parts: Group, **defaults: Any) -> Callable[[F], F]:
         body = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in body]
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in [*ctx, *arguments, *body]]
         params[:len(ctx)] = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params[:len(ctx)]]
-        own_names = {p.name for p in own}
-
-        def call(**kwargs: Any) -> Any:
-            mine = {k: v for k, v in kwargs.items() if k in own_names}
-            return func(**mine, **{k: v for k, v in kwargs.items() if k not in own_names})
+        def call(**kwargs: Any) -> Any:  # own parameters by name, the groups' into ``**shared``
+            return func(**kwargs)
 
         return _with_signature(func, call, params)
 

@@ -6,7 +6,6 @@ The commands only parse options and render; the work is in :mod:`cnnkit.viz`.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any, Optional
 
 import typer

@@ -36,8 +36,8 @@ def val(
     from pathlib import Path
 
     from cnnkit import api
-    from cnnkit.tasks.classify.val import evaluate_folder
     from cnnkit.io.files import atomic_write_text, explicit_dir, increment_dir
+    from cnnkit.tasks.classify.val import evaluate_folder
 
     output, exist_ok = shared["output"], shared["exist_ok"]
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), output)
