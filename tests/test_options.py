@@ -79,6 +79,7 @@ def test_shared_options_reach_their_commands():
         assert {"--workers", "--batch-size", "--format", "--output"} <= options[f"{task} val"]
     for task in ("detect", "segment", "instance"):
         assert "--classes" in options[f"{task} predict"]
+    for task in ("classify", "detect", "segment", "instance"):
         assert "--split" in options[f"{task} val"]
     assert {"--to", "--output"} <= options["export"] and "--format" not in options["export"]
     assert "--layout" in options["data shapes"] and "--val-split" in options["data digits"]
@@ -230,3 +231,22 @@ def test_composed_commands_keep_typed_signatures():
     params = inspect.signature(predict).parameters
     assert list(params)[:2] == ["ctx", "sources"] and params["batch_size"].default == 16
     assert "topk" in params and "shared" not in params
+
+
+def test_classify_val_split_names_a_folder(tmp_path):
+    (tmp_path / "train").mkdir()
+    result = runner.invoke(app, ["classify", "val", str(tmp_path), "--split", "test"])
+    assert result.exit_code == 2 and "has no test/ folder" in result.stderr
+
+
+def test_classify_val_scores_the_split_asked_for(tmp_path):
+    data = tmp_path / "shapes"
+    made = runner.invoke(app, ["data", "shapes", str(data), "--layout", "imagefolder", "--n", "6", "--imgsz", "64"])
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(app, ["classify", "val", str(data), "--split", "train", "-f", "json",
+                                 "--save-dir", str(tmp_path / "v"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["data"] == str(data / "train") and report["images"] == 5
+    default = runner.invoke(app, ["classify", "val", str(data), "-f", "json", "--save-dir", str(tmp_path / "w")])
+    assert json.loads(default.stdout)["data"] == str(data / "val")

@@ -21,7 +21,7 @@ def predict(ctx: typer.Context, sources: o.Sources = None, topk: o.TopK = 5, **s
 
 
 @app.command("val")
-@o.compose(o.MODEL, o.BACKEND, o.RUN, o.REPORT_IO, o.OWN, batch_size=16)
+@o.compose(o.MODEL, o.BACKEND, o.SPLIT, o.RUN, o.REPORT_IO, o.OWN, batch_size=16)
 def val(
     ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="DATA/<class>/* (or DATA/val/<class>/* when DATA has train/ and val/).")],
@@ -30,7 +30,8 @@ def val(
 ) -> None:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder.
 
-    The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …).
+    The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
+    is scored when DATA has train/ and val/, else DATA itself.
     """
     import json
     from pathlib import Path
@@ -40,6 +41,12 @@ def val(
     from cnnkit.tasks.classify.val import evaluate_folder
 
     output, exist_ok = shared["output"], shared["exist_ok"]
+    if o.given(ctx, "split"):
+        from cnnkit.errors import UsageError
+
+        if not (Path(data) / shared["split"]).is_dir():
+            raise UsageError(f"--split {shared['split']}: {data} has no {shared['split']}/ folder")
+        data = str(Path(data) / shared["split"])
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), output)
     predictor = api.load("classify", **{k: shared[k] for k in ("model", "weights", "backend", "device", "threads")},
                          topk=5)
