@@ -30,8 +30,11 @@ def export(
     Run an ONNX file with `cnnkit classify IMAGES --weights model.onnx --backend onnxruntime`.
     Prints JSON when stdout is not a terminal.
     """
-    from cnnkit.export import export_model
+    from cnnkit.errors import UsageError
+    from cnnkit.export import FORMATS, export_model
 
+    if to not in FORMATS:  # said here, in the flag's own name; the library speaks of ``fmt``
+        raise UsageError(f"--to {to!r}: expected {' or '.join(FORMATS)}")
     result = export_model(model, fmt=to, imgsz=imgsz, dynamic_batch=dynamic_batch, out=output, overwrite=exist_ok, task=task)
     if json_wanted("auto"):
         typer.echo(json.dumps(result.to_dict()))
