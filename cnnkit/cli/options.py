@@ -172,6 +172,7 @@ def _resolved(func: Callable[..., Any]) -> inspect.Signature:
 
 
 def _is_context(param: inspect.Parameter) -> bool:
+    """Whether Typer fills this parameter with the click context (as it does by annotation)."""
     return isinstance(param.annotation, type) and issubclass(param.annotation, typer.Context)
 
 
@@ -208,8 +209,9 @@ def compose(*parts: Group, **defaults: Any) -> Callable[[F], F]:
         if unknown:
             raise TypeError(f"compose: no shared parameter {', '.join(sorted(unknown))}")
         body = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in body]
+        # Typer calls back by keyword: every parameter is keyword-only, so defaults may come in any order.
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in [*ctx, *arguments, *body]]
-        params[:len(ctx)] = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params[:len(ctx)]]
+
         def call(**kwargs: Any) -> Any:  # own parameters by name, the groups' into ``**shared``
             return func(**kwargs)
 
@@ -232,6 +234,7 @@ def _option_of(annotation: Any) -> tuple[Any, Any]:
 
 
 def _optional(base: Any) -> Any:
+    """``Optional[base]``: an alias left unset is ``None`` whatever the new option's default."""
     if get_origin(base) is Union and type(None) in get_args(base):
         return base
     return Optional[base]
@@ -245,7 +248,7 @@ def renamed(**old: str | tuple[str, ...]) -> Callable[[F], F]:
     """
     def decorate(func: F) -> F:
         sig = _resolved(func)
-        params = [p for p in sig.parameters.values()]
+        params = list(sig.parameters.values())
         ctx_name = next((p.name for p in params if _is_context(p)), None)
         hidden: dict[str, tuple[str, str, str]] = {}  # alias parameter → (new parameter, old flag, new flag)
         extra: list[inspect.Parameter] = []
