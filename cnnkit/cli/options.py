@@ -120,7 +120,7 @@ Split = Annotated[str, typer.Option("--split", rich_help_panel=PANEL_DATA,
                                     help="Which split of DATA to score: val, test or train.")]
 ValSplit = Annotated[Optional[float], typer.Option(
     "--val-split", min=0.0, max=0.9, rich_help_panel=PANEL_DATA,
-    help="Share of the images held out for validation when DATA has no val split \\[default: 0.2].")]
+    help="Share of the images held out for validation when DATA has no val split (finetune's default: 0.2).")]
 Seed = Annotated[Optional[int], typer.Option(
     "--seed", rich_help_panel=PANEL_DATA,
     help="Random seed: the same seed gives the same split, data order, augmentation, initial weights and "
