@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._images import photo_folder  # noqa: E402
+from benchmarks._images import photo_folder
 
 LABELS = ("person", "car", "dog", "cup", "rocket")
 
@@ -28,7 +28,7 @@ LABELS = ("person", "car", "dog", "cup", "rocket")
 def records(folder: Path, n: int) -> list[dict]:
     rng = np.random.default_rng(1)
     out = []
-    for i, path in enumerate(sorted(folder.glob("*.jpg"))[:n]):
+    for path in sorted(folder.glob("*.jpg"))[:n]:
         preds = []
         for _ in range(int(rng.integers(1, 5))):
             x1, y1 = float(rng.integers(0, 500)), float(rng.integers(0, 360))

@@ -97,7 +97,7 @@ def test_label_studio_rectangles_round_trip_through_its_converter(tmp_path):
     want = sorted((p["label"], [p["box"][0], p["box"][1], p["box"][2] - p["box"][0], p["box"][3] - p["box"][1]])
                   for p in rec["predictions"])
     assert [g[0] for g in got] == [w[0] for w in want]
-    for (_, g), (_, w) in zip(got, want):
+    for (_, g), (_, w) in zip(got, want, strict=True):
         assert np.allclose(g, w, atol=1e-6)
 
 
@@ -119,7 +119,7 @@ def test_label_studio_polygons_and_brush_round_trip(tmp_path):
 
     brush = label_studio_tasks([rec], brush=True)[0]["predictions"][0]["result"]
     assert [r["type"] for r in brush] == ["brushlabels", "brushlabels"]
-    for r, m in zip(brush, masks):
+    for r, m in zip(brush, masks, strict=True):
         decoded = decode_rle(r["value"]["rle"]).reshape(H, W, 4)[..., 3] > 0
         assert np.array_equal(decoded, m)
 
@@ -147,7 +147,7 @@ def test_voc_round_trips_through_torchvision_parser(tmp_path):
     assert path == tmp_path / "voc" / "Annotations" / "a.xml"
     parsed = VOCDetection.parse_voc_xml(ET.parse(path).getroot())["annotation"]
     assert parsed["filename"] == "a.png" and parsed["size"] == {"width": str(W), "height": str(H), "depth": "3"}
-    for obj, p in zip(parsed["object"], rec["predictions"]):
+    for obj, p in zip(parsed["object"], rec["predictions"], strict=True):
         assert obj["name"] == p["label"]
         b = obj["bndbox"]
         back = [int(b["xmin"]) - 1, int(b["ymin"]) - 1, int(b["xmax"]), int(b["ymax"])]
@@ -185,12 +185,12 @@ def test_cvat_boxes_polygons_and_tags():
     inst, masks = _instance_record()
     labels, images = _cvat_read(cvat_xml([rec]))
     assert labels == ["circle", "star"] and images[0]["name"] == "imgs/a.png"
-    for (kind, label, box), p in zip(images[0]["shapes"], rec["predictions"]):
+    for (kind, label, box), p in zip(images[0]["shapes"], rec["predictions"], strict=True):
         assert kind == "box" and label == p["label"] and np.allclose(box, p["box"], atol=0.01)
     _, images = _cvat_read(cvat_xml([inst]))
     polygons = [s for s in images[0]["shapes"] if s[0] == "polygon"]
     assert [s[1] for s in polygons] == ["circle", "square"]
-    for (_, _, pts), m in zip(polygons, masks):
+    for (_, _, pts), m in zip(polygons, masks, strict=True):
         assert _iou(_raster([c for p in pts for c in p]), m) > 0.9
     cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "time_ms": 1.0,
            "error": None, "predictions": [{"label": "star", "class_id": 3, "score": 0.7}]}

@@ -156,7 +156,7 @@ def test_explanations_look_at_the_object_and_reach_the_report(tmp_path):
 
     maps = list(explain([str(SAMPLES / "shape_1_circle.png")], methods=["gradcam", "eigencam"], target="square"))
     assert [(m.method, m.target) for m in maps] == [("gradcam", "square"), ("eigencam", "square")]
-    assert all(0 <= m.heatmap.min() and m.heatmap.max() <= 1 for m in maps)
+    assert all(m.heatmap.min() >= 0 and m.heatmap.max() <= 1 for m in maps)
     report = Report(tmp_path / "r.html")
     for m in [x, *maps]:
         report.add_explanation(m.path, m.method, m.target, m.overlay(decode(m.path).rgb), m.score)

@@ -403,16 +403,24 @@ def run_predict(
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
         items = kept
     from cnnkit import api
+    from cnnkit.cli import reporting
 
+    report = reporting.start(p.get("report"), exist_ok, task, records=output)
     predictor = api.load(task, **load_options)
     introduce_default(task, load_options, predictor)
+    reporting.describe(report, predictor)
     folder = resolve_save_dir(task, save, save_dir, exist_ok)
     if folder is not None:
         log.info("saving pictures to %s", folder)
     records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], save_dir=folder)
     if keep_classes:
         records = only_classes(records, keep_classes)
-    write_records(
-        ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
-        exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
-    )
+    if report is not None:
+        records = reporting.feed(records, report)
+    try:
+        write_records(
+            ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
+            exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
+        )
+    finally:
+        reporting.finish(report)

@@ -52,7 +52,8 @@ Backend = Annotated[Optional[str], typer.Option(
          "(default: by the file's suffix, else torch).")]
 Task = Annotated[Optional[str], typer.Option(
     "--task", "-t", help=f"{', '.join(TASK_NAMES[:-1])} or {TASK_NAMES[-1]} (models: only that task's; export: "
-                         "the task of a file that does not say it; finetune: default classify).")]
+                         "the task of a file that does not say it; finetune: default classify; explain: classify or detect, "
+                         "default classify).")]
 TopK = Annotated[int, typer.Option("--topk", "-k", min=1, help="How many labels per image.",
                                    rich_help_panel=PANEL_MODEL)]
 Imgsz = Annotated[Optional[int], typer.Option(
@@ -129,7 +130,23 @@ Seed = Annotated[Optional[int], typer.Option(
 Layers = Annotated[Optional[list[str]], typer.Option(
     "--layer", "-l",
     help="Layer name from `cnnkit summary` (features: repeatable, default the last layer of each stage; "
-         "filters: one Conv2d, default the first).")]
+         "filters: one Conv2d, default the first; explain: the layer to map, default the last Conv2d, for YOLO "
+         "the layers feeding its head).")]
+Report = Annotated[Optional[str], typer.Option(
+    "--report", rich_help_panel=PANEL_IO,
+    help="Also write a self-contained HTML report of the run to this file (gallery, per-class counts, scores, "
+         "failures; val: metrics, confusion matrix, precision-recall curves, worst images).")]
+Assets = Annotated[str, typer.Option(
+    "--assets", rich_help_panel=PANEL_IO,
+    help="Where a report keeps its thumbnails: auto (inside the page up to 2,000 images, else in a folder "
+         "beside it), embed or folder.")]
+Target = Annotated[Optional[str], typer.Option(
+    "--target", rich_help_panel=PANEL_MODEL,
+    help="Explain this class (a label or class id) instead of the predicted one.")]
+Methods = Annotated[Optional[list[str]], typer.Option(
+    "--method", rich_help_panel=PANEL_MODEL,
+    help="Class-activation method, repeatable: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam "
+         "\\[default: gradcam and gradcam++].")]
 Cell = Annotated[int, typer.Option("--cell", min=8, max=512, help="Pixel size of each map or kernel in the grid.")]
 
 
@@ -150,11 +167,11 @@ HALF = group(half=(Half, False))
 PREDICT_IO = group(
     fmt=(Format, "auto"), output=(Output, None), save=(Save, None), save_dir=(SaveDir, None),
     exist_ok=(ExistOk, False), recursive=(Recursive, False), shard=(Shard, None),
-    skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS),
+    skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS), report=(Report, None),
 )
 BOXES = group(conf=(Conf, 0.25), max_det=(MaxDet, 300))  # detect and instance: which boxes are kept
 SPLIT = group(split=(Split, "val"))
-REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False))
+REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False), report=(Report, None))
 
 
 class _Own(tuple):  # type: ignore[type-arg]

@@ -101,7 +101,7 @@ def label_studio_tasks(records: Iterable[dict[str, Any]], *, image_prefix: str =
                        brush: bool = False) -> list[dict[str, Any]]:
     """Label Studio tasks with predictions (see the module doc); ``image_prefix`` is put before each path
     (e.g. ``/data/local-files/?d=`` for Label Studio's local file storage)."""
-    tasks = []
+    tasks: list[dict[str, Any]] = []
     for r in _ok(records, "labelstudio"):
         w, h = int(r["width"]), int(r["height"])
         results = []

@@ -74,7 +74,7 @@ def pr_curves(curves: Sequence[dict[str, object]], *, size: int = 300) -> str:
         colour = PALETTE[i % len(PALETTE)]
         rec = list(c["recall"])  # type: ignore[call-overload]
         prec = list(c["precision"])  # type: ignore[call-overload]
-        pts = " ".join(f"{pad + span * r:.1f},{8 + span * (1 - p):.1f}" for r, p in zip(rec, prec))
+        pts = " ".join(f"{pad + span * r:.1f},{8 + span * (1 - p):.1f}" for r, p in zip(rec, prec, strict=True))
         label = f"{c['label']} AP50 {float(c['ap']):.3f}"  # type: ignore[arg-type]
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.6">'
                      f'<title>{escape(label)}</title></polyline>')

@@ -95,7 +95,7 @@ def pr_curves(images: Sequence[tuple[Sequence[dict[str, Any]], Sequence[dict[str
         envelope = np.maximum.accumulate(precision[::-1])[::-1] if hits else np.zeros(0)
         idx = np.searchsorted(recall, levels, side="left")
         at = np.array([envelope[i] if i < len(envelope) else 0.0 for i in idx])
-        keep = np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 60)).astype(int)) if hits else []
+        keep: list[int] = np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 60)).astype(int)).tolist() if hits else []
         curves.append({"label": label, "ap": round(float(at.mean()), 4), "truth": positives[label],
                        "recall": [round(float(recall[i]), 4) for i in keep],
                        "precision": [round(float(precision[i]), 4) for i in keep]})

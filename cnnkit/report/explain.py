@@ -212,7 +212,7 @@ def explain_detector(predictor: Any, paths: Sequence[str], *, methods: Sequence[
 
     methods = check_methods(methods)
     backend = predictor.backend
-    if not isinstance(backend, YoloBackend) or backend.checkpoint is None and not hasattr(backend.net, "model"):
+    if not isinstance(backend, YoloBackend) or (backend.checkpoint is None and not hasattr(backend.net, "model")):
         raise OptionError("model", "explain supports classifiers and ultralytics YOLO detectors", predictor.name)
     wanted = _class_id(target, backend.labels, predictor.name)
     net = _trainable(backend.net)
@@ -247,7 +247,7 @@ def explain_detector(predictor: Any, paths: Sequence[str], *, methods: Sequence[
                                   _unletterbox(grey, picture.shape[:2], r, (pad_x, pad_y)), box)
 
 
-def _letterbox_geometry(size: tuple[int, int], imgsz: int) -> tuple[float, tuple[float, float]]:
+def _letterbox_geometry(size: tuple[int, int], imgsz: int) -> tuple[float, tuple[int, int]]:
     """ultralytics' centred letterbox: the scale and the left/top padding, in letterbox pixels."""
     h, w = size
     r = min(imgsz / h, imgsz / w)

@@ -58,14 +58,22 @@ def command_line() -> str:
     """This process's command as a shell would take it back."""
     import shlex
 
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    prog = Path(sys.argv[0]).name if sys.argv else "python"
+    prog = "cnnkit" if prog in ("cnnkit", "__main__.py") else prog  # `python -m cnnkit` too
+    return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
+
+
+_BACKENDS = {"YoloBackend": "ultralytics", "TorchvisionBackend": "torch (torchvision)"}
 
 
 def describe_predictor(predictor: Any) -> dict[str, Any]:
     """Model, backend, device and precision of a loaded predictor, for the report's run facts."""
     runtime = getattr(predictor, "runtime", None) or getattr(getattr(predictor, "backend", None), "runtime", None)
     loaded = getattr(predictor, "loaded", None)
-    backend = getattr(loaded, "runtime", None) or type(getattr(predictor, "backend", predictor)).__name__
+    driver = getattr(predictor, "backend", None)
+    backend = getattr(loaded, "runtime", None) or _BACKENDS.get(type(driver).__name__, type(driver).__name__)
+    if type(driver).__name__ == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
+        backend = "exported YOLO (onnxruntime or torchscript)"
     facts: dict[str, Any] = {"model": getattr(predictor, "name", None), "task": getattr(predictor, "task", None),
                              "backend": backend}
     if runtime is not None:
@@ -240,7 +248,7 @@ class Report:
         here = Path(__file__).parent / "templates"
         thumbs, overlays = self._sources()
         explanations = [{**{k: v for k, v in x.items() if k != "webp"}, "src": src}
-                        for x, src in zip(self.explanations, overlays)]
+                        for x, src in zip(self.explanations, overlays, strict=True)]
         return template.render(**self.context(), entries=self.entries, thumbs=thumbs, explanations=explanations,
                                script=(here / "report.js").read_text(encoding="utf-8"),
                                style=(here / "report.css").read_text(encoding="utf-8"))
@@ -306,7 +314,7 @@ def _confusion(metrics: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(conf, dict) or "matrix" not in conf:
         return None
     rows = []
-    for label, row in zip(conf["labels"], conf["matrix"]):
+    for label, row in zip(conf["labels"], conf["matrix"], strict=True):
         total = sum(row) or 1
         rows.append({"label": label, "cells": [{"n": n, "a": round(n / total, 3)} for n in row]})
     return {"columns": conf.get("columns", conf["labels"]), "rows": rows}

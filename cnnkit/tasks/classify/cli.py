@@ -50,10 +50,17 @@ def val(
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), output)
     predictor = api.load("classify", **{k: shared[k] for k in ("model", "weights", "backend", "device", "threads")},
                          topk=5)
+    from cnnkit.cli import reporting
+
+    report = reporting.start(shared["report"], exist_ok, "classify", data=data)
+    reporting.describe(report, predictor)
     folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/classify/val"))
     result = evaluate_folder(predictor, data, batch_size=c.setting(ctx, "batch_size"),
                              workers=c.setting(ctx, "workers"),
-                             plot=folder / "confusion_matrix.png")
+                             plot=folder / "confusion_matrix.png", on_record=reporting.truth_hook(report))
+    if report is not None:
+        report.set_metrics(result)
+        reporting.finish(report)
     text = json.dumps(result, indent=2) + "\n"
     atomic_write_text(folder / "metrics.json", text)
     c.emit_report(text if fmt == "json" else _val_tables(result), output, exist_ok)

@@ -52,9 +52,17 @@ def val(
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
     from cnnkit.tasks.instance.val import validate
 
+    from cnnkit.cli import reporting
+
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    report = reporting.start(shared["report"], shared["exist_ok"], "instance", data=data)
     summary = validate(data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
-                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
+                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"),
+                       on_record=reporting.truth_hook(report))
+    if report is not None:
+        report.info["model"] = summary["model"]
+        report.set_metrics(summary)
+        reporting.finish(report)
     text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)
     c.emit_report(text, shared["output"], shared["exist_ok"])
     if summary["failed"]:

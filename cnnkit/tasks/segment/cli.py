@@ -47,9 +47,16 @@ def val(
     from cnnkit import api
     from cnnkit.tasks.segment.val import evaluate_folder, render_scores
 
+    from cnnkit.cli import reporting
+
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    report = reporting.start(shared["report"], shared["exist_ok"], "segment", data=data)
     predictor = api.load("segment", **{k: shared[k] for k in _LOAD})
+    reporting.describe(report, predictor)
     scores = evaluate_folder(predictor, data, split=shared["split"], batch_size=c.setting(ctx, "batch_size"),
-                             workers=c.setting(ctx, "workers"))
+                             workers=c.setting(ctx, "workers"), on_record=reporting.truth_hook(report))
+    if report is not None:
+        report.set_metrics(scores)
+        reporting.finish(report)
     text = json.dumps(scores, indent=2) + "\n" if fmt == "json" else render_scores(scores)
     c.emit_report(text, shared["output"], shared["exist_ok"])
