@@ -198,13 +198,14 @@ def test_cvat_boxes_polygons_and_tags():
     assert images[0]["shapes"] == [("tag", "star", None)]
 
 
-def test_voc_refuses_tasks_it_does_not_fit():
+def test_voc_refuses_tasks_it_does_not_fit(tmp_path):
     from cnnkit.errors import OptionError
 
     cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "error": None,
            "predictions": []}
     with pytest.raises(OptionError, match="voc does not fit classify"):
-        convert([cls], "voc", "unused")
+        convert([cls], "voc", tmp_path / "voc")
+    assert not (tmp_path / "voc").exists()  # refused before any folder was made
 
 
 def test_segment_records_hand_off_their_saved_mask(tmp_path):

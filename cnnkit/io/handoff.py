@@ -265,9 +265,10 @@ def convert(records: Iterable[dict[str, Any]], fmt: str, output: str | os.PathLi
     out = Path(output)
     rows = list(records)
     if fmt == "voc":
+        fitting = list(_ok(rows, "voc"))  # refused before anything is created
         folder = explicit_dir(out / "Annotations", exist_ok=exist_ok)
         written, seen = [], set()
-        for r in _ok(rows, "voc"):
+        for r in fitting:
             stem = Path(r["path"]).stem
             if stem in seen:
                 raise CnnkitError(f"{r['path']}: another input has the same name ({stem}); VOC names files by stem")

@@ -67,7 +67,10 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def _cam(method: str, model: Any, layers: list[Any]) -> Any:
-    import pytorch_grad_cam
+    try:
+        import pytorch_grad_cam
+    except ImportError:
+        raise CnnkitError("explain needs the grad-cam package: pip install 'cnnkit[explain]'") from None
 
     return getattr(pytorch_grad_cam, METHODS[method])(model=model, target_layers=layers)
 
