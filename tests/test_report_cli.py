@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
+from tests.instance_fixtures import coco_data, tiny_ckpt  # noqa: F401
+from tests.segment_fixtures import masks_data, tiny_checkpoint  # noqa: F401
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()
@@ -89,3 +91,32 @@ def test_classify_val_report_has_the_confusion_matrix(tmp_path, shapes_images):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "val.html").read_text()
     assert 'class="confusion"' in html and "top1" in html and len(_entries(html)) == 6
+
+
+def _thumbs(html: str) -> list[str]:
+    return json.loads(re.search(r'<script type="application/json" id="thumbs">(.*?)</script>', html, re.S).group(1))
+
+
+def test_segment_predict_and_val_reports(tmp_path, masks_data, tiny_checkpoint):  # noqa: F811
+    images = sorted((masks_data / "val" / "images").iterdir())
+    res = runner.invoke(app, ["segment", *map(str, images), "--weights", str(tiny_checkpoint), "-o",
+                              str(tmp_path / "seg.jsonl"), "--report", str(tmp_path / "seg.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "seg.html").read_text()
+    assert len(_entries(html)) == len(images) and all(t.startswith("data:image/webp") for t in _thumbs(html))
+    res = runner.invoke(app, ["segment", "val", str(masks_data / "val"), "--weights", str(tiny_checkpoint),
+                              "-f", "json", "--report", str(tmp_path / "val.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "val.html").read_text()
+    assert "miou" in html and "Per class" in html and len(_entries(html)) == len(images)
+
+
+def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):  # noqa: F811
+    res = runner.invoke(app, ["instance", "val", str(coco_data), "--weights", str(tiny_ckpt), "--batch-size", "2",
+                              "-f", "json", "--report", str(tmp_path / "val.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "val.html").read_text()
+    entries = _entries(html)
+    assert len(entries) == json.loads(res.stdout)["images"]
+    assert all(e["v"]["truth"] for e in entries)  # every val image has labelled objects
+    assert "bbox AP" in html and "Worst images" in html

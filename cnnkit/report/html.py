@@ -286,8 +286,9 @@ def _metric_tables(metrics: dict[str, Any]) -> dict[str, Any]:
     for key, value in metrics.items():
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             scalars[key] = value
-        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()) and key != "per_class":
-            scalars.update({f"{key} {k}": v for k, v in value.items()})
+        elif isinstance(value, dict) and key not in ("per_class", "per_class_iou", "confusion"):
+            scalars.update({f"{key} {k}": v for k, v in value.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
     rows, columns = _per_class(metrics)
     return {"scalars": scalars, "columns": columns, "rows": rows}
 
