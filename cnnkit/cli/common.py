@@ -343,7 +343,7 @@ def run_predict(
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.files import check_not_input
-    from cnnkit.io.writers import check_output, is_stdout, path_key, resolve_format, tidy_jsonl
+    from cnnkit.io.writers import check_output, is_stdout, path_key, resolve_format, tidy_output
 
     from cnnkit.config import resolve
 
@@ -368,7 +368,7 @@ def run_predict(
     items = take_shard(expand_sources(sources, recursive=p["recursive"]), shard)
     if output:  # before anything is opened for writing
         check_not_input(output, (it.path for it in items if it.data is None and it.error is None))
-    resume = tidy_jsonl(output) if skip_existing and output else None
+    resume = tidy_output(output, fmt) if skip_existing and output else None
     if resume is not None and resume.done:
         kept = [it for it in items if path_key(it.path) not in resume.done]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
