@@ -114,7 +114,12 @@ def _dataset(items: Sequence[Any], *, task: str, load_options: dict[str, Any], a
     ray = _ray()
     from ray.data import ActorPoolStrategy, DataContext
 
-    DataContext.get_current().execution_options.preserve_order = True
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True  # records in input order, as a local run writes them
+    if not log.isEnabledFor(logging.DEBUG):  # Ray Data's progress lines would bury cnnkit's own on stderr
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     rows = [{"index": i, "path": it.path, "error": it.error or ""} for i, it in enumerate(items)]
     blocks = max(1, min(len(rows), 4 * actors, -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)

@@ -1,0 +1,153 @@
+"""``--engine ray`` vs a local run on the same cores, in the same run; and driver memory over many
+remote (S3) images with Parquet output.
+
+Throughput: the same folder of JPEGs, model, batch size; the local run uses 2 torch threads and 2
+decode threads; Ray runs on a private 2-CPU head on 127.0.0.1 with 1 actor (2 CPUs, 2 threads) and
+2 actors (1 CPU, 1 thread each). Each figure is images/s end to end (Ray: actor start-up and model
+loading included) and after the first record (the steady state a long job sees); ratios are Ray /
+local. Memory: peak RSS of a local ``cnnkit classify`` over N objects on a moto S3 server on
+loopback, written to Parquet, for two N (goal: flat).
+
+    python benchmarks/bench_ray.py [--n 512] [--model shapes-cnn] [--batch-size 16] [--memory 1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _images import photo_folder  # noqa: E402
+
+
+def timed(records) -> tuple[float, float, int]:
+    """(seconds in all, seconds after the first record, records) of an iterator of records."""
+    t0 = time.perf_counter()
+    first = None
+    n = 0
+    for rec in records:
+        assert rec.error is None, rec.error
+        n += 1
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    return end - t0, end - (first or end), n
+
+
+def throughput(folder: Path, model: str, batch_size: int) -> list[dict]:
+    import cnnkit
+    import cnnkit.ray
+
+    rows = []
+    total, steady, n = timed(cnnkit.classify(str(folder), model=model, batch_size=batch_size, workers=2,
+                                             threads=2, stream=True))
+    rows.append({"run": "local", "total_s": total, "steady_s": steady, "n": n})
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
+    try:
+        for actors in (1, 2):
+            cpus = 2 / actors
+            total, steady, n = timed(cnnkit.ray.predict([str(folder)], "classify", actors=actors, cpus_per_actor=cpus,
+                                                        batch_size=batch_size, workers=2, model=model))
+            rows.append({"run": f"ray {actors} actor(s)", "total_s": total, "steady_s": steady, "n": n})
+    finally:
+        ray.shutdown()
+    for r in rows:
+        r["img_s"] = r["n"] / r["total_s"]
+        r["steady_img_s"] = (r["n"] - 1) / r["steady_s"] if r["steady_s"] else float("nan")
+        r["ratio"] = r["img_s"] / rows[0]["img_s"]
+        r["steady_ratio"] = r["steady_img_s"] / rows[0]["steady_img_s"]
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def driver_memory(counts: list[int], work: Path) -> list[dict]:
+    """Peak RSS of ``cnnkit classify s3://…/`` → Parquet, for each count of small objects."""
+    import io
+
+    import boto3
+    import numpy as np
+    from moto.server import ThreadedMotoServer
+    from PIL import Image
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", PYTHONPATH=str(HERE.parent))
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="bench",
+                          aws_secret_access_key="bench", region_name="us-east-1")
+    client.create_bucket(Bucket="bench")
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    body = buf.getvalue()
+    rows = []
+    try:
+        done = 0
+        for count in sorted(counts):
+            for i in range(done, count):
+                client.put_object(Bucket="bench", Key=f"many/img_{i:06d}.png", Body=body)
+            done = count
+            out = work / f"many-{count}.parquet"
+            out.unlink(missing_ok=True)
+            code = ("import resource, subprocess, sys\n"
+                    "from cnnkit.cli import main\n"
+                    f"sys.argv = ['cnnkit', 'classify', 's3://bench/many/', '-q', '-b', '32', '-o', '{out}']\n"
+                    "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+            seconds = time.perf_counter() - t0
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(out).metadata
+            rows.append({"objects": count, "peak_rss_mb": float(res.stdout.strip().splitlines()[-1]),
+                         "seconds": seconds, "rows": meta.num_rows, "row_groups": meta.num_row_groups})
+    finally:
+        server.stop()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--model", default="shapes-cnn")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--memory", default="1000,10000", help="object counts for the driver-memory figure ('' skips)")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--work", default="/tmp/cnnkit-bench-ray")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict = {"n": args.n, "model": args.model, "batch_size": args.batch_size}
+    if not args.skip_throughput:
+        folder = photo_folder(work / "photos", args.n)
+        result["throughput"] = throughput(folder, args.model, args.batch_size)
+        for r in result["throughput"]:
+            print(f"{r['run']:>16}: {r['img_s']:7.1f} img/s end to end ({r['ratio']:.2f}x), "
+                  f"{r['steady_img_s']:7.1f} img/s after the first record ({r['steady_ratio']:.2f}x)", flush=True)
+    if args.memory:
+        result["memory"] = driver_memory([int(c) for c in args.memory.split(",")], work)
+        for r in result["memory"]:
+            print(f"{r['objects']:>6} S3 objects → parquet: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s, "
+                  f"{r['rows']} rows in {r['row_groups']} row groups", flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
