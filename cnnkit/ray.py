@@ -40,7 +40,7 @@ def _ray() -> Any:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before ray is imported or started: no usage reports
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise OptionError("engine", "needs Ray Data: pip install 'cnnkit[ray]'", "ray") from None
     version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
@@ -228,5 +228,5 @@ def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, *, a
 
     ds.map_batches(typed, batch_format="numpy", batch_size=None).write_parquet(os.fspath(folder))
     table = pq.read_table(os.fspath(folder), columns=["path", "error"])
-    return [(p, e) for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist())
+    return [(p, e) for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
             if e is not None]

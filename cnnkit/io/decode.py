@@ -21,7 +21,6 @@ from cnnkit.errors import DecodeError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 
 
-
 @dataclass
 class Decoded:
     """An image ready for preprocessing; ``width``/``height`` are the original (EXIF-rotated) size.

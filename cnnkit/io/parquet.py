@@ -30,7 +30,7 @@ PREDICTION_KEYS = ("label", "class_id", "score", "box", "pixels", "fraction", "m
 def _pa() -> Any:
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
     except ImportError:
         raise OptionError("fmt", "parquet output needs pyarrow: pip install 'cnnkit[parquet]'", "parquet") from None
     return pyarrow
@@ -122,7 +122,7 @@ def tidy_parquet(output: str | os.PathLike) -> Any:
     last: dict[str, bool] = {}
     for i in range(pf.num_row_groups):
         group = pf.read_row_group(i, columns=["path", "error"])
-        for p, e in zip(group.column("path").to_pylist(), group.column("error").to_pylist()):
+        for p, e in zip(group.column("path").to_pylist(), group.column("error").to_pylist(), strict=True):
             if isinstance(p, str):
                 last[path_key(p)] = e is None
     state.known = set(last)
