@@ -5,10 +5,11 @@ Throughput: the same JPEGs, model and batch size; the local run uses 2 torch thr
 threads; Ray runs on a private 2-CPU head on 127.0.0.1 with 1 actor (2 CPUs, 2 threads) and 2 actors
 (1 CPU, 1 thread each). Each run goes over N and then 2N images: images/s end to end at 2N (Ray's
 actor start-up and model loading included) and the marginal images/s N / (T(2N) - T(N)), the
-steady state a long job sees; ratios are Ray / local, measured in the same run. Memory: peak RSS of a local ``cnnkit classify`` over N objects on a moto S3 server on
+steady state a long job sees (medians of --rounds interleaved rounds); ratios are Ray / local,
+measured in the same run. Memory: peak RSS of a local ``cnnkit classify`` over N objects on a moto S3 server on
 loopback, written to Parquet, for two N (goal: flat).
 
-    python benchmarks/bench_ray.py [--n 256] [--model shapes-cnn] [--batch-size 16] [--memory 1000,10000]
+    python benchmarks/bench_ray.py [--n 256] [--rounds 3] [--model shapes-cnn] [--batch-size 16] [--memory 1000,10000]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -37,9 +39,9 @@ def timed(records) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def throughput(folder: Path, n: int, model: str, batch_size: int) -> list[dict]:
+def throughput(folder: Path, n: int, model: str, batch_size: int, rounds: int) -> list[dict]:
     """Each run over the first ``n`` and then all ``2n`` photos: end-to-end images/s at 2n, and the
-    marginal images/s (n / (T(2n) - T(n))), which cancels start-up (Ray: actor processes, torch
+    marginal images/s (n / (T(2n) - T(n))), which cancels start-up; medians of ``rounds`` (Ray: actor processes, torch
     import and model loading in each actor; local: model loading)."""
     import cnnkit
     import cnnkit.ray
@@ -57,15 +59,19 @@ def throughput(folder: Path, n: int, model: str, batch_size: int) -> list[dict]:
         "ray, 2 actors": lambda fs: cnnkit.ray.predict(fs, "classify", actors=2, cpus_per_actor=1,
                                                        batch_size=batch_size, workers=2, model=model),
     }
-    seconds: dict[tuple[str, int], float] = {}
+    samples: dict[tuple[str, int], list[float]] = {}
     try:
-        for size in (n, 2 * n):  # the three runs back to back, at each size: the same load on the machine
-            for name, run in runs.items():
-                seconds[name, size], count = timed(run(files[:size]))
-                assert count == size
-                print(f"  {name} over {size}: {seconds[name, size]:.1f} s", flush=True)
+        for r in range(rounds):  # interleaved, so a change of load on the machine hits every run alike
+            for size in (n, 2 * n):
+                for name, run in runs.items():
+                    took, count = timed(run(files[:size]))
+                    assert count == size
+                    samples.setdefault((name, size), []).append(took)
+                    print(f"  round {r + 1}: {name} over {size}: {took:.1f} s (load {os.getloadavg()[0]:.1f})",
+                          flush=True)
     finally:
         ray.shutdown()
+    seconds = {k: statistics.median(v) for k, v in samples.items()}
     rows = []
     for name in runs:
         total = seconds[name, 2 * n]
@@ -137,6 +143,7 @@ def main() -> None:
     ap.add_argument("--model", default="shapes-cnn")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--memory", default="1000,10000", help="object counts for the driver-memory figure ('' skips)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--work", default="/tmp/cnnkit-bench-ray")
     args = ap.parse_args()
@@ -145,7 +152,7 @@ def main() -> None:
     result: dict = {"n": args.n, "model": args.model, "batch_size": args.batch_size}
     if not args.skip_throughput:
         folder = photo_folder(work / "photos", 2 * args.n)
-        result["throughput"] = throughput(folder, args.n, args.model, args.batch_size)
+        result["throughput"] = throughput(folder, args.n, args.model, args.batch_size, args.rounds)
         for r in result["throughput"]:
             print(f"{r['run']:>14}: {r['img_s']:6.1f} img/s end to end over {2 * args.n} ({r['ratio']:.2f}x), "
                   f"{r['marginal_img_s']:6.1f} img/s marginal ({r['marginal_ratio']:.2f}x)", flush=True)

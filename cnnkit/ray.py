@@ -119,7 +119,7 @@ def _dataset(items: Sequence[Any], *, task: str, load_options: dict[str, Any], a
     if not log.isEnabledFor(logging.DEBUG):  # Ray Data's progress lines would bury cnnkit's own on stderr
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # also its note that the bars are off
     rows = [{"index": i, "path": it.path, "error": it.error or ""} for i, it in enumerate(items)]
     blocks = max(1, min(len(rows), 4 * actors, -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)

@@ -57,3 +57,27 @@ def test_predict_udf_in_a_pipeline_of_ones_own(ray_cluster, shapes_images):
     rows = sorted((json.loads(r["record"]) for r in out.iter_rows()), key=lambda r: r["path"])
     local = [r.to_dict() for r in cnnkit.classify([str(shapes_images)], model="shapes-cnn")]
     assert [comparable(r) for r in rows] == [comparable(r) for r in local]
+
+
+def test_cli_parts_and_usage_errors(ray_cluster, s3_images, tmp_path):
+    """``--parts``: Parquet part files written by the workers, together the local records; Ray's options
+    without ``--engine ray`` are a usage error."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.io.parquet import read_records
+
+    folder, _ = s3_images
+    runner = CliRunner()
+    base = ["classify", "-m", "shapes-cnn", "-k", "1", "-b", "4", "-q", str(folder)]
+    res = runner.invoke(app, [*base, "--engine", "ray", "--parts", "-o", str(tmp_path / "parts")],
+                        catch_exceptions=False)
+    assert res.exit_code == 1
+    parts = sorted((tmp_path / "parts").glob("*.parquet"))
+    assert parts
+    rows = sorted((comparable(r) for part in parts for r in read_records(part)), key=lambda r: r["path"])
+    local = runner.invoke(app, [*base, "-o", str(tmp_path / "local.parquet")], catch_exceptions=False)
+    assert local.exit_code == 1
+    assert rows == sorted((comparable(r) for r in read_records(tmp_path / "local.parquet")), key=lambda r: r["path"])
+    stray = runner.invoke(app, [*base, "--actors", "2"])
+    assert stray.exit_code == 2 and "--actors: only with --engine ray" in stray.output

@@ -335,6 +335,20 @@ def emit_report(text: str, output: str | None, exist_ok: bool) -> None:
         atomic_write_text(output, text, overwrite=exist_ok)
 
 
+def local_data(ctx: typer.Context, data: str) -> str:
+    """A ``val`` DATA as a local path: a URL (``s3://bucket/set/``, or the dataset yaml/json in it) is copied
+    into a temporary folder that lives as long as the command, since the scorers read labels, masks and
+    annotation files as files; a path is returned as is."""
+    from cnnkit.io import remote
+
+    if not remote.is_remote(data):
+        return data
+    import tempfile
+
+    tmp = ctx.with_resource(tempfile.TemporaryDirectory(prefix="cnnkit-val-"))
+    return str(remote.download(data, tmp))
+
+
 def require_sources(sources: list[str] | None) -> list[str]:
     if not sources:
         raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")

@@ -120,7 +120,7 @@ MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, rich_help_panel=P
 
 Engine = Annotated[str, typer.Option(
     "--engine", envvar="CNNKIT_ENGINE", rich_help_panel=PANEL_SCALE,
-    help="local (this process) or ray (a Ray Data actor pool on a cluster; pip install 'cnnkit[ray]').")]
+    help="local (this process) or ray (a Ray Data actor pool on a cluster; pip install 'cnnkit\\[ray]').")]
 Address = Annotated[Optional[str], typer.Option(
     "--address", rich_help_panel=PANEL_SCALE,
     help="With --engine ray: auto (the cluster this machine belongs to) or HOST:PORT of a Ray head "

@@ -12,10 +12,15 @@ nor logs them.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError, DecodeError
+
+log = logging.getLogger("cnnkit")
 
 # scheme → (module fsspec needs, the cnnkit extra that installs it)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -147,10 +152,33 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
     return bytes(data)
 
 
+def download(url: str, dest: str | os.PathLike) -> Path:
+    """Copy the prefix ``url`` into the folder ``dest`` (relative names kept) and return the local path of
+    ``url``: for an object (a dataset yaml or COCO json) the prefix it sits in is copied beside it. For
+    ``val``, whose scorers read labels, masks and annotation files as files."""
+    fs = filesystem(url)
+    proto = scheme(url) or "file"
+    try:
+        is_dir = fs.info(url).get("type") == "directory"
+        root = url.rstrip("/") if is_dir else url.rsplit("/", 1)[0]
+        names = [_spelled(proto, n) for n in fs.find(root, detail=False)]
+        for name in names:
+            rel = name[len(root):].lstrip("/")
+            if not rel or ".." in rel.split("/"):
+                continue  # never write outside dest, whatever a key is called
+            target = Path(dest, *rel.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(name, str(target))
+    except FileNotFoundError:
+        raise CnnkitError(f"{url}: no such object or prefix") from None
+    except Exception as exc:
+        raise CnnkitError(f"{url}: cannot copy ({_why(exc)})") from None
+    log.info("copied %d file(s) under %s into a temporary folder", len(names), root)
+    return Path(dest) if is_dir else Path(dest, url.rsplit("/", 1)[1])
+
+
 def key(url: str) -> str:
     """The one name of a URL for de-duplication and resume: ``file://`` paths normalised, others as given."""
     if scheme(url) == "file":
-        import os
-
         return "file://" + os.path.normpath(url[len("file://"):])
     return url

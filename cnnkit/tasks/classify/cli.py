@@ -33,6 +33,7 @@ def val(
     The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
     is scored when DATA has train/ and val/, else DATA itself.
     """
+    data = c.local_data(ctx, data)
     import json
     from pathlib import Path
 

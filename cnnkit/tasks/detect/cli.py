@@ -56,6 +56,7 @@ def val(
     **shared: Any,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
+    data = c.local_data(ctx, data)
     from cnnkit.tasks.detect.val import render_metrics, validate
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])

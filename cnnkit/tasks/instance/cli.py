@@ -50,6 +50,7 @@ def val(
     **shared: Any,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
+    data = c.local_data(ctx, data)
     from cnnkit.tasks.instance.val import validate
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])

@@ -44,6 +44,7 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
     is a root)."""
+    data = c.local_data(ctx, data)
     from cnnkit import api
     from cnnkit.tasks.segment.val import evaluate_folder, render_scores
 
