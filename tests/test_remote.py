@@ -136,3 +136,33 @@ def test_missing_backend_names_the_extra(monkeypatch):
         monkeypatch.delitem(registry, proto, raising=False)
     with pytest.raises(CnnkitError, match=r"gs:// sources need gcsfs: pip install 'cnnkit\[gcs\]'"):
         remote.filesystem("gs://bucket/x.png")
+
+
+def test_val_over_a_bucket_scores_as_the_local_folder(s3_server, s3_images, tmp_path):
+    """``classify val s3://…/``: the labelled folder is copied for the run and scored as locally."""
+    import boto3
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.data.shapes import CLASSES, classification_sample
+
+    data = tmp_path / "valset"
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for i in range(8):
+        img, cid = classification_sample(5, i, size=64)
+        (data / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(data / CLASSES[cid] / f"v{i}.png")
+        client.put_object(Bucket=BUCKET, Key=f"valset/{CLASSES[cid]}/v{i}.png",
+                          Body=(data / CLASSES[cid] / f"v{i}.png").read_bytes())
+    runner = CliRunner()
+    reports = {}
+    for name, where in (("local", str(data)), ("s3", f"s3://{BUCKET}/valset/")):
+        res = runner.invoke(app, ["classify", "val", where, "-m", "shapes-cnn", "-q", "-f", "json",
+                                  "-o", str(tmp_path / f"{name}.json"), "--save-dir", str(tmp_path / f"run-{name}")],
+                            catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["s3"]["images"] == reports["local"]["images"] == 8
+    for key in ("top1", "top5", "confusion", "per_class"):
+        assert reports["s3"][key] == reports["local"][key]
