@@ -57,8 +57,9 @@ def init(address: str | None = None) -> Any:
     if ray.is_initialized():
         return ray
     try:
+        # workers' prints stay in Ray's logs unless -v: stdout is cnnkit's data channel (JSON Lines)
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True, configure_logging=True)
+                 log_to_driver=log.isEnabledFor(logging.DEBUG), configure_logging=True)
     except ConnectionError as exc:
         raise OptionError("address", f"no Ray cluster there ({str(exc).splitlines()[0]})", address) from None
     return ray
@@ -114,7 +115,7 @@ def _dataset(items: Sequence[Any], *, task: str, load_options: dict[str, Any], a
     ray = _ray()
     from ray.data import ActorPoolStrategy, DataContext
 
-    context = DataContext.get_current()
+    context = DataContext.get_current()  # the driver's context: a job of one's own keeps these settings too
     context.execution_options.preserve_order = True  # records in input order, as a local run writes them
     if not log.isEnabledFor(logging.DEBUG):  # Ray Data's progress lines would bury cnnkit's own on stderr
         context.enable_progress_bars = False
