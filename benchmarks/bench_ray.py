@@ -75,11 +75,13 @@ def throughput(folder: Path, n: int, model: str, batch_size: int, rounds: int) -
     rows = []
     for name in runs:
         total = seconds[name, 2 * n]
+        extra = total - seconds[name, n]  # under a changing load this can be <= 0: then no marginal figure
         rows.append({"run": name, "seconds_n": seconds[name, n], "seconds_2n": total, "img_s": 2 * n / total,
-                     "marginal_img_s": n / max(total - seconds[name, n], 1e-9)})
+                     "marginal_img_s": n / extra if extra > 0 else None})
     for r in rows:
         r["ratio"] = r["img_s"] / rows[0]["img_s"]
-        r["marginal_ratio"] = r["marginal_img_s"] / rows[0]["marginal_img_s"]
+        base = rows[0]["marginal_img_s"]
+        r["marginal_ratio"] = r["marginal_img_s"] / base if r["marginal_img_s"] and base else None
     return rows
 
 
@@ -154,8 +156,10 @@ def main() -> None:
         folder = photo_folder(work / "photos", 2 * args.n)
         result["throughput"] = throughput(folder, args.n, args.model, args.batch_size, args.rounds)
         for r in result["throughput"]:
+            marginal = (f"{r['marginal_img_s']:6.1f} img/s marginal ({r['marginal_ratio']:.2f}x)"
+                        if r["marginal_ratio"] else "no marginal figure (T(2N) <= T(N): noise over the work)")
             print(f"{r['run']:>14}: {r['img_s']:6.1f} img/s end to end over {2 * args.n} ({r['ratio']:.2f}x), "
-                  f"{r['marginal_img_s']:6.1f} img/s marginal ({r['marginal_ratio']:.2f}x)", flush=True)
+                  f"{marginal}", flush=True)
     if args.memory:
         result["memory"] = driver_memory([int(c) for c in args.memory.split(",")], work)
         for r in result["memory"]:
