@@ -17,10 +17,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.io.files import AlreadyExists, publish, write_error
+
+if TYPE_CHECKING:
+    from cnnkit.io.writers import Resume
 
 ROW_GROUP = 1024  # rows per row group: what the writer holds in memory at most
 # prediction keys with a typed column; any other key of a prediction rides in ``other`` (JSON)
@@ -109,7 +112,7 @@ def _open(path: Path) -> Any:
     return pf
 
 
-def tidy_parquet(output: str | os.PathLike) -> Any:
+def tidy_parquet(output: str | os.PathLike) -> Resume:
     """What a Parquet records file already holds (:class:`cnnkit.io.writers.Resume`): the newest row per
     input wins; only the ``path`` and ``error`` columns are read, a row group at a time."""
     from cnnkit.io.writers import Resume, path_key

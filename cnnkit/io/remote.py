@@ -100,8 +100,8 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             found = fs.glob(pattern, detail=True)
         except Exception as exc:
             return [], f"cannot list ({_why(exc)})"
-        hits = sorted((_spelled(proto, p), None) for p, info in found.items()
-                      if info.get("type") != "directory" and _is_image(p))
+        hits: list[Hit] = sorted((_spelled(proto, p), None) for p, info in found.items()
+                                 if info.get("type") != "directory" and _is_image(p))
         return hits, None if hits else "pattern matches no image files"
     if proto in ("http", "https"):
         return [(arg, None)], None  # a web server has no listing: the URL is one input
@@ -120,9 +120,10 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             names = [e["name"] for e in fs.ls(arg, detail=True) if e.get("type") != "directory"]
     except Exception as exc:
         return [], f"cannot list ({_why(exc)})"
-    hits = sorted(((_spelled(proto, p), None) for p in names if _is_image(p)), key=lambda hit: _walk_order(hit[0]))
+    listed: list[Hit] = sorted(((_spelled(proto, p), None) for p in names if _is_image(p)),
+                               key=lambda hit: _walk_order(hit[0]))
     hint = "" if recursive else " (use --recursive for sub-prefixes)"
-    return hits, None if hits else f"prefix has no image files{hint}"
+    return listed, None if listed else f"prefix has no image files{hint}"
 
 
 def _walk_order(url: str) -> tuple[tuple[int, str], ...]:

@@ -220,7 +220,7 @@ def tidy_output(output: str | os.PathLike, fmt: str) -> Resume:
     if fmt == "parquet":
         from cnnkit.io.parquet import tidy_parquet
 
-        return tidy_parquet(output)  # type: ignore[no-any-return]
+        return tidy_parquet(output)
     return tidy_jsonl(output)
 
 
