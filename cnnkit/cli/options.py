@@ -37,7 +37,8 @@ PANEL_SCALE = "More than one machine"
 # -- the options ----------------------------------------------------------------------------------
 Sources = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Image files, folders, quoted globs, or - to read paths from stdin.", show_default=False),
+    typer.Argument(help="Image files, folders, quoted globs, URLs (s3://, gs://, http(s)://, file://: objects, "
+                        "prefixes, globs), or - to read paths from stdin.", show_default=False),
 ]
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", rich_help_panel=PANEL_MODEL,
