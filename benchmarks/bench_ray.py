@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -116,8 +117,9 @@ def driver_memory(counts: list[int], work: Path) -> list[dict]:
     try:
         done = 0
         for count in sorted(counts):
-            for i in range(done, count):
-                client.put_object(Bucket="bench", Key=f"many/img_{i:06d}.png", Body=body)
+            with ThreadPoolExecutor(8) as pool:  # boto3 clients are thread-safe
+                list(pool.map(lambda i: client.put_object(Bucket="bench", Key=f"many/img_{i:06d}.png", Body=body),
+                              range(done, count)))
             done = count
             out = work / f"many-{count}.parquet"
             out.unlink(missing_ok=True)

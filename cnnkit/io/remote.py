@@ -139,8 +139,7 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
     except CnnkitError as exc:
         raise DecodeError(str(exc)) from None
     try:
-        with fs.open(url, "rb") as f:
-            data = f.read(limit + 1)
+        data = fs.cat_file(url, start=0, end=limit + 1)  # one ranged GET: no HEAD first, never past the limit
     except IsADirectoryError:
         raise DecodeError("is a prefix, not an image object") from None
     except Exception as exc:
