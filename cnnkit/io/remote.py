@@ -92,6 +92,7 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     """
     proto = scheme(arg) or "file"
     fs = filesystem(arg)
+    fs.invalidate_cache()  # fsspec keeps listings per process: a run lists what is there now
     if any(c in arg for c in _GLOB_CHARS):
         if proto in ("http", "https"):
             return [], "globs are not supported over http(s); name each URL"
@@ -139,7 +140,13 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
     except CnnkitError as exc:
         raise DecodeError(str(exc)) from None
     try:
-        data = fs.cat_file(url, start=0, end=limit + 1)  # one ranged GET: no HEAD first, never past the limit
+        try:
+            data = fs.cat_file(url, start=0, end=limit + 1)  # one ranged GET: no HEAD first, never past the limit
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except OSError:  # an empty object has no byte 0 to range over (HTTP 416): read it the long way
+            with fs.open(url, "rb") as f:
+                data = f.read(limit + 1)
     except IsADirectoryError:
         raise DecodeError("is a prefix, not an image object") from None
     except Exception as exc:
@@ -158,6 +165,7 @@ def download(url: str, dest: str | os.PathLike) -> Path:
     ``val``, whose scorers read labels, masks and annotation files as files."""
     fs = filesystem(url)
     proto = scheme(url) or "file"
+    fs.invalidate_cache()
     try:
         is_dir = fs.info(url).get("type") == "directory"
         root = url.rstrip("/") if is_dir else url.rsplit("/", 1)[0]
