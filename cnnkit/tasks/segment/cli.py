@@ -25,7 +25,7 @@ _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "ove
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=8)
+@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=8)
 def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = None, **shared: Any) -> None:
     """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png.
 
@@ -44,6 +44,7 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
     is a root)."""
+    data = c.local_data(ctx, data)
     from cnnkit import api
     from cnnkit.tasks.segment.val import evaluate_folder, render_scores
 
