@@ -84,6 +84,34 @@ class Box:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "class_id": self.class_id, "score": self.score, "box": list(self.box)}
 
+    @property
+    def caption(self) -> str:
+        """The tag drawn on the box."""
+        return f"{self.label} {self.score:.2f}"
+
+    @property
+    def colour_key(self) -> int:
+        """Which palette colour the box gets: its class (a tracked box: its track)."""
+        return self.class_id
+
+
+@dataclass(frozen=True)
+class TrackedBox(Box):
+    """A detection that a tracker linked across frames: ``track_id`` is stable for one object in one video."""
+
+    track_id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "track_id": self.track_id}
+
+    @property
+    def caption(self) -> str:
+        return f"#{self.track_id} {self.label} {self.score:.2f}"
+
+    @property
+    def colour_key(self) -> int:
+        return self.track_id
+
 
 def crop_box(box: Sequence[float]) -> tuple[int, int, int, int]:
     """A box (original pixels) as the whole-pixel region ``--save-crop`` cuts: each edge rounded."""
@@ -114,9 +142,9 @@ class Boxes(Result):
         font = _font(max(10, min(img.size) // 28))
         for b in self.items:
             x1, y1, x2, y2 = b.box
-            c = colour(b.class_id)
+            c = colour(b.colour_key)
             draw.rectangle((x1, y1, x2, y2), outline=c, width=width)
-            text = f"{b.label} {b.score:.2f}"
+            text = b.caption
             l, t, r, bottom = draw.textbbox((x1, y1), text, font=font)
             ty = y1 - (bottom - t) - 3 if y1 - (bottom - t) - 3 >= 0 else y1
             draw.rectangle((x1, ty, x1 + (r - l) + 4, ty + (bottom - t) + 3), fill=(*c, 200))
