@@ -111,11 +111,61 @@ def _full_area(m: Mover) -> float:
     return float(_shape_mask(CLASSES[m.class_id], side, side, side / 2, side / 2, m.radius, m.angle).sum()) or 1.0
 
 
+_TRIES = 50
+
+
+def _distinct_colour(rng: np.random.Generator, mean_bg: np.ndarray, others: list[Mover]) -> np.ndarray:
+    """A colour far from the background (as in still scenes) and from every other shape's: two shapes of
+    one colour that cross would merge into one blob, which no detector splits."""
+    colour = _colour_far_from(rng, mean_bg)
+    for _ in range(50):
+        if all(np.abs(colour - np.asarray(o.colour)).sum() > 150 for o in others):
+            break
+        colour = _colour_far_from(rng, mean_bg)
+    return colour
+
+
+def _mover(rng: np.random.Generator, track_id: int, size: int, frames: int, radius: tuple[float, float],
+           speed: tuple[float, float], scale: float, mean_bg: np.ndarray, others: list[Mover]) -> Mover:
+    """One shape's path: it stays in view, enters, leaves, or crosses the whole view."""
+    cid = int(rng.integers(len(CLASSES)))
+    r = float(rng.uniform(*radius) * size)
+    v = float(rng.uniform(*speed) * scale)
+    kind = rng.choice(["stay", "enter", "leave", "cross"], p=[0.4, 0.2, 0.2, 0.2])
+    via = rng.uniform(size * 0.3, size * 0.7, 2)  # a point in the middle it passes, so paths cross
+    heading = rng.uniform(0, 2 * math.pi)
+    vel = (v * math.cos(heading), v * math.sin(heading))
+    if kind == "stay":  # in view all along: at ``via`` mid-sequence
+        first, last, mid = 0, frames - 1, frames // 2
+    else:  # from off-screen (enter, cross) or to off-screen (leave, cross) along the heading
+        reach = (size / 2 + r) / max(v, 1e-6)  # frames from the middle to beyond an edge, roughly
+        mid = int(rng.integers(frames // 4, 3 * frames // 4 + 1))
+        first = max(0, int(mid - reach)) if kind in ("enter", "cross") else 0
+        last = min(frames - 1, int(mid + reach)) if kind in ("leave", "cross") else frames - 1
+    start = (float(via[0] - vel[0] * (mid - first)), float(via[1] - vel[1] * (mid - first)))
+    colour = tuple(float(c) for c in _distinct_colour(rng, mean_bg, others))
+    return Mover(track_id, cid, r, colour, float(rng.uniform(0, 2 * math.pi)),  # type: ignore[arg-type]
+                 float(rng.uniform(-0.03, 0.03)), start, vel, first, last)
+
+
+def _longest_overlap(a: Mover, b: Mover) -> int:
+    """The longest run of frames in which ``a`` and ``b`` are both alive and overlap much."""
+    run = best = 0
+    for t in range(max(a.first, b.first), min(a.last, b.last) + 1):
+        (ax, ay), (bx, by) = a.centre(t), b.centre(t)
+        close = math.hypot(ax - bx, ay - by) < 0.9 * (a.radius + b.radius)
+        run = run + 1 if close else 0
+        best = max(best, run)
+    return best
+
+
 def sequence(seed: int, index: int, *, frames: int = 60, size: int = 256, fps: float = 25.0,
-             objects: tuple[int, int] = (3, 5), radius: tuple[float, float] = (0.09, 0.16),
-             speed: tuple[float, float] = (1.0, 3.0)) -> MovingScene:
-    """Sequence ``index`` of ``seed``: ``objects`` shapes (radius a fraction of ``size``, speed in
-    pixels per frame at 256 pixels, scaled with ``size``), a third of them entering or leaving."""
+             objects: tuple[int, int] = (3, 5), radius: tuple[float, float] = (0.11, 0.18),
+             speed: tuple[float, float] = (1.0, 3.0), max_overlap: int = 12) -> MovingScene:
+    """Sequence ``index`` of ``seed``: ``objects`` shapes (radius a fraction of ``size``, speed in pixels
+    per frame at 256 pixels, scaled with ``size``), some entering, leaving or crossing the view. Paths
+    cross, and no two shapes overlap much for more than ``max_overlap`` frames in a row (a shape mostly
+    hidden for long is a shape no detector sees; the ground truth would still ask for it)."""
     rng = np.random.default_rng([seed, index, 41])
     bg = _background(rng, size, size)
     mean_bg = bg.reshape(-1, 3).mean(0)
@@ -123,27 +173,11 @@ def sequence(seed: int, index: int, *, frames: int = 60, size: int = 256, fps: f
     movers: list[Mover] = []
     n = int(rng.integers(objects[0], objects[1] + 1))
     for k in range(n):
-        cid = int(rng.integers(len(CLASSES)))
-        r = float(rng.uniform(*radius) * size)
-        v = float(rng.uniform(*speed) * scale)
-        kind = rng.choice(["stay", "enter", "leave", "cross"], p=[0.4, 0.2, 0.2, 0.2])
-        # a path through the middle third, so paths cross: pick a point it passes and a heading
-        via = rng.uniform(size * 0.3, size * 0.7, 2)
-        heading = rng.uniform(0, 2 * math.pi)
-        vel = (v * math.cos(heading), v * math.sin(heading))
-        if kind == "stay":  # in view all along: centred on ``via`` at mid-sequence
-            first, last = 0, frames - 1
-            start = (via[0] - vel[0] * frames / 2, via[1] - vel[1] * frames / 2)
-        else:
-            # from off-screen (enter / cross) or to off-screen (leave / cross) along the heading
-            reach = (size / 2 + r) / max(v, 1e-6)  # frames from the middle to outside an edge, roughly
-            mid = int(rng.integers(frames // 4, 3 * frames // 4 + 1))
-            first = max(0, int(mid - reach)) if kind in ("enter", "cross") else 0
-            last = min(frames - 1, int(mid + reach)) if kind in ("leave", "cross") else frames - 1
-            start = (via[0] - vel[0] * (mid - first), via[1] - vel[1] * (mid - first))
-        movers.append(Mover(k + 1, cid, r, tuple(float(c) for c in _colour_far_from(rng, mean_bg)),  # type: ignore[arg-type]
-                            float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(-0.03, 0.03)),
-                            (float(start[0]), float(start[1])), vel, first, last))
+        for _ in range(_TRIES):  # a path that only passes the others: crossings, not shapes parked on shapes
+            m = _mover(rng, k + 1, size, frames, radius, speed, scale, mean_bg, movers)
+            if all(_longest_overlap(m, o) <= max_overlap for o in movers):
+                break
+        movers.append(m)
     return MovingScene(seed, index, size, frames, fps, bg, movers, float(rng.uniform(2, 6)))
 
 

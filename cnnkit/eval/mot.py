@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 Line = tuple[float, float, float, float]
@@ -66,16 +65,43 @@ def box_centre(box: Sequence[float]) -> tuple[float, float]:
 
 def count_crossings(tracks: dict[Any, list[tuple[int, tuple[float, float]]]], line: Sequence[float]) -> dict[str, int]:
     """``{"in": n, "out": m}`` for ``{track: [(frame, centre), …]}``: each track counted once, at its first
-    crossing between two consecutive sightings."""
-    counts = {"in": 0, "out": 0}
-    for points in tracks.values():
-        ordered = sorted(points)
-        for (_, a), (_, b) in pairwise(ordered):
-            d = crosses(line, a, b)
-            if d:
-                counts["in" if d > 0 else "out"] += 1
-                break
-    return counts
+    crossing (:class:`LineCounter`)."""
+    counter = LineCounter(line)
+    for track, points in tracks.items():
+        for _, centre in sorted(points):
+            counter.update(track, centre)
+    return counter.counts
+
+
+class LineCounter:
+    """Counts tracks across a line, each once, at its first crossing between sightings.
+
+    A centre exactly on the line is not a side: the step is measured from the last sighting off the
+    line, so a track that stops on the line and goes on is counted once, and one that touches it and
+    turns back is not counted.
+    """
+
+    def __init__(self, line: Sequence[float]) -> None:
+        self.line = tuple(float(v) for v in line)
+        self.last: dict[Any, tuple[float, float]] = {}  # each track's last centre off the line
+        self.counted: set[Any] = set()
+        self.counts = {"in": 0, "out": 0}
+
+    def update(self, track: Any, centre: tuple[float, float]) -> str | None:
+        """``"in"`` or ``"out"`` when this sighting is the track's first crossing, else ``None``."""
+        if side(self.line, centre) == 0:
+            return None
+        before = self.last.get(track)
+        self.last[track] = centre
+        if before is None or track in self.counted:
+            return None
+        d = crosses(self.line, before, centre)
+        if not d:
+            return None
+        self.counted.add(track)
+        way = "in" if d > 0 else "out"
+        self.counts[way] += 1
+        return way
 
 
 # -- MOT files ----------------------------------------------------------------------------------
@@ -163,7 +189,9 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
             drop = {c for r, c in zip(rows, cols, strict=True) if cost[r, c] <= 1.0 - iou}
             h = [b for i, b in enumerate(h) if i not in drop]
         g = [r for r in g if r.visibility >= min_visibility]
-        dist = mm.distances.iou_matrix([r.box for r in g], [r.box for r in h], max_iou=1.0 - iou)
+        # motmetrics' own iou_matrix calls np.asfarray, gone in NumPy 2: the same matrix, computed here
+        dist = np.array([[1.0 - _iou(a.box, b.box) for b in h] for a in g], dtype=float).reshape(len(g), len(h))
+        dist[dist > 1.0 - iou] = np.nan
         acc.update([r.track_id for r in g], [r.track_id for r in h], dist, frameid=frame)
     return acc
 
