@@ -85,7 +85,7 @@ def test_segment_export_is_verified_on_a_non_square_input(tmp_path, monkeypatch)
         return [o + 1.0 for o in outs] if x.shape[2] != x.shape[3] else outs
 
     monkeypatch.setattr(ex, "_run_onnx", wrong_when_wide)
-    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-unet", "--out", str(tmp_path / "bad.onnx")]), 1)
+    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-unet", "--output", str(tmp_path / "bad.onnx")]), 1)
     assert not (tmp_path / "bad.onnx").exists()
 
 
@@ -138,7 +138,7 @@ def test_segment_backend_errors(unet_onnx, tiny_checkpoint, tmp_path):
     assert "runs .onnx files" in cli_error(run("--backend", "onnxruntime", "--weights", str(tiny_checkpoint)), 2)
     assert "a classify model, not segment" in cli_error(run("--weights", classify_onnx), 2)
     assert "--arch" in cli_error(run("--weights", str(onnx_file), "--arch", "unet"), 2)
-    assert "needs --weights" in cli_error(run("--backend", "onnxruntime"), 2)
+    assert "--weights: the onnxruntime backend needs a .onnx file" in cli_error(run("--backend", "onnxruntime"), 2)
     assert "runs .torchscript files" in cli_error(run("--weights", str(onnx_file), "--backend", "torchscript"), 2)
     assert "torch, onnxruntime or torchscript" in cli_error(run("--backend", "tensorrt"), 2)
 

@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cnnkit.cli.common import ExistOk
-from cnnkit.cli.visual import PANEL, ImgSize, _json_wanted
+from cnnkit.cli import options as o
+from cnnkit.cli.common import json_wanted
+from cnnkit.cli.visual import PANEL
 
 
+@o.renamed(to=("--format", "-f"), output="--out")
 def export(
     model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
-    imgsz: ImgSize = None,
+    to: Annotated[str, typer.Option("--to", help="Model file type: onnx or torchscript.")] = "onnx",
+    imgsz: o.Imgsz = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Any batch size at run time (else batch 1).")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="File to write (default: beside the checkpoint, or runs/export/NAME.onnx).")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task of a file that does not say it (default: from the registry or checkpoint).")] = None,
-    exist_ok: ExistOk = False,
+    output: o.Output = None,
+    task: o.Task = None,
+    exist_ok: o.ExistOk = False,
 ) -> None:
     """Export with labels and preprocessing inside; kept only if it reproduces PyTorch's outputs.
+
+    --output defaults to beside the checkpoint, or runs/export/NAME.onnx.
 
     ONNX is checked with onnxruntime, TorchScript by loading it back: |export − torch| ≤ 1e-4 + 1e-3·max|torch|.
     Run an ONNX file with `cnnkit classify IMAGES --weights model.onnx --backend onnxruntime`.
     Prints JSON when stdout is not a terminal.
     """
-    from cnnkit.export import export_model
+    from cnnkit.errors import UsageError
+    from cnnkit.export import FORMATS, export_model
 
-    result = export_model(model, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=out, overwrite=exist_ok, task=task)
-    if _json_wanted("auto"):
+    if to not in FORMATS:  # said here, in the flag's own name; the library speaks of ``fmt``
+        raise UsageError(f"--to {to!r}: expected {' or '.join(FORMATS)}")
+    result = export_model(model, fmt=to, imgsz=imgsz, dynamic_batch=dynamic_batch, out=output, overwrite=exist_ok, task=task)
+    if json_wanted("auto"):
         typer.echo(json.dumps(result.to_dict()))
         return
     typer.echo(f"saved {result.path} ({result.size_mb} MB, {result.format}, input {result.input}) in {result.seconds} s")
