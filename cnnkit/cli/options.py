@@ -36,7 +36,8 @@ PANEL_DATA = "Data"
 # -- the options ----------------------------------------------------------------------------------
 Sources = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Image files, folders, quoted globs, or - to read paths from stdin.", show_default=False),
+    typer.Argument(help="Image or video files, folders, quoted globs, a webcam index (0) or a stream URL "
+                        "(rtsp://, http://), or - to read paths from stdin.", show_default=False),
 ]
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", rich_help_panel=PANEL_MODEL,
@@ -92,7 +93,8 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THRE
 Format = Annotated[str, typer.Option(
     "--format", "-f", envvar="CNNKIT_FORMAT", rich_help_panel=PANEL_IO,
     help="Record format: auto (a table on a terminal; else JSON Lines for predictions, JSON for reports; "
-         "or by the output file's suffix), table or json; predict also jsonl, csv, and coco (detect, instance).")]
+         "or by the output file's suffix), table or json; predict also jsonl, csv, coco (detect, instance) and "
+         "mot (track: MOT Challenge rows of one video).")]
 Output = Annotated[Optional[str], typer.Option(
     "--output", "-o", rich_help_panel=PANEL_IO,
     help="File to write: the records or the report (- for stdout, the default), or the one file the command "
@@ -115,6 +117,15 @@ SkipExisting = Annotated[bool, typer.Option(
     help="Resume: skip inputs already recorded in the --output JSON Lines file and append.")]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, rich_help_panel=PANEL_IO,
                                         help="Refuse images with more pixels (decompression-bomb guard).")]
+
+VidStride = Annotated[int, typer.Option("--vid-stride", min=1, rich_help_panel=PANEL_IO,
+                                        help="Videos: read every N-th frame (the annotated video's rate is divided by N).")]
+Start = Annotated[Optional[float], typer.Option("--start", min=0.0, rich_help_panel=PANEL_IO,
+                                                help="Videos: first second to read.")]
+End = Annotated[Optional[float], typer.Option("--end", min=0.0, rich_help_panel=PANEL_IO,
+                                              help="Videos: stop before this second.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, rich_help_panel=PANEL_IO,
+                                                  help="Videos: read at most this many frames of each.")]
 
 Split = Annotated[str, typer.Option("--split", rich_help_panel=PANEL_DATA,
                                     help="Which split of DATA to score: val, test or train.")]
@@ -151,6 +162,7 @@ PREDICT_IO = group(
     fmt=(Format, "auto"), output=(Output, None), save=(Save, None), save_dir=(SaveDir, None),
     exist_ok=(ExistOk, False), recursive=(Recursive, False), shard=(Shard, None),
     skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS),
+    vid_stride=(VidStride, 1), start=(Start, None), end=(End, None), max_frames=(MaxFrames, None),
 )
 BOXES = group(conf=(Conf, 0.25), max_det=(MaxDet, 300))  # detect and instance: which boxes are kept
 SPLIT = group(split=(Split, "val"))

@@ -26,7 +26,7 @@ from cnnkit.records import Record, finite
 
 log = logging.getLogger("cnnkit")
 
-FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco")
+FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco", "mot")
 BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", "schema_version")
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
@@ -268,6 +268,7 @@ class RecordWriter:
         self._warned = False
         self._closed = False
         self._coco = coco_builder
+        self._mot: list[str] = []
         if self.fmt == "coco" and coco_builder is None:
             raise UsageError("--format coco is for detect and instance")
         check_output(output, self.fmt, append=append, exist_ok=exist_ok)
@@ -299,6 +300,11 @@ class RecordWriter:
 
     def write(self, record: Record) -> None:
         data = self._plain(record)
+        if self.fmt == "mot":  # MOT Challenge rows: a few short lines a frame, kept until close
+            from cnnkit.eval.mot import mot_lines
+
+            self._mot.extend(mot_lines(data))
+            return
         if self.fmt != "jsonl":
             self._buffer.append(data)
         elif self._fh is not None:
@@ -330,6 +336,8 @@ class RecordWriter:
         self._keys.add(key)
 
     def _render(self) -> str:
+        if self.fmt == "mot":
+            return "".join(line + "\n" for line in self._mot)
         if self.fmt == "json":
             return json.dumps(self._buffer, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
         if self.fmt == "csv":
