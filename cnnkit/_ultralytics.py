@@ -292,19 +292,22 @@ __all__ = ["cache_dir", "cached_weights", "device_arg", "quiet", "restore_thread
            "ultralytics", "yolo"]
 
 
-TRACKERS = ("bytetrack", "botsort")  # the trackers cnnkit offers by name (any ultralytics tracker yaml also works)
+TRACKERS = ("bytetrack", "botsort", "shapes-bytetrack")  # by name; any ultralytics tracker yaml also works
 
 
 def tracker_config(name: str, **overrides: Any) -> Any:
-    """An ultralytics tracker's settings: ``bytetrack``/``botsort`` (its bundled yaml) or a yaml file of one,
-    with ``overrides`` on top (e.g. ``gmc_method="none"``)."""
+    """An ultralytics tracker's settings: ``bytetrack``/``botsort`` (its bundled yaml), cnnkit's own
+    (``shapes-bytetrack``, in ``cnnkit/tasks/track/trackers``) or a yaml file of one, with ``overrides``
+    on top (e.g. ``gmc_method="none"``)."""
     from cnnkit.errors import OptionError
 
     ultralytics()
     from ultralytics.trackers.track import TRACKER_MAP
     from ultralytics.utils import ROOT, IterableSimpleNamespace
 
-    path = Path(name) if name.endswith((".yaml", ".yml")) else ROOT / "cfg" / "trackers" / f"{name}.yaml"
+    own = Path(__file__).parent / "tasks" / "track" / "trackers" / f"{name}.yaml"
+    path = (Path(name) if name.endswith((".yaml", ".yml")) else own if own.is_file()
+            else ROOT / "cfg" / "trackers" / f"{name}.yaml")
     if not path.is_file():
         raise OptionError("tracker", f"not {', '.join(TRACKERS)} nor a tracker yaml file", name)
     cfg = _read_yaml(path)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _shape_mask
-from cnnkit.eval.mot import box_centre, count_crossings
+from cnnkit.eval.mot import LineCounter
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class GroundTruth:
     class_id: int
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive) of the visible part
     visibility: float
+    centre: tuple[float, float] = (0.0, 0.0)  # the whole shape's centre, where it really is
 
 
 @dataclass
@@ -101,7 +102,8 @@ class MovingScene:
                     continue
                 ys, xs = np.nonzero(mask)
                 box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-                gt.append(GroundTruth(t, m.track_id, m.class_id, box, round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)))
+                visibility = round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)
+                gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, m.centre(t)))
             yield np.clip(canvas, 0, 255).astype(np.uint8), gt
 
 
@@ -196,8 +198,11 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
                     fps: float = 25.0, min_visibility: float = 0.5, crf: int = 18) -> dict[str, Any]:
     """``n`` sequences into ``out`` (see the module's layout); returns the summary it writes.
 
-    ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found:
-    ground truth below it is written (with its visibility) and counted as a line crossing neither way.
+    ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found: ground
+    truth below it is written (with its visibility) but not expected. A true crossing of the counting line
+    is the shape's own centre crossing it between two consecutive frames in which it is that visible
+    (each shape counted once, :class:`~cnnkit.eval.mot.LineCounter`): a crossing no one could see is not
+    asked of a tracker.
     """
     from cnnkit.io.files import atomic_path, atomic_write_text
     from cnnkit.io.video import VideoWriter
@@ -212,15 +217,20 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
         seq = sequence(seed, i, frames=frames, size=size, fps=fps)
         writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=False, crf=crf)
         rows: list[str] = []
-        tracks: dict[int, list[tuple[int, tuple[float, float]]]] = {}
+        seen: dict[int, tuple[int, tuple[float, float]]] = {}  # each shape's last visible-enough frame
+        counter = LineCounter(line)
         try:
             for rgb, gt in seq.frames():
                 writer.write(rgb)
                 for g in gt:
                     x1, y1, x2, y2 = g.box
                     rows.append(f"{g.frame + 1},{g.track_id},{x1},{y1},{x2 - x1},{y2 - y1},1,{g.class_id + 1},{g.visibility}")
-                    if g.visibility >= min_visibility:
-                        tracks.setdefault(g.track_id, []).append((g.frame, box_centre(g.box)))
+                    if g.visibility >= min_visibility:  # a crossing counts when seen: both frames visible
+                        last = seen.get(g.track_id)
+                        if last is None or last[0] != g.frame - 1:
+                            counter.last.pop(g.track_id, None)
+                        counter.update(g.track_id, g.centre)
+                        seen[g.track_id] = (g.frame, g.centre)
             path = writer.close()
         except BaseException:
             writer.abort()
@@ -232,7 +242,7 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
                           f"imWidth={size}\nimHeight={size}\nimExt=.jpg\n", overwrite=False)
         summary["sequences"].append({
             "name": name, "video": path.name, "gt": f"{name}/gt/gt.txt", "codec": writer.codec,
-            "objects": len(seq.movers), "crossings": count_crossings(tracks, line),
+            "objects": len(seq.movers), "crossings": dict(counter.counts),
         })
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=False)
     return summary

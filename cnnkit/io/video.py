@@ -196,7 +196,13 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             frames = packet.decode()
         except av.error.FFmpegError as exc:
             bad += 1
-            yield Item(path, error=f"frame {last_index + 1}: cannot decode ({_av_reason(exc)})", frame=last_index + 1)
+            # the lost frame: by the packet's own time when it has one, else the one after the last
+            lost = round((float(packet.pts * tb) - t0) * fps) if packet.pts is not None else last_index + 1
+            lost = max(lost, last_index + 1)
+            last_index = lost
+            if _wanted(lost, first_index, opts):
+                yield Item(path, error=f"frame {lost}: cannot decode ({_av_reason(exc)})", frame=lost,
+                           time_s=round(lost / fps, 6))
             if bad >= MAX_BAD_PACKETS:
                 return
             continue
@@ -207,11 +213,9 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             index = max(index, last_index + 1)  # a variable-rate or timestamp-less stream still counts up
             count += 1
             last_index = index
-            if opts.start is not None and t < opts.start - 0.5 / fps:
-                continue
             if opts.end is not None and t >= opts.end:
                 return
-            if (index - first_index) % opts.vid_stride:
+            if not _wanted(index, first_index, opts):
                 continue
             yield Item(path, data=frame.to_ndarray(format="rgb24"), frame=index, time_s=round(t, 6))
             kept += 1
@@ -219,6 +223,12 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
                 return
     if count == 0:
         yield Item(path, error="no frame could be decoded (unsupported codec or an empty stream)")
+
+
+def _wanted(index: int, first_index: int, opts: VideoOptions) -> bool:
+    """Whether frame ``index`` is one the options ask for: from ``start``'s frame on, every ``vid_stride``-th
+    (``end`` is checked apart)."""
+    return index >= first_index and (index - first_index) % opts.vid_stride == 0
 
 
 class _Prefetch:

@@ -21,7 +21,7 @@ app = c.task_app(
 )
 
 Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL)]
-TrackerName = Annotated[str, typer.Option("--tracker", help="bytetrack, botsort (ultralytics' trackers, no ReID) or an ultralytics tracker yaml.", rich_help_panel=o.PANEL_MODEL)]
+TrackerName = Annotated[Optional[str], typer.Option("--tracker", help="bytetrack, botsort (ultralytics' trackers, no ReID), shapes-bytetrack (tuned for the bundled detector) or an ultralytics tracker yaml \\[default: the model's own, else bytetrack].", rich_help_panel=o.PANEL_MODEL)]
 CountLine = Annotated[Optional[str], typer.Option("--count-line", help="x1,y1,x2,y2 in pixels: count each track once when its box centre crosses this line (records get running counts).", rich_help_panel=o.PANEL_MODEL)]
 _LOAD = ("model", "weights", "backend", "device", "threads")
 
@@ -51,7 +51,7 @@ def _summaries(records: Iterable[Any], folder: Path | None) -> Iterator[Any]:
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
-    tracker: TrackerName = "bytetrack",
+    tracker: TrackerName = None,
     count_line: CountLine = None,
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
@@ -74,7 +74,7 @@ def predict(
 def val(
     ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="A folder of NAME.mp4 with NAME/gt/gt.txt (MOT), e.g. from `cnnkit data shapes OUT --video`.")],
-    tracker: TrackerName = "bytetrack",
+    tracker: TrackerName = None,
     count_line: CountLine = None,
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,

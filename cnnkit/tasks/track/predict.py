@@ -24,7 +24,16 @@ from cnnkit.records import Record
 from cnnkit.results import Boxes, TrackedBox, Tracks
 from cnnkit.tasks.detect.predict import Detector, Options, load_backend, resolve_classes
 
-DEFAULT_TRACKER = "bytetrack"  # chosen by measurement: benchmarks/README.md ("Tracking")
+DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchmarks/README.md ("Tracking")
+
+
+def default_tracker(model_name: str) -> str:
+    """The tracker a registry model names for itself (``meta["tracker"]``, as weights carry their
+    preprocessing), else :data:`DEFAULT_TRACKER`."""
+    from cnnkit.models.registry import find_spec
+
+    spec = find_spec(model_name)
+    return str(spec.meta.get("tracker", DEFAULT_TRACKER)) if spec is not None else DEFAULT_TRACKER
 
 
 class Detections:
@@ -85,13 +94,14 @@ class Tracker(Detector):
 
     @classmethod
     def load(  # type: ignore[override]
-        cls, model: str | None = None, weights: str | None = None, *, tracker: str = DEFAULT_TRACKER,
+        cls, model: str | None = None, weights: str | None = None, *, tracker: str | None = None,
         conf: float = 0.1, iou: float = 0.7, imgsz: int | None = None, classes: Sequence[int | str] | None = None,
         max_det: int = 300, count_line: str | Sequence[float] | None = None, device: str | None = None,
         half: bool = False, threads: int | None = None, save_pictures: bool = True, save_txt: bool = False,
         save_crop: bool = False, backend: str | None = None,
     ) -> Tracker:
-        """``conf`` defaults to 0.1, as in ``yolo track``: the tracker's second stage uses low-score boxes."""
+        """``conf`` defaults to 0.1, as in ``yolo track``: the tracker's second stage uses low-score boxes.
+        ``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: :func:`default_tracker`)."""
         from cnnkit.device import Runtime
 
         if not 0.0 <= conf <= 1.0:
@@ -102,6 +112,7 @@ class Tracker(Detector):
         runtime = Runtime.create(device, half=half, threads=threads)
         net = load_backend(model, weights, runtime, imgsz, backend)
         opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)
+        tracker = tracker or default_tracker(net.name)
         return cls(net, opts, tracker=tracker, count_line=line, save_pictures=save_pictures, save_txt=save_txt,
                    save_crop=save_crop)
 
