@@ -17,12 +17,12 @@ pytest.importorskip("av")
 pytest.importorskip("motmetrics")
 pytest.importorskip("lap")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from cnnkit.cli import app  # noqa: E402
-from cnnkit.data.moving import sequence, write_sequences  # noqa: E402
-from cnnkit.errors import OptionError  # noqa: E402
-from cnnkit.eval.mot import LineCounter, MotRow, crosses, parse_line, read_mot, score  # noqa: E402
+from cnnkit.cli import app
+from cnnkit.data.moving import sequence, write_sequences
+from cnnkit.errors import OptionError
+from cnnkit.eval.mot import LineCounter, MotRow, crosses, parse_line, read_mot, score
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def make_video(path: Path, frames: int = 30, fps: float = 10.0, size: tuple[int,
 
 def level(rgb: np.ndarray) -> int:
     """The frame index a test frame shows."""
-    return int(round(float(rgb.mean()) / 8))
+    return round(float(rgb.mean()) / 8)
 
 
 class GreyBoxes(Predictor):

@@ -14,7 +14,7 @@ The counting rule (:func:`crosses`, :func:`count_crossings`) is shared by the gr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +196,7 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
     return acc
 
 
-def score(sequences: dict[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5,
+def score(sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5,
           iou: float = 0.5) -> dict[str, dict[str, float]]:
     """``{name: (ground truth, results)}`` → ``{name: metrics, …, "overall": metrics}`` (motmetrics' own
     figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints)."""

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -21,8 +21,8 @@ app = c.task_app(
 )
 
 Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL)]
-TrackerName = Annotated[Optional[str], typer.Option("--tracker", help="bytetrack, botsort (ultralytics' trackers, no ReID), shapes-bytetrack (tuned for the bundled detector) or an ultralytics tracker yaml \\[default: the model's own, else bytetrack].", rich_help_panel=o.PANEL_MODEL)]
-CountLine = Annotated[Optional[str], typer.Option("--count-line", help="x1,y1,x2,y2 in pixels: count each track once when its box centre crosses this line (records get running counts).", rich_help_panel=o.PANEL_MODEL)]
+TrackerName = Annotated[str | None, typer.Option("--tracker", help="bytetrack, botsort (ultralytics' trackers, no ReID), shapes-bytetrack (tuned for the bundled detector) or an ultralytics tracker yaml \\[default: the model's own, else bytetrack].", rich_help_panel=o.PANEL_MODEL)]
+CountLine = Annotated[str | None, typer.Option("--count-line", help="x1,y1,x2,y2 in pixels: count each track once when its box centre crosses this line (records get running counts).", rich_help_panel=o.PANEL_MODEL)]
 _LOAD = ("model", "weights", "backend", "device", "threads")
 
 
@@ -78,7 +78,7 @@ def val(
     count_line: CountLine = None,
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
-    min_visibility: Annotated[Optional[float], typer.Option("--min-visibility", min=0.0, max=1.0, help="Ground truth less visible than this is neither missed nor a false positive \\[default: DATA's summary.json, else 0.5].")] = None,
+    min_visibility: Annotated[float | None, typer.Option("--min-visibility", min=0.0, max=1.0, help="Ground truth less visible than this is neither missed nor a false positive \\[default: DATA's summary.json, else 0.5].")] = None,
     **shared: Any,
 ) -> None:
     """IDF1, MOTA, identity switches, false positives and misses per video (motmetrics), and line counts against

@@ -21,7 +21,7 @@ from cnnkit.errors import OptionError
 from cnnkit.eval.mot import Line, LineCounter, box_centre, parse_line
 from cnnkit.io.decode import Decoded
 from cnnkit.records import Record
-from cnnkit.results import Boxes, TrackedBox, Tracks
+from cnnkit.results import Box, Boxes, TrackedBox, Tracks
 from cnnkit.tasks.detect.predict import Detector, Options, load_backend, resolve_classes
 
 DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchmarks/README.md ("Tracking")
@@ -93,7 +93,7 @@ class Tracker(Detector):
         self.count_line = count_line
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls, model: str | None = None, weights: str | None = None, *, tracker: str | None = None,
         conf: float = 0.1, iou: float = 0.7, imgsz: int | None = None, classes: Sequence[int | str] | None = None,
         max_det: int = 300, count_line: str | Sequence[float] | None = None, device: str | None = None,
@@ -143,13 +143,13 @@ class Tracker(Detector):
         rows = np.array([[*b.box, b.score, b.class_id] for b in boxes.items], np.float32).reshape(-1, 6)
         img = d.rgb[..., ::-1] if self.tracker_cfg.tracker_type != "bytetrack" else None  # BGR, as ultralytics
         out = video.tracker.update(Detections(rows), img)
-        items = []
+        items: list[Box] = []
         for row in np.asarray(out).reshape(-1, 8):
             track_id, idx = int(row[4]), int(row[7])
             b = boxes.items[idx]  # the detection itself (box, score, class), not the Kalman estimate
             crossed = video.counter.update(track_id, box_centre(b.box)) if video.counter is not None else None
             items.append(TrackedBox(b.label, b.class_id, b.score, b.box, track_id=track_id, crossed=crossed))
-        items.sort(key=lambda t: t.track_id)
+        items.sort(key=lambda t: t.track_id if isinstance(t, TrackedBox) else 0)
         counts = dict(video.counter.counts) if video.counter is not None else None
         return Tracks(items, boxes.width, boxes.height, line=self.count_line, counts=counts)
 
