@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cnnkit.errors import CnnkitError, OptionError
 
@@ -332,7 +332,7 @@ class VideoWriter:
         self._tmp = Path(tmp)
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self._stream: Any = self._container.add_stream(self.codec, rate=rate)  # a VideoStream
+        self._stream: Any = cast(Any, self._container.add_stream(self.codec, rate=rate))  # a VideoStream
         even_w, even_h = width + width % 2, height + height % 2  # yuv420p needs even sides
         self._stream.width, self._stream.height = even_w, even_h
         self._stream.pix_fmt = "yuv420p"
