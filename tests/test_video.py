@@ -189,3 +189,25 @@ def test_jsonl_keeps_every_frame_and_resumes_per_frame(tmp_path: Path) -> None:
     assert list(lines[0])[:3] == ["path", "frame", "time_s"] and lines[0]["schema_version"] == 3
     resume = tidy_jsonl(out)
     assert len(resume.done) == 3 and len(resume.known) == 4  # the failed frame is retried
+
+
+def test_a_stream_url_served_on_loopback_is_read(clip: Path) -> None:
+    """An ``http://`` source goes to PyAV as a URL, not to the file walker (served here by http.server)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        assert [it.path for it in expand_sources([url])] == [url]
+        records = list(GreyBoxes().stream(url, max_frames=4))
+        assert [(r.path, r.frame) for r in records] == [(url, i) for i in range(4)]
+        missing = list(GreyBoxes().stream(url.replace(clip.name, "nothing.mp4")))
+        assert len(missing) == 1 and missing[0].error.startswith("cannot open stream")
+    finally:
+        server.shutdown()
+        server.server_close()
