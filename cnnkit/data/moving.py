@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _shape_mask
+from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _polygon, _shape_mask
 from cnnkit.eval.mot import LineCounter
 
 
@@ -51,6 +51,17 @@ class Mover:
         k = frame - self.first
         return self.start[0] + self.velocity[0] * k, self.start[1] + self.velocity[1] * k
 
+    def box_centre(self, frame: int) -> tuple[float, float]:
+        """The centre of the whole shape's box at ``frame`` (hidden parts and parts out of view included):
+        where a detector's box centre is for the shape in full view, which is not the shape's own centre
+        for a triangle or a star."""
+        cx, cy = self.centre(frame)
+        if CLASSES[self.class_id] == "circle":
+            return cx, cy
+        points = _polygon(CLASSES[self.class_id], cx, cy, self.radius, self.angle + self.spin * (frame - self.first))
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+
 
 @dataclass(frozen=True)
 class GroundTruth:
@@ -61,7 +72,7 @@ class GroundTruth:
     class_id: int
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive) of the visible part
     visibility: float
-    centre: tuple[float, float] = (0.0, 0.0)  # the whole shape's centre, where it really is
+    centre: tuple[float, float] = (0.0, 0.0)  # the centre of the whole shape's box (Mover.box_centre)
 
 
 @dataclass
@@ -103,7 +114,7 @@ class MovingScene:
                 ys, xs = np.nonzero(mask)
                 box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                 visibility = round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)
-                gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, m.centre(t)))
+                gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, m.box_centre(t)))
             yield np.clip(canvas, 0, 255).astype(np.uint8), gt
 
 
@@ -200,9 +211,9 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
 
     ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found: ground
     truth below it is written (with its visibility) but not expected. A true crossing of the counting line
-    is the shape's own centre crossing it between two consecutive frames in which it is that visible
-    (each shape counted once, :class:`~cnnkit.eval.mot.LineCounter`): a crossing no one could see is not
-    asked of a tracker.
+    is the centre of the shape's whole box (:meth:`Mover.box_centre`) being on one side at one sighting (a
+    frame in which the shape is that visible) and on the other side at a later one: what a counter with
+    perfect detection and identities counts (each shape once, :class:`~cnnkit.eval.mot.LineCounter`).
     """
     from cnnkit.io.files import atomic_path, atomic_write_text
     from cnnkit.io.video import VideoWriter
@@ -217,7 +228,6 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
         seq = sequence(seed, i, frames=frames, size=size, fps=fps)
         writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=False, crf=crf)
         rows: list[str] = []
-        seen: dict[int, tuple[int, tuple[float, float]]] = {}  # each shape's last visible-enough frame
         counter = LineCounter(line)
         try:
             for rgb, gt in seq.frames():
@@ -225,12 +235,8 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
                 for g in gt:
                     x1, y1, x2, y2 = g.box
                     rows.append(f"{g.frame + 1},{g.track_id},{x1},{y1},{x2 - x1},{y2 - y1},1,{g.class_id + 1},{g.visibility}")
-                    if g.visibility >= min_visibility:  # a crossing counts when seen: both frames visible
-                        last = seen.get(g.track_id)
-                        if last is None or last[0] != g.frame - 1:
-                            counter.last.pop(g.track_id, None)
+                    if g.visibility >= min_visibility:  # sightings: a counter with perfect detection and ids
                         counter.update(g.track_id, g.centre)
-                        seen[g.track_id] = (g.frame, g.centre)
             path = writer.close()
         except BaseException:
             writer.abort()
