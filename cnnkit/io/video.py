@@ -112,16 +112,8 @@ def _rate(stream: Any) -> float:
     return float(rate) if rate else 0.0
 
 
-def probe(path: str) -> VideoInfo:
-    """Size, rate, codec and frame count of ``path``'s first video stream, without decoding."""
-    container = _open(path)
-    try:
-        return _info(container, path)
-    finally:
-        container.close()
-
-
-def _info(container: Any, path: str) -> VideoInfo:
+def _info(container: Any) -> VideoInfo:
+    """The first video stream's size, rate, codec and frame count, from the container (nothing decoded)."""
     if not container.streams.video:
         raise CnnkitError("no video stream in the file")
     stream = container.streams.video[0]
@@ -149,7 +141,7 @@ def read_frames(path: str, options: VideoOptions = VideoOptions(), *, max_pixels
         return
     try:
         try:
-            info = _info(container, path)
+            info = _info(container)
         except CnnkitError as exc:
             yield Item(path, error=str(exc))
             return
