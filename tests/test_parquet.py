@@ -91,3 +91,17 @@ def test_refusals(tmp_path):
     assert writer.fmt == "parquet"
     writer._parquet.abort()
     assert os.listdir(tmp_path) == ["x.parquet"]  # an aborted writer leaves no temporary file
+
+
+def test_video_frame_records_keep_frame_and_time_as_typed_columns():
+    """Schema 3: a video frame's ``frame``/``time_s`` are columns; an image record reads back without them."""
+    from cnnkit.io.parquet import from_row, schema, to_row
+
+    frame = {"path": "clip.mp4", "frame": 7, "time_s": 0.28, "task": "detect", "model": "m", "width": 4,
+             "height": 3, "predictions": [{"label": "star", "class_id": 3, "score": 0.9, "box": [0, 0, 1, 1],
+                                           "track_id": 2}],
+             "time_ms": 1.0, "error": None, "schema_version": 3}
+    image = {k: v for k, v in frame.items() if k not in ("frame", "time_s")}
+    assert {"frame", "time_s"} <= set(schema().names)
+    assert from_row(to_row(frame)) == frame
+    assert from_row(to_row(image)) == image

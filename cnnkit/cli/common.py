@@ -424,13 +424,15 @@ def ray_parts(ctx: typer.Context, task: str, load_options: dict[str, Any], *, fm
 def run_predict(
     ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
     coco_builder: Any = None, keep_classes: list[str] | None = None,
+    observe: Callable[[Iterable[Any], Path | None], Iterable[Any]] | None = None,
 ) -> None:
     """The body every prediction command shares: sources → predictor → records → writer.
 
     The run options of :data:`cnnkit.cli.options.PREDICT_IO` and ``RUN`` are read from the
     command's own parameters; ``save`` overrides ``--save``/``--save-dir`` for commands that
     decide it from several flags; ``keep_classes`` filters the records of a predictor that has
-    no class filter of its own.
+    no class filter of its own; ``observe`` wraps the records on their way to the writer (with the save
+    folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
     from cnnkit.io.files import check_not_input
@@ -462,6 +464,11 @@ def run_predict(
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
     check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
     items = take_shard(expand_sources(sources, recursive=p["recursive"]), shard)
+    from cnnkit.io.video import is_video_source
+
+    videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))
+    if fmt == "mot" and (task != "track" or len(items) != 1):
+        raise UsageError("--format mot writes the tracks of one video: `cnnkit track VIDEO --format mot`")
     if output:  # before anything is opened for writing
         check_not_input(output, (it.path for it in items if it.data is None and it.error is None))
     resume = tidy_output(output, fmt) if skip_existing and output else None
@@ -473,6 +480,7 @@ def run_predict(
     from cnnkit.cli import reporting
 
     report = reporting.start(p.get("report"), exist_ok, task, records=output)
+    folder = None
     if engine == "ray":
         from cnnkit import ray as on_ray
 
@@ -486,14 +494,17 @@ def run_predict(
         if folder is not None:
             log.info("saving pictures to %s", folder)
         records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"],
-                                   save_dir=folder)
+                                   save_dir=folder, vid_stride=p["vid_stride"], start=p["start"], end=p["end"],
+                                   max_frames=p["max_frames"])
     if keep_classes:
         records = only_classes(records, keep_classes)
+    if observe is not None:
+        records = observe(records, folder)
     if report is not None:
         records = reporting.feed(records, report)
     try:
         write_records(
-            ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
+            ctx, records, total=None if videos else len(items), fmt=fmt, output=output, append=skip_existing,
             exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
         )
     finally:

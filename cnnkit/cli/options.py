@@ -37,8 +37,9 @@ PANEL_SCALE = "More than one machine"
 # -- the options ----------------------------------------------------------------------------------
 Sources = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Image files, folders, quoted globs, URLs (s3://, gs://, http(s)://, file://: objects, "
-                        "prefixes, globs), or - to read paths from stdin.", show_default=False),
+    typer.Argument(help="Image or video files, folders, quoted globs, a webcam index (0), URLs (s3://, gs://, "
+                        "http(s)://, file://: objects, prefixes, globs; rtsp:// streams), or - to read paths from "
+                        "stdin.", show_default=False),
 ]
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", rich_help_panel=PANEL_MODEL,
@@ -95,8 +96,8 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THRE
 Format = Annotated[str, typer.Option(
     "--format", "-f", envvar="CNNKIT_FORMAT", rich_help_panel=PANEL_IO,
     help="Record format: auto (a table on a terminal; else JSON Lines for predictions, JSON for reports; "
-         "or by the output file's suffix), table or json; predict also jsonl, csv, parquet, and coco (detect, "
-         "instance).")]
+         "or by the output file's suffix), table or json; predict also jsonl, csv, parquet, coco (detect, "
+         "instance) and mot (track: MOT Challenge rows of one video).")]
 Output = Annotated[Optional[str], typer.Option(
     "--output", "-o", rich_help_panel=PANEL_IO,
     help="File to write: the records or the report (- for stdout, the default), or the one file the command "
@@ -138,6 +139,14 @@ Parts = Annotated[bool, typer.Option(
     "--parts", rich_help_panel=PANEL_SCALE,
     help="With --engine ray: the workers write Parquet part files into the --output folder (the driver holds "
          "no records) instead of one merged file.")]
+VidStride = Annotated[int, typer.Option("--vid-stride", min=1, rich_help_panel=PANEL_IO,
+                                        help="Videos: read every N-th frame (the annotated video's rate is divided by N).")]
+Start = Annotated[Optional[float], typer.Option("--start", min=0.0, rich_help_panel=PANEL_IO,
+                                                help="Videos: first second to read.")]
+End = Annotated[Optional[float], typer.Option("--end", min=0.0, rich_help_panel=PANEL_IO,
+                                              help="Videos: stop before this second.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, rich_help_panel=PANEL_IO,
+                                                  help="Videos: read at most this many frames of each.")]
 
 Split = Annotated[str, typer.Option("--split", rich_help_panel=PANEL_DATA,
                                     help="Which split of DATA to score: val, test or train.")]
@@ -190,6 +199,7 @@ PREDICT_IO = group(
     fmt=(Format, "auto"), output=(Output, None), save=(Save, None), save_dir=(SaveDir, None),
     exist_ok=(ExistOk, False), recursive=(Recursive, False), shard=(Shard, None),
     skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS), report=(Report, None),
+    vid_stride=(VidStride, 1), start=(Start, None), end=(End, None), max_frames=(MaxFrames, None),
 )
 ENGINE = group(engine=(Engine, "local"), address=(Address, None), actors=(Actors, 1),
                gpus_per_actor=(GpusPerActor, 0.0), cpus_per_actor=(CpusPerActor, 1.0), parts=(Parts, False))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.io.files import AlreadyExists, publish, write_error
+from cnnkit.records import SCHEMA_VERSION, VIDEO_KEYS
 
 if TYPE_CHECKING:
     from cnnkit.io.writers import Resume
@@ -49,14 +50,15 @@ def schema() -> Any:
         ("other", pa.string()),
     ])
     return pa.schema([
-        ("path", pa.string()), ("task", pa.string()), ("model", pa.string()),
-        ("width", pa.int32()), ("height", pa.int32()), ("predictions", pa.list_(prediction)),
+        ("path", pa.string()), ("frame", pa.int64()), ("time_s", pa.float64()),  # frame, time_s: video frames only
+        ("task", pa.string()), ("model", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("predictions", pa.list_(prediction)),
         ("time_ms", pa.float64()), ("error", pa.string()), ("schema_version", pa.int16()),
         ("extra", pa.string()),  # the record's other keys (saved picture paths …) as one JSON object
-    ], metadata={b"cnnkit.schema_version": b"2"})
+    ], metadata={b"cnnkit.schema_version": str(SCHEMA_VERSION).encode()})
 
 
-_BASE = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error", "schema_version")
+_BASE = ("path", "frame", "time_s", "task", "model", "width", "height", "predictions", "time_ms", "error",
+         "schema_version")
 
 
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +78,7 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row read back as the record dict it was written from (null prediction fields dropped)."""
-    out = {k: row.get(k) for k in _BASE}
+    out = {k: row.get(k) for k in _BASE if k not in VIDEO_KEYS or row.get(k) is not None}
     preds = []
     for p in row.get("predictions") or []:
         pred = {k: p[k] for k in PREDICTION_KEYS if p.get(k) is not None}

@@ -26,7 +26,7 @@ from cnnkit.records import Record, finite
 
 log = logging.getLogger("cnnkit")
 
-FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco", "parquet")
+FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco", "parquet", "mot")
 BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", "schema_version")
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
@@ -55,6 +55,11 @@ def path_key(path: str) -> str:
     if remote.is_remote(path):
         return remote.key(path)
     return os.path.normpath(os.path.abspath(path))
+
+
+def record_key(path: str, frame: int | None = None) -> str:
+    """One record's key for resuming: its input, and for a video frame the frame (``clip.mp4#12``)."""
+    return path_key(path) if frame is None else f"{path_key(path)}#{frame}"
 
 
 def is_stdout(output: str | None) -> bool:
@@ -99,7 +104,8 @@ def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool] | None:
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
         return None
-    return path_key(rec["path"]), rec.get("error") is None
+    frame = rec.get("frame")
+    return record_key(rec["path"], frame if type(frame) is int else None), rec.get("error") is None
 
 
 def tidy_jsonl(output: str | os.PathLike) -> Resume:
@@ -239,6 +245,7 @@ def _flat_value(v: Any) -> Any:
 def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per prediction (an image with none still gets one row)."""
     base = {k: _flat_value(rec.get(k)) for k in BASE_COLUMNS}
+    base.update({k: rec[k] for k in ("frame", "time_s") if k in rec})  # a video frame's columns
     preds = rec.get("predictions") or [{}]
     rows = []
     for rank, p in enumerate(preds):
@@ -278,6 +285,7 @@ class RecordWriter:
         self._warned = False
         self._closed = False
         self._coco = coco_builder
+        self._mot: list[str] = []
         self._parquet: Any = None
         if self.fmt == "parquet":
             from cnnkit.errors import OptionError
@@ -321,10 +329,17 @@ class RecordWriter:
         data = self._plain(record)
         if self._parquet is not None:
             self._parquet.write(data)
-        elif self.fmt != "jsonl":
+            return
+        if self.fmt == "mot":  # MOT Challenge rows: a few short lines a frame, kept until close
+            from cnnkit.eval.mot import mot_lines
+
+            self._mot.extend(mot_lines(data))
+            return
+        if self.fmt != "jsonl":
             self._buffer.append(data)
         elif self._fh is not None:
-            self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n", record.path)
+            self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n",
+                             record_key(record.path, record.frame))
         else:
             try:
                 self.stream.write(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
@@ -336,7 +351,7 @@ class RecordWriter:
         if self._coco is not None:
             self._coco.add(record)
 
-    def _write_line(self, line: str, path: str) -> None:
+    def _write_line(self, line: str, key: str) -> None:
         """Append one whole line; a failed write (a full disk) is cut off so the file keeps whole lines."""
         assert self._fh is not None
         data = line.encode("utf-8")
@@ -347,11 +362,12 @@ class RecordWriter:
                 os.ftruncate(self._fh.fileno(), self._good)
             raise write_error(self.output or "stdout", exc, "write failed") from exc
         self._good += len(data)
-        key = path_key(path)
         self._compact = self._compact or key in self._keys
         self._keys.add(key)
 
     def _render(self) -> str:
+        if self.fmt == "mot":
+            return "".join(line + "\n" for line in self._mot)
         if self.fmt == "json":
             return json.dumps(self._buffer, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
         if self.fmt == "csv":
