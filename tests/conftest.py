@@ -11,7 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from PIL import Image
+
+# fixtures shared across folders live in tests/fixtures/, registered here for every test
+pytest_plugins = [
+    "tests.fixtures.browser",
+    "tests.fixtures.detect",
+    "tests.fixtures.finetune",
+    "tests.fixtures.instance",
+    "tests.fixtures.scaleout",
+    "tests.fixtures.segment",
+    "tests.fixtures.visual",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

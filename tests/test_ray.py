@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scaleout_fixtures import comparable, ray_cluster, s3_images, s3_server  # noqa: F401
+from tests.fixtures.scaleout import comparable
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -8,11 +8,10 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 RECIPES = REPO / "docs" / "recipes"
 README = (REPO / "README.md").read_text()

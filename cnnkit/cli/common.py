@@ -343,6 +343,11 @@ def local_data(ctx: typer.Context, data: str) -> str:
 
     if not remote.is_remote(data):
         return data
+    from cnnkit.data.yolo_yaml import ARCHIVE_SUFFIXES
+
+    if data.lower().rstrip("/").endswith(ARCHIVE_SUFFIXES):  # as ultralytics' download: would fetch and unpack
+        raise UsageError(f"{data}: a URL of an archive; cnnkit does not download and unpack datasets "
+                         "(unpack it yourself and pass its folder or dataset yaml)")
     import tempfile
 
     tmp = ctx.with_resource(tempfile.TemporaryDirectory(prefix="cnnkit-val-"))

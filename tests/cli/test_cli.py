@@ -1,0 +1,88 @@
+"""The CLI shell: help without torch, version, info, models, data commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit import __version__
+from cnnkit.cli import app
+
+from tests.conftest import REPO
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom cnnkit.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(app, ['classify', '--help'])\nassert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'ultralytics', 'segmentation_models_pytorch', 'numpy') if m in sys.modules]\n"
+        "print(heavy)\nassert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"cnnkit {__version__}"
+    proc = subprocess.run([sys.executable, "-m", "cnnkit", "--version"], capture_output=True, text=True)
+    assert proc.stdout.strip() == f"cnnkit {__version__}"
+
+
+def test_info_json():
+    result = runner.invoke(app, ["info", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["cnnkit"] == __version__ and "cpu" in data["devices"]
+    assert "shapes-cnn" in data["bundled"]
+    assert data["caches"]["torch_hub"].startswith(str(__import__("os").environ["TORCH_HOME"]))
+    assert data["cached_pretrained"] == []
+
+
+def test_info_table():
+    result = runner.invoke(app, ["info", "--format", "table"])
+    assert result.exit_code == 0 and "torch_hub" in result.stdout
+
+
+def test_models_lists_registry_with_real_parameter_counts():
+    result = runner.invoke(app, ["models", "--task", "classify", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["shapes-cnn"]["available"] is True and rows["shapes-cnn"]["source"] == "bundled"
+    assert rows["resnet18"]["parameters"] == 11_689_512
+    assert rows["resnet18"]["available"] is False
+    assert rows["resnet18"]["imagenet_top1"] == pytest.approx(69.758)
+    assert all(r["task"] == "classify" for r in rows.values())
+
+
+def test_models_pattern_and_table():
+    result = runner.invoke(app, ["models", "resnet*", "--format", "table"])
+    assert result.exit_code == 0 and "resnet50" in result.stdout and "vgg16" not in result.stdout
+
+
+def test_unknown_command_is_usage_error():
+    result = runner.invoke(app, ["frobnicate"])
+    assert result.exit_code == 2
+
+
+def test_data_shapes_and_digits(tmp_path):
+    out = tmp_path / "yolo"
+    result = runner.invoke(app, ["data", "shapes", str(out), "--layout", "yolo", "--n", "5", "--imgsz", "64"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["train"] == 4
+    assert (out / "data.yaml").exists()
+    again = runner.invoke(app, ["data", "shapes", str(out), "--n", "5"])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    bad = runner.invoke(app, ["data", "shapes", str(tmp_path / "x"), "--format", "voc"])
+    assert bad.exit_code == 2
+    digits = runner.invoke(app, ["data", "digits", str(tmp_path / "digits")])
+    assert digits.exit_code == 0
+    summary = json.loads(digits.stdout)
+    assert summary["train"] + summary["val"] == 1797

@@ -1,0 +1,290 @@
+"""``cnnkit detect``: records, pictures, label files, crops, COCO output, models and offline behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.records import validate_record
+from tests.fixtures.detect import error_text, iou, is_usage_error, upscaled_jpeg
+
+runner = CliRunner()
+
+
+def _jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _check_detect_record(rec: dict) -> None:
+    validate_record(rec)
+    assert rec["task"] == "detect"
+    for p in rec["predictions"]:
+        assert set(p) == {"label", "class_id", "score", "box"}
+        x1, y1, x2, y2 = p["box"]
+        assert 0 <= x1 <= x2 <= rec["width"] and 0 <= y1 <= y2 <= rec["height"]
+        assert 0.0 <= p["score"] <= 1.0
+
+
+def test_detect_bundled_finds_the_shapes(scenes):
+    folder, truth = scenes
+    result = runner.invoke(app, ["detect", str(folder), "--format", "jsonl"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    records = sorted(_jsonl(result.stdout), key=lambda r: r["path"])
+    assert len(records) == 4
+    found = total = 0
+    for rec, objects in zip(records, truth):
+        _check_detect_record(rec)
+        assert rec["model"] == "shapes-yolov8n"
+        for obj in objects:  # a shape counts as found with its own label and a box at IoU > 0.5
+            total += 1
+            found += any(p["label"] == obj.label and iou(p["box"], obj.box) > 0.5 for p in rec["predictions"])
+    assert found >= 0.8 * total
+
+
+def test_detect_boxes_are_in_original_pixels(scenes, tmp_path):
+    """A 1024 px JPEG is decoded drafted (smaller); its boxes still come back in its own pixels."""
+    import cnnkit
+    from cnnkit.data.shapes import scene
+    from tests.fixtures.detect import UNSEEN_SEED
+
+    folder, _ = scenes
+    small = cnnkit.detect(str(folder / "scene_0.png"), conf=0.5)[0]
+    big = upscaled_jpeg(tmp_path / "big.jpg", scene(UNSEEN_SEED, 0, size=256).image, 4)
+    rec = cnnkit.detect(str(big), conf=0.25)[0]
+    assert (rec.width, rec.height) == (1024, 1024) and small.predictions
+    for p in small.predictions:
+        target = [v * 4 for v in p["box"]]
+        assert any(q["label"] == p["label"] and iou(q["box"], target) > 0.8 for q in rec.predictions)
+
+
+def test_detect_matches_ultralytics_predict(scenes):
+    """Same weights, same images: cnnkit's batched path gives ultralytics' own boxes."""
+    import cnnkit
+    from cnnkit import _ultralytics
+    from cnnkit.models.hub import bundled_path
+
+    folder, _ = scenes
+    paths = sorted(str(p) for p in folder.glob("*.png"))
+    ours = cnnkit.detect(paths, batch_size=3)
+    theirs = _ultralytics.yolo(bundled_path("shapes-yolov8n.pt")).predict(paths, imgsz=256, conf=0.25, iou=0.7, verbose=False)
+    for rec, res in zip(ours, theirs):
+        ref = sorted(zip(res.boxes.conf.tolist(), res.boxes.cls.tolist(), res.boxes.xyxy.tolist()), reverse=True)
+        got = sorted((p["score"], p["class_id"], p["box"]) for p in rec.predictions)[::-1]
+        assert len(got) == len(ref)
+        for (s1, c1, b1), (s2, c2, b2) in zip(got, ref):
+            assert c1 == int(c2) and abs(s1 - s2) < 0.02 and np.allclose(b1, b2, atol=1.5)
+
+
+def test_detect_save_txt_crop_and_no_save(scenes, tmp_path):
+    folder, _ = scenes
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "detect", str(folder / "scene_0.png"), "--save-dir", str(out), "--no-save", "--save-txt", "--save-crop",
+        "--format", "json",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rec = json.loads(result.stdout)[0]
+    assert "saved" not in rec and not list(out.glob("*.jpg"))
+    lines = Path(rec["label_file"]).read_text().splitlines()
+    assert len(lines) == len(rec["predictions"]) > 0
+    cls, cx, cy, w, h, score = lines[0].split()
+    p = rec["predictions"][0]
+    assert int(cls) == p["class_id"] and abs(float(cx) * 256 - (p["box"][0] + p["box"][2]) / 2) < 0.01
+    assert len(rec["crops"]) == len(rec["predictions"])
+    for crop, p in zip(rec["crops"], rec["predictions"]):
+        assert Path(crop).is_file() and Path(crop).parent.name == p["label"]
+
+
+def test_detect_save_pictures(scenes, tmp_path, monkeypatch):
+    folder, _ = scenes
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["detect", str(folder / "scene_1.png"), "--save", "--format", "jsonl"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rec = _jsonl(result.stdout)[0]
+    picture = tmp_path / rec["saved"]
+    assert picture.parent == tmp_path / "runs" / "detect" / "exp" and picture.is_file()
+    from PIL import Image
+
+    with Image.open(picture) as img:
+        assert img.size == (256, 256)
+        # coloured box outlines differ from the plain scene
+        assert np.abs(np.asarray(img, dtype=int) - np.asarray(Image.open(folder / "scene_1.png").convert("RGB"), dtype=int)).max() > 60
+
+
+def test_detect_format_coco(scenes, tmp_path):
+    folder, _ = scenes
+    out = tmp_path / "results.json"
+    result = runner.invoke(app, ["detect", str(folder), "--format", "coco", "--output", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    items = json.loads(out.read_text())
+    assert items and {"image_id", "category_id", "bbox", "score"} <= set(items[0])
+    assert {i["image_id"] for i in items} == {1, 2, 3, 4}
+    assert all(1 <= i["category_id"] <= 6 and i["bbox"][2] > 0 for i in items)
+
+
+def test_detect_classes_conf_max_det(scenes):
+    folder, _ = scenes
+    args = ["detect", str(folder), "--format", "jsonl"]
+    everything = [p for r in _jsonl(runner.invoke(app, args, catch_exceptions=False).stdout) for p in r["predictions"]]
+    wanted = everything[0]["label"]
+    only = runner.invoke(app, [*args, "--classes", wanted], catch_exceptions=False)
+    kept = [p for r in _jsonl(only.stdout) for p in r["predictions"]]
+    assert kept and all(p["label"] == wanted for p in kept)
+    assert len(kept) == sum(p["label"] == wanted for p in everything)
+    by_id = runner.invoke(app, [*args, "--classes", str(everything[0]["class_id"])], catch_exceptions=False)
+    assert [r["predictions"] for r in _jsonl(by_id.stdout)] == [r["predictions"] for r in _jsonl(only.stdout)]
+    capped = _jsonl(runner.invoke(app, [*args, "--max-det", "1", "--conf", "0.5", "--iou", "0.5"]).stdout)
+    assert all(len(r["predictions"]) <= 1 and all(p["score"] >= 0.5 for p in r["predictions"]) for r in capped)
+    bad = runner.invoke(app, [*args, "--classes", "giraffe"])
+    assert is_usage_error(bad) and "giraffe" in error_text(bad)
+
+
+def test_detect_imgsz_and_failed_input(scenes, tmp_path):
+    folder, _ = scenes
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    result = runner.invoke(app, ["detect", str(folder / "scene_2.png"), str(broken), "--imgsz", "320", "--format", "jsonl"])
+    assert result.exit_code == 1
+    good, bad = _jsonl(result.stdout)
+    _check_detect_record(good)
+    assert good["predictions"] and bad["error"] and bad["predictions"] == []
+
+
+def test_ultralytics_name_offline_is_a_clear_error(scenes, tmp_path, monkeypatch):
+    folder, _ = scenes
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cnnkit-cache"
+    monkeypatch.setenv("CNNKIT_CACHE", str(cache))
+    result = runner.invoke(app, ["detect", str(folder / "scene_0.png"), "--model", "yolov8n.pt"])
+    assert result.exit_code == 1
+    assert "yolov8n.pt" in error_text(result) and "download" in error_text(result)
+    assert not list(tmp_path.rglob("yolov8n.pt"))  # nothing half-downloaded is left behind
+
+
+def test_local_pt_and_weights_option(scenes, tmp_path):
+    """A local ultralytics .pt loads by --model PATH and by --weights PATH."""
+    import shutil
+
+    from cnnkit.models.hub import bundled_path
+
+    folder, _ = scenes
+    local = tmp_path / "mine.pt"
+    shutil.copyfile(bundled_path("shapes-yolov8n.pt"), local)
+    for opts in (["--model", str(local)], ["--weights", str(local)]):
+        result = runner.invoke(app, ["detect", str(folder / "scene_3.png"), *opts, "--format", "jsonl"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        rec = _jsonl(result.stdout)[0]
+        assert rec["model"] == "mine" and rec["predictions"]
+
+
+def test_adapter_sets_offline_defaults_without_clobbering(tmp_path):
+    """In a fresh process: env defaults set (a user's value kept), font placed, analytics off, threads kept."""
+    code = (
+        "import os, torch; torch.set_num_threads(2)\n"
+        "from cnnkit import _ultralytics; _ultralytics.ultralytics()\n"
+        "from ultralytics.utils import SETTINGS, USER_CONFIG_DIR\n"
+        "print(os.environ['YOLO_OFFLINE'], os.environ['YOLO_AUTOINSTALL'], os.environ['YOLO_CONFIG_DIR'])\n"
+        "print(SETTINGS['sync'], (USER_CONFIG_DIR / 'Arial.ttf').is_file(), torch.get_num_threads(), "
+        "'OMP_NUM_THREADS' in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "OMP_"))}
+    env.update(YOLO_CONFIG_DIR=str(tmp_path / "mine"), CNNKIT_CACHE=str(tmp_path / "cache"), YOLO_OFFLINE="true")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.strip().splitlines()[-2:]
+    assert first.split() == ["true", "false", str(tmp_path / "mine")]
+    assert second.split() == ["False", "True", "2", "False"]
+
+
+def test_detect_subprocess_smoke(scenes):
+    folder, _ = scenes
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "detect", str(folder / "scene_0.png"), "--format", "jsonl", "--threads", "1"],
+        capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[3],
+    )
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    _check_detect_record(rec)
+    assert rec["predictions"]
+
+
+def test_registry_lists_detectors():
+    from cnnkit.models.registry import list_models
+
+    names = {s.name: s for s in list_models(task="detect")}
+    assert names["shapes-yolov8n"].source == "bundled"
+    assert names["yolov8n.pt"].source == "ultralytics" and names["yolo11n.pt"].source == "ultralytics"
+    assert names["fasterrcnn_resnet50_fpn_v2"].source == "torchvision"
+    assert names["fasterrcnn_mobilenet_v3_large_320_fpn"].source == "torchvision"
+
+
+def test_yolo_builder_random_weights_forward():
+    import torch
+
+    from cnnkit.models.registry import get_spec
+
+    net = get_spec("shapes-yolov8n").builder(num_classes=5).eval()
+    with torch.inference_mode():
+        out = net(torch.zeros(1, 3, 64, 64))
+    preds = out[0] if isinstance(out, (list, tuple)) else out
+    assert preds.shape[0] == 1 and preds.shape[1] == 4 + 5
+
+
+@pytest.mark.parametrize("bad", [["--conf", "1.5"], ["--iou", "-0.1"]])
+def test_detect_rejects_bad_thresholds(scenes, bad):
+    folder, _ = scenes
+    result = runner.invoke(app, ["detect", str(folder), *bad])
+    assert result.exit_code == 2
+
+
+def test_ultralytics_name_cached_works_offline_and_download_goes_to_cache(scenes, tmp_path, monkeypatch):
+    """A hub name found in cnnkit's cache loads offline; when missing, cnnkit downloads into that cache."""
+    import shutil
+
+    import cnnkit
+    from cnnkit import _ultralytics
+    from cnnkit.models.describe import describe
+    from cnnkit.models.hub import bundled_path
+    from cnnkit.models.registry import get_spec
+
+    folder, _ = scenes
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    _ultralytics.ultralytics()
+    import ultralytics.utils.downloads as downloads
+
+    fetched = []
+
+    def fake_download(file, *args, **kwargs):  # stands in for the network
+        if Path(file).is_file():
+            return str(file)
+        fetched.append(Path(file))
+        shutil.copyfile(bundled_path("shapes-yolov8n.pt"), file)
+        return str(file)
+
+    monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
+    assert describe(get_spec("yolo11n.pt"))["available"] is False
+    rec = cnnkit.detect(str(folder / "scene_0.png"), model="yolo11n.pt", imgsz=256)[0]
+    assert fetched == [tmp_path / "cache" / "ultralytics" / "weights" / "yolo11n.pt"]
+    assert rec.ok and rec.model == "yolo11n.pt"
+    assert describe(get_spec("yolo11n.pt"))["available"] is True
+    cnnkit.detect(str(folder / "scene_0.png"), model="yolo11n.pt", imgsz=256)
+    assert len(fetched) == 1  # the second run used the cache
+
+
+def test_missing_or_broken_pt_is_a_clear_error(scenes, tmp_path):
+    folder, _ = scenes
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    for model, text in ((str(tmp_path / "runs" / "best.pt"), "no such file"), (str(broken), "not a")):
+        result = runner.invoke(app, ["detect", str(folder / "scene_0.png"), "--model", model])
+        assert result.exit_code == 1 and model in error_text(result) and text in error_text(result)

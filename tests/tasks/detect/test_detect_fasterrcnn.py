@@ -1,0 +1,100 @@
+"""Faster R-CNN through ``cnnkit detect``: random weights end to end, COCO names, offline error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.records import validate_record
+from tests.fixtures.detect import error_text
+
+runner = CliRunner()
+ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    """A random-weights Faster R-CNN for the 5 shapes, as a cnnkit checkpoint (and as a plain state dict)."""
+    import torch
+
+    from cnnkit.data.shapes import CLASSES
+    from cnnkit.models.checkpoint import save_checkpoint
+    from cnnkit.models.registry import get_spec
+
+    torch.manual_seed(0)
+    model = get_spec(ARCH).builder(num_classes=len(CLASSES))
+    folder = tmp_path_factory.mktemp("frcnn")
+    ckpt = save_checkpoint(folder / "frcnn.safetensors", model,
+                           {"task": "detect", "arch": ARCH, "labels": list(CLASSES), "name": "frcnn-random"})
+    torch.save(model.state_dict(), folder / "frcnn.pth")
+    return ckpt, folder / "frcnn.pth"
+
+
+def test_faster_rcnn_random_weights_end_to_end(random_checkpoint, scenes, tmp_path):
+    ckpt, _ = random_checkpoint
+    folder, _ = scenes
+    base = ["detect", str(folder), "--weights", str(ckpt), "--conf", "0.0", "--max-det", "5", "--imgsz", "256"]
+    result = runner.invoke(app, [*base, "--format", "jsonl", "--save-dir", str(tmp_path / "pics"), "--save-txt"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 4
+    for rec in records:
+        validate_record(rec)
+        assert rec["model"] == "frcnn-random" and len(rec["predictions"]) <= 5
+        assert (tmp_path / "pics" / rec["saved"].split("/")[-1]).is_file()
+        for p in rec["predictions"]:
+            assert set(p) == {"label", "class_id", "score", "box"}
+            assert p["label"] in ("circle", "square", "triangle", "star", "hexagon")
+            assert 0 <= p["box"][0] <= p["box"][2] <= 256
+    coco = tmp_path / "coco.json"
+    result = runner.invoke(app, [*base, "--format", "coco", "--output", str(coco)], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert isinstance(json.loads(coco.read_text()), list)
+
+
+def test_faster_rcnn_val_metrics(random_checkpoint, yolo_set):
+    ckpt, _ = random_checkpoint
+    result = runner.invoke(app, ["detect", "val", str(yolo_set), "--weights", str(ckpt), "--format", "json",
+                                 "--imgsz", "256", "--max-det", "20"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["model"] == "frcnn-random" and m["images"] == 30 and "ultralytics" not in m
+    assert 0.0 <= m["mAP50"] <= 1.0 and set(m["per_class"]) == {"circle", "square", "triangle", "star", "hexagon"}
+
+
+def test_faster_rcnn_state_dict_with_model(random_checkpoint, scenes):
+    import cnnkit
+
+    _, state = random_checkpoint
+    folder, _ = scenes
+    recs = cnnkit.detect(str(folder / "scene_0.png"), model=ARCH, weights=str(state), conf=0.0, max_det=3, imgsz=256)
+    assert recs[0].ok and recs[0].model == ARCH
+    assert all(p["label"].startswith("class_") for p in recs[0].predictions)
+
+
+def test_faster_rcnn_coco_weights_give_coco_names(monkeypatch, scenes):
+    """With torchvision's COCO weights (here: a stand-in state dict served by the download function)."""
+    import cnnkit
+    from cnnkit.models import hub
+    from cnnkit.models.registry import get_spec
+
+    state = get_spec(ARCH).builder().state_dict()
+    monkeypatch.setattr(hub, "torchvision_state_dict", lambda name, enum, progress=False: state)
+    folder, _ = scenes
+    predictor = cnnkit.load("detect", model=ARCH, conf=0.0, max_det=2)
+    assert predictor.labels[0] == "person" and len(predictor.labels) == 90
+    rec = predictor(str(folder / "scene_1.png"))[0]
+    assert rec.ok and all(p["label"] == predictor.labels[p["class_id"]] for p in rec.predictions)
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn_v2", ARCH])
+def test_faster_rcnn_offline_without_cache_is_a_clear_error(name, scenes):
+    folder, _ = scenes
+    result = runner.invoke(app, ["detect", str(folder / "scene_0.png"), "--model", name])
+    assert result.exit_code == 1
+    text = error_text(result)
+    assert name in text and "not in the cache" in text and "--weights" in text

@@ -1,0 +1,64 @@
+"""Detection fine-tuning through ``cnnkit.api.finetune(task="detect")``, offline (sockets patched to fail)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.records import validate_record
+
+runner = CliRunner()
+
+
+def test_finetune_then_detect_offline(tiny_yolo_set, tmp_path):
+    """Two epochs on four 64 px scenes from the bundled weights; the checkpoint then loads in detect."""
+    from cnnkit import api
+
+    with pytest.raises(OSError):  # the conftest guard is active: no network for either step
+        socket.create_connection(("example.com", 80), timeout=1)
+    out = tmp_path / "ft"
+    # the options the `cnnkit finetune` command passes even when unset arrive as None
+    result = api.finetune(str(tiny_yolo_set), task="detect", epochs=2, batch_size=2, imgsz=64, out=str(out),
+                          progress=False, lr=0.001, threads=1, seed=None, workers=None, freeze=None, arch=None)
+    assert Path(result["best"]).is_file() and Path(result["last"]).is_file()
+    assert Path(result["out"]) == out.resolve()
+    assert set(result["metrics"]) == {"precision", "recall", "mAP50", "mAP50-95"}
+    images = Path(tiny_yolo_set).parent / "images" / "val"
+    detect = runner.invoke(app, ["detect", str(images), "--model", result["best"], "--format", "jsonl", "--conf", "0.01"],
+                           catch_exceptions=False)
+    assert detect.exit_code == 0, detect.output
+    records = [json.loads(line) for line in detect.stdout.splitlines()]
+    assert len(records) == 2
+    for rec in records:
+        validate_record(rec)
+        assert rec["model"] == "best" and rec["width"] == 64
+
+
+def test_finetune_refuses_faster_rcnn_and_missing_data(tmp_path, tiny_yolo_set):
+    from cnnkit import api
+    from cnnkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="YOLO"):
+        api.finetune(str(tiny_yolo_set), task="detect", model="fasterrcnn_mobilenet_v3_large_320_fpn", out=str(tmp_path / "a"))
+    with pytest.raises(UsageError, match="no such dataset"):
+        api.finetune(str(tmp_path / "missing.yaml"), task="detect")
+    with pytest.raises(UsageError, match="resume"):
+        api.finetune(str(tiny_yolo_set), task="detect", resume=str(tmp_path / "nothing" / "weights" / "last.pt"))
+    with pytest.raises(UsageError, match="resume"):
+        api.finetune(None, task="detect", resume=str(tmp_path))  # a folder without weights/last.pt
+
+
+def test_resume_accepts_run_folder_or_checkpoint(tmp_path):
+    from cnnkit.tasks.detect.train import _resume_from
+
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"x")
+    assert _resume_from(str(tmp_path / "exp"), None) == last
+    assert _resume_from(str(last), None) == last
+    assert _resume_from(True, str(tmp_path / "exp")) == last

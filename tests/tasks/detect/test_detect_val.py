@@ -1,0 +1,102 @@
+"""``cnnkit detect val``: COCO-way metrics from records, checked by hand and against ultralytics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.records import Record
+from tests.fixtures.detect import error_text, is_usage_error
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def hand_case(tmp_path):
+    """One 100×100 image with two squares; predictions: one perfect box, one false positive, one miss."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    path = images / "a.png"
+    # ground truth: A = [10, 10, 30, 30], B = [60, 60, 90, 90], both class 0
+    (labels / "a.txt").write_text("0 0.2 0.2 0.2 0.2\n0 0.75 0.75 0.3 0.3\n")
+    record = Record(str(path), "detect", "hand", 100, 100, predictions=[
+        {"label": "square", "class_id": 0, "score": 0.9, "box": [10.0, 10.0, 30.0, 30.0]},  # A, perfect
+        {"label": "square", "class_id": 0, "score": 0.8, "box": [40.0, 0.0, 55.0, 15.0]},  # false positive
+    ])  # B is missed
+    return record
+
+
+def test_hand_worked_ap(hand_case):
+    """Ranked: TP (0.9), FP (0.8); 2 ground-truth boxes.
+
+    Precision is 1 up to recall 0.5 and recall never exceeds 0.5, so COCO's 101-point
+    interpolated AP is 51/101 at every IoU threshold (the perfect box has IoU 1): mAP50 =
+    mAP50-95 = 51/101. The best-F1 operating point keeps only the TP: P = 1, R = 0.5.
+    """
+    from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.tasks.detect.val import ground_truth
+
+    gt = ground_truth([hand_case], ["square"])
+    boxes = [v for a in gt["annotations"] for v in a["bbox"]]
+    assert boxes == pytest.approx([10, 10, 20, 20, 60, 60, 30, 30])
+    coco = CocoResults({hand_case.path: 1})
+    coco.add(hand_case)
+    m = evaluate(gt, coco.results(), "bbox")
+    assert m["AP50"] == pytest.approx(51 / 101)
+    assert m["AP"] == pytest.approx(51 / 101)
+    assert m["precision"] == pytest.approx(1.0) and m["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["square"]["precision"] == pytest.approx(1.0)
+
+
+def test_category_map_by_name_then_by_id():
+    from cnnkit.tasks.detect.val import category_map
+
+    assert category_map(["b", "a", "zebra"], ["a", "b"]) == {0: 2, 1: 1}
+    assert category_map(["class_0", "class_1"], ["a", "b", "c"]) == {0: 1, 1: 2}
+
+
+@pytest.fixture(scope="module")
+def bundled_metrics(yolo_set):
+    from cnnkit.tasks.detect.val import validate
+
+    return validate(yolo_set, batch_size=8)
+
+
+def test_bundled_map50_on_unseen_scenes(bundled_metrics):
+    """The shipped detector on 30 scenes from a seed it was never trained on."""
+    assert bundled_metrics["images"] == 30
+    assert bundled_metrics["mAP50"] >= 0.90
+    assert 0 < bundled_metrics["mAP50-95"] <= bundled_metrics["mAP50"]
+
+
+def test_cnnkit_and_ultralytics_val_agree(bundled_metrics):
+    ul = bundled_metrics["ultralytics"]
+    assert abs(bundled_metrics["mAP50"] - ul["mAP50"]) <= 0.02
+    assert abs(bundled_metrics["mAP50-95"] - ul["mAP50-95"]) <= 0.02
+
+
+def test_val_cli_json_and_table(yolo_set, tmp_path):
+    out = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["detect", "val", str(yolo_set), "--no-compare", "--format", "json", "--output", str(out),
+                                 "--imgsz", "256", "--conf", "0.001", "--iou", "0.7", "--max-det", "100"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    m = json.loads(out.read_text())
+    assert "ultralytics" not in m and m["imgsz"] == 256
+    assert set(m["per_class"]) == {"circle", "square", "triangle", "star", "hexagon"}
+    for row in m["per_class"].values():
+        assert {"instances", "precision", "recall", "mAP50", "mAP50-95"} <= set(row)
+    assert sum(row["instances"] for row in m["per_class"].values()) == m["instances"]
+    again = runner.invoke(app, ["detect", "val", str(yolo_set), "--no-compare", "--output", str(out)])
+    assert again.exit_code == 1
+    table = runner.invoke(app, ["detect", "val", str(yolo_set), "--no-compare", "--split", "val"], catch_exceptions=False)
+    assert table.exit_code == 0 and "mAP50-95" in table.stdout and "hexagon" in table.stdout
+
+
+def test_val_missing_yaml_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["detect", "val", str(tmp_path / "nope.yaml")])
+    assert is_usage_error(result) and "nope.yaml" in error_text(result)

@@ -1,0 +1,221 @@
+"""``cnnkit instance``: predictor, API, CLI options, COCO output, val, registry and offline behaviour."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.data.shapes import CLASSES
+from cnnkit.records import validate_record
+
+runner = CliRunner()
+PRED_KEYS = {"label", "class_id", "score", "box", "mask"}
+
+
+def _cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_api_instance_records(tiny_ckpt, scene_folder):
+    import cnnkit
+    from cnnkit.tasks.instance.post import decode_rle
+
+    records = cnnkit.instance(str(scene_folder), weights=str(tiny_ckpt), conf=0.0, max_det=3, batch_size=2)
+    assert [r.path.rsplit("/", 1)[-1] for r in records] == ["scene_0.png", "scene_1.png", "scene_2.png"]
+    assert any(r.predictions for r in records)
+    for r in records:
+        validate_record(r.to_dict())
+        assert r.task == "instance" and r.model == "tiny-maskrcnn" and len(r.predictions) <= 3
+        for p in r.predictions:
+            assert set(p) == PRED_KEYS
+            assert p["label"] == CLASSES[p["class_id"]]
+            x1, y1, x2, y2 = p["box"]
+            assert 0 <= x1 <= x2 <= r.width and 0 <= y1 <= y2 <= r.height
+            assert p["mask"]["size"] == [r.height, r.width] and isinstance(p["mask"]["counts"], str)
+            assert decode_rle(p["mask"]).shape == (r.height, r.width)
+
+
+def test_cli_json_save_dir_and_save_masks(tiny_ckpt, scene_folder, tmp_path):
+    from cnnkit.tasks.instance.post import decode_rle
+
+    out = tmp_path / "pics"
+    res = _cli("instance", scene_folder, "--weights", tiny_ckpt, "--conf", "0", "--max-det", "2",
+               "--mask-threshold", "0.3", "--batch-size", "2", "--device", "cpu", "-f", "json",
+               "--save-dir", out, "--save-masks")
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout)
+    assert len(records) == 3
+    assert sorted(p.name.split("-")[0] for p in out.glob("*.jpg")) == ["scene_0", "scene_1", "scene_2"]
+    n_masks = 0
+    for r in records:
+        assert Image.open(r["saved"]).size == (r["width"], r["height"])
+        for p in r["predictions"]:
+            png = np.asarray(Image.open(p["mask_file"])) > 0
+            assert np.array_equal(png, decode_rle(p["mask"]))
+            n_masks += 1
+    assert n_masks == len(list((out / "masks").glob("*.png"))) > 0
+
+
+def test_cli_conf_filters_everything(tiny_ckpt, scene_folder):
+    res = _cli("instance", scene_folder / "scene_0.png", "--weights", tiny_ckpt, "--conf", "1.0", "-f", "jsonl")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[0])["predictions"] == []
+
+
+def test_cli_format_coco_loads_in_pycocotools(tiny_ckpt, coco_data):
+    from pycocotools.coco import COCO
+
+    res = _cli("instance", coco_data / "val" / "images", "--weights", tiny_ckpt, "--conf", "0", "--max-det", "3",
+               "-f", "coco")
+    assert res.exit_code == 0, res.output
+    results = json.loads(res.stdout)
+    assert results and all({"image_id", "category_id", "bbox", "score", "segmentation"} <= set(r) for r in results)
+    assert all(1 <= r["category_id"] <= len(CLASSES) for r in results)
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i, "width": 64, "height": 64} for i in {r["image_id"] for r in results}],
+                  "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]}
+    gt.createIndex()
+    assert len(gt.loadRes(results).getAnnIds()) == len(results)
+
+
+def test_val_json_and_table(tiny_ckpt, coco_data, tmp_path):
+    res = _cli("instance", "val", coco_data, "--weights", tiny_ckpt, "--batch-size", "2", "-f", "json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["images"] == 2 and summary["failed"] == []
+    for kind in ("bbox", "segm"):
+        assert {"AP", "AP50", "AP75"} <= set(summary[kind])
+        assert all(0.0 <= summary[kind][k] <= 1.0 for k in ("AP", "AP50", "AP75"))
+    out = tmp_path / "val.txt"
+    res = _cli("instance", "val", coco_data / "val" / "annotations.json", "--weights", tiny_ckpt, "-o", out)
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "segm" in text and "bbox" in text and "AP50" in text
+
+
+def test_val_rejects_bad_format(tiny_ckpt, coco_data):
+    res = _cli("instance", "val", coco_data, "--weights", tiny_ckpt, "-f", "csv")
+    assert res.exit_code == 2
+
+
+def test_coco_ap_agrees_with_torchmetrics(coco_data):
+    """pycocotools AP through cnnkit.eval.coco equals torchmetrics' MeanAveragePrecision (segm and bbox)."""
+    import torch
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from cnnkit.data.coco import read_coco
+    from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.records import Record
+    from cnnkit.tasks.instance.post import decode_rle, encode_rle
+
+    ds = read_coco(coco_data, "train")
+    rng = np.random.default_rng(0)
+    coco = CocoResults(image_ids={str(im["id"]): im["id"] for im in ds.gt["images"]})
+    preds, targets = [], []
+    for im in ds.gt["images"]:
+        anns = ds.annotations_of(im["id"])
+        gt_masks = [decode_rle(a["segmentation"]) for a in anns]
+        boxes, masks, scores, labels, items = [], [], [], [], []
+        for a, m in zip(anns, gt_masks):
+            shifted = np.roll(m, int(rng.integers(0, 4)), axis=1)  # imperfect masks: AP strictly between 0 and 1
+            ys, xs = np.nonzero(shifted)
+            box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+            score = float(rng.uniform(0.3, 1.0))
+            items.append({"label": "", "class_id": a["category_id"] - 1, "score": score, "box": box,
+                          "mask": encode_rle(shifted)})
+            boxes.append(box), masks.append(shifted), scores.append(score), labels.append(a["category_id"])
+        coco.add(Record(path=str(im["id"]), task="instance", model="", predictions=items))
+        preds.append({"boxes": torch.tensor(boxes).reshape(-1, 4), "scores": torch.tensor(scores),
+                      "labels": torch.tensor(labels), "masks": torch.from_numpy(np.stack(masks))})
+        targets.append({"boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                                a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32),
+                        "labels": torch.tensor([a["category_id"] for a in anns]),
+                        "masks": torch.from_numpy(np.stack(gt_masks))})
+    for iou_type in ("segm", "bbox"):
+        ours = evaluate(ds.gt, coco.results(), iou_type)
+        metric = MeanAveragePrecision(iou_type=iou_type)
+        metric.update(preds, targets)
+        theirs = metric.compute()
+        assert abs(ours["AP"] - float(theirs["map"])) < 1e-6
+        assert abs(ours["AP50"] - float(theirs["map_50"])) < 1e-6
+        assert abs(ours["AP75"] - float(theirs["map_75"])) < 1e-6
+
+
+def test_plain_state_dict_with_model(tiny_ckpt, scene_folder, tmp_path):
+    import torch
+
+    from cnnkit.models.checkpoint import load_state_dict
+
+    pth = tmp_path / "state.pth"
+    torch.save(load_state_dict(tiny_ckpt), pth)
+    res = _cli("instance", scene_folder / "scene_1.png", "--model", "shapes-maskrcnn", "--weights", pth,
+               "--conf", "0", "-f", "jsonl")
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[0])
+    assert rec["model"] == "shapes-maskrcnn" and rec["error"] is None
+
+
+def test_torchvision_model_offline_is_a_clear_error(scene_folder):
+    res = _cli("instance", scene_folder / "scene_0.png", "--model", "maskrcnn_resnet50_fpn")
+    assert res.exit_code == 1
+    assert "MaskRCNN_ResNet50_FPN_Weights.COCO_V1" in res.output and "--weights" in res.output
+
+
+def test_unknown_model_is_usage_error(scene_folder):
+    res = _cli("instance", scene_folder / "scene_0.png", "--model", "nope")
+    assert res.exit_code == 2 and "shapes-maskrcnn" in res.output
+
+
+def test_registry_entries_and_labels():
+    from cnnkit.models import hub
+    from cnnkit.models.registry import list_models
+
+    names = [s.name for s in list_models(task="instance")]
+    assert {"shapes-maskrcnn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"} <= set(names)
+    for name in ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"):
+        spec = next(s for s in list_models(task="instance") if s.name == name)
+        categories = hub.torchvision_weights(spec.weights).meta["categories"]
+        assert categories[0] == "__background__" and categories[1] == "person"
+
+
+def test_light_builder_heads_follow_num_classes():
+    from cnnkit.models.registry import count_parameters
+    from cnnkit.tasks.instance.zoo import light_maskrcnn
+
+    model = light_maskrcnn(3, min_size=64, max_size=64)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
+    assert count_parameters(model) * 2 < 25e6  # fits 25 MB in fp16
+
+
+def test_subprocess_smoke(tiny_ckpt, scene_folder):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "instance", str(scene_folder / "scene_2.png"), "--weights", str(tiny_ckpt),
+         "--conf", "0", "-f", "jsonl"], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(proc.stdout.splitlines()[0])
+    assert rec["task"] == "instance" and rec["width"] == 64
+
+
+def test_thin_and_one_pixel_images(tiny_ckpt, tmp_path):
+    """Degenerate shapes are padded for the network and answered in their own pixels."""
+    from cnnkit.tasks.instance.post import decode_rle
+
+    thin, dot = tmp_path / "thin.png", tmp_path / "dot.png"
+    Image.new("RGB", (1, 300), (10, 200, 10)).save(thin)
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(dot)
+    res = _cli("instance", thin, dot, "--weights", tiny_ckpt, "--conf", "0", "--max-det", "2", "-f", "jsonl")
+    assert res.exit_code == 0, res.output
+    for line in res.stdout.splitlines():
+        rec = json.loads(line)
+        assert rec["error"] is None
+        for p in rec["predictions"]:
+            assert decode_rle(p["mask"]).shape == (rec["height"], rec["width"])
+            assert p["box"][2] <= rec["width"] and p["box"][3] <= rec["height"]
