@@ -41,11 +41,16 @@ ENTRY_VERSION = 1
 _said: set[str] = set()  # models already reported as staying on torch (debug log once per process)
 
 
-def default_backend(backend: str | None) -> str:
-    """What a predictor runs on when no backend is given: ``$CNNKIT_BACKEND`` / config ``backend``, else ``auto``."""
+def default_backend(backend: str | None, weights: str | None = None) -> str | None:
+    """What a predictor runs on when no backend is given: ``$CNNKIT_BACKEND`` / config ``backend``, else ``auto``;
+    an exported file (``.onnx``, ``.torchscript``) keeps its own runtime (``None``)."""
     if backend is not None:
         return backend
     from cnnkit.config import lookup
+    from cnnkit.models.loader import BACKEND_FILES, sniff
+
+    if sniff(weights) in BACKEND_FILES.values():
+        return None
 
     return str(lookup("backend", "auto").value)
 

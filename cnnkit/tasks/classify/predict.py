@@ -36,7 +36,7 @@ class Classifier(Predictor):
         from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(resolve("classify", model, weights, backend=default_backend(backend), device=runtime.device), runtime, topk)
+        return cls(resolve("classify", model, weights, backend=default_backend(backend, weights), device=runtime.device), runtime, topk)
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.pre(decoded.rgb)

@@ -91,7 +91,7 @@ class Segmenter(Predictor):
         from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        loaded = resolve("segment", model, weights, backend=default_backend(backend), device=runtime.device, arch=arch, encoder=encoder)
+        loaded = resolve("segment", model, weights, backend=default_backend(backend, weights), device=runtime.device, arch=arch, encoder=encoder)
         return cls(loaded, runtime, imgsz, tile, overlap)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------
