@@ -15,7 +15,9 @@ The config file is ``cnnkit.toml`` in the working folder, else
     detect = "yolov8n.pt"
 
 Environment: ``CNNKIT_DEVICE``, ``CNNKIT_BATCH_SIZE``, ``CNNKIT_FORMAT``, ``CNNKIT_WORKERS``,
-``CNNKIT_CACHE_DIR``, ``CNNKIT_BACKEND``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``).
+``CNNKIT_CACHE_DIR``, ``CNNKIT_BACKEND``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``). The CLI reads the
+first four through Typer's ``envvar=`` on their flags (``cnnkit.cli.options``), so a value from the
+environment counts as given and :func:`resolve` consults the config file only when neither was.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ MAX_IMGSZ = 8192  # --imgsz: a model input side; activations grow with its squar
 MAX_TILE = 8192  # --tile: a window side, cut from the image before resizing to --imgsz
 MAX_KERNEL = 31  # `cnnkit conv --kernel FILE`: the largest matrix side
 MAX_PADDING = MAX_KERNEL  # `cnnkit conv --padding`: more than the kernel only adds zeros
-BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (1, MAX_WORKERS)}
+BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (0, MAX_WORKERS)}
 FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "format": "--format", "device": "--device",
          "backend": "--backend"}
 

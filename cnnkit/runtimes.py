@@ -329,5 +329,6 @@ def _load(loaded: Any, task: str, runtime: str, folder: Path, entry: dict[str, A
     if loaded.runtime == "ultralytics":  # the exported network with its letterbox/stride metadata
         exported.runtime = runtime
         exported.meta["runtime_info"] = info
+        exported.meta["checkpoint"] = getattr(loaded.module, "ckpt_path", None)  # for ultralytics' val beside ours
         return exported
     return replace(loaded, module=exported.module, runtime=runtime, meta={**loaded.meta, "runtime_info": info})

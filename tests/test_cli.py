@@ -74,7 +74,7 @@ def test_unknown_command_is_usage_error():
 
 def test_data_shapes_and_digits(tmp_path):
     out = tmp_path / "yolo"
-    result = runner.invoke(app, ["data", "shapes", str(out), "--format", "yolo", "--n", "5", "--imgsz", "64"])
+    result = runner.invoke(app, ["data", "shapes", str(out), "--layout", "yolo", "--n", "5", "--imgsz", "64"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["train"] == 4
     assert (out / "data.yaml").exists()

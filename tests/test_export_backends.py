@@ -85,7 +85,7 @@ def test_segment_export_is_verified_on_a_non_square_input(tmp_path, monkeypatch)
         return [o + 1.0 for o in outs] if x.shape[2] != x.shape[3] else outs
 
     monkeypatch.setattr(ex, "_run_onnx", wrong_when_wide)
-    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-unet", "--out", str(tmp_path / "bad.onnx")]), 1)
+    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-unet", "--output", str(tmp_path / "bad.onnx")]), 1)
     assert not (tmp_path / "bad.onnx").exists()
 
 

@@ -222,3 +222,68 @@ def test_yolo_boxes_match_torch(cache):
             np.testing.assert_allclose([p["box"] for p in g.predictions], [p["box"] for p in w.predictions], atol=1.0)
     [entry] = entries(cache)
     assert entry["key"]["size"].startswith("letterbox:")
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+def test_benchmark_command_reports_one_row_per_model_and_backend(cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.benchmark import COLUMNS
+    from cnnkit.cli import app
+
+    args = ["benchmark", "shapes-cnn", "--backend", "torch", "--backend", "onnxruntime", "--images", "6",
+            "--batch-size", "4", "--seconds", "0.1", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "-f", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["model"], r["backend"], r["runtime"]) for r in rows] == [
+        ("shapes-cnn", "torch", "torch"), ("shapes-cnn", "onnxruntime", "onnxruntime")]
+    for row in rows:
+        assert set(row) == set(COLUMNS) and row["task"] == "classify" and row["metric"] is None
+        for key in ("e2e_ips", "forward_ips", "p50_ms", "p95_ms", "peak_mb", "decode_ms", "model_ms"):
+            assert row[key] > 0, key
+        assert row["p95_ms"] >= row["p50_ms"]
+    assert rows[1]["cache"] == "built"
+    out = tmp_path / "bench.csv"
+    result = CliRunner().invoke(app, [*args[:4], "--images", "2", "--batch-size", "2", "--seconds", "0.1", "-f", "csv",
+                                      "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",") == list(COLUMNS) and len(lines) == 2
+
+
+def test_benchmark_scores_on_data(cache, tmp_path):
+    from PIL import Image
+
+    from cnnkit.benchmark import run
+    from cnnkit.data.shapes import CLASSES, classification_sample
+
+    for i in range(8):
+        img, cid = classification_sample(5, i, size=64)
+        (tmp_path / "val" / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "val" / CLASSES[cid] / f"{i}.png")
+    [row] = run(["shapes-cnn"], backends=["torch"], data=str(tmp_path / "val"), images=8, batch_size=4,
+                threads=1, seconds=0.1)
+    assert row.metric == "top1" and 0.5 <= row.value <= 1.0
+
+
+def test_backend_torch_refuses_an_exported_file(tmp_path):
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path
+    with pytest.raises(OptionError, match="exported file"):
+        resolve("classify", weights=path, backend="torch")
+    assert resolve("classify", weights=path, backend="auto").runtime == "onnxruntime"
+    assert resolve("classify", weights=path).runtime == "onnxruntime"
+
+
+@pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
+def test_openvino_runs_an_exported_file_like_onnxruntime(tmp_path):
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx", dynamic_batch=True).path
+    ov, ort = (resolve("classify", weights=path, backend=b) for b in ("openvino", "onnxruntime"))
+    assert ov.runtime == "openvino" and ov.labels == ort.labels and ov.preprocess == ort.preprocess
+    x = torch.randn(5, 3, 64, 64)
+    np.testing.assert_allclose(ov.module(x).numpy(), ort.module(x).numpy(), atol=1e-4)

@@ -70,7 +70,7 @@ def test_cli_pooling_matrix_from_text(tmp_path):
 def test_cli_prints_the_size_formula(tmp_path):
     grid = tmp_path / "m.csv"
     grid.write_text("\n".join(",".join(str(v) for v in row) for row in np.arange(49).reshape(7, 7)))
-    result = runner.invoke(app, ["conv", str(grid), "-k", "sobel-x", "--stride", "2", "--padding", "1", "--format", "table"],
+    result = runner.invoke(app, ["conv", str(grid), "--kernel", "sobel-x", "--stride", "2", "--padding", "1", "--format", "table"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "⌊(7 + 2·1 − 3) / 2⌋ + 1 = 4 → 4×4" in result.stdout
@@ -101,7 +101,7 @@ def test_cli_kernel_file_rgb_and_matrix_outputs(tmp_path, rgb_image):
     kfile = tmp_path / "k.txt"
     kfile.write_text("0 0 0\n0 2 0\n0 0 0\n")
     out = tmp_path / "doubled.npy"
-    result = runner.invoke(app, ["conv", str(rgb_image), "-k", str(kfile), "--rgb", "--out", str(out), "-f", "json"],
+    result = runner.invoke(app, ["conv", str(rgb_image), "--kernel", str(kfile), "--rgb", "--output", str(out), "-f", "json"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     arr = np.load(out)
@@ -110,19 +110,19 @@ def test_cli_kernel_file_rgb_and_matrix_outputs(tmp_path, rgb_image):
     txt = tmp_path / "edge.txt"
     grid = tmp_path / "g.txt"
     grid.write_text(POOL_INPUT)
-    assert runner.invoke(app, ["conv", str(grid), "--out", str(txt), "-f", "json"]).exit_code == 0
+    assert runner.invoke(app, ["conv", str(grid), "--output", str(txt), "-f", "json"]).exit_code == 0
     np.testing.assert_allclose(read_matrix(txt), convolve(read_matrix(grid), EDGE).conv)
 
 
 def test_cli_errors(tmp_path, rgb_image):
     grid = tmp_path / "g.txt"
     grid.write_text("1 2\n3 4\n")
-    assert "does not fit" in cli_error(runner.invoke(app, ["conv", str(grid), "-k", "edge"]), 2)
+    assert "does not fit" in cli_error(runner.invoke(app, ["conv", str(grid), "--kernel", "edge"]), 2)
     assert "sobel" in cli_error(runner.invoke(app, ["conv", str(grid), "-k", "laplace"]), 2)
     (tmp_path / "bad.txt").write_text("1 2\n3\n")
     assert "not a matrix" in cli_error(runner.invoke(app, ["conv", str(tmp_path / "bad.txt")]), 1)
     out = tmp_path / "x.gif"
-    assert "expected .png" in cli_error(runner.invoke(app, ["conv", str(rgb_image), "--out", str(out)]), 2)
+    assert "expected .png" in cli_error(runner.invoke(app, ["conv", str(rgb_image), "--output", str(out)]), 2)
     assert not out.exists()
 
 

@@ -68,7 +68,7 @@ def test_classify_onnxruntime_backend_matches_torch(shapes_onnx, shapes_images):
 
 def test_fixed_batch_export_runs_bigger_batches_in_slices(tmp_path, shapes_images):
     out = tmp_path / "fixed.onnx"
-    info = _export("shapes-cnn", "--out", str(out))
+    info = _export("shapes-cnn", "--output", str(out))
     assert info["input"] == [1, 3, 64, 64] and not info["dynamic_batch"]
     assert ort.InferenceSession(str(out)).get_inputs()[0].shape == [1, 3, 64, 64]
     assert len(_classify(shapes_images, "--weights", str(out), "--backend", "onnxruntime", "-b", "4")) == 12
@@ -90,14 +90,14 @@ def test_checkpoint_export_beside_it_with_other_imgsz(tmp_path):
 
 
 def test_imgsz_rescales_the_preprocessing(tmp_path):
-    info = _export("shapes-cnn", "--imgsz", "96", "--out", str(tmp_path / "s96.onnx"))
+    info = _export("shapes-cnn", "--imgsz", "96", "--output", str(tmp_path / "s96.onnx"))
     loaded = ex.load_exported(info["path"], "classify")
     assert (loaded.preprocess.resize, loaded.preprocess.crop) == (96, 96) and info["input"] == [1, 3, 96, 96]
 
 
 def test_torchscript_export(tmp_path):
     out = tmp_path / "s.torchscript"
-    info = _export("shapes-cnn", "--format", "torchscript", "--dynamic-batch", "--out", str(out))
+    info = _export("shapes-cnn", "--to", "torchscript", "--dynamic-batch", "--output", str(out))
     assert info["format"] == "torchscript" and info["max_abs_diff"] <= ex.ATOL
     extra = {"cnnkit.json": ""}
     module = torch.jit.load(str(out), _extra_files=extra)
@@ -109,23 +109,23 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
     real = ex._run_onnx
     monkeypatch.setattr(ex, "_run_onnx", lambda path, x: [o + 0.5 for o in real(path, x)])
     out = tmp_path / "bad.onnx"
-    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
+    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--output", str(out)]), 1)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_onnxruntime_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     out = tmp_path / "x.onnx"
-    assert "pip install onnxruntime" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
+    assert "pip install onnxruntime" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--output", str(out)]), 1)
     assert not out.exists()
 
 
 def test_export_refuses_overwrite_and_bad_options(tmp_path):
     out = tmp_path / "s.onnx"
-    _export("shapes-cnn", "--out", str(out))
-    assert "already exists" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
-    assert _export("shapes-cnn", "--out", str(out), "--exist-ok")["path"] == str(out)
-    assert "onnx or torchscript" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "-f", "tflite"]), 2)
+    _export("shapes-cnn", "--output", str(out))
+    assert "already exists" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--output", str(out)]), 1)
+    assert _export("shapes-cnn", "--output", str(out), "--exist-ok")["path"] == str(out)
+    assert "--to 'tflite': expected onnx or torchscript" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--to", "tflite"]), 2)
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"x")
     assert "--task" in cli_error(runner.invoke(app, ["export", str(weights)]), 2)
@@ -139,7 +139,7 @@ def test_backend_errors(tmp_path, shapes_onnx, rgb_image):
     def run(*args):
         return runner.invoke(app, ["classify", str(rgb_image), *args])
 
-    assert "needs --weights" in cli_error(run("--backend", "onnxruntime"), 2)
+    assert "--weights: the onnxruntime backend needs a .onnx file" in cli_error(run("--backend", "onnxruntime"), 2)
     assert "runs .onnx files" in cli_error(run("--backend", "onnxruntime", "--weights", str(ckpt)), 2)
     assert "torch, onnxruntime or torchscript" in cli_error(run("--backend", "tensorrt"), 2)
     plain = tmp_path / "plain.onnx"
@@ -167,7 +167,7 @@ def test_task_exporter_hook(tmp_path, monkeypatch):
 
 def test_export_and_run_subprocess(tmp_path, shapes_images):
     out = tmp_path / "s.onnx"
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "export", "shapes-cnn", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "cnnkit", "export", "shapes-cnn", "--output", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["path"] == str(out)
@@ -180,5 +180,5 @@ def test_export_and_run_subprocess(tmp_path, shapes_images):
 def test_missing_onnx_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     out = tmp_path / "x.onnx"
-    assert "pip install onnx" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--out", str(out)]), 1)
+    assert "pip install onnx" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--output", str(out)]), 1)
     assert not out.exists()

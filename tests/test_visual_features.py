@@ -31,7 +31,7 @@ def test_default_layers_are_one_per_stage():
 
 def test_features_default_grid(tmp_path):
     out = tmp_path / "grid.png"
-    result = runner.invoke(app, ["features", CIRCLE, "--out", str(out), "--format", "json"], catch_exceptions=False)
+    result = runner.invoke(app, ["features", CIRCLE, "--output", str(out), "--format", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["model"] == "shapes-cnn" and info["saved"] == str(out)
@@ -46,7 +46,7 @@ def test_features_default_grid(tmp_path):
 def test_features_chosen_layers_show_the_most_active_channels(tmp_path):
     out = tmp_path / "two.png"
     args = ["features", CIRCLE, "-l", "features.0.2", "-l", "features.2.5", "--channels", "3", "--cell", "32",
-            "--out", str(out), "-f", "json"]
+            "--output", str(out), "-f", "json"]
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -63,8 +63,8 @@ def test_features_chosen_layers_show_the_most_active_channels(tmp_path):
 
 def test_features_bad_layers(tmp_path):
     out = str(tmp_path / "x.png")
-    assert "no such layer" in cli_error(runner.invoke(app, ["features", CIRCLE, "-l", "nope", "--out", out]), 2)
-    assert "feature maps" in cli_error(runner.invoke(app, ["features", CIRCLE, "-l", "fc", "--out", out]), 2)
+    assert "no such layer" in cli_error(runner.invoke(app, ["features", CIRCLE, "-l", "nope", "--output", out]), 2)
+    assert "feature maps" in cli_error(runner.invoke(app, ["features", CIRCLE, "-l", "fc", "--output", out]), 2)
     assert not (tmp_path / "x.png").exists()
 
 
@@ -79,7 +79,7 @@ def test_features_default_path_from_a_checkpoint(tmp_path, monkeypatch):
 
 def test_filters_of_the_bundled_model(tmp_path):
     out = tmp_path / "filters.png"
-    result = runner.invoke(app, ["filters", "--out", str(out), "-f", "json"], catch_exceptions=False)
+    result = runner.invoke(app, ["filters", "--output", str(out), "-f", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["layer"] == "features.0.0" and info["shape"] == [24, 3, 3, 3]
@@ -88,7 +88,7 @@ def test_filters_of_the_bundled_model(tmp_path):
 
 def test_filters_of_a_checkpoint_and_a_chosen_layer(tmp_path):
     ckpt = lenet_checkpoint(tmp_path)
-    result = runner.invoke(app, ["filters", str(ckpt), "--layer", "features.3", "--out", str(tmp_path / "f.png"), "-f", "json"],
+    result = runner.invoke(app, ["filters", str(ckpt), "--layer", "features.3", "--output", str(tmp_path / "f.png"), "-f", "json"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["shape"] == [16, 6, 5, 5]

@@ -1,48 +1,20 @@
-"""What every command shares: option types (declared once), the task group with a
-default command, logging on stderr, and the loop that writes records and sets the exit code."""
+"""What every command shares: the task group with a default command, logging on stderr, and the
+loop that writes records and sets the exit code. The options themselves live in :mod:`cnnkit.cli.options`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from cnnkit.config import MAX_THREADS
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.cli.options import given, view_format
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
-
-PANEL_IO = "Input and output"
-PANEL_MODEL = "Model"
-PANEL_RUN = "Runtime"
-
-Sources = Annotated[
-    Optional[list[str]],
-    typer.Argument(help="Image files, folders, quoted globs, or - to read paths from stdin.", show_default=False),
-]
-Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model name (see `cnnkit models`).", rich_help_panel=PANEL_MODEL)]
-Weights = Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint from `cnnkit finetune` (.safetensors) or a state dict (.pt/.pth) for --model.", rich_help_panel=PANEL_MODEL)]
-ExportedWeights = Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint from `cnnkit finetune` (.safetensors), a state dict (.pt/.pth) for --model, or a .onnx/.torchscript from `cnnkit export`.", rich_help_panel=PANEL_MODEL)]
-Backend = Annotated[Optional[str], typer.Option("--backend", help="torch; onnxruntime or torchscript to run a --weights FILE.onnx or FILE.torchscript from `cnnkit export` (default: by the file's suffix, else torch).", rich_help_panel=PANEL_MODEL)]
-Device = Annotated[Optional[str], typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps \\[env: CNNKIT_DEVICE; default: auto].", rich_help_panel=PANEL_RUN)]
-Half = Annotated[bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=PANEL_RUN)]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, help="torch intra-op threads (default: torch's choice).", rich_help_panel=PANEL_RUN)]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel=PANEL_RUN)]
-Workers = Annotated[int, typer.Option("--workers", min=1, help="Decode threads running ahead of the model.", rich_help_panel=PANEL_RUN)]
-Format = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else jsonl), table, json, jsonl, csv.", rich_help_panel=PANEL_IO)]
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write records to this file (- for stdout, the default).", rich_help_panel=PANEL_IO)]
-Save = Annotated[bool, typer.Option("--save", help="Write annotated pictures to runs/<task>/exp, exp2, ….", rich_help_panel=PANEL_IO)]
-SaveDir = Annotated[Optional[str], typer.Option("--save-dir", help="Write annotated pictures into this folder (implies --save).", rich_help_panel=PANEL_IO)]
-ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Allow writing into or over an output folder or file that already exists.", rich_help_panel=PANEL_IO)]
-Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.", rich_help_panel=PANEL_IO)]
-Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: process only the K-th of N interleaved slices of the inputs.", rich_help_panel=PANEL_IO)]
-SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Resume: skip inputs already recorded in the --output JSON Lines file and append.", rich_help_panel=PANEL_IO)]
-ReportFormat = Annotated[str, typer.Option("--format", "-f", help="auto (a table on a terminal, JSON in a pipe or a file; from the --output suffix), table or json.", rich_help_panel=PANEL_IO)]
-MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard).", rich_help_panel=PANEL_IO)]
 
 log = logging.getLogger("cnnkit")
 
@@ -115,8 +87,24 @@ class RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            message = exc.render(flag_names(self)) if isinstance(exc, OptionError) else str(exc)
+            typer.echo(f"Error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def flag_names(command: Any) -> dict[str, str]:
+    """Keyword → its long flag (``val_split`` → ``--val-split``) over every command below ``command``:
+    the one option grammar gives a keyword one flag everywhere, so the library's
+    :class:`~cnnkit.errors.OptionError` can name options by keyword and the CLI still shows flags."""
+    names: dict[str, str] = {}
+    for param in getattr(command, "params", []):  # typer may vendor its own click: duck typing only
+        longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        if longs and not getattr(param, "hidden", False):
+            names.setdefault(param.name, longs[0])
+    for sub in getattr(command, "commands", {}).values():
+        for key, flag in flag_names(sub).items():
+            names.setdefault(key, flag)
+    return names
 
 
 def task_app(help_text: str) -> typer.Typer:
@@ -201,7 +189,13 @@ def write_records(
 
     ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from cnnkit.io.writers import RecordWriter
 
@@ -257,6 +251,29 @@ def write_records(
         raise typer.Exit(EXIT_FAILED)
 
 
+def setting(ctx: typer.Context, name: str) -> Any:
+    """A run setting (``batch_size``, ``workers``) by flag > environment > config file > built-in."""
+    from cnnkit.config import resolve
+
+    return resolve(name, ctx.params[name], given(ctx, name))
+
+
+def split_classes(value: list[str] | None) -> list[str] | None:
+    """``--classes 0 2`` or ``--classes circle,star`` → one flat list."""
+    if not value:
+        return None
+    return [part for v in value for part in v.replace(",", " ").split()]
+
+
+def only_classes(records: Iterable[Any], keep: list[str]) -> Iterator[Any]:
+    """Records with only the predictions whose ``class_id`` or ``label`` is in ``keep`` (``--classes``)."""
+    wanted = set(keep)
+    for rec in records:
+        rec.predictions = [p for p in rec.predictions
+                           if str(p.get("class_id", p.get("index"))) in wanted or p.get("label") in wanted]
+        yield rec
+
+
 def _sigterm_as_interrupt() -> Callable[[], None]:
     """Treat SIGTERM like Ctrl-C while records are written, so the output is closed cleanly."""
     import signal
@@ -270,6 +287,18 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
 
     previous = signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def json_wanted(fmt: str, ctx: typer.Context | None = None) -> bool:
+    """JSON when asked for, or for ``auto`` when stdout is not a terminal; ``ctx`` lets
+    ``CNNKIT_FORMAT`` meant for predictions fall back to ``auto``."""
+    import sys
+
+    if ctx is not None:
+        fmt = view_format(ctx, fmt)
+    if fmt not in ("auto", "table", "json"):
+        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
+    return fmt == "json" or (fmt == "auto" and not getattr(sys.stdout, "isatty", lambda: False)())
 
 
 def report_format(fmt: str, output: str | None) -> str:
@@ -330,36 +359,36 @@ def introduce_default(task: str, load_options: dict[str, Any], predictor: Any) -
 
 def run_predict(
     ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
-    coco_builder: Any = None,
+    coco_builder: Any = None, keep_classes: list[str] | None = None,
 ) -> None:
     """The body every prediction command shares: sources → predictor → records → writer.
 
-    The run options every prediction command declares (``sources``, ``batch_size``, ``workers``,
-    ``fmt``, ``output``, ``save``, ``save_dir``, ``exist_ok``, ``recursive``, ``shard``,
-    ``skip_existing``, ``max_pixels``) are read from the command's own parameters; ``save``
-    overrides ``--save`` (and ``--save-dir``) for commands that decide it from several flags.
+    The run options of :data:`cnnkit.cli.options.PREDICT_IO` and ``RUN`` are read from the
+    command's own parameters; ``save`` overrides ``--save``/``--save-dir`` for commands that
+    decide it from several flags; ``keep_classes`` filters the records of a predictor that has
+    no class filter of its own.
     """
-    from cnnkit import api
+    from cnnkit.config import resolve
+    from cnnkit.io.files import check_not_input
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
-    from cnnkit.io.files import check_not_input
-    from cnnkit.io.writers import check_output, is_stdout, path_key, resolve_format, tidy_jsonl
-
-    from cnnkit.config import resolve
-
-    def given(name: str) -> bool:
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+    from cnnkit.io.writers import (
+        check_output,
+        is_stdout,
+        path_key,
+        resolve_format,
+        tidy_jsonl,
+    )
 
     p = ctx.params
     sources = require_sources(p["sources"])
     exist_ok, shard, skip_existing = p["exist_ok"], p["shard"], p["skip_existing"]
     output = None if is_stdout(p["output"]) else p["output"]
-    save_dir = p["save_dir"] if save is None or save else None  # --save-dir alone saves, unless overridden
-    save = bool(p["save"]) if save is None else save
-    batch_size = resolve("batch_size", p["batch_size"], given("batch_size"))
-    workers = resolve("workers", p["workers"], given("workers"))
-    fmt = resolve("format", p["fmt"], given("fmt"))
+    if save is None:  # --save-dir alone saves; --no-save keeps it from doing so
+        save = p["save"] if p["save"] is not None else bool(p["save_dir"])
+    save_dir = p["save_dir"] if save else None
+    batch_size, workers = setting(ctx, "batch_size"), setting(ctx, "workers")
+    fmt = resolve("format", p["fmt"], given(ctx, "fmt"))
     parse_shard(shard)
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
@@ -373,12 +402,16 @@ def run_predict(
         kept = [it for it in items if path_key(it.path) not in resume.done]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
         items = kept
+    from cnnkit import api
+
     predictor = api.load(task, **load_options)
     introduce_default(task, load_options, predictor)
     folder = resolve_save_dir(task, save, save_dir, exist_ok)
     if folder is not None:
         log.info("saving pictures to %s", folder)
     records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], save_dir=folder)
+    if keep_classes:
+        records = only_classes(records, keep_classes)
     write_records(
         ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
         exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,

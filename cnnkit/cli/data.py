@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnnkit.cli.common import ExistOk
-from cnnkit.config import MAX_IMGSZ
+from cnnkit.cli import options as o
 
 app = typer.Typer(help="Make datasets: synthetic `shapes` scenes and scikit-learn's real digits.", no_args_is_help=True)
 
@@ -19,37 +18,46 @@ def _target(out: str, exist_ok: bool) -> None:
     explicit_dir(out, exist_ok=exist_ok)
 
 
+Out = Annotated[str, typer.Argument(help="Output folder (must not exist, unless --exist-ok).")]
+
+
 @app.command("shapes")
+@o.renamed(layout=("--format", "-f"), val_split="--val-fraction")
 def shapes_cmd(
-    out: Annotated[str, typer.Argument(help="Output folder (must not exist, unless --exist-ok).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="imagefolder, yolo, masks or coco.")] = "yolo",
+    out: Out,
+    layout: Annotated[str, typer.Option("--layout", help="Dataset layout: imagefolder, yolo, masks or coco.")] = "yolo",
     n: Annotated[int, typer.Option("--n", min=1, help="Number of images (train + val).")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Scenes are a pure function of (seed, index).")] = 0,
-    imgsz: Annotated[int, typer.Option("--imgsz", min=16, max=MAX_IMGSZ, help="Image side in pixels.")] = 256,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of images in val.")] = 0.2,
-    exist_ok: ExistOk = False,
+    seed: o.Seed = 0,
+    imgsz: o.Imgsz = 256,
+    val_split: o.ValSplit = 0.2,
+    exist_ok: o.ExistOk = False,
 ) -> None:
-    """Deterministic synthetic scenes of shapes with boxes, instance and semantic masks."""
+    """Deterministic synthetic scenes of shapes (a pure function of seed and index) with boxes, instance and
+    semantic masks; --imgsz is the image side (at least 16)."""
     from cnnkit.data.export import FORMATS, export_shapes
     from cnnkit.errors import UsageError
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if layout not in FORMATS:
+        raise UsageError(f"--layout {layout!r}: expected one of {', '.join(FORMATS)}")
+    if imgsz is None or imgsz < 16:
+        raise UsageError(f"--imgsz {imgsz}: shapes scenes are at least 16 pixels")
     _target(out, exist_ok)
-    summary = export_shapes(out, fmt, n, seed=seed, imgsz=imgsz, val_fraction=val_fraction)
+    summary = export_shapes(out, layout, n, seed=seed or 0, imgsz=imgsz, val_fraction=val_split or 0.0)
     typer.echo(json.dumps(summary))
 
 
 @app.command("digits")
+@o.renamed(val_split="--val-fraction")
 def digits_cmd(
-    out: Annotated[str, typer.Argument(help="Output folder (must not exist, unless --exist-ok).")],
-    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9)] = 0.2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    imgsz: Annotated[int, typer.Option("--imgsz", min=8, max=MAX_IMGSZ, help="Upscale the 8x8 digits to this size.")] = 32,
-    exist_ok: ExistOk = False,
+    out: Out,
+    val_split: o.ValSplit = 0.2,
+    seed: o.Seed = 0,
+    imgsz: o.Imgsz = 32,
+    exist_ok: o.ExistOk = False,
 ) -> None:
-    """scikit-learn's 1,797 real handwritten digits as a folder dataset (train/val/<digit>/)."""
+    """scikit-learn's 1,797 real handwritten digits as a folder dataset (train/val/<digit>/), upscaled from 8×8 to
+    --imgsz."""
     from cnnkit.data.export import export_digits
 
     _target(out, exist_ok)
-    typer.echo(json.dumps(export_digits(out, val_fraction=val_fraction, seed=seed, size=imgsz)))
+    typer.echo(json.dumps(export_digits(out, val_fraction=val_split or 0.0, seed=seed or 0, size=imgsz or 32)))

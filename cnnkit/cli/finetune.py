@@ -16,25 +16,24 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cnnkit.cli import common as c
-from cnnkit.config import MAX_IMGSZ
-
-PANEL_TRAIN = "Training"
-PANEL_DATA = "Data"
+from cnnkit.cli import options as o
+from cnnkit.cli.options import PANEL_DATA, PANEL_TRAIN
 
 
+@o.renamed(save_dir="--out")
 def finetune(
     ctx: typer.Context,
     data: Annotated[Optional[str], typer.Argument(help="Dataset: classify DATA/<class>/* or DATA/{train,val}/<class>/*; detect data.yaml; segment/instance as their docs say.", show_default=False)] = None,
-    task: Annotated[str, typer.Option("--task", "-t", help="classify, detect, segment or instance.")] = "classify",
-    model: c.Model = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from the model's trained weights (ImageNet or bundled) \\[default: pretrained].", rich_help_panel=c.PANEL_MODEL, show_default=False)] = None,
-    weights: c.Weights = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="segment: decoder architecture (e.g. unet, deeplabv3plus).", rich_help_panel=c.PANEL_MODEL)] = None,
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="segment: encoder name (e.g. resnet18).", rich_help_panel=c.PANEL_MODEL)] = None,
-    freeze: Annotated[Optional[str], typer.Option("--freeze", help="backbone, none, or N: train only the head and the last N blocks \\[classify default: none].", rich_help_panel=c.PANEL_MODEL)] = None,
-    unfreeze_at: Annotated[Optional[int], typer.Option("--unfreeze-at", min=1, help="classify: from this epoch on, train the frozen parts too.", rich_help_panel=c.PANEL_MODEL)] = None,
+    task: o.Task = "classify",
+    model: o.Model = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from the model's trained weights (ImageNet or bundled) \\[default: pretrained].", rich_help_panel=o.PANEL_MODEL, show_default=False)] = None,
+    weights: o.Weights = None,
+    arch: o.Arch = None,
+    encoder: o.Encoder = None,
+    freeze: Annotated[Optional[str], typer.Option("--freeze", help="backbone, none, or N: train only the head and the last N blocks \\[classify default: none].", rich_help_panel=o.PANEL_MODEL)] = None,
+    unfreeze_at: Annotated[Optional[int], typer.Option("--unfreeze-at", min=1, help="classify: from this epoch on, train the frozen parts too.", rich_help_panel=o.PANEL_MODEL)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help="Number of epochs.", rich_help_panel=PANEL_TRAIN)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Images per step (per process under torchrun).", rich_help_panel=PANEL_TRAIN)] = None,
+    batch_size: o.BatchSize = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel=PANEL_TRAIN)] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd (classify).", rich_help_panel=PANEL_TRAIN)] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="cosine, step, onecycle or none (classify).", rich_help_panel=PANEL_TRAIN)] = None,
@@ -42,26 +41,32 @@ def finetune(
     label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", min=0.0, max=0.99, help="Cross-entropy label smoothing.", rich_help_panel=PANEL_TRAIN)] = None,
     early_stopping: Annotated[Optional[int], typer.Option("--early-stopping", min=1, help="Stop after this many epochs without a better val top-1.", rich_help_panel=PANEL_TRAIN)] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU).", rich_help_panel=PANEL_TRAIN, show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the data order, augmentation and init.", rich_help_panel=PANEL_TRAIN)] = None,
+    seed: o.Seed = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="light, strong or none (classify).", rich_help_panel=PANEL_DATA)] = None,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=8, max=MAX_IMGSZ, help="Training image size in pixels.", rich_help_panel=PANEL_DATA)] = None,
-    val_split: Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, help="Share of each class held out when DATA has no train/val folders \\[default: 0.2].", rich_help_panel=PANEL_DATA)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="DataLoader worker processes (0: load in the main process).", rich_help_panel=c.PANEL_RUN)] = None,
-    device: c.Device = None,
-    threads: c.Threads = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its folder or its last checkpoint.", rich_help_panel=c.PANEL_IO)] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Run folder \\[default: runs/TASK/train, train2, ...].", rich_help_panel=c.PANEL_IO)] = None,
-    exist_ok: c.ExistOk = False,
+    imgsz: o.Imgsz = None,
+    val_split: o.ValSplit = None,
+    workers: o.Workers = None,
+    device: o.Device = None,
+    threads: o.Threads = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its folder or its last checkpoint.", rich_help_panel=o.PANEL_IO)] = None,
+    save_dir: o.SaveDir = None,
+    exist_ok: o.ExistOk = False,
 ) -> None:
     """Fine-tune a model on your data; prints {best, last, out, metrics} as JSON on stdout.
 
     classify: replaces the head for DATA's classes, optionally freezes the backbone, and writes
     best/last checkpoints, metrics.csv, curves.png and confusion_matrix.png into the run folder.
-    Ctrl-C saves a resumable checkpoint; --resume continues it to the same result.
+    Ctrl-C saves a resumable checkpoint; --resume continues it to the same result. The run folder is
+    --save-dir (default: runs/TASK/train, train2, …).
     """
     from cnnkit import api
+    from cnnkit.config import lookup
 
     quiet = c.state(ctx)["quiet"]
+    # flag > environment (Typer) > config file > the trainer's own default
+    batch_size = batch_size if batch_size is not None else lookup("batch_size").value
+    workers = workers if workers is not None else lookup("workers").value
+    out = save_dir
     given = dict(
         model=model, pretrained=pretrained, weights=weights, arch=arch, encoder=encoder, freeze=freeze,
         unfreeze_at=unfreeze_at, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -76,7 +81,7 @@ def finetune(
     display = TrainDisplay(not quiet and os.environ.get("RANK", "0") == "0")
     try:
         with display:
-            result = api.finetune(data, task=task, exist_ok=exist_ok, progress=not quiet,
+            result = api.finetune(data, task=task or "classify", exist_ok=exist_ok, progress=not quiet,
                                   callbacks=display.callbacks(), **options)
     except KeyboardInterrupt as exc:
         from cnnkit.train.loop import Interrupted

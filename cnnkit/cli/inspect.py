@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-
-def _wants_json(fmt: str) -> bool:
-    import sys
-
-    if fmt not in ("auto", "table", "json"):
-        from cnnkit.errors import UsageError
-
-        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
-    return fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+from cnnkit.cli import options as o
+from cnnkit.cli.common import json_wanted
 
 
 def models(
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="classify, detect, segment or instance.")] = None,
+    ctx: typer.Context,
+    task: o.Task = None,
     pattern: Annotated[str, typer.Argument(help="fnmatch filter on names, e.g. 'resnet*'.")] = "*",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or json.")] = "auto",
+    fmt: o.Format = "auto",
 ) -> None:
     """Every model the registry knows: task, parameters, size, weights source, available now or not."""
+    from cnnkit.cli.tables import Column, cell, render
     from cnnkit.models.describe import describe
     from cnnkit.models.registry import list_models
-
-    from cnnkit.cli.tables import Column, cell, render
 
     rows = [describe(s) for s in list_models(pattern, task=task)]
     for r in rows:
         r["parameters_m"] = round(r["parameters"] / 1e6, 3)
-    if _wants_json(fmt):
+    if json_wanted(fmt, ctx):
         typer.echo(json.dumps(rows, indent=2))
         return
     columns = [Column("name", "name", keep=True), Column("ready", "ready", keep=True), Column("task", "task"),
@@ -47,11 +40,10 @@ def models(
                                               "download once on first use, then come from the cache."), nl=False)
 
 
-def info(fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or json.")] = "auto") -> None:
+def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
     """Versions, devices, threads, cache folders, bundled models and cached pretrained weights."""
     import os
     import platform
-    import sys
     from importlib import metadata
 
     import torch
@@ -87,7 +79,7 @@ def info(fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table or
         "bundled": [s.name for s in specs if s.source == "bundled" and is_available(s)],
         "cached_pretrained": [s.name for s in specs if s.source != "bundled" and is_available(s)],
     }
-    if _wants_json(fmt):
+    if json_wanted(fmt, ctx):
         typer.echo(json.dumps(data, indent=2))
         return
     from cnnkit.cli.tables import Column, cell, render

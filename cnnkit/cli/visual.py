@@ -6,26 +6,15 @@ The commands only parse options and render; the work is in :mod:`cnnkit.viz`.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any, Optional
 
 import typer
 
-from cnnkit.cli.common import ExistOk, Model, Weights
-from cnnkit.config import MAX_IMGSZ, MAX_PADDING
+from cnnkit.cli import options as o
+from cnnkit.cli.common import json_wanted
+from cnnkit.config import MAX_PADDING
 
 PANEL = "How CNNs see"
-
-ImgSize = Annotated[Optional[int], typer.Option("--imgsz", min=8, max=MAX_IMGSZ, help="Input side in pixels (default: the model's preprocessing size).")]
-ViewFormat = Annotated[str, typer.Option("--format", "-f", help="auto (table on a terminal, else json), table or json.")]
-
-
-def _json_wanted(fmt: str) -> bool:
-    from cnnkit.errors import UsageError
-
-    if fmt not in ("auto", "table", "json"):
-        raise UsageError(f"--format {fmt!r}: expected auto, table or json")
-    return fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
 
 
 def _human(n: float) -> str:
@@ -44,9 +33,10 @@ def _xy(v: Any) -> str:
 
 
 def summary(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Registry model name (see `cnnkit models`) or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
-    imgsz: ImgSize = None,
-    fmt: ViewFormat = "auto",
+    imgsz: o.Imgsz = None,
+    fmt: o.Format = "auto",
 ) -> None:
     """Layers with kernel, stride, padding, output shape, parameters, receptive field, jump and multiply-adds.
 
@@ -56,7 +46,7 @@ def summary(
     from cnnkit.viz.summary import summarize_target
 
     s = summarize_target(model, imgsz)
-    if _json_wanted(fmt):
+    if json_wanted(fmt, ctx):
         typer.echo(json.dumps(s.to_dict(), indent=2))
         return
     shape = "×".join(str(d) for d in s.input[1:])
@@ -84,21 +74,25 @@ def _default_out(kind: str, *parts: str) -> str:
     return str(Path("runs") / kind / f"{stem}.png")
 
 
+@o.renamed(kernel="-k", output="--out")
 def conv(
+    ctx: typer.Context,
     image: Annotated[str, typer.Argument(help="An image, or a small matrix as text (rows of numbers) or .npy.")],
-    kernel: Annotated[str, typer.Option("--kernel", "-k", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
+    kernel: Annotated[str, typer.Option("--kernel", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
     stride: Annotated[int, typer.Option("--stride", "-s", min=1, help="How far the kernel moves each step.")] = 1,
     padding: Annotated[int, typer.Option("--padding", "-p", min=0, max=MAX_PADDING, help="Zeros added around the border (more than the kernel adds only zeros).")] = 0,
     pool: Annotated[Optional[int], typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side).")] = None,
     rgb: Annotated[bool, typer.Option("--rgb", help="Convolve each colour channel instead of a grey version.")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the result: .png/.jpg picture, .npy, .txt or .csv (default for images: runs/conv/STEM-KERNEL.png).")] = None,
-    exist_ok: ExistOk = False,
-    fmt: ViewFormat = "auto",
+    output: o.Output = None,
+    exist_ok: o.ExistOk = False,
+    fmt: o.Format = "auto",
 ) -> None:
     """Apply one kernel (and optionally max pooling) and print the output size that stride and padding give.
 
     Output size per side: ⌊(n + 2·padding − k) / stride⌋ + 1. Matrix inputs print their result.
+    --output: a .png/.jpg picture, .npy, .txt or .csv (default for images: runs/conv/STEM-KERNEL.png).
     """
+    out = output
     from pathlib import Path
 
     from cnnkit.viz import conv as cv
@@ -116,7 +110,7 @@ def conv(
         out = _default_out("conv", Path(image).stem, name + tag)
     saved = str(cv.save_result(result, Path(out), overwrite=exist_ok, numbered=numbered)) if out else None
     data = {"input": image, **result.to_dict(with_values=is_matrix), "saved": saved}
-    if _json_wanted(fmt):
+    if json_wanted(fmt, ctx):
         typer.echo(json.dumps(data))
         return
     h, w = result.input_size
@@ -131,8 +125,8 @@ def conv(
         typer.echo(f"saved {saved}")
 
 
-def _report(info: dict[str, Any], fmt: str) -> None:
-    if _json_wanted(fmt):
+def _report(ctx: typer.Context, info: dict[str, Any], fmt: str) -> None:
+    if json_wanted(fmt, ctx):
         typer.echo(json.dumps(info))
     else:
         typer.echo(f"saved {info['saved']}")
@@ -142,21 +136,26 @@ def _report(info: dict[str, Any], fmt: str) -> None:
             typer.echo(f"  {layer['layer']}: {'×'.join(str(d) for d in layer['shape'])}")
 
 
+@o.renamed(output="--out")
 def features(
+    ctx: typer.Context,
     image: Annotated[str, typer.Argument(help="The image to look at.")],
-    model: Model = None,
-    weights: Weights = None,
-    layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="Layer name from `cnnkit summary` (repeatable) (default: the last layer of each stage).")] = None,
+    model: o.Model = None,
+    weights: o.Weights = None,
+    layer: o.Layers = None,
     channels: Annotated[int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")] = 8,
-    cell: Annotated[int, typer.Option("--cell", min=16, max=512, help="Pixel size of each map in the grid.")] = 96,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/features/IMAGE-MODEL.png, IMAGE-MODEL-LAYER.png with --layer; a taken name becomes NAME-2.png …).")] = None,
-    exist_ok: ExistOk = False,
-    fmt: ViewFormat = "auto",
+    cell: o.Cell = 96,
+    output: o.Output = None,
+    exist_ok: o.ExistOk = False,
+    fmt: o.Format = "auto",
 ) -> None:
     """Feature maps of IMAGE at chosen layers as a PNG grid: edges early, object parts deep (default model: shapes-cnn).
 
     The first row is the input as the model sees it (cropped, letterboxed or resized as its task does).
+    --output defaults to runs/features/IMAGE-MODEL.png (IMAGE-MODEL-LAYER.png with --layer; a taken name
+    becomes NAME-2.png …).
     """
+    out = output
     from pathlib import Path
 
     from cnnkit.io.decode import decode
@@ -167,7 +166,7 @@ def features(
     figure, info = feature_figure(loaded, rgb, layer, channels=channels, cell=cell)
     target = out or _default_out("features", Path(image).stem, loaded.name, _layers_tag(layer))
     saved = save_figure(figure, target, overwrite=exist_ok, numbered=out is None)
-    _report({"saved": saved, "image": image, **info}, fmt)
+    _report(ctx, {"saved": saved, "image": image, **info}, fmt)
 
 
 def _layers_tag(layers: list[str] | None) -> str:
@@ -178,21 +177,30 @@ def _layers_tag(layers: list[str] | None) -> str:
     return joined if len(joined) <= 80 else f"{layers[0][:80]}+{len(layers) - 1}more"
 
 
+@o.renamed(output="--out")
 def filters(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Registry model name, a cnnkit .safetensors checkpoint or an ultralytics .pt.")] = "shapes-cnn",
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="A Conv2d layer name from `cnnkit summary` (default: the first).")] = None,
-    cell: Annotated[int, typer.Option("--cell", min=8, max=256, help="Pixel size of each kernel in the grid.")] = 48,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="PNG to write (default: runs/filters/MODEL-LAYER.png; a taken name becomes NAME-2.png …).")] = None,
-    exist_ok: ExistOk = False,
-    fmt: ViewFormat = "auto",
+    layer: o.Layers = None,
+    cell: o.Cell = 48,
+    output: o.Output = None,
+    exist_ok: o.ExistOk = False,
+    fmt: o.Format = "auto",
 ) -> None:
-    """The learned kernels of the first convolution (or --layer) as a PNG grid."""
+    """The learned kernels of the first convolution (or one --layer) as a PNG grid.
+
+    --output defaults to runs/filters/MODEL-LAYER.png (a taken name becomes NAME-2.png …).
+    """
+    from cnnkit.errors import UsageError
     from cnnkit.viz.features import filter_figure, load_for_viewing, save_figure
 
+    if layer and len(layer) > 1:
+        raise UsageError(f"--layer: filters shows one layer, got {len(layer)}")
     loaded = load_for_viewing(model)
-    figure, info = filter_figure(loaded, layer, cell=cell)
-    target = out or _default_out("filters", loaded.name, info["layer"])
-    _report({"saved": save_figure(figure, target, overwrite=exist_ok, numbered=out is None), **info}, fmt)
+    figure, info = filter_figure(loaded, layer[0] if layer else None, cell=cell)
+    target = output or _default_out("filters", loaded.name, info["layer"])
+    saved = save_figure(figure, target, overwrite=exist_ok, numbered=output is None)
+    _report(ctx, {"saved": saved, **info}, fmt)
 
 
 def register(app: typer.Typer) -> None:

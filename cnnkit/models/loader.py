@@ -184,6 +184,9 @@ def resolve_backend(backend: str | None, weights: str | None) -> str:
     if backend is not None and backend not in BACKENDS:
         raise OptionError("backend", f"expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}", backend)
     kind = sniff(weights)
+    if backend == "torch" and kind in BACKEND_FILES.values():
+        raise OptionError("backend", f"runs PyTorch weights; {weights} is an exported file (onnxruntime, openvino "
+                          "or torchscript run it)", backend)
     if backend is None or (backend == "auto" and kind in BACKEND_FILES.values()):
         return next((b for b, k in BACKEND_FILES.items() if k == kind), "torch")
     return backend

@@ -2,71 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cnnkit.cli import common as c
-from cnnkit.io import DEFAULT_MAX_PIXELS
+from cnnkit.cli import options as o
 
 app = c.task_app("Classify images: top-k labels per image. `cnnkit classify SOURCES...` runs [bold]predict[/bold].")
 
 
 @app.command("predict")
-def predict(
-    ctx: typer.Context,
-    sources: c.Sources = None,
-    model: c.Model = None,
-    weights: c.ExportedWeights = None,
-    backend: c.Backend = None,
-    topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many labels per image.", rich_help_panel=c.PANEL_MODEL)] = 5,
-    batch_size: c.BatchSize = 16,
-    workers: c.Workers = 2,
-    device: c.Device = None,
-    half: c.Half = False,
-    threads: c.Threads = None,
-    fmt: c.Format = "auto",
-    output: c.Output = None,
-    save: c.Save = False,
-    save_dir: c.SaveDir = None,
-    exist_ok: c.ExistOk = False,
-    recursive: c.Recursive = False,
-    shard: c.Shard = None,
-    skip_existing: c.SkipExisting = False,
-    max_pixels: c.MaxPixels = DEFAULT_MAX_PIXELS,
-) -> None:
+@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=16)
+def predict(ctx: typer.Context, sources: o.Sources = None, topk: o.TopK = 5, **shared: Any) -> None:
     """Top-k labels for each image, from the bundled model, any registry model, or a finetune checkpoint."""
-    c.run_predict(ctx, "classify", dict(model=model, weights=weights, backend=backend, topk=topk, device=device,
-                                        half=half, threads=threads))
+    load = {k: shared[k] for k in ("model", "weights", "backend", "device", "half", "threads")}
+    c.run_predict(ctx, "classify", dict(load, topk=topk))
 
 
 @app.command("val")
+@o.compose(o.MODEL, o.BACKEND, o.SPLIT, o.RUN, o.REPORT_IO, o.OWN, batch_size=16)
 def val(
     ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="DATA/<class>/* (or DATA/val/<class>/* when DATA has train/ and val/).")],
-    model: c.Model = None,
-    weights: c.Weights = None,
-    batch_size: c.BatchSize = 16,
-    workers: c.Workers = 2,
-    device: c.Device = None,
-    threads: c.Threads = None,
-    fmt: c.ReportFormat = "auto",
-    output: c.Output = None,
-    save_dir: Annotated[str | None, typer.Option("--save-dir", help="Folder for confusion_matrix.png and metrics.json \\[default: runs/classify/val, val2, ...].", rich_help_panel=c.PANEL_IO)] = None,
-    exist_ok: c.ExistOk = False,
+    save_dir: o.SaveDir = None,
+    **shared: Any,
 ) -> None:
-    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder."""
+    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder.
+
+    The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
+    is scored when DATA has train/ and val/, else DATA itself.
+    """
     import json
     from pathlib import Path
 
     from cnnkit import api
-    from cnnkit.tasks.classify.val import evaluate_folder
     from cnnkit.io.files import atomic_write_text, explicit_dir, increment_dir
+    from cnnkit.tasks.classify.val import evaluate_folder
 
-    fmt = c.report_format(fmt, output)
-    predictor = api.load("classify", model=model, weights=weights, device=device, threads=threads, topk=5)
+    output, exist_ok = shared["output"], shared["exist_ok"]
+    if o.given(ctx, "split"):
+        from cnnkit.errors import UsageError
+
+        if not (Path(data) / shared["split"]).is_dir():
+            raise UsageError(f"--split {shared['split']}: {data} has no {shared['split']}/ folder")
+        data = str(Path(data) / shared["split"])
+    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), output)
+    predictor = api.load("classify", **{k: shared[k] for k in ("model", "weights", "backend", "device", "threads")},
+                         topk=5)
     folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/classify/val"))
-    result = evaluate_folder(predictor, data, batch_size=batch_size, workers=workers,
+    result = evaluate_folder(predictor, data, batch_size=c.setting(ctx, "batch_size"),
+                             workers=c.setting(ctx, "workers"),
                              plot=folder / "confusion_matrix.png")
     text = json.dumps(result, indent=2) + "\n"
     atomic_write_text(folder / "metrics.json", text)

@@ -186,7 +186,7 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     compiled = loaded.meta.get("runtime_info")
     if compiled:  # compiled by the resolver for this imgsz (rounded to the stride)
         yolo = YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), None, compiled["path"])
-        yolo.runtime_info = compiled
+        yolo.runtime_info, yolo.checkpoint = compiled, loaded.meta.get("checkpoint")
         return yolo
     if loaded.runtime != "torch":
         return YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), imgsz, str(weights))

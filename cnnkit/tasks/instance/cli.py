@@ -3,82 +3,60 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cnnkit.cli import common as c
-from cnnkit.io import DEFAULT_MAX_PIXELS
+from cnnkit.cli import options as o
 
 app = c.task_app(
     "Instance segmentation: a box, label, score and mask per object. `cnnkit instance SOURCES...` runs "
     "[bold]predict[/bold]; `cnnkit instance val DATA` scores a COCO-format dataset."
 )
 
-Conf = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum score of a kept instance.", rich_help_panel=c.PANEL_MODEL)]
-MaskThreshold = Annotated[float, typer.Option("--mask-threshold", min=0.0, max=1.0, help="Soft-mask probability above which a pixel belongs to the instance.", rich_help_panel=c.PANEL_MODEL)]
-MaxDet = Annotated[int, typer.Option("--max-det", min=1, help="At most this many instances per image.", rich_help_panel=c.PANEL_MODEL)]
+MaskThreshold = Annotated[float, typer.Option("--mask-threshold", min=0.0, max=1.0, help="Soft-mask probability above which a pixel belongs to the instance.", rich_help_panel=o.PANEL_MODEL)]
+_LOAD = ("model", "weights", "device", "threads")
 
 
 @app.command("predict")
+@o.compose(o.MODEL, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=4, conf=0.5, max_det=100)
 def predict(
     ctx: typer.Context,
-    sources: c.Sources = None,
-    model: c.Model = None,
-    weights: c.Weights = None,
-    conf: Conf = 0.5,
+    sources: o.Sources = None,
     mask_threshold: MaskThreshold = 0.5,
-    max_det: MaxDet = 100,
-    save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write one PNG per instance into <save-dir>/masks (implies --save).", rich_help_panel=c.PANEL_IO)] = False,
-    batch_size: c.BatchSize = 4,
-    workers: c.Workers = 2,
-    device: c.Device = None,
-    half: c.Half = False,
-    threads: c.Threads = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="auto, table, json, jsonl, csv, or coco (COCO results JSON: bbox + segm).", rich_help_panel=c.PANEL_IO)] = "auto",
-    output: c.Output = None,
-    save: c.Save = False,
-    save_dir: c.SaveDir = None,
-    exist_ok: c.ExistOk = False,
-    recursive: c.Recursive = False,
-    shard: c.Shard = None,
-    skip_existing: c.SkipExisting = False,
-    max_pixels: c.MaxPixels = DEFAULT_MAX_PIXELS,
+    classes: o.Classes = None,
+    save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write one PNG per instance into <save-dir>/masks (implies --save).", rich_help_panel=o.PANEL_IO)] = False,
+    **shared: Any,
 ) -> None:
-    """Instances in each image (masks as COCO RLE), from the bundled model, torchvision's COCO Mask R-CNNs or a finetune checkpoint."""
+    """Instances in each image (masks as COCO RLE), from the bundled model, torchvision's COCO Mask R-CNNs or a finetune checkpoint.
+
+    --classes keeps only those classes in the records (saved pictures and masks keep every instance).
+    """
     from cnnkit.eval.coco import CocoResults
 
-    c.run_predict(ctx, "instance", dict(model=model, weights=weights, conf=conf, mask_threshold=mask_threshold,
-                                        max_det=max_det, save_masks=save_masks, device=device, half=half,
-                                        threads=threads),
-                  save=True if save_masks else None, coco_builder=CocoResults() if fmt == "coco" else None)
+    c.run_predict(ctx, "instance", dict({k: shared[k] for k in (*_LOAD, "conf", "max_det", "half")},
+                                        mask_threshold=mask_threshold, save_masks=save_masks),
+                  save=True if save_masks else None, coco_builder=CocoResults() if shared["fmt"] == "coco" else None,
+                  keep_classes=c.split_classes(classes))
 
 
 @app.command("val")
+@o.compose(o.MODEL, o.SPLIT, o.BOXES, o.OWN, o.RUN, o.REPORT_IO, batch_size=4, conf=0.001, max_det=100)
 def val(
+    ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="COCO-format dataset: a folder with <split>/annotations.json + images, or the JSON file.")],
-    split: Annotated[str, typer.Option("--split", help="Which split of DATA to score.")] = "val",
-    model: c.Model = None,
-    weights: c.Weights = None,
-    conf: Conf = 0.001,
     mask_threshold: MaskThreshold = 0.5,
-    max_det: MaxDet = 100,
-    batch_size: c.BatchSize = 4,
-    workers: c.Workers = 2,
-    device: c.Device = None,
-    threads: c.Threads = None,
-    fmt: c.ReportFormat = "auto",
-    output: c.Output = None,
-    exist_ok: c.ExistOk = False,
+    **shared: Any,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
     from cnnkit.tasks.instance.val import validate
 
-    fmt = c.report_format(fmt, output)
-    summary = validate(data, split=split, model=model, weights=weights, conf=conf, mask_threshold=mask_threshold,
-                       max_det=max_det, batch_size=batch_size, workers=workers, device=device, threads=threads)
+    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    summary = validate(data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
+                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
     text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)
-    c.emit_report(text, output, exist_ok)
+    c.emit_report(text, shared["output"], shared["exist_ok"])
     if summary["failed"]:
         raise typer.Exit(c.EXIT_FAILED)
 
