@@ -45,8 +45,9 @@ def test_int8_file_is_written_scored_and_runs(shapes_sets, tmp_path):
     assert result.size_mb < result.fp32_size_mb  # int8 weights
     meta = json.loads(next(p.value for p in onnx.load(str(out)).metadata_props if p.key == "cnnkit"))
     assert meta["precision"] == "int8" and meta["task"] == "classify"
-    want = cnnkit.classify(shapes_sets / "val", topk=1, backend="torch", threads=1)
-    got = cnnkit.classify(shapes_sets / "val", weights=str(out), topk=1, threads=1)
+    want = cnnkit.classify(shapes_sets / "val", topk=1, backend="torch", threads=1, recursive=True)
+    got = cnnkit.classify(shapes_sets / "val", weights=str(out), topk=1, threads=1, recursive=True)
+    assert len(got) == len(want) == 60 and all(r.error is None for r in got)
     same = np.mean([g.predictions[0]["label"] == w.predictions[0]["label"] for g, w in zip(got, want)])
     assert same >= 0.95
 
