@@ -112,8 +112,8 @@ def part2(names: list[tuple[str, str]], folder: Path, threads: int, seconds: flo
     rows = []
     for task, name in names:
         model = target(name, folder) if task == "classify" else name
-        common = dict(imgsz=None, batch_size=16, threads=threads, device="cpu", seconds=seconds, latency_n=16,
-                      data=None, task=task)
+        common: dict = {"imgsz": None, "batch_size": 16, "threads": threads, "device": "cpu", "seconds": seconds,
+                        "latency_n": 16, "data": None, "task": task}
         eager = bench_one(model, "torch", paths, **common)
         cold = bench_one(model, "auto", paths, **common)
         warm = bench_one(model, "auto", paths, **common)

@@ -66,7 +66,7 @@ def synthetic_images(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
-        img = np.asarray(Image.fromarray(scene(17, i, size=256).image).resize(size, Image.BILINEAR), np.int16)
+        img = np.asarray(Image.fromarray(scene(17, i, size=256).image).resize(size, Image.Resampling.BILINEAR), np.int16)
         img = np.clip(img + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
         path = folder / f"bench_{i:04d}.jpg"
         Image.fromarray(img).save(path, quality=90)
@@ -87,7 +87,7 @@ def images_of(task: str, data: str | os.PathLike, n: int) -> list[str]:
         return [str(image) for image, _ in find_pairs(str(data), "val")][:n]
     from cnnkit.io.sources import expand_sources
 
-    return [it.path for it in expand_sources([str(data)], recursive=True)][:n]
+    return [it.path for it in expand_sources([str(data)], recursive=True) if it.error is None][:n]
 
 
 class PeakMemory:

@@ -47,7 +47,7 @@ class QuantizeResult:
 def calibration_images(folder: str | Path, limit: int) -> list[str]:
     from cnnkit.io.sources import expand_sources
 
-    paths = [it.path for it in expand_sources([str(folder)], recursive=True)][:limit]
+    paths = [it.path for it in expand_sources([str(folder)], recursive=True) if it.error is None][:limit]
     if not paths:
         raise OptionError("calibrate", "no images found", str(folder))
     if len(paths) < MIN_CALIBRATION:

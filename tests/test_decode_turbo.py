@@ -46,5 +46,5 @@ def test_exif_rotated_and_broken_jpegs_stay_with_pil(tmp_path, monkeypatch):
     data = (tmp_path / "rot.jpg").read_bytes()
     Image.fromarray(rgb).save(tmp_path / "ok.jpg")
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[: len(data) // 2])
-    with pytest.raises(DecodeError, match="truncated|corrupt|cannot decode"):
+    with pytest.raises(DecodeError, match=r"truncated|corrupt|cannot decode"):
         dec.decode(str(tmp_path / "cut.jpg"), min_side=32)

@@ -80,7 +80,8 @@ def render(rows: list[dict], fmt: str, columns: tuple[str, ...]) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    from cnnkit.cli.tables import Column, cell, render as table
+    from cnnkit.cli.tables import Column, cell
+    from cnnkit.cli.tables import render as table
 
     shown = ("model", "backend", "runtime", "cache", "load_s", "e2e_ips", "forward_ips", "decode_ms", "model_ms",
              "p50_ms", "p95_ms", "peak_mb", "metric", "value")
