@@ -72,3 +72,19 @@ def test_int8_options_are_checked(shapes_sets, tmp_path):
     assert info.value.options == ("max_drop",)
     with pytest.raises(UsageError, match="classify and segment"):
         export_int8("shapes-yolov8n", calibrate=shapes_sets / "cal")
+
+
+def test_export_int8_cli_needs_calibration_and_reports_a_refusal(shapes_sets, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["export", "shapes-cnn", "--int8", "-o", str(tmp_path / "x.onnx")])
+    assert missing.exit_code == 2 and "--calibrate" in missing.output
+    lonely = runner.invoke(app, ["export", "shapes-cnn", "--calibrate", str(shapes_sets / "cal")])
+    assert lonely.exit_code == 2 and "--int8" in lonely.output
+    refused = runner.invoke(app, ["export", "shapes-cnn", "--int8", "--calibrate", str(shapes_sets / "dark"), "--val",
+                                  str(shapes_sets / "val"), "--max-drop", "1", "-o", str(tmp_path / "bad.onnx")])
+    assert refused.exit_code == 1 and "not written" in refused.output
+    assert not (tmp_path / "bad.onnx").exists()
