@@ -43,9 +43,12 @@ def entries(cache) -> list[dict]:
 
 def test_auto_picks_the_family_runtime_then_the_default_order_on_cpu_only():
     both = ("openvino", "onnxruntime")
-    assert rt.choose("auto", "cpu", "resnet18", compilable=True, available=both) == "openvino"
-    assert rt.choose("auto", "cpu", "efficientnet_b0", compilable=True, available=both) == rt.FAMILY_RUNTIME["efficientnet_b0"]
-    assert rt.choose("auto", "cpu", "resnet18", compilable=True, available=("onnxruntime",)) == "onnxruntime"
+    assert rt.choose("auto", "cpu", "mobilenet_v3_large", compilable=True, available=both) == rt.AUTO_ORDER[0]
+    for family, runtime in rt.FAMILY_RUNTIME.items():
+        assert rt.choose("auto", "cpu", family, compilable=True, available=both) == runtime
+        other = next(r for r in both if r != runtime)
+        assert rt.choose("auto", "cpu", family, compilable=True, available=(other,)) == other  # not installed
+    assert rt.choose("auto", "cpu", "unet", compilable=True, available=("onnxruntime",)) == "onnxruntime"
     assert rt.choose("auto", "cpu", "resnet18", compilable=True, available=()) == "torch"
     assert rt.choose("auto", "cuda", "resnet18", compilable=True, available=both) == "torch"
     assert rt.choose("auto", "mps", "resnet18", compilable=True, available=both) == "torch"
