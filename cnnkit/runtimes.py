@@ -45,16 +45,16 @@ _said: set[str] = set()  # models already reported as staying on torch (debug lo
 
 def default_backend(backend: str | None, weights: str | None = None) -> str | None:
     """What a predictor runs on when no backend is given: ``$CNNKIT_BACKEND`` / config ``backend``, else ``auto``;
-    an exported file (``.onnx``, ``.torchscript``) keeps its own runtime (``None``)."""
+    a default of ``torch`` leaves an exported file (``.onnx``, ``.torchscript``) on its own runtime (``None``)."""
     if backend is not None:
         return backend
     from cnnkit.config import lookup
     from cnnkit.models.loader import BACKEND_FILES, sniff
 
-    if sniff(weights) in BACKEND_FILES.values():
+    configured = str(lookup("backend", "auto").value)
+    if configured == "torch" and sniff(weights) in BACKEND_FILES.values():
         return None
-
-    return str(lookup("backend", "auto").value)
+    return configured
 
 
 def cache_root() -> Path:
