@@ -48,3 +48,13 @@ def test_exif_rotated_and_broken_jpegs_stay_with_pil(tmp_path, monkeypatch):
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[: len(data) // 2])
     with pytest.raises(DecodeError, match=r"truncated|corrupt|cannot decode"):
         dec.decode(str(tmp_path / "cut.jpg"), min_side=32)
+
+
+def test_encoded_bytes_take_the_same_path(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.jpg", quality=90)
+    data = (tmp_path / "x.jpg").read_bytes()
+    fast = dec.decode("s3://bucket/x.jpg", data, min_side=64)  # a remote input's bytes: no file is opened
+    assert fast.encoded == data and fast.drafted
+    _pil_only(monkeypatch)
+    assert np.array_equal(fast.rgb, dec.decode("s3://bucket/x.jpg", data, min_side=64).rgb)

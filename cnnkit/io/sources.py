@@ -1,7 +1,8 @@
 """Turn CLI arguments (or Python objects) into an ordered, sharded list of input items.
 
-Files, folders (``recursive``), quoted globs and ``-`` (paths read from stdin, one per
-line) mix freely. Folders and globs expand in sorted order and keep only image
+Files, folders (``recursive``), quoted globs, URLs (``s3://``, ``gs://``, ``http(s)://``,
+``file://``: prefixes and globs too, listed by :mod:`cnnkit.io.remote`) and ``-`` (paths read from
+stdin, one per line) mix freely. Folders and globs expand in sorted order and keep only image
 extensions; a file named explicitly is always kept (it fails later with a reason if
 it is not an image). Duplicates are dropped, keeping the first place: one file is one
 input however many symbolic links or spellings (``./a``, ``d/../a``) reach it; hard links
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from cnnkit.errors import UsageError
+from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
@@ -262,14 +264,14 @@ def expand_sources(
 
     def add(path: str, data: Any = None, error: str | None = None) -> None:
         if data is None:
-            key = _real(path) if error is None else ("path", path)
+            key = ("url", remote.key(path)) if remote.is_remote(path) else _real(path) if error is None else ("path", path)
             if key in seen:
                 return
             seen.add(key)
         items.append(Item(path, data, error))
 
     def add_arg(arg: str) -> None:
-        hits, error = _expand_one(arg, recursive)
+        hits, error = remote.expand(arg, recursive) if remote.is_remote(arg) else _expand_one(arg, recursive)
         if error:
             add(arg, error=error)
         for path, reason in hits:

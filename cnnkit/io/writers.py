@@ -1,4 +1,4 @@
-"""Record writers: table, json, jsonl, csv (and coco, for tasks that define it).
+"""Record writers: table, json, jsonl, csv, parquet (:mod:`cnnkit.io.parquet`; and coco, for tasks that define it).
 
 JSON Lines stream: each record is one complete line, flushed as it comes, so a run
 stopped by Ctrl-C leaves a valid file of what was done (and ``--skip-existing`` can
@@ -26,7 +26,7 @@ from cnnkit.records import Record, finite
 
 log = logging.getLogger("cnnkit")
 
-FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco")
+FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco", "parquet")
 BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", "schema_version")
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
@@ -39,7 +39,7 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
         return fmt
     if output is not None and not is_stdout(output):
         suffix = Path(output).suffix.lower()
-        return {".json": "json", ".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "jsonl")
+        return {".json": "json", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}.get(suffix, "jsonl")
     stream = stream or sys.stdout
     return "table" if getattr(stream, "isatty", lambda: False)() else "jsonl"
 
@@ -47,8 +47,13 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
 def path_key(path: str) -> str:
     """The one name of an input for resuming: ``./x`` and ``x`` are the same input.
 
-    Records keep the path as the user spelled it; only the done-set compares these keys.
+    Records keep the path as the user spelled it; only the done-set compares these keys. A URL is
+    its own key (the working folder does not change what ``s3://b/k`` names).
     """
+    from cnnkit.io import remote
+
+    if remote.is_remote(path):
+        return remote.key(path)
     return os.path.normpath(os.path.abspath(path))
 
 
@@ -197,14 +202,26 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
         return
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
         raise CnnkitError(f"{output}: is a folder (--output names a file)")
-    if append and fmt != "jsonl":
-        raise UsageError("--skip-existing resumes a JSON Lines --output; use --format jsonl")
+    if append and fmt not in RESUMABLE:
+        raise UsageError("--skip-existing resumes a JSON Lines or Parquet --output; use --format jsonl")
     if is_stream(output):
         if append:
             raise UsageError(f"{output}: --skip-existing resumes a regular file, not a pipe or device")
         return
     if os.path.lexists(output) and not (append or exist_ok):
         raise CnnkitError(f"{output}: already exists (pass --exist-ok to overwrite, or --skip-existing to resume)")
+
+
+RESUMABLE = ("jsonl", "parquet")
+
+
+def tidy_output(output: str | os.PathLike, fmt: str) -> Resume:
+    """What a resumable output already holds: :func:`tidy_jsonl`, or the Parquet reader's equivalent."""
+    if fmt == "parquet":
+        from cnnkit.io.parquet import tidy_parquet
+
+        return tidy_parquet(output)
+    return tidy_jsonl(output)
 
 
 def _write_all(fh: BinaryIO, data: bytes) -> None:
@@ -261,6 +278,16 @@ class RecordWriter:
         self._warned = False
         self._closed = False
         self._coco = coco_builder
+        self._parquet: Any = None
+        if self.fmt == "parquet":
+            from cnnkit.errors import OptionError
+            from cnnkit.io.parquet import ParquetWriter
+
+            if not output or is_stream(output):
+                raise OptionError("output", "Parquet records are written to a file, not to a pipe or stdout")
+            check_output(output, self.fmt, append=append, exist_ok=exist_ok)
+            self._parquet = ParquetWriter(output, append=append, exist_ok=exist_ok)
+            return
         if self.fmt == "coco" and coco_builder is None:
             raise UsageError("--format coco is for detect and instance")
         check_output(output, self.fmt, append=append, exist_ok=exist_ok)
@@ -292,7 +319,9 @@ class RecordWriter:
 
     def write(self, record: Record) -> None:
         data = self._plain(record)
-        if self.fmt != "jsonl":
+        if self._parquet is not None:
+            self._parquet.write(data)
+        elif self.fmt != "jsonl":
             self._buffer.append(data)
         elif self._fh is not None:
             self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n", record.path)
@@ -344,6 +373,9 @@ class RecordWriter:
         if self._closed:
             return
         self._closed = True
+        if self._parquet is not None:
+            self._parquet.close()
+            return
         if self._fh is not None:
             self._fh.close()
             self._fh = None

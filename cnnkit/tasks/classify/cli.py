@@ -13,7 +13,7 @@ app = c.task_app("Classify images: top-k labels per image. `cnnkit classify SOUR
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=16)
+@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=16)
 def predict(ctx: typer.Context, sources: o.Sources = None, topk: o.TopK = 5, **shared: Any) -> None:
     """Top-k labels for each image, from the bundled model, any registry model, or a finetune checkpoint."""
     load = {k: shared[k] for k in ("model", "weights", "backend", "device", "half", "threads")}
@@ -33,6 +33,7 @@ def val(
     The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
     is scored when DATA has train/ and val/, else DATA itself.
     """
+    data = c.local_data(ctx, data)
     import json
     from pathlib import Path
 
@@ -50,10 +51,17 @@ def val(
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), output)
     predictor = api.load("classify", **{k: shared[k] for k in ("model", "weights", "backend", "device", "threads")},
                          topk=5)
+    from cnnkit.cli import reporting
+
+    report = reporting.start(shared["report"], exist_ok, "classify", data=data)
+    reporting.describe(report, predictor)
     folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/classify/val"))
     result = evaluate_folder(predictor, data, batch_size=c.setting(ctx, "batch_size"),
                              workers=c.setting(ctx, "workers"),
-                             plot=folder / "confusion_matrix.png")
+                             plot=folder / "confusion_matrix.png", on_record=reporting.truth_hook(report))
+    if report is not None:
+        report.set_metrics(result)
+        reporting.finish(report)
     text = json.dumps(result, indent=2) + "\n"
     atomic_write_text(folder / "metrics.json", text)
     c.emit_report(text if fmt == "json" else _val_tables(result), output, exist_ok)

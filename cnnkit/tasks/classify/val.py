@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,11 +89,14 @@ def val_folder(root: str | os.PathLike) -> Path:
 
 
 def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int = 16, workers: int = 2,
-                    plot: str | os.PathLike | None = None) -> dict[str, Any]:
+                    plot: str | os.PathLike | None = None,
+                    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Run a classify predictor over ``root/<class>/*`` and score it against the folder names.
 
     Every dataset class must be one of the model's labels; a prediction of any other model
     label lands in an ``(other)`` column. Unreadable images are counted and listed, not scored.
+    ``on_record(record, truth)`` sees each record with its true class (``[{"label": …}]``), as a
+    report needs it.
     """
     from cnnkit.data.folder import scan_classes
     from cnnkit.errors import UsageError
@@ -112,8 +115,12 @@ def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int 
     for record in predictor.stream(split.paths, batch_size=batch_size, workers=workers):
         if record.error is not None:
             failed.append({"path": record.path, "error": record.error})
+            if on_record is not None:
+                on_record(record, [])
             continue
         true = target_of[record.path]
+        if on_record is not None:
+            on_record(record, [{"label": classes[true]}])
         labels = [p["label"] for p in record.predictions]
         cm[true, index.get(labels[0], other)] += 1
         top5 += classes[true] in labels[:5]

@@ -20,7 +20,7 @@ _LOAD = ("model", "weights", "device", "threads")
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=4, conf=0.5, max_det=100)
+@o.compose(o.MODEL, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=4, conf=0.5, max_det=100)
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
@@ -50,11 +50,20 @@ def val(
     **shared: Any,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
+    data = c.local_data(ctx, data)
     from cnnkit.tasks.instance.val import validate
 
+    from cnnkit.cli import reporting
+
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    report = reporting.start(shared["report"], shared["exist_ok"], "instance", data=data)
     summary = validate(data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
-                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
+                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"),
+                       on_record=reporting.truth_hook(report))
+    if report is not None:
+        report.info["model"] = summary["model"]
+        report.set_metrics(summary)
+        reporting.finish(report)
     text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)
     c.emit_report(text, shared["output"], shared["exist_ok"])
     if summary["failed"]:

@@ -25,7 +25,7 @@ _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "ove
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=8)
+@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=8)
 def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = None, **shared: Any) -> None:
     """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png.
 
@@ -44,12 +44,20 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
     is a root)."""
+    data = c.local_data(ctx, data)
     from cnnkit import api
     from cnnkit.tasks.segment.val import evaluate_folder, render_scores
 
+    from cnnkit.cli import reporting
+
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    report = reporting.start(shared["report"], shared["exist_ok"], "segment", data=data)
     predictor = api.load("segment", **{k: shared[k] for k in _LOAD})
+    reporting.describe(report, predictor)
     scores = evaluate_folder(predictor, data, split=shared["split"], batch_size=c.setting(ctx, "batch_size"),
-                             workers=c.setting(ctx, "workers"))
+                             workers=c.setting(ctx, "workers"), on_record=reporting.truth_hook(report))
+    if report is not None:
+        report.set_metrics(scores)
+        reporting.finish(report)
     text = json.dumps(scores, indent=2) + "\n" if fmt == "json" else render_scores(scores)
     c.emit_report(text, shared["output"], shared["exist_ok"])

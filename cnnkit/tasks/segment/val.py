@@ -59,8 +59,11 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size: int = 8,
-                    workers: int = 2) -> dict[str, Any]:
-    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs."""
+                    workers: int = 2, on_record: Any = None) -> dict[str, Any]:
+    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs.
+
+    ``on_record(record, truth)`` sees each record with the classes of its true mask (``[{"label": …}]``).
+    """
     from cnnkit.data.masks import find_pairs, read_mask
     from cnnkit.errors import CnnkitError
 
@@ -74,6 +77,9 @@ def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size
         if target.shape != pred.shape:
             raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
         cm.update(pred, target)
+        if on_record is not None:
+            present = np.unique(target)
+            on_record(record, [{"label": predictor.labels[int(i)]} for i in present if 0 <= i < len(predictor.labels)])
     return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
 
 
