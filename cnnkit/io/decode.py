@@ -157,10 +157,18 @@ def _simplejpeg() -> Any:
     return simplejpeg
 
 
-def _turbo(path: str, encoded: bytes | None, min_side: int | None) -> np.ndarray | None:
-    """A JPEG (the file, or its ``encoded`` bytes) decoded by libjpeg-turbo (``simplejpeg``) with DCT scaling to
-    at least ``min_side``; ``None`` when simplejpeg is missing or refuses it (PIL then decodes it and words any
-    error)."""
+def draft_scale(width: int, height: int, min_side: int | None) -> int:
+    """PIL's ``draft()`` rule: the largest of 8, 4, 2, 1 that divides both sides to at least ``min_side``."""
+    if not min_side:
+        return 1
+    fits = min(width // min_side, height // min_side)
+    return next(s for s in (8, 4, 2, 1) if fits >= s or s == 1)
+
+
+def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[int, int]) -> np.ndarray | None:
+    """A JPEG (the file, or its ``encoded`` bytes) of ``size`` decoded by libjpeg-turbo (``simplejpeg``) at PIL's
+    draft scale (:func:`draft_scale`; libjpeg's other M/8 factors are not used, so the pixels are PIL's);
+    ``None`` when simplejpeg is missing or refuses it (PIL then decodes it and words any error)."""
     sj = _simplejpeg()
     if sj is None:
         return None
@@ -170,8 +178,8 @@ def _turbo(path: str, encoded: bytes | None, min_side: int | None) -> np.ndarray
         else:
             with open(path, "rb") as f:
                 data = f.read()
-        side = min_side or 0  # 0: full size
-        rgb = sj.decode_jpeg(data, colorspace="RGB", min_height=side, min_width=side)
+        s = draft_scale(size[0], size[1], min_side)
+        rgb = sj.decode_jpeg(data, colorspace="RGB", min_height=-(-size[1] // s), min_width=-(-size[0] // s))
     except (ValueError, OSError, MemoryError):
         return None
     return rgb if rgb.ndim == 3 and rgb.shape[2] == 3 else None
@@ -214,7 +222,7 @@ def decode(
                     raise DecodeError("image has zero size")
                 orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
                 if img.format == "JPEG" and img.mode in ("RGB", "L") and orientation == 1:
-                    fast = _turbo(path, encoded, min_side)
+                    fast = _turbo(path, encoded, min_side, (w, h))
                     if fast is not None:
                         return Decoded(path, np.ascontiguousarray(fast), int(w), int(h), max_pixels, encoded=encoded)
                 if min_side and img.format == "JPEG":
