@@ -104,26 +104,21 @@ def weights_digest(module: Any) -> str:
     return h.hexdigest()
 
 
-def versions(runtime: str) -> dict[str, str]:
-    """The library versions a compiled file depends on (part of the cache key)."""
+def versions(runtime: str, exporter: str | None = None) -> dict[str, str]:
+    """The library versions a compiled file depends on (part of the cache key): cnnkit, torch, the ONNX
+    writer and checker, the runtime, and ``exporter`` (``ultralytics`` for YOLO)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from cnnkit._version import __version__
 
+    packages = {"torchscript": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"),
+                "openvino": ("torch", "onnx", "onnxruntime", "openvino")}[runtime]
     found = {"cnnkit": __version__}
-    for pkg in ("torch", "onnx", {"openvino": "openvino", "onnxruntime": "onnxruntime"}.get(runtime)):
-        if pkg is None:
-            continue
+    for pkg in (*packages, *((exporter,) if exporter else ())):
         try:
             found[pkg] = version(pkg)
         except PackageNotFoundError:
             found[pkg] = "missing"
-    if runtime == "openvino" or runtime == "onnxruntime":
-        # the ONNX file is verified with onnxruntime first in both cases
-        try:
-            found["onnxruntime"] = version("onnxruntime")
-        except PackageNotFoundError:
-            found["onnxruntime"] = "missing"
     return found
 
 
@@ -201,8 +196,9 @@ def compile_loaded(loaded: Any, task: str, backend: str, *, device: Any = None, 
     if not installed(runtime):
         raise OptionError("backend", f"{runtime} is not installed (pip install 'cnnkit[runtimes]')", backend)
     policy, side = size_policy(loaded, task, imgsz)
+    exporter = "ultralytics" if loaded.runtime == "ultralytics" else None
     key = CacheKey(task, loaded.name, weights_digest(_net(loaded)), policy, runtime,
-                   tuple(sorted(versions(runtime).items())))
+                   tuple(sorted(versions(runtime, exporter).items())))
     folder = (cache or cache_root()) / key.digest()
     entry = read_entry(folder)
     if entry is not None and entry.get("status") == "failed":
