@@ -8,13 +8,14 @@ The config file is ``cnnkit.toml`` in the working folder, else
     format = "jsonl"
     workers = 4
     cache_dir = "/data/weights"      # torch hub folder for pretrained weights
+    backend = "auto"                 # predictors: auto (compiled CPU runtime), torch, onnxruntime, openvino
 
     [model]
     classify = "resnet50"
     detect = "yolov8n.pt"
 
 Environment: ``CNNKIT_DEVICE``, ``CNNKIT_BATCH_SIZE``, ``CNNKIT_FORMAT``, ``CNNKIT_WORKERS``,
-``CNNKIT_CACHE_DIR``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``). The CLI reads the
+``CNNKIT_CACHE_DIR``, ``CNNKIT_BACKEND``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``). The CLI reads the
 first four through Typer's ``envvar=`` on their flags (``cnnkit.cli.options``), so a value from the
 environment counts as given and :func:`resolve` consults the config file only when neither was.
 """
@@ -29,7 +30,8 @@ from typing import Any
 from cnnkit.errors import UsageError
 from cnnkit.tasks import TASK_NAMES
 
-SETTINGS: dict[str, type] = {"device": str, "batch_size": int, "format": str, "workers": int, "cache_dir": str}
+SETTINGS: dict[str, type] = {"device": str, "batch_size": int, "format": str, "workers": int, "cache_dir": str,
+                             "backend": str}
 
 # Upper bounds shared by flags, environment and config file: past them a value only costs memory
 # (every worker and thread has a stack; two batches of images are decoded ahead) or crashes torch.
@@ -41,7 +43,8 @@ MAX_TILE = 8192  # --tile: a window side, cut from the image before resizing to 
 MAX_KERNEL = 31  # `cnnkit conv --kernel FILE`: the largest matrix side
 MAX_PADDING = MAX_KERNEL  # `cnnkit conv --padding`: more than the kernel only adds zeros
 BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (0, MAX_WORKERS)}
-FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "format": "--format", "device": "--device"}
+FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "format": "--format", "device": "--device",
+         "backend": "--backend"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ def check(key: str, value: Any, where: str | None = None) -> Any:
 
         if value not in FORMATS:
             raise UsageError(f"{where}: {key} must be one of {', '.join(FORMATS)}, got {value!r}")
+    elif key == "backend":
+        from cnnkit.models.loader import BACKENDS
+
+        if value not in BACKENDS:
+            raise UsageError(f"{where}: {key} must be one of {', '.join(BACKENDS)}, got {value!r}")
     elif key == "device":
         from cnnkit.device import check_device_name
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import UsageError
@@ -127,6 +127,11 @@ class Runtime:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
+
+    def for_module(self, runtime: str) -> "Runtime":
+        """This runtime for a model that ``runtime`` runs: compiled runtimes take plain NCHW arrays, so
+        converting batches to channels-last would only add two copies."""
+        return self if runtime in ("torch", "ultralytics") else replace(self, channels_last=False)
 
     def batch(self, tensor: Any) -> Any:
         import torch

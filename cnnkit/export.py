@@ -332,6 +332,40 @@ def onnx_module(session: Any) -> Any:
     return OnnxModule()
 
 
+def openvino_module(path: str) -> Any:
+    """An ``nn.Module`` that runs an ONNX file compiled by OpenVINO for the CPU, with torch's thread count."""
+    import numpy as np
+    import torch
+
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise CnnkitError("openvino is not installed: `pip install openvino` (needed to run the openvino backend)") from exc
+    try:
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path}: OpenVINO cannot compile it ({first[:200]})") from exc
+
+    class OpenVinoModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.request = compiled.create_infer_request()  # one request: predictors call forward from one thread
+            self.outputs = len(compiled.outputs)
+            shape = compiled.input(0).get_partial_shape()[0]
+            self.fixed_batch = shape.get_length() if shape.is_static else None
+
+        def forward(self, x: torch.Tensor) -> Any:
+            def run(part: torch.Tensor) -> list[torch.Tensor]:
+                self.request.infer({0: np.ascontiguousarray(part.detach().float().cpu().numpy())})
+                return [torch.from_numpy(self.request.get_output_tensor(i).data.copy()).to(x.device)
+                        for i in range(self.outputs)]  # copies: the request reuses its buffers
+
+            return _in_slices(run, x, self.fixed_batch)
+
+    return OpenVinoModule()
+
+
 def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None) -> Any:
     """``run`` over ``x`` in batch slices of ``step`` (a fixed-batch export), outputs concatenated back."""
     import torch
@@ -346,9 +380,17 @@ def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
     """The cnnkit metadata an ONNX export carries, checked like a checkpoint's (it may come from anyone)."""
     from cnnkit.models.checkpoint import check_meta, parse_meta
 
-    session = session or _session(str(path))
-    try:  # onnxruntime decodes every metadata string as UTF-8 when it builds the map
-        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    try:  # onnxruntime decodes every metadata string as UTF-8 when it builds the map; so does protobuf
+        if session is None:  # without a session (OpenVINO runs the file): onnx reads the graph, no optimisation
+            try:
+                proto = _onnx().load(str(path), load_external_data=False)
+            except UnicodeDecodeError:
+                raise
+            except Exception as exc:
+                raise CnnkitError(f"{path}: onnx cannot read it ({str(exc)[:160]})") from exc
+            raw = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+        else:
+            raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     except UnicodeDecodeError:
         raise CnnkitError(f"{path}: its metadata is not UTF-8 text") from None
     if raw is None:
@@ -408,6 +450,8 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> 
     if backend == "onnxruntime":
         session = _session(str(path))
         module, meta = onnx_module(session), read_onnx_meta(path, session)
+    elif backend == "openvino":
+        module, meta = openvino_module(str(path)), read_onnx_meta(path)
     else:
         module, meta = _load_torchscript(path)
     if meta.get("task") != task:

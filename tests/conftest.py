@@ -48,6 +48,11 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "true")
     monkeypatch.setenv("YOLO_AUTOINSTALL", "false")
     monkeypatch.delenv("CNNKIT_DEVICE", raising=False)
+    # predictors default to a compiled CPU runtime (cnnkit.runtimes), compiled once per set of weights: the
+    # suite's many tiny trained models would each pay that. Tests of the compiled path (test_runtimes.py)
+    # ask for `auto` explicitly; compiled files go to a temporary cnnkit cache.
+    monkeypatch.setenv("CNNKIT_BACKEND", "torch")
+    monkeypatch.setenv("CNNKIT_CACHE", str(root / "cnnkit"))
     real_connect = socket.socket.connect
 
     def guarded_connect(self, address):

@@ -48,7 +48,7 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
 
     import torch
 
-    from cnnkit import __version__
+    from cnnkit import __version__, runtimes
     from cnnkit.config import config_path, effective
     from cnnkit.device import available_devices, choose_device
     from cnnkit.models import hub
@@ -67,13 +67,15 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
     data = {
         "cnnkit": __version__, "python": platform.python_version(), "platform": platform.platform(),
         "versions": {p: version(p) for p in ("torch", "torchvision", "ultralytics", "segmentation-models-pytorch",
-                                              "safetensors", "pillow", "numpy", "typer", "rich")},
+                                              "safetensors", "pillow", "numpy", "typer", "rich", "onnxruntime",
+                                              "openvino", "simplejpeg")},
         "devices": available_devices(),
         "auto_device": choose_device(None, cuda_count=cuda, mps_available=mps),
         "device_env": os.environ.get("CNNKIT_DEVICE"),
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "caches": {"torch_hub": str(hub.torch_hub_dir()), "weights_dir": str(hub.WEIGHTS_DIR)},
-        "settings": effective({"batch_size": 16, "workers": 2, "format": "auto", "device": "auto",
+        "caches": {"torch_hub": str(hub.torch_hub_dir()), "weights_dir": str(hub.WEIGHTS_DIR),
+                   "runtimes": str(runtimes.cache_root())},
+        "settings": effective({"batch_size": 16, "workers": 2, "format": "auto", "device": "auto", "backend": "auto",
                                "model.classify": "shapes-cnn"}),
         "config_file": str(config_path()) if config_path() else None,
         "bundled": [s.name for s in specs if s.source == "bundled" and is_available(s)],

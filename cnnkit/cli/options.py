@@ -49,10 +49,14 @@ Weights = Annotated[Optional[str], typer.Option(
     "--weights", "-w", rich_help_panel=PANEL_MODEL,
     help="Weights for --model: a `cnnkit finetune` checkpoint (.safetensors), a state dict (.pt/.pth), an "
          "ultralytics .pt (detect), or a .onnx/.torchscript from `cnnkit export`.")]
-Backend = Annotated[Optional[str], typer.Option(
-    "--backend", rich_help_panel=PANEL_MODEL,
-    help="torch; onnxruntime or torchscript to run a --weights FILE.onnx or FILE.torchscript from `cnnkit export` "
-         "(default: by the file's suffix, else torch).")]
+_BACKEND_HELP = (
+    "auto, torch, onnxruntime, openvino or torchscript \\[default: auto, or $CNNKIT_BACKEND]. auto: on a CPU, the "
+    "model compiled once for OpenVINO or ONNX Runtime, checked against PyTorch and cached (else PyTorch); a "
+    "runtime name forces it. A --weights .onnx/.torchscript file from `cnnkit export` runs on its own runtime.")
+# $CNNKIT_BACKEND is read by the library (cnnkit.runtimes.default_backend), not by Typer: an exported
+# --weights file keeps its runtime whatever the environment's default says.
+Backend = Annotated[Optional[str], typer.Option("--backend", rich_help_panel=PANEL_MODEL, help=_BACKEND_HELP)]
+Backends = Annotated[Optional[list[str]], typer.Option("--backend", rich_help_panel=PANEL_MODEL, help=_BACKEND_HELP)]
 Task = Annotated[Optional[str], typer.Option(
     "--task", "-t", help=f"{', '.join(TASK_NAMES[:-1])} or {TASK_NAMES[-1]} (models: only that task's; export: "
                          "the task of a file that does not say it; finetune: default classify; explain: classify or detect, "
@@ -179,6 +183,25 @@ Methods = Annotated[Optional[list[str]], typer.Option(
     help="Class-activation method, repeatable: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam "
          "\\[default: gradcam and gradcam++].")]
 Cell = Annotated[int, typer.Option("--cell", min=8, max=512, help="Pixel size of each map or kernel in the grid.")]
+
+# `cnnkit export --int8` and `cnnkit benchmark`
+Int8 = Annotated[bool, typer.Option(
+    "--int8", help="Quantize to INT8 (ONNX Runtime static quantization; classify and segment); needs --calibrate.")]
+Calibrate = Annotated[Optional[str], typer.Option(
+    "--calibrate", help="Folder of images (100 or more) whose activations set the INT8 ranges.")]
+ValData = Annotated[Optional[str], typer.Option(
+    "--val", help="Labelled data to score fp32 and INT8 on (classify: class folders; segment: image/mask pairs).")]
+MaxDrop = Annotated[float, typer.Option(
+    "--max-drop", min=0.0, max=100.0,
+    help="Refuse to write an INT8 model that loses more points on --val (1 point = 0.01 of top-1 or mIoU).")]
+BenchData = Annotated[Optional[str], typer.Option(
+    "--data", rich_help_panel=PANEL_DATA,
+    help="Labelled data to time on and score (classify: class folders, top-1; detect: data.yaml, mAP50; segment: "
+         "image/mask pairs, mIoU) \\[default: synthetic 640×480 JPEGs, no score].")]
+BenchImages = Annotated[int, typer.Option("--images", min=1, max=100_000, rich_help_panel=PANEL_DATA,
+                                          help="How many images to time end to end.")]
+Seconds = Annotated[float, typer.Option("--seconds", min=0.1, max=600.0, rich_help_panel=PANEL_RUN,
+                                        help="How long to repeat the forward-only measurement.")]
 
 
 # -- groups and how commands are built from them ----------------------------------------------------

@@ -31,8 +31,9 @@ FILE_KINDS = {
     ".pt": "pickle", ".pth": "pickle",
 }
 # backend → the file kind it runs
-BACKEND_FILES = {"onnxruntime": "onnx", "torchscript": "torchscript"}
-BACKENDS = ("torch", *BACKEND_FILES)
+BACKEND_FILES = {"onnxruntime": "onnx", "openvino": "onnx", "torchscript": "torchscript"}
+# ``auto``: a compiled CPU runtime where one is faster (cnnkit.runtimes), else torch
+BACKENDS = ("auto", "torch", *BACKEND_FILES)
 
 
 @dataclass
@@ -178,24 +179,39 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
 
 
 def resolve_backend(backend: str | None, weights: str | None) -> str:
-    """``None`` runs an exported file with its runtime (``.onnx`` → onnxruntime) and anything else with torch."""
-    if backend is None:
-        kind = sniff(weights)
-        return next((b for b, k in BACKEND_FILES.items() if k == kind), "torch")
-    if backend not in BACKENDS:
+    """``None`` runs an exported file with its runtime (``.onnx`` → onnxruntime) and anything else with torch;
+    ``auto`` runs a ``.onnx`` on OpenVINO when installed (INT8 files from ``export --int8`` run 2.4× faster there
+    than on onnxruntime on an AVX2 CPU, ``benchmarks/README.md``), other exported files like ``None``."""
+    if backend is not None and backend not in BACKENDS:
         raise OptionError("backend", f"expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}", backend)
+    kind = sniff(weights)
+    if backend == "torch" and kind in BACKEND_FILES.values():
+        raise OptionError("backend", f"runs PyTorch weights; {weights} is an exported file (onnxruntime, openvino "
+                          "or torchscript run it)", backend)
+    if backend == "auto" and kind == "onnx":
+        from cnnkit.runtimes import installed
+
+        return "openvino" if installed("openvino") else "onnxruntime"
+    if backend is None or (backend == "auto" and kind in BACKEND_FILES.values()):
+        return next((b for b, k in BACKEND_FILES.items() if k == kind), "torch")
     return backend
 
 
 def resolve(
     task: str, model: str | None = None, weights: str | None = None, *, backend: str | None = None,
-    default: str | None = None, **options: Any,
+    default: str | None = None, device: Any = None, imgsz: int | None = None, **options: Any,
 ) -> Loaded:
     """The model for ``task`` that ``model``/``weights``/``backend`` name; see the module docstring.
 
     ``default``: the registry name used when neither ``model`` nor ``weights`` is given (the
     task's bundled model unless said). ``options`` are the task's own model options
     (``arch``/``encoder`` for segment), passed to its ``zoo.resolve``; ``None`` values are unset.
+
+    ``backend``: ``None`` gives the PyTorch module (what training, export and summary need) or an
+    exported file's own runtime; ``auto`` (what predictors use) compiles the model for a faster CPU
+    runtime where one takes it (:mod:`cnnkit.runtimes`), on ``device`` (``None``: the auto device)
+    at ``imgsz`` (the YOLO letterbox side; classifiers and segmenters ignore it); a runtime name
+    forces that runtime, compiling the model when ``weights`` is not already an exported file.
     """
     from cnnkit.tasks import get_task
 
@@ -205,11 +221,22 @@ def resolve(
     if model is not None and sniff(model) == "checkpoint" and weights is None:
         model, weights = None, model  # a checkpoint named as the model is the weights
     backend = resolve_backend(backend, weights)
-    if backend != "torch":
+    if backend in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
         return _exported(task, weights, backend, options)
+    loaded = _torch_model(task, row.package, model, weights, default, options)
+    if backend == "torch":
+        return loaded
+    from cnnkit.runtimes import compile_loaded
+
+    return compile_loaded(loaded, task, backend, device=device, imgsz=imgsz)
+
+
+def _torch_model(task: str, package: str, model: str | None, weights: str | None, default: str,
+                 options: dict[str, Any]) -> Loaded:
+    """The PyTorch (or ultralytics) model: a checkpoint, the task's own rules, else the registry."""
     if weights is not None and sniff(weights) == "checkpoint":
         return load_checkpoint(weights, task)
-    hook = getattr(importlib.import_module(f"{row.package}.zoo"), "resolve", None)
+    hook = getattr(importlib.import_module(f"{package}.zoo"), "resolve", None)
     if hook is not None:
         found = hook(model, weights, default=default, **options)
         if found is not None:
@@ -223,9 +250,6 @@ def _exported(task: str, weights: str | None, backend: str, options: dict[str, A
     """A file from ``cnnkit export`` run by ``backend``; model options are the file's own."""
     from cnnkit.export import load_exported
 
-    suffix = next(s for s, k in FILE_KINDS.items() if k == BACKEND_FILES[backend])
-    if not weights:
-        raise OptionError("weights", f"the {backend} backend needs a {suffix} file (made by `cnnkit export`)")
     if options:
         raise OptionError(tuple(options), f"not for an exported file ({weights} carries its own model)")
     loaded = load_exported(weights, task, backend)

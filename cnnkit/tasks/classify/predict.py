@@ -22,10 +22,10 @@ class Classifier(Predictor):
         self.name = loaded.name
         self.labels = loaded.labels
         self.pre = loaded.preprocess
-        self.runtime = runtime
+        self.runtime = runtime.for_module(loaded.runtime)
         self.topk = max(1, min(topk, len(self.labels)))
         self.min_side = self.pre.resize
-        self.model = runtime.prepare(loaded.module)
+        self.model = self.runtime.prepare(loaded.module)
 
     @classmethod
     def load(
@@ -33,9 +33,10 @@ class Classifier(Predictor):
         half: bool = False, threads: int | None = None, topk: int = 5, backend: str | None = None,
     ) -> "Classifier":
         from cnnkit.models.loader import resolve
+        from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        return cls(resolve("classify", model, weights, backend=backend), runtime, topk)
+        return cls(resolve("classify", model, weights, backend=default_backend(backend, weights), device=runtime.device), runtime, topk)
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.pre(decoded.rgb)

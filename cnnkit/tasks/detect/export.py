@@ -33,17 +33,27 @@ def _yolo(target: str) -> Any:
 def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: str | Path | None,
            overwrite: bool) -> Any:
     """Export a YOLO detector with ultralytics, check it against the PyTorch network, keep it or fail."""
+    from cnnkit.export import default_out
+
+    loaded = _yolo(target)
+    dest = Path(out) if out else default_out(target, loaded.name, fmt)
+    return export_yolo(loaded, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=dest, overwrite=overwrite)
+
+
+def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: Path,
+                overwrite: bool) -> Any:
+    """``loaded`` (an ultralytics detector from the resolver) exported to ``out``; what :func:`export` and the
+    compiled runtimes (:mod:`cnnkit.runtimes`) share."""
     import torch
 
     from cnnkit import _ultralytics
-    from cnnkit.export import check_inputs, default_out, quiet_exporters, result, stamp, verify_file
+    from cnnkit.export import check_inputs, quiet_exporters, result, stamp, verify_file
     from cnnkit.io.files import atomic_path
 
     t0 = time.perf_counter()
-    loaded = _yolo(target)
     yolo, name = loaded.module, loaded.name
     if getattr(yolo, "task", "detect") != "detect":
-        raise UsageError(f"{target}: an ultralytics {yolo.task} model, not a detector")
+        raise UsageError(f"{name}: an ultralytics {yolo.task} model, not a detector")
     net = yolo.model.float().eval()
     stride = int(max(net.stride.max().item(), 32))
     args = getattr(net, "args", None) or {}
@@ -60,8 +70,7 @@ def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out
         "input": "images", "outputs": ["output0"],
         "input_shape": ["batch" if dynamic_batch else 1, 3, size, size],
     }
-    dest = Path(out) if out else default_out(target, name, fmt)
-    with atomic_path(dest, overwrite=overwrite) as final, tempfile.TemporaryDirectory() as tmp, \
+    with atomic_path(out, overwrite=overwrite) as final, tempfile.TemporaryDirectory() as tmp, \
             _ultralytics.quiet(), quiet_exporters():
         copy = Path(tmp) / f"{name}.pt"
         shutil.copyfile(yolo.ckpt_path, copy)
@@ -72,4 +81,4 @@ def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out
         stamp(written, fmt, meta)
         diff, verified_with = verify_file(written, fmt, checks, expected)
         shutil.copyfile(written, final)
-    return result(dest, fmt, meta, diff, verified_with, t0)
+    return result(out, fmt, meta, diff, verified_with, t0)

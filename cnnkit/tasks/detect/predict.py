@@ -65,6 +65,7 @@ class YoloBackend:
             raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (--imgsz)")
         self.imgsz = -(-int(imgsz) // stride) * stride
         self.end2end = end2end
+        self.runtime_info: dict[str, Any] = {}  # set when the resolver compiled the network (cnnkit.runtimes)
         self.runtime = runtime
         self.net = runtime.prepare(net)
         self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=self.stride)
@@ -177,12 +178,18 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     """The network :func:`~cnnkit.models.loader.resolve` finds, behind the backend that drives it:
     an ultralytics model or an exported YOLO file (same letterbox and NMS), or a torchvision detector."""
     from cnnkit.models.loader import resolve
+    from cnnkit.runtimes import default_backend
 
-    loaded = resolve("detect", model, weights, backend=backend)
+    loaded = resolve("detect", model, weights, backend=default_backend(backend, weights), device=runtime.device, imgsz=imgsz)
     if loaded.runtime == "ultralytics":
         return YoloBackend.from_yolo(loaded.module, runtime, imgsz or loaded.meta.get("imgsz"), loaded.name)
+    compiled = loaded.meta.get("runtime_info")
+    if compiled:  # compiled by the resolver for this imgsz (rounded to the stride)
+        yolo = YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), None, compiled["path"])
+        yolo.runtime_info, yolo.checkpoint = compiled, loaded.meta.get("checkpoint")
+        return yolo
     if loaded.runtime != "torch":
-        return YoloBackend.from_exported(loaded, runtime, imgsz, str(weights))
+        return YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), imgsz, str(weights))
     return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
 
 

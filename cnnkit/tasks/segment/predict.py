@@ -70,7 +70,7 @@ class Segmenter(Predictor):
         if not 0.0 <= overlap < 0.9:
             raise UsageError(f"--overlap {overlap}: expected a fraction in [0, 0.9)")
         self.loaded, self.name, self.labels = loaded, loaded.name, list(loaded.labels)
-        self.pre, self.runtime = loaded.preprocess, runtime
+        self.pre, self.runtime = loaded.preprocess, runtime.for_module(loaded.runtime)
         self.imgsz = int(imgsz or self.pre.crop)
         if not 32 <= self.imgsz <= MAX_IMGSZ:
             raise UsageError(f"--imgsz {self.imgsz}: must be from 32 to {MAX_IMGSZ}")
@@ -79,7 +79,7 @@ class Segmenter(Predictor):
             raise UsageError(f"--tile {self.tile}: must be from 32 to {MAX_TILE}")
         self.overlap = overlap
         self.min_side = None if self.tile else self.imgsz
-        self.model = runtime.prepare(loaded.module)
+        self.model = self.runtime.prepare(loaded.module)
 
     @classmethod
     def load(
@@ -88,9 +88,10 @@ class Segmenter(Predictor):
         device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
     ) -> "Segmenter":
         from cnnkit.models.loader import resolve
+        from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        loaded = resolve("segment", model, weights, backend=backend, arch=arch, encoder=encoder)
+        loaded = resolve("segment", model, weights, backend=default_backend(backend, weights), device=runtime.device, arch=arch, encoder=encoder)
         return cls(loaded, runtime, imgsz, tile, overlap)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------

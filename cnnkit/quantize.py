@@ -1,0 +1,151 @@
+"""INT8 export: post-training static quantization with ONNX Runtime, refused when it costs accuracy.
+
+The fp32 model is exported and verified as :func:`cnnkit.export.export_model` does, then quantized
+(QDQ, per-channel int8 weights, uint8 activations) with ranges calibrated on ``calibrate``'s images,
+preprocessed exactly as the predictor preprocesses them. With ``val``, both files are scored on it
+(classify: top-1 over class folders; segment: mIoU over image/mask pairs) and the INT8 file is only
+written when it loses at most ``max_drop`` points (1 point = 0.01 of top-1 or mIoU). The file carries
+cnnkit's metadata, so ``--weights model-int8.onnx`` runs it with onnxruntime or OpenVINO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError, OptionError, UsageError
+
+log = logging.getLogger("cnnkit")
+SCORES = {"classify": "top1", "segment": "miou"}
+MIN_CALIBRATION = 100  # fewer images give ranges that depend on which ones were picked
+
+
+@dataclass
+class QuantizeResult:
+    path: str
+    task: str
+    model: str
+    calibration_images: int
+    metric: str | None
+    fp32: float | None
+    int8: float | None
+    drop_points: float | None
+    max_drop: float
+    size_mb: float
+    fp32_size_mb: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibration_images(folder: str | Path, limit: int) -> list[str]:
+    from cnnkit.io.sources import expand_sources
+
+    paths = [it.path for it in expand_sources([str(folder)], recursive=True) if it.error is None][:limit]
+    if not paths:
+        raise OptionError("calibrate", "no images found", str(folder))
+    if len(paths) < MIN_CALIBRATION:
+        log.warning("%s: %d calibration images; %d or more give steadier INT8 ranges", folder, len(paths),
+                    MIN_CALIBRATION)
+    return paths
+
+
+def reader(predictor: Any, paths: list[str], input_name: str) -> Any:
+    """ONNX Runtime's calibration reader: one image per call, preprocessed as the predictor does it."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from cnnkit.io.decode import decode
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.paths = iter(paths)
+
+        def get_next(self) -> dict[str, Any] | None:
+            path = next(self.paths, None)
+            if path is None:
+                return None
+            x = predictor.preprocess(decode(path, min_side=predictor.min_side))
+            x = getattr(x, "tensor", x)  # a segmenter's letterbox
+            return {input_name: x[None].float().numpy()}
+
+    return Reader()
+
+
+def int8_out(target: str, name: str) -> Path:
+    """Beside a checkpoint (``model-int8.onnx``); ``runs/export/NAME-int8.onnx`` for a registry model."""
+    if Path(target).is_file():
+        return Path(target).with_name(Path(target).stem + "-int8.onnx")
+    return Path("runs") / "export" / f"{name}-int8.onnx"
+
+
+def score(task: str, weights: Path, val: str) -> float:
+    """Top-1 (classify) or mIoU (segment) of an ONNX file on ``val`` with onnxruntime."""
+    from cnnkit import api
+
+    predictor = api.load(task, weights=str(weights), backend="onnxruntime")
+    if task == "classify":
+        from cnnkit.tasks.classify.val import evaluate_folder
+
+        return float(evaluate_folder(predictor, val)["top1"])
+    from cnnkit.tasks.segment.val import evaluate_folder as seg_eval
+
+    return float(seg_eval(predictor, val)["miou"])
+
+
+def export_int8(
+    target: str, *, calibrate: str | Path, out: str | Path | None = None, val: str | None = None,
+    max_drop: float = 1.0, imgsz: int | None = None, calibration_limit: int = 300, overwrite: bool = False,
+    task: str | None = None,
+) -> QuantizeResult:
+    """Quantize ``target`` (a registry name or cnnkit checkpoint) to an INT8 ONNX file; see the module docstring."""
+    from cnnkit import api
+    from cnnkit.export import _onnx, export_model, stamp, target_task
+    from cnnkit.io.files import atomic_path
+
+    t0 = time.perf_counter()
+    task = target_task(target, task)
+    if task not in SCORES:
+        raise UsageError(f"{target}: INT8 export takes classify and segment models, not {task}")
+    if not 0 <= max_drop <= 100:
+        raise OptionError("max_drop", "expected points from 0 to 100", max_drop)
+    try:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    except ImportError as exc:
+        raise CnnkitError("onnxruntime is not installed: `pip install onnxruntime` (needed for INT8)") from exc
+    paths = calibration_images(calibrate, calibration_limit)
+    with tempfile.TemporaryDirectory(prefix="cnnkit-int8-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        exported = export_model(target, fmt="onnx", imgsz=imgsz, dynamic_batch=True, out=fp32, overwrite=True,
+                                task=task)
+        predictor = api.load(task, weights=str(fp32), backend="onnxruntime")
+        int8 = Path(tmp) / "int8.onnx"
+        logging.disable(logging.WARNING)  # the quantizer's advice on the root logger, on every call
+        try:
+            quantize_static(str(fp32), str(int8), reader(predictor, paths, "images"), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+        meta = json.loads(next(p.value for p in _onnx().load(str(fp32)).metadata_props if p.key == "cnnkit"))
+        stamp(int8, "onnx", {**meta, "precision": "int8", "calibration_images": len(paths)})
+        before = after = drop = None
+        if val is not None:
+            before, after = score(task, fp32, val), score(task, int8, val)
+            drop = round((before - after) * 100, 2)
+            if drop > max_drop:
+                raise CnnkitError(f"{exported.model}: INT8 loses {drop} points of {SCORES[task]} on {val} "
+                                  f"({before:.4f} → {after:.4f}; the limit is {max_drop}); not written")
+        dest = Path(out) if out else int8_out(target, exported.model)
+        with atomic_path(dest, overwrite=overwrite) as final:
+            final.write_bytes(int8.read_bytes())
+        return QuantizeResult(
+            path=str(dest), task=task, model=exported.model, calibration_images=len(paths),
+            metric=SCORES[task] if val else None, fp32=before, int8=after, drop_points=drop, max_drop=max_drop,
+            size_mb=round(dest.stat().st_size / 1e6, 3), fp32_size_mb=round(fp32.stat().st_size / 1e6, 3),
+            seconds=round(time.perf_counter() - t0, 2),
+        )

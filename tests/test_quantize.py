@@ -1,0 +1,90 @@
+"""INT8 export (``cnnkit.quantize``): a calibrated file that runs like any export, and the refusal to write
+one that loses more than ``max_drop`` points on the val folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.errors import CnnkitError, OptionError, UsageError
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def shapes_sets(tmp_path_factory):
+    """``val/<class>/`` (60 images), ``cal/`` (60 other images of the same kind) and ``dark/`` (4 near-black ones)."""
+    from cnnkit.data.shapes import CLASSES, classification_sample
+
+    root = tmp_path_factory.mktemp("int8")
+    for i in range(60):
+        img, cid = classification_sample(321, i, size=64)
+        (root / "val" / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / "val" / CLASSES[cid] / f"{i}.png")
+        img, _ = classification_sample(999, i, size=64)
+        (root / "cal").mkdir(exist_ok=True)
+        Image.fromarray(img).save(root / "cal" / f"{i}.png")
+    (root / "dark").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((64, 64, 3), 2 * i, np.uint8)).save(root / "dark" / f"{i}.png")
+    return root
+
+
+def test_int8_file_is_written_scored_and_runs(shapes_sets, tmp_path):
+    import cnnkit
+    from cnnkit.quantize import export_int8
+
+    out = tmp_path / "cnn-int8.onnx"
+    result = export_int8("shapes-cnn", calibrate=shapes_sets / "cal", val=str(shapes_sets / "val"), out=out)
+    assert out.is_file() and result.path == str(out) and result.calibration_images == 60
+    assert result.metric == "top1" and result.drop_points is not None and result.drop_points <= result.max_drop == 1.0
+    assert result.size_mb < result.fp32_size_mb  # int8 weights
+    meta = json.loads(next(p.value for p in onnx.load(str(out)).metadata_props if p.key == "cnnkit"))
+    assert meta["precision"] == "int8" and meta["task"] == "classify"
+    want = cnnkit.classify(shapes_sets / "val", topk=1, backend="torch", threads=1, recursive=True)
+    got = cnnkit.classify(shapes_sets / "val", weights=str(out), topk=1, threads=1, recursive=True)
+    assert len(got) == len(want) == 60 and all(r.error is None for r in got)
+    same = np.mean([g.predictions[0]["label"] == w.predictions[0]["label"] for g, w in zip(got, want)])
+    assert same >= 0.95
+
+
+def test_int8_that_loses_accuracy_is_refused_and_not_written(shapes_sets, tmp_path):
+    from cnnkit.quantize import export_int8
+
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(CnnkitError, match=r"INT8 loses .* points of top1 .*not written"):
+        export_int8("shapes-cnn", calibrate=shapes_sets / "dark", val=str(shapes_sets / "val"), out=out,
+                    max_drop=1.0)  # ranges from near-black images clip every real activation
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_int8_options_are_checked(shapes_sets, tmp_path):
+    from cnnkit.quantize import export_int8
+
+    with pytest.raises(OptionError, match="no images"):
+        export_int8("shapes-cnn", calibrate=tmp_path, out=tmp_path / "x.onnx")
+    with pytest.raises(OptionError) as info:
+        export_int8("shapes-cnn", calibrate=shapes_sets / "cal", max_drop=-1)
+    assert info.value.options == ("max_drop",)
+    with pytest.raises(UsageError, match="classify and segment"):
+        export_int8("shapes-yolov8n", calibrate=shapes_sets / "cal")
+
+
+def test_export_int8_cli_needs_calibration_and_reports_a_refusal(shapes_sets, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["export", "shapes-cnn", "--int8", "-o", str(tmp_path / "x.onnx")])
+    assert missing.exit_code == 2 and "--calibrate" in missing.output
+    lonely = runner.invoke(app, ["export", "shapes-cnn", "--calibrate", str(shapes_sets / "cal")])
+    assert lonely.exit_code == 2 and "--int8" in lonely.output
+    refused = runner.invoke(app, ["export", "shapes-cnn", "--int8", "--calibrate", str(shapes_sets / "dark"), "--val",
+                                  str(shapes_sets / "val"), "--max-drop", "1", "-o", str(tmp_path / "bad.onnx")])
+    assert refused.exit_code == 1 and "not written" in refused.output
+    assert not (tmp_path / "bad.onnx").exists()

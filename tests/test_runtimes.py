@@ -1,0 +1,291 @@
+"""``backend="auto"``: which runtime runs a model, the compiled-model cache, the fallback, and equal records.
+
+The cache lives in a temporary ``CNNKIT_CACHE``; the bundled ``shapes-cnn`` and a tiny 64 px U-Net keep
+compiles short. Every comparison is against the torch backend on the same images in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit import runtimes as rt
+from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.models.loader import Loaded, resolve
+from tests.conftest import SAMPLES
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+AVAILABLE = tuple(r for r in rt.AUTO_ORDER if rt.installed(r))
+needs_runtime = pytest.mark.skipif(not AVAILABLE, reason="neither openvino nor onnxruntime is installed")
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """A fresh cnnkit cache with ``auto`` as the default backend (conftest pins ``torch`` for other tests)."""
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CNNKIT_BACKEND")
+    rt._said.clear()
+    return tmp_path / "cache" / "runtimes"
+
+
+def entries(cache) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(cache.glob("*/entry.json"))]
+
+
+# -- which runtime -----------------------------------------------------------------------------
+
+def test_auto_picks_the_family_runtime_then_the_default_order_on_cpu_only():
+    both = ("openvino", "onnxruntime")
+    assert rt.choose("auto", "cpu", "mobilenet_v3_large", compilable=True, available=both) == rt.AUTO_ORDER[0]
+    for family, runtime in rt.FAMILY_RUNTIME.items():
+        assert rt.choose("auto", "cpu", family, compilable=True, available=both) == runtime
+        other = next(r for r in both if r != runtime)
+        assert rt.choose("auto", "cpu", family, compilable=True, available=(other,)) == other  # not installed
+    assert rt.choose("auto", "cpu", "unet", compilable=True, available=("onnxruntime",)) == "onnxruntime"
+    assert rt.choose("auto", "cpu", "resnet18", compilable=True, available=()) == "torch"
+    assert rt.choose("auto", "cuda", "resnet18", compilable=True, available=both) == "torch"
+    assert rt.choose("auto", "mps", "resnet18", compilable=True, available=both) == "torch"
+    assert rt.choose("auto", "cpu", "maskrcnn", compilable=False, available=both) == "torch"
+    assert rt.choose("onnxruntime", "cpu", "resnet18", compilable=True, available=both) == "onnxruntime"
+    assert rt.choose("torch", "cpu", "resnet18", compilable=True, available=both) == "torch"
+
+
+def test_auto_stays_on_torch_when_cuda_is_available(cache, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    loaded = resolve("classify", "shapes-cnn", backend="auto")  # device None: the auto device, cuda:0 here
+    assert loaded.runtime == "torch" and isinstance(loaded.module, torch.nn.Module)
+    assert not cache.exists()
+
+
+def test_rcnn_models_stay_on_torch_and_refuse_a_forced_runtime(cache, caplog):
+    loaded = Loaded(torch.nn.Conv2d(3, 4, 3), "some-maskrcnn", ["a"], None, None)
+    with caplog.at_level(logging.DEBUG, logger="cnnkit"):
+        assert rt.compile_loaded(loaded, "instance", "auto", device="cpu") is loaded
+        assert rt.compile_loaded(loaded, "instance", "auto", device="cpu") is loaded
+    assert sum("stays on PyTorch" in r.message for r in caplog.records) == 1  # said once
+    with pytest.raises(OptionError, match="torch only"):
+        rt.compile_loaded(loaded, "instance", "onnxruntime", device="cpu")
+    assert not cache.exists()
+
+
+def test_unknown_backend_is_an_option_error():
+    with pytest.raises(OptionError) as info:
+        resolve("classify", "shapes-cnn", backend="tensorrt")
+    assert info.value.options == ("backend",)
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+def test_cache_key_changes_with_every_part():
+    base = rt.CacheKey("classify", "m", "w" * 64, "fixed:224", "openvino", (("torch", "2"),))
+    variants = [replace(base, weights="x" * 64), replace(base, model="n"), replace(base, size="fixed:256"),
+                replace(base, runtime="onnxruntime"), replace(base, versions=(("torch", "3"),))]
+    assert len({base.digest(), *(v.digest() for v in variants)}) == 1 + len(variants)
+    assert base.digest() == rt.CacheKey(**{**base.__dict__}).digest()
+
+
+def test_weights_digest_follows_the_weights():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    before = rt.weights_digest(net)
+    assert rt.weights_digest(net) == before
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] += 1e-3
+    assert rt.weights_digest(net) != before
+
+
+@needs_runtime
+def test_auto_compiles_once_then_reuses_the_cache(cache, monkeypatch):
+    first = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    assert first.runtime in AVAILABLE
+    info = first.meta["runtime_info"]
+    assert info["cache"] == "built" and info["compile_s"] >= 0
+    [entry] = entries(cache)
+    assert entry["status"] == "ok" and entry["key"]["model"] == "shapes-cnn"
+    assert entry["key"]["size"] == "fixed:64" and "torch" in entry["key"]["versions"]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(rt, "build", no_build)
+    again = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    assert again.meta["runtime_info"]["cache"] == "hit" and again.runtime == first.runtime
+    assert again.labels == first.labels and again.preprocess == first.preprocess
+
+
+@needs_runtime
+def test_changed_weights_compile_anew(cache):
+    torch_model = resolve("classify", "shapes-cnn", backend="torch")
+    rt.compile_loaded(torch_model, "classify", "auto", device="cpu")
+    with torch.no_grad():
+        next(torch_model.module.parameters()).add_(0.01)
+    changed = rt.compile_loaded(torch_model, "classify", "auto", device="cpu")
+    assert changed.meta["runtime_info"]["cache"] == "built"
+    assert len(entries(cache)) == 2
+
+
+@needs_runtime
+@pytest.mark.parametrize("damage", ["file", "entry"])
+def test_a_damaged_entry_is_rebuilt_not_trusted(cache, damage):
+    resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    [folder] = [p.parent for p in cache.glob("*/entry.json")]
+    if damage == "file":
+        model = next(folder.glob("model.*"))
+        model.write_bytes(model.read_bytes()[:-64] + b"\0" * 64)
+    else:
+        (folder / "entry.json").write_text("{not json")
+    rebuilt = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    assert rebuilt.meta["runtime_info"]["cache"] == "built"
+    assert entries(cache)[0]["status"] == "ok"
+
+
+@needs_runtime
+def test_a_failed_compile_falls_back_once_and_is_remembered(cache, monkeypatch, caplog):
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise CnnkitError("exported output differs from PyTorch by 0.5 (> 0.001); not written")
+
+    monkeypatch.setattr(rt, "build", failing)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        first = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+        second = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    assert first.runtime == second.runtime == "torch"
+    assert len(calls) == 1  # not retried on the second run
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "running PyTorch" in warnings[0] and "differs" in warnings[0]
+    [entry] = entries(cache)
+    assert entry["status"] == "failed" and "differs" in entry["reason"]
+    with pytest.raises(CnnkitError, match="failed before"):  # a forced runtime says so instead of falling back
+        resolve("classify", "shapes-cnn", backend=entry["key"]["runtime"], device="cpu")
+
+
+@needs_runtime
+def test_a_forced_runtime_that_fails_raises(cache, monkeypatch):
+    monkeypatch.setattr(rt, "build", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unsupported op")))
+    with pytest.raises(CnnkitError, match="unsupported op"):
+        resolve("classify", "shapes-cnn", backend="onnxruntime", device="cpu")
+
+
+# -- same records --------------------------------------------------------------------------------
+
+@needs_runtime
+@pytest.mark.parametrize("backend", ["auto", *AVAILABLE])
+def test_classify_records_match_torch(cache, backend):
+    import cnnkit
+
+    want = cnnkit.classify(SAMPLES, topk=3, backend="torch", threads=1)
+    got = cnnkit.classify(SAMPLES, topk=3, backend=backend, threads=1)
+    assert [r.path for r in got] == [r.path for r in want] and len(got) >= 3
+    for g, w in zip(got, want):
+        assert [p["label"] for p in g.predictions][:1] == [p["label"] for p in w.predictions][:1]
+        np.testing.assert_allclose([p["score"] for p in g.predictions], [p["score"] for p in w.predictions],
+                                   atol=1e-4)
+
+
+@needs_runtime
+def test_segment_masks_match_torch_at_several_sizes(cache, tiny_checkpoint, tmp_path):  # noqa: F811
+    from PIL import Image
+
+    import cnnkit
+    from cnnkit.data.shapes import scene
+
+    for i, (h, w) in enumerate([(64, 64), (48, 96), (100, 70)]):  # letterboxed to 64x64, 64x64, 64x64 / imgsz 96
+        Image.fromarray(np.asarray(Image.fromarray(scene(5, i, size=128).image).resize((w, h)))).save(tmp_path / f"s{i}.png")
+    for imgsz in (None, 96):
+        want = cnnkit.segment(tmp_path, weights=str(tiny_checkpoint), backend="torch", imgsz=imgsz, threads=1)
+        got = cnnkit.segment(tmp_path, weights=str(tiny_checkpoint), imgsz=imgsz, threads=1)  # the default: auto
+        for g, w in zip(got, want):
+            assert g.error is None and g.result.mask.shape == w.result.mask.shape
+            assert (g.result.mask == w.result.mask).mean() >= 0.999
+    [entry] = entries(cache)
+    assert entry["key"]["size"] == "free:32"  # one dynamic-size file serves every imgsz
+
+
+@pytest.mark.slow
+@needs_runtime
+def test_yolo_boxes_match_torch(cache):
+    import cnnkit
+
+    want = cnnkit.detect(SAMPLES, backend="torch", threads=1)
+    got = cnnkit.detect(SAMPLES, threads=1)
+    assert sum(len(r.predictions) for r in want) > 0
+    for g, w in zip(got, want):
+        assert [p["label"] for p in g.predictions] == [p["label"] for p in w.predictions]
+        if w.predictions:
+            np.testing.assert_allclose([p["box"] for p in g.predictions], [p["box"] for p in w.predictions], atol=1.0)
+    [entry] = entries(cache)
+    assert entry["key"]["size"].startswith("letterbox:")
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+def test_benchmark_command_reports_one_row_per_model_and_backend(cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.benchmark import COLUMNS
+    from cnnkit.cli import app
+
+    args = ["benchmark", "shapes-cnn", "--backend", "torch", "--backend", "onnxruntime", "--images", "6",
+            "--batch-size", "4", "--seconds", "0.1", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "-f", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["model"], r["backend"], r["runtime"]) for r in rows] == [
+        ("shapes-cnn", "torch", "torch"), ("shapes-cnn", "onnxruntime", "onnxruntime")]
+    for row in rows:
+        assert set(row) == set(COLUMNS) and row["task"] == "classify" and row["metric"] is None
+        for key in ("e2e_ips", "forward_ips", "p50_ms", "p95_ms", "peak_mb", "decode_ms", "model_ms"):
+            assert row[key] > 0, key
+        assert row["p95_ms"] >= row["p50_ms"]
+    assert rows[1]["cache"] == "built"
+    out = tmp_path / "bench.csv"
+    result = CliRunner().invoke(app, [*args[:4], "--images", "2", "--batch-size", "2", "--seconds", "0.1", "-f", "csv",
+                                      "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",") == list(COLUMNS) and len(lines) == 2
+
+
+def test_benchmark_scores_on_data(cache, tmp_path):
+    from PIL import Image
+
+    from cnnkit.benchmark import run
+    from cnnkit.data.shapes import CLASSES, classification_sample
+
+    for i in range(8):
+        img, cid = classification_sample(5, i, size=64)
+        (tmp_path / "val" / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "val" / CLASSES[cid] / f"{i}.png")
+    [row] = run(["shapes-cnn"], backends=["torch"], data=str(tmp_path / "val"), images=8, batch_size=4,
+                threads=1, seconds=0.1)
+    assert row.metric == "top1" and 0.5 <= row.value <= 1.0
+
+
+def test_backend_torch_refuses_an_exported_file(tmp_path):
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path
+    with pytest.raises(OptionError, match="exported file"):
+        resolve("classify", weights=path, backend="torch")
+    assert resolve("classify", weights=path, backend="auto").runtime == ("openvino" if rt.installed("openvino") else "onnxruntime")
+    assert resolve("classify", weights=path).runtime == "onnxruntime"  # None: the file's own runtime
+
+
+@pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
+def test_openvino_runs_an_exported_file_like_onnxruntime(tmp_path):
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx", dynamic_batch=True).path
+    ov, ort = (resolve("classify", weights=path, backend=b) for b in ("openvino", "onnxruntime"))
+    assert ov.runtime == "openvino" and ov.labels == ort.labels and ov.preprocess == ort.preprocess
+    x = torch.randn(5, 3, 64, 64)
+    np.testing.assert_allclose(ov.module(x).numpy(), ort.module(x).numpy(), atol=1e-4)
