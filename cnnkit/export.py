@@ -92,14 +92,6 @@ def export_model(
     return export_module(loaded, task, path, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, overwrite=overwrite)
 
 
-def _preprocess_for(pre: Preprocess | None, imgsz: int) -> Preprocess | None:
-    """The model's preprocessing, rescaled when the export runs at another input size."""
-    if pre is None or pre.crop == imgsz:
-        return pre
-    return Preprocess(resize=round(imgsz * pre.resize / pre.crop), crop=imgsz, mean=pre.mean, std=pre.std,
-                      interpolation=pre.interpolation)
-
-
 def _as_list(out: Any) -> list[Any]:
     import torch
 
@@ -120,7 +112,7 @@ def export_module(
     t0 = time.perf_counter()
     module = loaded.module.eval().float().cpu()
     imgsz = imgsz or (loaded.preprocess.crop if loaded.preprocess else 224)
-    pre = _preprocess_for(loaded.preprocess, imgsz)
+    pre = loaded.preprocess.at_size(imgsz) if loaded.preprocess else None
     from cnnkit.tasks import get_task
 
     multiple = get_task(task).free_size

@@ -265,15 +265,6 @@ def split_classes(value: list[str] | None) -> list[str] | None:
     return [part for v in value for part in v.replace(",", " ").split()]
 
 
-def only_classes(records: Iterable[Any], keep: list[str]) -> Iterator[Any]:
-    """Records with only the predictions whose ``class_id`` or ``label`` is in ``keep`` (``--classes``)."""
-    wanted = set(keep)
-    for rec in records:
-        rec.predictions = [p for p in rec.predictions
-                           if str(p.get("class_id", p.get("index"))) in wanted or p.get("label") in wanted]
-        yield rec
-
-
 def _sigterm_as_interrupt() -> Callable[[], None]:
     """Treat SIGTERM like Ctrl-C while records are written, so the output is closed cleanly."""
     import signal
@@ -359,14 +350,13 @@ def introduce_default(task: str, load_options: dict[str, Any], predictor: Any) -
 
 def run_predict(
     ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
-    coco_builder: Any = None, keep_classes: list[str] | None = None,
+    coco_builder: Any = None,
 ) -> None:
     """The body every prediction command shares: sources → predictor → records → writer.
 
     The run options of :data:`cnnkit.cli.options.PREDICT_IO` and ``RUN`` are read from the
     command's own parameters; ``save`` overrides ``--save``/``--save-dir`` for commands that
-    decide it from several flags; ``keep_classes`` filters the records of a predictor that has
-    no class filter of its own.
+    decide it from several flags.
     """
     from cnnkit.config import resolve
     from cnnkit.io.files import check_not_input
@@ -410,8 +400,6 @@ def run_predict(
     if folder is not None:
         log.info("saving pictures to %s", folder)
     records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], save_dir=folder)
-    if keep_classes:
-        records = only_classes(records, keep_classes)
     write_records(
         ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
         exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,

@@ -27,7 +27,7 @@ from cnnkit.data.folder import FolderSplit, describe_skipped, load_folder_datase
 from cnnkit.errors import CnnkitError, UsageError, WeightsNotAvailable
 from cnnkit.models import hub
 from cnnkit.models.loader import resolve, spec_for_family
-from cnnkit.models.preprocess import Preprocess
+from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.train.heads import freeze as freeze_trunk
 from cnnkit.train.heads import matching_rows, parse_freeze, replace_head
@@ -242,16 +242,6 @@ def _default_preprocess(spec: ModelSpec) -> Preprocess:
     return Preprocess(resize=256, crop=224)
 
 
-def _with_size(pre: Preprocess, imgsz: int | None, spec: ModelSpec) -> Preprocess:
-    fixed = spec.meta.get("fixed_size")
-    if imgsz and fixed and imgsz != fixed:
-        raise UsageError(f"--imgsz {imgsz}: {spec.name} only takes {fixed}x{fixed} inputs")
-    if not imgsz or imgsz == pre.crop:
-        return pre
-    resize = imgsz if pre.resize == pre.crop else int(round(imgsz * pre.resize / pre.crop))
-    return Preprocess(resize=resize, crop=imgsz, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
-
-
 def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Preprocess, str]:
     """The backbone with a head for ``classes``: pretrained/bundled weights, ``--weights``, or random."""
     if not (opts.weights or opts.pretrained):
@@ -380,7 +370,7 @@ def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tup
 def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tuple[Any, ModelSpec, Preprocess, str]:
     if not resumed:
         module, spec, pre, source = build_model(opts, classes)
-        return module, spec, _with_size(pre, opts.imgsz, spec), source
+        return module, spec, sized(pre, opts.imgsz, name=spec.name, fixed=spec.meta.get("fixed_size")), source
     # Resuming: the architecture from the run; every weight comes from last.pt.
     if list(resumed["labels"]) != classes:
         raise UsageError(f"--resume: {opts.data} now has classes {classes}, the run had {resumed['labels']}")

@@ -56,11 +56,8 @@ def val(
     **shared: Any,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
-    from cnnkit.tasks.detect.val import render_metrics, validate
+    from cnnkit.cli.report import run_val
 
-    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
-    metrics = validate(
-        data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou, imgsz=imgsz,
-        batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"), compare=compare,
-    )
-    c.emit_report(render_metrics(metrics, fmt), shared["output"], shared["exist_ok"])
+    run_val(ctx, "detect", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou,
+                                      imgsz=imgsz, batch_size=c.setting(ctx, "batch_size"),
+                                      workers=c.setting(ctx, "workers"), compare=compare), shared)

@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnkit.config import MAX_IMGSZ
 from cnnkit.device import Runtime
-from cnnkit.engine import Predictor, StreamState
+from cnnkit.engine import Predictor, StreamState, resolve_classes
 from cnnkit.errors import UsageError
 from cnnkit.io.decode import Decoded
 from cnnkit.io.pictures import PictureSaver
@@ -184,22 +184,6 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     if loaded.runtime != "torch":
         return YoloBackend.from_exported(loaded, runtime, imgsz, str(weights))
     return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
-
-
-def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:
-    """``--classes`` as ids or names → class ids; an unknown one is a usage error."""
-    if not classes:
-        return None
-    ids = []
-    for c in classes:
-        text = str(c).strip()
-        if text.isdigit() and int(text) < len(labels):
-            ids.append(int(text))
-        elif text in labels:
-            ids.append(labels.index(text))
-        else:
-            raise UsageError(f"--classes {text!r}: not a class of this model ({', '.join(labels[:12])}…)")
-    return sorted(set(ids))
 
 
 class Detector(Predictor):

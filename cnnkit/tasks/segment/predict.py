@@ -9,7 +9,7 @@ to class indices at once, so memory grows with the image width, not its area.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
-from cnnkit.engine import Predictor, StreamState
+from cnnkit.engine import Predictor, StreamState, resolve_classes
 from cnnkit.errors import UsageError
 from cnnkit.io.decode import Decoded, check_budget, value_budget
 from cnnkit.io.pictures import PictureSaver
@@ -64,7 +64,7 @@ class Segmenter(Predictor):
     picture_suffix = ".png"
 
     def __init__(self, loaded: Loaded, runtime: Runtime, imgsz: int | None = None, tile: int | None = None,
-                 overlap: float = 0.25) -> None:
+                 overlap: float = 0.25, classes: Sequence[int | str] | None = None) -> None:
         if loaded.preprocess is None:
             raise UsageError(f"{loaded.name}: no preprocessing is known")
         if not 0.0 <= overlap < 0.9:
@@ -78,6 +78,8 @@ class Segmenter(Predictor):
         if self.tile is not None and not 32 <= self.tile <= MAX_TILE:
             raise UsageError(f"--tile {self.tile}: must be from 32 to {MAX_TILE}")
         self.overlap = overlap
+        kept = resolve_classes(classes, self.labels)
+        self.classes = None if kept is None else frozenset(kept)
         self.min_side = None if self.tile else self.imgsz
         self.model = runtime.prepare(loaded.module)
 
@@ -86,12 +88,14 @@ class Segmenter(Predictor):
         cls, model: str | None = None, weights: str | None = None, *, arch: str | None = None,
         encoder: str | None = None, imgsz: int | None = None, tile: int | None = None, overlap: float = 0.25,
         device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
+        classes: Sequence[int | str] | None = None,
     ) -> "Segmenter":
+        """``classes`` (ids or names) keeps only those classes: other pixels become background."""
         from cnnkit.models.loader import resolve
 
         runtime = Runtime.create(device, half=half, threads=threads)
         loaded = resolve("segment", model, weights, backend=backend, arch=arch, encoder=encoder)
-        return cls(loaded, runtime, imgsz, tile, overlap)
+        return cls(loaded, runtime, imgsz, tile, overlap, classes)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------
     def _tiled(self, decoded: Decoded) -> bool:
@@ -199,7 +203,7 @@ class Segmenter(Predictor):
             for i, x in enumerate(inputs):
                 if x is None:
                     masks[i] = self._resize_to(self._tile_mask(decoded[i].rgb, state.batch_size), decoded[i])
-        return [SegmentMask(m, self.labels) for m in masks if m is not None]
+        return [SegmentMask(m, self.labels, self.classes) for m in masks if m is not None]
 
     @staticmethod
     def _resize_to(mask: np.ndarray, decoded: Decoded) -> np.ndarray:
