@@ -4,7 +4,7 @@ loop that writes records and sets the exit code. The options themselves live in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnnkit.cli.options import given, view_format
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, UsageError, spell_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -87,20 +87,24 @@ class RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
-            message = exc.render(flag_names(self)) if isinstance(exc, OptionError) else str(exc)
+            message = exc.render(flag_names(self))
             typer.echo(f"Error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
 def flag_names(command: Any) -> dict[str, str]:
     """Keyword → its long flag (``val_split`` → ``--val-split``) over every command below ``command``:
-    the one option grammar gives a keyword one flag everywhere, so the library's
-    :class:`~cnnkit.errors.OptionError` can name options by keyword and the CLI still shows flags."""
+    the one option grammar gives a keyword one flag everywhere, so the library's errors
+    (:class:`~cnnkit.errors.OptionError`, option references in any message) name options by keyword
+    and the CLI still shows flags."""
     names: dict[str, str] = {}
     for param in getattr(command, "params", []):  # typer may vendor its own click: duck typing only
         longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
         if longs and not getattr(param, "hidden", False):
             names.setdefault(param.name, longs[0])
+            negative = [o for o in getattr(param, "secondary_opts", []) if o.startswith("--")]
+            if negative:  # ``pretrained=False`` → --no-pretrained
+                names.setdefault(f"{param.name}=False", negative[0])
     for sub in getattr(command, "commands", {}).values():
         for key, flag in flag_names(sub).items():
             names.setdefault(key, flag)
@@ -200,6 +204,7 @@ def write_records(
     from cnnkit.io.writers import RecordWriter
 
     quiet = state(ctx)["quiet"]
+    flags = flag_names(ctx.find_root().command)
     writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
     err = stderr_console()
     failed: list[tuple[str, str]] = []
@@ -216,6 +221,8 @@ def write_records(
             bar = progress.add_task("predicting", total=total)
             try:
                 for rec in records:
+                    if rec.error is not None:  # a library reason names options by keyword; say the flag
+                        rec.error = spell_options(rec.error, flags)
                     writer.write(rec)
                     done += 1
                     if rec.error is not None:
@@ -345,7 +352,7 @@ def introduce_default(task: str, load_options: dict[str, Any], predictor: Any) -
         return
     line = introduction(spec, getattr(predictor, "labels", None))
     if line:
-        log.info(line)
+        log.info(spell_options(line, {"model": "--model"}))
 
 
 def run_predict(

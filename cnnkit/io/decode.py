@@ -20,7 +20,6 @@ from cnnkit.errors import DecodeError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 
 
-
 @dataclass
 class Decoded:
     """An image ready for preprocessing; ``width``/``height`` are the original (EXIF-rotated) size.
@@ -146,13 +145,13 @@ def _from_memory(obj: Any) -> np.ndarray:
 
 def decode(
     path: str, data: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None,
-    limit_name: str = "--max-pixels",
+    limit_name: str = "`max_pixels`",
 ) -> Decoded:
     """Decode ``path`` (or the in-memory ``data``).
 
     ``min_side``: the smallest side the model needs; JPEGs are then drafted to the
     largest 1/2ⁿ scale that keeps both sides at least that big. ``limit_name`` names
-    ``max_pixels`` in the refusal (a command without ``--max-pixels`` has its own limit).
+    ``max_pixels`` in the refusal (a command without that option has its own limit).
     """
     if data is not None:
         rgb = _from_memory(data)
@@ -209,5 +208,5 @@ def check_budget(decoded: Decoded, values: int, what: str) -> None:
     if values > budget:
         raise DecodeError(
             f"{decoded.width}x{decoded.height}: {what} would hold {values:,} values, over the budget of "
-            f"{budget:,} (from --max-pixels {decoded.max_pixels:,})"
+            f"{budget:,} (from `max_pixels` {decoded.max_pixels:,})"
         )

@@ -8,8 +8,8 @@ Plots use matplotlib's Agg backend (no display, no font downloads) and are writt
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np

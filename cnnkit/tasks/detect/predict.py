@@ -22,7 +22,7 @@ import numpy as np
 from cnnkit.config import MAX_IMGSZ
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState, resolve_classes
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.io.decode import Decoded
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.records import Record
@@ -62,7 +62,7 @@ class YoloBackend:
         self.name, self.labels, self.checkpoint = name, labels, checkpoint
         self.stride = stride
         if not 1 <= int(imgsz) <= MAX_IMGSZ:  # the model's own training size included: a .pt file sets it
-            raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (--imgsz)")
+            raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (`imgsz`)")
         self.imgsz = -(-int(imgsz) // stride) * stride
         self.end2end = end2end
         self.runtime = runtime
@@ -90,8 +90,8 @@ class YoloBackend:
         if not isinstance(size, int):
             raise UsageError(f"{path}: no letterbox size in its cnnkit metadata; export the YOLO model with `cnnkit export`")
         if imgsz and imgsz != size:
-            raise UsageError(f"--imgsz {imgsz}: {path} was exported for {size}×{size} inputs; "
-                             f"export it again with --imgsz {imgsz}")
+            raise OptionError("imgsz", f"{path} was exported for {size}×{size} inputs; export it again with "
+                                       f"`imgsz` {imgsz}", imgsz)
         return cls(loaded.module, list(loaded.labels), runtime, size, loaded.name,
                    stride=int(loaded.meta.get("stride", 32)), end2end=bool(loaded.meta.get("end2end", False)))
 
@@ -213,7 +213,7 @@ class Detector(Predictor):
         save_txt: bool = False, save_crop: bool = False, backend: str | None = None,
     ) -> "Detector":
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
-            raise UsageError("--conf and --iou must be between 0 and 1")
+            raise OptionError(("conf", "iou"), "must be between 0 and 1")
         runtime = Runtime.create(device, half=half, threads=threads)
         net = load_backend(model, weights, runtime, imgsz, backend)
         opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)

@@ -14,6 +14,7 @@ from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.results import Instance, Instances
 
+
 @dataclass
 class _Input:
     """A preprocessed image: the tensor, and the height and width of the image inside its padding."""

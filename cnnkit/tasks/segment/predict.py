@@ -18,7 +18,7 @@ import numpy as np
 from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState, resolve_classes
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.io.decode import Decoded, check_budget, value_budget
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
@@ -68,15 +68,15 @@ class Segmenter(Predictor):
         if loaded.preprocess is None:
             raise UsageError(f"{loaded.name}: no preprocessing is known")
         if not 0.0 <= overlap < 0.9:
-            raise UsageError(f"--overlap {overlap}: expected a fraction in [0, 0.9)")
+            raise OptionError("overlap", "expected a fraction in [0, 0.9)", overlap)
         self.loaded, self.name, self.labels = loaded, loaded.name, list(loaded.labels)
         self.pre, self.runtime = loaded.preprocess, runtime
         self.imgsz = int(imgsz or self.pre.crop)
         if not 32 <= self.imgsz <= MAX_IMGSZ:
-            raise UsageError(f"--imgsz {self.imgsz}: must be from 32 to {MAX_IMGSZ}")
+            raise OptionError("imgsz", f"must be from 32 to {MAX_IMGSZ}", self.imgsz)
         self.tile = int(tile) if tile else None
         if self.tile is not None and not 32 <= self.tile <= MAX_TILE:
-            raise UsageError(f"--tile {self.tile}: must be from 32 to {MAX_TILE}")
+            raise OptionError("tile", f"must be from 32 to {MAX_TILE}", self.tile)
         self.overlap = overlap
         kept = resolve_classes(classes, self.labels)
         self.classes = None if kept is None else frozenset(kept)
@@ -133,7 +133,7 @@ class Segmenter(Predictor):
         th, tw = min(self.tile, h), min(self.tile, w)
         classes = len(self.labels)
         check_budget(decoded, (2 * classes + 3) * th * w + classes * th * tw,
-                     f"tiling with --tile {self.tile} ({classes} class scores per pixel of a {th}-row band)")
+                     f"tiling with `tile` {self.tile} ({classes} class scores per pixel of a {th}-row band)")
         return None
 
     # -- forward ------------------------------------------------------------------------------
@@ -236,9 +236,9 @@ class Segmenter(Predictor):
         values = 3 * side * side * 2 * state.batch_size
         budget = value_budget(state.max_pixels)
         if values > budget:
-            raise UsageError(f"--imgsz {self.imgsz} with --batch-size {state.batch_size}: {2 * state.batch_size} "
+            raise UsageError(f"`imgsz` {self.imgsz} with `batch_size` {state.batch_size}: {2 * state.batch_size} "
                              f"inputs in flight would hold {values:,} values, over the budget of {budget:,} "
-                             f"(from --max-pixels {state.max_pixels:,}); lower --batch-size or --imgsz")
+                             f"(from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`")
 
     def masks(self, sources: Any, **run_options: Any) -> Iterator[tuple[Record, np.ndarray | None]]:
         """``(record, class-index mask)`` per input (``None`` for a failure): :meth:`stream`'s records with
