@@ -181,7 +181,7 @@ def test_paste_rle_is_torchvisions_paste_without_the_full_size_array():
     import torch
     from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-    from cnnkit.tasks import instance
+    from cnnkit.tasks.instance import predict as instance
     from cnnkit.tasks.instance.post import encode_rle
 
     rng = np.random.default_rng(3)
