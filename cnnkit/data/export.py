@@ -86,6 +86,7 @@ def export_shapes(
                     _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
                 else:
                     _save_png(out / split / "images" / name, sc.image)
+                    assert coco is not None  # fmt == "coco"
                     coco.add(name, sc)
             index += 1
             if progress:
@@ -146,7 +147,7 @@ def export_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0, siz
         for j, i in enumerate(idx):
             split = "val" if j < n_val else "train"
             arr = (digits.images[i] / 16.0 * 255).astype(np.uint8)
-            img = Image.fromarray(arr, "L").resize((size, size), Image.BILINEAR)
+            img = Image.fromarray(arr, "L").resize((size, size), Image.Resampling.BILINEAR)
             path = out / split / str(label) / f"digit_{i:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             img.save(path)

@@ -72,7 +72,7 @@ def photo_crop(rng: np.random.Generator, pool: list[np.ndarray], size: tuple[int
     cw = int(min(pw, max(8, round(math.sqrt(area * aspect)))))
     ch = int(min(ph, max(8, round(math.sqrt(area / aspect)))))
     x0, y0 = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
-    crop = Image.fromarray(photo[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.BILINEAR)
+    crop = Image.fromarray(photo[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.Resampling.BILINEAR)
     out = np.asarray(crop, dtype=np.float32)
     if rng.random() < 0.5:
         out = out[:, ::-1]
@@ -91,7 +91,7 @@ def texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     if kind == 1:
         cell = int(rng.integers(2, 17))
         small = rng.uniform(0, 255, (max(1, h // cell), max(1, w // cell), 3)).astype(np.uint8)
-        return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR), dtype=np.float32)
+        return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     if kind == 2:
         return np.broadcast_to(rng.uniform(0, 255, 3), (h, w, 3)) + rng.normal(0, rng.uniform(0, 12), (h, w, 3))
     return _background(rng, h, w)

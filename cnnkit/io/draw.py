@@ -38,5 +38,5 @@ def draw_caption(rgb: np.ndarray, lines: Sequence[str]):
         l, t, r, b = draw.textbbox((4, y), line, font=font)
         draw.rectangle((l - 2, t - 2, r + 2, b + 2), fill=(0, 0, 0, 160))
         draw.text((4, y), line, fill=(255, 255, 255), font=font)
-        y = b + 4
+        y = int(b) + 4
     return img

@@ -15,13 +15,13 @@ from cnnkit.models.registry import ModelSpec, count_parameters
 
 def weights_file(spec: ModelSpec) -> str | None:
     if spec.source == "bundled":
-        return str(hub.bundled_path(spec.weights))
+        return str(hub.bundled_path(spec.weights_name))
     if spec.source == "torchvision":
-        return str(hub.torchvision_cache_file(hub.torchvision_weights(spec.weights)))
+        return str(hub.torchvision_cache_file(hub.torchvision_weights(spec.weights_name)))
     if spec.source == "ultralytics":
         from cnnkit._ultralytics import cached_weights
 
-        found = cached_weights(spec.weights)
+        found = cached_weights(spec.weights_name)
         return str(found) if found else None
     return None
 
@@ -48,7 +48,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
     if spec.source == "bundled" and info["available"]:
         info["size_mb"] = round(os.path.getsize(info["weights_file"]) / 1e6, 2)
     if spec.source == "torchvision":
-        meta = hub.torchvision_weights(spec.weights).meta
+        meta = hub.torchvision_weights(spec.weights_name).meta
         metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
         info["imagenet_top1"] = metrics.get("acc@1")
         info["size_mb"] = meta.get("_file_size", info["size_mb"])

@@ -104,7 +104,7 @@ def torchvision_labels(spec: ModelSpec) -> list[str]:
     """
     from cnnkit.tasks import get_task
 
-    cats = list(hub.torchvision_weights(spec.weights).meta["categories"])
+    cats = list(hub.torchvision_weights(spec.weights_name).meta["categories"])
     if cats and cats[0] == "__background__" and not get_task(spec.task).background_is_a_class:
         cats = cats[1:]
     return cats
@@ -152,7 +152,7 @@ def _torchvision_preprocess(spec: ModelSpec) -> Preprocess | None:
     """A torchvision classifier's preset (resize, crop, mean, std); other tasks' presets have no crop."""
     if spec.source != "torchvision":
         return None
-    tv = hub.torchvision_weights(spec.weights)
+    tv = hub.torchvision_weights(spec.weights_name)
     return Preprocess.from_torchvision(tv) if hasattr(tv.transforms(), "crop_size") else None
 
 
@@ -161,7 +161,7 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
     if weights is not None:
         return _from_state_dict(spec, weights)
     if spec.source == "bundled":
-        path = hub.bundled_path(spec.weights)
+        path = hub.bundled_path(spec.weights_name)
         if not path.is_file():
             raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install "
                               "(retrain with the script named in its model card, or pass weights)")
@@ -169,7 +169,7 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
         loaded.name = spec.name
         return loaded
     if spec.source == "torchvision":
-        state = hub.torchvision_state_dict(spec.name, spec.weights)  # before building: offline fails fast
+        state = hub.torchvision_state_dict(spec.name, spec.weights_name)  # before building: offline fails fast
         labels = torchvision_labels(spec)
         module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
         load_into(module, state, spec.name)
@@ -207,7 +207,7 @@ def resolve(
     backend = resolve_backend(backend, weights)
     if backend != "torch":
         return _exported(task, weights, backend, options)
-    if sniff(weights) == "checkpoint":
+    if weights is not None and sniff(weights) == "checkpoint":
         return load_checkpoint(weights, task)
     hook = getattr(importlib.import_module(f"{row.package}.zoo"), "resolve", None)
     if hook is not None:

@@ -25,11 +25,11 @@ def _parameters_on_meta() -> Iterator[None]:
         if tensor is not None:
             module._buffers[name] = tensor.to("meta")
 
-    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer  # type: ignore[method-assign]
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
     try:
         yield
     finally:
-        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer  # type: ignore[method-assign]
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
 
 
 def build_on_meta(builder: Any) -> Any:

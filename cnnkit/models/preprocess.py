@@ -32,7 +32,7 @@ class Preprocess:
         """Checkpoint metadata builds these: a crop of a million pixels a side must not reach an allocation."""
         for name, top in (("resize", 2 * MAX_IMGSZ), ("crop", MAX_IMGSZ)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= top:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= int(value) <= top:
                 raise ValueError(f"preprocessing {name} {value!r} is not a side from 1 to {top}")
         for name in ("mean", "std"):
             values = getattr(self, name)
@@ -92,8 +92,8 @@ class Preprocess:
         w, h = img.size
         scale = self.resize / min(w, h)
         nw, nh = max(self.crop, round(w * scale)), max(self.crop, round(h * scale))
-        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(
-            self.interpolation, Image.BILINEAR
+        resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}.get(
+            self.interpolation, Image.Resampling.BILINEAR
         )
         left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
         if nw * nh > 4 * self.crop * self.crop:
@@ -125,7 +125,7 @@ def rcnn_input(rgb: np.ndarray, min_size: int, max_size: int) -> tuple[np.ndarra
     scale = min(min_size / min(h, w), max_size / max(h, w))
     if scale < 0.5:
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=3.0))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0))
     need = math.ceil(32 * max(h, w) / max_size)
     if min(h, w) < need:
         rgb = np.pad(rgb, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)))

@@ -42,6 +42,13 @@ class ModelSpec:
     description: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def weights_name(self) -> str:
+        """``weights``, for entries whose source has one (bundled, torchvision, ultralytics)."""
+        if self.weights is None:
+            raise ValueError(f"{self.name}: the registry names no weights for it")
+        return self.weights
+
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
             raise ValueError(f"{self.name}: unknown task {self.task!r}")

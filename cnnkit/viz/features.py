@@ -241,7 +241,7 @@ def _fit(img: np.ndarray, cell: int) -> Any:
 
     h, w = img.shape[:2]
     scale = cell / max(h, w)
-    return Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
+    return Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.NEAREST)
 
 
 def render(panels: list[Panel], *, cell: int = 96, columns: int = 8, heading: str = "") -> Any:
@@ -265,7 +265,7 @@ def render(panels: list[Panel], *, cell: int = 96, columns: int = 8, heading: st
     width = max(width, min(MAX_WIDTH, math.ceil(longest) + 2 * pad))
 
     def line_height(font: Any) -> int:
-        return measure.textbbox((0, 0), "Ag", font=font)[3] + 5
+        return int(measure.textbbox((0, 0), "Ag", font=font)[3]) + 5
 
     label_h = line_height(label_font)
     heading_lines = wrap(heading, heading_font, width - 2 * pad) if heading else []
@@ -413,7 +413,9 @@ def feature_figure(loaded: Any, rgb: np.ndarray, layers: list[str] | None, *, ch
     maps = capture(model, seen.x, names)
     modules = dict(model.named_modules())
     by_name = {r.name: r for r in rows}
-    by_name.update({n: block_row(n, modules[n], rows) for n in names if n not in by_name})
+    for n in names:
+        if n not in by_name and (row := block_row(n, modules[n], rows)) is not None:
+            by_name[n] = row
     h, w = seen.picture.shape[:2]
     panels = [Panel(f"input · 3x{h}x{w} · as the model sees it: {seen.how}", [seen.picture], ["input"])]
     info = []
@@ -480,11 +482,11 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
 
     if model and sniff(model) == "checkpoint" and weights is None:
         model, weights = None, model
-    if sniff(weights) == "checkpoint":
+    if weights is not None and sniff(weights) == "checkpoint":
         task = str(read_meta(weights).get("task", "classify"))
     elif model:
         task = identify(model)[0]
-    elif sniff(weights) == "pickle" and _is_ultralytics_file(weights):
+    elif weights is not None and sniff(weights) == "pickle" and _is_ultralytics_file(weights):
         task = "detect"
     else:
         task = identify(DEFAULT_MODEL)[0]

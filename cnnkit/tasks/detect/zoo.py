@@ -136,7 +136,7 @@ def resolve(model: str | None, weights: str | None, *, default: str) -> Any:
         return None
     if weights is not None:
         raise CnnkitError(f"{weights}: no such file")
-    where = hub.bundled_path(spec.weights) if spec.source == "bundled" else spec.weights
+    where: str | Path = hub.bundled_path(spec.weights_name) if spec.source == "bundled" else spec.weights_name
     if spec.source == "bundled" and not Path(where).is_file():
         raise CnnkitError(f"{spec.name}: bundled weights {where} are missing from this install")
     return _ultralytics_loaded(where, spec.name, spec)

@@ -126,9 +126,9 @@ def _torchvision_loaded(spec: ModelSpec, weights: str | None) -> Any:
     from cnnkit.models.loader import Loaded, load_into, torchvision_labels
 
     labels = torchvision_labels(spec)
-    size = int(hub.torchvision_weights(spec.weights).transforms().resize_size[0])
+    size = int(hub.torchvision_weights(spec.weights_name).transforms().resize_size[0])
     pre = Preprocess(resize=size, crop=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    state = load_state_dict(weights) if weights else hub.torchvision_state_dict(spec.name, spec.weights)
+    state = load_state_dict(weights) if weights else hub.torchvision_state_dict(spec.name, spec.weights_name)
     module = spec.builder(num_classes=len(labels))
     if spec.name.startswith("deeplabv3") and not any(k.startswith("aux_classifier") for k in state):
         module.aux_classifier = None
@@ -153,7 +153,7 @@ def _smp_loaded(spec: ModelSpec, weights: str | None, arch_kwargs: dict[str, Any
         logging.getLogger("cnnkit").warning("%s: random weights (no weights given); predictions are meaningless",
                                             spec.name)
     else:
-        load_into(module, state, weights)
+        load_into(module, state, str(weights))
     name = spec.name if spec.source != "none" else f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}"
     return Loaded(module, name, labels, spec.preprocess, spec, {"arch_kwargs": arch_kwargs})
 
