@@ -290,3 +290,38 @@ def restore_threads_callback(threads: int) -> Any:
 
 __all__ = ["cache_dir", "cached_weights", "device_arg", "quiet", "restore_threads_callback", "resume", "safe_load",
            "ultralytics", "yolo"]
+
+
+TRACKERS = ("bytetrack", "botsort", "shapes-bytetrack")  # by name; any ultralytics tracker yaml also works
+
+
+def tracker_config(name: str, **overrides: Any) -> Any:
+    """An ultralytics tracker's settings: ``bytetrack``/``botsort`` (its bundled yaml), cnnkit's own
+    (``shapes-bytetrack``, in ``cnnkit/tasks/track/trackers``) or a yaml file of one, with ``overrides``
+    on top (e.g. ``gmc_method="none"``)."""
+    from cnnkit.errors import OptionError
+
+    ultralytics()
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import ROOT, IterableSimpleNamespace
+
+    own = Path(__file__).parent / "tasks" / "track" / "trackers" / f"{name}.yaml"
+    path = (Path(name) if name.endswith((".yaml", ".yml")) else own if own.is_file()
+            else ROOT / "cfg" / "trackers" / f"{name}.yaml")
+    if not path.is_file():
+        raise OptionError("tracker", f"not {', '.join(TRACKERS)} nor a tracker yaml file", name)
+    cfg = _read_yaml(path)
+    if cfg.get("tracker_type") not in TRACKER_MAP:
+        raise OptionError("tracker", f"tracker_type {cfg.get('tracker_type')!r} is not one of {sorted(TRACKER_MAP)}",
+                          name)
+    cfg.update(overrides)
+    return IterableSimpleNamespace(**cfg)
+
+
+def make_tracker(cfg: Any) -> Any:
+    """A fresh ultralytics tracker (one per video) for the settings :func:`tracker_config` made; as in
+    ``yolo track``, ``track_buffer`` counts frames read (after ``vid_stride``)."""
+    ultralytics()
+    from ultralytics.trackers.track import TRACKER_MAP
+
+    return TRACKER_MAP[cfg.tracker_type](args=cfg)

@@ -19,9 +19,10 @@ from typing import Any
 
 from cnnkit.records import Record, records_to_frame
 
-__all__ = ["classify", "detect", "finetune", "instance", "load", "records_to_frame", "segment"]
+__all__ = ["classify", "detect", "finetune", "instance", "load", "records_to_frame", "segment", "track"]
 
-_RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip")
+_RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip",
+             "vid_stride", "start", "end", "max_frames")
 
 
 def load(task: str, **options: Any) -> Any:
@@ -51,7 +52,8 @@ def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     Options: ``model``, ``weights``, ``backend`` (``torch``, or ``onnxruntime``/``torchscript`` for a
     ``.onnx``/``.torchscript`` from ``cnnkit export``; default by the weights' suffix), ``topk``, ``imgsz``
     (the preprocessing rescaled to it), ``device``, ``half``, ``threads``,
-    ``batch_size``, ``workers``, ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
+    ``batch_size``, ``workers``, ``recursive``, ``shard``, ``save_dir``, ``max_pixels``, and for video
+    files and streams ``vid_stride``, ``start``/``end`` (seconds) and ``max_frames``: one record per frame.
     ``stream=True`` returns an iterator, for inputs too many to hold.
     """
     load_opts, run_opts = _split(dict(options))
@@ -102,6 +104,20 @@ def instance(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     """
     load_opts, run_opts = _split(dict(options))
     records = load("instance", **load_opts).stream(sources, **run_opts)
+    return records if stream else list(records)
+
+
+def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
+    """Boxes with a ``track_id`` that stays with one object through a video: one record per frame
+    (``frame``, ``time_s``), as :func:`detect` plus tracking.
+
+    Options: those of :func:`detect` (``conf`` defaults to 0.1, as in ``yolo track``), ``tracker``
+    (``bytetrack``, ``botsort`` or an ultralytics tracker yaml), ``count_line`` (``"x1,y1,x2,y2"``: each
+    record gets the running ``counts``), and for videos ``vid_stride``, ``start``, ``end``,
+    ``max_frames``. :func:`cnnkit.tasks.track.summary.summarise` turns the records into per-track rows.
+    """
+    load_opts, run_opts = _split(dict(options))
+    records = load("track", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)
 
 

@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cnnkit.errors import CnnkitError, DecodeError, OptionError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.io.sources import Item, expand_sources, shard
+from cnnkit.io.video import VideoInfo, VideoOptions, VideoSaver, expand_videos
 from cnnkit.records import Record
 
 if TYPE_CHECKING:
@@ -51,7 +54,9 @@ class StreamState:
     max_pixels: int = DEFAULT_MAX_PIXELS
     saver: PictureSaver | None = None
     pictures: bool = False  # the decode threads keep each drafted input's full-size picture
-    items: Sequence[Item] = ()
+    items: Sequence[Item] = ()  # the stream's inputs (a video is one item; its frames come lazily)
+    video: VideoOptions = field(default_factory=VideoOptions)
+    videos: dict[str, VideoInfo] = field(default_factory=dict)  # each opened video's size, rate and codec
     batches: int = 0  # batches finished so far
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -109,10 +114,14 @@ class Predictor(ABC):
         self, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
         recursive: bool = False, shard_spec: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
         save_dir: str | os.PathLike | None = None, skip: set[str] | None = None,
+        vid_stride: int = 1, start: float | None = None, end: float | None = None, max_frames: int | None = None,
     ) -> Iterator[Record]:
-        """Records for ``sources`` (paths, folders, globs, ``-``, PIL/ndarray/tensor), one by one."""
+        """Records for ``sources`` (paths, folders, globs, ``-``, PIL/ndarray/tensor, videos, stream URLs),
+        one by one: one per image, one per frame read from a video (``vid_stride``, ``start``/``end`` in
+        seconds, ``max_frames`` choose which)."""
+        video = VideoOptions(vid_stride, start, end, max_frames)
         yield from stream(self, sources, batch_size=batch_size, workers=workers, recursive=recursive,
-                          shard_spec=shard_spec, max_pixels=max_pixels, save_dir=save_dir, skip=skip)
+                          shard_spec=shard_spec, max_pixels=max_pixels, save_dir=save_dir, skip=skip, video=video)
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
@@ -139,9 +148,13 @@ def resolve_classes(classes: Sequence[int | str] | None, labels: Sequence[str]) 
 def stream(
     predictor: Predictor, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
     recursive: bool = False, shard_spec: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-    save_dir: str | os.PathLike | None = None, skip: set[str] | None = None,
+    save_dir: str | os.PathLike | None = None, skip: set[str] | None = None, video: VideoOptions | None = None,
 ) -> Iterator[Record]:
-    """Drive ``predictor`` over ``sources``: hooks, batches, saved outputs; records in input order."""
+    """Drive ``predictor`` over ``sources``: hooks, batches, saved outputs; records in input order.
+
+    Videos become frames here, lazily (:func:`~cnnkit.io.video.expand_videos`); with a save folder
+    each video's annotated frames go into one mp4 instead of a picture per frame.
+    """
     if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
         sources = [sources]
     items = shard(expand_sources(sources, recursive=recursive), shard_spec)
@@ -149,19 +162,31 @@ def stream(
         items = [it for it in items if it.path not in skip]
     saver = PictureSaver(Path(save_dir), suffix=predictor.picture_suffix, inputs=items) if save_dir else None
     state = StreamState(batch_size=max(1, batch_size), workers=max(1, workers), max_pixels=max_pixels, saver=saver,
-                        pictures=saver is not None and predictor.saves_pictures, items=items)
+                        pictures=saver is not None and predictor.saves_pictures, items=items,
+                        video=video or VideoOptions())
+    frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
+    movies = VideoSaver(saver, state.video, state.videos) if saver is not None and predictor.saves_pictures else None
     predictor.on_stream_start(state)
+    finished = False
     try:
-        for batch in batches(predictor, items, state):
+        for batch in batches(predictor, frames, state):
             records = [record for record, _ in batch]
             predictor.on_batch_end(state, records)
             state.batches += 1
             for record, decoded in batch:
                 if saver is not None and decoded is not None and record.ok:
-                    predictor.save_outputs(saver, decoded, record)
+                    if record.frame is None:
+                        predictor.save_outputs(saver, decoded, record)
+                    elif movies is not None:  # a video's frames: one annotated mp4 per video
+                        record.extra["saved"] = movies.write(record.path, np.asarray(predictor.annotate(decoded, record)))
                 yield record
+        finished = True
     finally:
-        predictor.on_stream_end(state)
+        try:
+            if movies is not None:
+                movies.finish() if finished else movies.abort()
+        finally:
+            predictor.on_stream_end(state)
 
 
 def run(
@@ -259,15 +284,18 @@ def _forward(predictor: Predictor, results: list[tuple[Item, Prepared | BaseExce
     batch: list[tuple[Record, Decoded | None]] = []
     for item, r in results:
         if isinstance(r, BaseException):
-            batch.append((Record.failed(item.path, predictor.task, predictor.name, _reason(r)), None))
+            batch.append((Record.failed(item.path, predictor.task, predictor.name, _reason(r), frame=item.frame,
+                                        time_s=item.time_s), None))
             continue
         if error is not None:
-            batch.append((Record.failed(item.path, predictor.task, predictor.name, error), None))
+            batch.append((Record.failed(item.path, predictor.task, predictor.name, error, frame=item.frame,
+                                        time_s=item.time_s), None))
             continue
         decoded, _, prep_ms = r
         result = next(out_iter)
         batch.append((Record(
             path=item.path, task=predictor.task, model=predictor.name, width=decoded.width, height=decoded.height,
-            predictions=result.predictions(), time_ms=prep_ms + forward_ms, result=result,
+            predictions=result.predictions(), time_ms=prep_ms + forward_ms, result=result, frame=item.frame,
+            time_s=item.time_s,
         ), decoded))
     return batch

@@ -5,8 +5,10 @@ plain JSON types only, so writers never need to know about tensors; the typed re
 predictor made (:mod:`cnnkit.results`) rides along on ``Record.result`` and is never written.
 
 Schema versions: 1 had no ``schema_version`` key and classify predictions said ``index``;
-2 (:data:`SCHEMA_VERSION`) writes ``schema_version`` in every record and says ``class_id`` in
-every task. Readers (resume, :func:`validate_record`) accept both.
+2 writes ``schema_version`` in every record and says ``class_id`` in every task; 3
+(:data:`SCHEMA_VERSION`) adds ``frame`` (0-based index in the video) and ``time_s`` (seconds) to
+records of video frames, whose ``path`` is the video; image records are as in 2. Readers
+(resume, :func:`validate_record`) accept all three.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cnnkit.results import Result
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECORD_KEYS = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error", "schema_version")
 # classify prediction keys per schema version (the other tasks never changed)
-_CLASSIFY_KEYS = {1: {"label", "index", "score"}, 2: {"label", "class_id", "score"}}
+_CLASSIFY_KEYS = {1: {"label", "index", "score"}, 2: {"label", "class_id", "score"}, 3: {"label", "class_id", "score"}}
+VIDEO_KEYS = ("frame", "time_s")  # schema 3: on records of video frames only, after ``path``
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Record:
     time_ms: float | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    frame: int | None = None  # a video frame's 0-based index; None for an image
+    time_s: float | None = None  # the frame's presentation time in the video
     result: Result | None = field(default=None, repr=False, compare=False)  # typed; never serialised
 
     @property
@@ -46,8 +51,11 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as written: the schema's keys, ``schema_version`` last, then the extras (``saved`` …)."""
-        data: dict[str, Any] = {
-            "path": self.path, "task": self.task, "model": self.model, "width": self.width, "height": self.height,
+        data: dict[str, Any] = {"path": self.path}
+        if self.frame is not None:
+            data.update(frame=self.frame, time_s=self.time_s)
+        data |= {
+            "task": self.task, "model": self.model, "width": self.width, "height": self.height,
             "predictions": json_copy(self.predictions),
             "time_ms": round(self.time_ms, 3) if self.time_ms is not None else None,
             "error": self.error, "schema_version": SCHEMA_VERSION,
@@ -60,8 +68,9 @@ class Record:
         return json.dumps(finite(self.to_dict())[0], ensure_ascii=False, allow_nan=False)
 
     @classmethod
-    def failed(cls, path: str, task: str, model: str, reason: str) -> "Record":
-        return cls(path=path, task=task, model=model, error=reason)
+    def failed(cls, path: str, task: str, model: str, reason: str, *, frame: int | None = None,
+               time_s: float | None = None) -> "Record":
+        return cls(path=path, task=task, model=model, error=reason, frame=frame, time_s=time_s)
 
 
 def json_copy(value: Any) -> Any:
@@ -109,6 +118,11 @@ def validate_record(data: dict[str, Any]) -> None:
         raise ValueError("path and task must be strings")
     if not isinstance(data["predictions"], list):
         raise ValueError("predictions must be a list")
+    if "frame" in data and version >= 3:
+        if type(data["frame"]) is not int or data["frame"] < 0:
+            raise ValueError("frame must be an int of at least 0")
+        if data.get("time_s") is not None and not isinstance(data["time_s"], (int, float)):
+            raise ValueError("time_s must be a number")
     if data["error"] is None:
         for key in ("width", "height"):
             if not isinstance(data[key], int) or data[key] <= 0:

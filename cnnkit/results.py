@@ -84,6 +84,38 @@ class Box:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "class_id": self.class_id, "score": self.score, "box": list(self.box)}
 
+    @property
+    def caption(self) -> str:
+        """The tag drawn on the box."""
+        return f"{self.label} {self.score:.2f}"
+
+    @property
+    def colour_key(self) -> int:
+        """Which palette colour the box gets: its class (a tracked box: its track)."""
+        return self.class_id
+
+
+@dataclass(frozen=True)
+class TrackedBox(Box):
+    """A detection that a tracker linked across frames: ``track_id`` is stable for one object in one video."""
+
+    track_id: int = 0
+    crossed: str | None = None  # "in" or "out" on the frame the track crossed the count line
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {**super().to_dict(), "track_id": self.track_id}
+        if self.crossed is not None:
+            data["crossed"] = self.crossed
+        return data
+
+    @property
+    def caption(self) -> str:
+        return f"#{self.track_id} {self.label} {self.score:.2f}"
+
+    @property
+    def colour_key(self) -> int:
+        return self.track_id
+
 
 def crop_box(box: Sequence[float]) -> tuple[int, int, int, int]:
     """A box (original pixels) as the whole-pixel region ``--save-crop`` cuts: each edge rounded."""
@@ -114,9 +146,9 @@ class Boxes(Result):
         font = _font(max(10, min(img.size) // 28))
         for b in self.items:
             x1, y1, x2, y2 = b.box
-            c = colour(b.class_id)
+            c = colour(b.colour_key)
             draw.rectangle((x1, y1, x2, y2), outline=c, width=width)
-            text = f"{b.label} {b.score:.2f}"
+            text = b.caption
             l, t, r, bottom = draw.textbbox((x1, y1), text, font=font)
             ty = y1 - (bottom - t) - 3 if y1 - (bottom - t) - 3 >= 0 else y1
             draw.rectangle((x1, ty, x1 + (r - l) + 4, ty + (bottom - t) + 3), fill=(*c, 200))
@@ -153,6 +185,32 @@ class Boxes(Result):
             paths.append(Path(saver.save(img.crop((x1, y1, x2, y2)), source_path, ".jpg",
                                          sub=f"crops/{safe_name(b.label)}", tag=f"_{i}")))
         return paths
+
+
+@dataclass
+class Tracks(Boxes):
+    """One video frame's tracked boxes, and with a count line the running ``{in, out}`` counts."""
+
+    line: tuple[float, float, float, float] | None = None
+    counts: dict[str, int] | None = None
+
+    def draw(self, picture: np.ndarray) -> Image:
+        """Boxes with ``#id label score``, and the count line with its counts."""
+        from PIL import ImageDraw
+
+        from cnnkit.io.draw import _font
+
+        img = super().draw(picture)
+        if self.line is not None:
+            draw = ImageDraw.Draw(img)
+            draw.line(self.line, fill=(255, 255, 255), width=max(1, min(img.size) // 128))
+            if self.counts is not None:
+                font = _font(max(10, min(img.size) // 20))
+                text = f"in {self.counts['in']}  out {self.counts['out']}"
+                l, t, r, b = draw.textbbox((4, 4), text, font=font)
+                draw.rectangle((l - 2, t - 2, r + 2, b + 2), fill=(0, 0, 0))
+                draw.text((4, 4), text, fill=(255, 255, 255), font=font)
+        return img
 
 
 # -- instances: boxes with masks ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from cnnkit.tasks import TASK_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 # every task with a reference page (classify is the README's own walk-through), then the shared commands
-PAGES = [t for t in TASK_NAMES if (ROOT / "docs" / "readme" / f"{t}.md").exists()] + ["finetune", "visual"]
+PAGES = [t for t in TASK_NAMES if (ROOT / "docs" / "readme" / f"{t}.md").exists()] + ["finetune", "visual", "report"]
 BEGIN = "<!-- BEGIN task docs (from docs/readme/*.md) -->"
 END = "<!-- END task docs -->"
 

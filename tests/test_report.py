@@ -1,40 +1,188 @@
-"""The one report renderer: every task's ``report_tables`` drawn by ``cli.report.render_report``."""
+"""report.html from live records, from a JSON Lines file, with val evidence and explanations (no browser here;
+tests/test_report_browser.py opens the page in Chromium)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from cnnkit.cli.report import render_report
-from cnnkit.tasks import TASKS
+from cnnkit.report.evidence import match, pr_curves
+from cnnkit.report.html import Report, from_records_file
 
-METRICS = {
-    "classify": {"model": "m", "data": "d", "images": 4, "top1": 0.75, "top5": 1.0, "failed": [],
-                 "macro": {"precision": 0.5, "recall": 0.5, "f1": 0.5},
-                 "per_class": [{"label": "cat", "precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2},
-                               {"label": "dog", "precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2}],
-                 "confusion": {"labels": ["cat", "dog"], "columns": ["cat", "dog"], "matrix": [[1, 1], [0, 2]]}},
-    "detect": {"model": "m", "data": "d.yaml", "split": "val", "images": 2, "failed": 1, "instances": 3,
-               "imgsz": 64, "mAP50": 0.5, "mAP50-95": 0.25, "precision": 0.6, "recall": 0.4,
-               "per_class": {"star": {"instances": 3, "precision": 0.6, "recall": 0.4, "mAP50": 0.5,
-                                      "mAP50-95": 0.25}}},
-    "segment": {"model": "m", "data": "d", "images": 2, "miou": 0.5, "pixel_accuracy": 0.9, "pixels": 10,
-                "per_class_iou": {"background": 0.9, "star": 0.1, "circle": None}},
-    "instance": {"model": "m", "data": "d/annotations.json", "images": 2, "failed": [],
-                 "bbox": {"AP": 0.5, "AP50": 0.7, "AP75": 0.4, "per_class": {}},
-                 "segm": {"AP": 0.4, "AP50": 0.6, "AP75": 0.3, "per_class": {}}},
-}
-SHOWN = {"classify": ["per class", "confusion matrix", "dog", "0.7500"],
-         "detect": ["mAP50-95", "star", "0.250", "1 image(s) could not be read"],
-         "segment": ["star", "0.1000", "mIoU 0.5000", "circle"],
-         "instance": ["bbox", "segm", "AP75", "0.6000"]}
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_every_task_reports_through_the_one_renderer(task):
-    metrics = METRICS[task]
-    text = render_report(metrics, TASKS[task].report_tables(metrics), "table")
-    for words in SHOWN[task]:
-        assert words in text, (task, words)
-    assert json.loads(render_report(metrics, TASKS[task].report_tables(metrics), "json")) == metrics
+def _script(html: str, name: str):
+    found = re.search(rf'<script type="application/json" id="{name}">(.*?)</script>', html, re.S)
+    assert found, name
+    return json.loads(found.group(1))
+
+
+def _self_contained(html: str) -> None:
+    """No network and no file outside the page: no external src/href, no <link>, no script file."""
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "<link" not in html and not re.search(r"<script[^>]+src=", html)
+
+
+@pytest.fixture(scope="module")
+def classified():
+    import cnnkit
+
+    paths = [str(SAMPLES / n) for n in ("shape_0_triangle.png", "shape_1_circle.png", "shape_2_square.png")]
+    return cnnkit.classify([*paths, str(SAMPLES / "missing.png")], topk=2)
+
+
+def test_report_of_live_records(tmp_path, classified):
+    out = tmp_path / "report.html"
+    report = Report(out, info={"model": "shapes-cnn", "device": "cpu"})
+    for r in classified:
+        report.add(r)
+    assert report.write() == out
+    html = out.read_text()
+    _self_contained(html)
+    entries, thumbs = _script(html, "entries"), _script(html, "thumbs")
+    assert [e["n"] for e in entries] == ["shape_0_triangle.png", "shape_1_circle.png", "shape_2_square.png",
+                                         "missing.png"]
+    assert [e["l"][0] for e in entries[:3]] == ["triangle", "circle", "square"]
+    assert entries[3]["ok"] is False and thumbs[3] == "" and "no such file" in html
+    for src in thumbs[:3]:
+        data = base64.b64decode(src.removeprefix("data:image/webp;base64,"))
+        assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    assert "Predictions per class" in html and "<svg" in html and "shapes-cnn" in html
+    with pytest.raises(Exception, match="already exists"):
+        Report(out)
+
+
+def test_report_from_a_jsonl_file_with_thumbnails_in_a_folder(tmp_path):
+    import cnnkit
+    from cnnkit.io.writers import RecordWriter
+
+    records = cnnkit.detect([str(SAMPLES / "scene_1.png"), str(SAMPLES / "scene_0.png")])
+    writer = RecordWriter("jsonl", str(tmp_path / "run.jsonl"))
+    for r in records:
+        writer.write(r)
+    writer.close()
+    out = from_records_file(tmp_path, assets="folder")
+    assert out == tmp_path / "report.html"
+    html = out.read_text()
+    _self_contained(html)
+    thumbs = _script(html, "thumbs")
+    assert thumbs == ["report_files/000000.webp", "report_files/000001.webp"]
+    assert all((tmp_path / t).stat().st_size > 200 for t in thumbs)
+    entries = _script(html, "entries")
+    assert sorted(entries[0]["l"]) == sorted(p["label"] for p in records[0].predictions)
+    # the picture drawn from the JSON Lines file is the one the live result draws
+    from PIL import Image
+
+    from cnnkit.report.thumbs import result_from_dict, thumbnail
+
+    again = result_from_dict(records[0].to_dict())
+    rgb = np.asarray(Image.open(SAMPLES / "scene_1.png").convert("RGB"))
+    assert np.array_equal(np.asarray(thumbnail(rgb, again)), np.asarray(thumbnail(rgb, records[0].result)))
+    with pytest.raises(Exception, match="already exists"):
+        from_records_file(tmp_path / "run.jsonl")
+
+
+def test_match_and_pr_curves():
+    truth = [{"label": "a", "box": [0, 0, 10, 10]}, {"label": "a", "box": [20, 20, 30, 30]},
+             {"label": "b", "box": [40, 40, 50, 50]}]
+    preds = [{"label": "a", "score": 0.9, "box": [0, 0, 10, 11]}, {"label": "a", "score": 0.8, "box": [0, 0, 10, 10]},
+             {"label": "b", "score": 0.7, "box": [40, 40, 50, 50]}, {"label": "a", "score": 0.1, "box": [20, 20, 30, 30]}]
+    m = match(preds, truth, conf=0.25)
+    assert (m.found, m.false, m.missed) == ([0, 2], [1], [1])
+    curves = {c["label"]: c for c in pr_curves([(preds, truth)])}
+    assert curves["b"]["ap"] == 1.0
+    # a: hits at 0.9 (TP), 0.8 (FP), 0.1 (TP) → precision 1 up to recall 0.5, then 2/3 up to recall 1
+    assert curves["a"]["ap"] == pytest.approx((51 * 1.0 + 50 * 2 / 3) / 101, abs=1e-3)
+
+
+def test_val_report_of_a_detector_shows_metrics_curves_and_mistakes(tmp_path):
+    from cnnkit.data.export import export_shapes
+    from cnnkit.tasks.detect.val import validate
+
+    export_shapes(tmp_path / "ds", "yolo", n=4, seed=4242, imgsz=128, val_fraction=0.75)
+    report = Report(tmp_path / "val.html", task="detect")
+    metrics = validate(tmp_path / "ds" / "data.yaml", compare=False, batch_size=4, workers=1,
+                       on_record=lambda r, truth: report.add(r, truth=truth))
+    report.set_metrics(metrics)
+    report.write()
+    html = (tmp_path / "val.html").read_text()
+    entries = _script(html, "entries")
+    assert len(entries) == metrics["images"] == 3
+    assert all("v" in e and e["v"]["truth"] for e in entries)
+    assert "Precision–recall" in html and "<polyline" in html and "mAP50" in html and "Worst images" in html
+    assert sum(len(e["v"]["truth"]) for e in entries) == metrics["instances"]
+
+
+def test_val_report_of_a_classifier_has_its_confusion_matrix(tmp_path, shapes_images):
+    import shutil
+
+    import cnnkit
+    from cnnkit.tasks.classify.val import evaluate_folder
+
+    for path in sorted(shapes_images.iterdir())[:6]:
+        label = path.stem.split("_")[-1]
+        (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "data" / label / path.name)
+    report = Report(tmp_path / "val.html", task="classify")
+    predictor = cnnkit.load("classify")
+    metrics = evaluate_folder(predictor, tmp_path / "data", batch_size=4, workers=1,
+                              on_record=lambda r, truth: report.add(r, truth=truth))
+    report.set_metrics(metrics)
+    html = report.render()
+    assert "Confusion matrix" in html and 'class="confusion"' in html
+    entries = _script(html, "entries")
+    wrong = [e for e in entries if e["v"]["bad"]]
+    assert len(wrong) == metrics["images"] - round(metrics["top1"] * metrics["images"])
+
+
+def test_explanations_look_at_the_object_and_reach_the_report(tmp_path):
+    from cnnkit.errors import OptionError
+    from cnnkit.io.decode import decode
+    from cnnkit.report.explain import explain
+
+    scene = str(SAMPLES / "scene_0.png")
+    (x,) = list(explain([scene], task="detect", methods=["gradcam"], max_boxes=1))
+    assert x.target == "star" and x.box is not None and x.heatmap.shape == (256, 256)
+    x1, y1, x2, y2 = (round(v) for v in x.box)
+    inside = x.heatmap[y1:y2, x1:x2].mean()
+    outside = (x.heatmap.sum() - x.heatmap[y1:y2, x1:x2].sum()) / (x.heatmap.size - (y2 - y1) * (x2 - x1))
+    assert inside > 2 * outside  # the map explains the box, not the background
+
+    maps = list(explain([str(SAMPLES / "shape_1_circle.png")], methods=["gradcam", "eigencam"], target="square"))
+    assert [(m.method, m.target) for m in maps] == [("gradcam", "square"), ("eigencam", "square")]
+    assert all(m.heatmap.min() >= 0 and m.heatmap.max() <= 1 for m in maps)
+    report = Report(tmp_path / "r.html")
+    for m in [x, *maps]:
+        report.add_explanation(m.path, m.method, m.target, m.overlay(decode(m.path).rgb), m.score)
+    html = report.render()
+    assert html.count('<figure class="card"><img src="data:image/webp') == 3 and "Explain" in html
+    with pytest.raises(OptionError, match="target"):
+        list(explain([scene], target="unicorn"))
+    with pytest.raises(OptionError, match="methods"):
+        list(explain([scene], methods=["nope"]))
+
+
+def test_auto_puts_thumbnails_beside_a_big_report(tmp_path, monkeypatch, rgb_image):
+    import cnnkit.report.html as html_mod
+
+    monkeypatch.setattr(html_mod, "EMBED_LIMIT", 2)
+    rec = {"path": str(rgb_image), "task": "classify", "model": "m", "width": 64, "height": 48, "time_ms": 1.0,
+           "error": None, "schema_version": 2, "predictions": [{"label": "a", "class_id": 0, "score": 0.5}]}
+    small = Report(tmp_path / "small.html")
+    big = Report(tmp_path / "big.html")
+    for _ in range(2):
+        small.add(rec)
+    for _ in range(3):
+        big.add(rec)
+    assert _script(small.write().read_text(), "thumbs")[0].startswith("data:image/webp;base64,")
+    assert _script(big.write().read_text(), "thumbs") == [f"big_files/00000{i}.webp" for i in range(3)]
+    assert len(list((tmp_path / "big_files").iterdir())) == 3
+    (tmp_path / "big.html").unlink()
+    with pytest.raises(Exception, match="big_files: already exists"):  # the page is gone, its folder is not
+        Report(tmp_path / "big.html", assets="folder")

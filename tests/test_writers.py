@@ -99,9 +99,13 @@ def test_validate_accepts_both_schema_versions_and_refuses_mixtures():
         validate_record({**old, "schema_version": 2})
     with pytest.raises(ValueError, match="classify prediction keys"):
         validate_record({**new, "schema_version": 1})
-    for bad in (3, "2", True, None):
+    validate_record({**new, "schema_version": 2})  # version 2 lines (before video frames) still read
+    for bad in (4, "2", True, None):
         with pytest.raises(ValueError, match="schema_version"):
             validate_record({**new, "schema_version": bad})
+    validate_record({**new, "frame": 3, "time_s": 0.12})  # version 3: a video frame's record
+    with pytest.raises(ValueError, match="frame"):
+        validate_record({**new, "frame": -1, "time_s": 0.0})
 
 
 def test_resume_of_a_file_written_before_schema_version(tmp_path):

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnnkit._version import __version__
-from cnnkit.cli import data, export, finetune, inspect, visual
+from cnnkit.cli import data, export, finetune, inspect, reporting, visual
 from cnnkit.cli.common import RootGroup, setup_logging
 from cnnkit.tasks import TASKS
 
@@ -48,6 +48,7 @@ app.add_typer(data.app, name="data", rich_help_panel="Data")
 inspect.register(app)
 visual.register(app)
 export.register(app)
+reporting.register(app)
 
 
 def main() -> None:

@@ -333,6 +333,20 @@ def emit_report(text: str, output: str | None, exist_ok: bool) -> None:
         atomic_write_text(output, text, overwrite=exist_ok)
 
 
+def local_data(ctx: typer.Context, data: str) -> str:
+    """A ``val`` DATA as a local path: a URL (``s3://bucket/set/``, or the dataset yaml/json in it) is copied
+    into a temporary folder that lives as long as the command, since the scorers read labels, masks and
+    annotation files as files; a path is returned as is."""
+    from cnnkit.io import remote
+
+    if not remote.is_remote(data):
+        return data
+    import tempfile
+
+    tmp = ctx.with_resource(tempfile.TemporaryDirectory(prefix="cnnkit-val-"))
+    return str(remote.download(data, tmp))
+
+
 def require_sources(sources: list[str] | None) -> list[str]:
     if not sources:
         raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")
@@ -355,15 +369,67 @@ def introduce_default(task: str, load_options: dict[str, Any], predictor: Any) -
         log.info(spell_options(line, {"model": "--model"}))
 
 
+SCALE_OPTIONS = ("address", "actors", "gpus_per_actor", "cpus_per_actor", "parts")
+
+
+def engine_options(ctx: typer.Context, save: bool) -> tuple[str, dict[str, Any]]:
+    """``--engine`` and the Ray pool's options; those options without ``--engine ray`` are a usage error."""
+    p = ctx.params
+    engine = p.get("engine") or "local"
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine}: expected local or ray")
+    if engine == "local":
+        stray = [n for n in SCALE_OPTIONS if n in p and given(ctx, n)]
+        if stray:
+            names = flag_names(ctx.command)
+            raise UsageError(f"{', '.join(names.get(n, n) for n in stray)}: only with --engine ray")
+        return engine, {}
+    if save:
+        raise UsageError("--save/--save-dir write pictures on this machine: run without --engine ray to save them")
+    return engine, {k: p[k] for k in SCALE_OPTIONS if k != "parts"}
+
+
+def ray_parts(ctx: typer.Context, task: str, load_options: dict[str, Any], *, fmt: str, output: str | None,
+              keep_classes: list[str] | None, scale: dict[str, Any]) -> None:
+    """``--engine ray --parts``: the workers write Parquet part files into the ``--output`` folder; the
+    summary and exit code come from the parts' ``path`` and ``error`` columns."""
+    from cnnkit import ray as on_ray
+    from cnnkit.io.sources import expand_sources
+    from cnnkit.io.sources import shard as take_shard
+
+    p = ctx.params
+    if not output:
+        raise UsageError("--parts writes into a folder: give --output FOLDER")
+    if fmt not in ("auto", "parquet"):
+        raise UsageError(f"--parts writes Parquet part files, not --format {fmt}")
+    if p["skip_existing"] or keep_classes:
+        raise UsageError("--parts does not resume (--skip-existing) or filter (--classes): write one merged file")
+    folder = Path(output)
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not p["exist_ok"])):
+        raise CnnkitError(f"{output}: exists and is not an empty folder (pass --exist-ok to add parts to it)")
+    items = take_shard(expand_sources(require_sources(p["sources"]), recursive=p["recursive"]), p["shard"])
+    failed = on_ray.write_parts(items, task, folder, batch_size=setting(ctx, "batch_size"),
+                                workers=setting(ctx, "workers"), max_pixels=p["max_pixels"], **scale, **load_options)
+    if not state(ctx)["quiet"]:
+        err = stderr_console()
+        err.print(f"{len(items)} image(s), {len(failed)} failed; parts in {folder}", highlight=False)
+        for path, reason in failed[:20]:
+            err.print(f"  {path}: {reason}", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def run_predict(
     ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
     coco_builder: Any = None,
+    observe: Callable[[Iterable[Any], Path | None], Iterable[Any]] | None = None,
 ) -> None:
     """The body every prediction command shares: sources → predictor → records → writer.
 
     The run options of :data:`cnnkit.cli.options.PREDICT_IO` and ``RUN`` are read from the
     command's own parameters; ``save`` overrides ``--save``/``--save-dir`` for commands that
-    decide it from several flags.
+    decide it from several flags; ``observe`` wraps the records on their way to the writer (with the save
+    folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
     from cnnkit.io.files import check_not_input
@@ -374,7 +440,7 @@ def run_predict(
         is_stdout,
         path_key,
         resolve_format,
-        tidy_jsonl,
+        tidy_output,
     )
 
     p = ctx.params
@@ -387,27 +453,54 @@ def run_predict(
     batch_size, workers = setting(ctx, "batch_size"), setting(ctx, "workers")
     fmt = resolve("format", p["fmt"], given(ctx, "fmt"))
     parse_shard(shard)
+    engine, scale = engine_options(ctx, save)
+    if engine == "ray" and p.get("parts"):
+        return ray_parts(ctx, task, load_options, fmt=fmt, output=output, keep_classes=load_options.get("classes"), scale=scale)
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
     check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
     items = take_shard(expand_sources(sources, recursive=p["recursive"]), shard)
+    from cnnkit.io.video import is_video_source
+
+    videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))
+    if fmt == "mot" and (task != "track" or len(items) != 1):
+        raise UsageError("--format mot writes the tracks of one video: `cnnkit track VIDEO --format mot`")
     if output:  # before anything is opened for writing
         check_not_input(output, (it.path for it in items if it.data is None and it.error is None))
-    resume = tidy_jsonl(output) if skip_existing and output else None
+    resume = tidy_output(output, fmt) if skip_existing and output else None
     if resume is not None and resume.done:
         kept = [it for it in items if path_key(it.path) not in resume.done]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
         items = kept
     from cnnkit import api
+    from cnnkit.cli import reporting
 
-    predictor = api.load(task, **load_options)
-    introduce_default(task, load_options, predictor)
-    folder = resolve_save_dir(task, save, save_dir, exist_ok)
-    if folder is not None:
-        log.info("saving pictures to %s", folder)
-    records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], save_dir=folder)
-    write_records(
-        ctx, records, total=len(items), fmt=fmt, output=output, append=skip_existing,
-        exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
-    )
+    report = reporting.start(p.get("report"), exist_ok, task, records=output)
+    folder = None
+    if engine == "ray":
+        from cnnkit import ray as on_ray
+
+        records: Iterable[Any] = on_ray.predict_items(
+            items, task, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], **scale, **load_options)
+    else:
+        predictor = api.load(task, **load_options)
+        introduce_default(task, load_options, predictor)
+        reporting.describe(report, predictor)
+        folder = resolve_save_dir(task, save, save_dir, exist_ok)
+        if folder is not None:
+            log.info("saving pictures to %s", folder)
+        records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"],
+                                   save_dir=folder, vid_stride=p["vid_stride"], start=p["start"], end=p["end"],
+                                   max_frames=p["max_frames"])
+    if observe is not None:
+        records = observe(records, folder)
+    if report is not None:
+        records = reporting.feed(records, report)
+    try:
+        write_records(
+            ctx, records, total=None if videos else len(items), fmt=fmt, output=output, append=skip_existing,
+            exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
+        )
+    finally:
+        reporting.finish(report)

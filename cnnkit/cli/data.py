@@ -30,12 +30,26 @@ def shapes_cmd(
     seed: o.Seed = 0,
     imgsz: o.Imgsz = 256,
     val_split: o.ValSplit = 0.2,
+    video: Annotated[bool, typer.Option("--video", help="Write --n videos of moving shapes (shapes-000.mp4 …) with MOT ground truth instead (for `cnnkit track val`).")] = False,
+    frames: Annotated[int, typer.Option("--frames", min=2, help="With --video: frames per video.")] = 60,
+    fps: Annotated[float, typer.Option("--fps", min=1.0, max=240.0, help="With --video: frame rate.")] = 25.0,
     exist_ok: o.ExistOk = False,
 ) -> None:
     """Deterministic synthetic scenes of shapes (a pure function of seed and index) with boxes, instance and
-    semantic masks; --imgsz is the image side (at least 16)."""
+    semantic masks; --imgsz is the image side (at least 16). With --video: videos of shapes that move, cross,
+    occlude each other, enter and leave, with MOT ground truth and the true crossings of a counting line."""
     from cnnkit.data.export import FORMATS, export_shapes
     from cnnkit.errors import UsageError
+
+    if video:
+        from cnnkit.data.moving import write_sequences
+
+        if imgsz is None or imgsz < 64:
+            raise UsageError(f"--imgsz {imgsz}: moving shapes need at least 64 pixels")
+        _target(out, exist_ok)
+        summary = write_sequences(out, n, seed=seed or 0, frames=frames, size=imgsz, fps=fps)
+        typer.echo(json.dumps(summary))
+        return
 
     if layout not in FORMATS:
         raise UsageError(f"--layout {layout!r}: expected one of {', '.join(FORMATS)}")

@@ -32,11 +32,14 @@ PANEL_MODEL = "Model"
 PANEL_RUN = "Runtime"
 PANEL_TRAIN = "Training"
 PANEL_DATA = "Data"
+PANEL_SCALE = "More than one machine"
 
 # -- the options ----------------------------------------------------------------------------------
 Sources = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Image files, folders, quoted globs, or - to read paths from stdin.", show_default=False),
+    typer.Argument(help="Image or video files, folders, quoted globs, a webcam index (0), URLs (s3://, gs://, "
+                        "http(s)://, file://: objects, prefixes, globs; rtsp:// streams), or - to read paths from "
+                        "stdin.", show_default=False),
 ]
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", rich_help_panel=PANEL_MODEL,
@@ -52,7 +55,8 @@ Backend = Annotated[Optional[str], typer.Option(
          "(default: by the file's suffix, else torch).")]
 Task = Annotated[Optional[str], typer.Option(
     "--task", "-t", help=f"{', '.join(TASK_NAMES[:-1])} or {TASK_NAMES[-1]} (models: only that task's; export: "
-                         "the task of a file that does not say it; finetune: default classify).")]
+                         "the task of a file that does not say it; finetune: default classify; explain: classify or detect, "
+                         "default classify).")]
 TopK = Annotated[int, typer.Option("--topk", "-k", min=1, help="How many labels per image.",
                                    rich_help_panel=PANEL_MODEL)]
 Imgsz = Annotated[Optional[int], typer.Option(
@@ -92,7 +96,8 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THRE
 Format = Annotated[str, typer.Option(
     "--format", "-f", envvar="CNNKIT_FORMAT", rich_help_panel=PANEL_IO,
     help="Record format: auto (a table on a terminal; else JSON Lines for predictions, JSON for reports; "
-         "or by the output file's suffix), table or json; predict also jsonl, csv, and coco (detect, instance).")]
+         "or by the output file's suffix), table or json; predict also jsonl, csv, parquet, coco (detect, "
+         "instance) and mot (track: MOT Challenge rows of one video).")]
 Output = Annotated[Optional[str], typer.Option(
     "--output", "-o", rich_help_panel=PANEL_IO,
     help="File to write: the records or the report (- for stdout, the default), or the one file the command "
@@ -112,9 +117,36 @@ Shard = Annotated[Optional[str], typer.Option("--shard", rich_help_panel=PANEL_I
                                               help="K/N: process only the K-th of N interleaved slices of the inputs.")]
 SkipExisting = Annotated[bool, typer.Option(
     "--skip-existing", rich_help_panel=PANEL_IO,
-    help="Resume: skip inputs already recorded in the --output JSON Lines file and append.")]
+    help="Resume: skip inputs already recorded in the --output JSON Lines or Parquet file and append.")]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, rich_help_panel=PANEL_IO,
                                         help="Refuse images with more pixels (decompression-bomb guard).")]
+
+Engine = Annotated[str, typer.Option(
+    "--engine", envvar="CNNKIT_ENGINE", rich_help_panel=PANEL_SCALE,
+    help="local (this process) or ray (a Ray Data actor pool on a cluster; pip install 'cnnkit\\[ray]').")]
+Address = Annotated[Optional[str], typer.Option(
+    "--address", rich_help_panel=PANEL_SCALE,
+    help="With --engine ray: auto (the cluster this machine belongs to) or HOST:PORT of a Ray head "
+         "\\[default: Ray on this machine only].")]
+Actors = Annotated[int, typer.Option("--actors", min=1, rich_help_panel=PANEL_SCALE,
+                                     help="With --engine ray: actors in the pool, each holding the model once.")]
+GpusPerActor = Annotated[float, typer.Option("--gpus-per-actor", min=0.0, rich_help_panel=PANEL_SCALE,
+                                             help="With --engine ray: GPUs per actor (a fraction shares a GPU).")]
+CpusPerActor = Annotated[float, typer.Option(
+    "--cpus-per-actor", min=0.01, rich_help_panel=PANEL_SCALE,
+    help="With --engine ray: CPUs per actor (also its torch threads).")]
+Parts = Annotated[bool, typer.Option(
+    "--parts", rich_help_panel=PANEL_SCALE,
+    help="With --engine ray: the workers write Parquet part files into the --output folder (the driver holds "
+         "no records) instead of one merged file.")]
+VidStride = Annotated[int, typer.Option("--vid-stride", min=1, rich_help_panel=PANEL_IO,
+                                        help="Videos: read every N-th frame (the annotated video's rate is divided by N).")]
+Start = Annotated[Optional[float], typer.Option("--start", min=0.0, rich_help_panel=PANEL_IO,
+                                                help="Videos: first second to read.")]
+End = Annotated[Optional[float], typer.Option("--end", min=0.0, rich_help_panel=PANEL_IO,
+                                              help="Videos: stop before this second.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, rich_help_panel=PANEL_IO,
+                                                  help="Videos: read at most this many frames of each.")]
 
 Split = Annotated[str, typer.Option("--split", rich_help_panel=PANEL_DATA,
                                     help="Which split of DATA to score: val, test or train.")]
@@ -129,7 +161,23 @@ Seed = Annotated[Optional[int], typer.Option(
 Layers = Annotated[Optional[list[str]], typer.Option(
     "--layer", "-l",
     help="Layer name from `cnnkit summary` (features: repeatable, default the last layer of each stage; "
-         "filters: one Conv2d, default the first).")]
+         "filters: one Conv2d, default the first; explain: the layer to map, default the last Conv2d, for YOLO "
+         "the layers feeding its head).")]
+Report = Annotated[Optional[str], typer.Option(
+    "--report", rich_help_panel=PANEL_IO,
+    help="Also write a self-contained HTML report of the run to this file (gallery, per-class counts, scores, "
+         "failures; val: metrics, confusion matrix, precision-recall curves, worst images).")]
+Assets = Annotated[str, typer.Option(
+    "--assets", rich_help_panel=PANEL_IO,
+    help="Where a report keeps its thumbnails: auto (inside the page up to 2,000 images, else in a folder "
+         "beside it), embed or folder.")]
+Target = Annotated[Optional[str], typer.Option(
+    "--target", rich_help_panel=PANEL_MODEL,
+    help="Explain this class (a label or class id) instead of the predicted one.")]
+Methods = Annotated[Optional[list[str]], typer.Option(
+    "--method", rich_help_panel=PANEL_MODEL,
+    help="Class-activation method, repeatable: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam "
+         "\\[default: gradcam and gradcam++].")]
 Cell = Annotated[int, typer.Option("--cell", min=8, max=512, help="Pixel size of each map or kernel in the grid.")]
 
 
@@ -150,11 +198,14 @@ HALF = group(half=(Half, False))
 PREDICT_IO = group(
     fmt=(Format, "auto"), output=(Output, None), save=(Save, None), save_dir=(SaveDir, None),
     exist_ok=(ExistOk, False), recursive=(Recursive, False), shard=(Shard, None),
-    skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS),
+    skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS), report=(Report, None),
+    vid_stride=(VidStride, 1), start=(Start, None), end=(End, None), max_frames=(MaxFrames, None),
 )
+ENGINE = group(engine=(Engine, "local"), address=(Address, None), actors=(Actors, 1),
+               gpus_per_actor=(GpusPerActor, 0.0), cpus_per_actor=(CpusPerActor, 1.0), parts=(Parts, False))
 BOXES = group(conf=(Conf, 0.25), max_det=(MaxDet, 300))  # detect and instance: which boxes are kept
 SPLIT = group(split=(Split, "val"))
-REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False))
+REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False), report=(Report, None))
 
 
 class _Own(tuple):  # type: ignore[type-arg]

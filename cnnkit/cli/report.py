@@ -41,10 +41,16 @@ def render_report(metrics: dict[str, Any], tables: Sequence[ReportTable], fmt: s
 def run_val(ctx: typer.Context, task: str, data: str, options: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     """The body every ``val`` command shares: the task's ``validate(data, **options)``, then the report
     to ``--output`` or stdout in the format ``report_format`` picks. Returns the metrics."""
+    from cnnkit.cli import reporting
     from cnnkit.tasks import TASKS
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    report = reporting.start(shared["report"], shared["exist_ok"], task, data=data)
     row = TASKS[task]
-    metrics = row.validator(data, **options)
+    metrics = row.validator(data, **options, on_record=reporting.truth_hook(report))
+    if report is not None:  # the HTML report (--report): the metrics beside each record and its truth
+        report.info["model"] = metrics["model"]
+        report.set_metrics({k: v for k, v in metrics.items() if k != "ultralytics"})
+        reporting.finish(report)
     c.emit_report(render_report(metrics, row.report_tables(metrics), fmt), shared["output"], shared["exist_ok"])
     return metrics

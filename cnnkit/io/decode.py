@@ -8,6 +8,7 @@ Only regular files are opened, so a FIFO named ``x.jpg`` cannot hang a run.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -34,6 +35,7 @@ class Decoded:
     height: int
     max_pixels: int = DEFAULT_MAX_PIXELS
     full: np.ndarray | None = field(default=None, repr=False)
+    encoded: bytes | None = field(default=None, repr=False)  # a remote input's bytes, to decode again in full
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -51,7 +53,7 @@ class Decoded:
         if not self.drafted:
             return self.rgb
         if self.full is None:
-            self.full = decode(self.path, max_pixels=self.max_pixels).rgb
+            self.full = decode(self.path, self.encoded, max_pixels=self.max_pixels).rgb
         return self.full
 
 
@@ -152,17 +154,27 @@ def decode(
     ``min_side``: the smallest side the model needs; JPEGs are then drafted to the
     largest 1/2ⁿ scale that keeps both sides at least that big. ``limit_name`` names
     ``max_pixels`` in the refusal (a command without that option has its own limit).
+    A URL (``s3://``, ``https://`` …) is read through :mod:`cnnkit.io.remote`; ``data`` may also be an
+    encoded file's bytes, decoded by the same rules as a file.
     """
-    if data is not None:
+    from cnnkit.io import remote
+
+    if data is None and remote.is_remote(path):
+        data = remote.read(path)
+    encoded = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+    if data is not None and encoded is None:
         rgb = _from_memory(data)
         return Decoded(path, rgb, rgb.shape[1], rgb.shape[0], max_pixels)
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    _check_file(path)
+    if encoded is None:
+        _check_file(path)
+    elif not encoded:
+        raise DecodeError("empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with _pil_open()(path) as img:
+            with _pil_open()(path if encoded is None else io.BytesIO(encoded)) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise DecodeError(f"{w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} ({limit_name})")
@@ -189,7 +201,7 @@ def decode(
         raise DecodeError(f"cannot decode ({text})") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DecodeError(f"decoded to unexpected shape {rgb.shape}")
-    return Decoded(path, np.ascontiguousarray(rgb), int(w), int(h), max_pixels)
+    return Decoded(path, np.ascontiguousarray(rgb), int(w), int(h), max_pixels, encoded=encoded)
 
 
 BUDGET_FACTOR = 4  # float values per pixel that --max-pixels allows: the image's three channels and one more

@@ -1,7 +1,8 @@
 """Turn CLI arguments (or Python objects) into an ordered, sharded list of input items.
 
-Files, folders (``recursive``), quoted globs and ``-`` (paths read from stdin, one per
-line) mix freely. Folders and globs expand in sorted order and keep only image
+Files, folders (``recursive``), quoted globs, URLs (``s3://``, ``gs://``, ``http(s)://``,
+``file://``: prefixes and globs too, listed by :mod:`cnnkit.io.remote`) and ``-`` (paths read from
+stdin, one per line) mix freely. Folders and globs expand in sorted order and keep only image
 extensions; a file named explicitly is always kept (it fails later with a reason if
 it is not an image). Duplicates are dropped, keeping the first place: one file is one
 input however many symbolic links or spellings (``./a``, ``d/../a``) reach it; hard links
@@ -23,7 +24,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from cnnkit.errors import OptionError
+from cnnkit.errors import OptionError, UsageError
+from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
@@ -42,10 +44,19 @@ class Item:
     path: str
     data: Any = None
     error: str | None = None
+    frame: int | None = None  # a video frame: its index in the video named by ``path`` (cnnkit.io.video)
+    time_s: float | None = None  # and its presentation time
 
 
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_input_name(name: str) -> bool:
+    """Images, and videos (:mod:`cnnkit.io.video` reads them frame by frame): what folders and globs keep."""
+    from cnnkit.io.video import is_video_name
+
+    return is_image_name(name) or is_video_name(name)
 
 
 def _key(path: str) -> tuple[int, int] | None:
@@ -146,14 +157,14 @@ def _walk(folder: str, recursive: bool) -> list[Hit]:
     """Image files in ``folder`` (and below it with ``recursive``), with failed hits for bad entries."""
     if not recursive:
         listing = _scan(folder, hidden=True)
-        hits: list[Hit] = [(p, None) for p in listing.files if is_image_name(p)]
-        return hits + [(p, LOOP) for p in listing.loops if is_image_name(p)]
+        hits: list[Hit] = [(p, None) for p in listing.files if is_input_name(p)]
+        return hits + [(p, LOOP) for p in listing.loops if is_input_name(p)]
     hits = []
     for path, listing, reason in _tree(folder):
         if listing is None:
             hits.append((path, reason))
         else:
-            hits.extend((p, None) for p in listing.files if is_image_name(p))
+            hits.extend((p, None) for p in listing.files if is_input_name(p))
     return hits
 
 
@@ -215,7 +226,7 @@ def _glob(pattern: str, recursive: bool) -> list[Hit]:
             continue  # glob skips folders it cannot list
         if last:
             found.extend((_shown(folder, p), LOOP) for p in listing.loops
-                         if _matches(os.path.basename(p), part) and is_image_name(p))
+                         if _matches(os.path.basename(p), part) and is_input_name(p))
         names = listing.files + listing.folders if last else listing.folders
         for p in names:
             name = os.path.basename(p)
@@ -237,6 +248,10 @@ def _shown(folder: str, path: str) -> str:
 
 def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     """The image paths ``arg`` stands for (failed hits among them), or a reason why it stands for none."""
+    from cnnkit.io.video import is_stream_url
+
+    if is_stream_url(arg):  # a webcam index or a URL: read by cnnkit.io.video, not a file or a glob
+        return [(arg, None)], None
     if os.path.isdir(arg):
         try:
             hits = _walk(arg, recursive)
@@ -246,7 +261,7 @@ def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
         return hits, None if any(r is None for _, r in hits) else f"folder has no image files{hint}"
     if any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg):
         hits = sorted(
-            ((p, r) for p, r in _glob(arg, recursive) if r is not None or (is_image_name(p) and not os.path.isdir(p))),
+            ((p, r) for p, r in _glob(arg, recursive) if r is not None or (is_input_name(p) and not os.path.isdir(p))),
             key=lambda hit: hit[0],
         )
         return hits, None if any(r is None for _, r in hits) else "pattern matches no image files"
@@ -262,14 +277,14 @@ def expand_sources(
 
     def add(path: str, data: Any = None, error: str | None = None) -> None:
         if data is None:
-            key = _real(path) if error is None else ("path", path)
+            key = ("url", remote.key(path)) if remote.is_remote(path) else _real(path) if error is None else ("path", path)
             if key in seen:
                 return
             seen.add(key)
         items.append(Item(path, data, error))
 
     def add_arg(arg: str) -> None:
-        hits, error = _expand_one(arg, recursive)
+        hits, error = remote.expand(arg, recursive) if remote.is_remote(arg) else _expand_one(arg, recursive)
         if error:
             add(arg, error=error)
         for path, reason in hits:

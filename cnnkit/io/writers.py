@@ -1,4 +1,4 @@
-"""Record writers: table, json, jsonl, csv (and coco, for tasks that define it).
+"""Record writers: table, json, jsonl, csv, parquet (:mod:`cnnkit.io.parquet`; and coco, for tasks that define it).
 
 JSON Lines stream: each record is one complete line, flushed as it comes, so a run
 stopped by Ctrl-C leaves a valid file of what was done (and ``--skip-existing`` can
@@ -26,7 +26,7 @@ from cnnkit.records import Record, finite
 
 log = logging.getLogger("cnnkit")
 
-FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco")
+FORMATS = ("auto", "table", "json", "jsonl", "csv", "coco", "parquet", "mot")
 BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", "schema_version")
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
@@ -39,7 +39,7 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
         return fmt
     if output is not None and not is_stdout(output):
         suffix = Path(output).suffix.lower()
-        return {".json": "json", ".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "jsonl")
+        return {".json": "json", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}.get(suffix, "jsonl")
     stream = stream or sys.stdout
     return "table" if getattr(stream, "isatty", lambda: False)() else "jsonl"
 
@@ -47,9 +47,19 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
 def path_key(path: str) -> str:
     """The one name of an input for resuming: ``./x`` and ``x`` are the same input.
 
-    Records keep the path as the user spelled it; only the done-set compares these keys.
+    Records keep the path as the user spelled it; only the done-set compares these keys. A URL is
+    its own key (the working folder does not change what ``s3://b/k`` names).
     """
+    from cnnkit.io import remote
+
+    if remote.is_remote(path):
+        return remote.key(path)
     return os.path.normpath(os.path.abspath(path))
+
+
+def record_key(path: str, frame: int | None = None) -> str:
+    """One record's key for resuming: its input, and for a video frame the frame (``clip.mp4#12``)."""
+    return path_key(path) if frame is None else f"{path_key(path)}#{frame}"
 
 
 def is_stdout(output: str | None) -> bool:
@@ -94,7 +104,8 @@ def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool] | None:
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
         return None
-    return path_key(rec["path"]), rec.get("error") is None
+    frame = rec.get("frame")
+    return record_key(rec["path"], frame if type(frame) is int else None), rec.get("error") is None
 
 
 def tidy_jsonl(output: str | os.PathLike) -> Resume:
@@ -197,14 +208,26 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
         return
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
         raise CnnkitError(f"{output}: is a folder (`output` names a file)")
-    if append and fmt != "jsonl":
-        raise OptionError("skip_existing", "resumes a JSON Lines `output`; use `fmt` jsonl")
+    if append and fmt not in RESUMABLE:
+        raise OptionError("skip_existing", "resumes a JSON Lines or Parquet `output`; use `fmt` jsonl")
     if is_stream(output):
         if append:
             raise UsageError(f"{output}: `skip_existing` resumes a regular file, not a pipe or device")
         return
     if os.path.lexists(output) and not (append or exist_ok):
         raise CnnkitError(f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)")
+
+
+RESUMABLE = ("jsonl", "parquet")
+
+
+def tidy_output(output: str | os.PathLike, fmt: str) -> Resume:
+    """What a resumable output already holds: :func:`tidy_jsonl`, or the Parquet reader's equivalent."""
+    if fmt == "parquet":
+        from cnnkit.io.parquet import tidy_parquet
+
+        return tidy_parquet(output)
+    return tidy_jsonl(output)
 
 
 def _write_all(fh: BinaryIO, data: bytes) -> None:
@@ -222,6 +245,7 @@ def _flat_value(v: Any) -> Any:
 def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per prediction (an image with none still gets one row)."""
     base = {k: _flat_value(rec.get(k)) for k in BASE_COLUMNS}
+    base.update({k: rec[k] for k in ("frame", "time_s") if k in rec})  # a video frame's columns
     preds = rec.get("predictions") or [{}]
     rows = []
     for rank, p in enumerate(preds):
@@ -261,6 +285,17 @@ class RecordWriter:
         self._warned = False
         self._closed = False
         self._coco = coco_builder
+        self._mot: list[str] = []
+        self._parquet: Any = None
+        if self.fmt == "parquet":
+            from cnnkit.errors import OptionError
+            from cnnkit.io.parquet import ParquetWriter
+
+            if not output or is_stream(output):
+                raise OptionError("output", "Parquet records are written to a file, not to a pipe or stdout")
+            check_output(output, self.fmt, append=append, exist_ok=exist_ok)
+            self._parquet = ParquetWriter(output, append=append, exist_ok=exist_ok)
+            return
         if self.fmt == "coco" and coco_builder is None:
             raise OptionError("fmt", "is for detect and instance", "coco")
         check_output(output, self.fmt, append=append, exist_ok=exist_ok)
@@ -292,10 +327,19 @@ class RecordWriter:
 
     def write(self, record: Record) -> None:
         data = self._plain(record)
+        if self._parquet is not None:
+            self._parquet.write(data)
+            return
+        if self.fmt == "mot":  # MOT Challenge rows: a few short lines a frame, kept until close
+            from cnnkit.eval.mot import mot_lines
+
+            self._mot.extend(mot_lines(data))
+            return
         if self.fmt != "jsonl":
             self._buffer.append(data)
         elif self._fh is not None:
-            self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n", record.path)
+            self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n",
+                             record_key(record.path, record.frame))
         else:
             try:
                 self.stream.write(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
@@ -307,7 +351,7 @@ class RecordWriter:
         if self._coco is not None:
             self._coco.add(record)
 
-    def _write_line(self, line: str, path: str) -> None:
+    def _write_line(self, line: str, key: str) -> None:
         """Append one whole line; a failed write (a full disk) is cut off so the file keeps whole lines."""
         assert self._fh is not None
         data = line.encode("utf-8")
@@ -318,11 +362,12 @@ class RecordWriter:
                 os.ftruncate(self._fh.fileno(), self._good)
             raise write_error(self.output or "stdout", exc, "write failed") from exc
         self._good += len(data)
-        key = path_key(path)
         self._compact = self._compact or key in self._keys
         self._keys.add(key)
 
     def _render(self) -> str:
+        if self.fmt == "mot":
+            return "".join(line + "\n" for line in self._mot)
         if self.fmt == "json":
             return json.dumps(self._buffer, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
         if self.fmt == "csv":
@@ -344,6 +389,9 @@ class RecordWriter:
         if self._closed:
             return
         self._closed = True
+        if self._parquet is not None:
+            self._parquet.close()
+            return
         if self._fh is not None:
             self._fh.close()
             self._fh = None

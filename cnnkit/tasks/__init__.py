@@ -84,6 +84,7 @@ TASKS: dict[str, Task] = {
         Task("detect", "boxes, labels and scores per image", "shapes-yolov8n"),
         Task("segment", "a class per pixel", "shapes-unet", free_size=32, background_is_a_class=True),
         Task("instance", "a box and a mask per object", "shapes-maskrcnn"),
+        Task("track", "boxes with ids that follow objects through a video", "shapes-yolov8n"),
     )
 }
 

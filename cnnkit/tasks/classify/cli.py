@@ -13,7 +13,7 @@ app = c.task_app("Classify images: top-k labels per image. `cnnkit classify SOUR
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=16)
+@o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=16)
 def predict(ctx: typer.Context, sources: o.Sources = None, topk: o.TopK = 5, imgsz: o.Imgsz = None,
             **shared: Any) -> None:
     """Top-k labels for each image, from the bundled model, any registry model, or a finetune checkpoint."""
@@ -34,6 +34,7 @@ def val(
     The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
     is scored when DATA has train/ and val/, else DATA itself.
     """
+    data = c.local_data(ctx, data)
     from pathlib import Path
 
     from cnnkit.cli.report import run_val

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,11 +91,14 @@ def val_folder(root: str | os.PathLike) -> Path:
 
 
 def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int = 16, workers: int = 2,
-                    plot: str | os.PathLike | None = None) -> dict[str, Any]:
+                    plot: str | os.PathLike | None = None,
+                    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Run a classify predictor over ``root/<class>/*`` and score it against the folder names.
 
     Every dataset class must be one of the model's labels; a prediction of any other model
     label lands in an ``(other)`` column. Unreadable images are counted and listed, not scored.
+    ``on_record(record, truth)`` sees each record with its true class (``[{"label": …}]``), as a
+    report needs it.
     """
     from cnnkit.data.folder import scan_classes
     from cnnkit.errors import UsageError
@@ -113,8 +117,12 @@ def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int 
     for record in predictor.stream(split.paths, batch_size=batch_size, workers=workers):
         if record.error is not None:
             failed.append({"path": record.path, "error": record.error})
+            if on_record is not None:
+                on_record(record, [])
             continue
         true = target_of[record.path]
+        if on_record is not None:
+            on_record(record, [{"label": classes[true]}])
         labels = [p["label"] for p in record.predictions]
         cm[true, index.get(labels[0], other)] += 1
         top5 += classes[true] in labels[:5]
@@ -134,6 +142,7 @@ def validate(
     data: str | os.PathLike, *, split: str | None = None, model: str | None = None, weights: str | None = None,
     backend: str | None = None, batch_size: int = 16, workers: int = 2, device: str | None = None,
     threads: int | None = None, save_dir: str | os.PathLike | Callable[[], Path] | None = None,
+    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a model on ``data/<class>/*``.
 
@@ -155,7 +164,7 @@ def validate(
                          threads=threads, topk=5)
     folder = None if save_dir is None else save_dir() if callable(save_dir) else Path(save_dir)
     result = evaluate_folder(predictor, data, batch_size=batch_size, workers=workers,
-                             plot=folder / "confusion_matrix.png" if folder else None)
+                             plot=folder / "confusion_matrix.png" if folder else None, on_record=on_record)
     if folder is not None:
         atomic_write_text(folder / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -19,7 +19,7 @@ _LOAD = ("model", "weights", "backend", "device", "threads")
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=16)
+@o.compose(o.MODEL, o.BACKEND, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=16)
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
@@ -56,6 +56,7 @@ def val(
     **shared: Any,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
+    data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
     run_val(ctx, "detect", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou,

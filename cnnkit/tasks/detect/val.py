@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,13 @@ def validate(
     data: str | os.PathLike, *, model: str | None = None, weights: str | None = None, split: str = "val",
     conf: float = 0.001, iou: float = 0.7, imgsz: int | None = None, max_det: int = 300, batch_size: int = 16,
     workers: int = 2, device: str | None = None, threads: int | None = None, compare: bool = True,
-    backend: str | None = None,
+    backend: str | None = None, on_record: Callable[[Record, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a detector on ``split`` of the YOLO dataset yaml ``data`` (see module doc)."""
+    """Metrics of a detector on ``split`` of the YOLO dataset yaml ``data`` (see module doc).
+
+    ``on_record(record, truth)`` sees each record with its labelled boxes (``[{"label", "box"}]``,
+    dataset names, the record's pixels), as a report needs them.
+    """
     from cnnkit.eval.coco import CocoResults, evaluate
     from cnnkit.tasks.detect.predict import Detector
 
@@ -83,6 +88,15 @@ def validate(
         if not r.ok:
             log.warning("failed %s: %s", r.path, r.error)
     gt = ground_truth(good, ds.names)
+    if on_record is not None:
+        truth: dict[int, list[dict[str, Any]]] = {}
+        for a in gt["annotations"]:
+            x, y, w, h = a["bbox"]
+            truth.setdefault(a["image_id"], []).append({"label": ds.names[a["category_id"] - 1],
+                                                        "box": [x, y, x + w, y + h]})
+        index = {r.path: i for i, r in enumerate(good, start=1)}
+        for r in records:
+            on_record(r, truth.get(index[r.path], []) if r.ok else [])
     cats = category_map(detector.labels, ds.names)
     coco = CocoResults({r.path: i for i, r in enumerate(good, start=1)}, cats)
     for r in good:

@@ -42,7 +42,8 @@ register(ModelSpec(
     name="shapes-yolov8n", task="detect", family="yolo", builder=partial(yolo_net, "yolov8n.yaml"),
     source="bundled", weights="shapes-yolov8n.pt", labels=SHAPES_CLASSES, year=2023,
     description="YOLOv8n trained by cnnkit on synthetic shapes scenes at 256 px (bundled default)",
-    meta={"imgsz": 256, "for_photos": "yolov8n.pt (COCO, downloaded once)"},
+    meta={"imgsz": 256, "for_photos": "yolov8n.pt (COCO, downloaded once)",
+          "tracker": "shapes-bytetrack"},  # cnnkit track's default for it (benchmarks/README.md, "Tracking")
 ))
 
 # ultralytics hub names: downloaded by ultralytics when online, cached in cnnkit's cache.

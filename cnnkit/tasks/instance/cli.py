@@ -19,7 +19,7 @@ _LOAD = ("model", "weights", "device", "threads")
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=4, conf=0.5, max_det=100)
+@o.compose(o.MODEL, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=4, conf=0.5, max_det=100)
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
@@ -49,6 +49,7 @@ def val(
     **shared: Any,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
+    data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
     summary = run_val(ctx, "instance", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},

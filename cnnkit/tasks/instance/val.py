@@ -12,13 +12,14 @@ from cnnkit.tasks.instance.predict import InstanceSegmenter
 def validate(
     data: str, *, split: str = "val", model: str | None = None, weights: str | None = None, conf: float = 0.001,
     mask_threshold: float = 0.5, max_det: int = 100, batch_size: int = 4, workers: int = 2,
-    device: str | None = None, threads: int | None = None,
+    device: str | None = None, threads: int | None = None, on_record: Any = None,
 ) -> dict[str, Any]:
     """bbox and segm AP, AP50, AP75 (pycocotools) of a model on a COCO-format split.
 
     Model classes are matched to the dataset's categories by name, so a COCO model on
     COCO data and a finetuned model on its own data both score correctly; detections
     of classes the dataset lacks are dropped.
+    ``on_record(record, truth)`` sees each record with its labelled boxes (``[{"label", "box"}]``).
     """
     from cnnkit.data.coco import read_coco
     from cnnkit.eval.coco import CocoResults, evaluate
@@ -32,6 +33,12 @@ def validate(
         raise CnnkitError(f"{data}: none of the model's classes ({', '.join(predictor.labels[:5])} …) "
                           f"are dataset categories ({', '.join(ds.labels[:5])} …)")
     paths = {str(ds.image_path(im)): im["id"] for im in ds.gt["images"]}
+    names = {c["id"]: c["name"] for c in ds.gt.get("categories", [])}
+    truth: dict[Any, list[dict[str, Any]]] = {}
+    for a in ds.gt.get("annotations", []) if on_record is not None else []:
+        x, y, w, h = a["bbox"]
+        truth.setdefault(a["image_id"], []).append({"label": names.get(a["category_id"], str(a["category_id"])),
+                                                    "box": [x, y, x + w, y + h]})
     coco = CocoResults(image_ids=paths, category_ids=category_ids)
     failed = []
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
@@ -39,6 +46,8 @@ def validate(
             failed.append(f"{record.path}: {record.error}")
         record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
         coco.add(record)
+        if on_record is not None:
+            on_record(record, truth.get(paths[record.path], []) if record.error is None else [])
     summary: dict[str, Any] = {"data": str(ds.annotations), "model": predictor.name, "images": len(paths),
                                "failed": failed}
     for iou_type in ("bbox", "segm"):

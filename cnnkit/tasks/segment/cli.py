@@ -24,7 +24,7 @@ _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "ove
 
 
 @app.command("predict")
-@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, batch_size=8)
+@o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=8)
 def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = None, **shared: Any) -> None:
     """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png.
 
@@ -43,6 +43,7 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
     is a root)."""
+    data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
     run_val(ctx, "segment", data, dict({k: shared[k] for k in _LOAD}, split=shared["split"],

@@ -61,8 +61,11 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size: int = 8,
-                    workers: int = 2) -> dict[str, Any]:
-    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs."""
+                    workers: int = 2, on_record: Any = None) -> dict[str, Any]:
+    """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs.
+
+    ``on_record(record, truth)`` sees each record with the classes of its true mask (``[{"label": …}]``).
+    """
     from cnnkit.data.masks import find_pairs, read_mask
     from cnnkit.errors import CnnkitError
 
@@ -76,19 +79,23 @@ def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size
         if target.shape != pred.shape:
             raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
         cm.update(pred, target)
+        if on_record is not None:
+            present = np.unique(target)
+            on_record(record, [{"label": predictor.labels[int(i)]} for i in present if 0 <= i < len(predictor.labels)])
     return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
 
 
 def validate(
     data: str, *, split: str = "val", model: str | None = None, weights: str | None = None,
-    backend: str | None = None, batch_size: int = 8, workers: int = 2, **options: Any,
+    backend: str | None = None, batch_size: int = 8, workers: int = 2, on_record: Any = None, **options: Any,
 ) -> dict[str, Any]:
     """mIoU, per-class IoU and pixel accuracy of a segmenter on image/mask pairs (``split``: the folder
     used when ``data`` is a root). ``options`` are the segmenter's (``arch``, ``imgsz``, ``tile``, ``device`` …)."""
     from cnnkit import api
 
     predictor = api.load("segment", model=model, weights=weights, backend=backend, **options)
-    return evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers)
+    return evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers,
+                           on_record=on_record)
 
 
 def report_tables(scores: dict[str, Any]) -> list[ReportTable]:

@@ -1,0 +1,179 @@
+"""``--report`` for predict and val commands, and the ``report``, ``explain`` and ``convert`` commands.
+
+The work is in :mod:`cnnkit.report` and :mod:`cnnkit.io.handoff`; this module parses, calls and says
+where things went. A report file is checked before any work, so a long run never ends in a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cnnkit.cli import options as o
+
+if TYPE_CHECKING:
+    from cnnkit.records import Record
+    from cnnkit.report.html import Report
+
+log = logging.getLogger("cnnkit")
+PANEL = "Reports and hand-off"
+
+
+def start(path: str | None, exist_ok: bool, task: str, **info: Any) -> Report | None:
+    """The run's report, or ``None`` without ``--report``; refused now when the file exists."""
+    if not path:
+        return None
+    from cnnkit.report.html import Report
+
+    return Report(path, task=task, exist_ok=exist_ok, info={k: v for k, v in info.items() if v is not None})
+
+
+def describe(report: Report | None, predictor: Any) -> None:
+    """Model, backend and device of the run, once the predictor is loaded."""
+    if report is not None:
+        from cnnkit.report.html import describe_predictor
+
+        report.info.update({k: v for k, v in describe_predictor(predictor).items() if v is not None})
+        report.labels = list(getattr(predictor, "labels", None) or [])
+
+
+def feed(records: Iterable[Record], report: Report) -> Iterator[Record]:
+    """Pass records through, adding each to the report."""
+    for record in records:
+        report.add(record)
+        yield record
+
+
+def finish(report: Report | None) -> None:
+    """Write the report (also after Ctrl-C or failed inputs: it shows what was done)."""
+    if report is not None and (report.entries or report.metrics):
+        path = report.write()
+        log.info("report: %s", path)
+
+
+def truth_hook(report: Report | None) -> Any:
+    """``on_record`` for a val function: each record and its truth into the report."""
+    if report is None:
+        return None
+    return lambda record, truth: report.add(record, truth=truth)
+
+
+# -- commands ------------------------------------------------------------------------------------------
+def report(
+    target: Annotated[str, typer.Argument(help="A records file (.jsonl from `-o`), or a run folder holding one; a "
+                                               "metrics.json beside it becomes the val section.")],
+    output: o.Output = None,
+    assets: o.Assets = "auto",
+    exist_ok: o.ExistOk = False,
+) -> None:
+    """An HTML report of predictions already written: gallery, counts, scores, failures (default: report.html beside them)."""
+    from cnnkit.errors import OptionError
+    from cnnkit.report.html import from_records_file
+
+    if assets not in ("auto", "embed", "folder"):
+        raise OptionError("assets", "expected auto, embed or folder", assets)
+    path = from_records_file(target, output, exist_ok=exist_ok, assets=assets)  # type: ignore[arg-type]
+    typer.echo(str(path))
+
+
+def explain(
+    ctx: typer.Context,
+    sources: o.Sources = None,
+    task: o.Task = None,
+    model: o.Model = None,
+    weights: o.Weights = None,
+    methods: o.Methods = None,
+    target: o.Target = None,
+    layer: o.Layers = None,
+    conf: o.Conf = 0.25,
+    max_boxes: Annotated[int, typer.Option("--max-boxes", min=1, help="detect: explain at most this many boxes per image, best first.")] = 3,
+    device: o.Device = None,
+    save_dir: o.SaveDir = None,
+    report_path: o.Report = None,
+    exist_ok: o.ExistOk = False,
+) -> None:
+    """Class-activation maps: where the network looked for a class (classify: the top class; detect: each box's class).
+
+    Overlays go to --save-dir (default runs/explain/exp, exp2, …); one JSON line per map on stdout.
+    """
+    from pathlib import Path
+
+    from cnnkit.cli.common import require_sources
+    from cnnkit.errors import OptionError
+    from cnnkit.io.decode import decode
+    from cnnkit.io.files import explicit_dir, increment_dir
+    from cnnkit.io.pictures import PictureSaver, safe_name
+    from cnnkit.report.explain import DEFAULT_METHODS
+    from cnnkit.report.explain import explain as run
+
+    paths = require_sources(sources)
+    task = task or "classify"
+    if layer and len(layer) > 1:
+        raise OptionError("layer", "explain maps one layer", ", ".join(layer))
+    rep = start(report_path, exist_ok, task, model=model)
+    folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/explain/exp"))
+    saver = PictureSaver(folder, suffix=".png")
+    pictures: dict[str, Any] = {}
+    count = 0
+    for x in run(paths, task=task, model=model, weights=weights, methods=methods or DEFAULT_METHODS, target=target,
+                 layer=layer[0] if layer else None, device=device, conf=conf, max_boxes=max_boxes):
+        if x.path not in pictures:
+            pictures = {x.path: decode(x.path).rgb}  # one picture at a time
+        overlay = x.overlay(pictures[x.path])
+        tag = f"_{safe_name(x.method)}_{safe_name(x.target)}" + (f"_{count}" if x.box is not None else "")
+        saved = saver.save(overlay, x.path, ".png", tag=tag)
+        if rep is not None:
+            rep.add_explanation(x.path, x.method, x.target, overlay, x.score)
+        typer.echo(json.dumps({"path": x.path, "method": x.method, "target": x.target, "class_id": x.class_id,
+                               "score": x.score, "box": list(x.box) if x.box else None, "overlay": str(saved)}))
+        count += 1
+    log.info("%d map(s) in %s", count, folder)
+    if rep is not None:
+        path = rep.write()
+        log.info("report: %s", path)
+
+
+def convert(
+    records: Annotated[str, typer.Argument(help="A records file (.jsonl or .json from `-o`).")],
+    to: Annotated[str, typer.Argument(help="labelstudio (JSON tasks with predictions, and a labeling config), cvat "
+                                           "(CVAT for images 1.1 XML) or voc (Pascal VOC XML, one per image).",
+                                      show_default=False)],
+    output: o.Output = None,
+    image_prefix: Annotated[str, typer.Option("--image-prefix", help="labelstudio: put this before each image path (e.g. /data/local-files/?d=).")] = "",
+    brush: Annotated[bool, typer.Option("--brush", help="labelstudio: masks as brush RLE instead of polygons.")] = False,
+    exist_ok: o.ExistOk = False,
+) -> None:
+    """Predictions as a labeling tool's pre-annotations: review them instead of labelling from scratch.
+
+    --output defaults to beside the records: NAME.labelstudio.json, NAME.cvat.xml, or the folder NAME.voc/.
+    """
+    from pathlib import Path
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.io.handoff import HANDOFF_FORMATS
+    from cnnkit.io.handoff import convert as write
+    from cnnkit.report.html import read_records
+
+    if to not in HANDOFF_FORMATS:
+        raise CnnkitError(f"{to!r}: expected one of {', '.join(HANDOFF_FORMATS)}")
+    source = Path(records)
+    if not source.is_file():
+        raise CnnkitError(f"{source}: no such file")
+    default = {"labelstudio": ".labelstudio.json", "cvat": ".cvat.xml", "voc": ".voc"}[to]
+    out = Path(output) if output else source.with_name(source.stem + default)
+    written = write(read_records(source), to, out, exist_ok=exist_ok, image_prefix=image_prefix, brush=brush)
+    for path in written[:1] if to == "voc" else written:
+        typer.echo(str(path))
+    if to == "voc":
+        typer.echo(f"{len(written)} file(s) in {out / 'Annotations'}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report``, ``explain`` and ``convert`` to the root app (one line in :mod:`cnnkit.cli`)."""
+    app.command("report", rich_help_panel=PANEL)(report)
+    app.command("explain", rich_help_panel="How CNNs see")(explain)
+    app.command("convert", rich_help_panel=PANEL)(convert)

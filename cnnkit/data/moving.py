@@ -1,0 +1,254 @@
+"""Synthetic videos of moving shapes with known trajectories and MOT Challenge ground truth.
+
+Sequence ``i`` of seed ``s`` is a pure function of ``numpy.random.default_rng([s, i, 41])``.
+Each shape is drawn by the still-scene renderer's own code (:mod:`cnnkit.data.shapes`: the same
+polygons, colours far from the background, shading), at the sizes the bundled detector was
+trained on (256-pixel scenes), so it sees familiar shapes. Shapes move on straight lines at
+constant speed and turn slowly; some enter or leave through an edge partway, paths cross, and
+later shapes are painted over earlier ones (occlusion). The ground truth of a frame lists every
+shape with any visible pixel: its visible box and its visibility (visible area ÷ whole area).
+
+Layout of :func:`write_sequences` (what TrackEval and motmetrics read)::
+
+    OUT/shapes-000.mp4          the video (H.264 where PyAV has it)
+    OUT/shapes-000/gt/gt.txt    frame,id,x,y,w,h,1,class_id+1,visibility   (frames from 1)
+    OUT/shapes-000/seqinfo.ini  name, frame rate, length, size
+    OUT/summary.json            per sequence: frames, objects, the counting line, its true crossings
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _polygon, _shape_mask
+from cnnkit.eval.mot import LineCounter
+
+
+@dataclass(frozen=True)
+class Mover:
+    """One shape's whole life: class, look, and a straight path from frame ``first`` to ``last``."""
+
+    track_id: int
+    class_id: int
+    radius: float
+    colour: tuple[float, float, float]
+    angle: float  # at its first frame; turns by ``spin`` per frame
+    spin: float
+    start: tuple[float, float]  # centre at frame ``first``
+    velocity: tuple[float, float]  # pixels per frame
+    first: int
+    last: int  # inclusive
+
+    def centre(self, frame: int) -> tuple[float, float]:
+        k = frame - self.first
+        return self.start[0] + self.velocity[0] * k, self.start[1] + self.velocity[1] * k
+
+    def box_centre(self, frame: int) -> tuple[float, float]:
+        """The centre of the whole shape's box at ``frame`` (hidden parts and parts out of view included):
+        where a detector's box centre is for the shape in full view, which is not the shape's own centre
+        for a triangle or a star."""
+        cx, cy = self.centre(frame)
+        if CLASSES[self.class_id] == "circle":
+            return cx, cy
+        points = _polygon(CLASSES[self.class_id], cx, cy, self.radius, self.angle + self.spin * (frame - self.first))
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One visible shape in one frame (``frame`` from 0; MOT files count from 1)."""
+
+    frame: int
+    track_id: int
+    class_id: int
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive) of the visible part
+    visibility: float
+    centre: tuple[float, float] = (0.0, 0.0)  # the centre of the whole shape's box (Mover.box_centre)
+
+
+@dataclass
+class MovingScene:
+    """A generated video: its frames come from :meth:`frames`, its ground truth from the same pass."""
+
+    seed: int
+    index: int
+    size: int
+    length: int
+    fps: float
+    background: np.ndarray
+    movers: list[Mover]
+    noise: float
+
+    def frames(self) -> Iterator[tuple[np.ndarray, list[GroundTruth]]]:
+        """``(rgb, ground truth)`` per frame, rendered one at a time (a long video never sits in memory)."""
+        h = w = self.size
+        areas = {m.track_id: _full_area(m) for m in self.movers}
+        for t in range(self.length):
+            rng = np.random.default_rng([self.seed, self.index, 41, t])
+            canvas = self.background.copy()
+            painted: list[tuple[Mover, np.ndarray]] = []
+            for m in self.movers:
+                if not m.first <= t <= m.last:
+                    continue
+                cx, cy = m.centre(t)
+                mask = _shape_mask(CLASSES[m.class_id], h, w, cx, cy, m.radius, m.angle + m.spin * (t - m.first))
+                if not mask.any():
+                    continue
+                canvas[mask] = np.asarray(m.colour, np.float32)[None, :] * (1.0 + rng.normal(0, 0.04, (int(mask.sum()), 1)))
+                painted = [(o, om & ~mask) for o, om in painted]
+                painted.append((m, mask))
+            canvas += rng.normal(0, self.noise, canvas.shape)
+            gt = []
+            for m, mask in painted:
+                if not mask.any():
+                    continue
+                ys, xs = np.nonzero(mask)
+                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                visibility = round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)
+                gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, m.box_centre(t)))
+            yield np.clip(canvas, 0, 255).astype(np.uint8), gt
+
+
+def _full_area(m: Mover) -> float:
+    """The shape's whole area in pixels (drawn alone, away from any edge)."""
+    side = int(2 * m.radius + 8)
+    return float(_shape_mask(CLASSES[m.class_id], side, side, side / 2, side / 2, m.radius, m.angle).sum()) or 1.0
+
+
+_TRIES = 50
+
+
+def _distinct_colour(rng: np.random.Generator, mean_bg: np.ndarray, others: list[Mover]) -> np.ndarray:
+    """A colour far from the background (as in still scenes) and from every other shape's: two shapes of
+    one colour that cross would merge into one blob, which no detector splits."""
+    colour = _colour_far_from(rng, mean_bg)
+    for _ in range(50):
+        if all(np.abs(colour - np.asarray(o.colour)).sum() > 150 for o in others):
+            break
+        colour = _colour_far_from(rng, mean_bg)
+    return colour
+
+
+def _mover(rng: np.random.Generator, track_id: int, size: int, frames: int, radius: tuple[float, float],
+           speed: tuple[float, float], scale: float, mean_bg: np.ndarray, others: list[Mover]) -> Mover:
+    """One shape's path: it stays in view, enters, leaves, or crosses the whole view."""
+    cid = int(rng.integers(len(CLASSES)))
+    r = float(rng.uniform(*radius) * size)
+    v = float(rng.uniform(*speed) * scale)
+    kind = rng.choice(["stay", "enter", "leave", "cross"], p=[0.4, 0.2, 0.2, 0.2])
+    via = rng.uniform(size * 0.3, size * 0.7, 2)  # a point in the middle it passes, so paths cross
+    heading = rng.uniform(0, 2 * math.pi)
+    vel = (v * math.cos(heading), v * math.sin(heading))
+    if kind == "stay":  # in view all along: at ``via`` mid-sequence
+        first, last, mid = 0, frames - 1, frames // 2
+    else:  # from off-screen (enter, cross) or to off-screen (leave, cross) along the heading
+        reach = (size / 2 + r) / max(v, 1e-6)  # frames from the middle to beyond an edge, roughly
+        mid = int(rng.integers(frames // 4, 3 * frames // 4 + 1))
+        first = max(0, int(mid - reach)) if kind in ("enter", "cross") else 0
+        last = min(frames - 1, int(mid + reach)) if kind in ("leave", "cross") else frames - 1
+    start = (float(via[0] - vel[0] * (mid - first)), float(via[1] - vel[1] * (mid - first)))
+    colour = tuple(float(c) for c in _distinct_colour(rng, mean_bg, others))
+    return Mover(track_id, cid, r, colour, float(rng.uniform(0, 2 * math.pi)),  # type: ignore[arg-type]
+                 float(rng.uniform(-0.03, 0.03)), start, vel, first, last)
+
+
+def _longest_overlap(a: Mover, b: Mover) -> int:
+    """The longest run of frames in which ``a`` and ``b`` are both alive and overlap much."""
+    run = best = 0
+    for t in range(max(a.first, b.first), min(a.last, b.last) + 1):
+        (ax, ay), (bx, by) = a.centre(t), b.centre(t)
+        close = math.hypot(ax - bx, ay - by) < 0.9 * (a.radius + b.radius)
+        run = run + 1 if close else 0
+        best = max(best, run)
+    return best
+
+
+def sequence(seed: int, index: int, *, frames: int = 60, size: int = 256, fps: float = 25.0,
+             objects: tuple[int, int] = (3, 5), radius: tuple[float, float] = (0.11, 0.18),
+             speed: tuple[float, float] = (1.0, 3.0), max_overlap: int = 12) -> MovingScene:
+    """Sequence ``index`` of ``seed``: ``objects`` shapes (radius a fraction of ``size``, speed in pixels
+    per frame at 256 pixels, scaled with ``size``), some entering, leaving or crossing the view. Paths
+    cross, and no two shapes overlap much for more than ``max_overlap`` frames in a row (a shape mostly
+    hidden for long is a shape no detector sees; the ground truth would still ask for it)."""
+    rng = np.random.default_rng([seed, index, 41])
+    bg = _background(rng, size, size)
+    mean_bg = bg.reshape(-1, 3).mean(0)
+    scale = size / 256
+    movers: list[Mover] = []
+    n = int(rng.integers(objects[0], objects[1] + 1))
+    for k in range(n):
+        for _ in range(_TRIES):  # a path that only passes the others: crossings, not shapes parked on shapes
+            m = _mover(rng, k + 1, size, frames, radius, speed, scale, mean_bg, movers)
+            if all(_longest_overlap(m, o) <= max_overlap for o in movers):
+                break
+        movers.append(m)
+    return MovingScene(seed, index, size, frames, fps, bg, movers, float(rng.uniform(2, 6)))
+
+
+# -- counting across a line: the rule of cnnkit.eval.mot, shared with the tracker ---------------
+
+
+def default_line(size: int) -> tuple[float, float, float, float]:
+    """The counting line of every generated sequence: top to bottom through the middle."""
+    return (size / 2, 0.0, size / 2, float(size))
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: int = 60, size: int = 256,
+                    fps: float = 25.0, min_visibility: float = 0.5, crf: int = 18) -> dict[str, Any]:
+    """``n`` sequences into ``out`` (see the module's layout); returns the summary it writes.
+
+    ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found: ground
+    truth below it is written (with its visibility) but not expected. A true crossing of the counting line
+    is the centre of the shape's whole box (:meth:`Mover.box_centre`) being on one side at one sighting (a
+    frame in which the shape is that visible) and on the other side at a later one: what a counter with
+    perfect detection and identities counts (each shape once, :class:`~cnnkit.eval.mot.LineCounter`).
+    """
+    from cnnkit.io.files import atomic_path, atomic_write_text
+    from cnnkit.io.video import VideoWriter
+
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    line = default_line(size)
+    summary: dict[str, Any] = {"seed": seed, "size": size, "fps": fps, "frames": frames, "line": list(line),
+                               "min_visibility": min_visibility, "sequences": []}
+    for i in range(n):
+        name = f"shapes-{i:03d}"
+        seq = sequence(seed, i, frames=frames, size=size, fps=fps)
+        writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=False, crf=crf)
+        rows: list[str] = []
+        counter = LineCounter(line)
+        try:
+            for rgb, gt in seq.frames():
+                writer.write(rgb)
+                for g in gt:
+                    x1, y1, x2, y2 = g.box
+                    rows.append(f"{g.frame + 1},{g.track_id},{x1},{y1},{x2 - x1},{y2 - y1},1,{g.class_id + 1},{g.visibility}")
+                    if g.visibility >= min_visibility:  # sightings: a counter with perfect detection and ids
+                        counter.update(g.track_id, g.centre)
+            path = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        with atomic_path(root / name / "gt" / "gt.txt", overwrite=False) as tmp:
+            tmp.write_text("\n".join(rows) + "\n")
+        atomic_write_text(root / name / "seqinfo.ini",
+                          f"[Sequence]\nname={name}\nimDir=img1\nframeRate={fps:g}\nseqLength={frames}\n"
+                          f"imWidth={size}\nimHeight={size}\nimExt=.jpg\n", overwrite=False)
+        summary["sequences"].append({
+            "name": name, "video": path.name, "gt": f"{name}/gt/gt.txt", "codec": writer.codec,
+            "objects": len(seq.movers), "crossings": dict(counter.counts),
+        })
+    atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=False)
+    return summary

@@ -1,0 +1,213 @@
+"""Multi-object tracking: MOT Challenge text files, scoring with ``motmetrics``, and counting across a line.
+
+MOT text rows are ``frame,id,x,y,w,h,conf,class,visibility`` with frames from 1 (ground truth) or
+``frame,id,x,y,w,h,conf,-1,-1,-1`` (results). Scoring follows the MOT Challenge protocol for
+hard ground truth: a shape less visible than ``min_visibility`` is neither a miss when no track
+covers it nor a false positive when one does (a result box matched to it, IoU ≥ 0.5, is dropped
+with it), so an occluded shape that the detector cannot see costs nothing, and one it does see
+is not punished either.
+
+The counting rule (:func:`crosses`, :func:`count_crossings`) is shared by the ground truth of
+``cnnkit data shapes --video`` and the tracker's ``count_line``, so both count the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Line = tuple[float, float, float, float]
+
+
+# -- counting across a line ---------------------------------------------------------------------
+
+
+def parse_line(value: str | Sequence[float]) -> Line:
+    """``"x1,y1,x2,y2"`` (pixels) or four numbers → a line segment; two equal ends are refused."""
+    from cnnkit.errors import OptionError
+
+    try:
+        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        raise OptionError("count_line", "expected four numbers x1,y1,x2,y2", value) from None
+    if len(parts) != 4:
+        raise OptionError("count_line", "expected four numbers x1,y1,x2,y2", value)
+    if parts[:2] == parts[2:]:
+        raise OptionError("count_line", "the two ends are the same point", value)
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def side(line: Sequence[float], point: tuple[float, float]) -> float:
+    """Which side of the line ``x1, y1, x2, y2`` a point is on: the sign of the cross product."""
+    x1, y1, x2, y2 = line
+    return (x2 - x1) * (point[1] - y1) - (y2 - y1) * (point[0] - x1)
+
+
+def crosses(line: Sequence[float], a: tuple[float, float], b: tuple[float, float]) -> int:
+    """+1 when the step ``a → b`` crosses the segment from ``side`` < 0 to > 0 ("in"), -1 the other way
+    ("out"), 0 when it does not cross the segment itself."""
+    sa, sb = side(line, a), side(line, b)
+    if sa == 0 or (sa > 0) == (sb > 0) or sb == 0:
+        return 0
+    x1, y1, x2, y2 = line
+    step = (a[0], a[1], b[0], b[1])
+    ta, tb = side(step, (x1, y1)), side(step, (x2, y2))
+    if ta != 0 and tb != 0 and (ta > 0) == (tb > 0):
+        return 0  # the step crosses the line's extension, not the segment
+    return 1 if sb > 0 else -1
+
+
+def box_centre(box: Sequence[float]) -> tuple[float, float]:
+    return (float(box[0]) + float(box[2])) / 2, (float(box[1]) + float(box[3])) / 2
+
+
+def count_crossings(tracks: dict[Any, list[tuple[int, tuple[float, float]]]], line: Sequence[float]) -> dict[str, int]:
+    """``{"in": n, "out": m}`` for ``{track: [(frame, centre), …]}``: each track counted once, at its first
+    crossing (:class:`LineCounter`)."""
+    counter = LineCounter(line)
+    for track, points in tracks.items():
+        for _, centre in sorted(points):
+            counter.update(track, centre)
+    return counter.counts
+
+
+class LineCounter:
+    """Counts tracks across a line, each once, at its first crossing between sightings.
+
+    A centre exactly on the line is not a side: the step is measured from the last sighting off the
+    line, so a track that stops on the line and goes on is counted once, and one that touches it and
+    turns back is not counted.
+    """
+
+    def __init__(self, line: Sequence[float]) -> None:
+        self.line = tuple(float(v) for v in line)
+        self.last: dict[Any, tuple[float, float]] = {}  # each track's last centre off the line
+        self.counted: set[Any] = set()
+        self.counts = {"in": 0, "out": 0}
+
+    def update(self, track: Any, centre: tuple[float, float]) -> str | None:
+        """``"in"`` or ``"out"`` when this sighting is the track's first crossing, else ``None``."""
+        if side(self.line, centre) == 0:
+            return None
+        before = self.last.get(track)
+        self.last[track] = centre
+        if before is None or track in self.counted:
+            return None
+        d = crosses(self.line, before, centre)
+        if not d:
+            return None
+        self.counted.add(track)
+        way = "in" if d > 0 else "out"
+        self.counts[way] += 1
+        return way
+
+
+# -- MOT files ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MotRow:
+    frame: int  # from 1
+    track_id: int
+    box: tuple[float, float, float, float]  # x, y, w, h
+    score: float = 1.0
+    class_id: int = -1
+    visibility: float = 1.0
+
+
+def read_mot(path: str | os.PathLike) -> list[MotRow]:
+    """Rows of a MOT text file (ground truth or results); a row with ``conf`` 0 in ground truth is skipped."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.strip().split(",")
+            try:
+                v = [float(p) for p in parts]
+            except ValueError:
+                raise ValueError(f"{path}:{n}: not a MOT row: {line.strip()[:80]}") from None
+            if len(v) < 6:
+                raise ValueError(f"{path}:{n}: a MOT row has at least 6 fields")
+            score = v[6] if len(v) > 6 else 1.0
+            rows.append(MotRow(int(v[0]), int(v[1]), (v[2], v[3], v[4], v[5]), score,
+                               int(v[7]) if len(v) > 7 else -1, v[8] if len(v) > 8 else 1.0))
+    return rows
+
+
+def mot_lines(record: Any) -> list[str]:
+    """A tracked frame record (its ``frame`` and predictions with ``track_id``) as MOT result rows."""
+    data = record if isinstance(record, dict) else record.to_dict()
+    frame = data.get("frame")
+    frame = 1 if frame is None else int(frame) + 1
+    out = []
+    for p in data.get("predictions") or []:
+        if "track_id" not in p:
+            continue
+        x1, y1, x2, y2 = p["box"]
+        out.append(f"{frame},{p['track_id']},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{p['score']:.4f},-1,-1,-1")
+    return out
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+METRICS = ("idf1", "idp", "idr", "mota", "motp", "num_switches", "num_false_positives", "num_misses",
+           "num_objects", "mostly_tracked", "mostly_lost", "num_unique_objects")
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw, ih = min(ax2, bx2) - max(a[0], b[0]), min(ay2, by2) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: float = 0.5,
+               iou: float = 0.5) -> Any:
+    """A ``motmetrics.MOTAccumulator`` over all frames, with ground truth below ``min_visibility`` (and the
+    results matched to it) left out."""
+    import motmetrics as mm
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    by_frame: dict[int, tuple[list[MotRow], list[MotRow]]] = {}
+    for r in gt:
+        by_frame.setdefault(r.frame, ([], []))[0].append(r)
+    for r in hyp:
+        by_frame.setdefault(r.frame, ([], []))[1].append(r)
+    acc = mm.MOTAccumulator(auto_id=False)
+    for frame in sorted(by_frame):
+        g, h = by_frame[frame]
+        hard = [r for r in g if r.visibility < min_visibility]
+        if hard and h:  # drop results that cover a hard shape
+            cost = np.array([[1.0 - _iou(a.box, b.box) for b in h] for a in hard])
+            rows, cols = linear_sum_assignment(cost)
+            drop = {c for r, c in zip(rows, cols, strict=True) if cost[r, c] <= 1.0 - iou}
+            h = [b for i, b in enumerate(h) if i not in drop]
+        g = [r for r in g if r.visibility >= min_visibility]
+        # motmetrics' own iou_matrix calls np.asfarray, gone in NumPy 2: the same matrix, computed here
+        dist = np.array([[1.0 - _iou(a.box, b.box) for b in h] for a in g], dtype=float).reshape(len(g), len(h))
+        dist[dist > 1.0 - iou] = np.nan
+        acc.update([r.track_id for r in g], [r.track_id for r in h], dist, frameid=frame)
+    return acc
+
+
+def score(sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5,
+          iou: float = 0.5) -> dict[str, dict[str, float]]:
+    """``{name: (ground truth, results)}`` → ``{name: metrics, …, "overall": metrics}`` (motmetrics' own
+    figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints)."""
+    import motmetrics as mm
+
+    names = list(sequences)
+    accs = [accumulate(*sequences[n], min_visibility=min_visibility, iou=iou) for n in names]
+    mh = mm.metrics.create()
+    table = mh.compute_many(accs, names=names, metrics=list(METRICS), generate_overall=True)
+    out: dict[str, dict[str, float]] = {}
+    for name, row in table.iterrows():
+        out[str(name)] = {k: (int(row[k]) if k.startswith(("num_", "mostly_")) else round(float(row[k]), 4))
+                          for k in METRICS}
+    return out

@@ -1,0 +1,413 @@
+"""Video in and out: files, webcams and stream URLs become frame items; annotated frames become an mp4.
+
+Kept apart from :mod:`cnnkit.io.sources` (which only learns that video names are inputs) so the
+walker and the frame reader change independently. A video is one input in the source list and
+many frames in a run: :func:`expand_videos` turns each video item into frame items lazily, as the
+engine asks for them. A reader thread per video decodes a bounded number of frames ahead
+(:data:`PREFETCH`), so a two-hour video holds a few frames in memory, never the video.
+
+Records of frames keep the video as ``path`` and add ``frame`` (0-based index in the video) and
+``time_s`` (its presentation time). PyAV (``av``) is imported only when a video is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from cnnkit.errors import CnnkitError, OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cnnkit.io.sources import Item
+
+log = logging.getLogger("cnnkit")
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
+MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
+ENCODERS = ("libx264", "h264", "mpeg4")  # tried in this order for annotated output
+
+
+def is_video_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def is_stream_url(text: str) -> bool:
+    """A webcam index (``0``, when no file has that name) or a network stream URL: opened by PyAV."""
+    if text.isdigit():
+        return not os.path.lexists(text)
+    return text.lower().startswith(STREAM_SCHEMES)
+
+
+def is_video_source(path: str) -> bool:
+    return is_stream_url(path) or is_video_name(path)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """Which frames of each video a run reads: every ``vid_stride``-th from ``start`` to ``end``
+    (seconds), at most ``max_frames`` of them."""
+
+    vid_stride: int = 1
+    start: float | None = None
+    end: float | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.vid_stride) is not int or self.vid_stride < 1:
+            raise OptionError("vid_stride", "must be a whole number of at least 1", self.vid_stride)
+        if self.start is not None and self.start < 0:
+            raise OptionError("start", "must be 0 or more seconds", self.start)
+        if self.end is not None and self.end <= (self.start or 0.0):
+            raise OptionError(("start", "end"), "end must come after start", self.end)
+        if self.max_frames is not None and self.max_frames < 1:
+            raise OptionError("max_frames", "must be at least 1", self.max_frames)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader learnt when it opened a video: its size, rate and codec."""
+
+    width: int
+    height: int
+    fps: float
+    codec: str
+    frames: int | None  # from the container header; None when it does not say
+
+
+def _open(path: str) -> Any:
+    """``av.open`` for a file, a webcam index (Linux V4L2) or a URL; a one-line :class:`CnnkitError` otherwise."""
+    import av
+
+    try:
+        if path.isdigit():
+            return av.open(f"/dev/video{path}", format="v4l2", timeout=10.0)
+        if is_stream_url(path):
+            return av.open(path, timeout=10.0, options={"rtsp_transport": "tcp"} if path.startswith("rtsp") else {})
+        return av.open(path)
+    except av.error.FFmpegError as exc:
+        what = f"webcam {path} (/dev/video{path})" if path.isdigit() else "stream" if is_stream_url(path) else "video"
+        raise CnnkitError(f"cannot open {what} ({_av_reason(exc)})") from None
+    except OSError as exc:
+        raise CnnkitError(f"cannot open video ({exc.strerror or exc})") from None
+
+
+def _av_reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).splitlines()[0]
+
+
+def _rate(stream: Any) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _info(container: Any) -> VideoInfo:
+    """The first video stream's size, rate, codec and frame count, from the container (nothing decoded)."""
+    if not container.streams.video:
+        raise CnnkitError("no video stream in the file")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None or not getattr(ctx, "name", None):
+        raise CnnkitError("unsupported video codec (PyAV's FFmpeg has no decoder for it)")
+    return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), _rate(stream), ctx.name, int(stream.frames) or None)
+
+
+def read_frames(path: str, options: VideoOptions = VideoOptions(), *, max_pixels: int | None = None,
+                infos: dict[str, VideoInfo] | None = None) -> Iterator[Item]:
+    """Frame items of one video, in order: ``Item(path, rgb, frame=i, time_s=t)``, or failed items.
+
+    Opening failures (no such file, no video stream, unknown codec) give one failed item for the
+    file; a packet that does not decode gives a failed item naming the frame after the last good
+    one, and reading goes on (FFmpeg resynchronises on the next key frame) until
+    :data:`MAX_BAD_PACKETS` fail in a row.
+    """
+    from cnnkit.io.sources import Item
+
+    try:
+        container = _open(path)
+    except CnnkitError as exc:
+        yield Item(path, error=str(exc))
+        return
+    try:
+        try:
+            info = _info(container)
+        except CnnkitError as exc:
+            yield Item(path, error=str(exc))
+            return
+        if infos is not None:
+            infos[path] = info
+        if max_pixels is not None and info.width * info.height > max_pixels:
+            yield Item(path, error=f"{info.width}x{info.height} = {info.width * info.height:,} pixels is over "
+                                   f"the limit of {max_pixels:,} (max_pixels)")
+            return
+        yield from _frames(container, path, info, options)
+    finally:
+        container.close()
+
+
+def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> Iterator[Item]:
+    import av
+
+    from cnnkit.io.sources import Item
+
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; frames still come out in order
+    fps = info.fps or 25.0
+    tb = stream.time_base or Fraction(1, 90000)
+    t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    first_index = 0
+    if opts.start:
+        try:
+            container.seek(int((opts.start + t0) / tb), stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            pass  # not seekable (a live stream): frames before start are decoded and dropped below
+        first_index = round(opts.start * fps)
+    count = kept = bad = 0
+    last_index = -1
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as exc:
+            yield Item(path, error=f"frame {last_index + 1}: corrupt stream ({_av_reason(exc)})", frame=last_index + 1)
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            bad += 1
+            # the lost frame: by the packet's own time when it has one, else the one after the last
+            lost = round((float(packet.pts * tb) - t0) * fps) if packet.pts is not None else last_index + 1
+            lost = max(lost, last_index + 1)
+            last_index = lost
+            if _wanted(lost, first_index, opts):
+                yield Item(path, error=f"frame {lost}: cannot decode ({_av_reason(exc)})", frame=lost,
+                           time_s=round(lost / fps, 6))
+            if bad >= MAX_BAD_PACKETS:
+                return
+            continue
+        bad = 0
+        for frame in frames:
+            t = float(frame.pts * tb) - t0 if frame.pts is not None else count / fps
+            index = round(t * fps) if frame.pts is not None else count
+            index = max(index, last_index + 1)  # a variable-rate or timestamp-less stream still counts up
+            count += 1
+            last_index = index
+            if opts.end is not None and t >= opts.end:
+                return
+            if not _wanted(index, first_index, opts):
+                continue
+            yield Item(path, data=frame.to_ndarray(format="rgb24"), frame=index, time_s=round(t, 6))
+            kept += 1
+            if opts.max_frames is not None and kept >= opts.max_frames:
+                return
+    if count == 0:
+        yield Item(path, error="no frame could be decoded (unsupported codec or an empty stream)")
+
+
+def _wanted(index: int, first_index: int, opts: VideoOptions) -> bool:
+    """Whether frame ``index`` is one the options ask for: from ``start``'s frame on, every ``vid_stride``-th
+    (``end`` is checked apart)."""
+    return index >= first_index and (index - first_index) % opts.vid_stride == 0
+
+
+class _Prefetch:
+    """Runs a frame generator in its own thread, at most ``size`` frames ahead; closing stops it."""
+
+    _DONE = object()
+
+    def __init__(self, frames: Iterator[Item], size: int = PREFETCH) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._frames = frames
+        self._thread = threading.Thread(target=self._run, name="cnnkit-video", daemon=True)
+        self._thread.start()
+
+    def _put(self, value: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._frames:
+                if not self._put(item):
+                    break
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+        finally:
+            self._frames.close()  # type: ignore[attr-defined]  # a generator: closes its container
+            self._put(self._DONE)
+
+    def __iter__(self) -> Iterator[Item]:
+        try:
+            while True:
+                value = self._queue.get()
+                if value is self._DONE:
+                    return
+                if isinstance(value, BaseException):
+                    raise value
+                yield value
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def expand_videos(items: Iterable[Item], options: VideoOptions | None = None, *, max_pixels: int | None = None,
+                  infos: dict[str, VideoInfo] | None = None) -> Iterator[Item]:
+    """``items`` with each video replaced by its frames (lazily, decoded in a reader thread); images pass.
+
+    ``infos`` receives each opened video's :class:`VideoInfo` (the annotated output's rate comes from it).
+    """
+    opts = options or VideoOptions()
+    for item in items:
+        if item.data is not None or item.error is not None or not is_video_source(item.path):
+            yield item
+            continue
+        yield from _Prefetch(read_frames(item.path, opts, max_pixels=max_pixels, infos=infos))
+
+
+# -- annotated output ---------------------------------------------------------------------------
+
+
+def pick_encoder() -> str:
+    """The first of :data:`ENCODERS` this PyAV build can write (H.264 where it has one)."""
+    import av
+
+    for name in ENCODERS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # av raises several kinds for a missing codec
+            continue
+    raise CnnkitError(f"PyAV has none of the encoders {', '.join(ENCODERS)}; cannot write video")
+
+
+class VideoWriter:
+    """One mp4 written frame by frame into a temporary file, published atomically by :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, width: int, height: int, *,
+                 codec: str | None = None, overwrite: bool = True, crf: int = 23) -> None:
+        import tempfile
+
+        import av
+
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.codec = codec or pick_encoder()
+        self.frames = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.mp4", dir=self.path.parent)
+        os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as any file the user writes, not mkstemp's 0600
+        self._tmp = Path(tmp)
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._stream: Any = cast(Any, self._container.add_stream(self.codec, rate=rate))  # a VideoStream
+        even_w, even_h = width + width % 2, height + height % 2  # yuv420p needs even sides
+        self._stream.width, self._stream.height = even_w, even_h
+        self._stream.pix_fmt = "yuv420p"
+        if self.codec in ("libx264", "h264"):
+            self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self.size = (width, height)
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+        import numpy as np
+
+        h, w = rgb.shape[:2]
+        if (w, h) != self.size:
+            raise CnnkitError(f"{self.path}: frame of {w}x{h} in a video of {self.size[0]}x{self.size[1]}")
+        if w % 2 or h % 2:
+            rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Flush the encoder and publish the file (never over an existing one without ``overwrite``)."""
+        from cnnkit.io.files import publish
+
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            publish(self._tmp, self.path, overwrite=self.overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # closing a half-written file after a failure
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+
+class VideoSaver:
+    """Annotated frames of each video of a stream into ``<save dir>/<stem>-<hash>.mp4``, one writer at a time.
+
+    Frames of one video come in order, and a run reads videos one after another, so a writer is
+    closed (published) as soon as frames of another video come, and the last at :meth:`close`.
+    """
+
+    def __init__(self, saver: Any, options: VideoOptions, infos: dict[str, VideoInfo]) -> None:
+        self.saver = saver  # a PictureSaver: its folder and its naming rule
+        self.options = options
+        self.infos = infos  # filled by the frame readers
+        self._current: tuple[str, VideoWriter] | None = None
+        self.written: list[Path] = []
+
+    def target(self, path: str) -> Path:
+        return self.saver.target(path, ".mp4")
+
+    def write(self, path: str, picture: np.ndarray) -> str:
+        """Add one annotated frame of video ``path``; returns the mp4's path (published at the end)."""
+        if self._current is None or self._current[0] != path:
+            self.finish()
+            fps = self._fps(path) / self.options.vid_stride
+            h, w = picture.shape[:2]
+            writer = VideoWriter(self.target(path), fps, w, h)
+            log.info("writing %s (%s, %.3g fps, %dx%d)", writer.path, writer.codec, fps, w, h)
+            self._current = (path, writer)
+        self._current[1].write(picture)
+        return str(self._current[1].path)
+
+    def _fps(self, path: str) -> float:
+        info = self.infos.get(path)
+        return info.fps if info is not None and info.fps > 0 else 25.0
+
+    def finish(self) -> None:
+        if self._current is not None:
+            _, writer = self._current
+            self._current = None
+            self.written.append(writer.close())
+
+    def abort(self) -> None:
+        if self._current is not None:
+            self._current[1].abort()
+            self._current = None

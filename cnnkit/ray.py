@@ -1,0 +1,233 @@
+"""Batch inference on Ray Data: cnnkit's own predictor in an actor pool, for runs bigger than one machine.
+
+The driver lists the sources with cnnkit's walker (:func:`cnnkit.io.sources.expand_sources`, local or
+remote, then ``shard`` and ``skip``), so the inputs, their order and the failed entries are what a
+local run sees. Ray Data carries the paths to an actor pool; each actor loads the model once
+(:class:`Predict`) and runs the engine over its batch: the same reads (local files or URLs, in the
+engine's decode threads), preprocessing, forward pass and postprocessing as ``predictor.stream``,
+so a bad file becomes a failed record in the actor and never fails the job. Ray restarts a crashed
+actor and retries its batch (Ray Data's default for actor pools). Records come back to the driver in
+input order (``preserve_order``) and are written there by the usual writers (one merged JSON Lines
+or Parquet file, resumable), or as Parquet part files written by the workers (``parts``).
+
+For pipelines of your own, :class:`Predict` is a ``map_batches`` callable class: it takes batches
+with a ``path`` column (and optionally ``bytes``, as ``ray.data.read_binary_files(...,
+include_paths=True)`` gives) and adds a ``record`` column (one JSON record per row) and ``error``.
+
+Ray is imported on first use; its usage statistics are switched off before it starts
+(``RAY_USAGE_STATS_ENABLED=0``): cnnkit never phones home.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.io import DEFAULT_MAX_PIXELS
+from cnnkit.records import Record, finite
+
+log = logging.getLogger("cnnkit")
+
+SUPPORTED = ((2, 60), (2, 61))  # the Ray versions tested: from the first, up to (not including) the second
+_RECORD_FIELDS = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error")
+
+
+def _ray() -> Any:
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before ray is imported or started: no usage reports
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise OptionError("engine", "needs Ray Data: pip install 'cnnkit[ray]'", "ray") from None
+    version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
+    if not SUPPORTED[0] <= version < SUPPORTED[1]:
+        log.warning("ray %s is not a tested version (cnnkit is tested with ray >=%s,<%s)", ray.__version__,
+                    ".".join(map(str, SUPPORTED[0])), ".".join(map(str, SUPPORTED[1])))
+    return ray
+
+
+def init(address: str | None = None) -> Any:
+    """Connect to the Ray cluster at ``address`` (``auto``: the one this machine belongs to; ``HOST:PORT``),
+    or start a private one on this machine when ``address`` is ``None``; an existing connection is kept."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        # workers' prints stay in Ray's logs unless -v: stdout is cnnkit's data channel (JSON Lines)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=log.isEnabledFor(logging.DEBUG), configure_logging=True)
+    except ConnectionError as exc:
+        raise OptionError("address", f"no Ray cluster there ({str(exc).splitlines()[0]})", address) from None
+    return ray
+
+
+def record_from_json(text: str) -> Record:
+    """A record as an actor wrote it (JSON) back as a :class:`Record` (extras such as ``saved`` included)."""
+    data = json.loads(text)
+    fields = {k: data.pop(k, None) for k in _RECORD_FIELDS}
+    data.pop("schema_version", None)
+    fields["predictions"] = fields["predictions"] or []
+    return Record(**fields, extra=data)
+
+
+class Predict:
+    """A Ray Data ``map_batches`` callable class: cnnkit's predictor for ``task``, loaded once per actor.
+
+    Batches (numpy format) need a ``path`` column; ``bytes`` (encoded files) and ``error`` (why an
+    input gave nothing) are used when present. Every input row gives one output row, with the input
+    columns plus ``record`` (the record as JSON) and ``error`` (``""`` on success).
+    """
+
+    def __init__(self, task: str, options: dict[str, Any] | None = None, *, batch_size: int = 8,
+                 workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        from cnnkit import api
+
+        self.predictor = api.load(task, **dict(options or {}))
+        self.batch_size, self.workers, self.max_pixels = batch_size, workers, max_pixels
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from cnnkit.engine import run
+        from cnnkit.io.sources import Item
+
+        paths = [str(p) for p in batch["path"]]
+        blobs = batch.get("bytes")
+        errors = batch.get("error")
+        items = [Item(p, None if blobs is None else bytes(blobs[i]),
+                      (str(errors[i]) or None) if errors is not None else None) for i, p in enumerate(paths)]
+        records = [rec for rec, _ in run(self.predictor, items, batch_size=self.batch_size, workers=self.workers,
+                                         max_pixels=self.max_pixels)]
+        out = {k: v for k, v in batch.items() if k not in ("bytes", "record", "error")}
+        out["record"] = np.array([json.dumps(finite(r.to_dict())[0], ensure_ascii=False, allow_nan=False)
+                                  for r in records], dtype=object)
+        out["error"] = np.array([r.error or "" for r in records], dtype=object)
+        return out
+
+
+def _dataset(items: Sequence[Any], *, task: str, load_options: dict[str, Any], actors: int, gpus_per_actor: float,
+             cpus_per_actor: float, batch_size: int, workers: int, max_pixels: int) -> Any:
+    """The pipeline: paths → actor pool running :class:`Predict` (records in input order)."""
+    ray = _ray()
+    from ray.data import ActorPoolStrategy, DataContext
+
+    context = DataContext.get_current()  # the driver's context: a job of one's own keeps these settings too
+    context.execution_options.preserve_order = True  # records in input order, as a local run writes them
+    if not log.isEnabledFor(logging.DEBUG):  # Ray Data's progress lines would bury cnnkit's own on stderr
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # also its note that the bars are off
+    rows = [{"index": i, "path": it.path, "error": it.error or ""} for i, it in enumerate(items)]
+    blocks = max(1, min(len(rows), 4 * actors, -(-len(rows) // batch_size)))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    options = dict(load_options)
+    if gpus_per_actor > 0 and options.get("device") in (None, "auto"):
+        options["device"] = "cuda"
+    if options.get("threads") is None:
+        options["threads"] = max(1, int(cpus_per_actor))  # torch would otherwise take every core of the node
+    return ds.map_batches(
+        Predict, fn_constructor_kwargs={"task": task, "options": options, "batch_size": batch_size,
+                                        "workers": workers, "max_pixels": max_pixels},
+        batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+    )
+
+
+def _check(actors: int, gpus_per_actor: float, cpus_per_actor: float, batch_size: int) -> None:
+    if actors < 1:
+        raise OptionError("actors", "need at least one actor", actors)
+    if gpus_per_actor < 0:
+        raise OptionError("gpus_per_actor", "cannot be negative", gpus_per_actor)
+    if cpus_per_actor <= 0:
+        raise OptionError("cpus_per_actor", "must be more than 0", cpus_per_actor)
+    if batch_size < 1:
+        raise OptionError("batch_size", "must be at least 1", batch_size)
+
+
+def predict(
+    sources: Sequence[Any] | str, task: str = "classify", *, address: str | None = None, actors: int = 1,
+    gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, batch_size: int = 8, workers: int = 2,
+    recursive: bool = False, shard_spec: str | None = None, skip: set[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS, **load_options: Any,
+) -> Iterator[Record]:
+    """Records for ``sources`` (paths, folders, globs, URLs), predicted on a Ray cluster; input order.
+
+    ``address``: ``None`` starts Ray on this machine, ``auto`` joins this machine's cluster,
+    ``HOST:PORT`` a remote head. ``skip``: path keys to leave out (resume). ``load_options`` are
+    the task's (``model``, ``weights``, ``topk``, ``conf`` …), as for :func:`cnnkit.load`.
+    """
+    _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
+    items = plan(sources, recursive=recursive, shard_spec=shard_spec, skip=skip)
+    yield from predict_items(items, task, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
+                             cpus_per_actor=cpus_per_actor, batch_size=batch_size, workers=workers,
+                             max_pixels=max_pixels, **load_options)
+
+
+def plan(sources: Sequence[Any] | str, *, recursive: bool = False, shard_spec: str | None = None,
+         skip: set[str] | None = None) -> list[Any]:
+    """The inputs of a run, as a local run lists them (sorted, de-duplicated, sharded, resumed)."""
+    from cnnkit.io.sources import expand_sources, shard
+    from cnnkit.io.writers import path_key as key
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    items = shard(expand_sources(list(sources), recursive=recursive), shard_spec)
+    in_memory = [it for it in items if it.data is not None]
+    if in_memory:
+        raise OptionError("engine", "runs over file paths and URLs, not in-memory images", "ray")
+    return [it for it in items if key(it.path) not in skip] if skip else items
+
+
+def predict_items(items: Sequence[Any], task: str, *, address: str | None = None, actors: int = 1,
+                  gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, batch_size: int = 8, workers: int = 2,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, **load_options: Any) -> Iterator[Record]:
+    """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order."""
+    from cnnkit.tasks import TASKS
+
+    if task not in TASKS:
+        raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
+    _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
+    if not items:
+        return
+    init(address)
+    ds = _dataset(items, task=task, load_options=load_options, actors=actors, gpus_per_actor=gpus_per_actor,
+                  cpus_per_actor=cpus_per_actor, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            for text in batch["record"]:
+                yield record_from_json(str(text))
+    except Exception as exc:
+        if isinstance(exc, CnnkitError):
+            raise
+        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})") \
+            from exc
+
+
+def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, *, address: str | None = None,
+                actors: int = 1, gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, batch_size: int = 8,
+                workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS, **load_options: Any) -> list[tuple[str, str]]:
+    """Predict ``items`` and let the workers write Parquet part files into ``folder`` (the driver holds
+    no records); returns ``(path, error)`` of the failed inputs, read back from the parts."""
+    import pyarrow.parquet as pq
+
+    from cnnkit.io.parquet import schema, to_row
+
+    if not items:
+        return []
+    init(address)
+    ds = _dataset(items, task=task, load_options=load_options, actors=actors, gpus_per_actor=gpus_per_actor,
+                  cpus_per_actor=cpus_per_actor, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+
+    def typed(batch: dict[str, Any]) -> Any:
+        import pyarrow as pa
+
+        return pa.Table.from_pylist([to_row(json.loads(str(t))) for t in batch["record"]], schema=schema())
+
+    ds.map_batches(typed, batch_format="numpy", batch_size=None).write_parquet(os.fspath(folder))
+    table = pq.read_table(os.fspath(folder), columns=["path", "error"])
+    return [(p, e) for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
+            if e is not None]

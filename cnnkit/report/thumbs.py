@@ -1,0 +1,144 @@
+"""Thumbnails with the predictions drawn by the results themselves, and results rebuilt from written records.
+
+A live run hands the typed result (``Record.result``); a JSON Lines file read back has only plain
+predictions, so :func:`result_from_dict` rebuilds the result class that drew them. The picture is
+shrunk *before* drawing (the result scaled to match), so captions and box lines stay legible in a
+256-pixel thumbnail of a 4,000-pixel photo.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL.Image import Image
+
+    from cnnkit.results import Result
+
+THUMB_SIDE = 200  # longest side of a gallery thumbnail, in pixels (cards show 180 × 170)
+THUMB_QUALITY = 60  # WebP quality: about 4 KB per 640×480 photo (benchmarks/results/report.md)
+
+
+def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Result | None:
+    """The typed result behind a written record's predictions (``None`` for a failed record).
+
+    Segmentation records carry only class fractions; their mask comes from the ``mask`` PNG a run
+    with a save folder names in the record, when that file exists.
+    """
+    from cnnkit.results import Box, Boxes, Classes, ClassScore, Instance, Instances, SegmentMask
+
+    if record.get("error") is not None:
+        return None
+    preds = record.get("predictions") or []
+    task = record.get("task")
+    w, h = int(record.get("width") or 1), int(record.get("height") or 1)
+    if task == "classify":
+        return Classes([ClassScore(p["label"], int(p.get("class_id", p.get("index", 0))), float(p["score"]))
+                        for p in preds])
+    if task == "detect":
+        return Boxes([Box(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"])) for p in preds], w, h)
+    if task == "instance":
+        return Instances([Instance(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"]), p["mask"])
+                          for p in preds], w, h)
+    if task == "segment":
+        mask = _saved_mask(record)
+        if mask is None:
+            return None
+        names = list(labels) or _segment_labels(preds)
+        return SegmentMask(mask, names)
+    return None
+
+
+def _segment_labels(preds: list[dict[str, Any]]) -> list[str]:
+    top = max((int(p["class_id"]) for p in preds), default=0)
+    names = [f"class_{i}" for i in range(top + 1)]
+    for p in preds:
+        names[int(p["class_id"])] = p["label"]
+    return names
+
+
+def _saved_mask(record: dict[str, Any]) -> np.ndarray | None:
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    saved = record.get("mask")  # a segment run with a save folder names its class-index PNG here
+    if not isinstance(saved, str) or not os.path.isfile(saved):
+        return None
+    with Image.open(saved) as img:
+        return np.asarray(img.convert("L") if img.mode not in ("P", "L") else img, dtype=np.uint8)
+
+
+def scaled(result: Result, sx: float, sy: float) -> Result:
+    """``result`` in a picture ``sx`` × ``sy`` times the size of the one it was made for."""
+    import numpy as np
+
+    from cnnkit.results import Boxes, Instances, decode_rle, encode_rle
+
+    if not isinstance(result, Boxes):
+        return result  # class captions scale with the picture; a SegmentMask resizes itself when drawn
+
+    def box(b: Any) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = b.box
+        return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
+    w, h = max(1, round(result.width * sx)), max(1, round(result.height * sy))
+    if isinstance(result, Instances):
+        from PIL import Image
+
+        items = []
+        for p in result.items:
+            mask = Image.fromarray(decode_rle(p.mask).astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)
+            items.append(replace(p, box=box(p), mask=encode_rle(np.asarray(mask) > 127)))
+        return Instances(items, w, h)
+    return Boxes([replace(b, box=box(b)) for b in result.items], w, h)
+
+
+def shrink(picture: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """``picture`` with its longest side at most ``side`` pixels (never enlarged)."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = picture.shape[:2]
+    if max(h, w) <= side:
+        return picture
+    k = side / max(h, w)
+    img = Image.fromarray(picture).resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.LANCZOS)
+    return np.asarray(img)
+
+
+def thumbnail(picture: np.ndarray, result: Result | None, size: tuple[int, int] | None = None,
+              side: int = THUMB_SIDE) -> Image:
+    """The gallery picture: ``picture`` shrunk to ``side``, then ``result`` (made for ``size`` = (w, h),
+    default the picture's own) drawn on it."""
+    from PIL import Image
+
+    small = shrink(picture, side)
+    if result is None:
+        return Image.fromarray(small)
+    w, h = size or (picture.shape[1], picture.shape[0])
+    return result.draw(_contiguous(small)) if (w, h) == (small.shape[1], small.shape[0]) else \
+        scaled(result, small.shape[1] / w, small.shape[0] / h).draw(_contiguous(small))
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.ascontiguousarray(a)
+
+
+def encode(image: Image, quality: int = THUMB_QUALITY) -> bytes:
+    """A compressed WebP (every browser since 2020 shows it; about a third smaller than JPEG)."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/webp") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

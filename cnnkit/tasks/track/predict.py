@@ -1,0 +1,163 @@
+"""Tracking: the detector's boxes per frame, linked into tracks by an ultralytics tracker.
+
+The tracker (ByteTrack by default, BOT-SORT) is state that belongs to one video of one stream, so
+it lives on the engine's :class:`~cnnkit.engine.StreamState`, never on the predictor: a new
+video (or image) in a stream gets a fresh tracker and track ids from 1, and two streams through
+one predictor never share tracks. Frames come to :meth:`predict_batch` in input order, so each
+batch updates the tracker frame by frame. With ``count_line`` each track is counted once when its
+box centre first crosses the line (the rule of :mod:`cnnkit.eval.mot`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnnkit.engine import StreamState
+from cnnkit.errors import OptionError
+from cnnkit.eval.mot import Line, LineCounter, box_centre, parse_line
+from cnnkit.io.decode import Decoded
+from cnnkit.records import Record
+from cnnkit.results import Box, Boxes, TrackedBox, Tracks
+from cnnkit.tasks.detect.predict import Detector, Options, load_backend, resolve_classes
+
+DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchmarks/README.md ("Tracking")
+
+
+def default_tracker(model_name: str) -> str:
+    """The tracker a registry model names for itself (``meta["tracker"]``, as weights carry their
+    preprocessing), else :data:`DEFAULT_TRACKER`."""
+    from cnnkit.models.registry import find_spec
+
+    spec = find_spec(model_name)
+    return str(spec.meta.get("tracker", DEFAULT_TRACKER)) if spec is not None else DEFAULT_TRACKER
+
+
+class Detections:
+    """Boxes as ultralytics' trackers read them: ``conf``, ``cls``, ``xyxy``, ``xywh`` and boolean indexing."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.data = rows.reshape(-1, 6).astype(np.float32)
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        return self.data[:, :4]
+
+    @property
+    def xywh(self) -> np.ndarray:
+        x1, y1, x2, y2 = self.data[:, 0], self.data[:, 1], self.data[:, 2], self.data[:, 3]
+        return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+
+    @property
+    def conf(self) -> np.ndarray:
+        return self.data[:, 4]
+
+    @property
+    def cls(self) -> np.ndarray:
+        return self.data[:, 5]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: Any) -> Detections:
+        return Detections(self.data[index])
+
+
+@dataclass
+class VideoTracks:
+    """One video's tracker and counting state (in ``StreamState.data``)."""
+
+    path: str
+    tracker: Any
+    counter: LineCounter | None = None
+
+
+class Tracker(Detector):
+    """A detector whose boxes carry ``track_id``s, stable across the frames of one video."""
+
+    task = "track"
+
+    def __init__(self, backend: Any, options: Options, *, tracker: str = DEFAULT_TRACKER,
+                 count_line: Line | None = None, save_pictures: bool = True, save_txt: bool = False,
+                 save_crop: bool = False) -> None:
+        from cnnkit import _ultralytics
+
+        super().__init__(backend, options, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
+        # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
+        overrides = {"gmc_method": "none"} if tracker == "botsort" else {}
+        self.tracker_name = tracker
+        self.tracker_cfg = _ultralytics.tracker_config(tracker, **overrides)
+        self.count_line = count_line
+
+    @classmethod
+    def load(
+        cls, model: str | None = None, weights: str | None = None, *, tracker: str | None = None,
+        conf: float = 0.1, iou: float = 0.7, imgsz: int | None = None, classes: Sequence[int | str] | None = None,
+        max_det: int = 300, count_line: str | Sequence[float] | None = None, device: str | None = None,
+        half: bool = False, threads: int | None = None, save_pictures: bool = True, save_txt: bool = False,
+        save_crop: bool = False, backend: str | None = None,
+    ) -> Tracker:
+        """``conf`` defaults to 0.1, as in ``yolo track``: the tracker's second stage uses low-score boxes.
+        ``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: :func:`default_tracker`)."""
+        from cnnkit.device import Runtime
+
+        if not 0.0 <= conf <= 1.0:
+            raise OptionError("conf", "must be between 0 and 1", conf)
+        if not 0.0 <= iou <= 1.0:
+            raise OptionError("iou", "must be between 0 and 1", iou)
+        line = parse_line(count_line) if count_line is not None else None
+        runtime = Runtime.create(device, half=half, threads=threads)
+        net = load_backend(model, weights, runtime, imgsz, backend)
+        opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)
+        tracker = tracker or default_tracker(net.name)
+        return cls(net, opts, tracker=tracker, count_line=line, save_pictures=save_pictures, save_txt=save_txt,
+                   save_crop=save_crop)
+
+    def on_stream_start(self, state: StreamState) -> None:
+        state.data["video"] = None
+
+    def on_stream_end(self, state: StreamState) -> None:
+        state.data.pop("video", None)
+
+    def _video(self, state: StreamState, path: str) -> VideoTracks:
+        """The current video's tracks; a frame of another input starts fresh ones (ids from 1)."""
+        from cnnkit import _ultralytics
+
+        current: VideoTracks | None = state.data.get("video")
+        if current is None or current.path != path:
+            counter = LineCounter(self.count_line) if self.count_line is not None else None
+            current = VideoTracks(path, _ultralytics.make_tracker(self.tracker_cfg), counter)
+            state.data["video"] = current
+        return current
+
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Tracks]:  # type: ignore[override]
+        dets = self.backend.forward(inputs, [d.rgb.shape[:2] for d in decoded], self.options)
+        return [self._track(self._boxes(det, d), d, state) for det, d in zip(dets, decoded, strict=True)]
+
+    def _track(self, boxes: Boxes, d: Decoded, state: StreamState) -> Tracks:
+        """One frame through its video's tracker: the frame's detections that belong to a track, with ids."""
+        video = self._video(state, d.path)
+        rows = np.array([[*b.box, b.score, b.class_id] for b in boxes.items], np.float32).reshape(-1, 6)
+        img = d.rgb[..., ::-1] if self.tracker_cfg.tracker_type != "bytetrack" else None  # BGR, as ultralytics
+        out = video.tracker.update(Detections(rows), img)
+        items: list[Box] = []
+        for row in np.asarray(out).reshape(-1, 8):
+            track_id, idx = int(row[4]), int(row[7])
+            b = boxes.items[idx]  # the detection itself (box, score, class), not the Kalman estimate
+            crossed = video.counter.update(track_id, box_centre(b.box)) if video.counter is not None else None
+            items.append(TrackedBox(b.label, b.class_id, b.score, b.box, track_id=track_id, crossed=crossed))
+        items.sort(key=lambda t: t.track_id if isinstance(t, TrackedBox) else 0)
+        counts = dict(video.counter.counts) if video.counter is not None else None
+        return Tracks(items, boxes.width, boxes.height, line=self.count_line, counts=counts)
+
+    def on_batch_end(self, state: StreamState, records: list[Record]) -> None:
+        """Each frame's running count (with ``count_line``) goes on its record: ``counts: {in, out}``."""
+        for record in records:
+            if isinstance(record.result, Tracks) and record.result.counts is not None:
+                record.extra["counts"] = dict(record.result.counts)
+
+
+PREDICTOR = Tracker

@@ -1,0 +1,98 @@
+"""``cnnkit track val DATA``: IDF1, MOTA and line counts on videos with MOT ground truth.
+
+DATA is a folder as ``cnnkit data shapes --video`` writes it (or MOT Challenge's own layout with a
+video beside each sequence): ``NAME.mp4`` and ``NAME/gt/gt.txt`` per sequence; its
+``summary.json``, when there, gives the count line and the true crossings, which are compared
+with the tracker's counts. Scores come from ``motmetrics`` (:mod:`cnnkit.eval.mot`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import UsageError
+from cnnkit.eval.mot import MotRow, read_mot, score
+from cnnkit.io.video import VIDEO_EXTENSIONS
+
+
+def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(name, video, gt.txt)`` of every sequence in ``data``, by name."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UsageError(f"{data}: not a folder of videos with MOT ground truth (NAME.mp4 and NAME/gt/gt.txt)")
+    found = []
+    for video in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS):
+        gt = root / video.stem / "gt" / "gt.txt"
+        if gt.is_file():
+            found.append((video.stem, video, gt))
+    if not found:
+        raise UsageError(f"{data}: no video with ground truth at NAME/gt/gt.txt")
+    return found
+
+
+def rows_of(records: list[Any]) -> list[MotRow]:
+    """The tracked boxes of frame records as MOT result rows (frames from 1)."""
+    out = []
+    for r in records:
+        if not r.ok or r.frame is None:
+            continue
+        for p in r.predictions:
+            x1, y1, x2, y2 = p["box"]
+            out.append(MotRow(r.frame + 1, int(p["track_id"]), (x1, y1, x2 - x1, y2 - y1), float(p["score"])))
+    return out
+
+
+def validate(data: str | Path, *, min_visibility: float | None = None, batch_size: int = 8, workers: int = 2,
+             **load_options: Any) -> dict[str, Any]:
+    """Track every sequence of ``data`` and score it: ``{"sequences": {name: metrics}, "overall": metrics,
+    "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool, "frames", "seconds", "fps"}``.
+
+    ``load_options`` go to :meth:`Tracker.load` (``model``, ``tracker``, ``conf`` …); the count line is
+    the one ``summary.json`` names, unless ``count_line`` is given.
+    """
+    from cnnkit.tasks.track.predict import Tracker
+
+    root = Path(data)
+    summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").is_file() else {}
+    true_counts = {s["name"]: s["crossings"] for s in summary.get("sequences", [])}
+    if min_visibility is None:
+        min_visibility = float(summary.get("min_visibility", 0.5))
+    if "count_line" not in load_options and "line" in summary:
+        load_options["count_line"] = summary["line"]
+    tracker = Tracker.load(**load_options)
+    scored: dict[str, tuple[list[MotRow], list[MotRow]]] = {}
+    counts: dict[str, dict[str, Any]] = {}
+    frames, t0 = 0, time.perf_counter()
+    for name, video, gt in sequences(root):
+        records = list(tracker.stream(str(video), batch_size=batch_size, workers=workers))
+        frames += len(records)
+        scored[name] = (read_mot(gt), rows_of(records))
+        last = next((r.extra.get("counts") for r in reversed(records) if r.ok), None)
+        if name in true_counts or last is not None:
+            counts[name] = {"true": true_counts.get(name), "tracked": last}
+    seconds = time.perf_counter() - t0
+    metrics = score(scored, min_visibility=min_visibility)
+    overall = metrics.pop("OVERALL")
+    exact = bool(counts) and all(c["true"] == c["tracked"] for c in counts.values())
+    return {"data": str(root), "tracker": tracker.tracker_name, "model": tracker.name, "min_visibility": min_visibility,
+            "sequences": metrics, "overall": overall, "counts": counts, "counts_exact": exact, "frames": frames,
+            "seconds": round(seconds, 2), "fps": round(frames / seconds, 2) if seconds else None}
+
+
+def render_metrics(metrics: dict[str, Any], fmt: str) -> str:
+    """The report as JSON, or a table of IDF1, MOTA, switches and counts per sequence."""
+    if fmt == "json":
+        return json.dumps(metrics, indent=2) + "\n"
+    lines = [f"{'sequence':<16} {'IDF1':>6} {'MOTA':>6} {'IDsw':>5} {'FP':>5} {'FN':>5}  counts (true → tracked)"]
+    rows = {**metrics["sequences"], "overall": metrics["overall"]}
+    for name, m in rows.items():
+        c = metrics["counts"].get(name)
+        shown = f"{c['true']} → {c['tracked']}" if c else ""
+        lines.append(f"{name:<16} {m['idf1']:>6.3f} {m['mota']:>6.3f} {m['num_switches']:>5} "
+                     f"{m['num_false_positives']:>5} {m['num_misses']:>5}  {shown}")
+    lines.append(f"{metrics['tracker']} on {metrics['model']}: {metrics['frames']} frames in {metrics['seconds']} s; "
+                 f"counts exact: {metrics['counts_exact']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,225 @@
+"""Hand-off formats, each read back by the real reader of that format.
+
+- Label Studio: ``label-studio-converter`` (Label Studio's own export converter) reads the tasks as an
+  export and writes COCO; its brush decoder reads the RLE. ``label-studio-sdk`` is not used: it would
+  downgrade numpy and OpenCV in this environment.
+- Pascal VOC: torchvision's ``VOCDetection.parse_voc_xml``.
+- CVAT for images 1.1: ``datumaro`` would downgrade Pillow and OpenCV here, so the XML is checked against
+  CVAT's documented structure (root ``annotations``, ``version`` 1.1, ``meta/task/labels``, ``image``
+  attributes, ``box`` corners, ``polygon`` ``x,y;x,y`` points) and read back with ElementTree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+
+from cnnkit.io.handoff import convert, cvat_xml, label_studio_tasks, mask_polygons, voc_xml
+from cnnkit.results import encode_rle
+
+W, H = 64, 48
+
+
+def _disc(cx: int, cy: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def _detect_record(path: str = "imgs/a.png") -> dict:
+    return {"path": path, "task": "detect", "model": "m", "width": W, "height": H, "time_ms": 1.0, "error": None,
+            "schema_version": 2, "predictions": [
+                {"label": "circle", "class_id": 0, "score": 0.9, "box": [3.2, 4.7, 30.4, 20.1]},
+                {"label": "star", "class_id": 2, "score": 0.55, "box": [40.0, 10.0, 63.5, 47.0]}]}
+
+
+def _instance_record() -> dict:
+    masks = [_disc(20, 20, 10), _disc(45, 30, 8)]
+    preds = []
+    for label, cid, m in (("circle", 0, masks[0]), ("square", 1, masks[1])):
+        ys, xs = np.nonzero(m)
+        preds.append({"label": label, "class_id": cid, "score": 0.8,
+                      "box": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
+                      "mask": encode_rle(m)})
+    return {"path": "imgs/b.png", "task": "instance", "model": "m", "width": W, "height": H, "time_ms": 1.0,
+            "error": None, "schema_version": 2, "predictions": preds}, masks
+
+
+def _raster(polygon_xy: list[float]) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([polygon_xy], H, W))) > 0
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_mask_polygons_cover_the_same_pixels():
+    m = _disc(30, 22, 12)
+    (poly,) = mask_polygons(m)
+    back = _raster([c for p in poly for c in p])
+    assert _iou(m, back) > 0.93
+    ys, xs = np.nonzero(m)  # the outline runs on the pixels' edges: the extent is the mask's, within a pixel
+    px, py = np.array(poly).T
+    assert abs(px.min() - xs.min()) <= 1 and abs(px.max() - (xs.max() + 1)) <= 1
+    assert abs(py.min() - ys.min()) <= 1 and abs(py.max() - (ys.max() + 1)) <= 1
+
+
+def _ls_export(tasks: list[dict], tmp: Path) -> Path:
+    """Label Studio's export shape: each task's predictions taken as its annotation."""
+    export = [{"id": i + 1, "data": t["data"], "annotations": [{"id": i + 1, "result": t["predictions"][0]["result"]}]}
+              for i, t in enumerate(tasks)]
+    path = tmp / "export.json"
+    path.write_text(json.dumps(export))
+    return path
+
+
+def test_label_studio_rectangles_round_trip_through_its_converter(tmp_path):
+    pytest.importorskip("label_studio_converter", reason="label-studio-converter is the reader of this format")
+    from label_studio_converter import Converter
+
+    rec = _detect_record()
+    written = convert([rec], "labelstudio", tmp_path / "tasks.json")
+    tasks = json.loads(written[0].read_text())
+    result = tasks[0]["predictions"][0]["result"]
+    assert {r["type"] for r in result} == {"rectanglelabels"}
+    assert all(r["original_width"] == W and r["original_height"] == H for r in result)
+    assert 0 <= result[0]["value"]["x"] <= 100 and tasks[0]["data"]["image"] == "imgs/a.png"
+    converter = Converter(written[1].read_text(), str(tmp_path), download_resources=False)
+    converter.convert_to_coco(str(_ls_export(tasks, tmp_path)), str(tmp_path / "coco"), is_dir=False)
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    got = sorted((names[a["category_id"]], a["bbox"]) for a in coco["annotations"])
+    want = sorted((p["label"], [p["box"][0], p["box"][1], p["box"][2] - p["box"][0], p["box"][3] - p["box"][1]])
+                  for p in rec["predictions"])
+    assert [g[0] for g in got] == [w[0] for w in want]
+    for (_, g), (_, w) in zip(got, want, strict=True):
+        assert np.allclose(g, w, atol=1e-6)
+
+
+def test_label_studio_polygons_and_brush_round_trip(tmp_path):
+    pytest.importorskip("label_studio_converter", reason="label-studio-converter is the reader of this format")
+    from label_studio_converter import Converter
+    from label_studio_converter.brush import decode_rle
+
+    rec, masks = _instance_record()
+    written = convert([rec], "labelstudio", tmp_path / "tasks.json")
+    tasks = json.loads(written[0].read_text())
+    converter = Converter(written[1].read_text(), str(tmp_path), download_resources=False)
+    converter.convert_to_coco(str(_ls_export(tasks, tmp_path)), str(tmp_path / "coco"), is_dir=False)
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_label = {names[a["category_id"]]: _raster(a["segmentation"][0]) for a in coco["annotations"]}
+    assert set(by_label) == {"circle", "square"}
+    assert _iou(by_label["circle"], masks[0]) > 0.9 and _iou(by_label["square"], masks[1]) > 0.9
+
+    brush = label_studio_tasks([rec], brush=True)[0]["predictions"][0]["result"]
+    assert [r["type"] for r in brush] == ["brushlabels", "brushlabels"]
+    for r, m in zip(brush, masks, strict=True):
+        decoded = decode_rle(r["value"]["rle"]).reshape(H, W, 4)[..., 3] > 0
+        assert np.array_equal(decoded, m)
+
+
+def test_label_studio_choices_for_classify(tmp_path):
+    pytest.importorskip("label_studio_converter", reason="label-studio-converter is the reader of this format")
+    from label_studio_converter import Converter
+
+    rec = {"path": "x.png", "task": "classify", "model": "shapes-cnn", "width": 8, "height": 8, "time_ms": 1.0,
+           "error": None, "schema_version": 2, "predictions": [{"label": "star", "class_id": 3, "score": 0.7},
+                                                               {"label": "circle", "class_id": 0, "score": 0.2}]}
+    written = convert([rec], "labelstudio", tmp_path / "tasks.json", labels=["circle", "star"])
+    tasks = json.loads(written[0].read_text())
+    converter = Converter(written[1].read_text(), str(tmp_path), download_resources=False)
+    items = list(converter.iter_from_json_file(str(_ls_export(tasks, tmp_path))))
+    assert items[0]["output"]["choice"][0]["choices"] == ["star"]
+
+
+def test_voc_round_trips_through_torchvision_parser(tmp_path):
+    from torchvision.datasets import VOCDetection
+
+    rec = _detect_record()
+    failed = {**_detect_record("imgs/bad.png"), "error": "no such file", "predictions": []}
+    (path,) = convert([rec, failed], "voc", tmp_path / "voc")
+    assert path == tmp_path / "voc" / "Annotations" / "a.xml"
+    parsed = VOCDetection.parse_voc_xml(ET.parse(path).getroot())["annotation"]
+    assert parsed["filename"] == "a.png" and parsed["size"] == {"width": str(W), "height": str(H), "depth": "3"}
+    for obj, p in zip(parsed["object"], rec["predictions"], strict=True):
+        assert obj["name"] == p["label"]
+        b = obj["bndbox"]
+        back = [int(b["xmin"]) - 1, int(b["ymin"]) - 1, int(b["xmax"]), int(b["ymax"])]
+        assert np.allclose(back, p["box"], atol=0.5 + 1e-9)  # within a pixel (half a pixel, by rounding)
+    with pytest.raises(Exception, match="already exists"):
+        convert([rec], "voc", tmp_path / "voc")
+
+
+def _cvat_read(text: str) -> tuple[list[str], list[dict]]:
+    """CVAT for images 1.1 as its docs describe it, strictly: anything else fails the assertion."""
+    root = ET.fromstring(text)
+    assert root.tag == "annotations" and root.findtext("version") == "1.1"
+    labels = [lab.findtext("name") for lab in root.findall("./meta/task/labels/label")]
+    images = []
+    for im in root.findall("image"):
+        assert set(im.attrib) == {"id", "name", "width", "height"}
+        shapes = []
+        for el in im:
+            assert el.tag in ("box", "polygon", "tag", "polyline", "points", "mask")
+            assert el.get("label") in labels
+            if el.tag == "box":
+                shapes.append(("box", el.get("label"), [float(el.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")]))
+            elif el.tag == "polygon":
+                pts = [tuple(map(float, p.split(","))) for p in el.get("points").split(";")]
+                shapes.append(("polygon", el.get("label"), pts))
+            else:
+                shapes.append(("tag", el.get("label"), None))
+            assert all(a.get("name") for a in el.findall("attribute"))
+        images.append({"name": im.get("name"), "width": int(im.get("width")), "shapes": shapes})
+    return labels, images
+
+
+def test_cvat_boxes_polygons_and_tags():
+    rec = _detect_record()
+    inst, masks = _instance_record()
+    labels, images = _cvat_read(cvat_xml([rec]))
+    assert labels == ["circle", "star"] and images[0]["name"] == "imgs/a.png"
+    for (kind, label, box), p in zip(images[0]["shapes"], rec["predictions"], strict=True):
+        assert kind == "box" and label == p["label"] and np.allclose(box, p["box"], atol=0.01)
+    _, images = _cvat_read(cvat_xml([inst]))
+    polygons = [s for s in images[0]["shapes"] if s[0] == "polygon"]
+    assert [s[1] for s in polygons] == ["circle", "square"]
+    for (_, _, pts), m in zip(polygons, masks, strict=True):
+        assert _iou(_raster([c for p in pts for c in p]), m) > 0.9
+    cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "time_ms": 1.0,
+           "error": None, "predictions": [{"label": "star", "class_id": 3, "score": 0.7}]}
+    _, images = _cvat_read(cvat_xml([cls]))
+    assert images[0]["shapes"] == [("tag", "star", None)]
+
+
+def test_voc_refuses_tasks_it_does_not_fit(tmp_path):
+    from cnnkit.errors import OptionError
+
+    cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "error": None,
+           "predictions": []}
+    with pytest.raises(OptionError, match="voc does not fit classify"):
+        convert([cls], "voc", tmp_path / "voc")
+    assert not (tmp_path / "voc").exists()  # refused before any folder was made
+
+
+def test_segment_records_hand_off_their_saved_mask(tmp_path):
+    from PIL import Image
+
+    mask = np.zeros((H, W), np.uint8)
+    mask[_disc(30, 24, 10)] = 2
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    rec = {"path": "s.png", "task": "segment", "model": "m", "width": W, "height": H, "error": None,
+           "mask": str(tmp_path / "m.png"),
+           "predictions": [{"label": "background", "class_id": 0, "pixels": 1, "fraction": 0.9},
+                           {"label": "square", "class_id": 2, "pixels": 1, "fraction": 0.1}]}
+    _, images = _cvat_read(cvat_xml([rec]))
+    ((kind, label, pts),) = images[0]["shapes"]
+    assert kind == "polygon" and label == "square"
+    assert _iou(_raster([c for p in pts for c in p]), mask == 2) > 0.9
+    assert "background" not in voc_xml({**_detect_record(), "predictions": []})

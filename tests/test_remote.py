@@ -1,0 +1,168 @@
+"""Remote sources (s3://, http://, file://) give the records local files give: same inputs, order,
+shards, failed records and resume; reads happen in the decode threads, a bounded number ahead."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from functools import partial
+
+import pytest
+
+from cnnkit.errors import CnnkitError
+from cnnkit.io.sources import expand_sources, shard
+from tests.scaleout_fixtures import BUCKET, comparable, ray_cluster, s3_images, s3_server  # noqa: F401
+
+pytestmark = pytest.mark.remote
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    import cnnkit
+
+    return cnnkit.load("classify", model="shapes-cnn", topk=2)
+
+
+def test_s3_prefix_gives_the_local_records(s3_images, predictor):
+    folder, prefix = s3_images
+    local = [comparable(r.to_dict()) for r in predictor.stream([str(folder)], batch_size=4)]
+    remote = list(predictor.stream([prefix], batch_size=4))
+    assert [r.path for r in remote][:2] == [prefix + "bad.png", prefix + "empty.jpg"]
+    assert [comparable(r.to_dict()) for r in remote] == local
+    failed = {comparable(r.to_dict())["path"]: r.error for r in remote if r.error}
+    assert failed == {"bad.png": "not a recognised image format", "empty.jpg": "empty file"}
+
+
+def test_s3_glob_shard_and_missing_object(s3_images, predictor):
+    folder, prefix = s3_images
+    for spec in ("1/3", "2/3", "3/3"):
+        local = shard(expand_sources([str(folder / "img_*.png")]), spec)
+        remote = shard(expand_sources([prefix + "img_*.png"]), spec)
+        assert [i.path.rsplit("/", 1)[1] for i in remote] == [i.path.rsplit("/", 1)[1] for i in local]
+    [missing] = predictor([prefix + "nope.png"])
+    assert missing.error == "no such object"
+    [unlisted] = expand_sources([f"s3://{BUCKET}/nothing/*.png"])
+    assert unlisted.error == "pattern matches no image files"
+
+
+def test_remote_reads_stay_bounded(s3_images, predictor, monkeypatch):
+    """At most three batches have been read when the first record comes out, never more reads at once than
+    decode threads: a long remote listing is streamed, not fetched ahead."""
+    from cnnkit.io import remote
+
+    _, prefix = s3_images
+    real, lock = remote.read, threading.Lock()
+    count = {"reads": 0, "now": 0, "most": 0}
+
+    def counted(url: str, limit: int = remote.MAX_READ_BYTES) -> bytes:
+        with lock:
+            count["reads"] += 1
+            count["now"] += 1
+            count["most"] = max(count["most"], count["now"])
+        try:
+            return real(url, limit)
+        finally:
+            with lock:
+                count["now"] -= 1
+
+    monkeypatch.setattr(remote, "read", counted)
+    urls = [f"{prefix}missing_{i:02d}.png" for i in range(40)]
+    stream = predictor.stream(urls, batch_size=2, workers=2)
+    first = next(stream)
+    assert first.error == "no such object"
+    assert count["reads"] <= 3 * 2
+    rest = list(stream)
+    assert len(rest) == 39 and count["reads"] == 40 and count["most"] <= 2
+
+
+def test_cli_s3_parquet_and_jsonl_resume(s3_images, tmp_path):
+    """The CLI over a bucket: exit 1 for the bad files, records as for the local folder; a resumed run
+    redoes only what failed, in Parquet as in JSON Lines."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.io.parquet import read_records
+
+    folder, prefix = s3_images
+    runner = CliRunner()
+    base = ["classify", "-m", "shapes-cnn", "-k", "1", "-b", "4", "-q"]
+    res = runner.invoke(app, [*base, str(folder), "-o", str(tmp_path / "local.jsonl")], catch_exceptions=False)
+    assert res.exit_code == 1
+    local = [comparable(json.loads(line)) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
+    for out in ("r.jsonl", "r.parquet"):
+        first = runner.invoke(app, [*base, prefix + "img_0*.png", "-o", str(tmp_path / out)], catch_exceptions=False)
+        assert first.exit_code == 0
+        again = runner.invoke(app, [*base, prefix, "-o", str(tmp_path / out), "--skip-existing"],
+                              catch_exceptions=False)
+        assert again.exit_code == 1
+        if out.endswith(".jsonl"):
+            rows = [json.loads(line) for line in (tmp_path / out).read_text().splitlines()]
+        else:
+            rows = list(read_records(tmp_path / out))
+        assert len(rows) == len(local) == 14
+        assert sorted(map(json.dumps, (comparable(r) for r in rows))) == sorted(map(json.dumps, local))
+        assert all(r["path"].rsplit("/", 1)[1].startswith("img_0") for r in rows[:10])  # the first run's, first
+
+
+def test_http_and_file_urls(shapes_images, predictor):
+    """A web server on loopback (one URL per image; a 404 is a failed record) and file:// URLs."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(shapes_images))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        names = sorted(p.name for p in shapes_images.iterdir())[:3]
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        web = list(predictor.stream([base + n for n in names] + [base + "gone.png"]))
+        files = list(predictor.stream([f"file://{shapes_images}/"]))
+    finally:
+        server.shutdown()
+    local = [comparable(r.to_dict()) for r in predictor.stream([str(shapes_images / n) for n in names])]
+    assert [comparable(r.to_dict()) for r in web[:3]] == local
+    assert web[3].error == "no such object"
+    assert [comparable(r.to_dict()) for r in files[:3]] == local and len(files) == 12
+
+
+def test_missing_backend_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    from cnnkit.io import remote
+
+    registry = importlib.import_module("fsspec.registry")._registry  # classes fsspec already imported
+    monkeypatch.setitem(sys.modules, "gcsfs", None)
+    for proto in ("gs", "gcs"):
+        monkeypatch.delitem(registry, proto, raising=False)
+    with pytest.raises(CnnkitError, match=r"gs:// sources need gcsfs: pip install 'cnnkit\[gcs\]'"):
+        remote.filesystem("gs://bucket/x.png")
+
+
+def test_val_over_a_bucket_scores_as_the_local_folder(s3_server, s3_images, tmp_path):
+    """``classify val s3://…/``: the labelled folder is copied for the run and scored as locally."""
+    import boto3
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.data.shapes import CLASSES, classification_sample
+
+    data = tmp_path / "valset"
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for i in range(8):
+        img, cid = classification_sample(5, i, size=64)
+        (data / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(data / CLASSES[cid] / f"v{i}.png")
+        client.put_object(Bucket=BUCKET, Key=f"valset/{CLASSES[cid]}/v{i}.png",
+                          Body=(data / CLASSES[cid] / f"v{i}.png").read_bytes())
+    runner = CliRunner()
+    reports = {}
+    for name, where in (("local", str(data)), ("s3", f"s3://{BUCKET}/valset/")):
+        res = runner.invoke(app, ["classify", "val", where, "-m", "shapes-cnn", "-q", "-f", "json",
+                                  "-o", str(tmp_path / f"{name}.json"), "--save-dir", str(tmp_path / f"run-{name}")],
+                            catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["s3"]["images"] == reports["local"]["images"] == 8
+    for key in ("top1", "top5", "confusion", "per_class"):
+        assert reports["s3"][key] == reports["local"][key]

@@ -1,0 +1,122 @@
+"""The CLI: --report on predict and val, `cnnkit report`, `cnnkit explain` and `cnnkit convert`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from tests.instance_fixtures import coco_data, tiny_ckpt  # noqa: F401
+from tests.segment_fixtures import masks_data, tiny_checkpoint  # noqa: F401
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+runner = CliRunner()
+
+
+def _entries(html: str) -> list[dict]:
+    return json.loads(re.search(r'<script type="application/json" id="entries">(.*?)</script>', html, re.S).group(1))
+
+
+def test_predict_report_and_report_command(tmp_path, monkeypatch):
+    out, page = tmp_path / "out.jsonl", tmp_path / "run.html"
+    args = ["detect", str(SAMPLES / "scene_0.png"), str(SAMPLES / "missing.png"), "-o", str(out), "--report", str(page)]
+    monkeypatch.setattr("sys.argv", ["cnnkit", *args])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output  # one input failed; the report still shows both
+    entries = _entries(page.read_text())
+    assert [(e["n"], e["ok"]) for e in entries] == [("scene_0.png", True), ("missing.png", False)]
+    html = page.read_text()
+    assert "shapes-yolov8n" in html and "ultralytics" in html and "--report" in html  # model, backend, command
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert out.read_text().count("\n") == 2  # refused before any work: the records are not rewritten
+
+    result = runner.invoke(app, ["report", str(out), "-o", str(tmp_path / "again.html")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "again.html")
+    assert [e["l"] for e in _entries((tmp_path / "again.html").read_text())] == [e["l"] for e in entries]
+
+
+def test_convert_command_writes_each_format(tmp_path):
+    out = tmp_path / "boxes.jsonl"
+    assert runner.invoke(app, ["detect", str(SAMPLES / "scene_1.png"), "-o", str(out)]).exit_code == 0
+    for fmt, name in (("labelstudio", "boxes.labelstudio.json"), ("cvat", "boxes.cvat.xml")):
+        result = runner.invoke(app, ["convert", str(out), fmt])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name).is_file() and str(tmp_path / name) in result.stdout
+    tasks = json.loads((tmp_path / "boxes.labelstudio.json").read_text())
+    assert len(tasks[0]["predictions"][0]["result"]) == 3
+    assert "<RectangleLabels" in (tmp_path / "boxes.labelstudio.config.xml").read_text()
+    result = runner.invoke(app, ["convert", str(out), "voc", "-o", str(tmp_path / "voc")])
+    assert result.exit_code == 0 and (tmp_path / "voc" / "Annotations" / "scene_1.xml").is_file()
+    assert runner.invoke(app, ["convert", str(out), "cvat"]).exit_code == 1  # exists, no --exist-ok
+    assert runner.invoke(app, ["convert", str(out), "cvat", "--exist-ok"]).exit_code == 0
+    bad = runner.invoke(app, ["convert", str(out), "yaml"])
+    assert bad.exit_code == 1 and "labelstudio, cvat, voc" in bad.output
+
+
+def test_explain_command_saves_overlays_and_a_report(tmp_path):
+    result = runner.invoke(app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--method", "gradcam",
+                                 "--method", "eigencam", "--save-dir", str(tmp_path / "maps"),
+                                 "--report", str(tmp_path / "x.html")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(x["method"], x["target"]) for x in lines] == [("gradcam", "circle"), ("eigencam", "circle")]
+    assert all(Path(x["overlay"]).is_file() and Path(x["overlay"]).parent == tmp_path / "maps" for x in lines)
+    assert (tmp_path / "x.html").read_text().count('<figure class="card">') == 2
+
+    bad = runner.invoke(app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--target", "unicorn",
+                              "--save-dir", str(tmp_path / "m2")])
+    assert bad.exit_code == 2 and "--target unicorn: not a class of shapes-cnn" in bad.output
+    bad = runner.invoke(app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--method", "magic",
+                              "--save-dir", str(tmp_path / "m3")])
+    assert bad.exit_code == 2 and "--method magic" in bad.output
+
+
+@pytest.mark.slow
+def test_classify_val_report_has_the_confusion_matrix(tmp_path, shapes_images):
+    import shutil
+
+    for path in sorted(shapes_images.iterdir())[:6]:
+        label = path.stem.split("_")[-1]
+        (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "data" / label / path.name)
+    result = runner.invoke(app, ["classify", "val", str(tmp_path / "data"), "--save-dir", str(tmp_path / "v"),
+                                 "--report", str(tmp_path / "val.html"), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "val.html").read_text()
+    assert 'class="confusion"' in html and "top1" in html and len(_entries(html)) == 6
+
+
+def _thumbs(html: str) -> list[str]:
+    return json.loads(re.search(r'<script type="application/json" id="thumbs">(.*?)</script>', html, re.S).group(1))
+
+
+def test_segment_predict_and_val_reports(tmp_path, masks_data, tiny_checkpoint):  # noqa: F811
+    images = sorted((masks_data / "val" / "images").iterdir())
+    res = runner.invoke(app, ["segment", *map(str, images), "--weights", str(tiny_checkpoint), "-o",
+                              str(tmp_path / "seg.jsonl"), "--report", str(tmp_path / "seg.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "seg.html").read_text()
+    assert len(_entries(html)) == len(images) and all(t.startswith("data:image/webp") for t in _thumbs(html))
+    res = runner.invoke(app, ["segment", "val", str(masks_data / "val"), "--weights", str(tiny_checkpoint),
+                              "-f", "json", "--report", str(tmp_path / "val.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "val.html").read_text()
+    assert "miou" in html and "Per class" in html and len(_entries(html)) == len(images)
+
+
+def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):  # noqa: F811
+    res = runner.invoke(app, ["instance", "val", str(coco_data), "--weights", str(tiny_ckpt), "--batch-size", "2",
+                              "-f", "json", "--report", str(tmp_path / "val.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "val.html").read_text()
+    entries = _entries(html)
+    assert len(entries) == json.loads(res.stdout)["images"]
+    assert all(e["v"]["truth"] for e in entries)  # every val image has labelled objects
+    assert "bbox AP" in html and "Worst images" in html

@@ -1,0 +1,118 @@
+"""``cnnkit track`` with the bundled detector on synthetic moving shapes, scored by motmetrics.
+
+Three short videos (60 frames, 256 px) of a seed used for nothing else (``shapes-bytetrack``'s thresholds
+were chosen on seed 1; the benchmark's 10 videos are seed 2026). The floors sit a little under what
+these videos measured (IDF1 0.92, MOTA 0.85, one of 8 line crossings missed, on 2026-11-30), so a
+regression in decoding, detection, tracking, counting or scoring fails here; the 10-video goals are in
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("av")
+pytest.importorskip("motmetrics")
+pytest.importorskip("lap")
+
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.data.moving import sequence, write_sequences
+from cnnkit.errors import OptionError
+from cnnkit.eval.mot import LineCounter, MotRow, crosses, parse_line, read_mot, score
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("moving") / "shapes"
+    write_sequences(out, 3, seed=3, frames=60)
+    return out
+
+
+def test_moving_shapes_are_deterministic_and_have_ground_truth(videos: Path) -> None:
+    a, b = sequence(3, 1, frames=8), sequence(3, 1, frames=8)
+    for (fa, ga), (fb, gb) in zip(a.frames(), b.frames(), strict=True):
+        assert (fa == fb).all() and ga == gb
+    summary = json.loads((videos / "summary.json").read_text())
+    assert [s["name"] for s in summary["sequences"]] == ["shapes-000", "shapes-001", "shapes-002"]
+    rows = read_mot(videos / "shapes-000" / "gt" / "gt.txt")
+    assert {r.frame for r in rows} == set(range(1, 61))
+    assert all(0 < r.visibility <= 1 and r.box[2] > 0 and r.box[3] > 0 for r in rows)
+    ids = {r.track_id for s in summary["sequences"] for r in read_mot(videos / s["gt"])}
+    assert len(ids) >= 3
+
+
+def test_the_scorer_gives_perfect_and_broken_tracks_their_due() -> None:
+    gt = [MotRow(f, i, (10.0 * i + f, 20.0, 10.0, 10.0)) for f in range(1, 11) for i in (1, 5)]
+    perfect = score({"s": (gt, gt)})["s"]
+    assert perfect["idf1"] == 1.0 and perfect["mota"] == 1.0
+    swapped = [MotRow(r.frame, r.track_id if r.frame <= 5 else 6 - r.track_id, r.box) for r in gt]
+    broken = score({"s": (gt, swapped)})["s"]
+    assert broken["num_switches"] == 2 and broken["idf1"] < 0.6
+    hidden = [MotRow(r.frame, r.track_id, r.box, visibility=0.2 if r.track_id == 5 else 1.0) for r in gt]
+    only_one = [r for r in gt if r.track_id == 1]
+    assert score({"s": (hidden, only_one)})["s"]["mota"] == 1.0  # a hard shape missed costs nothing
+    assert score({"s": (hidden, gt)})["s"]["num_false_positives"] == 0  # nor does one found
+
+
+def test_line_crossings_count_each_track_once() -> None:
+    line = parse_line("10,0,10,100")
+    assert crosses(line, (5, 50), (15, 50)) == -crosses(line, (15, 50), (5, 50)) != 0
+    assert crosses(line, (5, 150), (15, 150)) == 0  # past the segment's end
+    counter = LineCounter(line)
+    for x in (5, 10, 15, 5, 15):  # onto the line, over, back and over again: one crossing
+        counter.update(1, (x, 50))
+    assert sum(counter.counts.values()) == 1
+    with pytest.raises(OptionError):
+        parse_line("1,2,3")
+
+
+def test_tracking_scores_and_counts_on_unseen_videos(videos: Path) -> None:
+    from cnnkit.tasks.track.val import validate
+
+    metrics = validate(videos, threads=1)
+    assert metrics["tracker"] == "shapes-bytetrack" and metrics["frames"] == 180
+    assert metrics["overall"]["idf1"] >= 0.88, metrics["overall"]
+    assert metrics["overall"]["mota"] >= 0.80, metrics["overall"]
+    # counting: on these videos one crossing is missed (a circle mostly hidden while it crosses, never
+    # re-found by the tracker); the goal of exact counts is not met yet (benchmarks/README.md, "Tracking")
+    errors = sum(abs(c["true"][way] - c["tracked"][way]) for c in metrics["counts"].values() for way in ("in", "out"))
+    assert sum(sum(c["true"].values()) for c in metrics["counts"].values()) >= 5  # the line is crossed
+    assert errors <= 1, metrics["counts"]
+
+
+def test_track_cli_writes_mot_rows_summaries_and_an_annotated_video(videos: Path, tmp_path: Path) -> None:
+    import av
+
+    video = videos / "shapes-000.mp4"
+    mot = tmp_path / "tracks.txt"
+    save = tmp_path / "saved"
+    result = CliRunner().invoke(app, ["track", str(video), "--max-frames", "20", "--vid-stride", "2", "--format", "mot",
+                                      "--output", str(mot), "--save-dir", str(save), "--count-line", "128,0,128,256",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    rows = read_mot(mot)
+    assert rows and {r.frame for r in rows} <= set(range(1, 40, 2))  # frames 0, 2, … 38, written from 1
+    assert len({r.track_id for r in rows}) >= 2
+    summary = json.loads((save / "tracks.json").read_text())
+    assert {t["track_id"] for t in summary["tracks"]} == {r.track_id for r in rows}
+    assert all(t["first_frame"] <= t["last_frame"] and t["label"] for t in summary["tracks"])
+    (movie,) = save.glob("*.mp4")
+    with av.open(str(movie)) as container:
+        stream = container.streams.video[0]
+        assert sum(1 for _ in container.decode(stream)) == 20
+        assert (stream.width, stream.height) == (256, 256) and float(stream.average_rate) == pytest.approx(12.5)
+
+
+def test_mot_format_is_for_one_video_of_track(videos: Path) -> None:
+    result = CliRunner().invoke(app, ["detect", str(videos / "shapes-000.mp4"), "--format", "mot"])
+    assert result.exit_code == 2 and "--format mot" in result.output
+
+
+def test_a_bad_count_line_names_the_flag(videos: Path) -> None:
+    result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-line", "1,2,3"])
+    assert result.exit_code == 2 and "--count-line" in result.output

@@ -1,0 +1,213 @@
+"""Video sources, frame records and annotated video, with a fake predictor (no model).
+
+Each test video's frame ``i`` is filled with grey level ``8 * i`` (H.264 at a low CRF keeps it within a
+few levels), so every record can be traced back to the frame it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+av = pytest.importorskip("av")
+
+from cnnkit.engine import Predictor, StreamState  # noqa: E402
+from cnnkit.errors import OptionError  # noqa: E402
+from cnnkit.io.decode import Decoded  # noqa: E402
+from cnnkit.io.sources import expand_sources  # noqa: E402
+from cnnkit.io.video import VideoOptions, VideoWriter, expand_videos, read_frames  # noqa: E402
+from cnnkit.io.writers import RecordWriter, tidy_jsonl  # noqa: E402
+from cnnkit.records import Record, validate_record  # noqa: E402
+from cnnkit.results import Box, Boxes  # noqa: E402
+
+
+def make_video(path: Path, frames: int = 30, fps: float = 10.0, size: tuple[int, int] = (64, 48)) -> Path:
+    w, h = size
+    writer = VideoWriter(path, fps, w, h, crf=0)
+    for i in range(frames):
+        writer.write(np.full((h, w, 3), (8 * i) % 256, np.uint8))
+    return writer.close()
+
+
+def level(rgb: np.ndarray) -> int:
+    """The frame index a test frame shows."""
+    return round(float(rgb.mean()) / 8)
+
+
+class GreyBoxes(Predictor):
+    """One box per frame whose score says the frame's grey level (``level / 100``)."""
+
+    task = "detect"
+    name = "grey"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def preprocess(self, decoded: Decoded) -> int:
+        return level(decoded.rgb)
+
+    def predict_batch(self, inputs: list[int], decoded: list[Decoded], state: StreamState) -> list[Boxes]:
+        return [Boxes([Box("grey", 0, v / 100, (2.0, 2.0, 20.0, 20.0))], d.width, d.height)
+                for v, d in zip(inputs, decoded, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+def test_frames_come_in_order_with_index_and_time(clip: Path) -> None:
+    items = list(read_frames(str(clip)))
+    assert [it.frame for it in items] == list(range(30))
+    assert [level(it.data) for it in items] == list(range(30))
+    assert [it.time_s for it in items] == pytest.approx([i / 10 for i in range(30)])
+    assert all(it.path == str(clip) and it.data.shape == (48, 64, 3) for it in items)
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (VideoOptions(vid_stride=3), list(range(0, 30, 3))),
+    (VideoOptions(start=1.0, end=2.0), list(range(10, 20))),
+    (VideoOptions(start=1.0, vid_stride=4), list(range(10, 30, 4))),
+    (VideoOptions(max_frames=5), [0, 1, 2, 3, 4]),
+    (VideoOptions(vid_stride=2, max_frames=3), [0, 2, 4]),
+])
+def test_stride_start_end_and_max_frames_pick_the_frames(clip: Path, options: VideoOptions,
+                                                         expected: list[int]) -> None:
+    items = list(read_frames(str(clip), options))
+    assert [it.frame for it in items] == expected
+    assert [level(it.data) for it in items] == expected  # the pixels are those frames' pixels
+
+
+@pytest.mark.parametrize(("kwargs", "option"), [
+    ({"vid_stride": 0}, "vid_stride"), ({"start": -1.0}, "start"), ({"start": 2.0, "end": 1.0}, "start"),
+    ({"max_frames": 0}, "max_frames"),
+])
+def test_bad_video_options_name_the_option(kwargs: dict[str, Any], option: str) -> None:
+    with pytest.raises(OptionError) as err:
+        VideoOptions(**kwargs)
+    assert option in err.value.options
+
+
+def test_unreadable_videos_are_failed_items_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "text.mkv").write_text("not a video at all\n" * 50)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for name in ("text.mkv", "empty.mp4", "missing.avi"):
+        items = list(read_frames(str(tmp_path / name)))
+        assert len(items) == 1 and items[0].error and items[0].data is None, name
+        assert "cannot open video" in items[0].error or "no video stream" in items[0].error
+
+
+def test_a_damaged_stream_gives_failed_records_naming_frames(clip: Path, tmp_path: Path) -> None:
+    data = bytearray(clip.read_bytes())
+    bad = tmp_path / "damaged.mp4"
+    # keep the header (moov at the end with libx264's mp4 muxer: keep both ends), garble the middle
+    middle = len(data) // 2
+    data[middle - 200: middle + 200] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    bad.write_bytes(bytes(data))
+    items = list(read_frames(str(bad)))
+    good = [it for it in items if it.error is None]
+    failed = [it for it in items if it.error is not None]
+    assert good, "frames before the damage still decode"
+    assert failed, "the garbled packets are reported"
+    for it in failed:  # each frame that did not decode is named in its reason, once
+        assert it.frame is not None and it.error.startswith(f"frame {it.frame}: cannot decode")
+    frames = [it.frame for it in items]
+    assert frames == sorted(set(frames)), "frame numbers go up, none twice"
+
+
+def test_folders_mix_images_and_videos(clip: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    os.link(clip, folder / "b.mp4")
+    Image.fromarray(np.full((10, 12, 3), 40, np.uint8)).save(folder / "a.png")
+    (folder / "notes.txt").write_text("x")
+    items = expand_sources([str(folder)])
+    assert [Path(it.path).name for it in items] == ["a.png", "b.mp4"]
+    records = list(GreyBoxes().stream([str(folder)], batch_size=4, max_frames=6))
+    assert [(Path(r.path).name, r.frame) for r in records] == [("a.png", None)] + [("b.mp4", i) for i in range(6)]
+    for r in records:
+        data = json.loads(r.to_json())
+        validate_record(data)
+        assert ("frame" in data) == (r.frame is not None)
+    assert [r.predictions[0]["score"] for r in records[1:]] == [i / 100 for i in range(6)]
+
+
+def test_annotated_video_has_the_frames_size_and_rate(clip: Path, tmp_path: Path) -> None:
+    records = list(GreyBoxes().stream(str(clip), save_dir=tmp_path / "out", vid_stride=2, batch_size=4))
+    saved = {r.extra["saved"] for r in records}
+    assert len(records) == 15 and len(saved) == 1
+    out = Path(saved.pop())
+    assert out.suffix == ".mp4" and out.parent == tmp_path / "out"
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert (stream.width, stream.height) == (64, 48)
+        assert float(stream.average_rate) == pytest.approx(5.0)  # 10 fps read every 2nd frame
+    assert len(frames) == 15
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")], "no temporary file left"
+
+
+def test_frames_stream_without_accumulating(tmp_path: Path) -> None:
+    """Peak memory while reading a 200-frame video stays near a few frames, not the video (7.4 MB here)."""
+    video = make_video(tmp_path / "long.mp4", frames=200, size=(128, 96))
+    frame_bytes = 128 * 96 * 3
+    tracemalloc.start()
+    try:
+        n = sum(1 for r in GreyBoxes().stream(str(video), batch_size=4) if r.ok)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 200
+    assert peak < 40 * frame_bytes, f"peak {peak:,} bytes: frames accumulate"
+
+
+def test_closing_a_stream_early_stops_the_reader(clip: Path) -> None:
+    frames = expand_videos(expand_sources([str(clip)]), VideoOptions())
+    first = next(frames)
+    assert first.frame == 0
+    frames.close()
+    assert not [t for t in threading.enumerate() if t.name == "cnnkit-video" and t.is_alive()]
+
+
+def test_jsonl_keeps_every_frame_and_resumes_per_frame(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    writer = RecordWriter("jsonl", str(out))
+    for i in range(3):
+        writer.write(Record("v.mp4", "detect", "m", 8, 8, [], 1.0, frame=i, time_s=i / 10))
+    writer.write(Record("v.mp4", "detect", "m", error="frame 3: cannot decode (x)", frame=3, time_s=0.3))
+    writer.close()
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 2, 3]
+    assert list(lines[0])[:3] == ["path", "frame", "time_s"] and lines[0]["schema_version"] == 3
+    resume = tidy_jsonl(out)
+    assert len(resume.done) == 3 and len(resume.known) == 4  # the failed frame is retried
+
+
+def test_a_stream_url_served_on_loopback_is_read(clip: Path) -> None:
+    """An ``http://`` source goes to PyAV as a URL, not to the file walker (served here by http.server)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        assert [it.path for it in expand_sources([url])] == [url]
+        records = list(GreyBoxes().stream(url, max_frames=4))
+        assert [(r.path, r.frame) for r in records] == [(url, i) for i in range(4)]
+        missing = list(GreyBoxes().stream(url.replace(clip.name, "nothing.mp4")))
+        assert len(missing) == 1 and missing[0].error.startswith("cannot open stream")
+    finally:
+        server.shutdown()
+        server.server_close()
