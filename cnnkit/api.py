@@ -50,7 +50,8 @@ def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Reco
     """Top-k labels for each image in ``sources`` (paths, folders, globs, PIL images, arrays, tensors).
 
     Options: ``model``, ``weights``, ``backend`` (``torch``, or ``onnxruntime``/``torchscript`` for a
-    ``.onnx``/``.torchscript`` from ``cnnkit export``; default by the weights' suffix), ``topk``, ``device``, ``half``, ``threads``,
+    ``.onnx``/``.torchscript`` from ``cnnkit export``; default by the weights' suffix), ``topk``, ``imgsz``
+    (the preprocessing rescaled to it), ``device``, ``half``, ``threads``,
     ``batch_size``, ``workers``, ``recursive``, ``shard``, ``save_dir``, ``max_pixels``, and for video
     files and streams ``vid_stride``, ``start``/``end`` (seconds) and ``max_frames``: one record per frame.
     ``stream=True`` returns an iterator, for inputs too many to hold.
@@ -80,8 +81,8 @@ def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Recor
     """Classes present (``{label, class_id, pixels, fraction}``) for each image in ``sources``.
 
     Options: ``model``, ``weights`` (also a ``.onnx`` from ``cnnkit export``), ``backend``, ``arch``,
-    ``encoder``, ``imgsz``, ``tile``, ``overlap``,
-    ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
+    ``encoder``, ``imgsz``, ``tile``, ``overlap``, ``classes`` (ids or names; other pixels become background
+    in the records, masks and overlays), ``device``, ``half``, ``threads`` and the run options of :func:`classify`; with
     ``save_dir`` each record also names its ``mask`` and ``overlay`` PNGs.
     """
     load_opts, run_opts = _split(dict(options))
@@ -92,7 +93,8 @@ def segment(sources: Any, *, stream: bool = False, **options: Any) -> list[Recor
 def instance(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
     """Instances (label, class_id, score, box, COCO RLE mask) in each image of ``sources``.
 
-    Options: ``model``, ``weights``, ``conf``, ``mask_threshold``, ``max_det``, ``save_masks``
+    Options: ``model``, ``weights``, ``conf``, ``mask_threshold``, ``max_det``, ``classes`` (ids or names:
+    only those instances, in records, pictures and masks), ``save_masks``
     (with ``save_dir``), ``device``, ``half``, ``threads``, ``batch_size``, ``workers``,
     ``recursive``, ``shard``, ``save_dir``, ``max_pixels``.
 

@@ -43,8 +43,8 @@ MAX_TILE = 8192  # --tile: a window side, cut from the image before resizing to 
 MAX_KERNEL = 31  # `cnnkit conv --kernel FILE`: the largest matrix side
 MAX_PADDING = MAX_KERNEL  # `cnnkit conv --padding`: more than the kernel only adds zeros
 BOUNDS: dict[str, tuple[int, int]] = {"batch_size": (1, MAX_BATCH_SIZE), "workers": (0, MAX_WORKERS)}
-FLAGS = {"batch_size": "--batch-size", "workers": "--workers", "format": "--format", "device": "--device",
-         "backend": "--backend"}
+# The keyword of each setting's option, which the CLI spells as its flag (``format`` is ``fmt``).
+KEYWORDS = {"format": "fmt"}
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def _convert(key: str, value: Any, where: str) -> Any:
 
 
 def check(key: str, value: Any, where: str | None = None) -> Any:
-    """Refuse a setting outside what its flag accepts; ``where`` (env var, file) defaults to the flag."""
-    where = where or FLAGS.get(key, key)
+    """Refuse a setting outside what its option accepts; ``where`` (env var, file) defaults to the option."""
+    where = where or f"`{KEYWORDS.get(key, key)}`"
     if key in BOUNDS:
         lo, hi = BOUNDS[key]
         if not lo <= value <= hi:

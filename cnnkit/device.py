@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +20,7 @@ _CUDA_RE = re.compile(r"^cuda(?::(\d{1,4}))?$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|\d{1,4}|cuda(:\d{1,4})?)$")
 
 
-def check_device_name(spec: str, where: str = "--device") -> str:
+def check_device_name(spec: str, where: str = "`device`") -> str:
     """Refuse a device that is not ``auto|cpu|cuda|cuda:N|N|mps`` before anything is loaded."""
     if not _DEVICE_RE.match(spec.strip().lower()):
         raise UsageError(f"{where}: device {spec!r} is not one of auto, cpu, cuda, cuda:N or mps")
@@ -42,7 +42,7 @@ def choose_device(spec: str | None, *, cuda_count: int, mps_available: bool) -> 
         return "cpu"
     if spec == "mps":
         if not mps_available:
-            raise UsageError("--device mps: Apple MPS is not available on this machine")
+            raise OptionError("device", "Apple MPS is not available on this machine", "mps")
         return "mps"
     if spec.isdigit():
         spec = f"cuda:{spec}"
@@ -50,11 +50,11 @@ def choose_device(spec: str | None, *, cuda_count: int, mps_available: bool) -> 
     if match:
         index = int(match.group(1) or 0)
         if cuda_count == 0:
-            raise UsageError(f"--device {spec}: no CUDA device is available (use --device cpu)")
+            raise OptionError("device", "no CUDA device is available (use `device` cpu)", spec)
         if index >= cuda_count:
-            raise UsageError(f"--device {spec}: only {cuda_count} CUDA device(s) found")
+            raise OptionError("device", f"only {cuda_count} CUDA device(s) found", spec)
         return f"cuda:{index}"
-    raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda, cuda:N or mps")
+    raise OptionError("device", "expected auto, cpu, cuda, cuda:N or mps", spec)
 
 
 def _mps_available() -> bool:
@@ -76,7 +76,7 @@ def check_half(half: bool, device: "torch.device | str") -> bool:
     """Half precision is a CUDA feature here; anywhere else it is a usage error."""
     kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
     if half and kind != "cuda":
-        raise UsageError(f"--half needs a CUDA device; the run uses {kind}")
+        raise OptionError("half", f"needs a CUDA device; the run uses {kind}")
     return half
 
 
@@ -87,7 +87,7 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-        raise UsageError(f"--threads {threads!r}: expected a whole number from 1 to {MAX_THREADS}")
+        raise OptionError("threads", f"expected a whole number from 1 to {MAX_THREADS}", threads)
     import torch
 
     torch.set_num_threads(threads)

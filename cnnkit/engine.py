@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError, DecodeError
+from cnnkit.errors import CnnkitError, DecodeError, OptionError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
 from cnnkit.io.pictures import PictureSaver
@@ -125,6 +125,24 @@ class Predictor(ABC):
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
+
+
+def resolve_classes(classes: Sequence[int | str] | None, labels: Sequence[str]) -> list[int] | None:
+    """The ``classes`` option of every predictor that keeps some classes only: ids or names → sorted
+    class ids (``None``: keep all); a name or id the model does not have is an :class:`OptionError`."""
+    if not classes:
+        return None
+    ids = []
+    for c in classes:
+        text = str(c).strip()
+        if text.isdigit() and int(text) < len(labels):
+            ids.append(int(text))
+        elif text in labels:
+            ids.append(list(labels).index(text))
+        else:
+            shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
+            raise OptionError("classes", f"not a class of this model ({shown})", text)
+    return sorted(set(ids))
 
 
 def stream(

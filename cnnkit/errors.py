@@ -6,15 +6,40 @@ Plain exceptions for Python callers; the CLI's root group catches them, prints
 
 from __future__ import annotations
 
+import re
+
+# An option named inside a message: its Python keyword in backticks (`weights`, `exist_ok=True`), which the
+# CLI spells as its flag (--weights, --exist-ok).
+_OPTION_REF = re.compile(r"`([a-z][a-z0-9_]*)(?:=(True|False))?`")
+
+
+def spell_options(text: str, flags: dict[str, str]) -> str:
+    """``text`` with each option reference that ``flags`` knows replaced by its flag: `keyword` and
+    `keyword=True` by ``flags[keyword]``, `keyword=False` by ``flags["keyword=False"]`` (``--no-…``)."""
+    def spell(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2)
+        flag = flags.get(f"{name}=False") if value == "False" else flags.get(name)
+        return flag or m.group(0)
+
+    return _OPTION_REF.sub(spell, text)
+
 
 class CnnkitError(Exception):
-    """An error the user can act on; printed without a traceback (exit 1)."""
+    """An error the user can act on; printed without a traceback (exit 1).
+
+    A message that points at an option names it by keyword in backticks (```weights``` PATH,
+    ```exist_ok=True```): Python callers read the keyword, the CLI shows its flag (:meth:`render`).
+    """
 
     exit_code = 1
 
     @property
     def message(self) -> str:
         return str(self)
+
+    def render(self, flags: dict[str, str]) -> str:
+        """The message with option references spelled as ``flags`` says (keyword → ``--flag``)."""
+        return spell_options(str(self), flags)
 
 
 class UsageError(CnnkitError):
@@ -51,7 +76,8 @@ class OptionError(UsageError):
     def render(self, flags: dict[str, str]) -> str:
         """The message with each option spelled as ``flags`` says (keyword → ``--flag``), else as its keyword."""
         names = ", ".join(flags.get(o, o) for o in self.options)
+        reason = spell_options(self.reason, flags)
         if self.value is None:
-            return f"{names}: {self.reason}"
+            return f"{names}: {reason}"
         shown = self.value if flags else repr(self.value)
-        return f"{names} {shown}: {self.reason}"
+        return f"{names} {shown}: {reason}"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit._version import __version__
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.io.files import atomic_path
 from cnnkit.models.loader import Loaded, identify, resolve, sniff
 from cnnkit.models.preprocess import Preprocess
@@ -78,7 +78,7 @@ def export_model(
     from cnnkit.tasks import get_task
 
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: expected {' or '.join(FORMATS)}")
+        raise OptionError("fmt", f"expected {' or '.join(FORMATS)}", fmt)
     task = target_task(target, task)
     exporter = get_task(task).exporter()
     if exporter is not None:
@@ -90,14 +90,6 @@ def export_model(
     loaded = resolve(task, target)
     path = Path(out) if out else default_out(target, loaded.name, fmt)
     return export_module(loaded, task, path, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, overwrite=overwrite)
-
-
-def _preprocess_for(pre: Preprocess | None, imgsz: int) -> Preprocess | None:
-    """The model's preprocessing, rescaled when the export runs at another input size."""
-    if pre is None or pre.crop == imgsz:
-        return pre
-    return Preprocess(resize=round(imgsz * pre.resize / pre.crop), crop=imgsz, mean=pre.mean, std=pre.std,
-                      interpolation=pre.interpolation)
 
 
 def _as_list(out: Any) -> list[Any]:
@@ -120,7 +112,7 @@ def export_module(
     t0 = time.perf_counter()
     module = loaded.module.eval().float().cpu()
     imgsz = imgsz or (loaded.preprocess.crop if loaded.preprocess else 224)
-    pre = _preprocess_for(loaded.preprocess, imgsz)
+    pre = loaded.preprocess.at_size(imgsz) if loaded.preprocess else None
     from cnnkit.tasks import get_task
 
     multiple = get_task(task).free_size
@@ -132,7 +124,7 @@ def export_module(
             expected = [_as_list(module(x)) for x in checks]
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{loaded.name}: cannot run on a {side}x{side} input ({first[:160]}); try another --imgsz") from exc
+        raise UsageError(f"{loaded.name}: cannot run on a {side}x{side} input ({first[:160]}); try another `imgsz`") from exc
     outputs = ["logits"] if len(expected[0]) == 1 and task == "classify" else [f"output{i}" for i in range(len(expected[0]))]
     meta = {
         "format_version": 1, "cnnkit_version": __version__, "task": task, "name": loaded.name,
@@ -417,7 +409,7 @@ def torchscript_module(module: Any, fixed_batch: int | None) -> Any:
 
 
 def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
-    """``torch.jit.load`` of a ``cnnkit export --format torchscript`` file, and its ``cnnkit.json``."""
+    """``torch.jit.load`` of a ``cnnkit export --to torchscript`` file, and its ``cnnkit.json``."""
     import torch
 
     from cnnkit.models.checkpoint import check_meta, parse_meta

@@ -316,13 +316,26 @@ def segmentation_palette(num_classes: int) -> list[int]:
 
 @dataclass
 class SegmentMask(Result):
-    """A class index per pixel (H×W uint8, the input's own size) and the model's labels."""
+    """A class index per pixel (H×W uint8, the input's own size) and the model's labels.
+
+    ``classes``: the class ids kept (the predictor's ``classes`` option; ``None``: all). Pixels of other
+    classes are background in the mask, and only kept classes are listed, so records, overlays and saved
+    masks agree.
+    """
 
     mask: np.ndarray = field(repr=False)
     labels: Sequence[str]
+    classes: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.classes is not None:
+            import numpy as np
+
+            self.mask = np.where(np.isin(self.mask, sorted(self.classes)), self.mask, 0).astype(self.mask.dtype)
 
     def predictions(self) -> list[dict[str, Any]]:
-        return class_summary(self.mask, self.labels)
+        found = class_summary(self.mask, self.labels)
+        return found if self.classes is None else [p for p in found if p["class_id"] in self.classes]
 
     def draw(self, picture: np.ndarray) -> Image:
         """The colour overlay; a mask of another size is resized as class indices (nearest)."""

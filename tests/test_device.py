@@ -58,7 +58,7 @@ def test_resolve_device_uses_torch_availability(monkeypatch):
 def test_half_only_on_cuda():
     assert check_half(True, "cuda:0") is True
     assert check_half(False, "cpu") is False
-    with pytest.raises(UsageError, match="--half needs a CUDA device"):
+    with pytest.raises(UsageError, match="^half: needs a CUDA device"):
         check_half(True, "cpu")
 
 

@@ -4,7 +4,7 @@ loop that writes records and sets the exit code. The options themselves live in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnnkit.cli.options import given, view_format
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, UsageError, spell_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -87,20 +87,24 @@ class RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
-            message = exc.render(flag_names(self)) if isinstance(exc, OptionError) else str(exc)
+            message = exc.render(flag_names(self))
             typer.echo(f"Error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
 def flag_names(command: Any) -> dict[str, str]:
     """Keyword → its long flag (``val_split`` → ``--val-split``) over every command below ``command``:
-    the one option grammar gives a keyword one flag everywhere, so the library's
-    :class:`~cnnkit.errors.OptionError` can name options by keyword and the CLI still shows flags."""
+    the one option grammar gives a keyword one flag everywhere, so the library's errors
+    (:class:`~cnnkit.errors.OptionError`, option references in any message) name options by keyword
+    and the CLI still shows flags."""
     names: dict[str, str] = {}
     for param in getattr(command, "params", []):  # typer may vendor its own click: duck typing only
         longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
         if longs and not getattr(param, "hidden", False):
             names.setdefault(param.name, longs[0])
+            negative = [o for o in getattr(param, "secondary_opts", []) if o.startswith("--")]
+            if negative:  # ``pretrained=False`` → --no-pretrained
+                names.setdefault(f"{param.name}=False", negative[0])
     for sub in getattr(command, "commands", {}).values():
         for key, flag in flag_names(sub).items():
             names.setdefault(key, flag)
@@ -200,6 +204,7 @@ def write_records(
     from cnnkit.io.writers import RecordWriter
 
     quiet = state(ctx)["quiet"]
+    flags = flag_names(ctx.find_root().command)
     writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
     err = stderr_console()
     failed: list[tuple[str, str]] = []
@@ -216,6 +221,8 @@ def write_records(
             bar = progress.add_task("predicting", total=total)
             try:
                 for rec in records:
+                    if rec.error is not None:  # a library reason names options by keyword; say the flag
+                        rec.error = spell_options(rec.error, flags)
                     writer.write(rec)
                     done += 1
                     if rec.error is not None:
@@ -263,15 +270,6 @@ def split_classes(value: list[str] | None) -> list[str] | None:
     if not value:
         return None
     return [part for v in value for part in v.replace(",", " ").split()]
-
-
-def only_classes(records: Iterable[Any], keep: list[str]) -> Iterator[Any]:
-    """Records with only the predictions whose ``class_id`` or ``label`` is in ``keep`` (``--classes``)."""
-    wanted = set(keep)
-    for rec in records:
-        rec.predictions = [p for p in rec.predictions
-                           if str(p.get("class_id", p.get("index"))) in wanted or p.get("label") in wanted]
-        yield rec
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
@@ -373,7 +371,7 @@ def introduce_default(task: str, load_options: dict[str, Any], predictor: Any) -
         return
     line = introduction(spec, getattr(predictor, "labels", None))
     if line:
-        log.info(line)
+        log.info(spell_options(line, {"model": "--model"}))
 
 
 SCALE_OPTIONS = ("address", "actors", "gpus_per_actor", "cpus_per_actor", "parts")
@@ -428,15 +426,14 @@ def ray_parts(ctx: typer.Context, task: str, load_options: dict[str, Any], *, fm
 
 def run_predict(
     ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
-    coco_builder: Any = None, keep_classes: list[str] | None = None,
+    coco_builder: Any = None,
     observe: Callable[[Iterable[Any], Path | None], Iterable[Any]] | None = None,
 ) -> None:
     """The body every prediction command shares: sources → predictor → records → writer.
 
     The run options of :data:`cnnkit.cli.options.PREDICT_IO` and ``RUN`` are read from the
     command's own parameters; ``save`` overrides ``--save``/``--save-dir`` for commands that
-    decide it from several flags; ``keep_classes`` filters the records of a predictor that has
-    no class filter of its own; ``observe`` wraps the records on their way to the writer (with the save
+    decide it from several flags; ``observe`` wraps the records on their way to the writer (with the save
     folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
@@ -463,7 +460,7 @@ def run_predict(
     parse_shard(shard)
     engine, scale = engine_options(ctx, save)
     if engine == "ray" and p.get("parts"):
-        return ray_parts(ctx, task, load_options, fmt=fmt, output=output, keep_classes=keep_classes, scale=scale)
+        return ray_parts(ctx, task, load_options, fmt=fmt, output=output, keep_classes=load_options.get("classes"), scale=scale)
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
@@ -501,8 +498,6 @@ def run_predict(
         records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"],
                                    save_dir=folder, vid_stride=p["vid_stride"], start=p["start"], end=p["end"],
                                    max_frames=p["max_frames"])
-    if keep_classes:
-        records = only_classes(records, keep_classes)
     if observe is not None:
         records = observe(records, folder)
     if report is not None:

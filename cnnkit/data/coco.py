@@ -1,4 +1,4 @@
-"""Read a COCO-format instance dataset (as ``cnnkit data shapes OUT --format coco`` writes it).
+"""Read a COCO-format instance dataset (as ``cnnkit data shapes OUT --layout coco`` writes it).
 
 Accepted layouts for ``DATA``: ``DATA/<split>/annotations.json`` with ``DATA/<split>/images``;
 ``DATA/annotations.json`` with ``DATA/images``; or the annotations JSON file itself, its images

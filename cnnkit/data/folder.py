@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.io.sources import is_image_name
 
 
@@ -126,7 +126,7 @@ def load_folder_dataset(root: str | os.PathLike, *, val_split: float = 0.2, seed
         data = FolderData(classes, train, val, "train/val", skipped + skipped_val)
     else:
         if not 0.0 < val_split < 1.0:
-            raise UsageError(f"--val-split {val_split}: expected a fraction between 0 and 1")
+            raise OptionError("val_split", "expected a fraction between 0 and 1", val_split)
         classes, full, skipped = scan_classes(root, min_side=min_side, workers=workers)
         train, val = stratified_split(full, val_split, seed)
         data = FolderData(classes, train, val, "split", skipped)

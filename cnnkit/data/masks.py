@@ -1,4 +1,4 @@
-"""Image/mask folder pairs, as written by ``cnnkit data shapes OUT --format masks``.
+"""Image/mask folder pairs, as written by ``cnnkit data shapes OUT --layout masks``.
 
 A split folder holds ``images/NAME.*`` and ``masks/NAME.png`` (class-index PNG,
 palette or greyscale, 0 = background). ``DATA`` may be such a folder or a root with

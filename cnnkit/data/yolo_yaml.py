@@ -77,7 +77,7 @@ def _read_bytes(path: Path, label: str) -> bytes:
     if _is_url(label):
         raise UsageError(f"{label}: a URL; cnnkit reads only a local dataset yaml (download the dataset yourself)")
     if not path.exists():
-        raise UsageError(f"{label}: no such dataset yaml (make one with `cnnkit data shapes OUT --format yolo`)")
+        raise UsageError(f"{label}: no such dataset yaml (make one with `cnnkit data shapes OUT --layout yolo`)")
     if path.is_dir():
         raise UsageError(f"{label}: a folder; pass the dataset yaml inside it")
     if not path.is_file():

@@ -187,13 +187,13 @@ def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[i
 
 def decode(
     path: str, data: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None,
-    limit_name: str = "--max-pixels",
+    limit_name: str = "`max_pixels`",
 ) -> Decoded:
     """Decode ``path`` (or the in-memory ``data``).
 
     ``min_side``: the smallest side the model needs; JPEGs are then drafted to the
     largest 1/2ⁿ scale that keeps both sides at least that big. ``limit_name`` names
-    ``max_pixels`` in the refusal (a command without ``--max-pixels`` has its own limit).
+    ``max_pixels`` in the refusal (a command without that option has its own limit).
     A URL (``s3://``, ``https://`` …) is read through :mod:`cnnkit.io.remote`; ``data`` may also be an
     encoded file's bytes, decoded by the same rules as a file.
     """
@@ -264,5 +264,5 @@ def check_budget(decoded: Decoded, values: int, what: str) -> None:
     if values > budget:
         raise DecodeError(
             f"{decoded.width}x{decoded.height}: {what} would hold {values:,} values, over the budget of "
-            f"{budget:,} (from --max-pixels {decoded.max_pixels:,})"
+            f"{budget:,} (from `max_pixels` {decoded.max_pixels:,})"
         )

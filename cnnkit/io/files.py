@@ -42,14 +42,14 @@ def publish(tmp: str | os.PathLike, final: str | os.PathLike, *, overwrite: bool
     try:
         os.link(tmp, final)
     except FileExistsError:
-        raise AlreadyExists(f"{final}: already exists (pass --exist-ok to overwrite)") from None
+        raise AlreadyExists(f"{final}: already exists (pass `exist_ok=True` to overwrite)") from None
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINKS:
             raise
         try:
             os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
-            raise AlreadyExists(f"{final}: already exists (pass --exist-ok to overwrite)") from None
+            raise AlreadyExists(f"{final}: already exists (pass `exist_ok=True` to overwrite)") from None
         os.replace(tmp, final)
         return
     os.unlink(tmp)
@@ -68,7 +68,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     """
     final = Path(path)
     if not overwrite and (final.exists() or final.is_symlink()):
-        raise AlreadyExists(f"{final}: already exists (pass --exist-ok to overwrite)")
+        raise AlreadyExists(f"{final}: already exists (pass `exist_ok=True` to overwrite)")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -147,7 +147,7 @@ def explicit_dir(path: str | os.PathLike, *, exist_ok: bool = False) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=exist_ok)
     except FileExistsError:
-        raise CnnkitError(f"{path}: already exists (pass --exist-ok to write into it)") from None
+        raise CnnkitError(f"{path}: already exists (pass `exist_ok=True` to write into it)") from None
     except OSError as exc:
         raise CnnkitError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc
     return path
@@ -165,7 +165,7 @@ def file_ids(path: str) -> set[tuple[int, int]]:
     return ids
 
 
-def check_not_input(output: str | os.PathLike, inputs: Iterable[str], what: str = "--output") -> None:
+def check_not_input(output: str | os.PathLike, inputs: Iterable[str], what: str = "`output`") -> None:
     """Refuse an output that is one of the inputs: the same path, however spelled, or the same file."""
     out = os.fspath(output)
     out_key = os.path.normpath(os.path.abspath(out))

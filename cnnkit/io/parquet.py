@@ -149,7 +149,7 @@ class ParquetWriter:
         self.append = append and self.final.exists()
         self.overwrite = append or exist_ok
         if not self.overwrite and (self.final.exists() or self.final.is_symlink()):
-            raise AlreadyExists(f"{self.final}: already exists (pass --exist-ok to overwrite)")
+            raise AlreadyExists(f"{self.final}: already exists (pass `exist_ok=True` to overwrite)")
         if self.append:
             _open(self.final)  # refuse a file that is not ours before any work
         self.row_group = max(1, row_group)

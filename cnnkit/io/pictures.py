@@ -57,7 +57,7 @@ class PictureSaver:
         """``folder[/sub]/<stem><tag><suffix>`` for the input ``source_path``; refused if that file is an input."""
         path = (self.folder / sub if sub else self.folder) / f"{self.stem(source_path)}{tag}{suffix or self.suffix}"
         if os.path.lexists(path) and self._is_input(path):
-            raise CnnkitError(f"{path}: is one of the inputs; not overwritten (choose another --save-dir)")
+            raise CnnkitError(f"{path}: is one of the inputs; not overwritten (choose another `save_dir`)")
         return path
 
     def _is_input(self, path: Path) -> bool:

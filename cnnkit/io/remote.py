@@ -123,7 +123,7 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
         return [], f"cannot list ({_why(exc)})"
     listed: list[Hit] = sorted(((_spelled(proto, p), None) for p in names if _is_image(p)),
                                key=lambda hit: _walk_order(hit[0]))
-    hint = "" if recursive else " (use --recursive for sub-prefixes)"
+    hint = "" if recursive else " (use `recursive=True` for sub-prefixes)"
     return listed, None if listed else f"prefix has no image files{hint}"
 
 

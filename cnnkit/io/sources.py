@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError
 from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
 
 IMAGE_EXTENSIONS = frozenset(
@@ -257,7 +257,7 @@ def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             hits = _walk(arg, recursive)
         except OSError as exc:
             return [], f"cannot list folder ({exc.strerror or exc})"
-        hint = "" if recursive else " (use --recursive for sub-folders)"
+        hint = "" if recursive else " (use `recursive=True` for sub-folders)"
         return hits, None if any(r is None for _, r in hits) else f"folder has no image files{hint}"
     if any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg):
         hits = sorted(
@@ -318,9 +318,9 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
         k_text, n_text = spec.split("/")
         k, n = int(k_text), int(n_text)
     except ValueError:
-        raise UsageError(f"--shard {spec!r}: expected K/N, e.g. 1/4") from None
+        raise OptionError("shard", "expected K/N, e.g. 1/4", spec) from None
     if n < 1 or not 1 <= k <= n:
-        raise UsageError(f"--shard {spec!r}: need 1 <= K <= N")
+        raise OptionError("shard", "need 1 <= K <= N", spec)
     return k, n
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.io.files import AlreadyExists, atomic_write_text, write_error
 from cnnkit.records import Record, finite
 
@@ -34,7 +34,7 @@ MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without bei
 def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -> str:
     """``auto`` is a table on a terminal, JSON Lines in a pipe or a file."""
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise OptionError("fmt", f"expected one of {', '.join(FORMATS)}", fmt)
     if fmt != "auto":
         return fmt
     if output is not None and not is_stdout(output):
@@ -63,7 +63,7 @@ def record_key(path: str, frame: int | None = None) -> str:
 
 
 def is_stdout(output: str | None) -> bool:
-    """No ``--output``, or ``-o -``: records go to stdout."""
+    """No ``output``, or ``-``: records go to stdout."""
     return output is None or output in ("", "-")
 
 
@@ -142,7 +142,7 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
                     state.done.discard(key)
         state.known = set(last)
         if not records and state.set_aside and (state.set_aside > 1 or first_bad != b"{"):
-            raise CnnkitError(f"{path}: not a JSON Lines file of records, so not resumed (name another --output)")
+            raise CnnkitError(f"{path}: not a JSON Lines file of records, so not resumed (name another `output`)")
         if state.set_aside or blank or records > len(last):
             _rewrite(path, last)
     except OSError as exc:
@@ -207,15 +207,15 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
     if output is None or is_stdout(output):
         return
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
-        raise CnnkitError(f"{output}: is a folder (--output names a file)")
+        raise CnnkitError(f"{output}: is a folder (`output` names a file)")
     if append and fmt not in RESUMABLE:
-        raise UsageError("--skip-existing resumes a JSON Lines or Parquet --output; use --format jsonl")
+        raise OptionError("skip_existing", "resumes a JSON Lines or Parquet `output`; use `fmt` jsonl")
     if is_stream(output):
         if append:
-            raise UsageError(f"{output}: --skip-existing resumes a regular file, not a pipe or device")
+            raise UsageError(f"{output}: `skip_existing` resumes a regular file, not a pipe or device")
         return
     if os.path.lexists(output) and not (append or exist_ok):
-        raise CnnkitError(f"{output}: already exists (pass --exist-ok to overwrite, or --skip-existing to resume)")
+        raise CnnkitError(f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)")
 
 
 RESUMABLE = ("jsonl", "parquet")
@@ -297,7 +297,7 @@ class RecordWriter:
             self._parquet = ParquetWriter(output, append=append, exist_ok=exist_ok)
             return
         if self.fmt == "coco" and coco_builder is None:
-            raise UsageError("--format coco is for detect and instance")
+            raise OptionError("fmt", "is for detect and instance", "coco")
         check_output(output, self.fmt, append=append, exist_ok=exist_ok)
         if self.fmt == "jsonl" and output:
             try:
@@ -308,7 +308,7 @@ class RecordWriter:
                 self._fh = open(output, mode, buffering=0)  # noqa: SIM115 (closed by close())
                 self._good = 0 if is_stream(output) else self._fh.seek(0, os.SEEK_END)
             except FileExistsError:
-                raise AlreadyExists(f"{output}: already exists (pass --exist-ok to overwrite)") from None
+                raise AlreadyExists(f"{output}: already exists (pass `exist_ok=True` to overwrite)") from None
             except OSError as exc:
                 raise write_error(output, exc) from exc
             self._keys = set(self.resume.known)

@@ -70,5 +70,5 @@ def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = Fal
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsNotAvailable(
             f"{model_name}: pretrained weights {enum_name} are not in the cache {cached.parent} and "
-            f"could not be downloaded ({reason[:160]}); connect once to download them, or pass --weights PATH"
+            f"could not be downloaded ({reason[:160]}); connect once to download them, or pass `weights` PATH"
         ) from exc

@@ -47,6 +47,14 @@ class Preprocess:
             f"scale to [0,1], normalise mean={list(self.mean)} std={list(self.std)}"
         )
 
+    def at_size(self, imgsz: int | None) -> "Preprocess":
+        """The same recipe for a model input of ``imgsz`` (finetune, export and predict ``imgsz``): the
+        crop becomes ``imgsz`` and the resize keeps its ratio to the crop; ``None`` keeps it as is."""
+        if not imgsz or imgsz == self.crop:
+            return self
+        resize = imgsz if self.resize == self.crop else round(imgsz * self.resize / self.crop)
+        return Preprocess(resize=resize, crop=imgsz, mean=self.mean, std=self.std, interpolation=self.interpolation)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
@@ -136,3 +144,13 @@ def image_tensor(rgb: np.ndarray) -> Any:
     import torch
 
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+
+
+def sized(pre: Preprocess, imgsz: int | None, *, name: str, fixed: int | None = None) -> Preprocess:
+    """``pre`` at input side ``imgsz`` for model ``name``; ``fixed``: the only side its architecture takes."""
+    if imgsz and fixed and imgsz != fixed:
+        from cnnkit.errors import OptionError
+
+        raise OptionError("imgsz", f"{name} only takes {fixed}x{fixed} inputs", imgsz)
+    return pre.at_size(imgsz)
+

@@ -122,7 +122,7 @@ def introduction(spec: ModelSpec, labels: list[str] | tuple[str, ...] | None = N
     known = [label for label in (labels or spec.labels or ()) if label not in ("background", "other")]
     others = " and \"other\"" if "other" in (labels or spec.labels or ()) else ""
     return (f"{spec.name} knows {len(known)} synthetic shapes ({', '.join(known)}){others}; "
-            f"for photos try --model {spec.meta['for_photos']}")
+            f"for photos try `model` {spec.meta['for_photos']}")
 
 
 def count_parameters(model: Any) -> int:

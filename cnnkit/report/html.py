@@ -100,7 +100,7 @@ class Report:
         self._folder = self.output.with_name(f"{self.output.stem}_files")
         for target in (self.output, self._folder) if assets != "embed" else (self.output,):
             if not exist_ok and (target.exists() or target.is_symlink()):
-                raise AlreadyExists(f"{target}: already exists (pass --exist-ok to overwrite)")
+                raise AlreadyExists(f"{target}: already exists (pass `exist_ok=True` to overwrite)")
         self.task = task
         self.title = title
         self.info: dict[str, Any] = {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -52,6 +52,15 @@ class Task:
         """``finetune(data, **options) -> dict`` of the task's training recipe."""
         return _attr(f"{self.package}.train:finetune")
 
+    @property
+    def validator(self) -> Any:
+        """``validate(data, **options) -> dict`` of the task's ``val.py``: plain, JSON-ready metrics."""
+        return _attr(f"{self.package}.val:validate")
+
+    def report_tables(self, metrics: dict[str, Any]) -> list[Any]:
+        """The :class:`~cnnkit.eval.report.ReportTable` s a ``val`` report shows for ``metrics``."""
+        return _attr(f"{self.package}.val:report_tables")(metrics)
+
     def cli(self) -> Any:
         """The task's Typer app (``predict`` and ``val``); imports only Typer and the CLI helpers."""
         return _attr(f"{self.package}.cli:app")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 
 _HEAD_ATTRS = ("fc", "classifier", "heads", "head")
 _AUX_ATTRS = (("aux1", "fc2"), ("aux2", "fc2"), ("AuxLogits", "fc"))
@@ -122,7 +122,7 @@ def parse_freeze(value: str | int | None) -> str | int:
         return text
     if text.isdigit():
         return int(text)
-    raise UsageError(f"--freeze {value!r}: expected backbone, none, or a number of trailing blocks to train")
+    raise OptionError("freeze", "expected backbone, none, or a number of trailing blocks to train", value)
 
 
 def freeze(model: nn.Module, mode: str | int) -> list[nn.Module]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.config import MAX_KERNEL, MAX_PADDING
-from cnnkit.errors import CnnkitError, DecodeError, UsageError
+from cnnkit.errors import CnnkitError, DecodeError, OptionError, UsageError
 
 KERNELS: dict[str, list[list[float]]] = {
     "edge": [[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]],
@@ -89,10 +89,10 @@ def resolve_kernel(spec: str) -> tuple[str, np.ndarray]:
     if spec in KERNELS:
         return spec, np.array(KERNELS[spec], dtype=np.float64)
     if not Path(spec).is_file():
-        raise UsageError(f"--kernel {spec!r}: not one of {', '.join(KERNELS)} and not a file")
+        raise OptionError("kernel", f"not one of {', '.join(KERNELS)} and not a file", spec)
     k = read_matrix(spec)
     if max(k.shape) > MAX_KERNEL:
-        raise UsageError(f"--kernel {spec}: {k.shape[0]}×{k.shape[1]} is larger than {MAX_KERNEL}×{MAX_KERNEL}")
+        raise OptionError("kernel", f"{k.shape[0]}×{k.shape[1]} is larger than {MAX_KERNEL}×{MAX_KERNEL}", spec)
     return Path(spec).stem, k
 
 
@@ -159,7 +159,7 @@ def convolve(x: np.ndarray, kernel: np.ndarray, *, stride: int = 1, padding: int
     if pool and pool > 1:
         ph, pw = output_size(oh, pool, pool), output_size(ow, pool, pool)
         if ph < 1 or pw < 1:
-            raise UsageError(f"--pool {pool}: the {oh}×{ow} feature map is smaller than the pooling window")
+            raise OptionError("pool", f"the {oh}×{ow} feature map is smaller than the pooling window", pool)
         pooled = F.max_pool2d(out, pool)[0].permute(1, 2, 0).numpy()
         result.pool, result.pooled = pool, pooled[..., 0] if x.ndim == 2 else pooled
         steps.append(f"max pool {pool}×{pool}, stride {pool}: ⌊{oh} / {pool}⌋ = {ph}, ⌊{ow} / {pool}⌋ = {pw} → {ph}×{pw}")
@@ -196,7 +196,7 @@ def save_result(result: ConvResult, out: Path, *, overwrite: bool, numbered: boo
     if suffix not in (".npy", ".txt", ".csv", ".tsv", ".png", ".jpg", ".jpeg"):
         raise UsageError(f"{out}: expected .png, .jpg, .npy, .txt or .csv")
     if suffix in (".txt", ".csv", ".tsv") and result.output.ndim != 2:
-        raise UsageError(f"{out}: a matrix file holds one channel; drop --rgb or save .npy/.png")
+        raise UsageError(f"{out}: a matrix file holds one channel; drop `rgb` or save .npy/.png")
 
     def write(target: Path, ow: bool) -> None:
         with atomic_path(target, overwrite=ow) as tmp:

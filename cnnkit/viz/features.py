@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.io.draw import _font
 from cnnkit.models.loader import Loaded
 from cnnkit.viz.summary import LayerRow
@@ -112,7 +112,7 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
     missing = [n for n in names if n not in modules]
     if missing:
         known = [n for n in modules if n][:12]
-        raise UsageError(f"--layer {missing[0]!r}: no such layer; see `cnnkit summary` (e.g. {', '.join(known)} …)")
+        raise OptionError("layer", f"no such layer; see `cnnkit summary` (e.g. {', '.join(known)} …)", missing[0])
     got: dict[str, Any] = {}
     sizes: dict[str, set[tuple[int, ...]]] = {n: set() for n in names}
 
@@ -135,11 +135,11 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
         problem = None
         if len(sizes[n]) > 1:
             around = n.rsplit(".", 1)[0] if "." in n else "another layer"
-            problem = (f"--layer {n}: a shared module that runs at {len(sizes[n])} different sizes; "
+            problem = (f"`layer` {n}: a shared module that runs at {len(sizes[n])} different sizes; "
                        f"choose the block around it ({around})")
         elif n not in got or got[n].ndim != 4:
             shape = list(got[n].shape) if n in got else "nothing"
-            problem = f"--layer {n}: gives {shape}, not a batch of C×H×W feature maps"
+            problem = f"`layer` {n}: gives {shape}, not a batch of C×H×W feature maps"
         if problem and strict:
             raise UsageError(problem)
         if problem:
@@ -307,7 +307,7 @@ def first_conv(model: Any, layer: str | None = None) -> tuple[str, Any]:
         return convs[0]
     found = dict(convs).get(layer)
     if found is None:
-        raise UsageError(f"--layer {layer!r}: not a Conv2d layer; convolutions are {', '.join(n for n, _ in convs[:10])} …")
+        raise OptionError("layer", f"not a Conv2d layer; convolutions are {', '.join(n for n, _ in convs[:10])} …", layer)
     return layer, found
 
 
@@ -378,8 +378,7 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
                                            if _hw(*box.content) != side else "") + ", normalised")
         return ModelInput(x, _input_cell(x, seg.pre.mean, seg.pre.std), how)
     if kind == "rcnn":
-        from cnnkit.models.preprocess import rcnn_input
-        from cnnkit.models.preprocess import image_tensor
+        from cnnkit.models.preprocess import image_tensor, rcnn_input
 
         t = loaded.module.transform
         small, _ = rcnn_input(rgb, int(t.min_size[-1]), int(t.max_size))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.models.meta_device import build_on_meta
 
 log = logging.getLogger("cnnkit")
@@ -303,7 +303,7 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
 
     t = resolve_target(target)
     if t.fixed_size and imgsz not in (None, t.fixed_size):
-        raise UsageError(f"{t.name}: takes {t.fixed_size}x{t.fixed_size} inputs only, not --imgsz {imgsz}")
+        raise OptionError("imgsz", f"{t.name} takes {t.fixed_size}x{t.fixed_size} inputs only", imgsz)
     imgsz = imgsz or t.fixed_size or t.imgsz
     size = (1, t.channels, imgsz, imgsz)
     try:
@@ -314,7 +314,7 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
         return summarize(t.builder(), size, name=t.name, device="cpu")
     except (RuntimeError, AssertionError) as exc:  # shape mismatches; torchvision's ViT asserts its size
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another --imgsz") from exc
+        raise UsageError(f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another `imgsz`") from exc
 
 
 def random_builder(spec: Any) -> Any:

@@ -214,13 +214,18 @@ def test_format_from_the_environment_does_not_break_views(monkeypatch):
     assert runner.invoke(app, ["models", "-f", "jsonl"]).exit_code == 2  # a flag is still checked
 
 
-def test_classes_filter_the_records_of_segment(fake_load, shapes_images):
+def test_classes_reach_the_segment_and_instance_predictors(fake_load, shapes_images):
+    """The predictor filters (so records, pictures and masks agree); the CLI only splits the list."""
     image = str(next(iter(sorted(shapes_images.glob("*.png")))))
     result = runner.invoke(app, ["segment", image, "-m", "x", "-f", "jsonl", "--classes", "b"])
     assert result.exit_code == 0, result.output
-    assert [p["label"] for p in json.loads(result.stdout)["predictions"]] == ["b"]
+    assert fake_load["task"] == "segment" and fake_load["classes"] == ["b"]
     result = runner.invoke(app, ["instance", image, "-m", "x", "-f", "jsonl", "--classes", "0,b"])
-    assert [p["label"] for p in json.loads(result.stdout)["predictions"]] == ["a", "b"]
+    assert result.exit_code == 0, result.output
+    assert fake_load["task"] == "instance" and fake_load["classes"] == ["0", "b"]
+    result = runner.invoke(app, ["classify", image, "-m", "x", "-f", "jsonl", "--imgsz", "48"])
+    assert result.exit_code == 0, result.output
+    assert fake_load["task"] == "classify" and fake_load["imgsz"] == 48
 
 
 def test_composed_commands_keep_typed_signatures():

@@ -24,15 +24,27 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.data.folder import FolderSplit, describe_skipped, load_folder_dataset
-from cnnkit.errors import CnnkitError, UsageError, WeightsNotAvailable
+from cnnkit.errors import CnnkitError, OptionError, UsageError, WeightsNotAvailable
 from cnnkit.models import hub
 from cnnkit.models.loader import resolve, spec_for_family
-from cnnkit.models.preprocess import Preprocess
+from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.train.heads import freeze as freeze_trunk
 from cnnkit.train.heads import matching_rows, parse_freeze, replace_head
-from cnnkit.train.loop import (OPTIMIZERS, SCHEDULERS, Callbacks, LoopConfig, Recipe, Step, all_sum, fit,
-                               log_progress, resume_dir, run_dir, seeded_loader)
+from cnnkit.train.loop import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    Callbacks,
+    LoopConfig,
+    Recipe,
+    Step,
+    all_sum,
+    fit,
+    log_progress,
+    resume_dir,
+    run_dir,
+    seeded_loader,
+)
 
 log = logging.getLogger("cnnkit.finetune")
 
@@ -66,18 +78,18 @@ class Options:
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer {self.optimizer!r}: expected {' or '.join(OPTIMIZERS)}")
+            raise OptionError("optimizer", f"expected {' or '.join(OPTIMIZERS)}", self.optimizer)
         if self.scheduler not in SCHEDULERS:
-            raise UsageError(f"--scheduler {self.scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+            raise OptionError("scheduler", f"expected one of {', '.join(SCHEDULERS)}", self.scheduler)
         if self.augment not in AUGMENTS:
-            raise UsageError(f"--augment {self.augment!r}: expected one of {', '.join(AUGMENTS)}")
+            raise OptionError("augment", f"expected one of {', '.join(AUGMENTS)}", self.augment)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+                raise OptionError(name, "must be at least 1")
         if self.lr <= 0:
-            raise UsageError("--lr must be positive")
+            raise OptionError("lr", "must be positive")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise UsageError("--label-smoothing must be in [0, 1)")
+            raise OptionError("label_smoothing", "must be in [0, 1)")
         self.freeze = str(parse_freeze(self.freeze))
 
 
@@ -242,16 +254,6 @@ def _default_preprocess(spec: ModelSpec) -> Preprocess:
     return Preprocess(resize=256, crop=224)
 
 
-def _with_size(pre: Preprocess, imgsz: int | None, spec: ModelSpec) -> Preprocess:
-    fixed = spec.meta.get("fixed_size")
-    if imgsz and fixed and imgsz != fixed:
-        raise UsageError(f"--imgsz {imgsz}: {spec.name} only takes {fixed}x{fixed} inputs")
-    if not imgsz or imgsz == pre.crop:
-        return pre
-    resize = imgsz if pre.resize == pre.crop else int(round(imgsz * pre.resize / pre.crop))
-    return Preprocess(resize=resize, crop=imgsz, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
-
-
 def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Preprocess, str]:
     """The backbone with a head for ``classes``: pretrained/bundled weights, ``--weights``, or random."""
     if not (opts.weights or opts.pretrained):
@@ -260,7 +262,7 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
     try:
         loaded = resolve("classify", opts.model, opts.weights, default=DEFAULT_MODEL)
     except WeightsNotAvailable as exc:
-        raise WeightsNotAvailable(f"{exc.message}, or train from scratch with --no-pretrained") from exc
+        raise WeightsNotAvailable(f"{exc.message}, or train from scratch with `pretrained=False`") from exc
     spec = loaded.spec
     source = f"weights {opts.weights}" if opts.weights else f"{spec.name} pretrained ({spec.source})"
     if list(loaded.labels) != list(classes):
@@ -278,13 +280,13 @@ def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
     out = resume_dir(resume)
     state, sidecar = out / "last.pt", out / "last.json"
     if not state.is_file() or not sidecar.is_file():
-        raise UsageError(f"--resume {resume}: no last.pt / last.json in {out}; nothing to resume")
+        raise OptionError("resume", f"no last.pt / last.json in {out}; nothing to resume", resume)
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
-        raise UsageError(f"--resume {resume}: {sidecar} was not written by cnnkit finetune")
+        raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", resume)
     known = {f.name for f in fields(Options)}
     unknown = sorted(set(meta["finetune"]) - known)
     if unknown:
@@ -338,7 +340,7 @@ def finetune(
                  freeze=freeze, **options)
     unknown = set(given) - set(Options.__dataclass_fields__)
     if unknown:
-        raise UsageError(f"finetune --task classify: unknown option(s) {', '.join(sorted(unknown))}")
+        raise OptionError(tuple(sorted(unknown)), "not options of classify fine-tuning")
     if threads:
         torch.set_num_threads(threads)
     rank, world, dev = _setup_distributed(device)
@@ -364,14 +366,14 @@ def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tup
     """A new run's options, or a resumed run's own (only ``--epochs`` may change)."""
     if not resume:
         if not data:
-            raise UsageError("finetune: DATA folder is required (or --resume RUN_DIR)")
+            raise UsageError("finetune: DATA folder is required (or `resume` RUN_DIR)")
         opts = Options(data=str(Path(data).resolve()), **{k: v for k, v in given.items() if v is not None})
         return opts, None, {}
     opts, out_dir, meta = _resume_options(resume)
     if data and Path(data).resolve() != Path(opts.data).resolve():
-        raise UsageError(f"--resume: the run was trained on {opts.data}, not {data}")
+        raise OptionError("resume", f"the run was trained on {opts.data}, not {data}")
     if given.get("epochs") and given["epochs"] != opts.epochs:
-        log.warning("--resume with --epochs %d (was %d): the learning-rate schedule is stretched to the new "
+        log.warning("resuming with epochs %d (was %d): the learning-rate schedule is stretched to the new "
                     "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
         opts.epochs = given["epochs"]
     return opts, out_dir, meta
@@ -380,10 +382,10 @@ def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tup
 def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tuple[Any, ModelSpec, Preprocess, str]:
     if not resumed:
         module, spec, pre, source = build_model(opts, classes)
-        return module, spec, _with_size(pre, opts.imgsz, spec), source
+        return module, spec, sized(pre, opts.imgsz, name=spec.name, fixed=spec.meta.get("fixed_size")), source
     # Resuming: the architecture from the run; every weight comes from last.pt.
     if list(resumed["labels"]) != classes:
-        raise UsageError(f"--resume: {opts.data} now has classes {classes}, the run had {resumed['labels']}")
+        raise OptionError("resume", f"{opts.data} now has classes {classes}, the run had {resumed['labels']}")
     spec = spec_for_family(resumed["arch"], "classify")
     return spec.builder(num_classes=len(classes)), spec, Preprocess.from_dict(resumed["preprocess"]), resumed["source"]
 
@@ -393,7 +395,7 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
     opts, out_dir, resumed = _options(data, given, resume)
     opts.check()
     if world > 1 and opts.unfreeze_at:
-        raise UsageError("--unfreeze-at is not supported with torchrun (DDP fixes the trained parameters)")
+        raise OptionError("unfreeze_at", "not supported with torchrun (DDP fixes the trained parameters)")
     dataset = load_folder_dataset(opts.data, val_split=opts.val_split, seed=opts.seed, min_side=opts.imgsz)
     if dataset.skipped and rank == 0:
         log.warning(describe_skipped(dataset.skipped))

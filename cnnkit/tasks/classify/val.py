@@ -8,12 +8,13 @@ Plots use matplotlib's Agg backend (no display, no font downloads) and are writt
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnkit.eval.report import ReportTable, table
 from cnnkit.io.files import atomic_path
 
 
@@ -134,3 +135,49 @@ def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int 
                        title=f"{predictor.name} on {folder.name} (top-1 {result['top1']:.3f})")
         result["plot"] = str(plot)
     return result
+
+
+def validate(
+    data: str | os.PathLike, *, split: str | None = None, model: str | None = None, weights: str | None = None,
+    backend: str | None = None, batch_size: int = 16, workers: int = 2, device: str | None = None,
+    threads: int | None = None, save_dir: str | os.PathLike | Callable[[], Path] | None = None,
+    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a model on ``data/<class>/*``.
+
+    ``split`` names the sub-folder to score (``DATA/<split>``); without it, ``DATA/val`` when DATA has
+    train/ and val/, else DATA itself. With ``save_dir`` (an existing folder, or a function that makes one,
+    called only once the data and model are found), ``confusion_matrix.png`` and ``metrics.json`` go there.
+    """
+    import json
+
+    from cnnkit import api
+    from cnnkit.errors import OptionError
+    from cnnkit.io.files import atomic_write_text
+
+    if split is not None:
+        if not (Path(data) / split).is_dir():
+            raise OptionError("split", f"{data} has no {split}/ folder", split)
+        data = Path(data) / split
+    predictor = api.load("classify", model=model, weights=weights, backend=backend, device=device,
+                         threads=threads, topk=5)
+    folder = None if save_dir is None else save_dir() if callable(save_dir) else Path(save_dir)
+    result = evaluate_folder(predictor, data, batch_size=batch_size, workers=workers,
+                             plot=folder / "confusion_matrix.png" if folder else None, on_record=on_record)
+    if folder is not None:
+        atomic_write_text(folder / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def report_tables(result: dict[str, Any]) -> list[ReportTable]:
+    """The summary, per-class and confusion tables of :func:`validate`'s metrics."""
+    m = result["macro"]
+    head = table(f"{result['model']} on {result['data']}",
+                 ("images", "top-1", "top-5", "macro precision", "macro recall", "macro F1"),
+                 [(result["images"], result["top1"], result["top5"], m["precision"], m["recall"], m["f1"])])
+    per = table("per class", ("class", "precision", "recall", "F1", "support"),
+                [(r["label"], r["precision"], r["recall"], r["f1"], r["support"]) for r in result["per_class"]])
+    conf = table("confusion matrix (rows true, columns predicted)",
+                 ("true \\ pred", *result["confusion"]["columns"]),
+                 [(label, *row) for label, row in zip(result["confusion"]["labels"], result["confusion"]["matrix"])])
+    return [head, per, conf]

@@ -57,19 +57,8 @@ def val(
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
     data = c.local_data(ctx, data)
-    from cnnkit.tasks.detect.val import render_metrics, validate
+    from cnnkit.cli.report import run_val
 
-    from cnnkit.cli import reporting
-
-    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
-    report = reporting.start(shared["report"], shared["exist_ok"], "detect", data=data, model=shared["model"])
-    metrics = validate(
-        data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou, imgsz=imgsz,
-        batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"), compare=compare,
-        on_record=reporting.truth_hook(report),
-    )
-    if report is not None:
-        report.info["model"] = metrics["model"]
-        report.set_metrics({k: v for k, v in metrics.items() if k != "ultralytics"})
-        reporting.finish(report)
-    c.emit_report(render_metrics(metrics, fmt), shared["output"], shared["exist_ok"])
+    run_val(ctx, "detect", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou,
+                                      imgsz=imgsz, batch_size=c.setting(ctx, "batch_size"),
+                                      workers=c.setting(ctx, "workers"), compare=compare), shared)

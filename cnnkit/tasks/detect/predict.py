@@ -21,8 +21,8 @@ import numpy as np
 
 from cnnkit.config import MAX_IMGSZ
 from cnnkit.device import Runtime
-from cnnkit.engine import Predictor, StreamState
-from cnnkit.errors import UsageError
+from cnnkit.engine import Predictor, StreamState, resolve_classes
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.io.decode import Decoded
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.records import Record
@@ -62,7 +62,7 @@ class YoloBackend:
         self.name, self.labels, self.checkpoint = name, labels, checkpoint
         self.stride = stride
         if not 1 <= int(imgsz) <= MAX_IMGSZ:  # the model's own training size included: a .pt file sets it
-            raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (--imgsz)")
+            raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (`imgsz`)")
         self.imgsz = -(-int(imgsz) // stride) * stride
         self.end2end = end2end
         self.runtime_info: dict[str, Any] = {}  # set when the resolver compiled the network (cnnkit.runtimes)
@@ -91,8 +91,8 @@ class YoloBackend:
         if not isinstance(size, int):
             raise UsageError(f"{path}: no letterbox size in its cnnkit metadata; export the YOLO model with `cnnkit export`")
         if imgsz and imgsz != size:
-            raise UsageError(f"--imgsz {imgsz}: {path} was exported for {size}×{size} inputs; "
-                             f"export it again with --imgsz {imgsz}")
+            raise OptionError("imgsz", f"{path} was exported for {size}×{size} inputs; export it again with "
+                                       f"`imgsz` {imgsz}", imgsz)
         return cls(loaded.module, list(loaded.labels), runtime, size, loaded.name,
                    stride=int(loaded.meta.get("stride", 32)), end2end=bool(loaded.meta.get("end2end", False)))
 
@@ -193,22 +193,6 @@ def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz
     return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
 
 
-def resolve_classes(classes: Sequence[int | str] | None, labels: list[str]) -> list[int] | None:
-    """``--classes`` as ids or names → class ids; an unknown one is a usage error."""
-    if not classes:
-        return None
-    ids = []
-    for c in classes:
-        text = str(c).strip()
-        if text.isdigit() and int(text) < len(labels):
-            ids.append(int(text))
-        elif text in labels:
-            ids.append(labels.index(text))
-        else:
-            raise UsageError(f"--classes {text!r}: not a class of this model ({', '.join(labels[:12])}…)")
-    return sorted(set(ids))
-
-
 class Detector(Predictor):
     task = "detect"
 
@@ -236,7 +220,7 @@ class Detector(Predictor):
         save_txt: bool = False, save_crop: bool = False, backend: str | None = None,
     ) -> "Detector":
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
-            raise UsageError("--conf and --iou must be between 0 and 1")
+            raise OptionError(("conf", "iou"), "must be between 0 and 1")
         runtime = Runtime.create(device, half=half, threads=threads)
         net = load_backend(model, weights, runtime, imgsz, backend)
         opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)

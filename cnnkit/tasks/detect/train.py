@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 
 log = logging.getLogger("cnnkit")
 DEFAULT_MODEL = "shapes-yolov8n"
@@ -31,7 +31,7 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
 
     if weights is not None:
         if not Path(weights).is_file():
-            raise UsageError(f"--weights {weights}: no such file")
+            raise OptionError("weights", "no such file", weights)
         return weights, None
     name = model or DEFAULT_MODEL
     if Path(name).is_file() or name.endswith(".yaml"):
@@ -40,8 +40,8 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
 
     loaded = resolve("detect", name)
     if loaded.runtime != "ultralytics":
-        raise UsageError(f"--model {name}: detection fine-tuning trains YOLO models (ultralytics); pick one of "
-                         "shapes-yolov8n, yolov8n.pt, yolo11n.pt or a .yaml/.pt file")
+        raise OptionError("model", "detection fine-tuning trains YOLO models (ultralytics); pick one of "
+                                   "shapes-yolov8n, yolov8n.pt, yolo11n.pt or a .yaml/.pt file", name)
     spec = loaded.spec
     return loaded.meta["where"], spec.meta.get("imgsz") if spec is not None else None
 
@@ -56,10 +56,10 @@ def _resume_from(resume: str | bool, out: str | None) -> Path:
     else:
         runs = sorted(Path("runs/detect").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise UsageError("--resume: no runs/detect/*/weights/last.pt to continue; name the run folder")
+            raise OptionError("resume", "no runs/detect/*/weights/last.pt to continue; name the run folder")
         last = runs[-1]
     if not last.is_file():
-        raise UsageError(f"--resume: no {last} to continue from")
+        raise OptionError("resume", f"no {last} to continue from")
     return last
 
 
@@ -68,7 +68,7 @@ def _resume_data(ds: yolo_yaml.DatasetYaml | None, last: Path) -> Path:
     run = last.parent.parent if last.parent.name == "weights" else last.parent
     if ds is None:
         if not (run / DATA_COPY).is_file():
-            raise UsageError(f"--resume: {run} has no {DATA_COPY} written by cnnkit; pass the dataset yaml as DATA")
+            raise OptionError("resume", f"{run} has no {DATA_COPY} written by cnnkit; pass the dataset yaml as DATA")
         ds = yolo_yaml.read(run / DATA_COPY)
     return yolo_yaml.write_sanitised(ds, run.resolve() / DATA_COPY)
 
@@ -143,7 +143,7 @@ def finetune(
         yolo, pinned = _ultralytics.resume(last)  # every .pt of the run scanned, its folder pinned
         args.update(pinned)
     elif ds is None:
-        raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --format yolo`)")
+        raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --layout yolo`)")
     else:
         folder = run_dir("detect", out, exist_ok=exist_ok)
         start, trained_size = _start(model, weights)

@@ -8,7 +8,6 @@ ultralytics' own ``val`` runs on the same weights and data and is reported besid
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
+from cnnkit.eval.report import ReportTable, figure
 from cnnkit.records import Record
 
 log = logging.getLogger("cnnkit")
@@ -155,36 +155,22 @@ def ultralytics_val(
             "recall": float(m.box.mr), "per_class_mAP50": per_class}
 
 
-def render_metrics(m: dict[str, Any], fmt: str = "table") -> str:
-    """The metrics as a text table (people) or JSON (scripts)."""
-    if fmt == "json":
-        return json.dumps(m, indent=2) + "\n"
-    import io
-
-    from rich.console import Console
-    from rich.table import Table
-
+def report_tables(m: dict[str, Any]) -> list[ReportTable]:
+    """The per-class table of :func:`validate`'s metrics, with ultralytics' figures beside them when run."""
     ul = m.get("ultralytics")
-    table = Table(title=f"{m['model']} on {m['data']} ({m['split']}, {m['images']} images, imgsz {m['imgsz']})")
-    for col in ("class", "instances", "precision", "recall", "mAP50", "mAP50-95") + (("ultralytics mAP50",) if ul else ()):
-        table.add_column(col, justify="left" if col == "class" else "right")
+    columns = ("class", "instances", "precision", "recall", "mAP50", "mAP50-95") + (("ultralytics mAP50",) if ul else ())
 
-    def row(name: str, d: dict[str, Any], ul_map50: float | None) -> list[str]:
-        cells = [name, str(d["instances"]), f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['mAP50']:.3f}",
-                 f"{d['mAP50-95']:.3f}"]
-        return cells + ([f"{ul_map50:.3f}" if ul_map50 is not None else "-"] if ul else [])
+    def row(name: str, d: dict[str, Any], ul_map50: float | None) -> tuple[str, ...]:
+        cells = (name, str(d["instances"]), *(figure(d[k], 3) for k in ("precision", "recall", "mAP50", "mAP50-95")))
+        return cells + ((figure(ul_map50, 3),) if ul else ())
 
-    table.add_row(*row("all", {**m, "instances": m["instances"]}, ul["mAP50"] if ul else None))
-    for name, d in m["per_class"].items():
-        table.add_row(*row(name, d, (ul or {}).get("per_class_mAP50", {}).get(name)))
-    buf = io.StringIO()
-    console = Console(file=buf, width=110, force_terminal=False, color_system=None)
-    console.print(table)
+    rows = [row("all", m, ul["mAP50"] if ul else None)]
+    rows += [row(name, d, (ul or {}).get("per_class_mAP50", {}).get(name)) for name, d in m["per_class"].items()]
+    notes = []
     if ul:
-        console.print(
-            f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "
-            f"P {ul['precision']:.3f}  R {ul['recall']:.3f}"
-        )
+        notes.append(f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "
+                     f"P {ul['precision']:.3f}  R {ul['recall']:.3f}")
     if m["failed"]:
-        console.print(f"{m['failed']} image(s) could not be read")
-    return buf.getvalue()
+        notes.append(f"{m['failed']} image(s) could not be read")
+    title = f"{m['model']} on {m['data']} ({m['split']}, {m['images']} images, imgsz {m['imgsz']})"
+    return [ReportTable(title, columns, rows, tuple(notes))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -31,14 +30,14 @@ def predict(
 ) -> None:
     """Instances in each image (masks as COCO RLE), from the bundled model, torchvision's COCO Mask R-CNNs or a finetune checkpoint.
 
-    --classes keeps only those classes in the records (saved pictures and masks keep every instance).
+    --classes keeps only instances of those classes, in the records, pictures and masks alike.
     """
     from cnnkit.eval.coco import CocoResults
 
     c.run_predict(ctx, "instance", dict({k: shared[k] for k in (*_LOAD, "conf", "max_det", "half")},
-                                        mask_threshold=mask_threshold, save_masks=save_masks),
-                  save=True if save_masks else None, coco_builder=CocoResults() if shared["fmt"] == "coco" else None,
-                  keep_classes=c.split_classes(classes))
+                                        mask_threshold=mask_threshold, save_masks=save_masks,
+                                        classes=c.split_classes(classes)),
+                  save=True if save_masks else None, coco_builder=CocoResults() if shared["fmt"] == "coco" else None)
 
 
 @app.command("val")
@@ -51,29 +50,11 @@ def val(
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
     data = c.local_data(ctx, data)
-    from cnnkit.tasks.instance.val import validate
+    from cnnkit.cli.report import run_val
 
-    from cnnkit.cli import reporting
-
-    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
-    report = reporting.start(shared["report"], shared["exist_ok"], "instance", data=data)
-    summary = validate(data, **{k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
-                       mask_threshold=mask_threshold, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"),
-                       on_record=reporting.truth_hook(report))
-    if report is not None:
-        report.info["model"] = summary["model"]
-        report.set_metrics(summary)
-        reporting.finish(report)
-    text = json.dumps(summary, indent=2) + "\n" if fmt == "json" else _table(summary)
-    c.emit_report(text, shared["output"], shared["exist_ok"])
+    summary = run_val(ctx, "instance", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
+                                                  mask_threshold=mask_threshold,
+                                                  batch_size=c.setting(ctx, "batch_size"),
+                                                  workers=c.setting(ctx, "workers")), shared)
     if summary["failed"]:
         raise typer.Exit(c.EXIT_FAILED)
-
-
-def _table(summary: dict) -> str:
-    lines = [f"{summary['model']} on {summary['data']} ({summary['images']} images)",
-             f"{'':8}{'AP':>8}{'AP50':>8}{'AP75':>8}"]
-    for kind in ("bbox", "segm"):
-        m = summary[kind]
-        lines.append(f"{kind:8}{m['AP']:8.4f}{m['AP50']:8.4f}{m['AP75']:8.4f}")
-    return "\n".join(lines) + "\n"

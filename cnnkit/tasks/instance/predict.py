@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cnnkit.device import Runtime
-from cnnkit.engine import Predictor, StreamState
+from cnnkit.engine import Predictor, StreamState, resolve_classes
 from cnnkit.io.decode import Decoded, check_budget
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.results import Instance, Instances
+
 
 @dataclass
 class _Input:
@@ -92,7 +94,7 @@ class InstanceSegmenter(Predictor):
 
     def __init__(
         self, loaded: Loaded, runtime: Runtime, *, conf: float = 0.5, mask_threshold: float = 0.5,
-        max_det: int = 100, save_masks: bool = False,
+        max_det: int = 100, save_masks: bool = False, classes: Sequence[int | str] | None = None,
     ) -> None:
         self.loaded = loaded
         self.name = loaded.name
@@ -100,6 +102,8 @@ class InstanceSegmenter(Predictor):
         self.runtime = runtime
         self.conf, self.mask_threshold, self.max_det = conf, mask_threshold, max_det
         self.save_masks = save_masks
+        kept = resolve_classes(classes, self.labels)
+        self.classes = None if kept is None else frozenset(kept)
         model = loaded.module
         # Mask R-CNN keeps at most this many detections before our own threshold.
         model.roi_heads.detections_per_img = max(max_det, 1)
@@ -110,13 +114,14 @@ class InstanceSegmenter(Predictor):
     def load(
         cls, model: str | None = None, weights: str | None = None, *, device: str | None = None,
         half: bool = False, threads: int | None = None, conf: float = 0.5, mask_threshold: float = 0.5,
-        max_det: int = 100, save_masks: bool = False,
+        max_det: int = 100, save_masks: bool = False, classes: Sequence[int | str] | None = None,
     ) -> "InstanceSegmenter":
+        """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks."""
         runtime = Runtime.create(device, half=half, threads=threads)
         from cnnkit.models.loader import resolve
 
         return cls(resolve("instance", model, weights), runtime, conf=conf, mask_threshold=mask_threshold,
-                   max_det=max_det, save_masks=save_masks)
+                   max_det=max_det, save_masks=save_masks, classes=classes)
 
     def preprocess(self, decoded: Decoded) -> _Input:
         """A [0, 1] tensor of at most about twice the model's working size, and where the image is in it
@@ -153,7 +158,13 @@ class InstanceSegmenter(Predictor):
         import numpy as np
 
         scores = det["scores"].float().cpu()
-        keep = (scores >= self.conf).nonzero().flatten()[: self.max_det]
+        wanted = scores >= self.conf
+        if self.classes is not None:  # before max_det, so other classes take no place among the kept
+            import torch
+
+            ids = torch.tensor(sorted(self.classes), dtype=torch.int64) + 1  # network labels count from 1
+            wanted &= torch.isin(det["labels"].cpu(), ids)
+        keep = wanted.nonzero().flatten()[: self.max_det]
         (ph, pw), (ch, cw) = x.tensor.shape[-2:], x.content
         fx, fy = pw / int(size[1]) * dec.width / cw, ph / int(size[0]) * dec.height / ch
         boxes = det["boxes"][keep].float().cpu().numpy() * np.array([fx, fy, fx, fy], np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cnnkit.data.coco import CocoSplit, read_coco
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, StepBatches, fit, log_progress, resume_dir, run_dir
 
 log = logging.getLogger("cnnkit.train")
@@ -33,8 +33,8 @@ def evaluate_model(
 ) -> dict[str, float]:
     """bbox and segm AP/AP50/AP75 of ``model`` on ``images`` (ids ``1..n`` in ``gt``); leaves it in eval mode."""
     from cnnkit.eval.coco import CocoResults, evaluate
-    from cnnkit.records import Record
     from cnnkit.models.preprocess import image_tensor
+    from cnnkit.records import Record
     from cnnkit.tasks.instance.post import to_predictions
 
     model.eval()
@@ -143,9 +143,8 @@ def finetune(
     progress (else, with ``progress``, log lines).
     """
     from cnnkit.device import resolve_device
-    from cnnkit.models.loader import Loaded
+    from cnnkit.models.loader import Loaded, resolve
     from cnnkit.models.registry import get_spec
-    from cnnkit.models.loader import resolve
 
     if ignored:
         log.debug("finetune instance: ignoring %s", ", ".join(sorted(ignored)))
@@ -232,7 +231,7 @@ def _freeze(module: Any, freeze: str | None) -> list[torch.nn.Module]:
         return []
     parts = {"backbone": [module.backbone.body], "backbone+fpn": [module.backbone]}.get(freeze)
     if parts is None:
-        raise UsageError(f"--freeze {freeze!r}: use backbone or backbone+fpn")
+        raise OptionError("freeze", "use backbone or backbone+fpn", freeze)
     for part in parts:
         part.requires_grad_(False)  # the loop's train_mode() then keeps their batch norms in eval
     return parts

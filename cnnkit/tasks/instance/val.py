@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.eval.report import ReportTable, table
 from cnnkit.tasks.instance.predict import InstanceSegmenter
 
 
@@ -53,3 +54,11 @@ def validate(
         res = evaluate(ds.gt, coco.results(), iou_type)
         summary[iou_type] = {"AP": res["AP"], "AP50": res["AP50"], "AP75": res["AP75"], "per_class": res["per_class"]}
     return summary
+
+
+def report_tables(summary: dict[str, Any]) -> list[ReportTable]:
+    """bbox and segm AP, AP50 and AP75 of :func:`validate`'s metrics, one row each."""
+    rows = [(kind, *(summary[kind][k] for k in ("AP", "AP50", "AP75"))) for kind in ("bbox", "segm")]
+    notes = [f"{len(summary['failed'])} image(s) failed"] if summary["failed"] else []
+    return [table(f"{summary['model']} on {summary['data']} ({summary['images']} images)",
+                  ("", "AP", "AP50", "AP75"), rows, notes)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Optional
 
 import typer
@@ -29,10 +28,10 @@ _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "ove
 def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = None, **shared: Any) -> None:
     """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png.
 
-    --classes keeps only those classes in the records (the saved masks keep every class).
+    --classes keeps only those classes: other pixels become background in the records, masks and overlays.
     """
-    c.run_predict(ctx, "segment", dict({k: shared[k] for k in _LOAD}, half=shared["half"]),
-                  keep_classes=c.split_classes(classes))
+    c.run_predict(ctx, "segment", dict({k: shared[k] for k in _LOAD}, half=shared["half"],
+                                       classes=c.split_classes(classes)))
 
 
 @app.command("val")
@@ -45,19 +44,8 @@ def val(
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
     is a root)."""
     data = c.local_data(ctx, data)
-    from cnnkit import api
-    from cnnkit.tasks.segment.val import evaluate_folder, render_scores
+    from cnnkit.cli.report import run_val
 
-    from cnnkit.cli import reporting
-
-    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
-    report = reporting.start(shared["report"], shared["exist_ok"], "segment", data=data)
-    predictor = api.load("segment", **{k: shared[k] for k in _LOAD})
-    reporting.describe(report, predictor)
-    scores = evaluate_folder(predictor, data, split=shared["split"], batch_size=c.setting(ctx, "batch_size"),
-                             workers=c.setting(ctx, "workers"), on_record=reporting.truth_hook(report))
-    if report is not None:
-        report.set_metrics(scores)
-        reporting.finish(report)
-    text = json.dumps(scores, indent=2) + "\n" if fmt == "json" else render_scores(scores)
-    c.emit_report(text, shared["output"], shared["exist_ok"])
+    run_val(ctx, "segment", data, dict({k: shared[k] for k in _LOAD}, split=shared["split"],
+                                       batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers")),
+            shared)

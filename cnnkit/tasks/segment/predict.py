@@ -9,7 +9,7 @@ to class indices at once, so memory grows with the image width, not its area.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,8 @@ import numpy as np
 
 from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
-from cnnkit.engine import Predictor, StreamState
-from cnnkit.errors import UsageError
+from cnnkit.engine import Predictor, StreamState, resolve_classes
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.io.decode import Decoded, check_budget, value_budget
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
@@ -64,20 +64,22 @@ class Segmenter(Predictor):
     picture_suffix = ".png"
 
     def __init__(self, loaded: Loaded, runtime: Runtime, imgsz: int | None = None, tile: int | None = None,
-                 overlap: float = 0.25) -> None:
+                 overlap: float = 0.25, classes: Sequence[int | str] | None = None) -> None:
         if loaded.preprocess is None:
             raise UsageError(f"{loaded.name}: no preprocessing is known")
         if not 0.0 <= overlap < 0.9:
-            raise UsageError(f"--overlap {overlap}: expected a fraction in [0, 0.9)")
+            raise OptionError("overlap", "expected a fraction in [0, 0.9)", overlap)
         self.loaded, self.name, self.labels = loaded, loaded.name, list(loaded.labels)
         self.pre, self.runtime = loaded.preprocess, runtime.for_module(loaded.runtime)
         self.imgsz = int(imgsz or self.pre.crop)
         if not 32 <= self.imgsz <= MAX_IMGSZ:
-            raise UsageError(f"--imgsz {self.imgsz}: must be from 32 to {MAX_IMGSZ}")
+            raise OptionError("imgsz", f"must be from 32 to {MAX_IMGSZ}", self.imgsz)
         self.tile = int(tile) if tile else None
         if self.tile is not None and not 32 <= self.tile <= MAX_TILE:
-            raise UsageError(f"--tile {self.tile}: must be from 32 to {MAX_TILE}")
+            raise OptionError("tile", f"must be from 32 to {MAX_TILE}", self.tile)
         self.overlap = overlap
+        kept = resolve_classes(classes, self.labels)
+        self.classes = None if kept is None else frozenset(kept)
         self.min_side = None if self.tile else self.imgsz
         self.model = self.runtime.prepare(loaded.module)
 
@@ -86,13 +88,16 @@ class Segmenter(Predictor):
         cls, model: str | None = None, weights: str | None = None, *, arch: str | None = None,
         encoder: str | None = None, imgsz: int | None = None, tile: int | None = None, overlap: float = 0.25,
         device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
+        classes: Sequence[int | str] | None = None,
     ) -> "Segmenter":
+        """``classes`` (ids or names) keeps only those classes: other pixels become background."""
         from cnnkit.models.loader import resolve
         from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        loaded = resolve("segment", model, weights, backend=default_backend(backend, weights), device=runtime.device, arch=arch, encoder=encoder)
-        return cls(loaded, runtime, imgsz, tile, overlap)
+        loaded = resolve("segment", model, weights, backend=default_backend(backend, weights), device=runtime.device,
+                         arch=arch, encoder=encoder)
+        return cls(loaded, runtime, imgsz, tile, overlap, classes)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------
     def _tiled(self, decoded: Decoded) -> bool:
@@ -130,7 +135,7 @@ class Segmenter(Predictor):
         th, tw = min(self.tile, h), min(self.tile, w)
         classes = len(self.labels)
         check_budget(decoded, (2 * classes + 3) * th * w + classes * th * tw,
-                     f"tiling with --tile {self.tile} ({classes} class scores per pixel of a {th}-row band)")
+                     f"tiling with `tile` {self.tile} ({classes} class scores per pixel of a {th}-row band)")
         return None
 
     # -- forward ------------------------------------------------------------------------------
@@ -200,7 +205,7 @@ class Segmenter(Predictor):
             for i, x in enumerate(inputs):
                 if x is None:
                     masks[i] = self._resize_to(self._tile_mask(decoded[i].rgb, state.batch_size), decoded[i])
-        return [SegmentMask(m, self.labels) for m in masks if m is not None]
+        return [SegmentMask(m, self.labels, self.classes) for m in masks if m is not None]
 
     @staticmethod
     def _resize_to(mask: np.ndarray, decoded: Decoded) -> np.ndarray:
@@ -233,9 +238,9 @@ class Segmenter(Predictor):
         values = 3 * side * side * 2 * state.batch_size
         budget = value_budget(state.max_pixels)
         if values > budget:
-            raise UsageError(f"--imgsz {self.imgsz} with --batch-size {state.batch_size}: {2 * state.batch_size} "
+            raise UsageError(f"`imgsz` {self.imgsz} with `batch_size` {state.batch_size}: {2 * state.batch_size} "
                              f"inputs in flight would hold {values:,} values, over the budget of {budget:,} "
-                             f"(from --max-pixels {state.max_pixels:,}); lower --batch-size or --imgsz")
+                             f"(from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`")
 
     def masks(self, sources: Any, **run_options: Any) -> Iterator[tuple[Record, np.ndarray | None]]:
         """``(record, class-index mask)`` per input (``None`` for a failure): :meth:`stream`'s records with

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import OptionError, UsageError
 from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, fit, log_progress, resume_dir, run_dir, seeded_loader
 
 log = logging.getLogger("cnnkit.train")
@@ -114,7 +114,7 @@ def _start(model: str | None, weights: str | None, arch: str | None, encoder: st
 
     if arch is not None:
         if arch not in SMP_ARCHS:
-            raise UsageError(f"--arch {arch!r}: finetuning supports {', '.join(SMP_ARCHS)}")
+            raise OptionError("arch", f"finetuning supports {', '.join(SMP_ARCHS)}", arch)
         kwargs = {"arch": arch, "encoder": encoder or DEFAULT_ENCODER}
         state = load_state_dict(weights) if weights else {}
         from cnnkit.models.registry import get_spec

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.eval.report import ReportTable, figure, table
+
 
 def class_map(scores: Any, dim: int = 0) -> Any:
     """The class index per pixel of a score tensor: ``argmax`` over ``dim``.
@@ -83,20 +85,21 @@ def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size
     return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
 
 
-def render_scores(scores: dict[str, Any]) -> str:
-    """The per-class IoU table and the summary lines, for people."""
-    import io
+def validate(
+    data: str, *, split: str = "val", model: str | None = None, weights: str | None = None,
+    backend: str | None = None, batch_size: int = 8, workers: int = 2, on_record: Any = None, **options: Any,
+) -> dict[str, Any]:
+    """mIoU, per-class IoU and pixel accuracy of a segmenter on image/mask pairs (``split``: the folder
+    used when ``data`` is a root). ``options`` are the segmenter's (``arch``, ``imgsz``, ``tile``, ``device`` …)."""
+    from cnnkit import api
 
-    from rich.console import Console
-    from rich.table import Table
+    predictor = api.load("segment", model=model, weights=weights, backend=backend, **options)
+    return evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers,
+                           on_record=on_record)
 
-    table = Table(title=f"{scores['model']} on {scores['data']} ({scores['images']} images)")
-    table.add_column("class")
-    table.add_column("IoU", justify="right")
-    for name, iou in scores["per_class_iou"].items():
-        table.add_row(name, "-" if iou is None else f"{iou:.4f}")
-    buf = io.StringIO()
-    console = Console(file=buf, width=100, force_terminal=False, no_color=True)
-    console.print(table)
-    console.print(f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}")
-    return buf.getvalue()
+
+def report_tables(scores: dict[str, Any]) -> list[ReportTable]:
+    """The per-class IoU table and the summary line of :func:`validate`'s metrics."""
+    return [table(f"{scores['model']} on {scores['data']} ({scores['images']} images)", ("class", "IoU"),
+                  [(name, figure(iou)) for name, iou in scores["per_class_iou"].items()],
+                  [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}"])]

@@ -87,9 +87,9 @@ for _name, _kwargs, _pre, _desc in [
         meta={"arch_kwargs": _kwargs, "for_photos": "deeplabv3_resnet50 (Pascal VOC classes, downloaded once)"},
     ))
 for _arch, _year, _desc in [
-    ("unet", 2015, "U-Net (smp), any smp encoder; random init unless --weights"),
-    ("unetplusplus", 2018, "U-Net++ (smp), nested skip paths; random init unless --weights"),
-    ("deeplabv3plus", 2018, "DeepLabV3+ (smp), atrous pyramid + decoder; random init unless --weights"),
+    ("unet", 2015, "U-Net (smp), any smp encoder; random init unless given weights"),
+    ("unetplusplus", 2018, "U-Net++ (smp), nested skip paths; random init unless given weights"),
+    ("deeplabv3plus", 2018, "DeepLabV3+ (smp), atrous pyramid + decoder; random init unless given weights"),
 ]:
     register(ModelSpec(
         name=_arch, task="segment", family="smp", builder=partial(build_smp, arch=_arch), source="none",

@@ -68,7 +68,7 @@ def test_parameter_counts_come_from_the_built_model():
 
 
 def test_torchvision_weights_offline_give_a_clear_error():
-    with pytest.raises(WeightsNotAvailable, match="alexnet.*--weights PATH"):
+    with pytest.raises(WeightsNotAvailable, match="alexnet.*`weights` PATH"):
         resolve("classify", "alexnet", None, default="alexnet")
 
 

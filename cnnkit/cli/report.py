@@ -1,0 +1,56 @@
+"""The one renderer of evaluation reports: every ``val`` command parses its options, calls its task's
+``validate`` and hands the metrics here. JSON is the metrics as they are; a table is the task's
+:func:`report_tables` layout drawn with rich. ``report_format`` (in :mod:`cnnkit.cli.common`) picks which."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+
+from cnnkit.cli import common as c
+from cnnkit.cli import options as o
+from cnnkit.eval.report import ReportTable
+
+
+def render_report(metrics: dict[str, Any], tables: Sequence[ReportTable], fmt: str, width: int = 120) -> str:
+    """``metrics`` as indented JSON (``fmt == "json"``) or ``tables`` as plain text for people."""
+    if fmt == "json":
+        return json.dumps(metrics, indent=2) + "\n"
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False)
+    for t in tables:
+        drawn = Table(title=t.title or None)
+        for i, col in enumerate(t.columns):
+            drawn.add_column(col, justify="left" if i == 0 else "right")
+        for row in t.rows:
+            drawn.add_row(*row)
+        console.print(drawn)
+        for note in t.notes:
+            console.print(note, markup=False)
+    return buf.getvalue()
+
+
+def run_val(ctx: typer.Context, task: str, data: str, options: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """The body every ``val`` command shares: the task's ``validate(data, **options)``, then the report
+    to ``--output`` or stdout in the format ``report_format`` picks. Returns the metrics."""
+    from cnnkit.cli import reporting
+    from cnnkit.tasks import TASKS
+
+    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    report = reporting.start(shared["report"], shared["exist_ok"], task, data=data)
+    row = TASKS[task]
+    metrics = row.validator(data, **options, on_record=reporting.truth_hook(report))
+    if report is not None:  # the HTML report (--report): the metrics beside each record and its truth
+        report.info["model"] = metrics["model"]
+        report.set_metrics({k: v for k, v in metrics.items() if k != "ultralytics"})
+        reporting.finish(report)
+    c.emit_report(render_report(metrics, row.report_tables(metrics), fmt), shared["output"], shared["exist_ok"])
+    return metrics
