@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,9 +26,9 @@ from _images import photo_folder  # noqa: E402
 
 
 def baseline(files: list[Path], model, pre, batch_size: int) -> float:
+    import numpy as np
     import torch
     from PIL import Image
-    import numpy as np
 
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -46,10 +45,8 @@ def cnnkit_run(folder: Path, model_name: str, weights: str | None, batch_size: i
     import cnnkit
 
     t0 = time.perf_counter()
-    n = 0
     for rec in cnnkit.classify(str(folder), model=model_name, weights=weights, batch_size=batch_size, stream=True):
         assert rec.error is None, rec.error
-        n += 1
     return time.perf_counter() - t0
 
 
@@ -109,11 +106,15 @@ def main() -> None:
         base = baseline(files, model, loaded.preprocess, args.batch_size)
         ours = cnnkit_run(subset, name, weights, args.batch_size)
         results["models"][name] = {
-            "baseline_img_s": round(args.n / base, 1), "cnnkit_img_s": round(args.n / ours, 1),
+            "baseline_img_s": round(args.n / base, 1),
+            "cnnkit_img_s": round(args.n / ours, 1),
             "ratio": round(base / ours, 3),
         }
-        print(f"{name:12s} baseline {args.n / base:7.1f} img/s   cnnkit {args.n / ours:7.1f} img/s   "
-              f"ratio {base / ours:.3f}", flush=True)
+        print(
+            f"{name:12s} baseline {args.n / base:7.1f} img/s   cnnkit {args.n / ours:7.1f} img/s   "
+            f"ratio {base / ours:.3f}",
+            flush=True,
+        )
     results["help_seconds"] = round(help_time(), 3)
     print(f"cnnkit --help: {results['help_seconds']:.3f} s (median of 5)")
     if not args.skip_memory:

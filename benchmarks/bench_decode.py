@@ -76,14 +76,18 @@ def cv2_reduced(p: Path, t: int) -> np.ndarray:
     factor = 8
     while factor > 1 and min(w, h) // factor < t:
         factor //= 2
-    flag = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2, 1: cv2.IMREAD_COLOR}[factor]
+    flag = {
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        1: cv2.IMREAD_COLOR,
+    }[factor]
     bgr = cv2.imread(str(p), flag)
     h2, w2 = bgr.shape[:2]
     return cv2.cvtColor(cv2.resize(bgr, _fit(w2, h2, t), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
 
 
 def torchvision_io(p: Path, t: int) -> np.ndarray:
-    import torch
     import torchvision.io as tvio
     import torchvision.transforms.v2.functional as F
 

@@ -70,13 +70,40 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="bench-detect-"))
     env = {**os.environ, "YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false", "PYTHONPATH": str(REPO)}
     env.setdefault("YOLO_CONFIG_DIR", str(work / "yolo-config"))
-    cnnkit = [sys.executable, "-m", "cnnkit", "-q", "detect", str(folder), "--model", args.weights, "--imgsz",
-              str(args.imgsz), "--batch-size", str(args.batch_size), "--format", "jsonl", "--exist-ok",
-              "--device", "cpu"]
+    cnnkit = [
+        sys.executable,
+        "-m",
+        "cnnkit",
+        "-q",
+        "detect",
+        str(folder),
+        "--model",
+        args.weights,
+        "--imgsz",
+        str(args.imgsz),
+        "--batch-size",
+        str(args.batch_size),
+        "--format",
+        "jsonl",
+        "--exist-ok",
+        "--device",
+        "cpu",
+    ]
     commands = {
-        "yolo predict": [*yolo_cli(), "predict", f"model={args.weights}", f"source={folder}", f"imgsz={args.imgsz}",
-                         "device=cpu", "save=False", "verbose=False", f"project={out}", "name=yolo", "exist_ok=True",
-                         "save_txt=True"],
+        "yolo predict": [
+            *yolo_cli(),
+            "predict",
+            f"model={args.weights}",
+            f"source={folder}",
+            f"imgsz={args.imgsz}",
+            "device=cpu",
+            "save=False",
+            "verbose=False",
+            f"project={out}",
+            "name=yolo",
+            "exist_ok=True",
+            "save_txt=True",
+        ],
         "cnnkit detect": [*cnnkit, "--output", str(out / "cnnkit.jsonl")],
         "cnnkit detect --threads 1": [*cnnkit, "--threads", "1", "--output", str(out / "cnnkit1.jsonl")],
     }
@@ -86,8 +113,10 @@ def main() -> None:
             times[name].append(timed(cmd, env))
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["yolo predict"]
-    print(f"{args.n} JPEGs of {args.size}x{args.size}, imgsz {args.imgsz}, CPU, {os.cpu_count()} cores, "
-          f"median of {args.repeats} (wall time, process start to exit)")
+    print(
+        f"{args.n} JPEGs of {args.size}x{args.size}, imgsz {args.imgsz}, CPU, {os.cpu_count()} cores, "
+        f"median of {args.repeats} (wall time, process start to exit)"
+    )
     for name, t in med.items():
         print(f"{name:28s} {t:7.2f} s  {args.n / t:6.1f} img/s  ratio yolo/this {base / t:5.2f}")
 
@@ -95,9 +124,18 @@ def main() -> None:
     labels = list((out / "yolo" / "labels").glob("*.txt")) if (out / "yolo" / "labels").is_dir() else []
     n_theirs = sum(len(f.read_text().splitlines()) for f in labels)
     print(f"boxes: cnnkit {n_ours}, yolo predict {n_theirs}")
-    print(json.dumps({"images": args.n, "size": args.size, "imgsz": args.imgsz, "median_s": med,
-                      "ratio_vs_yolo": {k: round(base / t, 3) for k, t in med.items()},
-                      "boxes": {"cnnkit": n_ours, "yolo": n_theirs}}))
+    print(
+        json.dumps(
+            {
+                "images": args.n,
+                "size": args.size,
+                "imgsz": args.imgsz,
+                "median_s": med,
+                "ratio_vs_yolo": {k: round(base / t, 3) for k, t in med.items()},
+                "boxes": {"cnnkit": n_ours, "yolo": n_theirs},
+            }
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
 
 

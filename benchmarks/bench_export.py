@@ -53,8 +53,13 @@ def classifier_job(name: str, random_weights: bool, folder: Path):
     loaded = loaded_for(name, random_weights)
     path = folder / f"{name}.onnx"
     export_module(loaded, "classify", path, dynamic_batch=True)
-    return (name + (" (random weights)" if random_weights else ""), "classify", loaded.preprocess.crop,
-            _channels_last(loaded.module), load_exported(path, "classify").module)
+    return (
+        name + (" (random weights)" if random_weights else ""),
+        "classify",
+        loaded.preprocess.crop,
+        _channels_last(loaded.module),
+        load_exported(path, "classify").module,
+    )
 
 
 def segmenter_job(name: str, folder: Path):
@@ -101,7 +106,9 @@ def main() -> None:
     ap.add_argument("--segment", default="shapes-unet", help="comma-separated registry segmenters ('' for none)")
     ap.add_argument("--detect", default="shapes-yolov8n", help="comma-separated registry YOLO detectors ('' for none)")
     ap.add_argument("--seconds", type=float, default=4.0, help="measuring time of each rate")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating torch/onnxruntime rounds; the best of each counts")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="alternating torch/onnxruntime rounds; the best of each counts"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -110,7 +117,11 @@ def main() -> None:
 
     from cnnkit.models.registry import list_models
 
-    bundled = args.bundled.split(",") if args.bundled else [s.name for s in list_models(task="classify") if s.source == "bundled"]
+    bundled = (
+        args.bundled.split(",")
+        if args.bundled
+        else [s.name for s in list_models(task="classify") if s.source == "bundled"]
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -124,14 +135,21 @@ def main() -> None:
             torch.set_num_threads(args.threads)  # importing ultralytics changes it
             for batch in (1, 16 if size <= 96 else 8):
                 gen = torch.Generator().manual_seed(0)
-                x = torch.rand(batch, 3, size, size, generator=gen) if task == "detect" else torch.randn(batch, 3, size, size, generator=gen)
+                x = (
+                    torch.rand(batch, 3, size, size, generator=gen)
+                    if task == "detect"
+                    else torch.randn(batch, 3, size, size, generator=gen)
+                )
                 t = o = 0.0
                 for _ in range(args.rounds):  # alternate, best of each: the machine's load drifts
                     t = max(t, rate(run_torch, x, args.seconds))
                     o = max(o, rate(ort_module, x, args.seconds))
                 rows.append((label, task, size, batch, t, o, o / t))
-                print(f"{label:>22} {task:>8} {size:>4}px batch {batch:>2}: torch {t:8.1f} img/s  "
-                      f"onnxruntime {o:8.1f} img/s  ratio {o / t:.2f}", flush=True)
+                print(
+                    f"{label:>22} {task:>8} {size:>4}px batch {batch:>2}: torch {t:8.1f} img/s  "
+                    f"onnxruntime {o:8.1f} img/s  ratio {o / t:.2f}",
+                    flush=True,
+                )
 
     lines = [
         "# Export: onnxruntime vs PyTorch on CPU",

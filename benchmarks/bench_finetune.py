@@ -33,8 +33,12 @@ DATA = REPO / "work-data" / "bench-digits"
 
 def ensure_digits() -> Path:
     if not (DATA / "cnnkit-data.json").exists():
-        subprocess.run([sys.executable, "-m", "cnnkit", "data", "digits", str(DATA), "--exist-ok"], check=True,
-                       cwd=REPO, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "cnnkit", "data", "digits", str(DATA), "--exist-ok"],
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
     return DATA
 
 
@@ -71,11 +75,25 @@ def baseline(model_name: str, imgsz: int, epochs: int, batch_size: int, workers:
 def cnnkit_rate(model_name: str, imgsz: int, epochs: int, batch_size: int, workers: int, lr: float, out: Path) -> float:
     from cnnkit.tasks.classify.train import finetune
 
-    finetune(str(DATA), model=model_name, pretrained=False, epochs=epochs, batch_size=batch_size, imgsz=imgsz,
-             workers=workers, lr=lr, augment="none", scheduler="none", out=str(out), exist_ok=True, progress=False)
+    finetune(
+        str(DATA),
+        model=model_name,
+        pretrained=False,
+        epochs=epochs,
+        batch_size=batch_size,
+        imgsz=imgsz,
+        workers=workers,
+        lr=lr,
+        augment="none",
+        scheduler="none",
+        out=str(out),
+        exist_ok=True,
+        progress=False,
+    )
     import csv
 
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     return max(float(r["images_per_s"]) for r in rows[1:] or rows)
 
 
@@ -84,8 +102,10 @@ def throughput(args: argparse.Namespace) -> list[str]:
 
     torch.set_num_threads(args.threads)
     ensure_digits()
-    lines = [f"| model | imgsz | batch | threads | workers | baseline img/s | cnnkit img/s | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | imgsz | batch | threads | workers | baseline img/s | cnnkit img/s | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for model_name, imgsz in (("lenet5", 32), ("resnet18", 32)):
         for workers in (0, 1):
             # Alternate the sides (A B A B) and keep each side's best: the machine is shared and
@@ -93,10 +113,22 @@ def throughput(args: argparse.Namespace) -> list[str]:
             b = c = 0.0
             for _ in range(args.repeats):
                 b = max(b, baseline(model_name, imgsz, args.epochs, args.batch_size, workers, 1e-3))
-                c = max(c, cnnkit_rate(model_name, imgsz, args.epochs, args.batch_size, workers, 1e-3,
-                                       REPO / "work-data" / "bench-ft" / f"{model_name}-{workers}"))
-            line = (f"| {model_name} | {imgsz} | {args.batch_size} | {args.threads} | {workers} | {b:.0f} | {c:.0f} | "
-                    f"{c / b:.2f} |")
+                c = max(
+                    c,
+                    cnnkit_rate(
+                        model_name,
+                        imgsz,
+                        args.epochs,
+                        args.batch_size,
+                        workers,
+                        1e-3,
+                        REPO / "work-data" / "bench-ft" / f"{model_name}-{workers}",
+                    ),
+                )
+            line = (
+                f"| {model_name} | {imgsz} | {args.batch_size} | {args.threads} | {workers} | {b:.0f} | {c:.0f} | "
+                f"{c / b:.2f} |"
+            )
             print(line, flush=True)
             lines.append(line)
     return lines
@@ -117,28 +149,97 @@ def _run_timed(cmd: list[str]) -> tuple[str, float, float]:
 def digits(args: argparse.Namespace) -> list[str]:
     ensure_digits()
     runs = {
-        "LeNet-5 from scratch": ["--model", "lenet5", "--no-pretrained", "--epochs", "40", "--lr", "3e-3",
-                                 "--augment", "none", "--batch-size", "32"],
+        "LeNet-5 from scratch": [
+            "--model",
+            "lenet5",
+            "--no-pretrained",
+            "--epochs",
+            "40",
+            "--lr",
+            "3e-3",
+            "--augment",
+            "none",
+            "--batch-size",
+            "32",
+        ],
         "ResNet-18, no pretrained weights (offline), 32 px": [
-            "--model", "resnet18", "--no-pretrained", "--imgsz", "32", "--epochs", "20", "--lr", "2e-3",
-            "--augment", "none", "--label-smoothing", "0.1", "--batch-size", "32"],
+            "--model",
+            "resnet18",
+            "--no-pretrained",
+            "--imgsz",
+            "32",
+            "--epochs",
+            "20",
+            "--lr",
+            "2e-3",
+            "--augment",
+            "none",
+            "--label-smoothing",
+            "0.1",
+            "--batch-size",
+            "32",
+        ],
     }
-    lines = ["| run | options | val top-1 (finetune) | val top-1 (`classify val`) | best epoch | CPU time | wall time |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | options | val top-1 (finetune) | val top-1 (`classify val`) | best epoch | CPU time | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, opts in runs.items():
         out = REPO / "work-data" / "bench-ft" / name.split(",")[0].split()[0].lower()
-        cmd = [sys.executable, "-m", "cnnkit", "finetune", str(DATA), *opts, "--workers", "0", "--threads",
-               str(args.threads), "--out", str(out), "--exist-ok", "--seed", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cnnkit",
+            "finetune",
+            str(DATA),
+            *opts,
+            "--workers",
+            "0",
+            "--threads",
+            str(args.threads),
+            "--out",
+            str(out),
+            "--exist-ok",
+            "--seed",
+            "0",
+        ]
         if (out / "last.pt").exists():
-            cmd = [sys.executable, "-m", "cnnkit", "finetune", "--resume", str(out), "--workers", "0",
-                   "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "cnnkit",
+                "finetune",
+                "--resume",
+                str(out),
+                "--workers",
+                "0",
+                "--threads",
+                str(args.threads),
+            ]
         stdout, cpu, wall = _run_timed(cmd)
         result = json.loads(stdout.strip().splitlines()[-1])
-        val_out, _, _ = _run_timed([sys.executable, "-m", "cnnkit", "classify", "val", str(DATA), "--weights",
-                                    result["best"], "--save-dir", str(out / "val"), "--exist-ok", "-f", "json"])
+        val_out, _, _ = _run_timed(
+            [
+                sys.executable,
+                "-m",
+                "cnnkit",
+                "classify",
+                "val",
+                str(DATA),
+                "--weights",
+                result["best"],
+                "--save-dir",
+                str(out / "val"),
+                "--exist-ok",
+                "-f",
+                "json",
+            ]
+        )
         top1 = json.loads(val_out)["top1"]
-        line = (f"| {name} | `{' '.join(opts)}` | {result['metrics']['val_acc']:.4f} | {top1:.4f} | "
-                f"{result['metrics']['epoch']} | {cpu / 60:.1f} min | {wall / 60:.1f} min |")
+        line = (
+            f"| {name} | `{' '.join(opts)}` | {result['metrics']['val_acc']:.4f} | {top1:.4f} | "
+            f"{result['metrics']['epoch']} | {cpu / 60:.1f} min | {wall / 60:.1f} min |"
+        )
         print(line, flush=True)
         lines.append(line)
     return lines

@@ -30,8 +30,13 @@ def baseline(model: torch.nn.Module, files: list[Path], batch_size: int, conf: f
     found = 0
     with torch.inference_mode():
         for i in range(0, len(files), batch_size):
-            images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8).copy())
-                      .permute(2, 0, 1).float() / 255 for f in files[i:i + batch_size]]
+            images = [
+                torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8).copy())
+                .permute(2, 0, 1)
+                .float()
+                / 255
+                for f in files[i : i + batch_size]
+            ]
             for out in model(images):
                 keep = out["scores"] >= conf
                 masks = (out["masks"][keep, 0] >= 0.5).numpy()
@@ -78,8 +83,10 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
     print(f"model {args.model}, {args.n} images of {args.imgsz} px, batch {args.batch_size}, best of {args.repeats}")
     for k in ("baseline", "cnnkit"):
-        print(f"{k:9} {best[k]:7.2f} s  {ips[k]:6.2f} img/s  instances found: {counts[k]}  "
-              f"(all runs: {', '.join(f'{t:.2f}' for t in times[k])} s)")
+        print(
+            f"{k:9} {best[k]:7.2f} s  {ips[k]:6.2f} img/s  instances found: {counts[k]}  "
+            f"(all runs: {', '.join(f'{t:.2f}' for t in times[k])} s)"
+        )
     print(f"ratio (cnnkit / baseline throughput): {ips['cnnkit'] / ips['baseline']:.3f}")
 
 

@@ -55,10 +55,12 @@ def throughput(folder: Path, n: int, model: str, batch_size: int, rounds: int) -
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
     runs = {
         "local": lambda fs: cnnkit.classify(fs, model=model, batch_size=batch_size, workers=2, threads=2, stream=True),
-        "ray, 1 actor": lambda fs: cnnkit.ray.predict(fs, "classify", actors=1, cpus_per_actor=2, batch_size=batch_size,
-                                                      workers=2, model=model),
-        "ray, 2 actors": lambda fs: cnnkit.ray.predict(fs, "classify", actors=2, cpus_per_actor=1,
-                                                       batch_size=batch_size, workers=2, model=model),
+        "ray, 1 actor": lambda fs: cnnkit.ray.predict(
+            fs, "classify", actors=1, cpus_per_actor=2, batch_size=batch_size, workers=2, model=model
+        ),
+        "ray, 2 actors": lambda fs: cnnkit.ray.predict(
+            fs, "classify", actors=2, cpus_per_actor=1, batch_size=batch_size, workers=2, model=model
+        ),
     }
     samples: dict[tuple[str, int], list[float]] = {}
     try:
@@ -68,8 +70,9 @@ def throughput(folder: Path, n: int, model: str, batch_size: int, rounds: int) -
                     took, count = timed(run(files[:size]))
                     assert count == size
                     samples.setdefault((name, size), []).append(took)
-                    print(f"  round {r + 1}: {name} over {size}: {took:.1f} s (load {os.getloadavg()[0]:.1f})",
-                          flush=True)
+                    print(
+                        f"  round {r + 1}: {name} over {size}: {took:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True
+                    )
     finally:
         ray.shutdown()
     seconds = {k: statistics.median(v) for k, v in samples.items()}
@@ -77,8 +80,15 @@ def throughput(folder: Path, n: int, model: str, batch_size: int, rounds: int) -
     for name in runs:
         total = seconds[name, 2 * n]
         extra = total - seconds[name, n]  # under a changing load this can be <= 0: then no marginal figure
-        rows.append({"run": name, "seconds_n": seconds[name, n], "seconds_2n": total, "img_s": 2 * n / total,
-                     "marginal_img_s": n / extra if extra > 0 else None})
+        rows.append(
+            {
+                "run": name,
+                "seconds_n": seconds[name, n],
+                "seconds_2n": total,
+                "img_s": 2 * n / total,
+                "marginal_img_s": n / extra if extra > 0 else None,
+            }
+        )
     for r in rows:
         r["ratio"] = r["img_s"] / rows[0]["img_s"]
         base = rows[0]["marginal_img_s"]
@@ -104,10 +114,21 @@ def driver_memory(counts: list[int], work: Path) -> list[dict]:
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-               AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", PYTHONPATH=str(HERE.parent))
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="bench",
-                          aws_secret_access_key="bench", region_name="us-east-1")
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        PYTHONPATH=str(HERE.parent),
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        region_name="us-east-1",
+    )
     client.create_bucket(Bucket="bench")
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
@@ -118,24 +139,37 @@ def driver_memory(counts: list[int], work: Path) -> list[dict]:
         done = 0
         for count in sorted(counts):
             with ThreadPoolExecutor(8) as pool:  # boto3 clients are thread-safe
-                list(pool.map(lambda i: client.put_object(Bucket="bench", Key=f"many/img_{i:06d}.png", Body=body),
-                              range(done, count)))
+                list(
+                    pool.map(
+                        lambda i: client.put_object(Bucket="bench", Key=f"many/img_{i:06d}.png", Body=body),
+                        range(done, count),
+                    )
+                )
             done = count
             out = work / f"many-{count}.parquet"
             out.unlink(missing_ok=True)
-            code = ("import resource, subprocess, sys\n"
-                    "from cnnkit.cli import main\n"
-                    f"sys.argv = ['cnnkit', 'classify', 's3://bench/many/', '-q', '-b', '32', '-o', '{out}']\n"
-                    "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+            code = (
+                "import resource, subprocess, sys\n"
+                "from cnnkit.cli import main\n"
+                f"sys.argv = ['cnnkit', 'classify', 's3://bench/many/', '-q', '-b', '32', '-o', '{out}']\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+            )
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
             seconds = time.perf_counter() - t0
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(out).metadata
-            rows.append({"objects": count, "peak_rss_mb": float(res.stdout.strip().splitlines()[-1]),
-                         "seconds": seconds, "rows": meta.num_rows, "row_groups": meta.num_row_groups})
+            rows.append(
+                {
+                    "objects": count,
+                    "peak_rss_mb": float(res.stdout.strip().splitlines()[-1]),
+                    "seconds": seconds,
+                    "rows": meta.num_rows,
+                    "row_groups": meta.num_row_groups,
+                }
+            )
     finally:
         server.stop()
     return rows
@@ -158,15 +192,23 @@ def main() -> None:
         folder = photo_folder(work / "photos", 2 * args.n)
         result["throughput"] = throughput(folder, args.n, args.model, args.batch_size, args.rounds)
         for r in result["throughput"]:
-            marginal = (f"{r['marginal_img_s']:6.1f} img/s marginal ({r['marginal_ratio']:.2f}x)"
-                        if r["marginal_ratio"] else "no marginal figure (T(2N) <= T(N): noise over the work)")
-            print(f"{r['run']:>14}: {r['img_s']:6.1f} img/s end to end over {2 * args.n} ({r['ratio']:.2f}x), "
-                  f"{marginal}", flush=True)
+            marginal = (
+                f"{r['marginal_img_s']:6.1f} img/s marginal ({r['marginal_ratio']:.2f}x)"
+                if r["marginal_ratio"]
+                else "no marginal figure (T(2N) <= T(N): noise over the work)"
+            )
+            print(
+                f"{r['run']:>14}: {r['img_s']:6.1f} img/s end to end over {2 * args.n} ({r['ratio']:.2f}x), {marginal}",
+                flush=True,
+            )
     if args.memory:
         result["memory"] = driver_memory([int(c) for c in args.memory.split(",")], work)
         for r in result["memory"]:
-            print(f"{r['objects']:>6} S3 objects → parquet: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s, "
-                  f"{r['rows']} rows in {r['row_groups']} row groups", flush=True)
+            print(
+                f"{r['objects']:>6} S3 objects → parquet: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s, "
+                f"{r['rows']} rows in {r['row_groups']} row groups",
+                flush=True,
+            )
     print(json.dumps(result))
 
 

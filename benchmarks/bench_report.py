@@ -33,10 +33,27 @@ def records(folder: Path, n: int) -> list[dict]:
         for _ in range(int(rng.integers(1, 5))):
             x1, y1 = float(rng.integers(0, 500)), float(rng.integers(0, 360))
             cid = int(rng.integers(0, len(LABELS)))
-            preds.append({"label": LABELS[cid], "class_id": cid, "score": round(float(rng.uniform(0.25, 1)), 4),
-                          "box": [x1, y1, x1 + float(rng.integers(30, 140)), y1 + float(rng.integers(30, 120))]})
-        out.append({"path": str(path), "task": "detect", "model": "bench", "width": 640, "height": 480,
-                    "predictions": preds, "time_ms": 5.0, "error": None, "schema_version": 2})
+            preds.append(
+                {
+                    "label": LABELS[cid],
+                    "class_id": cid,
+                    "score": round(float(rng.uniform(0.25, 1)), 4),
+                    "box": [x1, y1, x1 + float(rng.integers(30, 140)), y1 + float(rng.integers(30, 120))],
+                }
+            )
+        out.append(
+            {
+                "path": str(path),
+                "task": "detect",
+                "model": "bench",
+                "width": 640,
+                "height": 480,
+                "predictions": preds,
+                "time_ms": 5.0,
+                "error": None,
+                "schema_version": 2,
+            }
+        )
     return out
 
 
@@ -56,7 +73,6 @@ def build(recs: list[dict], out: Path, assets: str) -> tuple[float, int]:
 def first_page_ms(page: Path, runs: int = 3) -> list[float]:
     """Navigation start → gallery's first page rendered (``document.body.dataset.ready``), per fresh load."""
     from selenium.webdriver.support.ui import WebDriverWait
-
     from tests.browser import chromium, missing
 
     if missing():
@@ -69,9 +85,12 @@ def first_page_ms(page: Path, runs: int = 3) -> list[float]:
             driver.get("about:blank")
             driver.get(page.as_uri())
             WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
-            times.append(driver.execute_script(
-                "performance.mark('ready-seen'); const n = performance.getEntriesByType('navigation')[0];"
-                "return n.domContentLoadedEventEnd;"))
+            times.append(
+                driver.execute_script(
+                    "performance.mark('ready-seen'); const n = performance.getEntriesByType('navigation')[0];"
+                    "return n.domContentLoadedEventEnd;"
+                )
+            )
     finally:
         driver.quit()
     return times
@@ -84,17 +103,22 @@ def main() -> None:
     args = parser.parse_args()
     folder = photo_folder(Path(args.photos), args.n)
     recs = records(folder, args.n)
-    lines = [f"# report.html for {args.n} images (640×480 JPEGs, 1–4 boxes each)", "",
-             "| thumbnails | build + write | size | per image | 10,000 images (extrapolated) | first page in Chromium (ms, 3 loads) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# report.html for {args.n} images (640×480 JPEGs, 1–4 boxes each)",
+        "",
+        "| thumbnails | build + write | size | per image | 10,000 images (extrapolated) | first page in Chromium (ms, 3 loads) |",
+        "|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for assets in ("embed", "folder"):
             out = Path(tmp) / assets / "report.html"
             seconds, size = build(recs, out, assets)
             ms = first_page_ms(out)
-            lines.append(f"| {assets} | {seconds:.1f} s ({args.n / seconds:.0f} img/s) | {size / 1e6:.2f} MB | "
-                         f"{size / args.n / 1e3:.1f} KB | {size / args.n * 10_000 / 1e6:.0f} MB | "
-                         f"{', '.join(f'{t:.0f}' for t in ms) or 'no browser'} |")
+            lines.append(
+                f"| {assets} | {seconds:.1f} s ({args.n / seconds:.0f} img/s) | {size / 1e6:.2f} MB | "
+                f"{size / args.n / 1e3:.1f} KB | {size / args.n * 10_000 / 1e6:.0f} MB | "
+                f"{', '.join(f'{t:.0f}' for t in ms) or 'no browser'} |"
+            )
             print(lines[-1], flush=True)
     result = Path(__file__).with_name("results") / "report.md"
     result.write_text("\n".join(lines) + "\n")

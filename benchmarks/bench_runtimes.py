@@ -45,8 +45,13 @@ def random_checkpoint(name: str, folder: Path) -> str:
     from cnnkit.models.registry import get_spec
 
     spec = get_spec(name, "classify")
-    meta = {"task": "classify", "arch": spec.family, "name": name, "labels": [f"c{i}" for i in range(1000)],
-            "preprocess": {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    meta = {
+        "task": "classify",
+        "arch": spec.family,
+        "name": name,
+        "labels": [f"c{i}" for i in range(1000)],
+        "preprocess": {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
     return str(save_checkpoint(folder / f"{name}.safetensors", spec.builder(num_classes=1000), meta))
 
 
@@ -96,8 +101,10 @@ def part1(names: list[tuple[str, str]], folder: Path, threads: int, seconds: flo
                 best["openvino"] = max(best["openvino"], rate(ov, x, seconds))
         t = best["torch"]
         pick = max(("onnxruntime", "openvino"), key=lambda k: best[k])
-        line = (f"| {name} | {task} | {side} | {batch} | {t:.1f} | {best['onnxruntime']:.1f} ({best['onnxruntime'] / t:.2f}×) "
-                f"| {best['openvino']:.1f} ({best['openvino'] / t:.2f}×) | {pick} |")
+        line = (
+            f"| {name} | {task} | {side} | {batch} | {t:.1f} | {best['onnxruntime']:.1f} ({best['onnxruntime'] / t:.2f}×) "
+            f"| {best['openvino']:.1f} ({best['openvino'] / t:.2f}×) | {pick} |"
+        )
         print(line, flush=True)
         rows.append(line)
     return rows
@@ -112,17 +119,27 @@ def part2(names: list[tuple[str, str]], folder: Path, threads: int, seconds: flo
     rows = []
     for task, name in names:
         model = target(name, folder) if task == "classify" else name
-        common: dict = {"imgsz": None, "batch_size": 16, "threads": threads, "device": "cpu", "seconds": seconds,
-                        "latency_n": 16, "data": None, "task": task}
+        common: dict = {
+            "imgsz": None,
+            "batch_size": 16,
+            "threads": threads,
+            "device": "cpu",
+            "seconds": seconds,
+            "latency_n": 16,
+            "data": None,
+            "task": task,
+        }
         eager = bench_one(model, "torch", paths, **common)
         cold = bench_one(model, "auto", paths, **common)
         warm = bench_one(model, "auto", paths, **common)
         auto = max(cold, warm, key=lambda r: r.e2e_ips)
-        line = (f"| {name} | {eager.e2e_ips:.1f} | {auto.e2e_ips:.1f} ({auto.e2e_ips / eager.e2e_ips:.2f}×) | "
-                f"{auto.runtime} | {eager.forward_ips:.1f} / {auto.forward_ips:.1f} | {auto.e2e_ips / auto.forward_ips:.2f} | "
-                f"{eager.decode_ms:.1f} / {eager.model_ms:.1f} | {auto.decode_ms:.1f} / {auto.model_ms:.1f} | "
-                f"{auto.p50_ms:.1f} / {auto.p95_ms:.1f} | {cold.load_s:.1f} ({cold.cache}) / {warm.load_s:.1f} ({warm.cache}) | "
-                f"{eager.peak_mb:.0f} / {auto.peak_mb:.0f} |")
+        line = (
+            f"| {name} | {eager.e2e_ips:.1f} | {auto.e2e_ips:.1f} ({auto.e2e_ips / eager.e2e_ips:.2f}×) | "
+            f"{auto.runtime} | {eager.forward_ips:.1f} / {auto.forward_ips:.1f} | {auto.e2e_ips / auto.forward_ips:.2f} | "
+            f"{eager.decode_ms:.1f} / {eager.model_ms:.1f} | {auto.decode_ms:.1f} / {auto.model_ms:.1f} | "
+            f"{auto.p50_ms:.1f} / {auto.p95_ms:.1f} | {cold.load_s:.1f} ({cold.cache}) / {warm.load_s:.1f} ({warm.cache}) | "
+            f"{eager.peak_mb:.0f} / {auto.peak_mb:.0f} |"
+        )
         print(line, flush=True)
         rows.append(line)
     return rows
@@ -153,10 +170,12 @@ def part3(names: list[str], folder: Path, threads: int, seconds: float, rounds: 
                     module = load_exported(path, "classify", runtime).module
                     key = f"{runtime} {kind}"
                     best[key] = max(best.get(key, 0.0), rate(module, x, seconds))
-        line = (f"| {name} | {best['onnxruntime fp32']:.1f} | {best['onnxruntime int8']:.1f} "
-                f"({best['onnxruntime int8'] / best['onnxruntime fp32']:.2f}×) | {best['openvino fp32']:.1f} | "
-                f"{best['openvino int8']:.1f} ({best['openvino int8'] / best['openvino fp32']:.2f}×) | "
-                f"{q.fp32_size_mb:.1f} → {q.size_mb:.1f} | {q.seconds:.0f} |")
+        line = (
+            f"| {name} | {best['onnxruntime fp32']:.1f} | {best['onnxruntime int8']:.1f} "
+            f"({best['onnxruntime int8'] / best['onnxruntime fp32']:.2f}×) | {best['openvino fp32']:.1f} | "
+            f"{best['openvino int8']:.1f} ({best['openvino int8'] / best['openvino fp32']:.2f}×) | "
+            f"{q.fp32_size_mb:.1f} → {q.size_mb:.1f} | {q.seconds:.0f} |"
+        )
         print(line, flush=True)
         rows.append(line)
     return rows
@@ -185,27 +204,44 @@ def main() -> None:
     names += [("segment", n) for n in args.segment.split(",") if n]
     names += [("detect", n) for n in args.detect.split(",") if n]
     parts = set(args.parts.split(","))
-    out = [f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `PYTHONPATH=. python "
-           f"benchmarks/bench_runtimes.py --threads {args.threads} --seconds {args.seconds:g} --rounds {args.rounds} "
-           f"--images {args.images} --parts {args.parts}` on {platform.machine()}, {os.cpu_count()} cores (shared with "
-           f"other jobs), torch {torch.__version__}.", ""]
+    out = [
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `PYTHONPATH=. python "
+        f"benchmarks/bench_runtimes.py --threads {args.threads} --seconds {args.seconds:g} --rounds {args.rounds} "
+        f"--images {args.images} --parts {args.parts}` on {platform.machine()}, {os.cpu_count()} cores (shared with "
+        f"other jobs), torch {torch.__version__}.",
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if "1" in parts:
-            out += ["### Forward only: runtime per family", "",
-                    "| model | task | px | batch | torch eager img/s | ONNX Runtime | OpenVINO | faster |",
-                    "|---|---|---|---|---|---|---|---|", *part1(names, folder, args.threads, args.seconds, args.rounds), ""]
+            out += [
+                "### Forward only: runtime per family",
+                "",
+                "| model | task | px | batch | torch eager img/s | ONNX Runtime | OpenVINO | faster |",
+                "|---|---|---|---|---|---|---|---|",
+                *part1(names, folder, args.threads, args.seconds, args.rounds),
+                "",
+            ]
         if "2" in parts:
-            out += ["### End to end: `--backend torch` vs the default `auto`", "",
-                    "| model | eager img/s | auto img/s | auto ran | forward-only img/s eager / auto | auto e2e / forward | "
-                    "eager decode / model ms | auto decode / model ms | auto p50 / p95 ms | load s: cold / warm | "
-                    "peak MB eager / auto |", "|---|---|---|---|---|---|---|---|---|---|---|",
-                    *part2(names, folder, args.threads, args.seconds, args.images), ""]
+            out += [
+                "### End to end: `--backend torch` vs the default `auto`",
+                "",
+                "| model | eager img/s | auto img/s | auto ran | forward-only img/s eager / auto | auto e2e / forward | "
+                "eager decode / model ms | auto decode / model ms | auto p50 / p95 ms | load s: cold / warm | "
+                "peak MB eager / auto |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+                *part2(names, folder, args.threads, args.seconds, args.images),
+                "",
+            ]
         if "3" in parts and args.int8:
-            out += ["### INT8 (static, QDQ) vs fp32, forward only, batch 16 at 224 px", "",
-                    "| model | ORT fp32 | ORT int8 | OpenVINO fp32 | OpenVINO int8 | MB | quantize s |",
-                    "|---|---|---|---|---|---|---|",
-                    *part3(args.int8.split(","), folder, args.threads, args.seconds, args.rounds), ""]
+            out += [
+                "### INT8 (static, QDQ) vs fp32, forward only, batch 16 at 224 px",
+                "",
+                "| model | ORT fp32 | ORT int8 | OpenVINO fp32 | OpenVINO int8 | MB | quantize s |",
+                "|---|---|---|---|---|---|---|",
+                *part3(args.int8.split(","), folder, args.threads, args.seconds, args.rounds),
+                "",
+            ]
     text = "\n".join(out)
     print(text)
     if args.out:

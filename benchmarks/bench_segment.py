@@ -41,8 +41,14 @@ def make_model(folder: Path) -> Path:
     bundled = hub.bundled_path("shapes-unet.safetensors")
     if bundled.is_file():
         model.load_state_dict(load_state_dict(bundled))
-    meta = {"task": "segment", "arch": "smp", "arch_kwargs": SHAPES_UNET, "name": "bench-unet",
-            "labels": list(SHAPES_SEG_LABELS), "preprocess": SHAPES_SEG_PREPROCESS.to_dict()}
+    meta = {
+        "task": "segment",
+        "arch": "smp",
+        "arch_kwargs": SHAPES_UNET,
+        "name": "bench-unet",
+        "labels": list(SHAPES_SEG_LABELS),
+        "preprocess": SHAPES_SEG_PREPROCESS.to_dict(),
+    }
     return save_checkpoint(folder / "bench.safetensors", model, meta)
 
 
@@ -76,7 +82,7 @@ def plain_loop(ckpt: Path, paths: list[Path], batch: int) -> float:
     with torch.inference_mode():
         for i in range(0, len(paths), batch):
             tensors, sizes = [], []
-            for p in paths[i: i + batch]:
+            for p in paths[i : i + batch]:
                 img = Image.open(p).convert("RGB")
                 sizes.append(img.size[::-1])
                 scale = size / max(img.size)
@@ -145,8 +151,11 @@ def main() -> None:
             img = tmp / f"photo_{side}.jpg"
             rng = np.random.default_rng(side)
             Image.fromarray(rng.integers(0, 255, (side * 3 // 4, side, 3), dtype=np.uint8)).save(img, quality=90)
-            row = (f"{side}x{side * 3 // 4}", peak_rss_mb(ckpt, img, 512, args.threads),
-                   peak_rss_mb(ckpt, img, None, args.threads))
+            row = (
+                f"{side}x{side * 3 // 4}",
+                peak_rss_mb(ckpt, img, 512, args.threads),
+                peak_rss_mb(ckpt, img, None, args.threads),
+            )
             print(f"peak RSS {row[0]}: --tile 512 {row[1]:.0f} MB, no tiling {row[2]:.0f} MB")
             memory.append(row)
     write_results(Path(args.out), args, b, o, memory)
@@ -156,22 +165,31 @@ def write_results(path: Path, args: argparse.Namespace, base: float, ours: float
     import torch
 
     lines = [
-        "# Segmentation benchmark (`benchmarks/bench_segment.py`)", "",
+        "# Segmentation benchmark (`benchmarks/bench_segment.py`)",
+        "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{_cpu_count()} CPU cores shared with other jobs, torch {torch.__version__}, {args.threads} thread(s).", "",
+        f"{_cpu_count()} CPU cores shared with other jobs, torch {torch.__version__}, {args.threads} thread(s).",
+        "",
         f"Throughput over {args.n} PNG scenes of 256x256, bundled U-Net architecture at 128 px, batch "
-        f"{args.batch_size}, best of {args.repeats}:", "",
-        "| | images/s |", "|---|---|",
+        f"{args.batch_size}, best of {args.repeats}:",
+        "",
+        "| | images/s |",
+        "|---|---|",
         f"| plain PyTorch loop (decode, letterbox, forward, upsample, argmax) | {base:.1f} |",
         f"| `cnnkit segment` (same work + records, threaded decode) | {ours:.1f} |",
-        f"| ratio cnnkit / plain | {ours / base:.3f} |", "",
-        "Peak resident memory of one `cnnkit segment` process (random-noise JPEG, 4:3):", "",
-        "| image | `--tile 512` | no tiling (letterboxed to 128) |", "|---|---|---|",
-        *[f"| {size} | {t:.0f} MB | {n:.0f} MB |" for size, t, n in memory], "",
+        f"| ratio cnnkit / plain | {ours / base:.3f} |",
+        "",
+        "Peak resident memory of one `cnnkit segment` process (random-noise JPEG, 4:3):",
+        "",
+        "| image | `--tile 512` | no tiling (letterboxed to 128) |",
+        "|---|---|---|",
+        *[f"| {size} | {t:.0f} MB | {n:.0f} MB |" for size, t, n in memory],
+        "",
         "What grows with the image (arithmetic, not measured): its decoded pixels and its class mask (H×W×4 "
         "bytes: 48 MB at 4000x3000) on both sides, and with `--tile` one band of class scores a tile high and "
         "the image wide (6 classes × 512 × 4000 × 4 bytes = 49 MB), never a score map of the whole image "
-        "(288 MB at 4000x3000).", "",
+        "(288 MB at 4000x3000).",
+        "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

@@ -34,12 +34,21 @@ def quality(data: Path, trackers: list[str], threads: int | None) -> dict[str, d
     out = {}
     for name in trackers:
         m = validate(data, tracker=name, threads=threads)
-        out[name] = {"idf1": m["overall"]["idf1"], "mota": m["overall"]["mota"], "id_switches": m["overall"]["num_switches"],
-                     "false_positives": m["overall"]["num_false_positives"], "misses": m["overall"]["num_misses"],
-                     "counts_exact": m["counts_exact"], "counts": m["counts"], "per_video": {
-                         k: {"idf1": v["idf1"], "mota": v["mota"]} for k, v in m["sequences"].items()}}
-        print(f"{name:18s} IDF1 {out[name]['idf1']:.3f}  MOTA {out[name]['mota']:.3f}  IDsw {out[name]['id_switches']}  "
-              f"FP {out[name]['false_positives']}  FN {out[name]['misses']}  counts exact {m['counts_exact']}", flush=True)
+        out[name] = {
+            "idf1": m["overall"]["idf1"],
+            "mota": m["overall"]["mota"],
+            "id_switches": m["overall"]["num_switches"],
+            "false_positives": m["overall"]["num_false_positives"],
+            "misses": m["overall"]["num_misses"],
+            "counts_exact": m["counts_exact"],
+            "counts": m["counts"],
+            "per_video": {k: {"idf1": v["idf1"], "mota": v["mota"]} for k, v in m["sequences"].items()},
+        }
+        print(
+            f"{name:18s} IDF1 {out[name]['idf1']:.3f}  MOTA {out[name]['mota']:.3f}  IDsw {out[name]['id_switches']}  "
+            f"FP {out[name]['false_positives']}  FN {out[name]['misses']}  counts exact {m['counts_exact']}",
+            flush=True,
+        )
     return out
 
 
@@ -71,11 +80,26 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
 
     def run_yolo_track() -> int:
         torch.set_num_threads(torch_threads)
-        return sum(1 for _ in yolo.track(str(video), stream=True, imgsz=256, conf=0.1, device="cpu", verbose=False,
-                                         tracker=tracker_yaml, persist=False))
+        return sum(
+            1
+            for _ in yolo.track(
+                str(video),
+                stream=True,
+                imgsz=256,
+                conf=0.1,
+                device="cpu",
+                verbose=False,
+                tracker=tracker_yaml,
+                persist=False,
+            )
+        )
 
-    runs = {"cnnkit detect": run_cnnkit_detect, "yolo predict": run_yolo_predict,
-            "cnnkit track": run_cnnkit_track, "yolo track": run_yolo_track}
+    runs = {
+        "cnnkit detect": run_cnnkit_detect,
+        "yolo predict": run_yolo_predict,
+        "cnnkit track": run_cnnkit_track,
+        "yolo track": run_yolo_track,
+    }
     for fn in runs.values():  # warm-up: first calls build letterbox caches, trackers, thread pools
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -90,8 +114,10 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
     print(f"{frames} frames, 256x256, torch threads {torch_threads}, median of {repeats}:")
     for k, v in fps.items():
         print(f"  {k:14s} {v:7.2f} frames/s")
-    ratios = {"detect": round(fps["cnnkit detect"] / fps["yolo predict"], 3),
-              "track": round(fps["cnnkit track"] / fps["yolo track"], 3)}
+    ratios = {
+        "detect": round(fps["cnnkit detect"] / fps["yolo predict"], 3),
+        "track": round(fps["cnnkit track"] / fps["yolo track"], 3),
+    }
     print(f"  ratio cnnkit/ultralytics: detect {ratios['detect']}, track {ratios['track']}")
     return {"fps": fps, "ratio": ratios, "torch_threads": torch_threads, "batch_size": batch_size}
 
@@ -115,14 +141,19 @@ def main() -> None:
     data = work / f"shapes-seed{args.seed}-{args.videos}"
     if not (data / "summary.json").is_file():
         write_sequences(data, args.videos, seed=args.seed, frames=60)
-    result: dict = {"videos": args.videos, "seed": args.seed, "frames_per_video": 60,
-                    "quality": quality(data, args.trackers.split(","), args.threads)}
+    result: dict = {
+        "videos": args.videos,
+        "seed": args.seed,
+        "frames_per_video": 60,
+        "quality": quality(data, args.trackers.split(","), args.threads),
+    }
     if not args.skip_throughput:
         long = work / f"long-{args.frames}"
         if not (long / "summary.json").is_file():
             write_sequences(long, 1, seed=99, frames=args.frames)
-        result["throughput"] = throughput(long / "shapes-000.mp4", args.frames, args.repeats, args.threads,
-                                          args.batch_size)
+        result["throughput"] = throughput(
+            long / "shapes-000.mp4", args.frames, args.repeats, args.threads, args.batch_size
+        )
     print(json.dumps(result))
 
 

@@ -7,7 +7,6 @@ functions (``cnnkit.classify`` …) are resolved lazily from :mod:`cnnkit.api`.
 from __future__ import annotations
 
 from cnnkit._version import __version__
-
 from cnnkit.tasks import TASK_NAMES
 
 _API = {*TASK_NAMES, "finetune", "load", "records_to_frame"}

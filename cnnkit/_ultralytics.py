@@ -224,14 +224,18 @@ def _check_activation(act: Any, where: Path) -> None:
         while isinstance(node, ast.Attribute):
             names.append(node.attr)
             node = node.value
-        if not (isinstance(node, ast.Name) and [*names[1:], node.id] in (["nn"], ["nn", "torch"])
-                and not names[0].startswith("_")):
+        if not (
+            isinstance(node, ast.Name)
+            and [*names[1:], node.id] in (["nn"], ["nn", "torch"])
+            and not names[0].startswith("_")
+        ):
             raise ValueError
         for arg in [*call.args, *(k.value for k in call.keywords)]:
             ast.literal_eval(arg)
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
         raise UnsafeCheckpoint(
-            f"{where}: refused, its model activation {str(act)[:60]!r} is code, not nn.Name(...)") from None
+            f"{where}: refused, its model activation {str(act)[:60]!r} is code, not nn.Name(...)"
+        ) from None
 
 
 def resume(last: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -256,7 +260,6 @@ def resume(last: str | Path) -> tuple[Any, dict[str, Any]]:
 def quiet(threads: int | None = None) -> Iterator[None]:
     """ultralytics' logging down to errors and its stray prints onto stderr; torch threads kept."""
     import torch
-
     from ultralytics.utils import LOGGER
 
     threads = threads or torch.get_num_threads()
@@ -288,8 +291,17 @@ def restore_threads_callback(threads: int) -> Any:
     return _cb
 
 
-__all__ = ["cache_dir", "cached_weights", "device_arg", "quiet", "restore_threads_callback", "resume", "safe_load",
-           "ultralytics", "yolo"]
+__all__ = [
+    "cache_dir",
+    "cached_weights",
+    "device_arg",
+    "quiet",
+    "restore_threads_callback",
+    "resume",
+    "safe_load",
+    "ultralytics",
+    "yolo",
+]
 
 
 TRACKERS = ("bytetrack", "botsort", "shapes-bytetrack")  # by name; any ultralytics tracker yaml also works
@@ -306,14 +318,20 @@ def tracker_config(name: str, **overrides: Any) -> Any:
     from ultralytics.utils import ROOT, IterableSimpleNamespace
 
     own = Path(__file__).parent / "tasks" / "track" / "trackers" / f"{name}.yaml"
-    path = (Path(name) if name.endswith((".yaml", ".yml")) else own if own.is_file()
-            else ROOT / "cfg" / "trackers" / f"{name}.yaml")
+    path = (
+        Path(name)
+        if name.endswith((".yaml", ".yml"))
+        else own
+        if own.is_file()
+        else ROOT / "cfg" / "trackers" / f"{name}.yaml"
+    )
     if not path.is_file():
         raise OptionError("tracker", f"not {', '.join(TRACKERS)} nor a tracker yaml file", name)
     cfg = _read_yaml(path)
     if cfg.get("tracker_type") not in TRACKER_MAP:
-        raise OptionError("tracker", f"tracker_type {cfg.get('tracker_type')!r} is not one of {sorted(TRACKER_MAP)}",
-                          name)
+        raise OptionError(
+            "tracker", f"tracker_type {cfg.get('tracker_type')!r} is not one of {sorted(TRACKER_MAP)}", name
+        )
     cfg.update(overrides)
     return IterableSimpleNamespace(**cfg)
 

@@ -21,8 +21,19 @@ from cnnkit.records import Record, records_to_frame
 
 __all__ = ["classify", "detect", "finetune", "instance", "load", "records_to_frame", "segment", "track"]
 
-_RUN_KEYS = ("batch_size", "workers", "recursive", "shard_spec", "max_pixels", "save_dir", "skip",
-             "vid_stride", "start", "end", "max_frames")
+_RUN_KEYS = (
+    "batch_size",
+    "workers",
+    "recursive",
+    "shard_spec",
+    "max_pixels",
+    "save_dir",
+    "skip",
+    "vid_stride",
+    "start",
+    "end",
+    "max_frames",
+)
 
 
 def load(task: str, **options: Any) -> Any:

@@ -22,8 +22,26 @@ from typing import Any
 
 from cnnkit.errors import OptionError
 
-COLUMNS = ("model", "task", "backend", "runtime", "imgsz", "batch_size", "threads", "load_s", "cache",
-           "e2e_ips", "forward_ips", "decode_ms", "model_ms", "p50_ms", "p95_ms", "peak_mb", "metric", "value")
+COLUMNS = (
+    "model",
+    "task",
+    "backend",
+    "runtime",
+    "imgsz",
+    "batch_size",
+    "threads",
+    "load_s",
+    "cache",
+    "e2e_ips",
+    "forward_ips",
+    "decode_ms",
+    "model_ms",
+    "p50_ms",
+    "p95_ms",
+    "peak_mb",
+    "metric",
+    "value",
+)
 METRICS = {"classify": "top1", "segment": "miou", "detect": "mAP50"}
 
 
@@ -66,7 +84,9 @@ def synthetic_images(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
-        img = np.asarray(Image.fromarray(scene(17, i, size=256).image).resize(size, Image.Resampling.BILINEAR), np.int16)
+        img = np.asarray(
+            Image.fromarray(scene(17, i, size=256).image).resize(size, Image.Resampling.BILINEAR), np.int16
+        )
         img = np.clip(img + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
         path = folder / f"bench_{i:04d}.jpg"
         Image.fromarray(img).save(path, quality=90)
@@ -207,9 +227,20 @@ def metric(task: str, predictor: Any, data: str, options: dict[str, Any]) -> flo
     return None
 
 
-def bench_one(model: str, backend: str, paths: Sequence[str], *, imgsz: int | None, batch_size: int,
-              threads: int | None, device: str | None, seconds: float, latency_n: int, data: str | None,
-              task: str | None = None) -> Row:
+def bench_one(
+    model: str,
+    backend: str,
+    paths: Sequence[str],
+    *,
+    imgsz: int | None,
+    batch_size: int,
+    threads: int | None,
+    device: str | None,
+    seconds: float,
+    latency_n: int,
+    data: str | None,
+    task: str | None = None,
+) -> Row:
     """Load ``model`` on ``backend`` and measure it (see the module docstring)."""
     import torch
 
@@ -226,7 +257,9 @@ def bench_one(model: str, backend: str, paths: Sequence[str], *, imgsz: int | No
         t0 = time.perf_counter()
         predictor = api.load(task, **options)
         load_s = time.perf_counter() - t0
-        memory.device = getattr(getattr(predictor, "runtime", None) or getattr(predictor, "backend", None), "device", None)
+        memory.device = getattr(
+            getattr(predictor, "runtime", None) or getattr(predictor, "backend", None), "device", None
+        )
         loaded = getattr(predictor, "loaded", None)
         if loaded is not None:
             runtime, info = loaded.runtime, loaded.meta.get("runtime_info") or {}
@@ -244,19 +277,43 @@ def bench_one(model: str, backend: str, paths: Sequence[str], *, imgsz: int | No
             dec, mod = latencies(predictor, list(paths[:latency_n]))
     total = [d + m for d, m in zip(dec, mod)]
     value = metric(task, predictor, data, options) if data and task in METRICS else None
-    return Row(model=model, task=task, backend=backend, runtime=runtime,
-               imgsz=imgsz, batch_size=batch_size, threads=torch.get_num_threads(), load_s=round(load_s, 2),
-               cache=str(info.get("cache", "-")), e2e_ips=round(e2e, 2), forward_ips=round(fwd, 2),
-               decode_ms=round(statistics.median(dec), 2), model_ms=round(statistics.median(mod), 2),
-               p50_ms=round(percentile(total, 50), 2), p95_ms=round(percentile(total, 95), 2),
-               peak_mb=round(memory.peak, 1), metric=METRICS.get(task) if value is not None else None,
-               value=round(value, 4) if value is not None else None)
+    return Row(
+        model=model,
+        task=task,
+        backend=backend,
+        runtime=runtime,
+        imgsz=imgsz,
+        batch_size=batch_size,
+        threads=torch.get_num_threads(),
+        load_s=round(load_s, 2),
+        cache=str(info.get("cache", "-")),
+        e2e_ips=round(e2e, 2),
+        forward_ips=round(fwd, 2),
+        decode_ms=round(statistics.median(dec), 2),
+        model_ms=round(statistics.median(mod), 2),
+        p50_ms=round(percentile(total, 50), 2),
+        p95_ms=round(percentile(total, 95), 2),
+        peak_mb=round(memory.peak, 1),
+        metric=METRICS.get(task) if value is not None else None,
+        value=round(value, 4) if value is not None else None,
+    )
 
 
-def run(models: Sequence[str], *, backends: Sequence[str] = ("torch", "auto"), imgsz: int | None = None,
-        data: str | None = None, images: int = 64, batch_size: int = 16, threads: int | None = None,
-        device: str | None = None, seconds: float = 2.0, latency_n: int = 16, task: str | None = None,
-        progress: Callable[[str], None] | None = None) -> list[Row]:
+def run(
+    models: Sequence[str],
+    *,
+    backends: Sequence[str] = ("torch", "auto"),
+    imgsz: int | None = None,
+    data: str | None = None,
+    images: int = 64,
+    batch_size: int = 16,
+    threads: int | None = None,
+    device: str | None = None,
+    seconds: float = 2.0,
+    latency_n: int = 16,
+    task: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
     """Every model on every backend, in order (a model's backends one after the other, so they share the
     machine's state); images are ``data``'s own when given, else synthetic 640×480 JPEGs."""
     from cnnkit.models.loader import BACKENDS, identify
@@ -277,7 +334,19 @@ def run(models: Sequence[str], *, backends: Sequence[str] = ("torch", "auto"), i
             for backend in backends:
                 if progress is not None:
                     progress(f"{model} on {backend}")
-                rows.append(bench_one(model, backend, paths, imgsz=imgsz, batch_size=batch_size, threads=threads,
-                                      device=device, seconds=seconds, latency_n=min(latency_n, len(paths)),
-                                      data=data, task=task))
+                rows.append(
+                    bench_one(
+                        model,
+                        backend,
+                        paths,
+                        imgsz=imgsz,
+                        batch_size=batch_size,
+                        threads=threads,
+                        device=device,
+                        seconds=seconds,
+                        latency_n=min(latency_n, len(paths)),
+                        data=data,
+                        task=task,
+                    )
+                )
     return rows

@@ -30,8 +30,14 @@ from typing import Any
 from cnnkit.errors import UsageError
 from cnnkit.tasks import TASK_NAMES
 
-SETTINGS: dict[str, type] = {"device": str, "batch_size": int, "format": str, "workers": int, "cache_dir": str,
-                             "backend": str}
+SETTINGS: dict[str, type] = {
+    "device": str,
+    "batch_size": int,
+    "format": str,
+    "workers": int,
+    "cache_dir": str,
+    "backend": str,
+}
 
 # Upper bounds shared by flags, environment and config file: past them a value only costs memory
 # (every worker and thread has a stack; two batches of images are decoded ahead) or crashes torch.

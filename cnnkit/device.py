@@ -64,7 +64,7 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def resolve_device(spec: str | None = None) -> "torch.device":
+def resolve_device(spec: str | None = None) -> torch.device:
     """The torch.device for ``spec`` (``None`` means ``$CNNKIT_DEVICE`` or auto)."""
     import torch
 
@@ -72,7 +72,7 @@ def resolve_device(spec: str | None = None) -> "torch.device":
     return torch.device(choose_device(spec, cuda_count=count, mps_available=_mps_available()))
 
 
-def check_half(half: bool, device: "torch.device | str") -> bool:
+def check_half(half: bool, device: torch.device | str) -> bool:
     """Half precision is a CUDA feature here; anywhere else it is a usage error."""
     kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
     if half and kind != "cuda":
@@ -103,9 +103,12 @@ class Runtime:
 
     @classmethod
     def create(
-        cls, device: str | None = None, half: bool = False, threads: int | None = None,
+        cls,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
         channels_last: bool = True,
-    ) -> "Runtime":
+    ) -> Runtime:
         dev = resolve_device(device)
         check_half(half, dev)
         set_threads(threads)
@@ -128,7 +131,7 @@ class Runtime:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def for_module(self, runtime: str) -> "Runtime":
+    def for_module(self, runtime: str) -> Runtime:
         """This runtime for a model that ``runtime`` runs: compiled runtimes take plain NCHW arrays, so
         converting batches to channels-last would only add two copies."""
         return self if runtime in ("torch", "ultralytics") else replace(self, channels_last=False)

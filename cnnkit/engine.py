@@ -111,17 +111,37 @@ class Predictor(ABC):
         """After the last record, or when the stream is closed early or fails."""
 
     def stream(
-        self, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
-        recursive: bool = False, shard_spec: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-        save_dir: str | os.PathLike | None = None, skip: set[str] | None = None,
-        vid_stride: int = 1, start: float | None = None, end: float | None = None, max_frames: int | None = None,
+        self,
+        sources: Sequence[Any] | Item | str,
+        *,
+        batch_size: int = 8,
+        workers: int = 2,
+        recursive: bool = False,
+        shard_spec: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        save_dir: str | os.PathLike | None = None,
+        skip: set[str] | None = None,
+        vid_stride: int = 1,
+        start: float | None = None,
+        end: float | None = None,
+        max_frames: int | None = None,
     ) -> Iterator[Record]:
         """Records for ``sources`` (paths, folders, globs, ``-``, PIL/ndarray/tensor, videos, stream URLs),
         one by one: one per image, one per frame read from a video (``vid_stride``, ``start``/``end`` in
         seconds, ``max_frames`` choose which)."""
         video = VideoOptions(vid_stride, start, end, max_frames)
-        yield from stream(self, sources, batch_size=batch_size, workers=workers, recursive=recursive,
-                          shard_spec=shard_spec, max_pixels=max_pixels, save_dir=save_dir, skip=skip, video=video)
+        yield from stream(
+            self,
+            sources,
+            batch_size=batch_size,
+            workers=workers,
+            recursive=recursive,
+            shard_spec=shard_spec,
+            max_pixels=max_pixels,
+            save_dir=save_dir,
+            skip=skip,
+            video=video,
+        )
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
@@ -146,9 +166,17 @@ def resolve_classes(classes: Sequence[int | str] | None, labels: Sequence[str]) 
 
 
 def stream(
-    predictor: Predictor, sources: Sequence[Any] | Item | str, *, batch_size: int = 8, workers: int = 2,
-    recursive: bool = False, shard_spec: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-    save_dir: str | os.PathLike | None = None, skip: set[str] | None = None, video: VideoOptions | None = None,
+    predictor: Predictor,
+    sources: Sequence[Any] | Item | str,
+    *,
+    batch_size: int = 8,
+    workers: int = 2,
+    recursive: bool = False,
+    shard_spec: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    save_dir: str | os.PathLike | None = None,
+    skip: set[str] | None = None,
+    video: VideoOptions | None = None,
 ) -> Iterator[Record]:
     """Drive ``predictor`` over ``sources``: hooks, batches, saved outputs; records in input order.
 
@@ -161,9 +189,15 @@ def stream(
     if skip:
         items = [it for it in items if it.path not in skip]
     saver = PictureSaver(Path(save_dir), suffix=predictor.picture_suffix, inputs=items) if save_dir else None
-    state = StreamState(batch_size=max(1, batch_size), workers=max(1, workers), max_pixels=max_pixels, saver=saver,
-                        pictures=saver is not None and predictor.saves_pictures, items=items,
-                        video=video or VideoOptions())
+    state = StreamState(
+        batch_size=max(1, batch_size),
+        workers=max(1, workers),
+        max_pixels=max_pixels,
+        saver=saver,
+        pictures=saver is not None and predictor.saves_pictures,
+        items=items,
+        video=video or VideoOptions(),
+    )
     frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
     movies = VideoSaver(saver, state.video, state.videos) if saver is not None and predictor.saves_pictures else None
     predictor.on_stream_start(state)
@@ -178,7 +212,9 @@ def stream(
                     if record.frame is None:
                         predictor.save_outputs(saver, decoded, record)
                     elif movies is not None:  # a video's frames: one annotated mp4 per video
-                        record.extra["saved"] = movies.write(record.path, np.asarray(predictor.annotate(decoded, record)))
+                        record.extra["saved"] = movies.write(
+                            record.path, np.asarray(predictor.annotate(decoded, record))
+                        )
                 yield record
         finished = True
     finally:
@@ -203,8 +239,9 @@ def run(
     ``pictures``: the run saves pictures, so each drafted input also holds its full-size decode
     (:meth:`Decoded.picture`); only then, since that costs a full image per input in flight.
     """
-    state = StreamState(batch_size=max(1, batch_size), workers=max(1, workers), max_pixels=max_pixels,
-                        pictures=pictures)
+    state = StreamState(
+        batch_size=max(1, batch_size), workers=max(1, workers), max_pixels=max_pixels, pictures=pictures
+    )
     for batch in batches(predictor, items, state):
         yield from batch
 
@@ -228,8 +265,9 @@ def _reason(exc: BaseException) -> str:
 Prepared = tuple[Decoded, Any, float]
 
 
-def batches(predictor: Predictor, items: Iterable[Item],
-            state: StreamState) -> Iterator[list[tuple[Record, Decoded | None]]]:
+def batches(
+    predictor: Predictor, items: Iterable[Item], state: StreamState
+) -> Iterator[list[tuple[Record, Decoded | None]]]:
     """``(record, decoded)`` pairs a batch at a time, in input order.
 
     At most two batches are in flight: while batch n waits for its decodes and runs forward,
@@ -264,8 +302,9 @@ def batches(predictor: Predictor, items: Iterable[Item],
                 fut.cancel()
 
 
-def _forward(predictor: Predictor, results: list[tuple[Item, Prepared | BaseException]],
-             state: StreamState) -> list[tuple[Record, Decoded | None]]:
+def _forward(
+    predictor: Predictor, results: list[tuple[Item, Prepared | BaseException]], state: StreamState
+) -> list[tuple[Record, Decoded | None]]:
     """One batch's records: the forward pass over the inputs that decoded, a failed record for the rest."""
     good = [r for _, r in results if not isinstance(r, BaseException)]
     outputs: list[Result] = []
@@ -278,24 +317,49 @@ def _forward(predictor: Predictor, results: list[tuple[Item, Prepared | BaseExce
             error = _reason(exc)
         forward_ms = (time.perf_counter() - t0) * 1000.0 / len(good)
         if error is None and len(outputs) != len(good):
-            raise RuntimeError(f"{type(predictor).__name__}.predict_batch returned {len(outputs)} results "
-                               f"for {len(good)} inputs")
+            raise RuntimeError(
+                f"{type(predictor).__name__}.predict_batch returned {len(outputs)} results for {len(good)} inputs"
+            )
     out_iter = iter(outputs)
     batch: list[tuple[Record, Decoded | None]] = []
     for item, r in results:
         if isinstance(r, BaseException):
-            batch.append((Record.failed(item.path, predictor.task, predictor.name, _reason(r), frame=item.frame,
-                                        time_s=item.time_s), None))
+            batch.append(
+                (
+                    Record.failed(
+                        item.path, predictor.task, predictor.name, _reason(r), frame=item.frame, time_s=item.time_s
+                    ),
+                    None,
+                )
+            )
             continue
         if error is not None:
-            batch.append((Record.failed(item.path, predictor.task, predictor.name, error, frame=item.frame,
-                                        time_s=item.time_s), None))
+            batch.append(
+                (
+                    Record.failed(
+                        item.path, predictor.task, predictor.name, error, frame=item.frame, time_s=item.time_s
+                    ),
+                    None,
+                )
+            )
             continue
         decoded, _, prep_ms = r
         result = next(out_iter)
-        batch.append((Record(
-            path=item.path, task=predictor.task, model=predictor.name, width=decoded.width, height=decoded.height,
-            predictions=result.predictions(), time_ms=prep_ms + forward_ms, result=result, frame=item.frame,
-            time_s=item.time_s,
-        ), decoded))
+        batch.append(
+            (
+                Record(
+                    path=item.path,
+                    task=predictor.task,
+                    model=predictor.name,
+                    width=decoded.width,
+                    height=decoded.height,
+                    predictions=result.predictions(),
+                    time_ms=prep_ms + forward_ms,
+                    result=result,
+                    frame=item.frame,
+                    time_s=item.time_s,
+                ),
+                decoded,
+            )
+        )
     return batch

@@ -16,6 +16,7 @@ _OPTION_REF = re.compile(r"`([a-z][a-z0-9_]*)(?:=(True|False))?`")
 def spell_options(text: str, flags: dict[str, str]) -> str:
     """``text`` with each option reference that ``flags`` knows replaced by its flag: `keyword` and
     `keyword=True` by ``flags[keyword]``, `keyword=False` by ``flags["keyword=False"]`` (``--no-…``)."""
+
     def spell(m: re.Match[str]) -> str:
         name, value = m.group(1), m.group(2)
         flag = flags.get(f"{name}=False") if value == "False" else flags.get(name)

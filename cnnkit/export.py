@@ -71,8 +71,14 @@ def default_out(target: str, name: str, fmt: str) -> Path:
 
 
 def export_model(
-    target: str, *, fmt: str = "onnx", imgsz: int | None = None, dynamic_batch: bool = False,
-    out: str | Path | None = None, overwrite: bool = False, task: str | None = None,
+    target: str,
+    *,
+    fmt: str = "onnx",
+    imgsz: int | None = None,
+    dynamic_batch: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    task: str | None = None,
 ) -> ExportResult:
     """Export a registry model or checkpoint with its trained weights; see the module docstring."""
     from cnnkit.tasks import get_task
@@ -83,10 +89,17 @@ def export_model(
     exporter = get_task(task).exporter()
     if exporter is not None:
         return exporter(
-            target, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=out, overwrite=overwrite,
+            target,
+            fmt=fmt,
+            imgsz=imgsz,
+            dynamic_batch=dynamic_batch,
+            out=out,
+            overwrite=overwrite,
         )
     if Path(target).is_file() and sniff(target) != "checkpoint":
-        raise UsageError(f"{target}: no {task} exporter takes this file; export a registry name or a cnnkit .safetensors checkpoint")
+        raise UsageError(
+            f"{target}: no {task} exporter takes this file; export a registry name or a cnnkit .safetensors checkpoint"
+        )
     loaded = resolve(task, target)
     path = Path(out) if out else default_out(target, loaded.name, fmt)
     return export_module(loaded, task, path, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, overwrite=overwrite)
@@ -103,8 +116,14 @@ def _as_list(out: Any) -> list[Any]:
 
 
 def export_module(
-    loaded: Loaded, task: str, path: Path, *, fmt: str = "onnx", imgsz: int | None = None,
-    dynamic_batch: bool = False, overwrite: bool = False,
+    loaded: Loaded,
+    task: str,
+    path: Path,
+    *,
+    fmt: str = "onnx",
+    imgsz: int | None = None,
+    dynamic_batch: bool = False,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Trace ``loaded.module`` on a 1×3×imgsz×imgsz input, write ``path`` atomically, verify, keep or fail."""
     import torch
@@ -124,18 +143,29 @@ def export_module(
             expected = [_as_list(module(x)) for x in checks]
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{loaded.name}: cannot run on a {side}x{side} input ({first[:160]}); try another `imgsz`") from exc
-    outputs = ["logits"] if len(expected[0]) == 1 and task == "classify" else [f"output{i}" for i in range(len(expected[0]))]
+        raise UsageError(
+            f"{loaded.name}: cannot run on a {side}x{side} input ({first[:160]}); try another `imgsz`"
+        ) from exc
+    outputs = (
+        ["logits"] if len(expected[0]) == 1 and task == "classify" else [f"output{i}" for i in range(len(expected[0]))]
+    )
     meta = {
-        "format_version": 1, "cnnkit_version": __version__, "task": task, "name": loaded.name,
-        "arch": loaded.spec.family if loaded.spec else loaded.meta.get("arch"), "labels": list(loaded.labels),
-        "preprocess": pre.to_dict() if pre else None, "input": INPUT_NAME, "outputs": outputs,
+        "format_version": 1,
+        "cnnkit_version": __version__,
+        "task": task,
+        "name": loaded.name,
+        "arch": loaded.spec.family if loaded.spec else loaded.meta.get("arch"),
+        "labels": list(loaded.labels),
+        "preprocess": pre.to_dict() if pre else None,
+        "input": INPUT_NAME,
+        "outputs": outputs,
         "input_shape": ["batch" if dynamic_batch else 1, 3, *(("height", "width") if multiple else (imgsz, imgsz))],
     }
     with atomic_path(path, overwrite=overwrite) as tmp, quiet_exporters():
         if fmt == "onnx":
-            axes = _dynamic_axes([INPUT_NAME, *outputs], [example.ndim, *(t.ndim for t in expected[0])],
-                                 dynamic_batch, bool(multiple))
+            axes = _dynamic_axes(
+                [INPUT_NAME, *outputs], [example.ndim, *(t.ndim for t in expected[0])], dynamic_batch, bool(multiple)
+            )
             _write_onnx(module, example, tmp, meta, outputs, axes)
         else:
             traced = torch.jit.trace(module, example, strict=False)
@@ -161,10 +191,17 @@ def check_inputs(imgsz: int, dynamic_batch: bool, *, unit: bool = False, wider: 
 def result(path: Path, fmt: str, meta: dict[str, Any], diff: float, verified_with: str, t0: float) -> ExportResult:
     """The summary ``cnnkit export`` prints, for a file written and verified."""
     return ExportResult(
-        path=str(path), format=fmt, task=meta["task"], model=meta["name"], input=meta["input_shape"],
-        dynamic_batch=meta["input_shape"][0] == "batch", max_abs_diff=diff,
-        tolerance=f"atol {ATOL:g} + rtol {RTOL:g}·max|torch|", verified_with=verified_with,
-        size_mb=round(path.stat().st_size / 1e6, 3), seconds=round(time.perf_counter() - t0, 2),
+        path=str(path),
+        format=fmt,
+        task=meta["task"],
+        model=meta["name"],
+        input=meta["input_shape"],
+        dynamic_batch=meta["input_shape"][0] == "batch",
+        max_abs_diff=diff,
+        tolerance=f"atol {ATOL:g} + rtol {RTOL:g}·max|torch|",
+        verified_with=verified_with,
+        size_mb=round(path.stat().st_size / 1e6, 3),
+        seconds=round(time.perf_counter() - t0, 2),
     )
 
 
@@ -183,7 +220,9 @@ def verify_file(path: Path, fmt: str, checks: list[Any], expected: list[list[Any
     import torch
 
     if fmt == "onnx":
-        return check_outputs(expected, [_run_onnx(str(path), x) for x in checks], path), "onnxruntime " + _ort().__version__
+        return check_outputs(
+            expected, [_run_onnx(str(path), x) for x in checks], path
+        ), "onnxruntime " + _ort().__version__
     reloaded = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
         got = [[t.numpy() for t in _as_list(reloaded(x))] for x in checks]
@@ -210,22 +249,40 @@ def stamp(path: Path, fmt: str, meta: dict[str, Any]) -> None:
 
 def _dynamic_axes(names: list[str], ranks: list[int], batch: bool, size: bool) -> dict[str, dict[int, str]] | None:
     """ONNX dynamic axes: the batch of every tensor, and height/width of the 4-D ones (the input's, then each map's own)."""
+
     def hw(i: int, name: str) -> dict[int, str]:
         return {2: "height", 3: "width"} if i == 0 else {2: f"{name}_height", 3: f"{name}_width"}
 
-    axes = {n: {**({0: "batch"} if batch else {}), **(hw(i, n) if size and r == 4 else {})}
-            for i, (n, r) in enumerate(zip(names, ranks))}
+    axes = {
+        n: {**({0: "batch"} if batch else {}), **(hw(i, n) if size and r == 4 else {})}
+        for i, (n, r) in enumerate(zip(names, ranks))
+    }
     return {n: a for n, a in axes.items() if a} or None
 
 
-def _write_onnx(module: Any, example: Any, tmp: Path, meta: dict[str, Any], outputs: list[str],
-                axes: dict[str, dict[int, str]] | None) -> None:
+def _write_onnx(
+    module: Any,
+    example: Any,
+    tmp: Path,
+    meta: dict[str, Any],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]] | None,
+) -> None:
     import torch
 
     onnx = _onnx()
     try:
-        torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
-                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CnnkitError(f"{meta['name']}: ONNX export failed ({first[:200]})") from exc
@@ -254,7 +311,9 @@ def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise CnnkitError("onnxruntime is not installed: `pip install onnxruntime` (needed to verify and run ONNX files)") from exc
+        raise CnnkitError(
+            "onnxruntime is not installed: `pip install onnxruntime` (needed to verify and run ONNX files)"
+        ) from exc
     return onnxruntime
 
 
@@ -284,15 +343,21 @@ def check_outputs(expected: list[list[Any]], got: list[list[Any]], path: Path) -
     worst = 0.0
     for exp_outs, got_outs in zip(expected, got):
         if len(exp_outs) != len(got_outs):
-            raise CnnkitError(f"{path}: the export gives {len(got_outs)} output(s), PyTorch {len(exp_outs)}; not written")
+            raise CnnkitError(
+                f"{path}: the export gives {len(got_outs)} output(s), PyTorch {len(exp_outs)}; not written"
+            )
         for e, g in zip(exp_outs, got_outs):
             e, g = e.numpy(), np.asarray(g)
             if e.shape != g.shape:
-                raise CnnkitError(f"{path}: output shape {list(g.shape)} differs from PyTorch's {list(e.shape)}; not written")
+                raise CnnkitError(
+                    f"{path}: output shape {list(g.shape)} differs from PyTorch's {list(e.shape)}; not written"
+                )
             diff = float(np.abs(e - g).max()) if e.size else 0.0
             limit = ATOL + RTOL * float(np.abs(e).max() if e.size else 0.0)
             if not diff <= limit:
-                raise CnnkitError(f"{path}: exported output differs from PyTorch by {diff:.3g} (> {limit:.3g}); not written")
+                raise CnnkitError(
+                    f"{path}: exported output differs from PyTorch by {diff:.3g} (> {limit:.3g}); not written"
+                )
             worst = max(worst, diff)
     return worst
 
@@ -332,7 +397,9 @@ def openvino_module(path: str) -> Any:
     try:
         import openvino as ov
     except ImportError as exc:
-        raise CnnkitError("openvino is not installed: `pip install openvino` (needed to run the openvino backend)") from exc
+        raise CnnkitError(
+            "openvino is not installed: `pip install openvino` (needed to run the openvino backend)"
+        ) from exc
     try:
         compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
     except Exception as exc:
@@ -350,8 +417,10 @@ def openvino_module(path: str) -> Any:
         def forward(self, x: torch.Tensor) -> Any:
             def run(part: torch.Tensor) -> list[torch.Tensor]:
                 self.request.infer({0: np.ascontiguousarray(part.detach().float().cpu().numpy())})
-                return [torch.from_numpy(self.request.get_output_tensor(i).data.copy()).to(x.device)
-                        for i in range(self.outputs)]  # copies: the request reuses its buffers
+                return [
+                    torch.from_numpy(self.request.get_output_tensor(i).data.copy()).to(x.device)
+                    for i in range(self.outputs)
+                ]  # copies: the request reuses its buffers
 
             return _in_slices(run, x, self.fixed_batch)
 
@@ -363,7 +432,7 @@ def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None) -> Any
     import torch
 
     step = step or len(x)
-    parts = [run(x[i:i + step]) for i in range(0, len(x), step)]
+    parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
     outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
     return outs[0] if len(outs) == 1 else tuple(outs)
 

@@ -51,8 +51,9 @@ def calibration_images(folder: str | Path, limit: int) -> list[str]:
     if not paths:
         raise OptionError("calibrate", "no images found", str(folder))
     if len(paths) < MIN_CALIBRATION:
-        log.warning("%s: %d calibration images; %d or more give steadier INT8 ranges", folder, len(paths),
-                    MIN_CALIBRATION)
+        log.warning(
+            "%s: %d calibration images; %d or more give steadier INT8 ranges", folder, len(paths), MIN_CALIBRATION
+        )
     return paths
 
 
@@ -99,8 +100,15 @@ def score(task: str, weights: Path, val: str) -> float:
 
 
 def export_int8(
-    target: str, *, calibrate: str | Path, out: str | Path | None = None, val: str | None = None,
-    max_drop: float = 1.0, imgsz: int | None = None, calibration_limit: int = 300, overwrite: bool = False,
+    target: str,
+    *,
+    calibrate: str | Path,
+    out: str | Path | None = None,
+    val: str | None = None,
+    max_drop: float = 1.0,
+    imgsz: int | None = None,
+    calibration_limit: int = 300,
+    overwrite: bool = False,
     task: str | None = None,
 ) -> QuantizeResult:
     """Quantize ``target`` (a registry name or cnnkit checkpoint) to an INT8 ONNX file; see the module docstring."""
@@ -121,14 +129,22 @@ def export_int8(
     paths = calibration_images(calibrate, calibration_limit)
     with tempfile.TemporaryDirectory(prefix="cnnkit-int8-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        exported = export_model(target, fmt="onnx", imgsz=imgsz, dynamic_batch=True, out=fp32, overwrite=True,
-                                task=task)
+        exported = export_model(
+            target, fmt="onnx", imgsz=imgsz, dynamic_batch=True, out=fp32, overwrite=True, task=task
+        )
         predictor = api.load(task, weights=str(fp32), backend="onnxruntime")
         int8 = Path(tmp) / "int8.onnx"
         logging.disable(logging.WARNING)  # the quantizer's advice on the root logger, on every call
         try:
-            quantize_static(str(fp32), str(int8), reader(predictor, paths, "images"), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize_static(
+                str(fp32),
+                str(int8),
+                reader(predictor, paths, "images"),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
         finally:
             logging.disable(logging.NOTSET)
         meta = json.loads(next(p.value for p in _onnx().load(str(fp32)).metadata_props if p.key == "cnnkit"))
@@ -138,14 +154,24 @@ def export_int8(
             before, after = score(task, fp32, val), score(task, int8, val)
             drop = round((before - after) * 100, 2)
             if drop > max_drop:
-                raise CnnkitError(f"{exported.model}: INT8 loses {drop} points of {SCORES[task]} on {val} "
-                                  f"({before:.4f} → {after:.4f}; the limit is {max_drop}); not written")
+                raise CnnkitError(
+                    f"{exported.model}: INT8 loses {drop} points of {SCORES[task]} on {val} "
+                    f"({before:.4f} → {after:.4f}; the limit is {max_drop}); not written"
+                )
         dest = Path(out) if out else int8_out(target, exported.model)
         with atomic_path(dest, overwrite=overwrite) as final:
             final.write_bytes(int8.read_bytes())
         return QuantizeResult(
-            path=str(dest), task=task, model=exported.model, calibration_images=len(paths),
-            metric=SCORES[task] if val else None, fp32=before, int8=after, drop_points=drop, max_drop=max_drop,
-            size_mb=round(dest.stat().st_size / 1e6, 3), fp32_size_mb=round(fp32.stat().st_size / 1e6, 3),
+            path=str(dest),
+            task=task,
+            model=exported.model,
+            calibration_images=len(paths),
+            metric=SCORES[task] if val else None,
+            fp32=before,
+            int8=after,
+            drop_points=drop,
+            max_drop=max_drop,
+            size_mb=round(dest.stat().st_size / 1e6, 3),
+            fp32_size_mb=round(fp32.stat().st_size / 1e6, 3),
             seconds=round(time.perf_counter() - t0, 2),
         )

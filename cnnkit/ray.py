@@ -45,8 +45,12 @@ def _ray() -> Any:
         raise OptionError("engine", "needs Ray Data: pip install 'cnnkit[ray]'", "ray") from None
     version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
     if not SUPPORTED[0] <= version < SUPPORTED[1]:
-        log.warning("ray %s is not a tested version (cnnkit is tested with ray >=%s,<%s)", ray.__version__,
-                    ".".join(map(str, SUPPORTED[0])), ".".join(map(str, SUPPORTED[1])))
+        log.warning(
+            "ray %s is not a tested version (cnnkit is tested with ray >=%s,<%s)",
+            ray.__version__,
+            ".".join(map(str, SUPPORTED[0])),
+            ".".join(map(str, SUPPORTED[1])),
+        )
     return ray
 
 
@@ -58,8 +62,13 @@ def init(address: str | None = None) -> Any:
         return ray
     try:
         # workers' prints stay in Ray's logs unless -v: stdout is cnnkit's data channel (JSON Lines)
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=log.isEnabledFor(logging.DEBUG), configure_logging=True)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=log.isEnabledFor(logging.DEBUG),
+            configure_logging=True,
+        )
     except ConnectionError as exc:
         raise OptionError("address", f"no Ray cluster there ({str(exc).splitlines()[0]})", address) from None
     return ray
@@ -82,8 +91,15 @@ class Predict:
     columns plus ``record`` (the record as JSON) and ``error`` (``""`` on success).
     """
 
-    def __init__(self, task: str, options: dict[str, Any] | None = None, *, batch_size: int = 8,
-                 workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        task: str,
+        options: dict[str, Any] | None = None,
+        *,
+        batch_size: int = 8,
+        workers: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         from cnnkit import api
 
         self.predictor = api.load(task, **dict(options or {}))
@@ -98,19 +114,38 @@ class Predict:
         paths = [str(p) for p in batch["path"]]
         blobs = batch.get("bytes")
         errors = batch.get("error")
-        items = [Item(p, None if blobs is None else bytes(blobs[i]),
-                      (str(errors[i]) or None) if errors is not None else None) for i, p in enumerate(paths)]
-        records = [rec for rec, _ in run(self.predictor, items, batch_size=self.batch_size, workers=self.workers,
-                                         max_pixels=self.max_pixels)]
+        items = [
+            Item(
+                p, None if blobs is None else bytes(blobs[i]), (str(errors[i]) or None) if errors is not None else None
+            )
+            for i, p in enumerate(paths)
+        ]
+        records = [
+            rec
+            for rec, _ in run(
+                self.predictor, items, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels
+            )
+        ]
         out = {k: v for k, v in batch.items() if k not in ("bytes", "record", "error")}
-        out["record"] = np.array([json.dumps(finite(r.to_dict())[0], ensure_ascii=False, allow_nan=False)
-                                  for r in records], dtype=object)
+        out["record"] = np.array(
+            [json.dumps(finite(r.to_dict())[0], ensure_ascii=False, allow_nan=False) for r in records], dtype=object
+        )
         out["error"] = np.array([r.error or "" for r in records], dtype=object)
         return out
 
 
-def _dataset(items: Sequence[Any], *, task: str, load_options: dict[str, Any], actors: int, gpus_per_actor: float,
-             cpus_per_actor: float, batch_size: int, workers: int, max_pixels: int) -> Any:
+def _dataset(
+    items: Sequence[Any],
+    *,
+    task: str,
+    load_options: dict[str, Any],
+    actors: int,
+    gpus_per_actor: float,
+    cpus_per_actor: float,
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+) -> Any:
     """The pipeline: paths → actor pool running :class:`Predict` (records in input order)."""
     ray = _ray()
     from ray.data import ActorPoolStrategy, DataContext
@@ -130,10 +165,19 @@ def _dataset(items: Sequence[Any], *, task: str, load_options: dict[str, Any], a
     if options.get("threads") is None:
         options["threads"] = max(1, int(cpus_per_actor))  # torch would otherwise take every core of the node
     return ds.map_batches(
-        Predict, fn_constructor_kwargs={"task": task, "options": options, "batch_size": batch_size,
-                                        "workers": workers, "max_pixels": max_pixels},
-        batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+        Predict,
+        fn_constructor_kwargs={
+            "task": task,
+            "options": options,
+            "batch_size": batch_size,
+            "workers": workers,
+            "max_pixels": max_pixels,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor or None,
     )
 
 
@@ -149,10 +193,20 @@ def _check(actors: int, gpus_per_actor: float, cpus_per_actor: float, batch_size
 
 
 def predict(
-    sources: Sequence[Any] | str, task: str = "classify", *, address: str | None = None, actors: int = 1,
-    gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, batch_size: int = 8, workers: int = 2,
-    recursive: bool = False, shard_spec: str | None = None, skip: set[str] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS, **load_options: Any,
+    sources: Sequence[Any] | str,
+    task: str = "classify",
+    *,
+    address: str | None = None,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 8,
+    workers: int = 2,
+    recursive: bool = False,
+    shard_spec: str | None = None,
+    skip: set[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    **load_options: Any,
 ) -> Iterator[Record]:
     """Records for ``sources`` (paths, folders, globs, URLs), predicted on a Ray cluster; input order.
 
@@ -162,13 +216,27 @@ def predict(
     """
     _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
     items = plan(sources, recursive=recursive, shard_spec=shard_spec, skip=skip)
-    yield from predict_items(items, task, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
-                             cpus_per_actor=cpus_per_actor, batch_size=batch_size, workers=workers,
-                             max_pixels=max_pixels, **load_options)
+    yield from predict_items(
+        items,
+        task,
+        address=address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=max_pixels,
+        **load_options,
+    )
 
 
-def plan(sources: Sequence[Any] | str, *, recursive: bool = False, shard_spec: str | None = None,
-         skip: set[str] | None = None) -> list[Any]:
+def plan(
+    sources: Sequence[Any] | str,
+    *,
+    recursive: bool = False,
+    shard_spec: str | None = None,
+    skip: set[str] | None = None,
+) -> list[Any]:
     """The inputs of a run, as a local run lists them (sorted, de-duplicated, sharded, resumed)."""
     from cnnkit.io.sources import expand_sources, shard
     from cnnkit.io.writers import path_key as key
@@ -182,9 +250,19 @@ def plan(sources: Sequence[Any] | str, *, recursive: bool = False, shard_spec: s
     return [it for it in items if key(it.path) not in skip] if skip else items
 
 
-def predict_items(items: Sequence[Any], task: str, *, address: str | None = None, actors: int = 1,
-                  gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, batch_size: int = 8, workers: int = 2,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, **load_options: Any) -> Iterator[Record]:
+def predict_items(
+    items: Sequence[Any],
+    task: str,
+    *,
+    address: str | None = None,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 8,
+    workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    **load_options: Any,
+) -> Iterator[Record]:
     """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order."""
     from cnnkit.tasks import TASKS
 
@@ -194,8 +272,17 @@ def predict_items(items: Sequence[Any], task: str, *, address: str | None = None
     if not items:
         return
     init(address)
-    ds = _dataset(items, task=task, load_options=load_options, actors=actors, gpus_per_actor=gpus_per_actor,
-                  cpus_per_actor=cpus_per_actor, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    ds = _dataset(
+        items,
+        task=task,
+        load_options=load_options,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=max_pixels,
+    )
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for text in batch["record"]:
@@ -203,13 +290,23 @@ def predict_items(items: Sequence[Any], task: str, *, address: str | None = None
     except Exception as exc:
         if isinstance(exc, CnnkitError):
             raise
-        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})") \
-            from exc
+        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})") from exc
 
 
-def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, *, address: str | None = None,
-                actors: int = 1, gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, batch_size: int = 8,
-                workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS, **load_options: Any) -> list[tuple[str, str]]:
+def write_parts(
+    items: Sequence[Any],
+    task: str,
+    folder: str | os.PathLike,
+    *,
+    address: str | None = None,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 8,
+    workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    **load_options: Any,
+) -> list[tuple[str, str]]:
     """Predict ``items`` and let the workers write Parquet part files into ``folder`` (the driver holds
     no records); returns ``(path, error)`` of the failed inputs, read back from the parts."""
     import pyarrow.parquet as pq
@@ -219,8 +316,17 @@ def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, *, a
     if not items:
         return []
     init(address)
-    ds = _dataset(items, task=task, load_options=load_options, actors=actors, gpus_per_actor=gpus_per_actor,
-                  cpus_per_actor=cpus_per_actor, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    ds = _dataset(
+        items,
+        task=task,
+        load_options=load_options,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=max_pixels,
+    )
 
     def typed(batch: dict[str, Any]) -> Any:
         import pyarrow as pa
@@ -229,5 +335,8 @@ def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, *, a
 
     ds.map_batches(typed, batch_format="numpy", batch_size=None).write_parquet(os.fspath(folder))
     table = pq.read_table(os.fspath(folder), columns=["path", "error"])
-    return [(p, e) for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
-            if e is not None]
+    return [
+        (p, e)
+        for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
+        if e is not None
+    ]

@@ -55,10 +55,14 @@ class Record:
         if self.frame is not None:
             data.update(frame=self.frame, time_s=self.time_s)
         data |= {
-            "task": self.task, "model": self.model, "width": self.width, "height": self.height,
+            "task": self.task,
+            "model": self.model,
+            "width": self.width,
+            "height": self.height,
             "predictions": json_copy(self.predictions),
             "time_ms": round(self.time_ms, 3) if self.time_ms is not None else None,
-            "error": self.error, "schema_version": SCHEMA_VERSION,
+            "error": self.error,
+            "schema_version": SCHEMA_VERSION,
         }
         data.update(json_copy(self.extra))
         return data
@@ -68,8 +72,9 @@ class Record:
         return json.dumps(finite(self.to_dict())[0], ensure_ascii=False, allow_nan=False)
 
     @classmethod
-    def failed(cls, path: str, task: str, model: str, reason: str, *, frame: int | None = None,
-               time_s: float | None = None) -> "Record":
+    def failed(
+        cls, path: str, task: str, model: str, reason: str, *, frame: int | None = None, time_s: float | None = None
+    ) -> Record:
         return cls(path=path, task=task, model=model, error=reason, frame=frame, time_s=time_s)
 
 

@@ -164,8 +164,10 @@ class Boxes(Result):
         lines = []
         for b in self.items:
             x1, y1, x2, y2 = b.box
-            lines.append(f"{b.class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                         f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {b.score:.6f}\n")
+            lines.append(
+                f"{b.class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {b.score:.6f}\n"
+            )
         atomic_write_text(path, "".join(lines))
         return path
 
@@ -182,8 +184,13 @@ class Boxes(Result):
             x1, y1, x2, y2 = crop_box(b.box)
             if x2 <= x1 or y2 <= y1:
                 continue
-            paths.append(Path(saver.save(img.crop((x1, y1, x2, y2)), source_path, ".jpg",
-                                         sub=f"crops/{safe_name(b.label)}", tag=f"_{i}")))
+            paths.append(
+                Path(
+                    saver.save(
+                        img.crop((x1, y1, x2, y2)), source_path, ".jpg", sub=f"crops/{safe_name(b.label)}", tag=f"_{i}"
+                    )
+                )
+            )
         return paths
 
 
@@ -230,7 +237,9 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     counts = rle["counts"]
-    return mask_utils.decode({"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}) > 0
+    return (
+        mask_utils.decode({"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}) > 0
+    )
 
 
 @dataclass(frozen=True)
@@ -263,8 +272,13 @@ class Instances(Boxes):
             colours = [colour(p.class_id) for p in self.items]
             masks = torch.from_numpy(np.stack([decode_rle(p.mask) for p in self.items]))
             img = draw_segmentation_masks(img, masks, alpha=0.45, colors=colours)
-            img = draw_bounding_boxes(img, torch.tensor([list(p.box) for p in self.items]), colors=colours, width=2,
-                                      labels=[f"{p.label} {p.score:.2f}" for p in self.items])
+            img = draw_bounding_boxes(
+                img,
+                torch.tensor([list(p.box) for p in self.items]),
+                colors=colours,
+                width=2,
+                labels=[f"{p.label} {p.score:.2f}" for p in self.items],
+            )
         return Image.fromarray(img.permute(1, 2, 0).numpy())
 
     def save_masks(self, saver: PictureSaver, source_path: str) -> list[str]:
@@ -273,9 +287,16 @@ class Instances(Boxes):
 
         from cnnkit.io.pictures import safe_name
 
-        return [saver.save(Image.fromarray(decode_rle(p.mask).astype("uint8") * 255), source_path, ".png",
-                           sub="masks", tag=f"_{i}_{safe_name(p.label)}")
-                for i, p in enumerate(self.items)]
+        return [
+            saver.save(
+                Image.fromarray(decode_rle(p.mask).astype("uint8") * 255),
+                source_path,
+                ".png",
+                sub="masks",
+                tag=f"_{i}_{safe_name(p.label)}",
+            )
+            for i, p in enumerate(self.items)
+        ]
 
 
 # -- semantic segmentation: a class per pixel --------------------------------------------------
@@ -289,8 +310,12 @@ def class_summary(mask: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any
     total = max(int(mask.size), 1)
     order = sorted((int(i) for i in np.nonzero(counts)[0]), key=lambda i: -counts[i])
     return [
-        {"label": labels[i] if i < len(labels) else f"class_{i}", "class_id": i, "pixels": int(counts[i]),
-         "fraction": round(float(counts[i]) / total, 6)}
+        {
+            "label": labels[i] if i < len(labels) else f"class_{i}",
+            "class_id": i,
+            "pixels": int(counts[i]),
+            "fraction": round(float(counts[i]) / total, 6),
+        }
         for i in order
     ]
 
@@ -344,7 +369,9 @@ class SegmentMask(Result):
 
         mask = self.mask
         if picture.shape[:2] != mask.shape:
-            mask = np.asarray(Image.fromarray(mask).resize((picture.shape[1], picture.shape[0]), Image.Resampling.NEAREST))
+            mask = np.asarray(
+                Image.fromarray(mask).resize((picture.shape[1], picture.shape[0]), Image.Resampling.NEAREST)
+            )
         return Image.fromarray(overlay(picture, mask))
 
     def save(self, saver: PictureSaver, source_path: str, picture: np.ndarray) -> dict[str, str]:
@@ -353,5 +380,7 @@ class SegmentMask(Result):
 
         indexed = Image.fromarray(self.mask, "L").convert("P")
         indexed.putpalette(segmentation_palette(len(self.labels)))
-        return {"mask": saver.save(indexed, source_path, "_mask.png"),
-                "overlay": saver.save(self.draw(picture), source_path, "_overlay.png")}
+        return {
+            "mask": saver.save(indexed, source_path, "_mask.png"),
+            "overlay": saver.save(self.draw(picture), source_path, "_overlay.png"),
+        }

@@ -66,13 +66,17 @@ def cache_root() -> Path:
 
 def installed(runtime: str) -> bool:
     """Whether ``runtime``'s Python package can be imported (without importing it)."""
-    needs = {"openvino": ("openvino", "onnx", "onnxruntime"), "onnxruntime": ("onnx", "onnxruntime"),
-             "torchscript": ("torch",)}[runtime]  # ONNX files are written with onnx and checked with onnxruntime
+    needs = {
+        "openvino": ("openvino", "onnx", "onnxruntime"),
+        "onnxruntime": ("onnx", "onnxruntime"),
+        "torchscript": ("torch",),
+    }[runtime]  # ONNX files are written with onnx and checked with onnxruntime
     return all(importlib.util.find_spec(m) is not None for m in needs)
 
 
-def choose(backend: str, device_type: str, family: str | None, *, compilable: bool,
-           available: tuple[str, ...] | None = None) -> str:
+def choose(
+    backend: str, device_type: str, family: str | None, *, compilable: bool, available: tuple[str, ...] | None = None
+) -> str:
     """The runtime a model runs on: ``backend`` itself when forced, else ``auto``'s pick.
 
     Pure (availability passed in) so the rule is tested without GPUs: ``auto`` is ``torch`` on any
@@ -111,8 +115,11 @@ def versions(runtime: str, exporter: str | None = None) -> dict[str, str]:
 
     from cnnkit._version import __version__
 
-    packages = {"torchscript": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"),
-                "openvino": ("torch", "onnx", "onnxruntime", "openvino")}[runtime]
+    packages = {
+        "torchscript": ("torch",),
+        "onnxruntime": ("torch", "onnx", "onnxruntime"),
+        "openvino": ("torch", "onnx", "onnxruntime", "openvino"),
+    }[runtime]
     found = {"cnnkit": __version__}
     for pkg in (*packages, *((exporter,) if exporter else ())):
         try:
@@ -138,8 +145,14 @@ class CacheKey:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "model": self.model, "weights": self.weights, "size": self.size,
-                "runtime": self.runtime, "versions": dict(self.versions)}
+        return {
+            "task": self.task,
+            "model": self.model,
+            "weights": self.weights,
+            "size": self.size,
+            "runtime": self.runtime,
+            "versions": dict(self.versions),
+        }
 
 
 def size_policy(loaded: Any, task: str, imgsz: int | None) -> tuple[str, int]:
@@ -172,8 +185,9 @@ def compilable(loaded: Any, task: str) -> bool:
     return loaded.runtime == "torch" and task in ("classify", "segment")
 
 
-def compile_loaded(loaded: Any, task: str, backend: str, *, device: Any = None, imgsz: int | None = None,
-                   cache: Path | None = None) -> Any:
+def compile_loaded(
+    loaded: Any, task: str, backend: str, *, device: Any = None, imgsz: int | None = None, cache: Path | None = None
+) -> Any:
     """``loaded`` run by ``backend`` (``auto``, a runtime, or ``torch``), compiled or taken from the cache.
 
     ``auto`` falls back to ``loaded`` (PyTorch) on a failed compile or check, with one warning line;
@@ -186,8 +200,11 @@ def compile_loaded(loaded: Any, task: str, backend: str, *, device: Any = None, 
     if runtime == "torch":
         if backend == "auto" and not can and loaded.name not in _said:
             _said.add(loaded.name)
-            log.debug("%s: stays on PyTorch (%s)", loaded.name,
-                      "not a CPU run" if device_type != "cpu" else "no compiled runtime takes this model")
+            log.debug(
+                "%s: stays on PyTorch (%s)",
+                loaded.name,
+                "not a CPU run" if device_type != "cpu" else "no compiled runtime takes this model",
+            )
         return loaded
     if not can:
         raise OptionError("backend", f"{loaded.name} runs on torch only (Faster/Mask R-CNN heads)", backend)
@@ -197,14 +214,21 @@ def compile_loaded(loaded: Any, task: str, backend: str, *, device: Any = None, 
         raise OptionError("backend", f"{runtime} is not installed (pip install 'cnnkit[runtimes]')", backend)
     policy, side = size_policy(loaded, task, imgsz)
     exporter = "ultralytics" if loaded.runtime == "ultralytics" else None
-    key = CacheKey(task, loaded.name, weights_digest(_net(loaded)), policy, runtime,
-                   tuple(sorted(versions(runtime, exporter).items())))
+    key = CacheKey(
+        task,
+        loaded.name,
+        weights_digest(_net(loaded)),
+        policy,
+        runtime,
+        tuple(sorted(versions(runtime, exporter).items())),
+    )
     folder = (cache or cache_root()) / key.digest()
     entry = read_entry(folder)
     if entry is not None and entry.get("status") == "failed":
         if backend != "auto":
-            raise CnnkitError(f"{loaded.name}: {runtime} failed before ({entry.get('reason')}); "
-                              f"delete {folder} to retry")
+            raise CnnkitError(
+                f"{loaded.name}: {runtime} failed before ({entry.get('reason')}); delete {folder} to retry"
+            )
         log.debug("%s: %s failed before (%s); running PyTorch", loaded.name, runtime, entry.get("reason"))
         return loaded
     if entry is not None:
@@ -223,8 +247,9 @@ def compile_loaded(loaded: Any, task: str, backend: str, *, device: Any = None, 
         write_entry(folder, {"version": ENTRY_VERSION, "status": "failed", "reason": reason, "key": key.to_dict()})
         if backend != "auto":
             raise CnnkitError(f"{loaded.name}: {runtime} compile failed ({reason})") from exc
-        log.warning("%s: %s compile failed (%s); running PyTorch (remembered in %s)", loaded.name, runtime,
-                    reason, folder)
+        log.warning(
+            "%s: %s compile failed (%s); running PyTorch (remembered in %s)", loaded.name, runtime, reason, folder
+        )
         return loaded
 
 
@@ -259,7 +284,11 @@ def read_entry(folder: Path) -> dict[str, Any] | None:
         entry = json.loads((folder / ENTRY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(entry, dict) or entry.get("version") != ENTRY_VERSION or entry.get("status") not in ("ok", "failed"):
+    if (
+        not isinstance(entry, dict)
+        or entry.get("version") != ENTRY_VERSION
+        or entry.get("status") not in ("ok", "failed")
+    ):
         return None
     return entry
 
@@ -285,8 +314,14 @@ def build(loaded: Any, task: str, runtime: str, folder: Path, key: CacheKey, sid
     diff = exported.max_abs_diff
     if runtime == "openvino":  # the ONNX file passed onnxruntime's check; OpenVINO must pass its own
         diff = max(diff, verify_openvino(loaded, task, path, side))
-    return {"version": ENTRY_VERSION, "status": "ok", "file": path.name, "sha256": file_sha256(path),
-            "max_abs_diff": diff, "key": key.to_dict()}
+    return {
+        "version": ENTRY_VERSION,
+        "status": "ok",
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "max_abs_diff": diff,
+        "key": key.to_dict(),
+    }
 
 
 def verify_openvino(loaded: Any, task: str, path: Path, side: int) -> float:
@@ -321,8 +356,12 @@ def _load(loaded: Any, task: str, runtime: str, folder: Path, entry: dict[str, A
     path = folder / str(entry.get("file", ""))
     if path.parent != folder or not path.is_file() or file_sha256(path) != entry.get("sha256"):
         raise CnnkitError(f"{path}: missing or not the file the cache entry describes")
-    info = {"backend": runtime, "cache": "hit" if hit else "built", "compile_s": entry.get("compile_s"),
-            "path": str(path)}
+    info = {
+        "backend": runtime,
+        "cache": "hit" if hit else "built",
+        "compile_s": entry.get("compile_s"),
+        "path": str(path),
+    }
     exported = load_exported(path, task, runtime)
     if loaded.runtime == "ultralytics":  # the exported network with its letterbox/stride metadata
         exported.runtime = runtime

@@ -28,8 +28,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     is_file = args.model.endswith(".safetensors")
-    seg = api.load("segment", model=None if is_file else args.model, weights=args.model if is_file else None,
-                   device="cpu", threads=args.threads)
+    seg = api.load(
+        "segment",
+        model=None if is_file else args.model,
+        weights=args.model if is_file else None,
+        device="cpu",
+        threads=args.threads,
+    )
     scenes = [scene(args.seed, i, size=256) for i in range(args.n)]
     cm = ConfusionMatrix(len(seg.labels))
     for (record, mask), sc in zip(seg.masks([s.image for s in scenes], batch_size=10), scenes):

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cnnkit.data.export import export_digits
 from cnnkit.models.registry import get_spec
-from cnnkit.tasks.classify.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS
 from cnnkit.tasks.classify.train import recipe
+from cnnkit.tasks.classify.zoo import DIGITS_CLASSES, DIGITS_PREPROCESS
 from cnnkit.train.loop import LoopConfig, fit, log_progress, seeded_loader
 
 
@@ -52,14 +52,24 @@ def main() -> None:
         export_digits(data, val_fraction=0.2, seed=0, size=32)
     train, val = load_split(data, "train"), load_split(data, "val")
     meta = {
-        "task": "classify", "arch": "lenet5", "name": "lenet5-digits", "labels": list(DIGITS_CLASSES),
+        "task": "classify",
+        "arch": "lenet5",
+        "name": "lenet5-digits",
+        "labels": list(DIGITS_CLASSES),
         "preprocess": DIGITS_PREPROCESS.to_dict(),
         "data": f"sklearn load_digits via export_digits(seed=0, val_fraction=0.2, size=32): "
-                f"train n={len(train)}, val n={len(val)}",
+        f"train n={len(train)}, val n={len(val)}",
     }
     cfg = LoopConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True)
-    fit(get_spec("lenet5", "classify").builder(), seeded_loader(train, args.batch_size, seed=0),
-        recipe(DataLoader(val, batch_size=256), list(DIGITS_CLASSES)), cfg, args.out, meta, callbacks=log_progress())
+    fit(
+        get_spec("lenet5", "classify").builder(),
+        seeded_loader(train, args.batch_size, seed=0),
+        recipe(DataLoader(val, batch_size=256), list(DIGITS_CLASSES)),
+        cfg,
+        args.out,
+        meta,
+        callbacks=log_progress(),
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from cnnkit.data.photos import other_sample
 from cnnkit.data.shapes import classification_sample
 from cnnkit.models.checkpoint import load_state_dict
 from cnnkit.models.registry import get_spec
-from cnnkit.tasks.classify.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS
 from cnnkit.tasks.classify.train import recipe
+from cnnkit.tasks.classify.zoo import SHAPES_CNN_LABELS, SHAPES_PREPROCESS
 from cnnkit.train.loop import LoopConfig, fit, log_progress, seeded_loader
 
 
@@ -69,20 +69,31 @@ def main() -> None:
     train = make_tensors(args.n_train, args.n_other, 0, sizes=sizes)
     val = make_tensors(args.n_val, args.n_other_val, 1, sizes=sizes)
     meta = {
-        "task": "classify", "arch": "shapes_cnn", "name": "shapes-cnn", "labels": list(SHAPES_CNN_LABELS),
+        "task": "classify",
+        "arch": "shapes_cnn",
+        "name": "shapes-cnn",
+        "labels": list(SHAPES_CNN_LABELS),
         "preprocess": SHAPES_PREPROCESS.to_dict(),
-        "data": (f"shapes classification_sample: train seed 0 n={args.n_train}, val seed 1 n={args.n_val}; other_sample "
-                 f"(scikit-image photo crops, textures): train n={args.n_other}, val n={args.n_other_val}; shapes drawn "
-                 f"at {args.sizes} px and resized to 64"),
+        "data": (
+            f"shapes classification_sample: train seed 0 n={args.n_train}, val seed 1 n={args.n_val}; other_sample "
+            f"(scikit-image photo crops, textures): train n={args.n_other}, val n={args.n_other_val}; shapes drawn "
+            f"at {args.sizes} px and resized to 64"
+        ),
     }
     cfg = LoopConfig(epochs=args.epochs, lr=args.lr, seed=0, half_checkpoint=True)
     model = get_spec("shapes-cnn", "classify").builder()
     if args.init:
         model.load_state_dict(load_state_dict(args.init))
         meta["init"] = args.init
-    fit(model, seeded_loader(train, args.batch_size, seed=0),
-        recipe(DataLoader(val, batch_size=256), list(SHAPES_CNN_LABELS), label_smoothing=0.02), cfg, args.out, meta,
-        callbacks=log_progress())
+    fit(
+        model,
+        seeded_loader(train, args.batch_size, seed=0),
+        recipe(DataLoader(val, batch_size=256), list(SHAPES_CNN_LABELS), label_smoothing=0.02),
+        cfg,
+        args.out,
+        meta,
+        callbacks=log_progress(),
+    )
 
 
 if __name__ == "__main__":

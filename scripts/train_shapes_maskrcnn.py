@@ -63,31 +63,50 @@ def main() -> None:
     val = [scene(VAL_SEED, i, size=args.imgsz, **options) for i in range(args.n_val)]
     gt = scenes_to_coco(val, CLASSES)
     meta = {
-        "task": "instance", "arch": "maskrcnn_light", "arch_kwargs": arch_kwargs, "name": "shapes-maskrcnn",
+        "task": "instance",
+        "arch": "maskrcnn_light",
+        "arch_kwargs": arch_kwargs,
+        "name": "shapes-maskrcnn",
         "labels": list(CLASSES),
         "data": f"shapes scenes seed {TRAIN_SEED} at {args.imgsz} px, {args.steps}x{args.batch_size} images; "
-                f"val seed {VAL_SEED} n={args.n_val}"
-                + (f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes, "
-                   f"from {args.init}" if args.photo_fraction else ""),
+        f"val seed {VAL_SEED} n={args.n_val}"
+        + (
+            f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes, from {args.init}"
+            if args.photo_fraction
+            else ""
+        ),
     }
     epochs = math.ceil(args.steps / args.eval_every)
     cfg = config(epochs, args.eval_every, args.lr, seed=0, checkpoint_every=100)
     cfg.warmup = 100 / args.eval_every  # 100 warm-up steps, as before the loops were one
 
     def batch_at(step: int) -> list:
-        return [scene_sample(scene(TRAIN_SEED, step * args.batch_size + j, size=args.imgsz, **options))
-                for j in range(args.batch_size)]
+        return [
+            scene_sample(scene(TRAIN_SEED, step * args.batch_size + j, size=args.imgsz, **options))
+            for j in range(args.batch_size)
+        ]
 
-    fit(model, StepBatches(batch_at, args.eval_every), recipe([s.image for s in val], gt, CLASSES), cfg, out, meta,
-        callbacks=log_progress(every=20))
+    fit(
+        model,
+        StepBatches(batch_at, args.eval_every),
+        recipe([s.image for s in val], gt, CLASSES),
+        cfg,
+        out,
+        meta,
+        callbacks=log_progress(every=20),
+    )
 
 
 def export(best: Path) -> None:
     """Store the best checkpoint in fp16 as the bundled weights (metadata kept)."""
     meta = read_meta(best)
     target = bundled_path("shapes-maskrcnn.safetensors")
-    save_checkpoint(target, load_state_dict(best), {k: v for k, v in meta.items()
-                                                     if k not in ("format_version", "cnnkit_version")}, half=True)
+    save_checkpoint(
+        target,
+        load_state_dict(best),
+        {k: v for k, v in meta.items() if k not in ("format_version", "cnnkit_version")},
+        half=True,
+    )
     target.with_suffix(".json").unlink(missing_ok=True)  # the header carries the same metadata
     logging.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
 

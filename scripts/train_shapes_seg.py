@@ -51,8 +51,12 @@ def main() -> None:
     p.add_argument("--out", default=None, help="default work-data/shapes-ARCH")
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--train-size", type=int, default=256, help="scene size, as at inference")
-    p.add_argument("--imgsz", type=int, default=None,
-                   help="model input size, recorded in the checkpoint (default: the registry's for --arch)")
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=None,
+        help="model input size, recorded in the checkpoint (default: the registry's for --arch)",
+    )
     p.add_argument("--crop-scale", type=float, default=0.6, help="smallest random crop, as a share of the scene")
     p.add_argument("--photo-fraction", type=float, default=0.0, help="share of scenes drawn over real photos")
     p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
@@ -72,27 +76,43 @@ def main() -> None:
     imgsz = pre.crop
     train_pairs = shapes_pairs(args.n_train, 0, args.train_size, args.photo_fraction)
     val_pairs = shapes_pairs(args.n_val, 1, 256, args.photo_fraction)
-    train = PairDataset(train_pairs.__getitem__, len(train_pairs), transforms(imgsz, True, pre.mean, pre.std,
-                                                                             crop_scale=(args.crop_scale, 1.0)))
+    train = PairDataset(
+        train_pairs.__getitem__,
+        len(train_pairs),
+        transforms(imgsz, True, pre.mean, pre.std, crop_scale=(args.crop_scale, 1.0)),
+    )
     val = PairDataset(val_pairs.__getitem__, len(val_pairs), transforms(imgsz, False, pre.mean, pre.std))
     name = f"shapes-{args.arch}"
     meta = {
-        "task": "segment", "arch": "smp", "arch_kwargs": arch_kwargs, "name": name,
-        "labels": list(SHAPES_SEG_LABELS), "preprocess": pre.to_dict(),
+        "task": "segment",
+        "arch": "smp",
+        "arch_kwargs": arch_kwargs,
+        "name": name,
+        "labels": list(SHAPES_SEG_LABELS),
+        "preprocess": pre.to_dict(),
         "data": f"cnnkit.data.shapes semantic masks: train seed 0 n={args.n_train} at {args.train_size} px, "
-                f"random crops of {args.crop_scale:g}-1 of the area resized to {imgsz}, "
-                f"val seed 1 n={args.n_val} at 256 px resized to {imgsz}"
-                + (f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes"
-                   if args.photo_fraction else ""),
+        f"random crops of {args.crop_scale:g}-1 of the area resized to {imgsz}, "
+        f"val seed 1 n={args.n_val} at 256 px resized to {imgsz}"
+        + (
+            f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes"
+            if args.photo_fraction
+            else ""
+        ),
     }
     model = build_smp(len(SHAPES_SEG_LABELS), **arch_kwargs)
     if args.init:
         model.load_state_dict(load_state_dict(args.init))
         meta["init"] = args.init
     cfg = config(args.epochs, args.lr, seed=0, half_checkpoint=True, target=args.target_miou)
-    fit(model, seeded_loader(train, args.batch_size, seed=0, drop_last=True),
-        recipe(DataLoader(val, batch_size=25), list(SHAPES_SEG_LABELS)), cfg, args.out or f"work-data/{name}", meta,
-        callbacks=log_progress())
+    fit(
+        model,
+        seeded_loader(train, args.batch_size, seed=0, drop_last=True),
+        recipe(DataLoader(val, batch_size=25), list(SHAPES_SEG_LABELS)),
+        cfg,
+        args.out or f"work-data/{name}",
+        meta,
+        callbacks=log_progress(),
+    )
 
 
 if __name__ == "__main__":

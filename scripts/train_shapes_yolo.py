@@ -71,10 +71,21 @@ def main() -> None:
         if (out / name / "weights" / "best.pt").is_file() and not _unfinished(last):
             continue
         result = finetune(
-            str((photo_data if name == "run3" else data) / "data.yaml"), model="yolov8n.yaml" if start is None else None,
-            weights=str(start) if start else None, epochs=epochs, batch_size=args.batch_size, lr=lr,
-            imgsz=args.imgsz, device="cpu", out=str(out / name), exist_ok=True, seed=0, workers=0,
-            resume=str(last) if last.is_file() else None, progress=False, threads=args.threads,
+            str((photo_data if name == "run3" else data) / "data.yaml"),
+            model="yolov8n.yaml" if start is None else None,
+            weights=str(start) if start else None,
+            epochs=epochs,
+            batch_size=args.batch_size,
+            lr=lr,
+            imgsz=args.imgsz,
+            device="cpu",
+            out=str(out / name),
+            exist_ok=True,
+            seed=0,
+            workers=0,
+            resume=str(last) if last.is_file() else None,
+            progress=False,
+            threads=args.threads,
         )
         print(result, flush=True)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 # fixtures shared across folders live in tests/fixtures/, registered here for every test
@@ -35,7 +34,9 @@ class NetworkBlocked(OSError):
 
 def _is_local(address) -> bool:
     host = address[0] if isinstance(address, tuple) else address
-    return isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1", "") or host.startswith("/"))
+    return isinstance(host, str) and (
+        host.startswith("127.") or host in ("localhost", "::1", "") or host.startswith("/")
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from cnnkit.cli import app
 from cnnkit.errors import OptionError
 from tests.conftest import SAMPLES
-
 from tests.fixtures.segment import TINY
 
 runner = CliRunner()
@@ -30,13 +29,18 @@ def seg_ckpt(tmp_path_factory):
 
     torch.manual_seed(1)
     model = build_smp(len(SHAPES_SEG_LABELS), **TINY)
-    meta = {"task": "segment", "arch": "smp", "arch_kwargs": TINY, "name": "tiny-unet",
-            "labels": list(SHAPES_SEG_LABELS),
-            "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    meta = {
+        "task": "segment",
+        "arch": "smp",
+        "arch_kwargs": TINY,
+        "name": "tiny-unet",
+        "labels": list(SHAPES_SEG_LABELS),
+        "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
+    }
     return save_checkpoint(tmp_path_factory.mktemp("seg") / "tiny.safetensors", model, meta)
 
 
-def test_segment_classes_filter_records_masks_and_overlays(seg_ckpt, masks_data, tmp_path):  # noqa: F811
+def test_segment_classes_filter_records_masks_and_overlays(seg_ckpt, masks_data, tmp_path):
     import cnnkit
 
     images = sorted(str(p) for p in (masks_data / "val" / "images").glob("*.png"))
@@ -51,15 +55,30 @@ def test_segment_classes_filter_records_masks_and_overlays(seg_ckpt, masks_data,
         kept_id = after.result.labels.index(keep)
         assert set(np.unique(mask)) <= {0, kept_id}
         assert int((mask == kept_id).sum()) == next((p["pixels"] for p in after.predictions), 0)
-    res = runner.invoke(app, ["segment", *images, "--weights", str(seg_ckpt), "-f", "json", "--threads", "1",
-                              "--classes", keep, "--save-dir", str(tmp_path / "cli")])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            *images,
+            "--weights",
+            str(seg_ckpt),
+            "-f",
+            "json",
+            "--threads",
+            "1",
+            "--classes",
+            keep,
+            "--save-dir",
+            str(tmp_path / "cli"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     for rec in json.loads(res.stdout):
         assert {p["label"] for p in rec["predictions"]} <= {keep}
         assert set(np.unique(np.asarray(Image.open(rec["mask"])))) <= {0, kept_id}
 
 
-def test_segment_unknown_class_names_the_option(seg_ckpt, masks_data):  # noqa: F811
+def test_segment_unknown_class_names_the_option(seg_ckpt, masks_data):
     import cnnkit
 
     image = str(next((masks_data / "val" / "images").glob("*.png")))
@@ -70,18 +89,25 @@ def test_segment_unknown_class_names_the_option(seg_ckpt, masks_data):  # noqa: 
     assert res.exit_code == 2 and "Error: --classes unicorn: not a class of this model" in res.stderr
 
 
-def test_instance_classes_filter_records_and_saved_masks(tiny_ckpt, scene_folder, tmp_path):  # noqa: F811
+def test_instance_classes_filter_records_and_saved_masks(tiny_ckpt, scene_folder, tmp_path):
     import cnnkit
 
     every = cnnkit.instance(str(scene_folder), weights=str(tiny_ckpt), conf=0.0, max_det=20, threads=1)
     labels = [p["label"] for r in every for p in r.predictions]
     assert len(set(labels)) >= 2, labels
     keep = max(set(labels), key=labels.count)
-    kept = cnnkit.instance(str(scene_folder), weights=str(tiny_ckpt), conf=0.0, max_det=20, threads=1,
-                           classes=[keep], save_dir=tmp_path / "api", save_masks=True)
+    kept = cnnkit.instance(
+        str(scene_folder),
+        weights=str(tiny_ckpt),
+        conf=0.0,
+        max_det=20,
+        threads=1,
+        classes=[keep],
+        save_dir=tmp_path / "api",
+        save_masks=True,
+    )
     for before, after in zip(every, kept):
-        assert [p["score"] for p in after.predictions] == [p["score"] for p in before.predictions
-                                                           if p["label"] == keep]
+        assert [p["score"] for p in after.predictions] == [p["score"] for p in before.predictions if p["label"] == keep]
         assert len(after.result.items) == len(after.predictions)  # what the picture draws
     saved = [p["mask_file"] for r in kept for p in r.predictions]
     assert len(saved) == labels.count(keep) == len(list((tmp_path / "api" / "masks").glob("*.png")))
@@ -105,7 +131,8 @@ def test_classify_imgsz_rescales_the_preprocessing(tmp_path):
     assert str(err.value) == "imgsz 64: lenet5 only takes 32x32 inputs"
     res = runner.invoke(app, ["classify", TRIANGLE, "-m", "lenet5", "--imgsz", "64"])
     assert res.exit_code == 2 and "--imgsz 64: lenet5 only takes 32x32 inputs" in res.stderr
-    res = runner.invoke(app, ["classify", TRIANGLE, "-m", "shapes-cnn", "--imgsz", "96",
-                              "-f", "json", "--threads", "1"])
+    res = runner.invoke(
+        app, ["classify", TRIANGLE, "-m", "shapes-cnn", "--imgsz", "96", "-f", "json", "--threads", "1"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)[0]["predictions"][0]["label"] == record.predictions[0]["label"]

@@ -70,7 +70,8 @@ def test_order_kept_and_a_failed_decode_is_a_failed_record(tmp_path):
     assert failed.error and "\n" not in failed.error and failed.predictions == [] and failed.result is None
     assert all(r.width == 8 and r.height == 8 and r.time_ms is not None for r in records if r.ok)
     assert isinstance(records[0].result, Classes) and records[0].to_dict()["predictions"] == [
-        {"label": "v0", "class_id": 0, "score": 1.0}]
+        {"label": "v0", "class_id": 0, "score": 1.0}
+    ]
 
 
 def test_a_failing_batch_fails_its_records_only():
@@ -92,8 +93,10 @@ def test_hooks_in_order(tmp_path):
     list(p.stream([grey(1), str(bad), grey(2), grey(3)], batch_size=2))
     assert p.log == [
         ("start", 4),
-        ("batch", 1), ("batch_end", [True, False]),
-        ("batch", 2), ("batch_end", [True, True]),
+        ("batch", 1),
+        ("batch_end", [True, False]),
+        ("batch", 2),
+        ("batch_end", [True, True]),
         ("end", 2),
     ]
 

@@ -12,8 +12,7 @@ import torch
 
 from tests.conftest import SAMPLES
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture()
@@ -44,7 +43,9 @@ def test_cuda_records_match_cpu(task):
         assert g.error is None and h.error is None
         if task == "classify":
             assert [p["label"] for p in g.predictions] == [p["label"] for p in c.predictions]
-            np.testing.assert_allclose([p["score"] for p in g.predictions], [p["score"] for p in c.predictions], atol=1e-3)
+            np.testing.assert_allclose(
+                [p["score"] for p in g.predictions], [p["score"] for p in c.predictions], atol=1e-3
+            )
             assert h.predictions[0]["label"] == c.predictions[0]["label"]
         elif task == "segment":
             assert {p["label"] for p in g.predictions} == {p["label"] for p in c.predictions}

@@ -135,8 +135,13 @@ def test_layers_import_the_right_way():
     _, every = graph()
 
     def offenders(prefix: str, forbidden: str) -> list[str]:
-        return sorted(f"{m} -> {t}" for m, ts in every.items() if m == prefix or m.startswith(prefix + ".")
-                      for t in ts if t == forbidden or t.startswith(forbidden + "."))
+        return sorted(
+            f"{m} -> {t}"
+            for m, ts in every.items()
+            if m == prefix or m.startswith(prefix + ".")
+            for t in ts
+            if t == forbidden or t.startswith(forbidden + ".")
+        )
 
     # the spine (engine, records, results, I/O, COCO scoring) knows no task
     for low in ("cnnkit.engine", "cnnkit.records", "cnnkit.results", "cnnkit.io", "cnnkit.eval"):

@@ -17,9 +17,11 @@ COMMAND = re.compile(r"`cnnkit [^`]*`")  # a whole command example
 
 
 def _library_modules() -> list[Path]:
-    return sorted(p for p in ROOT.rglob("*.py")
-                  if p.relative_to(ROOT).parts[0] != "cli"
-                  and not (p.parts[-3] == "tasks" and p.name == "cli.py"))
+    return sorted(
+        p
+        for p in ROOT.rglob("*.py")
+        if p.relative_to(ROOT).parts[0] != "cli" and not (p.parts[-3] == "tasks" and p.name == "cli.py")
+    )
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -38,15 +40,22 @@ def flag_mentions(source: str) -> list[tuple[int, str]]:
     skip = _docstrings(tree)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-            if FLAG.search(COMMAND.sub("", node.value)):
-                found.append((node.lineno, node.value))
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in skip
+            and FLAG.search(COMMAND.sub("", node.value))
+        ):
+            found.append((node.lineno, node.value))
     return found
 
 
 def test_library_strings_name_no_flags():
-    offenders = [f"{path.relative_to(ROOT.parent)}:{line}: {text!r}"
-                 for path in _library_modules() for line, text in flag_mentions(path.read_text(encoding="utf-8"))]
+    offenders = [
+        f"{path.relative_to(ROOT.parent)}:{line}: {text!r}"
+        for path in _library_modules()
+        for line, text in flag_mentions(path.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
 
 

@@ -57,8 +57,9 @@ def test_int8_that_loses_accuracy_is_refused_and_not_written(shapes_sets, tmp_pa
 
     out = tmp_path / "bad.onnx"
     with pytest.raises(CnnkitError, match=r"INT8 loses .* points of top1 .*not written"):
-        export_int8("shapes-cnn", calibrate=shapes_sets / "dark", val=str(shapes_sets / "val"), out=out,
-                    max_drop=1.0)  # ranges from near-black images clip every real activation
+        export_int8(
+            "shapes-cnn", calibrate=shapes_sets / "dark", val=str(shapes_sets / "val"), out=out, max_drop=1.0
+        )  # ranges from near-black images clip every real activation
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -84,7 +85,21 @@ def test_export_int8_cli_needs_calibration_and_reports_a_refusal(shapes_sets, tm
     assert missing.exit_code == 2 and "--calibrate" in missing.output
     lonely = runner.invoke(app, ["export", "shapes-cnn", "--calibrate", str(shapes_sets / "cal")])
     assert lonely.exit_code == 2 and "--int8" in lonely.output
-    refused = runner.invoke(app, ["export", "shapes-cnn", "--int8", "--calibrate", str(shapes_sets / "dark"), "--val",
-                                  str(shapes_sets / "val"), "--max-drop", "1", "-o", str(tmp_path / "bad.onnx")])
+    refused = runner.invoke(
+        app,
+        [
+            "export",
+            "shapes-cnn",
+            "--int8",
+            "--calibrate",
+            str(shapes_sets / "dark"),
+            "--val",
+            str(shapes_sets / "val"),
+            "--max-drop",
+            "1",
+            "-o",
+            str(tmp_path / "bad.onnx"),
+        ],
+    )
     assert refused.exit_code == 1 and "not written" in refused.output
     assert not (tmp_path / "bad.onnx").exists()

@@ -19,8 +19,9 @@ def test_ray_gives_the_local_records_over_files_and_s3(ray_cluster, s3_images):
     assert sum(r["error"] is not None for r in local) == 2
     on_files = list(cnnkit.ray.predict([str(folder)], "classify", actors=2, batch_size=4, model="shapes-cnn", topk=2))
     assert [comparable(r.to_dict()) for r in on_files] == local
-    on_s3 = list(cnnkit.ray.predict([prefix], "classify", actors=1, batch_size=4, shard_spec="2/3",
-                                    model="shapes-cnn", topk=2))
+    on_s3 = list(
+        cnnkit.ray.predict([prefix], "classify", actors=1, batch_size=4, shard_spec="2/3", model="shapes-cnn", topk=2)
+    )
     assert [comparable(r.to_dict()) for r in on_s3] == local[1::3]
 
 
@@ -35,11 +36,15 @@ def test_cli_engine_ray_writes_parquet_like_local(ray_cluster, s3_images, tmp_pa
     runner = CliRunner()
     base = ["classify", "-m", "shapes-cnn", "-k", "1", "-b", "4", "-q"]
     local = runner.invoke(app, [*base, str(folder), "-o", str(tmp_path / "local.parquet")], catch_exceptions=False)
-    on_ray = runner.invoke(app, [*base, prefix, "-o", str(tmp_path / "ray.parquet"), "--engine", "ray",
-                                 "--address", "auto", "--actors", "2"], catch_exceptions=False)
+    on_ray = runner.invoke(
+        app,
+        [*base, prefix, "-o", str(tmp_path / "ray.parquet"), "--engine", "ray", "--address", "auto", "--actors", "2"],
+        catch_exceptions=False,
+    )
     assert local.exit_code == on_ray.exit_code == 1
-    assert ([comparable(r) for r in read_records(tmp_path / "ray.parquet")]
-            == [comparable(r) for r in read_records(tmp_path / "local.parquet")])
+    assert [comparable(r) for r in read_records(tmp_path / "ray.parquet")] == [
+        comparable(r) for r in read_records(tmp_path / "local.parquet")
+    ]
 
 
 def test_predict_udf_in_a_pipeline_of_ones_own(ray_cluster, shapes_images):
@@ -52,8 +57,13 @@ def test_predict_udf_in_a_pipeline_of_ones_own(ray_cluster, shapes_images):
     from cnnkit.ray import Predict
 
     ds = ray.data.read_binary_files(str(shapes_images), include_paths=True)
-    out = ds.map_batches(Predict, fn_constructor_kwargs={"task": "classify", "options": {"model": "shapes-cnn"}},
-                         batch_size=6, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+    out = ds.map_batches(
+        Predict,
+        fn_constructor_kwargs={"task": "classify", "options": {"model": "shapes-cnn"}},
+        batch_size=6,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=1,
+    )
     rows = sorted((json.loads(r["record"]) for r in out.iter_rows()), key=lambda r: r["path"])
     local = [r.to_dict() for r in cnnkit.classify([str(shapes_images)], model="shapes-cnn")]
     assert [comparable(r) for r in rows] == [comparable(r) for r in local]
@@ -70,8 +80,9 @@ def test_cli_parts_and_usage_errors(ray_cluster, s3_images, tmp_path):
     folder, _ = s3_images
     runner = CliRunner()
     base = ["classify", "-m", "shapes-cnn", "-k", "1", "-b", "4", "-q", str(folder)]
-    res = runner.invoke(app, [*base, "--engine", "ray", "--parts", "-o", str(tmp_path / "parts")],
-                        catch_exceptions=False)
+    res = runner.invoke(
+        app, [*base, "--engine", "ray", "--parts", "-o", str(tmp_path / "parts")], catch_exceptions=False
+    )
     assert res.exit_code == 1
     parts = sorted((tmp_path / "parts").glob("*.parquet"))
     assert parts

@@ -26,14 +26,24 @@ def shell(tmp_path, shapes_images):
     shim = bin_dir / "cnnkit"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m cnnkit "$@"\n')
     shim.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "IMAGES": str(shapes_images),
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "IMAGES": str(shapes_images),
+        "PYTHONPATH": str(REPO),
+    }
 
     def run(name: str) -> subprocess.CompletedProcess:
         script = (RECIPES / name).read_text()
         assert script.strip() in README, f"README must show docs/recipes/{name} verbatim"
-        return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     return run
 
@@ -56,8 +66,13 @@ def test_shard_recipe(shell, tmp_path, shapes_images):
 
 def test_resume_recipe(shell, tmp_path, shapes_images):
     partial = sorted(shapes_images.glob("*.png"))[:5]
-    first = subprocess.run([sys.executable, "-m", "cnnkit", "classify", *map(str, partial), "-o", "results.jsonl"],
-                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    first = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "classify", *map(str, partial), "-o", "results.jsonl"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert first.returncode == 0, first.stderr
     proc = shell("resume.sh")
     assert proc.returncode == 0, proc.stderr
@@ -86,8 +101,13 @@ def test_api_docstring_examples():
 
 
 def test_shell_completion_lists_commands():
-    env = {**os.environ, "_CNNKIT_COMPLETE": "complete_bash", "COMP_WORDS": "cnnkit cla", "COMP_CWORD": "1",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "_CNNKIT_COMPLETE": "complete_bash",
+        "COMP_WORDS": "cnnkit cla",
+        "COMP_CWORD": "1",
+        "PYTHONPATH": str(REPO),
+    }
     code = "from cnnkit.cli import app; app(prog_name='cnnkit')"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "classify" in proc.stdout, proc.stdout + proc.stderr
@@ -95,9 +115,10 @@ def test_shell_completion_lists_commands():
 
 @needs_jq
 def test_count_detections_recipe(tmp_path, monkeypatch):
+    from PIL import Image
+
     import cnnkit
     from cnnkit.data.shapes import scene
-    from PIL import Image
 
     folder = tmp_path / "scenes"
     folder.mkdir()
@@ -109,10 +130,15 @@ def test_count_detections_recipe(tmp_path, monkeypatch):
     (bin_dir / "cnnkit").chmod(0o755)
     script = (RECIPES / "count_detections.sh").read_text()
     assert script.strip() in README
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "IMAGES": str(folder),
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "IMAGES": str(folder),
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "counts.csv").read_text().splitlines()
     assert lines[0] == "label,count"
@@ -126,6 +152,7 @@ def test_count_detections_recipe(tmp_path, monkeypatch):
 
 def test_readme_reference_matches_its_pages():
     """The task sections of README.md are built from docs/readme/*.md; an edit to one side only fails."""
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "build_readme.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_readme.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

@@ -40,6 +40,7 @@ def entries(cache) -> list[dict]:
 
 # -- which runtime -----------------------------------------------------------------------------
 
+
 def test_auto_picks_the_family_runtime_then_the_default_order_on_cpu_only():
     both = ("openvino", "onnxruntime")
     assert rt.choose("auto", "cpu", "mobilenet_v3_large", compilable=True, available=both) == rt.AUTO_ORDER[0]
@@ -83,10 +84,16 @@ def test_unknown_backend_is_an_option_error():
 
 # -- the cache ---------------------------------------------------------------------------------
 
+
 def test_cache_key_changes_with_every_part():
     base = rt.CacheKey("classify", "m", "w" * 64, "fixed:224", "openvino", (("torch", "2"),))
-    variants = [replace(base, weights="x" * 64), replace(base, model="n"), replace(base, size="fixed:256"),
-                replace(base, runtime="onnxruntime"), replace(base, versions=(("torch", "3"),))]
+    variants = [
+        replace(base, weights="x" * 64),
+        replace(base, model="n"),
+        replace(base, size="fixed:256"),
+        replace(base, runtime="onnxruntime"),
+        replace(base, versions=(("torch", "3"),)),
+    ]
     assert len({base.digest(), *(v.digest() for v in variants)}) == 1 + len(variants)
     assert base.digest() == rt.CacheKey(**{**base.__dict__}).digest()
 
@@ -177,6 +184,7 @@ def test_a_forced_runtime_that_fails_raises(cache, monkeypatch):
 
 # -- same records --------------------------------------------------------------------------------
 
+
 @needs_runtime
 @pytest.mark.parametrize("backend", ["auto", *AVAILABLE])
 def test_classify_records_match_torch(cache, backend):
@@ -187,19 +195,20 @@ def test_classify_records_match_torch(cache, backend):
     assert [r.path for r in got] == [r.path for r in want] and len(got) >= 3
     for g, w in zip(got, want):
         assert [p["label"] for p in g.predictions][:1] == [p["label"] for p in w.predictions][:1]
-        np.testing.assert_allclose([p["score"] for p in g.predictions], [p["score"] for p in w.predictions],
-                                   atol=1e-4)
+        np.testing.assert_allclose([p["score"] for p in g.predictions], [p["score"] for p in w.predictions], atol=1e-4)
 
 
 @needs_runtime
-def test_segment_masks_match_torch_at_several_sizes(cache, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_segment_masks_match_torch_at_several_sizes(cache, tiny_checkpoint, tmp_path):
     from PIL import Image
 
     import cnnkit
     from cnnkit.data.shapes import scene
 
     for i, (h, w) in enumerate([(64, 64), (48, 96), (100, 70)]):  # letterboxed to 64x64, 64x64, 64x64 / imgsz 96
-        Image.fromarray(np.asarray(Image.fromarray(scene(5, i, size=128).image).resize((w, h)))).save(tmp_path / f"s{i}.png")
+        Image.fromarray(np.asarray(Image.fromarray(scene(5, i, size=128).image).resize((w, h)))).save(
+            tmp_path / f"s{i}.png"
+        )
     for imgsz in (None, 96):
         want = cnnkit.segment(tmp_path, weights=str(tiny_checkpoint), backend="torch", imgsz=imgsz, threads=1)
         got = cnnkit.segment(tmp_path, weights=str(tiny_checkpoint), imgsz=imgsz, threads=1)  # the default: auto
@@ -228,19 +237,36 @@ def test_yolo_boxes_match_torch(cache):
 
 # -- the CLI -------------------------------------------------------------------------------------
 
+
 def test_benchmark_command_reports_one_row_per_model_and_backend(cache, tmp_path):
     from typer.testing import CliRunner
 
     from cnnkit.benchmark import COLUMNS
     from cnnkit.cli import app
 
-    args = ["benchmark", "shapes-cnn", "--backend", "torch", "--backend", "onnxruntime", "--images", "6",
-            "--batch-size", "4", "--seconds", "0.1", "--threads", "1"]
+    args = [
+        "benchmark",
+        "shapes-cnn",
+        "--backend",
+        "torch",
+        "--backend",
+        "onnxruntime",
+        "--images",
+        "6",
+        "--batch-size",
+        "4",
+        "--seconds",
+        "0.1",
+        "--threads",
+        "1",
+    ]
     result = CliRunner().invoke(app, [*args, "-f", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["model"], r["backend"], r["runtime"]) for r in rows] == [
-        ("shapes-cnn", "torch", "torch"), ("shapes-cnn", "onnxruntime", "onnxruntime")]
+        ("shapes-cnn", "torch", "torch"),
+        ("shapes-cnn", "onnxruntime", "onnxruntime"),
+    ]
     for row in rows:
         assert set(row) == set(COLUMNS) and row["task"] == "classify" and row["metric"] is None
         for key in ("e2e_ips", "forward_ips", "p50_ms", "p95_ms", "peak_mb", "decode_ms", "model_ms"):
@@ -248,8 +274,11 @@ def test_benchmark_command_reports_one_row_per_model_and_backend(cache, tmp_path
         assert row["p95_ms"] >= row["p50_ms"]
     assert rows[1]["cache"] == "built"
     out = tmp_path / "bench.csv"
-    result = CliRunner().invoke(app, [*args[:4], "--images", "2", "--batch-size", "2", "--seconds", "0.1", "-f", "csv",
-                                      "-o", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        [*args[:4], "--images", "2", "--batch-size", "2", "--seconds", "0.1", "-f", "csv", "-o", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert lines[0].split(",") == list(COLUMNS) and len(lines) == 2
@@ -265,8 +294,9 @@ def test_benchmark_scores_on_data(cache, tmp_path):
         img, cid = classification_sample(5, i, size=64)
         (tmp_path / "val" / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(tmp_path / "val" / CLASSES[cid] / f"{i}.png")
-    [row] = run(["shapes-cnn"], backends=["torch"], data=str(tmp_path / "val"), images=8, batch_size=4,
-                threads=1, seconds=0.1)
+    [row] = run(
+        ["shapes-cnn"], backends=["torch"], data=str(tmp_path / "val"), images=8, batch_size=4, threads=1, seconds=0.1
+    )
     assert row.metric == "top1" and 0.5 <= row.value <= 1.0
 
 
@@ -276,7 +306,9 @@ def test_backend_torch_refuses_an_exported_file(tmp_path):
     path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path
     with pytest.raises(OptionError, match="exported file"):
         resolve("classify", weights=path, backend="torch")
-    assert resolve("classify", weights=path, backend="auto").runtime == ("openvino" if rt.installed("openvino") else "onnxruntime")
+    assert resolve("classify", weights=path, backend="auto").runtime == (
+        "openvino" if rt.installed("openvino") else "onnxruntime"
+    )
     assert resolve("classify", weights=path).runtime == "onnxruntime"  # None: the file's own runtime
 
 

@@ -81,7 +81,7 @@ def test_classify_saves_the_photo_at_its_own_size(photos, tmp_path):
         # below the caption, the picture is the photo itself (only JPEG noise), not an upscaled 1/8 draft
         h = rec["height"]
         original = np.asarray(_original(rec["path"]), dtype=np.int16)
-        assert np.abs(pic[h // 2:] - original[h // 2:]).mean() < 2.0
+        assert np.abs(pic[h // 2 :] - original[h // 2 :]).mean() < 2.0
 
 
 def test_detect_pictures_and_crops_come_from_the_full_image(photos, tmp_path):

@@ -17,9 +17,13 @@ FORMATS = ("auto", "table", "json", "jsonl", "csv")
 
 def benchmark(
     ctx: typer.Context,
-    models: Annotated[Optional[list[str]], typer.Argument(
-        help="Registry names or model files \\[default: the classify, detect and segment bundled models].",
-        show_default=False)] = None,
+    models: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Registry names or model files \\[default: the classify, detect and segment bundled models].",
+            show_default=False,
+        ),
+    ] = None,
     backend: o.Backends = None,
     imgsz: o.Imgsz = None,
     data: o.BenchData = None,
@@ -54,9 +58,22 @@ def benchmark(
         if not quiet:
             typer.echo(f"benchmark: {what}", err=True)
 
-    rows = [r.to_dict() for r in run(names, backends=backend or ["torch", "auto"], imgsz=imgsz, data=data,
-                                     images=images, batch_size=batch_size or 16, threads=threads, device=device,
-                                     seconds=seconds, task=task, progress=progress)]
+    rows = [
+        r.to_dict()
+        for r in run(
+            names,
+            backends=backend or ["torch", "auto"],
+            imgsz=imgsz,
+            data=data,
+            images=images,
+            batch_size=batch_size or 16,
+            threads=threads,
+            device=device,
+            seconds=seconds,
+            task=task,
+            progress=progress,
+        )
+    ]
     if fmt == "auto":
         fmt = "table" if output is None and sys.stdout.isatty() else "json"
     text = render(rows, fmt, COLUMNS)
@@ -83,13 +100,32 @@ def render(rows: list[dict], fmt: str, columns: tuple[str, ...]) -> str:
     from cnnkit.cli.tables import Column, cell
     from cnnkit.cli.tables import render as table
 
-    shown = ("model", "backend", "runtime", "cache", "load_s", "e2e_ips", "forward_ips", "decode_ms", "model_ms",
-             "p50_ms", "p95_ms", "peak_mb", "metric", "value")
-    cols = [Column(k, k, right=k not in ("model", "backend", "runtime", "cache", "metric"), keep=k in ("model", "backend"))
-            for k in shown]
-    return table(cols, [{k: cell(r.get(k)) for k in shown} for r in rows],
-                 caption="img/s: images per second; e2e includes decoding; ms: median per image at batch 1; "
-                         "load_s includes the compile when cache is 'built'.")
+    shown = (
+        "model",
+        "backend",
+        "runtime",
+        "cache",
+        "load_s",
+        "e2e_ips",
+        "forward_ips",
+        "decode_ms",
+        "model_ms",
+        "p50_ms",
+        "p95_ms",
+        "peak_mb",
+        "metric",
+        "value",
+    )
+    cols = [
+        Column(k, k, right=k not in ("model", "backend", "runtime", "cache", "metric"), keep=k in ("model", "backend"))
+        for k in shown
+    ]
+    return table(
+        cols,
+        [{k: cell(r.get(k)) for k in shown} for r in rows],
+        caption="img/s: images per second; e2e includes decoding; ms: median per image at batch 1; "
+        "load_s includes the compile when cache is 'built'.",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -70,8 +70,10 @@ def _tidy_help(command: Any) -> None:
         command._cnnkit_tidy = True
     if isinstance(command, TaskGroup) and "predict" in command.commands and "val" in command.commands:
         predict = command.commands["predict"]
-        predict.epilog = (f"`cnnkit {command.name} SOURCES...` runs predict. To evaluate on labelled data: "
-                          f"`cnnkit {command.name} val DATA` (see `cnnkit {command.name} val --help`).")
+        predict.epilog = (
+            f"`cnnkit {command.name} SOURCES...` runs predict. To evaluate on labelled data: "
+            f"`cnnkit {command.name} val DATA` (see `cnnkit {command.name} val --help`)."
+        )
     for sub in getattr(command, "commands", {}).values():
         _tidy_help(sub)
 
@@ -159,8 +161,7 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
     if getattr(sys.stderr, "isatty", lambda: False)():
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(console=stderr_console(), show_time=False, show_path=False,
-                                               markup=False)
+        handler: logging.Handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
     else:
         handler = _StderrHandler()
         handler.setFormatter(_PlainFormatter("%(message)s"))
@@ -186,8 +187,16 @@ def resolve_save_dir(task: str, save: bool, save_dir: str | None, exist_ok: bool
 
 
 def write_records(
-    ctx: typer.Context, records: Iterable[Any], *, total: int | None, fmt: str, output: str | None,
-    append: bool = False, exist_ok: bool = False, coco_builder: Any = None, resume: Any = None,
+    ctx: typer.Context,
+    records: Iterable[Any],
+    *,
+    total: int | None,
+    fmt: str,
+    output: str | None,
+    append: bool = False,
+    exist_ok: bool = False,
+    coco_builder: Any = None,
+    resume: Any = None,
 ) -> None:
     """Write each record as it comes, show progress on stderr, then exit 0/1/130.
 
@@ -210,8 +219,14 @@ def write_records(
     failed: list[tuple[str, str]] = []
     done = 0
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=quiet or not err.is_terminal, redirect_stdout=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+        redirect_stdout=False,
         redirect_stderr=False,
     )
     interrupted = broken_pipe = False
@@ -250,7 +265,7 @@ def write_records(
         import os
         import sys
 
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (replaces the closed pipe until exit)
         raise typer.Exit(EXIT_BROKEN_PIPE)
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -344,8 +359,10 @@ def local_data(ctx: typer.Context, data: str) -> str:
     from cnnkit.data.yolo_yaml import ARCHIVE_SUFFIXES
 
     if data.lower().rstrip("/").endswith(ARCHIVE_SUFFIXES):  # as ultralytics' download: would fetch and unpack
-        raise UsageError(f"{data}: a URL of an archive; cnnkit does not download and unpack datasets "
-                         "(unpack it yourself and pass its folder or dataset yaml)")
+        raise UsageError(
+            f"{data}: a URL of an archive; cnnkit does not download and unpack datasets "
+            "(unpack it yourself and pass its folder or dataset yaml)"
+        )
     import tempfile
 
     tmp = ctx.with_resource(tempfile.TemporaryDirectory(prefix="cnnkit-val-"))
@@ -394,8 +411,16 @@ def engine_options(ctx: typer.Context, save: bool) -> tuple[str, dict[str, Any]]
     return engine, {k: p[k] for k in SCALE_OPTIONS if k != "parts"}
 
 
-def ray_parts(ctx: typer.Context, task: str, load_options: dict[str, Any], *, fmt: str, output: str | None,
-              keep_classes: list[str] | None, scale: dict[str, Any]) -> None:
+def ray_parts(
+    ctx: typer.Context,
+    task: str,
+    load_options: dict[str, Any],
+    *,
+    fmt: str,
+    output: str | None,
+    keep_classes: list[str] | None,
+    scale: dict[str, Any],
+) -> None:
     """``--engine ray --parts``: the workers write Parquet part files into the ``--output`` folder; the
     summary and exit code come from the parts' ``path`` and ``error`` columns."""
     from cnnkit import ray as on_ray
@@ -413,8 +438,16 @@ def ray_parts(ctx: typer.Context, task: str, load_options: dict[str, Any], *, fm
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not p["exist_ok"])):
         raise CnnkitError(f"{output}: exists and is not an empty folder (pass --exist-ok to add parts to it)")
     items = take_shard(expand_sources(require_sources(p["sources"]), recursive=p["recursive"]), p["shard"])
-    failed = on_ray.write_parts(items, task, folder, batch_size=setting(ctx, "batch_size"),
-                                workers=setting(ctx, "workers"), max_pixels=p["max_pixels"], **scale, **load_options)
+    failed = on_ray.write_parts(
+        items,
+        task,
+        folder,
+        batch_size=setting(ctx, "batch_size"),
+        workers=setting(ctx, "workers"),
+        max_pixels=p["max_pixels"],
+        **scale,
+        **load_options,
+    )
     if not state(ctx)["quiet"]:
         err = stderr_console()
         err.print(f"{len(items)} image(s), {len(failed)} failed; parts in {folder}", highlight=False)
@@ -425,7 +458,11 @@ def ray_parts(ctx: typer.Context, task: str, load_options: dict[str, Any], *, fm
 
 
 def run_predict(
-    ctx: typer.Context, task: str, load_options: dict[str, Any], *, save: bool | None = None,
+    ctx: typer.Context,
+    task: str,
+    load_options: dict[str, Any],
+    *,
+    save: bool | None = None,
     coco_builder: Any = None,
     observe: Callable[[Iterable[Any], Path | None], Iterable[Any]] | None = None,
 ) -> None:
@@ -460,7 +497,9 @@ def run_predict(
     parse_shard(shard)
     engine, scale = engine_options(ctx, save)
     if engine == "ray" and p.get("parts"):
-        return ray_parts(ctx, task, load_options, fmt=fmt, output=output, keep_classes=load_options.get("classes"), scale=scale)
+        return ray_parts(
+            ctx, task, load_options, fmt=fmt, output=output, keep_classes=load_options.get("classes"), scale=scale
+        )
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
@@ -487,7 +526,8 @@ def run_predict(
         from cnnkit import ray as on_ray
 
         records: Iterable[Any] = on_ray.predict_items(
-            items, task, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], **scale, **load_options)
+            items, task, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], **scale, **load_options
+        )
     else:
         predictor = api.load(task, **load_options)
         introduce_default(task, load_options, predictor)
@@ -495,17 +535,32 @@ def run_predict(
         folder = resolve_save_dir(task, save, save_dir, exist_ok)
         if folder is not None:
             log.info("saving pictures to %s", folder)
-        records = predictor.stream(items, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"],
-                                   save_dir=folder, vid_stride=p["vid_stride"], start=p["start"], end=p["end"],
-                                   max_frames=p["max_frames"])
+        records = predictor.stream(
+            items,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=p["max_pixels"],
+            save_dir=folder,
+            vid_stride=p["vid_stride"],
+            start=p["start"],
+            end=p["end"],
+            max_frames=p["max_frames"],
+        )
     if observe is not None:
         records = observe(records, folder)
     if report is not None:
         records = reporting.feed(records, report)
     try:
         write_records(
-            ctx, records, total=None if videos else len(items), fmt=fmt, output=output, append=skip_existing,
-            exist_ok=exist_ok, coco_builder=coco_builder, resume=resume,
+            ctx,
+            records,
+            total=None if videos else len(items),
+            fmt=fmt,
+            output=output,
+            append=skip_existing,
+            exist_ok=exist_ok,
+            coco_builder=coco_builder,
+            resume=resume,
         )
     finally:
         reporting.finish(report)

@@ -30,7 +30,13 @@ def shapes_cmd(
     seed: o.Seed = 0,
     imgsz: o.Imgsz = 256,
     val_split: o.ValSplit = 0.2,
-    video: Annotated[bool, typer.Option("--video", help="Write --n videos of moving shapes (shapes-000.mp4 …) with MOT ground truth instead (for `cnnkit track val`).")] = False,
+    video: Annotated[
+        bool,
+        typer.Option(
+            "--video",
+            help="Write --n videos of moving shapes (shapes-000.mp4 …) with MOT ground truth instead (for `cnnkit track val`).",
+        ),
+    ] = False,
     frames: Annotated[int, typer.Option("--frames", min=2, help="With --video: frames per video.")] = 60,
     fps: Annotated[float, typer.Option("--fps", min=1.0, max=240.0, help="With --video: frame rate.")] = 25.0,
     exist_ok: o.ExistOk = False,

@@ -17,7 +17,9 @@ def export(
     model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")],
     to: Annotated[str, typer.Option("--to", help="Model file type: onnx or torchscript.")] = "onnx",
     imgsz: o.Imgsz = None,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Any batch size at run time (else batch 1).")] = False,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch", help="Any batch size at run time (else batch 1).")
+    ] = False,
     output: o.Output = None,
     task: o.Task = None,
     exist_ok: o.ExistOk = False,
@@ -44,16 +46,32 @@ def export(
     if int8 or calibrate or val:
         _int8(model, to, int8, calibrate, val, max_drop, imgsz, output, exist_ok, task)
         return
-    result = export_model(model, fmt=to, imgsz=imgsz, dynamic_batch=dynamic_batch, out=output, overwrite=exist_ok, task=task)
+    result = export_model(
+        model, fmt=to, imgsz=imgsz, dynamic_batch=dynamic_batch, out=output, overwrite=exist_ok, task=task
+    )
     if json_wanted("auto"):
         typer.echo(json.dumps(result.to_dict()))
         return
-    typer.echo(f"saved {result.path} ({result.size_mb} MB, {result.format}, input {result.input}) in {result.seconds} s")
-    typer.echo(f"verified with {result.verified_with}: max |export − torch| = {result.max_abs_diff:.3g} ({result.tolerance})")
+    typer.echo(
+        f"saved {result.path} ({result.size_mb} MB, {result.format}, input {result.input}) in {result.seconds} s"
+    )
+    typer.echo(
+        f"verified with {result.verified_with}: max |export − torch| = {result.max_abs_diff:.3g} ({result.tolerance})"
+    )
 
 
-def _int8(model: str, to: str, int8: bool, calibrate: str | None, val: str | None, max_drop: float,
-          imgsz: int | None, output: str | None, exist_ok: bool, task: str | None) -> None:
+def _int8(
+    model: str,
+    to: str,
+    int8: bool,
+    calibrate: str | None,
+    val: str | None,
+    max_drop: float,
+    imgsz: int | None,
+    output: str | None,
+    exist_ok: bool,
+    task: str | None,
+) -> None:
     """``--int8``: the quantized ONNX file, or the reason it was refused."""
     from cnnkit.errors import UsageError
     from cnnkit.quantize import export_int8
@@ -62,19 +80,23 @@ def _int8(model: str, to: str, int8: bool, calibrate: str | None, val: str | Non
         raise UsageError("--calibrate and --val go with --int8")
     if to != "onnx" or calibrate is None:
         raise UsageError("--int8 writes ONNX (--to onnx) and needs --calibrate DIR")
-    result = export_int8(model, calibrate=calibrate, out=output, val=val, max_drop=max_drop, imgsz=imgsz,
-                         overwrite=exist_ok, task=task)
+    result = export_int8(
+        model, calibrate=calibrate, out=output, val=val, max_drop=max_drop, imgsz=imgsz, overwrite=exist_ok, task=task
+    )
     if json_wanted("auto"):
         typer.echo(json.dumps(result.to_dict()))
         return
-    typer.echo(f"saved {result.path} ({result.size_mb} MB INT8, fp32 {result.fp32_size_mb} MB) in {result.seconds} s, "
-               f"calibrated on {result.calibration_images} images")
+    typer.echo(
+        f"saved {result.path} ({result.size_mb} MB INT8, fp32 {result.fp32_size_mb} MB) in {result.seconds} s, "
+        f"calibrated on {result.calibration_images} images"
+    )
     if result.metric:
-        typer.echo(f"{result.metric} on --val: fp32 {result.fp32:.4f}, int8 {result.int8:.4f} "
-                   f"(drop {result.drop_points} points, limit {result.max_drop})")
+        typer.echo(
+            f"{result.metric} on --val: fp32 {result.fp32:.4f}, int8 {result.int8:.4f} "
+            f"(drop {result.drop_points} points, limit {result.max_drop})"
+        )
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the root app (one line in :mod:`cnnkit.cli`)."""
     app.command("export", rich_help_panel=PANEL)(export)
-

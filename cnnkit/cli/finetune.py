@@ -23,32 +23,103 @@ from cnnkit.cli.options import PANEL_DATA, PANEL_TRAIN
 @o.renamed(save_dir="--out")
 def finetune(
     ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Argument(help="Dataset: classify DATA/<class>/* or DATA/{train,val}/<class>/*; detect data.yaml; segment/instance as their docs say.", show_default=False)] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="Dataset: classify DATA/<class>/* or DATA/{train,val}/<class>/*; detect data.yaml; segment/instance as their docs say.",
+            show_default=False,
+        ),
+    ] = None,
     task: o.Task = "classify",
     model: o.Model = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Start from the model's trained weights (ImageNet or bundled) \\[default: pretrained].", rich_help_panel=o.PANEL_MODEL, show_default=False)] = None,
+    pretrained: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--pretrained/--no-pretrained",
+            help="Start from the model's trained weights (ImageNet or bundled) \\[default: pretrained].",
+            rich_help_panel=o.PANEL_MODEL,
+            show_default=False,
+        ),
+    ] = None,
     weights: o.Weights = None,
     arch: o.Arch = None,
     encoder: o.Encoder = None,
-    freeze: Annotated[Optional[str], typer.Option("--freeze", help="backbone, none, or N: train only the head and the last N blocks \\[classify default: none].", rich_help_panel=o.PANEL_MODEL)] = None,
-    unfreeze_at: Annotated[Optional[int], typer.Option("--unfreeze-at", min=1, help="classify: from this epoch on, train the frozen parts too.", rich_help_panel=o.PANEL_MODEL)] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help="Number of epochs.", rich_help_panel=PANEL_TRAIN)] = None,
+    freeze: Annotated[
+        Optional[str],
+        typer.Option(
+            "--freeze",
+            help="backbone, none, or N: train only the head and the last N blocks \\[classify default: none].",
+            rich_help_panel=o.PANEL_MODEL,
+        ),
+    ] = None,
+    unfreeze_at: Annotated[
+        Optional[int],
+        typer.Option(
+            "--unfreeze-at",
+            min=1,
+            help="classify: from this epoch on, train the frozen parts too.",
+            rich_help_panel=o.PANEL_MODEL,
+        ),
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option("--epochs", "-e", min=1, help="Number of epochs.", rich_help_panel=PANEL_TRAIN)
+    ] = None,
     batch_size: o.BatchSize = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel=PANEL_TRAIN)] = None,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd (classify).", rich_help_panel=PANEL_TRAIN)] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="cosine, step, onecycle or none (classify).", rich_help_panel=PANEL_TRAIN)] = None,
-    warmup: Annotated[Optional[float], typer.Option("--warmup", min=0.0, help="Epochs of linear learning-rate warm-up.", rich_help_panel=PANEL_TRAIN)] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", min=0.0, max=0.99, help="Cross-entropy label smoothing.", rich_help_panel=PANEL_TRAIN)] = None,
-    early_stopping: Annotated[Optional[int], typer.Option("--early-stopping", min=1, help="Stop after this many epochs without a better val top-1.", rich_help_panel=PANEL_TRAIN)] = None,
-    amp: Annotated[Optional[bool], typer.Option("--amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU).", rich_help_panel=PANEL_TRAIN, show_default=False)] = None,
+    lr: Annotated[
+        Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel=PANEL_TRAIN)
+    ] = None,
+    optimizer: Annotated[
+        Optional[str], typer.Option("--optimizer", help="adamw or sgd (classify).", rich_help_panel=PANEL_TRAIN)
+    ] = None,
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option("--scheduler", help="cosine, step, onecycle or none (classify).", rich_help_panel=PANEL_TRAIN),
+    ] = None,
+    warmup: Annotated[
+        Optional[float],
+        typer.Option("--warmup", min=0.0, help="Epochs of linear learning-rate warm-up.", rich_help_panel=PANEL_TRAIN),
+    ] = None,
+    label_smoothing: Annotated[
+        Optional[float],
+        typer.Option(
+            "--label-smoothing", min=0.0, max=0.99, help="Cross-entropy label smoothing.", rich_help_panel=PANEL_TRAIN
+        ),
+    ] = None,
+    early_stopping: Annotated[
+        Optional[int],
+        typer.Option(
+            "--early-stopping",
+            min=1,
+            help="Stop after this many epochs without a better val top-1.",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = None,
+    amp: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--amp",
+            help="Mixed precision (fp16 on CUDA, bf16 on CPU).",
+            rich_help_panel=PANEL_TRAIN,
+            show_default=False,
+        ),
+    ] = None,
     seed: o.Seed = None,
-    augment: Annotated[Optional[str], typer.Option("--augment", help="light, strong or none (classify).", rich_help_panel=PANEL_DATA)] = None,
+    augment: Annotated[
+        Optional[str], typer.Option("--augment", help="light, strong or none (classify).", rich_help_panel=PANEL_DATA)
+    ] = None,
     imgsz: o.Imgsz = None,
     val_split: o.ValSplit = None,
     workers: o.Workers = None,
     device: o.Device = None,
     threads: o.Threads = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its folder or its last checkpoint.", rich_help_panel=o.PANEL_IO)] = None,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run: its folder or its last checkpoint.",
+            rich_help_panel=o.PANEL_IO,
+        ),
+    ] = None,
     save_dir: o.SaveDir = None,
     exist_ok: o.ExistOk = False,
 ) -> None:
@@ -68,21 +139,61 @@ def finetune(
     workers = workers if workers is not None else lookup("workers").value
     out = save_dir
     given = dict(
-        model=model, pretrained=pretrained, weights=weights, arch=arch, encoder=encoder, freeze=freeze,
-        unfreeze_at=unfreeze_at, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        scheduler=scheduler, warmup=warmup, label_smoothing=label_smoothing, early_stopping=early_stopping,
-        amp=amp, seed=seed, augment=augment, imgsz=imgsz, val_split=val_split, workers=workers, device=device,
-        threads=threads, resume=resume, out=out,
+        model=model,
+        pretrained=pretrained,
+        weights=weights,
+        arch=arch,
+        encoder=encoder,
+        freeze=freeze,
+        unfreeze_at=unfreeze_at,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        warmup=warmup,
+        label_smoothing=label_smoothing,
+        early_stopping=early_stopping,
+        amp=amp,
+        seed=seed,
+        augment=augment,
+        imgsz=imgsz,
+        val_split=val_split,
+        workers=workers,
+        device=device,
+        threads=threads,
+        resume=resume,
+        out=out,
     )
     # Task-specific options stay out when unset, so every trainer sees only what applies to it.
-    common = {"model", "weights", "epochs", "batch_size", "imgsz", "lr", "device", "out", "seed", "workers",
-              "resume", "freeze", "arch", "encoder"}
+    common = {
+        "model",
+        "weights",
+        "epochs",
+        "batch_size",
+        "imgsz",
+        "lr",
+        "device",
+        "out",
+        "seed",
+        "workers",
+        "resume",
+        "freeze",
+        "arch",
+        "encoder",
+    }
     options = {k: v for k, v in given.items() if k in common or v is not None}
     display = TrainDisplay(not quiet and os.environ.get("RANK", "0") == "0")
     try:
         with display:
-            result = api.finetune(data, task=task or "classify", exist_ok=exist_ok, progress=not quiet,
-                                  callbacks=display.callbacks(), **options)
+            result = api.finetune(
+                data,
+                task=task or "classify",
+                exist_ok=exist_ok,
+                progress=not quiet,
+                callbacks=display.callbacks(),
+                **options,
+            )
     except KeyboardInterrupt as exc:
         from cnnkit.train.loop import Interrupted
 
@@ -116,14 +227,20 @@ class TrainDisplay:
         self.enabled = enabled
         self.console = c.stderr_console()
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=self.console, transient=True, disable=not enabled or not self.console.is_terminal,
-            redirect_stdout=False, redirect_stderr=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not enabled or not self.console.is_terminal,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self.task: Any = None
         self.epochs = 0
 
-    def __enter__(self) -> "TrainDisplay":
+    def __enter__(self) -> TrainDisplay:
         self.progress.__enter__()
         return self
 
@@ -152,9 +269,13 @@ class TrainDisplay:
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """``epoch   3/10  train loss 0.1234 acc 0.9  val loss ... acc ...  lr 1.0e-03  2.1s 480 img/s``."""
+
     def group(prefix: str) -> str:
-        parts = [f"{k[len(prefix):]} {v:.4f}" if isinstance(v, float) else f"{k[len(prefix):]} {v}"
-                 for k, v in row.items() if k.startswith(prefix)]
+        parts = [
+            f"{k[len(prefix) :]} {v:.4f}" if isinstance(v, float) else f"{k[len(prefix) :]} {v}"
+            for k, v in row.items()
+            if k.startswith(prefix)
+        ]
         return f"{prefix[:-1]} " + " ".join(parts) if parts else ""
 
     total = f"/{epochs}" if epochs else ""

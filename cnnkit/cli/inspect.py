@@ -28,16 +28,42 @@ def models(
     if json_wanted(fmt, ctx):
         typer.echo(json.dumps(rows, indent=2))
         return
-    columns = [Column("name", "name", keep=True), Column("ready", "ready", keep=True), Column("task", "task"),
-               Column("params", "params", right=True), Column("source", "from"), Column("top1", "ImageNet top-1", right=True),
-               Column("mb", "MB", right=True), Column("year", "year", right=True), Column("description", "description")]
+    columns = [
+        Column("name", "name", keep=True),
+        Column("ready", "ready", keep=True),
+        Column("task", "task"),
+        Column("params", "params", right=True),
+        Column("source", "from"),
+        Column("top1", "ImageNet top-1", right=True),
+        Column("mb", "MB", right=True),
+        Column("year", "year", right=True),
+        Column("description", "description"),
+    ]
     if task:
         columns = [c for c in columns if c.key != "task"]
-    text = [{"name": r["name"], "task": r["task"], "params": f"{r['parameters_m']:.1f}M", "source": r["source"],
-             "ready": cell(r["available"]), "top1": cell(r.get("imagenet_top1")), "mb": cell(r.get("size_mb")),
-             "year": cell(r.get("year")), "description": r.get("description", "")} for r in rows]
-    typer.echo(render(columns, text, caption="ready: usable now, offline. Weights from torchvision and ultralytics "
-                                              "download once on first use, then come from the cache."), nl=False)
+    text = [
+        {
+            "name": r["name"],
+            "task": r["task"],
+            "params": f"{r['parameters_m']:.1f}M",
+            "source": r["source"],
+            "ready": cell(r["available"]),
+            "top1": cell(r.get("imagenet_top1")),
+            "mb": cell(r.get("size_mb")),
+            "year": cell(r.get("year")),
+            "description": r.get("description", ""),
+        }
+        for r in rows
+    ]
+    typer.echo(
+        render(
+            columns,
+            text,
+            caption="ready: usable now, offline. Weights from torchvision and ultralytics "
+            "download once on first use, then come from the cache.",
+        ),
+        nl=False,
+    )
 
 
 def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
@@ -65,18 +91,46 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     data = {
-        "cnnkit": __version__, "python": platform.python_version(), "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("torch", "torchvision", "ultralytics", "segmentation-models-pytorch",
-                                              "safetensors", "pillow", "numpy", "typer", "rich", "onnxruntime",
-                                              "openvino", "simplejpeg")},
+        "cnnkit": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            p: version(p)
+            for p in (
+                "torch",
+                "torchvision",
+                "ultralytics",
+                "segmentation-models-pytorch",
+                "safetensors",
+                "pillow",
+                "numpy",
+                "typer",
+                "rich",
+                "onnxruntime",
+                "openvino",
+                "simplejpeg",
+            )
+        },
         "devices": available_devices(),
         "auto_device": choose_device(None, cuda_count=cuda, mps_available=mps),
         "device_env": os.environ.get("CNNKIT_DEVICE"),
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "caches": {"torch_hub": str(hub.torch_hub_dir()), "weights_dir": str(hub.WEIGHTS_DIR),
-                   "runtimes": str(runtimes.cache_root())},
-        "settings": effective({"batch_size": 16, "workers": 2, "format": "auto", "device": "auto", "backend": "auto",
-                               "model.classify": "shapes-cnn"}),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "caches": {
+            "torch_hub": str(hub.torch_hub_dir()),
+            "weights_dir": str(hub.WEIGHTS_DIR),
+            "runtimes": str(runtimes.cache_root()),
+        },
+        "settings": effective(
+            {
+                "batch_size": 16,
+                "workers": 2,
+                "format": "auto",
+                "device": "auto",
+                "backend": "auto",
+                "model.classify": "shapes-cnn",
+            }
+        ),
         "config_file": str(config_path()) if config_path() else None,
         "bundled": [s.name for s in specs if s.source == "bundled" and is_available(s)],
         "cached_pretrained": [s.name for s in specs if s.source != "bundled" and is_available(s)],

@@ -37,171 +37,422 @@ PANEL_SCALE = "More than one machine"
 # -- the options ----------------------------------------------------------------------------------
 Sources = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Image or video files, folders, quoted globs, a webcam index (0), URLs (s3://, gs://, "
-                        "http(s)://, file://: objects, prefixes, globs; rtsp:// streams), or - to read paths from "
-                        "stdin.", show_default=False),
+    typer.Argument(
+        help="Image or video files, folders, quoted globs, a webcam index (0), URLs (s3://, gs://, "
+        "http(s)://, file://: objects, prefixes, globs; rtsp:// streams), or - to read paths from "
+        "stdin.",
+        show_default=False,
+    ),
 ]
-Model = Annotated[Optional[str], typer.Option(
-    "--model", "-m", rich_help_panel=PANEL_MODEL,
-    help="Registry model name (see `cnnkit models`) or a local model file; detect also takes ultralytics "
-         "names and files (yolov8n.pt, yolo11n.pt, …).")]
-Weights = Annotated[Optional[str], typer.Option(
-    "--weights", "-w", rich_help_panel=PANEL_MODEL,
-    help="Weights for --model: a `cnnkit finetune` checkpoint (.safetensors), a state dict (.pt/.pth), an "
-         "ultralytics .pt (detect), or a .onnx/.torchscript from `cnnkit export`.")]
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        rich_help_panel=PANEL_MODEL,
+        help="Registry model name (see `cnnkit models`) or a local model file; detect also takes ultralytics "
+        "names and files (yolov8n.pt, yolo11n.pt, …).",
+    ),
+]
+Weights = Annotated[
+    Optional[str],
+    typer.Option(
+        "--weights",
+        "-w",
+        rich_help_panel=PANEL_MODEL,
+        help="Weights for --model: a `cnnkit finetune` checkpoint (.safetensors), a state dict (.pt/.pth), an "
+        "ultralytics .pt (detect), or a .onnx/.torchscript from `cnnkit export`.",
+    ),
+]
 _BACKEND_HELP = (
     "auto, torch, onnxruntime, openvino or torchscript \\[default: auto, or $CNNKIT_BACKEND]. auto: on a CPU, the "
     "model compiled once for OpenVINO or ONNX Runtime, checked against PyTorch and cached (else PyTorch); a "
-    "runtime name forces it. A --weights .onnx/.torchscript file from `cnnkit export` runs on its own runtime.")
+    "runtime name forces it. A --weights .onnx/.torchscript file from `cnnkit export` runs on its own runtime."
+)
 # $CNNKIT_BACKEND is read by the library (cnnkit.runtimes.default_backend), not by Typer: an exported
 # --weights file keeps its runtime whatever the environment's default says.
 Backend = Annotated[Optional[str], typer.Option("--backend", rich_help_panel=PANEL_MODEL, help=_BACKEND_HELP)]
 Backends = Annotated[Optional[list[str]], typer.Option("--backend", rich_help_panel=PANEL_MODEL, help=_BACKEND_HELP)]
-Task = Annotated[Optional[str], typer.Option(
-    "--task", "-t", help=f"{', '.join(TASK_NAMES[:-1])} or {TASK_NAMES[-1]} (models: only that task's; export: "
-                         "the task of a file that does not say it; finetune: default classify; explain: classify or detect, "
-                         "default classify).")]
-TopK = Annotated[int, typer.Option("--topk", "-k", min=1, help="How many labels per image.",
-                                   rich_help_panel=PANEL_MODEL)]
-Imgsz = Annotated[Optional[int], typer.Option(
-    "--imgsz", min=8, max=MAX_IMGSZ, rich_help_panel=PANEL_MODEL,
-    help="Image side in pixels: the model's input (default: the model's own size; detect: else 640), or the "
-         "side of the images `cnnkit data` makes.")]
-Classes = Annotated[Optional[list[str]], typer.Option(
-    "--classes", rich_help_panel=PANEL_MODEL,
-    help="Keep only these classes (ids or names; repeat or comma-separate).")]
-Conf = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, rich_help_panel=PANEL_MODEL,
-                                     help="Minimum score of a kept box or instance.")]
-MaxDet = Annotated[int, typer.Option("--max-det", min=1, rich_help_panel=PANEL_MODEL,
-                                     help="At most this many boxes or instances per image.")]
-Arch = Annotated[Optional[str], typer.Option(
-    "--arch", rich_help_panel=PANEL_MODEL,
-    help="Segmentation architecture: unet, unetplusplus, deeplabv3plus (smp, random init unless --weights), "
-         "deeplabv3 or lraspp (torchvision VOC weights).")]
-Encoder = Annotated[Optional[str], typer.Option(
-    "--encoder", rich_help_panel=PANEL_MODEL,
-    help="smp encoder for --arch (e.g. resnet34, mobilenet_v2); for deeplabv3: resnet50, resnet101, "
-         "mobilenet_v3_large.")]
+Task = Annotated[
+    Optional[str],
+    typer.Option(
+        "--task",
+        "-t",
+        help=f"{', '.join(TASK_NAMES[:-1])} or {TASK_NAMES[-1]} (models: only that task's; export: "
+        "the task of a file that does not say it; finetune: default classify; explain: classify or detect, "
+        "default classify).",
+    ),
+]
+TopK = Annotated[
+    int, typer.Option("--topk", "-k", min=1, help="How many labels per image.", rich_help_panel=PANEL_MODEL)
+]
+Imgsz = Annotated[
+    Optional[int],
+    typer.Option(
+        "--imgsz",
+        min=8,
+        max=MAX_IMGSZ,
+        rich_help_panel=PANEL_MODEL,
+        help="Image side in pixels: the model's input (default: the model's own size; detect: else 640), or the "
+        "side of the images `cnnkit data` makes.",
+    ),
+]
+Classes = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--classes",
+        rich_help_panel=PANEL_MODEL,
+        help="Keep only these classes (ids or names; repeat or comma-separate).",
+    ),
+]
+Conf = Annotated[
+    float,
+    typer.Option(
+        "--conf", min=0.0, max=1.0, rich_help_panel=PANEL_MODEL, help="Minimum score of a kept box or instance."
+    ),
+]
+MaxDet = Annotated[
+    int,
+    typer.Option(
+        "--max-det", min=1, rich_help_panel=PANEL_MODEL, help="At most this many boxes or instances per image."
+    ),
+]
+Arch = Annotated[
+    Optional[str],
+    typer.Option(
+        "--arch",
+        rich_help_panel=PANEL_MODEL,
+        help="Segmentation architecture: unet, unetplusplus, deeplabv3plus (smp, random init unless --weights), "
+        "deeplabv3 or lraspp (torchvision VOC weights).",
+    ),
+]
+Encoder = Annotated[
+    Optional[str],
+    typer.Option(
+        "--encoder",
+        rich_help_panel=PANEL_MODEL,
+        help="smp encoder for --arch (e.g. resnet34, mobilenet_v2); for deeplabv3: resnet50, resnet101, "
+        "mobilenet_v3_large.",
+    ),
+]
 
-BatchSize = Annotated[Optional[int], typer.Option(
-    "--batch-size", "-b", min=1, max=MAX_BATCH_SIZE, envvar="CNNKIT_BATCH_SIZE", rich_help_panel=PANEL_RUN,
-    help="Images per forward pass (finetune: per training step and process).")]
-Workers = Annotated[Optional[int], typer.Option(
-    "--workers", min=0, max=MAX_WORKERS, envvar="CNNKIT_WORKERS", rich_help_panel=PANEL_RUN,
-    help="Parallel image loaders: decode threads in predict and val, DataLoader processes in finetune "
-         "(0: one image at a time in the main process).")]
-Device = Annotated[Optional[str], typer.Option(
-    "--device", "-d", envvar="CNNKIT_DEVICE", rich_help_panel=PANEL_RUN,
-    help="auto, cpu, cuda, cuda:N or mps \\[default: auto].")]
+BatchSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch-size",
+        "-b",
+        min=1,
+        max=MAX_BATCH_SIZE,
+        envvar="CNNKIT_BATCH_SIZE",
+        rich_help_panel=PANEL_RUN,
+        help="Images per forward pass (finetune: per training step and process).",
+    ),
+]
+Workers = Annotated[
+    Optional[int],
+    typer.Option(
+        "--workers",
+        min=0,
+        max=MAX_WORKERS,
+        envvar="CNNKIT_WORKERS",
+        rich_help_panel=PANEL_RUN,
+        help="Parallel image loaders: decode threads in predict and val, DataLoader processes in finetune "
+        "(0: one image at a time in the main process).",
+    ),
+]
+Device = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        "-d",
+        envvar="CNNKIT_DEVICE",
+        rich_help_panel=PANEL_RUN,
+        help="auto, cpu, cuda, cuda:N or mps \\[default: auto].",
+    ),
+]
 Half = Annotated[bool, typer.Option("--half", help="fp16 inference (CUDA only).", rich_help_panel=PANEL_RUN)]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, rich_help_panel=PANEL_RUN,
-                                                help="torch intra-op threads (default: torch's choice).")]
+Threads = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        max=MAX_THREADS,
+        rich_help_panel=PANEL_RUN,
+        help="torch intra-op threads (default: torch's choice).",
+    ),
+]
 
-Format = Annotated[str, typer.Option(
-    "--format", "-f", envvar="CNNKIT_FORMAT", rich_help_panel=PANEL_IO,
-    help="Record format: auto (a table on a terminal; else JSON Lines for predictions, JSON for reports; "
-         "or by the output file's suffix), table or json; predict also jsonl, csv, parquet, coco (detect, "
-         "instance) and mot (track: MOT Challenge rows of one video).")]
-Output = Annotated[Optional[str], typer.Option(
-    "--output", "-o", rich_help_panel=PANEL_IO,
-    help="File to write: the records or the report (- for stdout, the default), or the one file the command "
-         "makes.")]
-Save = Annotated[Optional[bool], typer.Option(
-    "--save/--no-save", rich_help_panel=PANEL_IO, show_default=False,
-    help="Write annotated pictures to runs/<task>/exp, exp2, … (default: on with --save-dir).")]
-SaveDir = Annotated[Optional[str], typer.Option(
-    "--save-dir", rich_help_panel=PANEL_IO,
-    help="Folder for what the command saves: annotated pictures, val plots and metrics, a finetune run "
-         "\\[default: runs/<task>/exp, exp2, …].")]
-ExistOk = Annotated[bool, typer.Option("--exist-ok", rich_help_panel=PANEL_IO,
-                                       help="Allow writing into or over an output folder or file that already exists.")]
-Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.",
-                                         rich_help_panel=PANEL_IO)]
-Shard = Annotated[Optional[str], typer.Option("--shard", rich_help_panel=PANEL_IO,
-                                              help="K/N: process only the K-th of N interleaved slices of the inputs.")]
-SkipExisting = Annotated[bool, typer.Option(
-    "--skip-existing", rich_help_panel=PANEL_IO,
-    help="Resume: skip inputs already recorded in the --output JSON Lines or Parquet file and append.")]
-MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, rich_help_panel=PANEL_IO,
-                                        help="Refuse images with more pixels (decompression-bomb guard).")]
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        envvar="CNNKIT_FORMAT",
+        rich_help_panel=PANEL_IO,
+        help="Record format: auto (a table on a terminal; else JSON Lines for predictions, JSON for reports; "
+        "or by the output file's suffix), table or json; predict also jsonl, csv, parquet, coco (detect, "
+        "instance) and mot (track: MOT Challenge rows of one video).",
+    ),
+]
+Output = Annotated[
+    Optional[str],
+    typer.Option(
+        "--output",
+        "-o",
+        rich_help_panel=PANEL_IO,
+        help="File to write: the records or the report (- for stdout, the default), or the one file the command makes.",
+    ),
+]
+Save = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--save/--no-save",
+        rich_help_panel=PANEL_IO,
+        show_default=False,
+        help="Write annotated pictures to runs/<task>/exp, exp2, … (default: on with --save-dir).",
+    ),
+]
+SaveDir = Annotated[
+    Optional[str],
+    typer.Option(
+        "--save-dir",
+        rich_help_panel=PANEL_IO,
+        help="Folder for what the command saves: annotated pictures, val plots and metrics, a finetune run "
+        "\\[default: runs/<task>/exp, exp2, …].",
+    ),
+]
+ExistOk = Annotated[
+    bool,
+    typer.Option(
+        "--exist-ok",
+        rich_help_panel=PANEL_IO,
+        help="Allow writing into or over an output folder or file that already exists.",
+    ),
+]
+Recursive = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.", rich_help_panel=PANEL_IO)
+]
+Shard = Annotated[
+    Optional[str],
+    typer.Option(
+        "--shard", rich_help_panel=PANEL_IO, help="K/N: process only the K-th of N interleaved slices of the inputs."
+    ),
+]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing",
+        rich_help_panel=PANEL_IO,
+        help="Resume: skip inputs already recorded in the --output JSON Lines or Parquet file and append.",
+    ),
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        rich_help_panel=PANEL_IO,
+        help="Refuse images with more pixels (decompression-bomb guard).",
+    ),
+]
 
-Engine = Annotated[str, typer.Option(
-    "--engine", envvar="CNNKIT_ENGINE", rich_help_panel=PANEL_SCALE,
-    help="local (this process) or ray (a Ray Data actor pool on a cluster; pip install 'cnnkit\\[ray]').")]
-Address = Annotated[Optional[str], typer.Option(
-    "--address", rich_help_panel=PANEL_SCALE,
-    help="With --engine ray: auto (the cluster this machine belongs to) or HOST:PORT of a Ray head "
-         "\\[default: Ray on this machine only].")]
-Actors = Annotated[int, typer.Option("--actors", min=1, rich_help_panel=PANEL_SCALE,
-                                     help="With --engine ray: actors in the pool, each holding the model once.")]
-GpusPerActor = Annotated[float, typer.Option("--gpus-per-actor", min=0.0, rich_help_panel=PANEL_SCALE,
-                                             help="With --engine ray: GPUs per actor (a fraction shares a GPU).")]
-CpusPerActor = Annotated[float, typer.Option(
-    "--cpus-per-actor", min=0.01, rich_help_panel=PANEL_SCALE,
-    help="With --engine ray: CPUs per actor (also its torch threads).")]
-Parts = Annotated[bool, typer.Option(
-    "--parts", rich_help_panel=PANEL_SCALE,
-    help="With --engine ray: the workers write Parquet part files into the --output folder (the driver holds "
-         "no records) instead of one merged file.")]
-VidStride = Annotated[int, typer.Option("--vid-stride", min=1, rich_help_panel=PANEL_IO,
-                                        help="Videos: read every N-th frame (the annotated video's rate is divided by N).")]
-Start = Annotated[Optional[float], typer.Option("--start", min=0.0, rich_help_panel=PANEL_IO,
-                                                help="Videos: first second to read.")]
-End = Annotated[Optional[float], typer.Option("--end", min=0.0, rich_help_panel=PANEL_IO,
-                                              help="Videos: stop before this second.")]
-MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, rich_help_panel=PANEL_IO,
-                                                  help="Videos: read at most this many frames of each.")]
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        envvar="CNNKIT_ENGINE",
+        rich_help_panel=PANEL_SCALE,
+        help="local (this process) or ray (a Ray Data actor pool on a cluster; pip install 'cnnkit\\[ray]').",
+    ),
+]
+Address = Annotated[
+    Optional[str],
+    typer.Option(
+        "--address",
+        rich_help_panel=PANEL_SCALE,
+        help="With --engine ray: auto (the cluster this machine belongs to) or HOST:PORT of a Ray head "
+        "\\[default: Ray on this machine only].",
+    ),
+]
+Actors = Annotated[
+    int,
+    typer.Option(
+        "--actors",
+        min=1,
+        rich_help_panel=PANEL_SCALE,
+        help="With --engine ray: actors in the pool, each holding the model once.",
+    ),
+]
+GpusPerActor = Annotated[
+    float,
+    typer.Option(
+        "--gpus-per-actor",
+        min=0.0,
+        rich_help_panel=PANEL_SCALE,
+        help="With --engine ray: GPUs per actor (a fraction shares a GPU).",
+    ),
+]
+CpusPerActor = Annotated[
+    float,
+    typer.Option(
+        "--cpus-per-actor",
+        min=0.01,
+        rich_help_panel=PANEL_SCALE,
+        help="With --engine ray: CPUs per actor (also its torch threads).",
+    ),
+]
+Parts = Annotated[
+    bool,
+    typer.Option(
+        "--parts",
+        rich_help_panel=PANEL_SCALE,
+        help="With --engine ray: the workers write Parquet part files into the --output folder (the driver holds "
+        "no records) instead of one merged file.",
+    ),
+]
+VidStride = Annotated[
+    int,
+    typer.Option(
+        "--vid-stride",
+        min=1,
+        rich_help_panel=PANEL_IO,
+        help="Videos: read every N-th frame (the annotated video's rate is divided by N).",
+    ),
+]
+Start = Annotated[
+    Optional[float], typer.Option("--start", min=0.0, rich_help_panel=PANEL_IO, help="Videos: first second to read.")
+]
+End = Annotated[
+    Optional[float], typer.Option("--end", min=0.0, rich_help_panel=PANEL_IO, help="Videos: stop before this second.")
+]
+MaxFrames = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-frames", min=1, rich_help_panel=PANEL_IO, help="Videos: read at most this many frames of each."
+    ),
+]
 
-Split = Annotated[str, typer.Option("--split", rich_help_panel=PANEL_DATA,
-                                    help="Which split of DATA to score: val, test or train.")]
-ValSplit = Annotated[Optional[float], typer.Option(
-    "--val-split", min=0.0, max=0.9, rich_help_panel=PANEL_DATA,
-    help="Share of the images held out for validation when DATA has no val split (finetune's default: 0.2).")]
-Seed = Annotated[Optional[int], typer.Option(
-    "--seed", rich_help_panel=PANEL_DATA,
-    help="Random seed: the same seed gives the same split, data order, augmentation, initial weights and "
-         "synthetic scenes.")]
+Split = Annotated[
+    str, typer.Option("--split", rich_help_panel=PANEL_DATA, help="Which split of DATA to score: val, test or train.")
+]
+ValSplit = Annotated[
+    Optional[float],
+    typer.Option(
+        "--val-split",
+        min=0.0,
+        max=0.9,
+        rich_help_panel=PANEL_DATA,
+        help="Share of the images held out for validation when DATA has no val split (finetune's default: 0.2).",
+    ),
+]
+Seed = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed",
+        rich_help_panel=PANEL_DATA,
+        help="Random seed: the same seed gives the same split, data order, augmentation, initial weights and "
+        "synthetic scenes.",
+    ),
+]
 
-Layers = Annotated[Optional[list[str]], typer.Option(
-    "--layer", "-l",
-    help="Layer name from `cnnkit summary` (features: repeatable, default the last layer of each stage; "
-         "filters: one Conv2d, default the first; explain: the layer to map, default the last Conv2d, for YOLO "
-         "the layers feeding its head).")]
-Report = Annotated[Optional[str], typer.Option(
-    "--report", rich_help_panel=PANEL_IO,
-    help="Also write a self-contained HTML report of the run to this file (gallery, per-class counts, scores, "
-         "failures; val: metrics, confusion matrix, precision-recall curves, worst images).")]
-Assets = Annotated[str, typer.Option(
-    "--assets", rich_help_panel=PANEL_IO,
-    help="Where a report keeps its thumbnails: auto (inside the page up to 2,000 images, else in a folder "
-         "beside it), embed or folder.")]
-Target = Annotated[Optional[str], typer.Option(
-    "--target", rich_help_panel=PANEL_MODEL,
-    help="Explain this class (a label or class id) instead of the predicted one.")]
-Methods = Annotated[Optional[list[str]], typer.Option(
-    "--method", rich_help_panel=PANEL_MODEL,
-    help="Class-activation method, repeatable: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam "
-         "\\[default: gradcam and gradcam++].")]
+Layers = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--layer",
+        "-l",
+        help="Layer name from `cnnkit summary` (features: repeatable, default the last layer of each stage; "
+        "filters: one Conv2d, default the first; explain: the layer to map, default the last Conv2d, for YOLO "
+        "the layers feeding its head).",
+    ),
+]
+Report = Annotated[
+    Optional[str],
+    typer.Option(
+        "--report",
+        rich_help_panel=PANEL_IO,
+        help="Also write a self-contained HTML report of the run to this file (gallery, per-class counts, scores, "
+        "failures; val: metrics, confusion matrix, precision-recall curves, worst images).",
+    ),
+]
+Assets = Annotated[
+    str,
+    typer.Option(
+        "--assets",
+        rich_help_panel=PANEL_IO,
+        help="Where a report keeps its thumbnails: auto (inside the page up to 2,000 images, else in a folder "
+        "beside it), embed or folder.",
+    ),
+]
+Target = Annotated[
+    Optional[str],
+    typer.Option(
+        "--target",
+        rich_help_panel=PANEL_MODEL,
+        help="Explain this class (a label or class id) instead of the predicted one.",
+    ),
+]
+Methods = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--method",
+        rich_help_panel=PANEL_MODEL,
+        help="Class-activation method, repeatable: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam "
+        "\\[default: gradcam and gradcam++].",
+    ),
+]
 Cell = Annotated[int, typer.Option("--cell", min=8, max=512, help="Pixel size of each map or kernel in the grid.")]
 
 # `cnnkit export --int8` and `cnnkit benchmark`
-Int8 = Annotated[bool, typer.Option(
-    "--int8", help="Quantize to INT8 (ONNX Runtime static quantization; classify and segment); needs --calibrate.")]
-Calibrate = Annotated[Optional[str], typer.Option(
-    "--calibrate", help="Folder of images (100 or more) whose activations set the INT8 ranges.")]
-ValData = Annotated[Optional[str], typer.Option(
-    "--val", help="Labelled data to score fp32 and INT8 on (classify: class folders; segment: image/mask pairs).")]
-MaxDrop = Annotated[float, typer.Option(
-    "--max-drop", min=0.0, max=100.0,
-    help="Refuse to write an INT8 model that loses more points on --val (1 point = 0.01 of top-1 or mIoU).")]
-BenchData = Annotated[Optional[str], typer.Option(
-    "--data", rich_help_panel=PANEL_DATA,
-    help="Labelled data to time on and score (classify: class folders, top-1; detect: data.yaml, mAP50; segment: "
-         "image/mask pairs, mIoU) \\[default: synthetic 640×480 JPEGs, no score].")]
-BenchImages = Annotated[int, typer.Option("--images", min=1, max=100_000, rich_help_panel=PANEL_DATA,
-                                          help="How many images to time end to end.")]
-Seconds = Annotated[float, typer.Option("--seconds", min=0.1, max=600.0, rich_help_panel=PANEL_RUN,
-                                        help="How long to repeat the forward-only measurement.")]
+Int8 = Annotated[
+    bool,
+    typer.Option(
+        "--int8", help="Quantize to INT8 (ONNX Runtime static quantization; classify and segment); needs --calibrate."
+    ),
+]
+Calibrate = Annotated[
+    Optional[str],
+    typer.Option("--calibrate", help="Folder of images (100 or more) whose activations set the INT8 ranges."),
+]
+ValData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--val", help="Labelled data to score fp32 and INT8 on (classify: class folders; segment: image/mask pairs)."
+    ),
+]
+MaxDrop = Annotated[
+    float,
+    typer.Option(
+        "--max-drop",
+        min=0.0,
+        max=100.0,
+        help="Refuse to write an INT8 model that loses more points on --val (1 point = 0.01 of top-1 or mIoU).",
+    ),
+]
+BenchData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        rich_help_panel=PANEL_DATA,
+        help="Labelled data to time on and score (classify: class folders, top-1; detect: data.yaml, mAP50; segment: "
+        "image/mask pairs, mIoU) \\[default: synthetic 640×480 JPEGs, no score].",
+    ),
+]
+BenchImages = Annotated[
+    int,
+    typer.Option(
+        "--images", min=1, max=100_000, rich_help_panel=PANEL_DATA, help="How many images to time end to end."
+    ),
+]
+Seconds = Annotated[
+    float,
+    typer.Option(
+        "--seconds",
+        min=0.1,
+        max=600.0,
+        rich_help_panel=PANEL_RUN,
+        help="How long to repeat the forward-only measurement.",
+    ),
+]
 
 
 # -- groups and how commands are built from them ----------------------------------------------------
@@ -210,8 +461,10 @@ Group = tuple[inspect.Parameter, ...]
 
 def group(**params: tuple[Any, Any]) -> Group:
     """Named parameters ``name=(Alias, default)`` in the order a command's help lists them."""
-    return tuple(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=alias, default=default)
-                 for name, (alias, default) in params.items())
+    return tuple(
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=alias, default=default)
+        for name, (alias, default) in params.items()
+    )
 
 
 MODEL = group(model=(Model, None), weights=(Weights, None))
@@ -219,13 +472,29 @@ BACKEND = group(backend=(Backend, None))
 RUN = group(batch_size=(BatchSize, 16), workers=(Workers, 2), device=(Device, None), threads=(Threads, None))
 HALF = group(half=(Half, False))
 PREDICT_IO = group(
-    fmt=(Format, "auto"), output=(Output, None), save=(Save, None), save_dir=(SaveDir, None),
-    exist_ok=(ExistOk, False), recursive=(Recursive, False), shard=(Shard, None),
-    skip_existing=(SkipExisting, False), max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS), report=(Report, None),
-    vid_stride=(VidStride, 1), start=(Start, None), end=(End, None), max_frames=(MaxFrames, None),
+    fmt=(Format, "auto"),
+    output=(Output, None),
+    save=(Save, None),
+    save_dir=(SaveDir, None),
+    exist_ok=(ExistOk, False),
+    recursive=(Recursive, False),
+    shard=(Shard, None),
+    skip_existing=(SkipExisting, False),
+    max_pixels=(MaxPixels, DEFAULT_MAX_PIXELS),
+    report=(Report, None),
+    vid_stride=(VidStride, 1),
+    start=(Start, None),
+    end=(End, None),
+    max_frames=(MaxFrames, None),
 )
-ENGINE = group(engine=(Engine, "local"), address=(Address, None), actors=(Actors, 1),
-               gpus_per_actor=(GpusPerActor, 0.0), cpus_per_actor=(CpusPerActor, 1.0), parts=(Parts, False))
+ENGINE = group(
+    engine=(Engine, "local"),
+    address=(Address, None),
+    actors=(Actors, 1),
+    gpus_per_actor=(GpusPerActor, 0.0),
+    cpus_per_actor=(CpusPerActor, 1.0),
+    parts=(Parts, False),
+)
 BOXES = group(conf=(Conf, 0.25), max_det=(MaxDet, 300))  # detect and instance: which boxes are kept
 SPLIT = group(split=(Split, "val"))
 REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False), report=(Report, None))
@@ -268,12 +537,17 @@ def compose(*parts: Group, **defaults: Any) -> Callable[[F], F]:
     go (its arguments always come first); ``defaults`` overrides a group's default by name
     (``batch_size=8``).
     """
+
     def decorate(func: F) -> F:
         sig = _resolved(func)
         own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         ctx = [p for p in own if _is_context(p)]
-        arguments = [p for p in own if p not in ctx and any(
-            type(a).__name__ == "ArgumentInfo" for a in getattr(p.annotation, "__metadata__", ()))]
+        arguments = [
+            p
+            for p in own
+            if p not in ctx
+            and any(type(a).__name__ == "ArgumentInfo" for a in getattr(p.annotation, "__metadata__", ()))
+        ]
         options = [p for p in own if p not in ctx and p not in arguments]
         body: list[inspect.Parameter] = []
         for part in parts:
@@ -320,6 +594,7 @@ def renamed(**old: str | tuple[str, ...]) -> Callable[[F], F]:
     Each old spelling becomes a hidden option of the same type and bounds; using it logs
     ``--out is renamed --output`` once and fills the new parameter. Giving both is a usage error.
     """
+
     def decorate(func: F) -> F:
         sig = _resolved(func)
         params = list(sig.parameters.values())
@@ -334,8 +609,11 @@ def renamed(**old: str | tuple[str, ...]) -> Callable[[F], F]:
             base, info = _option_of(sig.parameters[new].annotation)
             option = typer.Option(*decls, hidden=True, min=info.min, max=info.max)
             name = f"_renamed_{new}"
-            extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                           annotation=Annotated[_optional(base), option]))
+            extra.append(
+                inspect.Parameter(
+                    name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[_optional(base), option]
+                )
+            )
             hidden[name] = (new, decls[0], _flags(info)[0])
         wanted = {p.name for p in params}
 

@@ -38,7 +38,9 @@ def render_report(metrics: dict[str, Any], tables: Sequence[ReportTable], fmt: s
     return buf.getvalue()
 
 
-def run_val(ctx: typer.Context, task: str, data: str, options: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+def run_val(
+    ctx: typer.Context, task: str, data: str, options: dict[str, Any], shared: dict[str, Any]
+) -> dict[str, Any]:
     """The body every ``val`` command shares: the task's ``validate(data, **options)``, then the report
     to ``--output`` or stdout in the format ``report_format`` picks. Returns the metrics."""
     from cnnkit.cli import reporting

@@ -64,8 +64,13 @@ def truth_hook(report: Report | None) -> Any:
 
 # -- commands ------------------------------------------------------------------------------------------
 def report(
-    target: Annotated[str, typer.Argument(help="A records file (.jsonl from `-o`), or a run folder holding one; a "
-                                               "metrics.json beside it becomes the val section.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A records file (.jsonl from `-o`), or a run folder holding one; a "
+            "metrics.json beside it becomes the val section."
+        ),
+    ],
     output: o.Output = None,
     assets: o.Assets = "auto",
     exist_ok: o.ExistOk = False,
@@ -90,7 +95,9 @@ def explain(
     target: o.Target = None,
     layer: o.Layers = None,
     conf: o.Conf = 0.25,
-    max_boxes: Annotated[int, typer.Option("--max-boxes", min=1, help="detect: explain at most this many boxes per image, best first.")] = 3,
+    max_boxes: Annotated[
+        int, typer.Option("--max-boxes", min=1, help="detect: explain at most this many boxes per image, best first.")
+    ] = 3,
     device: o.Device = None,
     save_dir: o.SaveDir = None,
     report_path: o.Report = None,
@@ -119,8 +126,18 @@ def explain(
     saver = PictureSaver(folder, suffix=".png")
     pictures: dict[str, Any] = {}
     count = 0
-    for x in run(paths, task=task, model=model, weights=weights, methods=methods or DEFAULT_METHODS, target=target,
-                 layer=layer[0] if layer else None, device=device, conf=conf, max_boxes=max_boxes):
+    for x in run(
+        paths,
+        task=task,
+        model=model,
+        weights=weights,
+        methods=methods or DEFAULT_METHODS,
+        target=target,
+        layer=layer[0] if layer else None,
+        device=device,
+        conf=conf,
+        max_boxes=max_boxes,
+    ):
         if x.path not in pictures:
             pictures = {x.path: decode(x.path).rgb}  # one picture at a time
         overlay = x.overlay(pictures[x.path])
@@ -128,8 +145,19 @@ def explain(
         saved = saver.save(overlay, x.path, ".png", tag=tag)
         if rep is not None:
             rep.add_explanation(x.path, x.method, x.target, overlay, x.score)
-        typer.echo(json.dumps({"path": x.path, "method": x.method, "target": x.target, "class_id": x.class_id,
-                               "score": x.score, "box": list(x.box) if x.box else None, "overlay": str(saved)}))
+        typer.echo(
+            json.dumps(
+                {
+                    "path": x.path,
+                    "method": x.method,
+                    "target": x.target,
+                    "class_id": x.class_id,
+                    "score": x.score,
+                    "box": list(x.box) if x.box else None,
+                    "overlay": str(saved),
+                }
+            )
+        )
         count += 1
     log.info("%d map(s) in %s", count, folder)
     if rep is not None:
@@ -139,12 +167,24 @@ def explain(
 
 def convert(
     records: Annotated[str, typer.Argument(help="A records file (.jsonl or .json from `-o`).")],
-    to: Annotated[str, typer.Argument(help="labelstudio (JSON tasks with predictions, and a labeling config), cvat "
-                                           "(CVAT for images 1.1 XML) or voc (Pascal VOC XML, one per image).",
-                                      show_default=False)],
+    to: Annotated[
+        str,
+        typer.Argument(
+            help="labelstudio (JSON tasks with predictions, and a labeling config), cvat "
+            "(CVAT for images 1.1 XML) or voc (Pascal VOC XML, one per image).",
+            show_default=False,
+        ),
+    ],
     output: o.Output = None,
-    image_prefix: Annotated[str, typer.Option("--image-prefix", help="labelstudio: put this before each image path (e.g. /data/local-files/?d=).")] = "",
-    brush: Annotated[bool, typer.Option("--brush", help="labelstudio: masks as brush RLE instead of polygons.")] = False,
+    image_prefix: Annotated[
+        str,
+        typer.Option(
+            "--image-prefix", help="labelstudio: put this before each image path (e.g. /data/local-files/?d=)."
+        ),
+    ] = "",
+    brush: Annotated[
+        bool, typer.Option("--brush", help="labelstudio: masks as brush RLE instead of polygons.")
+    ] = False,
     exist_ok: o.ExistOk = False,
 ) -> None:
     """Predictions as a labeling tool's pre-annotations: review them instead of labelling from scratch.

@@ -39,6 +39,7 @@ def terminal_width(default: int = 120) -> int:
 
 def fit(columns: Sequence[Column], rows: Sequence[dict[str, str]], width: int) -> list[Column]:
     """The columns to show, in their order: every ``keep`` column, then others by priority while they fit."""
+
     def need(col: Column) -> int:
         return max([len(col.header), len(col.footer), *(len(r.get(col.key, "")) for r in rows)]) + 3  # pad, rule
 
@@ -53,8 +54,14 @@ def fit(columns: Sequence[Column], rows: Sequence[dict[str, str]], width: int) -
     return [c for c in columns if c in chosen]
 
 
-def render(columns: Sequence[Column], rows: Sequence[dict[str, str]], *, title: str = "", caption: str = "",
-           width: int | None = None) -> str:
+def render(
+    columns: Sequence[Column],
+    rows: Sequence[dict[str, str]],
+    *,
+    title: str = "",
+    caption: str = "",
+    width: int | None = None,
+) -> str:
     """The table as text no wider than ``width`` (the terminal's by default)."""
     import io
 
@@ -65,11 +72,20 @@ def render(columns: Sequence[Column], rows: Sequence[dict[str, str]], *, title: 
     width = width or terminal_width()
     shown = fit(columns, rows, width)
     footer = any(c.footer for c in shown)
-    table = Table(title=title or None, caption=caption or None, box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False, padding=(0, 1), show_footer=footer, caption_justify="left")
+    table = Table(
+        title=title or None,
+        caption=caption or None,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        show_footer=footer,
+        caption_justify="left",
+    )
     for col in shown:
-        table.add_column(col.header, justify="right" if col.right else "left", overflow="fold",
-                         footer=col.footer, no_wrap=False)
+        table.add_column(
+            col.header, justify="right" if col.right else "left", overflow="fold", footer=col.footer, no_wrap=False
+        )
     for row in rows:
         table.add_row(*(row.get(c.key, "") for c in shown))
     buf = io.StringIO()

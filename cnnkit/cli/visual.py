@@ -34,7 +34,9 @@ def _xy(v: Any) -> str:
 
 def summary(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Registry model name (see `cnnkit models`) or a cnnkit .safetensors checkpoint.")] = "shapes-cnn",
+    model: Annotated[
+        str, typer.Argument(help="Registry model name (see `cnnkit models`) or a cnnkit .safetensors checkpoint.")
+    ] = "shapes-cnn",
     imgsz: o.Imgsz = None,
     fmt: o.Format = "auto",
 ) -> None:
@@ -50,20 +52,38 @@ def summary(
         typer.echo(json.dumps(s.to_dict(), indent=2))
         return
     shape = "×".join(str(d) for d in s.input[1:])
-    columns = [Column("name", "layer", keep=True, footer="total"), Column("params", "params", right=True, keep=True,
-                                                                         footer=f"{s.params:,}"),
-               Column("output", "output C×H×W"), Column("type", "type"),
-               Column("rf", "RF", right=True, footer=_xy(s.rf)), Column("macs", "mult-adds", right=True,
-                                                                       footer=_human(s.macs)),
-               Column("kernel", "kernel"), Column("stride", "stride"), Column("padding", "pad"),
-               Column("jump", "jump", right=True, footer=_xy(s.jump))]
-    rows = [{"name": r.name, "type": r.type, "kernel": _xy(r.kernel), "stride": _xy(r.stride),
-             "padding": _xy(r.padding), "output": "×".join(str(d) for d in r.output),
-             "params": f"{r.params:,}" if r.params else "", "rf": _xy(r.rf), "jump": _xy(r.jump),
-             "macs": _human(r.macs) if r.macs else ""} for r in s.layers]
+    columns = [
+        Column("name", "layer", keep=True, footer="total"),
+        Column("params", "params", right=True, keep=True, footer=f"{s.params:,}"),
+        Column("output", "output C×H×W"),
+        Column("type", "type"),
+        Column("rf", "RF", right=True, footer=_xy(s.rf)),
+        Column("macs", "mult-adds", right=True, footer=_human(s.macs)),
+        Column("kernel", "kernel"),
+        Column("stride", "stride"),
+        Column("padding", "pad"),
+        Column("jump", "jump", right=True, footer=_xy(s.jump)),
+    ]
+    rows = [
+        {
+            "name": r.name,
+            "type": r.type,
+            "kernel": _xy(r.kernel),
+            "stride": _xy(r.stride),
+            "padding": _xy(r.padding),
+            "output": "×".join(str(d) for d in r.output),
+            "params": f"{r.params:,}" if r.params else "",
+            "rf": _xy(r.rf),
+            "jump": _xy(r.jump),
+            "macs": _human(r.macs) if r.macs else "",
+        }
+        for r in s.layers
+    ]
     typer.echo(render(columns, rows, title=f"{s.model} on a {shape} input"), nl=False)
-    typer.echo(f"parameters {s.params:,} ({s.trainable:,} trainable, {s.params * 4 / 1e6:.1f} MB as fp32) · "
-               f"mult-adds {_human(s.macs)} per image · receptive field {_xy(s.rf)} px, jump {_xy(s.jump)} px")
+    typer.echo(
+        f"parameters {s.params:,} ({s.trainable:,} trainable, {s.params * 4 / 1e6:.1f} MB as fp32) · "
+        f"mult-adds {_human(s.macs)} per image · receptive field {_xy(s.rf)} px, jump {_xy(s.jump)} px"
+    )
 
 
 def _default_out(kind: str, *parts: str) -> str:
@@ -78,10 +98,24 @@ def _default_out(kind: str, *parts: str) -> str:
 def conv(
     ctx: typer.Context,
     image: Annotated[str, typer.Argument(help="An image, or a small matrix as text (rows of numbers) or .npy.")],
-    kernel: Annotated[str, typer.Option("--kernel", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")] = "edge",
+    kernel: Annotated[
+        str, typer.Option("--kernel", help="edge, sobel-x, sobel-y, blur, sharpen, identity, or a matrix FILE.")
+    ] = "edge",
     stride: Annotated[int, typer.Option("--stride", "-s", min=1, help="How far the kernel moves each step.")] = 1,
-    padding: Annotated[int, typer.Option("--padding", "-p", min=0, max=MAX_PADDING, help="Zeros added around the border (more than the kernel adds only zeros).")] = 0,
-    pool: Annotated[Optional[int], typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side).")] = None,
+    padding: Annotated[
+        int,
+        typer.Option(
+            "--padding",
+            "-p",
+            min=0,
+            max=MAX_PADDING,
+            help="Zeros added around the border (more than the kernel adds only zeros).",
+        ),
+    ] = 0,
+    pool: Annotated[
+        Optional[int],
+        typer.Option("--pool", min=2, help="Then max-pool with this window and stride (2 halves each side)."),
+    ] = None,
     rgb: Annotated[bool, typer.Option("--rgb", help="Convolve each colour channel instead of a grey version.")] = False,
     output: o.Output = None,
     exist_ok: o.ExistOk = False,
@@ -143,7 +177,9 @@ def features(
     model: o.Model = None,
     weights: o.Weights = None,
     layer: o.Layers = None,
-    channels: Annotated[int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")] = 8,
+    channels: Annotated[
+        int, typer.Option("--channels", "-c", min=1, max=64, help="Most active channels shown per layer.")
+    ] = 8,
     cell: o.Cell = 96,
     output: o.Output = None,
     exist_ok: o.ExistOk = False,
@@ -180,7 +216,9 @@ def _layers_tag(layers: list[str] | None) -> str:
 @o.renamed(output="--out")
 def filters(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Registry model name, a cnnkit .safetensors checkpoint or an ultralytics .pt.")] = "shapes-cnn",
+    model: Annotated[
+        str, typer.Argument(help="Registry model name, a cnnkit .safetensors checkpoint or an ultralytics .pt.")
+    ] = "shapes-cnn",
     layer: o.Layers = None,
     cell: o.Cell = 48,
     output: o.Output = None,

@@ -46,8 +46,14 @@ def mask_palette(n_classes: int) -> list[int]:
 
 
 def export_shapes(
-    out: str | Path, fmt: str, n: int, seed: int = 0, imgsz: int = 256, val_fraction: float = 0.2,
-    progress: Callable[[int], None] | None = None, photo_fraction: float = 0.0,
+    out: str | Path,
+    fmt: str,
+    n: int,
+    seed: int = 0,
+    imgsz: int = 256,
+    val_fraction: float = 0.2,
+    progress: Callable[[int], None] | None = None,
+    photo_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Generate ``n`` examples from ``seed`` into ``out``; returns a summary dict.
 
@@ -96,7 +102,9 @@ def export_shapes(
         summary[split] = count
     if fmt == "yolo":
         names = "\n".join(f"  {i}: {c}" for i, c in enumerate(shapes.CLASSES))
-        atomic_write_text(out / "data.yaml", f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+        atomic_write_text(
+            out / "data.yaml", f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
+        )
     atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -109,7 +117,8 @@ def _yolo_line(obj: shapes.ShapeObject, w: int, h: int) -> str:
 class _CocoBuilder:
     def __init__(self) -> None:
         self.data: dict[str, Any] = {
-            "images": [], "annotations": [],
+            "images": [],
+            "annotations": [],
             "categories": [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(shapes.CLASSES)],
         }
 
@@ -122,11 +131,17 @@ class _CocoBuilder:
         for obj in sc.objects:
             rle = mask_utils.encode(np.asfortranarray(obj.mask.astype(np.uint8)))
             x1, y1, x2, y2 = obj.box
-            self.data["annotations"].append({
-                "id": len(self.data["annotations"]) + 1, "image_id": image_id, "category_id": obj.class_id + 1,
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(obj.mask.sum()), "iscrowd": 0,
-                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
-            })
+            self.data["annotations"].append(
+                {
+                    "id": len(self.data["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": obj.class_id + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": int(obj.mask.sum()),
+                    "iscrowd": 0,
+                    "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                }
+            )
 
 
 def export_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0, size: int = 32) -> dict[str, Any]:

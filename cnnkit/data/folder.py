@@ -60,8 +60,9 @@ def _check(path: str, min_side: int | None) -> str | None:
     return None
 
 
-def scan_classes(root: Path, classes: list[str] | None = None, *, verify: bool = True,
-                 min_side: int | None = None, workers: int = 4) -> tuple[list[str], FolderSplit, list[tuple[str, str]]]:
+def scan_classes(
+    root: Path, classes: list[str] | None = None, *, verify: bool = True, min_side: int | None = None, workers: int = 4
+) -> tuple[list[str], FolderSplit, list[tuple[str, str]]]:
     """``root/<class>/**`` → (classes, split, skipped); a class without readable images is an error."""
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder")
@@ -106,8 +107,9 @@ def stratified_split(split: FolderSplit, val_fraction: float, seed: int) -> tupl
     return take(train_idx), take(val_idx)
 
 
-def load_folder_dataset(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
-                        min_side: int | None = None, workers: int = 4) -> FolderData:
+def load_folder_dataset(
+    root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0, min_side: int | None = None, workers: int = 4
+) -> FolderData:
     """Scan a classification dataset; errors name the folder and what is wrong."""
     root = Path(root)
     if not root.exists():
@@ -140,4 +142,3 @@ def describe_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> str:
     if len(skipped) > limit:
         lines.append(f"  … and {len(skipped) - limit} more")
     return "\n".join(lines)
-

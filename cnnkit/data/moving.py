@@ -103,7 +103,9 @@ class MovingScene:
                 mask = _shape_mask(CLASSES[m.class_id], h, w, cx, cy, m.radius, m.angle + m.spin * (t - m.first))
                 if not mask.any():
                     continue
-                canvas[mask] = np.asarray(m.colour, np.float32)[None, :] * (1.0 + rng.normal(0, 0.04, (int(mask.sum()), 1)))
+                canvas[mask] = np.asarray(m.colour, np.float32)[None, :] * (
+                    1.0 + rng.normal(0, 0.04, (int(mask.sum()), 1))
+                )
                 painted = [(o, om & ~mask) for o, om in painted]
                 painted.append((m, mask))
             canvas += rng.normal(0, self.noise, canvas.shape)
@@ -138,8 +140,17 @@ def _distinct_colour(rng: np.random.Generator, mean_bg: np.ndarray, others: list
     return colour
 
 
-def _mover(rng: np.random.Generator, track_id: int, size: int, frames: int, radius: tuple[float, float],
-           speed: tuple[float, float], scale: float, mean_bg: np.ndarray, others: list[Mover]) -> Mover:
+def _mover(
+    rng: np.random.Generator,
+    track_id: int,
+    size: int,
+    frames: int,
+    radius: tuple[float, float],
+    speed: tuple[float, float],
+    scale: float,
+    mean_bg: np.ndarray,
+    others: list[Mover],
+) -> Mover:
     """One shape's path: it stays in view, enters, leaves, or crosses the whole view."""
     cid = int(rng.integers(len(CLASSES)))
     r = float(rng.uniform(*radius) * size)
@@ -157,8 +168,18 @@ def _mover(rng: np.random.Generator, track_id: int, size: int, frames: int, radi
         last = min(frames - 1, int(mid + reach)) if kind in ("leave", "cross") else frames - 1
     start = (float(via[0] - vel[0] * (mid - first)), float(via[1] - vel[1] * (mid - first)))
     colour = tuple(float(c) for c in _distinct_colour(rng, mean_bg, others))
-    return Mover(track_id, cid, r, colour, float(rng.uniform(0, 2 * math.pi)),  # type: ignore[arg-type]
-                 float(rng.uniform(-0.03, 0.03)), start, vel, first, last)
+    return Mover(
+        track_id,
+        cid,
+        r,
+        colour,
+        float(rng.uniform(0, 2 * math.pi)),  # type: ignore[arg-type]
+        float(rng.uniform(-0.03, 0.03)),
+        start,
+        vel,
+        first,
+        last,
+    )
 
 
 def _longest_overlap(a: Mover, b: Mover) -> int:
@@ -172,9 +193,18 @@ def _longest_overlap(a: Mover, b: Mover) -> int:
     return best
 
 
-def sequence(seed: int, index: int, *, frames: int = 60, size: int = 256, fps: float = 25.0,
-             objects: tuple[int, int] = (3, 5), radius: tuple[float, float] = (0.11, 0.18),
-             speed: tuple[float, float] = (1.0, 3.0), max_overlap: int = 12) -> MovingScene:
+def sequence(
+    seed: int,
+    index: int,
+    *,
+    frames: int = 60,
+    size: int = 256,
+    fps: float = 25.0,
+    objects: tuple[int, int] = (3, 5),
+    radius: tuple[float, float] = (0.11, 0.18),
+    speed: tuple[float, float] = (1.0, 3.0),
+    max_overlap: int = 12,
+) -> MovingScene:
     """Sequence ``index`` of ``seed``: ``objects`` shapes (radius a fraction of ``size``, speed in pixels
     per frame at 256 pixels, scaled with ``size``), some entering, leaving or crossing the view. Paths
     cross, and no two shapes overlap much for more than ``max_overlap`` frames in a row (a shape mostly
@@ -205,8 +235,17 @@ def default_line(size: int) -> tuple[float, float, float, float]:
 # -- files ---------------------------------------------------------------------------------------
 
 
-def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: int = 60, size: int = 256,
-                    fps: float = 25.0, min_visibility: float = 0.5, crf: int = 18) -> dict[str, Any]:
+def write_sequences(
+    out: str | os.PathLike,
+    n: int,
+    *,
+    seed: int = 0,
+    frames: int = 60,
+    size: int = 256,
+    fps: float = 25.0,
+    min_visibility: float = 0.5,
+    crf: int = 18,
+) -> dict[str, Any]:
     """``n`` sequences into ``out`` (see the module's layout); returns the summary it writes.
 
     ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found: ground
@@ -221,8 +260,15 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     line = default_line(size)
-    summary: dict[str, Any] = {"seed": seed, "size": size, "fps": fps, "frames": frames, "line": list(line),
-                               "min_visibility": min_visibility, "sequences": []}
+    summary: dict[str, Any] = {
+        "seed": seed,
+        "size": size,
+        "fps": fps,
+        "frames": frames,
+        "line": list(line),
+        "min_visibility": min_visibility,
+        "sequences": [],
+    }
     for i in range(n):
         name = f"shapes-{i:03d}"
         seq = sequence(seed, i, frames=frames, size=size, fps=fps)
@@ -234,7 +280,9 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
                 writer.write(rgb)
                 for g in gt:
                     x1, y1, x2, y2 = g.box
-                    rows.append(f"{g.frame + 1},{g.track_id},{x1},{y1},{x2 - x1},{y2 - y1},1,{g.class_id + 1},{g.visibility}")
+                    rows.append(
+                        f"{g.frame + 1},{g.track_id},{x1},{y1},{x2 - x1},{y2 - y1},1,{g.class_id + 1},{g.visibility}"
+                    )
                     if g.visibility >= min_visibility:  # sightings: a counter with perfect detection and ids
                         counter.update(g.track_id, g.centre)
             path = writer.close()
@@ -243,12 +291,21 @@ def write_sequences(out: str | os.PathLike, n: int, *, seed: int = 0, frames: in
             raise
         with atomic_path(root / name / "gt" / "gt.txt", overwrite=False) as tmp:
             tmp.write_text("\n".join(rows) + "\n")
-        atomic_write_text(root / name / "seqinfo.ini",
-                          f"[Sequence]\nname={name}\nimDir=img1\nframeRate={fps:g}\nseqLength={frames}\n"
-                          f"imWidth={size}\nimHeight={size}\nimExt=.jpg\n", overwrite=False)
-        summary["sequences"].append({
-            "name": name, "video": path.name, "gt": f"{name}/gt/gt.txt", "codec": writer.codec,
-            "objects": len(seq.movers), "crossings": dict(counter.counts),
-        })
+        atomic_write_text(
+            root / name / "seqinfo.ini",
+            f"[Sequence]\nname={name}\nimDir=img1\nframeRate={fps:g}\nseqLength={frames}\n"
+            f"imWidth={size}\nimHeight={size}\nimExt=.jpg\n",
+            overwrite=False,
+        )
+        summary["sequences"].append(
+            {
+                "name": name,
+                "video": path.name,
+                "gt": f"{name}/gt/gt.txt",
+                "codec": writer.codec,
+                "objects": len(seq.movers),
+                "crossings": dict(counter.counts),
+            }
+        )
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=False)
     return summary

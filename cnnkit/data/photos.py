@@ -11,7 +11,7 @@ retraining scripts and the tests only).
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,34 @@ from PIL import Image
 # Photos and textures in skimage/data; synthetic charts (chessboard, phantom, color wheel, logo)
 # are left out because their squares, ellipses and discs look like the shapes themselves.
 TRAIN_PHOTOS: tuple[str, ...] = (
-    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
-    "coins.png", "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png",
-    "microaneurysms.png", "moon.png", "motorcycle_right.png", "page.png", "retina.jpg", "rocket.jpg", "text.png",
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "cell.png",
+    "chelsea.png",
+    "clock_motion.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "horse.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "microaneurysms.png",
+    "moon.png",
+    "motorcycle_right.png",
+    "page.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "text.png",
 )
-HELDOUT_PHOTOS: tuple[str, ...] = ("sklearn:china.jpg", "sklearn:flower.jpg", "ultralytics:bus.jpg",
-                                   "ultralytics:zidane.jpg", "skimage:motorcycle_left.png")
+HELDOUT_PHOTOS: tuple[str, ...] = (
+    "sklearn:china.jpg",
+    "sklearn:flower.jpg",
+    "ultralytics:bus.jpg",
+    "ultralytics:zidane.jpg",
+    "skimage:motorcycle_left.png",
+)
 
 
 def photo_path(name: str) -> Path:
@@ -50,7 +72,7 @@ def photo_path(name: str) -> Path:
     raise ValueError(f"unknown photo package {package!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str) -> np.ndarray:
     """A photo as H×W×3 uint8 (grayscale and RGBA become RGB)."""
     with Image.open(photo_path(name)) as img:
@@ -61,8 +83,9 @@ def train_pool() -> list[np.ndarray]:
     return [load_photo(n) for n in TRAIN_PHOTOS]
 
 
-def photo_crop(rng: np.random.Generator, pool: list[np.ndarray], size: tuple[int, int],
-               scale: tuple[float, float] = (0.05, 1.0)) -> np.ndarray:
+def photo_crop(
+    rng: np.random.Generator, pool: list[np.ndarray], size: tuple[int, int], scale: tuple[float, float] = (0.05, 1.0)
+) -> np.ndarray:
     """A random crop of a random photo, resized to ``size`` (h, w), flipped and colour-jittered."""
     photo = pool[int(rng.integers(len(pool)))]
     ph, pw = photo.shape[:2]
@@ -72,7 +95,7 @@ def photo_crop(rng: np.random.Generator, pool: list[np.ndarray], size: tuple[int
     cw = int(min(pw, max(8, round(math.sqrt(area * aspect)))))
     ch = int(min(ph, max(8, round(math.sqrt(area / aspect)))))
     x0, y0 = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
-    crop = Image.fromarray(photo[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.Resampling.BILINEAR)
+    crop = Image.fromarray(photo[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.Resampling.BILINEAR)
     out = np.asarray(crop, dtype=np.float32)
     if rng.random() < 0.5:
         out = out[:, ::-1]

@@ -71,7 +71,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         yy, xx = np.mgrid[0:h, 0:w]
         theta = rng.uniform(0, math.pi)
         stripes = np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * 2 * math.pi / period)
-        bg += (stripes[..., None] * rng.uniform(10, 40))
+        bg += stripes[..., None] * rng.uniform(10, 40)
     bg += rng.normal(0, rng.uniform(3, 18), (h, w, 3))
     return bg
 
@@ -127,7 +127,7 @@ def generate_scene(
         mask = _shape_mask(CLASSES[cid], h, w, cx, cy, r, rng.uniform(0, 2 * math.pi))
         colour = _colour_far_from(rng, mean_bg)
         shade = 1.0 + rng.normal(0, 0.04, (h, w, 1))
-        canvas[mask] = (colour[None, :] * shade[mask])
+        canvas[mask] = colour[None, :] * shade[mask]
         for i, (_, other, _) in enumerate(placed):
             placed[i] = (placed[i][0], other & ~mask, placed[i][2])
         placed.append((cid, mask, float(mask.sum())))

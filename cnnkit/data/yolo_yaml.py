@@ -32,8 +32,9 @@ log = logging.getLogger("cnnkit")
 MAX_BYTES = 256 << 10  # dataset yamls are a few KB; ultralytics' largest (ImageNet) is 42 KB
 SPLITS = ("train", "val", "test", "minival")
 # ultralytics' IMG_FORMATS: the files its datasets list from a split folder or list
-IMAGE_SUFFIXES = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
-                            "webp"})
+IMAGE_SUFFIXES = frozenset(
+    {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp"}
+)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2", ".7z", ".rar")
 _MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"7z\xbc\xaf\x27\x1c", b"Rar!")
 
@@ -159,7 +160,7 @@ def _datasets_dir() -> Path | None:
 
         _ultralytics.ultralytics()
         from ultralytics.utils import DATASETS_DIR
-    except Exception:  # noqa: BLE001 (a missing or broken ultralytics only loses this fallback)
+    except Exception:
         return None
     return Path(DATASETS_DIR)
 
@@ -201,10 +202,7 @@ def _entries(data: dict[str, Any], split: str, root: Path, label: str) -> list[P
 
 
 def _has_image(folder: Path) -> bool:
-    for _, _, files in os.walk(folder):
-        if any(f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES for f in files):
-            return True
-    return False
+    return any(any(f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES for f in files) for _, _, files in os.walk(folder))
 
 
 def _check_split(split: str, entries: list[Path], label: str) -> None:

@@ -45,8 +45,7 @@ class CocoResults:
         for p in record.predictions:
             cat = self.category_ids[p["class_id"]] if self.category_ids else p["class_id"] + 1
             x1, y1, x2, y2 = p["box"]
-            item = {"image_id": image_id, "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "score": p["score"]}
+            item = {"image_id": image_id, "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": p["score"]}
             if isinstance(p.get("mask"), dict):
                 item["segmentation"] = p["mask"]
             self.items.append(item)
@@ -92,9 +91,16 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
     pr = precision_recall(ev)
     for cat_id, (p, r) in pr["per_class"].items():
         per_class[names.get(cat_id, str(cat_id))].update(precision=p, recall=r)
-    return {"AP": float(stats[0]), "AP50": float(stats[1]), "AP75": float(stats[2]), "per_class": per_class,
-            "precision": pr["precision"], "recall": pr["recall"], "pr_conf": pr["conf"],
-            "_stats": np.asarray(stats).tolist()}
+    return {
+        "AP": float(stats[0]),
+        "AP50": float(stats[1]),
+        "AP75": float(stats[2]),
+        "per_class": per_class,
+        "precision": pr["precision"],
+        "recall": pr["recall"],
+        "pr_conf": pr["conf"],
+        "_stats": np.asarray(stats).tolist(),
+    }
 
 
 def precision_recall(ev: Any, iou: float = 0.5) -> dict[str, Any]:
@@ -109,7 +115,7 @@ def precision_recall(ev: Any, iou: float = 0.5) -> dict[str, Any]:
     grid = np.linspace(0, 1, 1001)
     curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k, cat_id in enumerate(params.catIds):
-        found = [e for e in ev.evalImgs[k * n_area * n_img: k * n_area * n_img + n_img] if e is not None]
+        found = [e for e in ev.evalImgs[k * n_area * n_img : k * n_area * n_img + n_img] if e is not None]
         n_gt = sum(int(np.count_nonzero(e["gtIgnore"] == 0)) for e in found)
         if n_gt == 0:
             continue
@@ -130,5 +136,9 @@ def precision_recall(ev: Any, iou: float = 0.5) -> dict[str, Any]:
     f1 = (2 * p_all * r_all / np.maximum(p_all + r_all, 1e-16)).mean(0)
     i = int(np.argmax(f1))
     per_class = {cat_id: (float(p[i]), float(r[i])) for cat_id, (p, r) in curves.items()}
-    return {"precision": float(p_all[:, i].mean()), "recall": float(r_all[:, i].mean()), "conf": float(grid[i]),
-            "per_class": per_class}
+    return {
+        "precision": float(p_all[:, i].mean()),
+        "recall": float(r_all[:, i].mean()),
+        "conf": float(grid[i]),
+        "per_class": per_class,
+    }

@@ -132,8 +132,16 @@ def read_mot(path: str | os.PathLike) -> list[MotRow]:
             if len(v) < 6:
                 raise ValueError(f"{path}:{n}: a MOT row has at least 6 fields")
             score = v[6] if len(v) > 6 else 1.0
-            rows.append(MotRow(int(v[0]), int(v[1]), (v[2], v[3], v[4], v[5]), score,
-                               int(v[7]) if len(v) > 7 else -1, v[8] if len(v) > 8 else 1.0))
+            rows.append(
+                MotRow(
+                    int(v[0]),
+                    int(v[1]),
+                    (v[2], v[3], v[4], v[5]),
+                    score,
+                    int(v[7]) if len(v) > 7 else -1,
+                    v[8] if len(v) > 8 else 1.0,
+                )
+            )
     return rows
 
 
@@ -153,8 +161,20 @@ def mot_lines(record: Any) -> list[str]:
 
 # -- scoring ------------------------------------------------------------------------------------
 
-METRICS = ("idf1", "idp", "idr", "mota", "motp", "num_switches", "num_false_positives", "num_misses",
-           "num_objects", "mostly_tracked", "mostly_lost", "num_unique_objects")
+METRICS = (
+    "idf1",
+    "idp",
+    "idr",
+    "mota",
+    "motp",
+    "num_switches",
+    "num_false_positives",
+    "num_misses",
+    "num_objects",
+    "mostly_tracked",
+    "mostly_lost",
+    "num_unique_objects",
+)
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -166,8 +186,7 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: float = 0.5,
-               iou: float = 0.5) -> Any:
+def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: float = 0.5, iou: float = 0.5) -> Any:
     """A ``motmetrics.MOTAccumulator`` over all frames, with ground truth below ``min_visibility`` (and the
     results matched to it) left out."""
     import motmetrics as mm
@@ -196,8 +215,9 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
     return acc
 
 
-def score(sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5,
-          iou: float = 0.5) -> dict[str, dict[str, float]]:
+def score(
+    sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5, iou: float = 0.5
+) -> dict[str, dict[str, float]]:
     """``{name: (ground truth, results)}`` → ``{name: metrics, …, "overall": metrics}`` (motmetrics' own
     figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints)."""
     import motmetrics as mm
@@ -208,6 +228,7 @@ def score(sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *,
     table = mh.compute_many(accs, names=names, metrics=list(METRICS), generate_overall=True)
     out: dict[str, dict[str, float]] = {}
     for name, row in table.iterrows():
-        out[str(name)] = {k: (int(row[k]) if k.startswith(("num_", "mostly_")) else round(float(row[k]), 4))
-                          for k in METRICS}
+        out[str(name)] = {
+            k: (int(row[k]) if k.startswith(("num_", "mostly_")) else round(float(row[k]), 4)) for k in METRICS
+        }
     return out

@@ -23,9 +23,11 @@ def figure(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]] = (),
-          notes: Sequence[str] = ()) -> ReportTable:
+def table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[object]] = (), notes: Sequence[str] = ()
+) -> ReportTable:
     """A :class:`ReportTable` with every cell made text (floats through :func:`figure`)."""
+
     def text(v: object) -> str:
         return figure(v) if isinstance(v, float) else str(v)
 

@@ -186,7 +186,11 @@ def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[i
 
 
 def decode(
-    path: str, data: Any = None, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None,
+    path: str,
+    data: Any = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
     limit_name: str = "`max_pixels`",
 ) -> Decoded:
     """Decode ``path`` (or the in-memory ``data``).
@@ -238,7 +242,17 @@ def decode(
         raise DecodeError(f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
         raise DecodeError("not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, KeyError, TypeError, ImportError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        MemoryError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ImportError,
+    ) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise DecodeError(f"truncated or corrupt image ({text})") from None

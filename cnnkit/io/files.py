@@ -87,8 +87,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         raise
 
 
-def first_free(path: str | os.PathLike, write: Callable[[Path, bool], Any], *, overwrite: bool,
-               numbered: bool) -> Path:
+def first_free(path: str | os.PathLike, write: Callable[[Path, bool], Any], *, overwrite: bool, numbered: bool) -> Path:
     """``write(target, overwrite)`` into ``path``, or with ``numbered`` (a default name) into the next free
     ``NAME-2.ext``, ``NAME-3.ext`` … when it is taken, as run folders go ``exp``, ``exp2``. Each try is
     exclusive (``write`` raises :class:`AlreadyExists`), so two runs at once get two files."""

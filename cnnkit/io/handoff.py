@@ -33,8 +33,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 HANDOFF_FORMATS = ("labelstudio", "cvat", "voc")
-TASKS_OF = {"labelstudio": ("classify", "detect", "instance", "segment"),
-            "cvat": ("classify", "detect", "instance", "segment"), "voc": ("detect", "instance")}
+TASKS_OF = {
+    "labelstudio": ("classify", "detect", "instance", "segment"),
+    "cvat": ("classify", "detect", "instance", "segment"),
+    "voc": ("detect", "instance"),
+}
 
 
 # -- masks as polygons ------------------------------------------------------------------------------
@@ -91,14 +94,16 @@ def _ok(records: Iterable[dict[str, Any]], fmt: str) -> Iterable[dict[str, Any]]
         if r.get("error") is not None:
             continue
         if r.get("task") not in TASKS_OF[fmt]:
-            raise OptionError("to", f"{fmt} does not fit {r.get('task')} records "
-                                    f"(it takes {', '.join(TASKS_OF[fmt])})", fmt)
+            raise OptionError(
+                "to", f"{fmt} does not fit {r.get('task')} records (it takes {', '.join(TASKS_OF[fmt])})", fmt
+            )
         yield r
 
 
 # -- Label Studio ----------------------------------------------------------------------------------
-def label_studio_tasks(records: Iterable[dict[str, Any]], *, image_prefix: str = "",
-                       brush: bool = False) -> list[dict[str, Any]]:
+def label_studio_tasks(
+    records: Iterable[dict[str, Any]], *, image_prefix: str = "", brush: bool = False
+) -> list[dict[str, Any]]:
     """Label Studio tasks with predictions (see the module doc); ``image_prefix`` is put before each path
     (e.g. ``/data/local-files/?d=`` for Label Studio's local file storage)."""
     tasks: list[dict[str, Any]] = []
@@ -106,12 +111,29 @@ def label_studio_tasks(records: Iterable[dict[str, Any]], *, image_prefix: str =
         w, h = int(r["width"]), int(r["height"])
         results = []
         for k, item in enumerate(_ls_results(r, w, h, brush)):
-            results.append({"id": f"r{len(tasks)}_{k}", "to_name": "image", "original_width": w,
-                            "original_height": h, "image_rotation": 0, **item})
+            results.append(
+                {
+                    "id": f"r{len(tasks)}_{k}",
+                    "to_name": "image",
+                    "original_width": w,
+                    "original_height": h,
+                    "image_rotation": 0,
+                    **item,
+                }
+            )
         scores = [p["score"] for p in r.get("predictions") or [] if "score" in p]
-        tasks.append({"data": {"image": image_prefix + r["path"]},
-                      "predictions": [{"model_version": str(r.get("model", "")), "result": results,
-                                       "score": round(float(sum(scores) / len(scores)), 6) if scores else None}]})
+        tasks.append(
+            {
+                "data": {"image": image_prefix + r["path"]},
+                "predictions": [
+                    {
+                        "model_version": str(r.get("model", "")),
+                        "result": results,
+                        "score": round(float(sum(scores) / len(scores)), 6) if scores else None,
+                    }
+                ],
+            }
+        )
     return tasks
 
 
@@ -120,24 +142,44 @@ def _ls_results(r: dict[str, Any], w: int, h: int, brush: bool) -> Iterable[dict
     task = r["task"]
     if task == "classify":
         if preds:
-            yield {"from_name": "choice", "type": "choices", "value": {"choices": [preds[0]["label"]]},
-                   "score": preds[0]["score"]}
+            yield {
+                "from_name": "choice",
+                "type": "choices",
+                "value": {"choices": [preds[0]["label"]]},
+                "score": preds[0]["score"],
+            }
         return
     if task == "detect":
         for p in preds:
             x1, y1, x2, y2 = (float(v) for v in p["box"])
-            yield {"from_name": "label", "type": "rectanglelabels", "score": p["score"],
-                   "value": {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w,
-                             "height": 100 * (y2 - y1) / h, "rotation": 0, "rectanglelabels": [p["label"]]}}
+            yield {
+                "from_name": "label",
+                "type": "rectanglelabels",
+                "score": p["score"],
+                "value": {
+                    "x": 100 * x1 / w,
+                    "y": 100 * y1 / h,
+                    "width": 100 * (x2 - x1) / w,
+                    "height": 100 * (y2 - y1) / h,
+                    "rotation": 0,
+                    "rectanglelabels": [p["label"]],
+                },
+            }
         return
     if brush:
         yield from _ls_brush(r)
         return
     for p, polygons in _regions(r):
         for poly in polygons:
-            item = {"from_name": "label", "type": "polygonlabels", "value": {
-                "points": [[100 * x / w, 100 * y / h] for x, y in poly], "closed": True,
-                "polygonlabels": [p["label"]]}}
+            item = {
+                "from_name": "label",
+                "type": "polygonlabels",
+                "value": {
+                    "points": [[100 * x / w, 100 * y / h] for x, y in poly],
+                    "closed": True,
+                    "polygonlabels": [p["label"]],
+                },
+            }
             if "score" in p:
                 item["score"] = p["score"]
             yield item
@@ -148,19 +190,26 @@ def _ls_brush(r: dict[str, Any]) -> Iterable[dict[str, Any]]:
     try:
         from label_studio_converter.brush import mask2rle
     except ImportError:
-        raise OptionError("brush", "needs the label-studio-converter package (pip install label-studio-converter)",
-                          True) from None
+        raise OptionError(
+            "brush", "needs the label-studio-converter package (pip install label-studio-converter)", True
+        ) from None
     import numpy as np
 
     if r["task"] == "instance":
         pairs = [(p, _instance_mask(p)) for p in r.get("predictions") or []]
     else:
         mask = _segment_mask(r)
-        pairs = [] if mask is None else [(p, mask == int(p["class_id"])) for p in r["predictions"]
-                                         if int(p["class_id"]) != 0]
+        pairs = (
+            []
+            if mask is None
+            else [(p, mask == int(p["class_id"])) for p in r["predictions"] if int(p["class_id"]) != 0]
+        )
     for p, m in pairs:
-        item = {"from_name": "label", "type": "brushlabels",
-                "value": {"format": "rle", "rle": mask2rle((m > 0).astype(np.uint8) * 255), "brushlabels": [p["label"]]}}
+        item = {
+            "from_name": "label",
+            "type": "brushlabels",
+            "value": {"format": "rle", "rle": mask2rle((m > 0).astype(np.uint8) * 255), "brushlabels": [p["label"]]},
+        }
         if "score" in p:
             item["score"] = p["score"]
         yield item
@@ -209,13 +258,36 @@ def cvat_xml(records: Iterable[dict[str, Any]], labels: Sequence[str] = ()) -> s
         elif r["task"] == "detect":
             for p in preds:
                 x1, y1, x2, y2 = (float(v) for v in p["box"])
-                _score(ET.SubElement(image, "box", label=p["label"], source="auto", occluded="0",
-                                     xtl=f"{x1:.2f}", ytl=f"{y1:.2f}", xbr=f"{x2:.2f}", ybr=f"{y2:.2f}", z_order="0"), p)
+                _score(
+                    ET.SubElement(
+                        image,
+                        "box",
+                        label=p["label"],
+                        source="auto",
+                        occluded="0",
+                        xtl=f"{x1:.2f}",
+                        ytl=f"{y1:.2f}",
+                        xbr=f"{x2:.2f}",
+                        ybr=f"{y2:.2f}",
+                        z_order="0",
+                    ),
+                    p,
+                )
         else:
             for p, polygons in _regions(r):
                 for poly in polygons:
-                    _score(ET.SubElement(image, "polygon", label=p["label"], source="auto", occluded="0",
-                                         points=";".join(f"{x:.2f},{y:.2f}" for x, y in poly), z_order="0"), p)
+                    _score(
+                        ET.SubElement(
+                            image,
+                            "polygon",
+                            label=p["label"],
+                            source="auto",
+                            occluded="0",
+                            points=";".join(f"{x:.2f},{y:.2f}" for x, y in poly),
+                            z_order="0",
+                        ),
+                        p,
+                    )
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -254,8 +326,16 @@ def voc_xml(record: dict[str, Any]) -> str:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def convert(records: Iterable[dict[str, Any]], fmt: str, output: str | os.PathLike, *, exist_ok: bool = False,
-            labels: Sequence[str] = (), image_prefix: str = "", brush: bool = False) -> list[Path]:
+def convert(
+    records: Iterable[dict[str, Any]],
+    fmt: str,
+    output: str | os.PathLike,
+    *,
+    exist_ok: bool = False,
+    labels: Sequence[str] = (),
+    image_prefix: str = "",
+    brush: bool = False,
+) -> list[Path]:
     """Write ``records`` as ``fmt`` at ``output`` (a file; a folder for ``voc``); the paths written.
 
     Nothing is overwritten without ``exist_ok``; files are written atomically.
@@ -281,8 +361,15 @@ def convert(records: Iterable[dict[str, Any]], fmt: str, output: str | os.PathLi
         return [atomic_write_text(out, cvat_xml(rows, labels), overwrite=exist_ok)]
     tasks = label_studio_tasks(rows, image_prefix=image_prefix, brush=brush)
     task = next((r["task"] for r in rows if r.get("task")), "detect")
-    names = list(labels) or sorted({p["label"] for r in rows if r.get("error") is None
-                                    for p in r.get("predictions") or [] if not (task == "segment" and p["class_id"] == 0)})
+    names = list(labels) or sorted(
+        {
+            p["label"]
+            for r in rows
+            if r.get("error") is None
+            for p in r.get("predictions") or []
+            if not (task == "segment" and p["class_id"] == 0)
+        }
+    )
     config = out.with_name(f"{out.stem}.config.xml")
     written = [atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", overwrite=exist_ok)]
     written.append(atomic_write_text(config, label_studio_config(task, names, brush=brush), overwrite=exist_ok))

@@ -43,22 +43,50 @@ def _pa() -> Any:
 def schema() -> Any:
     """The Arrow schema of a records file (documented in README, "Parquet output")."""
     pa = _pa()
-    prediction = pa.struct([
-        ("label", pa.string()), ("class_id", pa.int32()), ("score", pa.float64()),
-        ("box", pa.list_(pa.float64())), ("pixels", pa.int64()), ("fraction", pa.float64()),
-        ("mask", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])),
-        ("other", pa.string()),
-    ])
-    return pa.schema([
-        ("path", pa.string()), ("frame", pa.int64()), ("time_s", pa.float64()),  # frame, time_s: video frames only
-        ("task", pa.string()), ("model", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("predictions", pa.list_(prediction)),
-        ("time_ms", pa.float64()), ("error", pa.string()), ("schema_version", pa.int16()),
-        ("extra", pa.string()),  # the record's other keys (saved picture paths …) as one JSON object
-    ], metadata={b"cnnkit.schema_version": str(SCHEMA_VERSION).encode()})
+    prediction = pa.struct(
+        [
+            ("label", pa.string()),
+            ("class_id", pa.int32()),
+            ("score", pa.float64()),
+            ("box", pa.list_(pa.float64())),
+            ("pixels", pa.int64()),
+            ("fraction", pa.float64()),
+            ("mask", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])),
+            ("other", pa.string()),
+        ]
+    )
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("frame", pa.int64()),
+            ("time_s", pa.float64()),  # frame, time_s: video frames only
+            ("task", pa.string()),
+            ("model", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("predictions", pa.list_(prediction)),
+            ("time_ms", pa.float64()),
+            ("error", pa.string()),
+            ("schema_version", pa.int16()),
+            ("extra", pa.string()),  # the record's other keys (saved picture paths …) as one JSON object
+        ],
+        metadata={b"cnnkit.schema_version": str(SCHEMA_VERSION).encode()},
+    )
 
 
-_BASE = ("path", "frame", "time_s", "task", "model", "width", "height", "predictions", "time_ms", "error",
-         "schema_version")
+_BASE = (
+    "path",
+    "frame",
+    "time_s",
+    "task",
+    "model",
+    "width",
+    "height",
+    "predictions",
+    "time_ms",
+    "error",
+    "schema_version",
+)
 
 
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +170,9 @@ class ParquetWriter:
     file is replaced only with ``exist_ok``.
     """
 
-    def __init__(self, output: str | os.PathLike, *, append: bool = False, exist_ok: bool = False,
-                 row_group: int = ROW_GROUP) -> None:
+    def __init__(
+        self, output: str | os.PathLike, *, append: bool = False, exist_ok: bool = False, row_group: int = ROW_GROUP
+    ) -> None:
         pa = _pa()
         self.final = Path(output)
         self.append = append and self.final.exists()

@@ -73,8 +73,9 @@ class PictureSaver:
         st = os.lstat(path)
         return (st.st_dev, st.st_ino) in self._protected
 
-    def save(self, image: Any, source_path: str, suffix: str | None = None, *, sub: str | None = None,
-             tag: str = "") -> str:
+    def save(
+        self, image: Any, source_path: str, suffix: str | None = None, *, sub: str | None = None, tag: str = ""
+    ) -> str:
         """Write the PIL ``image`` at :meth:`target` (JPEG for ``.jpg``, else PNG); returns its path."""
         path = self.target(source_path, suffix, sub=sub, tag=tag)
         with atomic_path(path) as tmp:

@@ -24,8 +24,13 @@ log = logging.getLogger("cnnkit")
 
 # scheme → (module fsspec needs, the cnnkit extra that installs it)
 BACKENDS: dict[str, tuple[str, str]] = {
-    "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
-    "http": ("aiohttp", "remote"), "https": ("aiohttp", "remote"), "file": ("fsspec", "remote"),
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "http": ("aiohttp", "remote"),
+    "https": ("aiohttp", "remote"),
+    "file": ("fsspec", "remote"),
 }
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _GLOB_CHARS = set("*?[")
@@ -101,8 +106,9 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             found = fs.glob(pattern, detail=True)
         except Exception as exc:
             return [], f"cannot list ({_why(exc)})"
-        hits: list[Hit] = sorted((_spelled(proto, p), None) for p, info in found.items()
-                                 if info.get("type") != "directory" and _is_image(p))
+        hits: list[Hit] = sorted(
+            (_spelled(proto, p), None) for p, info in found.items() if info.get("type") != "directory" and _is_image(p)
+        )
         return hits, None if hits else "pattern matches no image files"
     if proto in ("http", "https"):
         return [(arg, None)], None  # a web server has no listing: the URL is one input
@@ -121,8 +127,9 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             names = [e["name"] for e in fs.ls(arg, detail=True) if e.get("type") != "directory"]
     except Exception as exc:
         return [], f"cannot list ({_why(exc)})"
-    listed: list[Hit] = sorted(((_spelled(proto, p), None) for p in names if _is_image(p)),
-                               key=lambda hit: _walk_order(hit[0]))
+    listed: list[Hit] = sorted(
+        ((_spelled(proto, p), None) for p in names if _is_image(p)), key=lambda hit: _walk_order(hit[0])
+    )
     hint = "" if recursive else " (use `recursive=True` for sub-prefixes)"
     return listed, None if listed else f"prefix has no image files{hint}"
 
@@ -150,8 +157,9 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
     except IsADirectoryError:
         raise DecodeError("is a prefix, not an image object") from None
     except Exception as exc:
-        raise DecodeError(f"read failed ({_why(exc)})" if not isinstance(exc, (FileNotFoundError, PermissionError))
-                          else _why(exc)) from None
+        raise DecodeError(
+            f"read failed ({_why(exc)})" if not isinstance(exc, (FileNotFoundError, PermissionError)) else _why(exc)
+        ) from None
     if len(data) > limit:
         raise DecodeError(f"object is over the read limit of {limit:,} bytes")
     if not data:
@@ -171,7 +179,7 @@ def download(url: str, dest: str | os.PathLike) -> Path:
         root = url.rstrip("/") if is_dir else url.rsplit("/", 1)[0]
         names = [_spelled(proto, n) for n in fs.find(root, detail=False)]
         for name in names:
-            rel = name[len(root):].lstrip("/")
+            rel = name[len(root) :].lstrip("/")
             if not rel or ".." in rel.split("/"):
                 continue  # never write outside dest, whatever a key is called
             target = Path(dest, *rel.split("/"))
@@ -188,5 +196,5 @@ def download(url: str, dest: str | os.PathLike) -> Path:
 def key(url: str) -> str:
     """The one name of a URL for de-duplication and resume: ``file://`` paths normalised, others as given."""
     if scheme(url) == "file":
-        return "file://" + os.path.normpath(url[len("file://"):])
+        return "file://" + os.path.normpath(url[len("file://") :])
     return url

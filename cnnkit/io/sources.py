@@ -225,8 +225,11 @@ def _glob(pattern: str, recursive: bool) -> list[Hit]:
         except OSError:
             continue  # glob skips folders it cannot list
         if last:
-            found.extend((_shown(folder, p), LOOP) for p in listing.loops
-                         if _matches(os.path.basename(p), part) and is_input_name(p))
+            found.extend(
+                (_shown(folder, p), LOOP)
+                for p in listing.loops
+                if _matches(os.path.basename(p), part) and is_input_name(p)
+            )
         names = listing.files + listing.folders if last else listing.folders
         for p in names:
             name = os.path.basename(p)
@@ -268,16 +271,20 @@ def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     return [(arg, None)], None
 
 
-def expand_sources(
-    sources: Sequence[Any], *, recursive: bool = False, stdin: TextIO | None = None
-) -> list[Item]:
+def expand_sources(sources: Sequence[Any], *, recursive: bool = False, stdin: TextIO | None = None) -> list[Item]:
     """Expand ``sources`` into items; non-path objects (PIL, ndarray, tensor) become in-memory items."""
     items: list[Item] = []
     seen: set[Any] = set()
 
     def add(path: str, data: Any = None, error: str | None = None) -> None:
         if data is None:
-            key = ("url", remote.key(path)) if remote.is_remote(path) else _real(path) if error is None else ("path", path)
+            key = (
+                ("url", remote.key(path))
+                if remote.is_remote(path)
+                else _real(path)
+                if error is None
+                else ("path", path)
+            )
             if key in seen:
                 return
             seen.add(key)

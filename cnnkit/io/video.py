@@ -123,8 +123,13 @@ def _info(container: Any) -> VideoInfo:
     return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), _rate(stream), ctx.name, int(stream.frames) or None)
 
 
-def read_frames(path: str, options: VideoOptions = VideoOptions(), *, max_pixels: int | None = None,
-                infos: dict[str, VideoInfo] | None = None) -> Iterator[Item]:
+def read_frames(
+    path: str,
+    options: VideoOptions = VideoOptions(),
+    *,
+    max_pixels: int | None = None,
+    infos: dict[str, VideoInfo] | None = None,
+) -> Iterator[Item]:
     """Frame items of one video, in order: ``Item(path, rgb, frame=i, time_s=t)``, or failed items.
 
     Opening failures (no such file, no video stream, unknown codec) give one failed item for the
@@ -148,8 +153,11 @@ def read_frames(path: str, options: VideoOptions = VideoOptions(), *, max_pixels
         if infos is not None:
             infos[path] = info
         if max_pixels is not None and info.width * info.height > max_pixels:
-            yield Item(path, error=f"{info.width}x{info.height} = {info.width * info.height:,} pixels is over "
-                                   f"the limit of {max_pixels:,} (max_pixels)")
+            yield Item(
+                path,
+                error=f"{info.width}x{info.height} = {info.width * info.height:,} pixels is over "
+                f"the limit of {max_pixels:,} (max_pixels)",
+            )
             return
         yield from _frames(container, path, info, options)
     finally:
@@ -193,8 +201,12 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             lost = max(lost, last_index + 1)
             last_index = lost
             if _wanted(lost, first_index, opts):
-                yield Item(path, error=f"frame {lost}: cannot decode ({_av_reason(exc)})", frame=lost,
-                           time_s=round(lost / fps, 6))
+                yield Item(
+                    path,
+                    error=f"frame {lost}: cannot decode ({_av_reason(exc)})",
+                    frame=lost,
+                    time_s=round(lost / fps, 6),
+                )
             if bad >= MAX_BAD_PACKETS:
                 return
             continue
@@ -272,8 +284,13 @@ class _Prefetch:
         self._thread.join(timeout=5.0)
 
 
-def expand_videos(items: Iterable[Item], options: VideoOptions | None = None, *, max_pixels: int | None = None,
-                  infos: dict[str, VideoInfo] | None = None) -> Iterator[Item]:
+def expand_videos(
+    items: Iterable[Item],
+    options: VideoOptions | None = None,
+    *,
+    max_pixels: int | None = None,
+    infos: dict[str, VideoInfo] | None = None,
+) -> Iterator[Item]:
     """``items`` with each video replaced by its frames (lazily, decoded in a reader thread); images pass.
 
     ``infos`` receives each opened video's :class:`VideoInfo` (the annotated output's rate comes from it).
@@ -305,8 +322,17 @@ def pick_encoder() -> str:
 class VideoWriter:
     """One mp4 written frame by frame into a temporary file, published atomically by :meth:`close`."""
 
-    def __init__(self, path: str | os.PathLike, fps: float, width: int, height: int, *,
-                 codec: str | None = None, overwrite: bool = True, crf: int = 23) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        width: int,
+        height: int,
+        *,
+        codec: str | None = None,
+        overwrite: bool = True,
+        crf: int = 23,
+    ) -> None:
         import tempfile
 
         import av

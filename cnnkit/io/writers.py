@@ -215,7 +215,9 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
             raise UsageError(f"{output}: `skip_existing` resumes a regular file, not a pipe or device")
         return
     if os.path.lexists(output) and not (append or exist_ok):
-        raise CnnkitError(f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)")
+        raise CnnkitError(
+            f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)"
+        )
 
 
 RESUMABLE = ("jsonl", "parquet")
@@ -233,7 +235,7 @@ def tidy_output(output: str | os.PathLike, fmt: str) -> Resume:
 def _write_all(fh: BinaryIO, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[fh.write(view) or 0:]
+        view = view[fh.write(view) or 0 :]
 
 
 def _flat_value(v: Any) -> Any:
@@ -268,8 +270,15 @@ class RecordWriter:
     """
 
     def __init__(
-        self, fmt: str, output: str | None = None, *, append: bool = False, exist_ok: bool = False,
-        stream: TextIO | None = None, coco_builder: Any = None, resume: Resume | None = None,
+        self,
+        fmt: str,
+        output: str | None = None,
+        *,
+        append: bool = False,
+        exist_ok: bool = False,
+        stream: TextIO | None = None,
+        coco_builder: Any = None,
+        resume: Resume | None = None,
     ) -> None:
         output = None if is_stdout(output) else output
         self.fmt = resolve_format(fmt, output, stream)
@@ -321,8 +330,12 @@ class RecordWriter:
         data, bad = finite(data)
         if bad and not self._warned:
             self._warned = True
-            log.warning("%s: %d number(s) were NaN or infinite, written as null (JSON has neither); "
-                        "later ones are not reported", record.path, bad)
+            log.warning(
+                "%s: %d number(s) were NaN or infinite, written as null (JSON has neither); "
+                "later ones are not reported",
+                record.path,
+                bad,
+            )
         return data
 
     def write(self, record: Record) -> None:
@@ -338,8 +351,10 @@ class RecordWriter:
         if self.fmt != "jsonl":
             self._buffer.append(data)
         elif self._fh is not None:
-            self._write_line(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n",
-                             record_key(record.path, record.frame))
+            self._write_line(
+                safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n",
+                record_key(record.path, record.frame),
+            )
         else:
             try:
                 self.stream.write(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
@@ -433,8 +448,9 @@ class RecordWriter:
                     kept = atomic_write_text(f"{output}.{n}", text, overwrite=False)
                 except AlreadyExists:
                     continue
-                raise CnnkitError(f"{output}: appeared during the run and was not overwritten; "
-                                  f"the records are in {kept}") from None
+                raise CnnkitError(
+                    f"{output}: appeared during the run and was not overwritten; the records are in {kept}"
+                ) from None
             raise
 
 

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError, UnsafeCheckpoint
-from cnnkit.tasks import TASK_NAMES
 from cnnkit.io.files import atomic_path, atomic_write_text
+from cnnkit.tasks import TASK_NAMES
 
 FORMAT_VERSION = 1
 
@@ -92,6 +92,7 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
     ``arch``, labels that are not a list of strings or a ``preprocess`` that is not the
     dict :class:`Preprocess` reads would otherwise surface as tracebacks deep in a loader.
     """
+
     def bad(reason: str) -> CnnkitError:
         return CnnkitError(f"{where}: cnnkit metadata {reason}")
 
@@ -114,7 +115,8 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
     if pre is not None:
         _check_preprocess(pre, bad)
     if meta.get("arch_kwargs") is not None and not (
-            isinstance(meta["arch_kwargs"], dict) and all(isinstance(k, str) for k in meta["arch_kwargs"])):
+        isinstance(meta["arch_kwargs"], dict) and all(isinstance(k, str) for k in meta["arch_kwargs"])
+    ):
         raise bad(f"'arch_kwargs' is {_kind(meta['arch_kwargs'])}, not an object of options")
     for key in ("letterbox", "stride"):
         if meta.get(key) is not None and not _int_in(meta[key], 1, MAX_SIDE):
@@ -122,8 +124,11 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
     if meta.get("end2end") is not None and not isinstance(meta["end2end"], bool):
         raise bad(f"'end2end' is {_kind(meta['end2end'])}, not true or false")
     shape = meta.get("input_shape")
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 4 and all(
-            x in ("batch", "height", "width") or _int_in(x, 1, 1 << 16) for x in shape)):
+    if shape is not None and not (
+        isinstance(shape, list)
+        and len(shape) == 4
+        and all(x in ("batch", "height", "width") or _int_in(x, 1, 1 << 16) for x in shape)
+    ):
         raise bad(f"'input_shape' is {_kind(shape)}, not [batch, channels, height, width]")
     return meta
 
@@ -139,8 +144,11 @@ def _check_preprocess(pre: Any, bad: Any) -> None:
             raise bad(f"preprocess {key!r} is {_kind(pre.get(key))}, not a size from 1 to {MAX_SIDE}")
     for key in ("mean", "std"):
         v = pre.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+        if not (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        ):
             raise bad(f"preprocess {key!r} is {_kind(v)}, not three numbers")
     if any(x == 0 for x in pre["std"]):
         raise bad("preprocess 'std' has a zero")
@@ -199,7 +207,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                     break
     if not isinstance(state, dict):
         raise CnnkitError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {k: (v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in state.items()}
+    return {
+        k: (v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in state.items()
+    }
 
 
 def _looks_like_unsafe_pickle(path: Path) -> bool:
@@ -213,7 +223,7 @@ def _looks_like_unsafe_pickle(path: Path) -> bool:
                 data = zf.read(name) if name else b""
         else:
             data = path.read_bytes()
-        for op, arg, _ in pickletools.genops(data):
+        for op, _arg, _ in pickletools.genops(data):
             if op.name in ("GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ"):
                 return True
     except Exception:
@@ -241,36 +251,103 @@ MAX_ZIP_ENTRIES = 200_000
 # Modules whose nn.Module classes a checkpoint may create (NEWOBJ, then BUILD with their state):
 # exact module names, never prefixes; each class is checked to be defined there and to subclass
 # nn.Module.
-_MODULE_CLASS_MODULES = frozenset({
-    *(f"torch.nn.modules.{m}" for m in (
-        "activation", "adaptive", "batchnorm", "channelshuffle", "container", "conv", "distance", "dropout",
-        "flatten", "fold", "instancenorm", "linear", "module", "normalization", "padding", "pixelshuffle",
-        "pooling", "rnn", "sparse", "transformer", "upsampling")),
-    *(f"ultralytics.nn.modules.{m}" for m in ("activation", "block", "conv", "head", "transformer")),
-    "ultralytics.nn.tasks",
-})
+_MODULE_CLASS_MODULES = frozenset(
+    {
+        *(
+            f"torch.nn.modules.{m}"
+            for m in (
+                "activation",
+                "adaptive",
+                "batchnorm",
+                "channelshuffle",
+                "container",
+                "conv",
+                "distance",
+                "dropout",
+                "flatten",
+                "fold",
+                "instancenorm",
+                "linear",
+                "module",
+                "normalization",
+                "padding",
+                "pixelshuffle",
+                "pooling",
+                "rnn",
+                "sparse",
+                "transformer",
+                "upsampling",
+            )
+        ),
+        *(f"ultralytics.nn.modules.{m}" for m in ("activation", "block", "conv", "head", "transformer")),
+        "ultralytics.nn.tasks",
+    }
+)
 # Names older checkpoints use that ultralytics maps to current classes while loading.
-_MODULE_CLASS_ALIASES = frozenset({("ultralytics.nn.modules.block", "Silence"),
-                                   ("ultralytics.nn.tasks", "YOLOv10DetectionModel")})
+_MODULE_CLASS_ALIASES = frozenset(
+    {("ultralytics.nn.modules.block", "Silence"), ("ultralytics.nn.tasks", "YOLOv10DetectionModel")}
+)
 # Callables the unpickler may call (REDUCE, INST, OBJ): containers, tensor rebuilding, plain values.
-_CALLABLES = frozenset({
-    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
-    ("builtins", "complex"), ("builtins", "bytearray"), ("_codecs", "encode"),
-    ("torch", "Size"), ("torch", "device"),
-    ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
-    ("pathlib._local", "PosixPath"), ("pathlib._local", "WindowsPath"),
-    ("ultralytics.utils", "IterableSimpleNamespace"), ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
-})
+_CALLABLES = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        ("builtins", "complex"),
+        ("builtins", "bytearray"),
+        ("_codecs", "encode"),
+        ("torch", "Size"),
+        ("torch", "device"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("torch._utils", "_rebuild_parameter_with_state"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib._local", "PosixPath"),
+        ("pathlib._local", "WindowsPath"),
+        ("ultralytics.utils", "IterableSimpleNamespace"),
+        ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
+    }
+)
 # Classes that may be created without calling __init__ (NEWOBJ) besides the nn.Module classes.
-_NEW_CLASSES = frozenset({("collections", "OrderedDict"), ("ultralytics.utils", "IterableSimpleNamespace"),
-                          ("ultralytics.yolo.utils", "IterableSimpleNamespace")})
-_TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-                 "complex64", "complex128")
-_STORAGES = ("DoubleStorage", "FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
-             "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage")
+_NEW_CLASSES = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("ultralytics.utils", "IterableSimpleNamespace"),
+        ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
+    }
+)
+_TORCH_DTYPES = (
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "complex64",
+    "complex128",
+)
+_STORAGES = (
+    "DoubleStorage",
+    "FloatStorage",
+    "HalfStorage",
+    "BFloat16Storage",
+    "LongStorage",
+    "IntStorage",
+    "ShortStorage",
+    "CharStorage",
+    "ByteStorage",
+    "BoolStorage",
+    "UntypedStorage",
+)
 # Plain values (storage types in persistent ids, dtypes): named, never called.
 _VALUES = frozenset({*(("torch", d) for d in _TORCH_DTYPES), *(("torch", s) for s in _STORAGES)})
 # builtins.getattr: ultralytics pickles a fused layer's ``forward = forward_fuse`` as
@@ -278,8 +355,17 @@ _VALUES = frozenset({*(("torch", d) for d in _TORCH_DTYPES), *(("torch", s) for 
 _GETATTR = ("builtins", "getattr")
 _BOUND_METHODS = frozenset({"forward", "forward_fuse"})
 # Entries torch.save writes into its zip, under one top-level folder.
-_ZIP_ENTRIES = frozenset({"data.pkl", ".format_version", ".storage_alignment", "byteorder", "version",
-                          ".data/version", ".data/serialization_id"})
+_ZIP_ENTRIES = frozenset(
+    {
+        "data.pkl",
+        ".format_version",
+        ".storage_alignment",
+        "byteorder",
+        "version",
+        ".data/version",
+        ".data/serialization_id",
+    }
+)
 
 
 class _Global(NamedTuple):
@@ -411,8 +497,13 @@ class _PickleScan:
             self.refuse(f"{how} calls something that is not an allow-listed global")
             return _Made(_Global("?", "?"))
         if func == _GETATTR:
-            ok = (isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], _Made)
-                  and _is_new_class(args[0].maker) and args[1] in _BOUND_METHODS)
+            ok = (
+                isinstance(args, tuple)
+                and len(args) == 2
+                and isinstance(args[0], _Made)
+                and _is_new_class(args[0].maker)
+                and args[1] in _BOUND_METHODS
+            )
             if not ok:
                 self.refuse("it calls builtins.getattr on something other than a layer's forward")
         elif func not in _CALLABLES:
@@ -448,8 +539,15 @@ class _PickleScan:
             if int(arg) not in self.memo:
                 raise _Refused(f"malformed pickle (memo {arg} read before it is written)")
             self.stack.append(self.memo[int(arg)])
-        elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
-                      "BINUNICODE8"):
+        elif name in (
+            "STRING",
+            "BINSTRING",
+            "SHORT_BINSTRING",
+            "UNICODE",
+            "BINUNICODE",
+            "SHORT_BINUNICODE",
+            "BINUNICODE8",
+        ):
             self.stack.append(arg if isinstance(arg, str) else _ANY)
         elif name == "GLOBAL":
             parts = arg.split(" ") if isinstance(arg, str) else []
@@ -472,8 +570,10 @@ class _PickleScan:
             self.pop()
             cls = self.pop()
             if not (isinstance(cls, _Global) and _is_new_class(cls)):
-                self.refuse(f"{name} creates {cls if isinstance(cls, _Global) else 'an object'}, "
-                            "which is not an allow-listed layer class")
+                self.refuse(
+                    f"{name} creates {cls if isinstance(cls, _Global) else 'an object'}, "
+                    "which is not an allow-listed layer class"
+                )
             self.stack.append(_Made(cls if isinstance(cls, _Global) else _Global("?", "?")))
         elif name == "INST":
             parts = arg.split(" ") if isinstance(arg, str) else []

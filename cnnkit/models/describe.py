@@ -40,9 +40,16 @@ def parameters(spec: ModelSpec) -> int:
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "name": spec.name, "task": spec.task, "family": spec.family, "year": spec.year,
-        "description": spec.description, "source": spec.source, "weights": spec.weights,
-        "parameters": parameters(spec), "available": is_available(spec), "weights_file": weights_file(spec),
+        "name": spec.name,
+        "task": spec.task,
+        "family": spec.family,
+        "year": spec.year,
+        "description": spec.description,
+        "source": spec.source,
+        "weights": spec.weights,
+        "parameters": parameters(spec),
+        "available": is_available(spec),
+        "weights_file": weights_file(spec),
     }
     info["size_mb"] = round(info["parameters"] * 4 / 1e6, 2)
     if spec.source == "bundled" and info["available"]:

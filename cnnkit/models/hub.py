@@ -63,8 +63,12 @@ def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = Fal
         return torch.load(str(cached), map_location="cpu", weights_only=True)
     try:
         return torch.hub.load_state_dict_from_url(
-            weights.url, model_dir=str(cached.parent), map_location="cpu", progress=progress,
-            check_hash=True, weights_only=True,
+            weights.url,
+            model_dir=str(cached.parent),
+            map_location="cpu",
+            progress=progress,
+            check_hash=True,
+            weights_only=True,
         )
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

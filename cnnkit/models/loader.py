@@ -27,8 +27,11 @@ from cnnkit.models.registry import ModelSpec, get_spec, list_models
 
 # what a file is, by suffix: the only place suffixes are read
 FILE_KINDS = {
-    ".safetensors": "checkpoint", ".onnx": "onnx", ".torchscript": "torchscript",
-    ".pt": "pickle", ".pth": "pickle",
+    ".safetensors": "checkpoint",
+    ".onnx": "onnx",
+    ".torchscript": "torchscript",
+    ".pt": "pickle",
+    ".pth": "pickle",
 }
 # backend → the file kind it runs
 BACKEND_FILES = {"onnxruntime": "onnx", "openvino": "onnx", "torchscript": "torchscript"}
@@ -128,7 +131,11 @@ def head_classes(state: dict[str, Any]) -> int | None:
         return int(cls_score.shape[0]) - 1
     for key in reversed(list(state)):
         v = state[key]
-        if key.endswith("weight") and getattr(v, "ndim", 0) == 4 and key.startswith(("segmentation_head", "classifier.4")):
+        if (
+            key.endswith("weight")
+            and getattr(v, "ndim", 0) == 4
+            and key.startswith(("segmentation_head", "classifier.4"))
+        ):
             return int(v.shape[0])
     for key in reversed(list(state)):
         v = state[key]
@@ -164,8 +171,10 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
     if spec.source == "bundled":
         path = hub.bundled_path(spec.weights_name)
         if not path.is_file():
-            raise CnnkitError(f"{spec.name}: bundled weights {path} are missing from this install "
-                              "(retrain with the script named in its model card, or pass weights)")
+            raise CnnkitError(
+                f"{spec.name}: bundled weights {path} are missing from this install "
+                "(retrain with the script named in its model card, or pass weights)"
+            )
         loaded = load_checkpoint(path, spec.task)
         loaded.name = spec.name
         return loaded
@@ -186,8 +195,11 @@ def resolve_backend(backend: str | None, weights: str | None) -> str:
         raise OptionError("backend", f"expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}", backend)
     kind = sniff(weights)
     if backend == "torch" and kind in BACKEND_FILES.values():
-        raise OptionError("backend", f"runs PyTorch weights; {weights} is an exported file (onnxruntime, openvino "
-                          "or torchscript run it)", backend)
+        raise OptionError(
+            "backend",
+            f"runs PyTorch weights; {weights} is an exported file (onnxruntime, openvino or torchscript run it)",
+            backend,
+        )
     if backend == "auto" and kind == "onnx":
         from cnnkit.runtimes import installed
 
@@ -198,8 +210,15 @@ def resolve_backend(backend: str | None, weights: str | None) -> str:
 
 
 def resolve(
-    task: str, model: str | None = None, weights: str | None = None, *, backend: str | None = None,
-    default: str | None = None, device: Any = None, imgsz: int | None = None, **options: Any,
+    task: str,
+    model: str | None = None,
+    weights: str | None = None,
+    *,
+    backend: str | None = None,
+    default: str | None = None,
+    device: Any = None,
+    imgsz: int | None = None,
+    **options: Any,
 ) -> Loaded:
     """The model for ``task`` that ``model``/``weights``/``backend`` name; see the module docstring.
 
@@ -231,8 +250,9 @@ def resolve(
     return compile_loaded(loaded, task, backend, device=device, imgsz=imgsz)
 
 
-def _torch_model(task: str, package: str, model: str | None, weights: str | None, default: str,
-                 options: dict[str, Any]) -> Loaded:
+def _torch_model(
+    task: str, package: str, model: str | None, weights: str | None, default: str, options: dict[str, Any]
+) -> Loaded:
     """The PyTorch (or ultralytics) model: a checkpoint, the task's own rules, else the registry."""
     if weights is not None and sniff(weights) == "checkpoint":
         return load_checkpoint(weights, task)

@@ -47,7 +47,7 @@ class Preprocess:
             f"scale to [0,1], normalise mean={list(self.mean)} std={list(self.std)}"
         )
 
-    def at_size(self, imgsz: int | None) -> "Preprocess":
+    def at_size(self, imgsz: int | None) -> Preprocess:
         """The same recipe for a model input of ``imgsz`` (finetune, export and predict ``imgsz``): the
         crop becomes ``imgsz`` and the resize keeps its ratio to the crop; ``None`` keeps it as is."""
         if not imgsz or imgsz == self.crop:
@@ -61,19 +61,25 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(
-            resize=int(d["resize"]), crop=int(d["crop"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+            resize=int(d["resize"]),
+            crop=int(d["crop"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
             interpolation=d.get("interpolation", "bilinear"),
         )
 
     @classmethod
-    def from_torchvision(cls, weights: Any) -> "Preprocess":
+    def from_torchvision(cls, weights: Any) -> Preprocess:
         """Read the parameters of a torchvision ``ImageClassification`` preset."""
         t = weights.transforms()
         interp = getattr(t.interpolation, "value", str(t.interpolation))
         return cls(
-            resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=tuple(t.mean), std=tuple(t.std),
+            resize=int(t.resize_size[0]),
+            crop=int(t.crop_size[0]),
+            mean=tuple(t.mean),
+            std=tuple(t.std),
             interpolation=str(interp),
         )
 
@@ -92,9 +98,11 @@ class Preprocess:
         w, h = img.size
         scale = self.resize / min(w, h)
         nw, nh = max(self.crop, round(w * scale)), max(self.crop, round(h * scale))
-        resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}.get(
-            self.interpolation, Image.Resampling.BILINEAR
-        )
+        resample = {
+            "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC,
+            "nearest": Image.Resampling.NEAREST,
+        }.get(self.interpolation, Image.Resampling.BILINEAR)
         left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
         if nw * nh > 4 * self.crop * self.crop:
             sx, sy = w / nw, h / nh
@@ -153,4 +161,3 @@ def sized(pre: Preprocess, imgsz: int | None, *, name: str, fixed: int | None = 
 
         raise OptionError("imgsz", f"{name} only takes {fixed}x{fixed} inputs", imgsz)
     return pre.at_size(imgsz)
-

@@ -120,9 +120,11 @@ def introduction(spec: ModelSpec, labels: list[str] | tuple[str, ...] | None = N
     if spec.source != "bundled" or "for_photos" not in spec.meta:
         return None
     known = [label for label in (labels or spec.labels or ()) if label not in ("background", "other")]
-    others = " and \"other\"" if "other" in (labels or spec.labels or ()) else ""
-    return (f"{spec.name} knows {len(known)} synthetic shapes ({', '.join(known)}){others}; "
-            f"for photos try `model` {spec.meta['for_photos']}")
+    others = ' and "other"' if "other" in (labels or spec.labels or ()) else ""
+    return (
+        f"{spec.name} knows {len(known)} synthetic shapes ({', '.join(known)}){others}; "
+        f"for photos try `model` {spec.meta['for_photos']}"
+    )
 
 
 def count_parameters(model: Any) -> int:

@@ -39,8 +39,9 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match(preds: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]], *, threshold: float = MATCH_IOU,
-          conf: float = 0.0) -> Match:
+def match(
+    preds: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]], *, threshold: float = MATCH_IOU, conf: float = 0.0
+) -> Match:
     """Greedy matching, highest score first, same label, IoU ≥ ``threshold`` (the PASCAL/COCO rule at one IoU).
 
     Predictions scoring under ``conf`` are ignored (val keeps boxes down to 0.001 for the curves; a
@@ -66,8 +67,12 @@ def match(preds: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]], *, t
     return out
 
 
-def pr_curves(images: Sequence[tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]], *,
-              threshold: float = MATCH_IOU, points: int = 101) -> list[dict[str, Any]]:
+def pr_curves(
+    images: Sequence[tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]],
+    *,
+    threshold: float = MATCH_IOU,
+    points: int = 101,
+) -> list[dict[str, Any]]:
     """Per class: precision at ``points`` recall levels (COCO's 101-point interpolation) and AP at ``threshold``.
 
     ``images`` are ``(predictions, truth)`` pairs of box dicts; classes without truth are left out.
@@ -95,15 +100,28 @@ def pr_curves(images: Sequence[tuple[Sequence[dict[str, Any]], Sequence[dict[str
         envelope = np.maximum.accumulate(precision[::-1])[::-1] if hits else np.zeros(0)
         idx = np.searchsorted(recall, levels, side="left")
         at = np.array([envelope[i] if i < len(envelope) else 0.0 for i in idx])
-        keep: list[int] = np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 60)).astype(int)).tolist() if hits else []
-        curves.append({"label": label, "ap": round(float(at.mean()), 4), "truth": positives[label],
-                       "recall": [round(float(recall[i]), 4) for i in keep],
-                       "precision": [round(float(precision[i]), 4) for i in keep]})
+        keep: list[int] = (
+            np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 60)).astype(int)).tolist() if hits else []
+        )
+        curves.append(
+            {
+                "label": label,
+                "ap": round(float(at.mean()), 4),
+                "truth": positives[label],
+                "recall": [round(float(recall[i]), 4) for i in keep],
+                "precision": [round(float(precision[i]), 4) for i in keep],
+            }
+        )
     return curves
 
 
-def draw_mistakes(picture: np.ndarray, preds: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]], m: Match,
-                  scale: tuple[float, float] = (1.0, 1.0)) -> Image:
+def draw_mistakes(
+    picture: np.ndarray,
+    preds: Sequence[dict[str, Any]],
+    truth: Sequence[dict[str, Any]],
+    m: Match,
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> Image:
     """Found boxes green, false ones red, missed truths orange (dashed): the picture of one image's val."""
     from PIL import Image, ImageDraw
 

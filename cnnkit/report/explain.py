@@ -23,8 +23,14 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
-METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
-           "hirescam": "HiResCAM", "eigencam": "EigenCAM"}
+METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM",
+}
 DEFAULT_METHODS = ("gradcam", "gradcam++")
 
 
@@ -48,8 +54,9 @@ class Explanation:
 
         from cnnkit.io.draw import draw_caption
 
-        tinted = show_cam_on_image(picture.astype(np.float32) / 255, self.heatmap.astype(np.float32),
-                                   use_rgb=True, image_weight=1 - alpha)
+        tinted = show_cam_on_image(
+            picture.astype(np.float32) / 255, self.heatmap.astype(np.float32), use_rgb=True, image_weight=1 - alpha
+        )
         caption = f"{self.target}" + (f" {self.score:.2f}" if self.score is not None else "") + f" · {self.method}"
         img = draw_caption(np.ascontiguousarray(tinted), [caption])
         if self.box is not None:
@@ -113,8 +120,14 @@ def _trainable(module: Any) -> Any:
 
 
 # -- classifiers ---------------------------------------------------------------------------------------
-def explain_classifier(predictor: Any, paths: Sequence[str], *, methods: Sequence[str] = DEFAULT_METHODS,
-                       target: str | None = None, layer: str | None = None) -> Iterator[Explanation]:
+def explain_classifier(
+    predictor: Any,
+    paths: Sequence[str],
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    target: str | None = None,
+    layer: str | None = None,
+) -> Iterator[Explanation]:
     """Maps for a :class:`~cnnkit.tasks.classify.predict.Classifier` (torch runtime) on each image."""
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -123,8 +136,9 @@ def explain_classifier(predictor: Any, paths: Sequence[str], *, methods: Sequenc
 
     methods = check_methods(methods)
     if getattr(predictor.loaded, "runtime", "torch") != "torch":
-        raise OptionError("backend", "explain needs the PyTorch model (gradients), not an exported file",
-                          predictor.loaded.runtime)
+        raise OptionError(
+            "backend", "explain needs the PyTorch model (gradients), not an exported file", predictor.loaded.runtime
+        )
     wanted = _class_id(target, predictor.labels, predictor.name)
     model = _trainable(predictor.model)
     layers = [_named_layer(model, layer) if layer else _last_conv(model)]
@@ -139,8 +153,14 @@ def explain_classifier(predictor: Any, paths: Sequence[str], *, methods: Sequenc
         for method in methods:
             with _cam(method, model, layers) as cam:
                 grey = cam(input_tensor=x, targets=[ClassifierOutputTarget(cid)])[0]
-            yield Explanation(path, method, predictor.labels[cid], cid, round(float(probs[cid]), 4),
-                              _uncrop(grey, picture.shape[:2], predictor.pre.resize, predictor.pre.crop))
+            yield Explanation(
+                path,
+                method,
+                predictor.labels[cid],
+                cid,
+                round(float(probs[cid]), 4),
+                _uncrop(grey, picture.shape[:2], predictor.pre.resize, predictor.pre.crop),
+            )
 
 
 def _uncrop(grey: np.ndarray, size: tuple[int, int], resize: int, crop: int) -> np.ndarray:
@@ -153,8 +173,9 @@ def _uncrop(grey: np.ndarray, size: tuple[int, int], resize: int, crop: int) -> 
     rh, rw = max(1, round(h * s)), max(1, round(w * s))
     canvas = np.zeros((max(rh, crop), max(rw, crop)), np.float32)
     top, left = max(0, (rh - crop) // 2), max(0, (rw - crop) // 2)
-    canvas[top:top + crop, left:left + crop] = np.asarray(
-        Image.fromarray(grey.astype(np.float32)).resize((crop, crop), Image.Resampling.BILINEAR))
+    canvas[top : top + crop, left : left + crop] = np.asarray(
+        Image.fromarray(grey.astype(np.float32)).resize((crop, crop), Image.Resampling.BILINEAR)
+    )
     canvas = canvas[:rh, :rw]
     return np.clip(np.asarray(Image.fromarray(canvas).resize((w, h), Image.Resampling.BILINEAR)), 0, 1)
 
@@ -204,8 +225,15 @@ def _anchor_of(raw: Any, box: Sequence[float], class_id: int) -> int:
     return int(((inter / union.clamp(min=1e-6)) * scores).argmax())
 
 
-def explain_detector(predictor: Any, paths: Sequence[str], *, methods: Sequence[str] = DEFAULT_METHODS,
-                     target: str | None = None, layer: str | None = None, max_boxes: int = 3) -> Iterator[Explanation]:
+def explain_detector(
+    predictor: Any,
+    paths: Sequence[str],
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    target: str | None = None,
+    layer: str | None = None,
+    max_boxes: int = 3,
+) -> Iterator[Explanation]:
     """Maps for the ``max_boxes`` best boxes of each image (of class ``target`` when given; with no such
     box, the anchor scoring ``target`` highest) from an ultralytics YOLO :class:`Detector`."""
     import torch
@@ -246,8 +274,15 @@ def explain_detector(predictor: Any, paths: Sequence[str], *, methods: Sequence[
             for method in methods:
                 with _cam(method, raw_model, layers) as cam:
                     grey = cam(input_tensor=x, targets=[_AnchorScore(anchor, cid)])[0]
-                yield Explanation(path, method, backend.labels[cid], cid, score,
-                                  _unletterbox(grey, picture.shape[:2], r, (pad_x, pad_y)), box)
+                yield Explanation(
+                    path,
+                    method,
+                    backend.labels[cid],
+                    cid,
+                    score,
+                    _unletterbox(grey, picture.shape[:2], r, (pad_x, pad_y)),
+                    box,
+                )
 
 
 def _letterbox_geometry(size: tuple[int, int], imgsz: int) -> tuple[float, tuple[int, int]]:
@@ -264,14 +299,26 @@ def _unletterbox(grey: np.ndarray, size: tuple[int, int], r: float, pad: tuple[i
 
     h, w = size
     px, py = pad
-    inner = grey[py:py + round(h * r), px:px + round(w * r)]
-    return np.clip(np.asarray(Image.fromarray(inner.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR)), 0, 1)
+    inner = grey[py : py + round(h * r), px : px + round(w * r)]
+    return np.clip(
+        np.asarray(Image.fromarray(inner.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR)), 0, 1
+    )
 
 
 # -- the command's body ---------------------------------------------------------------------------------
-def explain(sources: Sequence[str], *, task: str = "classify", model: str | None = None, weights: str | None = None,
-            methods: Sequence[str] = DEFAULT_METHODS, target: str | None = None, layer: str | None = None,
-            device: str | None = None, conf: float = 0.25, max_boxes: int = 3) -> Iterator[Explanation]:
+def explain(
+    sources: Sequence[str],
+    *,
+    task: str = "classify",
+    model: str | None = None,
+    weights: str | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    target: str | None = None,
+    layer: str | None = None,
+    device: str | None = None,
+    conf: float = 0.25,
+    max_boxes: int = 3,
+) -> Iterator[Explanation]:
     """Class-activation maps for ``sources`` (image paths, folders, globs) with a classify or detect model."""
     from cnnkit import api
     from cnnkit.io.sources import expand_sources

@@ -36,8 +36,18 @@ if TYPE_CHECKING:
 
 Assets = Literal["auto", "embed", "folder"]
 EMBED_LIMIT = 2000  # auto: more images than this put their thumbnails in a folder beside the page
-VERSIONED = ("cnnkit", "torch", "torchvision", "ultralytics", "timm", "segmentation-models-pytorch", "grad-cam",
-             "onnxruntime", "numpy", "pillow")
+VERSIONED = (
+    "cnnkit",
+    "torch",
+    "torchvision",
+    "ultralytics",
+    "timm",
+    "segmentation-models-pytorch",
+    "grad-cam",
+    "onnxruntime",
+    "numpy",
+    "pillow",
+)
 LOWEST = 24  # lowest-confidence and worst images shown in their own sections
 
 
@@ -74,8 +84,11 @@ def describe_predictor(predictor: Any) -> dict[str, Any]:
     backend = getattr(loaded, "runtime", None) or _BACKENDS.get(type(driver).__name__, type(driver).__name__)
     if type(driver).__name__ == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
         backend = "exported YOLO (onnxruntime or torchscript)"
-    facts: dict[str, Any] = {"model": getattr(predictor, "name", None), "task": getattr(predictor, "task", None),
-                             "backend": backend}
+    facts: dict[str, Any] = {
+        "model": getattr(predictor, "name", None),
+        "task": getattr(predictor, "task", None),
+        "backend": backend,
+    }
     if runtime is not None:
         facts["device"] = str(getattr(runtime, "device", ""))
         facts["precision"] = "fp16" if getattr(runtime, "half", False) else "fp32"
@@ -89,9 +102,18 @@ class Report:
     ends in a refusal. ``labels`` are the model's classes (a segment mask's colours and names).
     """
 
-    def __init__(self, output: str | os.PathLike, *, task: str | None = None, title: str | None = None,
-                 info: dict[str, Any] | None = None, assets: Assets = "auto", exist_ok: bool = False,
-                 side: int = THUMB_SIDE, labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        *,
+        task: str | None = None,
+        title: str | None = None,
+        info: dict[str, Any] | None = None,
+        assets: Assets = "auto",
+        exist_ok: bool = False,
+        side: int = THUMB_SIDE,
+        labels: Sequence[str] = (),
+    ) -> None:
         if assets not in ("auto", "embed", "folder"):
             raise OptionError("assets", "expected auto, embed or folder", assets)
         self.output = Path(output)
@@ -103,8 +125,11 @@ class Report:
                 raise AlreadyExists(f"{target}: already exists (pass `exist_ok=True` to overwrite)")
         self.task = task
         self.title = title
-        self.info: dict[str, Any] = {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                     **(info or {})}
+        self.info: dict[str, Any] = {
+            "command": command_line(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **(info or {}),
+        }
         self.assets = assets
         self.exist_ok = exist_ok
         self.side = side
@@ -118,8 +143,13 @@ class Report:
         self._t0 = time.perf_counter()
 
     # -- collecting --------------------------------------------------------------------------------
-    def add(self, record: Record | dict[str, Any], *, picture: np.ndarray | None = None,
-            truth: list[dict[str, Any]] | None = None) -> None:
+    def add(
+        self,
+        record: Record | dict[str, Any],
+        *,
+        picture: np.ndarray | None = None,
+        truth: list[dict[str, Any]] | None = None,
+    ) -> None:
         """One image: its record (live, with ``result``, or read back) and, from val, its ground truth
         (``[{label, box?}]``). ``picture`` is the input when the file cannot be read again (in memory)."""
         live = None if isinstance(record, dict) else record.result
@@ -132,23 +162,37 @@ class Report:
         self.thumbs.append(self._thumb(data, live, picture, truth, entry))
         self.entries.append(entry)
 
-    def _verdict(self, data: dict[str, Any], preds: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, Any]:
+    def _verdict(
+        self, data: dict[str, Any], preds: list[dict[str, Any]], truth: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """What val says about one image: classify right/wrong; boxes found, false and missed (score ≥ 0.25)."""
         from cnnkit.report.evidence import match
 
         if data.get("task") == "classify":
             wrong = bool(preds) and bool(truth) and preds[0]["label"] != truth[0]["label"]
-            return {"truth": [t["label"] for t in truth], "bad": int(wrong),
-                    "why": f"true {truth[0]['label']}, predicted {preds[0]['label']}" if wrong else ""}
+            return {
+                "truth": [t["label"] for t in truth],
+                "bad": int(wrong),
+                "why": f"true {truth[0]['label']}, predicted {preds[0]['label']}" if wrong else "",
+            }
         if data.get("error") is None and all("box" in t for t in truth):
             self._truth.append((preds, truth))
             m = match(preds, truth, conf=0.25)
-            return {"truth": [t["label"] for t in truth], "bad": len(m.false) + len(m.missed),
-                    "why": f"{len(m.found)} found, {len(m.false)} false, {len(m.missed)} missed"}
+            return {
+                "truth": [t["label"] for t in truth],
+                "bad": len(m.false) + len(m.missed),
+                "why": f"{len(m.found)} found, {len(m.false)} false, {len(m.missed)} missed",
+            }
         return {"truth": [t["label"] for t in truth], "bad": 0, "why": ""}
 
-    def _thumb(self, data: dict[str, Any], live: Any, picture: np.ndarray | None,
-               truth: list[dict[str, Any]] | None, entry: dict[str, Any]) -> bytes | None:
+    def _thumb(
+        self,
+        data: dict[str, Any],
+        live: Any,
+        picture: np.ndarray | None,
+        truth: list[dict[str, Any]] | None,
+        entry: dict[str, Any],
+    ) -> bytes | None:
         """The thumbnail (WebP bytes); ``None`` when there is no picture."""
         if data.get("error") is not None:
             return None
@@ -158,8 +202,9 @@ class Report:
             entry["note"] = f"no picture: {exc}"
             return None
 
-    def _draw(self, data: dict[str, Any], live: Any, picture: np.ndarray | None,
-              truth: list[dict[str, Any]] | None) -> Image:
+    def _draw(
+        self, data: dict[str, Any], live: Any, picture: np.ndarray | None, truth: list[dict[str, Any]] | None
+    ) -> Image:
         from cnnkit.io.decode import decode
 
         if picture is None:
@@ -171,8 +216,13 @@ class Report:
 
             small = shrink(picture, self.side)
             preds = data.get("predictions") or []
-            return draw_mistakes(small, preds, truth, match(preds, truth, conf=0.25),
-                                 (small.shape[1] / size[0], small.shape[0] / size[1]))
+            return draw_mistakes(
+                small,
+                preds,
+                truth,
+                match(preds, truth, conf=0.25),
+                (small.shape[1] / size[0], small.shape[0] / size[1]),
+            )
         result = live if live is not None else result_from_dict(data, self.labels)
         return thumbnail(picture, result, size, self.side)
 
@@ -180,8 +230,16 @@ class Report:
         """A class-activation overlay (:mod:`cnnkit.report.explain`) for the Explain section."""
         overlay = overlay.copy()
         overlay.thumbnail((400, 400))
-        self.explanations.append({"path": path, "name": Path(path).name, "method": method, "target": target,
-                                  "score": score, "webp": encode(overlay, 80)})
+        self.explanations.append(
+            {
+                "path": path,
+                "name": Path(path).name,
+                "method": method,
+                "target": target,
+                "score": score,
+                "webp": encode(overlay, 80),
+            }
+        )
 
     @property
     def embedded(self) -> bool:
@@ -191,8 +249,7 @@ class Report:
     def _sources(self) -> tuple[list[str], list[str]]:
         """The ``src`` of each thumbnail and overlay: data URIs, or files written to the folder beside the page."""
         if self.embedded:
-            return ([data_uri(t) if t else "" for t in self.thumbs],
-                    [data_uri(x["webp"]) for x in self.explanations])
+            return ([data_uri(t) if t else "" for t in self.thumbs], [data_uri(x["webp"]) for x in self.explanations])
         from cnnkit.io.files import explicit_dir
 
         folder = explicit_dir(self._folder, exist_ok=self.exist_ok)
@@ -201,8 +258,10 @@ class Report:
             atomic_write_bytes(folder / name, data, overwrite=self.exist_ok)
             return f"{folder.name}/{name}"
 
-        return ([put(f"{i:06d}.webp", t) if t else "" for i, t in enumerate(self.thumbs)],
-                [put(f"x{i:05d}.webp", x["webp"]) for i, x in enumerate(self.explanations)])
+        return (
+            [put(f"{i:06d}.webp", t) if t else "" for i, t in enumerate(self.thumbs)],
+            [put(f"x{i:05d}.webp", x["webp"]) for i, x in enumerate(self.explanations)],
+        )
 
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """A val command's metrics dict; a confusion matrix (``confusion``) and per-class table are found in it."""
@@ -224,12 +283,17 @@ class Report:
         self.curves = pr_curves(self._truth) if self._truth else []
         return {
             "title": self.title or f"cnnkit {self.task or ''} report".replace("  ", " "),
-            "task": self.task, "info": info, "versions": versions(),
-            "images": len(self.entries), "failed_count": len(self.entries) - len(ok),
+            "task": self.task,
+            "info": info,
+            "versions": versions(),
+            "images": len(self.entries),
+            "failed_count": len(self.entries) - len(ok),
             "predictions": sum(len(e["l"]) for e in ok),
             "failed": [e for e in self.entries if not e["ok"]][:500],
-            "class_chart": charts.bars(per_class.most_common()), "classes": sorted(per_class),
-            "histogram": charts.histogram(scores), "scored": bool(scores),
+            "class_chart": charts.bars(per_class.most_common()),
+            "classes": sorted(per_class),
+            "histogram": charts.histogram(scores),
+            "scored": bool(scores),
             "metrics": _metric_tables(self.metrics) if self.metrics else None,
             "confusion": _confusion(self.metrics) if self.metrics else None,
             "pr_chart": charts.pr_curves(self.curves) if self.curves else None,
@@ -240,18 +304,28 @@ class Report:
         """The page as a string."""
         import jinja2
 
-        env = jinja2.Environment(loader=jinja2.PackageLoader("cnnkit.report", "templates"),
-                                 autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
-                                 lstrip_blocks=True)
+        env = jinja2.Environment(
+            loader=jinja2.PackageLoader("cnnkit.report", "templates"),
+            autoescape=jinja2.select_autoescape(["html", "j2"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         env.filters["tojson_script"] = _script_json
         template = env.get_template("report.html.j2")
         here = Path(__file__).parent / "templates"
         thumbs, overlays = self._sources()
-        explanations = [{**{k: v for k, v in x.items() if k != "webp"}, "src": src}
-                        for x, src in zip(self.explanations, overlays, strict=True)]
-        return template.render(**self.context(), entries=self.entries, thumbs=thumbs, explanations=explanations,
-                               script=(here / "report.js").read_text(encoding="utf-8"),
-                               style=(here / "report.css").read_text(encoding="utf-8"))
+        explanations = [
+            {**{k: v for k, v in x.items() if k != "webp"}, "src": src}
+            for x, src in zip(self.explanations, overlays, strict=True)
+        ]
+        return template.render(
+            **self.context(),
+            entries=self.entries,
+            thumbs=thumbs,
+            explanations=explanations,
+            script=(here / "report.js").read_text(encoding="utf-8"),
+            style=(here / "report.css").read_text(encoding="utf-8"),
+        )
 
     def write(self) -> Path:
         """Write the page atomically (never over a file without ``exist_ok``); its path."""
@@ -264,9 +338,16 @@ def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
     preds = data.get("predictions") or []
     scores = [float(p["score"]) for p in preds if isinstance(p.get("score"), (int, float))]
     return {
-        "i": index, "p": data.get("path", ""), "n": Path(str(data.get("path", ""))).name, "ok": data.get("error") is None,
-        "e": data.get("error"), "l": [str(p.get("label", "?")) for p in preds], "ss": [round(s, 4) for s in scores],
-        "s": round(max(scores), 4) if scores else None, "w": data.get("width"), "h": data.get("height"),
+        "i": index,
+        "p": data.get("path", ""),
+        "n": Path(str(data.get("path", ""))).name,
+        "ok": data.get("error") is None,
+        "e": data.get("error"),
+        "l": [str(p.get("label", "?")) for p in preds],
+        "ss": [round(s, 4) for s in scores],
+        "s": round(max(scores), 4) if scores else None,
+        "w": data.get("width"),
+        "h": data.get("height"),
         "t": data.get("time_ms"),
         "f": [round(float(p["fraction"]), 4) for p in preds if "fraction" in p] or None,
     }
@@ -287,8 +368,9 @@ def _metric_tables(metrics: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             scalars[key] = value
         elif isinstance(value, dict) and key not in ("per_class", "per_class_iou", "confusion"):
-            scalars.update({f"{key} {k}": v for k, v in value.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            scalars.update(
+                {f"{key} {k}": v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )
     rows, columns = _per_class(metrics)
     return {"scalars": scalars, "columns": columns, "rows": rows}
 
@@ -367,8 +449,14 @@ def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
         log.warning("%s: %d line(s) were not records and were skipped", path, bad)
 
 
-def from_records_file(target: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                      exist_ok: bool = False, assets: Assets = "auto", side: int = THUMB_SIDE) -> Path:
+def from_records_file(
+    target: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    exist_ok: bool = False,
+    assets: Assets = "auto",
+    side: int = THUMB_SIDE,
+) -> Path:
     """``cnnkit report RUN_OR_JSONL``: the report of records already written; its path.
 
     ``output`` defaults to ``report.html`` beside the records. A ``metrics.json`` beside them
@@ -376,8 +464,9 @@ def from_records_file(target: str | os.PathLike, output: str | os.PathLike | Non
     """
     source = records_file(target)
     out = Path(output) if output else source.with_name("report.html")
-    report = Report(out, assets=assets, exist_ok=exist_ok, side=side,
-                    info={"records": str(source), "command": command_line()})
+    report = Report(
+        out, assets=assets, exist_ok=exist_ok, side=side, info={"records": str(source), "command": command_line()}
+    )
     n = 0
     for data in read_records(source):
         if n == 0:

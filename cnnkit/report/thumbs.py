@@ -38,13 +38,17 @@ def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Resu
     task = record.get("task")
     w, h = int(record.get("width") or 1), int(record.get("height") or 1)
     if task == "classify":
-        return Classes([ClassScore(p["label"], int(p.get("class_id", p.get("index", 0))), float(p["score"]))
-                        for p in preds])
+        return Classes(
+            [ClassScore(p["label"], int(p.get("class_id", p.get("index", 0))), float(p["score"])) for p in preds]
+        )
     if task == "detect":
         return Boxes([Box(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"])) for p in preds], w, h)
     if task == "instance":
-        return Instances([Instance(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"]), p["mask"])
-                          for p in preds], w, h)
+        return Instances(
+            [Instance(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"]), p["mask"]) for p in preds],
+            w,
+            h,
+        )
     if task == "segment":
         mask = _saved_mask(record)
         if mask is None:
@@ -113,8 +117,9 @@ def shrink(picture: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
     return np.asarray(img)
 
 
-def thumbnail(picture: np.ndarray, result: Result | None, size: tuple[int, int] | None = None,
-              side: int = THUMB_SIDE) -> Image:
+def thumbnail(
+    picture: np.ndarray, result: Result | None, size: tuple[int, int] | None = None, side: int = THUMB_SIDE
+) -> Image:
     """The gallery picture: ``picture`` shrunk to ``side``, then ``result`` (made for ``size`` = (w, h),
     default the picture's own) drawn on it."""
     from PIL import Image
@@ -123,8 +128,11 @@ def thumbnail(picture: np.ndarray, result: Result | None, size: tuple[int, int] 
     if result is None:
         return Image.fromarray(small)
     w, h = size or (picture.shape[1], picture.shape[0])
-    return result.draw(_contiguous(small)) if (w, h) == (small.shape[1], small.shape[0]) else \
-        scaled(result, small.shape[1] / w, small.shape[0] / h).draw(_contiguous(small))
+    return (
+        result.draw(_contiguous(small))
+        if (w, h) == (small.shape[1], small.shape[0])
+        else scaled(result, small.shape[1] / w, small.shape[0] / h).draw(_contiguous(small))
+    )
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:

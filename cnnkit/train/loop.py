@@ -156,7 +156,7 @@ class ResumableSampler(DistributedSampler):
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
+        return iter(list(super().__iter__())[self.start :])
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
@@ -214,15 +214,32 @@ class StepBatches:
         return (self.batch_at(epoch * self.per_epoch + k) for k in range(skip, self.per_epoch))
 
 
-def seeded_loader(dataset: Dataset, batch_size: int, *, seed: int, shuffle: bool = True, drop_last: bool = False,
-                  workers: int = 0, rank: int = 0, world: int = 1, **kwargs: Any) -> DataLoader:
+def seeded_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    **kwargs: Any,
+) -> DataLoader:
     """A DataLoader whose order is a function of (seed, epoch), so an interrupted epoch resumes exactly.
 
     It has its own generator, so creating its iterator never draws from the global RNG.
     """
     sampler = ResumableSampler(dataset, seed=seed, shuffle=shuffle, num_replicas=world, rank=rank)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
-                      generator=torch.Generator().manual_seed(seed), **kwargs)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------- distributed
@@ -308,8 +325,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
     total = cfg.epochs * max(steps_per_epoch, 1)
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
-                                                   pct_start=cfg.pct_start)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start)
     warmup = round(cfg.warmup * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.scheduler, total, warmup, cfg.lr_floor))
 
@@ -317,8 +333,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
 def _restore_scheduler(scheduler: Any, state: dict[str, Any]) -> None:
     """Load a scheduler's position but keep this run's length (the number of epochs may change on resume)."""
     if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-        scheduler.load_state_dict({**state, "total_steps": scheduler.total_steps,
-                                   "_schedule_phases": scheduler._schedule_phases})
+        scheduler.load_state_dict(
+            {**state, "total_steps": scheduler.total_steps, "_schedule_phases": scheduler._schedule_phases}
+        )
         return
     fresh = scheduler.lr_lambdas
     scheduler.load_state_dict(state)
@@ -439,12 +456,16 @@ class RunState:
     @classmethod
     def from_dict(cls, raw: Any) -> RunState:
         """The ``run`` entry of a last.pt, type-checked: a tampered file is an error, not a strange resume."""
-        if not isinstance(raw, dict) or set(raw) != {f for f in cls.__dataclass_fields__}:
+        if not isinstance(raw, dict) or set(raw) != set(cls.__dataclass_fields__):
             raise ValueError("its run record has other fields than cnnkit writes")
         ints = ("epoch", "batch", "step", "seen", "bad_epochs")
         if not all(type(raw[k]) is int and raw[k] >= 0 for k in ints):
             raise ValueError(f"its run position ({', '.join(ints)}) is not counts")
-        numbers = [raw["loss_sum"], raw["seconds"], *(raw["sums"].values() if isinstance(raw["sums"], dict) else [None])]
+        numbers = [
+            raw["loss_sum"],
+            raw["seconds"],
+            *(raw["sums"].values() if isinstance(raw["sums"], dict) else [None]),
+        ]
         if raw["best"] is not None:
             numbers.append(raw["best"])
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
@@ -452,26 +473,42 @@ class RunState:
         if not isinstance(raw["stopped"], bool):
             raise ValueError("its run 'stopped' flag is not true or false")
         history = raw["history"]
-        if not (isinstance(history, list) and all(
-                isinstance(row, dict) and all(isinstance(k, str) and isinstance(v, (int, float, str))
-                                              for k, v in row.items()) for row in history)):
+        if not (
+            isinstance(history, list)
+            and all(
+                isinstance(row, dict)
+                and all(isinstance(k, str) and isinstance(v, (int, float, str)) for k, v in row.items())
+                for row in history
+            )
+        ):
             raise ValueError("its history is not a list of epoch rows")
         if len(history) != raw["epoch"]:
             raise ValueError(f"its history has {len(history)} rows for {raw['epoch']} epochs")
         return cls(**raw)
 
 
-def save_state(path: Path, task: str, model: nn.Module, optimizer: Any, scheduler: Any, scaler: _Scaler,
-               run: RunState) -> None:
+def save_state(
+    path: Path, task: str, model: nn.Module, optimizer: Any, scheduler: Any, scaler: _Scaler, run: RunState
+) -> None:
     """Write the resumable state (the one ``last.pt`` layout of every task) atomically."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     buf = io.BytesIO()
-    torch.save({"format": STATE_FORMAT, "version": STATE_VERSION, "task": task,
-                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                "run": asdict(run)}, buf)
+    torch.save(
+        {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "task": task,
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            "run": asdict(run),
+        },
+        buf,
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -503,8 +540,9 @@ def run_dir(task: str, out: str | Path | None = None, *, exist_ok: bool = False)
     A previous run's resumable state in it (``exist_ok``) is dropped, so the new run starts
     from epoch 1 instead of continuing the old one.
     """
-    folder = explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs") / task / "train",
-                                                                              exist_ok=exist_ok)
+    folder = (
+        explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs") / task / "train", exist_ok=exist_ok)
+    )
     if (folder / "last.pt").exists():
         log.warning("%s held a previous run: starting a new one over it", folder)
         (folder / "last.pt").unlink()
@@ -595,9 +633,13 @@ def fit(
             if cb.epoch_end:
                 cb.epoch_end(row)
             if run.stopped:
-                log.info("stopping after epoch %d: %s", row["epoch"], "target reached" if cfg.target is not None
-                         and run.best is not None and run.best >= cfg.target else
-                         f"no better {recipe.score} for {cfg.early_stopping} epoch(s)")
+                log.info(
+                    "stopping after epoch %d: %s",
+                    row["epoch"],
+                    "target reached"
+                    if cfg.target is not None and run.best is not None and run.best >= cfg.target
+                    else f"no better {recipe.score} for {cfg.early_stopping} epoch(s)",
+                )
     return run.history
 
 
@@ -608,8 +650,9 @@ def _row(epoch: int, run: RunState, val: dict[str, Any], lr: float, seconds: flo
     seen = max(totals[1], 1)
     row: dict[str, Any] = {"epoch": epoch, "train_loss": totals[0] / seen}
     row.update({f"train_{k}": v / seen for k, v in zip(keys, totals[2:])})
-    row.update({f"val_{k}": v for k, v in val.items()
-                if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
+    row.update(
+        {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
+    )
     row = {k: (v.item() if isinstance(v, np.number) else v) for k, v in row.items()}
     row.update({"lr": lr, "step": run.step, "seconds": seconds, "images_per_s": totals[1] / max(seconds, 1e-9)})
     return row
@@ -630,16 +673,20 @@ class _Saver:
     main: bool
 
     def weights(self, stem: str, metrics: dict[str, Any]) -> Path:
-        return save_checkpoint(self.out / f"{stem}.safetensors", unwrap(self.model),
-                               {**self.meta, "metrics": metrics, "train": asdict(self.cfg)},
-                               half=self.cfg.half_checkpoint)
+        return save_checkpoint(
+            self.out / f"{stem}.safetensors",
+            unwrap(self.model),
+            {**self.meta, "metrics": metrics, "train": asdict(self.cfg)},
+            half=self.cfg.half_checkpoint,
+        )
 
     def state(self, run: RunState, seconds: float) -> None:
         if self.main:
             saved = run.seconds
             run.seconds += seconds
-            save_state(self.out / "last.pt", self.recipe.task, self.model, self.optimizer, self.scheduler,
-                       self.scaler, run)
+            save_state(
+                self.out / "last.pt", self.recipe.task, self.model, self.optimizer, self.scheduler, self.scaler, run
+            )
             run.seconds = saved
 
     def interrupted(self, run: RunState) -> None:
@@ -647,8 +694,9 @@ class _Saver:
             return
         save_state(self.out / "last.pt", self.recipe.task, self.model, self.optimizer, self.scheduler, self.scaler, run)
         self.weights("last", run.history[-1] if run.history else {})
-        log.warning("interrupted in epoch %d after batch %d: state saved to %s", run.epoch + 1, run.batch,
-                    self.out / "last.pt")
+        log.warning(
+            "interrupted in epoch %d after batch %d: state saved to %s", run.epoch + 1, run.batch, self.out / "last.pt"
+        )
 
     def epoch(self, run: RunState, val: dict[str, Any], improved: bool) -> None:
         if not self.main:
@@ -685,8 +733,14 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
-    numeric = [k for k in history[-1] if k not in _NOT_PLOTTED and isinstance(history[-1][k], (int, float))
-               and not k.endswith("_images") and all(k in r for r in history)]
+    numeric = [
+        k
+        for k in history[-1]
+        if k not in _NOT_PLOTTED
+        and isinstance(history[-1][k], (int, float))
+        and not k.endswith("_images")
+        and all(k in r for r in history)
+    ]
     losses = [k for k in numeric if k.endswith("loss")]
     others = [k for k in numeric if k not in losses]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))

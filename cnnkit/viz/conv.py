@@ -114,9 +114,15 @@ class ConvResult:
 
     def to_dict(self, with_values: bool) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "input_size": list(self.input_size), "kernel": self.kernel_name, "kernel_size": list(self.kernel.shape),
-            "kernel_values": _plain(self.kernel), "stride": self.stride, "padding": self.padding,
-            "conv_size": list(self.conv.shape[:2]), "pool": self.pool, "output_size": list(self.output.shape[:2]),
+            "input_size": list(self.input_size),
+            "kernel": self.kernel_name,
+            "kernel_size": list(self.kernel.shape),
+            "kernel_values": _plain(self.kernel),
+            "stride": self.stride,
+            "padding": self.padding,
+            "conv_size": list(self.conv.shape[:2]),
+            "pool": self.pool,
+            "output_size": list(self.output.shape[:2]),
             "formula": self.steps,
         }
         if with_values:
@@ -127,12 +133,22 @@ class ConvResult:
 def _plain(a: np.ndarray) -> list:
     """Nested lists with integers where the values are whole (prints like the chapter)."""
     rounded = np.round(a.astype(np.float64), 4)
-    return [[int(v) if float(v).is_integer() else float(v) for v in row] for row in rounded.tolist()] if a.ndim == 2 \
+    return (
+        [[int(v) if float(v).is_integer() else float(v) for v in row] for row in rounded.tolist()]
+        if a.ndim == 2
         else [_plain(a[..., c]) for c in range(a.shape[-1])]
+    )
 
 
-def convolve(x: np.ndarray, kernel: np.ndarray, *, stride: int = 1, padding: int = 0, pool: int | None = None,
-             kernel_name: str = "kernel") -> ConvResult:
+def convolve(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    pool: int | None = None,
+    kernel_name: str = "kernel",
+) -> ConvResult:
     """Slide ``kernel`` over ``x`` (H×W, or H×W×C channel by channel) with torch's conv2d, then max-pool."""
     import torch
     import torch.nn.functional as F
@@ -147,8 +163,9 @@ def convolve(x: np.ndarray, kernel: np.ndarray, *, stride: int = 1, padding: int
     if oh < 1 or ow < 1:
         raise UsageError(f"a {kh}×{kw} kernel does not fit a {h}×{w} input with padding {padding}")
     steps = [
-        f"conv: ⌊({h} + 2·{padding} − {kh}) / {stride}⌋ + 1 = {oh}" + ("" if (h, kh) == (w, kw) else
-            f", ⌊({w} + 2·{padding} − {kw}) / {stride}⌋ + 1 = {ow}") + f" → {oh}×{ow}",
+        f"conv: ⌊({h} + 2·{padding} − {kh}) / {stride}⌋ + 1 = {oh}"
+        + ("" if (h, kh) == (w, kw) else f", ⌊({w} + 2·{padding} − {kw}) / {stride}⌋ + 1 = {ow}")
+        + f" → {oh}×{ow}",
     ]
     chans = 1 if x.ndim == 2 else x.shape[2]
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape(h, w, chans).permute(2, 0, 1)[None]
@@ -162,7 +179,9 @@ def convolve(x: np.ndarray, kernel: np.ndarray, *, stride: int = 1, padding: int
             raise OptionError("pool", f"the {oh}×{ow} feature map is smaller than the pooling window", pool)
         pooled = F.max_pool2d(out, pool)[0].permute(1, 2, 0).numpy()
         result.pool, result.pooled = pool, pooled[..., 0] if x.ndim == 2 else pooled
-        steps.append(f"max pool {pool}×{pool}, stride {pool}: ⌊{oh} / {pool}⌋ = {ph}, ⌊{ow} / {pool}⌋ = {pw} → {ph}×{pw}")
+        steps.append(
+            f"max pool {pool}×{pool}, stride {pool}: ⌊{oh} / {pool}⌋ = {ph}, ⌊{ow} / {pool}⌋ = {pw} → {ph}×{pw}"
+        )
     result.steps = steps
     return result
 

@@ -79,7 +79,11 @@ def default_layers(loaded: Any, rows: list[LayerRow], x: Any) -> list[str]:
     if kind == "yolo":
         net = loaded.module
         arch = getattr(net, "yaml", None)
-        n = len(arch["backbone"]) if isinstance(arch, dict) and isinstance(arch.get("backbone"), list) else len(net.model)
+        n = (
+            len(arch["backbone"])
+            if isinstance(arch, dict) and isinstance(arch.get("backbone"), list)
+            else len(net.model)
+        )
         blocks = [f"model.{i}" for i in range(n)]
         maps = capture(net, x, blocks, strict=False)
         return _last_per_size([(b, tuple(maps[b].shape[1:])) for b in blocks if b in maps], MAX_DEFAULT_LAYERS)
@@ -95,8 +99,18 @@ def block_row(name: str, module: Any, rows: list[LayerRow]) -> LayerRow | None:
     if not inside:
         return None
     once = [r for r in inside if r.rf and sum(q.name == r.name for q in rows) == 1]
-    return LayerRow(name, type(module).__name__, None, None, None, inside[-1].output, 0,
-                    once[-1].rf if once else None, once[-1].jump if once else None, 0)
+    return LayerRow(
+        name,
+        type(module).__name__,
+        None,
+        None,
+        None,
+        inside[-1].output,
+        0,
+        once[-1].rf if once else None,
+        once[-1].jump if once else None,
+        0,
+    )
 
 
 def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dict[str, Any]:
@@ -122,6 +136,7 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
             if isinstance(t, torch.Tensor):
                 got[name] = t.detach().float().cpu().clone()
                 sizes[name].add(tuple(t.shape))
+
         return hook
 
     handles = [modules[n].register_forward_hook(keep(n)) for n in names]
@@ -135,8 +150,10 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
         problem = None
         if len(sizes[n]) > 1:
             around = n.rsplit(".", 1)[0] if "." in n else "another layer"
-            problem = (f"`layer` {n}: a shared module that runs at {len(sizes[n])} different sizes; "
-                       f"choose the block around it ({around})")
+            problem = (
+                f"`layer` {n}: a shared module that runs at {len(sizes[n])} different sizes; "
+                f"choose the block around it ({around})"
+            )
         elif n not in got or got[n].ndim != 4:
             shape = list(got[n].shape) if n in got else "nothing"
             problem = f"`layer` {n}: gives {shape}, not a batch of C×H×W feature maps"
@@ -167,8 +184,13 @@ def feature_panel(name: str, row: LayerRow | None, fmap: Any, channels: int) -> 
     kind = row.type if row else "layer"
     rf = f" · receptive field {row.rf[0]}px" if row and row.rf else ""
     title = f"{name} ({kind}) · {c}x{h}x{w}{rf} · {len(order)} most active of {c} channels"
-    info = {"layer": name, "type": kind, "shape": [c, h, w], "rf": row.rf if row else None,
-            "channels": [int(i) for i in order]}
+    info = {
+        "layer": name,
+        "type": kind,
+        "shape": [c, h, w],
+        "rf": row.rf if row else None,
+        "channels": [int(i) for i in order],
+    }
     return Panel(title, cells, [f"#{int(i)}" for i in order]), info
 
 
@@ -182,7 +204,7 @@ def filter_panel(name: str, weight: Any, limit: int = 64) -> tuple[Panel, dict[s
         if i == 3:
             cells.append((np.clip(f.transpose(1, 2, 0) / (2 * scale) + 0.5, 0, 1) * 255 + 0.5).astype(np.uint8))
         else:
-            k = f[int(np.argmax((f ** 2).sum(axis=(1, 2))))]
+            k = f[int(np.argmax((f**2).sum(axis=(1, 2))))]
             cells.append(colormap(k / (2 * scale) + 0.5, _DIVERGING))
     how = "as RGB" if i == 3 else f"strongest of {i} input channel(s), blue negative / red positive"
     title = f"{name} · {o} filters of {i}x{kh}x{kw} · {how}" + (f" · first {limit}" if o > limit else "")
@@ -204,7 +226,7 @@ def _cut(word: str, font: Any, width: float, measure: Any) -> int:
     """How many characters of ``word`` fit in ``width`` (at least one), ending after ``.``/``_``/``-`` when that
     keeps at least half of them."""
     n = 1
-    while n < len(word) and measure.textlength(word[:n + 1], font=font) <= width:
+    while n < len(word) and measure.textlength(word[: n + 1], font=font) <= width:
         n += 1
     soft = max(word.rfind(c, 0, n) for c in "._-/")
     return soft + 1 if soft + 1 >= max(1, n // 2) else n
@@ -273,8 +295,10 @@ def render(panels: list[Panel], *, cell: int = 96, columns: int = 8, heading: st
     tiles = [[_fit(img, cell) for img in p.cells] for p in panels]
     row_h = [max((t.height for t in ts), default=cell) + label_h + gap for ts in tiles]
     top = len(heading_lines) * line_height(heading_font) + 6 * bool(heading)
-    heights = [4 + len(t) * line_height(title_font) + 2 + -(-len(p.cells) // cols) * h
-               for p, t, h in zip(panels, titles, row_h)]
+    heights = [
+        4 + len(t) * line_height(title_font) + 2 + -(-len(p.cells) // cols) * h
+        for p, t, h in zip(panels, titles, row_h)
+    ]
     canvas = Image.new("RGB", (width, pad * 2 + top + sum(heights)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     y = pad
@@ -307,7 +331,9 @@ def first_conv(model: Any, layer: str | None = None) -> tuple[str, Any]:
         return convs[0]
     found = dict(convs).get(layer)
     if found is None:
-        raise OptionError("layer", f"not a Conv2d layer; convolutions are {', '.join(n for n, _ in convs[:10])} …", layer)
+        raise OptionError(
+            "layer", f"not a Conv2d layer; convolutions are {', '.join(n for n, _ in convs[:10])} …", layer
+        )
     return layer, found
 
 
@@ -363,8 +389,11 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         r = min(side / h, side / w)
         inner = _hw(round(h * r), round(w * r))
         x = torch.from_numpy(boxed.transpose(2, 0, 1).copy()).float().div_(255)[None]
-        how = (f"letterboxed to {_hw(side, side)}" + (f", the {inner} image in grey padding" if inner != _hw(side, side)
-                                                     else "") + ", scaled to [0, 1]")
+        how = (
+            f"letterboxed to {_hw(side, side)}"
+            + (f", the {inner} image in grey padding" if inner != _hw(side, side) else "")
+            + ", scaled to [0, 1]"
+        )
         return ModelInput(x, boxed, how)
     if kind == "letterbox":
         from cnnkit.device import Runtime
@@ -374,8 +403,11 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         box = seg._letterbox(rgb, seg.imgsz)
         x = box.tensor[None]
         side = _hw(*x.shape[-2:])
-        how = (f"letterboxed to {side}" + (f", the {_hw(*box.content)} image padded at the mean colour"
-                                           if _hw(*box.content) != side else "") + ", normalised")
+        how = (
+            f"letterboxed to {side}"
+            + (f", the {_hw(*box.content)} image padded at the mean colour" if _hw(*box.content) != side else "")
+            + ", normalised"
+        )
         return ModelInput(x, _input_cell(x, seg.pre.mean, seg.pre.std), how)
     if kind == "rcnn":
         from cnnkit.models.preprocess import image_tensor, rcnn_input
@@ -388,21 +420,26 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
             images, _ = t([x[0]])
         seen = images.tensors
         (h, w), (ph, pw) = images.image_sizes[0], seen.shape[-2:]
-        how = (f"resized by the model to {_hw(h, w)} (shorter side up to {int(t.min_size[-1])}, longer up to "
-               f"{int(t.max_size)})"
-               + (f", padded to {_hw(ph, pw)}" if (h, w) != (ph, pw) else "") + ", normalised")
+        how = (
+            f"resized by the model to {_hw(h, w)} (shorter side up to {int(t.min_size[-1])}, longer up to "
+            f"{int(t.max_size)})" + (f", padded to {_hw(ph, pw)}" if (h, w) != (ph, pw) else "") + ", normalised"
+        )
         return ModelInput(x, _input_cell(seen, t.image_mean, t.image_std), how)
     pre = loaded.preprocess
     if pre is None:
         raise UsageError(f"{loaded.name}: no preprocessing is known, so its input cannot be built")
     x = pre(rgb)[None]
-    how = (f"shorter side resized to {pre.resize}, centre crop {_hw(pre.crop, pre.crop)}, normalised"
-           if pre.resize != pre.crop else f"resized and centre-cropped to {_hw(pre.crop, pre.crop)}, normalised")
+    how = (
+        f"shorter side resized to {pre.resize}, centre crop {_hw(pre.crop, pre.crop)}, normalised"
+        if pre.resize != pre.crop
+        else f"resized and centre-cropped to {_hw(pre.crop, pre.crop)}, normalised"
+    )
     return ModelInput(x, _input_cell(x, pre.mean, pre.std), how)
 
 
-def feature_figure(loaded: Any, rgb: np.ndarray, layers: list[str] | None, *, channels: int = 8,
-                   cell: int = 96) -> tuple[Any, dict[str, Any]]:
+def feature_figure(
+    loaded: Any, rgb: np.ndarray, layers: list[str] | None, *, channels: int = 8, cell: int = 96
+) -> tuple[Any, dict[str, Any]]:
     """The PNG figure for ``cnnkit features`` and what it shows (input, layers, shapes, channels)."""
     from cnnkit.viz.summary import summarize
 
@@ -457,13 +494,17 @@ def _yolo_viewable(loaded: Loaded) -> Viewable:
     """An ultralytics model from the resolver; its ``.model`` is the network to look inside."""
     yolo = loaded.module
     if getattr(yolo, "task", "detect") == "classify":
-        raise UsageError(f"{loaded.name}: an ultralytics classify model; features and filters read its detectors and segmenters")
+        raise UsageError(
+            f"{loaded.name}: an ultralytics classify model; features and filters read its detectors and segmenters"
+        )
     net = yolo.model.float().eval()
     args = getattr(net, "args", None) or {}
     trained = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
     imgsz = loaded.meta.get("imgsz") or (trained if isinstance(trained, int) else 640)
     stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
-    return Viewable(net, loaded.name, loaded.labels, None, loaded.spec, {}, kind="yolo", imgsz=int(imgsz), stride=stride)
+    return Viewable(
+        net, loaded.name, loaded.labels, None, loaded.spec, {}, kind="yolo", imgsz=int(imgsz), stride=stride
+    )
 
 
 # how each task feeds a torch model an image (ultralytics models are "yolo")
@@ -504,5 +545,11 @@ def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     data = buf.getvalue()
-    return str(first_free(out, lambda target, ow: atomic_write_bytes(target, data, overwrite=ow),
-                          overwrite=overwrite, numbered=numbered))
+    return str(
+        first_free(
+            out,
+            lambda target, ow: atomic_write_bytes(target, data, overwrite=ow),
+            overwrite=overwrite,
+            numbered=numbered,
+        )
+    )

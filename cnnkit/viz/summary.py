@@ -90,7 +90,9 @@ def _spatial_rules() -> dict[Any, Any]:
 
     def conv(r, j, a, kw, x, out):
         w = _arg(a, kw, _CONV, "weight")
-        return _grow(r, j, _pair(w.shape), _pair(_arg(a, kw, _CONV, "stride", 1)), _pair(_arg(a, kw, _CONV, "dilation", 1)))
+        return _grow(
+            r, j, _pair(w.shape), _pair(_arg(a, kw, _CONV, "stride", 1)), _pair(_arg(a, kw, _CONV, "dilation", 1))
+        )
 
     def tconv(r, j, a, kw, x, out):
         w = _arg(a, kw, _TCONV, "weight")
@@ -105,6 +107,7 @@ def _spatial_rules() -> dict[Any, Any]:
             s = _arg(a, kw, names, "stride")
             d = _arg(a, kw, names, "dilation", 1) if "dilation" in names else 1
             return _grow(r, j, k, _pair(s) if s not in (None, [], ()) else k, _pair(d))
+
         return rule
 
     def adaptive(r, j, a, kw, x, out):
@@ -118,10 +121,15 @@ def _spatial_rules() -> dict[Any, Any]:
         return r, tuple(j[i] * size_in[i] / max(1, size_out[i]) for i in range(2))
 
     return {
-        torch.conv2d: conv, torch.conv_transpose2d: tconv,
-        F.max_pool2d: pool(_MAXPOOL), F.avg_pool2d: pool(_AVGPOOL),
-        F.adaptive_avg_pool2d: adaptive, F.adaptive_max_pool2d: adaptive,
-        F.interpolate: resample, F.pixel_shuffle: resample, F.pixel_unshuffle: resample,
+        torch.conv2d: conv,
+        torch.conv_transpose2d: tconv,
+        F.max_pool2d: pool(_MAXPOOL),
+        F.avg_pool2d: pool(_AVGPOOL),
+        F.adaptive_avg_pool2d: adaptive,
+        F.adaptive_max_pool2d: adaptive,
+        F.interpolate: resample,
+        F.pixel_shuffle: resample,
+        F.pixel_unshuffle: resample,
     }
 
 
@@ -231,11 +239,21 @@ def summarize(model: Any, input_size: tuple[int, ...], *, name: str = "", device
                 seen.add(id(module))
                 params = sum(p.numel() for p in module.parameters())
             k, s, p = _geometry(module)
-            rows.append(LayerRow(
-                name=mod_name, type=type(module).__name__, kernel=k, stride=s, padding=p,
-                output=list(out.shape[1:]) if out is not None else [], params=params,
-                rf=_clean(rj[0]) if rj else None, jump=_clean(rj[1]) if rj else None, macs=_macs(module, x, out),
-            ))
+            rows.append(
+                LayerRow(
+                    name=mod_name,
+                    type=type(module).__name__,
+                    kernel=k,
+                    stride=s,
+                    padding=p,
+                    output=list(out.shape[1:]) if out is not None else [],
+                    params=params,
+                    rf=_clean(rj[0]) if rj else None,
+                    jump=_clean(rj[1]) if rj else None,
+                    macs=_macs(module, x, out),
+                )
+            )
+
         return record
 
     handles = [
@@ -255,10 +273,15 @@ def summarize(model: Any, input_size: tuple[int, ...], *, name: str = "", device
     rf = _clean(final[0]) if final else (last.rf if last else None)
     jump = _clean(final[1]) if final else (last.jump if last else None)
     return Summary(
-        model=name or type(model).__name__, input=list(input_size), layers=rows,
+        model=name or type(model).__name__,
+        input=list(input_size),
+        layers=rows,
         params=sum(p.numel() for p in model.parameters()),
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        macs=sum(r.macs for r in rows), rf=rf, jump=jump, device=str(device),
+        macs=sum(r.macs for r in rows),
+        rf=rf,
+        jump=jump,
+        device=str(device),
     )
 
 
@@ -283,19 +306,34 @@ def resolve_target(target: str) -> Target:
 
     from cnnkit.models.loader import identify, sniff
 
-    task, spec, meta = identify(target, "classify") if Path(target).is_file() and sniff(target) != "checkpoint" \
-        else identify(target)
+    task, spec, meta = (
+        identify(target, "classify") if Path(target).is_file() and sniff(target) != "checkpoint" else identify(target)
+    )
     if spec is None:
         raise UsageError(f"{target}: expected a registry model name or a cnnkit .safetensors checkpoint")
     if meta:
         build = partial(spec.builder, num_classes=len(meta["labels"]), **meta.get("arch_kwargs", {}))
         pre = meta.get("preprocess") or {}
         imgsz = int(pre.get("crop") or (spec.preprocess.crop if spec.preprocess else 224))
-        return Target(meta.get("name") or Path(target).stem, task, build, imgsz,
-                      int(spec.meta.get("in_channels", 3)), target, meta, spec.meta.get("fixed_size"))
+        return Target(
+            meta.get("name") or Path(target).stem,
+            task,
+            build,
+            imgsz,
+            int(spec.meta.get("in_channels", 3)),
+            target,
+            meta,
+            spec.meta.get("fixed_size"),
+        )
     imgsz = spec.preprocess.crop if spec.preprocess else int(spec.meta.get("imgsz", 224))
-    return Target(spec.name, spec.task, random_builder(spec), imgsz, int(spec.meta.get("in_channels", 3)),
-                  fixed_size=spec.meta.get("fixed_size"))
+    return Target(
+        spec.name,
+        spec.task,
+        random_builder(spec),
+        imgsz,
+        int(spec.meta.get("in_channels", 3)),
+        fixed_size=spec.meta.get("fixed_size"),
+    )
 
 
 def summarize_target(target: str, imgsz: int | None = None) -> Summary:
@@ -314,7 +352,9 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
         return summarize(t.builder(), size, name=t.name, device="cpu")
     except (RuntimeError, AssertionError) as exc:  # shape mismatches; torchvision's ViT asserts its size
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another `imgsz`") from exc
+        raise UsageError(
+            f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another `imgsz`"
+        ) from exc
 
 
 def random_builder(spec: Any) -> Any:

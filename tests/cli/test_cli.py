@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from cnnkit import __version__
 from cnnkit.cli import app
-
 from tests.conftest import REPO
 
 runner = CliRunner()

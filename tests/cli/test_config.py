@@ -38,7 +38,7 @@ def test_precedence(in_tmp, monkeypatch):
 def test_user_config_folder(in_tmp):
     folder = in_tmp / "xdg" / "cnnkit"
     folder.mkdir(parents=True)
-    (folder / "cnnkit.toml").write_text('workers = 3\n')
+    (folder / "cnnkit.toml").write_text("workers = 3\n")
     assert lookup("workers", 2).value == 3
 
 

@@ -7,20 +7,21 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.models.registry import get_spec, suggest
-
-from tests.fixtures.finetune import write_digits
-
 from tests.conftest import SAMPLES
+from tests.fixtures.finetune import write_digits
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize(("name", "task", "expected"), [
-    ("yolo8n.pt", "detect", "yolov8n.pt"),
-    ("resnet5", "classify", "resnet50"),
-    ("shapes_unet", "segment", "shapes-unet"),
-    ("Shapes-CNN", "classify", "shapes-cnn"),
-])
+@pytest.mark.parametrize(
+    ("name", "task", "expected"),
+    [
+        ("yolo8n.pt", "detect", "yolov8n.pt"),
+        ("resnet5", "classify", "resnet50"),
+        ("shapes_unet", "segment", "shapes-unet"),
+        ("Shapes-CNN", "classify", "shapes-cnn"),
+    ],
+)
 def test_a_close_misspelling_is_suggested(name, task, expected):
     assert suggest(name, task) == expected
     with pytest.raises(Exception, match=f"did you mean {expected}"):
@@ -62,8 +63,12 @@ def test_log_lines_to_a_file_are_never_wrapped_or_padded(tmp_path):
     long_dir.mkdir()
     (long_dir / "broken.png").write_bytes(b"not a png")
     with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.run([sys.executable, "-m", "cnnkit", "classify", str(long_dir), "-f", "jsonl"],
-                              stdout=subprocess.DEVNULL, stderr=err, env={**__import__("os").environ, "COLUMNS": "80"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "cnnkit", "classify", str(long_dir), "-f", "jsonl"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**__import__("os").environ, "COLUMNS": "80"},
+        )
     assert proc.returncode == 1
     lines = (tmp_path / "err.log").read_text().splitlines()
     failed = [line for line in lines if "broken.png" in line]
@@ -81,8 +86,14 @@ def test_on_a_terminal_the_progress_bar_is_gone_before_the_table(tmp_path):
 
     main, sub = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "classify", str(SAMPLES), "-b", "2"],
-                            stdin=sub, stdout=sub, stderr=sub, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "classify", str(SAMPLES), "-b", "2"],
+        stdin=sub,
+        stdout=sub,
+        stderr=sub,
+        env=env,
+        close_fds=True,
+    )
     os.close(sub)
     chunks = []
     while True:
@@ -102,11 +113,19 @@ def test_on_a_terminal_the_progress_bar_is_gone_before_the_table(tmp_path):
     assert not any("predicting" in line or "━" in line.split("┏")[0] for line in table_lines), text
 
 
-@pytest.mark.parametrize(("fmt", "output", "tty", "expected"), [
-    ("auto", None, True, "table"), ("auto", None, False, "json"), ("auto", "-", False, "json"),
-    ("auto", "m.json", True, "json"), ("auto", "m.txt", False, "table"), ("auto", "m.out", True, "json"),
-    ("table", "m.json", False, "table"), ("json", None, True, "json"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "output", "tty", "expected"),
+    [
+        ("auto", None, True, "table"),
+        ("auto", None, False, "json"),
+        ("auto", "-", False, "json"),
+        ("auto", "m.json", True, "json"),
+        ("auto", "m.txt", False, "table"),
+        ("auto", "m.out", True, "json"),
+        ("table", "m.json", False, "table"),
+        ("json", None, True, "json"),
+    ],
+)
 def test_val_reports_follow_the_auto_rule_of_predict(fmt, output, tty, expected, monkeypatch):
     import sys
 
@@ -129,15 +148,17 @@ def test_classify_val_writes_json_into_a_json_file_and_a_pipe(tmp_path):
 
     tiny_digits = write_digits(tmp_path / "digits", per_class=2, names=("0", "1", "2"))
     out = tmp_path / "m.json"
-    result = runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(out),
-                                 "--save-dir", str(tmp_path / "v")])
+    result = runner.invoke(
+        app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(out), "--save-dir", str(tmp_path / "v")]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["model"] == "lenet5"
     piped = runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "--save-dir", str(tmp_path / "w")])
     assert json.loads(piped.stdout)["images"] > 0
     table = tmp_path / "m.txt"
-    runner.invoke(app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(table), "--save-dir",
-                        str(tmp_path / "x")])
+    runner.invoke(
+        app, ["classify", "val", str(tiny_digits), "-m", "lenet5", "-o", str(table), "--save-dir", str(tmp_path / "x")]
+    )
     assert "per class" in table.read_text() and not table.read_text().lstrip().startswith("{")
 
 
@@ -165,8 +186,11 @@ def test_no_help_text_mentions_an_option_its_command_lacks_or_loses_text_to_mark
         opts = {o for p in command.params for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
         for param in command.params:
             text = re.sub(r"`[^`]*`", "", getattr(param, "help", None) or "")  # `cnnkit x --y` names another command
-            problems += [f"{' '.join(path)} {param.name}: {m}" for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
-                         if m not in opts]
+            problems += [
+                f"{' '.join(path)} {param.name}: {m}"
+                for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
+                if m not in opts
+            ]
             problems += [f"{' '.join(path)} {param.name}: markup {m}" for m in re.findall(r"(?<!\\)\[[^\]]*\]", text)]
     assert not problems, problems
 
@@ -194,7 +218,14 @@ def test_global_flags_work_after_the_command():
     from cnnkit.cli.common import hoist_global_flags
 
     assert hoist_global_flags(["classify", "x", "-q"]) == ["-q", "classify", "x"]
-    assert hoist_global_flags(["-v", "detect", "a", "--verbose", "--", "-q"]) == ["--verbose", "-v", "detect", "a", "--", "-q"]
+    assert hoist_global_flags(["-v", "detect", "a", "--verbose", "--", "-q"]) == [
+        "--verbose",
+        "-v",
+        "detect",
+        "a",
+        "--",
+        "-q",
+    ]
     assert hoist_global_flags(["models"]) == ["models"]
 
 
@@ -205,13 +236,18 @@ def test_ultralytics_says_nothing_on_cnnkits_stderr(tmp_path):
     import sys
 
     env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "yolo"), "CNNKIT_CACHE": str(tmp_path / "cache")}
-    detect = subprocess.run([sys.executable, "-m", "cnnkit", "detect", str(SAMPLES / "scene_0.png"), "-f", "jsonl"],
-                            capture_output=True, text=True, env=env)
+    detect = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "detect", str(SAMPLES / "scene_0.png"), "-f", "jsonl"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert detect.returncode == 0, detect.stderr
     assert "Ultralytics" not in detect.stderr and "✅" not in detect.stderr
     assert all(line.startswith(("shapes-yolov8n knows", "1 image(s)")) for line in detect.stderr.splitlines())
-    models = subprocess.run([sys.executable, "-m", "cnnkit", "models", "--task", "detect"], capture_output=True,
-                            text=True, env=env)
+    models = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "models", "--task", "detect"], capture_output=True, text=True, env=env
+    )
     assert models.returncode == 0 and "Overriding" not in models.stderr and models.stderr.strip() == ""
 
 
@@ -224,7 +260,7 @@ def test_models_and_info_fit_the_terminal_and_cut_nothing(width):
     lines = result.stdout.splitlines()
     assert all(len(line) <= width for line in lines) and "…" not in result.stdout
     assert "ready" in lines[0] and "download once on first use" in " ".join(result.stdout.split())
-    lines = lines[:next(i for i, line in enumerate(lines) if line.startswith("ready:"))]
+    lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("ready:"))]
     names = {line.split()[0] for line in lines[2:] if line.strip()}
     assert {s.name for s in list_models()} <= names
     assert {line.split()[1] for line in lines[2:] if line.split() and line.split()[0] in names} <= {"yes", "no"}

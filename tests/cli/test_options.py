@@ -21,6 +21,7 @@ runner = CliRunner()
 
 def _commands() -> Iterator[tuple[str, Any]]:
     """Every leaf command of the app as ``("classify predict", command)``."""
+
     def walk(command: Any, path: list[str]) -> Iterator[tuple[str, Any]]:
         subs = getattr(command, "commands", None)
         if subs:
@@ -75,7 +76,9 @@ def test_shared_options_reach_their_commands():
     for path, param in _visible_options():
         options[path].update(param.opts)
     for task in ("classify", "detect", "segment", "instance"):
-        assert {"--workers", "--batch-size", "--device", "--format", "--output", "--save-dir"} <= options[f"{task} predict"]
+        assert {"--workers", "--batch-size", "--device", "--format", "--output", "--save-dir"} <= options[
+            f"{task} predict"
+        ]
         assert {"--workers", "--batch-size", "--format", "--output"} <= options[f"{task} val"]
     for task in ("detect", "segment", "instance"):
         assert "--classes" in options[f"{task} predict"]
@@ -92,14 +95,31 @@ def _renamed_warnings(result: Any) -> list[str]:
 
 def test_data_aliases_work_and_warn_once(tmp_path):
     out = tmp_path / "old"
-    result = runner.invoke(app, ["data", "shapes", str(out), "-f", "imagefolder", "--n", "4", "--imgsz", "32",
-                                 "--val-fraction", "0.5"])
+    result = runner.invoke(
+        app, ["data", "shapes", str(out), "-f", "imagefolder", "--n", "4", "--imgsz", "32", "--val-fraction", "0.5"]
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(_renamed_warnings(result)) == ["warning: --format is renamed --layout",
-                                                 "warning: --val-fraction is renamed --val-split"]
+    assert sorted(_renamed_warnings(result)) == [
+        "warning: --format is renamed --layout",
+        "warning: --val-fraction is renamed --val-split",
+    ]
     assert json.loads(result.stdout)["val"] == 2
-    new = runner.invoke(app, ["data", "shapes", str(tmp_path / "new"), "--layout", "imagefolder", "--n", "4",
-                              "--imgsz", "32", "--val-split", "0.5"])
+    new = runner.invoke(
+        app,
+        [
+            "data",
+            "shapes",
+            str(tmp_path / "new"),
+            "--layout",
+            "imagefolder",
+            "--n",
+            "4",
+            "--imgsz",
+            "32",
+            "--val-split",
+            "0.5",
+        ],
+    )
     assert new.exit_code == 0 and not _renamed_warnings(new)
     assert (json.loads(new.stdout)["train"], json.loads(new.stdout)["val"]) == (2, 2)
     digits = runner.invoke(app, ["data", "digits", str(tmp_path / "digits"), "--val-fraction", "0.5"])
@@ -114,7 +134,9 @@ def test_conv_aliases_work_and_warn_once(tmp_path):
     old = runner.invoke(app, ["conv", str(matrix), "-k", "identity", "--out", str(tmp_path / "old.txt"), "-f", "json"])
     assert old.exit_code == 0, old.output
     assert sorted(_renamed_warnings(old)) == ["warning: --out is renamed --output", "warning: -k is renamed --kernel"]
-    new = runner.invoke(app, ["conv", str(matrix), "--kernel", "identity", "-o", str(tmp_path / "new.txt"), "-f", "json"])
+    new = runner.invoke(
+        app, ["conv", str(matrix), "--kernel", "identity", "-o", str(tmp_path / "new.txt"), "-f", "json"]
+    )
     assert new.exit_code == 0 and not _renamed_warnings(new)
     assert (tmp_path / "old.txt").read_text() == (tmp_path / "new.txt").read_text()
     assert json.loads(old.stdout)["output"] == json.loads(new.stdout)["output"]
@@ -166,8 +188,14 @@ class _FakePredictor:
     def stream(self, items: list[Any], **run: Any) -> Iterator[Record]:
         self.seen.update(run)
         for it in items:
-            yield Record(path=str(it.path), task="segment", model="fake", width=1, height=1,
-                         predictions=[{"label": "a", "class_id": 0}, {"label": "b", "class_id": 1}])
+            yield Record(
+                path=str(it.path),
+                task="segment",
+                model="fake",
+                width=1,
+                height=1,
+                predictions=[{"label": "a", "class_id": 0}, {"label": "b", "class_id": 1}],
+            )
 
 
 @pytest.fixture()
@@ -248,8 +276,22 @@ def test_classify_val_scores_the_split_asked_for(tmp_path):
     data = tmp_path / "shapes"
     made = runner.invoke(app, ["data", "shapes", str(data), "--layout", "imagefolder", "--n", "6", "--imgsz", "64"])
     assert made.exit_code == 0, made.output
-    result = runner.invoke(app, ["classify", "val", str(data), "--split", "train", "-f", "json",
-                                 "--save-dir", str(tmp_path / "v"), "--workers", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "classify",
+            "val",
+            str(data),
+            "--split",
+            "train",
+            "-f",
+            "json",
+            "--save-dir",
+            str(tmp_path / "v"),
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["data"] == str(data / "train") and report["images"] == 5

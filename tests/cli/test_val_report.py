@@ -10,25 +10,58 @@ from cnnkit.cli.report import render_report
 from cnnkit.tasks import TASKS
 
 METRICS = {
-    "classify": {"model": "m", "data": "d", "images": 4, "top1": 0.75, "top5": 1.0, "failed": [],
-                 "macro": {"precision": 0.5, "recall": 0.5, "f1": 0.5},
-                 "per_class": [{"label": "cat", "precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2},
-                               {"label": "dog", "precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2}],
-                 "confusion": {"labels": ["cat", "dog"], "columns": ["cat", "dog"], "matrix": [[1, 1], [0, 2]]}},
-    "detect": {"model": "m", "data": "d.yaml", "split": "val", "images": 2, "failed": 1, "instances": 3,
-               "imgsz": 64, "mAP50": 0.5, "mAP50-95": 0.25, "precision": 0.6, "recall": 0.4,
-               "per_class": {"star": {"instances": 3, "precision": 0.6, "recall": 0.4, "mAP50": 0.5,
-                                      "mAP50-95": 0.25}}},
-    "segment": {"model": "m", "data": "d", "images": 2, "miou": 0.5, "pixel_accuracy": 0.9, "pixels": 10,
-                "per_class_iou": {"background": 0.9, "star": 0.1, "circle": None}},
-    "instance": {"model": "m", "data": "d/annotations.json", "images": 2, "failed": [],
-                 "bbox": {"AP": 0.5, "AP50": 0.7, "AP75": 0.4, "per_class": {}},
-                 "segm": {"AP": 0.4, "AP50": 0.6, "AP75": 0.3, "per_class": {}}},
+    "classify": {
+        "model": "m",
+        "data": "d",
+        "images": 4,
+        "top1": 0.75,
+        "top5": 1.0,
+        "failed": [],
+        "macro": {"precision": 0.5, "recall": 0.5, "f1": 0.5},
+        "per_class": [
+            {"label": "cat", "precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2},
+            {"label": "dog", "precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2},
+        ],
+        "confusion": {"labels": ["cat", "dog"], "columns": ["cat", "dog"], "matrix": [[1, 1], [0, 2]]},
+    },
+    "detect": {
+        "model": "m",
+        "data": "d.yaml",
+        "split": "val",
+        "images": 2,
+        "failed": 1,
+        "instances": 3,
+        "imgsz": 64,
+        "mAP50": 0.5,
+        "mAP50-95": 0.25,
+        "precision": 0.6,
+        "recall": 0.4,
+        "per_class": {"star": {"instances": 3, "precision": 0.6, "recall": 0.4, "mAP50": 0.5, "mAP50-95": 0.25}},
+    },
+    "segment": {
+        "model": "m",
+        "data": "d",
+        "images": 2,
+        "miou": 0.5,
+        "pixel_accuracy": 0.9,
+        "pixels": 10,
+        "per_class_iou": {"background": 0.9, "star": 0.1, "circle": None},
+    },
+    "instance": {
+        "model": "m",
+        "data": "d/annotations.json",
+        "images": 2,
+        "failed": [],
+        "bbox": {"AP": 0.5, "AP50": 0.7, "AP75": 0.4, "per_class": {}},
+        "segm": {"AP": 0.4, "AP50": 0.6, "AP75": 0.3, "per_class": {}},
+    },
 }
-SHOWN = {"classify": ["per class", "confusion matrix", "dog", "0.7500"],
-         "detect": ["mAP50-95", "star", "0.250", "1 image(s) could not be read"],
-         "segment": ["star", "0.1000", "mIoU 0.5000", "circle"],
-         "instance": ["bbox", "segm", "AP75", "0.6000"]}
+SHOWN = {
+    "classify": ["per class", "confusion matrix", "dog", "0.7500"],
+    "detect": ["mAP50-95", "star", "0.250", "1 image(s) could not be read"],
+    "segment": ["star", "0.1000", "mIoU 0.5000", "circle"],
+    "instance": ["bbox", "segm", "AP75", "0.6000"],
+}
 
 
 @pytest.mark.parametrize("task", sorted(METRICS))  # the four tasks with a report_tables layout

@@ -24,10 +24,18 @@ def test_chapter_model_exports_to_onnx(tmp_path, name):
     # AlexNet and VGG pool adaptively to 6x6 / 7x7, which ONNX exports only at their native size.
     size = spec.meta.get("fixed_size") or (224 if name in ("alexnet", "vgg16") else 64)
     model = spec.builder(num_classes=3)
-    ckpt = save_checkpoint(tmp_path / f"{name}.safetensors", model, {
-        "task": "classify", "arch": spec.family, "name": name, "labels": ["a", "b", "c"],
-        "preprocess": {"resize": size, "crop": size, "mean": [0.5] * 3, "std": [0.25] * 3},
-    }, half=False)
+    ckpt = save_checkpoint(
+        tmp_path / f"{name}.safetensors",
+        model,
+        {
+            "task": "classify",
+            "arch": spec.family,
+            "name": name,
+            "labels": ["a", "b", "c"],
+            "preprocess": {"resize": size, "crop": size, "mean": [0.5] * 3, "std": [0.25] * 3},
+        },
+        half=False,
+    )
     out = tmp_path / f"{name}.onnx"
     result = runner.invoke(app, ["export", str(ckpt), "--format", "onnx", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -32,6 +32,7 @@ def _records(task: str, *args: str) -> list[dict]:
 
 # -- segment ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def unet_onnx(tmp_path_factory):
     out = tmp_path_factory.mktemp("seg_export") / "unet.onnx"
@@ -48,7 +49,8 @@ def seg_images(tmp_path_factory, masks_data):
         Image.open(p).save(folder / p.name)
     Image.fromarray(scene(11, 0, size=160).image[:96]).save(folder / "wide_96x160.png")
     Image.fromarray(np.asarray(Image.fromarray(scene(12, 0, size=300).image).resize((300, 230)))).save(
-        folder / "large_230x300.png")
+        folder / "large_230x300.png"
+    )
     return folder
 
 
@@ -83,7 +85,9 @@ def test_segment_export_is_verified_on_a_non_square_input(tmp_path, monkeypatch)
         return [o + 1.0 for o in outs] if x.shape[2] != x.shape[3] else outs
 
     monkeypatch.setattr(ex, "_run_onnx", wrong_when_wide)
-    assert "differs from PyTorch" in cli_error(runner.invoke(app, ["export", "shapes-unet", "--output", str(tmp_path / "bad.onnx")]), 1)
+    assert "differs from PyTorch" in cli_error(
+        runner.invoke(app, ["export", "shapes-unet", "--output", str(tmp_path / "bad.onnx")]), 1
+    )
     assert not (tmp_path / "bad.onnx").exists()
 
 
@@ -143,6 +147,7 @@ def test_segment_backend_errors(unet_onnx, tiny_checkpoint, tmp_path):
 
 # -- detect -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def yolo_onnx(tmp_path_factory):
     """The bundled YOLO exported at its own size (256 px), fixed batch of 1."""
@@ -199,7 +204,10 @@ def test_detect_api_and_val_with_onnx_weights(yolo_onnx, tmp_path):
     from cnnkit.tasks.detect.val import validate
 
     onnx_file, _ = yolo_onnx
-    labels = [p["label"] for p in cnnkit.detect(str(SAMPLES / "scene_0.png"), weights=str(onnx_file), threads=1)[0].predictions]
+    labels = [
+        p["label"]
+        for p in cnnkit.detect(str(SAMPLES / "scene_0.png"), weights=str(onnx_file), threads=1)[0].predictions
+    ]
     assert labels == [p["label"] for p in cnnkit.detect(str(SAMPLES / "scene_0.png"), threads=1)[0].predictions]
     export_shapes(tmp_path / "set", "yolo", n=6, seed=4242, imgsz=256, val_fraction=4 / 6)
     data = str(tmp_path / "set" / "data.yaml")
@@ -226,6 +234,7 @@ def test_detect_backend_errors(yolo_onnx, unet_onnx, tmp_path):
 
 # -- torchscript --------------------------------------------------------------------------------
 
+
 def test_classify_torchscript_backend_matches_torch(shapes_images, tmp_path):
     ts = tmp_path / "cnn.torchscript"
     ex.export_model("shapes-cnn", fmt="torchscript", out=ts)
@@ -234,7 +243,9 @@ def test_classify_torchscript_backend_matches_torch(shapes_images, tmp_path):
     assert len(got) == 12
     for a, b in zip(want, got):
         assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
-        np.testing.assert_allclose([p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-4)
+        np.testing.assert_allclose(
+            [p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-4
+        )
 
 
 def test_segment_torchscript_backend_matches_torch(seg_images, tmp_path):

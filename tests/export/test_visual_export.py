@@ -60,7 +60,9 @@ def test_classify_onnxruntime_backend_matches_torch(shapes_onnx, shapes_images):
     assert [r["path"] for r in ort_recs] == [r["path"] for r in torch_recs] and len(ort_recs) == 12
     for a, b in zip(torch_recs, ort_recs):
         assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
-        np.testing.assert_allclose([p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-4)
+        np.testing.assert_allclose(
+            [p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-4
+        )
     assert ort_recs[0]["model"] == "shapes-cnn"
     auto = _classify(shapes_images, "--weights", str(out))  # a .onnx file picks onnxruntime by itself
     assert [r["predictions"][0]["label"] for r in auto] == [r["predictions"][0]["label"] for r in ort_recs]
@@ -125,7 +127,9 @@ def test_export_refuses_overwrite_and_bad_options(tmp_path):
     _export("shapes-cnn", "--output", str(out))
     assert "already exists" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--output", str(out)]), 1)
     assert _export("shapes-cnn", "--output", str(out), "--exist-ok")["path"] == str(out)
-    assert "--to 'tflite': expected onnx or torchscript" in cli_error(runner.invoke(app, ["export", "shapes-cnn", "--to", "tflite"]), 2)
+    assert "--to 'tflite': expected onnx or torchscript" in cli_error(
+        runner.invoke(app, ["export", "shapes-cnn", "--to", "tflite"]), 2
+    )
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"x")
     assert "--task" in cli_error(runner.invoke(app, ["export", str(weights)]), 2)
@@ -154,25 +158,38 @@ def test_task_exporter_hook(tmp_path, monkeypatch):
 
     def fake(target, **kwargs):
         calls.append((target, kwargs))
-        return ex.ExportResult(str(tmp_path / "y.onnx"), kwargs["fmt"], "classify", target, [1, 3, 8, 8], False, 0.0,
-                               "-", "fake", 0.0, 0.0)
+        return ex.ExportResult(
+            str(tmp_path / "y.onnx"), kwargs["fmt"], "classify", target, [1, 3, 8, 8], False, 0.0, "-", "fake", 0.0, 0.0
+        )
 
     from cnnkit.tasks import Task
 
     monkeypatch.setattr(Task, "exporter", lambda self: fake if self.name == "classify" else None)
     info = _export("shapes-cnn", "--imgsz", "8", "--dynamic-batch")
     assert info["verified_with"] == "fake"
-    assert calls == [("shapes-cnn", {"fmt": "onnx", "imgsz": 8, "dynamic_batch": True, "out": None, "overwrite": False})]
+    assert calls == [
+        ("shapes-cnn", {"fmt": "onnx", "imgsz": 8, "dynamic_batch": True, "out": None, "overwrite": False})
+    ]
 
 
 def test_export_and_run_subprocess(tmp_path, shapes_images):
     out = tmp_path / "s.onnx"
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "export", "shapes-cnn", "--output", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "export", "shapes-cnn", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["path"] == str(out)
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "classify", str(shapes_images), "--weights", str(out), "-f", "jsonl"],
-                          capture_output=True, text=True, cwd=REPO, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "classify", str(shapes_images), "--weights", str(out), "-f", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 12
 

@@ -33,8 +33,11 @@ def tiny_yolo(tmp_path_factory):
 
 def test_yolo_export_to_onnx_is_verified_and_stamped(tiny_yolo, tmp_path):
     out = tmp_path / "tiny.onnx"
-    result = runner.invoke(app, ["export", str(tiny_yolo), "--imgsz", "64", "--dynamic-batch", "--output", str(out)],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["export", str(tiny_yolo), "--imgsz", "64", "--dynamic-batch", "--output", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["task"] == "detect" and info["input"] == ["batch", 3, 64, 64] and info["max_abs_diff"] <= 1e-3
@@ -42,4 +45,6 @@ def test_yolo_export_to_onnx_is_verified_and_stamped(tiny_yolo, tmp_path):
     meta = json.loads(session.get_modelmeta().custom_metadata_map["cnnkit"])
     assert len(meta["labels"]) == 80 and meta["stride"] == 32 and meta["letterbox"] == 64
     assert not (tiny_yolo.parent / "tiny.onnx").exists()  # ultralytics wrote into a temporary copy's folder
-    assert "already exists" in cli_error(runner.invoke(app, ["export", str(tiny_yolo), "--imgsz", "64", "--output", str(out)]), 1)
+    assert "already exists" in cli_error(
+        runner.invoke(app, ["export", str(tiny_yolo), "--imgsz", "64", "--output", str(out)]), 1
+    )

@@ -18,8 +18,17 @@ def save(tmp_path, name, img, **kw):
 
 @pytest.mark.parametrize(
     ("mode", "name"),
-    [("L", "g.png"), ("RGBA", "a.png"), ("P", "p.png"), ("CMYK", "c.jpg"), ("RGB", "r.webp"), ("LA", "la.png"),
-     ("1", "bw.bmp"), ("RGB", "r.tiff"), ("P", "p.gif")],
+    [
+        ("L", "g.png"),
+        ("RGBA", "a.png"),
+        ("P", "p.png"),
+        ("CMYK", "c.jpg"),
+        ("RGB", "r.webp"),
+        ("LA", "la.png"),
+        ("1", "bw.bmp"),
+        ("RGB", "r.tiff"),
+        ("P", "p.gif"),
+    ],
 )
 def test_modes_become_rgb(tmp_path, mode, name):
     img = Image.new(mode, (10, 7))

@@ -60,7 +60,9 @@ def test_encoded_bytes_take_the_same_path(tmp_path, monkeypatch):
     assert np.array_equal(fast.rgb, dec.decode("s3://bucket/x.jpg", data, min_side=32).rgb)
 
 
-@pytest.mark.parametrize(("size", "min_side"), [((160, 120), 64), ((640, 480), 100), ((1000, 700), 90), ((50, 40), 224)])
+@pytest.mark.parametrize(
+    ("size", "min_side"), [((160, 120), 64), ((640, 480), 100), ((1000, 700), 90), ((50, 40), 224)]
+)
 def test_the_draft_scale_is_pils_even_where_libjpeg_could_scale_finer(tmp_path, monkeypatch, size, min_side):
     rgb = np.random.default_rng(4).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "x.jpg", quality=90)

@@ -14,10 +14,9 @@ from cnnkit.io.files import atomic_path, atomic_write_text, explicit_dir, increm
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "a.txt"
     atomic_write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["a.txt"]
 

@@ -30,10 +30,20 @@ def _disc(cx: int, cy: int, r: int) -> np.ndarray:
 
 
 def _detect_record(path: str = "imgs/a.png") -> dict:
-    return {"path": path, "task": "detect", "model": "m", "width": W, "height": H, "time_ms": 1.0, "error": None,
-            "schema_version": 2, "predictions": [
-                {"label": "circle", "class_id": 0, "score": 0.9, "box": [3.2, 4.7, 30.4, 20.1]},
-                {"label": "star", "class_id": 2, "score": 0.55, "box": [40.0, 10.0, 63.5, 47.0]}]}
+    return {
+        "path": path,
+        "task": "detect",
+        "model": "m",
+        "width": W,
+        "height": H,
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 2,
+        "predictions": [
+            {"label": "circle", "class_id": 0, "score": 0.9, "box": [3.2, 4.7, 30.4, 20.1]},
+            {"label": "star", "class_id": 2, "score": 0.55, "box": [40.0, 10.0, 63.5, 47.0]},
+        ],
+    }
 
 
 def _instance_record() -> dict:
@@ -41,11 +51,26 @@ def _instance_record() -> dict:
     preds = []
     for label, cid, m in (("circle", 0, masks[0]), ("square", 1, masks[1])):
         ys, xs = np.nonzero(m)
-        preds.append({"label": label, "class_id": cid, "score": 0.8,
-                      "box": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
-                      "mask": encode_rle(m)})
-    return {"path": "imgs/b.png", "task": "instance", "model": "m", "width": W, "height": H, "time_ms": 1.0,
-            "error": None, "schema_version": 2, "predictions": preds}, masks
+        preds.append(
+            {
+                "label": label,
+                "class_id": cid,
+                "score": 0.8,
+                "box": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
+                "mask": encode_rle(m),
+            }
+        )
+    return {
+        "path": "imgs/b.png",
+        "task": "instance",
+        "model": "m",
+        "width": W,
+        "height": H,
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 2,
+        "predictions": preds,
+    }, masks
 
 
 def _raster(polygon_xy: list[float]) -> np.ndarray:
@@ -71,8 +96,10 @@ def test_mask_polygons_cover_the_same_pixels():
 
 def _ls_export(tasks: list[dict], tmp: Path) -> Path:
     """Label Studio's export shape: each task's predictions taken as its annotation."""
-    export = [{"id": i + 1, "data": t["data"], "annotations": [{"id": i + 1, "result": t["predictions"][0]["result"]}]}
-              for i, t in enumerate(tasks)]
+    export = [
+        {"id": i + 1, "data": t["data"], "annotations": [{"id": i + 1, "result": t["predictions"][0]["result"]}]}
+        for i, t in enumerate(tasks)
+    ]
     path = tmp / "export.json"
     path.write_text(json.dumps(export))
     return path
@@ -94,8 +121,10 @@ def test_label_studio_rectangles_round_trip_through_its_converter(tmp_path):
     coco = json.loads((tmp_path / "coco" / "result.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     got = sorted((names[a["category_id"]], a["bbox"]) for a in coco["annotations"])
-    want = sorted((p["label"], [p["box"][0], p["box"][1], p["box"][2] - p["box"][0], p["box"][3] - p["box"][1]])
-                  for p in rec["predictions"])
+    want = sorted(
+        (p["label"], [p["box"][0], p["box"][1], p["box"][2] - p["box"][0], p["box"][3] - p["box"][1]])
+        for p in rec["predictions"]
+    )
     assert [g[0] for g in got] == [w[0] for w in want]
     for (_, g), (_, w) in zip(got, want, strict=True):
         assert np.allclose(g, w, atol=1e-6)
@@ -128,9 +157,20 @@ def test_label_studio_choices_for_classify(tmp_path):
     pytest.importorskip("label_studio_converter", reason="label-studio-converter is the reader of this format")
     from label_studio_converter import Converter
 
-    rec = {"path": "x.png", "task": "classify", "model": "shapes-cnn", "width": 8, "height": 8, "time_ms": 1.0,
-           "error": None, "schema_version": 2, "predictions": [{"label": "star", "class_id": 3, "score": 0.7},
-                                                               {"label": "circle", "class_id": 0, "score": 0.2}]}
+    rec = {
+        "path": "x.png",
+        "task": "classify",
+        "model": "shapes-cnn",
+        "width": 8,
+        "height": 8,
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 2,
+        "predictions": [
+            {"label": "star", "class_id": 3, "score": 0.7},
+            {"label": "circle", "class_id": 0, "score": 0.2},
+        ],
+    }
     written = convert([rec], "labelstudio", tmp_path / "tasks.json", labels=["circle", "star"])
     tasks = json.loads(written[0].read_text())
     converter = Converter(written[1].read_text(), str(tmp_path), download_resources=False)
@@ -192,8 +232,16 @@ def test_cvat_boxes_polygons_and_tags():
     assert [s[1] for s in polygons] == ["circle", "square"]
     for (_, _, pts), m in zip(polygons, masks, strict=True):
         assert _iou(_raster([c for p in pts for c in p]), m) > 0.9
-    cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "time_ms": 1.0,
-           "error": None, "predictions": [{"label": "star", "class_id": 3, "score": 0.7}]}
+    cls = {
+        "path": "x.png",
+        "task": "classify",
+        "model": "m",
+        "width": 8,
+        "height": 8,
+        "time_ms": 1.0,
+        "error": None,
+        "predictions": [{"label": "star", "class_id": 3, "score": 0.7}],
+    }
     _, images = _cvat_read(cvat_xml([cls]))
     assert images[0]["shapes"] == [("tag", "star", None)]
 
@@ -201,8 +249,7 @@ def test_cvat_boxes_polygons_and_tags():
 def test_voc_refuses_tasks_it_does_not_fit(tmp_path):
     from cnnkit.errors import OptionError
 
-    cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "error": None,
-           "predictions": []}
+    cls = {"path": "x.png", "task": "classify", "model": "m", "width": 8, "height": 8, "error": None, "predictions": []}
     with pytest.raises(OptionError, match="voc does not fit classify"):
         convert([cls], "voc", tmp_path / "voc")
     assert not (tmp_path / "voc").exists()  # refused before any folder was made
@@ -214,10 +261,19 @@ def test_segment_records_hand_off_their_saved_mask(tmp_path):
     mask = np.zeros((H, W), np.uint8)
     mask[_disc(30, 24, 10)] = 2
     Image.fromarray(mask).save(tmp_path / "m.png")
-    rec = {"path": "s.png", "task": "segment", "model": "m", "width": W, "height": H, "error": None,
-           "mask": str(tmp_path / "m.png"),
-           "predictions": [{"label": "background", "class_id": 0, "pixels": 1, "fraction": 0.9},
-                           {"label": "square", "class_id": 2, "pixels": 1, "fraction": 0.1}]}
+    rec = {
+        "path": "s.png",
+        "task": "segment",
+        "model": "m",
+        "width": W,
+        "height": H,
+        "error": None,
+        "mask": str(tmp_path / "m.png"),
+        "predictions": [
+            {"label": "background", "class_id": 0, "pixels": 1, "fraction": 0.9},
+            {"label": "square", "class_id": 2, "pixels": 1, "fraction": 0.1},
+        ],
+    }
     _, images = _cvat_read(cvat_xml([rec]))
     ((kind, label, pts),) = images[0]["shapes"]
     assert kind == "polygon" and label == "square"

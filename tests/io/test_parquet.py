@@ -14,12 +14,37 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 RECORDS = [
     Record("a.png", "classify", "m", 4, 3, [{"label": "cat", "class_id": 1, "score": 0.5}], 1.5),
-    Record("b.png", "detect", "m", 4, 3, [{"label": "dog", "class_id": 2, "score": 0.25, "box": [0.0, 1.0, 2.5, 3.0]}],
-           2.0),
-    Record("c.png", "segment", "m", 4, 3, [{"label": "bg", "class_id": 0, "pixels": 12, "fraction": 1.0}], 1.0,
-           extra={"mask": "out/c_mask.png", "overlay": "out/c_overlay.png"}),
-    Record("d.png", "instance", "m", 4, 3, [{"label": "star", "class_id": 3, "score": 0.9, "box": [0.0, 0.0, 1.0, 1.0],
-                                             "mask": {"size": [3, 4], "counts": "0c0"}, "track_id": 7}], 3.0),
+    Record(
+        "b.png", "detect", "m", 4, 3, [{"label": "dog", "class_id": 2, "score": 0.25, "box": [0.0, 1.0, 2.5, 3.0]}], 2.0
+    ),
+    Record(
+        "c.png",
+        "segment",
+        "m",
+        4,
+        3,
+        [{"label": "bg", "class_id": 0, "pixels": 12, "fraction": 1.0}],
+        1.0,
+        extra={"mask": "out/c_mask.png", "overlay": "out/c_overlay.png"},
+    ),
+    Record(
+        "d.png",
+        "instance",
+        "m",
+        4,
+        3,
+        [
+            {
+                "label": "star",
+                "class_id": 3,
+                "score": 0.9,
+                "box": [0.0, 0.0, 1.0, 1.0],
+                "mask": {"size": [3, 4], "counts": "0c0"},
+                "track_id": 7,
+            }
+        ],
+        3.0,
+    ),
     Record.failed("e.png", "classify", "m", "not a recognised image format"),
 ]
 
@@ -97,10 +122,19 @@ def test_video_frame_records_keep_frame_and_time_as_typed_columns():
     """Schema 3: a video frame's ``frame``/``time_s`` are columns; an image record reads back without them."""
     from cnnkit.io.parquet import from_row, schema, to_row
 
-    frame = {"path": "clip.mp4", "frame": 7, "time_s": 0.28, "task": "detect", "model": "m", "width": 4,
-             "height": 3, "predictions": [{"label": "star", "class_id": 3, "score": 0.9, "box": [0, 0, 1, 1],
-                                           "track_id": 2}],
-             "time_ms": 1.0, "error": None, "schema_version": 3}
+    frame = {
+        "path": "clip.mp4",
+        "frame": 7,
+        "time_s": 0.28,
+        "task": "detect",
+        "model": "m",
+        "width": 4,
+        "height": 3,
+        "predictions": [{"label": "star", "class_id": 3, "score": 0.9, "box": [0, 0, 1, 1], "track_id": 2}],
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 3,
+    }
     image = {k: v for k, v in frame.items() if k not in ("frame", "time_s")}
     assert {"frame", "time_s"} <= set(schema().names)
     assert from_row(to_row(frame)) == frame

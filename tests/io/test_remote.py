@@ -93,8 +93,9 @@ def test_cli_s3_parquet_and_jsonl_resume(s3_images, tmp_path):
     for out in ("r.jsonl", "r.parquet"):
         first = runner.invoke(app, [*base, prefix + "img_0*.png", "-o", str(tmp_path / out)], catch_exceptions=False)
         assert first.exit_code == 0
-        again = runner.invoke(app, [*base, prefix, "-o", str(tmp_path / out), "--skip-existing"],
-                              catch_exceptions=False)
+        again = runner.invoke(
+            app, [*base, prefix, "-o", str(tmp_path / out), "--skip-existing"], catch_exceptions=False
+        )
         assert again.exit_code == 1
         if out.endswith(".jsonl"):
             rows = [json.loads(line) for line in (tmp_path / out).read_text().splitlines()]
@@ -153,14 +154,30 @@ def test_val_over_a_bucket_scores_as_the_local_folder(s3_server, s3_images, tmp_
         img, cid = classification_sample(5, i, size=64)
         (data / CLASSES[cid]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(data / CLASSES[cid] / f"v{i}.png")
-        client.put_object(Bucket=BUCKET, Key=f"valset/{CLASSES[cid]}/v{i}.png",
-                          Body=(data / CLASSES[cid] / f"v{i}.png").read_bytes())
+        client.put_object(
+            Bucket=BUCKET, Key=f"valset/{CLASSES[cid]}/v{i}.png", Body=(data / CLASSES[cid] / f"v{i}.png").read_bytes()
+        )
     runner = CliRunner()
     reports = {}
     for name, where in (("local", str(data)), ("s3", f"s3://{BUCKET}/valset/")):
-        res = runner.invoke(app, ["classify", "val", where, "-m", "shapes-cnn", "-q", "-f", "json",
-                                  "-o", str(tmp_path / f"{name}.json"), "--save-dir", str(tmp_path / f"run-{name}")],
-                            catch_exceptions=False)
+        res = runner.invoke(
+            app,
+            [
+                "classify",
+                "val",
+                where,
+                "-m",
+                "shapes-cnn",
+                "-q",
+                "-f",
+                "json",
+                "-o",
+                str(tmp_path / f"{name}.json"),
+                "--save-dir",
+                str(tmp_path / f"run-{name}"),
+            ],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert reports["s3"]["images"] == reports["local"]["images"] == 8

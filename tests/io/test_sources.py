@@ -86,5 +86,7 @@ def test_fifo_does_not_hang(tmp_path):
 def test_named_sources_that_give_nothing_become_failed_items(tmp_path):
     (tmp_path / "empty").mkdir()
     items = expand_sources([str(tmp_path / "empty"), str(tmp_path / "*.nothing*")])
-    assert [i.error for i in items] == ["folder has no image files (use `recursive=True` for sub-folders)",
-                                        "pattern matches no image files"]
+    assert [i.error for i in items] == [
+        "folder has no image files (use `recursive=True` for sub-folders)",
+        "pattern matches no image files",
+    ]

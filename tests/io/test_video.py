@@ -55,8 +55,10 @@ class GreyBoxes(Predictor):
         return level(decoded.rgb)
 
     def predict_batch(self, inputs: list[int], decoded: list[Decoded], state: StreamState) -> list[Boxes]:
-        return [Boxes([Box("grey", 0, v / 100, (2.0, 2.0, 20.0, 20.0))], d.width, d.height)
-                for v, d in zip(inputs, decoded, strict=True)]
+        return [
+            Boxes([Box("grey", 0, v / 100, (2.0, 2.0, 20.0, 20.0))], d.width, d.height)
+            for v, d in zip(inputs, decoded, strict=True)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -72,24 +74,33 @@ def test_frames_come_in_order_with_index_and_time(clip: Path) -> None:
     assert all(it.path == str(clip) and it.data.shape == (48, 64, 3) for it in items)
 
 
-@pytest.mark.parametrize(("options", "expected"), [
-    (VideoOptions(vid_stride=3), list(range(0, 30, 3))),
-    (VideoOptions(start=1.0, end=2.0), list(range(10, 20))),
-    (VideoOptions(start=1.0, vid_stride=4), list(range(10, 30, 4))),
-    (VideoOptions(max_frames=5), [0, 1, 2, 3, 4]),
-    (VideoOptions(vid_stride=2, max_frames=3), [0, 2, 4]),
-])
-def test_stride_start_end_and_max_frames_pick_the_frames(clip: Path, options: VideoOptions,
-                                                         expected: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (VideoOptions(vid_stride=3), list(range(0, 30, 3))),
+        (VideoOptions(start=1.0, end=2.0), list(range(10, 20))),
+        (VideoOptions(start=1.0, vid_stride=4), list(range(10, 30, 4))),
+        (VideoOptions(max_frames=5), [0, 1, 2, 3, 4]),
+        (VideoOptions(vid_stride=2, max_frames=3), [0, 2, 4]),
+    ],
+)
+def test_stride_start_end_and_max_frames_pick_the_frames(
+    clip: Path, options: VideoOptions, expected: list[int]
+) -> None:
     items = list(read_frames(str(clip), options))
     assert [it.frame for it in items] == expected
     assert [level(it.data) for it in items] == expected  # the pixels are those frames' pixels
 
 
-@pytest.mark.parametrize(("kwargs", "option"), [
-    ({"vid_stride": 0}, "vid_stride"), ({"start": -1.0}, "start"), ({"start": 2.0, "end": 1.0}, "start"),
-    ({"max_frames": 0}, "max_frames"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"vid_stride": 0}, "vid_stride"),
+        ({"start": -1.0}, "start"),
+        ({"start": 2.0, "end": 1.0}, "start"),
+        ({"max_frames": 0}, "max_frames"),
+    ],
+)
 def test_bad_video_options_name_the_option(kwargs: dict[str, Any], option: str) -> None:
     with pytest.raises(OptionError) as err:
         VideoOptions(**kwargs)
@@ -110,7 +121,7 @@ def test_a_damaged_stream_gives_failed_records_naming_frames(clip: Path, tmp_pat
     bad = tmp_path / "damaged.mp4"
     # keep the header (moov at the end with libx264's mp4 muxer: keep both ends), garble the middle
     middle = len(data) // 2
-    data[middle - 200: middle + 200] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    data[middle - 200 : middle + 200] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
     bad.write_bytes(bytes(data))
     items = list(read_frames(str(bad)))
     good = [it for it in items if it.error is None]

@@ -39,7 +39,8 @@ def test_jsonl_line_is_the_documented_schema():
         '{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
         '"predictions": [{"label": "triangle", "class_id": 2, "score": 0.9607}, '
         '{"label": "circle", "class_id": 0, "score": 0.03}], "time_ms": 32.212, "error": null, '
-        f'"schema_version": {SCHEMA_VERSION}}}\n')
+        f'"schema_version": {SCHEMA_VERSION}}}\n'
+    )
     validate_record(json.loads(line))
 
 
@@ -84,8 +85,9 @@ def test_json_is_one_array_and_table_is_for_people():
 
 
 def test_coco_results_from_records():
-    text = write("coco", [detect_record(), Record.failed("x.png", "detect", "m", "bad")],
-                 coco_builder=CocoResults({"s.png": 7}))
+    text = write(
+        "coco", [detect_record(), Record.failed("x.png", "detect", "m", "bad")], coco_builder=CocoResults({"s.png": 7})
+    )
     assert json.loads(text) == [{"image_id": 7, "category_id": 4, "bbox": [1.5, 2.0, 28.75, 38.0], "score": 0.91}]
 
 
@@ -93,7 +95,9 @@ def test_validate_accepts_both_schema_versions_and_refuses_mixtures():
     new = classify_record().to_dict()
     validate_record(new)
     old = {k: v for k, v in new.items() if k != "schema_version"}
-    old["predictions"] = [{"label": p["label"], "index": p["class_id"], "score": p["score"]} for p in new["predictions"]]
+    old["predictions"] = [
+        {"label": p["label"], "index": p["class_id"], "score": p["score"]} for p in new["predictions"]
+    ]
     validate_record(old)  # a version-1 line from an older file
     with pytest.raises(ValueError, match="class_id"):
         validate_record({**old, "schema_version": 2})
@@ -111,10 +115,14 @@ def test_validate_accepts_both_schema_versions_and_refuses_mixtures():
 def test_resume_of_a_file_written_before_schema_version(tmp_path):
     out = tmp_path / "old.jsonl"
     old_lines = [
-        ('{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
-         '"predictions": [{"label": "triangle", "index": 2, "score": 0.9607}], "time_ms": 32.2, "error": null}\n'),
-        ('{"path": "b.png", "task": "classify", "model": "shapes-cnn", "width": null, "height": null, '
-         '"predictions": [], "time_ms": null, "error": "no such file"}\n'),
+        (
+            '{"path": "a.png", "task": "classify", "model": "shapes-cnn", "width": 128, "height": 96, '
+            '"predictions": [{"label": "triangle", "index": 2, "score": 0.9607}], "time_ms": 32.2, "error": null}\n'
+        ),
+        (
+            '{"path": "b.png", "task": "classify", "model": "shapes-cnn", "width": null, "height": null, '
+            '"predictions": [], "time_ms": null, "error": "no such file"}\n'
+        ),
     ]
     out.write_text("".join(old_lines))
     resume = tidy_jsonl(out)

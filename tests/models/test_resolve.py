@@ -12,10 +12,18 @@ from cnnkit.models.loader import head_classes, identify, resolve, sniff
 from cnnkit.models.registry import get_spec
 
 
-@pytest.mark.parametrize(("path", "kind"), [
-    ("a/b.safetensors", "checkpoint"), ("m.ONNX", "onnx"), ("m.torchscript", "torchscript"),
-    ("m.pt", "pickle"), ("m.pth", "pickle"), ("resnet18", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("a/b.safetensors", "checkpoint"),
+        ("m.ONNX", "onnx"),
+        ("m.torchscript", "torchscript"),
+        ("m.pt", "pickle"),
+        ("m.pth", "pickle"),
+        ("resnet18", None),
+        (None, None),
+    ],
+)
 def test_sniff_reads_the_suffix_only(path, kind):
     assert sniff(path) == kind
 
@@ -30,8 +38,13 @@ def test_default_and_named_bundled_models():
 def test_a_checkpoint_named_as_the_model_is_the_weights(tmp_path):
     src = resolve("classify")
     path = tmp_path / "mine.safetensors"
-    meta = {"task": "classify", "arch": src.spec.family, "labels": src.labels, "name": "mine",
-            "preprocess": src.preprocess.to_dict()}
+    meta = {
+        "task": "classify",
+        "arch": src.spec.family,
+        "labels": src.labels,
+        "name": "mine",
+        "preprocess": src.preprocess.to_dict(),
+    }
     save_checkpoint(path, src.module, meta)
     for loaded in (resolve("classify", str(path)), resolve("classify", None, str(path))):
         assert loaded.name == "mine" and loaded.labels == src.labels

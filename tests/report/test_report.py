@@ -46,8 +46,12 @@ def test_report_of_live_records(tmp_path, classified):
     html = out.read_text()
     _self_contained(html)
     entries, thumbs = _script(html, "entries"), _script(html, "thumbs")
-    assert [e["n"] for e in entries] == ["shape_0_triangle.png", "shape_1_circle.png", "shape_2_square.png",
-                                         "missing.png"]
+    assert [e["n"] for e in entries] == [
+        "shape_0_triangle.png",
+        "shape_1_circle.png",
+        "shape_2_square.png",
+        "missing.png",
+    ]
     assert [e["l"][0] for e in entries[:3]] == ["triangle", "circle", "square"]
     assert entries[3]["ok"] is False and thumbs[3] == "" and "no such file" in html
     for src in thumbs[:3]:
@@ -89,10 +93,17 @@ def test_report_from_a_jsonl_file_with_thumbnails_in_a_folder(tmp_path):
 
 
 def test_match_and_pr_curves():
-    truth = [{"label": "a", "box": [0, 0, 10, 10]}, {"label": "a", "box": [20, 20, 30, 30]},
-             {"label": "b", "box": [40, 40, 50, 50]}]
-    preds = [{"label": "a", "score": 0.9, "box": [0, 0, 10, 11]}, {"label": "a", "score": 0.8, "box": [0, 0, 10, 10]},
-             {"label": "b", "score": 0.7, "box": [40, 40, 50, 50]}, {"label": "a", "score": 0.1, "box": [20, 20, 30, 30]}]
+    truth = [
+        {"label": "a", "box": [0, 0, 10, 10]},
+        {"label": "a", "box": [20, 20, 30, 30]},
+        {"label": "b", "box": [40, 40, 50, 50]},
+    ]
+    preds = [
+        {"label": "a", "score": 0.9, "box": [0, 0, 10, 11]},
+        {"label": "a", "score": 0.8, "box": [0, 0, 10, 10]},
+        {"label": "b", "score": 0.7, "box": [40, 40, 50, 50]},
+        {"label": "a", "score": 0.1, "box": [20, 20, 30, 30]},
+    ]
     m = match(preds, truth, conf=0.25)
     assert (m.found, m.false, m.missed) == ([0, 2], [1], [1])
     curves = {c["label"]: c for c in pr_curves([(preds, truth)])}
@@ -107,8 +118,13 @@ def test_val_report_of_a_detector_shows_metrics_curves_and_mistakes(tmp_path):
 
     export_shapes(tmp_path / "ds", "yolo", n=4, seed=4242, imgsz=128, val_fraction=0.75)
     report = Report(tmp_path / "val.html", task="detect")
-    metrics = validate(tmp_path / "ds" / "data.yaml", compare=False, batch_size=4, workers=1,
-                       on_record=lambda r, truth: report.add(r, truth=truth))
+    metrics = validate(
+        tmp_path / "ds" / "data.yaml",
+        compare=False,
+        batch_size=4,
+        workers=1,
+        on_record=lambda r, truth: report.add(r, truth=truth),
+    )
     report.set_metrics(metrics)
     report.write()
     html = (tmp_path / "val.html").read_text()
@@ -131,8 +147,9 @@ def test_val_report_of_a_classifier_has_its_confusion_matrix(tmp_path, shapes_im
         shutil.copy(path, tmp_path / "data" / label / path.name)
     report = Report(tmp_path / "val.html", task="classify")
     predictor = cnnkit.load("classify")
-    metrics = evaluate_folder(predictor, tmp_path / "data", batch_size=4, workers=1,
-                              on_record=lambda r, truth: report.add(r, truth=truth))
+    metrics = evaluate_folder(
+        predictor, tmp_path / "data", batch_size=4, workers=1, on_record=lambda r, truth: report.add(r, truth=truth)
+    )
     report.set_metrics(metrics)
     html = report.render()
     assert "Confusion matrix" in html and 'class="confusion"' in html
@@ -172,8 +189,17 @@ def test_auto_puts_thumbnails_beside_a_big_report(tmp_path, monkeypatch, rgb_ima
     import cnnkit.report.html as html_mod
 
     monkeypatch.setattr(html_mod, "EMBED_LIMIT", 2)
-    rec = {"path": str(rgb_image), "task": "classify", "model": "m", "width": 64, "height": 48, "time_ms": 1.0,
-           "error": None, "schema_version": 2, "predictions": [{"label": "a", "class_id": 0, "score": 0.5}]}
+    rec = {
+        "path": str(rgb_image),
+        "task": "classify",
+        "model": "m",
+        "width": 64,
+        "height": 48,
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 2,
+        "predictions": [{"label": "a", "class_id": 0, "score": 0.5}],
+    }
     small = Report(tmp_path / "small.html")
     big = Report(tmp_path / "big.html")
     for _ in range(2):

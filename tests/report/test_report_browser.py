@@ -27,16 +27,47 @@ def _records(folder: Path, n: int) -> list[dict]:
     for i in range(n):
         path = folder / f"img_{i:03d}.png"
         if i % 10 == 9:
-            records.append({"path": str(path), "task": "detect", "model": "m", "width": None, "height": None,
-                            "predictions": [], "time_ms": None, "error": "truncated or corrupt image (test)",
-                            "schema_version": 2})
+            records.append(
+                {
+                    "path": str(path),
+                    "task": "detect",
+                    "model": "m",
+                    "width": None,
+                    "height": None,
+                    "predictions": [],
+                    "time_ms": None,
+                    "error": "truncated or corrupt image (test)",
+                    "schema_version": 2,
+                }
+            )
             continue
         Image.fromarray(rng.integers(60, 200, (48, 64, 3), dtype=np.uint8)).save(path)
-        preds = [] if i % 7 == 3 else [
-            {"label": LABELS[(i + k) % 3], "class_id": (i + k) % 3, "score": round(0.3 + 0.69 * ((i * 37 + k) % 100) / 100, 3),
-             "box": [4.0 + k * 8, 6.0, 30.0 + k * 8, 40.0]} for k in range(1 + i % 3)]
-        records.append({"path": str(path), "task": "detect", "model": "m", "width": 64, "height": 48,
-                        "predictions": preds, "time_ms": 1.5, "error": None, "schema_version": 2})
+        preds = (
+            []
+            if i % 7 == 3
+            else [
+                {
+                    "label": LABELS[(i + k) % 3],
+                    "class_id": (i + k) % 3,
+                    "score": round(0.3 + 0.69 * ((i * 37 + k) % 100) / 100, 3),
+                    "box": [4.0 + k * 8, 6.0, 30.0 + k * 8, 40.0],
+                }
+                for k in range(1 + i % 3)
+            ]
+        )
+        records.append(
+            {
+                "path": str(path),
+                "task": "detect",
+                "model": "m",
+                "width": 64,
+                "height": 48,
+                "predictions": preds,
+                "time_ms": 1.5,
+                "error": None,
+                "schema_version": 2,
+            }
+        )
     return records
 
 
@@ -70,7 +101,8 @@ def test_gallery_renders_filters_and_pages_without_console_errors(page):
     assert len(_cards(driver)) == 60
     assert driver.find_element("id", "page").text == "page 1 of 3"
     loaded = driver.execute_script(
-        "return Array.from(document.querySelectorAll('#grid img')).slice(0, 8).every(i => i.complete && i.naturalWidth > 0)")
+        "return Array.from(document.querySelectorAll('#grid img')).slice(0, 8).every(i => i.complete && i.naturalWidth > 0)"
+    )
     assert loaded, "thumbnails did not decode"
 
     Select(driver.find_element("id", "f-class")).select_by_value("star")
@@ -120,5 +152,6 @@ def test_report_page_is_self_contained(page):
     fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert [u for u in fetched if not u.startswith("data:")] == []
     sources = driver.execute_script(
-        "return Array.from(document.querySelectorAll('img, script[src], link, iframe')).map(e => e.src || e.href)")
+        "return Array.from(document.querySelectorAll('img, script[src], link, iframe')).map(e => e.src || e.href)"
+    )
     assert sources and all(s.startswith("data:") for s in sources), sources[:3]

@@ -59,20 +59,34 @@ def test_convert_command_writes_each_format(tmp_path):
 
 
 def test_explain_command_saves_overlays_and_a_report(tmp_path):
-    result = runner.invoke(app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--method", "gradcam",
-                                 "--method", "eigencam", "--save-dir", str(tmp_path / "maps"),
-                                 "--report", str(tmp_path / "x.html")])
+    result = runner.invoke(
+        app,
+        [
+            "explain",
+            str(SAMPLES / "shape_1_circle.png"),
+            "--method",
+            "gradcam",
+            "--method",
+            "eigencam",
+            "--save-dir",
+            str(tmp_path / "maps"),
+            "--report",
+            str(tmp_path / "x.html"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(x["method"], x["target"]) for x in lines] == [("gradcam", "circle"), ("eigencam", "circle")]
     assert all(Path(x["overlay"]).is_file() and Path(x["overlay"]).parent == tmp_path / "maps" for x in lines)
     assert (tmp_path / "x.html").read_text().count('<figure class="card">') == 2
 
-    bad = runner.invoke(app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--target", "unicorn",
-                              "--save-dir", str(tmp_path / "m2")])
+    bad = runner.invoke(
+        app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--target", "unicorn", "--save-dir", str(tmp_path / "m2")]
+    )
     assert bad.exit_code == 2 and "--target unicorn: not a class of shapes-cnn" in bad.output
-    bad = runner.invoke(app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--method", "magic",
-                              "--save-dir", str(tmp_path / "m3")])
+    bad = runner.invoke(
+        app, ["explain", str(SAMPLES / "shape_1_circle.png"), "--method", "magic", "--save-dir", str(tmp_path / "m3")]
+    )
     assert bad.exit_code == 2 and "--method magic" in bad.output
 
 
@@ -84,8 +98,20 @@ def test_classify_val_report_has_the_confusion_matrix(tmp_path, shapes_images):
         label = path.stem.split("_")[-1]
         (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, tmp_path / "data" / label / path.name)
-    result = runner.invoke(app, ["classify", "val", str(tmp_path / "data"), "--save-dir", str(tmp_path / "v"),
-                                 "--report", str(tmp_path / "val.html"), "-f", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "classify",
+            "val",
+            str(tmp_path / "data"),
+            "--save-dir",
+            str(tmp_path / "v"),
+            "--report",
+            str(tmp_path / "val.html"),
+            "-f",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     html = (tmp_path / "val.html").read_text()
     assert 'class="confusion"' in html and "top1" in html and len(_entries(html)) == 6
@@ -95,23 +121,60 @@ def _thumbs(html: str) -> list[str]:
     return json.loads(re.search(r'<script type="application/json" id="thumbs">(.*?)</script>', html, re.S).group(1))
 
 
-def test_segment_predict_and_val_reports(tmp_path, masks_data, tiny_checkpoint):  # noqa: F811
+def test_segment_predict_and_val_reports(tmp_path, masks_data, tiny_checkpoint):
     images = sorted((masks_data / "val" / "images").iterdir())
-    res = runner.invoke(app, ["segment", *map(str, images), "--weights", str(tiny_checkpoint), "-o",
-                              str(tmp_path / "seg.jsonl"), "--report", str(tmp_path / "seg.html")])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            *map(str, images),
+            "--weights",
+            str(tiny_checkpoint),
+            "-o",
+            str(tmp_path / "seg.jsonl"),
+            "--report",
+            str(tmp_path / "seg.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     html = (tmp_path / "seg.html").read_text()
     assert len(_entries(html)) == len(images) and all(t.startswith("data:image/webp") for t in _thumbs(html))
-    res = runner.invoke(app, ["segment", "val", str(masks_data / "val"), "--weights", str(tiny_checkpoint),
-                              "-f", "json", "--report", str(tmp_path / "val.html")])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            "val",
+            str(masks_data / "val"),
+            "--weights",
+            str(tiny_checkpoint),
+            "-f",
+            "json",
+            "--report",
+            str(tmp_path / "val.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     html = (tmp_path / "val.html").read_text()
     assert "miou" in html and "Per class" in html and len(_entries(html)) == len(images)
 
 
-def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):  # noqa: F811
-    res = runner.invoke(app, ["instance", "val", str(coco_data), "--weights", str(tiny_ckpt), "--batch-size", "2",
-                              "-f", "json", "--report", str(tmp_path / "val.html")])
+def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):
+    res = runner.invoke(
+        app,
+        [
+            "instance",
+            "val",
+            str(coco_data),
+            "--weights",
+            str(tiny_ckpt),
+            "--batch-size",
+            "2",
+            "-f",
+            "json",
+            "--report",
+            str(tmp_path / "val.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     html = (tmp_path / "val.html").read_text()
     entries = _entries(html)

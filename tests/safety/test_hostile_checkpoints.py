@@ -33,6 +33,7 @@ BUNDLED_YOLO = REPO / "cnnkit" / "weights" / "shapes-yolov8n.pt"
 
 # ---------------------------------------------------------------- a tiny pickle assembler
 
+
 def su(s: str) -> bytes:  # SHORT_BINUNICODE
     b = s.encode()
     return b"\x8c" + bytes([len(b)]) + b
@@ -108,17 +109,52 @@ def dotted_plain_global(marker: Path) -> bytes:
 
 def memo_names(marker: Path) -> bytes:
     """STACK_GLOBAL's strings come from the memo; the last two literal strings are harmless decoys."""
-    return (P4 + su("os") + put(0) + POP + su("system") + put(1) + POP
-            + su("torch.nn.modules.conv") + POP + su("Conv2d") + POP
-            + get(0) + get(1) + STACK_GLOBAL + call_system(marker) + STOP)
+    return (
+        P4
+        + su("os")
+        + put(0)
+        + POP
+        + su("system")
+        + put(1)
+        + POP
+        + su("torch.nn.modules.conv")
+        + POP
+        + su("Conv2d")
+        + POP
+        + get(0)
+        + get(1)
+        + STACK_GLOBAL
+        + call_system(marker)
+        + STOP
+    )
 
 
 def memo_overwrite(marker: Path) -> bytes:
     """Memo slots first hold a layer's name, then BINPUT overwrites them with os/system."""
-    return (P4 + su("torch.nn.modules.conv") + put(0) + POP + su("Conv2d") + put(1) + POP
-            + su("os") + put(0) + POP + su("system") + put(1) + POP
-            + su("torch.nn.modules.conv") + POP + su("Conv2d") + POP
-            + get(0) + get(1) + STACK_GLOBAL + call_system(marker) + STOP)
+    return (
+        P4
+        + su("torch.nn.modules.conv")
+        + put(0)
+        + POP
+        + su("Conv2d")
+        + put(1)
+        + POP
+        + su("os")
+        + put(0)
+        + POP
+        + su("system")
+        + put(1)
+        + POP
+        + su("torch.nn.modules.conv")
+        + POP
+        + su("Conv2d")
+        + POP
+        + get(0)
+        + get(1)
+        + STACK_GLOBAL
+        + call_system(marker)
+        + STOP
+    )
 
 
 def builtins_eval(marker: Path) -> bytes:
@@ -127,25 +163,66 @@ def builtins_eval(marker: Path) -> bytes:
 
 def popen_via_memo(marker: Path) -> bytes:
     """subprocess.Popen put in the memo early, called much later through BINGET."""
-    return (P2 + glob("subprocess", "Popen") + put(0) + POP + glob("collections", "OrderedDict") + POP
-            + get(0) + b"]" + b"(" + bu("touch") + bu(str(marker)) + b"e" + TUPLE1 + REDUCE + STOP)
+    return (
+        P2
+        + glob("subprocess", "Popen")
+        + put(0)
+        + POP
+        + glob("collections", "OrderedDict")
+        + POP
+        + get(0)
+        + b"]"
+        + b"("
+        + bu("touch")
+        + bu(str(marker))
+        + b"e"
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
 
 
 def builtin_getattr(marker: Path) -> bytes:
     """``__builtin__.getattr(__import__('os'), 'system')`` (protocol 2 maps __builtin__ to builtins)."""
-    return (P2 + glob("__builtin__", "getattr") + glob("__builtin__", "__import__") + bu("os") + TUPLE1 + REDUCE
-            + bu("system") + TUPLE2 + REDUCE + call_system(marker) + STOP)
+    return (
+        P2
+        + glob("__builtin__", "getattr")
+        + glob("__builtin__", "__import__")
+        + bu("os")
+        + TUPLE1
+        + REDUCE
+        + bu("system")
+        + TUPLE2
+        + REDUCE
+        + call_system(marker)
+        + STOP
+    )
 
 
 def getattr_on_a_layer_class(marker: Path) -> bytes:
     """getattr on an allow-listed *class* (not a layer instance), for something other than forward."""
-    return (P2 + glob("builtins", "getattr") + glob("torch.nn.modules.conv", "Conv2d") + bu("__init__") + TUPLE2
-            + REDUCE + STOP)
+    return (
+        P2
+        + glob("builtins", "getattr")
+        + glob("torch.nn.modules.conv", "Conv2d")
+        + bu("__init__")
+        + TUPLE2
+        + REDUCE
+        + STOP
+    )
 
 
 def copyreg_reconstructor(marker: Path) -> bytes:
-    return (P2 + glob("copy_reg", "_reconstructor") + glob("torch.nn.modules.conv", "Conv2d")
-            + glob("torch.nn.modules.module", "Module") + b"N" + TUPLE3 + REDUCE + STOP)
+    return (
+        P2
+        + glob("copy_reg", "_reconstructor")
+        + glob("torch.nn.modules.conv", "Conv2d")
+        + glob("torch.nn.modules.module", "Module")
+        + b"N"
+        + TUPLE3
+        + REDUCE
+        + STOP
+    )
 
 
 def ext_opcode(marker: Path) -> bytes:
@@ -155,8 +232,15 @@ def ext_opcode(marker: Path) -> bytes:
 
 def torch_utils_function(marker: Path) -> bytes:
     """``torch._utils._import_dotted_name('os.system')``: a torch._utils function outside the list."""
-    return (P2 + glob("torch._utils", "_import_dotted_name") + bu("os.system") + TUPLE1 + REDUCE
-            + call_system(marker) + STOP)
+    return (
+        P2
+        + glob("torch._utils", "_import_dotted_name")
+        + bu("os.system")
+        + TUPLE1
+        + REDUCE
+        + call_system(marker)
+        + STOP
+    )
 
 
 def inst_opcode(marker: Path) -> bytes:
@@ -170,8 +254,18 @@ def layer_init_call(marker: Path) -> bytes:
 
 def build_on_a_class(marker: Path) -> bytes:
     """BUILD on an allow-listed class itself would set class attributes (monkeypatching a layer type)."""
-    return (P2 + glob("torch.nn.modules.conv", "Conv2d") + b"N" + b"}" + su("forward") + glob("builtins", "set")
-            + b"s" + TUPLE2 + b"b" + STOP)
+    return (
+        P2
+        + glob("torch.nn.modules.conv", "Conv2d")
+        + b"N"
+        + b"}"
+        + su("forward")
+        + glob("builtins", "set")
+        + b"s"
+        + TUPLE2
+        + b"b"
+        + STOP
+    )
 
 
 PICKLES: dict[str, tuple[Callable[[Path], bytes], str, bool]] = {
@@ -334,8 +428,23 @@ def test_export_and_finetune_model_refuse_crafted_pickles(tmp_path, ultralytics_
     assert "refused" in one_line_error(result, evil)
     export_shapes(tmp_path / "ds", "yolo", n=2, seed=1, imgsz=64, val_fraction=0.5)
     for option in ("--model", "--weights"):
-        result = runner.invoke(app, ["finetune", str(tmp_path / "ds" / "data.yaml"), "--task", "detect", option,
-                                     str(evil), "--epochs", "1", "--imgsz", "64", "--out", str(tmp_path / option[2:])])
+        result = runner.invoke(
+            app,
+            [
+                "finetune",
+                str(tmp_path / "ds" / "data.yaml"),
+                "--task",
+                "detect",
+                option,
+                str(evil),
+                "--epochs",
+                "1",
+                "--imgsz",
+                "64",
+                "--out",
+                str(tmp_path / option[2:]),
+            ],
+        )
         assert "refused" in one_line_error(result, evil)
     assert not marker.exists()
 
@@ -353,12 +462,28 @@ def _trainer_checkpoint(yaml: str, path: Path) -> Path:
 
     model = ul.YOLO(yaml).model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    torch.save({"epoch": 0, "best_fitness": 0.1, "stopper": {"best_fitness": 0.1, "best_epoch": 0}, "model": None,
-                "ema": deepcopy(model).half(), "updates": 1, "modelopt": None, "optimizer": optimizer.state_dict(),
-                "scaler": {}, "train_args": vars(get_cfg()), "train_metrics": {"fitness": 0.1},
-                "train_results": {"epoch": [1.0]}, "date": "2026-01-01", "version": ul.__version__,
-                "git": {"root": None, "branch": None, "commit": None, "origin": None}, "license": "AGPL-3.0",
-                "docs": "https://docs.ultralytics.com"}, path)
+    torch.save(
+        {
+            "epoch": 0,
+            "best_fitness": 0.1,
+            "stopper": {"best_fitness": 0.1, "best_epoch": 0},
+            "model": None,
+            "ema": deepcopy(model).half(),
+            "updates": 1,
+            "modelopt": None,
+            "optimizer": optimizer.state_dict(),
+            "scaler": {},
+            "train_args": vars(get_cfg()),
+            "train_metrics": {"fitness": 0.1},
+            "train_results": {"epoch": [1.0]},
+            "date": "2026-01-01",
+            "version": ul.__version__,
+            "git": {"root": None, "branch": None, "commit": None, "origin": None},
+            "license": "AGPL-3.0",
+            "docs": "https://docs.ultralytics.com",
+        },
+        path,
+    )
     return path
 
 
@@ -375,8 +500,13 @@ def test_real_ultralytics_checkpoints_still_load(tmp_path, ultralytics_ready):
     fused.save(tmp_path / "yolo11n-fused.pt")
     cls = _ultralytics.ultralytics().YOLO("yolov8n-cls.yaml")
     cls.save(tmp_path / "v8-cls.pt")
-    for path, task in ((BUNDLED_YOLO, "detect"), (last, "detect"), (tmp_path / "v8-best.pt", "detect"),
-                       (tmp_path / "yolo11n-fused.pt", "detect"), (tmp_path / "v8-cls.pt", "classify")):
+    for path, task in (
+        (BUNDLED_YOLO, "detect"),
+        (last, "detect"),
+        (tmp_path / "v8-best.pt", "detect"),
+        (tmp_path / "yolo11n-fused.pt", "detect"),
+        (tmp_path / "v8-cls.pt", "classify"),
+    ):
         check_full_pickle(path)
         assert _ultralytics.yolo(path).task == task, path
 
@@ -411,8 +541,11 @@ def test_model_activation_that_is_code_is_refused(tmp_path, rgb_image, ultralyti
     result = runner.invoke(app, ["detect", str(rgb_image), "--weights", str(tmp_path / "act.pt")])
     assert "activation" in one_line_error(result, tmp_path / "act.pt")
     spec = tmp_path / "act.yaml"
-    spec.write_text(json.dumps({"nc": 2, "activation": code, "backbone": [[-1, 1, "Conv", [16, 3, 2]]],
-                                "head": [[-1, 1, "Classify", [2]]]}))
+    spec.write_text(
+        json.dumps(
+            {"nc": 2, "activation": code, "backbone": [[-1, 1, "Conv", [16, 3, 2]]], "head": [[-1, 1, "Classify", [2]]]}
+        )
+    )
     with pytest.raises(UnsafeCheckpoint, match="activation"):
         _ultralytics.yolo(spec)
     assert _ultralytics.yolo(BUNDLED_YOLO).task == "detect"  # SiLU-by-default models carry no activation
@@ -463,8 +596,13 @@ def _safetensors(path: Path, meta: object | None, raw: str | None = None) -> Pat
     return path
 
 
-GOOD_META = {"task": "classify", "arch": "lenet5", "name": "x", "labels": ["a", "b"],
-             "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
+GOOD_META = {
+    "task": "classify",
+    "arch": "lenet5",
+    "name": "x",
+    "labels": ["a", "b"],
+    "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
+}
 BAD_META = {
     "not-json": (None, "{'arch': lenet5"),
     "json-array": (None, "[1, 2]"),
@@ -529,9 +667,12 @@ def _onnx_file(path: Path, meta: str) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 8, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["output0"])],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     entry = model.metadata_props.add()
@@ -540,8 +681,15 @@ def _onnx_file(path: Path, meta: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("meta", ["not json {", json.dumps([1]), json.dumps({"task": "classify", "labels": "ab"}),
-                                  json.dumps({"task": "classify", "labels": ["a"], "preprocess": "x"})])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "not json {",
+        json.dumps([1]),
+        json.dumps({"task": "classify", "labels": "ab"}),
+        json.dumps({"task": "classify", "labels": ["a"], "preprocess": "x"}),
+    ],
+)
 def test_onnx_metadata_must_be_cnnkits(meta, tmp_path, rgb_image):
     path = _onnx_file(tmp_path / "m.onnx", meta)
     result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
@@ -588,8 +736,25 @@ RESUME_CASES = ["bare-pickle", "pickle-in-zip", "legacy", "wrong-shapes", "not-a
 @pytest.fixture(scope="module")
 def classify_run(tmp_path_factory, tiny_digits):
     out = tmp_path_factory.mktemp("cls_run") / "run"
-    result = runner.invoke(app, ["finetune", str(tiny_digits), "--model", "lenet5", "--epochs", "1", "--batch-size",
-                                 "8", "--workers", "0", "--threads", "1", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(tiny_digits),
+            "--model",
+            "lenet5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -621,9 +786,27 @@ def test_segment_resume_refuses_a_bad_last_pt(kind, masks_data, tmp_path):
     run.mkdir()
     marker = tmp_path / "MARKER"
     _bad_last(kind, run / "last.pt", marker)
-    result = runner.invoke(app, ["finetune", str(masks_data), "--task", "segment", "--arch", "unet", "--encoder",
-                                 TINY["encoder"], "--epochs", "1", "--imgsz", "64", "--workers", "0",
-                                 "--resume", str(run)])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(masks_data),
+            "--task",
+            "segment",
+            "--arch",
+            "unet",
+            "--encoder",
+            TINY["encoder"],
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--workers",
+            "0",
+            "--resume",
+            str(run),
+        ],
+    )
     one_line_error(result, run / "last.pt")
     assert not marker.exists()
 
@@ -650,7 +833,14 @@ def test_loop_resume_refuses_a_bad_last_pt(kind, tmp_path):
     marker = tmp_path / "MARKER"
     _bad_last(kind, tmp_path / "last.pt", marker)
     with pytest.raises(CnnkitError, match="last.pt"):
-        fit(torch.nn.Linear(2, 2), data_batches([(None, None)]), _probe_recipe(), LoopConfig(epochs=1), tmp_path, {"labels": ["a"]})
+        fit(
+            torch.nn.Linear(2, 2),
+            data_batches([(None, None)]),
+            _probe_recipe(),
+            LoopConfig(epochs=1),
+            tmp_path,
+            {"labels": ["a"]},
+        )
     assert not marker.exists()
 
 

@@ -20,8 +20,12 @@ from PIL import Image
 
 from cnnkit.errors import CnnkitError
 
-FUZZ = settings(max_examples=60, deadline=5000, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60,
+    deadline=5000,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 PEAK_GROWTH_MB = 1500
 
 
@@ -65,7 +69,7 @@ def _mutations(base: bytes) -> st.SearchStrategy[bytes]:
 
     def insert(args: tuple[int, bytes]) -> bytes:
         i, chunk = args
-        return base[: i % n] + chunk + base[i % n:]
+        return base[: i % n] + chunk + base[i % n :]
 
     def flips(args: list[tuple[int, int]]) -> bytes:
         b = bytearray(base)
@@ -73,8 +77,20 @@ def _mutations(base: bytes) -> st.SearchStrategy[bytes]:
             b[i % n] = v
         return bytes(b)
 
-    big = st.sampled_from([b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x00", b"\xff" * 16,
-                           b"9999999999", b"-1", b'"', b"{", b"\n", b"*a"])
+    big = st.sampled_from(
+        [
+            b"\xff\xff\xff\xff",
+            b"\x7f\xff\xff\xff",
+            b"\x00\x00\x00\x00",
+            b"\xff" * 16,
+            b"9999999999",
+            b"-1",
+            b'"',
+            b"{",
+            b"\n",
+            b"*a",
+        ]
+    )
     return st.one_of(
         st.tuples(st.integers(0, n - 1), st.integers(0, 255)).map(flip),
         st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 255)), min_size=2, max_size=20).map(flips),
@@ -105,8 +121,13 @@ def safetensors_bytes(tmp_path_factory) -> bytes:
     from cnnkit.models.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("st") / "m.safetensors"
-    meta = {"task": "classify", "arch": "shapes_cnn", "name": "m", "labels": ["a", "b"],
-            "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    meta = {
+        "task": "classify",
+        "arch": "shapes_cnn",
+        "name": "m",
+        "labels": ["a", "b"],
+        "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
+    }
     save_checkpoint(path, {"w": torch.zeros(2, 3)}, meta)
     return path.read_bytes()
 
@@ -140,8 +161,9 @@ def onnx_bytes(tmp_path_factory) -> bytes:
 
     path = tmp_path_factory.mktemp("onnx") / "m.onnx"
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    torch.onnx.export(net, torch.zeros(1, 3, 16, 16), str(path), input_names=["images"], output_names=["out"],
-                      dynamo=False)
+    torch.onnx.export(
+        net, torch.zeros(1, 3, 16, 16), str(path), input_names=["images"], output_names=["out"], dynamo=False
+    )
     import onnx
 
     model = onnx.load(str(path))
@@ -157,8 +179,7 @@ def test_onnx_loader_survives_mutations(onnx_bytes, tmp_path):
     _fuzz_loaders(onnx_bytes, tmp_path / "m.onnx", (lambda path: load_exported(path, "classify"),))
 
 
-YAML = (b"path: .\ntrain: images/train\nval: images/val\nnames:\n  0: circle\n  1: square\n"
-        b"download: |\n  import os\n")
+YAML = b"path: .\ntrain: images/train\nval: images/val\nnames:\n  0: circle\n  1: square\ndownload: |\n  import os\n"
 
 
 def test_dataset_yaml_reader_survives_mutations(tmp_path):

@@ -43,10 +43,12 @@ def _measured(args: list[str], tmp_path: Path, timeout_s: int = 300) -> tuple[in
     would also count the parent's size at fork, which a long pytest run makes large.
     """
     out, err, hwm = tmp_path / "out.jsonl", tmp_path / "err.txt", tmp_path / "hwm.txt"
-    launcher = ("import atexit, resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30)); "
-                f"atexit.register(lambda: open({str(hwm)!r}, 'w').write(next(l for l in open('/proc/self/status') "
-                "if l.startswith('VmHWM')).split()[1])); "
-                "sys.argv[0] = 'cnnkit'; runpy.run_module('cnnkit', run_name='__main__')")
+    launcher = (
+        "import atexit, resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30)); "
+        f"atexit.register(lambda: open({str(hwm)!r}, 'w').write(next(l for l in open('/proc/self/status') "
+        "if l.startswith('VmHWM')).split()[1])); "
+        "sys.argv[0] = 'cnnkit'; runpy.run_module('cnnkit', run_name='__main__')"
+    )
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen([sys.executable, "-c", launcher, *args], stdout=fo, stderr=fe, cwd=tmp_path)
         timer = threading.Timer(timeout_s, proc.kill)
@@ -105,15 +107,18 @@ def test_segment_tiling_past_the_budget_is_a_failed_record(tmp_path):
     assert "\n" not in rec["error"]
 
 
-@pytest.mark.parametrize("args", [
-    ["segment", SAMPLE, "--imgsz", "100000"],
-    ["segment", SAMPLE, "--tile", "100000"],
-    ["detect", SAMPLE, "--imgsz", "100000"],
-    ["summary", "shapes-cnn", "--imgsz", "100000"],
-    ["export", "shapes-cnn", "--imgsz", "100000"],
-    ["classify", SAMPLE, "--threads", "99999"],
-    ["conv", SAMPLE, "--padding", "100000"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["segment", SAMPLE, "--imgsz", "100000"],
+        ["segment", SAMPLE, "--tile", "100000"],
+        ["detect", SAMPLE, "--imgsz", "100000"],
+        ["summary", "shapes-cnn", "--imgsz", "100000"],
+        ["export", "shapes-cnn", "--imgsz", "100000"],
+        ["classify", SAMPLE, "--threads", "99999"],
+        ["conv", SAMPLE, "--padding", "100000"],
+    ],
+)
 def test_option_bounds_are_usage_errors(args):
     res = _cli(*args)
     assert res.exit_code == 2, res.output
@@ -242,11 +247,19 @@ def test_a_looping_link_does_not_hide_the_folders_good_images(looping_tree, monk
 
 def test_double_star_glob_with_parent_links_ends(looping_tree):
     """Through glob.glob(recursive=True) one `..` link gave 41 records for one file, two hung."""
-    code = ("import os, sys; from cnnkit.io.sources import expand_sources as e; "
-            "print(sorted(os.path.relpath(i.path, sys.argv[1]) for i in e([sys.argv[1] + '/**/*.png'], "
-            "recursive=True) if i.error is None))")
-    proc = subprocess.run([sys.executable, "-c", code, str(looping_tree)], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, check=False)
+    code = (
+        "import os, sys; from cnnkit.io.sources import expand_sources as e; "
+        "print(sorted(os.path.relpath(i.path, sys.argv[1]) for i in e([sys.argv[1] + '/**/*.png'], "
+        "recursive=True) if i.error is None))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(looping_tree)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(["a.png", os.path.join("sub", "b.png")])
 
@@ -327,15 +340,18 @@ def clean_settings(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("name, value, words", [
-    ("CNNKIT_BATCH_SIZE", "0", "batch_size must be from 1 to"),
-    ("CNNKIT_BATCH_SIZE", "-5", "batch_size must be from 1 to"),
-    ("CNNKIT_BATCH_SIZE", "many", "batch_size must be an integer"),
-    ("CNNKIT_WORKERS", "100000", "workers must be from 1 to"),
-    ("CNNKIT_FORMAT", "xml", "format must be one of"),
-    ("CNNKIT_DEVICE", "gpu", "device 'gpu' is not one of"),
-    ("CNNKIT_DEVICE", "cuda:" + "9" * 5000, "is not one of"),
-])
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("CNNKIT_BATCH_SIZE", "0", "batch_size must be from 1 to"),
+        ("CNNKIT_BATCH_SIZE", "-5", "batch_size must be from 1 to"),
+        ("CNNKIT_BATCH_SIZE", "many", "batch_size must be an integer"),
+        ("CNNKIT_WORKERS", "100000", "workers must be from 1 to"),
+        ("CNNKIT_FORMAT", "xml", "format must be one of"),
+        ("CNNKIT_DEVICE", "gpu", "device 'gpu' is not one of"),
+        ("CNNKIT_DEVICE", "cuda:" + "9" * 5000, "is not one of"),
+    ],
+)
 def test_bad_environment_settings_are_one_line_usage_errors(clean_settings, name, value, words):
     res = _cli("classify", SAMPLE, **{name: value})
     assert res.exit_code == 2, res.output
@@ -343,16 +359,19 @@ def test_bad_environment_settings_are_one_line_usage_errors(clean_settings, name
     assert line.startswith(f"Error: {name}: ") and words in line
 
 
-@pytest.mark.parametrize("text, words", [
-    ("batch_size = 0\n", "batch_size must be from 1 to"),
-    ("batch_size = true\n", "batch_size must be an integer"),
-    ("batch_size = 2.5\n", "batch_size must be an integer"),
-    ("workers = 100000\n", "workers must be from 1 to"),
-    ('format = "xml"\n', "format must be one of"),
-    ('device = "gpu"\n', "is not one of"),
-    ("cache_dir = 3\n", "cache_dir must be a string"),
-    ('[model]\nclassify = ""\n', "model.classify must be a non-empty name"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("batch_size = 0\n", "batch_size must be from 1 to"),
+        ("batch_size = true\n", "batch_size must be an integer"),
+        ("batch_size = 2.5\n", "batch_size must be an integer"),
+        ("workers = 100000\n", "workers must be from 1 to"),
+        ('format = "xml"\n', "format must be one of"),
+        ('device = "gpu"\n', "is not one of"),
+        ("cache_dir = 3\n", "cache_dir must be a string"),
+        ('[model]\nclassify = ""\n', "model.classify must be a non-empty name"),
+    ],
+)
 def test_bad_config_file_settings_are_one_line_usage_errors(clean_settings, text, words):
     (clean_settings / "cnnkit.toml").write_text(text)
     res = _cli("classify", SAMPLE)

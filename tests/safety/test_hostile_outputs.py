@@ -122,8 +122,12 @@ def test_tidy_keeps_the_newest_record_per_input(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "r.jsonl"
-    lines = [{"path": "a.png", "error": "old failure"}, {"path": "b.png", "error": None, "n": 1},
-             {"path": "./a.png", "error": None}, {"path": "b.png", "error": "newer failure"}]
+    lines = [
+        {"path": "a.png", "error": "old failure"},
+        {"path": "b.png", "error": None, "n": 1},
+        {"path": "./a.png", "error": None},
+        {"path": "b.png", "error": "newer failure"},
+    ]
     out.write_text("".join(json.dumps(x) + "\n" for x in lines) + "\n[1, 2]\n")
     state = tidy_jsonl(out)
     assert state.done == {str(tmp_path / "a.png")}  # b's newest record failed: it is retried
@@ -152,8 +156,9 @@ def test_resume_after_a_crash_in_the_first_record(tmp_path, images):
 # -- an output that is also an input -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra", [["--exist-ok"], ["--skip-existing"], ["-f", "json", "--exist-ok"],
-                                   ["-f", "csv", "--exist-ok"]])
+@pytest.mark.parametrize(
+    "extra", [["--exist-ok"], ["--skip-existing"], ["-f", "json", "--exist-ok"], ["-f", "csv", "--exist-ok"]]
+)
 def test_output_naming_an_input_is_refused(tmp_path, images, extra):
     before = images[1].read_bytes()
     result = _classify(*images, "-o", images[1], *extra)
@@ -174,8 +179,15 @@ def test_output_spelled_differently_or_hard_linked_is_refused(tmp_path, images, 
 
 
 def _rec(path: str = "a.png", score: float = 0.5) -> Record:
-    return Record(path=path, task="classify", model="m", width=4, height=3, time_ms=1.0,
-                  predictions=[{"label": "x", "class_id": 0, "score": score}])
+    return Record(
+        path=path,
+        task="classify",
+        model="m",
+        width=4,
+        height=3,
+        time_ms=1.0,
+        predictions=[{"label": "x", "class_id": 0, "score": score}],
+    )
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
@@ -355,10 +367,17 @@ def test_nan_model_output_through_the_cli(tmp_path, images):
     with torch.no_grad():
         for p in net.parameters():
             p.fill_(float("nan"))
-    ckpt = save_checkpoint(tmp_path / "nan.safetensors", net, {
-        "task": "classify", "arch": "shapes_cnn", "labels": ["yes", "no"], "name": "nan",
-        "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
-    })
+    ckpt = save_checkpoint(
+        tmp_path / "nan.safetensors",
+        net,
+        {
+            "task": "classify",
+            "arch": "shapes_cnn",
+            "labels": ["yes", "no"],
+            "name": "nan",
+            "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
+        },
+    )
     result = _classify(images[0], "-w", ckpt, "-f", "json")
     assert result.exit_code == 0, result.output
     rec = _strict_json(result.stdout)[0]

@@ -48,8 +48,20 @@ def write_yaml(file: Path, **entries) -> Path:
 
 
 def finetune_args(data: Path, tmp_path: Path) -> list[str]:
-    return ["finetune", str(data), "--task", "detect", "--epochs", "1", "--imgsz", "64", "--batch-size", "2",
-            "--out", str(tmp_path / "run")]
+    return [
+        "finetune",
+        str(data),
+        "--task",
+        "detect",
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
 
 
 def val_args(data: Path, tmp_path: Path) -> list[str]:
@@ -86,8 +98,13 @@ def downloads(marker: Path) -> dict[str, str]:
 @pytest.mark.parametrize("kind", ["python", "bash", "url"])
 def test_download_never_runs_when_val_is_missing(dataset, tmp_path, command, kind):
     marker = tmp_path / "MARKER"
-    data = write_yaml(dataset / "data.yaml", path=str(dataset), train="images/train", val="images/missing",
-                      download=downloads(marker)[kind])
+    data = write_yaml(
+        dataset / "data.yaml",
+        path=str(dataset),
+        train="images/train",
+        val="images/missing",
+        download=downloads(marker)[kind],
+    )
     result = runner.invoke(app, COMMANDS[command](data, tmp_path))
     assert_one_line_error(result, str(data), f"val folder {dataset / 'images' / 'missing'} does not exist")
     assert not marker.exists()
@@ -105,8 +122,9 @@ def fake_yolo(seen: dict):
         def train(self, **kwargs):
             seen.update(kwargs)
             save_dir = Path(kwargs.get("project", ".")) / kwargs.get("name", "resumed")
-            self.trainer = SimpleNamespace(metrics={}, best=str(save_dir / "best.pt"), last=str(save_dir / "last.pt"),
-                                           save_dir=str(save_dir))
+            self.trainer = SimpleNamespace(
+                metrics={}, best=str(save_dir / "best.pt"), last=str(save_dir / "last.pt"), save_dir=str(save_dir)
+            )
 
     return lambda *_: FakeYolo()
 
@@ -116,8 +134,9 @@ def test_finetune_hands_ultralytics_a_copy_without_download(dataset, tmp_path, m
     from cnnkit import _ultralytics, api
 
     marker = tmp_path / "MARKER"
-    data = write_yaml(dataset / "data.yaml", train="images/train", val="images/val",
-                      download=downloads(marker)["python"])
+    data = write_yaml(
+        dataset / "data.yaml", train="images/train", val="images/val", download=downloads(marker)["python"]
+    )
     seen: dict = {}
     monkeypatch.setattr(_ultralytics, "yolo", fake_yolo(seen))
     result = api.finetune(str(data), task="detect", epochs=1, imgsz=64, out=str(tmp_path / "run"), progress=False)
@@ -179,8 +198,14 @@ def test_label_cache_reads_plain_data_only(tmp_path):
 
     plain = tmp_path / "plain.cache"
     with open(plain, "wb") as f:
-        np.save(f, np.array({"labels": [{"cls": np.zeros((2, 1), np.float32), "shape": (64, 64)}], "hash": "h",
-                             "version": "1.0.3"}, dtype=object), allow_pickle=True)
+        np.save(
+            f,
+            np.array(
+                {"labels": [{"cls": np.zeros((2, 1), np.float32), "shape": (64, 64)}], "hash": "h", "version": "1.0.3"},
+                dtype=object,
+            ),
+            allow_pickle=True,
+        )
     got = label_cache.load(plain).item()
     assert got["labels"][0]["cls"].shape == (2, 1) and got["hash"] == "h"
     marker = tmp_path / "MARKER"
@@ -210,8 +235,9 @@ def test_detect_val_with_ultralytics_compare_ignores_download(dataset, tmp_path,
 
     monkeypatch.setattr(validator, "check_det_dataset", spy)
     marker = tmp_path / "MARKER"
-    data = write_yaml(dataset / "data.yaml", train="images/train", val="images/val",
-                      download=downloads(marker)["python"])
+    data = write_yaml(
+        dataset / "data.yaml", train="images/train", val="images/val", download=downloads(marker)["python"]
+    )
     cache_marker = tmp_path / "CACHE_MARKER"
     cache = write_evil_cache(dataset / "labels" / "val.cache", cache_marker)
     m = validate(data, imgsz=64, batch_size=2, workers=0)
@@ -243,10 +269,14 @@ MALFORMED = {
     "bomb": (bomb().encode(), "aliases"),
     "huge": (b"names: [a]\ntrain: images/train\nval: images/val\n#" + b"x" * (1 << 20) + b"\n", "too large"),
     "deep": (b"names: " + b"[" * 50_000 + b"\n", "not valid YAML"),
-    "python_tag": (b"names: !!python/object/apply:os.system ['touch MARKER']\ntrain: images/train\nval: images/val\n",
-                   "not valid YAML"),
-    "path_url": (b"path: https://example.com/coco8.zip\nnames: [a]\ntrain: images/train\nval: images/val\n",
-                 "is a URL"),
+    "python_tag": (
+        b"names: !!python/object/apply:os.system ['touch MARKER']\ntrain: images/train\nval: images/val\n",
+        "not valid YAML",
+    ),
+    "path_url": (
+        b"path: https://example.com/coco8.zip\nnames: [a]\ntrain: images/train\nval: images/val\n",
+        "is a URL",
+    ),
     "split_url": (b"names: [a]\ntrain: images/train\nval: https://example.com/val.zip\n", "is a URL"),
     "split_type": (b"names: [a]\ntrain: images/train\nval: 3\n", "'val:' must be a folder"),
 }

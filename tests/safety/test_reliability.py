@@ -17,13 +17,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnkit.tasks import TASK_NAMES
 from cnnkit.cli import app
 from cnnkit.errors import DecodeError
 from cnnkit.io.decode import decode
 from cnnkit.io.sources import expand_sources
 from cnnkit.records import validate_record
-
+from cnnkit.tasks import TASK_NAMES
 from tests.conftest import REPO
 from tests.corpus.make_corpus import build
 
@@ -98,7 +97,9 @@ def test_sigint_leaves_complete_jsonl(tmp_path):
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnkit", "classify", str(folder), "-o", str(out), "-b", "4"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         # a shell's background job (`cmd &`) starts with SIGINT ignored, and children inherit that
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -118,8 +119,12 @@ def test_sigint_leaves_complete_jsonl(tmp_path):
 def test_sigterm_is_handled_like_sigint(tmp_path):
     folder = _slow_folder(tmp_path)
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "classify", str(folder), "-o", str(out), "-b", "2"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "classify", str(folder), "-o", str(out), "-b", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.stat().st_size < 1000):
         time.sleep(0.05)
@@ -182,12 +187,17 @@ def test_fuzz_decoder(tmp_path, data):
     assert outcomes[0] == outcomes[1]
 
 
-NAME = st.text(alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+NAME = st.text(
+    alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(names=st.lists(NAME, max_size=8), pattern=st.sampled_from(["*", "*.png", "**/*.jpg", "[a-z]*", "?", "-"]),
-       recursive=st.booleans())
+@given(
+    names=st.lists(NAME, max_size=8),
+    pattern=st.sampled_from(["*", "*.png", "**/*.jpg", "[a-z]*", "?", "-"]),
+    recursive=st.booleans(),
+)
 def test_fuzz_sources(tmp_path_factory, names, pattern, recursive):
     import io
 
@@ -208,12 +218,23 @@ def test_fuzz_sources(tmp_path_factory, names, pattern, recursive):
     assert len({i.path for i in first}) == len(first)
 
 
-OPTION_VALUES = st.one_of(st.text(max_size=6), st.integers(-3, 40).map(str), st.sampled_from(["1/2", "0/0", "cpu", "json", "-1"]))
+OPTION_VALUES = st.one_of(
+    st.text(max_size=6), st.integers(-3, 40).map(str), st.sampled_from(["1/2", "0/0", "cpu", "json", "-1"])
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(opts=st.lists(st.tuples(st.sampled_from(["--topk", "--shard", "--format", "--device", "--batch-size",
-                                                 "--workers", "--max-pixels", "--threads"]), OPTION_VALUES), max_size=3))
+@given(
+    opts=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["--topk", "--shard", "--format", "--device", "--batch-size", "--workers", "--max-pixels", "--threads"]
+            ),
+            OPTION_VALUES,
+        ),
+        max_size=3,
+    )
+)
 def test_fuzz_cli_options(opts):
     path = str(REPO / "samples" / "shape_0_triangle.png")
     args = ["classify", path] + [x for pair in opts for x in pair]
@@ -243,8 +264,12 @@ def test_closed_pipe_stops_quietly(tmp_path):
     300 records (~100 KB) overflow the pipe buffer, so the writer must meet the closed pipe."""
     for i in range(300):
         Image.new("RGB", (16, 16), (i % 256, 0, 0)).save(tmp_path / f"{i:03d}.png")
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "classify", str(tmp_path), "-f", "jsonl"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "classify", str(tmp_path), "-f", "jsonl"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stdout.readline()
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)

@@ -18,9 +18,31 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_two_cpu_processes_train_one_model_that_loads_and_classifies(tiny_digits, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cnnkit", "finetune", str(tiny_digits), "--model", "lenet5", "--no-pretrained", "--epochs", "1",
-           "--batch-size", "4", "--workers", "0", "--threads", "1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "cnnkit",
+        "finetune",
+        str(tiny_digits),
+        "--model",
+        "lenet5",
+        "--no-pretrained",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -31,8 +53,10 @@ def test_two_cpu_processes_train_one_model_that_loads_and_classifies(tiny_digits
     assert meta["world_size"] == 2 and meta["labels"] == sorted(NAMES)
     assert summary["metrics"]["val_images"] == 3 * round(12 * 0.2)  # both ranks counted, none twice
     assert not list(out.glob(".*.tmp"))
-    r = CliRunner().invoke(app, ["classify", str(tiny_digits / "one"), "--weights", str(out / "best.safetensors"),
-                                 "-f", "jsonl", "-k", "1"])
+    r = CliRunner().invoke(
+        app,
+        ["classify", str(tiny_digits / "one"), "--weights", str(out / "best.safetensors"), "-f", "jsonl", "-k", "1"],
+    )
     assert r.exit_code == 0, r.output
     labels = [json.loads(line)["predictions"][0]["label"] for line in r.stdout.splitlines()]
     assert len(labels) == 12 and set(labels) <= set(NAMES)

@@ -62,8 +62,15 @@ def _model() -> nn.Module:
 
 def _train(out, epochs=3, callbacks=None, scheduler="cosine", **cfg) -> nn.Module:
     model = _model()
-    fit(model, seeded_loader(_data(), 8, seed=1), _recipe(), LoopConfig(epochs=epochs, lr=1e-2, scheduler=scheduler,
-                                                                         **cfg), out, META, callbacks=callbacks)
+    fit(
+        model,
+        seeded_loader(_data(), 8, seed=1),
+        _recipe(),
+        LoopConfig(epochs=epochs, lr=1e-2, scheduler=scheduler, **cfg),
+        out,
+        META,
+        callbacks=callbacks,
+    )
     return model
 
 
@@ -107,11 +114,24 @@ def test_graceful_stop_on_sigterm_saves_a_resumable_state_and_restores_handlers(
 
 def test_run_folder_files_and_best_selection(tmp_path):
     model = _model()
-    history = fit(model, seeded_loader(_data(), 8, seed=0), _recipe([0.2, 0.9, 0.5]),
-                  LoopConfig(epochs=3, lr=1e-2, half_checkpoint=True), tmp_path, META)
+    history = fit(
+        model,
+        seeded_loader(_data(), 8, seed=0),
+        _recipe([0.2, 0.9, 0.5]),
+        LoopConfig(epochs=3, lr=1e-2, half_checkpoint=True),
+        tmp_path,
+        META,
+    )
     assert [r["val_score"] for r in history] == [0.2, 0.9, 0.5]
-    for name in ("best.safetensors", "best.json", "last.safetensors", "last.json", "last.pt", "metrics.csv",
-                 "curves.png"):
+    for name in (
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "last.pt",
+        "metrics.csv",
+        "curves.png",
+    ):
         assert (tmp_path / name).is_file(), name
     best, last = read_meta(tmp_path / "best.safetensors"), read_meta(tmp_path / "last.safetensors")
     assert best["metrics"]["epoch"] == 2 and last["metrics"]["epoch"] == 3
@@ -123,11 +143,23 @@ def test_run_folder_files_and_best_selection(tmp_path):
 
 def test_early_stopping_and_target_end_the_run(tmp_path):
     model = _model()
-    patience = fit(model, seeded_loader(_data(), 8, seed=0), _recipe([0.5, 0.4, 0.3, 0.9]),
-                   LoopConfig(epochs=4, early_stopping=2), tmp_path / "a", META)
+    patience = fit(
+        model,
+        seeded_loader(_data(), 8, seed=0),
+        _recipe([0.5, 0.4, 0.3, 0.9]),
+        LoopConfig(epochs=4, early_stopping=2),
+        tmp_path / "a",
+        META,
+    )
     assert len(patience) == 3
-    target = fit(_model(), seeded_loader(_data(), 8, seed=0), _recipe([0.5, 0.95, 0.99]),
-                 LoopConfig(epochs=3, target=0.9), tmp_path / "b", META)
+    target = fit(
+        _model(),
+        seeded_loader(_data(), 8, seed=0),
+        _recipe([0.5, 0.95, 0.99]),
+        LoopConfig(epochs=3, target=0.9),
+        tmp_path / "b",
+        META,
+    )
     assert len(target) == 2
 
 
@@ -136,11 +168,25 @@ def test_frozen_parts_keep_weights_and_batchnorm_statistics_until_unfrozen(tmp_p
     trunk = model[:2]
     trunk.requires_grad_(False)
     weight, mean = model[0].weight.detach().clone(), model[1].running_mean.clone()
-    fit(model, seeded_loader(_data(), 8, seed=0), _recipe(), LoopConfig(epochs=1, lr=1e-2), tmp_path / "a", META,
-        frozen=[trunk])
+    fit(
+        model,
+        seeded_loader(_data(), 8, seed=0),
+        _recipe(),
+        LoopConfig(epochs=1, lr=1e-2),
+        tmp_path / "a",
+        META,
+        frozen=[trunk],
+    )
     assert torch.equal(model[0].weight, weight) and torch.equal(model[1].running_mean, mean)
-    fit(model, seeded_loader(_data(), 8, seed=0), _recipe(), LoopConfig(epochs=2, lr=1e-2, unfreeze_at=2),
-        tmp_path / "b", META, frozen=[trunk])
+    fit(
+        model,
+        seeded_loader(_data(), 8, seed=0),
+        _recipe(),
+        LoopConfig(epochs=2, lr=1e-2, unfreeze_at=2),
+        tmp_path / "b",
+        META,
+        frozen=[trunk],
+    )
     assert not torch.equal(model[0].weight, weight) and not torch.equal(model[1].running_mean, mean)
 
 
@@ -151,15 +197,18 @@ def test_train_mode_keeps_batchnorm_with_frozen_parameters_in_eval():
     assert model.training and not model[1].training and model[3].training
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.update(format="other"), "not a cnnkit.train"),
-    (lambda s: s.update(task="segment"), "'segment' run"),
-    (lambda s: s["run"].update(epoch=-1), "not counts"),
-    (lambda s: s["run"].update(history=[{"epoch": [1]}]), "history"),
-    (lambda s: s["run"].update(extra=1), "other fields"),
-    (lambda s: s["run"].update(loss_sum="x"), "not numbers"),
-    (lambda s: s["model"].pop("0.weight"), "state_dict"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.update(format="other"), "not a cnnkit.train"),
+        (lambda s: s.update(task="segment"), "'segment' run"),
+        (lambda s: s["run"].update(epoch=-1), "not counts"),
+        (lambda s: s["run"].update(history=[{"epoch": [1]}]), "history"),
+        (lambda s: s["run"].update(extra=1), "other fields"),
+        (lambda s: s["run"].update(loss_sum="x"), "not numbers"),
+        (lambda s: s["model"].pop("0.weight"), "state_dict"),
+    ],
+)
 def test_a_tampered_state_is_refused_in_one_line(tmp_path, change, message):
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, callbacks=_stop_at(2))
@@ -181,8 +230,7 @@ def test_step_batches_resume_on_the_same_step(tmp_path):
         return torch.randn(4, 4, generator=g), torch.randint(0, 3, (4,), generator=g)
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_model(), StepBatches(batch_at, 3), _recipe(), LoopConfig(epochs=2), tmp_path, META,
-            callbacks=_stop_at(4))
+        fit(_model(), StepBatches(batch_at, 3), _recipe(), LoopConfig(epochs=2), tmp_path, META, callbacks=_stop_at(4))
     fit(_model(), StepBatches(batch_at, 3), _recipe(), LoopConfig(epochs=2), tmp_path, META)
     assert seen == [0, 1, 2, 3, 4, 5]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,8 +60,9 @@ def test_output_size_formula_matches_torch(n, k, s, p):
 def test_cli_pooling_matrix_from_text(tmp_path):
     grid = tmp_path / "grid.txt"
     grid.write_text(POOL_INPUT)
-    result = runner.invoke(app, ["conv", str(grid), "--kernel", "identity", "--pool", "2", "--format", "json"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app, ["conv", str(grid), "--kernel", "identity", "--pool", "2", "--format", "json"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["output"] == [[6, 8], [9, 8]] and data["output_size"] == [2, 2] and data["saved"] is None
@@ -70,12 +71,15 @@ def test_cli_pooling_matrix_from_text(tmp_path):
 def test_cli_prints_the_size_formula(tmp_path):
     grid = tmp_path / "m.csv"
     grid.write_text("\n".join(",".join(str(v) for v in row) for row in np.arange(49).reshape(7, 7)))
-    result = runner.invoke(app, ["conv", str(grid), "--kernel", "sobel-x", "--stride", "2", "--padding", "1", "--format", "table"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["conv", str(grid), "--kernel", "sobel-x", "--stride", "2", "--padding", "1", "--format", "table"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "⌊(7 + 2·1 − 3) / 2⌋ + 1 = 4 → 4×4" in result.stdout
     # a horizontal ramp (+1 per column): Sobel-x answers 8 inside, and the zero padding shows at the edges
-    rows = [line.split() for line in result.stdout.splitlines()[result.stdout.splitlines().index("output:") + 1:]]
+    rows = [line.split() for line in result.stdout.splitlines()[result.stdout.splitlines().index("output:") + 1 :]]
     assert [float(v) for v in rows[1][1:3]] == [8.0, 8.0]
 
 
@@ -101,8 +105,11 @@ def test_cli_kernel_file_rgb_and_matrix_outputs(tmp_path, rgb_image):
     kfile = tmp_path / "k.txt"
     kfile.write_text("0 0 0\n0 2 0\n0 0 0\n")
     out = tmp_path / "doubled.npy"
-    result = runner.invoke(app, ["conv", str(rgb_image), "--kernel", str(kfile), "--rgb", "--output", str(out), "-f", "json"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["conv", str(rgb_image), "--kernel", str(kfile), "--rgb", "--output", str(out), "-f", "json"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     arr = np.load(out)
     rgb = np.asarray(Image.open(rgb_image).convert("RGB"), dtype=float) / 255
@@ -129,7 +136,12 @@ def test_cli_errors(tmp_path, rgb_image):
 def test_conv_subprocess(tmp_path):
     grid = tmp_path / "grid.txt"
     grid.write_text(POOL_INPUT)
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "conv", str(grid), "-k", "identity", "--pool", "2"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "conv", str(grid), "-k", "identity", "--pool", "2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["output"] == [[6, 8], [9, 8]]

@@ -45,8 +45,22 @@ def test_features_default_grid(tmp_path):
 
 def test_features_chosen_layers_show_the_most_active_channels(tmp_path):
     out = tmp_path / "two.png"
-    args = ["features", CIRCLE, "-l", "features.0.2", "-l", "features.2.5", "--channels", "3", "--cell", "32",
-            "--output", str(out), "-f", "json"]
+    args = [
+        "features",
+        CIRCLE,
+        "-l",
+        "features.0.2",
+        "-l",
+        "features.2.5",
+        "--channels",
+        "3",
+        "--cell",
+        "32",
+        "--output",
+        str(out),
+        "-f",
+        "json",
+    ]
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -88,8 +102,11 @@ def test_filters_of_the_bundled_model(tmp_path):
 
 def test_filters_of_a_checkpoint_and_a_chosen_layer(tmp_path):
     ckpt = lenet_checkpoint(tmp_path)
-    result = runner.invoke(app, ["filters", str(ckpt), "--layer", "features.3", "--output", str(tmp_path / "f.png"), "-f", "json"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["filters", str(ckpt), "--layer", "features.3", "--output", str(tmp_path / "f.png"), "-f", "json"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["shape"] == [16, 6, 5, 5]
     assert "not a Conv2d" in cli_error(runner.invoke(app, ["filters", str(ckpt), "--layer", "features.1"]), 2)
@@ -106,7 +123,12 @@ def test_filter_colours():
 
 def test_features_subprocess(tmp_path):
     out = tmp_path / "f.png"
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "features", CIRCLE, "--out", str(out), "-c", "2"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "features", CIRCLE, "--out", str(out), "-c", "2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["saved"] == str(out) and np.asarray(Image.open(out)).ndim == 3

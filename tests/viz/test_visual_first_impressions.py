@@ -94,23 +94,55 @@ def test_yolo_features_show_the_letterboxed_input(tmp_path):
     assert seen.picture.shape == (256, 256, 3) and tuple(seen.x.shape) == (1, 3, 256, 256)
     assert (seen.picture[:64] == 114).all() and (seen.picture[192:] == 114).all()  # centred, grey above and below
     assert (seen.picture[72:184] >= 150).all()
-    assert 0 <= float(seen.x.min()) and float(seen.x.max()) <= 1  # scaled to [0, 1], no mean/std
+    assert float(seen.x.min()) >= 0 and float(seen.x.max()) <= 1  # scaled to [0, 1], no mean/std
 
-    info = _ok(["features", wide, "-m", "shapes-yolov8n", "-l", "model.0", "-c", "1", "--cell", "64",
-                "-o", str(tmp_path / "wide-out.png")])
+    info = _ok(
+        [
+            "features",
+            wide,
+            "-m",
+            "shapes-yolov8n",
+            "-l",
+            "model.0",
+            "-c",
+            "1",
+            "--cell",
+            "64",
+            "-o",
+            str(tmp_path / "wide-out.png"),
+        ]
+    )
     assert info["input"]["shape"] == [3, 256, 256] and "letterboxed to 256x256" in info["input"]["as_seen"]
     assert _grey_rows(tmp_path / "wide-out.png") >= 2 * 15  # 16 grey rows above and below the 64-px input cell
 
     square = str(_image(tmp_path / "square.png", 48, 48))
-    _ok(["features", square, "-m", "shapes-yolov8n", "-l", "model.0", "-c", "1", "--cell", "64",
-         "-o", str(tmp_path / "square-out.png")])
+    _ok(
+        [
+            "features",
+            square,
+            "-m",
+            "shapes-yolov8n",
+            "-l",
+            "model.0",
+            "-c",
+            "1",
+            "--cell",
+            "64",
+            "-o",
+            str(tmp_path / "square-out.png"),
+        ]
+    )
     assert _grey_rows(tmp_path / "square-out.png") == 0
 
 
 def test_a_shared_yolo_activation_is_refused_with_its_block(tmp_path):
     img = str(_image(tmp_path / "pic.png", 16, 16))
-    message = cli_error(runner.invoke(app, ["features", img, "-m", "shapes-yolov8n", "-l", "model.0.act",
-                                            "-o", str(tmp_path / "x.png")]), 2)
+    message = cli_error(
+        runner.invoke(
+            app, ["features", img, "-m", "shapes-yolov8n", "-l", "model.0.act", "-o", str(tmp_path / "x.png")]
+        ),
+        2,
+    )
     assert "shared" in message and "model.0" in message and not (tmp_path / "x.png").exists()
 
 
@@ -140,8 +172,12 @@ def test_captions_wrap_and_are_never_cut(tmp_path, monkeypatch):
     unbroken = "x" * 400  # wider than any figure may grow: broken inside the word, not cut
     rec = _Recorder(monkeypatch)
     labels = [f"#{i}" for i in range(16)]
-    figure = render([Panel(title, [cell], ["#0"]), Panel(unbroken, [cell] * 16, labels)], cell=8, columns=16,
-                    heading=f"{long_layer}: feature maps")
+    figure = render(
+        [Panel(title, [cell], ["#0"]), Panel(unbroken, [cell] * 16, labels)],
+        cell=8,
+        columns=16,
+        heading=f"{long_layer}: feature maps",
+    )
     rec.check_inside(figure.width)
     texts = [t for _, _, t, _ in rec.drawn]
     assert "".join(texts).replace(" ", "").count(title.replace(" ", "")) == 1  # every character, in order
@@ -157,8 +193,22 @@ def test_features_caption_with_a_long_layer_name_fits(tmp_path, monkeypatch):
     img = str(_image(tmp_path / "pic.png", 20, 30))
     rec = _Recorder(monkeypatch)
     out = tmp_path / "long.png"
-    info = _ok(["features", img, "-m", "shapes-unet", "-l", "decoder.blocks.0.attention2.attention", "-c", "1",
-                "--cell", "16", "-o", str(out)])
+    info = _ok(
+        [
+            "features",
+            img,
+            "-m",
+            "shapes-unet",
+            "-l",
+            "decoder.blocks.0.attention2.attention",
+            "-c",
+            "1",
+            "--cell",
+            "16",
+            "-o",
+            str(out),
+        ]
+    )
     width = Image.open(out).width
     rec.check_inside(width)
     drawn = " ".join(t for _, _, t, _ in rec.drawn)
@@ -181,6 +231,20 @@ def test_cached_ultralytics_name_and_a_yolo_weights_file(tmp_path, monkeypatch):
     mine = tmp_path / "best.pt"
     shutil.copyfile(bundled_path("shapes-yolov8n.pt"), mine)
     img = str(_image(tmp_path / "pic.png", 16, 16))
-    got = _ok(["features", img, "--weights", str(mine), "-l", "model.0", "-c", "1", "--cell", "16",
-               "-o", str(tmp_path / "b.png")])
+    got = _ok(
+        [
+            "features",
+            img,
+            "--weights",
+            str(mine),
+            "-l",
+            "model.0",
+            "-c",
+            "1",
+            "--cell",
+            "16",
+            "-o",
+            str(tmp_path / "b.png"),
+        ]
+    )
     assert got["model"] == "best" and got["input"]["shape"] == [3, 256, 256]  # the trained size, from the file

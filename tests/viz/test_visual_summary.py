@@ -61,9 +61,22 @@ def _chapter_classic_cnn() -> nn.Sequential:
     layers: list[nn.Module] = []
     cin = 3
     for cout in (64, 128, 256):
-        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
         cin = cout
-    layers += [nn.Flatten(), nn.Linear(28 * 28 * 256, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(28 * 28 * 256, 4096),
+        nn.ReLU(),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Linear(4096, 1000),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -100,7 +113,10 @@ def test_strides_dilation_and_residuals_follow_the_main_path():
     assert by_name["1.a"].rf == [7, 7]  # 3 + 2·2
     assert by_name["1.b"].rf == [15, 15]  # 7 + (3-1)·2·2
     assert by_name["1.gate.0"].rf == [15 + 15 * 2, 15 + 15 * 2]  # global pool over 16 cells: 15 + (16-1)·2
-    assert by_name["2"].rf == [15, 15] and by_name["2"].jump == [1, 1]  # the sum kept the conv path; upsampling halves j
+    assert by_name["2"].rf == [15, 15] and by_name["2"].jump == [
+        1,
+        1,
+    ]  # the sum kept the conv path; upsampling halves j
 
 
 def test_checkpoint_summary_through_the_cli(tmp_path):
@@ -117,8 +133,12 @@ def test_checkpoint_summary_through_the_cli(tmp_path):
 
 
 def test_summary_table_and_imgsz():
-    result = runner.invoke(app, ["summary", "shapes-cnn", "--imgsz", "32", "--format", "table"], env={"COLUMNS": "160"},
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["summary", "shapes-cnn", "--imgsz", "32", "--format", "table"],
+        env={"COLUMNS": "160"},
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "features.0.0" in result.stdout and "receptive field" in result.stdout
     assert "3×32×32" in result.stdout
@@ -144,8 +164,11 @@ def test_every_registry_model_summarises(spec):
 
 def test_summary_subprocess():
     proc = subprocess.run(
-        [sys.executable, "-m", "cnnkit", "summary", "shapes-cnn", "-f", "json"], capture_output=True, text=True,
-        cwd=REPO, timeout=120,
+        [sys.executable, "-m", "cnnkit", "summary", "shapes-cnn", "-f", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)

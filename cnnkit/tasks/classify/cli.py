@@ -14,8 +14,9 @@ app = c.task_app("Classify images: top-k labels per image. `cnnkit classify SOUR
 
 @app.command("predict")
 @o.compose(o.MODEL, o.BACKEND, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=16)
-def predict(ctx: typer.Context, sources: o.Sources = None, topk: o.TopK = 5, imgsz: o.Imgsz = None,
-            **shared: Any) -> None:
+def predict(
+    ctx: typer.Context, sources: o.Sources = None, topk: o.TopK = 5, imgsz: o.Imgsz = None, **shared: Any
+) -> None:
     """Top-k labels for each image, from the bundled model, any registry model, or a finetune checkpoint."""
     load = {k: shared[k] for k in ("model", "weights", "backend", "device", "half", "threads")}
     c.run_predict(ctx, "classify", dict(load, topk=topk, imgsz=imgsz))
@@ -43,17 +44,33 @@ def val(
     made: list[Path] = []
 
     def folder() -> Path:  # made once the data and the model are found, as before
-        made.append(explicit_dir(save_dir, exist_ok=shared["exist_ok"]) if save_dir
-                    else increment_dir(Path("runs/classify/val")))
+        made.append(
+            explicit_dir(save_dir, exist_ok=shared["exist_ok"])
+            if save_dir
+            else increment_dir(Path("runs/classify/val"))
+        )
         return made[0]
 
     options = {k: shared[k] for k in ("model", "weights", "backend", "device", "threads")}
-    result = run_val(ctx, "classify", data, dict(options, split=shared["split"] if o.given(ctx, "split") else None,
-                                                  batch_size=c.setting(ctx, "batch_size"),
-                                                  workers=c.setting(ctx, "workers"), save_dir=folder), shared)
+    result = run_val(
+        ctx,
+        "classify",
+        data,
+        dict(
+            options,
+            split=shared["split"] if o.given(ctx, "split") else None,
+            batch_size=c.setting(ctx, "batch_size"),
+            workers=c.setting(ctx, "workers"),
+            save_dir=folder,
+        ),
+        shared,
+    )
     if not c.state(ctx)["quiet"]:
-        typer.echo(f"{result['images']} image(s) scored, {len(result['failed'])} failed; "
-                   f"top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}; wrote {made[0]}", err=True)
+        typer.echo(
+            f"{result['images']} image(s) scored, {len(result['failed'])} failed; "
+            f"top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}; wrote {made[0]}",
+            err=True,
+        )
         for item in result["failed"][:10]:
             typer.echo(f"  failed {item['path']}: {item['error']}", err=True)
     if result["failed"]:

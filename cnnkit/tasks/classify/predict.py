@@ -20,8 +20,12 @@ def _sized(loaded: Loaded, imgsz: int) -> Preprocess:
     if loaded.runtime in ("onnxruntime", "openvino", "torchscript"):
         from cnnkit.errors import OptionError
 
-        raise OptionError("imgsz", f"{loaded.name} was exported for {loaded.preprocess.crop}x"
-                                   f"{loaded.preprocess.crop} inputs; export it again at this size", imgsz)
+        raise OptionError(
+            "imgsz",
+            f"{loaded.name} was exported for {loaded.preprocess.crop}x"
+            f"{loaded.preprocess.crop} inputs; export it again at this size",
+            imgsz,
+        )
     fixed = loaded.spec.meta.get("fixed_size") if loaded.spec is not None else None
     return sized(loaded.preprocess, imgsz, name=loaded.name, fixed=fixed)
 
@@ -43,10 +47,17 @@ class Classifier(Predictor):
 
     @classmethod
     def load(
-        cls, model: str | None = None, weights: str | None = None, *, device: str | None = None,
-        half: bool = False, threads: int | None = None, topk: int = 5, backend: str | None = None,
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        topk: int = 5,
+        backend: str | None = None,
         imgsz: int | None = None,
-    ) -> "Classifier":
+    ) -> Classifier:
         """``imgsz``: the model's input side (default its own); the preprocessing is rescaled to it as
         finetune and export rescale theirs, so a model trained at one size can run at another."""
         from cnnkit.models.loader import resolve

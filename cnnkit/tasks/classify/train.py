@@ -169,17 +169,28 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loaders(data: Any, pre: Preprocess, opts: Options, workers: int, rank: int, world: int,
-                 pin: bool) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    data: Any, pre: Preprocess, opts: Options, workers: int, rank: int, world: int, pin: bool
+) -> tuple[DataLoader, DataLoader]:
     train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
     val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)
-    common: dict[str, Any] = dict(pin_memory=pin, worker_init_fn=_worker_init if workers else None,
-                                  persistent_workers=False)
+    common: dict[str, Any] = dict(
+        pin_memory=pin, worker_init_fn=_worker_init if workers else None, persistent_workers=False
+    )
     # drop_last avoids a last batch of one image (BatchNorm) unless the data is smaller than a batch.
-    train = seeded_loader(train_ds, opts.batch_size, seed=opts.seed, drop_last=len(train_ds) > opts.batch_size * world,
-                          workers=workers, rank=rank, world=world, **common)
-    val = DataLoader(val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world),
-                     num_workers=workers, **common)
+    train = seeded_loader(
+        train_ds,
+        opts.batch_size,
+        seed=opts.seed,
+        drop_last=len(train_ds) > opts.batch_size * world,
+        workers=workers,
+        rank=rank,
+        world=world,
+        **common,
+    )
+    val = DataLoader(
+        val_ds, batch_size=opts.batch_size * 2, sampler=_Shard(len(val_ds), rank, world), num_workers=workers, **common
+    )
     return train, val
 
 
@@ -193,8 +204,9 @@ def _logits(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return out, []
 
 
-def evaluate(model: nn.Module, loader: Any, device: torch.device | str = "cpu",
-             num_classes: int | None = None) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, loader: Any, device: torch.device | str = "cpu", num_classes: int | None = None
+) -> dict[str, Any]:
     """Loss, top-1 and top-5 accuracy (summed over ranks) and the confusion matrix over ``loader``."""
     model.eval()
     loss_sum, top1, top5, total = 0.0, 0, 0, 0
@@ -218,8 +230,14 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device | str = "cpu",
     return {"loss": loss_sum / n, "acc": top1 / n, "top5": top5 / n, "images": int(total), "confusion": cm}
 
 
-def recipe(val_loader: Any, labels: list[str], device: torch.device | str = "cpu", *, label_smoothing: float = 0.0,
-           aux_weight: float = 0.3) -> Recipe:
+def recipe(
+    val_loader: Any,
+    labels: list[str],
+    device: torch.device | str = "cpu",
+    *,
+    label_smoothing: float = 0.0,
+    aux_weight: float = 0.3,
+) -> Recipe:
     """Classification for :func:`cnnkit.train.loop.fit`: cross-entropy (auxiliary heads weighted
     ``aux_weight``, as in the GoogLeNet paper), val top-1 picks ``best`` and draws its confusion matrix."""
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -236,11 +254,20 @@ def recipe(val_loader: Any, labels: list[str], device: torch.device | str = "cpu
         from cnnkit.tasks.classify.val import plot_confusion
 
         if labels:
-            plot_confusion(val["confusion"], labels, out / "confusion_matrix.png",
-                           title=f"val, epoch {row['epoch']} (top-1 {row['val_acc']:.3f})")
+            plot_confusion(
+                val["confusion"],
+                labels,
+                out / "confusion_matrix.png",
+                title=f"val, epoch {row['epoch']} (top-1 {row['val_acc']:.3f})",
+            )
 
-    return Recipe("classify", loss, lambda m: evaluate(m, val_loader, device, num_classes=len(labels) or None),
-                  score="val_acc", on_best=on_best)
+    return Recipe(
+        "classify",
+        loss,
+        lambda m: evaluate(m, val_loader, device, num_classes=len(labels) or None),
+        score="val_acc",
+        on_best=on_best,
+    )
 
 
 # ---------------------------------------------------------------- model
@@ -268,8 +295,11 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
     if list(loaded.labels) != list(classes):
         kept = matching_rows(list(classes), list(loaded.labels))
         replace_head(loaded.module, len(classes), keep=kept)
-        source += (f", {len(classes)}-class head keeping the trained rows of {len(kept)} class(es) it knows"
-                   if kept else f", new {len(classes)}-class head")
+        source += (
+            f", {len(classes)}-class head keeping the trained rows of {len(kept)} class(es) it knows"
+            if kept
+            else f", new {len(classes)}-class head"
+        )
     return loaded.module, spec, loaded.preprocess or _default_preprocess(spec), source
 
 
@@ -323,11 +353,25 @@ def _broadcast(value: Any) -> Any:
 
 
 def finetune(
-    data: str | None = None, *, model: str | None = None, weights: str | None = None, epochs: int | None = None,
-    batch_size: int | None = None, imgsz: int | None = None, lr: float | None = None, device: str | None = None,
-    out: str | None = None, exist_ok: bool = False, seed: int | None = None, workers: int | None = None,
-    resume: str | None = None, freeze: str | None = None, progress: bool = True, threads: int | None = None,
-    callbacks: Callbacks | None = None, **options: Any,
+    data: str | None = None,
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    imgsz: int | None = None,
+    lr: float | None = None,
+    device: str | None = None,
+    out: str | None = None,
+    exist_ok: bool = False,
+    seed: int | None = None,
+    workers: int | None = None,
+    resume: str | None = None,
+    freeze: str | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    callbacks: Callbacks | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune a classifier on ``data`` (``DATA/<class>/*`` or ``DATA/{train,val}/<class>/*``).
 
@@ -336,8 +380,17 @@ def finetune(
     log line per epoch). Returns ``{best, last, out, metrics}``.
     """
     options.pop("arch", None), options.pop("encoder", None)
-    given = dict(model=model, weights=weights, epochs=epochs, batch_size=batch_size, imgsz=imgsz, lr=lr, seed=seed,
-                 freeze=freeze, **options)
+    given = dict(
+        model=model,
+        weights=weights,
+        epochs=epochs,
+        batch_size=batch_size,
+        imgsz=imgsz,
+        lr=lr,
+        seed=seed,
+        freeze=freeze,
+        **options,
+    )
     unknown = set(given) - set(Options.__dataclass_fields__)
     if unknown:
         raise OptionError(tuple(sorted(unknown)), "not options of classify fine-tuning")
@@ -347,8 +400,7 @@ def finetune(
     try:
         if callbacks is None and progress and rank == 0:
             callbacks = log_progress(log)
-        result = _run(data, given, dev, rank, world, out, exist_ok, resume, workers,
-                      callbacks if rank == 0 else None)
+        result = _run(data, given, dev, rank, world, out, exist_ok, resume, workers, callbacks if rank == 0 else None)
         if world > 1:
             import torch.distributed as dist
 
@@ -362,7 +414,9 @@ def finetune(
             dist.destroy_process_group()
 
 
-def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tuple[Options, Path | None, dict[str, Any]]:
+def _options(
+    data: str | None, given: dict[str, Any], resume: str | None
+) -> tuple[Options, Path | None, dict[str, Any]]:
     """A new run's options, or a resumed run's own (only ``--epochs`` may change)."""
     if not resume:
         if not data:
@@ -373,8 +427,12 @@ def _options(data: str | None, given: dict[str, Any], resume: str | None) -> tup
     if data and Path(data).resolve() != Path(opts.data).resolve():
         raise OptionError("resume", f"the run was trained on {opts.data}, not {data}")
     if given.get("epochs") and given["epochs"] != opts.epochs:
-        log.warning("resuming with epochs %d (was %d): the learning-rate schedule is stretched to the new "
-                    "length, so the result differs from a run started with it", given["epochs"], opts.epochs)
+        log.warning(
+            "resuming with epochs %d (was %d): the learning-rate schedule is stretched to the new "
+            "length, so the result differs from a run started with it",
+            given["epochs"],
+            opts.epochs,
+        )
         opts.epochs = given["epochs"]
     return opts, out_dir, meta
 
@@ -390,8 +448,18 @@ def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tu
     return spec.builder(num_classes=len(classes)), spec, Preprocess.from_dict(resumed["preprocess"]), resumed["source"]
 
 
-def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, world: int, out: str | None,
-         exist_ok: bool, resume: str | None, workers: int | None, callbacks: Callbacks | None) -> dict[str, Any]:
+def _run(
+    data: str | None,
+    given: dict[str, Any],
+    dev: torch.device,
+    rank: int,
+    world: int,
+    out: str | None,
+    exist_ok: bool,
+    resume: str | None,
+    workers: int | None,
+    callbacks: Callbacks | None,
+) -> dict[str, Any]:
     opts, out_dir, resumed = _options(data, given, resume)
     opts.check()
     if world > 1 and opts.unfreeze_at:
@@ -407,9 +475,21 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     if rank == 0:
-        log.info("%s: %d classes, %d train / %d val images (%s); %s; %s of %s parameters trainable; "
-                 "%d process(es) on %s; writing %s", opts.data, len(dataset.classes), len(dataset.train),
-                 len(dataset.val), dataset.layout, source, f"{trainable:,}", f"{total:,}", world, dev, out_dir)
+        log.info(
+            "%s: %d classes, %d train / %d val images (%s); %s; %s of %s parameters trainable; "
+            "%d process(es) on %s; writing %s",
+            opts.data,
+            len(dataset.classes),
+            len(dataset.train),
+            len(dataset.val),
+            dataset.layout,
+            source,
+            f"{trainable:,}",
+            f"{total:,}",
+            world,
+            dev,
+            out_dir,
+        )
     module.to(dev)
     model = module
     if world > 1:
@@ -420,20 +500,42 @@ def _run(data: str | None, given: dict[str, Any], dev: torch.device, rank: int, 
         workers = min(4, os.cpu_count() or 1)
     train_loader, val_loader = make_loaders(dataset, pre, opts, workers, rank, world, pin=dev.type == "cuda")
     meta = {
-        "task": "classify", "arch": spec.family, "name": f"{spec.name}-{out_dir.name}", "labels": dataset.classes,
-        "preprocess": pre.to_dict(), "finetune": asdict(opts), "source": source,
-        "data": {"root": opts.data, "layout": dataset.layout, "train": len(dataset.train), "val": len(dataset.val),
-                 "skipped": [p for p, _ in dataset.skipped]},
+        "task": "classify",
+        "arch": spec.family,
+        "name": f"{spec.name}-{out_dir.name}",
+        "labels": dataset.classes,
+        "preprocess": pre.to_dict(),
+        "finetune": asdict(opts),
+        "source": source,
+        "data": {
+            "root": opts.data,
+            "layout": dataset.layout,
+            "train": len(dataset.train),
+            "val": len(dataset.val),
+            "skipped": [p for p, _ in dataset.skipped],
+        },
         "world_size": world,
     }
-    cfg = LoopConfig(epochs=opts.epochs, lr=opts.lr, seed=opts.seed, optimizer=opts.optimizer,
-                     scheduler=opts.scheduler, warmup=opts.warmup, early_stopping=opts.early_stopping, amp=opts.amp,
-                     unfreeze_at=opts.unfreeze_at, weight_decay=0.01 if opts.optimizer == "adamw" else 1e-4)
+    cfg = LoopConfig(
+        epochs=opts.epochs,
+        lr=opts.lr,
+        seed=opts.seed,
+        optimizer=opts.optimizer,
+        scheduler=opts.scheduler,
+        warmup=opts.warmup,
+        early_stopping=opts.early_stopping,
+        amp=opts.amp,
+        unfreeze_at=opts.unfreeze_at,
+        weight_decay=0.01 if opts.optimizer == "adamw" else 1e-4,
+    )
     task = recipe(val_loader, dataset.classes, dev, label_smoothing=opts.label_smoothing)
     history = fit(model, train_loader, task, cfg, out_dir, meta, dev, frozen=frozen, callbacks=callbacks)
     if not history:
         raise CnnkitError(f"{out_dir}: the run has no completed epoch")
     best = max(history, key=lambda r: r["val_acc"])
-    return {"best": str(out_dir / "best.safetensors"), "last": str(out_dir / "last.safetensors"),
-            "out": str(out_dir), "metrics": {**best, "epochs_run": len(history), "world_size": world}}
-
+    return {
+        "best": str(out_dir / "best.safetensors"),
+        "last": str(out_dir / "last.safetensors"),
+        "out": str(out_dir),
+        "metrics": {**best, "epochs_run": len(history), "world_size": world},
+    }

@@ -29,8 +29,15 @@ def per_class_report(cm: np.ndarray, labels: Sequence[str]) -> list[dict[str, An
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"label": label, "precision": round(precision, 4), "recall": round(recall, 4),
-                     "f1": round(f1, 4), "support": support})
+        rows.append(
+            {
+                "label": label,
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "f1": round(f1, 4),
+                "support": support,
+            }
+        )
     return rows
 
 
@@ -40,9 +47,15 @@ def summary(cm: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     per_class = per_class_report(cm, labels)
     total = int(cm.sum())
     present = [r for r in per_class if r["support"]]
-    macro = {k: round(float(np.mean([r[k] for r in present])), 4) if present else 0.0 for k in ("precision", "recall", "f1")}
-    return {"images": total, "top1": round(float(np.trace(cm[:, : len(labels)])) / total, 4) if total else 0.0,
-            "macro": macro, "per_class": per_class}
+    macro = {
+        k: round(float(np.mean([r[k] for r in present])), 4) if present else 0.0 for k in ("precision", "recall", "f1")
+    }
+    return {
+        "images": total,
+        "top1": round(float(np.trace(cm[:, : len(labels)])) / total, 4) if total else 0.0,
+        "macro": macro,
+        "per_class": per_class,
+    }
 
 
 def _pyplot() -> Any:
@@ -59,8 +72,13 @@ def _save(fig: Any, path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | os.PathLike,
-                   columns: Sequence[str] | None = None, title: str = "Confusion matrix") -> None:
+def plot_confusion(
+    cm: np.ndarray,
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    columns: Sequence[str] | None = None,
+    title: str = "Confusion matrix",
+) -> None:
     """A count-annotated heat map (rows true, columns predicted)."""
     plt = _pyplot()
     cm = np.asarray(cm)
@@ -77,8 +95,9 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | os.PathLik
         top = cm.max() or 1
         for (i, j), v in np.ndenumerate(cm):
             if v:
-                ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
-                        color="white" if v > top / 2 else "black")
+                ax.text(
+                    j, i, str(int(v)), ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black"
+                )
     _save(fig, path)
     plt.close(fig)
 
@@ -89,9 +108,15 @@ def val_folder(root: str | os.PathLike) -> Path:
     return root / "val" if (root / "val").is_dir() and (root / "train").is_dir() else root
 
 
-def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int = 16, workers: int = 2,
-                    plot: str | os.PathLike | None = None,
-                    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+def evaluate_folder(
+    predictor: Any,
+    root: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    workers: int = 2,
+    plot: str | os.PathLike | None = None,
+    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
     """Run a classify predictor over ``root/<class>/*`` and score it against the folder names.
 
     Every dataset class must be one of the model's labels; a prediction of any other model
@@ -131,16 +156,29 @@ def evaluate_folder(predictor: Any, root: str | os.PathLike, *, batch_size: int 
     result["top5"] = round(top5 / result["images"], 4) if result["images"] else 0.0
     result["confusion"] = {"labels": classes, "columns": columns, "matrix": matrix.tolist()}
     if plot is not None:
-        plot_confusion(matrix, classes, plot, columns=columns,
-                       title=f"{predictor.name} on {folder.name} (top-1 {result['top1']:.3f})")
+        plot_confusion(
+            matrix,
+            classes,
+            plot,
+            columns=columns,
+            title=f"{predictor.name} on {folder.name} (top-1 {result['top1']:.3f})",
+        )
         result["plot"] = str(plot)
     return result
 
 
 def validate(
-    data: str | os.PathLike, *, split: str | None = None, model: str | None = None, weights: str | None = None,
-    backend: str | None = None, batch_size: int = 16, workers: int = 2, device: str | None = None,
-    threads: int | None = None, save_dir: str | os.PathLike | Callable[[], Path] | None = None,
+    data: str | os.PathLike,
+    *,
+    split: str | None = None,
+    model: str | None = None,
+    weights: str | None = None,
+    backend: str | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    device: str | None = None,
+    threads: int | None = None,
+    save_dir: str | os.PathLike | Callable[[], Path] | None = None,
     on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a model on ``data/<class>/*``.
@@ -159,11 +197,18 @@ def validate(
         if not (Path(data) / split).is_dir():
             raise OptionError("split", f"{data} has no {split}/ folder", split)
         data = Path(data) / split
-    predictor = api.load("classify", model=model, weights=weights, backend=backend, device=device,
-                         threads=threads, topk=5)
+    predictor = api.load(
+        "classify", model=model, weights=weights, backend=backend, device=device, threads=threads, topk=5
+    )
     folder = None if save_dir is None else save_dir() if callable(save_dir) else Path(save_dir)
-    result = evaluate_folder(predictor, data, batch_size=batch_size, workers=workers,
-                             plot=folder / "confusion_matrix.png" if folder else None, on_record=on_record)
+    result = evaluate_folder(
+        predictor,
+        data,
+        batch_size=batch_size,
+        workers=workers,
+        plot=folder / "confusion_matrix.png" if folder else None,
+        on_record=on_record,
+    )
     if folder is not None:
         atomic_write_text(folder / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
@@ -172,12 +217,19 @@ def validate(
 def report_tables(result: dict[str, Any]) -> list[ReportTable]:
     """The summary, per-class and confusion tables of :func:`validate`'s metrics."""
     m = result["macro"]
-    head = table(f"{result['model']} on {result['data']}",
-                 ("images", "top-1", "top-5", "macro precision", "macro recall", "macro F1"),
-                 [(result["images"], result["top1"], result["top5"], m["precision"], m["recall"], m["f1"])])
-    per = table("per class", ("class", "precision", "recall", "F1", "support"),
-                [(r["label"], r["precision"], r["recall"], r["f1"], r["support"]) for r in result["per_class"]])
-    conf = table("confusion matrix (rows true, columns predicted)",
-                 ("true \\ pred", *result["confusion"]["columns"]),
-                 [(label, *row) for label, row in zip(result["confusion"]["labels"], result["confusion"]["matrix"])])
+    head = table(
+        f"{result['model']} on {result['data']}",
+        ("images", "top-1", "top-5", "macro precision", "macro recall", "macro F1"),
+        [(result["images"], result["top1"], result["top5"], m["precision"], m["recall"], m["f1"])],
+    )
+    per = table(
+        "per class",
+        ("class", "precision", "recall", "F1", "support"),
+        [(r["label"], r["precision"], r["recall"], r["f1"], r["support"]) for r in result["per_class"]],
+    )
+    conf = table(
+        "confusion matrix (rows true, columns predicted)",
+        ("true \\ pred", *result["confusion"]["columns"]),
+        [(label, *row) for label, row in zip(result["confusion"]["labels"], result["confusion"]["matrix"])],
+    )
     return [head, per, conf]

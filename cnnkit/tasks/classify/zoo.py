@@ -35,19 +35,37 @@ def _torchvision(arch: str, num_classes: int = 1000, **kwargs: Any) -> Any:
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
 
 
-register(ModelSpec(
-    name="shapes-cnn", task="classify", family="shapes_cnn", builder=_shapes_cnn, source="bundled",
-    weights="shapes-cnn.safetensors", labels=SHAPES_CNN_LABELS, preprocess=SHAPES_PREPROCESS, year=2026,
-    description="8-conv CNN trained by cnnkit on synthetic shapes, with an other class for photos (bundled default)",
-    meta={"for_photos": "resnet50 (ImageNet, downloaded once)"},
-))
+register(
+    ModelSpec(
+        name="shapes-cnn",
+        task="classify",
+        family="shapes_cnn",
+        builder=_shapes_cnn,
+        source="bundled",
+        weights="shapes-cnn.safetensors",
+        labels=SHAPES_CNN_LABELS,
+        preprocess=SHAPES_PREPROCESS,
+        year=2026,
+        description="8-conv CNN trained by cnnkit on synthetic shapes, with an other class for photos (bundled default)",
+        meta={"for_photos": "resnet50 (ImageNet, downloaded once)"},
+    )
+)
 
-register(ModelSpec(
-    name="lenet5", task="classify", family="lenet5", builder=_lenet5, source="bundled",
-    weights="lenet5-digits.safetensors", labels=DIGITS_CLASSES, preprocess=DIGITS_PREPROCESS, year=1998,
-    description="LeNet-5 (LeCun et al.), trained by cnnkit on scikit-learn's real 8x8 digits",
-    meta={"fixed_size": 32},
-))
+register(
+    ModelSpec(
+        name="lenet5",
+        task="classify",
+        family="lenet5",
+        builder=_lenet5,
+        source="bundled",
+        weights="lenet5-digits.safetensors",
+        labels=DIGITS_CLASSES,
+        preprocess=DIGITS_PREPROCESS,
+        year=1998,
+        description="LeNet-5 (LeCun et al.), trained by cnnkit on scikit-learn's real 8x8 digits",
+        meta={"fixed_size": 32},
+    )
+)
 
 # name, weights enum, year, description[, builder keyword arguments]
 _TORCHVISION_CLASSIFIERS: list[tuple[Any, ...]] = [
@@ -55,8 +73,13 @@ _TORCHVISION_CLASSIFIERS: list[tuple[Any, ...]] = [
     ("vgg16", "VGG16_Weights.IMAGENET1K_V1", 2014, "VGG-16, uniform 3x3 convolutions"),
     # The ImageNet weights were ported from TensorFlow and expect transform_input; aux heads are
     # kept so the checkpoint loads strictly and fine-tuning can use the auxiliary losses.
-    ("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1", 2014, "GoogLeNet / Inception v1, auxiliary heads",
-     {"aux_logits": True, "transform_input": True, "init_weights": True}),
+    (
+        "googlenet",
+        "GoogLeNet_Weights.IMAGENET1K_V1",
+        2014,
+        "GoogLeNet / Inception v1, auxiliary heads",
+        {"aux_logits": True, "transform_input": True, "init_weights": True},
+    ),
     ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", 2015, "ResNet-18, skip connections"),
     ("resnet34", "ResNet34_Weights.IMAGENET1K_V1", 2015, "ResNet-34"),
     ("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 2015, "ResNet-50, bottleneck blocks"),
@@ -70,15 +93,29 @@ _TORCHVISION_CLASSIFIERS: list[tuple[Any, ...]] = [
     ("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", 2019, "MobileNetV3-Small"),
     ("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", 2019, "MobileNetV3-Large"),
     ("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", 2019, "EfficientNet-B0, compound scaling"),
-    ("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_V1", 2020, "Vision Transformer B/16, 224 px patches of 16",
-     {}, {"fixed_size": 224}),
+    (
+        "vit_b_16",
+        "ViT_B_16_Weights.IMAGENET1K_V1",
+        2020,
+        "Vision Transformer B/16, 224 px patches of 16",
+        {},
+        {"fixed_size": 224},
+    ),
     ("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", 2022, "ConvNeXt-Tiny"),
 ]
 
 for _name, _enum, _year, _desc, *_extra in _TORCHVISION_CLASSIFIERS:
     _kwargs = _extra[0] if _extra else {}
-    register(ModelSpec(
-        name=_name, task="classify", family=_name, builder=partial(_torchvision, _name, **_kwargs),
-        source="torchvision", weights=_enum, year=_year, description=_desc,
-        meta=_extra[1] if len(_extra) > 1 else {},
-    ))
+    register(
+        ModelSpec(
+            name=_name,
+            task="classify",
+            family=_name,
+            builder=partial(_torchvision, _name, **_kwargs),
+            source="torchvision",
+            weights=_enum,
+            year=_year,
+            description=_desc,
+            meta=_extra[1] if len(_extra) > 1 else {},
+        )
+    )

@@ -14,7 +14,12 @@ app = c.task_app(
     "`cnnkit detect val DATA.yaml` scores a model on a YOLO-format dataset."
 )
 
-Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL)]
+Iou = Annotated[
+    float,
+    typer.Option(
+        "--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL
+    ),
+]
 _LOAD = ("model", "weights", "backend", "device", "threads")
 
 
@@ -26,8 +31,20 @@ def predict(
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
-    save_txt: Annotated[bool, typer.Option("--save-txt", help="Also write YOLO label files (class cx cy w h score) to <save dir>/labels.", rich_help_panel=o.PANEL_IO)] = False,
-    save_crop: Annotated[bool, typer.Option("--save-crop", help="Also write one crop per box to <save dir>/crops/<label>.", rich_help_panel=o.PANEL_IO)] = False,
+    save_txt: Annotated[
+        bool,
+        typer.Option(
+            "--save-txt",
+            help="Also write YOLO label files (class cx cy w h score) to <save dir>/labels.",
+            rich_help_panel=o.PANEL_IO,
+        ),
+    ] = False,
+    save_crop: Annotated[
+        bool,
+        typer.Option(
+            "--save-crop", help="Also write one crop per box to <save dir>/crops/<label>.", rich_help_panel=o.PANEL_IO
+        ),
+    ] = False,
     **shared: Any,
 ) -> None:
     """Boxes for each image: label, class_id, score and box (x1, y1, x2, y2) in the image's own pixels."""
@@ -38,10 +55,22 @@ def predict(
 
         coco = CocoResults()
     c.run_predict(
-        ctx, "detect",
-        dict({k: shared[k] for k in _LOAD}, conf=shared["conf"], iou=iou, imgsz=imgsz,
-             classes=c.split_classes(classes), max_det=shared["max_det"], half=shared["half"], save_pictures=pictures, save_txt=save_txt, save_crop=save_crop),
-        save=pictures or save_txt or save_crop, coco_builder=coco,
+        ctx,
+        "detect",
+        dict(
+            {k: shared[k] for k in _LOAD},
+            conf=shared["conf"],
+            iou=iou,
+            imgsz=imgsz,
+            classes=c.split_classes(classes),
+            max_det=shared["max_det"],
+            half=shared["half"],
+            save_pictures=pictures,
+            save_txt=save_txt,
+            save_crop=save_crop,
+        ),
+        save=pictures or save_txt or save_crop,
+        coco_builder=coco,
     )
 
 
@@ -49,16 +78,37 @@ def predict(
 @o.compose(o.MODEL, o.BACKEND, o.SPLIT, o.BOXES, o.OWN, o.RUN, o.REPORT_IO, batch_size=16, conf=0.001)
 def val(
     ctx: typer.Context,
-    data: Annotated[str, typer.Argument(help="A YOLO dataset yaml (path/train/val/names), e.g. from `cnnkit data shapes OUT --layout yolo`.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="A YOLO dataset yaml (path/train/val/names), e.g. from `cnnkit data shapes OUT --layout yolo`."
+        ),
+    ],
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
-    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also run ultralytics' own val on the same weights and data (YOLO models).")] = True,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare/--no-compare", help="Also run ultralytics' own val on the same weights and data (YOLO models)."
+        ),
+    ] = True,
     **shared: Any,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
     data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    run_val(ctx, "detect", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}, iou=iou,
-                                      imgsz=imgsz, batch_size=c.setting(ctx, "batch_size"),
-                                      workers=c.setting(ctx, "workers"), compare=compare), shared)
+    run_val(
+        ctx,
+        "detect",
+        data,
+        dict(
+            {k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
+            iou=iou,
+            imgsz=imgsz,
+            batch_size=c.setting(ctx, "batch_size"),
+            workers=c.setting(ctx, "workers"),
+            compare=compare,
+        ),
+        shared,
+    )

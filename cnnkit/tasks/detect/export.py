@@ -30,8 +30,9 @@ def _yolo(target: str) -> Any:
     return loaded
 
 
-def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: str | Path | None,
-           overwrite: bool) -> Any:
+def export(
+    target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: str | Path | None, overwrite: bool
+) -> Any:
     """Export a YOLO detector with ultralytics, check it against the PyTorch network, keep it or fail."""
     from cnnkit.export import default_out
 
@@ -40,8 +41,7 @@ def export(target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out
     return export_yolo(loaded, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=dest, overwrite=overwrite)
 
 
-def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: Path,
-                overwrite: bool) -> Any:
+def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: Path, overwrite: bool) -> Any:
     """``loaded`` (an ultralytics detector from the resolver) exported to ``out``; what :func:`export` and the
     compiled runtimes (:mod:`cnnkit.runtimes`) share."""
     import torch
@@ -64,14 +64,26 @@ def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool
     with torch.inference_mode():
         expected = [[net(x)[0]] for x in checks]
     meta = {
-        "format_version": 1, "cnnkit_version": __version__, "task": "detect", "name": name, "arch": "yolo",
-        "labels": [str(yolo.names[i]) for i in range(len(yolo.names))], "preprocess": None,
-        "letterbox": size, "stride": stride, "end2end": bool(getattr(net, "end2end", False)),
-        "input": "images", "outputs": ["output0"],
+        "format_version": 1,
+        "cnnkit_version": __version__,
+        "task": "detect",
+        "name": name,
+        "arch": "yolo",
+        "labels": [str(yolo.names[i]) for i in range(len(yolo.names))],
+        "preprocess": None,
+        "letterbox": size,
+        "stride": stride,
+        "end2end": bool(getattr(net, "end2end", False)),
+        "input": "images",
+        "outputs": ["output0"],
         "input_shape": ["batch" if dynamic_batch else 1, 3, size, size],
     }
-    with atomic_path(out, overwrite=overwrite) as final, tempfile.TemporaryDirectory() as tmp, \
-            _ultralytics.quiet(), quiet_exporters():
+    with (
+        atomic_path(out, overwrite=overwrite) as final,
+        tempfile.TemporaryDirectory() as tmp,
+        _ultralytics.quiet(),
+        quiet_exporters(),
+    ):
         copy = Path(tmp) / f"{name}.pt"
         shutil.copyfile(yolo.ckpt_path, copy)
         options: dict[str, Any] = {"format": fmt, "imgsz": size, "half": False, "device": "cpu", "batch": 1}

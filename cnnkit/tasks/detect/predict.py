@@ -52,8 +52,18 @@ class YoloBackend:
     onnxruntime or TorchScript (:meth:`from_exported`); all get the same letterbox, NMS and box scaling.
     """
 
-    def __init__(self, net: Any, labels: list[str], runtime: Runtime, imgsz: int, name: str, *, stride: int = 32,
-                 end2end: bool = False, checkpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        net: Any,
+        labels: list[str],
+        runtime: Runtime,
+        imgsz: int,
+        name: str,
+        *,
+        stride: int = 32,
+        end2end: bool = False,
+        checkpoint: str | None = None,
+    ) -> None:
         from cnnkit import _ultralytics
 
         _ultralytics.ultralytics()  # its offline settings first: an exported network may come without a YOLO object
@@ -71,7 +81,7 @@ class YoloBackend:
         self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=self.stride)
 
     @classmethod
-    def from_yolo(cls, yolo: Any, runtime: Runtime, imgsz: int | None, name: str) -> "YoloBackend":
+    def from_yolo(cls, yolo: Any, runtime: Runtime, imgsz: int | None, name: str) -> YoloBackend:
         """An ultralytics model, fused; ``imgsz`` defaults to its training size, else 640."""
         net = yolo.model
         if getattr(yolo, "task", "detect") != "detect":
@@ -80,21 +90,38 @@ class YoloBackend:
         trained = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
         stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
         labels = [str(yolo.names[i]) for i in range(len(yolo.names))]
-        return cls(net.fuse(verbose=False) if hasattr(net, "fuse") else net, labels, runtime,
-                   int(imgsz or (trained if isinstance(trained, int) else 640)), name, stride=stride,
-                   end2end=bool(getattr(net, "end2end", False)), checkpoint=getattr(yolo, "ckpt_path", None))
+        return cls(
+            net.fuse(verbose=False) if hasattr(net, "fuse") else net,
+            labels,
+            runtime,
+            int(imgsz or (trained if isinstance(trained, int) else 640)),
+            name,
+            stride=stride,
+            end2end=bool(getattr(net, "end2end", False)),
+            checkpoint=getattr(yolo, "ckpt_path", None),
+        )
 
     @classmethod
-    def from_exported(cls, loaded: Any, runtime: Runtime, imgsz: int | None, path: str) -> "YoloBackend":
+    def from_exported(cls, loaded: Any, runtime: Runtime, imgsz: int | None, path: str) -> YoloBackend:
         """``path``, a file from ``cnnkit export <yolo>``: labels, letterbox size and stride come from its metadata."""
         size = loaded.meta.get("letterbox")
         if not isinstance(size, int):
-            raise UsageError(f"{path}: no letterbox size in its cnnkit metadata; export the YOLO model with `cnnkit export`")
+            raise UsageError(
+                f"{path}: no letterbox size in its cnnkit metadata; export the YOLO model with `cnnkit export`"
+            )
         if imgsz and imgsz != size:
-            raise OptionError("imgsz", f"{path} was exported for {size}×{size} inputs; export it again with "
-                                       f"`imgsz` {imgsz}", imgsz)
-        return cls(loaded.module, list(loaded.labels), runtime, size, loaded.name,
-                   stride=int(loaded.meta.get("stride", 32)), end2end=bool(loaded.meta.get("end2end", False)))
+            raise OptionError(
+                "imgsz", f"{path} was exported for {size}×{size} inputs; export it again with `imgsz` {imgsz}", imgsz
+            )
+        return cls(
+            loaded.module,
+            list(loaded.labels),
+            runtime,
+            size,
+            loaded.name,
+            stride=int(loaded.meta.get("stride", 32)),
+            end2end=bool(loaded.meta.get("end2end", False)),
+        )
 
     @property
     def min_side(self) -> int:
@@ -113,7 +140,12 @@ class YoloBackend:
             x = self.runtime.batch(torch.stack(inputs)).div_(255)
             preds = self.net(x)
             out = nms.non_max_suppression(
-                preds, opts.conf, opts.iou, opts.classes, multi_label=opts.multi_label, max_det=opts.max_det,
+                preds,
+                opts.conf,
+                opts.iou,
+                opts.classes,
+                multi_label=opts.multi_label,
+                max_det=opts.max_det,
                 end2end=self.end2end,
             )
             result = []
@@ -173,14 +205,17 @@ class TorchvisionBackend:
         return result
 
 
-def load_backend(model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None,
-                 backend: str | None = None) -> YoloBackend | TorchvisionBackend:
+def load_backend(
+    model: str | None, weights: str | None, runtime: Runtime, imgsz: int | None, backend: str | None = None
+) -> YoloBackend | TorchvisionBackend:
     """The network :func:`~cnnkit.models.loader.resolve` finds, behind the backend that drives it:
     an ultralytics model or an exported YOLO file (same letterbox and NMS), or a torchvision detector."""
     from cnnkit.models.loader import resolve
     from cnnkit.runtimes import default_backend
 
-    loaded = resolve("detect", model, weights, backend=default_backend(backend, weights), device=runtime.device, imgsz=imgsz)
+    loaded = resolve(
+        "detect", model, weights, backend=default_backend(backend, weights), device=runtime.device, imgsz=imgsz
+    )
     if loaded.runtime == "ultralytics":
         return YoloBackend.from_yolo(loaded.module, runtime, imgsz or loaded.meta.get("imgsz"), loaded.name)
     compiled = loaded.meta.get("runtime_info")
@@ -197,7 +232,12 @@ class Detector(Predictor):
     task = "detect"
 
     def __init__(
-        self, backend: Any, options: Options, *, save_pictures: bool = True, save_txt: bool = False,
+        self,
+        backend: Any,
+        options: Options,
+        *,
+        save_pictures: bool = True,
+        save_txt: bool = False,
         save_crop: bool = False,
     ) -> None:
         self.backend = backend
@@ -214,11 +254,23 @@ class Detector(Predictor):
 
     @classmethod
     def load(
-        cls, model: str | None = None, weights: str | None = None, *, conf: float = 0.25, iou: float = 0.7,
-        imgsz: int | None = None, classes: Sequence[int | str] | None = None, max_det: int = 300,
-        device: str | None = None, half: bool = False, threads: int | None = None, save_pictures: bool = True,
-        save_txt: bool = False, save_crop: bool = False, backend: str | None = None,
-    ) -> "Detector":
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        imgsz: int | None = None,
+        classes: Sequence[int | str] | None = None,
+        max_det: int = 300,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        save_pictures: bool = True,
+        save_txt: bool = False,
+        save_crop: bool = False,
+        backend: str | None = None,
+    ) -> Detector:
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
             raise OptionError(("conf", "iou"), "must be between 0 and 1")
         runtime = Runtime.create(device, half=half, threads=threads)
@@ -239,8 +291,12 @@ class Detector(Predictor):
         sx, sy = d.scale
         items = []
         for x1, y1, x2, y2, score, cls in det.tolist():
-            box = (min(max(x1 * sx, 0.0), d.width), min(max(y1 * sy, 0.0), d.height),
-                   min(max(x2 * sx, 0.0), d.width), min(max(y2 * sy, 0.0), d.height))
+            box = (
+                min(max(x1 * sx, 0.0), d.width),
+                min(max(y1 * sy, 0.0), d.height),
+                min(max(x2 * sx, 0.0), d.width),
+                min(max(y2 * sy, 0.0), d.height),
+            )
             cid = int(cls)
             label = self.labels[cid] if 0 <= cid < len(self.labels) else str(cid)
             items.append(Box(label, cid, round(float(score), 6), tuple(round(v, 2) for v in box)))  # type: ignore[arg-type]

@@ -22,8 +22,12 @@ from cnnkit.errors import OptionError, UsageError
 log = logging.getLogger("cnnkit")
 DEFAULT_MODEL = "shapes-yolov8n"
 DATA_COPY = "data.yaml"  # the sanitised dataset yaml in the run folder: what ultralytics reads, also on resume
-METRIC_KEYS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall",
-               "metrics/mAP50(B)": "mAP50", "metrics/mAP50-95(B)": "mAP50-95"}
+METRIC_KEYS = {
+    "metrics/precision(B)": "precision",
+    "metrics/recall(B)": "recall",
+    "metrics/mAP50(B)": "mAP50",
+    "metrics/mAP50-95(B)": "mAP50-95",
+}
 
 
 def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
@@ -40,8 +44,12 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
 
     loaded = resolve("detect", name)
     if loaded.runtime != "ultralytics":
-        raise OptionError("model", "detection fine-tuning trains YOLO models (ultralytics); pick one of "
-                                   "shapes-yolov8n, yolov8n.pt, yolo11n.pt or a .yaml/.pt file", name)
+        raise OptionError(
+            "model",
+            "detection fine-tuning trains YOLO models (ultralytics); pick one of "
+            "shapes-yolov8n, yolov8n.pt, yolo11n.pt or a .yaml/.pt file",
+            name,
+        )
     spec = loaded.spec
     return loaded.meta["where"], spec.meta.get("imgsz") if spec is not None else None
 
@@ -110,11 +118,24 @@ def _loss(tloss: Any) -> float:
 
 
 def finetune(
-    data: str | None, *, model: str | None = None, weights: str | None = None, epochs: int | None = None,
-    batch_size: int | None = None, imgsz: int | None = None, lr: float | None = None, device: str | None = None,
-    out: str | None = None, exist_ok: bool = False, seed: int | None = None, workers: int | None = None,
-    resume: str | bool | None = None, progress: bool = True, threads: int | None = None,
-    callbacks: Any = None, **ignored: Any,
+    data: str | None,
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    imgsz: int | None = None,
+    lr: float | None = None,
+    device: str | None = None,
+    out: str | None = None,
+    exist_ok: bool = False,
+    seed: int | None = None,
+    workers: int | None = None,
+    resume: str | bool | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    callbacks: Any = None,
+    **ignored: Any,
 ) -> dict[str, Any]:
     """Train from ``model``/``weights`` (default: the bundled shapes-yolov8n) on the YOLO dataset yaml ``data``.
 
@@ -131,7 +152,9 @@ def finetune(
     from cnnkit.train.loop import Callbacks, log_progress, run_dir
 
     if ignored:
-        log.debug("finetune detect: ignoring options %s", ", ".join(sorted(k for k, v in ignored.items() if v is not None)))
+        log.debug(
+            "finetune detect: ignoring options %s", ", ".join(sorted(k for k, v in ignored.items() if v is not None))
+        )
     ds = yolo_yaml.read(data) if data is not None else None  # before anything is made or loaded
     set_threads(threads)
     n_threads = torch.get_num_threads()
@@ -150,10 +173,19 @@ def finetune(
         yolo = _ultralytics.yolo(start)
         clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
         args = dict(
-            data=str(clean), epochs=epochs or 30, batch=batch_size or 16,
-            imgsz=imgsz or trained_size or 640, device=_ultralytics.device_arg(dev),
-            project=str(folder.resolve().parent), name=folder.name, exist_ok=True,
-            seed=0 if seed is None else seed, deterministic=True, workers=workers or 0, plots=False, verbose=False,
+            data=str(clean),
+            epochs=epochs or 30,
+            batch=batch_size or 16,
+            imgsz=imgsz or trained_size or 640,
+            device=_ultralytics.device_arg(dev),
+            project=str(folder.resolve().parent),
+            name=folder.name,
+            exist_ok=True,
+            seed=0 if seed is None else seed,
+            deterministic=True,
+            workers=workers or 0,
+            plots=False,
+            verbose=False,
         )
         if lr is not None:
             args.update(optimizer="AdamW", lr0=lr)

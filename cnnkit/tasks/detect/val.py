@@ -35,7 +35,8 @@ def label_path(image: Path) -> Path:
 def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
     """A COCO ground-truth dict from the label files of the images in ``records``."""
     gt: dict[str, Any] = {
-        "images": [], "annotations": [],
+        "images": [],
+        "annotations": [],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
     }
     for image_id, rec in enumerate(records, start=1):
@@ -48,10 +49,16 @@ def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
                 continue
             cls, cx, cy, w, h = int(float(fields[0])), *(float(v) for v in fields[1:5])
             bw, bh = w * rec.width, h * rec.height
-            gt["annotations"].append({
-                "id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": cls + 1,
-                "bbox": [cx * rec.width - bw / 2, cy * rec.height - bh / 2, bw, bh], "area": bw * bh, "iscrowd": 0,
-            })
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": cls + 1,
+                    "bbox": [cx * rec.width - bw / 2, cy * rec.height - bh / 2, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
     return gt
 
 
@@ -64,10 +71,22 @@ def category_map(labels: list[str], names: list[str]) -> dict[int, int]:
 
 
 def validate(
-    data: str | os.PathLike, *, model: str | None = None, weights: str | None = None, split: str = "val",
-    conf: float = 0.001, iou: float = 0.7, imgsz: int | None = None, max_det: int = 300, batch_size: int = 16,
-    workers: int = 2, device: str | None = None, threads: int | None = None, compare: bool = True,
-    backend: str | None = None, on_record: Callable[[Record, list[dict[str, Any]]], None] | None = None,
+    data: str | os.PathLike,
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    split: str = "val",
+    conf: float = 0.001,
+    iou: float = 0.7,
+    imgsz: int | None = None,
+    max_det: int = 300,
+    batch_size: int = 16,
+    workers: int = 2,
+    device: str | None = None,
+    threads: int | None = None,
+    compare: bool = True,
+    backend: str | None = None,
+    on_record: Callable[[Record, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a detector on ``split`` of the YOLO dataset yaml ``data`` (see module doc).
 
@@ -79,8 +98,17 @@ def validate(
 
     ds = yolo_yaml.read(data, require=(split,))
     images = yolo_yaml.split_images(ds, split)
-    detector = Detector.load(model, weights, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, device=device,
-                             threads=threads, backend=backend)
+    detector = Detector.load(
+        model,
+        weights,
+        conf=conf,
+        iou=iou,
+        imgsz=imgsz,
+        max_det=max_det,
+        device=device,
+        threads=threads,
+        backend=backend,
+    )
     detector.options.multi_label = True
     records = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
     good = [r for r in records if r.ok]
@@ -92,8 +120,9 @@ def validate(
         truth: dict[int, list[dict[str, Any]]] = {}
         for a in gt["annotations"]:
             x, y, w, h = a["bbox"]
-            truth.setdefault(a["image_id"], []).append({"label": ds.names[a["category_id"] - 1],
-                                                        "box": [x, y, x + w, y + h]})
+            truth.setdefault(a["image_id"], []).append(
+                {"label": ds.names[a["category_id"] - 1], "box": [x, y, x + w, y + h]}
+            )
         index = {r.path: i for i, r in enumerate(good, start=1)}
         for r in records:
             on_record(r, truth.get(index[r.path], []) if r.ok else [])
@@ -110,28 +139,55 @@ def validate(
     for cat in gt["categories"]:
         s = scores["per_class"].get(cat["name"], {})
         per_class[cat["name"]] = {
-            "instances": counts.get(cat["id"], 0), "precision": s.get("precision", 0.0),
-            "recall": s.get("recall", 0.0), "mAP50": s.get("AP50", 0.0), "mAP50-95": s.get("AP", 0.0),
+            "instances": counts.get(cat["id"], 0),
+            "precision": s.get("precision", 0.0),
+            "recall": s.get("recall", 0.0),
+            "mAP50": s.get("AP50", 0.0),
+            "mAP50-95": s.get("AP", 0.0),
         }
     result: dict[str, Any] = {
-        "data": str(data), "split": split, "model": detector.name, "images": len(good),
-        "failed": len(records) - len(good), "instances": len(gt["annotations"]),
-        "mAP50": scores["AP50"], "mAP50-95": scores["AP"], "precision": scores.get("precision", 0.0),
-        "recall": scores.get("recall", 0.0), "per_class": per_class, "conf": conf, "iou": iou,
+        "data": str(data),
+        "split": split,
+        "model": detector.name,
+        "images": len(good),
+        "failed": len(records) - len(good),
+        "instances": len(gt["annotations"]),
+        "mAP50": scores["AP50"],
+        "mAP50-95": scores["AP"],
+        "precision": scores.get("precision", 0.0),
+        "recall": scores.get("recall", 0.0),
+        "per_class": per_class,
+        "conf": conf,
+        "iou": iou,
         "imgsz": detector.backend.imgsz,
     }
     checkpoint = getattr(detector.backend, "checkpoint", None)
     if compare and checkpoint:
         result["ultralytics"] = ultralytics_val(
-            checkpoint, ds, split=split, imgsz=detector.backend.imgsz, batch=batch_size, conf=conf, iou=iou,
-            max_det=max_det, device=detector.backend.runtime.device,
+            checkpoint,
+            ds,
+            split=split,
+            imgsz=detector.backend.imgsz,
+            batch=batch_size,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            device=detector.backend.runtime.device,
         )
     return result
 
 
 def ultralytics_val(
-    checkpoint: str, data: yolo_yaml.DatasetYaml, *, split: str, imgsz: int, batch: int, conf: float, iou: float,
-    max_det: int, device: Any,
+    checkpoint: str,
+    data: yolo_yaml.DatasetYaml,
+    *,
+    split: str,
+    imgsz: int,
+    batch: int,
+    conf: float,
+    iou: float,
+    max_det: int,
+    device: Any,
 ) -> dict[str, Any]:
     """ultralytics' own ``val`` on the same weights and data, quietly, in a temp folder.
 
@@ -145,20 +201,39 @@ def ultralytics_val(
     with _ultralytics.quiet(), tempfile.TemporaryDirectory(prefix="cnnkit-val-") as tmp:
         clean = yolo_yaml.write_sanitised(data, Path(tmp) / "data.yaml")
         m = yolo.val(
-            data=str(clean), split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, max_det=max_det,
-            device=_ultralytics.device_arg(device), workers=0, plots=False, save_json=False, verbose=False,
-            project=tmp, name="val", exist_ok=True,
+            data=str(clean),
+            split=split,
+            imgsz=imgsz,
+            batch=batch,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            device=_ultralytics.device_arg(device),
+            workers=0,
+            plots=False,
+            save_json=False,
+            verbose=False,
+            project=tmp,
+            name="val",
+            exist_ok=True,
         )
     names = yolo.names
     per_class = {names[int(c)]: float(ap) for c, ap in zip(m.box.ap_class_index, m.box.ap50)}
-    return {"mAP50": float(m.box.map50), "mAP50-95": float(m.box.map), "precision": float(m.box.mp),
-            "recall": float(m.box.mr), "per_class_mAP50": per_class}
+    return {
+        "mAP50": float(m.box.map50),
+        "mAP50-95": float(m.box.map),
+        "precision": float(m.box.mp),
+        "recall": float(m.box.mr),
+        "per_class_mAP50": per_class,
+    }
 
 
 def report_tables(m: dict[str, Any]) -> list[ReportTable]:
     """The per-class table of :func:`validate`'s metrics, with ultralytics' figures beside them when run."""
     ul = m.get("ultralytics")
-    columns = ("class", "instances", "precision", "recall", "mAP50", "mAP50-95") + (("ultralytics mAP50",) if ul else ())
+    columns = ("class", "instances", "precision", "recall", "mAP50", "mAP50-95") + (
+        ("ultralytics mAP50",) if ul else ()
+    )
 
     def row(name: str, d: dict[str, Any], ul_map50: float | None) -> tuple[str, ...]:
         cells = (name, str(d["instances"]), *(figure(d[k], 3) for k in ("precision", "recall", "mAP50", "mAP50-95")))
@@ -168,8 +243,10 @@ def report_tables(m: dict[str, Any]) -> list[ReportTable]:
     rows += [row(name, d, (ul or {}).get("per_class_mAP50", {}).get(name)) for name, d in m["per_class"].items()]
     notes = []
     if ul:
-        notes.append(f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "
-                     f"P {ul['precision']:.3f}  R {ul['recall']:.3f}")
+        notes.append(
+            f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "
+            f"P {ul['precision']:.3f}  R {ul['recall']:.3f}"
+        )
     if m["failed"]:
         notes.append(f"{m['failed']} image(s) could not be read")
     title = f"{m['model']} on {m['data']} ({m['split']}, {m['images']} images, imgsz {m['imgsz']})"

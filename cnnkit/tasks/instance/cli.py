@@ -14,7 +14,16 @@ app = c.task_app(
     "[bold]predict[/bold]; `cnnkit instance val DATA` scores a COCO-format dataset."
 )
 
-MaskThreshold = Annotated[float, typer.Option("--mask-threshold", min=0.0, max=1.0, help="Soft-mask probability above which a pixel belongs to the instance.", rich_help_panel=o.PANEL_MODEL)]
+MaskThreshold = Annotated[
+    float,
+    typer.Option(
+        "--mask-threshold",
+        min=0.0,
+        max=1.0,
+        help="Soft-mask probability above which a pixel belongs to the instance.",
+        rich_help_panel=o.PANEL_MODEL,
+    ),
+]
 _LOAD = ("model", "weights", "device", "threads")
 
 
@@ -25,7 +34,14 @@ def predict(
     sources: o.Sources = None,
     mask_threshold: MaskThreshold = 0.5,
     classes: o.Classes = None,
-    save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write one PNG per instance into <save-dir>/masks (implies --save).", rich_help_panel=o.PANEL_IO)] = False,
+    save_masks: Annotated[
+        bool,
+        typer.Option(
+            "--save-masks",
+            help="Also write one PNG per instance into <save-dir>/masks (implies --save).",
+            rich_help_panel=o.PANEL_IO,
+        ),
+    ] = False,
     **shared: Any,
 ) -> None:
     """Instances in each image (masks as COCO RLE), from the bundled model, torchvision's COCO Mask R-CNNs or a finetune checkpoint.
@@ -34,17 +50,28 @@ def predict(
     """
     from cnnkit.eval.coco import CocoResults
 
-    c.run_predict(ctx, "instance", dict({k: shared[k] for k in (*_LOAD, "conf", "max_det", "half")},
-                                        mask_threshold=mask_threshold, save_masks=save_masks,
-                                        classes=c.split_classes(classes)),
-                  save=True if save_masks else None, coco_builder=CocoResults() if shared["fmt"] == "coco" else None)
+    c.run_predict(
+        ctx,
+        "instance",
+        dict(
+            {k: shared[k] for k in (*_LOAD, "conf", "max_det", "half")},
+            mask_threshold=mask_threshold,
+            save_masks=save_masks,
+            classes=c.split_classes(classes),
+        ),
+        save=True if save_masks else None,
+        coco_builder=CocoResults() if shared["fmt"] == "coco" else None,
+    )
 
 
 @app.command("val")
 @o.compose(o.MODEL, o.SPLIT, o.BOXES, o.OWN, o.RUN, o.REPORT_IO, batch_size=4, conf=0.001, max_det=100)
 def val(
     ctx: typer.Context,
-    data: Annotated[str, typer.Argument(help="COCO-format dataset: a folder with <split>/annotations.json + images, or the JSON file.")],
+    data: Annotated[
+        str,
+        typer.Argument(help="COCO-format dataset: a folder with <split>/annotations.json + images, or the JSON file."),
+    ],
     mask_threshold: MaskThreshold = 0.5,
     **shared: Any,
 ) -> None:
@@ -52,9 +79,17 @@ def val(
     data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    summary = run_val(ctx, "instance", data, dict({k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
-                                                  mask_threshold=mask_threshold,
-                                                  batch_size=c.setting(ctx, "batch_size"),
-                                                  workers=c.setting(ctx, "workers")), shared)
+    summary = run_val(
+        ctx,
+        "instance",
+        data,
+        dict(
+            {k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
+            mask_threshold=mask_threshold,
+            batch_size=c.setting(ctx, "batch_size"),
+            workers=c.setting(ctx, "workers"),
+        ),
+        shared,
+    )
     if summary["failed"]:
         raise typer.Exit(c.EXIT_FAILED)

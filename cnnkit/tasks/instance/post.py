@@ -14,7 +14,11 @@ __all__ = ["decode_rle", "encode_rle", "to_predictions"]
 
 
 def to_predictions(
-    output: dict[str, Any], labels: list[str], *, conf: float = 0.5, mask_threshold: float = 0.5,
+    output: dict[str, Any],
+    labels: list[str],
+    *,
+    conf: float = 0.5,
+    mask_threshold: float = 0.5,
     max_det: int = 100,
 ) -> list[dict[str, Any]]:
     """One image's torchvision Mask R-CNN output → ``[{label, class_id, score, box, mask}]``.
@@ -30,11 +34,13 @@ def to_predictions(
     preds = []
     for i, k in enumerate(net_labels):
         cid = int(k) - 1
-        preds.append({
-            "label": labels[cid] if 0 <= cid < len(labels) else f"class_{cid}",
-            "class_id": cid,
-            "score": round(float(scores[keep[i]]), 6),
-            "box": [round(float(v), 2) for v in boxes[i]],
-            "mask": encode_rle(masks[i]),
-        })
+        preds.append(
+            {
+                "label": labels[cid] if 0 <= cid < len(labels) else f"class_{cid}",
+                "class_id": cid,
+                "score": round(float(scores[keep[i]]), 6),
+                "box": [round(float(v), 2) for v in boxes[i]],
+                "mask": encode_rle(masks[i]),
+            }
+        )
     return preds

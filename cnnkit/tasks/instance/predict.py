@@ -93,8 +93,15 @@ class InstanceSegmenter(Predictor):
     task = "instance"
 
     def __init__(
-        self, loaded: Loaded, runtime: Runtime, *, conf: float = 0.5, mask_threshold: float = 0.5,
-        max_det: int = 100, save_masks: bool = False, classes: Sequence[int | str] | None = None,
+        self,
+        loaded: Loaded,
+        runtime: Runtime,
+        *,
+        conf: float = 0.5,
+        mask_threshold: float = 0.5,
+        max_det: int = 100,
+        save_masks: bool = False,
+        classes: Sequence[int | str] | None = None,
     ) -> None:
         self.loaded = loaded
         self.name = loaded.name
@@ -112,16 +119,32 @@ class InstanceSegmenter(Predictor):
 
     @classmethod
     def load(
-        cls, model: str | None = None, weights: str | None = None, *, device: str | None = None,
-        half: bool = False, threads: int | None = None, conf: float = 0.5, mask_threshold: float = 0.5,
-        max_det: int = 100, save_masks: bool = False, classes: Sequence[int | str] | None = None,
-    ) -> "InstanceSegmenter":
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        conf: float = 0.5,
+        mask_threshold: float = 0.5,
+        max_det: int = 100,
+        save_masks: bool = False,
+        classes: Sequence[int | str] | None = None,
+    ) -> InstanceSegmenter:
         """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks."""
         runtime = Runtime.create(device, half=half, threads=threads)
         from cnnkit.models.loader import resolve
 
-        return cls(resolve("instance", model, weights), runtime, conf=conf, mask_threshold=mask_threshold,
-                   max_det=max_det, save_masks=save_masks, classes=classes)
+        return cls(
+            resolve("instance", model, weights),
+            runtime,
+            conf=conf,
+            mask_threshold=mask_threshold,
+            max_det=max_det,
+            save_masks=save_masks,
+            classes=classes,
+        )
 
     def preprocess(self, decoded: Decoded) -> _Input:
         """A [0, 1] tensor of at most about twice the model's working size, and where the image is in it
@@ -150,8 +173,10 @@ class InstanceSegmenter(Predictor):
                 features = OrderedDict([("0", features)])
             proposals, _ = model.rpn(images, features)
             detections, _ = model.roi_heads(features, proposals, images.image_sizes)
-        return [self._predictions(det, x, size, dec)
-                for det, x, size, dec in zip(detections, inputs, images.image_sizes, decoded)]
+        return [
+            self._predictions(det, x, size, dec)
+            for det, x, size, dec in zip(detections, inputs, images.image_sizes, decoded)
+        ]
 
     def _predictions(self, det: dict[str, Any], x: _Input, size: Any, dec: Decoded) -> Instances:
         """One image's detections in its original pixels (``class_id`` = network label − 1)."""
@@ -173,11 +198,15 @@ class InstanceSegmenter(Predictor):
         for box, mask, k, score in zip(boxes, masks, det["labels"][keep].tolist(), scores[keep].tolist()):
             cid = int(k) - 1
             shown = [min(max(float(v), 0.0), float(lim)) for v, lim in zip(box, (dec.width, dec.height) * 2)]
-            preds.append(Instance(
-                self.labels[cid] if 0 <= cid < len(self.labels) else f"class_{cid}", cid, round(float(score), 6),
-                tuple(round(v, 2) for v in shown),  # type: ignore[arg-type]  # four values
-                paste_rle(mask, box, dec.height, dec.width, self.mask_threshold),
-            ))
+            preds.append(
+                Instance(
+                    self.labels[cid] if 0 <= cid < len(self.labels) else f"class_{cid}",
+                    cid,
+                    round(float(score), 6),
+                    tuple(round(v, 2) for v in shown),  # type: ignore[arg-type]  # four values
+                    paste_rle(mask, box, dec.height, dec.width, self.mask_threshold),
+                )
+            )
         return Instances(preds, dec.width, dec.height)
 
     def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:

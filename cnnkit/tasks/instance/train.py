@@ -28,8 +28,14 @@ DEFAULT_MODEL = "shapes-maskrcnn"
 
 
 def evaluate_model(
-    model: torch.nn.Module, images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[str],
-    *, conf: float = 0.05, batch_size: int = 4, device: Any = "cpu",
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    gt: dict[str, Any],
+    labels: Sequence[str],
+    *,
+    conf: float = 0.05,
+    batch_size: int = 4,
+    device: Any = "cpu",
 ) -> dict[str, float]:
     """bbox and segm AP/AP50/AP75 of ``model`` on ``images`` (ids ``1..n`` in ``gt``); leaves it in eval mode."""
     from cnnkit.eval.coco import CocoResults, evaluate
@@ -41,7 +47,7 @@ def evaluate_model(
     coco = CocoResults(image_ids={str(i): i + 1 for i in range(len(images))})
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             outputs = model([image_tensor(im).to(device) for im in chunk])
             for j, out in enumerate(outputs):
                 preds = to_predictions(out, list(labels), conf=conf, max_det=100)
@@ -53,8 +59,9 @@ def evaluate_model(
     return metrics
 
 
-def recipe(images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[str],
-           device: torch.device | str = "cpu") -> Recipe:
+def recipe(
+    images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[str], device: torch.device | str = "cpu"
+) -> Recipe:
     """Mask R-CNN for :func:`cnnkit.train.loop.fit`: batches are lists of ``(image, target)``; the
     loss is the sum of the model's losses (each also logged as ``train_loss_*``); mask AP50 picks ``best``."""
 
@@ -64,15 +71,25 @@ def recipe(images: Sequence[np.ndarray], gt: dict[str, Any], labels: Sequence[st
         n = len(images_)
         return Step(sum(losses.values()), n, {k: float(v.detach()) * n for k, v in losses.items()})
 
-    return Recipe("instance", loss, lambda m: evaluate_model(m, images, gt, labels, device=device),
-                  score="val_mask_AP50")
+    return Recipe(
+        "instance", loss, lambda m: evaluate_model(m, images, gt, labels, device=device), score="val_mask_AP50"
+    )
 
 
 def config(epochs: int, steps_per_epoch: int, lr: float, seed: int = 0, **options: Any) -> LoopConfig:
     """The Mask R-CNN schedule: AdamW, gradients clipped at norm 10, up to 50 warm-up steps, cosine to 2 %."""
     warmup = min(50, steps_per_epoch) / steps_per_epoch
-    return LoopConfig(epochs=epochs, lr=lr, seed=seed, weight_decay=1e-4, scheduler="cosine", warmup=warmup,
-                      lr_floor=0.02, clip=10.0, **options)
+    return LoopConfig(
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        weight_decay=1e-4,
+        scheduler="cosine",
+        warmup=warmup,
+        lr_floor=0.02,
+        clip=10.0,
+        **options,
+    )
 
 
 def _sample(ds: CocoSplit, image: dict[str, Any], imgsz: int | None) -> tuple[Any, Any]:
@@ -97,8 +114,9 @@ def _sample(ds: CocoSplit, image: dict[str, Any], imgsz: int | None) -> tuple[An
         masks = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.NEAREST)) > 0 for m in masks]
         boxes = [[v * s for v in b] for b in boxes]
     class_ids = [ds.cat_ids.index(a["category_id"]) for a in anns]
-    return image_tensor(rgb), make_target([boxes[i] for i in keep], [class_ids[i] for i in keep],
-                                          [masks[i] for i in keep], rgb.shape[:2])
+    return image_tensor(rgb), make_target(
+        [boxes[i] for i in keep], [class_ids[i] for i in keep], [masks[i] for i in keep], rgb.shape[:2]
+    )
 
 
 def _ann_mask(ann: dict[str, Any], h: int, w: int, decode_rle: Any) -> np.ndarray:
@@ -113,7 +131,7 @@ def _ann_mask(ann: dict[str, Any], h: int, w: int, decode_rle: Any) -> np.ndarra
         return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w))) > 0
     x, y, bw, bh = ann["bbox"]
     out = np.zeros((h, w), bool)
-    out[int(y):int(math.ceil(y + bh)), int(x):int(math.ceil(x + bw))] = True
+    out[int(y) : int(math.ceil(y + bh)), int(x) : int(math.ceil(x + bw))] = True
     return out
 
 
@@ -129,11 +147,26 @@ def replace_heads(module: Any, num_classes: int) -> None:
 
 
 def finetune(
-    data: str, *, model: str | None = None, weights: str | None = None, epochs: int = 10, batch_size: int = 2,
-    imgsz: int | None = None, lr: float | None = None, device: str | None = None, out: str | None = None,
-    exist_ok: bool = False, seed: int = 0, workers: int = 0, resume: str | None = None,
-    freeze: str | None = None, pretrained: bool = True, progress: bool = True, amp: bool = False,
-    callbacks: Callbacks | None = None, **ignored: Any,
+    data: str,
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    epochs: int = 10,
+    batch_size: int = 2,
+    imgsz: int | None = None,
+    lr: float | None = None,
+    device: str | None = None,
+    out: str | None = None,
+    exist_ok: bool = False,
+    seed: int = 0,
+    workers: int = 0,
+    resume: str | None = None,
+    freeze: str | None = None,
+    pretrained: bool = True,
+    progress: bool = True,
+    amp: bool = False,
+    callbacks: Callbacks | None = None,
+    **ignored: Any,
 ) -> dict[str, Any]:
     """Finetune a Mask R-CNN on ``data`` (COCO format); returns ``{best, last, out, metrics}``.
 
@@ -156,8 +189,14 @@ def finetune(
     if not pretrained and weights is None:  # the registry architecture alone: nothing to download
         spec = get_spec(model or DEFAULT_MODEL, "instance")
         kwargs = spec.meta.get("arch_kwargs", {})
-        loaded = Loaded(spec.builder(num_classes=len(train_ds.labels), **kwargs), spec.name, train_ds.labels,
-                        None, spec, {"arch_kwargs": kwargs})
+        loaded = Loaded(
+            spec.builder(num_classes=len(train_ds.labels), **kwargs),
+            spec.name,
+            train_ds.labels,
+            None,
+            spec,
+            {"arch_kwargs": kwargs},
+        )
     else:
         loaded = resolve("instance", model, weights)
     net = loaded.module
@@ -177,24 +216,48 @@ def finetune(
     def batch_at(step: int) -> list:
         perm = np.random.default_rng([seed, step // steps_per_epoch]).permutation(len(images))
         k = step % steps_per_epoch
-        return [_sample(train_ds, images[i], imgsz) for i in perm[k * batch_size:(k + 1) * batch_size]]
+        return [_sample(train_ds, images[i], imgsz) for i in perm[k * batch_size : (k + 1) * batch_size]]
 
     val_images, gt = _eval_set(val_ds)
     meta = {
-        "task": "instance", "arch": loaded.spec.family if loaded.spec else loaded.meta.get("arch"),
-        "arch_kwargs": loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs", {}) if loaded.spec else {}),
-        "name": f"{loaded.name}-finetuned", "labels": train_ds.labels, "base": loaded.name,
-        "data": str(train_ds.annotations), "args": {"epochs": epochs, "batch_size": batch_size, "imgsz": imgsz,
-                                                    "lr": cfg.lr, "freeze": freeze, "seed": seed},
+        "task": "instance",
+        "arch": loaded.spec.family if loaded.spec else loaded.meta.get("arch"),
+        "arch_kwargs": loaded.meta.get("arch_kwargs")
+        or (loaded.spec.meta.get("arch_kwargs", {}) if loaded.spec else {}),
+        "name": f"{loaded.name}-finetuned",
+        "labels": train_ds.labels,
+        "base": loaded.name,
+        "data": str(train_ds.annotations),
+        "args": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "imgsz": imgsz,
+            "lr": cfg.lr,
+            "freeze": freeze,
+            "seed": seed,
+        },
     }
     if callbacks is None and progress:
         callbacks = log_progress(log, every=20)
-    history = fit(net, StepBatches(batch_at, steps_per_epoch), recipe(val_images, gt, train_ds.labels, dev), cfg,
-                  folder, meta, dev, frozen=frozen, callbacks=callbacks)
+    history = fit(
+        net,
+        StepBatches(batch_at, steps_per_epoch),
+        recipe(val_images, gt, train_ds.labels, dev),
+        cfg,
+        folder,
+        meta,
+        dev,
+        frozen=frozen,
+        callbacks=callbacks,
+    )
     # The result keeps the instance metric names (mask_AP50, box_AP, ..., step) of the last epoch.
     metrics = {k.removeprefix("val_"): v for k, v in history[-1].items()} if history else {}
-    return {"best": str(folder / "best.safetensors"), "last": str(folder / "last.safetensors"), "out": str(folder),
-            "metrics": metrics}
+    return {
+        "best": str(folder / "best.safetensors"),
+        "last": str(folder / "last.safetensors"),
+        "out": str(folder),
+        "metrics": metrics,
+    }
 
 
 def _val_split(data: str, train: CocoSplit) -> CocoSplit:
@@ -219,8 +282,11 @@ def _eval_set(ds: CocoSplit) -> tuple[list[np.ndarray], dict[str, Any]]:
     gt = {
         "images": [{**im, "id": ids[im["id"]]} for im in ds.gt["images"]],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(ds.labels)],
-        "annotations": [{**a, "image_id": ids[a["image_id"]], "category_id": ds.cat_ids.index(a["category_id"]) + 1}
-                        for a in ds.gt["annotations"] if a["image_id"] in ids and a["category_id"] in ds.cat_ids],
+        "annotations": [
+            {**a, "image_id": ids[a["image_id"]], "category_id": ds.cat_ids.index(a["category_id"]) + 1}
+            for a in ds.gt["annotations"]
+            if a["image_id"] in ids and a["category_id"] in ds.cat_ids
+        ],
     }
     return [decode(str(ds.image_path(im))).rgb for im in ds.gt["images"]], gt
 

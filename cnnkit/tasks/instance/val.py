@@ -10,9 +10,19 @@ from cnnkit.tasks.instance.predict import InstanceSegmenter
 
 
 def validate(
-    data: str, *, split: str = "val", model: str | None = None, weights: str | None = None, conf: float = 0.001,
-    mask_threshold: float = 0.5, max_det: int = 100, batch_size: int = 4, workers: int = 2,
-    device: str | None = None, threads: int | None = None, on_record: Any = None,
+    data: str,
+    *,
+    split: str = "val",
+    model: str | None = None,
+    weights: str | None = None,
+    conf: float = 0.001,
+    mask_threshold: float = 0.5,
+    max_det: int = 100,
+    batch_size: int = 4,
+    workers: int = 2,
+    device: str | None = None,
+    threads: int | None = None,
+    on_record: Any = None,
 ) -> dict[str, Any]:
     """bbox and segm AP, AP50, AP75 (pycocotools) of a model on a COCO-format split.
 
@@ -25,20 +35,24 @@ def validate(
     from cnnkit.eval.coco import CocoResults, evaluate
 
     ds = read_coco(data, split)
-    predictor = InstanceSegmenter.load(model, weights, device=device, threads=threads, conf=conf,
-                                       mask_threshold=mask_threshold, max_det=max_det)
+    predictor = InstanceSegmenter.load(
+        model, weights, device=device, threads=threads, conf=conf, mask_threshold=mask_threshold, max_det=max_det
+    )
     by_name = dict(zip(ds.labels, ds.cat_ids))
     category_ids = {i: by_name[n] for i, n in enumerate(predictor.labels) if n in by_name}
     if not category_ids:
-        raise CnnkitError(f"{data}: none of the model's classes ({', '.join(predictor.labels[:5])} …) "
-                          f"are dataset categories ({', '.join(ds.labels[:5])} …)")
+        raise CnnkitError(
+            f"{data}: none of the model's classes ({', '.join(predictor.labels[:5])} …) "
+            f"are dataset categories ({', '.join(ds.labels[:5])} …)"
+        )
     paths = {str(ds.image_path(im)): im["id"] for im in ds.gt["images"]}
     names = {c["id"]: c["name"] for c in ds.gt.get("categories", [])}
     truth: dict[Any, list[dict[str, Any]]] = {}
     for a in ds.gt.get("annotations", []) if on_record is not None else []:
         x, y, w, h = a["bbox"]
-        truth.setdefault(a["image_id"], []).append({"label": names.get(a["category_id"], str(a["category_id"])),
-                                                    "box": [x, y, x + w, y + h]})
+        truth.setdefault(a["image_id"], []).append(
+            {"label": names.get(a["category_id"], str(a["category_id"])), "box": [x, y, x + w, y + h]}
+        )
     coco = CocoResults(image_ids=paths, category_ids=category_ids)
     failed = []
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
@@ -48,8 +62,12 @@ def validate(
         coco.add(record)
         if on_record is not None:
             on_record(record, truth.get(paths[record.path], []) if record.error is None else [])
-    summary: dict[str, Any] = {"data": str(ds.annotations), "model": predictor.name, "images": len(paths),
-                               "failed": failed}
+    summary: dict[str, Any] = {
+        "data": str(ds.annotations),
+        "model": predictor.name,
+        "images": len(paths),
+        "failed": failed,
+    }
     for iou_type in ("bbox", "segm"):
         res = evaluate(ds.gt, coco.results(), iou_type)
         summary[iou_type] = {"AP": res["AP"], "AP50": res["AP50"], "AP75": res["AP75"], "per_class": res["per_class"]}
@@ -60,5 +78,11 @@ def report_tables(summary: dict[str, Any]) -> list[ReportTable]:
     """bbox and segm AP, AP50 and AP75 of :func:`validate`'s metrics, one row each."""
     rows = [(kind, *(summary[kind][k] for k in ("AP", "AP50", "AP75"))) for kind in ("bbox", "segm")]
     notes = [f"{len(summary['failed'])} image(s) failed"] if summary["failed"] else []
-    return [table(f"{summary['model']} on {summary['data']} ({summary['images']} images)",
-                  ("", "AP", "AP50", "AP75"), rows, notes)]
+    return [
+        table(
+            f"{summary['model']} on {summary['data']} ({summary['images']} images)",
+            ("", "AP", "AP50", "AP75"),
+            rows,
+            notes,
+        )
+    ]

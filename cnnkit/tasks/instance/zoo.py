@@ -17,8 +17,13 @@ LIGHT_DEFAULTS: dict[str, Any] = {"backbone": "resnet18", "fpn_channels": 64, "m
 
 
 def light_maskrcnn(
-    num_classes: int = len(SHAPES_CLASSES), *, backbone: str = "resnet18", fpn_channels: int = 64,
-    min_size: int = 192, max_size: int = 320, representation: int = 128,
+    num_classes: int = len(SHAPES_CLASSES),
+    *,
+    backbone: str = "resnet18",
+    fpn_channels: int = 64,
+    min_size: int = 192,
+    max_size: int = 320,
+    representation: int = 128,
 ) -> Any:
     """A Mask R-CNN small enough to train from scratch on a CPU.
 
@@ -38,15 +43,23 @@ def light_maskrcnn(
         raise ValueError(f"unknown backbone {backbone!r}; use resnet18/34/50")
     trunk = getattr(torchvision.models, backbone)(weights=None, norm_layer=torch.nn.BatchNorm2d)
     c2 = trunk.inplanes // 8
-    body = BackboneWithFPN(trunk, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
-                           [c2 * 2 ** (k - 1) for k in (1, 2, 3, 4)], fpn_channels)
+    body = BackboneWithFPN(
+        trunk, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)}, [c2 * 2 ** (k - 1) for k in (1, 2, 3, 4)], fpn_channels
+    )
     sizes = ((16,), (32,), (64,), (128,), (256,))
     ch = body.out_channels
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return MaskRCNN(
-        body, num_classes=None, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500,
-        rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300, box_batch_size_per_image=128,
+        body,
+        num_classes=None,
+        min_size=min_size,
+        max_size=max_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=1000,
+        rpn_post_nms_top_n_train=500,
+        rpn_pre_nms_top_n_test=500,
+        rpn_post_nms_top_n_test=300,
+        box_batch_size_per_image=128,
         box_head=TwoMLPHead(ch * 7 * 7, representation),
         box_predictor=FastRCNNPredictor(representation, num_classes + 1),
         mask_head=MaskRCNNHeads(ch, [ch, ch], 1),
@@ -58,8 +71,9 @@ def torchvision_maskrcnn(arch: str, num_classes: int = 90, **kwargs: Any) -> Any
     """torchvision's Mask R-CNN with random weights; ``num_classes`` foreground classes."""
     import torchvision
 
-    return torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                        **kwargs)
+    return torchvision.models.get_model(
+        arch, weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs
+    )
 
 
 def _torchvision_r50(num_classes: int = 90, **kwargs: Any) -> Any:
@@ -70,19 +84,41 @@ def _torchvision_r50_v2(num_classes: int = 90, **kwargs: Any) -> Any:
     return torchvision_maskrcnn("maskrcnn_resnet50_fpn_v2", num_classes, **kwargs)
 
 
-register(ModelSpec(
-    name="shapes-maskrcnn", task="instance", family="maskrcnn_light", builder=light_maskrcnn, source="bundled",
-    weights="shapes-maskrcnn.safetensors", labels=SHAPES_CLASSES, year=2026,
-    description="Mask R-CNN, ResNet-18 FPN 64 ch, trained by cnnkit on synthetic shapes (bundled default)",
-    meta={"arch_kwargs": LIGHT_DEFAULTS, "for_photos": "maskrcnn_resnet50_fpn_v2 (COCO, downloaded once)"},
-))
-register(ModelSpec(
-    name="maskrcnn_resnet50_fpn", task="instance", family="maskrcnn_resnet50_fpn", builder=_torchvision_r50,
-    source="torchvision", weights="MaskRCNN_ResNet50_FPN_Weights.COCO_V1", year=2017,
-    description="Mask R-CNN R50-FPN, COCO (torchvision; download once)",
-))
-register(ModelSpec(
-    name="maskrcnn_resnet50_fpn_v2", task="instance", family="maskrcnn_resnet50_fpn_v2", builder=_torchvision_r50_v2,
-    source="torchvision", weights="MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1", year=2021,
-    description="Mask R-CNN R50-FPN v2 (improved recipe), COCO (torchvision; download once)",
-))
+register(
+    ModelSpec(
+        name="shapes-maskrcnn",
+        task="instance",
+        family="maskrcnn_light",
+        builder=light_maskrcnn,
+        source="bundled",
+        weights="shapes-maskrcnn.safetensors",
+        labels=SHAPES_CLASSES,
+        year=2026,
+        description="Mask R-CNN, ResNet-18 FPN 64 ch, trained by cnnkit on synthetic shapes (bundled default)",
+        meta={"arch_kwargs": LIGHT_DEFAULTS, "for_photos": "maskrcnn_resnet50_fpn_v2 (COCO, downloaded once)"},
+    )
+)
+register(
+    ModelSpec(
+        name="maskrcnn_resnet50_fpn",
+        task="instance",
+        family="maskrcnn_resnet50_fpn",
+        builder=_torchvision_r50,
+        source="torchvision",
+        weights="MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+        year=2017,
+        description="Mask R-CNN R50-FPN, COCO (torchvision; download once)",
+    )
+)
+register(
+    ModelSpec(
+        name="maskrcnn_resnet50_fpn_v2",
+        task="instance",
+        family="maskrcnn_resnet50_fpn_v2",
+        builder=_torchvision_r50_v2,
+        source="torchvision",
+        weights="MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+        year=2021,
+        description="Mask R-CNN R50-FPN v2 (improved recipe), COCO (torchvision; download once)",
+    )
+)

@@ -15,11 +15,30 @@ app = c.task_app(
     "`cnnkit segment SOURCES...` runs [bold]predict[/bold]; `cnnkit segment val DATA` scores image/mask pairs."
 )
 
-Tile = Annotated[Optional[int], typer.Option("--tile", min=32, max=MAX_TILE, help="Cut images larger than N px into N×N windows (each resized to --imgsz) and blend them.", rich_help_panel=o.PANEL_MODEL)]
-Overlap = Annotated[float, typer.Option("--overlap", min=0.0, max=0.89, help="Fraction by which neighbouring tiles overlap.", rich_help_panel=o.PANEL_MODEL)]
+Tile = Annotated[
+    Optional[int],
+    typer.Option(
+        "--tile",
+        min=32,
+        max=MAX_TILE,
+        help="Cut images larger than N px into N×N windows (each resized to --imgsz) and blend them.",
+        rich_help_panel=o.PANEL_MODEL,
+    ),
+]
+Overlap = Annotated[
+    float,
+    typer.Option(
+        "--overlap",
+        min=0.0,
+        max=0.89,
+        help="Fraction by which neighbouring tiles overlap.",
+        rich_help_panel=o.PANEL_MODEL,
+    ),
+]
 # The model options predict and val share: one group, so neither command repeats the other.
-SEGMENTER = o.group(arch=(o.Arch, None), encoder=(o.Encoder, None), imgsz=(o.Imgsz, None), tile=(Tile, None),
-                    overlap=(Overlap, 0.25))
+SEGMENTER = o.group(
+    arch=(o.Arch, None), encoder=(o.Encoder, None), imgsz=(o.Imgsz, None), tile=(Tile, None), overlap=(Overlap, 0.25)
+)
 _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "overlap", "device", "threads")
 
 
@@ -30,8 +49,9 @@ def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = 
 
     --classes keeps only those classes: other pixels become background in the records, masks and overlays.
     """
-    c.run_predict(ctx, "segment", dict({k: shared[k] for k in _LOAD}, half=shared["half"],
-                                       classes=c.split_classes(classes)))
+    c.run_predict(
+        ctx, "segment", dict({k: shared[k] for k in _LOAD}, half=shared["half"], classes=c.split_classes(classes))
+    )
 
 
 @app.command("val")
@@ -46,6 +66,15 @@ def val(
     data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    run_val(ctx, "segment", data, dict({k: shared[k] for k in _LOAD}, split=shared["split"],
-                                       batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers")),
-            shared)
+    run_val(
+        ctx,
+        "segment",
+        data,
+        dict(
+            {k: shared[k] for k in _LOAD},
+            split=shared["split"],
+            batch_size=c.setting(ctx, "batch_size"),
+            workers=c.setting(ctx, "workers"),
+        ),
+        shared,
+    )

@@ -50,6 +50,7 @@ def tile_starts(size: int, tile: int, stride: int) -> list[int]:
 
 def ramp_weight(h: int, w: int) -> np.ndarray:
     """A tent window (1 in the centre, small but positive at the edges) for blending tiles."""
+
     def ramp(n: int) -> np.ndarray:
         x = (np.arange(n) + 0.5) / n
         return np.clip(1.0 - np.abs(2 * x - 1), 0.05, 1.0)
@@ -63,8 +64,15 @@ class Segmenter(Predictor):
     task = "segment"
     picture_suffix = ".png"
 
-    def __init__(self, loaded: Loaded, runtime: Runtime, imgsz: int | None = None, tile: int | None = None,
-                 overlap: float = 0.25, classes: Sequence[int | str] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: Loaded,
+        runtime: Runtime,
+        imgsz: int | None = None,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        classes: Sequence[int | str] | None = None,
+    ) -> None:
         if loaded.preprocess is None:
             raise UsageError(f"{loaded.name}: no preprocessing is known")
         if not 0.0 <= overlap < 0.9:
@@ -85,18 +93,35 @@ class Segmenter(Predictor):
 
     @classmethod
     def load(
-        cls, model: str | None = None, weights: str | None = None, *, arch: str | None = None,
-        encoder: str | None = None, imgsz: int | None = None, tile: int | None = None, overlap: float = 0.25,
-        device: str | None = None, half: bool = False, threads: int | None = None, backend: str | None = None,
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        arch: str | None = None,
+        encoder: str | None = None,
+        imgsz: int | None = None,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        backend: str | None = None,
         classes: Sequence[int | str] | None = None,
-    ) -> "Segmenter":
+    ) -> Segmenter:
         """``classes`` (ids or names) keeps only those classes: other pixels become background."""
         from cnnkit.models.loader import resolve
         from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
-        loaded = resolve("segment", model, weights, backend=default_backend(backend, weights), device=runtime.device,
-                         arch=arch, encoder=encoder)
+        loaded = resolve(
+            "segment",
+            model,
+            weights,
+            backend=default_backend(backend, weights),
+            device=runtime.device,
+            arch=arch,
+            encoder=encoder,
+        )
         return cls(loaded, runtime, imgsz, tile, overlap, classes)
 
     # -- preprocessing (decode threads) ---------------------------------------------------------
@@ -134,8 +159,11 @@ class Segmenter(Predictor):
         h, w = decoded.rgb.shape[:2]
         th, tw = min(self.tile, h), min(self.tile, w)
         classes = len(self.labels)
-        check_budget(decoded, (2 * classes + 3) * th * w + classes * th * tw,
-                     f"tiling with `tile` {self.tile} ({classes} class scores per pixel of a {th}-row band)")
+        check_budget(
+            decoded,
+            (2 * classes + 3) * th * w + classes * th * tw,
+            f"tiling with `tile` {self.tile} ({classes} class scores per pixel of a {th}-row band)",
+        )
         return None
 
     # -- forward ------------------------------------------------------------------------------
@@ -174,19 +202,27 @@ class Segmenter(Predictor):
         mask = np.zeros((h, w), np.uint8)
         acc, top = None, 0
         for row, y in enumerate(ys):
-            band = torch.zeros(len(self.labels), y + th - top, w) if acc is None else torch.cat(
-                [acc, torch.zeros(len(self.labels), y + th - top - acc.shape[1], w)], dim=1)
+            band = (
+                torch.zeros(len(self.labels), y + th - top, w)
+                if acc is None
+                else torch.cat([acc, torch.zeros(len(self.labels), y + th - top - acc.shape[1], w)], dim=1)
+            )
             for i in range(0, len(xs), batch_size):
-                chunk = xs[i: i + batch_size]
-                boxes = [self._letterbox(rgb[y: y + th, x: x + tw], self.imgsz) for x in chunk]
+                chunk = xs[i : i + batch_size]
+                boxes = [self._letterbox(rgb[y : y + th, x : x + tw], self.imgsz) for x in chunk]
                 logits = self._logits(torch.stack([b.tensor for b in boxes]))
                 for x, box, lg in zip(chunk, boxes, logits):
                     lg = lg[:, : box.content[0], : box.content[1]]
-                    prob = torch.nn.functional.interpolate(lg[None], size=(th, tw), mode="bilinear",
-                                                           align_corners=False)[0].softmax(0).cpu()
-                    band[:, y - top: y - top + th, x: x + tw] += prob * weight
+                    prob = (
+                        torch.nn.functional.interpolate(lg[None], size=(th, tw), mode="bilinear", align_corners=False)[
+                            0
+                        ]
+                        .softmax(0)
+                        .cpu()
+                    )
+                    band[:, y - top : y - top + th, x : x + tw] += prob * weight
             done = (ys[row + 1] if row + 1 < len(ys) else h) - top
-            mask[top: top + done] = class_map(band[:, :done]).numpy().astype(np.uint8)
+            mask[top : top + done] = class_map(band[:, :done]).numpy().astype(np.uint8)
             acc, top = band[:, done:], top + done
         return mask
 
@@ -238,9 +274,11 @@ class Segmenter(Predictor):
         values = 3 * side * side * 2 * state.batch_size
         budget = value_budget(state.max_pixels)
         if values > budget:
-            raise UsageError(f"`imgsz` {self.imgsz} with `batch_size` {state.batch_size}: {2 * state.batch_size} "
-                             f"inputs in flight would hold {values:,} values, over the budget of {budget:,} "
-                             f"(from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`")
+            raise UsageError(
+                f"`imgsz` {self.imgsz} with `batch_size` {state.batch_size}: {2 * state.batch_size} "
+                f"inputs in flight would hold {values:,} values, over the budget of {budget:,} "
+                f"(from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`"
+            )
 
     def masks(self, sources: Any, **run_options: Any) -> Iterator[tuple[Record, np.ndarray | None]]:
         """``(record, class-index mask)`` per input (``None`` for a failure): :meth:`stream`'s records with

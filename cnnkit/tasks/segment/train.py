@@ -24,8 +24,9 @@ from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, fit, log_prog
 log = logging.getLogger("cnnkit.train")
 
 
-def transforms(imgsz: int, train: bool, mean: Sequence[float], std: Sequence[float],
-               crop_scale: tuple[float, float] = (0.5, 1.0)) -> Any:
+def transforms(
+    imgsz: int, train: bool, mean: Sequence[float], std: Sequence[float], crop_scale: tuple[float, float] = (0.5, 1.0)
+) -> Any:
     """torchvision v2 pipeline applied jointly to ``(tv_tensors.Image, tv_tensors.Mask)``.
 
     ``crop_scale`` is the random crop's share of the image area (``RandomResizedCrop``).
@@ -33,11 +34,23 @@ def transforms(imgsz: int, train: bool, mean: Sequence[float], std: Sequence[flo
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
-    size = [v2.RandomResizedCrop(imgsz, scale=crop_scale, antialias=True),
-            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
-            v2.ColorJitter(0.2, 0.2, 0.2, 0.02)] if train else [v2.Resize((imgsz, imgsz), antialias=True)]
-    return v2.Compose([*size, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+    size = (
+        [
+            v2.RandomResizedCrop(imgsz, scale=crop_scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.ColorJitter(0.2, 0.2, 0.2, 0.02),
+        ]
+        if train
+        else [v2.Resize((imgsz, imgsz), antialias=True)]
+    )
+    return v2.Compose(
+        [
+            *size,
+            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -59,8 +72,9 @@ class PairDataset(torch.utils.data.Dataset):
         return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor).long()
 
 
-def evaluate(model: nn.Module, loader: Any, num_classes: int, labels: list[str] | None = None,
-             device: torch.device | str = "cpu") -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, loader: Any, num_classes: int, labels: list[str] | None = None, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
     """mIoU, per-class IoU and pixel accuracy over ``loader``."""
     from cnnkit.tasks.segment.val import ConfusionMatrix, class_map
 
@@ -81,14 +95,19 @@ class DiceCELoss(nn.Module):
         super().__init__()
         from segmentation_models_pytorch.losses import DiceLoss
 
-        self.dice, self.ce, self.dice_weight = DiceLoss("multiclass", from_logits=True), nn.CrossEntropyLoss(), dice_weight
+        self.dice, self.ce, self.dice_weight = (
+            DiceLoss("multiclass", from_logits=True),
+            nn.CrossEntropyLoss(),
+            dice_weight,
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
 
 
-def recipe(val_loader: Any, labels: list[str], device: torch.device | str = "cpu", *,
-           dice_weight: float = 1.0) -> Recipe:
+def recipe(
+    val_loader: Any, labels: list[str], device: torch.device | str = "cpu", *, dice_weight: float = 1.0
+) -> Recipe:
     """Semantic segmentation for :func:`cnnkit.train.loop.fit`: Dice + CE, validation mIoU picks ``best``."""
     criterion = DiceCELoss(dice_weight)
 
@@ -101,12 +120,14 @@ def recipe(val_loader: Any, labels: list[str], device: torch.device | str = "cpu
 
 def config(epochs: int, lr: float, seed: int = 0, **options: Any) -> LoopConfig:
     """The segmentation schedule: AdamW, one-cycle with 10 % warm-up."""
-    return LoopConfig(epochs=epochs, lr=lr, seed=seed, weight_decay=1e-4, scheduler="onecycle", pct_start=0.1,
-                      **options)
+    return LoopConfig(
+        epochs=epochs, lr=lr, seed=seed, weight_decay=1e-4, scheduler="onecycle", pct_start=0.1, **options
+    )
 
 
-def _start(model: str | None, weights: str | None, arch: str | None, encoder: str | None,
-           num_classes: int) -> tuple[Any, dict[str, Any], Any]:
+def _start(
+    model: str | None, weights: str | None, arch: str | None, encoder: str | None, num_classes: int
+) -> tuple[Any, dict[str, Any], Any]:
     """``(module, arch_kwargs, preprocess)`` with a head of ``num_classes`` outputs."""
     from cnnkit.models.checkpoint import load_state_dict
     from cnnkit.models.loader import resolve
@@ -137,11 +158,26 @@ def _start(model: str | None, weights: str | None, arch: str | None, encoder: st
 
 
 def finetune(
-    data: str, *, model: str | None = None, weights: str | None = None, arch: str | None = None,
-    encoder: str | None = None, epochs: int = 10, batch_size: int = 8, imgsz: int | None = None,
-    lr: float | None = None, device: str | None = None, out: str | None = None, exist_ok: bool = False,
-    seed: int = 0, workers: int = 0, resume: str | None = None, progress: bool = True, amp: bool = False,
-    callbacks: Callbacks | None = None, **ignored: Any,
+    data: str,
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    arch: str | None = None,
+    encoder: str | None = None,
+    epochs: int = 10,
+    batch_size: int = 8,
+    imgsz: int | None = None,
+    lr: float | None = None,
+    device: str | None = None,
+    out: str | None = None,
+    exist_ok: bool = False,
+    seed: int = 0,
+    workers: int = 0,
+    resume: str | None = None,
+    progress: bool = True,
+    amp: bool = False,
+    callbacks: Callbacks | None = None,
+    **ignored: Any,
 ) -> dict[str, Any]:
     """Train on ``data`` (``train/`` + ``val/`` image/mask folders); returns best, last, out and metrics.
 
@@ -159,25 +195,52 @@ def finetune(
     torch.manual_seed(seed)
     module, arch_kwargs, base_pre = _start(model, weights, arch, encoder, len(labels))
     size = int(imgsz or (base_pre.crop if base_pre else 256))
-    pre = Preprocess(resize=size, crop=size, mean=base_pre.mean, std=base_pre.std) if base_pre else \
-        Preprocess(resize=size, crop=size)
+    pre = (
+        Preprocess(resize=size, crop=size, mean=base_pre.mean, std=base_pre.std)
+        if base_pre
+        else Preprocess(resize=size, crop=size)
+    )
     folder = resume_dir(resume) if resume else run_dir("segment", out, exist_ok=exist_ok)
 
     def dataset(pairs: list, train: bool) -> PairDataset:
         return PairDataset(lambda i: read_pair(*pairs[i]), len(pairs), transforms(size, train, pre.mean, pre.std))
 
-    train_loader = seeded_loader(dataset(train_pairs, True), batch_size, seed=seed, workers=workers,
-                                 drop_last=len(train_pairs) > batch_size)
+    train_loader = seeded_loader(
+        dataset(train_pairs, True), batch_size, seed=seed, workers=workers, drop_last=len(train_pairs) > batch_size
+    )
     val_loader = DataLoader(dataset(val_pairs, False), batch_size=batch_size, num_workers=workers)
     name = f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}-finetuned"
-    meta = {"task": "segment", "arch": "smp", "arch_kwargs": arch_kwargs, "name": name, "labels": labels,
-            "preprocess": pre.to_dict(), "data": str(data), "base": weights or model or arch}
+    meta = {
+        "task": "segment",
+        "arch": "smp",
+        "arch_kwargs": arch_kwargs,
+        "name": name,
+        "labels": labels,
+        "preprocess": pre.to_dict(),
+        "data": str(data),
+        "base": weights or model or arch,
+    }
     dev = resolve_device(device)
     if callbacks is None and progress:
         callbacks = log_progress(log)
-    history = fit(module, train_loader, recipe(val_loader, labels, dev), config(epochs, lr or 1e-3, seed, amp=amp),
-                  folder, meta, dev, callbacks=callbacks)
+    history = fit(
+        module,
+        train_loader,
+        recipe(val_loader, labels, dev),
+        config(epochs, lr or 1e-3, seed, amp=amp),
+        folder,
+        meta,
+        dev,
+        callbacks=callbacks,
+    )
     best = max(history, key=lambda r: r["val_miou"]) if history else {}
-    return {"best": str(folder / "best.safetensors"), "last": str(folder / "last.safetensors"), "out": str(folder),
-            "metrics": {"best_val_miou": best.get("val_miou"), "best_epoch": best.get("epoch"),
-                        "last": history[-1] if history else {}}}
+    return {
+        "best": str(folder / "best.safetensors"),
+        "last": str(folder / "last.safetensors"),
+        "out": str(folder),
+        "metrics": {
+            "best_val_miou": best.get("val_miou"),
+            "best_epoch": best.get("epoch"),
+            "last": history[-1] if history else {},
+        },
+    }

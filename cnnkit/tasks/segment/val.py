@@ -60,8 +60,9 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size: int = 8,
-                    workers: int = 2, on_record: Any = None) -> dict[str, Any]:
+def evaluate_folder(
+    predictor: Any, data: str, *, split: str = "val", batch_size: int = 8, workers: int = 2, on_record: Any = None
+) -> dict[str, Any]:
     """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs.
 
     ``on_record(record, truth)`` sees each record with the classes of its true mask (``[{"label": …}]``).
@@ -86,20 +87,32 @@ def evaluate_folder(predictor: Any, data: str, *, split: str = "val", batch_size
 
 
 def validate(
-    data: str, *, split: str = "val", model: str | None = None, weights: str | None = None,
-    backend: str | None = None, batch_size: int = 8, workers: int = 2, on_record: Any = None, **options: Any,
+    data: str,
+    *,
+    split: str = "val",
+    model: str | None = None,
+    weights: str | None = None,
+    backend: str | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    on_record: Any = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """mIoU, per-class IoU and pixel accuracy of a segmenter on image/mask pairs (``split``: the folder
     used when ``data`` is a root). ``options`` are the segmenter's (``arch``, ``imgsz``, ``tile``, ``device`` …)."""
     from cnnkit import api
 
     predictor = api.load("segment", model=model, weights=weights, backend=backend, **options)
-    return evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers,
-                           on_record=on_record)
+    return evaluate_folder(predictor, data, split=split, batch_size=batch_size, workers=workers, on_record=on_record)
 
 
 def report_tables(scores: dict[str, Any]) -> list[ReportTable]:
     """The per-class IoU table and the summary line of :func:`validate`'s metrics."""
-    return [table(f"{scores['model']} on {scores['data']} ({scores['images']} images)", ("class", "IoU"),
-                  [(name, figure(iou)) for name, iou in scores["per_class_iou"].items()],
-                  [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}"])]
+    return [
+        table(
+            f"{scores['model']} on {scores['data']} ({scores['images']} images)",
+            ("class", "IoU"),
+            [(name, figure(iou)) for name, iou in scores["per_class_iou"].items()],
+            [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}"],
+        )
+    ]

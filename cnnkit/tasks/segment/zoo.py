@@ -30,8 +30,13 @@ SHAPES_ENCODER = "tu-tf_mobilenetv3_small_100"
 SHAPES_UNET = {"arch": "unet", "encoder": SHAPES_ENCODER, "decoder_channels": [64, 48, 32, 16, 16]}
 SHAPES_DEEPLAB = {"arch": "deeplabv3plus", "encoder": SHAPES_ENCODER, "decoder_channels": 96}
 # smp's deprecated ``timm-`` encoders that are timm models under another name: (old prefix, new prefix).
-_LEGACY_ENCODERS = [("timm-mobilenetv3", "tu-tf_mobilenetv3"), ("timm-regnet", "tu-regnet"),
-                    ("timm-res2", "tu-res2"), ("timm-resnest", "tu-resnest"), ("timm-gernet", "tu-gernet")]
+_LEGACY_ENCODERS = [
+    ("timm-mobilenetv3", "tu-tf_mobilenetv3"),
+    ("timm-regnet", "tu-regnet"),
+    ("timm-res2", "tu-res2"),
+    ("timm-resnest", "tu-resnest"),
+    ("timm-gernet", "tu-gernet"),
+]
 
 
 def encoder_name(name: str) -> str:
@@ -43,7 +48,7 @@ def encoder_name(name: str) -> str:
     """
     for old, new in _LEGACY_ENCODERS:
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     return name
 
 
@@ -58,8 +63,9 @@ def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_E
     if "decoder_channels" in kwargs and isinstance(kwargs["decoder_channels"], list):
         kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
     try:
-        return smp.create_model(SMP_ARCHS[arch], encoder_name=encoder_name(encoder), encoder_weights=None,
-                                classes=num_classes, **kwargs)
+        return smp.create_model(
+            SMP_ARCHS[arch], encoder_name=encoder_name(encoder), encoder_weights=None, classes=num_classes, **kwargs
+        )
     except KeyError as exc:
         raise UsageError(f"unknown encoder {encoder!r} for {arch} ({str(exc)[:200]})") from exc
 
@@ -75,41 +81,90 @@ def build_torchvision(name: str, num_classes: int = 21) -> Any:
 
 
 for _name, _kwargs, _pre, _desc in [
-    ("shapes-unet", SHAPES_UNET, SHAPES_SEG_PREPROCESS,
-     "U-Net, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks (bundled default)"),
-    ("shapes-deeplabv3plus", SHAPES_DEEPLAB, SHAPES_DEEPLAB_PREPROCESS,
-     "DeepLabV3+, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks"),
+    (
+        "shapes-unet",
+        SHAPES_UNET,
+        SHAPES_SEG_PREPROCESS,
+        "U-Net, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks (bundled default)",
+    ),
+    (
+        "shapes-deeplabv3plus",
+        SHAPES_DEEPLAB,
+        SHAPES_DEEPLAB_PREPROCESS,
+        "DeepLabV3+, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks",
+    ),
 ]:
-    register(ModelSpec(
-        name=_name, task="segment", family="smp", builder=partial(build_smp, **_kwargs), source="bundled",
-        weights=f"{_name}.safetensors", labels=SHAPES_SEG_LABELS, preprocess=_pre, year=2026,
-        description=_desc,
-        meta={"arch_kwargs": _kwargs, "for_photos": "deeplabv3_resnet50 (Pascal VOC classes, downloaded once)"},
-    ))
+    register(
+        ModelSpec(
+            name=_name,
+            task="segment",
+            family="smp",
+            builder=partial(build_smp, **_kwargs),
+            source="bundled",
+            weights=f"{_name}.safetensors",
+            labels=SHAPES_SEG_LABELS,
+            preprocess=_pre,
+            year=2026,
+            description=_desc,
+            meta={"arch_kwargs": _kwargs, "for_photos": "deeplabv3_resnet50 (Pascal VOC classes, downloaded once)"},
+        )
+    )
 for _arch, _year, _desc in [
     ("unet", 2015, "U-Net (smp), any smp encoder; random init unless given weights"),
     ("unetplusplus", 2018, "U-Net++ (smp), nested skip paths; random init unless given weights"),
     ("deeplabv3plus", 2018, "DeepLabV3+ (smp), atrous pyramid + decoder; random init unless given weights"),
 ]:
-    register(ModelSpec(
-        name=_arch, task="segment", family="smp", builder=partial(build_smp, arch=_arch), source="none",
-        preprocess=Preprocess(resize=256, crop=256, mean=IMAGENET_MEAN, std=IMAGENET_STD), year=_year,
-        description=_desc, meta={"arch_kwargs": {"arch": _arch, "encoder": DEFAULT_ENCODER}},
-    ))
+    register(
+        ModelSpec(
+            name=_arch,
+            task="segment",
+            family="smp",
+            builder=partial(build_smp, arch=_arch),
+            source="none",
+            preprocess=Preprocess(resize=256, crop=256, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            year=_year,
+            description=_desc,
+            meta={"arch_kwargs": {"arch": _arch, "encoder": DEFAULT_ENCODER}},
+        )
+    )
 for _name, _enum, _year, _desc in [
-    ("deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1", 2017,
-     "DeepLabV3 ResNet-50 (torchvision), 21 VOC categories"),
-    ("deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1", 2017,
-     "DeepLabV3 ResNet-101 (torchvision), 21 VOC categories"),
-    ("deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 2019,
-     "DeepLabV3 MobileNetV3-Large (torchvision), 21 VOC categories"),
-    ("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 2019,
-     "LR-ASPP MobileNetV3-Large (torchvision), 21 VOC categories"),
+    (
+        "deeplabv3_resnet50",
+        "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
+        2017,
+        "DeepLabV3 ResNet-50 (torchvision), 21 VOC categories",
+    ),
+    (
+        "deeplabv3_resnet101",
+        "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1",
+        2017,
+        "DeepLabV3 ResNet-101 (torchvision), 21 VOC categories",
+    ),
+    (
+        "deeplabv3_mobilenet_v3_large",
+        "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
+        2019,
+        "DeepLabV3 MobileNetV3-Large (torchvision), 21 VOC categories",
+    ),
+    (
+        "lraspp_mobilenet_v3_large",
+        "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
+        2019,
+        "LR-ASPP MobileNetV3-Large (torchvision), 21 VOC categories",
+    ),
 ]:
-    register(ModelSpec(
-        name=_name, task="segment", family=_name, builder=partial(build_torchvision, _name),
-        source="torchvision", weights=_enum, year=_year, description=_desc,
-    ))
+    register(
+        ModelSpec(
+            name=_name,
+            task="segment",
+            family=_name,
+            builder=partial(build_torchvision, _name),
+            source="torchvision",
+            weights=_enum,
+            year=_year,
+            description=_desc,
+        )
+    )
 
 
 def _torchvision_name(arch: str, encoder: str | None) -> str:
@@ -150,16 +205,18 @@ def _smp_loaded(spec: ModelSpec, weights: str | None, arch_kwargs: dict[str, Any
         labels = [f"class_{i}" for i in range(head)]
     module = build_smp(len(labels), **arch_kwargs)
     if state is None:
-        logging.getLogger("cnnkit").warning("%s: random weights (no weights given); predictions are meaningless",
-                                            spec.name)
+        logging.getLogger("cnnkit").warning(
+            "%s: random weights (no weights given); predictions are meaningless", spec.name
+        )
     else:
         load_into(module, state, str(weights))
     name = spec.name if spec.source != "none" else f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}"
     return Loaded(module, name, labels, spec.preprocess, spec, {"arch_kwargs": arch_kwargs})
 
 
-def resolve(model: str | None, weights: str | None, *, default: str, arch: str | None = None,
-            encoder: str | None = None) -> Any:
+def resolve(
+    model: str | None, weights: str | None, *, default: str, arch: str | None = None, encoder: str | None = None
+) -> Any:
     """The segment task's rules for :func:`cnnkit.models.loader.resolve`: ``arch`` names an smp or
     torchvision architecture (``encoder`` its backbone); torchvision entries get their own preprocessing;
     smp entries take a plain state dict or start random. ``None``: a bundled entry, resolved generically."""
@@ -174,7 +231,9 @@ def resolve(model: str | None, weights: str | None, *, default: str, arch: str |
         if arch in TORCHVISION_ARCHS:
             model = _torchvision_name(arch, encoder)
         else:
-            return _smp_loaded(get_spec(arch, "segment"), weights, {"arch": arch, "encoder": encoder or DEFAULT_ENCODER})
+            return _smp_loaded(
+                get_spec(arch, "segment"), weights, {"arch": arch, "encoder": encoder or DEFAULT_ENCODER}
+            )
     elif encoder is not None:
         raise OptionError("encoder", "names the backbone of an arch; give the arch too")
     spec = get_spec(model or default, "segment")

@@ -20,9 +20,28 @@ app = c.task_app(
     "[bold]predict[/bold]; `cnnkit track val DATA` scores tracking on videos with MOT ground truth."
 )
 
-Iou = Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL)]
-TrackerName = Annotated[str | None, typer.Option("--tracker", help="bytetrack, botsort (ultralytics' trackers, no ReID), shapes-bytetrack (tuned for the bundled detector) or an ultralytics tracker yaml \\[default: the model's own, else bytetrack].", rich_help_panel=o.PANEL_MODEL)]
-CountLine = Annotated[str | None, typer.Option("--count-line", help="x1,y1,x2,y2 in pixels: count each track once when its box centre crosses this line (records get running counts).", rich_help_panel=o.PANEL_MODEL)]
+Iou = Annotated[
+    float,
+    typer.Option(
+        "--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL
+    ),
+]
+TrackerName = Annotated[
+    str | None,
+    typer.Option(
+        "--tracker",
+        help="bytetrack, botsort (ultralytics' trackers, no ReID), shapes-bytetrack (tuned for the bundled detector) or an ultralytics tracker yaml \\[default: the model's own, else bytetrack].",
+        rich_help_panel=o.PANEL_MODEL,
+    ),
+]
+CountLine = Annotated[
+    str | None,
+    typer.Option(
+        "--count-line",
+        help="x1,y1,x2,y2 in pixels: count each track once when its box centre crosses this line (records get running counts).",
+        rich_help_panel=o.PANEL_MODEL,
+    ),
+]
 _LOAD = ("model", "weights", "backend", "device", "threads")
 
 
@@ -35,14 +54,24 @@ def _summaries(records: Iterable[Any], folder: Path | None) -> Iterator[Any]:
     yield from summaries.watch(records)
     rows = summaries.rows()
     for row in rows[:50]:
-        log.info("track %s #%d %s: frames %d–%d (%d seen)%s", row["path"], row["track_id"], row["label"],
-                 row["first_frame"], row["last_frame"], row["frames"], f", crossed {row['crossed']}" if row["crossed"] else "")
+        log.info(
+            "track %s #%d %s: frames %d–%d (%d seen)%s",
+            row["path"],
+            row["track_id"],
+            row["label"],
+            row["first_frame"],
+            row["last_frame"],
+            row["frames"],
+            f", crossed {row['crossed']}" if row["crossed"] else "",
+        )
     if len(rows) > 50:
         log.info("… and %d more tracks", len(rows) - 50)
     for path, counts in summaries.counts.items():
         log.info("%s: %d in, %d out across the count line", path, counts["in"], counts["out"])
     if folder is not None:
-        target = atomic_write_text(folder / "tracks.json", json.dumps({"tracks": rows, "counts": summaries.counts}, indent=2) + "\n")
+        target = atomic_write_text(
+            folder / "tracks.json", json.dumps({"tracks": rows, "counts": summaries.counts}, indent=2) + "\n"
+        )
         log.info("track summaries in %s", target)
 
 
@@ -61,11 +90,22 @@ def predict(
     """Boxes per frame with a track_id that stays with one object through a video (ids restart per video)."""
     pictures = shared["save"] if shared["save"] is not None else bool(shared["save_dir"])
     c.run_predict(
-        ctx, "track",
-        dict({k: shared[k] for k in _LOAD}, tracker=tracker, count_line=count_line, conf=shared["conf"], iou=iou,
-             imgsz=imgsz, classes=c.split_classes(classes), max_det=shared["max_det"], half=shared["half"],
-             save_pictures=pictures),
-        save=pictures, observe=_summaries,
+        ctx,
+        "track",
+        dict(
+            {k: shared[k] for k in _LOAD},
+            tracker=tracker,
+            count_line=count_line,
+            conf=shared["conf"],
+            iou=iou,
+            imgsz=imgsz,
+            classes=c.split_classes(classes),
+            max_det=shared["max_det"],
+            half=shared["half"],
+            save_pictures=pictures,
+        ),
+        save=pictures,
+        observe=_summaries,
     )
 
 
@@ -73,12 +113,25 @@ def predict(
 @o.compose(o.MODEL, o.BACKEND, o.BOXES, o.OWN, o.RUN, o.REPORT_IO, batch_size=8, conf=0.1)
 def val(
     ctx: typer.Context,
-    data: Annotated[str, typer.Argument(help="A folder of NAME.mp4 with NAME/gt/gt.txt (MOT), e.g. from `cnnkit data shapes OUT --video`.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="A folder of NAME.mp4 with NAME/gt/gt.txt (MOT), e.g. from `cnnkit data shapes OUT --video`."
+        ),
+    ],
     tracker: TrackerName = None,
     count_line: CountLine = None,
     iou: Iou = 0.7,
     imgsz: o.Imgsz = None,
-    min_visibility: Annotated[float | None, typer.Option("--min-visibility", min=0.0, max=1.0, help="Ground truth less visible than this is neither missed nor a false positive \\[default: DATA's summary.json, else 0.5].")] = None,
+    min_visibility: Annotated[
+        float | None,
+        typer.Option(
+            "--min-visibility",
+            min=0.0,
+            max=1.0,
+            help="Ground truth less visible than this is neither missed nor a false positive \\[default: DATA's summary.json, else 0.5].",
+        ),
+    ] = None,
     **shared: Any,
 ) -> None:
     """IDF1, MOTA, identity switches, false positives and misses per video (motmetrics), and line counts against
@@ -88,8 +141,16 @@ def val(
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     extra = {"count_line": count_line} if count_line else {}
     metrics = validate(
-        data, min_visibility=min_visibility, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"),
-        **{k: shared[k] for k in _LOAD}, tracker=tracker, conf=shared["conf"], iou=iou, imgsz=imgsz,
-        max_det=shared["max_det"], **extra,
+        data,
+        min_visibility=min_visibility,
+        batch_size=c.setting(ctx, "batch_size"),
+        workers=c.setting(ctx, "workers"),
+        **{k: shared[k] for k in _LOAD},
+        tracker=tracker,
+        conf=shared["conf"],
+        iou=iou,
+        imgsz=imgsz,
+        max_det=shared["max_det"],
+        **extra,
     )
     c.emit_report(render_metrics(metrics, fmt), shared["output"], shared["exist_ok"])

@@ -80,9 +80,17 @@ class Tracker(Detector):
 
     task = "track"
 
-    def __init__(self, backend: Any, options: Options, *, tracker: str = DEFAULT_TRACKER,
-                 count_line: Line | None = None, save_pictures: bool = True, save_txt: bool = False,
-                 save_crop: bool = False) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        options: Options,
+        *,
+        tracker: str = DEFAULT_TRACKER,
+        count_line: Line | None = None,
+        save_pictures: bool = True,
+        save_txt: bool = False,
+        save_crop: bool = False,
+    ) -> None:
         from cnnkit import _ultralytics
 
         super().__init__(backend, options, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
@@ -94,11 +102,24 @@ class Tracker(Detector):
 
     @classmethod
     def load(
-        cls, model: str | None = None, weights: str | None = None, *, tracker: str | None = None,
-        conf: float = 0.1, iou: float = 0.7, imgsz: int | None = None, classes: Sequence[int | str] | None = None,
-        max_det: int = 300, count_line: str | Sequence[float] | None = None, device: str | None = None,
-        half: bool = False, threads: int | None = None, save_pictures: bool = True, save_txt: bool = False,
-        save_crop: bool = False, backend: str | None = None,
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        tracker: str | None = None,
+        conf: float = 0.1,
+        iou: float = 0.7,
+        imgsz: int | None = None,
+        classes: Sequence[int | str] | None = None,
+        max_det: int = 300,
+        count_line: str | Sequence[float] | None = None,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        save_pictures: bool = True,
+        save_txt: bool = False,
+        save_crop: bool = False,
+        backend: str | None = None,
     ) -> Tracker:
         """``conf`` defaults to 0.1, as in ``yolo track``: the tracker's second stage uses low-score boxes.
         ``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: :func:`default_tracker`)."""
@@ -113,8 +134,15 @@ class Tracker(Detector):
         net = load_backend(model, weights, runtime, imgsz, backend)
         opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)
         tracker = tracker or default_tracker(net.name)
-        return cls(net, opts, tracker=tracker, count_line=line, save_pictures=save_pictures, save_txt=save_txt,
-                   save_crop=save_crop)
+        return cls(
+            net,
+            opts,
+            tracker=tracker,
+            count_line=line,
+            save_pictures=save_pictures,
+            save_txt=save_txt,
+            save_crop=save_crop,
+        )
 
     def on_stream_start(self, state: StreamState) -> None:
         state.data["video"] = None

@@ -31,10 +31,18 @@ class TrackSummary:
         return self.labels.most_common(1)[0][0] if self.labels else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "track_id": self.track_id, "label": self.label, "first_frame": self.first_frame,
-                "last_frame": self.last_frame, "frames": self.frames,
-                "duration_s": round(self.last_s - self.first_s, 6) if self.first_s is not None and
-                self.last_s is not None else None, "crossed": self.crossed}
+        return {
+            "path": self.path,
+            "track_id": self.track_id,
+            "label": self.label,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "frames": self.frames,
+            "duration_s": round(self.last_s - self.first_s, 6)
+            if self.first_s is not None and self.last_s is not None
+            else None,
+            "crossed": self.crossed,
+        }
 
 
 class TrackSummaries:

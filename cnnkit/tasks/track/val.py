@@ -45,8 +45,9 @@ def rows_of(records: list[Any]) -> list[MotRow]:
     return out
 
 
-def validate(data: str | Path, *, min_visibility: float | None = None, batch_size: int = 8, workers: int = 2,
-             **load_options: Any) -> dict[str, Any]:
+def validate(
+    data: str | Path, *, min_visibility: float | None = None, batch_size: int = 8, workers: int = 2, **load_options: Any
+) -> dict[str, Any]:
     """Track every sequence of ``data`` and score it: ``{"sequences": {name: metrics}, "overall": metrics,
     "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool, "frames", "seconds", "fps"}``.
 
@@ -77,9 +78,19 @@ def validate(data: str | Path, *, min_visibility: float | None = None, batch_siz
     metrics = score(scored, min_visibility=min_visibility)
     overall = metrics.pop("OVERALL")
     exact = bool(counts) and all(c["true"] == c["tracked"] for c in counts.values())
-    return {"data": str(root), "tracker": tracker.tracker_name, "model": tracker.name, "min_visibility": min_visibility,
-            "sequences": metrics, "overall": overall, "counts": counts, "counts_exact": exact, "frames": frames,
-            "seconds": round(seconds, 2), "fps": round(frames / seconds, 2) if seconds else None}
+    return {
+        "data": str(root),
+        "tracker": tracker.tracker_name,
+        "model": tracker.name,
+        "min_visibility": min_visibility,
+        "sequences": metrics,
+        "overall": overall,
+        "counts": counts,
+        "counts_exact": exact,
+        "frames": frames,
+        "seconds": round(seconds, 2),
+        "fps": round(frames / seconds, 2) if seconds else None,
+    }
 
 
 def render_metrics(metrics: dict[str, Any], fmt: str) -> str:
@@ -91,8 +102,12 @@ def render_metrics(metrics: dict[str, Any], fmt: str) -> str:
     for name, m in rows.items():
         c = metrics["counts"].get(name)
         shown = f"{c['true']} → {c['tracked']}" if c else ""
-        lines.append(f"{name:<16} {m['idf1']:>6.3f} {m['mota']:>6.3f} {m['num_switches']:>5} "
-                     f"{m['num_false_positives']:>5} {m['num_misses']:>5}  {shown}")
-    lines.append(f"{metrics['tracker']} on {metrics['model']}: {metrics['frames']} frames in {metrics['seconds']} s; "
-                 f"counts exact: {metrics['counts_exact']}")
+        lines.append(
+            f"{name:<16} {m['idf1']:>6.3f} {m['mota']:>6.3f} {m['num_switches']:>5} "
+            f"{m['num_false_positives']:>5} {m['num_misses']:>5}  {shown}"
+        )
+    lines.append(
+        f"{metrics['tracker']} on {metrics['model']}: {metrics['frames']} frames in {metrics['seconds']} s; "
+        f"counts exact: {metrics['counts_exact']}"
+    )
     return "\n".join(lines) + "\n"

@@ -15,7 +15,6 @@ import cnnkit
 from cnnkit.cli import app
 from cnnkit.data.shapes import CLASSES, classification_sample
 from cnnkit.records import validate_record
-
 from tests.conftest import REPO, SAMPLES
 
 runner = CliRunner()
@@ -125,9 +124,15 @@ def test_cli_stdin_source(shapes_images):
 
 @pytest.mark.parametrize(
     "args",
-    [["classify"], ["classify", "x.png", "--shard", "5/2"], ["classify", "x.png", "--device", "tpu"],
-     ["classify", "x.png", "--format", "xml"], ["classify", "x.png", "--half"], ["classify", "x.png", "--topk", "0"],
-     ["classify", "x.png", "--model", "nope"]],
+    [
+        ["classify"],
+        ["classify", "x.png", "--shard", "5/2"],
+        ["classify", "x.png", "--device", "tpu"],
+        ["classify", "x.png", "--format", "xml"],
+        ["classify", "x.png", "--half"],
+        ["classify", "x.png", "--topk", "0"],
+        ["classify", "x.png", "--model", "nope"],
+    ],
 )
 def test_usage_errors_exit_2(args):
     result = runner.invoke(app, args)
@@ -140,10 +145,17 @@ def test_checkpoint_from_weights_flag(tmp_path, shapes_images):
     from cnnkit.models.checkpoint import save_checkpoint
     from cnnkit.models.nets import ShapesNet
 
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", ShapesNet(num_classes=2), {
-        "task": "classify", "arch": "shapes_cnn", "labels": ["yes", "no"], "name": "tiny",
-        "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
-    })
+    ckpt = save_checkpoint(
+        tmp_path / "m.safetensors",
+        ShapesNet(num_classes=2),
+        {
+            "task": "classify",
+            "arch": "shapes_cnn",
+            "labels": ["yes", "no"],
+            "name": "tiny",
+            "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
+        },
+    )
     result = runner.invoke(app, ["classify", str(shapes_images / "img_00_*"), "-w", str(ckpt), "-f", "json"])
     assert result.exit_code == 0, result.output
     rec = json.loads(result.stdout)[0]
@@ -166,7 +178,10 @@ def test_real_entry_point_on_samples(tmp_path):
     save = tmp_path / "annotated"
     proc = subprocess.run(
         [sys.executable, "-m", "cnnkit", "classify", str(SAMPLES), "--save-dir", str(save), "--format", "jsonl"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(x) for x in proc.stdout.splitlines()]

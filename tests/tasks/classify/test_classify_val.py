@@ -23,8 +23,19 @@ def run(args: list[str]):
 
 def test_bundled_lenet5_reaches_97_percent_on_the_digits_val_split(digits_val_split, tmp_path):
     """The model card's figure, re-measured through the real CLI on the split it was validated on."""
-    r = run(["classify", "val", str(digits_val_split), "--model", "lenet5", "--format", "json",
-             "--save-dir", str(tmp_path / "v")])
+    r = run(
+        [
+            "classify",
+            "val",
+            str(digits_val_split),
+            "--model",
+            "lenet5",
+            "--format",
+            "json",
+            "--save-dir",
+            str(tmp_path / "v"),
+        ]
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     assert result["data"] == str(digits_val_split / "val") and result["images"] == 359
@@ -56,8 +67,28 @@ def test_table_output_and_output_file(tmp_path):
     assert r.exit_code == 0, r.output
     assert "per class" in r.stdout and "confusion matrix" in r.stdout
     out = tmp_path / "m.json"
-    r = run(["classify", "val", str(data), "--model", "lenet5", "-o", str(out), "--save-dir", str(tmp_path / "v"),
-             "--exist-ok", "--batch-size", "4", "--workers", "1", "--device", "cpu", "--threads", "1"])
+    r = run(
+        [
+            "classify",
+            "val",
+            str(data),
+            "--model",
+            "lenet5",
+            "-o",
+            str(out),
+            "--save-dir",
+            str(tmp_path / "v"),
+            "--exist-ok",
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["images"] == 6
 
@@ -88,7 +119,23 @@ def test_subprocess_smoke(tmp_path):
     data = write_digits(tmp_path / "d", per_class=2, names=("0", "1"))
     shutil.copytree(data, tmp_path / "both" / "val")
     shutil.copytree(data, tmp_path / "both" / "train")
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "classify", "val", str(tmp_path / "both"), "-m", "lenet5",
-                           "--save-dir", str(tmp_path / "v")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnkit",
+            "classify",
+            "val",
+            str(tmp_path / "both"),
+            "-m",
+            "lenet5",
+            "--save-dir",
+            str(tmp_path / "v"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["data"] == str(tmp_path / "both" / "val")

@@ -33,13 +33,40 @@ def _classify_labels(weights: Path, folder: Path) -> list[str]:
 
 def test_finetune_bundled_lenet5_on_new_classes_writes_a_run_classify_can_use(tiny_digits, tmp_path):
     out = tmp_path / "run"
-    result = run(["finetune", str(tiny_digits), *FAST, "--out", str(out), "--lr", "3e-3", "--freeze", "backbone",
-                  "--augment", "none", "--val-split", "0.25", "--seed", "1", "--device", "cpu"])
+    result = run(
+        [
+            "finetune",
+            str(tiny_digits),
+            *FAST,
+            "--out",
+            str(out),
+            "--lr",
+            "3e-3",
+            "--freeze",
+            "backbone",
+            "--augment",
+            "none",
+            "--val-split",
+            "0.25",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["out"] == str(out) and summary["metrics"]["epochs_run"] == 2
-    for name in ("best.safetensors", "best.json", "last.safetensors", "last.json", "last.pt", "metrics.csv",
-                 "curves.png", "confusion_matrix.png"):
+    for name in (
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "last.pt",
+        "metrics.csv",
+        "curves.png",
+        "confusion_matrix.png",
+    ):
         assert (out / name).is_file(), name
     meta = read_meta(out / "best.safetensors")
     assert meta["labels"] == sorted(NAMES) and meta["arch"] == "lenet5"
@@ -57,10 +84,39 @@ def test_finetune_bundled_lenet5_on_new_classes_writes_a_run_classify_can_use(ti
 
 def test_finetune_options_sgd_step_warmup_strong_amp_imgsz(tiny_digits, tmp_path):
     out = tmp_path / "run"
-    result = run(["finetune", str(tiny_digits), *FAST, "--model", "shapes-cnn", "--no-pretrained", "--optimizer", "sgd", "--scheduler",
-                  "step", "--warmup", "0.5", "--label-smoothing", "0.1", "--augment", "strong", "--amp",
-                  "--imgsz", "40", "--early-stopping", "1", "--freeze", "1", "--unfreeze-at", "2", "--out", str(out),
-                  "--workers", "1"])
+    result = run(
+        [
+            "finetune",
+            str(tiny_digits),
+            *FAST,
+            "--model",
+            "shapes-cnn",
+            "--no-pretrained",
+            "--optimizer",
+            "sgd",
+            "--scheduler",
+            "step",
+            "--warmup",
+            "0.5",
+            "--label-smoothing",
+            "0.1",
+            "--augment",
+            "strong",
+            "--amp",
+            "--imgsz",
+            "40",
+            "--early-stopping",
+            "1",
+            "--freeze",
+            "1",
+            "--unfreeze-at",
+            "2",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ]
+    )
     assert result.exit_code == 0, result.output
     meta = read_meta(out / "last.safetensors")
     assert meta["preprocess"]["crop"] == 40 and meta["finetune"]["optimizer"] == "sgd"
@@ -71,13 +127,26 @@ def test_finetune_options_sgd_step_warmup_strong_amp_imgsz(tiny_digits, tmp_path
 def test_finetune_from_a_previous_checkpoint_and_a_state_dict(tiny_digits, tmp_path):
     first = tmp_path / "a"
     assert run(["finetune", str(tiny_digits), *FAST, "--no-pretrained", "--out", str(first)]).exit_code == 0
-    second = run(["finetune", str(tiny_digits), *FAST, "--weights", str(first / "best.safetensors"),
-                  "--epochs", "1", "--out", str(tmp_path / "b")])
+    second = run(
+        [
+            "finetune",
+            str(tiny_digits),
+            *FAST,
+            "--weights",
+            str(first / "best.safetensors"),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
     assert second.exit_code == 0, second.output
     assert read_meta(tmp_path / "b" / "best.safetensors")["source"] == f"weights {first / 'best.safetensors'}"
     state = tmp_path / "lenet.pt"
     torch.save(load_state_dict(REPO / "cnnkit/weights/lenet5-digits.safetensors"), state)
-    third = run(["finetune", str(tiny_digits), *FAST, "--weights", str(state), "--epochs", "1", "--out", str(tmp_path / "c")])
+    third = run(
+        ["finetune", str(tiny_digits), *FAST, "--weights", str(state), "--epochs", "1", "--out", str(tmp_path / "c")]
+    )
     assert third.exit_code == 0, third.output
     assert "new 3-class head" in read_meta(tmp_path / "c" / "best.safetensors")["source"]
 
@@ -220,8 +289,15 @@ def test_unknown_task_is_a_usage_error(tiny_digits):
 def test_python_api_matches_the_cli(tiny_digits, tmp_path):
     import cnnkit
 
-    result = cnnkit.api.finetune(str(tiny_digits), model="lenet5", pretrained=False, epochs=1, workers=0,
-                                 out=str(tmp_path / "api"), progress=False)
+    result = cnnkit.api.finetune(
+        str(tiny_digits),
+        model="lenet5",
+        pretrained=False,
+        epochs=1,
+        workers=0,
+        out=str(tmp_path / "api"),
+        progress=False,
+    )
     assert Path(result["best"]).is_file() and 0.0 <= result["metrics"]["val_acc"] <= 1.0
 
 
@@ -230,8 +306,19 @@ def test_sigterm_saves_a_resumable_state_then_resume_finishes(tiny_digits, tmp_p
     import time
 
     out = tmp_path / "term"
-    cmd = [sys.executable, "-m", "cnnkit", "finetune", str(tiny_digits), *FAST, "--epochs", "200", "--no-pretrained",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cnnkit",
+        "finetune",
+        str(tiny_digits),
+        *FAST,
+        "--epochs",
+        "200",
+        "--no-pretrained",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -264,8 +351,14 @@ def test_googlenet_auxiliary_heads_are_replaced_and_trained(tmp_path):
     before = model.aux1.fc2.weight.detach().clone()
     data = TensorDataset(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
     meta = {"task": "classify", "arch": "googlenet", "labels": ["a", "b", "c"], "preprocess": None}
-    history = fit(model, DataLoader(data, batch_size=4), recipe(DataLoader(data, batch_size=4), meta["labels"]),
-                  LoopConfig(epochs=1, lr=1e-3, scheduler="none"), tmp_path, meta)
+    history = fit(
+        model,
+        DataLoader(data, batch_size=4),
+        recipe(DataLoader(data, batch_size=4), meta["labels"]),
+        LoopConfig(epochs=1, lr=1e-3, scheduler="none"),
+        tmp_path,
+        meta,
+    )
     assert history[0]["val_images"] == 4
     assert not torch.equal(before, model.aux1.fc2.weight)
     assert read_meta(tmp_path / "best.safetensors")["arch"] == "googlenet"
@@ -284,7 +377,6 @@ def test_a_new_run_over_an_old_one_with_exist_ok_starts_from_scratch(tiny_digits
 def test_api_drops_options_left_unset(monkeypatch):
     """The CLI passes None for options not given; every trainer then sees only what was set."""
     import importlib
-
     import types
 
     from cnnkit.tasks import TASKS

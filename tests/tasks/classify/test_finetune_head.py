@@ -84,8 +84,15 @@ def test_retraining_scripts_loop_resumes_mid_epoch_like_an_uninterrupted_run(tmp
     def train(out, callbacks=None) -> torch.nn.Module:
         torch.manual_seed(0)
         model = torch.nn.Linear(4, 3)
-        fit(model, seeded_loader(data, 8, seed=0), recipe(DataLoader(data, batch_size=256), meta["labels"]), cfg,
-            out, meta, callbacks=callbacks)
+        fit(
+            model,
+            seeded_loader(data, 8, seed=0),
+            recipe(DataLoader(data, batch_size=256), meta["labels"]),
+            cfg,
+            out,
+            meta,
+            callbacks=callbacks,
+        )
         return model
 
     full = train(tmp_path / "full")

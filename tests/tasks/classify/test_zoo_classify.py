@@ -54,7 +54,10 @@ def test_models_table_reports_year_parameters_top1_and_availability():
     vit = rows["vit_b_16"]
     assert vit["year"] == 2020 and vit["available"] is False
     assert vit["parameters"] > 80_000_000
-    assert vit["imagenet_top1"] == hub.torchvision_weights("ViT_B_16_Weights.IMAGENET1K_V1").meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    assert (
+        vit["imagenet_top1"]
+        == hub.torchvision_weights("ViT_B_16_Weights.IMAGENET1K_V1").meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    )
 
 
 def test_parameter_counts_come_from_the_built_model():

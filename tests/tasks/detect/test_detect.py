@@ -74,7 +74,9 @@ def test_detect_matches_ultralytics_predict(scenes):
     folder, _ = scenes
     paths = sorted(str(p) for p in folder.glob("*.png"))
     ours = cnnkit.detect(paths, batch_size=3)
-    theirs = _ultralytics.yolo(bundled_path("shapes-yolov8n.pt")).predict(paths, imgsz=256, conf=0.25, iou=0.7, verbose=False)
+    theirs = _ultralytics.yolo(bundled_path("shapes-yolov8n.pt")).predict(
+        paths, imgsz=256, conf=0.25, iou=0.7, verbose=False
+    )
     for rec, res in zip(ours, theirs):
         ref = sorted(zip(res.boxes.conf.tolist(), res.boxes.cls.tolist(), res.boxes.xyxy.tolist()), reverse=True)
         got = sorted((p["score"], p["class_id"], p["box"]) for p in rec.predictions)[::-1]
@@ -86,10 +88,21 @@ def test_detect_matches_ultralytics_predict(scenes):
 def test_detect_save_txt_crop_and_no_save(scenes, tmp_path):
     folder, _ = scenes
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "detect", str(folder / "scene_0.png"), "--save-dir", str(out), "--no-save", "--save-txt", "--save-crop",
-        "--format", "json",
-    ], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "detect",
+            str(folder / "scene_0.png"),
+            "--save-dir",
+            str(out),
+            "--no-save",
+            "--save-txt",
+            "--save-crop",
+            "--format",
+            "json",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     rec = json.loads(result.stdout)[0]
     assert "saved" not in rec and not list(out.glob("*.jpg"))
@@ -106,8 +119,9 @@ def test_detect_save_txt_crop_and_no_save(scenes, tmp_path):
 def test_detect_save_pictures(scenes, tmp_path, monkeypatch):
     folder, _ = scenes
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["detect", str(folder / "scene_1.png"), "--save", "--format", "jsonl"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app, ["detect", str(folder / "scene_1.png"), "--save", "--format", "jsonl"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     rec = _jsonl(result.stdout)[0]
     picture = tmp_path / rec["saved"]
@@ -117,13 +131,20 @@ def test_detect_save_pictures(scenes, tmp_path, monkeypatch):
     with Image.open(picture) as img:
         assert img.size == (256, 256)
         # coloured box outlines differ from the plain scene
-        assert np.abs(np.asarray(img, dtype=int) - np.asarray(Image.open(folder / "scene_1.png").convert("RGB"), dtype=int)).max() > 60
+        assert (
+            np.abs(
+                np.asarray(img, dtype=int) - np.asarray(Image.open(folder / "scene_1.png").convert("RGB"), dtype=int)
+            ).max()
+            > 60
+        )
 
 
 def test_detect_format_coco(scenes, tmp_path):
     folder, _ = scenes
     out = tmp_path / "results.json"
-    result = runner.invoke(app, ["detect", str(folder), "--format", "coco", "--output", str(out)], catch_exceptions=False)
+    result = runner.invoke(
+        app, ["detect", str(folder), "--format", "coco", "--output", str(out)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     items = json.loads(out.read_text())
     assert items and {"image_id", "category_id", "bbox", "score"} <= set(items[0])
@@ -152,7 +173,9 @@ def test_detect_imgsz_and_failed_input(scenes, tmp_path):
     folder, _ = scenes
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    result = runner.invoke(app, ["detect", str(folder / "scene_2.png"), str(broken), "--imgsz", "320", "--format", "jsonl"])
+    result = runner.invoke(
+        app, ["detect", str(folder / "scene_2.png"), str(broken), "--imgsz", "320", "--format", "jsonl"]
+    )
     assert result.exit_code == 1
     good, bad = _jsonl(result.stdout)
     _check_detect_record(good)
@@ -180,7 +203,9 @@ def test_local_pt_and_weights_option(scenes, tmp_path):
     local = tmp_path / "mine.pt"
     shutil.copyfile(bundled_path("shapes-yolov8n.pt"), local)
     for opts in (["--model", str(local)], ["--weights", str(local)]):
-        result = runner.invoke(app, ["detect", str(folder / "scene_3.png"), *opts, "--format", "jsonl"], catch_exceptions=False)
+        result = runner.invoke(
+            app, ["detect", str(folder / "scene_3.png"), *opts, "--format", "jsonl"], catch_exceptions=False
+        )
         assert result.exit_code == 0, result.output
         rec = _jsonl(result.stdout)[0]
         assert rec["model"] == "mine" and rec["predictions"]
@@ -198,8 +223,14 @@ def test_adapter_sets_offline_defaults_without_clobbering(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "OMP_"))}
     env.update(YOLO_CONFIG_DIR=str(tmp_path / "mine"), CNNKIT_CACHE=str(tmp_path / "cache"), YOLO_OFFLINE="true")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[3])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.strip().splitlines()[-2:]
     assert first.split() == ["true", "false", str(tmp_path / "mine")]
@@ -210,7 +241,10 @@ def test_detect_subprocess_smoke(scenes):
     folder, _ = scenes
     out = subprocess.run(
         [sys.executable, "-m", "cnnkit", "detect", str(folder / "scene_0.png"), "--format", "jsonl", "--threads", "1"],
-        capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert out.returncode == 0, out.stderr
     rec = json.loads(out.stdout)

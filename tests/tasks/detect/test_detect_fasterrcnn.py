@@ -27,8 +27,11 @@ def random_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = get_spec(ARCH).builder(num_classes=len(CLASSES))
     folder = tmp_path_factory.mktemp("frcnn")
-    ckpt = save_checkpoint(folder / "frcnn.safetensors", model,
-                           {"task": "detect", "arch": ARCH, "labels": list(CLASSES), "name": "frcnn-random"})
+    ckpt = save_checkpoint(
+        folder / "frcnn.safetensors",
+        model,
+        {"task": "detect", "arch": ARCH, "labels": list(CLASSES), "name": "frcnn-random"},
+    )
     torch.save(model.state_dict(), folder / "frcnn.pth")
     return ckpt, folder / "frcnn.pth"
 
@@ -37,8 +40,9 @@ def test_faster_rcnn_random_weights_end_to_end(random_checkpoint, scenes, tmp_pa
     ckpt, _ = random_checkpoint
     folder, _ = scenes
     base = ["detect", str(folder), "--weights", str(ckpt), "--conf", "0.0", "--max-det", "5", "--imgsz", "256"]
-    result = runner.invoke(app, [*base, "--format", "jsonl", "--save-dir", str(tmp_path / "pics"), "--save-txt"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app, [*base, "--format", "jsonl", "--save-dir", str(tmp_path / "pics"), "--save-txt"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 4
@@ -58,8 +62,23 @@ def test_faster_rcnn_random_weights_end_to_end(random_checkpoint, scenes, tmp_pa
 
 def test_faster_rcnn_val_metrics(random_checkpoint, yolo_set):
     ckpt, _ = random_checkpoint
-    result = runner.invoke(app, ["detect", "val", str(yolo_set), "--weights", str(ckpt), "--format", "json",
-                                 "--imgsz", "256", "--max-det", "20"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "detect",
+            "val",
+            str(yolo_set),
+            "--weights",
+            str(ckpt),
+            "--format",
+            "json",
+            "--imgsz",
+            "256",
+            "--max-det",
+            "20",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)
     assert m["model"] == "frcnn-random" and m["images"] == 30 and "ultralytics" not in m

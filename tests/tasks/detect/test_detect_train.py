@@ -23,14 +23,30 @@ def test_finetune_then_detect_offline(tiny_yolo_set, tmp_path):
         socket.create_connection(("example.com", 80), timeout=1)
     out = tmp_path / "ft"
     # the options the `cnnkit finetune` command passes even when unset arrive as None
-    result = api.finetune(str(tiny_yolo_set), task="detect", epochs=2, batch_size=2, imgsz=64, out=str(out),
-                          progress=False, lr=0.001, threads=1, seed=None, workers=None, freeze=None, arch=None)
+    result = api.finetune(
+        str(tiny_yolo_set),
+        task="detect",
+        epochs=2,
+        batch_size=2,
+        imgsz=64,
+        out=str(out),
+        progress=False,
+        lr=0.001,
+        threads=1,
+        seed=None,
+        workers=None,
+        freeze=None,
+        arch=None,
+    )
     assert Path(result["best"]).is_file() and Path(result["last"]).is_file()
     assert Path(result["out"]) == out.resolve()
     assert set(result["metrics"]) == {"precision", "recall", "mAP50", "mAP50-95"}
     images = Path(tiny_yolo_set).parent / "images" / "val"
-    detect = runner.invoke(app, ["detect", str(images), "--model", result["best"], "--format", "jsonl", "--conf", "0.01"],
-                           catch_exceptions=False)
+    detect = runner.invoke(
+        app,
+        ["detect", str(images), "--model", result["best"], "--format", "jsonl", "--conf", "0.01"],
+        catch_exceptions=False,
+    )
     assert detect.exit_code == 0, detect.output
     records = [json.loads(line) for line in detect.stdout.splitlines()]
     assert len(records) == 2
@@ -44,7 +60,9 @@ def test_finetune_refuses_faster_rcnn_and_missing_data(tmp_path, tiny_yolo_set):
     from cnnkit.errors import UsageError
 
     with pytest.raises(UsageError, match="YOLO"):
-        api.finetune(str(tiny_yolo_set), task="detect", model="fasterrcnn_mobilenet_v3_large_320_fpn", out=str(tmp_path / "a"))
+        api.finetune(
+            str(tiny_yolo_set), task="detect", model="fasterrcnn_mobilenet_v3_large_320_fpn", out=str(tmp_path / "a")
+        )
     with pytest.raises(UsageError, match="no such dataset"):
         api.finetune(str(tmp_path / "missing.yaml"), task="detect")
     with pytest.raises(UsageError, match="resume"):

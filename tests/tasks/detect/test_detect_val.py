@@ -23,10 +23,17 @@ def hand_case(tmp_path):
     path = images / "a.png"
     # ground truth: A = [10, 10, 30, 30], B = [60, 60, 90, 90], both class 0
     (labels / "a.txt").write_text("0 0.2 0.2 0.2 0.2\n0 0.75 0.75 0.3 0.3\n")
-    record = Record(str(path), "detect", "hand", 100, 100, predictions=[
-        {"label": "square", "class_id": 0, "score": 0.9, "box": [10.0, 10.0, 30.0, 30.0]},  # A, perfect
-        {"label": "square", "class_id": 0, "score": 0.8, "box": [40.0, 0.0, 55.0, 15.0]},  # false positive
-    ])  # B is missed
+    record = Record(
+        str(path),
+        "detect",
+        "hand",
+        100,
+        100,
+        predictions=[
+            {"label": "square", "class_id": 0, "score": 0.9, "box": [10.0, 10.0, 30.0, 30.0]},  # A, perfect
+            {"label": "square", "class_id": 0, "score": 0.8, "box": [40.0, 0.0, 55.0, 15.0]},  # false positive
+        ],
+    )  # B is missed
     return record
 
 
@@ -81,9 +88,28 @@ def test_cnnkit_and_ultralytics_val_agree(bundled_metrics):
 
 def test_val_cli_json_and_table(yolo_set, tmp_path):
     out = tmp_path / "metrics.json"
-    result = runner.invoke(app, ["detect", "val", str(yolo_set), "--no-compare", "--format", "json", "--output", str(out),
-                                 "--imgsz", "256", "--conf", "0.001", "--iou", "0.7", "--max-det", "100"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "detect",
+            "val",
+            str(yolo_set),
+            "--no-compare",
+            "--format",
+            "json",
+            "--output",
+            str(out),
+            "--imgsz",
+            "256",
+            "--conf",
+            "0.001",
+            "--iou",
+            "0.7",
+            "--max-det",
+            "100",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert "ultralytics" not in m and m["imgsz"] == 256
@@ -93,7 +119,9 @@ def test_val_cli_json_and_table(yolo_set, tmp_path):
     assert sum(row["instances"] for row in m["per_class"].values()) == m["instances"]
     again = runner.invoke(app, ["detect", "val", str(yolo_set), "--no-compare", "--output", str(out)])
     assert again.exit_code == 1
-    table = runner.invoke(app, ["detect", "val", str(yolo_set), "--no-compare", "--split", "val"], catch_exceptions=False)
+    table = runner.invoke(
+        app, ["detect", "val", str(yolo_set), "--no-compare", "--split", "val"], catch_exceptions=False
+    )
     assert table.exit_code == 0 and "mAP50-95" in table.stdout and "hexagon" in table.stdout
 
 

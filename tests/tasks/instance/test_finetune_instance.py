@@ -28,15 +28,25 @@ def test_finetune_replaces_heads_freezes_and_reloads(tiny_ckpt, coco_data, scene
 
     data = _two_class_copy(coco_data, tmp_path / "two")
     out = tmp_path / "run"
-    result = api.finetune(str(data), task="instance", weights=str(tiny_ckpt), epochs=1, batch_size=2, imgsz=64,
-                          freeze="backbone", out=str(out), progress=False)
+    result = api.finetune(
+        str(data),
+        task="instance",
+        weights=str(tiny_ckpt),
+        epochs=1,
+        batch_size=2,
+        imgsz=64,
+        freeze="backbone",
+        out=str(out),
+        progress=False,
+    )
     assert set(result) == {"best", "last", "out", "metrics"}
     assert {"mask_AP50", "box_AP50"} <= set(result["metrics"])
     meta = read_meta(result["best"])
     assert meta["labels"] == ["circle", "square"] and meta["task"] == "instance"
     assert meta["args"]["freeze"] == "backbone"
-    res = CliRunner().invoke(app, ["instance", str(scene_folder / "scene_0.png"), "--weights", result["best"],
-                                   "--conf", "0", "-f", "jsonl"])
+    res = CliRunner().invoke(
+        app, ["instance", str(scene_folder / "scene_0.png"), "--weights", result["best"], "--conf", "0", "-f", "jsonl"]
+    )
     assert res.exit_code == 0, res.output
     preds = json.loads(res.stdout.splitlines()[0])["predictions"]
     assert all(p["label"] in ("circle", "square") for p in preds)
@@ -46,21 +56,38 @@ def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
     from cnnkit import api
 
     out = tmp_path / "run"
-    first = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), epochs=1, batch_size=2, imgsz=64,
-                         out=str(out), progress=False)
+    first = api.finetune(
+        str(coco_data),
+        task="instance",
+        weights=str(tiny_ckpt),
+        epochs=1,
+        batch_size=2,
+        imgsz=64,
+        out=str(out),
+        progress=False,
+    )
     assert first["metrics"]["step"] == 1
-    second = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), epochs=2, batch_size=2, imgsz=64,
-                          resume=str(out / "last.pt"), progress=False)
+    second = api.finetune(
+        str(coco_data),
+        task="instance",
+        weights=str(tiny_ckpt),
+        epochs=2,
+        batch_size=2,
+        imgsz=64,
+        resume=str(out / "last.pt"),
+        progress=False,
+    )
     import csv
 
-    history = list(csv.DictReader(open(out / "metrics.csv")))
+    with open(out / "metrics.csv") as f:
+        history = list(csv.DictReader(f))
     assert [int(h["step"]) for h in history] == [1, 2] and "val_mask_AP50" in history[0]
     assert second["metrics"]["step"] == 2 and second["out"] == str(out)
 
 
 def test_frozen_batch_norms_keep_statistics():
-    from cnnkit.tasks.instance.zoo import light_maskrcnn
     from cnnkit.tasks.instance.train import _freeze
+    from cnnkit.tasks.instance.zoo import light_maskrcnn
     from cnnkit.train.loop import train_mode
 
     model = light_maskrcnn(2, min_size=64, max_size=64)
@@ -77,8 +104,17 @@ def test_finetune_from_scratch(tiny_ckpt, coco_data, tmp_path):
     from cnnkit import api
     from cnnkit.models.checkpoint import load_state_dict
 
-    result = api.finetune(str(coco_data), task="instance", weights=str(tiny_ckpt), pretrained=False, epochs=1,
-                          batch_size=2, imgsz=64, out=str(tmp_path / "run"), progress=False)
+    result = api.finetune(
+        str(coco_data),
+        task="instance",
+        weights=str(tiny_ckpt),
+        pretrained=False,
+        epochs=1,
+        batch_size=2,
+        imgsz=64,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
     before, after = load_state_dict(tiny_ckpt), load_state_dict(result["last"])
     key = "backbone.body.conv1.weight"
     assert before[key].shape == after[key].shape and not torch.allclose(before[key], after[key], atol=1e-2)
@@ -95,7 +131,15 @@ def test_finetune_torchvision_architecture_from_scratch_offline(coco_data, tmp_p
     monkeypatch.setattr(hub, "torchvision_state_dict", no_download)
     calls = []
     monkeypatch.setattr("cnnkit.tasks.instance.train.fit", lambda net, *a, **k: calls.append(net) or [])
-    result = api.finetune(str(coco_data), task="instance", model="maskrcnn_resnet50_fpn", pretrained=False,
-                          epochs=1, batch_size=2, out=str(tmp_path / "run"), progress=False)
+    result = api.finetune(
+        str(coco_data),
+        task="instance",
+        model="maskrcnn_resnet50_fpn",
+        pretrained=False,
+        epochs=1,
+        batch_size=2,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
     assert calls and calls[0].roi_heads.box_predictor.cls_score.out_features == 6
     assert result["last"].endswith("last.safetensors")

@@ -45,9 +45,27 @@ def test_cli_json_save_dir_and_save_masks(tiny_ckpt, scene_folder, tmp_path):
     from cnnkit.tasks.instance.post import decode_rle
 
     out = tmp_path / "pics"
-    res = _cli("instance", scene_folder, "--weights", tiny_ckpt, "--conf", "0", "--max-det", "2",
-               "--mask-threshold", "0.3", "--batch-size", "2", "--device", "cpu", "-f", "json",
-               "--save-dir", out, "--save-masks")
+    res = _cli(
+        "instance",
+        scene_folder,
+        "--weights",
+        tiny_ckpt,
+        "--conf",
+        "0",
+        "--max-det",
+        "2",
+        "--mask-threshold",
+        "0.3",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "-f",
+        "json",
+        "--save-dir",
+        out,
+        "--save-masks",
+    )
     assert res.exit_code == 0, res.output
     records = json.loads(res.stdout)
     assert len(records) == 3
@@ -71,15 +89,19 @@ def test_cli_conf_filters_everything(tiny_ckpt, scene_folder):
 def test_cli_format_coco_loads_in_pycocotools(tiny_ckpt, coco_data):
     from pycocotools.coco import COCO
 
-    res = _cli("instance", coco_data / "val" / "images", "--weights", tiny_ckpt, "--conf", "0", "--max-det", "3",
-               "-f", "coco")
+    res = _cli(
+        "instance", coco_data / "val" / "images", "--weights", tiny_ckpt, "--conf", "0", "--max-det", "3", "-f", "coco"
+    )
     assert res.exit_code == 0, res.output
     results = json.loads(res.stdout)
     assert results and all({"image_id", "category_id", "bbox", "score", "segmentation"} <= set(r) for r in results)
     assert all(1 <= r["category_id"] <= len(CLASSES) for r in results)
     gt = COCO()
-    gt.dataset = {"images": [{"id": i, "width": 64, "height": 64} for i in {r["image_id"] for r in results}],
-                  "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]}
+    gt.dataset = {
+        "images": [{"id": i, "width": 64, "height": 64} for i in {r["image_id"] for r in results}],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)],
+    }
     gt.createIndex()
     assert len(gt.loadRes(results).getAnnIds()) == len(results)
 
@@ -127,16 +149,32 @@ def test_coco_ap_agrees_with_torchmetrics(coco_data):
             ys, xs = np.nonzero(shifted)
             box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
             score = float(rng.uniform(0.3, 1.0))
-            items.append({"label": "", "class_id": a["category_id"] - 1, "score": score, "box": box,
-                          "mask": encode_rle(shifted)})
+            items.append(
+                {"label": "", "class_id": a["category_id"] - 1, "score": score, "box": box, "mask": encode_rle(shifted)}
+            )
             boxes.append(box), masks.append(shifted), scores.append(score), labels.append(a["category_id"])
         coco.add(Record(path=str(im["id"]), task="instance", model="", predictions=items))
-        preds.append({"boxes": torch.tensor(boxes).reshape(-1, 4), "scores": torch.tensor(scores),
-                      "labels": torch.tensor(labels), "masks": torch.from_numpy(np.stack(masks))})
-        targets.append({"boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                                                a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32),
-                        "labels": torch.tensor([a["category_id"] for a in anns]),
-                        "masks": torch.from_numpy(np.stack(gt_masks))})
+        preds.append(
+            {
+                "boxes": torch.tensor(boxes).reshape(-1, 4),
+                "scores": torch.tensor(scores),
+                "labels": torch.tensor(labels),
+                "masks": torch.from_numpy(np.stack(masks)),
+            }
+        )
+        targets.append(
+            {
+                "boxes": torch.tensor(
+                    [
+                        [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                        for a in anns
+                    ],
+                    dtype=torch.float32,
+                ),
+                "labels": torch.tensor([a["category_id"] for a in anns]),
+                "masks": torch.from_numpy(np.stack(gt_masks)),
+            }
+        )
     for iou_type in ("segm", "bbox"):
         ours = evaluate(ds.gt, coco.results(), iou_type)
         metric = MeanAveragePrecision(iou_type=iou_type)
@@ -154,8 +192,18 @@ def test_plain_state_dict_with_model(tiny_ckpt, scene_folder, tmp_path):
 
     pth = tmp_path / "state.pth"
     torch.save(load_state_dict(tiny_ckpt), pth)
-    res = _cli("instance", scene_folder / "scene_1.png", "--model", "shapes-maskrcnn", "--weights", pth,
-               "--conf", "0", "-f", "jsonl")
+    res = _cli(
+        "instance",
+        scene_folder / "scene_1.png",
+        "--model",
+        "shapes-maskrcnn",
+        "--weights",
+        pth,
+        "--conf",
+        "0",
+        "-f",
+        "jsonl",
+    )
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.splitlines()[0])
     assert rec["model"] == "shapes-maskrcnn" and rec["error"] is None
@@ -196,8 +244,22 @@ def test_light_builder_heads_follow_num_classes():
 
 def test_subprocess_smoke(tiny_ckpt, scene_folder):
     proc = subprocess.run(
-        [sys.executable, "-m", "cnnkit", "instance", str(scene_folder / "scene_2.png"), "--weights", str(tiny_ckpt),
-         "--conf", "0", "-f", "jsonl"], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "cnnkit",
+            "instance",
+            str(scene_folder / "scene_2.png"),
+            "--weights",
+            str(tiny_ckpt),
+            "--conf",
+            "0",
+            "-f",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout.splitlines()[0])

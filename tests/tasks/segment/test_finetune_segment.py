@@ -40,8 +40,17 @@ def test_finetune_api_writes_checkpoints_that_segment_loads(masks_data, tmp_path
     from cnnkit import api
 
     out = tmp_path / "run"
-    result = api.finetune(str(masks_data), task="segment", arch="unet", encoder=TINY["encoder"], epochs=1,
-                          batch_size=3, imgsz=64, out=str(out), progress=False)
+    result = api.finetune(
+        str(masks_data),
+        task="segment",
+        arch="unet",
+        encoder=TINY["encoder"],
+        epochs=1,
+        batch_size=3,
+        imgsz=64,
+        out=str(out),
+        progress=False,
+    )
     assert result["out"] == str(out) and (out / "last.pt").is_file()
     assert 0.0 <= result["metrics"]["best_val_miou"] <= 1.0
     image = next((masks_data / "val" / "images").iterdir())
@@ -51,8 +60,17 @@ def test_finetune_api_writes_checkpoints_that_segment_loads(masks_data, tmp_path
     names = ["background", "circle", "square", "triangle", "star", "hexagon"]
     assert all(p["label"] == names[p["class_id"]] for p in rec["predictions"])
 
-    again = api.finetune(str(masks_data), task="segment", arch="unet", encoder=TINY["encoder"], epochs=2,
-                         batch_size=3, imgsz=64, resume=str(out), progress=False)
+    again = api.finetune(
+        str(masks_data),
+        task="segment",
+        arch="unet",
+        encoder=TINY["encoder"],
+        epochs=2,
+        batch_size=3,
+        imgsz=64,
+        resume=str(out),
+        progress=False,
+    )
     assert again["metrics"]["last"]["epoch"] == 2
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3  # header + epoch 1 (kept from the first run) + epoch 2
@@ -67,16 +85,33 @@ def test_retraining_script_takes_the_registry_input_size_or_imgsz(tmp_path, monk
     from cnnkit.models.checkpoint import read_meta
 
     out = tmp_path / "run"
-    argv = ["train_shapes_seg.py", "--arch", "deeplabv3plus", "--n-train", "8", "--train-size", "64",
-            "--n-val", "2", "--epochs", "1", "--out", str(out)]
+    argv = [
+        "train_shapes_seg.py",
+        "--arch",
+        "deeplabv3plus",
+        "--n-train",
+        "8",
+        "--train-size",
+        "64",
+        "--n-val",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     monkeypatch.setattr(sys, "argv", argv + (["--imgsz", str(imgsz)] if imgsz else []))
     threads = torch.get_num_threads()  # the script sets its own
     try:
-        runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "train_shapes_seg.py"),
-                       run_name="__main__")
+        runpy.run_path(
+            str(Path(__file__).resolve().parents[3] / "scripts" / "train_shapes_seg.py"), run_name="__main__"
+        )
     finally:
         torch.set_num_threads(threads)
     meta = read_meta(out / "best.safetensors")
     assert meta["preprocess"]["crop"] == meta["preprocess"]["resize"] == expected
-    assert meta["arch_kwargs"] == {"arch": "deeplabv3plus", "encoder": "tu-tf_mobilenetv3_small_100",
-                                   "decoder_channels": 96}
+    assert meta["arch_kwargs"] == {
+        "arch": "deeplabv3plus",
+        "encoder": "tu-tf_mobilenetv3_small_100",
+        "decoder_channels": 96,
+    }

@@ -36,7 +36,7 @@ def test_tile_starts_cover_the_image_and_end_at_the_edge():
         starts = tile_starts(size, min(tile, size), stride)
         covered = np.zeros(size, bool)
         for s in starts:
-            covered[s: s + min(tile, size)] = True
+            covered[s : s + min(tile, size)] = True
         assert covered.all() and starts[-1] + min(tile, size) == size
 
 
@@ -83,8 +83,23 @@ def test_tiling_with_overlap_matches_the_per_pixel_answer():
 
 def test_predict_saves_palette_mask_and_overlay_of_input_size(masks_data, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
-    res = runner.invoke(app, ["segment", str(masks_data / "val" / "images"), "--weights", str(tiny_checkpoint),
-                              "--format", "jsonl", "--save-dir", str(out), "--batch-size", "2", "--imgsz", "64"])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            str(masks_data / "val" / "images"),
+            "--weights",
+            str(tiny_checkpoint),
+            "--format",
+            "jsonl",
+            "--save-dir",
+            str(out),
+            "--batch-size",
+            "2",
+            "--imgsz",
+            "64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(records) == 2
@@ -113,8 +128,25 @@ def test_save_writes_into_a_new_run_folder(tiny_checkpoint, rgb_image, tmp_path,
 def test_tile_option_on_a_large_image_keeps_the_input_size(tiny_checkpoint, tmp_path):
     path = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 300, 3), dtype=np.uint8)).save(path)
-    res = runner.invoke(app, ["segment", str(path), "--weights", str(tiny_checkpoint), "--tile", "64",
-                              "--overlap", "0.5", "--imgsz", "64", "-f", "json", "--save-dir", str(tmp_path / "o")])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            str(path),
+            "--weights",
+            str(tiny_checkpoint),
+            "--tile",
+            "64",
+            "--overlap",
+            "0.5",
+            "--imgsz",
+            "64",
+            "-f",
+            "json",
+            "--save-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     [rec] = json.loads(res.stdout)
     assert Image.open(rec["mask"]).size == (300, 120)
@@ -130,16 +162,36 @@ def test_api_segment_accepts_arrays(tiny_checkpoint):
 
 
 def test_smp_arch_with_any_encoder_runs_random_init(rgb_image):
-    res = runner.invoke(app, ["segment", str(rgb_image), "--arch", "deeplabv3plus", "--encoder",
-                              "timm-mobilenetv3_small_100", "--imgsz", "64", "-f", "json"])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            str(rgb_image),
+            "--arch",
+            "deeplabv3plus",
+            "--encoder",
+            "timm-mobilenetv3_small_100",
+            "--imgsz",
+            "64",
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     [rec] = json.loads(res.stdout)
     assert rec["model"] == "deeplabv3plus-timm-mobilenetv3_small_100"
 
 
-@pytest.mark.parametrize("args", [["--encoder", "resnet18"], ["--arch", "segformer"],
-                                  ["--arch", "unet", "--model", "shapes-unet"], ["--overlap", "0.95"],
-                                  ["--half", "--device", "cpu"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--encoder", "resnet18"],
+        ["--arch", "segformer"],
+        ["--arch", "unet", "--model", "shapes-unet"],
+        ["--overlap", "0.95"],
+        ["--half", "--device", "cpu"],
+    ],
+)
 def test_bad_model_options_are_usage_errors(rgb_image, args):
     from cnnkit.errors import UsageError
 
@@ -162,8 +214,21 @@ def test_torchvision_model_with_local_state_dict_has_voc_categories(rgb_image, t
 
     path = tmp_path / "lraspp.pth"
     torch.save(build_torchvision("lraspp_mobilenet_v3_large").state_dict(), path)
-    res = runner.invoke(app, ["segment", str(rgb_image), "--model", "lraspp_mobilenet_v3_large", "--weights",
-                              str(path), "--imgsz", "64", "-f", "json"])
+    res = runner.invoke(
+        app,
+        [
+            "segment",
+            str(rgb_image),
+            "--model",
+            "lraspp_mobilenet_v3_large",
+            "--weights",
+            str(path),
+            "--imgsz",
+            "64",
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     [rec] = json.loads(res.stdout)
     from torchvision.models import get_weight
@@ -183,8 +248,12 @@ def test_bad_input_becomes_a_failed_record(tiny_checkpoint, tmp_path):
 
 def test_subprocess_entry_point(masks_data, tiny_checkpoint):
     image = _val_images(masks_data)[0]
-    proc = subprocess.run([sys.executable, "-m", "cnnkit", "segment", str(image), "--weights", str(tiny_checkpoint),
-                           "-f", "jsonl"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "segment", str(image), "--weights", str(tiny_checkpoint), "-f", "jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
     assert rec["path"] == str(image) and rec["predictions"]
@@ -196,6 +265,14 @@ def test_every_segment_registry_entry_builds_and_lists():
 
     specs = list_models(task="segment")
     names = {s.name for s in specs}
-    assert {"shapes-unet", "shapes-deeplabv3plus", "unet", "unetplusplus", "deeplabv3plus",
-            "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= names
+    assert {
+        "shapes-unet",
+        "shapes-deeplabv3plus",
+        "unet",
+        "unetplusplus",
+        "deeplabv3plus",
+        "deeplabv3_resnet50",
+        "deeplabv3_mobilenet_v3_large",
+        "lraspp_mobilenet_v3_large",
+    } <= names
     assert all(parameters(s) > 0 for s in specs)

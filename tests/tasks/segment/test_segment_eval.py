@@ -17,22 +17,31 @@ def _smp_figures(preds: list[np.ndarray], targets: list[np.ndarray], num_classes
     import torch
     from segmentation_models_pytorch import metrics
 
-    tp, fp, fn, tn = metrics.get_stats(torch.from_numpy(np.stack(preds)).long(),
-                                       torch.from_numpy(np.stack(targets)).long(), mode="multiclass",
-                                       num_classes=num_classes)
+    tp, fp, fn, tn = metrics.get_stats(
+        torch.from_numpy(np.stack(preds)).long(),
+        torch.from_numpy(np.stack(targets)).long(),
+        mode="multiclass",
+        num_classes=num_classes,
+    )
     tp, fp, fn, tn = (t.sum(0, keepdim=True) for t in (tp, fp, fn, tn))
     iou = metrics.iou_score(tp, fp, fn, tn, reduction=None)[0]
     present = (tp + fp + fn)[0] > 0
-    return {"iou": iou, "present": present, "miou": float(iou[present].mean()),
-            "pixel_accuracy": float(metrics.recall(tp, fp, fn, tn, reduction="micro"))}
+    return {
+        "iou": iou,
+        "present": present,
+        "miou": float(iou[present].mean()),
+        "pixel_accuracy": float(metrics.recall(tp, fp, fn, tn, reduction="micro")),
+    }
 
 
 def test_val_matches_smp_metrics_on_the_same_predictions(masks_data, tiny_checkpoint):
     from cnnkit import api
     from cnnkit.data.masks import find_pairs, read_mask
 
-    res = runner.invoke(app, ["segment", "val", str(masks_data), "--split", "train", "--weights",
-                              str(tiny_checkpoint), "--format", "json"])
+    res = runner.invoke(
+        app,
+        ["segment", "val", str(masks_data), "--split", "train", "--weights", str(tiny_checkpoint), "--format", "json"],
+    )
     assert res.exit_code == 0, res.output
     scores = json.loads(res.stdout)
     pairs = find_pairs(masks_data, "train")
@@ -60,8 +69,9 @@ def test_confusion_matrix_on_a_known_case():
 
 def test_val_table_and_output_file(masks_data, tiny_checkpoint, tmp_path):
     out = tmp_path / "scores.txt"
-    res = runner.invoke(app, ["segment", "val", str(masks_data / "val"), "--weights", str(tiny_checkpoint),
-                              "--output", str(out)])
+    res = runner.invoke(
+        app, ["segment", "val", str(masks_data / "val"), "--weights", str(tiny_checkpoint), "--output", str(out)]
+    )
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "mIoU" in text and "hexagon" in text

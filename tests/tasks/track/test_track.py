@@ -91,9 +91,27 @@ def test_track_cli_writes_mot_rows_summaries_and_an_annotated_video(videos: Path
     video = videos / "shapes-000.mp4"
     mot = tmp_path / "tracks.txt"
     save = tmp_path / "saved"
-    result = CliRunner().invoke(app, ["track", str(video), "--max-frames", "20", "--vid-stride", "2", "--format", "mot",
-                                      "--output", str(mot), "--save-dir", str(save), "--count-line", "128,0,128,256",
-                                      "--threads", "1"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "track",
+            str(video),
+            "--max-frames",
+            "20",
+            "--vid-stride",
+            "2",
+            "--format",
+            "mot",
+            "--output",
+            str(mot),
+            "--save-dir",
+            str(save),
+            "--count-line",
+            "128,0,128,256",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = read_mot(mot)
     assert rows and {r.frame for r in rows} <= set(range(1, 40, 2))  # frames 0, 2, … 38, written from 1
