@@ -132,7 +132,7 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
     return records if stream else list(records)
 
 
-def finetune(data: str, *, task: str = "classify", **options: Any) -> dict[str, Any]:
+def finetune(data: str | None, *, task: str = "classify", **options: Any) -> dict[str, Any]:
     """Train a model for ``task`` on ``data``; returns paths of the best/last checkpoints and metrics.
 
     Options that are ``None`` (the CLI's "not given") are dropped, so each trainer's own

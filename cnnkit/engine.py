@@ -81,7 +81,7 @@ class Predictor(ABC):
         """One decoded image → the model's input (runs in a decode thread, beside the forward pass)."""
 
     @abstractmethod
-    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Result]:
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> Sequence[Result]:
         """Forward and postprocess a batch: one result per input, in order."""
 
     def annotate(self, decoded: Decoded, record: Record) -> Image:
@@ -312,7 +312,7 @@ def _forward(
     if good:
         t0 = time.perf_counter()
         try:
-            outputs = predictor.predict_batch([r[1] for r in good], [r[0] for r in good], state)
+            outputs = list(predictor.predict_batch([r[1] for r in good], [r[0] for r in good], state))
         except CnnkitError as exc:
             error = _reason(exc)
         forward_ms = (time.perf_counter() - t0) * 1000.0 / len(good)

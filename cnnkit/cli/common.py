@@ -28,7 +28,7 @@ class TaskGroup(TyperGroup):
 
     default_command = "predict"
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """Anything but a subcommand name goes to predict, ``--help`` included (its help names ``val``)."""
         if not args or args[0] not in self.commands:
             args = [self.default_command, *args]
@@ -85,7 +85,7 @@ class RootGroup(TyperGroup):
         _tidy_help(self)
         return super().make_context(info_name, hoist_global_flags(list(args)), parent=parent, **extra)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
@@ -141,7 +141,7 @@ class _StderrHandler(logging.StreamHandler):
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         import sys
 
@@ -299,7 +299,11 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def json_wanted(fmt: str, ctx: typer.Context | None = None) -> bool:

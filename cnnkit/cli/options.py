@@ -500,7 +500,7 @@ SPLIT = group(split=(Split, "val"))
 REPORT_IO = group(fmt=(Format, "auto"), output=(Output, None), exist_ok=(ExistOk, False), report=(Report, None))
 
 
-class _Own(tuple):  # type: ignore[type-arg]
+class _Own(tuple[()]):
     """The place of a command's own options among the groups given to :func:`compose`."""
 
 

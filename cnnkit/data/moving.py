@@ -167,13 +167,14 @@ def _mover(
         first = max(0, int(mid - reach)) if kind in ("enter", "cross") else 0
         last = min(frames - 1, int(mid + reach)) if kind in ("leave", "cross") else frames - 1
     start = (float(via[0] - vel[0] * (mid - first)), float(via[1] - vel[1] * (mid - first)))
-    colour = tuple(float(c) for c in _distinct_colour(rng, mean_bg, others))
+    c0, c1, c2 = (float(c) for c in _distinct_colour(rng, mean_bg, others))
+    colour = (c0, c1, c2)
     return Mover(
         track_id,
         cid,
         r,
         colour,
-        float(rng.uniform(0, 2 * math.pi)),  # type: ignore[arg-type]
+        float(rng.uniform(0, 2 * math.pi)),
         float(rng.uniform(-0.03, 0.03)),
         start,
         vel,

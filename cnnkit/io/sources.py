@@ -105,7 +105,7 @@ def _scan(folder: str, hidden: bool) -> _Listing:
 
 def _outer_keys(root: str) -> tuple[tuple[int, int], ...]:
     """The folders that hold ``root``: a link to one of them leads back to ``root``."""
-    keys = []
+    keys: list[tuple[int, int]] = []
     path = os.path.realpath(root)
     while True:
         parent = os.path.dirname(path)
@@ -159,13 +159,13 @@ def _walk(folder: str, recursive: bool) -> list[Hit]:
         listing = _scan(folder, hidden=True)
         hits: list[Hit] = [(p, None) for p in listing.files if is_input_name(p)]
         return hits + [(p, LOOP) for p in listing.loops if is_input_name(p)]
-    hits = []
-    for path, listing, reason in _tree(folder):
-        if listing is None:
-            hits.append((path, reason))
+    found: list[Hit] = []
+    for path, tree_listing, reason in _tree(folder):
+        if tree_listing is None:
+            found.append((path, reason))
         else:
-            hits.extend((p, None) for p in listing.files if is_input_name(p))
-    return hits
+            found.extend((p, None) for p in tree_listing.files if is_input_name(p))
+    return found
 
 
 def _has_magic(part: str) -> bool:

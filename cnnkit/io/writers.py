@@ -287,7 +287,7 @@ class RecordWriter:
         self.stream = stream or sys.stdout
         self.resume = Resume()
         self._buffer: list[dict[str, Any]] = []
-        self._fh: BinaryIO | None = None
+        self._fh: Any = None  # an unbuffered binary file (``open(..., buffering=0)``)
         self._good = 0  # bytes of whole lines in the JSON Lines file
         self._keys: set[str] = set()
         self._compact = False

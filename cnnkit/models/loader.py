@@ -272,6 +272,7 @@ def _exported(task: str, weights: str | None, backend: str, options: dict[str, A
 
     if options:
         raise OptionError(tuple(options), f"not for an exported file ({weights} carries its own model)")
+    assert weights is not None  # resolve() routes only exported files here
     loaded = load_exported(weights, task, backend)
     loaded.runtime = backend
     return loaded

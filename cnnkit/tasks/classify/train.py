@@ -290,6 +290,7 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
         loaded = resolve("classify", opts.model, opts.weights, default=DEFAULT_MODEL)
     except WeightsNotAvailable as exc:
         raise WeightsNotAvailable(f"{exc.message}, or train from scratch with `pretrained=False`") from exc
+    assert loaded.spec is not None  # a classify checkpoint or registry entry always names one
     spec = loaded.spec
     source = f"weights {opts.weights}" if opts.weights else f"{spec.name} pretrained ({spec.source})"
     if list(loaded.labels) != list(classes):

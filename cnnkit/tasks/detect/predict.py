@@ -299,7 +299,7 @@ class Detector(Predictor):
             )
             cid = int(cls)
             label = self.labels[cid] if 0 <= cid < len(self.labels) else str(cid)
-            items.append(Box(label, cid, round(float(score), 6), tuple(round(v, 2) for v in box)))  # type: ignore[arg-type]
+            items.append(Box(label, cid, round(float(score), 6), tuple(round(v, 2) for v in box)))
         return Boxes(items, d.width, d.height)
 
     def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:

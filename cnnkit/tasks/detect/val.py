@@ -40,6 +40,7 @@ def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
     }
     for image_id, rec in enumerate(records, start=1):
+        width, height = rec.width or 0, rec.height or 0  # a failed image has no size and no boxes to scale
         gt["images"].append({"id": image_id, "file_name": rec.path, "width": rec.width, "height": rec.height})
         lbl = label_path(Path(rec.path))
         lines = lbl.read_text().splitlines() if lbl.is_file() else []
@@ -47,14 +48,15 @@ def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
             fields = line.split()
             if len(fields) < 5:
                 continue
-            cls, cx, cy, w, h = int(float(fields[0])), *(float(v) for v in fields[1:5])
-            bw, bh = w * rec.width, h * rec.height
+            cls = int(float(fields[0]))
+            cx, cy, w, h = (float(v) for v in fields[1:5])
+            bw, bh = w * width, h * height
             gt["annotations"].append(
                 {
                     "id": len(gt["annotations"]) + 1,
                     "image_id": image_id,
                     "category_id": cls + 1,
-                    "bbox": [cx * rec.width - bw / 2, cy * rec.height - bh / 2, bw, bh],
+                    "bbox": [cx * width - bw / 2, cy * height - bh / 2, bw, bh],
                     "area": bw * bh,
                     "iscrowd": 0,
                 }

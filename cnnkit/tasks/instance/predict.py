@@ -49,8 +49,9 @@ def paste_rle(mask: Any, box: Any, height: int, width: int, threshold: float) ->
     from pycocotools import mask as mask_utils
 
     total = height * width
+    runs: list[int]
     if threshold <= 0:  # every pixel passes, the zeros outside the box too
-        counts = [0, total]
+        runs = [0, total]
     else:
         m = np.pad(np.asarray(mask, np.float32), 1)
         n = m.shape[0]
@@ -82,8 +83,8 @@ def paste_rle(mask: Any, box: Any, height: int, width: int, threshold: float) ->
         counts = np.empty(2 * len(s) + 1, np.int64)
         counts[0::2] = np.concatenate([s, [total]]) - np.concatenate([[0], e])
         counts[1::2] = e - s
-        counts = counts[:-1].tolist() if len(counts) > 1 and counts[-1] == 0 else counts.tolist()
-    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        runs = counts[:-1].tolist() if len(counts) > 1 and counts[-1] == 0 else counts.tolist()
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
@@ -153,7 +154,8 @@ class InstanceSegmenter(Predictor):
 
         transform = self.model.transform
         min_size, max_size = int(transform.min_size[-1]), int(transform.max_size)
-        wh, ww = rcnn_working_size(*decoded.rgb.shape[:2], min_size, max_size)
+        height, width = decoded.rgb.shape[:2]
+        wh, ww = rcnn_working_size(height, width, min_size, max_size)
         check_budget(decoded, 3 * wh * ww, f"the model's resize to {ww}x{wh}")
         rgb, content = rcnn_input(decoded.rgb, min_size, max_size)
         return _Input(image_tensor(rgb), content)

@@ -110,8 +110,10 @@ def _sample(ds: CocoSplit, image: dict[str, Any], imgsz: int | None) -> tuple[An
     if imgsz and max(h, w) != imgsz:
         s = imgsz / max(h, w)
         size = (max(1, round(w * s)), max(1, round(h * s)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
-        masks = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.NEAREST)) > 0 for m in masks]
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        masks = [
+            np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.Resampling.NEAREST)) > 0 for m in masks
+        ]
         boxes = [[v * s for v in b] for b in boxes]
     class_ids = [ds.cat_ids.index(a["category_id"]) for a in anns]
     return image_tensor(rgb), make_target(
@@ -202,6 +204,7 @@ def finetune(
     net = loaded.module
     if not pretrained and weights is not None:
         kwargs = loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs", {}) if loaded.spec else {})
+        assert loaded.spec is not None  # an instance model always comes from a registry entry or checkpoint
         net = loaded.spec.builder(num_classes=len(train_ds.labels), **kwargs)
     elif list(loaded.labels) != train_ds.labels:
         replace_heads(net, len(train_ds.labels))

@@ -145,7 +145,7 @@ class Segmenter(Predictor):
         scale = size / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         if (nh, nw) != (h, w):
-            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
         side = -(-size // 32) * 32
         out = torch.zeros(3, side, side)
         out[:, :nh, :nw] = self._normalise(rgb)
@@ -187,7 +187,7 @@ class Segmenter(Predictor):
             up = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)
             return class_map(up[0]).to(torch.uint8).cpu().numpy()
         small = class_map(logits).to(torch.uint8).cpu().numpy()
-        return np.asarray(Image.fromarray(small).resize((width, height), Image.NEAREST))
+        return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.NEAREST))
 
     def _tile_mask(self, rgb: np.ndarray, batch_size: int) -> np.ndarray:
         """Sliding-window segmentation of a large image, one band of tile rows at a time."""
@@ -249,7 +249,7 @@ class Segmenter(Predictor):
 
         if mask.shape == (decoded.height, decoded.width):
             return mask
-        return np.asarray(Image.fromarray(mask).resize((decoded.width, decoded.height), Image.NEAREST))
+        return np.asarray(Image.fromarray(mask).resize((decoded.width, decoded.height), Image.Resampling.NEAREST))
 
     # -- outputs ------------------------------------------------------------------------------
     def annotate(self, decoded: Decoded, record: Record) -> Any:

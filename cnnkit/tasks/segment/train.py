@@ -136,14 +136,14 @@ def _start(
     if arch is not None:
         if arch not in SMP_ARCHS:
             raise OptionError("arch", f"finetuning supports {', '.join(SMP_ARCHS)}", arch)
-        kwargs = {"arch": arch, "encoder": encoder or DEFAULT_ENCODER}
+        kwargs: dict[str, Any] = {"arch": arch, "encoder": encoder or DEFAULT_ENCODER}
         state = load_state_dict(weights) if weights else {}
         from cnnkit.models.registry import get_spec
 
         pre = get_spec(arch, "segment").preprocess
     else:
         loaded = resolve("segment", model, weights)
-        kwargs = loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs") if loaded.spec else None)
+        kwargs = loaded.meta.get("arch_kwargs") or (loaded.spec.meta.get("arch_kwargs", {}) if loaded.spec else {})
         if not kwargs:
             raise UsageError(f"{loaded.name}: only smp models (unet, unetplusplus, deeplabv3plus) can be finetuned")
         state, pre = loaded.module.state_dict(), loaded.preprocess

@@ -80,7 +80,7 @@ def build_torchvision(name: str, num_classes: int = 21) -> Any:
     return torchvision.models.get_model(name, **kwargs)
 
 
-for _name, _kwargs, _pre, _desc in [
+_BUNDLED: list[tuple[str, dict[str, Any], Preprocess, str]] = [
     (
         "shapes-unet",
         SHAPES_UNET,
@@ -93,7 +93,8 @@ for _name, _kwargs, _pre, _desc in [
         SHAPES_DEEPLAB_PREPROCESS,
         "DeepLabV3+, MobileNetV3-Small encoder, trained by cnnkit on synthetic shapes masks",
     ),
-]:
+]
+for _name, _kwargs, _pre, _desc in _BUNDLED:
     register(
         ModelSpec(
             name=_name,
