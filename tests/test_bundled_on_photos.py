@@ -70,3 +70,10 @@ def test_the_unet_marks_held_out_photos_as_background(photos):
     segmenter = cnnkit.load("segment", model="shapes-unet")
     for name, (_, mask) in zip(HELDOUT_PHOTOS, segmenter.masks(photos)):
         assert float((mask == 0).mean()) >= 0.95, name
+
+
+def test_the_deeplab_marks_held_out_photos_as_background(photos):
+    """At least 99 % background on each held-out photo (its photo stage; the card gives each figure)."""
+    segmenter = cnnkit.load("segment", model="shapes-deeplabv3plus")
+    for name, (_, mask) in zip(HELDOUT_PHOTOS, segmenter.masks(photos)):
+        assert float((mask == 0).mean()) >= 0.99, name
