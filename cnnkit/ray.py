@@ -160,6 +160,10 @@ def _dataset(
     blocks = max(1, min(len(rows), 4 * actors, -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     options = dict(load_options)
+    from cnnkit.runtimes import default_backend
+
+    # the driver's default (environment, cnnkit.toml), not each worker's: every actor runs what a local run would
+    options["backend"] = default_backend(options.get("backend"), options.get("weights"))
     if gpus_per_actor > 0 and options.get("device") in (None, "auto"):
         options["device"] = "cuda"
     if options.get("threads") is None:

@@ -89,3 +89,8 @@ def rgb_image(tmp_path) -> Path:
     path = tmp_path / "rgb.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
     return path
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start a Ray cluster run last: the rest of the session never shares the process with its threads."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)

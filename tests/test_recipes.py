@@ -82,9 +82,10 @@ def test_resume_recipe(shell, tmp_path, shapes_images):
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):
-    """Every ```python block of the README runs, from the repository root."""
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert blocks
+    """Every ```python block of the README runs, from the repository root, except those that say on their
+    first line what they need that a test machine lacks (``# needs: a Ray cluster ...``)."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if not b.startswith("# needs:")]
+    assert len(blocks) >= 3
     monkeypatch.chdir(REPO)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})

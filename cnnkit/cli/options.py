@@ -67,7 +67,7 @@ Weights = Annotated[
 _BACKEND_HELP = (
     "auto, torch, onnxruntime, openvino or torchscript \\[default: auto, or $CNNKIT_BACKEND]. auto: on a CPU, the "
     "model compiled once for OpenVINO or ONNX Runtime, checked against PyTorch and cached (else PyTorch); a "
-    "runtime name forces it. A --weights .onnx/.torchscript file from `cnnkit export` runs on its own runtime."
+    "runtime name forces it. A .onnx/.torchscript file from `cnnkit export` runs on its own runtime."
 )
 # $CNNKIT_BACKEND is read by the library (cnnkit.runtimes.default_backend), not by Typer: an exported
 # --weights file keeps its runtime whatever the environment's default says.

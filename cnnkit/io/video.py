@@ -46,7 +46,12 @@ def is_stream_url(text: str) -> bool:
     """A webcam index (``0``, when no file has that name) or a network stream URL: opened by PyAV."""
     if text.isdigit():
         return not os.path.lexists(text)
-    return text.lower().startswith(STREAM_SCHEMES)
+    lowered = text.lower()
+    if lowered.startswith(("http://", "https://")):  # an http(s) URL of an image is a remote image, not a stream
+        from cnnkit.io.sources import is_image_name
+
+        return not is_image_name(lowered.split("?", 1)[0])
+    return lowered.startswith(STREAM_SCHEMES)
 
 
 def is_video_source(path: str) -> bool:

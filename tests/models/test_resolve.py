@@ -116,9 +116,7 @@ def test_bundled_yolo_resolves_to_an_ultralytics_model():
 def test_refusals():
     with pytest.raises(UsageError, match="did you mean"):
         resolve("classify", "shapes-cn")
-    with pytest.raises(UsageError, match="weights: the onnxruntime backend needs a .onnx file"):
-        resolve("classify", backend="onnxruntime")
-    with pytest.raises(UsageError, match="backend 'tflite': expected torch"):
+    with pytest.raises(UsageError, match="backend 'tflite': expected auto, torch"):
         resolve("classify", backend="tflite")
     with pytest.raises(UsageError, match="arch"):
         resolve("classify", arch="unet")

@@ -41,9 +41,11 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
     if Path(name).is_file() or name.endswith(".yaml"):
         return name, None
     from cnnkit.models.loader import resolve
+    from cnnkit.models.registry import find_spec
 
-    loaded = resolve("detect", name)
-    if loaded.runtime != "ultralytics":
+    entry = find_spec(name, "detect")  # a registry detector that is not YOLO is refused before any download
+    loaded = resolve("detect", name) if entry is None or entry.family == "yolo" else None
+    if loaded is None or loaded.runtime != "ultralytics":
         raise OptionError(
             "model",
             "detection fine-tuning trains YOLO models (ultralytics); pick one of "
