@@ -59,7 +59,7 @@ def test_predict_udf_in_a_pipeline_of_ones_own(ray_cluster, shapes_images):
     ds = ray.data.read_binary_files(str(shapes_images), include_paths=True)
     out = ds.map_batches(
         Predict,
-        fn_constructor_kwargs={"task": "classify", "options": {"model": "shapes-cnn"}},
+        fn_constructor_kwargs={"task": "classify", "options": {"model": "shapes-cnn", "backend": "torch"}},
         batch_size=6,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
