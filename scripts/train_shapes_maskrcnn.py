@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-seed", type=int, default=TRAIN_SEED, help="scene seed of the training steps (a new one per stage)")
     p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
     p.add_argument("--photo-fraction", type=float, default=0.0, help="share of scenes drawn over real photos")
     p.add_argument("--export", action="store_true", help="copy best.safetensors (fp16) into cnnkit/weights")
@@ -68,7 +69,7 @@ def main() -> None:
         "arch_kwargs": arch_kwargs,
         "name": "shapes-maskrcnn",
         "labels": list(CLASSES),
-        "data": f"shapes scenes seed {TRAIN_SEED} at {args.imgsz} px, {args.steps}x{args.batch_size} images; "
+        "data": f"shapes scenes seed {args.train_seed} at {args.imgsz} px, {args.steps}x{args.batch_size} images; "
         f"val seed {VAL_SEED} n={args.n_val}"
         + (
             f"; {args.photo_fraction:g} of the scenes over scikit-image photo crops with 0-4 shapes, from {args.init}"
@@ -82,7 +83,7 @@ def main() -> None:
 
     def batch_at(step: int) -> list:
         return [
-            scene_sample(scene(TRAIN_SEED, step * args.batch_size + j, size=args.imgsz, **options))
+            scene_sample(scene(args.train_seed, step * args.batch_size + j, size=args.imgsz, **options))
             for j in range(args.batch_size)
         ]
 

@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--photo-fraction", type=float, default=0.0, help="share of scenes drawn over real photos")
     p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
     p.add_argument("--n-val", type=int, default=100)
+    p.add_argument("--train-seed", type=int, default=0, help="scene seed of the training set (a new one per stage)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -74,7 +75,7 @@ def main() -> None:
     if args.imgsz:
         pre = dataclasses.replace(pre, resize=args.imgsz, crop=args.imgsz)
     imgsz = pre.crop
-    train_pairs = shapes_pairs(args.n_train, 0, args.train_size, args.photo_fraction)
+    train_pairs = shapes_pairs(args.n_train, args.train_seed, args.train_size, args.photo_fraction)
     val_pairs = shapes_pairs(args.n_val, 1, 256, args.photo_fraction)
     train = PairDataset(
         train_pairs.__getitem__,
@@ -90,7 +91,7 @@ def main() -> None:
         "name": name,
         "labels": list(SHAPES_SEG_LABELS),
         "preprocess": pre.to_dict(),
-        "data": f"cnnkit.data.shapes semantic masks: train seed 0 n={args.n_train} at {args.train_size} px, "
+        "data": f"cnnkit.data.shapes semantic masks: train seed {args.train_seed} n={args.n_train} at {args.train_size} px, "
         f"random crops of {args.crop_scale:g}-1 of the area resized to {imgsz}, "
         f"val seed 1 n={args.n_val} at 256 px resized to {imgsz}"
         + (
