@@ -17,7 +17,9 @@ The config file is ``cnnkit.toml`` in the working folder, else
 Environment: ``CNNKIT_DEVICE``, ``CNNKIT_BATCH_SIZE``, ``CNNKIT_FORMAT``, ``CNNKIT_WORKERS``,
 ``CNNKIT_CACHE_DIR``, ``CNNKIT_BACKEND``, ``CNNKIT_MODEL_<TASK>`` (e.g. ``CNNKIT_MODEL_CLASSIFY``). The CLI reads the
 first four through Typer's ``envvar=`` on their flags (``cnnkit.cli.options``), so a value from the
-environment counts as given and :func:`resolve` consults the config file only when neither was.
+environment counts as given and :func:`resolve` consults the config file only when neither was. The CLI
+checks every set variable first (:func:`check_environment`), so a bad one is an error naming the
+variable, not the flag Typer would blame.
 """
 
 from __future__ import annotations
@@ -140,6 +142,14 @@ def check(key: str, value: Any, where: str | None = None) -> Any:
     elif not value.strip() or "\0" in value:
         raise UsageError(f"{where}: {key} must be a non-empty name, got {value!r}")
     return value
+
+
+def check_environment() -> None:
+    """Refuse any ``CNNKIT_*`` setting that its option would refuse, naming the variable."""
+    for key in list(SETTINGS) + [f"model.{t}" for t in TASK_NAMES]:
+        env = env_name(key)
+        if os.environ.get(env):
+            _convert(key, os.environ[env], env)
 
 
 def lookup(key: str, builtin: Any = None, config: dict[str, Any] | None = None) -> Setting:

@@ -82,7 +82,14 @@ class RootGroup(TyperGroup):
     """Turns a :class:`CnnkitError` from any command into ``Error: …`` on stderr and its exit code."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        from cnnkit.config import check_environment
+
         _tidy_help(self)
+        try:
+            check_environment()  # before Typer reads CNNKIT_* through envvar= and blames the flag
+        except CnnkitError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         return super().make_context(info_name, hoist_global_flags(list(args)), parent=parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:

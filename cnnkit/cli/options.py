@@ -34,6 +34,19 @@ PANEL_TRAIN = "Training"
 PANEL_DATA = "Data"
 PANEL_SCALE = "More than one machine"
 
+
+def _bounded(key: str) -> Callable[[Optional[int]], Optional[int]]:
+    """A flag checked by :func:`cnnkit.config.check`, the bounds its variable and config key share
+    (one error shape for all three, instead of Typer's box)."""
+
+    def check(value: Optional[int]) -> Optional[int]:
+        from cnnkit.config import check
+
+        return value if value is None else check(key, value)
+
+    return check
+
+
 # -- the options ----------------------------------------------------------------------------------
 Sources = Annotated[
     Optional[list[str]],
@@ -141,23 +154,21 @@ BatchSize = Annotated[
     typer.Option(
         "--batch-size",
         "-b",
-        min=1,
-        max=MAX_BATCH_SIZE,
         envvar="CNNKIT_BATCH_SIZE",
+        callback=_bounded("batch_size"),
         rich_help_panel=PANEL_RUN,
-        help="Images per forward pass (finetune: per training step and process).",
+        help=f"Images per forward pass (finetune: per training step and process), 1 to {MAX_BATCH_SIZE}.",
     ),
 ]
 Workers = Annotated[
     Optional[int],
     typer.Option(
         "--workers",
-        min=0,
-        max=MAX_WORKERS,
         envvar="CNNKIT_WORKERS",
+        callback=_bounded("workers"),
         rich_help_panel=PANEL_RUN,
         help="Parallel image loaders: decode threads in predict and val, DataLoader processes in finetune "
-        "(0: one image at a time in the main process).",
+        f"(0: one image at a time in the main process; at most {MAX_WORKERS}).",
     ),
 ]
 Device = Annotated[

@@ -340,17 +340,13 @@ def clean_settings(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.xfail(
-    reason="REGRESSION from the option grammar (#16): CNNKIT_* values are read through Typer envvar=, so a bad one is Typer's multi-line usage box or names the flag instead of the variable; cnnkit's one-line error naming the variable or file is to be restored",
-    strict=False,
-)
 @pytest.mark.parametrize(
     "name, value, words",
     [
         ("CNNKIT_BATCH_SIZE", "0", "batch_size must be from 1 to"),
         ("CNNKIT_BATCH_SIZE", "-5", "batch_size must be from 1 to"),
         ("CNNKIT_BATCH_SIZE", "many", "batch_size must be an integer"),
-        ("CNNKIT_WORKERS", "100000", "workers must be from 1 to"),
+        ("CNNKIT_WORKERS", "100000", "workers must be from 0 to"),
         ("CNNKIT_FORMAT", "xml", "format must be one of"),
         ("CNNKIT_DEVICE", "gpu", "device 'gpu' is not one of"),
         ("CNNKIT_DEVICE", "cuda:" + "9" * 5000, "is not one of"),
@@ -363,17 +359,13 @@ def test_bad_environment_settings_are_one_line_usage_errors(clean_settings, name
     assert line.startswith(f"Error: {name}: ") and words in line
 
 
-@pytest.mark.xfail(
-    reason="REGRESSION from the option grammar (#16): CNNKIT_* values are read through Typer envvar=, so a bad one is Typer's multi-line usage box or names the flag instead of the variable; cnnkit's one-line error naming the variable or file is to be restored",
-    strict=False,
-)
 @pytest.mark.parametrize(
     "text, words",
     [
         ("batch_size = 0\n", "batch_size must be from 1 to"),
         ("batch_size = true\n", "batch_size must be an integer"),
         ("batch_size = 2.5\n", "batch_size must be an integer"),
-        ("workers = 100000\n", "workers must be from 1 to"),
+        ("workers = 100000\n", "workers must be from 0 to"),
         ('format = "xml"\n', "format must be one of"),
         ('device = "gpu"\n', "is not one of"),
         ("cache_dir = 3\n", "cache_dir must be a string"),
@@ -388,10 +380,9 @@ def test_bad_config_file_settings_are_one_line_usage_errors(clean_settings, text
     assert line.startswith(f"Error: {clean_settings / 'cnnkit.toml'}: ") and words in line
 
 
-@pytest.mark.xfail(
-    reason="REGRESSION from the option grammar (#16): CNNKIT_* values are read through Typer envvar=, so a bad one is Typer's multi-line usage box or names the flag instead of the variable; cnnkit's one-line error naming the variable or file is to be restored",
-    strict=False,
-)
-def test_flags_get_the_same_bounds(clean_settings):
-    res = _cli("classify", SAMPLE, "--batch-size", "100000")
-    assert res.exit_code == 2 and "--batch-size: batch_size must be from 1 to 1024" in res.stderr
+@pytest.mark.parametrize("command", [("classify", SAMPLE), ("finetune", SAMPLE), ("benchmark",)])
+def test_flags_get_the_same_bounds(clean_settings, command):
+    res = _cli(*command, "--batch-size", "100000")
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line == "Error: --batch-size: batch_size must be from 1 to 1024, got 100000"
