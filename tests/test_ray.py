@@ -92,3 +92,39 @@ def test_cli_parts_and_usage_errors(ray_cluster, s3_images, tmp_path):
     assert rows == sorted((comparable(r) for r in read_records(tmp_path / "local.parquet")), key=lambda r: r["path"])
     stray = runner.invoke(app, [*base, "--actors", "2"])
     assert stray.exit_code == 2 and "--actors: only with --engine ray" in stray.output
+
+
+def test_a_killed_actor_is_restarted_and_the_run_completes(ray_cluster, tmp_path):
+    """An actor process killed mid-run (SIGKILL, as a crash or an OOM kill would): Ray starts a new one,
+    retries its batches, and the run still gives exactly the local records."""
+    import os
+    import signal
+
+    from PIL import Image
+    from ray.util.state import list_actors
+
+    import cnnkit
+    import cnnkit.ray
+    from cnnkit.data.shapes import scene
+
+    for i in range(48):
+        Image.fromarray(scene(4, i, size=128).image).save(tmp_path / f"scene_{i:02d}.png")
+    options = {"model": "shapes-unet", "backend": "torch"}
+    local = [comparable(r.to_dict()) for r in cnnkit.segment([str(tmp_path)], **options)]
+
+    cluster = ray_cluster.get_runtime_context().gcs_address  # not another Ray instance on this machine
+
+    def workers(state: str) -> list:
+        alive = list_actors(address=cluster, filters=[("state", "=", state)], detail=True)
+        return [a for a in alive if "MapWorker" in a.class_name]
+
+    records, killed = [], []
+    for record in cnnkit.ray.predict([str(tmp_path)], "segment", actors=1, batch_size=1, workers=1, **options):
+        records.append(comparable(record.to_dict()))
+        if not killed:
+            (actor,) = workers("ALIVE")
+            os.kill(actor.pid, signal.SIGKILL)
+            killed.append(actor.actor_id)
+    assert records == local
+    restarted = [a for a in list_actors(address=cluster, detail=True) if a.actor_id == killed[0]]
+    assert restarted and (restarted[0].num_restarts or 0) >= 1, restarted
