@@ -324,8 +324,10 @@ def _resume_options(resume: str | Path, given: FinetuneOptions) -> tuple[str, Fi
         raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", resume)
     recorded = dict(meta["finetune"])
     unknown = sorted(set(recorded) - {"data", *RECORDED})
-    if unknown or not isinstance(recorded.get("data"), str):
-        raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown or ['data'])[:120]}")
+    if unknown:
+        raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown)[:120]}")
+    if not isinstance(recorded.get("data"), str):
+        raise CnnkitError(f"{sidecar}: its finetune record names no dataset folder")
     return recorded.pop("data"), replace(given, **recorded), out, meta
 
 
