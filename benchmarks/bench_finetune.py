@@ -73,10 +73,11 @@ def baseline(model_name: str, imgsz: int, epochs: int, batch_size: int, workers:
 
 
 def cnnkit_rate(model_name: str, imgsz: int, epochs: int, batch_size: int, workers: int, lr: float, out: Path) -> float:
-    from cnnkit.tasks.classify.train import finetune
+    from cnnkit.api import finetune
 
     finetune(
         str(DATA),
+        task="classify",
         model=model_name,
         pretrained=False,
         epochs=epochs,

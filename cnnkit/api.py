@@ -135,12 +135,13 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
 def finetune(data: str | None, *, task: str = "classify", **options: Any) -> dict[str, Any]:
     """Train a model for ``task`` on ``data``; returns paths of the best/last checkpoints and metrics.
 
-    Options that are ``None`` (the CLI's "not given") are dropped, so each trainer's own
-    defaults apply (timm's ``create_model`` does the same for command-line kwargs).
+    ``options`` are the keywords of :class:`cnnkit.train.options.FinetuneOptions`. Options that are
+    ``None`` (the CLI's "not given") are dropped, so each trainer's own defaults apply (timm's
+    ``create_model`` does the same for command-line kwargs).
     """
     from cnnkit.tasks import TASKS
+    from cnnkit.train.options import FinetuneOptions
 
     if task not in TASKS:
         raise ValueError(f"finetune: unknown task {task!r}; known: {', '.join(TASKS)}")
-    options = {k: v for k, v in options.items() if v is not None}
-    return TASKS[task].trainer(data, **options)
+    return TASKS[task].trainer(data, FinetuneOptions.of(options))

@@ -43,7 +43,9 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--train-seed", type=int, default=TRAIN_SEED, help="scene seed of the training steps (a new one per stage)")
+    p.add_argument(
+        "--train-seed", type=int, default=TRAIN_SEED, help="scene seed of the training steps (a new one per stage)"
+    )
     p.add_argument("--init", default=None, help="start from these weights (a cnnkit .safetensors of the same arch)")
     p.add_argument("--photo-fraction", type=float, default=0.0, help="share of scenes drawn over real photos")
     p.add_argument("--export", action="store_true", help="copy best.safetensors (fp16) into cnnkit/weights")

@@ -20,8 +20,8 @@ import logging
 from pathlib import Path
 
 from cnnkit import _ultralytics
+from cnnkit.api import finetune
 from cnnkit.data.export import export_shapes
-from cnnkit.tasks.detect.train import finetune
 
 
 def export(last: Path, target: Path) -> None:
@@ -72,6 +72,7 @@ def main() -> None:
             continue
         result = finetune(
             str((photo_data if name == "run3" else data) / "data.yaml"),
+            task="detect",
             model="yolov8n.yaml" if start is None else None,
             weights=str(start) if start else None,
             epochs=epochs,

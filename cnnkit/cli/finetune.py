@@ -20,106 +20,85 @@ from cnnkit.cli import options as o
 from cnnkit.cli.options import PANEL_DATA, PANEL_TRAIN
 
 
+def _option(*flags: str, help: str, panel: str = PANEL_TRAIN, **more: Any) -> Any:
+    """An option of this command only, on its help panel (shared ones are in :mod:`cnnkit.cli.options`)."""
+    return typer.Option(*flags, help=help, rich_help_panel=panel, **more)
+
+
+Data = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="Dataset: classify DATA/<class>/* or DATA/{train,val}/<class>/*; detect data.yaml; segment/instance as their docs say.",
+        show_default=False,
+    ),
+]
+Pretrained = Annotated[
+    Optional[bool],
+    _option(
+        "--pretrained/--no-pretrained",
+        help="Start from the model's trained weights (ImageNet or bundled) \\[default: pretrained].",
+        panel=o.PANEL_MODEL,
+        show_default=False,
+    ),
+]
+_FREEZE_HELP = "backbone, none, or N: train only the head and the last N blocks \\[classify default: none]."
+Freeze = Annotated[Optional[str], _option("--freeze", help=_FREEZE_HELP, panel=o.PANEL_MODEL)]
+UnfreezeAt = Annotated[
+    Optional[int],
+    _option(
+        "--unfreeze-at", help="classify: from this epoch on, train the frozen parts too.", panel=o.PANEL_MODEL, min=1
+    ),
+]
+Epochs = Annotated[Optional[int], _option("--epochs", "-e", help="Number of epochs.", min=1)]
+Lr = Annotated[Optional[float], _option("--lr", help="Peak learning rate.", min=0.0)]
+Optimizer = Annotated[Optional[str], _option("--optimizer", help="adamw or sgd (classify).")]
+Scheduler = Annotated[Optional[str], _option("--scheduler", help="cosine, step, onecycle or none (classify).")]
+Warmup = Annotated[Optional[float], _option("--warmup", help="Epochs of linear learning-rate warm-up.", min=0.0)]
+LabelSmoothing = Annotated[
+    Optional[float], _option("--label-smoothing", help="Cross-entropy label smoothing.", min=0.0, max=0.99)
+]
+EarlyStopping = Annotated[
+    Optional[int], _option("--early-stopping", help="Stop after this many epochs without a better val top-1.", min=1)
+]
+Amp = Annotated[
+    Optional[bool], _option("--amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU).", show_default=False)
+]
+Augment = Annotated[Optional[str], _option("--augment", help="light, strong or none (classify).", panel=PANEL_DATA)]
+Resume = Annotated[
+    Optional[str],
+    _option("--resume", help="Continue an interrupted run: its folder or its last checkpoint.", panel=o.PANEL_IO),
+]
+
+
 @o.renamed(save_dir="--out")
 def finetune(
     ctx: typer.Context,
-    data: Annotated[
-        Optional[str],
-        typer.Argument(
-            help="Dataset: classify DATA/<class>/* or DATA/{train,val}/<class>/*; detect data.yaml; segment/instance as their docs say.",
-            show_default=False,
-        ),
-    ] = None,
+    data: Data = None,
     task: o.Task = "classify",
     model: o.Model = None,
-    pretrained: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--pretrained/--no-pretrained",
-            help="Start from the model's trained weights (ImageNet or bundled) \\[default: pretrained].",
-            rich_help_panel=o.PANEL_MODEL,
-            show_default=False,
-        ),
-    ] = None,
+    pretrained: Pretrained = None,
     weights: o.Weights = None,
     arch: o.Arch = None,
     encoder: o.Encoder = None,
-    freeze: Annotated[
-        Optional[str],
-        typer.Option(
-            "--freeze",
-            help="backbone, none, or N: train only the head and the last N blocks \\[classify default: none].",
-            rich_help_panel=o.PANEL_MODEL,
-        ),
-    ] = None,
-    unfreeze_at: Annotated[
-        Optional[int],
-        typer.Option(
-            "--unfreeze-at",
-            min=1,
-            help="classify: from this epoch on, train the frozen parts too.",
-            rich_help_panel=o.PANEL_MODEL,
-        ),
-    ] = None,
-    epochs: Annotated[
-        Optional[int], typer.Option("--epochs", "-e", min=1, help="Number of epochs.", rich_help_panel=PANEL_TRAIN)
-    ] = None,
+    freeze: Freeze = None,
+    unfreeze_at: UnfreezeAt = None,
+    epochs: Epochs = None,
     batch_size: o.BatchSize = None,
-    lr: Annotated[
-        Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel=PANEL_TRAIN)
-    ] = None,
-    optimizer: Annotated[
-        Optional[str], typer.Option("--optimizer", help="adamw or sgd (classify).", rich_help_panel=PANEL_TRAIN)
-    ] = None,
-    scheduler: Annotated[
-        Optional[str],
-        typer.Option("--scheduler", help="cosine, step, onecycle or none (classify).", rich_help_panel=PANEL_TRAIN),
-    ] = None,
-    warmup: Annotated[
-        Optional[float],
-        typer.Option("--warmup", min=0.0, help="Epochs of linear learning-rate warm-up.", rich_help_panel=PANEL_TRAIN),
-    ] = None,
-    label_smoothing: Annotated[
-        Optional[float],
-        typer.Option(
-            "--label-smoothing", min=0.0, max=0.99, help="Cross-entropy label smoothing.", rich_help_panel=PANEL_TRAIN
-        ),
-    ] = None,
-    early_stopping: Annotated[
-        Optional[int],
-        typer.Option(
-            "--early-stopping",
-            min=1,
-            help="Stop after this many epochs without a better val top-1.",
-            rich_help_panel=PANEL_TRAIN,
-        ),
-    ] = None,
-    amp: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--amp",
-            help="Mixed precision (fp16 on CUDA, bf16 on CPU).",
-            rich_help_panel=PANEL_TRAIN,
-            show_default=False,
-        ),
-    ] = None,
+    lr: Lr = None,
+    optimizer: Optimizer = None,
+    scheduler: Scheduler = None,
+    warmup: Warmup = None,
+    label_smoothing: LabelSmoothing = None,
+    early_stopping: EarlyStopping = None,
+    amp: Amp = None,
     seed: o.Seed = None,
-    augment: Annotated[
-        Optional[str], typer.Option("--augment", help="light, strong or none (classify).", rich_help_panel=PANEL_DATA)
-    ] = None,
+    augment: Augment = None,
     imgsz: o.Imgsz = None,
     val_split: o.ValSplit = None,
     workers: o.Workers = None,
     device: o.Device = None,
     threads: o.Threads = None,
-    resume: Annotated[
-        Optional[str],
-        typer.Option(
-            "--resume",
-            help="Continue an interrupted run: its folder or its last checkpoint.",
-            rich_help_panel=o.PANEL_IO,
-        ),
-    ] = None,
+    resume: Resume = None,
     save_dir: o.SaveDir = None,
     exist_ok: o.ExistOk = False,
 ) -> None:
@@ -132,64 +111,21 @@ def finetune(
     """
     from cnnkit import api
     from cnnkit.config import lookup
+    from cnnkit.train.options import FinetuneOptions
 
     quiet = c.state(ctx)["quiet"]
+    # Every parameter named as a FinetuneOptions field is that option (None: not given).
+    options = {k: v for k, v in ctx.params.items() if k in FinetuneOptions.names()}
     # flag > environment (Typer) > config file > the trainer's own default
-    batch_size = batch_size if batch_size is not None else lookup("batch_size").value
-    workers = workers if workers is not None else lookup("workers").value
-    out = save_dir
-    given = dict(
-        model=model,
-        pretrained=pretrained,
-        weights=weights,
-        arch=arch,
-        encoder=encoder,
-        freeze=freeze,
-        unfreeze_at=unfreeze_at,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        warmup=warmup,
-        label_smoothing=label_smoothing,
-        early_stopping=early_stopping,
-        amp=amp,
-        seed=seed,
-        augment=augment,
-        imgsz=imgsz,
-        val_split=val_split,
-        workers=workers,
-        device=device,
-        threads=threads,
-        resume=resume,
-        out=out,
-    )
-    # Task-specific options stay out when unset, so every trainer sees only what applies to it.
-    common = {
-        "model",
-        "weights",
-        "epochs",
-        "batch_size",
-        "imgsz",
-        "lr",
-        "device",
-        "out",
-        "seed",
-        "workers",
-        "resume",
-        "freeze",
-        "arch",
-        "encoder",
-    }
-    options = {k: v for k, v in given.items() if k in common or v is not None}
+    options["batch_size"] = batch_size if batch_size is not None else lookup("batch_size").value
+    options["workers"] = workers if workers is not None else lookup("workers").value
+    out = options["out"] = save_dir
     display = TrainDisplay(not quiet and os.environ.get("RANK", "0") == "0")
     try:
         with display:
             result = api.finetune(
                 data,
                 task=task or "classify",
-                exist_ok=exist_ok,
                 progress=not quiet,
                 callbacks=display.callbacks(),
                 **options,

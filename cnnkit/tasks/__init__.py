@@ -49,7 +49,7 @@ class Task:
 
     @property
     def trainer(self) -> Any:
-        """``finetune(data, **options) -> dict`` of the task's training recipe."""
+        """``finetune(data, FinetuneOptions) -> dict`` of the task's training recipe."""
         return _attr(f"{self.package}.train:finetune")
 
     @property

@@ -555,6 +555,16 @@ def resume_dir(resume: str | Path) -> Path:
     return path.parent if path.is_file() else path
 
 
+def run_result(folder: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What every task's ``finetune`` returns: ``{best, last, out, metrics}`` of the run in ``folder``."""
+    return {
+        "best": str(folder / "best.safetensors"),
+        "last": str(folder / "last.safetensors"),
+        "out": str(folder),
+        "metrics": metrics,
+    }
+
+
 # ---------------------------------------------------------------- the loop
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,11 @@ from cnnkit.train.loop import (
     Step,
     all_sum,
     fit,
-    log_progress,
     resume_dir,
-    run_dir,
+    run_result,
     seeded_loader,
 )
+from cnnkit.train.options import FinetuneOptions
 
 log = logging.getLogger("cnnkit.finetune")
 
@@ -52,45 +52,47 @@ DEFAULT_MODEL = "resnet18"
 AUGMENTS = ("light", "strong", "none")
 
 
-@dataclass
-class Options:
-    """Every option of a run; saved in its checkpoints so ``--resume`` needs nothing else."""
+DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "freeze": "none", "epochs": 10, "batch_size": 32, "lr": 1e-3}
+# The options a run saves in its checkpoints (``finetune`` in their metadata), so ``resume`` needs nothing else.
+RECORDED = (
+    "model",
+    "pretrained",
+    "weights",
+    "freeze",
+    "unfreeze_at",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "scheduler",
+    "warmup",
+    "label_smoothing",
+    "augment",
+    "imgsz",
+    "val_split",
+    "early_stopping",
+    "seed",
+    "amp",
+)
 
-    data: str
-    model: str = DEFAULT_MODEL
-    pretrained: bool = True
-    weights: str | None = None
-    freeze: str = "none"
-    unfreeze_at: int | None = None
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup: float = 0.0
-    label_smoothing: float = 0.0
-    augment: str = "light"
-    imgsz: int | None = None
-    val_split: float = 0.2
-    early_stopping: int | None = None
-    seed: int = 0
-    amp: bool = False
 
-    def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise OptionError("optimizer", f"expected {' or '.join(OPTIMIZERS)}", self.optimizer)
-        if self.scheduler not in SCHEDULERS:
-            raise OptionError("scheduler", f"expected one of {', '.join(SCHEDULERS)}", self.scheduler)
-        if self.augment not in AUGMENTS:
-            raise OptionError("augment", f"expected one of {', '.join(AUGMENTS)}", self.augment)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise OptionError(name, "must be at least 1")
-        if self.lr <= 0:
-            raise OptionError("lr", "must be positive")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise OptionError("label_smoothing", "must be in [0, 1)")
-        self.freeze = str(parse_freeze(self.freeze))
+def check(opts: FinetuneOptions) -> FinetuneOptions:
+    """``opts`` with classify's defaults filled in, validated; ``freeze`` in its normal spelling."""
+    opts = opts.filled(**DEFAULTS)
+    if opts.optimizer not in OPTIMIZERS:
+        raise OptionError("optimizer", f"expected {' or '.join(OPTIMIZERS)}", opts.optimizer)
+    if opts.scheduler not in SCHEDULERS:
+        raise OptionError("scheduler", f"expected one of {', '.join(SCHEDULERS)}", opts.scheduler)
+    if opts.augment not in AUGMENTS:
+        raise OptionError("augment", f"expected one of {', '.join(AUGMENTS)}", opts.augment)
+    for name in ("epochs", "batch_size"):
+        if getattr(opts, name) < 1:
+            raise OptionError(name, "must be at least 1")
+    if not opts.lr or opts.lr <= 0:
+        raise OptionError("lr", "must be positive")
+    if not 0.0 <= opts.label_smoothing < 1.0:
+        raise OptionError("label_smoothing", "must be in [0, 1)")
+    return replace(opts, freeze=str(parse_freeze(opts.freeze or "none")))
 
 
 # ---------------------------------------------------------------- data
@@ -170,8 +172,9 @@ def _worker_init(_: int) -> None:
 
 
 def make_loaders(
-    data: Any, pre: Preprocess, opts: Options, workers: int, rank: int, world: int, pin: bool
+    data: Any, pre: Preprocess, opts: FinetuneOptions, workers: int, rank: int, world: int, pin: bool
 ) -> tuple[DataLoader, DataLoader]:
+    assert opts.batch_size is not None  # filled by check()
     train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
     val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)
     common: dict[str, Any] = dict(
@@ -281,10 +284,10 @@ def _default_preprocess(spec: ModelSpec) -> Preprocess:
     return Preprocess(resize=256, crop=224)
 
 
-def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Preprocess, str]:
+def build_model(opts: FinetuneOptions, classes: list[str]) -> tuple[Any, ModelSpec, Preprocess, str]:
     """The backbone with a head for ``classes``: pretrained/bundled weights, ``--weights``, or random."""
     if not (opts.weights or opts.pretrained):
-        spec = get_spec(opts.model, "classify")
+        spec = get_spec(opts.model or DEFAULT_MODEL, "classify")
         return spec.builder(num_classes=len(classes)), spec, _default_preprocess(spec), f"{spec.name}, random init"
     try:
         loaded = resolve("classify", opts.model, opts.weights, default=DEFAULT_MODEL)
@@ -307,7 +310,8 @@ def build_model(opts: Options, classes: list[str]) -> tuple[Any, ModelSpec, Prep
 # ---------------------------------------------------------------- run
 
 
-def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
+def _resume_options(resume: str | Path, given: FinetuneOptions) -> tuple[str, FinetuneOptions, Path, dict[str, Any]]:
+    """The dataset, recorded options (over ``given``'s run options), folder and metadata of the run to continue."""
     out = resume_dir(resume)
     state, sidecar = out / "last.pt", out / "last.json"
     if not state.is_file() or not sidecar.is_file():
@@ -318,11 +322,13 @@ def _resume_options(resume: str) -> tuple[Options, Path, dict[str, Any]]:
         raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
         raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", resume)
-    known = {f.name for f in fields(Options)}
-    unknown = sorted(set(meta["finetune"]) - known)
+    recorded = dict(meta["finetune"])
+    unknown = sorted(set(recorded) - {"data", *RECORDED})
     if unknown:
         raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown)[:120]}")
-    return Options(**meta["finetune"]), out, meta
+    if not isinstance(recorded.get("data"), str):
+        raise CnnkitError(f"{sidecar}: its finetune record names no dataset folder")
+    return recorded.pop("data"), replace(given, **recorded), out, meta
 
 
 def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
@@ -353,55 +359,23 @@ def _broadcast(value: Any) -> Any:
     return box[0]
 
 
-def finetune(
-    data: str | None = None,
-    *,
-    model: str | None = None,
-    weights: str | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    imgsz: int | None = None,
-    lr: float | None = None,
-    device: str | None = None,
-    out: str | None = None,
-    exist_ok: bool = False,
-    seed: int | None = None,
-    workers: int | None = None,
-    resume: str | None = None,
-    freeze: str | None = None,
-    progress: bool = True,
-    threads: int | None = None,
-    callbacks: Callbacks | None = None,
-    **options: Any,
-) -> dict[str, Any]:
+USED = ("model", "weights", "workers", "threads", *RECORDED)
+
+
+def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune a classifier on ``data`` (``DATA/<class>/*`` or ``DATA/{train,val}/<class>/*``).
 
-    Options left ``None`` take their defaults (see :class:`Options`); with ``resume`` they
+    Options left ``None`` take classify's defaults (:data:`DEFAULTS`); with ``resume`` they
     come from the run's checkpoint. ``callbacks`` show progress (else, with ``progress``, a
     log line per epoch). Returns ``{best, last, out, metrics}``.
     """
-    options.pop("arch", None), options.pop("encoder", None)
-    given = dict(
-        model=model,
-        weights=weights,
-        epochs=epochs,
-        batch_size=batch_size,
-        imgsz=imgsz,
-        lr=lr,
-        seed=seed,
-        freeze=freeze,
-        **options,
-    )
-    unknown = set(given) - set(Options.__dataclass_fields__)
-    if unknown:
-        raise OptionError(tuple(sorted(unknown)), "not options of classify fine-tuning")
-    if threads:
-        torch.set_num_threads(threads)
-    rank, world, dev = _setup_distributed(device)
+    options.ignore_others("classify", USED)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    rank, world, dev = _setup_distributed(options.device)
     try:
-        if callbacks is None and progress and rank == 0:
-            callbacks = log_progress(log)
-        result = _run(data, given, dev, rank, world, out, exist_ok, resume, workers, callbacks if rank == 0 else None)
+        callbacks = options.reporter(log) if rank == 0 else None
+        result = _run(data, options, dev, rank, world, callbacks)
         if world > 1:
             import torch.distributed as dist
 
@@ -415,71 +389,63 @@ def finetune(
             dist.destroy_process_group()
 
 
-def _options(
-    data: str | None, given: dict[str, Any], resume: str | None
-) -> tuple[Options, Path | None, dict[str, Any]]:
-    """A new run's options, or a resumed run's own (only ``--epochs`` may change)."""
-    if not resume:
+def _options(data: str | None, given: FinetuneOptions) -> tuple[str, FinetuneOptions, Path | None, dict[str, Any]]:
+    """A new run's dataset and options, or a resumed run's own (only ``epochs`` may change), checked."""
+    if not given.resume:
         if not data:
             raise UsageError("finetune: DATA folder is required (or `resume` RUN_DIR)")
-        opts = Options(data=str(Path(data).resolve()), **{k: v for k, v in given.items() if v is not None})
-        return opts, None, {}
-    opts, out_dir, meta = _resume_options(resume)
-    if data and Path(data).resolve() != Path(opts.data).resolve():
-        raise OptionError("resume", f"the run was trained on {opts.data}, not {data}")
-    if given.get("epochs") and given["epochs"] != opts.epochs:
+        return str(Path(data).resolve()), check(given), None, {}
+    if given.resume is True:
+        raise OptionError("resume", "name the run folder to continue")
+    root, opts, out_dir, meta = _resume_options(given.resume, given)
+    if data and Path(data).resolve() != Path(root).resolve():
+        raise OptionError("resume", f"the run was trained on {root}, not {data}")
+    if given.epochs and given.epochs != opts.epochs:
         log.warning(
             "resuming with epochs %d (was %d): the learning-rate schedule is stretched to the new "
             "length, so the result differs from a run started with it",
-            given["epochs"],
+            given.epochs,
             opts.epochs,
         )
-        opts.epochs = given["epochs"]
-    return opts, out_dir, meta
+        opts = replace(opts, epochs=given.epochs)
+    return root, check(opts), out_dir, meta
 
 
-def _model_for(opts: Options, classes: list[str], resumed: dict[str, Any]) -> tuple[Any, ModelSpec, Preprocess, str]:
+def _model_for(
+    root: str, opts: FinetuneOptions, classes: list[str], resumed: dict[str, Any]
+) -> tuple[Any, ModelSpec, Preprocess, str]:
     if not resumed:
         module, spec, pre, source = build_model(opts, classes)
         return module, spec, sized(pre, opts.imgsz, name=spec.name, fixed=spec.meta.get("fixed_size")), source
     # Resuming: the architecture from the run; every weight comes from last.pt.
     if list(resumed["labels"]) != classes:
-        raise OptionError("resume", f"{opts.data} now has classes {classes}, the run had {resumed['labels']}")
+        raise OptionError("resume", f"{root} now has classes {classes}, the run had {resumed['labels']}")
     spec = spec_for_family(resumed["arch"], "classify")
     return spec.builder(num_classes=len(classes)), spec, Preprocess.from_dict(resumed["preprocess"]), resumed["source"]
 
 
 def _run(
-    data: str | None,
-    given: dict[str, Any],
-    dev: torch.device,
-    rank: int,
-    world: int,
-    out: str | None,
-    exist_ok: bool,
-    resume: str | None,
-    workers: int | None,
-    callbacks: Callbacks | None,
+    data: str | None, given: FinetuneOptions, dev: torch.device, rank: int, world: int, callbacks: Callbacks | None
 ) -> dict[str, Any]:
-    opts, out_dir, resumed = _options(data, given, resume)
-    opts.check()
+    root, opts, out_dir, resumed = _options(data, given)
+    assert opts.epochs is not None and opts.lr is not None and opts.freeze is not None  # checked
     if world > 1 and opts.unfreeze_at:
         raise OptionError("unfreeze_at", "not supported with torchrun (DDP fixes the trained parameters)")
-    dataset = load_folder_dataset(opts.data, val_split=opts.val_split, seed=opts.seed, min_side=opts.imgsz)
+    dataset = load_folder_dataset(root, val_split=opts.val_split, seed=opts.seed, min_side=opts.imgsz)
     if dataset.skipped and rank == 0:
         log.warning(describe_skipped(dataset.skipped))
     torch.manual_seed(opts.seed)
-    module, spec, pre, source = _model_for(opts, dataset.classes, resumed)
+    module, spec, pre, source = _model_for(root, opts, dataset.classes, resumed)
     frozen = freeze_trunk(module, opts.freeze)
     if out_dir is None:
-        out_dir = Path(_broadcast(str(run_dir("classify", out, exist_ok=exist_ok)) if rank == 0 else None))
+        out_dir = Path(_broadcast(str(opts.run_folder("classify")) if rank == 0 else None))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     if rank == 0:
         log.info(
             "%s: %d classes, %d train / %d val images (%s); %s; %s of %s parameters trainable; "
             "%d process(es) on %s; writing %s",
-            opts.data,
+            root,
             len(dataset.classes),
             len(dataset.train),
             len(dataset.val),
@@ -497,8 +463,7 @@ def _run(
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
+    workers = min(4, os.cpu_count() or 1) if opts.workers is None else opts.workers
     train_loader, val_loader = make_loaders(dataset, pre, opts, workers, rank, world, pin=dev.type == "cuda")
     meta = {
         "task": "classify",
@@ -506,10 +471,10 @@ def _run(
         "name": f"{spec.name}-{out_dir.name}",
         "labels": dataset.classes,
         "preprocess": pre.to_dict(),
-        "finetune": asdict(opts),
+        "finetune": {"data": root, **{k: getattr(opts, k) for k in RECORDED}},
         "source": source,
         "data": {
-            "root": opts.data,
+            "root": root,
             "layout": dataset.layout,
             "train": len(dataset.train),
             "val": len(dataset.val),
@@ -534,9 +499,4 @@ def _run(
     if not history:
         raise CnnkitError(f"{out_dir}: the run has no completed epoch")
     best = max(history, key=lambda r: r["val_acc"])
-    return {
-        "best": str(out_dir / "best.safetensors"),
-        "last": str(out_dir / "last.safetensors"),
-        "out": str(out_dir),
-        "metrics": {**best, "epochs_run": len(history), "world_size": world},
-    }
+    return run_result(out_dir, {**best, "epochs_run": len(history), "world_size": world})

@@ -18,6 +18,7 @@ from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
 from cnnkit.errors import OptionError, UsageError
+from cnnkit.train.options import FinetuneOptions
 
 log = logging.getLogger("cnnkit")
 DEFAULT_MODEL = "shapes-yolov8n"
@@ -119,26 +120,10 @@ def _loss(tloss: Any) -> float:
     return float(sum(float(v.sum()) if hasattr(v, "sum") else float(v) for v in values))
 
 
-def finetune(
-    data: str | None,
-    *,
-    model: str | None = None,
-    weights: str | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    imgsz: int | None = None,
-    lr: float | None = None,
-    device: str | None = None,
-    out: str | None = None,
-    exist_ok: bool = False,
-    seed: int | None = None,
-    workers: int | None = None,
-    resume: str | bool | None = None,
-    progress: bool = True,
-    threads: int | None = None,
-    callbacks: Any = None,
-    **ignored: Any,
-) -> dict[str, Any]:
+USED = ("model", "weights", "epochs", "batch_size", "imgsz", "lr", "seed", "workers")
+
+
+def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """Train from ``model``/``weights`` (default: the bundled shapes-yolov8n) on the YOLO dataset yaml ``data``.
 
     Returns ``{"best", "last", "out", "metrics"}`` (metrics: precision, recall, mAP50, mAP50-95
@@ -151,18 +136,15 @@ def finetune(
 
     from cnnkit import _ultralytics
     from cnnkit.device import resolve_device, set_threads
-    from cnnkit.train.loop import Callbacks, log_progress, run_dir
+    from cnnkit.train.loop import Callbacks, run_dir
 
-    if ignored:
-        log.debug(
-            "finetune detect: ignoring options %s", ", ".join(sorted(k for k, v in ignored.items() if v is not None))
-        )
+    options.ignore_others("detect", USED)
     ds = yolo_yaml.read(data) if data is not None else None  # before anything is made or loaded
-    set_threads(threads)
+    set_threads(options.threads)
     n_threads = torch.get_num_threads()
-    dev = resolve_device(device)
-    if resume:
-        last = _resume_from(resume, out)
+    dev = resolve_device(options.device)
+    if options.resume:
+        last = _resume_from(options.resume, options.out)
         # ultralytics would otherwise re-read the dataset the checkpoint names (or coco8.yaml)
         args: dict[str, Any] = {"resume": True, "data": str(_resume_data(ds, last))}
         yolo, pinned = _ultralytics.resume(last)  # every .pt of the run scanned, its folder pinned
@@ -170,30 +152,28 @@ def finetune(
     elif ds is None:
         raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --layout yolo`)")
     else:
-        folder = run_dir("detect", out, exist_ok=exist_ok)
-        start, trained_size = _start(model, weights)
+        folder = run_dir("detect", options.out, exist_ok=options.exist_ok)
+        start, trained_size = _start(options.model, options.weights)
         yolo = _ultralytics.yolo(start)
         clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
         args = dict(
             data=str(clean),
-            epochs=epochs or 30,
-            batch=batch_size or 16,
-            imgsz=imgsz or trained_size or 640,
+            epochs=options.epochs or 30,
+            batch=options.batch_size or 16,
+            imgsz=options.imgsz or trained_size or 640,
             device=_ultralytics.device_arg(dev),
             project=str(folder.resolve().parent),
             name=folder.name,
             exist_ok=True,
-            seed=0 if seed is None else seed,
+            seed=options.seed,
             deterministic=True,
-            workers=workers or 0,
+            workers=options.workers or 0,
             plots=False,
             verbose=False,
         )
-        if lr is not None:
-            args.update(optimizer="AdamW", lr0=lr)
-    if callbacks is None:
-        callbacks = log_progress(log) if progress else Callbacks()
-    _Progress(callbacks).attach(yolo)
+        if options.lr is not None:
+            args.update(optimizer="AdamW", lr0=options.lr)
+    _Progress(options.reporter(log) or Callbacks()).attach(yolo)
     yolo.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(n_threads))
     label_cache.install()
     with _ultralytics.quiet(n_threads):

@@ -20,7 +20,8 @@ import torch
 
 from cnnkit.data.coco import CocoSplit, read_coco
 from cnnkit.errors import CnnkitError, OptionError
-from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, StepBatches, fit, log_progress, resume_dir, run_dir
+from cnnkit.train.loop import LoopConfig, Recipe, Step, StepBatches, fit, run_result
+from cnnkit.train.options import FinetuneOptions
 
 log = logging.getLogger("cnnkit.train")
 
@@ -148,28 +149,11 @@ def replace_heads(module: Any, num_classes: int) -> None:
     heads.mask_predictor = MaskRCNNPredictor(old.conv5_mask.in_channels, old.conv5_mask.out_channels, num_classes + 1)
 
 
-def finetune(
-    data: str,
-    *,
-    model: str | None = None,
-    weights: str | None = None,
-    epochs: int = 10,
-    batch_size: int = 2,
-    imgsz: int | None = None,
-    lr: float | None = None,
-    device: str | None = None,
-    out: str | None = None,
-    exist_ok: bool = False,
-    seed: int = 0,
-    workers: int = 0,
-    resume: str | None = None,
-    freeze: str | None = None,
-    pretrained: bool = True,
-    progress: bool = True,
-    amp: bool = False,
-    callbacks: Callbacks | None = None,
-    **ignored: Any,
-) -> dict[str, Any]:
+DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 2}  # lr: 2e-4 when unset or 0
+USED = ("model", "weights", "pretrained", "freeze", "epochs", "batch_size", "imgsz", "lr", "seed", "amp")
+
+
+def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     """Finetune a Mask R-CNN on ``data`` (COCO format); returns ``{best, last, out, metrics}``.
 
     ``freeze``: ``None`` trains everything, ``"backbone"`` freezes the backbone body,
@@ -181,8 +165,11 @@ def finetune(
     from cnnkit.models.loader import Loaded, resolve
     from cnnkit.models.registry import get_spec
 
-    if ignored:
-        log.debug("finetune instance: ignoring %s", ", ".join(sorted(ignored)))
+    options.ignore_others("instance", USED)
+    opts = options.filled(**DEFAULTS)
+    assert opts.epochs is not None and opts.batch_size is not None  # filled
+    model, weights, pretrained, freeze = opts.model, opts.weights, opts.pretrained, opts.freeze
+    epochs, batch_size, imgsz, seed = opts.epochs, opts.batch_size, opts.imgsz, opts.seed
     train_ds = read_coco(data, "train")
     val_ds = _val_split(data, train_ds)
     if not train_ds.gt["images"]:
@@ -209,12 +196,12 @@ def finetune(
     elif list(loaded.labels) != train_ds.labels:
         replace_heads(net, len(train_ds.labels))
     frozen = _freeze(net, freeze)
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
     net.to(dev)
-    folder = resume_dir(resume) if resume else run_dir("instance", out, exist_ok=exist_ok)
+    folder = opts.run_folder("instance")
     images = train_ds.gt["images"]
     steps_per_epoch = max(1, math.ceil(len(images) / batch_size))
-    cfg = config(epochs, steps_per_epoch, lr or 2e-4, seed, amp=amp)
+    cfg = config(epochs, steps_per_epoch, opts.lr or 2e-4, seed, amp=opts.amp)
 
     def batch_at(step: int) -> list:
         perm = np.random.default_rng([seed, step // steps_per_epoch]).permutation(len(images))
@@ -240,8 +227,6 @@ def finetune(
             "seed": seed,
         },
     }
-    if callbacks is None and progress:
-        callbacks = log_progress(log, every=20)
     history = fit(
         net,
         StepBatches(batch_at, steps_per_epoch),
@@ -251,16 +236,10 @@ def finetune(
         meta,
         dev,
         frozen=frozen,
-        callbacks=callbacks,
+        callbacks=opts.reporter(log, every=20),
     )
     # The result keeps the instance metric names (mask_AP50, box_AP, ..., step) of the last epoch.
-    metrics = {k.removeprefix("val_"): v for k, v in history[-1].items()} if history else {}
-    return {
-        "best": str(folder / "best.safetensors"),
-        "last": str(folder / "last.safetensors"),
-        "out": str(folder),
-        "metrics": metrics,
-    }
+    return run_result(folder, {k.removeprefix("val_"): v for k, v in history[-1].items()} if history else {})
 
 
 def _val_split(data: str, train: CocoSplit) -> CocoSplit:

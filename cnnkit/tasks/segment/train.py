@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from cnnkit.errors import OptionError, UsageError
-from cnnkit.train.loop import Callbacks, LoopConfig, Recipe, Step, fit, log_progress, resume_dir, run_dir, seeded_loader
+from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader
+from cnnkit.train.options import FinetuneOptions
 
 log = logging.getLogger("cnnkit.train")
 
@@ -157,28 +158,11 @@ def _start(
     return module, dict(kwargs), pre
 
 
-def finetune(
-    data: str,
-    *,
-    model: str | None = None,
-    weights: str | None = None,
-    arch: str | None = None,
-    encoder: str | None = None,
-    epochs: int = 10,
-    batch_size: int = 8,
-    imgsz: int | None = None,
-    lr: float | None = None,
-    device: str | None = None,
-    out: str | None = None,
-    exist_ok: bool = False,
-    seed: int = 0,
-    workers: int = 0,
-    resume: str | None = None,
-    progress: bool = True,
-    amp: bool = False,
-    callbacks: Callbacks | None = None,
-    **ignored: Any,
-) -> dict[str, Any]:
+DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 8, "workers": 0}  # lr: 1e-3 when unset or 0
+USED = ("model", "weights", "arch", "encoder", "epochs", "batch_size", "imgsz", "lr", "seed", "workers", "amp")
+
+
+def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     """Train on ``data`` (``train/`` + ``val/`` image/mask folders); returns best, last, out and metrics.
 
     ``resume``: a run folder (or a file in it) to continue; ``callbacks`` show progress (else,
@@ -190,17 +174,21 @@ def finetune(
     from cnnkit.device import resolve_device
     from cnnkit.models.preprocess import Preprocess
 
+    options.ignore_others("segment", USED)
+    opts = options.filled(**DEFAULTS)
+    assert opts.epochs is not None and opts.batch_size is not None and opts.workers is not None  # filled
+    batch_size, workers, seed = opts.batch_size, opts.workers, opts.seed
     train_pairs, val_pairs = find_pairs(data, "train"), find_pairs(data, "val")
     labels = class_names(data, train_pairs)
     torch.manual_seed(seed)
-    module, arch_kwargs, base_pre = _start(model, weights, arch, encoder, len(labels))
-    size = int(imgsz or (base_pre.crop if base_pre else 256))
+    module, arch_kwargs, base_pre = _start(opts.model, opts.weights, opts.arch, opts.encoder, len(labels))
+    size = int(opts.imgsz or (base_pre.crop if base_pre else 256))
     pre = (
         Preprocess(resize=size, crop=size, mean=base_pre.mean, std=base_pre.std)
         if base_pre
         else Preprocess(resize=size, crop=size)
     )
-    folder = resume_dir(resume) if resume else run_dir("segment", out, exist_ok=exist_ok)
+    folder = opts.run_folder("segment")
 
     def dataset(pairs: list, train: bool) -> PairDataset:
         return PairDataset(lambda i: read_pair(*pairs[i]), len(pairs), transforms(size, train, pre.mean, pre.std))
@@ -218,29 +206,17 @@ def finetune(
         "labels": labels,
         "preprocess": pre.to_dict(),
         "data": str(data),
-        "base": weights or model or arch,
+        "base": opts.weights or opts.model or opts.arch,
     }
-    dev = resolve_device(device)
-    if callbacks is None and progress:
-        callbacks = log_progress(log)
+    dev = resolve_device(opts.device)
+    cfg = config(opts.epochs, opts.lr or 1e-3, seed, amp=opts.amp)
     history = fit(
-        module,
-        train_loader,
-        recipe(val_loader, labels, dev),
-        config(epochs, lr or 1e-3, seed, amp=amp),
-        folder,
-        meta,
-        dev,
-        callbacks=callbacks,
+        module, train_loader, recipe(val_loader, labels, dev), cfg, folder, meta, dev, callbacks=opts.reporter(log)
     )
     best = max(history, key=lambda r: r["val_miou"]) if history else {}
-    return {
-        "best": str(folder / "best.safetensors"),
-        "last": str(folder / "last.safetensors"),
-        "out": str(folder),
-        "metrics": {
-            "best_val_miou": best.get("val_miou"),
-            "best_epoch": best.get("epoch"),
-            "last": history[-1] if history else {},
-        },
+    metrics = {
+        "best_val_miou": best.get("val_miou"),
+        "best_epoch": best.get("epoch"),
+        "last": history[-1] if history else {},
     }
+    return run_result(folder, metrics)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -375,7 +376,7 @@ def test_a_new_run_over_an_old_one_with_exist_ok_starts_from_scratch(tiny_digits
 
 
 def test_api_drops_options_left_unset(monkeypatch):
-    """The CLI passes None for options not given; every trainer then sees only what was set."""
+    """The CLI passes None for options not given; every trainer then sees them unset (its own defaults)."""
     import importlib
     import types
 
@@ -385,16 +386,26 @@ def test_api_drops_options_left_unset(monkeypatch):
     r = run(["finetune", "somewhere", "--task", "probe", "--epochs", "3"])
     assert r.exit_code == 0, r.output
     seen = importlib.import_module("tests.tasks.classify.test_finetune")._SEEN
-    assert seen["epochs"] == 3 and "batch_size" not in seen and "arch" not in seen
+    assert seen["options"].epochs == 3 and seen["options"].batch_size is None and seen["options"].arch is None
     r = run(["finetune", "somewhere", "--task", "probe", "--arch", "unet", "--encoder", "resnet18"])
     assert r.exit_code == 0, r.output
-    assert seen["arch"] == "unet" and seen["encoder"] == "resnet18" and "epochs" not in seen
+    assert seen["options"].arch == "unet" and seen["options"].encoder == "resnet18" and seen["options"].epochs is None
+
+
+def test_api_refuses_an_unknown_option_for_every_task():
+    import cnnkit
+    from cnnkit.errors import OptionError
+    from cnnkit.tasks import TASKS
+
+    for task in TASKS:
+        with pytest.raises(OptionError, match="epoch"):
+            cnnkit.api.finetune("somewhere", task=task, epoch=3)
 
 
 _SEEN: dict = {}
 
 
-def _probe_trainer(data, **options):
+def _probe_trainer(data, options):
     _SEEN.clear()
-    _SEEN.update(options)
+    _SEEN.update(data=data, options=options)
     return {"best": None, "last": None, "out": data, "metrics": {}}

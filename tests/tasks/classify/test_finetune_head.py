@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cnnkit.models.loader import resolve
-from cnnkit.tasks.classify.train import Options, build_model
+from cnnkit.tasks.classify.train import build_model
 from cnnkit.train.heads import matching_rows, replace_head
+from cnnkit.train.options import FinetuneOptions
 
 
 def test_matching_rows_maps_new_positions_to_old_ones():
@@ -24,7 +25,7 @@ def test_same_class_names_in_another_order_keep_and_reorder_the_trained_head():
     old_b = old.module.fc.bias.detach().clone()
     classes = sorted(old.labels)  # a folder dataset lists classes alphabetically
     assert classes != list(old.labels)
-    model, _, _, source = build_model(Options(data="unused", model="shapes-cnn"), classes)
+    model, _, _, source = build_model(FinetuneOptions(model="shapes-cnn"), classes)
     for new_row, label in enumerate(classes):
         old_row = list(old.labels).index(label)
         assert torch.equal(model.fc.weight[new_row], old_w[old_row])
@@ -35,7 +36,7 @@ def test_same_class_names_in_another_order_keep_and_reorder_the_trained_head():
 def test_a_partial_match_keeps_only_the_shared_rows():
     old = resolve("classify", "shapes-cnn", None, default="shapes-cnn")
     old_w = old.module.fc.weight.detach().clone()
-    model, _, _, _ = build_model(Options(data="unused", model="shapes-cnn"), ["apple", "star", "banana"])
+    model, _, _, _ = build_model(FinetuneOptions(model="shapes-cnn"), ["apple", "star", "banana"])
     assert model.fc.out_features == 3
     assert torch.equal(model.fc.weight[1], old_w[list(old.labels).index("star")])
     assert not torch.equal(model.fc.weight[0], old_w[0])
@@ -46,7 +47,7 @@ def test_the_reordered_head_predicts_the_same_classes_as_before():
 
     old = resolve("classify", "shapes-cnn", None, default="shapes-cnn")
     classes = sorted(old.labels)
-    model, _, pre, _ = build_model(Options(data="unused", model="shapes-cnn"), classes)
+    model, _, pre, _ = build_model(FinetuneOptions(model="shapes-cnn"), classes)
     old.module.eval()
     model.eval()
     images = [classification_sample(123, i)[0] for i in range(8)]

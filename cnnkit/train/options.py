@@ -1,0 +1,106 @@
+"""The options of ``cnnkit finetune``, declared once for every task's recipe.
+
+The CLI and :func:`cnnkit.api.finetune` build one :class:`FinetuneOptions`; each task's
+``finetune(data, options)`` reads the options that apply to it and fills the ones left
+``None`` with its own defaults (:meth:`FinetuneOptions.filled`). Importing this module
+imports neither torch nor a task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnkit.errors import OptionError
+
+if TYPE_CHECKING:
+    from cnnkit.train.loop import Callbacks
+
+log = logging.getLogger("cnnkit.train")
+
+
+@dataclass
+class FinetuneOptions:
+    """Every fine-tuning option; ``None`` leaves the task's own default (classify-only knobs say so)."""
+
+    # what to start from
+    model: str | None = None
+    weights: str | None = None
+    pretrained: bool = True
+    arch: str | None = None  # segment: a fresh smp architecture
+    encoder: str | None = None  # segment: its encoder
+    freeze: str | None = None
+    unfreeze_at: int | None = None  # classify
+    # how to train
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "adamw"  # classify
+    scheduler: str = "cosine"  # classify
+    warmup: float = 0.0  # classify
+    label_smoothing: float = 0.0  # classify
+    early_stopping: int | None = None  # classify
+    amp: bool = False
+    seed: int = 0
+    # data
+    augment: str = "light"  # classify
+    imgsz: int | None = None
+    val_split: float = 0.2  # classify
+    workers: int | None = None
+    # where and how the run goes
+    device: str | None = None
+    threads: int | None = None
+    out: str | None = None
+    exist_ok: bool = False
+    resume: str | bool | None = None
+    progress: bool = True
+    callbacks: Callbacks | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every option's keyword, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> FinetuneOptions:
+        """From keywords (the API's): ``None`` is "not given"; an unknown keyword is an error."""
+        unknown = sorted(set(options) - set(cls.names()))
+        if unknown:
+            raise OptionError(tuple(unknown), "not options of fine-tuning")
+        return cls(**{k: v for k, v in options.items() if v is not None})
+
+    def filled(self, **defaults: Any) -> FinetuneOptions:
+        """A copy in which the options left ``None`` take the task's ``defaults``."""
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def ignore_others(self, task: str, used: Iterable[str]) -> None:
+        """Log (debug) the options set away from their defaults that ``task`` does not use."""
+        used = set(used) | _RUN
+        unused = sorted(f.name for f in fields(self) if f.name not in used and getattr(self, f.name) != f.default)
+        if unused:
+            log.debug("finetune %s: ignoring %s", task, ", ".join(unused))
+
+    def reporter(self, logger: logging.Logger, every: int = 0) -> Callbacks | None:
+        """The progress callbacks: those given, else (with ``progress``) a log line per epoch."""
+        from cnnkit.train.loop import log_progress
+
+        if self.callbacks is not None:
+            return self.callbacks
+        return log_progress(logger, every) if self.progress else None
+
+    def run_folder(self, task: str) -> Path:
+        """The run's folder: the one ``resume`` names, else a new one (``out``, or ``runs/<task>/train…``)."""
+        from cnnkit.train.loop import resume_dir, run_dir
+
+        if self.resume is True:
+            raise OptionError("resume", "name the run folder to continue")
+        if self.resume:
+            return resume_dir(self.resume)
+        return run_dir(task, self.out, exist_ok=self.exist_ok)
+
+
+# Options about where and how a run goes: every task takes them, so none is "ignored".
+_RUN = {"device", "threads", "out", "exist_ok", "resume", "progress", "callbacks"}

@@ -1,0 +1,37 @@
+"""``FinetuneOptions``: the one declaration of the fine-tuning options every task's recipe takes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cnnkit.errors import OptionError
+from cnnkit.train.options import FinetuneOptions
+
+
+def test_keywords_left_none_are_unset_and_an_unknown_one_is_refused():
+    opts = FinetuneOptions.of({"epochs": 3, "batch_size": None, "amp": None})
+    assert opts.epochs == 3 and opts.batch_size is None and opts.amp is False
+    with pytest.raises(OptionError, match="epoch, lrate"):
+        FinetuneOptions.of({"epoch": 3, "lrate": 0.1})
+
+
+def test_filled_gives_the_task_defaults_only_to_options_left_unset():
+    opts = FinetuneOptions(epochs=3).filled(epochs=10, batch_size=8)
+    assert (opts.epochs, opts.batch_size, opts.lr) == (3, 8, None)
+
+
+def test_ignore_others_names_only_what_was_set_and_is_not_used(caplog):
+    with caplog.at_level(logging.DEBUG, logger="cnnkit.train"):
+        FinetuneOptions(epochs=3, arch="unet", optimizer="sgd", device="cpu").ignore_others("probe", ["epochs"])
+    assert "finetune probe: ignoring arch, optimizer" in caplog.text
+
+
+def test_run_folder_is_the_resumed_one_or_a_new_one(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "last.pt").write_bytes(b"x")
+    assert FinetuneOptions(resume=str(tmp_path / "old" / "last.pt")).run_folder("probe") == tmp_path / "old"
+    assert FinetuneOptions(out=str(tmp_path / "new")).run_folder("probe") == tmp_path / "new"
+    with pytest.raises(OptionError, match="resume"):
+        FinetuneOptions(resume=True).run_folder("probe")
