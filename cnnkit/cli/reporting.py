@@ -35,9 +35,9 @@ def start(path: str | None, exist_ok: bool, task: str, **info: Any) -> Report | 
 def describe(report: Report | None, predictor: Any) -> None:
     """Model, backend and device of the run, once the predictor is loaded."""
     if report is not None:
-        from cnnkit.report.html import describe_predictor
+        from cnnkit.eval.report import runtime_facts
 
-        report.info.update({k: v for k, v in describe_predictor(predictor).items() if v is not None})
+        report.info.update(model=getattr(predictor, "name", None), **runtime_facts(predictor))
         report.labels = list(getattr(predictor, "labels", None) or [])
 
 

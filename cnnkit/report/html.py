@@ -73,28 +73,6 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
 
 
-_BACKENDS = {"YoloBackend": "ultralytics", "TorchvisionBackend": "torch (torchvision)"}
-
-
-def describe_predictor(predictor: Any) -> dict[str, Any]:
-    """Model, backend, device and precision of a loaded predictor, for the report's run facts."""
-    runtime = getattr(predictor, "runtime", None) or getattr(getattr(predictor, "backend", None), "runtime", None)
-    loaded = getattr(predictor, "loaded", None)
-    driver = getattr(predictor, "backend", None)
-    backend = getattr(loaded, "runtime", None) or _BACKENDS.get(type(driver).__name__, type(driver).__name__)
-    if type(driver).__name__ == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
-        backend = "exported YOLO (onnxruntime or torchscript)"
-    facts: dict[str, Any] = {
-        "model": getattr(predictor, "name", None),
-        "task": getattr(predictor, "task", None),
-        "backend": backend,
-    }
-    if runtime is not None:
-        facts["device"] = str(getattr(runtime, "device", ""))
-        facts["precision"] = "fp16" if getattr(runtime, "half", False) else "fp32"
-    return facts
-
-
 class Report:
     """Collects a run's records and writes its ``report.html`` (see the module doc).
 
@@ -364,7 +342,11 @@ def _script_json(value: Any) -> Any:
 def _metric_tables(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics as a scalar table and a per-class table (rows: class, columns: measures)."""
     scalars = {}
+    from cnnkit.eval.report import RUNTIME_KEYS
+
     for key, value in metrics.items():
+        if key in RUNTIME_KEYS:  # shown with the run's facts
+            continue
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             scalars[key] = value
         elif isinstance(value, dict) and key not in ("per_class", "per_class_iou", "confusion"):

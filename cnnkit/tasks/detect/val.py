@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
-from cnnkit.eval.report import ReportTable, figure
+from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note
 from cnnkit.records import Record
 
 log = logging.getLogger("cnnkit")
@@ -151,6 +151,7 @@ def validate(
         "data": str(data),
         "split": split,
         "model": detector.name,
+        **runtime_facts(detector),
         "images": len(good),
         "failed": len(records) - len(good),
         "instances": len(gt["annotations"]),
@@ -243,7 +244,7 @@ def report_tables(m: dict[str, Any]) -> list[ReportTable]:
 
     rows = [row("all", m, ul["mAP50"] if ul else None)]
     rows += [row(name, d, (ul or {}).get("per_class_mAP50", {}).get(name)) for name, d in m["per_class"].items()]
-    notes = []
+    notes = [runtime_note(m)]
     if ul:
         notes.append(
             f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "

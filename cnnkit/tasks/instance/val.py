@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.eval.report import ReportTable, table
+from cnnkit.eval.report import ReportTable, runtime_facts, runtime_note, table
 from cnnkit.tasks.instance.predict import InstanceSegmenter
 
 
@@ -65,6 +65,7 @@ def validate(
     summary: dict[str, Any] = {
         "data": str(ds.annotations),
         "model": predictor.name,
+        **runtime_facts(predictor),
         "images": len(paths),
         "failed": failed,
     }
@@ -77,7 +78,7 @@ def validate(
 def report_tables(summary: dict[str, Any]) -> list[ReportTable]:
     """bbox and segm AP, AP50 and AP75 of :func:`validate`'s metrics, one row each."""
     rows = [(kind, *(summary[kind][k] for k in ("AP", "AP50", "AP75"))) for kind in ("bbox", "segm")]
-    notes = [f"{len(summary['failed'])} image(s) failed"] if summary["failed"] else []
+    notes = [runtime_note(summary)] + ([f"{len(summary['failed'])} image(s) failed"] if summary["failed"] else [])
     return [
         table(
             f"{summary['model']} on {summary['data']} ({summary['images']} images)",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.eval.report import ReportTable, figure, table
+from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note, table
 
 
 def class_map(scores: Any, dim: int = 0) -> Any:
@@ -83,7 +83,13 @@ def evaluate_folder(
         if on_record is not None:
             present = np.unique(target)
             on_record(record, [{"label": predictor.labels[int(i)]} for i in present if 0 <= i < len(predictor.labels)])
-    return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
+    return {
+        "model": predictor.name,
+        **runtime_facts(predictor),
+        "data": str(data),
+        "images": len(pairs),
+        **cm.scores(predictor.labels),
+    }
 
 
 def validate(
@@ -113,6 +119,6 @@ def report_tables(scores: dict[str, Any]) -> list[ReportTable]:
             f"{scores['model']} on {scores['data']} ({scores['images']} images)",
             ("class", "IoU"),
             [(name, figure(iou)) for name, iou in scores["per_class_iou"].items()],
-            [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}"],
+            [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}", runtime_note(scores)],
         )
     ]
