@@ -49,6 +49,8 @@ VERSIONED = (
     "pillow",
 )
 LOWEST = 24  # lowest-confidence and worst images shown in their own sections
+POOR_IOU = 0.5  # segment: an image with a class under this IoU is a mistake
+WHOLE = (0.0, 0.0, 1.0, 1.0)  # classify: the whole image as one box, so one PR rule serves boxes and classes
 
 
 def versions() -> dict[str, str]:
@@ -143,15 +145,27 @@ class Report:
     def _verdict(
         self, data: dict[str, Any], preds: list[dict[str, Any]], truth: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        """What val says about one image: classify right/wrong; boxes found, false and missed (score ≥ 0.25)."""
+        """What val says about one image: classify right/wrong; boxes found, false and missed (score ≥ 0.25);
+        segment classes under :data:`POOR_IOU` (its truth carries each class's IoU in this image)."""
         from cnnkit.report.evidence import match
 
         if data.get("task") == "classify":
             wrong = bool(preds) and bool(truth) and preds[0]["label"] != truth[0]["label"]
+            if data.get("error") is None and truth:  # one class against the rest, over the top-k scores
+                self._truth.append(
+                    ([{**p, "box": WHOLE} for p in preds if "score" in p], [{"label": truth[0]["label"], "box": WHOLE}])
+                )
             return {
                 "truth": [t["label"] for t in truth],
                 "bad": int(wrong),
                 "why": f"true {truth[0]['label']}, predicted {preds[0]['label']}" if wrong else "",
+            }
+        if truth and all("iou" in t for t in truth):
+            poor = [t for t in truth if t["iou"] < POOR_IOU]
+            return {
+                "truth": [t["label"] for t in truth if t.get("pixels", 1)],
+                "bad": len(poor),
+                "why": ", ".join(f"{t['label']} IoU {t['iou']:.2f}" for t in poor),
             }
         if data.get("error") is None and all("box" in t for t in truth):
             self._truth.append((preds, truth))
@@ -248,7 +262,7 @@ class Report:
     # -- writing -----------------------------------------------------------------------------------
     def context(self) -> dict[str, Any]:
         """Everything the template shows (also what tests read)."""
-        from cnnkit.report.evidence import pr_curves
+        from cnnkit.report.evidence import MATCH_IOU, pr_curves
 
         ok = [e for e in self.entries if e["ok"]]
         per_class = Counter(label for e in ok for label in (e["l"][:1] if self.task == "classify" else e["l"]))
@@ -275,6 +289,7 @@ class Report:
             "metrics": _metric_tables(self.metrics) if self.metrics else None,
             "confusion": _confusion(self.metrics) if self.metrics else None,
             "pr_chart": charts.pr_curves(self.curves) if self.curves else None,
+            "pr_title": "one class against the rest, top-k scores" if self.task == "classify" else f"IoU {MATCH_IOU}",
             "val": any("v" in e for e in self.entries),
         }
 
@@ -382,7 +397,14 @@ def _confusion(metrics: dict[str, Any]) -> dict[str, Any] | None:
     for label, row in zip(conf["labels"], conf["matrix"], strict=True):
         total = sum(row) or 1
         rows.append({"label": label, "cells": [{"n": n, "a": round(n / total, 3)} for n in row]})
-    return {"columns": conf.get("columns", conf["labels"]), "rows": rows}
+    if "iou" in conf:
+        note = (
+            f"Boxes paired at IoU ≥ {conf['iou']} with score ≥ {conf['conf']}, any class; the background row counts "
+            "false detections, the background column missed objects."
+        )
+    else:
+        note = "Counts are pixels." if conf.get("unit") == "pixels" else ""
+    return {"columns": conf.get("columns", conf["labels"]), "rows": rows, "note": note}
 
 
 # -- a report from a written run ---------------------------------------------------------------------

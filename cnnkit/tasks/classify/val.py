@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.eval.report import ReportTable, runtime_facts, runtime_note, table
+from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.io.files import atomic_path
 
 
@@ -234,9 +234,4 @@ def report_tables(result: dict[str, Any]) -> list[ReportTable]:
         ("class", "precision", "recall", "F1", "support"),
         [(r["label"], r["precision"], r["recall"], r["f1"], r["support"]) for r in result["per_class"]],
     )
-    conf = table(
-        "confusion matrix (rows true, columns predicted)",
-        ("true \\ pred", *result["confusion"]["columns"]),
-        [(label, *row) for label, row in zip(result["confusion"]["labels"], result["confusion"]["matrix"])],
-    )
-    return [head, per, conf]
+    return [head, per, confusion_table(result["confusion"])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.eval.report import ReportTable, runtime_facts, runtime_note, table
+from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.tasks.instance.predict import InstanceSegmenter
 
 
@@ -33,6 +33,7 @@ def validate(
     """
     from cnnkit.data.coco import read_coco
     from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.report.evidence import box_confusion
 
     ds = read_coco(data, split)
     predictor = InstanceSegmenter.load(
@@ -48,18 +49,21 @@ def validate(
     paths = {str(ds.image_path(im)): im["id"] for im in ds.gt["images"]}
     names = {c["id"]: c["name"] for c in ds.gt.get("categories", [])}
     truth: dict[Any, list[dict[str, Any]]] = {}
-    for a in ds.gt.get("annotations", []) if on_record is not None else []:
+    for a in ds.gt.get("annotations", []):
         x, y, w, h = a["bbox"]
         truth.setdefault(a["image_id"], []).append(
             {"label": names.get(a["category_id"], str(a["category_id"])), "box": [x, y, x + w, y + h]}
         )
     coco = CocoResults(image_ids=paths, category_ids=category_ids)
     failed = []
+    pairs = []
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
         if record.error is not None:
             failed.append(f"{record.path}: {record.error}")
         record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
         coco.add(record)
+        if record.error is None:
+            pairs.append((record.predictions, truth.get(paths[record.path], [])))
         if on_record is not None:
             on_record(record, truth.get(paths[record.path], []) if record.error is None else [])
     summary: dict[str, Any] = {
@@ -68,6 +72,7 @@ def validate(
         **runtime_facts(predictor),
         "images": len(paths),
         "failed": failed,
+        "confusion": box_confusion(pairs, ds.labels),
     }
     for iou_type in ("bbox", "segm"):
         res = evaluate(ds.gt, coco.results(), iou_type)
@@ -85,5 +90,6 @@ def report_tables(summary: dict[str, Any]) -> list[ReportTable]:
             ("", "AP", "AP50", "AP75"),
             rows,
             notes,
-        )
+        ),
+        *([confusion_table(summary["confusion"])] if "confusion" in summary else []),
     ]
