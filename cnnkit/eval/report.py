@@ -66,7 +66,7 @@ def confusion_table(confusion: dict[str, Any], title: str = "confusion matrix", 
     columns it would not fit a terminal, so the note points to the JSON and the HTML report instead."""
     columns = confusion.get("columns", confusion["labels"])
     if "iou" in confusion:  # of boxes
-        title += f" of boxes at IoU {confusion['iou']}, score ≥ {confusion['conf']}"
+        title += f" of boxes at IoU > {confusion['iou']}, score > {confusion['conf']}"
     title += " (rows true, columns predicted)"
     if len(columns) > most:
         return table(title, ("",), [], [f"{len(columns)} columns: see the JSON metrics or the HTML report"])

@@ -399,7 +399,7 @@ def _confusion(metrics: dict[str, Any]) -> dict[str, Any] | None:
         rows.append({"label": label, "cells": [{"n": n, "a": round(n / total, 3)} for n in row]})
     if "iou" in conf:
         note = (
-            f"Boxes paired at IoU ≥ {conf['iou']} with score ≥ {conf['conf']}, any class; the background row counts "
+            f"Boxes paired at IoU > {conf['iou']} with score > {conf['conf']}, any class; the background row counts "
             "false detections, the background column missed objects."
         )
     else:
