@@ -120,6 +120,8 @@ class Report:
         self.metrics: dict[str, Any] | None = None
         self.curves: list[dict[str, Any]] = []
         self._truth: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        self._keys: set[str] = set()  # each input (and video frame) once, for add_earlier
+        self.resumes: Path | None = None  # the records file of a resumed run (read back by the CLI at the end)
         self._t0 = time.perf_counter()
 
     # -- collecting --------------------------------------------------------------------------------
@@ -137,6 +139,7 @@ class Report:
         self.task = self.task or data.get("task")
         preds = data.get("predictions") or []
         entry = _entry(len(self.entries), data)
+        self._keys.add(_key(data))
         if truth is not None:
             entry["v"] = self._verdict(data, preds, truth)
         self.thumbs.append(self._thumb(data, live, picture, truth, entry))
@@ -217,6 +220,23 @@ class Report:
             )
         result = live if live is not None else result_from_dict(data, self.labels)
         return thumbnail(picture, result, size, self.side)
+
+    def add_earlier(self, records: Iterable[dict[str, Any]]) -> int:
+        """Records an earlier run wrote to the output this run resumed: put before this run's, leaving out
+        inputs this run did again. The number added."""
+        mine, mine_thumbs = self.entries, self.thumbs
+        self.entries, self.thumbs = [], []
+        done = set(self._keys)
+        for data in records:
+            if _key(data) not in done:
+                done.add(_key(data))
+                self.add(data)
+        added = len(self.entries)
+        self.entries += mine
+        self.thumbs += mine_thumbs
+        for i, entry in enumerate(self.entries):
+            entry["i"] = i
+        return added
 
     def add_explanation(self, path: str, method: str, target: str, overlay: Image, score: float | None = None) -> None:
         """A class-activation overlay (:mod:`cnnkit.report.explain`) for the Explain section."""
@@ -344,6 +364,12 @@ def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
         "t": data.get("time_ms"),
         "f": [round(float(p["fraction"]), 4) for p in preds if "fraction" in p] or None,
     }
+
+
+def _key(data: dict[str, Any]) -> str:
+    from cnnkit.io.writers import record_key
+
+    return record_key(str(data.get("path", "")), data.get("frame"))
 
 
 def _script_json(value: Any) -> Any:

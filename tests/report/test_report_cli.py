@@ -209,3 +209,19 @@ def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):
     metrics = json.loads(res.stdout)
     _names_its_runtime(metrics, html)
     assert metrics["confusion"]["labels"][-1] == "background" and 'class="confusion"' in html
+
+
+def test_a_resumed_run_reports_all_its_records(tmp_path):
+    """--skip-existing with --report: the inputs done before are read back from the output, not lost."""
+    out = tmp_path / "out.jsonl"
+    first = ["classify", str(SAMPLES / "shape_0_triangle.png"), "-o", str(out)]
+    assert runner.invoke(app, first).exit_code == 0
+    names = ["shape_0_triangle.png", "shape_1_circle.png", "shape_2_square.png"]
+    args = ["classify", *(str(SAMPLES / n) for n in names), "-o", str(out), "--skip-existing"]
+    result = runner.invoke(app, [*args, "--report", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    entries = _entries((tmp_path / "r.html").read_text())
+    assert [e["n"] for e in entries] == names and [e["i"] for e in entries] == [0, 1, 2]
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["l"] for e in entries] == [[p["label"] for p in r["predictions"]] for r in written]
+    assert all(t.startswith("data:image/webp") for t in _thumbs((tmp_path / "r.html").read_text()))
