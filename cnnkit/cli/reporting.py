@@ -24,20 +24,29 @@ PANEL = "Reports and hand-off"
 
 
 def start(path: str | None, exist_ok: bool, task: str, **info: Any) -> Report | None:
-    """The run's report, or ``None`` without ``--report``; refused now when the file exists."""
+    """The run's report, or ``None`` without ``--report``; refused now when the file exists.
+
+    A records file (``records``) that already holds records is a resumed run's: :func:`finish` reads them
+    back, so the report shows the whole run, not only what this process did."""
     if not path:
         return None
+    from pathlib import Path
+
     from cnnkit.report.html import Report
 
-    return Report(path, task=task, exist_ok=exist_ok, info={k: v for k, v in info.items() if v is not None})
+    report = Report(path, task=task, exist_ok=exist_ok, info={k: v for k, v in info.items() if v is not None})
+    records = info.get("records")
+    if records and Path(records).suffix in (".jsonl", ".parquet") and Path(records).is_file():
+        report.resumes = Path(records)
+    return report
 
 
 def describe(report: Report | None, predictor: Any) -> None:
     """Model, backend and device of the run, once the predictor is loaded."""
     if report is not None:
-        from cnnkit.report.html import describe_predictor
+        from cnnkit.eval.report import runtime_facts
 
-        report.info.update({k: v for k, v in describe_predictor(predictor).items() if v is not None})
+        report.info.update(model=getattr(predictor, "name", None), **runtime_facts(predictor))
         report.labels = list(getattr(predictor, "labels", None) or [])
 
 
@@ -49,7 +58,15 @@ def feed(records: Iterable[Record], report: Report) -> Iterator[Record]:
 
 
 def finish(report: Report | None) -> None:
-    """Write the report (also after Ctrl-C or failed inputs: it shows what was done)."""
+    """Write the report (also after Ctrl-C or failed inputs: it shows what was done), with a resumed
+    run's earlier records first."""
+    earlier = report.resumes if report is not None else None
+    if report is not None and earlier is not None:
+        from cnnkit.io.parquet import read_records as parquet_records
+        from cnnkit.report.html import read_records
+
+        added = report.add_earlier(parquet_records(earlier) if earlier.suffix == ".parquet" else read_records(earlier))
+        log.info("report: %d record(s) of the earlier run read back from %s", added, earlier)
     if report is not None and (report.entries or report.metrics):
         path = report.write()
         log.info("report: %s", path)

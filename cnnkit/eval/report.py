@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,45 @@ def table(
         return figure(v) if isinstance(v, float) else str(v)
 
     return ReportTable(title, tuple(columns), [tuple(text(v) for v in r) for r in rows], tuple(notes))
+
+
+RUNTIME_KEYS = ("backend", "device", "precision")
+_BACKENDS = {"YoloBackend": "ultralytics", "TorchvisionBackend": "torch (torchvision)"}
+
+
+def runtime_facts(predictor: object) -> dict[str, str]:
+    """Backend, device and precision of a loaded predictor: every val's metrics carry them, so a score
+    always says what produced it (an ONNX Runtime score is not a PyTorch one)."""
+    runtime = getattr(predictor, "runtime", None) or getattr(getattr(predictor, "backend", None), "runtime", None)
+    driver = getattr(predictor, "backend", None)
+    kind = type(driver).__name__
+    backend = getattr(getattr(predictor, "loaded", None), "runtime", None) or _BACKENDS.get(kind, kind)
+    if kind == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
+        backend = "exported YOLO (onnxruntime or torchscript)"
+    facts = {"backend": str(backend)}
+    if runtime is not None:
+        facts["device"] = str(getattr(runtime, "device", ""))
+        facts["precision"] = "fp16" if getattr(runtime, "half", False) else "fp32"
+    return facts
+
+
+def runtime_note(metrics: dict[str, object]) -> str:
+    """The line under a val table that names what ran: ``backend onnxruntime on cpu (fp32)``."""
+    backend, device, precision = (metrics.get(k) for k in RUNTIME_KEYS)
+    return f"backend {backend}" + (f" on {device}" if device else "") + (f" ({precision})" if precision else "")
+
+
+def confusion_table(confusion: dict[str, Any], title: str = "confusion matrix", most: int = 20) -> ReportTable:
+    """A val's ``confusion`` (``labels`` rows true, ``columns`` predicted, ``matrix``) as a table; over ``most``
+    columns it would not fit a terminal, so the note points to the JSON and the HTML report instead."""
+    columns = confusion.get("columns", confusion["labels"])
+    if "iou" in confusion:  # of boxes
+        title += f" of boxes at IoU > {confusion['iou']}, score > {confusion['conf']}"
+    title += " (rows true, columns predicted)"
+    if len(columns) > most:
+        return table(title, ("",), [], [f"{len(columns)} columns: see the JSON metrics or the HTML report"])
+    return table(
+        title,
+        ("true \\ pred", *columns),
+        [(label, *row) for label, row in zip(confusion["labels"], confusion["matrix"])],
+    )

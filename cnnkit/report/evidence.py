@@ -67,6 +67,50 @@ def match(
     return out
 
 
+BACKGROUND = "background"
+
+
+def box_confusion(
+    images: Sequence[tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]],
+    labels: Sequence[str],
+    *,
+    threshold: float = MATCH_IOU,
+    conf: float = 0.25,
+) -> dict[str, Any]:
+    """Class confusion of boxes by ultralytics' ``ConfusionMatrix`` rule (8.4): predictions scoring above ``conf``,
+    highest first, each take the unclaimed truth of any class they overlap most, when the IoU is above
+    ``threshold``; a claimed truth counts under (its class, the prediction's class), an unclaimed one under
+    (its class, background: missed), an unpaired prediction under (background: false, its class).
+
+    ``images`` are ``(predictions, truth)`` pairs of box dicts; rows are true, columns predicted (ultralytics'
+    matrix transposed), both ``labels`` and a last ``background``. Boxes of other labels are left out.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    bg = len(labels)
+    matrix = [[0] * (bg + 1) for _ in range(bg + 1)]
+    for preds, truth in images:
+        ps = sorted(
+            (p for p in preds if p.get("score", 1.0) > conf and p["label"] in index), key=lambda p: -p.get("score", 1.0)
+        )
+        ts = [t for t in truth if t["label"] in index]
+        claimed: dict[int, int] = {}  # truth → prediction
+        for i, p in enumerate(ps):
+            best, best_j = threshold, -1
+            for j, t in enumerate(ts):
+                if j not in claimed and (v := iou(t["box"], p["box"])) > best:
+                    best, best_j = v, j
+            if best_j >= 0:
+                claimed[best_j] = i
+        for j, t in enumerate(ts):
+            matrix[index[t["label"]]][index[ps[claimed[j]]["label"]] if j in claimed else bg] += 1
+        paired = set(claimed.values())
+        for i, p in enumerate(ps):
+            if i not in paired:
+                matrix[bg][index[p["label"]]] += 1
+    names = [*labels, BACKGROUND]
+    return {"labels": names, "columns": names, "matrix": matrix, "iou": threshold, "conf": conf}
+
+
 def pr_curves(
     images: Sequence[tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]],
     *,

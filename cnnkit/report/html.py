@@ -49,6 +49,8 @@ VERSIONED = (
     "pillow",
 )
 LOWEST = 24  # lowest-confidence and worst images shown in their own sections
+POOR_IOU = 0.5  # segment: an image with a class under this IoU is a mistake
+WHOLE = (0.0, 0.0, 1.0, 1.0)  # classify: the whole image as one box, so one PR rule serves boxes and classes
 
 
 def versions() -> dict[str, str]:
@@ -71,28 +73,6 @@ def command_line() -> str:
     prog = Path(sys.argv[0]).name if sys.argv else "python"
     prog = "cnnkit" if prog in ("cnnkit", "__main__.py") else prog  # `python -m cnnkit` too
     return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
-
-
-_BACKENDS = {"YoloBackend": "ultralytics", "TorchvisionBackend": "torch (torchvision)"}
-
-
-def describe_predictor(predictor: Any) -> dict[str, Any]:
-    """Model, backend, device and precision of a loaded predictor, for the report's run facts."""
-    runtime = getattr(predictor, "runtime", None) or getattr(getattr(predictor, "backend", None), "runtime", None)
-    loaded = getattr(predictor, "loaded", None)
-    driver = getattr(predictor, "backend", None)
-    backend = getattr(loaded, "runtime", None) or _BACKENDS.get(type(driver).__name__, type(driver).__name__)
-    if type(driver).__name__ == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
-        backend = "exported YOLO (onnxruntime or torchscript)"
-    facts: dict[str, Any] = {
-        "model": getattr(predictor, "name", None),
-        "task": getattr(predictor, "task", None),
-        "backend": backend,
-    }
-    if runtime is not None:
-        facts["device"] = str(getattr(runtime, "device", ""))
-        facts["precision"] = "fp16" if getattr(runtime, "half", False) else "fp32"
-    return facts
 
 
 class Report:
@@ -140,6 +120,8 @@ class Report:
         self.metrics: dict[str, Any] | None = None
         self.curves: list[dict[str, Any]] = []
         self._truth: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        self._keys: set[str] = set()  # each input (and video frame) once, for add_earlier
+        self.resumes: Path | None = None  # the records file of a resumed run (read back by the CLI at the end)
         self._t0 = time.perf_counter()
 
     # -- collecting --------------------------------------------------------------------------------
@@ -157,6 +139,7 @@ class Report:
         self.task = self.task or data.get("task")
         preds = data.get("predictions") or []
         entry = _entry(len(self.entries), data)
+        self._keys.add(_key(data))
         if truth is not None:
             entry["v"] = self._verdict(data, preds, truth)
         self.thumbs.append(self._thumb(data, live, picture, truth, entry))
@@ -165,15 +148,27 @@ class Report:
     def _verdict(
         self, data: dict[str, Any], preds: list[dict[str, Any]], truth: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        """What val says about one image: classify right/wrong; boxes found, false and missed (score ≥ 0.25)."""
+        """What val says about one image: classify right/wrong; boxes found, false and missed (score ≥ 0.25);
+        segment classes under :data:`POOR_IOU` (its truth carries each class's IoU in this image)."""
         from cnnkit.report.evidence import match
 
         if data.get("task") == "classify":
             wrong = bool(preds) and bool(truth) and preds[0]["label"] != truth[0]["label"]
+            if data.get("error") is None and truth:  # one class against the rest, over the top-k scores
+                self._truth.append(
+                    ([{**p, "box": WHOLE} for p in preds if "score" in p], [{"label": truth[0]["label"], "box": WHOLE}])
+                )
             return {
                 "truth": [t["label"] for t in truth],
                 "bad": int(wrong),
                 "why": f"true {truth[0]['label']}, predicted {preds[0]['label']}" if wrong else "",
+            }
+        if truth and all("iou" in t for t in truth):
+            poor = [t for t in truth if t["iou"] < POOR_IOU]
+            return {
+                "truth": [t["label"] for t in truth if t.get("pixels", 1)],
+                "bad": len(poor),
+                "why": ", ".join(f"{t['label']} IoU {t['iou']:.2f}" for t in poor),
             }
         if data.get("error") is None and all("box" in t for t in truth):
             self._truth.append((preds, truth))
@@ -226,6 +221,23 @@ class Report:
         result = live if live is not None else result_from_dict(data, self.labels)
         return thumbnail(picture, result, size, self.side)
 
+    def add_earlier(self, records: Iterable[dict[str, Any]]) -> int:
+        """Records an earlier run wrote to the output this run resumed: put before this run's, leaving out
+        inputs this run did again. The number added."""
+        mine, mine_thumbs = self.entries, self.thumbs
+        self.entries, self.thumbs = [], []
+        done = set(self._keys)
+        for data in records:
+            if _key(data) not in done:
+                done.add(_key(data))
+                self.add(data)
+        added = len(self.entries)
+        self.entries += mine
+        self.thumbs += mine_thumbs
+        for i, entry in enumerate(self.entries):
+            entry["i"] = i
+        return added
+
     def add_explanation(self, path: str, method: str, target: str, overlay: Image, score: float | None = None) -> None:
         """A class-activation overlay (:mod:`cnnkit.report.explain`) for the Explain section."""
         overlay = overlay.copy()
@@ -270,7 +282,7 @@ class Report:
     # -- writing -----------------------------------------------------------------------------------
     def context(self) -> dict[str, Any]:
         """Everything the template shows (also what tests read)."""
-        from cnnkit.report.evidence import pr_curves
+        from cnnkit.report.evidence import MATCH_IOU, pr_curves
 
         ok = [e for e in self.entries if e["ok"]]
         per_class = Counter(label for e in ok for label in (e["l"][:1] if self.task == "classify" else e["l"]))
@@ -297,6 +309,7 @@ class Report:
             "metrics": _metric_tables(self.metrics) if self.metrics else None,
             "confusion": _confusion(self.metrics) if self.metrics else None,
             "pr_chart": charts.pr_curves(self.curves) if self.curves else None,
+            "pr_title": "one class against the rest, top-k scores" if self.task == "classify" else f"IoU {MATCH_IOU}",
             "val": any("v" in e for e in self.entries),
         }
 
@@ -353,6 +366,12 @@ def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _key(data: dict[str, Any]) -> str:
+    from cnnkit.io.writers import record_key
+
+    return record_key(str(data.get("path", "")), data.get("frame"))
+
+
 def _script_json(value: Any) -> Any:
     """JSON safe inside ``<script type="application/json">``: no ``</script>`` or ``<!--`` can end it early."""
     from markupsafe import Markup
@@ -364,7 +383,11 @@ def _script_json(value: Any) -> Any:
 def _metric_tables(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics as a scalar table and a per-class table (rows: class, columns: measures)."""
     scalars = {}
+    from cnnkit.eval.report import RUNTIME_KEYS
+
     for key, value in metrics.items():
+        if key in RUNTIME_KEYS:  # shown with the run's facts
+            continue
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             scalars[key] = value
         elif isinstance(value, dict) and key not in ("per_class", "per_class_iou", "confusion"):
@@ -400,7 +423,14 @@ def _confusion(metrics: dict[str, Any]) -> dict[str, Any] | None:
     for label, row in zip(conf["labels"], conf["matrix"], strict=True):
         total = sum(row) or 1
         rows.append({"label": label, "cells": [{"n": n, "a": round(n / total, 3)} for n in row]})
-    return {"columns": conf.get("columns", conf["labels"]), "rows": rows}
+    if "iou" in conf:
+        note = (
+            f"Boxes paired at IoU > {conf['iou']} with score > {conf['conf']}, any class; the background row counts "
+            "false detections, the background column missed objects."
+        )
+    else:
+        note = "Counts are pixels." if conf.get("unit") == "pixels" else ""
+    return {"columns": conf.get("columns", conf["labels"]), "rows": rows, "note": note}
 
 
 # -- a report from a written run ---------------------------------------------------------------------

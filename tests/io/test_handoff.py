@@ -83,6 +83,45 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
+def _within_a_pixel(got: np.ndarray, want: np.ndarray) -> None:
+    """The same mask within a pixel: every pixel that differs touches the true mask's outline (it lies within
+    one pixel of both the mask and the background), and most pixels agree."""
+    import cv2
+
+    k = np.ones((3, 3), np.uint8)
+    m = want.astype(np.uint8)
+    edge = cv2.dilate(m, k).astype(bool) & ~cv2.erode(m, k, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    assert not (got ^ want)[~edge].any(), "pixels differ away from the outline"
+    assert _iou(got, want) > 0.9
+
+
+def _segment_record(tmp_path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A segment record as a run with a save folder writes it: its class-index PNG named by ``mask``."""
+    from PIL import Image
+
+    masks = {"circle": _disc(18, 20, 11), "square": np.zeros((H, W), bool)}
+    masks["square"][28:44, 36:58] = True
+    index = np.zeros((H, W), np.uint8)
+    index[masks["circle"]] = 1
+    index[masks["square"]] = 2
+    Image.fromarray(index).save(tmp_path / "m.png")
+    record = {
+        "path": "s.png",
+        "task": "segment",
+        "model": "m",
+        "width": W,
+        "height": H,
+        "error": None,
+        "mask": str(tmp_path / "m.png"),
+        "predictions": [
+            {"label": "background", "class_id": 0, "pixels": 1, "fraction": 0.8},
+            {"label": "circle", "class_id": 1, "pixels": 1, "fraction": 0.1},
+            {"label": "square", "class_id": 2, "pixels": 1, "fraction": 0.1},
+        ],
+    }
+    return record, masks
+
+
 def test_mask_polygons_cover_the_same_pixels():
     m = _disc(30, 22, 12)
     (poly,) = mask_polygons(m)
@@ -144,7 +183,8 @@ def test_label_studio_polygons_and_brush_round_trip(tmp_path):
     names = {c["id"]: c["name"] for c in coco["categories"]}
     by_label = {names[a["category_id"]]: _raster(a["segmentation"][0]) for a in coco["annotations"]}
     assert set(by_label) == {"circle", "square"}
-    assert _iou(by_label["circle"], masks[0]) > 0.9 and _iou(by_label["square"], masks[1]) > 0.9
+    _within_a_pixel(by_label["circle"], masks[0])
+    _within_a_pixel(by_label["square"], masks[1])
 
     brush = label_studio_tasks([rec], brush=True)[0]["predictions"][0]["result"]
     assert [r["type"] for r in brush] == ["brushlabels", "brushlabels"]
@@ -231,7 +271,7 @@ def test_cvat_boxes_polygons_and_tags():
     polygons = [s for s in images[0]["shapes"] if s[0] == "polygon"]
     assert [s[1] for s in polygons] == ["circle", "square"]
     for (_, _, pts), m in zip(polygons, masks, strict=True):
-        assert _iou(_raster([c for p in pts for c in p]), m) > 0.9
+        _within_a_pixel(_raster([c for p in pts for c in p]), m)
     cls = {
         "path": "x.png",
         "task": "classify",
@@ -279,3 +319,98 @@ def test_segment_records_hand_off_their_saved_mask(tmp_path):
     assert kind == "polygon" and label == "square"
     assert _iou(_raster([c for p in pts for c in p]), mask == 2) > 0.9
     assert "background" not in voc_xml({**_detect_record(), "predictions": []})
+
+
+def test_label_studio_segment_polygons_and_brush_round_trip(tmp_path):
+    """A segment record's saved mask: one polygon (or brush) region per class, background left out."""
+    pytest.importorskip("label_studio_converter", reason="label-studio-converter is the reader of this format")
+    from label_studio_converter import Converter
+    from label_studio_converter.brush import decode_rle
+
+    rec, masks = _segment_record(tmp_path)
+    written = convert([rec], "labelstudio", tmp_path / "tasks.json")
+    tasks = json.loads(written[0].read_text())
+    assert "background" not in written[1].read_text()
+    converter = Converter(written[1].read_text(), str(tmp_path), download_resources=False)
+    converter.convert_to_coco(str(_ls_export(tasks, tmp_path)), str(tmp_path / "coco"), is_dir=False)
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_label = {names[a["category_id"]]: _raster(a["segmentation"][0]) for a in coco["annotations"]}
+    assert set(by_label) == set(masks)
+    for label, m in masks.items():
+        _within_a_pixel(by_label[label], m)
+
+    written = convert([rec], "labelstudio", tmp_path / "brush.json", brush=True)
+    assert "<BrushLabels" in written[1].read_text()
+    result = json.loads(written[0].read_text())[0]["predictions"][0]["result"]
+    assert [r["value"]["brushlabels"] for r in result] == [["circle"], ["square"]]
+    for r in result:
+        decoded = decode_rle(r["value"]["rle"]).reshape(H, W, 4)[..., 3] > 0
+        assert np.array_equal(decoded, masks[r["value"]["brushlabels"][0]])  # brush: the very pixels
+
+
+def test_voc_of_instance_records_round_trips_their_boxes(tmp_path):
+    from torchvision.datasets import VOCDetection
+
+    rec, _ = _instance_record()
+    (path,) = convert([rec], "voc", tmp_path / "voc")
+    parsed = VOCDetection.parse_voc_xml(ET.parse(path).getroot())["annotation"]
+    for obj, p in zip(parsed["object"], rec["predictions"], strict=True):
+        b = obj["bndbox"]
+        back = [int(b["xmin"]) - 1, int(b["ymin"]) - 1, int(b["xmax"]), int(b["ymax"])]
+        assert obj["name"] == p["label"] and np.allclose(back, p["box"], atol=0.5 + 1e-9)
+
+
+def test_coco_results_of_a_detect_run_load_in_pycocotools(tmp_path):
+    """``-f coco`` (detect): pycocotools reads the boxes back as the records have them."""
+    from pycocotools.coco import COCO
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    sample = str(Path(__file__).resolve().parents[2] / "samples" / "scene_0.png")
+    runner = CliRunner()
+    coco_run = runner.invoke(app, ["detect", sample, "-f", "coco", "-o", str(tmp_path / "r.json")])
+    json_run = runner.invoke(app, ["detect", sample, "-f", "json"])
+    assert coco_run.exit_code == 0 and json_run.exit_code == 0, coco_run.output + json_run.output
+    (rec,) = json.loads(json_run.stdout)
+    results = json.loads((tmp_path / "r.json").read_text())
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": r["image_id"], "width": rec["width"], "height": rec["height"]} for r in results[:1]],
+        "annotations": [],
+        "categories": [{"id": r["category_id"]} for r in results],
+    }
+    gt.createIndex()
+    loaded = gt.loadRes(str(tmp_path / "r.json"))
+    got = sorted((a["score"], a["bbox"]) for a in loaded.loadAnns(loaded.getAnnIds()))
+    want = sorted(
+        (p["score"], [*p["box"][:2], p["box"][2] - p["box"][0], p["box"][3] - p["box"][1]]) for p in rec["predictions"]
+    )
+    assert len(got) == len(want) > 0
+    for (s1, b1), (s2, b2) in zip(got, want, strict=True):
+        assert s1 == pytest.approx(s2, abs=1e-4) and np.allclose(b1, b2, atol=1.0)  # within a pixel
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="--save-txt writes ultralytics' predict layout (a 6th score column), which its dataset reader refuses "
+    "('labels require 5 columns'): not a training-label hand-off yet",
+)
+def test_yolo_txt_of_a_detect_run_reads_in_ultralytics(tmp_path):
+    from typer.testing import CliRunner
+    from ultralytics.data.utils import verify_image_label
+
+    from cnnkit.cli import app
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "scene_0.png"
+    run = CliRunner().invoke(
+        app, ["detect", str(sample), "--save-dir", str(tmp_path / "run"), "--save-txt", "-f", "json"]
+    )
+    assert run.exit_code == 0, run.output
+    (rec,) = json.loads(run.stdout)
+    out = verify_image_label((str(sample), rec["label_file"], "", False, 80, 0, 0, False))
+    assert out[0] is not None, out[-1]  # ultralytics marks a file it refuses as corrupt
+    boxes = out[1]
+    assert len(boxes) == len(rec["predictions"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.report.evidence import match, pr_curves
+from cnnkit.report.evidence import box_confusion, match, pr_curves
 from cnnkit.report.html import Report, from_records_file
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -112,6 +112,54 @@ def test_match_and_pr_curves():
     assert curves["a"]["ap"] == pytest.approx((51 * 1.0 + 50 * 2 / 3) / 101, abs=1e-3)
 
 
+def test_box_confusion_counts_as_ultralytics_does():
+    """Random scenes with near and far boxes, counted by ultralytics' own ConfusionMatrix (its rows are
+    predicted classes; ours are true ones)."""
+    import torch
+    from ultralytics.utils.metrics import ConfusionMatrix
+
+    labels = ["a", "b", "c"]
+    rng = np.random.default_rng(7)
+    theirs = ConfusionMatrix(names=dict(enumerate(labels)))
+    images = []
+    for _ in range(40):
+        truth = [
+            {"label": labels[rng.integers(3)], "box": [x, y, x + rng.uniform(8, 30), y + rng.uniform(8, 30)]}
+            for x, y in rng.uniform(0, 100, (rng.integers(0, 5), 2))
+        ]
+        preds = [
+            {
+                "label": labels[rng.integers(3)],
+                "score": float(rng.uniform()),
+                "box": [c + rng.normal(0, 3) for c in t["box"]],
+            }
+            for t in truth
+            if rng.uniform() < 0.8
+        ]
+        preds += [
+            {"label": labels[rng.integers(3)], "score": float(rng.uniform()), "box": [x, y, x + 15, y + 12]}
+            for x, y in rng.uniform(0, 100, (rng.integers(0, 3), 2))
+        ]
+        images.append((preds, truth))
+        theirs.process_batch(
+            {
+                "bboxes": torch.tensor([p["box"] for p in preds], dtype=torch.float32).reshape(-1, 4),
+                "conf": torch.tensor([p["score"] for p in preds], dtype=torch.float32),
+                "cls": torch.tensor([labels.index(p["label"]) for p in preds], dtype=torch.float32),
+            },
+            {
+                "bboxes": torch.tensor([t["box"] for t in truth], dtype=torch.float32).reshape(-1, 4),
+                "cls": torch.tensor([labels.index(t["label"]) for t in truth], dtype=torch.float32),
+            },
+            conf=0.25,
+            iou_thres=0.5,
+        )
+    ours = box_confusion(images, labels)
+    assert ours["labels"] == ours["columns"] == [*labels, "background"]
+    assert np.array_equal(np.array(ours["matrix"]), theirs.matrix.T)
+    assert sum(map(sum, ours["matrix"])) > 60  # the scenes were not empty
+
+
 def test_val_report_of_a_detector_shows_metrics_curves_and_mistakes(tmp_path):
     from cnnkit.data.export import export_shapes
     from cnnkit.tasks.detect.val import validate
@@ -133,6 +181,11 @@ def test_val_report_of_a_detector_shows_metrics_curves_and_mistakes(tmp_path):
     assert all("v" in e and e["v"]["truth"] for e in entries)
     assert "Precision–recall" in html and "<polyline" in html and "mAP50" in html and "Worst images" in html
     assert sum(len(e["v"]["truth"]) for e in entries) == metrics["instances"]
+    confusion = metrics["confusion"]
+    assert confusion["labels"][-1] == "background" and 'class="confusion"' in html and "background row" in html
+    true_per_class = np.array(confusion["matrix"])[:-1].sum(1)  # every labelled box is in its class's row once
+    assert true_per_class.tolist() == [d["instances"] for d in metrics["per_class"].values()]
+    assert metrics["backend"] and metrics["device"] == "cpu"
 
 
 def test_val_report_of_a_classifier_has_its_confusion_matrix(tmp_path, shapes_images):
@@ -156,6 +209,11 @@ def test_val_report_of_a_classifier_has_its_confusion_matrix(tmp_path, shapes_im
     entries = _script(html, "entries")
     wrong = [e for e in entries if e["v"]["bad"]]
     assert len(wrong) == metrics["images"] - round(metrics["top1"] * metrics["images"])
+    curves = {c["label"]: c for c in report.curves}  # one class against the rest, over the top-5 scores
+    assert set(curves) == {
+        label for label, row in zip(metrics["confusion"]["labels"], metrics["confusion"]["matrix"]) if sum(row)
+    }
+    assert "Precision–recall (one class against the rest" in html and "<polyline" in html
 
 
 def test_explanations_look_at_the_object_and_reach_the_report(tmp_path):

@@ -115,6 +115,17 @@ def test_classify_val_report_has_the_confusion_matrix(tmp_path, shapes_images):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "val.html").read_text()
     assert 'class="confusion"' in html and "top1" in html and len(_entries(html)) == 6
+    _names_its_runtime(json.loads(result.stdout), html)
+
+
+def _names_its_runtime(metrics: dict, html: str) -> None:
+    """A val's metrics and its report's run facts say which backend and device produced the scores."""
+    assert metrics["backend"] and metrics["device"] and metrics["precision"] in ("fp32", "fp16")
+    run = html[html.index('<section id="run">') :]
+    assert (
+        f"<th>backend</th><td>{metrics['backend']}</td>" in run
+        and f"<th>device</th><td>{metrics['device']}</td>" in run
+    )
 
 
 def _thumbs(html: str) -> list[str]:
@@ -156,6 +167,20 @@ def test_segment_predict_and_val_reports(tmp_path, masks_data, tiny_checkpoint):
     assert res.exit_code == 0, res.output
     html = (tmp_path / "val.html").read_text()
     assert "miou" in html and "Per class" in html and len(_entries(html)) == len(images)
+    metrics = json.loads(res.stdout)
+    _names_its_runtime(metrics, html)
+    matrix = metrics["confusion"]["matrix"]  # pixels: every pixel of the split once
+    assert sum(map(sum, matrix)) == metrics["pixels"] and "Counts are pixels" in html
+    entries = _entries(html)
+    assert all("v" in e for e in entries)
+    poor = [e for e in entries if e["v"]["bad"]]
+    assert all("IoU" in e["v"]["why"] for e in poor)
+    table = runner.invoke(
+        app, ["segment", "val", str(masks_data / "val"), "--weights", str(tiny_checkpoint), "-f", "table"]
+    )
+    assert (
+        table.exit_code == 0 and "pixel confusion" in table.stdout and f"backend {metrics['backend']}" in table.stdout
+    )
 
 
 def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):
@@ -181,3 +206,22 @@ def test_instance_val_report_draws_mistakes(tmp_path, coco_data, tiny_ckpt):
     assert len(entries) == json.loads(res.stdout)["images"]
     assert all(e["v"]["truth"] for e in entries)  # every val image has labelled objects
     assert "bbox AP" in html and "Worst images" in html
+    metrics = json.loads(res.stdout)
+    _names_its_runtime(metrics, html)
+    assert metrics["confusion"]["labels"][-1] == "background" and 'class="confusion"' in html
+
+
+def test_a_resumed_run_reports_all_its_records(tmp_path):
+    """--skip-existing with --report: the inputs done before are read back from the output, not lost."""
+    out = tmp_path / "out.jsonl"
+    first = ["classify", str(SAMPLES / "shape_0_triangle.png"), "-o", str(out)]
+    assert runner.invoke(app, first).exit_code == 0
+    names = ["shape_0_triangle.png", "shape_1_circle.png", "shape_2_square.png"]
+    args = ["classify", *(str(SAMPLES / n) for n in names), "-o", str(out), "--skip-existing"]
+    result = runner.invoke(app, [*args, "--report", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    entries = _entries((tmp_path / "r.html").read_text())
+    assert [e["n"] for e in entries] == names and [e["i"] for e in entries] == [0, 1, 2]
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["l"] for e in entries] == [[p["label"] for p in r["predictions"]] for r in written]
+    assert all(t.startswith("data:image/webp") for t in _thumbs((tmp_path / "r.html").read_text()))

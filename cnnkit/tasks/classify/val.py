@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.eval.report import ReportTable, table
+from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.io.files import atomic_path
 
 
@@ -152,7 +152,13 @@ def evaluate_folder(
         top5 += classes[true] in labels[:5]
     columns = classes + (["(other)"] if cm[:, other].any() else [])
     matrix = cm[:, : len(columns)]
-    result = {"model": predictor.name, "data": str(folder), **summary(matrix, classes), "failed": failed}
+    result = {
+        "model": predictor.name,
+        **runtime_facts(predictor),
+        "data": str(folder),
+        **summary(matrix, classes),
+        "failed": failed,
+    }
     result["top5"] = round(top5 / result["images"], 4) if result["images"] else 0.0
     result["confusion"] = {"labels": classes, "columns": columns, "matrix": matrix.tolist()}
     if plot is not None:
@@ -221,15 +227,11 @@ def report_tables(result: dict[str, Any]) -> list[ReportTable]:
         f"{result['model']} on {result['data']}",
         ("images", "top-1", "top-5", "macro precision", "macro recall", "macro F1"),
         [(result["images"], result["top1"], result["top5"], m["precision"], m["recall"], m["f1"])],
+        [runtime_note(result)],
     )
     per = table(
         "per class",
         ("class", "precision", "recall", "F1", "support"),
         [(r["label"], r["precision"], r["recall"], r["f1"], r["support"]) for r in result["per_class"]],
     )
-    conf = table(
-        "confusion matrix (rows true, columns predicted)",
-        ("true \\ pred", *result["confusion"]["columns"]),
-        [(label, *row) for label, row in zip(result["confusion"]["labels"], result["confusion"]["matrix"])],
-    )
-    return [head, per, conf]
+    return [head, per, confusion_table(result["confusion"])]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
-from cnnkit.eval.report import ReportTable, figure
+from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note
 from cnnkit.records import Record
 
 log = logging.getLogger("cnnkit")
@@ -96,6 +96,7 @@ def validate(
     dataset names, the record's pixels), as a report needs them.
     """
     from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.report.evidence import box_confusion
     from cnnkit.tasks.detect.predict import Detector
 
     ds = yolo_yaml.read(data, require=(split,))
@@ -118,21 +119,24 @@ def validate(
         if not r.ok:
             log.warning("failed %s: %s", r.path, r.error)
     gt = ground_truth(good, ds.names)
+    truth: dict[int, list[dict[str, Any]]] = {}
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        truth.setdefault(a["image_id"], []).append(
+            {"label": ds.names[a["category_id"] - 1], "box": [x, y, x + w, y + h]}
+        )
+    index = {r.path: i for i, r in enumerate(good, start=1)}
     if on_record is not None:
-        truth: dict[int, list[dict[str, Any]]] = {}
-        for a in gt["annotations"]:
-            x, y, w, h = a["bbox"]
-            truth.setdefault(a["image_id"], []).append(
-                {"label": ds.names[a["category_id"] - 1], "box": [x, y, x + w, y + h]}
-            )
-        index = {r.path: i for i, r in enumerate(good, start=1)}
         for r in records:
             on_record(r, truth.get(index[r.path], []) if r.ok else [])
     cats = category_map(detector.labels, ds.names)
-    coco = CocoResults({r.path: i for i, r in enumerate(good, start=1)}, cats)
+    coco = CocoResults(index, cats)
+    pairs = []
     for r in good:
         r.predictions = [p for p in r.predictions if p["class_id"] in cats]
         coco.add(r)
+        named = [{**p, "label": ds.names[cats[p["class_id"]] - 1]} for p in r.predictions]  # dataset names
+        pairs.append((named, truth.get(index[r.path], [])))
     scores = evaluate(gt, coco.results(), "bbox")
     counts = {c["id"]: 0 for c in gt["categories"]}
     for a in gt["annotations"]:
@@ -151,6 +155,7 @@ def validate(
         "data": str(data),
         "split": split,
         "model": detector.name,
+        **runtime_facts(detector),
         "images": len(good),
         "failed": len(records) - len(good),
         "instances": len(gt["annotations"]),
@@ -162,6 +167,7 @@ def validate(
         "conf": conf,
         "iou": iou,
         "imgsz": detector.backend.imgsz,
+        "confusion": box_confusion(pairs, ds.names),
     }
     checkpoint = getattr(detector.backend, "checkpoint", None)
     if compare and checkpoint:
@@ -243,7 +249,7 @@ def report_tables(m: dict[str, Any]) -> list[ReportTable]:
 
     rows = [row("all", m, ul["mAP50"] if ul else None)]
     rows += [row(name, d, (ul or {}).get("per_class_mAP50", {}).get(name)) for name, d in m["per_class"].items()]
-    notes = []
+    notes = [runtime_note(m)]
     if ul:
         notes.append(
             f"ultralytics val (same weights, data): mAP50 {ul['mAP50']:.3f}  mAP50-95 {ul['mAP50-95']:.3f}  "
@@ -252,4 +258,7 @@ def report_tables(m: dict[str, Any]) -> list[ReportTable]:
     if m["failed"]:
         notes.append(f"{m['failed']} image(s) could not be read")
     title = f"{m['model']} on {m['data']} ({m['split']}, {m['images']} images, imgsz {m['imgsz']})"
-    return [ReportTable(title, columns, rows, tuple(notes))]
+    return [
+        ReportTable(title, columns, rows, tuple(notes)),
+        *([confusion_table(m["confusion"])] if "confusion" in m else []),
+    ]

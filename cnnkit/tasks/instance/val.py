@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.eval.report import ReportTable, table
+from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.tasks.instance.predict import InstanceSegmenter
 
 
@@ -33,6 +33,7 @@ def validate(
     """
     from cnnkit.data.coco import read_coco
     from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.report.evidence import box_confusion
 
     ds = read_coco(data, split)
     predictor = InstanceSegmenter.load(
@@ -48,25 +49,30 @@ def validate(
     paths = {str(ds.image_path(im)): im["id"] for im in ds.gt["images"]}
     names = {c["id"]: c["name"] for c in ds.gt.get("categories", [])}
     truth: dict[Any, list[dict[str, Any]]] = {}
-    for a in ds.gt.get("annotations", []) if on_record is not None else []:
+    for a in ds.gt.get("annotations", []):
         x, y, w, h = a["bbox"]
         truth.setdefault(a["image_id"], []).append(
             {"label": names.get(a["category_id"], str(a["category_id"])), "box": [x, y, x + w, y + h]}
         )
     coco = CocoResults(image_ids=paths, category_ids=category_ids)
     failed = []
+    pairs = []
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
         if record.error is not None:
             failed.append(f"{record.path}: {record.error}")
         record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
         coco.add(record)
+        if record.error is None:
+            pairs.append((record.predictions, truth.get(paths[record.path], [])))
         if on_record is not None:
             on_record(record, truth.get(paths[record.path], []) if record.error is None else [])
     summary: dict[str, Any] = {
         "data": str(ds.annotations),
         "model": predictor.name,
+        **runtime_facts(predictor),
         "images": len(paths),
         "failed": failed,
+        "confusion": box_confusion(pairs, ds.labels),
     }
     for iou_type in ("bbox", "segm"):
         res = evaluate(ds.gt, coco.results(), iou_type)
@@ -77,12 +83,13 @@ def validate(
 def report_tables(summary: dict[str, Any]) -> list[ReportTable]:
     """bbox and segm AP, AP50 and AP75 of :func:`validate`'s metrics, one row each."""
     rows = [(kind, *(summary[kind][k] for k in ("AP", "AP50", "AP75"))) for kind in ("bbox", "segm")]
-    notes = [f"{len(summary['failed'])} image(s) failed"] if summary["failed"] else []
+    notes = [runtime_note(summary)] + ([f"{len(summary['failed'])} image(s) failed"] if summary["failed"] else [])
     return [
         table(
             f"{summary['model']} on {summary['data']} ({summary['images']} images)",
             ("", "AP", "AP50", "AP75"),
             rows,
             notes,
-        )
+        ),
+        *([confusion_table(summary["confusion"])] if "confusion" in summary else []),
     ]

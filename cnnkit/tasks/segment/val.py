@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.eval.report import ReportTable, figure, table
+from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note, table
 
 
 def class_map(scores: Any, dim: int = 0) -> Any:
@@ -65,7 +65,8 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """Run ``predictor`` (a :class:`~cnnkit.tasks.segment.predict.Segmenter`) over image/mask pairs.
 
-    ``on_record(record, truth)`` sees each record with the classes of its true mask (``[{"label": …}]``).
+    ``on_record(record, truth)`` sees each record with every class of its true or predicted mask, that
+    class's IoU in this image and its true pixels (``[{"label", "iou", "pixels"}]``): a report's worst images.
     """
     from cnnkit.data.masks import find_pairs, read_mask
     from cnnkit.errors import CnnkitError
@@ -81,9 +82,26 @@ def evaluate_folder(
             raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
         cm.update(pred, target)
         if on_record is not None:
-            present = np.unique(target)
-            on_record(record, [{"label": predictor.labels[int(i)]} for i in present if 0 <= i < len(predictor.labels)])
-    return {"model": predictor.name, "data": str(data), "images": len(pairs), **cm.scores(predictor.labels)}
+            one = ConfusionMatrix(cm.num_classes)
+            one.update(pred, target)
+            ious = one.scores(predictor.labels)["per_class_iou"]
+            true_pixels = one.counts.sum(1)
+            on_record(
+                record,
+                [
+                    {"label": name, "iou": v, "pixels": int(n)}
+                    for (name, v), n in zip(ious.items(), true_pixels, strict=True)
+                    if v is not None
+                ],
+            )
+    return {
+        "model": predictor.name,
+        **runtime_facts(predictor),
+        "data": str(data),
+        "images": len(pairs),
+        **cm.scores(predictor.labels),
+        "confusion": {"labels": list(predictor.labels), "matrix": cm.counts.tolist(), "unit": "pixels"},
+    }
 
 
 def validate(
@@ -113,6 +131,7 @@ def report_tables(scores: dict[str, Any]) -> list[ReportTable]:
             f"{scores['model']} on {scores['data']} ({scores['images']} images)",
             ("class", "IoU"),
             [(name, figure(iou)) for name, iou in scores["per_class_iou"].items()],
-            [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}"],
-        )
+            [f"mIoU {scores['miou']:.4f}   pixel accuracy {scores['pixel_accuracy']:.4f}", runtime_note(scores)],
+        ),
+        *([confusion_table(scores["confusion"], "pixel confusion")] if "confusion" in scores else []),
     ]

@@ -136,21 +136,24 @@ def val(
 ) -> None:
     """IDF1, MOTA, identity switches, false positives and misses per video (motmetrics), and line counts against
     the true crossings."""
-    from cnnkit.tasks.track.val import render_metrics, validate
+    from cnnkit.cli.report import run_val
 
-    fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     extra = {"count_line": count_line} if count_line else {}
-    metrics = validate(
+    run_val(
+        ctx,
+        "track",
         data,
-        min_visibility=min_visibility,
-        batch_size=c.setting(ctx, "batch_size"),
-        workers=c.setting(ctx, "workers"),
-        **{k: shared[k] for k in _LOAD},
-        tracker=tracker,
-        conf=shared["conf"],
-        iou=iou,
-        imgsz=imgsz,
-        max_det=shared["max_det"],
-        **extra,
+        dict(
+            min_visibility=min_visibility,
+            batch_size=c.setting(ctx, "batch_size"),
+            workers=c.setting(ctx, "workers"),
+            **{k: shared[k] for k in _LOAD},
+            tracker=tracker,
+            conf=shared["conf"],
+            iou=iou,
+            imgsz=imgsz,
+            max_det=shared["max_det"],
+            **extra,
+        ),
+        shared,
     )
-    c.emit_report(render_metrics(metrics, fmt), shared["output"], shared["exist_ok"])

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import UsageError
 from cnnkit.eval.mot import MotRow, read_mot, score
+from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note, table
 from cnnkit.io.video import VIDEO_EXTENSIONS
 
 
@@ -45,14 +47,36 @@ def rows_of(records: list[Any]) -> list[MotRow]:
     return out
 
 
+def frame_truth(
+    rows: Sequence[MotRow], labels: Sequence[str], min_visibility: float
+) -> dict[int, list[dict[str, Any]]]:
+    """Ground-truth boxes per frame (from 0, as records count) for a report: ``[{"label", "box"}]``, MOT's
+    1-based class ids read as the model's labels; boxes less visible than ``min_visibility`` left out."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.visibility < min_visibility:
+            continue
+        x, y, w, h = r.box
+        label = labels[r.class_id - 1] if 1 <= r.class_id <= len(labels) else "object"
+        out.setdefault(r.frame - 1, []).append({"label": label, "box": [x, y, x + w, y + h]})
+    return out
+
+
 def validate(
-    data: str | Path, *, min_visibility: float | None = None, batch_size: int = 8, workers: int = 2, **load_options: Any
+    data: str | Path,
+    *,
+    min_visibility: float | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    on_record: Callable[[Any, list[dict[str, Any]]], None] | None = None,
+    **load_options: Any,
 ) -> dict[str, Any]:
     """Track every sequence of ``data`` and score it: ``{"sequences": {name: metrics}, "overall": metrics,
     "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool, "frames", "seconds", "fps"}``.
 
     ``load_options`` go to :meth:`Tracker.load` (``model``, ``tracker``, ``conf`` …); the count line is
-    the one ``summary.json`` names, unless ``count_line`` is given.
+    the one ``summary.json`` names, unless ``count_line`` is given. ``on_record(record, truth)`` sees each
+    frame's record with its visible ground-truth boxes (:func:`frame_truth`), as a report needs them.
     """
     from cnnkit.tasks.track.predict import Tracker
 
@@ -70,7 +94,12 @@ def validate(
     for name, video, gt in sequences(root):
         records = list(tracker.stream(str(video), batch_size=batch_size, workers=workers))
         frames += len(records)
-        scored[name] = (read_mot(gt), rows_of(records))
+        truth = read_mot(gt)
+        scored[name] = (truth, rows_of(records))
+        if on_record is not None:
+            by_frame = frame_truth(truth, tracker.labels, min_visibility)
+            for r in records:
+                on_record(r, by_frame.get(r.frame, []) if r.ok and r.frame is not None else [])
         last = next((r.extra.get("counts") for r in reversed(records) if r.ok), None)
         if name in true_counts or last is not None:
             counts[name] = {"true": true_counts.get(name), "tracked": last}
@@ -82,6 +111,7 @@ def validate(
         "data": str(root),
         "tracker": tracker.tracker_name,
         "model": tracker.name,
+        **runtime_facts(tracker),
         "min_visibility": min_visibility,
         "sequences": metrics,
         "overall": overall,
@@ -93,21 +123,30 @@ def validate(
     }
 
 
-def render_metrics(metrics: dict[str, Any], fmt: str) -> str:
-    """The report as JSON, or a table of IDF1, MOTA, switches and counts per sequence."""
-    if fmt == "json":
-        return json.dumps(metrics, indent=2) + "\n"
-    lines = [f"{'sequence':<16} {'IDF1':>6} {'MOTA':>6} {'IDsw':>5} {'FP':>5} {'FN':>5}  counts (true → tracked)"]
-    rows = {**metrics["sequences"], "overall": metrics["overall"]}
-    for name, m in rows.items():
+def report_tables(metrics: dict[str, Any]) -> list[ReportTable]:
+    """IDF1, MOTA, identity switches, false positives, misses and line counts per sequence and overall."""
+    rows = []
+    for name, m in {**metrics["sequences"], "overall": metrics["overall"]}.items():
         c = metrics["counts"].get(name)
-        shown = f"{c['true']} → {c['tracked']}" if c else ""
-        lines.append(
-            f"{name:<16} {m['idf1']:>6.3f} {m['mota']:>6.3f} {m['num_switches']:>5} "
-            f"{m['num_false_positives']:>5} {m['num_misses']:>5}  {shown}"
+        rows.append(
+            (
+                name,
+                figure(m["idf1"], 3),
+                figure(m["mota"], 3),
+                m["num_switches"],
+                m["num_false_positives"],
+                m["num_misses"],
+                f"{c['true']} → {c['tracked']}" if c else "",
+            )
         )
-    lines.append(
-        f"{metrics['tracker']} on {metrics['model']}: {metrics['frames']} frames in {metrics['seconds']} s; "
-        f"counts exact: {metrics['counts_exact']}"
-    )
-    return "\n".join(lines) + "\n"
+    return [
+        table(
+            f"{metrics['tracker']} on {metrics['model']} ({metrics['data']})",
+            ("sequence", "IDF1", "MOTA", "IDsw", "FP", "FN", "counts (true → tracked)"),
+            rows,
+            [
+                f"{metrics['frames']} frames in {metrics['seconds']} s; counts exact: {metrics['counts_exact']}",
+                runtime_note(metrics),
+            ],
+        )
+    ]

@@ -134,3 +134,25 @@ def test_mot_format_is_for_one_video_of_track(videos: Path) -> None:
 def test_a_bad_count_line_names_the_flag(videos: Path) -> None:
     result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-line", "1,2,3"])
     assert result.exit_code == 2 and "--count-line" in result.output
+
+
+def test_track_val_reports_through_the_shared_val_path(tmp_path: Path) -> None:
+    """`track val` renders the task's report_tables like every val, names its backend and writes --report."""
+    import re
+
+    data = tmp_path / "one"
+    write_sequences(data, 1, seed=5, frames=12)
+    page = tmp_path / "val.html"
+    args = ["track", "val", str(data), "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "-f", "json", "--report", str(page)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["frames"] == 12 and metrics["backend"] and metrics["device"] == "cpu"
+    entries = json.loads(re.search(r'id="entries">(.*?)</script>', page.read_text(), re.S).group(1))
+    truth = read_mot(data / "shapes-000" / "gt" / "gt.txt")
+    assert len(entries) == 12 and sum(len(e["v"]["truth"]) for e in entries) == sum(
+        r.visibility >= metrics["min_visibility"] for r in truth
+    )
+    table = CliRunner().invoke(app, [*args, "-f", "table"])
+    assert table.exit_code == 0, table.output
+    assert "IDF1" in table.stdout and "shapes-000" in table.stdout and f"backend {metrics['backend']}" in table.stdout
