@@ -92,3 +92,20 @@ def test_cli_parts_and_usage_errors(ray_cluster, s3_images, tmp_path):
     assert rows == sorted((comparable(r) for r in read_records(tmp_path / "local.parquet")), key=lambda r: r["path"])
     stray = runner.invoke(app, [*base, "--actors", "2"])
     assert stray.exit_code == 2 and "--actors: only with --engine ray" in stray.output
+
+
+@pytest.mark.parametrize("entry", ["predict_items", "write_parts"])
+def test_both_entries_check_options_before_a_cluster(entry, tmp_path):
+    """Records and part files start the same checked job: bad scale options or a wrong task fail before Ray
+    starts (no cluster fixture here: a started one would make the check pointless)."""
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import OptionError
+    from cnnkit.io.sources import Item
+
+    fn = getattr(on_ray, entry)
+    args = [[Item(str(tmp_path / "a.png"))], "classify"] + ([tmp_path / "parts"] if entry == "write_parts" else [])
+    with pytest.raises(OptionError, match="at least one actor"):
+        list(fn(*args, actors=0))
+    with pytest.raises(OptionError, match="expected one of"):
+        list(fn(args[0], "nope", *args[2:]))
+    assert not (tmp_path / "parts").exists()
