@@ -127,21 +127,52 @@ class Predictor(ABC):
         max_frames: int | None = None,
     ) -> Iterator[Record]:
         """Records for ``sources`` (paths, folders, globs, ``-``, PIL/ndarray/tensor, videos, stream URLs),
-        one by one: one per image, one per frame read from a video (``vid_stride``, ``start``/``end`` in
-        seconds, ``max_frames`` choose which)."""
-        video = VideoOptions(vid_stride, start, end, max_frames)
-        yield from stream(
-            self,
-            sources,
-            batch_size=batch_size,
-            workers=workers,
-            recursive=recursive,
-            shard_spec=shard_spec,
+        one by one, in input order: one per image, one per frame read from a video (``vid_stride``,
+        ``start``/``end`` in seconds, ``max_frames`` choose which). Hooks run and outputs are saved here.
+
+        Videos become frames lazily (:func:`~cnnkit.io.video.expand_videos`); with a save folder each
+        video's annotated frames go into one mp4 instead of a picture per frame.
+        """
+        if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
+            sources = [sources]
+        items = shard(expand_sources(sources, recursive=recursive), shard_spec)
+        if skip:
+            items = [it for it in items if it.path not in skip]
+        saver = PictureSaver(Path(save_dir), suffix=self.picture_suffix, inputs=items) if save_dir else None
+        state = StreamState(
+            batch_size=max(1, batch_size),
+            workers=max(1, workers),
             max_pixels=max_pixels,
-            save_dir=save_dir,
-            skip=skip,
-            video=video,
+            saver=saver,
+            pictures=saver is not None and self.saves_pictures,
+            items=items,
+            video=VideoOptions(vid_stride, start, end, max_frames),
         )
+        frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
+        movies = VideoSaver(saver, state.video, state.videos) if saver is not None and self.saves_pictures else None
+        self.on_stream_start(state)
+        finished = False
+        try:
+            for batch in batches(self, frames, state):
+                records = [record for record, _ in batch]
+                self.on_batch_end(state, records)
+                state.batches += 1
+                for record, decoded in batch:
+                    if saver is not None and decoded is not None and record.ok:
+                        if record.frame is None:
+                            self.save_outputs(saver, decoded, record)
+                        elif movies is not None:  # a video's frames: one annotated mp4 per video
+                            record.extra["saved"] = movies.write(
+                                record.path, np.asarray(self.annotate(decoded, record))
+                            )
+                    yield record
+            finished = True
+        finally:
+            try:
+                if movies is not None:
+                    movies.finish() if finished else movies.abort()
+            finally:
+                self.on_stream_end(state)
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
@@ -163,66 +194,6 @@ def resolve_classes(classes: Sequence[int | str] | None, labels: Sequence[str]) 
             shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
             raise OptionError("classes", f"not a class of this model ({shown})", text)
     return sorted(set(ids))
-
-
-def stream(
-    predictor: Predictor,
-    sources: Sequence[Any] | Item | str,
-    *,
-    batch_size: int = 8,
-    workers: int = 2,
-    recursive: bool = False,
-    shard_spec: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    save_dir: str | os.PathLike | None = None,
-    skip: set[str] | None = None,
-    video: VideoOptions | None = None,
-) -> Iterator[Record]:
-    """Drive ``predictor`` over ``sources``: hooks, batches, saved outputs; records in input order.
-
-    Videos become frames here, lazily (:func:`~cnnkit.io.video.expand_videos`); with a save folder
-    each video's annotated frames go into one mp4 instead of a picture per frame.
-    """
-    if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
-        sources = [sources]
-    items = shard(expand_sources(sources, recursive=recursive), shard_spec)
-    if skip:
-        items = [it for it in items if it.path not in skip]
-    saver = PictureSaver(Path(save_dir), suffix=predictor.picture_suffix, inputs=items) if save_dir else None
-    state = StreamState(
-        batch_size=max(1, batch_size),
-        workers=max(1, workers),
-        max_pixels=max_pixels,
-        saver=saver,
-        pictures=saver is not None and predictor.saves_pictures,
-        items=items,
-        video=video or VideoOptions(),
-    )
-    frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
-    movies = VideoSaver(saver, state.video, state.videos) if saver is not None and predictor.saves_pictures else None
-    predictor.on_stream_start(state)
-    finished = False
-    try:
-        for batch in batches(predictor, frames, state):
-            records = [record for record, _ in batch]
-            predictor.on_batch_end(state, records)
-            state.batches += 1
-            for record, decoded in batch:
-                if saver is not None and decoded is not None and record.ok:
-                    if record.frame is None:
-                        predictor.save_outputs(saver, decoded, record)
-                    elif movies is not None:  # a video's frames: one annotated mp4 per video
-                        record.extra["saved"] = movies.write(
-                            record.path, np.asarray(predictor.annotate(decoded, record))
-                        )
-                yield record
-        finished = True
-    finally:
-        try:
-            if movies is not None:
-                movies.finish() if finished else movies.abort()
-        finally:
-            predictor.on_stream_end(state)
 
 
 def run(

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from cnnkit.errors import CnnkitError, OptionError
@@ -134,10 +135,22 @@ class Predict:
         return out
 
 
-def _dataset(
+def _check(actors: int, gpus_per_actor: float, cpus_per_actor: float, batch_size: int) -> None:
+    """Bad scale options fail before a cluster starts or an input is listed."""
+    if actors < 1:
+        raise OptionError("actors", "need at least one actor", actors)
+    if gpus_per_actor < 0:
+        raise OptionError("gpus_per_actor", "cannot be negative", gpus_per_actor)
+    if cpus_per_actor <= 0:
+        raise OptionError("cpus_per_actor", "must be more than 0", cpus_per_actor)
+    if batch_size < 1:
+        raise OptionError("batch_size", "must be at least 1", batch_size)
+
+
+def _pipeline(
     items: Sequence[Any],
-    *,
     task: str,
+    address: str | None,
     load_options: dict[str, Any],
     actors: int,
     gpus_per_actor: float,
@@ -145,9 +158,18 @@ def _dataset(
     batch_size: int,
     workers: int,
     max_pixels: int,
-) -> Any:
-    """The pipeline: paths → actor pool running :class:`Predict` (records in input order)."""
-    ray = _ray()
+) -> Any | None:
+    """The checked job: paths → actor pool running :class:`Predict` (records in input order), on the cluster
+    at ``address``; ``None`` when there is nothing to do. Both the driver's records and the workers' part
+    files start here."""
+    from cnnkit.tasks import TASKS
+
+    if task not in TASKS:
+        raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
+    _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
+    if not items:
+        return None
+    ray = init(address)
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()  # the driver's context: a job of one's own keeps these settings too
@@ -185,15 +207,15 @@ def _dataset(
     )
 
 
-def _check(actors: int, gpus_per_actor: float, cpus_per_actor: float, batch_size: int) -> None:
-    if actors < 1:
-        raise OptionError("actors", "need at least one actor", actors)
-    if gpus_per_actor < 0:
-        raise OptionError("gpus_per_actor", "cannot be negative", gpus_per_actor)
-    if cpus_per_actor <= 0:
-        raise OptionError("cpus_per_actor", "must be more than 0", cpus_per_actor)
-    if batch_size < 1:
-        raise OptionError("batch_size", "must be at least 1", batch_size)
+@contextmanager
+def _job_failure() -> Iterator[None]:
+    """A failed Ray job as one line, not Ray's traceback (a cnnkit error from inside stays itself)."""
+    try:
+        yield
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})") from exc
 
 
 def predict(
@@ -268,33 +290,15 @@ def predict_items(
     **load_options: Any,
 ) -> Iterator[Record]:
     """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order."""
-    from cnnkit.tasks import TASKS
-
-    if task not in TASKS:
-        raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
-    _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
-    if not items:
-        return
-    init(address)
-    ds = _dataset(
-        items,
-        task=task,
-        load_options=load_options,
-        actors=actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=max_pixels,
+    ds = _pipeline(
+        items, task, address, load_options, actors, gpus_per_actor, cpus_per_actor, batch_size, workers, max_pixels
     )
-    try:
+    if ds is None:
+        return
+    with _job_failure():
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for text in batch["record"]:
                 yield record_from_json(str(text))
-    except Exception as exc:
-        if isinstance(exc, CnnkitError):
-            raise
-        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})") from exc
 
 
 def write_parts(
@@ -317,27 +321,19 @@ def write_parts(
 
     from cnnkit.io.parquet import schema, to_row
 
-    if not items:
-        return []
-    init(address)
-    ds = _dataset(
-        items,
-        task=task,
-        load_options=load_options,
-        actors=actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=max_pixels,
+    ds = _pipeline(
+        items, task, address, load_options, actors, gpus_per_actor, cpus_per_actor, batch_size, workers, max_pixels
     )
+    if ds is None:
+        return []
 
     def typed(batch: dict[str, Any]) -> Any:
         import pyarrow as pa
 
         return pa.Table.from_pylist([to_row(json.loads(str(t))) for t in batch["record"]], schema=schema())
 
-    ds.map_batches(typed, batch_format="numpy", batch_size=None).write_parquet(os.fspath(folder))
+    with _job_failure():
+        ds.map_batches(typed, batch_format="numpy", batch_size=None).write_parquet(os.fspath(folder))
     table = pq.read_table(os.fspath(folder), columns=["path", "error"])
     return [
         (p, e)

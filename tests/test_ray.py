@@ -128,3 +128,20 @@ def test_a_killed_actor_is_restarted_and_the_run_completes(ray_cluster, tmp_path
     assert records == local
     restarted = [a for a in list_actors(address=cluster, detail=True) if a.actor_id == killed[0]]
     assert restarted and (restarted[0].num_restarts or 0) >= 1, restarted
+
+
+@pytest.mark.parametrize("entry", ["predict_items", "write_parts"])
+def test_both_entries_check_options_before_a_cluster(entry, tmp_path):
+    """Records and part files start the same checked job: bad scale options or a wrong task fail before Ray
+    starts (no cluster fixture here: a started one would make the check pointless)."""
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import OptionError
+    from cnnkit.io.sources import Item
+
+    fn = getattr(on_ray, entry)
+    args = [[Item(str(tmp_path / "a.png"))], "classify"] + ([tmp_path / "parts"] if entry == "write_parts" else [])
+    with pytest.raises(OptionError, match="at least one actor"):
+        list(fn(*args, actors=0))
+    with pytest.raises(OptionError, match="expected one of"):
+        list(fn(args[0], "nope", *args[2:]))
+    assert not (tmp_path / "parts").exists()

@@ -199,6 +199,28 @@ def test_classify_records_match_torch(cache, backend):
 
 
 @needs_runtime
+def test_classify_imgsz_compiles_once_at_that_size(cache, monkeypatch, tmp_path):
+    """``imgsz`` reaches the preprocessing before the compile: one file, traced at 96 px and keyed so, runs
+    the model (no torch reload); an exported file traced at one size refuses another."""
+    import cnnkit
+
+    built = []
+    real_build = rt.build
+    monkeypatch.setattr(rt, "build", lambda *a, **k: built.append(a[-1]) or real_build(*a, **k))
+    predictor = cnnkit.load("classify", model="shapes-cnn", imgsz=96, threads=1)
+    assert predictor.loaded.runtime in AVAILABLE and predictor.pre.crop == 96
+    assert built == [96]
+    [entry] = entries(cache)
+    assert entry["key"]["size"] == "fixed:96"
+    want = cnnkit.load("classify", model="shapes-cnn", imgsz=96, backend="torch", threads=1)(SAMPLES)
+    got = predictor(SAMPLES)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose([p["score"] for p in g.predictions], [p["score"] for p in w.predictions], atol=1e-4)
+    with pytest.raises(OptionError, match="exported for 96x96 inputs; export it again"):
+        resolve("classify", weights=str(next(cache.glob("*/model.onnx"))), imgsz=64)
+
+
+@needs_runtime
 def test_segment_masks_match_torch_at_several_sizes(cache, tiny_checkpoint, tmp_path):
     from PIL import Image
 

@@ -100,22 +100,8 @@ def render(rows: list[dict], fmt: str, columns: tuple[str, ...]) -> str:
     from cnnkit.cli.tables import Column, cell
     from cnnkit.cli.tables import render as table
 
-    shown = (
-        "model",
-        "backend",
-        "runtime",
-        "cache",
-        "load_s",
-        "e2e_ips",
-        "forward_ips",
-        "decode_ms",
-        "model_ms",
-        "p50_ms",
-        "p95_ms",
-        "peak_mb",
-        "metric",
-        "value",
-    )
+    shown = [c for c in columns if c not in ("task", "imgsz", "batch_size", "threads")]  # one run's settings
+    shown.insert(shown.index("runtime") + 1, shown.pop(shown.index("cache")))  # beside the runtime it is about
     cols = [
         Column(k, k, right=k not in ("model", "backend", "runtime", "cache", "metric"), keep=k in ("model", "backend"))
         for k in shown

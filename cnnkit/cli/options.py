@@ -124,6 +124,12 @@ Conf = Annotated[
         "--conf", min=0.0, max=1.0, rich_help_panel=PANEL_MODEL, help="Minimum score of a kept box or instance."
     ),
 ]
+Iou = Annotated[
+    float,
+    typer.Option(
+        "--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=PANEL_MODEL
+    ),
+]
 MaxDet = Annotated[
     int,
     typer.Option(

@@ -15,14 +15,14 @@ module; returning ``None`` hands the request back to the generic rules below.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.models import hub
 from cnnkit.models.checkpoint import load_state_dict, read_meta
-from cnnkit.models.preprocess import Preprocess
+from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
 
 # what a file is, by suffix: the only place suffixes are read
@@ -229,8 +229,9 @@ def resolve(
     ``backend``: ``None`` gives the PyTorch module (what training, export and summary need) or an
     exported file's own runtime; ``auto`` (what predictors use) compiles the model for a faster CPU
     runtime where one takes it (:mod:`cnnkit.runtimes`), on ``device`` (``None``: the auto device)
-    at ``imgsz`` (the YOLO letterbox side; classifiers and segmenters ignore it); a runtime name
-    forces that runtime, compiling the model when ``weights`` is not already an exported file.
+    at ``imgsz`` (the YOLO letterbox side; a model with preprocessing gets it rescaled to that input
+    side first, :func:`at_input_size`); a runtime name forces that runtime, compiling the model when
+    ``weights`` is not already an exported file.
     """
     from cnnkit.tasks import get_task
 
@@ -241,13 +242,29 @@ def resolve(
         model, weights = None, model  # a checkpoint named as the model is the weights
     backend = resolve_backend(backend, weights)
     if backend in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
-        return _exported(task, weights, backend, options)
-    loaded = _torch_model(task, row.package, model, weights, default, options)
+        return at_input_size(_exported(task, weights, backend, options), imgsz)
+    # sized before compiling: the runtime is traced once, at the side it will run at (part of its cache key)
+    loaded = at_input_size(_torch_model(task, row.package, model, weights, default, options), imgsz)
     if backend == "torch":
         return loaded
     from cnnkit.runtimes import compile_loaded
 
     return compile_loaded(loaded, task, backend, device=device, imgsz=imgsz)
+
+
+def at_input_size(loaded: Loaded, imgsz: int | None) -> Loaded:
+    """``loaded`` with its preprocessing for inputs of side ``imgsz`` (``None``: its own), rescaled as finetune
+    and export rescale theirs; an architecture with one input size, or an exported file traced at one,
+    refuses another. A model without preprocessing (YOLO letterboxes, R-CNNs resize) is unchanged."""
+    pre = loaded.preprocess
+    if not imgsz or pre is None or imgsz == pre.crop:
+        return loaded
+    if loaded.runtime in BACKEND_FILES:
+        raise OptionError(
+            "imgsz", f"{loaded.name} was exported for {pre.crop}x{pre.crop} inputs; export it again at this size", imgsz
+        )
+    fixed = loaded.spec.meta.get("fixed_size") if loaded.spec is not None else None
+    return replace(loaded, preprocess=sized(pre, imgsz, name=loaded.name, fixed=fixed))
 
 
 def _torch_model(

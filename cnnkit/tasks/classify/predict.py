@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState
 from cnnkit.io.decode import Decoded
 from cnnkit.models.loader import Loaded
-from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.results import Classes, ClassScore
-
-
-def _sized(loaded: Loaded, imgsz: int) -> Preprocess:
-    """``loaded``'s preprocessing at side ``imgsz``; an architecture with one input size, or an exported
-    file traced at one, refuses another."""
-    assert loaded.preprocess is not None
-    if loaded.runtime in ("onnxruntime", "openvino", "torchscript"):
-        from cnnkit.errors import OptionError
-
-        raise OptionError(
-            "imgsz",
-            f"{loaded.name} was exported for {loaded.preprocess.crop}x"
-            f"{loaded.preprocess.crop} inputs; export it again at this size",
-            imgsz,
-        )
-    fixed = loaded.spec.meta.get("fixed_size") if loaded.spec is not None else None
-    return sized(loaded.preprocess, imgsz, name=loaded.name, fixed=fixed)
 
 
 class Classifier(Predictor):
@@ -58,18 +39,14 @@ class Classifier(Predictor):
         backend: str | None = None,
         imgsz: int | None = None,
     ) -> Classifier:
-        """``imgsz``: the model's input side (default its own); the preprocessing is rescaled to it as
-        finetune and export rescale theirs, so a model trained at one size can run at another."""
+        """``imgsz``: the model's input side (default its own); the resolver rescales the preprocessing to
+        it (:func:`~cnnkit.models.loader.at_input_size`), so a model trained at one size can run at another."""
         from cnnkit.models.loader import resolve
         from cnnkit.runtimes import default_backend
 
         runtime = Runtime.create(device, half=half, threads=threads)
         backend = default_backend(backend, weights)
-        loaded = resolve("classify", model, weights, backend=backend, device=runtime.device)
-        if imgsz and loaded.preprocess is not None and imgsz != loaded.preprocess.crop:
-            if backend == "auto" and loaded.runtime != "torch" and loaded.spec is not None:
-                loaded = resolve("classify", model, weights, backend="torch")  # compiled at its own size only
-            loaded = replace(loaded, preprocess=_sized(loaded, imgsz))
+        loaded = resolve("classify", model, weights, backend=backend, device=runtime.device, imgsz=imgsz)
         return cls(loaded, runtime, topk)
 
     def preprocess(self, decoded: Decoded) -> Any:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
+from cnnkit.models.entries import register_torchvision
 from cnnkit.models.preprocess import Preprocess
 from cnnkit.models.registry import ModelSpec, register
 
@@ -104,18 +104,4 @@ _TORCHVISION_CLASSIFIERS: list[tuple[Any, ...]] = [
     ("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", 2022, "ConvNeXt-Tiny"),
 ]
 
-for _name, _enum, _year, _desc, *_extra in _TORCHVISION_CLASSIFIERS:
-    _kwargs = _extra[0] if _extra else {}
-    register(
-        ModelSpec(
-            name=_name,
-            task="classify",
-            family=_name,
-            builder=partial(_torchvision, _name, **_kwargs),
-            source="torchvision",
-            weights=_enum,
-            year=_year,
-            description=_desc,
-            meta=_extra[1] if len(_extra) > 1 else {},
-        )
-    )
+register_torchvision("classify", _torchvision, _TORCHVISION_CLASSIFIERS)

@@ -14,13 +14,24 @@ app = c.task_app(
     "`cnnkit detect val DATA.yaml` scores a model on a YOLO-format dataset."
 )
 
-Iou = Annotated[
-    float,
-    typer.Option(
-        "--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL
-    ),
-]
-_LOAD = ("model", "weights", "backend", "device", "threads")
+LOAD = ("model", "weights", "backend", "device", "threads")
+
+
+def detector_options(
+    shared: dict[str, Any], iou: float, imgsz: int | None, classes: list[str] | None
+) -> dict[str, Any]:
+    """What ``detect`` and ``track`` load their detector with: the model, which boxes are kept, and whether
+    pictures are drawn (``--save``, else on with ``--save-dir``)."""
+    return dict(
+        {k: shared[k] for k in LOAD},
+        conf=shared["conf"],
+        iou=iou,
+        imgsz=imgsz,
+        classes=c.split_classes(classes),
+        max_det=shared["max_det"],
+        half=shared["half"],
+        save_pictures=shared["save"] if shared["save"] is not None else bool(shared["save_dir"]),
+    )
 
 
 @app.command("predict")
@@ -28,7 +39,7 @@ _LOAD = ("model", "weights", "backend", "device", "threads")
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
-    iou: Iou = 0.7,
+    iou: o.Iou = 0.7,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
     save_txt: Annotated[
@@ -48,28 +59,17 @@ def predict(
     **shared: Any,
 ) -> None:
     """Boxes for each image: label, class_id, score and box (x1, y1, x2, y2) in the image's own pixels."""
-    pictures = shared["save"] if shared["save"] is not None else bool(shared["save_dir"])
     coco = None
     if shared["fmt"] == "coco":
         from cnnkit.eval.coco import CocoResults
 
         coco = CocoResults()
+    options = detector_options(shared, iou, imgsz, classes)
     c.run_predict(
         ctx,
         "detect",
-        dict(
-            {k: shared[k] for k in _LOAD},
-            conf=shared["conf"],
-            iou=iou,
-            imgsz=imgsz,
-            classes=c.split_classes(classes),
-            max_det=shared["max_det"],
-            half=shared["half"],
-            save_pictures=pictures,
-            save_txt=save_txt,
-            save_crop=save_crop,
-        ),
-        save=pictures or save_txt or save_crop,
+        dict(options, save_txt=save_txt, save_crop=save_crop),
+        save=options["save_pictures"] or save_txt or save_crop,
         coco_builder=coco,
     )
 
@@ -84,7 +84,7 @@ def val(
             help="A YOLO dataset yaml (path/train/val/names), e.g. from `cnnkit data shapes OUT --layout yolo`."
         ),
     ],
-    iou: Iou = 0.7,
+    iou: o.Iou = 0.7,
     imgsz: o.Imgsz = None,
     compare: Annotated[
         bool,
@@ -103,7 +103,7 @@ def val(
         "detect",
         data,
         dict(
-            {k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
+            {k: shared[k] for k in (*LOAD, "split", "conf", "max_det")},
             iou=iou,
             imgsz=imgsz,
             batch_size=c.setting(ctx, "batch_size"),

@@ -44,6 +44,12 @@ class Options:
     max_det: int = 300
     multi_label: bool = False
 
+    def __post_init__(self) -> None:
+        """Scores and overlaps are fractions: a bad one fails here, before a network loads."""
+        for name, value in (("conf", self.conf), ("iou", self.iou)):
+            if not 0.0 <= value <= 1.0:
+                raise OptionError(name, "must be between 0 and 1", value)
+
 
 class YoloBackend:
     """A YOLO detection network driven batch-wise (letterbox → forward → NMS).
@@ -271,11 +277,9 @@ class Detector(Predictor):
         save_crop: bool = False,
         backend: str | None = None,
     ) -> Detector:
-        if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
-            raise OptionError(("conf", "iou"), "must be between 0 and 1")
-        runtime = Runtime.create(device, half=half, threads=threads)
-        net = load_backend(model, weights, runtime, imgsz, backend)
-        opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)
+        opts = Options(conf, iou, max_det=max_det)
+        net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
+        opts.classes = resolve_classes(classes, net.labels)
         return cls(net, opts, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
 
     def preprocess(self, decoded: Decoded) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
+from cnnkit.models.entries import register_torchvision, torchvision_rcnn
 from cnnkit.models.registry import ModelSpec, register
 
 
@@ -29,15 +30,6 @@ def yolo_net(cfg: str = "yolov8n.yaml", num_classes: int = 80) -> Any:
 
     with torch.device("cpu"):
         return DetectionModel(cfg, nc=num_classes, verbose=False)
-
-
-def faster_rcnn(arch: str, num_classes: int = 90, **kwargs: Any) -> Any:
-    """A torchvision Faster R-CNN with random weights (no backbone download either)."""
-    import torchvision
-
-    return torchvision.models.get_model(
-        arch, weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs
-    )
 
 
 register(
@@ -96,19 +88,7 @@ _FASTER_RCNN = [
         "Faster R-CNN MobileNetV3-Large FPN at 320 px, COCO (torchvision)",
     ),
 ]
-for _name, _enum, _year, _desc in _FASTER_RCNN:
-    register(
-        ModelSpec(
-            name=_name,
-            task="detect",
-            family=_name,
-            builder=partial(faster_rcnn, _name),
-            source="torchvision",
-            weights=_enum,
-            year=_year,
-            description=_desc,
-        )
-    )
+register_torchvision("detect", torchvision_rcnn, _FASTER_RCNN)
 
 
 def ultralytics_model(where: str | Path) -> Any:

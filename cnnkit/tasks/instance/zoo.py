@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
+from cnnkit.models.entries import register_torchvision, torchvision_rcnn
 from cnnkit.models.registry import ModelSpec, register
 
 LIGHT_DEFAULTS: dict[str, Any] = {"backbone": "resnet18", "fpn_channels": 64, "min_size": 192, "max_size": 320}
@@ -67,23 +68,6 @@ def light_maskrcnn(
     )
 
 
-def torchvision_maskrcnn(arch: str, num_classes: int = 90, **kwargs: Any) -> Any:
-    """torchvision's Mask R-CNN with random weights; ``num_classes`` foreground classes."""
-    import torchvision
-
-    return torchvision.models.get_model(
-        arch, weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs
-    )
-
-
-def _torchvision_r50(num_classes: int = 90, **kwargs: Any) -> Any:
-    return torchvision_maskrcnn("maskrcnn_resnet50_fpn", num_classes, **kwargs)
-
-
-def _torchvision_r50_v2(num_classes: int = 90, **kwargs: Any) -> Any:
-    return torchvision_maskrcnn("maskrcnn_resnet50_fpn_v2", num_classes, **kwargs)
-
-
 register(
     ModelSpec(
         name="shapes-maskrcnn",
@@ -98,27 +82,21 @@ register(
         meta={"arch_kwargs": LIGHT_DEFAULTS, "for_photos": "maskrcnn_resnet50_fpn_v2 (COCO, downloaded once)"},
     )
 )
-register(
-    ModelSpec(
-        name="maskrcnn_resnet50_fpn",
-        task="instance",
-        family="maskrcnn_resnet50_fpn",
-        builder=_torchvision_r50,
-        source="torchvision",
-        weights="MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
-        year=2017,
-        description="Mask R-CNN R50-FPN, COCO (torchvision; download once)",
-    )
-)
-register(
-    ModelSpec(
-        name="maskrcnn_resnet50_fpn_v2",
-        task="instance",
-        family="maskrcnn_resnet50_fpn_v2",
-        builder=_torchvision_r50_v2,
-        source="torchvision",
-        weights="MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
-        year=2021,
-        description="Mask R-CNN R50-FPN v2 (improved recipe), COCO (torchvision; download once)",
-    )
+register_torchvision(
+    "instance",
+    torchvision_rcnn,
+    [
+        (
+            "maskrcnn_resnet50_fpn",
+            "MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+            2017,
+            "Mask R-CNN R50-FPN, COCO (torchvision; download once)",
+        ),
+        (
+            "maskrcnn_resnet50_fpn_v2",
+            "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+            2021,
+            "Mask R-CNN R50-FPN v2 (improved recipe), COCO (torchvision; download once)",
+        ),
+    ],
 )

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
+from cnnkit.models.entries import register_torchvision
 from cnnkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.models.registry import ModelSpec, register
 
@@ -128,7 +129,7 @@ for _arch, _year, _desc in [
             meta={"arch_kwargs": {"arch": _arch, "encoder": DEFAULT_ENCODER}},
         )
     )
-for _name, _enum, _year, _desc in [
+_TORCHVISION: list[tuple[Any, ...]] = [
     (
         "deeplabv3_resnet50",
         "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
@@ -153,19 +154,8 @@ for _name, _enum, _year, _desc in [
         2019,
         "LR-ASPP MobileNetV3-Large (torchvision), 21 VOC categories",
     ),
-]:
-    register(
-        ModelSpec(
-            name=_name,
-            task="segment",
-            family=_name,
-            builder=partial(build_torchvision, _name),
-            source="torchvision",
-            weights=_enum,
-            year=_year,
-            description=_desc,
-        )
-    )
+]
+register_torchvision("segment", build_torchvision, _TORCHVISION)
 
 
 def _torchvision_name(arch: str, encoder: str | None) -> str:

@@ -12,6 +12,7 @@ import typer
 
 from cnnkit.cli import common as c
 from cnnkit.cli import options as o
+from cnnkit.tasks.detect.cli import LOAD, detector_options
 
 log = logging.getLogger("cnnkit")
 
@@ -20,12 +21,6 @@ app = c.task_app(
     "[bold]predict[/bold]; `cnnkit track val DATA` scores tracking on videos with MOT ground truth."
 )
 
-Iou = Annotated[
-    float,
-    typer.Option(
-        "--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=o.PANEL_MODEL
-    ),
-]
 TrackerName = Annotated[
     str | None,
     typer.Option(
@@ -42,7 +37,6 @@ CountLine = Annotated[
         rich_help_panel=o.PANEL_MODEL,
     ),
 ]
-_LOAD = ("model", "weights", "backend", "device", "threads")
 
 
 def _summaries(records: Iterable[Any], folder: Path | None) -> Iterator[Any]:
@@ -82,29 +76,18 @@ def predict(
     sources: o.Sources = None,
     tracker: TrackerName = None,
     count_line: CountLine = None,
-    iou: Iou = 0.7,
+    iou: o.Iou = 0.7,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
     **shared: Any,
 ) -> None:
     """Boxes per frame with a track_id that stays with one object through a video (ids restart per video)."""
-    pictures = shared["save"] if shared["save"] is not None else bool(shared["save_dir"])
+    options = detector_options(shared, iou, imgsz, classes)
     c.run_predict(
         ctx,
         "track",
-        dict(
-            {k: shared[k] for k in _LOAD},
-            tracker=tracker,
-            count_line=count_line,
-            conf=shared["conf"],
-            iou=iou,
-            imgsz=imgsz,
-            classes=c.split_classes(classes),
-            max_det=shared["max_det"],
-            half=shared["half"],
-            save_pictures=pictures,
-        ),
-        save=pictures,
+        dict(options, tracker=tracker, count_line=count_line),
+        save=options["save_pictures"],
         observe=_summaries,
     )
 
@@ -121,7 +104,7 @@ def val(
     ],
     tracker: TrackerName = None,
     count_line: CountLine = None,
-    iou: Iou = 0.7,
+    iou: o.Iou = 0.7,
     imgsz: o.Imgsz = None,
     min_visibility: Annotated[
         float | None,
@@ -147,7 +130,7 @@ def val(
             min_visibility=min_visibility,
             batch_size=c.setting(ctx, "batch_size"),
             workers=c.setting(ctx, "workers"),
-            **{k: shared[k] for k in _LOAD},
+            **{k: shared[k] for k in LOAD},
             tracker=tracker,
             conf=shared["conf"],
             iou=iou,

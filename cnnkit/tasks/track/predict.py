@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from cnnkit.engine import StreamState
-from cnnkit.errors import OptionError
 from cnnkit.eval.mot import Line, LineCounter, box_centre, parse_line
 from cnnkit.io.decode import Decoded
 from cnnkit.records import Record
@@ -125,14 +124,10 @@ class Tracker(Detector):
         ``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: :func:`default_tracker`)."""
         from cnnkit.device import Runtime
 
-        if not 0.0 <= conf <= 1.0:
-            raise OptionError("conf", "must be between 0 and 1", conf)
-        if not 0.0 <= iou <= 1.0:
-            raise OptionError("iou", "must be between 0 and 1", iou)
+        opts = Options(conf, iou, max_det=max_det)
         line = parse_line(count_line) if count_line is not None else None
-        runtime = Runtime.create(device, half=half, threads=threads)
-        net = load_backend(model, weights, runtime, imgsz, backend)
-        opts = Options(conf, iou, resolve_classes(classes, net.labels), max_det)
+        net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
+        opts.classes = resolve_classes(classes, net.labels)
         tracker = tracker or default_tracker(net.name)
         return cls(
             net,

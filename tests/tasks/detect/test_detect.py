@@ -281,6 +281,19 @@ def test_detect_rejects_bad_thresholds(scenes, bad):
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize("task", ["detect", "track"])
+@pytest.mark.parametrize(("option", "value"), [("conf", 1.5), ("iou", -0.1)])
+def test_api_thresholds_fail_before_a_model_loads(task, option, value):
+    """detect and track check ``conf`` and ``iou`` by one rule, naming the option and its value, before the
+    model is looked up (an unknown model would be another error)."""
+    import cnnkit
+    from cnnkit.errors import OptionError
+
+    with pytest.raises(OptionError) as err:
+        cnnkit.load(task, model="no-such-model", **{option: value})
+    assert str(err.value) == f"{option} {value}: must be between 0 and 1"
+
+
 def test_ultralytics_name_cached_works_offline_and_download_goes_to_cache(scenes, tmp_path, monkeypatch):
     """A hub name found in cnnkit's cache loads offline; when missing, cnnkit downloads into that cache."""
     import shutil
