@@ -316,7 +316,8 @@ def run(
 ) -> list[Row]:
     """Every model on every backend, in order (a model's backends one after the other, so they share the
     machine's state); images are ``data``'s own when given, else synthetic 640×480 JPEGs."""
-    from cnnkit.models.loader import BACKENDS, identify
+    from cnnkit.models.kinds import BACKENDS
+    from cnnkit.models.loader import identify
 
     for b in backends:
         if b not in BACKENDS:

@@ -131,7 +131,7 @@ def check(key: str, value: Any, where: str | None = None) -> Any:
         if value not in FORMATS:
             raise UsageError(f"{where}: {key} must be one of {', '.join(FORMATS)}, got {value!r}")
     elif key == "backend":
-        from cnnkit.models.loader import BACKENDS
+        from cnnkit.models.kinds import BACKENDS
 
         if value not in BACKENDS:
             raise UsageError(f"{where}: {key} must be one of {', '.join(BACKENDS)}, got {value!r}")

@@ -500,7 +500,8 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
 
 def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> Loaded:
     """A file from :func:`export_model`, ready for a predictor: ``Loaded.module`` runs onnxruntime or TorchScript."""
-    from cnnkit.models.loader import BACKEND_FILES, FILE_KINDS, sniff
+    from cnnkit.models.kinds import BACKEND_FILES, FILE_KINDS
+    from cnnkit.models.loader import sniff
 
     path = Path(path)
     if not path.is_file():

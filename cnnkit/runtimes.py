@@ -49,7 +49,8 @@ def default_backend(backend: str | None, weights: str | None = None) -> str | No
     if backend is not None:
         return backend
     from cnnkit.config import lookup
-    from cnnkit.models.loader import BACKEND_FILES, sniff
+    from cnnkit.models.kinds import BACKEND_FILES
+    from cnnkit.models.loader import sniff
 
     configured = str(lookup("backend", "auto").value)
     if configured == "torch" and sniff(weights) in BACKEND_FILES.values():

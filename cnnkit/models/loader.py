@@ -22,21 +22,9 @@ from typing import Any
 from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.models import hub
 from cnnkit.models.checkpoint import load_state_dict, read_meta
+from cnnkit.models.kinds import BACKEND_FILES, BACKENDS, FILE_KINDS
 from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
-
-# what a file is, by suffix: the only place suffixes are read
-FILE_KINDS = {
-    ".safetensors": "checkpoint",
-    ".onnx": "onnx",
-    ".torchscript": "torchscript",
-    ".pt": "pickle",
-    ".pth": "pickle",
-}
-# backend → the file kind it runs
-BACKEND_FILES = {"onnxruntime": "onnx", "openvino": "onnx", "torchscript": "torchscript"}
-# ``auto``: a compiled CPU runtime where one is faster (cnnkit.runtimes), else torch
-BACKENDS = ("auto", "torch", *BACKEND_FILES)
 
 
 @dataclass
