@@ -155,8 +155,9 @@ class Boxes(Result):
             draw.text((x1 + 2, ty - (t - y1) + 1), text, fill=(255, 255, 255), font=font)
         return img
 
-    def save_txt(self, saver: PictureSaver, source_path: str) -> Path:
-        """``labels/<stem>.txt``: one ``class cx cy w h score`` line per box, normalised (ultralytics' --save-txt)."""
+    def save_txt(self, saver: PictureSaver, source_path: str, *, conf: bool = False) -> Path:
+        """``labels/<stem>.txt``: one ``class cx cy w h`` line per box, normalised, as ultralytics' ``save_txt``
+        writes and its dataset reader takes; ``conf`` appends the score (``save_conf``: no longer a label file)."""
         from cnnkit.io.files import atomic_write_text
 
         path = saver.target(source_path, ".txt", sub="labels")
@@ -166,7 +167,7 @@ class Boxes(Result):
             x1, y1, x2, y2 = b.box
             lines.append(
                 f"{b.class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {b.score:.6f}\n"
+                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}" + (f" {b.score:.6f}\n" if conf else "\n")
             )
         atomic_write_text(path, "".join(lines))
         return path

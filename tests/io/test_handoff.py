@@ -392,12 +392,6 @@ def test_coco_results_of_a_detect_run_load_in_pycocotools(tmp_path):
         assert s1 == pytest.approx(s2, abs=1e-4) and np.allclose(b1, b2, atol=1.0)  # within a pixel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="--save-txt writes ultralytics' predict layout (a 6th score column), which its dataset reader refuses "
-    "('labels require 5 columns'): not a training-label hand-off yet",
-)
 def test_yolo_txt_of_a_detect_run_reads_in_ultralytics(tmp_path):
     from typer.testing import CliRunner
     from ultralytics.data.utils import verify_image_label
@@ -412,5 +406,9 @@ def test_yolo_txt_of_a_detect_run_reads_in_ultralytics(tmp_path):
     (rec,) = json.loads(run.stdout)
     out = verify_image_label((str(sample), rec["label_file"], "", False, 80, 0, 0, False))
     assert out[0] is not None, out[-1]  # ultralytics marks a file it refuses as corrupt
-    boxes = out[1]
-    assert len(boxes) == len(rec["predictions"])
+    labels = out[1]  # class, cx, cy, w, h (normalised), as ultralytics trains on them
+    assert len(labels) == len(rec["predictions"]) > 0
+    w, h = rec["width"], rec["height"]
+    for (cls, cx, cy, bw, bh), p in zip(labels, rec["predictions"]):
+        box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
+        assert int(cls) == p["class_id"] and np.allclose(box, p["box"], atol=1.0)  # within a pixel

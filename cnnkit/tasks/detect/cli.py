@@ -46,8 +46,14 @@ def predict(
         bool,
         typer.Option(
             "--save-txt",
-            help="Also write YOLO label files (class cx cy w h score) to <save dir>/labels.",
+            help="Also write YOLO label files (class cx cy w h, normalised) to <save dir>/labels.",
             rich_help_panel=o.PANEL_IO,
+        ),
+    ] = False,
+    save_conf: Annotated[
+        bool,
+        typer.Option(
+            "--save-conf", help="With --save-txt: add each box's score as a sixth column.", rich_help_panel=o.PANEL_IO
         ),
     ] = False,
     save_crop: Annotated[
@@ -68,7 +74,7 @@ def predict(
     c.run_predict(
         ctx,
         "detect",
-        dict(options, save_txt=save_txt, save_crop=save_crop),
+        dict(options, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop),
         save=options["save_pictures"] or save_txt or save_crop,
         coco_builder=coco,
     )

@@ -244,6 +244,7 @@ class Detector(Predictor):
         *,
         save_pictures: bool = True,
         save_txt: bool = False,
+        save_conf: bool = False,
         save_crop: bool = False,
     ) -> None:
         self.backend = backend
@@ -252,6 +253,7 @@ class Detector(Predictor):
         self.options = options
         self.min_side = backend.min_side
         self.save_pictures, self.save_txt, self.save_crop = save_pictures, save_txt, save_crop
+        self.save_conf = save_conf
 
     @property
     def saves_pictures(self) -> bool:
@@ -274,13 +276,14 @@ class Detector(Predictor):
         threads: int | None = None,
         save_pictures: bool = True,
         save_txt: bool = False,
+        save_conf: bool = False,
         save_crop: bool = False,
         backend: str | None = None,
     ) -> Detector:
         opts = Options(conf, iou, max_det=max_det)
         net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
         opts.classes = resolve_classes(classes, net.labels)
-        return cls(net, opts, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
+        return cls(net, opts, save_pictures=save_pictures, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop)
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.backend.preprocess(decoded.rgb)
@@ -313,7 +316,7 @@ class Detector(Predictor):
         if self.save_pictures:
             record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
         if self.save_txt:
-            record.extra["label_file"] = str(result.save_txt(saver, record.path))
+            record.extra["label_file"] = str(result.save_txt(saver, record.path, conf=self.save_conf))
         if self.save_crop:
             record.extra["crops"] = [str(p) for p in result.save_crops(saver, record.path, decoded.picture())]
 

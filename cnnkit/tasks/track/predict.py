@@ -88,11 +88,19 @@ class Tracker(Detector):
         count_line: Line | None = None,
         save_pictures: bool = True,
         save_txt: bool = False,
+        save_conf: bool = False,
         save_crop: bool = False,
     ) -> None:
         from cnnkit import _ultralytics
 
-        super().__init__(backend, options, save_pictures=save_pictures, save_txt=save_txt, save_crop=save_crop)
+        super().__init__(
+            backend,
+            options,
+            save_pictures=save_pictures,
+            save_txt=save_txt,
+            save_conf=save_conf,
+            save_crop=save_crop,
+        )
         # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
         overrides = {"gmc_method": "none"} if tracker == "botsort" else {}
         self.tracker_name = tracker
@@ -117,6 +125,7 @@ class Tracker(Detector):
         threads: int | None = None,
         save_pictures: bool = True,
         save_txt: bool = False,
+        save_conf: bool = False,
         save_crop: bool = False,
         backend: str | None = None,
     ) -> Tracker:
@@ -136,6 +145,7 @@ class Tracker(Detector):
             count_line=line,
             save_pictures=save_pictures,
             save_txt=save_txt,
+            save_conf=save_conf,
             save_crop=save_crop,
         )
 

@@ -108,9 +108,18 @@ def test_detect_save_txt_crop_and_no_save(scenes, tmp_path):
     assert "saved" not in rec and not list(out.glob("*.jpg"))
     lines = Path(rec["label_file"]).read_text().splitlines()
     assert len(lines) == len(rec["predictions"]) > 0
-    cls, cx, cy, w, h, score = lines[0].split()
+    cls, cx, cy, w, h = lines[0].split()  # a label file, as ultralytics' reader takes it
     p = rec["predictions"][0]
     assert int(cls) == p["class_id"] and abs(float(cx) * 256 - (p["box"][0] + p["box"][2]) / 2) < 0.01
+    scored = runner.invoke(
+        app,
+        ["detect", str(folder / "scene_0.png"), "--save-dir", str(out), "--exist-ok", "--save-txt", "--save-conf"],
+        catch_exceptions=False,
+    )
+    assert scored.exit_code == 0, scored.output
+    assert [float(line.split()[5]) for line in Path(rec["label_file"]).read_text().splitlines()] == [
+        pytest.approx(q["score"], abs=1e-6) for q in rec["predictions"]
+    ]
     assert len(rec["crops"]) == len(rec["predictions"])
     for crop, p in zip(rec["crops"], rec["predictions"]):
         assert Path(crop).is_file() and Path(crop).parent.name == p["label"]
