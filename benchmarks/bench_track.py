@@ -8,8 +8,9 @@ bundled detector by each tracker in ``--trackers`` and scored by ``cnnkit track 
 Throughput: one longer synthetic video (``--frames`` at 256 px), in one process, alternating
 ``--repeats`` times: ``cnnkit.detect`` vs ultralytics ``YOLO.predict(stream=True)`` and
 ``cnnkit.track`` vs ``YOLO.track(stream=True)`` with the same weights, inference size, thresholds
-and tracker yaml. Model loading is outside the timed part for both; frames/s and the ratio
-(cnnkit / ultralytics, > 1: cnnkit faster) are reported from the same run.
+and tracker yaml. Model loading is outside the timed part for both. Reported from the same run: frames/s,
+the ratio (cnnkit / ultralytics, > 1: cnnkit faster) of each round's neighbouring runs and their median,
+and CPU milliseconds per frame (all threads of the process), the figure a shared machine disturbs least.
 
     python benchmarks/bench_track.py [--videos 10] [--seed 2026] [--frames 300] [--repeats 3]
 """
@@ -102,24 +103,40 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
     }
     for fn in runs.values():  # warm-up: first calls build letterbox caches, trackers, thread pools
         fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    # wall seconds and CPU seconds (every thread of the process: decoding, preprocessing, the runtime's
+    # own threads) per run; on a shared machine the CPU seconds say what each tool costs, the wall
+    # seconds what it got out of the cores it was left
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
             torch.set_num_threads(torch_threads)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             n = fn()
-            times[name].append(time.perf_counter() - t0)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
             assert n == frames, (name, n)
-    fps = {k: round(frames / statistics.median(v), 2) for k, v in times.items()}
+    fps = {k: round(frames / statistics.median(v), 2) for k, v in wall.items()}
+    cpu_ms = {k: round(1000 * statistics.median(v) / frames, 2) for k, v in cpu.items()}
+    pairs = {"detect": ("cnnkit detect", "yolo predict"), "track": ("cnnkit track", "yolo track")}
+    # each round's ratio (the two runs were neighbours in time), then their median
+    rounds = {k: [round(wall[b][i] / wall[a][i], 3) for i in range(repeats)] for k, (a, b) in pairs.items()}
+    ratios = {k: round(statistics.median(v), 3) for k, v in rounds.items()}
+    cpu_ratios = {k: round(cpu_ms[b] / cpu_ms[a], 3) for k, (a, b) in pairs.items()}
     print(f"{frames} frames, 256x256, torch threads {torch_threads}, median of {repeats}:")
     for k, v in fps.items():
-        print(f"  {k:14s} {v:7.2f} frames/s")
-    ratios = {
-        "detect": round(fps["cnnkit detect"] / fps["yolo predict"], 3),
-        "track": round(fps["cnnkit track"] / fps["yolo track"], 3),
+        print(f"  {k:14s} {v:7.2f} frames/s  {cpu_ms[k]:7.2f} CPU ms/frame")
+    print(f"  ratio cnnkit/ultralytics (wall, median of rounds): {ratios}  per round: {rounds}")
+    print(f"  ratio of CPU time per frame (ultralytics/cnnkit): {cpu_ratios}")
+    return {
+        "fps": fps,
+        "cpu_ms_per_frame": cpu_ms,
+        "ratio": ratios,
+        "ratio_per_round": rounds,
+        "cpu_ratio": cpu_ratios,
+        "torch_threads": torch_threads,
+        "batch_size": batch_size,
     }
-    print(f"  ratio cnnkit/ultralytics: detect {ratios['detect']}, track {ratios['track']}")
-    return {"fps": fps, "ratio": ratios, "torch_threads": torch_threads, "batch_size": batch_size}
 
 
 def main() -> None:

@@ -42,10 +42,20 @@ def is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
-def is_stream_url(text: str) -> bool:
-    """A webcam index (``0``, when no file has that name) or a network stream URL: opened by PyAV."""
+def webcam_device(text: str) -> str | None:
+    """The V4L2 device a webcam source names (``0`` when no file has that name → ``/dev/video0``, or
+    ``/dev/videoN`` itself), else ``None``."""
     if text.isdigit():
-        return not os.path.lexists(text)
+        return None if os.path.lexists(text) else f"/dev/video{text}"
+    if text.startswith("/dev/video") and text[len("/dev/video") :].isdigit():
+        return text
+    return None
+
+
+def is_stream_url(text: str) -> bool:
+    """A webcam (:func:`webcam_device`) or a network stream URL: opened by PyAV, never walked as a file."""
+    if webcam_device(text) is not None:
+        return True
     lowered = text.lower()
     if lowered.startswith(("http://", "https://")):  # an http(s) URL of an image is a remote image, not a stream
         from cnnkit.io.sources import is_image_name
@@ -94,14 +104,19 @@ def _open(path: str) -> Any:
     """``av.open`` for a file, a webcam index (Linux V4L2) or a URL; a one-line :class:`CnnkitError` otherwise."""
     import av
 
+    device = webcam_device(path)
+    webcam = None if device is None else f"webcam {path}" if device == path else f"webcam {path} ({device})"
     try:
-        if path.isdigit():
-            return av.open(f"/dev/video{path}", format="v4l2", timeout=10.0)
+        if device is not None:
+            try:
+                return av.open(device, format="v4l2", timeout=10.0)
+            except ValueError:  # PyAV: no such format in this FFmpeg build
+                raise CnnkitError(f"cannot open {webcam} (this FFmpeg has no V4L2 input: webcams need Linux)") from None
         if is_stream_url(path):
             return av.open(path, timeout=10.0, options={"rtsp_transport": "tcp"} if path.startswith("rtsp") else {})
         return av.open(path)
     except av.error.FFmpegError as exc:
-        what = f"webcam {path} (/dev/video{path})" if path.isdigit() else "stream" if is_stream_url(path) else "video"
+        what = webcam or ("stream" if is_stream_url(path) else "video")
         raise CnnkitError(f"cannot open {what} ({_av_reason(exc)})") from None
     except OSError as exc:
         raise CnnkitError(f"cannot open video ({exc.strerror or exc})") from None

@@ -6,10 +6,13 @@ few levels), so every record can be traced back to the frame it came from.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import threading
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,23 +205,107 @@ def test_jsonl_keeps_every_frame_and_resumes_per_frame(tmp_path: Path) -> None:
     assert len(resume.done) == 3 and len(resume.known) == 4  # the failed frame is retried
 
 
-def test_a_stream_url_served_on_loopback_is_read(clip: Path) -> None:
-    """An ``http://`` source goes to PyAV as a URL, not to the file walker (served here by http.server)."""
+@contextlib.contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` serving ``folder`` (http.server in a thread) while the block runs."""
     import functools
     import http.server
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def live_tcp(data: bytes) -> Iterator[str]:
+    """``tcp://127.0.0.1:PORT`` sending ``data`` to the first client, then closing: a live stream (no seeking)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(data)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def mpegts(frames: int = 12, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A test video (frame ``i`` at grey level ``8 * i``) as MPEG-TS bytes, the format live streams carry."""
+    out = io.BytesIO()
+    w, h = size
+    with av.open(out, "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"qscale": "1"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 8 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return out.getvalue()
+
+
+def test_a_stream_url_served_on_loopback_is_read(clip: Path) -> None:
+    """An ``http://`` source goes to PyAV as a URL, not to the file walker (served here by http.server)."""
+    with served(clip.parent) as root:
+        url = f"{root}/{clip.name}"
         assert [it.path for it in expand_sources([url])] == [url]
         records = list(GreyBoxes().stream(url, max_frames=4))
         assert [(r.path, r.frame) for r in records] == [(url, i) for i in range(4)]
         missing = list(GreyBoxes().stream(url.replace(clip.name, "nothing.mp4")))
         assert len(missing) == 1 and missing[0].error.startswith("cannot open stream")
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+def test_a_live_tcp_stream_is_read_frame_by_frame() -> None:
+    with live_tcp(mpegts(12)) as url:
+        records = list(GreyBoxes().stream(url, vid_stride=3))
+    assert [r.frame for r in records] == [0, 3, 6, 9]
+    assert [round(r.predictions[0]["score"] * 100) for r in records] == [0, 3, 6, 9]  # the frames they name
+
+
+def test_cnnkit_detect_and_its_api_read_a_video_url(clip: Path, tmp_path: Path) -> None:
+    """The bundled detector through the CLI and ``cnnkit.detect`` on an mp4 served over http."""
+    from typer.testing import CliRunner
+
+    import cnnkit
+    from cnnkit.cli import app
+
+    with served(clip.parent) as root:
+        url = f"{root}/{clip.name}"
+        out = tmp_path / "frames.jsonl"
+        result = CliRunner().invoke(app, ["detect", url, "--max-frames", "3", "--output", str(out), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["path"], r["frame"], r["error"]) for r in lines] == [(url, i, None) for i in range(3)]
+        assert [r["time_s"] for r in lines] == pytest.approx([0.0, 0.1, 0.2])
+        records = list(cnnkit.detect(url, stream=True, vid_stride=2, max_frames=2, threads=1))
+        assert [(r.path, r.frame, r.ok) for r in records] == [(url, 0, True), (url, 2, True)]
+
+
+@pytest.mark.parametrize("source", ["9", "/dev/video9"])
+def test_a_webcam_with_no_device_is_a_one_line_error_naming_it(source: str) -> None:
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    if os.path.exists("/dev/video9"):
+        pytest.skip("this machine has a /dev/video9")
+    result = CliRunner().invoke(app, ["detect", source, "--threads", "1"])
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("failed ")]
+    assert line.startswith(f"failed {source}: cannot open webcam {source}") and "/dev/video9" in line
