@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from cnnkit.records import Record
 from cnnkit.results import Box, Boxes
 
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass
@@ -279,11 +282,15 @@ class Detector(Predictor):
         save_conf: bool = False,
         save_crop: bool = False,
         backend: str | None = None,
-    ) -> Detector:
+        **extra: Any,
+    ) -> Self:
+        """``extra``: a subclass's own options, passed to its constructor (the tracker's)."""
         opts = Options(conf, iou, max_det=max_det)
         net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
         opts.classes = resolve_classes(classes, net.labels)
-        return cls(net, opts, save_pictures=save_pictures, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop)
+        return cls(
+            net, opts, save_pictures=save_pictures, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop, **extra
+        )
 
     def preprocess(self, decoded: Decoded) -> Any:
         return self.backend.preprocess(decoded.rgb)

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.engine import StreamState
-from cnnkit.eval.mot import Line, LineCounter, box_centre, parse_line
+from cnnkit.eval.mot import LineCounter, box_centre, parse_line
 from cnnkit.io.decode import Decoded
 from cnnkit.records import Record
 from cnnkit.results import Box, Boxes, TrackedBox, Tracks
-from cnnkit.tasks.detect.predict import Detector, Options, load_backend, resolve_classes
+from cnnkit.tasks.detect.predict import Detector, Options
 
 DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchmarks/README.md ("Tracking")
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def default_tracker(model_name: str) -> str:
@@ -84,70 +87,27 @@ class Tracker(Detector):
         backend: Any,
         options: Options,
         *,
-        tracker: str = DEFAULT_TRACKER,
-        count_line: Line | None = None,
-        save_pictures: bool = True,
-        save_txt: bool = False,
-        save_conf: bool = False,
-        save_crop: bool = False,
+        tracker: str | None = None,
+        count_line: str | Sequence[float] | None = None,
+        **saves: bool,
     ) -> None:
+        """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default:
+        :func:`default_tracker` for the model); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
         from cnnkit import _ultralytics
 
-        super().__init__(
-            backend,
-            options,
-            save_pictures=save_pictures,
-            save_txt=save_txt,
-            save_conf=save_conf,
-            save_crop=save_crop,
-        )
+        super().__init__(backend, options, **saves)
+        tracker = tracker or default_tracker(backend.name)
         # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
         overrides = {"gmc_method": "none"} if tracker == "botsort" else {}
         self.tracker_name = tracker
         self.tracker_cfg = _ultralytics.tracker_config(tracker, **overrides)
-        self.count_line = count_line
+        self.count_line = parse_line(count_line) if count_line is not None else None
 
     @classmethod
-    def load(
-        cls,
-        model: str | None = None,
-        weights: str | None = None,
-        *,
-        tracker: str | None = None,
-        conf: float = 0.1,
-        iou: float = 0.7,
-        imgsz: int | None = None,
-        classes: Sequence[int | str] | None = None,
-        max_det: int = 300,
-        count_line: str | Sequence[float] | None = None,
-        device: str | None = None,
-        half: bool = False,
-        threads: int | None = None,
-        save_pictures: bool = True,
-        save_txt: bool = False,
-        save_conf: bool = False,
-        save_crop: bool = False,
-        backend: str | None = None,
-    ) -> Tracker:
-        """``conf`` defaults to 0.1, as in ``yolo track``: the tracker's second stage uses low-score boxes.
-        ``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: :func:`default_tracker`)."""
-        from cnnkit.device import Runtime
-
-        opts = Options(conf, iou, max_det=max_det)
-        line = parse_line(count_line) if count_line is not None else None
-        net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
-        opts.classes = resolve_classes(classes, net.labels)
-        tracker = tracker or default_tracker(net.name)
-        return cls(
-            net,
-            opts,
-            tracker=tracker,
-            count_line=line,
-            save_pictures=save_pictures,
-            save_txt=save_txt,
-            save_conf=save_conf,
-            save_crop=save_crop,
-        )
+    def load(cls, model: str | None = None, weights: str | None = None, *, conf: float = 0.1, **options: Any) -> Self:
+        """:meth:`Detector.load`'s options plus ``tracker`` and ``count_line``; ``conf`` defaults to 0.1, as in
+        ``yolo track``: the tracker's second stage uses low-score boxes."""
+        return super().load(model, weights, conf=conf, **options)
 
     def on_stream_start(self, state: StreamState) -> None:
         state.data["video"] = None
