@@ -57,7 +57,7 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
     import torch
 
     import cnnkit
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.models.hub import bundled_path
 
     weights = str(bundled_path("shapes-yolov8n.pt"))
@@ -66,7 +66,7 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
         torch.set_num_threads(threads)
     detector = cnnkit.load("detect", conf=0.25, threads=threads)
     tracker = cnnkit.load("track", tracker=tracker_yaml, conf=0.1, threads=threads)
-    yolo = _ultralytics.yolo(weights)
+    yolo = ultralytics_adapter.yolo(weights)
     torch_threads = torch.get_num_threads()
 
     def run_cnnkit_detect() -> int:

@@ -60,7 +60,7 @@ def default_backend(backend: str | None, weights: str | None = None) -> str | No
 
 def cache_root() -> Path:
     """``<cnnkit cache>/runtimes`` (``$CNNKIT_CACHE`` or ``$XDG_CACHE_HOME/cnnkit``)."""
-    from cnnkit._ultralytics import cache_dir
+    from cnnkit.ultralytics_adapter import cache_dir
 
     return cache_dir() / "runtimes"
 

@@ -19,14 +19,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from cnnkit import _ultralytics
+from cnnkit import ultralytics_adapter
 from cnnkit.api import finetune
 from cnnkit.data.export import export_shapes
 
 
 def export(last: Path, target: Path) -> None:
     """Strip the optimizer from the best checkpoint and copy it to ``target``."""
-    _ultralytics.ultralytics()
+    ultralytics_adapter.ultralytics()
     from ultralytics.utils.torch_utils import strip_optimizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def _unfinished(last: Path) -> bool:
         return True
     import torch
 
-    _ultralytics.ultralytics()  # unpickling imports ultralytics classes: go through the adapter
+    ultralytics_adapter.ultralytics()  # unpickling imports ultralytics classes: go through the adapter
     return torch.load(str(last), map_location="cpu", weights_only=False).get("optimizer") is not None
 
 

@@ -156,9 +156,9 @@ def _names(data: dict[str, Any], label: str) -> list[str]:
 def _datasets_dir() -> Path | None:
     """ultralytics' datasets folder (its settings), read without any download."""
     try:
-        from cnnkit import _ultralytics
+        from cnnkit import ultralytics_adapter
 
-        _ultralytics.ultralytics()
+        ultralytics_adapter.ultralytics()
         from ultralytics.utils import DATASETS_DIR
     except Exception:
         return None

@@ -409,9 +409,9 @@ def _is_module_class(module: str, name: str) -> bool:
     import torch
 
     if module.startswith("ultralytics."):
-        from cnnkit import _ultralytics
+        from cnnkit import ultralytics_adapter
 
-        _ultralytics.ultralytics()  # imported once, offline and quiet
+        ultralytics_adapter.ultralytics()  # imported once, offline and quiet
     try:
         obj = getattr(importlib.import_module(module), name, None)
     except ImportError:

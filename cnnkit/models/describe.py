@@ -19,7 +19,7 @@ def weights_file(spec: ModelSpec) -> str | None:
     if spec.source == "torchvision":
         return str(hub.torchvision_cache_file(hub.torchvision_weights(spec.weights_name)))
     if spec.source == "ultralytics":
-        from cnnkit._ultralytics import cached_weights
+        from cnnkit.ultralytics_adapter import cached_weights
 
         found = cached_weights(spec.weights_name)
         return str(found) if found else None

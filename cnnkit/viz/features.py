@@ -378,9 +378,9 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
 
     kind = getattr(loaded, "kind", "crop")
     if kind == "yolo":
-        from cnnkit import _ultralytics
+        from cnnkit import ultralytics_adapter
 
-        _ultralytics.ultralytics()
+        ultralytics_adapter.ultralytics()
         from ultralytics.data.augment import LetterBox
 
         side = -(-int(loaded.imgsz) // loaded.stride) * loaded.stride

@@ -151,7 +151,7 @@ def test_segment_backend_errors(unet_onnx, tiny_checkpoint, tmp_path):
 @pytest.fixture(scope="module")
 def yolo_onnx(tmp_path_factory):
     """The bundled YOLO exported at its own size (256 px), fixed batch of 1."""
-    if not (REPO / "cnnkit" / "_ultralytics.py").is_file():
+    if not (REPO / "cnnkit" / "ultralytics_adapter.py").is_file():
         pytest.skip("the detect task's ultralytics adapter is not in this checkout")
     out = tmp_path_factory.mktemp("yolo_export") / "yolo.onnx"
     return out, ex.export_model("shapes-yolov8n", out=out)

@@ -14,7 +14,7 @@ from cnnkit.cli import app
 from tests.conftest import REPO
 from tests.fixtures.visual import cli_error
 
-if not (REPO / "cnnkit" / "_ultralytics.py").is_file():  # this checkout, not another install on the path
+if not (REPO / "cnnkit" / "ultralytics_adapter.py").is_file():  # this checkout, not another install on the path
     pytest.skip("the detect task's ultralytics adapter is not in this checkout", allow_module_level=True)
 ort = pytest.importorskip("onnxruntime")
 runner = CliRunner()
@@ -23,11 +23,11 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def tiny_yolo(tmp_path_factory):
     """A YOLOv8n checkpoint with random weights, built from ultralytics' yaml (no download)."""
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
     path = tmp_path_factory.mktemp("yolo") / "tiny.pt"
-    with _ultralytics.quiet():
-        _ultralytics.yolo("yolov8n.yaml").save(str(path))
+    with ultralytics_adapter.quiet():
+        ultralytics_adapter.yolo("yolov8n.yaml").save(str(path))
     return path
 
 

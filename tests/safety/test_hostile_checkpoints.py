@@ -366,9 +366,9 @@ def one_line_error(result, path: Path | str) -> str:
 
 @pytest.fixture(scope="module")
 def ultralytics_ready():
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
-    return _ultralytics.ultralytics()
+    return ultralytics_adapter.ultralytics()
 
 
 # ---------------------------------------------------------------- the scan and the detect CLI
@@ -455,9 +455,9 @@ def _trainer_checkpoint(yaml: str, path: Path) -> Path:
 
     import torch
 
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
-    ul = _ultralytics.ultralytics()
+    ul = ultralytics_adapter.ultralytics()
     from ultralytics.cfg import get_cfg
 
     model = ul.YOLO(yaml).model
@@ -491,14 +491,14 @@ def test_real_ultralytics_checkpoints_still_load(tmp_path, ultralytics_ready):
     """No false positives: the bundled model and fresh ones as ultralytics saves them (trainer, strip, fused)."""
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
     last = _trainer_checkpoint("yolov8n.yaml", tmp_path / "v8-last.pt")
     strip_optimizer(last, str(tmp_path / "v8-best.pt"))
-    fused = _ultralytics.ultralytics().YOLO("yolo11n.yaml")
+    fused = ultralytics_adapter.ultralytics().YOLO("yolo11n.yaml")
     fused.fuse()  # a fused layer pickles its forward as getattr(layer, "forward_fuse")
     fused.save(tmp_path / "yolo11n-fused.pt")
-    cls = _ultralytics.ultralytics().YOLO("yolov8n-cls.yaml")
+    cls = ultralytics_adapter.ultralytics().YOLO("yolov8n-cls.yaml")
     cls.save(tmp_path / "v8-cls.pt")
     for path, task in (
         (BUNDLED_YOLO, "detect"),
@@ -508,17 +508,17 @@ def test_real_ultralytics_checkpoints_still_load(tmp_path, ultralytics_ready):
         (tmp_path / "v8-cls.pt", "classify"),
     ):
         check_full_pickle(path)
-        assert _ultralytics.yolo(path).task == task, path
+        assert ultralytics_adapter.yolo(path).task == task, path
 
 
 def test_ultralytics_loads_weights_only(ultralytics_ready):
     """After the scan, ultralytics itself unpickles with torch.load(weights_only=True)."""
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
     tasks = pytest.importorskip("ultralytics.nn.tasks")
     if not getattr(getattr(tasks, "_SafeLoad", None), "SUPPORTED", False):
         pytest.skip("this ultralytics/torch has no weights-only loading")
-    assert _ultralytics.safe_load() and tasks.SAFE_LOAD is True
+    assert ultralytics_adapter.safe_load() and tasks.SAFE_LOAD is True
 
 
 def test_detect_with_a_fresh_checkpoint_runs(tmp_path, rgb_image, ultralytics_ready):
@@ -530,11 +530,11 @@ def test_detect_with_a_fresh_checkpoint_runs(tmp_path, rgb_image, ultralytics_re
 
 def test_model_activation_that_is_code_is_refused(tmp_path, rgb_image, ultralytics_ready):
     """A model's yaml ``activation`` is eval'd by ultralytics < 8.4 when training builds the model from it."""
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
     marker = tmp_path / "MARKER"
     code = f"__import__('os').system('touch {marker}')"
-    model = _ultralytics.ultralytics().YOLO("yolov8n.yaml")
+    model = ultralytics_adapter.ultralytics().YOLO("yolov8n.yaml")
     model.model.yaml["activation"] = code
     model.save(tmp_path / "act.pt")
     check_full_pickle(tmp_path / "act.pt")  # only plain strings: the pickle itself is harmless
@@ -547,8 +547,8 @@ def test_model_activation_that_is_code_is_refused(tmp_path, rgb_image, ultralyti
         )
     )
     with pytest.raises(UnsafeCheckpoint, match="activation"):
-        _ultralytics.yolo(spec)
-    assert _ultralytics.yolo(BUNDLED_YOLO).task == "detect"  # SiLU-by-default models carry no activation
+        ultralytics_adapter.yolo(spec)
+    assert ultralytics_adapter.yolo(BUNDLED_YOLO).task == "detect"  # SiLU-by-default models carry no activation
     assert not marker.exists()
 
 
@@ -576,11 +576,11 @@ def test_detect_resume_refuses_a_crafted_last_or_best(tmp_path, ultralytics_read
 
 def test_detect_resume_pins_the_run_folder(tmp_path, ultralytics_ready):
     """The checkpoint's own train_args.save_dir (where its best.pt would be unpickled) is not followed."""
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
     (tmp_path / "run" / "weights").mkdir(parents=True)
     last = _trainer_checkpoint("yolov8n.yaml", tmp_path / "run" / "weights" / "last.pt")
-    _yolo, args = _ultralytics.resume(last)
+    _yolo, args = ultralytics_adapter.resume(last)
     assert args == {"resume": True, "save_dir": str((tmp_path / "run").resolve())}
 
 

@@ -131,14 +131,14 @@ def fake_yolo(seen: dict):
 
 def test_finetune_hands_ultralytics_a_copy_without_download(dataset, tmp_path, monkeypatch):
     """The val folder exists, the yaml has ``download:``: training gets a clean copy, which ultralytics accepts."""
-    from cnnkit import _ultralytics, api
+    from cnnkit import api, ultralytics_adapter
 
     marker = tmp_path / "MARKER"
     data = write_yaml(
         dataset / "data.yaml", train="images/train", val="images/val", download=downloads(marker)["python"]
     )
     seen: dict = {}
-    monkeypatch.setattr(_ultralytics, "yolo", fake_yolo(seen))
+    monkeypatch.setattr(ultralytics_adapter, "yolo", fake_yolo(seen))
     result = api.finetune(str(data), task="detect", epochs=1, imgsz=64, out=str(tmp_path / "run"), progress=False)
     clean = Path(seen["data"])
     assert clean == (tmp_path / "run" / "data.yaml").resolve() and result["out"] == str(clean.parent)
@@ -147,7 +147,7 @@ def test_finetune_hands_ultralytics_a_copy_without_download(dataset, tmp_path, m
     assert copy["path"] == str(dataset.resolve()) and copy["val"] == str(dataset.resolve() / "images" / "val")
     assert copy["names"] == dict(enumerate(NAMES))
 
-    _ultralytics.ultralytics()
+    ultralytics_adapter.ultralytics()
     from ultralytics.data.utils import check_det_dataset
 
     checked = check_det_dataset(str(clean))  # ultralytics' own check on what it is handed
@@ -160,14 +160,14 @@ def test_finetune_hands_ultralytics_a_copy_without_download(dataset, tmp_path, m
 
 def test_resume_reads_the_run_copy_not_the_checkpoint_dataset(dataset, tmp_path, monkeypatch):
     """On resume ultralytics would re-read the dataset the checkpoint names; cnnkit passes its checked copy."""
-    from cnnkit import _ultralytics, api
+    from cnnkit import api, ultralytics_adapter
     from cnnkit.errors import UsageError
 
     run = tmp_path / "run"
     (run / "weights").mkdir(parents=True)
     (run / "weights" / "last.pt").write_bytes(b"x")
     seen: dict = {}
-    monkeypatch.setattr(_ultralytics, "yolo", fake_yolo(seen))
+    monkeypatch.setattr(ultralytics_adapter, "yolo", fake_yolo(seen))
     with pytest.raises(UsageError, match="pass the dataset yaml"):
         api.finetune(None, task="detect", resume=str(run), progress=False)
     write_yaml(run / "data.yaml", path=str(dataset), train="images/train", val="images/val", download="import os")
@@ -219,11 +219,11 @@ def test_detect_val_with_ultralytics_compare_ignores_download(dataset, tmp_path,
 
     A planted ``labels/val.cache`` (ultralytics unpickles it) is refused and rebuilt, not run.
     """
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.data import label_cache
     from cnnkit.tasks.detect.val import validate
 
-    _ultralytics.ultralytics()
+    ultralytics_adapter.ultralytics()
     from ultralytics.engine import validator
 
     handed = []
@@ -316,7 +316,7 @@ def test_urls_archives_and_folders_are_refused(dataset, tmp_path, command):
 
 def test_relative_yaml_without_path_resolves_like_ultralytics(dataset, tmp_path, monkeypatch):
     """No ``path:``: the root is the yaml's folder, whatever the working folder (as in check_det_dataset)."""
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.data import yolo_yaml
 
     write_yaml(dataset / "data.yaml", train="images/train", val="images/val")
@@ -327,7 +327,7 @@ def test_relative_yaml_without_path_resolves_like_ultralytics(dataset, tmp_path,
     ds = yolo_yaml.read(rel)
     assert ds.root == dataset.resolve()
     assert ds.splits["val"] == [dataset.resolve() / "images" / "val"]
-    _ultralytics.ultralytics()
+    ultralytics_adapter.ultralytics()
     from ultralytics.data.utils import check_det_dataset
 
     theirs = check_det_dataset(rel)  # safe: this yaml has no download

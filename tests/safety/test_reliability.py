@@ -247,7 +247,7 @@ def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
     """ultralytics patches PIL.Image.open (HEIF auto-install); cnnkit's adapter undoes it."""
     from PIL import Image
 
-    from cnnkit._ultralytics import ultralytics
+    from cnnkit.ultralytics_adapter import ultralytics
 
     before = Image.open
     ultralytics()

@@ -1,7 +1,7 @@
 """The detect task's exporter: ultralytics' own exporter for YOLO, verified and stamped like every cnnkit export.
 
 Registered in :data:`cnnkit.export.EXPORTERS` for ``detect``. It needs the detect task's
-ultralytics adapter (``cnnkit._ultralytics``: offline settings, quiet logging, weights cache).
+ultralytics adapter (``cnnkit.ultralytics_adapter``: offline settings, quiet logging, weights cache).
 The ``.pt`` is copied to a temporary folder first, because ultralytics writes its export
 beside the weights (which may be inside the installed package).
 """
@@ -46,7 +46,7 @@ def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool
     compiled runtimes (:mod:`cnnkit.runtimes`) share."""
     import torch
 
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.export import check_inputs, quiet_exporters, result, stamp, verify_file
     from cnnkit.io.files import atomic_path
 
@@ -81,7 +81,7 @@ def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool
     with (
         atomic_path(out, overwrite=overwrite) as final,
         tempfile.TemporaryDirectory() as tmp,
-        _ultralytics.quiet(),
+        ultralytics_adapter.quiet(),
         quiet_exporters(),
     ):
         copy = Path(tmp) / f"{name}.pt"
@@ -89,7 +89,7 @@ def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool
         options: dict[str, Any] = {"format": fmt, "imgsz": size, "half": False, "device": "cpu", "batch": 1}
         if fmt == "onnx":
             options.update(dynamic=dynamic_batch, simplify=False)
-        written = Path(_ultralytics.yolo(copy).export(**options))
+        written = Path(ultralytics_adapter.yolo(copy).export(**options))
         stamp(written, fmt, meta)
         diff, verified_with = verify_file(written, fmt, checks, expected)
         shutil.copyfile(written, final)

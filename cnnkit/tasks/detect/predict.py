@@ -73,9 +73,9 @@ class YoloBackend:
         end2end: bool = False,
         checkpoint: str | None = None,
     ) -> None:
-        from cnnkit import _ultralytics
+        from cnnkit import ultralytics_adapter
 
-        _ultralytics.ultralytics()  # its offline settings first: an exported network may come without a YOLO object
+        ultralytics_adapter.ultralytics()  # its offline settings first: an exported network may come without a YOLO object
         from ultralytics.data.augment import LetterBox
 
         self.name, self.labels, self.checkpoint = name, labels, checkpoint

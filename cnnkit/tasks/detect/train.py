@@ -134,7 +134,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """
     import torch
 
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.device import resolve_device, set_threads
     from cnnkit.train.loop import Callbacks, run_dir
 
@@ -147,21 +147,21 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
         last = _resume_from(options.resume, options.out)
         # ultralytics would otherwise re-read the dataset the checkpoint names (or coco8.yaml)
         args: dict[str, Any] = {"resume": True, "data": str(_resume_data(ds, last))}
-        yolo, pinned = _ultralytics.resume(last)  # every .pt of the run scanned, its folder pinned
+        yolo, pinned = ultralytics_adapter.resume(last)  # every .pt of the run scanned, its folder pinned
         args.update(pinned)
     elif ds is None:
         raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --layout yolo`)")
     else:
         folder = run_dir("detect", options.out, exist_ok=options.exist_ok)
         start, trained_size = _start(options.model, options.weights)
-        yolo = _ultralytics.yolo(start)
+        yolo = ultralytics_adapter.yolo(start)
         clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
         args = dict(
             data=str(clean),
             epochs=options.epochs or 30,
             batch=options.batch_size or 16,
             imgsz=options.imgsz or trained_size or 640,
-            device=_ultralytics.device_arg(dev),
+            device=ultralytics_adapter.device_arg(dev),
             project=str(folder.resolve().parent),
             name=folder.name,
             exist_ok=True,
@@ -174,9 +174,9 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
         if options.lr is not None:
             args.update(optimizer="AdamW", lr0=options.lr)
     _Progress(options.reporter(log) or Callbacks()).attach(yolo)
-    yolo.add_callback("on_pretrain_routine_end", _ultralytics.restore_threads_callback(n_threads))
+    yolo.add_callback("on_pretrain_routine_end", ultralytics_adapter.restore_threads_callback(n_threads))
     label_cache.install()
-    with _ultralytics.quiet(n_threads):
+    with ultralytics_adapter.quiet(n_threads):
         yolo.train(**args)
     trainer = yolo.trainer
     metrics = {METRIC_KEYS[k]: float(v) for k, v in (trainer.metrics or {}).items() if k in METRIC_KEYS}

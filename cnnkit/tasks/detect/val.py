@@ -202,11 +202,11 @@ def ultralytics_val(
     ultralytics reads cnnkit's sanitised copy of the dataset yaml (no ``download``), never the original,
     and its label caches through :mod:`cnnkit.data.label_cache`.
     """
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
 
-    yolo = _ultralytics.yolo(checkpoint)
+    yolo = ultralytics_adapter.yolo(checkpoint)
     label_cache.install()
-    with _ultralytics.quiet(), tempfile.TemporaryDirectory(prefix="cnnkit-val-") as tmp:
+    with ultralytics_adapter.quiet(), tempfile.TemporaryDirectory(prefix="cnnkit-val-") as tmp:
         clean = yolo_yaml.write_sanitised(data, Path(tmp) / "data.yaml")
         m = yolo.val(
             data=str(clean),
@@ -216,7 +216,7 @@ def ultralytics_val(
             conf=conf,
             iou=iou,
             max_det=max_det,
-            device=_ultralytics.device_arg(device),
+            device=ultralytics_adapter.device_arg(device),
             workers=0,
             plots=False,
             save_json=False,

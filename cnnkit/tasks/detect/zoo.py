@@ -23,7 +23,7 @@ def yolo_net(cfg: str = "yolov8n.yaml", num_classes: int = 80) -> Any:
     """
     import torch
 
-    from cnnkit._ultralytics import ultralytics
+    from cnnkit.ultralytics_adapter import ultralytics
 
     ultralytics()
     from ultralytics.nn.tasks import DetectionModel
@@ -92,13 +92,13 @@ register_torchvision("detect", torchvision_rcnn, _FASTER_RCNN)
 
 
 def ultralytics_model(where: str | Path) -> Any:
-    """An ``ultralytics.YOLO`` (file scanned first, see :func:`cnnkit._ultralytics.yolo`); a file ultralytics
+    """An ``ultralytics.YOLO`` (file scanned first, see :func:`cnnkit.ultralytics_adapter.yolo`); a file ultralytics
     cannot load is a one-line error naming it."""
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.errors import CnnkitError
 
     try:
-        return _ultralytics.yolo(where)
+        return ultralytics_adapter.yolo(where)
     except CnnkitError:
         raise
     except Exception as exc:  # a broken or foreign file: say which and why
@@ -108,7 +108,7 @@ def ultralytics_model(where: str | Path) -> Any:
 
 def is_ultralytics_asset(name: str) -> bool:
     """True for a weights name ultralytics publishes (``yolov5nu.pt``); a typo is not sent to a download."""
-    from cnnkit._ultralytics import ultralytics
+    from cnnkit.ultralytics_adapter import ultralytics
 
     ultralytics()
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES

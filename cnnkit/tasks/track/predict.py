@@ -93,14 +93,14 @@ class Tracker(Detector):
     ) -> None:
         """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default:
         :func:`default_tracker` for the model); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
-        from cnnkit import _ultralytics
+        from cnnkit import ultralytics_adapter
 
         super().__init__(backend, options, **saves)
         tracker = tracker or default_tracker(backend.name)
         # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
         overrides = {"gmc_method": "none"} if tracker == "botsort" else {}
         self.tracker_name = tracker
-        self.tracker_cfg = _ultralytics.tracker_config(tracker, **overrides)
+        self.tracker_cfg = ultralytics_adapter.tracker_config(tracker, **overrides)
         self.count_line = parse_line(count_line) if count_line is not None else None
 
     @classmethod
@@ -117,12 +117,12 @@ class Tracker(Detector):
 
     def _video(self, state: StreamState, path: str) -> VideoTracks:
         """The current video's tracks; a frame of another input starts fresh ones (ids from 1)."""
-        from cnnkit import _ultralytics
+        from cnnkit import ultralytics_adapter
 
         current: VideoTracks | None = state.data.get("video")
         if current is None or current.path != path:
             counter = LineCounter(self.count_line) if self.count_line is not None else None
-            current = VideoTracks(path, _ultralytics.make_tracker(self.tracker_cfg), counter)
+            current = VideoTracks(path, ultralytics_adapter.make_tracker(self.tracker_cfg), counter)
             state.data["video"] = current
         return current
 

@@ -68,13 +68,13 @@ def test_detect_boxes_are_in_original_pixels(scenes, tmp_path):
 def test_detect_matches_ultralytics_predict(scenes):
     """Same weights, same images: cnnkit's batched path gives ultralytics' own boxes."""
     import cnnkit
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.models.hub import bundled_path
 
     folder, _ = scenes
     paths = sorted(str(p) for p in folder.glob("*.png"))
     ours = cnnkit.detect(paths, batch_size=3)
-    theirs = _ultralytics.yolo(bundled_path("shapes-yolov8n.pt")).predict(
+    theirs = ultralytics_adapter.yolo(bundled_path("shapes-yolov8n.pt")).predict(
         paths, imgsz=256, conf=0.25, iou=0.7, verbose=False
     )
     for rec, res in zip(ours, theirs):
@@ -224,7 +224,7 @@ def test_adapter_sets_offline_defaults_without_clobbering(tmp_path):
     """In a fresh process: env defaults set (a user's value kept), font placed, analytics off, threads kept."""
     code = (
         "import os, torch; torch.set_num_threads(2)\n"
-        "from cnnkit import _ultralytics; _ultralytics.ultralytics()\n"
+        "from cnnkit import ultralytics_adapter; ultralytics_adapter.ultralytics()\n"
         "from ultralytics.utils import SETTINGS, USER_CONFIG_DIR\n"
         "print(os.environ['YOLO_OFFLINE'], os.environ['YOLO_AUTOINSTALL'], os.environ['YOLO_CONFIG_DIR'])\n"
         "print(SETTINGS['sync'], (USER_CONFIG_DIR / 'Arial.ttf').is_file(), torch.get_num_threads(), "
@@ -308,14 +308,14 @@ def test_ultralytics_name_cached_works_offline_and_download_goes_to_cache(scenes
     import shutil
 
     import cnnkit
-    from cnnkit import _ultralytics
+    from cnnkit import ultralytics_adapter
     from cnnkit.models.describe import describe
     from cnnkit.models.hub import bundled_path
     from cnnkit.models.registry import get_spec
 
     folder, _ = scenes
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
-    _ultralytics.ultralytics()
+    ultralytics_adapter.ultralytics()
     import ultralytics.utils.downloads as downloads
 
     fetched = []
