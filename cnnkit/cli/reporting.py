@@ -226,7 +226,8 @@ def convert(
     for path in written[:1] if to == "voc" else written:
         typer.echo(str(path))
     if to == "voc":
-        typer.echo(f"{len(written)} file(s) in {out / 'Annotations'}", err=True)
+        annotations = [p for p in written if p.parent.name == "Annotations"]  # not the subset list and label map
+        typer.echo(f"{len(annotations)} file(s) in {out / 'Annotations'}", err=True)
 
 
 def register(app: typer.Typer) -> None:

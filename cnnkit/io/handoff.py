@@ -12,7 +12,9 @@ from scratch:
 - **CVAT for images 1.1** (``cvat``): one XML file; ``<tag>`` (classify), ``<box>`` (detect),
   ``<polygon>`` (instance, segment), each with the score as an attribute.
 - **Pascal VOC** (``voc``): ``Annotations/<stem>.xml`` per image: ``<object>`` with a 1-based
-  ``<bndbox>`` (VOC's convention: ``xmin = x1 + 1`` rounded, ``xmax = x2`` rounded) for detect and instance.
+  ``<bndbox>`` (VOC's convention: ``xmin = x1 + 1`` rounded, ``xmax = x2`` rounded) for detect and instance;
+  ``ImageSets/Main/default.txt`` (the stems) and ``labelmap.txt`` (the labels) beside them, without which
+  datumaro's VOC importer (CVAT's too) finds no dataset or refuses labels outside VOC's 20.
 
 Masks become polygons through OpenCV's contour tracer (outer contours, at least 3 points).
 """
@@ -325,6 +327,11 @@ def voc_xml(record: dict[str, Any]) -> str:
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
+def voc_labelmap(labels: Sequence[str]) -> str:
+    """datumaro's ``labelmap.txt`` (``name:color:parts:actions``, colour left to the tool), as CVAT writes it."""
+    return "# label:color_rgb:parts:actions\n" + "".join(f"{name}:::\n" for name in labels)
+
+
 # -- writing ---------------------------------------------------------------------------------------
 def convert(
     records: Iterable[dict[str, Any]],
@@ -354,6 +361,12 @@ def convert(
                 raise CnnkitError(f"{r['path']}: another input has the same name ({stem}); VOC names files by stem")
             seen.add(stem)
             written.append(atomic_write_text(folder / f"{stem}.xml", voc_xml(r), overwrite=exist_ok))
+        subsets = out / "ImageSets" / "Main"
+        subsets.mkdir(parents=True, exist_ok=True)
+        stems = "".join(f"{Path(r['path']).stem}\n" for r in fitting)
+        written.append(atomic_write_text(subsets / "default.txt", stems, overwrite=exist_ok))
+        names = list(labels) or sorted({p["label"] for r in fitting for p in r.get("predictions") or []})
+        written.append(atomic_write_text(out / "labelmap.txt", voc_labelmap(names), overwrite=exist_ok))
         return written
     if out.is_dir():
         raise CnnkitError(f"{out}: is a folder ({fmt} writes one file)")

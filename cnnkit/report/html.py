@@ -207,9 +207,9 @@ class Report:
         size = (int(data.get("width") or picture.shape[1]), int(data.get("height") or picture.shape[0]))
         if truth is not None and data.get("task") in ("detect", "instance") and all("box" in t for t in truth):
             from cnnkit.report.evidence import draw_mistakes, match
-            from cnnkit.report.thumbs import shrink
+            from cnnkit.report.thumbs import fit
 
-            small = shrink(picture, self.side)
+            small = fit(picture, self.side)
             preds = data.get("predictions") or []
             return draw_mistakes(
                 small,

@@ -2,8 +2,9 @@
 
 A live run hands the typed result (``Record.result``); a JSON Lines file read back has only plain
 predictions, so :func:`result_from_dict` rebuilds the result class that drew them. The picture is
-shrunk *before* drawing (the result scaled to match), so captions and box lines stay legible in a
-256-pixel thumbnail of a 4,000-pixel photo.
+brought to the thumbnail's size *before* drawing (the result scaled to match): shrunk, so captions and
+box lines stay legible in a 200-pixel thumbnail of a 4,000-pixel photo, and enlarged, so a 64-pixel
+picture, which the card shows about three times larger, does not show its captions three times larger too.
 """
 
 from __future__ import annotations
@@ -104,13 +105,14 @@ def scaled(result: Result, sx: float, sy: float) -> Result:
     return Boxes([replace(b, box=box(b)) for b in result.items], w, h)
 
 
-def shrink(picture: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
-    """``picture`` with its longest side at most ``side`` pixels (never enlarged)."""
+def fit(picture: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """``picture`` with its longest side at ``side`` pixels, shrunk or enlarged (the card shows it at about
+    that size, so captions drawn on it then show at the size they are drawn)."""
     import numpy as np
     from PIL import Image
 
     h, w = picture.shape[:2]
-    if max(h, w) <= side:
+    if max(h, w) == side:
         return picture
     k = side / max(h, w)
     img = Image.fromarray(picture).resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.LANCZOS)
@@ -120,11 +122,11 @@ def shrink(picture: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
 def thumbnail(
     picture: np.ndarray, result: Result | None, size: tuple[int, int] | None = None, side: int = THUMB_SIDE
 ) -> Image:
-    """The gallery picture: ``picture`` shrunk to ``side``, then ``result`` (made for ``size`` = (w, h),
+    """The gallery picture: ``picture`` fitted to ``side``, then ``result`` (made for ``size`` = (w, h),
     default the picture's own) drawn on it."""
     from PIL import Image
 
-    small = shrink(picture, side)
+    small = fit(picture, side)
     if result is None:
         return Image.fromarray(small)
     w, h = size or (picture.shape[1], picture.shape[0])

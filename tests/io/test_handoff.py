@@ -3,10 +3,9 @@
 - Label Studio: ``label-studio-converter`` (Label Studio's own export converter) reads the tasks as an
   export and writes COCO; its brush decoder reads the RLE. ``label-studio-sdk`` is not used: it would
   downgrade numpy and OpenCV in this environment.
-- Pascal VOC: torchvision's ``VOCDetection.parse_voc_xml``.
-- CVAT for images 1.1: ``datumaro`` would downgrade Pillow and OpenCV here, so the XML is checked against
-  CVAT's documented structure (root ``annotations``, ``version`` 1.1, ``meta/task/labels``, ``image``
-  attributes, ``box`` corners, ``polygon`` ``x,y;x,y`` points) and read back with ElementTree.
+- CVAT for images 1.1 and Pascal VOC: ``datumaro`` (the library CVAT itself imports and exports with),
+  installed without its pins (``.ci/run``: they would downgrade Pillow and OpenCV); the VOC boxes are also
+  read by torchvision's ``VOCDetection.parse_voc_xml``.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 
-from cnnkit.io.handoff import convert, cvat_xml, label_studio_tasks, mask_polygons, voc_xml
+from cnnkit.io.handoff import convert, label_studio_tasks, mask_polygons
 from cnnkit.results import encode_rle
 
 W, H = 64, 48
@@ -223,8 +222,9 @@ def test_voc_round_trips_through_torchvision_parser(tmp_path):
 
     rec = _detect_record()
     failed = {**_detect_record("imgs/bad.png"), "error": "no such file", "predictions": []}
-    (path,) = convert([rec, failed], "voc", tmp_path / "voc")
+    path, subsets, _ = convert([rec, failed], "voc", tmp_path / "voc")
     assert path == tmp_path / "voc" / "Annotations" / "a.xml"
+    assert subsets.read_text() == "a\n"  # the failed record is left out of the subset list too
     parsed = VOCDetection.parse_voc_xml(ET.parse(path).getroot())["annotation"]
     assert parsed["filename"] == "a.png" and parsed["size"] == {"width": str(W), "height": str(H), "depth": "3"}
     for obj, p in zip(parsed["object"], rec["predictions"], strict=True):
@@ -236,42 +236,54 @@ def test_voc_round_trips_through_torchvision_parser(tmp_path):
         convert([rec], "voc", tmp_path / "voc")
 
 
-def _cvat_read(text: str) -> tuple[list[str], list[dict]]:
-    """CVAT for images 1.1 as its docs describe it, strictly: anything else fails the assertion."""
-    root = ET.fromstring(text)
-    assert root.tag == "annotations" and root.findtext("version") == "1.1"
-    labels = [lab.findtext("name") for lab in root.findall("./meta/task/labels/label")]
-    images = []
-    for im in root.findall("image"):
-        assert set(im.attrib) == {"id", "name", "width", "height"}
+def _datumaro():
+    return pytest.importorskip(
+        "datumaro",
+        reason="datumaro reads CVAT and VOC here; .ci/run installs it: pip install --no-deps datumaro==1.13.12 "
+        "orjson json-stream json-stream-rs-tokenizer shapely imagesize",
+    )
+
+
+def _datumaro_read(path: Path, fmt: str, **options) -> list[tuple[str, list[tuple[str, str, list[float]]]]]:
+    """``(item id, [(kind, label, coordinates)])`` per image as datumaro imports the dataset at ``path``:
+    ``Bbox`` as ``[x1, y1, x2, y2]``, ``Polygon`` as its flat points, ``Label`` (a CVAT tag) as ``[]``."""
+    dm = _datumaro()
+    dataset = dm.Dataset.import_from(str(path), fmt, **options)
+    names = [c.name for c in dataset.categories()[dm.AnnotationType.label]]
+    items = []
+    for item in dataset:
         shapes = []
-        for el in im:
-            assert el.tag in ("box", "polygon", "tag", "polyline", "points", "mask")
-            assert el.get("label") in labels
-            if el.tag == "box":
-                shapes.append(("box", el.get("label"), [float(el.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")]))
-            elif el.tag == "polygon":
-                pts = [tuple(map(float, p.split(","))) for p in el.get("points").split(";")]
-                shapes.append(("polygon", el.get("label"), pts))
+        for ann in item.annotations:
+            if isinstance(ann, dm.Bbox):
+                x, y, w, h = ann.get_bbox()
+                shapes.append(("box", names[ann.label], [x, y, x + w, y + h]))
+            elif isinstance(ann, dm.Polygon):
+                shapes.append(("polygon", names[ann.label], list(ann.points)))
             else:
-                shapes.append(("tag", el.get("label"), None))
-            assert all(a.get("name") for a in el.findall("attribute"))
-        images.append({"name": im.get("name"), "width": int(im.get("width")), "shapes": shapes})
-    return labels, images
+                assert isinstance(ann, dm.Label), ann
+                shapes.append(("tag", names[ann.label], []))
+        items.append((item.id, shapes))
+    return items
 
 
-def test_cvat_boxes_polygons_and_tags():
+def _cvat_through_datumaro(records: list[dict], tmp: Path) -> list[tuple[str, list[tuple[str, str, list[float]]]]]:
+    """cnnkit's CVAT XML in the layout datumaro imports: ``NAME.xml`` with the images under ``images/``
+    (datumaro refuses an annotation whose image it cannot find; blank pictures of the record's size do)."""
+    from PIL import Image
+
+    (tmp / "cvat").mkdir()
+    convert(records, "cvat", tmp / "cvat" / "predictions.xml")
+    for r in records:
+        picture = tmp / "cvat" / "images" / r["path"]
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (r["width"], r["height"])).save(picture)
+    return _datumaro_read(tmp / "cvat", "cvat")
+
+
+def test_cvat_boxes_polygons_and_tags_read_by_datumaro(tmp_path):
+    _datumaro()
     rec = _detect_record()
     inst, masks = _instance_record()
-    labels, images = _cvat_read(cvat_xml([rec]))
-    assert labels == ["circle", "star"] and images[0]["name"] == "imgs/a.png"
-    for (kind, label, box), p in zip(images[0]["shapes"], rec["predictions"], strict=True):
-        assert kind == "box" and label == p["label"] and np.allclose(box, p["box"], atol=0.01)
-    _, images = _cvat_read(cvat_xml([inst]))
-    polygons = [s for s in images[0]["shapes"] if s[0] == "polygon"]
-    assert [s[1] for s in polygons] == ["circle", "square"]
-    for (_, _, pts), m in zip(polygons, masks, strict=True):
-        _within_a_pixel(_raster([c for p in pts for c in p]), m)
     cls = {
         "path": "x.png",
         "task": "classify",
@@ -282,8 +294,43 @@ def test_cvat_boxes_polygons_and_tags():
         "error": None,
         "predictions": [{"label": "star", "class_id": 3, "score": 0.7}],
     }
-    _, images = _cvat_read(cvat_xml([cls]))
-    assert images[0]["shapes"] == [("tag", "star", None)]
+    items = dict(_cvat_through_datumaro([rec, inst, cls], tmp_path))
+    assert set(items) == {"imgs/a", "imgs/b", "x"}
+    boxes = items["imgs/a"]
+    assert [(kind, label) for kind, label, _ in boxes] == [("box", p["label"]) for p in rec["predictions"]]
+    for (_, _, box), p in zip(boxes, rec["predictions"], strict=True):
+        assert np.allclose(box, p["box"], atol=0.01)  # written with two decimals
+    polygons = items["imgs/b"]
+    assert [(kind, label) for kind, label, _ in polygons] == [("polygon", "circle"), ("polygon", "square")]
+    for (_, _, points), m in zip(polygons, masks, strict=True):
+        _within_a_pixel(_raster(points), m)
+    assert items["x"] == [("tag", "star", [])]
+
+
+def test_cvat_segment_polygons_read_by_datumaro(tmp_path):
+    """A segment record's saved mask: one polygon per class, background left out."""
+    _datumaro()
+    rec, masks = _segment_record(tmp_path)
+    ((_, shapes),) = _cvat_through_datumaro([rec], tmp_path)
+    assert [(kind, label) for kind, label, _ in shapes] == [("polygon", "circle"), ("polygon", "square")]
+    for _, label, points in shapes:
+        _within_a_pixel(_raster(points), masks[label])
+
+
+def test_voc_dataset_read_by_datumaro(tmp_path):
+    """The folder is a VOC dataset datumaro imports as it is (subset list and label map included), with
+    VOC's 1-based corners; boxes come back within half a pixel (rounding)."""
+    _datumaro()
+    rec = _detect_record()
+    inst, _ = _instance_record()
+    convert([rec, inst], "voc", tmp_path / "voc")
+    items = dict(_datumaro_read(tmp_path / "voc", "voc_detection", coordinate_mode="voc-one-based"))
+    assert set(items) == {"a", "b"}
+    for r, stem in ((rec, "a"), (inst, "b")):
+        shapes = items[stem]
+        assert [(kind, label) for kind, label, _ in shapes] == [("box", p["label"]) for p in r["predictions"]]
+        for (_, _, box), p in zip(shapes, r["predictions"], strict=True):
+            assert np.allclose(box, p["box"], atol=0.5 + 1e-9)
 
 
 def test_voc_refuses_tasks_it_does_not_fit(tmp_path):
@@ -293,32 +340,6 @@ def test_voc_refuses_tasks_it_does_not_fit(tmp_path):
     with pytest.raises(OptionError, match="voc does not fit classify"):
         convert([cls], "voc", tmp_path / "voc")
     assert not (tmp_path / "voc").exists()  # refused before any folder was made
-
-
-def test_segment_records_hand_off_their_saved_mask(tmp_path):
-    from PIL import Image
-
-    mask = np.zeros((H, W), np.uint8)
-    mask[_disc(30, 24, 10)] = 2
-    Image.fromarray(mask).save(tmp_path / "m.png")
-    rec = {
-        "path": "s.png",
-        "task": "segment",
-        "model": "m",
-        "width": W,
-        "height": H,
-        "error": None,
-        "mask": str(tmp_path / "m.png"),
-        "predictions": [
-            {"label": "background", "class_id": 0, "pixels": 1, "fraction": 0.9},
-            {"label": "square", "class_id": 2, "pixels": 1, "fraction": 0.1},
-        ],
-    }
-    _, images = _cvat_read(cvat_xml([rec]))
-    ((kind, label, pts),) = images[0]["shapes"]
-    assert kind == "polygon" and label == "square"
-    assert _iou(_raster([c for p in pts for c in p]), mask == 2) > 0.9
-    assert "background" not in voc_xml({**_detect_record(), "predictions": []})
 
 
 def test_label_studio_segment_polygons_and_brush_round_trip(tmp_path):
@@ -353,7 +374,7 @@ def test_voc_of_instance_records_round_trips_their_boxes(tmp_path):
     from torchvision.datasets import VOCDetection
 
     rec, _ = _instance_record()
-    (path,) = convert([rec], "voc", tmp_path / "voc")
+    path, *_ = convert([rec], "voc", tmp_path / "voc")
     parsed = VOCDetection.parse_voc_xml(ET.parse(path).getroot())["annotation"]
     for obj, p in zip(parsed["object"], rec["predictions"], strict=True):
         b = obj["bndbox"]

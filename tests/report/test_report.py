@@ -92,6 +92,25 @@ def test_report_from_a_jsonl_file_with_thumbnails_in_a_folder(tmp_path):
         from_records_file(tmp_path / "run.jsonl")
 
 
+def test_thumbnail_captions_are_the_same_size_for_a_small_and_a_large_picture():
+    """A 64-pixel picture is enlarged to the thumbnail before drawing, as a large one is shrunk: its caption is
+    no larger against the picture (the card shows both at the same size) than a photo's."""
+    from cnnkit.report.thumbs import THUMB_SIDE, thumbnail
+    from cnnkit.results import Box, Boxes
+
+    def caption_extent(w: int, h: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        picture = np.full((h, w, 3), 128, np.uint8)
+        result = Boxes([Box("square", 0, 0.82, (w * 0.1, h * 0.3, w * 0.6, h * 0.9))], w, h)
+        thumb = np.asarray(thumbnail(picture, result))
+        ys, xs = np.nonzero((thumb > 200).all(axis=2))  # the white caption text on a grey picture
+        return thumb.shape[1::-1], (int(xs.max() - xs.min()), int(ys.max() - ys.min()))
+
+    (small_size, small_text), (large_size, large_text) = caption_extent(64, 48), caption_extent(640, 480)
+    assert small_size == large_size == (THUMB_SIDE, THUMB_SIDE * 3 // 4)
+    assert abs(small_text[0] - large_text[0]) <= 1 and abs(small_text[1] - large_text[1]) <= 1
+    assert small_text[0] < THUMB_SIDE / 3  # "square 0.82" takes under a third of the thumbnail's width
+
+
 def test_match_and_pr_curves():
     truth = [
         {"label": "a", "box": [0, 0, 10, 10]},
