@@ -103,7 +103,8 @@ def test_a_killed_actor_is_restarted_and_the_run_completes(ray_cluster, tmp_path
     retries its batches, and the run still gives exactly the local records.
 
     One actor runs 4 blocks of 24 images one after the other (batch size 1); the driver kills it when the
-    first record arrives, so three blocks (seconds of work) are still queued on it or running."""
+    first record arrives, with blocks still queued on it or running. Records that arrive while the new
+    actor is up were computed by it: the kill landed while work remained."""
     import os
     import signal
 
@@ -128,12 +129,17 @@ def test_a_killed_actor_is_restarted_and_the_run_completes(ray_cluster, tmp_path
     before = set(map_workers())  # the pools of earlier tests in this session
     records: list[dict] = []
     killed: dict = {}
+    from_new_actor = 0
     for record in cnnkit.ray.predict([str(tmp_path)], "segment", actors=1, batch_size=1, workers=1, **options):
         records.append(comparable(record.to_dict()))
         if not killed:
             (killed,) = (a for k, a in map_workers("ALIVE").items() if k not in before)
             os.kill(killed["Pid"], signal.SIGKILL)
+        else:
+            now = actors(killed["ActorID"])
+            from_new_actor += now["State"] == "ALIVE" and now["NumRestarts"] >= 1
     assert records == local
+    assert from_new_actor > 0  # not all done before the kill: a restarted actor redid work
     after = actors(killed["ActorID"])
     assert after["NumRestarts"] >= 1 and after["Pid"] != killed["Pid"], after
 
