@@ -6,10 +6,12 @@ threads; Ray runs on a private 2-CPU head on 127.0.0.1 with 1 actor (2 CPUs, 2 t
 (1 CPU, 1 thread each). Each run goes over N and then 2N images: images/s end to end at 2N (Ray's
 actor start-up and model loading included) and the marginal images/s N / (T(2N) - T(N)), the
 steady state a long job sees (medians of --rounds interleaved rounds); ratios are Ray / local,
-measured in the same run. Memory: peak RSS of a local ``cnnkit classify`` over N objects on a moto S3 server on
-loopback, written to Parquet, for two N (goal: flat).
+measured in the same run. Memory: peak RSS of the ``cnnkit classify`` process (the driver, with
+``--memory-engine ray``) over N objects on a moto S3 server on loopback, written to Parquet, for two N
+(goal: flat).
 
-    python benchmarks/bench_ray.py [--n 256] [--rounds 3] [--model shapes-cnn] [--batch-size 16] [--memory 1000,10000]
+    python benchmarks/bench_ray.py [--n 256] [--rounds 3] [--model shapes-cnn] [--batch-size 16] \
+        [--memory 1000,10000] [--memory-engine local|ray]
 """
 
 from __future__ import annotations
@@ -102,8 +104,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def driver_memory(counts: list[int], work: Path) -> list[dict]:
-    """Peak RSS of ``cnnkit classify s3://…/`` → Parquet, for each count of small objects."""
+def driver_memory(counts: list[int], work: Path, engine: str = "local") -> list[dict]:
+    """Peak RSS of ``cnnkit classify s3://…/`` → Parquet, for each count of small objects. With ``engine``
+    ``ray`` that process is the driver of a private Ray cluster (1 actor) that it starts: the actor's own
+    memory and Ray's processes are not in the figure, which is the driver's."""
     import io
 
     import boto3
@@ -151,9 +155,12 @@ def driver_memory(counts: list[int], work: Path) -> list[dict]:
             code = (
                 "import resource, subprocess, sys\n"
                 "from cnnkit.cli import main\n"
-                f"sys.argv = ['cnnkit', 'classify', 's3://bench/many/', '-q', '-b', '32', '-o', '{out}']\n"
-                "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+                f"sys.argv = ['cnnkit', 'classify', 's3://bench/many/', '-q', '-b', '32', '-o', '{out}'"
+                + (", '--engine', 'ray', '--actors', '1'" if engine == "ray" else "")
+                + "]\n"
+                "code = 0\ntry:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+                "sys.exit(code)\n"
             )
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
@@ -161,8 +168,10 @@ def driver_memory(counts: list[int], work: Path) -> list[dict]:
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(out).metadata
+            assert res.returncode == 0, res.stderr[-2000:]
             rows.append(
                 {
+                    "engine": engine,
                     "objects": count,
                     "peak_rss_mb": float(res.stdout.strip().splitlines()[-1]),
                     "seconds": seconds,
@@ -181,6 +190,7 @@ def main() -> None:
     ap.add_argument("--model", default="shapes-cnn")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--memory", default="1000,10000", help="object counts for the driver-memory figure ('' skips)")
+    ap.add_argument("--memory-engine", choices=("local", "ray"), default="local", help="engine of the memory figure")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--work", default="/tmp/cnnkit-bench-ray")
@@ -202,10 +212,10 @@ def main() -> None:
                 flush=True,
             )
     if args.memory:
-        result["memory"] = driver_memory([int(c) for c in args.memory.split(",")], work)
+        result["memory"] = driver_memory([int(c) for c in args.memory.split(",")], work, args.memory_engine)
         for r in result["memory"]:
             print(
-                f"{r['objects']:>6} S3 objects → parquet: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s, "
+                f"{r['engine']}: {r['objects']:>6} S3 objects → parquet: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.0f} s, "
                 f"{r['rows']} rows in {r['row_groups']} row groups",
                 flush=True,
             )

@@ -5,9 +5,11 @@ remote, then ``shard`` and ``skip``), so the inputs, their order and the failed 
 local run sees. Ray Data carries the paths to an actor pool; each actor loads the model once
 (:class:`Predict`) and runs the engine over its batch: the same reads (local files or URLs, in the
 engine's decode threads), preprocessing, forward pass and postprocessing as ``predictor.stream``,
-so a bad file becomes a failed record in the actor and never fails the job. Ray restarts a crashed
-actor and retries its batch (Ray Data's default for actor pools). Records come back to the driver in
-input order (``preserve_order``) and are written there by the usual writers (one merged JSON Lines
+so a bad file becomes a failed record in the actor and never fails the job. A crashed actor (killed,
+out of memory) is restarted and its unfinished batches are retried: cnnkit leaves Ray Data's
+actor-pool defaults (``max_restarts=-1``, ``max_task_retries=-1``: no limit) as they are, and the run
+completes with each record once (an input that crashed its process every time would be retried for
+ever). Records come back to the driver in input order (``preserve_order``) and are written there by the usual writers (one merged JSON Lines
 or Parquet file, resumable), or as Parquet part files written by the workers (``parts``).
 
 For pipelines of your own, :class:`Predict` is a ``map_batches`` callable class: it takes batches
