@@ -4,7 +4,8 @@
     PYTHONPATH=. python scripts/eval_shapes_seg.py work-data/x/best.safetensors --n 200
 
 Prints JSON: mIoU, pixel accuracy and per-class IoU, computed with the same predictor
-(letterbox, resize back to 256 px) and confusion matrix that ``cnnkit segment val`` uses.
+(letterbox, resize back to 256 px) and confusion matrix that ``cnnkit segment val`` uses, and the
+share of background pixels on each held-out real photo (``cnnkit.data.photos.HELDOUT_PHOTOS``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import torch
 
 from cnnkit import api
+from cnnkit.data.photos import HELDOUT_PHOTOS, load_photo
 from cnnkit.data.shapes import scene
 from cnnkit.tasks.segment.val import ConfusionMatrix
 
@@ -42,7 +44,16 @@ def main() -> None:
             raise SystemExit(f"scene failed: {record.error}")
         cm.update(mask, sc.semantic)
     scores = cm.scores(seg.labels)
-    print(json.dumps({"model": args.model, "seed": args.seed, "scenes": args.n, **scores}, indent=2))
+    photos = [load_photo(name) for name in HELDOUT_PHOTOS]
+    background = {
+        name: round(float((mask == 0).mean()), 4) for name, (_, mask) in zip(HELDOUT_PHOTOS, seg.masks(photos))
+    }
+    print(
+        json.dumps(
+            {"model": args.model, "seed": args.seed, "scenes": args.n, **scores, "photo_background": background},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
