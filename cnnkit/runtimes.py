@@ -23,9 +23,12 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
+
+if TYPE_CHECKING:
+    from cnnkit.models.loader import Loaded
 
 log = logging.getLogger("cnnkit")
 
@@ -187,8 +190,8 @@ def compilable(loaded: Any, task: str) -> bool:
 
 
 def compile_loaded(
-    loaded: Any, task: str, backend: str, *, device: Any = None, imgsz: int | None = None, cache: Path | None = None
-) -> Any:
+    loaded: Loaded, task: str, backend: str, *, device: Any = None, imgsz: int | None = None, cache: Path | None = None
+) -> Loaded:
     """``loaded`` run by ``backend`` (``auto``, a runtime, or ``torch``), compiled or taken from the cache.
 
     ``auto`` falls back to ``loaded`` (PyTorch) on a failed compile or check, with one warning line;

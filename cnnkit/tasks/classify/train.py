@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def check(opts: FinetuneOptions) -> FinetuneOptions:
 # ---------------------------------------------------------------- data
 
 
-def train_transform(pre: Preprocess, augment: str) -> Any:
+def train_transform(pre: Preprocess, augment: str) -> Callable[[np.ndarray], torch.Tensor]:
     """uint8 HxWx3 → normalised tensor; ``none`` is exactly the inference preprocessing."""
     if augment == "none":
         return pre
