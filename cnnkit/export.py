@@ -45,6 +45,8 @@ INPUT_NAME = "images"
 
 @dataclass
 class ExportResult:
+    """What ``cnnkit export`` wrote and how it was verified (printed as JSON)."""
+
     path: str
     format: str
     task: str

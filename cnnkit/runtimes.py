@@ -275,6 +275,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -298,6 +299,7 @@ def read_entry(folder: Path) -> dict[str, Any] | None:
 
 
 def write_entry(folder: Path, entry: dict[str, Any]) -> None:
+    """Writes a cache folder's entry file atomically."""
     from cnnkit.io.files import atomic_write_text
 
     atomic_write_text(folder / ENTRY, json.dumps(entry, indent=1))

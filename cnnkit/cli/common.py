@@ -388,6 +388,7 @@ def local_data(ctx: typer.Context, data: str) -> str:
 
 
 def require_sources(sources: list[str] | None) -> list[str]:
+    """``sources``, or a usage error when none were given (commands that need inputs)."""
     if not sources:
         raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")
     return sources

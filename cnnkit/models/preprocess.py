@@ -25,6 +25,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocess:
+    """How a classifier's input is made: resize, centre crop and normalisation, as the model was trained."""
+
     resize: int  # shorter side is resized to this
     crop: int  # then a centre crop of crop×crop
     mean: tuple[float, ...] = IMAGENET_MEAN

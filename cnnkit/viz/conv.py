@@ -101,6 +101,8 @@ def resolve_kernel(spec: str) -> tuple[str, np.ndarray]:
 
 @dataclass
 class ConvResult:
+    """A convolution of an image with one kernel: the settings and the output map."""
+
     input_size: tuple[int, int]
     kernel_name: str
     kernel: np.ndarray

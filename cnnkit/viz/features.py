@@ -169,6 +169,8 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
 
 @dataclass
 class Panel:
+    """One block of a feature figure: a title and labelled cells."""
+
     title: str
     cells: list[np.ndarray]  # uint8 RGB, any size; each is scaled to the cell
     labels: list[str]

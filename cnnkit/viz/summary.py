@@ -49,6 +49,8 @@ class LayerRow:
 
 @dataclass
 class Summary:
+    """A model's layer table: each layer's output shape and parameters, and the totals."""
+
     model: str
     input: list[int]
     layers: list[LayerRow]

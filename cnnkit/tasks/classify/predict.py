@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 
 class Classifier(Predictor):
+    """The classify task's predictor: top-``k`` classes per image."""
+
     task = "classify"
 
     def __init__(self, loaded: Loaded, runtime: Runtime, topk: int = 5) -> None:
