@@ -15,9 +15,12 @@ The CLI commands are thin wrappers over these functions; a predictor from
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.records import Record, records_to_frame
+
+if TYPE_CHECKING:
+    from cnnkit.engine import Predictor
 
 __all__ = ["classify", "detect", "finetune", "instance", "load", "records_to_frame", "segment", "track"]
 
@@ -36,7 +39,7 @@ _RUN_KEYS = (
 )
 
 
-def load(task: str, **options: Any) -> Any:
+def load(task: str, **options: Any) -> Predictor:
     """A reusable predictor for ``task`` (``classify`` …); options as for the task function."""
     from cnnkit.config import lookup
     from cnnkit.tasks import TASKS

@@ -205,6 +205,7 @@ def latencies(predictor: Any, paths: Sequence[str]) -> tuple[list[float], list[f
 
 
 def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` (nearest rank, no interpolation), for latency figures."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 

@@ -57,11 +57,14 @@ KEYWORDS = {"format": "fmt"}
 
 @dataclass(frozen=True)
 class Setting:
+    """A setting's effective value and where it came from (shown by ``cnnkit info``)."""
+
     value: Any
     source: str  # "flag", "env CNNKIT_X", "config PATH", "built-in"
 
 
 def env_name(key: str) -> str:
+    """The environment variable of a setting: ``model.classify`` → ``CNNKIT_MODEL_CLASSIFY``."""
     return "CNNKIT_" + key.upper().replace(".", "_")
 
 

@@ -109,18 +109,20 @@ class Runtime:
         threads: int | None = None,
         channels_last: bool = True,
     ) -> Runtime:
+        """The runtime for a device name (``None``: the best available), with ``half`` checked and threads set."""
         dev = resolve_device(device)
         check_half(half, dev)
         set_threads(threads)
         return cls(device=dev, half=half, channels_last=channels_last)
 
     @property
-    def dtype(self) -> Any:
+    def dtype(self) -> torch.dtype:
+        """The input dtype the prepared model expects: float16 with ``half``, else float32."""
         import torch
 
         return torch.float16 if self.half else torch.float32
 
-    def prepare(self, model: Any) -> Any:
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move a model to the device, precision and memory format, in eval mode."""
         import torch
 
@@ -136,7 +138,8 @@ class Runtime:
         converting batches to channels-last would only add two copies."""
         return self if runtime in ("torch", "ultralytics") else replace(self, channels_last=False)
 
-    def batch(self, tensor: Any) -> Any:
+    def batch(self, tensor: torch.Tensor) -> torch.Tensor:
+        """An input batch moved to the device, in the model's dtype and memory format."""
         import torch
 
         tensor = tensor.to(self.device, dtype=self.dtype, non_blocking=True)

@@ -20,13 +20,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.io.files import atomic_path
 from cnnkit.models.loader import Loaded, identify, resolve, sniff
 from cnnkit.models.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import torch
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 ATOL, RTOL = 1e-4, 1e-3
@@ -42,6 +45,8 @@ INPUT_NAME = "images"
 
 @dataclass
 class ExportResult:
+    """What ``cnnkit export`` wrote and how it was verified (printed as JSON)."""
+
     path: str
     format: str
     task: str
@@ -362,7 +367,7 @@ def check_outputs(expected: list[list[Any]], got: list[list[Any]], path: Path) -
     return worst
 
 
-def onnx_module(session: Any) -> Any:
+def onnx_module(session: Any) -> torch.nn.Module:
     """An ``nn.Module`` that runs an onnxruntime session, so predictors use it like a PyTorch model.
 
     A file exported without ``--dynamic-batch`` takes a fixed batch; larger batches are
@@ -389,7 +394,7 @@ def onnx_module(session: Any) -> Any:
     return OnnxModule()
 
 
-def openvino_module(path: str) -> Any:
+def openvino_module(path: str) -> torch.nn.Module:
     """An ``nn.Module`` that runs an ONNX file compiled by OpenVINO for the CPU, with torch's thread count."""
     import numpy as np
     import torch
@@ -459,7 +464,7 @@ def read_onnx_meta(path: str | Path, session: Any = None) -> dict[str, Any]:
     return check_meta(parse_meta(raw, path), path, required=("task",))
 
 
-def torchscript_module(module: Any, fixed_batch: int | None) -> Any:
+def torchscript_module(module: torch.jit.ScriptModule, fixed_batch: int | None) -> torch.nn.Module:
     """A loaded TorchScript file as a predictor's ``nn.Module``; a fixed-batch trace runs larger batches in slices."""
     import torch
 

@@ -27,6 +27,8 @@ MIN_CALIBRATION = 100  # fewer images give ranges that depend on which ones were
 
 @dataclass
 class QuantizeResult:
+    """What ``cnnkit quantize`` wrote, and its metric against the float model when one was measured."""
+
     path: str
     task: str
     model: str
@@ -45,6 +47,7 @@ class QuantizeResult:
 
 
 def calibration_images(folder: str | Path, limit: int) -> list[str]:
+    """Up to ``limit`` images under ``folder`` (recursive) for calibration; none is an option error."""
     from cnnkit.io.sources import expand_sources
 
     paths = [it.path for it in expand_sources([str(folder)], recursive=True) if it.error is None][:limit]

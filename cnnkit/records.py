@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas
+    import polars
+
     from cnnkit.results import Result
 
 SCHEMA_VERSION = 3
@@ -152,7 +155,9 @@ def validate_record(data: dict[str, Any]) -> None:
                 raise ValueError("score outside [0, 1]")
 
 
-def records_to_frame(records: list[Record] | list[dict[str, Any]], backend: str = "auto") -> Any:
+def records_to_frame(
+    records: list[Record] | list[dict[str, Any]], backend: str = "auto"
+) -> pandas.DataFrame | polars.DataFrame:
     """Records as a pandas or polars DataFrame, whichever is installed (or named)."""
     rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
     if backend in ("auto", "pandas"):

@@ -23,9 +23,12 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
+
+if TYPE_CHECKING:
+    from cnnkit.models.loader import Loaded
 
 log = logging.getLogger("cnnkit")
 
@@ -187,8 +190,8 @@ def compilable(loaded: Any, task: str) -> bool:
 
 
 def compile_loaded(
-    loaded: Any, task: str, backend: str, *, device: Any = None, imgsz: int | None = None, cache: Path | None = None
-) -> Any:
+    loaded: Loaded, task: str, backend: str, *, device: Any = None, imgsz: int | None = None, cache: Path | None = None
+) -> Loaded:
     """``loaded`` run by ``backend`` (``auto``, a runtime, or ``torch``), compiled or taken from the cache.
 
     ``auto`` falls back to ``loaded`` (PyTorch) on a failed compile or check, with one warning line;
@@ -272,6 +275,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -295,6 +299,7 @@ def read_entry(folder: Path) -> dict[str, Any] | None:
 
 
 def write_entry(folder: Path, entry: dict[str, Any]) -> None:
+    """Writes a cache folder's entry file atomically."""
     from cnnkit.io.files import atomic_write_text
 
     atomic_write_text(folder / ENTRY, json.dumps(entry, indent=1))

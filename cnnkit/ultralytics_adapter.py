@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +280,7 @@ def device_arg(device: Any) -> str:
     return device.type
 
 
-def restore_threads_callback(threads: int) -> Any:
+def restore_threads_callback(threads: int) -> Callable[[Any], None]:
     """A trainer callback that sets torch's threads back after ultralytics' ``select_device``."""
 
     def _cb(_trainer: Any) -> None:

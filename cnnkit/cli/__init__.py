@@ -55,4 +55,5 @@ reporting.register(app)
 
 
 def main() -> None:
+    """The ``cnnkit`` console script."""
     app(prog_name="cnnkit")

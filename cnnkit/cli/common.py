@@ -6,13 +6,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from cnnkit.cli.options import given, view_format
 from cnnkit.errors import CnnkitError, UsageError, spell_options
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -82,6 +85,7 @@ class RootGroup(TyperGroup):
     """Turns a :class:`CnnkitError` from any command into ``Error: …`` on stderr and its exit code."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """Click's context, after the ``CNNKIT_*`` environment is checked (so a bad value names its variable)."""
         from cnnkit.config import check_environment
 
         _tidy_help(self)
@@ -93,6 +97,7 @@ class RootGroup(TyperGroup):
         return super().make_context(info_name, hoist_global_flags(list(args)), parent=parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
+        """Run the command; a :class:`CnnkitError` becomes ``Error: …`` with its flags named, and its exit code."""
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
@@ -121,10 +126,11 @@ def flag_names(command: Any) -> dict[str, str]:
 
 
 def task_app(help_text: str) -> typer.Typer:
+    """A task's Typer app, with the task group's help layout, so every task's CLI looks the same."""
     return typer.Typer(cls=TaskGroup, help=help_text, no_args_is_help=False, rich_markup_mode="rich")
 
 
-def stderr_console() -> Any:
+def stderr_console() -> Console:
     """A rich console on stderr that wraps only on a terminal: a log file gets whole lines."""
     from rich.console import Console
 
@@ -178,6 +184,7 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
 
 
 def state(ctx: typer.Context) -> dict[str, Any]:
+    """The root command's global flags (``quiet``, ``verbose`` …), with defaults when a command runs alone."""
     obj = ctx.find_root().obj
     return obj if isinstance(obj, dict) else {"quiet": False, "verbose": False}
 
@@ -381,6 +388,7 @@ def local_data(ctx: typer.Context, data: str) -> str:
 
 
 def require_sources(sources: list[str] | None) -> list[str]:
+    """``sources``, or a usage error when none were given (commands that need inputs)."""
     if not sources:
         raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")
     return sources

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from cnnkit.cli import common as c
 from cnnkit.cli import options as o
 from cnnkit.cli.options import PANEL_DATA, PANEL_TRAIN
+
+if TYPE_CHECKING:
+    from cnnkit.train.loop import Callbacks
 
 
 def _option(*flags: str, help: str, panel: str = PANEL_TRAIN, **more: Any) -> Any:
@@ -184,20 +187,24 @@ class TrainDisplay:
         self.progress.__exit__(*exc)
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        """A fresh progress bar for the epoch's batches."""
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.epochs = epochs
         self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches)
 
     def batch(self, samples: int, loss: float) -> None:
+        """One batch done: the bar moves on."""
         if self.task is not None:
             self.progress.advance(self.task)
 
     def epoch_end(self, row: dict[str, Any]) -> None:
+        """The epoch's one-line summary on stderr, which stays when the bar goes."""
         if self.enabled:
             self.console.print(epoch_line(row, self.epochs), highlight=False, markup=False)
 
-    def callbacks(self) -> Any:
+    def callbacks(self) -> Callbacks:
+        """This display as the training loop's callbacks."""
         from cnnkit.train.loop import Callbacks
 
         return Callbacks(epoch_start=self.epoch_start, batch=self.batch, epoch_end=self.epoch_end)

@@ -145,5 +145,6 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Adds ``models`` and ``info`` to the root app."""
     app.command("models", rich_help_panel="Models")(models)
     app.command("info", rich_help_panel="Models")(info)

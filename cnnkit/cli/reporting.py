@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -72,7 +72,7 @@ def finish(report: Report | None) -> None:
         log.info("report: %s", path)
 
 
-def truth_hook(report: Report | None) -> Any:
+def truth_hook(report: Report | None) -> Callable[[Record, Any], None] | None:
     """``on_record`` for a val function: each record and its truth into the report."""
     if report is None:
         return None

@@ -33,6 +33,7 @@ class CocoSplit:
 
 
 def find_annotations(data: str | Path, split: str) -> Path:
+    """The COCO JSON of ``data``: the file itself, or ``<split>/annotations.json`` or ``annotations.json`` in it."""
     data = Path(data)
     if data.is_file():
         return data
@@ -43,6 +44,7 @@ def find_annotations(data: str | Path, split: str) -> Path:
 
 
 def read_coco(data: str | Path, split: str = "val") -> CocoSplit:
+    """The ``split`` of a COCO dataset: its images, categories and annotations, checked on reading."""
     path = find_annotations(data, split)
     try:
         gt = json.loads(path.read_text())

@@ -37,6 +37,7 @@ def _save_png(path: Path, arr: np.ndarray, palette: list[int] | None = None) -> 
 
 
 def mask_palette(n_classes: int) -> list[int]:
+    """A PNG palette for class-index masks: black background, then the drawing colours."""
     from cnnkit.io.draw import colour
 
     pal = [0, 0, 0]

@@ -31,6 +31,8 @@ class FolderSplit:
 
 @dataclass
 class FolderData:
+    """A class-folder dataset: class names, the train and val splits, and the images skipped as unreadable."""
+
     classes: list[str]
     train: FolderSplit
     val: FolderSplit
@@ -39,6 +41,7 @@ class FolderData:
 
 
 def class_dirs(root: Path) -> list[str]:
+    """The class folders under ``root``, sorted (hidden folders left out)."""
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
@@ -138,6 +141,7 @@ def load_folder_dataset(
 
 
 def describe_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> str:
+    """A short report of unreadable images: the first ``limit`` with their reasons, and how many more."""
     lines = [f"skipped {len(skipped)} unreadable image(s):"] + [f"  {p}: {r}" for p, r in skipped[:limit]]
     if len(skipped) > limit:
         lines.append(f"  … and {len(skipped) - limit} more")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("cnnkit")
 
@@ -38,7 +41,7 @@ class _DataUnpickler(pickle.Unpickler):
         raise UnsafeCache(f"refused {module}.{name}")
 
 
-def load(path: str | os.PathLike) -> Any:
+def load(path: str | os.PathLike) -> np.ndarray:
     """The object in a ``.npy``/``.cache`` file, unpickling plain data only (ultralytics calls ``.item()`` on it)."""
     import numpy as np
     from numpy.lib import format as npy

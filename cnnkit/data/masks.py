@@ -51,6 +51,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def read_pair(image: str | Path, mask: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An image as RGB and its mask as class indices, checked to be the same size."""
     from PIL import Image
 
     from cnnkit.io.decode import to_rgb

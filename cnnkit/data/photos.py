@@ -80,6 +80,7 @@ def load_photo(name: str) -> np.ndarray:
 
 
 def train_pool() -> list[np.ndarray]:
+    """The bundled training photos, decoded (backgrounds for the synthetic scenes)."""
     return [load_photo(n) for n in TRAIN_PHOTOS]
 
 

@@ -20,6 +20,8 @@ CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon")
 
 @dataclass
 class ShapeObject:
+    """One drawn shape: its class, its box and the mask of its visible part."""
+
     class_id: int
     label: str
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive), pixels
@@ -28,6 +30,8 @@ class ShapeObject:
 
 @dataclass
 class Scene:
+    """A synthetic image and the shapes drawn on it, for tests and the bundled models' training data."""
+
     image: np.ndarray  # H×W×3 uint8
     objects: list[ShapeObject] = field(default_factory=list)
 
@@ -148,6 +152,7 @@ def scene(seed: int, index: int, **kwargs) -> Scene:
 
 
 def scenes(n: int, seed: int = 0, **kwargs) -> Iterator[Scene]:
+    """``n`` scenes from ``seed``, the same for the same arguments."""
     for i in range(n):
         yield scene(seed, i, **kwargs)
 

@@ -60,6 +60,7 @@ def crosses(line: Sequence[float], a: tuple[float, float], b: tuple[float, float
 
 
 def box_centre(box: Sequence[float]) -> tuple[float, float]:
+    """The centre of an ``x1, y1, x2, y2`` box."""
     return (float(box[0]) + float(box[2])) / 2, (float(box[1]) + float(box[3])) / 2
 
 
@@ -109,6 +110,8 @@ class LineCounter:
 
 @dataclass(frozen=True)
 class MotRow:
+    """One row of a MOTChallenge file: a box of one track in one frame."""
+
     frame: int  # from 1
     track_id: int
     box: tuple[float, float, float, float]  # x, y, w, h

@@ -17,12 +17,15 @@ import os
 import stat
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.errors import DecodeError
 from cnnkit.io import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 
 @dataclass
@@ -93,7 +96,7 @@ def _check_file(path: str) -> None:
         raise DecodeError("permission denied")
 
 
-def to_rgb(img: Any) -> Any:
+def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
     """Any PIL mode → RGB: 16-bit scaled down, alpha composited over white, CMYK/palette converted."""
     from PIL import Image
 

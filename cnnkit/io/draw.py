@@ -23,6 +23,7 @@ PALETTE = [
 
 
 def colour(i: int) -> tuple[int, int, int]:
+    """The drawing colour of class or track ``i`` (the palette repeats)."""
     return PALETTE[i % len(PALETTE)]
 
 

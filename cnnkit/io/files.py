@@ -105,12 +105,14 @@ def first_free(path: str | os.PathLike, write: Callable[[Path, bool], Any], *, o
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    """Writes ``data`` to ``path`` whole or not at all (a temporary file renamed into place)."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Writes UTF-8 ``text`` to ``path`` whole or not at all."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 

@@ -49,6 +49,7 @@ class Item:
 
 
 def is_image_name(name: str) -> bool:
+    """Whether a file name has an image extension."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -341,4 +342,5 @@ def shard(items: Sequence[Item], spec: str | tuple[int, int] | None) -> list[Ite
 
 
 def skip_done(items: Iterable[Item], done: set[str]) -> list[Item]:
+    """``items`` without those already done (``--resume``)."""
     return [it for it in items if it.path not in done]

@@ -39,6 +39,7 @@ ENCODERS = ("libx264", "h264", "mpeg4")  # tried in this order for annotated out
 
 
 def is_video_name(name: str) -> bool:
+    """Whether a file name has a video extension."""
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
@@ -65,6 +66,7 @@ def is_stream_url(text: str) -> bool:
 
 
 def is_video_source(path: str) -> bool:
+    """Whether a source is read as a video: a stream URL or a video file name."""
     return is_stream_url(path) or is_video_name(path)
 
 

@@ -455,6 +455,7 @@ class RecordWriter:
 
 
 def summarise_predictions(preds: Sequence[dict[str, Any]], limit: int = 3) -> str:
+    """The first ``limit`` predictions as ``label score``, for a one-line summary."""
     parts = []
     for p in preds[:limit]:
         parts.append(f"{p.get('label', '?')} {p['score']:.2f}" if "score" in p else str(p.get("label", "?")))

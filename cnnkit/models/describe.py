@@ -14,6 +14,7 @@ from cnnkit.models.registry import ModelSpec, count_parameters
 
 
 def weights_file(spec: ModelSpec) -> str | None:
+    """Where an entry's weights are (or would be once downloaded); ``None`` when not known."""
     if spec.source == "bundled":
         return str(hub.bundled_path(spec.weights_name))
     if spec.source == "torchvision":
@@ -27,11 +28,13 @@ def weights_file(spec: ModelSpec) -> str | None:
 
 
 def is_available(spec: ModelSpec) -> bool:
+    """Whether an entry's weights are on this machine, so it runs offline."""
     path = weights_file(spec)
     return bool(path and os.path.isfile(path))
 
 
 def parameters(spec: ModelSpec) -> int:
+    """An entry's parameter count, built on the meta device (no memory, no weights)."""
     from cnnkit.models.meta_device import build_on_meta
 
     model = build_on_meta(lambda: spec.builder() if spec.labels is None else spec.builder(num_classes=len(spec.labels)))
@@ -39,6 +42,7 @@ def parameters(spec: ModelSpec) -> int:
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
+    """An entry as a JSON-ready dict for ``cnnkit models``."""
     info: dict[str, Any] = {
         "name": spec.name,
         "task": spec.task,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.models.registry import ModelSpec, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 def register_torchvision(task: str, builder: Callable[..., Any], rows: Iterable[tuple[Any, ...]]) -> None:
@@ -34,7 +37,7 @@ def register_torchvision(task: str, builder: Callable[..., Any], rows: Iterable[
         )
 
 
-def torchvision_rcnn(arch: str, num_classes: int = 90, **kwargs: Any) -> Any:
+def torchvision_rcnn(arch: str, num_classes: int = 90, **kwargs: Any) -> torch.nn.Module:
     """A torchvision Faster or Mask R-CNN with random weights (no backbone download either); ``num_classes``
     counts the foreground classes, the network's label ``k`` being ``class_id = k - 1``."""
     import torchvision

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import WeightsNotAvailable
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def bundled_path(filename: str) -> Path:
+    """Where a bundled weights file lives: ``cnnkit/weights/`` inside the installed package."""
     return WEIGHTS_DIR / filename
 
 
@@ -36,18 +40,20 @@ def torch_hub_dir() -> Path:
     return home / "hub"
 
 
-def torchvision_weights(enum_name: str) -> Any:
+def torchvision_weights(enum_name: str) -> WeightsEnum:
     """``"ResNet18_Weights.IMAGENET1K_V1"`` → the torchvision weights member."""
     from torchvision.models import get_weight
 
     return get_weight(enum_name)
 
 
-def torchvision_cache_file(weights: Any) -> Path:
+def torchvision_cache_file(weights: WeightsEnum) -> Path:
+    """Where torch hub keeps (or will keep) the download of ``weights``, so a cached file is found offline."""
     return torch_hub_dir() / "checkpoints" / os.path.basename(weights.url)
 
 
 def is_cached_torchvision(enum_name: str, url_basename: str | None = None) -> bool:
+    """Whether torchvision weights are already in torch hub's cache (so loading them needs no network)."""
     if url_basename is None:
         url_basename = os.path.basename(torchvision_weights(enum_name).url)
     return (torch_hub_dir() / "checkpoints" / url_basename).is_file()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @contextlib.contextmanager
@@ -32,7 +35,7 @@ def _parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
 
 
-def build_on_meta(builder: Any) -> Any:
+def build_on_meta(builder: Callable[[], nn.Module]) -> nn.Module:
     """``builder()`` with its parameters and buffers on the meta device: no memory, no initialisation.
 
     Not ``with torch.device("meta")``: that also puts on meta every tensor made while the builder

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.config import MAX_IMGSZ
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,6 +25,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocess:
+    """How a classifier's input is made: resize, centre crop and normalisation, as the model was trained."""
+
     resize: int  # shorter side is resized to this
     crop: int  # then a centre crop of crop×crop
     mean: tuple[float, ...] = IMAGENET_MEAN
@@ -83,7 +88,7 @@ class Preprocess:
             interpolation=str(interp),
         )
 
-    def __call__(self, rgb: np.ndarray) -> Any:
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """H×W×3 uint8 → 3×crop×crop float tensor.
 
         When resizing the whole image would give more than four crops' worth of pixels (an aspect
@@ -146,7 +151,7 @@ def rcnn_working_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int
     return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
 
 
-def image_tensor(rgb: np.ndarray) -> Any:
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8 → 3×H×W float tensor in [0, 1]: the input of torchvision's R-CNNs, which normalise and
     resize themselves. Shared by the instance predictor and the training code."""
     import torch

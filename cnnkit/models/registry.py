@@ -60,6 +60,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Adds ``spec`` to the registry (a name registered twice is a bug)."""
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} is registered twice")
     _REGISTRY[spec.name] = spec
@@ -128,4 +129,5 @@ def introduction(spec: ModelSpec, labels: list[str] | tuple[str, ...] | None = N
 
 
 def count_parameters(model: Any) -> int:
+    """The number of parameters of a model."""
     return sum(p.numel() for p in model.parameters())

@@ -192,7 +192,7 @@ class _RawYolo:
                 super().__init__()
                 self.inner = inner
 
-            def forward(self, x: Any) -> Any:
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
                 out = self.inner(x)
                 while isinstance(out, (tuple, list)):
                     out = out[0]

@@ -151,4 +151,5 @@ def encode(image: Image, quality: int = THUMB_QUALITY) -> bytes:
 
 
 def data_uri(data: bytes, mime: str = "image/webp") -> str:
+    """``data`` as a ``data:`` URI, so a report is one self-contained HTML file."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import typer
+
+    from cnnkit.eval.report import ReportTable
+    from cnnkit.export import ExportResult
 
 
 def _attr(ref: str) -> Any:
@@ -40,6 +47,7 @@ class Task:
 
     @property
     def package(self) -> str:
+        """The task's package, ``cnnkit.tasks.<name>``, where its parts are imported from."""
         return f"cnnkit.tasks.{self.name}"
 
     @property
@@ -48,24 +56,24 @@ class Task:
         return _attr(f"{self.package}.predict:PREDICTOR")
 
     @property
-    def trainer(self) -> Any:
+    def trainer(self) -> Callable[..., dict[str, Any]]:
         """``finetune(data, FinetuneOptions) -> dict`` of the task's training recipe."""
         return _attr(f"{self.package}.train:finetune")
 
     @property
-    def validator(self) -> Any:
+    def validator(self) -> Callable[..., dict[str, Any]]:
         """``validate(data, **options) -> dict`` of the task's ``val.py``: plain, JSON-ready metrics."""
         return _attr(f"{self.package}.val:validate")
 
-    def report_tables(self, metrics: dict[str, Any]) -> list[Any]:
+    def report_tables(self, metrics: dict[str, Any]) -> list[ReportTable]:
         """The :class:`~cnnkit.eval.report.ReportTable` s a ``val`` report shows for ``metrics``."""
         return _attr(f"{self.package}.val:report_tables")(metrics)
 
-    def cli(self) -> Any:
+    def cli(self) -> typer.Typer:
         """The task's Typer app (``predict`` and ``val``); imports only Typer and the CLI helpers."""
         return _attr(f"{self.package}.cli:app")
 
-    def exporter(self) -> Any | None:
+    def exporter(self) -> Callable[..., ExportResult] | None:
         """The task's own exporter (``export(...)``) when the generic ONNX/TorchScript one does not fit."""
         module = f"{self.package}.export"
         if importlib.util.find_spec(module) is None:

@@ -319,7 +319,9 @@ class _Schedule:
         return 1.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> Any:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """The per-step learning-rate schedule of ``cfg`` over ``cfg.epochs`` epochs."""
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")

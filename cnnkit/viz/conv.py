@@ -12,9 +12,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 from cnnkit.config import MAX_KERNEL, MAX_PADDING
 from cnnkit.errors import CnnkitError, DecodeError, OptionError, UsageError
@@ -98,6 +101,8 @@ def resolve_kernel(spec: str) -> tuple[str, np.ndarray]:
 
 @dataclass
 class ConvResult:
+    """A convolution of an image with one kernel: the settings and the output map."""
+
     input_size: tuple[int, int]
     kernel_name: str
     kernel: np.ndarray
@@ -192,7 +197,7 @@ def image_input(rgb: np.ndarray, keep_colour: bool) -> np.ndarray:
     return x if keep_colour else x @ np.array([0.299, 0.587, 0.114])
 
 
-def to_picture(a: np.ndarray, kernel: np.ndarray) -> Any:
+def to_picture(a: np.ndarray, kernel: np.ndarray) -> PIL.Image.Image:
     """A feature map as a PIL image: |response| scaled to its 99.5th percentile for zero-sum
     kernels (edge detectors answer with signs; a few strong edges must not darken the rest),
     values clipped to [0, 1] for the others."""

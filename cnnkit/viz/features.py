@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.io.draw import _font
 from cnnkit.models.loader import Loaded
 from cnnkit.viz.summary import LayerRow
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 DEFAULT_MODEL = "shapes-cnn"
 MAX_DEFAULT_LAYERS = 6
@@ -166,6 +169,8 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
 
 @dataclass
 class Panel:
+    """One block of a feature figure: a title and labelled cells."""
+
     title: str
     cells: list[np.ndarray]  # uint8 RGB, any size; each is scaled to the cell
     labels: list[str]
@@ -266,7 +271,7 @@ def _fit(img: np.ndarray, cell: int) -> Any:
     return Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.NEAREST)
 
 
-def render(panels: list[Panel], *, cell: int = 96, columns: int = 8, heading: str = "") -> Any:
+def render(panels: list[Panel], *, cell: int = 96, columns: int = 8, heading: str = "") -> PIL.Image.Image:
     """Panels stacked vertically; each one a title and a wrapped grid of labelled cells.
 
     Titles wrap to the figure's width, and the figure widens (up to ``MAX_WIDTH``) for a word, such as a

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import OptionError, UsageError
 from cnnkit.models.meta_device import build_on_meta
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnnkit.models.registry import ModelSpec
 
 log = logging.getLogger("cnnkit")
 
@@ -43,6 +49,8 @@ class LayerRow:
 
 @dataclass
 class Summary:
+    """A model's layer table: each layer's output shape and parameters, and the totals."""
+
     model: str
     input: list[int]
     layers: list[LayerRow]
@@ -357,7 +365,7 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
         ) from exc
 
 
-def random_builder(spec: Any) -> Any:
+def random_builder(spec: ModelSpec) -> Callable[[], torch.nn.Module]:
     """A no-argument builder for ``spec``: its labels' class count, the builder's default, or 2 classes
     for builders that insist on ``num_classes`` (smp architectures registered without labels)."""
     import inspect

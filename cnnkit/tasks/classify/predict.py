@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState
@@ -10,8 +10,13 @@ from cnnkit.io.decode import Decoded
 from cnnkit.models.loader import Loaded
 from cnnkit.results import Classes, ClassScore
 
+if TYPE_CHECKING:
+    import torch
+
 
 class Classifier(Predictor):
+    """The classify task's predictor: top-``k`` classes per image."""
+
     task = "classify"
 
     def __init__(self, loaded: Loaded, runtime: Runtime, topk: int = 5) -> None:
@@ -49,7 +54,8 @@ class Classifier(Predictor):
         loaded = resolve("classify", model, weights, backend=backend, device=runtime.device, imgsz=imgsz)
         return cls(loaded, runtime, topk)
 
-    def preprocess(self, decoded: Decoded) -> Any:
+    def preprocess(self, decoded: Decoded) -> torch.Tensor:
+        """The image cropped, resized and normalised as the model was trained (its :class:`Preprocess`)."""
         return self.pre(decoded.rgb)
 
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Classes]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnnkit.data.folder import FolderSplit, describe_skipped, load_folder_dataset
+from cnnkit.data.folder import FolderData, FolderSplit, describe_skipped, load_folder_dataset
 from cnnkit.errors import CnnkitError, OptionError, UsageError, WeightsNotAvailable
 from cnnkit.models import hub
 from cnnkit.models.loader import resolve, spec_for_family
@@ -98,7 +99,7 @@ def check(opts: FinetuneOptions) -> FinetuneOptions:
 # ---------------------------------------------------------------- data
 
 
-def train_transform(pre: Preprocess, augment: str) -> Any:
+def train_transform(pre: Preprocess, augment: str) -> Callable[[np.ndarray], torch.Tensor]:
     """uint8 HxWx3 → normalised tensor; ``none`` is exactly the inference preprocessing."""
     if augment == "none":
         return pre
@@ -172,8 +173,9 @@ def _worker_init(_: int) -> None:
 
 
 def make_loaders(
-    data: Any, pre: Preprocess, opts: FinetuneOptions, workers: int, rank: int, world: int, pin: bool
+    data: FolderData, pre: Preprocess, opts: FinetuneOptions, workers: int, rank: int, world: int, pin: bool
 ) -> tuple[DataLoader, DataLoader]:
+    """The train and val loaders of a folder dataset (sharded across ``world`` processes)."""
     assert opts.batch_size is not None  # filled by check()
     train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
     val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)

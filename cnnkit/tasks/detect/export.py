@@ -12,13 +12,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
 from cnnkit.errors import UsageError
 
+if TYPE_CHECKING:
+    from cnnkit.export import ExportResult
+    from cnnkit.models.loader import Loaded
 
-def _yolo(target: str) -> Any:
+
+def _yolo(target: str) -> Loaded:
     """The ultralytics model :func:`~cnnkit.models.loader.resolve` finds for ``target``; other detectors are refused."""
     from cnnkit.models.loader import resolve
 
@@ -32,7 +36,7 @@ def _yolo(target: str) -> Any:
 
 def export(
     target: str, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: str | Path | None, overwrite: bool
-) -> Any:
+) -> ExportResult:
     """Export a YOLO detector with ultralytics, check it against the PyTorch network, keep it or fail."""
     from cnnkit.export import default_out
 
@@ -41,7 +45,9 @@ def export(
     return export_yolo(loaded, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=dest, overwrite=overwrite)
 
 
-def export_yolo(loaded: Any, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: Path, overwrite: bool) -> Any:
+def export_yolo(
+    loaded: Loaded, *, fmt: str, imgsz: int | None, dynamic_batch: bool, out: Path, overwrite: bool
+) -> ExportResult:
     """``loaded`` (an ultralytics detector from the resolver) exported to ``out``; what :func:`export` and the
     compiled runtimes (:mod:`cnnkit.runtimes`) share."""
     import torch

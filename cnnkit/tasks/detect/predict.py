@@ -31,6 +31,7 @@ from cnnkit.results import Box, Boxes
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
 
 if TYPE_CHECKING:
+    import torch
     from typing_extensions import Self
 
 
@@ -134,14 +135,18 @@ class YoloBackend:
 
     @property
     def min_side(self) -> int:
+        """The letterbox side: the decoder may draft an image down to it."""
         return self.imgsz
 
-    def preprocess(self, rgb: np.ndarray) -> Any:
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """The image letterboxed to the model's size, as a uint8 CHW tensor (scaled to [0, 1] per batch)."""
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(self.letterbox(image=rgb).transpose(2, 0, 1)))
 
     def forward(self, inputs: list[Any], shapes: list[tuple[int, int]], opts: Options) -> list[np.ndarray]:
+        """A batch through the network and NMS: per image, ``[x1, y1, x2, y2, score, class]`` rows in the
+        pixels of its (drafted) input, ``shapes``."""
         import torch
         from ultralytics.utils import nms, ops
 
@@ -181,9 +186,10 @@ class TorchvisionBackend:
 
     @property
     def min_side(self) -> int:
+        """The model's working short side: the decoder may draft an image down to it."""
         return self.imgsz
 
-    def preprocess(self, rgb: np.ndarray) -> tuple[Any, tuple[int, int]]:
+    def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """A uint8 CHW tensor of at most about twice the model's working size (big images reduced,
         thin ones padded: :func:`~cnnkit.models.preprocess.rcnn_input`), and the image's size in it."""
         import torch
@@ -195,6 +201,8 @@ class TorchvisionBackend:
         return torch.from_numpy(np.ascontiguousarray(rgb_in.transpose(2, 0, 1))), content
 
     def forward(self, inputs: list[Any], shapes: list[tuple[int, int]], opts: Options) -> list[np.ndarray]:
+        """A batch through the network: per image, ``[x1, y1, x2, y2, score, class]`` rows in the pixels of
+        its (drafted) input, ``shapes``."""
         import torch
 
         heads = self.net.roi_heads
@@ -238,6 +246,8 @@ def load_backend(
 
 
 class Detector(Predictor):
+    """The detect task's predictor: a YOLO or torchvision backend, boxes as :class:`~cnnkit.results.Boxes`."""
+
     task = "detect"
 
     def __init__(
@@ -292,10 +302,12 @@ class Detector(Predictor):
             net, opts, save_pictures=save_pictures, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop, **extra
         )
 
-    def preprocess(self, decoded: Decoded) -> Any:
+    def preprocess(self, decoded: Decoded) -> torch.Tensor | tuple[torch.Tensor, tuple[int, int]]:
+        """The backend's input for one image."""
         return self.backend.preprocess(decoded.rgb)
 
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Boxes]:
+        """The backend's detections as boxes in each input's own pixels, clipped to it."""
         dets = self.backend.forward(inputs, [d.rgb.shape[:2] for d in decoded], self.options)
         return [self._boxes(det, d) for det, d in zip(dets, decoded)]
 

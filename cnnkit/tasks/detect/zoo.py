@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
 from cnnkit.models.entries import register_torchvision, torchvision_rcnn
 from cnnkit.models.registry import ModelSpec, register
 
+if TYPE_CHECKING:
+    import torch
 
-def yolo_net(cfg: str = "yolov8n.yaml", num_classes: int = 80) -> Any:
+    from cnnkit.models.loader import Loaded
+
+
+def yolo_net(cfg: str = "yolov8n.yaml", num_classes: int = 80) -> torch.nn.Module:
     """An ultralytics ``DetectionModel`` from its architecture yaml, random weights.
 
     Always built on the CPU: its constructor runs a forward pass and ``.item()``, which the
@@ -116,7 +121,7 @@ def is_ultralytics_asset(name: str) -> bool:
     return name in GITHUB_ASSETS_NAMES
 
 
-def _ultralytics_loaded(where: str | Path, name: str, spec: ModelSpec | None = None) -> Any:
+def _ultralytics_loaded(where: str | Path, name: str, spec: ModelSpec | None = None) -> Loaded:
     from cnnkit.models.loader import Loaded
 
     yolo = ultralytics_model(where)
@@ -128,7 +133,7 @@ def _ultralytics_loaded(where: str | Path, name: str, spec: ModelSpec | None = N
     return Loaded(yolo, name, labels, None, spec, meta, runtime="ultralytics")
 
 
-def resolve(model: str | None, weights: str | None, *, default: str) -> Any:
+def resolve(model: str | None, weights: str | None, *, default: str) -> Loaded | None:
     """Ultralytics models: a local ``.pt`` (as the model, or as the weights of a YOLO entry or of no
     model), a registry YOLO name, or another name ultralytics publishes. ``None`` for the rest
     (Faster R-CNN entries and their state dicts), which the generic rules resolve."""

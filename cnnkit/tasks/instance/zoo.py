@@ -8,11 +8,14 @@ the COCO category id, which :class:`cnnkit.eval.coco.CocoResults` assumes by def
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
 from cnnkit.models.entries import register_torchvision, torchvision_rcnn
 from cnnkit.models.registry import ModelSpec, register
+
+if TYPE_CHECKING:
+    from torchvision.models.detection import MaskRCNN
 
 LIGHT_DEFAULTS: dict[str, Any] = {"backbone": "resnet18", "fpn_channels": 64, "min_size": 192, "max_size": 320}
 
@@ -25,7 +28,7 @@ def light_maskrcnn(
     min_size: int = 192,
     max_size: int = 320,
     representation: int = 128,
-) -> Any:
+) -> MaskRCNN:
     """A Mask R-CNN small enough to train from scratch on a CPU.
 
     ResNet FPN (``fpn_channels`` wide) with ``BatchNorm2d`` (the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.results import SegmentMask, class_summary, overlay, segmentation_palette
 from cnnkit.tasks.segment.val import class_map
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 __all__ = ["Segmenter", "class_summary", "overlay", "ramp_weight", "segmentation_palette", "tile_starts"]
 
@@ -151,7 +154,7 @@ class Segmenter(Predictor):
         out[:, :nh, :nw] = self._normalise(rgb)
         return _Letterbox(out, (nh, nw))
 
-    def preprocess(self, decoded: Decoded) -> Any:
+    def preprocess(self, decoded: Decoded) -> _Letterbox | None:
         """The letterboxed tensor; ``None`` for an image to tile (in :meth:`predict_batch`), whose
         memory is checked here: a band of class scores as wide as the image, and each tile's."""
         if not self._tiled(decoded):
@@ -252,7 +255,7 @@ class Segmenter(Predictor):
         return np.asarray(Image.fromarray(mask).resize((decoded.width, decoded.height), Image.Resampling.NEAREST))
 
     # -- outputs ------------------------------------------------------------------------------
-    def annotate(self, decoded: Decoded, record: Record) -> Any:
+    def annotate(self, decoded: Decoded, record: Record) -> PIL.Image.Image:
         """The colour overlay on the input at its own size (never an upscaled draft): the record's result,
         or for a record read back without one, its saved mask PNG."""
         if record.result is None and record.extra.get("mask"):

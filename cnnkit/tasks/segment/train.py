@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,12 +22,15 @@ from cnnkit.errors import OptionError, UsageError
 from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader
 from cnnkit.train.options import FinetuneOptions
 
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
 log = logging.getLogger("cnnkit.train")
 
 
 def transforms(
     imgsz: int, train: bool, mean: Sequence[float], std: Sequence[float], crop_scale: tuple[float, float] = (0.5, 1.0)
-) -> Any:
+) -> v2.Compose:
     """torchvision v2 pipeline applied jointly to ``(tv_tensors.Image, tv_tensors.Mask)``.
 
     ``crop_scale`` is the random crop's share of the image area (``RandomResizedCrop``).

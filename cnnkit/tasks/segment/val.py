@@ -6,14 +6,17 @@ images does not matter), and every figure is read off it at the end.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note, table
 
+if TYPE_CHECKING:
+    import torch
 
-def class_map(scores: Any, dim: int = 0) -> Any:
+
+def class_map(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """The class index per pixel of a score tensor: ``argmax`` over ``dim``.
 
     ``max(dim).indices`` picks the same class (the first on ties) but reduces a

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.data.shapes import CLASSES as SHAPES_CLASSES
 from cnnkit.models.entries import register_torchvision
 from cnnkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.models.registry import ModelSpec, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnnkit.models.loader import Loaded
 
 SMP_ARCHS = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "deeplabv3plus": "DeepLabV3Plus"}
 TORCHVISION_ARCHS = ("deeplabv3", "lraspp")
@@ -53,7 +58,9 @@ def encoder_name(name: str) -> str:
     return name
 
 
-def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> Any:
+def build_smp(
+    num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_ENCODER, **kwargs: Any
+) -> torch.nn.Module:
     """An smp model with a randomly initialised encoder (``encoder_weights=None``)."""
     import segmentation_models_pytorch as smp
 
@@ -71,7 +78,7 @@ def build_smp(num_classes: int = 1, arch: str = "unet", encoder: str = DEFAULT_E
         raise UsageError(f"unknown encoder {encoder!r} for {arch} ({str(exc)[:200]})") from exc
 
 
-def build_torchvision(name: str, num_classes: int = 21) -> Any:
+def build_torchvision(name: str, num_classes: int = 21) -> torch.nn.Module:
     """A torchvision segmentation model with random weights (backbone included)."""
     import torchvision
 
@@ -207,7 +214,7 @@ def _smp_loaded(spec: ModelSpec, weights: str | None, arch_kwargs: dict[str, Any
 
 def resolve(
     model: str | None, weights: str | None, *, default: str, arch: str | None = None, encoder: str | None = None
-) -> Any:
+) -> Loaded | None:
     """The segment task's rules for :func:`cnnkit.models.loader.resolve`: ``arch`` names an smp or
     torchvision architecture (``encoder`` its backbone); torchvision entries get their own preprocessing;
     smp entries take a plain state dict or start random. ``None``: a bundled entry, resolved generically."""

@@ -15,6 +15,8 @@ from typing import Any
 
 @dataclass
 class TrackSummary:
+    """One track in one input: where it was first and last seen, in how many frames, and its labels."""
+
     path: str
     track_id: int
     first_frame: int
