@@ -66,10 +66,10 @@ def test_mask_rcnn_finds_at_most_one_instance_on_each_held_out_photo(photos):
 
 
 def test_the_unet_marks_held_out_photos_as_background(photos):
-    """At least 95 % background on each held-out photo (the U-Net's stage 3; the card gives each figure)."""
+    """At least 99 % background on each held-out photo (the U-Net's stage 5; the card gives each figure)."""
     segmenter = cnnkit.load("segment", model="shapes-unet")
     for name, (_, mask) in zip(HELDOUT_PHOTOS, segmenter.masks(photos)):
-        assert float((mask == 0).mean()) >= 0.95, name
+        assert float((mask == 0).mean()) >= 0.99, name
 
 
 def test_the_deeplab_marks_held_out_photos_as_background(photos):
