@@ -102,11 +102,12 @@ def test_a_killed_actor_is_restarted_and_the_run_completes(ray_cluster, tmp_path
     """An actor process killed mid-run (SIGKILL, as a crash or an OOM kill would): Ray starts a new one,
     retries its batches, and the run still gives exactly the local records.
 
-    One actor runs 4 blocks of 24 images one after the other (batch size 1); the driver kills it when the
-    first record arrives, with blocks still queued on it or running. Records that arrive while the new
-    actor is up were computed by it: the kill landed while work remained."""
+    A watcher thread kills the pool's actor as soon as it is up, before the driver has any record (one
+    actor, 96 images, batch size 1), so every record is work the restarted actor redid."""
     import os
     import signal
+    import threading
+    import time
 
     from PIL import Image
 
@@ -127,19 +128,32 @@ def test_a_killed_actor_is_restarted_and_the_run_completes(ray_cluster, tmp_path
         return {k: a for k, a in actors(actor_state_name=state).items() if "MapWorker" in a["ActorClassName"]}
 
     before = set(map_workers())  # the pools of earlier tests in this session
-    records: list[dict] = []
     killed: dict = {}
-    from_new_actor = 0
-    for record in cnnkit.ray.predict([str(tmp_path)], "segment", actors=1, batch_size=1, workers=1, **options):
-        records.append(comparable(record.to_dict()))
-        if not killed:
-            (killed,) = (a for k, a in map_workers("ALIVE").items() if k not in before)
-            os.kill(killed["Pid"], signal.SIGKILL)
-        else:
-            now = actors(killed["ActorID"])
-            from_new_actor += now["State"] == "ALIVE" and now["NumRestarts"] >= 1
+    stop = threading.Event()
+
+    def kill_when_up() -> None:
+        while not stop.is_set():
+            new = [a for k, a in map_workers("ALIVE").items() if k not in before]
+            if new:
+                time.sleep(0.5)  # constructing, or at work on its first block
+                os.kill(new[0]["Pid"], signal.SIGKILL)
+                killed.update(new[0], at=time.monotonic())
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_when_up, daemon=True)
+    watcher.start()
+    records: list[dict] = []
+    first_at = None
+    try:
+        for record in cnnkit.ray.predict([str(tmp_path)], "segment", actors=1, batch_size=1, workers=1, **options):
+            first_at = first_at or time.monotonic()
+            records.append(comparable(record.to_dict()))
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert killed and first_at is not None and killed["at"] < first_at  # killed before any record was back
     assert records == local
-    assert from_new_actor > 0  # not all done before the kill: a restarted actor redid work
     after = actors(killed["ActorID"])
     assert after["NumRestarts"] >= 1 and after["Pid"] != killed["Pid"], after
 
