@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,26 +14,6 @@ from cnnkit.models.checkpoint import read_meta
 from tests.fixtures.finetune import NAMES
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _run(cmd: list[str], folder: Path) -> tuple[str, str]:
-    """Run ``cmd`` with its output in files opened as plain descriptors.
-
-    Late in a single-process run of the whole suite (after the native runtimes have been loaded and
-    used), the pipes and text wrappers of ``capture_output=True, text=True`` crashed the pytest
-    process here (SIGSEGV in ``TextIOWrapper.fileno``); descriptors avoid that code path.
-    """
-    out_path, err_path = folder / "stdout.txt", folder / "stderr.txt"
-    out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        code = subprocess.call(cmd, stdout=out_fd, stderr=err_fd, stdin=subprocess.DEVNULL, cwd=REPO, timeout=240)
-    finally:
-        os.close(out_fd)
-        os.close(err_fd)
-    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-    assert code == 0, stderr[-3000:]
-    return stdout, stderr
 
 
 def test_two_cpu_processes_train_one_model_that_loads_and_classifies(tiny_digits, tmp_path):
@@ -64,9 +43,10 @@ def test_two_cpu_processes_train_one_model_that_loads_and_classifies(tiny_digits
         "--out",
         str(out),
     ]
-    stdout, stderr = _run(cmd, tmp_path)
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, stdout  # rank 0 reports, rank 1 stays quiet
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout  # rank 0 reports, rank 1 stays quiet
     summary = json.loads(lines[0])
     assert summary["metrics"]["world_size"] == 2
     meta = read_meta(out / "best.safetensors")
