@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cnnkit.cli import app
 from cnnkit.errors import OptionError
 from tests.conftest import SAMPLES
-from tests.fixtures.segment import TINY
+from tests.fixtures.segment import save_tiny_unet
 
 runner = CliRunner()
 TRIANGLE = str(SAMPLES / "shape_0_triangle.png")
@@ -21,23 +21,8 @@ TRIANGLE = str(SAMPLES / "shape_0_triangle.png")
 
 @pytest.fixture(scope="module")
 def seg_ckpt(tmp_path_factory):
-    """A random 6-class U-Net biased so that every image shows several classes."""
-    import torch
-
-    from cnnkit.models.checkpoint import save_checkpoint
-    from cnnkit.tasks.segment.zoo import SHAPES_SEG_LABELS, build_smp
-
-    torch.manual_seed(1)
-    model = build_smp(len(SHAPES_SEG_LABELS), **TINY)
-    meta = {
-        "task": "segment",
-        "arch": "smp",
-        "arch_kwargs": TINY,
-        "name": "tiny-unet",
-        "labels": list(SHAPES_SEG_LABELS),
-        "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("seg") / "tiny.safetensors", model, meta)
+    """A random 6-class U-Net whose seed-1 weights give every image several classes."""
+    return save_tiny_unet(tmp_path_factory.mktemp("seg") / "tiny.safetensors", seed=1)
 
 
 def test_segment_classes_filter_records_masks_and_overlays(seg_ckpt, masks_data, tmp_path):
