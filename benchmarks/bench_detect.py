@@ -50,8 +50,12 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 
 
 def yolo_cli() -> list[str]:
-    exe = shutil.which("yolo")
-    return [exe] if exe else [sys.executable, "-m", "ultralytics"]
+    """ultralytics' ``yolo`` command beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("yolo")
+    exe = str(beside) if beside.is_file() else shutil.which("yolo")
+    if exe is None:
+        raise SystemExit("no `yolo` command (ultralytics' CLI) beside this Python or on PATH")
+    return [exe]
 
 
 def main() -> None:

@@ -35,11 +35,11 @@ log = logging.getLogger("cnnkit")
 # the runtimes a model can be compiled to (besides ``torch``, eager PyTorch)
 RUNTIMES = ("openvino", "onnxruntime", "torchscript")
 # what ``auto`` tries on a CPU, per architecture family, then the default order. Measured with
-# benchmarks/bench_runtimes.py (forward only, batch 16, 2 threads) and in issue #17, figures in
-# benchmarks/README.md: over both runs (geometric mean of OpenVINO/ONNX Runtime) ONNX Runtime leads for
-# resnet18 (0.92), OpenVINO for mobilenet_v3_large (1.08), the U-Net (1.23) and YOLO (1.15); efficientnet_b0
-# (1.04) and the bundled CNN (0.97) are ties, so they take the default order.
-FAMILY_RUNTIME: dict[str, str] = {"resnet18": "onnxruntime"}
+# benchmarks/bench_runtimes.py (forward only, batch 16, 2 threads) in two runs on an idle machine, figures in
+# benchmarks/README.md: ONNX Runtime leads for mobilenet_v3_large (OpenVINO/ONNX Runtime 0.93 and 0.67),
+# OpenVINO for the U-Net (1.30, 1.12) and efficientnet_b0 (1.05, 1.05); resnet18 (0.98, 0.98), YOLO (1.08,
+# 0.87) and the bundled CNN (1.03, 0.99) are ties, so they take the default order.
+FAMILY_RUNTIME: dict[str, str] = {"mobilenet_v3_large": "onnxruntime"}
 AUTO_ORDER = ("openvino", "onnxruntime")
 ENTRY = "entry.json"
 ENTRY_VERSION = 1

@@ -43,7 +43,7 @@ def entries(cache) -> list[dict]:
 
 def test_auto_picks_the_family_runtime_then_the_default_order_on_cpu_only():
     both = ("openvino", "onnxruntime")
-    assert rt.choose("auto", "cpu", "mobilenet_v3_large", compilable=True, available=both) == rt.AUTO_ORDER[0]
+    assert rt.choose("auto", "cpu", "efficientnet_b0", compilable=True, available=both) == rt.AUTO_ORDER[0]
     for family, runtime in rt.FAMILY_RUNTIME.items():
         assert rt.choose("auto", "cpu", family, compilable=True, available=both) == runtime
         other = next(r for r in both if r != runtime)

@@ -84,7 +84,7 @@ def export_shapes(
                 sc = shapes.scene(seed, index, size=imgsz, **scene_options)
                 if fmt == "yolo":
                     _save_png(out / "images" / split / name, sc.image)
-                    lines = [_yolo_line(o, imgsz, imgsz) for o in sc.objects]
+                    lines = [_yolo_line(o.class_id, o.box, imgsz, imgsz) for o in sc.objects]
                     lbl = out / "labels" / split / name.replace(".png", ".txt")
                     lbl.parent.mkdir(parents=True, exist_ok=True)
                     lbl.write_text("".join(lines))
@@ -102,17 +102,63 @@ def export_shapes(
             atomic_write_text(out / split / "annotations.json", json.dumps(coco.data))
         summary[split] = count
     if fmt == "yolo":
-        names = "\n".join(f"  {i}: {c}" for i, c in enumerate(shapes.CLASSES))
-        atomic_write_text(
-            out / "data.yaml", f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
-        )
+        _write_data_yaml(out)
     atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _yolo_line(obj: shapes.ShapeObject, w: int, h: int) -> str:
-    x1, y1, x2, y2 = obj.box
-    return f"{obj.class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
+def _write_data_yaml(out: Path, extra_train: list[Path] | None = None) -> None:
+    names = "\n".join(f"  {i}: {c}" for i, c in enumerate(shapes.CLASSES))
+    train = "images/train" if not extra_train else "[" + ", ".join(["images/train", *map(str, extra_train)]) + "]"
+    atomic_write_text(out / "data.yaml", f"path: {out.resolve()}\ntrain: {train}\nval: images/val\nnames:\n{names}\n")
+
+
+def export_moving_frames(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    every: int = 3,
+    frames: int = 60,
+    min_visibility: float = 0.3,
+    val_fraction: float = 0.1,
+    extra_train: list[Path] | None = None,
+) -> dict[str, Any]:
+    """Every ``every``-th frame of ``n`` moving-shape sequences (:func:`cnnkit.data.moving.sequence`) as a
+    YOLO dataset: shapes crossing, half hidden, entering and leaving, the frames a tracker's detector
+    must handle. A shape is labelled (its visible box) when at least ``min_visibility`` of it shows;
+    ``extra_train`` adds image folders (another YOLO dataset's ``images/train``) to the training split."""
+    from cnnkit.data.moving import sequence
+
+    out = Path(out)
+    counts = _split_counts(n, val_fraction)
+    index = 0
+    summary: dict[str, Any] = {"format": "yolo", "out": str(out), "seed": seed, "classes": list(shapes.CLASSES)}
+    for split, count in counts.items():
+        images = 0
+        for _ in range(count):
+            seq = sequence(seed, index, frames=frames)
+            for t, (rgb, gt) in enumerate(seq.frames()):
+                if t % every:
+                    continue
+                name = f"{split}_{index:04d}_{t:04d}.png"
+                _save_png(out / "images" / split / name, rgb)
+                lines = [
+                    _yolo_line(g.class_id, g.box, seq.size, seq.size) for g in gt if g.visibility >= min_visibility
+                ]
+                lbl = out / "labels" / split / name.replace(".png", ".txt")
+                lbl.parent.mkdir(parents=True, exist_ok=True)
+                lbl.write_text("".join(lines))
+                images += 1
+            index += 1
+        summary[split] = images
+    _write_data_yaml(out, extra_train)
+    atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _yolo_line(class_id: int, box: tuple[int, int, int, int], w: int, h: int) -> str:
+    x1, y1, x2, y2 = box
+    return f"{class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
 
 
 class _CocoBuilder:

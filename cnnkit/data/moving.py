@@ -183,15 +183,62 @@ def _mover(
     )
 
 
-def _longest_overlap(a: Mover, b: Mover) -> int:
-    """The longest run of frames in which ``a`` and ``b`` are both alive and overlap much."""
-    run = best = 0
-    for t in range(max(a.first, b.first), min(a.last, b.last) + 1):
+class _Cover:
+    """What later shapes cover of each placed shape, frame by frame (shapes painted later hide earlier ones).
+
+    Built as shapes are placed, so a candidate path is judged by the visibility the ground truth will
+    have (the rendered masks), not by a distance that stands in for it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.masks: dict[tuple[Mover, int], np.ndarray] = {}  # by the whole mover: candidates share ids
+        self.covered: dict[tuple[int, int], np.ndarray] = {}  # (track_id, frame) → pixels of later shapes
+
+    def mask(self, m: Mover, t: int) -> np.ndarray:
+        key = (m, t)
+        if key not in self.masks:
+            cx, cy = m.centre(t)
+            shape = CLASSES[m.class_id]
+            self.masks[key] = _shape_mask(
+                shape, self.size, self.size, cx, cy, m.radius, m.angle + m.spin * (t - m.first)
+            )
+        return self.masks[key]
+
+    def _hidden(self, o: Mover, t: int, extra: np.ndarray | None, min_visibility: float) -> bool:
+        """Whether less than ``min_visibility`` of ``o``'s pixels in view stay uncovered at ``t``."""
+        cover = self.covered.get((o.track_id, t))
+        if extra is not None:
+            cover = extra if cover is None else cover | extra
+        if cover is None:
+            return False
+        own = self.mask(o, t)
+        area = int(own.sum())
+        return area > 0 and int((own & ~cover).sum()) < min_visibility * area
+
+    def _touches(self, a: Mover, b: Mover, t: int) -> bool:
         (ax, ay), (bx, by) = a.centre(t), b.centre(t)
-        close = math.hypot(ax - bx, ay - by) < 0.9 * (a.radius + b.radius)
-        run = run + 1 if close else 0
-        best = max(best, run)
-    return best
+        return math.hypot(ax - bx, ay - by) < a.radius + b.radius
+
+    def fits(self, new: Mover, placed: list[Mover], max_hidden: int, min_visibility: float) -> bool:
+        """Whether, with ``new`` painted over ``placed``, no shape is hidden for more than ``max_hidden`` frames
+        in a row."""
+        for o in placed:
+            run = 0
+            for t in range(o.first, o.last + 1):
+                touches = new.first <= t <= new.last and self._touches(o, new, t)
+                run = run + 1 if self._hidden(o, t, self.mask(new, t) if touches else None, min_visibility) else 0
+                if run > max_hidden:
+                    return False
+        return True
+
+    def place(self, new: Mover, placed: list[Mover]) -> None:
+        for o in placed:
+            for t in range(max(o.first, new.first), min(o.last, new.last) + 1):
+                if self._touches(o, new, t):
+                    key = (o.track_id, t)
+                    cover = self.covered.get(key)
+                    self.covered[key] = self.mask(new, t) if cover is None else cover | self.mask(new, t)
 
 
 def sequence(
@@ -204,24 +251,29 @@ def sequence(
     objects: tuple[int, int] = (3, 5),
     radius: tuple[float, float] = (0.11, 0.18),
     speed: tuple[float, float] = (1.0, 3.0),
-    max_overlap: int = 12,
+    max_hidden: int = 12,
+    min_visibility: float = 0.5,
 ) -> MovingScene:
-    """Sequence ``index`` of ``seed``: ``objects`` shapes (radius a fraction of ``size``, speed in pixels
-    per frame at 256 pixels, scaled with ``size``), some entering, leaving or crossing the view. Paths
-    cross, and no two shapes overlap much for more than ``max_overlap`` frames in a row (a shape mostly
-    hidden for long is a shape no detector sees; the ground truth would still ask for it)."""
+    """Sequence ``index`` of ``seed``: up to ``objects`` shapes (radius a fraction of ``size``, speed in
+    pixels per frame at 256 pixels, scaled with ``size``), some entering, leaving or crossing the view.
+    Paths cross, but no shape has less than ``min_visibility`` of its pixels in view uncovered by others
+    for more than ``max_hidden`` frames in a row: a shape hidden for long is one no detector sees and no
+    tracker can follow, while the ground truth would still ask for it (and count its crossing). A shape
+    for which no such path is found in a number of tries is left out, so a scene may have fewer shapes."""
     rng = np.random.default_rng([seed, index, 41])
     bg = _background(rng, size, size)
     mean_bg = bg.reshape(-1, 3).mean(0)
     scale = size / 256
     movers: list[Mover] = []
+    cover = _Cover(size)
     n = int(rng.integers(objects[0], objects[1] + 1))
-    for k in range(n):
+    for _ in range(n):
         for _ in range(_TRIES):  # a path that only passes the others: crossings, not shapes parked on shapes
-            m = _mover(rng, k + 1, size, frames, radius, speed, scale, mean_bg, movers)
-            if all(_longest_overlap(m, o) <= max_overlap for o in movers):
+            m = _mover(rng, len(movers) + 1, size, frames, radius, speed, scale, mean_bg, movers)
+            if cover.fits(m, movers, max_hidden, min_visibility):
+                cover.place(m, movers)
+                movers.append(m)
                 break
-        movers.append(m)
     return MovingScene(seed, index, size, frames, fps, bg, movers, float(rng.uniform(2, 6)))
 
 
@@ -272,7 +324,7 @@ def write_sequences(
     }
     for i in range(n):
         name = f"shapes-{i:03d}"
-        seq = sequence(seed, i, frames=frames, size=size, fps=fps)
+        seq = sequence(seed, i, frames=frames, size=size, fps=fps, min_visibility=min_visibility)
         writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=False, crf=crf)
         rows: list[str] = []
         counter = LineCounter(line)

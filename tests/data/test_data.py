@@ -76,3 +76,30 @@ def test_imagefolder_export(tmp_path):
     files = list(tmp_path.glob("*/*/*.png"))
     assert len(files) == 10
     assert {f.parent.name for f in files} <= set(shapes.CLASSES)
+
+
+def test_moving_frames_export_labels_the_visible_shapes(tmp_path):
+    """Frames of moving-shape videos as a YOLO set (the tracker's detector trains on them): every third
+    frame, one label per shape at least 30% visible, its visible box; other images join the train split."""
+    from cnnkit.data.export import export_moving_frames
+    from cnnkit.data.moving import sequence
+
+    extra = tmp_path / "other" / "images" / "train"
+    summary = export_moving_frames(tmp_path / "v", 2, seed=7, every=3, frames=9, val_fraction=0.5, extra_train=[extra])
+    assert summary["train"] == 3 and summary["val"] == 3
+    expected = [g for t, (_, gt) in enumerate(sequence(7, 0, frames=9).frames()) if t == 3 for g in gt]
+    rows = [
+        line.split() for line in (tmp_path / "v" / "labels" / "train" / "train_0000_0003.txt").read_text().splitlines()
+    ]
+    assert len(rows) == sum(g.visibility >= 0.3 for g in expected) > 0
+    first = next(g for g in expected if g.visibility >= 0.3)
+    x1, y1, x2, y2 = first.box
+    assert rows[0] == [
+        str(first.class_id),
+        f"{(x1 + x2) / 512:.6f}",
+        f"{(y1 + y2) / 512:.6f}",
+        f"{(x2 - x1) / 256:.6f}",
+        f"{(y2 - y1) / 256:.6f}",
+    ]
+    assert f"train: [images/train, {extra}]" in (tmp_path / "v" / "data.yaml").read_text()
+    assert Image.open(tmp_path / "v" / "images" / "val" / "val_0001_0006.png").size == (256, 256)

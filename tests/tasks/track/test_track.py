@@ -21,7 +21,7 @@ pytest.importorskip("lap")
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
-from cnnkit.data.moving import sequence, write_sequences
+from cnnkit.data.moving import _full_area, sequence, write_sequences
 from cnnkit.errors import OptionError
 from cnnkit.eval.mot import LineCounter, MotRow, crosses, parse_line, read_mot, score
 
@@ -44,6 +44,32 @@ def test_moving_shapes_are_deterministic_and_have_ground_truth(videos: Path) -> 
     assert all(0 < r.visibility <= 1 and r.box[2] > 0 and r.box[3] > 0 for r in rows)
     ids = {r.track_id for s in summary["sequences"] for r in read_mot(videos / s["gt"])}
     assert len(ids) >= 3
+
+
+def test_no_shape_stays_hidden_under_others_for_long() -> None:
+    """The generator's promise, checked on the rendered frames: no shape has less than half of its pixels in
+    view uncovered for more than 12 frames in a row (a shape hidden for long is one no tracker can follow,
+    and its crossing of the line would still be counted as true)."""
+    from cnnkit.data.moving import _shape_mask
+    from cnnkit.data.shapes import CLASSES
+
+    for index in range(6):
+        seq = sequence(2026, index, frames=60)
+        run = dict.fromkeys((m.track_id for m in seq.movers), 0)
+        for t, (_, gt) in enumerate(seq.frames()):
+            seen = {g.track_id: g for g in gt}
+            for m in seq.movers:
+                if not m.first <= t <= m.last:
+                    continue
+                cx, cy = m.centre(t)
+                angle = m.angle + m.spin * (t - m.first)
+                in_view = int(_shape_mask(CLASSES[m.class_id], seq.size, seq.size, cx, cy, m.radius, angle).sum())
+                if in_view == 0:
+                    continue
+                g = seen.get(m.track_id)
+                shown = 0.0 if g is None else g.visibility * _full_area(m)
+                run[m.track_id] = run[m.track_id] + 1 if shown < 0.5 * in_view - 1 else 0
+                assert run[m.track_id] <= 12, (index, m.track_id, t)
 
 
 def test_the_scorer_gives_perfect_and_broken_tracks_their_due() -> None:
