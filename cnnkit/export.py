@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -394,6 +395,35 @@ def onnx_module(session: Any) -> torch.nn.Module:
     return OnnxModule()
 
 
+@contextlib.contextmanager
+def _signal_stack_kept() -> Iterator[None]:
+    """Put back the calling thread's alternate signal stack after OpenVINO compiles a model.
+
+    OpenVINO's CPU plugin installs a signal stack of its own on the compiling thread and, when the model is
+    freed, puts back the one it found. Two models freed out of order leave the thread on a stack already
+    unmapped, and the next signal with a handler (Ctrl-C, the SIGTERM that stops training gracefully)
+    then kills the process with SIGSEGV instead of running it. Keeping the caller's stack avoids that.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    import ctypes
+
+    class StackT(ctypes.Structure):  # glibc's stack_t
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = StackT()
+    if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    saved.ss_flags &= 2  # SS_DISABLE is kept; SS_ONSTACK only describes the moment it was read
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)
+
+
 def openvino_module(path: str) -> torch.nn.Module:
     """An ``nn.Module`` that runs an ONNX file compiled by OpenVINO for the CPU, with torch's thread count."""
     import numpy as np
@@ -406,7 +436,9 @@ def openvino_module(path: str) -> torch.nn.Module:
             "openvino is not installed: `pip install openvino` (needed to run the openvino backend)"
         ) from exc
     try:
-        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        with _signal_stack_kept():
+            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+            request = compiled.create_infer_request()  # one request: predictors call forward from one thread
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CnnkitError(f"{path}: OpenVINO cannot compile it ({first[:200]})") from exc
@@ -414,7 +446,7 @@ def openvino_module(path: str) -> torch.nn.Module:
     class OpenVinoModule(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.request = compiled.create_infer_request()  # one request: predictors call forward from one thread
+            self.request = request
             self.outputs = len(compiled.outputs)
             shape = compiled.input(0).get_partial_shape()[0]
             self.fixed_batch = shape.get_length() if shape.is_static else None
