@@ -195,15 +195,18 @@ class _Cover:
         self.masks: dict[tuple[Mover, int], np.ndarray] = {}  # by the whole mover: candidates share ids
         self.covered: dict[tuple[int, int], np.ndarray] = {}  # (track_id, frame) → pixels of later shapes
 
-    def mask(self, m: Mover, t: int) -> np.ndarray:
+    def mask(self, m: Mover, t: int, *, keep: bool = True) -> np.ndarray:
+        """``m``'s pixels at ``t``; kept for placed shapes only (a rejected candidate's would pile up)."""
         key = (m, t)
-        if key not in self.masks:
-            cx, cy = m.centre(t)
-            shape = CLASSES[m.class_id]
-            self.masks[key] = _shape_mask(
-                shape, self.size, self.size, cx, cy, m.radius, m.angle + m.spin * (t - m.first)
-            )
-        return self.masks[key]
+        if key in self.masks:
+            return self.masks[key]
+        cx, cy = m.centre(t)
+        mask = _shape_mask(
+            CLASSES[m.class_id], self.size, self.size, cx, cy, m.radius, m.angle + m.spin * (t - m.first)
+        )
+        if keep:
+            self.masks[key] = mask
+        return mask
 
     def _hidden(self, o: Mover, t: int, extra: np.ndarray | None, min_visibility: float) -> bool:
         """Whether less than ``min_visibility`` of ``o``'s pixels in view stay uncovered at ``t``."""
@@ -227,7 +230,8 @@ class _Cover:
             run = 0
             for t in range(o.first, o.last + 1):
                 touches = new.first <= t <= new.last and self._touches(o, new, t)
-                run = run + 1 if self._hidden(o, t, self.mask(new, t) if touches else None, min_visibility) else 0
+                extra = self.mask(new, t, keep=False) if touches else None
+                run = run + 1 if self._hidden(o, t, extra, min_visibility) else 0
                 if run > max_hidden:
                     return False
         return True
