@@ -83,11 +83,7 @@ def export_shapes(
             else:
                 sc = shapes.scene(seed, index, size=imgsz, **scene_options)
                 if fmt == "yolo":
-                    _save_png(out / "images" / split / name, sc.image)
-                    lines = [_yolo_line(o.class_id, o.box, imgsz, imgsz) for o in sc.objects]
-                    lbl = out / "labels" / split / name.replace(".png", ".txt")
-                    lbl.parent.mkdir(parents=True, exist_ok=True)
-                    lbl.write_text("".join(lines))
+                    _save_yolo(out, split, name, sc.image, [(o.class_id, o.box) for o in sc.objects])
                 elif fmt == "masks":
                     _save_png(out / split / "images" / name, sc.image)
                     _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
@@ -140,14 +136,8 @@ def export_moving_frames(
             for t, (rgb, gt) in enumerate(seq.frames()):
                 if t % every:
                     continue
-                name = f"{split}_{index:04d}_{t:04d}.png"
-                _save_png(out / "images" / split / name, rgb)
-                lines = [
-                    _yolo_line(g.class_id, g.box, seq.size, seq.size) for g in gt if g.visibility >= min_visibility
-                ]
-                lbl = out / "labels" / split / name.replace(".png", ".txt")
-                lbl.parent.mkdir(parents=True, exist_ok=True)
-                lbl.write_text("".join(lines))
+                boxes = [(g.class_id, g.box) for g in gt if g.visibility >= min_visibility]
+                _save_yolo(out, split, f"{split}_{index:04d}_{t:04d}.png", rgb, boxes)
                 images += 1
             index += 1
         summary[split] = images
@@ -156,9 +146,19 @@ def export_moving_frames(
     return summary
 
 
-def _yolo_line(class_id: int, box: tuple[int, int, int, int], w: int, h: int) -> str:
-    x1, y1, x2, y2 = box
-    return f"{class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
+def _save_yolo(
+    out: Path, split: str, name: str, image: np.ndarray, boxes: list[tuple[int, tuple[int, int, int, int]]]
+) -> None:
+    """One YOLO example: ``images/SPLIT/NAME`` and its ``labels/SPLIT/*.txt`` (class, centre and size, 0–1)."""
+    _save_png(out / "images" / split / name, image)
+    h, w = image.shape[:2]
+    lines = [
+        f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
+        for c, (x1, y1, x2, y2) in boxes
+    ]
+    lbl = out / "labels" / split / name.replace(".png", ".txt")
+    lbl.parent.mkdir(parents=True, exist_ok=True)
+    lbl.write_text("".join(lines))
 
 
 class _CocoBuilder:

@@ -51,6 +51,15 @@ class Mover:
         k = frame - self.first
         return self.start[0] + self.velocity[0] * k, self.start[1] + self.velocity[1] * k
 
+    def turned(self, frame: int) -> float:
+        """Its angle at ``frame``."""
+        return self.angle + self.spin * (frame - self.first)
+
+    def mask(self, frame: int, size: int) -> np.ndarray:
+        """Its pixels at ``frame`` in a ``size`` × ``size`` view (the part in view; others not painted over)."""
+        cx, cy = self.centre(frame)
+        return _shape_mask(CLASSES[self.class_id], size, size, cx, cy, self.radius, self.turned(frame))
+
     def box_centre(self, frame: int) -> tuple[float, float]:
         """The centre of the whole shape's box at ``frame`` (hidden parts and parts out of view included):
         where a detector's box centre is for the shape in full view, which is not the shape's own centre
@@ -58,7 +67,7 @@ class Mover:
         cx, cy = self.centre(frame)
         if CLASSES[self.class_id] == "circle":
             return cx, cy
-        points = _polygon(CLASSES[self.class_id], cx, cy, self.radius, self.angle + self.spin * (frame - self.first))
+        points = _polygon(CLASSES[self.class_id], cx, cy, self.radius, self.turned(frame))
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
 
@@ -90,7 +99,6 @@ class MovingScene:
 
     def frames(self) -> Iterator[tuple[np.ndarray, list[GroundTruth]]]:
         """``(rgb, ground truth)`` per frame, rendered one at a time (a long video never sits in memory)."""
-        h = w = self.size
         areas = {m.track_id: _full_area(m) for m in self.movers}
         for t in range(self.length):
             rng = np.random.default_rng([self.seed, self.index, 41, t])
@@ -99,8 +107,7 @@ class MovingScene:
             for m in self.movers:
                 if not m.first <= t <= m.last:
                     continue
-                cx, cy = m.centre(t)
-                mask = _shape_mask(CLASSES[m.class_id], h, w, cx, cy, m.radius, m.angle + m.spin * (t - m.first))
+                mask = m.mask(t, self.size)
                 if not mask.any():
                     continue
                 canvas[mask] = np.asarray(m.colour, np.float32)[None, :] * (
@@ -195,18 +202,12 @@ class _Cover:
         self.masks: dict[tuple[Mover, int], np.ndarray] = {}  # by the whole mover: candidates share ids
         self.covered: dict[tuple[int, int], np.ndarray] = {}  # (track_id, frame) → pixels of later shapes
 
-    def mask(self, m: Mover, t: int, *, keep: bool = True) -> np.ndarray:
-        """``m``'s pixels at ``t``; kept for placed shapes only (a rejected candidate's would pile up)."""
+    def mask(self, m: Mover, t: int) -> np.ndarray:
+        """A placed shape's pixels at ``t``, kept (a rejected candidate's are not: they would pile up)."""
         key = (m, t)
-        if key in self.masks:
-            return self.masks[key]
-        cx, cy = m.centre(t)
-        mask = _shape_mask(
-            CLASSES[m.class_id], self.size, self.size, cx, cy, m.radius, m.angle + m.spin * (t - m.first)
-        )
-        if keep:
-            self.masks[key] = mask
-        return mask
+        if key not in self.masks:
+            self.masks[key] = m.mask(t, self.size)
+        return self.masks[key]
 
     def _hidden(self, o: Mover, t: int, extra: np.ndarray | None, min_visibility: float) -> bool:
         """Whether less than ``min_visibility`` of ``o``'s pixels in view stay uncovered at ``t``."""
@@ -226,11 +227,15 @@ class _Cover:
     def fits(self, new: Mover, placed: list[Mover], max_hidden: int, min_visibility: float) -> bool:
         """Whether, with ``new`` painted over ``placed``, no shape is hidden for more than ``max_hidden`` frames
         in a row."""
+        drawn: dict[int, np.ndarray] = {}  # the candidate's masks, each frame's drawn once for all placed shapes
         for o in placed:
             run = 0
             for t in range(o.first, o.last + 1):
-                touches = new.first <= t <= new.last and self._touches(o, new, t)
-                extra = self.mask(new, t, keep=False) if touches else None
+                extra = None
+                if new.first <= t <= new.last and self._touches(o, new, t):
+                    if t not in drawn:
+                        drawn[t] = new.mask(t, self.size)
+                    extra = drawn[t]
                 run = run + 1 if self._hidden(o, t, extra, min_visibility) else 0
                 if run > max_hidden:
                     return False
@@ -240,9 +245,9 @@ class _Cover:
         for o in placed:
             for t in range(max(o.first, new.first), min(o.last, new.last) + 1):
                 if self._touches(o, new, t):
-                    key = (o.track_id, t)
+                    key, mask = (o.track_id, t), self.mask(new, t)
                     cover = self.covered.get(key)
-                    self.covered[key] = self.mask(new, t) if cover is None else cover | self.mask(new, t)
+                    self.covered[key] = mask if cover is None else cover | mask
 
 
 def sequence(

@@ -50,9 +50,6 @@ def test_no_shape_stays_hidden_under_others_for_long() -> None:
     """The generator's promise, checked on the rendered frames: no shape has less than half of its pixels in
     view uncovered for more than 12 frames in a row (a shape hidden for long is one no tracker can follow,
     and its crossing of the line would still be counted as true)."""
-    from cnnkit.data.moving import _shape_mask
-    from cnnkit.data.shapes import CLASSES
-
     for index in range(6):
         seq = sequence(2026, index, frames=60)
         run = dict.fromkeys((m.track_id for m in seq.movers), 0)
@@ -61,9 +58,7 @@ def test_no_shape_stays_hidden_under_others_for_long() -> None:
             for m in seq.movers:
                 if not m.first <= t <= m.last:
                     continue
-                cx, cy = m.centre(t)
-                angle = m.angle + m.spin * (t - m.first)
-                in_view = int(_shape_mask(CLASSES[m.class_id], seq.size, seq.size, cx, cy, m.radius, angle).sum())
+                in_view = int(m.mask(t, seq.size).sum())
                 if in_view == 0:
                     continue
                 g = seen.get(m.track_id)
