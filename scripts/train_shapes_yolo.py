@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--video-epochs", type=int, default=15, help="stage 4 on moving-shape frames (0: none)")
     p.add_argument("--video-lr", type=float, default=0.0005)
     p.add_argument("--video-sequences", type=int, default=80)
+    p.add_argument("--video-seed", type=int, default=11, help="seed of stage 4's moving-shape sequences")
     p.add_argument("--polish-epochs", type=int, default=3, help="stage 5 on stage 3's scenes again (0: none)")
     p.add_argument("--polish-lr", type=float, default=0.0003)
     p.add_argument("--init", type=Path, help="start from this checkpoint at --init-stage (e.g. the bundled one)")
@@ -86,7 +87,11 @@ def main() -> None:
         export_shapes(photo_data, "yolo", n=args.n * 2, seed=5, imgsz=args.imgsz, val_fraction=0.1, photo_fraction=0.5)
     if "run4" in names and not (video_data / "data.yaml").is_file():
         export_moving_frames(
-            video_data, args.video_sequences, seed=11, every=3, extra_train=[photo_data / "images" / "train"]
+            video_data,
+            args.video_sequences,
+            seed=args.video_seed,
+            every=3,
+            extra_train=[photo_data / "images" / "train"],
         )
     stage_data = {"run": data, "run2": data, "run3": photo_data, "run4": video_data, "run5": photo_data}
     for name, epochs, lr, start in stages:

@@ -343,3 +343,19 @@ def test_openvino_runs_an_exported_file_like_onnxruntime(tmp_path):
     assert ov.runtime == "openvino" and ov.labels == ort.labels and ov.preprocess == ort.preprocess
     x = torch.randn(5, 3, 64, 64)
     np.testing.assert_allclose(ov.module(x).numpy(), ort.module(x).numpy(), atol=1e-4)
+
+
+@pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
+def test_openvino_keeps_compiled_networks_in_its_cache(cache, tmp_path, monkeypatch):
+    """The second load imports OpenVINO's compiled blob from ``<cache>/openvino`` and gives the same outputs."""
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx", dynamic_batch=True).path
+    blobs = cache.parent / "openvino"
+    first = resolve("classify", weights=path, backend="openvino")
+    made = sorted(p.name for p in blobs.rglob("*") if p.is_file())
+    assert made  # the compiled network, written by OpenVINO on the first compile
+    second = resolve("classify", weights=path, backend="openvino")
+    assert sorted(p.name for p in blobs.rglob("*") if p.is_file()) == made  # read back, not compiled anew
+    x = torch.randn(3, 3, 64, 64)
+    np.testing.assert_allclose(first.module(x).numpy(), second.module(x).numpy(), atol=1e-5)

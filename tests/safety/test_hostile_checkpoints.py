@@ -690,10 +690,31 @@ def _onnx_file(path: Path, meta: str) -> Path:
         json.dumps({"task": "classify", "labels": ["a"], "preprocess": "x"}),
     ],
 )
-def test_onnx_metadata_must_be_cnnkits(meta, tmp_path, rgb_image):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])  # each reads the metadata its own way
+def test_onnx_metadata_must_be_cnnkits(meta, backend, tmp_path, rgb_image):
+    pytest.importorskip(backend)
     path = _onnx_file(tmp_path / "m.onnx", meta)
-    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "--backend", backend])
     assert "metadata" in one_line_error(result, path)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_without_metadata_or_not_utf8(backend, tmp_path, rgb_image):
+    pytest.importorskip(backend)
+    bare = _onnx_file(tmp_path / "bare.onnx", "{}")
+    import onnx
+
+    model = onnx.load(str(bare))
+    del model.metadata_props[:]
+    onnx.save(model, str(bare))
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(bare), "--backend", backend])
+    assert "no cnnkit metadata" in one_line_error(result, bare)
+    raw = _onnx_file(tmp_path / "raw.onnx", "@" * 40).read_bytes().replace(b"@" * 40, b"\xff\xfe" * 20)
+    (tmp_path / "latin.onnx").write_bytes(raw)
+    result = runner.invoke(
+        app, ["classify", str(rgb_image), "--weights", str(tmp_path / "latin.onnx"), "--backend", backend]
+    )
+    assert str(tmp_path / "latin.onnx") in one_line_error(result, tmp_path / "latin.onnx")
 
 
 def test_onnx_detect_metadata_letterbox_must_be_a_size(tmp_path, rgb_image):
