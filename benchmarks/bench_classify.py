@@ -3,10 +3,11 @@
 Same model, weights, batch size, threads and preprocessing; the baseline decodes with
 PIL in the main thread, preprocesses, batches and runs the model: what one writes by
 hand. Prints images/s of both and the ratio cnnkit / baseline (goal ≥ 0.95). Also
-times ``cnnkit --help`` and measures peak memory of ``cnnkit classify`` over 500 and
-2,000 images (goal: flat).
+times ``cnnkit --help`` and measures peak memory of ``cnnkit classify`` (the default backend) over
+``--memory`` counts of images, 500 and 2,000 unless said (goal: flat).
 
     python benchmarks/bench_classify.py [--n 256] [--threads 2] [--batch-size 32]
+    python benchmarks/bench_classify.py --memory 500,2000,10000 --memory-only
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--work", default="work-data/bench")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--memory", default="500,2000", help="image counts to measure peak memory over")
+    p.add_argument("--memory-only", action="store_true", help="measure peak memory only")
     args = p.parse_args()
 
     import torch
@@ -86,7 +89,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    folder = photo_folder(work / "photos", max(args.n, 2000 if not args.skip_memory else args.n))
+    counts = [int(n) for n in args.memory.split(",")]
+    folder = photo_folder(work / "photos", max(args.n, max(counts) if not args.skip_memory else args.n))
+    if args.memory_only:
+        peaks = {n: round(peak_rss_mb(folder, n), 1) for n in counts}
+        print(json.dumps({"peak_rss_mb": peaks, "batch_size": 32, "model": "shapes-cnn"}))
+        return
     files = sorted(folder.glob("*.jpg"))[: args.n]
     subset = work / f"photos{args.n}"
     subset.mkdir(parents=True, exist_ok=True)
@@ -118,8 +126,8 @@ def main() -> None:
     results["help_seconds"] = round(help_time(), 3)
     print(f"cnnkit --help: {results['help_seconds']:.3f} s (median of 5)")
     if not args.skip_memory:
-        results["peak_rss_mb"] = {n: round(peak_rss_mb(folder, n), 1) for n in (500, 2000)}
-        print(f"peak RSS over 500 / 2000 images: {results['peak_rss_mb'][500]} / {results['peak_rss_mb'][2000]} MB")
+        results["peak_rss_mb"] = {n: round(peak_rss_mb(folder, n), 1) for n in counts}
+        print("peak RSS:", ", ".join(f"{n} images {mb} MB" for n, mb in results["peak_rss_mb"].items()))
     print(json.dumps(results))
 
 
