@@ -429,7 +429,8 @@ def openvino_module(path: str) -> torch.nn.Module:
 
     Compiled networks are kept in OpenVINO's own cache (``<cnnkit cache>/openvino``, keyed by OpenVINO on
     the network, device and settings): a later run imports the compiled blob (0.15 s for the bundled YOLO)
-    instead of compiling again (0.9 s). Its ``metadata`` is the file's raw cnnkit metadata (``None`` when
+    instead of compiling again (0.9 s); the blob is read into memory, not mapped, so a run survives another
+    process rewriting it (Ray workers share the cache). Its ``metadata`` is the file's raw cnnkit metadata (``None`` when
     absent), read from the network OpenVINO read, so the file is parsed once."""
     import numpy as np
     import torch
@@ -446,6 +447,7 @@ def openvino_module(path: str) -> torch.nn.Module:
     try:
         with _signal_stack_kept():
             core = ov.Core()
+            core.set_property({"ENABLE_MMAP": False})  # a mapped blob that another process rewrites is a SIGBUS
             network = core.read_model(path)
             compiled = core.compile_model(network, "CPU", config)
             request = compiled.create_infer_request()  # one request: predictors call forward from one thread
