@@ -14,7 +14,9 @@ of ``--video-sequences`` moving-shape sequences of seed 11 (shapes crossing and 
 tracker's detector meets) together with stage 3's training scenes; stage 5, ``--polish-epochs`` on stage 3's
 scenes alone from stage 4's best (after stage 4 the detector saw one weak circle in ``samples/chelsea.jpg``;
 three epochs on the photo scenes took it away). Each stage resumes from its ``last.pt``.
-``--init CKPT --init-stage 4`` runs stages 4 and 5 from CKPT (the stage 3 weights, say).
+``--init CKPT --init-stage 4`` runs stages 4 and 5 from CKPT (the stage 3 weights, say). The shipped
+stage 6 is stage 4 run again from the stage 5 weights on a new seed without a polish stage:
+``--init STAGE5.pt --init-stage 4 --video-seed 12 --polish-epochs 0``.
 The test suite checks the shipped weights on scenes from seed 4242, which training never sees.
 """
 
