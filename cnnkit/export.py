@@ -435,7 +435,7 @@ def openvino_module(path: str) -> torch.nn.Module:
     import numpy as np
     import torch
 
-    from cnnkit.ultralytics_adapter import cache_dir
+    from cnnkit.runtimes import openvino_cache
 
     try:
         import openvino as ov
@@ -443,7 +443,7 @@ def openvino_module(path: str) -> torch.nn.Module:
         raise CnnkitError(
             "openvino is not installed: `pip install openvino` (needed to run the openvino backend)"
         ) from exc
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "CACHE_DIR": str(cache_dir() / "openvino")}
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "CACHE_DIR": str(openvino_cache())}
     try:
         with _signal_stack_kept():
             core = ov.Core()

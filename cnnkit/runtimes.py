@@ -68,6 +68,13 @@ def cache_root() -> Path:
     return cache_dir() / "runtimes"
 
 
+def openvino_cache() -> Path:
+    """``<cnnkit cache>/openvino``: OpenVINO's own cache of the networks it compiled (its ``CACHE_DIR``)."""
+    from cnnkit.ultralytics_adapter import cache_dir
+
+    return cache_dir() / "openvino"
+
+
 def installed(runtime: str) -> bool:
     """Whether ``runtime``'s Python package can be imported (without importing it)."""
     needs = {

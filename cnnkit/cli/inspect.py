@@ -120,6 +120,7 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
             "torch_hub": str(hub.torch_hub_dir()),
             "weights_dir": str(hub.WEIGHTS_DIR),
             "runtimes": str(runtimes.cache_root()),
+            "openvino": str(runtimes.openvino_cache()),
         },
         "settings": effective(
             {

@@ -42,6 +42,8 @@ def test_info_json():
     assert data["cnnkit"] == __version__ and "cpu" in data["devices"]
     assert "shapes-cnn" in data["bundled"]
     assert data["caches"]["torch_hub"].startswith(str(__import__("os").environ["TORCH_HOME"]))
+    cache = __import__("os").environ["CNNKIT_CACHE"]
+    assert data["caches"]["runtimes"] == f"{cache}/runtimes" and data["caches"]["openvino"] == f"{cache}/openvino"
     assert data["cached_pretrained"] == []
 
 
