@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,18 @@ class MovingScene:
                 visibility = round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)
                 gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, m.box_centre(t)))
             yield np.clip(canvas, 0, 255).astype(np.uint8), gt
+
+
+def true_crossings(truth: Iterable[GroundTruth], line: Sequence[float]) -> dict[str, int]:
+    """The true crossings of ``line`` in a sequence's ground truth (in frame order): the centre of a shape's
+    whole box (:meth:`Mover.box_centre`) on one side in a frame in which any of the shape is visible and on
+    the other side in a later one, each shape once (:class:`~cnnkit.eval.mot.LineCounter`): what a counter
+    with perfect detection and identities counts. A shape that crosses while partly hidden counts, as it does
+    for a tracker that sees the part in view; one that crosses wholly hidden and is not seen again does not."""
+    counter = LineCounter(line)
+    for g in truth:
+        counter.update(g.track_id, g.centre)
+    return dict(counter.counts)
 
 
 def _full_area(m: Mover) -> float:
@@ -311,10 +323,8 @@ def write_sequences(
     """``n`` sequences into ``out`` (see the module's layout); returns the summary it writes.
 
     ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found: ground
-    truth below it is written (with its visibility) but not expected. A true crossing of the counting line
-    is the centre of the shape's whole box (:meth:`Mover.box_centre`) being on one side at one sighting (a
-    frame in which the shape is that visible) and on the other side at a later one: what a counter with
-    perfect detection and identities counts (each shape once, :class:`~cnnkit.eval.mot.LineCounter`).
+    truth below it is written (with its visibility) but not expected. Each sequence's true crossings of
+    :func:`default_line` are :func:`true_crossings`.
     """
     from cnnkit.io.files import atomic_path, atomic_write_text
     from cnnkit.io.video import VideoWriter
@@ -336,17 +346,16 @@ def write_sequences(
         seq = sequence(seed, i, frames=frames, size=size, fps=fps, min_visibility=min_visibility)
         writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=False, crf=crf)
         rows: list[str] = []
-        counter = LineCounter(line)
+        truth: list[GroundTruth] = []
         try:
             for rgb, gt in seq.frames():
                 writer.write(rgb)
+                truth += gt
                 for g in gt:
                     x1, y1, x2, y2 = g.box
                     rows.append(
                         f"{g.frame + 1},{g.track_id},{x1},{y1},{x2 - x1},{y2 - y1},1,{g.class_id + 1},{g.visibility}"
                     )
-                    if g.visibility >= min_visibility:  # sightings: a counter with perfect detection and ids
-                        counter.update(g.track_id, g.centre)
             path = writer.close()
         except BaseException:
             writer.abort()
@@ -366,7 +375,7 @@ def write_sequences(
                 "gt": f"{name}/gt/gt.txt",
                 "codec": writer.codec,
                 "objects": len(seq.movers),
-                "crossings": dict(counter.counts),
+                "crossings": true_crossings(truth, line),
             }
         )
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=False)

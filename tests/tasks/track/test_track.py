@@ -21,7 +21,7 @@ pytest.importorskip("lap")
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
-from cnnkit.data.moving import _full_area, sequence, write_sequences
+from cnnkit.data.moving import Mover, MovingScene, _full_area, default_line, sequence, true_crossings, write_sequences
 from cnnkit.errors import OptionError
 from cnnkit.eval.mot import LineCounter, MotRow, crosses, parse_line, read_mot, score
 
@@ -65,6 +65,28 @@ def test_no_shape_stays_hidden_under_others_for_long() -> None:
                 shown = 0.0 if g is None else g.visibility * _full_area(m)
                 run[m.track_id] = run[m.track_id] + 1 if shown < 0.5 * in_view - 1 else 0
                 assert run[m.track_id] <= 12, (index, m.track_id, t)
+
+
+def test_a_shape_that_crosses_partly_hidden_is_a_true_crossing() -> None:
+    """A square passes the line and slides under a circle as the video ends: each frame after the crossing
+    shows less than half of it, but shows it, so it counts (a tracker sees the part in view and counts it);
+    the same square passing wholly hidden, never seen on the far side, does not."""
+    import numpy as np
+
+    def scene(y: float) -> MovingScene:
+        square = Mover(1, 1, 24.0, (220.0, 40.0, 40.0), 0.0, 0.0, (100.0, y), (3.0, 0.0), 0, 15)
+        circle = Mover(2, 0, 44.0, (40.0, 40.0, 220.0), 0.0, 0.0, (170.0, y - 12), (0.0, 0.0), 0, 15)
+        return MovingScene(0, 0, 256, 16, 25.0, np.full((256, 256, 3), 90, np.float32), [square, circle], 2.0)
+
+    partly = [g for _, gt in scene(140.0).frames() for g in gt]
+    after = [g.visibility for g in partly if g.track_id == 1 and g.centre[0] > 128]
+    assert after and all(0 < v < 0.5 for v in after)
+    assert true_crossings(partly, default_line(256)) == {"in": 0, "out": 1}
+    hidden = scene(128.0)
+    hidden.movers[1] = Mover(2, 0, 60.0, (40.0, 40.0, 220.0), 0.0, 0.0, (150.0, 128.0), (0.0, 0.0), 0, 15)
+    wholly = [g for _, gt in hidden.frames() for g in gt]
+    assert all(g.centre[0] < 128 for g in wholly if g.track_id == 1)  # never seen past the line
+    assert true_crossings(wholly, default_line(256)) == {"in": 0, "out": 0}
 
 
 def test_the_scorer_gives_perfect_and_broken_tracks_their_due() -> None:
