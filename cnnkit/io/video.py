@@ -243,12 +243,22 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
                 return
             if not _wanted(index, first_index, opts):
                 continue
-            yield Item(path, data=frame.to_ndarray(format="rgb24"), frame=index, time_s=round(t, 6))
+            yield Item(path, data=upright(frame), frame=index, time_s=round(t, 6))
             kept += 1
             if opts.max_frames is not None and kept >= opts.max_frames:
                 return
     if count == 0:
         yield Item(path, error="no frame could be decoded (unsupported codec or an empty stream)")
+
+
+def upright(frame: Any) -> np.ndarray:
+    """A decoded frame as RGB, turned as its display matrix says (a phone's portrait video is stored sideways
+    with a rotation to show it by, as a photo with its EXIF orientation)."""
+    import numpy as np
+
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise quarter turns
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _wanted(index: int, first_index: int, opts: VideoOptions) -> bool:
@@ -373,9 +383,13 @@ class VideoWriter:
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self._stream: Any = cast(Any, self._container.add_stream(self.codec, rate=rate))  # a VideoStream
-        even_w, even_h = width + width % 2, height + height % 2  # yuv420p needs even sides
-        self._stream.width, self._stream.height = even_w, even_h
-        self._stream.pix_fmt = "yuv420p"
+        # 4:2:0 needs even sides: an odd-sided video keeps its size in H.264's 4:4:4 (other encoders pad a row)
+        self.full_chroma = bool(width % 2 or height % 2) and self.codec == "libx264"
+        self.pad = bool(width % 2 or height % 2) and not self.full_chroma
+        self._stream.width, self._stream.height = (
+            (width + width % 2, height + height % 2) if self.pad else (width, height)
+        )
+        self._stream.pix_fmt = "yuv444p" if self.full_chroma else "yuv420p"
         if self.codec in ("libx264", "h264"):
             self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.size = (width, height)
@@ -387,7 +401,7 @@ class VideoWriter:
         h, w = rgb.shape[:2]
         if (w, h) != self.size:
             raise CnnkitError(f"{self.path}: frame of {w}x{h} in a video of {self.size[0]}x{self.size[1]}")
-        if w % 2 or h % 2:
+        if self.pad:
             rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         for packet in self._stream.encode(frame):
@@ -440,7 +454,16 @@ class VideoSaver:
             fps = self._fps(path) / self.options.vid_stride
             h, w = picture.shape[:2]
             writer = VideoWriter(self.target(path), fps, w, h)
-            log.info("writing %s (%s, %.3g fps, %dx%d)", writer.path, writer.codec, fps, w, h)
+            log.info(
+                "writing %s (%s%s, %.3g fps, %dx%d%s)",
+                writer.path,
+                writer.codec,
+                " 4:4:4" if writer.full_chroma else "",
+                fps,
+                w,
+                h,
+                ", padded to even sides" if writer.pad else "",
+            )
             self._current = (path, writer)
         self._current[1].write(picture)
         return str(self._current[1].path)

@@ -169,6 +169,47 @@ def test_annotated_video_has_the_frames_size_and_rate(clip: Path, tmp_path: Path
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")], "no temporary file left"
 
 
+def test_odd_sized_video_is_written_at_its_own_size(tmp_path: Path) -> None:
+    video = make_video(tmp_path / "odd.mp4", frames=4, size=(61, 45))
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 4 and frames[0].shape == (45, 61, 3)
+    assert [level(f) for f in frames] == [0, 1, 2, 3]
+
+
+def rotate_display(video: Path, out: Path) -> Path:
+    """``video`` with its first track's matrix set to a quarter turn clockwise (how a phone stores portrait
+    video: landscape pixels and a rotation to show them by)."""
+    import struct
+
+    data = bytearray(video.read_bytes())
+    at = data.find(b"tkhd")
+    version = data[at + 4]
+    matrix = at + 8 + (16 if version == 0 else 28) + 4 + 8 + 8  # after times, track id, duration, layer…volume
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_frames_are_turned_as_the_display_matrix_says(tmp_path: Path) -> None:
+    w, h = 64, 48
+    writer = VideoWriter(tmp_path / "flat.mp4", 10.0, w, h, crf=0)
+    for i in range(3):
+        rgb = np.full((h, w, 3), 8 * i, np.uint8)
+        rgb[:8, :16] = 255  # a white mark in the stored top-left corner
+        writer.write(rgb)
+    portrait = rotate_display(writer.close(), tmp_path / "portrait.mp4")
+    items = list(read_frames(str(portrait)))
+    assert [it.data.shape for it in items] == [(w, h, 3)] * 3  # shown upright: tall, not wide
+    top_right = items[0].data[:16, -8:]  # a clockwise quarter turn takes the top-left corner to the top right
+    assert top_right.mean() > 200, "the frame is not turned clockwise"
+    assert items[0].data[-16:, :8].mean() < 50
+    saved = list(GreyBoxes().stream(str(portrait), save_dir=tmp_path / "out"))
+    with av.open(saved[0].extra["saved"]) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (h, w)
+
+
 def test_frames_stream_without_accumulating(tmp_path: Path) -> None:
     """Peak memory while reading a 200-frame video stays near a few frames, not the video (7.4 MB here)."""
     video = make_video(tmp_path / "long.mp4", frames=200, size=(128, 96))
