@@ -231,7 +231,7 @@ def write_records(
     writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
     err = stderr_console()
     failed: list[tuple[str, str]] = []
-    done = 0
+    done = frames = 0
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -254,6 +254,7 @@ def write_records(
                         rec.error = spell_options(rec.error, flags)
                     writer.write(rec)
                     done += 1
+                    frames += rec.frame is not None
                     if rec.error is not None:
                         failed.append((rec.path, rec.error))
                         if not quiet:
@@ -268,7 +269,8 @@ def write_records(
             writer.close()
         restore()
     if not quiet:
-        msg = f"{done} image(s), {len(failed)} failed" + (" (interrupted)" if interrupted else "")
+        what = f"{done} record(s) ({frames} video frame(s))" if frames else f"{done} image(s)"
+        msg = f"{what}, {len(failed)} failed" + (" (interrupted)" if interrupted else "")
         err.print(msg, highlight=False)
         for path, reason in failed[:20]:
             err.print(f"  {path}: {reason}", markup=False, highlight=False)

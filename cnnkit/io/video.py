@@ -204,7 +204,7 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             pass  # not seekable (a live stream): frames before start are decoded and dropped below
         first_index = round(opts.start * fps)
     count = kept = bad = 0
-    last_index = -1
+    last_index, last_t = -1, 0.0
     packets = container.demux(stream)
     while True:
         try:
@@ -238,7 +238,7 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             index = round(t * fps) if frame.pts is not None else count
             index = max(index, last_index + 1)  # a variable-rate or timestamp-less stream still counts up
             count += 1
-            last_index = index
+            last_index, last_t = index, t
             if opts.end is not None and t >= opts.end:
                 return
             if not _wanted(index, first_index, opts):
@@ -249,6 +249,8 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
                 return
     if count == 0:
         yield Item(path, error="no frame could be decoded (unsupported codec or an empty stream)")
+    elif kept == 0 and opts.start:
+        yield Item(path, error=f"no frame from start {opts.start:g} s on (the last is at {last_t:.3g} s)")
 
 
 def upright(frame: Any) -> np.ndarray:

@@ -95,6 +95,11 @@ def test_stride_start_end_and_max_frames_pick_the_frames(
     assert [level(it.data) for it in items] == expected  # the pixels are those frames' pixels
 
 
+def test_a_start_past_the_end_is_a_failed_item_saying_where_the_video_ends(clip: Path) -> None:
+    (item,) = list(read_frames(str(clip), VideoOptions(start=5.0)))
+    assert item.error == "no frame from start 5 s on (the last is at 2.9 s)"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "option"),
     [
@@ -334,6 +339,7 @@ def test_cnnkit_detect_and_its_api_read_a_video_url(clip: Path, tmp_path: Path) 
         lines = [json.loads(line) for line in out.read_text().splitlines()]
         assert [(r["path"], r["frame"], r["error"]) for r in lines] == [(url, i, None) for i in range(3)]
         assert [r["time_s"] for r in lines] == pytest.approx([0.0, 0.1, 0.2])
+        assert "3 record(s) (3 video frame(s)), 0 failed" in result.stderr
         records = list(cnnkit.detect(url, stream=True, vid_stride=2, max_frames=2, threads=1))
         assert [(r.path, r.frame, r.ok) for r in records] == [(url, 0, True), (url, 2, True)]
 
