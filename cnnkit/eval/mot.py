@@ -59,6 +59,16 @@ def crosses(line: Sequence[float], a: tuple[float, float], b: tuple[float, float
     return 1 if sb > 0 else -1
 
 
+def line_in_view(line: Sequence[float], width: int, height: int) -> bool:
+    """Whether any part of the segment lies inside a ``width`` × ``height`` frame (a line drawn for another
+    video size, or in the wrong order of numbers, often lies wholly outside)."""
+    x1, y1, x2, y2 = line
+    steps = 256
+    return any(
+        0 <= x1 + (x2 - x1) * k / steps <= width and 0 <= y1 + (y2 - y1) * k / steps <= height for k in range(steps + 1)
+    )
+
+
 def box_centre(box: Sequence[float]) -> tuple[float, float]:
     """The centre of an ``x1, y1, x2, y2`` box."""
     return (float(box[0]) + float(box[2])) / 2, (float(box[1]) + float(box[3])) / 2

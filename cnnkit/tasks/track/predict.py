@@ -10,6 +10,7 @@ box centre first crosses the line (the rule of :mod:`cnnkit.eval.mot`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnkit.engine import StreamState
-from cnnkit.eval.mot import LineCounter, box_centre, parse_line
+from cnnkit.eval.mot import LineCounter, box_centre, line_in_view, parse_line
 from cnnkit.io.decode import Decoded
 from cnnkit.records import Record
 from cnnkit.results import Box, Boxes, TrackedBox, Tracks
@@ -27,6 +28,8 @@ DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchma
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+log = logging.getLogger("cnnkit")
 
 
 def default_tracker(model_name: str) -> str:
@@ -75,6 +78,7 @@ class VideoTracks:
     path: str
     tracker: Any
     counter: LineCounter | None = None
+    line_checked: bool = False  # whether the count line was checked against the frame size
 
 
 class Tracker(Detector):
@@ -133,6 +137,17 @@ class Tracker(Detector):
     def _track(self, boxes: Boxes, d: Decoded, state: StreamState) -> Tracks:
         """One frame through its video's tracker: the frame's detections that belong to a track, with ids."""
         video = self._video(state, d.path)
+        if video.counter is not None and not video.line_checked:
+            video.line_checked = True
+            h, w = d.rgb.shape[:2]
+            if not line_in_view(video.counter.line, w, h):
+                log.warning(
+                    "%s: the count line %s lies outside the %dx%d frame; nothing will cross it",
+                    d.path,
+                    ",".join(f"{v:g}" for v in video.counter.line),
+                    w,
+                    h,
+                )
         rows = np.array([[*b.box, b.score, b.class_id] for b in boxes.items], np.float32).reshape(-1, 6)
         img = d.rgb[..., ::-1] if self.tracker_cfg.tracker_type != "bytetrack" else None  # BGR, as ultralytics
         out = video.tracker.update(Detections(rows), img)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from cnnkit.cli import app
 from cnnkit.data.moving import Mover, MovingScene, _full_area, default_line, sequence, true_crossings, write_sequences
 from cnnkit.errors import OptionError
-from cnnkit.eval.mot import LineCounter, MotRow, crosses, parse_line, read_mot, score
+from cnnkit.eval.mot import LineCounter, MotRow, crosses, line_in_view, parse_line, read_mot, score
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,18 @@ def test_a_shape_that_crosses_partly_hidden_is_a_true_crossing() -> None:
     wholly = [g for _, gt in hidden.frames() for g in gt]
     assert all(g.centre[0] < 128 for g in wholly if g.track_id == 1)  # never seen past the line
     assert true_crossings(wholly, default_line(256)) == {"in": 0, "out": 0}
+
+
+def test_a_count_line_outside_the_frame_is_warned_about(videos: Path) -> None:
+    assert line_in_view((128, 0, 128, 256), 256, 256) and line_in_view((-50, 100, 300, 120), 256, 256)
+    assert not line_in_view((300, 0, 300, 256), 256, 256) and not line_in_view((-10, -5, 400, -1), 256, 256)
+    video = str(videos / "shapes-000.mp4")
+    args = ["track", video, "--max-frames", "2", "--threads", "1", "--count-line"]
+    outside = CliRunner().invoke(app, [*args, "640,0,640,480"])
+    assert outside.exit_code == 0, outside.output
+    assert f"{video}: the count line 640,0,640,480 lies outside the 256x256 frame" in outside.stderr
+    inside = CliRunner().invoke(app, [*args, "128,0,128,256"])
+    assert inside.exit_code == 0 and "lies outside" not in inside.stderr
 
 
 def test_the_scorer_gives_perfect_and_broken_tracks_their_due() -> None:
