@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _polygon, _shape_mask
+from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _shape_mask
 from cnnkit.eval.mot import LineCounter
 
 
@@ -60,17 +60,6 @@ class Mover:
         cx, cy = self.centre(frame)
         return _shape_mask(CLASSES[self.class_id], size, size, cx, cy, self.radius, self.turned(frame))
 
-    def box_centre(self, frame: int) -> tuple[float, float]:
-        """The centre of the whole shape's box at ``frame`` (hidden parts and parts out of view included):
-        where a detector's box centre is for the shape in full view, which is not the shape's own centre
-        for a triangle or a star."""
-        cx, cy = self.centre(frame)
-        if CLASSES[self.class_id] == "circle":
-            return cx, cy
-        points = _polygon(CLASSES[self.class_id], cx, cy, self.radius, self.turned(frame))
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-
 
 @dataclass(frozen=True)
 class GroundTruth:
@@ -81,7 +70,10 @@ class GroundTruth:
     class_id: int
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive) of the visible part
     visibility: float
-    centre: tuple[float, float] = (0.0, 0.0)  # the centre of the whole shape's box (Mover.box_centre)
+    # the centre of the box of the shape's pixels in view, those under other shapes included: where a
+    # detector's box centre is when nothing covers the shape (a shape half out of the frame is boxed by its
+    # part in view; one half under another is still where it is)
+    centre: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -103,7 +95,7 @@ class MovingScene:
         for t in range(self.length):
             rng = np.random.default_rng([self.seed, self.index, 41, t])
             canvas = self.background.copy()
-            painted: list[tuple[Mover, np.ndarray]] = []
+            painted: list[tuple[Mover, np.ndarray, tuple[float, float]]] = []
             for m in self.movers:
                 if not m.first <= t <= m.last:
                     continue
@@ -113,26 +105,34 @@ class MovingScene:
                 canvas[mask] = np.asarray(m.colour, np.float32)[None, :] * (
                     1.0 + rng.normal(0, 0.04, (int(mask.sum()), 1))
                 )
-                painted = [(o, om & ~mask) for o, om in painted]
-                painted.append((m, mask))
+                painted = [(o, om & ~mask, c) for o, om, c in painted]
+                painted.append((m, mask, _box_centre(mask)))
             canvas += rng.normal(0, self.noise, canvas.shape)
             gt = []
-            for m, mask in painted:
+            for m, mask, centre in painted:
                 if not mask.any():
                     continue
                 ys, xs = np.nonzero(mask)
                 box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                 visibility = round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)
-                gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, m.box_centre(t)))
+                gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, centre))
             yield np.clip(canvas, 0, 255).astype(np.uint8), gt
 
 
+def _box_centre(mask: np.ndarray) -> tuple[float, float]:
+    """The centre of a mask's box (``x2``, ``y2`` exclusive, as the ground truth's boxes)."""
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()) + int(xs.max()) + 1) / 2, (int(ys.min()) + int(ys.max()) + 1) / 2
+
+
 def true_crossings(truth: Iterable[GroundTruth], line: Sequence[float]) -> dict[str, int]:
-    """The true crossings of ``line`` in a sequence's ground truth (in frame order): the centre of a shape's
-    whole box (:meth:`Mover.box_centre`) on one side in a frame in which any of the shape is visible and on
-    the other side in a later one, each shape once (:class:`~cnnkit.eval.mot.LineCounter`): what a counter
-    with perfect detection and identities counts. A shape that crosses while partly hidden counts, as it does
-    for a tracker that sees the part in view; one that crosses wholly hidden and is not seen again does not."""
+    """The true crossings of ``line`` in a sequence's ground truth (in frame order): a shape's centre
+    (:attr:`GroundTruth.centre`, the box of its pixels in view) on one side in a frame in which any of the shape
+    is visible and on the other side in a later one, each shape once (:class:`~cnnkit.eval.mot.LineCounter`):
+    what a counter with perfect detection and identities counts. A shape that crosses while partly hidden
+    counts, as it does for a tracker that sees the part in view; one that crosses wholly hidden and is not
+    seen again does not; one leaving through the frame's edge at the line's end counts when its part in view
+    crosses, where a tracker sees it cross."""
     counter = LineCounter(line)
     for g in truth:
         counter.update(g.track_id, g.centre)

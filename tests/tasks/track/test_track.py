@@ -89,6 +89,20 @@ def test_a_shape_that_crosses_partly_hidden_is_a_true_crossing() -> None:
     assert true_crossings(wholly, default_line(256)) == {"in": 0, "out": 0}
 
 
+def test_a_shape_leaving_through_the_edge_counts_where_its_part_in_view_crosses() -> None:
+    """A square leaves through the top edge beside the line: its own centre passes the line above the frame,
+    past the line's end, but the part in view (what a detector boxes) crosses inside the frame."""
+    import numpy as np
+
+    square = Mover(1, 1, 24.0, (220.0, 40.0, 40.0), 0.0, 0.0, (110.0, 30.0), (1.5, -3.0), 0, 17)
+    scene = MovingScene(0, 0, 256, 18, 25.0, np.full((256, 256, 3), 90, np.float32), [square], 2.0)
+    truth = [g for _, gt in scene.frames() for g in gt]
+    assert square.centre(12) == (128.0, -6.0)  # its own centre reaches the line out of view
+    at_line = next(g for g in truth if g.centre[0] > 128)
+    assert 0 < at_line.centre[1] < 256 and at_line.visibility < 0.5
+    assert true_crossings(truth, default_line(256)) == {"in": 0, "out": 1}
+
+
 def test_a_count_line_outside_the_frame_is_warned_about(videos: Path) -> None:
     assert line_in_view((128, 0, 128, 256), 256, 256) and line_in_view((-50, 100, 300, 120), 256, 256)
     assert not line_in_view((300, 0, 300, 256), 256, 256) and not line_in_view((-10, -5, 400, -1), 256, 256)
