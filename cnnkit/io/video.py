@@ -193,6 +193,10 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; frames still come out in order
+    if webcam_device(path) is None and not is_stream_url(path):
+        # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
+        # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
+        stream.codec_context.options = {"err_detect": "explode"}
     fps = info.fps or 25.0
     tb = stream.time_base or Fraction(1, 90000)
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
