@@ -12,6 +12,7 @@ Only regular files are opened, so a FIFO named ``x.jpg`` cannot hang a run.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -75,6 +76,27 @@ def _pil_open() -> Any:
     if getattr(fn, "__module__", "").startswith("ultralytics"):
         return getattr(sys.modules.get(fn.__module__), "_image_open", fn)
     return fn
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _is_heif(path: str, encoded: bytes | None) -> bool:
+    """A HEIC/HEIF image by its name or, for bytes, its ``ftyp`` brand."""
+    if encoded is not None:
+        return encoded[4:8] == b"ftyp" and encoded[8:12] in HEIF_BRANDS
+    return path.lower().endswith((".heic", ".heif"))
+
+
+@functools.cache
+def _heif_plugin() -> bool:
+    """Registers pillow-heif's opener with Pillow once, when installed (``cnnkit[heif]``)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _check_file(path: str) -> None:
@@ -218,6 +240,7 @@ def decode(
         _check_file(path)
     elif not encoded:
         raise DecodeError("empty file")
+    heif = _is_heif(path, encoded) and _heif_plugin()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -244,6 +267,8 @@ def decode(
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
+        if _is_heif(path, encoded) and not heif:
+            raise DecodeError("a HEIC/HEIF image: reading it needs pillow-heif (pip install 'cnnkit[heif]')") from None
         raise DecodeError("not a recognised image format") from None
     except (
         OSError,

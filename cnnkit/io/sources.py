@@ -28,7 +28,8 @@ from cnnkit.errors import OptionError
 from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
+    | {".avif", ".jp2", ".mpo", ".heic", ".heif"}  # Pillow reads these (HEIC/HEIF with pillow-heif)
 )
 _GLOB_CHARS = set("*?[")
 LOOP = "symlink loop, skipped"

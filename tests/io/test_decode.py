@@ -133,3 +133,30 @@ def test_decompression_bomb_header(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)))
     with pytest.raises(DecodeError, match="over the limit|bomb"):
         decode(str(path), max_pixels=100_000_000)
+
+
+def test_heic_photos_decode_with_pillow_heif_and_say_what_is_missing_without(tmp_path):
+    """iPhones save HEIC: with ``cnnkit[heif]`` it decodes (and a folder keeps it); without, the failure names
+    the package to install instead of "not a recognised image format"."""
+    import subprocess
+    import sys
+
+    from cnnkit.io.sources import is_image_name
+
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[:, 25:] = (200, 30, 30)
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(rgb).save(path, format="HEIF", quality=95)
+    d = decode(str(path))
+    assert (d.width, d.height) == (50, 40) and is_image_name(path.name)
+    assert np.abs(d.rgb.astype(int) - rgb).mean() < 8
+    assert decode("photo", data=path.read_bytes()).width == 50  # bytes are known by their ftyp brand
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from cnnkit.errors import DecodeError\nfrom cnnkit.io.decode import decode\n"
+        f"try:\n    decode({str(path)!r})\nexcept DecodeError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "a HEIC/HEIF image: reading it needs pillow-heif (pip install 'cnnkit[heif]')"
