@@ -3,8 +3,8 @@
 The driver lists the sources with cnnkit's walker (:func:`cnnkit.io.sources.expand_sources`, local or
 remote, then ``shard`` and ``skip``), so the inputs, their order and the failed entries are what a
 local run sees. Ray Data carries the paths to an actor pool; each actor loads the model once
-(:class:`Predict`) and runs the engine over its batch: the same reads (local files or URLs, in the
-engine's decode threads), preprocessing, forward pass and postprocessing as ``predictor.stream``,
+(:class:`Predict`) and runs ``predictor.stream`` over its batch: the same reads (local files or URLs, in
+the engine's decode threads; a video's frames), preprocessing, forward pass and postprocessing as locally,
 so a bad file becomes a failed record in the actor and never fails the job. A crashed actor (killed,
 out of memory) is restarted and its unfinished batches are retried: cnnkit leaves Ray Data's
 actor-pool defaults (``max_restarts=-1``, ``max_task_retries=-1``: no limit) as they are, and the run
@@ -22,21 +22,26 @@ Ray is imported on first use; its usage statistics are switched off before it st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.records import Record, finite
 
+if TYPE_CHECKING:
+    from cnnkit.io.video import VideoOptions
+
 log = logging.getLogger("cnnkit")
 
 SUPPORTED = ((2, 60), (2, 61))  # the Ray versions tested: from the first, up to (not including) the second
-_RECORD_FIELDS = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error")
+CHUNK = 256  # records per output batch of an actor
+_RECORD_FIELDS = ("path", "task", "model", "width", "height", "predictions", "time_ms", "error", "frame", "time_s")
 
 
 def _ray() -> Any:
@@ -90,7 +95,9 @@ class Predict:
     """A Ray Data ``map_batches`` callable class: cnnkit's predictor for ``task``, loaded once per actor.
 
     Batches (numpy format) need a ``path`` column; ``bytes`` (encoded files) and ``error`` (why an
-    input gave nothing) are used when present. Every input row gives one output row, with the input
+    input gave nothing) are used when present. An image row gives one output row and a video row one per
+    frame read (``video``: :class:`~cnnkit.io.video.VideoOptions`' fields, ``vid_stride``, ``start``, ``end``,
+    ``max_frames``; one actor reads a whole video, so a tracker follows it), each with its input row's
     columns plus ``record`` (the record as JSON) and ``error`` (``""`` on success).
     """
 
@@ -102,16 +109,19 @@ class Predict:
         batch_size: int = 8,
         workers: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        video: dict[str, Any] | None = None,
     ) -> None:
         from cnnkit import api
+        from cnnkit.io.video import VideoOptions
 
         self.predictor = api.load(task, **dict(options or {}))
         self.batch_size, self.workers, self.max_pixels = batch_size, workers, max_pixels
+        self.video = VideoOptions(**dict(video or {}))
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Output batches of at most :data:`CHUNK` records, as they come (a long video is not held whole)."""
+        from collections import Counter
 
-        from cnnkit.engine import run
         from cnnkit.io.sources import Item
 
         paths = [str(p) for p in batch["path"]]
@@ -123,18 +133,56 @@ class Predict:
             )
             for i, p in enumerate(paths)
         ]
-        records = [
-            rec
-            for rec, _ in run(
-                self.predictor, items, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels
-            )
-        ]
-        out = {k: v for k, v in batch.items() if k not in ("bytes", "record", "error")}
-        out["record"] = np.array(
-            [json.dumps(finite(r.to_dict())[0], ensure_ascii=False, allow_nan=False) for r in records], dtype=object
-        )
-        out["error"] = np.array([r.error or "" for r in records], dtype=object)
-        return out
+        repeated = {p for p, n in Counter(paths).items() if n > 1}
+        kept: dict[str, list[Record]] = {}  # the records of a path given twice: the stream reads it once
+        rows: list[int] = []
+        records: list[Record] = []
+
+        def copies(upto: int, row: int) -> int:
+            """Rows before ``upto`` that the stream dropped as repeats get their first records again."""
+            while row < upto:
+                again = kept.get(paths[row], [])
+                rows.extend([row] * len(again))
+                records.extend(again)
+                row += 1
+            return row
+
+        row, current = 0, None
+        for rec in self.predictor.stream(  # the hooks and video frames of a local run (track counts, say)
+            items,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            max_pixels=self.max_pixels,
+            vid_stride=self.video.vid_stride,
+            start=self.video.start,
+            end=self.video.end,
+            max_frames=self.video.max_frames,
+        ):
+            if rec.path != current:
+                row = copies(paths.index(rec.path, row + (current is not None)), row + (current is not None))
+                current = rec.path
+            if rec.path in repeated:
+                kept.setdefault(rec.path, []).append(rec)
+            rows.append(row)
+            records.append(rec)
+            if len(records) >= CHUNK:
+                yield _rows(batch, rows, records)
+                rows, records = [], []
+        copies(len(paths), row + (current is not None))
+        if records:
+            yield _rows(batch, rows, records)
+
+
+def _rows(batch: dict[str, Any], rows: list[int], records: list[Record]) -> dict[str, Any]:
+    """Output columns: each record's input row's columns, ``record`` (JSON) and ``error``."""
+    import numpy as np
+
+    out = {k: np.asarray(v)[rows] for k, v in batch.items() if k not in ("bytes", "record", "error")}
+    out["record"] = np.array(
+        [json.dumps(finite(r.to_dict())[0], ensure_ascii=False, allow_nan=False) for r in records], dtype=object
+    )
+    out["error"] = np.array([r.error or "" for r in records], dtype=object)
+    return out
 
 
 def _check(actors: int, gpus_per_actor: float, cpus_per_actor: float, batch_size: int) -> None:
@@ -160,6 +208,7 @@ def _pipeline(
     batch_size: int,
     workers: int,
     max_pixels: int,
+    video: VideoOptions | None = None,
 ) -> Any | None:
     """The checked job: paths → actor pool running :class:`Predict` (records in input order), on the cluster
     at ``address``; ``None`` when there is nothing to do. Both the driver's records and the workers' part
@@ -200,6 +249,7 @@ def _pipeline(
             "batch_size": batch_size,
             "workers": workers,
             "max_pixels": max_pixels,
+            "video": None if video is None else dataclasses.asdict(video),
         },
         batch_size=batch_size,
         batch_format="numpy",
@@ -234,15 +284,24 @@ def predict(
     shard_spec: str | None = None,
     skip: set[str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    vid_stride: int = 1,
+    start: float | None = None,
+    end: float | None = None,
+    max_frames: int | None = None,
     **load_options: Any,
 ) -> Iterator[Record]:
-    """Records for ``sources`` (paths, folders, globs, URLs), predicted on a Ray cluster; input order.
+    """Records for ``sources`` (paths, folders, globs, URLs, videos), predicted on a Ray cluster; input order.
 
     ``address``: ``None`` starts Ray on this machine, ``auto`` joins this machine's cluster,
-    ``HOST:PORT`` a remote head. ``skip``: path keys to leave out (resume). ``load_options`` are
-    the task's (``model``, ``weights``, ``topk``, ``conf`` …), as for :func:`cnnkit.load`.
+    ``HOST:PORT`` a remote head. ``skip``: path keys to leave out (resume). ``vid_stride``, ``start``,
+    ``end`` and ``max_frames`` choose a video's frames, as for ``predictor.stream``; each video is read
+    by one actor. ``load_options`` are the task's (``model``, ``weights``, ``topk``, ``conf`` …), as for
+    :func:`cnnkit.load`.
     """
+    from cnnkit.io.video import VideoOptions
+
     _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
+    video = VideoOptions(vid_stride, start, end, max_frames)
     items = plan(sources, recursive=recursive, shard_spec=shard_spec, skip=skip)
     yield from predict_items(
         items,
@@ -254,6 +313,7 @@ def predict(
         batch_size=batch_size,
         workers=workers,
         max_pixels=max_pixels,
+        video=video,
         **load_options,
     )
 
@@ -289,11 +349,22 @@ def predict_items(
     batch_size: int = 8,
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    video: VideoOptions | None = None,
     **load_options: Any,
 ) -> Iterator[Record]:
     """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order."""
     ds = _pipeline(
-        items, task, address, load_options, actors, gpus_per_actor, cpus_per_actor, batch_size, workers, max_pixels
+        items,
+        task,
+        address,
+        load_options,
+        actors,
+        gpus_per_actor,
+        cpus_per_actor,
+        batch_size,
+        workers,
+        max_pixels,
+        video,
     )
     if ds is None:
         return
@@ -315,6 +386,7 @@ def write_parts(
     batch_size: int = 8,
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    video: VideoOptions | None = None,
     **load_options: Any,
 ) -> list[tuple[str, str]]:
     """Predict ``items`` and let the workers write Parquet part files into ``folder`` (the driver holds
@@ -324,7 +396,17 @@ def write_parts(
     from cnnkit.io.parquet import schema, to_row
 
     ds = _pipeline(
-        items, task, address, load_options, actors, gpus_per_actor, cpus_per_actor, batch_size, workers, max_pixels
+        items,
+        task,
+        address,
+        load_options,
+        actors,
+        gpus_per_actor,
+        cpus_per_actor,
+        batch_size,
+        workers,
+        max_pixels,
+        video,
     )
     if ds is None:
         return []

@@ -173,3 +173,67 @@ def test_both_entries_check_options_before_a_cluster(entry, tmp_path):
     with pytest.raises(OptionError, match="expected one of"):
         list(fn(args[0], "nope", *args[2:]))
     assert not (tmp_path / "parts").exists()
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory) -> str:
+    pytest.importorskip("av")
+    from cnnkit.data.moving import write_sequences
+
+    out = tmp_path_factory.mktemp("ray-video")
+    write_sequences(out, 1, seed=3, frames=16)
+    return str(out / "shapes-000.mp4")
+
+
+def test_videos_on_ray_give_the_local_frame_records_and_track_counts(ray_cluster, short_video, shapes_images):
+    """A video is one row, read by one actor: its frames' records (stride, track ids, running line counts)
+    are the local run's, in order, between the images' records."""
+    import cnnkit
+    import cnnkit.ray
+
+    image = str(sorted(shapes_images.iterdir())[0])
+    options = {"count_line": "128,0,128,256", "threads": 1}
+    local = [comparable(r.to_dict()) for r in cnnkit.track([image, short_video], vid_stride=2, **options)]
+    assert [r.get("frame") for r in local] == [None, 0, 2, 4, 6, 8, 10, 12, 14]
+    assert all("counts" in r for r in local[1:]) and any(p.get("track_id") for p in local[3]["predictions"])
+    on_ray = list(cnnkit.ray.predict([image, short_video], "track", actors=1, batch_size=4, vid_stride=2, **options))
+    assert [comparable(r.to_dict()) for r in on_ray] == local
+
+
+def test_cli_engine_ray_reads_video_frames_as_asked(ray_cluster, short_video, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    out = tmp_path / "frames.jsonl"
+    args = ["detect", short_video, "--vid-stride", "5", "--start", "0.2", "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--engine", "ray", "--address", "auto"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [5, 10, 15]
+    assert "3 record(s) (3 video frame(s)), 0 failed" in result.stderr
+
+
+def test_the_ray_udf_gives_each_row_its_records_in_chunks(short_video, shapes_images, monkeypatch):
+    """``Predict`` itself (no cluster): a video row becomes its frames' rows, output in chunks of
+    ``CHUNK`` records, each carrying its input row's columns; a path given twice gets its record twice."""
+    import json
+
+    import numpy as np
+
+    from cnnkit import ray as on_ray
+
+    monkeypatch.setattr(on_ray, "CHUNK", 4)
+    image = str(sorted(shapes_images.iterdir())[0])
+    udf = on_ray.Predict("detect", {"threads": 1}, video={"max_frames": 6})
+    batch = {"path": np.array([image, short_video, image]), "index": np.array([7, 8, 9])}
+    chunks = list(udf(batch))
+    assert [len(c["record"]) for c in chunks] == [4, 4]
+    rows = [(int(i), json.loads(r)) for c in chunks for i, r in zip(c["index"], c["record"], strict=True)]
+    assert [(i, r["path"], r.get("frame")) for i, r in rows] == [
+        (7, image, None),
+        *[(8, short_video, f) for f in range(6)],
+        (9, image, None),
+    ]
+    assert rows[-1][1] == rows[0][1]

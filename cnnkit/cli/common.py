@@ -17,6 +17,8 @@ from cnnkit.errors import CnnkitError, UsageError, spell_options
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from cnnkit.io.video import VideoOptions
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 log = logging.getLogger("cnnkit")
@@ -432,6 +434,14 @@ def engine_options(ctx: typer.Context, save: bool) -> tuple[str, dict[str, Any]]
     return engine, {k: p[k] for k in SCALE_OPTIONS if k != "parts"}
 
 
+def video_options(ctx: typer.Context) -> VideoOptions:
+    """The command's ``--vid-stride``, ``--start``, ``--end`` and ``--max-frames`` (checked)."""
+    from cnnkit.io.video import VideoOptions
+
+    p = ctx.params
+    return VideoOptions(p["vid_stride"], p["start"], p["end"], p["max_frames"])
+
+
 def ray_parts(
     ctx: typer.Context,
     task: str,
@@ -466,6 +476,7 @@ def ray_parts(
         batch_size=setting(ctx, "batch_size"),
         workers=setting(ctx, "workers"),
         max_pixels=p["max_pixels"],
+        video=video_options(ctx),
         **scale,
         **load_options,
     )
@@ -547,7 +558,14 @@ def run_predict(
         from cnnkit import ray as on_ray
 
         records: Iterable[Any] = on_ray.predict_items(
-            items, task, batch_size=batch_size, workers=workers, max_pixels=p["max_pixels"], **scale, **load_options
+            items,
+            task,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=p["max_pixels"],
+            video=video_options(ctx),
+            **scale,
+            **load_options,
         )
     else:
         predictor = api.load(task, **load_options)
@@ -556,16 +574,17 @@ def run_predict(
         folder = resolve_save_dir(task, save, save_dir, exist_ok)
         if folder is not None:
             log.info("saving pictures to %s", folder)
+        video = video_options(ctx)
         records = predictor.stream(
             items,
             batch_size=batch_size,
             workers=workers,
             max_pixels=p["max_pixels"],
             save_dir=folder,
-            vid_stride=p["vid_stride"],
-            start=p["start"],
-            end=p["end"],
-            max_frames=p["max_frames"],
+            vid_stride=video.vid_stride,
+            start=video.start,
+            end=video.end,
+            max_frames=video.max_frames,
         )
     if observe is not None:
         records = observe(records, folder)
