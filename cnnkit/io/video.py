@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cnnkit")
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".asf"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
 MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
@@ -448,6 +448,7 @@ class VideoSaver:
         self.options = options
         self.infos = infos  # filled by the frame readers
         self._current: tuple[str, VideoWriter] | None = None
+        self._resized: set[str] = set()  # videos whose frames changed size midway (warned once)
         self.written: list[Path] = []
 
     def target(self, path: str) -> Path:
@@ -471,8 +472,20 @@ class VideoSaver:
                 ", padded to even sides" if writer.pad else "",
             )
             self._current = (path, writer)
-        self._current[1].write(picture)
-        return str(self._current[1].path)
+        writer = self._current[1]
+        h, w = picture.shape[:2]
+        if (w, h) != writer.size:  # the stream changed size midway: one file has one size
+            import numpy as np
+            from PIL import Image
+
+            if writer.frames and path not in self._resized:
+                self._resized.add(path)
+                log.warning(
+                    "%s: frames of %dx%d from here on, drawn at %dx%d in %s", path, w, h, *writer.size, writer.path
+                )
+            picture = np.asarray(Image.fromarray(picture).resize(writer.size, Image.Resampling.BILINEAR))
+        writer.write(picture)
+        return str(writer.path)
 
     def _fps(self, path: str) -> float:
         info = self.infos.get(path)

@@ -245,6 +245,29 @@ def test_frames_are_turned_as_the_display_matrix_says(tmp_path: Path) -> None:
         assert (stream.width, stream.height) == (h, w)
 
 
+def test_a_stream_that_changes_size_midway_is_read_and_saved_whole(tmp_path: Path) -> None:
+    """Two MPEG-TS recordings of different sizes joined byte to byte (what a camera's segments can give): every
+    frame is read at its own size, and the annotated mp4 keeps the first size (later frames scaled to it)."""
+    joined = b""
+    for w, h in ((64, 48), (80, 60)):
+        part = tmp_path / f"{w}.ts"
+        with av.open(str(part), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for i in range(5):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * i, np.uint8), "rgb24")))
+            container.mux(stream.encode())
+        joined += part.read_bytes()
+    (tmp_path / "in").mkdir()
+    video = tmp_path / "in" / "joined.ts"
+    video.write_bytes(joined)
+    records = list(GreyBoxes().stream(str(tmp_path / "in"), save_dir=tmp_path / "out"))
+    assert [(r.frame, r.width, r.ok) for r in records] == [(i, 64 if i < 5 else 80, True) for i in range(10)]
+    with av.open(records[-1].extra["saved"]) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (64, 48)
+        assert sum(1 for _ in container.decode(video=0)) == 10
+
+
 def test_frames_stream_without_accumulating(tmp_path: Path) -> None:
     """Peak memory while reading a 200-frame video stays near a few frames, not the video (7.4 MB here)."""
     video = make_video(tmp_path / "long.mp4", frames=200, size=(128, 96))
