@@ -72,13 +72,14 @@ def _spelled(proto: str, path: str) -> str:
     return f"{proto}://{path}"
 
 
-def _is_image(name: str) -> bool:
-    from cnnkit.io.sources import is_image_name
+def _is_input(name: str) -> bool:
+    """An image or a video, by its name (what a prefix or a glob keeps, as locally)."""
+    from cnnkit.io.sources import is_input_name
 
-    return is_image_name(name.rsplit("/", 1)[-1])
+    return is_input_name(name.rsplit("/", 1)[-1])
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
     """A failed listing or read as one line (never a credential: backends do not put them in messages)."""
     if isinstance(exc, FileNotFoundError):
         return "no such object"
@@ -105,9 +106,9 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
         try:
             found = fs.glob(pattern, detail=True)
         except Exception as exc:
-            return [], f"cannot list ({_why(exc)})"
+            return [], f"cannot list ({why(exc)})"
         hits: list[Hit] = sorted(
-            (_spelled(proto, p), None) for p, info in found.items() if info.get("type") != "directory" and _is_image(p)
+            (_spelled(proto, p), None) for p, info in found.items() if info.get("type") != "directory" and _is_input(p)
         )
         return hits, None if hits else "pattern matches no image files"
     if proto in ("http", "https"):
@@ -117,7 +118,7 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     except FileNotFoundError:
         return [(arg, None)], None  # named exactly: it fails when read, with its reason, like a missing file
     except Exception as exc:
-        return [], f"cannot list ({_why(exc)})"
+        return [], f"cannot list ({why(exc)})"
     if info.get("type") != "directory":
         return [(arg, None)], None
     try:
@@ -126,9 +127,9 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
         else:
             names = [e["name"] for e in fs.ls(arg, detail=True) if e.get("type") != "directory"]
     except Exception as exc:
-        return [], f"cannot list ({_why(exc)})"
+        return [], f"cannot list ({why(exc)})"
     listed: list[Hit] = sorted(
-        ((_spelled(proto, p), None) for p in names if _is_image(p)), key=lambda hit: _walk_order(hit[0])
+        ((_spelled(proto, p), None) for p in names if _is_input(p)), key=lambda hit: _walk_order(hit[0])
     )
     hint = "" if recursive else " (use `recursive=True` for sub-prefixes)"
     return listed, None if listed else f"prefix has no image files{hint}"
@@ -158,7 +159,7 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
         raise DecodeError("is a prefix, not an image object") from None
     except Exception as exc:
         raise DecodeError(
-            f"read failed ({_why(exc)})" if not isinstance(exc, (FileNotFoundError, PermissionError)) else _why(exc)
+            f"read failed ({why(exc)})" if not isinstance(exc, (FileNotFoundError, PermissionError)) else why(exc)
         ) from None
     if len(data) > limit:
         raise DecodeError(f"object is over the read limit of {limit:,} bytes")
@@ -188,7 +189,7 @@ def download(url: str, dest: str | os.PathLike) -> Path:
     except FileNotFoundError:
         raise CnnkitError(f"{url}: no such object or prefix") from None
     except Exception as exc:
-        raise CnnkitError(f"{url}: cannot copy ({_why(exc)})") from None
+        raise CnnkitError(f"{url}: cannot copy ({why(exc)})") from None
     log.info("copied %d file(s) under %s into a temporary folder", len(names), root)
     return Path(dest) if is_dir else Path(dest, url.rsplit("/", 1)[1])
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.io import remote
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,12 +117,41 @@ def _open(path: str) -> Any:
                 raise CnnkitError(f"cannot open {webcam} (this FFmpeg has no V4L2 input: webcams need Linux)") from None
         if is_stream_url(path):
             return av.open(path, timeout=10.0, options={"rtsp_transport": "tcp"} if path.startswith("rtsp") else {})
+        if remote.is_remote(path):  # s3://, gs://, file://: FFmpeg reads (and seeks) through fsspec's file
+            handle = _remote_file(path)
+            try:
+                container = av.open(handle)
+            except BaseException:
+                handle.close()
+                raise
+            _handles[id(container)] = handle
+            return container
         return av.open(path)
     except av.error.FFmpegError as exc:
         what = webcam or ("stream" if is_stream_url(path) else "video")
         raise CnnkitError(f"cannot open {what} ({_av_reason(exc)})") from None
     except OSError as exc:
         raise CnnkitError(f"cannot open video ({exc.strerror or exc})") from None
+
+
+_handles: dict[int, Any] = {}  # an open remote video's fsspec file, by its container's id, closed with it
+
+
+def _remote_file(url: str) -> Any:
+    """The object at ``url`` as a seekable file (fsspec); a missing object or backend is one line."""
+    try:
+        return remote.filesystem(url).open(url, "rb")
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        raise CnnkitError(f"cannot open video ({remote.why(exc)})") from None
+
+
+def _close(container: Any) -> None:
+    container.close()
+    handle = _handles.pop(id(container), None)
+    if handle is not None:
+        handle.close()
 
 
 def _av_reason(exc: BaseException) -> str:
@@ -183,7 +213,7 @@ def read_frames(
             return
         yield from _frames(container, path, info, options)
     finally:
-        container.close()
+        _close(container)
 
 
 def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> Iterator[Item]:

@@ -183,3 +183,24 @@ def test_val_over_a_bucket_scores_as_the_local_folder(s3_server, s3_images, tmp_
     assert reports["s3"]["images"] == reports["local"]["images"] == 8
     for key in ("top1", "top5", "confusion", "per_class"):
         assert reports["s3"][key] == reports["local"][key]
+
+
+def test_videos_in_a_bucket_are_read_as_local_ones(s3_server, s3_images, tmp_path):
+    """An mp4 under an S3 prefix is listed with the images and read through fsspec (FFmpeg seeks in it): the
+    same frame records as the local file; a missing one is a failed record saying so."""
+    pytest.importorskip("av")
+    import boto3
+
+    import cnnkit
+    from tests.io.test_video import make_video
+
+    video = make_video(tmp_path / "clip.mp4", frames=6)
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=BUCKET, Key="videos/clip.mp4", Body=video.read_bytes())
+    local = [comparable(r.to_dict()) for r in cnnkit.detect(str(video), vid_stride=2, threads=1)]
+    remote = cnnkit.detect(f"s3://{BUCKET}/videos/", vid_stride=2, threads=1)
+    assert [r.path for r in remote] == [f"s3://{BUCKET}/videos/clip.mp4"] * 3
+    assert [comparable(r.to_dict()) for r in remote] == local
+    for_file = cnnkit.detect(f"file://{video}", max_frames=2, threads=1)
+    assert [(r.frame, r.ok) for r in for_file] == [(0, True), (1, True)]
+    [missing] = cnnkit.detect(f"s3://{BUCKET}/videos/nope.mp4", threads=1)
+    assert missing.error == "cannot open video (no such object)"
