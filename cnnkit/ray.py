@@ -200,19 +200,20 @@ def _check(actors: int, gpus_per_actor: float, cpus_per_actor: float, batch_size
 def _pipeline(
     items: Sequence[Any],
     task: str,
-    address: str | None,
-    load_options: dict[str, Any],
-    actors: int,
-    gpus_per_actor: float,
-    cpus_per_actor: float,
-    batch_size: int,
-    workers: int,
-    max_pixels: int,
+    *,
+    address: str | None = None,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 8,
+    workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     video: VideoOptions | None = None,
+    **load_options: Any,
 ) -> Any | None:
     """The checked job: paths → actor pool running :class:`Predict` (records in input order), on the cluster
     at ``address``; ``None`` when there is nothing to do. Both the driver's records and the workers' part
-    files start here."""
+    files start here, and its options are theirs (:func:`predict` says what each does)."""
     from cnnkit.tasks import TASKS
 
     if task not in TASKS:
@@ -338,34 +339,10 @@ def plan(
     return [it for it in items if key(it.path) not in skip] if skip else items
 
 
-def predict_items(
-    items: Sequence[Any],
-    task: str,
-    *,
-    address: str | None = None,
-    actors: int = 1,
-    gpus_per_actor: float = 0.0,
-    cpus_per_actor: float = 1.0,
-    batch_size: int = 8,
-    workers: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    video: VideoOptions | None = None,
-    **load_options: Any,
-) -> Iterator[Record]:
-    """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order."""
-    ds = _pipeline(
-        items,
-        task,
-        address,
-        load_options,
-        actors,
-        gpus_per_actor,
-        cpus_per_actor,
-        batch_size,
-        workers,
-        max_pixels,
-        video,
-    )
+def predict_items(items: Sequence[Any], task: str, **options: Any) -> Iterator[Record]:
+    """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order; ``options`` are
+    :func:`predict`'s (scale, ``video`` as :class:`~cnnkit.io.video.VideoOptions`, and the task's own)."""
+    ds = _pipeline(items, task, **options)
     if ds is None:
         return
     with _job_failure():
@@ -374,40 +351,15 @@ def predict_items(
                 yield record_from_json(str(text))
 
 
-def write_parts(
-    items: Sequence[Any],
-    task: str,
-    folder: str | os.PathLike,
-    *,
-    address: str | None = None,
-    actors: int = 1,
-    gpus_per_actor: float = 0.0,
-    cpus_per_actor: float = 1.0,
-    batch_size: int = 8,
-    workers: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    video: VideoOptions | None = None,
-    **load_options: Any,
-) -> list[tuple[str, str]]:
-    """Predict ``items`` and let the workers write Parquet part files into ``folder`` (the driver holds
-    no records); returns ``(path, error)`` of the failed inputs, read back from the parts."""
+def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, **options: Any) -> list[tuple[str, str]]:
+    """Predict ``items`` (``options`` as for :func:`predict_items`) and let the workers write Parquet part
+    files into ``folder`` (the driver holds no records); returns ``(path, error)`` of the failed inputs,
+    read back from the parts."""
     import pyarrow.parquet as pq
 
     from cnnkit.io.parquet import schema, to_row
 
-    ds = _pipeline(
-        items,
-        task,
-        address,
-        load_options,
-        actors,
-        gpus_per_actor,
-        cpus_per_actor,
-        batch_size,
-        workers,
-        max_pixels,
-        video,
-    )
+    ds = _pipeline(items, task, **options)
     if ds is None:
         return []
 
