@@ -134,20 +134,18 @@ class Predict:
             for i, p in enumerate(paths)
         ]
         repeated = {p for p, n in Counter(paths).items() if n > 1}
-        kept: dict[str, list[Record]] = {}  # the records of a path given twice: the stream reads it once
+        kept: dict[str, list[Record]] = {}  # the records of a path given twice: the stream may read it once
         rows: list[int] = []
         records: list[Record] = []
 
-        def copies(upto: int, row: int) -> int:
-            """Rows before ``upto`` that the stream dropped as repeats get their first records again."""
-            while row < upto:
-                again = kept.get(paths[row], [])
-                rows.extend([row] * len(again))
+        def copies(first: int, stop: int) -> None:
+            """Rows the stream passed over (a repeated path it read once) get that path's records again."""
+            for skipped in range(first, stop):
+                again = kept.get(paths[skipped], [])
+                rows.extend([skipped] * len(again))
                 records.extend(again)
-                row += 1
-            return row
 
-        row, current = 0, None
+        row, unused = -1, 0  # the row of the last record; the first row no record went to
         for rec in self.predictor.stream(  # the hooks and video frames of a local run (track counts, say)
             items,
             batch_size=self.batch_size,
@@ -158,9 +156,10 @@ class Predict:
             end=self.video.end,
             max_frames=self.video.max_frames,
         ):
-            if rec.path != current:
-                row = copies(paths.index(rec.path, row + (current is not None)), row + (current is not None))
-                current = rec.path
+            if row < 0 or rec.frame is None or rec.path != paths[row]:  # an image, or a new video's first frame
+                found = paths.index(rec.path, unused)
+                copies(unused, found)
+                row, unused = found, found + 1
             if rec.path in repeated:
                 kept.setdefault(rec.path, []).append(rec)
             rows.append(row)
@@ -168,7 +167,7 @@ class Predict:
             if len(records) >= CHUNK:
                 yield _rows(batch, rows, records)
                 rows, records = [], []
-        copies(len(paths), row + (current is not None))
+        copies(unused, len(paths))
         if records:
             yield _rows(batch, rows, records)
 

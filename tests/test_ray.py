@@ -3,6 +3,8 @@ run, over local files and over S3, failed records included; cnnkit's predictor i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.fixtures.scaleout import comparable
@@ -237,3 +239,6 @@ def test_the_ray_udf_gives_each_row_its_records_in_chunks(short_video, shapes_im
         (9, image, None),
     ]
     assert rows[-1][1] == rows[0][1]
+    with_bytes = {"path": np.array([image, image]), "bytes": np.array([Path(image).read_bytes()] * 2, dtype=object)}
+    read_twice = [json.loads(r) for c in udf(with_bytes) for r in c["record"]]  # bytes rows are each read
+    assert [(r["path"], r["error"]) for r in read_twice] == [(image, None), (image, None)]
