@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -103,8 +104,9 @@ class VideoInfo:
     frames: int | None  # from the container header; None when it does not say
 
 
-def _open(path: str) -> Any:
-    """``av.open`` for a file, a webcam index (Linux V4L2) or a URL; a one-line :class:`CnnkitError` otherwise."""
+def _open(path: str, held: ExitStack) -> Any:
+    """``av.open`` for a file, a webcam index (Linux V4L2) or a URL, closed with ``held`` (a bucket object's
+    fsspec file with it); a one-line :class:`CnnkitError` otherwise."""
     import av
 
     device = webcam_device(path)
@@ -112,29 +114,20 @@ def _open(path: str) -> Any:
     try:
         if device is not None:
             try:
-                return av.open(device, format="v4l2", timeout=10.0)
+                return held.enter_context(av.open(device, format="v4l2", timeout=10.0))
             except ValueError:  # PyAV: no such format in this FFmpeg build
                 raise CnnkitError(f"cannot open {webcam} (this FFmpeg has no V4L2 input: webcams need Linux)") from None
         if is_stream_url(path):
-            return av.open(path, timeout=10.0, options={"rtsp_transport": "tcp"} if path.startswith("rtsp") else {})
+            options = {"rtsp_transport": "tcp"} if path.startswith("rtsp") else {}
+            return held.enter_context(av.open(path, timeout=10.0, options=options))
         if remote.is_remote(path):  # s3://, gs://, file://: FFmpeg reads (and seeks) through fsspec's file
-            handle = _remote_file(path)
-            try:
-                container = av.open(handle)
-            except BaseException:
-                handle.close()
-                raise
-            _handles[id(container)] = handle
-            return container
-        return av.open(path)
+            return held.enter_context(av.open(held.enter_context(_remote_file(path))))
+        return held.enter_context(av.open(path))
     except av.error.FFmpegError as exc:
         what = webcam or ("stream" if is_stream_url(path) else "video")
         raise CnnkitError(f"cannot open {what} ({_av_reason(exc)})") from None
     except OSError as exc:
         raise CnnkitError(f"cannot open video ({exc.strerror or exc})") from None
-
-
-_handles: dict[int, Any] = {}  # an open remote video's fsspec file, by its container's id, closed with it
 
 
 def _remote_file(url: str) -> Any:
@@ -145,13 +138,6 @@ def _remote_file(url: str) -> Any:
         raise
     except Exception as exc:
         raise CnnkitError(f"cannot open video ({remote.why(exc)})") from None
-
-
-def _close(container: Any) -> None:
-    container.close()
-    handle = _handles.pop(id(container), None)
-    if handle is not None:
-        handle.close()
 
 
 def _av_reason(exc: BaseException) -> str:
@@ -191,12 +177,12 @@ def read_frames(
     """
     from cnnkit.io.sources import Item
 
-    try:
-        container = _open(path)
-    except CnnkitError as exc:
-        yield Item(path, error=str(exc))
-        return
-    try:
+    with ExitStack() as held:
+        try:
+            container = _open(path, held)
+        except CnnkitError as exc:
+            yield Item(path, error=str(exc))
+            return
         try:
             info = _info(container)
         except CnnkitError as exc:
@@ -212,8 +198,6 @@ def read_frames(
             )
             return
         yield from _frames(container, path, info, options)
-    finally:
-        _close(container)
 
 
 def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> Iterator[Item]:
@@ -223,7 +207,7 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; frames still come out in order
-    if webcam_device(path) is None and not is_stream_url(path):
+    if not is_stream_url(path):  # webcams included
         # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
         # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
         stream.codec_context.options = {"err_detect": "explode"}
