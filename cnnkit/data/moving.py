@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _shape_mask
-from cnnkit.eval.mot import LineCounter
+from cnnkit.eval.mot import LineCounter, box_centre
 
 
 @dataclass(frozen=True)
@@ -106,23 +106,22 @@ class MovingScene:
                     1.0 + rng.normal(0, 0.04, (int(mask.sum()), 1))
                 )
                 painted = [(o, om & ~mask, c) for o, om, c in painted]
-                painted.append((m, mask, _box_centre(mask)))
+                painted.append((m, mask, box_centre(_mask_box(mask))))
             canvas += rng.normal(0, self.noise, canvas.shape)
             gt = []
             for m, mask, centre in painted:
                 if not mask.any():
                     continue
-                ys, xs = np.nonzero(mask)
-                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                box = _mask_box(mask)
                 visibility = round(min(1.0, float(mask.sum()) / areas[m.track_id]), 4)
                 gt.append(GroundTruth(t, m.track_id, m.class_id, box, visibility, centre))
             yield np.clip(canvas, 0, 255).astype(np.uint8), gt
 
 
-def _box_centre(mask: np.ndarray) -> tuple[float, float]:
-    """The centre of a mask's box (``x2``, ``y2`` exclusive, as the ground truth's boxes)."""
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The box ``x1, y1, x2, y2`` (``x2``, ``y2`` exclusive) of a mask's pixels."""
     ys, xs = np.nonzero(mask)
-    return (int(xs.min()) + int(xs.max()) + 1) / 2, (int(ys.min()) + int(ys.max()) + 1) / 2
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def true_crossings(truth: Iterable[GroundTruth], line: Sequence[float]) -> dict[str, int]:

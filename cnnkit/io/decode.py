@@ -240,7 +240,8 @@ def decode(
         _check_file(path)
     elif not encoded:
         raise DecodeError("empty file")
-    heif = _is_heif(path, encoded) and _heif_plugin()
+    heif = _is_heif(path, encoded)
+    heif_readable = heif and _heif_plugin()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -267,7 +268,7 @@ def decode(
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
-        if _is_heif(path, encoded) and not heif:
+        if heif and not heif_readable:
             raise DecodeError("a HEIC/HEIF image: reading it needs pillow-heif (pip install 'cnnkit[heif]')") from None
         raise DecodeError("not a recognised image format") from None
     except (

@@ -78,7 +78,6 @@ class VideoTracks:
     path: str
     tracker: Any
     counter: LineCounter | None = None
-    line_checked: bool = False  # whether the count line was checked against the frame size
 
 
 class Tracker(Detector):
@@ -119,15 +118,25 @@ class Tracker(Detector):
     def on_stream_end(self, state: StreamState) -> None:
         state.data.pop("video", None)
 
-    def _video(self, state: StreamState, path: str) -> VideoTracks:
-        """The current video's tracks; a frame of another input starts fresh ones (ids from 1)."""
+    def _video(self, state: StreamState, d: Decoded) -> VideoTracks:
+        """The current video's tracks; a frame of another input starts fresh ones (ids from 1), and a count
+        line wholly outside that input's frame is warned about then."""
         from cnnkit import ultralytics_adapter
 
         current: VideoTracks | None = state.data.get("video")
-        if current is None or current.path != path:
+        if current is None or current.path != d.path:
             counter = LineCounter(self.count_line) if self.count_line is not None else None
-            current = VideoTracks(path, ultralytics_adapter.make_tracker(self.tracker_cfg), counter)
+            current = VideoTracks(d.path, ultralytics_adapter.make_tracker(self.tracker_cfg), counter)
             state.data["video"] = current
+            h, w = d.rgb.shape[:2]
+            if self.count_line is not None and not line_in_view(self.count_line, w, h):
+                log.warning(
+                    "%s: the count line %s lies outside the %dx%d frame; nothing will cross it",
+                    d.path,
+                    ",".join(f"{v:g}" for v in self.count_line),
+                    w,
+                    h,
+                )
         return current
 
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Tracks]:  # type: ignore[override]
@@ -136,18 +145,7 @@ class Tracker(Detector):
 
     def _track(self, boxes: Boxes, d: Decoded, state: StreamState) -> Tracks:
         """One frame through its video's tracker: the frame's detections that belong to a track, with ids."""
-        video = self._video(state, d.path)
-        if video.counter is not None and not video.line_checked:
-            video.line_checked = True
-            h, w = d.rgb.shape[:2]
-            if not line_in_view(video.counter.line, w, h):
-                log.warning(
-                    "%s: the count line %s lies outside the %dx%d frame; nothing will cross it",
-                    d.path,
-                    ",".join(f"{v:g}" for v in video.counter.line),
-                    w,
-                    h,
-                )
+        video = self._video(state, d)
         rows = np.array([[*b.box, b.score, b.class_id] for b in boxes.items], np.float32).reshape(-1, 6)
         img = d.rgb[..., ::-1] if self.tracker_cfg.tracker_type != "bytetrack" else None  # BGR, as ultralytics
         out = video.tracker.update(Detections(rows), img)
