@@ -116,7 +116,7 @@ class Predict:
 
         self.predictor = api.load(task, **dict(options or {}))
         self.batch_size, self.workers, self.max_pixels = batch_size, workers, max_pixels
-        self.video = VideoOptions(**dict(video or {}))
+        self.video = dataclasses.asdict(VideoOptions(**dict(video or {})))  # checked, as stream's keywords
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Output batches of at most :data:`CHUNK` records, as they come (a long video is not held whole)."""
@@ -151,10 +151,7 @@ class Predict:
             batch_size=self.batch_size,
             workers=self.workers,
             max_pixels=self.max_pixels,
-            vid_stride=self.video.vid_stride,
-            start=self.video.start,
-            end=self.video.end,
-            max_frames=self.video.max_frames,
+            **self.video,
         ):
             if row < 0 or rec.frame is None or rec.path != paths[row]:  # an image, or a new video's first frame
                 found = paths.index(rec.path, unused)

@@ -3,6 +3,7 @@ loop that writes records and sets the exit code. The options themselves live in 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -574,17 +575,13 @@ def run_predict(
         folder = resolve_save_dir(task, save, save_dir, exist_ok)
         if folder is not None:
             log.info("saving pictures to %s", folder)
-        video = video_options(ctx)
         records = predictor.stream(
             items,
             batch_size=batch_size,
             workers=workers,
             max_pixels=p["max_pixels"],
             save_dir=folder,
-            vid_stride=video.vid_stride,
-            start=video.start,
-            end=video.end,
-            max_frames=video.max_frames,
+            **dataclasses.asdict(video_options(ctx)),
         )
     if observe is not None:
         records = observe(records, folder)
