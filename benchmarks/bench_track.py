@@ -8,7 +8,7 @@ bundled detector by each tracker in ``--trackers`` and scored by ``cnnkit track 
 Throughput: one longer synthetic video (``--frames`` at 256 px), in one process, alternating
 ``--repeats`` times: ``cnnkit.detect`` vs ultralytics ``YOLO.predict(stream=True)`` and
 ``cnnkit.track`` vs ``YOLO.track(stream=True)`` with the same weights, inference size, thresholds
-and tracker yaml. Model loading is outside the timed part for both. Reported from the same run: frames/s,
+tracker yaml and NMS IoU (the model's own for tracking). Model loading is outside the timed part for both. Reported from the same run: frames/s,
 the ratio (cnnkit / ultralytics, > 1: cnnkit faster) of each round's neighbouring runs and their median,
 and CPU milliseconds per frame (all threads of the process), the figure a shared machine disturbs least.
 
@@ -65,7 +65,10 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
     if threads:
         torch.set_num_threads(threads)
     detector = cnnkit.load("detect", conf=0.25, threads=threads)
-    tracker = cnnkit.load("track", tracker=tracker_yaml, conf=0.1, threads=threads)
+    from cnnkit.tasks.track.predict import track_defaults
+
+    nms = {"iou": track_defaults("shapes-yolov8n")["iou"]}  # cnnkit track's NMS IoU for the model, given to both
+    tracker = cnnkit.load("track", tracker=tracker_yaml, conf=0.1, threads=threads, **nms)
     yolo = ultralytics_adapter.yolo(weights)
     torch_threads = torch.get_num_threads()
 
@@ -92,6 +95,7 @@ def throughput(video: Path, frames: int, repeats: int, threads: int | None, batc
                 verbose=False,
                 tracker=tracker_yaml,
                 persist=False,
+                **nms,
             )
         )
 

@@ -125,9 +125,22 @@ Conf = Annotated[
     ),
 ]
 Iou = Annotated[
-    float,
+    Optional[float],
     typer.Option(
-        "--iou", min=0.0, max=1.0, help="IoU threshold of non-maximum suppression.", rich_help_panel=PANEL_MODEL
+        "--iou",
+        min=0.0,
+        max=1.0,
+        help="IoU threshold of non-maximum suppression (track: the model's own for tracking by default, else 0.7).",
+        rich_help_panel=PANEL_MODEL,
+    ),
+]
+AgnosticNms = Annotated[
+    bool,
+    typer.Option(
+        "--agnostic-nms/--class-nms",
+        rich_help_panel=PANEL_MODEL,
+        help="Suppress overlapping boxes whatever their classes, so an object scored as two classes gives one box "
+        "(--class-nms: only within each class).",
     ),
 ]
 MaxDet = Annotated[

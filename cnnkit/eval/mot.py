@@ -231,7 +231,7 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
 def score(
     sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5, iou: float = 0.5
 ) -> dict[str, dict[str, float]]:
-    """``{name: (ground truth, results)}`` → ``{name: metrics, …, "overall": metrics}`` (motmetrics' own
+    """``{name: (ground truth, results)}`` → ``{name: metrics, …, "OVERALL": metrics}`` (motmetrics' own
     figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints)."""
     import motmetrics as mm
 

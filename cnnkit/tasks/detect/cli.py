@@ -18,7 +18,7 @@ LOAD = ("model", "weights", "backend", "device", "threads")
 
 
 def detector_options(
-    shared: dict[str, Any], iou: float, imgsz: int | None, classes: list[str] | None
+    shared: dict[str, Any], iou: float | None, agnostic_nms: bool, imgsz: int | None, classes: list[str] | None
 ) -> dict[str, Any]:
     """What ``detect`` and ``track`` load their detector with: the model, which boxes are kept, and whether
     pictures are drawn (``--save``, else on with ``--save-dir``)."""
@@ -26,6 +26,7 @@ def detector_options(
         {k: shared[k] for k in LOAD},
         conf=shared["conf"],
         iou=iou,
+        agnostic_nms=agnostic_nms,
         imgsz=imgsz,
         classes=c.split_classes(classes),
         max_det=shared["max_det"],
@@ -40,6 +41,7 @@ def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
     iou: o.Iou = 0.7,
+    agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
     save_txt: Annotated[
@@ -70,7 +72,7 @@ def predict(
         from cnnkit.eval.coco import CocoResults
 
         coco = CocoResults()
-    options = detector_options(shared, iou, imgsz, classes)
+    options = detector_options(shared, iou, agnostic_nms, imgsz, classes)
     c.run_predict(
         ctx,
         "detect",

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 class Options:
     """Filtering applied to every image: confidence, NMS IoU, class subset, detections per image.
 
-    ``multi_label`` lets one box carry several classes (what validators use, ultralytics' included).
+    ``multi_label`` lets one box carry several classes (what validators use, ultralytics' included);
+    ``agnostic`` suppresses overlapping boxes whatever their classes, so one object that scores for two
+    classes gives one box (what a tracker that counts objects needs).
     """
 
     conf: float = 0.25
@@ -47,6 +49,7 @@ class Options:
     classes: list[int] | None = None
     max_det: int = 300
     multi_label: bool = False
+    agnostic: bool = False
 
     def __post_init__(self) -> None:
         """Scores and overlaps are fractions: a bad one fails here, before a network loads."""
@@ -158,6 +161,7 @@ class YoloBackend:
                 opts.conf,
                 opts.iou,
                 opts.classes,
+                agnostic=opts.agnostic,
                 multi_label=opts.multi_label,
                 max_det=opts.max_det,
                 end2end=self.end2end,
@@ -204,6 +208,7 @@ class TorchvisionBackend:
         """A batch through the network: per image, ``[x1, y1, x2, y2, score, class]`` rows in the pixels of
         its (drafted) input, ``shapes``."""
         import torch
+        import torchvision
 
         heads = self.net.roi_heads
         heads.score_thresh, heads.nms_thresh, heads.detections_per_img = opts.conf, opts.iou, opts.max_det
@@ -218,6 +223,8 @@ class TorchvisionBackend:
             det = torch.cat([boxes, o["scores"].float().cpu()[:, None], cls[:, None]], dim=1)
             if opts.classes is not None:
                 det = det[torch.isin(det[:, 5].long(), torch.tensor(opts.classes))]
+            if opts.agnostic:  # the heads suppress within each class only
+                det = det[torchvision.ops.nms(det[:, :4], det[:, 4], opts.iou)]
             result.append(det.numpy())
         return result
 
@@ -284,6 +291,7 @@ class Detector(Predictor):
         imgsz: int | None = None,
         classes: Sequence[int | str] | None = None,
         max_det: int = 300,
+        agnostic_nms: bool = False,
         device: str | None = None,
         half: bool = False,
         threads: int | None = None,
@@ -295,7 +303,7 @@ class Detector(Predictor):
         **extra: Any,
     ) -> Self:
         """``extra``: a subclass's own options, passed to its constructor (the tracker's)."""
-        opts = Options(conf, iou, max_det=max_det)
+        opts = Options(conf, iou, max_det=max_det, agnostic=agnostic_nms)
         net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
         opts.classes = resolve_classes(classes, net.labels)
         return cls(

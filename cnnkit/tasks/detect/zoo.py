@@ -51,8 +51,8 @@ register(
         meta={
             "imgsz": 256,
             "for_photos": "yolov8n.pt (COCO, downloaded once)",
-            "tracker": "shapes-bytetrack",
-        },  # cnnkit track's default for it (benchmarks/README.md, "Tracking")
+            "track": {"tracker": "shapes-bytetrack", "iou": 0.5},
+        },  # cnnkit track's defaults for it (benchmarks/README.md, "Tracking")
     )
 )
 

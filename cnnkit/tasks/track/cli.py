@@ -76,13 +76,14 @@ def predict(
     sources: o.Sources = None,
     tracker: TrackerName = None,
     count_line: CountLine = None,
-    iou: o.Iou = 0.7,
+    iou: o.Iou = None,
+    agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
     **shared: Any,
 ) -> None:
     """Boxes per frame with a track_id that stays with one object through a video (ids restart per video)."""
-    options = detector_options(shared, iou, imgsz, classes)
+    options = detector_options(shared, iou, agnostic_nms, imgsz, classes)
     c.run_predict(
         ctx,
         "track",
@@ -104,7 +105,8 @@ def val(
     ],
     tracker: TrackerName = None,
     count_line: CountLine = None,
-    iou: o.Iou = 0.7,
+    iou: o.Iou = None,
+    agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
     min_visibility: Annotated[
         float | None,
@@ -134,6 +136,7 @@ def val(
             tracker=tracker,
             conf=shared["conf"],
             iou=iou,
+            agnostic_nms=agnostic_nms,
             imgsz=imgsz,
             max_det=shared["max_det"],
             **extra,

@@ -25,6 +25,7 @@ from cnnkit.results import Box, Boxes, TrackedBox, Tracks
 from cnnkit.tasks.detect.predict import Detector, Options
 
 DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchmarks/README.md ("Tracking")
+DEFAULT_IOU = 0.7  # NMS IoU, as ultralytics' predict and track
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -32,13 +33,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("cnnkit")
 
 
-def default_tracker(model_name: str) -> str:
-    """The tracker a registry model names for itself (``meta["tracker"]``, as weights carry their
-    preprocessing), else :data:`DEFAULT_TRACKER`."""
+def track_defaults(model_name: str) -> dict[str, Any]:
+    """The tracker and NMS IoU a registry model names for tracking with it (``meta["track"]``, as weights
+    carry their preprocessing), else ``bytetrack`` and 0.7."""
     from cnnkit.models.registry import find_spec
 
     spec = find_spec(model_name)
-    return str(spec.meta.get("tracker", DEFAULT_TRACKER)) if spec is not None else DEFAULT_TRACKER
+    own = dict(spec.meta.get("track", {})) if spec is not None else {}
+    return {"tracker": DEFAULT_TRACKER, "iou": DEFAULT_IOU, **own}
 
 
 class Detections:
@@ -94,12 +96,12 @@ class Tracker(Detector):
         count_line: str | Sequence[float] | None = None,
         **saves: bool,
     ) -> None:
-        """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default:
-        :func:`default_tracker` for the model); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
+        """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: the model's own,
+        :func:`track_defaults`); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
         from cnnkit import ultralytics_adapter
 
         super().__init__(backend, options, **saves)
-        tracker = tracker or default_tracker(backend.name)
+        tracker = tracker or track_defaults(backend.name)["tracker"]
         # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
         overrides = {"gmc_method": "none"} if tracker == "botsort" else {}
         self.tracker_name = tracker
@@ -107,10 +109,22 @@ class Tracker(Detector):
         self.count_line = parse_line(count_line) if count_line is not None else None
 
     @classmethod
-    def load(cls, model: str | None = None, weights: str | None = None, *, conf: float = 0.1, **options: Any) -> Self:
-        """:meth:`Detector.load`'s options plus ``tracker`` and ``count_line``; ``conf`` defaults to 0.1, as in
-        ``yolo track``: the tracker's second stage uses low-score boxes."""
-        return super().load(model, weights, conf=conf, **options)
+    def load(
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        conf: float = 0.1,
+        iou: float | None = None,
+        **options: Any,
+    ) -> Self:
+        """:meth:`Detector.load`'s options plus ``tracker`` and ``count_line``. ``conf`` defaults to 0.1, as in
+        ``yolo track``: the tracker's second stage uses low-score boxes; ``iou`` to the model's own for tracking
+        (:func:`track_defaults`)."""
+        tracker = super().load(model, weights, conf=conf, iou=DEFAULT_IOU if iou is None else iou, **options)
+        if iou is None:
+            tracker.options.iou = float(track_defaults(tracker.name)["iou"])
+        return tracker
 
     def on_stream_start(self, state: StreamState) -> None:
         state.data["video"] = None

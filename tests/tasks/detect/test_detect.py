@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.records import validate_record
-from tests.fixtures.detect import error_text, iou, is_usage_error, upscaled_jpeg
+from tests.fixtures.detect import cross_class_overlap, error_text, iou, is_usage_error, upscaled_jpeg
 
 runner = CliRunner()
 
@@ -176,6 +176,16 @@ def test_detect_classes_conf_max_det(scenes):
     assert all(len(r["predictions"]) <= 1 and all(p["score"] >= 0.5 for p in r["predictions"]) for r in capped)
     bad = runner.invoke(app, [*args, "--classes", "giraffe"])
     assert is_usage_error(bad) and "giraffe" in error_text(bad)
+
+
+def test_agnostic_nms_leaves_no_two_classes_on_one_object(scenes):
+    folder, _ = scenes
+    args = ["detect", str(folder), "--format", "jsonl", "--conf", "0.01", "--iou", "0.5"]
+    by_class = _jsonl(runner.invoke(app, args, catch_exceptions=False).stdout)
+    assert cross_class_overlap(by_class) > 0.5  # low-score second guesses at another class's box
+    agnostic = _jsonl(runner.invoke(app, [*args, "--agnostic-nms"], catch_exceptions=False).stdout)
+    assert cross_class_overlap(agnostic) <= 0.5 + 1e-6
+    assert 0 < sum(len(r["predictions"]) for r in agnostic) < sum(len(r["predictions"]) for r in by_class)
 
 
 def test_detect_imgsz_and_failed_input(scenes, tmp_path):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.records import validate_record
-from tests.fixtures.detect import error_text
+from tests.fixtures.detect import cross_class_overlap, error_text
 
 runner = CliRunner()
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -58,6 +58,20 @@ def test_faster_rcnn_random_weights_end_to_end(random_checkpoint, scenes, tmp_pa
     result = runner.invoke(app, [*base, "--format", "coco", "--output", str(coco)], catch_exceptions=False)
     assert result.exit_code == 0
     assert isinstance(json.loads(coco.read_text()), list)
+
+
+def test_faster_rcnn_agnostic_nms_across_classes(random_checkpoint, scenes):
+    ckpt, _ = random_checkpoint
+    folder, _ = scenes
+    base = ["detect", str(folder), "--weights", str(ckpt), "--conf", "0.0", "--iou", "0.5", "--format", "jsonl"]
+
+    def records(*extra: str) -> list[dict]:
+        result = runner.invoke(app, [*base, *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    assert cross_class_overlap(records()) > 0.5  # the heads suppress within each class only
+    assert cross_class_overlap(records("--agnostic-nms")) <= 0.5 + 1e-6
 
 
 def test_faster_rcnn_val_metrics(random_checkpoint, yolo_set):
