@@ -80,8 +80,8 @@ def detect(sources: Any, *, stream: bool = False, **options: Any) -> list[Record
 
     Options: ``model`` (default the bundled ``shapes-yolov8n``; ultralytics names/``.pt`` files,
     ``fasterrcnn_*``), ``weights`` (also a ``.onnx`` from ``cnnkit export <yolo>``), ``backend``,
-    ``conf``, ``iou``, ``imgsz``, ``classes``, ``max_det``, ``device``, ``half``, ``threads`` and the
-    run options of :func:`classify`.
+    ``conf``, ``iou``, ``agnostic_nms``, ``imgsz``, ``classes``, ``max_det``, ``device``, ``half``, ``threads``
+    and the run options of :func:`classify`.
 
     >>> [p["label"] for p in detect("samples/scene_0.png")[0].predictions]
     ['star']
@@ -125,8 +125,9 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
     """Boxes with a ``track_id`` that stays with one object through a video: one record per frame
     (``frame``, ``time_s``), as :func:`detect` plus tracking.
 
-    Options: those of :func:`detect` (``conf`` defaults to 0.1, as in ``yolo track``), ``tracker``
-    (``bytetrack``, ``botsort`` or an ultralytics tracker yaml), ``count_line`` (``"x1,y1,x2,y2"``: each
+    Options: those of :func:`detect` (``conf`` defaults to 0.1, as in ``yolo track``; ``iou`` to the model's
+    own for tracking), ``tracker`` (``bytetrack``, ``botsort`` or an ultralytics tracker yaml; default the
+    model's own), ``count_line`` (``"x1,y1,x2,y2"``: each
     record gets the running ``counts``), and for videos ``vid_stride``, ``start``, ``end``,
     ``max_frames``. :func:`cnnkit.tasks.track.summary.summarise` turns the records into per-track rows.
     """
