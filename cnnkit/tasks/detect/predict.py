@@ -41,7 +41,7 @@ class Options:
 
     ``multi_label`` lets one box carry several classes (what validators use, ultralytics' included);
     ``agnostic`` suppresses overlapping boxes whatever their classes, so one object that scores for two
-    classes gives one box (what a tracker that counts objects needs).
+    classes (a car as car and truck) gives one box, and one track.
     """
 
     conf: float = 0.25
