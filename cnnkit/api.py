@@ -126,7 +126,7 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
     (``frame``, ``time_s``), as :func:`detect` plus tracking.
 
     Options: those of :func:`detect` (``conf`` defaults to 0.1, as in ``yolo track``; ``iou`` to the model's
-    own for tracking), ``tracker`` (``bytetrack``, ``botsort`` or an ultralytics tracker yaml; default the
+    own for tracking; ``model`` may also be an instance segmentation model, whose masks stay on its tracks), ``tracker`` (``bytetrack``, ``botsort`` or an ultralytics tracker yaml; default the
     model's own), ``count_line`` (``"x1,y1,x2,y2"``: each
     record gets the running ``counts``), and for videos ``vid_stride``, ``start``, ``end``,
     ``max_frames``. :func:`cnnkit.tasks.track.summary.summarise` turns the records into per-track rows.

@@ -270,7 +270,7 @@ class Instances(Boxes):
 
         img = torch.from_numpy(np.array(picture, dtype=np.uint8)).permute(2, 0, 1)
         if self.items:
-            colours = [colour(p.class_id) for p in self.items]
+            colours = [colour(p.colour_key) for p in self.items]
             masks = torch.from_numpy(np.stack([decode_rle(p.mask) for p in self.items]))
             img = draw_segmentation_masks(img, masks, alpha=0.45, colors=colours)
             img = draw_bounding_boxes(
@@ -278,7 +278,7 @@ class Instances(Boxes):
                 torch.tensor([list(p.box) for p in self.items]),
                 colors=colours,
                 width=2,
-                labels=[f"{p.label} {p.score:.2f}" for p in self.items],
+                labels=[p.caption for p in self.items],
             )
         return Image.fromarray(img.permute(1, 2, 0).numpy())
 
@@ -301,6 +301,18 @@ class Instances(Boxes):
 
 
 # -- semantic segmentation: a class per pixel --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackedInstance(TrackedBox, Instance):
+    """An instance (box and mask) that a tracker linked across frames, as :class:`TrackedBox`."""
+
+
+@dataclass
+class TrackedInstances(Tracks, Instances):
+    """One video frame's tracked instances: masks and ``#id`` captions, and the count line as :class:`Tracks`."""
+
+    items: list[TrackedInstance]  # type: ignore[assignment]  # narrower than Instances' list[Instance]
 
 
 def class_summary(mask: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:

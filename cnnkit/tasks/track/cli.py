@@ -17,7 +17,7 @@ from cnnkit.tasks.detect.cli import LOAD, detector_options
 log = logging.getLogger("cnnkit")
 
 app = c.task_app(
-    "Track objects through videos: the detector's boxes with a track_id per object. `cnnkit track SOURCES...` runs "
+    "Track objects through videos: the detector's boxes (or an instance model's masks) with a track_id per object. `cnnkit track SOURCES...` runs "
     "[bold]predict[/bold]; `cnnkit track val DATA` scores tracking on videos with MOT ground truth."
 )
 

@@ -1,4 +1,5 @@
-"""Tracking: the detector's boxes per frame, linked into tracks by an ultralytics tracker.
+"""Tracking: the detector's boxes (or an instance segmenter's instances) per frame, linked into tracks by an
+ultralytics tracker.
 
 The tracker (ByteTrack by default, BOT-SORT) is state that belongs to one video of one stream, so
 it lives on the engine's :class:`~cnnkit.engine.StreamState`, never on the predictor: a new
@@ -12,23 +13,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnkit.device import Runtime
 from cnnkit.engine import StreamState
 from cnnkit.eval.mot import LineCounter, box_centre, line_in_view, parse_line
 from cnnkit.io.decode import Decoded
+from cnnkit.io.pictures import PictureSaver
 from cnnkit.records import Record
-from cnnkit.results import Box, Boxes, TrackedBox, Tracks
+from cnnkit.results import Boxes, Instance, Instances, TrackedBox, TrackedInstance, TrackedInstances, Tracks
 from cnnkit.tasks.detect.predict import Detector, Options
+from cnnkit.tasks.instance.predict import InstanceSegmenter
 
 DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchmarks/README.md ("Tracking")
 DEFAULT_IOU = 0.7  # NMS IoU, as ultralytics' predict and track
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 log = logging.getLogger("cnnkit")
 
@@ -82,49 +86,24 @@ class VideoTracks:
     counter: LineCounter | None = None
 
 
-class Tracker(Detector):
-    """A detector whose boxes carry ``track_id``s, stable across the frames of one video."""
+class Tracking:
+    """What a tracking predictor adds to the predictor it extends (:class:`Tracker`, :class:`InstanceTracker`):
+    the tracker and count line, one tracker per video in the stream's state, and track ids on each result."""
 
     task = "track"
+    name: str
 
-    def __init__(
-        self,
-        backend: Any,
-        options: Options,
-        *,
-        tracker: str | None = None,
-        count_line: str | Sequence[float] | None = None,
-        **saves: bool,
-    ) -> None:
+    def _init_tracking(self, tracker: str | None, count_line: str | Sequence[float] | None) -> None:
         """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: the model's own,
         :func:`track_defaults`); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
         from cnnkit import ultralytics_adapter
 
-        super().__init__(backend, options, **saves)
-        tracker = tracker or track_defaults(backend.name)["tracker"]
+        tracker = tracker or track_defaults(self.name)["tracker"]
         # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
         overrides = {"gmc_method": "none"} if tracker == "botsort" else {}
         self.tracker_name = tracker
         self.tracker_cfg = ultralytics_adapter.tracker_config(tracker, **overrides)
         self.count_line = parse_line(count_line) if count_line is not None else None
-
-    @classmethod
-    def load(
-        cls,
-        model: str | None = None,
-        weights: str | None = None,
-        *,
-        conf: float = 0.1,
-        iou: float | None = None,
-        **options: Any,
-    ) -> Self:
-        """:meth:`Detector.load`'s options plus ``tracker`` and ``count_line``. ``conf`` defaults to 0.1, as in
-        ``yolo track``: the tracker's second stage uses low-score boxes; ``iou`` to the model's own for tracking
-        (:func:`track_defaults`)."""
-        tracker = super().load(model, weights, conf=conf, iou=DEFAULT_IOU if iou is None else iou, **options)
-        if iou is None:
-            tracker.options.iou = float(track_defaults(tracker.name)["iou"])
-        return tracker
 
     def on_stream_start(self, state: StreamState) -> None:
         state.data["video"] = None
@@ -153,31 +132,168 @@ class Tracker(Detector):
                 )
         return current
 
-    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Tracks]:  # type: ignore[override]
-        dets = self.backend.forward(inputs, [d.rgb.shape[:2] for d in decoded], self.options)
-        return [self._track(self._boxes(det, d), d, state) for det, d in zip(dets, decoded, strict=True)]
-
-    def _track(self, boxes: Boxes, d: Decoded, state: StreamState) -> Tracks:
-        """One frame through its video's tracker: the frame's detections that belong to a track, with ids."""
+    def _track(self, found: Boxes, d: Decoded, state: StreamState) -> Tracks:
+        """One frame through its video's tracker: the frame's detections (boxes or instances) that belong to a
+        track, with ids."""
         video = self._video(state, d)
-        rows = np.array([[*b.box, b.score, b.class_id] for b in boxes.items], np.float32).reshape(-1, 6)
+        rows = np.array([[*b.box, b.score, b.class_id] for b in found.items], np.float32).reshape(-1, 6)
         img = d.rgb[..., ::-1] if self.tracker_cfg.tracker_type != "bytetrack" else None  # BGR, as ultralytics
         out = video.tracker.update(Detections(rows), img)
-        items: list[Box] = []
+        items: list[TrackedBox] = []
         for row in np.asarray(out).reshape(-1, 8):
             track_id, idx = int(row[4]), int(row[7])
-            b = boxes.items[idx]  # the detection itself (box, score, class), not the Kalman estimate
+            b = found.items[idx]  # the detection itself (box, score, class, mask), not the Kalman estimate
             crossed = video.counter.update(track_id, box_centre(b.box)) if video.counter is not None else None
-            items.append(TrackedBox(b.label, b.class_id, b.score, b.box, track_id=track_id, crossed=crossed))
-        items.sort(key=lambda t: t.track_id if isinstance(t, TrackedBox) else 0)
+            tracked = TrackedInstance if isinstance(b, Instance) else TrackedBox
+            items.append(tracked(**{f.name: getattr(b, f.name) for f in fields(b)}, track_id=track_id, crossed=crossed))
+        items.sort(key=lambda t: t.track_id)
         counts = dict(video.counter.counts) if video.counter is not None else None
-        return Tracks(items, boxes.width, boxes.height, line=self.count_line, counts=counts)
+        kind = TrackedInstances if isinstance(found, Instances) else Tracks
+        return kind(items, found.width, found.height, line=self.count_line, counts=counts)  # type: ignore[arg-type]
 
     def on_batch_end(self, state: StreamState, records: list[Record]) -> None:
         """Each frame's running count (with ``count_line``) goes on its record: ``counts: {in, out}``."""
         for record in records:
             if isinstance(record.result, Tracks) and record.result.counts is not None:
                 record.extra["counts"] = dict(record.result.counts)
+
+
+class Tracker(Tracking, Detector):
+    """A detector whose boxes carry ``track_id``s, stable across the frames of one video; for an instance
+    segmentation model, :meth:`load` gives an :class:`InstanceTracker`."""
+
+    def __init__(
+        self,
+        backend: Any,
+        options: Options,
+        *,
+        tracker: str | None = None,
+        count_line: str | Sequence[float] | None = None,
+        **saves: bool,
+    ) -> None:
+        """``tracker`` and ``count_line``: :meth:`Tracking._init_tracking`."""
+        super().__init__(backend, options, **saves)
+        self._init_tracking(tracker, count_line)
+
+    @classmethod
+    def load(  # type: ignore[override]  # may give an InstanceTracker
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        conf: float = 0.1,
+        iou: float | None = None,
+        **options: Any,
+    ) -> Tracker | InstanceTracker:
+        """:meth:`Detector.load`'s options plus ``tracker`` and ``count_line``. ``conf`` defaults to 0.1, as in
+        ``yolo track``: the tracker's second stage uses low-score boxes; ``iou`` to the model's own for tracking
+        (:func:`track_defaults`). An instance segmentation model (Mask R-CNN) is tracked with its masks."""
+        if _is_instance_model(model, weights):
+            return InstanceTracker.load(model, weights, conf=conf, iou=iou, **options)
+        tracker = super().load(model, weights, conf=conf, iou=DEFAULT_IOU if iou is None else iou, **options)
+        if iou is None:
+            tracker.options.iou = float(track_defaults(tracker.name)["iou"])
+        return tracker
+
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Tracks]:  # type: ignore[override]
+        dets = self.backend.forward(inputs, [d.rgb.shape[:2] for d in decoded], self.options)
+        return [self._track(self._boxes(det, d), d, state) for det, d in zip(dets, decoded, strict=True)]
+
+
+def _is_instance_model(model: str | None, weights: str | None) -> bool:
+    """Whether ``model`` is an instance segmentation model of the registry, or ``weights`` a cnnkit checkpoint
+    of one."""
+    from cnnkit.models.registry import find_spec
+
+    if weights is not None and str(weights).endswith(".safetensors"):
+        from cnnkit.models.checkpoint import read_meta
+
+        try:
+            return read_meta(weights).get("task") == "instance"
+        except Exception:  # not readable here: the detector's loader says why
+            return False
+    spec = find_spec(model) if model is not None else None
+    return spec is not None and spec.task == "instance"
+
+
+class InstanceTracker(Tracking, InstanceSegmenter):
+    """Mask R-CNN's instances with ``track_id``s: tracked by their boxes, drawn and written with their masks."""
+
+    def __init__(
+        self,
+        loaded: Any,
+        runtime: Any,
+        *,
+        tracker: str | None = None,
+        count_line: str | Sequence[float] | None = None,
+        save_pictures: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(loaded, runtime, **options)
+        self.save_pictures = save_pictures
+        self._init_tracking(tracker, count_line)
+
+    @classmethod
+    def load(  # the detector's options, as cnnkit track gives them
+        cls,
+        model: str | None = None,
+        weights: str | None = None,
+        *,
+        conf: float = 0.1,
+        iou: float | None = None,
+        agnostic_nms: bool = False,
+        imgsz: int | None = None,
+        backend: str | None = None,
+        device: str | None = None,
+        half: bool = False,
+        threads: int | None = None,
+        tracker: str | None = None,
+        count_line: str | Sequence[float] | None = None,
+        save_pictures: bool = True,
+        **options: Any,
+    ) -> InstanceTracker:
+        """``iou`` sets Mask R-CNN's own per-class NMS (default: the model's, 0.5); ``imgsz``, ``agnostic_nms`` and
+        a compiled ``backend`` are not for Mask R-CNN and are refused."""
+        from cnnkit.errors import OptionError
+        from cnnkit.models.loader import resolve
+
+        for name, value, ok in (
+            ("imgsz", imgsz, imgsz is None),
+            ("agnostic_nms", agnostic_nms, not agnostic_nms),
+            ("backend", backend, backend in (None, "auto", "torch")),
+        ):
+            if not ok:
+                raise OptionError(name, "is not available when tracking with an instance segmentation model", value)
+        runtime = Runtime.create(device, half=half, threads=threads)
+        made = cls(
+            resolve("instance", model, weights),
+            runtime,
+            tracker=tracker,
+            count_line=count_line,
+            save_pictures=save_pictures,
+            conf=conf,
+            **options,
+        )
+        if iou is not None:
+            made.model.roi_heads.nms_thresh = float(iou)
+        return made
+
+    @property
+    def saves_pictures(self) -> bool:
+        return self.save_pictures or self.save_masks
+
+    def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """The annotated picture (when pictures are saved) and, with ``save_masks``, the masks."""
+        if self.save_pictures:
+            super().save_outputs(saver, decoded, record)
+        elif self.save_masks:
+            assert isinstance(record.result, Instances)
+            for p, path in zip(record.predictions, record.result.save_masks(saver, record.path)):
+                p["mask_file"] = path
+
+    def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Tracks]:  # type: ignore[override]
+        found = super().predict_batch(inputs, decoded, state)
+        return [self._track(f, d, state) for f, d in zip(found, decoded, strict=True)]
 
 
 PREDICTOR = Tracker

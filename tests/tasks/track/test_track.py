@@ -168,6 +168,48 @@ def test_tracking_defaults_come_from_the_model_and_give_way_to_options() -> None
     assert (plain.options.iou, plain.options.agnostic) == (0.7, False)
 
 
+def test_track_with_an_instance_model_keeps_masks_and_draws_them(videos: Path, tmp_path: Path) -> None:
+    import av
+    import numpy as np
+
+    from cnnkit.results import decode_rle
+
+    args = ["track", str(videos / "shapes-000.mp4"), "--model", "shapes-maskrcnn", "--max-frames", "6"]
+    result = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--format",
+            "jsonl",
+            "--save-dir",
+            str(tmp_path / "s"),
+            "--count-line",
+            "128,0,128,256",
+            "--threads",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["frame"] for r in records] == list(range(6)) and all(r["task"] == "track" for r in records)
+    sure = {p["track_id"] for p in records[0]["predictions"] if p["score"] >= 0.5}
+    assert len(sure) >= 3 and all("counts" in r for r in records)
+    for r in records[1:]:  # the shapes found surely keep their ids, each with its own mask
+        for p in r["predictions"]:
+            assert decode_rle(p["mask"]).shape == (256, 256) and decode_rle(p["mask"]).any()
+        assert sure <= {p["track_id"] for p in r["predictions"]}
+    with av.open(str(next((tmp_path / "s").glob("shapes-000*.mp4")))) as saved:
+        frame = next(saved.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    with av.open(str(videos / "shapes-000.mp4")) as source:
+        plain = next(source.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    inside = decode_rle(records[0]["predictions"][0]["mask"])
+    inside[:4], inside[-4:], inside[:, :4], inside[:, -4:] = False, False, False, False
+    # the translucent mask tints the pixels of the shape itself, not just its box outline
+    assert np.abs(frame[inside] - plain[inside]).mean() > 10
+    refused = CliRunner().invoke(app, [*args, "--imgsz", "320"])
+    assert refused.exit_code != 0 and "imgsz" in refused.output
+
+
 def test_track_cli_writes_mot_rows_summaries_and_an_annotated_video(videos: Path, tmp_path: Path) -> None:
     import av
 
