@@ -34,6 +34,7 @@ def predict(
     sources: o.Sources = None,
     mask_threshold: MaskThreshold = 0.5,
     classes: o.Classes = None,
+    agnostic_nms: o.AgnosticNms = False,
     save_masks: Annotated[
         bool,
         typer.Option(
@@ -58,6 +59,7 @@ def predict(
             mask_threshold=mask_threshold,
             save_masks=save_masks,
             classes=c.split_classes(classes),
+            agnostic_nms=agnostic_nms,
         ),
         save=True if save_masks else None,
         coco_builder=CocoResults() if shared["fmt"] == "coco" else None,

@@ -103,8 +103,10 @@ class InstanceSegmenter(Predictor):
         max_det: int = 100,
         save_masks: bool = False,
         classes: Sequence[int | str] | None = None,
+        agnostic_nms: bool = False,
     ) -> None:
         self.loaded = loaded
+        self.agnostic_nms = agnostic_nms
         self.name = loaded.name
         self.labels = loaded.labels
         self.runtime = runtime
@@ -132,8 +134,10 @@ class InstanceSegmenter(Predictor):
         max_det: int = 100,
         save_masks: bool = False,
         classes: Sequence[int | str] | None = None,
+        agnostic_nms: bool = False,
     ) -> InstanceSegmenter:
-        """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks."""
+        """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks;
+        ``agnostic_nms`` suppresses overlapping instances across classes too (the heads' NMS is per class)."""
         runtime = Runtime.create(device, half=half, threads=threads)
         from cnnkit.models.loader import resolve
 
@@ -145,6 +149,7 @@ class InstanceSegmenter(Predictor):
             max_det=max_det,
             save_masks=save_masks,
             classes=classes,
+            agnostic_nms=agnostic_nms,
         )
 
     def preprocess(self, decoded: Decoded) -> _Input:
@@ -191,7 +196,13 @@ class InstanceSegmenter(Predictor):
 
             ids = torch.tensor(sorted(self.classes), dtype=torch.int64) + 1  # network labels count from 1
             wanted &= torch.isin(det["labels"].cpu(), ids)
-        keep = wanted.nonzero().flatten()[: self.max_det]
+        keep = wanted.nonzero().flatten()
+        if self.agnostic_nms and len(keep):  # at the heads' own IoU, across classes
+            import torchvision
+
+            boxes_kept = det["boxes"][keep].float().cpu()
+            keep = keep[torchvision.ops.nms(boxes_kept, scores[keep], self.model.roi_heads.nms_thresh)]
+        keep = keep[: self.max_det]
         (ph, pw), (ch, cw) = x.tensor.shape[-2:], x.content
         fx, fy = pw / int(size[1]) * dec.width / cw, ph / int(size[0]) * dec.height / ch
         boxes = det["boxes"][keep].float().cpu().numpy() * np.array([fx, fy, fx, fy], np.float32)

@@ -252,14 +252,13 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         save_pictures: bool = True,
         **options: Any,
     ) -> InstanceTracker:
-        """``iou`` sets Mask R-CNN's own per-class NMS (default: the model's, 0.5); ``imgsz``, ``agnostic_nms`` and
-        a compiled ``backend`` are not for Mask R-CNN and are refused."""
+        """``iou`` sets Mask R-CNN's own NMS (default: the model's, 0.5); ``imgsz`` and a compiled ``backend`` are
+        not for Mask R-CNN and are refused."""
         from cnnkit.errors import OptionError
         from cnnkit.models.loader import resolve
 
         for name, value, ok in (
             ("imgsz", imgsz, imgsz is None),
-            ("agnostic_nms", agnostic_nms, not agnostic_nms),
             ("backend", backend, backend in (None, "auto", "torch")),
         ):
             if not ok:
@@ -272,6 +271,7 @@ class InstanceTracker(Tracking, InstanceSegmenter):
             count_line=count_line,
             save_pictures=save_pictures,
             conf=conf,
+            agnostic_nms=agnostic_nms,
             **options,
         )
         if iou is not None:

@@ -86,6 +86,22 @@ def test_cli_conf_filters_everything(tiny_ckpt, scene_folder):
     assert json.loads(res.stdout.splitlines()[0])["predictions"] == []
 
 
+def test_agnostic_nms_leaves_no_two_classes_on_one_instance(scenes):
+    from tests.fixtures.detect import cross_class_overlap
+
+    folder, _ = scenes
+    args = ["instance", str(folder), "--model", "shapes-maskrcnn", "--conf", "0.01", "--format", "jsonl"]
+
+    def records(*extra: str) -> list[dict]:
+        result = runner.invoke(app, [*args, *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    assert cross_class_overlap(records()) > 0.5  # the heads suppress within each class only (at 0.5)
+    agnostic = records("--agnostic-nms")
+    assert cross_class_overlap(agnostic) <= 0.5 + 1e-6 and any(r["predictions"] for r in agnostic)
+
+
 def test_cli_format_coco_loads_in_pycocotools(tiny_ckpt, coco_data):
     from pycocotools.coco import COCO
 
