@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState, resolve_classes
@@ -13,6 +13,9 @@ from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
 from cnnkit.results import Instance, Instances
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass
@@ -135,9 +138,11 @@ class InstanceSegmenter(Predictor):
         save_masks: bool = False,
         classes: Sequence[int | str] | None = None,
         agnostic_nms: bool = False,
-    ) -> InstanceSegmenter:
+        **extra: Any,
+    ) -> Self:
         """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks;
-        ``agnostic_nms`` suppresses overlapping instances across classes too (the heads' NMS is per class)."""
+        ``agnostic_nms`` suppresses overlapping instances across classes too (the heads' NMS is per class);
+        ``extra``: a subclass's own options, passed to its constructor (the tracker's)."""
         runtime = Runtime.create(device, half=half, threads=threads)
         from cnnkit.models.loader import resolve
 
@@ -150,6 +155,7 @@ class InstanceSegmenter(Predictor):
             save_masks=save_masks,
             classes=classes,
             agnostic_nms=agnostic_nms,
+            **extra,
         )
 
     def preprocess(self, decoded: Decoded) -> _Input:

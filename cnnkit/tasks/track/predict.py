@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.device import Runtime
 from cnnkit.engine import StreamState
 from cnnkit.eval.mot import LineCounter, box_centre, line_in_view, parse_line
 from cnnkit.io.decode import Decoded
@@ -32,7 +31,7 @@ DEFAULT_TRACKER = "bytetrack"  # ByteTrack over BOT-SORT by measurement: benchma
 DEFAULT_IOU = 0.7  # NMS IoU, as ultralytics' predict and track
 
 if TYPE_CHECKING:
-    pass
+    from typing_extensions import Self
 
 log = logging.getLogger("cnnkit")
 
@@ -241,21 +240,14 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         *,
         conf: float = 0.1,
         iou: float | None = None,
-        agnostic_nms: bool = False,
         imgsz: int | None = None,
         backend: str | None = None,
-        device: str | None = None,
-        half: bool = False,
-        threads: int | None = None,
-        tracker: str | None = None,
-        count_line: str | Sequence[float] | None = None,
-        save_pictures: bool = True,
         **options: Any,
-    ) -> InstanceTracker:
-        """``iou`` sets Mask R-CNN's own NMS (default: the model's, 0.5); ``imgsz`` and a compiled ``backend`` are
-        not for Mask R-CNN and are refused."""
+    ) -> Self:
+        """:meth:`InstanceSegmenter.load`'s options plus ``tracker``, ``count_line`` and ``save_pictures``; ``iou``
+        sets Mask R-CNN's own NMS (default: the model's, 0.5); ``imgsz`` and a compiled ``backend`` are not for
+        Mask R-CNN and are refused."""
         from cnnkit.errors import OptionError
-        from cnnkit.models.loader import resolve
 
         for name, value, ok in (
             ("imgsz", imgsz, imgsz is None),
@@ -263,17 +255,7 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         ):
             if not ok:
                 raise OptionError(name, "is not available when tracking with an instance segmentation model", value)
-        runtime = Runtime.create(device, half=half, threads=threads)
-        made = cls(
-            resolve("instance", model, weights),
-            runtime,
-            tracker=tracker,
-            count_line=count_line,
-            save_pictures=save_pictures,
-            conf=conf,
-            agnostic_nms=agnostic_nms,
-            **options,
-        )
+        made = super().load(model, weights, conf=conf, **options)
         if iou is not None:
             made.model.roi_heads.nms_thresh = float(iou)
         return made
