@@ -107,9 +107,12 @@ class InstanceSegmenter(Predictor):
         save_masks: bool = False,
         classes: Sequence[int | str] | None = None,
         agnostic_nms: bool = False,
+        save_pictures: bool = True,
     ) -> None:
+        """``save_pictures``: whether a run with a save folder writes annotated pictures (masks alone: off)."""
         self.loaded = loaded
         self.agnostic_nms = agnostic_nms
+        self.save_pictures = save_pictures
         self.name = loaded.name
         self.labels = loaded.labels
         self.runtime = runtime
@@ -138,6 +141,7 @@ class InstanceSegmenter(Predictor):
         save_masks: bool = False,
         classes: Sequence[int | str] | None = None,
         agnostic_nms: bool = False,
+        save_pictures: bool = True,
         **extra: Any,
     ) -> Self:
         """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks;
@@ -155,6 +159,7 @@ class InstanceSegmenter(Predictor):
             save_masks=save_masks,
             classes=classes,
             agnostic_nms=agnostic_nms,
+            save_pictures=save_pictures,
             **extra,
         )
 
@@ -228,9 +233,16 @@ class InstanceSegmenter(Predictor):
             )
         return Instances(preds, dec.width, dec.height)
 
+    @property
+    def saves_pictures(self) -> bool:
+        """Annotated pictures and masks need the full-size image."""
+        return self.save_pictures or self.save_masks
+
     def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
-        """The annotated picture; with ``save_masks`` also one PNG per instance, named by its ``mask_file``."""
-        super().save_outputs(saver, decoded, record)
+        """The annotated picture (with ``save_pictures``); with ``save_masks`` also one PNG per instance, named by
+        its ``mask_file``."""
+        if self.save_pictures:
+            super().save_outputs(saver, decoded, record)
         if self.save_masks:
             assert isinstance(record.result, Instances)
             for p, path in zip(record.predictions, record.result.save_masks(saver, record.path)):

@@ -21,7 +21,6 @@ import numpy as np
 from cnnkit.engine import StreamState
 from cnnkit.eval.mot import LineCounter, box_centre, line_in_view, parse_line
 from cnnkit.io.decode import Decoded
-from cnnkit.io.pictures import PictureSaver
 from cnnkit.records import Record
 from cnnkit.results import Boxes, Instance, Instances, TrackedBox, TrackedInstance, TrackedInstances, Tracks
 from cnnkit.tasks.detect.predict import Detector, Options
@@ -200,19 +199,19 @@ class Tracker(Tracking, Detector):
 
 
 def _is_instance_model(model: str | None, weights: str | None) -> bool:
-    """Whether ``model`` is an instance segmentation model of the registry, or ``weights`` a cnnkit checkpoint
-    of one."""
-    from cnnkit.models.registry import find_spec
+    """Whether ``weights`` (else ``model``) is an instance segmentation model, as
+    :func:`~cnnkit.models.loader.identify` tells without loading it."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.models.loader import identify
 
-    if weights is not None and str(weights).endswith(".safetensors"):
-        from cnnkit.models.checkpoint import read_meta
-
-        try:
-            return read_meta(weights).get("task") == "instance"
-        except Exception:  # not readable here: the detector's loader says why
-            return False
-    spec = find_spec(model) if model is not None else None
-    return spec is not None and spec.task == "instance"
+    target = weights if weights is not None else model
+    if target is None:
+        return False
+    try:
+        task, _, _ = identify(str(target))
+    except (CnnkitError, KeyError):  # not identifiable here: the detector's loader says why
+        return False
+    return task == "instance"
 
 
 class InstanceTracker(Tracking, InstanceSegmenter):
@@ -225,11 +224,10 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         *,
         tracker: str | None = None,
         count_line: str | Sequence[float] | None = None,
-        save_pictures: bool = True,
         **options: Any,
     ) -> None:
+        """``tracker`` and ``count_line``: :meth:`Tracking._init_tracking`; ``options``: the segmenter's."""
         super().__init__(loaded, runtime, **options)
-        self.save_pictures = save_pictures
         self._init_tracking(tracker, count_line)
 
     @classmethod
@@ -244,7 +242,7 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         backend: str | None = None,
         **options: Any,
     ) -> Self:
-        """:meth:`InstanceSegmenter.load`'s options plus ``tracker``, ``count_line`` and ``save_pictures``; ``iou``
+        """:meth:`InstanceSegmenter.load`'s options plus ``tracker`` and ``count_line``; ``iou``
         sets Mask R-CNN's own NMS (default: the model's, 0.5); ``imgsz`` and a compiled ``backend`` are not for
         Mask R-CNN and are refused."""
         from cnnkit.errors import OptionError
@@ -259,19 +257,6 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         if iou is not None:
             made.model.roi_heads.nms_thresh = float(iou)
         return made
-
-    @property
-    def saves_pictures(self) -> bool:
-        return self.save_pictures or self.save_masks
-
-    def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
-        """The annotated picture (when pictures are saved) and, with ``save_masks``, the masks."""
-        if self.save_pictures:
-            super().save_outputs(saver, decoded, record)
-        elif self.save_masks:
-            assert isinstance(record.result, Instances)
-            for p, path in zip(record.predictions, record.result.save_masks(saver, record.path)):
-                p["mask_file"] = path
 
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Tracks]:  # type: ignore[override]
         found = super().predict_batch(inputs, decoded, state)

@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
 from cnnkit.data.shapes import CLASSES
+from cnnkit.errors import CnnkitError
 from cnnkit.records import validate_record
 
 runner = CliRunner()
@@ -100,6 +102,18 @@ def test_agnostic_nms_leaves_no_two_classes_on_one_instance(scenes):
     assert cross_class_overlap(records()) > 0.5  # the heads suppress within each class only (at 0.5)
     agnostic = records("--agnostic-nms")
     assert cross_class_overlap(agnostic) <= 0.5 + 1e-6 and any(r["predictions"] for r in agnostic)
+
+
+def test_tracking_an_instance_checkpoint_keeps_its_masks(tiny_ckpt, tmp_path):
+    from cnnkit.tasks.track.predict import InstanceTracker, Tracker
+
+    tracker = Tracker.load(weights=str(tiny_ckpt), threads=1, save_pictures=False, save_masks=True)
+    assert isinstance(tracker, InstanceTracker) and tracker.task == "track"
+    assert tracker.saves_pictures and not tracker.save_pictures  # masks alone still need full-size frames
+    assert not isinstance(Tracker.load(threads=1), InstanceTracker)  # the bundled detector
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(CnnkitError, match="missing.safetensors"):  # the detector's loader names the file
+        Tracker.load(weights=str(missing), threads=1)
 
 
 def test_cli_format_coco_loads_in_pycocotools(tiny_ckpt, coco_data):
