@@ -100,6 +100,10 @@ class Predictor(ABC):
         """What a run with a save folder writes per image: the annotated picture (tasks may add files)."""
         record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
 
+    def save_files(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """The files a run with a save folder writes per input besides its picture: none here; tasks with label
+        files, crops or masks write them, a video frame's named by the frame (its picture is in the video)."""
+
     # -- per-stream hooks: no-ops here, for predictors with state (tiling, tracking) --------------
     def on_stream_start(self, state: StreamState) -> None:
         """Before the first image of a stream: check the stream's options, set up ``state.data``."""
@@ -161,10 +165,12 @@ class Predictor(ABC):
                     if saver is not None and decoded is not None and record.ok:
                         if record.frame is None:
                             self.save_outputs(saver, decoded, record)
-                        elif movies is not None:  # a video's frames: one annotated mp4 per video
-                            record.extra["saved"] = movies.write(
-                                record.path, np.asarray(self.annotate(decoded, record))
-                            )
+                        else:
+                            if movies is not None:  # a video's frames: one annotated mp4 per video
+                                record.extra["saved"] = movies.write(
+                                    record.path, np.asarray(self.annotate(decoded, record))
+                                )
+                            self.save_files(saver, decoded, record)
                     yield record
             finished = True
         finally:

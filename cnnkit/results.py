@@ -155,12 +155,13 @@ class Boxes(Result):
             draw.text((x1 + 2, ty - (t - y1) + 1), text, fill=(255, 255, 255), font=font)
         return img
 
-    def save_txt(self, saver: PictureSaver, source_path: str, *, conf: bool = False) -> Path:
-        """``labels/<stem>.txt``: one ``class cx cy w h`` line per box, normalised, as ultralytics' ``save_txt``
-        writes and its dataset reader takes; ``conf`` appends the score (``save_conf``: no longer a label file)."""
+    def save_txt(self, saver: PictureSaver, source_path: str, *, conf: bool = False, tag: str = "") -> Path:
+        """``labels/<stem><tag>.txt``: one ``class cx cy w h`` line per box, normalised, as ultralytics' ``save_txt``
+        writes and its dataset reader takes; ``conf`` appends the score (``save_conf``: no longer a label file);
+        ``tag`` tells a video's frames apart (``_12`` for frame 12, as ultralytics names them)."""
         from cnnkit.io.files import atomic_write_text
 
-        path = saver.target(source_path, ".txt", sub="labels")
+        path = saver.target(source_path, ".txt", sub="labels", tag=tag)
         w, h = self.width, self.height
         lines = []
         for b in self.items:
@@ -172,8 +173,8 @@ class Boxes(Result):
         atomic_write_text(path, "".join(lines))
         return path
 
-    def save_crops(self, saver: PictureSaver, source_path: str, picture: np.ndarray) -> list[Path]:
-        """``crops/<label>/<stem>_<i>.jpg``: each detection cut from ``picture`` at its box rounded to whole
+    def save_crops(self, saver: PictureSaver, source_path: str, picture: np.ndarray, *, tag: str = "") -> list[Path]:
+        """``crops/<label>/<stem><tag>_<i>.jpg``: each detection cut from ``picture`` at its box rounded to whole
         pixels (:func:`crop_box`); an empty region is skipped."""
         from PIL import Image
 
@@ -188,7 +189,11 @@ class Boxes(Result):
             paths.append(
                 Path(
                     saver.save(
-                        img.crop((x1, y1, x2, y2)), source_path, ".jpg", sub=f"crops/{safe_name(b.label)}", tag=f"_{i}"
+                        img.crop((x1, y1, x2, y2)),
+                        source_path,
+                        ".jpg",
+                        sub=f"crops/{safe_name(b.label)}",
+                        tag=f"{tag}_{i}",
                     )
                 )
             )
@@ -282,8 +287,8 @@ class Instances(Boxes):
             )
         return Image.fromarray(img.permute(1, 2, 0).numpy())
 
-    def save_masks(self, saver: PictureSaver, source_path: str) -> list[str]:
-        """``masks/<stem>_<i>_<label>.png``: one black-and-white PNG per instance, in prediction order."""
+    def save_masks(self, saver: PictureSaver, source_path: str, *, tag: str = "") -> list[str]:
+        """``masks/<stem><tag>_<i>_<label>.png``: one black-and-white PNG per instance, in prediction order."""
         from PIL import Image
 
         from cnnkit.io.pictures import safe_name
@@ -294,7 +299,7 @@ class Instances(Boxes):
                 source_path,
                 ".png",
                 sub="masks",
-                tag=f"_{i}_{safe_name(p.label)}",
+                tag=f"{tag}_{i}_{safe_name(p.label)}",
             )
             for i, p in enumerate(self.items)
         ]

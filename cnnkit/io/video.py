@@ -13,6 +13,7 @@ Records of frames keep the video as ``path`` and add ``frame`` (0-based index in
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -37,6 +38,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", "
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
 MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
+MAX_SEEK_SKIP = 300  # packets skipped after a seek looking for a key frame before reading from the beginning
 ENCODERS = ("libx264", "h264", "mpeg4")  # tried in this order for annotated output
 
 
@@ -171,9 +173,9 @@ def read_frames(
     """Frame items of one video, in order: ``Item(path, rgb, frame=i, time_s=t)``, or failed items.
 
     Opening failures (no such file, no video stream, unknown codec) give one failed item for the
-    file; a packet that does not decode gives a failed item naming the frame after the last good
-    one, and reading goes on (FFmpeg resynchronises on the next key frame) until
-    :data:`MAX_BAD_PACKETS` fail in a row.
+    file; packets that do not decode give a failed item naming the frames they cost, and reading goes
+    on (FFmpeg resynchronises on the next key frame) until :data:`MAX_BAD_PACKETS` fail in a row; a
+    file that ends before its header's frame count gives a failed item naming the missing frames.
     """
     from cnnkit.io.sources import Item
 
@@ -197,10 +199,26 @@ def read_frames(
                 f"the limit of {max_pixels:,} (max_pixels)",
             )
             return
-        yield from _frames(container, path, info, options)
+        try:
+            yield from _frames(container, path, info, options)
+        except _FromStart:  # nothing was yielded yet: a fresh container, decoded from the first frame
+            held.close()
+            with ExitStack() as again:
+                yield from _frames(_open(path, again), path, info, options, seek=False)
 
 
-def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> Iterator[Item]:
+class _FromStart(Exception):
+    """Seeking to ``start`` found no key frame at or before it: the video is read again from its beginning."""
+
+
+def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, seek: bool = True) -> Iterator[Item]:
+    """The frames of an opened video as items; see :func:`read_frames`.
+
+    A frame's index is its presentation time on the stream's frame grid, so frames keep their numbers
+    whatever the decoder drops. A packet that does not decode is reported when the next good frame shows
+    which frames it cost (the decoder's error can surface packets later, and a lost reference frame takes
+    its dependants with it): one failed item naming the lost frame or the first of a run of them.
+    """
     import av
 
     from cnnkit.io.sources import Item
@@ -214,41 +232,46 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
     fps = info.fps or 25.0
     tb = stream.time_base or Fraction(1, 90000)
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-    first_index = 0
-    if opts.start:
-        try:
-            container.seek(int((opts.start + t0) / tb), stream=stream, backward=True, any_frame=False)
-        except av.error.FFmpegError:
-            pass  # not seekable (a live stream): frames before start are decoded and dropped below
-        first_index = round(opts.start * fps)
-    count = kept = bad = 0
+    start = opts.start or 0.0
+    first_index = math.ceil(start * fps - 1e-6)  # the first frame at or after start
+    seeking = seek and start > 0 and _seek(container, stream, start + t0, tb)
+    count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
+    pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
     packets = container.demux(stream)
     while True:
         try:
             packet = next(packets)
         except StopIteration:
-            break
+            if not seeking:
+                break
+            raise _FromStart from None  # no key frame after the seek point
         except av.error.FFmpegError as exc:
             yield Item(path, error=f"frame {last_index + 1}: corrupt stream ({_av_reason(exc)})", frame=last_index + 1)
             return
+        if seeking:  # after a seek, decoding starts at a key frame at or before the start
+            skipped += 1
+            if not packet.is_keyframe and skipped < MAX_SEEK_SKIP:
+                continue
+            seeking = False
+            at = float(packet.pts * tb) - t0 if packet.pts is not None else None
+            if skipped >= MAX_SEEK_SKIP or (at is not None and at > start + 0.5 / fps):
+                # no key frame found, or the container's index overshot (MPEG-TS seeks by bytes): seek further
+                # back, and at last read the file again from its first byte
+                retries += 1
+                back = start - 10.0 * 4 ** (retries - 1)
+                if retries > 3 or back <= 0 or skipped >= MAX_SEEK_SKIP:
+                    raise _FromStart
+                seeking, skipped = _seek(container, stream, back + t0, tb), 0
+                packets = container.demux(stream)
+                continue
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:
             bad += 1
-            # the lost frame: by the packet's own time when it has one, else the one after the last
-            lost = round((float(packet.pts * tb) - t0) * fps) if packet.pts is not None else last_index + 1
-            lost = max(lost, last_index + 1)
-            last_index = lost
-            if _wanted(lost, first_index, opts):
-                yield Item(
-                    path,
-                    error=f"frame {lost}: cannot decode ({_av_reason(exc)})",
-                    frame=lost,
-                    time_s=round(lost / fps, 6),
-                )
+            pending = pending or _av_reason(exc)
             if bad >= MAX_BAD_PACKETS:
-                return
+                break
             continue
         bad = 0
         for frame in frames:
@@ -256,6 +279,11 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             index = round(t * fps) if frame.pts is not None else count
             index = max(index, last_index + 1)  # a variable-rate or timestamp-less stream still counts up
             count += 1
+            if pending is not None and index > last_index + 1:
+                lost = _lost(path, last_index + 1, index - 1, f"cannot decode ({pending})", fps, first_index, opts)
+                pending = None
+                if lost is not None:
+                    yield lost
             last_index, last_t = index, t
             if opts.end is not None and t >= opts.end:
                 return
@@ -265,10 +293,46 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions) -> I
             kept += 1
             if opts.max_frames is not None and kept >= opts.max_frames:
                 return
+    declared = info.frames or 0
+    if count and pending is not None:  # the last packets did not decode
+        end_index = max(last_index + declared - count, last_index + 1) if not opts.start else last_index + 1
+        lost = _lost(path, last_index + 1, end_index, f"cannot decode ({pending})", fps, first_index, opts)
+        if lost is not None:
+            yield lost
+    elif count and not opts.start and count < declared - 1:  # a header may count one frame more than decodes
+        what = f"missing (the file ends after frame {last_index}, the header says {declared} frames; truncated?)"
+        lost = _lost(path, last_index + 1, last_index + declared - count, what, fps, first_index, opts)
+        if lost is not None:
+            yield lost
     if count == 0:
-        yield Item(path, error="no frame could be decoded (unsupported codec or an empty stream)")
+        why = pending or "unsupported codec or an empty stream"
+        yield Item(path, error=f"no frame could be decoded ({why})")
     elif kept == 0 and opts.start:
         yield Item(path, error=f"no frame from start {opts.start:g} s on (the last is at {last_t:.3g} s)")
+
+
+def _seek(container: Any, stream: Any, t: float, tb: Fraction) -> bool:
+    """Seek to the key frame at or before ``t`` seconds; whether it worked (a live stream cannot)."""
+    import av
+
+    try:
+        container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
+    except av.error.FFmpegError:
+        return False  # not seekable (a live stream): frames before start are decoded and dropped
+    return True
+
+
+def _lost(path: str, first: int, last: int, what: str, fps: float, first_index: int, opts: VideoOptions) -> Item | None:
+    """A failed item for frames ``first``..``last`` that did not decode or are missing, when any was asked for."""
+    from cnnkit.io.sources import Item
+
+    asked = [i for i in range(max(first, first_index), last + 1) if _wanted(i, first_index, opts)]
+    if opts.end is not None:
+        asked = [i for i in asked if i / fps < opts.end]
+    if not asked:
+        return None
+    which = f"frame {first}" if first == last else f"frames {first}–{last}"
+    return Item(path, error=f"{which}: {what}", frame=first, time_s=round(first / fps, 6))
 
 
 def upright(frame: Any) -> np.ndarray:

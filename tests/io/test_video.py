@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -166,10 +167,100 @@ def test_a_damaged_stream_gives_failed_records_naming_frames(clip: Path, tmp_pat
     failed = [it for it in items if it.error is not None]
     assert good, "frames before the damage still decode"
     assert failed, "the garbled packets are reported"
-    for it in failed:  # each frame that did not decode is named in its reason, once
-        assert it.frame is not None and it.error.startswith(f"frame {it.frame}: cannot decode")
-    frames = [it.frame for it in items]
-    assert frames == sorted(set(frames)), "frame numbers go up, none twice"
+    named: list[int] = []
+    for it in failed:  # the frames that did not decode are named in the reason: one, or the first and last of a run
+        m = re.fullmatch(r"frames? (\d+)(?:–(\d+))?: cannot decode \(.+\)", it.error)
+        assert m and int(m[1]) == it.frame, it.error
+        named += range(int(m[1]), int(m[2] or m[1]) + 1)
+    frames = sorted([it.frame for it in good] + named)
+    assert frames == list(range(30)), "every frame of the clip is a good record or named lost, once"
+
+
+def write_levels(path: Path, frames: int, fps: int = 25, fmt: str | None = None, **options: str) -> Path:
+    """A video whose frame ``i`` is grey level ``8 i`` (as :func:`make_video`), in any container and GOP; a
+    corner of noise (too small to change the level) gives every frame a packet worth damaging."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"crf": "0", **options}
+        for i in range(frames):
+            rgb = np.full((48, 64, 3), (8 * i) % 256, np.uint8)
+            rgb[:12, :12] = np.clip(rgb[:12, :12] + rng.integers(-30, 31, (12, 12, 3)), 0, 255)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("gop", ["10", "60"])
+def test_start_reads_from_its_frame_where_seeking_overshoots(tmp_path: Path, gop: str) -> None:
+    """MPEG-TS seeks by bytes and lands after the key frame it asked for (or, with one key frame in the file,
+    on no key frame at all): the frames from ``start`` still come, the same ones an mp4 gives."""
+    video = write_levels(tmp_path / f"gop{gop}.ts", 30, fmt="mpegts", g=gop)
+    items = list(read_frames(str(video), VideoOptions(start=0.8, end=1.0)))
+    assert [it.frame for it in items] == [20, 21, 22, 23, 24]
+    assert [level(it.data) for it in items] == [20, 21, 22, 23, 24]
+    assert [it.time_s for it in items] == pytest.approx([0.8, 0.84, 0.88, 0.92, 0.96])
+
+
+def test_start_between_frames_begins_at_the_next_frame(tmp_path: Path) -> None:
+    video = write_levels(tmp_path / "slow.mp4", 5, fps=1)
+    assert [it.frame for it in read_frames(str(video), VideoOptions(start=0.5))] == [1, 2, 3, 4]
+    assert [it.frame for it in read_frames(str(video), VideoOptions(start=2.5))] == [3, 4]
+
+
+@pytest.mark.parametrize("b_frames", ["0", "3"])
+def test_frames_after_a_damaged_run_keep_their_numbers(tmp_path: Path, b_frames: str) -> None:
+    """A run of packets that do not decode (with B-frames the decoder's error surfaces packets later, without
+    them a lost reference frame takes the rest of its group): the frames after it keep their own numbers and
+    times, and one failed item names the frames lost."""
+    video = write_levels(tmp_path / "gop.mkv", 60, fmt="matroska", g="10", bf=b_frames)
+    data = bytearray(video.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    items = list(read_frames(str(damaged)))
+    good = [it for it in items if it.error is None]
+    failed = [it for it in items if it.error is not None]
+    assert failed and good
+    for it in good:  # number, time and pixels agree
+        assert level(it.data) == it.frame % 32 and it.time_s == pytest.approx(it.frame / 25)
+    named = []
+    for it in failed:
+        m = re.fullmatch(r"frames? (\d+)(?:–(\d+))?: cannot decode \(.+\)", it.error)
+        assert m and int(m[1]) == it.frame, it.error
+        named += range(int(m[1]), int(m[2] or m[1]) + 1)
+    assert sorted([it.frame for it in good] + named) == list(range(60))
+
+
+def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None:
+    """An mp4 with its index at the front, cut short: the frames before the cut come, and a failed item says
+    the file ends early instead of the run reporting a whole video."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(0)  # noise: every frame's packet is about the same size
+        for _ in range(40):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    items = list(read_frames(str(cut)))
+    good = [it for it in items if it.error is None]
+    assert 0 < len(good) < 40 and [it.frame for it in good] == list(range(len(good)))
+    assert items[-1].error == (
+        f"frames {len(good)}–39: missing (the file ends after frame {len(good) - 1}, the header says 40 frames; "
+        "truncated?)"
+    )
+    assert len(list(read_frames(str(whole)))) == 40  # the whole file: no such item
 
 
 def test_folders_mix_images_and_videos(clip: Path, tmp_path: Path) -> None:

@@ -338,14 +338,20 @@ class Detector(Predictor):
 
     def save_outputs(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
         """The annotated picture, YOLO label file and crops, as the save options ask."""
-        result = record.result
-        assert isinstance(result, Boxes)
         if self.save_pictures:
             record.extra["saved"] = saver.save(self.annotate(decoded, record), record.path)
+        self.save_files(saver, decoded, record)
+
+    def save_files(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """The YOLO label file and crops, as the save options ask; a video frame's are named ``<stem>_<frame>``."""
+        result = record.result
+        assert isinstance(result, Boxes)
+        tag = "" if record.frame is None else f"_{record.frame}"
         if self.save_txt:
-            record.extra["label_file"] = str(result.save_txt(saver, record.path, conf=self.save_conf))
+            record.extra["label_file"] = str(result.save_txt(saver, record.path, conf=self.save_conf, tag=tag))
         if self.save_crop:
-            record.extra["crops"] = [str(p) for p in result.save_crops(saver, record.path, decoded.picture())]
+            crops = result.save_crops(saver, record.path, decoded.picture(), tag=tag)
+            record.extra["crops"] = [str(p) for p in crops]
 
 
 PREDICTOR = Detector

@@ -243,9 +243,14 @@ class InstanceSegmenter(Predictor):
         its ``mask_file``."""
         if self.save_pictures:
             super().save_outputs(saver, decoded, record)
+        self.save_files(saver, decoded, record)
+
+    def save_files(self, saver: PictureSaver, decoded: Decoded, record: Record) -> None:
+        """With ``save_masks``, one PNG per instance named by its ``mask_file`` (a video frame's by the frame)."""
         if self.save_masks:
             assert isinstance(record.result, Instances)
-            for p, path in zip(record.predictions, record.result.save_masks(saver, record.path)):
+            tag = "" if record.frame is None else f"_{record.frame}"
+            for p, path in zip(record.predictions, record.result.save_masks(saver, record.path, tag=tag)):
                 p["mask_file"] = path
 
 

@@ -251,6 +251,25 @@ def test_track_cli_writes_mot_rows_summaries_and_an_annotated_video(videos: Path
         assert (stream.width, stream.height) == (256, 256) and float(stream.average_rate) == pytest.approx(12.5)
 
 
+def test_label_files_and_crops_of_video_frames_are_named_by_frame(videos: Path, tmp_path: Path) -> None:
+    """``--save-txt``/``--save-crop`` on a video write each frame's files (``<stem>_<frame>``, as ultralytics
+    names them) beside the annotated video, not nothing."""
+    video = videos / "shapes-000.mp4"
+    save, out = tmp_path / "saved", tmp_path / "boxes.jsonl"
+    args = ["detect", str(video), "--max-frames", "3", "--save-txt", "--save-crop", "--save-dir", str(save)]
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    for r in records:
+        label = Path(r["label_file"])
+        assert label.parent == save / "labels" and label.stem.endswith(f"_{r['frame']}")
+        assert len(label.read_text().splitlines()) == len(r["predictions"]) > 0
+        assert len(r["crops"]) == len(r["predictions"])
+        assert all(Path(c).is_file() and Path(c).stem.endswith(f"_{r['frame']}_{i}") for i, c in enumerate(r["crops"]))
+    assert len(list(save.glob("*.mp4"))) == 1
+
+
 def test_mot_format_is_for_one_video_of_track(videos: Path) -> None:
     result = CliRunner().invoke(app, ["detect", str(videos / "shapes-000.mp4"), "--format", "mot"])
     assert result.exit_code == 2 and "--format mot" in result.output
