@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import math
 import os
 import shutil
 import sys
@@ -331,11 +332,24 @@ def tracker_config(name: str, **overrides: Any) -> Any:
     if not path.is_file():
         raise OptionError("tracker", f"not {', '.join(TRACKERS)} nor a tracker yaml file", name)
     cfg = _read_yaml(path)
-    if cfg.get("tracker_type") not in TRACKER_MAP:
-        raise OptionError(
-            "tracker", f"tracker_type {cfg.get('tracker_type')!r} is not one of {sorted(TRACKER_MAP)}", name
+    kind = cfg.get("tracker_type")
+    if kind not in TRACKER_MAP:
+        raise OptionError("tracker", f"tracker_type {kind!r} is not one of {sorted(TRACKER_MAP)}", name)
+    defaults = _read_yaml(ROOT / "cfg" / "trackers" / f"{kind}.yaml")
+    cfg = {**defaults, **cfg, **overrides}
+    for key, value in cfg.items():  # the tracker reads these as they come: a bad one fails here, named
+        if key not in defaults:
+            raise OptionError("tracker", f"unknown setting {key!r} (not in ultralytics' {kind}.yaml)", name)
+        want = defaults[key]
+        ok = (
+            isinstance(value, bool)
+            if isinstance(want, bool)
+            else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if isinstance(want, (int, float))
+            else value is None or isinstance(value, type(want))
         )
-    cfg.update(overrides)
+        if not ok:
+            raise OptionError("tracker", f"{key} must be like {want!r}, not {value!r}", name)
     return IterableSimpleNamespace(**cfg)
 
 

@@ -13,6 +13,7 @@ The counting rule (:func:`crosses`, :func:`count_crossings`) is shared by the gr
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ def parse_line(value: str | Sequence[float]) -> Line:
         parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
     except (TypeError, ValueError):
         raise OptionError("count_line", "expected four numbers x1,y1,x2,y2", value) from None
-    if len(parts) != 4:
-        raise OptionError("count_line", "expected four numbers x1,y1,x2,y2", value)
+    if len(parts) != 4 or not all(math.isfinite(v) for v in parts):
+        raise OptionError("count_line", "expected four finite numbers x1,y1,x2,y2", value)
     if parts[:2] == parts[2:]:
         raise OptionError("count_line", "the two ends are the same point", value)
     return parts[0], parts[1], parts[2], parts[3]

@@ -275,9 +275,42 @@ def test_mot_format_is_for_one_video_of_track(videos: Path) -> None:
     assert result.exit_code == 2 and "--format mot" in result.output
 
 
-def test_a_bad_count_line_names_the_flag(videos: Path) -> None:
-    result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-line", "1,2,3"])
+@pytest.mark.parametrize("line", ["1,2,3", "nan,0,1,1", "0,0,inf,5", "4,4,4,4"])
+def test_a_bad_count_line_names_the_flag(videos: Path, line: str) -> None:
+    result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-line", line])
     assert result.exit_code == 2 and "--count-line" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("tracker_type: bytetrack\ntrack_high_thresh: abc\n", "track_high_thresh must be like 0.25, not 'abc'"),
+        ("tracker_type: botsort\ntrack_buffr: 3\n", "unknown setting 'track_buffr'"),
+        ("tracker_type: sort\n", "tracker_type 'sort' is not one of"),
+    ],
+)
+def test_a_bad_tracker_yaml_is_a_usage_error_naming_the_setting(
+    videos: Path, tmp_path: Path, text: str, reason: str
+) -> None:
+    """Settings ultralytics' trackers would fail on with a traceback mid-run are refused before the first frame."""
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text(text)
+    result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--tracker", str(yaml)])
+    assert result.exit_code == 2 and "--tracker" in result.output and reason in result.output, result.output
+
+
+def test_a_tracker_yaml_may_set_only_what_it_changes(videos: Path, tmp_path: Path) -> None:
+    """The rest comes from ultralytics' yaml of that tracker type, as a partial config would in its CLI."""
+    from cnnkit.ultralytics_adapter import tracker_config
+
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text("tracker_type: bytetrack\nnew_track_thresh: 0.6\n")
+    cfg = tracker_config(str(yaml))
+    assert cfg.new_track_thresh == 0.6 and cfg.track_buffer == 30 and cfg.match_thresh == 0.8
+    result = CliRunner().invoke(
+        app, ["track", str(videos / "shapes-000.mp4"), "--tracker", str(yaml), "--max-frames", "3"]
+    )
+    assert result.exit_code == 0, result.output
 
 
 def test_track_val_reports_through_the_shared_val_path(tmp_path: Path) -> None:
