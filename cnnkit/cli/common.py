@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
+
+def printable(path: str) -> str:
+    """``path`` with control characters escaped (``\\n``), so a crafted file name cannot break a one-line error
+    into lines that look like others."""
+    return path if path.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
 log = logging.getLogger("cnnkit")
 
 
@@ -219,6 +226,7 @@ def write_records(
 
     ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``).
     """
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -261,7 +269,11 @@ def write_records(
                     if rec.error is not None:
                         failed.append((rec.path, rec.error))
                         if not quiet:
-                            err.print(f"[red]failed[/red] {rec.path}: {rec.error}", markup=True, highlight=False)
+                            err.print(
+                                f"[red]failed[/red] {escape(printable(rec.path))}: {escape(rec.error)}",
+                                markup=True,
+                                highlight=False,
+                            )
                     progress.advance(bar)
             except KeyboardInterrupt:
                 interrupted = True
@@ -276,7 +288,7 @@ def write_records(
         msg = f"{what}, {len(failed)} failed" + (" (interrupted)" if interrupted else "")
         err.print(msg, highlight=False)
         for path, reason in failed[:20]:
-            err.print(f"  {path}: {reason}", markup=False, highlight=False)
+            err.print(f"  {printable(path)}: {reason}", markup=False, highlight=False)
         if len(failed) > 20:
             err.print(f"  … and {len(failed) - 20} more", highlight=False)
     if broken_pipe:
@@ -485,7 +497,7 @@ def ray_parts(
         err = stderr_console()
         err.print(f"{len(items)} image(s), {len(failed)} failed; parts in {folder}", highlight=False)
         for path, reason in failed[:20]:
-            err.print(f"  {path}: {reason}", markup=False, highlight=False)
+            err.print(f"  {printable(path)}: {reason}", markup=False, highlight=False)
     if failed:
         raise typer.Exit(EXIT_FAILED)
 

@@ -126,12 +126,12 @@ def explain(
     """
     from pathlib import Path
 
-    from cnnkit.cli.common import require_sources
+    from cnnkit.cli.common import EXIT_FAILED, printable, require_sources
     from cnnkit.errors import OptionError
     from cnnkit.io.decode import decode
     from cnnkit.io.files import explicit_dir, increment_dir
     from cnnkit.io.pictures import PictureSaver, safe_name
-    from cnnkit.report.explain import DEFAULT_METHODS
+    from cnnkit.report.explain import DEFAULT_METHODS, Failed
     from cnnkit.report.explain import explain as run
 
     paths = require_sources(sources)
@@ -143,6 +143,7 @@ def explain(
     saver = PictureSaver(folder, suffix=".png")
     pictures: dict[str, Any] = {}
     count = 0
+    failed: list[tuple[str, str]] = []
     for x in run(
         paths,
         task=task,
@@ -155,6 +156,10 @@ def explain(
         conf=conf,
         max_boxes=max_boxes,
     ):
+        if isinstance(x, Failed):
+            failed.append((x.path, x.error))
+            log.error("failed %s: %s", printable(x.path), x.error)
+            continue
         if x.path not in pictures:
             pictures = {x.path: decode(x.path).rgb}  # one picture at a time
         overlay = x.overlay(pictures[x.path])
@@ -176,10 +181,14 @@ def explain(
             )
         )
         count += 1
-    log.info("%d map(s) in %s", count, folder)
+    log.info("%d map(s) in %s, %d image(s) failed", count, folder, len(failed))
+    for path, reason in failed[:20]:
+        log.info("  %s: %s", printable(path), reason)
     if rep is not None:
         path = rep.write()
         log.info("report: %s", path)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def convert(

@@ -194,10 +194,14 @@ def features(
     out = output
     from pathlib import Path
 
+    from cnnkit.errors import CnnkitError
     from cnnkit.io.decode import decode
     from cnnkit.viz.features import feature_figure, load_for_viewing, save_figure
 
-    rgb = decode(image).rgb
+    try:
+        rgb = decode(image).rgb
+    except CnnkitError as exc:
+        raise CnnkitError(f"{image}: {exc}") from None
     loaded = load_for_viewing(model, weights)
     figure, info = feature_figure(loaded, rgb, layer, channels=channels, cell=cell)
     target = out or _default_out("features", Path(image).stem, loaded.name, _layers_tag(layer))

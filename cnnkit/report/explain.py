@@ -35,6 +35,14 @@ DEFAULT_METHODS = ("gradcam", "gradcam++")
 
 
 @dataclass
+class Failed:
+    """An image that could not be explained: the file and the one-line reason (the run goes on)."""
+
+    path: str
+    error: str
+
+
+@dataclass
 class Explanation:
     """One map: which image, method and class; ``heatmap`` is H×W in [0, 1] at the picture's own size."""
 
@@ -127,7 +135,7 @@ def explain_classifier(
     methods: Sequence[str] = DEFAULT_METHODS,
     target: str | None = None,
     layer: str | None = None,
-) -> Iterator[Explanation]:
+) -> Iterator[Explanation | Failed]:
     """Maps for a :class:`~cnnkit.tasks.classify.predict.Classifier` (torch runtime) on each image."""
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -144,7 +152,11 @@ def explain_classifier(
     layers = [_named_layer(model, layer) if layer else _last_conv(model)]
     device = predictor.runtime.device
     for path in paths:
-        decoded = decode(path, min_side=predictor.pre.resize)
+        try:
+            decoded = decode(path, min_side=predictor.pre.resize)
+        except CnnkitError as exc:
+            yield Failed(path, str(exc))
+            continue
         x = predictor.pre(decoded.rgb).unsqueeze(0).to(device)
         with torch.no_grad():
             probs = model(x).float().softmax(1)[0]
@@ -233,7 +245,7 @@ def explain_detector(
     target: str | None = None,
     layer: str | None = None,
     max_boxes: int = 3,
-) -> Iterator[Explanation]:
+) -> Iterator[Explanation | Failed]:
     """Maps for the ``max_boxes`` best boxes of each image (of class ``target`` when given; with no such
     box, the anchor scoring ``target`` highest) from an ultralytics YOLO :class:`Detector`."""
     import torch
@@ -252,7 +264,11 @@ def explain_detector(
     layers = [_named_layer(net, layer)] if layer else [net.model[i] for i in getattr(head, "f", [len(net.model) - 2])]
     device = backend.runtime.device
     for path in paths:
-        decoded = decode(path)
+        try:
+            decoded = decode(path)
+        except CnnkitError as exc:
+            yield Failed(path, str(exc))
+            continue
         picture = decoded.rgb
         x = backend.preprocess(picture).unsqueeze(0).to(device).float().div(255)
         (record,) = predictor.stream([path])
@@ -318,19 +334,24 @@ def explain(
     device: str | None = None,
     conf: float = 0.25,
     max_boxes: int = 3,
-) -> Iterator[Explanation]:
-    """Class-activation maps for ``sources`` (image paths, folders, globs) with a classify or detect model."""
+) -> Iterator[Explanation | Failed]:
+    """Class-activation maps for ``sources`` (image paths, folders, globs) with a classify or detect model; an
+    image that cannot be read is a :class:`Failed` and the next one follows."""
     from cnnkit import api
     from cnnkit.io.sources import expand_sources
 
     if task not in ("classify", "detect"):
         raise OptionError("task", "explain works for classify and detect", task)
-    paths = [it.path for it in expand_sources(list(sources)) if it.data is None and it.error is None]
+    items = [it for it in expand_sources(list(sources)) if it.data is None]
+    for it in items:
+        if it.error is not None:
+            yield Failed(it.path, it.error)
+    paths = [it.path for it in items if it.error is None]
     if not paths:
-        raise CnnkitError("no readable image among the sources")
+        return
     if task == "classify":
-        predictor = api.load("classify", model=model, weights=weights, device=device)
+        predictor = api.load("classify", model=model, weights=weights, device=device, backend="torch")
         yield from explain_classifier(predictor, paths, methods=methods, target=target, layer=layer)
     else:
-        predictor = api.load("detect", model=model, weights=weights, device=device, conf=conf)
+        predictor = api.load("detect", model=model, weights=weights, device=device, conf=conf, backend="torch")
         yield from explain_detector(predictor, paths, methods=methods, target=target, layer=layer, max_boxes=max_boxes)

@@ -90,6 +90,49 @@ def test_explain_command_saves_overlays_and_a_report(tmp_path):
     assert bad.exit_code == 2 and "--method magic" in bad.output
 
 
+@pytest.mark.parametrize("backend", ["auto", "openvino"])
+def test_explain_runs_on_pytorch_whatever_the_default_backend(tmp_path, monkeypatch, backend):
+    """Maps need gradients: explain loads the PyTorch model even where predictions default to a compiled
+    runtime (``auto`` on a CPU), instead of refusing with a --backend option it does not have."""
+    monkeypatch.setenv("CNNKIT_BACKEND", backend)
+    for args in (["shape_1_circle.png"], ["scene_0.png", "--task", "detect", "--max-boxes", "1"]):
+        result = runner.invoke(
+            app,
+            [
+                "explain",
+                str(SAMPLES / args[0]),
+                *args[1:],
+                "--method",
+                "gradcam",
+                "--save-dir",
+                str(tmp_path / args[0]),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout.splitlines()[0])["method"] == "gradcam"
+
+
+def test_explain_goes_on_after_a_bad_image_and_names_it(tmp_path):
+    bad = tmp_path / "cut.png"
+    bad.write_bytes((SAMPLES / "shape_1_circle.png").read_bytes()[:60])
+    sources = [str(bad), str(SAMPLES / "shape_1_circle.png"), str(tmp_path / "missing.png")]
+    result = runner.invoke(app, ["explain", *sources, "--method", "gradcam", "--save-dir", str(tmp_path / "maps")])
+    assert result.exit_code == 1, result.output
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [sources[1]]
+    assert f"failed {bad}:" in result.stderr and f"failed {sources[2]}: no such file" in result.stderr
+    assert "1 map(s) in" in result.stderr and "2 image(s) failed" in result.stderr
+
+
+def test_a_file_name_with_a_newline_stays_on_its_failure_line(tmp_path):
+    bad = tmp_path / "bad\nError: fake.png"
+    bad.write_bytes(b"")
+    result = runner.invoke(app, ["classify", str(bad)])
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("failed ")]
+    assert line == f"failed {tmp_path}/bad\\nError: fake.png: empty file"
+    assert not any(x.startswith("Error: fake.png") for x in result.stderr.splitlines())
+
+
 @pytest.mark.slow
 def test_classify_val_report_has_the_confusion_matrix(tmp_path, shapes_images):
     import shutil
