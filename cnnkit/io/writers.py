@@ -297,7 +297,6 @@ class RecordWriter:
         self._mot: list[str] = []
         self._parquet: Any = None
         if self.fmt == "parquet":
-            from cnnkit.errors import OptionError
             from cnnkit.io.parquet import ParquetWriter
 
             if not output or is_stream(output):

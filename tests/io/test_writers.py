@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from cnnkit.errors import OptionError
 from cnnkit.eval.coco import CocoResults
 from cnnkit.io.writers import RecordWriter, csv_rows, path_key, tidy_jsonl
 from cnnkit.records import SCHEMA_VERSION, Record, validate_record
@@ -135,3 +136,10 @@ def test_resume_of_a_file_written_before_schema_version(tmp_path):
     assert len(lines) == 2 and json.loads(lines[1])["schema_version"] == SCHEMA_VERSION
     for line in lines:
         validate_record(json.loads(line))
+
+
+def test_coco_records_without_a_builder_are_an_option_error() -> None:
+    """Classify and segment records have no COCO form: a usage error naming the format, not a crash."""
+    with pytest.raises(OptionError) as err:
+        RecordWriter("coco", None)
+    assert "fmt" in err.value.options and "detect and instance" in str(err.value)
