@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.io.files import atomic_path
+from cnnkit.io.files import atomic_path, check_not_input
 from cnnkit.models.loader import Loaded, identify, resolve, sniff
 from cnnkit.models.preprocess import Preprocess
 
@@ -91,6 +91,8 @@ def export_model(
 
     if fmt not in FORMATS:
         raise OptionError("fmt", f"expected {' or '.join(FORMATS)}", fmt)
+    if out:
+        check_not_input(out, [target], "`out`")
     task = target_task(target, task)
     exporter = get_task(task).exporter()
     if exporter is not None:

@@ -117,9 +117,11 @@ def export_int8(
     """Quantize ``target`` (a registry name or cnnkit checkpoint) to an INT8 ONNX file; see the module docstring."""
     from cnnkit import api
     from cnnkit.export import _onnx, export_model, stamp, target_task
-    from cnnkit.io.files import atomic_path
+    from cnnkit.io.files import atomic_path, check_not_input
 
     t0 = time.perf_counter()
+    if out:
+        check_not_input(out, [target, str(calibrate), *([val] if val else [])], "`out`")
     task = target_task(target, task)
     if task not in SCORES:
         raise UsageError(f"{target}: INT8 export takes classify and segment models, not {task}")

@@ -519,7 +519,7 @@ def run_predict(
     folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
-    from cnnkit.io.files import check_not_input
+    from cnnkit.io.files import check_outputs
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.writers import (
@@ -555,8 +555,10 @@ def run_predict(
     videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))
     if fmt == "mot" and (task != "track" or len(items) != 1):
         raise UsageError("--format mot writes the tracks of one video: `cnnkit track VIDEO --format mot`")
-    if output:  # before anything is opened for writing
-        check_not_input(output, (it.path for it in items if it.data is None and it.error is None))
+    check_outputs(  # before anything is opened for writing
+        {"`output`": output, "`report`": p.get("report")},
+        (it.path for it in items if it.data is None and it.error is None),
+    )
     resume = tidy_output(output, fmt) if skip_existing and output else None
     if resume is not None and resume.done:
         kept = [it for it in items if path_key(it.path) not in resume.done]

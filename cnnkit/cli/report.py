@@ -44,9 +44,11 @@ def run_val(
     """The body every ``val`` command shares: the task's ``validate(data, **options)``, then the report
     to ``--output`` or stdout in the format ``report_format`` picks. Returns the metrics."""
     from cnnkit.cli import reporting
+    from cnnkit.io.files import check_outputs
     from cnnkit.tasks import TASKS
 
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
+    check_outputs({"`output`": shared["output"], "`report`": shared["report"]}, [data], within=data)
     report = reporting.start(shared["report"], shared["exist_ok"], task, data=data)
     row = TASKS[task]
     metrics = row.validator(data, **options, on_record=reporting.truth_hook(report))

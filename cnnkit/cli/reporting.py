@@ -129,7 +129,7 @@ def explain(
     from cnnkit.cli.common import EXIT_FAILED, printable, require_sources
     from cnnkit.errors import OptionError
     from cnnkit.io.decode import decode
-    from cnnkit.io.files import explicit_dir, increment_dir
+    from cnnkit.io.files import check_outputs, explicit_dir, increment_dir
     from cnnkit.io.pictures import PictureSaver, safe_name
     from cnnkit.report.explain import DEFAULT_METHODS, Failed
     from cnnkit.report.explain import explain as run
@@ -138,6 +138,7 @@ def explain(
     task = task or "classify"
     if layer and len(layer) > 1:
         raise OptionError("layer", "explain maps one layer", ", ".join(layer))
+    check_outputs({"`report`": report_path}, paths)
     rep = start(report_path, exist_ok, task, model=model)
     folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/explain/exp"))
     saver = PictureSaver(folder, suffix=".png")
@@ -182,8 +183,8 @@ def explain(
         )
         count += 1
     log.info("%d map(s) in %s, %d image(s) failed", count, folder, len(failed))
-    for path, reason in failed[:20]:
-        log.info("  %s: %s", printable(path), reason)
+    for bad, reason in failed[:20]:
+        log.info("  %s: %s", printable(bad), reason)
     if rep is not None:
         path = rep.write()
         log.info("report: %s", path)

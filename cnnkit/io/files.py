@@ -174,3 +174,23 @@ def check_not_input(output: str | os.PathLike, inputs: Iterable[str], what: str 
     for path in inputs:
         if os.path.normpath(os.path.abspath(path)) == out_key or (out_ids and out_ids & file_ids(path)):
             raise CnnkitError(f"{out}: is also an input ({path}); {what} would destroy it")
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: Iterable[str] = (), *, within: str | None = None) -> None:
+    """Refuse a run whose files to write (``{"`output`": path, "`report`": path}``, ``-`` for stdout left
+    out) name one of its ``inputs``, an existing file under the folder ``within`` (a dataset), or each other:
+    one write would destroy what another part of the run reads or writes."""
+    given = {what: os.fspath(p) for what, p in outputs.items() if p and os.fspath(p) != "-"}
+    inputs = list(inputs)
+    if within is not None and os.path.isdir(within):
+        root = os.path.realpath(within)
+        inputs += [p for p in given.values() if os.path.isfile(p) and os.path.realpath(p).startswith(root + os.sep)]
+    for what, path in given.items():
+        check_not_input(path, inputs, what)
+    seen: dict[str, str] = {}
+    for what, path in given.items():
+        key = os.path.normpath(os.path.abspath(path))
+        other = next((w for w, p in seen.items() if p == key or (file_ids(p) and file_ids(p) & file_ids(path))), None)
+        if other is not None:
+            raise CnnkitError(f"{path}: is both {other} and {what}; one would overwrite the other")
+        seen[what] = key

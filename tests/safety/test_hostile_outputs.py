@@ -175,6 +175,44 @@ def test_output_spelled_differently_or_hard_linked_is_refused(tmp_path, images, 
     assert images[0].read_bytes() == before
 
 
+def test_a_report_naming_an_input_or_the_records_file_is_refused(tmp_path, images):
+    """``--exist-ok`` lets a run replace its own old outputs, never an input, and never one output by another."""
+    before = images[0].read_bytes()
+    _is_one_line_error(_classify(*images, "--report", images[0], "--exist-ok"), "is also an input")
+    assert images[0].read_bytes() == before
+    out = tmp_path / "run.html"
+    _is_one_line_error(_classify(*images, "-o", out, "--report", out, "--exist-ok"), "is both")
+    assert not out.exists()
+    _is_one_line_error(
+        runner.invoke(app, ["explain", str(images[0]), "--report", str(images[0]), "--exist-ok"]), "is also an input"
+    )
+    assert images[0].read_bytes() == before
+
+
+def test_val_output_naming_a_dataset_file_is_refused(tmp_path):
+    data = tmp_path / "y"
+    assert (
+        runner.invoke(app, ["data", "shapes", str(data), "--layout", "yolo", "--n", "6", "--imgsz", "64"]).exit_code
+        == 0
+    )
+    before = (data / "data.yaml").read_bytes()
+    for source in (data / "data.yaml", data):  # the yaml itself, or a file inside the dataset folder
+        result = runner.invoke(app, ["detect", "val", str(source), "-o", str(data / "data.yaml"), "--exist-ok"])
+        _is_one_line_error(result, "is also an input")
+    assert (data / "data.yaml").read_bytes() == before
+
+
+def test_export_over_its_own_checkpoint_is_refused(tmp_path):
+    weights = tmp_path / "mine.safetensors"
+    weights.write_bytes(
+        (Path(__file__).resolve().parents[2] / "cnnkit" / "weights" / "shapes-cnn.safetensors").read_bytes()
+    )
+    before = weights.read_bytes()
+    result = runner.invoke(app, ["export", str(weights), "-o", str(weights), "--exist-ok"])
+    _is_one_line_error(result, "is also an input")
+    assert weights.read_bytes() == before
+
+
 # -- exclusive writes --------------------------------------------------------------------------
 
 
