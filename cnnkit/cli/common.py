@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 
+def exit_if_failed(metrics: dict[str, Any]) -> None:
+    """Exit 1 after a ``val`` whose metrics name failed inputs (a count or a list): scores over what was read,
+    but the run says not everything was."""
+    failed = metrics.get("failed")
+    if failed if isinstance(failed, int) else len(failed or []):
+        raise typer.Exit(EXIT_FAILED)
+
+
 def printable(path: str) -> str:
     """``path`` with control characters escaped (``\\n``), so a crafted file name cannot break a one-line error
     into lines that look like others."""

@@ -53,6 +53,54 @@ def read_coco(data: str | Path, split: str = "val") -> CocoSplit:
     missing = [k for k in ("images", "annotations", "categories") if k not in gt]
     if missing:
         raise CnnkitError(f"{path}: not COCO instances JSON (no {', '.join(missing)})")
+    check_coco(path, gt)
     images_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     return CocoSplit(path, images_dir, gt, [c["name"] for c in cats], [c["id"] for c in cats])
+
+
+def check_coco(path: Path, gt: dict[str, Any]) -> None:
+    """Refuse, naming the file and the entry, what pycocotools would crash on or silently miscount: images
+    and categories without ids, and annotations without a known image and category, a ``bbox`` of four
+    finite numbers (sizes not negative), or a ``segmentation`` of polygons (6+ coordinates each) or an RLE."""
+    import math
+
+    def bad(where: str, why: str) -> CnnkitError:
+        return CnnkitError(f"{path}: {where}: {why}")
+
+    if not all(isinstance(gt[k], list) for k in ("images", "annotations", "categories")):
+        raise bad("top level", "images, annotations and categories must be lists")
+    for kind in ("images", "categories"):
+        for i, entry in enumerate(gt[kind]):
+            if (
+                not isinstance(entry, dict)
+                or "id" not in entry
+                or ("name" if kind == "categories" else "file_name") not in entry
+            ):
+                raise bad(f"{kind}[{i}]", "needs an id and a " + ("name" if kind == "categories" else "file_name"))
+    images, cats = {im["id"] for im in gt["images"]}, {c["id"] for c in gt["categories"]}
+    for i, a in enumerate(gt["annotations"]):
+        where = f"annotations[{i}] (id {a.get('id')})" if isinstance(a, dict) else f"annotations[{i}]"
+        if not isinstance(a, dict):
+            raise bad(where, "not an object")
+        if a.get("image_id") not in images:
+            raise bad(where, f"image_id {a.get('image_id')!r} is not one of the images")
+        if a.get("category_id") not in cats:
+            raise bad(where, f"category_id {a.get('category_id')!r} is not one of the categories")
+        box = a.get("bbox")
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+            or box[2] < 0
+            or box[3] < 0
+        ):
+            raise bad(where, f"bbox must be [x, y, width, height], sizes not negative, not {box!r}"[:200])
+        seg = a.get("segmentation")
+        polygons = isinstance(seg, list) and all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(isinstance(v, (int, float)) for v in p)
+            for p in seg
+        )
+        rle = isinstance(seg, dict) and "counts" in seg and "size" in seg
+        if not polygons and not rle:
+            raise bad(where, "segmentation must be polygons ([[x1, y1, x2, y2, x3, y3, …], …]) or an RLE")

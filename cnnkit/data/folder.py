@@ -7,6 +7,7 @@ files are found up front, skipped and listed, instead of failing mid-epoch.
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ import numpy as np
 
 from cnnkit.errors import OptionError, UsageError
 from cnnkit.io.sources import is_image_name
+
+log = logging.getLogger("cnnkit")
 
 
 @dataclass
@@ -64,9 +67,16 @@ def _check(path: str, min_side: int | None) -> str | None:
 
 
 def scan_classes(
-    root: Path, classes: list[str] | None = None, *, verify: bool = True, min_side: int | None = None, workers: int = 4
+    root: Path,
+    classes: list[str] | None = None,
+    *,
+    verify: bool = True,
+    min_side: int | None = None,
+    workers: int = 4,
+    allow_empty: bool = False,
 ) -> tuple[list[str], FolderSplit, list[tuple[str, str]]]:
-    """``root/<class>/**`` → (classes, split, skipped); a class without readable images is an error."""
+    """``root/<class>/**`` → (classes, split, skipped); a class without readable images is an error unless
+    ``allow_empty`` (a val split that lacks some of train's classes)."""
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder")
     classes = class_dirs(root) if classes is None else classes
@@ -81,7 +91,7 @@ def scan_classes(
         skipped = [(p, r) for p, r in reasons.items() if r is not None]
         per_class = [[p for p in files if reasons[p] is None] for files in per_class]
     empty = [c for c, files in zip(classes, per_class) if not files]
-    if empty:
+    if empty and not allow_empty:
         raise UsageError(f"{root}: class folder(s) without readable images: {', '.join(empty)}")
     paths = [p for files in per_class for p in files]
     targets = [i for i, files in enumerate(per_class) for _ in files]
@@ -120,14 +130,15 @@ def load_folder_dataset(
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes, train, skipped = scan_classes(root / "train", min_side=min_side, workers=workers)
         val_classes = class_dirs(root / "val")
-        if set(val_classes) != set(classes):
-            only_train = sorted(set(classes) - set(val_classes))
-            only_val = sorted(set(val_classes) - set(classes))
-            raise UsageError(
-                f"{root}: train and val class folders differ (only in train: {', '.join(only_train) or '-'}; "
-                f"only in val: {', '.join(only_val) or '-'})"
-            )
-        _, val, skipped_val = scan_classes(root / "val", classes, min_side=min_side, workers=workers)
+        only_val = sorted(set(val_classes) - set(classes))
+        if only_val:  # images of classes the model would never be trained on
+            raise UsageError(f"{root}: val has class folders train lacks: {', '.join(only_val)}")
+        _, val, skipped_val = scan_classes(root / "val", classes, min_side=min_side, workers=workers, allow_empty=True)
+        unseen = [c for i, c in enumerate(classes) if i not in set(val.targets)]
+        if len(unseen) == len(classes):
+            raise UsageError(f"{root}/val: no readable images in any class folder")
+        if unseen:  # a small split: trained on, not scored
+            log.warning("%s/val has no images of %s: those classes are trained, not scored", root, ", ".join(unseen))
         data = FolderData(classes, train, val, "train/val", skipped + skipped_val)
     else:
         if not 0.0 < val_split < 1.0:

@@ -14,6 +14,8 @@ import numpy as np
 from cnnkit.errors import CnnkitError
 from cnnkit.io.sources import is_image_name
 
+IGNORE = 255  # a mask value marking pixels left out of scores and of the training loss (VOC's "void")
+
 
 def split_dir(data: str | Path, split: str) -> Path:
     """``data`` itself when it has ``images/`` and ``masks/``, else ``data/split``."""
@@ -44,23 +46,40 @@ def read_mask(path: str | Path) -> np.ndarray:
     """A class-index PNG as an H×W uint8 array (palette indices or grey levels)."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise CnnkitError(f"{path}: mask must be a palette or greyscale PNG, not {img.mode}")
-        return np.asarray(img, dtype=np.uint8).copy()
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise CnnkitError(f"{path}: mask must be a palette or greyscale PNG, not {img.mode}")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image, too large
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path}: not a readable mask PNG ({reason[:120]})") from None
 
 
-def read_pair(image: str | Path, mask: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """An image as RGB and its mask as class indices, checked to be the same size."""
-    from PIL import Image
+def check_mask_values(path: str | Path, mask: np.ndarray, classes: int) -> None:
+    """Refuse a mask with a value that is no class (``IGNORE``, 255, marks pixels left out of scores and loss)."""
+    values = np.unique(mask)
+    bad = values[(values >= classes) & (values != IGNORE)]
+    if bad.size:
+        raise CnnkitError(
+            f"{path}: mask value {int(bad[0])} is not a class (0–{classes - 1}, or {IGNORE} for pixels to ignore)"
+        )
+
+
+def read_pair(image: str | Path, mask: str | Path, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """An image as RGB (turned upright by its EXIF orientation) and its mask as class indices, checked to be
+    the same size (and, given ``classes``, to hold class values only: :func:`check_mask_values`)."""
+    from PIL import Image, ImageOps
 
     from cnnkit.io.decode import to_rgb
 
     with Image.open(image) as img:
-        rgb = np.asarray(to_rgb(img))
+        rgb = np.asarray(to_rgb(ImageOps.exif_transpose(img)))  # as predict and val see the image
     target = read_mask(mask)
     if target.shape != rgb.shape[:2]:
         raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {rgb.shape[1]}x{rgb.shape[0]}")
+    if classes is not None:
+        check_mask_values(mask, target, classes)
     return rgb, target
 
 

@@ -148,6 +148,8 @@ def explicit_dir(path: str | os.PathLike, *, exist_ok: bool = False) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=exist_ok)
     except FileExistsError:
+        if exist_ok or (path.exists() and not path.is_dir()):  # mkdir's FileExistsError for a file of that name
+            raise CnnkitError(f"{path}: is a file, not a folder to write into") from None
         raise CnnkitError(f"{path}: already exists (pass `exist_ok=True` to write into it)") from None
     except OSError as exc:
         raise CnnkitError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc

@@ -208,6 +208,9 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
         return
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
         raise CnnkitError(f"{output}: is a folder (`output` names a file)")
+    parent = next((p for p in Path(output).parents if os.path.lexists(p)), None)
+    if parent is not None and not os.path.isdir(parent):
+        raise CnnkitError(f"{output}: {parent} is a file, not a folder to write into")
     if append and fmt not in RESUMABLE:
         raise OptionError("skip_existing", "resumes a JSON Lines or Parquet `output`; use `fmt` jsonl")
     if is_stream(output):

@@ -64,9 +64,11 @@ def load_into(module: Any, state: dict[str, Any], where: str) -> None:
     """``module.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming ``where``."""
     try:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CnnkitError(f"{where}: weights do not fit the architecture ({first[:200]})") from exc
+    except RuntimeError as exc:  # torch's first line only names the class; the next says what does not fit
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        why = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0] if lines else ""
+        more = f"; {len(lines) - 2} more" if len(lines) > 2 else ""
+        raise CnnkitError(f"{where}: weights do not fit the architecture ({why[:240]}{more})") from exc
 
 
 def load_checkpoint(path: str | Path, task: str) -> Loaded:

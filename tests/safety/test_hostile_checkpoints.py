@@ -885,3 +885,17 @@ def data_batches(batches):
     from cnnkit.train.loop import StepBatches
 
     return StepBatches(lambda step: batches[step % len(batches)], len(batches))
+
+
+def test_weights_that_do_not_fit_say_which_tensor(tmp_path) -> None:
+    """torch's first line only names the module class; the reason carries the first mismatch itself."""
+    import torch
+    from torch import nn
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.models.loader import load_into
+
+    with pytest.raises(CnnkitError) as err:
+        load_into(nn.Linear(3, 4), {"weight": torch.zeros(5, 3), "bias": torch.zeros(5)}, "x.safetensors")
+    assert str(err.value).startswith("x.safetensors: weights do not fit the architecture (size mismatch for weight")
+    assert "torch.Size([5, 3])" in str(err.value) and "1 more" in str(err.value)

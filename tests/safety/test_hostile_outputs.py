@@ -213,6 +213,15 @@ def test_export_over_its_own_checkpoint_is_refused(tmp_path):
     assert weights.read_bytes() == before
 
 
+def test_an_output_under_a_file_says_the_file_is_not_a_folder(tmp_path, images):
+    _is_one_line_error(
+        _classify(images[0], "-o", images[1] / "x.jsonl", "--exist-ok"), f"{images[1]} is a file, not a folder"
+    )
+    _is_one_line_error(
+        _classify(images[0], "--save-dir", images[1], "--exist-ok"), f"{images[1]}: is a file, not a folder"
+    )
+
+
 # -- exclusive writes --------------------------------------------------------------------------
 
 

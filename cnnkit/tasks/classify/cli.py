@@ -73,5 +73,4 @@ def val(
         )
         for item in result["failed"][:10]:
             typer.echo(f"  failed {item['path']}: {item['error']}", err=True)
-    if result["failed"]:
-        raise typer.Exit(c.EXIT_FAILED)
+    c.exit_if_failed(result)

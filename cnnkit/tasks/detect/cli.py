@@ -106,7 +106,7 @@ def val(
     data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    run_val(
+    result = run_val(
         ctx,
         "detect",
         data,
@@ -120,3 +120,4 @@ def val(
         ),
         shared,
     )
+    c.exit_if_failed(result)

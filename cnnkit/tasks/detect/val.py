@@ -9,6 +9,7 @@ ultralytics' own ``val`` runs on the same weights and data and is reported besid
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
+from cnnkit.errors import CnnkitError
 from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note
 from cnnkit.records import Record
 
@@ -32,8 +34,42 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
-    """A COCO ground-truth dict from the label files of the images in ``records``."""
+Label = tuple[int, float, float, float, float]  # class id, box centre and size as fractions of the image
+
+
+def read_labels(path: Path, classes: int) -> list[Label]:
+    """The boxes of a YOLO label file (none when it is missing, as for an image without objects); a file that
+    is not text, or a line that is not a class id below ``classes`` and four finite fractions with a positive
+    size, is a one-line :class:`CnnkitError` naming the file and line (the image is then left out)."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnkitError(f"{path}: not a readable label file ({exc.__class__.__name__})") from None
+    rows: list[Label] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            cls_f, cx, cy, w, h = (float(v) for v in fields[:5])
+        except ValueError:
+            cls_f = cx = cy = w = h = math.nan
+        if len(fields) < 5 or not all(math.isfinite(v) for v in (cls_f, cx, cy, w, h)):
+            raise CnnkitError(f"{path}:{n}: expected `class cx cy w h` numbers, got {line.strip()[:60]!r}")
+        if cls_f != int(cls_f) or not 0 <= cls_f < classes:
+            raise CnnkitError(f"{path}:{n}: class {fields[0]} is not one of the dataset's {classes} (0–{classes - 1})")
+        eps = 1e-3  # labellers round; ultralytics clips such boxes too
+        if w <= 0 or h <= 0 or cx - w / 2 < -eps or cy - h / 2 < -eps or cx + w / 2 > 1 + eps or cy + h / 2 > 1 + eps:
+            raise CnnkitError(f"{path}:{n}: the box {cx:g} {cy:g} {w:g} {h:g} is not inside the image (fractions 0–1)")
+        rows.append((int(cls_f), cx, cy, w, h))
+    return rows
+
+
+def ground_truth(
+    records: list[Record], names: list[str], labels: dict[str, list[Label]] | None = None
+) -> dict[str, Any]:
+    """A COCO ground-truth dict from the label files of the images in ``records`` (``labels``: already read,
+    by image path)."""
     gt: dict[str, Any] = {
         "images": [],
         "annotations": [],
@@ -42,14 +78,8 @@ def ground_truth(records: list[Record], names: list[str]) -> dict[str, Any]:
     for image_id, rec in enumerate(records, start=1):
         width, height = rec.width or 0, rec.height or 0  # a failed image has no size and no boxes to scale
         gt["images"].append({"id": image_id, "file_name": rec.path, "width": rec.width, "height": rec.height})
-        lbl = label_path(Path(rec.path))
-        lines = lbl.read_text().splitlines() if lbl.is_file() else []
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 5:
-                continue
-            cls = int(float(fields[0]))
-            cx, cy, w, h = (float(v) for v in fields[1:5])
+        rows = labels[rec.path] if labels is not None else read_labels(label_path(Path(rec.path)), len(names))
+        for cls, cx, cy, w, h in rows:
             bw, bh = w * width, h * height
             gt["annotations"].append(
                 {
@@ -114,11 +144,17 @@ def validate(
     )
     detector.options.multi_label = True
     records = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
-    good = [r for r in records if r.ok]
+    labels: dict[str, list[Label]] = {}
     for r in records:
+        if r.ok:
+            try:
+                labels[r.path] = read_labels(label_path(Path(r.path)), len(ds.names))
+            except CnnkitError as exc:  # the image is left out, as ultralytics leaves out a corrupt label
+                r.error = str(exc)
         if not r.ok:
             log.warning("failed %s: %s", r.path, r.error)
-    gt = ground_truth(good, ds.names)
+    good = [r for r in records if r.ok]
+    gt = ground_truth(good, ds.names, labels)
     truth: dict[int, list[dict[str, Any]]] = {}
     for a in gt["annotations"]:
         x, y, w, h = a["bbox"]

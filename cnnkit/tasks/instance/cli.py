@@ -93,5 +93,4 @@ def val(
         ),
         shared,
     )
-    if summary["failed"]:
-        raise typer.Exit(c.EXIT_FAILED)
+    c.exit_if_failed(summary)

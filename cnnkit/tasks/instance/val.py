@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.tasks.instance.predict import InstanceSegmenter
+
+log = logging.getLogger("cnnkit")
 
 
 def validate(
@@ -59,7 +62,8 @@ def validate(
     pairs = []
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
         if record.error is not None:
-            failed.append(f"{record.path}: {record.error}")
+            failed.append({"path": record.path, "error": record.error})
+            log.warning("failed %s: %s", record.path, record.error)
         record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
         coco.add(record)
         if record.error is None:

@@ -66,7 +66,7 @@ def val(
     data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    run_val(
+    result = run_val(
         ctx,
         "segment",
         data,
@@ -78,3 +78,4 @@ def val(
         ),
         shared,
     )
+    c.exit_if_failed(result)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.data.masks import IGNORE
 from cnnkit.errors import OptionError, UsageError
 from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader
 from cnnkit.train.options import FinetuneOptions
@@ -100,8 +101,8 @@ class DiceCELoss(nn.Module):
         from segmentation_models_pytorch.losses import DiceLoss
 
         self.dice, self.ce, self.dice_weight = (
-            DiceLoss("multiclass", from_logits=True),
-            nn.CrossEntropyLoss(),
+            DiceLoss("multiclass", from_logits=True, ignore_index=IGNORE),
+            nn.CrossEntropyLoss(ignore_index=IGNORE),
             dice_weight,
         )
 
@@ -194,7 +195,11 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     folder = opts.run_folder("segment")
 
     def dataset(pairs: list, train: bool) -> PairDataset:
-        return PairDataset(lambda i: read_pair(*pairs[i]), len(pairs), transforms(size, train, pre.mean, pre.std))
+        return PairDataset(
+            lambda i: read_pair(pairs[i][0], pairs[i][1], classes=len(labels)),
+            len(pairs),
+            transforms(size, train, pre.mean, pre.std),
+        )
 
     train_loader = seeded_loader(
         dataset(train_pairs, True), batch_size, seed=seed, workers=workers, drop_last=len(train_pairs) > batch_size

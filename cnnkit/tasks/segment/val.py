@@ -6,11 +6,14 @@ images does not matter), and every figure is read off it at the end.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note, table
+
+log = logging.getLogger("cnnkit")
 
 if TYPE_CHECKING:
     import torch
@@ -71,18 +74,25 @@ def evaluate_folder(
     ``on_record(record, truth)`` sees each record with every class of its true or predicted mask, that
     class's IoU in this image and its true pixels (``[{"label", "iou", "pixels"}]``): a report's worst images.
     """
-    from cnnkit.data.masks import find_pairs, read_mask
+    from cnnkit.data.masks import check_mask_values, find_pairs, read_mask
     from cnnkit.errors import CnnkitError
 
     pairs = find_pairs(data, split)
     masks = {str(image): mask for image, mask in pairs}
     cm = ConfusionMatrix(len(predictor.labels))
+    failed: list[dict[str, str]] = []
     for record, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
-        if pred is None:
-            raise CnnkitError(f"{record.path}: {record.error}")
-        target = read_mask(masks[record.path])
-        if target.shape != pred.shape:
-            raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
+        try:
+            if pred is None:
+                raise CnnkitError(str(record.error))
+            target = read_mask(masks[record.path])
+            if target.shape != pred.shape:
+                raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
+            check_mask_values(masks[record.path], target, len(predictor.labels))
+        except CnnkitError as exc:  # the image is left out of the scores and named; the next one follows
+            failed.append({"path": record.path, "error": str(exc)})
+            log.warning("failed %s: %s", record.path, exc)
+            continue
         cm.update(pred, target)
         if on_record is not None:
             one = ConfusionMatrix(cm.num_classes)
@@ -101,7 +111,8 @@ def evaluate_folder(
         "model": predictor.name,
         **runtime_facts(predictor),
         "data": str(data),
-        "images": len(pairs),
+        "images": len(pairs) - len(failed),
+        "failed": failed,
         **cm.scores(predictor.labels),
         "confusion": {"labels": list(predictor.labels), "matrix": cm.counts.tolist(), "unit": "pixels"},
     }

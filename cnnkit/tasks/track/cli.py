@@ -124,7 +124,7 @@ def val(
     from cnnkit.cli.report import run_val
 
     extra = {"count_line": count_line} if count_line else {}
-    run_val(
+    result = run_val(
         ctx,
         "track",
         data,
@@ -143,3 +143,4 @@ def val(
         ),
         shared,
     )
+    c.exit_if_failed(result)

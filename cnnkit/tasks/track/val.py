@@ -9,6 +9,7 @@ with the tracker's counts. Scores come from ``motmetrics`` (:mod:`cnnkit.eval.mo
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from cnnkit.errors import UsageError
 from cnnkit.eval.mot import MotRow, read_mot, score
 from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note, table
 from cnnkit.io.video import VIDEO_EXTENSIONS
+
+log = logging.getLogger("cnnkit")
 
 
 def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
@@ -30,6 +33,8 @@ def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
         gt = root / video.stem / "gt" / "gt.txt"
         if gt.is_file():
             found.append((video.stem, video, gt))
+        else:
+            log.warning("%s: no ground truth at %s; not scored", video, gt.relative_to(root))
     if not found:
         raise UsageError(f"{data}: no video with ground truth at NAME/gt/gt.txt")
     return found
@@ -91,9 +96,14 @@ def validate(
     scored: dict[str, tuple[list[MotRow], list[MotRow]]] = {}
     counts: dict[str, dict[str, Any]] = {}
     frames, t0 = 0, time.perf_counter()
+    failed: list[dict[str, Any]] = []
     for name, video, gt in sequences(root):
         records = list(tracker.stream(str(video), batch_size=batch_size, workers=workers))
         frames += len(records)
+        for r in records:
+            if not r.ok:  # scored as missed frames; named here and in the result
+                failed.append({"path": r.path, "frame": r.frame, "error": r.error})
+                log.warning("failed %s: %s", r.path, r.error)
         truth = read_mot(gt)
         scored[name] = (truth, rows_of(records))
         if on_record is not None:
@@ -118,6 +128,7 @@ def validate(
         "counts": counts,
         "counts_exact": exact,
         "frames": frames,
+        "failed": failed,
         "seconds": round(seconds, 2),
         "fps": round(frames / seconds, 2) if seconds else None,
     }

@@ -1,0 +1,173 @@
+"""Hostile datasets for ``val`` and ``finetune``: label files, COCO JSON, masks and videos that are wrong.
+
+A bad annotation is a one-line reason naming the file (and line or entry), never a traceback; an image
+whose annotation is bad is left out and named, the others are scored, and the run exits 1. Every
+dataset is made here by ``cnnkit data shapes`` in ``tmp_path`` and then damaged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.errors import UsageError
+
+runner = CliRunner()
+
+
+def _data(tmp_path: Path, layout: str, n: int = 8, *extra: str) -> Path:
+    out = tmp_path / layout
+    result = runner.invoke(
+        app, ["data", "shapes", str(out), "--layout", layout, "--n", str(n), "--imgsz", "64", *extra]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _no_traceback(result) -> None:
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("nan 0.5 0.5 0.1 0.1", "expected `class cx cy w h` numbers"),
+        ("abc 0.5 0.5 0.1 0.1", "expected `class cx cy w h` numbers"),
+        ("9 0.5 0.5 0.2 0.2", "class 9 is not one of the dataset's 5"),
+        ("-1 0.5 0.5 0.1 0.1", "class -1 is not one of the dataset's 5"),
+        ("0 1.7 1.5 0.2 0.2", "is not inside the image"),
+        ("0 0.5 0.5 -0.2 0.2", "is not inside the image"),
+    ],
+)
+def test_detect_val_names_a_bad_label_line_and_scores_the_rest(tmp_path: Path, line: str, reason: str) -> None:
+    data = _data(tmp_path, "yolo", 10)
+    labels = sorted((data / "labels" / "val").glob("*.txt"))
+    labels[0].write_text(line + "\n")
+    result = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
+    _no_traceback(result)
+    assert result.exit_code == 1, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["failed"] == 1 and metrics["images"] == len(labels) - 1
+    assert f"{labels[0]}:1: " in result.stderr and reason in result.stderr
+
+
+def test_detect_val_names_a_label_file_that_is_not_text(tmp_path: Path) -> None:
+    data = _data(tmp_path, "yolo", 10)
+    label = sorted((data / "labels" / "val").glob("*.txt"))[0]
+    label.write_bytes(b"\xff\xfe\x00garbage")
+    result = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
+    _no_traceback(result)
+    assert result.exit_code == 1 and f"{label}: not a readable label file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda a: a.pop("segmentation"), "segmentation must be polygons"),
+        (lambda a: a.update(segmentation=[[1, 2, 3]]), "segmentation must be polygons"),
+        (lambda a: a.update(bbox=[1, 2]), "bbox must be [x, y, width, height]"),
+        (lambda a: a.update(category_id=99), "category_id 99 is not one of the categories"),
+        (lambda a: a.update(image_id=12345), "image_id 12345 is not one of the images"),
+    ],
+)
+def test_instance_val_names_a_bad_coco_annotation(tmp_path: Path, damage, reason: str) -> None:
+    data = _data(tmp_path, "coco", 6)
+    path = data / "val" / "annotations.json"
+    gt = json.loads(path.read_text())
+    damage(gt["annotations"][0])
+    path.write_text(json.dumps(gt))
+    result = runner.invoke(app, ["instance", "val", str(data)])
+    _no_traceback(result)
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    assert str(path) in line and "annotations[0]" in line and reason in line
+
+
+def test_segment_val_names_bad_masks_and_scores_the_rest(tmp_path: Path) -> None:
+    data = _data(tmp_path, "masks", 20)
+    masks = sorted((data / "val" / "masks").glob("*.png"))
+    assert len(masks) >= 3
+    masks[0].write_bytes(b"xx")  # not a PNG
+    value = np.asarray(Image.open(masks[1])).copy()
+    value[0, 0] = 200  # no class of six
+    Image.fromarray(value, mode="L").save(masks[1])
+    result = runner.invoke(app, ["segment", "val", str(data), "-f", "json"])
+    _no_traceback(result)
+    assert result.exit_code == 1, result.output
+    metrics = json.loads(result.stdout)
+    assert {Path(f["path"]).stem for f in metrics["failed"]} == {masks[0].stem, masks[1].stem}
+    assert metrics["images"] == len(masks) - 2
+    assert f"{masks[0]}: not a readable mask PNG" in result.stderr
+    assert f"{masks[1]}: mask value 200 is not a class" in result.stderr
+
+
+def test_segment_training_pairs_are_read_upright_as_val_reads_them(tmp_path: Path) -> None:
+    """A JPEG stored sideways with EXIF orientation 6 and its mask drawn upright: training reads the pair as
+    predict and val see the image, not rotated against each other."""
+    from cnnkit.data.masks import read_pair
+    from cnnkit.io.decode import decode
+
+    upright = np.zeros((40, 60, 3), np.uint8)
+    upright[:, :20] = 255  # a white band on the left of the shown picture
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # turned as a camera stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = tmp_path / "photo.jpg"
+    stored.save(image, exif=exif, quality=95)
+    mask = tmp_path / "photo.png"
+    Image.fromarray((upright[..., 0] > 0).astype(np.uint8), mode="L").save(mask)
+    rgb, target = read_pair(image, mask, classes=2)
+    assert rgb.shape[:2] == target.shape == (40, 60)
+    assert np.abs(rgb.astype(int) - decode(str(image)).rgb.astype(int)).max() < 8
+    assert (rgb[..., 0] > 127).mean() == pytest.approx(target.mean(), abs=0.02)
+
+
+def test_track_val_names_failed_frames_and_sequences_without_truth(tmp_path: Path) -> None:
+    pytest.importorskip("motmetrics")
+    data = tmp_path / "videos"
+    assert (
+        runner.invoke(
+            app, ["data", "shapes", str(data), "--video", "--frames", "12", "--n", "2", "--imgsz", "96"]
+        ).exit_code
+        == 0
+    )
+    video = data / "shapes-000.mp4"
+    raw = bytearray(video.read_bytes())
+    a, b = len(raw) // 3, len(raw) // 2  # the index is at the end: the file opens, frames in between do not decode
+    raw[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    video.write_bytes(bytes(raw))
+    (data / "shapes-001" / "gt" / "gt.txt").unlink()
+    result = runner.invoke(app, ["track", "val", str(data), "-f", "json"])
+    _no_traceback(result)
+    assert result.exit_code == 1, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["failed"] and all(f["path"] == str(video) and "frame" in f["error"] for f in metrics["failed"])
+    assert "shapes-001.mp4: no ground truth at shapes-001/gt/gt.txt; not scored" in result.stderr
+
+
+def test_a_val_split_without_some_classes_is_trained_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`cnnkit data shapes --layout imagefolder --n 20` writes a val split too small for every class: the missing
+    classes are trained and not scored (a warning says which); a val class train lacks is still refused."""
+    from cnnkit.data.folder import load_folder_dataset
+
+    root = tmp_path / "cls"
+    for split, classes in (("train", ("a", "b", "c")), ("val", ("a", "b"))):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(root / split / c / f"{i}.png")
+    with caplog.at_level("WARNING", logger="cnnkit"):
+        data = load_folder_dataset(root)
+    assert data.classes == ["a", "b", "c"] and sorted(set(data.val.targets)) == [0, 1]
+    assert "val has no images of c" in caplog.text
+    (root / "val" / "d").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "val" / "d" / "0.png")
+    with pytest.raises(UsageError, match="val has class folders train lacks: d"):
+        load_folder_dataset(root)
