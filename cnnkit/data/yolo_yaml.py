@@ -19,6 +19,7 @@ the list file and other relative lines to the working folder, as ultralytics rea
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -294,3 +295,44 @@ def split_images(ds: DatasetYaml, split: str) -> list[Path]:
 
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_BYTES", "DatasetYaml", "read", "split_images", "write_sanitised"]
+
+
+def label_path(image: Path) -> Path:
+    """YOLO's convention: the last ``images`` folder becomes ``labels``, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+Label = tuple[int, float, float, float, float]  # class id, box centre and size as fractions of the image
+
+
+def read_labels(path: Path, classes: int) -> list[Label]:
+    """The boxes of a YOLO label file (none when it is missing, as for an image without objects); a file that
+    is not text, or a line that is not a class id below ``classes`` and four finite fractions with a positive
+    size, is a one-line :class:`CnnkitError` naming the file and line (the image is then left out)."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnkitError(f"{path}: not a readable label file ({exc.__class__.__name__})") from None
+    rows: list[Label] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            cls_f, cx, cy, w, h = (float(v) for v in fields[:5])
+        except ValueError:
+            cls_f = cx = cy = w = h = math.nan
+        if len(fields) < 5 or not all(math.isfinite(v) for v in (cls_f, cx, cy, w, h)):
+            raise CnnkitError(f"{path}:{n}: expected `class cx cy w h` numbers, got {line.strip()[:60]!r}")
+        if cls_f != int(cls_f) or not 0 <= cls_f < classes:
+            raise CnnkitError(f"{path}:{n}: class {fields[0]} is not one of the dataset's {classes} (0–{classes - 1})")
+        eps = 1e-3  # labellers round; ultralytics clips such boxes too
+        if w <= 0 or h <= 0 or cx - w / 2 < -eps or cy - h / 2 < -eps or cx + w / 2 > 1 + eps or cy + h / 2 > 1 + eps:
+            raise CnnkitError(f"{path}:{n}: the box {cx:g} {cy:g} {w:g} {h:g} is not inside the image (fractions 0–1)")
+        rows.append((int(cls_f), cx, cy, w, h))
+    return rows

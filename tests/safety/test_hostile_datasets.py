@@ -8,6 +8,7 @@ dataset is made here by ``cnnkit data shapes`` in ``tmp_path`` and then damaged.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,23 @@ def test_a_val_split_without_some_classes_is_trained_and_said(tmp_path: Path, ca
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "val" / "d" / "0.png")
     with pytest.raises(UsageError, match="val has class folders train lacks: d"):
         load_folder_dataset(root)
+
+
+def test_detect_training_names_label_files_ultralytics_would_drop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cnnkit.data import yolo_yaml
+    from cnnkit.tasks.detect.train import check_labels
+
+    data = _data(tmp_path, "yolo", 10)
+    bad = sorted((data / "labels" / "train").glob("*.txt"))[:2]
+    bad[0].write_text("9 0.5 0.5 0.2 0.2\n")
+    bad[1].write_text("0 0.5\n")
+    logger = logging.getLogger("cnnkit")  # the CLI run above set it not to propagate
+    logger.addHandler(caplog.handler)
+    try:
+        assert check_labels(yolo_yaml.read(data / "data.yaml")) == 2
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert f"left out of training: {bad[0]}:1: class 9" in caplog.text
+    assert f"left out of training: {bad[1]}:1: expected `class cx cy w h`" in caplog.text

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
-from cnnkit.errors import OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.train.options import FinetuneOptions
 
 log = logging.getLogger("cnnkit")
@@ -123,6 +123,23 @@ def _loss(tloss: Any) -> float:
 USED = ("model", "weights", "epochs", "batch_size", "imgsz", "lr", "seed", "workers")
 
 
+def check_labels(ds: yolo_yaml.DatasetYaml, limit: int = 10) -> int:
+    """Warn, naming each file and line, about label files ultralytics would leave out of training without a
+    word (it drops a corrupt label with its image); returns how many there are."""
+    bad = []
+    for split in ("train", "val"):
+        for image in yolo_yaml.split_images(ds, split) if split in ds.splits else []:
+            try:
+                yolo_yaml.read_labels(yolo_yaml.label_path(image), len(ds.names))
+            except CnnkitError as exc:
+                bad.append(str(exc))
+    for reason in bad[:limit]:
+        log.warning("left out of training: %s", reason)
+    if len(bad) > limit:
+        log.warning("… and %d more label file(s) left out", len(bad) - limit)
+    return len(bad)
+
+
 def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """Train from ``model``/``weights`` (default: the bundled shapes-yolov8n) on the YOLO dataset yaml ``data``.
 
@@ -156,6 +173,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
         start, trained_size = _start(options.model, options.weights)
         yolo = ultralytics_adapter.yolo(start)
         clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
+        check_labels(ds)
         args = dict(
             data=str(clean),
             epochs=options.epochs or 30,
