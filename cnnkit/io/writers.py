@@ -251,6 +251,9 @@ def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per prediction (an image with none still gets one row)."""
     base = {k: _flat_value(rec.get(k)) for k in BASE_COLUMNS}
     base.update({k: rec[k] for k in ("frame", "time_s") if k in rec})  # a video frame's columns
+    counts = rec.get("counts")
+    if isinstance(counts, dict):  # a tracked frame's running line counts, as its JSON record has them
+        base.update({f"count_{k}": v for k, v in counts.items()})
     preds = rec.get("predictions") or [{}]
     rows = []
     for rank, p in enumerate(preds):

@@ -143,3 +143,9 @@ def test_coco_records_without_a_builder_are_an_option_error() -> None:
     with pytest.raises(OptionError) as err:
         RecordWriter("coco", None)
     assert "fmt" in err.value.options and "detect and instance" in str(err.value)
+
+
+def test_csv_rows_of_a_tracked_frame_carry_the_running_counts():
+    rec = {"path": "v.mp4", "frame": 7, "time_s": 0.28, "counts": {"in": 2, "out": 1}, "predictions": [{"label": "a"}]}
+    (row,) = csv_rows(rec)
+    assert (row["frame"], row["count_in"], row["count_out"]) == (7, 2, 1)
