@@ -249,8 +249,8 @@ def test_dataset_errors_are_clear(tmp_path):
     split = tmp_path / "split"
     write_digits(split / "train", per_class=3)
     write_digits(split / "val", per_class=2, names=("zero", "one", "three"))
-    r = run(["finetune", str(split), *FAST])
-    assert r.exit_code == 2 and "only in train: two" in r.output and "only in val: three" in r.output
+    r = run(["finetune", str(split), *FAST])  # "two" only in train would be trained, unscored; "three" cannot be
+    assert r.exit_code == 2 and "val has class folders train lacks: three" in r.output
 
     r = run(["finetune", str(tmp_path / "missing"), *FAST])
     assert r.exit_code == 2 and "not found" in r.output
