@@ -527,7 +527,7 @@ def run_predict(
     folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
-    from cnnkit.io.files import check_outputs
+    from cnnkit.io.files import check_outputs, drop_if_empty
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.writers import (
@@ -623,3 +623,5 @@ def run_predict(
         )
     finally:
         reporting.finish(report)
+        if not save_dir:  # runs/<task>/expN made for this run and left empty
+            drop_if_empty(folder)

@@ -129,7 +129,7 @@ def explain(
     from cnnkit.cli.common import EXIT_FAILED, printable, require_sources
     from cnnkit.errors import OptionError
     from cnnkit.io.decode import decode
-    from cnnkit.io.files import check_outputs, explicit_dir, increment_dir
+    from cnnkit.io.files import check_outputs, drop_if_empty, explicit_dir, increment_dir
     from cnnkit.io.pictures import PictureSaver, safe_name
     from cnnkit.report.explain import DEFAULT_METHODS, Failed
     from cnnkit.report.explain import explain as run
@@ -182,6 +182,8 @@ def explain(
             )
         )
         count += 1
+    if not save_dir:
+        drop_if_empty(folder)
     log.info("%d map(s) in %s, %d image(s) failed", count, folder, len(failed))
     for bad, reason in failed[:20]:
         log.info("  %s: %s", printable(bad), reason)

@@ -142,6 +142,13 @@ def increment_dir(base: str | os.PathLike, *, exist_ok: bool = False) -> Path:
             raise CnnkitError(f"{candidate}: cannot create folder ({exc.strerror or exc})") from exc
 
 
+def drop_if_empty(folder: Path | None) -> None:
+    """Remove a run folder this run made and left empty (every input failed), so the next run is not ``exp2``."""
+    if folder is not None:
+        with contextlib.suppress(OSError):  # not empty, or already gone: left as it is
+            folder.rmdir()
+
+
 def explicit_dir(path: str | os.PathLike, *, exist_ok: bool = False) -> Path:
     """A folder the user named: created, or refused when it exists without ``exist_ok``."""
     path = Path(path)

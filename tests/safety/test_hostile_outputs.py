@@ -457,3 +457,16 @@ def test_dash_output_is_stdout(tmp_path, images, monkeypatch):
     result = _classify(images[0], "-o", "-", "-f", "json")
     assert result.exit_code == 0 and _strict_json(result.stdout)[0]["path"] == str(images[0])
     assert not (tmp_path / "-").exists()
+
+
+def test_a_run_whose_every_input_failed_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    result = _classify("bad.png", "--save")
+    assert result.exit_code == 1
+    assert not (tmp_path / "runs" / "classify" / "exp").exists()
+    result = runner.invoke(app, ["explain", "bad.png"])
+    assert result.exit_code == 1 and not (tmp_path / "runs" / "explain" / "exp").exists()
+    _png(tmp_path / "good.png")
+    assert _classify("good.png", "--save").exit_code == 0
+    assert len(list((tmp_path / "runs" / "classify" / "exp").iterdir())) == 1  # the next run is exp again
