@@ -41,11 +41,14 @@ _RUN_KEYS = (
 
 def load(task: str, **options: Any) -> Predictor:
     """A reusable predictor for ``task`` (``classify`` …); options as for the task function."""
+    from cnnkit.checks import check_load
     from cnnkit.config import lookup
+    from cnnkit.errors import OptionError
     from cnnkit.tasks import TASKS
 
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
+    check_load(options)
     if options.get("model") is None and options.get("weights") is None:
         options["model"] = lookup(f"model.{task}").value
     if options.get("device") is None:
@@ -57,6 +60,10 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     if "shard" in options:
         options["shard_spec"] = options.pop("shard")
     run = {k: options.pop(k) for k in _RUN_KEYS if k in options}
+    from cnnkit.checks import check_run
+    from cnnkit.io.decode import DEFAULT_MAX_PIXELS
+
+    check_run(run.get("batch_size", 8), run.get("workers", 2), run.get("max_pixels", DEFAULT_MAX_PIXELS))
     return options, run
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnkit.checks import check_run, source_list
 from cnnkit.errors import CnnkitError, DecodeError, OptionError
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
@@ -137,8 +138,8 @@ class Predictor(ABC):
         Videos become frames lazily (:func:`~cnnkit.io.video.expand_videos`); with a save folder each
         video's annotated frames go into one mp4 instead of a picture per frame.
         """
-        if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Sequence):
-            sources = [sources]
+        check_run(batch_size, workers, max_pixels)
+        sources = source_list(sources)
         items = shard(expand_sources(sources, recursive=recursive), shard_spec)
         if skip:
             items = [it for it in items if it.path not in skip]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -452,7 +453,7 @@ def openvino_module(path: str) -> torch.nn.Module:
             core.set_property({"ENABLE_MMAP": False})  # a mapped blob that another process rewrites is a SIGBUS
             network = core.read_model(path)
             compiled = core.compile_model(network, "CPU", config)
-            request = compiled.create_infer_request()  # one request: predictors call forward from one thread
+            request = compiled.create_infer_request()  # one request, used under a lock (one predictor, many threads)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CnnkitError(f"{path}: OpenVINO cannot compile it ({first[:200]})") from exc
@@ -462,6 +463,7 @@ def openvino_module(path: str) -> torch.nn.Module:
         def __init__(self) -> None:
             super().__init__()
             self.request = request
+            self.lock = threading.Lock()  # a request runs one inference at a time ("Infer Request is busy")
             self.metadata = metadata
             self.outputs = len(compiled.outputs)
             shape = compiled.input(0).get_partial_shape()[0]
@@ -469,11 +471,10 @@ def openvino_module(path: str) -> torch.nn.Module:
 
         def forward(self, x: torch.Tensor) -> Any:
             def run(part: torch.Tensor) -> list[torch.Tensor]:
-                self.request.infer({0: np.ascontiguousarray(part.detach().float().cpu().numpy())})
-                return [
-                    torch.from_numpy(self.request.get_output_tensor(i).data.copy()).to(x.device)
-                    for i in range(self.outputs)
-                ]  # copies: the request reuses its buffers
+                with self.lock:
+                    self.request.infer({0: np.ascontiguousarray(part.detach().float().cpu().numpy())})
+                    outputs = [self.request.get_output_tensor(i).data.copy() for i in range(self.outputs)]
+                return [torch.from_numpy(o).to(x.device) for o in outputs]  # copies: the request reuses its buffers
 
             return _in_slices(run, x, self.fixed_batch)
 

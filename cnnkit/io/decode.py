@@ -154,15 +154,29 @@ def _from_memory(obj: Any) -> np.ndarray:
     if isinstance(obj, Image.Image):
         return np.asarray(to_rgb(obj))
     if hasattr(obj, "detach") and hasattr(obj, "numpy"):
-        arr = obj.detach().cpu().numpy()
+        try:
+            t = obj.detach().cpu()
+            arr = (
+                t.float() if t.is_floating_point() and t.dtype.itemsize < 4 else t
+            ).numpy()  # bfloat16 has no NumPy type
+        except (RuntimeError, NotImplementedError, TypeError) as exc:  # a meta tensor, an odd dtype
+            raise DecodeError(f"in-memory tensor cannot be read ({str(exc).splitlines()[0][:80]})") from None
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
             arr = np.transpose(arr, (1, 2, 0))
     else:
         arr = np.asarray(obj)
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    if arr.dtype.kind not in "biuf":
+        raise DecodeError(f"in-memory array of dtype {arr.dtype} is not an image")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255  # as PIL's mode 1
+    elif arr.dtype != np.uint8:
+        if arr.dtype.kind == "f":
+            arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+            if arr.size and float(arr.max()) <= 1.0:
+                arr = arr * 255.0
+        elif arr.size and int(arr.max()) > 255:  # 16-bit (or wider) levels: scaled as PIL's I;16 is
+            arr = np.clip(arr, 0, 65535).astype(np.uint32) * 255 // 65535
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or 0 in arr.shape:

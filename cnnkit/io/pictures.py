@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.io.files import atomic_path, file_ids
-from cnnkit.io.sources import Item, expand_sources
+from cnnkit.io.sources import IN_MEMORY, Item, expand_sources
 
 
 def safe_name(text: str, limit: int = 50) -> str:
@@ -35,7 +35,8 @@ class PictureSaver:
 
     Every name is ``<stem>-<8 hex of sha1(absolute input path)>``: ``a/img.png`` and ``b/img.png``
     never share a picture, and the same input maps to the same name in a resume or in another
-    shard writing into the same folder. A file that is one of ``inputs`` is never replaced.
+    shard writing into the same folder. A file that is one of ``inputs`` is never replaced, and an in-memory
+    input (``<image 0>`` in every call) never replaces an earlier call's file: it takes ``-2``, ``-3`` ….
     """
 
     def __init__(self, folder: str | os.PathLike, suffix: str = ".jpg", inputs: Any = None) -> None:
@@ -55,7 +56,16 @@ class PictureSaver:
 
     def target(self, source_path: str, suffix: str | None = None, *, sub: str | None = None, tag: str = "") -> Path:
         """``folder[/sub]/<stem><tag><suffix>`` for the input ``source_path``; refused if that file is an input."""
-        path = (self.folder / sub if sub else self.folder) / f"{self.stem(source_path)}{tag}{suffix or self.suffix}"
+        folder, stem, end = (
+            self.folder / sub if sub else self.folder,
+            self.stem(source_path),
+            f"{tag}{suffix or self.suffix}",
+        )
+        path = folder / f"{stem}{end}"
+        n = 1
+        while source_path.startswith(IN_MEMORY) and os.path.lexists(path):  # `<image 0>` of an earlier call: kept
+            n += 1
+            path = folder / f"{stem}-{n}{end}"
         if os.path.lexists(path) and self._is_input(path):
             raise CnnkitError(f"{path}: is one of the inputs; not overwritten (choose another `save_dir`)")
         return path

@@ -27,6 +27,8 @@ from typing import Any, TextIO
 from cnnkit.errors import OptionError
 from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
 
+IN_MEMORY = "<image "  # the start of the path an in-memory input (array, tensor, PIL image without a file) gets
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
     | {".avif", ".jp2", ".mpo", ".heic", ".heif"}  # Pillow reads these (HEIC/HEIF with pillow-heif)
@@ -306,7 +308,7 @@ def expand_sources(sources: Sequence[Any], *, recursive: bool = False, stdin: Te
         if isinstance(src, os.PathLike):
             src = os.fspath(src)
         if not isinstance(src, str):
-            add(getattr(src, "filename", None) or f"<image {i}>", src)
+            add(getattr(src, "filename", None) or f"{IN_MEMORY}{i}>", src)
             continue
         if src == "-":
             stream = stdin if stdin is not None else sys.stdin

@@ -161,8 +161,10 @@ def image_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 def sized(pre: Preprocess, imgsz: int | None, *, name: str, fixed: int | None = None) -> Preprocess:
     """``pre`` at input side ``imgsz`` for model ``name``; ``fixed``: the only side its architecture takes."""
-    if imgsz and fixed and imgsz != fixed:
-        from cnnkit.errors import OptionError
+    from cnnkit.errors import OptionError
 
+    if imgsz is not None and not 1 <= imgsz <= MAX_IMGSZ:
+        raise OptionError("imgsz", f"must be from 1 to {MAX_IMGSZ}", imgsz)
+    if imgsz and fixed and imgsz != fixed:
         raise OptionError("imgsz", f"{name} only takes {fixed}x{fixed} inputs", imgsz)
     return pre.at_size(imgsz)

@@ -59,6 +59,24 @@ class FinetuneOptions:
     progress: bool = True
     callbacks: Callbacks | None = None
 
+    def __post_init__(self) -> None:
+        """The numbers a Python caller may get wrong, refused by name before a folder is made or a model loads."""
+        from cnnkit.checks import whole
+        from cnnkit.config import MAX_IMGSZ
+
+        for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("threads", 1), ("unfreeze_at", 0)):
+            if getattr(self, name) is not None:
+                whole(name, getattr(self, name), low)
+        if self.early_stopping is not None:
+            whole("early_stopping", self.early_stopping, 1)
+        if self.imgsz is not None:
+            whole("imgsz", self.imgsz, 1, MAX_IMGSZ)
+        whole("seed", self.seed, 0)
+        if self.lr is not None and (
+            isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf")
+        ):
+            raise OptionError("lr", "must be a positive number", self.lr)
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         """Every option's keyword, in declaration order."""

@@ -237,6 +237,10 @@ def load_backend(
     from cnnkit.models.loader import resolve
     from cnnkit.runtimes import default_backend
 
+    if imgsz is not None and not 1 <= int(imgsz) <= MAX_IMGSZ:  # before a runtime compiles the model at that size
+        raise UsageError(
+            f"{model or weights or 'detect'}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (`imgsz`)"
+        )
     loaded = resolve(
         "detect", model, weights, backend=default_backend(backend, weights), device=runtime.device, imgsz=imgsz
     )

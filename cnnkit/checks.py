@@ -1,0 +1,85 @@
+"""Option values checked where the library takes them, so a Python caller gets the CLI's one-line errors.
+
+The CLI's Typer options already refuse most bad values (``min=``, types); these checks are for
+:func:`cnnkit.load`, the task functions and :meth:`Predictor.stream`, which take plain keyword
+arguments. Each names the option (:class:`~cnnkit.errors.OptionError`), before a model loads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Set
+from typing import Any
+
+from cnnkit.errors import OptionError
+
+
+def whole(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """``value`` is an int (not a bool) from ``low`` (to ``high``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(name, "must be a whole number", value)
+    if value < low or (high is not None and value > high):
+        raise OptionError(name, f"must be from {low}" + (f" to {high}" if high is not None else " up"), value)
+
+
+def fraction(name: str, value: Any) -> None:
+    """``value`` is a number from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise OptionError(name, "must be a number from 0 to 1", value)
+
+
+def check_load(options: dict[str, Any]) -> None:
+    """The options every task's ``load`` shares, checked (and ``device``/``classes`` normalised) in place."""
+    if options.get("imgsz") is not None:  # a whole number; each task says its own range (segment: from 32)
+        whole("imgsz", options["imgsz"], -(2**62))
+    for name in ("conf", "iou", "mask_threshold"):
+        if options.get(name) is not None:
+            fraction(name, options[name])
+    for name in ("topk", "max_det"):
+        if options.get(name) is not None:
+            whole(name, options[name], 1)
+    if options.get("threads") is not None:
+        whole("threads", options["threads"], 1)
+    if "half" in options and not isinstance(options["half"], bool):
+        raise OptionError("half", "must be True or False", options["half"])
+    device = options.get("device")
+    if device is not None and not isinstance(device, str):
+        if type(device).__name__ == "device" or isinstance(device, int):  # torch.device, or a CUDA index
+            options["device"] = str(device) if not isinstance(device, int) else f"cuda:{device}"
+        else:
+            raise OptionError("device", "must be a name like cpu, cuda, cuda:1 or mps", device)
+    classes = options.get("classes")
+    if isinstance(classes, (str, int)) and not isinstance(classes, bool):
+        options["classes"] = [classes]  # one class, not its letters
+    elif classes is not None and not isinstance(classes, Iterable):
+        raise OptionError("classes", "must be class ids or names", classes)
+
+
+def check_run(batch_size: Any, workers: Any, max_pixels: Any) -> None:
+    """The run options of :meth:`Predictor.stream`."""
+    whole("batch_size", batch_size, 1)
+    whole("workers", workers, 0)  # 0, as for a DataLoader: no extra process; one decode thread still runs
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, float)) or not max_pixels >= 1:
+        raise OptionError("max_pixels", "must be a number of pixels, at least 1", max_pixels)
+    if isinstance(max_pixels, float) and not math.isfinite(max_pixels):
+        raise OptionError("max_pixels", "must be a finite number of pixels", max_pixels)
+
+
+def source_list(sources: Any) -> list[Any]:
+    """``sources`` as a list of inputs: one path, URL, encoded ``bytes`` (or an open binary file of them),
+    image, array or tensor is one input; a list, tuple, generator or other iterator holds several (consumed
+    here); ``None``, a mapping or a set is refused (no input, and no order)."""
+    if sources is None:
+        raise OptionError("sources", "no input given (paths, folders, globs, images, arrays or tensors)")
+    if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike)):
+        return [sources]
+    if isinstance(sources, (Mapping, Set)):
+        raise OptionError("sources", "a mapping or set has no order; pass a list", type(sources).__name__)
+    if isinstance(sources, (list, tuple)):
+        return list(sources)
+    if callable(getattr(sources, "read", None)):  # an open binary file: its bytes are one encoded image
+        return [sources.read()]
+    if isinstance(sources, Iterator):  # a generator, map, iter(): its items are the inputs
+        return list(sources)
+    return [sources]  # one image: PIL, ndarray, tensor, an Item

@@ -1,0 +1,133 @@
+"""What the Python API takes: the input kinds a caller passes and the option values one gets wrong.
+
+A bad value is an :class:`OptionError` naming the option before a model loads or compiles; an input of a
+kind the API takes (bytes, a generator, an open file, 16-bit or boolean arrays) gives the same result as
+the same image as a file.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.errors import OptionError, UsageError
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SCENE = SAMPLES / "scene_0.png"
+
+
+def _top(records: list) -> list[tuple[str, float]]:
+    return [(p["label"], round(p["score"], 3)) for r in records for p in r.predictions[:1]]
+
+
+def test_one_bytes_object_or_open_file_is_one_encoded_image() -> None:
+    data = SCENE.read_bytes()
+    expected = _top(cnnkit.classify(str(SCENE)))
+    for source in (data, bytearray(data), io.BytesIO(data)):
+        records = cnnkit.classify(source)
+        assert len(records) == 1 and records[0].ok and _top(records) == expected
+
+
+def test_a_generator_of_sources_is_its_items() -> None:
+    records = cnnkit.classify(p for p in [str(SCENE), str(SAMPLES / "shape_1_circle.png")])
+    assert [Path(r.path).name for r in records] == ["scene_0.png", "shape_1_circle.png"] and all(r.ok for r in records)
+
+
+@pytest.mark.parametrize("sources", [None, {"a": 1}, {str(SCENE)}])
+def test_no_input_or_an_unordered_one_is_an_option_error(sources) -> None:
+    with pytest.raises(OptionError) as err:
+        cnnkit.classify(sources)
+    assert "sources" in err.value.options
+
+
+def test_sixteen_bit_and_boolean_arrays_read_as_pil_reads_them() -> None:
+    rgb = np.asarray(Image.open(SCENE).convert("RGB"))
+    as_file = cnnkit.detect(str(SCENE))[0].predictions
+    wide = cnnkit.detect(rgb.astype(np.uint16) * 257)[0].predictions  # the same levels on 16 bits
+    assert [p["label"] for p in wide] == [p["label"] for p in as_file]
+    assert np.allclose([p["box"] for p in wide], [p["box"] for p in as_file], atol=1.0)
+    mask = rgb[..., 0] > 127
+    np.testing.assert_array_equal(
+        cnnkit.segment(mask, save_dir=None)[0].result.mask, cnnkit.segment(mask.astype(np.uint8) * 255)[0].result.mask
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "name"),
+    [
+        ("detect", {"imgsz": 100000}, "imgsz"),
+        ("detect", {"imgsz": -5}, "imgsz"),
+        ("classify", {"imgsz": True}, "imgsz"),
+        ("detect", {"conf": "high"}, "conf"),
+        ("instance", {"conf": 2}, "conf"),
+        ("instance", {"mask_threshold": 5}, "mask_threshold"),
+        ("detect", {"max_det": 0}, "max_det"),
+        ("classify", {"topk": 0}, "topk"),
+        ("classify", {"half": "yes"}, "half"),
+        ("classify", {"device": object()}, "device"),
+        ("classify", {"batch_size": 0}, "batch_size"),
+        ("classify", {"workers": -1}, "workers"),
+        ("classify", {"max_pixels": 0}, "max_pixels"),
+    ],
+)
+def test_bad_option_values_name_the_option_before_anything_compiles(monkeypatch, task, options, name) -> None:
+    monkeypatch.setenv("CNNKIT_BACKEND", "auto")
+    monkeypatch.setattr("cnnkit.runtimes.compile_loaded", lambda *a, **k: pytest.fail("compiled before checking"))
+    with pytest.raises(UsageError) as err:  # an OptionError, or detect's own "inference size" line naming `imgsz`
+        getattr(cnnkit, task)(str(SCENE), **options)
+    assert name in getattr(err.value, "options", ()) or f"`{name}`" in str(err.value)
+
+
+def test_friendly_spellings_of_options_are_taken() -> None:
+    records = cnnkit.detect(str(SCENE), classes="star", device=torch.device("cpu"))
+    assert {p["label"] for p in records[0].predictions} == {"star"}
+    with pytest.raises(OptionError):
+        cnnkit.load("bogus")
+
+
+def test_in_memory_images_saved_by_two_calls_keep_both_pictures(tmp_path: Path) -> None:
+    a = np.asarray(Image.open(SCENE).convert("RGB"))
+    b = np.asarray(Image.open(SAMPLES / "scene_1.png").convert("RGB"))
+    first = cnnkit.detect(a, save_dir=str(tmp_path))[0].extra["saved"]
+    second = cnnkit.detect(b, save_dir=str(tmp_path))[0].extra["saved"]
+    assert first != second and Path(first).is_file() and Path(second).is_file()
+    assert not np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+
+
+def test_one_predictor_on_a_compiled_runtime_serves_two_threads(monkeypatch) -> None:
+    monkeypatch.setenv("CNNKIT_BACKEND", "auto")
+    predictor = cnnkit.load("classify")
+    errors: list[BaseException] = []
+    results: list[list] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                results.append(_top(predictor([str(SCENE)] * 4)))
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 6 and all(r == results[0] for r in results)
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [({"workers": -1}, "workers"), ({"lr": float("nan")}, "lr"), ({"seed": -1}, "seed"), ({"epochs": "2"}, "epochs")],
+)
+def test_finetune_option_errors_come_before_the_run_folder(tmp_path: Path, options, name) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(OptionError) as err:
+        cnnkit.finetune(str(tmp_path), task="classify", model="shapes-cnn", out=str(out), **options)
+    assert name in err.value.options and not out.exists()
