@@ -26,7 +26,7 @@ def whole(name: str, value: Any, low: int, high: int | None = None) -> None:
 def fraction(name: str, value: Any) -> None:
     """``value`` is a number from 0 to 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise OptionError(name, "must be a number from 0 to 1", value)
+        raise OptionError(name, "must be between 0 and 1", value)
 
 
 def check_load(options: dict[str, Any]) -> None:
