@@ -57,12 +57,13 @@ def load(task: str, **options: Any) -> Predictor:
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    if "shard" in options:
-        options["shard_spec"] = options.pop("shard")
-    run = {k: options.pop(k) for k in _RUN_KEYS if k in options}
+    """The load and run options of a task function, the run options checked before a model loads."""
     from cnnkit.checks import check_run
     from cnnkit.io.decode import DEFAULT_MAX_PIXELS
 
+    if "shard" in options:
+        options["shard_spec"] = options.pop("shard")
+    run = {k: options.pop(k) for k in _RUN_KEYS if k in options}
     check_run(run.get("batch_size", 8), run.get("workers", 2), run.get("max_pixels", DEFAULT_MAX_PIXELS))
     return options, run
 

@@ -15,11 +15,11 @@ from typing import Any
 from cnnkit.errors import OptionError
 
 
-def whole(name: str, value: Any, low: int, high: int | None = None) -> None:
-    """``value`` is an int (not a bool) from ``low`` (to ``high``)."""
+def whole(name: str, value: Any, low: int | None, high: int | None = None) -> None:
+    """``value`` is an int (not a bool) from ``low`` (to ``high``); ``None``: no lower bound."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise OptionError(name, "must be a whole number", value)
-    if value < low or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):
         raise OptionError(name, f"must be from {low}" + (f" to {high}" if high is not None else " up"), value)
 
 
@@ -32,7 +32,7 @@ def fraction(name: str, value: Any) -> None:
 def check_load(options: dict[str, Any]) -> None:
     """The options every task's ``load`` shares, checked (and ``device``/``classes`` normalised) in place."""
     if options.get("imgsz") is not None:  # a whole number; each task says its own range (segment: from 32)
-        whole("imgsz", options["imgsz"], -(2**62))
+        whole("imgsz", options["imgsz"], None)
     for name in ("conf", "iou", "mask_threshold"):
         if options.get(name) is not None:
             fraction(name, options[name])

@@ -175,13 +175,20 @@ def file_ids(path: str) -> set[tuple[int, int]]:
     return ids
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same path however spelled, or the same device and inode (a hard or
+    symbolic link)."""
+    if os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b)):
+        return True
+    ids = file_ids(a)
+    return bool(ids and ids & file_ids(b))
+
+
 def check_not_input(output: str | os.PathLike, inputs: Iterable[str], what: str = "`output`") -> None:
     """Refuse an output that is one of the inputs: the same path, however spelled, or the same file."""
     out = os.fspath(output)
-    out_key = os.path.normpath(os.path.abspath(out))
-    out_ids = file_ids(out)
     for path in inputs:
-        if os.path.normpath(os.path.abspath(path)) == out_key or (out_ids and out_ids & file_ids(path)):
+        if same_file(out, path):
             raise CnnkitError(f"{out}: is also an input ({path}); {what} would destroy it")
 
 
@@ -198,8 +205,7 @@ def check_outputs(outputs: dict[str, str | None], inputs: Iterable[str] = (), *,
         check_not_input(path, inputs, what)
     seen: dict[str, str] = {}
     for what, path in given.items():
-        key = os.path.normpath(os.path.abspath(path))
-        other = next((w for w, p in seen.items() if p == key or (file_ids(p) and file_ids(p) & file_ids(path))), None)
+        other = next((w for w, p in seen.items() if same_file(p, path)), None)
         if other is not None:
             raise CnnkitError(f"{path}: is both {other} and {what}; one would overwrite the other")
-        seen[what] = key
+        seen[what] = path

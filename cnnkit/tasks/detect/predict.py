@@ -58,6 +58,13 @@ class Options:
                 raise OptionError(name, "must be between 0 and 1", value)
 
 
+def check_inference_size(name: str, imgsz: int) -> None:
+    """A YOLO letterbox side from 1 to :data:`MAX_IMGSZ`: the user's, checked before a runtime compiles the
+    model at that size, and the one a ``.pt`` file was trained at."""
+    if not 1 <= int(imgsz) <= MAX_IMGSZ:
+        raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (`imgsz`)")
+
+
 class YoloBackend:
     """A YOLO detection network driven batch-wise (letterbox → forward → NMS).
 
@@ -84,8 +91,7 @@ class YoloBackend:
 
         self.name, self.labels, self.checkpoint = name, labels, checkpoint
         self.stride = stride
-        if not 1 <= int(imgsz) <= MAX_IMGSZ:  # the model's own training size included: a .pt file sets it
-            raise UsageError(f"{name}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (`imgsz`)")
+        check_inference_size(name, imgsz)  # the model's own training size included: a .pt file sets it
         self.imgsz = -(-int(imgsz) // stride) * stride
         self.end2end = end2end
         self.runtime_info: dict[str, Any] = {}  # set when the resolver compiled the network (cnnkit.runtimes)
@@ -237,10 +243,8 @@ def load_backend(
     from cnnkit.models.loader import resolve
     from cnnkit.runtimes import default_backend
 
-    if imgsz is not None and not 1 <= int(imgsz) <= MAX_IMGSZ:  # before a runtime compiles the model at that size
-        raise UsageError(
-            f"{model or weights or 'detect'}: inference size {imgsz} is not from 1 to {MAX_IMGSZ} (`imgsz`)"
-        )
+    if imgsz is not None:  # before a runtime compiles the model at that size
+        check_inference_size(model or weights or "detect", imgsz)
     loaded = resolve(
         "detect", model, weights, backend=default_backend(backend, weights), device=runtime.device, imgsz=imgsz
     )
