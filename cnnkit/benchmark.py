@@ -27,6 +27,7 @@ COLUMNS = (
     "task",
     "backend",
     "runtime",
+    "precision",
     "imgsz",
     "batch_size",
     "threads",
@@ -54,6 +55,7 @@ class Row:
     task: str
     backend: str
     runtime: str
+    precision: str
     imgsz: int | None
     batch_size: int
     threads: int
@@ -174,11 +176,11 @@ def forward_fn(predictor: Any, batch_size: int) -> Callable[[], Any]:
         if hasattr(backend, "letterbox"):  # YOLO: letterboxed RGB/255
             x = backend.runtime.batch(torch.rand(batch_size, 3, side, side))
             return lambda: backend.net(x)
-        images = [torch.rand(3, side, side, device=backend.runtime.device) for _ in range(batch_size)]
+        images = [backend.runtime.batch(torch.rand(3, side, side)) for _ in range(batch_size)]
         return lambda: backend.net(images)
     if predictor.task == "instance":
         side = int(predictor.model.transform.min_size[-1])
-        images = [torch.rand(3, side, side, device=predictor.runtime.device) for _ in range(batch_size)]
+        images = [predictor.runtime.batch(torch.rand(3, side, side)) for _ in range(batch_size)]
         return lambda: predictor.model(images)
     side = predictor.pre.crop if predictor.task == "classify" else -(-predictor.imgsz // 32) * 32
     x = predictor.runtime.batch(torch.randn(batch_size, 3, side, side))
@@ -241,6 +243,7 @@ def bench_one(
     latency_n: int,
     data: str | None,
     task: str | None = None,
+    half: bool = False,
 ) -> Row:
     """Load ``model`` on ``backend`` and measure it (see the module docstring)."""
     import torch
@@ -251,7 +254,9 @@ def bench_one(
     task = identify(model, task)[0]
     name_or_file = {"weights": model} if Path(model).is_file() else {"model": model}
     options: dict[str, Any] = {**name_or_file, "backend": backend, "device": device, "threads": threads}
-    if imgsz is not None and task in ("segment", "detect", "instance"):
+    if half:
+        options["half"] = True
+    if imgsz is not None and task in ("segment", "detect"):  # classify and Mask R-CNN keep their own sizes
         options["imgsz"] = imgsz
     memory = PeakMemory()
     with memory.watch():
@@ -283,7 +288,8 @@ def bench_one(
         task=task,
         backend=backend,
         runtime=runtime,
-        imgsz=imgsz,
+        precision="fp16" if half else "fp32",
+        imgsz=options.get("imgsz"),
         batch_size=batch_size,
         threads=torch.get_num_threads(),
         load_s=round(load_s, 2),
@@ -313,6 +319,7 @@ def run(
     seconds: float = 2.0,
     latency_n: int = 16,
     task: str | None = None,
+    half: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Every model on every backend, in order (a model's backends one after the other, so they share the
@@ -349,6 +356,7 @@ def run(
                         latency_n=min(latency_n, len(paths)),
                         data=data,
                         task=task,
+                        half=half,
                     )
                 )
     return rows

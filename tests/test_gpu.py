@@ -61,3 +61,11 @@ def test_benchmark_on_cuda_reports_the_allocator_peak():
 
     [row] = run(["shapes-cnn"], backends=["torch"], device="cuda", images=8, batch_size=4, seconds=0.2)
     assert row.runtime == "torch" and row.e2e_ips > 0 and row.forward_ips > 0 and row.peak_mb > 0
+
+
+@pytest.mark.parametrize("model", ["shapes-cnn", "shapes-yolov8n", "shapes-unet", "shapes-maskrcnn"])
+def test_benchmark_times_fp16_on_cuda(model):
+    from cnnkit.benchmark import run
+
+    [row] = run([model], backends=["torch"], device="cuda", images=4, batch_size=2, seconds=0.2, half=True)
+    assert row.precision == "fp16" and row.forward_ips > 0 and row.e2e_ips > 0

@@ -291,6 +291,7 @@ def test_benchmark_command_reports_one_row_per_model_and_backend(cache, tmp_path
     ]
     for row in rows:
         assert set(row) == set(COLUMNS) and row["task"] == "classify" and row["metric"] is None
+        assert row["precision"] == "fp32"
         for key in ("e2e_ips", "forward_ips", "p50_ms", "p95_ms", "peak_mb", "decode_ms", "model_ms"):
             assert row[key] > 0, key
         assert row["p95_ms"] >= row["p50_ms"]
@@ -304,6 +305,28 @@ def test_benchmark_command_reports_one_row_per_model_and_backend(cache, tmp_path
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert lines[0].split(",") == list(COLUMNS) and len(lines) == 2
+
+
+def test_benchmark_and_load_take_mask_rcnn_on_torch(cache):
+    """Mask R-CNN runs on PyTorch: auto and torch load it there, a runtime name is refused, and the benchmark
+    times it (its size is its own, so --imgsz does not reach it)."""
+    from cnnkit import api
+    from cnnkit.benchmark import run
+
+    assert api.load("instance", backend="auto").loaded.runtime == "torch"
+    with pytest.raises(OptionError, match="runs on torch only"):
+        api.load("instance", backend="openvino")
+    [row] = run(["shapes-maskrcnn"], backends=["auto"], images=1, batch_size=1, threads=1, seconds=0.05, imgsz=128)
+    assert (row.task, row.runtime, row.imgsz) == ("instance", "torch", None) and row.forward_ips > 0
+
+
+def test_benchmark_half_needs_cuda():
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    result = CliRunner().invoke(app, ["benchmark", "shapes-cnn", "--half", "--device", "cpu", "--images", "2"])
+    assert result.exit_code == 2 and "needs a CUDA device" in result.output
 
 
 def test_benchmark_scores_on_data(cache, tmp_path):

@@ -31,6 +31,7 @@ def benchmark(
     batch_size: o.BatchSize = 16,
     device: o.Device = None,
     threads: o.Threads = None,
+    half: o.Half = False,
     seconds: o.Seconds = 2.0,
     task: o.Task = None,
     fmt: o.Format = "auto",
@@ -40,8 +41,9 @@ def benchmark(
     image, p50/p95 latency at batch 1, peak memory, the load time (with the compile on a cold cache) and the
     metric on --data.
 
-    Repeat --backend to compare \\[default: torch and auto]. Measured, never judged: figures depend on the
-    machine and its load. Prints a table on a terminal and JSON elsewhere (or -f jsonl/csv).
+    Repeat --backend to compare \\[default: torch and auto]; --half times fp16 (CUDA only). Measured, never
+    judged: figures depend on the machine and its load. Prints a table on a terminal and JSON elsewhere (or -f
+    jsonl/csv).
     """
     from cnnkit.benchmark import COLUMNS, run
     from cnnkit.cli.options import view_format
@@ -71,6 +73,7 @@ def benchmark(
             device=device,
             seconds=seconds,
             task=task,
+            half=half,
             progress=progress,
         )
     ]

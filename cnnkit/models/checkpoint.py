@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import pickletools
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -214,7 +215,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
 
 def _looks_like_unsafe_pickle(path: Path) -> bool:
     """True when a pickle stream (bare or inside a zip) asks for globals outside torch's safe set."""
-    import zipfile
 
     try:
         if zipfile.is_zipfile(path):
@@ -627,21 +627,18 @@ class _PickleScan:
         self.stack.extend(_ANY for _ in op.stack_after)
 
 
-def _zip_concat(path: Path) -> int:
-    """Bytes before the zip's first entry, computed as zipfile does (a second zip or a pickle there)."""
-    import zipfile
+def _zip_concat(zf: zipfile.ZipFile) -> int:
+    """Bytes before the zip's first entry (a second zip or a pickle there), as this Python's zipfile found them.
 
+    zipfile puts the central directory at ``start_dir``, which is its claimed offset plus those bytes. Where
+    a ZIP64 end record sits is read differently across Python releases (3.12 on one GPU host differed from
+    3.12.1 here), so this asks the opened archive rather than redoing that arithmetic.
+    """
     if not hasattr(zipfile, "_EndRecData"):  # a future zipfile: the first-entry-at-offset-0 check remains
         return 0
-    with open(path, "rb") as f:
-        endrec = zipfile._EndRecData(f)
-    if not endrec:
-        raise _Refused("not a zip archive")
-    location = endrec[zipfile._ECD_LOCATION]  # type: ignore[attr-defined]
-    concat = location - endrec[zipfile._ECD_SIZE] - endrec[zipfile._ECD_OFFSET]  # type: ignore[attr-defined]
-    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
-        concat -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
-    return int(concat)
+    zf.fp.seek(0)  # type: ignore[union-attr]
+    endrec = zipfile._EndRecData(zf.fp)
+    return int(zf.start_dir - endrec[zipfile._ECD_OFFSET])  # type: ignore[attr-defined]
 
 
 def torch_zip_pickle(path: str | os.PathLike) -> bytes:
@@ -653,7 +650,6 @@ def torch_zip_pickle(path: str | os.PathLike) -> bytes:
     writes (a second ``.pkl``, TorchScript's ``code/``) is refused rather than guessed about.
     """
     import re
-    import zipfile
 
     path = Path(path)
     with open(path, "rb") as f:
@@ -665,13 +661,13 @@ def torch_zip_pickle(path: str | os.PathLike) -> bytes:
             also = " (and a zip at its end)" if zipfile.is_zipfile(path) else ""
             raise _Refused(f"a bare pickle stream{also}, not a torch zip checkpoint")
         raise _Refused("not a torch zip checkpoint (it does not start with a zip entry)")
-    if _zip_concat(path) != 0:
-        raise _Refused("a zip with other bytes before its first entry")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise _Refused(f"not a readable zip ({_first_line(exc)[:100]})") from exc
     with zf:
+        if _zip_concat(zf) != 0:
+            raise _Refused("a zip with other bytes before its first entry")
         infos = zf.infolist()
         if not infos or len(infos) > MAX_ZIP_ENTRIES:
             raise _Refused(f"a zip with {len(infos)} entries")

@@ -319,6 +319,12 @@ def junk_before_zip(path: Path, marker: Path) -> None:
     path.write_bytes(b"JUNK" + torch_zip_bytes())
 
 
+def zip_after_zip(path: Path, marker: Path) -> None:
+    """A benign torch zip followed by one whose data.pkl runs code: zipfile and torch read the second."""
+    evil = as_torch_zip(path.with_suffix(".evil"), P2 + glob("os", "system") + call_system(marker) + STOP)
+    path.write_bytes(torch_zip_bytes() + evil.read_bytes())
+
+
 def bare_pickle(path: Path, marker: Path) -> None:
     path.write_bytes(P2 + glob("os", "system") + call_system(marker) + STOP)
 
@@ -336,6 +342,7 @@ LAYOUTS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "evil_in_torch_zip": (evil_in_torch_zip, "import posix.system"),
     "legacy_format": (legacy_format, "legacy (pre-1.6) format"),
     "junk_before_zip": (junk_before_zip, "does not start with a zip entry"),
+    "zip_after_zip": (zip_after_zip, "other bytes before its first entry"),
     "bare_pickle": (bare_pickle, "bare pickle stream"),
     "two_data_pkl": (two_data_pkl, "duplicate entries"),
 }
@@ -383,6 +390,25 @@ def test_scan_refuses_crafted_pickle(name, tmp_path, ultralytics_ready):
         check_full_pickle(path)
     assert reason in str(info.value) and "\n" not in str(info.value)
     assert not marker.exists()
+
+
+def test_zip64_checkpoints_pass_and_a_zip_after_a_zip_does_not(tmp_path):
+    """torch.save always writes ZIP64 end records, whose place Python releases read differently (3.12 on a GPU
+    host refused the bundled YOLO); the check asks zipfile itself. Real checkpoints pass, a second zip does not."""
+    import torch
+
+    from cnnkit.models.checkpoint import torch_zip_pickle
+    from cnnkit.models.hub import WEIGHTS_DIR
+
+    bundled = WEIGHTS_DIR / "shapes-yolov8n.pt"
+    with open(bundled, "rb") as f:
+        assert zipfile._EndRecData(f)[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64
+    assert torch_zip_pickle(bundled)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "plain.pt")
+    assert torch_zip_pickle(tmp_path / "plain.pt")
+    zip_after_zip(tmp_path / "two.pt", tmp_path / "MARKER")
+    with pytest.raises(UnsafeCheckpoint, match="other bytes before its first entry"):
+        check_full_pickle(tmp_path / "two.pt")
 
 
 @pytest.mark.parametrize("name", ALL_CRAFTED)

@@ -142,16 +142,23 @@ class InstanceSegmenter(Predictor):
         classes: Sequence[int | str] | None = None,
         agnostic_nms: bool = False,
         save_pictures: bool = True,
+        backend: str | None = None,
         **extra: Any,
     ) -> Self:
         """``classes`` (ids or names) keeps only instances of those classes, in records, pictures and masks;
         ``agnostic_nms`` suppresses overlapping instances across classes too (the heads' NMS is per class);
-        ``extra``: a subclass's own options, passed to its constructor (the tracker's)."""
+        ``backend``: ``auto`` or ``torch`` (Mask R-CNN runs on PyTorch; a runtime name is refused, as for
+        Faster R-CNN); ``extra``: a subclass's own options, passed to its constructor (the tracker's)."""
         runtime = Runtime.create(device, half=half, threads=threads)
         from cnnkit.models.loader import resolve
 
+        loaded = resolve("instance", model, weights)
+        if backend is not None:
+            from cnnkit.runtimes import compile_loaded
+
+            loaded = compile_loaded(loaded, "instance", backend, device=runtime.device)
         return cls(
-            resolve("instance", model, weights),
+            loaded,
             runtime,
             conf=conf,
             mask_threshold=mask_threshold,
