@@ -140,7 +140,8 @@ class Predictor(ABC):
         """
         check_run(batch_size, workers, max_pixels)
         sources = source_list(sources)
-        items = shard(expand_sources(sources, recursive=recursive), shard_spec)
+        outputs = [save_dir] if save_dir else []
+        items = shard(expand_sources(sources, recursive=recursive, outputs=outputs), shard_spec)
         if skip:
             items = [it for it in items if it.path not in skip]
         saver = PictureSaver(Path(save_dir), suffix=self.picture_suffix, inputs=items) if save_dir else None

@@ -557,7 +557,8 @@ def run_predict(
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
     check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
-    items = take_shard(expand_sources(sources, recursive=p["recursive"]), shard)
+    outputs = [save_dir] if save_dir else []
+    items = take_shard(expand_sources(sources, recursive=p["recursive"], outputs=outputs), shard)
     from cnnkit.io.video import is_video_source
 
     videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))

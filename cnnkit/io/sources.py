@@ -10,7 +10,10 @@ stay separate inputs, as separate names of a file.
 
 Folders and ``**`` are walked by :func:`_tree`, not ``os.walk``/``glob``: symbolic links
 to folders are followed, but never into a folder that is already being listed, so a
-link to ``..`` or to itself becomes one failed item instead of a loop.
+link to ``..`` or to itself becomes one failed item instead of a loop. A walk does not enter
+cnnkit's own output folders: ``runs/`` of the working folder (where ``--save`` and friends write)
+and the run's ``--save-dir``, so ``cnnkit detect . -r --save`` run twice reads the same inputs
+twice. Naming such a folder as a source still reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import heapq
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +39,10 @@ IMAGE_EXTENSIONS = frozenset(
 )
 _GLOB_CHARS = set("*?[")
 LOOP = "symlink loop, skipped"
+OUTPUTS = "runs"  # the folder under the working folder where cnnkit writes by default (runs/<task>/exp …)
+
+log = logging.getLogger("cnnkit")
+Keys = frozenset[tuple[int, int]]
 
 Hit = tuple[str, "str | None"]  # a path, and why it gives no image (None: it is an input)
 
@@ -121,13 +129,16 @@ def _outer_keys(root: str) -> tuple[tuple[int, int], ...]:
         path = parent
 
 
-def _tree(root: str, hidden: bool = True) -> Iterator[tuple[str, _Listing | None, str | None]]:
+def _tree(
+    root: str, hidden: bool = True, skip: Keys = frozenset()
+) -> Iterator[tuple[str, _Listing | None, str | None]]:
     """``(folder, listing, None)`` for ``root`` and every folder below it, depth first in name order,
     or ``(path, None, reason)`` for a folder that cannot be listed or a link back into the walk.
 
     Each folder is listed once (device + inode), and a link to a folder on the current path
     (``..``, itself, a parent, or a folder that holds ``root``) is reported instead of followed,
-    so the walk always ends and never climbs out above ``root``.
+    so the walk always ends and never climbs out above ``root``. Folders in ``skip`` (cnnkit's outputs)
+    are not entered, with one log line each.
     """
     root_key = _key(root)
     if root_key is None:
@@ -151,20 +162,23 @@ def _tree(root: str, hidden: bool = True) -> Iterator[tuple[str, _Listing | None
                 continue
             if key in path_keys:
                 yield sub, None, LOOP
+            elif key in skip:
+                log.info("%s: not read (cnnkit's output folder; name it as a source to read it)", sub)
             elif key not in visited:
                 visited.add(key)
                 children.append((sub, path_keys + (key,)))
         stack.extend(reversed(children))
 
 
-def _walk(folder: str, recursive: bool) -> list[Hit]:
-    """Image files in ``folder`` (and below it with ``recursive``), with failed hits for bad entries."""
+def _walk(folder: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:
+    """Image files in ``folder`` (and below it with ``recursive``, not entering ``skip``), with failed hits
+    for bad entries."""
     if not recursive:
         listing = _scan(folder, hidden=True)
         hits: list[Hit] = [(p, None) for p in listing.files if is_input_name(p)]
         return hits + [(p, LOOP) for p in listing.loops if is_input_name(p)]
     found: list[Hit] = []
-    for path, tree_listing, reason in _tree(folder):
+    for path, tree_listing, reason in _tree(folder, skip=skip):
         if tree_listing is None:
             found.append((path, reason))
         else:
@@ -193,8 +207,9 @@ def _matches(name: str, part: str) -> bool:
     return fnmatch.fnmatch(name, part)
 
 
-def _glob(pattern: str, recursive: bool) -> list[Hit]:
-    """Paths matching ``pattern`` (``**`` = any folders below, with ``recursive``), loop-safe."""
+def _glob(pattern: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:
+    """Paths matching ``pattern`` (``**`` = any folders below, with ``recursive``, not entering ``skip``),
+    loop-safe."""
     base, parts = _split_pattern(pattern)
     found: list[Hit] = []
     work = [(base, 0)]  # a heap: of two links to one folder, the name that sorts first is expanded
@@ -209,7 +224,7 @@ def _glob(pattern: str, recursive: bool) -> list[Hit]:
             expanded.add(seen_at)
         part, last = parts[i], i == len(parts) - 1
         if part == "**" and recursive:
-            for path, listing, reason in _tree(here, hidden=False):
+            for path, listing, reason in _tree(here, hidden=False, skip=skip):
                 if listing is None:
                     found.append((_shown(folder, path), reason))
                 elif last:
@@ -253,7 +268,7 @@ def _shown(folder: str, path: str) -> str:
     return "" if path == os.curdir else path[2:] if path.startswith(os.curdir + os.sep) else path
 
 
-def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
+def _expand_one(arg: str, recursive: bool, skip: Keys = frozenset()) -> tuple[list[Hit], str | None]:
     """The image paths ``arg`` stands for (failed hits among them), or a reason why it stands for none."""
     from cnnkit.io.video import is_stream_url
 
@@ -261,24 +276,34 @@ def _expand_one(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
         return [(arg, None)], None
     if os.path.isdir(arg):
         try:
-            hits = _walk(arg, recursive)
+            hits = _walk(arg, recursive, skip)
         except OSError as exc:
             return [], f"cannot list folder ({exc.strerror or exc})"
         hint = "" if recursive else " (use `recursive=True` for sub-folders)"
         return hits, None if any(r is None for _, r in hits) else f"folder has no image files{hint}"
     if any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg):
         hits = sorted(
-            ((p, r) for p, r in _glob(arg, recursive) if r is not None or (is_input_name(p) and not os.path.isdir(p))),
+            ((p, r) for p, r in _glob(arg, recursive, skip) if r is not None or (is_input_name(p) and not os.path.isdir(p))),
             key=lambda hit: hit[0],
         )
         return hits, None if any(r is None for _, r in hits) else "pattern matches no image files"
     return [(arg, None)], None
 
 
-def expand_sources(sources: Sequence[Any], *, recursive: bool = False, stdin: TextIO | None = None) -> list[Item]:
-    """Expand ``sources`` into items; non-path objects (PIL, ndarray, tensor) become in-memory items."""
+def expand_sources(
+    sources: Sequence[Any],
+    *,
+    recursive: bool = False,
+    stdin: TextIO | None = None,
+    outputs: Sequence[str | os.PathLike] = (),
+) -> list[Item]:
+    """Expand ``sources`` into items; non-path objects (PIL, ndarray, tensor) become in-memory items.
+
+    A recursive walk enters neither ``./runs`` nor the folders in ``outputs`` (the run's own save folder),
+    so one run's pictures are not the next run's inputs."""
     items: list[Item] = []
     seen: set[Any] = set()
+    skip = frozenset(k for k in (_key(os.fspath(p)) for p in (OUTPUTS, *outputs)) if k is not None)
 
     def add(path: str, data: Any = None, error: str | None = None) -> None:
         if data is None:
@@ -295,7 +320,7 @@ def expand_sources(sources: Sequence[Any], *, recursive: bool = False, stdin: Te
         items.append(Item(path, data, error))
 
     def add_arg(arg: str) -> None:
-        hits, error = remote.expand(arg, recursive) if remote.is_remote(arg) else _expand_one(arg, recursive)
+        hits, error = remote.expand(arg, recursive) if remote.is_remote(arg) else _expand_one(arg, recursive, skip)
         if error:
             add(arg, error=error)
         for path, reason in hits:

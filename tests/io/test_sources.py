@@ -90,3 +90,34 @@ def test_named_sources_that_give_nothing_become_failed_items(tmp_path):
         "folder has no image files (use `recursive=True` for sub-folders)",
         "pattern matches no image files",
     ]
+
+
+def test_a_walk_does_not_read_cnnkits_outputs(tree, monkeypatch):
+    """``./runs`` and the run's save folder are outputs: a recursive walk or ``**`` skips them, naming them reads."""
+    (tree / "runs" / "detect" / "exp").mkdir(parents=True)
+    (tree / "runs" / "detect" / "exp" / "b-1234.jpg").write_bytes(b"x")
+    (tree / "sub" / "out").mkdir()
+    (tree / "sub" / "out" / "e-5678.jpg").write_bytes(b"x")
+    monkeypatch.chdir(tree)
+    inputs = ["a.PNG", "b.jpg", "d.webp", os.path.join("sub", "e.tif"), os.path.join("sub", "f.gif")]
+    walked = [os.path.relpath(i.path) for i in expand_sources(["."], recursive=True, outputs=["sub/out"])]
+    assert walked == inputs
+    globbed = [os.path.relpath(i.path) for i in expand_sources(["**/*.jpg"], recursive=True, outputs=[tree / "sub/out"])]
+    assert globbed == ["b.jpg"]
+    assert os.path.join(".", "sub", "out", "e-5678.jpg") in paths(expand_sources(["."], recursive=True))  # not saved to
+    assert paths(expand_sources(["runs"], recursive=True)) == [os.path.join("runs", "detect", "exp", "b-1234.jpg")]
+
+
+def test_detect_twice_with_save_reads_the_same_inputs(tmp_path, monkeypatch):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    Image.new("RGB", (64, 48), "white").save(tmp_path / "one.png")
+    monkeypatch.chdir(tmp_path)
+    for run in ("exp", "exp2"):
+        result = CliRunner().invoke(app, ["classify", ".", "-r", "--save", "-f", "jsonl"])
+        assert result.exit_code == 0, result.output
+        assert len([r for r in result.stdout.splitlines() if r.startswith("{")]) == 1
+        assert (tmp_path / "runs" / "classify" / run).is_dir()
