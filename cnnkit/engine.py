@@ -130,10 +130,14 @@ class Predictor(ABC):
         start: float | None = None,
         end: float | None = None,
         max_frames: int | None = None,
+        keep_pictures: bool = False,
     ) -> Iterator[Record]:
         """Records for ``sources`` (paths, folders, globs, ``-``, PIL/ndarray/tensor, videos, stream URLs),
         one by one, in input order: one per image, one per frame read from a video (``vid_stride``,
         ``start``/``end`` in seconds, ``max_frames`` choose which). Hooks run and outputs are saved here.
+        ``keep_pictures``: a video frame's or in-memory image's record carries its pixels (``Record.picture``),
+        which cannot be read again from a file (a report's thumbnails); off by default, since a caller that
+        keeps every record would keep every frame.
 
         Videos become frames lazily (:func:`~cnnkit.io.video.expand_videos`); with a save folder each
         video's annotated frames go into one mp4 instead of a picture per frame.
@@ -164,6 +168,8 @@ class Predictor(ABC):
                 self.on_batch_end(state, records)
                 state.batches += 1
                 for record, decoded in batch:
+                    if keep_pictures and decoded is not None and record.ok and not _readable_again(record):
+                        record.picture = decoded.picture()
                     if saver is not None and decoded is not None and record.ok:
                         if record.frame is None:
                             self.save_outputs(saver, decoded, record)
@@ -184,6 +190,11 @@ class Predictor(ABC):
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
+
+
+def _readable_again(record: Record) -> bool:
+    """Whether a record's picture can be read again from its path: an image file, not a frame or an array."""
+    return record.frame is None and os.path.isfile(record.path)
 
 
 def resolve_classes(classes: Sequence[int | str] | None, labels: Sequence[str]) -> list[int] | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas
     import polars
 
@@ -47,6 +48,9 @@ class Record:
     frame: int | None = None  # a video frame's 0-based index; None for an image
     time_s: float | None = None  # the frame's presentation time in the video
     result: Result | None = field(default=None, repr=False, compare=False)  # typed; never serialised
+    # the input's pixels (RGB uint8), only for a video frame or an in-memory image of a stream asked to keep
+    # them (a report draws its thumbnail from them); never serialised
+    picture: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

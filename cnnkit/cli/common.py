@@ -604,6 +604,7 @@ def run_predict(
             workers=workers,
             max_pixels=p["max_pixels"],
             save_dir=folder,
+            keep_pictures=report is not None,
             **dataclasses.asdict(video_options(ctx)),
         )
     if observe is not None:

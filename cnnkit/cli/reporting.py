@@ -51,9 +51,11 @@ def describe(report: Report | None, predictor: Any) -> None:
 
 
 def feed(records: Iterable[Record], report: Report) -> Iterator[Record]:
-    """Pass records through, adding each to the report."""
+    """Pass records through, adding each to the report (which draws a video frame from its pixels, then drops
+    them: the records go on to the writer without them)."""
     for record in records:
         report.add(record)
+        record.picture = None
         yield record
 
 

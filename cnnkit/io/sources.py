@@ -283,7 +283,11 @@ def _expand_one(arg: str, recursive: bool, skip: Keys = frozenset()) -> tuple[li
         return hits, None if any(r is None for _, r in hits) else f"folder has no image files{hint}"
     if any(c in arg for c in _GLOB_CHARS) and not os.path.lexists(arg):
         hits = sorted(
-            ((p, r) for p, r in _glob(arg, recursive, skip) if r is not None or (is_input_name(p) and not os.path.isdir(p))),
+            (
+                (p, r)
+                for p, r in _glob(arg, recursive, skip)
+                if r is not None or (is_input_name(p) and not os.path.isdir(p))
+            ),
             key=lambda hit: hit[0],
         )
         return hits, None if any(r is None for _, r in hits) else "pattern matches no image files"

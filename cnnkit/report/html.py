@@ -50,6 +50,7 @@ VERSIONED = (
 )
 LOWEST = 24  # lowest-confidence and worst images shown in their own sections
 POOR_IOU = 0.5  # segment: an image with a class under this IoU is a mistake
+VIDEO_THUMBS = 120  # at most this many thumbnails per video (evenly spaced), so a long video's report stays small
 WHOLE = (0.0, 0.0, 1.0, 1.0)  # classify: the whole image as one box, so one PR rule serves boxes and classes
 
 
@@ -121,6 +122,8 @@ class Report:
         self.curves: list[dict[str, Any]] = []
         self._truth: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
         self._keys: set[str] = set()  # each input (and video frame) once, for add_earlier
+        # per video: frames seen, the thumbnail stride, and (ordinal, entry) of the frames holding one
+        self._videos: dict[str, tuple[int, int, list[tuple[int, dict[str, Any]]]]] = {}
         self.resumes: Path | None = None  # the records file of a resumed run (read back by the CLI at the end)
         self._t0 = time.perf_counter()
 
@@ -135,6 +138,8 @@ class Report:
         """One image: its record (live, with ``result``, or read back) and, from val, its ground truth
         (``[{label, box?}]``). ``picture`` is the input when the file cannot be read again (in memory)."""
         live = None if isinstance(record, dict) else record.result
+        if picture is None and not isinstance(record, dict):
+            picture = record.picture
         data = record if isinstance(record, dict) else record.to_dict()
         self.task = self.task or data.get("task")
         preds = data.get("predictions") or []
@@ -142,8 +147,33 @@ class Report:
         self._keys.add(_key(data))
         if truth is not None:
             entry["v"] = self._verdict(data, preds, truth)
-        self.thumbs.append(self._thumb(data, live, picture, truth, entry))
+        keep = data.get("frame") is None or self._keep_frame(str(data.get("path", "")), entry)
+        self.thumbs.append(self._thumb(data, live, picture, truth, entry) if keep else None)
         self.entries.append(entry)
+
+    def _keep_frame(self, video: str, entry: dict[str, Any]) -> bool:
+        """Whether this video frame gets a thumbnail: every ``stride``-th frame, the stride doubling (and every
+        other kept thumbnail dropped) whenever more than :data:`VIDEO_THUMBS` are held, so memory stays flat."""
+        seen, stride, kept = self._videos.get(video, (0, 1, []))
+        keep = seen % stride == 0
+        if keep and len(kept) == VIDEO_THUMBS:
+            stride *= 2
+            for ordinal, earlier in kept:
+                if ordinal % stride:
+                    self.thumbs[earlier["i"]] = None
+            kept = [(ordinal, e) for ordinal, e in kept if ordinal % stride == 0]
+            keep = seen % stride == 0
+        if keep:
+            kept.append((seen, entry))
+        self._videos[video] = (seen + 1, stride, kept)
+        return keep
+
+    def _note_thinned(self) -> None:
+        """Say on a video's frames without a thumbnail which frames have one."""
+        strides = {video: stride for video, (_, stride, _) in self._videos.items() if stride > 1}
+        for e in self.entries:
+            if e["ok"] and self.thumbs[e["i"]] is None and e["p"] in strides and "note" not in e:
+                e["note"] = f"thumbnails: every {strides[e['p']]}th frame of this video"
 
     def _verdict(
         self, data: dict[str, Any], preds: list[dict[str, Any]], truth: list[dict[str, Any]]
@@ -326,6 +356,7 @@ class Report:
         env.filters["tojson_script"] = _script_json
         template = env.get_template("report.html.j2")
         here = Path(__file__).parent / "templates"
+        self._note_thinned()
         thumbs, overlays = self._sources()
         explanations = [
             {**{k: v for k, v in x.items() if k != "webp"}, "src": src}

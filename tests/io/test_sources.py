@@ -102,7 +102,9 @@ def test_a_walk_does_not_read_cnnkits_outputs(tree, monkeypatch):
     inputs = ["a.PNG", "b.jpg", "d.webp", os.path.join("sub", "e.tif"), os.path.join("sub", "f.gif")]
     walked = [os.path.relpath(i.path) for i in expand_sources(["."], recursive=True, outputs=["sub/out"])]
     assert walked == inputs
-    globbed = [os.path.relpath(i.path) for i in expand_sources(["**/*.jpg"], recursive=True, outputs=[tree / "sub/out"])]
+    globbed = [
+        os.path.relpath(i.path) for i in expand_sources(["**/*.jpg"], recursive=True, outputs=[tree / "sub/out"])
+    ]
     assert globbed == ["b.jpg"]
     assert os.path.join(".", "sub", "out", "e-5678.jpg") in paths(expand_sources(["."], recursive=True))  # not saved to
     assert paths(expand_sources(["runs"], recursive=True)) == [os.path.join("runs", "detect", "exp", "b-1234.jpg")]

@@ -500,3 +500,37 @@ def test_a_webcam_with_no_device_is_a_one_line_error_naming_it(source: str) -> N
     assert result.exit_code == 1
     (line,) = [line for line in result.output.splitlines() if line.startswith("failed ")]
     assert line.startswith(f"failed {source}: cannot open webcam {source}") and "/dev/video9" in line
+
+
+def test_a_report_of_a_video_draws_its_frames_and_keeps_few(tmp_path: Path, monkeypatch) -> None:
+    """A video frame cannot be read again from its path: the stream hands the report its pixels when asked,
+    and the report keeps at most VIDEO_THUMBS evenly spaced thumbnails per video, saying which."""
+    import cnnkit.report.html as html_mod
+
+    monkeypatch.setattr(html_mod, "VIDEO_THUMBS", 4)
+    clip = make_video(tmp_path / "clip.mp4", frames=20)
+    report = html_mod.Report(tmp_path / "report.html")
+    plain = list(GreyBoxes().stream([str(clip)]))
+    assert all(r.picture is None for r in plain)  # off by default: a list of records holds no frames
+    for record in GreyBoxes().stream([str(clip)], keep_pictures=True):
+        assert record.picture is not None and level(record.picture) == record.frame
+        report.add(record)
+    kept = [i for i, t in enumerate(report.thumbs) if t]
+    assert kept == [0, 8, 16] and len(report.entries) == 20  # stride 1 → 2 → 4 → 8 as frames came
+    report.write()
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("every 8th frame of this video") == 17  # on each frame without a thumbnail
+    entries = [e for e in report.entries if not report.thumbs[e["i"]]]
+    assert len(entries) == 17 and all(e["note"] == "thumbnails: every 8th frame of this video" for e in entries)
+
+
+def test_detect_report_on_a_video_has_pictures(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    clip = make_video(tmp_path / "clip.mp4", frames=6)
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["detect", str(clip), "--report", str(out), "-o", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().count("data:image/webp;base64,") == 6
