@@ -104,6 +104,7 @@ class VideoInfo:
     fps: float
     codec: str
     frames: int | None  # from the container header; None when it does not say
+    variable: bool = False  # a variable frame rate: frames are numbered as they come, the saved mp4 keeps times
 
 
 def _open(path: str, held: ExitStack) -> Any:
@@ -152,6 +153,13 @@ def _rate(stream: Any) -> float:
     return float(rate) if rate else 0.0
 
 
+def _variable(stream: Any) -> bool:
+    """Whether the frames are not evenly spaced: the average rate differs from the rate every timestamp is a
+    multiple of (FFmpeg's ``r_frame_rate``) by more than 1% (phones, screen recordings, edited clips)."""
+    average, base = stream.average_rate, stream.base_rate or stream.guessed_rate
+    return bool(average and base and abs(float(average) / float(base) - 1.0) > 0.01)
+
+
 def _info(container: Any) -> VideoInfo:
     """The first video stream's size, rate, codec and frame count, from the container (nothing decoded)."""
     if not container.streams.video:
@@ -160,7 +168,14 @@ def _info(container: Any) -> VideoInfo:
     ctx = stream.codec_context
     if ctx is None or not getattr(ctx, "name", None):
         raise CnnkitError("unsupported video codec (PyAV's FFmpeg has no decoder for it)")
-    return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), _rate(stream), ctx.name, int(stream.frames) or None)
+    return VideoInfo(
+        int(ctx.width or 0),
+        int(ctx.height or 0),
+        _rate(stream),
+        ctx.name,
+        int(stream.frames) or None,
+        _variable(stream),
+    )
 
 
 def read_frames(
@@ -218,6 +233,10 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
     whatever the decoder drops. A packet that does not decode is reported when the next good frame shows
     which frames it cost (the decoder's error can surface packets later, and a lost reference frame takes
     its dependants with it): one failed item naming the lost frame or the first of a run of them.
+
+    A variable-rate video has no grid: its frames are numbered as they are decoded (a failed packet counts
+    one), as ultralytics numbers them, and ``start`` is found by reading from the first frame, since a seek
+    cannot say how many frames it passed.
     """
     import av
 
@@ -234,7 +253,9 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
     start = opts.start or 0.0
     first_index = math.ceil(start * fps - 1e-6)  # the first frame at or after start
-    seeking = seek and start > 0 and _seek(container, stream, start + t0, tb)
+    if info.variable:
+        first_index = -1  # known once a frame at or after start is decoded
+    seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
@@ -276,8 +297,13 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
         bad = 0
         for frame in frames:
             t = float(frame.pts * tb) - t0 if frame.pts is not None else count / fps
-            index = round(t * fps) if frame.pts is not None else count
-            index = max(index, last_index + 1)  # a variable-rate or timestamp-less stream still counts up
+            if info.variable:
+                index = last_index + (2 if pending is not None else 1)
+                if first_index < 0 and t >= start - 1e-6:
+                    first_index = index
+            else:
+                index = round(t * fps) if frame.pts is not None else count
+                index = max(index, last_index + 1)  # a timestamp-less stream still counts up
             count += 1
             if pending is not None and index > last_index + 1:
                 lost = _lost(path, last_index + 1, index - 1, f"cannot decode ({pending})", fps, first_index, opts)
@@ -287,7 +313,7 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
             last_index, last_t = index, t
             if opts.end is not None and t >= opts.end:
                 return
-            if not _wanted(index, first_index, opts):
+            if first_index < 0 or not _wanted(index, first_index, opts):
                 continue
             yield Item(path, data=upright(frame), frame=index, time_s=round(t, 6))
             kept += 1
@@ -477,8 +503,12 @@ class VideoWriter:
         if self.codec in ("libx264", "h264"):
             self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.size = (width, height)
+        self._first_t: float | None = None
+        self._last_pts = -1
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, t: float | None = None) -> None:
+        """Add one frame; ``t`` (seconds, from a variable-rate input) places it in time, else frames are
+        ``1/fps`` apart."""
         import av
         import numpy as np
 
@@ -488,6 +518,12 @@ class VideoWriter:
         if self.pad:
             rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if t is not None:
+            self._first_t = t if self._first_t is None else self._first_t
+            tick = Fraction(1, 1000)
+            self._stream.codec_context.time_base = tick
+            self._last_pts = max(self._last_pts + 1, round((t - self._first_t) * 1000))
+            frame.pts, frame.time_base = self._last_pts, tick
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
@@ -532,8 +568,9 @@ class VideoSaver:
     def target(self, path: str) -> Path:
         return self.saver.target(path, ".mp4")
 
-    def write(self, path: str, picture: np.ndarray) -> str:
-        """Add one annotated frame of video ``path``; returns the mp4's path (published at the end)."""
+    def write(self, path: str, picture: np.ndarray, time_s: float | None = None) -> str:
+        """Add one annotated frame of video ``path`` (shown at ``time_s`` when the video's rate varies);
+        returns the mp4's path (published at the end)."""
         if self._current is None or self._current[0] != path:
             self.finish()
             fps = self._fps(path) / self.options.vid_stride
@@ -562,7 +599,8 @@ class VideoSaver:
                     "%s: frames of %dx%d from here on, drawn at %dx%d in %s", path, w, h, *writer.size, writer.path
                 )
             picture = np.asarray(Image.fromarray(picture).resize(writer.size, Image.Resampling.BILINEAR))
-        writer.write(picture)
+        info = self.infos.get(path)
+        writer.write(picture, time_s if info is not None and info.variable else None)
         return str(writer.path)
 
     def _fps(self, path: str) -> float:

@@ -534,3 +534,43 @@ def test_detect_report_on_a_video_has_pictures(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["detect", str(clip), "--report", str(out), "-o", str(tmp_path / "r.jsonl")])
     assert result.exit_code == 0, result.output
     assert out.read_text().count("data:image/webp;base64,") == 6
+
+
+def make_vfr_video(path: Path, gaps: list[int]) -> Path:
+    """Frames ``gaps`` thirtieths of a second apart (a phone's variable rate); frame i shows grey level 8·i."""
+    from fractions import Fraction
+
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=30)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    t = 0
+    for i, gap in enumerate([0, *gaps]):
+        t += gap
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = t, Fraction(1, 30)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def test_a_variable_rate_video_numbers_frames_as_they_come(tmp_path: Path) -> None:
+    """No frame grid: frames are 0, 1, 2 … in decode order (as ultralytics counts), --start is a time,
+    --vid-stride counts frames, and the annotated mp4 shows each frame at its own time."""
+    gaps = [3] * 10 + [1] * 20  # 10 fps, then 30 fps
+    clip = make_vfr_video(tmp_path / "vfr.mp4", gaps)
+    times = np.cumsum([0, *gaps]) / 30
+    items = list(read_frames(str(clip)))
+    assert [it.frame for it in items] == list(range(31))
+    assert [level(it.data) for it in items] == list(range(31))
+    assert [it.time_s for it in items] == pytest.approx(times, abs=2e-3)
+    later = list(read_frames(str(clip), VideoOptions(start=1.05, vid_stride=3)))
+    first = int(np.argmax(times >= 1.05 - 1e-6))
+    assert [it.frame for it in later] == list(range(first, 31, 3))
+    assert [level(it.data) for it in later] == [it.frame for it in later]
+    saved = list(GreyBoxes().stream([str(clip)], save_dir=tmp_path / "out"))
+    with av.open(saved[0].extra["saved"]) as video:
+        shown = [float(f.pts * f.time_base) for f in video.decode(video.streams.video[0])]
+    assert shown == pytest.approx(times, abs=2e-3)
