@@ -36,6 +36,7 @@ _RUN_KEYS = (
     "start",
     "end",
     "max_frames",
+    "keep_pictures",
 )
 
 

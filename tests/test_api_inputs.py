@@ -131,3 +131,16 @@ def test_finetune_option_errors_come_before_the_run_folder(tmp_path: Path, optio
     with pytest.raises(OptionError) as err:
         cnnkit.finetune(str(tmp_path), task="classify", model="shapes-cnn", out=str(out), **options)
     assert name in err.value.options and not out.exists()
+
+
+def test_keep_pictures_gives_an_in_memory_image_its_pixels():
+    import numpy as np
+
+    import cnnkit
+
+    image = np.full((40, 50, 3), 7, np.uint8)
+    [kept] = cnnkit.classify(image, keep_pictures=True)
+    assert kept.picture is not None and kept.picture.shape == (40, 50, 3) and int(kept.picture.max()) == 7
+    assert "picture" not in kept.to_dict()
+    [plain] = cnnkit.classify(image)
+    assert plain.picture is None
