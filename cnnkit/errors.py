@@ -82,3 +82,9 @@ class OptionError(UsageError):
             return f"{names}: {reason}"
         shown = self.value if flags else repr(self.value)
         return f"{names} {shown}: {reason}"
+
+
+def printable(path: str) -> str:
+    """``path`` with control characters escaped (``\\n``), so a crafted file name cannot break a one-line error
+    or a table row into lines that look like others."""
+    return path if path.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnnkit.cli.options import given, view_format
-from cnnkit.errors import CnnkitError, UsageError, spell_options
+from cnnkit.errors import CnnkitError, UsageError, printable, spell_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,12 +29,6 @@ def exit_if_failed(metrics: dict[str, Any]) -> None:
     failed = metrics.get("failed")
     if failed if isinstance(failed, int) else len(failed or []):
         raise typer.Exit(EXIT_FAILED)
-
-
-def printable(path: str) -> str:
-    """``path`` with control characters escaped (``\\n``), so a crafted file name cannot break a one-line error
-    into lines that look like others."""
-    return path if path.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
 
 
 log = logging.getLogger("cnnkit")

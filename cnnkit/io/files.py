@@ -149,8 +149,18 @@ def drop_if_empty(folder: Path | None) -> None:
             folder.rmdir()
 
 
+def check_local(path: str | os.PathLike, what: str = "`output`") -> None:
+    """Refuse a URL where cnnkit writes: outputs are local files (``s3://b/x`` would become a folder ``s3:``)."""
+    from cnnkit.errors import UsageError
+    from cnnkit.io.remote import is_remote
+
+    if is_remote(os.fspath(path)):
+        raise UsageError(f"{os.fspath(path)}: {what} is written locally, not to a URL; write it here and copy it")
+
+
 def explicit_dir(path: str | os.PathLike, *, exist_ok: bool = False) -> Path:
-    """A folder the user named: created, or refused when it exists without ``exist_ok``."""
+    """A folder the user named: created, or refused when it exists without ``exist_ok`` (or is a URL)."""
+    check_local(path, "a folder")
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=exist_ok)
@@ -176,8 +186,11 @@ def file_ids(path: str) -> set[tuple[int, int]]:
 
 
 def same_file(a: str, b: str) -> bool:
-    """Whether two paths name one file: the same path however spelled, or the same device and inode (a hard or
-    symbolic link)."""
+    """Whether two paths name one file: the same path however spelled (``file://`` URLs too), or the same
+    device and inode (a hard or symbolic link)."""
+    from cnnkit.io.remote import local_path
+
+    a, b = local_path(a), local_path(b)
     if os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b)):
         return True
     ids = file_ids(a)
@@ -197,6 +210,8 @@ def check_outputs(outputs: dict[str, str | None], inputs: Iterable[str] = (), *,
     out) name one of its ``inputs``, an existing file under the folder ``within`` (a dataset), or each other:
     one write would destroy what another part of the run reads or writes."""
     given = {what: os.fspath(p) for what, p in outputs.items() if p and os.fspath(p) != "-"}
+    for what, path in given.items():
+        check_local(path, what)
     inputs = list(inputs)
     if within is not None and os.path.isdir(within):
         root = os.path.realpath(within)

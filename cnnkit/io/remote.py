@@ -97,11 +97,11 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     only with ``recursive``; a glob matches keys (``**`` any depth, with ``recursive``).
     """
     proto = scheme(arg) or "file"
+    if proto in ("http", "https"):  # a web server has no listing: the URL (query string and all) is one input
+        return [(arg, None)], None
     fs = filesystem(arg)
     fs.invalidate_cache()  # fsspec keeps listings per process: a run lists what is there now
-    if any(c in arg for c in _GLOB_CHARS):
-        if proto in ("http", "https"):
-            return [], "globs are not supported over http(s); name each URL"
+    if any(c in arg for c in _GLOB_CHARS) and not _exists(fs, arg):  # as locally: a key named exactly wins
         pattern = arg if recursive else re.sub(r"\*\*+", "*", arg)  # as locally: ** is * without recursive
         try:
             found = fs.glob(pattern, detail=True)
@@ -111,8 +111,6 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             (_spelled(proto, p), None) for p, info in found.items() if info.get("type") != "directory" and _is_input(p)
         )
         return hits, None if hits else "pattern matches no image files"
-    if proto in ("http", "https"):
-        return [(arg, None)], None  # a web server has no listing: the URL is one input
     try:
         info = fs.info(arg)
     except FileNotFoundError:
@@ -133,6 +131,20 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     )
     hint = "" if recursive else " (use `recursive=True` for sub-prefixes)"
     return listed, None if listed else f"prefix has no image files{hint}"
+
+
+def _exists(fs: Any, url: str) -> bool:
+    """Whether ``url`` names an object or prefix exactly (a key may hold ``[``, ``?`` or ``*``)."""
+    try:
+        return bool(fs.exists(url))
+    except Exception:  # a listing error is reported by the glob that follows
+        return False
+
+
+def local_path(path: str) -> str:
+    """A ``file://`` URL as the local path it names; anything else as given (for comparing outputs with
+    inputs)."""
+    return os.path.normpath(path[len("file://") :]) if scheme(path) == "file" else path
 
 
 def _walk_order(url: str) -> tuple[tuple[int, str], ...]:

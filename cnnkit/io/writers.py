@@ -206,6 +206,9 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
     """Refuse an output file before any work: a folder, or an existing file without permission."""
     if output is None or is_stdout(output):
         return
+    from cnnkit.io.files import check_local
+
+    check_local(output)
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
         raise CnnkitError(f"{output}: is a folder (`output` names a file)")
     parent = next((p for p in Path(output).parents if os.path.lexists(p)), None)
@@ -472,14 +475,23 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table for people (rich box drawing), one row per image."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from cnnkit.errors import printable
 
     table = Table(show_lines=False)
     for col in ("path", "size", "predictions", "ms"):
         table.add_column(col, overflow="fold")
-    for r in rows:
+    for r in rows:  # cells are Text, not markup: a file named "d[/b].png" is a name, not a closing tag
         size = f"{r['width']}x{r['height']}" if r.get("width") else ""
-        preds = f"[red]error: {r['error']}[/red]" if r.get("error") else summarise_predictions(r["predictions"])
-        table.add_row(r["path"], size, preds, f"{r['time_ms']:.1f}" if r.get("time_ms") is not None else "")
+        preds = (
+            Text(f"error: {r['error']}", style="red")
+            if r.get("error")
+            else Text(summarise_predictions(r["predictions"]))
+        )
+        table.add_row(
+            Text(printable(str(r["path"]))), size, preds, f"{r['time_ms']:.1f}" if r.get("time_ms") is not None else ""
+        )
     buf = io.StringIO()
     Console(file=buf, width=120, force_terminal=False, color_system=None).print(table)
     return buf.getvalue()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cnnkit.errors import CnnkitError, OptionError
-from cnnkit.io.files import AlreadyExists, atomic_write_bytes, atomic_write_text
+from cnnkit.io.files import AlreadyExists, atomic_write_bytes, atomic_write_text, check_local
 from cnnkit.report import charts
 from cnnkit.report.thumbs import THUMB_SIDE, data_uri, encode, result_from_dict, thumbnail
 
@@ -97,6 +97,7 @@ class Report:
     ) -> None:
         if assets not in ("auto", "embed", "folder"):
             raise OptionError("assets", "expected auto, embed or folder", assets)
+        check_local(output, "the report")
         self.output = Path(output)
         if self.output.is_dir() or str(output).endswith(("/", os.sep)):
             raise CnnkitError(f"{output}: is a folder (a report is one .html file)")

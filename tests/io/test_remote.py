@@ -116,12 +116,14 @@ def test_http_and_file_urls(shapes_images, predictor):
         names = sorted(p.name for p in shapes_images.iterdir())[:3]
         base = f"http://127.0.0.1:{server.server_address[1]}/"
         web = list(predictor.stream([base + n for n in names] + [base + "gone.png"]))
+        signed = list(predictor.stream([base + names[0] + "?X-Amz-Signature=ab*c&v=1"]))  # a query is no glob
         files = list(predictor.stream([f"file://{shapes_images}/"]))
     finally:
         server.shutdown()
     local = [comparable(r.to_dict()) for r in predictor.stream([str(shapes_images / n) for n in names])]
     assert [comparable(r.to_dict()) for r in web[:3]] == local
     assert web[3].error == "no such object"
+    assert comparable(signed[0].to_dict()) | {"path": local[0]["path"]} == local[0]
     assert [comparable(r.to_dict()) for r in files[:3]] == local and len(files) == 12
 
 
@@ -204,3 +206,41 @@ def test_videos_in_a_bucket_are_read_as_local_ones(s3_server, s3_images, tmp_pat
     assert [(r.frame, r.ok) for r in for_file] == [(0, True), (1, True)]
     [missing] = cnnkit.detect(f"s3://{BUCKET}/videos/nope.mp4", threads=1)
     assert missing.error == "cannot open video (no such object)"
+
+
+def test_keys_with_glob_characters_named_exactly(s3_server, s3_images, predictor):
+    """A key holding ``[`` or ``?`` named exactly is that object, as a local file of that name is."""
+    import boto3
+
+    folder, prefix = s3_images
+    name = sorted(p.name for p in folder.iterdir() if p.suffix == ".png" and p.name != "bad.png")[0]
+    boto3.client("s3", endpoint_url=s3_server).put_object(
+        Bucket=BUCKET, Key="odd/br[1]?.png", Body=(folder / name).read_bytes()
+    )
+    [record] = predictor.stream([f"s3://{BUCKET}/odd/br[1]?.png"])
+    [local] = predictor.stream([str(folder / name)])
+    assert record.error is None and record.predictions == local.predictions
+
+
+def test_outputs_are_local_and_file_urls_are_inputs(tmp_path, monkeypatch):
+    """``-o``/``--report``/``--save-dir`` refuse a URL (no folder named ``s3:``), and an input given as a
+    ``file://`` URL is protected from ``-o`` and ``--report`` as its plain path is."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    runner = CliRunner()
+    for args in (["-o", "s3://b/x.jsonl"], ["--report", "s3://b/r.html"], ["--save-dir", "s3://b/out"]):
+        result = runner.invoke(app, ["classify", "a.png", *args])
+        assert result.exit_code == 2 and "written locally, not to a URL" in result.output, args
+    result = runner.invoke(app, ["data", "shapes", "gs://b/data", "--n", "2"])
+    assert result.exit_code == 2 and "written locally" in result.output
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "gs:").exists()
+    for args in (["-o", "a.png"], ["--report", "a.png"]):
+        result = runner.invoke(app, ["classify", f"file://{tmp_path}/", *args, "--exist-ok"])
+        assert result.exit_code != 0 and "is also an input" in result.output, args
+    assert (tmp_path / "a.png").read_bytes() == before

@@ -149,3 +149,21 @@ def test_csv_rows_of_a_tracked_frame_carry_the_running_counts():
     rec = {"path": "v.mp4", "frame": 7, "time_s": 0.28, "counts": {"in": 2, "out": 1}, "predictions": [{"label": "a"}]}
     (row,) = csv_rows(rec)
     assert (row["frame"], row["count_in"], row["count_out"]) == (7, 2, 1)
+
+
+def test_table_shows_names_with_markup_as_names():
+    """A file named like rich markup (``d[/b].png``, ``[bold]x.png``) is a name in the table, not a tag."""
+    from cnnkit.io.writers import render_table
+
+    rows = [
+        {
+            "path": "d[/b].png",
+            "width": 4,
+            "height": 3,
+            "predictions": [{"label": "[red]a", "score": 0.5}],
+            "time_ms": 1.0,
+        },
+        {"path": "[bold]x\n.png", "error": "cannot read [/x]", "predictions": []},
+    ]
+    text = render_table(rows)
+    assert "d[/b].png" in text and "[red]a 0.50" in text and "[bold]x\\n.png" in text and "cannot read [/x]" in text
