@@ -124,7 +124,8 @@ class Predict:
 
         from cnnkit.io.sources import Item
 
-        paths = [str(p) for p in batch["path"]]
+        shown = [str(p) for p in batch["path"]]  # as the user gave them: the records' paths
+        paths = [str(p) for p in batch["read"]] if "read" in batch else shown  # where a worker reads them
         blobs = batch.get("bytes")
         errors = batch.get("error")
         items = [
@@ -159,6 +160,7 @@ class Predict:
                 row, unused = found, found + 1
             if rec.path in repeated:
                 kept.setdefault(rec.path, []).append(rec)
+            rec.path = shown[row]
             rows.append(row)
             records.append(rec)
             if len(records) >= CHUNK:
@@ -217,6 +219,7 @@ def _pipeline(
     _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
     if not items:
         return None
+    _check_model(task, load_options.get("model"), load_options.get("weights"))
     ray = init(address)
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -226,7 +229,10 @@ def _pipeline(
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # also its note that the bars are off
-    rows = [{"index": i, "path": it.path, "error": it.error or ""} for i, it in enumerate(items)]
+    # a worker reads a local file by its absolute path: the cluster's processes run in another folder
+    rows = [
+        {"index": i, "path": it.path, "read": _absolute(it.path), "error": it.error or ""} for i, it in enumerate(items)
+    ]
     blocks = max(1, min(len(rows), 4 * actors, -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     options = dict(load_options)
@@ -254,6 +260,27 @@ def _pipeline(
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )
+
+
+def _absolute(path: str) -> str:
+    """A local path as an absolute one (URLs and stream addresses as given)."""
+    from cnnkit.io.remote import is_remote
+    from cnnkit.io.video import is_stream_url
+
+    return path if is_remote(path) or is_stream_url(path) else os.path.abspath(path)
+
+
+def _check_model(task: str, model: str | None, weights: str | None) -> None:
+    """On the driver, before the cluster: a model name that is no model, or a weights file that is not there,
+    is one line here instead of every actor's traceback."""
+    from cnnkit.io.remote import is_remote
+    from cnnkit.models.loader import identify
+
+    if weights and not is_remote(weights) and not os.path.isfile(weights):
+        raise CnnkitError(f"{weights}: no such file")
+    target = weights or model
+    if target:
+        identify(target, task)
 
 
 @contextmanager
@@ -338,7 +365,12 @@ def plan(
 def predict_items(items: Sequence[Any], task: str, **options: Any) -> Iterator[Record]:
     """Records for already listed inputs (:class:`~cnnkit.io.sources.Item`), in their order; ``options`` are
     :func:`predict`'s (scale, ``video`` as :class:`~cnnkit.io.video.VideoOptions`, and the task's own)."""
-    ds = _pipeline(items, task, **options)
+    ds = _pipeline(items, task, **options)  # now, not at the first record: a bad address or model fails
+    return _records(ds)  # before the caller opens its output file
+
+
+def _records(ds: Any) -> Iterator[Record]:
+    """The job's records, as its output batches come back to the driver."""
     if ds is None:
         return
     with _job_failure():
@@ -364,11 +396,13 @@ def write_parts(items: Sequence[Any], task: str, folder: str | os.PathLike, **op
 
         return pa.Table.from_pylist([to_row(json.loads(str(t))) for t in batch["record"]], schema=schema())
 
+    before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
     with _job_failure():
         ds.map_batches(typed, batch_format="numpy", batch_size=None).write_parquet(os.fspath(folder))
-    table = pq.read_table(os.fspath(folder), columns=["path", "error"])
-    return [
-        (p, e)
-        for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
-        if e is not None
-    ]
+    failed = []
+    for name in sorted(set(os.listdir(folder)) - before):  # this run's parts, not an earlier run's or a README
+        if name.endswith(".parquet"):
+            table = pq.read_table(os.path.join(folder, name), columns=["path", "error"])
+            paths, errors = table.column("path").to_pylist(), table.column("error").to_pylist()
+            failed += [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
+    return failed

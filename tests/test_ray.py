@@ -3,10 +3,12 @@ run, over local files and over S3, failed records included; cnnkit's predictor i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import SAMPLES
 from tests.fixtures.scaleout import comparable
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -242,3 +244,53 @@ def test_the_ray_udf_gives_each_row_its_records_in_chunks(short_video, shapes_im
     with_bytes = {"path": np.array([image, image]), "bytes": np.array([Path(image).read_bytes()] * 2, dtype=object)}
     read_twice = [json.loads(r) for c in udf(with_bytes) for r in c["record"]]  # bytes rows are each read
     assert [(r["path"], r["error"]) for r in read_twice] == [(image, None), (image, None)]
+
+
+def test_bad_model_or_address_fails_before_an_output_is_opened(tmp_path):
+    """A weights file that is not there, an unknown model or a cluster address with no cluster fail with one
+    line before the output file is opened, so the corrected rerun is not refused by an empty file."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    (tmp_path / "a.png").write_bytes((SAMPLES / "shape_0_triangle.png").read_bytes())
+    runner = CliRunner()
+    base = ["classify", str(tmp_path / "a.png"), "--engine", "ray", "-o", str(tmp_path / "out.jsonl")]
+    for extra, said in (
+        (["-w", str(tmp_path / "gone.safetensors")], "no such file"),
+        (["-m", "nosuchmodel"], "unknown classify model"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code != 0 and said in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_relative_paths_reach_workers_that_run_elsewhere(ray_cluster, shapes_images, tmp_path, monkeypatch):
+    """The cluster's workers run in their own folder: a relative local path is read by its absolute path,
+    and the record keeps the path as given."""
+    import cnnkit
+    from cnnkit import ray as on_ray
+
+    monkeypatch.chdir(shapes_images.parent)
+    rel = os.path.join(shapes_images.name, sorted(p.name for p in shapes_images.iterdir())[0])
+    [local] = cnnkit.classify([rel], model="shapes-cnn")
+    monkeypatch.chdir(tmp_path)  # the driver elsewhere: a path relative to it means nothing to a worker
+    os.symlink(shapes_images, tmp_path / shapes_images.name)
+    [remote] = list(on_ray.predict([rel], "classify", model="shapes-cnn"))
+    assert remote.error is None and remote.path == rel and remote.predictions == local.predictions
+
+
+def test_parts_count_this_runs_failures_only(ray_cluster, s3_images, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    folder, _ = s3_images
+    runner = CliRunner()
+    parts = tmp_path / "parts"
+    first = runner.invoke(app, ["classify", "-q", str(folder), "--engine", "ray", "--parts", "-o", str(parts)])
+    assert first.exit_code == 1  # the folder holds a file that is no image
+    (parts / "README.txt").write_text("notes")
+    good = sorted(p for p in folder.iterdir() if p.suffix == ".png" and p.name != "bad.png")[0]
+    again = runner.invoke(app, ["classify", str(good), "--engine", "ray", "--parts", "-o", str(parts), "--exist-ok"])
+    assert again.exit_code == 0, again.output
