@@ -16,6 +16,7 @@ data-dependent control flow that neither runtime takes as one graph).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -150,10 +151,11 @@ class CacheKey:
     size: str  # input-size policy: ``fixed:224``, ``free:32`` (any multiple of 32), ``letterbox:640``
     runtime: str
     versions: tuple[tuple[str, str], ...]
+    labels: str = ""  # sha256 of the class names: a YOLO file carries them, so one renamed is another file
 
     def digest(self) -> str:
-        text = json.dumps([self.task, self.model, self.weights, self.size, self.runtime, list(self.versions)])
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        parts = [self.task, self.model, self.weights, self.size, self.runtime, list(self.versions), self.labels]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +165,7 @@ class CacheKey:
             "size": self.size,
             "runtime": self.runtime,
             "versions": dict(self.versions),
+            "labels": self.labels,
         }
 
 
@@ -232,6 +235,7 @@ def compile_loaded(
         policy,
         runtime,
         tuple(sorted(versions(runtime, exporter).items())),
+        hashlib.sha256(json.dumps(list(loaded.labels)).encode()).hexdigest()[:16],
     )
     folder = (cache or cache_root()) / key.digest()
     entry = read_entry(folder)
@@ -252,15 +256,27 @@ def compile_loaded(
         entry = build(loaded, task, runtime, folder, key, side)
         entry["compile_s"] = round(time.perf_counter() - t0, 2)
         write_entry(folder, entry)
-        return _load(loaded, task, runtime, folder, entry, hit=False)
     except Exception as exc:
         reason = _reason(exc)
-        write_entry(folder, {"version": ENTRY_VERSION, "status": "failed", "reason": reason, "key": key.to_dict()})
+        try:  # remembered, so that later runs do not pay for it again; a cache that cannot be written is said
+            write_entry(folder, {"version": ENTRY_VERSION, "status": "failed", "reason": reason, "key": key.to_dict()})
+            where = f"remembered in {folder}"
+        except Exception as unwritable:
+            where = f"not remembered: {_reason(unwritable)}"
         if backend != "auto":
             raise CnnkitError(f"{loaded.name}: {runtime} compile failed ({reason})") from exc
-        log.warning(
-            "%s: %s compile failed (%s); running PyTorch (remembered in %s)", loaded.name, runtime, reason, folder
-        )
+        log.warning("%s: %s compile failed (%s); running PyTorch (%s)", loaded.name, runtime, reason, where)
+        return loaded
+    try:
+        return _load(loaded, task, runtime, folder, entry, hit=False)
+    except Exception as exc:  # another process published its own build between this one's write and load
+        again = read_entry(folder)
+        if again is not None and again.get("status") == "ok":
+            with contextlib.suppress(Exception):
+                return _load(loaded, task, runtime, folder, again, hit=True)
+        if backend != "auto":
+            raise CnnkitError(f"{loaded.name}: {runtime}: the compiled file cannot be loaded ({_reason(exc)})") from exc
+        log.warning("%s: %s file cannot be loaded (%s); running PyTorch", loaded.name, runtime, _reason(exc))
         return loaded
 
 

@@ -93,6 +93,7 @@ def test_cache_key_changes_with_every_part():
         replace(base, size="fixed:256"),
         replace(base, runtime="onnxruntime"),
         replace(base, versions=(("torch", "3"),)),
+        replace(base, labels="renamed"),
     ]
     assert len({base.digest(), *(v.digest() for v in variants)}) == 1 + len(variants)
     assert base.digest() == rt.CacheKey(**{**base.__dict__}).digest()
@@ -173,6 +174,47 @@ def test_a_failed_compile_falls_back_once_and_is_remembered(cache, monkeypatch, 
     assert entry["status"] == "failed" and "differs" in entry["reason"]
     with pytest.raises(CnnkitError, match="failed before"):  # a forced runtime says so instead of falling back
         resolve("classify", "shapes-cnn", backend=entry["key"]["runtime"], device="cpu")
+
+
+@needs_runtime
+def test_a_cache_that_cannot_be_written_runs_pytorch(tmp_path, monkeypatch, caplog):
+    """A read-only or misnamed cache folder (a file where the folder should be) costs the compile, not the run."""
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CNNKIT_BACKEND")
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        loaded = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    assert loaded.runtime == "torch"
+    assert any("running PyTorch (not remembered" in r.message for r in caplog.records)
+
+
+@needs_runtime
+def test_renamed_classes_are_another_cache_entry(cache):
+    """The compiled file carries no labels of its own, but a YOLO's does: one renamed must not reuse it."""
+    loaded = resolve("classify", "shapes-cnn", backend="torch")
+    rt.compile_loaded(loaded, "classify", "auto", device="cpu")
+    renamed = replace(loaded, labels=[f"x{i}" for i in range(len(loaded.labels))])
+    again = rt.compile_loaded(renamed, "classify", "auto", device="cpu")
+    assert again.meta["runtime_info"]["cache"] == "built" and again.labels == renamed.labels
+    assert len(entries(cache)) == 2
+
+
+@needs_runtime
+def test_a_build_replaced_by_another_process_is_not_remembered_as_failed(cache, monkeypatch):
+    """Two processes compiling at once: the file this one wrote is replaced before it loads it. The other
+    build is used, and no failure is written over the good entry."""
+    real_load, calls = rt._load, []
+
+    def racing(loaded, task, runtime, folder, entry, *, hit):
+        calls.append(hit)
+        if not hit and len(calls) == 1:
+            raise CnnkitError("model.onnx: missing or not the file the cache entry describes")
+        return real_load(loaded, task, runtime, folder, entry, hit=hit)
+
+    monkeypatch.setattr(rt, "_load", racing)
+    loaded = resolve("classify", "shapes-cnn", backend="auto", device="cpu")
+    assert loaded.runtime in AVAILABLE and calls == [False, True]
+    assert [e["status"] for e in entries(cache)] == ["ok"]
 
 
 @needs_runtime
