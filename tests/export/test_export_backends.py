@@ -278,3 +278,13 @@ def test_detect_torchscript_backend_matches_torch(yolo_onnx, scenes, tmp_path):
         for p, q in zip(a["predictions"], b["predictions"]):
             np.testing.assert_allclose(q["box"], p["box"], atol=1.0)
             assert abs(q["score"] - p["score"]) <= 1e-3
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_mask_rcnn_export_is_refused_in_one_line(fmt, tmp_path):
+    """No traceback (TorchScript) and no comparison blamed on a temporary file (ONNX): one usage line."""
+    out = tmp_path / f"m.{fmt}"
+    result = runner.invoke(app, ["export", "shapes-maskrcnn", "--to", fmt, "-o", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "instance (Mask R-CNN) models do not export" in result.output and not out.exists()
+    assert list(tmp_path.iterdir()) == []
