@@ -12,7 +12,7 @@ import typer
 
 from cnnkit.cli import common as c
 from cnnkit.cli import options as o
-from cnnkit.eval.report import RUNTIME_KEYS, ReportTable
+from cnnkit.eval.report import ReportTable, run_facts
 
 
 def render_report(metrics: dict[str, Any], tables: Sequence[ReportTable], fmt: str, width: int = 120) -> str:
@@ -53,7 +53,7 @@ def run_val(
     row = TASKS[task]
     metrics = row.validator(data, **options, on_record=reporting.truth_hook(report))
     if report is not None:  # the HTML report (--report): the metrics beside each record and its truth
-        report.info.update({k: metrics[k] for k in ("model", *RUNTIME_KEYS) if k in metrics})
+        report.info.update({k: metrics[k] for k in ("model",) if k in metrics} | run_facts(metrics))
         report.set_metrics({k: v for k, v in metrics.items() if k != "ultralytics"})
         reporting.finish(report)
     c.emit_report(render_report(metrics, row.report_tables(metrics), fmt), shared["output"], shared["exist_ok"])

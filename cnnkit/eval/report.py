@@ -46,7 +46,10 @@ def runtime_facts(predictor: object) -> dict[str, str]:
     driver = getattr(predictor, "backend", None)
     kind = type(driver).__name__
     backend = getattr(getattr(predictor, "loaded", None), "runtime", None) or _BACKENDS.get(kind, kind)
-    if kind == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
+    compiled = (getattr(driver, "runtime_info", None) or {}).get("backend")  # a YOLO compiled by --backend
+    if kind == "YoloBackend" and compiled:
+        backend = str(compiled)
+    elif kind == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
         backend = "exported YOLO (onnxruntime or torchscript)"
     facts = {"backend": str(backend)}
     if runtime is not None:
@@ -55,9 +58,20 @@ def runtime_facts(predictor: object) -> dict[str, str]:
     return facts
 
 
-def runtime_note(metrics: dict[str, object]) -> str:
+def run_facts(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The run's backend, device and precision in a val's metrics. Detect's ``precision`` is the box
+    precision (ultralytics' name), so there the number format is ``dtype``."""
+    facts = {k: metrics[k] for k in RUNTIME_KEYS if k in metrics}
+    if not isinstance(facts.get("precision"), str):
+        facts.pop("precision", None)
+        if "dtype" in metrics:
+            facts["precision"] = metrics["dtype"]
+    return facts
+
+
+def runtime_note(metrics: dict[str, Any]) -> str:
     """The line under a val table that names what ran: ``backend onnxruntime on cpu (fp32)``."""
-    backend, device, precision = (metrics.get(k) for k in RUNTIME_KEYS)
+    backend, device, precision = (run_facts(metrics).get(k) for k in RUNTIME_KEYS)
     return f"backend {backend}" + (f" on {device}" if device else "") + (f" ({precision})" if precision else "")
 
 

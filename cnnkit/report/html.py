@@ -415,10 +415,11 @@ def _script_json(value: Any) -> Any:
 def _metric_tables(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics as a scalar table and a per-class table (rows: class, columns: measures)."""
     scalars = {}
-    from cnnkit.eval.report import RUNTIME_KEYS
+    from cnnkit.eval.report import run_facts
 
+    facts = run_facts(metrics)
     for key, value in metrics.items():
-        if key in RUNTIME_KEYS:  # shown with the run's facts
+        if key == "dtype" or (key in facts and facts[key] == value):  # shown with the run's facts
             continue
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             scalars[key] = value

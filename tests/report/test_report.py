@@ -205,6 +205,21 @@ def test_val_report_of_a_detector_shows_metrics_curves_and_mistakes(tmp_path):
     true_per_class = np.array(confusion["matrix"])[:-1].sum(1)  # every labelled box is in its class's row once
     assert true_per_class.tolist() == [d["instances"] for d in metrics["per_class"].values()]
     assert metrics["backend"] and metrics["device"] == "cpu"
+    assert isinstance(metrics["precision"], float) and metrics["dtype"] == "fp32"  # box precision, number format
+
+
+def test_detect_val_names_the_compiled_runtime_it_ran(tmp_path, monkeypatch):
+    """A YOLO compiled by --backend scores as that runtime, and the box precision does not hide the dtype."""
+    pytest.importorskip("onnxruntime")
+    from cnnkit.data.export import export_shapes
+    from cnnkit.eval.report import runtime_note
+    from cnnkit.tasks.detect.val import validate
+
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    export_shapes(tmp_path / "ds", "yolo", n=4, seed=4242, imgsz=128, val_fraction=0.75)
+    metrics = validate(tmp_path / "ds" / "data.yaml", compare=False, batch_size=4, workers=1, backend="onnxruntime")
+    assert metrics["backend"] == "onnxruntime" and metrics["dtype"] == "fp32"
+    assert runtime_note(metrics) == "backend onnxruntime on cpu (fp32)"
 
 
 def test_val_report_of_a_classifier_has_its_confusion_matrix(tmp_path, shapes_images):

@@ -150,7 +150,7 @@ def validate(
         "data": str(data),
         "split": split,
         "model": detector.name,
-        **runtime_facts(detector),
+        **{("dtype" if k == "precision" else k): v for k, v in runtime_facts(detector).items()},
         "images": len(good),
         "failed": len(records) - len(good),
         "instances": len(gt["annotations"]),
