@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -117,7 +118,7 @@ def export_int8(
     """Quantize ``target`` (a registry name or cnnkit checkpoint) to an INT8 ONNX file; see the module docstring."""
     from cnnkit import api
     from cnnkit.export import _onnx, export_model, stamp, target_task
-    from cnnkit.io.files import atomic_path, check_not_input
+    from cnnkit.io.files import AlreadyExists, atomic_path, check_not_input
 
     t0 = time.perf_counter()
     if out:
@@ -127,6 +128,10 @@ def export_int8(
         raise UsageError(f"{target}: INT8 export takes classify and segment models, not {task}")
     if not 0 <= max_drop <= 100:
         raise OptionError("max_drop", "expected points from 0 to 100", max_drop)
+    if out and not overwrite and os.path.lexists(out):  # now, not after calibrating and scoring
+        raise AlreadyExists(f"{out}: already exists (pass `exist_ok=True` to overwrite)")
+    if val is None:
+        log.warning("no `val` folder: the INT8 file is written without measuring its accuracy (max_drop unused)")
     try:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     except ImportError as exc:

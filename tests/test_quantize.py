@@ -75,6 +75,16 @@ def test_int8_options_are_checked(shapes_sets, tmp_path):
         export_int8("shapes-yolov8n", calibrate=shapes_sets / "cal")
 
 
+def test_an_existing_int8_output_is_refused_before_calibrating(shapes_sets, tmp_path, monkeypatch):
+    from cnnkit import quantize
+
+    (tmp_path / "kept.onnx").write_bytes(b"mine")
+    monkeypatch.setattr(quantize, "calibration_images", lambda *a: pytest.fail("calibrated first"))
+    with pytest.raises(CnnkitError, match="already exists"):
+        quantize.export_int8("shapes-cnn", calibrate=shapes_sets / "cal", out=tmp_path / "kept.onnx")
+    assert (tmp_path / "kept.onnx").read_bytes() == b"mine"
+
+
 def test_export_int8_cli_needs_calibration_and_reports_a_refusal(shapes_sets, tmp_path):
     from typer.testing import CliRunner
 
