@@ -10,6 +10,7 @@ given. Figures are measured, never compared to a threshold: speed depends on the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import statistics
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import OptionError
+
+log = logging.getLogger("cnnkit")
 
 COLUMNS = (
     "model",
@@ -306,6 +309,23 @@ def bench_one(
     )
 
 
+def task_of(model: str, task: str | None) -> str:
+    """The task of a registry name, checkpoint or exported file (an ``.onnx`` from ``cnnkit export`` says its
+    own in its metadata)."""
+    from cnnkit.models.loader import identify, sniff
+
+    if task is None and sniff(model) == "onnx" and Path(model).is_file():
+        import json
+
+        import onnx
+
+        with contextlib.suppress(Exception):  # an unreadable file: identify asks for --task below
+            props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+            found = json.loads(props.get("cnnkit", "")).get("task")
+            task = found if isinstance(found, str) else None
+    return identify(model, task)[0]
+
+
 def run(
     models: Sequence[str],
     *,
@@ -324,23 +344,28 @@ def run(
 ) -> list[Row]:
     """Every model on every backend, in order (a model's backends one after the other, so they share the
     machine's state); images are ``data``'s own when given, else synthetic 640×480 JPEGs."""
-    from cnnkit.models.kinds import BACKENDS
-    from cnnkit.models.loader import identify
+    from cnnkit.models.kinds import BACKEND_FILES, BACKENDS
+    from cnnkit.models.loader import sniff
 
     for b in backends:
         if b not in BACKENDS:
             raise OptionError("backend", f"expected {', '.join(BACKENDS)}", b)
     if not 1 <= images <= 100_000:
         raise OptionError("images", "expected 1 to 100000 images", images)
+    tasks = {model: task_of(model, task) for model in models}  # every model checked before any is timed
     rows = []
     with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
         synthetic: list[str] = []
         for model in models:
-            paths = images_of(identify(model, task)[0], data, images) if data else []
+            paths = images_of(tasks[model], data, images) if data else []
             if not paths:
                 synthetic = synthetic or synthetic_images(Path(tmp), images)
                 paths = synthetic
+            exported = sniff(model) in BACKEND_FILES.values()
             for backend in backends:
+                if exported and backend == "torch":  # an exported file runs on its own runtime, never eager
+                    log.info("benchmark: %s is an exported file; no torch row", model)
+                    continue
                 if progress is not None:
                     progress(f"{model} on {backend}")
                 rows.append(
@@ -355,7 +380,7 @@ def run(
                         seconds=seconds,
                         latency_n=min(latency_n, len(paths)),
                         data=data,
-                        task=task,
+                        task=tasks[model],
                         half=half,
                     )
                 )

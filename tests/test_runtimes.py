@@ -362,6 +362,19 @@ def test_benchmark_and_load_take_mask_rcnn_on_torch(cache):
     assert (row.task, row.runtime, row.imgsz) == ("instance", "torch", None) and row.forward_ips > 0
 
 
+def test_benchmark_of_an_exported_file(cache, tmp_path, monkeypatch):
+    """An exported .onnx says its task and gets no torch row; a bad model name fails before any timing."""
+    from cnnkit import benchmark
+    from cnnkit import export as ex
+
+    path = str(ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path)
+    rows = benchmark.run([path], images=2, batch_size=2, threads=1, seconds=0.05)
+    assert [(r.task, r.backend) for r in rows] == [("classify", "auto")] and rows[0].runtime != "torch"
+    monkeypatch.setattr(benchmark, "bench_one", lambda *a, **k: pytest.fail("timed before every model was checked"))
+    with pytest.raises(CnnkitError, match="unknown model"):
+        benchmark.run([path, "nosuch"], images=2)
+
+
 def test_benchmark_half_needs_cuda():
     from typer.testing import CliRunner
 
