@@ -94,6 +94,12 @@ def export_model(
         raise OptionError("fmt", f"expected {' or '.join(FORMATS)}", fmt)
     if out:
         check_not_input(out, [target], "`out`")
+        suffix = Path(out).suffix.lower()
+        other = next((f for f, ext in FORMATS.items() if ext == suffix and f != fmt), None)
+        if other is not None:  # a .torchscript holding ONNX would fail later, far from here
+            raise UsageError(
+                f"{out}: the name says {other}, the format is {fmt}; name it *{FORMATS[fmt]} or pass --to {other}"
+            )
     task = target_task(target, task)
     exporter = get_task(task).exporter()
     if exporter is not None:

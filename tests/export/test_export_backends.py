@@ -288,3 +288,10 @@ def test_mask_rcnn_export_is_refused_in_one_line(fmt, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "instance (Mask R-CNN) models do not export" in result.output and not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_that_says_another_format_is_refused(tmp_path):
+    for fmt, name, said in (("onnx", "m.torchscript", "torchscript"), ("torchscript", "m.onnx", "onnx")):
+        result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])
+        assert result.exit_code == 2 and f"the name says {said}, the format is {fmt}" in result.output
+    assert list(tmp_path.iterdir()) == []
