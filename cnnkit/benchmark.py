@@ -252,6 +252,7 @@ def bench_one(
     import torch
 
     from cnnkit import api
+    from cnnkit.eval.report import runtime_facts
     from cnnkit.models.loader import identify
 
     task = identify(model, task)[0]
@@ -291,7 +292,7 @@ def bench_one(
         task=task,
         backend=backend,
         runtime=runtime,
-        precision="fp16" if half else "fp32",
+        precision=runtime_facts(predictor).get("precision", "fp16" if half else "fp32"),
         imgsz=options.get("imgsz"),
         batch_size=batch_size,
         threads=torch.get_num_threads(),

@@ -50,6 +50,9 @@ def test_int8_file_is_written_scored_and_runs(shapes_sets, tmp_path):
     assert len(got) == len(want) == 60 and all(r.error is None for r in got)
     same = np.mean([g.predictions[0]["label"] == w.predictions[0]["label"] for g, w in zip(got, want)])
     assert same >= 0.95
+    from cnnkit.eval.report import runtime_facts
+
+    assert runtime_facts(cnnkit.load("classify", weights=str(out)))["precision"] == "int8"  # val and benchmark say so
 
 
 def test_int8_that_loses_accuracy_is_refused_and_not_written(shapes_sets, tmp_path):

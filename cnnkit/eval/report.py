@@ -55,6 +55,9 @@ def runtime_facts(predictor: object) -> dict[str, str]:
     if runtime is not None:
         facts["device"] = str(getattr(runtime, "device", ""))
         facts["precision"] = "fp16" if getattr(runtime, "half", False) else "fp32"
+    stored = (getattr(getattr(predictor, "loaded", None), "meta", None) or {}).get("precision")
+    if stored == "int8":  # an INT8 file from `cnnkit export --int8` says so in its metadata
+        facts["precision"] = "int8"
     return facts
 
 
