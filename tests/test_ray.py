@@ -294,3 +294,18 @@ def test_parts_count_this_runs_failures_only(ray_cluster, s3_images, tmp_path):
     good = sorted(p for p in folder.iterdir() if p.suffix == ".png" and p.name != "bad.png")[0]
     again = runner.invoke(app, ["classify", str(good), "--engine", "ray", "--parts", "-o", str(parts), "--exist-ok"])
     assert again.exit_code == 0, again.output
+
+
+def test_a_ray_run_report_names_its_model(ray_cluster, shapes_images, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(
+        app, ["classify", str(shapes_images), "--engine", "ray", "-o", str(tmp_path / "r.csv"), "--report", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    run = out.read_text()
+    run = run[run.index('<section id="run">') :]
+    assert "<th>model</th><td>shapes-cnn</td>" in run and "<th>engine</th><td>ray</td>" in run

@@ -574,7 +574,11 @@ def run_predict(
     folder = None
     if engine == "ray":
         from cnnkit import ray as on_ray
+        from cnnkit.tasks import TASKS
 
+        if report is not None:  # the actors hold the model: the report names what they were asked to load
+            named = load_options.get("weights") or load_options.get("model") or TASKS[task].default_model
+            report.info.update(model=str(named), engine="ray", actors=scale.get("actors"))
         records: Iterable[Any] = on_ray.predict_items(
             items,
             task,
