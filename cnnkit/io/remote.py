@@ -45,6 +45,12 @@ def scheme(path: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def normal(url: str) -> str:
+    """``url`` with its scheme in lower case (``S3://b/k`` is ``s3://b/k``, as fsspec expects)."""
+    proto = scheme(url)
+    return url if proto is None else proto + ":" + url.split(":", 1)[1]
+
+
 def is_remote(path: Any) -> bool:
     """Whether ``path`` is a URL this layer reads (an unknown scheme is a local name, as before)."""
     return isinstance(path, str) and scheme(path) in BACKENDS
@@ -133,6 +139,12 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     return listed, None if listed else f"prefix has no image files{hint}"
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed read never reached the server (refused, no route, DNS), not a reply about the object."""
+    chain = (exc, exc.__cause__, exc.__context__)
+    return any(isinstance(e, ConnectionError) or "Connector" in type(e).__name__ for e in chain if e is not None)
+
+
 def _exists(fs: Any, url: str) -> bool:
     """Whether ``url`` names an object or prefix exactly (a key may hold ``[``, ``?`` or ``*``)."""
     try:
@@ -164,11 +176,15 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
             data = fs.cat_file(url, start=0, end=limit + 1)  # one ranged GET: no HEAD first, never past the limit
         except (FileNotFoundError, PermissionError, IsADirectoryError):
             raise
-        except OSError:  # an empty object has no byte 0 to range over (HTTP 416): read it the long way
-            with fs.open(url, "rb") as f:
+        except OSError as exc:
+            if _unreachable(exc):
+                raise DecodeError(f"cannot connect ({why(exc)})") from None
+            with fs.open(url, "rb") as f:  # an empty object has no byte 0 to range over (HTTP 416): the long way
                 data = f.read(limit + 1)
     except IsADirectoryError:
         raise DecodeError("is a prefix, not an image object") from None
+    except DecodeError:
+        raise
     except Exception as exc:
         raise DecodeError(
             f"read failed ({why(exc)})" if not isinstance(exc, (FileNotFoundError, PermissionError)) else why(exc)
@@ -210,4 +226,6 @@ def key(url: str) -> str:
     """The one name of a URL for de-duplication and resume: ``file://`` paths normalised, others as given."""
     if scheme(url) == "file":
         return "file://" + os.path.normpath(url[len("file://") :])
+    if scheme(url) == "s3a":  # Hadoop's name for the same bucket
+        return "s3" + url[len("s3a") :]
     return url

@@ -324,6 +324,8 @@ def expand_sources(
         items.append(Item(path, data, error))
 
     def add_arg(arg: str) -> None:
+        if remote.is_remote(arg):
+            arg = remote.normal(arg)
         hits, error = remote.expand(arg, recursive) if remote.is_remote(arg) else _expand_one(arg, recursive, skip)
         if error:
             add(arg, error=error)

@@ -244,3 +244,26 @@ def test_outputs_are_local_and_file_urls_are_inputs(tmp_path, monkeypatch):
         result = runner.invoke(app, ["classify", f"file://{tmp_path}/", *args, "--exist-ok"])
         assert result.exit_code != 0 and "is also an input" in result.output, args
     assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_a_server_that_does_not_answer_is_not_a_missing_object():
+    import socket
+
+    from cnnkit.errors import DecodeError
+    from cnnkit.io import remote
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DecodeError, match="cannot connect"):
+        remote.read(f"http://127.0.0.1:{port}/x.png")
+
+
+def test_scheme_case_and_s3a_name_one_object(s3_images, predictor):
+    folder, prefix = s3_images
+    name = sorted(p.name for p in folder.iterdir() if p.suffix == ".png" and p.name != "bad.png")[0]
+    key = prefix + name
+    items = expand_sources([key.replace("s3://", "S3://"), key.replace("s3://", "s3a://"), key])
+    assert len(items) == 1 and items[0].path == key
+    [record] = predictor.stream([key.replace("s3://", "S3://")])
+    assert record.error is None
