@@ -97,9 +97,7 @@ def export_model(
         suffix = Path(out).suffix.lower()
         other = next((f for f, ext in FORMATS.items() if ext == suffix and f != fmt), None)
         if other is not None:  # a .torchscript holding ONNX would fail later, far from here
-            raise UsageError(
-                f"{out}: the name says {other}, the format is {fmt}; name it *{FORMATS[fmt]} or pass --to {other}"
-            )
+            raise UsageError(f"{out}: named as a {other} file, but the export is {fmt}; name it *{FORMATS[fmt]}")
     task = target_task(target, task)
     exporter = get_task(task).exporter()
     if exporter is not None:

@@ -12,10 +12,10 @@ from cnnkit.cli.common import json_wanted
 from cnnkit.cli.visual import PANEL
 
 
-@o.renamed(to=("--format", "-f"), output="--out")
+@o.renamed(fmt=("--format", "-f"), output="--out")
 def export(
     model: Annotated[str, typer.Argument(help="Registry model name or a cnnkit .safetensors checkpoint.")],
-    to: Annotated[str, typer.Option("--to", help="Model file type: onnx or torchscript.")] = "onnx",
+    fmt: Annotated[str, typer.Option("--to", help="Model file type: onnx or torchscript.")] = "onnx",
     imgsz: o.Imgsz = None,
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="Any batch size at run time (else batch 1).")
@@ -41,13 +41,13 @@ def export(
     from cnnkit.errors import UsageError
     from cnnkit.export import FORMATS, export_model
 
-    if to not in FORMATS:  # said here, in the flag's own name; the library speaks of ``fmt``
-        raise UsageError(f"--to {to!r}: expected {' or '.join(FORMATS)}")
+    if fmt not in FORMATS:  # said here, in the flag's own name
+        raise UsageError(f"--to {fmt!r}: expected {' or '.join(FORMATS)}")
     if int8 or calibrate or val:
-        _int8(model, to, int8, calibrate, val, max_drop, imgsz, output, exist_ok, task)
+        _int8(model, fmt, int8, calibrate, val, max_drop, imgsz, output, exist_ok, task)
         return
     result = export_model(
-        model, fmt=to, imgsz=imgsz, dynamic_batch=dynamic_batch, out=output, overwrite=exist_ok, task=task
+        model, fmt=fmt, imgsz=imgsz, dynamic_batch=dynamic_batch, out=output, overwrite=exist_ok, task=task
     )
     if json_wanted("auto"):
         typer.echo(json.dumps(result.to_dict()))

@@ -293,5 +293,5 @@ def test_mask_rcnn_export_is_refused_in_one_line(fmt, tmp_path):
 def test_an_output_name_that_says_another_format_is_refused(tmp_path):
     for fmt, name, said in (("onnx", "m.torchscript", "torchscript"), ("torchscript", "m.onnx", "onnx")):
         result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])
-        assert result.exit_code == 2 and f"the name says {said}, the format is {fmt}" in result.output
+        assert result.exit_code == 2 and f"named as a {said} file, but the export is {fmt}" in result.output
     assert list(tmp_path.iterdir()) == []
