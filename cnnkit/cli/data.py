@@ -13,9 +13,20 @@ app = typer.Typer(help="Make datasets: synthetic `shapes` scenes and scikit-lear
 
 
 def _target(out: str, exist_ok: bool) -> None:
+    """Make the output folder; one already holding files is written into (with ``--exist-ok``), and said so:
+    files of an earlier dataset that this one does not rewrite stay and would mix into it."""
+    import logging
+    from pathlib import Path
+
     from cnnkit.io.files import explicit_dir
 
+    held = Path(out).is_dir() and any(Path(out).iterdir())
     explicit_dir(out, exist_ok=exist_ok)
+    if held:
+        logging.getLogger("cnnkit").warning(
+            "%s already holds files: the ones this dataset does not rewrite stay (delete the folder for a clean one)",
+            out,
+        )
 
 
 Out = Annotated[str, typer.Argument(help="Output folder (must not exist, unless --exist-ok).")]

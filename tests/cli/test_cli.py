@@ -87,3 +87,24 @@ def test_data_shapes_and_digits(tmp_path):
     assert digits.exit_code == 0
     summary = json.loads(digits.stdout)
     assert summary["train"] + summary["val"] == 1797
+
+
+def test_data_into_a_folder_that_holds_files_says_they_stay(tmp_path, caplog):
+    import logging
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    out = tmp_path / "ds"
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "shapes", str(out), "--n", "4", "--imgsz", "32"]).exit_code == 0
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)  # the CLI's own handler setup stops propagation after a run
+    try:
+        with caplog.at_level(logging.WARNING, logger="cnnkit"):
+            again = runner.invoke(app, ["data", "shapes", str(out), "--n", "2", "--imgsz", "32", "--exist-ok"])
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert again.exit_code == 0
+    assert any("already holds files" in r.getMessage() for r in caplog.records)
