@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import WeightsNotAvailable
+from cnnkit.errors import CnnkitError, WeightsNotAvailable
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -66,7 +66,14 @@ def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = Fal
     weights = torchvision_weights(enum_name)
     cached = torchvision_cache_file(weights)
     if cached.is_file():
-        return torch.load(str(cached), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(str(cached), map_location="cpu", weights_only=True)
+        except Exception as exc:  # cut short or replaced: never retried without weights_only
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            raise CnnkitError(
+                f"{cached}: not a readable weights file ({reason[:120]}); delete it to download it again"
+            ) from None
     try:
         return torch.hub.load_state_dict_from_url(
             weights.url,

@@ -80,6 +80,18 @@ def test_weights_found_in_torch_hub_cache(rgb_image):
     assert MODEL in info["cached_pretrained"]
 
 
+@pytest.mark.parametrize("content", [b"", b"junk"])
+def test_a_damaged_cached_download_is_one_line_naming_it(content, rgb_image):
+    """A download cut short (empty) or replaced: one line naming the file and what to do, no traceback and
+    no advice to load it without weights_only."""
+    cache = hub.torchvision_cache_file(hub.torchvision_weights(ENUM))
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(content)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", MODEL])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "weights_only" not in result.output
+    assert f"{cache}: not a readable weights file" in result.output and "delete it" in result.output
+
+
 def test_local_weights_file(tmp_path, rgb_image):
     import torch
 
