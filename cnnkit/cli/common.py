@@ -563,6 +563,8 @@ def run_predict(
         (it.path for it in items if it.data is None and it.error is None),
     )
     resume = tidy_output(output, fmt) if skip_existing and output else None
+    if resume is not None:
+        resume.check_run(str(output), task)
     if resume is not None and resume.done:
         kept = [it for it in items if path_key(it.path) not in resume.done]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
@@ -591,6 +593,8 @@ def run_predict(
         )
     else:
         predictor = api.load(task, **load_options)
+        if resume is not None:
+            resume.check_run(str(output), task, predictor.name)
         introduce_default(task, load_options, predictor)
         reporting.describe(report, predictor)
         folder = resolve_save_dir(task, save, save_dir, exist_ok)

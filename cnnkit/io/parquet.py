@@ -144,7 +144,7 @@ def _open(path: Path) -> Any:
 
 def tidy_parquet(output: str | os.PathLike) -> Resume:
     """What a Parquet records file already holds (:class:`cnnkit.io.writers.Resume`): the newest row per
-    input wins; only the ``path`` and ``error`` columns are read, a row group at a time."""
+    input wins; only the ``path``, ``error``, ``task`` and ``model`` columns are read, a row group at a time."""
     from cnnkit.io.writers import Resume, path_key
 
     state = Resume()
@@ -154,7 +154,8 @@ def tidy_parquet(output: str | os.PathLike) -> Resume:
     pf = _open(path)
     last: dict[str, bool] = {}
     for i in range(pf.num_row_groups):
-        group = pf.read_row_group(i, columns=["path", "error"])
+        group = pf.read_row_group(i, columns=["path", "error", "task", "model"])
+        state.runs |= set(zip(group.column("task").to_pylist(), group.column("model").to_pylist(), strict=True))
         for p, e in zip(group.column("path").to_pylist(), group.column("error").to_pylist(), strict=True):
             if isinstance(p, str):
                 last[path_key(p)] = e is None

@@ -74,6 +74,18 @@ class Resume:
     done: set[str] = field(default_factory=set)  # keys whose newest record succeeded
     known: set[str] = field(default_factory=set)  # keys with any record (failed ones are retried)
     set_aside: int = 0  # torn or corrupt lines moved to FILE.torn
+    runs: set[tuple[str, str]] = field(default_factory=set)  # the (task, model) pairs its records come from
+
+    def check_run(self, output: str | os.PathLike, task: str, model: str | None = None) -> None:
+        """Refuse to add one task's or model's records to a file of another's: resuming it would skip every
+        input as done, and its records would mix two runs."""
+        other = next(((t, m) for t, m in sorted(self.runs) if t != task or (model is not None and m != model)), None)
+        if other is not None:
+            this = f"{task} with {model}" if model else task
+            raise UsageError(
+                f"{output}: holds {other[0]} records of {other[1]}, not {this}; resume with the same task and "
+                "model, or write another `output`"
+            )
 
 
 def _lines(f: BinaryIO) -> Iterator[tuple[int, int, bytes | None, bool]]:
@@ -94,8 +106,8 @@ def _lines(f: BinaryIO) -> Iterator[tuple[int, int, bytes | None, bool]]:
         yield start, f.tell(), None, complete
 
 
-def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool] | None:
-    """``(key, succeeded)`` of a whole, valid record line; ``None`` for a torn or corrupt one."""
+def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool, tuple[str, str]] | None:
+    """``(key, succeeded, (task, model))`` of a whole, valid record line; ``None`` for a torn or corrupt one."""
     if line is None or not complete:
         return None
     try:
@@ -105,7 +117,8 @@ def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool] | None:
     if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
         return None
     frame = rec.get("frame")
-    return record_key(rec["path"], frame if type(frame) is int else None), rec.get("error") is None
+    run = (str(rec.get("task", "")), str(rec.get("model", "")))
+    return record_key(rec["path"], frame if type(frame) is int else None), rec.get("error") is None, run
 
 
 def tidy_jsonl(output: str | os.PathLike) -> Resume:
@@ -134,7 +147,8 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
                     first_bad = first_bad or (b"{" if line is None else line[:1] or b"?")
                     continue
                 records += 1
-                key, ok = parsed
+                key, ok, run = parsed
+                state.runs.add(run)
                 last[key] = idx
                 if ok:
                     state.done.add(key)

@@ -167,3 +167,22 @@ def test_table_shows_names_with_markup_as_names():
     ]
     text = render_table(rows)
     assert "d[/b].png" in text and "[red]a 0.50" in text and "[bold]x\\n.png" in text and "cannot read [/x]" in text
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_skip_existing_refuses_another_tasks_or_models_file(suffix, tmp_path, rgb_image):
+    """Resuming a file of another task or model would skip every input as done and mix two runs."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    out = tmp_path / f"m{suffix}"
+    runner = CliRunner()
+    assert runner.invoke(app, ["classify", str(rgb_image), "-o", str(out), "-m", "lenet5"]).exit_code == 0
+    before = out.read_bytes()
+    for args, said in ((["detect"], "not detect"), (["classify", "-m", "shapes-cnn"], "not classify with shapes-cnn")):
+        result = runner.invoke(app, [*args, str(rgb_image), "-o", str(out), "--skip-existing"])
+        assert result.exit_code == 2 and f"holds classify records of lenet5, {said}" in result.output
+    assert out.read_bytes() == before
+    same = runner.invoke(app, ["classify", str(rgb_image), "-o", str(out), "-m", "lenet5", "--skip-existing"])
+    assert same.exit_code == 0
