@@ -142,12 +142,13 @@ def explain(
         raise OptionError("layer", "explain maps one layer", ", ".join(layer))
     check_outputs({"`report`": report_path}, paths)
     rep = start(report_path, exist_ok, task, model=model)
+    made = not (save_dir and Path(save_dir).exists())  # a folder this run makes is removed if left empty
     folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/explain/exp"))
     saver = PictureSaver(folder, suffix=".png")
     pictures: dict[str, Any] = {}
     count = 0
     failed: list[tuple[str, str]] = []
-    for x in run(
+    maps = run(
         paths,
         task=task,
         model=model,
@@ -158,34 +159,37 @@ def explain(
         device=device,
         conf=conf,
         max_boxes=max_boxes,
-    ):
-        if isinstance(x, Failed):
-            failed.append((x.path, x.error))
-            log.error("failed %s: %s", printable(x.path), x.error)
-            continue
-        if x.path not in pictures:
-            pictures = {x.path: decode(x.path).rgb}  # one picture at a time
-        overlay = x.overlay(pictures[x.path])
-        tag = f"_{safe_name(x.method)}_{safe_name(x.target)}" + (f"_{count}" if x.box is not None else "")
-        saved = saver.save(overlay, x.path, ".png", tag=tag)
-        if rep is not None:
-            rep.add_explanation(x.path, x.method, x.target, overlay, x.score)
-        typer.echo(
-            json.dumps(
-                {
-                    "path": x.path,
-                    "method": x.method,
-                    "target": x.target,
-                    "class_id": x.class_id,
-                    "score": x.score,
-                    "box": list(x.box) if x.box else None,
-                    "overlay": str(saved),
-                }
+    )
+    try:
+        for x in maps:  # options are checked on the first step: a bad one leaves no empty folder behind
+            if isinstance(x, Failed):
+                failed.append((x.path, x.error))
+                log.error("failed %s: %s", printable(x.path), x.error)
+                continue
+            if x.path not in pictures:
+                pictures = {x.path: decode(x.path).rgb}  # one picture at a time
+            overlay = x.overlay(pictures[x.path])
+            tag = f"_{safe_name(x.method)}_{safe_name(x.target)}" + (f"_{count}" if x.box is not None else "")
+            saved = saver.save(overlay, x.path, ".png", tag=tag)
+            if rep is not None:
+                rep.add_explanation(x.path, x.method, x.target, overlay, x.score)
+            typer.echo(
+                json.dumps(
+                    {
+                        "path": x.path,
+                        "method": x.method,
+                        "target": x.target,
+                        "class_id": x.class_id,
+                        "score": x.score,
+                        "box": list(x.box) if x.box else None,
+                        "overlay": str(saved),
+                    }
+                )
             )
-        )
-        count += 1
-    if not save_dir:
-        drop_if_empty(folder)
+            count += 1
+    finally:
+        if made:
+            drop_if_empty(folder)
     log.info("%d map(s) in %s, %d image(s) failed", count, folder, len(failed))
     for bad, reason in failed[:20]:
         log.info("  %s: %s", printable(bad), reason)

@@ -108,6 +108,8 @@ def _check_file(path: str) -> None:
         raise DecodeError("permission denied") from None
     except OSError as exc:
         raise DecodeError(f"cannot stat ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL byte in the name (a path read from stdin, say): no file can have it
+        raise DecodeError("not a file name (it holds a NUL byte)") from None
     if stat.S_ISDIR(st.st_mode):
         raise DecodeError("is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):

@@ -123,6 +123,21 @@ def test_explain_goes_on_after_a_bad_image_and_names_it(tmp_path):
     assert "1 map(s) in" in result.stderr and "2 image(s) failed" in result.stderr
 
 
+def test_explain_with_a_bad_option_leaves_no_folder_and_a_nul_path_is_a_failure(tmp_path, monkeypatch):
+    """A typo in --target fails before any map: no empty runs/explain/expN and no --save-dir blocking the
+    corrected rerun. A path with a NUL byte from stdin is a failed input, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    image = str(SAMPLES / "shape_1_circle.png")
+    for args in (["--save-dir", "maps"], []):
+        result = runner.invoke(app, ["explain", image, "--target", "circl", *args])
+        assert result.exit_code == 2 and "not a class" in result.output
+    assert not (tmp_path / "maps").exists() and not list(tmp_path.glob("runs/explain/exp*"))
+    fixed = runner.invoke(app, ["explain", image, "--target", "circle", "--method", "gradcam", "--save-dir", "maps"])
+    assert fixed.exit_code == 0 and len(list((tmp_path / "maps").iterdir())) == 1
+    nul = runner.invoke(app, ["explain", "-"], input="a\0b.png\n")
+    assert nul.exit_code == 1 and "NUL byte" in nul.output and "Traceback" not in nul.output
+
+
 def test_a_file_name_with_a_newline_stays_on_its_failure_line(tmp_path):
     bad = tmp_path / "bad\nError: fake.png"
     bad.write_bytes(b"")
