@@ -129,8 +129,10 @@ def conv(
     out = output
     from pathlib import Path
 
+    from cnnkit.io.files import check_outputs
     from cnnkit.viz import conv as cv
 
+    check_outputs({"`output`": out}, [image])  # never over the image it reads, even with --exist-ok
     name, k = cv.resolve_kernel(kernel)
     is_matrix = Path(image).suffix.lower() in cv.MATRIX_SUFFIXES
     if is_matrix:
@@ -196,8 +198,10 @@ def features(
 
     from cnnkit.errors import CnnkitError
     from cnnkit.io.decode import decode
+    from cnnkit.io.files import check_outputs
     from cnnkit.viz.features import feature_figure, load_for_viewing, save_figure
 
+    check_outputs({"`output`": out}, [image])  # never over the image it reads, even with --exist-ok
     try:
         rgb = decode(image).rgb
     except CnnkitError as exc:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.io.files import AlreadyExists, atomic_write_bytes, atomic_write_text, check_local
 from cnnkit.report import charts
 from cnnkit.report.thumbs import THUMB_SIDE, data_uri, encode, result_from_dict, thumbnail
@@ -98,6 +98,8 @@ class Report:
         if assets not in ("auto", "embed", "folder"):
             raise OptionError("assets", "expected auto, embed or folder", assets)
         check_local(output, "the report")
+        if os.fspath(output) == "-":
+            raise UsageError("`report` -: a report is an .html file (with its pictures), not stdout; name one")
         self.output = Path(output)
         if self.output.is_dir() or str(output).endswith(("/", os.sep)):
             raise CnnkitError(f"{output}: is a folder (a report is one .html file)")

@@ -545,10 +545,20 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
 def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False) -> str:
     """Write a PNG atomically and return where; an existing file is kept unless ``overwrite``, and a
     default name (``numbered``) moves on to ``NAME-2.png`` (:func:`~cnnkit.io.files.first_free`)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cnnkit.errors import UsageError
     from cnnkit.io.files import atomic_write_bytes, first_free
 
+    if out == "-":
+        raise UsageError("`output` -: a picture is written to a file, not to stdout (name one, e.g. out.png)")
+    kind = Image.registered_extensions().get(Path(out).suffix.lower())
+    if kind not in ("PNG", "JPEG", "WEBP"):
+        raise UsageError(f"{out}: a picture is written as .png, .jpg or .webp")
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.convert("RGB").save(buf, format=kind) if kind == "JPEG" else image.save(buf, format=kind)
     data = buf.getvalue()
     return str(
         first_free(

@@ -132,3 +132,26 @@ def test_features_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["saved"] == str(out) and np.asarray(Image.open(out)).ndim == 3
+
+
+def test_visual_outputs_never_replace_their_input_nor_go_to_a_file_named_dash(tmp_path, monkeypatch):
+    """conv and features refuse -o naming their own image (even with --exist-ok); a picture is not written to
+    stdout (it made a file named '-'), and its name's suffix says its format."""
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "in.png"
+    image.write_bytes((SAMPLES / "shape_1_circle.png").read_bytes())
+    before = image.read_bytes()
+    runner = CliRunner()
+    for command in (["conv", str(image)], ["features", str(image)]):
+        result = runner.invoke(app, [*command, "-o", str(image), "--exist-ok"])
+        assert result.exit_code != 0 and "is also an input" in result.output, command
+    assert image.read_bytes() == before
+    for command in (["features", str(image)], ["filters"]):
+        result = runner.invoke(app, [*command, "-o", "-"])
+        assert result.exit_code == 2 and "not to stdout" in result.output
+    assert not (tmp_path / "-").exists()
+    assert runner.invoke(app, ["features", str(image), "-o", "f.txt"]).exit_code == 2
+    assert runner.invoke(app, ["features", str(image), "-o", "f.jpg"]).exit_code == 0
+    assert Image.open(tmp_path / "f.jpg").format == "JPEG"
+    report = runner.invoke(app, ["classify", str(image), "--report", "-"])
+    assert report.exit_code == 2 and "not stdout" in report.output and not (tmp_path / "-").exists()
