@@ -78,7 +78,11 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def list_models(pattern: str = "*", task: str | None = None) -> list[ModelSpec]:
-    """Entries whose name matches the fnmatch ``pattern``, naturally sorted."""
+    """Entries whose name matches the fnmatch ``pattern``, naturally sorted; an unknown ``task`` is refused."""
+    if task is not None:
+        from cnnkit.tasks import get_task
+
+        get_task(task)
     _ensure_loaded()
     found = [s for s in _REGISTRY.values() if fnmatch.fnmatch(s.name, pattern) and (task is None or s.task == task)]
     return sorted(found, key=lambda s: _natural_key(s.name))

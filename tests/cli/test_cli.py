@@ -99,3 +99,12 @@ def test_data_into_a_folder_that_holds_files_says_they_stay(tmp_path):
     assert runner.invoke(app, ["data", "shapes", str(out), "--n", "4", "--imgsz", "32"]).exit_code == 0
     again = runner.invoke(app, ["data", "shapes", str(out), "--n", "2", "--imgsz", "32", "--exist-ok"])
     assert again.exit_code == 0 and "already holds files" in again.output
+
+
+def test_models_with_an_unknown_task_is_a_usage_error():
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    result = CliRunner().invoke(app, ["models", "--task", "foo"])
+    assert result.exit_code == 2 and "unknown task 'foo'" in result.output
