@@ -15,6 +15,7 @@ module; returning ``None`` hands the request back to the generic rules below.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from cnnkit.models.checkpoint import load_state_dict, read_meta
 from cnnkit.models.kinds import BACKEND_FILES, BACKENDS, FILE_KINDS
 from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
+
+log = logging.getLogger("cnnkit")
 
 
 @dataclass
@@ -262,7 +265,10 @@ def _torch_model(
 ) -> Loaded:
     """The PyTorch (or ultralytics) model: a checkpoint, the task's own rules, else the registry."""
     if weights is not None and sniff(weights) == "checkpoint":
-        return load_checkpoint(weights, task)
+        loaded = load_checkpoint(weights, task)
+        if model is not None and model != loaded.name:  # the checkpoint says what it is: `model` cannot
+            log.warning("%s holds %s; `model` %s is not used", weights, loaded.name, model)
+        return loaded
     hook = getattr(importlib.import_module(f"{package}.zoo"), "resolve", None)
     if hook is not None:
         found = hook(model, weights, default=default, **options)

@@ -173,3 +173,20 @@ def test_registry_describes_the_preprocessing_its_bundled_weights_run_with(spec)
 
     stored = read_meta(hub.bundled_path(spec.weights)).get("preprocess")
     assert (Preprocess.from_dict(stored) if stored else None) == spec.preprocess
+
+
+def test_a_model_name_beside_a_checkpoint_that_is_another_model_is_said(caplog):
+    import logging
+
+    from cnnkit.models.hub import WEIGHTS_DIR
+    from cnnkit.models.loader import resolve
+
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)  # a CLI run earlier in the process stops propagation
+    try:
+        with caplog.at_level(logging.WARNING, logger="cnnkit"):
+            loaded = resolve("classify", "lenet5", str(WEIGHTS_DIR / "shapes-cnn.safetensors"))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert loaded.name == "shapes-cnn"
+    assert any("`model` lenet5 is not used" in r.getMessage() for r in caplog.records)
