@@ -61,7 +61,10 @@ def read_matrix(path: str | Path) -> np.ndarray:
         raise CnnkitError(f"{path}: not a matrix ({exc})") from exc
     if m.ndim != 2 or m.size == 0:
         raise CnnkitError(f"{path}: expected a non-empty 2-D matrix, got shape {list(m.shape)}")
-    return m.astype(np.float64)
+    m = m.astype(np.float64)
+    if not np.isfinite(m).all():  # NaN or inf would spread through the output and make invalid JSON
+        raise CnnkitError(f"{path}: not a matrix (it holds NaN or infinity)")
+    return m
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -93,7 +96,10 @@ def resolve_kernel(spec: str) -> tuple[str, np.ndarray]:
         return spec, np.array(KERNELS[spec], dtype=np.float64)
     if not Path(spec).is_file():
         raise OptionError("kernel", f"not one of {', '.join(KERNELS)} and not a file", spec)
-    k = read_matrix(spec)
+    try:
+        k = read_matrix(spec)
+    except CnnkitError as exc:  # a bad kernel file is a bad option value (exit 2)
+        raise OptionError("kernel", str(exc).removeprefix(f"{spec}: "), spec) from None
     if max(k.shape) > MAX_KERNEL:
         raise OptionError("kernel", f"{k.shape[0]}×{k.shape[1]} is larger than {MAX_KERNEL}×{MAX_KERNEL}", spec)
     return Path(spec).stem, k

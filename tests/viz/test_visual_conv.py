@@ -145,3 +145,16 @@ def test_conv_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["output"] == [[6, 8], [9, 8]]
+
+
+def test_nan_or_inf_in_a_matrix_or_kernel_is_refused(tmp_path):
+    """NaN or inf would spread through the output and print invalid JSON; a bad kernel file is a bad option."""
+    (tmp_path / "m.txt").write_text("1 nan\n2 3\n")
+    (tmp_path / "k.txt").write_text("1 0\n0 inf\n")
+    image = tmp_path / "a.png"
+    Image.new("L", (8, 8), 128).save(image)
+    runner = CliRunner()
+    result = runner.invoke(app, ["conv", str(tmp_path / "m.txt")])
+    assert result.exit_code == 1 and "holds NaN or infinity" in result.output
+    result = runner.invoke(app, ["conv", str(image), "--kernel", str(tmp_path / "k.txt")])
+    assert result.exit_code == 2 and "--kernel" in result.output and "holds NaN or infinity" in result.output
