@@ -57,6 +57,14 @@ Sources = Annotated[
         show_default=False,
     ),
 ]
+ImageSources = Annotated[  # explain reads image files (it maps one picture at a time), not video or streams
+    Optional[list[str]],
+    typer.Argument(
+        help="Image files, folders, quoted globs, image URLs (s3://, http(s)://, file://), or - to read paths "
+        "from stdin (not video).",
+        show_default=False,
+    ),
+]
 Model = Annotated[
     Optional[str],
     typer.Option(

@@ -106,7 +106,7 @@ def report(
 
 def explain(
     ctx: typer.Context,
-    sources: o.Sources = None,
+    sources: o.ImageSources = None,
     task: o.Task = None,
     model: o.Model = None,
     weights: o.Weights = None,
