@@ -313,6 +313,7 @@ def bench_one(
 def task_of(model: str, task: str | None) -> str:
     """The task of a registry name, checkpoint or exported file (an ``.onnx`` from ``cnnkit export`` says its
     own in its metadata)."""
+    from cnnkit.export import METADATA_KEY
     from cnnkit.models.loader import identify, sniff
 
     if task is None and sniff(model) == "onnx" and Path(model).is_file():
@@ -322,7 +323,7 @@ def task_of(model: str, task: str | None) -> str:
 
         with contextlib.suppress(Exception):  # an unreadable file: identify asks for --task below
             props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
-            found = json.loads(props.get("cnnkit", "")).get("task")
+            found = json.loads(props.get(METADATA_KEY, "")).get("task")
             task = found if isinstance(found, str) else None
     return identify(model, task)[0]
 

@@ -225,7 +225,7 @@ def download(url: str, dest: str | os.PathLike) -> Path:
 def key(url: str) -> str:
     """The one name of a URL for de-duplication and resume: ``file://`` paths normalised, others as given."""
     if scheme(url) == "file":
-        return "file://" + os.path.normpath(url[len("file://") :])
+        return "file://" + local_path(url)
     if scheme(url) == "s3a":  # Hadoop's name for the same bucket
         return "s3" + url[len("s3a") :]
     return url

@@ -461,6 +461,9 @@ def pick_encoder() -> str:
     raise CnnkitError(f"PyAV has none of the encoders {', '.join(ENCODERS)}; cannot write video")
 
 
+_MS = Fraction(1, 1000)  # the time base of an mp4 written with each frame's own time
+
+
 class VideoWriter:
     """One mp4 written frame by frame into a temporary file, published atomically by :meth:`close`."""
 
@@ -519,11 +522,11 @@ class VideoWriter:
             rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if t is not None:
-            self._first_t = t if self._first_t is None else self._first_t
-            tick = Fraction(1, 1000)
-            self._stream.codec_context.time_base = tick
+            if self._first_t is None:  # the first timed frame: the stream counts milliseconds from it
+                self._first_t = t
+                self._stream.codec_context.time_base = _MS
             self._last_pts = max(self._last_pts + 1, round((t - self._first_t) * 1000))
-            frame.pts, frame.time_base = self._last_pts, tick
+            frame.pts, frame.time_base = self._last_pts, _MS
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1

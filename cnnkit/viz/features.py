@@ -543,8 +543,9 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
 
 
 def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False) -> str:
-    """Write a PNG atomically and return where; an existing file is kept unless ``overwrite``, and a
-    default name (``numbered``) moves on to ``NAME-2.png`` (:func:`~cnnkit.io.files.first_free`)."""
+    """Write a picture atomically, in the format its suffix names (PNG, JPEG or WebP), and return where; an
+    existing file is kept unless ``overwrite``, and a default name (``numbered``) moves on to ``NAME-2.png``
+    (:func:`~cnnkit.io.files.first_free`)."""
     from pathlib import Path
 
     from PIL import Image
@@ -558,7 +559,7 @@ def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False
     if kind not in ("PNG", "JPEG", "WEBP"):
         raise UsageError(f"{out}: a picture is written as .png, .jpg or .webp")
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format=kind) if kind == "JPEG" else image.save(buf, format=kind)
+    (image.convert("RGB") if kind == "JPEG" else image).save(buf, format=kind)  # JPEG has no alpha
     data = buf.getvalue()
     return str(
         first_free(
