@@ -10,6 +10,11 @@
 #   (ultralytics' trainer needs polars; --python-version/--platform pick wheels for another machine's Python)
 #   (add onnx onnxruntime-gpu / openvino if the GPU machine lacks them; every wheel must match its Python)
 #
+# A wheel too large to carry there (polars-runtime-32 is ~54 MB) can go in WHEELS_DIR as NAME.tar.xz of
+# its unpacked contents (`mkdir x && cd x && unzip ../W.whl && tar cJf ../W.tar.xz .`, ~33 MB): it is
+# unpacked into the same place. GPU_CHECK_STEPS=a,b runs only the steps so named (data runs when a
+# finetune step is named), to rerun what failed when device time is short.
+#
 # It installs those wheels under OUT_DIR/site (the machine's own packages are left as they are) and runs
 # cnnkit from this checkout, then, each step under a time limit and the whole in about 8 minutes: the tests
 # marked `gpu`; predict on every task with --device cuda, in fp32 and --half; one short `finetune --amp`
@@ -33,16 +38,22 @@ export PYTHONUNBUFFERED=1
 
 ROWS=()
 FAILED=0
+ONLY=${GPU_CHECK_STEPS:-}
 step() {  # step NAME LIMIT_S command...: run, time, log to $OUT/NAME.log, remember the row
     local name=$1 limit=$2
     shift 2
+    case "$name" in install-wheels | imports | cuda) ;;  # always: the rest depends on them
+    *) if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]] && ! [[ $name == data && $ONLY == *finetune* ]]; then return 0; fi ;;
+    esac
     local t0=$SECONDS status
     if timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; then status=ok; else status="FAILED($?)"; FAILED=$((FAILED + 1)); fi
     ROWS+=("$(printf '%-28s %-12s %5ss' "$name" "$status" $((SECONDS - t0)))")
     echo "${ROWS[-1]}" >&2
 }
 
-step install-wheels 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$OUT/site" "$WHEELS"/*.whl
+step install-wheels 180 bash -c '
+    "$0" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$1/site" "$2"/*.whl || exit 1
+    for packed in "$2"/*.tar.xz; do [ ! -e "$packed" ] || tar xJf "$packed" -C "$1/site" || exit 1; done' "$PY" "$OUT" "$WHEELS"
 step imports 60 "$PY" -c "import cnnkit, ultralytics, segmentation_models_pytorch, pycocotools; print(cnnkit.__version__, ultralytics.__version__)"
 step cuda 60 "$PY" -c "import torch, sys; print(torch.__version__, torch.cuda.get_device_name(0)); sys.exit(not torch.cuda.is_available())"
 step pytest-gpu 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ --junitxml="$OUT/pytest-gpu.xml"
