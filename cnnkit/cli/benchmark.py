@@ -37,7 +37,9 @@ def benchmark(
     fmt: o.Format = "auto",
     output: o.Output = None,
 ) -> None:
-    """Per model and backend: end-to-end img/s (decode included), forward-only img/s, decode and model ms per
+    """Time models per backend: img/s end to end and forward only, latency, peak memory, load time, metric.
+
+    Per model and backend: end-to-end img/s (decode included), forward-only img/s, decode and model ms per
     image, p50/p95 latency at batch 1, peak memory, the load time (with the compile on a cold cache) and the
     metric on --data.
 

@@ -4,6 +4,7 @@ loop that writes records and sets the exit code. The options themselves live in 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -67,8 +68,18 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return moved + args[:start] + kept + args[stop:]
 
 
+def _reflow(text: str) -> str:
+    """Join a docstring paragraph's lines: Typer's rich help keeps them, so wrapped source lines broke mid-sentence."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines()) for p in paragraphs
+    )
+
+
 def _tidy_help(command: Any) -> None:
-    """Flags show no ``<bool>`` type in help; a task's predict help says how to evaluate."""
+    """Flags show no ``<bool>`` type in help; paragraphs are reflowed; a task's predict help says how to evaluate."""
+    if getattr(command, "help", None):
+        command.help = _reflow(command.help)
     for param in getattr(command, "params", []):  # typer may vendor its own click: no isinstance here
         if getattr(param, "is_flag", False):
             param.metavar = ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from typer.testing import CliRunner
 
@@ -210,6 +212,17 @@ def test_flags_show_no_type_placeholder_anywhere():
         assert result.exit_code == 0, path
         assert "<bool>" not in result.stdout, path
     assert "<bool>" not in runner.invoke(app, ["--help"], env={"COLUMNS": "140"}).stdout
+
+
+def test_help_paragraphs_are_not_broken_where_the_source_wrapped():
+    """Typer's rich help keeps a docstring's newlines: a paragraph wrapped at 120 columns in the source came out
+    as lines cut mid-sentence at 80."""
+    for path, _ in _leaf_commands():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0, path
+        intro = [line.rstrip() for line in result.stdout.split("Usage:", 1)[1].split("╭", 1)[0].splitlines()[1:]]
+        for line, after in itertools.pairwise(intro):  # rich fills each line; only a paragraph's last line is short
+            assert len(line) >= 70 or not line or not after, (path, line)
 
 
 def test_global_flags_work_after_the_command():
