@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
@@ -39,14 +39,22 @@ def render_report(metrics: dict[str, Any], tables: Sequence[ReportTable], fmt: s
 
 
 def run_val(
-    ctx: typer.Context, task: str, data: str, options: dict[str, Any], shared: dict[str, Any]
+    ctx: typer.Context,
+    task: str,
+    data: str,
+    options: dict[str, Any],
+    shared: dict[str, Any],
+    done: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """The body every ``val`` command shares: the task's ``validate(data, **options)``, then the report
-    to ``--output`` or stdout in the format ``report_format`` picks. Returns the metrics."""
+    """The body every ``val`` command shares: DATA made local, the task's ``validate(data, **options)`` with
+    the batch size and workers settings, the report to ``--output`` or stdout in the format ``report_format``
+    picks, then ``done(metrics)``; exits 1 when inputs failed. Returns the metrics."""
     from cnnkit.cli import reporting
     from cnnkit.io.files import check_outputs
     from cnnkit.tasks import TASKS
 
+    data = c.local_data(ctx, data)
+    options = dict(options, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     check_outputs({"`output`": shared["output"], "`report`": shared["report"]}, [data], within=data)
     report = reporting.start(shared["report"], shared["exist_ok"], task, data=data)
@@ -57,4 +65,7 @@ def run_val(
         report.set_metrics({k: v for k, v in metrics.items() if k != "ultralytics"})
         reporting.finish(report)
     c.emit_report(render_report(metrics, row.report_tables(metrics), fmt), shared["output"], shared["exist_ok"])
+    if done is not None:
+        done(metrics)
+    c.exit_if_failed(metrics)
     return metrics

@@ -35,7 +35,6 @@ def val(
     The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
     is scored when DATA has train/ and val/, else DATA itself.
     """
-    data = c.local_data(ctx, data)
     from pathlib import Path
 
     from cnnkit.cli.report import run_val
@@ -51,21 +50,9 @@ def val(
         )
         return made[0]
 
-    options = {k: shared[k] for k in ("model", "weights", "backend", "device", "threads")}
-    result = run_val(
-        ctx,
-        "classify",
-        data,
-        dict(
-            options,
-            split=shared["split"] if o.given(ctx, "split") else None,
-            batch_size=c.setting(ctx, "batch_size"),
-            workers=c.setting(ctx, "workers"),
-            save_dir=folder,
-        ),
-        shared,
-    )
-    if not c.state(ctx)["quiet"]:
+    def said(result: dict[str, Any]) -> None:
+        if c.state(ctx)["quiet"]:
+            return
         typer.echo(
             f"{result['images']} image(s) scored, {len(result['failed'])} failed; "
             f"top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}; wrote {made[0]}",
@@ -73,4 +60,7 @@ def val(
         )
         for item in result["failed"][:10]:
             typer.echo(f"  failed {item['path']}: {item['error']}", err=True)
-    c.exit_if_failed(result)
+
+    options = {k: shared[k] for k in ("model", "weights", "backend", "device", "threads")}
+    split = shared["split"] if o.given(ctx, "split") else None
+    run_val(ctx, "classify", data, dict(options, split=split, save_dir=folder), shared, done=said)

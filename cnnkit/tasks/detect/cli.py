@@ -103,21 +103,7 @@ def val(
     **shared: Any,
 ) -> None:
     """mAP50, mAP50-95, precision and recall, overall and per class, computed the COCO way from cnnkit's records."""
-    data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    result = run_val(
-        ctx,
-        "detect",
-        data,
-        dict(
-            {k: shared[k] for k in (*LOAD, "split", "conf", "max_det")},
-            iou=iou,
-            imgsz=imgsz,
-            batch_size=c.setting(ctx, "batch_size"),
-            workers=c.setting(ctx, "workers"),
-            compare=compare,
-        ),
-        shared,
-    )
-    c.exit_if_failed(result)
+    options = {k: shared[k] for k in (*LOAD, "split", "conf", "max_det")}
+    run_val(ctx, "detect", data, dict(options, iou=iou, imgsz=imgsz, compare=compare), shared)

@@ -78,19 +78,7 @@ def val(
     **shared: Any,
 ) -> None:
     """bbox and segm AP, AP50, AP75 (pycocotools) on a COCO-format dataset."""
-    data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    summary = run_val(
-        ctx,
-        "instance",
-        data,
-        dict(
-            {k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")},
-            mask_threshold=mask_threshold,
-            batch_size=c.setting(ctx, "batch_size"),
-            workers=c.setting(ctx, "workers"),
-        ),
-        shared,
-    )
-    c.exit_if_failed(summary)
+    options = {k: shared[k] for k in (*_LOAD, "split", "conf", "max_det")}
+    run_val(ctx, "instance", data, dict(options, mask_threshold=mask_threshold), shared)

@@ -63,19 +63,6 @@ def val(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a model on image/mask pairs (--split: the folder used when DATA
     is a root)."""
-    data = c.local_data(ctx, data)
     from cnnkit.cli.report import run_val
 
-    result = run_val(
-        ctx,
-        "segment",
-        data,
-        dict(
-            {k: shared[k] for k in _LOAD},
-            split=shared["split"],
-            batch_size=c.setting(ctx, "batch_size"),
-            workers=c.setting(ctx, "workers"),
-        ),
-        shared,
-    )
-    c.exit_if_failed(result)
+    run_val(ctx, "segment", data, dict({k: shared[k] for k in _LOAD}, split=shared["split"]), shared)

@@ -124,14 +124,12 @@ def val(
     from cnnkit.cli.report import run_val
 
     extra = {"count_line": count_line} if count_line else {}
-    result = run_val(
+    run_val(
         ctx,
         "track",
         data,
         dict(
             min_visibility=min_visibility,
-            batch_size=c.setting(ctx, "batch_size"),
-            workers=c.setting(ctx, "workers"),
             **{k: shared[k] for k in LOAD},
             tracker=tracker,
             conf=shared["conf"],
@@ -143,4 +141,3 @@ def val(
         ),
         shared,
     )
-    c.exit_if_failed(result)
