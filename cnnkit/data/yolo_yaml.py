@@ -311,9 +311,11 @@ Label = tuple[int, float, float, float, float]  # class id, box centre and size 
 
 
 def read_labels(path: Path, classes: int) -> list[Label]:
-    """The boxes of a YOLO label file (none when it is missing, as for an image without objects); a file that
-    is not text, or a line that is not a class id below ``classes`` and four finite fractions with a positive
-    size, is a one-line :class:`CnnkitError` naming the file and line (the image is then left out)."""
+    """The boxes of a YOLO label file (none when it is missing, as for an image without objects), read as
+    ultralytics reads them: a line is ``class cx cy w h`` or ``class x1 y1 x2 y2 …`` (a polygon, ≥ 3 points,
+    taken as its bounding box); a box reaching past the image's edge is clipped to it; repeated lines count
+    once. A file that is not text, or a line that is not a class id below ``classes`` and fractions 0–1, is a
+    one-line :class:`CnnkitError` naming the file and line (the image is then left out)."""
     try:
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
     except (OSError, UnicodeDecodeError) as exc:
@@ -324,15 +326,35 @@ def read_labels(path: Path, classes: int) -> list[Label]:
         if not fields:
             continue
         try:
-            cls_f, cx, cy, w, h = (float(v) for v in fields[:5])
+            values = [float(v) for v in fields]
         except ValueError:
-            cls_f = cx = cy = w = h = math.nan
-        if len(fields) < 5 or not all(math.isfinite(v) for v in (cls_f, cx, cy, w, h)):
-            raise CnnkitError(f"{path}:{n}: expected `class cx cy w h` numbers, got {line.strip()[:60]!r}")
+            values = [math.nan]
+        polygon = len(fields) > 5
+        if (
+            len(fields) < 5
+            or not all(math.isfinite(v) for v in values)
+            or (polygon and (len(fields) < 7 or len(fields) % 2 == 0))
+        ):
+            raise CnnkitError(
+                f"{path}:{n}: expected `class cx cy w h` numbers (or a polygon, `class x1 y1 x2 y2 x3 y3 …`), "
+                f"got {line.strip()[:60]!r}"
+            )
+        cls_f, coords = values[0], values[1:]
         if cls_f != int(cls_f) or not 0 <= cls_f < classes:
             raise CnnkitError(f"{path}:{n}: class {fields[0]} is not one of the dataset's {classes} (0–{classes - 1})")
-        eps = 1e-3  # labellers round; ultralytics clips such boxes too
-        if w <= 0 or h <= 0 or cx - w / 2 < -eps or cy - h / 2 < -eps or cx + w / 2 > 1 + eps or cy + h / 2 > 1 + eps:
-            raise CnnkitError(f"{path}:{n}: the box {cx:g} {cy:g} {w:g} {h:g} is not inside the image (fractions 0–1)")
-        rows.append((int(cls_f), cx, cy, w, h))
+        if min(coords) < 0 or max(coords) > 1:
+            raise CnnkitError(f"{path}:{n}: the box {line.strip()[:60]!r} is not inside the image (fractions 0–1)")
+        if polygon:
+            xs, ys = coords[0::2], coords[1::2]
+            x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        else:
+            cx, cy, w, h = coords
+            x1, y1, x2, y2 = max(cx - w / 2, 0.0), max(cy - h / 2, 0.0), min(cx + w / 2, 1.0), min(cy + h / 2, 1.0)
+        if x2 <= x1 or y2 <= y1:
+            raise CnnkitError(f"{path}:{n}: the box {line.strip()[:60]!r} has no area inside the image")
+        row = (int(cls_f), (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+        if row in rows:
+            log.debug("%s:%d: a repeated label, counted once", path, n)
+            continue
+        rows.append(row)
     return rows

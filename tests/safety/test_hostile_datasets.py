@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
-from cnnkit.errors import UsageError
+from cnnkit.errors import CnnkitError, UsageError
 
 runner = CliRunner()
 
@@ -192,3 +192,42 @@ def test_detect_training_names_label_files_ultralytics_would_drop(
         logger.removeHandler(caplog.handler)
     assert f"left out of training: {bad[0]}:1: class 9" in caplog.text
     assert f"left out of training: {bad[1]}:1: expected `class cx cy w h`" in caplog.text
+
+
+def test_yolo_labels_are_read_as_ultralytics_reads_them(tmp_path: Path) -> None:
+    """A polygon line is its bounding box, a box past the edge is clipped, a repeated line counts once, and a
+    six-number line (a `conf` column) is refused."""
+    from cnnkit.data.yolo_yaml import read_labels
+
+    label = tmp_path / "a.txt"
+    label.write_text(
+        "1 0.5 0.2 0.7 0.5 0.5 0.8 0.3 0.5\n"  # a diamond around (0.5, 0.5), 0.4 wide and 0.6 high
+        "0 0.05 0.5 0.2 0.2\n"  # reaches 0.05 past the left edge
+        "0 0.05 0.5 0.2 0.2\n"
+    )
+    rows = read_labels(label, 2)
+    assert [r[0] for r in rows] == [1, 0]
+    assert rows[0][1:] == pytest.approx((0.5, 0.5, 0.4, 0.6))
+    assert rows[1][1:] == pytest.approx((0.075, 0.5, 0.15, 0.2))
+    label.write_text("0 0.5 0.5 0.2 0.2 0.9\n")
+    with pytest.raises(CnnkitError, match="expected `class cx cy w h` numbers"):
+        read_labels(label, 2)
+
+
+def test_detect_val_scores_polygon_labels_as_their_boxes(tmp_path: Path) -> None:
+    data = _data(tmp_path, "yolo", 10)
+    boxes = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
+    assert boxes.exit_code == 0, boxes.output
+    for label in (data / "labels" / "val").glob("*.txt"):
+        lines = []
+        for line in label.read_text().splitlines():
+            c, cx, cy, w, h = line.split()
+            cx, cy, w, h = map(float, (cx, cy, w, h))
+            corners = [cx, cy - h / 2, cx + w / 2, cy, cx, cy + h / 2, cx - w / 2, cy]  # a diamond in the box
+            lines.append(" ".join([c, *(f"{v:.6f}" for v in corners)]))
+        label.write_text("\n".join(lines) + "\n")
+    polygons = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
+    assert polygons.exit_code == 0, polygons.output
+    a, b = json.loads(boxes.stdout), json.loads(polygons.stdout)
+    assert b["images"] == a["images"] > 0
+    assert b["mAP50"] == pytest.approx(a["mAP50"], abs=1e-3) and b["mAP50"] > 0.5
