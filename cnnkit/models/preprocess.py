@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,16 @@ class Preprocess:
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (t - mean) / std
+
+
+def by_shape(tensors: Sequence[Any]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by shape, in first-seen order. torchvision's R-CNNs pad a batch to its
+    largest image, which changes what the others get (the batch size then changed the scores), so only
+    images of one size share a forward pass."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return list(groups.values())
 
 
 def rcnn_input(rgb: np.ndarray, min_size: int, max_size: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -218,8 +218,14 @@ class TorchvisionBackend:
 
         heads = self.net.roi_heads
         heads.score_thresh, heads.nms_thresh, heads.detections_per_img = opts.conf, opts.iou, opts.max_det
+        from cnnkit.models.preprocess import by_shape
+
+        outs: list[Any] = [None] * len(inputs)
         with torch.inference_mode():
-            outs = self.net([t.to(self.runtime.device, dtype=self.runtime.dtype).div_(255) for t, _ in inputs])
+            for group in by_shape([t for t, _ in inputs]):
+                batch = [inputs[i][0].to(self.runtime.device, dtype=self.runtime.dtype).div_(255) for i in group]
+                for i, o in zip(group, self.net(batch)):
+                    outs[i] = o
         result = []
         for o, (_, (ch, cw)), (h, w) in zip(outs, inputs, shapes):
             cls = o["labels"].float().cpu() - 1  # torchvision label 0 is the background

@@ -190,18 +190,23 @@ class InstanceSegmenter(Predictor):
 
         import torch
 
+        from cnnkit.models.preprocess import by_shape
+
         model = self.model
+        found: list[Any] = [None] * len(inputs)
         with torch.inference_mode():
-            images, _ = model.transform([x.tensor.to(self.runtime.device, self.runtime.dtype) for x in inputs])
-            features = model.backbone(images.tensors)
-            if isinstance(features, torch.Tensor):
-                features = OrderedDict([("0", features)])
-            proposals, _ = model.rpn(images, features)
-            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
-        return [
-            self._predictions(det, x, size, dec)
-            for det, x, size, dec in zip(detections, inputs, images.image_sizes, decoded)
-        ]
+            for group in by_shape([x.tensor for x in inputs]):
+                images, _ = model.transform(
+                    [inputs[i].tensor.to(self.runtime.device, self.runtime.dtype) for i in group]
+                )
+                features = model.backbone(images.tensors)
+                if isinstance(features, torch.Tensor):
+                    features = OrderedDict([("0", features)])
+                proposals, _ = model.rpn(images, features)
+                detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+                for i, det, size in zip(group, detections, images.image_sizes):
+                    found[i] = (det, size)
+        return [self._predictions(det, x, size, dec) for (det, size), x, dec in zip(found, inputs, decoded)]
 
     def _predictions(self, det: dict[str, Any], x: _Input, size: Any, dec: Decoded) -> Instances:
         """One image's detections in its original pixels (``class_id`` = network label − 1)."""

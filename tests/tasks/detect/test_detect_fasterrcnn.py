@@ -131,3 +131,15 @@ def test_faster_rcnn_offline_without_cache_is_a_clear_error(name, scenes):
     assert result.exit_code == 1
     text = error_text(result)
     assert name in text and "not in the cache" in text and "--weights" in text
+
+
+def test_faster_rcnn_results_do_not_depend_on_the_batch_size_with_mixed_image_sizes(random_checkpoint, tmp_path):
+    import cnnkit
+    from tests.tasks.instance.test_instance import _mixed_sizes
+
+    ckpt, _ = random_checkpoint
+    paths = _mixed_sizes(tmp_path)
+    one = [r.to_dict()["predictions"] for r in cnnkit.detect(paths, weights=str(ckpt), conf=0.0, batch_size=1)]
+    four = [r.to_dict()["predictions"] for r in cnnkit.detect(paths, weights=str(ckpt), conf=0.0, batch_size=4)]
+    assert any(one)
+    assert one == four

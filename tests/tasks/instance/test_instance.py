@@ -311,3 +311,27 @@ def test_thin_and_one_pixel_images(tiny_ckpt, tmp_path):
         for p in rec["predictions"]:
             assert decode_rle(p["mask"]).shape == (rec["height"], rec["width"])
             assert p["box"][2] <= rec["width"] and p["box"][3] <= rec["height"]
+
+
+def _mixed_sizes(tmp_path):
+    """Four shapes scenes at four sizes: one batch of them gets padded to the largest."""
+    from cnnkit.data.shapes import scene
+
+    paths = []
+    for i, (w, h) in enumerate([(128, 128), (180, 100), (96, 160), (200, 90)]):
+        path = tmp_path / f"mixed_{i}.png"
+        Image.fromarray(scene(3, i, size=128).image).resize((w, h)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_results_do_not_depend_on_the_batch_size_with_mixed_image_sizes(tmp_path):
+    import cnnkit
+
+    paths = _mixed_sizes(tmp_path)
+    one = [r.to_dict()["predictions"] for r in cnnkit.instance(paths, conf=0.05, batch_size=1)]
+    four = [r.to_dict()["predictions"] for r in cnnkit.instance(paths, conf=0.05, batch_size=4)]
+    assert any(one)
+    assert [[(p["label"], p["box"], p["score"]) for p in ps] for ps in one] == [
+        [(p["label"], p["box"], p["score"]) for p in ps] for ps in four
+    ]
