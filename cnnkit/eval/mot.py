@@ -3,9 +3,9 @@
 MOT text rows are ``frame,id,x,y,w,h,conf,class,visibility`` with frames from 1 (ground truth) or
 ``frame,id,x,y,w,h,conf,-1,-1,-1`` (results). Scoring follows the MOT Challenge protocol for
 hard ground truth: a shape less visible than ``min_visibility`` is neither a miss when no track
-covers it nor a false positive when one does (a result box matched to it, IoU ≥ 0.5, is dropped
-with it), so an occluded shape that the detector cannot see costs nothing, and one it does see
-is not punished either.
+covers it nor a false positive when one does (a result box matched to it, IoU ≥ 0.5, in one matching of
+all ground truth as TrackEval does, is dropped with it), so an occluded shape that the detector cannot see
+costs nothing, and one it does see is not punished either. Ground truth rows with ``conf`` 0 are skipped.
 
 The counting rule (:func:`crosses`, :func:`count_crossings`) is shared by the ground truth of
 ``cnnkit data shapes --video`` and the tracker's ``count_line``, so both count the same way.
@@ -131,8 +131,9 @@ class MotRow:
     visibility: float = 1.0
 
 
-def read_mot(path: str | os.PathLike) -> list[MotRow]:
-    """Rows of a MOT text file (ground truth or results); a row with ``conf`` 0 in ground truth is skipped."""
+def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
+    """Rows of a MOT text file: results, or ground truth (``truth``), where a row with ``conf`` 0 is not to be
+    considered and is skipped, as motmetrics' and TrackEval's MOT Challenge loaders do."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -146,6 +147,8 @@ def read_mot(path: str | os.PathLike) -> list[MotRow]:
             if len(v) < 6:
                 raise ValueError(f"{path}:{n}: a MOT row has at least 6 fields")
             score = v[6] if len(v) > 6 else 1.0
+            if truth and score == 0:
+                continue
             rows.append(
                 MotRow(
                     int(v[0]),
@@ -215,11 +218,13 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
     acc = mm.MOTAccumulator(auto_id=False)
     for frame in sorted(by_frame):
         g, h = by_frame[frame]
-        hard = [r for r in g if r.visibility < min_visibility]
-        if hard and h:  # drop results that cover a hard shape
-            cost = np.array([[1.0 - _iou(a.box, b.box) for b in h] for a in hard])
-            rows, cols = linear_sum_assignment(cost)
-            drop = {c for r, c in zip(rows, cols, strict=True) if cost[r, c] <= 1.0 - iou}
+        if h and any(r.visibility < min_visibility for r in g):
+            # As TrackEval's MOT Challenge preprocessing: all ground truth matched to the results at once
+            # (most overlap, IoU ≥ iou), then the results matched to a hard shape are dropped with it.
+            overlap = np.array([[_iou(a.box, b.box) for b in h] for a in g])
+            overlap[overlap < iou] = 0.0
+            rows, cols = linear_sum_assignment(-overlap)
+            drop = {c for r, c in zip(rows, cols, strict=True) if overlap[r, c] > 0 and g[r].visibility < min_visibility}
             h = [b for i, b in enumerate(h) if i not in drop]
         g = [r for r in g if r.visibility >= min_visibility]
         # motmetrics' own iou_matrix calls np.asfarray, gone in NumPy 2: the same matrix, computed here

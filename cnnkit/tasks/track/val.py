@@ -104,7 +104,7 @@ def validate(
             if not r.ok:  # scored as missed frames; named here and in the result
                 failed.append({"path": r.path, "frame": r.frame, "error": r.error})
                 log.warning("failed %s: %s", r.path, r.error)
-        truth = read_mot(gt)
+        truth = read_mot(gt, truth=True)
         scored[name] = (truth, rows_of(records))
         if on_record is not None:
             by_frame = frame_truth(truth, tracker.labels, min_visibility)

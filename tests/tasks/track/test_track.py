@@ -128,6 +128,21 @@ def test_the_scorer_gives_perfect_and_broken_tracks_their_due() -> None:
     assert score({"s": (hidden, gt)})["s"]["num_false_positives"] == 0  # nor does one found
 
 
+def test_a_hard_shape_beside_a_visible_one_takes_no_track_from_it(tmp_path: Path) -> None:
+    """Ground truth is matched to the results in one go (TrackEval): a track right on a visible shape stays
+    its, though it also overlaps a hard one by IoU ≥ 0.5; a ground-truth row with conf 0 is not counted."""
+    from cnnkit.eval.mot import read_mot
+
+    gt = [MotRow(1, 1, (0.0, 0.0, 10.0, 10.0)), MotRow(1, 2, (1.0, 0.0, 10.0, 10.0), visibility=0.2)]
+    found = score({"s": (gt, [MotRow(1, 7, (0.0, 0.0, 10.0, 10.0), 0.9)])})["s"]
+    assert found["mota"] == 1.0 and found["idf1"] == 1.0 and found["num_misses"] == 0
+    truth = tmp_path / "gt.txt"
+    truth.write_text("1,1,10,10,20,20,1,1,1.0\n1,2,60,60,20,20,0,1,1.0\n")
+    rows = read_mot(truth, truth=True)
+    assert [r.track_id for r in rows] == [1] and len(read_mot(truth)) == 2
+    assert score({"s": (rows, [MotRow(1, 5, (10.0, 10.0, 20.0, 20.0), 0.9)])})["s"]["mota"] == 1.0
+
+
 def test_line_crossings_count_each_track_once() -> None:
     line = parse_line("10,0,10,100")
     assert crosses(line, (5, 50), (15, 50)) == -crosses(line, (15, 50), (5, 50)) != 0
