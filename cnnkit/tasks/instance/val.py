@@ -74,12 +74,19 @@ def validate(
         "data": str(ds.annotations),
         "model": predictor.name,
         **runtime_facts(predictor),
-        "images": len(paths),
+        "images": len(paths) - len(failed),
         "failed": failed,
         "confusion": box_confusion(pairs, ds.labels),
     }
+    # as every val: an image that could not be read is left out, its objects with it (not counted as missed)
+    unread = {paths[f["path"]] for f in failed}
+    scored = dict(
+        ds.gt,
+        images=[im for im in ds.gt["images"] if im["id"] not in unread],
+        annotations=[a for a in ds.gt.get("annotations", []) if a["image_id"] not in unread],
+    )
     for iou_type in ("bbox", "segm"):
-        res = evaluate(ds.gt, coco.results(), iou_type)
+        res = evaluate(scored, coco.results(), iou_type)
         summary[iou_type] = {"AP": res["AP"], "AP50": res["AP50"], "AP75": res["AP75"], "per_class": res["per_class"]}
     return summary
 

@@ -335,3 +335,26 @@ def test_results_do_not_depend_on_the_batch_size_with_mixed_image_sizes(tmp_path
     assert [[(p["label"], p["box"], p["score"]) for p in ps] for ps in one] == [
         [(p["label"], p["box"], p["score"]) for p in ps] for ps in four
     ]
+
+
+def test_val_leaves_an_unreadable_image_out_with_its_objects(tmp_path):
+    """As every val: the objects of an image that could not be read are not counted as missed."""
+    from cnnkit.data.export import export_shapes
+    from cnnkit.tasks.instance.val import validate
+
+    full = tmp_path / "full"
+    export_shapes(full, "coco", n=6, seed=5, imgsz=96, val_fraction=0.99)
+    ann = json.loads((full / "val" / "annotations.json").read_text())
+    gone = ann["images"][0]
+    assert any(a["image_id"] == gone["id"] for a in ann["annotations"])
+    fewer = tmp_path / "fewer"
+    export_shapes(fewer, "coco", n=6, seed=5, imgsz=96, val_fraction=0.99)
+    ann["images"] = ann["images"][1:]
+    ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] != gone["id"]]
+    (fewer / "val" / "annotations.json").write_text(json.dumps(ann))
+    damaged = next((full / "val").rglob(gone["file_name"].rsplit("/", 1)[-1]))
+    damaged.write_bytes(b"not an image")
+    with_bad = validate(str(full), conf=0.05)
+    without = validate(str(fewer), conf=0.05)
+    assert len(with_bad["failed"]) == 1 and with_bad["images"] == without["images"] == len(ann["images"])
+    assert with_bad["bbox"]["AP"] == without["bbox"]["AP"] and with_bad["segm"]["AP"] == without["segm"]["AP"]
