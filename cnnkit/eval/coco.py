@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 from typing import Any
 
 import numpy as np
 
 from cnnkit.records import Record
+
+log = logging.getLogger("cnnkit")
 
 
 class CocoResults:
@@ -91,10 +94,12 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
     pr = precision_recall(ev)
     for cat_id, (p, r) in pr["per_class"].items():
         per_class[names.get(cat_id, str(cat_id))].update(precision=p, recall=r)
+    if not gt["annotations"]:  # pycocotools says -1 (no data); 0 as with no results, and as ultralytics says
+        log.warning("no ground-truth objects to score against: AP is 0")
     return {
-        "AP": float(stats[0]),
-        "AP50": float(stats[1]),
-        "AP75": float(stats[2]),
+        "AP": max(float(stats[0]), 0.0),
+        "AP50": max(float(stats[1]), 0.0),
+        "AP75": max(float(stats[2]), 0.0),
         "per_class": per_class,
         "precision": pr["precision"],
         "recall": pr["recall"],
@@ -106,13 +111,15 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
 def precision_recall(ev: Any, iou: float = 0.5) -> dict[str, Any]:
     """Precision and recall from COCOeval's matches at ``iou``, at one confidence for all classes.
 
-    The confidence is the one that maximises the mean F1 over classes with ground truth
-    (the operating point ultralytics reports), on a 0.001 grid.
+    The confidence is the one that maximises the mean F1 over classes with ground truth, computed as
+    ultralytics' ``ap_per_class`` does (the operating point it reports): per class, precision and recall
+    interpolated over a 1,000-point confidence grid (precision 1 above the top score), the mean F1
+    smoothed by a box filter a tenth of the grid wide.
     """
     params = ev.params
     t = int(np.argmin(np.abs(params.iouThrs - iou)))
     n_area, n_img, max_det = len(params.areaRng), len(params.imgIds), params.maxDets[-1]
-    grid = np.linspace(0, 1, 1001)
+    grid = np.linspace(0, 1, 1000)
     curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k, cat_id in enumerate(params.catIds):
         found = [e for e in ev.evalImgs[k * n_area * n_img : k * n_area * n_img + n_img] if e is not None]
@@ -123,22 +130,29 @@ def precision_recall(ev: Any, iou: float = 0.5) -> dict[str, Any]:
         matched = np.concatenate([e["dtMatches"][t, :max_det] for e in found]) if found else np.zeros(0)
         ignored = np.concatenate([e["dtIgnore"][t, :max_det] for e in found]) if found else np.zeros(0)
         keep = ~ignored.astype(bool)
-        scores, tp = scores[keep], matched[keep] > 0
+        scores, tp = np.asarray(scores, float)[keep], matched[keep] > 0
+        if not len(scores):
+            curves[cat_id] = (np.zeros_like(grid), np.zeros_like(grid))
+            continue
         order = np.argsort(-scores, kind="mergesort")
-        scores, tp = scores[order], np.cumsum(tp[order])
-        n = np.searchsorted(-scores, -grid, side="right")
-        tps = np.where(n > 0, np.concatenate([[0], tp])[n], 0)
-        curves[cat_id] = (np.where(n > 0, tps / np.maximum(n, 1), 0.0), tps / n_gt)
+        scores, tpc = scores[order], np.cumsum(tp[order])
+        precision = tpc / np.arange(1, len(tpc) + 1)
+        curves[cat_id] = (
+            np.interp(-grid, -scores, precision, left=1),
+            np.interp(-grid, -scores, tpc / n_gt, left=0),
+        )
     if not curves:
         return {"precision": 0.0, "recall": 0.0, "conf": None, "per_class": {}}
     p_all = np.stack([c[0] for c in curves.values()])
     r_all = np.stack([c[1] for c in curves.values()])
     f1 = (2 * p_all * r_all / np.maximum(p_all + r_all, 1e-16)).mean(0)
-    i = int(np.argmax(f1))
+    width = round(len(f1) * 0.1 * 2) // 2 + 1  # ultralytics' smooth(f1, 0.1): an odd box filter, ends repeated
+    padded = np.concatenate([np.full(width // 2, f1[0]), f1, np.full(width // 2, f1[-1])])
+    i = int(np.argmax(np.convolve(padded, np.ones(width) / width, mode="valid")))
     per_class = {cat_id: (float(p[i]), float(r[i])) for cat_id, (p, r) in curves.items()}
     return {
         "precision": float(p_all[:, i].mean()),
         "recall": float(r_all[:, i].mean()),
-        "conf": float(grid[i]),
+        "conf": round(float(grid[i]), 4),
         "per_class": per_class,
     }

@@ -224,7 +224,9 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
             overlap = np.array([[_iou(a.box, b.box) for b in h] for a in g])
             overlap[overlap < iou] = 0.0
             rows, cols = linear_sum_assignment(-overlap)
-            drop = {c for r, c in zip(rows, cols, strict=True) if overlap[r, c] > 0 and g[r].visibility < min_visibility}
+            drop = {
+                c for r, c in zip(rows, cols, strict=True) if overlap[r, c] > 0 and g[r].visibility < min_visibility
+            }
             h = [b for i, b in enumerate(h) if i not in drop]
         g = [r for r in g if r.visibility >= min_visibility]
         # motmetrics' own iou_matrix calls np.asfarray, gone in NumPy 2: the same matrix, computed here

@@ -42,7 +42,8 @@ def test_hand_worked_ap(hand_case):
 
     Precision is 1 up to recall 0.5 and recall never exceeds 0.5, so COCO's 101-point
     interpolated AP is 51/101 at every IoU threshold (the perfect box has IoU 1): mAP50 =
-    mAP50-95 = 51/101. The best-F1 operating point keeps only the TP: P = 1, R = 0.5.
+    mAP50-95 = 51/101. The operating point is ultralytics': R = 0.5, and P from the smoothed F1 curve,
+    between the TP alone (P = 1) and both (P = 0.5).
     """
     from cnnkit.eval.coco import CocoResults, evaluate
     from cnnkit.tasks.detect.val import ground_truth
@@ -55,8 +56,49 @@ def test_hand_worked_ap(hand_case):
     m = evaluate(gt, coco.results(), "bbox")
     assert m["AP50"] == pytest.approx(51 / 101)
     assert m["AP"] == pytest.approx(51 / 101)
-    assert m["precision"] == pytest.approx(1.0) and m["recall"] == pytest.approx(0.5)
-    assert m["per_class"]["square"]["precision"] == pytest.approx(1.0)
+    assert 0.5 < m["precision"] < 1.0 and m["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["square"]["precision"] == pytest.approx(m["precision"])
+
+
+def test_precision_and_recall_are_ultralytics_operating_point():
+    """Boxes that either sit on a ground-truth box or far from all, so COCO's matches are known; precision and
+    recall then equal ultralytics' ``ap_per_class`` on the same matches."""
+    import numpy as np
+
+    from cnnkit import ultralytics_adapter
+    from cnnkit.eval.coco import evaluate
+
+    rng = np.random.default_rng(7)
+    images, annotations, results, tp, conf, pred_cls, target_cls = [], [], [], [], [], [], []
+    for image_id in range(1, 21):
+        images.append({"id": image_id, "width": 200, "height": 200, "file_name": f"{image_id}.png"})
+        for k in range(3):
+            cls = int(rng.integers(0, 3))
+            box = [10.0 + 60 * k, 20.0, 40.0, 40.0]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box})
+            target_cls.append(cls)
+            if rng.random() < 0.7:  # found, at a random score
+                score = float(rng.uniform(0.2, 1.0))
+                results.append({"image_id": image_id, "category_id": cls + 1, "bbox": box, "score": score})
+                tp.append(True), conf.append(score), pred_cls.append(cls)
+        for _ in range(int(rng.integers(0, 3))):  # false positives far below every object
+            cls, score = int(rng.integers(0, 3)), float(rng.uniform(0.0, 0.9))
+            results.append(
+                {"image_id": image_id, "category_id": cls + 1, "bbox": [10.0, 150.0, 30, 30], "score": score}
+            )
+            tp.append(False), conf.append(score), pred_cls.append(cls)
+    gt = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": f"c{i}"} for i in range(3)],
+    }
+    m = evaluate(gt, results, "bbox")
+    ultralytics_adapter.ultralytics()
+    from ultralytics.utils.metrics import ap_per_class
+
+    _, _, p, r, *_ = ap_per_class(np.array(tp)[:, None], np.array(conf), np.array(pred_cls), np.array(target_cls))
+    assert m["precision"] == pytest.approx(p.mean(), abs=1e-3) and m["recall"] == pytest.approx(r.mean(), abs=1e-3)
+    assert [m["per_class"][f"c{i}"]["recall"] for i in range(3)] == pytest.approx(list(r), abs=1e-3)
 
 
 def test_category_map_by_name_then_by_id():
@@ -128,3 +170,11 @@ def test_val_cli_json_and_table(yolo_set, tmp_path):
 def test_val_missing_yaml_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["detect", "val", str(tmp_path / "nope.yaml")])
     assert is_usage_error(result) and "nope.yaml" in error_text(result)
+
+
+def test_no_ground_truth_objects_give_zero_not_pycocotools_minus_one():
+    from cnnkit.eval.coco import evaluate
+
+    gt = {"images": [{"id": 1, "width": 50, "height": 50}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    m = evaluate(gt, [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "score": 0.9}], "bbox")
+    assert m["AP"] == m["AP50"] == m["AP75"] == 0.0
