@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, UsageError
 
 
 @dataclass
@@ -37,6 +37,8 @@ def find_annotations(data: str | Path, split: str) -> Path:
     data = Path(data)
     if data.is_file():
         return data
+    if not data.exists():  # a mistyped path, as detect and classify say it
+        raise UsageError(f"{data}: no such file or folder")
     for candidate in (data / split / "annotations.json", data / "annotations.json"):
         if candidate.is_file():
             return candidate
@@ -61,8 +63,9 @@ def read_coco(data: str | Path, split: str = "val") -> CocoSplit:
 
 def check_coco(path: Path, gt: dict[str, Any]) -> None:
     """Refuse, naming the file and the entry, what pycocotools would crash on or silently miscount: images
-    and categories without ids, and annotations without a known image and category, a ``bbox`` of four
-    finite numbers (sizes not negative), or a ``segmentation`` of polygons (6+ coordinates each) or an RLE."""
+    and categories without ids, and annotations without an id of their own, a known image and category, a
+    ``bbox`` of four finite numbers (sizes not negative), or a ``segmentation`` of polygons (6+ coordinates
+    each) or an RLE; polygons need their image's width and height."""
     import math
 
     def bad(where: str, why: str) -> CnnkitError:
@@ -78,11 +81,15 @@ def check_coco(path: Path, gt: dict[str, Any]) -> None:
                 or ("name" if kind == "categories" else "file_name") not in entry
             ):
                 raise bad(f"{kind}[{i}]", "needs an id and a " + ("name" if kind == "categories" else "file_name"))
-    images, cats = {im["id"] for im in gt["images"]}, {c["id"] for c in gt["categories"]}
+    images, cats = {im["id"]: im for im in gt["images"]}, {c["id"] for c in gt["categories"]}
+    ids: set[Any] = set()
     for i, a in enumerate(gt["annotations"]):
         where = f"annotations[{i}] (id {a.get('id')})" if isinstance(a, dict) else f"annotations[{i}]"
         if not isinstance(a, dict):
             raise bad(where, "not an object")
+        if "id" not in a or a["id"] in ids:
+            raise bad(where, "needs an id of its own" if "id" not in a else "the same id as an earlier annotation")
+        ids.add(a["id"])
         if a.get("image_id") not in images:
             raise bad(where, f"image_id {a.get('image_id')!r} is not one of the images")
         if a.get("category_id") not in cats:
@@ -104,3 +111,7 @@ def check_coco(path: Path, gt: dict[str, Any]) -> None:
         rle = isinstance(seg, dict) and "counts" in seg and "size" in seg
         if not polygons and not rle:
             raise bad(where, "segmentation must be polygons ([[x1, y1, x2, y2, x3, y3, …], …]) or an RLE")
+        image = images[a["image_id"]]
+        drawn = polygons or (isinstance(seg, dict) and not isinstance(seg["counts"], str))  # from the image's size
+        if drawn and not all(isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height")):
+            raise bad(where, f"its image (id {a['image_id']!r}) needs a width and a height, to draw its mask")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, UsageError
 from cnnkit.io.sources import is_image_name
 
 IGNORE = 255  # a mask value marking pixels left out of scores and of the training loss (VOC's "void")
@@ -21,7 +21,7 @@ def split_dir(data: str | Path, split: str) -> Path:
     """``data`` itself when it has ``images/`` and ``masks/``, else ``data/split``."""
     root = Path(data)
     if not root.is_dir():
-        raise CnnkitError(f"{root}: no such folder")
+        raise UsageError(f"{root}: no such folder")
     for folder in (root, root / split):
         if (folder / "images").is_dir() and (folder / "masks").is_dir():
             return folder

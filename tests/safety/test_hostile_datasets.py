@@ -76,6 +76,7 @@ def test_detect_val_names_a_label_file_that_is_not_text(tmp_path: Path) -> None:
         (lambda a: a.update(bbox=[1, 2]), "bbox must be [x, y, width, height]"),
         (lambda a: a.update(category_id=99), "category_id 99 is not one of the categories"),
         (lambda a: a.update(image_id=12345), "image_id 12345 is not one of the images"),
+        (lambda a: a.pop("id"), "needs an id of its own"),
     ],
 )
 def test_instance_val_names_a_bad_coco_annotation(tmp_path: Path, damage, reason: str) -> None:
@@ -89,6 +90,19 @@ def test_instance_val_names_a_bad_coco_annotation(tmp_path: Path, damage, reason
     assert result.exit_code == 1
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
     assert str(path) in line and "annotations[0]" in line and reason in line
+
+
+def test_instance_val_names_polygons_whose_image_has_no_size(tmp_path: Path) -> None:
+    data = _data(tmp_path, "coco", 6)
+    path = data / "val" / "annotations.json"
+    gt = json.loads(path.read_text())
+    gt["annotations"][0]["segmentation"] = [[1, 1, 20, 1, 20, 20]]
+    image = next(im for im in gt["images"] if im["id"] == gt["annotations"][0]["image_id"])
+    del image["width"], image["height"]
+    path.write_text(json.dumps(gt))
+    result = runner.invoke(app, ["instance", "val", str(data)])
+    _no_traceback(result)
+    assert result.exit_code == 1 and "needs a width and a height" in result.stderr and str(path) in result.stderr
 
 
 def test_segment_val_names_bad_masks_and_scores_the_rest(tmp_path: Path) -> None:
@@ -231,3 +245,11 @@ def test_detect_val_scores_polygon_labels_as_their_boxes(tmp_path: Path) -> None
     a, b = json.loads(boxes.stdout), json.loads(polygons.stdout)
     assert b["images"] == a["images"] > 0
     assert b["mAP50"] == pytest.approx(a["mAP50"], abs=1e-3) and b["mAP50"] > 0.5
+
+
+@pytest.mark.parametrize("task", ["classify", "detect", "segment", "instance", "track"])
+def test_val_of_a_missing_dataset_is_a_usage_error_naming_it(tmp_path: Path, task: str) -> None:
+    missing = tmp_path / "nowhere"
+    result = runner.invoke(app, [task, "val", str(missing)])
+    _no_traceback(result)
+    assert result.exit_code == 2 and str(missing) in result.stderr
