@@ -50,68 +50,89 @@ def read_coco(data: str | Path, split: str = "val") -> CocoSplit:
     path = find_annotations(data, split)
     try:
         gt = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CnnkitError(f"{path}: not a readable COCO JSON ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CnnkitError(f"{path}: not a readable COCO JSON ({str(exc)[:200] or 'nested too deep'})") from None
+    if not isinstance(gt, dict):
+        raise CnnkitError(f"{path}: not COCO instances JSON (an object with images, annotations and categories)")
     missing = [k for k in ("images", "annotations", "categories") if k not in gt]
     if missing:
         raise CnnkitError(f"{path}: not COCO instances JSON (no {', '.join(missing)})")
     check_coco(path, gt)
+    if not gt["images"]:
+        raise CnnkitError(f"{path}: no images to score or train on")
     images_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     return CocoSplit(path, images_dir, gt, [c["name"] for c in cats], [c["id"] for c in cats])
 
 
 def check_coco(path: Path, gt: dict[str, Any]) -> None:
-    """Refuse, naming the file and the entry, what pycocotools would crash on or silently miscount: images
-    and categories without ids, and annotations without an id of their own, a known image and category, a
-    ``bbox`` of four finite numbers (sizes not negative), or a ``segmentation`` of polygons (6+ coordinates
-    each) or an RLE; polygons need their image's width and height."""
+    """Refuse, naming the file and the entry, what pycocotools would crash on (or run out of memory on) or
+    silently miscount: images and categories without ids of their own, of one type, a ``file_name`` and a
+    ``name``; annotations without an id of their own, a known image and category, a ``bbox`` of four finite
+    numbers (sizes not negative), or a ``segmentation`` of polygons (6+ finite coordinates each, near their
+    image, whose width and height they need) or an RLE of their image's size."""
     import math
 
     def bad(where: str, why: str) -> CnnkitError:
-        return CnnkitError(f"{path}: {where}: {why}")
+        return CnnkitError(f"{path}: {where}: {why}"[:400])
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     if not all(isinstance(gt[k], list) for k in ("images", "annotations", "categories")):
         raise bad("top level", "images, annotations and categories must be lists")
-    for kind in ("images", "categories"):
+    for kind, text in (("images", "file_name"), ("categories", "name")):
+        seen: set[Any] = set()
         for i, entry in enumerate(gt[kind]):
-            if (
-                not isinstance(entry, dict)
-                or "id" not in entry
-                or ("name" if kind == "categories" else "file_name") not in entry
-            ):
-                raise bad(f"{kind}[{i}]", "needs an id and a " + ("name" if kind == "categories" else "file_name"))
+            if not isinstance(entry, dict) or not isinstance(entry.get(text), str):
+                raise bad(f"{kind}[{i}]", f"needs an id and a {text} (text)")
+            ident = entry.get("id")
+            if not isinstance(ident, (int, str)) or isinstance(ident, bool) or ident in seen:
+                raise bad(f"{kind}[{i}]", "needs an id (a number or text) of its own, not " + repr(ident)[:40])
+            if seen and type(ident) is not type(next(iter(seen))):
+                raise bad(f"{kind}[{i}]", "ids must be all numbers or all text")
+            seen.add(ident)
+            for k in ("width", "height") if kind == "images" else ():
+                if k in entry and not (isinstance(entry[k], int) and not isinstance(entry[k], bool) and entry[k] > 0):
+                    raise bad(f"{kind}[{i}] (id {ident!r})", f"{k} must be a positive whole number, not {entry[k]!r}")
     images, cats = {im["id"]: im for im in gt["images"]}, {c["id"] for c in gt["categories"]}
     ids: set[Any] = set()
     for i, a in enumerate(gt["annotations"]):
-        where = f"annotations[{i}] (id {a.get('id')})" if isinstance(a, dict) else f"annotations[{i}]"
+        where = f"annotations[{i}] (id {a.get('id')!r})" if isinstance(a, dict) else f"annotations[{i}]"
         if not isinstance(a, dict):
             raise bad(where, "not an object")
-        if "id" not in a or a["id"] in ids:
+        if not isinstance(a.get("id"), (int, str)) or a["id"] in ids:
             raise bad(where, "needs an id of its own" if "id" not in a else "the same id as an earlier annotation")
         ids.add(a["id"])
-        if a.get("image_id") not in images:
+        if not isinstance(a.get("image_id"), (int, str)) or a["image_id"] not in images:
             raise bad(where, f"image_id {a.get('image_id')!r} is not one of the images")
-        if a.get("category_id") not in cats:
+        if not isinstance(a.get("category_id"), (int, str)) or a["category_id"] not in cats:
             raise bad(where, f"category_id {a.get('category_id')!r} is not one of the categories")
         box = a.get("bbox")
-        if (
-            not isinstance(box, list)
-            or len(box) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
-            or box[2] < 0
-            or box[3] < 0
-        ):
-            raise bad(where, f"bbox must be [x, y, width, height], sizes not negative, not {box!r}"[:200])
-        seg = a.get("segmentation")
-        polygons = isinstance(seg, list) and all(
-            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(isinstance(v, (int, float)) for v in p)
-            for p in seg
-        )
-        rle = isinstance(seg, dict) and "counts" in seg and "size" in seg
-        if not polygons and not rle:
-            raise bad(where, "segmentation must be polygons ([[x1, y1, x2, y2, x3, y3, …], …]) or an RLE")
+        if not isinstance(box, list) or len(box) != 4 or not all(number(v) for v in box) or box[2] < 0 or box[3] < 0:
+            raise bad(where, f"bbox must be [x, y, width, height], sizes not negative, not {box!r}")
         image = images[a["image_id"]]
-        drawn = polygons or (isinstance(seg, dict) and not isinstance(seg["counts"], str))  # from the image's size
-        if drawn and not all(isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height")):
-            raise bad(where, f"its image (id {a['image_id']!r}) needs a width and a height, to draw its mask")
+        width, height = image.get("width"), image.get("height")
+        seg = a.get("segmentation")
+        if isinstance(seg, list):
+            if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
+                raise bad(where, "segmentation must be polygons ([[x1, y1, x2, y2, x3, y3, …], …]) or an RLE")
+            if width is None or height is None:
+                raise bad(where, f"its image (id {a['image_id']!r}) needs a width and a height, to draw its mask")
+            side = max(width, height)  # far-off or non-finite points make pycocotools allocate without bound
+            if not all(number(v) and -side <= v <= 2 * side for p in seg for v in p):
+                raise bad(where, f"a polygon point is not a number near the {width}x{height} image")
+        elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
+            size, counts = seg["size"], seg["counts"]
+            if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+                raise bad(where, f"an RLE size must be [height, width], not {size!r}")
+            if width is not None and height is not None and size != [height, width]:
+                raise bad(where, f"its RLE is {size[1]}x{size[0]}, its image {width}x{height}")
+            if not isinstance(counts, str) and not (
+                isinstance(counts, list)
+                and all(isinstance(v, int) and v >= 0 for v in counts)
+                and sum(counts) == size[0] * size[1]
+            ):
+                raise bad(where, "RLE counts must be a COCO string or run lengths that cover the image")
+        else:
+            raise bad(where, "segmentation must be polygons ([[x1, y1, x2, y2, x3, y3, …], …]) or an RLE")

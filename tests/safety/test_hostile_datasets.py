@@ -253,3 +253,47 @@ def test_val_of_a_missing_dataset_is_a_usage_error_naming_it(tmp_path: Path, tas
     result = runner.invoke(app, [task, "val", str(missing)])
     _no_traceback(result)
     assert result.exit_code == 2 and str(missing) in result.stderr
+
+
+def _first_rle_size(gt: dict) -> list:
+    image = next(im for im in gt["images"] if im["id"] == gt["annotations"][0]["image_id"])
+    return [image["height"] + 1, image["width"]]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda gt: gt["annotations"][0].update(segmentation=[[1e9, 10, 20, 10, 20, 20]]), "not a number near"),
+        (lambda gt: gt["annotations"][0].update(segmentation=[[float("nan"), 1, 2, 1, 2, 2]]), "not a number near"),
+        (lambda gt: gt["annotations"][0].update(segmentation=[]), "segmentation must be polygons"),
+        (lambda gt: gt["annotations"][0].update(segmentation={"size": "x", "counts": "a"}), "RLE size must be"),
+        (lambda gt: gt["annotations"][0].update(segmentation={"size": _first_rle_size(gt), "counts": "a"}), "its RLE is"),
+        (lambda gt: gt["annotations"][0].update(segmentation={"size": [4, 4], "counts": 5}), "RLE"),
+        (lambda gt: gt["categories"].append(dict(gt["categories"][0], name="again")), "of its own"),
+        (lambda gt: gt["images"][0].update(id=[1]), "of its own"),
+        (lambda gt: gt["images"][0].update(file_name=5), "needs an id and a file_name"),
+        (lambda gt: gt["categories"][0].update(id=str(gt["categories"][0]["id"])), "all numbers or all text"),
+    ],
+)
+def test_crafted_coco_is_refused_in_one_line_before_pycocotools_sees_it(tmp_path: Path, damage, reason: str) -> None:
+    data = _data(tmp_path, "coco", 6)
+    path = data / "val" / "annotations.json"
+    gt = json.loads(path.read_text())
+    damage(gt)
+    path.write_text(json.dumps(gt))
+    result = runner.invoke(app, ["instance", "val", str(data)])
+    _no_traceback(result)
+    assert result.exit_code == 1, result.output
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    assert str(path) in line and reason in line
+
+
+def test_coco_json_nested_too_deep_or_without_images_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "annotations.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    result = runner.invoke(app, ["instance", "val", str(path)])
+    _no_traceback(result)
+    assert result.exit_code == 1 and "not a readable COCO JSON" in result.stderr
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    result = runner.invoke(app, ["instance", "val", str(path)])
+    assert result.exit_code == 1 and "no images" in result.stderr
