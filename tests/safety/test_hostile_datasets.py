@@ -267,7 +267,10 @@ def _first_rle_size(gt: dict) -> list:
         (lambda gt: gt["annotations"][0].update(segmentation=[[float("nan"), 1, 2, 1, 2, 2]]), "not a number near"),
         (lambda gt: gt["annotations"][0].update(segmentation=[]), "segmentation must be polygons"),
         (lambda gt: gt["annotations"][0].update(segmentation={"size": "x", "counts": "a"}), "RLE size must be"),
-        (lambda gt: gt["annotations"][0].update(segmentation={"size": _first_rle_size(gt), "counts": "a"}), "its RLE is"),
+        (
+            lambda gt: gt["annotations"][0].update(segmentation={"size": _first_rle_size(gt), "counts": "a"}),
+            "its RLE is",
+        ),
         (lambda gt: gt["annotations"][0].update(segmentation={"size": [4, 4], "counts": 5}), "RLE"),
         (lambda gt: gt["categories"].append(dict(gt["categories"][0], name="again")), "of its own"),
         (lambda gt: gt["images"][0].update(id=[1]), "of its own"),
