@@ -104,9 +104,17 @@ def export_shapes(
 
 
 def _write_data_yaml(out: Path, extra_train: list[Path] | None = None) -> None:
-    names = "\n".join(f"  {i}: {c}" for i, c in enumerate(shapes.CLASSES))
-    train = "images/train" if not extra_train else "[" + ", ".join(["images/train", *map(str, extra_train)]) + "]"
-    atomic_write_text(out / "data.yaml", f"path: {out.resolve()}\ntrain: {train}\nval: images/val\nnames:\n{names}\n")
+    """``data.yaml`` without a ``path``: its folder is the dataset root (for cnnkit and ultralytics alike), so a
+    copied or moved dataset reads its own images; YAML's own writer quotes what needs quoting."""
+    import yaml
+
+    train: str | list[str] = "images/train" if not extra_train else ["images/train", *map(str, extra_train)]
+    text = yaml.safe_dump(
+        {"train": train, "val": "images/val", "names": dict(enumerate(shapes.CLASSES))},
+        sort_keys=False,
+        allow_unicode=True,
+    )
+    atomic_write_text(out / "data.yaml", text)
 
 
 def export_moving_frames(

@@ -103,3 +103,20 @@ def test_moving_frames_export_labels_the_visible_shapes(tmp_path):
     ]
     assert f"train: [images/train, {extra}]" in (tmp_path / "v" / "data.yaml").read_text()
     assert Image.open(tmp_path / "v" / "images" / "val" / "val_0001_0006.png").size == (256, 256)
+
+
+def test_a_yolo_dataset_copied_or_oddly_named_reads_its_own_images(tmp_path):
+    """data.yaml names no absolute root (a copy read the original's images) and is real YAML (a `#` in the
+    folder name started a comment)."""
+    import shutil
+
+    from cnnkit.data import yolo_yaml
+
+    first = tmp_path / "odd #1"
+    export_shapes(first, "yolo", n=6, seed=0, imgsz=32, val_fraction=0.5)
+    copy = tmp_path / "copy: two"
+    shutil.copytree(first, copy)
+    for root in (first, copy):
+        ds = yolo_yaml.read(root / "data.yaml")
+        images = yolo_yaml.split_images(ds, "val")
+        assert images and all(str(p).startswith(str(root)) for p in images)
