@@ -34,6 +34,14 @@ class CnnkitError(Exception):
 
     exit_code = 1
 
+    def __init__(self, *args: object, message: str | None = None) -> None:
+        """``message=`` is how torch's DataLoader re-raises a worker's error (a type with a ``message``): its
+        text is the worker's traceback, whose last line is ``…CnnkitError: the one-line message``."""
+        if message is not None:
+            last = message.rstrip().splitlines()[-1] if message.strip() else ""
+            args = (last.split(": ", 1)[1] if "Error: " in last else last,)
+        super().__init__(*args)
+
     @property
     def message(self) -> str:
         return str(self)

@@ -7,12 +7,15 @@ palette or greyscale, 0 = background). ``DATA`` may be such a folder or a root w
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from cnnkit.errors import CnnkitError, UsageError
 from cnnkit.io.sources import is_image_name
+
+log = logging.getLogger("cnnkit")
 
 IGNORE = 255  # a mask value marking pixels left out of scores and of the training loss (VOC's "void")
 
@@ -73,14 +76,47 @@ def read_pair(image: str | Path, mask: str | Path, classes: int | None = None) -
 
     from cnnkit.io.decode import to_rgb
 
-    with Image.open(image) as img:
-        rgb = np.asarray(to_rgb(ImageOps.exif_transpose(img)))  # as predict and val see the image
+    try:
+        with Image.open(image) as img:
+            rgb = np.asarray(to_rgb(ImageOps.exif_transpose(img)))  # as predict and val see the image
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{image}: not a readable image ({reason[:120]})") from None
     target = read_mask(mask)
     if target.shape != rgb.shape[:2]:
         raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {rgb.shape[1]}x{rgb.shape[0]}")
     if classes is not None:
         check_mask_values(mask, target, classes)
     return rgb, target
+
+
+def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) -> list[tuple[Path, Path]]:
+    """The pairs whose image opens and whose mask reads, fits it and holds class values only; each other pair
+    is named in a warning and left out of training (as detect's label check does), not a crash mid-epoch."""
+    from PIL import Image
+
+    good, bad = [], []
+    for image, mask in pairs:
+        try:
+            try:
+                with Image.open(image) as img:
+                    width, height = img.size
+                    if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned upright by its EXIF orientation
+                        width, height = height, width
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise CnnkitError(f"{image}: not a readable image ({str(exc).strip()[:120] or type(exc).__name__})") from None
+            target = read_mask(mask)
+            if target.shape != (height, width):
+                raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {width}x{height}")
+            check_mask_values(mask, target, classes)
+            good.append((image, mask))
+        except CnnkitError as exc:
+            bad.append(str(exc))
+    for reason in bad[:limit]:
+        log.warning("left out of training: %s", reason)
+    if len(bad) > limit:
+        log.warning("… and %d more pair(s) left out", len(bad) - limit)
+    return good
 
 
 def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cnnkit.data.masks import IGNORE
-from cnnkit.errors import OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader
 from cnnkit.train.options import FinetuneOptions
 
@@ -174,7 +174,7 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     """
     from torch.utils.data import DataLoader
 
-    from cnnkit.data.masks import class_names, find_pairs, read_pair
+    from cnnkit.data.masks import class_names, find_pairs, read_pair, usable_pairs
     from cnnkit.device import resolve_device
     from cnnkit.models.preprocess import Preprocess
 
@@ -184,6 +184,9 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     batch_size, workers, seed = opts.batch_size, opts.workers, opts.seed
     train_pairs, val_pairs = find_pairs(data, "train"), find_pairs(data, "val")
     labels = class_names(data, train_pairs)
+    train_pairs, val_pairs = usable_pairs(train_pairs, len(labels)), usable_pairs(val_pairs, len(labels))
+    if not train_pairs or not val_pairs:
+        raise CnnkitError(f"{data}: no usable {'train' if not train_pairs else 'val'} image/mask pairs left")
     torch.manual_seed(seed)
     module, arch_kwargs, base_pre = _start(opts.model, opts.weights, opts.arch, opts.encoder, len(labels))
     size = int(opts.imgsz or (base_pre.crop if base_pre else 256))

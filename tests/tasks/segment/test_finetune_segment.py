@@ -115,3 +115,61 @@ def test_retraining_script_takes_the_registry_input_size_or_imgsz(tmp_path, monk
         "encoder": "tu-tf_mobilenetv3_small_100",
         "decoder_channels": 96,
     }
+
+
+def test_bad_training_pairs_are_left_out_by_name_and_training_goes_on(tmp_path, caplog):
+    """A mask with a value that is no class and an image that does not decode: each named in a warning and left
+    out, with data loader workers too (a worker's error used to surface as a 60-line traceback)."""
+    import shutil
+
+    from PIL import Image
+
+    from cnnkit import api
+    from cnnkit.data.export import export_shapes
+
+    data = tmp_path / "data"
+    export_shapes(data, "masks", 8, seed=5, imgsz=64, val_fraction=0.25)
+    masks = sorted((data / "train" / "masks").glob("*.png"))
+    value = np.asarray(Image.open(masks[0])).copy()
+    value[0, 0] = 9
+    Image.fromarray(value).save(masks[0])
+    broken = sorted((data / "train" / "images").iterdir())[1]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nxx")
+    caplog.set_level("WARNING", logger="cnnkit")
+    logger = __import__("logging").getLogger("cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        result = api.finetune(
+            str(data),
+            task="segment",
+            **{k: TINY[k] for k in ("arch", "encoder")},
+            epochs=1,
+            batch_size=2,
+            imgsz=32,
+            workers=1,
+            out=str(tmp_path / "run"),
+            progress=False,
+        )
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert Path(result["best"]).is_file()
+    assert f"left out of training: {masks[0]}: mask value 9 is not a class" in caplog.text
+    assert f"left out of training: {broken}: not a readable image" in caplog.text
+    shutil.rmtree(tmp_path / "run")
+
+
+def test_a_cnnkit_error_in_a_data_loader_worker_comes_back_as_its_one_line():
+    from torch.utils.data import DataLoader, Dataset
+
+    from cnnkit.errors import CnnkitError
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int):
+            raise CnnkitError(f"x{i}.png: broken here")
+
+    with pytest.raises(CnnkitError) as caught:
+        list(DataLoader(Broken(), num_workers=1))
+    assert str(caught.value) == "x0.png: broken here"
