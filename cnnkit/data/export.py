@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from cnnkit.data import shapes
-from cnnkit.io.files import atomic_write_text
+from cnnkit.io.files import atomic_path, atomic_write_text
 
 FORMATS = ("imagefolder", "yolo", "masks", "coco")
 
@@ -27,13 +27,14 @@ def _split_counts(n: int, val_fraction: float) -> dict[str, int]:
     return {"train": n - n_val, "val": n_val}
 
 
-def _save_png(path: Path, arr: np.ndarray, palette: list[int] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(arr)
+def _save_png(path: Path, arr: np.ndarray | Image.Image, palette: list[int] | None = None) -> None:
+    """A PNG written whole or not at all, replacing what is at ``path`` (a symlink itself, never its target)."""
+    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
     if palette is not None:
         img = img.convert("P")
         img.putpalette(palette)
-    img.save(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def mask_palette(n_classes: int) -> list[int]:
@@ -164,9 +165,7 @@ def _save_yolo(
         f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
         for c, (x1, y1, x2, y2) in boxes
     ]
-    lbl = out / "labels" / split / name.replace(".png", ".txt")
-    lbl.parent.mkdir(parents=True, exist_ok=True)
-    lbl.write_text("".join(lines))
+    atomic_write_text(out / "labels" / split / name.replace(".png", ".txt"), "".join(lines))
 
 
 class _CocoBuilder:
@@ -218,9 +217,7 @@ def export_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0, siz
             split = "val" if j < n_val else "train"
             arr = (digits.images[i] / 16.0 * 255).astype(np.uint8)
             img = Image.fromarray(arr, "L").resize((size, size), Image.Resampling.BILINEAR)
-            path = out / split / str(label) / f"digit_{i:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            img.save(path)
+            _save_png(out / split / str(label) / f"digit_{i:04d}.png", img)
             counts[split] += 1
     summary = {"format": "imagefolder", "out": str(out), "source": "sklearn.datasets.load_digits", **counts}
     atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")

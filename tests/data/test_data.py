@@ -120,3 +120,21 @@ def test_a_yolo_dataset_copied_or_oddly_named_reads_its_own_images(tmp_path):
         ds = yolo_yaml.read(root / "data.yaml")
         images = yolo_yaml.split_images(ds, "val")
         assert images and all(str(p).startswith(str(root)) for p in images)
+
+
+def test_writing_over_a_dataset_never_writes_through_a_symlink(tmp_path):
+    """`--exist-ok` replaces the dataset's own files; a symlink among them is replaced, its target left alone."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "ds"
+    export_shapes(out, "yolo", n=4, seed=0, imgsz=32, val_fraction=0.25)
+    label = sorted((out / "labels" / "train").glob("*.txt"))[0]
+    image = sorted((out / "images" / "train").glob("*.png"))[0]
+    label.unlink()
+    label.symlink_to(victim)
+    image.unlink()
+    image.symlink_to(victim)
+    export_shapes(out, "yolo", n=4, seed=3, imgsz=32, val_fraction=0.25)
+    assert victim.read_text() == "precious"
+    assert not label.is_symlink() and not image.is_symlink()
+    Image.open(image).verify()
