@@ -104,7 +104,9 @@ def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) 
                     if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned upright by its EXIF orientation
                         width, height = height, width
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise CnnkitError(f"{image}: not a readable image ({str(exc).strip()[:120] or type(exc).__name__})") from None
+                raise CnnkitError(
+                    f"{image}: not a readable image ({str(exc).strip()[:120] or type(exc).__name__})"
+                ) from None
             target = read_mask(mask)
             if target.shape != (height, width):
                 raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {width}x{height}")
@@ -119,18 +121,35 @@ def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) 
     return good
 
 
-def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:
-    """Names for mask values: ``classes.txt`` (one per line, background first), else the
-    ``classes`` of ``cnnkit-data.json`` after ``background``, else ``class_N`` up to the largest value."""
+def declared_names(data: str | Path) -> list[str] | None:
+    """The names a dataset gives its mask values: ``classes.txt`` (one per line, background first), else the
+    ``classes`` of ``cnnkit-data.json`` after ``background`` (in ``data`` or the folder above); ``None``
+    when it gives none. A file that cannot be read is a one-line error naming it."""
     import json
 
     root = Path(data)
     for folder in (root, root.parent):
-        if (folder / "classes.txt").is_file():
-            return [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
-        if (folder / "cnnkit-data.json").is_file():
-            classes = json.loads((folder / "cnnkit-data.json").read_text()).get("classes")
-            if classes:
-                return ["background", *classes]
+        listed, made = folder / "classes.txt", folder / "cnnkit-data.json"
+        try:
+            if listed.is_file():
+                return [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if made.is_file():
+                summary = json.loads(made.read_text(encoding="utf-8"))
+                classes = summary.get("classes") if isinstance(summary, dict) else None
+                if classes:
+                    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+                        raise ValueError("its classes are not a list of names")
+                    return ["background", *classes]
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            bad = listed if listed.is_file() else made
+            raise CnnkitError(f"{bad}: not a readable list of class names ({str(exc)[:120]})") from None
+    return None
+
+
+def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:
+    """Names for mask values: :func:`declared_names`, else ``class_N`` up to the largest value."""
+    names = declared_names(data)
+    if names:
+        return names
     top = max(int(read_mask(m).max()) for _, m in pairs)
     return ["background", *(f"class_{i}" for i in range(1, top + 1))]

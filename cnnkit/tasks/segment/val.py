@@ -74,12 +74,25 @@ def evaluate_folder(
     ``on_record(record, truth)`` sees each record with every class of its true or predicted mask, that
     class's IoU in this image and its true pixels (``[{"label", "iou", "pixels"}]``): a report's worst images.
     """
-    from cnnkit.data.masks import check_mask_values, find_pairs, read_mask
+    from cnnkit.data.masks import IGNORE, check_mask_values, declared_names, find_pairs, read_mask
     from cnnkit.errors import CnnkitError
 
     pairs = find_pairs(data, split)
     masks = {str(image): mask for image, mask in pairs}
     cm = ConfusionMatrix(len(predictor.labels))
+    names = declared_names(data)
+    values = len(names) if names else len(predictor.labels)  # mask values that are classes
+    lookup = None  # dataset mask value → the model's class index, matched by name as detect and instance do
+    if names and names != list(predictor.labels):
+        index = {name: i for i, name in enumerate(predictor.labels)}
+        lookup = np.full(256, IGNORE, np.uint8)
+        lookup[: len(names)] = [index.get(n, IGNORE) for n in names]
+        lookup[0] = index.get(names[0], 0)  # value 0 is the background, whatever each calls it
+        unknown = [n for n in names[1:] if n not in index]
+        if unknown and len(unknown) == len(names) - 1:
+            raise CnnkitError(f"{data}: none of its classes ({', '.join(names[:5])} …) are the model's")
+        if unknown:
+            log.warning("%s: classes the model lacks, left out of the scores: %s", data, ", ".join(unknown))
     failed: list[dict[str, str]] = []
     for record, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
         try:
@@ -88,7 +101,9 @@ def evaluate_folder(
             target = read_mask(masks[record.path])
             if target.shape != pred.shape:
                 raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
-            check_mask_values(masks[record.path], target, len(predictor.labels))
+            check_mask_values(masks[record.path], target, values)
+            if lookup is not None:
+                target = lookup[target]
         except CnnkitError as exc:  # the image is left out of the scores and named; the next one follows
             failed.append({"path": record.path, "error": str(exc)})
             log.warning("failed %s: %s", record.path, exc)

@@ -98,3 +98,32 @@ def test_class_map_is_argmax_ties_included(layout):
         scores = scores.contiguous(memory_format=torch.channels_last)
     assert torch.equal(class_map(scores, 1), scores.argmax(1))
     assert torch.equal(class_map(scores[0]), scores[0].argmax(0))
+
+
+def test_val_matches_the_dataset_classes_to_the_model_by_name(tmp_path):
+    """A dataset whose classes.txt orders the classes otherwise (its masks renumbered to match) means the same
+    thing and scores the same; a classes.txt naming what the model lacks leaves those pixels out, with a word."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnkit.data.export import export_shapes
+    from cnnkit.tasks.segment.val import validate
+
+    first = tmp_path / "first"
+    export_shapes(first, "masks", 8, seed=9, imgsz=64, val_fraction=0.5)
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    (second / "cnnkit-data.json").unlink()
+    (second / "classes.txt").write_text("background\nstar\nsquare\ntriangle\ncircle\nhexagon\n")
+    for mask in (second / "val" / "masks").glob("*.png"):
+        value = np.asarray(Image.open(mask)).copy()
+        swapped = value.copy()
+        swapped[value == 1], swapped[value == 4] = 4, 1  # circle ↔ star
+        Image.fromarray(swapped).save(mask)
+    a, b = validate(str(first)), validate(str(second))
+    assert a["images"] == b["images"] > 0
+    assert b["miou"] == pytest.approx(a["miou"]) and b["per_class_iou"] == pytest.approx(a["per_class_iou"])
+    (second / "classes.txt").write_text("background\nstar\nsquare\ntriangle\ncircle\nzebra\n")
+    assert validate(str(second))["images"] == a["images"]
