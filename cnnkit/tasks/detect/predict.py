@@ -83,6 +83,7 @@ class YoloBackend:
         stride: int = 32,
         end2end: bool = False,
         checkpoint: str | None = None,
+        rect: bool = False,
     ) -> None:
         from cnnkit import ultralytics_adapter
 
@@ -97,7 +98,10 @@ class YoloBackend:
         self.runtime_info: dict[str, Any] = {}  # set when the resolver compiled the network (cnnkit.runtimes)
         self.runtime = runtime
         self.net = runtime.prepare(net)
-        self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=False, stride=self.stride)
+        # rect (a PyTorch network): padded only to the stride, as `yolo predict` does for a .pt model, so the
+        # boxes are its boxes; a compiled or exported file takes the square input it was traced at, as there
+        self.rect = rect
+        self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=rect, stride=self.stride)
 
     @classmethod
     def from_yolo(cls, yolo: Any, runtime: Runtime, imgsz: int | None, name: str) -> YoloBackend:
@@ -118,6 +122,7 @@ class YoloBackend:
             stride=stride,
             end2end=bool(getattr(net, "end2end", False)),
             checkpoint=getattr(yolo, "ckpt_path", None),
+            rect=True,
         )
 
     @classmethod
@@ -159,24 +164,26 @@ class YoloBackend:
         import torch
         from ultralytics.utils import nms, ops
 
+        from cnnkit.models.preprocess import by_shape
+
+        result: list[Any] = [None] * len(inputs)
         with torch.inference_mode():
-            x = self.runtime.batch(torch.stack(inputs)).div_(255)
-            preds = self.net(x)
-            out = nms.non_max_suppression(
-                preds,
-                opts.conf,
-                opts.iou,
-                opts.classes,
-                agnostic=opts.agnostic,
-                multi_label=opts.multi_label,
-                max_det=opts.max_det,
-                end2end=self.end2end,
-            )
-            result = []
-            for det, shape in zip(out, shapes):
-                det = det[:, :6].float().cpu().clone()
-                det[:, :4] = ops.scale_boxes(x.shape[2:], det[:, :4], shape)
-                result.append(det.numpy())
+            for group in by_shape(inputs):  # rect inputs differ in shape: one forward per shape
+                x = self.runtime.batch(torch.stack([inputs[i] for i in group])).div_(255)
+                out = nms.non_max_suppression(
+                    self.net(x),
+                    opts.conf,
+                    opts.iou,
+                    opts.classes,
+                    agnostic=opts.agnostic,
+                    multi_label=opts.multi_label,
+                    max_det=opts.max_det,
+                    end2end=self.end2end,
+                )
+                for i, det in zip(group, out):
+                    det = det[:, :6].float().cpu().clone()
+                    det[:, :4] = ops.scale_boxes(x.shape[2:], det[:, :4], shapes[i])
+                    result[i] = det.numpy()
         return result
 
 

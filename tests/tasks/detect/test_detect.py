@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 from typer.testing import CliRunner
 
@@ -83,6 +84,36 @@ def test_detect_matches_ultralytics_predict(scenes):
         assert len(got) == len(ref)
         for (s1, c1, b1), (s2, c2, b2) in zip(got, ref):
             assert c1 == int(c2) and abs(s1 - s2) < 0.02 and np.allclose(b1, b2, atol=1.5)
+
+
+def test_detect_matches_ultralytics_predict_on_images_that_are_not_square(scenes, tmp_path):
+    """`yolo predict` pads a .pt model's input only to the stride (rect): on a 641×479 or a tall image cnnkit's
+    boxes were up to 6 px off, with a box more or less, while it padded every image to a square."""
+    import cnnkit
+    from cnnkit import ultralytics_adapter
+    from cnnkit.models.hub import bundled_path
+
+    folder, _ = scenes
+    paths = []
+    for i, source in enumerate(sorted(folder.glob("*.png"))[:3]):
+        scene = Image.open(source).convert("RGB")
+        odd = tmp_path / f"odd_{i}.png"
+        scene.resize((641, 479)).save(odd)
+        tall = Image.new("RGB", (200, 900), (128, 128, 128))
+        tall.paste(scene.resize((200, 200)), (0, 600))
+        tall.save(tmp_path / f"tall_{i}.png")
+        paths += [str(odd), str(tmp_path / f"tall_{i}.png")]
+    ours = cnnkit.detect(paths, batch_size=4, backend="torch")
+    yolo = ultralytics_adapter.yolo(bundled_path("shapes-yolov8n.pt"))
+    # one image per call, as `yolo predict source=DIR` reads a folder (a list of mixed sizes it pads square)
+    theirs = [yolo.predict(p, imgsz=256, conf=0.25, iou=0.7, verbose=False)[0] for p in paths]
+    assert sum(len(r.predictions) for r in ours) > 0
+    for rec, res in zip(ours, theirs):
+        ref = sorted(zip(res.boxes.conf.tolist(), res.boxes.cls.tolist(), res.boxes.xyxy.tolist()), reverse=True)
+        got = sorted((p["score"], p["class_id"], p["box"]) for p in rec.predictions)[::-1]
+        assert len(got) == len(ref), rec.path
+        for (s1, c1, b1), (s2, c2, b2) in zip(got, ref):
+            assert c1 == int(c2) and abs(s1 - s2) < 0.02 and np.allclose(b1, b2, atol=1.0)
 
 
 def test_detect_save_txt_crop_and_no_save(scenes, tmp_path):
