@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
