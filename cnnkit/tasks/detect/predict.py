@@ -29,6 +29,7 @@ from cnnkit.records import Record
 from cnnkit.results import Box, Boxes
 
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
+WIDE_TOP_N = 1000  # detections an R-CNN's heads keep when a class filter runs after them
 
 if TYPE_CHECKING:
     import torch
@@ -224,7 +225,9 @@ class TorchvisionBackend:
         import torchvision
 
         heads = self.net.roi_heads
-        heads.score_thresh, heads.nms_thresh, heads.detections_per_img = opts.conf, opts.iou, opts.max_det
+        heads.score_thresh, heads.nms_thresh = opts.conf, opts.iou
+        # the heads keep their top N over every class: with `classes`, N is the wanted classes' after filtering
+        heads.detections_per_img = opts.max_det if opts.classes is None else max(opts.max_det, WIDE_TOP_N)
         from cnnkit.models.preprocess import by_shape
 
         outs: list[Any] = [None] * len(inputs)
@@ -244,7 +247,7 @@ class TorchvisionBackend:
                 det = det[torch.isin(det[:, 5].long(), torch.tensor(opts.classes))]
             if opts.agnostic:  # the heads suppress within each class only
                 det = det[torchvision.ops.nms(det[:, :4], det[:, 4], opts.iou)]
-            result.append(det.numpy())
+            result.append(det[: opts.max_det].numpy())
         return result
 
 

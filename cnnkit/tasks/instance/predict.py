@@ -118,11 +118,13 @@ class InstanceSegmenter(Predictor):
         self.runtime = runtime
         self.conf, self.mask_threshold, self.max_det = conf, mask_threshold, max_det
         self.save_masks = save_masks
+        from cnnkit.tasks.detect.predict import WIDE_TOP_N
+
         kept = resolve_classes(classes, self.labels)
         self.classes = None if kept is None else frozenset(kept)
         model = loaded.module
-        # Mask R-CNN keeps at most this many detections before our own threshold.
-        model.roi_heads.detections_per_img = max(max_det, 1)
+        # Mask R-CNN keeps at most this many detections (over every class) before our own filters
+        model.roi_heads.detections_per_img = max(max_det, 1) if self.classes is None else max(max_det, WIDE_TOP_N)
         model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, conf)
         self.model = runtime.prepare(model)
 

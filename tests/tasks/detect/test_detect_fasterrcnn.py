@@ -143,3 +143,18 @@ def test_faster_rcnn_results_do_not_depend_on_the_batch_size_with_mixed_image_si
     four = [r.to_dict()["predictions"] for r in cnnkit.detect(paths, weights=str(ckpt), conf=0.0, batch_size=4)]
     assert any(one)
     assert one == four
+
+
+def test_faster_rcnn_classes_with_max_det_keep_the_best_of_those_classes(random_checkpoint, scenes):
+    import cnnkit
+
+    ckpt, _ = random_checkpoint
+    folder, _ = scenes
+    image = str(sorted(folder.glob("*.png"))[0])
+    every = cnnkit.detect(image, weights=str(ckpt), conf=0.0, max_det=300)[0].predictions
+    counts = {c: sum(p["class_id"] == c for p in every) for c in {p["class_id"] for p in every}}
+    rare = min(counts, key=counts.get)
+    kept = cnnkit.detect(image, weights=str(ckpt), conf=0.0, classes=[rare], max_det=2)[0].predictions
+    mine = sorted((p["score"] for p in every if p["class_id"] == rare), reverse=True)
+    assert [p["class_id"] for p in kept] == [rare] * min(2, len(mine))
+    assert [p["score"] for p in kept] == mine[:2]

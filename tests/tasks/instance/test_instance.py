@@ -358,3 +358,19 @@ def test_val_leaves_an_unreadable_image_out_with_its_objects(tmp_path):
     without = validate(str(fewer), conf=0.05)
     assert len(with_bad["failed"]) == 1 and with_bad["images"] == without["images"] == len(ann["images"])
     assert with_bad["bbox"]["AP"] == without["bbox"]["AP"] and with_bad["segm"]["AP"] == without["segm"]["AP"]
+
+
+def test_classes_with_max_det_keep_the_best_of_those_classes(tmp_path):
+    """The heads keep their top N over every class; a class filter after them left nothing when N was max_det
+    and another class scored higher."""
+    import cnnkit
+
+    for rec in cnnkit.instance(_mixed_sizes(tmp_path), conf=0.05, batch_size=1):
+        ranked = sorted(rec.predictions, key=lambda p: -p["score"])
+        others = [p for p in ranked if p["label"] != ranked[0]["label"]] if ranked else []
+        if others:
+            wanted = others[0]["label"]
+            (top,) = cnnkit.instance(rec.path, conf=0.05, classes=[wanted], max_det=1)[0].predictions
+            assert top["label"] == wanted and top["score"] == others[0]["score"]
+            return
+    pytest.fail("no image with detections of two classes")
