@@ -47,8 +47,21 @@ class Decoded:
 
     @property
     def scale(self) -> tuple[float, float]:
-        """Original pixels per decoded pixel, along x and y (1.0 unless drafted)."""
-        return self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]
+        """Original pixels per decoded pixel, along x and y (1.0 unless drafted). A JPEG drafted at 1/s has
+        ⌈w/s⌉ × ⌈h/s⌉ pixels, each s original ones from the top left (the last row and column partly
+        outside), so the factor is s itself, not w/⌈w/s⌉ (which put things up to s − 1 px off at the far edge)."""
+        h, w = self.rgb.shape[:2]
+        s = round(self.width / w) if w else 1
+        if s in (2, 4, 8) and -(-self.width // s) == w and -(-self.height // s) == h:
+            return float(s), float(s)
+        return self.width / w, self.height / h
+
+    @property
+    def covered(self) -> tuple[int, int]:
+        """Height and width in original pixels that the decoded grid covers: the image's own, or for a draft
+        at 1/s, s × its size, which reaches past the image's far edges by less than s pixels."""
+        sx, sy = self.scale
+        return max(self.height, round(self.rgb.shape[0] * sy)), max(self.width, round(self.rgb.shape[1] * sx))
 
     @property
     def drafted(self) -> bool:

@@ -229,7 +229,8 @@ class InstanceSegmenter(Predictor):
             keep = keep[torchvision.ops.nms(boxes_kept, scores[keep], self.model.roi_heads.nms_thresh)]
         keep = keep[: self.max_det]
         (ph, pw), (ch, cw) = x.tensor.shape[-2:], x.content
-        fx, fy = pw / int(size[1]) * dec.width / cw, ph / int(size[0]) * dec.height / ch
+        (rh, rw), (sx, sy) = dec.rgb.shape[:2], dec.scale  # model input → rcnn input → decoded → original pixels
+        fx, fy = pw / int(size[1]) * rw / cw * sx, ph / int(size[0]) * rh / ch * sy
         boxes = det["boxes"][keep].float().cpu().numpy() * np.array([fx, fy, fx, fy], np.float32)
         masks = det["masks"][keep, 0].float().cpu().numpy()
         preds = []

@@ -179,18 +179,19 @@ class Segmenter(Predictor):
             out = out[0]
         return out.float()
 
-    def _full_mask(self, logits: Any, content: tuple[int, int], height: int, width: int) -> np.ndarray:
-        """Crop the padding, resize to ``height × width`` and take the class index."""
+    def _full_mask(self, logits: Any, content: tuple[int, int], decoded: Decoded) -> np.ndarray:
+        """Crop the padding, resize to the original pixels the decoded image covers and take the class index."""
         import torch
         import torch.nn.functional as F
         from PIL import Image
 
         logits = logits[:, : content[0], : content[1]]
-        if logits.shape[0] * height * width <= _MAX_LOGITS:
-            up = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)
-            return class_map(up[0]).to(torch.uint8).cpu().numpy()
+        (height, width), (ch, cw) = (decoded.height, decoded.width), decoded.covered
+        if logits.shape[0] * ch * cw <= _MAX_LOGITS:
+            up = F.interpolate(logits[None], size=(ch, cw), mode="bilinear", align_corners=False)
+            return class_map(up[0]).to(torch.uint8).cpu().numpy()[:height, :width]
         small = class_map(logits).to(torch.uint8).cpu().numpy()
-        return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.NEAREST))
+        return np.asarray(Image.fromarray(small).resize((cw, ch), Image.Resampling.NEAREST))[:height, :width]
 
     def _tile_mask(self, rgb: np.ndarray, batch_size: int) -> np.ndarray:
         """Sliding-window segmentation of a large image, one band of tile rows at a time."""
@@ -240,7 +241,7 @@ class Segmenter(Predictor):
             if small:
                 logits = self._logits(torch.stack([inputs[i].tensor for i in small]))
                 for i, lg in zip(small, logits):
-                    masks[i] = self._full_mask(lg, inputs[i].content, decoded[i].height, decoded[i].width)
+                    masks[i] = self._full_mask(lg, inputs[i].content, decoded[i])
             for i, x in enumerate(inputs):
                 if x is None:
                     masks[i] = self._resize_to(self._tile_mask(decoded[i].rgb, state.batch_size), decoded[i])
@@ -252,7 +253,8 @@ class Segmenter(Predictor):
 
         if mask.shape == (decoded.height, decoded.width):
             return mask
-        return np.asarray(Image.fromarray(mask).resize((decoded.width, decoded.height), Image.Resampling.NEAREST))
+        (ch, cw), (h, w) = decoded.covered, (decoded.height, decoded.width)
+        return np.asarray(Image.fromarray(mask).resize((cw, ch), Image.Resampling.NEAREST))[:h, :w]
 
     # -- outputs ------------------------------------------------------------------------------
     def annotate(self, decoded: Decoded, record: Record) -> PIL.Image.Image:

@@ -389,3 +389,30 @@ def test_missing_or_broken_pt_is_a_clear_error(scenes, tmp_path):
     for model, text in ((str(tmp_path / "runs" / "best.pt"), "no such file"), (str(broken), "not a")):
         result = runner.invoke(app, ["detect", str(folder / "scene_0.png"), "--model", model])
         assert result.exit_code == 1 and model in error_text(result) and text in error_text(result)
+
+
+def test_a_drafted_jpeg_maps_back_by_its_draft_factor(tmp_path):
+    """A 2049 px JPEG decoded at 1/8 has 257 px, each 8 of the original's: boxes and masks scaled by
+    2049/257 instead ended up to 7 px off towards the top left at the far edge. Reference: the same draft's
+    pixels as a 257 px PNG, its results times 8."""
+    import cnnkit
+    from cnnkit.data.shapes import scene
+    from cnnkit.io.decode import decode
+
+    shapes = Image.fromarray(scene(11, 0, size=256).image).resize((1024, 1024), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (2049, 2049), (200, 200, 200))
+    canvas.paste(shapes, (1025, 1025))
+    canvas.save(tmp_path / "far.jpg", quality=97)
+    draft = decode(str(tmp_path / "far.jpg"), min_side=256).rgb
+    assert draft.shape[:2] == (257, 257)
+    Image.fromarray(draft).save(tmp_path / "draft.png")
+    got, ref = cnnkit.detect([str(tmp_path / "far.jpg"), str(tmp_path / "draft.png")], backend="torch", imgsz=256)
+    assert got.predictions and len(got.predictions) == len(ref.predictions)
+    for a, b in zip(got.predictions, ref.predictions):
+        expected = np.minimum(np.array(b["box"]) * 8, 2049)
+        assert a["label"] == b["label"] and np.allclose(a["box"], expected, atol=0.1), (a, b)
+    mask = cnnkit.segment(str(tmp_path / "far.jpg"), backend="torch", imgsz=256)[0].result.mask
+    small = cnnkit.segment(str(tmp_path / "draft.png"), backend="torch", imgsz=256)[0].result.mask
+    assert mask.shape == (2049, 2049)
+    expected = np.argwhere(small > 0).mean(0) * 8 + 3.5  # each draft pixel's centre, 8 original pixels wide
+    assert np.allclose(np.argwhere(mask > 0).mean(0), expected, atol=1.0)
