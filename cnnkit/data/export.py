@@ -27,6 +27,24 @@ def _split_counts(n: int, val_fraction: float) -> dict[str, int]:
     return {"train": n - n_val, "val": n_val}
 
 
+def _stratified(classes: list[int], val_fraction: float) -> list[str]:
+    """``train``/``val`` per sample: each class's last ``round(count × val_fraction)`` samples go to val, but
+    never its only one, so a class in val is always in train too (finetune refuses a val class train lacks)."""
+    splits = ["train"] * len(classes)
+    for c in set(classes):
+        members = [i for i, k in enumerate(classes) if k == c]
+        n_val = min(int(round(len(members) * val_fraction)), len(members) - 1)
+        for i in members[len(members) - n_val :] if n_val > 0 else []:
+            splits[i] = "val"
+    return splits
+
+
+def _class_folder(out: Path, split: str, val_fraction: float) -> Path:
+    """Where a split's class folders go: ``OUT/<split>``, or ``OUT`` itself without a val split, which
+    finetune then carves from it (a lone ``train/`` folder would read as a class)."""
+    return out / split if val_fraction > 0 else out
+
+
 def _save_png(path: Path, arr: np.ndarray | Image.Image, palette: list[int] | None = None) -> None:
     """A PNG written whole or not at all, replacing what is at ``path`` (a symlink itself, never its target)."""
     img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
@@ -74,24 +92,30 @@ def export_shapes(
 
         scene_options = {"photos": train_pool(), "photo_fraction": photo_fraction, "objects": (0, 4)}
         summary["photo_fraction"] = photo_fraction
+    if fmt == "imagefolder":  # split per class, so train has every class that val has
+        samples = [shapes.classification_sample(seed, i, size=imgsz) for i in range(n)]
+        splits = _stratified([cid for _, cid in samples], val_fraction)
+        for i, ((img, cid), split) in enumerate(zip(samples, splits)):
+            _save_png(_class_folder(out, split, val_fraction) / shapes.CLASSES[cid] / f"{split}_{i:06d}.png", img)
+            if progress:
+                progress(1)
+        summary.update({split: splits.count(split) for split in ("train", "val")})
+        atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
+        return summary
     for split, count in counts.items():
         coco = _CocoBuilder() if fmt == "coco" else None
         for _ in range(count):
             name = f"{split}_{index:06d}.png"
-            if fmt == "imagefolder":
-                img, cid = shapes.classification_sample(seed, index, size=imgsz)
-                _save_png(out / split / shapes.CLASSES[cid] / name, img)
+            sc = shapes.scene(seed, index, size=imgsz, **scene_options)
+            if fmt == "yolo":
+                _save_yolo(out, split, name, sc.image, [(o.class_id, o.box) for o in sc.objects])
+            elif fmt == "masks":
+                _save_png(out / split / "images" / name, sc.image)
+                _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
             else:
-                sc = shapes.scene(seed, index, size=imgsz, **scene_options)
-                if fmt == "yolo":
-                    _save_yolo(out, split, name, sc.image, [(o.class_id, o.box) for o in sc.objects])
-                elif fmt == "masks":
-                    _save_png(out / split / "images" / name, sc.image)
-                    _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
-                else:
-                    _save_png(out / split / "images" / name, sc.image)
-                    assert coco is not None  # fmt == "coco"
-                    coco.add(name, sc)
+                _save_png(out / split / "images" / name, sc.image)
+                assert coco is not None  # fmt == "coco"
+                coco.add(name, sc)
             index += 1
             if progress:
                 progress(1)
@@ -217,7 +241,7 @@ def export_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0, siz
             split = "val" if j < n_val else "train"
             arr = (digits.images[i] / 16.0 * 255).astype(np.uint8)
             img = Image.fromarray(arr, "L").resize((size, size), Image.Resampling.BILINEAR)
-            _save_png(out / split / str(label) / f"digit_{i:04d}.png", img)
+            _save_png(_class_folder(out, split, val_fraction) / str(label) / f"digit_{i:04d}.png", img)
             counts[split] += 1
     summary = {"format": "imagefolder", "out": str(out), "source": "sklearn.datasets.load_digits", **counts}
     atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")

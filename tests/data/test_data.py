@@ -140,3 +140,17 @@ def test_writing_over_a_dataset_never_writes_through_a_symlink(tmp_path):
     assert victim.read_text() == "precious"
     assert not label.is_symlink() and not image.is_symlink()
     Image.open(image).verify()
+
+
+def test_imagefolder_splits_give_train_every_class_val_has(tmp_path):
+    """The split is per class (a plain last-20% split left val a class train lacked, which finetune refuses);
+    with no val split the class folders sit in OUT itself, for finetune to carve its own."""
+    for n in (15, 22, 25):
+        out = tmp_path / f"n{n}"
+        summary = export_shapes(out, "imagefolder", n=n, seed=0, imgsz=32, val_fraction=0.2)
+        train = {p.name for p in (out / "train").iterdir()}
+        val = {p.name for p in (out / "val").iterdir()} if (out / "val").exists() else set()
+        assert val <= train and summary["train"] + summary["val"] == n
+    flat = tmp_path / "flat"
+    export_shapes(flat, "imagefolder", n=12, seed=0, imgsz=32, val_fraction=0.0)
+    assert not (flat / "train").exists() and {p.name for p in flat.iterdir() if p.is_dir()} <= set(shapes.CLASSES)
