@@ -60,7 +60,15 @@ def validate(
     coco = CocoResults(image_ids=paths, category_ids=category_ids)
     failed = []
     pairs = []
+    sizes = {str(ds.image_path(im)): (im.get("width"), im.get("height")) for im in ds.gt["images"]}
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
+        said = sizes[record.path]
+        if record.error is None and None not in said and said != (record.width, record.height):
+            # its boxes and masks are in other pixels than the ones the model saw: scored, it would mislead
+            record.error = (
+                f"the image is {record.width}x{record.height}, {ds.annotations.name} says {said[0]}x{said[1]}"
+            )
+            record.predictions = []
         if record.error is not None:
             failed.append({"path": record.path, "error": record.error})
             log.warning("failed %s: %s", record.path, record.error)

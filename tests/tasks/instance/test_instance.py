@@ -374,3 +374,16 @@ def test_classes_with_max_det_keep_the_best_of_those_classes(tmp_path):
             assert top["label"] == wanted and top["score"] == others[0]["score"]
             return
     pytest.fail("no image with detections of two classes")
+
+
+def test_val_refuses_an_image_whose_size_is_not_the_one_its_annotations_say(tmp_path):
+    from cnnkit.data.export import export_shapes
+    from cnnkit.tasks.instance.val import validate
+
+    data = tmp_path / "coco"
+    export_shapes(data, "coco", n=4, seed=5, imgsz=64, val_fraction=0.99)
+    image = sorted((data / "val").rglob("*.png"))[0]
+    Image.open(image).resize((96, 96)).save(image)
+    result = validate(str(data), conf=0.05)
+    assert [f["path"] for f in result["failed"]] == [str(image)]
+    assert "the image is 96x96, annotations.json says 64x64" in result["failed"][0]["error"]
