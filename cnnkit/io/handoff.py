@@ -321,8 +321,10 @@ def voc_xml(record: dict[str, Any]) -> str:
         ET.SubElement(obj, "difficult").text = "0"
         ET.SubElement(obj, "score").text = f"{float(p['score']):.6f}"
         box = ET.SubElement(obj, "bndbox")
-        for key, value in (("xmin", round(x1) + 1), ("ymin", round(y1) + 1), ("xmax", round(x2)), ("ymax", round(y2))):
-            ET.SubElement(box, key).text = str(max(1, value))
+        xmin, ymin = max(1, round(x1) + 1), max(1, round(y1) + 1)
+        corners = (("xmin", xmin), ("ymin", ymin), ("xmax", max(xmin, round(x2))), ("ymax", max(ymin, round(y2))))
+        for key, value in corners:  # a box thinner than a pixel is still one pixel, never xmin > xmax
+            ET.SubElement(box, key).text = str(value)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"
 
@@ -353,13 +355,18 @@ def convert(
     rows = list(records)
     if fmt == "voc":
         fitting = list(_ok(rows, "voc"))  # refused before anything is created
-        folder = explicit_dir(out / "Annotations", exist_ok=exist_ok)
-        written, seen = [], set()
+        seen: dict[str, str] = {}
         for r in fitting:
             stem = Path(r["path"]).stem
             if stem in seen:
-                raise CnnkitError(f"{r['path']}: another input has the same name ({stem}); VOC names files by stem")
-            seen.add(stem)
+                raise CnnkitError(
+                    f"{r['path']}: another input has the same name ({stem}, {seen[stem]}); VOC names files by stem"
+                )
+            seen[stem] = r["path"]
+        folder = explicit_dir(out / "Annotations", exist_ok=exist_ok)
+        written = []
+        for r in fitting:
+            stem = Path(r["path"]).stem
             written.append(atomic_write_text(folder / f"{stem}.xml", voc_xml(r), overwrite=exist_ok))
         subsets = out / "ImageSets" / "Main"
         subsets.mkdir(parents=True, exist_ok=True)

@@ -433,3 +433,20 @@ def test_yolo_txt_of_a_detect_run_reads_in_ultralytics(tmp_path):
     for (cls, cx, cy, bw, bh), p in zip(labels, rec["predictions"]):
         box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
         assert int(cls) == p["class_id"] and np.allclose(box, p["box"], atol=1.0)  # within a pixel
+
+
+def test_voc_refuses_two_inputs_of_one_name_before_writing_anything_and_keeps_thin_boxes_whole(tmp_path):
+    from cnnkit.errors import CnnkitError
+
+    def record(path: str, box: list[float]) -> dict:
+        pred = {"label": "a", "class_id": 0, "score": 0.9, "box": box}
+        return {"path": path, "task": "detect", "width": 64, "height": 64, "predictions": [pred], "error": None}
+
+    out = tmp_path / "voc"
+    with pytest.raises(CnnkitError, match="same name"):
+        convert([record("a/x.png", [1, 1, 5, 5]), record("b/x.png", [1, 1, 5, 5])], "voc", out)
+    assert not out.exists()
+    convert([record("a/x.png", [64, 10, 64, 20])], "voc", out)
+    box = ET.parse(out / "Annotations" / "x.xml").find("object/bndbox")
+    values = {k: int(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")}
+    assert values["xmin"] <= values["xmax"] and values["ymin"] <= values["ymax"]
