@@ -127,10 +127,10 @@ def _names(data: dict[str, Any], label: str) -> list[str]:
     if names is None:
         raise _fail(label, "no 'names:' (the class names, a list or a mapping from class id)")
     if isinstance(names, dict):
-        try:
-            ids = {int(k): v for k, v in names.items()}
-        except (TypeError, ValueError) as exc:
-            raise _fail(label, "'names:' keys must be class ids 0, 1, 2, ...") from exc
+        whole = all(isinstance(k, int) or (isinstance(k, str) and k.strip().isdigit()) for k in names)
+        if not whole or any(isinstance(k, bool) for k in names):  # 0.5 or True would fold into another id
+            raise _fail(label, "'names:' keys must be class ids 0, 1, 2, ...")
+        ids = {int(k): v for k, v in names.items()}
         if sorted(ids) != list(range(len(ids))):
             raise _fail(label, f"'names:' keys must be the class ids 0 to {len(ids) - 1}")
         names = [ids[i] for i in range(len(ids))]
@@ -151,7 +151,11 @@ def _names(data: dict[str, Any], label: str) -> list[str]:
             raise _fail(label, f"'nc: {nc}' must be an integer")
         if int(n) != len(names):
             raise _fail(label, f"'names:' has {len(names)} classes but 'nc:' says {int(n)}")
-    return [str(n) for n in names]
+    text = [str(n) for n in names]
+    twice = sorted({n for n in text if text.count(n) > 1})
+    if twice:  # val matches classes by name: a name of two classes would send both to the first
+        raise _fail(label, f"'names:' lists {', '.join(twice)} more than once")
+    return text
 
 
 def _datasets_dir() -> Path | None:
@@ -243,7 +247,7 @@ def read(path: str | os.PathLike, *, require: Iterable[str] = ("train", "val")) 
     channels = data.get("channels", 3)
     if channels is None:
         channels = 3
-    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 4:
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels not in (1, 3, 4):
         raise _fail(label, f"'channels: {channels}' must be 1, 3 or 4")
     if data.get("download"):
         log.warning("%s: ignoring its 'download:' entry (cnnkit never runs or fetches what a data file says)", label)

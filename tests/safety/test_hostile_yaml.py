@@ -352,3 +352,26 @@ def test_relative_path_and_list_files(dataset, tmp_path, monkeypatch):
     assert yolo_yaml.split_images(ds, "val") == [dataset.resolve() / "images" / "val" / p.name for p in val_images]
     copy = yaml.safe_load(yolo_yaml.write_sanitised(ds, tmp_path / "clean.yaml").read_text())
     assert copy["val"] == str(dataset.resolve() / "val.txt") and copy["path"] == str(dataset.resolve())
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        ("names: {0.5: a, 0: b}", "keys must be class ids"),
+        ("names: {true: a, 0: b}", "keys must be class ids"),
+        ("names: [a, a]", "lists a more than once"),
+        ("names: [a]\nchannels: 2", "must be 1, 3 or 4"),
+    ],
+)
+def test_dataset_yaml_names_that_would_fold_or_repeat_are_refused(tmp_path: Path, names: str, reason: str) -> None:
+    from PIL import Image
+
+    from cnnkit.data import yolo_yaml
+    from cnnkit.errors import CnnkitError
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / split / "a.png")
+    (tmp_path / "data.yaml").write_text(f"train: images/train\nval: images/val\n{names}\n")
+    with pytest.raises(CnnkitError, match=reason):
+        yolo_yaml.read(tmp_path / "data.yaml")
