@@ -372,10 +372,15 @@ def report_format(fmt: str, output: str | None) -> str:
 
     if fmt not in ("auto", "table", "json"):
         raise UsageError(f"--format {fmt!r}: expected auto, table or json")
+    suffix = Path(output).suffix.lower() if output and output != "-" else ""
+    if suffix in (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet"):  # it would hold JSON under that name
+        raise UsageError(f"--output {output}: a report is JSON or a table; name it .json, or .txt/.md for the table")
     if fmt != "auto":
         return fmt
+    if suffix:
+        return "table" if suffix in (".txt", ".md", ".log") else "json"
     if output and output != "-":
-        return "table" if Path(output).suffix.lower() in (".txt", ".md", ".log") else "json"
+        return "json"
     return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "json"
 
 

@@ -238,7 +238,7 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
 
 def score(
     sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5, iou: float = 0.5
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """``{name: (ground truth, results)}`` → ``{name: metrics, …, "OVERALL": metrics}`` (motmetrics' own
     figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints)."""
     import motmetrics as mm
@@ -247,9 +247,14 @@ def score(
     accs = [accumulate(*sequences[n], min_visibility=min_visibility, iou=iou) for n in names]
     mh = mm.metrics.create()
     table = mh.compute_many(accs, names=names, metrics=list(METRICS), generate_overall=True)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     for name, row in table.iterrows():
-        out[str(name)] = {
-            k: (int(row[k]) if k.startswith(("num_", "mostly_")) else round(float(row[k]), 4)) for k in METRICS
+        out[str(name)] = {  # nothing matched leaves idp/motp NaN: None (null), since JSON has no NaN
+            k: (
+                int(row[k])
+                if k.startswith(("num_", "mostly_"))
+                else (None if math.isnan(float(row[k])) else round(float(row[k]), 4))
+            )
+            for k in METRICS
         }
     return out

@@ -71,3 +71,32 @@ def test_every_task_reports_through_the_one_renderer(task):
     for words in SHOWN[task]:
         assert words in text, (task, words)
     assert json.loads(render_report(metrics, TASKS[task].report_tables(metrics), "json")) == metrics
+
+
+def test_macro_averages_are_of_the_unrounded_figures():
+    import numpy as np
+
+    from cnnkit.tasks.classify.val import per_class_report, summary
+
+    cm = np.random.default_rng(0).integers(0, 50, (5, 5))
+    raw = per_class_report(cm, list("abcde"), digits=None)
+    assert summary(cm, list("abcde"))["macro"]["f1"] == round(float(np.mean([r["f1"] for r in raw])), 4)
+
+
+def test_tracking_scores_with_nothing_matched_are_null_not_nan():
+    import json
+
+    from cnnkit.eval.mot import MotRow, score
+
+    scores = score({"s": ([MotRow(1, 1, (0.0, 0.0, 10.0, 10.0))], [MotRow(1, 2, (50.0, 50.0, 10.0, 10.0), 0.9)])})
+    assert scores["s"]["motp"] is None
+    json.loads(json.dumps(scores, allow_nan=False))
+
+
+def test_a_val_report_named_like_a_table_of_rows_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    result = CliRunner().invoke(app, ["classify", "val", str(tmp_path), "-o", str(tmp_path / "m.csv")])
+    assert result.exit_code == 2 and "a report is JSON or a table" in result.stderr

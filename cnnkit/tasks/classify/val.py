@@ -18,10 +18,14 @@ from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runt
 from cnnkit.io.files import atomic_path
 
 
-def per_class_report(cm: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
-    """Precision, recall, F1 and support per true class (row) of ``cm``."""
+def per_class_report(cm: np.ndarray, labels: Sequence[str], digits: int | None = 4) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support per true class (row) of ``cm``, rounded to ``digits`` (None: not)."""
     cm = np.asarray(cm, dtype=np.int64)
     rows = []
+
+    def rounded(v: float) -> float:
+        return v if digits is None else round(v, digits)
+
     for i, label in enumerate(labels):
         tp = int(cm[i, i])
         predicted = int(cm[:, i].sum())
@@ -32,9 +36,9 @@ def per_class_report(cm: np.ndarray, labels: Sequence[str]) -> list[dict[str, An
         rows.append(
             {
                 "label": label,
-                "precision": round(precision, 4),
-                "recall": round(recall, 4),
-                "f1": round(f1, 4),
+                "precision": rounded(precision),
+                "recall": rounded(recall),
+                "f1": rounded(f1),
                 "support": support,
             }
         )
@@ -46,7 +50,7 @@ def summary(cm: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     cm = np.asarray(cm, dtype=np.int64)
     per_class = per_class_report(cm, labels)
     total = int(cm.sum())
-    present = [r for r in per_class if r["support"]]
+    present = [r for r in per_class_report(cm, labels, digits=None) if r["support"]]  # averaged, then rounded
     macro = {
         k: round(float(np.mean([r[k] for r in present])), 4) if present else 0.0 for k in ("precision", "recall", "f1")
     }
