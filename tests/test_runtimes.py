@@ -299,6 +299,30 @@ def test_yolo_boxes_match_torch(cache):
     assert entry["key"]["size"].startswith("letterbox:")
 
 
+@needs_runtime
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_compiled_yolo_gives_the_torch_boxes_on_images_that_are_not_square(cache, backend, tmp_path):
+    """The compiled network takes any height and width: padded only to the stride as the .pt model is (and as
+    `yolo predict` does), its boxes on wide and tall images are PyTorch's, not those of a square input."""
+    from PIL import Image
+
+    import cnnkit
+    from cnnkit.data.shapes import scene
+
+    paths = []
+    for i, size in enumerate([(641, 479), (300, 700)]):
+        path = tmp_path / f"odd_{i}.png"
+        Image.fromarray(scene(4, i, size=256).image).resize(size).save(path)
+        paths.append(str(path))
+    want = cnnkit.detect(paths, backend="torch", threads=1)
+    got = cnnkit.detect(paths, backend=backend, threads=1)
+    assert sum(len(r.predictions) for r in want) > 0
+    for g, w in zip(got, want):
+        assert [p["label"] for p in g.predictions] == [p["label"] for p in w.predictions]
+        if w.predictions:
+            np.testing.assert_allclose([p["box"] for p in g.predictions], [p["box"] for p in w.predictions], atol=0.05)
+
+
 # -- the CLI -------------------------------------------------------------------------------------
 
 

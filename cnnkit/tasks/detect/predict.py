@@ -99,8 +99,9 @@ class YoloBackend:
         self.runtime_info: dict[str, Any] = {}  # set when the resolver compiled the network (cnnkit.runtimes)
         self.runtime = runtime
         self.net = runtime.prepare(net)
-        # rect (a PyTorch network): padded only to the stride, as `yolo predict` does for a .pt model, so the
-        # boxes are its boxes; a compiled or exported file takes the square input it was traced at, as there
+        # rect (a PyTorch network, or an ONNX one of any height and width): padded only to the stride, as
+        # `yolo predict` does for a .pt model, so the boxes are its boxes; a file traced at one size (an
+        # exported file, TorchScript) takes the square input it was traced at, as there
         self.rect = rect
         self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=rect, stride=self.stride)
 
@@ -127,8 +128,11 @@ class YoloBackend:
         )
 
     @classmethod
-    def from_exported(cls, loaded: Any, runtime: Runtime, imgsz: int | None, path: str) -> YoloBackend:
-        """``path``, a file from ``cnnkit export <yolo>``: labels, letterbox size and stride come from its metadata."""
+    def from_exported(
+        cls, loaded: Any, runtime: Runtime, imgsz: int | None, path: str, *, rect: bool = False
+    ) -> YoloBackend:
+        """``path``, a file from ``cnnkit export <yolo>``: labels, letterbox size and stride come from its metadata;
+        ``rect`` for a network that takes any height and width (the compiled runtimes' ONNX)."""
         size = loaded.meta.get("letterbox")
         if not isinstance(size, int):
             raise UsageError(
@@ -146,6 +150,7 @@ class YoloBackend:
             loaded.name,
             stride=int(loaded.meta.get("stride", 32)),
             end2end=bool(loaded.meta.get("end2end", False)),
+            rect=rect,
         )
 
     @property
@@ -268,7 +273,9 @@ def load_backend(
         return YoloBackend.from_yolo(loaded.module, runtime, imgsz or loaded.meta.get("imgsz"), loaded.name)
     compiled = loaded.meta.get("runtime_info")
     if compiled:  # compiled by the resolver for this imgsz (rounded to the stride)
-        yolo = YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), None, compiled["path"])
+        # the resolver exports with dynamic height and width (ONNX): padded as the .pt model is, same boxes
+        rect = loaded.runtime in ("onnxruntime", "openvino")
+        yolo = YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), None, compiled["path"], rect=rect)
         yolo.runtime_info, yolo.checkpoint = compiled, loaded.meta.get("checkpoint")
         return yolo
     if loaded.runtime != "torch":
