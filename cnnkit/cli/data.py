@@ -74,6 +74,12 @@ def shapes_cmd(
         raise UsageError(f"--imgsz {imgsz}: shapes scenes are at least 16 pixels")
     _target(out, exist_ok)
     summary = export_shapes(out, layout, n, seed=seed or 0, imgsz=imgsz, val_fraction=val_split or 0.0)
+    if layout != "imagefolder" and not summary.get("val"):  # imagefolder: finetune carves its own
+        import logging
+
+        logging.getLogger("cnnkit").warning(
+            "%s: no val images; finetune and val need some (raise --val-split or --n)", out
+        )
     typer.echo(json.dumps(summary))
 
 

@@ -154,3 +154,14 @@ def test_imagefolder_splits_give_train_every_class_val_has(tmp_path):
     flat = tmp_path / "flat"
     export_shapes(flat, "imagefolder", n=12, seed=0, imgsz=32, val_fraction=0.0)
     assert not (flat / "train").exists() and {p.name for p in flat.iterdir() if p.is_dir()} <= set(shapes.CLASSES)
+
+
+def test_a_dataset_without_val_images_is_said_to_need_them(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    result = CliRunner().invoke(
+        app, ["data", "shapes", str(tmp_path / "d"), "--n", "2", "--imgsz", "32", "--val-split", "0"]
+    )
+    assert result.exit_code == 0 and "no val images; finetune and val need some" in result.stderr
