@@ -199,8 +199,10 @@ def features(
     from cnnkit.errors import CnnkitError
     from cnnkit.io.decode import decode
     from cnnkit.io.files import check_outputs
-    from cnnkit.viz.features import feature_figure, load_for_viewing, save_figure
+    from cnnkit.viz.features import feature_figure, load_for_viewing, picture_format, save_figure
 
+    if out:
+        picture_format(out)  # a bad name is said before the model loads
     check_outputs({"`output`": out}, [image])  # never over the image it reads, even with --exist-ok
     try:
         rgb = decode(image).rgb
@@ -238,10 +240,12 @@ def filters(
     --output defaults to runs/filters/MODEL-LAYER.png (a taken name becomes NAME-2.png …).
     """
     from cnnkit.errors import UsageError
-    from cnnkit.viz.features import filter_figure, load_for_viewing, save_figure
+    from cnnkit.viz.features import filter_figure, load_for_viewing, picture_format, save_figure
 
     if layer and len(layer) > 1:
         raise UsageError(f"--layer: filters shows one layer, got {len(layer)}")
+    if output:
+        picture_format(output)  # a bad name is said before the model loads
     loaded = load_for_viewing(model)
     figure, info = filter_figure(loaded, layer[0] if layer else None, cell=cell)
     target = output or _default_out("filters", loaded.name, info["layer"])

@@ -542,22 +542,27 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
     return _viewable(loaded, _FEEDING[task])
 
 
-def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False) -> str:
-    """Write a picture atomically, in the format its suffix names (PNG, JPEG or WebP), and return where; an
-    existing file is kept unless ``overwrite``, and a default name (``numbered``) moves on to ``NAME-2.png``
-    (:func:`~cnnkit.io.files.first_free`)."""
+def picture_format(out: str) -> str:
+    """PIL's format for the picture file ``out`` (PNG, JPEG or WebP); anything else is refused, before any work."""
     from pathlib import Path
 
     from PIL import Image
-
-    from cnnkit.errors import UsageError
-    from cnnkit.io.files import atomic_write_bytes, first_free
 
     if out == "-":
         raise UsageError("`output` -: a picture is written to a file, not to stdout (name one, e.g. out.png)")
     kind = Image.registered_extensions().get(Path(out).suffix.lower())
     if kind not in ("PNG", "JPEG", "WEBP"):
         raise UsageError(f"{out}: a picture is written as .png, .jpg or .webp")
+    return kind
+
+
+def save_figure(image: Any, out: str, *, overwrite: bool, numbered: bool = False) -> str:
+    """Write a picture atomically, in the format its suffix names (PNG, JPEG or WebP), and return where; an
+    existing file is kept unless ``overwrite``, and a default name (``numbered``) moves on to ``NAME-2.png``
+    (:func:`~cnnkit.io.files.first_free`)."""
+    from cnnkit.io.files import atomic_write_bytes, first_free
+
+    kind = picture_format(out)
     buf = io.BytesIO()
     (image.convert("RGB") if kind == "JPEG" else image).save(buf, format=kind)  # JPEG has no alpha
     data = buf.getvalue()

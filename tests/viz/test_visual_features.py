@@ -155,3 +155,15 @@ def test_visual_outputs_never_replace_their_input_nor_go_to_a_file_named_dash(tm
     assert Image.open(tmp_path / "f.jpg").format == "JPEG"
     report = runner.invoke(app, ["classify", str(image), "--report", "-"])
     assert report.exit_code == 2 and "not stdout" in report.output and not (tmp_path / "-").exists()
+
+
+def test_a_picture_name_that_cannot_be_written_is_said_before_the_model_loads(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(image)
+    for args in (["features", str(image), "--model", "no-such-model"], ["filters", "no-such-model"]):
+        result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "grid.gif")])
+        assert result.exit_code == 2 and "a picture is written as .png, .jpg or .webp" in result.stderr, args
