@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def scenes_folder(folder: Path, n: int, size: int, seed: int = 777) -> Path:
-    """``n`` shapes scenes as JPEGs (reused when already there)."""
+def scenes_folder(folder: Path, n: int, size: int, seed: int = 777, height: int | None = None) -> Path:
+    """``n`` shapes scenes as JPEGs (reused when already there), ``size`` wide and ``height`` high (stretched)."""
     from PIL import Image
 
     from cnnkit.data.shapes import scene
@@ -37,7 +37,8 @@ def scenes_folder(folder: Path, n: int, size: int, seed: int = 777) -> Path:
     for i in range(n):
         path = folder / f"scene_{i:05d}.jpg"
         if not path.exists():
-            Image.fromarray(scene(seed, i, size=size).image).save(path, quality=90)
+            img = Image.fromarray(scene(seed, i, size=size).image)
+            (img.resize((size, height)) if height and height != size else img).save(path, quality=90)
     return folder
 
 
@@ -62,6 +63,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=160)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--height", type=int, default=None, help="JPEG height (default: --size, square)")
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
@@ -70,7 +72,8 @@ def main() -> None:
     args = p.parse_args()
 
     work = Path(args.work)
-    folder = scenes_folder(work / f"scenes{args.n}-{args.size}", args.n, args.size)
+    height = args.height or args.size
+    folder = scenes_folder(work / f"scenes{args.n}-{args.size}x{height}", args.n, args.size, height=height)
     out = Path(tempfile.mkdtemp(prefix="bench-detect-"))
     env = {**os.environ, "YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false", "PYTHONPATH": str(REPO)}
     env.setdefault("YOLO_CONFIG_DIR", str(work / "yolo-config"))
@@ -118,7 +121,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["yolo predict"]
     print(
-        f"{args.n} JPEGs of {args.size}x{args.size}, imgsz {args.imgsz}, CPU, {os.cpu_count()} cores, "
+        f"{args.n} JPEGs of {args.size}x{height}, imgsz {args.imgsz}, CPU, {os.cpu_count()} cores, "
         f"median of {args.repeats} (wall time, process start to exit)"
     )
     for name, t in med.items():
@@ -133,6 +136,7 @@ def main() -> None:
             {
                 "images": args.n,
                 "size": args.size,
+                "height": height,
                 "imgsz": args.imgsz,
                 "median_s": med,
                 "ratio_vs_yolo": {k: round(base / t, 3) for k, t in med.items()},
