@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,14 @@ def _split_counts(n: int, val_fraction: float) -> dict[str, int]:
     return {"train": n - n_val, "val": n_val}
 
 
-def _stratified(classes: list[int], val_fraction: float) -> list[str]:
-    """``train``/``val`` per sample: each class's last ``round(count × val_fraction)`` samples go to val, but
-    never its only one, so a class in val is always in train too (finetune refuses a val class train lacks)."""
-    splits = ["train"] * len(classes)
-    for c in set(classes):
-        members = [i for i, k in enumerate(classes) if k == c]
-        n_val = min(int(round(len(members) * val_fraction)), len(members) - 1)
-        for i in members[len(members) - n_val :] if n_val > 0 else []:
-            splits[i] = "val"
-    return splits
+def _stratified_split(seen: dict[int, int], cls: int, val_fraction: float) -> str:
+    """``train`` or ``val`` for the next sample of class ``cls`` (``seen`` counts them): a class's first sample
+    goes to train, and then every ``1/val_fraction``-th to val, so each class is split at about the fraction
+    and a class in val is always in train too (finetune refuses a val class train lacks). Streams: no sample
+    waits for the others."""
+    k = seen.get(cls, 0)
+    seen[cls] = k + 1
+    return "val" if k >= 1 and math.floor((k + 1) * val_fraction) > math.floor(k * val_fraction) else "train"
 
 
 def _class_folder(out: Path, split: str, val_fraction: float) -> Path:
@@ -93,13 +92,16 @@ def export_shapes(
         scene_options = {"photos": train_pool(), "photo_fraction": photo_fraction, "objects": (0, 4)}
         summary["photo_fraction"] = photo_fraction
     if fmt == "imagefolder":  # split per class, so train has every class that val has
-        samples = [shapes.classification_sample(seed, i, size=imgsz) for i in range(n)]
-        splits = _stratified([cid for _, cid in samples], val_fraction)
-        for i, ((img, cid), split) in enumerate(zip(samples, splits)):
+        seen: dict[int, int] = {}
+        done = {"train": 0, "val": 0}
+        for i in range(n):
+            img, cid = shapes.classification_sample(seed, i, size=imgsz)
+            split = _stratified_split(seen, cid, val_fraction)
             _save_png(_class_folder(out, split, val_fraction) / shapes.CLASSES[cid] / f"{split}_{i:06d}.png", img)
+            done[split] += 1
             if progress:
                 progress(1)
-        summary.update({split: splits.count(split) for split in ("train", "val")})
+        summary.update(done)
         atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
         return summary
     for split, count in counts.items():
