@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,6 @@ FORMATS = ("imagefolder", "yolo", "masks", "coco")
 def _split_counts(n: int, val_fraction: float) -> dict[str, int]:
     n_val = int(round(n * val_fraction)) if n > 1 else 0
     return {"train": n - n_val, "val": n_val}
-
-
-def _stratified_split(seen: dict[int, int], cls: int, val_fraction: float) -> str:
-    """``train`` or ``val`` for the next sample of class ``cls`` (``seen`` counts them): a class's first sample
-    goes to train, and then every ``1/val_fraction``-th to val, so each class is split at about the fraction
-    and a class in val is always in train too (finetune refuses a val class train lacks). Streams: no sample
-    waits for the others."""
-    k = seen.get(cls, 0)
-    seen[cls] = k + 1
-    return "val" if k >= 1 and math.floor((k + 1) * val_fraction) > math.floor(k * val_fraction) else "train"
 
 
 def _class_folder(out: Path, split: str, val_fraction: float) -> Path:
@@ -91,12 +80,14 @@ def export_shapes(
 
         scene_options = {"photos": train_pool(), "photo_fraction": photo_fraction, "objects": (0, 4)}
         summary["photo_fraction"] = photo_fraction
-    if fmt == "imagefolder":  # split per class, so train has every class that val has
-        seen: dict[int, int] = {}
+    if fmt == "imagefolder":  # the last samples go to val, but never one of a class train does not have yet
+        trained: set[int] = set()
         done = {"train": 0, "val": 0}
         for i in range(n):
             img, cid = shapes.classification_sample(seed, i, size=imgsz)
-            split = _stratified_split(seen, cid, val_fraction)
+            split = "val" if i >= counts["train"] and cid in trained else "train"  # finetune refuses it else
+            if split == "train":
+                trained.add(cid)
             _save_png(_class_folder(out, split, val_fraction) / shapes.CLASSES[cid] / f"{split}_{i:06d}.png", img)
             done[split] += 1
             if progress:

@@ -143,8 +143,8 @@ def test_writing_over_a_dataset_never_writes_through_a_symlink(tmp_path):
 
 
 def test_imagefolder_splits_give_train_every_class_val_has(tmp_path):
-    """The split is per class (a plain last-20% split left val a class train lacked, which finetune refuses);
-    with no val split the class folders sit in OUT itself, for finetune to carve its own."""
+    """The last 20% go to val, but never a sample of a class train lacks (finetune refuses that); with no
+    val split the class folders sit in OUT itself, for finetune to carve its own."""
     for n in (15, 22, 25):
         out = tmp_path / f"n{n}"
         summary = export_shapes(out, "imagefolder", n=n, seed=0, imgsz=32, val_fraction=0.2)
