@@ -80,35 +80,24 @@ def export_shapes(
 
         scene_options = {"photos": train_pool(), "photo_fraction": photo_fraction, "objects": (0, 4)}
         summary["photo_fraction"] = photo_fraction
-    if fmt == "imagefolder":  # the last samples go to val, but never one of a class train does not have yet
-        trained: set[int] = set()
-        done = {"train": 0, "val": 0}
-        for i in range(n):
-            img, cid = shapes.classification_sample(seed, i, size=imgsz)
-            split = "val" if i >= counts["train"] and cid in trained else "train"  # finetune refuses it else
-            if split == "train":
-                trained.add(cid)
-            _save_png(_class_folder(out, split, val_fraction) / shapes.CLASSES[cid] / f"{split}_{i:06d}.png", img)
-            done[split] += 1
-            if progress:
-                progress(1)
-        summary.update(done)
-        atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
-        return summary
     for split, count in counts.items():
         coco = _CocoBuilder() if fmt == "coco" else None
         for _ in range(count):
             name = f"{split}_{index:06d}.png"
-            sc = shapes.scene(seed, index, size=imgsz, **scene_options)
-            if fmt == "yolo":
-                _save_yolo(out, split, name, sc.image, [(o.class_id, o.box) for o in sc.objects])
-            elif fmt == "masks":
-                _save_png(out / split / "images" / name, sc.image)
-                _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
+            if fmt == "imagefolder":
+                img, cid = shapes.classification_sample(seed, index, size=imgsz)
+                _save_png(_class_folder(out, split, val_fraction) / shapes.CLASSES[cid] / name, img)
             else:
-                _save_png(out / split / "images" / name, sc.image)
-                assert coco is not None  # fmt == "coco"
-                coco.add(name, sc)
+                sc = shapes.scene(seed, index, size=imgsz, **scene_options)
+                if fmt == "yolo":
+                    _save_yolo(out, split, name, sc.image, [(o.class_id, o.box) for o in sc.objects])
+                elif fmt == "masks":
+                    _save_png(out / split / "images" / name, sc.image)
+                    _save_png(out / split / "masks" / name, sc.semantic, mask_palette(len(shapes.CLASSES)))
+                else:
+                    _save_png(out / split / "images" / name, sc.image)
+                    assert coco is not None  # fmt == "coco"
+                    coco.add(name, sc)
             index += 1
             if progress:
                 progress(1)
