@@ -321,13 +321,13 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
                 return
     declared = info.frames or 0
     if count and pending is not None:  # the last packets did not decode
-        end_index = max(last_index + declared - count, last_index + 1) if not opts.start else last_index + 1
+        end_index = max(declared - 1, last_index + 1) if not opts.start else last_index + 1
         lost = _lost(path, last_index + 1, end_index, f"cannot decode ({pending})", fps, first_index, opts)
         if lost is not None:
             yield lost
-    elif count and not opts.start and count < declared - 1:  # a header may count one frame more than decodes
+    elif count and not opts.start and last_index + 1 < declared - 1:  # a header may count one frame more
         what = f"missing (the file ends after frame {last_index}, the header says {declared} frames; truncated?)"
-        lost = _lost(path, last_index + 1, last_index + declared - count, what, fps, first_index, opts)
+        lost = _lost(path, last_index + 1, declared - 1, what, fps, first_index, opts)
         if lost is not None:
             yield lost
     if count == 0:

@@ -574,3 +574,22 @@ def test_a_variable_rate_video_numbers_frames_as_they_come(tmp_path: Path) -> No
     with av.open(saved[0].extra["saved"]) as video:
         shown = [float(f.pts * f.time_base) for f in video.decode(video.streams.video[0])]
     assert shown == pytest.approx(times, abs=2e-3)
+
+
+def test_frames_lost_mid_video_are_not_also_reported_missing_at_the_end(tmp_path: Path) -> None:
+    """Two frames' packets damaged (a P-frame and a key frame): each loss is named once, and the end of a whole
+    file is not reported as `missing … truncated?` for the frames lost in the middle."""
+    video = write_levels(tmp_path / "gop.mp4", 40, g="10", bf="0")
+    data = bytearray(video.read_bytes())
+    with av.open(str(video)) as container:
+        tb = container.streams.video[0].time_base
+        for packet in container.demux(video=0):
+            if packet.size and round(float(packet.pts * tb) * 25) in (13, 20):
+                for k in range(packet.pos + 16, packet.pos + packet.size):
+                    data[k] ^= 0x5A
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    items = list(read_frames(str(damaged)))
+    errors = [it.error for it in items if it.error]
+    assert errors and not any("missing" in e for e in errors), errors
+    assert max(it.frame for it in items if it.error is None) == 39

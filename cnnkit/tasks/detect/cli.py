@@ -35,6 +35,29 @@ def detector_options(
     )
 
 
+# the box outputs beside the records, for detect and track (a video's frames get NAME-HASH_FRAME files)
+SaveTxt = Annotated[
+    bool,
+    typer.Option(
+        "--save-txt",
+        help="Also write YOLO label files (class cx cy w h, normalised) to <save dir>/labels.",
+        rich_help_panel=o.PANEL_IO,
+    ),
+]
+SaveConf = Annotated[
+    bool,
+    typer.Option(
+        "--save-conf", help="With --save-txt: add each box's score as a sixth column.", rich_help_panel=o.PANEL_IO
+    ),
+]
+SaveCrop = Annotated[
+    bool,
+    typer.Option(
+        "--save-crop", help="Also write one crop per box to <save dir>/crops/<label>.", rich_help_panel=o.PANEL_IO
+    ),
+]
+
+
 @app.command("predict")
 @o.compose(o.MODEL, o.BACKEND, o.BOXES, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=16)
 def predict(
@@ -44,26 +67,9 @@ def predict(
     agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
-    save_txt: Annotated[
-        bool,
-        typer.Option(
-            "--save-txt",
-            help="Also write YOLO label files (class cx cy w h, normalised) to <save dir>/labels.",
-            rich_help_panel=o.PANEL_IO,
-        ),
-    ] = False,
-    save_conf: Annotated[
-        bool,
-        typer.Option(
-            "--save-conf", help="With --save-txt: add each box's score as a sixth column.", rich_help_panel=o.PANEL_IO
-        ),
-    ] = False,
-    save_crop: Annotated[
-        bool,
-        typer.Option(
-            "--save-crop", help="Also write one crop per box to <save dir>/crops/<label>.", rich_help_panel=o.PANEL_IO
-        ),
-    ] = False,
+    save_txt: SaveTxt = False,
+    save_conf: SaveConf = False,
+    save_crop: SaveCrop = False,
     **shared: Any,
 ) -> None:
     """Boxes for each image: label, class_id, score and box (x1, y1, x2, y2) in the image's own pixels."""

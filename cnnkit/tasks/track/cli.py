@@ -12,7 +12,7 @@ import typer
 
 from cnnkit.cli import common as c
 from cnnkit.cli import options as o
-from cnnkit.tasks.detect.cli import LOAD, detector_options
+from cnnkit.tasks.detect.cli import LOAD, SaveConf, SaveCrop, SaveTxt, detector_options
 
 log = logging.getLogger("cnnkit")
 
@@ -80,6 +80,9 @@ def predict(
     agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
+    save_txt: SaveTxt = False,
+    save_conf: SaveConf = False,
+    save_crop: SaveCrop = False,
     **shared: Any,
 ) -> None:
     """Boxes per frame with a track_id that stays with one object through a video (ids restart per video)."""
@@ -87,8 +90,10 @@ def predict(
     c.run_predict(
         ctx,
         "track",
-        dict(options, tracker=tracker, count_line=count_line),
-        save=options["save_pictures"],
+        dict(
+            options, tracker=tracker, count_line=count_line, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop
+        ),
+        save=options["save_pictures"] or save_txt or save_crop,
         observe=_summaries,
     )
 

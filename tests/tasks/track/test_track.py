@@ -348,3 +348,19 @@ def test_track_val_reports_through_the_shared_val_path(tmp_path: Path) -> None:
     table = CliRunner().invoke(app, [*args, "-f", "table"])
     assert table.exit_code == 0, table.output
     assert "IDF1" in table.stdout and "shapes-000" in table.stdout and f"backend {metrics['backend']}" in table.stdout
+
+
+def test_track_cli_saves_label_files_and_crops_per_frame(videos: Path, tmp_path: Path) -> None:
+    """The README's --save row: with --save-txt/--save-crop (detect, track) each frame gets its label file and
+    crops, named NAME-HASH_FRAME as ultralytics names a video's."""
+    video = videos / "shapes-000.mp4"
+    out = tmp_path / "run"
+    args = ["track", str(video), "--max-frames", "3", "--threads", "1", "--save-txt", "--save-crop"]
+    result = CliRunner().invoke(app, [*args, "--save-dir", str(out), "-f", "jsonl"])
+    assert result.exit_code == 0, result.output
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    labels = sorted(p.name for p in (out / "labels").glob("*.txt"))
+    assert len(labels) == len(frames) == 3 and all(
+        name.rsplit("_", 1)[1] in ("0.txt", "1.txt", "2.txt") for name in labels
+    )
+    assert any((out / "crops").rglob("*.jpg"))
