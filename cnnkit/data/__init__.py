@@ -1,1 +1,12 @@
 """Data cnnkit makes or takes from installed packages: synthetic ``shapes`` scenes and real digits."""
+
+import logging
+
+
+def warn_left_out(reasons: list[str], what: str, limit: int = 10) -> None:
+    """One warning per training example left out (the first ``limit``), each naming its file and reason."""
+    log = logging.getLogger("cnnkit")
+    for reason in reasons[:limit]:
+        log.warning("left out of training: %s", reason)
+    if len(reasons) > limit:
+        log.warning("… and %d more %s left out", len(reasons) - limit, what)

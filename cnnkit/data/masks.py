@@ -7,15 +7,13 @@ palette or greyscale, 0 = background). ``DATA`` may be such a folder or a root w
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
+from cnnkit.data import warn_left_out
 from cnnkit.errors import CnnkitError, UsageError
 from cnnkit.io.sources import is_image_name
-
-log = logging.getLogger("cnnkit")
 
 IGNORE = 255  # a mask value marking pixels left out of scores and of the training loss (VOC's "void")
 
@@ -114,10 +112,7 @@ def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) 
             good.append((image, mask))
         except CnnkitError as exc:
             bad.append(str(exc))
-    for reason in bad[:limit]:
-        log.warning("left out of training: %s", reason)
-    if len(bad) > limit:
-        log.warning("… and %d more pair(s) left out", len(bad) - limit)
+    warn_left_out(bad, "pair(s)", limit)
     return good
 
 

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cnnkit.data import label_cache, yolo_yaml
+from cnnkit.data import label_cache, warn_left_out, yolo_yaml
 from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.train.options import FinetuneOptions
 
@@ -133,10 +133,7 @@ def check_labels(ds: yolo_yaml.DatasetYaml, limit: int = 10) -> int:
                 yolo_yaml.read_labels(yolo_yaml.label_path(image), len(ds.names))
             except CnnkitError as exc:
                 bad.append(str(exc))
-    for reason in bad[:limit]:
-        log.warning("left out of training: %s", reason)
-    if len(bad) > limit:
-        log.warning("… and %d more label file(s) left out", len(bad) - limit)
+    warn_left_out(bad, "label file(s)", limit)
     return len(bad)
 
 
