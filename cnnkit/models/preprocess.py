@@ -102,14 +102,15 @@ class Preprocess:
 
         img = Image.fromarray(rgb)
         w, h = img.size
-        scale = self.resize / min(w, h)
-        nw, nh = max(self.crop, round(w * scale)), max(self.crop, round(h * scale))
+        # torchvision's Resize(int): the short side becomes `resize`, the long one int(resize × long / short)
+        nw, nh = (self.resize, int(self.resize * h / w)) if w <= h else (int(self.resize * w / h), self.resize)
+        nw, nh = max(self.crop, nw), max(self.crop, nh)
         resample = {
             "bilinear": Image.Resampling.BILINEAR,
             "bicubic": Image.Resampling.BICUBIC,
             "nearest": Image.Resampling.NEAREST,
         }.get(self.interpolation, Image.Resampling.BILINEAR)
-        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
+        left, top = int(round((nw - self.crop) / 2.0)), int(round((nh - self.crop) / 2.0))  # as CenterCrop
         if nw * nh > 4 * self.crop * self.crop:
             sx, sy = w / nw, h / nh
             box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
