@@ -175,6 +175,10 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
         state = hub.torchvision_state_dict(spec.name, spec.weights_name)  # before building: offline fails fast
         labels = torchvision_labels(spec)
         module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
+        if spec.task in ("detect", "instance"):  # torchvision's R-CNNs: built as torchvision builds them for these
+            from cnnkit.models.entries import as_pretrained_rcnn
+
+            as_pretrained_rcnn(module, spec.name)
         load_into(module, state, spec.name)
         return Loaded(module, spec.name, labels, spec.preprocess or _torchvision_preprocess(spec), spec, {})
     raise CnnkitError(f"{spec.name}: no trained weights are known; pass weights (a state dict or checkpoint)")
