@@ -138,7 +138,7 @@ Iou = Annotated[
         "--iou",
         min=0.0,
         max=1.0,
-        help="IoU threshold of non-maximum suppression (track: the model's own for tracking by default, else 0.7).",
+        help="IoU threshold of non-maximum suppression \\[default: 0.7 for YOLO, as ultralytics; a torchvision detector's own, 0.5; track: the model's own for tracking].",
         rich_help_panel=PANEL_MODEL,
     ),
 ]

@@ -63,7 +63,7 @@ SaveCrop = Annotated[
 def predict(
     ctx: typer.Context,
     sources: o.Sources = None,
-    iou: o.Iou = 0.7,
+    iou: o.Iou = None,
     agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
     classes: o.Classes = None,
@@ -98,7 +98,7 @@ def val(
             help="A YOLO dataset yaml (path/train/val/names), e.g. from `cnnkit data shapes OUT --layout yolo`."
         ),
     ],
-    iou: o.Iou = 0.7,
+    iou: o.Iou = None,
     imgsz: o.Imgsz = None,
     compare: Annotated[
         bool,

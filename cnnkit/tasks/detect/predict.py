@@ -29,6 +29,7 @@ from cnnkit.records import Record
 from cnnkit.results import Box, Boxes
 
 PREDICTION_KEYS = ("label", "class_id", "score", "box")
+YOLO_IOU = 0.7  # ultralytics' NMS IoU for prediction
 WIDE_TOP_N = 1000  # detections an R-CNN's heads keep when a class filter runs after them
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Options:
     """
 
     conf: float = 0.25
-    iou: float = 0.7
+    iou: float | None = None  # None: the network's own (YOLO_IOU; a torchvision detector's built value, 0.5)
     classes: list[int] | None = None
     max_det: int = 300
     multi_label: bool = False
@@ -55,7 +56,7 @@ class Options:
     def __post_init__(self) -> None:
         """Scores and overlaps are fractions: a bad one fails here, before a network loads."""
         for name, value in (("conf", self.conf), ("iou", self.iou)):
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise OptionError(name, "must be between 0 and 1", value)
 
 
@@ -179,7 +180,7 @@ class YoloBackend:
                 out = nms.non_max_suppression(
                     self.net(x),
                     opts.conf,
-                    opts.iou,
+                    YOLO_IOU if opts.iou is None else opts.iou,
                     opts.classes,
                     agnostic=opts.agnostic,
                     multi_label=opts.multi_label,
@@ -205,6 +206,7 @@ class TorchvisionBackend:
             module.transform.min_size = (int(imgsz),)
             module.transform.max_size = int(round(imgsz * ratio))
         self.imgsz = int(module.transform.min_size[0])
+        self.nms_iou = float(module.roi_heads.nms_thresh)  # torchvision's own (0.5), unless `iou` is given
         self.net = runtime.prepare(module)
 
     @property
@@ -230,7 +232,8 @@ class TorchvisionBackend:
         import torchvision
 
         heads = self.net.roi_heads
-        heads.score_thresh, heads.nms_thresh = opts.conf, opts.iou
+        iou = self.nms_iou if opts.iou is None else opts.iou
+        heads.score_thresh, heads.nms_thresh = opts.conf, iou
         # the heads keep their top N over every class: with `classes`, N is the wanted classes' after filtering
         heads.detections_per_img = opts.max_det if opts.classes is None else max(opts.max_det, WIDE_TOP_N)
         from cnnkit.models.preprocess import by_shape
@@ -251,7 +254,7 @@ class TorchvisionBackend:
             if opts.classes is not None:
                 det = det[torch.isin(det[:, 5].long(), torch.tensor(opts.classes))]
             if opts.agnostic:  # the heads suppress within each class only
-                det = det[torchvision.ops.nms(det[:, :4], det[:, 4], opts.iou)]
+                det = det[torchvision.ops.nms(det[:, :4], det[:, 4], iou)]
             result.append(det[: opts.max_det].numpy())
         return result
 
@@ -318,7 +321,7 @@ class Detector(Predictor):
         weights: str | None = None,
         *,
         conf: float = 0.25,
-        iou: float = 0.7,
+        iou: float | None = None,
         imgsz: int | None = None,
         classes: Sequence[int | str] | None = None,
         max_det: int = 300,
@@ -337,6 +340,8 @@ class Detector(Predictor):
         opts = Options(conf, iou, max_det=max_det, agnostic=agnostic_nms)
         net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
         opts.classes = resolve_classes(classes, net.labels)
+        if opts.iou is None:  # the network's own: a torchvision detector's built value, else ultralytics'
+            opts.iou = getattr(net, "nms_iou", YOLO_IOU)
         return cls(
             net, opts, save_pictures=save_pictures, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop, **extra
         )

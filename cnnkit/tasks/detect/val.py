@@ -68,7 +68,7 @@ def validate(
     weights: str | None = None,
     split: str = "val",
     conf: float = 0.001,
-    iou: float = 0.7,
+    iou: float | None = None,
     imgsz: int | None = None,
     max_det: int = 300,
     batch_size: int = 16,
@@ -86,7 +86,7 @@ def validate(
     """
     from cnnkit.eval.coco import CocoResults, evaluate
     from cnnkit.report.evidence import box_confusion
-    from cnnkit.tasks.detect.predict import Detector
+    from cnnkit.tasks.detect.predict import YOLO_IOU, Detector
 
     ds = yolo_yaml.read(data, require=(split,))
     images = yolo_yaml.split_images(ds, split)
@@ -160,7 +160,7 @@ def validate(
         "recall": scores.get("recall", 0.0),
         "per_class": per_class,
         "conf": conf,
-        "iou": iou,
+        "iou": detector.options.iou,
         "imgsz": detector.backend.imgsz,
         "confusion": box_confusion(pairs, ds.names),
     }
@@ -173,7 +173,7 @@ def validate(
             imgsz=detector.backend.imgsz,
             batch=batch_size,
             conf=conf,
-            iou=iou,
+            iou=YOLO_IOU if detector.options.iou is None else detector.options.iou,
             max_det=max_det,
             device=detector.backend.runtime.device,
         )

@@ -247,9 +247,11 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         Mask R-CNN and are refused."""
         from cnnkit.errors import OptionError
 
+        boxes_only = {k: options.pop(k, False) for k in ("save_txt", "save_conf", "save_crop")}  # a detector's files
         for name, value, ok in (
             ("imgsz", imgsz, imgsz is None),
             ("backend", backend, backend in (None, "auto", "torch")),
+            *((k, v, not v) for k, v in boxes_only.items()),
         ):
             if not ok:
                 raise OptionError(name, "is not available when tracking with an instance segmentation model", value)

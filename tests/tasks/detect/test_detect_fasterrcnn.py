@@ -158,3 +158,19 @@ def test_faster_rcnn_classes_with_max_det_keep_the_best_of_those_classes(random_
     mine = sorted((p["score"] for p in every if p["class_id"] == rare), reverse=True)
     assert [p["class_id"] for p in kept] == [rare] * min(2, len(mine))
     assert [p["score"] for p in kept] == mine[:2]
+
+
+def test_faster_rcnn_keeps_its_own_nms_iou_unless_one_is_given(random_checkpoint, scenes):
+    """torchvision's detectors suppress at IoU 0.5; ultralytics' 0.7 is YOLO's default only (it gave Faster
+    R-CNN about twice torchvision's boxes)."""
+    import cnnkit
+
+    ckpt, _ = random_checkpoint
+    folder, _ = scenes
+    image = str(sorted(folder.glob("*.png"))[0])
+
+    def boxes(**options):
+        return cnnkit.detect(image, weights=str(ckpt), conf=0.0, max_det=1000, **options)[0].predictions
+
+    default = boxes()
+    assert default == boxes(iou=0.5) and len(boxes(iou=0.9)) > len(default) > 0
