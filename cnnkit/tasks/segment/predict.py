@@ -92,6 +92,9 @@ class Segmenter(Predictor):
         kept = resolve_classes(classes, self.labels)
         self.classes = None if kept is None else frozenset(kept)
         self.min_side = None if self.tile else self.imgsz
+        # torchvision's segmenters take the image as their weights' transforms() make it: the short side
+        # resized to the preset's size and nothing padded (a pad reaches DeepLabV3's image pooling)
+        self.short_side = loaded.spec is not None and loaded.spec.source == "torchvision"
         self.model = self.runtime.prepare(loaded.module)
 
     @classmethod
@@ -154,10 +157,23 @@ class Segmenter(Predictor):
         out[:, :nh, :nw] = self._normalise(rgb)
         return _Letterbox(out, (nh, nw))
 
+    def _short_side(self, rgb: np.ndarray, size: int) -> _Letterbox:
+        """The short side resized to ``size`` and the long one to int(size × long / short), as torchvision's
+        Resize(int), unpadded."""
+        from PIL import Image
+
+        h, w = rgb.shape[:2]
+        nh, nw = (int(size * h / w), size) if w <= h else (size, int(size * w / h))
+        if (nh, nw) != (h, w):
+            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
+        return _Letterbox(self._normalise(rgb), (nh, nw))
+
     def preprocess(self, decoded: Decoded) -> _Letterbox | None:
         """The letterboxed tensor; ``None`` for an image to tile (in :meth:`predict_batch`), whose
         memory is checked here: a band of class scores as wide as the image, and each tile's."""
         if not self._tiled(decoded):
+            if self.short_side:
+                return self._short_side(decoded.rgb, self.imgsz)
             return self._letterbox(decoded.rgb, self.imgsz)
         h, w = decoded.rgb.shape[:2]
         th, tw = min(self.tile, h), min(self.tile, w)
@@ -235,12 +251,15 @@ class Segmenter(Predictor):
         at a time."""
         import torch
 
+        from cnnkit.models.preprocess import by_shape
+
         masks: list[np.ndarray | None] = [None] * len(inputs)
         with torch.inference_mode():
             small = [i for i, x in enumerate(inputs) if x is not None]
-            if small:
-                logits = self._logits(torch.stack([inputs[i].tensor for i in small]))
-                for i, lg in zip(small, logits):
+            for group in by_shape([inputs[i].tensor for i in small]):  # unpadded inputs differ in shape
+                batch = [small[g] for g in group]
+                logits = self._logits(torch.stack([inputs[i].tensor for i in batch]))
+                for i, lg in zip(batch, logits):
                     masks[i] = self._full_mask(lg, inputs[i].content, decoded[i])
             for i, x in enumerate(inputs):
                 if x is None:

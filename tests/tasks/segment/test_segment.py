@@ -276,3 +276,32 @@ def test_every_segment_registry_entry_builds_and_lists():
         "lraspp_mobilenet_v3_large",
     } <= names
     assert all(parameters(s) > 0 for s in specs)
+
+
+def test_torchvision_segmenter_sees_what_its_weights_transforms_make(tmp_path):
+    """DeepLabV3/LR-ASPP get the image as their weights' transforms() make it: the short side to the preset's
+    size, the long one truncated, nothing padded (a pad to 32 reached DeepLabV3's image pooling and moved a
+    quarter of the bus photo's pixels to other classes); images of other shapes go through apart."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.models import get_weight
+
+    import cnnkit
+    from cnnkit.io.decode import decode
+    from cnnkit.tasks.segment.zoo import build_torchvision
+
+    path = tmp_path / "lraspp.pth"
+    torch.save(build_torchvision("lraspp_mobilenet_v3_large").state_dict(), path)
+    segmenter = cnnkit.load("segment", model="lraspp_mobilenet_v3_large", weights=str(path), imgsz=64, backend="torch")
+    transforms = get_weight("LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1").transforms(resize_size=64)
+    paths = []
+    for w, h in [(150, 90), (90, 151), (64, 64)]:
+        rgb = np.random.default_rng(w).integers(0, 255, (h, w, 3), dtype=np.uint8)
+        paths.append(tmp_path / f"{w}x{h}.png")
+        Image.fromarray(rgb).save(paths[-1])
+        ours = segmenter.preprocess(decode(str(paths[-1])))
+        theirs = transforms(Image.fromarray(rgb))
+        assert ours.tensor.shape == theirs.shape and float((ours.tensor - theirs).abs().max()) < 1e-5
+    records = segmenter([str(p) for p in paths], batch_size=3)
+    assert [r.result.mask.shape for r in records] == [(90, 150), (151, 90), (64, 64)]
