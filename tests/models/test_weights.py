@@ -190,3 +190,20 @@ def test_a_model_name_beside_a_checkpoint_that_is_another_model_is_said(caplog):
         logger.removeHandler(caplog.handler)
     assert loaded.name == "shapes-cnn"
     assert any("`model` lenet5 is not used" in r.getMessage() for r in caplog.records)
+
+
+def test_a_cached_file_holding_another_models_weights_is_named(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.models.hub import torchvision_cache_file, torchvision_weights
+    from cnnkit.models.loader import resolve
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = torchvision_cache_file(torchvision_weights("MobileNet_V3_Small_Weights.IMAGENET1K_V1"))
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    with pytest.raises(CnnkitError) as err:
+        resolve("classify", "mobilenet_v3_small", None, backend="torch")
+    assert str(err.value).startswith(f"{cached}: ") and "delete it to download it again" in str(err.value)
