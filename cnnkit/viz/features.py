@@ -405,7 +405,7 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         from cnnkit.tasks.segment.predict import Segmenter
 
         seg = Segmenter(loaded, Runtime.create("cpu", channels_last=False), loaded.imgsz)
-        box = seg._letterbox(rgb, seg.imgsz)
+        box = seg._short_side(rgb, seg.imgsz) if seg.short_side else seg._letterbox(rgb, seg.imgsz)
         x = box.tensor[None]
         side = _hw(*x.shape[-2:])
         how = (
