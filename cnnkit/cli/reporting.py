@@ -240,6 +240,10 @@ def convert(
         raise CnnkitError(f"{source}: no such file")
     default = {"labelstudio": ".labelstudio.json", "cvat": ".cvat.xml", "voc": ".voc"}[to]
     out = Path(output) if output else source.with_name(source.stem + default)
+    from cnnkit.io.files import check_outputs
+
+    companion = {"`output` config": str(out.with_name(f"{out.stem}.config.xml"))} if to == "labelstudio" else {}
+    check_outputs({"`output`": str(out), **companion}, [str(source)])  # the records it reads are never written over
     written = write(read_records(source), to, out, exist_ok=exist_ok, image_prefix=image_prefix, brush=brush)
     for path in written[:1] if to == "voc" else written:
         typer.echo(str(path))

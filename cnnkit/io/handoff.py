@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,11 @@ def _ok(records: Iterable[dict[str, Any]], fmt: str) -> Iterable[dict[str, Any]]
 def label_studio_tasks(
     records: Iterable[dict[str, Any]], *, image_prefix: str = "", brush: bool = False
 ) -> list[dict[str, Any]]:
-    """Label Studio tasks with predictions (see the module doc); ``image_prefix`` is put before each path
-    (e.g. ``/data/local-files/?d=`` for Label Studio's local file storage)."""
+    """Label Studio tasks with predictions (see the module doc); ``image_prefix`` is put before each path,
+    percent-encoded as a URL's part (e.g. ``/data/local-files/?d=`` for Label Studio's local file storage, which
+    unquotes it: a ``#``, ``?``, ``%`` or space in a name would cut or change it)."""
+    from urllib.parse import quote
+
     tasks: list[dict[str, Any]] = []
     for r in _ok(records, "labelstudio"):
         w, h = int(r["width"]), int(r["height"])
@@ -126,7 +130,7 @@ def label_studio_tasks(
         scores = [p["score"] for p in r.get("predictions") or [] if "score" in p]
         tasks.append(
             {
-                "data": {"image": image_prefix + r["path"]},
+                "data": {"image": image_prefix + quote(r["path"]) if image_prefix else r["path"]},
                 "predictions": [
                     {
                         "model_version": str(r.get("model", "")),
@@ -335,6 +339,16 @@ def voc_labelmap(labels: Sequence[str]) -> str:
 
 
 # -- writing ---------------------------------------------------------------------------------------
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls: no XML document may hold them
+
+
+def _write(path: Path, text: str, *, overwrite: bool) -> Path:
+    """A hand-off file that always parses: C0 control characters (from a file name or label) and the undecodable
+    bytes of a file name that is not UTF-8 become U+FFFD, which XML, JSON and UTF-8 all take."""
+    text = _NOT_XML.sub("\ufffd", text).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return atomic_write_text(path, text, overwrite=overwrite)
+
+
 def convert(
     records: Iterable[dict[str, Any]],
     fmt: str,
@@ -363,22 +377,27 @@ def convert(
                     f"{r['path']}: another input has the same name ({stem}, {seen[stem]}); VOC names files by stem"
                 )
             seen[stem] = r["path"]
+        names = list(labels) or sorted({p["label"] for r in fitting for p in r.get("predictions") or []})
+        for name in names:  # labelmap.txt is `name:color:parts:actions`, one per line, # a comment
+            if ":" in name or "\n" in name or "\r" in name or name.startswith("#"):
+                raise CnnkitError(
+                    f"label {name!r}: VOC's labelmap.txt cannot hold it (a ':', a line break or a leading '#')"
+                )
         folder = explicit_dir(out / "Annotations", exist_ok=exist_ok)
         written = []
         for r in fitting:
             stem = Path(r["path"]).stem
-            written.append(atomic_write_text(folder / f"{stem}.xml", voc_xml(r), overwrite=exist_ok))
+            written.append(_write(folder / f"{stem}.xml", voc_xml(r), overwrite=exist_ok))
         subsets = out / "ImageSets" / "Main"
         subsets.mkdir(parents=True, exist_ok=True)
         stems = "".join(f"{Path(r['path']).stem}\n" for r in fitting)
-        written.append(atomic_write_text(subsets / "default.txt", stems, overwrite=exist_ok))
-        names = list(labels) or sorted({p["label"] for r in fitting for p in r.get("predictions") or []})
-        written.append(atomic_write_text(out / "labelmap.txt", voc_labelmap(names), overwrite=exist_ok))
+        written.append(_write(subsets / "default.txt", stems, overwrite=exist_ok))
+        written.append(_write(out / "labelmap.txt", voc_labelmap(names), overwrite=exist_ok))
         return written
     if out.is_dir():
         raise CnnkitError(f"{out}: is a folder ({fmt} writes one file)")
     if fmt == "cvat":
-        return [atomic_write_text(out, cvat_xml(rows, labels), overwrite=exist_ok)]
+        return [_write(out, cvat_xml(rows, labels), overwrite=exist_ok)]
     tasks = label_studio_tasks(rows, image_prefix=image_prefix, brush=brush)
     task = next((r["task"] for r in rows if r.get("task")), "detect")
     names = list(labels) or sorted(
@@ -391,6 +410,6 @@ def convert(
         }
     )
     config = out.with_name(f"{out.stem}.config.xml")
-    written = [atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", overwrite=exist_ok)]
-    written.append(atomic_write_text(config, label_studio_config(task, names, brush=brush), overwrite=exist_ok))
+    written = [_write(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", overwrite=exist_ok)]
+    written.append(_write(config, label_studio_config(task, names, brush=brush), overwrite=exist_ok))
     return written

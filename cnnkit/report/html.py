@@ -295,13 +295,15 @@ class Report:
         """The ``src`` of each thumbnail and overlay: data URIs, or files written to the folder beside the page."""
         if self.embedded:
             return ([data_uri(t) if t else "" for t in self.thumbs], [data_uri(x["webp"]) for x in self.explanations])
+        from urllib.parse import quote
+
         from cnnkit.io.files import explicit_dir
 
         folder = explicit_dir(self._folder, exist_ok=self.exist_ok)
 
         def put(name: str, data: bytes) -> str:
             atomic_write_bytes(folder / name, data, overwrite=self.exist_ok)
-            return f"{folder.name}/{name}"
+            return quote(f"{folder.name}/{name}")  # a relative URL: a '#', '?' or '%' in the report's name stays a name
 
         return (
             [put(f"{i:06d}.webp", t) if t else "" for i, t in enumerate(self.thumbs)],
@@ -376,7 +378,9 @@ class Report:
 
     def write(self) -> Path:
         """Write the page atomically (never over a file without ``exist_ok``); its path."""
-        atomic_write_text(self.output, self.render(), overwrite=self.exist_ok)
+        # a file name that is not UTF-8 (its undecodable bytes are lone surrogates) shows U+FFFD, not a crash
+        page = self.render().encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        atomic_write_text(self.output, page, overwrite=self.exist_ok)
         return self.output
 
 
@@ -492,17 +496,21 @@ def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
 
     log = logging.getLogger("cnnkit")
     path = Path(path)
+
+    def finite_only(word: str) -> Any:  # NaN and Infinity are not JSON, and no score or box of cnnkit's
+        raise ValueError(f"{word} is not a number a record holds")
+
     try:
         with open(path, encoding="utf-8") as f:
             head = f.read(1)
             f.seek(0)
-            lines: Iterable[Any] = json.load(f) if head == "[" else f
+            lines: Iterable[Any] = json.load(f, parse_constant=finite_only) if head == "[" else f
             bad = 0
             for line in lines:
                 if isinstance(line, str) and not line.strip():
                     continue
                 try:
-                    data = json.loads(line) if isinstance(line, str) else line
+                    data = json.loads(line, parse_constant=finite_only) if isinstance(line, str) else line
                     validate_record(data)
                 except (ValueError, TypeError, AttributeError):
                     bad += 1
@@ -527,8 +535,11 @@ def from_records_file(
     ``output`` defaults to ``report.html`` beside the records. A ``metrics.json`` beside them
     (a val run's) becomes the metrics section.
     """
+    from cnnkit.io.files import check_outputs
+
     source = records_file(target)
     out = Path(output) if output else source.with_name("report.html")
+    check_outputs({"`output`": str(out)}, [str(source), str(source.with_name("metrics.json"))])  # never over them
     report = Report(
         out, assets=assets, exist_ok=exist_ok, side=side, info={"records": str(source), "command": command_line()}
     )

@@ -450,3 +450,28 @@ def test_voc_refuses_two_inputs_of_one_name_before_writing_anything_and_keeps_th
     box = ET.parse(out / "Annotations" / "x.xml").find("object/bndbox")
     values = {k: int(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")}
     assert values["xmin"] <= values["xmax"] and values["ymin"] <= values["ymax"]
+
+
+def _record(path: str, label: str = "a", score: float = 0.9) -> dict:
+    pred = {"label": label, "class_id": 0, "score": score, "box": [1.0, 1.0, 5.0, 5.0]}
+    return {"path": path, "task": "detect", "model": "m", "width": 8, "height": 8, "predictions": [pred], "error": None}
+
+
+def test_hostile_names_still_give_files_that_parse(tmp_path):
+    """A file name with control characters or bytes that are not UTF-8 (a lone surrogate in Python) made CVAT
+    and VOC XML that no parser reads, and crashed the write."""
+    rows = [_record("ctl\x01\x1bx.png"), _record("bad\udcffname.png")]
+    ET.parse(convert(rows, "cvat", tmp_path / "a.cvat.xml")[0])
+    for xml in convert(rows, "voc", tmp_path / "a.voc")[:2]:
+        ET.parse(xml)
+    json.loads(convert(rows, "labelstudio", tmp_path / "a.json")[0].read_text(encoding="utf-8"))
+
+
+def test_voc_refuses_a_label_its_labelmap_cannot_hold_and_label_studio_urls_are_quoted(tmp_path):
+    from cnnkit.errors import CnnkitError
+
+    with pytest.raises(CnnkitError, match="labelmap.txt cannot hold it"):
+        convert([_record("x.png", label="a:b")], "voc", tmp_path / "v.voc")
+    assert not (tmp_path / "v.voc").exists()
+    (task,) = label_studio_tasks([_record("imgs/x#1 a%.png")], image_prefix="/data/local-files/?d=")
+    assert task["data"]["image"] == "/data/local-files/?d=imgs/x%231%20a%25.png"

@@ -283,3 +283,46 @@ def test_a_resumed_run_reports_all_its_records(tmp_path):
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["l"] for e in entries] == [[p["label"] for p in r["predictions"]] for r in written]
     assert all(t.startswith("data:image/webp") for t in _thumbs((tmp_path / "r.html").read_text()))
+
+
+def test_report_and_convert_never_write_over_the_records_they_read(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    records = tmp_path / "in.jsonl"
+    line = {
+        "path": "x.png",
+        "task": "classify",
+        "model": "m",
+        "width": 8,
+        "height": 8,
+        "predictions": [],
+        "error": None,
+    }
+    records.write_text(_json.dumps(line) + "\n")
+    before = records.read_bytes()
+    for args in (["report", str(records)], ["convert", str(records), "cvat"], ["convert", str(records), "labelstudio"]):
+        result = CliRunner().invoke(app, [*args, "-o", str(records), "--exist-ok"])
+        assert result.exit_code != 0 and "would destroy it" in result.stderr, args
+        assert records.read_bytes() == before
+
+
+def test_a_records_line_with_nan_is_skipped_not_a_crash(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.records import Record
+
+    good = Record("a.png", "detect", "m", 8, 8, predictions=[], time_ms=1.0).to_dict()
+    nan = {"label": "a", "class_id": 0, "score": float("nan"), "box": [1.0, 1.0, 2.0, 2.0]}
+    bad = Record("b.png", "detect", "m", 8, 8, predictions=[nan], time_ms=1.0).to_dict()
+    records = tmp_path / "r.jsonl"
+    records.write_text(_json.dumps(good) + "\n" + _json.dumps(bad) + "\n")  # Python writes NaN, not JSON
+    result = CliRunner().invoke(app, ["report", str(records), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "1 line(s) were not records" in result.stderr and (tmp_path / "r.html").is_file()
