@@ -172,7 +172,8 @@ class Segmenter(Predictor):
         """The letterboxed tensor; ``None`` for an image to tile (in :meth:`predict_batch`), whose
         memory is checked here: a band of class scores as wide as the image, and each tile's."""
         if not self._tiled(decoded):
-            if self.short_side:
+            h, w = decoded.rgb.shape[:2]
+            if self.short_side and max(h, w) <= 4 * min(h, w):  # a thinner image would grow without bound
                 return self._short_side(decoded.rgb, self.imgsz)
             return self._letterbox(decoded.rgb, self.imgsz)
         h, w = decoded.rgb.shape[:2]

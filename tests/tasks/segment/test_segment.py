@@ -305,3 +305,6 @@ def test_torchvision_segmenter_sees_what_its_weights_transforms_make(tmp_path):
         assert ours.tensor.shape == theirs.shape and float((ours.tensor - theirs).abs().max()) < 1e-5
     records = segmenter([str(p) for p in paths], batch_size=3)
     assert [r.result.mask.shape for r in records] == [(90, 150), (151, 90), (64, 64)]
+    thin = tmp_path / "thin.png"  # past 4:1 the short side's rule would make it 64 × 48,000: letterboxed instead
+    Image.fromarray(np.zeros((4, 3000, 3), np.uint8)).save(thin)
+    assert max(segmenter.preprocess(decode(str(thin))).tensor.shape) <= 64
