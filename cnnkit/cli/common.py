@@ -377,10 +377,8 @@ def report_format(fmt: str, output: str | None) -> str:
         raise UsageError(f"--output {output}: a report is JSON or a table; name it .json, or .txt/.md for the table")
     if fmt != "auto":
         return fmt
-    if suffix:
-        return "table" if suffix in (".txt", ".md", ".log") else "json"
     if output and output != "-":
-        return "json"
+        return "table" if suffix in (".txt", ".md", ".log") else "json"
     return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "json"
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated
 
 import typer
 
 from cnnkit.cli import options as o
+
+log = logging.getLogger("cnnkit")
 
 app = typer.Typer(help="Make datasets: synthetic `shapes` scenes and scikit-learn's real digits.", no_args_is_help=True)
 
@@ -15,7 +18,6 @@ app = typer.Typer(help="Make datasets: synthetic `shapes` scenes and scikit-lear
 def _target(out: str, exist_ok: bool) -> None:
     """Make the output folder; one already holding files is written into (with ``--exist-ok``), and said so:
     files of an earlier dataset that this one does not rewrite stay and would mix into it."""
-    import logging
     from pathlib import Path
 
     from cnnkit.io.files import explicit_dir
@@ -23,7 +25,7 @@ def _target(out: str, exist_ok: bool) -> None:
     held = Path(out).is_dir() and any(Path(out).iterdir())
     explicit_dir(out, exist_ok=exist_ok)
     if held:
-        logging.getLogger("cnnkit").warning(
+        log.warning(
             "%s already holds files: the ones this dataset does not rewrite stay (delete the folder for a clean one)",
             out,
         )
@@ -75,11 +77,7 @@ def shapes_cmd(
     _target(out, exist_ok)
     summary = export_shapes(out, layout, n, seed=seed or 0, imgsz=imgsz, val_fraction=val_split or 0.0)
     if layout != "imagefolder" and not summary.get("val"):  # imagefolder: finetune carves its own
-        import logging
-
-        logging.getLogger("cnnkit").warning(
-            "%s: no val images; finetune and val need some (raise --val-split or --n)", out
-        )
+        log.warning("%s: no val images; finetune and val need some (raise --val-split or --n)", out)
     typer.echo(json.dumps(summary))
 
 

@@ -43,6 +43,12 @@ def find_pairs(data: str | Path, split: str = "val") -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _unreadable(path: str | Path, what: str, exc: BaseException) -> CnnkitError:
+    """An image library's error as the one line users see: ``path: not a readable WHAT (its first line)``."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CnnkitError(f"{path}: not a readable {what} ({reason[:120]})")
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """A class-index PNG as an H×W uint8 array (palette indices or grey levels)."""
     from PIL import Image
@@ -53,8 +59,7 @@ def read_mask(path: str | Path) -> np.ndarray:
                 raise CnnkitError(f"{path}: mask must be a palette or greyscale PNG, not {img.mode}")
             return np.asarray(img, dtype=np.uint8).copy()
     except (OSError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image, too large
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{path}: not a readable mask PNG ({reason[:120]})") from None
+        raise _unreadable(path, "mask PNG", exc) from None
 
 
 def check_mask_values(path: str | Path, mask: np.ndarray, classes: int) -> None:
@@ -65,6 +70,17 @@ def check_mask_values(path: str | Path, mask: np.ndarray, classes: int) -> None:
         raise CnnkitError(
             f"{path}: mask value {int(bad[0])} is not a class (0–{classes - 1}, or {IGNORE} for pixels to ignore)"
         )
+
+
+def _fitting_mask(mask: str | Path, height: int, width: int, classes: int | None) -> np.ndarray:
+    """The mask of an image of ``height`` × ``width``, checked to be that size (and, given ``classes``, to hold
+    class values only: :func:`check_mask_values`)."""
+    target = read_mask(mask)
+    if target.shape != (height, width):
+        raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {width}x{height}")
+    if classes is not None:
+        check_mask_values(mask, target, classes)
+    return target
 
 
 def read_pair(image: str | Path, mask: str | Path, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,40 +94,35 @@ def read_pair(image: str | Path, mask: str | Path, classes: int | None = None) -
         with Image.open(image) as img:
             rgb = np.asarray(to_rgb(ImageOps.exif_transpose(img)))  # as predict and val see the image
     except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{image}: not a readable image ({reason[:120]})") from None
-    target = read_mask(mask)
-    if target.shape != rgb.shape[:2]:
-        raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {rgb.shape[1]}x{rgb.shape[0]}")
-    if classes is not None:
-        check_mask_values(mask, target, classes)
-    return rgb, target
+        raise _unreadable(image, "image", exc) from None
+    return rgb, _fitting_mask(mask, rgb.shape[0], rgb.shape[1], classes)
+
+
+def _upright_size(image: str | Path) -> tuple[int, int]:
+    """Height and width of an image as shown (its EXIF orientation applied), from its header alone."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as img:
+            width, height = img.size
+            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise _unreadable(image, "image", exc) from None
+    return (width, height) if turned else (height, width)
 
 
 def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) -> list[tuple[Path, Path]]:
     """The pairs whose image opens and whose mask reads, fits it and holds class values only; each other pair
-    is named in a warning and left out of training (as detect's label check does), not a crash mid-epoch."""
-    from PIL import Image
-
+    is named in a warning and left out of training (as detect's label check does), not a crash mid-epoch.
+    Images are read to their headers only: the full decode is the data loader's."""
     good, bad = [], []
     for image, mask in pairs:
         try:
-            try:
-                with Image.open(image) as img:
-                    width, height = img.size
-                    if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned upright by its EXIF orientation
-                        width, height = height, width
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise CnnkitError(
-                    f"{image}: not a readable image ({str(exc).strip()[:120] or type(exc).__name__})"
-                ) from None
-            target = read_mask(mask)
-            if target.shape != (height, width):
-                raise CnnkitError(f"{mask}: mask is {target.shape[1]}x{target.shape[0]}, image {width}x{height}")
-            check_mask_values(mask, target, classes)
-            good.append((image, mask))
+            _fitting_mask(mask, *_upright_size(image), classes)
         except CnnkitError as exc:
             bad.append(str(exc))
+            continue
+        good.append((image, mask))
     warn_left_out(bad, "pair(s)", limit)
     return good
 

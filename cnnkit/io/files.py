@@ -111,6 +111,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     return Path(path)
 
 
+def displayable(text: str) -> str:
+    """``text`` that UTF-8 can hold: the lone surrogates standing for the undecodable bytes of a file name that is
+    not UTF-8 become U+FFFD (a page or hand-off file shows them; writing them as they are would fail)."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
     """Writes UTF-8 ``text`` to ``path`` whole or not at all."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from cnnkit.errors import CnnkitError, OptionError
-from cnnkit.io.files import atomic_write_text, explicit_dir
+from cnnkit.io.files import atomic_write_text, displayable, explicit_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -345,8 +345,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls: no XML doc
 def _write(path: Path, text: str, *, overwrite: bool) -> Path:
     """A hand-off file that always parses: C0 control characters (from a file name or label) and the undecodable
     bytes of a file name that is not UTF-8 become U+FFFD, which XML, JSON and UTF-8 all take."""
-    text = _NOT_XML.sub("\ufffd", text).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return atomic_write_text(path, text, overwrite=overwrite)
+    return atomic_write_text(path, displayable(_NOT_XML.sub("\ufffd", text)), overwrite=overwrite)
 
 
 def convert(

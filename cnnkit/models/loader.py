@@ -179,10 +179,10 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
             from cnnkit.models.entries import as_pretrained_rcnn
 
             as_pretrained_rcnn(module, spec.name)
-        cached = hub.torchvision_cache_file(hub.torchvision_weights(spec.weights_name))
         try:
             load_into(module, state, spec.name)
         except CnnkitError as exc:  # another model's weights under this name: the file is to blame, not the model
+            cached = hub.torchvision_cache_file(hub.torchvision_weights(spec.weights_name))
             raise CnnkitError(f"{cached}: {exc} (delete it to download it again)") from None
         return Loaded(module, spec.name, labels, spec.preprocess or _torchvision_preprocess(spec), spec, {})
     raise CnnkitError(f"{spec.name}: no trained weights are known; pass weights (a state dict or checkpoint)")

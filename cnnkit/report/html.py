@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.io.files import AlreadyExists, atomic_write_bytes, atomic_write_text, check_local
+from cnnkit.io.files import AlreadyExists, atomic_write_bytes, atomic_write_text, check_local, displayable
 from cnnkit.report import charts
 from cnnkit.report.thumbs import THUMB_SIDE, data_uri, encode, result_from_dict, thumbnail
 
@@ -378,9 +378,7 @@ class Report:
 
     def write(self) -> Path:
         """Write the page atomically (never over a file without ``exist_ok``); its path."""
-        # a file name that is not UTF-8 (its undecodable bytes are lone surrogates) shows U+FFFD, not a crash
-        page = self.render().encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        atomic_write_text(self.output, page, overwrite=self.exist_ok)
+        atomic_write_text(self.output, displayable(self.render()), overwrite=self.exist_ok)
         return self.output
 
 

@@ -47,7 +47,7 @@ class Options:
     """
 
     conf: float = 0.25
-    iou: float | None = None  # None: the network's own (YOLO_IOU; a torchvision detector's built value, 0.5)
+    iou: float = YOLO_IOU  # Detector.load puts a torchvision detector's own (0.5) here when none is given
     classes: list[int] | None = None
     max_det: int = 300
     multi_label: bool = False
@@ -56,7 +56,7 @@ class Options:
     def __post_init__(self) -> None:
         """Scores and overlaps are fractions: a bad one fails here, before a network loads."""
         for name, value in (("conf", self.conf), ("iou", self.iou)):
-            if value is not None and not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:
                 raise OptionError(name, "must be between 0 and 1", value)
 
 
@@ -103,7 +103,6 @@ class YoloBackend:
         # rect (a PyTorch network, or an ONNX one of any height and width): padded only to the stride, as
         # `yolo predict` does for a .pt model, so the boxes are its boxes; a file traced at one size (an
         # exported file, TorchScript) takes the square input it was traced at, as there
-        self.rect = rect
         self.letterbox = LetterBox((self.imgsz, self.imgsz), auto=rect, stride=self.stride)
 
     @classmethod
@@ -180,7 +179,7 @@ class YoloBackend:
                 out = nms.non_max_suppression(
                     self.net(x),
                     opts.conf,
-                    YOLO_IOU if opts.iou is None else opts.iou,
+                    opts.iou,
                     opts.classes,
                     agnostic=opts.agnostic,
                     multi_label=opts.multi_label,
@@ -232,8 +231,7 @@ class TorchvisionBackend:
         import torchvision
 
         heads = self.net.roi_heads
-        iou = self.nms_iou if opts.iou is None else opts.iou
-        heads.score_thresh, heads.nms_thresh = opts.conf, iou
+        heads.score_thresh, heads.nms_thresh = opts.conf, opts.iou
         # the heads keep their top N over every class: with `classes`, N is the wanted classes' after filtering
         heads.detections_per_img = opts.max_det if opts.classes is None else max(opts.max_det, WIDE_TOP_N)
         from cnnkit.models.preprocess import by_shape
@@ -254,7 +252,7 @@ class TorchvisionBackend:
             if opts.classes is not None:
                 det = det[torch.isin(det[:, 5].long(), torch.tensor(opts.classes))]
             if opts.agnostic:  # the heads suppress within each class only
-                det = det[torchvision.ops.nms(det[:, :4], det[:, 4], iou)]
+                det = det[torchvision.ops.nms(det[:, :4], det[:, 4], opts.iou)]
             result.append(det[: opts.max_det].numpy())
         return result
 
@@ -337,10 +335,10 @@ class Detector(Predictor):
         **extra: Any,
     ) -> Self:
         """``extra``: a subclass's own options, passed to its constructor (the tracker's)."""
-        opts = Options(conf, iou, max_det=max_det, agnostic=agnostic_nms)
+        opts = Options(conf, YOLO_IOU if iou is None else iou, max_det=max_det, agnostic=agnostic_nms)  # checked
         net = load_backend(model, weights, Runtime.create(device, half=half, threads=threads), imgsz, backend)
         opts.classes = resolve_classes(classes, net.labels)
-        if opts.iou is None:  # the network's own: a torchvision detector's built value, else ultralytics'
+        if iou is None:  # the network's own: a torchvision detector's built value, else ultralytics'
             opts.iou = getattr(net, "nms_iou", YOLO_IOU)
         return cls(
             net, opts, save_pictures=save_pictures, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop, **extra

@@ -86,7 +86,7 @@ def validate(
     """
     from cnnkit.eval.coco import CocoResults, evaluate
     from cnnkit.report.evidence import box_confusion
-    from cnnkit.tasks.detect.predict import YOLO_IOU, Detector
+    from cnnkit.tasks.detect.predict import Detector
 
     ds = yolo_yaml.read(data, require=(split,))
     images = yolo_yaml.split_images(ds, split)
@@ -173,7 +173,7 @@ def validate(
             imgsz=detector.backend.imgsz,
             batch=batch_size,
             conf=conf,
-            iou=YOLO_IOU if detector.options.iou is None else detector.options.iou,
+            iou=detector.options.iou,
             max_det=max_det,
             device=detector.backend.runtime.device,
         )
