@@ -62,13 +62,30 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     if raw is None:
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
-            raise CnnkitError(f"{path}: safetensors file has no cnnkit metadata (was it written by cnnkit?)")
+            raise CnnkitError(
+                f"{path}: safetensors file has no cnnkit metadata; a plain state dict (timm, Hugging Face) "
+                "loads with its architecture named as `model`"
+            )
         where = sidecar
         try:
             raw = sidecar.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CnnkitError(f"{sidecar}: cannot read its cnnkit metadata ({_first_line(exc)})") from exc
     return check_meta(parse_meta(raw, where), where, required=("arch", "labels"))
+
+
+def has_meta(path: str | os.PathLike) -> bool:
+    """Whether a safetensors file says what it holds (cnnkit metadata in its header or a sidecar); a plain
+    state dict from timm or Hugging Face does not, and loads only for a named architecture."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if "cnnkit" in (f.metadata() or {}):
+                return True
+    except Exception:
+        return True  # unreadable: read_meta says why
+    return Path(path).with_suffix(".json").is_file()
 
 
 def parse_meta(raw: str, where: str | os.PathLike) -> dict[str, Any]:

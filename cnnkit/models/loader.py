@@ -18,11 +18,11 @@ import importlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.models import hub
-from cnnkit.models.checkpoint import load_state_dict, read_meta
+from cnnkit.models.checkpoint import has_meta, load_state_dict, read_meta
 from cnnkit.models.kinds import BACKEND_FILES, BACKENDS, FILE_KINDS
 from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
@@ -53,6 +53,12 @@ def sniff(path: str | Path | None) -> str | None:
     if path is None:
         return None
     return FILE_KINDS.get(Path(path).suffix.lower())
+
+
+def self_described(weights: str | None, model: str | None) -> TypeGuard[str]:
+    """Whether ``weights`` is a cnnkit checkpoint that says its architecture and task; a ``.safetensors``
+    without cnnkit metadata given with a ``model`` is a plain state dict for it, as a ``.pth`` is."""
+    return weights is not None and sniff(weights) == "checkpoint" and (model is None or has_meta(weights))
 
 
 def spec_for_family(family: str, task: str | None = None) -> ModelSpec:
@@ -271,8 +277,9 @@ def at_input_size(loaded: Loaded, imgsz: int | None) -> Loaded:
 def _torch_model(
     task: str, package: str, model: str | None, weights: str | None, default: str, options: dict[str, Any]
 ) -> Loaded:
-    """The PyTorch (or ultralytics) model: a checkpoint, the task's own rules, else the registry."""
-    if weights is not None and sniff(weights) == "checkpoint":
+    """The PyTorch (or ultralytics) model: a checkpoint, the task's own rules, else the registry (a
+    ``.safetensors`` without cnnkit metadata is a plain state dict for ``model``, as a ``.pth`` is)."""
+    if self_described(weights, model):
         loaded = load_checkpoint(weights, task)
         if model is not None and model != loaded.name:  # the checkpoint says what it is: `model` cannot
             log.warning("%s holds %s; `model` %s is not used", weights, loaded.name, model)

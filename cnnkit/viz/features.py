@@ -524,11 +524,11 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
     model (or with a YOLO one) and its pickle names ultralytics classes; otherwise it is a state dict.
     """
     from cnnkit.models.checkpoint import read_meta
-    from cnnkit.models.loader import identify, resolve, sniff
+    from cnnkit.models.loader import identify, resolve, self_described, sniff
 
     if model and sniff(model) == "checkpoint" and weights is None:
         model, weights = None, model
-    if weights is not None and sniff(weights) == "checkpoint":
+    if self_described(weights, model):
         task = str(read_meta(weights).get("task", "classify"))
     elif model:
         task = identify(model)[0]

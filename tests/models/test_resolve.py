@@ -63,6 +63,26 @@ def test_state_dict_with_another_head_gets_numbered_labels(tmp_path):
     assert loaded.preprocess == spec.preprocess or loaded.preprocess is not None
 
 
+def test_plain_safetensors_state_dict_loads_for_a_named_architecture(tmp_path):
+    """A timm / Hugging Face ``model.safetensors`` (no cnnkit metadata) is a state dict, as a ``.pth`` is."""
+    from safetensors.torch import save_file
+
+    from cnnkit.viz.features import load_for_viewing
+
+    spec = get_spec("shapes-cnn")
+    module = spec.builder(num_classes=3)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    loaded = resolve("classify", "shapes-cnn", str(path))
+    assert loaded.labels == ["class_0", "class_1", "class_2"] and loaded.name == "shapes-cnn"
+    for a, b in zip(loaded.module.state_dict().values(), module.state_dict().values()):
+        assert torch.equal(a, b)
+    assert load_for_viewing("shapes-cnn", str(path)).labels == loaded.labels  # features/filters too
+    for model, weights in ((None, str(path)), (str(path), None)):  # without an architecture it cannot load
+        with pytest.raises(CnnkitError, match="no cnnkit metadata.*architecture named as `model`"):
+            resolve("classify", model, weights)
+
+
 def _fake_download(monkeypatch, calls):
     """torchvision weights 'downloaded' as a random model of the right shape (nothing leaves the machine)."""
 
