@@ -545,8 +545,9 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
     """``torch.jit.load`` of a ``cnnkit export --to torchscript`` file, and its ``cnnkit.json``."""
     import torch
 
-    from cnnkit.models.checkpoint import check_meta, parse_meta
+    from cnnkit.models.checkpoint import check_meta, check_torchscript, parse_meta
 
+    check_torchscript(path)
     extra = {"cnnkit.json": ""}
     try:
         with warnings.catch_warnings():

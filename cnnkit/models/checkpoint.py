@@ -713,6 +713,83 @@ def torch_zip_pickle(path: str | os.PathLike) -> bytes:
             raise _Refused(f"not a readable zip ({_first_line(exc)[:100]})") from exc
 
 
+_TS_NAMESPACES = frozenset({"aten", "prim"})  # tensor maths and control flow; c10d, profiler, … reach further
+_TS_FILE_OPS = frozenset({"save", "load", "from_file"})  # aten::save writes a file, aten::from_file maps one
+MAX_TS_SOURCE = 16 << 20
+
+
+def check_torchscript(path: str | os.PathLike) -> None:
+    """Refuse a TorchScript archive whose code does more than tensor maths, before ``torch.jit.load`` runs any.
+
+    TorchScript is code: ``__setstate__`` runs inside ``torch.jit.load`` and ``forward`` on every batch, and
+    both may call ``torch.save`` or ``torch.from_file`` on any path. So its ``code/`` sources are parsed
+    (they are Python syntax) and every operator named must be an ``aten``/``prim`` one that touches no file,
+    with no custom C++ class (``torch.classes``). A traced network (what ``cnnkit export`` and ultralytics
+    write) passes; a file that fails says which call it makes.
+    """
+    import ast
+
+    path = Path(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CnnkitError(f"{path}: not a TorchScript archive ({_first_line(exc)[:100]})") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_ENTRIES:
+            raise UnsafeCheckpoint(f"{path}: refused, a zip with {len(infos)} entries")
+        sources = [i for i in infos if i.filename.partition("/")[2].startswith("code/") and i.filename.endswith(".py")]
+        if not sources:
+            raise CnnkitError(f"{path}: not a TorchScript archive (no code/ entries)")
+        for info in sources:
+            if info.file_size > MAX_TS_SOURCE:
+                raise UnsafeCheckpoint(f"{path}: refused, {info.filename[:80]} is {info.file_size >> 20} MB of code")
+            try:
+                tree = ast.parse(zf.read(info).decode("utf-8"), info.filename)
+            except (
+                SyntaxError,
+                UnicodeDecodeError,
+                ValueError,
+                RecursionError,
+                MemoryError,
+                zipfile.BadZipFile,
+            ) as exc:
+                raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({_first_line(exc)[:100]})") from exc
+            for node in ast.walk(tree):
+                why = _ts_refusal(node)
+                if why:
+                    raise UnsafeCheckpoint(
+                        f"{path}: refused, its TorchScript code {why} (line {getattr(node, 'lineno', '?')} of "
+                        f"{info.filename.partition('/')[2][:80]}); only networks of tensor operations are loaded"
+                    )
+
+
+def _ts_refusal(node: Any) -> str:
+    """Why one node of TorchScript source is refused (empty: allowed)."""
+    import ast
+
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name in _TS_FILE_OPS:
+            return f"calls {ast.unparse(func)[:60]}, which reads or writes files"
+    if isinstance(node, ast.Attribute):
+        dotted: list[str] = []
+        inner: Any = node
+        while isinstance(inner, ast.Attribute):
+            dotted.insert(0, inner.attr)
+            inner = inner.value
+        if isinstance(inner, ast.Name):
+            dotted.insert(0, inner.id)
+            if dotted[0] == "torch" and len(dotted) > 1 and dotted[1] == "ops":
+                dotted = dotted[1:]
+            if dotted[0] == "ops" and len(dotted) > 1 and dotted[1] not in _TS_NAMESPACES:
+                return f"calls {'.'.join(dotted)[:60]} (operators of {dotted[1]!r})"
+            if "classes" in dotted[:3] and "torch" in dotted[:2]:
+                return f"uses the custom class {'.'.join(dotted)[:60]}"
+    return ""
+
+
 def pickle_globals(path: str | os.PathLike) -> set[str]:
     """Every ``module.name`` a pickle (or a torch zip checkpoint) imports when loaded, allowed or not.
 

@@ -759,6 +759,55 @@ def test_torchscript_metadata_that_is_not_json(tmp_path, rgb_image):
     assert "not valid JSON" in one_line_error(result, path)
 
 
+_TS_META = {
+    "format_version": 1,
+    "task": "classify",
+    "name": "ts",
+    "labels": ["a", "b"],
+    "preprocess": {"resize": 8, "crop": 8, "mean": [0, 0, 0], "std": [1, 1, 1]},
+    "input_shape": ["batch", 3, 8, 8],
+}
+
+
+@pytest.mark.parametrize("kind", ["forward", "setstate", "from_file"])
+def test_torchscript_that_touches_files_is_refused_before_it_runs(kind, tmp_path, rgb_image):
+    """TorchScript is code (``__setstate__`` runs inside ``torch.jit.load``): one that reads or writes files is
+    refused, and nothing it would write exists afterwards."""
+    import torch
+
+    from tests.fixtures import hostile_torchscript as hostile
+
+    marker = tmp_path / "MARKER.pt"
+    net = {
+        "forward": hostile.WritesOnForward(str(marker)),
+        "setstate": hostile.WritesOnLoad(str(marker)),
+        "from_file": hostile.MapsAFile(),
+    }
+    path = tmp_path / "evil.torchscript"
+    torch.jit.save(torch.jit.script(net[kind]), str(path), _extra_files={"cnnkit.json": json.dumps(_TS_META)})
+    marker.unlink(missing_ok=True)
+    for backend in ("auto", "torchscript"):
+        result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "--backend", backend])
+        assert "refused, its TorchScript code calls torch." in one_line_error(result, path)
+    assert not marker.exists()
+
+
+def test_traced_torchscript_still_loads(tmp_path, rgb_image):
+    """What ``cnnkit export`` writes (a traced network) passes the code check and runs."""
+    import torch
+
+    path = tmp_path / "ok.torchscript"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.save(
+        torch.jit.trace(net.eval(), torch.zeros(1, 3, 8, 8)),
+        str(path),
+        _extra_files={"cnnkit.json": json.dumps(_TS_META)},
+    )
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "-f", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["predictions"][0]["label"] in ("a", "b")
+
+
 # ---------------------------------------------------------------- last.pt of cnnkit's own loops
 
 
