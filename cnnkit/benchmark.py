@@ -16,12 +16,13 @@ import statistics
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import OptionError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 
 log = logging.getLogger("cnnkit")
 
@@ -190,16 +191,23 @@ def forward_fn(predictor: Any, batch_size: int) -> Callable[[], Any]:
     return lambda: predictor.model(x)
 
 
-def latencies(predictor: Any, paths: Sequence[str]) -> tuple[list[float], list[float]]:
-    """Per image at batch 1: decode + preprocess ms, and model (forward + postprocess) ms."""
+def latencies(predictor: Any, paths: Sequence[str], n: int) -> tuple[list[float], list[float]]:
+    """Per image at batch 1, for the first ``n`` of ``paths`` that decode: decode + preprocess ms, and model
+    (forward + postprocess) ms."""
     from cnnkit.engine import StreamState
     from cnnkit.io.decode import decode
 
     state = StreamState(batch_size=1, workers=1)
-    decode_ms, model_ms = [], []
+    decode_ms: list[float] = []
+    model_ms: list[float] = []
     for path in paths:
+        if len(decode_ms) == n:
+            break
         t0 = time.perf_counter()
-        decoded = decode(path, min_side=predictor.min_side)
+        try:
+            decoded = decode(path, min_side=predictor.min_side)
+        except CnnkitError:  # counted as failed by the end-to-end pass, which names it
+            continue
         x = predictor.preprocess(decoded)
         t1 = time.perf_counter()
         predictor.predict_batch([x], [decoded], state)
@@ -260,7 +268,7 @@ def bench_one(
     options: dict[str, Any] = {**name_or_file, "backend": backend, "device": device, "threads": threads}
     if half:
         options["half"] = True
-    if imgsz is not None and task in ("segment", "detect"):  # classify and Mask R-CNN keep their own sizes
+    if imgsz is not None and task != "instance":  # Mask R-CNN resizes by its own min/max size
         options["imgsz"] = imgsz
     memory = PeakMemory()
     with memory.watch():
@@ -280,11 +288,21 @@ def bench_one(
         workers = max(1, min(4, os.cpu_count() or 1))
         list(predictor.stream(list(paths[:batch_size]), batch_size=batch_size, workers=workers))  # warm-up
         t0 = time.perf_counter()
-        done = sum(1 for _ in predictor.stream(list(paths), batch_size=batch_size, workers=workers))
-        e2e = done / (time.perf_counter() - t0)
+        failed = [r for r in predictor.stream(list(paths), batch_size=batch_size, workers=workers) if r.error]
+        e2e = (len(paths) - len(failed)) / (time.perf_counter() - t0)
+        if failed:
+            log.warning(
+                "benchmark: %d of %d images failed (first: %s: %s); timed on the rest",
+                len(failed),
+                len(paths),
+                failed[0].path,
+                failed[0].error,
+            )
         with torch.inference_mode():
             fwd = _rate(forward_fn(predictor, batch_size), batch_size, seconds)
-            dec, mod = latencies(predictor, list(paths[:latency_n]))
+            dec, mod = latencies(predictor, paths, latency_n)
+    if not dec:
+        raise CnnkitError(f"{data or 'images'}: none of the {len(paths)} images decodes; nothing to time")
     total = [d + m for d, m in zip(dec, mod)]
     value = metric(task, predictor, data, options) if data and task in METRICS else None
     return Row(
@@ -316,14 +334,21 @@ def task_of(model: str, task: str | None) -> str:
     from cnnkit.export import METADATA_KEY
     from cnnkit.models.loader import identify, sniff
 
-    if task is None and sniff(model) == "onnx" and Path(model).is_file():
+    kind = sniff(model)
+    if task is None and kind in ("onnx", "torchscript") and Path(model).is_file():
         import json
 
-        import onnx
+        with contextlib.suppress(Exception):  # an unreadable file: identify asks for the task below
+            if kind == "onnx":
+                import onnx
 
-        with contextlib.suppress(Exception):  # an unreadable file: identify asks for --task below
-            props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
-            found = json.loads(props.get(METADATA_KEY, "")).get("task")
+                props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+                raw = props.get(METADATA_KEY, "")
+            else:  # TorchScript keeps it as an extra file, read without loading the code
+                with zipfile.ZipFile(model) as zf:
+                    entry = next(n for n in zf.namelist() if n.partition("/")[2] == "extra/cnnkit.json")
+                    raw = zf.read(entry).decode("utf-8")
+            found = json.loads(raw).get("task")
             task = found if isinstance(found, str) else None
     return identify(model, task)[0]
 
@@ -354,6 +379,8 @@ def run(
             raise OptionError("backend", f"expected {', '.join(BACKENDS)}", b)
     if not 1 <= images <= 100_000:
         raise OptionError("images", "expected 1 to 100000 images", images)
+    if data is not None and not Path(data).exists():
+        raise UsageError(f"{data}: no such file or folder")
     tasks = {model: task_of(model, task) for model in models}  # every model checked before any is timed
     rows = []
     with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
@@ -364,6 +391,8 @@ def run(
                 synthetic = synthetic or synthetic_images(Path(tmp), images)
                 paths = synthetic
             exported = sniff(model) in BACKEND_FILES.values()
+            if exported and set(backends) == {"torch"}:
+                raise OptionError("backend", f"runs PyTorch weights; {model} is an exported file", "torch")
             for backend in backends:
                 if exported and backend == "torch":  # an exported file runs on its own runtime, never eager
                     log.info("benchmark: %s is an exported file; no torch row", model)

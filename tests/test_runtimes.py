@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cnnkit import runtimes as rt
-from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.models.loader import Loaded, resolve
 from tests.conftest import SAMPLES
 
@@ -422,6 +423,51 @@ def test_benchmark_scores_on_data(cache, tmp_path):
         ["shapes-cnn"], backends=["torch"], data=str(tmp_path / "val"), images=8, batch_size=4, threads=1, seconds=0.1
     )
     assert row.metric == "top1" and 0.5 <= row.value <= 1.0
+    (tmp_path / "val" / CLASSES[0] / "broken.png").write_bytes(b"\x89PNG not really")  # named, left out, timed on
+    [row] = run(["shapes-cnn"], backends=["torch"], data=str(tmp_path / "val"), images=9, batch_size=4, seconds=0.1)
+    assert row.e2e_ips > 0 and row.value is not None
+    with pytest.raises(UsageError, match="nosuch: no such file or folder"):
+        run(["shapes-cnn"], backends=["torch"], data=str(tmp_path / "nosuch"), images=2)
+
+
+def test_benchmark_output_never_overwrites_without_exist_ok(cache, tmp_path):
+    """-o naming the model is refused before any timing; an existing file needs --exist-ok."""
+    from typer.testing import CliRunner
+
+    from cnnkit import export as ex
+    from cnnkit.cli import app
+
+    model = Path(ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path)
+    before = model.read_bytes()
+    fast = ["--images", "2", "--batch-size", "2", "--seconds", "0.1", "-f", "csv"]
+    result = CliRunner().invoke(app, ["benchmark", str(model), *fast, "-o", str(model)])
+    assert result.exit_code == 1 and "is also an input" in result.output and model.read_bytes() == before
+    notes = tmp_path / "notes.csv"
+    notes.write_text("precious")
+    result = CliRunner().invoke(app, ["benchmark", str(model), *fast, "-o", str(notes)])
+    assert "already exists" in result.output and notes.read_text() == "precious"
+    result = CliRunner().invoke(app, ["benchmark", str(model), *fast, "-o", str(notes), "--exist-ok"])
+    assert result.exit_code == 0 and notes.read_text().startswith("model,task,")
+
+
+def test_benchmark_imgsz_reaches_a_classifier_and_an_exported_file_needs_its_runtime(cache, tmp_path):
+    from cnnkit import export as ex
+    from cnnkit.benchmark import run
+
+    [row] = run(["shapes-cnn"], backends=["torch"], imgsz=32, images=2, batch_size=2, seconds=0.05)
+    assert row.imgsz == 32
+    path = str(ex.export_model("shapes-cnn", fmt="torchscript", out=tmp_path / "cnn.torchscript").path)
+    with pytest.raises(OptionError, match="exported file"):
+        run([path], backends=["torch"], images=2)
+    [row] = run([path], backends=["auto"], images=2, batch_size=2, seconds=0.05)  # its task from its metadata
+    assert (row.task, row.runtime) == ("classify", "torchscript")
+
+
+def test_classify_imgsz_the_network_cannot_take_is_one_line(cache):
+    """A side pooled down to 0x0 is refused at load, before a compile or a batch (was a traceback per batch)."""
+    with pytest.raises(OptionError, match="cannot run on a 8x8 input"):
+        resolve("classify", "shapes-cnn", imgsz=8, backend="torch")
+    assert resolve("classify", "shapes-cnn", imgsz=16, backend="torch").preprocess.crop == 16
 
 
 def test_backend_torch_refuses_an_exported_file(tmp_path):

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cnnkit.cli import common as c
 from cnnkit.cli import options as o
 
 FORMATS = ("auto", "table", "json", "jsonl", "csv")
@@ -36,6 +37,7 @@ def benchmark(
     task: o.Task = None,
     fmt: o.Format = "auto",
     output: o.Output = None,
+    exist_ok: o.ExistOk = False,
 ) -> None:
     """Time models per backend: img/s end to end and forward only, latency, peak memory, load time, metric.
 
@@ -56,6 +58,9 @@ def benchmark(
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected {', '.join(FORMATS)}")
     names = models or [TASKS[t].default_model for t in ("classify", "detect", "segment")]
+    from cnnkit.io.files import check_outputs
+
+    check_outputs({"`output`": output}, [*names, *([data] if data else [])])  # before minutes of timing
     quiet = bool((ctx.find_root().obj or {}).get("quiet"))
 
     def progress(what: str) -> None:
@@ -81,13 +86,7 @@ def benchmark(
     ]
     if fmt == "auto":
         fmt = "table" if output is None and sys.stdout.isatty() else "json"
-    text = render(rows, fmt, COLUMNS)
-    if output in (None, "-"):
-        typer.echo(text, nl=False)
-        return
-    from cnnkit.io.files import atomic_write_text
-
-    atomic_write_text(output, text)
+    c.emit_report(render(rows, fmt, COLUMNS), output, exist_ok)
 
 
 def render(rows: list[dict], fmt: str, columns: tuple[str, ...]) -> str:

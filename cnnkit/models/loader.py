@@ -252,6 +252,8 @@ def resolve(
         return at_input_size(_exported(task, weights, backend, options), imgsz)
     # sized before compiling: the runtime is traced once, at the side it will run at (part of its cache key)
     loaded = at_input_size(_torch_model(task, row.package, model, weights, default, options), imgsz)
+    if imgsz and task == "classify" and loaded.preprocess is not None:
+        _check_runs_at(loaded, loaded.preprocess.crop)
     if backend == "torch":
         return loaded
     from cnnkit.runtimes import compile_loaded
@@ -272,6 +274,19 @@ def at_input_size(loaded: Loaded, imgsz: int | None) -> Loaded:
         )
     fixed = loaded.spec.meta.get("fixed_size") if loaded.spec is not None else None
     return replace(loaded, preprocess=sized(pre, imgsz, name=loaded.name, fixed=fixed))
+
+
+def _check_runs_at(loaded: Loaded, side: int) -> None:
+    """Run a classifier once at the input side asked for, so a side its layers cannot take (pooled down to
+    0x0) is one line here rather than a traceback on every batch, or a runtime compile remembered as failed."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            loaded.module.eval()(torch.zeros(1, 3, side, side))
+    except (RuntimeError, AssertionError) as exc:  # torchvision's ViT asserts its size
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OptionError("imgsz", f"{loaded.name} cannot run on a {side}x{side} input ({first[:160]})", side) from exc
 
 
 def _torch_model(
