@@ -25,6 +25,19 @@ def spell_options(text: str, flags: dict[str, str]) -> str:
     return _OPTION_REF.sub(spell, text)
 
 
+_WHERE_LINES = ("Exception from src/", "Check '")  # OpenVINO opens its messages with its own source lines
+
+
+def reason_of(exc: BaseException, limit: int = 200) -> str:
+    """The reason an exception gives, on one line: its first line, except that the lines naming a library's
+    own source files (OpenVINO's ``Exception from src/…cpp:84:``) give way to the lines after them."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    told = [line for line in lines if not line.startswith(_WHERE_LINES)]
+    if not lines:
+        return type(exc).__name__
+    return ("; ".join(told) if told and told != lines else lines[0])[:limit]
+
+
 class CnnkitError(Exception):
     """An error the user can act on; printed without a traceback (exit 1).
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.io.files import atomic_path, check_not_input
 from cnnkit.models.loader import Loaded, identify, resolve, sniff
 from cnnkit.models.preprocess import Preprocess
@@ -336,12 +337,11 @@ def _session(path: str) -> Any:
     ort = _ort()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failure reaches the user as cnnkit's one line, not also as a log
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{path}: onnxruntime cannot open it ({first[:200]})") from exc
+        raise CnnkitError(f"{path}: onnxruntime cannot open it ({reason_of(exc)})") from exc
 
 
 def _run_onnx(path: str, x: Any) -> list[Any]:
@@ -375,7 +375,7 @@ def check_outputs(expected: list[list[Any]], got: list[list[Any]], path: Path) -
     return worst
 
 
-def onnx_module(session: Any) -> torch.nn.Module:
+def onnx_module(session: Any, path: str | Path) -> torch.nn.Module:
     """An ``nn.Module`` that runs an onnxruntime session, so predictors use it like a PyTorch model.
 
     A file exported without ``--dynamic-batch`` takes a fixed batch; larger batches are
@@ -391,13 +391,14 @@ def onnx_module(session: Any) -> torch.nn.Module:
             first = session.get_inputs()[0]
             self.input_name = first.name
             self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
+            self.input_hw = tuple(first.shape[2:4]) if all(isinstance(d, int) for d in first.shape[2:4]) else None
 
         def forward(self, x: torch.Tensor) -> Any:
             def run(part: torch.Tensor) -> list[torch.Tensor]:
                 arr = np.ascontiguousarray(part.detach().float().cpu().numpy())
                 return [torch.from_numpy(o).to(x.device) for o in self.session.run(None, {self.input_name: arr})]
 
-            return _in_slices(run, x, self.fixed_batch)
+            return _in_slices(run, x, self.fixed_batch, path)
 
     return OnnxModule()
 
@@ -450,7 +451,12 @@ def openvino_module(path: str) -> torch.nn.Module:
         raise CnnkitError(
             "openvino is not installed: `pip install openvino` (needed to run the openvino backend)"
         ) from exc
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "CACHE_DIR": str(openvino_cache())}
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    cache = openvino_cache()
+    with contextlib.suppress(OSError):  # a read-only home: compiled every time, not refused
+        cache.mkdir(parents=True, exist_ok=True)
+    if os.access(cache, os.W_OK):
+        config["CACHE_DIR"] = str(cache)
     try:
         with _signal_stack_kept():
             core = ov.Core()
@@ -459,8 +465,7 @@ def openvino_module(path: str) -> torch.nn.Module:
             compiled = core.compile_model(network, "CPU", config)
             request = compiled.create_infer_request()  # one request, used under a lock (one predictor, many threads)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{path}: OpenVINO cannot compile it ({first[:200]})") from exc
+        raise CnnkitError(f"{path}: OpenVINO cannot compile it ({reason_of(exc)})") from exc
     metadata = _openvino_metadata(network, path)
 
     class OpenVinoModule(torch.nn.Module):
@@ -470,8 +475,10 @@ def openvino_module(path: str) -> torch.nn.Module:
             self.lock = threading.Lock()  # a request runs one inference at a time ("Infer Request is busy")
             self.metadata = metadata
             self.outputs = len(compiled.outputs)
-            shape = compiled.input(0).get_partial_shape()[0]
-            self.fixed_batch = shape.get_length() if shape.is_static else None
+            dims = compiled.input(0).get_partial_shape()
+            self.fixed_batch = dims[0].get_length() if dims[0].is_static else None
+            hw = list(dims)[2:4]
+            self.input_hw = tuple(d.get_length() for d in hw) if len(hw) == 2 and all(d.is_static for d in hw) else None
 
         def forward(self, x: torch.Tensor) -> Any:
             def run(part: torch.Tensor) -> list[torch.Tensor]:
@@ -480,7 +487,7 @@ def openvino_module(path: str) -> torch.nn.Module:
                     outputs = [self.request.get_output_tensor(i).data.copy() for i in range(self.outputs)]
                 return [torch.from_numpy(o).to(x.device) for o in outputs]  # copies: the request reuses its buffers
 
-            return _in_slices(run, x, self.fixed_batch)
+            return _in_slices(run, x, self.fixed_batch, path)
 
     return OpenVinoModule()
 
@@ -494,12 +501,20 @@ def _openvino_metadata(network: Any, path: str) -> str | None:
         raise CnnkitError(f"{path}: its metadata is not UTF-8 text ({str(exc)[:120]})") from None
 
 
-def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None) -> Any:
-    """``run`` over ``x`` in batch slices of ``step`` (a fixed-batch export), outputs concatenated back."""
+def _run_failed(path: str | Path, x: Any, exc: BaseException) -> CnnkitError:
+    return CnnkitError(f"{path}: cannot run a {'x'.join(map(str, x.shape))} input ({reason_of(exc)})")
+
+
+def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None, path: str | Path) -> Any:
+    """``run`` over ``x`` in batch slices of ``step`` (a fixed-batch export), outputs concatenated back; a
+    runtime's failure is a :class:`CnnkitError` naming ``path`` (the engine fails that batch's records)."""
     import torch
 
     step = step or len(x)
-    parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
+    try:
+        parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
+    except Exception as exc:
+        raise _run_failed(path, x, exc) from exc
     outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
     return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -523,7 +538,7 @@ def _checked_meta(raw: str | None, path: str | Path) -> dict[str, Any]:
     return check_meta(parse_meta(raw, path), path, required=("task",))
 
 
-def torchscript_module(module: torch.jit.ScriptModule, fixed_batch: int | None) -> torch.nn.Module:
+def torchscript_module(module: torch.jit.ScriptModule, fixed_batch: int | None, path: str | Path) -> torch.nn.Module:
     """A loaded TorchScript file as a predictor's ``nn.Module``; a fixed-batch trace runs larger batches in slices."""
     import torch
 
@@ -535,8 +550,11 @@ def torchscript_module(module: torch.jit.ScriptModule, fixed_batch: int | None) 
 
         def forward(self, x: torch.Tensor) -> Any:
             if not self.fixed_batch or len(x) == self.fixed_batch:
-                return self.script(x)
-            return _in_slices(lambda part: _as_list(self.script(part)), x, self.fixed_batch)
+                try:
+                    return self.script(x)
+                except Exception as exc:
+                    raise _run_failed(path, x, exc) from exc
+            return _in_slices(lambda part: _as_list(self.script(part)), x, self.fixed_batch, path)
 
     return ScriptModule()
 
@@ -560,7 +578,7 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
         raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
     meta = check_meta(parse_meta(extra["cnnkit.json"], path), path, required=("task",))
     batch = (meta.get("input_shape") or [None])[0]
-    return torchscript_module(module.eval(), batch if isinstance(batch, int) else None), meta
+    return torchscript_module(module.eval(), batch if isinstance(batch, int) else None, path), meta
 
 
 def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> Loaded:
@@ -576,7 +594,7 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> 
         raise UsageError(f"{path}: backend {backend} runs {suffix} files (from `cnnkit export`)")
     if backend == "onnxruntime":
         session = _session(str(path))
-        module, meta = onnx_module(session), read_onnx_meta(path, session)
+        module, meta = onnx_module(session, path), read_onnx_meta(path, session)
     elif backend == "openvino":
         module = openvino_module(str(path))
         meta = _checked_meta(module.metadata, path)
@@ -585,4 +603,9 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> 
     if meta.get("task") != task:
         raise UsageError(f"{path}: a {meta.get('task')} model, not {task}")
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
+    takes = getattr(module, "input_hw", None)
+    if pre is not None and takes and tuple(takes) != (pre.crop, pre.crop):
+        raise CnnkitError(
+            f"{path}: its metadata says {pre.crop}x{pre.crop} inputs but its network takes {takes[0]}x{takes[1]}"
+        )
     return Loaded(module, meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)

@@ -293,8 +293,9 @@ def _net(loaded: Any) -> Any:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    from cnnkit.errors import reason_of
+
+    return reason_of(exc)
 
 
 def file_sha256(path: Path) -> str:

@@ -494,6 +494,70 @@ def test_openvino_runs_an_exported_file_like_onnxruntime(tmp_path):
 
 
 @pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
+def test_openvino_runs_without_a_writable_cache_and_says_why_a_file_fails(tmp_path, monkeypatch):
+    """A cache folder that cannot be made (a read-only home) costs OpenVINO its blob cache, not the run; a file
+    it cannot read is refused with OpenVINO's reason, not the line naming its own source file."""
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "file" / "cache"))  # under a file: mkdir fails
+    loaded = resolve("classify", weights=path, backend="openvino")
+    assert loaded.module(torch.zeros(1, 3, 64, 64)).shape == (1, len(loaded.labels))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage, not a protobuf")
+    with pytest.raises(CnnkitError) as err:
+        resolve("classify", weights=str(bad), backend="openvino")
+    assert "Exception from src/" not in str(err.value) and "Unable to read the model" in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_file_whose_metadata_lies_about_its_input_is_one_line(backend, tmp_path):
+    pytest.importorskip(backend)
+    import onnx
+
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == "cnnkit":
+            meta = json.loads(prop.value)
+            meta["preprocess"].update(crop=32, resize=36)
+            prop.value = json.dumps(meta)
+    onnx.save(proto, str(tmp_path / "lies.onnx"))
+    with pytest.raises(CnnkitError, match="metadata says 32x32 inputs but its network takes 64x64"):
+        resolve("classify", weights=str(tmp_path / "lies.onnx"), backend=backend)
+
+
+def test_a_runtime_failing_on_a_batch_is_a_cnnkit_error_naming_the_file():
+    """The engine fails that batch's records with it (a raw runtime error was a traceback)."""
+    from types import SimpleNamespace
+
+    from cnnkit import export as ex
+
+    class Session:
+        def get_inputs(self):
+            return [SimpleNamespace(name="images", shape=["batch", 3, 8, 8])]
+
+        def run(self, outputs, feed):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad alloc")
+
+    with pytest.raises(CnnkitError, match=r"m.onnx: cannot run a 2x3x8x8 input \(\[ONNXRuntimeError\]"):
+        ex.onnx_module(Session(), "m.onnx")(torch.zeros(2, 3, 8, 8))
+
+
+def test_reason_of_skips_openvino_source_lines():
+    from cnnkit.errors import reason_of
+
+    exc = RuntimeError(
+        'Exception from src/inference/src/cpp/core.cpp:117:\nCouldn\'t create directory ["/x"], err=Read-only file system\n'
+    )
+    assert reason_of(exc) == 'Couldn\'t create directory ["/x"], err=Read-only file system'
+    assert reason_of(RuntimeError("first\nsecond")) == "first" and reason_of(RuntimeError()) == "RuntimeError"
+
+
+@pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
 def test_openvino_keeps_compiled_networks_in_its_cache(cache, tmp_path):
     """The second load imports OpenVINO's compiled blob from ``<cache>/openvino`` and gives the same outputs; a
     blob damaged afterwards is compiled anew, and the model loaded from it still runs (read, not memory-mapped:

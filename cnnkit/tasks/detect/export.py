@@ -1,6 +1,6 @@
 """The detect task's exporter: ultralytics' own exporter for YOLO, verified and stamped like every cnnkit export.
 
-Registered in :data:`cnnkit.export.EXPORTERS` for ``detect``. It needs the detect task's
+Found through the detect row of the task table (``Task.exporter``). It needs the detect task's
 ultralytics adapter (``cnnkit.ultralytics_adapter``: offline settings, quiet logging, weights cache).
 The ``.pt`` is copied to a temporary folder first, because ultralytics writes its export
 beside the weights (which may be inside the installed package).
