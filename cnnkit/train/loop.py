@@ -214,6 +214,17 @@ class StepBatches:
         return (self.batch_at(epoch * self.per_epoch + k) for k in range(skip, self.per_epoch))
 
 
+def worker_init(_: int) -> None:
+    """A data loader worker leaves SIGINT and SIGTERM to the main process, which finishes its batch and saves
+    (``timeout``, ``scancel`` and systemd signal the whole process group: a worker killed by it was a traceback
+    and a lost position), and computes on one thread."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
 def seeded_loader(
     dataset: Dataset,
     batch_size: int,
@@ -238,7 +249,7 @@ def seeded_loader(
         drop_last=drop_last,
         num_workers=workers,
         generator=torch.Generator().manual_seed(seed),
-        **kwargs,
+        **{"worker_init_fn": worker_init if workers else None, **kwargs},
     )
 
 
@@ -339,9 +350,14 @@ def _restore_scheduler(scheduler: Any, state: dict[str, Any]) -> None:
             {**state, "total_steps": scheduler.total_steps, "_schedule_phases": scheduler._schedule_phases}
         )
         return
-    fresh = scheduler.lr_lambdas
-    scheduler.load_state_dict(state)
-    scheduler.lr_lambdas = fresh
+    lengths = [dict(fn.__dict__) for fn in scheduler.lr_lambdas]
+    scheduler.load_state_dict(state)  # LambdaLR writes the saved _Schedule's fields into this run's, in place
+    for fn, own in zip(scheduler.lr_lambdas, lengths):
+        fn.__dict__.update(own)
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):  # the next batch already on the new length
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def _autocast(amp: bool, device: torch.device) -> Any:

@@ -102,6 +102,23 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, sche
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[-1]["step"] == "12"
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "step"])
+def test_resuming_with_more_epochs_stretches_the_schedule(tmp_path, scheduler):
+    """A finished 2-epoch run resumed to 4 epochs trains on, at the learning rate of a 4-epoch schedule at that
+    step (the saved schedule's length used to overwrite the new one: epochs 3-4 ran at lr 0)."""
+    short = _train(tmp_path / "run", epochs=2, scheduler=scheduler)
+    before = {k: v.clone() for k, v in short.state_dict().items()}
+    longer = _train(tmp_path / "run", epochs=4, scheduler=scheduler)
+    after = longer.state_dict()
+    assert not torch.equal(before["0.weight"], after["0.weight"])  # the extra epochs trained
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    _train(tmp_path / "fresh", epochs=4, scheduler=scheduler)
+    with open(tmp_path / "fresh" / "metrics.csv") as f:
+        expected = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs[2:] == pytest.approx(expected[2:]) and lrs[2] > 0
+
+
 def test_graceful_stop_on_sigterm_saves_a_resumable_state_and_restores_handlers(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
@@ -110,6 +127,23 @@ def test_graceful_stop_on_sigterm_saves_a_resumable_state_and_restores_handlers(
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "last.safetensors").is_file()
     assert not list(tmp_path.glob(".*.tmp"))
     assert load_training_state(tmp_path / "last.pt")["run"]["batch"] == 2
+
+
+def test_loader_workers_leave_sigint_and_sigterm_to_the_main_process():
+    """``timeout``/``scancel`` signal the whole process group: a worker that died of it crashed the run."""
+    from cnnkit.train.loop import worker_init
+
+    assert seeded_loader(_data(), 8, seed=0, workers=2).worker_init_fn is worker_init
+    assert seeded_loader(_data(), 8, seed=0).worker_init_fn is None
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads = torch.get_num_threads()
+    try:
+        worker_init(0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        torch.set_num_threads(threads)
 
 
 def test_run_folder_files_and_best_selection(tmp_path):

@@ -44,6 +44,7 @@ from cnnkit.train.loop import (
     resume_dir,
     run_result,
     seeded_loader,
+    worker_init,
 )
 from cnnkit.train.options import FinetuneOptions
 
@@ -165,13 +166,6 @@ class _Shard(Sampler):
         return len(self.indices)
 
 
-def _worker_init(_: int) -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
-    torch.set_num_threads(1)
-
-
 def make_loaders(
     data: FolderData, pre: Preprocess, opts: FinetuneOptions, workers: int, rank: int, world: int, pin: bool
 ) -> tuple[DataLoader, DataLoader]:
@@ -180,7 +174,7 @@ def make_loaders(
     train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
     val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)
     common: dict[str, Any] = dict(
-        pin_memory=pin, worker_init_fn=_worker_init if workers else None, persistent_workers=False
+        pin_memory=pin, worker_init_fn=worker_init if workers else None, persistent_workers=False
     )
     # drop_last avoids a last batch of one image (BatchNorm) unless the data is smaller than a batch.
     train = seeded_loader(

@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnkit.data.masks import IGNORE
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader
+from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader, worker_init
 from cnnkit.train.options import FinetuneOptions
 
 if TYPE_CHECKING:
@@ -207,7 +207,12 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     train_loader = seeded_loader(
         dataset(train_pairs, True), batch_size, seed=seed, workers=workers, drop_last=len(train_pairs) > batch_size
     )
-    val_loader = DataLoader(dataset(val_pairs, False), batch_size=batch_size, num_workers=workers)
+    val_loader = DataLoader(
+        dataset(val_pairs, False),
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=worker_init if workers else None,
+    )
     name = f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}-finetuned"
     meta = {
         "task": "segment",
