@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, UnsafeCheckpoint, WeightsNotAvailable
+from cnnkit.errors import CnnkitError, UnsafeCheckpoint, UsageError, WeightsNotAvailable
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 _ready = False
@@ -257,7 +257,13 @@ def resume(last: str | Path) -> tuple[Any, dict[str, Any]]:
     for other in sorted((run / "weights").glob("*.pt")):
         if other.resolve() != last.resolve():
             check_full_pickle(other)
-    return yolo(last), {"resume": True, "save_dir": str(run.resolve())}
+    model = yolo(last)
+    ckpt = getattr(model, "ckpt", None) or {}
+    if not isinstance(ckpt.get("epoch"), int) or ckpt["epoch"] < 0 or ckpt.get("optimizer") is None:
+        # ultralytics would start a new run of its default length in this folder, over its best.pt
+        epochs = (ckpt.get("train_args") or {}).get("epochs", "its")
+        raise UsageError(f"{last}: training to {epochs} epochs is finished; nothing to resume (start a new run)")
+    return model, {"resume": True, "save_dir": str(run.resolve())}
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from cnnkit.errors import UsageError
 from cnnkit.io.files import atomic_path, atomic_write_bytes, explicit_dir, increment_dir
 from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 
@@ -620,6 +621,11 @@ def fit(
     run = RunState()
     if last.exists():
         run = load_state(last, recipe.task, model, optimizer, scheduler, scaler)
+        if run.stopped or run.epoch >= cfg.epochs:
+            raise UsageError(
+                f"{out}: the run {'stopped early' if run.stopped else 'finished'} after epoch {run.epoch}; "
+                f"nothing to resume{'' if run.stopped else ' (a larger `epochs` trains on)'}"
+            )
         log.info("resumed from %s at epoch %d%s", last, run.epoch + 1, f", batch {run.batch}" if run.batch else "")
     frozen = list(frozen)
     saver = _Saver(out, recipe, cfg, meta, model, optimizer, scheduler, scaler, main)

@@ -8,13 +8,14 @@ imports neither torch nor a task.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import OptionError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 
 if TYPE_CHECKING:
     from cnnkit.train.loop import Callbacks
@@ -108,6 +109,68 @@ class FinetuneOptions:
         if self.callbacks is not None:
             return self.callbacks
         return log_progress(logger, every) if self.progress else None
+
+    def record(self, data: str, names: Iterable[str]) -> dict[str, Any]:
+        """What a run keeps of its options (``finetune`` in its checkpoints' metadata): ``resume`` needs nothing else."""
+        return {"data": data, **{k: getattr(self, k) for k in names}}
+
+    def resumed(self, data: str | None, names: Sequence[str]) -> tuple[str, FinetuneOptions]:
+        """The run ``resume`` names, as it was started: its dataset and its recorded options (``names``).
+
+        Only ``epochs`` may change (the schedule is stretched to the new length); another option given with a
+        value of its own is named and not used, as ultralytics' resume does. A folder without a run to
+        continue is refused, never trained into."""
+        if self.resume is True:
+            raise OptionError("resume", "name the run folder to continue")
+        from cnnkit.train.loop import resume_dir
+
+        out = resume_dir(str(self.resume))
+        state, sidecar = out / "last.pt", out / "last.json"
+        if not state.is_file() or not sidecar.is_file():
+            raise OptionError("resume", f"no last.pt / last.json in {out}; nothing to resume", self.resume)
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CnnkitError(
+                f"{sidecar}: not a readable cnnkit run record ({str(exc).splitlines()[0][:120]})"
+            ) from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
+            raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", self.resume)
+        recorded = dict(meta["finetune"])
+        unknown = sorted(set(recorded) - {"data", *names})
+        if unknown:
+            raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown)[:120]}")
+        root = recorded.pop("data", None)
+        if not isinstance(root, str):
+            raise CnnkitError(f"{sidecar}: its finetune record names no dataset")
+        if data and Path(data).resolve() != Path(root).resolve():
+            raise OptionError("resume", f"the run was trained on {root}, not {data}")
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        ignored = [
+            f"{k} {getattr(self, k)!r}"
+            for k, v in recorded.items()
+            if k != "epochs" and getattr(self, k) not in (None, defaults.get(k), v)
+        ]
+        if ignored:
+            log.warning("resume continues the run as it was started; not used: %s", ", ".join(ignored))
+        opts = replace(self, **recorded)
+        if self.epochs and self.epochs != recorded.get("epochs"):
+            log.warning(
+                "resuming with epochs %d (was %s): the learning-rate schedule is stretched to the new "
+                "length, so the result differs from a run started with it",
+                self.epochs,
+                recorded.get("epochs"),
+            )
+            opts = replace(opts, epochs=self.epochs)
+        return root, opts
+
+    def dataset(self, data: str | None, names: Sequence[str]) -> tuple[str, FinetuneOptions]:
+        """DATA and the options of a new run, or of the run ``resume`` continues (:meth:`resumed`)."""
+        if self.resume:
+            return self.resumed(data, names)
+        if not data:
+            raise UsageError("finetune: DATA is required (or `resume` RUN_DIR)")
+        return str(Path(data).resolve()), self
 
     def run_folder(self, task: str) -> Path:
         """The run's folder: the one ``resume`` names, else a new one (``out``, or ``runs/<task>/train…``)."""

@@ -610,6 +610,26 @@ def test_detect_resume_pins_the_run_folder(tmp_path, ultralytics_ready):
     assert args == {"resume": True, "save_dir": str((tmp_path / "run").resolve())}
 
 
+def test_detect_resume_of_a_finished_run_is_refused_and_leaves_it(tmp_path, ultralytics_ready):
+    """ultralytics strips a finished run's last.pt (epoch -1, no optimizer) and would start a new 100-epoch run
+    over the old one's files; cnnkit says there is nothing to resume."""
+    import torch
+
+    from cnnkit import ultralytics_adapter
+    from cnnkit.errors import UsageError
+
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    last = _trainer_checkpoint("yolov8n.yaml", tmp_path / "run" / "weights" / "last.pt")
+    ckpt = torch.load(last, weights_only=False)
+    ckpt.update(epoch=-1, optimizer=None)
+    ckpt["train_args"]["epochs"] = 2
+    torch.save(ckpt, last)
+    before = last.read_bytes()
+    with pytest.raises(UsageError, match="training to 2 epochs is finished; nothing to resume"):
+        ultralytics_adapter.resume(last)
+    assert last.read_bytes() == before
+
+
 # ---------------------------------------------------------------- cnnkit metadata
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.data.folder import FolderData, FolderSplit, describe_skipped, load_folder_dataset
-from cnnkit.errors import CnnkitError, OptionError, UsageError, WeightsNotAvailable
+from cnnkit.errors import CnnkitError, OptionError, WeightsNotAvailable
 from cnnkit.models import hub
 from cnnkit.models.loader import resolve, spec_for_family
 from cnnkit.models.preprocess import Preprocess, sized
@@ -306,27 +306,6 @@ def build_model(opts: FinetuneOptions, classes: list[str]) -> tuple[Any, ModelSp
 # ---------------------------------------------------------------- run
 
 
-def _resume_options(resume: str | Path, given: FinetuneOptions) -> tuple[str, FinetuneOptions, Path, dict[str, Any]]:
-    """The dataset, recorded options (over ``given``'s run options), folder and metadata of the run to continue."""
-    out = resume_dir(resume)
-    state, sidecar = out / "last.pt", out / "last.json"
-    if not state.is_file() or not sidecar.is_file():
-        raise OptionError("resume", f"no last.pt / last.json in {out}; nothing to resume", resume)
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
-        raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", resume)
-    recorded = dict(meta["finetune"])
-    unknown = sorted(set(recorded) - {"data", *RECORDED})
-    if unknown:
-        raise CnnkitError(f"{sidecar}: unknown finetune option(s) {', '.join(unknown)[:120]}")
-    if not isinstance(recorded.get("data"), str):
-        raise CnnkitError(f"{sidecar}: its finetune record names no dataset folder")
-    return recorded.pop("data"), replace(given, **recorded), out, meta
-
-
 def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     """Rank, world size and device; joins the process group when started by torchrun."""
     from cnnkit.device import resolve_device
@@ -387,24 +366,11 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
 
 def _options(data: str | None, given: FinetuneOptions) -> tuple[str, FinetuneOptions, Path | None, dict[str, Any]]:
     """A new run's dataset and options, or a resumed run's own (only ``epochs`` may change), checked."""
+    root, opts = given.dataset(data, RECORDED)
     if not given.resume:
-        if not data:
-            raise UsageError("finetune: DATA folder is required (or `resume` RUN_DIR)")
-        return str(Path(data).resolve()), check(given), None, {}
-    if given.resume is True:
-        raise OptionError("resume", "name the run folder to continue")
-    root, opts, out_dir, meta = _resume_options(given.resume, given)
-    if data and Path(data).resolve() != Path(root).resolve():
-        raise OptionError("resume", f"the run was trained on {root}, not {data}")
-    if given.epochs and given.epochs != opts.epochs:
-        log.warning(
-            "resuming with epochs %d (was %d): the learning-rate schedule is stretched to the new "
-            "length, so the result differs from a run started with it",
-            given.epochs,
-            opts.epochs,
-        )
-        opts = replace(opts, epochs=given.epochs)
-    return root, check(opts), out_dir, meta
+        return root, check(opts), None, {}
+    out_dir = resume_dir(str(given.resume))
+    return root, check(opts), out_dir, json.loads((out_dir / "last.json").read_text(encoding="utf-8"))
 
 
 def _model_for(
@@ -467,7 +433,7 @@ def _run(
         "name": f"{spec.name}-{out_dir.name}",
         "labels": dataset.classes,
         "preprocess": pre.to_dict(),
-        "finetune": {"data": root, **{k: getattr(opts, k) for k in RECORDED}},
+        "finetune": opts.record(root, RECORDED),
         "source": source,
         "data": {
             "root": root,

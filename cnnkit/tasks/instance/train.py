@@ -153,7 +153,7 @@ DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 2}  # lr: 2e-4 when unse
 USED = ("model", "weights", "pretrained", "freeze", "epochs", "batch_size", "imgsz", "lr", "seed", "amp")
 
 
-def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
+def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """Finetune a Mask R-CNN on ``data`` (COCO format); returns ``{best, last, out, metrics}``.
 
     ``freeze``: ``None`` trains everything, ``"backbone"`` freezes the backbone body,
@@ -166,6 +166,7 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     from cnnkit.models.registry import get_spec
 
     options.ignore_others("instance", USED)
+    data, options = options.dataset(data, USED)
     opts = options.filled(**DEFAULTS)
     assert opts.epochs is not None and opts.batch_size is not None  # filled
     model, weights, pretrained, freeze = opts.model, opts.weights, opts.pretrained, opts.freeze
@@ -226,6 +227,7 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
             "freeze": freeze,
             "seed": seed,
         },
+        "finetune": opts.record(data, USED),
     }
     history = fit(
         net,

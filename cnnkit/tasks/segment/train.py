@@ -163,10 +163,11 @@ def _start(
 
 
 DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 8, "workers": 0}  # lr: 1e-3 when unset or 0
-USED = ("model", "weights", "arch", "encoder", "epochs", "batch_size", "imgsz", "lr", "seed", "workers", "amp")
+RECORDED = ("model", "weights", "arch", "encoder", "epochs", "batch_size", "imgsz", "lr", "seed", "amp")
+USED = (*RECORDED, "workers")
 
 
-def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
+def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """Train on ``data`` (``train/`` + ``val/`` image/mask folders); returns best, last, out and metrics.
 
     ``resume``: a run folder (or a file in it) to continue; ``callbacks`` show progress (else,
@@ -179,6 +180,7 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
     from cnnkit.models.preprocess import Preprocess
 
     options.ignore_others("segment", USED)
+    data, options = options.dataset(data, RECORDED)
     opts = options.filled(**DEFAULTS)
     assert opts.epochs is not None and opts.batch_size is not None and opts.workers is not None  # filled
     batch_size, workers, seed = opts.batch_size, opts.workers, opts.seed
@@ -223,6 +225,7 @@ def finetune(data: str, options: FinetuneOptions) -> dict[str, Any]:
         "preprocess": pre.to_dict(),
         "data": str(data),
         "base": opts.weights or opts.model or opts.arch,
+        "finetune": opts.record(data, RECORDED),
     }
     dev = resolve_device(opts.device)
     cfg = config(opts.epochs, opts.lr or 1e-3, seed, amp=opts.amp)

@@ -76,6 +76,33 @@ def test_finetune_api_writes_checkpoints_that_segment_loads(masks_data, tmp_path
     assert len(rows) == 3  # header + epoch 1 (kept from the first run) + epoch 2
 
 
+def test_resume_continues_the_run_as_it_was_started(masks_data, tmp_path, caplog):
+    """Resume takes the run's recorded options (a batch size given again is named and not used: it used to
+    change the steps per epoch and overrun the schedule); a folder with no run, a missing DATA and a finished
+    run are one-line errors, and nothing is trained into them."""
+    import logging
+
+    from cnnkit import api
+    from cnnkit.errors import OptionError, UsageError
+
+    out = tmp_path / "run"
+    common = dict(task="segment", arch="unet", encoder=TINY["encoder"], imgsz=64, progress=False)
+    api.finetune(str(masks_data), epochs=1, batch_size=3, out=str(out), **common)
+    logging.getLogger("cnnkit").addHandler(caplog.handler)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        again = api.finetune(None, epochs=2, batch_size=5, resume=str(out), progress=False, task="segment")
+    assert again["metrics"]["last"]["epoch"] == 2
+    assert "not used: batch_size 5" in caplog.text and "stretched" in caplog.text
+    assert json.loads((out / "last.json").read_text())["finetune"]["batch_size"] == 3
+    with pytest.raises(UsageError, match="finished after epoch 2; nothing to resume"):
+        api.finetune(None, resume=str(out), task="segment", progress=False)
+    with pytest.raises(OptionError, match="nothing to resume"):
+        api.finetune(str(masks_data), resume=str(tmp_path / "typo"), task="segment", progress=False)
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(UsageError, match="DATA is required"):
+        api.finetune(None, task="segment", progress=False)
+
+
 @pytest.mark.parametrize("imgsz, expected", [(None, 192), (64, 64)])
 def test_retraining_script_takes_the_registry_input_size_or_imgsz(tmp_path, monkeypatch, imgsz, expected):
     """``scripts/train_shapes_seg.py`` records the input size it trained at, as prediction will use it."""
