@@ -26,11 +26,12 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.records import Record, finite
 
@@ -62,12 +63,51 @@ def _ray() -> Any:
     return ray
 
 
+PROBE_S = 5.0  # how long a HOST:PORT may take to accept a connection before "no Ray cluster there"
+
+
+def _check_address(address: str) -> None:
+    """A ``HOST:PORT`` that is not one, or where nothing listens, is one line now: Ray itself raises a
+    ValueError traceback for the first and retries a closed port for ever."""
+    import socket
+
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OptionError("address", "expected HOST:PORT of a Ray head, auto, or ray://HOST:PORT", address)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+    except OSError as exc:
+        raise OptionError("address", f"no Ray cluster there ({exc.strerror or exc})", address) from None
+
+
+def _notices_to_stderr() -> None:
+    """Ray prints its cluster notices (a worker died, a task is retried) and, with -v, the workers' prints on
+    the driver's stdout, which is cnnkit's data channel (JSON Lines): they go to stderr with Ray's log lines."""
+    import importlib
+
+    worker = importlib.import_module("ray._private.worker")
+    shown = getattr(worker, "print_to_stdstream", None)
+    if shown is None or getattr(shown, "cnnkit", False):
+        return
+
+    def on_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        shown({**data, "is_err": True}, ignore_prefix)
+
+    on_stderr.cnnkit = True  # type: ignore[attr-defined]
+    setattr(worker, "print_to_stdstream", on_stderr)  # noqa: B010 (a module of Ray's that mypy does not know)
+
+
 def init(address: str | None = None) -> Any:
     """Connect to the Ray cluster at ``address`` (``auto``: the one this machine belongs to; ``HOST:PORT``),
     or start a private one on this machine when ``address`` is ``None``; an existing connection is kept."""
+    if address is not None:
+        _check_address(address)
     ray = _ray()
     if ray.is_initialized():
         return ray
+    _notices_to_stderr()
     try:
         # workers' prints stay in Ray's logs unless -v: stdout is cnnkit's data channel (JSON Lines)
         ray.init(
@@ -77,9 +117,27 @@ def init(address: str | None = None) -> Any:
             log_to_driver=log.isEnabledFor(logging.DEBUG),
             configure_logging=True,
         )
-    except ConnectionError as exc:
-        raise OptionError("address", f"no Ray cluster there ({str(exc).splitlines()[0]})", address) from None
+    except (ConnectionError, ValueError, RuntimeError) as exc:  # ray:// without ray[client] is a ValueError
+        raise OptionError("address", f"cannot join a Ray cluster there ({reason_of(exc)})", address) from None
     return ray
+
+
+def _check_resources(ray: Any, private: bool, actors: int, gpus_per_actor: float, cpus_per_actor: float) -> None:
+    """An actor that asks for more than any node has would wait for ever, in silence: on the cluster cnnkit
+    started on this machine that is an error; a cluster joined may grow (an autoscaler), so it is a warning."""
+    have = ray.cluster_resources()
+    for name, key, need in (("gpus_per_actor", "GPU", gpus_per_actor), ("cpus_per_actor", "CPU", cpus_per_actor)):
+        if need <= have.get(key, 0):
+            continue
+        if private:
+            raise OptionError(name, f"more than this machine has ({have.get(key, 0):g} {key})", need)
+        log.warning(
+            "ray: %s %g, but the cluster has %g %s now; the actors wait until it has more",
+            name,
+            need,
+            have.get(key, 0),
+            key,
+        )
 
 
 def record_from_json(text: str) -> Record:
@@ -220,7 +278,13 @@ def _pipeline(
     if not items:
         return None
     _check_model(task, load_options.get("model"), load_options.get("weights"))
+    private = address is None and not os.environ.get("RAY_ADDRESS")
+    if private and load_options.get("device") not in (None, "auto"):
+        from cnnkit.device import resolve_device
+
+        resolve_device(load_options["device"])  # the actors run here: the same device check as a local run
     ray = init(address)
+    _check_resources(ray, private, actors, gpus_per_actor, cpus_per_actor)
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()  # the driver's context: a job of one's own keeps these settings too
@@ -228,7 +292,8 @@ def _pipeline(
     if not log.isEnabledFor(logging.DEBUG):  # Ray Data's progress lines would bury cnnkit's own on stderr
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # also its note that the bars are off
+        # also its note that the bars are off, and its traceback of a job that fails (cnnkit says it in one line)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     # a worker reads a local file by its absolute path: the cluster's processes run in another folder
     rows = [
         {"index": i, "path": it.path, "read": _absolute(it.path), "error": it.error or ""} for i, it in enumerate(items)
@@ -291,7 +356,12 @@ def _job_failure() -> Iterator[None]:
     except CnnkitError:
         raise
     except Exception as exc:
-        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})") from exc
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        inner = re.search(r"cnnkit\.errors\.(\w+): (.+)$", last)
+        if inner:  # an actor's own cnnkit error (Ray cannot send its type back): its line and exit code
+            usage = inner.group(1) in ("UsageError", "OptionError")
+            raise (UsageError if usage else CnnkitError)(inner.group(2)) from exc
+        raise CnnkitError(f"ray: the job failed ({type(exc).__name__}: {last})") from exc
 
 
 def predict(

@@ -259,10 +259,62 @@ def test_bad_model_or_address_fails_before_an_output_is_opened(tmp_path):
     for extra, said in (
         (["-w", str(tmp_path / "gone.safetensors")], "no such file"),
         (["-m", "nosuchmodel"], "unknown classify model"),
+        (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster there"),  # Ray retried for ever
+        (["--address", "bogus"], "--address bogus: expected HOST:PORT"),  # was Ray's ValueError traceback
+        (["--address", "host:63x"], "expected HOST:PORT"),
+        (["--parts", "--report", str(tmp_path / "r.html")], "--parts does not resume"),  # wrote no report
+        (["--parts", "-o", "s3://bucket/parts/"], "not to a URL"),  # failed late, AssertionError: 0
     ):
         result = runner.invoke(app, [*base, *extra])
-        assert result.exit_code != 0 and said in result.output and "Traceback" not in result.output
-        assert not (tmp_path / "out.jsonl").exists()
+        assert result.exit_code == 2 if "address" in said or "parts" in " ".join(extra) else result.exit_code != 0
+        assert said in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_what_ray_says_stays_off_stdout_and_an_actors_cnnkit_error_keeps_its_line(capsys):
+    """stdout is the records' channel: Ray's notices (a worker died, a task retried) go to stderr; an actor's
+    own error comes back as its one line and exit code, not as ``ray: the job failed (…)``."""
+    import importlib
+
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import CnnkitError, UsageError
+
+    pytest.importorskip("ray")
+    worker = importlib.import_module("ray._private.worker")
+    before = worker.print_to_stdstream
+    try:
+        on_ray._notices_to_stderr()
+        on_ray._notices_to_stderr()  # once only
+        worker.print_to_stdstream({"lines": ["A worker died"], "pid": "raylet", "is_err": False}, False)
+    finally:
+        worker.print_to_stdstream = before
+    out, err = capsys.readouterr()
+    assert out == "" and "A worker died" in err
+    failed = RuntimeError("Traceback …\nUnserializableException: cnnkit.errors.OptionError: device 'cuda': no CUDA")
+    with pytest.raises(UsageError, match="^device 'cuda': no CUDA$"), on_ray._job_failure():
+        raise failed
+    with pytest.raises(CnnkitError, match="ray: the job failed"), on_ray._job_failure():
+        raise RuntimeError("something of Ray's")
+
+
+def test_actors_asking_more_than_the_machine_has_are_refused_on_a_private_cluster(caplog):
+    """They would wait for ever in silence; a joined cluster may grow, so there it is a warning."""
+    import logging
+    from types import SimpleNamespace
+
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import OptionError
+
+    fake = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0})
+    with pytest.raises(OptionError, match="gpus_per_actor 1.0: more than this machine has \\(0 GPU\\)"):
+        on_ray._check_resources(fake, True, 1, 1.0, 1.0)
+    with pytest.raises(OptionError, match="cpus_per_actor 3"):
+        on_ray._check_resources(fake, True, 1, 0.0, 3.0)
+    on_ray._check_resources(fake, True, 4, 0.0, 2.0)  # enough: no error
+    logging.getLogger("cnnkit").addHandler(caplog.handler)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        on_ray._check_resources(fake, False, 1, 1.0, 1.0)
+    assert "the actors wait until it has more" in caplog.text
 
 
 def test_relative_paths_reach_workers_that_run_elsewhere(ray_cluster, shapes_images, tmp_path, monkeypatch):

@@ -492,8 +492,16 @@ def ray_parts(
         raise UsageError("--parts writes into a folder: give --output FOLDER")
     if fmt not in ("auto", "parquet"):
         raise UsageError(f"--parts writes Parquet part files, not --format {fmt}")
-    if p["skip_existing"] or keep_classes:
-        raise UsageError("--parts does not resume (--skip-existing) or filter (--classes): write one merged file")
+    if p["skip_existing"] or keep_classes or p.get("report"):
+        raise UsageError(
+            "--parts does not resume (--skip-existing), filter (--classes) or report (--report): write one merged file"
+        )
+    from cnnkit.io.remote import is_remote
+
+    if is_remote(output):
+        raise UsageError(
+            f"{output}: --parts writes into a folder on this machine, not to a URL; write it here and copy it"
+        )
     folder = Path(output)
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not p["exist_ok"])):
         raise CnnkitError(f"{output}: exists and is not an empty folder (pass --exist-ok to add parts to it)")
