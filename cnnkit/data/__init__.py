@@ -3,10 +3,10 @@
 import logging
 
 
-def warn_left_out(reasons: list[str], what: str, limit: int = 10) -> None:
-    """One warning per training example left out (the first ``limit``), each naming its file and reason."""
+def warn_left_out(reasons: list[str], what: str, limit: int = 10, *, of: str = "training") -> None:
+    """One warning per example left out of ``of`` (the first ``limit``), each naming its file and reason."""
     log = logging.getLogger("cnnkit")
     for reason in reasons[:limit]:
-        log.warning("left out of training: %s", reason)
+        log.warning("left out of %s: %s", of, reason)
     if len(reasons) > limit:
         log.warning("… and %d more %s left out", len(reasons) - limit, what)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -171,8 +173,10 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     assert opts.epochs is not None and opts.batch_size is not None  # filled
     model, weights, pretrained, freeze = opts.model, opts.weights, opts.pretrained, opts.freeze
     epochs, batch_size, imgsz, seed = opts.epochs, opts.batch_size, opts.imgsz, opts.seed
-    train_ds = read_coco(data, "train")
+    train_ds = _decodable(read_coco(data, "train"), "training")
     val_ds = _val_split(data, train_ds)
+    if val_ds is not train_ds:
+        val_ds = _decodable(val_ds, "validation")
     if not train_ds.gt["images"]:
         raise CnnkitError(f"{train_ds.annotations}: no training images")
     torch.manual_seed(seed)
@@ -253,6 +257,33 @@ def _val_split(data: str, train: CocoSplit) -> CocoSplit:
     if val.labels != train.labels:
         raise CnnkitError(f"{data}: train and val splits have different categories")
     return val
+
+
+def _decodable(ds: CocoSplit, of: str) -> CocoSplit:
+    """``ds`` without the images that do not decode, each named in a warning: one bad file is left out at the
+    start (as classify and segment leave theirs out), not a crash when the sampler reaches it mid-epoch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnkit.data import warn_left_out
+    from cnnkit.io.decode import decode
+
+    def why(image: dict[str, Any]) -> str | None:
+        try:
+            decode(str(ds.image_path(image)))
+        except CnnkitError as exc:
+            return f"{ds.image_path(image)}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(why, ds.gt["images"]))
+    bad = [r for r in reasons if r]
+    if not bad:
+        return ds
+    warn_left_out(bad, "image(s)", of=of)
+    keep = [im for im, r in zip(ds.gt["images"], reasons) if r is None]
+    ids = {im["id"] for im in keep}
+    gt = {**ds.gt, "images": keep, "annotations": [a for a in ds.gt["annotations"] if a["image_id"] in ids]}
+    return replace(ds, gt=gt)
 
 
 def _eval_set(ds: CocoSplit) -> tuple[list[np.ndarray], dict[str, Any]]:

@@ -85,6 +85,33 @@ def test_finetune_resumes_from_last(tiny_ckpt, coco_data, tmp_path):
     assert second["metrics"]["step"] == 2 and second["out"] == str(out)
 
 
+def test_an_image_that_does_not_decode_is_named_and_left_out(tiny_ckpt, coco_data, tmp_path, caplog):
+    """It crashed the run when the sampler reached it, without its name; classify and segment leave theirs out."""
+    import logging
+    import shutil
+
+    from cnnkit import api
+
+    data = tmp_path / "data"
+    shutil.copytree(coco_data, data)
+    bad = sorted((data / "train" / "images").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    logging.getLogger("cnnkit").addHandler(caplog.handler)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        result = api.finetune(
+            str(data),
+            task="instance",
+            weights=str(tiny_ckpt),
+            epochs=1,
+            batch_size=2,
+            imgsz=64,
+            out=str(tmp_path / "run"),
+            progress=False,
+        )
+    assert f"left out of training: {bad}: truncated or corrupt image" in caplog.text
+    assert result["metrics"]["step"] == 1 and (tmp_path / "run" / "best.safetensors").is_file()
+
+
 def test_frozen_batch_norms_keep_statistics():
     from cnnkit.tasks.instance.train import _freeze
     from cnnkit.tasks.instance.zoo import light_maskrcnn
