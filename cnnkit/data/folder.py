@@ -98,8 +98,11 @@ def scan_classes(
     return classes, FolderSplit(paths, targets), skipped
 
 
-def stratified_split(split: FolderSplit, val_fraction: float, seed: int) -> tuple[FolderSplit, FolderSplit]:
-    """Per class, a seeded shuffle and ``round(n * val_fraction)`` (at least 1) images to val."""
+def stratified_split(
+    split: FolderSplit, val_fraction: float, seed: int, classes: list[str] | None = None
+) -> tuple[FolderSplit, FolderSplit]:
+    """Per class, a seeded shuffle and ``round(n * val_fraction)`` (at least 1) images to val; ``classes``
+    names them in errors."""
     rng = np.random.default_rng(seed)
     targets = np.asarray(split.targets)
     train_idx: list[int] = []
@@ -109,7 +112,8 @@ def stratified_split(split: FolderSplit, val_fraction: float, seed: int) -> tupl
         rng.shuffle(idx)
         n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
         if n_val < 1:
-            raise UsageError(f"class {c} has a single image: it cannot be split into train and val")
+            name = classes[int(c)] if classes and int(c) < len(classes) else str(c)
+            raise UsageError(f"class {name!r} has a single image: it cannot be split into train and val")
         val_idx += idx[:n_val].tolist()
         train_idx += idx[n_val:].tolist()
 
@@ -142,9 +146,11 @@ def load_folder_dataset(
         data = FolderData(classes, train, val, "train/val", skipped + skipped_val)
     else:
         if not 0.0 < val_split < 1.0:
-            raise OptionError("val_split", "expected a fraction between 0 and 1", val_split)
+            raise OptionError(
+                "val_split", "expected a fraction above 0 (the images to score on) and below 1", val_split
+            )
         classes, full, skipped = scan_classes(root, min_side=min_side, workers=workers)
-        train, val = stratified_split(full, val_split, seed)
+        train, val = stratified_split(full, val_split, seed, classes)
         data = FolderData(classes, train, val, "split", skipped)
     if len(data.classes) < 2:
         raise UsageError(f"{root}: only one class ({data.classes[0]}); classification needs at least two")

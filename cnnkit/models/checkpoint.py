@@ -212,7 +212,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if _looks_like_unsafe_pickle(path):
+            if "Weights only load failed" in str(exc):  # torch's own advice (weights_only=False) is the unsafe step
+                lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
+                told = [line for line in lines if line and "weights_only" not in line and "torch.load" not in line]
+                reason = (told[0] if told else "it holds more than tensors")[:160]
+            if "Weights only load failed" in str(exc) or _looks_like_unsafe_pickle(path):
                 raise UnsafeCheckpoint(
                     f"{path}: refused, loading it would need arbitrary unpickling ({reason[:160]}); "
                     "only safetensors and weights-only PyTorch files are loaded"

@@ -114,20 +114,28 @@ class FinetuneOptions:
         """What a run keeps of its options (``finetune`` in its checkpoints' metadata): ``resume`` needs nothing else."""
         return {"data": data, **{k: getattr(self, k) for k in names}}
 
-    def resumed(self, data: str | None, names: Sequence[str]) -> tuple[str, FinetuneOptions]:
+    def resumed(
+        self, data: str | None, names: Sequence[str], *, needs_record: bool = True
+    ) -> tuple[str, FinetuneOptions]:
         """The run ``resume`` names, as it was started: its dataset and its recorded options (``names``).
 
         Only ``epochs`` may change (the schedule is stretched to the new length); another option given with a
         value of its own is named and not used, as ultralytics' resume does. A folder without a run to
-        continue is refused, never trained into."""
+        continue is refused, never trained into. Without ``needs_record`` a run whose ``last.json`` records no
+        options (an older cnnkit's) resumes with the options given."""
         if self.resume is True:
             raise OptionError("resume", "name the run folder to continue")
         from cnnkit.train.loop import resume_dir
 
         out = resume_dir(str(self.resume))
         state, sidecar = out / "last.pt", out / "last.json"
-        if not state.is_file() or not sidecar.is_file():
+        if not state.is_file() or (needs_record and not sidecar.is_file()):
             raise OptionError("resume", f"no last.pt / last.json in {out}; nothing to resume", self.resume)
+        if not needs_record and not _records_options(sidecar):
+            log.warning("%s: no record of the run's options; resuming with the options given", out)
+            if not data:
+                raise UsageError("finetune: DATA is required to resume this run (`resume` RUN_DIR records none)")
+            return str(Path(data).resolve()), self
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -164,10 +172,12 @@ class FinetuneOptions:
             opts = replace(opts, epochs=self.epochs)
         return root, opts
 
-    def dataset(self, data: str | None, names: Sequence[str]) -> tuple[str, FinetuneOptions]:
+    def dataset(
+        self, data: str | None, names: Sequence[str], *, needs_record: bool = True
+    ) -> tuple[str, FinetuneOptions]:
         """DATA and the options of a new run, or of the run ``resume`` continues (:meth:`resumed`)."""
         if self.resume:
-            return self.resumed(data, names)
+            return self.resumed(data, names, needs_record=needs_record)
         if not data:
             raise UsageError("finetune: DATA is required (or `resume` RUN_DIR)")
         return str(Path(data).resolve()), self
@@ -181,6 +191,15 @@ class FinetuneOptions:
         if self.resume:
             return resume_dir(self.resume)
         return run_dir(task, self.out, exist_ok=self.exist_ok)
+
+
+def _records_options(sidecar: Path) -> bool:
+    """Whether a run's ``last.json`` holds a ``finetune`` record of its options."""
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("finetune"), dict)
 
 
 # Options about where and how a run goes: every task takes them, so none is "ignored".
