@@ -105,7 +105,38 @@ class OptionError(UsageError):
         return f"{names} {shown}: {reason}"
 
 
+_SECRET_PARAMS = re.compile(
+    r"(?i)^(x-amz-(signature|credential|security-token)|signature|sig|awsaccesskeyid|"
+    r"token|access_token|password|key|x-goog-(signature|credential))$"
+)
+
+
 def printable(path: str) -> str:
-    """``path`` with control characters escaped (``\\n``), so a crafted file name cannot break a one-line error
-    or a table row into lines that look like others."""
+    """``path`` as a log line shows it: control characters escaped (``\\n``), so a crafted file name cannot break
+    a one-line error or a table row into lines that look like others, and a URL's password and signing
+    parameters (a presigned URL's ``X-Amz-Signature``) as ``***``, as ultralytics' ``clean_url`` hides them."""
+    if "://" in path:
+        path = _without_secrets(path)
     return path if path.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
+def _without_secrets(url: str) -> str:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(_SECRET_PARAMS.match(k) for k, _ in pairs):
+        query = urlencode([(k, "***" if _SECRET_PARAMS.match(k) else v) for k, v in pairs], safe="*")
+    return (
+        urlunsplit(parts._replace(netloc=netloc, query=query))
+        if (netloc, query) != (parts.netloc, parts.query)
+        else url
+    )

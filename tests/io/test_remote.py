@@ -267,3 +267,32 @@ def test_scheme_case_and_s3a_name_one_object(s3_images, predictor):
     assert len(items) == 1 and items[0].path == key
     [record] = predictor.stream([key.replace("s3://", "S3://")])
     assert record.error is None
+
+
+def test_logs_never_show_a_urls_password_or_signature(tmp_path):
+    """The failure lines and the summary hide a URL's password and a presigned URL's signing parameters, as
+    ultralytics' ``clean_url`` does; the record keeps the URL as given (it is the input's identity)."""
+    import json
+    import socket
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.errors import printable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    urls = [
+        f"http://me:s3cretpw@127.0.0.1:{port}/x.png",
+        f"http://127.0.0.1:{port}/y.png?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=feedbeefsig&X-Amz-Expires=60",
+    ]
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(app, ["classify", *urls, "-f", "jsonl", "-o", str(out)])
+    assert result.exit_code == 1
+    for secret in ("s3cretpw", "AKIDSECRET", "feedbeefsig"):
+        assert secret not in result.output
+    assert f"http://me:***@127.0.0.1:{port}/x.png" in result.output and "X-Amz-Expires=60" in result.output
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == urls
+    assert printable("s3://bucket/a b#c?.png") == "s3://bucket/a b#c?.png"  # nothing else is touched
+    assert printable("http://h/p?page=2&q=a") == "http://h/p?page=2&q=a"

@@ -38,6 +38,7 @@ def val(
     from pathlib import Path
 
     from cnnkit.cli.report import run_val
+    from cnnkit.errors import printable
     from cnnkit.io.files import explicit_dir, increment_dir
 
     made: list[Path] = []
@@ -59,7 +60,7 @@ def val(
             err=True,
         )
         for item in result["failed"][:10]:
-            typer.echo(f"  failed {item['path']}: {item['error']}", err=True)
+            typer.echo(f"  failed {printable(item['path'])}: {item['error']}", err=True)
 
     options = {k: shared[k] for k in ("model", "weights", "backend", "device", "threads")}
     split = shared["split"] if o.given(ctx, "split") else None

@@ -17,7 +17,7 @@ from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
 from cnnkit.data.yolo_yaml import Label, label_path, read_labels
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, printable
 from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note
 from cnnkit.records import Record
 
@@ -111,7 +111,7 @@ def validate(
             except CnnkitError as exc:  # the image is left out, as ultralytics leaves out a corrupt label
                 r.error = str(exc)
         if not r.ok:
-            log.warning("failed %s: %s", r.path, r.error)
+            log.warning("failed %s: %s", printable(r.path), r.error)
     good = [r for r in records if r.ok]
     gt = ground_truth(good, ds.names, labels)
     truth: dict[int, list[dict[str, Any]]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, printable
 from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.tasks.instance.predict import InstanceSegmenter
 
@@ -71,7 +71,7 @@ def validate(
             record.predictions = []
         if record.error is not None:
             failed.append({"path": record.path, "error": record.error})
-            log.warning("failed %s: %s", record.path, record.error)
+            log.warning("failed %s: %s", printable(record.path), record.error)
         record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
         coco.add(record)
         if record.error is None:

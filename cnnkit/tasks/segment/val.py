@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnkit.errors import printable
 from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note, table
 
 log = logging.getLogger("cnnkit")
@@ -106,7 +107,7 @@ def evaluate_folder(
                 target = lookup[target]
         except CnnkitError as exc:  # the image is left out of the scores and named; the next one follows
             failed.append({"path": record.path, "error": str(exc)})
-            log.warning("failed %s: %s", record.path, exc)
+            log.warning("failed %s: %s", printable(record.path), exc)
             continue
         cm.update(pred, target)
         if on_record is not None:

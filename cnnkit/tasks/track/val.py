@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import UsageError, printable
 from cnnkit.eval.mot import MotRow, read_mot, score
 from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note, table
 from cnnkit.io.video import VIDEO_EXTENSIONS
@@ -103,7 +103,7 @@ def validate(
         for r in records:
             if not r.ok:  # scored as missed frames; named here and in the result
                 failed.append({"path": r.path, "frame": r.frame, "error": r.error})
-                log.warning("failed %s: %s", r.path, r.error)
+                log.warning("failed %s: %s", printable(r.path), r.error)
         truth = read_mot(gt, truth=True)
         scored[name] = (truth, rows_of(records))
         if on_record is not None:
