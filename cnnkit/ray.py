@@ -321,7 +321,7 @@ def _pipeline(
         },
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ActorPoolStrategy(size=actors),
+        compute=ActorPoolStrategy(size=min(actors, blocks)),  # no idle actors (and no Ray warning of them)
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )

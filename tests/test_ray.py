@@ -244,6 +244,11 @@ def test_the_ray_udf_gives_each_row_its_records_in_chunks(short_video, shapes_im
     with_bytes = {"path": np.array([image, image]), "bytes": np.array([Path(image).read_bytes()] * 2, dtype=object)}
     read_twice = [json.loads(r) for c in udf(with_bytes) for r in c["record"]]  # bytes rows are each read
     assert [(r["path"], r["error"]) for r in read_twice] == [(image, None), (image, None)]
+    # a video row from read_binary_files (bytes, no file to open): its frames, as from its path
+    video_bytes = {"path": np.array([short_video]), "bytes": np.array([Path(short_video).read_bytes()], dtype=object)}
+    frames = [json.loads(r) for c in udf(video_bytes) for r in c["record"]]
+    assert [(r["frame"], r["error"]) for r in frames] == [(f, None) for f in range(6)]
+    assert [r["predictions"] for r in frames] == [r["predictions"] for _, r in rows[1:7]]
 
 
 def test_bad_model_or_address_fails_before_an_output_is_opened(tmp_path):

@@ -107,12 +107,15 @@ class VideoInfo:
     variable: bool = False  # a variable frame rate: frames are numbered as they come, the saved mp4 keeps times
 
 
-def _open(path: str, held: ExitStack) -> Any:
-    """``av.open`` for a file, a webcam index (Linux V4L2) or a URL, closed with ``held`` (a bucket object's
-    fsspec file with it); a one-line :class:`CnnkitError` otherwise."""
+def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
+    """``av.open`` for a file, a webcam index (Linux V4L2), a URL or ``data`` (the file's bytes, as Ray Data's
+    ``read_binary_files`` gives them), closed with ``held`` (a bucket object's fsspec file with it); a one-line
+    :class:`CnnkitError` otherwise."""
+    import io
+
     import av
 
-    device = webcam_device(path)
+    device = None if data is not None else webcam_device(path)
     webcam = None if device is None else f"webcam {path}" if device == path else f"webcam {path} ({device})"
     try:
         if device is not None:
@@ -120,6 +123,8 @@ def _open(path: str, held: ExitStack) -> Any:
                 return held.enter_context(av.open(device, format="v4l2", timeout=10.0))
             except ValueError:  # PyAV: no such format in this FFmpeg build
                 raise CnnkitError(f"cannot open {webcam} (this FFmpeg has no V4L2 input: webcams need Linux)") from None
+        if data is not None:
+            return held.enter_context(av.open(io.BytesIO(data)))
         if is_stream_url(path):
             options = {"rtsp_transport": "tcp"} if path.startswith("rtsp") else {}
             return held.enter_context(av.open(path, timeout=10.0, options=options))
@@ -184,8 +189,10 @@ def read_frames(
     *,
     max_pixels: int | None = None,
     infos: dict[str, VideoInfo] | None = None,
+    data: bytes | None = None,
 ) -> Iterator[Item]:
-    """Frame items of one video, in order: ``Item(path, rgb, frame=i, time_s=t)``, or failed items.
+    """Frame items of one video (read from ``data`` when given), in order: ``Item(path, rgb, frame=i,
+    time_s=t)``, or failed items.
 
     Opening failures (no such file, no video stream, unknown codec) give one failed item for the
     file; packets that do not decode give a failed item naming the frames they cost, and reading goes
@@ -196,7 +203,7 @@ def read_frames(
 
     with ExitStack() as held:
         try:
-            container = _open(path, held)
+            container = _open(path, held, data)
         except CnnkitError as exc:
             yield Item(path, error=str(exc))
             return
@@ -219,7 +226,7 @@ def read_frames(
         except _FromStart:  # nothing was yielded yet: a fresh container, decoded from the first frame
             held.close()
             with ExitStack() as again:
-                yield from _frames(_open(path, again), path, info, options, seek=False)
+                yield from _frames(_open(path, again, data), path, info, options, seek=False)
 
 
 class _FromStart(Exception):
@@ -439,10 +446,15 @@ def expand_videos(
     """
     opts = options or VideoOptions()
     for item in items:
-        if item.data is not None or item.error is not None or not is_video_source(item.path):
+        encoded = item.data if isinstance(item.data, (bytes, bytearray)) else None  # a video's bytes are read too
+        if (item.data is not None and encoded is None) or item.error is not None or not is_video_source(item.path):
             yield item
             continue
-        yield from _Prefetch(read_frames(item.path, opts, max_pixels=max_pixels, infos=infos))
+        yield from _Prefetch(
+            read_frames(
+                item.path, opts, max_pixels=max_pixels, infos=infos, data=None if encoded is None else bytes(encoded)
+            )
+        )
 
 
 # -- annotated output ---------------------------------------------------------------------------
