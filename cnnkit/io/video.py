@@ -229,6 +229,16 @@ def read_frames(
                 yield from _frames(_open(path, again, data), path, info, options, seek=False)
 
 
+def frame_picture(path: str, frame: int, time_s: float | None) -> Any:
+    """The pixels of frame ``frame`` (at ``time_s``) of the video ``path``, read again: a report's thumbnail of a
+    frame record that came without them (from Ray's actors, or from a resumed output)."""
+    for item in read_frames(path, VideoOptions(start=time_s or None, max_frames=1)):
+        if item.error is None and item.frame == frame:
+            return item.data
+        break
+    raise CnnkitError(f"{path}: frame {frame} cannot be read again")
+
+
 class _FromStart(Exception):
     """Seeking to ``start`` found no key frame at or before it: the video is read again from its beginning."""
 

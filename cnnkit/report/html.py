@@ -235,6 +235,10 @@ class Report:
     ) -> Image:
         from cnnkit.io.decode import decode
 
+        if picture is None and data.get("frame") is not None:  # a video frame: read from its video
+            from cnnkit.io.video import frame_picture
+
+            picture = frame_picture(data["path"], int(data["frame"]), data.get("time_s"))
         if picture is None:
             picture = decode(data["path"], min_side=self.side * 2).rgb
         size = (int(data.get("width") or picture.shape[1]), int(data.get("height") or picture.shape[0]))

@@ -326,3 +326,19 @@ def test_a_records_line_with_nan_is_skipped_not_a_crash(tmp_path):
     result = CliRunner().invoke(app, ["report", str(records), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert "1 line(s) were not records" in result.stderr and (tmp_path / "r.html").is_file()
+
+
+def test_a_report_of_video_frame_records_reads_the_frames_again(tmp_path):
+    """Records of video frames carry no pixels (Ray's actors send none back; `cnnkit report` reads a records
+    file): the thumbnails are the frames read from the video again, not 'not a recognised image format'."""
+    pytest.importorskip("av")
+    from cnnkit.data.moving import write_sequences
+
+    write_sequences(tmp_path, 1, seed=2, frames=4)
+    out = tmp_path / "frames.jsonl"
+    result = runner.invoke(app, ["detect", str(tmp_path / "shapes-000.mp4"), "-f", "jsonl", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["report", str(out), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("data:image/webp") >= 4 and "no picture:" not in html
