@@ -98,6 +98,8 @@ def ultralytics() -> Any:
             _place_fonts(Path(USER_CONFIG_DIR))
             if SETTINGS.get("sync", False):
                 SETTINGS.update({"sync": False})
+            for key in REPORTERS:  # in this process only: the user's own settings file is left as it is
+                dict.__setitem__(SETTINGS, key, False)
             _ready = True
     finally:
         if omp is None:
@@ -240,6 +242,12 @@ def _check_activation(act: Any, where: Path) -> None:
         raise UnsafeCheckpoint(
             f"{where}: refused, its model activation {str(act)[:60]!r} is code, not nn.Name(...)"
         ) from None
+
+
+# ultralytics' trainer reports to these services when their packages are installed (SETTINGS default True):
+# W&B, Comet and ClearML send runs over the network, MLflow writes ./mlruns, Ray Tune warns every epoch outside
+# a tuning session. cnnkit never phones home, so its runs leave them off; TensorBoard writes only into the run.
+REPORTERS = ("clearml", "comet", "dvc", "mlflow", "raytune", "wandb")
 
 
 def resume(last: str | Path) -> tuple[Any, dict[str, Any]]:

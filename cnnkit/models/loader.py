@@ -337,8 +337,10 @@ def identify(target: str, task: str | None = None) -> tuple[str, ModelSpec | Non
         if not Path(target).is_file():
             raise UsageError(f"{target}: checkpoint not found")
         meta = read_meta(target)
-        found = task or str(meta.get("task", "classify"))
-        return found, spec_for_family(meta["arch"], found), meta
+        own = str(meta.get("task") or task or "classify")
+        if task is not None and task != own:  # the file says what it is, as a predictor reading it says
+            raise UsageError(f"{target}: a {own} checkpoint, not {task}")
+        return own, spec_for_family(meta["arch"], own), meta
     if kind == "pickle" and task is None:
         return "detect", None, {}  # ultralytics checkpoints stay .pt; cnnkit's own are .safetensors
     if kind is not None or Path(target).is_file():

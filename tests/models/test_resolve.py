@@ -155,6 +155,16 @@ def test_identify_without_loading(tmp_path):
     with pytest.raises(UsageError, match="task: needed"):
         identify(str(other))
     assert identify(str(other), "segment")[0] == "segment"
+    ckpt = save_checkpoint(
+        tmp_path / "cls.safetensors",
+        get_spec("shapes-cnn").builder(num_classes=2),
+        {"task": "classify", "arch": "shapes_cnn", "labels": ["a", "b"]},
+    )
+    assert identify(str(ckpt))[0] == identify(str(ckpt), "classify")[0] == "classify"
+    with pytest.raises(
+        UsageError, match="a classify checkpoint, not detect"
+    ):  # export --task detect: was "unknown arch"
+        identify(str(ckpt), "detect")
 
 
 def test_head_classes_of_each_family():

@@ -272,6 +272,8 @@ def test_adapter_sets_offline_defaults_without_clobbering(tmp_path):
         "print(os.environ['YOLO_OFFLINE'], os.environ['YOLO_AUTOINSTALL'], os.environ['YOLO_CONFIG_DIR'])\n"
         "print(SETTINGS['sync'], (USER_CONFIG_DIR / 'Arial.ttf').is_file(), torch.get_num_threads(), "
         "'OMP_NUM_THREADS' in os.environ, 'matplotlib' in sys.modules)\n"
+        "import json; saved = json.loads(SETTINGS.file.read_text())\n"
+        "print(sorted(k for k in ultralytics_adapter.REPORTERS if SETTINGS[k] or saved[k] != SETTINGS.defaults[k]))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "OMP_"))}
     env.update(YOLO_CONFIG_DIR=str(tmp_path / "mine"), CNNKIT_CACHE=str(tmp_path / "cache"), YOLO_OFFLINE="true")
@@ -284,10 +286,11 @@ def test_adapter_sets_offline_defaults_without_clobbering(tmp_path):
         cwd=Path(__file__).resolve().parents[3],
     )
     assert out.returncode == 0, out.stderr
-    first, second = out.stdout.strip().splitlines()[-2:]
+    first, second, reporters = out.stdout.strip().splitlines()[-3:]
     assert first.split() == ["true", "false", str(tmp_path / "mine")]
     assert second.split() == ["False", "True", "2", "False", "False"]
-    font = Path(out.stdout.strip().splitlines()[-3])
+    assert reporters == "[]"  # W&B, Comet, MLflow, Ray Tune… off in this process, the user's settings file kept
+    font = Path(out.stdout.strip().splitlines()[-4])
     assert font.read_bytes()[:4] == b"\x00\x01\x00\x00"  # matplotlib's DejaVuSans, a TrueType file
 
 
