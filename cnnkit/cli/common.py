@@ -294,7 +294,10 @@ def write_records(
                 broken_pipe = True
     finally:
         if not broken_pipe:
-            writer.close()
+            try:  # a CSV, JSON or table reaches stdout only here, when it is whole
+                writer.close()
+            except BrokenPipeError:
+                broken_pipe = True
         restore()
     if not quiet:
         what = f"{done} record(s) ({frames} video frame(s))" if frames else f"{done} image(s)"
@@ -573,6 +576,8 @@ def run_predict(
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
     check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
+    if fmt == "coco" and task not in ("detect", "instance"):  # the writer says so too, after the model loads
+        raise UsageError(f"--format coco: is for detect and instance, not {task}")
     outputs = [save_dir] if save_dir else []
     items = take_shard(expand_sources(sources, recursive=p["recursive"], outputs=outputs), shard)
     from cnnkit.io.video import is_video_source

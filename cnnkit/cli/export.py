@@ -43,6 +43,8 @@ def export(
 
     if fmt not in FORMATS:  # said here, in the flag's own name
         raise UsageError(f"--to {fmt!r}: expected {' or '.join(FORMATS)}")
+    if output == "-":
+        raise UsageError("--output -: a model is written to a file, not to stdout; name one (e.g. model.onnx)")
     if int8 or calibrate or val:
         _int8(model, fmt, int8, calibrate, val, max_drop, imgsz, output, exist_ok, task)
         return

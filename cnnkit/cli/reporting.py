@@ -228,7 +228,7 @@ def convert(
     """
     from pathlib import Path
 
-    from cnnkit.errors import CnnkitError
+    from cnnkit.errors import CnnkitError, UsageError
     from cnnkit.io.handoff import HANDOFF_FORMATS
     from cnnkit.io.handoff import convert as write
     from cnnkit.report.html import read_records
@@ -238,6 +238,8 @@ def convert(
     source = Path(records)
     if not source.is_file():
         raise CnnkitError(f"{source}: no such file")
+    if output == "-":
+        raise UsageError(f"--output -: {to} is written to a file (with its companions), not to stdout; name one")
     default = {"labelstudio": ".labelstudio.json", "cvat": ".cvat.xml", "voc": ".voc"}[to]
     out = Path(output) if output else source.with_name(source.stem + default)
     from cnnkit.io.files import check_outputs

@@ -217,7 +217,9 @@ def is_stream(output: str) -> bool:
 
 
 def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok: bool = False) -> None:
-    """Refuse an output file before any work: a folder, or an existing file without permission."""
+    """Refuse an output file before any work: a folder, an existing file without permission, Parquet to stdout."""
+    if fmt == "parquet" and (output is None or is_stdout(output) or is_stream(output)):
+        raise OptionError("output", "Parquet records are written to a file, not to a pipe or stdout")
     if output is None or is_stdout(output):
         return
     from cnnkit.io.files import check_local
@@ -322,9 +324,8 @@ class RecordWriter:
         if self.fmt == "parquet":
             from cnnkit.io.parquet import ParquetWriter
 
-            if not output or is_stream(output):
-                raise OptionError("output", "Parquet records are written to a file, not to a pipe or stdout")
             check_output(output, self.fmt, append=append, exist_ok=exist_ok)
+            assert output is not None  # check_output refuses Parquet to stdout
             self._parquet = ParquetWriter(output, append=append, exist_ok=exist_ok)
             return
         if self.fmt == "coco" and coco_builder is None:

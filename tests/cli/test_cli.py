@@ -108,3 +108,26 @@ def test_models_with_an_unknown_task_is_a_usage_error():
 
     result = CliRunner().invoke(app, ["models", "--task", "foo"])
     assert result.exit_code == 2 and "unknown task 'foo'" in result.output
+
+
+def test_output_choices_that_cannot_work_are_refused_before_the_model_loads(tmp_path, monkeypatch):
+    """Parquet to stdout, --format coco for classify, a model file or a hand-off file to `-`: one usage line, no
+    model loaded and no file named `-` (export and convert wrote one)."""
+    from cnnkit import api
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("the model loaded before a usage error"))
+    image = str(REPO / "samples" / "shape_0_triangle.png")
+    for args, said in (
+        (["classify", image, "-f", "parquet"], "Parquet records are written to a file"),
+        (["classify", image, "-f", "coco"], "--format coco: is for detect and instance"),
+        (["export", "shapes-cnn", "-o", "-"], "a model is written to a file, not to stdout"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and said in result.output, result.output
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({"path": image, "task": "detect", "predictions": []}) + "\n")
+    for to in ("cvat", "labelstudio"):
+        result = runner.invoke(app, ["convert", str(records), to, "-o", "-"])
+        assert result.exit_code == 2 and "not to stdout" in result.output
+    assert not (tmp_path / "-").exists()

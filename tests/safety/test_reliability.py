@@ -276,3 +276,25 @@ def test_closed_pipe_stops_quietly(tmp_path):
     assert json.loads(first)["task"] == "classify"
     assert proc.returncode == 141, err.decode()
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_whole_document_to_a_closed_pipe_stops_quietly_too(fmt, tmp_path):
+    """CSV and JSON reach stdout in one piece at the end; a reader already gone gave exit 1 with no line."""
+    import os
+
+    Image.new("RGB", (16, 16), (9, 0, 0)).save(tmp_path / "a.png")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cnnkit", "classify", str(tmp_path), "-f", fmt, "--backend", "torch"],
+            cwd=REPO,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
