@@ -23,6 +23,8 @@ def models(
     from cnnkit.models.registry import list_models
 
     rows = [describe(s) for s in list_models(pattern, task=task)]
+    if task == "track":  # the tracker runs the detectors and instance segmenters
+        rows = [describe(s) for s in list_models(pattern) if s.task in ("detect", "instance")]
     for r in rows:
         r["parameters_m"] = round(r["parameters"] / 1e6, 3)
     if json_wanted(fmt, ctx):
@@ -39,7 +41,7 @@ def models(
         Column("year", "year", right=True),
         Column("description", "description"),
     ]
-    if task:
+    if task and task != "track":
         columns = [c for c in columns if c.key != "task"]
     text = [
         {
@@ -80,6 +82,7 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
     from cnnkit.models import hub
     from cnnkit.models.describe import is_available
     from cnnkit.models.registry import list_models
+    from cnnkit.tasks import TASKS
 
     def version(pkg: str) -> str | None:
         try:
@@ -129,7 +132,7 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
                 "format": "auto",
                 "device": "auto",
                 "backend": "auto",
-                "model.classify": "shapes-cnn",
+                **{f"model.{name}": row.default_model for name, row in TASKS.items()},
             }
         ),
         "config_file": str(config_path()) if config_path() else None,

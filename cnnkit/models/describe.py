@@ -56,6 +56,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "weights_file": weights_file(spec),
     }
     info["size_mb"] = round(info["parameters"] * 4 / 1e6, 2)
+    info["imagenet_top1"] = None  # every row has the same keys (known for torchvision's classifiers)
     if spec.source == "bundled" and info["available"]:
         info["size_mb"] = round(os.path.getsize(info["weights_file"]) / 1e6, 2)
     if spec.source == "torchvision":

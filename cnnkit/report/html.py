@@ -540,6 +540,8 @@ def from_records_file(
     from cnnkit.io.files import check_outputs
 
     source = records_file(target)
+    if output is not None and os.fspath(output) == "-":
+        raise UsageError("`output` -: a report is an .html file (with its pictures), not stdout; name one")
     out = Path(output) if output else source.with_name("report.html")
     check_outputs({"`output`": str(out)}, [str(source), str(source.with_name("metrics.json"))])  # never over them
     report = Report(

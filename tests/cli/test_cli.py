@@ -130,4 +130,21 @@ def test_output_choices_that_cannot_work_are_refused_before_the_model_loads(tmp_
     for to in ("cvat", "labelstudio"):
         result = runner.invoke(app, ["convert", str(records), to, "-o", "-"])
         assert result.exit_code == 2 and "not to stdout" in result.output
+    result = runner.invoke(app, ["report", str(records), "-o", "-"])  # it named --report, a flag report lacks
+    assert result.exit_code == 2 and "--output -: a report is an .html file" in result.output
     assert not (tmp_path / "-").exists()
+
+
+def test_info_and_models_answer_for_every_task():
+    """`info` names each task's default model (four were null), `models --task track` lists what track runs (was
+    empty), and every `models` row has the same keys."""
+    from cnnkit.tasks import TASKS
+
+    info = json.loads(runner.invoke(app, ["info", "-f", "json"]).stdout)
+    assert {k: v["value"] for k, v in info["settings"].items() if k.startswith("model.")} == {
+        f"model.{name}": row.default_model for name, row in TASKS.items()
+    }
+    track = json.loads(runner.invoke(app, ["models", "--task", "track", "-f", "json"]).stdout)
+    assert {r["task"] for r in track} == {"detect", "instance"} and "shapes-yolov8n" in {r["name"] for r in track}
+    rows = json.loads(runner.invoke(app, ["models", "-f", "json"]).stdout)
+    assert len({tuple(sorted(r)) for r in rows}) == 1
