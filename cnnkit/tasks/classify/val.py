@@ -107,9 +107,17 @@ def plot_confusion(
 
 
 def val_folder(root: str | os.PathLike) -> Path:
-    """``DATA/val`` when DATA has ``train`` and ``val`` folders, else DATA itself."""
+    """The split of DATA to score: ``DATA/val`` when DATA has ``train`` and ``val`` folders, or a ``val`` (else
+    ``test``) folder of class folders, as ultralytics looks for them; else DATA itself (its folders are classes:
+    a class folder holds images, a split holds folders)."""
     root = Path(root)
-    return root / "val" if (root / "val").is_dir() and (root / "train").is_dir() else root
+    if (root / "val").is_dir() and (root / "train").is_dir():
+        return root / "val"
+    for split in ("val", "test"):
+        here = root / split
+        if here.is_dir() and any(p.is_dir() for p in here.iterdir()):
+            return here
+    return root
 
 
 def evaluate_folder(

@@ -139,3 +139,21 @@ def test_subprocess_smoke(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["data"] == str(tmp_path / "both" / "val")
+
+
+def test_a_dataset_with_only_a_val_or_test_split_is_scored_there(tmp_path):
+    """ultralytics' classify layout may have val/ (or test/) without train/: its folders are the split, not a
+    class called 'val' (the folders inside a split are folders; a class folder holds images)."""
+    from cnnkit.tasks.classify.val import val_folder
+
+    for split in ("val", "test"):
+        root = tmp_path / split / "ds"
+        (root / split / "circle").mkdir(parents=True)
+        assert val_folder(root) == root / split
+    flat = tmp_path / "flat"
+    (flat / "val").mkdir(parents=True)
+    (flat / "val" / "a.png").write_bytes(b"")  # a class that happens to be called val
+    assert val_folder(flat) == flat
+    (tmp_path / "both" / "train").mkdir(parents=True)
+    (tmp_path / "both" / "val").mkdir()
+    assert val_folder(tmp_path / "both") == tmp_path / "both" / "val"
