@@ -366,3 +366,14 @@ def test_a_ray_run_report_names_its_model(ray_cluster, shapes_images, tmp_path):
     run = out.read_text()
     run = run[run.index('<section id="run">') :]
     assert "<th>model</th><td>shapes-cnn</td>" in run and "<th>engine</th><td>ray</td>" in run
+
+
+def test_saving_under_ray_names_the_flag_given(tmp_path):
+    """--save-txt under --engine ray is refused naming --save-txt (it named --save/--save-dir, not given)."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    image = str(SAMPLES / "scene_0.png")
+    result = CliRunner().invoke(app, ["detect", image, "--save-txt", "--engine", "ray"])
+    assert result.exit_code == 2 and "--save-txt: write files on this machine" in result.output

@@ -462,7 +462,10 @@ def engine_options(ctx: typer.Context, save: bool) -> tuple[str, dict[str, Any]]
             raise UsageError(f"{', '.join(names.get(n, n) for n in stray)}: only with --engine ray")
         return engine, {}
     if save:
-        raise UsageError("--save/--save-dir write pictures on this machine: run without --engine ray to save them")
+        said = [f for f in ("save", "save_dir", "save_txt", "save_conf", "save_crop") if p.get(f) and given(ctx, f)]
+        names = flag_names(ctx.command)
+        flags = "/".join(names.get(f, f) for f in said) or "--save"
+        raise UsageError(f"{flags}: write files on this machine; run without --engine ray to save them")
     return engine, {k: p[k] for k in SCALE_OPTIONS if k != "parts"}
 
 
@@ -522,7 +525,7 @@ def ray_parts(
     )
     if not state(ctx)["quiet"]:
         err = stderr_console()
-        err.print(f"{len(items)} image(s), {len(failed)} failed; parts in {folder}", highlight=False)
+        err.print(f"{len(items)} input(s), {len(failed)} failed; parts in {folder}", highlight=False)
         for path, reason in failed[:20]:
             err.print(f"  {printable(path)}: {reason}", markup=False, highlight=False)
     if failed:
