@@ -277,7 +277,7 @@ def explain_detector(
         for name in ("anchors", "strides"):  # made under inference_mode by predict: autograd cannot save them
             if isinstance(getattr(head, name, None), torch.Tensor):
                 setattr(head, name, getattr(head, name).clone())
-        r, (pad_x, pad_y) = _letterbox_geometry(picture.shape[:2], backend.imgsz)
+        r, (pad_x, pad_y) = _letterbox_geometry(picture.shape[:2], backend.imgsz, tuple(x.shape[-2:]))
         jobs: list[tuple[int, int, float | None, tuple[float, float, float, float] | None]] = []
         boxes = [p for p in record.predictions if wanted is None or p["class_id"] == wanted][:max_boxes]
         for p in boxes:
@@ -301,12 +301,13 @@ def explain_detector(
                 )
 
 
-def _letterbox_geometry(size: tuple[int, int], imgsz: int) -> tuple[float, tuple[int, int]]:
-    """ultralytics' centred letterbox: the scale and the left/top padding, in letterbox pixels."""
+def _letterbox_geometry(size: tuple[int, int], imgsz: int, fed: tuple[int, ...]) -> tuple[float, tuple[int, int]]:
+    """ultralytics' centred letterbox of a ``size`` picture into the ``fed`` (height, width) input: the scale
+    and the left/top padding, in letterbox pixels (the input is padded to the stride, not always square)."""
     h, w = size
     r = min(imgsz / h, imgsz / w)
     nw, nh = round(w * r), round(h * r)
-    return r, (round((imgsz - nw) / 2 - 0.1), round((imgsz - nh) / 2 - 0.1))
+    return r, (round((fed[1] - nw) / 2 - 0.1), round((fed[0] - nh) / 2 - 0.1))
 
 
 def _unletterbox(grey: np.ndarray, size: tuple[int, int], r: float, pad: tuple[int, int]) -> np.ndarray:

@@ -277,6 +277,40 @@ def test_explanations_look_at_the_object_and_reach_the_report(tmp_path):
         list(explain([scene], methods=["nope"]))
 
 
+def test_a_detectors_map_lies_on_a_picture_that_is_not_square(tmp_path):
+    """YOLO is fed a letterbox padded to the stride (170x256 -> 192x256), not a square: the map is that input's
+    Grad-CAM cut at its true padding (it assumed a square input: maps 32 px off and stretched on wide photos)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from pytorch_grad_cam import GradCAM
+
+    from cnnkit import api
+    from cnnkit.report import explain as ex
+
+    wide = tmp_path / "wide.png"
+    Image.open(SAMPLES / "scene_1.png").convert("RGB").crop((0, 0, 256, 170)).save(wide)
+    rgb = np.asarray(Image.open(wide))
+    (x,) = list(ex.explain([str(wide)], task="detect", methods=["gradcam"], max_boxes=1))
+    assert x.heatmap.shape == (170, 256) and x.box is not None
+    backend = api.load("detect", backend="torch").backend
+    fed = backend.preprocess(rgb)[None].float().div(255)
+    assert tuple(fed.shape[-2:]) == (192, 256)
+    r = min(backend.imgsz / 170, backend.imgsz / 256)
+    pad = (192 - round(170 * r)) // 2
+    net = ex._trainable(backend.net)
+    model = ex._RawYolo(net)
+    with torch.no_grad():
+        raw = model(fed)[0]
+    box = [x.box[0] * r, x.box[1] * r + pad, x.box[2] * r, x.box[3] * r + pad]
+    target = ex._AnchorScore(ex._anchor_of(raw, box, x.class_id), x.class_id)
+    with GradCAM(model=model, target_layers=[net.model[i] for i in net.model[-1].f]) as cam:
+        grey = cam(input_tensor=fed, targets=[target])[0]
+    inner = grey[pad : pad + round(170 * r), : round(256 * r)].astype(np.float32)
+    reference = np.clip(np.asarray(Image.fromarray(inner).resize((256, 170), Image.Resampling.BILINEAR)), 0, 1)
+    assert float(np.abs(reference - x.heatmap).mean()) < 0.01
+
+
 def test_auto_puts_thumbnails_beside_a_big_report(tmp_path, monkeypatch, rgb_image):
     import cnnkit.report.html as html_mod
 
