@@ -377,7 +377,7 @@ ValSplit = Annotated[
     Optional[float],
     typer.Option(
         "--val-split",
-        min=0.01,
+        min=0.0,
         max=0.9,
         rich_help_panel=PANEL_DATA,
         help="Share of the images held out for validation when DATA has no val split (finetune's default: 0.2).",
