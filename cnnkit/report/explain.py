@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.errors import CnnkitError, OptionError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -117,6 +117,24 @@ def _named_layer(module: Any, name: str) -> Any:
     return found
 
 
+def _check_maps(model: Any, found: Any, name: str, x: Any) -> None:
+    """``layer`` ``name`` (``found`` in ``model``) gives the C×H×W maps a CAM weighs; a vector (a classifier's
+    fc), a tuple of head outputs or a 1×1 pooled map would be a traceback or a blank map, so one line instead."""
+    import torch
+
+    seen: list[Any] = []
+    handle = found.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    out = seen[-1] if seen else None
+    shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[-1] * out.shape[-2] < 2:
+        raise OptionError("layer", f"gives {shape}, not C×H×W maps to explain (choose a convolutional block)", name)
+
+
 def _trainable(module: Any) -> Any:
     """The network in float32 with gradients (a predictor's copy may be fp16, channels-last, frozen)."""
     import torch
@@ -144,13 +162,12 @@ def explain_classifier(
 
     methods = check_methods(methods)
     if getattr(predictor.loaded, "runtime", "torch") != "torch":
-        raise OptionError(
-            "backend", "explain needs the PyTorch model (gradients), not an exported file", predictor.loaded.runtime
-        )
+        raise UsageError(f"{predictor.name}: explain needs the PyTorch model (gradients), not an exported file")
     wanted = _class_id(target, predictor.labels, predictor.name)
     model = _trainable(predictor.model)
     layers = [_named_layer(model, layer) if layer else _last_conv(model)]
     device = predictor.runtime.device
+    checked = False
     for path in paths:
         try:
             decoded = decode(path, min_side=predictor.pre.resize)
@@ -158,6 +175,9 @@ def explain_classifier(
             yield Failed(path, str(exc))
             continue
         x = predictor.pre(decoded.rgb).unsqueeze(0).to(device)
+        if layer and not checked:
+            _check_maps(model, layers[0], layer, x)
+            checked = True
         with torch.no_grad():
             probs = model(x).float().softmax(1)[0]
         cid = int(probs.argmax()) if wanted is None else wanted
@@ -263,6 +283,7 @@ def explain_detector(
     head = net.model[-1]
     layers = [_named_layer(net, layer)] if layer else [net.model[i] for i in getattr(head, "f", [len(net.model) - 2])]
     device = backend.runtime.device
+    checked = False
     for path in paths:
         try:
             decoded = decode(path)
@@ -272,6 +293,9 @@ def explain_detector(
         picture = decoded.rgb
         x = backend.preprocess(picture).unsqueeze(0).to(device).float().div(255)
         (record,) = predictor.stream([path])
+        if layer and not checked:
+            _check_maps(raw_model, layers[0], layer, x)
+            checked = True
         with torch.no_grad():
             raw = raw_model(x)[0].float()
         for name in ("anchors", "strides"):  # made under inference_mode by predict: autograd cannot save them
@@ -343,6 +367,12 @@ def explain(
 
     if task not in ("classify", "detect"):
         raise OptionError("task", "explain works for classify and detect", task)
+    from cnnkit.models.kinds import BACKEND_FILES
+    from cnnkit.models.loader import sniff
+
+    exported = next((f for f in (model, weights) if f and sniff(f) in BACKEND_FILES.values()), None)
+    if exported:
+        raise UsageError(f"{exported}: explain needs the PyTorch model (gradients), not an exported file")
     items = [it for it in expand_sources(list(sources)) if it.data is None]
     for it in items:
         if it.error is not None:

@@ -157,9 +157,14 @@ def capture(model: Any, x: Any, names: list[str], *, strict: bool = True) -> dic
                 f"`layer` {n}: a shared module that runs at {len(sizes[n])} different sizes; "
                 f"choose the block around it ({around})"
             )
-        elif n not in got or got[n].ndim != 4:
+        elif n not in got or got[n].ndim != 4 or got[n].shape[0] != len(x):
             shape = list(got[n].shape) if n in got else "nothing"
-            problem = f"`layer` {n}: gives {shape}, not a batch of C×H×W feature maps"
+            per_region = n in got and got[n].ndim == 4  # an R-CNN head: one map per region, none of the image
+            problem = f"`layer` {n}: gives {shape}" + (
+                " (one map per region), not the image's C×H×W feature maps"
+                if per_region
+                else ", not a batch of C×H×W feature maps"
+            )
         if problem and strict:
             raise UsageError(problem)
         if problem:
@@ -524,8 +529,12 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
     model (or with a YOLO one) and its pickle names ultralytics classes; otherwise it is a state dict.
     """
     from cnnkit.models.checkpoint import read_meta
+    from cnnkit.models.kinds import BACKEND_FILES
     from cnnkit.models.loader import identify, resolve, self_described, sniff
 
+    exported = next((f for f in (model, weights) if f and sniff(f) in BACKEND_FILES.values()), None)
+    if exported:  # a runtime's graph has no layers to look into
+        raise UsageError(f"{exported}: an exported file has no PyTorch layers to show; use the checkpoint it came from")
     if model and sniff(model) == "checkpoint" and weights is None:
         model, weights = None, model
     if self_described(weights, model):

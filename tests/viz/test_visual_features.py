@@ -167,3 +167,36 @@ def test_a_picture_name_that_cannot_be_written_is_said_before_the_model_loads(tm
     for args in (["features", str(image), "--model", "no-such-model"], ["filters", "no-such-model"]):
         result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "grid.gif")])
         assert result.exit_code == 2 and "a picture is written as .png, .jpg or .webp" in result.stderr, args
+
+
+def test_layers_without_the_images_maps_and_exported_files_are_one_line(tmp_path):
+    """An R-CNN's per-region layer (a map per region, or none: an IndexError traceback), a classifier's fc for
+    explain (Grad-CAM's traceback) or its 1x1 pool (a blank map), and an exported file (no layers: an empty
+    figure, exit 0) are refused in one line naming the option."""
+    from cnnkit import export as ex
+
+    photo = str(SAMPLES / "shape_0_triangle.png")
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            photo,
+            "-m",
+            "shapes-maskrcnn",
+            "--layer",
+            "roi_heads.mask_head.0.0",
+            "-o",
+            str(tmp_path / "f.png"),
+        ],
+    )
+    assert "--layer roi_heads.mask_head.0.0: gives [" in cli_error(result, 2) and "per region" in result.output
+    for layer, shape in (("fc", "[1, 6]"), ("pool", "[1, 96, 1, 1]")):
+        result = runner.invoke(app, ["explain", photo, "--layer", layer, "--save-dir", str(tmp_path / layer)])
+        assert f"--layer {layer}: gives {shape}, not C×H×W maps" in cli_error(result, 2)
+    onnx = ex.export_model("shapes-cnn", out=tmp_path / "cls.onnx").path
+    for args in (["features", photo, "--weights", onnx], ["features", photo, "-m", onnx], ["filters", onnx]):
+        result = runner.invoke(app, [*args, "-o", str(tmp_path / "x.png")])
+        assert "an exported file has no PyTorch layers" in cli_error(result, 2)
+    result = runner.invoke(app, ["explain", photo, "--weights", onnx, "--save-dir", str(tmp_path / "e")])
+    assert "explain needs the PyTorch model" in cli_error(result, 2) and "--backend" not in result.output
+    assert not (tmp_path / "x.png").exists()
