@@ -238,7 +238,8 @@ Output = Annotated[
         "--output",
         "-o",
         rich_help_panel=PANEL_IO,
-        help="File to write: the records or the report (- for stdout, the default), or the one file the command makes.",
+        help="File to write: the records or the report (- or none: stdout), or the one file the command makes "
+        "(a model, a picture: the description says where it goes by default).",
     ),
 ]
 Save = Annotated[
