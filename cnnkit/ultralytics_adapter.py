@@ -266,11 +266,9 @@ def resume(last: str | Path) -> tuple[Any, dict[str, Any]]:
         if other.resolve() != last.resolve():
             check_full_pickle(other)
     model = yolo(last)
-    ckpt = getattr(model, "ckpt", None)
-    finished = isinstance(ckpt, dict) and (
-        ckpt.get("epoch") == -1 or ("optimizer" in ckpt and ckpt["optimizer"] is None)
-    )
-    if finished:
+    found = getattr(model, "ckpt", None)
+    ckpt: dict[str, Any] = found if isinstance(found, dict) else {}
+    if ckpt.get("epoch") == -1 or ("optimizer" in ckpt and ckpt["optimizer"] is None):
         # ultralytics would start a new run of its default length in this folder, over its best.pt
         epochs = (ckpt.get("train_args") or {}).get("epochs", "its")
         raise UsageError(f"{last}: training to {epochs} epochs is finished; nothing to resume (start a new run)")
