@@ -176,7 +176,7 @@ class Predictor(ABC):
                         else:
                             if movies is not None:  # a video's frames: one annotated mp4 per video
                                 record.extra["saved"] = movies.write(
-                                    record.path, np.asarray(self.annotate(decoded, record)), record.time_s
+                                    record.path, np.asarray(self.annotate(decoded, record)), record.time_s, record.frame
                                 )
                             self.save_files(saver, decoded, record)
                     yield record

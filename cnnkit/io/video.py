@@ -173,13 +173,15 @@ def _info(container: Any) -> VideoInfo:
     ctx = stream.codec_context
     if ctx is None or not getattr(ctx, "name", None):
         raise CnnkitError("unsupported video codec (PyAV's FFmpeg has no decoder for it)")
+    variable = _variable(stream)
+    grid = stream.base_rate or stream.guessed_rate  # the rate every timestamp is a multiple of
     return VideoInfo(
         int(ctx.width or 0),
         int(ctx.height or 0),
-        _rate(stream),
+        float(grid) if grid and not variable else _rate(stream),  # a few dropped frames do not move the grid
         ctx.name,
         int(stream.frames) or None,
-        _variable(stream),
+        variable,
     )
 
 
@@ -269,12 +271,13 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
     tb = stream.time_base or Fraction(1, 90000)
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
     start = opts.start or 0.0
-    first_index = math.ceil(start * fps - 1e-6)  # the first frame at or after start
+    first_index = math.ceil(start * fps - 1e-3)  # the first frame at or after start (times in microseconds)
     if info.variable:
         first_index = -1  # known once a frame at or after start is decoded
     seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
+    said_lost = (0, -1)  # the frames the last failed item named
     pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
     packets = container.demux(stream)
     while True:
@@ -318,12 +321,18 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
                 index = last_index + (2 if pending is not None else 1)
                 if first_index < 0 and t >= start - 1e-6:
                     first_index = index
+            elif frame.pts is None:  # a timestamp-less stream counts up
+                index = max(count, last_index + 1)
             else:
-                index = round(t * fps) if frame.pts is not None else count
-                index = max(index, last_index + 1)  # a timestamp-less stream still counts up
+                index = round(t * fps)
+                if said_lost[0] <= index <= said_lost[1]:  # handed out late (after a lost reference frame): a
+                    count += 1  # frame already named lost is dropped, not numbered after the ones it follows
+                    continue
+                index = max(index, last_index + 1)  # time going back (joined recordings): counts on
             count += 1
             if pending is not None and index > last_index + 1:
                 lost = _lost(path, last_index + 1, index - 1, f"cannot decode ({pending})", fps, first_index, opts)
+                said_lost = (last_index + 1, index - 1)
                 pending = None
                 if lost is not None:
                     yield lost
@@ -531,9 +540,10 @@ class VideoWriter:
         self._first_t: float | None = None
         self._last_pts = -1
 
-    def write(self, rgb: np.ndarray, t: float | None = None) -> None:
-        """Add one frame; ``t`` (seconds, from a variable-rate input) places it in time, else frames are
-        ``1/fps`` apart."""
+    def write(self, rgb: np.ndarray, t: float | None = None, tick: int | None = None) -> None:
+        """Add one frame; ``t`` (seconds, from a variable-rate input) places it in time, ``tick`` (frames of
+        ``1/fps`` from the first, so that frames lost in between leave their time) on the rate's grid, else
+        frames are ``1/fps`` apart."""
         import av
         import numpy as np
 
@@ -549,6 +559,9 @@ class VideoWriter:
                 self._stream.codec_context.time_base = _MS
             self._last_pts = max(self._last_pts + 1, round((t - self._first_t) * 1000))
             frame.pts, frame.time_base = self._last_pts, _MS
+        elif tick is not None:
+            self._last_pts = max(self._last_pts + 1, tick)
+            frame.pts, frame.time_base = self._last_pts, 1 / self._stream.codec_context.framerate
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
@@ -588,15 +601,18 @@ class VideoSaver:
         self.infos = infos  # filled by the frame readers
         self._current: tuple[str, VideoWriter] | None = None
         self._resized: set[str] = set()  # videos whose frames changed size midway (warned once)
+        self._first_frame: int | None = None  # the current video's first frame written
         self.written: list[Path] = []
 
     def target(self, path: str) -> Path:
         return self.saver.target(path, ".mp4")
 
-    def write(self, path: str, picture: np.ndarray, time_s: float | None = None) -> str:
-        """Add one annotated frame of video ``path`` (shown at ``time_s`` when the video's rate varies);
-        returns the mp4's path (published at the end)."""
+    def write(self, path: str, picture: np.ndarray, time_s: float | None = None, frame: int | None = None) -> str:
+        """Add one annotated frame of video ``path`` (shown at ``time_s`` when the video's rate varies, else at
+        its place ``frame`` on the rate's grid, so that the frames after a lost one stay in time); returns the
+        mp4's path (published at the end)."""
         if self._current is None or self._current[0] != path:
+            self._first_frame = frame
             self.finish()
             fps = self._fps(path) / self.options.vid_stride
             h, w = picture.shape[:2]
@@ -625,7 +641,12 @@ class VideoSaver:
                 )
             picture = np.asarray(Image.fromarray(picture).resize(writer.size, Image.Resampling.BILINEAR))
         info = self.infos.get(path)
-        writer.write(picture, time_s if info is not None and info.variable else None)
+        if info is not None and info.variable:
+            writer.write(picture, time_s)
+        else:
+            first = self._first_frame
+            tick = None if frame is None or first is None else round((frame - first) / self.options.vid_stride)
+            writer.write(picture, tick=tick)
         return str(writer.path)
 
     def _fps(self, path: str) -> float:

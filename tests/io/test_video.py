@@ -14,6 +14,7 @@ import re
 import threading
 import tracemalloc
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -593,3 +594,77 @@ def test_frames_lost_mid_video_are_not_also_reported_missing_at_the_end(tmp_path
     errors = [it.error for it in items if it.error]
     assert errors and not any("missing" in e for e in errors), errors
     assert max(it.frame for it in items if it.error is None) == 39
+
+
+def _lost_key_frame_video(tmp_path: Path) -> Path:
+    """40 frames of moving shapes at 25 fps, a key frame every 5, the key frame 10's packet garbled: FFmpeg
+    hands out frame 9 after frame 13 (B-frames refer across the lost key frame)."""
+    from cnnkit.data.moving import write_sequences
+
+    write_sequences(tmp_path, 1, seed=3, frames=40)
+    video = tmp_path / "gop5.mp4"
+    with av.open(str(tmp_path / "shapes-000.mp4")) as source, av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+        stream.codec_context.gop_size = 5
+        for frame in source.decode(video=0):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = bytearray(video.read_bytes())
+    with av.open(str(video)) as container:
+        tb = container.streams.video[0].time_base
+        for packet in container.demux(video=0):
+            if packet.size and packet.is_keyframe and round(float(packet.pts * tb) * 25) == 10:
+                data[packet.pos + 8 : packet.pos + packet.size - 8] = b"\x55" * (packet.size - 16)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def test_a_frame_handed_out_late_after_a_lost_key_frame_does_not_shift_the_rest(tmp_path: Path) -> None:
+    """That late frame was numbered after the frames it followed and every later frame carried its number + 1
+    (a frame 40 in 40); it is dropped (its number is past) and the rest keep their own."""
+    good = [it for it in read_frames(str(_lost_key_frame_video(tmp_path))) if it.error is None]
+    assert [it.frame for it in good] == sorted({it.frame for it in good})  # rising, none twice
+    assert all(it.frame == round(it.time_s * 25) for it in good) and max(it.frame for it in good) == 39
+
+
+def test_the_annotated_video_keeps_time_across_lost_frames(tmp_path: Path) -> None:
+    """The frames after a loss are written at their own times (they were written 1/fps apart, so the saved
+    video ran ahead of the input and ended early)."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    damaged = _lost_key_frame_video(tmp_path)
+    result = CliRunner().invoke(app, ["detect", str(damaged), "--save-dir", str(tmp_path / "out"), "-f", "jsonl"])
+    assert result.exit_code == 1  # the lost frames are failed records
+    (saved,) = (tmp_path / "out").glob("*.mp4")
+    with av.open(str(saved)) as container:
+        stream = container.streams.video[0]
+        times = [float(f.pts * stream.time_base) for f in container.decode(video=0)]
+    assert abs(times[-1] - 39 / 25) < 0.02 and len(times) < 40
+
+
+def test_a_constant_rate_video_with_dropped_frames_is_numbered_on_its_grid(tmp_path: Path) -> None:
+    """A 30 fps recording that dropped 4 frames averages 29.85 fps: frames are numbered on the 1/30 s grid
+    every timestamp is on, the same with or without `start` (the average rate numbered some one off)."""
+    path = tmp_path / "drop.mp4"
+    kept = [i for i in range(604) if i not in (100, 200, 300, 400)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 30)
+        for i in kept:
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    whole = {it.frame: it.time_s for it in read_frames(str(path)) if it.error is None}
+    assert sorted(whole) == kept
+    later = [(it.frame, it.time_s) for it in read_frames(str(path), VideoOptions(start=3.966667, max_frames=40))]
+    assert later and all(whole[f] == t for f, t in later) and later[0][0] == 119
