@@ -259,6 +259,8 @@ def compile_loaded(
     except Exception as exc:
         reason = _reason(exc)
         try:  # remembered, so that later runs do not pay for it again; a cache that cannot be written is said
+            if _passing(exc):
+                raise exc
             write_entry(folder, {"version": ENTRY_VERSION, "status": "failed", "reason": reason, "key": key.to_dict()})
             where = f"remembered in {folder}"
         except Exception as unwritable:
@@ -290,6 +292,17 @@ def _device_type(device: Any) -> str:
 
 def _net(loaded: Any) -> Any:
     return loaded.module.model if loaded.runtime == "ultralytics" else loaded.module
+
+
+def _passing(exc: BaseException) -> bool:
+    """A failure of the machine, not of the model (a full disk, a folder that cannot be written): not
+    remembered, so the next run compiles again."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) or any(w in str(seen) for w in ("No space left", "Read-only file system")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -79,6 +79,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     try:
         os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # a writer that made the file again (safetensors) made it 0600
         publish(tmp_path, final, overwrite=overwrite)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)

@@ -229,6 +229,7 @@ class ParquetWriter:
         if self._closed:
             return
         self._closed = True
+        done = self._tmp
         try:
             self._flush()
             self._writer.close()
@@ -236,9 +237,12 @@ class ParquetWriter:
             if done != self._tmp:
                 self._tmp.unlink(missing_ok=True)
             publish(done, self.final, overwrite=self.overwrite)
-        except OSError as exc:
-            self._tmp.unlink(missing_ok=True)
-            raise write_error(self.final, exc, "write failed") from exc
+        except BaseException as exc:  # a full disk arrives as our own error from _flush: the temp files go too
+            for left in {self._tmp, done}:
+                left.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise write_error(self.final, exc, "write failed") from exc
+            raise
 
     def _merged(self) -> Path:
         """The resumed file's rows whose inputs this run did not redo, then this run's rows: a new temp file."""
@@ -248,14 +252,18 @@ class ParquetWriter:
         pq = pa.parquet
         out = self._temp()
         old, new = pq.ParquetFile(self.final), pq.ParquetFile(self._tmp)
-        with pq.ParquetWriter(out, self._schema, compression="zstd") as writer:
-            for i in range(old.num_row_groups):
-                group = old.read_row_group(i).cast(self._schema)
-                keep = [path_key(p) not in self.keys for p in group.column("path").to_pylist()]
-                if any(keep):
-                    writer.write_table(group.filter(pa.array(keep)))
-            for i in range(new.num_row_groups):
-                writer.write_table(new.read_row_group(i))
+        try:
+            with pq.ParquetWriter(out, self._schema, compression="zstd") as writer:
+                for i in range(old.num_row_groups):
+                    group = old.read_row_group(i).cast(self._schema)
+                    keep = [path_key(p) not in self.keys for p in group.column("path").to_pylist()]
+                    if any(keep):
+                        writer.write_table(group.filter(pa.array(keep)))
+                for i in range(new.num_row_groups):
+                    writer.write_table(new.read_row_group(i))
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
         return out
 
     def abort(self) -> None:

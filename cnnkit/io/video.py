@@ -107,6 +107,19 @@ class VideoInfo:
     variable: bool = False  # a variable frame rate: frames are numbered as they come, the saved mp4 keeps times
 
 
+def _regular(path: str) -> None:
+    """A video named file that is a FIFO or a device would block FFmpeg's read (and the whole batch) until
+    something writes to it: refused, as an image of that kind is."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # FFmpeg names the missing file itself
+    if not stat.S_ISREG(mode):
+        raise CnnkitError("not a regular file (a FIFO or a device); cnnkit reads video files and streams")
+
+
 def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
     """``av.open`` for a file, a webcam index (Linux V4L2), a URL or ``data`` (the file's bytes, as Ray Data's
     ``read_binary_files`` gives them), closed with ``held`` (a bucket object's fsspec file with it); a one-line
@@ -130,6 +143,7 @@ def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
             return held.enter_context(av.open(path, timeout=10.0, options=options))
         if remote.is_remote(path):  # s3://, gs://, file://: FFmpeg reads (and seeks) through fsspec's file
             return held.enter_context(av.open(held.enter_context(_remote_file(path))))
+        _regular(path)
         return held.enter_context(av.open(path))
     except av.error.FFmpegError as exc:
         what = webcam or ("stream" if is_stream_url(path) else "video")
@@ -562,8 +576,14 @@ class VideoWriter:
         elif tick is not None:
             self._last_pts = max(self._last_pts + 1, tick)
             frame.pts, frame.time_base = self._last_pts, 1 / self._stream.codec_context.framerate
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except OSError as exc:  # PyAV's av.error.OSError: a full disk, say
+            from cnnkit.io.files import write_error
+
+            self.abort()
+            raise write_error(self.path, exc) from exc
         self.frames += 1
 
     def close(self) -> Path:
@@ -575,6 +595,11 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             publish(self._tmp, self.path, overwrite=self.overwrite)
+        except OSError as exc:
+            from cnnkit.io.files import write_error
+
+            self.abort()
+            raise write_error(self.path, exc) from exc
         except BaseException:
             self.abort()
             raise

@@ -230,6 +230,8 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
     parent = next((p for p in Path(output).parents if os.path.lexists(p)), None)
     if parent is not None and not os.path.isdir(parent):
         raise CnnkitError(f"{output}: {parent} is a file, not a folder to write into")
+    if parent is not None and not os.access(parent, os.W_OK):  # found now, not after every input is done
+        raise CnnkitError(f"{output}: cannot write into {parent} (read-only, or no permission)")
     if append and fmt not in RESUMABLE:
         raise OptionError("skip_existing", "resumes a JSON Lines or Parquet `output`; use `fmt` jsonl")
     if is_stream(output):
@@ -258,6 +260,22 @@ def _write_all(fh: BinaryIO, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[fh.write(view) or 0 :]
+
+
+def write_text(stream: Any, text: str) -> None:
+    """``text`` to a text stream, whole: with ``PYTHONUNBUFFERED=1`` stdout's buffer is a raw file whose short
+    write on a full disk the text layer drops without an error, so a stream with a file descriptor gets the
+    encoded bytes written until all are out (a full disk is then an ``OSError``)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream (tests, notebooks)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    view = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8", errors="replace"))
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _flat_value(v: Any) -> Any:
@@ -380,8 +398,7 @@ class RecordWriter:
             )
         else:
             try:
-                self.stream.write(safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
-                self.stream.flush()
+                write_text(self.stream, safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
             except BrokenPipeError:
                 raise  # the reader went away (`| head`): the caller stops quietly
             except OSError as exc:
@@ -447,8 +464,7 @@ class RecordWriter:
             Console(file=self.stream, soft_wrap=True).print(text, end="", markup=False, highlight=False)
         else:
             try:
-                self.stream.write(text)
-                self.stream.flush()
+                write_text(self.stream, text)
             except BrokenPipeError:
                 raise
             except OSError as exc:

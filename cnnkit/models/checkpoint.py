@@ -43,7 +43,12 @@ def save_checkpoint(
         tensors[k] = v.contiguous()
     full = {"format_version": FORMAT_VERSION, "cnnkit_version": __version__, **meta}
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata={"cnnkit": json.dumps(full)})
+        try:
+            save_file(tensors, str(tmp), metadata={"cnnkit": json.dumps(full)})
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors' own error type for a full disk or a folder gone
+            raise CnnkitError(f"{path}: cannot write ({_first_line(exc)})") from exc
     atomic_write_text(path.with_suffix(".json"), json.dumps(full, indent=2) + "\n", overwrite=True)
     return path
 

@@ -103,6 +103,11 @@ class Report:
         self.output = Path(output)
         if self.output.is_dir() or str(output).endswith(("/", os.sep)):
             raise CnnkitError(f"{output}: is a folder (a report is one .html file)")
+        parent = next((p for p in self.output.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise CnnkitError(f"{output}: {parent} is a file, not a folder to write into")
+        if parent is not None and not os.access(parent, os.W_OK):  # before the run, not after it
+            raise CnnkitError(f"{output}: cannot write into {parent} (read-only, or no permission)")
         self._folder = self.output.with_name(f"{self.output.stem}_files")
         for target in (self.output, self._folder) if assets != "embed" else (self.output,):
             if not exist_ok and (target.exists() or target.is_symlink()):

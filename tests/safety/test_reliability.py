@@ -298,3 +298,119 @@ def test_a_whole_document_to_a_closed_pipe_stops_quietly_too(fmt, tmp_path):
         os.close(write)
     assert proc.returncode == 141, proc.stderr.decode()
     assert b"Traceback" not in proc.stderr
+
+
+def test_stdout_gets_all_of_a_document_despite_short_writes(tmp_path, monkeypatch):
+    """With PYTHONUNBUFFERED=1 a full disk's short write was dropped by Python's text layer (a cut JSON, exit 0):
+    every byte is written or an OSError is raised."""
+    from cnnkit.io import writers
+
+    real = os.write
+    monkeypatch.setattr(writers.os, "write", lambda fd, data: real(fd, bytes(data[:5])))  # 5 bytes at a time
+    text = json.dumps([{"path": f"{i}.png", "label": "ünï"} for i in range(50)])
+    with open(tmp_path / "out.json", "w", encoding="utf-8") as stream:
+        writers.write_text(stream, text)
+    assert json.loads((tmp_path / "out.json").read_text(encoding="utf-8")) == json.loads(text)
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writers.os, "write", full)
+    with open(tmp_path / "full.json", "w") as stream, pytest.raises(OSError, match="No space left"):
+        writers.write_text(stream, text)
+
+
+def test_a_full_disk_while_saving_a_video_or_a_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """Both were tracebacks (PyAV's OSError, safetensors' own error type); a checkpoint is made with the
+    umask's mode, not safetensors' 0600."""
+    import torch
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.io.video import VideoWriter
+    from cnnkit.models import checkpoint
+
+    writer = VideoWriter(tmp_path / "v.mp4", 10.0, 32, 32)
+
+    class Full:  # the container on a disk that is full (PyAV's own attributes cannot be patched)
+        def __init__(self, real):
+            self.real = real
+
+        def mux(self, packet):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    writer._container = Full(writer._container)
+    with pytest.raises(CnnkitError, match=r"v.mp4: cannot write \(No space left on device\)"):
+        for _ in range(40):  # the encoder hands out its first packet after a few frames
+            writer.write(np.zeros((32, 32, 3), np.uint8))
+    assert not list(tmp_path.glob(".v.mp4.*"))
+
+    model = torch.nn.Linear(2, 2)
+    saved = checkpoint.save_checkpoint(tmp_path / "ok.safetensors", model, {"task": "classify"})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~mask
+
+    def no_space(*args, **kwargs):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("safetensors.torch.save_file", no_space)
+    with pytest.raises(CnnkitError, match="best.safetensors: cannot write .*No space left"):
+        checkpoint.save_checkpoint(tmp_path / "best.safetensors", model, {"task": "classify"})
+    assert not (tmp_path / "best.safetensors").exists() and not list(tmp_path.glob(".best.*"))
+
+
+def test_a_fifo_named_like_a_video_is_a_failed_input_not_a_hang(tmp_path):
+    """FFmpeg's read of a FIFO blocks until something writes to it: the whole batch waited."""
+    os.mkfifo(tmp_path / "clip.mp4")
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "classify", str(tmp_path), "-f", "jsonl", "--backend", "torch"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    records = {Path(json.loads(line)["path"]).name: json.loads(line)["error"] for line in proc.stdout.splitlines()}
+    assert proc.returncode == 1 and records["a.png"] is None and "not a regular file" in records["clip.mp4"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_run(tmp_path, monkeypatch):
+    """A read-only folder was found after every input was done (all the results lost)."""
+    from cnnkit.io import writers
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real = os.access
+    monkeypatch.setattr(writers.os, "access", lambda p, mode: False if Path(p) == folder else real(p, mode))
+    with pytest.raises(Exception, match="cannot write into .*ro \\(read-only, or no permission\\)"):
+        writers.check_output(str(folder / "out.json"), "json")
+
+
+def test_a_compile_that_fails_for_the_disk_is_not_remembered():
+    """A full cache disk on the first run disabled the compiled runtime for good (remembered as the model's)."""
+    from cnnkit.runtimes import _passing
+
+    full = RuntimeError("shapes-cnn: ONNX export failed")
+    full.__cause__ = OSError(28, "No space left on device")
+    assert _passing(full) and _passing(OSError(30, "Read-only file system"))
+    assert not _passing(RuntimeError("shapes-cnn: exported output differs from PyTorch by 0.3"))
+
+
+def test_a_parquet_output_that_fails_to_flush_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk arrives from the flush as cnnkit's own error: the temp file (a disk's worth) stayed."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.io.parquet import ParquetWriter
+
+    writer = ParquetWriter(tmp_path / "out.parquet")
+    writer.write({"path": "a.png", "task": "classify", "predictions": [], "error": None})
+
+    def full() -> None:
+        raise CnnkitError(f"{tmp_path / 'out.parquet'}: write failed (No space left on device)")
+
+    monkeypatch.setattr(writer, "_flush", full)
+    with pytest.raises(CnnkitError, match="No space left"):
+        writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
