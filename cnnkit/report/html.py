@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections import Counter
@@ -386,8 +387,15 @@ class Report:
         )
 
     def write(self) -> Path:
-        """Write the page atomically (never over a file without ``exist_ok``); its path."""
-        atomic_write_text(self.output, displayable(self.render()), overwrite=self.exist_ok)
+        """Write the page atomically (never over a file without ``exist_ok``); its path. A failure (a full
+        disk) removes the picture folder this call made, so that it does not block the rerun."""
+        made = not self.embedded and not self._folder.exists()
+        try:
+            atomic_write_text(self.output, displayable(self.render()), overwrite=self.exist_ok)
+        except BaseException:
+            if made and self._folder.is_dir() and not self._folder.is_symlink():
+                shutil.rmtree(self._folder, ignore_errors=True)
+            raise
         return self.output
 
 

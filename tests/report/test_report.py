@@ -338,3 +338,28 @@ def test_auto_puts_thumbnails_beside_a_big_report(tmp_path, monkeypatch, rgb_ima
     (tmp_path / "big.html").unlink()
     with pytest.raises(Exception, match="big_files: already exists"):  # the page is gone, its folder is not
         Report(tmp_path / "big.html", assets="folder")
+
+
+def test_a_report_that_fails_to_write_leaves_no_picture_folder_behind(tmp_path, classified, monkeypatch):
+    """A full disk mid-write left NAME_files/ half-written, and it blocked the rerun ('already exists')."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.report import html as page
+
+    out = tmp_path / "r.html"
+    report = Report(out, assets="folder")
+    for r in classified:
+        report.add(r)
+    real = page.atomic_write_text
+
+    def full(*args, **kwargs):
+        raise CnnkitError(f"{out}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(page, "atomic_write_text", full)
+    with pytest.raises(CnnkitError, match="No space left"):
+        report.write()
+    assert not (tmp_path / "r_files").exists() and not out.exists()
+    monkeypatch.setattr(page, "atomic_write_text", real)
+    again = Report(out, assets="folder")  # the rerun is not refused
+    for r in classified:
+        again.add(r)
+    assert again.write() == out and (tmp_path / "r_files").is_dir()
