@@ -13,6 +13,7 @@ Methods (:data:`METHODS`): ``gradcam`` (Selvaraju et al.), ``gradcam++``, ``xgra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -310,6 +311,10 @@ def explain_detector(
         if not jobs and wanted is not None:
             anchor = int(raw[4 + wanted].argmax())
             jobs.append((anchor, wanted, round(float(raw[4 + wanted, anchor]), 4), None))
+        if not jobs:  # said, so that a picture missing from the maps is not a mystery
+            logging.getLogger("cnnkit").warning(
+                "%s: no box to explain (with a target class, where that class scores highest is explained)", path
+            )
         for anchor, cid, score, box in jobs:
             for method in methods:
                 with _cam(method, raw_model, layers) as cam:

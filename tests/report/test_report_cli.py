@@ -342,3 +342,14 @@ def test_a_report_of_video_frame_records_reads_the_frames_again(tmp_path):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
     assert html.count("data:image/webp") >= 4 and "no picture:" not in html
+
+
+def test_explain_says_when_a_picture_has_no_box_to_explain(tmp_path):
+    """A picture without a detection gave no map and no word (only a 0 in the summary)."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (40, 40, 40)).save(tmp_path / "empty.png")
+    result = runner.invoke(
+        app, ["explain", "--task", "detect", str(tmp_path / "empty.png"), "--save-dir", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 0 and "empty.png: no box to explain" in result.output
