@@ -230,14 +230,15 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
     parent = next((p for p in Path(output).parents if os.path.lexists(p)), None)
     if parent is not None and not os.path.isdir(parent):
         raise CnnkitError(f"{output}: {parent} is a file, not a folder to write into")
-    if parent is not None and not os.access(parent, os.W_OK):  # found now, not after every input is done
-        raise CnnkitError(f"{output}: cannot write into {parent} (read-only, or no permission)")
     if append and fmt not in RESUMABLE:
         raise OptionError("skip_existing", "resumes a JSON Lines or Parquet `output`; use `fmt` jsonl")
-    if is_stream(output):
+    if is_stream(output):  # /dev/null, a FIFO: written through, whatever its folder allows
         if append:
             raise UsageError(f"{output}: `skip_existing` resumes a regular file, not a pipe or device")
         return
+    writes_in_place = fmt == "jsonl" and os.access(output, os.W_OK)  # others are made beside it and moved in
+    if parent is not None and not writes_in_place and not os.access(parent, os.W_OK):  # now, not after the run
+        raise CnnkitError(f"{output}: cannot write into {parent} (read-only, or no permission)")
     if os.path.lexists(output) and not (append or exist_ok):
         raise CnnkitError(
             f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)"
