@@ -165,6 +165,19 @@ def check_local(path: str | os.PathLike, what: str = "`output`") -> None:
         raise UsageError(f"{os.fspath(path)}: {what} is written locally, not to a URL; write it here and copy it")
 
 
+def check_folder_of(path: str | os.PathLike, *, in_place: bool = False) -> None:
+    """Refuse, before any work, a file whose nearest existing folder is a file, or cannot be written into
+    (read-only, no permission); ``in_place``: the file is written where it is (a writable file in a folder
+    that is not does)."""
+    parent = next((p for p in Path(os.path.abspath(path)).parents if os.path.lexists(p)), None)
+    if parent is None:
+        return
+    if not parent.is_dir():
+        raise CnnkitError(f"{path}: {parent} is a file, not a folder to write into")
+    if not (in_place and os.access(path, os.W_OK)) and not os.access(parent, os.W_OK):
+        raise CnnkitError(f"{path}: cannot write into {parent} (read-only, or no permission)")
+
+
 def explicit_dir(path: str | os.PathLike, *, exist_ok: bool = False) -> Path:
     """A folder the user named: created, or refused when it exists without ``exist_ok`` (or is a URL)."""
     check_local(path, "a folder")

@@ -222,23 +222,18 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
         raise OptionError("output", "Parquet records are written to a file, not to a pipe or stdout")
     if output is None or is_stdout(output):
         return
-    from cnnkit.io.files import check_local
+    from cnnkit.io.files import check_folder_of, check_local
 
     check_local(output)
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
         raise CnnkitError(f"{output}: is a folder (`output` names a file)")
-    parent = next((p for p in Path(output).parents if os.path.lexists(p)), None)
-    if parent is not None and not os.path.isdir(parent):
-        raise CnnkitError(f"{output}: {parent} is a file, not a folder to write into")
     if append and fmt not in RESUMABLE:
         raise OptionError("skip_existing", "resumes a JSON Lines or Parquet `output`; use `fmt` jsonl")
     if is_stream(output):  # /dev/null, a FIFO: written through, whatever its folder allows
         if append:
             raise UsageError(f"{output}: `skip_existing` resumes a regular file, not a pipe or device")
         return
-    writes_in_place = fmt == "jsonl" and os.access(output, os.W_OK)  # others are made beside it and moved in
-    if parent is not None and not writes_in_place and not os.access(parent, os.W_OK):  # now, not after the run
-        raise CnnkitError(f"{output}: cannot write into {parent} (read-only, or no permission)")
+    check_folder_of(output, in_place=fmt == "jsonl")  # now, not after the run; other formats are moved in
     if os.path.lexists(output) and not (append or exist_ok):
         raise CnnkitError(
             f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)"

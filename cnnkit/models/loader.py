@@ -55,6 +55,12 @@ def sniff(path: str | Path | None) -> str | None:
     return FILE_KINDS.get(Path(path).suffix.lower())
 
 
+def exported_among(*names: str | None) -> str | None:
+    """The first of ``names`` that is an exported file (``.onnx``, ``.torchscript``): what commands that need the
+    PyTorch layers (features, filters, explain) refuse."""
+    return next((n for n in names if n and sniff(n) in BACKEND_FILES.values()), None)
+
+
 def self_described(weights: str | None, model: str | None) -> TypeGuard[str]:
     """Whether ``weights`` is a cnnkit checkpoint that says its architecture and task; a ``.safetensors``
     without cnnkit metadata given with a ``model`` is a plain state dict for it, as a ``.pth`` is."""

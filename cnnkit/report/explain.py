@@ -372,10 +372,9 @@ def explain(
 
     if task not in ("classify", "detect"):
         raise OptionError("task", "explain works for classify and detect", task)
-    from cnnkit.models.kinds import BACKEND_FILES
-    from cnnkit.models.loader import sniff
+    from cnnkit.models.loader import exported_among
 
-    exported = next((f for f in (model, weights) if f and sniff(f) in BACKEND_FILES.values()), None)
+    exported = exported_among(model, weights)
     if exported:
         raise UsageError(f"{exported}: explain needs the PyTorch model (gradients), not an exported file")
     items = [it for it in expand_sources(list(sources)) if it.data is None]

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.io.files import AlreadyExists, atomic_write_bytes, atomic_write_text, check_local, displayable
+from cnnkit.io.files import (
+    AlreadyExists,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_folder_of,
+    check_local,
+    displayable,
+)
 from cnnkit.report import charts
 from cnnkit.report.thumbs import THUMB_SIDE, data_uri, encode, result_from_dict, thumbnail
 
@@ -104,11 +111,7 @@ class Report:
         self.output = Path(output)
         if self.output.is_dir() or str(output).endswith(("/", os.sep)):
             raise CnnkitError(f"{output}: is a folder (a report is one .html file)")
-        parent = next((p for p in self.output.absolute().parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise CnnkitError(f"{output}: {parent} is a file, not a folder to write into")
-        if parent is not None and not os.access(parent, os.W_OK):  # before the run, not after it
-            raise CnnkitError(f"{output}: cannot write into {parent} (read-only, or no permission)")
+        check_folder_of(output)  # before the run, not after it
         self._folder = self.output.with_name(f"{self.output.stem}_files")
         for target in (self.output, self._folder) if assets != "embed" else (self.output,):
             if not exist_ok and (target.exists() or target.is_symlink()):

@@ -529,10 +529,9 @@ def load_for_viewing(model: str | None, weights: str | None = None) -> Viewable:
     model (or with a YOLO one) and its pickle names ultralytics classes; otherwise it is a state dict.
     """
     from cnnkit.models.checkpoint import read_meta
-    from cnnkit.models.kinds import BACKEND_FILES
-    from cnnkit.models.loader import identify, resolve, self_described, sniff
+    from cnnkit.models.loader import exported_among, identify, resolve, self_described, sniff
 
-    exported = next((f for f in (model, weights) if f and sniff(f) in BACKEND_FILES.values()), None)
+    exported = exported_among(model, weights)
     if exported:  # a runtime's graph has no layers to look into
         raise UsageError(f"{exported}: an exported file has no PyTorch layers to show; use the checkpoint it came from")
     if model and sniff(model) == "checkpoint" and weights is None:
