@@ -116,8 +116,9 @@ class FinetuneOptions:
 
     def resumed(
         self, data: str | None, names: Sequence[str], *, needs_record: bool = True
-    ) -> tuple[str, FinetuneOptions]:
-        """The run ``resume`` names, as it was started: its dataset and its recorded options (``names``).
+    ) -> tuple[str, FinetuneOptions, dict[str, Any]]:
+        """The run ``resume`` names, as it was started: its dataset, its recorded options (``names``) and its
+        ``last.json`` metadata.
 
         Only ``epochs`` may change (the schedule is stretched to the new length); another option given with a
         value of its own is named and not used, as ultralytics' resume does. A folder without a run to
@@ -135,7 +136,7 @@ class FinetuneOptions:
             log.warning("%s: no record of the run's options; resuming with the options given", out)
             if not data:
                 raise UsageError("finetune: DATA is required to resume this run (`resume` RUN_DIR records none)")
-            return str(Path(data).resolve()), self
+            return str(Path(data).resolve()), self, {}
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -170,17 +171,18 @@ class FinetuneOptions:
                 recorded.get("epochs"),
             )
             opts = replace(opts, epochs=self.epochs)
-        return root, opts
+        return root, opts, meta
 
     def dataset(
         self, data: str | None, names: Sequence[str], *, needs_record: bool = True
-    ) -> tuple[str, FinetuneOptions]:
-        """DATA and the options of a new run, or of the run ``resume`` continues (:meth:`resumed`)."""
+    ) -> tuple[str, FinetuneOptions, dict[str, Any]]:
+        """DATA, the options and the resumed run's metadata (``{}`` for a new run): :meth:`resumed` when
+        ``resume`` names a run."""
         if self.resume:
             return self.resumed(data, names, needs_record=needs_record)
         if not data:
             raise UsageError("finetune: DATA is required (or `resume` RUN_DIR)")
-        return str(Path(data).resolve()), self
+        return str(Path(data).resolve()), self, {}
 
     def run_folder(self, task: str) -> Path:
         """The run's folder: the one ``resume`` names, else a new one (``out``, or ``runs/<task>/train…``)."""

@@ -10,7 +10,6 @@ Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, NCCL on 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import zlib
@@ -366,11 +365,8 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
 
 def _options(data: str | None, given: FinetuneOptions) -> tuple[str, FinetuneOptions, Path | None, dict[str, Any]]:
     """A new run's dataset and options, or a resumed run's own (only ``epochs`` may change), checked."""
-    root, opts = given.dataset(data, RECORDED)
-    if not given.resume:
-        return root, check(opts), None, {}
-    out_dir = resume_dir(str(given.resume))
-    return root, check(opts), out_dir, json.loads((out_dir / "last.json").read_text(encoding="utf-8"))
+    root, opts, meta = given.dataset(data, RECORDED)
+    return root, check(opts), resume_dir(str(given.resume)) if given.resume else None, meta
 
 
 def _model_for(

@@ -168,7 +168,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     from cnnkit.models.registry import get_spec
 
     options.ignore_others("instance", USED)
-    data, options = options.dataset(data, USED, needs_record=False)  # older runs recorded none
+    data, options, _ = options.dataset(data, USED, needs_record=False)  # older runs recorded none
     opts = options.filled(**DEFAULTS)
     assert opts.epochs is not None and opts.batch_size is not None  # filled
     model, weights, pretrained, freeze = opts.model, opts.weights, opts.pretrained, opts.freeze

@@ -180,7 +180,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     from cnnkit.models.preprocess import Preprocess
 
     options.ignore_others("segment", USED)
-    data, options = options.dataset(data, RECORDED, needs_record=False)  # older runs recorded none
+    data, options, _ = options.dataset(data, RECORDED, needs_record=False)  # older runs recorded none
     opts = options.filled(**DEFAULTS)
     assert opts.epochs is not None and opts.batch_size is not None and opts.workers is not None  # filled
     batch_size, workers, seed = opts.batch_size, opts.workers, opts.seed
