@@ -258,13 +258,15 @@ def compile_loaded(
         write_entry(folder, entry)
     except Exception as exc:
         reason = _reason(exc)
-        try:  # remembered, so that later runs do not pay for it again; a cache that cannot be written is said
-            if _passing(exc):
-                raise exc
-            write_entry(folder, {"version": ENTRY_VERSION, "status": "failed", "reason": reason, "key": key.to_dict()})
-            where = f"remembered in {folder}"
-        except Exception as unwritable:
-            where = f"not remembered: {_reason(unwritable)}"
+        if _passing(exc):
+            where = "not remembered: the disk's failure, not the model's"
+        else:
+            try:  # remembered, so that later runs do not pay for it again; a cache that cannot be written is said
+                entry = {"version": ENTRY_VERSION, "status": "failed", "reason": reason, "key": key.to_dict()}
+                write_entry(folder, entry)
+                where = f"remembered in {folder}"
+            except Exception as unwritable:
+                where = f"not remembered: {_reason(unwritable)}"
         if backend != "auto":
             raise CnnkitError(f"{loaded.name}: {runtime} compile failed ({reason})") from exc
         log.warning("%s: %s compile failed (%s); running PyTorch (%s)", loaded.name, runtime, reason, where)
