@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnkit.checks import check_run, source_list
-from cnnkit.errors import CnnkitError, DecodeError, OptionError
+from cnnkit.errors import CnnkitError, DecodeError, OptionError, reason_of
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
 from cnnkit.io.pictures import PictureSaver
@@ -248,7 +248,7 @@ def _prepare(predictor: Predictor, item: Item, max_pixels: int, pictures: bool) 
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = reason_of(exc, 10_000)
     return text if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {text}"
 
 

@@ -156,9 +156,8 @@ def export_module(
         with torch.inference_mode():
             expected = [_as_list(module(x)) for x in checks]
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
-            f"{loaded.name}: cannot run on a {side}x{side} input ({first[:160]}); try another `imgsz`"
+            f"{loaded.name}: cannot run on a {side}x{side} input ({reason_of(exc, 160)}); try another `imgsz`"
         ) from exc
     outputs = (
         ["logits"] if len(expected[0]) == 1 and task == "classify" else [f"output{i}" for i in range(len(expected[0]))]
@@ -298,8 +297,7 @@ def _write_onnx(
             do_constant_folding=True,
         )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{meta['name']}: ONNX export failed ({first[:200]})") from exc
+        raise CnnkitError(f"{meta['name']}: ONNX export failed ({reason_of(exc)})") from exc
     proto = onnx.load(str(tmp))
     _add_meta(proto, meta)
     onnx.save(proto, str(tmp))
@@ -572,8 +570,7 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice, on every load
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{path}: torch.jit.load cannot open it ({first[:200]})") from exc
+        raise CnnkitError(f"{path}: torch.jit.load cannot open it ({reason_of(exc)})") from exc
     if not extra["cnnkit.json"]:
         raise CnnkitError(f"{path}: no cnnkit metadata (labels, preprocessing); export it with `cnnkit export`")
     meta = check_meta(parse_meta(extra["cnnkit.json"], path), path, required=("task",))

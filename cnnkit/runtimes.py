@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.errors import CnnkitError, OptionError, reason_of
 
 if TYPE_CHECKING:
     from cnnkit.models.loader import Loaded
@@ -257,7 +257,7 @@ def compile_loaded(
         entry["compile_s"] = round(time.perf_counter() - t0, 2)
         write_entry(folder, entry)
     except Exception as exc:
-        reason = _reason(exc)
+        reason = reason_of(exc)
         if _passing(exc):
             where = "not remembered: the disk's failure, not the model's"
         else:
@@ -266,7 +266,7 @@ def compile_loaded(
                 write_entry(folder, entry)
                 where = f"remembered in {folder}"
             except Exception as unwritable:
-                where = f"not remembered: {_reason(unwritable)}"
+                where = f"not remembered: {reason_of(unwritable)}"
         if backend != "auto":
             raise CnnkitError(f"{loaded.name}: {runtime} compile failed ({reason})") from exc
         log.warning("%s: %s compile failed (%s); running PyTorch (%s)", loaded.name, runtime, reason, where)
@@ -279,8 +279,10 @@ def compile_loaded(
             with contextlib.suppress(Exception):
                 return _load(loaded, task, runtime, folder, again, hit=True)
         if backend != "auto":
-            raise CnnkitError(f"{loaded.name}: {runtime}: the compiled file cannot be loaded ({_reason(exc)})") from exc
-        log.warning("%s: %s file cannot be loaded (%s); running PyTorch", loaded.name, runtime, _reason(exc))
+            raise CnnkitError(
+                f"{loaded.name}: {runtime}: the compiled file cannot be loaded ({reason_of(exc)})"
+            ) from exc
+        log.warning("%s: %s file cannot be loaded (%s); running PyTorch", loaded.name, runtime, reason_of(exc))
         return loaded
 
 
@@ -305,12 +307,6 @@ def _passing(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _reason(exc: BaseException) -> str:
-    from cnnkit.errors import reason_of
-
-    return reason_of(exc)
 
 
 def file_sha256(path: Path) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, UnsafeCheckpoint, UsageError, WeightsNotAvailable
+from cnnkit.errors import CnnkitError, UnsafeCheckpoint, UsageError, WeightsNotAvailable, reason_of
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 _ready = False
@@ -168,8 +168,7 @@ def yolo(weights: str | Path) -> Any:
     except CnnkitError:
         raise
     except Exception as exc:  # a broken or foreign file that passed the scan: say which and why
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason[:160]})") from exc
+        raise CnnkitError(f"{weights}: not a loadable ultralytics model ({reason_of(exc, 160)})") from exc
     finally:
         torch.set_num_threads(threads)
 
@@ -203,8 +202,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{path}: not a readable model yaml ({first[:160]})") from exc
+        raise CnnkitError(f"{path}: not a readable model yaml ({reason_of(exc, 160)})") from exc
     return data if isinstance(data, dict) else {}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.errors import OptionError, UsageError
+from cnnkit.errors import OptionError, UsageError, reason_of
 from cnnkit.io.sources import is_image_name
 
 log = logging.getLogger("cnnkit")
@@ -62,7 +62,7 @@ def _check(path: str, min_side: int | None) -> str | None:
     try:
         decode(path, min_side=min_side)
     except Exception as exc:  # any reason a file cannot become an image
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return reason_of(exc, 10_000)
     return None
 
 

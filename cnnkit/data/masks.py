@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.data import warn_left_out
-from cnnkit.errors import CnnkitError, UsageError
+from cnnkit.errors import CnnkitError, UsageError, reason_of
 from cnnkit.io.sources import is_image_name
 
 IGNORE = 255  # a mask value marking pixels left out of scores and of the training loss (VOC's "void")
@@ -45,8 +45,7 @@ def find_pairs(data: str | Path, split: str = "val") -> list[tuple[Path, Path]]:
 
 def _unreadable(path: str | Path, what: str, exc: BaseException) -> CnnkitError:
     """An image library's error as the one line users see: ``path: not a readable WHAT (its first line)``."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return CnnkitError(f"{path}: not a readable {what} ({reason[:120]})")
+    return CnnkitError(f"{path}: not a readable {what} ({reason_of(exc, 120)})")
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cnnkit._version import __version__
-from cnnkit.errors import CnnkitError, UnsafeCheckpoint
+from cnnkit.errors import CnnkitError, UnsafeCheckpoint, reason_of
 from cnnkit.io.files import atomic_path, atomic_write_text
 from cnnkit.tasks import TASK_NAMES
 
@@ -48,7 +48,7 @@ def save_checkpoint(
         except OSError:
             raise
         except Exception as exc:  # safetensors' own error type for a full disk or a folder gone
-            raise CnnkitError(f"{path}: cannot write ({_first_line(exc)})") from exc
+            raise CnnkitError(f"{path}: cannot write ({reason_of(exc)})") from exc
     atomic_write_text(path.with_suffix(".json"), json.dumps(full, indent=2) + "\n", overwrite=True)
     return path
 
@@ -62,7 +62,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("cnnkit")
     except Exception as exc:
-        raise CnnkitError(f"{path}: not a readable safetensors checkpoint ({_first_line(exc)})") from exc
+        raise CnnkitError(f"{path}: not a readable safetensors checkpoint ({reason_of(exc)})") from exc
     where = path
     if raw is None:
         sidecar = path.with_suffix(".json")
@@ -75,7 +75,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         try:
             raw = sidecar.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise CnnkitError(f"{sidecar}: cannot read its cnnkit metadata ({_first_line(exc)})") from exc
+            raise CnnkitError(f"{sidecar}: cannot read its cnnkit metadata ({reason_of(exc)})") from exc
     return check_meta(parse_meta(raw, where), where, required=("arch", "labels"))
 
 
@@ -98,7 +98,7 @@ def parse_meta(raw: str, where: str | os.PathLike) -> dict[str, Any]:
     try:
         meta = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise CnnkitError(f"{where}: its cnnkit metadata is not valid JSON ({_first_line(exc)[:120]})") from exc
+        raise CnnkitError(f"{where}: its cnnkit metadata is not valid JSON ({reason_of(exc, 120)})") from exc
     if not isinstance(meta, dict):
         raise CnnkitError(f"{where}: its cnnkit metadata is not a JSON object but {type(meta).__name__}")
     return meta
@@ -189,11 +189,6 @@ def _kind(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Tensors of a checkpoint as float32 where they are floating point.
 
@@ -216,7 +211,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = reason_of(exc, 10_000)
             if "Weights only load failed" in str(exc):  # torch's own advice (weights_only=False) is the unsafe step
                 lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
                 told = [line for line in lines if line and "weights_only" not in line and "torch.load" not in line]
@@ -483,7 +478,7 @@ class _PickleScan:
                     return
                 self.step(op, arg)
         except (ValueError, IndexError, KeyError, TypeError) as exc:  # genops' and the simulation's malformed input
-            raise _Refused(f"malformed pickle ({_first_line(exc)[:100]})") from exc
+            raise _Refused(f"malformed pickle ({reason_of(exc, 100)})") from exc
         raise _Refused("malformed pickle (no STOP)")
 
     def pop(self) -> Any:
@@ -690,7 +685,7 @@ def torch_zip_pickle(path: str | os.PathLike) -> bytes:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise _Refused(f"not a readable zip ({_first_line(exc)[:100]})") from exc
+        raise _Refused(f"not a readable zip ({reason_of(exc, 100)})") from exc
     with zf:
         if _zip_concat(zf) != 0:
             raise _Refused("a zip with other bytes before its first entry")
@@ -719,7 +714,7 @@ def torch_zip_pickle(path: str | os.PathLike) -> bytes:
         try:
             return zf.read(data)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise _Refused(f"not a readable zip ({_first_line(exc)[:100]})") from exc
+            raise _Refused(f"not a readable zip ({reason_of(exc, 100)})") from exc
 
 
 _TS_NAMESPACES = frozenset({"aten", "prim"})  # tensor maths and control flow; c10d, profiler, … reach further
@@ -742,7 +737,7 @@ def check_torchscript(path: str | os.PathLike) -> None:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CnnkitError(f"{path}: not a TorchScript archive ({_first_line(exc)[:100]})") from exc
+        raise CnnkitError(f"{path}: not a TorchScript archive ({reason_of(exc, 100)})") from exc
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_ENTRIES:
@@ -763,7 +758,7 @@ def check_torchscript(path: str | os.PathLike) -> None:
                 MemoryError,
                 zipfile.BadZipFile,
             ) as exc:
-                raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({_first_line(exc)[:100]})") from exc
+                raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({reason_of(exc, 100)})") from exc
             for node in ast.walk(tree):
                 why = _ts_refusal(node)
                 if why:
@@ -833,7 +828,7 @@ def check_full_pickle(path: str | os.PathLike) -> None:
             f"{path}: refused, {exc}; a full-model checkpoint may hold only layers, tensors and plain values"
         ) from None
     except OSError as exc:
-        raise CnnkitError(f"{path}: cannot read it ({_first_line(exc)})") from exc
+        raise CnnkitError(f"{path}: cannot read it ({reason_of(exc)})") from exc
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -852,14 +847,14 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     except _Refused as exc:
         raise UnsafeCheckpoint(f"{path}: refused, {exc}; resume reads only the last.pt cnnkit wrote") from None
     except OSError as exc:
-        raise CnnkitError(f"{path}: cannot read it ({_first_line(exc)})") from exc
+        raise CnnkitError(f"{path}: cannot read it ({reason_of(exc)})") from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _first_line(exc)[:160]
+        reason = reason_of(exc, 160)
         raise UnsafeCheckpoint(f"{path}: refused, loading it would need more than weights ({reason})") from exc
     except Exception as exc:
-        raise CnnkitError(f"{path}: not a cnnkit training checkpoint ({_first_line(exc)})") from exc
+        raise CnnkitError(f"{path}: not a cnnkit training checkpoint ({reason_of(exc)})") from exc
     if not isinstance(state, dict):
         raise CnnkitError(f"{path}: not a cnnkit training checkpoint (it holds {type(state).__name__}, not a dict)")
     return state
@@ -873,5 +868,5 @@ def restoring(path: str | os.PathLike) -> Iterator[None]:
     except CnnkitError:
         raise
     except Exception as exc:  # KeyError, RuntimeError (shapes), ValueError, TypeError from a foreign last.pt
-        what = f"missing {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+        what = f"missing {exc}" if isinstance(exc, KeyError) else reason_of(exc)
         raise CnnkitError(f"{path}: cannot resume from it ({what})") from exc

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.models import hub
 from cnnkit.models.checkpoint import has_meta, load_state_dict, read_meta
 from cnnkit.models.kinds import BACKEND_FILES, BACKENDS, FILE_KINDS
@@ -291,8 +291,9 @@ def _check_runs_at(loaded: Loaded, side: int) -> None:
         with torch.inference_mode():
             loaded.module.eval()(torch.zeros(1, 3, side, side))
     except (RuntimeError, AssertionError) as exc:  # torchvision's ViT asserts its size
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OptionError("imgsz", f"{loaded.name} cannot run on a {side}x{side} input ({first[:160]})", side) from exc
+        raise OptionError(
+            "imgsz", f"{loaded.name} cannot run on a {side}x{side} input ({reason_of(exc, 160)})", side
+        ) from exc
 
 
 def _torch_model(

@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 
 if TYPE_CHECKING:
     from cnnkit.train.loop import Callbacks
@@ -140,9 +140,7 @@ class FinetuneOptions:
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CnnkitError(
-                f"{sidecar}: not a readable cnnkit run record ({str(exc).splitlines()[0][:120]})"
-            ) from None
+            raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({reason_of(exc, 120)})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
             raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", self.resume)
         recorded = dict(meta["finetune"])

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import OptionError, UsageError
+from cnnkit.errors import OptionError, UsageError, reason_of
 from cnnkit.models.meta_device import build_on_meta
 
 if TYPE_CHECKING:
@@ -359,9 +359,8 @@ def summarize_target(target: str, imgsz: int | None = None) -> Summary:
     try:
         return summarize(t.builder(), size, name=t.name, device="cpu")
     except (RuntimeError, AssertionError) as exc:  # shape mismatches; torchvision's ViT asserts its size
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
-            f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({first[:200]}); try another `imgsz`"
+            f"{t.name}: cannot run on a {size[2]}x{size[3]} input ({reason_of(exc)}); try another `imgsz`"
         ) from exc
 
 

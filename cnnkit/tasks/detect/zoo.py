@@ -100,15 +100,15 @@ def ultralytics_model(where: str | Path) -> Any:
     """An ``ultralytics.YOLO`` (file scanned first, see :func:`cnnkit.ultralytics_adapter.yolo`); a file ultralytics
     cannot load is a one-line error naming it."""
     from cnnkit import ultralytics_adapter
-    from cnnkit.errors import CnnkitError
+    from cnnkit.errors import CnnkitError, reason_of
 
     try:
         return ultralytics_adapter.yolo(where)
     except CnnkitError:
         raise
     except Exception as exc:  # a broken or foreign file: say which and why
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{where}: not a loadable ultralytics model ({reason[:160]})") from exc
+        reason = reason_of(exc, 160)
+        raise CnnkitError(f"{where}: not a loadable ultralytics model ({reason})") from exc
 
 
 def is_ultralytics_asset(name: str) -> bool:
