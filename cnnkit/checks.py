@@ -66,10 +66,11 @@ def check_run(batch_size: Any, workers: Any, max_pixels: Any) -> None:
         raise OptionError("max_pixels", "must be a finite number of pixels", max_pixels)
 
 
-def source_list(sources: Any) -> list[Any]:
+def source_list(sources: Any) -> list[Any] | Iterator[Any]:
     """``sources`` as a list of inputs: one path, URL, encoded ``bytes`` (or an open binary file of them),
-    image, array or tensor is one input; a list, tuple, generator or other iterator holds several (consumed
-    here); ``None``, a mapping or a set is refused (no input, and no order)."""
+    image, array or tensor is one input; a list or tuple holds several; a generator or other iterator is
+    returned as it is, to be read lazily (a camera loop, a dataset reader may never end); ``None``, a
+    mapping or a set is refused (no input, and no order)."""
     if sources is None:
         raise OptionError("sources", "no input given (paths, folders, globs, images, arrays or tensors)")
     if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike)):
@@ -80,6 +81,6 @@ def source_list(sources: Any) -> list[Any]:
         return list(sources)
     if callable(getattr(sources, "read", None)):  # an open binary file: its bytes are one encoded image
         return [sources.read()]
-    if isinstance(sources, Iterator):  # a generator, map, iter(): its items are the inputs
-        return list(sources)
+    if isinstance(sources, Iterator):  # a generator, map, iter(): its items are the inputs, taken as needed
+        return sources
     return [sources]  # one image: PIL, ndarray, tensor, an Item

@@ -32,7 +32,7 @@ from cnnkit.errors import CnnkitError, DecodeError, OptionError, reason_of
 from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode
 from cnnkit.io.pictures import PictureSaver
-from cnnkit.io.sources import Item, expand_sources, shard
+from cnnkit.io.sources import Item, iter_sources, shard
 from cnnkit.io.video import VideoInfo, VideoOptions, VideoSaver, expand_videos
 from cnnkit.records import Record
 
@@ -55,7 +55,7 @@ class StreamState:
     max_pixels: int = DEFAULT_MAX_PIXELS
     saver: PictureSaver | None = None
     pictures: bool = False  # the decode threads keep each drafted input's full-size picture
-    items: Sequence[Item] = ()  # the stream's inputs (a video is one item; its frames come lazily)
+    items: Sequence[Item] = ()  # the listed inputs (a lazy stream's: the files taken so far); a video is one item
     video: VideoOptions = field(default_factory=VideoOptions)
     videos: dict[str, VideoInfo] = field(default_factory=dict)  # each opened video's size, rate and codec
     batches: int = 0  # batches finished so far
@@ -143,19 +143,24 @@ class Predictor(ABC):
         video's annotated frames go into one mp4 instead of a picture per frame.
         """
         check_run(batch_size, workers, max_pixels)
-        sources = source_list(sources)
+        inputs = source_list(sources)
         outputs = [save_dir] if save_dir else []
-        items = shard(expand_sources(sources, recursive=recursive, outputs=outputs), shard_spec)
-        if skip:
-            items = [it for it in items if it.path not in skip]
-        saver = PictureSaver(Path(save_dir), suffix=self.picture_suffix, inputs=items) if save_dir else None
+        found = iter_sources(inputs, recursive=recursive, outputs=outputs)
+        items: Iterable[Item]
+        files: list[Item]  # the inputs read so far, whose files a save never replaces
+        if isinstance(inputs, Iterator):  # read lazily: a camera loop or a dataset reader may never end
+            files = []
+            items = _noting((it for it in shard(found, shard_spec) if not skip or it.path not in skip), files)
+        else:  # a list of sources is listed first: sorted, duplicates dropped
+            items = files = [it for it in shard(list(found), shard_spec) if not skip or it.path not in skip]
+        saver = PictureSaver(Path(save_dir), suffix=self.picture_suffix, inputs=files) if save_dir else None
         state = StreamState(
             batch_size=max(1, batch_size),
             workers=max(1, workers),
             max_pixels=max_pixels,
             saver=saver,
             pictures=saver is not None and self.saves_pictures,
-            items=items,
+            items=files,
             video=VideoOptions(vid_stride, start, end, max_frames),
         )
         frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
@@ -190,6 +195,14 @@ class Predictor(ABC):
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
+
+
+def _noting(items: Iterable[Item], files: list[Item]) -> Iterator[Item]:
+    """``items``, each file among them appended to ``files`` as it is taken (pixels in memory are not kept)."""
+    for item in items:
+        if item.data is None:
+            files.append(item)
+        yield item
 
 
 def _readable_again(record: Record) -> bool:

@@ -430,6 +430,25 @@ def _signal_stack_kept() -> Iterator[None]:
         libc.sigaltstack(ctypes.byref(saved), None)
 
 
+def _openvino() -> Any:
+    """``openvino``, imported without its telemetry: its import sends a usage event (and writes a client id
+    under ``~/intel``) unless ``openvino_telemetry`` is missing, when it takes its own stub. cnnkit never phones
+    home, so the package is hidden for that import only; a later ``import openvino_telemetry`` still works."""
+    hide = "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules
+    if hide:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+    try:
+        import openvino
+    except ImportError as exc:
+        raise CnnkitError(
+            "openvino is not installed: `pip install openvino` (needed to run the openvino backend)"
+        ) from exc
+    finally:
+        if hide:
+            del sys.modules["openvino_telemetry"]
+    return openvino
+
+
 def openvino_module(path: str) -> torch.nn.Module:
     """An ``nn.Module`` that runs an ONNX file compiled by OpenVINO for the CPU, with torch's thread count.
 
@@ -443,12 +462,7 @@ def openvino_module(path: str) -> torch.nn.Module:
 
     from cnnkit.runtimes import openvino_cache
 
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise CnnkitError(
-            "openvino is not installed: `pip install openvino` (needed to run the openvino backend)"
-        ) from exc
+    ov = _openvino()
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
     cache = openvino_cache()
     with contextlib.suppress(OSError):  # a read-only home: compiled every time, not refused

@@ -40,6 +40,30 @@ def test_a_generator_of_sources_is_its_items() -> None:
     assert [Path(r.path).name for r in records] == ["scene_0.png", "shape_1_circle.png"] and all(r.ok for r in records)
 
 
+def test_a_generator_is_read_only_as_far_as_records_are_taken() -> None:
+    pulled = 0
+
+    def camera():  # as a camera loop is, but with an end, so that a reader that lists it first fails, not hangs
+        nonlocal pulled
+        while pulled < 500:
+            pulled += 1
+            yield np.full((32, 32, 3), pulled % 255, np.uint8)
+
+    stream = cnnkit.load("classify", backend="torch").stream(camera(), batch_size=2, workers=1)
+    first = next(stream)
+    stream.close()
+    assert first.ok and first.path == "<image 0>" and pulled <= 8
+
+
+def test_a_pil_image_opened_from_a_file_is_an_in_memory_image(tmp_path: Path) -> None:
+    """Its pixels (drawn on, or not turned by EXIF) are what is read, so its record does not claim the file."""
+    path = tmp_path / "a.png"
+    Image.open(SCENE).save(path)
+    with Image.open(path) as picture:
+        records = cnnkit.classify(picture, keep_pictures=True)
+    assert records[0].path == "<image 0>" and records[0].picture is not None
+
+
 @pytest.mark.parametrize("sources", [None, {"a": 1}, {str(SCENE)}])
 def test_no_input_or_an_unordered_one_is_an_option_error(sources) -> None:
     with pytest.raises(OptionError) as err:

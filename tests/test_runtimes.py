@@ -582,3 +582,25 @@ def test_openvino_keeps_compiled_networks_in_its_cache(cache, tmp_path):
     x = torch.randn(3, 3, 64, 64)
     for again in (second, third):
         np.testing.assert_allclose(first.module(x).numpy(), again.module(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
+def test_openvino_runs_without_its_telemetry(tmp_path):
+    """``import openvino`` sends a usage event and writes a client id under ``~/intel`` unless its telemetry
+    package is missing; cnnkit imports it without (a fresh process: openvino is imported once per process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, cnnkit\n"
+        "r = cnnkit.classify(r'%s', backend='openvino')\n"
+        "import openvino.tools.ovc.telemetry_utils as t\n"
+        "print(r[0].ok, t.tm.__name__, sorted(th.name for th in threading.enumerate()))\n"
+        "import openvino_telemetry\n"
+    ) % (SAMPLES / "scene_0.png")
+    env = {**__import__("os").environ, "HOME": str(tmp_path), "CNNKIT_CACHE": str(tmp_path / "cache")}
+    env.pop("CI", None)  # openvino keeps quiet in CI on its own
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["True", "openvino.tools.ovc.telemetry_stub"], done.stdout
+    assert "ThreadPoolExecutor" not in done.stdout and not (tmp_path / "intel").exists()

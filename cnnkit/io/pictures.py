@@ -46,7 +46,8 @@ class PictureSaver:
         if isinstance(inputs, (str, os.PathLike, Item)) or not isinstance(inputs, (Sequence, type(None))):
             inputs = [inputs]
         self._inputs: Sequence[Any] = inputs or []
-        self._protected: set[tuple[int, int]] | None = None
+        self._protected: set[tuple[int, int]] = set()
+        self._listed = 0  # how many of ``inputs`` are in ``_protected``: a lazy stream's list grows
 
     @staticmethod
     def stem(source_path: str) -> str:
@@ -72,14 +73,15 @@ class PictureSaver:
 
     def _is_input(self, path: Path) -> bool:
         """Whether ``path`` is one of the inputs (found lazily: only a name already taken asks)."""
-        if self._protected is None:
+        if self._listed < len(self._inputs):
             paths: list[str] = []
-            for src in self._inputs:
+            for src in self._inputs[self._listed :]:
                 if isinstance(src, Item) and src.data is None:
                     paths.append(src.path)
                 elif isinstance(src, (str, os.PathLike)) and os.fspath(src) != "-":
                     paths += [it.path for it in expand_sources([src], recursive=True) if it.data is None]
-            self._protected = set().union(*(file_ids(p) for p in paths))
+            self._listed = len(self._inputs)
+            self._protected.update(*(file_ids(p) for p in paths))
         st = os.lstat(path)
         return (st.st_dev, st.st_ino) in self._protected
 

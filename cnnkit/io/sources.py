@@ -21,12 +21,13 @@ from __future__ import annotations
 import errno
 import fnmatch
 import heapq
+import itertools
 import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
 from cnnkit.errors import OptionError
 from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
@@ -295,7 +296,7 @@ def _expand_one(arg: str, recursive: bool, skip: Keys = frozenset()) -> tuple[li
 
 
 def expand_sources(
-    sources: Sequence[Any],
+    sources: Iterable[Any],
     *,
     recursive: bool = False,
     stdin: TextIO | None = None,
@@ -305,7 +306,19 @@ def expand_sources(
 
     A recursive walk enters neither ``./runs`` nor the folders in ``outputs`` (the run's own save folder),
     so one run's pictures are not the next run's inputs."""
-    items: list[Item] = []
+    return list(iter_sources(sources, recursive=recursive, stdin=stdin, outputs=outputs))
+
+
+def iter_sources(
+    sources: Iterable[Any],
+    *,
+    recursive: bool = False,
+    stdin: TextIO | None = None,
+    outputs: Sequence[str | os.PathLike] = (),
+) -> Iterator[Item]:
+    """:func:`expand_sources` one source at a time: a generator of sources (a camera loop, a dataset
+    reader) is read only as far as the items are taken."""
+    items: list[Item] = []  # the current source's items, handed out before the next source is read
     seen: set[Any] = set()
     skip = frozenset(k for k in (_key(os.fspath(p)) for p in (OUTPUTS, *outputs)) if k is not None)
 
@@ -333,23 +346,23 @@ def expand_sources(
             add(path, error=reason)
 
     for i, src in enumerate(sources):
-        if isinstance(src, Item):
-            add(src.path, src.data, src.error)
-            continue
         if isinstance(src, os.PathLike):
             src = os.fspath(src)
-        if not isinstance(src, str):
-            add(getattr(src, "filename", None) or f"{IN_MEMORY}{i}>", src)
-            continue
-        if src == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            for line in stream:
+        if isinstance(src, Item):
+            add(src.path, src.data, src.error)
+        elif isinstance(src, str) and src == "-":
+            for line in stdin if stdin is not None else sys.stdin:
                 line = line.rstrip("\r\n")
                 if line.strip():
                     add_arg(line)
-            continue
-        add_arg(src)
-    return items
+                    yield from items
+                    items.clear()
+        elif isinstance(src, str):
+            add_arg(src)
+        else:  # pixels in memory (a PIL image too: edited or not, its pixels are what is read, not its file)
+            add(f"{IN_MEMORY}{i}>", src)
+        yield from items
+        items.clear()
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -366,15 +379,14 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def shard(items: Sequence[Item], spec: str | tuple[int, int] | None) -> list[Item]:
-    """The K-th of N interleaved slices: every item lands in exactly one shard."""
+@overload
+def shard(items: Sequence[Item], spec: str | tuple[int, int] | None) -> list[Item]: ...
+@overload
+def shard(items: Iterator[Item], spec: str | tuple[int, int] | None) -> Iterator[Item]: ...
+def shard(items: Iterable[Item], spec: str | tuple[int, int] | None) -> list[Item] | Iterator[Item]:
+    """The K-th of N interleaved slices: every item lands in exactly one shard (a list of a sequence,
+    lazily of an iterator)."""
     parsed = parse_shard(spec) if isinstance(spec, str) or spec is None else spec
-    if parsed is None:
-        return list(items)
-    k, n = parsed
-    return [it for i, it in enumerate(items) if i % n == k - 1]
-
-
-def skip_done(items: Iterable[Item], done: set[str]) -> list[Item]:
-    """``items`` without those already done (``--resume``)."""
-    return [it for it in items if it.path not in done]
+    k, n = parsed or (1, 1)
+    taken = itertools.islice(items, k - 1, None, n)
+    return taken if isinstance(items, Iterator) else list(taken)

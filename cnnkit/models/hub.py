@@ -7,11 +7,13 @@ torchvision downloaded once is found by cnnkit offline. A missing file offline i
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError, WeightsNotAvailable
+from cnnkit.errors import CnnkitError, WeightsNotAvailable, reason_of
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -75,17 +77,17 @@ def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = Fal
                 f"{cached}: not a readable weights file ({reason[:120]}); delete it to download it again"
             ) from None
     try:
-        return torch.hub.load_state_dict_from_url(
-            weights.url,
-            model_dir=str(cached.parent),
-            map_location="cpu",
-            progress=progress,
-            check_hash=True,
-            weights_only=True,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub says `Downloading: …` on stdout, where data goes
+            return torch.hub.load_state_dict_from_url(
+                weights.url,
+                model_dir=str(cached.parent),
+                map_location="cpu",
+                progress=progress,
+                check_hash=True,
+                weights_only=True,
+            )
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsNotAvailable(
             f"{model_name}: pretrained weights {enum_name} are not in the cache {cached.parent} and "
-            f"could not be downloaded ({reason[:160]}); connect once to download them, or pass `weights` PATH"
+            f"could not be downloaded ({reason_of(exc, 160)}); connect once to download them, or pass `weights` PATH"
         ) from exc

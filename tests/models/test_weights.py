@@ -66,6 +66,22 @@ def test_download_is_used_when_online(monkeypatch, rgb_image):
     assert loaded.preprocess.crop == 224
 
 
+def test_the_download_notice_goes_to_stderr_not_into_the_records(monkeypatch, rgb_image):
+    import sys
+
+    import torch
+
+    def download(url, model_dir=None, **kwargs):  # torch.hub writes this line with sys.stdout.write
+        sys.stdout.write(f'Downloading: "{url}" to {model_dir}\n')
+        return _random_state()
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", MODEL, "-f", "jsonl", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["model"] for line in result.stdout.splitlines()] == [MODEL]
+    assert "Downloading:" in result.stderr
+
+
 def test_weights_found_in_torch_hub_cache(rgb_image):
     import torch
 
