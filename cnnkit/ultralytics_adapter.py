@@ -61,12 +61,14 @@ def _place_fonts(config_dir: Path) -> None:
 
 
 class _Forward(logging.Handler):
-    """ultralytics' log records, re-issued as cnnkit debug lines: only cnnkit speaks on its stderr (``-v`` shows them)."""
+    """ultralytics' log records (it writes them to stdout, where cnnkit's data goes), re-issued at their own
+    level by the ``cnnkit.ultralytics`` logger: the CLI shows them with ``-v``; in a Python process they follow
+    its logging settings (warnings on stderr by default), as any library's do."""
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage().strip()
         if text:
-            logging.getLogger("cnnkit.ultralytics").debug("ultralytics: %s", text)
+            logging.getLogger("cnnkit.ultralytics").log(record.levelno, "ultralytics: %s", text)
 
 
 def ultralytics() -> Any:

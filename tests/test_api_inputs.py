@@ -168,3 +168,21 @@ def test_keep_pictures_gives_an_in_memory_image_its_pixels():
     assert "picture" not in kept.to_dict()
     [plain] = cnnkit.classify(image)
     assert plain.picture is None
+
+
+def test_ultralytics_warnings_still_reach_stderr_after_a_yolo_call() -> None:
+    """cnnkit moves ultralytics' log lines off stdout; in a Python process they then follow its logging
+    settings (a warning on stderr) instead of being dropped (a fresh process: the logger is global)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import cnnkit\n"
+        "from ultralytics.utils import LOGGER\n"
+        f"assert cnnkit.detect(r'{SCENE}')[0].ok\n"
+        "LOGGER.warning('the caller warns')\n"
+        "LOGGER.info('the caller informs')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "the caller warns" in done.stderr and "the caller" not in done.stdout

@@ -204,6 +204,8 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # only cnnkit speaks on the CLI's stderr: ultralytics' own lines are for -v
+    logging.getLogger("cnnkit.ultralytics").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
 
 
 def state(ctx: typer.Context) -> dict[str, Any]:
