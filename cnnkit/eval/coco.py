@@ -24,34 +24,45 @@ class CocoResults:
     """Collects ``bbox`` (and ``segm`` when predictions carry an RLE ``mask``) results.
 
     ``image_ids`` maps a record's path (or its file name) to the ground truth's image
-    id; unknown images get new ids in arrival order. ``category_ids`` maps class_id →
-    COCO category id (default ``class_id + 1``).
+    id; any other image, or video frame, gets the next id in arrival order, failed records included, so
+    with no ground truth an id is the record's 1-based place in the output. A result whose id cnnkit gave
+    also names its ``file_name`` (and ``frame``), as the ground truth's images table would: pycocotools
+    ignores the extra keys, a reader maps ids back to files.
+    ``category_ids`` maps class_id → COCO category id (default ``class_id + 1``).
     """
 
     def __init__(self, image_ids: dict[str, int] | None = None, category_ids: dict[int, int] | None = None) -> None:
         self.image_ids = dict(image_ids or {})
         self.category_ids = category_ids
         self.items: list[dict[str, Any]] = []
+        self._given = frozenset(self.image_ids.values())  # the ground truth's ids
+        self._next = max(self.image_ids.values(), default=0) + 1
 
-    def image_id(self, path: str) -> int:
-        for key in (path, os.path.basename(path)):
+    def image_id(self, path: str, frame: int | None = None) -> int:
+        keys = (path, os.path.basename(path)) if frame is None else (f"{path}#{frame}",)
+        for key in keys:
             if key in self.image_ids:
                 return self.image_ids[key]
-        new = max(self.image_ids.values(), default=0) + 1
-        self.image_ids[path] = new
+        new = self.image_ids[keys[0]] = self._next
+        self._next += 1
         return new
 
     def add(self, record: Record) -> None:
+        image_id = self.image_id(record.path, record.frame)
         if record.error is not None:
             return
-        image_id = self.image_id(record.path)
+        where: dict[str, Any] = {}
+        if image_id not in self._given:
+            where["file_name"] = record.path
+            if record.frame is not None:
+                where["frame"] = record.frame
         for p in record.predictions:
             cat = self.category_ids[p["class_id"]] if self.category_ids else p["class_id"] + 1
             x1, y1, x2, y2 = p["box"]
             item = {"image_id": image_id, "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": p["score"]}
             if isinstance(p.get("mask"), dict):
                 item["segmentation"] = p["mask"]
-            self.items.append(item)
+            self.items.append({**item, **where})
 
     def results(self) -> list[dict[str, Any]]:
         return self.items

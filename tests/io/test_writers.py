@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -186,3 +187,17 @@ def test_skip_existing_refuses_another_tasks_or_models_file(suffix, tmp_path, rg
     assert out.read_bytes() == before
     same = runner.invoke(app, ["classify", str(rgb_image), "-o", str(out), "-m", "lenet5", "--skip-existing"])
     assert same.exit_code == 0
+
+
+def test_coco_ids_without_ground_truth_are_places_in_the_output_and_name_their_file():
+    """Each image and each video frame its own id, failed inputs counted, so ids do not shift; a reader maps an
+    id back to its file (and frame) from the result itself."""
+    frames = [replace(detect_record(), path="clip.mp4", frame=k) for k in (0, 1)]
+    records = [detect_record(), Record.failed("x.png", "detect", "m", "bad"), replace(detect_record(), path="t.png")]
+    items = json.loads(write("coco", [*records, *frames], coco_builder=CocoResults()))
+    assert [(i["image_id"], i["file_name"], i.get("frame")) for i in items] == [
+        (1, "s.png", None),
+        (3, "t.png", None),
+        (4, "clip.mp4", 0),
+        (5, "clip.mp4", 1),
+    ]
