@@ -20,11 +20,11 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.io.files import (
     AlreadyExists,
     atomic_write_bytes,
@@ -507,13 +507,22 @@ def records_file(target: str | os.PathLike) -> Path:
 
 
 def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
-    """Records from a JSON Lines file (or a JSON array), one dict at a time; bad lines are skipped and counted."""
+    """Records from a JSON Lines file (or a JSON array, or a Parquet records file), one dict at a time; bad
+    lines are skipped and counted."""
     import logging
 
     from cnnkit.records import validate_record
 
     log = logging.getLogger("cnnkit")
     path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            parquet = f.read(4) == b"PAR1"
+    except OSError as exc:
+        raise CnnkitError(f"{path}: cannot read records ({reason_of(exc)})") from exc
+    if parquet:
+        yield from _parquet_records(path)
+        return
 
     def finite_only(word: str) -> Any:  # NaN and Infinity are not JSON, and no score or box of cnnkit's
         raise ValueError(f"{word} is not a number a record holds")
@@ -538,6 +547,21 @@ def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
         raise CnnkitError(f"{path}: cannot read records ({exc})") from exc
     if bad:
         log.warning("%s: %d line(s) were not records and were skipped", path, bad)
+
+
+def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a Parquet records file (``--format parquet``), checked as a JSON Lines file's are."""
+    from cnnkit.io import parquet
+    from cnnkit.records import validate_record
+
+    try:
+        for data in parquet.read_records(path):
+            validate_record(data)
+            yield data
+    except CnnkitError:
+        raise
+    except Exception as exc:
+        raise CnnkitError(f"{path}: not a Parquet file of records ({reason_of(exc)})") from exc
 
 
 def from_records_file(

@@ -40,6 +40,22 @@ def test_predict_report_and_report_command(tmp_path, monkeypatch):
     assert [e["l"] for e in _entries((tmp_path / "again.html").read_text())] == [e["l"] for e in entries]
 
 
+def test_report_and_convert_read_a_parquet_records_file(tmp_path):
+    pytest.importorskip("pyarrow")
+    records = tmp_path / "run.parquet"
+    made = runner.invoke(app, ["detect", str(SAMPLES / "scene_0.png"), str(SAMPLES / "missing.png"), "-o", str(records)])
+    assert made.exit_code == 1 and records.read_bytes()[:4] == b"PAR1", made.output
+    page = tmp_path / "run.html"
+    result = runner.invoke(app, ["report", str(records), "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    assert [(e["n"], e["ok"]) for e in _entries(page.read_text())] == [("scene_0.png", True), ("missing.png", False)]
+    result = runner.invoke(app, ["convert", str(records), "cvat", "-o", str(tmp_path / "cvat.xml")])
+    assert result.exit_code == 0 and "scene_0.png" in (tmp_path / "cvat.xml").read_text(), result.output
+    (tmp_path / "cut.parquet").write_bytes(records.read_bytes()[:40])
+    result = runner.invoke(app, ["report", str(tmp_path / "cut.parquet"), "-o", str(tmp_path / "cut.html")])
+    assert result.exit_code == 1 and "not a Parquet file of records" in result.output
+
+
 def test_convert_command_writes_each_format(tmp_path):
     out = tmp_path / "boxes.jsonl"
     assert runner.invoke(app, ["detect", str(SAMPLES / "scene_1.png"), "-o", str(out)]).exit_code == 0
