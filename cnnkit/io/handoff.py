@@ -22,8 +22,10 @@ Masks become polygons through OpenCV's contour tracer (outer contours, at least 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,8 @@ from xml.etree import ElementTree as ET
 
 from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.io.files import atomic_write_text, displayable, explicit_dir
+
+log = logging.getLogger("cnnkit")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,6 +105,22 @@ def _ok(records: Iterable[dict[str, Any]], fmt: str) -> Iterable[dict[str, Any]]
                 "to", f"{fmt} does not fit {r.get('task')} records (it takes {', '.join(TASKS_OF[fmt])})", fmt
             )
         yield r
+
+
+def _images_only(records: Iterable[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
+    """The records of images: a video frame's record names the video, which a labeling tool's image task
+    cannot show, so frames are left out with one warning line per video."""
+    rows, frames = [], Counter[str]()
+    for r in records:
+        if r.get("frame") is None:
+            rows.append(r)
+        else:
+            frames[str(r.get("path"))] += 1
+    for path, n in frames.items():
+        log.warning("%s: %d video frame record(s) left out (%s takes image records)", path, n, fmt)
+    if frames and not rows:
+        raise CnnkitError(f"nothing to convert: every record is a video frame ({fmt} takes image records)")
+    return rows
 
 
 # -- Label Studio ----------------------------------------------------------------------------------
@@ -365,7 +385,7 @@ def convert(
     if fmt not in HANDOFF_FORMATS:
         raise OptionError("to", f"expected one of {', '.join(HANDOFF_FORMATS)}", fmt)
     out = Path(output)
-    rows = list(records)
+    rows = _images_only(records, fmt)
     if fmt == "voc":
         fitting = list(_ok(rows, "voc"))  # refused before anything is created
         seen: dict[str, str] = {}

@@ -475,3 +475,20 @@ def test_voc_refuses_a_label_its_labelmap_cannot_hold_and_label_studio_urls_are_
     assert not (tmp_path / "v.voc").exists()
     (task,) = label_studio_tasks([_record("imgs/x#1 a%.png")], image_prefix="/data/local-files/?d=")
     assert task["data"]["image"] == "/data/local-files/?d=imgs/x%231%20a%25.png"
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "labelstudio", "voc"])
+def test_video_frame_records_are_left_out_with_a_warning(tmp_path, caplog, fmt):
+    """A frame's record names its video, which an image task cannot show: each video said once, images kept."""
+    from cnnkit.errors import CnnkitError
+
+    frames = [{**_record("clip.mp4"), "frame": k, "time_s": k / 25} for k in range(3)]
+    written = convert([_record("a.png"), *frames], fmt, tmp_path / f"out.{fmt}")
+    text = "".join(p.read_text() for p in written)
+    assert "a.png" in text or "<name>a</name>" in text or "a\n" in text
+    assert "clip" not in text
+    assert [r.getMessage() for r in caplog.records if "clip.mp4" in r.getMessage()] == [
+        f"clip.mp4: 3 video frame record(s) left out ({fmt} takes image records)"
+    ]
+    with pytest.raises(CnnkitError, match="every record is a video frame"):
+        convert(frames, fmt, tmp_path / f"only.{fmt}")

@@ -43,7 +43,9 @@ def test_predict_report_and_report_command(tmp_path, monkeypatch):
 def test_report_and_convert_read_a_parquet_records_file(tmp_path):
     pytest.importorskip("pyarrow")
     records = tmp_path / "run.parquet"
-    made = runner.invoke(app, ["detect", str(SAMPLES / "scene_0.png"), str(SAMPLES / "missing.png"), "-o", str(records)])
+    made = runner.invoke(
+        app, ["detect", str(SAMPLES / "scene_0.png"), str(SAMPLES / "missing.png"), "-o", str(records)]
+    )
     assert made.exit_code == 1 and records.read_bytes()[:4] == b"PAR1", made.output
     page = tmp_path / "run.html"
     result = runner.invoke(app, ["report", str(records), "-o", str(page)])
