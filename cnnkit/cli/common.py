@@ -551,6 +551,7 @@ def run_predict(
     folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
+    from cnnkit.io import remote
     from cnnkit.io.files import check_outputs, drop_if_empty
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
@@ -600,11 +601,21 @@ def run_predict(
     if resume is not None and resume.done:
         kept = [it for it in items if path_key(it.path) not in resume.done]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
+        if kept and len(kept) == len(items) and any(it.data is None and not remote.is_remote(it.path) for it in items):
+            log.warning(
+                "%s: none of these inputs is among its %d record(s); relative paths in it are read from this "
+                "folder (%s): rerun from the folder the first run started in",
+                output,
+                len(resume.done),
+                Path.cwd(),
+            )
         items = kept
     from cnnkit import api
     from cnnkit.cli import reporting
 
-    report = reporting.start(p.get("report"), exist_ok, task, records=output)
+    # a resumed run is the same command again: its report and save folder are its own (the report reads back
+    # the records done before; saved files are named per input)
+    report = reporting.start(p.get("report"), exist_ok or skip_existing, task, records=output)
     folder = None
     if engine == "ray":
         from cnnkit import ray as on_ray
@@ -629,7 +640,7 @@ def run_predict(
             resume.check_run(str(output), task, predictor.name)
         introduce_default(task, load_options, predictor)
         reporting.describe(report, predictor)
-        folder = resolve_save_dir(task, save, save_dir, exist_ok)
+        folder = resolve_save_dir(task, save, save_dir, exist_ok or (skip_existing and bool(save_dir)))
         if folder is not None:
             log.info("saving pictures to %s", folder)
         records = predictor.stream(

@@ -45,16 +45,21 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
 
 
 def path_key(path: str) -> str:
-    """The one name of an input for resuming: ``./x`` and ``x`` are the same input.
+    """The one name of an input for resuming: ``./x``, ``x`` and ``link/x`` (a symbolic link to its folder)
+    are the same input, as they are one input of a run (:func:`cnnkit.io.sources.expand_sources`).
 
-    Records keep the path as the user spelled it; only the done-set compares these keys. A URL is
-    its own key (the working folder does not change what ``s3://b/k`` names).
+    Records keep the path as the user spelled it; only the done-set compares these keys. A relative path is
+    resolved against the working folder. A URL is its own key (the working folder does not change what
+    ``s3://b/k`` names).
     """
     from cnnkit.io import remote
 
     if remote.is_remote(path):
         return remote.key(path)
-    return os.path.normpath(os.path.abspath(path))
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):  # a NUL byte: the spelling is all there is
+        return os.path.normpath(os.path.abspath(path))
 
 
 def record_key(path: str, frame: int | None = None) -> str:

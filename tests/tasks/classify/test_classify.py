@@ -115,6 +115,26 @@ def test_cli_skip_existing_resumes(shapes_images, tmp_path):
     assert sorted(paths) == sorted(str(p) for p in shapes_images.glob("*.png"))
 
 
+def test_cli_skip_existing_through_a_link_and_with_its_report_and_save_folder(shapes_images, tmp_path, monkeypatch):
+    """The same command again resumes: inputs named through a symbolic link to their folder are the inputs done,
+    and the run's own --report and --save-dir are taken again; a run from another folder is warned about."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(shapes_images)
+    out, args = tmp_path / "r.jsonl", ["--report", "r.html", "--save-dir", "saved"]
+    first = runner.invoke(app, ["classify", str(shapes_images / "img_0*.png"), "-o", str(out), *args])
+    assert first.exit_code == 0, first.output
+    done = out.read_text().count("\n")
+    again = runner.invoke(app, ["classify", "link/img_0*.png", "-o", str(out), "--skip-existing", *args])
+    assert again.exit_code == 0, again.output
+    assert out.read_text().count("\n") == done and "0 image(s)" in again.output
+    (tmp_path / "elsewhere").mkdir()
+    relative = runner.invoke(app, ["classify", "link/img_0*.png", "-o", "rel.jsonl"])
+    assert relative.exit_code == 0, relative.output
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    moved = runner.invoke(app, ["classify", "../link/img_0*.png", "-o", "../rel.jsonl", "--skip-existing"])
+    assert moved.exit_code == 0 and "rerun from the folder the first run started in" in moved.output
+
+
 def test_cli_stdin_source(shapes_images):
     files = "\n".join(str(p) for p in sorted(shapes_images.glob("*.png"))[:3])
     result = runner.invoke(app, ["classify", "-", "-f", "jsonl"], input=files + "\n")
