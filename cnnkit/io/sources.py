@@ -130,11 +130,11 @@ def _outer_keys(root: str) -> tuple[tuple[int, int], ...]:
         path = parent
 
 
-def _tree(
-    root: str, hidden: bool = True, skip: Keys = frozenset()
-) -> Iterator[tuple[str, _Listing | None, str | None]]:
+def _tree(root: str, skip: Keys = frozenset()) -> Iterator[tuple[str, _Listing | None, str | None]]:
     """``(folder, listing, None)`` for ``root`` and every folder below it, depth first in name order,
     or ``(path, None, reason)`` for a folder that cannot be listed or a link back into the walk.
+    Hidden entries (``.thumbnails/``, ``.Trash-1000/``, macOS's ``._x.jpg`` beside each photo) are left out,
+    as a glob leaves them out.
 
     Each folder is listed once (device + inode), and a link to a folder on the current path
     (``..``, itself, a parent, or a folder that holds ``root``) is reported instead of followed,
@@ -149,7 +149,7 @@ def _tree(
     while stack:
         folder, path_keys = stack.pop()
         try:
-            listing = _scan(folder, hidden)
+            listing = _scan(folder, hidden=False)
         except OSError as exc:
             yield folder, None, f"cannot list folder ({exc.strerror or exc})"
             continue
@@ -175,7 +175,7 @@ def _walk(folder: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:
     """Image files in ``folder`` (and below it with ``recursive``, not entering ``skip``), with failed hits
     for bad entries."""
     if not recursive:
-        listing = _scan(folder, hidden=True)
+        listing = _scan(folder, hidden=False)
         hits: list[Hit] = [(p, None) for p in listing.files if is_input_name(p)]
         return hits + [(p, LOOP) for p in listing.loops if is_input_name(p)]
     found: list[Hit] = []
@@ -225,7 +225,7 @@ def _glob(pattern: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:
             expanded.add(seen_at)
         part, last = parts[i], i == len(parts) - 1
         if part == "**" and recursive:
-            for path, listing, reason in _tree(here, hidden=False, skip=skip):
+            for path, listing, reason in _tree(here, skip=skip):
                 if listing is None:
                     found.append((_shown(folder, path), reason))
                 elif last:

@@ -123,3 +123,18 @@ def test_detect_twice_with_save_reads_the_same_inputs(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         assert len([r for r in result.stdout.splitlines() if r.startswith("{")]) == 1
         assert (tmp_path / "runs" / "classify" / run).is_dir()
+
+
+def test_folders_leave_out_hidden_entries_as_globs_do(tmp_path):
+    """macOS's ``._x.jpg`` beside each photo, ``.thumbnails/``, ``.Trash-1000/``: not inputs of a folder; named, read."""
+    for name in ("x.jpg", "._x.jpg", ".thumbnails/x.jpg", ".Trash-1000/files/y.jpg", "sub/z.jpg", "sub/.w.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    rel = lambda items: sorted(os.path.relpath(it.path, tmp_path) for it in items)  # noqa: E731
+    assert rel(expand_sources([str(tmp_path)])) == ["x.jpg"]
+    assert rel(expand_sources([str(tmp_path)], recursive=True)) == ["sub/z.jpg", "x.jpg"]
+    assert rel(expand_sources([str(tmp_path / "**" / "*.jpg")], recursive=True)) == ["sub/z.jpg", "x.jpg"]
+    assert rel(expand_sources([str(tmp_path / "._x.jpg"), str(tmp_path / ".thumbnails")])) == [
+        "._x.jpg",
+        ".thumbnails/x.jpg",
+    ]
