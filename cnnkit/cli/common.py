@@ -48,7 +48,28 @@ class TaskGroup(TyperGroup):
         """Anything but a subcommand name goes to predict, ``--help`` included (its help names ``val``)."""
         if not args or args[0] not in self.commands:
             args = [self.default_command, *args]
+            ctx.meta[_IMPLICIT] = True
         return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and cmd_name == self.default_command:
+            command.context_class = _DefaultContext
+        return command
+
+
+_IMPLICIT = "cnnkit.default_command"  # set in the (shared) context meta when the task group chose `predict` itself
+
+
+class _DefaultContext(typer.Context):
+    """The context of a subcommand the user did not name: usage lines and "Try … -h" say ``cnnkit classify``,
+    as typed, not ``cnnkit classify predict``."""
+
+    @property
+    def command_path(self) -> str:
+        if self.parent is not None and self.meta.get(_IMPLICIT):
+            return str(self.parent.command_path)
+        return str(super().command_path)
 
 
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")

@@ -148,3 +148,12 @@ def test_info_and_models_answer_for_every_task():
     assert {r["task"] for r in track} == {"detect", "instance"} and "shapes-yolov8n" in {r["name"] for r in track}
     rows = json.loads(runner.invoke(app, ["models", "-f", "json"]).stdout)
     assert len({tuple(sorted(r)) for r in rows}) == 1
+
+
+def test_a_usage_error_names_the_command_as_typed_not_its_hidden_predict():
+    result = runner.invoke(app, ["classify", "--topk", "x", "samples"])
+    assert result.exit_code == 2
+    assert "Usage: cnnkit classify [OPTIONS]" in result.output and "Try 'cnnkit classify -h'" in result.output
+    assert "predict" not in result.output
+    named = runner.invoke(app, ["detect", "val", "--bogus"])
+    assert named.exit_code == 2 and "Usage: cnnkit detect val [OPTIONS]" in named.output
