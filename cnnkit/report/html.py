@@ -516,8 +516,8 @@ def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
     log = logging.getLogger("cnnkit")
     path = Path(path)
     try:
-        with open(path, "rb") as head:
-            parquet = head.read(4) == b"PAR1"
+        with open(path, "rb") as raw:
+            parquet = raw.read(4) == b"PAR1"
     except OSError as exc:
         raise CnnkitError(f"{path}: cannot read records ({reason_of(exc)})") from exc
     if parquet:
