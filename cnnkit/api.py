@@ -49,12 +49,29 @@ def load(task: str, **options: Any) -> Predictor:
 
     if task not in TASKS:
         raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
+    _check_names(TASKS[task].predictor.load, options, task)
     check_load(options)
     if options.get("model") is None and options.get("weights") is None:
         options["model"] = lookup(f"model.{task}").value
     if options.get("device") is None:
         options["device"] = lookup("device").value
     return TASKS[task].predictor.load(**options)
+
+
+def _check_names(load: Any, options: dict[str, Any], task: str) -> None:
+    """An option the task does not take is an :class:`OptionError` naming it, not a TypeError naming a method."""
+    import inspect
+
+    from cnnkit.errors import OptionError
+
+    params = inspect.signature(load).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for name in options:
+        if name not in params:
+            names = {*params, *_RUN_KEYS, "stream", "shard"} - {"self", "cls", "shard_spec"}
+            known = ", ".join(sorted(names))
+            raise OptionError(name, f"not an option of {task} (its options: {known})", options[name])
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -152,9 +169,10 @@ def finetune(data: str | None, *, task: str = "classify", **options: Any) -> dic
     ``None`` (the CLI's "not given") are dropped, so each trainer's own defaults apply (timm's
     ``create_model`` does the same for command-line kwargs).
     """
+    from cnnkit.errors import OptionError
     from cnnkit.tasks import TASKS
     from cnnkit.train.options import FinetuneOptions
 
     if task not in TASKS:
-        raise ValueError(f"finetune: unknown task {task!r}; known: {', '.join(TASKS)}")
+        raise OptionError("task", f"unknown task; expected one of {', '.join(TASKS)}", task)
     return TASKS[task].trainer(data, FinetuneOptions.of(options))

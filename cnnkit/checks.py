@@ -32,7 +32,7 @@ def fraction(name: str, value: Any) -> None:
 def check_load(options: dict[str, Any]) -> None:
     """The options every task's ``load`` shares, checked (and ``device``/``classes`` normalised) in place."""
     if options.get("imgsz") is not None:  # a whole number; each task says its own range (segment: from 32)
-        whole("imgsz", options["imgsz"], None)
+        whole("imgsz", options["imgsz"], 1)
     for name in ("conf", "iou", "mask_threshold"):
         if options.get(name) is not None:
             fraction(name, options[name])

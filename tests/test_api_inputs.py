@@ -186,3 +186,21 @@ def test_ultralytics_warnings_still_reach_stderr_after_a_yolo_call() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "the caller warns" in done.stderr and "the caller" not in done.stdout
+
+
+def test_numbers_non_pixels_and_unknown_options_are_said_plainly() -> None:
+    """A normalised tensor or NaNs would give a confident wrong answer; a typo'd keyword named a private method."""
+    nan, normalised = np.full((8, 8, 3), np.nan, np.float32), np.linspace(-2.1, 2.6, 192, dtype=np.float32)
+    records = cnnkit.classify([nan, normalised.reshape(8, 8, 3), 5.0, np.float32(0.5) * np.ones((8, 8, 3))])
+    assert [r.error for r in records[:3]] == [
+        "in-memory array holds NaN or infinite values, which are not pixels",
+        "in-memory float array has values from -2.1 to 2.6; pass pixels in [0, 1] or [0, 255], not a normalised tensor",
+        "a number (5.0) is not an image",
+    ]
+    assert records[3].ok
+    with pytest.raises(OptionError, match="not an option of classify"):
+        cnnkit.classify(str(SCENE), arch="resnet18")
+    with pytest.raises(OptionError, match="imgsz"):
+        cnnkit.classify(str(SCENE), imgsz=0)
+    with pytest.raises(OptionError, match="expected one of"):
+        cnnkit.finetune(str(SAMPLES), task="zzz")

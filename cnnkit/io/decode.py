@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import stat
 import warnings
@@ -178,6 +179,8 @@ def _from_memory(obj: Any) -> np.ndarray:
             raise DecodeError(f"in-memory tensor cannot be read ({str(exc).splitlines()[0][:80]})") from None
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
             arr = np.transpose(arr, (1, 2, 0))
+    elif isinstance(obj, (float, complex, np.number)):
+        raise DecodeError(f"a number ({obj!r}) is not an image")
     else:
         arr = np.asarray(obj)
     if arr.dtype.kind not in "biuf":
@@ -185,9 +188,16 @@ def _from_memory(obj: Any) -> np.ndarray:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255  # as PIL's mode 1
     elif arr.dtype != np.uint8:
-        if arr.dtype.kind == "f":
-            arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
-            if arr.size and float(arr.max()) <= 1.0:
+        if arr.dtype.kind == "f" and arr.size:
+            lo, hi = float(arr.min()), float(arr.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise DecodeError("in-memory array holds NaN or infinite values, which are not pixels")
+            if lo < -0.01 or hi > 255.01:  # a normalised tensor (mean/std) most often: the model normalises itself
+                raise DecodeError(
+                    f"in-memory float array has values from {lo:.3g} to {hi:.3g}; pass pixels in [0, 1] or "
+                    "[0, 255], not a normalised tensor"
+                )
+            if hi <= 1.0:
                 arr = arr * 255.0
         elif arr.size and int(arr.max()) > 255:  # 16-bit (or wider) levels: scaled as PIL's I;16 is
             arr = np.clip(arr, 0, 65535).astype(np.uint32) * 255 // 65535

@@ -359,6 +359,8 @@ def iter_sources(
                     items.clear()
         elif isinstance(src, str):
             add_arg(src)
+        elif isinstance(src, int) and not isinstance(src, bool):  # a camera's index, as ultralytics' source=0
+            add_arg(str(src))
         else:  # pixels in memory (a PIL image too: edited or not, its pixels are what is read, not its file)
             add(f"{IN_MEMORY}{i}>", src)
         yield from items
