@@ -662,6 +662,23 @@ def _zip_concat(zf: zipfile.ZipFile) -> int:
     return int(zf.start_dir - endrec[zipfile._ECD_OFFSET])  # type: ignore[attr-defined]
 
 
+def _plain_zip(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The entries of a zip as torch writes one, or :class:`_Refused`: nothing before its first entry and one
+    central directory (Python's zipfile and torch's miniz find directories differently, so a second one
+    could show each reader other code), a bounded number of entries, no name twice."""
+    if _zip_concat(zf) != 0:
+        raise _Refused("a zip with other bytes before its first entry")
+    infos = zf.infolist()
+    if not infos or len(infos) > MAX_ZIP_ENTRIES:
+        raise _Refused(f"a zip with {len(infos)} entries")
+    if min(i.header_offset for i in infos) != 0:
+        raise _Refused("a zip whose first entry is not at its start")
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        raise _Refused("a zip with duplicate entries")
+    return infos
+
+
 def torch_zip_pickle(path: str | os.PathLike) -> bytes:
     """The ``data.pkl`` of a torch zip checkpoint, after checking the zip is only what ``torch.save`` writes.
 
@@ -687,16 +704,8 @@ def torch_zip_pickle(path: str | os.PathLike) -> bytes:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise _Refused(f"not a readable zip ({reason_of(exc, 100)})") from exc
     with zf:
-        if _zip_concat(zf) != 0:
-            raise _Refused("a zip with other bytes before its first entry")
-        infos = zf.infolist()
-        if not infos or len(infos) > MAX_ZIP_ENTRIES:
-            raise _Refused(f"a zip with {len(infos)} entries")
-        if min(i.header_offset for i in infos) != 0:
-            raise _Refused("a zip whose first entry is not at its start")
+        infos = _plain_zip(zf)
         names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            raise _Refused("a zip with duplicate entries")
         prefix = names[0].split("/", 1)[0]
         data = None
         for info in infos:
@@ -726,12 +735,16 @@ def check_torchscript(path: str | os.PathLike) -> None:
     """Refuse a TorchScript archive whose code does more than tensor maths, before ``torch.jit.load`` runs any.
 
     TorchScript is code: ``__setstate__`` runs inside ``torch.jit.load`` and ``forward`` on every batch, and
-    both may call ``torch.save`` or ``torch.from_file`` on any path. So its ``code/`` sources are parsed
-    (they are Python syntax) and every operator named must be an ``aten``/``prim`` one that touches no file,
-    with no custom C++ class (``torch.classes``). A traced network (what ``cnnkit export`` and ultralytics
-    write) passes; a file that fails says which call it makes.
+    both may call ``torch.save`` or ``torch.from_file`` on any path. So its ``code/`` sources, as torch's own
+    zip reader reads them, are parsed (they are Python syntax): no name, attribute or string may be a file
+    operator (``f = torch.save``, ``getattr(torch, "save")`` included), every operator namespace must be
+    ``aten``/``prim``, and no custom C++ class (``torch.classes``) is used. The zip must be one torch writes
+    (:func:`_plain_zip`), so Python's zipfile and torch see the same entries. A traced network (what
+    ``cnnkit export`` and ultralytics write) passes; a file that fails says which use it makes.
     """
     import ast
+
+    import torch
 
     path = Path(path)
     try:
@@ -739,44 +752,59 @@ def check_torchscript(path: str | os.PathLike) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CnnkitError(f"{path}: not a TorchScript archive ({reason_of(exc, 100)})") from exc
     with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_ENTRIES:
-            raise UnsafeCheckpoint(f"{path}: refused, a zip with {len(infos)} entries")
-        sources = [i for i in infos if i.filename.partition("/")[2].startswith("code/") and i.filename.endswith(".py")]
-        if not sources:
-            raise CnnkitError(f"{path}: not a TorchScript archive (no code/ entries)")
-        for info in sources:
-            if info.file_size > MAX_TS_SOURCE:
-                raise UnsafeCheckpoint(f"{path}: refused, {info.filename[:80]} is {info.file_size >> 20} MB of code")
-            try:
-                tree = ast.parse(zf.read(info).decode("utf-8"), info.filename)
-            except (
-                SyntaxError,
-                UnicodeDecodeError,
-                ValueError,
-                RecursionError,
-                MemoryError,
-                zipfile.BadZipFile,
-            ) as exc:
-                raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({reason_of(exc, 100)})") from exc
-            for node in ast.walk(tree):
-                why = _ts_refusal(node)
-                if why:
-                    raise UnsafeCheckpoint(
-                        f"{path}: refused, its TorchScript code {why} (line {getattr(node, 'lineno', '?')} of "
-                        f"{info.filename.partition('/')[2][:80]}); only networks of tensor operations are loaded"
-                    )
+        try:
+            infos = _plain_zip(zf)
+        except _Refused as exc:
+            raise UnsafeCheckpoint(f"{path}: refused, {exc}") from None
+    sources = {i.filename.partition("/")[2]: i for i in infos}
+    sources = {name: i for name, i in sources.items() if name.startswith("code/") and name.endswith(".py")}
+    if not sources:
+        raise CnnkitError(f"{path}: not a TorchScript archive (no code/ entries)")
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+        seen = {name for name in reader.get_all_records() if name.startswith("code/") and name.endswith(".py")}
+    except (RuntimeError, OSError) as exc:
+        raise CnnkitError(f"{path}: not a TorchScript archive ({reason_of(exc, 100)})") from exc
+    if seen != set(sources):
+        raise UnsafeCheckpoint(f"{path}: refused, its zip shows torch other code entries than it lists")
+    for name, info in sources.items():
+        if info.file_size > MAX_TS_SOURCE:  # one directory: the size torch's reader allocates for it too
+            raise UnsafeCheckpoint(f"{path}: refused, {name[:80]} is {info.file_size >> 20} MB of code")
+        try:
+            tree = ast.parse(bytes(reader.get_record(name)).decode("utf-8"), name)
+        except (SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError, RuntimeError) as exc:
+            raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({reason_of(exc, 100)})") from exc
+        for node in ast.walk(tree):
+            why = _ts_refusal(node)
+            if why:
+                raise UnsafeCheckpoint(
+                    f"{path}: refused, its TorchScript code {why} (line {getattr(node, 'lineno', '?')} of "
+                    f"{name[:80]}); only networks of tensor operations are loaded"
+                )
 
 
 def _ts_refusal(node: Any) -> str:
-    """Why one node of TorchScript source is refused (empty: allowed)."""
+    """Why one node of TorchScript source is refused (empty: allowed). A file operator is refused wherever it
+    is named, not only where it is called: TorchScript takes ``f = torch.save; f(…)`` and ``getattr(torch,
+    "save")``."""
     import ast
 
-    if isinstance(node, ast.Call):
+    if isinstance(node, ast.Call):  # seen before the name it calls (ast.walk goes down)
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
         if name in _TS_FILE_OPS:
             return f"calls {ast.unparse(func)[:60]}, which reads or writes files"
+    named = (
+        node.attr
+        if isinstance(node, ast.Attribute)
+        else node.id
+        if isinstance(node, ast.Name)
+        else node.value
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        else None
+    )
+    if named in _TS_FILE_OPS:
+        return f"names {ast.unparse(node)[:60]}, which reads or writes files"
     if isinstance(node, ast.Attribute):
         dotted: list[str] = []
         inner: Any = node

@@ -825,6 +825,81 @@ def test_torchscript_that_touches_files_is_refused_before_it_runs(kind, tmp_path
     assert not marker.exists()
 
 
+def _rewritten(src, dst, code: Callable[[str], str]) -> None:
+    """``src`` (a TorchScript zip) written again with its code changed by ``code``, as an attacker would."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename.endswith(".debug_pkl"):
+                continue  # the debug tables would not match the changed lines
+            data = zin.read(info)
+            if "/code/" in info.filename and info.filename.endswith(".py"):
+                data = code(data.decode()).encode()
+            zout.writestr(zipfile.ZipInfo(info.filename, info.date_time), data)
+
+
+def _with_a_second_directory(src, dst, benign_name: str) -> None:
+    """``src`` with a benign code entry and a second central directory listing only it appended, the end record
+    still pointing at the first: Python's zipfile lists the benign entry, torch's reader the real code."""
+    import io
+    import struct
+    import zipfile
+
+    data = src.read_bytes()
+    at = data.rfind(b"PK\x05\x06")
+    entries, cd_size, cd_offset = struct.unpack("<HII", data[at + 10 : at + 20])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(benign_name, "class Benign(Module):\n  pass\n")
+    small = buf.getvalue()
+    small_cd, small_end = small.rfind(b"PK\x01\x02"), small.rfind(b"PK\x05\x06")
+    out = bytearray(data)
+    local_at = len(out)
+    out += small[:small_cd]
+    directory = bytearray(small[small_cd:small_end])
+    size = max(cd_size, len(directory)) + 64
+    struct.pack_into("<H", directory, 32, size - len(directory))  # a comment pads it to `size`
+    directory += b" " * (size - len(directory))
+    concat = len(out) - cd_offset  # where zipfile will think the prepended bytes end
+    struct.pack_into("<I", directory, 42, local_at - concat)
+    out += directory
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, entries, entries, size, cd_offset, 0)
+    dst.write_bytes(bytes(out))
+
+
+@pytest.mark.parametrize("trick", ["alias", "getattr", "second_directory"])
+def test_torchscript_that_hides_a_file_operator_is_refused(trick, tmp_path, rgb_image):
+    """``f = torch.save; f(…)``, ``getattr(torch, "save")(…)``, and code that Python's zipfile does not see but
+    torch's reader does: each refused before torch loads it, and nothing is written."""
+    import zipfile
+
+    import torch
+
+    from tests.fixtures import hostile_torchscript as hostile
+
+    marker = tmp_path / "MARKER.pt"
+    plain = tmp_path / "plain.torchscript"
+    meta = {"cnnkit.json": json.dumps(_TS_META)}
+    torch.jit.save(torch.jit.script(hostile.WritesOnForward(str(marker))), str(plain), _extra_files=meta)
+    path = tmp_path / "evil.torchscript"
+    if trick == "second_directory":
+        code = next(n for n in zipfile.ZipFile(plain).namelist() if "/code/" in n and n.endswith(".py"))
+        _with_a_second_directory(plain, path, code)
+        assert zipfile.ZipFile(path).read(code).startswith(b"class Benign")  # what a zipfile reader is shown
+    else:
+        call = "torch.save(_0, marker)"
+        hidden = {
+            "alias": f"f = torch.save\n    {call.replace('torch.save', 'f')}",
+            "getattr": call.replace("torch.save", 'getattr(torch, "save")'),
+        }[trick]
+        _rewritten(plain, path, lambda text: text.replace(call, hidden))
+    for backend in ("auto", "torchscript"):
+        result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "--backend", backend])
+        assert "refused" in one_line_error(result, path)
+    assert not marker.exists()
+
+
 def test_traced_torchscript_still_loads(tmp_path, rgb_image):
     """What ``cnnkit export`` writes (a traced network) passes the code check and runs."""
     import torch
