@@ -592,8 +592,12 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
     return torchscript_module(module.eval(), batch if isinstance(batch, int) else None, path), meta
 
 
-def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> Loaded:
-    """A file from :func:`export_model`, ready for a predictor: ``Loaded.module`` runs onnxruntime or TorchScript."""
+def load_exported(path: str | Path, task: str, backend: str = "onnxruntime", *, probe: bool = True) -> Loaded:
+    """A file from :func:`export_model`, ready for a predictor: ``Loaded.module`` runs onnxruntime or TorchScript.
+
+    ``probe``: run one input through it and check its output fits the task and labels its metadata claims
+    (a file from elsewhere); the compiled-runtime cache, which checked its own files against PyTorch, skips it.
+    """
     from cnnkit.models.kinds import BACKEND_FILES, FILE_KINDS
     from cnnkit.models.loader import sniff
 
@@ -619,4 +623,35 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime") -> 
         raise CnnkitError(
             f"{path}: its metadata says {pre.crop}x{pre.crop} inputs but its network takes {takes[0]}x{takes[1]}"
         )
+    if probe:
+        _check_outputs(module, meta, task, path)
     return Loaded(module, meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
+
+
+def _check_outputs(module: Any, meta: dict[str, Any], task: str, path: Path) -> None:
+    """Refuse at load an exported network whose output does not fit its task and labels (a classifier's file
+    stamped ``segment``, 3 logits for 6 labels), which would otherwise fail every batch in postprocessing."""
+    import torch
+
+    labels = len(meta.get("labels") or [])
+    if task not in ("classify", "segment", "detect"):
+        raise UsageError(f"{path}: an exported {task} model; {task} runs on PyTorch only")
+    shape = list(meta.get("input_shape") or [1, 3, "height", "width"])
+    side = (meta.get("preprocess") or {}).get("crop") or meta.get("letterbox") or 64
+    size = [int(d) if isinstance(d, int) else 1 if i == 0 else 3 if i == 1 else int(side) for i, d in enumerate(shape)]
+    try:
+        with torch.inference_mode():
+            out = _as_list(module(torch.full(size, 0.5)))[0]
+    except Exception as exc:
+        raise CnnkitError(f"{path}: its network fails on an input of shape {size} ({reason_of(exc)})") from exc
+    got = tuple(out.shape) if hasattr(out, "shape") else ()
+    if task == "classify":
+        fits, wanted = len(got) == 2 and got[1] == labels, f"[batch, {labels}] logits"
+    elif task == "segment":
+        fits, wanted = len(got) == 4 and got[1] == labels, f"[batch, {labels}, height, width] logits"
+    elif meta.get("end2end"):
+        fits, wanted = len(got) == 3 and got[2] == 6, "[batch, boxes, 6] detections"
+    else:
+        fits, wanted = len(got) == 3 and got[1] == 4 + labels, f"[batch, {4 + labels}, anchors] (4 + {labels} labels)"
+    if not fits:
+        raise CnnkitError(f"{path}: its network gives {list(got)}, not the {wanted} its {task} metadata needs")

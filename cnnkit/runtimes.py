@@ -403,7 +403,7 @@ def _load(loaded: Any, task: str, runtime: str, folder: Path, entry: dict[str, A
         "compile_s": entry.get("compile_s"),
         "path": str(path),
     }
-    exported = load_exported(path, task, runtime)
+    exported = load_exported(path, task, runtime, probe=False)  # checked against PyTorch when it was built
     if loaded.runtime == "ultralytics":  # the exported network with its letterbox/stride metadata
         exported.runtime = runtime
         exported.meta["runtime_info"] = info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -528,6 +529,33 @@ def test_exported_file_whose_metadata_lies_about_its_input_is_one_line(backend, 
     onnx.save(proto, str(tmp_path / "lies.onnx"))
     with pytest.raises(CnnkitError, match="metadata says 32x32 inputs but its network takes 64x64"):
         resolve("classify", weights=str(tmp_path / "lies.onnx"), backend=backend)
+
+
+@pytest.mark.parametrize(
+    ("change", "task", "said"),
+    [
+        ({"labels": ["a", "b", "c"]}, "classify", "gives [1, 6], not the [batch, 3] logits"),
+        ({"task": "segment"}, "segment", "not the [batch, 6, height, width] logits its segment metadata needs"),
+        ({"task": "detect", "letterbox": 64}, "detect", "not the [batch, 10, anchors]"),
+        ({"task": "instance"}, "instance", "an exported instance model; instance runs on PyTorch only"),
+        ({"labels": []}, "classify", "has no labels"),
+        ({"labels": ["\x1b[2Jevil", "b"]}, "classify", "a label with control characters"),
+    ],
+)
+def test_exported_file_whose_outputs_do_not_fit_its_metadata_is_refused_at_load(change, task, said, tmp_path):
+    """Each failed every batch in postprocessing with a traceback; now one line when the file loads."""
+    import onnx
+
+    from cnnkit import export as ex
+
+    path = ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == "cnnkit":
+            prop.value = json.dumps({**json.loads(prop.value), **change})
+    onnx.save(proto, str(tmp_path / "lies.onnx"))
+    with pytest.raises((CnnkitError, UsageError), match=re.escape(said)):
+        resolve(task, weights=str(tmp_path / "lies.onnx"), backend="onnxruntime")
 
 
 def test_a_runtime_failing_on_a_batch_is_a_cnnkit_error_naming_the_file():

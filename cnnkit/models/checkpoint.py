@@ -134,6 +134,11 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
             raise bad(f"'labels' is {_kind(labels)}, not a list of strings")
         if len(labels) > MAX_LABELS:
             raise bad(f"has {len(labels)} labels (at most {MAX_LABELS})")
+        if not labels:
+            raise bad("has no labels")
+        odd = next((x for x in labels if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in x)), None)
+        if odd is not None:  # an escape sequence or a line break would reach a terminal's table raw
+            raise bad(f"has a label with control characters ({odd[:40]!r})")
     pre = meta.get("preprocess")
     if pre is not None:
         _check_preprocess(pre, bad)
