@@ -24,14 +24,16 @@ def render_report(metrics: dict[str, Any], tables: Sequence[ReportTable], fmt: s
     from rich.console import Console
     from rich.table import Table
 
+    from cnnkit.errors import printable
+
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False)
     for t in tables:
         drawn = Table(title=t.title or None)
         for i, col in enumerate(t.columns):
             drawn.add_column(col, justify="left" if i == 0 else "right")
-        for row in t.rows:
-            drawn.add_row(*row)
+        for row in t.rows:  # class names come from a dataset's folders or a model's file
+            drawn.add_row(*(printable(str(c)) for c in row))
         console.print(drawn)
         for note in t.notes:
             console.print(note, markup=False)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cnnkit.errors import printable
+
 
 @dataclass(frozen=True)
 class Column:
@@ -86,8 +88,8 @@ def render(
         table.add_column(
             col.header, justify="right" if col.right else "left", overflow="fold", footer=col.footer, no_wrap=False
         )
-    for row in rows:
-        table.add_row(*(row.get(c.key, "") for c in shown))
+    for row in rows:  # a label or path with an escape sequence or line break is shown escaped, on its row
+        table.add_row(*(printable(row.get(c.key, "")) for c in shown))
     buf = io.StringIO()
     Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False).print(table)
     return buf.getvalue()

@@ -516,10 +516,10 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         table.add_column(col, overflow="fold")
     for r in rows:  # cells are Text, not markup: a file named "d[/b].png" is a name, not a closing tag
         size = f"{r['width']}x{r['height']}" if r.get("width") else ""
-        preds = (
-            Text(f"error: {r['error']}", style="red")
+        preds = (  # a label with an escape sequence or line break (a model's names) is shown escaped
+            Text(printable(f"error: {r['error']}"), style="red")
             if r.get("error")
-            else Text(summarise_predictions(r["predictions"]))
+            else Text(printable(summarise_predictions(r["predictions"])))
         )
         table.add_row(
             Text(printable(str(r["path"]))), size, preds, f"{r['time_ms']:.1f}" if r.get("time_ms") is not None else ""

@@ -201,3 +201,12 @@ def test_coco_ids_without_ground_truth_are_places_in_the_output_and_name_their_f
         (4, "clip.mp4", 0),
         (5, "clip.mp4", 1),
     ]
+
+
+def test_a_table_shows_control_characters_in_labels_escaped_on_their_row():
+    """A model's label (an ultralytics .pt's names) with a clear-screen sequence or a line break reached the
+    terminal raw and split a row."""
+    result = Classes([ClassScore("\x1b[2Jevil", 0, 0.9), ClassScore("two\nlines", 1, 0.1)])
+    record = Record("a.png", "classify", "m", 8, 8, result.predictions(), 1.0, result=result)
+    table = write("table", [record])
+    assert "\x1b" not in table and "\\x1b[2Jevil" in table and "two\\nlines" in table

@@ -137,14 +137,17 @@ def evaluate_folder(
     report needs it.
     """
     from cnnkit.data.folder import scan_classes
-    from cnnkit.errors import UsageError
+    from cnnkit.errors import UsageError, printable
 
     folder = val_folder(root)
     classes, split, _ = scan_classes(folder, verify=False)
     unknown = [c for c in classes if c not in predictor.labels]
     if unknown:
         shown = ", ".join(predictor.labels[:12]) + (" …" if len(predictor.labels) > 12 else "")
-        raise UsageError(f"{folder}: class folder(s) {', '.join(unknown)} are not labels of {predictor.name} ({shown})")
+        raise UsageError(
+            f"{folder}: class folder(s) {', '.join(map(printable, unknown))} are not labels of {predictor.name} "
+            f"({printable(shown)})"
+        )
     index = {c: i for i, c in enumerate(classes)}
     other = len(classes)
     cm = np.zeros((len(classes), len(classes) + 1), dtype=np.int64)
