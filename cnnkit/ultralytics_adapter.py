@@ -113,6 +113,18 @@ def ultralytics() -> Any:
     return ul
 
 
+def labels_of(model: Any) -> list[str]:
+    """An ultralytics model's class names in class order. ``YOLO.names`` checks the whole dict on every read,
+    so it is read once (a loop over it was quadratic: 20,000 names took 50 s); a file with more names than
+    any head needs is refused."""
+    from cnnkit.models.checkpoint import MAX_LABELS
+
+    names = getattr(model, "names", None) or {}
+    if len(names) > MAX_LABELS:
+        raise UnsafeCheckpoint(f"{getattr(model, 'ckpt_path', None) or 'model'}: refused, {len(names)} class names")
+    return [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
+
+
 def _safe_load_on() -> bool:
     """ultralytics' weights-only loading on, also when ultralytics was imported before cnnkit set the variable."""
     from ultralytics.nn import tasks

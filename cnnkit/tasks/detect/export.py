@@ -75,7 +75,7 @@ def export_yolo(
         "task": "detect",
         "name": name,
         "arch": "yolo",
-        "labels": [str(yolo.names[i]) for i in range(len(yolo.names))],
+        "labels": list(loaded.labels),
         "preprocess": None,
         "letterbox": size,
         "stride": stride,

@@ -114,7 +114,9 @@ class YoloBackend:
         args = getattr(net, "args", None) or {}
         trained = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
         stride = int(max(net.stride.max().item(), 32)) if hasattr(net, "stride") else 32
-        labels = [str(yolo.names[i]) for i in range(len(yolo.names))]
+        from cnnkit.ultralytics_adapter import labels_of
+
+        labels = labels_of(yolo)
         return cls(
             net.fuse(verbose=False) if hasattr(net, "fuse") else net,
             labels,

@@ -123,10 +123,10 @@ def is_ultralytics_asset(name: str) -> bool:
 
 def _ultralytics_loaded(where: str | Path, name: str, spec: ModelSpec | None = None) -> Loaded:
     from cnnkit.models.loader import Loaded
+    from cnnkit.ultralytics_adapter import labels_of
 
     yolo = ultralytics_model(where)
-    names = getattr(yolo, "names", {}) or {}
-    labels = [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
+    labels = labels_of(yolo)
     meta: dict[str, Any] = {"where": str(where)}
     if spec is not None and spec.source == "bundled":
         meta["imgsz"] = spec.meta.get("imgsz")

@@ -419,3 +419,25 @@ def test_a_drafted_jpeg_maps_back_by_its_draft_factor(tmp_path):
     assert mask.shape == (2049, 2049)
     expected = np.argwhere(small > 0).mean(0) * 8 + 3.5  # each draft pixel's centre, 8 original pixels wide
     assert np.allclose(np.argwhere(mask > 0).mean(0), expected, atol=1.0)
+
+
+def test_an_ultralytics_models_names_are_read_once_and_bounded():
+    """``YOLO.names`` checks the whole dict on every read: a loop over it was quadratic (20,000 names: 50 s)."""
+    from cnnkit.errors import UnsafeCheckpoint
+    from cnnkit.models.checkpoint import MAX_LABELS
+    from cnnkit.ultralytics_adapter import labels_of
+
+    class Model:
+        reads = 0
+
+        def __init__(self, n: int) -> None:
+            self._names = {i: f"c{i}" for i in range(n)}
+
+        @property
+        def names(self) -> dict[int, str]:
+            Model.reads += 1
+            return dict(self._names)
+
+    assert labels_of(Model(3000))[-1] == "c2999" and Model.reads == 1
+    with pytest.raises(UnsafeCheckpoint, match="class names"):
+        labels_of(Model(MAX_LABELS + 1))
