@@ -7,6 +7,7 @@ Plots use matplotlib's Agg backend (no display, no font downloads) and are writt
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -222,14 +223,20 @@ def validate(
         "classify", model=model, weights=weights, backend=backend, device=device, threads=threads, topk=5
     )
     folder = None if save_dir is None else save_dir() if callable(save_dir) else Path(save_dir)
-    result = evaluate_folder(
-        predictor,
-        data,
-        batch_size=batch_size,
-        workers=workers,
-        plot=folder / "confusion_matrix.png" if folder else None,
-        on_record=on_record,
-    )
+    try:
+        result = evaluate_folder(
+            predictor,
+            data,
+            batch_size=batch_size,
+            workers=workers,
+            plot=folder / "confusion_matrix.png" if folder else None,
+            on_record=on_record,
+        )
+    except BaseException:
+        if folder is not None and callable(save_dir):  # made for this run: a refused run leaves no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty one
+        raise
     if folder is not None:
         atomic_write_text(folder / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

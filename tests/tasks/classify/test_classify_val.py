@@ -104,6 +104,7 @@ def test_default_folder_increments(tmp_path, monkeypatch):
 def test_classes_the_model_does_not_know_are_a_usage_error(tiny_digits, tmp_path):
     r = run(["classify", "val", str(tiny_digits), "--model", "lenet5", "--save-dir", str(tmp_path / "v")])
     assert r.exit_code == 2 and "are not labels of lenet5" in r.output
+    assert not (tmp_path / "v").exists()  # a refused run leaves no empty folder that would block the rerun
 
 
 def test_unreadable_images_are_listed_and_exit_1(tmp_path):
