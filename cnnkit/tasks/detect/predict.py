@@ -274,15 +274,16 @@ def load_backend(
     )
     if loaded.runtime == "ultralytics":
         return YoloBackend.from_yolo(loaded.module, runtime, imgsz or loaded.meta.get("imgsz"), loaded.name)
+    # a graph of any height and width (the resolver's ONNX, or `cnnkit export --dynamic-batch`'s): padded to the
+    # stride as the .pt model is, same boxes; a file traced at one size takes the square it was traced at
+    rect = loaded.runtime in ("onnxruntime", "openvino") and getattr(loaded.module, "input_hw", ()) is None
     compiled = loaded.meta.get("runtime_info")
     if compiled:  # compiled by the resolver for this imgsz (rounded to the stride)
-        # the resolver exports with dynamic height and width (ONNX): padded as the .pt model is, same boxes
-        rect = loaded.runtime in ("onnxruntime", "openvino")
         yolo = YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), None, compiled["path"], rect=rect)
         yolo.runtime_info, yolo.checkpoint = compiled, loaded.meta.get("checkpoint")
         return yolo
     if loaded.runtime != "torch":
-        return YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), imgsz, str(weights))
+        return YoloBackend.from_exported(loaded, runtime.for_module(loaded.runtime), imgsz, str(weights), rect=rect)
     return TorchvisionBackend(loaded.module, loaded.labels, runtime, imgsz, loaded.name)
 
 
