@@ -55,6 +55,7 @@ class StreamState:
     max_pixels: int = DEFAULT_MAX_PIXELS
     saver: PictureSaver | None = None
     pictures: bool = False  # the decode threads keep each drafted input's full-size picture
+    pixels: bool = True  # the decoded pixels are kept past preprocessing (saved, kept, or read by the predictor)
     items: Sequence[Item] = ()  # the listed inputs (a lazy stream's: the files taken so far); a video is one item
     video: VideoOptions = field(default_factory=VideoOptions)
     videos: dict[str, VideoInfo] = field(default_factory=dict)  # each opened video's size, rate and codec
@@ -91,6 +92,12 @@ class Predictor(ABC):
         if record.result is None:
             raise CnnkitError(f"{record.path}: no result to draw")
         return record.result.draw(decoded.picture())
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether :meth:`predict_batch` reads the decoded pixels (a tiler, a tracker's camera-motion step), not
+        only their size: else a run that saves nothing lets each go after :meth:`preprocess`."""
+        return False
 
     @property
     def saves_pictures(self) -> bool:
@@ -160,6 +167,7 @@ class Predictor(ABC):
             max_pixels=max_pixels,
             saver=saver,
             pictures=saver is not None and self.saves_pictures,
+            pixels=saver is not None or keep_pictures or self.reads_pixels,
             items=files,
             video=VideoOptions(vid_stride, start, end, max_frames),
         )
@@ -249,14 +257,16 @@ def run(
         yield from batch
 
 
-def _prepare(predictor: Predictor, item: Item, max_pixels: int, pictures: bool) -> tuple[Decoded, Any, float]:
+def _prepare(predictor: Predictor, item: Item, state: StreamState) -> tuple[Decoded, Any, float]:
     t0 = time.perf_counter()
     if item.error:
         raise DecodeError(item.error)
-    decoded = decode(item.path, item.data, max_pixels=max_pixels, min_side=predictor.min_side)
+    decoded = decode(item.path, item.data, max_pixels=state.max_pixels, min_side=predictor.min_side)
     tensor = predictor.preprocess(decoded)
-    if pictures:  # a drafted JPEG is decoded again at its own size here, beside the forward pass
+    if state.pictures:  # a drafted JPEG is decoded again at its own size here, beside the forward pass
         decoded.picture()
+    if not state.pixels:  # two batches in flight would hold two batches of full-size pictures (GBs of scans)
+        decoded.release()
     return decoded, tensor, (time.perf_counter() - t0) * 1000.0
 
 
@@ -286,7 +296,7 @@ def batches(
                 item = next(source, None)
                 if item is None:
                     return
-                pending.append((item, pool.submit(_prepare, predictor, item, state.max_pixels, state.pictures)))
+                pending.append((item, pool.submit(_prepare, predictor, item, state)))
 
         try:
             refill(2 * size)

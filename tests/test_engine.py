@@ -181,3 +181,37 @@ def test_a_wrong_number_of_results_is_a_bug_not_a_record():
 
     with pytest.raises(RuntimeError, match="returned 1 results for 2 inputs"):
         Short()([grey(1), grey(2)], batch_size=2)
+
+
+class Holding(Grey):
+    """Grey that notes, per batch, how many bytes each decoded picture still holds when the forward pass runs."""
+
+    def __init__(self, reads: bool = False) -> None:
+        super().__init__()
+        self.held: list[int] = []
+        self._reads = reads
+
+    @property
+    def reads_pixels(self) -> bool:
+        return self._reads
+
+    def predict_batch(self, inputs: list[int], decoded: list[Decoded], state: StreamState) -> list[Classes]:
+        self.held += [d.rgb.base.nbytes if d.rgb.base is not None else d.rgb.nbytes for d in decoded]
+        assert all(d.rgb.shape == (64, 64, 3) for d in decoded)  # the geometry stays
+        return super().predict_batch(inputs, decoded, state)
+
+
+def test_pixels_go_after_preprocessing_unless_saved_kept_or_read(tmp_path):
+    """Two batches in flight held two batches of full-size pictures (24 scans of 169 Mpx: past 14 GB)."""
+    images = [grey(v, 64) for v in (10, 20, 30)]
+    quiet = Holding()
+    assert [r.ok for r in quiet.stream(images, batch_size=2)] == [True] * 3 and max(quiet.held) <= 3
+    for predictor, options in (
+        (Holding(), {"keep_pictures": True}),
+        (Holding(), {"save_dir": tmp_path / "saved"}),
+        (Holding(reads=True), {}),
+    ):
+        records = list(predictor.stream(images, batch_size=2, **options))
+        assert all(r.ok for r in records) and min(predictor.held) == 64 * 64 * 3
+    kept = list(Holding().stream(images, keep_pictures=True))
+    assert kept[0].picture is not None and int(np.asarray(kept[0].picture)[0, 0, 0]) == 10

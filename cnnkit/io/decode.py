@@ -69,6 +69,12 @@ class Decoded:
         """Whether ``rgb`` is a reduced JPEG draft (for the model) rather than the input at its own size."""
         return self.rgb.shape[:2] != (self.height, self.width)
 
+    def release(self) -> None:
+        """Let the pixels go, keeping their shape (what sizes and scales are computed from): a read-only
+        view of one pixel, so a record's geometry is unchanged and no memory is held."""
+        self.rgb = np.broadcast_to(np.zeros((1, 1, *self.rgb.shape[2:]), self.rgb.dtype), self.rgb.shape)
+        self.full = self.encoded = None
+
     def picture(self) -> np.ndarray:
         """The input at its own size, for what a user sees (pictures, overlays, crops): ``rgb`` unless
         drafted, else ``full``, which a drafted input gets here by decoding its file again in full."""

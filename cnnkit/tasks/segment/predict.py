@@ -67,6 +67,11 @@ class Segmenter(Predictor):
     task = "segment"
     picture_suffix = ".png"
 
+    @property
+    def reads_pixels(self) -> bool:
+        """A tiled run cuts its windows from the picture in :meth:`predict_batch`."""
+        return self.tile is not None
+
     def __init__(
         self,
         loaded: Loaded,

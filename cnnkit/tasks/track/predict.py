@@ -91,6 +91,11 @@ class Tracking:
     task = "track"
     name: str
 
+    @property
+    def reads_pixels(self) -> bool:
+        """BoT-SORT's camera-motion step reads each frame; ByteTrack only its boxes."""
+        return self.tracker_cfg.tracker_type != "bytetrack"
+
     def _init_tracking(self, tracker: str | None, count_line: str | Sequence[float] | None) -> None:
         """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: the model's own,
         :func:`track_defaults`); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
