@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnkit.checks import check_run, source_list
-from cnnkit.errors import CnnkitError, DecodeError, OptionError, reason_of
+from cnnkit.errors import CnnkitError, DecodeError, OptionError, UsageError, reason_of
 from cnnkit.io import DEFAULT_MAX_PIXELS
-from cnnkit.io.decode import Decoded, decode
+from cnnkit.io.decode import Decoded, decode, value_budget
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.io.sources import Item, iter_sources, shard
 from cnnkit.io.video import VideoInfo, VideoOptions, VideoSaver, expand_videos
@@ -92,6 +92,12 @@ class Predictor(ABC):
         if record.result is None:
             raise CnnkitError(f"{record.path}: no result to draw")
         return record.result.draw(decoded.picture())
+
+    @property
+    def input_side(self) -> int | None:
+        """The side of the square each preprocessed input is at most (``None``: it varies with the image); the
+        engine refuses a batch size whose two batches in flight would pass the run's value budget."""
+        return None
 
     @property
     def reads_pixels(self) -> bool:
@@ -171,6 +177,7 @@ class Predictor(ABC):
             items=files,
             video=VideoOptions(vid_stride, start, end, max_frames),
         )
+        _check_in_flight(self, state)
         frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
         movies = VideoSaver(saver, state.video, state.videos) if saver is not None and self.saves_pictures else None
         self.on_stream_start(state)
@@ -203,6 +210,22 @@ class Predictor(ABC):
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))
+
+
+def _check_in_flight(predictor: Predictor, state: StreamState) -> None:
+    """Two batches of inputs are in flight: refuse an input size (an option, or a checkpoint's metadata) and
+    batch size whose product is past the budget, before anything is decoded."""
+    side = predictor.input_side
+    if not side:
+        return
+    values = 3 * side * side * 2 * state.batch_size
+    budget = value_budget(state.max_pixels)
+    if values > budget:
+        raise UsageError(
+            f"{predictor.name}: inputs of {side}x{side} (`imgsz`, or the model's own size) with `batch_size` "
+            f"{state.batch_size}: {2 * state.batch_size} inputs in flight would hold {values:,} values, over the "
+            f"budget of {budget:,} (from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`"
+        )
 
 
 def _noting(items: Iterable[Item], files: list[Item]) -> Iterator[Item]:

@@ -123,3 +123,19 @@ def test_classify_imgsz_rescales_the_preprocessing(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)[0]["predictions"][0]["label"] == record.predictions[0]["label"]
+
+
+def test_a_large_imgsz_is_checked_without_running_the_network_at_it():
+    """The load-time size check ran the classifier once at `imgsz`: at 8192 px that held 24 GB of activations
+    (the OOM killer's), before any batch. Shapes are checked with fake tensors above 512 px."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, cnnkit\n"
+        "cnnkit.load('classify', imgsz=4096, backend='torch')\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 1_500_000, done.stdout  # KiB; a real pass at 4096 px holds several GB

@@ -54,6 +54,11 @@ class Classifier(Predictor):
         loaded = resolve("classify", model, weights, backend=backend, device=runtime.device, imgsz=imgsz)
         return cls(loaded, runtime, topk)
 
+    @property
+    def input_side(self) -> int:
+        """The crop side (from ``imgsz`` or the checkpoint's metadata, which may say up to 8192)."""
+        return int(self.pre.crop)
+
     def preprocess(self, decoded: Decoded) -> torch.Tensor:
         """The image cropped, resized and normalised as the model was trained (its :class:`Preprocess`)."""
         return self.pre(decoded.rgb)

@@ -311,6 +311,11 @@ class Detector(Predictor):
         self.save_conf = save_conf
 
     @property
+    def input_side(self) -> int | None:
+        """YOLO's letterbox side; an R-CNN's input varies with the image."""
+        return int(self.backend.imgsz) if isinstance(self.backend, YoloBackend) else None
+
+    @property
     def saves_pictures(self) -> bool:
         """Annotated pictures and crops need the full-size image; label files alone do not."""
         return self.save_pictures or self.save_crop

@@ -19,7 +19,7 @@ from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState, resolve_classes
 from cnnkit.errors import OptionError, UsageError
-from cnnkit.io.decode import Decoded, check_budget, value_budget
+from cnnkit.io.decode import Decoded, check_budget
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
@@ -298,17 +298,10 @@ class Segmenter(Predictor):
         assert isinstance(result, SegmentMask)
         record.extra.update(result.save(saver, record.path, decoded.picture()))
 
-    def on_stream_start(self, state: StreamState) -> None:
-        """The engine holds two batches of letterboxed inputs: refuse sizes whose product is past the budget."""
-        side = -(-self.imgsz // 32) * 32
-        values = 3 * side * side * 2 * state.batch_size
-        budget = value_budget(state.max_pixels)
-        if values > budget:
-            raise UsageError(
-                f"`imgsz` {self.imgsz} with `batch_size` {state.batch_size}: {2 * state.batch_size} "
-                f"inputs in flight would hold {values:,} values, over the budget of {budget:,} "
-                f"(from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`"
-            )
+    @property
+    def input_side(self) -> int:
+        """Letterboxed to ``imgsz``, padded to a multiple of 32 (a tiled run's windows are smaller)."""
+        return -(-self.imgsz // 32) * 32
 
     def masks(self, sources: Any, **run_options: Any) -> Iterator[tuple[Record, np.ndarray | None]]:
         """``(record, class-index mask)`` per input (``None`` for a failure): :meth:`stream`'s records with
