@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,6 +292,9 @@ def write_records(
         redirect_stderr=False,
     )
     interrupted = broken_pipe = False
+    # a log file (nohup, Slurm) gets no live bar: a plain line now and then says the job is alive
+    beat = not quiet and not err.is_terminal
+    started = last = time.monotonic()
     restore = _sigterm_as_interrupt()
     try:
         with progress:  # the live bar is gone before the writer prints a table to the same terminal
@@ -311,6 +315,11 @@ def write_records(
                                 highlight=False,
                             )
                     progress.advance(bar)
+                    if beat and time.monotonic() - last >= HEARTBEAT_S:
+                        last = time.monotonic()
+                        of = f"/{total}" if total else ""
+                        rate = done / max(last - started, 1e-9)
+                        err.print(f"{done}{of} done, {len(failed)} failed, {rate:.1f}/s", markup=False, highlight=False)
             except KeyboardInterrupt:
                 interrupted = True
             except BrokenPipeError:
@@ -341,6 +350,9 @@ def write_records(
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+HEARTBEAT_S = 60.0  # seconds between progress lines when stderr is not a terminal
 
 
 def setting(ctx: typer.Context, name: str) -> Any:

@@ -157,3 +157,16 @@ def test_a_usage_error_names_the_command_as_typed_not_its_hidden_predict():
     assert "predict" not in result.output
     named = runner.invoke(app, ["detect", "val", "--bogus"])
     assert named.exit_code == 2 and "Usage: cnnkit detect val [OPTIONS]" in named.output
+
+
+def test_a_log_file_gets_a_progress_line_now_and_then(monkeypatch):
+    """No live bar off a terminal (nohup, Slurm): a plain line every HEARTBEAT_S says the job is alive."""
+    from cnnkit.cli import common
+
+    monkeypatch.setattr(common, "HEARTBEAT_S", 0.0)
+    samples = [str(REPO / "samples" / n) for n in ("shape_0_triangle.png", "shape_1_circle.png")]
+    result = runner.invoke(app, ["classify", *samples, "-f", "jsonl", "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert "1/2 done, 0 failed" in result.stderr and "2/2 done, 0 failed" in result.stderr
+    quiet = runner.invoke(app, ["-q", "classify", *samples, "-f", "jsonl", "--backend", "torch"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
