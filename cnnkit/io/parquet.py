@@ -12,8 +12,12 @@ pyarrow is imported on first use (the ``parquet`` extra).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.io.files import AlreadyExists, publish, write_error
 from cnnkit.records import SCHEMA_VERSION, VIDEO_KEYS
+
+log = logging.getLogger("cnnkit")
 
 if TYPE_CHECKING:
     from cnnkit.io.writers import Resume
@@ -190,15 +196,31 @@ class ParquetWriter:
         self._closed = False
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep()
             self._tmp = self._temp()
             self._writer = pa.parquet.ParquetWriter(self._tmp, self._schema, compression="zstd")
         except OSError as exc:
             raise write_error(self.final, exc) from exc
 
+    def _prefix(self) -> str:
+        """The start of this machine's temp files for the output (the process id follows)."""
+        return f".{self.final.name}.{socket.gethostname()}."
+
+    def _sweep(self) -> None:
+        """Remove the temp files runs on this machine left when they were killed outright (``kill -9``, the OOM
+        killer): each can be as large as a whole run's rows, and nothing else would ever remove it."""
+        mine = self._prefix()
+        for left in self.final.parent.glob(f"{glob.escape(mine)}*.tmp"):
+            pid = left.name[len(mine) :].partition(".")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    left.unlink()
+                    log.info("%s: removed a temp file a killed run left", left)
+
     def _temp(self) -> Path:
         from cnnkit.io.files import _umask
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.final.name}.", suffix=".tmp", dir=self.final.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{self._prefix()}{os.getpid()}.", suffix=".tmp", dir=self.final.parent)
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # the mode any new file gets, not mkstemp's 0600
         return Path(tmp)
@@ -272,3 +294,14 @@ class ParquetWriter:
             self._closed = True
             self._writer.close()
             self._tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -139,3 +139,27 @@ def test_video_frame_records_keep_frame_and_time_as_typed_columns():
     assert {"frame", "time_s"} <= set(schema().names)
     assert from_row(to_row(frame)) == frame
     assert from_row(to_row(image)) == image
+
+
+def test_a_temp_file_a_killed_run_left_is_removed_by_the_next_run(tmp_path):
+    """``kill -9`` leaves ``.NAME.parquet.HOST.PID.*.tmp`` (up to a whole run's rows); the next run on this
+    machine removes those of processes that are gone, and never another live run's."""
+    import socket
+    import subprocess
+    import sys
+
+    from cnnkit.io.parquet import ParquetWriter
+
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".out.parquet.{host}.{gone.stdout.strip()}.abc123.tmp"
+    live = tmp_path / f".out.parquet.{host}.{os.getppid()}.def456.tmp"
+    other = tmp_path / f".out.parquet.elsewhere.{gone.stdout.strip()}.ghi789.tmp"
+    for f in (dead, live, other):
+        f.write_bytes(b"rows")
+    writer = ParquetWriter(tmp_path / "out.parquet")
+    for record in RECORDS:
+        writer.write(record.to_dict())
+    writer.close()
+    assert not dead.exists() and live.exists() and other.exists()
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == len(RECORDS)
