@@ -639,6 +639,9 @@ def _check_outputs(module: Any, meta: dict[str, Any], task: str, path: Path) -> 
     shape = list(meta.get("input_shape") or [1, 3, "height", "width"])
     side = (meta.get("preprocess") or {}).get("crop") or meta.get("letterbox") or 64
     size = [int(d) if isinstance(d, int) else 1 if i == 0 else 3 if i == 1 else int(side) for i, d in enumerate(shape)]
+    takes = getattr(module, "input_hw", None)  # the graph's own fixed height and width, when it has them
+    if takes and len(size) == 4:
+        size[2:] = [int(takes[0]), int(takes[1])]
     try:
         with torch.inference_mode():
             out = _as_list(module(torch.full(size, 0.5)))[0]
