@@ -38,6 +38,7 @@ _RUN_KEYS = (
     "max_frames",
     "keep_pictures",
 )
+RUN_OPTIONS = {*_RUN_KEYS, "shard", "stream"} - {"shard_spec"}  # as a caller spells them
 
 
 def load(task: str, **options: Any) -> Predictor:
@@ -49,7 +50,7 @@ def load(task: str, **options: Any) -> Predictor:
 
     if task not in TASKS:
         raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
-    _check_names(TASKS[task].predictor.load, options, task)
+    _check_names(TASKS[task].predictor, options, task)
     check_load(options)
     if options.get("model") is None and options.get("weights") is None:
         options["model"] = lookup(f"model.{task}").value
@@ -58,20 +59,30 @@ def load(task: str, **options: Any) -> Predictor:
     return TASKS[task].predictor.load(**options)
 
 
-def _check_names(load: Any, options: dict[str, Any], task: str) -> None:
-    """An option the task does not take is an :class:`OptionError` naming it, not a TypeError naming a method."""
+def _check_names(predictor: Any, options: dict[str, Any], task: str) -> None:
+    """An option the task does not take is an :class:`OptionError` naming it, not a TypeError naming a method.
+
+    The names are every ``load`` keyword along the predictor's classes (a tracker's ``load`` passes the rest to
+    the detector's) and the ``load_options`` a predictor takes through ``**``."""
     import inspect
 
     from cnnkit.errors import OptionError
 
-    params = inspect.signature(load).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
+    names: set[str] = set(getattr(predictor, "load_options", ()))
+    for klass in predictor.__mro__:
+        load = klass.__dict__.get("load")
+        if load is not None:
+            params = inspect.signature(getattr(load, "__func__", load)).parameters.values()
+            names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    names -= {"cls", "self"}
     for name in options:
-        if name not in params:
-            names = {*params, *_RUN_KEYS, "stream", "shard"} - {"self", "cls", "shard_spec"}
-            known = ", ".join(sorted(names))
-            raise OptionError(name, f"not an option of {task} (its options: {known})", options[name])
+        if name not in names:
+            raise OptionError(
+                name,
+                f"not an option of {task} (model options: {', '.join(sorted(names))}; run options, for the task "
+                f"function or stream(): {', '.join(sorted(RUN_OPTIONS))})",
+                options[name],
+            )
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -102,8 +102,9 @@ class Predictor(ABC):
     @property
     def reads_pixels(self) -> bool:
         """Whether :meth:`predict_batch` reads the decoded pixels (a tiler, a tracker's camera-motion step), not
-        only their size: else a run that saves nothing lets each go after :meth:`preprocess`."""
-        return False
+        only their size. A predictor that says no lets each go after :meth:`preprocess` when a run saves nothing;
+        yes unless a predictor says so, as one that reads them would otherwise see a blank picture."""
+        return True
 
     @property
     def saves_pictures(self) -> bool:
@@ -213,18 +214,18 @@ class Predictor(ABC):
 
 
 def _check_in_flight(predictor: Predictor, state: StreamState) -> None:
-    """Two batches of inputs are in flight: refuse an input size (an option, or a checkpoint's metadata) and
-    batch size whose product is past the budget, before anything is decoded."""
+    """Refuse an input size (an option, or a checkpoint's metadata: a crop of 8192) whose batch alone is past
+    the value budget, before anything is decoded: the run could not hold even one batch of them."""
     side = predictor.input_side
     if not side:
         return
-    values = 3 * side * side * 2 * state.batch_size
+    values = 3 * side * side * state.batch_size
     budget = value_budget(state.max_pixels)
     if values > budget:
         raise UsageError(
             f"{predictor.name}: inputs of {side}x{side} (`imgsz`, or the model's own size) with `batch_size` "
-            f"{state.batch_size}: {2 * state.batch_size} inputs in flight would hold {values:,} values, over the "
-            f"budget of {budget:,} (from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`"
+            f"{state.batch_size}: a batch in flight would hold {values:,} values, over the budget of {budget:,} "
+            f"(from `max_pixels` {state.max_pixels:,}); lower `batch_size` or `imgsz`"
         )
 
 

@@ -198,6 +198,8 @@ def test_numbers_non_pixels_and_unknown_options_are_said_plainly() -> None:
         "a number (5.0) is not an image",
     ]
     assert records[3].ok
+    overshoot = np.clip(np.linspace(-33.0, 293.0, 192, dtype=np.float32), -33, 293).reshape(8, 8, 3)
+    assert cnnkit.classify(overshoot)[0].ok  # a bicubic resize of [0, 255] pixels: clipped, as it always was
     with pytest.raises(OptionError, match="not an option of classify"):
         cnnkit.classify(str(SCENE), arch="resnet18")
     with pytest.raises(OptionError, match="imgsz"):

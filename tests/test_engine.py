@@ -186,7 +186,7 @@ def test_a_wrong_number_of_results_is_a_bug_not_a_record():
 class Holding(Grey):
     """Grey that notes, per batch, how many bytes each decoded picture still holds when the forward pass runs."""
 
-    def __init__(self, reads: bool = False) -> None:
+    def __init__(self, reads: bool = False) -> None:  # says whether predict_batch reads pixels (the base: yes)
         super().__init__()
         self.held: list[int] = []
         self._reads = reads
@@ -206,6 +206,7 @@ def test_pixels_go_after_preprocessing_unless_saved_kept_or_read(tmp_path):
     images = [grey(v, 64) for v in (10, 20, 30)]
     quiet = Holding()
     assert [r.ok for r in quiet.stream(images, batch_size=2)] == [True] * 3 and max(quiet.held) <= 3
+    assert Grey().reads_pixels  # a predictor that does not say so keeps them
     for predictor, options in (
         (Holding(), {"keep_pictures": True}),
         (Holding(), {"save_dir": tmp_path / "saved"}),

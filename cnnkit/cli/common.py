@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -352,6 +353,15 @@ def write_records(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _read_from_elsewhere(done: Any) -> bool:
+    """Whether a resumed file's inputs look read from another working folder: none of the first of them is a
+    file here (a run adding new inputs to a file whose earlier ones are still here is not warned about)."""
+    from cnnkit.io import remote
+
+    local = [key for key in list(done)[:20] if not remote.is_remote(key)]  # a frame's key: `clip.mp4#12`
+    return bool(local) and not any(os.path.exists(key) or os.path.exists(key.rpartition("#")[0]) for key in local)
+
+
 HEARTBEAT_S = 60.0  # seconds between progress lines when stderr is not a terminal
 
 
@@ -584,7 +594,6 @@ def run_predict(
     folder), for what a command reports after the run (track summaries).
     """
     from cnnkit.config import resolve
-    from cnnkit.io import remote
     from cnnkit.io.files import check_outputs, drop_if_empty
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
@@ -634,7 +643,7 @@ def run_predict(
     if resume is not None and resume.done:
         kept = [it for it in items if path_key(it.path) not in resume.done]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
-        if kept and len(kept) == len(items) and any(it.data is None and not remote.is_remote(it.path) for it in items):
+        if kept and len(kept) == len(items) and _read_from_elsewhere(resume.done):
             log.warning(
                 "%s: none of these inputs is among its %d record(s); relative paths in it are read from this "
                 "folder (%s): rerun from the folder the first run started in",

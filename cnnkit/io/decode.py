@@ -198,12 +198,14 @@ def _from_memory(obj: Any) -> np.ndarray:
             lo, hi = float(arr.min()), float(arr.max())
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise DecodeError("in-memory array holds NaN or infinite values, which are not pixels")
-            if lo < -0.01 or hi > 255.01:  # a normalised tensor (mean/std) most often: the model normalises itself
+            # a normalised tensor (mean/std: about -2.1 to 2.6) would be read as a dark picture; a resize's overshoot
+            # of [0, 1] or [0, 255] pixels (bicubic: -0.13 to 1.15, -33 to 293) is clipped, as it always was
+            if lo < -0.5 and hi < 20:
                 raise DecodeError(
                     f"in-memory float array has values from {lo:.3g} to {hi:.3g}; pass pixels in [0, 1] or "
                     "[0, 255], not a normalised tensor"
                 )
-            if hi <= 1.0:
+            if hi <= 1.5:
                 arr = arr * 255.0
         elif arr.size and int(arr.max()) > 255:  # 16-bit (or wider) levels: scaled as PIL's I;16 is
             arr = np.clip(arr, 0, 65535).astype(np.uint32) * 255 // 65535

@@ -31,6 +31,7 @@ from typing import Any, TextIO, overload
 
 from cnnkit.errors import OptionError
 from cnnkit.io import remote  # URLs (s3://, gs://, http(s)://, file://): the remote-read layer
+from cnnkit.io.files import forget_folders, real_path
 
 IN_MEMORY = "<image "  # the start of the path an in-memory input (array, tensor, PIL image without a file) gets
 
@@ -84,7 +85,7 @@ def _key(path: str) -> tuple[int, int] | None:
 def _real(path: str) -> Any:
     """What makes two names one input: the path with symbolic links resolved."""
     try:
-        return os.path.realpath(path)
+        return real_path(path)
     except (OSError, ValueError):  # a NUL byte from a stdin list: the name is all there is
         return ("path", path)
 
@@ -320,6 +321,7 @@ def iter_sources(
     reader) is read only as far as the items are taken."""
     items: list[Item] = []  # the current source's items, handed out before the next source is read
     seen: set[Any] = set()
+    forget_folders()
     skip = frozenset(k for k in (_key(os.fspath(p)) for p in (OUTPUTS, *outputs)) if k is not None)
 
     def add(path: str, data: Any = None, error: str | None = None) -> None:

@@ -53,11 +53,12 @@ def path_key(path: str) -> str:
     ``s3://b/k`` names).
     """
     from cnnkit.io import remote
+    from cnnkit.io.files import real_path
 
     if remote.is_remote(path):
         return remote.key(path)
     try:
-        return os.path.realpath(path)
+        return real_path(path)
     except (OSError, ValueError):  # a NUL byte: the spelling is all there is
         return os.path.normpath(os.path.abspath(path))
 

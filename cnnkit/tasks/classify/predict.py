@@ -55,6 +55,11 @@ class Classifier(Predictor):
         return cls(loaded, runtime, topk)
 
     @property
+    def reads_pixels(self) -> bool:
+        """Only :meth:`preprocess` reads the picture."""
+        return False
+
+    @property
     def input_side(self) -> int:
         """The crop side (from ``imgsz`` or the checkpoint's metadata, which may say up to 8192)."""
         return int(self.pre.crop)

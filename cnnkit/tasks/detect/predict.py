@@ -311,6 +311,11 @@ class Detector(Predictor):
         self.save_conf = save_conf
 
     @property
+    def reads_pixels(self) -> bool:
+        """Only :meth:`preprocess` reads the picture; the boxes need its size."""
+        return False
+
+    @property
     def input_side(self) -> int | None:
         """YOLO's letterbox side; an R-CNN's input varies with the image."""
         return int(self.backend.imgsz) if isinstance(self.backend, YoloBackend) else None

@@ -249,6 +249,11 @@ class InstanceSegmenter(Predictor):
         return Instances(preds, dec.width, dec.height)
 
     @property
+    def reads_pixels(self) -> bool:
+        """Only :meth:`preprocess` reads the picture; masks are pasted by its size."""
+        return False
+
+    @property
     def saves_pictures(self) -> bool:
         """Annotated pictures and masks need the full-size image."""
         return self.save_pictures or self.save_masks

@@ -165,6 +165,8 @@ class Tracker(Tracking, Detector):
     """A detector whose boxes carry ``track_id``s, stable across the frames of one video; for an instance
     segmentation model, :meth:`load` gives an :class:`InstanceTracker`."""
 
+    load_options = ("tracker", "count_line", "mask_threshold", "save_masks")  # through load's ``**options``
+
     def __init__(
         self,
         backend: Any,

@@ -133,6 +133,9 @@ def test_cli_skip_existing_through_a_link_and_with_its_report_and_save_folder(sh
     monkeypatch.chdir(tmp_path / "elsewhere")
     moved = runner.invoke(app, ["classify", "../link/img_0*.png", "-o", "../rel.jsonl", "--skip-existing"])
     assert moved.exit_code == 0 and "rerun from the folder the first run started in" in moved.output
+    monkeypatch.chdir(tmp_path)  # new inputs added to a file whose earlier ones are still here: no warning
+    more = runner.invoke(app, ["classify", "link/img_1*.png", "-o", "rel.jsonl", "--skip-existing"])
+    assert more.exit_code == 0 and "rerun from" not in more.output
 
 
 def test_cli_stdin_source(shapes_images):
