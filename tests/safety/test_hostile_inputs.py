@@ -138,7 +138,7 @@ def test_every_task_refuses_inputs_in_flight_past_the_budget(task):
     crop of 8192 with the default batch: past 12 GB); now the same usage error as segment's, before decoding."""
     res = _cli(task, SAMPLE, "--imgsz", "8192", "-f", "jsonl", "--backend", "torch")
     assert res.exit_code == 2, res.output
-    assert "inputs in flight would hold" in res.stderr and "lower --batch-size or --imgsz" in res.stderr
+    assert "a batch in flight would hold" in res.stderr and "lower --batch-size or --imgsz" in res.stderr
 
 
 def test_api_sizes_are_bounded_too():
