@@ -116,10 +116,10 @@ def _images_only(records: Iterable[dict[str, Any]], fmt: str) -> list[dict[str, 
             rows.append(r)
         else:
             frames[str(r.get("path"))] += 1
-    for path, n in frames.items():
-        log.warning("%s: %d video frame record(s) left out (%s takes image records)", path, n, fmt)
     if frames and not rows:
         raise CnnkitError(f"nothing to convert: every record is a video frame ({fmt} takes image records)")
+    for path, n in frames.items():
+        log.warning("%s: %d video frame record(s) left out (%s takes image records)", path, n, fmt)
     return rows
 
 
