@@ -96,7 +96,7 @@ class Predictor(ABC):
     @property
     def input_side(self) -> int | None:
         """The side of the square each preprocessed input is at most (``None``: it varies with the image); the
-        engine refuses a batch size whose two batches in flight would pass the run's value budget."""
+        engine refuses a batch size whose one batch would pass the run's value budget."""
         return None
 
     @property
