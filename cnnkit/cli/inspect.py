@@ -22,9 +22,11 @@ def models(
     from cnnkit.models.describe import describe
     from cnnkit.models.registry import list_models
 
-    rows = [describe(s) for s in list_models(pattern, task=task)]
     if task == "track":  # the tracker runs the detectors and instance segmenters
-        rows = [describe(s) for s in list_models(pattern) if s.task in ("detect", "instance")]
+        specs = [s for s in list_models(pattern) if s.task in ("detect", "instance")]
+    else:
+        specs = list_models(pattern, task=task)
+    rows = [describe(s) for s in specs]
     for r in rows:
         r["parameters_m"] = round(r["parameters"] / 1e6, 3)
     if json_wanted(fmt, ctx):

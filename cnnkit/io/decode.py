@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.errors import DecodeError
+from cnnkit.errors import DecodeError, reason_of
 from cnnkit.io import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def _from_memory(obj: Any) -> np.ndarray:
                 t.float() if t.is_floating_point() and t.dtype.itemsize < 4 else t
             ).numpy()  # bfloat16 has no NumPy type
         except (RuntimeError, NotImplementedError, TypeError) as exc:  # a meta tensor, an odd dtype
-            raise DecodeError(f"in-memory tensor cannot be read ({str(exc).splitlines()[0][:80]})") from None
+            raise DecodeError(f"in-memory tensor cannot be read ({reason_of(exc, 80)})") from None
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
             arr = np.transpose(arr, (1, 2, 0))
     elif isinstance(obj, (float, complex, np.number)):

@@ -132,17 +132,19 @@ class FinetuneOptions:
         state, sidecar = out / "last.pt", out / "last.json"
         if not state.is_file() or (needs_record and not sidecar.is_file()):
             raise OptionError("resume", f"no last.pt / last.json in {out}; nothing to resume", self.resume)
-        if not needs_record and not _records_options(sidecar):
+        meta: Any = None
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            if needs_record:
+                raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({reason_of(exc, 120)})") from None
+        if not (isinstance(meta, dict) and isinstance(meta.get("finetune"), dict)):
+            if needs_record:
+                raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", self.resume)
             log.warning("%s: no record of the run's options; resuming with the options given", out)
             if not data:
                 raise UsageError("finetune: DATA is required to resume this run (`resume` RUN_DIR records none)")
             return str(Path(data).resolve()), self, {}
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CnnkitError(f"{sidecar}: not a readable cnnkit run record ({reason_of(exc, 120)})") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("finetune"), dict):
-            raise OptionError("resume", f"{sidecar} was not written by cnnkit finetune", self.resume)
         recorded = dict(meta["finetune"])
         unknown = sorted(set(recorded) - {"data", *names})
         if unknown:
@@ -191,15 +193,6 @@ class FinetuneOptions:
         if self.resume:
             return resume_dir(self.resume)
         return run_dir(task, self.out, exist_ok=self.exist_ok)
-
-
-def _records_options(sidecar: Path) -> bool:
-    """Whether a run's ``last.json`` holds a ``finetune`` record of its options."""
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(meta, dict) and isinstance(meta.get("finetune"), dict)
 
 
 # Options about where and how a run goes: every task takes them, so none is "ignored".
