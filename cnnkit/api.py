@@ -100,8 +100,9 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def classify(sources: Any, *, stream: bool = False, **options: Any) -> list[Record] | Iterator[Record]:
     """Top-k labels for each image in ``sources`` (paths, folders, globs, PIL images, arrays, tensors).
 
-    Options: ``model``, ``weights``, ``backend`` (``torch``, or ``onnxruntime``/``torchscript`` for a
-    ``.onnx``/``.torchscript`` from ``cnnkit export``; default by the weights' suffix), ``topk``, ``imgsz``
+    Options: ``model``, ``weights``, ``backend`` (default ``auto``: on a CPU the model compiled once to
+    OpenVINO or ONNX Runtime, verified and cached; ``torch`` for eager PyTorch; ``onnxruntime``, ``openvino``
+    or ``torchscript`` forced; an exported ``.onnx``/``.torchscript`` runs on its own runtime), ``topk``, ``imgsz``
     (the preprocessing rescaled to it), ``device``, ``half``, ``threads``,
     ``batch_size``, ``workers``, ``recursive``, ``shard``, ``save_dir``, ``max_pixels``, and for video
     files and streams ``vid_stride``, ``start``/``end`` (seconds) and ``max_frames``: one record per frame.

@@ -1,6 +1,6 @@
 """Saved pictures at the input's own resolution (#15): a drafted JPEG feeds the model, never the pictures.
 
-Each input here is a JPEG large enough for every bundled model to decode it at 1/2–1/8 scale;
+Each input here is a JPEG large enough for the bundled classifier and segmenter to decode it at reduced scale;
 one carries EXIF orientation 6, so its record is 768 wide and 1024 high.
 """
 
@@ -56,10 +56,16 @@ def _reencoded(img: Image.Image) -> np.ndarray:
 
 
 def test_inputs_are_drafted_for_the_models(photos):
-    """The premise: every bundled model's decode of these inputs is reduced, and the sizes are the record's."""
+    """The premise: the bundled classifier's and segmenter's decode of these inputs is reduced (the detector's
+    never is), and the sizes are the record's."""
     from cnnkit.io.decode import decode
+    from cnnkit.tasks.classify.predict import Classifier
+    from cnnkit.tasks.detect.predict import Detector
+    from cnnkit.tasks.segment.predict import Segmenter
 
-    for side in (64, 128, 256):  # classify, segment, detect
+    sides = [Classifier.load(device="cpu").min_side, Segmenter.load(device="cpu").min_side]
+    assert Detector.load(device="cpu").min_side is None
+    for side in sides:
         for path in photos:
             d = decode(str(path), min_side=side)
             assert d.drafted and d.rgb.shape[0] < d.height
@@ -90,7 +96,7 @@ def test_detect_pictures_and_crops_come_from_the_full_image(photos, tmp_path):
     out = tmp_path / "det"
     plain = _records(["detect", *map(str, photos)])
     records = _records(["detect", *map(str, photos), "--save-dir", str(out), "--save-crop"])
-    # the model still sees the draft: saving changes no prediction
+    # saving changes no prediction
     assert [r["predictions"] for r in records] == [r["predictions"] for r in plain]
     assert sum(len(r["predictions"]) for r in records) >= 2
     for rec in records:
@@ -164,11 +170,12 @@ def test_full_size_decode_only_when_saving(photos, tmp_path, monkeypatch):
     clf = Classifier.load(device="cpu")
     paths = [str(p) for p in photos]
     plain = list(clf.stream(paths, batch_size=1))
-    assert [c[0] for c in calls] == [64, 64]
+    side = clf.min_side
+    assert side == 3 * 64 and [c[0] for c in calls] == [side, side]  # DRAFT_MARGIN × the 64 px input
 
     calls.clear()
     saved = list(clf.stream(paths, batch_size=1, save_dir=tmp_path / "s"))
-    assert sorted(c[0] or 0 for c in calls) == [0, 0, 64, 64]
+    assert sorted(c[0] or 0 for c in calls) == [0, 0, side, side]
     assert all(name.startswith("cnnkit-decode") for _, name in calls)
     assert [r.predictions for r in saved] == [r.predictions for r in plain]
     assert all(Image.open(r.extra["saved"]).size == (r.width, r.height) for r in saved)

@@ -16,7 +16,8 @@ app = typer.Typer(
     name="cnnkit",
     cls=RootGroup,
     help="Convolutional networks for image files: classify, detect, segment, fine-tune, inspect.\n\n"
-    "Data goes to stdout, logs and progress to stderr. Exit codes: 0 ok, 1 some inputs failed, 2 usage error.",
+    "Data goes to stdout, logs and progress to stderr. Exit codes: 0 ok, 1 some inputs failed, 2 usage error, "
+    "130 interrupted, 141 stdout closed (`| head`).",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,

@@ -85,6 +85,7 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
     from cnnkit.models.describe import is_available
     from cnnkit.models.registry import list_models
     from cnnkit.tasks import TASKS
+    from cnnkit.ultralytics_adapter import cache_dir
 
     def version(pkg: str) -> str | None:
         try:
@@ -122,6 +123,8 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "caches": {
+            "cnnkit": str(cache_dir()),
+            "ultralytics_weights": str(cache_dir() / "ultralytics" / "weights"),
             "torch_hub": str(hub.torch_hub_dir()),
             "weights_dir": str(hub.WEIGHTS_DIR),
             "runtimes": str(runtimes.cache_root()),

@@ -7,6 +7,7 @@ in an ``images`` folder beside it (or beside the file).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,17 @@ class CocoSplit:
         return self.images_dir / image["file_name"]
 
     def annotations_of(self, image_id: int) -> list[dict[str, Any]]:
-        return [a for a in self.gt["annotations"] if a["image_id"] == image_id and not a.get("iscrowd", 0)]
+        """An image's annotations, crowds left out (an index built once: 400k annotations scanned per sample
+        cost 40 ms each)."""
+        return self._by_image.get(image_id, [])
+
+    @functools.cached_property
+    def _by_image(self) -> dict[Any, list[dict[str, Any]]]:
+        index: dict[Any, list[dict[str, Any]]] = {}
+        for a in self.gt["annotations"]:
+            if not a.get("iscrowd", 0):
+                index.setdefault(a["image_id"], []).append(a)
+        return index
 
 
 def find_annotations(data: str | Path, split: str) -> Path:
@@ -128,6 +139,8 @@ def check_coco(path: Path, gt: dict[str, Any]) -> None:
                 raise bad(where, f"an RLE size must be [height, width], not {size!r}")
             if width is not None and height is not None and size != [height, width]:
                 raise bad(where, f"its RLE is {size[1]}x{size[0]}, its image {width}x{height}")
+            if width is None and height is None:  # pycocotools needs the image's size; its RLE gives it
+                image["height"], image["width"] = size
             if not isinstance(counts, str) and not (
                 isinstance(counts, list)
                 and all(isinstance(v, int) and v >= 0 for v in counts)

@@ -49,12 +49,12 @@ def _unreadable(path: str | Path, what: str, exc: BaseException) -> CnnkitError:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A class-index PNG as an H×W uint8 array (palette indices or grey levels)."""
+    """A class-index PNG as an H×W uint8 array (palette indices, grey levels, or 0/1 of a 1-bit PNG)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            if img.mode not in ("P", "L"):
+            if img.mode not in ("P", "L", "1"):
                 raise CnnkitError(f"{path}: mask must be a palette or greyscale PNG, not {img.mode}")
             return np.asarray(img, dtype=np.uint8).copy()
     except (OSError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image, too large
@@ -152,9 +152,21 @@ def declared_names(data: str | Path) -> list[str] | None:
 
 
 def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:
-    """Names for mask values: :func:`declared_names`, else ``class_N`` up to the largest value."""
+    """Names for mask values: :func:`declared_names`, else ``class_N`` up to the largest value that is a class
+    (``IGNORE`` is none). Masks holding only background and ``IGNORE`` (a 0/255 binary mask) are refused:
+    their objects would be ignored, not learned."""
     names = declared_names(data)
     if names:
         return names
-    top = max(int(read_mask(m).max()) for _, m in pairs)
+    top, ignored = 0, False
+    for _, m in pairs:
+        values = read_mask(m)
+        void = values == IGNORE
+        ignored = ignored or bool(void.any())
+        top = max(top, int(values[~void].max(initial=0)))
+    if top == 0:
+        void_note = f" and {IGNORE}, which marks pixels to ignore (VOC's void)" if ignored else ""
+        raise CnnkitError(
+            f"{data}: the masks hold no class but the background (0){void_note}; give object pixels the values 1, 2, …"
+        )
     return ["background", *(f"class_{i}" for i in range(1, top + 1))]

@@ -282,7 +282,13 @@ def split_images(ds: DatasetYaml, split: str) -> list[Path]:
     images: list[Path] = []
     for p in ds.splits[split]:
         if p.is_dir():
-            images += sorted(f for f in p.rglob("*") if f.suffix[1:].lower() in IMAGE_SUFFIXES and f.is_file())
+            images += sorted(  # hidden entries (macOS `._x.png`) left out, as ultralytics' glob does
+                f
+                for f in p.rglob("*")
+                if f.suffix[1:].lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and f.is_file()
+            )
             continue
         try:
             lines = p.read_text(encoding="utf-8-sig").strip().splitlines()
@@ -346,10 +352,11 @@ def read_labels(path: Path, classes: int) -> list[Label]:
         cls_f, coords = values[0], values[1:]
         if cls_f != int(cls_f) or not 0 <= cls_f < classes:
             raise CnnkitError(f"{path}:{n}: class {fields[0]} is not one of the dataset's {classes} (0–{classes - 1})")
-        if min(coords) < 0 or max(coords) > 1:
+        # ultralytics' tolerance (exported polygons round to 1.000001): up to 1.01, down to -0.01, sizes not negative
+        if max(coords) > 1.01 or min(coords) < -0.01 or (min(coords) < 0 and not polygon and min(coords[2:]) < 0):
             raise CnnkitError(f"{path}:{n}: the box {line.strip()[:60]!r} is not inside the image (fractions 0–1)")
         if polygon:
-            xs, ys = coords[0::2], coords[1::2]
+            xs, ys = [min(max(v, 0.0), 1.0) for v in coords[0::2]], [min(max(v, 0.0), 1.0) for v in coords[1::2]]
             x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
         else:
             cx, cy, w, h = coords

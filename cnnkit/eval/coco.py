@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,14 +32,16 @@ class CocoResults:
     ``category_ids`` maps class_id → COCO category id (default ``class_id + 1``).
     """
 
-    def __init__(self, image_ids: dict[str, int] | None = None, category_ids: dict[int, int] | None = None) -> None:
-        self.image_ids = dict(image_ids or {})
+    def __init__(
+        self, image_ids: Mapping[str, int | str] | None = None, category_ids: dict[int, int] | None = None
+    ) -> None:
+        self.image_ids: dict[str, int | str] = dict(image_ids or {})
         self.category_ids = category_ids
         self.items: list[dict[str, Any]] = []
         self._given = frozenset(self.image_ids.values())  # the ground truth's ids
-        self._next = max(self.image_ids.values(), default=0) + 1
+        self._next = max((i for i in self.image_ids.values() if isinstance(i, int)), default=0) + 1  # ids may be text
 
-    def image_id(self, path: str, frame: int | None = None) -> int:
+    def image_id(self, path: str, frame: int | None = None) -> int | str:
         keys = (path, os.path.basename(path)) if frame is None else (f"{path}#{frame}",)
         for key in keys:
             if key in self.image_ids:
@@ -47,8 +50,9 @@ class CocoResults:
         self._next += 1
         return new
 
-    def add(self, record: Record) -> None:
-        image_id = self.image_id(record.path, record.frame)
+    def add(self, record: Record, image_id: int | str | None = None) -> None:
+        """``record``'s results, under ``image_id`` when given (a ground truth naming one file twice)."""
+        image_id = self.image_id(record.path, record.frame) if image_id is None else image_id
         if record.error is not None:
             return
         where: dict[str, Any] = {}
@@ -58,8 +62,13 @@ class CocoResults:
                 where["frame"] = record.frame
         for p in record.predictions:
             cat = self.category_ids[p["class_id"]] if self.category_ids else p["class_id"] + 1
-            x1, y1, x2, y2 = p["box"]
-            item = {"image_id": image_id, "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": p["score"]}
+            x1, y1, x2, y2 = p["box"]  # w, h rounded: 2-decimal boxes give 2-decimal sizes, not 74.39000000000001
+            item = {
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": [x1, y1, round(x2 - x1, 6), round(y2 - y1, 6)],
+                "score": p["score"],
+            }
             if isinstance(p.get("mask"), dict):
                 item["segmentation"] = p["mask"]
             self.items.append({**item, **where})
@@ -75,7 +84,8 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+        # ids renumbered: pycocotools keeps annotation ids in float arrays, and COCO allows text ids
+        coco_gt.dataset = {**gt, "annotations": [dict(a, id=i) for i, a in enumerate(gt["annotations"], 1)]}
         for a in coco_gt.dataset["annotations"]:
             a.setdefault("iscrowd", 0)
             a.setdefault("area", a["bbox"][2] * a["bbox"][3])

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cnnkit.errors import CnnkitError, OptionError, printable
+
 Line = tuple[float, float, float, float]
 
 
@@ -27,7 +29,6 @@ Line = tuple[float, float, float, float]
 
 def parse_line(value: str | Sequence[float]) -> Line:
     """``"x1,y1,x2,y2"`` (pixels) or four numbers → a line segment; two equal ends are refused."""
-    from cnnkit.errors import OptionError
 
     try:
         parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
@@ -133,8 +134,11 @@ class MotRow:
 
 def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
     """Rows of a MOT text file: results, or ground truth (``truth``), where a row with ``conf`` 0 is not to be
-    considered and is skipped, as motmetrics' and TrackEval's MOT Challenge loaders do."""
+    considered and is skipped, as motmetrics' and TrackEval's MOT Challenge loaders do. A visibility of -1
+    (MOT15's "not given", cnnkit's own ``--format mot``) is full visibility; an id twice in one frame is refused,
+    as TrackEval refuses it. A malformed file is a :class:`CnnkitError` naming its line."""
     rows = []
+    seen: set[tuple[int, int]] = set()
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -143,12 +147,17 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
             try:
                 v = [float(p) for p in parts]
             except ValueError:
-                raise ValueError(f"{path}:{n}: not a MOT row: {line.strip()[:80]}") from None
+                raise CnnkitError(f"{path}:{n}: not a MOT row: {printable(line.strip()[:80])}") from None
             if len(v) < 6:
-                raise ValueError(f"{path}:{n}: a MOT row has at least 6 fields")
+                raise CnnkitError(f"{path}:{n}: a MOT row has at least 6 fields")
+            if not all(math.isfinite(x) for x in v):
+                raise CnnkitError(f"{path}:{n}: a MOT row holds a number that is not finite")
             score = v[6] if len(v) > 6 else 1.0
             if truth and score == 0:
                 continue
+            if (int(v[0]), int(v[1])) in seen:
+                raise CnnkitError(f"{path}:{n}: id {int(v[1])} appears twice in frame {int(v[0])}")
+            seen.add((int(v[0]), int(v[1])))
             rows.append(
                 MotRow(
                     int(v[0]),
@@ -156,7 +165,7 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
                     (v[2], v[3], v[4], v[5]),
                     score,
                     int(v[7]) if len(v) > 7 else -1,
-                    v[8] if len(v) > 8 else 1.0,
+                    v[8] if len(v) > 8 and v[8] >= 0 else 1.0,
                 )
             )
     return rows
@@ -249,11 +258,11 @@ def score(
     table = mh.compute_many(accs, names=names, metrics=list(METRICS), generate_overall=True)
     out: dict[str, dict[str, float | None]] = {}
     for name, row in table.iterrows():
-        out[str(name)] = {  # nothing matched leaves idp/motp NaN: None (null), since JSON has no NaN
+        out[str(name)] = {  # nothing matched leaves idp/motp NaN, no ground truth MOTA -inf: None (null) in JSON
             k: (
                 int(row[k])
                 if k.startswith(("num_", "mostly_"))
-                else (None if math.isnan(float(row[k])) else round(float(row[k]), 4))
+                else (round(float(row[k]), 4) if math.isfinite(float(row[k])) else None)
             )
             for k in METRICS
         }

@@ -8,6 +8,7 @@ torchvision downloaded once is found by cnnkit offline. A missing file offline i
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -76,9 +77,10 @@ def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = Fal
             raise CnnkitError(
                 f"{cached}: not a readable weights file ({reason[:120]}); delete it to download it again"
             ) from None
+    said = io.StringIO()  # torch.hub says `Downloading: …` on stdout, where data goes: to stderr once it worked
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # torch.hub says `Downloading: …` on stdout, where data goes
-            return torch.hub.load_state_dict_from_url(
+        with contextlib.redirect_stdout(said):
+            state = torch.hub.load_state_dict_from_url(
                 weights.url,
                 model_dir=str(cached.parent),
                 map_location="cpu",
@@ -86,7 +88,9 @@ def torchvision_state_dict(model_name: str, enum_name: str, progress: bool = Fal
                 check_hash=True,
                 weights_only=True,
             )
-    except Exception as exc:
+        sys.stderr.write(said.getvalue())
+        return state
+    except Exception as exc:  # the one line below says it all: no `Downloading:` line before it
         raise WeightsNotAvailable(
             f"{model_name}: pretrained weights {enum_name} are not in the cache {cached.parent} and "
             f"could not be downloaded ({reason_of(exc, 160)}); connect once to download them, or pass `weights` PATH"

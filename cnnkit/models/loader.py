@@ -157,8 +157,18 @@ def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
     if head and head != len(labels):
         labels = [f"class_{i}" for i in range(head)]
     module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
+    _as_torchvision_builds(spec, module)
     load_into(module, state, weights)
     return Loaded(module, spec.name, labels, spec.preprocess or _torchvision_preprocess(spec), spec, {})
+
+
+def _as_torchvision_builds(spec: ModelSpec, module: Any) -> None:
+    """A torchvision R-CNN built as torchvision builds it for its COCO weights (frozen BatchNorm), whether the
+    file comes from the cache or from ``weights``: the same file, the same network."""
+    if spec.source == "torchvision" and spec.task in ("detect", "instance"):
+        from cnnkit.models.entries import as_pretrained_rcnn
+
+        as_pretrained_rcnn(module, spec.name)
 
 
 def _torchvision_preprocess(spec: ModelSpec) -> Preprocess | None:
@@ -187,10 +197,7 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
         state = hub.torchvision_state_dict(spec.name, spec.weights_name)  # before building: offline fails fast
         labels = torchvision_labels(spec)
         module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
-        if spec.task in ("detect", "instance"):  # torchvision's R-CNNs: built as torchvision builds them for these
-            from cnnkit.models.entries import as_pretrained_rcnn
-
-            as_pretrained_rcnn(module, spec.name)
+        _as_torchvision_builds(spec, module)
         try:
             load_into(module, state, spec.name)
         except CnnkitError as exc:  # another model's weights under this name: the file is to blame, not the model

@@ -89,19 +89,25 @@ class Preprocess:
             interpolation=str(interp),
         )
 
-    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+    def __call__(
+        self, rgb: np.ndarray, size: tuple[int, int] | None = None, scale: tuple[float, float] = (1.0, 1.0)
+    ) -> torch.Tensor:
         """H×W×3 uint8 → 3×crop×crop float tensor.
 
         When resizing the whole image would give more than four crops' worth of pixels (an aspect
         ratio past about 4:1), only the source region under the centre crop is resampled (PIL's
         ``box``: the same pixel centres and filter as resizing, then cropping), so a 200000×1
-        image never becomes a 51-million-pixel-wide intermediate.
+        image never becomes a 51-million-pixel-wide intermediate. ``rgb`` may be a JPEG draft of an image
+        of ``size`` (width, height), ``scale`` original pixels per drafted one: the resize is then computed
+        on the original's geometry and read from the draft through ``box``, so the crop covers the same
+        region as from a full decode (rounding the draft's size instead shifted it by up to a pixel).
         """
         import torch
         from PIL import Image
 
         img = Image.fromarray(rgb)
-        w, h = img.size
+        w, h = size or img.size
+        region = (0.0, 0.0, w / scale[0], h / scale[1])  # the original image in the draft's pixels
         # torchvision's Resize(int): the short side becomes `resize`, the long one int(resize × long / short)
         nw, nh = (self.resize, int(self.resize * h / w)) if w <= h else (int(self.resize * w / h), self.resize)
         nw, nh = max(self.crop, nw), max(self.crop, nh)
@@ -112,12 +118,12 @@ class Preprocess:
         }.get(self.interpolation, Image.Resampling.BILINEAR)
         left, top = int(round((nw - self.crop) / 2.0)), int(round((nh - self.crop) / 2.0))  # as CenterCrop
         if nw * nh > 4 * self.crop * self.crop:
-            sx, sy = w / nw, h / nh
+            sx, sy = w / nw / scale[0], h / nh / scale[1]
             box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
             img = img.resize((self.crop, self.crop), resample, box=box)
         else:
-            if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), resample)
+            if (nw, nh) != img.size or scale != (1.0, 1.0):
+                img = img.resize((nw, nh), resample, box=region)
             img = img.crop((left, top, left + self.crop, top + self.crop))
         t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
@@ -135,20 +141,26 @@ def by_shape(tensors: Sequence[Any]) -> list[list[int]]:
     return list(groups.values())
 
 
+RCNN_FULL_PIXELS = 16_000_000  # up to this (a 12 MP photo, a 4K frame), an R-CNN gets the image as decoded
+
+
 def rcnn_input(rgb: np.ndarray, min_size: int, max_size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """An image for a torchvision two-stage model (Faster/Mask R-CNN), which resizes by itself so
     that the short side is ``min_size`` and the long side at most ``max_size``.
 
-    An image the model would shrink more than 2× is first reduced to that size here, in uint8
-    with PIL: the model would otherwise normalise full-size float copies of it (1.7 GB each for
-    144 MP). A thin image is padded (bottom/right) so the model's resize keeps its short side at
-    least one stride-32 feature cell. Returns the array and the height and width of the image in it.
+    An image is handed over as decoded, as torchvision's own pipeline takes it, unless the model would
+    shrink it more than 2× and it (padded, see below) has more than ``RCNN_FULL_PIXELS``: then it is first
+    reduced here to the model's size, in uint8 with PIL, since the model would otherwise normalise
+    full-size float copies of it (1.7 GB each for 144 MP). A thin image is padded (bottom/right) so the
+    model's resize keeps its short side at least one stride-32 feature cell. Returns the array and the
+    height and width of the image in it.
     """
     from PIL import Image
 
     h, w = rgb.shape[:2]
     scale = min(min_size / min(h, w), max_size / max(h, w))
-    if scale < 0.5:
+    padded = max(h, math.ceil(32 * max(h, w) / max_size)) * max(w, math.ceil(32 * max(h, w) / max_size))
+    if scale < 0.5 and padded > RCNN_FULL_PIXELS:
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
         rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0))
     need = math.ceil(32 * max(h, w) / max_size)

@@ -171,11 +171,11 @@ def explain_classifier(
     checked = False
     for path in paths:
         try:
-            decoded = decode(path, min_side=predictor.pre.resize)
+            decoded = decode(path, min_side=predictor.min_side)
         except CnnkitError as exc:
             yield Failed(path, str(exc))
             continue
-        x = predictor.pre(decoded.rgb).unsqueeze(0).to(device)
+        x = predictor.preprocess(decoded).unsqueeze(0).to(device)
         if layer and not checked:
             _check_maps(model, layers[0], layer, x)
             checked = True

@@ -407,10 +407,12 @@ def model_input(loaded: Any, rgb: np.ndarray) -> ModelInput:
         return ModelInput(x, boxed, how)
     if kind == "letterbox":
         from cnnkit.device import Runtime
+        from cnnkit.io.decode import Decoded
         from cnnkit.tasks.segment.predict import Segmenter
 
         seg = Segmenter(loaded, Runtime.create("cpu", channels_last=False), loaded.imgsz)
-        box = seg._short_side(rgb, seg.imgsz) if seg.short_side else seg._letterbox(rgb, seg.imgsz)
+        whole = Decoded("", rgb, rgb.shape[1], rgb.shape[0])
+        box = seg._short_side(whole, seg.imgsz) if seg.short_side else seg._letterbox(whole, seg.imgsz)
         x = box.tensor[None]
         side = _hw(*x.shape[-2:])
         how = (

@@ -44,6 +44,7 @@ def test_info_json():
     assert data["caches"]["torch_hub"].startswith(str(__import__("os").environ["TORCH_HOME"]))
     cache = __import__("os").environ["CNNKIT_CACHE"]
     assert data["caches"]["runtimes"] == f"{cache}/runtimes" and data["caches"]["openvino"] == f"{cache}/openvino"
+    assert data["caches"]["cnnkit"] == cache and data["caches"]["ultralytics_weights"] == f"{cache}/ultralytics/weights"
     assert data["cached_pretrained"] == []
 
 

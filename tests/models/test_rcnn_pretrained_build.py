@@ -70,3 +70,31 @@ def test_the_first_resnet50_fpn_weights_get_eps_zero_and_frozen_stages():
         p.requires_grad for p in net.backbone.body.layer1.parameters()
     )
     assert all(p.requires_grad for p in net.backbone.body.layer2.parameters())
+
+
+def test_the_same_file_named_as_weights_builds_the_same_network(tmp_path, monkeypatch):
+    """torchvision's own R-CNN file given as `weights` got plain BatchNorm (eps 1e-5, trainable), not the
+    frozen BatchNorm it gets from the cache: 10 of 100 Mask R-CNN detections changed."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from cnnkit.models.hub import torchvision_cache_file, torchvision_weights
+    from cnnkit.models.loader import resolve
+
+    arch, enum = "fasterrcnn_mobilenet_v3_large_320_fpn", "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = _random_coco_state(arch)
+    cached = torchvision_cache_file(torchvision_weights(enum))
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    named = tmp_path / "mine.pth"
+    torch.save(state, named)
+    from_cache = resolve("detect", arch, None, backend="torch").module.eval()
+    from_file = resolve("detect", arch, str(named), backend="torch").module.eval()
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in from_file.backbone.body.modules())
+    assert [(n, p.requires_grad) for n, p in from_file.named_parameters()] == [
+        (n, p.requires_grad) for n, p in from_cache.named_parameters()
+    ]
+    image = torch.from_numpy(np.random.default_rng(1).random((1, 3, 320, 320), dtype=np.float32))
+    with torch.inference_mode():
+        a, b = from_file.backbone(image), from_cache.backbone(image)
+    assert all(torch.equal(a[key], b[key]) for key in b)

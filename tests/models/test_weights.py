@@ -49,6 +49,23 @@ def test_real_download_attempt_fails_cleanly_with_sockets_blocked(rgb_image):
     assert "not in the cache" in result.stderr and "--weights" in result.stderr
 
 
+def test_a_failed_download_is_one_line_without_the_downloading_notice(monkeypatch, rgb_image):
+    """torch.hub says `Downloading: …` before it fails: offline, that line came before the one-line error."""
+    import sys
+
+    import torch
+
+    def fail(url, model_dir=None, **kwargs):
+        sys.stdout.write(f'Downloading: "{url}" to {model_dir}\n')
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", MODEL])
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "not in the cache" in lines[0], lines
+
+
 def test_download_is_used_when_online(monkeypatch, rgb_image):
     import torch
 

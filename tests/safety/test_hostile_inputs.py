@@ -183,8 +183,10 @@ def test_preprocess_from_a_file_refuses_huge_sizes():
 def test_rcnn_input_reduces_big_images_and_pads_thin_ones():
     from cnnkit.models.preprocess import rcnn_input
 
-    rgb, content = rcnn_input(np.zeros((3000, 4000, 3), np.uint8), 800, 1333)
-    assert content == (800, 1067) and rgb.shape == (800, 1067, 3)
+    rgb, content = rcnn_input(np.zeros((4000, 6000, 3), np.uint8), 800, 1333)  # 24 MP: float copies of GBs
+    assert content == (800, 1200) and rgb.shape == (800, 1200, 3)
+    rgb, content = rcnn_input(np.zeros((3000, 4000, 3), np.uint8), 800, 1333)  # 12 MP: as torchvision takes it
+    assert content == (3000, 4000) and rgb.shape == (3000, 4000, 3)
     rgb, content = rcnn_input(np.zeros((300, 400, 3), np.uint8), 800, 1333)  # the model enlarges it itself
     assert content == (300, 400) and rgb.shape == (300, 400, 3)
     rgb, content = rcnn_input(np.zeros((1, 200000, 3), np.uint8), 192, 320)

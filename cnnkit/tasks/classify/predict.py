@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState
-from cnnkit.io.decode import Decoded
+from cnnkit.io.decode import Decoded, draft_side
 from cnnkit.models.loader import Loaded
 from cnnkit.results import Classes, ClassScore
 
@@ -28,7 +28,7 @@ class Classifier(Predictor):
         self.pre = loaded.preprocess
         self.runtime = runtime.for_module(loaded.runtime)
         self.topk = max(1, min(topk, len(self.labels)))
-        self.min_side = self.pre.resize
+        self.min_side = draft_side(self.pre.resize)
         self.model = self.runtime.prepare(loaded.module)
 
     @classmethod
@@ -65,8 +65,9 @@ class Classifier(Predictor):
         return int(self.pre.crop)
 
     def preprocess(self, decoded: Decoded) -> torch.Tensor:
-        """The image cropped, resized and normalised as the model was trained (its :class:`Preprocess`)."""
-        return self.pre(decoded.rgb)
+        """The image cropped, resized and normalised as the model was trained (its :class:`Preprocess`), on the
+        original's geometry when it was drafted."""
+        return self.pre(decoded.rgb, (decoded.width, decoded.height), decoded.scale)
 
     def predict_batch(self, inputs: list[Any], decoded: list[Decoded], state: StreamState) -> list[Classes]:
         import torch

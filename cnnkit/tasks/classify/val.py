@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,10 @@ def evaluate_folder(
     from cnnkit.errors import UsageError, printable
 
     folder = val_folder(root)
-    classes, split, _ = scan_classes(folder, verify=False)
+    found, split, _ = scan_classes(folder, verify=False)
+    # a folder name is the label it spells, whatever its Unicode form (macOS writes names decomposed, NFD)
+    spelled = {unicodedata.normalize("NFC", label): label for label in predictor.labels}
+    classes = [spelled.get(unicodedata.normalize("NFC", c), c) for c in found]
     unknown = [c for c in classes if c not in predictor.labels]
     if unknown:
         shown = ", ".join(predictor.labels[:12]) + (" …" if len(predictor.labels) > 12 else "")

@@ -156,9 +156,10 @@ class YoloBackend:
         )
 
     @property
-    def min_side(self) -> int:
-        """The letterbox side: the decoder may draft an image down to it."""
-        return self.imgsz
+    def min_side(self) -> None:
+        """No reduced decode: the letterbox resizes as ultralytics' does (OpenCV bilinear, no antialiasing), so
+        only a full decode gives ``yolo predict``'s input (:data:`~cnnkit.io.decode.DRAFT_MARGIN`)."""
+        return None
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """The image letterboxed to the model's size, as a uint8 CHW tensor (scaled to [0, 1] per batch)."""
@@ -211,9 +212,10 @@ class TorchvisionBackend:
         self.net = runtime.prepare(module)
 
     @property
-    def min_side(self) -> int:
-        """The model's working short side: the decoder may draft an image down to it."""
-        return self.imgsz
+    def min_side(self) -> None:
+        """No reduced decode: torchvision's transform resizes without antialiasing, so only a full decode gives
+        its input (:data:`~cnnkit.io.decode.DRAFT_MARGIN`)."""
+        return None
 
     def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """A uint8 CHW tensor of at most about twice the model's working size (big images reduced,

@@ -294,8 +294,12 @@ def _eval_set(ds: CocoSplit) -> tuple[list[np.ndarray], dict[str, Any]]:
     from cnnkit.io.decode import decode
 
     ids = {im["id"]: j + 1 for j, im in enumerate(ds.gt["images"])}
-    gt = {
-        "images": [{**im, "id": ids[im["id"]]} for im in ds.gt["images"]],
+    pictures = [decode(str(ds.image_path(im))).rgb for im in ds.gt["images"]]
+    gt = {  # sizes from the pictures where an entry gives none: pycocotools draws masks at them
+        "images": [
+            {"width": pic.shape[1], "height": pic.shape[0], **im, "id": ids[im["id"]]}
+            for im, pic in zip(ds.gt["images"], pictures, strict=True)
+        ],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(ds.labels)],
         "annotations": [
             {**a, "image_id": ids[a["image_id"]], "category_id": ds.cat_ids.index(a["category_id"]) + 1}
@@ -303,7 +307,7 @@ def _eval_set(ds: CocoSplit) -> tuple[list[np.ndarray], dict[str, Any]]:
             if a["image_id"] in ids and a["category_id"] in ds.cat_ids
         ],
     }
-    return [decode(str(ds.image_path(im))).rgb for im in ds.gt["images"]], gt
+    return pictures, gt
 
 
 def _freeze(module: Any, freeze: str | None) -> list[torch.nn.Module]:

@@ -49,7 +49,9 @@ def validate(
             f"{data}: none of the model's classes ({', '.join(predictor.labels[:5])} …) "
             f"are dataset categories ({', '.join(ds.labels[:5])} …)"
         )
-    paths = {str(ds.image_path(im)): im["id"] for im in ds.gt["images"]}
+    paths: dict[str, list[Any]] = {}  # a file two image entries name is scored under both, as pycocotools would
+    for im in ds.gt["images"]:
+        paths.setdefault(str(ds.image_path(im)), []).append(im["id"])
     names = {c["id"]: c["name"] for c in ds.gt.get("categories", [])}
     truth: dict[Any, list[dict[str, Any]]] = {}
     for a in ds.gt.get("annotations", []):
@@ -57,10 +59,11 @@ def validate(
         truth.setdefault(a["image_id"], []).append(
             {"label": names.get(a["category_id"], str(a["category_id"])), "box": [x, y, x + w, y + h]}
         )
-    coco = CocoResults(image_ids=paths, category_ids=category_ids)
+    coco = CocoResults(image_ids={p: ids[0] for p, ids in paths.items()}, category_ids=category_ids)
     failed = []
     pairs = []
     sizes = {str(ds.image_path(im)): (im.get("width"), im.get("height")) for im in ds.gt["images"]}
+    read_sizes: dict[Any, tuple[Any, Any]] = {}  # image id → the size read, for entries that give none
     for record in predictor.stream(list(paths), batch_size=batch_size, workers=workers):
         said = sizes[record.path]
         if record.error is None and None not in said and said != (record.width, record.height):
@@ -73,24 +76,33 @@ def validate(
             failed.append({"path": record.path, "error": record.error})
             log.warning("failed %s: %s", printable(record.path), record.error)
         record.predictions = [p for p in record.predictions if p["class_id"] in category_ids]
-        coco.add(record)
-        if record.error is None:
-            pairs.append((record.predictions, truth.get(paths[record.path], [])))
+        ids = paths[record.path]
+        for image_id in ids:
+            coco.add(record, image_id)
+            if record.error is None:
+                pairs.append((record.predictions, truth.get(image_id, [])))
+                read_sizes[image_id] = (record.width, record.height)
         if on_record is not None:
-            on_record(record, truth.get(paths[record.path], []) if record.error is None else [])
+            on_record(record, [t for i in ids for t in truth.get(i, [])] if record.error is None else [])
+    # as every val: an image that could not be read is left out, its objects with it (not counted as missed)
+    unread = {i for f in failed for i in paths[f["path"]]}
     summary: dict[str, Any] = {
         "data": str(ds.annotations),
         "model": predictor.name,
         **runtime_facts(predictor),
-        "images": len(paths) - len(failed),
+        "images": len(ds.gt["images"]) - len(unread),
         "failed": failed,
         "confusion": box_confusion(pairs, ds.labels),
     }
-    # as every val: an image that could not be read is left out, its objects with it (not counted as missed)
-    unread = {paths[f["path"]] for f in failed}
     scored = dict(
         ds.gt,
-        images=[im for im in ds.gt["images"] if im["id"] not in unread],
+        images=[  # pycocotools needs each image's size to draw masks: the size read, where the entry gives none
+            im
+            if ("width" in im and "height" in im) or im["id"] not in read_sizes
+            else dict(im, width=read_sizes[im["id"]][0], height=read_sizes[im["id"]][1])
+            for im in ds.gt["images"]
+            if im["id"] not in unread
+        ],
         annotations=[a for a in ds.gt.get("annotations", []) if a["image_id"] not in unread],
     )
     for iou_type in ("bbox", "segm"):

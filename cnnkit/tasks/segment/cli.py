@@ -45,7 +45,7 @@ _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "ove
 @app.command("predict")
 @o.compose(o.MODEL, o.BACKEND, SEGMENTER, o.OWN, o.RUN, o.HALF, o.PREDICT_IO, o.ENGINE, batch_size=8)
 def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = None, **shared: Any) -> None:
-    """Classes present in each image (pixels, fraction); --save-dir writes NAME_mask.png and NAME_overlay.png.
+    """Classes present in each image (pixels, fraction); --save-dir writes NAME-HASH_mask.png and NAME-HASH_overlay.png.
 
     --classes keeps only those classes: other pixels become background in the records, masks and overlays.
     """

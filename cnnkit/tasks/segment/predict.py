@@ -19,7 +19,7 @@ from cnnkit.config import MAX_IMGSZ, MAX_TILE
 from cnnkit.device import Runtime
 from cnnkit.engine import Predictor, StreamState, resolve_classes
 from cnnkit.errors import OptionError, UsageError
-from cnnkit.io.decode import Decoded, check_budget
+from cnnkit.io.decode import Decoded, check_budget, draft_side
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.models.loader import Loaded
 from cnnkit.records import Record
@@ -96,7 +96,7 @@ class Segmenter(Predictor):
         self.overlap = overlap
         kept = resolve_classes(classes, self.labels)
         self.classes = None if kept is None else frozenset(kept)
-        self.min_side = None if self.tile else self.imgsz
+        self.min_side = None if self.tile else draft_side(self.imgsz)
         # torchvision's segmenters take the image as their weights' transforms() make it: the short side
         # resized to the preset's size and nothing padded (a pad reaches DeepLabV3's image pooling)
         self.short_side = loaded.spec is not None and loaded.spec.source == "torchvision"
@@ -147,40 +147,47 @@ class Segmenter(Predictor):
         std = torch.tensor(self.pre.std).view(3, 1, 1)
         return (t - mean) / std
 
-    def _letterbox(self, rgb: np.ndarray, size: int) -> _Letterbox:
-        """Resize the longer side to ``size`` and zero-pad (= the mean) to a multiple of 32."""
-        import torch
+    @staticmethod
+    def _resized(decoded: Decoded, nw: int, nh: int) -> np.ndarray:
+        """``decoded`` resized to ``nw`` × ``nh`` on the original's geometry (a draft read through PIL's ``box``:
+        rounding the draft's own size shifted the picture by up to a pixel)."""
         from PIL import Image
 
-        h, w = rgb.shape[:2]
+        rgb = decoded.rgb
+        if (nh, nw) == rgb.shape[:2] and not decoded.drafted:
+            return rgb
+        sx, sy = decoded.scale
+        box = (0.0, 0.0, decoded.width / sx, decoded.height / sy)
+        return np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR, box=box))
+
+    def _letterbox(self, decoded: Decoded, size: int) -> _Letterbox:
+        """Resize the longer side to ``size`` and zero-pad (= the mean) to a multiple of 32."""
+        import torch
+
+        h, w = decoded.height, decoded.width
         scale = size / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        if (nh, nw) != (h, w):
-            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
+        rgb = self._resized(decoded, nw, nh)
         side = -(-size // 32) * 32
         out = torch.zeros(3, side, side)
         out[:, :nh, :nw] = self._normalise(rgb)
         return _Letterbox(out, (nh, nw))
 
-    def _short_side(self, rgb: np.ndarray, size: int) -> _Letterbox:
+    def _short_side(self, decoded: Decoded, size: int) -> _Letterbox:
         """The short side resized to ``size`` and the long one to int(size × long / short), as torchvision's
         Resize(int), unpadded."""
-        from PIL import Image
-
-        h, w = rgb.shape[:2]
+        h, w = decoded.height, decoded.width
         nh, nw = (int(size * h / w), size) if w <= h else (size, int(size * w / h))
-        if (nh, nw) != (h, w):
-            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
-        return _Letterbox(self._normalise(rgb), (nh, nw))
+        return _Letterbox(self._normalise(self._resized(decoded, nw, nh)), (nh, nw))
 
     def preprocess(self, decoded: Decoded) -> _Letterbox | None:
         """The letterboxed tensor; ``None`` for an image to tile (in :meth:`predict_batch`), whose
         memory is checked here: a band of class scores as wide as the image, and each tile's."""
         if not self._tiled(decoded):
-            h, w = decoded.rgb.shape[:2]
+            h, w = decoded.height, decoded.width
             if self.short_side and max(h, w) <= 4 * min(h, w):  # a thinner image would grow without bound
-                return self._short_side(decoded.rgb, self.imgsz)
-            return self._letterbox(decoded.rgb, self.imgsz)
+                return self._short_side(decoded, self.imgsz)
+            return self._letterbox(decoded, self.imgsz)
         h, w = decoded.rgb.shape[:2]
         th, tw = min(self.tile, h), min(self.tile, w)
         classes = len(self.labels)
@@ -202,13 +209,14 @@ class Segmenter(Predictor):
         return out.float()
 
     def _full_mask(self, logits: Any, content: tuple[int, int], decoded: Decoded) -> np.ndarray:
-        """Crop the padding, resize to the original pixels the decoded image covers and take the class index."""
+        """Crop the padding, resize to the original's pixels (the content is the original's geometry, drafted or
+        not) and take the class index."""
         import torch
         import torch.nn.functional as F
         from PIL import Image
 
         logits = logits[:, : content[0], : content[1]]
-        (height, width), (ch, cw) = (decoded.height, decoded.width), decoded.covered
+        height, width = ch, cw = decoded.height, decoded.width
         if logits.shape[0] * ch * cw <= _MAX_LOGITS:
             up = F.interpolate(logits[None], size=(ch, cw), mode="bilinear", align_corners=False)
             return class_map(up[0]).to(torch.uint8).cpu().numpy()[:height, :width]
@@ -235,7 +243,8 @@ class Segmenter(Predictor):
             )
             for i in range(0, len(xs), batch_size):
                 chunk = xs[i : i + batch_size]
-                boxes = [self._letterbox(rgb[y : y + th, x : x + tw], self.imgsz) for x in chunk]
+                tiles = [rgb[y : y + th, x : x + tw] for x in chunk]
+                boxes = [self._letterbox(Decoded("", t, t.shape[1], t.shape[0]), self.imgsz) for t in tiles]
                 logits = self._logits(torch.stack([b.tensor for b in boxes]))
                 for x, box, lg in zip(chunk, boxes, logits):
                     lg = lg[:, : box.content[0], : box.content[1]]

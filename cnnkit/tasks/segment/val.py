@@ -95,6 +95,7 @@ def evaluate_folder(
         if unknown:
             log.warning("%s: classes the model lacks, left out of the scores: %s", data, ", ".join(unknown))
     failed: list[dict[str, str]] = []
+    classes_seen = void_seen = False  # masks of only 0 and IGNORE (a 0/255 binary mask) score no object
     for record, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
         try:
             if pred is None:
@@ -103,6 +104,9 @@ def evaluate_folder(
             if target.shape != pred.shape:
                 raise CnnkitError(f"{masks[record.path]}: mask size {target.shape[::-1]} differs from the image's")
             check_mask_values(masks[record.path], target, values)
+            void = target == IGNORE
+            void_seen = void_seen or bool(void.any())
+            classes_seen = classes_seen or bool((target[~void] > 0).any())
             if lookup is not None:
                 target = lookup[target]
         except CnnkitError as exc:  # the image is left out of the scores and named; the next one follows
@@ -123,6 +127,13 @@ def evaluate_folder(
                     if v is not None
                 ],
             )
+    if void_seen and not classes_seen:
+        log.warning(
+            "%s: the masks hold only the background (0) and %d, which marks pixels to ignore (VOC's void): no "
+            "object pixel is scored; give object pixels the values 1, 2, …",
+            printable(str(data)),
+            IGNORE,
+        )
     return {
         "model": predictor.name,
         **runtime_facts(predictor),

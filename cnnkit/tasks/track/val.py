@@ -98,13 +98,13 @@ def validate(
     frames, t0 = 0, time.perf_counter()
     failed: list[dict[str, Any]] = []
     for name, video, gt in sequences(root):
+        truth = read_mot(gt, truth=True)  # a malformed file is refused before its video runs
         records = list(tracker.stream(str(video), batch_size=batch_size, workers=workers))
         frames += len(records)
         for r in records:
             if not r.ok:  # scored as missed frames; named here and in the result
                 failed.append({"path": r.path, "frame": r.frame, "error": r.error})
                 log.warning("failed %s: %s", printable(r.path), r.error)
-        truth = read_mot(gt, truth=True)
         scored[name] = (truth, rows_of(records))
         if on_record is not None:
             by_frame = frame_truth(truth, tracker.labels, min_visibility)

@@ -1,0 +1,221 @@
+"""Datasets as users have them: quirks that other tools accept are scored as those tools score them.
+
+MOT15's 10-column ground truth, COCO files with text ids, one file named by two image entries or images
+without a size, YOLO polygons rounded just past 1, macOS `._x.png` files, 0/255 and 1-bit masks, and class
+folders named in decomposed Unicode. Each was a wrong score with exit 0, a traceback, or a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnkit.cli import app
+from cnnkit.errors import CnnkitError
+
+runner = CliRunner()
+
+
+def _shapes(tmp_path: Path, layout: str, n: int = 6, imgsz: int = 64) -> Path:
+    out = tmp_path / layout
+    result = runner.invoke(app, ["data", "shapes", str(out), "--layout", layout, "--n", str(n), "--imgsz", str(imgsz)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# -- MOT ground truth -------------------------------------------------------------------------------
+
+
+def test_mot15_rows_with_minus_one_visibility_are_fully_visible(tmp_path: Path) -> None:
+    """`frame,id,x,y,w,h,conf,-1,-1,-1` (MOT15, and cnnkit's own --format mot): -1 is "not given"."""
+    from cnnkit.eval.mot import MotRow, read_mot, score
+
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,20,1,-1,-1,-1\n2,1,12,10,20,20,1,-1,-1,-1\n")
+    rows = read_mot(gt, truth=True)
+    assert [r.visibility for r in rows] == [1.0, 1.0]
+    found = [MotRow(1, 7, (10.0, 10.0, 20.0, 20.0), 0.9), MotRow(2, 7, (12.0, 10.0, 20.0, 20.0), 0.9)]
+    metrics = score({"s": (rows, found)})["s"]
+    assert metrics["num_objects"] == 2 and metrics["mota"] == 1.0 and metrics["idf1"] == 1.0
+
+
+def test_mot_truth_with_an_id_twice_in_a_frame_is_refused_naming_the_line(tmp_path: Path) -> None:
+    from cnnkit.eval.mot import read_mot
+
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,20,1,1,1\n1,2,50,50,20,20,1,1,1\n1,1,80,80,20,20,1,1,1\n")
+    with pytest.raises(CnnkitError, match=r"gt.txt:3: id 1 appears twice in frame 1"):
+        read_mot(gt, truth=True)
+
+
+def test_mota_without_ground_truth_is_null_not_minus_infinity() -> None:
+    """motmetrics gives MOTA -inf when nothing is to be found; JSON has no infinity."""
+    from cnnkit.eval.mot import MotRow, score
+
+    metrics = score({"s": ([], [MotRow(1, 1, (0.0, 0.0, 5.0, 5.0), 0.9)])})["s"]
+    assert metrics["mota"] is None and json.dumps(metrics, allow_nan=False)
+
+
+# -- COCO -------------------------------------------------------------------------------------------
+
+
+def _coco_gt() -> dict:
+    rle = {"size": [8, 8], "counts": [18, 4, 4, 4, 4, 4, 26]}  # a 4x3 block, column-major runs
+    return {
+        "images": [{"id": "a", "file_name": "a.png"}, {"id": "b", "file_name": "b.png"}],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [
+            {"id": "ann-1", "image_id": "a", "category_id": 1, "bbox": [2, 2, 3, 4], "segmentation": rle},
+            {"id": "ann-2", "image_id": "b", "category_id": 1, "bbox": [2, 2, 3, 4], "segmentation": rle},
+        ],
+    }
+
+
+def test_coco_text_ids_and_images_without_a_size_are_scored(tmp_path: Path) -> None:
+    """Text image and annotation ids (COCO allows them; pycocotools keeps annotation ids as floats) and
+    images whose size only their RLE gives: scored, not a TypeError, ValueError or KeyError."""
+    from cnnkit.data.coco import read_coco
+    from cnnkit.eval.coco import CocoResults, evaluate
+    from cnnkit.records import Record
+
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(_coco_gt()))
+    ds = read_coco(path)
+    assert [(im["width"], im["height"]) for im in ds.gt["images"]] == [(8, 8), (8, 8)]
+    coco = CocoResults({"a.png": "a", "b.png": "b"}, {0: 1})
+    for name in ("a.png", "b.png", "extra.png"):
+        rec = Record(path=name, task="instance", model="m", width=8, height=8)
+        rec.predictions = [{"label": "x", "class_id": 0, "score": 0.9, "box": [2.0, 2.0, 5.0, 6.0]}]
+        coco.add(rec)
+    assert [r["image_id"] for r in coco.results()] == ["a", "b", 1]
+    scored = evaluate(ds.gt, coco.results()[:2], "bbox")
+    assert scored["AP"] == pytest.approx(1.0)
+    segm = [dict(r, segmentation=_coco_gt()["annotations"][0]["segmentation"]) for r in coco.results()[:2]]
+    assert evaluate(ds.gt, segm, "segm")["AP"] == pytest.approx(1.0)
+
+
+def test_coco_result_sizes_carry_no_float_noise() -> None:
+    from cnnkit.eval.coco import CocoResults
+    from cnnkit.records import Record
+
+    rec = Record(path="p.png", task="detect", model="m", width=200, height=200)
+    rec.predictions = [{"label": "x", "class_id": 0, "score": 0.9, "box": [84.07, 128.36, 158.46, 207.34]}]
+    coco = CocoResults()
+    coco.add(rec)
+    assert coco.results()[0]["bbox"] == [84.07, 128.36, 74.39, 78.98]
+
+
+def test_instance_val_scores_a_file_two_image_entries_name_under_both(tmp_path: Path) -> None:
+    """pycocotools scores each entry; all detections went to the last id, the first one's objects missed."""
+    from cnnkit.tasks.instance.val import validate
+
+    data = _shapes(tmp_path, "coco", n=6, imgsz=96)
+    ann_path = data / "val" / "annotations.json"
+    ann = json.loads(ann_path.read_text())
+    base = validate(str(data), conf=0.05)
+    first = ann["images"][0]
+    twin = dict(first, id=max(im["id"] for im in ann["images"]) + 1)
+    ann["images"].append(twin)
+    next_id = max(a["id"] for a in ann["annotations"]) + 1
+    copies = [a for a in ann["annotations"] if a["image_id"] == first["id"]]
+    ann["annotations"] += [dict(a, id=next_id + i, image_id=twin["id"]) for i, a in enumerate(copies)]
+    ann_path.write_text(json.dumps(ann))
+    both = validate(str(data), conf=0.05)
+    assert both["images"] == base["images"] + 1 and not both["failed"]
+    assert both["bbox"]["AP50"] == pytest.approx(base["bbox"]["AP50"], abs=0.02)
+
+
+# -- YOLO -------------------------------------------------------------------------------------------
+
+
+def test_yolo_polygons_rounded_just_past_the_edge_are_read_as_ultralytics_reads_them(tmp_path: Path) -> None:
+    from cnnkit.data.yolo_yaml import read_labels
+
+    label = tmp_path / "a.txt"
+    label.write_text("0 0.5 0.9 1.000001 0.95 0.99 1.000001 0.5 1.0\n")
+    ((cls, cx, cy, w, h),) = read_labels(label, 2)
+    assert cls == 0 and cx + w / 2 == pytest.approx(1.0) and cy + h / 2 == pytest.approx(1.0)
+    label.write_text("0 0.5 0.9 1.02 0.95 0.99 1.0 0.5 1.0\n")
+    with pytest.raises(CnnkitError, match="is not inside the image"):
+        read_labels(label, 2)
+
+
+def test_detect_val_leaves_out_macos_resource_forks_in_a_split(tmp_path: Path) -> None:
+    data = _shapes(tmp_path, "yolo", n=8)
+    images = data / "images" / "val"
+    for image in list(images.glob("*.png"))[:2]:
+        (images / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # AppleDouble
+    (images / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    result = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["failed"] == 0 and metrics["images"] == len(list(images.glob("[!.]*.png")))
+
+
+# -- masks ------------------------------------------------------------------------------------------
+
+
+def _binarise(data: Path, high: int, mode: str = "L") -> None:
+    for mask in data.rglob("masks/*.png"):
+        values = np.asarray(Image.open(mask))
+        Image.fromarray(np.where(values > 0, high, 0).astype(np.uint8)).convert(mode).save(mask)
+
+
+def test_finetune_on_0_255_masks_is_refused_before_a_run_folder_is_made(tmp_path: Path) -> None:
+    """255 marks pixels to ignore: a 0/255 binary mask made a 256-class model that never saw an object."""
+    data = _shapes(tmp_path, "masks", n=6)
+    _binarise(data, 255)
+    (data / "cnnkit-data.json").unlink()  # no class names: they come from the mask values
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["finetune", str(data), "--task", "segment", "--epochs", "1", "--imgsz", "64", "--save-dir", str(out)]
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "hold no class but the background (0) and 255" in result.output
+    assert not out.exists()
+
+
+def test_segment_val_warns_when_0_255_masks_leave_no_object_to_score(tmp_path: Path) -> None:
+    data = _shapes(tmp_path, "masks", n=6)
+    _binarise(data, 255)
+    result = runner.invoke(app, ["segment", "val", str(data), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert "no object pixel is scored" in result.stderr
+
+
+def test_one_bit_masks_are_read_as_0_and_1(tmp_path: Path) -> None:
+    from cnnkit.data.masks import read_mask
+
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.eye(4, dtype=np.uint8) * 255).convert("1").save(mask)
+    assert Image.open(mask).mode == "1"
+    assert read_mask(mask).tolist() == np.eye(4, dtype=np.uint8).tolist()
+
+
+# -- class folders ----------------------------------------------------------------------------------
+
+
+def test_classify_val_matches_decomposed_unicode_folder_names_to_the_labels(tmp_path: Path) -> None:
+    """macOS writes folder names decomposed (NFD): `étoile` is then not the label `étoile` byte for byte."""
+    data = _shapes(tmp_path, "imagefolder", n=30)
+    nfc, nfd = unicodedata.normalize("NFC", "étoile"), unicodedata.normalize("NFD", "étoile")
+    for star in data.rglob("star"):
+        star.rename(star.parent / nfc)
+    train = runner.invoke(
+        app,
+        ["finetune", str(data), "--model", "shapes-cnn", "--epochs", "1", "--workers", "0"]
+        + ["--save-dir", str(tmp_path / "run")],
+    )
+    assert train.exit_code == 0, train.output
+    val = next(data.rglob(nfc))
+    val.rename(val.parent / nfd)
+    ckpt = tmp_path / "run" / "best.safetensors"
+    result = runner.invoke(app, ["classify", "val", str(val.parent), "--weights", str(ckpt), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert nfc in json.loads(result.stdout)["confusion"]["labels"]
