@@ -22,7 +22,7 @@ from typing import Any, TypeGuard
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.models import hub
-from cnnkit.models.checkpoint import has_meta, load_state_dict, read_meta
+from cnnkit.models.checkpoint import check_meta, has_meta, load_state_dict, read_meta
 from cnnkit.models.kinds import BACKEND_FILES, BACKENDS, FILE_KINDS
 from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
@@ -150,7 +150,10 @@ def head_classes(state: dict[str, Any]) -> int | None:
 
 
 def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
-    """A plain state dict for a registry architecture; a head of another size gets ``class_i`` labels."""
+    """A plain state dict for a registry architecture; a head of another size gets ``class_i`` labels.
+
+    A state dict records no preprocessing: the entry's is used, unless a timm ``config.json`` lies beside the
+    file (the Hugging Face layout timm publishes), whose ``pretrained_cfg`` and ``label_names`` are read."""
     state = load_state_dict(weights)
     labels = spec_labels(spec)
     head = head_classes(state)
@@ -159,7 +162,40 @@ def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
     module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
     _as_torchvision_builds(spec, module)
     load_into(module, state, weights)
-    return Loaded(module, spec.name, labels, spec.preprocess or _torchvision_preprocess(spec), spec, {})
+    preprocess, named = _timm_config(weights) if spec.task == "classify" else (None, None)
+    if named is not None and len(named) == len(labels):
+        labels = named
+    if preprocess is None:
+        preprocess = spec.preprocess or _torchvision_preprocess(spec)
+        if preprocess is not None:
+            log.info(
+                "%s: a state dict records no preprocessing; %s's is used (%s)",
+                weights,
+                spec.name,
+                preprocess.describe(),
+            )
+    return Loaded(module, spec.name, labels, preprocess, spec, {})
+
+
+def _timm_config(weights: str) -> tuple[Preprocess | None, list[str] | None]:
+    """The preprocessing and class names of timm's ``config.json`` beside ``weights`` (``pretrained_cfg``,
+    ``label_names``); ``(None, None)`` when there is none or it is another library's."""
+    import json
+
+    config = Path(weights).with_name("config.json")
+    if not config.is_file():
+        return None, None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        cfg = data.get("pretrained_cfg") if isinstance(data, dict) else None
+        if not isinstance(cfg, dict):
+            return None, None
+        names = data.get("label_names")
+        if names is not None:  # names from anyone: the checks every checkpoint's labels pass
+            check_meta({"labels": names}, config)
+        return Preprocess.from_timm(cfg), names
+    except (OSError, ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CnnkitError(f"{config}: not a readable timm config ({reason_of(exc, 120)})") from None
 
 
 def _as_torchvision_builds(spec: ModelSpec, module: Any) -> None:

@@ -89,6 +89,30 @@ class Preprocess:
             interpolation=str(interp),
         )
 
+    @classmethod
+    def from_timm(cls, cfg: dict[str, Any]) -> Preprocess:
+        """timm's ``pretrained_cfg`` as timm's eval transform uses it (``create_transform(**resolve_data_config
+        (...))``): the short side resized to ⌊size / crop_pct⌋, a centre crop of ``input_size``; a value of
+        another kind (a non-square input, another ``crop_mode``) is a ``ValueError``."""
+        size = cfg.get("input_size")
+        if not (isinstance(size, list) and len(size) == 3 and size[1] == size[2] and isinstance(size[1], int)):
+            raise ValueError(f"input_size {size!r} is not [3, S, S]")
+        crop_pct = cfg.get("crop_pct", 0.875)
+        if not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct {crop_pct!r} is not a fraction in (0, 1]")
+        if cfg.get("crop_mode", "center") != "center":
+            raise ValueError(f"crop_mode {cfg.get('crop_mode')!r} is not center")
+        interpolation = cfg.get("interpolation", "bilinear")
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(f"interpolation {interpolation!r} is not bilinear, bicubic or nearest")
+        return cls(
+            resize=math.floor(size[1] / crop_pct),
+            crop=size[1],
+            mean=tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(v) for v in cfg.get("std", IMAGENET_STD)),
+            interpolation=interpolation,
+        )
+
     def __call__(
         self, rgb: np.ndarray, size: tuple[int, int] | None = None, scale: tuple[float, float] = (1.0, 1.0)
     ) -> torch.Tensor:
