@@ -2,7 +2,8 @@
 
 Accepted layouts for ``DATA``: ``DATA/<split>/annotations.json`` with ``DATA/<split>/images``;
 ``DATA/annotations.json`` with ``DATA/images``; or the annotations JSON file itself, its images
-in an ``images`` folder beside it (or beside the file).
+in an ``images`` folder beside it, in COCO's own layout (``annotations/instances_val2017.json`` and
+``val2017/``), or beside the file.
 """
 
 from __future__ import annotations
@@ -71,9 +72,22 @@ def read_coco(data: str | Path, split: str = "val") -> CocoSplit:
     check_coco(path, gt)
     if not gt["images"]:
         raise CnnkitError(f"{path}: no images to score or train on")
-    images_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+    images_dir = _images_dir(path)
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     return CocoSplit(path, images_dir, gt, [c["name"] for c in cats], [c["id"] for c in cats])
+
+
+def _images_dir(annotations: Path) -> Path:
+    """Where a COCO file's images are: ``images/`` beside it, COCO's own layout (``annotations/instances_val2017.json``
+    with ``val2017/`` beside ``annotations/``), else the file's folder."""
+    if (annotations.parent / "images").is_dir():
+        return annotations.parent / "images"
+    stem = annotations.stem
+    split = stem.split("_", 1)[1] if "_" in stem else stem  # instances_val2017 → val2017
+    coco = annotations.parent.parent / split
+    if annotations.parent.name == "annotations" and split and coco.is_dir():
+        return coco
+    return annotations.parent
 
 
 def check_coco(path: Path, gt: dict[str, Any]) -> None:

@@ -221,6 +221,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
                 told = [line for line in lines if line and "weights_only" not in line and "torch.load" not in line]
                 reason = (told[0] if told else "it holds more than tensors")[:160]
+            if "Weights only load failed" in str(exc) and _is_ultralytics_model(path):
+                raise CnnkitError(
+                    f"{path}: an ultralytics model file, not a state dict (run a detector with `cnnkit detect`)"
+                ) from None
             if "Weights only load failed" in str(exc) or _looks_like_unsafe_pickle(path):
                 raise UnsafeCheckpoint(
                     f"{path}: refused, loading it would need arbitrary unpickling ({reason[:160]}); "
@@ -237,6 +241,16 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return {
         k: (v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in state.items()
     }
+
+
+def _is_ultralytics_model(path: Path) -> bool:
+    """Whether a pickle is a harmless ultralytics model (it passes the allow-list scan that gates ultralytics'
+    own loading, and names its model classes): read by the scan, never unpickled."""
+    try:
+        check_full_pickle(path)
+        return any(name.startswith("ultralytics.nn.") for name in pickle_globals(path))
+    except (CnnkitError, OSError):
+        return False
 
 
 def _looks_like_unsafe_pickle(path: Path) -> bool:

@@ -240,3 +240,13 @@ def test_a_cached_file_holding_another_models_weights_is_named(tmp_path, monkeyp
     with pytest.raises(CnnkitError) as err:
         resolve("classify", "mobilenet_v3_small", None, backend="torch")
     assert str(err.value).startswith(f"{cached}: ") and "delete it to download it again" in str(err.value)
+
+
+def test_an_ultralytics_model_given_as_a_state_dict_is_named_as_one(tmp_path):
+    """It read as an unsafe file ("would need arbitrary unpickling"); it is a detector's model file."""
+    from cnnkit.models.hub import bundled_path
+
+    yolo = bundled_path("shapes-yolov8n.pt")
+    result = runner.invoke(app, ["classify", str(yolo), "--model", "resnet18", "--weights", str(yolo)])
+    assert result.exit_code == 1 and "an ultralytics model file, not a state dict" in result.stderr
+    assert "`cnnkit detect`" in result.stderr and "unpickling" not in result.stderr

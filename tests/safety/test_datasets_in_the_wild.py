@@ -219,3 +219,17 @@ def test_classify_val_matches_decomposed_unicode_folder_names_to_the_labels(tmp_
     result = runner.invoke(app, ["classify", "val", str(val.parent), "--weights", str(ckpt), "-f", "json"])
     assert result.exit_code == 0, result.output
     assert nfc in json.loads(result.stdout)["confusion"]["labels"]
+
+
+def test_cocos_own_layout_finds_its_images(tmp_path: Path) -> None:
+    """`annotations/instances_val2017.json` beside `val2017/`: every image failed "no such file"."""
+    from cnnkit.data.coco import read_coco
+
+    data = _shapes(tmp_path, "coco", n=4)
+    root = tmp_path / "coco2017"
+    (root / "annotations").mkdir(parents=True)
+    (data / "val" / "annotations.json").rename(root / "annotations" / "instances_val2017.json")
+    (data / "val" / "images").rename(root / "val2017")
+    ds = read_coco(root / "annotations" / "instances_val2017.json")
+    assert ds.images_dir == root / "val2017"
+    assert all(ds.image_path(im).is_file() for im in ds.gt["images"])
