@@ -200,7 +200,7 @@ def _download(ul: Any, name: str) -> Any:
         got = Path(attempt_download_asset(str(target)))
     except Exception as exc:
         target.unlink(missing_ok=True)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0].lstrip("❌⚠️ ") if str(exc) else type(exc).__name__  # its emoji prefix
         raise WeightsNotAvailable(
             f"{name}: ultralytics weights are not cached in {folder} and could not be downloaded "
             f"({reason[:160]}); connect once to download them, or pass a local .pt file"

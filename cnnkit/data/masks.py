@@ -29,17 +29,24 @@ def split_dir(data: str | Path, split: str) -> Path:
     raise CnnkitError(f"{root}: expected images/ and masks/ folders, here or in {split}/")
 
 
-def find_pairs(data: str | Path, split: str = "val") -> list[tuple[Path, Path]]:
-    """Sorted ``(image, mask)`` pairs; an image without a mask is an error naming it."""
+def find_pairs(
+    data: str | Path, split: str = "val", missing: list[dict[str, str]] | None = None
+) -> list[tuple[Path, Path]]:
+    """Sorted ``(image, mask)`` pairs; an image without a mask is an error naming it, or with ``missing``
+    (val: the others are still scored) a ``{"path", "error"}`` entry there."""
     folder = split_dir(data, split)
     pairs = []
     for image in sorted(p for p in (folder / "images").iterdir() if is_image_name(p.name)):
         mask = folder / "masks" / f"{image.stem}.png"
         if not mask.is_file():
-            raise CnnkitError(f"{image}: no mask {mask.name} in {folder / 'masks'}")
+            reason = f"no mask {mask.name} in {folder / 'masks'}"
+            if missing is None:
+                raise CnnkitError(f"{image}: {reason}")
+            missing.append({"path": str(image), "error": reason})
+            continue
         pairs.append((image, mask))
     if not pairs:
-        raise CnnkitError(f"{folder / 'images'}: no images")
+        raise CnnkitError(f"{folder / 'images'}: " + ("no image has a mask" if missing else "no images"))
     return pairs
 
 

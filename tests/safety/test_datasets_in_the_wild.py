@@ -233,3 +233,27 @@ def test_cocos_own_layout_finds_its_images(tmp_path: Path) -> None:
     ds = read_coco(root / "annotations" / "instances_val2017.json")
     assert ds.images_dir == root / "val2017"
     assert all(ds.image_path(im).is_file() for im in ds.gt["images"])
+
+
+def test_segment_val_names_an_image_without_a_mask_and_scores_the_rest(tmp_path: Path) -> None:
+    """As an unreadable mask does: one image without its mask stopped the whole val."""
+    data = _shapes(tmp_path, "masks", n=8)
+    masks = sorted((data / "val" / "masks").glob("*.png"))
+    masks[0].unlink()
+    result = runner.invoke(app, ["segment", "val", str(data), "-f", "json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["images"] == len(masks) - 1 and len(metrics["failed"]) == 1
+    assert f"no mask {masks[0].name}" in metrics["failed"][0]["error"] and masks[0].stem in result.stderr
+
+
+def test_classify_val_leaves_out_an_empty_class_folder_and_says_so(tmp_path: Path) -> None:
+    """An empty class folder refused the whole val."""
+    data = _shapes(tmp_path, "imagefolder", n=20)
+    val = data / "val" if (data / "val").is_dir() else data
+    for image in (val / "hexagon").glob("*"):
+        image.unlink()
+    result = runner.invoke(app, ["classify", "val", str(val), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert "class folder(s) without images, left out: hexagon" in result.stderr
+    assert "hexagon" not in json.loads(result.stdout)["confusion"]["labels"]

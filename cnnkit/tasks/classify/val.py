@@ -8,6 +8,7 @@ Plots use matplotlib's Agg backend (no display, no font downloads) and are writt
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ import numpy as np
 
 from cnnkit.eval.report import ReportTable, confusion_table, runtime_facts, runtime_note, table
 from cnnkit.io.files import atomic_path
+
+log = logging.getLogger("cnnkit")
 
 
 def per_class_report(cm: np.ndarray, labels: Sequence[str], digits: int | None = 4) -> list[dict[str, Any]]:
@@ -138,11 +141,20 @@ def evaluate_folder(
     ``on_record(record, truth)`` sees each record with its true class (``[{"label": …}]``), as a
     report needs it.
     """
-    from cnnkit.data.folder import scan_classes
+    from cnnkit.data.folder import FolderSplit, scan_classes
     from cnnkit.errors import UsageError, printable
 
     folder = val_folder(root)
-    found, split, _ = scan_classes(folder, verify=False)
+    found, split, _ = scan_classes(folder, verify=False, allow_empty=True)
+    counts = np.bincount(np.asarray(split.targets, dtype=np.int64), minlength=len(found))
+    if not counts.any():
+        raise UsageError(f"{folder}: no images in its class folders")
+    if not counts.all():  # a class folder without images scores nothing: left out, said
+        empty = [c for c, n in zip(found, counts) if not n]
+        log.warning("%s: class folder(s) without images, left out: %s", folder, ", ".join(map(printable, empty)))
+        keep = {old: new for new, old in enumerate(i for i, n in enumerate(counts) if n)}
+        found = [c for c, n in zip(found, counts) if n]
+        split = FolderSplit(split.paths, [keep[t] for t in split.targets])
     # a folder name is the label it spells, whatever its Unicode form (macOS writes names decomposed, NFD)
     spelled = {unicodedata.normalize("NFC", label): label for label in predictor.labels}
     classes = [spelled.get(unicodedata.normalize("NFC", c), c) for c in found]

@@ -78,7 +78,11 @@ def evaluate_folder(
     from cnnkit.data.masks import IGNORE, check_mask_values, declared_names, find_pairs, read_mask
     from cnnkit.errors import CnnkitError
 
-    pairs = find_pairs(data, split)
+    failed: list[dict[str, str]] = []  # images left out of the scores, named: no mask, or unreadable
+    pairs = find_pairs(data, split, missing=failed)
+    missing = len(failed)
+    for f in failed:
+        log.warning("failed %s: %s", printable(f["path"]), f["error"])
     masks = {str(image): mask for image, mask in pairs}
     cm = ConfusionMatrix(len(predictor.labels))
     names = declared_names(data)
@@ -94,7 +98,6 @@ def evaluate_folder(
             raise CnnkitError(f"{data}: none of its classes ({', '.join(names[:5])} …) are the model's")
         if unknown:
             log.warning("%s: classes the model lacks, left out of the scores: %s", data, ", ".join(unknown))
-    failed: list[dict[str, str]] = []
     classes_seen = void_seen = False  # masks of only 0 and IGNORE (a 0/255 binary mask) score no object
     for record, pred in predictor.masks([str(i) for i, _ in pairs], batch_size=batch_size, workers=workers):
         try:
@@ -138,7 +141,7 @@ def evaluate_folder(
         "model": predictor.name,
         **runtime_facts(predictor),
         "data": str(data),
-        "images": len(pairs) - len(failed),
+        "images": len(pairs) - (len(failed) - missing),
         "failed": failed,
         **cm.scores(predictor.labels),
         "confusion": {"labels": list(predictor.labels), "matrix": cm.counts.tolist(), "unit": "pixels"},

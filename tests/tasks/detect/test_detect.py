@@ -385,6 +385,23 @@ def test_ultralytics_name_cached_works_offline_and_download_goes_to_cache(scenes
     assert len(fetched) == 1  # the second run used the cache
 
 
+def test_an_offline_hub_name_is_one_plain_line(tmp_path, monkeypatch):
+    """ultralytics words its download failure with an emoji first; the error line carries its words only."""
+    from cnnkit import ultralytics_adapter
+
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    ultralytics_adapter.ultralytics()
+    import ultralytics.utils.downloads as downloads
+
+    def offline(file, *args, **kwargs):
+        raise ConnectionError("❌  Download failure for https://github.com/x/yolov8x.pt. Environment may be offline.")
+
+    monkeypatch.setattr(downloads, "attempt_download_asset", offline)
+    result = runner.invoke(app, ["detect", str(tmp_path / "none.png"), "--model", "yolov8x.pt"])
+    assert result.exit_code == 1 and "(Download failure for https://github.com/x/yolov8x.pt" in error_text(result)
+    assert "❌" not in result.output
+
+
 def test_missing_or_broken_pt_is_a_clear_error(scenes, tmp_path):
     folder, _ = scenes
     broken = tmp_path / "broken.pt"
