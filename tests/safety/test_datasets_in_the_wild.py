@@ -251,8 +251,10 @@ def test_classify_val_leaves_out_an_empty_class_folder_and_says_so(tmp_path: Pat
     """An empty class folder refused the whole val."""
     data = _shapes(tmp_path, "imagefolder", n=20)
     val = data / "val" if (data / "val").is_dir() else data
+    (val / "hexagon").mkdir(exist_ok=True)
     for image in (val / "hexagon").glob("*"):
         image.unlink()
+    assert any(p.is_dir() and any(p.iterdir()) for p in val.iterdir())
     result = runner.invoke(app, ["classify", "val", str(val), "-f", "json"])
     assert result.exit_code == 0, result.output
     assert "class folder(s) without images, left out: hexagon" in result.stderr
