@@ -32,9 +32,9 @@ def _torchvision_built(arch: str, enum: str, state: dict, monkeypatch: pytest.Mo
     return torchvision.models.get_model(arch, weights=weights).eval()
 
 
-def test_cached_faster_rcnn_gives_torchvisions_boxes(tmp_path, monkeypatch):
+def _cached_mobilenet_rcnn(tmp_path, monkeypatch) -> tuple[str, str, dict]:
+    """The small Faster R-CNN's stand-in COCO weights, in torch hub's cache under torchvision's file name."""
     from cnnkit.models.hub import torchvision_cache_file, torchvision_weights
-    from cnnkit.models.loader import resolve
 
     arch, enum = "fasterrcnn_mobilenet_v3_large_320_fpn", "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1"
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -42,6 +42,13 @@ def test_cached_faster_rcnn_gives_torchvisions_boxes(tmp_path, monkeypatch):
     cached = torchvision_cache_file(torchvision_weights(enum))
     cached.parent.mkdir(parents=True)
     torch.save(state, cached)
+    return arch, enum, state
+
+
+def test_cached_faster_rcnn_gives_torchvisions_boxes(tmp_path, monkeypatch):
+    from cnnkit.models.loader import resolve
+
+    arch, enum, state = _cached_mobilenet_rcnn(tmp_path, monkeypatch)
     ours = resolve("detect", arch, None, backend="torch").module.eval()
     theirs = _torchvision_built(arch, enum, state, monkeypatch)
     grads = [(n, p.requires_grad) for n, p in ours.named_parameters()]
@@ -77,15 +84,9 @@ def test_the_same_file_named_as_weights_builds_the_same_network(tmp_path, monkey
     frozen BatchNorm it gets from the cache: 10 of 100 Mask R-CNN detections changed."""
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    from cnnkit.models.hub import torchvision_cache_file, torchvision_weights
     from cnnkit.models.loader import resolve
 
-    arch, enum = "fasterrcnn_mobilenet_v3_large_320_fpn", "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1"
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    state = _random_coco_state(arch)
-    cached = torchvision_cache_file(torchvision_weights(enum))
-    cached.parent.mkdir(parents=True)
-    torch.save(state, cached)
+    arch, enum, state = _cached_mobilenet_rcnn(tmp_path, monkeypatch)
     named = tmp_path / "mine.pth"
     torch.save(state, named)
     from_cache = resolve("detect", arch, None, backend="torch").module.eval()
