@@ -57,3 +57,61 @@ def test_detection_reads_the_full_photo() -> None:
     from cnnkit.tasks.detect.predict import Detector
 
     assert Detector.load(device="cpu", backend="torch").min_side is None
+
+
+@pytest.mark.parametrize(("size", "orientation"), [((3023, 2263), 3), ((3023, 2263), 6), ((3024, 2264), 8)])
+def test_an_exif_turned_photo_is_read_on_its_own_geometry(tmp_path: Path, size: tuple[int, int], orientation: int):
+    """A draft's last row and column are partial; a turn or flip moved them to the top or left, and a crop read
+    from the draft was off by up to s - 1 pixels (26 levels). Sides the draft factor does not divide are now
+    decoded in full when turned."""
+    from PIL import Image
+
+    from cnnkit.io.decode import decode, draft_side
+    from cnnkit.models.preprocess import Preprocess
+
+    with Image.open(SAMPLES / "bus.jpg") as img:
+        big = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    noise = np.random.default_rng(0).integers(-6, 7, (size[1], size[0], 3))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "turned.jpg"
+    Image.fromarray((np.asarray(big, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)).save(
+        path, quality=92, exif=exif
+    )
+    pre = Preprocess(resize=232, crop=224)
+    drafted = decode(str(path), min_side=draft_side(pre.resize))
+    assert drafted.drafted == (size[0] % 2 == 0)
+    seen = pre(drafted.rgb, (drafted.width, drafted.height), drafted.scale)
+    full = pre(decode(str(path)).rgb)
+    levels = (seen - full).abs() * torch.tensor(pre.std).view(3, 1, 1) * 255
+    assert float(levels.mean()) < 0.5 and float(levels.max()) <= 8
+
+
+def test_finetune_scores_val_on_the_input_classify_will_see(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its val decode drafted without the margin, so `val_acc` and the choice of `best` saw other pixels
+    (up to 17 levels off) than `cnnkit classify` on the same files."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.io.decode import draft_side
+    from cnnkit.tasks.classify import train
+
+    runner = CliRunner()
+    data = tmp_path / "shapes"
+    made = runner.invoke(app, ["data", "shapes", str(data), "--layout", "imagefolder", "--n", "20", "--imgsz", "64"])
+    assert made.exit_code == 0, made.output
+    sides: list = []
+    real_init = train.FolderDataset.__init__
+
+    def recording(self, split, transform, min_side, seed):
+        sides.append((type(transform).__name__, min_side))
+        real_init(self, split, transform, min_side, seed)
+
+    monkeypatch.setattr(train.FolderDataset, "__init__", recording)
+    done = runner.invoke(
+        app,
+        ["finetune", str(data), "--model", "shapes-cnn", "--epochs", "1", "--workers", "0"]
+        + ["--save-dir", str(tmp_path / "run")],
+    )
+    assert done.exit_code == 0, done.output
+    assert ("Preprocess", draft_side(64)) in sides and all(side == draft_side(64) for _, side in sides)

@@ -83,7 +83,7 @@ def _images_dir(annotations: Path) -> Path:
     if (annotations.parent / "images").is_dir():
         return annotations.parent / "images"
     stem = annotations.stem
-    split = stem.split("_", 1)[1] if "_" in stem else stem  # instances_val2017 → val2017
+    split = stem.rsplit("_", 1)[-1]  # instances_val2017, person_keypoints_val2017 → val2017
     coco = annotations.parent.parent / split
     if annotations.parent.name == "annotations" and split and coco.is_dir():
         return coco

@@ -316,8 +316,11 @@ def decode(
                     fast = _turbo(path, encoded, min_side, (w, h))
                     if fast is not None:
                         return Decoded(path, np.ascontiguousarray(fast), int(w), int(h), max_pixels, encoded=encoded)
-                if min_side and img.format == "JPEG":
-                    img.draft("RGB", (min_side, min_side))
+                s = draft_scale(w, h, min_side) if img.format == "JPEG" else 1
+                while orientation != 1 and s > 1 and (w % s or h % s):
+                    s //= 2  # a turn or flip moves the draft's partial last row or column to the top or left
+                if s > 1:
+                    img.draft("RGB", (w // s, h // s))
                 img.load()
                 img = ImageOps.exif_transpose(img) if orientation != 1 else img
                 if orientation in (5, 6, 7, 8):

@@ -223,7 +223,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 reason = (told[0] if told else "it holds more than tensors")[:160]
             if "Weights only load failed" in str(exc) and _is_ultralytics_model(path):
                 raise CnnkitError(
-                    f"{path}: an ultralytics model file, not a state dict (run a detector with `cnnkit detect`)"
+                    f"{path}: an ultralytics model file, not a state dict (cnnkit runs ultralytics detection "
+                    "models with `cnnkit detect`)"
                 ) from None
             if "Weights only load failed" in str(exc) or _looks_like_unsafe_pickle(path):
                 raise UnsafeCheckpoint(

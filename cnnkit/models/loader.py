@@ -177,6 +177,25 @@ def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
     return Loaded(module, spec.name, labels, preprocess, spec, {})
 
 
+def _timm_names(data: dict[str, Any]) -> list[str] | None:
+    """timm's ``label_names`` (a list, or a dict by index), read as their ``label_descriptions`` say them
+    (ImageNet synsets ``n01440764`` → ``tench``: the description's first name)."""
+    names = data.get("label_names")
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            raise ValueError("label_names is an object whose keys are not class indices") from None
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("label_names is not a list of names")
+    said = data.get("label_descriptions")
+    if isinstance(said, dict):
+        names = [str(said[n]).split(",")[0].strip() or n if isinstance(said.get(n), str) else n for n in names]
+    return names
+
+
 def _timm_config(weights: str) -> tuple[Preprocess | None, list[str] | None]:
     """The preprocessing and class names of timm's ``config.json`` beside ``weights`` (``pretrained_cfg``,
     ``label_names``); ``(None, None)`` when there is none or it is another library's."""
@@ -190,7 +209,7 @@ def _timm_config(weights: str) -> tuple[Preprocess | None, list[str] | None]:
         cfg = data.get("pretrained_cfg") if isinstance(data, dict) else None
         if not isinstance(cfg, dict):
             return None, None
-        names = data.get("label_names")
+        names = _timm_names(data)
         if names is not None:  # names from anyone: the checks every checkpoint's labels pass
             check_meta({"labels": names}, config)
         return Preprocess.from_timm(cfg), names

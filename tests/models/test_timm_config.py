@@ -75,3 +75,16 @@ def test_a_config_cnnkit_cannot_follow_is_one_line(tmp_path: Path, config: dict,
     with pytest.raises(CnnkitError, match="config.json") as err:
         resolve("classify", "resnet18", str(weights), backend="torch")
     assert reason in str(err.value) and "\n" not in str(err.value)
+
+
+def test_timms_synset_names_read_as_their_descriptions(tmp_path: Path) -> None:
+    from cnnkit.models.loader import resolve
+
+    synsets = [f"n0000000{i}" for i in range(10)]
+    config = {
+        "pretrained_cfg": CFG,
+        "label_names": {str(i): s for i, s in enumerate(synsets)},
+        "label_descriptions": {s: f"thing {i}, Thingus {i}" for i, s in enumerate(synsets)},
+    }
+    weights = _published(tmp_path / "synsets", config)
+    assert resolve("classify", "resnet18", str(weights), backend="torch").labels == [f"thing {i}" for i in range(10)]

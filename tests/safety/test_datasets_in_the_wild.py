@@ -232,6 +232,9 @@ def test_cocos_own_layout_finds_its_images(tmp_path: Path) -> None:
     (data / "val" / "images").rename(root / "val2017")
     ds = read_coco(root / "annotations" / "instances_val2017.json")
     assert ds.images_dir == root / "val2017"
+    keypoints = root / "annotations" / "person_keypoints_val2017.json"
+    (root / "annotations" / "instances_val2017.json").rename(keypoints)
+    assert read_coco(keypoints).images_dir == root / "val2017"
     assert all(ds.image_path(im).is_file() for im in ds.gt["images"])
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.data.folder import FolderData, FolderSplit, describe_skipped, load_folder_dataset
 from cnnkit.errors import CnnkitError, OptionError, WeightsNotAvailable
+from cnnkit.io.decode import draft_side
 from cnnkit.models import hub
 from cnnkit.models.loader import resolve, spec_for_family
 from cnnkit.models.preprocess import Preprocess, sized
@@ -124,7 +125,7 @@ class FolderDataset(Dataset):
     """Decodes with cnnkit's decoder; augmentation is seeded per (seed, epoch, index), so a
     resumed run sees the same pixels as an uninterrupted one, whatever the worker count."""
 
-    def __init__(self, split: FolderSplit, transform: Any, min_side: int, seed: int) -> None:
+    def __init__(self, split: FolderSplit, transform: Any, min_side: int | None, seed: int) -> None:
         self.paths, self.targets = split.paths, split.targets
         self.transform, self.min_side, self.seed, self.epoch = transform, min_side, seed, 0
 
@@ -137,9 +138,10 @@ class FolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from cnnkit.io.decode import decode
 
-        rgb = decode(self.paths[index], min_side=self.min_side).rgb
-        if isinstance(self.transform, Preprocess):  # deterministic: no RNG to manage
-            return self.transform(rgb), self.targets[index]
+        decoded = decode(self.paths[index], min_side=self.min_side)
+        rgb = decoded.rgb
+        if isinstance(self.transform, Preprocess):  # deterministic: no RNG to manage; as `cnnkit classify` reads it
+            return self.transform(rgb, (decoded.width, decoded.height), decoded.scale), self.targets[index]
         # Seed torch's CPU generator for this sample and put the caller's state back after
         # (torch.random.fork_rng does the same but costs ~1 ms, more than decoding a small image).
         gen = torch.default_generator
@@ -170,8 +172,9 @@ def make_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """The train and val loaders of a folder dataset (sharded across ``world`` processes)."""
     assert opts.batch_size is not None  # filled by check()
-    train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), pre.resize, opts.seed)
-    val_ds = FolderDataset(data.val, pre, pre.resize, opts.seed)
+    side = draft_side(pre.resize)  # the draft `cnnkit classify` reads, so val scores what it will see
+    train_ds = FolderDataset(data.train, train_transform(pre, opts.augment), side, opts.seed)
+    val_ds = FolderDataset(data.val, pre, side, opts.seed)
     common: dict[str, Any] = dict(
         pin_memory=pin, worker_init_fn=worker_init if workers else None, persistent_workers=False
     )

@@ -218,8 +218,8 @@ class TorchvisionBackend:
         return None
 
     def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """A uint8 CHW tensor of at most about twice the model's working size (big images reduced,
-        thin ones padded: :func:`~cnnkit.models.preprocess.rcnn_input`), and the image's size in it."""
+        """A uint8 CHW tensor of the image as decoded (one over ``RCNN_FULL_PIXELS`` reduced to the model's working
+        size, a thin one padded: :func:`~cnnkit.models.preprocess.rcnn_input`), and the image's size in it."""
         import torch
 
         from cnnkit.models.preprocess import rcnn_input
