@@ -30,17 +30,18 @@ def test_the_bundled_classifier_sees_a_photo_as_from_a_full_decode(photo: str) -
     assert float(levels.mean()) < 0.75 and float(levels.max()) <= 12
 
 
-def test_a_torchvision_preset_reads_a_phone_sized_photo_within_jpeg_noise(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [(1800, 2400), (1801, 2403)])
+def test_a_torchvision_preset_reads_a_phone_sized_photo_within_jpeg_noise(tmp_path: Path, size: tuple) -> None:
     """resize 232, crop 224 (ResNet-50 V2's preset) on a 2400×1800 JPEG: the draft it reads gives the input of
-    a full decode within a few levels."""
+    a full decode within a few levels, also where the draft's last row and column are partial."""
     from PIL import Image
 
     from cnnkit.io.decode import decode, draft_side
     from cnnkit.models.preprocess import Preprocess
 
     with Image.open(SAMPLES / "bus.jpg") as img:
-        big = img.convert("RGB").resize((1800, 2400), Image.Resampling.BICUBIC)
-    noise = np.random.default_rng(0).integers(-6, 7, (2400, 1800, 3))
+        big = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    noise = np.random.default_rng(0).integers(-6, 7, (size[1], size[0], 3))
     Image.fromarray((np.asarray(big, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)).save(
         tmp_path / "big.jpg", quality=92
     )
