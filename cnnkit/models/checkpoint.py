@@ -222,16 +222,15 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 told = [line for line in lines if line and "weights_only" not in line and "torch.load" not in line]
                 reason = (told[0] if told else "it holds more than tensors")[:160]
             if "Weights only load failed" in str(exc) and _is_ultralytics_model(path):
-                raise CnnkitError(
-                    f"{path}: an ultralytics model file, not a state dict (cnnkit runs ultralytics detection "
-                    "models with `cnnkit detect`)"
-                ) from None
+                raise _an_ultralytics_model(path) from None
             if "Weights only load failed" in str(exc) or _looks_like_unsafe_pickle(path):
                 raise UnsafeCheckpoint(
                     f"{path}: refused, loading it would need arbitrary unpickling ({reason[:160]}); "
                     "only safetensors and weights-only PyTorch files are loaded"
                 ) from exc
             raise CnnkitError(f"{path}: cannot load weights ({reason[:200]})") from exc
+        if isinstance(state, dict) and any(type(v).__module__.startswith("ultralytics.") for v in state.values()):
+            raise _an_ultralytics_model(path)  # loaded: ultralytics, once imported, allows its own classes
         if isinstance(state, dict):
             for key in ("state_dict", "model"):
                 if key in state and isinstance(state[key], dict):
@@ -242,6 +241,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return {
         k: (v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in state.items()
     }
+
+
+def _an_ultralytics_model(path: Path) -> CnnkitError:
+    return CnnkitError(
+        f"{path}: an ultralytics model file, not a state dict (cnnkit runs ultralytics detection models with "
+        "`cnnkit detect`)"
+    )
 
 
 def _is_ultralytics_model(path: Path) -> bool:

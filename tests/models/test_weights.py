@@ -250,3 +250,16 @@ def test_an_ultralytics_model_given_as_a_state_dict_is_named_as_one(tmp_path):
     result = runner.invoke(app, ["classify", str(yolo), "--model", "resnet18", "--weights", str(yolo)])
     assert result.exit_code == 1 and "an ultralytics model file, not a state dict" in result.stderr
     assert "`cnnkit detect`" in result.stderr and "unpickling" not in result.stderr
+
+
+def test_an_ultralytics_model_is_named_as_one_also_after_ultralytics_was_imported():
+    """Once imported, ultralytics lets torch's weights-only loader build its classes: the file then loaded and
+    failed as weights that do not fit."""
+    from cnnkit import ultralytics_adapter
+    from cnnkit.errors import CnnkitError
+    from cnnkit.models.checkpoint import load_state_dict
+    from cnnkit.models.hub import bundled_path
+
+    ultralytics_adapter.yolo(bundled_path("shapes-yolov8n.pt"))
+    with pytest.raises(CnnkitError, match="an ultralytics model file, not a state dict"):
+        load_state_dict(bundled_path("shapes-yolov8n.pt"))
