@@ -291,6 +291,8 @@ def _prepare(predictor: Predictor, item: Item, state: StreamState) -> tuple[Deco
         decoded.picture()
     if not state.pixels:  # two batches in flight would hold two batches of full-size pictures (GBs of scans)
         decoded.release()
+        if item.data is not None:  # a video frame's or an array's pixels: its item, queued until its batch, held them
+            object.__setattr__(item, "data", None)  # the one reference the engine keeps (Item is frozen for callers)
     return decoded, tensor, (time.perf_counter() - t0) * 1000.0
 
 

@@ -273,6 +273,7 @@ def write_records(
         TimeRemainingColumn,
     )
 
+    from cnnkit.io.video import is_video_source
     from cnnkit.io.writers import RecordWriter
 
     quiet = state(ctx)["quiet"]
@@ -280,7 +281,7 @@ def write_records(
     writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
     err = stderr_console()
     failed: list[tuple[str, str]] = []
-    done = frames = 0
+    done = frames = videos = 0  # videos: records of a whole video (one that could not be opened)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -307,6 +308,7 @@ def write_records(
                     writer.write(rec)
                     done += 1
                     frames += rec.frame is not None
+                    videos += rec.frame is None and is_video_source(rec.path)
                     if rec.error is not None:
                         failed.append((rec.path, rec.error))
                         if not quiet:
@@ -333,7 +335,7 @@ def write_records(
                 broken_pipe = True
         restore()
     if not quiet:
-        what = f"{done} record(s) ({frames} video frame(s))" if frames else f"{done} image(s)"
+        what = f"{done} record(s) ({frames} video frame(s))" if frames or videos else f"{done} image(s)"
         msg = f"{what}, {len(failed)} failed" + (" (interrupted)" if interrupted else "")
         err.print(msg, highlight=False)
         for path, reason in failed[:20]:

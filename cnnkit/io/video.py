@@ -174,8 +174,11 @@ def _rate(stream: Any) -> float:
 
 def _variable(stream: Any) -> bool:
     """Whether the frames are not evenly spaced: the average rate differs from the rate every timestamp is a
-    multiple of (FFmpeg's ``r_frame_rate``) by more than 1% (phones, screen recordings, edited clips)."""
+    multiple of (FFmpeg's ``r_frame_rate``) by more than 1% (phones, screen recordings, edited clips), or there
+    is no average and that rate is only the container's clock."""
     average, base = stream.average_rate, stream.base_rate or stream.guessed_rate
+    if not average and base and stream.time_base and float(base) * float(stream.time_base) == 1.0:
+        return True  # no average, and the "rate" is the clock's tick (Matroska's 1 kHz): browser and screen recordings
     return bool(average and base and abs(float(average) / float(base) - 1.0) > 0.01)
 
 
@@ -189,14 +192,13 @@ def _info(container: Any) -> VideoInfo:
         raise CnnkitError("unsupported video codec (PyAV's FFmpeg has no decoder for it)")
     variable = _variable(stream)
     grid = stream.base_rate or stream.guessed_rate  # the rate every timestamp is a multiple of
-    return VideoInfo(
-        int(ctx.width or 0),
-        int(ctx.height or 0),
-        float(grid) if grid and not variable else _rate(stream),  # a few dropped frames do not move the grid
-        ctx.name,
-        int(stream.frames) or None,
-        variable,
-    )
+    fps = float(grid) if grid and not variable else _rate(stream)  # a few dropped frames do not move the grid
+    frames = int(stream.frames) or None
+    if frames and fps and container.duration and "mp4" in container.format.name.split(","):
+        # an edit list (a trim without re-encoding) presents fewer frames than the file holds; the count of a
+        # truncated file's header is not lowered, since its duration is the header's too
+        frames = min(frames, max(1, round(container.duration / 1e6 * fps)))
+    return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable)
 
 
 def read_frames(
@@ -238,11 +240,11 @@ def read_frames(
             )
             return
         try:
-            yield from _frames(container, path, info, options)
+            yield from _frames(container, path, info, options, max_pixels=max_pixels)
         except _FromStart:  # nothing was yielded yet: a fresh container, decoded from the first frame
             held.close()
             with ExitStack() as again:
-                yield from _frames(_open(path, again, data), path, info, options, seek=False)
+                yield from _frames(_open(path, again, data), path, info, options, seek=False, max_pixels=max_pixels)
 
 
 def frame_picture(path: str, frame: int, time_s: float | None) -> Any:
@@ -259,7 +261,9 @@ class _FromStart(Exception):
     """Seeking to ``start`` found no key frame at or before it: the video is read again from its beginning."""
 
 
-def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, seek: bool = True) -> Iterator[Item]:
+def _frames(
+    container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, seek: bool = True, max_pixels: int | None = None
+) -> Iterator[Item]:
     """The frames of an opened video as items; see :func:`read_frames`.
 
     A frame's index is its presentation time on the stream's frame grid, so frames keep their numbers
@@ -277,10 +281,6 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; frames still come out in order
-    if not is_stream_url(path):  # webcams included
-        # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
-        # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
-        stream.codec_context.options = {"err_detect": "explode"}
     fps = info.fps or 25.0
     tb = stream.time_base or Fraction(1, 90000)
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
@@ -289,6 +289,12 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
     if info.variable:
         first_index = -1  # known once a frame at or after start is decoded
     seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)
+    if not is_stream_url(path) and not seeking:  # webcams included
+        # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
+        # from its neighbours; a live stream joined between key frames, or a file entered by a seek at a key
+        # frame that is not an IDR (open GOP: H.264's strict mode then refuses every frame after it), is left
+        # to FFmpeg's concealment
+        stream.codec_context.options = {"err_detect": "explode"}
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
@@ -351,11 +357,20 @@ def _frames(container: Any, path: str, info: VideoInfo, opts: VideoOptions, *, s
                 if lost is not None:
                     yield lost
             last_index, last_t = index, t
-            if opts.end is not None and t >= opts.end:
+            if opts.end is not None and t >= opts.end - 1e-6:  # t is a difference of floats: 1.7 - 1.5 < 0.2
                 return
             if first_index < 0 or not _wanted(index, first_index, opts):
                 continue
-            yield Item(path, data=upright(frame), frame=index, time_s=round(t, 6))
+            if max_pixels is not None and frame.width * frame.height > max_pixels:  # a stream may change size
+                size = f"{frame.width}x{frame.height} = {frame.width * frame.height:,}"
+                yield Item(
+                    path,
+                    error=f"frame {index}: {size} pixels is over the limit of {max_pixels:,} (max_pixels)",
+                    frame=index,
+                    time_s=round(t, 6),
+                )
+            else:
+                yield Item(path, data=upright(frame), frame=index, time_s=round(t, 6))
             kept += 1
             if opts.max_frames is not None and kept >= opts.max_frames:
                 return

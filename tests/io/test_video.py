@@ -668,3 +668,137 @@ def test_a_constant_rate_video_with_dropped_frames_is_numbered_on_its_grid(tmp_p
     assert sorted(whole) == kept
     later = [(it.frame, it.time_s) for it in read_frames(str(path), VideoOptions(start=3.966667, max_frames=40))]
     assert later and all(whole[f] == t for f, t in later) and later[0][0] == 119
+
+
+# -- videos as phones, cameras, editors and browsers write them ----------------------------------------
+
+
+def test_start_in_an_open_gop_h264_reads_from_its_frame(tmp_path: Path) -> None:
+    """After a seek to a key frame that is no IDR, H.264's strict mode refused every frame: any start past the
+    first GOP failed the whole video ("no frame could be decoded")."""
+    from cnnkit.data.moving import sequence
+
+    pictures = [
+        rgb for rgb, _ in sequence(0, 0, frames=40, size=128).frames()
+    ]  # moving shapes: B-frames refer across GOPs
+    video = tmp_path / "open.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        stream.options = {"x264-params": "keyint=12:min-keyint=12:open_gop=1:bframes=3"}
+        for rgb in pictures:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    items = list(read_frames(str(video), VideoOptions(start=0.6)))
+    assert [it.error for it in items if it.error] == []
+    assert [it.frame for it in items] == list(range(15, 40))
+    full = {it.frame: it.data for it in read_frames(str(video))}
+    assert all(np.abs(it.data.astype(int) - full[it.frame]).mean() < 8 for it in items)
+
+
+def test_end_stops_before_its_second_on_a_stream_that_starts_late(tmp_path: Path) -> None:
+    """MPEG-TS timestamps start past 0: t = 1.7 - 1.5 fell just under 0.2, and `end` 0.2 kept the frame at 0.2."""
+    video = tmp_path / "late.ts"
+    with av.open(str(video), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i + 2, Fraction(1, 25)  # from 0.08 s, as a camera's stream starts
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].start_time > 0
+    wrong = [k for k in range(1, 40) if len(list(read_frames(str(video), VideoOptions(end=k / 25)))) != k]
+    assert wrong == []
+
+
+def test_a_frame_over_max_pixels_in_a_stream_that_grows_is_a_failed_record(tmp_path: Path) -> None:
+    """Only the header's size was checked: a small stream that switched to 16000x12000 midway ran past the limit."""
+    small, big = tmp_path / "small.ts", tmp_path / "big.ts"
+    for path, side in ((small, (64, 48)), (big, (128, 96))):
+        with av.open(str(path), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = *side, "yuv420p"
+            for i in range(5):
+                rgb = np.full((side[1], side[0], 3), 8 * i, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(small.read_bytes() + big.read_bytes())
+    items = list(read_frames(str(joined), max_pixels=64 * 48))
+    good = [it for it in items if it.error is None]
+    over = [it for it in items if it.error and "over the limit of 3,072 (max_pixels)" in it.error]
+    assert len(good) == 5 and all(it.data.shape == (48, 64, 3) for it in good)
+    assert over and all("128x96 = 12,288 pixels" in it.error for it in over)
+
+
+def test_a_clip_with_no_average_rate_and_a_millisecond_clock_is_variable() -> None:
+    """Browsers (MediaRecorder) and screen recorders write WebM without a frame duration: FFmpeg's rate is then
+    the 1 kHz clock, and frames were numbered in milliseconds (0, 40, 90, …)."""
+    from cnnkit.io.video import _variable
+
+    class Stream:
+        average_rate, base_rate, guessed_rate, time_base = None, Fraction(1000), None, Fraction(1, 1000)
+
+    class Steady(Stream):
+        average_rate, base_rate = Fraction(25), Fraction(25)
+
+    assert _variable(Stream()) and not _variable(Steady())
+
+
+def test_an_mp4_trimmed_by_its_edit_list_is_not_called_truncated(tmp_path: Path) -> None:
+    """A trim without re-encoding keeps every sample and shortens the edit list: the header's 40 frames are
+    30 on screen, and frames 30-39 were reported missing (exit 1)."""
+    import struct
+
+    video = write_levels(tmp_path / "full.mp4", 40)
+    data = bytearray(video.read_bytes())
+    at = data.find(b"elst")
+    if at < 0 or data[at + 4] != 0:
+        pytest.skip("the muxer wrote no version-0 edit list")
+    duration, media_time = struct.unpack(">Ii", data[at + 12 : at + 20])
+    data[at + 12 : at + 16] = struct.pack(">I", duration * 30 // 40)  # the first 30 frames on screen
+    trimmed = tmp_path / "trimmed.mp4"
+    trimmed.write_bytes(bytes(data))
+    with av.open(str(trimmed)) as container:
+        shown = sum(1 for _ in container.decode(video=0))
+    items = list(read_frames(str(trimmed)))
+    assert [it.error for it in items if it.error] == []
+    assert len(items) == shown < 40
+
+
+def test_frames_in_flight_let_their_pixels_go_when_nothing_reads_them_again(tmp_path: Path) -> None:
+    """Two batches of frame items held their full pixels after preprocessing: 30 frames of 8000x8000 took
+    7 GB where 30 PNGs of that size took 2 GB. The child's peak over 48 frames of 2000x2000 against one."""
+    from tests.safety.test_hostile_inputs import _measured
+
+    frame_mb = 2000 * 2000 * 3 / 1e6
+    peaks = []
+    for n in (1, 48):
+        video = make_video(tmp_path / f"big{n}.mp4", frames=n, fps=25, size=(2000, 2000))
+        code, peak, records, err = _measured(["classify", str(video), "--batch-size", "16"], tmp_path)
+        assert code == 0 and len(records) == n, err
+        peaks.append(peak / 1e6)
+    extra = (peaks[1] - peaks[0]) / frame_mb
+    # the reader's prefetch (8 frames), FFmpeg's frame threads and the decode threads' copies: about 25 here;
+    # with the two batches of items holding their frames too, 55
+    assert extra < 40, f"{extra:.1f} frames' worth held over a one-frame video"
+
+
+def test_a_run_of_videos_that_cannot_be_opened_is_not_summed_up_as_images(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 64)
+    result = CliRunner().invoke(app, ["classify", str(bad)])
+    assert result.exit_code == 1
+    assert "1 record(s) (0 video frame(s)), 1 failed" in result.stderr and "image(s)" not in result.stderr
