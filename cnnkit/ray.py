@@ -111,7 +111,7 @@ def init(address: str | None = None) -> Any:
     try:
         # workers' prints stay in Ray's logs unless -v: stdout is cnnkit's data channel (JSON Lines)
         ray.init(
-            address=address,
+            address="local" if address is None else address,  # None would join a cluster found on the machine
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=log.isEnabledFor(logging.DEBUG),

@@ -377,3 +377,40 @@ def test_saving_under_ray_names_the_flag_given(tmp_path):
     image = str(SAMPLES / "scene_0.png")
     result = CliRunner().invoke(app, ["detect", image, "--save-txt", "--engine", "ray"])
     assert result.exit_code == 2 and "--save-txt: write files on this machine" in result.output
+
+
+def test_a_ray_resume_with_another_model_is_refused_as_a_local_one_is(ray_cluster, shapes_images, tmp_path):
+    """The driver loads no model under Ray, so the resumed file's model was never compared: another model's
+    records were appended to it."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "r.jsonl"
+    first = sorted(p for p in shapes_images.iterdir() if p.suffix == ".png")[0]
+    done = runner.invoke(app, ["classify", str(first), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    before = out.read_bytes()
+    again = runner.invoke(
+        app, ["classify", str(shapes_images), "-m", "lenet5", "-o", str(out), "--skip-existing", "--engine", "ray"]
+    )
+    assert again.exit_code == 2 and "holds classify records of shapes-cnn, not classify with lenet5" in again.stderr
+    assert out.read_bytes() == before
+
+
+def test_without_an_address_a_cluster_of_its_own_is_started(monkeypatch):
+    """`address=None` let Ray join whatever cluster /tmp/ray/ray_current_cluster named (another user's, a
+    crashed one: a hang), though the README says cnnkit starts Ray on this machine only."""
+    from types import SimpleNamespace
+
+    from cnnkit import ray as on_ray
+
+    asked: list = []
+    fake = SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: asked.append(kw["address"]))
+    monkeypatch.setattr(on_ray, "_ray", lambda: fake)
+    monkeypatch.setattr(on_ray, "_notices_to_stderr", lambda: None)
+    monkeypatch.setattr(on_ray, "_check_address", lambda address: None)
+    on_ray.init(None)
+    on_ray.init("auto")
+    assert asked == ["local", "auto"]

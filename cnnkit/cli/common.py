@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from cnnkit.io.video import VideoOptions
+    from cnnkit.records import Record
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -355,6 +356,17 @@ def write_records(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _same_model(records: Iterable[Record], resume: Any, output: str, task: str) -> Iterator[Record]:
+    """``records``, refused before the first is written when their model is not the resumed file's (a local run
+    checks the model it loaded; on Ray only the actors load it)."""
+    checked = False
+    for rec in records:
+        if not checked and rec.model:
+            resume.check_run(output, task, rec.model)
+            checked = True
+        yield rec
+
+
 def _read_from_elsewhere(done: Any) -> bool:
     """Whether a resumed file's inputs look read from another working folder: none of the first of them is a
     file here (a run adding new inputs to a file whose earlier ones are still here is not warned about)."""
@@ -678,6 +690,8 @@ def run_predict(
             **scale,
             **load_options,
         )
+        if resume is not None:  # the actors load the model: its name comes with their first record
+            records = _same_model(records, resume, str(output), task)
     else:
         predictor = api.load(task, **load_options)
         if resume is not None:
