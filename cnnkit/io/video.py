@@ -36,6 +36,8 @@ log = logging.getLogger("cnnkit")
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".asf"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+MAX_NOMINAL_FPS = 240.0  # above this a stream's "rate" is its clock, not its frames (Matroska's 1 kHz)
+NOMINAL_FPS = 30.0
 PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
 MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
 MAX_SEEK_SKIP = 300  # packets skipped after a seek looking for a key frame before reading from the beginning
@@ -193,11 +195,14 @@ def _info(container: Any) -> VideoInfo:
     variable = _variable(stream)
     grid = stream.base_rate or stream.guessed_rate  # the rate every timestamp is a multiple of
     fps = float(grid) if grid and not variable else _rate(stream)  # a few dropped frames do not move the grid
+    if variable and fps > MAX_NOMINAL_FPS:  # only a clock's tick (a browser's WebM): a nominal rate for the
+        fps = NOMINAL_FPS  # times of lost frames and the saved video's header; each frame keeps its own time
     frames = int(stream.frames) or None
-    if frames and fps and container.duration and "mp4" in container.format.name.split(","):
-        # an edit list (a trim without re-encoding) presents fewer frames than the file holds; the count of a
-        # truncated file's header is not lowered, since its duration is the header's too
-        frames = min(frames, max(1, round(container.duration / 1e6 * fps)))
+    if frames and fps and stream.duration and stream.time_base and "mp4" in container.format.name.split(","):
+        # an edit list (a trim without re-encoding) presents fewer frames than the file holds: the track's own
+        # duration says how many (the container's is the longest track's, audio included); a truncated file's
+        # header count is not lowered, since its duration is the header's too
+        frames = min(frames, max(1, round(float(stream.duration * stream.time_base) * fps)))
     return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable)
 
 
@@ -289,11 +294,10 @@ def _frames(
     if info.variable:
         first_index = -1  # known once a frame at or after start is decoded
     seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)
-    if not is_stream_url(path) and not seeking:  # webcams included
+    sought = seeking
+    if not is_stream_url(path):  # webcams included
         # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
-        # from its neighbours; a live stream joined between key frames, or a file entered by a seek at a key
-        # frame that is not an IDR (open GOP: H.264's strict mode then refuses every frame after it), is left
-        # to FFmpeg's concealment
+        # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
         stream.codec_context.options = {"err_detect": "explode"}
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
@@ -329,6 +333,8 @@ def _frames(
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:
+            if sought and count == 0:  # entered at a key frame that is no IDR (open GOP), which strict H.264
+                raise _FromStart from None  # refuses with all that follows: read from the first frame instead
             bad += 1
             pending = pending or _av_reason(exc)
             if bad >= MAX_BAD_PACKETS:
@@ -363,14 +369,15 @@ def _frames(
                 continue
             if max_pixels is not None and frame.width * frame.height > max_pixels:  # a stream may change size
                 size = f"{frame.width}x{frame.height} = {frame.width * frame.height:,}"
-                yield Item(
+                yield Item(  # the stream grew past the limit: its frames from here are not read (each would be)
                     path,
-                    error=f"frame {index}: {size} pixels is over the limit of {max_pixels:,} (max_pixels)",
+                    error=f"frame {index}: {size} pixels is over the limit of {max_pixels:,} (max_pixels); "
+                    "the video is not read further",
                     frame=index,
                     time_s=round(t, 6),
                 )
-            else:
-                yield Item(path, data=upright(frame), frame=index, time_s=round(t, 6))
+                return
+            yield Item(path, data=upright(frame), frame=index, time_s=round(t, 6))
             kept += 1
             if opts.max_frames is not None and kept >= opts.max_frames:
                 return
