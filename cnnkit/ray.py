@@ -27,8 +27,10 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
@@ -71,7 +73,16 @@ def _check_address(address: str) -> None:
     ValueError traceback for the first and retries a closed port for ever."""
     import socket
 
-    if address == "auto" or address.startswith("ray://"):
+    if address.startswith("ray://"):
+        return
+    if address == "auto":  # the cluster Ray would join: $RAY_ADDRESS, else the one its temp folder names
+        found, where = _auto_address()
+        if found is None:
+            return  # none: Ray says so itself, at once
+        try:
+            _check_address(found)
+        except OptionError as exc:
+            raise OptionError("address", f"{exc.reason} ({found}, from {where})", address) from None
         return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -80,6 +91,20 @@ def _check_address(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
     except OSError as exc:
         raise OptionError("address", f"no Ray cluster there ({exc.strerror or exc})", address) from None
+
+
+def _auto_address() -> tuple[str | None, str]:
+    """The ``HOST:PORT`` that ``auto`` means to Ray, and where it was found: a crashed cluster leaves its address
+    behind, and Ray then retries it for ever."""
+    given = os.environ.get("RAY_ADDRESS", "").strip()
+    if given and given != "auto":
+        return (None if given.startswith("ray://") else given), "$RAY_ADDRESS"
+    current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+    try:
+        text = current.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, str(current)
+    return (text.splitlines()[0].strip() if text else None), str(current)
 
 
 def _notices_to_stderr() -> None:
@@ -102,7 +127,9 @@ def _notices_to_stderr() -> None:
 def init(address: str | None = None) -> Any:
     """Connect to the Ray cluster at ``address`` (``auto``: the one this machine belongs to; ``HOST:PORT``),
     or start a private one on this machine when ``address`` is ``None``; an existing connection is kept."""
-    if address is not None:
+    imported = sys.modules.get("ray")
+    kept = imported is not None and imported.is_initialized()
+    if address is not None and not (address == "auto" and kept):  # `auto` on a kept connection means that one
         _check_address(address)
     ray = _ray()
     if ray.is_initialized():

@@ -414,3 +414,25 @@ def test_without_an_address_a_cluster_of_its_own_is_started(monkeypatch):
     on_ray.init(None)
     on_ray.init("auto")
     assert asked == ["local", "auto"]
+
+
+def test_auto_with_a_dead_cluster_left_behind_is_one_line_not_a_hang(monkeypatch, tmp_path):
+    """`auto` joins what $RAY_ADDRESS or Ray's temp folder names; a crashed cluster leaves its address there,
+    and Ray retried it for ever."""
+    import socket
+
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import OptionError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+    with pytest.raises(OptionError, match=rf"no Ray cluster there .*\(127.0.0.1:{port}, from .*ray_current_cluster\)"):
+        on_ray._check_address("auto")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(OptionError, match=r"from \$RAY_ADDRESS"):
+        on_ray._check_address("auto")
