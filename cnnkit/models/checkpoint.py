@@ -217,13 +217,14 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             reason = reason_of(exc, 10_000)
-            if "Weights only load failed" in str(exc):  # torch's own advice (weights_only=False) is the unsafe step
+            refused = "Weights only load failed" in str(exc)
+            if refused:  # torch's own advice (weights_only=False) is the unsafe step
                 lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
                 told = [line for line in lines if line and "weights_only" not in line and "torch.load" not in line]
                 reason = (told[0] if told else "it holds more than tensors")[:160]
-            if "Weights only load failed" in str(exc) and _is_ultralytics_model(path):
+            if refused and _is_ultralytics_model(path):
                 raise _an_ultralytics_model(path) from None
-            if "Weights only load failed" in str(exc) or _looks_like_unsafe_pickle(path):
+            if refused or _looks_like_unsafe_pickle(path):
                 raise UnsafeCheckpoint(
                     f"{path}: refused, loading it would need arbitrary unpickling ({reason[:160]}); "
                     "only safetensors and weights-only PyTorch files are loaded"
@@ -254,8 +255,7 @@ def _is_ultralytics_model(path: Path) -> bool:
     """Whether a pickle is a harmless ultralytics model (it passes the allow-list scan that gates ultralytics'
     own loading, and names its model classes): read by the scan, never unpickled."""
     try:
-        check_full_pickle(path)
-        return any(name.startswith("ultralytics.nn.") for name in pickle_globals(path))
+        return any(name.startswith("ultralytics.nn.") for name in check_full_pickle(path))
     except (CnnkitError, OSError):
         return False
 
@@ -865,8 +865,9 @@ def pickle_globals(path: str | os.PathLike) -> set[str]:
     return scan.globals
 
 
-def check_full_pickle(path: str | os.PathLike) -> None:
-    """Refuse a full-model checkpoint that could do more when unpickled than rebuild layers and tensors.
+def check_full_pickle(path: str | os.PathLike) -> set[str]:
+    """Refuse a full-model checkpoint that could do more when unpickled than rebuild layers and tensors;
+    returns the (allowed) globals it names.
 
     This is the gate before ultralytics unpickles a ``.pt``: the file must be a torch zip
     (see :func:`torch_zip_pickle`) whose ``data.pkl`` names only allow-listed globals and calls
@@ -875,8 +876,10 @@ def check_full_pickle(path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"{path}: weights file not found")
+    scan = _PickleScan()
     try:
-        _PickleScan().run(torch_zip_pickle(path))
+        scan.run(torch_zip_pickle(path))
+        return scan.globals
     except _Refused as exc:
         raise UnsafeCheckpoint(
             f"{path}: refused, {exc}; a full-model checkpoint may hold only layers, tensors and plain values"

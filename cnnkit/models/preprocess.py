@@ -183,11 +183,11 @@ def rcnn_input(rgb: np.ndarray, min_size: int, max_size: int) -> tuple[np.ndarra
 
     h, w = rgb.shape[:2]
     scale = min(min_size / min(h, w), max_size / max(h, w))
-    padded = max(h, math.ceil(32 * max(h, w) / max_size)) * max(w, math.ceil(32 * max(h, w) / max_size))
-    if scale < 0.5 and padded > RCNN_FULL_PIXELS:
+    need = math.ceil(32 * max(h, w) / max_size)
+    if scale < 0.5 and max(h, need) * max(w, need) > RCNN_FULL_PIXELS:
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
         rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0))
-    need = math.ceil(32 * max(h, w) / max_size)
+        need = math.ceil(32 * max(h, w) / max_size)
     if min(h, w) < need:
         rgb = np.pad(rgb, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)))
     return rgb, (h, w)

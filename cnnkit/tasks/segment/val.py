@@ -80,7 +80,7 @@ def evaluate_folder(
 
     failed: list[dict[str, str]] = []  # images left out of the scores, named: no mask, or unreadable
     pairs = find_pairs(data, split, missing=failed)
-    missing = len(failed)
+    found = len(pairs) + len(failed)  # every image, a mask or not
     for f in failed:
         log.warning("failed %s: %s", printable(f["path"]), f["error"])
     masks = {str(image): mask for image, mask in pairs}
@@ -141,7 +141,7 @@ def evaluate_folder(
         "model": predictor.name,
         **runtime_facts(predictor),
         "data": str(data),
-        "images": len(pairs) - (len(failed) - missing),
+        "images": found - len(failed),
         "failed": failed,
         **cm.scores(predictor.labels),
         "confusion": {"labels": list(predictor.labels), "matrix": cm.counts.tolist(), "unit": "pixels"},
