@@ -108,9 +108,9 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
         valid = p[p > -1]
         p50 = precision[0, :, k, 0, -1]
         p50 = p50[p50 > -1]
-        per_class[names.get(cat_id, str(cat_id))] = {
-            "AP": float(valid.mean()) if valid.size else 0.0,
-            "AP50": float(p50.mean()) if p50.size else 0.0,
+        per_class[names.get(cat_id, str(cat_id))] = {  # None without ground truth, where pycocotools says -1
+            "AP": float(valid.mean()) if valid.size else None,
+            "AP50": float(p50.mean()) if p50.size else None,
         }
     pr = precision_recall(ev)
     for cat_id, (p, r) in pr["per_class"].items():

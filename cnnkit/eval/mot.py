@@ -136,7 +136,7 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
     """Rows of a MOT text file: results, or ground truth (``truth``), where a row with ``conf`` 0 is not to be
     considered and is skipped, as motmetrics' and TrackEval's MOT Challenge loaders do. A visibility of -1
     (MOT15's "not given", cnnkit's own ``--format mot``) is full visibility; an id twice in one frame is refused,
-    as TrackEval refuses it. A malformed file is a :class:`CnnkitError` naming its line."""
+    as TrackEval refuses it, and so is a frame before 1. A malformed file is a :class:`CnnkitError` naming its line."""
     rows = []
     seen: set[tuple[int, int]] = set()
     with open(path, encoding="utf-8") as f:
@@ -152,6 +152,11 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
                 raise CnnkitError(f"{path}:{n}: a MOT row has at least 6 fields")
             if not all(math.isfinite(x) for x in v):
                 raise CnnkitError(f"{path}:{n}: a MOT row holds a number that is not finite")
+            if v[0] < 1:  # TrackEval refuses such a file too; scored, it would shift every frame by one
+                raise CnnkitError(
+                    f"{path}:{n}: frame {v[0]:g}: MOT frames count from 1 (a file counted from 0 needs 1 added "
+                    "to its first column)"
+                )
             score = v[6] if len(v) > 6 else 1.0
             if truth and score == 0:
                 continue

@@ -54,6 +54,30 @@ def test_mot_truth_with_an_id_twice_in_a_frame_is_refused_naming_the_line(tmp_pa
         read_mot(gt, truth=True)
 
 
+def test_mot_truth_counted_from_zero_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """Frames count from 1 in MOT files; a 0-based file was scored shifted by one frame, with exit 0."""
+    from cnnkit.eval.mot import read_mot
+
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,20,1,1,1\n0,2,50,50,20,20,1,1,1\n")
+    with pytest.raises(CnnkitError, match=r"gt.txt:2: frame 0: MOT frames count from 1"):
+        read_mot(gt, truth=True)
+
+
+def test_track_val_refuses_truth_past_the_last_frame_of_its_video(tmp_path: Path) -> None:
+    """Ground truth for frames a video does not have was scored as misses (MOTA -0.08, exit 0); TrackEval
+    refuses frames past seqLength."""
+    from cnnkit.data.moving import write_sequences
+
+    data = tmp_path / "v"
+    write_sequences(data, 1, seed=5, frames=8, size=96)
+    gt = data / "shapes-000" / "gt" / "gt.txt"
+    gt.write_text(gt.read_text() + "30,99,10,10,20,20,1,1,1\n")
+    result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "ground truth names frame 30, but shapes-000.mp4 has 8 frames" in result.output
+
+
 def test_mota_without_ground_truth_is_null_not_minus_infinity() -> None:
     """motmetrics gives MOTA -inf when nothing is to be found; JSON has no infinity."""
     from cnnkit.eval.mot import MotRow, score
@@ -129,6 +153,44 @@ def test_instance_val_scores_a_file_two_image_entries_name_under_both(tmp_path: 
     both = validate(str(data), conf=0.05)
     assert both["images"] == base["images"] + 1 and not both["failed"]
     assert both["bbox"]["AP50"] == pytest.approx(base["bbox"]["AP50"], abs=0.02)
+
+
+def test_a_category_without_ground_truth_has_no_ap_not_zero() -> None:
+    """pycocotools has no value (-1) for it; 0.0 in per_class made a mean over classes wrong."""
+    from cnnkit.eval.coco import evaluate
+
+    gt = _coco_gt()
+    gt["categories"].append({"id": 9, "name": "unseen"})
+    found = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
+    scores = evaluate(gt, found, "bbox")
+    assert scores["per_class"]["unseen"]["AP"] is None and scores["per_class"]["unseen"]["AP50"] is None
+    seen = [c["AP"] for name, c in scores["per_class"].items() if name != "unseen"]
+    assert seen and all(ap is not None for ap in seen) and scores["AP"] == pytest.approx(np.mean(seen))
+
+
+def test_detect_val_scores_an_image_the_split_names_twice_twice(tmp_path: Path) -> None:
+    """ultralytics scores every line of a val list; cnnkit read each file once and scored it once."""
+    data = _shapes(tmp_path, "yolo", n=8)
+    images = sorted(p.name for p in (data / "images" / "val").glob("*.png"))
+    lines = [f"./images/val/{n}" for n in [*images, images[0]]]
+    (data / "twice.txt").write_text("\n".join(lines) + "\n")
+    (data / "twice.yaml").write_text(
+        "train: images/train\nval: twice.txt\nnames: [circle, square, triangle, star, hexagon]\n"
+    )
+    once = json.loads(
+        runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"]).stdout
+    )
+    result = runner.invoke(app, ["detect", "val", str(data / "twice.yaml"), "--no-compare", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    twice = json.loads(result.stdout)
+    first = len((data / "labels" / "val" / images[0]).with_suffix(".txt").read_text().split("\n")) - 1
+    assert twice["images"] == once["images"] + 1 and twice["failed"] == 0
+    assert twice["instances"] == once["instances"] + first and first > 0
+    no_truth = [d for d in twice["per_class"].values() if d["instances"] == 0]
+    assert all(d["mAP50"] is None and d["precision"] is None for d in no_truth)
 
 
 # -- YOLO -------------------------------------------------------------------------------------------

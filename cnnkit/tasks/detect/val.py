@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ def category_map(labels: list[str], names: list[str]) -> dict[int, int]:
     return {i: i + 1 for i in range(min(len(labels), len(names)))}
 
 
+PER_CLASS = {"precision": "precision", "recall": "recall", "mAP50": "AP50", "mAP50-95": "AP"}  # ours: evaluate's
+
+
 def validate(
     data: str | os.PathLike,
     *,
@@ -102,9 +106,9 @@ def validate(
         backend=backend,
     )
     detector.options.multi_label = True
-    records = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
+    streamed = list(detector.stream([str(p) for p in images], batch_size=batch_size, workers=workers))
     labels: dict[str, list[Label]] = {}
-    for r in records:
+    for r in streamed:
         if r.ok:
             try:
                 labels[r.path] = read_labels(label_path(Path(r.path)), len(ds.names))
@@ -112,6 +116,10 @@ def validate(
                 r.error = str(exc)
         if not r.ok:
             log.warning("failed %s: %s", printable(r.path), r.error)
+    # an image the split names twice (a list line repeated, two folders that overlap) is read once and
+    # scored twice, as ultralytics scores it
+    times = Counter(os.path.realpath(p) for p in images)
+    records = [r for r in streamed for _ in range(max(times[os.path.realpath(r.path)], 1))]
     good = [r for r in records if r.ok]
     gt = ground_truth(good, ds.names, labels)
     truth: dict[int, list[dict[str, Any]]] = {}
@@ -120,18 +128,20 @@ def validate(
         truth.setdefault(a["image_id"], []).append(
             {"label": ds.names[a["category_id"] - 1], "box": [x, y, x + w, y + h]}
         )
-    index = {r.path: i for i, r in enumerate(good, start=1)}
+    index: dict[str, int] = {}
+    for i, r in enumerate(good, start=1):
+        index.setdefault(r.path, i)
     if on_record is not None:
-        for r in records:
+        for r in streamed:
             on_record(r, truth.get(index[r.path], []) if r.ok else [])
     cats = category_map(detector.labels, ds.names)
     coco = CocoResults(index, cats)
     pairs = []
-    for r in good:
+    for i, r in enumerate(good, start=1):
         r.predictions = [p for p in r.predictions if p["class_id"] in cats]
-        coco.add(r)
+        coco.add(r, i)
         named = [{**p, "label": ds.names[cats[p["class_id"]] - 1]} for p in r.predictions]  # dataset names
-        pairs.append((named, truth.get(index[r.path], [])))
+        pairs.append((named, truth.get(i, [])))
     scores = evaluate(gt, coco.results(), "bbox")
     counts = {c["id"]: 0 for c in gt["categories"]}
     for a in gt["annotations"]:
@@ -139,12 +149,10 @@ def validate(
     per_class = {}
     for cat in gt["categories"]:
         s = scores["per_class"].get(cat["name"], {})
-        per_class[cat["name"]] = {
-            "instances": counts.get(cat["id"], 0),
-            "precision": s.get("precision", 0.0),
-            "recall": s.get("recall", 0.0),
-            "mAP50": s.get("AP50", 0.0),
-            "mAP50-95": s.get("AP", 0.0),
+        n = counts.get(cat["id"], 0)
+        per_class[cat["name"]] = {  # a class without ground truth has no figures (pycocotools: -1), not 0
+            "instances": n,
+            **{k: s.get(key, 0.0) if n else None for k, key in PER_CLASS.items()},
         }
     result: dict[str, Any] = {
         "data": str(data),
@@ -152,7 +160,7 @@ def validate(
         "model": detector.name,
         **{("dtype" if k == "precision" else k): v for k, v in runtime_facts(detector).items()},
         "images": len(good),
-        "failed": len(records) - len(good),
+        "failed": sum(not r.ok for r in streamed),
         "instances": len(gt["annotations"]),
         "mAP50": scores["AP50"],
         "mAP50-95": scores["AP"],

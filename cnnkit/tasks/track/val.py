@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import UsageError, printable
+from cnnkit.errors import CnnkitError, UsageError, printable
 from cnnkit.eval.mot import MotRow, read_mot, score
 from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note, table
 from cnnkit.io.video import VIDEO_EXTENSIONS
@@ -50,6 +50,19 @@ def rows_of(records: list[Any]) -> list[MotRow]:
             x1, y1, x2, y2 = p["box"]
             out.append(MotRow(r.frame + 1, int(p["track_id"]), (x1, y1, x2 - x1, y2 - y1), float(p["score"])))
     return out
+
+
+def past_end(gt: Path, video: Path, truth: Sequence[MotRow], records: Sequence[Any]) -> None:
+    """Refuse ground truth for frames the video does not have (as TrackEval refuses frames past
+    ``seqLength``): scored, they would all be misses. A video that failed to decode somewhere is not judged."""
+    if not truth or not records or any(not r.ok or r.frame is None for r in records):
+        return
+    decoded = max(r.frame for r in records) + 1
+    last = max(t.frame for t in truth)
+    if last > decoded:
+        raise CnnkitError(
+            f"{gt}: ground truth names frame {last}, but {video.name} has {decoded} frames (MOT frames count from 1)"
+        )
 
 
 def frame_truth(
@@ -105,6 +118,7 @@ def validate(
             if not r.ok:  # scored as missed frames; named here and in the result
                 failed.append({"path": r.path, "frame": r.frame, "error": r.error})
                 log.warning("failed %s: %s", printable(r.path), r.error)
+        past_end(gt, video, truth, records)
         scored[name] = (truth, rows_of(records))
         if on_record is not None:
             by_frame = frame_truth(truth, tracker.labels, min_visibility)
