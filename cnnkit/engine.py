@@ -182,7 +182,6 @@ class Predictor(ABC):
         frames = expand_videos(items, state.video, max_pixels=max_pixels, infos=state.videos)
         movies = VideoSaver(saver, state.video, state.videos) if saver is not None and self.saves_pictures else None
         self.on_stream_start(state)
-        finished = False
         try:
             for batch in batches(self, frames, state):
                 records = [record for record, _ in batch]
@@ -196,16 +195,24 @@ class Predictor(ABC):
                             self.save_outputs(saver, decoded, record)
                         else:
                             if movies is not None:  # a video's frames: one annotated mp4 per video
-                                record.extra["saved"] = movies.write(
-                                    record.path, np.asarray(self.annotate(decoded, record)), record.time_s, record.frame
-                                )
+                                try:
+                                    movie = movies.write(
+                                        record.path,
+                                        np.asarray(self.annotate(decoded, record)),
+                                        record.time_s,
+                                        record.frame,
+                                    )
+                                except CnnkitError as exc:  # said once, on this frame; its predictions stay
+                                    record.error = f"annotated video not written: {exc}"
+                                    movie = None
+                                if movie is not None:
+                                    record.extra["saved"] = movie
                             self.save_files(saver, decoded, record)
                     yield record
-            finished = True
         finally:
             try:
-                if movies is not None:
-                    movies.finish() if finished else movies.abort()
+                if movies is not None:  # a run stopped early (Ctrl-C, `| head`) keeps the frames its records name
+                    movies.finish()
             finally:
                 self.on_stream_end(state)
 

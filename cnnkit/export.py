@@ -473,9 +473,21 @@ def openvino_module(path: str) -> torch.nn.Module:
         with _signal_stack_kept():
             core = ov.Core()
             core.set_property({"ENABLE_MMAP": False})  # a mapped blob that another process rewrites is a SIGBUS
-            network = core.read_model(path)
+            # ONNX's own reader: read_model would guess, trying TensorFlow's and others' readers on a file
+            # that is not ONNX (their log lines reach stderr, and a stranger's file is read by them)
+            onnx = ov.frontend.FrontEndManager().load_by_framework("onnx")
+            try:
+                network = onnx.convert(onnx.load(str(path)))
+            except Exception as exc:  # the frontend's last line says why ("Model can't be parsed")
+                said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                raise CnnkitError(
+                    f"{path}: OpenVINO cannot compile it (Unable to read the model as ONNX: "
+                    f"{said[-1][:160] if said else type(exc).__name__})"
+                ) from exc
             compiled = core.compile_model(network, "CPU", config)
             request = compiled.create_infer_request()  # one request, used under a lock (one predictor, many threads)
+    except CnnkitError:
+        raise
     except Exception as exc:
         raise CnnkitError(f"{path}: OpenVINO cannot compile it ({reason_of(exc)})") from exc
     metadata = _openvino_metadata(network, path)
@@ -598,12 +610,11 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime", *, 
     ``probe``: run one input through it and check its output fits the task and labels its metadata claims
     (a file from elsewhere); the compiled-runtime cache, which checked its own files against PyTorch, skips it.
     """
+    from cnnkit.models.checkpoint import weights_file
     from cnnkit.models.kinds import BACKEND_FILES, FILE_KINDS
     from cnnkit.models.loader import sniff
 
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"{path}: weights file not found")
+    path = weights_file(path)
     if sniff(path) != BACKEND_FILES[backend]:
         suffix = next(s for s, k in FILE_KINDS.items() if k == BACKEND_FILES[backend])
         raise UsageError(f"{path}: backend {backend} runs {suffix} files (from `cnnkit export`)")

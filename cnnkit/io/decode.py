@@ -154,10 +154,24 @@ def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
             arr //= 65535
         return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        arr = (arr - lo) / (hi - lo or 1.0) * 255.0
-        return Image.fromarray(np.nan_to_num(arr).astype(np.uint8), "L").convert("RGB")
+        # Scaled by its finite range (one inf pixel made the rest black), in place in float32: float64
+        # copies cost twice the memory of any other mode. NaN (no data) is the darkest value, ±inf the ends.
+        arr = np.array(img, dtype=np.float32)
+        finite = np.isfinite(arr)
+        if not finite.any():
+            raise DecodeError("a floating-point image without one finite pixel")
+        if finite.all():
+            lo, hi = float(arr.min()), float(arr.max())
+        else:
+            known = arr[finite]
+            lo, hi = float(known.min()), float(known.max())
+            del known
+            np.clip(arr, lo, hi, out=arr)
+            arr[np.isnan(arr)] = lo
+        del finite
+        arr -= lo
+        arr *= 255.0 / (hi - lo or 1.0)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -302,6 +316,8 @@ def decode(
         raise DecodeError("empty file")
     heif = _is_heif(path, encoded)
     heif_readable = heif and _heif_plugin()
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)  # Pillow refuses past twice this before our own check
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -80,6 +80,13 @@ def publish(tmp: str | os.PathLike, final: str | os.PathLike, *, overwrite: bool
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
 
 
+def through_link(path: str | os.PathLike) -> Path:
+    """The file a symbolic link names, as a shell's ``>`` writes through it (a rename onto the link would
+    replace the link with a file and leave its target stale); any other ``path`` as it is."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it to ``path``.
@@ -91,6 +98,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     final = Path(path)
     if not overwrite and (final.exists() or final.is_symlink()):
         raise AlreadyExists(f"{final}: already exists (pass `exist_ok=True` to overwrite)")
+    final = through_link(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)

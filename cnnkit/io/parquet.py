@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
-from cnnkit.io.files import AlreadyExists, publish, write_error
+from cnnkit.io.files import AlreadyExists, publish, through_link, write_error
 from cnnkit.records import SCHEMA_VERSION, VIDEO_KEYS
 
 log = logging.getLogger("cnnkit")
@@ -186,6 +186,7 @@ class ParquetWriter:
         self.overwrite = append or exist_ok
         if not self.overwrite and (self.final.exists() or self.final.is_symlink()):
             raise AlreadyExists(f"{self.final}: already exists (pass `exist_ok=True` to overwrite)")
+        self.final = through_link(self.final)
         if self.append:
             _open(self.final)  # refuse a file that is not ours before any work
         self.row_group = max(1, row_group)

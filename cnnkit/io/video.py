@@ -89,8 +89,8 @@ class VideoOptions:
     def __post_init__(self) -> None:
         if type(self.vid_stride) is not int or self.vid_stride < 1:
             raise OptionError("vid_stride", "must be a whole number of at least 1", self.vid_stride)
-        if self.start is not None and self.start < 0:
-            raise OptionError("start", "must be 0 or more seconds", self.start)
+        if self.start is not None and not (0 <= self.start < math.inf):  # NaN and infinity included
+            raise OptionError("start", "must be 0 or more seconds, and finite", self.start)
         if self.end is not None and self.end <= (self.start or 0.0):
             raise OptionError(("start", "end"), "end must come after start", self.end)
         if self.max_frames is not None and self.max_frames < 1:
@@ -364,6 +364,8 @@ def _frames(
                     yield lost
             last_index, last_t = index, t
             if opts.end is not None and t >= opts.end - 1e-6:  # t is a difference of floats: 1.7 - 1.5 < 0.2
+                if kept == 0:  # the window holds no frame: the video is accounted for, not silently left out
+                    yield Item(path, error=f"no frame from {start:g} s to {opts.end:g} s (frames {fps:g} a second)")
                 return
             if first_index < 0 or not _wanted(index, first_index, opts):
                 continue
@@ -405,7 +407,7 @@ def _seek(container: Any, stream: Any, t: float, tb: Fraction) -> bool:
 
     try:
         container.seek(int(t / tb), stream=stream, backward=True, any_frame=False)
-    except av.error.FFmpegError:
+    except (av.error.FFmpegError, OverflowError):  # OverflowError: a time past what a timestamp holds
         return False  # not seekable (a live stream): frames before start are decoded and dropped
     return True
 
@@ -606,6 +608,11 @@ class VideoWriter:
 
             self.abort()
             raise write_error(self.path, exc) from exc
+        except av.error.FFmpegError as exc:  # the encoder, opened on the first frame, refuses (x264: a side > 16384)
+            self.abort()
+            raise CnnkitError(
+                f"{self.path}: {self.codec} cannot encode {self.size[0]}x{self.size[1]} ({_av_reason(exc)[:120]})"
+            ) from exc
         self.frames += 1
 
     def close(self) -> Path:
@@ -647,6 +654,7 @@ class VideoSaver:
         self.options = options
         self.infos = infos  # filled by the frame readers
         self._current: tuple[str, VideoWriter] | None = None
+        self._refused: set[str] = set()  # videos whose annotated mp4 could not be written
         self._resized: set[str] = set()  # videos whose frames changed size midway (warned once)
         self._first_frame: int | None = None  # the current video's first frame written
         self.written: list[Path] = []
@@ -654,10 +662,23 @@ class VideoSaver:
     def target(self, path: str) -> Path:
         return self.saver.target(path, ".mp4")
 
-    def write(self, path: str, picture: np.ndarray, time_s: float | None = None, frame: int | None = None) -> str:
+    def write(
+        self, path: str, picture: np.ndarray, time_s: float | None = None, frame: int | None = None
+    ) -> str | None:
         """Add one annotated frame of video ``path`` (shown at ``time_s`` when the video's rate varies, else at
         its place ``frame`` on the rate's grid, so that the frames after a lost one stay in time); returns the
-        mp4's path (published at the end)."""
+        mp4's path (published at the end). A video whose mp4 cannot be written raises once, for the frame that
+        found out (the run goes on with the next video), and is then ``None``."""
+        if path in self._refused:
+            return None
+        try:
+            return self._write(path, picture, time_s, frame)
+        except CnnkitError:
+            self._refused.add(path)
+            self.abort()
+            raise
+
+    def _write(self, path: str, picture: np.ndarray, time_s: float | None, frame: int | None) -> str:
         if self._current is None or self._current[0] != path:
             self._first_frame = frame
             self.finish()

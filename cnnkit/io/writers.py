@@ -112,8 +112,9 @@ def _lines(f: BinaryIO) -> Iterator[tuple[int, int, bytes | None, bool]]:
         yield start, f.tell(), None, complete
 
 
-def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool, tuple[str, str]] | None:
-    """``(key, succeeded, (task, model))`` of a whole, valid record line; ``None`` for a torn or corrupt one."""
+def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool, tuple[str, str], str | None] | None:
+    """``(key, succeeded, (task, model), video)`` of a whole, valid record line (``video``: the key of the file a
+    frame record comes from); ``None`` for a torn or corrupt one."""
     if line is None or not complete:
         return None
     try:
@@ -124,7 +125,9 @@ def _record_key(line: bytes | None, complete: bool) -> tuple[str, bool, tuple[st
         return None
     frame = rec.get("frame")
     run = (str(rec.get("task", "")), str(rec.get("model", "")))
-    return record_key(rec["path"], frame if type(frame) is int else None), rec.get("error") is None, run
+    frame = frame if type(frame) is int else None
+    video = None if frame is None else record_key(rec["path"])
+    return record_key(rec["path"], frame), rec.get("error") is None, run, video
 
 
 def tidy_jsonl(output: str | os.PathLike) -> Resume:
@@ -139,6 +142,7 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
     if not path.exists():
         return state
     last: dict[str, int] = {}
+    newest_frame: dict[str, int] = {}  # a video's key → its newest frame record's line
     records = blank = 0
     first_bad = b""
     try:
@@ -153,13 +157,18 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
                     first_bad = first_bad or (b"{" if line is None else line[:1] or b"?")
                     continue
                 records += 1
-                key, ok, run = parsed
+                key, ok, run, video = parsed
                 state.runs.add(run)
                 last[key] = idx
+                if video is not None:
+                    newest_frame[video] = idx
                 if ok:
                     state.done.add(key)
                 else:
                     state.done.discard(key)
+        for video, idx in newest_frame.items():  # a video that failed to open and was read since
+            if last.get(video, idx) < idx and video not in state.done:
+                del last[video]
         state.known = set(last)
         if not records and state.set_aside and (state.set_aside > 1 or first_bad != b"{"):
             raise CnnkitError(f"{path}: not a JSON Lines file of records, so not resumed (name another `output`)")
@@ -241,9 +250,8 @@ def check_output(output: str | None, fmt: str, *, append: bool = False, exist_ok
         return
     check_folder_of(output, in_place=fmt == "jsonl")  # now, not after the run; other formats are moved in
     if os.path.lexists(output) and not (append or exist_ok):
-        raise CnnkitError(
-            f"{output}: already exists (pass `exist_ok=True` to overwrite, or `skip_existing=True` to resume)"
-        )
+        resume = ", or `skip_existing=True` to resume" if fmt in RESUMABLE else ""  # the others cannot resume
+        raise CnnkitError(f"{output}: already exists (pass `exist_ok=True` to overwrite{resume})")
 
 
 RESUMABLE = ("jsonl", "parquet")
@@ -286,13 +294,27 @@ def _flat_value(v: Any) -> Any:
     return "" if v is None else v
 
 
+# A task's prediction columns, there even when nothing was found, so that every CSV of one task (two
+# shards, two folders) has the same columns in the same order.
+PREDICTION_COLUMNS = {
+    "classify": ("label", "class_id", "score"),
+    "detect": ("label", "class_id", "score", "x1", "y1", "x2", "y2"),
+    "track": ("label", "class_id", "score", "x1", "y1", "x2", "y2", "track_id"),
+    "segment": ("label", "class_id", "pixels", "fraction"),
+    "instance": ("label", "class_id", "score", "x1", "y1", "x2", "y2", "mask"),
+}
+_NOT_FILES = frozenset((*BASE_COLUMNS, "predictions", "frame", "time_s", "counts"))
+
+
 def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per prediction (an image with none still gets one row)."""
+    """One row per prediction (an image with none still gets one row), with the record's other keys
+    (``frame``, ``time_s``, line counts, the files it saved) repeated on each."""
     base = {k: _flat_value(rec.get(k)) for k in BASE_COLUMNS}
     base.update({k: rec[k] for k in ("frame", "time_s") if k in rec})  # a video frame's columns
     counts = rec.get("counts")
     if isinstance(counts, dict):  # a tracked frame's running line counts, as its JSON record has them
         base.update({f"count_{k}": v for k, v in counts.items()})
+    base.update({k: _flat_value(v) for k, v in rec.items() if k not in _NOT_FILES})  # saved, label_file …
     preds = rec.get("predictions") or [{}]
     rows = []
     for rank, p in enumerate(preds):
@@ -305,6 +327,22 @@ def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
                 row[k] = _flat_value(v)
         rows.append(row)
     return rows
+
+
+def csv_columns(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The base columns, ``rank``, the tasks' prediction columns and any other prediction keys, then a video
+    frame's ``frame`` and ``time_s``, line counts and the saved files: the same order whichever input came first."""
+    columns = dict.fromkeys([*BASE_COLUMNS, "rank"])
+    for rec in records:
+        columns.update(dict.fromkeys(PREDICTION_COLUMNS.get(str(rec.get("task")), ())))
+    seen = dict.fromkeys(k for row in rows for k in row)
+    record_keys = {k for rec in records for k in rec if k not in _NOT_FILES}
+    frames = [k for k in ("frame", "time_s") if k in seen]
+    counts = [k for k in seen if k.startswith("count_")]
+    tail = [*frames, *counts, *(k for k in seen if k in record_keys and k not in columns)]
+    columns.update(dict.fromkeys(k for k in seen if k not in columns and k not in tail))  # other prediction keys
+    columns.update(dict.fromkeys(tail))
+    return list(columns)
 
 
 class RecordWriter:
@@ -429,10 +467,8 @@ class RecordWriter:
             return json.dumps(self._buffer, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
         if self.fmt == "csv":
             rows = [row for rec in self._buffer for row in csv_rows(rec)]
-            columns: list[str] = list(BASE_COLUMNS) + ["rank"]
-            for row in rows:
-                columns += [k for k in row if k not in columns]
             buf = io.StringIO()
+            columns = csv_columns(self._buffer, rows)
             writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)

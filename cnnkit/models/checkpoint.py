@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The cnnkit metadata of a checkpoint, without loading its tensors; checked, so loaders can trust it."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = weights_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("cnnkit")
@@ -125,6 +126,8 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
     for key in ("arch", "name", "cnnkit_version"):
         if meta.get(key) is not None and not (isinstance(meta[key], str) and meta[key]):
             raise bad(f"{key!r} is {_kind(meta[key])}, not a name")
+        if meta.get(key) is not None and _has_control(meta[key]):  # it reaches log lines and records
+            raise bad(f"{key!r} has control characters ({meta[key][:40]!r})")
     task = meta.get("task")
     if task is not None and task not in TASK_NAMES:
         raise bad(f"'task' is {_kind(task)}, not one of {', '.join(TASK_NAMES)}")
@@ -136,7 +139,7 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
             raise bad(f"has {len(labels)} labels (at most {MAX_LABELS})")
         if not labels:
             raise bad("has no labels")
-        odd = next((x for x in labels if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in x)), None)
+        odd = next((x for x in labels if _has_control(x)), None)
         if odd is not None:  # an escape sequence or a line break would reach a terminal's table raw
             raise bad(f"has a label with control characters ({odd[:40]!r})")
     pre = meta.get("preprocess")
@@ -180,8 +183,27 @@ def _check_preprocess(pre: Any, bad: Any) -> None:
             raise bad(f"preprocess {key!r} is {_kind(v)}, not three numbers")
     if any(x == 0 for x in pre["std"]):
         raise bad("preprocess 'std' has a zero")
-    if not isinstance(pre.get("interpolation", "bilinear"), str):
-        raise bad(f"preprocess 'interpolation' is {_kind(pre['interpolation'])}, not a name")
+    if pre.get("interpolation", "bilinear") not in INTERPOLATIONS:
+        raise bad(f"preprocess 'interpolation' is {_kind(pre['interpolation'])}, not {' or '.join(INTERPOLATIONS)}")
+
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # what Preprocess resizes with
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character: an escape sequence or a line break would reach a
+    terminal, a log line or a CSV record raw."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
+def weights_file(path: str | os.PathLike) -> Path:
+    """``path`` when it is a file; a one-line error saying what it is otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise CnnkitError(f"{path}: a folder, not a weights file")
+    if not path.is_file():
+        raise CnnkitError(f"{path}: weights file not found")
+    return path
 
 
 def _int_in(v: Any, lo: int, hi: int) -> bool:
@@ -202,9 +224,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"{path}: weights file not found")
+    path = weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -214,7 +234,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             raise CnnkitError(f"{path}: cannot read safetensors ({exc})") from exc
     else:
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols on stderr before refusing
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             reason = reason_of(exc, 10_000)
             refused = "Weights only load failed" in str(exc)
@@ -224,10 +246,16 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 reason = (told[0] if told else "it holds more than tensors")[:160]
             if refused and _is_ultralytics_model(path):
                 raise _an_ultralytics_model(path) from None
-            if refused or _looks_like_unsafe_pickle(path):
+            unsafe = _looks_like_unsafe_pickle(path)
+            if refused or unsafe:
+                why = (
+                    "loading it would need arbitrary unpickling"
+                    if unsafe
+                    else "torch's weights-only reader cannot read this pickle (a bare pickle stream?)"
+                )
                 raise UnsafeCheckpoint(
-                    f"{path}: refused, loading it would need arbitrary unpickling ({reason[:160]}); "
-                    "only safetensors and weights-only PyTorch files are loaded"
+                    f"{path}: refused, {why} ({reason[:160]}); only safetensors and weights-only PyTorch files "
+                    "are loaded"
                 ) from exc
             raise CnnkitError(f"{path}: cannot load weights ({reason[:200]})") from exc
         if isinstance(state, dict) and any(type(v).__module__.startswith("ultralytics.") for v in state.values()):
@@ -757,6 +785,9 @@ _TS_FILE_OPS = frozenset({"save", "load", "from_file"})  # aten::save writes a f
 MAX_TS_SOURCE = 16 << 20
 
 
+MAX_TS_LOOP = 1 << 20  # more turns of a loop with a fixed count than any network's layers or boxes
+
+
 def check_torchscript(path: str | os.PathLike) -> None:
     """Refuse a TorchScript archive whose code does more than tensor maths, before ``torch.jit.load`` runs any.
 
@@ -764,7 +795,9 @@ def check_torchscript(path: str | os.PathLike) -> None:
     both may call ``torch.save`` or ``torch.from_file`` on any path. So its ``code/`` sources, as torch's own
     zip reader reads them, are parsed (they are Python syntax): no name, attribute or string may be a file
     operator (``f = torch.save``, ``getattr(torch, "save")`` included), every operator namespace must be
-    ``aten``/``prim``, and no custom C++ class (``torch.classes``) is used. The zip must be one torch writes
+    ``aten``/``prim``, no custom C++ class (``torch.classes``) is used, and no loop may run for ever (a
+    ``while``, or a ``for`` over more than ``MAX_TS_LOOP`` turns: a probe at load would hang, deaf to Ctrl-C,
+    inside torch's interpreter). The zip must be one torch writes
     (:func:`_plain_zip`), so Python's zipfile and torch see the same entries. A traced network (what
     ``cnnkit export`` and ultralytics write) passes; a file that fails says which use it makes.
     """
@@ -815,6 +848,16 @@ def _ts_refusal(node: Any) -> str:
     "save")``."""
     import ast
 
+    if isinstance(node, ast.While):  # a traced network has none; run at load and on every batch, one may never end
+        return "has a while loop, which may never end"
+    if (
+        isinstance(node, ast.For)
+        and isinstance(node.iter, ast.Call)
+        and any(
+            isinstance(a, ast.Constant) and isinstance(a.value, int) and a.value > MAX_TS_LOOP for a in node.iter.args
+        )
+    ):
+        return f"loops {ast.unparse(node.iter)[:60]} times"
     if isinstance(node, ast.Call):  # seen before the name it calls (ast.walk goes down)
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
@@ -873,9 +916,7 @@ def check_full_pickle(path: str | os.PathLike) -> set[str]:
     (see :func:`torch_zip_pickle`) whose ``data.pkl`` names only allow-listed globals and calls
     only allow-listed callables (see :class:`_PickleScan`); it reads opcodes and runs nothing.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"{path}: weights file not found")
+    path = weights_file(path)
     scan = _PickleScan()
     try:
         scan.run(torch_zip_pickle(path))

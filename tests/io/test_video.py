@@ -869,3 +869,57 @@ def test_a_clock_only_rate_gives_a_nominal_rate_not_the_clock() -> None:
     container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), format=SimpleNamespace(name="matroska,webm"))
     info = _info(container)
     assert info.variable and info.fps == NOMINAL_FPS
+
+
+# -- found by hunting: huge starts, empty windows, encoders that refuse, runs stopped early -----------------
+
+
+def test_a_start_that_is_not_finite_is_refused_and_a_huge_one_is_a_failed_item(clip: Path) -> None:
+    """`--start inf` and `--start 1e20` ended the whole batch in an OverflowError traceback, no record written."""
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(OptionError) as err:
+            VideoOptions(start=bad)
+        assert "start" in err.value.options
+    (item,) = list(read_frames(str(clip), VideoOptions(start=1e20)))
+    assert item.error is not None and item.error.startswith("no frame from start 1e+20 s on")
+
+
+def test_a_window_between_two_frames_is_a_failed_item_not_silence(clip: Path) -> None:
+    """10 fps: no frame from 0.51 s to 0.55 s; the video gave no record at all, and exit 0."""
+    (item,) = list(read_frames(str(clip), VideoOptions(start=0.51, end=0.55)))
+    assert item.error == "no frame from 0.51 s to 0.55 s (frames 10 a second)"
+
+
+def test_a_video_the_encoder_refuses_is_one_failed_record_and_the_run_goes_on(clip: Path, tmp_path: Path) -> None:
+    """libx264 refuses a side over 16384: the encoder's ExternalError was a traceback, the inputs after it lost."""
+    from cnnkit.io.video import pick_encoder
+
+    if pick_encoder() != "libx264":
+        pytest.skip("the limit is libx264's")
+    wide = tmp_path / "wide.avi"
+    with av.open(str(wide), "w", format="avi") as container:
+        stream = container.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16400, 8, "bgr24"
+        for _ in range(2):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((8, 16400, 3), np.uint8), "rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    out = tmp_path / "out"
+    records = list(GreyBoxes().stream([str(wide), str(clip)], save_dir=out, batch_size=4))
+    failed = [r for r in records if not r.ok]
+    assert len(failed) == 1 and failed[0].path == str(wide) and "annotated video not written" in str(failed[0].error)
+    assert "16400x8" in str(failed[0].error)
+    later = [r for r in records if r.path == str(clip)]
+    assert len(later) == 30 and all(Path(r.extra["saved"]).is_file() for r in later)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary file left"
+
+
+def test_a_run_stopped_early_keeps_the_frames_its_records_name(clip: Path, tmp_path: Path) -> None:
+    """Ctrl-C, SIGTERM or `| head` deleted the annotated mp4 that the records already written named."""
+    stream = GreyBoxes().stream(str(clip), save_dir=tmp_path / "out", batch_size=2)
+    taken = [next(stream) for _ in range(5)]
+    stream.close()
+    saved = Path(taken[0].extra["saved"])
+    with av.open(str(saved)) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 5

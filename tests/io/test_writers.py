@@ -210,3 +210,62 @@ def test_a_table_shows_control_characters_in_labels_escaped_on_their_row():
     record = Record("a.png", "classify", "m", 8, 8, result.predictions(), 1.0, result=result)
     table = write("table", [record])
     assert "\x1b" not in table and "\\x1b[2Jevil" in table and "two\\nlines" in table
+
+
+def test_csv_columns_do_not_depend_on_which_input_came_first_or_what_was_found():
+    """Two shards of one job gave CSVs with other columns: frame/time_s moved with the first input's kind,
+    and with nothing detected the label, score and box columns were missing."""
+    frame = detect_record("v.mp4")
+    frame.frame, frame.time_s = 0, 0.0
+    nothing = Record("e.png", "detect", "shapes-yolov8n", 64, 48, [], 5.0)
+    heads = [write("csv", recs).splitlines()[0] for recs in ([detect_record(), frame], [frame, detect_record()])]
+    assert heads[0] == heads[1] and heads[0].endswith(",rank,label,class_id,score,x1,y1,x2,y2,frame,time_s")
+    assert write("csv", [nothing]).splitlines()[0].endswith(",rank,label,class_id,score,x1,y1,x2,y2")
+
+
+def test_csv_keeps_the_files_a_record_names():
+    """The README says CSV repeats the record's keys: `saved`, `label_file` and `crops` were left out."""
+    rec = detect_record()
+    rec.extra.update(saved="runs/detect/exp/s-1.jpg", label_file="runs/detect/exp/labels/s-1.txt")
+    rows = list(csv.DictReader(io.StringIO(write("csv", [rec]))))
+    assert rows[0]["saved"] == "runs/detect/exp/s-1.jpg" and rows[0]["label_file"].endswith("s-1.txt")
+
+
+def test_a_video_that_failed_to_open_and_was_read_since_keeps_only_its_frames(tmp_path):
+    """`--skip-existing` kept the whole-video failure beside the frames of every later, successful run."""
+    out = tmp_path / "r.jsonl"
+    lines = [
+        Record.failed("v.mp4", "detect", "m", "cannot open video (Invalid data)"),
+        Record("v.mp4", "detect", "m", 8, 8, [], 1.0, frame=0, time_s=0.0),
+        Record("v.mp4", "detect", "m", 8, 8, [], 1.0, frame=1, time_s=0.1),
+    ]
+    out.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in lines))
+    resume = tidy_jsonl(out)
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r.get("frame") for r in kept] == [0, 1] and all(r["error"] is None for r in kept)
+    assert len(resume.known) == 2
+
+
+def test_output_through_a_symbolic_link_writes_its_target(tmp_path):
+    """The rename replaced the link with a file: the file the user keeps stayed stale."""
+    from cnnkit.io.files import atomic_write_text
+
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "res.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    atomic_write_text(link, "new\n", overwrite=True)
+    assert link.is_symlink() and target.read_text() == "new\n"
+
+
+def test_an_existing_output_suggests_resuming_only_where_the_format_resumes(tmp_path):
+    """The CSV refusal advised --skip-existing, which CSV then refused."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.io.writers import check_output
+
+    for name, fmt, resumes in (("o.csv", "csv", False), ("o.jsonl", "jsonl", True)):
+        (tmp_path / name).write_text("x\n")
+        with pytest.raises(CnnkitError, match="already exists") as err:
+            check_output(str(tmp_path / name), fmt)
+        assert ("skip_existing" in str(err.value)) == resumes

@@ -713,6 +713,88 @@ def test_sidecar_metadata_that_is_not_json(tmp_path, rgb_image):
     assert "not valid JSON" in one_line_error(result, tmp_path / "bare.json")
 
 
+def _state_file(path: Path, change: Callable[[dict], None]) -> Path:
+    """The bundled shapes-cnn checkpoint written again with its tensors changed by ``change``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = REPO / "cnnkit" / "weights" / "shapes-cnn.safetensors"
+    with safe_open(str(src), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    change(state)
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def test_integer_weights_for_a_float_layer_are_refused(tmp_path, rgb_image):
+    """torch's load_state_dict cast them to floats without a word, and the network ran on garbage."""
+    import torch
+
+    def change(state: dict) -> None:
+        state["fc.weight"] = state["fc.weight"].round().to(torch.int16)
+
+    path = _state_file(tmp_path / "int16.safetensors", change)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
+    assert "fc.weight holds int16, not floating point" in one_line_error(result, path)
+
+
+@pytest.mark.parametrize(
+    ("meta", "said"),
+    [
+        ({**GOOD_META, "name": "x\x1b[31m\nfailed ./a.png: forged"}, "'name' has control characters"),
+        ({**GOOD_META, "preprocess": {**GOOD_META["preprocess"], "interpolation": "lanczos"}}, "'interpolation'"),
+    ],
+)
+def test_metadata_a_log_line_or_the_resize_would_misread_is_refused(meta, said, tmp_path, rgb_image):
+    """A name reached log lines and CSV records raw (an escape sequence, a forged line); an unknown
+    interpolation became bilinear without a word."""
+    path = _safetensors(tmp_path / "odd.safetensors", meta)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
+    assert said in one_line_error(result, path)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".onnx", ".torchscript"])
+def test_weights_that_are_a_folder_are_called_one(suffix, tmp_path, rgb_image):
+    folder = tmp_path / f"w{suffix}"
+    folder.mkdir()
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", "shapes-cnn", "--weights", str(folder)])
+    assert "a folder, not a weights file" in one_line_error(result, folder)
+
+
+def test_a_file_named_onnx_is_read_as_onnx_only(tmp_path, rgb_image):
+    """OpenVINO's read_model guessed the format: a garbage `.onnx` went through TensorFlow's text reader too,
+    whose native log lines reached stderr before cnnkit's one line."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"\x08\x07garbage" * 100)
+    env = {**os.environ, "CNNKIT_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "classify", str(rgb_image), "-w", str(path), "--backend", "openvino"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"Error: {path}: OpenVINO cannot compile it (Unable to read the model as ONNX: Model can't be parsed)"
+    ]
+
+
+def test_a_bare_pickle_is_refused_in_one_line_without_torchs_warning(tmp_path, rgb_image):
+    """torch warned about the pickle protocol on stderr first; a pickle naming no global was said to need
+    arbitrary unpickling."""
+    import pickle
+
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", "shapes-cnn", "--weights", str(path)])
+    line = one_line_error(result, path)
+    assert "refused" in line and "arbitrary" not in line
+    assert "UserWarning" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_good_metadata_still_reads():
     from cnnkit.models.checkpoint import read_meta
 
@@ -823,6 +905,20 @@ def test_torchscript_that_touches_files_is_refused_before_it_runs(kind, tmp_path
         result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "--backend", backend])
         assert "refused, its TorchScript code calls " in one_line_error(result, path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["while", "long_for"])
+def test_torchscript_that_may_never_end_is_refused_before_it_runs(kind, tmp_path, rgb_image):
+    """The probe at load ran it: `classify` hung at 100% CPU, and Ctrl-C did not stop it."""
+    import torch
+
+    from tests.fixtures import hostile_torchscript as hostile
+
+    net = hostile.NeverEnds() if kind == "while" else hostile.LoopsALongTime()
+    path = tmp_path / "loop.torchscript"
+    torch.jit.save(torch.jit.script(net), str(path), _extra_files={"cnnkit.json": json.dumps(_TS_META)})
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
+    assert "refused, its TorchScript code " in one_line_error(result, path)
 
 
 def _rewritten(src, dst, code: Callable[[str], str]) -> None:
