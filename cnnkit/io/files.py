@@ -82,7 +82,8 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.EN
 
 def through_link(path: str | os.PathLike) -> Path:
     """The file a symbolic link names, as a shell's ``>`` writes through it (a rename onto the link would
-    replace the link with a file and leave its target stale); any other ``path`` as it is."""
+    replace the link with a file and leave its target stale); any other ``path`` as it is. Only for a file the
+    user named (``--output``): files cnnkit names itself (a dataset's, a run folder's) replace a planted link."""
     path = Path(path)
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
@@ -98,7 +99,6 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     final = Path(path)
     if not overwrite and (final.exists() or final.is_symlink()):
         raise AlreadyExists(f"{final}: already exists (pass `exist_ok=True` to overwrite)")
-    final = through_link(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)

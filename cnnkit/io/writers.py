@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.io.files import AlreadyExists, atomic_write_text, write_error
+from cnnkit.io.files import AlreadyExists, atomic_write_text, through_link, write_error
 from cnnkit.records import Record, finite
 
 log = logging.getLogger("cnnkit")
@@ -137,7 +137,7 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
     deleted; when anything changes the file is rewritten atomically. A file with no record
     and more than one torn line (a picture, someone else's data) is refused, not emptied.
     """
-    path = Path(output)
+    path = through_link(output)
     state = Resume()
     if not path.exists():
         return state
@@ -365,7 +365,8 @@ class RecordWriter:
     ) -> None:
         output = None if is_stdout(output) else output
         self.fmt = resolve_format(fmt, output, stream)
-        self.output = output
+        # a link the user named is written through, as a shell's `>` does (a rename would replace the link)
+        self.output = output if output is None or is_stream(output) else str(through_link(output))
         self.exist_ok = exist_ok
         self.stream = stream or sys.stdout
         self.resume = Resume()

@@ -247,16 +247,22 @@ def test_a_video_that_failed_to_open_and_was_read_since_keeps_only_its_frames(tm
 
 
 def test_output_through_a_symbolic_link_writes_its_target(tmp_path):
-    """The rename replaced the link with a file: the file the user keeps stayed stale."""
-    from cnnkit.io.files import atomic_write_text
-
+    """An --output the user named as a link: the rename replaced the link with a file, and the file the link
+    names (the one the user keeps) stayed stale, for CSV with --exist-ok and for a resumed JSON Lines file."""
     (tmp_path / "real").mkdir()
-    target = tmp_path / "real" / "res.csv"
+    target, link = tmp_path / "real" / "res.csv", tmp_path / "link.csv"
     target.write_text("old\n")
-    link = tmp_path / "link.csv"
     link.symlink_to(target)
-    atomic_write_text(link, "new\n", overwrite=True)
-    assert link.is_symlink() and target.read_text() == "new\n"
+    writer = RecordWriter("csv", str(link), exist_ok=True)
+    writer.write(detect_record())
+    writer.close()
+    assert link.is_symlink() and target.read_text().startswith("path,task")
+    lines = [Record.failed("s.png", "detect", "m", "bad"), detect_record()]
+    jsonl, jlink = tmp_path / "real" / "res.jsonl", tmp_path / "link.jsonl"
+    jsonl.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in lines))
+    jlink.symlink_to(jsonl)
+    tidy_jsonl(jlink)
+    assert jlink.is_symlink() and len(jsonl.read_text().splitlines()) == 1
 
 
 def test_an_existing_output_suggests_resuming_only_where_the_format_resumes(tmp_path):
