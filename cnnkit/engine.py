@@ -15,6 +15,7 @@ streams, interleaved or not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
@@ -33,7 +34,7 @@ from cnnkit.io import DEFAULT_MAX_PIXELS
 from cnnkit.io.decode import Decoded, decode, value_budget
 from cnnkit.io.pictures import PictureSaver
 from cnnkit.io.sources import Item, iter_sources, shard
-from cnnkit.io.video import VideoInfo, VideoOptions, VideoSaver, expand_videos
+from cnnkit.io.video import EncoderRefused, VideoInfo, VideoOptions, VideoSaver, expand_videos
 from cnnkit.records import Record
 
 if TYPE_CHECKING:
@@ -202,19 +203,27 @@ class Predictor(ABC):
                                         record.time_s,
                                         record.frame,
                                     )
-                                except CnnkitError as exc:  # said once, on this frame; its predictions stay
+                                except EncoderRefused as exc:  # said once, on this frame; its predictions stay
                                     record.error = f"annotated video not written: {exc}"
                                     movie = None
                                 if movie is not None:
                                     record.extra["saved"] = movie
                             self.save_files(saver, decoded, record)
                     yield record
-        finally:
-            try:
-                if movies is not None:  # a run stopped early (Ctrl-C, `| head`) keeps the frames its records name
+        except (KeyboardInterrupt, GeneratorExit, SystemExit):  # stopped early (Ctrl-C, `| head`, a closed
+            if movies is not None:  # generator): the frames its records name are kept, the stop goes on
+                with contextlib.suppress(Exception):
                     movies.finish()
-            finally:
-                self.on_stream_end(state)
+            raise
+        except BaseException:
+            if movies is not None:
+                movies.abort()
+            raise
+        else:
+            if movies is not None:
+                movies.finish()
+        finally:
+            self.on_stream_end(state)
 
     def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
         return list(self.stream(sources, **kwargs))

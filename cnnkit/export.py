@@ -477,7 +477,7 @@ def openvino_module(path: str) -> torch.nn.Module:
             # that is not ONNX (their log lines reach stderr, and a stranger's file is read by them)
             onnx = ov.frontend.FrontEndManager().load_by_framework("onnx")
             try:
-                network = onnx.convert(onnx.load(str(path)))
+                network = onnx.convert(onnx.load(str(path), False))  # False: weights read, not mapped (SIGBUS)
             except Exception as exc:  # the frontend's last line says why ("Model can't be parsed")
                 said = [line.strip() for line in str(exc).splitlines() if line.strip()]
                 raise CnnkitError(
@@ -639,6 +639,39 @@ def load_exported(path: str | Path, task: str, backend: str = "onnxruntime", *, 
     return Loaded(module, meta.get("name") or path.stem, list(meta.get("labels", [])), pre, None, meta)
 
 
+PROBE_SECONDS = 120.0  # one input through a stranger's network at load: seconds for the largest CNN on a laptop
+_probes: list[threading.Thread] = []
+
+
+def bounded(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()`` in a daemon thread, waited for at most ``seconds`` (``TimeoutError`` after); Ctrl-C works while it
+    runs. A network's code (TorchScript, an ONNX ``Loop``) may never end, and torch's interpreter would not
+    see Ctrl-C: the thread is left behind, and :func:`probe_running` tells the CLI to leave without joining it."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["out"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["exc"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="cnnkit-probe")
+    _probes.append(thread)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError
+    _probes.remove(thread)
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"]
+
+
+def probe_running() -> bool:
+    """Whether a probe :func:`bounded` gave up on still runs (a process ending normally would then abort)."""
+    return any(t.is_alive() for t in _probes)
+
+
 def _check_outputs(module: Any, meta: dict[str, Any], task: str, path: Path) -> None:
     """Refuse at load an exported network whose output does not fit its task and labels (a classifier's file
     stamped ``segment``, 3 logits for 6 labels), which would otherwise fail every batch in postprocessing."""
@@ -653,9 +686,17 @@ def _check_outputs(module: Any, meta: dict[str, Any], task: str, path: Path) -> 
     takes = getattr(module, "input_hw", None)  # the graph's own fixed height and width, when it has them
     if takes and len(size) == 4:
         size[2:] = [int(takes[0]), int(takes[1])]
-    try:
+
+    def run() -> Any:
         with torch.inference_mode():
-            out = _as_list(module(torch.full(size, 0.5)))[0]
+            return _as_list(module(torch.full(size, 0.5)))[0]
+
+    try:
+        out = bounded(run, PROBE_SECONDS)
+    except TimeoutError:
+        raise CnnkitError(
+            f"{path}: refused, its network did not finish one input of shape {size} in {PROBE_SECONDS:g} s"
+        ) from None
     except Exception as exc:
         raise CnnkitError(f"{path}: its network fails on an input of shape {size} ({reason_of(exc)})") from exc
     got = tuple(out.shape) if hasattr(out, "shape") else ()

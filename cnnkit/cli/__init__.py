@@ -3,6 +3,8 @@ so ``cnnkit --help`` stays instant."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -64,4 +66,13 @@ reporting.register(app)
 
 def main() -> None:
     """The ``cnnkit`` console script."""
-    app(prog_name="cnnkit")
+    try:
+        app(prog_name="cnnkit")
+    except SystemExit as done:
+        exported = sys.modules.get("cnnkit.export")
+        if exported is not None and exported.probe_running():  # a stranger's network that never ends: joining
+            code = done.code if isinstance(done.code, int) else 1  # its thread at exit would abort the process
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise

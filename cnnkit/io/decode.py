@@ -140,6 +140,35 @@ def _check_file(path: str) -> None:
         raise DecodeError("permission denied")
 
 
+FLOAT_CHUNK = 1 << 20  # pixels a float image is scaled in at a time, in float64
+
+
+def _float_to_grey(arr: np.ndarray) -> np.ndarray:
+    """A float image scaled to 0–255 by its finite range (one inf pixel made the rest black), in float64
+    (float32 loses the ends: 3e38 - -3e38 overflows, 254.99998 truncates to 254) a chunk at a time, so it
+    costs a few bytes a pixel more than the image. NaN (no data) is the darkest value, ±inf the ends."""
+    flat = arr.reshape(-1)
+    lo, hi = math.inf, -math.inf
+    for i in range(0, flat.size, FLOAT_CHUNK):
+        part = flat[i : i + FLOAT_CHUNK]
+        part = part[np.isfinite(part)]
+        if part.size:
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    if lo > hi:
+        raise DecodeError("a floating-point image without one finite pixel")
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    out = np.empty(flat.size, np.uint8)
+    for i in range(0, flat.size, FLOAT_CHUNK):
+        part = flat[i : i + FLOAT_CHUNK].astype(np.float64)
+        part[np.isnan(part)] = lo
+        np.clip(part, lo, hi, out=part)
+        part -= lo
+        part *= scale
+        np.round(part, out=part)
+        out[i : i + FLOAT_CHUNK] = part
+    return out.reshape(arr.shape)
+
+
 def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
     """Any PIL mode → RGB: 16-bit scaled down, alpha composited over white, CMYK/palette converted."""
     from PIL import Image
@@ -154,24 +183,7 @@ def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
             arr //= 65535
         return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     if img.mode == "F":
-        # Scaled by its finite range (one inf pixel made the rest black), in place in float32: float64
-        # copies cost twice the memory of any other mode. NaN (no data) is the darkest value, ±inf the ends.
-        arr = np.array(img, dtype=np.float32)
-        finite = np.isfinite(arr)
-        if not finite.any():
-            raise DecodeError("a floating-point image without one finite pixel")
-        if finite.all():
-            lo, hi = float(arr.min()), float(arr.max())
-        else:
-            known = arr[finite]
-            lo, hi = float(known.min()), float(known.max())
-            del known
-            np.clip(arr, lo, hi, out=arr)
-            arr[np.isnan(arr)] = lo
-        del finite
-        arr -= lo
-        arr *= 255.0 / (hi - lo or 1.0)
-        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(_float_to_grey(np.asarray(img, dtype=np.float32)), "L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -316,8 +328,10 @@ def decode(
         raise DecodeError("empty file")
     heif = _is_heif(path, encoded)
     heif_readable = heif and _heif_plugin()
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)  # Pillow refuses past twice this before our own check
+    if max_pixels > DEFAULT_MAX_PIXELS and Image.MAX_IMAGE_PIXELS and max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
+        # asked for more than Pillow's default allows: Pillow refuses past twice this before our own check (a
+        # host program's stricter setting is kept at cnnkit's default)
+        Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

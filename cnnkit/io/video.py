@@ -364,7 +364,7 @@ def _frames(
                     yield lost
             last_index, last_t = index, t
             if opts.end is not None and t >= opts.end - 1e-6:  # t is a difference of floats: 1.7 - 1.5 < 0.2
-                if kept == 0:  # the window holds no frame: the video is accounted for, not silently left out
+                if kept == 0 and said_lost == (0, -1):  # the window holds no frame (none lost in it): said
                     yield Item(path, error=f"no frame from {start:g} s to {opts.end:g} s (frames {fps:g} a second)")
                 return
             if first_index < 0 or not _wanted(index, first_index, opts):
@@ -533,6 +533,10 @@ def pick_encoder() -> str:
 _MS = Fraction(1, 1000)  # the time base of an mp4 written with each frame's own time
 
 
+class EncoderRefused(CnnkitError):
+    """The encoder will not take this video (its size, say): the video's fault, not the disk's or the run's."""
+
+
 class VideoWriter:
     """One mp4 written frame by frame into a temporary file, published atomically by :meth:`close`."""
 
@@ -610,7 +614,7 @@ class VideoWriter:
             raise write_error(self.path, exc) from exc
         except av.error.FFmpegError as exc:  # the encoder, opened on the first frame, refuses (x264: a side > 16384)
             self.abort()
-            raise CnnkitError(
+            raise EncoderRefused(
                 f"{self.path}: {self.codec} cannot encode {self.size[0]}x{self.size[1]} ({_av_reason(exc)[:120]})"
             ) from exc
         self.frames += 1
@@ -667,21 +671,22 @@ class VideoSaver:
     ) -> str | None:
         """Add one annotated frame of video ``path`` (shown at ``time_s`` when the video's rate varies, else at
         its place ``frame`` on the rate's grid, so that the frames after a lost one stay in time); returns the
-        mp4's path (published at the end). A video whose mp4 cannot be written raises once, for the frame that
-        found out (the run goes on with the next video), and is then ``None``."""
+        mp4's path (published at the end). A video the encoder refuses raises :class:`EncoderRefused` once, for
+        the frame that found out (the run goes on with the next video), and is then ``None``."""
         if path in self._refused:
             return None
+        if self._current is not None and self._current[0] != path:
+            self.finish()  # the last video's file: its failure (a full disk) is the run's, not this video's
         try:
             return self._write(path, picture, time_s, frame)
-        except CnnkitError:
+        except EncoderRefused:
             self._refused.add(path)
             self.abort()
             raise
 
     def _write(self, path: str, picture: np.ndarray, time_s: float | None, frame: int | None) -> str:
-        if self._current is None or self._current[0] != path:
+        if self._current is None:
             self._first_frame = frame
-            self.finish()
             fps = self._fps(path) / self.options.vid_stride
             h, w = picture.shape[:2]
             writer = VideoWriter(self.target(path), fps, w, h)

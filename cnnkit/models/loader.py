@@ -77,13 +77,13 @@ def spec_for_family(family: str, task: str | None = None) -> ModelSpec:
 
 def load_into(module: Any, state: dict[str, Any], where: str) -> None:
     """``module.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming ``where``, and so
-    is a parameter given as integers, which torch would cast to floats without a word. (NaN weights load: their
-    scores are written as null, with a warning.)"""
+    are integers for a float parameter or buffer, which torch would cast to floats without a word. (NaN weights
+    load: their scores are written as null, with a warning.)"""
     import torch
 
-    for name, param in module.named_parameters():
+    for name, own in module.state_dict().items():  # parameters and float buffers (BatchNorm's running stats)
         value = state.get(name)
-        if isinstance(value, torch.Tensor) and param.is_floating_point() and not value.is_floating_point():
+        if isinstance(value, torch.Tensor) and own.is_floating_point() and not value.is_floating_point():
             raise CnnkitError(f"{where}: {name} holds {str(value.dtype).removeprefix('torch.')}, not floating point")
     try:
         module.load_state_dict(state, strict=True)

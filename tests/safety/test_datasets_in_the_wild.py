@@ -66,16 +66,28 @@ def test_mot_truth_counted_from_zero_is_refused_naming_the_line(tmp_path: Path) 
 
 def test_track_val_refuses_truth_past_the_last_frame_of_its_video(tmp_path: Path) -> None:
     """Ground truth for frames a video does not have was scored as misses (MOTA -0.08, exit 0); TrackEval
-    refuses frames past seqLength."""
+    refuses frames past seqLength. That sequence is named and left out, the others are scored."""
     from cnnkit.data.moving import write_sequences
 
     data = tmp_path / "v"
-    write_sequences(data, 1, seed=5, frames=8, size=96)
+    write_sequences(data, 2, seed=5, frames=8, size=96)
     gt = data / "shapes-000" / "gt" / "gt.txt"
     gt.write_text(gt.read_text() + "30,99,10,10,20,20,1,1,1\n")
     result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert "ground truth names frame 30, but shapes-000.mp4 has 8 frames" in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    metrics = json.loads(result.stdout)
+    assert list(metrics["sequences"]) == ["shapes-001"]
+    (why,) = [f["error"] for f in metrics["failed"] if f["path"] == str(gt)]
+    assert why.startswith("ground truth names frame 30, but its seqinfo.ini says 8 frames")
+    seqinfo = data / "shapes-000" / "seqinfo.ini"
+    seqinfo.write_text("[Sequence]\nname=shapes-000\nseqLength=30\n")
+    result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
+    assert result.exit_code == 0, result.output  # as TrackEval: within seqLength, frames not decoded are misses
+    assert list(json.loads(result.stdout)["sequences"]) == ["shapes-000", "shapes-001"]
+    seqinfo.unlink()  # then the frames decoded say how long the video is
+    result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
+    (why,) = [f["error"] for f in json.loads(result.stdout)["failed"] if f["path"] == str(gt)]
+    assert result.exit_code == 1 and why.startswith("ground truth names frame 30, but shapes-000.mp4 has 8 frames")
 
 
 def test_mota_without_ground_truth_is_null_not_minus_infinity() -> None:

@@ -726,16 +726,18 @@ def _state_file(path: Path, change: Callable[[dict], None]) -> Path:
     return path
 
 
-def test_integer_weights_for_a_float_layer_are_refused(tmp_path, rgb_image):
-    """torch's load_state_dict cast them to floats without a word, and the network ran on garbage."""
+@pytest.mark.parametrize("tensor", ["fc.weight", "features.0.1.running_mean"])
+def test_integer_weights_for_a_float_layer_are_refused(tensor, tmp_path, rgb_image):
+    """torch's load_state_dict cast them to floats without a word, and the network ran on garbage (a
+    parameter, or a float buffer such as BatchNorm's running statistics)."""
     import torch
 
     def change(state: dict) -> None:
-        state["fc.weight"] = state["fc.weight"].round().to(torch.int16)
+        state[tensor] = state[tensor].round().to(torch.int16)
 
     path = _state_file(tmp_path / "int16.safetensors", change)
     result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
-    assert "fc.weight holds int16, not floating point" in one_line_error(result, path)
+    assert f"{tensor} holds int16, not floating point" in one_line_error(result, path)
 
 
 @pytest.mark.parametrize(
@@ -919,6 +921,38 @@ def test_torchscript_that_may_never_end_is_refused_before_it_runs(kind, tmp_path
     torch.jit.save(torch.jit.script(net), str(path), _extra_files={"cnnkit.json": json.dumps(_TS_META)})
     result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
     assert "refused, its TorchScript code " in one_line_error(result, path)
+
+
+def test_a_network_that_runs_too_long_at_load_is_refused_and_the_cli_exits(tmp_path, rgb_image):
+    """Loops the static check cannot bound: the probe at load hung, deaf to Ctrl-C. Now it is waited for
+    PROBE_SECONDS, the load is refused in one line, and the process leaves its thread behind (exit 1, not an
+    abort while joining it)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.fixtures import hostile_torchscript as hostile
+
+    path = tmp_path / "nested.torchscript"
+    torch.jit.save(
+        torch.jit.script(hostile.NestedLoops(1 << 20)), str(path), _extra_files={"cnnkit.json": json.dumps(_TS_META)}
+    )
+    launcher = (
+        "import sys, cnnkit.export as e; e.PROBE_SECONDS = 2; "
+        "sys.argv = ['cnnkit', *sys.argv[1:]]; from cnnkit.cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", launcher, "classify", str(rgb_image), "-w", str(path), "--backend", "torchscript"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: {path}: refused, its network did not finish one input of shape [1, 3, 8, 8] in 2 s"
+    )
 
 
 def _rewritten(src, dst, code: Callable[[str], str]) -> None:

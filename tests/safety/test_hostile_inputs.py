@@ -220,14 +220,17 @@ def test_decode_16_bit_without_float64_copies(tmp_path):
     assert np.array_equal(grey, (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8))
 
 
-def test_float_images_scale_by_their_finite_pixels_in_float32(tmp_path):
-    """One inf pixel made a float TIFF black, an all-NaN one was predicted on as black; float64 copies took
-    21 bytes a pixel (4 GB at --max-pixels), twice any other mode."""
+def test_float_images_scale_by_their_finite_pixels_within_a_few_bytes_a_pixel(tmp_path, monkeypatch):
+    """One inf pixel made a float TIFF black, an all-NaN one was predicted on as black; float64 copies of the
+    whole image took 21 bytes a pixel (4 GB at --max-pixels), twice any other mode; and at the ends of float32
+    the brightest pixel came out black."""
     import tracemalloc
 
     from cnnkit.errors import DecodeError
+    from cnnkit.io import decode as decoding
     from cnnkit.io.decode import decode
 
+    monkeypatch.setattr(decoding, "FLOAT_CHUNK", 4096)  # chunks smaller than the image, as at --max-pixels
     arr = np.random.default_rng(0).random((300, 400), dtype=np.float32)
     arr[0, 0], arr[1, 1] = np.inf, np.nan
     Image.fromarray(arr).save(tmp_path / "f.tif")
@@ -236,11 +239,14 @@ def test_float_images_scale_by_their_finite_pixels_in_float32(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 12 * arr.size
-    finite = arr.copy()
-    finite[0, 0] = finite[1, 1] = 0.5
-    ref = (finite - arr[2:].min()) * (255.0 / (arr[2:].max() - arr[2:].min()))
-    assert grey[0, 0] == 255 and grey[1, 1] == 0
-    assert np.abs(grey[2:].astype(int) - ref[2:].astype(np.uint8)).max() <= 1
+    rest = arr[2:].astype(np.float64)
+    ref = np.round((rest - rest.min()) * (255.0 / (rest.max() - rest.min())))
+    assert grey[0, 0] == 255 and grey[1, 1] == 0 and np.array_equal(grey[2:], ref.astype(np.uint8))
+    ends = np.array([[-3e38, 0.0, 3e38], [0.1, 0.7, 0.3]], np.float32)
+    Image.fromarray(ends[:1]).save(tmp_path / "ends.tif")
+    Image.fromarray(ends[1:]).save(tmp_path / "tenths.tif")
+    assert decode(str(tmp_path / "ends.tif")).rgb[0, :, 0].tolist() == [0, 128, 255]
+    assert decode(str(tmp_path / "tenths.tif")).rgb[0, :, 0].tolist() == [0, 255, 85]
     Image.fromarray(np.full((8, 8), np.nan, np.float32)).save(tmp_path / "nan.tif")
     with pytest.raises(DecodeError, match="without one finite pixel"):
         decode(str(tmp_path / "nan.tif"))
@@ -249,10 +255,15 @@ def test_float_images_scale_by_their_finite_pixels_in_float32(tmp_path):
 def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path, monkeypatch):
     """Pillow refuses twice its MAX_IMAGE_PIXELS before cnnkit's check: --max-pixels 500000000 still refused a
     400 MP image, naming Pillow's limit."""
+    from cnnkit.io import decode as decoding
     from cnnkit.io.decode import decode
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as if 2,000 pixels were Pillow's hard limit
+    monkeypatch.setattr(decoding, "DEFAULT_MAX_PIXELS", 2000)  # and cnnkit's default, as they are
     Image.new("RGB", (60, 50), (10, 20, 30)).save(tmp_path / "big.png")
+    with pytest.raises(Exception, match="decompression bomb"):  # a host's own stricter limit holds at the default
+        decode(str(tmp_path / "big.png"), max_pixels=1500)
+    assert Image.MAX_IMAGE_PIXELS == 1000
     assert decode(str(tmp_path / "big.png"), max_pixels=5000).rgb.shape == (50, 60, 3)
     with pytest.raises(Exception, match="over the limit of 2,999"):
         decode(str(tmp_path / "big.png"), max_pixels=2999)

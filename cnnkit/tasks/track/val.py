@@ -8,6 +8,7 @@ with the tracker's counts. Scores come from ``motmetrics`` (:mod:`cnnkit.eval.mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -52,17 +53,25 @@ def rows_of(records: list[Any]) -> list[MotRow]:
     return out
 
 
-def past_end(gt: Path, video: Path, truth: Sequence[MotRow], records: Sequence[Any]) -> None:
-    """Refuse ground truth for frames the video does not have (as TrackEval refuses frames past
-    ``seqLength``): scored, they would all be misses. A video that failed to decode somewhere is not judged."""
+def past_end(gt: Path, video: Path, truth: Sequence[MotRow], records: Sequence[Any]) -> str | None:
+    """Why ground truth names frames the video does not have, if it does (TrackEval refuses frames past
+    ``seqLength``; scored, they would all be misses): the length is ``seqinfo.ini``'s ``seqLength`` when it
+    says one, else the frames decoded, one more allowed (a header may count one frame more than decode). A
+    video that failed to decode somewhere is not judged."""
+    import configparser
+
     if not truth or not records or any(not r.ok or r.frame is None for r in records):
-        return
+        return None
+    info = configparser.ConfigParser()
+    with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+        info.read(gt.parent.parent / "seqinfo.ini", encoding="utf-8")
+    said = info.get("Sequence", "seqLength", fallback="").strip()
     decoded = max(r.frame for r in records) + 1
     last = max(t.frame for t in truth)
-    if last > decoded:
-        raise CnnkitError(
-            f"{gt}: ground truth names frame {last}, but {video.name} has {decoded} frames (MOT frames count from 1)"
-        )
+    if last <= (int(said) if said.isdigit() else decoded + 1):
+        return None
+    has = f"its seqinfo.ini says {said}" if said.isdigit() else f"{video.name} has {decoded}"
+    return f"ground truth names frame {last}, but {has} frames (MOT frames count from 1); not scored"
 
 
 def frame_truth(
@@ -118,7 +127,11 @@ def validate(
             if not r.ok:  # scored as missed frames; named here and in the result
                 failed.append({"path": r.path, "frame": r.frame, "error": r.error})
                 log.warning("failed %s: %s", printable(r.path), r.error)
-        past_end(gt, video, truth, records)
+        beyond = past_end(gt, video, truth, records)
+        if beyond is not None:
+            failed.append({"path": str(gt), "frame": None, "error": beyond})
+            log.warning("failed %s: %s", printable(str(gt)), beyond)
+            continue
         scored[name] = (truth, rows_of(records))
         if on_record is not None:
             by_frame = frame_truth(truth, tracker.labels, min_visibility)
@@ -128,6 +141,8 @@ def validate(
         if name in true_counts or last is not None:
             counts[name] = {"true": true_counts.get(name), "tracked": last}
     seconds = time.perf_counter() - t0
+    if not scored:
+        raise CnnkitError(f"{root}: no sequence could be scored ({failed[-1]['error']})")
     metrics = score(scored, min_visibility=min_visibility)
     overall = metrics.pop("OVERALL")
     exact = bool(counts) and all(c["true"] == c["tracked"] for c in counts.values())
