@@ -14,6 +14,11 @@ _API = {*TASK_NAMES, "finetune", "load", "records_to_frame"}
 __all__ = ["__version__", *sorted(_API)]
 
 
+def __dir__() -> list[str]:
+    """The API functions too, so ``help(cnnkit)``, ``dir`` and tab completion show them."""
+    return sorted({*__all__, "TASK_NAMES"})
+
+
 def __getattr__(name: str):
     if name in _API:
         from cnnkit import api

@@ -225,8 +225,23 @@ class Predictor(ABC):
         finally:
             self.on_stream_end(state)
 
-    def __call__(self, sources: Any, **kwargs: Any) -> list[Record]:
-        return list(self.stream(sources, **kwargs))
+    def __call__(self, sources: Any, *, stream: bool = False, **kwargs: Any) -> list[Record] | Iterator[Record]:
+        """Records for ``sources`` as a list (``stream=True``: as :meth:`stream` yields them). ``kwargs`` are
+        the run's options (``batch_size``, ``shard`` …); the model's (``topk``, ``conf`` …) were fixed when it
+        was loaded, and naming one here is an :class:`OptionError`, as any other unknown keyword is."""
+        import inspect
+
+        if "shard" in kwargs:  # the task functions' name for it
+            kwargs["shard_spec"] = kwargs.pop("shard")
+        run = inspect.signature(self.stream).parameters
+        unknown = sorted(k for k in kwargs if k not in run)
+        if unknown:
+            raise OptionError(
+                tuple(unknown),
+                "not an option of a run; a model's options are set when it is loaded (`cnnkit.load(task, …)`)",
+            )
+        records = self.stream(sources, **kwargs)
+        return records if stream else list(records)
 
 
 def _check_in_flight(predictor: Predictor, state: StreamState) -> None:

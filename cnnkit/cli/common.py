@@ -637,7 +637,6 @@ def run_predict(
     fmt = resolve_format(fmt, output)
     if skip_existing and not output:
         raise UsageError("--skip-existing needs --output FILE.jsonl to know what is done")
-    check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
     if fmt == "coco" and task not in ("detect", "instance"):  # the writer says so too, after the model loads
         raise UsageError(f"--format coco: is for detect and instance, not {task}")
     outputs = [save_dir] if save_dir else []
@@ -647,10 +646,11 @@ def run_predict(
     videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))
     if fmt == "mot" and (task != "track" or len(items) != 1):
         raise UsageError("--format mot writes the tracks of one video: `cnnkit track VIDEO --format mot`")
-    check_outputs(  # before anything is opened for writing
+    check_outputs(  # before anything is opened for writing, and before an existing output's advice to replace it
         {"`output`": output, "`report`": p.get("report")},
         (it.path for it in items if it.data is None and it.error is None),
     )
+    check_output(output, fmt, append=skip_existing, exist_ok=exist_ok)
     resume = tidy_output(output, fmt) if skip_existing and output else None
     if resume is not None:
         resume.check_run(str(output), task)

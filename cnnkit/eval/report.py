@@ -37,6 +37,7 @@ def table(
 
 RUNTIME_KEYS = ("backend", "device", "precision")
 _BACKENDS = {"YoloBackend": "ultralytics", "TorchvisionBackend": "torch (torchvision)"}
+_EXPORTED = {"OpenVinoModule": "openvino", "OnnxModule": "onnxruntime", "ScriptModule": "torchscript"}
 
 
 def runtime_facts(predictor: object) -> dict[str, str]:
@@ -49,8 +50,8 @@ def runtime_facts(predictor: object) -> dict[str, str]:
     compiled = (getattr(driver, "runtime_info", None) or {}).get("backend")  # a YOLO compiled by --backend
     if kind == "YoloBackend" and compiled:
         backend = str(compiled)
-    elif kind == "YoloBackend" and getattr(driver, "checkpoint", None) is None:
-        backend = "exported YOLO (onnxruntime or torchscript)"
+    elif kind == "YoloBackend" and getattr(driver, "checkpoint", None) is None:  # an exported file: its runtime
+        backend = _EXPORTED.get(type(getattr(driver, "net", None)).__name__, "exported YOLO")
     facts = {"backend": str(backend)}
     if runtime is not None:
         facts["device"] = str(getattr(runtime, "device", ""))

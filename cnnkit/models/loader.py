@@ -321,8 +321,8 @@ def resolve(
     row = get_task(task)
     default = default or row.default_model
     options = {k: v for k, v in options.items() if v is not None}
-    if model is not None and sniff(model) == "checkpoint" and weights is None:
-        model, weights = None, model  # a checkpoint named as the model is the weights
+    if model is not None and sniff(model) in ("checkpoint", *BACKEND_FILES.values()) and weights is None:
+        model, weights = None, model  # a checkpoint or exported file named as the model is the weights
     backend = resolve_backend(backend, weights)
     if backend in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
         return at_input_size(_exported(task, weights, backend, options), imgsz)

@@ -111,6 +111,9 @@ def find_spec(name: str, task: str | None = None) -> ModelSpec | None:
 def get_spec(name: str, task: str | None = None) -> ModelSpec:
     """The entry called ``name``; an unknown name says which known one is closest, then lists them."""
     spec = find_spec(name, task)
+    other = find_spec(name) if spec is None and task is not None else None
+    if other is not None:  # known, for another task: say which, not "unknown" with another task's near name
+        raise UsageError(f"{name!r} is a {other.task} model, not {task} (run it with `cnnkit {other.task}`)")
     if spec is None:
         names = ", ".join(s.name for s in list_models(task=task))
         guess = suggest(name, task)

@@ -293,3 +293,85 @@ def test_summary_never_cuts_a_layer_name_or_the_total(width):
     first_words = {line.split()[0] for line in table_lines if line.strip()}
     assert {layer["name"] for layer in data["layers"]} <= first_words
     assert f"{data['params']:,}" in result.stdout
+
+
+# -- found by a new user's first hour (hunt 18) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "own"), [("shapes-yolov8n", "classify", "detect"), ("resnet18", "detect", "classify")]
+)
+def test_a_model_of_another_task_is_named_as_such(name, task, own):
+    """It was "unknown", with another model suggested (classify -m shapes-yolov8n: did you mean shapes-cnn?)."""
+    with pytest.raises(Exception, match=f"'{name}' is a {own} model, not {task}") as err:
+        get_spec(name, task)
+    assert "did you mean" not in str(err.value)
+
+
+def test_a_missing_file_named_with_dot_slash_is_a_missing_file(tmp_path, monkeypatch):
+    """`-m ./yolov8n.pt` was an unknown registry name (exit 2) where `-m dir/x.pt` is a missing file (exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["detect", str(SAMPLES / "scene_0.png"), "-m", "./yolov8n.pt"])
+    assert result.exit_code == 1 and "./yolov8n.pt: no such file" in result.stderr
+
+
+def test_dir_and_help_of_the_package_show_the_api():
+    import cnnkit
+
+    shown = dir(cnnkit)
+    assert {"classify", "detect", "segment", "instance", "track", "finetune", "load"} <= set(shown)
+    assert "annotations" not in shown
+
+
+def test_an_exported_file_as_the_model_runs_as_its_weights(tmp_path):
+    """`-m model.onnx` was an unknown model, though --help says --model takes a local model file."""
+    onnx = tmp_path / "cnn.onnx"
+    assert runner.invoke(app, ["export", "shapes-cnn", "--out", str(onnx)]).exit_code == 0
+    args = ["classify", str(SAMPLES / "shape_0_triangle.png"), "-m", str(onnx), "--backend", "auto", "-f", "jsonl"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert '"label": "triangle"' in result.stdout
+
+
+def test_an_output_that_is_an_input_is_said_first(tmp_path):
+    """The existing-file refusal came first and advised --exist-ok, for a file that was the input image."""
+    image = tmp_path / "t.png"
+    image.write_bytes((SAMPLES / "shape_0_triangle.png").read_bytes())
+    result = runner.invoke(app, ["classify", str(image), "-o", str(image)])
+    assert result.exit_code != 0 and "is also an input" in result.stderr and "--exist-ok" not in result.stderr
+
+
+def test_convert_to_an_unknown_format_is_a_usage_error(tmp_path):
+    records = tmp_path / "r.jsonl"
+    records.write_text("")
+    result = runner.invoke(app, ["convert", str(records), "yolo"])
+    assert result.exit_code == 2 and "FORMAT 'yolo': expected one of" in result.stderr
+
+
+def test_a_loaded_predictor_refuses_model_options_per_call_and_takes_shard_and_stream():
+    """`clf(p, topk=3)` was a bare TypeError from Predictor.stream(); `shard=` was spelled `shard_spec` there."""
+    import cnnkit
+    from cnnkit.errors import OptionError
+
+    clf = cnnkit.load("classify", topk=2)
+    image = str(SAMPLES / "shape_0_triangle.png")
+    with pytest.raises(OptionError, match="topk: not an option of a run"):
+        clf(image, topk=3)
+    assert len(clf([image, image], shard="1/2")) == 1
+    streamed = clf(image, stream=True)
+    assert not isinstance(streamed, list) and [r.path for r in streamed] == [image]
+
+
+def test_val_of_an_exported_yolo_names_the_runtime_that_scored_it():
+    """`detect val -w best.onnx` said "exported YOLO (onnxruntime or torchscript)" while OpenVINO ran it."""
+    from types import SimpleNamespace
+
+    from cnnkit.eval.report import runtime_facts
+
+    for module, runtime in (
+        ("OpenVinoModule", "openvino"),
+        ("OnnxModule", "onnxruntime"),
+        ("ScriptModule", "torchscript"),
+    ):
+        backend = type("YoloBackend", (), {"checkpoint": None, "runtime_info": {}, "net": type(module, (), {})()})()
+        assert runtime_facts(SimpleNamespace(backend=backend))["backend"] == runtime

@@ -6,6 +6,7 @@ model with random weights; nothing here imports torch until a builder runs.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,9 +152,10 @@ def resolve(model: str | None, weights: str | None, *, default: str) -> Loaded |
     try:
         spec = get_spec(name, "detect")
     except UsageError:
-        if pickled and len(Path(name).parts) == 1 and is_ultralytics_asset(name):
+        a_path = "/" in name or os.sep in name  # `./x.pt` too, which pathlib reads as one part
+        if pickled and not a_path and is_ultralytics_asset(name):
             return _ultralytics_loaded(name, Path(name).stem)
-        if pickled and len(Path(name).parts) > 1:
+        if pickled and a_path:
             raise CnnkitError(f"{name}: no such file") from None
         raise
     if spec.family != "yolo":
