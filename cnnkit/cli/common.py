@@ -141,16 +141,42 @@ class RootGroup(TyperGroup):
         except CnnkitError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        return super().make_context(info_name, hoist_global_flags(list(args)), parent=parent, **extra)
+        ctx = super().make_context(info_name, hoist_global_flags(list(args)), parent=parent, **extra)
+        ctx.meta["cnnkit.args"] = list(args)
+        return ctx
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a :class:`CnnkitError` becomes ``Error: …`` with its flags named, and its exit code."""
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
-            message = exc.render(flag_names(self))
+            message = exc.render(flag_names(self)) + _source_note(self, exc, ctx.meta.get("cnnkit.args", []))
             typer.echo(f"Error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def _source_note(command: Any, exc: CnnkitError, args: list[str]) -> str:
+    """`` (device cuda is from CNNKIT_DEVICE)`` when the error names a setting the user did not give as a flag:
+    one who typed no --device cannot otherwise see why it is blamed."""
+    from cnnkit.config import SETTINGS, lookup
+
+    notes = []
+    for key in getattr(exc, "options", ()):
+        spelled = _opts_of(command, key)
+        if key not in SETTINGS or not spelled or any(a.split("=")[0] in spelled for a in args):
+            continue
+        setting = lookup(key)  # "env CNNKIT_DEVICE", "config PATH" or "built-in"
+        if setting.source != "built-in":
+            notes.append(f"{key} {setting.value} is from {setting.source.partition(' ')[2]}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def _opts_of(command: Any, key: str) -> set[str]:
+    """Every spelling (``--device``, ``-d``) of option ``key`` in ``command`` and the commands below it."""
+    found = {o for param in getattr(command, "params", []) if param.name == key for o in getattr(param, "opts", [])}
+    for sub in getattr(command, "commands", {}).values():
+        found |= _opts_of(sub, key)
+    return found
 
 
 def flag_names(command: Any) -> dict[str, str]:

@@ -559,9 +559,10 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             if r.get("error")
             else Text(printable(summarise_predictions(r["predictions"])))
         )
-        table.add_row(
-            Text(printable(str(r["path"]))), size, preds, f"{r['time_ms']:.1f}" if r.get("time_ms") is not None else ""
-        )
+        where = printable(str(r["path"]))
+        if r.get("frame") is not None:  # a video's rows, told apart by frame and time
+            where += f" #{r['frame']}" + (f" ({r['time_s']:.2f} s)" if r.get("time_s") is not None else "")
+        table.add_row(Text(where), size, preds, f"{r['time_ms']:.1f}" if r.get("time_ms") is not None else "")
     buf = io.StringIO()
     Console(file=buf, width=120, force_terminal=False, color_system=None).print(table)
     return buf.getvalue()

@@ -81,3 +81,20 @@ def test_info_shows_effective_settings(in_tmp, monkeypatch):
     assert data["settings"]["device"]["source"] == "env CNNKIT_DEVICE"
     assert data["settings"]["batch_size"]["source"] == "built-in"
     assert effective()["format"]["source"] == "built-in"
+
+
+def test_a_setting_that_cannot_be_used_says_where_it_came_from(in_tmp, shapes_images, monkeypatch):
+    """`CNNKIT_DEVICE=cuda` on a CPU machine was blamed on a --device flag the user never gave."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    image = str(sorted(shapes_images.iterdir())[0])
+    monkeypatch.setenv("CNNKIT_DEVICE", "cuda")
+    result = runner.invoke(app, ["classify", image])
+    assert result.exit_code == 2 and result.stderr.strip().endswith("(device cuda is from CNNKIT_DEVICE)")
+    given = runner.invoke(app, ["classify", image, "-d", "cuda"])
+    assert given.exit_code == 2 and "is from" not in given.stderr
+    monkeypatch.delenv("CNNKIT_DEVICE")
+    (in_tmp / "cnnkit.toml").write_text('device = "cuda"\n')
+    result = runner.invoke(app, ["classify", image])
+    assert result.exit_code == 2 and "(device cuda is from " in result.stderr and "cnnkit.toml)" in result.stderr

@@ -275,3 +275,10 @@ def test_an_existing_output_suggests_resuming_only_where_the_format_resumes(tmp_
         with pytest.raises(CnnkitError, match="already exists") as err:
             check_output(str(tmp_path / name), fmt)
         assert ("skip_existing" in str(err.value)) == resumes
+
+
+def test_the_table_tells_a_videos_frames_apart():
+    """Every row of a video read the same path, with no frame or time."""
+    frames = [Record("v.mp4", "detect", "m", 8, 8, [], 1.0, frame=i, time_s=i / 25) for i in range(2)]
+    text = write("table", frames)
+    assert "v.mp4 #0 (0.00 s)" in text and "v.mp4 #1 (0.04 s)" in text
