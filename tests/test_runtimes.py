@@ -632,3 +632,19 @@ def test_openvino_runs_without_its_telemetry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["True", "openvino.tools.ovc.telemetry_stub"], done.stdout
     assert "ThreadPoolExecutor" not in done.stdout and not (tmp_path / "intel").exists()
+
+
+def test_benchmark_compares_torch_with_the_configured_backend(monkeypatch):
+    """Its option row says `auto, or $CNNKIT_BACKEND`; the variable was not read, torch and auto ran."""
+    from typer.testing import CliRunner
+
+    from cnnkit import benchmark as bench
+    from cnnkit.cli import app
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(bench, "run", lambda names, backends, **kw: seen.append(list(backends)) or [])
+    monkeypatch.setenv("CNNKIT_BACKEND", "onnxruntime")
+    assert CliRunner().invoke(app, ["benchmark", "shapes-cnn", "-f", "json"]).exit_code == 0
+    monkeypatch.setenv("CNNKIT_BACKEND", "torch")
+    assert CliRunner().invoke(app, ["benchmark", "shapes-cnn", "-f", "json"]).exit_code == 0
+    assert seen == [["torch", "onnxruntime"], ["torch"]]

@@ -45,11 +45,12 @@ def benchmark(
     image, p50/p95 latency at batch 1, peak memory, the load time (with the compile on a cold cache) and the
     metric on --data.
 
-    Repeat --backend to compare \\[default: torch and auto]; --half times fp16 (CUDA only). Measured, never
+    Repeat --backend to compare \\[default: torch and auto, or torch and $CNNKIT_BACKEND]; --half times fp16 (CUDA only). Measured, never
     judged: figures depend on the machine and its load. Prints a table on a terminal and JSON elsewhere (or -f
     jsonl/csv).
     """
     from cnnkit.benchmark import COLUMNS, run
+    from cnnkit.config import lookup
     from cnnkit.cli.options import view_format
     from cnnkit.errors import UsageError
     from cnnkit.tasks import TASKS
@@ -71,7 +72,7 @@ def benchmark(
         r.to_dict()
         for r in run(
             names,
-            backends=backend or ["torch", "auto"],
+            backends=backend or list(dict.fromkeys(["torch", str(lookup("backend", "auto").value)])),
             imgsz=imgsz,
             data=data,
             images=images,
