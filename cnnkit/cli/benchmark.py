@@ -50,8 +50,8 @@ def benchmark(
     jsonl/csv).
     """
     from cnnkit.benchmark import COLUMNS, run
-    from cnnkit.config import lookup
     from cnnkit.cli.options import view_format
+    from cnnkit.config import lookup
     from cnnkit.errors import UsageError
     from cnnkit.tasks import TASKS
 
