@@ -39,7 +39,7 @@ class FolderData:
     classes: list[str]
     train: FolderSplit
     val: FolderSplit
-    layout: str  # "train/val" or "split"
+    layout: str  # "train/val" (or "train/valid" …, as the split folder is named), or "split"
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -124,6 +124,9 @@ def stratified_split(
     return take(train_idx), take(val_idx)
 
 
+VAL_NAMES = ("val", "valid", "validation", "test")  # DATA/train beside one of these (Roboflow, Kaggle, ultralytics)
+
+
 def load_folder_dataset(
     root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0, min_side: int | None = None, workers: int = 4
 ) -> FolderData:
@@ -131,25 +134,28 @@ def load_folder_dataset(
     root = Path(root)
     if not root.exists():
         raise UsageError(f"{root}: dataset folder not found")
-    if (root / "train").is_dir() and (root / "val").is_dir():
+    val_dir = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
         classes, train, skipped = scan_classes(root / "train", min_side=min_side, workers=workers)
-        val_classes = class_dirs(root / "val")
+        val_classes = class_dirs(val_dir)
         only_val = sorted(set(val_classes) - set(classes))
         if only_val:  # images of classes the model would never be trained on
-            raise UsageError(f"{root}: val has class folders train lacks: {', '.join(only_val)}")
-        _, val, skipped_val = scan_classes(root / "val", classes, min_side=min_side, workers=workers, allow_empty=True)
+            raise UsageError(f"{root}: {val_dir.name} has class folders train lacks: {', '.join(only_val)}")
+        _, val, skipped_val = scan_classes(val_dir, classes, min_side=min_side, workers=workers, allow_empty=True)
         unseen = [c for i, c in enumerate(classes) if i not in set(val.targets)]
         if len(unseen) == len(classes):
-            raise UsageError(f"{root}/val: no readable images in any class folder")
+            raise UsageError(f"{val_dir}: no readable images in any class folder")
         if unseen:  # a small split: trained on, not scored
-            log.warning("%s/val has no images of %s: those classes are trained, not scored", root, ", ".join(unseen))
-        data = FolderData(classes, train, val, "train/val", skipped + skipped_val)
+            log.warning("%s has no images of %s: those classes are trained, not scored", val_dir, ", ".join(unseen))
+        data = FolderData(classes, train, val, f"train/{val_dir.name}", skipped + skipped_val)
     else:
         if not 0.0 < val_split < 1.0:
             raise OptionError(
                 "val_split", "expected a fraction above 0 (the images to score on) and below 1", val_split
             )
-        classes, full, skipped = scan_classes(root, min_side=min_side, workers=workers)
+        # DATA/train alone: its class folders are split (its name is not a class)
+        where = root / "train" if (root / "train").is_dir() and class_dirs(root / "train") else root
+        classes, full, skipped = scan_classes(where, min_side=min_side, workers=workers)
         train, val = stratified_split(full, val_split, seed, classes)
         data = FolderData(classes, train, val, "split", skipped)
     if len(data.classes) < 2:

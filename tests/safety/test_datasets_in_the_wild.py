@@ -336,3 +336,30 @@ def test_classify_val_leaves_out_an_empty_class_folder_and_says_so(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "class folder(s) without images, left out: hexagon" in result.stderr
     assert "hexagon" not in json.loads(result.stdout)["confusion"]["labels"]
+
+
+# -- class folders under split folders named as Roboflow and Kaggle name them ----------------------------
+
+
+@pytest.mark.parametrize("val_name", ["valid", "validation", "test"])
+def test_a_train_folder_beside_valid_is_split_not_two_classes(tmp_path: Path, val_name: str) -> None:
+    """`DATA/train` + `DATA/valid` trained a 2-class model, "train" against "valid", with exit 0."""
+    from cnnkit.data.folder import load_folder_dataset
+    from cnnkit.tasks.classify.val import val_folder
+
+    shapes = _shapes(tmp_path, "imagefolder", n=20)
+    (shapes / "val").rename(shapes / val_name)
+    data = load_folder_dataset(shapes, workers=1)
+    assert "train" not in data.classes and len(data.classes) >= 2 and data.layout == f"train/{val_name}"
+    assert val_folder(shapes) == shapes / val_name
+
+
+def test_a_train_folder_alone_is_split_by_val_split(tmp_path: Path) -> None:
+    """It was "only one class (train)"."""
+    from cnnkit.data.folder import load_folder_dataset
+
+    shapes = _shapes(tmp_path, "imagefolder", n=20)
+    (tmp_path / "only").mkdir()
+    (shapes / "train").rename(tmp_path / "only" / "train")
+    data = load_folder_dataset(tmp_path / "only", workers=1)
+    assert "train" not in data.classes and len(data.classes) >= 2 and data.layout == "split"

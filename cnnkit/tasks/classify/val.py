@@ -112,13 +112,17 @@ def plot_confusion(
 
 
 def val_folder(root: str | os.PathLike) -> Path:
-    """The split of DATA to score: ``DATA/val`` when DATA has ``train`` and ``val`` folders, or a ``val`` (else
-    ``test``) folder of class folders, as ultralytics looks for them; else DATA itself (its folders are classes:
-    a class folder holds images, a split holds folders)."""
+    """The split of DATA to score: the first of ``val``, ``valid``, ``validation``, ``test`` (as finetune takes
+    them, :data:`~cnnkit.data.folder.VAL_NAMES`) beside ``train``, or without it the first that is a folder of
+    class folders; else DATA itself (its folders are classes: a class folder holds images, a split holds
+    folders)."""
+    from cnnkit.data.folder import VAL_NAMES
+
     root = Path(root)
-    if (root / "val").is_dir() and (root / "train").is_dir():
-        return root / "val"
-    for split in ("val", "test"):
+    beside_train = [root / n for n in VAL_NAMES if (root / n).is_dir()] if (root / "train").is_dir() else []
+    if beside_train:
+        return beside_train[0]
+    for split in VAL_NAMES:
         here = root / split
         if here.is_dir() and any(p.is_dir() for p in here.iterdir()):
             return here
