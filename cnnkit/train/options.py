@@ -96,11 +96,12 @@ class FinetuneOptions:
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     def ignore_others(self, task: str, used: Iterable[str]) -> None:
-        """Log (debug) the options set away from their defaults that ``task`` does not use."""
+        """Warn about the options set away from their defaults that ``task`` does not use (a user who asked for
+        `freeze` or `amp` is told, not trained without them in silence)."""
         used = set(used) | _RUN
         unused = sorted(f.name for f in fields(self) if f.name not in used and getattr(self, f.name) != f.default)
         if unused:
-            log.debug("finetune %s: ignoring %s", task, ", ".join(unused))
+            log.warning("finetune %s: ignoring %s (this task does not use them)", task, ", ".join(unused))
 
     def reporter(self, logger: logging.Logger, every: int = 0) -> Callbacks | None:
         """The progress callbacks: those given, else (with ``progress``) a log line per epoch."""

@@ -26,6 +26,7 @@ def test_ignore_others_names_only_what_was_set_and_is_not_used(caplog):
     with caplog.at_level(logging.DEBUG, logger="cnnkit.train"):
         FinetuneOptions(epochs=3, arch="unet", optimizer="sgd", device="cpu").ignore_others("probe", ["epochs"])
     assert "finetune probe: ignoring arch, optimizer" in caplog.text
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "ignoring" in r.message)  # was debug: unseen
 
 
 def test_run_folder_is_the_resumed_one_or_a_new_one(tmp_path):
@@ -35,3 +36,19 @@ def test_run_folder_is_the_resumed_one_or_a_new_one(tmp_path):
     assert FinetuneOptions(out=str(tmp_path / "new")).run_folder("probe") == tmp_path / "new"
     with pytest.raises(OptionError, match="resume"):
         FinetuneOptions(resume=True).run_folder("probe")
+
+
+def test_detect_resume_names_the_options_it_does_not_use(caplog, monkeypatch):
+    """`finetune --task detect --resume RUN --lr 0.5` trained on with the run's own lr, without a word."""
+    from cnnkit.tasks.detect import train as detect_train
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(detect_train, "_resume_from", stop)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"), pytest.raises(Stop):
+        detect_train.finetune(None, FinetuneOptions(resume="runs/detect/train", lr=0.5, device="cpu"))
+    assert "resume continues the run as it was started; not used: lr 0.5" in caplog.text

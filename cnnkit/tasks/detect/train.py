@@ -158,6 +158,9 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     n_threads = torch.get_num_threads()
     dev = resolve_device(options.device)
     if options.resume:
+        given = [f"{k} {getattr(options, k)!r}" for k in USED if getattr(options, k) is not None]
+        if given:  # ultralytics restores the run's own arguments, as every task's resume does
+            log.warning("resume continues the run as it was started; not used: %s", ", ".join(given))
         last = _resume_from(options.resume, options.out)
         # ultralytics would otherwise re-read the dataset the checkpoint names (or coco8.yaml)
         args: dict[str, Any] = {"resume": True, "data": str(_resume_data(ds, last))}
