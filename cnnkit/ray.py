@@ -328,6 +328,9 @@ def _pipeline(
     blocks = max(1, min(len(rows), 4 * actors, -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     options = dict(load_options)
+    for key in ("weights", "model"):  # a local model file by its absolute path too, as the images are
+        if isinstance(options.get(key), str) and os.path.exists(options[key]):
+            options[key] = _absolute(options[key])
     from cnnkit.runtimes import default_backend
 
     # the driver's default (environment, cnnkit.toml), not each worker's: every actor runs what a local run would

@@ -337,6 +337,22 @@ def test_relative_paths_reach_workers_that_run_elsewhere(ray_cluster, shapes_ima
     assert remote.error is None and remote.path == rel and remote.predictions == local.predictions
 
 
+def test_a_relative_weights_file_reaches_workers_that_run_elsewhere(ray_cluster, shapes_images, tmp_path, monkeypatch):
+    """The driver found `w/x.safetensors`; every actor of a joined cluster, in its own folder, did not."""
+    import shutil
+
+    import cnnkit
+    from cnnkit import ray as on_ray
+
+    image = str(sorted(shapes_images.iterdir())[0])
+    (tmp_path / "w").mkdir()
+    shutil.copy(Path(cnnkit.__file__).parent / "weights" / "shapes-cnn.safetensors", tmp_path / "w" / "x.safetensors")
+    monkeypatch.chdir(tmp_path)
+    [local] = cnnkit.classify([image], weights="w/x.safetensors")
+    [remote] = list(on_ray.predict([image], "classify", weights="w/x.safetensors"))
+    assert remote.error is None and remote.predictions == local.predictions
+
+
 def test_parts_count_this_runs_failures_only(ray_cluster, s3_images, tmp_path):
     from typer.testing import CliRunner
 

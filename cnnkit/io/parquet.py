@@ -95,18 +95,30 @@ _BASE = (
 )
 
 
+def _utf8(value: Any) -> Any:
+    """Text Parquet can hold: a file name that is not valid UTF-8 (its bytes kept as lone surrogates by Python)
+    is written with those bytes escaped (``x\\udcff.png``), as JSON Lines writes it, not a lost row group."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
     """A record dict (as :meth:`Record.to_dict` writes it, NaN already null) as one row of :func:`schema`."""
-    row = {k: record.get(k) for k in _BASE}
+    row = {k: _utf8(record.get(k)) for k in _BASE}
     preds = []
     for p in record.get("predictions") or []:
-        typed = {k: p[k] for k in PREDICTION_KEYS if k in p}
+        typed = {k: _utf8(p[k]) for k in PREDICTION_KEYS if k in p}
         rest = {k: v for k, v in p.items() if k not in PREDICTION_KEYS}
-        typed["other"] = json.dumps(rest, ensure_ascii=False) if rest else None
+        typed["other"] = json.dumps(rest) if rest else None  # ASCII: escapes whatever a model's label holds
         preds.append(typed)
     row["predictions"] = preds
     extra = {k: v for k, v in record.items() if k not in _BASE}
-    row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
+    row["extra"] = json.dumps(extra) if extra else None
     return row
 
 

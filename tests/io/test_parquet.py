@@ -163,3 +163,17 @@ def test_a_temp_file_a_killed_run_left_is_removed_by_the_next_run(tmp_path):
     writer.close()
     assert not dead.exists() and live.exists() and other.exists()
     assert pq.read_table(tmp_path / "out.parquet").num_rows == len(RECORDS)
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_lost_row_group(tmp_path):
+    """Parquet's strings are UTF-8: the name's lone surrogate was a UnicodeEncodeError traceback, no file."""
+    import pyarrow.parquet as pq
+
+    from cnnkit.io.parquet import ParquetWriter
+
+    out = tmp_path / "r.parquet"
+    writer = ParquetWriter(out)
+    writer.write(Record("bad/x\udcff.png", "classify", "m", 8, 8, [], 1.0).to_dict())
+    writer.write(Record("ok.png", "classify", "m", 8, 8, [], 1.0).to_dict())
+    writer.close()
+    assert pq.read_table(out).column("path").to_pylist() == ["bad/x\\udcff.png", "ok.png"]
