@@ -197,4 +197,5 @@ class FinetuneOptions:
 
 
 # Options about where and how a run goes: every task takes them, so none is "ignored".
-_RUN = {"device", "threads", "out", "exist_ok", "resume", "progress", "callbacks"}
+# every task takes these, or they come from the settings (`workers` from CNNKIT_WORKERS or cnnkit.toml)
+_RUN = {"device", "threads", "out", "exist_ok", "resume", "progress", "callbacks", "workers"}

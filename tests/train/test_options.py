@@ -52,3 +52,14 @@ def test_detect_resume_names_the_options_it_does_not_use(caplog, monkeypatch):
     with caplog.at_level(logging.WARNING, logger="cnnkit"), pytest.raises(Stop):
         detect_train.finetune(None, FinetuneOptions(resume="runs/detect/train", lr=0.5, device="cpu"))
     assert "resume continues the run as it was started; not used: lr 0.5" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cnnkit"), pytest.raises(Stop):  # nothing given: nothing said
+        detect_train.finetune(None, FinetuneOptions(resume="runs/detect/train", device="cpu", workers=2))
+    assert "not used" not in caplog.text
+
+
+def test_workers_from_the_settings_are_not_called_ignored(caplog):
+    """CNNKIT_WORKERS or cnnkit.toml reach every task's options; instance warned it ignored them."""
+    with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
+        FinetuneOptions(workers=4).ignore_others("instance", ["epochs"])
+    assert "ignoring" not in caplog.text
