@@ -305,7 +305,7 @@ def _pipeline(
     if not items:
         return None
     _check_model(task, load_options.get("model"), load_options.get("weights"))
-    private = address is None and not os.environ.get("RAY_ADDRESS")
+    private = address is None  # then cnnkit starts its own cluster (`address="local"`), $RAY_ADDRESS or not
     if private and load_options.get("device") not in (None, "auto"):
         from cnnkit.device import resolve_device
 

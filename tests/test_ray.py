@@ -302,6 +302,22 @@ def test_what_ray_says_stays_off_stdout_and_an_actors_cnnkit_error_keeps_its_lin
         raise RuntimeError("something of Ray's")
 
 
+def test_without_address_the_cluster_is_private_whatever_ray_address_says(monkeypatch):
+    """cnnkit starts its own cluster then (`address="local"`), but with $RAY_ADDRESS set took it for a joined one:
+    an actor larger than the machine waited for ever instead of being refused."""
+    from types import SimpleNamespace
+
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import OptionError
+    from cnnkit.io.sources import Item
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6499")
+    monkeypatch.setattr(on_ray, "_check_model", lambda *a: None)
+    monkeypatch.setattr(on_ray, "init", lambda address: SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0}))
+    with pytest.raises(OptionError, match="cpus_per_actor 4"):
+        on_ray._pipeline([Item("a.png")], "classify", cpus_per_actor=4.0)
+
+
 def test_actors_asking_more_than_the_machine_has_are_refused_on_a_private_cluster(caplog):
     """They would wait for ever in silence; a joined cluster may grow, so there it is a warning."""
     import logging
