@@ -22,6 +22,7 @@ Ray is imported on first use; its usage statistics are switched off before it st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -88,9 +89,25 @@ def _check_address(address: str) -> None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise OptionError("address", "expected HOST:PORT of a Ray head, auto, or ray://HOST:PORT", address)
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S) as conn:
+            grpc = _speaks_grpc(conn)
     except OSError as exc:
         raise OptionError("address", f"no Ray cluster there ({exc.strerror or exc})", address) from None
+    if not grpc and os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+        raise OptionError(  # Ray would retry it for ever: a dashboard's port, a web server
+            "address", "something listens there, but not a Ray head (its GCS answers in gRPC)", address
+        )
+
+
+def _speaks_grpc(conn: Any) -> bool:
+    """Whether the server on ``conn`` answers HTTP/2's opening as a gRPC server (Ray's GCS) does: with a
+    SETTINGS frame (type 4)."""
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    head = b""
+    with contextlib.suppress(OSError):
+        while len(head) < 9 and (chunk := conn.recv(9 - len(head))):
+            head += chunk
+    return len(head) == 9 and head[3] == 4
 
 
 def _auto_address() -> tuple[str | None, str]:

@@ -448,6 +448,25 @@ def test_without_an_address_a_cluster_of_its_own_is_started(monkeypatch):
     assert asked == ["local", "auto"]
 
 
+def test_an_address_where_a_web_server_listens_is_one_line_not_a_hang():
+    """The probe only asked whether the port took a connection: a dashboard's port or any web server passed, and
+    Ray then retried "Failed to connect to GCS" for ever."""
+    import http.server
+    import threading
+
+    from cnnkit import ray as on_ray
+    from cnnkit.errors import OptionError
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(OptionError, match="something listens there, but not a Ray head"):
+            on_ray._check_address(f"127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_auto_with_a_dead_cluster_left_behind_is_one_line_not_a_hang(monkeypatch, tmp_path):
     """`auto` joins what $RAY_ADDRESS or Ray's temp folder names; a crashed cluster leaves its address there,
     and Ray retried it for ever."""
