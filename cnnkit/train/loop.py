@@ -339,6 +339,10 @@ def make_scheduler(
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
     total = cfg.epochs * max(steps_per_epoch, 1)
     if cfg.scheduler == "onecycle":
+        if cfg.warmup:  # asked for, and not to be dropped in silence
+            log.warning(
+                "warmup %g not used: onecycle warms up over its own first %g of the steps", cfg.warmup, cfg.pct_start
+            )
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start)
     warmup = round(cfg.warmup * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.scheduler, total, warmup, cfg.lr_floor))

@@ -279,3 +279,17 @@ def test_run_dir_increments_per_task_and_drops_a_stale_state(tmp_path, monkeypat
     with pytest.raises(CnnkitError, match="already exists"):
         run_dir("instance", explicit)
     assert run_dir("instance", explicit, exist_ok=True) == explicit and not (explicit / "last.pt").exists()
+
+
+def test_warmup_with_onecycle_is_said_not_used(caplog):
+    """onecycle has its own warm-up: `--warmup 3` gave the same metrics.csv as a run without it, in silence."""
+    import logging
+
+    import torch
+
+    from cnnkit.train.loop import LoopConfig, make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
+        make_scheduler(opt, LoopConfig(epochs=2, lr=0.1, scheduler="onecycle", warmup=3.0), 4)
+    assert "warmup 3 not used: onecycle warms up" in caplog.text

@@ -395,6 +395,8 @@ def _run(
     dataset = load_folder_dataset(root, val_split=opts.val_split, seed=opts.seed, min_side=opts.imgsz)
     if dataset.skipped and rank == 0:
         log.warning(describe_skipped(dataset.skipped))
+    if given.val_split is not None and dataset.layout != "split" and rank == 0:
+        log.warning("val_split %g not used: %s has its own split (%s)", given.val_split, root, dataset.layout)
     torch.manual_seed(opts.seed)
     module, spec, pre, source = _model_for(root, opts, dataset.classes, resumed)
     frozen = freeze_trunk(module, opts.freeze)

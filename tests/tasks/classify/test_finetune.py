@@ -409,3 +409,21 @@ def _probe_trainer(data, options):
     _SEEN.clear()
     _SEEN.update(data=data, options=options)
     return {"best": None, "last": None, "out": data, "metrics": {}}
+
+
+def test_val_split_on_a_dataset_with_its_own_val_folder_is_said_not_used(tmp_path, caplog):
+    """`--val-split 0.5` on DATA/train + DATA/val was dropped in silence."""
+    import logging
+
+    from cnnkit.tasks.classify.train import finetune as classify_finetune
+    from cnnkit.train.options import FinetuneOptions
+
+    data = tmp_path / "d"
+    write_digits(data / "train", per_class=3)
+    write_digits(data / "val", per_class=2)
+    options = FinetuneOptions(
+        model="lenet5", epochs=1, val_split=0.5, imgsz=32, out=str(tmp_path / "run"), workers=0, progress=False
+    )
+    with caplog.at_level(logging.WARNING, logger="cnnkit.finetune"):
+        classify_finetune(str(data), options)
+    assert "val_split 0.5 not used" in caplog.text
