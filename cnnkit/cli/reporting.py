@@ -234,7 +234,7 @@ def convert(
     from cnnkit.report.html import read_records
 
     if to not in HANDOFF_FORMATS:  # YOLO label files come from `detect --save-txt`
-        raise UsageError(f"FORMAT {to!r}: expected one of {', '.join(HANDOFF_FORMATS)}")
+        raise CnnkitError(f"FORMAT {to!r}: expected one of {', '.join(HANDOFF_FORMATS)}")
     source = Path(records)
     if not source.is_file():
         raise CnnkitError(f"{source}: no such file")

@@ -341,11 +341,11 @@ def test_an_output_that_is_an_input_is_said_first(tmp_path):
     assert result.exit_code != 0 and "is also an input" in result.stderr and "--exist-ok" not in result.stderr
 
 
-def test_convert_to_an_unknown_format_is_a_usage_error(tmp_path):
+def test_convert_to_an_unknown_format_names_the_argument(tmp_path):
     records = tmp_path / "r.jsonl"
     records.write_text("")
     result = runner.invoke(app, ["convert", str(records), "yolo"])
-    assert result.exit_code == 2 and "FORMAT 'yolo': expected one of" in result.stderr
+    assert result.exit_code == 1 and "FORMAT 'yolo': expected one of" in result.stderr
 
 
 def test_a_loaded_predictor_refuses_model_options_per_call_and_takes_shard_and_stream():
