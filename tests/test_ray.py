@@ -409,6 +409,8 @@ def test_saving_under_ray_names_the_flag_given(tmp_path):
     image = str(SAMPLES / "scene_0.png")
     result = CliRunner().invoke(app, ["detect", image, "--save-txt", "--engine", "ray"])
     assert result.exit_code == 2 and "--save-txt: write files on this machine" in result.output
+    result = CliRunner().invoke(app, ["instance", image, "--save-masks", "--engine", "ray"])  # it named --save
+    assert result.exit_code == 2 and "--save-masks: write files on this machine" in result.output
 
 
 def test_a_ray_resume_with_another_model_is_refused_as_a_local_one_is(ray_cluster, shapes_images, tmp_path):

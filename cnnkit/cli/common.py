@@ -547,7 +547,11 @@ def engine_options(ctx: typer.Context, save: bool) -> tuple[str, dict[str, Any]]
             raise UsageError(f"{', '.join(names.get(n, n) for n in stray)}: only with --engine ray")
         return engine, {}
     if save:
-        said = [f for f in ("save", "save_dir", "save_txt", "save_conf", "save_crop") if p.get(f) and given(ctx, f)]
+        said = [
+            f
+            for f in ("save", "save_dir", "save_txt", "save_conf", "save_crop", "save_masks")
+            if p.get(f) and given(ctx, f)
+        ]
         names = flag_names(ctx.command)
         flags = "/".join(names.get(f, f) for f in said) or "--save"
         raise UsageError(f"{flags}: write files on this machine; run without --engine ray to save them")
