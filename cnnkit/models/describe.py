@@ -55,7 +55,8 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "available": is_available(spec),
         "weights_file": weights_file(spec),
     }
-    info["size_mb"] = round(info["parameters"] * 4 / 1e6, 2)
+    per_weight = 2 if spec.source == "ultralytics" else 4  # ultralytics publishes fp16 checkpoints (6.2 MB yolov8n)
+    info["size_mb"] = round(info["parameters"] * per_weight / 1e6, 2)
     info["imagenet_top1"] = None  # every row has the same keys (known for torchvision's classifiers)
     if spec.source == "bundled" and info["available"]:
         info["size_mb"] = round(os.path.getsize(info["weights_file"]) / 1e6, 2)

@@ -375,3 +375,12 @@ def test_val_of_an_exported_yolo_names_the_runtime_that_scored_it():
     ):
         backend = type("YoloBackend", (), {"checkpoint": None, "runtime_info": {}, "net": type(module, (), {})()})()
         assert runtime_facts(SimpleNamespace(backend=backend))["backend"] == runtime
+
+
+def test_models_lists_an_ultralytics_checkpoint_at_the_size_of_its_file():
+    """yolov8n.pt was listed at 12.63 MB (fp32) where the file ultralytics publishes is fp16, about 6.3 MB."""
+    from cnnkit.models.describe import describe
+    from cnnkit.models.registry import get_spec
+
+    info = describe(get_spec("yolov8n.pt", "detect"))
+    assert info["size_mb"] == round(info["parameters"] * 2 / 1e6, 2) and 5.5 < info["size_mb"] < 7.0
