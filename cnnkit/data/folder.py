@@ -127,6 +127,13 @@ def stratified_split(
 VAL_NAMES = ("val", "valid", "validation", "test")  # DATA/train beside one of these (Roboflow, Kaggle, ultralytics)
 
 
+def val_beside_train(root: Path) -> Path | None:
+    """The first of :data:`VAL_NAMES` that is a folder beside ``root/train``, when that is one."""
+    if not (root / "train").is_dir():
+        return None
+    return next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
+
+
 def load_folder_dataset(
     root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0, min_side: int | None = None, workers: int = 4
 ) -> FolderData:
@@ -134,8 +141,8 @@ def load_folder_dataset(
     root = Path(root)
     if not root.exists():
         raise UsageError(f"{root}: dataset folder not found")
-    val_dir = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and val_dir is not None:
+    val_dir = val_beside_train(root)
+    if val_dir is not None:
         classes, train, skipped = scan_classes(root / "train", min_side=min_side, workers=workers)
         val_classes = class_dirs(val_dir)
         only_val = sorted(set(val_classes) - set(classes))

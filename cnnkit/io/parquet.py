@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError, OptionError
 from cnnkit.io.files import AlreadyExists, publish, through_link, write_error
+from cnnkit.io.writers import safe_text
 from cnnkit.records import SCHEMA_VERSION, VIDEO_KEYS
 
 log = logging.getLogger("cnnkit")
@@ -96,15 +97,9 @@ _BASE = (
 
 
 def _utf8(value: Any) -> Any:
-    """Text Parquet can hold: a file name that is not valid UTF-8 (its bytes kept as lone surrogates by Python)
-    is written with those bytes escaped (``x\\udcff.png``), as JSON Lines writes it, not a lost row group."""
-    if not isinstance(value, str):
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+    """Text Parquet can hold (:func:`~cnnkit.io.writers.safe_text`, as JSON Lines writes it): a file name that is
+    not valid UTF-8 was a lost row group."""
+    return safe_text(value) if isinstance(value, str) else value
 
 
 def to_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -95,11 +95,18 @@ class FinetuneOptions:
         """A copy in which the options left ``None`` take the task's ``defaults``."""
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
+    def changed(self, names: Iterable[str] | None = None) -> list[str]:
+        """The options among ``names`` (default: all) set away from their defaults, in declaration order."""
+        wanted = None if names is None else set(names)
+        return [
+            f.name for f in fields(self) if (wanted is None or f.name in wanted) and getattr(self, f.name) != f.default
+        ]
+
     def ignore_others(self, task: str, used: Iterable[str]) -> None:
         """Warn about the options set away from their defaults that ``task`` does not use (a user who asked for
         `freeze` or `amp` is told, not trained without them in silence)."""
         used = set(used) | _RUN
-        unused = sorted(f.name for f in fields(self) if f.name not in used and getattr(self, f.name) != f.default)
+        unused = sorted(name for name in self.changed() if name not in used)
         if unused:
             log.warning("finetune %s: ignoring %s (this task does not use them)", task, ", ".join(unused))
 
@@ -196,6 +203,6 @@ class FinetuneOptions:
         return run_dir(task, self.out, exist_ok=self.exist_ok)
 
 
-# Options about where and how a run goes: every task takes them, so none is "ignored".
-# every task takes these, or they come from the settings (`workers` from CNNKIT_WORKERS or cnnkit.toml)
+# Options about where and how a run goes: every task takes them, or they come from the settings (`workers`
+# from CNNKIT_WORKERS or cnnkit.toml), so none is "ignored".
 _RUN = {"device", "threads", "out", "exist_ok", "resume", "progress", "callbacks", "workers"}

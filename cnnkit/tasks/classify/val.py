@@ -116,12 +116,12 @@ def val_folder(root: str | os.PathLike) -> Path:
     them, :data:`~cnnkit.data.folder.VAL_NAMES`) beside ``train``, or without it the first that is a folder of
     class folders; else DATA itself (its folders are classes: a class folder holds images, a split holds
     folders)."""
-    from cnnkit.data.folder import VAL_NAMES
+    from cnnkit.data.folder import VAL_NAMES, val_beside_train
 
     root = Path(root)
-    beside_train = [root / n for n in VAL_NAMES if (root / n).is_dir()] if (root / "train").is_dir() else []
-    if beside_train:
-        return beside_train[0]
+    beside_train = val_beside_train(root)
+    if beside_train is not None:
+        return beside_train
     for split in VAL_NAMES:
         here = root / split
         if here.is_dir() and any(p.is_dir() for p in here.iterdir()):

@@ -13,7 +13,6 @@ shared shape ``{best, last, out, metrics}``. The ``best.pt`` it writes loads wit
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -159,12 +158,8 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     n_threads = torch.get_num_threads()
     dev = resolve_device(options.device)
     if options.resume:
-        defaults = {f.name: f.default for f in fields(options)}  # seed's is 0, not None
-        given = [
-            f"{k} {getattr(options, k)!r}"
-            for k in USED
-            if k != "workers" and getattr(options, k) not in (None, defaults[k])  # workers: from the settings too
-        ]
+        # workers come from the settings too, not only from the user
+        given = [f"{k} {getattr(options, k)!r}" for k in options.changed(k for k in USED if k != "workers")]
         if given:  # ultralytics restores the run's own arguments, as every task's resume does
             log.warning("resume continues the run as it was started; not used: %s", ", ".join(given))
         last = _resume_from(options.resume, options.out)
