@@ -343,7 +343,10 @@ def make_scheduler(
             log.warning(
                 "warmup %g not used: onecycle warms up over its own first %g of the steps", cfg.warmup, cfg.pct_start
             )
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start)
+        pct = cfg.pct_start
+        if math.isclose(pct * total, 1.0):  # a warm-up of exactly one step: torch's OneCycleLR divides by zero
+            pct = 0.5 / total  # under a step: no warm-up phase, as for any run shorter than 1 / pct_start steps
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct)
     warmup = round(cfg.warmup * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _Schedule(cfg.scheduler, total, warmup, cfg.lr_floor))
 
@@ -563,13 +566,37 @@ def run_dir(task: str, out: str | Path | None = None, *, exist_ok: bool = False)
     A previous run's resumable state in it (``exist_ok``) is dropped, so the new run starts
     from epoch 1 instead of continuing the old one.
     """
-    folder = (
-        explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(Path("runs") / task / "train", exist_ok=exist_ok)
-    )
+    named = Path(out) if out else Path("runs") / task / "train"
+    existed = exist_ok and named.is_dir()
+    folder = explicit_dir(out, exist_ok=exist_ok) if out else increment_dir(named, exist_ok=exist_ok)
+    if not existed:
+        _NEW_RUNS.add(folder.resolve())
     if (folder / "last.pt").exists():
         log.warning("%s held a previous run: starting a new one over it", folder)
         (folder / "last.pt").unlink()
     return folder
+
+
+_NEW_RUNS: set[Path] = set()  # run folders this process created: one left empty by a failed start is removed
+
+
+def _drop_if_unused(out: Path) -> None:
+    """Remove ``out`` when this process created it and the run failed before writing anything there, so that
+    the same ``--save-dir`` can be given again."""
+    if out.resolve() in _NEW_RUNS:
+        with contextlib.suppress(OSError):
+            out.rmdir()  # only an empty folder goes
+
+
+def _batch_norm_error(exc: ValueError) -> UsageError | None:
+    """BatchNorm's refusal of a batch with one value per channel, as the options that cause it."""
+    text = str(exc)
+    if not text.startswith("Expected more than 1 value per channel when training"):
+        return None
+    return UsageError(
+        f"a training batch reaches a BatchNorm layer as one value per channel ({text.rpartition('got ')[2]}), "
+        "which it cannot normalise: use a batch size of 2 or more (--batch-size)"
+    )
 
 
 def resume_dir(resume: str | Path) -> Path:
@@ -610,7 +637,27 @@ def fit(
     goes into every checkpoint (what the task's predictor needs to load it). Returns the
     epoch rows (also in ``metrics.csv``).
     """
-    out, device = Path(out_dir), torch.device(device)
+    try:
+        return _fit(model, train, recipe, cfg, Path(out_dir), meta, torch.device(device), frozen, callbacks)
+    except ValueError as exc:
+        _drop_if_unused(Path(out_dir))
+        raise _batch_norm_error(exc) or exc from exc
+    except Exception:
+        _drop_if_unused(Path(out_dir))
+        raise
+
+
+def _fit(
+    model: nn.Module,
+    train: DataLoader | Batches,
+    recipe: Recipe,
+    cfg: LoopConfig,
+    out: Path,
+    meta: dict[str, Any],
+    device: torch.device,
+    frozen: Sequence[nn.Module],
+    callbacks: Callbacks | None,
+) -> list[dict[str, Any]]:
     batches: Batches = LoaderBatches(train) if isinstance(train, DataLoader) else train
     cb = callbacks or Callbacks()
     main = is_main()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, UsageError
 from cnnkit.models.checkpoint import load_state_dict, load_training_state, read_meta
 from cnnkit.train.loop import (
     Callbacks,
@@ -293,3 +293,39 @@ def test_warmup_with_onecycle_is_said_not_used(caplog):
     with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
         make_scheduler(opt, LoopConfig(epochs=2, lr=0.1, scheduler="onecycle", warmup=3.0), 4)
     assert "warmup 3 not used: onecycle warms up" in caplog.text
+
+
+def test_onecycle_with_a_warm_up_of_one_step_runs():
+    """segment's onecycle warms up over 0.1 of the steps: 10 steps (10 images at batch 1, one epoch) stopped
+    on torch's ZeroDivisionError, a traceback."""
+    from cnnkit.train.loop import make_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    scheduler = make_scheduler(opt, LoopConfig(epochs=1, lr=0.1, scheduler="onecycle", pct_start=0.1), 10)
+    lrs = scheduler.get_last_lr()
+    for _ in range(9):
+        opt.step()
+        scheduler.step()
+        lrs += scheduler.get_last_lr()
+    assert lrs[0] < 0.1 and lrs == sorted(lrs, reverse=True)  # annealed from the peak, no warm-up phase
+
+
+def test_a_batch_of_one_for_batchnorm_is_one_line_and_leaves_no_run_folder(tmp_path):
+    """A batch of one image pooled to 1×1 stopped on BatchNorm's own words and left an empty ``--save-dir``
+    that the same command then refused as existing."""
+
+    out = run_dir("classify", tmp_path / "mine")
+    with pytest.raises(UsageError, match=r"BatchNorm layer as one value per channel .*batch size of 2 or more"):
+        fit(_model(), seeded_loader(_data(), 1, seed=1), _recipe(), LoopConfig(epochs=1, lr=1e-2), out, META)
+    assert not out.exists()
+    assert run_dir("classify", tmp_path / "mine") == out  # the same folder may be named again
+
+
+def test_a_failed_run_keeps_a_folder_that_existed(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    assert run_dir("classify", out, exist_ok=True) == out
+    with pytest.raises(UsageError):
+        fit(_model(), seeded_loader(_data(), 1, seed=1), _recipe(), LoopConfig(epochs=1, lr=1e-2), out, META)
+    assert out.is_dir()
