@@ -463,7 +463,9 @@ def openvino_module(path: str) -> torch.nn.Module:
     from cnnkit.runtimes import openvino_cache
 
     ov = _openvino()
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    # f32: on CPUs with bf16 units (AVX512-BF16, AMX) OpenVINO computes in bfloat16 unless told, and the
+    # bundled YOLO's boxes then differ from PyTorch's by 2 px, beyond the export tolerance
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
     cache = openvino_cache()
     with contextlib.suppress(OSError):  # a read-only home: compiled every time, not refused
         cache.mkdir(parents=True, exist_ok=True)

@@ -298,6 +298,9 @@ def test_yolo_boxes_match_torch(cache):
         if w.predictions:
             np.testing.assert_allclose([p["box"] for p in g.predictions], [p["box"] for p in w.predictions], atol=1.0)
     [entry] = entries(cache)
+    # compiled, not fallen back to PyTorch: on a CPU with bf16 units OpenVINO computed in bfloat16 and failed
+    # the check against PyTorch by 2 px
+    assert entry["status"] == "ok", entry.get("reason")
     assert entry["key"]["size"].startswith("letterbox:")
 
 
