@@ -107,13 +107,18 @@ def stratified_split(
     targets = np.asarray(split.targets)
     train_idx: list[int] = []
     val_idx: list[int] = []
+    single = [int(c) for c in np.unique(targets) if int((targets == c).sum()) < 2]
+    if single:  # every such class named at once, not one per attempt
+        names = ", ".join(repr(classes[c] if classes and c < len(classes) else str(c)) for c in single)
+        raise UsageError(
+            f"class {names} has a single image: it cannot be split into train and val"
+            if len(single) == 1
+            else f"classes {names} have a single image each: they cannot be split into train and val"
+        )
     for c in np.unique(targets):
         idx = np.flatnonzero(targets == c)
         rng.shuffle(idx)
         n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
-        if n_val < 1:
-            name = classes[int(c)] if classes and int(c) < len(classes) else str(c)
-            raise UsageError(f"class {name!r} has a single image: it cannot be split into train and val")
         val_idx += idx[:n_val].tolist()
         train_idx += idx[n_val:].tolist()
 

@@ -363,3 +363,16 @@ def test_a_train_folder_alone_is_split_by_val_split(tmp_path: Path) -> None:
     (shapes / "train").rename(tmp_path / "only" / "train")
     data = load_folder_dataset(tmp_path / "only", workers=1)
     assert "train" not in data.classes and len(data.classes) >= 2 and data.layout == "split"
+
+
+def test_every_class_with_a_single_image_is_named_at_once() -> None:
+    """Fixing the one class named, then rerunning, met the next: each refusal named only the first."""
+    from cnnkit.data.folder import FolderSplit, stratified_split
+    from cnnkit.errors import UsageError
+
+    split = FolderSplit([Path(f"{i}.png") for i in range(6)], [0, 0, 0, 1, 2, 2])
+    with pytest.raises(UsageError, match="class 'b' has a single image"):
+        stratified_split(split, 0.2, 0, ["a", "b", "c"])
+    split = FolderSplit([Path(f"{i}.png") for i in range(5)], [0, 0, 0, 1, 2])
+    with pytest.raises(UsageError, match="classes 'b', 'c' have a single image each"):
+        stratified_split(split, 0.2, 0, ["a", "b", "c"])
