@@ -33,7 +33,8 @@ def val(
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix (table + PNG) on a labelled folder.
 
     The plot and metrics.json go to --save-dir (default: runs/classify/val, val2, …). Without --split, DATA/val
-    is scored when DATA has train/ and val/ or a val/ (else test/) of class folders, else DATA itself.
+    is scored when DATA has train/ and val/ or a val/ (else test/) of class folders, else DATA itself (the val
+    part of it, for weights a finetune run trained on DATA split by --val-split).
     """
     from pathlib import Path
 

@@ -129,6 +129,43 @@ def val_folder(root: str | os.PathLike) -> Path:
     return root
 
 
+def trained_split(predictor: Any, root: Path) -> tuple[list[str], Any] | None:
+    """The val images of the split a cnnkit run made of ``root`` (``DATA/<class>/*`` split by its recorded
+    ``val_split`` and ``seed``), when ``predictor`` was trained on ``root`` so: scoring all of ``root`` would
+    score the training images too, and not reproduce the run's logged val accuracy."""
+    from cnnkit.data.folder import load_folder_dataset
+
+    meta = getattr(getattr(predictor, "loaded", None), "meta", None)
+    data, recorded = (meta.get("data"), meta.get("finetune")) if isinstance(meta, dict) else (None, None)
+    if not isinstance(data, dict) or not isinstance(recorded, dict):  # not a cnnkit run's (a bundled model's)
+        return None
+    if data.get("layout") != "split" or not data.get("root") or Path(str(data["root"])) != root.resolve():
+        return None
+    try:
+        dataset = load_folder_dataset(
+            root, val_split=float(recorded["val_split"]), seed=int(recorded["seed"]), min_side=recorded.get("imgsz")
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(dataset.val) != data.get("val"):
+        log.warning(
+            "%s: its images changed since %s was trained on it: the split rebuilt has %d val images, the run's %s",
+            root,
+            predictor.name,
+            len(dataset.val),
+            data.get("val"),
+        )
+    log.info(
+        "%s: scoring the %d val images of the split %s was trained with (val_split %g, seed %d)",
+        root,
+        len(dataset.val),
+        predictor.name,
+        float(recorded["val_split"]),
+        int(recorded["seed"]),
+    )
+    return dataset.classes, dataset.val
+
+
 def evaluate_folder(
     predictor: Any,
     root: str | os.PathLike,
@@ -149,7 +186,8 @@ def evaluate_folder(
     from cnnkit.errors import UsageError, printable
 
     folder = val_folder(root)
-    found, split, _ = scan_classes(folder, verify=False, allow_empty=True)
+    held_out = trained_split(predictor, folder) if folder == Path(root) else None
+    found, split = held_out or scan_classes(folder, verify=False, allow_empty=True)[:2]
     counts = np.bincount(np.asarray(split.targets, dtype=np.int64), minlength=len(found))
     if not counts.any():
         raise UsageError(f"{folder}: no images in its class folders")
@@ -226,7 +264,8 @@ def validate(
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a model on ``data/<class>/*``.
 
     ``split`` names the sub-folder to score (``DATA/<split>``); without it, ``DATA/val`` when DATA has
-    train/ and val/, else DATA itself. With ``save_dir`` (an existing folder, or a function that makes one,
+    train/ and val/, else DATA itself (for weights a finetune run trained on DATA split by its ``val_split``, the
+    val part of that split: :func:`trained_split`). With ``save_dir`` (an existing folder, or a function that makes one,
     called only once the data and model are found), ``confusion_matrix.png`` and ``metrics.json`` go there.
     """
     import json

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
@@ -158,3 +159,22 @@ def test_a_dataset_with_only_a_val_or_test_split_is_scored_there(tmp_path):
     (tmp_path / "both" / "train").mkdir(parents=True)
     (tmp_path / "both" / "val").mkdir()
     assert val_folder(tmp_path / "both") == tmp_path / "both" / "val"
+
+
+def test_val_of_a_run_on_a_folder_it_split_scores_that_split_and_its_logged_accuracy(tiny_digits, tmp_path):
+    """A run on ``DATA/<class>/*`` holds out ``--val-split`` of it: ``classify val DATA -w best`` scored every image,
+    the training ones too, and could not reproduce the run's logged val accuracy."""
+    import csv
+
+    out = tmp_path / "run"
+    args = ["finetune", str(tiny_digits), "--model", "lenet5", "--epochs", "2", "--batch-size", "8"]
+    args += ["--workers", "0", "--threads", "1", "--val-split", "0.25", "--seed", "3", "--out", str(out)]
+    assert run(args).exit_code == 0
+    best = json.loads((out / "best.json").read_text())["metrics"]
+    r = run(["classify", "val", str(tiny_digits), "--weights", str(out / "best.safetensors"), "-f", "json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert result["images"] == int(float(rows[0]["val_images"])) == 9  # 3 classes × round(12 × 0.25)
+    assert result["top1"] == pytest.approx(best["val_acc"], abs=1e-4)
+    assert "scoring the 9 val images of the split" in r.stderr
