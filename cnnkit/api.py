@@ -14,6 +14,7 @@ The CLI commands are thin wrappers over these functions; a predictor from
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -187,4 +188,10 @@ def finetune(data: str | None, *, task: str = "classify", **options: Any) -> dic
 
     if task not in TASKS:
         raise OptionError("task", f"unknown task; expected one of {', '.join(TASKS)}", task)
-    return TASKS[task].trainer(data, FinetuneOptions.of(options))
+    try:
+        return TASKS[task].trainer(data, FinetuneOptions.of(options))
+    except BaseException:
+        loop = sys.modules.get("cnnkit.train.loop")  # not imported: no run folder was made
+        if loop is not None:
+            loop.drop_unused_runs()
+        raise

@@ -7,6 +7,7 @@ Plain exceptions for Python callers; the CLI's root group catches them, prints
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # An option named inside a message: its Python keyword in backticks (`weights`, `exist_ok=True`), which the
 # CLI spells as its flag (--weights, --exist-ok).
@@ -109,6 +110,15 @@ _SECRET_PARAMS = re.compile(
     r"(?i)^(x-amz-(signature|credential|security-token)|signature|sig|awsaccesskeyid|"
     r"token|access_token|password|key|x-goog-(signature|credential))$"
 )
+
+
+class Interrupted(KeyboardInterrupt):
+    """A training run stopped by SIGINT/SIGTERM after saving its state in ``out`` (resumable). Here, not in the
+    training loop's torch-importing module, so that a Ctrl-C during torch's import can be told from it."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(str(out))
+        self.out = out
 
 
 def printable(path: str) -> str:

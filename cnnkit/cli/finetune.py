@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -135,10 +136,14 @@ def finetune(
                 **options,
             )
     except KeyboardInterrupt as exc:
-        from cnnkit.train.loop import Interrupted
+        from cnnkit.errors import Interrupted  # torch-free: the interrupt may have come during torch's import
 
-        where = str(exc.out) if isinstance(exc, Interrupted) else out or "RUN_DIR"
-        typer.echo(f"interrupted; resume with --resume {where}", err=True)
+        if isinstance(exc, Interrupted):
+            typer.echo(f"interrupted; resume with --resume {exc.out}", err=True)
+        elif out is not None and not Path(out).exists():  # a start interrupted before it saved, its folder removed
+            typer.echo("interrupted before the run saved anything; nothing to resume", err=True)
+        else:
+            typer.echo(f"interrupted; resume with --resume {out or 'RUN_DIR'} if it saved a checkpoint", err=True)
         raise typer.Exit(c.EXIT_INTERRUPTED) from None
     except ValueError as exc:
         from cnnkit.errors import UsageError

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from cnnkit.errors import UsageError
+from cnnkit.errors import Interrupted, UsageError
 from cnnkit.io.files import atomic_path, atomic_write_bytes, explicit_dir, increment_dir
 from cnnkit.models.checkpoint import load_training_state, restoring, save_checkpoint
 
@@ -136,14 +136,6 @@ def log_progress(logger: logging.Logger = log, every: int = 0) -> Callbacks:
 def format_row(row: Mapping[str, Any]) -> str:
     """``epoch 3 train_loss 0.1234 val_acc 0.9000 ...``: an epoch row as one log line."""
     return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-
-
-class Interrupted(KeyboardInterrupt):
-    """A run stopped by SIGINT/SIGTERM after saving its state in ``out`` (resumable)."""
-
-    def __init__(self, out: Path) -> None:
-        super().__init__(str(out))
-        self.out = out
 
 
 # ---------------------------------------------------------------- data order
@@ -577,15 +569,15 @@ def run_dir(task: str, out: str | Path | None = None, *, exist_ok: bool = False)
     return folder
 
 
-_NEW_RUNS: set[Path] = set()  # run folders this process created: one left empty by a failed start is removed
+_NEW_RUNS: set[Path] = set()  # run folders this process created (drop_unused_runs)
 
 
-def _drop_if_unused(out: Path) -> None:
-    """Remove ``out`` when this process created it and the run failed before writing anything there, so that
-    the same ``--save-dir`` can be given again."""
-    if out.resolve() in _NEW_RUNS:
+def drop_unused_runs() -> None:
+    """Remove the run folders this process created that a failed or interrupted start left empty, so that the
+    same ``--save-dir`` can be given again (a folder holding anything stays)."""
+    while _NEW_RUNS:
         with contextlib.suppress(OSError):
-            out.rmdir()  # only an empty folder goes
+            _NEW_RUNS.pop().rmdir()  # only an empty folder goes
 
 
 def _batch_norm_error(exc: ValueError) -> UsageError | None:
@@ -640,11 +632,7 @@ def fit(
     try:
         return _fit(model, train, recipe, cfg, Path(out_dir), meta, torch.device(device), frozen, callbacks)
     except ValueError as exc:
-        _drop_if_unused(Path(out_dir))
         raise _batch_norm_error(exc) or exc from exc
-    except Exception:
-        _drop_if_unused(Path(out_dir))
-        raise
 
 
 def _fit(

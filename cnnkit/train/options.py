@@ -49,7 +49,7 @@ class FinetuneOptions:
     # data
     augment: str = "light"  # classify
     imgsz: int | None = None
-    val_split: float = 0.2  # classify
+    val_split: float | None = None  # classify (its default: 0.2)
     workers: int | None = None
     # where and how the run goes
     device: str | None = None

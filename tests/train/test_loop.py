@@ -8,6 +8,7 @@ import signal
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnkit.errors import CnnkitError, UsageError
@@ -311,21 +312,34 @@ def test_onecycle_with_a_warm_up_of_one_step_runs():
     assert lrs[0] < 0.1 and lrs == sorted(lrs, reverse=True)  # annealed from the peak, no warm-up phase
 
 
-def test_a_batch_of_one_for_batchnorm_is_one_line_and_leaves_no_run_folder(tmp_path):
-    """A batch of one image pooled to 1×1 stopped on BatchNorm's own words and left an empty ``--save-dir``
-    that the same command then refused as existing."""
-
-    out = run_dir("classify", tmp_path / "mine")
+def test_a_batch_of_one_for_batchnorm_is_one_line_naming_the_batch_size(tmp_path):
+    """A batch of one image pooled to 1×1 stopped on BatchNorm's own words, which name no option."""
     with pytest.raises(UsageError, match=r"BatchNorm layer as one value per channel .*batch size of 2 or more"):
-        fit(_model(), seeded_loader(_data(), 1, seed=1), _recipe(), LoopConfig(epochs=1, lr=1e-2), out, META)
-    assert not out.exists()
-    assert run_dir("classify", tmp_path / "mine") == out  # the same folder may be named again
+        fit(_model(), seeded_loader(_data(), 1, seed=1), _recipe(), LoopConfig(epochs=1, lr=1e-2), tmp_path, META)
 
 
-def test_a_failed_run_keeps_a_folder_that_existed(tmp_path):
-    out = tmp_path / "mine"
-    out.mkdir()
-    assert run_dir("classify", out, exist_ok=True) == out
-    with pytest.raises(UsageError):
-        fit(_model(), seeded_loader(_data(), 1, seed=1), _recipe(), LoopConfig(epochs=1, lr=1e-2), out, META)
-    assert out.is_dir()
+@pytest.mark.parametrize("failure", [ValueError("bad"), KeyboardInterrupt()])
+def test_a_start_that_fails_or_is_interrupted_leaves_no_empty_run_folder(tmp_path, monkeypatch, failure):
+    """The empty ``--save-dir`` a failed start left behind refused the same command again as existing; a Ctrl-C
+    before the first checkpoint did the same."""
+    import cnnkit
+    from cnnkit.train import loop
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(loop, "_fit", fail)
+    data = tmp_path / "d"
+    for c in ("a", "b"):
+        (data / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(data / c / f"{i}.png")
+    options = dict(model="lenet5", epochs=1, imgsz=32, workers=0, progress=False, val_split=0.34)
+    with pytest.raises(type(failure)):
+        cnnkit.finetune(str(data), out=str(tmp_path / "mine"), **options)
+    assert not (tmp_path / "mine").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(type(failure)):  # a folder that existed stays
+        cnnkit.finetune(str(data), out=str(kept), exist_ok=True, **options)
+    assert kept.is_dir()

@@ -54,7 +54,14 @@ DEFAULT_MODEL = "resnet18"
 AUGMENTS = ("light", "strong", "none")
 
 
-DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "freeze": "none", "epochs": 10, "batch_size": 32, "lr": 1e-3}
+DEFAULTS: dict[str, Any] = {
+    "model": DEFAULT_MODEL,
+    "freeze": "none",
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "val_split": 0.2,
+}
 # The options a run saves in its checkpoints (``finetune`` in their metadata), so ``resume`` needs nothing else.
 RECORDED = (
     "model",
@@ -389,7 +396,9 @@ def _run(
     data: str | None, given: FinetuneOptions, dev: torch.device, rank: int, world: int, callbacks: Callbacks | None
 ) -> dict[str, Any]:
     root, opts, out_dir, resumed = _options(data, given)
-    assert opts.epochs is not None and opts.lr is not None and opts.freeze is not None  # checked
+    assert (
+        opts.epochs is not None and opts.lr is not None and opts.freeze is not None and opts.val_split is not None
+    )  # checked
     if world > 1 and opts.unfreeze_at:
         raise OptionError("unfreeze_at", "not supported with torchrun (DDP fixes the trained parameters)")
     dataset = load_folder_dataset(root, val_split=opts.val_split, seed=opts.seed, min_side=opts.imgsz)

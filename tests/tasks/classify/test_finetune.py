@@ -427,3 +427,8 @@ def test_val_split_on_a_dataset_with_its_own_val_folder_is_said_not_used(tmp_pat
     with caplog.at_level(logging.WARNING, logger="cnnkit.finetune"):
         classify_finetune(str(data), options)
     assert "val_split 0.5 not used" in caplog.text
+    caplog.clear()  # not given: nothing to say (every run on such a dataset warned of the default 0.2)
+    options = FinetuneOptions(model="lenet5", epochs=1, imgsz=32, out=str(tmp_path / "run2"), workers=0, progress=False)
+    with caplog.at_level(logging.WARNING, logger="cnnkit.finetune"):
+        classify_finetune(str(data), options)
+    assert "val_split" not in caplog.text
