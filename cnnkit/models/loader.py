@@ -273,7 +273,8 @@ def _registry(spec: ModelSpec, weights: str | None) -> Loaded:
 def resolve_backend(backend: str | None, weights: str | None) -> str:
     """``None`` runs an exported file with its runtime (``.onnx`` → onnxruntime) and anything else with torch;
     ``auto`` runs a ``.onnx`` on OpenVINO when installed (INT8 files from ``export --int8`` run 2.4× faster there
-    than on onnxruntime on an AVX2 CPU, ``benchmarks/README.md``), other exported files like ``None``."""
+    than on onnxruntime on an AVX2 CPU, ``benchmarks/README.md``; :func:`resolve` keeps those of free input size
+    on onnxruntime), other exported files like ``None``."""
     if backend is not None and backend not in BACKENDS:
         raise OptionError("backend", f"expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}", backend)
     kind = sniff(weights)
@@ -323,9 +324,13 @@ def resolve(
     options = {k: v for k, v in options.items() if v is not None}
     if model is not None and sniff(model) in ("checkpoint", *BACKEND_FILES.values()) and weights is None:
         model, weights = None, model  # a checkpoint or exported file named as the model is the weights
-    backend = resolve_backend(backend, weights)
-    if backend in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
-        return at_input_size(_exported(task, weights, backend, options), imgsz)
+    chosen = resolve_backend(backend, weights)
+    if chosen in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
+        exported = _exported(task, weights, chosen, options)
+        if backend == "auto" and chosen == "openvino" and _openvino_may_differ(exported):
+            exported = _exported(task, weights, "onnxruntime", options)
+        return at_input_size(exported, imgsz)
+    backend = chosen
     # sized before compiling: the runtime is traced once, at the side it will run at (part of its cache key)
     loaded = at_input_size(_torch_model(task, row.package, model, weights, default, options), imgsz)
     if imgsz and task == "classify" and loaded.preprocess is not None:
@@ -387,6 +392,13 @@ def _torch_model(
     if options:
         raise OptionError(tuple(options), f"not an option of {task} models")
     return _registry(get_spec(model or default, task), weights)
+
+
+def _openvino_may_differ(loaded: Loaded) -> bool:
+    """An INT8 file (``export --int8``) whose input takes any height and width: OpenVINO's output for such a file
+    is not what ``export --int8`` scored with ONNX Runtime (the bundled U-Net's INT8 file: mIoU 0.43 on OpenVINO
+    against 0.87, 2026-12-02; with a fixed input size they agree), so ``auto`` runs it on ONNX Runtime."""
+    return loaded.meta.get("precision") == "int8" and getattr(loaded.module, "input_hw", None) is None
 
 
 def _exported(task: str, weights: str | None, backend: str, options: dict[str, Any]) -> Loaded:
