@@ -14,6 +14,7 @@ The CLI commands are thin wrappers over these functions; a predictor from
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -175,17 +176,23 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
     return records if stream else list(records)
 
 
-def finetune(data: str | None, *, task: str = "classify", **options: Any) -> dict[str, Any]:
+def finetune(data: str | None, *, task: str | None = None, **options: Any) -> dict[str, Any]:
     """Train a model for ``task`` on ``data``; returns paths of the best/last checkpoints and metrics.
 
     ``options`` are the keywords of :class:`cnnkit.train.options.FinetuneOptions`. Options that are
     ``None`` (the CLI's "not given") are dropped, so each trainer's own defaults apply (timm's
-    ``create_model`` does the same for command-line kwargs).
+    ``create_model`` does the same for command-line kwargs). ``task``: classify unless given, or with ``resume``
+    the task that run was trained for.
     """
-    from cnnkit.errors import OptionError
+    from cnnkit.errors import OptionError, printable
     from cnnkit.tasks import TASKS
-    from cnnkit.train.options import FinetuneOptions
+    from cnnkit.train.options import FinetuneOptions, run_task
 
+    recorded = run_task(options["resume"]) if isinstance(options.get("resume"), (str, os.PathLike)) else None
+    if task is None:
+        task = recorded if recorded in TASKS else "classify"
+    elif recorded is not None and recorded != task:
+        raise OptionError("task", f"{options['resume']} is a {printable(recorded)} run, not {task}", task)
     if task not in TASKS:
         raise OptionError("task", f"unknown task; expected one of {', '.join(TASKS)}", task)
     try:

@@ -78,7 +78,7 @@ Resume = Annotated[
 def finetune(
     ctx: typer.Context,
     data: Data = None,
-    task: o.Task = "classify",
+    task: o.Task = None,
     model: o.Model = None,
     pretrained: Pretrained = None,
     weights: o.Weights = None,
@@ -130,7 +130,7 @@ def finetune(
         with display:
             result = api.finetune(
                 data,
-                task=task or "classify",
+                task=task,
                 progress=not quiet,
                 callbacks=display.callbacks(),
                 **options,

@@ -23,6 +23,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("cnnkit.train")
 
 
+def run_task(resume: str | Path) -> str | None:
+    """The task the run folder ``resume`` names (or holds the checkpoint of) was trained for: its ``last.json``'s
+    ``task``, or ``detect`` for ultralytics' layout (``weights/last.pt``); ``None`` when it does not say."""
+    path = Path(resume)
+    folder = path.parent if path.is_file() else path
+    try:
+        task = json.loads((folder / "last.json").read_text(encoding="utf-8")).get("task")
+    except (OSError, ValueError, AttributeError):
+        task = None
+    if isinstance(task, str):
+        return task
+    return "detect" if (folder / "weights" / "last.pt").is_file() else None
+
+
 @dataclass
 class FinetuneOptions:
     """Every fine-tuning option; ``None`` leaves the task's own default (classify-only knobs say so)."""

@@ -90,12 +90,15 @@ def test_resume_continues_the_run_as_it_was_started(masks_data, tmp_path, caplog
     api.finetune(str(masks_data), epochs=1, batch_size=3, out=str(out), **common)
     logging.getLogger("cnnkit").addHandler(caplog.handler)
     with caplog.at_level(logging.WARNING, logger="cnnkit"):
-        again = api.finetune(None, epochs=2, batch_size=5, resume=str(out), progress=False, task="segment")
+        # no task: the run's own (before, classify, which failed on the recorded arch and encoder)
+        again = api.finetune(None, epochs=2, batch_size=5, resume=str(out), progress=False)
     assert again["metrics"]["last"]["epoch"] == 2
     assert "not used: batch_size 5" in caplog.text and "stretched" in caplog.text
     assert json.loads((out / "last.json").read_text())["finetune"]["batch_size"] == 3
     with pytest.raises(UsageError, match="finished after epoch 2; nothing to resume"):
         api.finetune(None, resume=str(out), task="segment", progress=False)
+    with pytest.raises(OptionError, match="is a segment run, not classify"):
+        api.finetune(None, resume=str(out), task="classify", progress=False)
     with pytest.raises(OptionError, match="nothing to resume"):
         api.finetune(str(masks_data), resume=str(tmp_path / "typo"), task="segment", progress=False)
     assert not (tmp_path / "typo").exists()
