@@ -66,7 +66,7 @@ def shapes_cmd(
         if imgsz is None or imgsz < 64:
             raise UsageError(f"--imgsz {imgsz}: moving shapes need at least 64 pixels")
         _target(out, exist_ok)
-        summary = write_sequences(out, n, seed=seed or 0, frames=frames, size=imgsz, fps=fps)
+        summary = write_sequences(out, n, seed=seed or 0, frames=frames, size=imgsz, fps=fps, overwrite=exist_ok)
         typer.echo(json.dumps(summary))
         return
 

@@ -318,12 +318,13 @@ def write_sequences(
     fps: float = 25.0,
     min_visibility: float = 0.5,
     crf: int = 18,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """``n`` sequences into ``out`` (see the module's layout); returns the summary it writes.
 
     ``min_visibility`` is the visibility from which a ground-truth shape is expected to be found: ground
     truth below it is written (with its visibility) but not expected. Each sequence's true crossings of
-    :func:`default_line` are :func:`true_crossings`.
+    :func:`default_line` are :func:`true_crossings`. ``overwrite`` replaces an earlier set's files of the same names.
     """
     from cnnkit.io.files import atomic_path, atomic_write_text
     from cnnkit.io.video import VideoWriter
@@ -343,7 +344,7 @@ def write_sequences(
     for i in range(n):
         name = f"shapes-{i:03d}"
         seq = sequence(seed, i, frames=frames, size=size, fps=fps, min_visibility=min_visibility)
-        writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=False, crf=crf)
+        writer = VideoWriter(root / f"{name}.mp4", fps, size, size, overwrite=overwrite, crf=crf)
         rows: list[str] = []
         truth: list[GroundTruth] = []
         try:
@@ -359,13 +360,13 @@ def write_sequences(
         except BaseException:
             writer.abort()
             raise
-        with atomic_path(root / name / "gt" / "gt.txt", overwrite=False) as tmp:
+        with atomic_path(root / name / "gt" / "gt.txt", overwrite=overwrite) as tmp:
             tmp.write_text("\n".join(rows) + "\n")
         atomic_write_text(
             root / name / "seqinfo.ini",
             f"[Sequence]\nname={name}\nimDir=img1\nframeRate={fps:g}\nseqLength={frames}\n"
             f"imWidth={size}\nimHeight={size}\nimExt=.jpg\n",
-            overwrite=False,
+            overwrite=overwrite,
         )
         summary["sequences"].append(
             {
@@ -377,5 +378,5 @@ def write_sequences(
                 "crossings": true_crossings(truth, line),
             }
         )
-    atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=False)
+    atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=overwrite)
     return summary

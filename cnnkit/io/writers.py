@@ -335,6 +335,8 @@ def csv_columns(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> li
     columns = dict.fromkeys([*BASE_COLUMNS, "rank"])
     for rec in records:
         columns.update(dict.fromkeys(PREDICTION_COLUMNS.get(str(rec.get("task")), ())))
+        if isinstance(rec.get("counts"), dict):  # counting: a box's crossing, empty on the frames without one
+            columns["crossed"] = None
     seen = dict.fromkeys(k for row in rows for k in row)
     record_keys = {k for rec in records for k in rec if k not in _NOT_FILES}
     frames = [k for k in ("frame", "time_s") if k in seen]

@@ -364,3 +364,26 @@ def test_track_cli_saves_label_files_and_crops_per_frame(videos: Path, tmp_path:
         name.rsplit("_", 1)[1] in ("0.txt", "1.txt", "2.txt") for name in labels
     )
     assert any((out / "crops").rglob("*.jpg"))
+
+
+def test_csv_of_a_counting_run_always_has_the_crossed_column(videos: Path, tmp_path: Path) -> None:
+    """`crossed` was a column only when some box crossed in the frames written, so two runs' CSVs differed."""
+    import csv
+
+    out = tmp_path / "t.csv"
+    args = ["track", str(videos / "shapes-000.mp4"), "--max-frames", "2", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--count-line", "0,0,1,1", "-f", "csv", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    header = next(csv.reader(out.open()))
+    assert header.index("crossed") == header.index("track_id") + 1
+
+
+def test_video_set_is_written_again_with_exist_ok(tmp_path: Path) -> None:
+    """`cnnkit data shapes OUT --video --exist-ok` over an earlier set failed on its first file."""
+    out = tmp_path / "v"
+    args = ["data", "shapes", str(out), "--video", "--n", "1", "--frames", "3", "--imgsz", "64"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = CliRunner().invoke(app, [*args, "--exist-ok"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "summary.json").read_text())["sequences"][0]["name"] == "shapes-000"
+    assert CliRunner().invoke(app, args).exit_code != 0  # without it, refused
