@@ -566,7 +566,8 @@ class VideoWriter:
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # as any file the user writes, not mkstemp's 0600
         self._tmp = Path(tmp)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        # faststart: the index (moov) before the frames, so the file plays and decodes from a server without seeking
+        self._container = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "faststart"})
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self._stream: Any = cast(Any, self._container.add_stream(self.codec, rate=rate))  # a VideoStream
         # 4:2:0 needs even sides: an odd-sided video keeps its size in H.264's 4:4:4 (other encoders pad a row)
