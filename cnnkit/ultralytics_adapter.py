@@ -377,6 +377,10 @@ def tracker_config(name: str, **overrides: Any) -> Any:
         )
         if not ok:
             raise OptionError("tracker", f"{key} must be like {want!r}, not {value!r}", name)
+    if cfg.get("with_reid"):  # BoT-SORT would load its ReID model (maybe a download) and get no features from cnnkit
+        raise OptionError(
+            "tracker", "with_reid: True is not supported (cnnkit passes the tracker no appearance features)", name
+        )
     return IterableSimpleNamespace(**cfg)
 
 

@@ -302,6 +302,8 @@ def test_a_bad_count_line_names_the_flag(videos: Path, line: str) -> None:
         ("tracker_type: bytetrack\ntrack_high_thresh: abc\n", "track_high_thresh must be like 0.25, not 'abc'"),
         ("tracker_type: botsort\ntrack_buffr: 3\n", "unknown setting 'track_buffr'"),
         ("tracker_type: sort\n", "tracker_type 'sort' is not one of"),
+        # ReID: a model loaded mid-run (a traceback when missing) that cnnkit would feed no features
+        ("tracker_type: botsort\nwith_reid: true\nmodel: nosuch.pt\n", "with_reid: True is not supported"),
     ],
 )
 def test_a_bad_tracker_yaml_is_a_usage_error_naming_the_setting(
