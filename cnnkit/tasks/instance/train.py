@@ -254,6 +254,9 @@ def _val_split(data: str, train: CocoSplit) -> CocoSplit:
     except CnnkitError:
         log.warning("%s: no val split; evaluating on the training images", data)
         return train
+    if val.annotations == train.annotations:  # one annotations.json for both
+        log.warning("%s: no val split; evaluating on the training images", data)
+        return train
     if val.labels != train.labels:
         raise CnnkitError(f"{data}: train and val splits have different categories")
     return val

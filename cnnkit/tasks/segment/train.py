@@ -175,7 +175,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     """
     from torch.utils.data import DataLoader
 
-    from cnnkit.data.masks import class_names, find_pairs, read_pair, usable_pairs
+    from cnnkit.data.masks import class_names, find_pairs, read_pair, split_dir, usable_pairs
     from cnnkit.device import resolve_device
     from cnnkit.models.preprocess import Preprocess
 
@@ -185,6 +185,8 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     assert opts.epochs is not None and opts.batch_size is not None and opts.workers is not None  # filled
     batch_size, workers, seed = opts.batch_size, opts.workers, opts.seed
     train_pairs, val_pairs = find_pairs(data, "train"), find_pairs(data, "val")
+    if split_dir(data, "train") == split_dir(data, "val"):  # DATA/images + DATA/masks: one folder for both
+        log.warning("%s: no val split (train/ and val/); scoring on the training images", data)
     labels = class_names(data, train_pairs)
     train_pairs, val_pairs = usable_pairs(train_pairs, len(labels)), usable_pairs(val_pairs, len(labels))
     if not train_pairs or not val_pairs:

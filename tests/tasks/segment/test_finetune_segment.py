@@ -203,3 +203,38 @@ def test_a_cnnkit_error_in_a_data_loader_worker_comes_back_as_its_one_line():
     with pytest.raises(CnnkitError) as caught:
         list(DataLoader(Broken(), num_workers=1))
     assert str(caught.value) == "x0.png: broken here"
+
+
+def test_a_flat_images_and_masks_folder_is_said_to_score_on_its_training_images(masks_data, tmp_path, caplog):
+    """DATA/images + DATA/masks is both splits: the logged val mIoU was the training images', without a word."""
+    import logging
+    import shutil
+
+    from cnnkit import api
+
+    flat = tmp_path / "flat"
+    for part in ("images", "masks"):
+        shutil.copytree(masks_data / "train" / part, flat / part)
+    shutil.copy(masks_data / "cnnkit-data.json", flat / "cnnkit-data.json")
+    logging.getLogger("cnnkit").addHandler(caplog.handler)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        api.finetune(
+            str(flat), task="segment", arch="unet", encoder=TINY["encoder"], imgsz=64, epochs=1, batch_size=3,
+            out=str(tmp_path / "run"), progress=False,
+        )  # fmt: skip
+    assert "no val split (train/ and val/); scoring on the training images" in caplog.text
+
+
+def test_an_instance_dataset_with_one_annotations_file_is_said_to_score_on_its_training_images(tmp_path, caplog):
+    import logging
+
+    from cnnkit.data.coco import read_coco
+    from cnnkit.data.export import export_shapes
+    from cnnkit.tasks.instance.train import _val_split
+
+    export_shapes(tmp_path / "c", "coco", 4, seed=5, imgsz=64, val_fraction=0.0)
+    flat = tmp_path / "c" / "train"
+    with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
+        val = _val_split(str(flat), read_coco(flat, "train"))
+    assert val.annotations == flat / "annotations.json"
+    assert "no val split; evaluating on the training images" in caplog.text
