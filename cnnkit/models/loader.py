@@ -334,7 +334,7 @@ def resolve(
     # sized before compiling: the runtime is traced once, at the side it will run at (part of its cache key)
     loaded = at_input_size(_torch_model(task, row.package, model, weights, default, options), imgsz)
     if imgsz and task == "classify" and loaded.preprocess is not None:
-        _check_runs_at(loaded, loaded.preprocess.crop)
+        check_runs_at(loaded.module, loaded.name, loaded.preprocess.crop)
     if backend == "torch":
         return loaded
     from cnnkit.runtimes import compile_loaded
@@ -357,9 +357,10 @@ def at_input_size(loaded: Loaded, imgsz: int | None) -> Loaded:
     return replace(loaded, preprocess=sized(pre, imgsz, name=loaded.name, fixed=fixed))
 
 
-def _check_runs_at(loaded: Loaded, side: int) -> None:
+def check_runs_at(module: Any, name: str, side: int) -> None:
     """Run a classifier once at the input side asked for, so a side its layers cannot take (pooled down to
-    0x0) is one line here rather than a traceback on every batch, or a runtime compile remembered as failed."""
+    0x0) is one line here rather than a traceback on every batch (predicting or training), or a runtime compile
+    remembered as failed."""
     import torch
 
     # above 576 px, a side of the same remainder mod 64 (a stride or patch size still divides it or not): a
@@ -367,11 +368,9 @@ def _check_runs_at(loaded: Loaded, side: int) -> None:
     probe = side if side <= 576 else 512 + side % 64
     try:
         with torch.inference_mode():
-            loaded.module.eval()(torch.zeros(1, 3, probe, probe))
+            module.eval()(torch.zeros(1, 3, probe, probe))
     except (RuntimeError, AssertionError) as exc:  # torchvision's ViT asserts its size
-        raise OptionError(
-            "imgsz", f"{loaded.name} cannot run on a {side}x{side} input ({reason_of(exc, 160)})", side
-        ) from exc
+        raise OptionError("imgsz", f"{name} cannot run on a {side}x{side} input ({reason_of(exc, 160)})", side) from exc
 
 
 def _torch_model(

@@ -27,7 +27,7 @@ from cnnkit.data.folder import FolderData, FolderSplit, describe_skipped, load_f
 from cnnkit.errors import CnnkitError, OptionError, WeightsNotAvailable
 from cnnkit.io.decode import draft_side
 from cnnkit.models import hub
-from cnnkit.models.loader import resolve, spec_for_family
+from cnnkit.models.loader import check_runs_at, resolve, spec_for_family
 from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec
 from cnnkit.train.heads import freeze as freeze_trunk
@@ -408,6 +408,7 @@ def _run(
         log.warning("val_split %g not used: %s has its own split (%s)", given.val_split, root, dataset.layout)
     torch.manual_seed(opts.seed)
     module, spec, pre, source = _model_for(root, opts, dataset.classes, resumed)
+    check_runs_at(module, spec.name, pre.crop)  # a side pooled down to nothing: one line, before a run folder
     frozen = freeze_trunk(module, opts.freeze)
     if out_dir is None:
         out_dir = Path(_broadcast(str(opts.run_folder("classify")) if rank == 0 else None))

@@ -432,3 +432,11 @@ def test_val_split_on_a_dataset_with_its_own_val_folder_is_said_not_used(tmp_pat
     with caplog.at_level(logging.WARNING, logger="cnnkit.finetune"):
         classify_finetune(str(data), options)
     assert "val_split" not in caplog.text
+
+
+def test_an_imgsz_the_model_pools_to_nothing_is_one_line_before_a_run_folder(tiny_digits, tmp_path):
+    """`--imgsz 12` for shapes-cnn was a RuntimeError traceback from the first batch (predict said it in one line)."""
+    out = tmp_path / "run"
+    r = run(["finetune", str(tiny_digits), *FAST, "--model", "shapes-cnn", "--imgsz", "12", "--out", str(out)])
+    assert r.exit_code == 2 and "shapes-cnn cannot run on a 12x12 input" in r.output, r.output
+    assert not out.exists()
