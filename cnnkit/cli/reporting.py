@@ -143,7 +143,11 @@ def explain(
     check_outputs({"`report`": report_path}, paths)
     rep = start(report_path, exist_ok, task, model=model)
     made = not (save_dir and Path(save_dir).exists())  # a folder this run makes is removed if left empty
-    folder = explicit_dir(save_dir, exist_ok=exist_ok) if save_dir else increment_dir(Path("runs/explain/exp"))
+    folder = (
+        explicit_dir(save_dir, exist_ok=exist_ok)
+        if save_dir
+        else increment_dir(Path("runs/explain/exp"), exist_ok=exist_ok)
+    )
     saver = PictureSaver(folder, suffix=".png")
     pictures: dict[str, Any] = {}
     count = 0

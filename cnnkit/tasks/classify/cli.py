@@ -48,7 +48,7 @@ def val(
         made.append(
             explicit_dir(save_dir, exist_ok=shared["exist_ok"])
             if save_dir
-            else increment_dir(Path("runs/classify/val"))
+            else increment_dir(Path("runs/classify/val"), exist_ok=shared["exist_ok"])
         )
         return made[0]
 

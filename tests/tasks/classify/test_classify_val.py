@@ -100,6 +100,9 @@ def test_default_folder_increments(tmp_path, monkeypatch):
     for name in ("val", "val2"):
         assert run(["classify", "val", str(data), "--model", "lenet5", "-f", "json"]).exit_code == 0
         assert (tmp_path / "runs" / "classify" / name / "confusion_matrix.png").is_file()
+    # --exist-ok writes into the default folder again, as predict's --save and finetune's run folder do
+    assert run(["classify", "val", str(data), "--model", "lenet5", "-f", "json", "--exist-ok"]).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "classify").iterdir()) == ["val", "val2"]
 
 
 def test_classes_the_model_does_not_know_are_a_usage_error(tiny_digits, tmp_path):
