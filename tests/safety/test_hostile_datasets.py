@@ -300,3 +300,22 @@ def test_coco_json_nested_too_deep_or_without_images_is_refused(tmp_path: Path) 
     path.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
     result = runner.invoke(app, ["instance", "val", str(path)])
     assert result.exit_code == 1 and "no images" in result.stderr
+
+
+def test_detect_training_names_images_ultralytics_would_drop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A train or val image that does not decode left detect's training and its val mAP without a word."""
+    from cnnkit.data import yolo_yaml
+    from cnnkit.tasks.detect.train import check_labels
+
+    data = _data(tmp_path, "yolo", 10)
+    train = sorted((data / "images" / "train").iterdir())[0]
+    val = sorted((data / "images" / "val").iterdir())[0]
+    train.write_bytes(b"\xff\xd8\xff garbage")
+    val.write_bytes(b"\x89PNG\r\n\x1a\nxx")
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        assert check_labels(yolo_yaml.read(data / "data.yaml")) == 2
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert f"left out of training: {train}:" in caplog.text and f"left out of val: {val}:" in caplog.text

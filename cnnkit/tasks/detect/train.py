@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cnnkit.data import label_cache, warn_left_out, yolo_yaml
+from cnnkit.data import label_cache, undecodable, warn_left_out, yolo_yaml
 from cnnkit.errors import CnnkitError, OptionError, UsageError
 from cnnkit.train.options import FinetuneOptions
 
@@ -124,17 +124,22 @@ USED = ("model", "weights", "epochs", "batch_size", "imgsz", "lr", "seed", "work
 
 
 def check_labels(ds: yolo_yaml.DatasetYaml, limit: int = 10) -> int:
-    """Warn, naming each file and line, about label files ultralytics would leave out of training without a
-    word (it drops a corrupt label with its image); returns how many there are."""
-    bad = []
+    """Warn, naming each file (and line), about the images and label files ultralytics would leave out of
+    training and val without a word (it drops an image that does not decode, and a corrupt label with its
+    image); returns how many there are."""
+    bad, unreadable = [], 0
     for split in ("train", "val"):
-        for image in yolo_yaml.split_images(ds, split) if split in ds.splits else []:
+        images = list(yolo_yaml.split_images(ds, split)) if split in ds.splits else []
+        for image in images:
             try:
                 yolo_yaml.read_labels(yolo_yaml.label_path(image), len(ds.names))
             except CnnkitError as exc:
                 bad.append(str(exc))
+        reasons = [reason for reason in undecodable([str(image) for image in images]) if reason]
+        warn_left_out(reasons, "image(s)", limit, of="training" if split == "train" else "val")
+        unreadable += len(reasons)
     warn_left_out(bad, "label file(s)", limit)
-    return len(bad)
+    return len(bad) + unreadable
 
 
 def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:

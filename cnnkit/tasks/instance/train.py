@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -263,22 +262,10 @@ def _val_split(data: str, train: CocoSplit) -> CocoSplit:
 
 
 def _decodable(ds: CocoSplit, of: str) -> CocoSplit:
-    """``ds`` without the images that do not decode, each named in a warning: one bad file is left out at the
-    start (as classify and segment leave theirs out), not a crash when the sampler reaches it mid-epoch."""
-    from concurrent.futures import ThreadPoolExecutor
+    """``ds`` without the images that do not decode, each named in a warning (:func:`~cnnkit.data.undecodable`)."""
+    from cnnkit.data import undecodable, warn_left_out
 
-    from cnnkit.data import warn_left_out
-    from cnnkit.io.decode import decode
-
-    def why(image: dict[str, Any]) -> str | None:
-        try:
-            decode(str(ds.image_path(image)))
-        except CnnkitError as exc:
-            return f"{ds.image_path(image)}: {exc}"
-        return None
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        reasons = list(pool.map(why, ds.gt["images"]))
+    reasons = undecodable([str(ds.image_path(image)) for image in ds.gt["images"]])
     bad = [r for r in reasons if r]
     if not bad:
         return ds
