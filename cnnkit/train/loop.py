@@ -587,7 +587,7 @@ def _batch_norm_error(exc: ValueError) -> UsageError | None:
         return None
     return UsageError(
         f"a training batch reaches a BatchNorm layer as one value per channel ({text.rpartition('got ')[2]}), "
-        "which it cannot normalise: use a batch size of 2 or more (--batch-size)"
+        "which it cannot normalise: use a batch size of 2 or more (`batch_size`)"
     )
 
 
