@@ -28,7 +28,7 @@ MIN_CALIBRATION = 100  # fewer images give ranges that depend on which ones were
 
 @dataclass
 class QuantizeResult:
-    """What ``cnnkit quantize`` wrote, and its metric against the float model when one was measured."""
+    """What ``cnnkit export --int8`` wrote, and its metric against the float model when one was measured."""
 
     path: str
     task: str
@@ -103,6 +103,23 @@ def score(task: str, weights: Path, val: str) -> float:
     return float(seg_eval(predictor, val)["miou"])
 
 
+def runs(task: str, int8: Path, image: str | Path, model: str) -> None:
+    """Run the INT8 file on one calibration image, so that a file that does not run is never written (with no
+    ``val`` nothing else runs it)."""
+    from cnnkit import api
+
+    try:
+        record = next(iter(api.load(task, weights=str(int8), backend="onnxruntime").stream([str(image)])))
+        error = record.error
+    except CnnkitError as exc:
+        error = str(exc).replace(str(int8), "the INT8 file")
+    if error is not None:
+        raise CnnkitError(f"{model}: the INT8 file does not run on {image} ({error[:300]}); not written")
+
+
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+
+
 def export_int8(
     target: str,
     *,
@@ -154,11 +171,16 @@ def export_int8(
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                # the layers that compute, not all ops: a segmenter of free input size works out its padding
+                # from its input's shape in float ops, and quantized those paddings became 0 (127x127 maps
+                # where 128x128 were due; DeepLabV3+'s INT8 file then ran on no input size at all)
+                op_types_to_quantize=QUANTIZED_OPS,
             )
         finally:
             logging.disable(logging.NOTSET)
         meta = json.loads(next(p.value for p in _onnx().load(str(fp32)).metadata_props if p.key == "cnnkit"))
         stamp(int8, "onnx", {**meta, "precision": "int8", "calibration_images": len(paths)})
+        runs(task, int8, paths[0], exported.model)
         before = after = drop = None
         if val is not None:
             before, after = score(task, fp32, val), score(task, int8, val)

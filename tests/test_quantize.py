@@ -4,6 +4,7 @@ one that loses more than ``max_drop`` points on the val folder."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,37 @@ def test_an_int8_segmenter_scores_by_default_what_its_gate_measured(tmp_path):
 
     got = validate(str(tmp_path / "m"), weights=str(out), backend="auto", threads=1)
     assert got["miou"] == pytest.approx(result.int8, abs=2e-3)
+
+
+def test_an_int8_deeplabv3plus_runs_and_a_file_that_does_not_is_not_written(tmp_path, monkeypatch):
+    """Every op quantized, the padding DeepLabV3+ works out from its input size became 0 and its INT8 file ran on
+    no input at all; without `val` nothing ran the file before it was written."""
+    import onnxruntime.quantization
+
+    import cnnkit
+    from cnnkit.data.export import export_shapes
+    from cnnkit.quantize import export_int8
+
+    export_shapes(tmp_path / "m", "masks", 6, seed=5, imgsz=128, val_fraction=0.0)
+    images = tmp_path / "m/train/images"
+    out = tmp_path / "dl-int8.onnx"
+    export_int8("shapes-deeplabv3plus", calibrate=images, out=out)
+    records = cnnkit.segment(images, weights=str(out), backend="onnxruntime", threads=1)
+    assert len(records) == 6 and all(r.ok for r in records)
+
+    import cnnkit.export
+
+    def cannot_open(path):
+        raise CnnkitError(f"{path}: onnxruntime cannot open it (a broken graph)")
+
+    def broken(fp32, int8, *args, **kwargs):  # a file onnxruntime then cannot open
+        Path(int8).write_bytes(Path(fp32).read_bytes())
+        monkeypatch.setattr(cnnkit.export, "_session", cannot_open)
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", broken)
+    bad = tmp_path / "bad-int8.onnx"
+    with pytest.raises(
+        CnnkitError, match=r"does not run on .*\(the INT8 file: onnxruntime cannot open it .*not written"
+    ):
+        export_int8("shapes-deeplabv3plus", calibrate=images, out=bad)
+    assert not bad.exists()
