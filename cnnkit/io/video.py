@@ -87,14 +87,25 @@ class VideoOptions:
     max_frames: int | None = None
 
     def __post_init__(self) -> None:
-        if type(self.vid_stride) is not int or self.vid_stride < 1:
-            raise OptionError("vid_stride", "must be a whole number of at least 1", self.vid_stride)
+        """Each value checked by name, as a Python caller may pass it (a numpy integer is a whole number; a
+        string, a bool or 2.5 frames are not)."""
+        import numbers
+
+        for name, value in (("vid_stride", self.vid_stride), ("max_frames", self.max_frames)):
+            if value is None and name == "max_frames":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise OptionError(name, "must be a whole number of at least 1", value)
+            if value < 1:
+                raise OptionError(name, "must be at least 1", value)
+            object.__setattr__(self, name, int(value))
+        for name, value in (("start", self.start), ("end", self.end)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise OptionError(name, "must be a number of seconds", value)
         if self.start is not None and not (0 <= self.start < math.inf):  # NaN and infinity included
             raise OptionError("start", "must be 0 or more seconds, and finite", self.start)
         if self.end is not None and self.end <= (self.start or 0.0):
             raise OptionError(("start", "end"), "end must come after start", self.end)
-        if self.max_frames is not None and self.max_frames < 1:
-            raise OptionError("max_frames", "must be at least 1", self.max_frames)
 
 
 @dataclass(frozen=True)

@@ -139,12 +139,23 @@ def test_a_start_past_the_end_is_a_failed_item_saying_where_the_video_ends(clip:
         ({"start": -1.0}, "start"),
         ({"start": 2.0, "end": 1.0}, "start"),
         ({"max_frames": 0}, "max_frames"),
+        # a Python caller's: 2.5 frames read 3, a string was a bare TypeError
+        ({"max_frames": 2.5}, "max_frames"),
+        ({"start": "1"}, "start"),
+        ({"end": "2"}, "end"),
+        ({"vid_stride": True}, "vid_stride"),
     ],
 )
 def test_bad_video_options_name_the_option(kwargs: dict[str, Any], option: str) -> None:
     with pytest.raises(OptionError) as err:
         VideoOptions(**kwargs)
     assert option in err.value.options
+
+
+def test_numpy_whole_numbers_are_whole_numbers(clip: Path) -> None:
+    """`vid_stride=np.int64(2)` (from an array of settings) was refused as not a whole number."""
+    opts = VideoOptions(vid_stride=np.int64(2), max_frames=np.int32(3))
+    assert type(opts.vid_stride) is int and [it.frame for it in read_frames(str(clip), opts)] == [0, 2, 4]
 
 
 def test_unreadable_videos_are_failed_items_naming_the_file(tmp_path: Path) -> None:
