@@ -99,9 +99,9 @@ class VideoOptions:
             if value < 1:
                 raise OptionError(name, "must be at least 1", value)
             object.__setattr__(self, name, int(value))
-        for name, value in (("start", self.start), ("end", self.end)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise OptionError(name, "must be a number of seconds", value)
+        for name, seconds in (("start", self.start), ("end", self.end)):
+            if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, numbers.Real)):
+                raise OptionError(name, "must be a number of seconds", seconds)
         if self.start is not None and not (0 <= self.start < math.inf):  # NaN and infinity included
             raise OptionError("start", "must be 0 or more seconds, and finite", self.start)
         if self.end is not None and self.end <= (self.start or 0.0):
