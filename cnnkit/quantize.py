@@ -117,7 +117,25 @@ def runs(task: str, int8: Path, image: str | Path, model: str) -> None:
         raise CnnkitError(f"{model}: the INT8 file does not run on {image} ({error[:300]}); not written")
 
 
-QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+def shape_nodes(path: Path) -> list[str]:
+    """The nodes of an ONNX graph that compute on its input's shape, not on its pixels (every dynamic input of
+    theirs comes from a ``Shape``): left in float. A segmenter of free input size works out its padding so, in
+    float ops, and quantized those paddings became 0 (127x127 maps where 128x128 were due; DeepLabV3+'s INT8 file
+    then ran on no input size at all). Quantizing only the convolutions instead halved INT8 speed on OpenVINO."""
+    from cnnkit.export import _onnx
+
+    graph = _onnx().load(str(path), load_external_data=False).graph
+    constant = {t.name for t in graph.initializer}
+    derived: set[str] = set()
+    names = []
+    for node in graph.node:  # in topological order, as ONNX requires
+        dynamic = [name for name in node.input if name and name not in constant]
+        if not dynamic and node.op_type != "Shape":  # Constant, or folded from constants
+            constant.update(node.output)
+        elif node.op_type == "Shape" or all(name in derived for name in dynamic):
+            derived.update(node.output)
+            names.append(node.name)
+    return names
 
 
 def export_int8(
@@ -171,10 +189,7 @@ def export_int8(
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                # the layers that compute, not all ops: a segmenter of free input size works out its padding
-                # from its input's shape in float ops, and quantized those paddings became 0 (127x127 maps
-                # where 128x128 were due; DeepLabV3+'s INT8 file then ran on no input size at all)
-                op_types_to_quantize=QUANTIZED_OPS,
+                nodes_to_exclude=shape_nodes(fp32),
             )
         finally:
             logging.disable(logging.NOTSET)
