@@ -34,7 +34,8 @@ def run_task(resume: str | Path) -> str | None:
         task = None
     if isinstance(task, str):
         return task
-    return "detect" if (folder / "weights" / "last.pt").is_file() else None
+    run = folder.parent if folder.name == "weights" else folder  # a checkpoint of ultralytics' layout given
+    return "detect" if (run / "weights" / "last.pt").is_file() else None
 
 
 @dataclass

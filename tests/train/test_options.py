@@ -63,3 +63,20 @@ def test_workers_from_the_settings_are_not_called_ignored(caplog):
     with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
         FinetuneOptions(workers=4).ignore_others("instance", ["epochs"])
     assert "ignoring" not in caplog.text
+
+
+def test_a_run_folder_or_checkpoint_says_its_task(tmp_path):
+    import json
+
+    from cnnkit.train.options import run_task
+
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    (seg / "last.json").write_text(json.dumps({"task": "segment"}))
+    (seg / "last.pt").write_bytes(b"")
+    yolo = tmp_path / "yolo"
+    (yolo / "weights").mkdir(parents=True)
+    (yolo / "weights" / "last.pt").write_bytes(b"")
+    assert run_task(seg) == run_task(seg / "last.pt") == "segment"
+    assert run_task(yolo) == run_task(yolo / "weights" / "last.pt") == "detect"
+    assert run_task(tmp_path / "nothing") is None
