@@ -157,8 +157,9 @@ class Boxes(Result):
 
     def save_txt(self, saver: PictureSaver, source_path: str, *, conf: bool = False, tag: str = "") -> Path:
         """``labels/<stem><tag>.txt``: one ``class cx cy w h`` line per box, normalised, as ultralytics' ``save_txt``
-        writes and its dataset reader takes; ``conf`` appends the score (``save_conf``: no longer a label file);
-        ``tag`` tells a video's frames apart (``_12`` for frame 12, as ultralytics names them)."""
+        writes and its dataset reader takes; ``conf`` appends the score (``save_conf``: no longer a label file), and
+        a tracked box its track id last, as ``yolo track save_txt=True`` does; ``tag`` tells a video's frames apart
+        (``_12`` for frame 12, as ultralytics names them)."""
         from cnnkit.io.files import atomic_write_text
 
         path = saver.target(source_path, ".txt", sub="labels", tag=tag)
@@ -168,7 +169,9 @@ class Boxes(Result):
             x1, y1, x2, y2 = b.box
             lines.append(
                 f"{b.class_id} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}" + (f" {b.score:.6f}\n" if conf else "\n")
+                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                + (f" {b.score:.6f}" if conf else "")
+                + (f" {track}\n" if (track := getattr(b, "track_id", None)) is not None else "\n")
             )
         atomic_write_text(path, "".join(lines))
         return path

@@ -366,6 +366,10 @@ def test_track_cli_saves_label_files_and_crops_per_frame(videos: Path, tmp_path:
         name.rsplit("_", 1)[1] in ("0.txt", "1.txt", "2.txt") for name in labels
     )
     assert any((out / "crops").rglob("*.jpg"))
+    # each line ends with the box's track id, as `yolo track save_txt=True` writes it
+    ids = {p["track_id"] for r in frames for p in r["predictions"]}
+    rows = [line.split() for name in labels for line in (out / "labels" / name).read_text().splitlines()]
+    assert rows and all(len(row) == 6 for row in rows) and {int(row[5]) for row in rows} == ids
 
 
 def test_csv_of_a_counting_run_always_has_the_crossed_column(videos: Path, tmp_path: Path) -> None:
