@@ -158,7 +158,7 @@ class RootGroup(TyperGroup):
 def _source_note(command: Any, exc: CnnkitError, args: list[str]) -> str:
     """`` (device cuda is from CNNKIT_DEVICE)`` when the error names a setting the user did not give as a flag:
     one who typed no --device cannot otherwise see why it is blamed."""
-    from cnnkit.config import SETTINGS, lookup
+    from cnnkit.config import SETTINGS, TASK_NAMES, lookup
 
     notes = []
     for key in getattr(exc, "options", ()):
@@ -168,6 +168,12 @@ def _source_note(command: Any, exc: CnnkitError, args: list[str]) -> str:
         setting = lookup(key)  # "env CNNKIT_DEVICE", "config PATH" or "built-in"
         if setting.source != "built-in":
             notes.append(f"{key} {setting.value} is from {setting.source.partition(' ')[2]}")
+    task = args[0] if args else ""
+    spelled = _opts_of(command, "model")
+    if task in TASK_NAMES and spelled and not any(a.split("=")[0] in spelled for a in args):
+        setting = lookup(f"model.{task}")  # a task's default model from CNNKIT_MODEL_<TASK> or the config
+        if setting.source != "built-in" and repr(setting.value) in str(exc):
+            notes.append(f"model {setting.value} is from {setting.source.partition(' ')[2]}")
     return f" ({'; '.join(notes)})" if notes else ""
 
 

@@ -98,3 +98,13 @@ def test_a_setting_that_cannot_be_used_says_where_it_came_from(in_tmp, shapes_im
     (in_tmp / "cnnkit.toml").write_text('device = "cuda"\n')
     result = runner.invoke(app, ["classify", image])
     assert result.exit_code == 2 and "(device cuda is from " in result.stderr and "cnnkit.toml)" in result.stderr
+
+
+def test_an_unknown_model_from_the_settings_says_where_it_came_from(in_tmp, shapes_images, monkeypatch):
+    """`CNNKIT_MODEL_CLASSIFY=resnet81` was an unknown model with no word of the variable that named it."""
+    image = str(sorted(shapes_images.iterdir())[0])
+    monkeypatch.setenv("CNNKIT_MODEL_CLASSIFY", "resnet81")
+    result = runner.invoke(app, ["classify", image])
+    assert result.exit_code == 2 and result.stderr.strip().endswith("(model resnet81 is from CNNKIT_MODEL_CLASSIFY)")
+    given = runner.invoke(app, ["classify", image, "-m", "resnet81"])
+    assert given.exit_code == 2 and "is from" not in given.stderr
