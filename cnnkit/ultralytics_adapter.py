@@ -209,14 +209,14 @@ def _download(ul: Any, name: str) -> Any:
     return _checked(ul.YOLO(str(got)), got)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    """A model yaml as a dict (empty when it is not a mapping), read safely, or a one-line error."""
+def _read_yaml(path: Path, kind: str = "model") -> dict[str, Any]:
+    """A ``kind`` yaml as a dict (empty when it is not a mapping), read safely, or a one-line error."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CnnkitError(f"{path}: not a readable model yaml ({reason_of(exc, 160)})") from exc
+        raise CnnkitError(f"{path}: not a readable {kind} yaml ({reason_of(exc, 160)})") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -358,7 +358,10 @@ def tracker_config(name: str, **overrides: Any) -> Any:
     )
     if not path.is_file():
         raise OptionError("tracker", f"not {', '.join(TRACKERS)} nor a tracker yaml file", name)
-    cfg = _read_yaml(path)
+    try:
+        cfg = _read_yaml(path, "tracker")
+    except CnnkitError as exc:  # a usage error like any other bad --tracker
+        raise OptionError("tracker", str(exc).partition(": ")[2], name) from exc
     kind = cfg.get("tracker_type")
     if kind not in TRACKER_MAP:
         raise OptionError("tracker", f"tracker_type {kind!r} is not one of {sorted(TRACKER_MAP)}", name)

@@ -381,6 +381,7 @@ class RecordWriter:
         self._closed = False
         self._coco = coco_builder
         self._mot: list[str] = []
+        self._tracked = False  # a frame was tracked: a MOT file then holds its rows, or none when nothing was seen
         self._parquet: Any = None
         if self.fmt == "parquet":
             from cnnkit.io.parquet import ParquetWriter
@@ -431,6 +432,7 @@ class RecordWriter:
             from cnnkit.eval.mot import mot_lines
 
             self._mot.extend(mot_lines(data))
+            self._tracked = self._tracked or data.get("error") is None
             return
         if self.fmt != "jsonl":
             self._buffer.append(data)
@@ -494,8 +496,8 @@ class RecordWriter:
             if self._compact:
                 tidy_jsonl(self.output)  # type: ignore[arg-type]
             return
-        if self.fmt == "jsonl":
-            return
+        if self.fmt == "jsonl" or (self.fmt == "mot" and not self._tracked):  # an empty MOT file would read as
+            return  # "tracked, nothing found" where no frame was read at all
         text = safe_text(self._render())
         if self.output:
             self._publish(self.output, text)

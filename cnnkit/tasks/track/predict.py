@@ -261,7 +261,8 @@ class InstanceTracker(Tracking, InstanceSegmenter):
             *((k, v, not v) for k, v in boxes_only.items()),
         ):
             if not ok:
-                raise OptionError(name, "is not available when tracking with an instance segmentation model", value)
+                said = None if isinstance(value, bool) else value  # a flag's True is no value to name
+                raise OptionError(name, "is not available when tracking with an instance segmentation model", said)
         made = super().load(model, weights, conf=conf, **options)
         if iou is not None:
             made.model.roi_heads.nms_thresh = float(iou)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("av")
@@ -223,6 +224,8 @@ def test_track_with_an_instance_model_keeps_masks_and_draws_them(videos: Path, t
     assert np.abs(frame[inside] - plain[inside]).mean() > 10
     refused = CliRunner().invoke(app, [*args, "--imgsz", "320"])
     assert refused.exit_code != 0 and "imgsz" in refused.output
+    refused = CliRunner().invoke(app, [*args, "--save-txt"])  # the flag, not its True, is named
+    assert refused.exit_code == 2 and "Error: --save-txt: is not available" in refused.output, refused.output
 
 
 def test_track_cli_writes_mot_rows_summaries_and_an_annotated_video(videos: Path, tmp_path: Path) -> None:
@@ -290,6 +293,28 @@ def test_mot_format_is_for_one_video_of_track(videos: Path) -> None:
     assert result.exit_code == 2 and "--format mot" in result.output
 
 
+def test_a_video_that_cannot_be_read_leaves_no_mot_file(tmp_path: Path) -> None:
+    """An empty MOT file was left behind, which MOT tools read as a video tracked with nothing found."""
+    bad = tmp_path / "audio.mp4"
+    bad.write_bytes(b"not a video")
+    out = tmp_path / "m.txt"
+    result = CliRunner().invoke(app, ["track", str(bad), "--format", "mot", "-o", str(out), "--threads", "1"])
+    assert result.exit_code == 1 and str(bad) in result.output and not out.exists()
+
+
+def test_a_tracked_video_with_nothing_found_gives_an_empty_mot_file(tmp_path: Path) -> None:
+    from cnnkit.io.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "grey.mp4", 10, 64, 64)
+    for _ in range(3):
+        writer.write(np.full((64, 64, 3), 128, np.uint8))
+    out = tmp_path / "m.txt"
+    args = ["track", str(writer.close()), "--format", "mot", "-o", str(out), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == ""
+
+
 @pytest.mark.parametrize("line", ["1,2,3", "nan,0,1,1", "0,0,inf,5", "4,4,4,4"])
 def test_a_bad_count_line_names_the_flag(videos: Path, line: str) -> None:
     result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-line", line])
@@ -304,6 +329,7 @@ def test_a_bad_count_line_names_the_flag(videos: Path, line: str) -> None:
         ("tracker_type: sort\n", "tracker_type 'sort' is not one of"),
         # ReID: a model loaded mid-run (a traceback when missing) that cnnkit would feed no features
         ("tracker_type: botsort\nwith_reid: true\nmodel: nosuch.pt\n", "with_reid: True is not supported"),
+        (": : :\n", "not a readable tracker yaml"),  # was exit 1, calling it a model yaml
     ],
 )
 def test_a_bad_tracker_yaml_is_a_usage_error_naming_the_setting(
