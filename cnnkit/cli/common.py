@@ -340,8 +340,9 @@ def write_records(
                         rec.error = spell_options(rec.error, flags)
                     writer.write(rec)
                     done += 1
-                    frames += rec.frame is not None
-                    videos += rec.frame is None and is_video_source(rec.path)
+                    read = rec.frame is not None and rec.error is None  # a failed item names frames not read
+                    frames += read
+                    videos += not read and (rec.frame is not None or is_video_source(rec.path))
                     if rec.error is not None:
                         failed.append((rec.path, rec.error))
                         if not quiet:

@@ -832,6 +832,24 @@ def test_a_run_of_videos_that_cannot_be_opened_is_not_summed_up_as_images(tmp_pa
     assert "1 record(s) (0 video frame(s)), 1 failed" in result.stderr and "image(s)" not in result.stderr
 
 
+def test_the_closing_line_counts_the_frames_read_not_the_failed_items(tmp_path: Path) -> None:
+    """A failed item standing for lost frames was counted as one video frame read."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    video = write_levels(tmp_path / "gop.mkv", 60, fmt="matroska", g="10")
+    data = bytearray(video.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    read = sum(it.error is None for it in read_frames(str(damaged)))
+    failed = sum(it.error is not None for it in read_frames(str(damaged)))
+    result = CliRunner().invoke(app, ["classify", str(damaged), "--threads", "1"])
+    assert failed and f"{read + failed} record(s) ({read} video frame(s)), {failed} failed" in result.stderr
+
+
 def test_damage_after_a_start_is_still_a_failed_record(tmp_path: Path) -> None:
     """Strict decoding was turned off for every read that began with a seek: a damaged frame after `start`
     reached the model patched up, as a good one."""
