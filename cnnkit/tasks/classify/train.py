@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from cnnkit.train.loop import (
     resume_dir,
     run_result,
     seeded_loader,
+    seeded_sample,
     worker_init,
 )
 from cnnkit.train.options import FinetuneOptions
@@ -149,16 +149,7 @@ class FolderDataset(Dataset):
         rgb = decoded.rgb
         if isinstance(self.transform, Preprocess):  # deterministic: no RNG to manage; as `cnnkit classify` reads it
             return self.transform(rgb, (decoded.width, decoded.height), decoded.scale), self.targets[index]
-        # Seed torch's CPU generator for this sample and put the caller's state back after
-        # (torch.random.fork_rng does the same but costs ~1 ms, more than decoding a small image).
-        gen = torch.default_generator
-        state = gen.get_state()
-        gen.manual_seed(zlib.crc32(f"{self.seed}/{self.epoch}/{index}".encode()))
-        try:
-            x = self.transform(rgb)
-        finally:
-            gen.set_state(state)
-        return x, self.targets[index]
+        return seeded_sample(self.seed, self.epoch, index, lambda: self.transform(rgb)), self.targets[index]
 
 
 class _Shard(Sampler):

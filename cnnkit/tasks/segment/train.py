@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnkit.data.masks import IGNORE
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader, worker_init
+from cnnkit.train.loop import LoopConfig, Recipe, Step, fit, run_result, seeded_loader, seeded_sample, worker_init
 from cnnkit.train.options import FinetuneOptions
 
 if TYPE_CHECKING:
@@ -59,10 +59,16 @@ def transforms(
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Image/mask pairs from ``load(i) -> (rgb H×W×3 uint8, mask H×W int)``, transformed together."""
+    """Image/mask pairs from ``load(i) -> (rgb H×W×3 uint8, mask H×W int)``, transformed together; augmentation
+    seeded per (seed, epoch, index), as classify's (:func:`~cnnkit.train.loop.seeded_sample`)."""
 
-    def __init__(self, load: Callable[[int], tuple[np.ndarray, np.ndarray]], n: int, transform: Any) -> None:
-        self.load, self.n, self.transform = load, n, transform
+    def __init__(
+        self, load: Callable[[int], tuple[np.ndarray, np.ndarray]], n: int, transform: Any, seed: int = 0
+    ) -> None:
+        self.load, self.n, self.transform, self.seed, self.epoch = load, n, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.n
@@ -73,7 +79,7 @@ class PairDataset(torch.utils.data.Dataset):
         rgb, mask = self.load(i)
         image = tv_tensors.Image(torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1))
         target = tv_tensors.Mask(torch.from_numpy(np.asarray(mask, dtype=np.int64)))
-        image, target = self.transform(image, target)
+        image, target = seeded_sample(self.seed, self.epoch, i, lambda: self.transform(image, target))
         return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor).long()
 
 
@@ -206,6 +212,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
             lambda i: read_pair(pairs[i][0], pairs[i][1], classes=len(labels)),
             len(pairs),
             transforms(size, train, pre.mean, pre.std),
+            seed,
         )
 
     train_loader = seeded_loader(
