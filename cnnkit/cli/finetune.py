@@ -111,7 +111,7 @@ def finetune(
     classify: replaces the head for DATA's classes, optionally freezes the backbone, and writes
     best/last checkpoints, metrics.csv, curves.png and confusion_matrix.png into the run folder.
 
-    Ctrl-C saves a resumable checkpoint; --resume continues it (classify: to the same result; detect: from the
+    Ctrl-C saves a resumable checkpoint; --resume continues it (classify, segment: to the same result; detect: from the
     start of the interrupted epoch). The run folder is
     --save-dir (default: runs/TASK/train, train2, …).
     """

@@ -257,7 +257,7 @@ SaveDir = Annotated[
         "--save-dir",
         rich_help_panel=PANEL_IO,
         help="Folder for what the command saves: annotated pictures, val plots and metrics, a finetune run "
-        "\\[default: runs/<task>/exp, exp2, …].",
+        "\\[default: runs/<task>/exp, exp2, …; val: runs/<task>/val, val2, …; finetune: runs/<task>/train, train2, …].",
     ),
 ]
 ExistOk = Annotated[
