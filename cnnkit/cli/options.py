@@ -100,7 +100,7 @@ Task = Annotated[
         "--task",
         "-t",
         help=f"{', '.join(TASK_NAMES[:-1])} or {TASK_NAMES[-1]} (models: only that task's; export: "
-        "the task of a file that does not say it; finetune: default classify, or with --resume the run's own; explain: classify or detect, "
+        "the task of a file that does not say it; finetune: default classify, or a resumed run's own; explain: classify or detect, "
         "default classify).",
     ),
 ]
