@@ -233,6 +233,7 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     if "lr" in row:
         parts.append(f"lr {row['lr']:.2e}")
     if "seconds" in row:
-        speed = f" {row['images_per_s']:.0f} img/s" if "images_per_s" in row else ""
+        rate = row.get("images_per_s")
+        speed = "" if rate is None else f" {rate:.1f} img/s" if rate < 10 else f" {rate:.0f} img/s"  # not "0 img/s"
         parts.append(f"{row['seconds']:.1f}s{speed}")
     return "  ".join(p for p in parts if p)
