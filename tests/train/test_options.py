@@ -80,3 +80,12 @@ def test_a_run_folder_or_checkpoint_says_its_task(tmp_path):
     assert run_task(seg) == run_task(seg / "last.pt") == "segment"
     assert run_task(yolo) == run_task(yolo / "weights" / "last.pt") == "detect"
     assert run_task(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize(("rate", "shown"), [(0.3, "0.3 img/s"), (12.46, "12 img/s"), (480.2, "480 img/s")])
+def test_the_epoch_line_shows_a_slow_rate_with_a_decimal(rate, shown):
+    """Mask R-CNN on a CPU trains at 0.3 img/s, which the epoch line showed as 0 img/s."""
+    from cnnkit.cli.finetune import epoch_line
+
+    line = epoch_line({"epoch": 1, "train_loss": 1.0, "lr": 1e-3, "seconds": 62.4, "images_per_s": rate}, 3)
+    assert line.endswith(f"62.4s {shown}")
