@@ -397,6 +397,8 @@ def _run(
         log.warning(describe_skipped(dataset.skipped))
     if given.val_split is not None and dataset.layout != "split" and rank == 0:
         log.warning("val_split %g not used: %s has its own split (%s)", given.val_split, root, dataset.layout)
+    if given.unfreeze_at is not None and opts.freeze == "none" and rank == 0:
+        log.warning("unfreeze_at %d not used: nothing is frozen (freeze none)", given.unfreeze_at)
     torch.manual_seed(opts.seed)
     module, spec, pre, source = _model_for(root, opts, dataset.classes, resumed)
     check_runs_at(module, spec.name, pre.crop)  # a side pooled down to nothing: one line, before a run folder

@@ -432,6 +432,13 @@ def test_val_split_on_a_dataset_with_its_own_val_folder_is_said_not_used(tmp_pat
     with caplog.at_level(logging.WARNING, logger="cnnkit.finetune"):
         classify_finetune(str(data), options)
     assert "val_split" not in caplog.text
+    caplog.clear()  # nothing frozen: nothing to unfreeze (it was taken in silence)
+    options = FinetuneOptions(
+        model="lenet5", epochs=1, imgsz=32, unfreeze_at=1, out=str(tmp_path / "run3"), workers=0, progress=False
+    )
+    with caplog.at_level(logging.WARNING, logger="cnnkit.finetune"):
+        classify_finetune(str(data), options)
+    assert "unfreeze_at 1 not used: nothing is frozen" in caplog.text
 
 
 def test_an_imgsz_the_model_pools_to_nothing_is_one_line_before_a_run_folder(tiny_digits, tmp_path):
