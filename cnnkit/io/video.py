@@ -133,6 +133,9 @@ def _regular(path: str) -> None:
         raise CnnkitError("not a regular file (a FIFO or a device); cnnkit reads video files and streams")
 
 
+STREAM_TIMEOUT_S = 10.0  # a stream, URL or webcam that sends nothing for this long has failed
+
+
 def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
     """``av.open`` for a file, a webcam index (Linux V4L2), a URL or ``data`` (the file's bytes, as Ray Data's
     ``read_binary_files`` gives them), closed with ``held`` (a bucket object's fsspec file with it); a one-line
@@ -146,14 +149,14 @@ def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
     try:
         if device is not None:
             try:
-                return held.enter_context(av.open(device, format="v4l2", timeout=10.0))
+                return held.enter_context(av.open(device, format="v4l2", timeout=STREAM_TIMEOUT_S))
             except ValueError:  # PyAV: no such format in this FFmpeg build
                 raise CnnkitError(f"cannot open {webcam} (this FFmpeg has no V4L2 input: webcams need Linux)") from None
         if data is not None:
             return held.enter_context(av.open(io.BytesIO(data)))
         if is_stream_url(path):
             options = {"rtsp_transport": "tcp"} if path.startswith("rtsp") else {}
-            return held.enter_context(av.open(path, timeout=10.0, options=options))
+            return held.enter_context(av.open(path, timeout=STREAM_TIMEOUT_S, options=options))
         if remote.is_remote(path):  # s3://, gs://, file://: FFmpeg reads (and seeks) through fsspec's file
             return held.enter_context(av.open(held.enter_context(_remote_file(path))))
         _regular(path)
@@ -176,8 +179,10 @@ def _remote_file(url: str) -> Any:
 
 
 def _av_reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text).splitlines()[0]
+    text = str(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0]
+    if "Immediate exit requested" in text:  # PyAV's timeout interrupting FFmpeg, said in FFmpeg's words
+        return f"timed out: nothing received for {STREAM_TIMEOUT_S:g} s"
+    return text
 
 
 def _rate(stream: Any) -> float:

@@ -473,6 +473,19 @@ def test_a_stream_url_served_on_loopback_is_read(clip: Path) -> None:
         assert len(missing) == 1 and missing[0].error.startswith("cannot open stream")
 
 
+def test_a_stream_that_sends_nothing_times_out_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It failed as "Immediate exit requested", FFmpeg's words for PyAV's timeout."""
+    import socket
+
+    import cnnkit.io.video as video
+
+    monkeypatch.setattr(video, "STREAM_TIMEOUT_S", 1.0)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog) and never sends
+        url = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        (item,) = list(read_frames(url))
+    assert item.error is not None and "timed out: nothing received for 1 s" in item.error, item.error
+
+
 def test_a_live_tcp_stream_is_read_frame_by_frame() -> None:
     with live_tcp(mpegts(12)) as url:
         records = list(GreyBoxes().stream(url, vid_stride=3))
