@@ -164,6 +164,8 @@ def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
     except av.error.FFmpegError as exc:
         what = webcam or ("stream" if is_stream_url(path) else "video")
         raise CnnkitError(f"cannot open {what} ({_av_reason(exc)})") from None
+    except UnicodeDecodeError:  # PyAV decodes the container's metadata as UTF-8: damaged, it is not text
+        raise CnnkitError("cannot open video (its metadata is not UTF-8 text: a damaged header?)") from None
     except OSError as exc:
         raise CnnkitError(f"cannot open video ({exc.strerror or exc})") from None
 
@@ -582,8 +584,7 @@ class VideoWriter:
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # as any file the user writes, not mkstemp's 0600
         self._tmp = Path(tmp)
-        # faststart: the index (moov) before the frames, so the file plays and decodes from a server without seeking
-        self._container = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "faststart"})
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self._stream: Any = cast(Any, self._container.add_stream(self.codec, rate=rate))  # a VideoStream
         # 4:2:0 needs even sides: an odd-sided video keeps its size in H.264's 4:4:4 (other encoders pad a row)
