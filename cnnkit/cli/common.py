@@ -171,9 +171,12 @@ def _source_note(command: Any, exc: CnnkitError, args: list[str]) -> str:
     task = args[0] if args else ""
     spelled = _opts_of(command, "model")
     if task in TASK_NAMES and spelled and not any(a.split("=")[0] in spelled for a in args):
-        setting = lookup(f"model.{task}")  # a task's default model from CNNKIT_MODEL_<TASK> or the config
-        if setting.source != "built-in" and repr(setting.value) in str(exc):
-            notes.append(f"model {setting.value} is from {setting.source.partition(' ')[2]}")
+        try:  # a task's default model from CNNKIT_MODEL_<TASK> or the config
+            model = lookup(f"model.{task}")
+        except CnnkitError:  # a broken config file: that is the error being reported
+            model = None
+        if model is not None and model.source != "built-in" and repr(model.value) in str(exc):
+            notes.append(f"model {model.value} is from {model.source.partition(' ')[2]}")
     return f" ({'; '.join(notes)})" if notes else ""
 
 
