@@ -157,26 +157,25 @@ class RootGroup(TyperGroup):
 
 def _source_note(command: Any, exc: CnnkitError, args: list[str]) -> str:
     """`` (device cuda is from CNNKIT_DEVICE)`` when the error names a setting the user did not give as a flag:
-    one who typed no --device cannot otherwise see why it is blamed."""
+    one who typed no --device cannot otherwise see why it is blamed. A task's model (``CNNKIT_MODEL_<TASK>``)
+    counts when the error names its value."""
     from cnnkit.config import SETTINGS, TASK_NAMES, lookup
 
+    named = [(key, key) for key in getattr(exc, "options", ()) if key in SETTINGS]  # (option, setting)
+    if args and args[0] in TASK_NAMES:
+        named.append(("model", f"model.{args[0]}"))
     notes = []
-    for key in getattr(exc, "options", ()):
-        spelled = _opts_of(command, key)
-        if key not in SETTINGS or not spelled or any(a.split("=")[0] in spelled for a in args):
+    for option, key in named:
+        spelled = _opts_of(command, option)
+        if not spelled or any(a.split("=")[0] in spelled for a in args):
             continue
-        setting = lookup(key)  # "env CNNKIT_DEVICE", "config PATH" or "built-in"
-        if setting.source != "built-in":
-            notes.append(f"{key} {setting.value} is from {setting.source.partition(' ')[2]}")
-    task = args[0] if args else ""
-    spelled = _opts_of(command, "model")
-    if task in TASK_NAMES and spelled and not any(a.split("=")[0] in spelled for a in args):
-        try:  # a task's default model from CNNKIT_MODEL_<TASK> or the config
-            model = lookup(f"model.{task}")
+        try:
+            setting = lookup(key)  # "env CNNKIT_DEVICE", "config PATH" or "built-in"
         except CnnkitError:  # a broken config file: that is the error being reported
-            model = None
-        if model is not None and model.source != "built-in" and repr(model.value) in str(exc):
-            notes.append(f"model {model.value} is from {model.source.partition(' ')[2]}")
+            continue
+        if setting.source == "built-in" or (option != key and repr(setting.value) not in str(exc)):
+            continue
+        notes.append(f"{option} {setting.value} is from {setting.source.partition(' ')[2]}")
     return f" ({'; '.join(notes)})" if notes else ""
 
 

@@ -606,12 +606,6 @@ def _batch_norm_error(exc: ValueError) -> UsageError | None:
     )
 
 
-def resume_dir(resume: str | Path) -> Path:
-    """The run folder to continue: ``resume`` itself, or the folder of a checkpoint file in it."""
-    path = Path(resume)
-    return path.parent if path.is_file() else path
-
-
 def run_result(folder: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """What every task's ``finetune`` returns: ``{best, last, out, metrics}`` of the run in ``folder``."""
     return {

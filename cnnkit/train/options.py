@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("cnnkit.train")
 
 
+def resume_dir(resume: str | Path) -> Path:
+    """The run folder to continue: ``resume`` itself, or the folder of a checkpoint file in it."""
+    path = Path(resume)
+    return path.parent if path.is_file() else path
+
+
 def run_task(resume: str | Path) -> str | None:
     """The task the run folder ``resume`` names (or holds the checkpoint of) was trained for: its ``last.json``'s
     ``task``, or ``detect`` for ultralytics' layout (``weights/last.pt``); ``None`` when it does not say."""
-    path = Path(resume)
-    folder = path.parent if path.is_file() else path
+    folder = resume_dir(resume)
     try:
         task = json.loads((folder / "last.json").read_text(encoding="utf-8")).get("task")
     except (OSError, ValueError, AttributeError):
@@ -149,8 +154,6 @@ class FinetuneOptions:
         options (an older cnnkit's) resumes with the options given."""
         if self.resume is True:
             raise OptionError("resume", "name the run folder to continue")
-        from cnnkit.train.loop import resume_dir
-
         out = resume_dir(str(self.resume))
         state, sidecar = out / "last.pt", out / "last.json"
         if not state.is_file() or (needs_record and not sidecar.is_file()):
@@ -209,7 +212,7 @@ class FinetuneOptions:
 
     def run_folder(self, task: str) -> Path:
         """The run's folder: the one ``resume`` names, else a new one (``out``, or ``runs/<task>/train…``)."""
-        from cnnkit.train.loop import resume_dir, run_dir
+        from cnnkit.train.loop import run_dir
 
         if self.resume is True:
             raise OptionError("resume", "name the run folder to continue")

@@ -83,28 +83,34 @@ def test_info_shows_effective_settings(in_tmp, monkeypatch):
     assert effective()["format"]["source"] == "built-in"
 
 
-def test_a_setting_that_cannot_be_used_says_where_it_came_from(in_tmp, shapes_images, monkeypatch):
-    """`CNNKIT_DEVICE=cuda` on a CPU machine was blamed on a --device flag the user never gave."""
+@pytest.mark.parametrize(
+    ("variable", "value", "flag", "note"),
+    [
+        # `CNNKIT_DEVICE=cuda` on a CPU machine was blamed on a --device flag the user never gave
+        ("CNNKIT_DEVICE", "cuda", "-d", "(device cuda is from CNNKIT_DEVICE)"),
+        # `CNNKIT_MODEL_CLASSIFY=resnet81` was an unknown model with no word of the variable that named it
+        ("CNNKIT_MODEL_CLASSIFY", "resnet81", "-m", "(model resnet81 is from CNNKIT_MODEL_CLASSIFY)"),
+    ],
+)
+def test_a_setting_that_cannot_be_used_says_where_it_came_from(
+    in_tmp, shapes_images, monkeypatch, variable, value, flag, note
+):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     image = str(sorted(shapes_images.iterdir())[0])
-    monkeypatch.setenv("CNNKIT_DEVICE", "cuda")
+    monkeypatch.setenv(variable, value)
     result = runner.invoke(app, ["classify", image])
-    assert result.exit_code == 2 and result.stderr.strip().endswith("(device cuda is from CNNKIT_DEVICE)")
-    given = runner.invoke(app, ["classify", image, "-d", "cuda"])
+    assert result.exit_code == 2 and result.stderr.strip().endswith(note)
+    given = runner.invoke(app, ["classify", image, flag, value])
     assert given.exit_code == 2 and "is from" not in given.stderr
-    monkeypatch.delenv("CNNKIT_DEVICE")
+
+
+def test_a_setting_from_the_config_file_that_cannot_be_used_names_the_file(in_tmp, shapes_images, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    image = str(sorted(shapes_images.iterdir())[0])
     (in_tmp / "cnnkit.toml").write_text('device = "cuda"\n')
     result = runner.invoke(app, ["classify", image])
     assert result.exit_code == 2 and "(device cuda is from " in result.stderr and "cnnkit.toml)" in result.stderr
-
-
-def test_an_unknown_model_from_the_settings_says_where_it_came_from(in_tmp, shapes_images, monkeypatch):
-    """`CNNKIT_MODEL_CLASSIFY=resnet81` was an unknown model with no word of the variable that named it."""
-    image = str(sorted(shapes_images.iterdir())[0])
-    monkeypatch.setenv("CNNKIT_MODEL_CLASSIFY", "resnet81")
-    result = runner.invoke(app, ["classify", image])
-    assert result.exit_code == 2 and result.stderr.strip().endswith("(model resnet81 is from CNNKIT_MODEL_CLASSIFY)")
-    given = runner.invoke(app, ["classify", image, "-m", "resnet81"])
-    assert given.exit_code == 2 and "is from" not in given.stderr

@@ -40,13 +40,12 @@ from cnnkit.train.loop import (
     Step,
     all_sum,
     fit,
-    resume_dir,
     run_result,
     seeded_loader,
     seeded_sample,
     worker_init,
 )
-from cnnkit.train.options import FinetuneOptions
+from cnnkit.train.options import FinetuneOptions, resume_dir
 
 log = logging.getLogger("cnnkit.finetune")
 

@@ -251,9 +251,8 @@ def _val_split(data: str, train: CocoSplit) -> CocoSplit:
     try:
         val = read_coco(data, "val")
     except CnnkitError:
-        log.warning("%s: no val split; evaluating on the training images", data)
-        return train
-    if val.annotations == train.annotations:  # one annotations.json for both
+        val = train
+    if val.annotations == train.annotations:  # none found, or one annotations.json for both
         log.warning("%s: no val split; evaluating on the training images", data)
         return train
     if val.labels != train.labels:
