@@ -2,7 +2,8 @@
 
 JSON Lines stream: each record is one complete line, flushed as it comes, so a run
 stopped by Ctrl-C leaves a valid file of what was done (and ``--skip-existing`` can
-resume it). The other formats are written whole, atomically, at the end.
+resume it). The other formats are written whole, atomically, at the end, from a spool file
+(:class:`Spool`), so a two-hour video's records do not pile up in memory.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError
-from cnnkit.io.files import AlreadyExists, atomic_write_text, through_link, write_error
+from cnnkit.io.files import AlreadyExists, atomic_path, through_link, write_error
 from cnnkit.records import Record, finite
 
 log = logging.getLogger("cnnkit")
@@ -329,22 +331,64 @@ def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def csv_columns(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+def csv_columns(records: Iterable[dict[str, Any]]) -> list[str]:
     """The base columns, ``rank``, the tasks' prediction columns and any other prediction keys, then a video
-    frame's ``frame`` and ``time_s``, line counts and the saved files: the same order whichever input came first."""
+    frame's ``frame`` and ``time_s``, line counts and the saved files: the same order whichever input came first.
+    One pass over ``records``, keeping only the keys."""
     columns = dict.fromkeys([*BASE_COLUMNS, "rank"])
+    seen: dict[str, None] = {}
+    record_keys: set[str] = set()
     for rec in records:
         columns.update(dict.fromkeys(PREDICTION_COLUMNS.get(str(rec.get("task")), ())))
         if isinstance(rec.get("counts"), dict):  # counting: a box's crossing, empty on the frames without one
             columns["crossed"] = None
-    seen = dict.fromkeys(k for row in rows for k in row)
-    record_keys = {k for rec in records for k in rec if k not in _NOT_FILES}
+        seen.update(dict.fromkeys(k for row in csv_rows(rec) for k in row))
+        record_keys.update(k for k in rec if k not in _NOT_FILES)
     frames = [k for k in ("frame", "time_s") if k in seen]
     counts = [k for k in seen if k.startswith("count_")]
     tail = [*frames, *counts, *(k for k in seen if k in record_keys and k not in columns)]
     columns.update(dict.fromkeys(k for k in seen if k not in columns and k not in tail))  # other prediction keys
     columns.update(dict.fromkeys(tail))
     return list(columns)
+
+
+class Spool:
+    """Records (or MOT lines) kept in an unnamed temporary file until the output is written, read back as often
+    as needed: memory stays flat however many frames a video has. JSON with ``ensure_ascii`` keeps NaN and a
+    non-UTF-8 name's lone surrogates as they were."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self.count = 0
+
+    def add(self, item: dict[str, Any] | str) -> None:
+        if self._file is None:
+            try:
+                self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            except OSError as exc:
+                raise write_error(tempfile.gettempdir(), exc, "cannot spool the records in") from exc
+        try:
+            self._file.write(json.dumps(item) + "\n")
+        except OSError as exc:
+            raise write_error(tempfile.gettempdir(), exc, "cannot spool the records in") from exc
+        self.count += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._file is None:
+            return
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            yield json.loads(line)
+        self._file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+TABLE_ROWS = 1000  # a table is printed in parts of this many rows, each its own table
 
 
 class RecordWriter:
@@ -372,7 +416,7 @@ class RecordWriter:
         self.exist_ok = exist_ok
         self.stream = stream or sys.stdout
         self.resume = Resume()
-        self._buffer: list[dict[str, Any]] = []
+        self._spool = Spool()  # the records of json, csv and table, or the MOT rows, until close()
         self._fh: Any = None  # an unbuffered binary file (``open(..., buffering=0)``)
         self._good = 0  # bytes of whole lines in the JSON Lines file
         self._keys: set[str] = set()
@@ -380,7 +424,6 @@ class RecordWriter:
         self._warned = False
         self._closed = False
         self._coco = coco_builder
-        self._mot: list[str] = []
         self._tracked = False  # a frame was tracked: a MOT file then holds its rows, or none when nothing was seen
         self._parquet: Any = None
         if self.fmt == "parquet":
@@ -428,20 +471,21 @@ class RecordWriter:
         if self._parquet is not None:
             self._parquet.write(data)
             return
-        if self.fmt == "mot":  # MOT Challenge rows: a few short lines a frame, kept until close
+        if self.fmt == "mot":  # MOT Challenge rows: a few short lines a frame, spooled until close
             from cnnkit.eval.mot import mot_lines
 
-            self._mot.extend(mot_lines(data))
+            for line in mot_lines(data):
+                self._spool.add(line)
             self._tracked = self._tracked or data.get("error") is None
             return
-        if self.fmt != "jsonl":
-            self._buffer.append(data)
-        elif self._fh is not None:
+        if self.fmt in ("json", "csv", "table"):
+            self._spool.add(data)
+        elif self.fmt == "jsonl" and self._fh is not None:
             self._write_line(
                 safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n",
                 record_key(record.path, record.frame),
             )
-        else:
+        elif self.fmt == "jsonl":
             try:
                 write_text(self.stream, safe_text(json.dumps(data, ensure_ascii=False, allow_nan=False)) + "\n")
             except BrokenPipeError:
@@ -465,22 +509,39 @@ class RecordWriter:
         self._compact = self._compact or key in self._keys
         self._keys.add(key)
 
-    def _render(self) -> str:
+    def _render(self) -> Iterator[str]:
+        """The output in parts, each made from the spool as it is written."""
         if self.fmt == "mot":
-            return "".join(line + "\n" for line in self._mot)
-        if self.fmt == "json":
-            return json.dumps(self._buffer, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
-        if self.fmt == "csv":
-            rows = [row for rec in self._buffer for row in csv_rows(rec)]
+            yield from (line + "\n" for line in self._spool)
+        elif self.fmt == "json":  # json.dumps(records, indent=2), a record at a time
+            if not self._spool.count:
+                yield "[]\n"
+                return
+            for n, rec in enumerate(self._spool):
+                text = json.dumps(rec, ensure_ascii=False, indent=2, allow_nan=False).replace("\n", "\n  ")
+                yield ("[\n  " if n == 0 else ",\n  ") + text
+            yield "\n]\n"
+        elif self.fmt == "csv":
             buf = io.StringIO()
-            columns = csv_columns(self._buffer, rows)
-            writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+            writer = csv.DictWriter(buf, fieldnames=csv_columns(self._spool), restval="", lineterminator="\n")
             writer.writeheader()
-            writer.writerows(rows)
-            return buf.getvalue()
-        if self.fmt == "coco":
-            return json.dumps(finite(self._coco.results())[0], separators=(",", ":"), allow_nan=False) + "\n"
-        return render_table(self._buffer)
+            for rec in self._spool:
+                writer.writerows(csv_rows(rec))
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+            yield buf.getvalue()
+        elif self.fmt == "coco":
+            yield json.dumps(finite(self._coco.results())[0], separators=(",", ":"), allow_nan=False) + "\n"
+        else:
+            part: list[dict[str, Any]] = []
+            for rec in self._spool:
+                part.append(rec)
+                if len(part) == TABLE_ROWS:
+                    yield render_table(part)
+                    part = []
+            if part or not self._spool.count:
+                yield render_table(part)
 
     def close(self) -> None:
         """Finish the output: JSON Lines is already on disk (retried inputs are merged); the rest is written now."""
@@ -496,38 +557,50 @@ class RecordWriter:
             if self._compact:
                 tidy_jsonl(self.output)  # type: ignore[arg-type]
             return
-        if self.fmt == "jsonl" or (self.fmt == "mot" and not self._tracked):  # an empty MOT file would read as
-            return  # "tracked, nothing found" where no frame was read at all
-        text = safe_text(self._render())
-        if self.output:
-            self._publish(self.output, text)
-        elif self.fmt == "table":
-            from rich.console import Console
+        try:
+            if self.fmt == "jsonl" or (self.fmt == "mot" and not self._tracked):  # an empty MOT file would read
+                return  # as "tracked, nothing found" where no frame was read at all
+            if self.output:
+                self._publish(self.output)
+            elif self.fmt == "table":
+                from rich.console import Console
 
-            Console(file=self.stream, soft_wrap=True).print(text, end="", markup=False, highlight=False)
-        else:
-            try:
-                write_text(self.stream, text)
-            except BrokenPipeError:
-                raise
-            except OSError as exc:
-                raise write_error("stdout", exc, "write failed") from exc
+                console = Console(file=self.stream, soft_wrap=True)
+                for text in self._render():
+                    console.print(safe_text(text), end="", markup=False, highlight=False)
+            else:
+                try:
+                    for text in self._render():
+                        write_text(self.stream, safe_text(text))
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:
+                    raise write_error("stdout", exc, "write failed") from exc
+        finally:
+            self._spool.close()
 
-    def _publish(self, output: str, text: str) -> None:
+    def _write_to(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for text in self._render():
+                f.write(safe_text(text))
+
+    def _publish(self, output: str) -> None:
         """Write the whole file; one that appeared during the run is kept, and the records go beside it."""
         if is_stream(output):
             try:
-                with open(output, "w", encoding="utf-8") as f:
-                    f.write(text)
+                self._write_to(output)
             except OSError as exc:
                 raise write_error(output, exc, "write failed") from exc
             return
         try:
-            atomic_write_text(output, text, overwrite=self.exist_ok)
+            with atomic_path(output, overwrite=self.exist_ok) as tmp:
+                self._write_to(tmp)
         except AlreadyExists:
             for n in range(1, 1000):
+                kept = Path(f"{output}.{n}")
                 try:
-                    kept = atomic_write_text(f"{output}.{n}", text, overwrite=False)
+                    with atomic_path(kept, overwrite=False) as tmp:
+                        self._write_to(tmp)
                 except AlreadyExists:
                     continue
                 raise CnnkitError(

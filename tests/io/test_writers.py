@@ -282,3 +282,57 @@ def test_the_table_tells_a_videos_frames_apart():
     frames = [Record("v.mp4", "detect", "m", 8, 8, [], 1.0, frame=i, time_s=i / 25) for i in range(2)]
     text = write("table", frames)
     assert "v.mp4 #0 (0.00 s)" in text and "v.mp4 #1 (0.04 s)" in text
+
+
+def frame_record(frame: int) -> Record:
+    result = Boxes([Box("star", 3, 0.91, (1.5, 2.0, 30.25, 40.0)), Box("ciré", 0, 0.5, (3.0, 4.0, 9.0, 9.5))], 64, 48)
+    record = Record("clip\udcff.mp4", "detect", "shapes-yolov8n", 64, 48, result.predictions(), 5.0, result=result)
+    return replace(record, frame=frame, time_s=frame / 25)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "table", "mot"])
+def test_whole_file_formats_spool_records_instead_of_holding_them(fmt: str, tmp_path) -> None:
+    """A long video's records go to a spool file, not a list: what the writer holds stays the same whether it
+    has seen 200 frames or 2,000, and the output is what the records make, in order."""
+    import tracemalloc
+
+    from cnnkit.results import TrackedBox, Tracks
+
+    def record(n: int) -> Record:
+        if fmt != "mot":
+            return frame_record(n)
+        result = Tracks([TrackedBox("star", 3, 0.9, (1.0, 2.0, 11.0, 12.0), 7)], 64, 48)
+        return replace(Record("v.mp4", "track", "m", 64, 48, result.predictions(), 1.0, result=result), frame=n)
+
+    held = []
+    for frames in (200, 2000):
+        writer = RecordWriter(fmt, str(tmp_path / f"{frames}.{fmt}"))
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for n in range(frames):
+            writer.write(record(n))
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        tracemalloc.stop()
+        writer.close()
+        held.append(grown)
+    assert held[1] < held[0] + 50_000, held  # 1,800 frames more hold (far) under 30 bytes each
+    text = (tmp_path / f"2000.{fmt}").read_text(encoding="utf-8")
+    if fmt == "json":
+        data = [json.loads(json.dumps(record(n).to_dict())) for n in range(2000)]
+        expected = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8", "backslashreplace").decode()
+        assert text == expected + "\n"
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == 4000 and [r["frame"] for r in rows[-2:]] == ["1999", "1999"]
+        assert rows[1]["label"] == "ciré" and rows[0]["path"] == "clip\\udcff.mp4"
+    elif fmt == "mot":
+        assert (
+            text.splitlines()[-1] == "2000,7,1.00,2.00,10.00,10.00,0.9000,-1,-1,-1" and len(text.splitlines()) == 2000
+        )
+    else:
+        assert text.count("clip\\udcff.mp4 #") == 2000 and "#1999 (79.96 s)" in text
+
+
+def test_json_of_no_records_is_an_empty_list_and_a_table_still_has_its_head() -> None:
+    assert json.loads(write("json", [])) == []
+    assert "path" in write("table", [])
