@@ -268,6 +268,36 @@ def read_frames(
             held.close()
             with ExitStack() as again:
                 yield from _frames(_open(path, again, data), path, info, options, seek=False, max_pixels=max_pixels)
+        except _NoRanges as exc:
+            held.close()
+            yield from _from_copy(path, info, options, max_pixels, str(exc))
+
+
+def _from_copy(
+    path: str, info: VideoInfo, options: VideoOptions, max_pixels: int | None, reason: str
+) -> Iterator[Item]:
+    """The frames of an mp4 URL read from a downloaded copy, when its server ignores byte ranges; else the
+    first read's failure (``reason``) is the video's."""
+    import av
+
+    from cnnkit.io.sources import Item
+
+    with ExitStack() as held:
+        try:
+            copied = None if _serves_ranges(path) else _download(path, held)
+            if copied is None:
+                yield Item(path, error=f"frame 0: corrupt stream ({reason})", frame=0)
+                return
+            copy = held.enter_context(av.open(copied))
+        except (OSError, av.error.FFmpegError) as exc:
+            yield Item(path, error=f"frame 0: cannot read a copy ({_av_reason(exc)})", frame=0)
+            return
+        try:
+            yield from _frames(copy, path, info, options, max_pixels=max_pixels)
+        except _FromStart:
+            yield from _frames(
+                held.enter_context(av.open(copy.name)), path, info, options, seek=False, max_pixels=max_pixels
+            )
 
 
 def frame_picture(path: str, frame: int, time_s: float | None) -> Any:
@@ -282,6 +312,44 @@ def frame_picture(path: str, frame: int, time_s: float | None) -> Any:
 
 class _FromStart(Exception):
     """Seeking to ``start`` found no key frame at or before it: the video is read again from its beginning."""
+
+
+class _NoRanges(Exception):
+    """An mp4 over http(s) failed before its first packet: its index (``moov``) may follow its frames on a
+    server that ignores byte ranges, so FFmpeg cannot go back to the frames once it has read the index."""
+
+
+def _serves_ranges(url: str) -> bool:
+    """Whether the server answers a byte range with 206 Partial Content (a plain ``python -m http.server``
+    sends the whole file with 200)."""
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    with urllib.request.urlopen(request, timeout=STREAM_TIMEOUT_S) as response:
+        return bool(response.status == 206)
+
+
+def _download(url: str, held: ExitStack) -> str | None:
+    """The whole resource at ``url`` in a temporary file (removed with ``held``), when the server says its
+    length (``None`` otherwise: a live stream has none and never ends)."""
+    import shutil
+    import tempfile
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=STREAM_TIMEOUT_S) as response:
+        length = response.headers.get("Content-Length")
+        if not length or not length.isdigit():
+            return None
+        log.info(
+            "%s: the server ignores byte ranges and the mp4's index follows its frames; reading it from a "
+            "temporary copy (%.1f MB)",
+            url,
+            int(length) / 1e6,
+        )
+        tmp = held.enter_context(tempfile.NamedTemporaryFile(prefix="cnnkit-", suffix=".mp4"))  # noqa: SIM115
+        shutil.copyfileobj(response, tmp, 1 << 20)
+        tmp.flush()
+        return str(tmp.name)
 
 
 def _frames(
@@ -330,6 +398,8 @@ def _frames(
                 break
             raise _FromStart from None  # no key frame after the seek point
         except av.error.FFmpegError as exc:
+            if count == bad == 0 and _ranged_mp4(path, container):
+                raise _NoRanges(_av_reason(exc)) from None  # nothing yielded yet: read_frames tries a copy
             yield Item(path, error=f"frame {last_index + 1}: corrupt stream ({_av_reason(exc)})", frame=last_index + 1)
             return
         if seeking:  # after a seek, decoding starts at a key frame at or before the start
@@ -417,6 +487,11 @@ def _frames(
         yield Item(path, error=f"no frame could be decoded ({why})")
     elif kept == 0 and opts.start:
         yield Item(path, error=f"no frame from start {opts.start:g} s on (the last is at {last_t:.3g} s)")
+
+
+def _ranged_mp4(path: str, container: Any) -> bool:
+    """An http(s) URL of an mp4 or mov: the one case :class:`_NoRanges` is about."""
+    return path.lower().startswith(("http://", "https://")) and "mp4" in container.format.name.split(",")
 
 
 def _seek(container: Any, stream: Any, t: float, tb: Fraction) -> bool:
