@@ -54,6 +54,12 @@ def main() -> None:
     p.add_argument("--video-lr", type=float, default=0.0005)
     p.add_argument("--video-sequences", type=int, default=80)
     p.add_argument("--video-seed", type=int, default=11, help="seed of stage 4's moving-shape sequences")
+    p.add_argument(
+        "--video-min-visibility",
+        type=float,
+        default=0.3,
+        help="stage 4 labels a shape when at least this much of it shows (less: it is background)",
+    )
     p.add_argument("--polish-epochs", type=int, default=3, help="stage 5 on stage 3's scenes again (0: none)")
     p.add_argument("--polish-lr", type=float, default=0.0003)
     p.add_argument("--init", type=Path, help="start from this checkpoint at --init-stage (e.g. the bundled one)")
@@ -93,6 +99,7 @@ def main() -> None:
             args.video_sequences,
             seed=args.video_seed,
             every=3,
+            min_visibility=args.video_min_visibility,
             extra_train=[photo_data / "images" / "train"],
         )
     stage_data = {"run": data, "run2": data, "run3": photo_data, "run4": video_data, "run5": photo_data}
