@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.shapes import CLASSES, _background, _colour_far_from, _shape_mask
-from cnnkit.eval.mot import LineCounter, box_centre
+from cnnkit.eval.mot import LineCounter, box_centre, side
 
 
 @dataclass(frozen=True)
@@ -273,13 +273,17 @@ def sequence(
     speed: tuple[float, float] = (1.0, 3.0),
     max_hidden: int = 12,
     min_visibility: float = 0.5,
+    line_margin: float = 3.0,
 ) -> MovingScene:
     """Sequence ``index`` of ``seed``: up to ``objects`` shapes (radius a fraction of ``size``, speed in
     pixels per frame at 256 pixels, scaled with ``size``), some entering, leaving or crossing the view.
     Paths cross, but no shape has less than ``min_visibility`` of its pixels in view uncovered by others
     for more than ``max_hidden`` frames in a row: a shape hidden for long is one no detector sees and no
-    tracker can follow, while the ground truth would still ask for it (and count its crossing). A shape
-    for which no such path is found in a number of tries is left out, so a scene may have fewer shapes."""
+    tracker can follow, while the ground truth would still ask for it (and count its crossing). Nor is a
+    shape first or last in view within ``line_margin`` pixels (at 256, scaled with ``size``) of the counting
+    line (:func:`default_line`): whether it crossed would hang on a fraction of a pixel, finer than any box
+    says where a shape is. A shape for which no such path is found in a number of tries is left out, so a
+    scene may have fewer shapes."""
     rng = np.random.default_rng([seed, index, 41])
     bg = _background(rng, size, size)
     mean_bg = bg.reshape(-1, 3).mean(0)
@@ -290,11 +294,26 @@ def sequence(
     for _ in range(n):
         for _ in range(_TRIES):  # a path that only passes the others: crossings, not shapes parked on shapes
             m = _mover(rng, len(movers) + 1, size, frames, radius, speed, scale, mean_bg, movers)
-            if cover.fits(m, movers, max_hidden, min_visibility):
+            if _clear_of_line(m, size, line_margin * scale) and cover.fits(m, movers, max_hidden, min_visibility):
                 cover.place(m, movers)
                 movers.append(m)
                 break
     return MovingScene(seed, index, size, frames, fps, bg, movers, float(rng.uniform(2, 6)))
+
+
+def _clear_of_line(m: Mover, size: int, margin: float) -> bool:
+    """Whether the centre of ``m``'s pixels in view (:attr:`GroundTruth.centre`) in the first and the last frame
+    that shows any of it is at least ``margin`` pixels from the counting line."""
+    x1, y1, x2, y2 = default_line(size)
+    length = math.hypot(x2 - x1, y2 - y1)
+    for frames in (range(m.first, m.last + 1), range(m.last, m.first - 1, -1)):
+        for t in frames:
+            mask = m.mask(t, size)
+            if mask.any():
+                if abs(side((x1, y1, x2, y2), box_centre(_mask_box(mask)))) / length < margin:
+                    return False
+                break
+    return True
 
 
 # -- counting across a line: the rule of cnnkit.eval.mot, shared with the tracker ---------------
