@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent(
     from cnnkit.models.loader import resolve
 
     faulthandler.enable()  # as pytest and `python -X faulthandler` do: the thread has a signal stack
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job inherits SIGINT ignored
     model = resolve("classify", "shapes-cnn", backend="openvino", device="cpu")  # compiles: two models
     del model
     gc.collect()
