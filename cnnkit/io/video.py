@@ -17,7 +17,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
@@ -263,14 +263,31 @@ def read_frames(
             )
             return
         try:
-            yield from _frames(container, path, info, options, max_pixels=max_pixels)
-        except _FromStart:  # nothing was yielded yet: a fresh container, decoded from the first frame
-            held.close()
-            with ExitStack() as again:
-                yield from _frames(_open(path, again, data), path, info, options, seek=False, max_pixels=max_pixels)
+            yield from _decoded(
+                container, lambda again: _open(path, again, data), held, path, info, options, max_pixels
+            )
         except _NoRanges as exc:
             held.close()
             yield from _from_copy(path, info, options, max_pixels, str(exc))
+
+
+def _decoded(
+    container: Any,
+    reopen: Callable[[ExitStack], Any],
+    held: ExitStack,
+    path: str,
+    info: VideoInfo,
+    options: VideoOptions,
+    max_pixels: int | None,
+) -> Iterator[Item]:
+    """:func:`_frames` of ``container`` (held open by ``held``); when a seek finds no way in (:class:`_FromStart`,
+    raised before any frame), ``held`` is closed and the video is read again from its first frame in a fresh
+    container (``reopen(held)``)."""
+    try:
+        yield from _frames(container, path, info, options, max_pixels=max_pixels)
+    except _FromStart:
+        held.close()
+        yield from _frames(reopen(held), path, info, options, seek=False, max_pixels=max_pixels)
 
 
 def _from_copy(
@@ -282,9 +299,9 @@ def _from_copy(
 
     from cnnkit.io.sources import Item
 
-    with ExitStack() as held:
+    with ExitStack() as files, ExitStack() as held:  # the copy outlives each container read from it
         try:
-            copied = None if _serves_ranges(path) else _download(path, held)
+            copied = None if _serves_ranges(path) else _download(path, files)
             if copied is None:
                 yield Item(path, error=f"frame 0: corrupt stream ({reason})", frame=0)
                 return
@@ -292,12 +309,9 @@ def _from_copy(
         except (OSError, av.error.FFmpegError) as exc:
             yield Item(path, error=f"frame 0: cannot read a copy ({_av_reason(exc)})", frame=0)
             return
-        try:
-            yield from _frames(copy, path, info, options, max_pixels=max_pixels)
-        except _FromStart:
-            yield from _frames(
-                held.enter_context(av.open(copy.name)), path, info, options, seek=False, max_pixels=max_pixels
-            )
+        yield from _decoded(
+            copy, lambda again: again.enter_context(av.open(copied)), held, path, info, options, max_pixels
+        )
 
 
 def frame_picture(path: str, frame: int, time_s: float | None) -> Any:

@@ -505,6 +505,32 @@ def test_an_mp4_with_its_index_at_the_end_is_read_from_a_server_without_byte_ran
         assert len(list(read_frames(url))) == 30
 
 
+def test_a_url_failing_again_when_read_from_its_first_frame_is_read_from_a_copy(
+    clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seek that finds no way in reads the video again from its first frame; if that read fails before its first
+    packet as an mp4 from a server without byte ranges does, the copy is read, as it is when the first read fails
+    so (it escaped as an exception from the second read)."""
+    from cnnkit.io import video
+    from cnnkit.io.sources import Item
+
+    reads: list[bool] = []
+
+    def frames(container: Any, path: str, info: Any, opts: Any, *, seek: bool = True, **_: Any) -> Iterator[Item]:
+        reads.append(seek)
+        raise video._FromStart if seek else video._NoRanges("Input/output error")
+        yield  # a generator, as _frames is
+
+    def from_copy(path: str, info: Any, opts: Any, max_pixels: int | None, reason: str) -> Iterator[Item]:
+        yield Item(path, error=f"copied after: {reason}")
+
+    monkeypatch.setattr(video, "_frames", frames)
+    monkeypatch.setattr(video, "_from_copy", from_copy)
+    items = list(read_frames(str(clip), VideoOptions(start=1.0)))
+    assert reads == [True, False]
+    assert [it.error for it in items] == ["copied after: Input/output error"]
+
+
 def test_a_stream_that_sends_nothing_times_out_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """It failed as "Immediate exit requested", FFmpeg's words for PyAV's timeout."""
     import socket
