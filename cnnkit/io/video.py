@@ -221,7 +221,27 @@ def _info(container: Any) -> VideoInfo:
         # duration says how many (the container's is the longest track's, audio included); a truncated file's
         # header count is not lowered, since its duration is the header's too
         frames = min(frames, max(1, round(float(stream.duration * stream.time_base) * fps)))
+    if frames is None and not variable and fps and _skips_damage(container):
+        frames = _tagged_frames(stream, fps)
     return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable)
+
+
+def _skips_damage(container: Any) -> bool:
+    """Matroska and WebM: the demuxer passes over a damaged cluster to the next one without an error, so the frames it
+    held are missed only by their timestamps, and the header has no frame count to miss a damaged end by."""
+    return "matroska" in container.format.name.split(",")
+
+
+def _tagged_frames(stream: Any, fps: float) -> int | None:
+    """A Matroska track's frame count from its ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``, written by FFmpeg's and
+    mkvmerge's muxers), or ``None`` when it has none."""
+    said = next((v for k, v in (stream.metadata or {}).items() if k.upper() == "DURATION"), "")
+    parts = str(said).strip().split(":")
+    try:
+        seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(parts))) if len(parts) == 3 else 0.0
+    except ValueError:
+        return None
+    return round(seconds * fps) if math.isfinite(seconds) and seconds > 0 else None
 
 
 def read_frames(
@@ -399,6 +419,7 @@ def _frames(
         # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
         # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
         stream.codec_context.options = {"err_detect": "explode"}
+    gaps_lost = _skips_damage(container) and not info.variable and not is_stream_url(path)
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
@@ -458,8 +479,13 @@ def _frames(
                     continue
                 index = max(index, last_index + 1)  # time going back (joined recordings): counts on
             count += 1
-            if pending is not None and index > last_index + 1:
-                lost = _lost(path, last_index + 1, index - 1, f"cannot decode ({pending})", fps, first_index, opts)
+            if index > last_index + 1 and (pending is not None or (gaps_lost and count > 1 and frame.pts is not None)):
+                what = (
+                    f"cannot decode ({pending})"
+                    if pending is not None
+                    else f"missing (the file goes from frame {last_index} to frame {index}; damaged data skipped?)"
+                )
+                lost = _lost(path, last_index + 1, index - 1, what, fps, first_index, opts)
                 said_lost = (last_index + 1, index - 1)
                 pending = None
                 if lost is not None:

@@ -260,6 +260,42 @@ def test_frames_after_a_damaged_run_keep_their_numbers(tmp_path: Path, b_frames:
     assert sorted([it.frame for it in good] + named) == list(range(60))
 
 
+def frames_accounted(items: list[Any], reason: str) -> list[int]:
+    """The frames of good items and those failed items name (``frame N`` or ``frames N–M``, with ``reason``)."""
+    named = []
+    for it in items:
+        if it.error is not None:
+            m = re.fullmatch(rf"frames? (\d+)(?:–(\d+))?: {reason}", it.error)
+            assert m and int(m[1]) == it.frame, it.error
+            named += range(int(m[1]), int(m[2] or m[1]) + 1)
+    return sorted([it.frame for it in items if it.error is None] + named)
+
+
+def test_a_matroska_cluster_the_demuxer_skips_is_named_missing(tmp_path: Path) -> None:
+    """A damaged Matroska cluster is passed over by the demuxer without an error: its frames were missing from the
+    records with nothing said (20 and more frames for 8 garbled bytes)."""
+    video = write_levels(tmp_path / "long.mkv", 200, fmt="matroska", g="10")
+    data = bytearray(video.read_bytes())
+    clusters = [m.start() for m in re.finditer(re.escape(bytes([0x1F, 0x43, 0xB6, 0x75])), bytes(data))]
+    assert len(clusters) > 4
+    infos: dict[str, Any] = {}
+    assert [it.error for it in read_frames(str(video), infos=infos)] == [None] * 200  # whole: no gap said
+    assert infos[str(video)].frames == 200  # from the track's DURATION tag: no frame count in the header
+    for at in (clusters[2], clusters[-1]):  # a cluster in the middle, and the last one
+        damaged = tmp_path / f"damaged-{at}.mkv"
+        garbled = bytearray(data)
+        garbled[at : at + 8] = bytes(b ^ 0xFF for b in garbled[at : at + 8])
+        damaged.write_bytes(bytes(garbled))
+        items = list(read_frames(str(damaged)))
+        failed = [it for it in items if it.error is not None]
+        assert len(failed) == 1 and [it.frame for it in items if it.error is None] != list(range(200))
+        reason = r"missing \((the file goes from frame \d+ to frame \d+; damaged data skipped\?|the file ends .+)\)"
+        assert frames_accounted(items, reason) == list(range(200))
+        for it in items:
+            if it.error is None:
+                assert level(it.data) == it.frame % 32
+
+
 def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None:
     """An mp4 with its index at the front, cut short: the frames before the cut come, and a failed item says
     the file ends early instead of the run reporting a whole video."""
