@@ -365,11 +365,15 @@ def tracker_config(name: str, **overrides: Any) -> Any:
     kind = cfg.get("tracker_type")
     if kind not in TRACKER_MAP:
         raise OptionError("tracker", f"tracker_type {kind!r} is not one of {sorted(TRACKER_MAP)}", name)
-    defaults = _read_yaml(ROOT / "cfg" / "trackers" / f"{kind}.yaml")
+    from cnnkit.tasks.track import rematch
+
+    defaults = {**_read_yaml(ROOT / "cfg" / "trackers" / f"{kind}.yaml"), **rematch.SETTINGS}
     cfg = {**defaults, **cfg, **overrides}
     for key, value in cfg.items():  # the tracker reads these as they come: a bad one fails here, named
         if key not in defaults:
-            raise OptionError("tracker", f"unknown setting {key!r} (not in ultralytics' {kind}.yaml)", name)
+            raise OptionError(
+                "tracker", f"unknown setting {key!r} (not in ultralytics' {kind}.yaml nor cnnkit's rematch_*)", name
+            )
         want = defaults[key]
         ok = (
             isinstance(value, bool)
@@ -380,6 +384,8 @@ def tracker_config(name: str, **overrides: Any) -> Any:
         )
         if not ok:
             raise OptionError("tracker", f"{key} must be like {want!r}, not {value!r}", name)
+    if not (cfg["rematch_buffer"] >= 0 and 0 < cfg["rematch_iou"] <= 1):
+        raise OptionError("tracker", "rematch_buffer must be 0 or more and rematch_iou above 0 and at most 1", name)
     if cfg.get("with_reid"):  # BoT-SORT would load its ReID model (maybe a download) and get no features from cnnkit
         raise OptionError(
             "tracker", "with_reid: True is not supported (cnnkit passes the tracker no appearance features)", name
@@ -389,8 +395,12 @@ def tracker_config(name: str, **overrides: Any) -> Any:
 
 def make_tracker(cfg: Any) -> Any:
     """A fresh ultralytics tracker (one per video) for the settings :func:`tracker_config` made; as in
-    ``yolo track``, ``track_buffer`` counts frames read (after ``vid_stride``)."""
+    ``yolo track``, ``track_buffer`` counts frames read (after ``vid_stride``). With ``rematch_lost`` its lost
+    tracks are also matched by where they were last seen (:mod:`cnnkit.tasks.track.rematch`)."""
     ultralytics()
     from ultralytics.trackers.track import TRACKER_MAP
 
-    return TRACKER_MAP[cfg.tracker_type](args=cfg)
+    from cnnkit.tasks.track import rematch
+
+    kind = TRACKER_MAP[cfg.tracker_type]
+    return (rematch.tracker_class(kind) if cfg.rematch_lost else kind)(args=cfg)

@@ -355,6 +355,7 @@ def test_a_bad_count_line_names_the_flag(videos: Path, line: str) -> None:
         ("tracker_type: bytetrack\ntrack_high_thresh: abc\n", "track_high_thresh must be like 0.25, not 'abc'"),
         ("tracker_type: botsort\ntrack_buffr: 3\n", "unknown setting 'track_buffr'"),
         ("tracker_type: sort\n", "tracker_type 'sort' is not one of"),
+        ("tracker_type: bytetrack\nrematch_lost: true\nrematch_iou: 0\n", "rematch_iou above 0 and at most 1"),
         # ReID: a model loaded mid-run (a traceback when missing) that cnnkit would feed no features
         ("tracker_type: botsort\nwith_reid: true\nmodel: nosuch.pt\n", "with_reid: True is not supported"),
         (": : :\n", "not a readable tracker yaml"),  # was exit 1, calling it a model yaml
