@@ -326,10 +326,9 @@ def resolve(
         model, weights = None, model  # a checkpoint or exported file named as the model is the weights
     chosen = resolve_backend(backend, weights)
     if chosen in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
-        exported = _exported(task, weights, chosen, options)
-        if backend == "auto" and chosen == "openvino" and _openvino_may_differ(exported):
-            exported = _exported(task, weights, "onnxruntime", options)
-        return at_input_size(exported, imgsz)
+        if backend == "auto" and chosen == "openvino" and _openvino_may_differ(str(weights)):
+            chosen = "onnxruntime"  # told before compiling: OpenVINO's compile of such a file was thrown away
+        return at_input_size(_exported(task, weights, chosen, options), imgsz)
     backend = chosen
     # sized before compiling: the runtime is traced once, at the side it will run at (part of its cache key)
     loaded = at_input_size(_torch_model(task, row.package, model, weights, default, options), imgsz)
@@ -393,12 +392,25 @@ def _torch_model(
     return _registry(get_spec(model or default, task), weights)
 
 
-def _openvino_may_differ(loaded: Loaded) -> bool:
-    """An INT8 file (``export --int8``) whose input takes any height and width: OpenVINO's output for such a file
-    is not what ``export --int8`` scored with ONNX Runtime (2026-12-02, on 5 val scenes at 128 px: the bundled
+def _openvino_may_differ(path: str) -> bool:
+    """An INT8 ONNX file (``export --int8``) whose input takes any height and width: OpenVINO's output for such a
+    file is not what ``export --int8`` scored with ONNX Runtime (2026-12-02, on 5 val scenes at 128 px: the bundled
     U-Net's INT8 file scored mIoU 0.59 on OpenVINO against 0.63, DeepLabV3+'s 0.82 against 0.94), so ``auto`` runs
-    it on ONNX Runtime."""
-    return loaded.meta.get("precision") == "int8" and getattr(loaded.module, "input_hw", None) is None
+    it on ONNX Runtime. Read from the file's graph and metadata, nothing compiled; a file that cannot be read so
+    is left to the loader, which says why."""
+    import onnx
+
+    from cnnkit.export import METADATA_KEY
+    from cnnkit.models.checkpoint import parse_meta
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+        raw = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+        precision = parse_meta(raw, path).get("precision") if raw is not None else None
+        hw = proto.graph.input[0].type.tensor_type.shape.dim[2:4]
+    except Exception:  # any damage is the loader's to report, with its own message
+        return False
+    return precision == "int8" and not (len(hw) == 2 and all(d.HasField("dim_value") for d in hw))
 
 
 def _exported(task: str, weights: str | None, backend: str, options: dict[str, Any]) -> Loaded:
