@@ -32,10 +32,19 @@ class RematchLost:
     """Mixed in before an ultralytics tracker class (:func:`tracker_class`); uses its association hooks."""
 
     args: Any
+    tracked_stracks: list[Any]
+    frame_id: int
 
-    def _apply_match(self, track: Any, det: Any, activated: list[Any], refind: list[Any]) -> None:
-        track.observed = det.tlwh.copy()  # the box itself: the Kalman state is what drifts
-        super()._apply_match(track, det, activated, refind)  # type: ignore[misc]
+    def update(self, results: Any, img: Any = None, feats: Any = None, **kwargs: Any) -> Any:
+        """The tracker's update; then each track matched or started in this frame keeps the detection's own box
+        (the Kalman state is what drifts), whichever association stage found it."""
+        out = super().update(results, img, feats, **kwargs)  # type: ignore[misc]
+        boxes = np.asarray(results.xywh, np.float64).reshape(-1, 4)
+        for track in self.tracked_stracks:
+            if track.end_frame == self.frame_id:
+                x, y, w, h = boxes[int(track.idx)]
+                track.observed = np.array([x - w / 2, y - h / 2, w, h])
+        return out
 
     def _post_first_association(
         self,
@@ -55,13 +64,13 @@ class RematchLost:
         lost = [i for i in u_track if strack_pool[i].state == TrackState.Lost]
         if not lost or len(u_detection) == 0:
             return u_track, u_detection
-        seen = [getattr(strack_pool[i], "observed", strack_pool[i].tlwh) for i in lost]
+        seen = [strack_pool[i].observed for i in lost]
         overlap = buffered_iou(
             np.array(seen), np.array([detections[j].tlwh for j in u_detection]), self.args.rematch_buffer
         )
         matches, _, _ = matching.linear_assignment(1.0 - overlap, thresh=1.0 - self.args.rematch_iou)
         for t, d in matches:
-            self._apply_match(strack_pool[lost[t]], detections[u_detection[d]], activated, refind)
+            self._apply_match(strack_pool[lost[t]], detections[u_detection[d]], activated, refind)  # type: ignore[attr-defined]
         tracks, dets = {lost[t] for t, _ in matches}, {u_detection[d] for _, d in matches}
         return [i for i in u_track if i not in tracks], [j for j in u_detection if j not in dets]
 
