@@ -60,6 +60,12 @@ def main() -> None:
         default=0.3,
         help="stage 4 labels a shape when at least this much of it shows (less: it is background)",
     )
+    p.add_argument(
+        "--video-hidden-every",
+        type=int,
+        default=0,
+        help="stage 4 also takes every this many frames holding a partly hidden shape (0: every third frame only)",
+    )
     p.add_argument("--polish-epochs", type=int, default=3, help="stage 5 on stage 3's scenes again (0: none)")
     p.add_argument("--polish-lr", type=float, default=0.0003)
     p.add_argument("--init", type=Path, help="start from this checkpoint at --init-stage (e.g. the bundled one)")
@@ -100,6 +106,7 @@ def main() -> None:
             seed=args.video_seed,
             every=3,
             min_visibility=args.video_min_visibility,
+            hidden_every=args.video_hidden_every,
             extra_train=[photo_data / "images" / "train"],
         )
     stage_data = {"run": data, "run2": data, "run3": photo_data, "run4": video_data, "run5": photo_data}

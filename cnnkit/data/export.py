@@ -124,6 +124,9 @@ def _write_data_yaml(out: Path, extra_train: list[Path] | None = None) -> None:
     atomic_write_text(out / "data.yaml", text)
 
 
+PARTLY_HIDDEN = 0.8  # a labelled shape with less of it in view than this is one the detector finds hard
+
+
 def export_moving_frames(
     out: str | Path,
     n: int,
@@ -133,11 +136,15 @@ def export_moving_frames(
     min_visibility: float = 0.3,
     val_fraction: float = 0.1,
     extra_train: list[Path] | None = None,
+    hidden_every: int = 0,
 ) -> dict[str, Any]:
     """Every ``every``-th frame of ``n`` moving-shape sequences (:func:`cnnkit.data.moving.sequence`) as a
     YOLO dataset: shapes crossing, half hidden, entering and leaving, the frames a tracker's detector
     must handle. A shape is labelled (its visible box) when at least ``min_visibility`` of it shows;
-    ``extra_train`` adds image folders (another YOLO dataset's ``images/train``) to the training split."""
+    ``extra_train`` adds image folders (another YOLO dataset's ``images/train``) to the training split.
+    ``hidden_every`` also takes every ``hidden_every``-th frame in which a labelled shape is partly hidden
+    (under :data:`PARTLY_HIDDEN` of it in view): the shapes a tracker loses are those, and every third frame
+    holds few of them."""
     from cnnkit.data.moving import sequence
 
     out = Path(out)
@@ -149,9 +156,11 @@ def export_moving_frames(
         for _ in range(count):
             seq = sequence(seed, index, frames=frames)
             for t, (rgb, gt) in enumerate(seq.frames()):
-                if t % every:
+                labelled = [g for g in gt if g.visibility >= min_visibility]
+                hidden = hidden_every and t % hidden_every == 0 and any(g.visibility < PARTLY_HIDDEN for g in labelled)
+                if t % every and not hidden:
                     continue
-                boxes = [(g.class_id, g.box) for g in gt if g.visibility >= min_visibility]
+                boxes = [(g.class_id, g.box) for g in labelled]
                 _save_yolo(out, split, f"{split}_{index:04d}_{t:04d}.png", rgb, boxes)
                 images += 1
             index += 1

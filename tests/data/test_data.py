@@ -107,6 +107,22 @@ def test_moving_frames_export_labels_the_visible_shapes(tmp_path):
     assert Image.open(tmp_path / "v" / "images" / "val" / "val_0001_0006.png").size == (256, 256)
 
 
+def test_moving_frames_export_adds_the_frames_with_a_partly_hidden_shape(tmp_path):
+    """``hidden_every=1``: besides every third frame, every frame in which a labelled shape is partly hidden."""
+    from cnnkit.data.export import PARTLY_HIDDEN, export_moving_frames
+    from cnnkit.data.moving import sequence
+
+    export_moving_frames(tmp_path / "v", 1, seed=3, every=3, frames=40, val_fraction=0.0, hidden_every=1)
+    hidden = {
+        t
+        for t, (_, gt) in enumerate(sequence(3, 0, frames=40).frames())
+        if any(0.3 <= g.visibility < PARTLY_HIDDEN for g in gt)
+    }
+    assert hidden - set(range(0, 40, 3))  # the scene has partly hidden shapes off the every-third grid
+    names = {p.name for p in (tmp_path / "v" / "images" / "train").iterdir()}
+    assert names == {f"train_0000_{t:04d}.png" for t in set(range(0, 40, 3)) | hidden}
+
+
 def test_a_yolo_dataset_copied_or_oddly_named_reads_its_own_images(tmp_path):
     """data.yaml names no absolute root (a copy read the original's images) and is real YAML (a `#` in the
     folder name started a comment)."""
