@@ -394,7 +394,8 @@ def _frames(
     A frame's index is its presentation time on the stream's frame grid, so frames keep their numbers
     whatever the decoder drops. A packet that does not decode is reported when the next good frame shows
     which frames it cost (the decoder's error can surface packets later, and a lost reference frame takes
-    its dependants with it): one failed item naming the lost frame or the first of a run of them.
+    its dependants with it): a failed item naming the lost frame or run of them. A run of failed packets is
+    owed until gaps as long have been named, since a threaded decoder may hand out good frames between them.
 
     A variable-rate video has no grid: its frames are numbered as they are decoded (a failed packet counts
     one), as ultralytics numbers them, and ``start`` is found by reading from the first frame, since a seek
@@ -424,6 +425,7 @@ def _frames(
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
     pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
+    owed = 0  # packets that did not decode, less the frames named lost since
     packets = container.demux(stream)
     while True:
         try:
@@ -459,6 +461,7 @@ def _frames(
             if sought and count == 0:  # entered at a key frame that is no IDR (open GOP), which strict H.264
                 raise _FromStart from None  # refuses with all that follows: read from the first frame instead
             bad += 1
+            owed += 1
             pending = pending or _av_reason(exc)
             if bad >= MAX_BAD_PACKETS:
                 break
@@ -467,7 +470,7 @@ def _frames(
         for frame in frames:
             t = float(frame.pts * tb) - t0 if frame.pts is not None else count / fps
             if info.variable:
-                index = last_index + (2 if pending is not None else 1)
+                index = last_index + 1 + owed
                 if first_index < 0 and t >= start - 1e-6:
                     first_index = index
             elif frame.pts is None:  # a timestamp-less stream counts up
@@ -487,7 +490,8 @@ def _frames(
                 )
                 lost = _lost(path, last_index + 1, index - 1, what, fps, first_index, opts)
                 said_lost = (last_index + 1, index - 1)
-                pending = None
+                owed = max(owed - (index - last_index - 1), 0)
+                pending = pending if owed else None
                 if lost is not None:
                     yield lost
             last_index, last_t = index, t
@@ -512,12 +516,13 @@ def _frames(
             if opts.max_frames is not None and kept >= opts.max_frames:
                 return
     declared = info.frames or 0
+    lost = None
     if count and pending is not None:  # the last packets did not decode
-        end_index = max(declared - 1, last_index + 1) if not opts.start else last_index + 1
+        end_index = max(declared - 1, last_index + 1)
         lost = _lost(path, last_index + 1, end_index, f"cannot decode ({pending})", fps, first_index, opts)
         if lost is not None:
             yield lost
-    elif count and not opts.start and last_index + 1 < declared - 1:  # a header may count one frame more
+    elif count and last_index + 1 < declared - 1:  # a header may count one frame more
         what = f"missing (the file ends after frame {last_index}, the header says {declared} frames; truncated?)"
         lost = _lost(path, last_index + 1, declared - 1, what, fps, first_index, opts)
         if lost is not None:
@@ -525,7 +530,7 @@ def _frames(
     if count == 0:
         why = pending or "unsupported codec or an empty stream"
         yield Item(path, error=f"no frame could be decoded ({why})")
-    elif kept == 0 and opts.start:
+    elif kept == 0 and opts.start and lost is None:  # a start past the frames a file lost is said once
         yield Item(path, error=f"no frame from start {opts.start:g} s on (the last is at {last_t:.3g} s)")
 
 
