@@ -296,20 +296,25 @@ def test_a_matroska_cluster_the_demuxer_skips_is_named_missing(tmp_path: Path) -
                 assert level(it.data) == it.frame % 32
 
 
-def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None:
-    """An mp4 with its index at the front, cut short: the frames before the cut come, and a failed item says
-    the file ends early instead of the run reporting a whole video."""
-    whole = tmp_path / "whole.mp4"
-    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=25)
+def front_indexed_noise(path: Path, fps: int) -> Path:
+    """40 frames of noise (every frame's packet about the same size) in an mp4 with its index at the front."""
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        rng = np.random.default_rng(0)  # noise: every frame's packet is about the same size
+        rng = np.random.default_rng(0)
         for _ in range(40):
             frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return path
+
+
+def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None:
+    """An mp4 with its index at the front, cut short: the frames before the cut come, and a failed item says
+    the file ends early instead of the run reporting a whole video."""
+    whole = front_indexed_noise(tmp_path / "whole.mp4", 25)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
     items = list(read_frames(str(cut)))
@@ -323,19 +328,9 @@ def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None
 
 
 def test_a_truncated_video_read_from_a_start_says_which_asked_frames_are_missing(tmp_path: Path) -> None:
-    """The same cut read with ``start`` and ``end``: the frames of the window past the cut are named missing
-    (only those), as without ``start``, instead of the window ending early in silence."""
-    whole = tmp_path / "whole.mp4"
-    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        rng = np.random.default_rng(1)
-        for _ in range(40):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    """The same cut read with ``start`` and ``end``: the frames past the cut are named missing, as without
+    ``start``, instead of the window ending early in silence."""
+    whole = front_indexed_noise(tmp_path / "whole.mp4", 10)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.5)])
     kept = len([it for it in read_frames(str(cut)) if it.error is None])
