@@ -3,6 +3,7 @@ loop that writes records and sets the exit code. The options themselves live in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -630,6 +631,21 @@ def ray_parts(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _video_done(item: Any, resume: Any, ctx: typer.Context) -> bool:
+    """Whether a resumed file already holds every frame this run would read of video ``item``, and only those
+    (decoded again to know which they are: a header's frame count is not always there, nor right). A stream is
+    never done; nor is a video the file holds no frames of."""
+    from cnnkit.io.video import is_stream_url, read_frames
+    from cnnkit.io.writers import path_key
+
+    if item.data is not None or item.error is not None or is_stream_url(item.path):
+        return False
+    if not resume.videos.get(path_key(item.path)):
+        return False
+    with contextlib.closing(read_frames(item.path, video_options(ctx), max_pixels=ctx.params["max_pixels"])) as frames:
+        return bool(resume.video_done(item.path, ((f.frame, f.error is None) for f in frames)))
+
+
 def run_predict(
     ctx: typer.Context,
     task: str,
@@ -652,6 +668,7 @@ def run_predict(
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.writers import (
         check_output,
+        drop_videos,
         is_stdout,
         path_key,
         resolve_format,
@@ -680,7 +697,7 @@ def run_predict(
         raise UsageError(f"--format coco: is for detect and instance, not {task}")
     outputs = [save_dir] if save_dir else []
     items = take_shard(expand_sources(sources, recursive=p["recursive"], outputs=outputs), shard)
-    from cnnkit.io.video import is_video_source
+    from cnnkit.io.video import is_video_name, is_video_source
 
     videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))
     if fmt == "mot" and (task != "track" or len(items) != 1):
@@ -693,9 +710,11 @@ def run_predict(
     resume = tidy_output(output, fmt) if skip_existing and output else None
     if resume is not None:
         resume.check_run(str(output), task)
-    if resume is not None and resume.done:
-        kept = [it for it in items if path_key(it.path) not in resume.done]
+    if resume is not None and (resume.done or resume.videos):
+        kept = [it for it in items if path_key(it.path) not in resume.done and not _video_done(it, resume, ctx)]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
+        if fmt == "jsonl":
+            drop_videos(str(output), resume, resume.stale(it.path for it in kept if is_video_name(it.path)))
         if kept and len(kept) == len(items) and _read_from_elsewhere(resume.done):
             log.warning(
                 "%s: none of these inputs is among its %d record(s); relative paths in it are read from this "

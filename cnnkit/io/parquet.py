@@ -166,14 +166,22 @@ def tidy_parquet(output: str | os.PathLike) -> Resume:
         return state
     pf = _open(path)
     last: dict[str, bool] = {}
+    framed = "frame" in pf.schema_arrow.names  # schema 3 on: video frames name their frame
     for i in range(pf.num_row_groups):
-        group = pf.read_row_group(i, columns=["path", "error", "task", "model"])
+        group = pf.read_row_group(i, columns=["path", "error", "task", "model", *(["frame"] if framed else [])])
         state.runs |= set(zip(group.column("task").to_pylist(), group.column("model").to_pylist(), strict=True))
-        for p, e in zip(group.column("path").to_pylist(), group.column("error").to_pylist(), strict=True):
-            if isinstance(p, str):
-                last[path_key(p)] = e is None
+        frames = group.column("frame").to_pylist() if framed else [None] * group.num_rows
+        for p, e, f in zip(group.column("path").to_pylist(), group.column("error").to_pylist(), frames, strict=True):
+            if not isinstance(p, str):
+                continue
+            key = path_key(p)
+            last[key] = e is None
+            if f is not None:
+                state.videos.setdefault(key, {})[int(f)] = e is None
+            elif key in state.videos:  # a whole-video failure after frames: the video is read again
+                state.videos[key] = {}
     state.known = set(last)
-    state.done = {k for k, ok in last.items() if ok}
+    state.done = {k for k, ok in last.items() if ok and k not in state.videos}
     return state
 
 

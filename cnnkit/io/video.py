@@ -17,7 +17,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
@@ -251,7 +251,7 @@ def read_frames(
     max_pixels: int | None = None,
     infos: dict[str, VideoInfo] | None = None,
     data: bytes | None = None,
-) -> Iterator[Item]:
+) -> Generator[Item, None, None]:
     """Frame items of one video (read from ``data`` when given), in order: ``Item(path, rgb, frame=i,
     time_s=t)``, or failed items.
 

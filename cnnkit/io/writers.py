@@ -83,6 +83,26 @@ class Resume:
     known: set[str] = field(default_factory=set)  # keys with any record (failed ones are retried)
     set_aside: int = 0  # torn or corrupt lines moved to FILE.torn
     runs: set[tuple[str, str]] = field(default_factory=set)  # the (task, model) pairs its records come from
+    videos: dict[str, dict[int, bool]] = field(default_factory=dict)  # a video's key → {frame: succeeded}
+
+    def video_done(self, path: str, frames: Iterable[tuple[int | None, bool]]) -> bool:
+        """Whether the frames a run reads of video ``path`` (``(frame, succeeded)``, as decoding gives them) are
+        exactly the ones the file holds, each succeeded: only then is the video skipped. A frame the file lacks
+        (an interrupted run, a smaller ``vid_stride``) or holds beyond them (another stride or window) means the
+        video is read again, its old frames dropped first (:meth:`drop_videos`)."""
+        held = self.videos.get(path_key(path))
+        if not held or not all(held.values()):
+            return False
+        read = set()
+        for frame, ok in frames:
+            if not ok or frame is None or frame not in held:
+                return False
+            read.add(frame)
+        return read == set(held)
+
+    def stale(self, paths: Iterable[str]) -> set[str]:
+        """The keys of the videos among ``paths`` that the file holds frames of (a run about to read them again)."""
+        return {k for k in map(path_key, paths) if k in self.videos}
 
     def check_run(self, output: str | os.PathLike, task: str, model: str | None = None) -> None:
         """Refuse to add one task's or model's records to a file of another's: resuming it would skip every
@@ -164,6 +184,7 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
                 last[key] = idx
                 if video is not None:
                     newest_frame[video] = idx
+                    state.videos.setdefault(video, {})[int(key.rpartition("#")[2])] = ok
                 if ok:
                     state.done.add(key)
                 else:
@@ -181,6 +202,28 @@ def tidy_jsonl(output: str | os.PathLike) -> Resume:
     if state.set_aside:
         log.warning("%s: %d torn or corrupt line(s) moved to %s.torn", path, state.set_aside, path)
     return state
+
+
+def drop_videos(output: str | os.PathLike, resume: Resume, videos: set[str]) -> None:
+    """Remove every record of ``videos`` (keys) from a tidied JSON Lines file, atomically: a video read again
+    with other options would otherwise keep frames this run does not read beside the ones it does."""
+    if not videos:
+        return
+    path = through_link(output)
+    last: dict[str, int] = {}
+    try:
+        with open(path, "rb") as f:
+            for idx, (_, _, line, complete) in enumerate(_lines(f)):
+                parsed = _record_key(line, complete)
+                if parsed is not None and (parsed[3] or parsed[0]) not in videos:
+                    last[parsed[0]] = idx
+        _rewrite(path, last)
+    except OSError as exc:
+        raise write_error(path, exc, "cannot resume") from exc
+    resume.known = {k for k in resume.known if k.rpartition("#")[0] not in videos and k not in videos}
+    resume.done -= videos
+    for key in videos:
+        resume.videos.pop(key, None)
 
 
 def _rewrite(path: Path, last: dict[str, int]) -> None:

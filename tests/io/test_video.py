@@ -1111,3 +1111,49 @@ def test_a_run_stopped_early_keeps_the_frames_its_records_name(clip: Path, tmp_p
     saved = Path(taken[0].extra["saved"])
     with av.open(str(saved)) as container:
         assert sum(1 for _ in container.decode(video=0)) >= 5
+
+
+def frames_in(out: Path) -> dict[str, list[int]]:
+    """The frames each video's records name in a JSON Lines or Parquet output, in file order."""
+    if out.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    found: dict[str, list[int]] = {}
+    for r in rows:
+        found.setdefault(Path(r["path"]).name, []).append(r["frame"])
+    return found
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_skip_existing_skips_a_finished_video_and_redoes_one_read_otherwise(tmp_path: Path, suffix: str) -> None:
+    """A video's records are keyed per frame, and the skip compared plain paths: every video was done again
+    ("skipping 0"). A run with another stride kept the first run's frames beside its own."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    clips = [str(make_video(tmp_path / f"{n}.mp4", frames=6)) for n in "ab"]
+    out = tmp_path / f"r{suffix}"
+    run = ["detect", *clips, "-o", str(out), "--threads", "1"]
+    assert CliRunner().invoke(app, run).exit_code == 0
+    assert frames_in(out) == {"a.mp4": list(range(6)), "b.mp4": list(range(6))}
+    before = out.read_bytes()
+    again = CliRunner().invoke(app, [*run, "--skip-existing"])
+    assert again.exit_code == 0 and "skipping 2 input(s)" in again.stderr and out.read_bytes() == before
+    if suffix == ".jsonl":  # a run stopped in a's fourth frame: a is read again whole, b is skipped
+        kept = [x for x in before.decode().splitlines(keepends=True) if json.loads(x)["path"] != clips[0]]
+        out.write_text("".join(kept + before.decode().splitlines(keepends=True)[:3]))
+        again = CliRunner().invoke(app, [*run, "--skip-existing"])
+        assert again.exit_code == 0 and "skipping 1 input(s)" in again.stderr
+        assert sorted(frames_in(out)["a.mp4"]) == list(range(6)) and frames_in(out)["b.mp4"] == list(range(6))
+    strided = CliRunner().invoke(app, [*run, "--skip-existing", "--vid-stride", "2"])
+    assert strided.exit_code == 0 and "skipping 0 input(s)" in strided.stderr
+    assert frames_in(out) == {"a.mp4": [0, 2, 4], "b.mp4": [0, 2, 4]}
+    whole = CliRunner().invoke(app, [*run, "--skip-existing"])
+    assert whole.exit_code == 0 and {k: sorted(v) for k, v in frames_in(out).items()} == {
+        "a.mp4": list(range(6)),
+        "b.mp4": list(range(6)),
+    }
