@@ -250,17 +250,30 @@ def accumulate(gt: Iterable[MotRow], hyp: Iterable[MotRow], *, min_visibility: f
     return acc
 
 
+def overall_motp(parts: Iterable[tuple[float, int]]) -> float:
+    """MOTP over several sequences from each one's ``(motp, matched pairs)``: the mean distance over all their
+    matched pairs, NaN when none has one. motmetrics weighs every sequence's MOTP by its matches, and a sequence
+    without a match has a NaN MOTP, so NaN × 0 made the whole figure NaN."""
+    pairs = [(m, n) for m, n in parts if n > 0]
+    total = sum(n for _, n in pairs)
+    return sum(m * n for m, n in pairs) / total if total else math.nan
+
+
 def score(
     sequences: Mapping[str, tuple[Iterable[MotRow], Iterable[MotRow]]], *, min_visibility: float = 0.5, iou: float = 0.5
 ) -> dict[str, dict[str, float | None]]:
     """``{name: (ground truth, results)}`` → ``{name: metrics, …, "OVERALL": metrics}`` (motmetrics' own
-    figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints)."""
+    figures: ``idf1``, ``mota`` and ``motp`` as fractions, the counts as ints). OVERALL's ``motp`` is the mean
+    distance over the matched pairs of all sequences (:func:`overall_motp`), not motmetrics' own."""
     import motmetrics as mm
 
     names = list(sequences)
     accs = [accumulate(*sequences[n], min_visibility=min_visibility, iou=iou) for n in names]
     mh = mm.metrics.create()
-    table = mh.compute_many(accs, names=names, metrics=list(METRICS), generate_overall=True)
+    table = mh.compute_many(accs, names=names, metrics=[*METRICS, "num_detections"], generate_overall=True)
+    table.loc["OVERALL", "motp"] = overall_motp(
+        (float(table.loc[n, "motp"]), int(table.loc[n, "num_detections"])) for n in names
+    )
     out: dict[str, dict[str, float | None]] = {}
     for name, row in table.iterrows():
         out[str(name)] = {  # nothing matched leaves idp/motp NaN, no ground truth MOTA -inf: None (null) in JSON

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,35 @@ def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
     if not found:
         raise UsageError(f"{data}: no video with ground truth at NAME/gt/gt.txt")
     return found
+
+
+def without_video(root: Path, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Failed entries for the sequences named with no video to track: those of ``summary.json`` and each
+    ``NAME/gt/gt.txt`` without a ``NAME`` video beside it. Left out unsaid, the run scored fewer sequences than
+    it was given and passed."""
+    videos = {p.stem for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS}
+    out: dict[str, dict[str, Any]] = {}
+    for s in summary.get("sequences", []):
+        name = str(s["name"])
+        if name not in videos:
+            path = root / str(s.get("video") or f"{name}.mp4")
+            out[name] = {
+                "path": str(path),
+                "frame": None,
+                "error": f"summary.json names sequence {name}, but "
+                f"{root} has no video {name}.mp4 (or another video suffix); not scored",
+            }
+    for gt in sorted(root.glob("*/gt/gt.txt")):
+        name = gt.parent.parent.name
+        if name not in videos and name not in out:
+            out[name] = {
+                "path": str(gt),
+                "frame": None,
+                "error": f"no video {name}.mp4 (or another video suffix) beside {name}/ to track; not scored",
+            }
+    for f in out.values():
+        log.warning("failed %s: %s", printable(f["path"]), f["error"])
+    return list(out.values())
 
 
 def rows_of(records: list[Any]) -> list[MotRow]:
@@ -99,7 +129,9 @@ def validate(
     **load_options: Any,
 ) -> dict[str, Any]:
     """Track every sequence of ``data`` and score it: ``{"sequences": {name: metrics}, "overall": metrics,
-    "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool, "frames", "seconds", "fps"}``.
+    "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool, "frames", "failed", "seconds", "fps"}``.
+    ``frames`` are the frames decoded; ``failed`` names each frame that was not, each sequence left out (no
+    video, nothing decoded, ground truth past its end) and why.
 
     ``load_options`` go to :meth:`Tracker.load` (``model``, ``tracker``, ``conf`` …); the count line is
     the one ``summary.json`` names, unless ``count_line`` is given. ``on_record(record, truth)`` sees each
@@ -114,19 +146,29 @@ def validate(
         min_visibility = float(summary.get("min_visibility", 0.5))
     if "count_line" not in load_options and "line" in summary:
         load_options["count_line"] = summary["line"]
+    found = sequences(root)
+    failed: list[dict[str, Any]] = without_video(root, summary)
     tracker = Tracker.load(**load_options)
     scored: dict[str, tuple[list[MotRow], list[MotRow]]] = {}
     counts: dict[str, dict[str, Any]] = {}
     frames, t0 = 0, time.perf_counter()
-    failed: list[dict[str, Any]] = []
-    for name, video, gt in sequences(root):
+    for name, video, gt in found:
         truth = read_mot(gt, truth=True)  # a malformed file is refused before its video runs
         records = list(tracker.stream(str(video), batch_size=batch_size, workers=workers))
-        frames += len(records)
+        decoded = sum(1 for r in records if r.ok and r.frame is not None)  # a failed record is no frame
+        frames += decoded
         for r in records:
-            if not r.ok:  # scored as missed frames; named here and in the result
+            if not r.ok:  # named here and in the result; in a video that decoded, scored as missed frames
                 failed.append({"path": r.path, "frame": r.frame, "error": r.error})
                 log.warning("failed %s: %s", printable(r.path), r.error)
+        if not decoded:  # as every val leaves out an input it could not read, not all its objects missed
+            if not records:
+                failed.append({"path": str(video), "frame": None, "error": "no frame decoded; not scored"})
+                log.warning("failed %s: no frame decoded; not scored", printable(str(video)))
+            if on_record is not None:
+                for r in records:
+                    on_record(r, [])
+            continue
         beyond = past_end(gt, video, truth, records)
         if beyond is not None:
             failed.append({"path": str(gt), "frame": None, "error": beyond})
@@ -145,7 +187,7 @@ def validate(
         raise CnnkitError(f"{root}: no sequence could be scored ({failed[-1]['error']})")
     metrics = score(scored, min_visibility=min_visibility)
     overall = metrics.pop("OVERALL")
-    exact = bool(counts) and all(c["true"] == c["tracked"] for c in counts.values())
+    exact = bool(counts) and all(operator.eq(*like(c["true"], c["tracked"])) for c in counts.values())
     return {
         "data": str(root),
         "tracker": tracker.tracker_name,
@@ -163,6 +205,24 @@ def validate(
     }
 
 
+def like(true: Any, tracked: Any) -> tuple[Any, Any]:
+    """True and tracked counts made comparable: both ``{"in", "out"}`` as they come, or both totals where one
+    side is a number (a ``summary.json`` that gives each sequence's crossings as one)."""
+    if isinstance(true, Mapping) != isinstance(tracked, Mapping) and None not in (true, tracked):
+        a, b = (sum(v.values()) if isinstance(v, Mapping) else v for v in (true, tracked))
+        return a, b
+    return true, tracked
+
+
+def counts_text(counts: Any) -> str:
+    """A count as table text: ``in 2 out 1`` (a dict's keys in order), a total as it is, ``?`` when unknown."""
+    if counts is None:
+        return "?"
+    if isinstance(counts, Mapping):
+        return " ".join(f"{k} {v}" for k, v in counts.items())
+    return str(counts)
+
+
 def report_tables(metrics: dict[str, Any]) -> list[ReportTable]:
     """IDF1, MOTA, identity switches, false positives, misses and line counts per sequence and overall."""
     rows = []
@@ -176,7 +236,7 @@ def report_tables(metrics: dict[str, Any]) -> list[ReportTable]:
                 m["num_switches"],
                 m["num_false_positives"],
                 m["num_misses"],
-                f"{c['true']} → {c['tracked']}" if c else "",
+                " → ".join(counts_text(v) for v in like(c["true"], c["tracked"])) if c else "",
             )
         )
     return [
@@ -187,6 +247,11 @@ def report_tables(metrics: dict[str, Any]) -> list[ReportTable]:
             [
                 f"{metrics['frames']} frames in {metrics['seconds']} s; counts exact: {metrics['counts_exact']}",
                 runtime_note(metrics),
-            ],
+            ]
+            + (
+                [f"{len(metrics['failed'])} failed: frames not decoded or sequences left out"]
+                if metrics.get("failed")
+                else []
+            ),
         )
     ]

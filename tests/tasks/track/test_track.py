@@ -405,6 +405,10 @@ def test_track_val_reports_through_the_shared_val_path(tmp_path: Path) -> None:
     table = CliRunner().invoke(app, [*args, "-f", "table"])
     assert table.exit_code == 0, table.output
     assert "IDF1" in table.stdout and "shapes-000" in table.stdout and f"backend {metrics['backend']}" in table.stdout
+    # the counts: dicts in JSON, text in the table (where Python's dicts were printed)
+    true, tracked = (metrics["counts"]["shapes-000"][k] for k in ("true", "tracked"))
+    assert set(true) == set(tracked) == {"in", "out"} and "{" not in table.stdout
+    assert f"in {true['in']} out {true['out']} → in {tracked['in']} out {tracked['out']}" in table.stdout
 
 
 def test_track_cli_saves_label_files_and_crops_per_frame(videos: Path, tmp_path: Path) -> None:
@@ -448,3 +452,85 @@ def test_video_set_is_written_again_with_exist_ok(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert json.loads((out / "summary.json").read_text())["sequences"][0]["name"] == "shapes-000"
     assert CliRunner().invoke(app, args).exit_code != 0  # without it, refused
+
+
+def test_track_val_names_sequences_it_could_not_read_and_exits_1(tmp_path: Path) -> None:
+    """A sequence summary.json (or its NAME/gt/gt.txt) names without a video was left out unsaid, exit 0; one
+    whose video does not open was scored as all missed, its failed record counted as a frame. Each is now a
+    failed entry and a warning, left out of the scores, and the run exits 1; the rest are scored."""
+    data = tmp_path / "v"
+    write_sequences(data, 3, seed=5, frames=8, size=96)
+    (data / "shapes-001.mp4").unlink()
+    (data / "shapes-002.mp4").write_bytes(b"not a video")
+    args = ["track", "val", str(data), "--threads", "1", "-f", "json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    metrics = json.loads(result.stdout)
+    assert list(metrics["sequences"]) == ["shapes-000"] and metrics["frames"] == 8
+    missing, unread = metrics["failed"]
+    assert missing["path"] == str(data / "shapes-001.mp4") and missing["frame"] is None
+    assert "summary.json names sequence shapes-001" in missing["error"]
+    assert unread["path"] == str(data / "shapes-002.mp4") and "cannot open" in unread["error"]
+    assert f"failed {data / 'shapes-001.mp4'}: summary.json names sequence shapes-001" in result.stderr
+    assert metrics["overall"]["num_objects"] == metrics["sequences"]["shapes-000"]["num_objects"]
+    (data / "summary.json").unlink()  # MOT's own layout: the ground truth alone names the sequence
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    gt = data / "shapes-001" / "gt" / "gt.txt"
+    assert [f["path"] for f in json.loads(result.stdout)["failed"]] == [str(gt), str(data / "shapes-002.mp4")]
+    assert f"failed {gt}: no video shapes-001.mp4" in result.stderr
+
+
+def test_track_val_counts_decoded_frames_only(tmp_path: Path) -> None:
+    """A damaged video's failed records (one past its last frame among them) were counted as frames."""
+    from cnnkit.tasks.track.val import validate
+
+    data = tmp_path / "v"
+    write_sequences(data, 1, seed=5, frames=8, size=96)
+    video = data / "shapes-000.mp4"
+    raw = bytearray(video.read_bytes())
+    a, b = len(raw) // 3, len(raw) // 2  # the index is at the end: the file opens, frames in between do not decode
+    raw[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    video.write_bytes(bytes(raw))
+    seen: list = []
+    metrics = validate(data, threads=1, on_record=lambda record, truth: seen.append(record))
+    assert metrics["failed"] and all(f["path"] == str(video) for f in metrics["failed"])
+    assert metrics["frames"] == sum(r.ok for r in seen) < len(seen)
+
+
+def test_overall_motp_is_the_mean_over_all_matched_pairs() -> None:
+    """motmetrics weighs each sequence's MOTP by its matches, and NaN × 0 made the overall null as soon as one
+    sequence had no match."""
+    gt = [MotRow(f, 1, (10.0 + f, 20.0, 10.0, 10.0)) for f in range(1, 6)]
+    near = [MotRow(r.frame, 1, (r.box[0] + 1, 20.0, 10.0, 10.0)) for r in gt]  # 5 pairs at 1 - IoU 9/11
+    nearer = [MotRow(r.frame, 1, r.box) for r in gt[:2]]  # 2 pairs at distance 0
+    metrics = score({"a": (gt, near), "b": (gt, nearer), "none": (gt, [])})
+    assert metrics["none"]["motp"] is None and metrics["a"]["motp"] == pytest.approx(2 / 11, abs=1e-4)
+    assert metrics["OVERALL"]["motp"] == pytest.approx(5 * (2 / 11) / 7, abs=1e-4)
+    assert score({"none": (gt, [])})["OVERALL"]["motp"] is None
+
+
+def test_track_val_table_shows_counts_as_text() -> None:
+    """The counts column printed Python dicts; a summary.json giving a total is compared as totals."""
+    from cnnkit.tasks.track.val import report_tables
+
+    m = {"idf1": 1.0, "mota": 1.0, "num_switches": 0, "num_false_positives": 0, "num_misses": 0}
+    metrics = {
+        "tracker": "t",
+        "model": "m",
+        "data": "d",
+        "sequences": {"a": m, "b": m, "c": m},
+        "overall": m,
+        "counts": {
+            "a": {"true": {"in": 2, "out": 1}, "tracked": {"in": 2, "out": 0}},
+            "b": {"true": 3, "tracked": {"in": 1, "out": 2}},
+            "c": {"true": None, "tracked": {"in": 0, "out": 1}},
+        },
+        "counts_exact": False,
+        "frames": 8,
+        "failed": [{"path": "x.mp4", "frame": None, "error": "e"}],
+        "seconds": 1.0,
+    }
+    (tab,) = report_tables(metrics)
+    assert [row[-1] for row in tab.rows] == ["in 2 out 1 → in 2 out 0", "3 → 3", "? → in 0 out 1", ""]
+    assert "1 failed: frames not decoded or sequences left out" in tab.notes
