@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.io.files import (
@@ -359,6 +359,7 @@ class Report:
             "pr_chart": charts.pr_curves(self.curves) if self.curves else None,
             "pr_title": "one class against the rest, top-k scores" if self.task == "classify" else f"IoU {MATCH_IOU}",
             "val": any("v" in e for e in self.entries),
+            "tracks": _tracks(self.entries),
         }
 
     def render(self) -> str:
@@ -403,10 +404,15 @@ class Report:
 
 
 def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
-    """The gallery's compact view of one record (short keys: 10,000 of them travel in the page)."""
+    """The gallery's compact view of one record (short keys: 10,000 of them travel in the page).
+
+    A video frame's record names the video, so its entry also carries the frame (``fr``), its time (``ts``)
+    and both in words (``at``): without them every frame of a clip looks like the same file. A tracking
+    run's entry carries each prediction's track id (``k``), crossing (``x``) and the running line counts
+    (``c``), only where the record has them, so an image report's page does not grow."""
     preds = data.get("predictions") or []
     scores = [float(p["score"]) for p in preds if isinstance(p.get("score"), (int, float))]
-    return {
+    entry: dict[str, Any] = {
         "i": index,
         "p": data.get("path", ""),
         "n": Path(str(data.get("path", ""))).name,
@@ -420,6 +426,80 @@ def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
         "t": data.get("time_ms"),
         "f": [round(float(p["fraction"]), 4) for p in preds if "fraction" in p] or None,
     }
+    frame, time_s = data.get("frame"), data.get("time_s")
+    if _integer(frame):
+        time_s = float(time_s) if _number(time_s) else None
+        entry.update(fr=frame, ts=time_s, at=frame_caption(frame, time_s))
+    tracks = [p.get("track_id") if _integer(p.get("track_id")) else None for p in preds]
+    if any(t is not None for t in tracks):
+        entry["k"] = tracks
+        crossed = [p.get("crossed") if isinstance(p.get("crossed"), str) else None for p in preds]
+        if any(crossed):
+            entry["x"] = crossed
+    counts = data.get("counts")
+    if isinstance(counts, dict):
+        entry["c"] = {str(k): v for k, v in counts.items() if _integer(v)}
+    return entry
+
+
+def _integer(value: Any) -> TypeGuard[int]:
+    """An int and not a bool (a hand-edited records file may hold anything under a key)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    """A finite number, not a bool (the page's JSON holds no NaN or infinity)."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def frame_caption(frame: int, time_s: float | None) -> str:
+    """A video frame in words, ``frame 42 · 1.68 s`` (past a minute ``1:02.50``, as a player shows the time):
+    what tells one frame of a clip from the next in the gallery."""
+    if time_s is None:
+        return f"frame {frame}"
+    if time_s < 60:
+        return f"frame {frame} · {time_s:.2f} s"
+    minutes, seconds = divmod(time_s, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    clock = f"{hours}:{minutes:02d}:{seconds:05.2f}" if hours else f"{minutes}:{seconds:05.2f}"
+    return f"frame {frame} · {clock}"
+
+
+TRACK_ROWS = 1000  # at most this many per-track rows in the page (the run's tracks.json holds them all)
+
+
+def _tracks(entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """A tracking run's line counts per video and its per-track summaries, or ``None`` for a run without
+    tracks. Made by :class:`~cnnkit.tasks.track.summary.TrackSummaries` (what ``track`` logs and writes to
+    ``tracks.json``) from the entries in gallery order, so a resumed run's earlier frames count first."""
+    if not any("k" in e or "c" in e for e in entries):
+        return None
+    from cnnkit.tasks.track.summary import TrackSummaries
+
+    summaries = TrackSummaries()
+    for e in entries:
+        if not e["ok"]:
+            continue
+        none = [None] * len(e["l"])  # "k" and "x" hold one item per label, as the record's predictions
+        tracked = zip(e["l"], e.get("k") or none, e.get("x") or none, strict=True)
+        summaries.observe(
+            {
+                "path": e["p"],
+                "frame": e.get("fr"),
+                "time_s": e.get("ts"),
+                "counts": e.get("c"),
+                "predictions": [
+                    {"label": label, "track_id": track, "crossed": x}
+                    for label, track, x in tracked
+                    if track is not None
+                ],
+            }
+        )
+    rows = [{**row, "name": Path(row["path"]).name} for row in summaries.rows()]
+    counts = [{"path": path, "name": Path(path).name, **c} for path, c in summaries.counts.items()]
+    return {"rows": rows[:TRACK_ROWS], "total": len(rows), "counts": counts}
 
 
 def _key(data: dict[str, Any]) -> str:

@@ -50,6 +50,8 @@ def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Resu
             w,
             h,
         )
+    if task == "track":
+        return _tracks(preds, w, h)
     if task == "segment":
         mask = _saved_mask(record)
         if mask is None:
@@ -57,6 +59,25 @@ def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Resu
         names = list(labels) or _segment_labels(preds)
         return SegmentMask(mask, names)
     return None
+
+
+def _tracks(preds: list[dict[str, Any]], w: int, h: int) -> Result:
+    """A tracking record's boxes (or an instance model's masks) with their ``#id`` captions, as the live run
+    drew them. The count line is not in the record, so neither it nor the counts are drawn."""
+    from cnnkit.results import Box, Instance, TrackedBox, TrackedInstance, TrackedInstances, Tracks
+
+    def one(p: dict[str, Any]) -> Box:
+        args = (p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"]))
+        mask = {"mask": p["mask"]} if "mask" in p else {}
+        if "track_id" not in p:
+            return (Instance if mask else Box)(*args, **mask)
+        kind = TrackedInstance if mask else TrackedBox
+        return kind(*args, track_id=int(p["track_id"]), crossed=p.get("crossed"), **mask)
+
+    items = [one(p) for p in preds]
+    if items and all(isinstance(b, Instance) for b in items):
+        return TrackedInstances(items, w, h)  # type: ignore[arg-type]  # all instances, as checked
+    return Tracks(items, w, h)
 
 
 def _segment_labels(preds: list[dict[str, Any]]) -> list[str]:
@@ -84,16 +105,21 @@ def scaled(result: Result, sx: float, sy: float) -> Result:
     """``result`` in a picture ``sx`` × ``sy`` times the size of the one it was made for."""
     import numpy as np
 
-    from cnnkit.results import Boxes, Instances, decode_rle, encode_rle
+    from cnnkit.results import Boxes, Instances, Tracks, decode_rle, encode_rle
 
     if not isinstance(result, Boxes):
         return result  # class captions scale with the picture; a SegmentMask resizes itself when drawn
 
-    def box(b: Any) -> tuple[float, float, float, float]:
-        x1, y1, x2, y2 = b.box
+    def xyxy(v: Sequence[float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = v
         return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
 
+    def box(b: Any) -> tuple[float, float, float, float]:
+        return xyxy(b.box)
+
     w, h = max(1, round(result.width * sx)), max(1, round(result.height * sy))
+    # a tracking frame stays Tracks (its count line and counts drawn too), not plain boxes
+    line = {"line": xyxy(result.line)} if isinstance(result, Tracks) and result.line is not None else {}
     if isinstance(result, Instances):
         from PIL import Image
 
@@ -101,8 +127,8 @@ def scaled(result: Result, sx: float, sy: float) -> Result:
         for p in result.items:
             mask = Image.fromarray(decode_rle(p.mask).astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)
             items.append(replace(p, box=box(p), mask=encode_rle(np.asarray(mask) > 127)))
-        return Instances(items, w, h)
-    return Boxes([replace(b, box=box(b)) for b in result.items], w, h)
+        return replace(result, items=items, width=w, height=h, **line)
+    return replace(result, items=[replace(b, box=box(b)) for b in result.items], width=w, height=h, **line)
 
 
 def fit(picture: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:

@@ -155,3 +155,46 @@ def test_report_page_is_self_contained(page):
         "return Array.from(document.querySelectorAll('img, script[src], link, iframe')).map(e => e.src || e.href)"
     )
     assert sources and all(s.startswith("data:") for s in sources), sources[:3]
+
+
+def test_a_video_frame_card_names_its_frame_and_each_box_its_track(tmp_path):
+    """A frame's card says which frame of the clip it is, and its tags ``#id label score``; the name search finds
+    a frame by its number."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cnnkit.report.html import Report
+
+    report = Report(tmp_path / "report.html")
+    for i in range(3):
+        box = {"label": "circle", "class_id": 0, "score": 0.91, "box": [1.0, 1.0, 9.0, 9.0], "track_id": 3}
+        report.add(
+            {
+                "path": str(tmp_path / "clip.mp4"),
+                "frame": 40 + i,
+                "time_s": (40 + i) / 25,
+                "task": "track",
+                "model": "m",
+                "width": 64,
+                "height": 48,
+                "predictions": [box],
+                "time_ms": 1.0,
+                "error": None,
+                "schema_version": 3,
+                "counts": {"in": 0, "out": 0},
+            }
+        )
+    report.write()
+    driver = chromium()
+    try:
+        driver.get((tmp_path / "report.html").as_uri())
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+        cards = _cards(driver)
+        assert len(cards) == 3
+        assert "clip.mp4 · frame 42 · 1.68 s" in cards[2].text and "#3 circle 0.91" in cards[2].text
+        driver.find_element("id", "f-text").send_keys("frame 41")
+        names = [c.find_element("css selector", "figcaption div").text for c in _cards(driver)]
+        assert names == ["clip.mp4 · frame 41 · 1.64 s"]
+        assert driver.find_element("id", "tracks").is_displayed()
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        driver.quit()

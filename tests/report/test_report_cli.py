@@ -371,3 +371,35 @@ def test_explain_says_when_a_picture_has_no_box_to_explain(tmp_path):
         app, ["explain", "--task", "detect", str(tmp_path / "empty.png"), "--save-dir", str(tmp_path / "e")]
     )
     assert result.exit_code == 0 and "empty.png: no box to explain" in result.output
+
+
+def test_a_track_report_names_each_frame_and_track_live_and_from_its_records(tmp_path):
+    """`track --report` and `cnnkit report` of its records: each frame's entry names the frame and its time, each
+    box its track id, the Tracks section holds the summaries `track` itself makes, and the records file's
+    thumbnails are the live run's (they had no boxes: no result was rebuilt for a track record)."""
+    pytest.importorskip("av")
+    from cnnkit.data.moving import write_sequences
+    from cnnkit.report.html import read_records
+    from cnnkit.tasks.track.summary import summarise
+
+    write_sequences(tmp_path, 1, seed=2, frames=4)
+    video, out, live = tmp_path / "shapes-000.mp4", tmp_path / "t.jsonl", tmp_path / "live.html"
+    result = runner.invoke(app, ["track", str(video), "--threads", "1", "-o", str(out), "--report", str(live)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["report", str(out), "-o", str(tmp_path / "again.html")])
+    assert result.exit_code == 0, result.output
+    records = list(read_records(out))
+    tracks = summarise(records)
+    assert tracks, "the bundled detector found nothing to track"
+    pages = [live.read_text(), (tmp_path / "again.html").read_text()]
+    for html in pages:
+        entries = _entries(html)
+        assert [e["at"] for e in entries] == [f"frame {i} · {i * 0.04:.2f} s" for i in range(4)]
+        assert [e["k"] for e in entries] == [[p["track_id"] for p in r["predictions"]] for r in records]
+        section = re.search(r'<section id="tracks">(.*?)</section>', html, re.S).group(1)
+        rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(<td.*?)</tr>", section)]
+        assert [r[1:6] for r in rows] == [
+            [str(t["track_id"]), t["label"], str(t["first_frame"]), str(t["last_frame"]), str(t["frames"])]
+            for t in tracks
+        ]
+    assert _thumbs(pages[0]) == _thumbs(pages[1])

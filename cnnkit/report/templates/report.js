@@ -16,15 +16,19 @@
     return node;
   }
 
+  // a video frame's name says which frame (its record names the video); a tracked box its track id
+  const named = (e) => (e.at ? e.n + " · " + e.at : e.n);
+  const track = (e, k) => (e.k && e.k[k] !== null && e.k[k] !== undefined ? "#" + e.k[k] + " " : "");
+
   function caption(e) {
     const cap = el("figcaption");
-    cap.appendChild(el("div", { class: "muted", title: e.p }, e.n));
+    cap.appendChild(el("div", { class: "muted", title: e.p }, named(e)));
     if (!e.ok) { cap.appendChild(el("div", { class: "bad" }, "failed: " + e.e)); return cap; }
     const tags = el("div");
     const shownLabels = e.l.slice(0, task === "classify" ? 3 : 6);
     shownLabels.forEach((label, k) => {
       const score = e.ss[k] !== undefined ? " " + e.ss[k].toFixed(2) : (e.f && e.f[k] !== undefined ? " " + (100 * e.f[k]).toFixed(0) + "%" : "");
-      tags.appendChild(el("span", { class: "tag" }, label + score));
+      tags.appendChild(el("span", { class: "tag" }, track(e, k) + label + score));
     });
     if (e.l.length > shownLabels.length) tags.appendChild(el("span", { class: "muted" }, " +" + (e.l.length - shownLabels.length)));
     if (!e.l.length) tags.appendChild(el("span", { class: "muted" }, "no predictions"));
@@ -37,7 +41,7 @@
   function card(e) {
     const fig = el("figure", { class: "card" + (e.ok ? "" : " failed") + (e.v && e.v.bad ? " mistake" : ""), "data-i": e.i });
     const src = thumbs[e.i];
-    if (src) fig.appendChild(el("img", { src: src, alt: e.n, loading: "lazy", width: "256", height: "170" }));
+    if (src) fig.appendChild(el("img", { src: src, alt: named(e), loading: "lazy", width: "256", height: "170" }));
     else fig.appendChild(el("div", { class: "ph" }, e.ok ? "no picture" : e.e));
     fig.appendChild(caption(e));
     fig.addEventListener("click", () => open(e));
@@ -48,10 +52,12 @@
     let dlg = $("detail");
     if (!dlg) { dlg = el("dialog", { id: "detail" }); document.body.appendChild(dlg); dlg.addEventListener("click", (ev) => { if (ev.target === dlg) dlg.close(); }); }
     dlg.replaceChildren();
-    if (thumbs[e.i]) dlg.appendChild(el("img", { src: thumbs[e.i], alt: e.n }));
-    dlg.appendChild(el("div", {}, e.p + (e.w ? "  (" + e.w + "×" + e.h + ")" : "")));
-    const rows = e.l.map((label, k) => label + (e.ss[k] !== undefined ? "  " + e.ss[k] : ""));
+    if (thumbs[e.i]) dlg.appendChild(el("img", { src: thumbs[e.i], alt: named(e) }));
+    dlg.appendChild(el("div", {}, e.p + (e.at ? " · " + e.at : "") + (e.w ? "  (" + e.w + "×" + e.h + ")" : "")));
+    const rows = e.l.map((label, k) => track(e, k) + label + (e.ss[k] !== undefined ? "  " + e.ss[k] : "")
+      + (e.x && e.x[k] ? "  crossed " + e.x[k] : ""));
     dlg.appendChild(el("pre", {}, e.ok ? (rows.join("\n") || "no predictions") : "failed: " + e.e));
+    if (e.c) dlg.appendChild(el("div", {}, "line counts so far: in " + (e.c.in ?? "–") + " · out " + (e.c.out ?? "–")));
     if (e.v) dlg.appendChild(el("div", {}, "truth: " + e.v.truth.join(", ") + (e.v.why ? "  ·  " + e.v.why : "")));
     const close = el("button", { type: "button" }, "close");
     close.addEventListener("click", () => dlg.close());
@@ -65,7 +71,7 @@
     if (f.state === "empty" && (!e.ok || e.l.length)) return false;
     if (f.state === "bad" && !(e.v && e.v.bad)) return false;
     if (f.cls && !e.l.includes(f.cls)) return false;
-    if (f.text && !e.p.toLowerCase().includes(f.text)) return false;
+    if (f.text && !(e.at ? e.p + " · " + e.at : e.p).toLowerCase().includes(f.text)) return false;
     if ((f.min > 0 || f.max < 1) && (e.s === null || e.s < f.min || e.s > f.max)) return false;
     return true;
   }
