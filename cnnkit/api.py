@@ -167,8 +167,8 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
 
     Options: those of :func:`detect` (``conf`` defaults to 0.1, as in ``yolo track``; ``iou`` to the model's
     own for tracking; ``model`` may also be an instance segmentation model, whose masks stay on its tracks), ``tracker`` (``bytetrack``, ``botsort`` or an ultralytics tracker yaml; default the
-    model's own), ``count_line`` (``"x1,y1,x2,y2"``: each
-    record gets the running ``counts``), and for videos ``vid_stride``, ``start``, ``end``,
+    model's own), ``count_line`` (``"x1,y1,x2,y2"``) or ``count_region`` (``"x1,y1,x2,y2,x3,y3,…"``, a polygon
+    counted into and out of): each record gets the running ``counts``, and for videos ``vid_stride``, ``start``, ``end``,
     ``max_frames``. :func:`cnnkit.tasks.track.summary.summarise` turns the records into per-track rows.
     """
     load_opts, run_opts = _split(dict(options))

@@ -205,21 +205,26 @@ class Boxes(Result):
 
 @dataclass
 class Tracks(Boxes):
-    """One video frame's tracked boxes, and with a count line the running ``{in, out}`` counts."""
+    """One video frame's tracked boxes, and with a count line (or region) the running ``{in, out}`` counts."""
 
     line: tuple[float, float, float, float] | None = None
     counts: dict[str, int] | None = None
+    region: tuple[tuple[float, float], ...] | None = None  # a count region's corners
 
     def draw(self, picture: np.ndarray) -> Image:
-        """Boxes with ``#id label score``, and the count line with its counts."""
+        """Boxes with ``#id label score``, and the count line or region with its counts."""
         from PIL import ImageDraw
 
         from cnnkit.io.draw import _font
 
         img = super().draw(picture)
-        if self.line is not None:
+        if self.line is not None or self.region is not None:
             draw = ImageDraw.Draw(img)
-            draw.line(self.line, fill=(255, 255, 255), width=max(1, min(img.size) // 128))
+            width = max(1, min(img.size) // 128)
+            if self.line is not None:
+                draw.line(self.line, fill=(255, 255, 255), width=width)
+            if self.region is not None:
+                draw.polygon(list(self.region), outline=(255, 255, 255), width=width)
             if self.counts is not None:
                 font = _font(max(10, min(img.size) // 20))
                 text = f"in {self.counts['in']}  out {self.counts['out']}"

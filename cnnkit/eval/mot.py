@@ -1,4 +1,5 @@
-"""Multi-object tracking: MOT Challenge text files, scoring with ``motmetrics``, and counting across a line.
+"""Multi-object tracking: MOT Challenge text files, scoring with ``motmetrics``, and counting across a line or
+in and out of a region.
 
 MOT text rows are ``frame,id,x,y,w,h,conf,class,visibility`` with frames from 1 (ground truth) or
 ``frame,id,x,y,w,h,conf,-1,-1,-1`` (results). Scoring follows the MOT Challenge protocol for
@@ -113,6 +114,74 @@ class LineCounter:
             return None
         self.counted.add(track)
         way = "in" if d > 0 else "out"
+        self.counts[way] += 1
+        return way
+
+
+# -- counting in and out of a region ------------------------------------------------------------
+
+Region = tuple[tuple[float, float], ...]
+
+
+def parse_region(value: str | Sequence[float]) -> Region:
+    """``"x1,y1,x2,y2,x3,y3,…"`` (pixels) or as many numbers → a polygon of three or more corners, closed from
+    the last back to the first; one with no area (its corners on one line) is refused."""
+    try:
+        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        raise OptionError("count_region", "expected numbers x1,y1,x2,y2,x3,y3,…", value) from None
+    if len(parts) < 6 or len(parts) % 2 or not all(math.isfinite(v) for v in parts):
+        raise OptionError("count_region", "expected three or more corners: an even count of finite numbers", value)
+    corners = tuple(zip(parts[0::2], parts[1::2], strict=True))
+    twice_area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(corners, corners[1:] + corners[:1], strict=True))
+    if twice_area == 0:
+        raise OptionError("count_region", "the corners enclose no area", value)
+    return corners
+
+
+def where(region: Region, point: tuple[float, float]) -> int:
+    """1 when ``point`` is inside the polygon, -1 outside, 0 on its edge (even-odd rule)."""
+    x, y = point
+    inside = False
+    for (x1, y1), (x2, y2) in zip(region, region[1:] + region[:1], strict=True):
+        if side((x1, y1, x2, y2), point) == 0 and min(x1, x2) <= x <= max(x1, x2) and min(y1, y2) <= y <= max(y1, y2):
+            return 0
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return 1 if inside else -1
+
+
+def region_in_view(region: Region, width: int, height: int) -> bool:
+    """Whether any part of the polygon lies inside a ``width`` × ``height`` frame: an edge in it, or the frame
+    wholly inside the polygon."""
+    edges = zip(region, region[1:] + region[:1], strict=True)
+    return any(line_in_view((*a, *b), width, height) for a, b in edges) or where(region, (width / 2, height / 2)) > 0
+
+
+class RegionCounter:
+    """Counts tracks into a region ("in": a step from outside to inside) and out of it ("out"), each track at
+    most once each way, as :class:`LineCounter` counts a line: a centre on the edge is neither, so the step is
+    measured from the last sighting off it; a track first seen inside has not come in."""
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.last: dict[Any, int] = {}  # each track's last side off the edge: 1 inside, -1 outside
+        self.counted: set[tuple[Any, str]] = set()
+        self.counts = {"in": 0, "out": 0}
+
+    def update(self, track: Any, centre: tuple[float, float]) -> str | None:
+        """``"in"`` or ``"out"`` when this sighting is the track's first step that way, else ``None``."""
+        now = where(self.region, centre)
+        if now == 0:
+            return None
+        before = self.last.get(track)
+        self.last[track] = now
+        if before is None or before == now:
+            return None
+        way = "in" if now > 0 else "out"
+        if (track, way) in self.counted:
+            return None
+        self.counted.add((track, way))
         self.counts[way] += 1
         return way
 

@@ -119,7 +119,11 @@ def scaled(result: Result, sx: float, sy: float) -> Result:
 
     w, h = max(1, round(result.width * sx)), max(1, round(result.height * sy))
     # a tracking frame stays Tracks (its count line and counts drawn too), not plain boxes
-    line = {"line": xyxy(result.line)} if isinstance(result, Tracks) and result.line is not None else {}
+    line: dict[str, Any] = {}
+    if isinstance(result, Tracks) and result.line is not None:
+        line["line"] = xyxy(result.line)
+    if isinstance(result, Tracks) and result.region is not None:
+        line["region"] = tuple((x * sx, y * sy) for x, y in result.region)
     if isinstance(result, Instances):
         from PIL import Image
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -38,8 +39,17 @@ CountLine = Annotated[
     ),
 ]
 
+CountRegion = Annotated[
+    str | None,
+    typer.Option(
+        "--count-region",
+        help="x1,y1,x2,y2,x3,y3,… in pixels, three or more corners: count each track once when its box centre comes into this polygon (in) and once when it leaves (out); not with --count-line.",
+        rich_help_panel=o.PANEL_MODEL,
+    ),
+]
 
-def _summaries(records: Iterable[Any], folder: Path | None) -> Iterator[Any]:
+
+def _summaries(records: Iterable[Any], folder: Path | None, where: str = "across the count line") -> Iterator[Any]:
     """Records on to the writer; afterwards each track's summary on stderr (and ``tracks.json`` when saving)."""
     from cnnkit.io.files import atomic_write_text
     from cnnkit.tasks.track.summary import TrackSummaries
@@ -61,7 +71,7 @@ def _summaries(records: Iterable[Any], folder: Path | None) -> Iterator[Any]:
     if len(rows) > 50:
         log.info("… and %d more tracks", len(rows) - 50)
     for path, counts in summaries.counts.items():
-        log.info("%s: %d in, %d out across the count line", path, counts["in"], counts["out"])
+        log.info("%s: %d in, %d out %s", path, counts["in"], counts["out"], where)
     if folder is not None:
         target = atomic_write_text(
             folder / "tracks.json", json.dumps({"tracks": rows, "counts": summaries.counts}, indent=2) + "\n"
@@ -76,6 +86,7 @@ def predict(
     sources: o.Sources = None,
     tracker: TrackerName = None,
     count_line: CountLine = None,
+    count_region: CountRegion = None,
     iou: o.Iou = None,
     agnostic_nms: o.AgnosticNms = False,
     imgsz: o.Imgsz = None,
@@ -91,10 +102,16 @@ def predict(
         ctx,
         "track",
         dict(
-            options, tracker=tracker, count_line=count_line, save_txt=save_txt, save_conf=save_conf, save_crop=save_crop
+            options,
+            tracker=tracker,
+            count_line=count_line,
+            count_region=count_region,
+            save_txt=save_txt,
+            save_conf=save_conf,
+            save_crop=save_crop,
         ),
         save=options["save_pictures"] or save_txt or save_crop,
-        observe=_summaries,
+        observe=functools.partial(_summaries, where="of the count region" if count_region else "across the count line"),
     )
 
 

@@ -6,7 +6,8 @@ it lives on the engine's :class:`~cnnkit.engine.StreamState`, never on the predi
 video (or image) in a stream gets a fresh tracker and track ids from 1, and two streams through
 one predictor never share tracks. Frames come to :meth:`predict_batch` in input order, so each
 batch updates the tracker frame by frame. With ``count_line`` each track is counted once when its
-box centre first crosses the line (the rule of :mod:`cnnkit.eval.mot`).
+box centre first crosses the line; with ``count_region`` once when it first comes into the polygon and once
+when it first leaves it (the rules of :mod:`cnnkit.eval.mot`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnkit.engine import StreamState
-from cnnkit.eval.mot import LineCounter, box_centre, line_in_view, parse_line
+from cnnkit.eval.mot import (
+    LineCounter,
+    RegionCounter,
+    box_centre,
+    line_in_view,
+    parse_line,
+    parse_region,
+    region_in_view,
+)
 from cnnkit.io.decode import Decoded
 from cnnkit.records import Record
 from cnnkit.results import Boxes, Instance, Instances, TrackedBox, TrackedInstance, TrackedInstances, Tracks
@@ -81,7 +90,7 @@ class VideoTracks:
 
     path: str
     tracker: Any
-    counter: LineCounter | None = None
+    counter: LineCounter | RegionCounter | None = None
 
 
 class Tracking:
@@ -96,10 +105,20 @@ class Tracking:
         """BoT-SORT's camera-motion step reads each frame; ByteTrack only its boxes."""
         return self.tracker_cfg.tracker_type != "bytetrack"
 
-    def _init_tracking(self, tracker: str | None, count_line: str | Sequence[float] | None) -> None:
+    def _init_tracking(
+        self,
+        tracker: str | None,
+        count_line: str | Sequence[float] | None,
+        count_region: str | Sequence[float] | None = None,
+    ) -> None:
         """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: the model's own,
-        :func:`track_defaults`); ``count_line``: ``x1,y1,x2,y2`` to count crossings of."""
+        :func:`track_defaults`); ``count_line``: ``x1,y1,x2,y2`` to count crossings of; or ``count_region``:
+        ``x1,y1,x2,y2,x3,y3,…``, a polygon to count tracks into and out of."""
         from cnnkit import ultralytics_adapter
+        from cnnkit.errors import OptionError
+
+        if count_line is not None and count_region is not None:
+            raise OptionError(("count_line", "count_region"), "count across a line or in and out of a region, not both")
 
         tracker = tracker or track_defaults(self.name)["tracker"]
         # static camera: no global motion compensation (BOT-SORT's default optical flow costs time, finds nothing)
@@ -107,6 +126,7 @@ class Tracking:
         self.tracker_name = tracker
         self.tracker_cfg = ultralytics_adapter.tracker_config(tracker, **overrides)
         self.count_line = parse_line(count_line) if count_line is not None else None
+        self.count_region = parse_region(count_region) if count_region is not None else None
 
     def on_stream_start(self, state: StreamState) -> None:
         state.data["video"] = None
@@ -121,19 +141,30 @@ class Tracking:
 
         current: VideoTracks | None = state.data.get("video")
         if current is None or current.path != d.path:
-            counter = LineCounter(self.count_line) if self.count_line is not None else None
+            counter: LineCounter | RegionCounter | None = None
+            if self.count_line is not None:
+                counter = LineCounter(self.count_line)
+            elif self.count_region is not None:
+                counter = RegionCounter(self.count_region)
             current = VideoTracks(d.path, ultralytics_adapter.make_tracker(self.tracker_cfg), counter)
             state.data["video"] = current
             h, w = d.rgb.shape[:2]
             if self.count_line is not None and not line_in_view(self.count_line, w, h):
-                log.warning(
-                    "%s: the count line %s lies outside the %dx%d frame; nothing will cross it",
-                    d.path,
-                    ",".join(f"{v:g}" for v in self.count_line),
-                    w,
-                    h,
-                )
+                self._outside("line", self.count_line, d.path, w, h)
+            if self.count_region is not None and not region_in_view(self.count_region, w, h):
+                self._outside("region", [v for xy in self.count_region for v in xy], d.path, w, h)
         return current
+
+    @staticmethod
+    def _outside(what: str, numbers: Sequence[float], path: str, w: int, h: int) -> None:
+        log.warning(
+            "%s: the count %s %s lies outside the %dx%d frame; nothing will cross it",
+            path,
+            what,
+            ",".join(f"{v:g}" for v in numbers),
+            w,
+            h,
+        )
 
     def _track(self, found: Boxes, d: Decoded, state: StreamState) -> Tracks:
         """One frame through its video's tracker: the frame's detections (boxes or instances) that belong to a
@@ -152,10 +183,12 @@ class Tracking:
         items.sort(key=lambda t: t.track_id)
         counts = dict(video.counter.counts) if video.counter is not None else None
         kind = TrackedInstances if isinstance(found, Instances) else Tracks
-        return kind(items, found.width, found.height, line=self.count_line, counts=counts)  # type: ignore[arg-type]
+        zone = {"line": self.count_line, "region": self.count_region}
+        return kind(items, found.width, found.height, counts=counts, **zone)  # type: ignore[arg-type]
 
     def on_batch_end(self, state: StreamState, records: list[Record]) -> None:
-        """Each frame's running count (with ``count_line``) goes on its record: ``counts: {in, out}``."""
+        """Each frame's running count (with ``count_line`` or ``count_region``) goes on its record:
+        ``counts: {in, out}``."""
         for record in records:
             if isinstance(record.result, Tracks) and record.result.counts is not None:
                 record.extra["counts"] = dict(record.result.counts)
@@ -165,7 +198,13 @@ class Tracker(Tracking, Detector):
     """A detector whose boxes carry ``track_id``s, stable across the frames of one video; for an instance
     segmentation model, :meth:`load` gives an :class:`InstanceTracker`."""
 
-    load_options = ("tracker", "count_line", "mask_threshold", "save_masks")  # through load's ``**options``
+    load_options = (
+        "tracker",
+        "count_line",
+        "count_region",
+        "mask_threshold",
+        "save_masks",
+    )  # through load's ``**options``
 
     def __init__(
         self,
@@ -174,11 +213,12 @@ class Tracker(Tracking, Detector):
         *,
         tracker: str | None = None,
         count_line: str | Sequence[float] | None = None,
+        count_region: str | Sequence[float] | None = None,
         **saves: bool,
     ) -> None:
-        """``tracker`` and ``count_line``: :meth:`Tracking._init_tracking`."""
+        """``tracker``, ``count_line`` and ``count_region``: :meth:`Tracking._init_tracking`."""
         super().__init__(backend, options, **saves)
-        self._init_tracking(tracker, count_line)
+        self._init_tracking(tracker, count_line, count_region)
 
     @classmethod
     def load(  # type: ignore[override]  # may give an InstanceTracker
@@ -231,11 +271,13 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         *,
         tracker: str | None = None,
         count_line: str | Sequence[float] | None = None,
+        count_region: str | Sequence[float] | None = None,
         **options: Any,
     ) -> None:
-        """``tracker`` and ``count_line``: :meth:`Tracking._init_tracking`; ``options``: the segmenter's."""
+        """``tracker``, ``count_line`` and ``count_region``: :meth:`Tracking._init_tracking`; ``options``: the
+        segmenter's."""
         super().__init__(loaded, runtime, **options)
-        self._init_tracking(tracker, count_line)
+        self._init_tracking(tracker, count_line, count_region)
 
     @classmethod
     def load(  # the detector's options, as cnnkit track gives them

@@ -34,7 +34,19 @@ from cnnkit.data.moving import (
     write_sequences,
 )
 from cnnkit.errors import OptionError
-from cnnkit.eval.mot import LineCounter, MotRow, crosses, line_in_view, parse_line, read_mot, score
+from cnnkit.eval.mot import (
+    LineCounter,
+    MotRow,
+    RegionCounter,
+    crosses,
+    line_in_view,
+    parse_line,
+    parse_region,
+    read_mot,
+    region_in_view,
+    score,
+    where,
+)
 
 
 @pytest.fixture(scope="module")
@@ -534,3 +546,44 @@ def test_track_val_table_shows_counts_as_text() -> None:
     (tab,) = report_tables(metrics)
     assert [row[-1] for row in tab.rows] == ["in 2 out 1 → in 2 out 0", "3 → 3", "? → in 0 out 1", ""]
     assert "1 failed: frames not decoded or sequences left out" in tab.notes
+
+
+def test_a_region_counts_each_track_once_in_and_once_out() -> None:
+    square = parse_region("10,10,50,10,50,50,10,50")
+    assert [where(square, p) for p in ((30, 30), (5, 30), (50, 30), (30, 10), (60, 60))] == [1, -1, 0, 0, -1]
+    counter = RegionCounter(square)
+    for x in (0, 10, 20, 50, 60, 40, 70):  # onto the edge, in, onto the far edge, out, in again, out again
+        counter.update(1, (x, 30))
+    for x in (30, 40, 55):  # first seen inside: it did not come in, it goes out
+        counter.update(2, (x, 30))
+    assert counter.counts == {"in": 1, "out": 2}
+    assert region_in_view(square, 256, 256) and region_in_view(parse_region("-9,-9,999,-9,500,999"), 256, 256)
+    assert not region_in_view(parse_region("300,0,400,0,400,99"), 256, 256)
+    for bad in ("1,2,3,4", "0,0,1,1,2", "0,0,1,1,2,2", "0,0,nan,1,2,0"):
+        with pytest.raises(OptionError):
+            parse_region(bad)
+
+
+def test_count_region_counts_as_a_line_through_its_edge(videos: Path, tmp_path: Path) -> None:
+    """A region that is the half of the frame right of x = 128 is entered where a track crosses the line x = 128
+    left to right (the line's "out") and left the other way (its "in"), frame by frame the same."""
+    video = str(videos / "shapes-002.mp4")
+    runs = {}
+    for name, zone in (
+        ("line", ["--count-line", "128,0,128,256"]),
+        ("region", ["--count-region", "128,0,999,0,999,256,128,256"]),
+    ):
+        out = tmp_path / f"{name}.jsonl"
+        result = CliRunner().invoke(app, ["track", video, *zone, "-o", str(out), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        runs[name] = [json.loads(line)["counts"] for line in out.read_text().splitlines()]
+    assert sum(runs["line"][-1].values()) >= 1  # the line is crossed in this video
+    assert runs["region"] == [{"in": c["out"], "out": c["in"]} for c in runs["line"]]
+    both = CliRunner().invoke(app, ["track", video, "--count-line", "0,0,1,1", "--count-region", "0,0,9,0,9,9"])
+    assert both.exit_code == 2 and "--count-region" in both.output
+
+
+@pytest.mark.parametrize("region", ["1,2,3,4", "0,0,5,5,10,10", "0,0,nan,1,2,0"])
+def test_a_bad_count_region_names_the_flag(videos: Path, region: str) -> None:
+    result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-region", region])
+    assert result.exit_code == 2 and "--count-region" in result.output
