@@ -631,7 +631,7 @@ def ray_parts(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _video_done(item: Any, resume: Any, ctx: typer.Context) -> bool:
+def _video_done(item: Any, resume: Any, options: VideoOptions, max_pixels: int | None) -> bool:
     """Whether a resumed file already holds every frame this run would read of video ``item``, and only those
     (decoded again to know which they are: a header's frame count is not always there, nor right). A stream is
     never done; nor is a video the file holds no frames of."""
@@ -642,7 +642,7 @@ def _video_done(item: Any, resume: Any, ctx: typer.Context) -> bool:
         return False
     if not resume.videos.get(path_key(item.path)):
         return False
-    with contextlib.closing(read_frames(item.path, video_options(ctx), max_pixels=ctx.params["max_pixels"])) as frames:
+    with contextlib.closing(read_frames(item.path, options, max_pixels=max_pixels)) as frames:
         return bool(resume.video_done(item.path, ((f.frame, f.error is None) for f in frames)))
 
 
@@ -685,6 +685,7 @@ def run_predict(
     batch_size, workers = setting(ctx, "batch_size"), setting(ctx, "workers")
     fmt = resolve("format", p["fmt"], given(ctx, "fmt"))
     parse_shard(shard)
+    video = video_options(ctx)  # checked before a model loads or a save folder is made
     engine, scale = engine_options(ctx, save)
     if engine == "ray" and p.get("parts"):
         return ray_parts(
@@ -711,7 +712,11 @@ def run_predict(
     if resume is not None:
         resume.check_run(str(output), task)
     if resume is not None and (resume.done or resume.videos):
-        kept = [it for it in items if path_key(it.path) not in resume.done and not _video_done(it, resume, ctx)]
+        kept = [
+            it
+            for it in items
+            if path_key(it.path) not in resume.done and not _video_done(it, resume, video, p["max_pixels"])
+        ]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
         if fmt == "jsonl":
             drop_videos(str(output), resume, resume.stale(it.path for it in kept if is_video_name(it.path)))
@@ -744,7 +749,7 @@ def run_predict(
             batch_size=batch_size,
             workers=workers,
             max_pixels=p["max_pixels"],
-            video=video_options(ctx),
+            video=video,
             **scale,
             **load_options,
         )
@@ -766,7 +771,7 @@ def run_predict(
             max_pixels=p["max_pixels"],
             save_dir=folder,
             keep_pictures=report is not None,
-            **dataclasses.asdict(video_options(ctx)),
+            **dataclasses.asdict(video),
         )
     if observe is not None:
         records = observe(records, folder)

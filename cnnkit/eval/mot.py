@@ -66,10 +66,18 @@ def line_in_view(line: Sequence[float], width: int, height: int) -> bool:
     """Whether any part of the segment lies inside a ``width`` × ``height`` frame (a line drawn for another
     video size, or in the wrong order of numbers, often lies wholly outside)."""
     x1, y1, x2, y2 = line
-    steps = 256
-    return any(
-        0 <= x1 + (x2 - x1) * k / steps <= width and 0 <= y1 + (y2 - y1) * k / steps <= height for k in range(steps + 1)
-    )
+    lo, hi = 0.0, 1.0  # the part of the segment inside the frame, clipped (Liang-Barsky), as fractions of it
+    for p, q in ((x1 - x2, x1), (x2 - x1, width - x1), (y1 - y2, y1), (y2 - y1, height - y1)):
+        if p == 0:
+            if q < 0:
+                return False  # parallel to this edge and outside it
+            continue
+        t = q / p
+        if p < 0:
+            lo = max(lo, t)
+        else:
+            hi = min(hi, t)
+    return lo <= hi
 
 
 def box_centre(box: Sequence[float]) -> tuple[float, float]:

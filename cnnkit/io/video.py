@@ -104,7 +104,7 @@ class VideoOptions:
                 raise OptionError(name, "must be a number of seconds", seconds)
         if self.start is not None and not (0 <= self.start < math.inf):  # NaN and infinity included
             raise OptionError("start", "must be 0 or more seconds, and finite", self.start)
-        if self.end is not None and self.end <= (self.start or 0.0):
+        if self.end is not None and not self.end > (self.start or 0.0):  # NaN too: it would end nothing
             raise OptionError(("start", "end"), "end must come after start", self.end)
 
 

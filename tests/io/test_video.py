@@ -144,6 +144,7 @@ def test_a_start_past_the_end_is_a_failed_item_saying_where_the_video_ends(clip:
         ({"start": "1"}, "start"),
         ({"end": "2"}, "end"),
         ({"vid_stride": True}, "vid_stride"),
+        ({"end": float("nan")}, "end"),  # passed `end <= start`, then hid the frames lost in a damaged stream
     ],
 )
 def test_bad_video_options_name_the_option(kwargs: dict[str, Any], option: str) -> None:
@@ -1157,3 +1158,18 @@ def test_skip_existing_skips_a_finished_video_and_redoes_one_read_otherwise(tmp_
         "a.mp4": list(range(6)),
         "b.mp4": list(range(6)),
     }
+
+
+def test_a_bad_window_is_refused_before_a_save_folder_is_made(clip: Path, tmp_path: Path) -> None:
+    """The window was checked only as the frames were read: the save folder was made first and left empty, so
+    the corrected command was refused, the folder existing."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    folder = tmp_path / "out"
+    bad = CliRunner().invoke(app, ["detect", str(clip), "--start", "1", "--end", "0.5", "--save-dir", str(folder)])
+    assert bad.exit_code == 2 and "end must come after start" in bad.output and not folder.exists()
+    good = CliRunner().invoke(app, ["detect", str(clip), "--start", "0.5", "--save-dir", str(folder), "--threads", "1"])
+    assert good.exit_code == 0, good.output
+    assert len(list(folder.glob("*.mp4"))) == 1
