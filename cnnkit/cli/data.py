@@ -37,6 +37,7 @@ Out = Annotated[str, typer.Argument(help="Output folder (must not exist, unless 
 @app.command("shapes")
 @o.renamed(layout=("--format", "-f"), val_split="--val-fraction")
 def shapes_cmd(
+    ctx: typer.Context,
     out: Out,
     layout: Annotated[str, typer.Option("--layout", help="Dataset layout: imagefolder, yolo, masks or coco.")] = "yolo",
     n: Annotated[int, typer.Option("--n", min=1, help="Number of images (train + val).")] = 100,
@@ -57,9 +58,14 @@ def shapes_cmd(
     """Deterministic synthetic scenes of shapes (a pure function of seed and index) with boxes, instance and
     semantic masks; --imgsz is the image side (at least 16). With --video: videos of shapes that move, cross,
     occlude each other, enter and leave, with MOT ground truth and the true crossings of a counting line."""
+    from cnnkit.cli.options import given
     from cnnkit.data.export import FORMATS, export_shapes
     from cnnkit.errors import UsageError
 
+    unused = ("layout", "val_split") if video else ("frames", "fps")
+    for name in (n for n in unused if given(ctx, n)):  # silently ignored, a wrong dataset looked right
+        flag = {"layout": "--layout", "val_split": "--val-split", "frames": "--frames", "fps": "--fps"}[name]
+        raise UsageError(f"{flag}: is for {'still scenes, not --video' if video else '--video'}")
     if video:
         from cnnkit.data.moving import write_sequences
 

@@ -589,3 +589,17 @@ def test_count_region_counts_as_a_line_through_its_edge(videos: Path, tmp_path: 
 def test_a_bad_count_region_names_the_flag(videos: Path, region: str) -> None:
     result = CliRunner().invoke(app, ["track", str(videos / "shapes-000.mp4"), "--count-region", region])
     assert result.exit_code == 2 and "--count-region" in result.output
+
+
+def test_data_shapes_refuses_options_of_the_other_kind(tmp_path: Path) -> None:
+    """`--layout coco` with `--video` (and `--frames` without it) was silently ignored: a dataset of another
+    kind than asked, looking right."""
+    for args in (
+        ["--video", "--layout", "coco"],
+        ["--frames", "5"],
+        ["--fps", "10"],
+        ["--video", "--val-split", "0.5"],
+    ):
+        result = CliRunner().invoke(app, ["data", "shapes", str(tmp_path / "d"), "--n", "1", *args])
+        assert result.exit_code == 2 and args[-2] in result.output, (args, result.output)
+        assert not (tmp_path / "d").exists()
