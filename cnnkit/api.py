@@ -170,7 +170,12 @@ def track(sources: Any, *, stream: bool = False, **options: Any) -> list[Record]
     model's own), ``count_line`` (``"x1,y1,x2,y2"``) or ``count_region`` (``"x1,y1,x2,y2,x3,y3,…"``, a polygon
     counted into and out of): each record gets the running ``counts``, and for videos ``vid_stride``, ``start``, ``end``,
     ``max_frames``. :func:`cnnkit.tasks.track.summary.summarise` turns the records into per-track rows.
+    Frames handed over one at a time go to a tracker kept between calls, ``cnnkit.load("track", persist=True)``.
     """
+    if options.get("persist"):  # this call loads a tracker of its own, gone when it returns
+        from cnnkit.errors import OptionError
+
+        raise OptionError("persist", 'keeps tracks on a tracker kept between calls: cnnkit.load("track", persist=True)')
     load_opts, run_opts = _split(dict(options))
     records = load("track", **load_opts).stream(sources, **run_opts)
     return records if stream else list(records)

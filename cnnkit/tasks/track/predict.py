@@ -30,6 +30,7 @@ from cnnkit.eval.mot import (
     region_in_view,
 )
 from cnnkit.io.decode import Decoded
+from cnnkit.io.sources import IN_MEMORY
 from cnnkit.records import Record
 from cnnkit.results import Boxes, Instance, Instances, TrackedBox, TrackedInstance, TrackedInstances, Tracks
 from cnnkit.tasks.detect.predict import Detector, Options
@@ -95,7 +96,12 @@ class VideoTracks:
 
 class Tracking:
     """What a tracking predictor adds to the predictor it extends (:class:`Tracker`, :class:`InstanceTracker`):
-    the tracker and count line, one tracker per video in the stream's state, and track ids on each result."""
+    the tracker and count line, one tracker per video in the stream's state, and track ids on each result.
+
+    A sequence is one video, or the in-memory pictures of one stream (arrays from a camera loop have no file to
+    tell them apart): its frames share a tracker. With ``persist`` the last sequence's tracks are kept from one
+    call to the next, as ultralytics' ``model.track(frame, persist=True)``, until :meth:`reset`.
+    """
 
     task = "track"
     name: str
@@ -110,10 +116,12 @@ class Tracking:
         tracker: str | None,
         count_line: str | Sequence[float] | None,
         count_region: str | Sequence[float] | None = None,
+        persist: bool = False,
     ) -> None:
         """``tracker``: ``bytetrack``, ``botsort``, ``shapes-bytetrack`` or a yaml (default: the model's own,
         :func:`track_defaults`); ``count_line``: ``x1,y1,x2,y2`` to count crossings of; or ``count_region``:
-        ``x1,y1,x2,y2,x3,y3,…``, a polygon to count tracks into and out of."""
+        ``x1,y1,x2,y2,x3,y3,…``, a polygon to count tracks into and out of; ``persist``: keep tracks across
+        calls."""
         from cnnkit import ultralytics_adapter
         from cnnkit.errors import OptionError
 
@@ -127,12 +135,20 @@ class Tracking:
         self.tracker_cfg = ultralytics_adapter.tracker_config(tracker, **overrides)
         self.count_line = parse_line(count_line) if count_line is not None else None
         self.count_region = parse_region(count_region) if count_region is not None else None
+        self.persist = bool(persist)
+        self._kept: VideoTracks | None = None  # with persist: the last call's sequence, continued by the next
+
+    def reset(self) -> None:
+        """Forget the tracks kept with ``persist``: the next call starts new ones, ids from 1."""
+        self._kept = None
 
     def on_stream_start(self, state: StreamState) -> None:
-        state.data["video"] = None
+        state.data["video"] = self._kept if self.persist else None
 
     def on_stream_end(self, state: StreamState) -> None:
-        state.data.pop("video", None)
+        current = state.data.pop("video", None)
+        if self.persist:
+            self._kept = current
 
     def _video(self, state: StreamState, d: Decoded) -> VideoTracks:
         """The current video's tracks; a frame of another input starts fresh ones (ids from 1), and a count
@@ -140,13 +156,14 @@ class Tracking:
         from cnnkit import ultralytics_adapter
 
         current: VideoTracks | None = state.data.get("video")
-        if current is None or current.path != d.path:
+        sequence = IN_MEMORY if d.path.startswith(IN_MEMORY) else d.path
+        if current is None or current.path != sequence:
             counter: LineCounter | RegionCounter | None = None
             if self.count_line is not None:
                 counter = LineCounter(self.count_line)
             elif self.count_region is not None:
                 counter = RegionCounter(self.count_region)
-            current = VideoTracks(d.path, ultralytics_adapter.make_tracker(self.tracker_cfg), counter)
+            current = VideoTracks(sequence, ultralytics_adapter.make_tracker(self.tracker_cfg), counter)
             state.data["video"] = current
             h, w = d.rgb.shape[:2]
             if self.count_line is not None and not line_in_view(self.count_line, w, h):
@@ -202,6 +219,7 @@ class Tracker(Tracking, Detector):
         "tracker",
         "count_line",
         "count_region",
+        "persist",
         "mask_threshold",
         "save_masks",
     )  # through load's ``**options``
@@ -214,11 +232,12 @@ class Tracker(Tracking, Detector):
         tracker: str | None = None,
         count_line: str | Sequence[float] | None = None,
         count_region: str | Sequence[float] | None = None,
+        persist: bool = False,
         **saves: bool,
     ) -> None:
-        """``tracker``, ``count_line`` and ``count_region``: :meth:`Tracking._init_tracking`."""
+        """``tracker``, ``count_line``, ``count_region`` and ``persist``: :meth:`Tracking._init_tracking`."""
         super().__init__(backend, options, **saves)
-        self._init_tracking(tracker, count_line, count_region)
+        self._init_tracking(tracker, count_line, count_region, persist)
 
     @classmethod
     def load(  # type: ignore[override]  # may give an InstanceTracker
@@ -272,12 +291,13 @@ class InstanceTracker(Tracking, InstanceSegmenter):
         tracker: str | None = None,
         count_line: str | Sequence[float] | None = None,
         count_region: str | Sequence[float] | None = None,
+        persist: bool = False,
         **options: Any,
     ) -> None:
-        """``tracker``, ``count_line`` and ``count_region``: :meth:`Tracking._init_tracking`; ``options``: the
-        segmenter's."""
+        """``tracker``, ``count_line``, ``count_region`` and ``persist``: :meth:`Tracking._init_tracking`;
+        ``options``: the segmenter's."""
         super().__init__(loaded, runtime, **options)
-        self._init_tracking(tracker, count_line, count_region)
+        self._init_tracking(tracker, count_line, count_region, persist)
 
     @classmethod
     def load(  # the detector's options, as cnnkit track gives them

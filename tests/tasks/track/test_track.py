@@ -603,3 +603,36 @@ def test_data_shapes_refuses_options_of_the_other_kind(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["data", "shapes", str(tmp_path / "d"), "--n", "1", *args])
         assert result.exit_code == 2 and args[-2] in result.output, (args, result.output)
         assert not (tmp_path / "d").exists()
+
+
+def test_in_memory_frames_are_one_sequence_and_persist_keeps_tracks_across_calls(videos: Path) -> None:
+    """Arrays from a camera loop were each their own input: the tracker restarted every frame, so nothing was
+    ever counted. Now a stream's in-memory frames share a tracker, and ``persist=True`` keeps it from one call
+    to the next (ultralytics' ``model.track(frame, persist=True)``): both give the video's own tracks."""
+    import av
+
+    import cnnkit
+
+    video, line = str(videos / "shapes-002.mp4"), "128,0,128,256"
+    with av.open(video) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    def tracks(records: list) -> list[list[int]]:
+        return [[p["track_id"] for p in r.predictions] for r in records]
+
+    whole = list(cnnkit.track(video, count_line=line, threads=1))
+    assert sum(whole[-1].extra["counts"].values()) >= 1
+    streamed = list(cnnkit.load("track", count_line=line, threads=1).stream(iter(frames)))
+    assert tracks(streamed) == tracks(whole) and streamed[-1].extra["counts"] == whole[-1].extra["counts"]
+    persisted = cnnkit.load("track", count_line=line, threads=1, persist=True)
+    one_by_one = [persisted(frame)[0] for frame in frames]
+    assert tracks(one_by_one) == tracks(whole) and one_by_one[-1].extra["counts"] == whole[-1].extra["counts"]
+    persisted.reset()
+    assert persisted(frames[-1])[0].extra["counts"] == {"in": 0, "out": 0}
+
+
+def test_persist_on_a_tracker_made_for_one_call_is_refused_saying_where_it_belongs() -> None:
+    import cnnkit
+
+    with pytest.raises(OptionError, match=r'cnnkit.load\("track", persist=True\)'):
+        cnnkit.track(np.zeros((64, 64, 3), np.uint8), persist=True)
