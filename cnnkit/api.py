@@ -96,6 +96,12 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         options["shard_spec"] = options.pop("shard")
     run = {k: options.pop(k) for k in _RUN_KEYS if k in options}
     check_run(run.get("batch_size", 8), run.get("workers", 2), run.get("max_pixels", DEFAULT_MAX_PIXELS))
+    from cnnkit.io.sources import parse_shard
+    from cnnkit.io.video import VideoOptions
+
+    VideoOptions(**{k: run[k] for k in ("vid_stride", "start", "end", "max_frames") if k in run})
+    if run.get("shard_spec") is not None:
+        parse_shard(run["shard_spec"])
     return options, run
 
 

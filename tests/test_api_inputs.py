@@ -84,6 +84,23 @@ def test_sixteen_bit_and_boolean_arrays_read_as_pil_reads_them() -> None:
 
 
 @pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"vid_stride": 0}, "vid_stride"),
+        ({"start": -1}, "start"),
+        ({"max_frames": 0}, "max_frames"),
+        ({"shard": "3/2"}, "shard"),
+    ],
+)
+def test_bad_video_and_shard_options_are_refused_at_the_call_before_a_model_loads(monkeypatch, options, name) -> None:
+    """With stream=True they were raised only at the first next(), after the model had loaded."""
+    monkeypatch.setattr("cnnkit.api.load", lambda *a, **k: pytest.fail("a model loaded before checking"))
+    with pytest.raises(UsageError) as err:
+        cnnkit.detect("clip.mp4", stream=True, **options)
+    assert name in getattr(err.value, "options", ()) or name in str(err.value)
+
+
+@pytest.mark.parametrize(
     ("task", "options", "name"),
     [
         ("detect", {"imgsz": 100000}, "imgsz"),

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -337,11 +337,17 @@ def _from_copy(
 def frame_picture(path: str, frame: int, time_s: float | None) -> Any:
     """The pixels of frame ``frame`` (at ``time_s``) of the video ``path``, read again: a report's thumbnail of a
     frame record that came without them (from Ray's actors, or from a resumed output)."""
-    for item in read_frames(path, VideoOptions(start=time_s or None, max_frames=1)):
-        if item.error is None and item.frame == frame:
-            return item.data
-        break
-    raise CnnkitError(f"{path}: frame {frame} cannot be read again")
+    why = "not found at its time"
+    with closing(read_frames(path, VideoOptions(start=time_s or None))) as items:
+        for n, item in enumerate(items):  # a frame or two before it may come first, by the clock's rounding
+            if item.error is None and item.frame == frame:
+                return item.data
+            if item.error is not None and (item.frame is None or item.frame >= frame):
+                why = item.error
+                break
+            if n >= 2 or (item.frame is not None and item.frame > frame):
+                break
+    raise CnnkitError(f"{path}: frame {frame} cannot be read again ({why})")
 
 
 class _FromStart(Exception):
@@ -411,7 +417,9 @@ def _frames(
     tb = stream.time_base or Fraction(1, 90000)
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
     start = opts.start or 0.0
-    first_index = math.ceil(start * fps - 1e-3)  # the first frame at or after start (times in microseconds)
+    # the first frame at or after start, as far as the container's clock tells (Matroska's counts milliseconds:
+    # a 30 fps frame 2 is stamped 0.067 s, and 0.067 × 30 is past 2)
+    first_index = math.ceil(start * fps - max(1e-3, float(tb) * fps))
     if info.variable:
         first_index = -1  # known once a frame at or after start is decoded
     seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)

@@ -1173,3 +1173,24 @@ def test_a_bad_window_is_refused_before_a_save_folder_is_made(clip: Path, tmp_pa
     good = CliRunner().invoke(app, ["detect", str(clip), "--start", "0.5", "--save-dir", str(folder), "--threads", "1"])
     assert good.exit_code == 0, good.output
     assert len(list(folder.glob("*.mp4"))) == 1
+
+
+def test_a_matroska_frame_is_found_again_at_its_millisecond_time(tmp_path: Path) -> None:
+    """Matroska stamps times in milliseconds: frame 2 of a 30 fps file is at 0.067 s, and `start=0.067` began at
+    frame 3 (0.067 × 30 > 2), so a report rebuilt from records lost every third frame's thumbnail."""
+    from cnnkit.io.video import frame_picture
+
+    path = tmp_path / "m30.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p"
+        stream.options = {"crf": "0"}
+        for i in range(9):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    items = list(read_frames(str(path)))
+    assert [it.frame for it in items] == list(range(9)) and items[2].time_s == pytest.approx(0.067, abs=1e-9)
+    for it in items:
+        assert level(frame_picture(str(path), it.frame, it.time_s)) == it.frame
+        assert next(read_frames(str(path), VideoOptions(start=it.time_s or None))).frame == it.frame
