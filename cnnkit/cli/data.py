@@ -40,7 +40,9 @@ def shapes_cmd(
     ctx: typer.Context,
     out: Out,
     layout: Annotated[str, typer.Option("--layout", help="Dataset layout: imagefolder, yolo, masks or coco.")] = "yolo",
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of images (train + val).")] = 100,
+    n: Annotated[
+        int, typer.Option("--n", min=1, help="Number of images (train + val), or of videos with --video.")
+    ] = 100,
     seed: o.Seed = 0,
     imgsz: o.Imgsz = 256,
     val_split: o.ValSplit = 0.2,

@@ -388,6 +388,7 @@ Seed = Annotated[
     Optional[int],
     typer.Option(
         "--seed",
+        min=0,
         rich_help_panel=PANEL_DATA,
         help="Random seed: the same seed gives the same split, data order, augmentation, initial weights and "
         "synthetic scenes.",

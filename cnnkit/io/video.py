@@ -417,9 +417,10 @@ def _frames(
     tb = stream.time_base or Fraction(1, 90000)
     t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
     start = opts.start or 0.0
-    # the first frame at or after start, as far as the container's clock tells (Matroska's counts milliseconds:
-    # a 30 fps frame 2 is stamped 0.067 s, and 0.067 × 30 is past 2)
-    first_index = math.ceil(start * fps - max(1e-3, float(tb) * fps))
+    # the first frame at or after start, as far as the container's clock tells: a clock of milliseconds (Matroska)
+    # stamps a 30 fps frame 2 at 0.067 s, and 0.067 × 30 is past 2; a coarser one (AVI: a tick a frame) is exact
+    slack = max(1e-3, min(float(tb) / 2, 5e-4) * fps)
+    first_index = max(0, math.ceil(start * fps - slack))
     if info.variable:
         first_index = -1  # known once a frame at or after start is decoded
     seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, UsageError, printable
-from cnnkit.eval.mot import MotRow, read_mot, score
+from cnnkit.errors import CnnkitError, UsageError, printable, reason_of
+from cnnkit.eval.mot import MotRow, parse_line, read_mot, score
 from cnnkit.eval.report import ReportTable, figure, runtime_facts, runtime_note, table
 from cnnkit.io.video import VIDEO_EXTENSIONS
 
@@ -30,9 +30,11 @@ def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
     root = Path(data)
     if not root.is_dir():
         raise UsageError(f"{data}: not a folder of videos with MOT ground truth (NAME.mp4 and NAME/gt/gt.txt)")
-    found = []
+    found: list[tuple[str, Path, Path]] = []
     for video in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS):
         gt = root / video.stem / "gt" / "gt.txt"
+        if any(name == video.stem for name, _, _ in found):  # a.mp4 and a.mkv: one ground truth, the first scored
+            continue
         if gt.is_file():
             found.append((video.stem, video, gt))
         else:
@@ -42,12 +44,49 @@ def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
     return found
 
 
+def read_summary(root: Path) -> dict[str, Any]:
+    """``root/summary.json`` (``{}`` when there is none), checked: a summary of someone else's was a traceback."""
+    path = root / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        seqs = summary.get("sequences", [])
+        if not isinstance(seqs, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in seqs):
+            raise ValueError("sequences is not a list of objects with a name")
+        for s in seqs:
+            c = s.get("crossings")
+            numbers = c.values() if isinstance(c, dict) else [c]
+            if c is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
+                raise ValueError(f"the crossings of {s['name']} are not whole numbers")
+        if "line" in summary:
+            parse_line(summary["line"])
+        if "min_visibility" in summary and not (
+            isinstance(summary["min_visibility"], (int, float)) and 0 <= summary["min_visibility"] <= 1
+        ):
+            raise ValueError("min_visibility is not a number from 0 to 1")
+    except (OSError, UnicodeDecodeError, ValueError, UsageError) as exc:
+        raise CnnkitError(f"{path}: not a summary of sequences ({reason_of(exc)})") from None
+    return summary
+
+
 def without_video(root: Path, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Failed entries for the sequences named with no video to track: those of ``summary.json`` and each
     ``NAME/gt/gt.txt`` without a ``NAME`` video beside it. Left out unsaid, the run scored fewer sequences than
     it was given and passed."""
-    videos = {p.stem for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS}
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    videos = {p.stem for p in files}
     out: dict[str, dict[str, Any]] = {}
+    for p in files:
+        first = next(f for f in files if f.stem == p.stem)
+        if p != first and (root / p.stem / "gt" / "gt.txt").is_file():
+            out[p.name] = {
+                "path": str(p),
+                "frame": None,
+                "error": f"a second video of sequence {p.stem}, beside {first.name}, which is the one scored",
+            }
     for s in summary.get("sequences", []):
         name = str(s["name"])
         if name not in videos:
@@ -98,10 +137,11 @@ def past_end(gt: Path, video: Path, truth: Sequence[MotRow], records: Sequence[A
     said = info.get("Sequence", "seqLength", fallback="").strip()
     decoded = max(r.frame for r in records) + 1
     last = max(t.frame for t in truth)
-    if last <= (int(said) if said.isdigit() else decoded + 1):
-        return None
-    has = f"its seqinfo.ini says {said}" if said.isdigit() else f"{video.name} has {decoded}"
-    return f"ground truth names frame {last}, but {has} frames (MOT frames count from 1); not scored"
+    if said.isdigit() and last > int(said):
+        return f"ground truth names frame {last}, but its seqinfo.ini says {said} frames (MOT frames count from 1); not scored"
+    if last > decoded + 1:  # whatever seqinfo.ini says: frames the video does not have would all be misses
+        return f"ground truth names frame {last}, but {video.name} has {decoded} frames (MOT frames count from 1); not scored"
+    return None
 
 
 def frame_truth(
@@ -129,7 +169,7 @@ def validate(
     **load_options: Any,
 ) -> dict[str, Any]:
     """Track every sequence of ``data`` and score it: ``{"sequences": {name: metrics}, "overall": metrics,
-    "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool, "frames", "failed", "seconds", "fps"}``.
+    "counts": {name: {"true": …, "tracked": …}}, "counts_exact": bool or None, "frames", "failed", "seconds", "fps"}``.
     ``frames`` are the frames decoded; ``failed`` names each frame that was not, each sequence left out (no
     video, nothing decoded, ground truth past its end) and why.
 
@@ -140,12 +180,22 @@ def validate(
     from cnnkit.tasks.track.predict import Tracker
 
     root = Path(data)
-    summary = json.loads((root / "summary.json").read_text()) if (root / "summary.json").is_file() else {}
-    true_counts = {s["name"]: s["crossings"] for s in summary.get("sequences", [])}
+    summary = read_summary(root)
+    true_counts = {s["name"]: s.get("crossings") for s in summary.get("sequences", [])}
     if min_visibility is None:
         min_visibility = float(summary.get("min_visibility", 0.5))
-    if "count_line" not in load_options and "line" in summary:
+    if load_options.get("count_line") is None and "line" in summary:
         load_options["count_line"] = summary["line"]
+    elif load_options.get("count_line") is not None and true_counts:
+        given = parse_line(load_options["count_line"])
+        if "line" not in summary or given != parse_line(summary["line"]):
+            log.warning(
+                "%s: its true crossings are of %s, not of the count line %s: they are not compared",
+                root / "summary.json",
+                "its own line" if "line" in summary else "a line it does not name",
+                ",".join(f"{v:g}" for v in given),
+            )
+            true_counts = dict.fromkeys(true_counts)
     found = sequences(root)
     failed: list[dict[str, Any]] = without_video(root, summary)
     tracker = Tracker.load(**load_options)
@@ -187,7 +237,8 @@ def validate(
         raise CnnkitError(f"{root}: no sequence could be scored ({failed[-1]['error']})")
     metrics = score(scored, min_visibility=min_visibility)
     overall = metrics.pop("OVERALL")
-    exact = bool(counts) and all(operator.eq(*like(c["true"], c["tracked"])) for c in counts.values())
+    known = [c for c in counts.values() if c["true"] is not None]  # null where nothing could be compared
+    exact = all(operator.eq(*like(c["true"], c["tracked"])) for c in known) if known else None
     return {
         "data": str(root),
         "tracker": tracker.tracker_name,

@@ -636,3 +636,58 @@ def test_persist_on_a_tracker_made_for_one_call_is_refused_saying_where_it_belon
 
     with pytest.raises(OptionError, match=r'cnnkit.load\("track", persist=True\)'):
         cnnkit.track(np.zeros((64, 64, 3), np.uint8), persist=True)
+
+
+def test_track_val_with_another_count_line_does_not_compare_it_with_the_summarys_crossings(tmp_path: Path) -> None:
+    """The true crossings of summary.json's line were compared with the counts across the line given instead."""
+    data = tmp_path / "v"
+    write_sequences(data, 1, seed=1, frames=12, size=96)
+    args = ["track", "val", str(data), "--threads", "1", "-f", "json", "--count-line", "0,48,96,48"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["counts"]["shapes-000"]["true"] is None and metrics["counts_exact"] is None
+    assert "they are not compared" in result.stderr
+    same = CliRunner().invoke(
+        app, [*args[:-1], ",".join(str(v) for v in json.loads((data / "summary.json").read_text())["line"])]
+    )
+    assert json.loads(same.stdout)["counts"]["shapes-000"]["true"] is not None
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", "[1, 2]", '{"sequences": [{"name": "shapes-000", "crossings": {"in": "x"}}]}']
+)
+def test_track_val_names_a_summary_it_cannot_read(tmp_path: Path, text: str) -> None:
+    """Someone else's summary.json in a MOT folder was a traceback (JSONDecodeError, KeyError, AttributeError)."""
+    data = tmp_path / "v"
+    write_sequences(data, 1, seed=1, frames=2, size=64)
+    (data / "summary.json").write_text(text)
+    result = CliRunner().invoke(app, ["track", "val", str(data), "--threads", "1"])
+    assert result.exit_code == 1 and isinstance(result.exception, (SystemExit, type(None))), result.exception
+    assert f"{data / 'summary.json'}: not a summary of sequences" in result.output
+
+
+def test_track_val_refuses_truth_past_the_video_whatever_seqinfo_says_and_a_second_video_of_a_sequence(
+    tmp_path: Path,
+) -> None:
+    """A seqinfo.ini longer than the video let ground truth past its end be scored as misses; a.mp4 and a.mkv
+    were both tracked and only one scored, unsaid."""
+    data = tmp_path / "v"
+    write_sequences(data, 2, seed=1, frames=6, size=64)
+    gt = data / "shapes-000" / "gt" / "gt.txt"
+    gt.write_text(gt.read_text() + "".join(f"{f},1,1,1,10,10,1,1,1\n" for f in range(8, 12)))
+    (data / "shapes-000" / "seqinfo.ini").write_text("[Sequence]\nname=shapes-000\nseqLength=60\n")
+    (data / "shapes-001.mkv").write_bytes((data / "shapes-001.mp4").read_bytes())
+    result = CliRunner().invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
+    assert result.exit_code == 1, result.output
+    metrics = json.loads(result.stdout)
+    reasons = {Path(f["path"]).name: f["error"] for f in metrics["failed"]}
+    assert "shapes-000.mp4 has 6 frames" in reasons["gt.txt"] and list(metrics["sequences"]) == ["shapes-001"]
+    assert "a second video of sequence shapes-001" in reasons["shapes-001.mp4"]
+    assert metrics["frames"] == 6 + 6
+
+
+def test_a_negative_seed_is_refused_before_a_folder_is_made(tmp_path: Path) -> None:
+    for args in (["--video"], []):
+        result = CliRunner().invoke(app, ["data", "shapes", str(tmp_path / "d"), "--seed", "-5", *args])
+        assert result.exit_code == 2 and "--seed" in result.output and not (tmp_path / "d").exists()
