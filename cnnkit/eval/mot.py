@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -216,11 +217,12 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
     as TrackEval refuses it, and so is a frame before 1. A malformed file is a :class:`CnnkitError` naming its line."""
     rows = []
     seen: set[tuple[int, int]] = set()
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark, as some editors write one, is no field
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            parts = line.strip().split(",")
+            # commas, or blanks and tabs as motmetrics' own loader takes them; a trailing comma ends the row
+            parts = re.split(r"\s*,\s*|\s+", line.strip().rstrip(","))
             try:
                 v = [float(p) for p in parts]
             except ValueError:

@@ -691,3 +691,15 @@ def test_a_negative_seed_is_refused_before_a_folder_is_made(tmp_path: Path) -> N
     for args in (["--video"], []):
         result = CliRunner().invoke(app, ["data", "shapes", str(tmp_path / "d"), "--seed", "-5", *args])
         assert result.exit_code == 2 and "--seed" in result.output and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "row",
+    ["\ufeff1,1,1,1,10,10,1,1,1", "1 1 1 1 10 10 1 1 1", "1\t1\t1\t1\t10\t10\t1\t1\t1", "1,1,1,1,10,10,1,1,1,"],
+)
+def test_mot_rows_are_read_as_motmetrics_reads_them(tmp_path: Path, row: str) -> None:
+    """A byte-order mark, blanks or tabs between fields, or a trailing comma: motmetrics' loader takes them,
+    cnnkit refused the file."""
+    path = tmp_path / "gt.txt"
+    path.write_text(row + "\n", encoding="utf-8")
+    assert read_mot(path, truth=True) == [MotRow(1, 1, (1.0, 1.0, 10.0, 10.0), 1.0, 1, 1.0)]
