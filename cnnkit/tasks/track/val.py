@@ -137,11 +137,10 @@ def past_end(gt: Path, video: Path, truth: Sequence[MotRow], records: Sequence[A
     said = info.get("Sequence", "seqLength", fallback="").strip()
     decoded = max(r.frame for r in records) + 1
     last = max(t.frame for t in truth)
-    if said.isdigit() and last > int(said):
-        return f"ground truth names frame {last}, but its seqinfo.ini says {said} frames (MOT frames count from 1); not scored"
-    if last > decoded + 1:  # whatever seqinfo.ini says: frames the video does not have would all be misses
-        return f"ground truth names frame {last}, but {video.name} has {decoded} frames (MOT frames count from 1); not scored"
-    return None
+    if last <= (int(said) if said.isdigit() else decoded + 1):  # as TrackEval: within seqLength, frames not
+        return None  # decoded are misses
+    has = f"its seqinfo.ini says {said}" if said.isdigit() else f"{video.name} has {decoded}"
+    return f"ground truth names frame {last}, but {has} frames (MOT frames count from 1); not scored"
 
 
 def frame_truth(
