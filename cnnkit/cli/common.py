@@ -668,7 +668,6 @@ def run_predict(
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.writers import (
         check_output,
-        drop_videos,
         is_stdout,
         path_key,
         resolve_format,
@@ -698,7 +697,7 @@ def run_predict(
         raise UsageError(f"--format coco: is for detect and instance, not {task}")
     outputs = [save_dir] if save_dir else []
     items = take_shard(expand_sources(sources, recursive=p["recursive"], outputs=outputs), shard)
-    from cnnkit.io.video import is_video_name, is_video_source
+    from cnnkit.io.video import is_video_source
 
     videos = sum(1 for it in items if it.data is None and it.error is None and is_video_source(it.path))
     if fmt == "mot" and (task != "track" or len(items) != 1):
@@ -711,15 +710,15 @@ def run_predict(
     resume = tidy_output(output, fmt) if skip_existing and output else None
     if resume is not None:
         resume.check_run(str(output), task)
-    if resume is not None and (resume.done or resume.videos):
+    if resume is not None and resume.known:
         kept = [
             it
             for it in items
             if path_key(it.path) not in resume.done and not _video_done(it, resume, video, p["max_pixels"])
         ]
         log.info("skipping %d input(s) already in %s", len(items) - len(kept), output)
-        if fmt == "jsonl":
-            drop_videos(str(output), resume, resume.stale(it.path for it in kept if is_video_name(it.path)))
+        if fmt == "jsonl":  # their old records go when the first new one is written (RecordWriter)
+            resume.redo = resume.stale(it.path for it in kept if is_video_source(it.path))
         if kept and len(kept) == len(items) and _read_from_elsewhere(resume.done):
             log.warning(
                 "%s: none of these inputs is among its %d record(s); relative paths in it are read from this "

@@ -84,6 +84,7 @@ class Resume:
     set_aside: int = 0  # torn or corrupt lines moved to FILE.torn
     runs: set[tuple[str, str]] = field(default_factory=set)  # the (task, model) pairs its records come from
     videos: dict[str, dict[int, bool]] = field(default_factory=dict)  # a video's key → {frame: succeeded}
+    redo: set[str] = field(default_factory=set)  # videos read again: their old records go before the first write
 
     def video_done(self, path: str, frames: Iterable[tuple[int | None, bool]]) -> bool:
         """Whether the frames a run reads of video ``path`` (``(frame, succeeded)``, as decoding gives them) are
@@ -101,8 +102,9 @@ class Resume:
         return read == set(held)
 
     def stale(self, paths: Iterable[str]) -> set[str]:
-        """The keys of the videos among ``paths`` that the file holds frames of (a run about to read them again)."""
-        return {k for k in map(path_key, paths) if k in self.videos}
+        """The keys of the videos among ``paths`` that the file holds records of, frames or a whole-video failure
+        (a run about to read them again)."""
+        return {k for k in map(path_key, paths) if k in self.videos or k in self.known}
 
     def check_run(self, output: str | os.PathLike, task: str, model: str | None = None) -> None:
         """Refuse to add one task's or model's records to a file of another's: resuming it would skip every
@@ -509,7 +511,20 @@ class RecordWriter:
             )
         return data
 
+    def _drop_redone(self) -> None:
+        """Before the first record: the old records of the videos this run reads again go (:func:`drop_videos`).
+        Not earlier, so a run refused before it writes (another model, no cluster) leaves the file as it was."""
+        if not self.resume.redo or self._fh is None or self.output is None:
+            return
+        redo, self.resume.redo = self.resume.redo, set()
+        self._fh.close()
+        drop_videos(self.output, self.resume, redo)
+        self._fh = open(self.output, "ab", buffering=0)  # noqa: SIM115 (closed by close())
+        self._good = self._fh.seek(0, os.SEEK_END)
+        self._keys = set(self.resume.known)
+
     def write(self, record: Record) -> None:
+        self._drop_redone()
         data = self._plain(record)
         if self._parquet is not None:
             self._parquet.write(data)

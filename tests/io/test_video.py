@@ -1194,3 +1194,40 @@ def test_a_matroska_frame_is_found_again_at_its_millisecond_time(tmp_path: Path)
     for it in items:
         assert level(frame_picture(str(path), it.frame, it.time_s)) == it.frame
         assert next(read_frames(str(path), VideoOptions(start=it.time_s or None))).frame == it.frame
+
+
+def test_a_resume_refused_before_it_writes_leaves_the_file_and_a_redone_video_keeps_no_old_failure(
+    tmp_path: Path,
+) -> None:
+    """The old records of videos to read again were dropped before the model was checked: a resume refused for
+    another model had already emptied the file. A whole-video failure (a file that did not open) stayed beside
+    the frames of the run that read it, and a URL's frames with a query string (`a.mp4?v=1`) stayed too."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    clip = make_video(tmp_path / "a.mp4", frames=6)
+    out = tmp_path / "r.jsonl"
+    run = ["detect", str(clip), "-o", str(out), "--threads", "1"]
+    assert CliRunner().invoke(app, run).exit_code == 0
+    other = out.read_text().replace('"model": "shapes-yolov8n"', '"model": "other-model"')
+    out.write_text(other)
+    refused = CliRunner().invoke(app, [*run, "--skip-existing", "--vid-stride", "2"])
+    assert refused.exit_code == 2 and "other-model" in refused.output and out.read_text() == other
+
+    broken = tmp_path / "z.mp4"
+    broken.write_bytes(b"junk")
+    fixed = tmp_path / "fixed.jsonl"
+    again = ["detect", str(broken), "-o", str(fixed), "--threads", "1"]
+    assert CliRunner().invoke(app, again).exit_code == 1
+    broken.write_bytes(clip.read_bytes())
+    assert CliRunner().invoke(app, [*again, "--skip-existing"]).exit_code == 0
+    rows = [json.loads(line) for line in fixed.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(6)) and all(r["error"] is None for r in rows)
+
+    with served(tmp_path) as root:
+        url, query = f"{root}/a.mp4?v=1", tmp_path / "q.jsonl"
+        for extra in ([], ["--skip-existing", "--vid-stride", "2"]):
+            result = CliRunner().invoke(app, ["detect", url, "-o", str(query), "--threads", "1", *extra])
+            assert result.exit_code == 0, result.output
+    assert [json.loads(line)["frame"] for line in query.read_text().splitlines()] == [0, 2, 4]
