@@ -62,12 +62,11 @@ def shapes_cmd(
     occlude each other, enter and leave, with MOT ground truth and the true crossings of a counting line."""
     from cnnkit.cli.options import given
     from cnnkit.data.export import FORMATS, export_shapes
-    from cnnkit.errors import UsageError
+    from cnnkit.errors import OptionError, UsageError
 
     unused = ("layout", "val_split") if video else ("frames", "fps")
     for name in (n for n in unused if given(ctx, n)):  # silently ignored, a wrong dataset looked right
-        flag = {"layout": "--layout", "val_split": "--val-split", "frames": "--frames", "fps": "--fps"}[name]
-        raise UsageError(f"{flag}: is for {'still scenes, not --video' if video else '--video'}")
+        raise OptionError(name, "is for still scenes, not `video`" if video else "is for `video`")
     if video:
         from cnnkit.data.moving import write_sequences
 

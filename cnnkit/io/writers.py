@@ -90,7 +90,7 @@ class Resume:
         """Whether the frames a run reads of video ``path`` (``(frame, succeeded)``, as decoding gives them) are
         exactly the ones the file holds, each succeeded: only then is the video skipped. A frame the file lacks
         (an interrupted run, a smaller ``vid_stride``) or holds beyond them (another stride or window) means the
-        video is read again, its old frames dropped first (:meth:`drop_videos`)."""
+        video is read again, its old frames dropped first (:func:`drop_videos`)."""
         held = self.videos.get(path_key(path))
         if not held or not all(held.values()):
             return False
@@ -222,8 +222,12 @@ def drop_videos(output: str | os.PathLike, resume: Resume, videos: set[str]) -> 
         _rewrite(path, last)
     except OSError as exc:
         raise write_error(path, exc, "cannot resume") from exc
-    resume.known = {k for k in resume.known if k.rpartition("#")[0] not in videos and k not in videos}
-    resume.done -= videos
+
+    def kept(key: str) -> bool:  # a key of none of ``videos``: neither a frame's (`clip.mp4#12`) nor the video's own
+        return key not in videos and key.rpartition("#")[0] not in videos
+
+    resume.known = {k for k in resume.known if kept(k)}
+    resume.done = {k for k in resume.done if kept(k)}
     for key in videos:
         resume.videos.pop(key, None)
 
