@@ -25,18 +25,25 @@ from cnnkit.io.video import VIDEO_EXTENSIONS
 log = logging.getLogger("cnnkit")
 
 
+def videos_by_name(root: Path) -> dict[str, list[Path]]:
+    """Each sequence name's videos in ``root``, sorted: the first is the one scored (``a.mkv`` and ``a.mp4``
+    share ``a/gt/gt.txt``)."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS):
+        out.setdefault(p.stem, []).append(p)
+    return out
+
+
 def sequences(data: str | Path) -> list[tuple[str, Path, Path]]:
     """``(name, video, gt.txt)`` of every sequence in ``data``, by name."""
     root = Path(data)
     if not root.is_dir():
         raise UsageError(f"{data}: not a folder of videos with MOT ground truth (NAME.mp4 and NAME/gt/gt.txt)")
     found: list[tuple[str, Path, Path]] = []
-    for video in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS):
-        gt = root / video.stem / "gt" / "gt.txt"
-        if any(name == video.stem for name, _, _ in found):  # a.mp4 and a.mkv: one ground truth, the first scored
-            continue
+    for name, (video, *_) in videos_by_name(root).items():
+        gt = root / name / "gt" / "gt.txt"
         if gt.is_file():
-            found.append((video.stem, video, gt))
+            found.append((name, video, gt))
         else:
             log.warning("%s: no ground truth at %s; not scored", video, gt.relative_to(root))
     if not found:
@@ -76,16 +83,14 @@ def without_video(root: Path, summary: Mapping[str, Any]) -> list[dict[str, Any]
     """Failed entries for the sequences named with no video to track: those of ``summary.json`` and each
     ``NAME/gt/gt.txt`` without a ``NAME`` video beside it. Left out unsaid, the run scored fewer sequences than
     it was given and passed."""
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-    videos = {p.stem for p in files}
+    videos = videos_by_name(root)
     out: dict[str, dict[str, Any]] = {}
-    for p in files:
-        first = next(f for f in files if f.stem == p.stem)
-        if p != first and (root / p.stem / "gt" / "gt.txt").is_file():
+    for name, (first, *others) in videos.items():
+        for p in others if (root / name / "gt" / "gt.txt").is_file() else []:
             out[p.name] = {
                 "path": str(p),
                 "frame": None,
-                "error": f"a second video of sequence {p.stem}, beside {first.name}, which is the one scored",
+                "error": f"a second video of sequence {name}, beside {first.name}, which is the one scored",
             }
     for s in summary.get("sequences", []):
         name = str(s["name"])
