@@ -41,6 +41,7 @@ NOMINAL_FPS = 30.0
 PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
 MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
 MAX_SEEK_SKIP = 300  # packets skipped after a seek looking for a key frame before reading from the beginning
+MKV_BLOCK_GAP = 64  # bytes between two Matroska packets that are headers (cluster, block group), not data skipped
 ENCODERS = ("libx264", "h264", "mpeg4")  # tried in this order for annotated output
 
 
@@ -202,11 +203,24 @@ def _variable(stream: Any) -> bool:
     return bool(average and base and abs(float(average) / float(base) - 1.0) > 0.01)
 
 
-def _info(container: Any) -> VideoInfo:
-    """The first video stream's size, rate, codec and frame count, from the container (nothing decoded)."""
+def _video_stream(container: Any) -> Any:
+    """The stream a player shows: not a cover picture, not a one-frame still, the largest (a file may carry a
+    thumbnail track before its video); the first of equals."""
+
+    def rank(stream: Any) -> tuple[bool, bool, int]:
+        ctx = stream.codec_context
+        cover = bool(getattr(getattr(stream, "disposition", None), "attached_pic", False))
+        area = int(getattr(ctx, "width", 0) or 0) * int(getattr(ctx, "height", 0) or 0)
+        return (not cover, int(getattr(stream, "frames", 0) or 0) != 1, area)
+
     if not container.streams.video:
         raise CnnkitError("no video stream in the file")
-    stream = container.streams.video[0]
+    return max(container.streams.video, key=rank)
+
+
+def _info(container: Any) -> VideoInfo:
+    """The video stream's size, rate, codec and frame count, from the container (nothing decoded)."""
+    stream = _video_stream(container)
     ctx = stream.codec_context
     if ctx is None or not getattr(ctx, "name", None):
         raise CnnkitError("unsupported video codec (PyAV's FFmpeg has no decoder for it)")
@@ -222,7 +236,7 @@ def _info(container: Any) -> VideoInfo:
         # header count is not lowered, since its duration is the header's too
         frames = min(frames, max(1, round(float(stream.duration * stream.time_base) * fps)))
     if frames is None and not variable and fps and _skips_damage(container):
-        frames = _tagged_frames(stream, fps)
+        frames = _tagged_frames(stream, fps, _start_s(stream))
     return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable)
 
 
@@ -232,16 +246,26 @@ def _skips_damage(container: Any) -> bool:
     return "matroska" in container.format.name.split(",")
 
 
-def _tagged_frames(stream: Any, fps: float) -> int | None:
-    """A Matroska track's frame count from its ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``, written by FFmpeg's and
-    mkvmerge's muxers), or ``None`` when it has none."""
+def _start_s(stream: Any) -> float:
+    """The stream's first timestamp in seconds: frame indices count from it."""
+    tb, start = stream.time_base or Fraction(1, 90000), getattr(stream, "start_time", None)
+    return float(start * tb) if start is not None else 0.0
+
+
+def _tagged_frames(stream: Any, fps: float, start_s: float = 0.0) -> int | None:
+    """A Matroska track's frame count from its ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), or ``None`` when it has
+    none. FFmpeg's muxer writes the track's end time there, not its length, so a track whose times begin late
+    (``10.0`` s) says ``00:00:11`` for one second: a tag past the start counts from the start (a length read
+    short only misses a truncation, where the end read as a length would call a whole file truncated)."""
     said = next((v for k, v in (stream.metadata or {}).items() if k.upper() == "DURATION"), "")
     parts = str(said).strip().split(":")
     try:
         seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(parts))) if len(parts) == 3 else 0.0
     except ValueError:
         return None
-    return round(seconds * fps) if math.isfinite(seconds) and seconds > 0 else None
+    if not (math.isfinite(seconds) and seconds > 0):
+        return None
+    return round((seconds - start_s if seconds > start_s else seconds) * fps)
 
 
 def read_frames(
@@ -411,11 +435,11 @@ def _frames(
 
     from cnnkit.io.sources import Item
 
-    stream = container.streams.video[0]
+    stream = _video_stream(container)
     stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; frames still come out in order
     fps = info.fps or 25.0
     tb = stream.time_base or Fraction(1, 90000)
-    t0 = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    t0 = _start_s(stream)
     start = opts.start or 0.0
     # the first frame at or after start, as far as the container's clock tells: a clock of milliseconds (Matroska)
     # stamps a 30 fps frame 2 at 0.067 s, and 0.067 × 30 is past 2; a coarser one (AVI: a tick a frame) is exact
@@ -430,12 +454,16 @@ def _frames(
         # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
         stream.codec_context.options = {"err_detect": "explode"}
     gaps_lost = _skips_damage(container) and not info.variable and not is_stream_url(path)
+    # ... but only where the demuxer jumped over bytes: a gap in the times of packets that follow each other in the
+    # file is the frame rate's (a variable-rate recording remuxed with a constant rate in its header), not damage
+    read_to: int | None = None  # where the last packet of any stream ended in the file
+    jumped = False  # bytes skipped since the last gap was named
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
     pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
     owed = 0  # packets that did not decode, less the frames named lost since
-    packets = container.demux(stream)
+    packets = container.demux() if gaps_lost else container.demux(stream)
     while True:
         try:
             packet = next(packets)
@@ -448,6 +476,12 @@ def _frames(
                 raise _NoRanges(_av_reason(exc)) from None  # nothing yielded yet: read_frames tries a copy
             yield Item(path, error=f"frame {last_index + 1}: corrupt stream ({_av_reason(exc)})", frame=last_index + 1)
             return
+        if gaps_lost:
+            at_byte = packet.pos if packet.pos is not None and packet.pos >= 0 else None
+            jumped = jumped or (at_byte is not None and read_to is not None and at_byte > read_to + MKV_BLOCK_GAP)
+            read_to = at_byte + packet.size if at_byte is not None else read_to
+            if packet.stream is not stream:
+                continue
         if seeking:  # after a seek, decoding starts at a key frame at or before the start
             skipped += 1
             if not packet.is_keyframe and skipped < MAX_SEEK_SKIP:
@@ -462,7 +496,8 @@ def _frames(
                 if retries > 3 or back <= 0 or skipped >= MAX_SEEK_SKIP:
                     raise _FromStart
                 seeking, skipped = _seek(container, stream, back + t0, tb), 0
-                packets = container.demux(stream)
+                packets = container.demux() if gaps_lost else container.demux(stream)
+                read_to = None
                 continue
         try:
             frames = packet.decode()
@@ -491,14 +526,15 @@ def _frames(
                     continue
                 index = max(index, last_index + 1)  # time going back (joined recordings): counts on
             count += 1
-            if index > last_index + 1 and (pending is not None or (gaps_lost and count > 1 and frame.pts is not None)):
+            skipped_data = gaps_lost and jumped and count > 1 and frame.pts is not None
+            if index > last_index + 1 and (pending is not None or skipped_data):
                 what = (
                     f"cannot decode ({pending})"
                     if pending is not None
                     else f"missing (the file goes from frame {last_index} to frame {index}; damaged data skipped?)"
                 )
                 lost = _lost(path, last_index + 1, index - 1, what, fps, first_index, opts)
-                said_lost = (last_index + 1, index - 1)
+                said_lost, jumped = (last_index + 1, index - 1), False
                 owed = max(owed - (index - last_index - 1), 0)
                 pending = pending if owed else None
                 if lost is not None:

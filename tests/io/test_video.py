@@ -1231,3 +1231,72 @@ def test_a_resume_refused_before_it_writes_leaves_the_file_and_a_redone_video_ke
             result = CliRunner().invoke(app, ["detect", url, "-o", str(query), "--threads", "1", *extra])
             assert result.exit_code == 0, result.output
     assert [json.loads(line)["frame"] for line in query.read_text().splitlines()] == [0, 2, 4]
+
+
+# -- found by probing crafted videos: Matroska times that begin late or change rate, a thumbnail track ----------
+
+
+def write_timed(path: Path, times: list[float], rate: int = 30) -> Path:
+    """An H.264 Matroska video whose frame ``i`` is grey level ``6 i``, shown at ``times[i]`` seconds (the header
+    says ``rate``)."""
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = tb
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 6 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), tb
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_matroska_video_whose_times_begin_late_is_whole(tmp_path: Path) -> None:
+    """FFmpeg writes a Matroska track's end time as its DURATION tag: 30 frames from 10 s said 330 frames, and a
+    whole file got a failed "truncated?" record (exit 1, and never skipped as done)."""
+    video = write_timed(tmp_path / "late.mkv", [10 + i / 30 for i in range(30)])
+    infos: dict[str, Any] = {}
+    items = list(read_frames(str(video), infos=infos))
+    assert [it.error for it in items] == [None] * 30 and [it.frame for it in items] == list(range(30))
+    assert infos[str(video)].frames == 30 and items[-1].time_s == pytest.approx(29 / 30, abs=1e-3)
+
+
+def test_a_matroska_video_that_changes_rate_under_a_constant_header_loses_no_frame(tmp_path: Path) -> None:
+    """A variable-rate recording remuxed to Matroska can say 30 fps in its header: each wider gap between frames
+    was named "missing ... damaged data skipped?" (a failed record each, exit 1), though the packets follow each
+    other in the file. Gaps are damage only where the demuxer skipped bytes (the damaged-cluster test above)."""
+    times = [i / 30 for i in range(20)] + [20 / 30 + i / 10 for i in range(1, 21)]
+    items = list(read_frames(str(write_timed(tmp_path / "vfr.mkv", times))))
+    assert [it.error for it in items] == [None] * 40
+    assert all(abs(float(it.data.mean()) - 6 * i) < 3 for i, it in enumerate(items))  # each its own picture
+    assert [it.time_s for it in items] == pytest.approx(times, abs=1e-3)
+
+
+def test_the_video_track_is_read_not_a_thumbnail_track_before_it(tmp_path: Path) -> None:
+    """A file holding a one-frame 32×32 picture as its first video track and the 30-frame video second gave one
+    record of the picture; FFmpeg's players (and so OpenCV and ultralytics) show the video."""
+    video = tmp_path / "two.mkv"
+    with av.open(str(video), "w") as container:
+        thumb = container.add_stream("mjpeg", rate=1)
+        thumb.width = thumb.height = 32
+        thumb.pix_fmt = "yuvj420p"
+        main = container.add_stream("libx264", rate=30)
+        main.width, main.height, main.pix_fmt = 128, 96, "yuv420p"
+        still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 90, np.uint8), format="rgb24").reformat(
+            format="yuvj420p"
+        )
+        still.pts = 0
+        for packet in [*thumb.encode(still), *thumb.encode(None)]:
+            container.mux(packet)
+        for i in range(30):
+            for packet in main.encode(
+                av.VideoFrame.from_ndarray(np.full((96, 128, 3), 8 * i, np.uint8), format="rgb24")
+            ):
+                container.mux(packet)
+        for packet in main.encode(None):
+            container.mux(packet)
+    items = list(read_frames(str(video)))
+    assert len(items) == 30 and {it.data.shape for it in items} == {(96, 128, 3)}
