@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Optional, TypeVar, Union, get_args, get_origin
 
 import typer
+from click.core import ParameterSource
 
 from cnnkit.config import MAX_BATCH_SIZE, MAX_IMGSZ, MAX_THREADS, MAX_WORKERS
 from cnnkit.io import DEFAULT_MAX_PIXELS
@@ -669,7 +670,8 @@ def renamed(**old: str | tuple[str, ...]) -> Callable[[F], F]:
 
                     raise UsageError(f"{old_flag} is the old name of {new_flag}: give one of them")
                 log.warning("%s is renamed %s", old_flag, new_flag)
-                kwargs[new] = value
+                kwargs[new] = ctx.params[new] = value  # as if given by its new name: for code reading ctx.params,
+                ctx.set_parameter_source(new, ParameterSource.COMMANDLINE)  # and for `given` (checks of what was set)
             return func(**{k: v for k, v in kwargs.items() if k in wanted})
 
         return _with_signature(func, call, [*params, *extra])

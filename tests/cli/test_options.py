@@ -297,3 +297,12 @@ def test_classify_val_scores_the_split_asked_for(tmp_path):
     assert report["data"] == str(data / "train") and report["images"] == 5
     default = runner.invoke(app, ["classify", "val", str(data), "-f", "json", "--save-dir", str(tmp_path / "w")])
     assert json.loads(default.stdout)["data"] == str(data / "val")
+
+
+def test_an_old_spelling_counts_as_given_where_a_command_checks_what_was_set(tmp_path):
+    """`data shapes --video` refuses `--layout` and `--val-split` (still-scene options), but took their old
+    spellings and ignored them: the alias filled the value, not the record of its being given."""
+    for old, new in ((["--format", "coco"], "--layout"), (["--val-fraction", "0.5"], "--val-split")):
+        result = runner.invoke(app, ["data", "shapes", str(tmp_path / old[0][2:]), "--video", "--n", "1", *old])
+        assert result.exit_code == 2 and f"{new}: is for still scenes" in result.stderr, result.output
+        assert not (tmp_path / old[0][2:]).exists()
