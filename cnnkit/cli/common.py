@@ -646,6 +646,16 @@ def _video_done(item: Any, resume: Any, options: VideoOptions, max_pixels: int |
         return bool(resume.video_done(item.path, ((f.frame, f.error is None) for f in frames)))
 
 
+def _earlier_records(output: str | os.PathLike[str], redone: set[str]) -> Iterator[dict[str, Any]]:
+    """The records a resumed run keeps of ``output``: those of inputs it does not read again."""
+    from cnnkit.io.writers import path_key
+    from cnnkit.report.html import read_records
+
+    for record in read_records(output):
+        if path_key(str(record.get("path", ""))) not in redone:
+            yield record
+
+
 def run_predict(
     ctx: typer.Context,
     task: str,
@@ -653,14 +663,15 @@ def run_predict(
     *,
     save: bool | None = None,
     coco_builder: Any = None,
-    observe: Callable[[Iterable[Any], Path | None], Iterable[Any]] | None = None,
+    observe: Callable[[Iterable[Any], Path | None, Iterator[dict[str, Any]]], Iterable[Any]] | None = None,
 ) -> None:
     """The body every prediction command shares: sources → predictor → records → writer.
 
     The run options of :data:`cnnkit.cli.options.PREDICT_IO` and ``RUN`` are read from the
     command's own parameters; ``save`` overrides ``--save``/``--save-dir`` for commands that
     decide it from several flags; ``observe`` wraps the records on their way to the writer (with the save
-    folder), for what a command reports after the run (track summaries).
+    folder and, on a resumed run, the records kept from before), for what a command reports after the run
+    (track summaries).
     """
     from cnnkit.config import resolve
     from cnnkit.io.files import check_outputs, drop_if_empty
@@ -773,7 +784,9 @@ def run_predict(
             **dataclasses.asdict(video),
         )
     if observe is not None:
-        records = observe(records, folder)
+        redone = {path_key(it.path) for it in items}
+        earlier = _earlier_records(output, redone) if output and resume is not None and resume.known else iter(())
+        records = observe(records, folder, earlier)
     if report is not None:
         records = reporting.feed(records, report)
     try:

@@ -49,12 +49,17 @@ CountRegion = Annotated[
 ]
 
 
-def _summaries(records: Iterable[Any], folder: Path | None, where: str = "across the count line") -> Iterator[Any]:
-    """Records on to the writer; afterwards each track's summary on stderr (and ``tracks.json`` when saving)."""
+def _summaries(
+    records: Iterable[Any], folder: Path | None, earlier: Iterable[Any], where: str = "across the count line"
+) -> Iterator[Any]:
+    """Records on to the writer; afterwards each track's summary on stderr (and ``tracks.json`` when saving), of
+    the ``earlier`` records a resumed run keeps too (read before the writer changes the file)."""
     from cnnkit.io.files import atomic_write_text
     from cnnkit.tasks.track.summary import TrackSummaries
 
     summaries = TrackSummaries()
+    for record in earlier:
+        summaries.observe(record)
     yield from summaries.watch(records)
     rows = summaries.rows()
     for row in rows[:50]:

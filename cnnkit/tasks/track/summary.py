@@ -12,6 +12,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnkit.io.sources import IN_MEMORY
+
+IN_MEMORY_SEQUENCE = "<images>"  # the path of the tracks of frames handed over in Python
+
 
 @dataclass
 class TrackSummary:
@@ -25,7 +29,12 @@ class TrackSummary:
     last_s: float | None
     frames: int = 0  # frames in which the track was seen
     labels: Counter[str] = field(default_factory=Counter)
-    crossed: str | None = None
+    crossings: list[str] = field(default_factory=list)  # "in", "out": a region counts a track each way once
+
+    @property
+    def crossed(self) -> str | None:
+        """Which way it crossed: ``"in"``, ``"out"``, or both in the order they came (``"out, in"``)."""
+        return ", ".join(self.crossings) or None
 
     @property
     def label(self) -> str:
@@ -53,12 +62,16 @@ class TrackSummaries:
     def __init__(self) -> None:
         self.tracks: dict[tuple[str, int], TrackSummary] = {}
         self.counts: dict[str, dict[str, int]] = {}  # each video's final line counts
+        self.in_memory = 0  # frames handed over in Python so far: one sequence, as the tracker takes them
 
     def observe(self, record: Any) -> None:
         data = record if isinstance(record, dict) else record.to_dict()
         if data.get("error") is not None:
             return
         path, frame, t = data["path"], data.get("frame") or 0, data.get("time_s")
+        if path.startswith(IN_MEMORY):  # `<image 0>`, `<image 1>` …: the frames of one stream, numbered in turn
+            path, frame = IN_MEMORY_SEQUENCE, self.in_memory
+            self.in_memory += 1
         if isinstance(data.get("counts"), dict):
             self.counts[path] = dict(data["counts"])
         for p in data.get("predictions") or []:
@@ -71,7 +84,8 @@ class TrackSummaries:
             s.last_frame, s.last_s = frame, t
             s.frames += 1
             s.labels[p["label"]] += 1
-            s.crossed = p.get("crossed") or s.crossed
+            if p.get("crossed") and p["crossed"] not in s.crossings:
+                s.crossings.append(p["crossed"])
 
     def watch(self, records: Iterable[Any]) -> Iterator[Any]:
         """``records`` unchanged, each observed on its way."""

@@ -629,6 +629,14 @@ def test_in_memory_frames_are_one_sequence_and_persist_keeps_tracks_across_calls
     assert tracks(one_by_one) == tracks(whole) and one_by_one[-1].extra["counts"] == whole[-1].extra["counts"]
     persisted.reset()
     assert persisted(frames[-1])[0].extra["counts"] == {"in": 0, "out": 0}
+    # their summaries are the video's too (each array was its own one-frame "track" before), frames numbered in turn
+    from cnnkit.tasks.track.summary import IN_MEMORY_SEQUENCE, summarise
+
+    def rows(records: list, path: str) -> list[dict]:
+        return [{**row, "path": path, "duration_s": None} for row in summarise(records)]
+
+    assert rows(streamed, video) == rows(whole, video) == rows(one_by_one, video)
+    assert {row["path"] for row in summarise(streamed)} == {IN_MEMORY_SEQUENCE}
 
 
 def test_persist_on_a_tracker_made_for_one_call_is_refused_saying_where_it_belongs() -> None:
@@ -697,3 +705,50 @@ def test_mot_rows_are_read_as_motmetrics_reads_them(tmp_path: Path, row: str) ->
     path = tmp_path / "gt.txt"
     path.write_text(row + "\n", encoding="utf-8")
     assert read_mot(path, truth=True) == [MotRow(1, 1, (1.0, 1.0, 10.0, 10.0), 1.0, 1, 1.0)]
+
+
+def test_a_track_summary_names_every_way_a_track_crossed() -> None:
+    """A region counts a track once out and once in; its summary said only the last, so the rows of
+    tracks.json did not add up to the counts."""
+    from cnnkit.tasks.track.summary import summarise
+
+    def record(frame: int, crossed: str | None, counts: dict[str, int]) -> dict:
+        box = {"label": "star", "class_id": 0, "score": 0.9, "box": [0, 0, 9, 9], "track_id": 4}
+        return {
+            "path": "a.mp4",
+            "frame": frame,
+            "time_s": frame / 25,
+            "error": None,
+            "counts": counts,
+            "predictions": [{**box, "crossed": crossed} if crossed else box],
+        }
+
+    records = [
+        record(9, None, {"in": 0, "out": 0}),
+        record(10, "out", {"in": 0, "out": 1}),
+        record(11, None, {"in": 0, "out": 1}),
+        record(12, "in", {"in": 1, "out": 1}),
+    ]
+    (row,) = summarise(records)
+    assert row["crossed"] == "out, in" and (row["first_frame"], row["last_frame"], row["frames"]) == (9, 12, 4)
+    (once,) = summarise(records[:2])
+    assert once["crossed"] == "out"
+
+
+def test_a_resumed_track_run_keeps_the_summaries_of_the_videos_done_before(videos: Path, tmp_path: Path) -> None:
+    """`--skip-existing` skipped the finished videos and then wrote tracks.json of this run alone: an empty
+    summary after a rerun of a finished run, a part of one after a resumed run."""
+    names = [str(videos / "shapes-000.mp4"), str(videos / "shapes-001.mp4")]
+
+    def track(inputs: list[str], run: str, *extra: str) -> dict:
+        out, save = tmp_path / f"{run}.jsonl", tmp_path / run
+        args = ["--count-line", "128,0,128,256", "-o", str(out), "--save-dir", str(save), "--threads", "1"]
+        result = CliRunner().invoke(app, ["track", *inputs, *args, *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((save / "tracks.json").read_text())
+
+    expected = track(names, "whole")
+    assert {t["path"] for t in expected["tracks"]} == set(names)
+    track(names[:1], "resumed")
+    assert track(names, "resumed", "--skip-existing") == expected  # the rest
+    assert track(names, "resumed", "--skip-existing") == expected  # nothing left to do
