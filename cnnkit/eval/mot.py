@@ -130,11 +130,12 @@ class LineCounter:
 # -- counting in and out of a region ------------------------------------------------------------
 
 Region = tuple[tuple[float, float], ...]
+Edge = tuple[tuple[float, float], tuple[float, float]]
 
 
 def parse_region(value: str | Sequence[float]) -> Region:
     """``"x1,y1,x2,y2,x3,y3,…"`` (pixels) or as many numbers → a polygon of three or more corners, closed from
-    the last back to the first; one with no area (its corners on one line) is refused."""
+    the last back to the first; one with no area (its corners on one line) or with edges that cross is refused."""
     try:
         parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
     except (TypeError, ValueError):
@@ -142,10 +143,35 @@ def parse_region(value: str | Sequence[float]) -> Region:
     if len(parts) < 6 or len(parts) % 2 or not all(math.isfinite(v) for v in parts):
         raise OptionError("count_region", "expected three or more corners: an even count of finite numbers", value)
     corners = tuple(zip(parts[0::2], parts[1::2], strict=True))
-    twice_area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(corners, corners[1:] + corners[:1], strict=True))
-    if twice_area == 0:
-        raise OptionError("count_region", "the corners enclose no area", value)
+    edges = list(zip(corners, corners[1:] + corners[:1], strict=True))
+    first, other = corners[0], next((c for c in corners if c != corners[0]), corners[0])
+    if all(side((*first, *other), c) == 0 for c in corners):
+        raise OptionError("count_region", "the corners enclose no area (they lie on one line)", value)
+    if any(
+        _meet(edges[i], edges[j]) for i in range(len(edges)) for j in range(i + 2, len(edges)) if j - i < len(edges) - 1
+    ):
+        # a bow-tie's two lobes count as inside or outside by the even-odd rule, and one whose lobes are equal
+        # has no signed area: what was meant is unclear, so it is asked for again
+        raise OptionError("count_region", "two edges cross: give the corners in order around the region", value)
     return corners
+
+
+def _meet(a: Edge, b: Edge) -> bool:
+    """Whether two segments share a point (crossing, touching or overlapping)."""
+
+    def on(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float]) -> bool:  # r within p–q's box
+        return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
+
+    d1, d2 = side((*b[0], *b[1]), a[0]), side((*b[0], *b[1]), a[1])
+    d3, d4 = side((*a[0], *a[1]), b[0]), side((*a[0], *a[1]), b[1])
+    if ((d1 > 0) != (d2 > 0) and d1 * d2 != 0) and ((d3 > 0) != (d4 > 0) and d3 * d4 != 0):
+        return True
+    return (
+        (d1 == 0 and on(b[0], b[1], a[0]))
+        or (d2 == 0 and on(b[0], b[1], a[1]))
+        or (d3 == 0 and on(a[0], a[1], b[0]))
+        or (d4 == 0 and on(a[0], a[1], b[1]))
+    )
 
 
 def where(region: Region, point: tuple[float, float]) -> int:

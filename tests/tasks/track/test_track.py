@@ -564,6 +564,12 @@ def test_a_region_counts_each_track_once_in_and_once_out() -> None:
     for bad in ("1,2,3,4", "0,0,1,1,2", "0,0,1,1,2,2", "0,0,nan,1,2,0"):
         with pytest.raises(OptionError):
             parse_region(bad)
+    # a bow-tie's edges cross: with equal lobes it has no signed area and was refused as "no area", with unequal
+    # ones taken and counted by the even-odd rule; both are asked for again, in order around the region
+    for bow_tie in ("0,0,100,100,100,0,0,100", "0,0,100,100,100,0,0,120"):
+        with pytest.raises(OptionError, match="two edges cross"):
+            parse_region(bow_tie)
+    assert len(parse_region("0,0,10,0,10,10,5,5,0,10")) == 5  # a concave pentagon is a region
 
 
 def test_count_region_counts_as_a_line_through_its_edge(videos: Path, tmp_path: Path) -> None:
