@@ -315,6 +315,8 @@ def decode(
     from cnnkit.io import remote
 
     if data is None and remote.is_remote(path):
+        if remote.scheme(path) == "file":  # a FIFO or a device named by URL is refused as by its name, not read
+            _check_file(remote.local_path(path))
         data = remote.read(path)
     encoded = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
     if data is not None and encoded is None:

@@ -159,6 +159,7 @@ def _open(path: str, held: ExitStack, data: bytes | None = None) -> Any:
             options = {"rtsp_transport": "tcp"} if path.startswith("rtsp") else {}
             return held.enter_context(av.open(path, timeout=STREAM_TIMEOUT_S, options=options))
         if remote.is_remote(path):  # s3://, gs://, file://: FFmpeg reads (and seeks) through fsspec's file
+            _regular(remote.local_path(path))  # a file:// URL of a FIFO blocks as its name does
             return held.enter_context(av.open(held.enter_context(_remote_file(path))))
         _regular(path)
         return held.enter_context(av.open(path))

@@ -416,3 +416,33 @@ def test_a_parquet_output_that_fails_to_flush_leaves_no_temporary_file(tmp_path,
     with pytest.raises(CnnkitError, match="No space left"):
         writer.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_fifo_or_device_named_by_a_file_url_is_refused_not_read(tmp_path):
+    """`file:///x/pipe.jpg` went straight to fsspec: the run waited on the FIFO for ever (deaf to SIGTERM in
+    that open), and `file:///dev/zero` was read to 1 GiB before it was refused. As by their names, refused."""
+    import threading
+
+    from cnnkit.errors import DecodeError
+    from cnnkit.io.decode import decode
+    from cnnkit.io.video import read_frames
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    outcome: dict[str, str] = {}
+
+    def attempt() -> None:  # in a thread: the old code blocks in open() and the test must still end
+        with pytest.raises(DecodeError, match="not a regular file") as image:
+            decode(f"file://{tmp_path}/pipe.jpg")
+        outcome["image"] = str(image.value)
+        (video,) = list(read_frames(f"file://{tmp_path}/pipe.mp4"))
+        outcome["video"] = str(video.error)
+        with pytest.raises(DecodeError, match="not a regular file"):
+            decode("file:///dev/zero")
+        outcome["device"] = "refused"
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "blocked on a FIFO"
+    assert "not a regular file" in outcome["video"] and outcome["device"] == "refused", outcome
