@@ -155,8 +155,30 @@ def validate_record(data: dict[str, Any]) -> None:
         for p in data["predictions"]:
             if set(p) != _CLASSIFY_KEYS[version]:
                 raise ValueError(f"classify prediction keys {sorted(p)}")
-            if not 0.0 <= p["score"] <= 1.0:
+            score = p["score"]  # null: the model gave NaN, which JSON cannot hold (written as null, said then)
+            if score is not None and not (isinstance(score, (int, float)) and 0.0 <= score <= 1.0):
                 raise ValueError("score outside [0, 1]")
+
+
+MAX_COORDINATE = 1e9  # pixels: past any picture's side; a box's width from ±1e308 is infinite
+
+
+def placed(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The predictions of a record read back that can be drawn or handed on: one whose box has a null (a NaN or
+    infinity the model gave, written as null) or missing coordinate, one past any picture, or corners the wrong way round (a records
+    file edited by hand), has no place in the picture and is left out."""
+    return [
+        p
+        for p in predictions
+        if "box" not in p
+        or (
+            isinstance(p["box"], list)
+            and len(p["box"]) == 4
+            and all(isinstance(v, (int, float)) and abs(v) <= MAX_COORDINATE for v in p["box"])
+            and p["box"][0] <= p["box"][2]
+            and p["box"][1] <= p["box"][3]
+        )
+    ]
 
 
 def records_to_frame(

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from cnnkit.errors import CnnkitError, OptionError
-from cnnkit.io.files import atomic_write_text, displayable, explicit_dir
+from cnnkit.io.files import AlreadyExists, atomic_write_text, displayable, explicit_dir
+from cnnkit.records import placed
 
 log = logging.getLogger("cnnkit")
 
@@ -104,7 +105,11 @@ def _ok(records: Iterable[dict[str, Any]], fmt: str) -> Iterable[dict[str, Any]]
             raise OptionError(
                 "to", f"{fmt} does not fit {r.get('task')} records (it takes {', '.join(TASKS_OF[fmt])})", fmt
             )
-        yield r
+        preds = r.get("predictions") or []
+        kept = placed(preds)
+        if len(kept) < len(preds):
+            log.warning("%s: %d box(es) with no coordinates (null) left out", r.get("path"), len(preds) - len(kept))
+        yield {**r, "predictions": kept}
 
 
 def _images_only(records: Iterable[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
@@ -147,7 +152,7 @@ def label_studio_tasks(
                     **item,
                 }
             )
-        scores = [p["score"] for p in r.get("predictions") or [] if "score" in p]
+        scores = [p["score"] for p in r.get("predictions") or [] if p.get("score") is not None]
         tasks.append(
             {
                 "data": {"image": image_prefix + quote(r["path"]) if image_prefix else r["path"]},
@@ -172,7 +177,7 @@ def _ls_results(r: dict[str, Any], w: int, h: int, brush: bool) -> Iterable[dict
                 "from_name": "choice",
                 "type": "choices",
                 "value": {"choices": [preds[0]["label"]]},
-                "score": preds[0]["score"],
+                "score": preds[0].get("score"),
             }
         return
     if task == "detect":
@@ -181,7 +186,7 @@ def _ls_results(r: dict[str, Any], w: int, h: int, brush: bool) -> Iterable[dict
             yield {
                 "from_name": "label",
                 "type": "rectanglelabels",
-                "score": p["score"],
+                "score": p.get("score"),
                 "value": {
                     "x": 100 * x1 / w,
                     "y": 100 * y1 / h,
@@ -206,7 +211,7 @@ def _ls_results(r: dict[str, Any], w: int, h: int, brush: bool) -> Iterable[dict
                     "polygonlabels": [p["label"]],
                 },
             }
-            if "score" in p:
+            if p.get("score") is not None:
                 item["score"] = p["score"]
             yield item
 
@@ -319,7 +324,7 @@ def cvat_xml(records: Iterable[dict[str, Any]], labels: Sequence[str] = ()) -> s
 
 
 def _score(el: ET.Element, pred: dict[str, Any]) -> None:
-    if "score" in pred:
+    if pred.get("score") is not None:  # null: the model's NaN
         ET.SubElement(el, "attribute", name="score").text = f"{float(pred['score']):.6f}"
 
 
@@ -343,7 +348,8 @@ def voc_xml(record: dict[str, Any]) -> str:
         ET.SubElement(obj, "pose").text = "Unspecified"
         ET.SubElement(obj, "truncated").text = "0"
         ET.SubElement(obj, "difficult").text = "0"
-        ET.SubElement(obj, "score").text = f"{float(p['score']):.6f}"
+        if p.get("score") is not None:
+            ET.SubElement(obj, "score").text = f"{float(p['score']):.6f}"
         box = ET.SubElement(obj, "bndbox")
         xmin, ymin = max(1, round(x1) + 1), max(1, round(y1) + 1)
         corners = (("xmin", xmin), ("ymin", ymin), ("xmax", max(xmin, round(x2))), ("ymax", max(ymin, round(y2))))
@@ -402,12 +408,19 @@ def convert(
                 raise CnnkitError(
                     f"label {name!r}: VOC's labelmap.txt cannot hold it (a ':', a line break or a leading '#')"
                 )
+        subsets = out / "ImageSets" / "Main"
+        targets = [out / "Annotations" / f"{stem}.xml" for stem in seen] + [
+            subsets / "default.txt",
+            out / "labelmap.txt",
+        ]
+        there = None if exist_ok else next((t for t in targets if os.path.lexists(t)), None)
+        if there is not None:  # before any is written: a refusal halfway left the others in the user's folder
+            raise AlreadyExists(f"{there}: already exists (pass `exist_ok=True` to overwrite)")
         folder = explicit_dir(out / "Annotations", exist_ok=exist_ok)
         written = []
         for r in fitting:
             stem = Path(r["path"]).stem
             written.append(_write(folder / f"{stem}.xml", voc_xml(r), overwrite=exist_ok))
-        subsets = out / "ImageSets" / "Main"
         subsets.mkdir(parents=True, exist_ok=True)
         stems = "".join(f"{Path(r['path']).stem}\n" for r in fitting)
         written.append(_write(subsets / "default.txt", stems, overwrite=exist_ok))

@@ -6,6 +6,7 @@ insert the markup as it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -53,6 +54,7 @@ def histogram(
     values: Sequence[float], *, bins: int = 20, lo: float = 0.0, hi: float = 1.0, width: int = 420, height: int = 150
 ) -> str:
     """Counts of ``values`` in ``bins`` equal bins over ``[lo, hi]``, with the axis ends labelled."""
+    values = [v for v in values if math.isfinite(v)]  # a NaN score (a broken model's) has no bin
     if not values:
         return '<p class="muted">no scores</p>'
     counts = [0] * bins

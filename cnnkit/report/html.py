@@ -411,7 +411,7 @@ def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
     run's entry carries each prediction's track id (``k``), crossing (``x``) and the running line counts
     (``c``), only where the record has them, so an image report's page does not grow."""
     preds = data.get("predictions") or []
-    scores = [float(p["score"]) for p in preds if isinstance(p.get("score"), (int, float))]
+    scores = [float(p["score"]) for p in preds if _number(p.get("score"))]  # a broken model's NaN: none
     entry: dict[str, Any] = {
         "i": index,
         "p": data.get("path", ""),
@@ -423,8 +423,9 @@ def _entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
         "s": round(max(scores), 4) if scores else None,
         "w": data.get("width"),
         "h": data.get("height"),
-        "t": data.get("time_ms"),
-        "f": [round(float(p["fraction"]), 4) for p in preds if "fraction" in p] or None,
+        "t": data.get("time_ms") if _number(data.get("time_ms")) else None,
+        "f": [round(float(p["fraction"]), 4) if _number(p["fraction"]) else None for p in preds if "fraction" in p]
+        or None,
     }
     frame, time_s = data.get("frame"), data.get("time_s")
     if _integer(frame):

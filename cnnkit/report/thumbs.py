@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+from cnnkit.records import placed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,18 +38,16 @@ def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Resu
 
     if record.get("error") is not None:
         return None
-    preds = record.get("predictions") or []
+    preds = placed(record.get("predictions") or [])  # a box with null coordinates cannot be drawn
     task = record.get("task")
     w, h = int(record.get("width") or 1), int(record.get("height") or 1)
     if task == "classify":
-        return Classes(
-            [ClassScore(p["label"], int(p.get("class_id", p.get("index", 0))), float(p["score"])) for p in preds]
-        )
+        return Classes([ClassScore(p["label"], int(p.get("class_id", p.get("index", 0))), _score(p)) for p in preds])
     if task == "detect":
-        return Boxes([Box(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"])) for p in preds], w, h)
+        return Boxes([Box(p["label"], int(p["class_id"]), _score(p), tuple(p["box"])) for p in preds], w, h)
     if task == "instance":
         return Instances(
-            [Instance(p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"]), p["mask"]) for p in preds],
+            [Instance(p["label"], int(p["class_id"]), _score(p), tuple(p["box"]), p["mask"]) for p in preds],
             w,
             h,
         )
@@ -61,13 +62,18 @@ def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Resu
     return None
 
 
+def _score(pred: dict[str, Any]) -> float:
+    """A prediction's score; a null one (the model's NaN, which JSON cannot hold) is NaN again."""
+    return float(pred["score"]) if pred.get("score") is not None else math.nan
+
+
 def _tracks(preds: list[dict[str, Any]], w: int, h: int) -> Result:
     """A tracking record's boxes (or an instance model's masks) with their ``#id`` captions, as the live run
     drew them. The count line is not in the record, so neither it nor the counts are drawn."""
     from cnnkit.results import Box, Instance, TrackedBox, TrackedInstance, TrackedInstances, Tracks
 
     def one(p: dict[str, Any]) -> Box:
-        args = (p["label"], int(p["class_id"]), float(p["score"]), tuple(p["box"]))
+        args = (p["label"], int(p["class_id"]), _score(p), tuple(p["box"]))
         mask = {"mask": p["mask"]} if "mask" in p else {}
         if "track_id" not in p:
             return (Instance if mask else Box)(*args, **mask)

@@ -430,6 +430,71 @@ def test_nan_model_output_through_the_cli(tmp_path, images):
     rec = _strict_json(result.stdout)[0]
     assert [p["score"] for p in rec["predictions"]] == [None, None]
     assert "NaN or infinite" in result.stderr
+    # cnnkit's own readers take the nulls it writes: the live report (a traceback in its score histogram, exit 1),
+    # the report of the file ("not records", then "no records"), and convert (exit 0 with nothing written)
+    out, page = tmp_path / "nan.jsonl", tmp_path / "live.html"
+    live = _classify(images[0], "-w", ckpt, "-o", out, "--report", page)
+    assert live.exit_code == 0 and page.is_file(), live.output
+    later = CliRunner().invoke(app, ["report", str(out), "-o", str(tmp_path / "again.html")])
+    assert later.exit_code == 0 and "not records" not in later.stderr, later.output
+    handed = CliRunner().invoke(app, ["convert", str(out), "labelstudio", "-o", str(tmp_path / "ls.json")])
+    assert handed.exit_code == 0, handed.output
+    (task,) = json.loads((tmp_path / "ls.json").read_text())
+    assert task["predictions"][0]["result"][0]["value"]["choices"] == ["yes"]
+
+
+def test_boxes_with_null_or_impossible_coordinates_are_left_out_of_pictures_and_hand_offs(tmp_path, images):
+    """A box written with null coordinates (the model's NaN) or edited to corners the wrong way round or past any
+    picture was a traceback in `cnnkit report` (a null score too) and in `convert`: such boxes are left out."""
+    good = {"label": "a", "class_id": 0, "score": 0.9, "box": [2, 3, 20, 15]}
+    bad = [
+        {"label": "b", "class_id": 1, "score": None, "box": [None, 1, 2, 3]},
+        {"label": "c", "class_id": 1, "score": 0.5, "box": [-1e308, 1e308, 1e308, -1e308]},
+        {"label": "d", "class_id": 1, "score": 0.5, "box": [-1e308, -1e308, 1e308, 1e308]},
+    ]
+    record = {
+        "path": str(images[0]),
+        "task": "detect",
+        "model": "m",
+        "width": 32,
+        "height": 24,
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 3,
+        "predictions": [good, {**good, "score": None}, *bad],
+    }
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps(record) + "\n")
+    page = CliRunner().invoke(app, ["report", str(records), "-o", str(tmp_path / "r.html")])
+    assert page.exit_code == 0 and (tmp_path / "r.html").is_file(), page.output
+    for fmt, out in (("voc", "voc"), ("cvat", "c.xml"), ("labelstudio", "ls.json")):
+        handed = CliRunner().invoke(app, ["convert", str(records), fmt, "-o", str(tmp_path / out)])
+        assert handed.exit_code == 0 and "3 box(es) with no coordinates" in handed.stderr, (fmt, handed.output)
+    (task,) = json.loads((tmp_path / "ls.json").read_text())
+    assert [r["score"] for r in task["predictions"][0]["result"]] == [0.9, None]
+
+
+def test_convert_to_voc_refuses_an_existing_file_before_writing_any(tmp_path, images):
+    """`convert … voc -o DIR` wrote Annotations/ and ImageSets/ into the folder, then refused its labelmap.txt."""
+    record = {
+        "path": str(images[0]),
+        "task": "detect",
+        "model": "m",
+        "width": 32,
+        "height": 24,
+        "time_ms": 1.0,
+        "error": None,
+        "schema_version": 3,
+        "predictions": [{"label": "a", "class_id": 0, "score": 0.9, "box": [2, 3, 20, 15]}],
+    }
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps(record) + "\n")
+    (tmp_path / "voc").mkdir()
+    (tmp_path / "voc" / "labelmap.txt").write_text("mine\n")
+    refused = CliRunner().invoke(app, ["convert", str(records), "voc", "-o", str(tmp_path / "voc")])
+    assert refused.exit_code == 1 and "labelmap.txt: already exists" in refused.output
+    assert sorted(p.name for p in (tmp_path / "voc").rglob("*")) == ["labelmap.txt"]
+    assert (tmp_path / "voc" / "labelmap.txt").read_text() == "mine\n"
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
