@@ -276,6 +276,10 @@ def draft_scale(width: int, height: int, min_side: int | None) -> int:
     return next(s for s in (8, 4, 2, 1) if fits >= s or s == 1)
 
 
+JPEG_BYTES_PER_PIXEL = 8  # more than any quality setting's JPEG data takes
+JPEG_METADATA_BYTES = 16 << 20  # EXIF, ICC profile and other segments a camera or editor adds
+
+
 def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[int, int]) -> np.ndarray | None:
     """A JPEG (the file, or its ``encoded`` bytes) of ``size`` decoded by libjpeg-turbo (``simplejpeg``) at PIL's
     draft scale (:func:`draft_scale`; libjpeg's other M/8 factors are not used, so the pixels are PIL's);
@@ -286,9 +290,12 @@ def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[i
     try:
         if encoded is not None:
             data = encoded
-        else:
+        else:  # a JPEG's data is a few bytes a pixel: a file far larger (data after its end) is left to PIL,
+            limit = JPEG_BYTES_PER_PIXEL * size[0] * size[1] + JPEG_METADATA_BYTES  # which reads only to the end
             with open(path, "rb") as f:
-                data = f.read()
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                return None
         s = draft_scale(size[0], size[1], min_side)
         rgb = sj.decode_jpeg(data, colorspace="RGB", min_height=-(-size[1] // s), min_width=-(-size[0] // s))
     except (ValueError, OSError, MemoryError):

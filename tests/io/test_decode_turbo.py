@@ -70,3 +70,25 @@ def test_the_draft_scale_is_pils_even_where_libjpeg_could_scale_finer(tmp_path, 
     _pil_only(monkeypatch)
     slow = dec.decode(str(tmp_path / "x.jpg"), min_side=min_side)
     assert fast.rgb.shape == slow.rgb.shape and np.array_equal(fast.rgb, slow.rgb)
+
+
+def test_a_jpeg_with_a_huge_tail_is_not_read_whole(tmp_path):
+    """The libjpeg-turbo path read the whole file: a 64×48 JPEG followed by 3 GB (sparse) took 3 GB of memory,
+    where PIL reads to the image's end. Past what its pixels could take, the file is left to PIL."""
+    import tracemalloc
+
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    small = tmp_path / "small.jpg"
+    Image.fromarray(rgb).save(small, quality=95)
+    tailed = tmp_path / "tailed.jpg"
+    tailed.write_bytes(small.read_bytes())
+    with open(tailed, "r+b") as f:
+        f.truncate(256 << 20)  # sparse: no disk
+    tracemalloc.start()
+    try:
+        got = dec.decode(str(tailed)).rgb
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+    assert np.array_equal(got, dec.decode(str(small)).rgb)
