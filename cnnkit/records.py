@@ -163,22 +163,25 @@ def validate_record(data: dict[str, Any]) -> None:
 MAX_COORDINATE = 1e9  # pixels: past any picture's side; a box's width from ±1e308 is infinite
 
 
-def placed(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The predictions of a record read back that can be drawn or handed on: one whose box has a null (a NaN or
-    infinity the model gave, written as null) or missing coordinate, one past any picture, or corners the wrong way round (a records
-    file edited by hand), has no place in the picture and is left out."""
-    return [
-        p
-        for p in predictions
-        if "box" not in p
-        or (
-            isinstance(p["box"], list)
-            and len(p["box"]) == 4
-            and all(isinstance(v, (int, float)) and abs(v) <= MAX_COORDINATE for v in p["box"])
-            and p["box"][0] <= p["box"][2]
-            and p["box"][1] <= p["box"][3]
-        )
-    ]
+def placed(predictions: list[dict[str, Any]], width: Any = None, height: Any = None) -> list[dict[str, Any]]:
+    """The predictions of a record read back that can be drawn or handed on. Left out: a box with a null (a NaN or
+    infinity the model gave, written as null) or missing coordinate, one past any picture, or corners the wrong way
+    round (a records file edited by hand); a mask whose size is not the record's ``height`` × ``width`` (its
+    pixels would be made at the size it claims, 50,000 × 50,000 from a few bytes)."""
+
+    def fits(p: dict[str, Any]) -> bool:
+        box, mask = p.get("box"), p.get("mask")
+        if "box" in p and not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and abs(v) <= MAX_COORDINATE for v in box)
+            and box[0] <= box[2]
+            and box[1] <= box[3]
+        ):
+            return False
+        return not isinstance(mask, dict) or mask.get("size") == [height, width]
+
+    return [p for p in predictions if fits(p)]
 
 
 def records_to_frame(

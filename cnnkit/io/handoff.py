@@ -106,9 +106,14 @@ def _ok(records: Iterable[dict[str, Any]], fmt: str) -> Iterable[dict[str, Any]]
                 "to", f"{fmt} does not fit {r.get('task')} records (it takes {', '.join(TASKS_OF[fmt])})", fmt
             )
         preds = r.get("predictions") or []
-        kept = placed(preds)
+        kept = placed(preds, r.get("width"), r.get("height"))
         if len(kept) < len(preds):
-            log.warning("%s: %d box(es) with no coordinates (null) left out", r.get("path"), len(preds) - len(kept))
+            log.warning(
+                "%s: %d prediction(s) left out (a box with null or impossible coordinates, or a mask not of the "
+                "image's size)",
+                r.get("path"),
+                len(preds) - len(kept),
+            )
         yield {**r, "predictions": kept}
 
 

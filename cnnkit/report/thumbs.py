@@ -38,9 +38,9 @@ def result_from_dict(record: dict[str, Any], labels: Sequence[str] = ()) -> Resu
 
     if record.get("error") is not None:
         return None
-    preds = placed(record.get("predictions") or [])  # a box with null coordinates cannot be drawn
     task = record.get("task")
     w, h = int(record.get("width") or 1), int(record.get("height") or 1)
+    preds = placed(record.get("predictions") or [], w, h)  # a box with null coordinates cannot be drawn
     if task == "classify":
         return Classes([ClassScore(p["label"], int(p.get("class_id", p.get("index", 0))), _score(p)) for p in preds])
     if task == "detect":
@@ -103,8 +103,13 @@ def _saved_mask(record: dict[str, Any]) -> np.ndarray | None:
     saved = record.get("mask")  # a segment run with a save folder names its class-index PNG here
     if not isinstance(saved, str) or not os.path.isfile(saved):
         return None
-    with Image.open(saved) as img:
-        return np.asarray(img.convert("L") if img.mode not in ("P", "L") else img, dtype=np.uint8)
+    try:
+        with Image.open(saved) as img:
+            if list(img.size) != [record.get("width"), record.get("height")]:
+                return None  # not this image's mask (or a file put in its place): its header is all that is read
+            return np.asarray(img.convert("L") if img.mode not in ("P", "L") else img, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def scaled(result: Result, sx: float, sy: float) -> Result:

@@ -469,7 +469,7 @@ def test_boxes_with_null_or_impossible_coordinates_are_left_out_of_pictures_and_
     assert page.exit_code == 0 and (tmp_path / "r.html").is_file(), page.output
     for fmt, out in (("voc", "voc"), ("cvat", "c.xml"), ("labelstudio", "ls.json")):
         handed = CliRunner().invoke(app, ["convert", str(records), fmt, "-o", str(tmp_path / out)])
-        assert handed.exit_code == 0 and "3 box(es) with no coordinates" in handed.stderr, (fmt, handed.output)
+        assert handed.exit_code == 0 and "3 prediction(s) left out" in handed.stderr, (fmt, handed.output)
     (task,) = json.loads((tmp_path / "ls.json").read_text())
     assert [r["score"] for r in task["predictions"][0]["result"]] == [0.9, None]
 
@@ -535,3 +535,33 @@ def test_a_run_whose_every_input_failed_leaves_no_empty_run_folder(tmp_path, mon
     _png(tmp_path / "good.png")
     assert _classify("good.png", "--save").exit_code == 0
     assert len(list((tmp_path / "runs" / "classify" / "exp").iterdir())) == 1  # the next run is exp again
+
+
+def test_a_mask_whose_size_is_not_the_images_is_not_decoded(tmp_path, images):
+    """An instance record's RLE says its own size: `{"size": [50000, 50000], "counts": "0"}` in a 32×24 image's
+    record made `cnnkit report` and `convert` decode 2.5 gigapixels (7 GB) from a few bytes."""
+    import tracemalloc
+
+    from cnnkit.results import encode_rle
+
+    mask = np.zeros((24, 32), bool)
+    mask[4:12, 6:20] = True
+    good = {"label": "a", "class_id": 0, "score": 0.9, "box": [6, 4, 20, 12], "mask": encode_rle(mask)}
+    bomb = {**good, "label": "b", "mask": {"size": [50000, 50000], "counts": "0"}}
+    record = {
+        "path": str(images[0]), "task": "instance", "model": "m", "width": 32, "height": 24, "time_ms": 1.0,
+        "error": None, "schema_version": 3, "predictions": [good, bomb],
+    }  # fmt: skip
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps(record) + "\n")
+    tracemalloc.start()
+    try:
+        page = CliRunner().invoke(app, ["report", str(records), "-o", str(tmp_path / "r.html")])
+        handed = CliRunner().invoke(app, ["convert", str(records), "cvat", "-o", str(tmp_path / "c.xml")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert page.exit_code == 0 and handed.exit_code == 0, (page.output, handed.output)
+    assert "1 prediction(s) left out" in handed.stderr and peak < 256 << 20
+    xml = (tmp_path / "c.xml").read_text()
+    assert 'label="a"' in xml and 'label="b"' not in xml.split("<image", 1)[1]
