@@ -233,6 +233,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         except Exception as exc:
             raise CnnkitError(f"{path}: cannot read safetensors ({exc})") from exc
     else:
+        _stored_only(path)
         try:
             with warnings.catch_warnings():  # torch warns about pickle protocols on stderr before refusing
                 warnings.simplefilter("ignore")
@@ -270,6 +271,22 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return {
         k: (v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in state.items()
     }
+
+
+def _stored_only(path: Path) -> None:
+    """``torch.save`` stores its zip entries as they are: a compressed one would be inflated by ``torch.load``
+    before any check (a 1 MB file holding a 1 GiB tensor), so it is refused."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as zf:
+            packed = next((i for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED), None)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load says what is wrong with it
+    if packed is not None:
+        raise CnnkitError(
+            f"{path}: refused, a compressed zip entry ({packed.filename[:80]!r}), which torch.save never writes"
+        )
 
 
 def _an_ultralytics_model(path: Path) -> CnnkitError:

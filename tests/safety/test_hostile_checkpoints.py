@@ -1212,3 +1212,22 @@ def test_weights_that_do_not_fit_say_which_tensor(tmp_path) -> None:
         load_into(nn.Linear(3, 4), {"weight": torch.zeros(5, 3), "bias": torch.zeros(5)}, "x.safetensors")
     assert str(err.value).startswith("x.safetensors: weights do not fit the architecture (size mismatch for weight")
     assert "torch.Size([5, 3])" in str(err.value) and "1 more" in str(err.value)
+
+
+def test_a_state_dict_whose_zip_entries_are_compressed_is_refused_before_torch_inflates_them(tmp_path):
+    """torch.load inflates a deflated entry before anything is checked: a 1 MB .pt of a 1 GiB (here 64 MiB)
+    tensor took the memory first. torch.save stores its entries, so a compressed one is refused unread."""
+    import torch
+
+    from cnnkit.models.checkpoint import load_state_dict
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"conv.weight": torch.zeros(16 << 20)}, plain)
+    assert set(load_state_dict(plain)) == {"conv.weight"}  # stored, as torch.save writes: loaded
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    assert packed.stat().st_size < 1 << 20
+    with pytest.raises(CnnkitError, match="packed.pt: refused, a compressed zip entry"):
+        load_state_dict(packed)
