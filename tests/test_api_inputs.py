@@ -163,6 +163,48 @@ def test_one_predictor_on_a_compiled_runtime_serves_two_threads(monkeypatch) -> 
     assert not errors and len(results) == 6 and all(r == results[0] for r in results)
 
 
+def test_one_yolo_detector_on_pytorch_runs_one_forward_at_a_time_for_many_threads() -> None:
+    """ultralytics' head keeps the anchors of the last input shape on itself: two threads' batches of other sizes
+    swapped them mid-forward (wrong boxes, or `The size of tensor a (1176) must match …`). Forwards now take
+    turns; each is slowed here so that, without the turns, two would overlap."""
+    import time
+
+    from cnnkit.data.shapes import scene
+
+    pictures = [scene(3, i, size=(160 + 7 * i, 200 - 5 * i)).image for i in range(4)]
+    detector = cnnkit.load("detect", backend="torch", threads=1)
+    expected = [[p["box"] for p in r.predictions] for r in detector(pictures)]
+    net, inside, most = detector.backend.net, [0], [0]
+
+    def slow(x):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        try:
+            return net(x)
+        finally:
+            inside[0] -= 1
+
+    detector.backend.net = slow
+    errors: list[BaseException] = []
+    got: list[list] = []
+
+    def work(order: list[int]) -> None:
+        try:
+            for _ in range(2):
+                records = detector([pictures[i] for i in order], batch_size=2)
+                got.append([[p["box"] for p in r.predictions] == expected[i] for i, r in zip(order, records)])
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(order,)) for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and most[0] == 1 and len(got) == 6 and all(all(same) for same in got), (errors, most)
+
+
 @pytest.mark.parametrize(
     ("options", "name"),
     [({"workers": -1}, "workers"), ({"lr": float("nan")}, "lr"), ({"seed": -1}, "seed"), ({"epochs": "2"}, "epochs")],

@@ -13,6 +13,7 @@ Two backends behind one :class:`Detector`:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,9 @@ class YoloBackend:
         self.runtime_info: dict[str, Any] = {}  # set when the resolver compiled the network (cnnkit.runtimes)
         self.runtime = runtime
         self.net = runtime.prepare(net)
+        # ultralytics' head keeps the anchors of the last input shape on itself: two threads' batches of other
+        # shapes would swap them mid-forward (wrong boxes, or a size mismatch), so one forward at a time
+        self.forward_lock = threading.Lock()
         # rect (a PyTorch network, or an ONNX one of any height and width): padded only to the stride, as
         # `yolo predict` does for a .pt model, so the boxes are its boxes; a file traced at one size (an
         # exported file, TorchScript) takes the square input it was traced at, as there
@@ -179,8 +183,10 @@ class YoloBackend:
         with torch.inference_mode():
             for group in by_shape(inputs):  # rect inputs differ in shape: one forward per shape
                 x = self.runtime.batch(torch.stack([inputs[i] for i in group])).div_(255)
+                with self.forward_lock:
+                    raw = self.net(x)
                 out = nms.non_max_suppression(
-                    self.net(x),
+                    raw,
                     opts.conf,
                     opts.iou,
                     opts.classes,
