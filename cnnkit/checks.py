@@ -8,6 +8,7 @@ arguments. Each names the option (:class:`~cnnkit.errors.OptionError`), before a
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Set
 from typing import Any
@@ -15,32 +16,36 @@ from typing import Any
 from cnnkit.errors import OptionError
 
 
-def whole(name: str, value: Any, low: int | None, high: int | None = None) -> None:
-    """``value`` is an int (not a bool) from ``low`` (to ``high``); ``None``: no lower bound."""
-    if isinstance(value, bool) or not isinstance(value, int):
+def whole(name: str, value: Any, low: int | None, high: int | None = None) -> int:
+    """``value`` as an ``int`` when it is a whole number (a NumPy one too, as indexing an array gives; not a bool)
+    from ``low`` (to ``high``); ``None``: no lower bound."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise OptionError(name, "must be a whole number", value)
-    if (low is not None and value < low) or (high is not None and value > high):
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
         raise OptionError(name, f"must be from {low}" + (f" to {high}" if high is not None else " up"), value)
+    return number
 
 
-def fraction(name: str, value: Any) -> None:
-    """``value`` is a number from 0 to 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+def fraction(name: str, value: Any) -> float:
+    """``value`` as a ``float`` when it is a number (NumPy's too) from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise OptionError(name, "must be a number between 0 and 1", value)
+    if not 0.0 <= float(value) <= 1.0:
         raise OptionError(name, "must be between 0 and 1", value)
+    return float(value)
 
 
 def check_load(options: dict[str, Any]) -> None:
     """The options every task's ``load`` shares, checked (and ``device``/``classes`` normalised) in place."""
     if options.get("imgsz") is not None:  # a whole number; each task says its own range (segment: from 32)
-        whole("imgsz", options["imgsz"], 1)
+        options["imgsz"] = whole("imgsz", options["imgsz"], 1)
     for name in ("conf", "iou", "mask_threshold"):
         if options.get(name) is not None:
-            fraction(name, options[name])
-    for name in ("topk", "max_det"):
+            options[name] = fraction(name, options[name])
+    for name in ("topk", "max_det", "threads"):
         if options.get(name) is not None:
-            whole(name, options[name], 1)
-    if options.get("threads") is not None:
-        whole("threads", options["threads"], 1)
+            options[name] = whole(name, options[name], 1)
     if "half" in options and not isinstance(options["half"], bool):
         raise OptionError("half", "must be True or False", options["half"])
     device = options.get("device")

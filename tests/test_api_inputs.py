@@ -265,3 +265,22 @@ def test_numbers_non_pixels_and_unknown_options_are_said_plainly() -> None:
         cnnkit.classify(str(SCENE), imgsz=0)
     with pytest.raises(OptionError, match="expected one of"):
         cnnkit.finetune(str(SAMPLES), task="zzz")
+
+
+def test_numpy_numbers_are_taken_as_options_and_a_string_is_named_for_its_type() -> None:
+    """`conf=np.float32(0.5)` was refused as "must be between 0 and 1" and `imgsz=np.int64(320)` as not a whole
+    number: NumPy's numbers are what indexing an array gives, and ultralytics and torchvision take them."""
+    from cnnkit.checks import check_load
+
+    options = {"conf": np.float32(0.5), "imgsz": np.int64(96), "topk": np.int64(2), "threads": np.int32(1)}
+    check_load(options)
+    assert options == {"conf": 0.5, "imgsz": 96, "topk": 2, "threads": 1}
+    assert [type(options[k]) for k in ("conf", "imgsz", "topk", "threads")] == [float, int, int, int]
+    assert (
+        len(cnnkit.classify(str(SCENE), imgsz=np.int64(64), topk=np.int64(2), batch_size=np.int64(2))[0].predictions)
+        == 2
+    )
+    with pytest.raises(OptionError, match="must be a number between 0 and 1"):
+        cnnkit.load("detect", conf="0.3")
+    with pytest.raises(OptionError, match="must be a whole number"):
+        cnnkit.load("classify", imgsz=np.float64(64.0))

@@ -87,12 +87,12 @@ class FinetuneOptions:
 
         for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("threads", 1), ("unfreeze_at", 0)):
             if getattr(self, name) is not None:
-                whole(name, getattr(self, name), low)
+                setattr(self, name, whole(name, getattr(self, name), low))
         if self.early_stopping is not None:
-            whole("early_stopping", self.early_stopping, 1)
+            self.early_stopping = whole("early_stopping", self.early_stopping, 1)
         if self.imgsz is not None:
-            whole("imgsz", self.imgsz, 1, MAX_IMGSZ)
-        whole("seed", self.seed, 0)
+            self.imgsz = whole("imgsz", self.imgsz, 1, MAX_IMGSZ)
+        self.seed = whole("seed", self.seed, 0)
         if self.lr is not None and (
             isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf")
         ):
