@@ -284,3 +284,10 @@ def test_numpy_numbers_are_taken_as_options_and_a_string_is_named_for_its_type()
         cnnkit.load("detect", conf="0.3")
     with pytest.raises(OptionError, match="must be a whole number"):
         cnnkit.load("classify", imgsz=np.float64(64.0))
+
+
+def test_none_in_a_list_of_inputs_is_a_failed_input_that_says_so() -> None:
+    """`None` in a list (a failed read upstream) was a record saying "no such file", of a file never named."""
+    records = cnnkit.classify([np.zeros((32, 32, 3), np.uint8), None, 5.5], threads=1)
+    assert [r.error is None for r in records] == [True, False, False]
+    assert records[1].path == "<image 1>" and records[1].error.startswith("None is not an image")

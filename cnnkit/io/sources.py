@@ -363,6 +363,8 @@ def iter_sources(
             add_arg(src)
         elif isinstance(src, int) and not isinstance(src, bool):  # a camera's index, as ultralytics' source=0
             add_arg(str(src))
+        elif src is None:  # a hole in a list (a failed read upstream): its own failure, not a missing file
+            add(f"{IN_MEMORY}{i}>", error="None is not an image (no input at this place in the list)")
         else:  # pixels in memory (a PIL image too: edited or not, its pixels are what is read, not its file)
             add(f"{IN_MEMORY}{i}>", src)
         yield from items
