@@ -73,7 +73,7 @@ def check_run(batch_size: Any, workers: Any, max_pixels: Any) -> None:
 
 def source_list(sources: Any) -> list[Any] | Iterator[Any]:
     """``sources`` as a list of inputs: one path, URL, encoded ``bytes`` (or an open binary file of them),
-    image, array or tensor is one input; a list or tuple holds several; a generator or other iterator is
+    image, array or tensor is one input; a list or tuple holds several, as does a 4-D array or tensor (a batch); a generator or other iterator is
     returned as it is, to be read lazily (a camera loop, a dataset reader may never end); ``None``, a
     mapping or a set is refused (no input, and no order)."""
     if sources is None:
@@ -88,4 +88,6 @@ def source_list(sources: Any) -> list[Any] | Iterator[Any]:
         return [sources.read()]
     if isinstance(sources, Iterator):  # a generator, map, iter(): its items are the inputs, taken as needed
         return sources
+    if getattr(sources, "ndim", None) == 4:  # a batch: B×C×H×W tensor (as ultralytics takes) or B×H×W×C array
+        return list(sources)
     return [sources]  # one image: PIL, ndarray, tensor, an Item

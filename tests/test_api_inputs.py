@@ -291,3 +291,18 @@ def test_none_in_a_list_of_inputs_is_a_failed_input_that_says_so() -> None:
     records = cnnkit.classify([np.zeros((32, 32, 3), np.uint8), None, 5.5], threads=1)
     assert [r.error is None for r in records] == [True, False, False]
     assert records[1].path == "<image 1>" and records[1].error.startswith("None is not an image")
+
+
+def test_a_4d_batch_is_one_input_per_image() -> None:
+    """A B×C×H×W tensor (ultralytics' tensor source) or a B×H×W×C array was one failed record ("… is not an
+    image"); each of its B images is an input, with the records of the same images given one by one."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 48, 64, 3), dtype=np.uint8)
+    one_by_one = [r.predictions for r in cnnkit.classify(list(images), threads=1)]
+    as_array = cnnkit.classify(images, threads=1)
+    as_tensor = cnnkit.classify(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, threads=1)
+    assert [r.path for r in as_array] == ["<image 0>", "<image 1>", "<image 2>"]
+    assert [r.predictions for r in as_array] == one_by_one
+    assert [[p["label"] for p in r.predictions] for r in as_tensor] == [[p["label"] for p in ps] for ps in one_by_one]
