@@ -77,8 +77,12 @@ class CocoResults:
         return self.items
 
 
-def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "bbox") -> dict[str, Any]:
-    """COCO AP of ``results`` against the ground-truth dict ``gt`` (``iou_type``: bbox or segm)."""
+def evaluate(
+    gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "bbox", max_det: int = 100
+) -> dict[str, Any]:
+    """COCO AP of ``results`` against the ground-truth dict ``gt`` (``iou_type``: bbox or segm), counting up to
+    ``max_det`` detections an image (pycocotools' 100 unless the predictor kept more: ultralytics' val counts
+    its 300, so a crowded image's objects past the 100th were missed)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -94,6 +98,7 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
             results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
         coco_dt = coco_gt.loadRes(results) if results else COCO()
         ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.params.maxDets = [1, 10, max(int(max_det), 100)]  # summarize() reads AP at the last
         if not results:
             return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "per_class": {}}
         ev.evaluate()
@@ -103,6 +108,13 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
     names = {c["id"]: c["name"] for c in gt.get("categories", [])}
     per_class = {}
     precision = ev.eval["precision"]  # [T, R, K, A, M]
+
+    def ap(iou: float | None = None) -> float:
+        """As summarize() says it, at the last maxDets (its AP over all IoUs is read at 100 whatever is set)."""
+        p = precision[:, :, :, 0, -1] if iou is None else precision[np.isclose(ev.params.iouThrs, iou), :, :, 0, -1]
+        valid = p[p > -1]
+        return float(valid.mean()) if valid.size else 0.0
+
     for k, cat_id in enumerate(ev.params.catIds):
         p = precision[:, :, k, 0, -1]
         valid = p[p > -1]
@@ -118,9 +130,9 @@ def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = 
     if not gt["annotations"]:  # pycocotools says -1 (no data); 0 as with no results, and as ultralytics says
         log.warning("no ground-truth objects to score against: AP is 0")
     return {
-        "AP": max(float(stats[0]), 0.0),
-        "AP50": max(float(stats[1]), 0.0),
-        "AP75": max(float(stats[2]), 0.0),
+        "AP": ap(),
+        "AP50": ap(0.5),
+        "AP75": ap(0.75),
         "per_class": per_class,
         "precision": pr["precision"],
         "recall": pr["recall"],

@@ -142,7 +142,7 @@ def validate(
         coco.add(r, i)
         named = [{**p, "label": ds.names[cats[p["class_id"]] - 1]} for p in r.predictions]  # dataset names
         pairs.append((named, truth.get(i, [])))
-    scores = evaluate(gt, coco.results(), "bbox")
+    scores = evaluate(gt, coco.results(), "bbox", max_det=max_det)
     counts = {c["id"]: 0 for c in gt["categories"]}
     for a in gt["annotations"]:
         counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1

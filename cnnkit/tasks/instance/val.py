@@ -106,7 +106,7 @@ def validate(
         annotations=[a for a in ds.gt.get("annotations", []) if a["image_id"] not in unread],
     )
     for iou_type in ("bbox", "segm"):
-        res = evaluate(scored, coco.results(), iou_type)
+        res = evaluate(scored, coco.results(), iou_type, max_det=max_det)
         summary[iou_type] = {"AP": res["AP"], "AP50": res["AP50"], "AP75": res["AP75"], "per_class": res["per_class"]}
     return summary
 

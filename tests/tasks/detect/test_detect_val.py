@@ -178,3 +178,19 @@ def test_no_ground_truth_objects_give_zero_not_pycocotools_minus_one():
     gt = {"images": [{"id": 1, "width": 50, "height": 50}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
     m = evaluate(gt, [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "score": 0.9}], "bbox")
     assert m["AP"] == m["AP50"] == m["AP75"] == 0.0
+
+
+def test_ap_counts_as_many_detections_an_image_as_the_detector_keeps() -> None:
+    """pycocotools counts 100 detections an image unless told: an image of 150 objects found exactly scored AP
+    0.66 (ultralytics, beside it, 1.0), so crowded datasets were under-reported."""
+    from cnnkit.eval.coco import evaluate
+
+    boxes = [[(i % 15) * 20.0, (i // 15) * 20.0, 10.0, 10.0] for i in range(150)]
+    gt = {
+        "images": [{"id": 1, "width": 320, "height": 320, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "square"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": b} for b in boxes],
+    }
+    found = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 0.9 - i * 1e-4} for i, b in enumerate(boxes)]
+    assert evaluate(gt, found, max_det=300)["AP"] == pytest.approx(1.0)
+    assert evaluate(gt, found)["AP"] < 0.7  # pycocotools' own 100, as COCO's leaderboard counts
