@@ -327,10 +327,12 @@ def read_labels(path: Path, classes: int) -> list[Label]:
     once. A file that is not text, or a line that is not a class id below ``classes`` and fractions 0–1, is a
     one-line :class:`CnnkitError` naming the file and line (the image is then left out)."""
     try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        # utf-8-sig: a byte-order mark (Windows Notepad writes one) is skipped, as ultralytics skips it
+        text = path.read_text(encoding="utf-8-sig") if path.is_file() else ""
     except (OSError, UnicodeDecodeError) as exc:
         raise CnnkitError(f"{path}: not a readable label file ({exc.__class__.__name__})") from None
     rows: list[Label] = []
+    kinds: dict[bool, int] = {}  # polygon or box → the first line of that kind
     for n, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -349,6 +351,7 @@ def read_labels(path: Path, classes: int) -> list[Label]:
                 f"{path}:{n}: expected `class cx cy w h` numbers (or a polygon, `class x1 y1 x2 y2 x3 y3 …`), "
                 f"got {line.strip()[:60]!r}"
             )
+        kinds.setdefault(polygon, n)
         cls_f, coords = values[0], values[1:]
         if cls_f != int(cls_f) or not 0 <= cls_f < classes:
             raise CnnkitError(f"{path}:{n}: class {fields[0]} is not one of the dataset's {classes} (0–{classes - 1})")
@@ -368,4 +371,11 @@ def read_labels(path: Path, classes: int) -> list[Label]:
             log.debug("%s:%d: a repeated label, counted once", path, n)
             continue
         rows.append(row)
+    if len(kinds) > 1:  # read here as each row says; ultralytics leaves such an image out (its figures beside)
+        log.warning(
+            "%s: box rows (line %d) and polygon rows (line %d) mixed; ultralytics leaves this image out",
+            path,
+            kinds[False],
+            kinds[True],
+        )
     return rows

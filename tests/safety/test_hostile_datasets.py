@@ -228,6 +228,27 @@ def test_yolo_labels_are_read_as_ultralytics_reads_them(tmp_path: Path) -> None:
         read_labels(label, 2)
 
 
+def test_yolo_labels_with_a_byte_order_mark_are_read_and_mixed_kinds_are_said(tmp_path: Path, caplog) -> None:
+    """Notepad starts a UTF-8 file with a byte-order mark: ultralytics reads it (utf-8-sig), cnnkit refused every
+    such file (`'\\ufeff4 …'`), so detect val scored 0 beside ultralytics' 0.99. A file mixing box and polygon
+    rows, which ultralytics leaves out, is read here as its rows say, and said."""
+    import logging
+
+    from cnnkit.data.yolo_yaml import read_labels
+
+    label = tmp_path / "a.txt"
+    label.write_bytes("\ufeff1 0.5 0.5 0.2 0.4\n".encode())
+    assert read_labels(label, 2) == [pytest.approx((1, 0.5, 0.5, 0.2, 0.4))]
+    label.write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.2 0.7 0.5 0.5 0.8 0.3 0.5\n")
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        assert [r[0] for r in read_labels(label, 2)] == [0, 1]
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "box rows (line 1) and polygon rows (line 2) mixed; ultralytics leaves this image out" in caplog.text
+
+
 def test_detect_val_scores_polygon_labels_as_their_boxes(tmp_path: Path) -> None:
     data = _data(tmp_path, "yolo", 10)
     boxes = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
