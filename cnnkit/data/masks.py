@@ -36,7 +36,8 @@ def find_pairs(
     (val: the others are still scored) a ``{"path", "error"}`` entry there."""
     folder = split_dir(data, split)
     pairs = []
-    for image in sorted(p for p in (folder / "images").iterdir() if is_image_name(p.name)):
+    names = (p for p in (folder / "images").iterdir() if is_image_name(p.name) and not p.name.startswith("."))
+    for image in sorted(names):  # not hidden files: macOS's `._x.png` beside `x.png` is no picture
         mask = folder / "masks" / f"{image.stem}.png"
         if not mask.is_file():
             reason = f"no mask {mask.name} in {folder / 'masks'}"
@@ -104,14 +105,17 @@ def read_pair(image: str | Path, mask: str | Path, classes: int | None = None) -
     return rgb, _fitting_mask(mask, rgb.shape[0], rgb.shape[1], classes)
 
 
-def _upright_size(image: str | Path) -> tuple[int, int]:
-    """Height and width of an image as shown (its EXIF orientation applied), from its header alone."""
+def _upright_size(image: str | Path, decode: bool = False) -> tuple[int, int]:
+    """Height and width of an image as shown (its EXIF orientation applied), from its header alone, or with
+    ``decode`` after reading all of it (a truncated file fails here)."""
     from PIL import Image
 
     try:
         with Image.open(image) as img:
             width, height = img.size
             turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            if decode:
+                img.load()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise _unreadable(image, "image", exc) from None
     return (width, height) if turned else (height, width)
@@ -120,11 +124,11 @@ def _upright_size(image: str | Path) -> tuple[int, int]:
 def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) -> list[tuple[Path, Path]]:
     """The pairs whose image opens and whose mask reads, fits it and holds class values only; each other pair
     is named in a warning and left out of training (as detect's label check does), not a crash mid-epoch.
-    Images are read to their headers only: the full decode is the data loader's."""
+    Each image is decoded once here: a truncated JPEG's header reads, and the data loader failed on it later."""
     good, bad = [], []
     for image, mask in pairs:
         try:
-            _fitting_mask(mask, *_upright_size(image), classes)
+            _fitting_mask(mask, *_upright_size(image, decode=True), classes)
         except CnnkitError as exc:
             bad.append(str(exc))
             continue
@@ -167,7 +171,10 @@ def class_names(data: str | Path, pairs: list[tuple[Path, Path]]) -> list[str]:
         return names
     top, ignored = 0, False
     for _, m in pairs:
-        values = read_mask(m)
+        try:
+            values = read_mask(m)
+        except CnnkitError:
+            continue  # named when the pairs are checked (usable_pairs), and left out
         void = values == IGNORE
         ignored = ignored or bool(void.any())
         top = max(top, int(values[~void].max(initial=0)))

@@ -254,3 +254,46 @@ def test_the_same_seed_trains_the_same_whatever_the_worker_count(masks_data, tmp
         api.finetune(str(masks_data), workers=workers, out=str(out), progress=False, seed=4, **common)
         losses.append([row["train_loss"] for row in csv.DictReader((out / "metrics.csv").open())])
     assert losses[0] == losses[1]
+
+
+def test_a_truncated_jpeg_an_rgb_mask_and_a_resource_fork_leave_their_pairs_out(tmp_path, caplog):
+    """Found on crafted datasets: a truncated JPEG's header reads, so it passed the check and ended training
+    mid-epoch; an RGB mask ended the run before the check when the dataset names no classes (they are read
+    from the masks); macOS's `._x.png` beside an image was "no mask" and ended the run. Each is left out, named."""
+    from PIL import Image
+
+    from cnnkit import api
+    from cnnkit.data.export import export_shapes
+
+    data = tmp_path / "data"
+    export_shapes(data, "masks", 8, seed=5, imgsz=64, val_fraction=0.25)
+    (data / "cnnkit-data.json").unlink()  # class names then come from the masks
+    images = sorted((data / "train" / "images").glob("*.png"))
+    jpeg = images[0].with_suffix(".jpg")
+    Image.open(images[0]).convert("RGB").save(jpeg, quality=90)
+    images[0].unlink()
+    jpeg.write_bytes(jpeg.read_bytes()[:-200])  # its header intact
+    rgb_mask = data / "train" / "masks" / f"{images[1].stem}.png"
+    Image.open(rgb_mask).convert("RGB").save(rgb_mask)
+    (data / "train" / "images" / f"._{images[2].name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    logger = __import__("logging").getLogger("cnnkit")
+    caplog.set_level("WARNING", logger="cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        result = api.finetune(
+            str(data),
+            task="segment",
+            **{k: TINY[k] for k in ("arch", "encoder")},
+            epochs=1,
+            batch_size=2,
+            imgsz=32,
+            workers=0,
+            out=str(tmp_path / "run"),
+            progress=False,
+        )
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert Path(result["best"]).is_file()
+    assert f"left out of training: {jpeg}: not a readable image (image file is truncated" in caplog.text
+    assert f"left out of training: {rgb_mask}: mask must be a palette or greyscale PNG, not RGB" in caplog.text
+    assert "._" not in caplog.text
