@@ -340,3 +340,21 @@ def test_detect_training_names_images_ultralytics_would_drop(tmp_path: Path, cap
     finally:
         logger.removeHandler(caplog.handler)
     assert f"left out of training: {train}:" in caplog.text and f"left out of val: {val}:" in caplog.text
+
+
+def test_a_val_split_whose_every_label_file_is_refused_is_one_line_for_val_and_training(tmp_path: Path) -> None:
+    """With every val label file refused (a sixth column), ultralytics raises "No valid images found": detect
+    val (comparing with ultralytics) and detect training ended in its traceback, training leaving a run folder."""
+    data = _data(tmp_path, "yolo", 10)
+    for label in (data / "labels" / "val").glob("*.txt"):
+        label.write_text("".join(f"{line} 1.0\n" for line in label.read_text().splitlines()))
+    val = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "-f", "json", "--threads", "1"])
+    _no_traceback(val)
+    assert val.exit_code == 1 and "ultralytics' own val did not run (No valid images found" in val.stderr
+    assert "ultralytics" not in json.loads(val.stdout)
+    run = tmp_path / "run"
+    args = ["--task", "detect", "--epochs", "1", "--imgsz", "64", "--batch-size", "4", "--threads", "1"]
+    trained = runner.invoke(app, ["finetune", str(data / "data.yaml"), *args, "--save-dir", str(run)])
+    _no_traceback(trained)
+    assert trained.exit_code == 1 and "training stopped (No valid images found" in trained.stderr
+    assert not run.exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.data import label_cache, undecodable, warn_left_out, yolo_yaml
-from cnnkit.errors import CnnkitError, OptionError, UsageError
+from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.train.options import FinetuneOptions
 
 log = logging.getLogger("cnnkit")
@@ -55,6 +55,17 @@ def _start(model: str | None, weights: str | None) -> tuple[str, int | None]:
         )
     spec = loaded.spec
     return loaded.meta["where"], spec.meta.get("imgsz") if spec is not None else None
+
+
+def _drop_unstarted(folder: Path) -> None:
+    """A run folder this process made that holds no checkpoint yet (a start that failed) goes with what
+    ultralytics put in it, so the same folder can be named again."""
+    import shutil
+
+    from cnnkit.train import loop
+
+    if folder.resolve() in loop._NEW_RUNS and not any(folder.rglob("*.pt")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _resume_from(resume: str | bool, out: str | None) -> Path:
@@ -200,8 +211,13 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
     _Progress(options.reporter(log) or Callbacks()).attach(yolo)
     yolo.add_callback("on_pretrain_routine_end", ultralytics_adapter.restore_threads_callback(n_threads))
     label_cache.install()
-    with ultralytics_adapter.quiet(n_threads):
-        yolo.train(**args)
+    try:
+        with ultralytics_adapter.quiet(n_threads):
+            yolo.train(**args)
+    except RuntimeError as exc:  # ultralytics' refusal of the data ("No valid images found in …") or torch's
+        if not options.resume:
+            _drop_unstarted(folder)
+        raise CnnkitError(f"{data}: training stopped ({reason_of(exc, 200)})") from None
     trainer = yolo.trainer
     metrics = {METRIC_KEYS[k]: float(v) for k, v in (trainer.metrics or {}).items() if k in METRIC_KEYS}
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)

@@ -18,7 +18,7 @@ from typing import Any
 
 from cnnkit.data import label_cache, yolo_yaml
 from cnnkit.data.yolo_yaml import Label, label_path, read_labels
-from cnnkit.errors import CnnkitError, printable
+from cnnkit.errors import CnnkitError, printable, reason_of
 from cnnkit.eval.report import ReportTable, confusion_table, figure, runtime_facts, runtime_note
 from cnnkit.records import Record
 
@@ -173,8 +173,9 @@ def validate(
         "confusion": box_confusion(pairs, ds.names),
     }
     checkpoint = getattr(detector.backend, "checkpoint", None)
+    ul = None
     if compare and checkpoint:
-        result["ultralytics"] = ultralytics_val(
+        ul = ultralytics_val(
             checkpoint,
             ds,
             split=split,
@@ -185,6 +186,8 @@ def validate(
             max_det=max_det,
             device=detector.backend.runtime.device,
         )
+    if ul is not None:
+        result["ultralytics"] = ul
     return result
 
 
@@ -199,8 +202,9 @@ def ultralytics_val(
     iou: float,
     max_det: int,
     device: Any,
-) -> dict[str, Any]:
-    """ultralytics' own ``val`` on the same weights and data, quietly, in a temp folder.
+) -> dict[str, Any] | None:
+    """ultralytics' own ``val`` on the same weights and data, quietly, in a temp folder (``None`` when it refuses
+    the data).
 
     ultralytics reads cnnkit's sanitised copy of the dataset yaml (no ``download``), never the original,
     and its label caches through :mod:`cnnkit.data.label_cache`.
@@ -211,23 +215,27 @@ def ultralytics_val(
     label_cache.install()
     with ultralytics_adapter.quiet(), tempfile.TemporaryDirectory(prefix="cnnkit-val-") as tmp:
         clean = yolo_yaml.write_sanitised(data, Path(tmp) / "data.yaml")
-        m = yolo.val(
-            data=str(clean),
-            split=split,
-            imgsz=imgsz,
-            batch=batch,
-            conf=conf,
-            iou=iou,
-            max_det=max_det,
-            device=ultralytics_adapter.device_arg(device),
-            workers=0,
-            plots=False,
-            save_json=False,
-            verbose=False,
-            project=tmp,
-            name="val",
-            exist_ok=True,
-        )
+        try:
+            m = yolo.val(
+                data=str(clean),
+                split=split,
+                imgsz=imgsz,
+                batch=batch,
+                conf=conf,
+                iou=iou,
+                max_det=max_det,
+                device=ultralytics_adapter.device_arg(device),
+                workers=0,
+                plots=False,
+                save_json=False,
+                verbose=False,
+                project=tmp,
+                name="val",
+                exist_ok=True,
+            )
+        except RuntimeError as exc:  # "No valid images found in …": every image's labels were refused
+            log.warning("ultralytics' own val did not run (%s); its figures are left out", reason_of(exc, 160))
+            return None
     names = yolo.names
     per_class = {names[int(c)]: float(ap) for c, ap in zip(m.box.ap_class_index, m.box.ap50)}
     return {
