@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,11 +150,14 @@ def load_folder_dataset(
     val_dir = val_beside_train(root)
     if val_dir is not None:
         classes, train, skipped = scan_classes(root / "train", min_side=min_side, workers=workers)
-        val_classes = class_dirs(val_dir)
-        only_val = sorted(set(val_classes) - set(classes))
+        # a name is one class however its accents are stored: macOS writes folder names decomposed (NFD), Linux
+        # as typed (NFC), so a dataset copied from one to the other has `café` twice, spelled apart
+        val_classes = {unicodedata.normalize("NFC", c): c for c in class_dirs(val_dir)}
+        only_val = sorted(set(val_classes) - {unicodedata.normalize("NFC", c) for c in classes})
         if only_val:  # images of classes the model would never be trained on
             raise UsageError(f"{root}: {val_dir.name} has class folders train lacks: {', '.join(only_val)}")
-        _, val, skipped_val = scan_classes(val_dir, classes, min_side=min_side, workers=workers, allow_empty=True)
+        folders = [val_classes.get(unicodedata.normalize("NFC", c), c) for c in classes]  # in train's order
+        _, val, skipped_val = scan_classes(val_dir, folders, min_side=min_side, workers=workers, allow_empty=True)
         unseen = [c for i, c in enumerate(classes) if i not in set(val.targets)]
         if len(unseen) == len(classes):
             raise UsageError(f"{val_dir}: no readable images in any class folder")

@@ -376,3 +376,19 @@ def test_every_class_with_a_single_image_is_named_at_once() -> None:
     split = FolderSplit([Path(f"{i}.png") for i in range(5)], [0, 0, 0, 1, 2])
     with pytest.raises(UsageError, match="classes 'b', 'c' have a single image each"):
         stratified_split(split, 0.2, 0, ["a", "b", "c"])
+
+
+def test_class_folders_spelled_in_two_unicode_forms_are_one_class(tmp_path: Path) -> None:
+    """A dataset whose val/ was copied on macOS holds `café` decomposed (NFD) beside train's composed one (NFC):
+    the two look the same, and training refused "val has class folders train lacks: café"."""
+    from cnnkit.data.folder import load_folder_dataset
+
+    for split, form, n in (("train", "NFC", 3), ("val", "NFD", 2)):
+        for k, name in enumerate(("café", "naïve")):
+            folder = tmp_path / split / unicodedata.normalize(form, name)
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (16, 16), (80 * k, 10 * i, 0)).save(folder / f"{i}.png")
+    data = load_folder_dataset(tmp_path)
+    assert data.classes == [unicodedata.normalize("NFC", c) for c in ("café", "naïve")]
+    assert sorted(data.val.targets) == [0, 0, 1, 1] and len(data.train.paths) == 6
