@@ -129,10 +129,11 @@ def val_folder(root: str | os.PathLike) -> Path:
     return root
 
 
-def trained_split(predictor: Any, root: Path) -> tuple[list[str], Any] | None:
+def trained_split(predictor: Any, root: Path) -> tuple[list[str], Any, list[tuple[str, str]]] | None:
     """The val images of the split a cnnkit run made of ``root`` (``DATA/<class>/*`` split by its recorded
     ``val_split`` and ``seed``), when ``predictor`` was trained on ``root`` so: scoring all of ``root`` would
-    score the training images too, and not reproduce the run's logged val accuracy."""
+    score the training images too, and not reproduce the run's logged val accuracy. With them, the folder's
+    unreadable images (left out of the split, as the run left them out) with their reasons."""
     from cnnkit.data.folder import load_folder_dataset
 
     meta = getattr(getattr(predictor, "loaded", None), "meta", None)
@@ -163,7 +164,7 @@ def trained_split(predictor: Any, root: Path) -> tuple[list[str], Any] | None:
         float(recorded["val_split"]),
         int(recorded["seed"]),
     )
-    return dataset.classes, dataset.val
+    return dataset.classes, dataset.val, dataset.skipped
 
 
 def evaluate_folder(
@@ -187,7 +188,7 @@ def evaluate_folder(
 
     folder = val_folder(root)
     held_out = trained_split(predictor, folder) if folder == Path(root) else None
-    found, split = held_out or scan_classes(folder, verify=False, allow_empty=True)[:2]
+    found, split, unreadable = held_out or (*scan_classes(folder, verify=False, allow_empty=True)[:2], [])
     counts = np.bincount(np.asarray(split.targets, dtype=np.int64), minlength=len(found))
     if not counts.any():
         raise UsageError(f"{folder}: no images in its class folders")
@@ -210,7 +211,8 @@ def evaluate_folder(
     index = {c: i for i, c in enumerate(classes)}
     other = len(classes)
     cm = np.zeros((len(classes), len(classes) + 1), dtype=np.int64)
-    top5, failed = 0, []
+    top5 = 0
+    failed = [{"path": path, "error": reason} for path, reason in unreadable]  # unreadable: listed, as always
     target_of = dict(zip(split.paths, split.targets))
     for record in predictor.stream(split.paths, batch_size=batch_size, workers=workers):
         if record.error is not None:

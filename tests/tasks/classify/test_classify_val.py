@@ -181,3 +181,20 @@ def test_val_of_a_run_on_a_folder_it_split_scores_that_split_and_its_logged_accu
     assert result["images"] == int(float(rows[0]["val_images"])) == 9  # 3 classes × round(12 × 0.25)
     assert result["top1"] == pytest.approx(best["val_acc"], abs=1e-4)
     assert "scoring the 9 val images of the split" in r.stderr
+
+
+def test_val_of_a_run_on_a_folder_it_split_lists_the_folders_unreadable_images(tmp_path):
+    """Scoring the split a run made of a folder left that folder's unreadable images out without a word (exit 0),
+    where the same folder copied elsewhere listed them in `failed` (exit 1)."""
+    from tests.fixtures.finetune import write_digits
+
+    data = write_digits(tmp_path / "digits")
+    broken = next(p for p in sorted(data.iterdir()) if p.is_dir()) / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    out = tmp_path / "run"
+    args = ["finetune", str(data), "--model", "lenet5", "--epochs", "1", "--batch-size", "8", "--workers", "0"]
+    assert run([*args, "--threads", "1", "--val-split", "0.25", "--out", str(out)]).exit_code == 0
+    r = run(["classify", "val", str(data), "--weights", str(out / "best.safetensors"), "-f", "json"])
+    assert r.exit_code == 1 and "scoring the 9 val images of the split" in r.stderr, r.output
+    result = json.loads(r.stdout)
+    assert result["images"] == 9 and [f["path"] for f in result["failed"]] == [str(broken)]
