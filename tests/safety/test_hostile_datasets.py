@@ -358,3 +358,23 @@ def test_a_val_split_whose_every_label_file_is_refused_is_one_line_for_val_and_t
     _no_traceback(trained)
     assert trained.exit_code == 1 and "training stopped (No valid images found" in trained.stderr
     assert not run.exists()
+
+
+def test_instance_training_leaves_out_an_image_not_the_size_its_annotations_give(tmp_path: Path, caplog) -> None:
+    """`instance val` refused an image of another size than annotations.json gives; training took it, with
+    64×64 masks and boxes past a 32×32 picture, and said nothing."""
+    from cnnkit.data.coco import read_coco
+    from cnnkit.tasks.instance.train import _decodable
+
+    data = _data(tmp_path, "coco", 8)
+    ds = read_coco(data, "train")
+    first = ds.image_path(ds.gt["images"][0])
+    Image.open(first).resize((32, 32)).save(first)
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        kept = _decodable(ds, "training")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert [im["id"] for im in kept.gt["images"]] == [im["id"] for im in ds.gt["images"][1:]]
+    assert f"{first}: the image is 32x32, annotations.json says 64x64" in caplog.text

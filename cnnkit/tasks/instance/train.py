@@ -261,10 +261,15 @@ def _val_split(data: str, train: CocoSplit) -> CocoSplit:
 
 
 def _decodable(ds: CocoSplit, of: str) -> CocoSplit:
-    """``ds`` without the images that do not decode, each named in a warning (:func:`~cnnkit.data.undecodable`)."""
+    """``ds`` without the images that do not decode or are not the size its annotations give, each named in a
+    warning (:func:`~cnnkit.data.undecodable`)."""
     from cnnkit.data import undecodable, warn_left_out
 
-    reasons = undecodable([str(ds.image_path(image)) for image in ds.gt["images"]])
+    sizes = [
+        (im["width"], im["height"]) if isinstance(im.get("width"), int) and isinstance(im.get("height"), int) else None
+        for im in ds.gt["images"]
+    ]
+    reasons = undecodable([str(ds.image_path(image)) for image in ds.gt["images"]], sizes, ds.annotations.name)
     bad = [r for r in reasons if r]
     if not bad:
         return ds
