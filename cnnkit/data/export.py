@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ def export_shapes(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     out = Path(out)
+    _drop_earlier_export(out)
     counts = _split_counts(n, val_fraction)
     index = 0
     summary: dict[str, Any] = {"format": fmt, "out": str(out), "seed": seed, "classes": list(shapes.CLASSES)}
@@ -108,6 +111,21 @@ def export_shapes(
         _write_data_yaml(out)
     atomic_write_text(out / "cnnkit-data.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+EXPORTED_NAME = re.compile(r"(train|val)_[0-9]{6}\.(png|txt)")  # the files export_shapes names
+
+
+def _drop_earlier_export(out: Path) -> None:
+    """Written again into the folder of an earlier export (``exist_ok``), the files that export made and this one
+    may not (another count or split: scene 9 once in train, now in val) go first, so no stale picture is
+    trained on; only files of its own names, in a folder its summary file marks as one, are removed."""
+    if not (out / "cnnkit-data.json").is_file():
+        return
+    for folder, _, names in os.walk(out):
+        for name in names:
+            if EXPORTED_NAME.fullmatch(name):
+                Path(folder, name).unlink()
 
 
 def _write_data_yaml(out: Path, extra_train: list[Path] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cnnkit.data import shapes
@@ -174,3 +175,17 @@ def test_a_dataset_without_val_images_is_said_to_need_them(tmp_path):
         app, ["data", "shapes", str(tmp_path / "d"), "--n", "2", "--imgsz", "32", "--val-split", "0"]
     )
     assert result.exit_code == 0 and "no val images; finetune and val need some" in result.stderr
+
+
+@pytest.mark.parametrize("layout", ["yolo", "imagefolder", "masks"])
+def test_an_export_again_into_its_folder_leaves_no_file_of_the_earlier_one(tmp_path, layout):
+    """`data shapes OUT --exist-ok` with another split kept the earlier export's pictures: scenes now in val stayed
+    in train too (the summary said 8 train images, the folder held 13), so val leaked into training."""
+    out = tmp_path / "d"
+    export_shapes(out, layout, 16, seed=1, imgsz=32, val_fraction=0.2)
+    (out / "mine.txt").write_text("kept\n")
+    summary = export_shapes(out, layout, 16, seed=1, imgsz=32, val_fraction=0.5)
+    pictures = sorted(p for p in out.rglob("*.png") if "masks" not in p.parts)
+    assert len(pictures) == summary["train"] + summary["val"] == 16
+    assert sum(p.name.startswith("train_") for p in pictures) == summary["train"] == 8
+    assert (out / "mine.txt").read_text() == "kept\n"
