@@ -443,6 +443,14 @@ def test_nan_model_output_through_the_cli(tmp_path, images):
     assert task["predictions"][0]["result"][0]["value"]["choices"] == ["yes"]
 
 
+def _records_file(tmp_path: Path, image: Path, predictions: list[dict], task: str = "detect") -> Path:
+    """One successful record of a 32×24 ``image`` with these ``predictions``, as a JSON Lines file."""
+    record = {"path": str(image), "task": task, "model": "m", "width": 32, "height": 24, "time_ms": 1.0}
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({**record, "error": None, "schema_version": 3, "predictions": predictions}) + "\n")
+    return records
+
+
 def test_boxes_with_null_or_impossible_coordinates_are_left_out_of_pictures_and_hand_offs(tmp_path, images):
     """A box written with null coordinates (the model's NaN) or edited to corners the wrong way round or past any
     picture was a traceback in `cnnkit report` (a null score too) and in `convert`: such boxes are left out."""
@@ -452,19 +460,7 @@ def test_boxes_with_null_or_impossible_coordinates_are_left_out_of_pictures_and_
         {"label": "c", "class_id": 1, "score": 0.5, "box": [-1e308, 1e308, 1e308, -1e308]},
         {"label": "d", "class_id": 1, "score": 0.5, "box": [-1e308, -1e308, 1e308, 1e308]},
     ]
-    record = {
-        "path": str(images[0]),
-        "task": "detect",
-        "model": "m",
-        "width": 32,
-        "height": 24,
-        "time_ms": 1.0,
-        "error": None,
-        "schema_version": 3,
-        "predictions": [good, {**good, "score": None}, *bad],
-    }
-    records = tmp_path / "r.jsonl"
-    records.write_text(json.dumps(record) + "\n")
+    records = _records_file(tmp_path, images[0], [good, {**good, "score": None}, *bad])
     page = CliRunner().invoke(app, ["report", str(records), "-o", str(tmp_path / "r.html")])
     assert page.exit_code == 0 and (tmp_path / "r.html").is_file(), page.output
     for fmt, out in (("voc", "voc"), ("cvat", "c.xml"), ("labelstudio", "ls.json")):
@@ -476,19 +472,7 @@ def test_boxes_with_null_or_impossible_coordinates_are_left_out_of_pictures_and_
 
 def test_convert_to_voc_refuses_an_existing_file_before_writing_any(tmp_path, images):
     """`convert … voc -o DIR` wrote Annotations/ and ImageSets/ into the folder, then refused its labelmap.txt."""
-    record = {
-        "path": str(images[0]),
-        "task": "detect",
-        "model": "m",
-        "width": 32,
-        "height": 24,
-        "time_ms": 1.0,
-        "error": None,
-        "schema_version": 3,
-        "predictions": [{"label": "a", "class_id": 0, "score": 0.9, "box": [2, 3, 20, 15]}],
-    }
-    records = tmp_path / "r.jsonl"
-    records.write_text(json.dumps(record) + "\n")
+    records = _records_file(tmp_path, images[0], [{"label": "a", "class_id": 0, "score": 0.9, "box": [2, 3, 20, 15]}])
     (tmp_path / "voc").mkdir()
     (tmp_path / "voc" / "labelmap.txt").write_text("mine\n")
     refused = CliRunner().invoke(app, ["convert", str(records), "voc", "-o", str(tmp_path / "voc")])
@@ -548,12 +532,7 @@ def test_a_mask_whose_size_is_not_the_images_is_not_decoded(tmp_path, images):
     mask[4:12, 6:20] = True
     good = {"label": "a", "class_id": 0, "score": 0.9, "box": [6, 4, 20, 12], "mask": encode_rle(mask)}
     bomb = {**good, "label": "b", "mask": {"size": [50000, 50000], "counts": "0"}}
-    record = {
-        "path": str(images[0]), "task": "instance", "model": "m", "width": 32, "height": 24, "time_ms": 1.0,
-        "error": None, "schema_version": 3, "predictions": [good, bomb],
-    }  # fmt: skip
-    records = tmp_path / "r.jsonl"
-    records.write_text(json.dumps(record) + "\n")
+    records = _records_file(tmp_path, images[0], [good, bomb], task="instance")
     tracemalloc.start()
     try:
         page = CliRunner().invoke(app, ["report", str(records), "-o", str(tmp_path / "r.html")])

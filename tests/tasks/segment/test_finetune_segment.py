@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,6 +148,29 @@ def test_retraining_script_takes_the_registry_input_size_or_imgsz(tmp_path, monk
     }
 
 
+def _train_tiny(data: Path, out: Path, caplog: Any, workers: int) -> dict[str, Any]:
+    """One epoch of the tiny U-Net on ``data``, cnnkit's warnings caught in ``caplog``."""
+    from cnnkit import api
+
+    caplog.set_level("WARNING", logger="cnnkit")
+    logger = __import__("logging").getLogger("cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        return api.finetune(
+            str(data),
+            task="segment",
+            **{k: TINY[k] for k in ("arch", "encoder")},
+            epochs=1,
+            batch_size=2,
+            imgsz=32,
+            workers=workers,
+            out=str(out),
+            progress=False,
+        )
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
 def test_bad_training_pairs_are_left_out_by_name_and_training_goes_on(tmp_path, caplog):
     """A mask with a value that is no class and an image that does not decode: each named in a warning and left
     out, with data loader workers too (a worker's error used to surface as a 60-line traceback)."""
@@ -154,7 +178,6 @@ def test_bad_training_pairs_are_left_out_by_name_and_training_goes_on(tmp_path, 
 
     from PIL import Image
 
-    from cnnkit import api
     from cnnkit.data.export import export_shapes
 
     data = tmp_path / "data"
@@ -165,23 +188,7 @@ def test_bad_training_pairs_are_left_out_by_name_and_training_goes_on(tmp_path, 
     Image.fromarray(value).save(masks[0])
     broken = sorted((data / "train" / "images").iterdir())[1]
     broken.write_bytes(b"\x89PNG\r\n\x1a\nxx")
-    caplog.set_level("WARNING", logger="cnnkit")
-    logger = __import__("logging").getLogger("cnnkit")
-    logger.addHandler(caplog.handler)
-    try:
-        result = api.finetune(
-            str(data),
-            task="segment",
-            **{k: TINY[k] for k in ("arch", "encoder")},
-            epochs=1,
-            batch_size=2,
-            imgsz=32,
-            workers=1,
-            out=str(tmp_path / "run"),
-            progress=False,
-        )
-    finally:
-        logger.removeHandler(caplog.handler)
+    result = _train_tiny(data, tmp_path / "run", caplog, workers=1)
     assert Path(result["best"]).is_file()
     assert f"left out of training: {masks[0]}: mask value 9 is not a class" in caplog.text
     assert f"left out of training: {broken}: not a readable image" in caplog.text
@@ -262,7 +269,6 @@ def test_a_truncated_jpeg_an_rgb_mask_and_a_resource_fork_leave_their_pairs_out(
     from the masks); macOS's `._x.png` beside an image was "no mask" and ended the run. Each is left out, named."""
     from PIL import Image
 
-    from cnnkit import api
     from cnnkit.data.export import export_shapes
 
     data = tmp_path / "data"
@@ -276,23 +282,7 @@ def test_a_truncated_jpeg_an_rgb_mask_and_a_resource_fork_leave_their_pairs_out(
     rgb_mask = data / "train" / "masks" / f"{images[1].stem}.png"
     Image.open(rgb_mask).convert("RGB").save(rgb_mask)
     (data / "train" / "images" / f"._{images[2].name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
-    logger = __import__("logging").getLogger("cnnkit")
-    caplog.set_level("WARNING", logger="cnnkit")
-    logger.addHandler(caplog.handler)
-    try:
-        result = api.finetune(
-            str(data),
-            task="segment",
-            **{k: TINY[k] for k in ("arch", "encoder")},
-            epochs=1,
-            batch_size=2,
-            imgsz=32,
-            workers=0,
-            out=str(tmp_path / "run"),
-            progress=False,
-        )
-    finally:
-        logger.removeHandler(caplog.handler)
+    result = _train_tiny(data, tmp_path / "run", caplog, workers=0)
     assert Path(result["best"]).is_file()
     assert f"left out of training: {jpeg}: not a readable image (image file is truncated" in caplog.text
     assert f"left out of training: {rgb_mask}: mask must be a palette or greyscale PNG, not RGB" in caplog.text
