@@ -99,6 +99,11 @@ def export_model(
         other = next((f for f, ext in FORMATS.items() if ext == suffix and f != fmt), None)
         if other is not None:  # a .torchscript holding ONNX would fail later, far from here
             raise UsageError(f"{out}: named as a {other} file, but the export is {fmt}; name it *{FORMATS[fmt]}")
+        if suffix != FORMATS[fmt]:  # `--weights m.pt` is read as a pickle, a name without one as nothing known
+            raise UsageError(
+                f"{out}: cnnkit knows a {fmt} file by its name, *{FORMATS[fmt]} (it would not load this one back); "
+                f"name it *{FORMATS[fmt]}"
+            )
     task = target_task(target, task)
     exporter = get_task(task).exporter()
     if exporter is not None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from cnnkit import export as ex
 from cnnkit.cli import app
+from cnnkit.errors import OptionError
 from tests.conftest import REPO, SAMPLES
 from tests.fixtures.visual import cli_error
 
@@ -196,6 +197,11 @@ def test_detect_onnx_letterboxes_to_the_exported_size(yolo_onnx, scenes):
     assert tuple(detector.backend.preprocess(wide).shape) == (3, 256, 256)
     records = detector.stream([str(p) for p in sorted(scenes[0].iterdir())], batch_size=3)
     assert all(r.error is None for r in records)
+    # an `imgsz` that rounds up to the file's size is its size: `--imgsz 250` (or the 100 a file exported with
+    # `--imgsz 100` was rounded up from) was refused with advice to export again at that size, which changed nothing
+    assert Detector.load(weights=str(onnx_file), imgsz=250, threads=1).backend.imgsz == 256
+    with pytest.raises(OptionError, match="exported for 256×256 inputs"):
+        Detector.load(weights=str(onnx_file), imgsz=200, threads=1)
 
 
 def test_detect_dynamic_onnx_pads_to_the_stride_as_the_pt_model_does(tmp_path):
@@ -204,7 +210,8 @@ def test_detect_dynamic_onnx_pads_to_the_stride_as_the_pt_model_does(tmp_path):
     from cnnkit.tasks.detect.predict import Detector
 
     out = tmp_path / "dyn.onnx"
-    ex.export_model("shapes-yolov8n", out=out, dynamic_batch=True)
+    info = ex.export_model("shapes-yolov8n", out=out, dynamic_batch=True)
+    assert info.input == ["batch", 3, "height", "width"]  # as its graph says (its metadata said 256 × 256)
     detector = Detector.load(weights=str(out), threads=1)
     assert tuple(detector.backend.preprocess(np.zeros((90, 300, 3), np.uint8)).shape) == (3, 96, 256)
     wide = tmp_path / "wide.png"
@@ -313,4 +320,13 @@ def test_an_output_name_that_says_another_format_is_refused(tmp_path):
     for fmt, name, said in (("onnx", "m.torchscript", "torchscript"), ("torchscript", "m.onnx", "onnx")):
         result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])
         assert result.exit_code == 2 and f"named as a {said} file, but the export is {fmt}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_cnnkit_would_not_load_back_is_refused(tmp_path):
+    """`export --to torchscript -o m.pt` (PyTorch's own habit) wrote a file `--weights m.pt` then refused as a
+    pickle, and `-o model` an ONNX file read as nothing known: each is named for what it should be called."""
+    for fmt, name in (("torchscript", "m.pt"), ("onnx", "model"), ("onnx", "m.ONNX.bak")):
+        result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])
+        assert result.exit_code == 2 and f"name it *.{fmt}" in result.output, result.output
     assert list(tmp_path.iterdir()) == []

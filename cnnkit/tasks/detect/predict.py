@@ -144,7 +144,8 @@ class YoloBackend:
             raise UsageError(
                 f"{path}: no letterbox size in its cnnkit metadata; export the YOLO model with `cnnkit export`"
             )
-        if imgsz and imgsz != size:
+        stride = int(loaded.meta.get("stride", 32))
+        if imgsz and -(-int(imgsz) // stride) * stride != size:  # the export rounded it up to the stride too
             raise OptionError(
                 "imgsz", f"{path} was exported for {size}×{size} inputs; export it again with `imgsz` {imgsz}", imgsz
             )
@@ -154,7 +155,7 @@ class YoloBackend:
             runtime,
             size,
             loaded.name,
-            stride=int(loaded.meta.get("stride", 32)),
+            stride=stride,
             end2end=bool(loaded.meta.get("end2end", False)),
             rect=rect,
         )
