@@ -210,8 +210,7 @@ def test_detect_dynamic_onnx_pads_to_the_stride_as_the_pt_model_does(tmp_path):
     from cnnkit.tasks.detect.predict import Detector
 
     out = tmp_path / "dyn.onnx"
-    info = ex.export_model("shapes-yolov8n", out=out, dynamic_batch=True)
-    assert info.input == ["batch", 3, "height", "width"]  # as its graph says (its metadata said 256 × 256)
+    ex.export_model("shapes-yolov8n", out=out, dynamic_batch=True)
     detector = Detector.load(weights=str(out), threads=1)
     assert tuple(detector.backend.preprocess(np.zeros((90, 300, 3), np.uint8)).shape) == (3, 96, 256)
     wide = tmp_path / "wide.png"

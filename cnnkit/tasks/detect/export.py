@@ -82,8 +82,7 @@ def export_yolo(
         "end2end": bool(getattr(net, "end2end", False)),
         "input": "images",
         "outputs": ["output0"],
-        # ultralytics' dynamic ONNX takes any height and width as well as any batch
-        "input_shape": ["batch", 3, "height", "width"] if dynamic_batch and fmt == "onnx" else [1, 3, size, size],
+        "input_shape": ["batch" if dynamic_batch else 1, 3, size, size],
     }
     with (
         atomic_path(out, overwrite=overwrite) as final,
