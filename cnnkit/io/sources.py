@@ -371,6 +371,9 @@ def iter_sources(
         items.clear()
 
 
+MAX_SHARDS = 1_000_000  # more shards than any job array has machines
+
+
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
     """``"K/N"`` (1 ≤ K ≤ N) → ``(K, N)``; ``None`` passes through."""
     if spec is None:
@@ -382,6 +385,8 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
         raise OptionError("shard", "expected K/N, e.g. 1/4", spec) from None
     if n < 1 or not 1 <= k <= n:
         raise OptionError("shard", "need 1 <= K <= N", spec)
+    if n > MAX_SHARDS:  # itertools.islice takes no step past sys.maxsize
+        raise OptionError("shard", f"N is at most {MAX_SHARDS:,}", spec)
     return k, n
 
 

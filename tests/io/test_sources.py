@@ -66,7 +66,7 @@ def test_shards_partition_the_list(tree):
     assert shard(items, None) == items
 
 
-@pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "1-2"])
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "1-2", "1/99999999999999999999999", "1/1000001"])
 def test_bad_shard(spec):
     with pytest.raises(UsageError):
         parse_shard(spec)
