@@ -678,6 +678,7 @@ def run_predict(
     from cnnkit.io.sources import expand_sources, parse_shard
     from cnnkit.io.sources import shard as take_shard
     from cnnkit.io.writers import (
+        SUFFIX_FORMATS,
         check_output,
         is_stdout,
         path_key,
@@ -694,6 +695,10 @@ def run_predict(
     save_dir = p["save_dir"] if save else None
     batch_size, workers = setting(ctx, "batch_size"), setting(ctx, "workers")
     fmt = resolve("format", p["fmt"], given(ctx, "fmt"))
+    source = ctx.get_parameter_source("fmt")
+    flagged = source is not None and source.name == "COMMANDLINE"
+    if not flagged and output and Path(output).suffix.lower() in SUFFIX_FORMATS:
+        fmt = "auto"  # a default format (env, config file) is for stdout: `-o part.parquet` is Parquet all the same
     parse_shard(shard)
     video = video_options(ctx)  # checked before a model loads or a save folder is made
     engine, scale = engine_options(ctx, save)

@@ -33,6 +33,9 @@ BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", 
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
 
+SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}  # what -o FILE says
+
+
 def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -> str:
     """``auto`` is a table on a terminal, JSON Lines in a pipe or a file."""
     if fmt not in FORMATS:
@@ -40,8 +43,7 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
     if fmt != "auto":
         return fmt
     if output is not None and not is_stdout(output):
-        suffix = Path(output).suffix.lower()
-        return {".json": "json", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}.get(suffix, "jsonl")
+        return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "jsonl")
     stream = stream or sys.stdout
     return "table" if getattr(stream, "isatty", lambda: False)() else "jsonl"
 

@@ -114,3 +114,18 @@ def test_a_setting_from_the_config_file_that_cannot_be_used_names_the_file(in_tm
     (in_tmp / "cnnkit.toml").write_text('device = "cuda"\n')
     result = runner.invoke(app, ["classify", image])
     assert result.exit_code == 2 and "(device cuda is from " in result.stderr and "cnnkit.toml)" in result.stderr
+
+
+def test_a_default_format_does_not_override_an_output_files_suffix(in_tmp, shapes_images, monkeypatch):
+    """With `format = "jsonl"` in cnnkit.toml (the README's example), `-o part-1.parquet` wrote JSON Lines into
+    the .parquet file, and the merge failed only after the job. A default format is for stdout and for a file
+    whose name says no format."""
+    image = str(sorted(shapes_images.iterdir())[0])
+    (in_tmp / "cnnkit.toml").write_text('format = "jsonl"\n')
+    assert runner.invoke(app, ["classify", image, "-o", "part-1.parquet"]).exit_code == 0
+    assert (in_tmp / "part-1.parquet").read_bytes()[:4] == b"PAR1"
+    monkeypatch.setenv("CNNKIT_FORMAT", "csv")
+    assert runner.invoke(app, ["classify", image, "-o", "x.jsonl"]).exit_code == 0
+    assert json.loads((in_tmp / "x.jsonl").read_text())["path"] == image
+    assert runner.invoke(app, ["classify", image, "-o", "x.txt"]).exit_code == 0
+    assert (in_tmp / "x.txt").read_text().startswith("path,")  # no format in the name: the default's
