@@ -321,6 +321,12 @@ def _pipeline(
     _check(actors, gpus_per_actor, cpus_per_actor, batch_size)
     if not items:
         return None
+    if load_options.get("model") is None and load_options.get("weights") is None:
+        from cnnkit.config import lookup
+
+        # the driver's default model (environment, cnnkit.toml), as a local run resolves it: an actor on
+        # another machine has its own settings, or none
+        load_options["model"] = lookup(f"model.{task}").value
     _check_model(task, load_options.get("model"), load_options.get("weights"))
     private = address is None  # then cnnkit starts its own cluster (`address="local"`), $RAY_ADDRESS or not
     if private and load_options.get("device") not in (None, "auto"):

@@ -274,6 +274,22 @@ def test_bad_model_or_address_fails_before_an_output_is_opened(tmp_path):
         assert result.exit_code == 2 if "address" in said or "parts" in " ".join(extra) else result.exit_code != 0
         assert said in result.output and "Traceback" not in result.output, result.output
         assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "r.html").exists()
+    # the default model named by the environment (or cnnkit.toml) is checked as `-m` is: it was each actor's
+    # traceback, and an empty output file
+    result = runner.invoke(app, base, env={"CNNKIT_MODEL_CLASSIFY": "nosuchmodel"})
+    assert "unknown classify model 'nosuchmodel'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_actors_run_the_drivers_default_model(ray_cluster, shapes_images, monkeypatch):
+    """Actors on a cluster joined by address (started elsewhere, without the driver's environment or
+    cnnkit.toml) ran their own default model, silently: they run the driver's, as a local run would."""
+    from cnnkit import ray as on_ray
+
+    monkeypatch.setenv("CNNKIT_MODEL_CLASSIFY", "lenet5")  # set after the cluster started: its workers lack it
+    image = str(sorted(shapes_images.iterdir())[0])
+    (record,) = list(on_ray.predict([image], "classify"))
+    assert record.error is None and record.model == "lenet5"
 
 
 def test_what_ray_says_stays_off_stdout_and_an_actors_cnnkit_error_keeps_its_line(capsys):
