@@ -152,12 +152,13 @@ def init(address: str | None = None) -> Any:
     if ray.is_initialized():
         return ray
     _notices_to_stderr()
+    quiet = not log.isEnabledFor(logging.WARNING)  # -q: nothing on stderr but the error that stops a command
     try:
         # workers' prints stay in Ray's logs unless -v: stdout is cnnkit's data channel (JSON Lines)
         ray.init(
             address="local" if address is None else address,  # None would join a cluster found on the machine
             include_dashboard=False,
-            logging_level=logging.WARNING,
+            logging_level=logging.ERROR if quiet else logging.WARNING,
             log_to_driver=log.isEnabledFor(logging.DEBUG),
             configure_logging=True,
         )

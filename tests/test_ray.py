@@ -466,6 +466,30 @@ def test_without_an_address_a_cluster_of_its_own_is_started(monkeypatch):
     assert asked == ["local", "auto"]
 
 
+def test_quiet_keeps_rays_warnings_off_stderr(monkeypatch):
+    """`-q` is nothing on stderr but the error that stops a command; Ray's own warnings (token authentication
+    on every start) came through, since Ray logged at WARNING whatever cnnkit's level."""
+    import logging
+    from types import SimpleNamespace
+
+    from cnnkit import ray as on_ray
+
+    levels: list = []
+    fake = SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: levels.append(kw["logging_level"]))
+    monkeypatch.setattr(on_ray, "_ray", lambda: fake)
+    monkeypatch.setattr(on_ray, "_notices_to_stderr", lambda: None)
+    logger = logging.getLogger("cnnkit")
+    before = logger.level
+    try:
+        logger.setLevel(logging.INFO)
+        on_ray.init(None)
+        logger.setLevel(logging.ERROR)  # what -q sets
+        on_ray.init(None)
+    finally:
+        logger.setLevel(before)
+    assert levels == [logging.WARNING, logging.ERROR]
+
+
 def test_an_address_where_a_web_server_listens_is_one_line_not_a_hang():
     """The probe only asked whether the port took a connection: a dashboard's port or any web server passed, and
     Ray then retried "Failed to connect to GCS" for ever."""
