@@ -101,12 +101,15 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
     unknown = sorted(k for k in flat if k not in SETTINGS and not (k.startswith("model.") and k[6:] in TASK_NAMES))
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-    return {key: _convert(key, value, str(path)) for key, value in flat.items()}
+    return {key: _convert(key, value, str(path), text_numbers=False) for key, value in flat.items()}
 
 
-def _convert(key: str, value: Any, where: str) -> Any:
-    """``value`` as the setting's type, checked as its flag would be; ``where`` names the source."""
+def _convert(key: str, value: Any, where: str, text_numbers: bool = True) -> Any:
+    """``value`` as the setting's type, checked as its flag would be; ``where`` names the source. An environment
+    variable is text (``text_numbers``); a TOML file has numbers of its own, so ``batch_size = "3"`` is wrong."""
     kind = SETTINGS.get(key, str)
+    if kind is int and isinstance(value, str) and not text_numbers:
+        raise UsageError(f"{where}: {key} must be an integer, got {value!r}")
     if kind is int:
         text = value.strip() if isinstance(value, str) else value
         try:

@@ -42,7 +42,7 @@ def test_user_config_folder(in_tmp):
     assert lookup("workers", 2).value == 3
 
 
-@pytest.mark.parametrize("text", ['batch_size = "many"\n', "nonsense = 1\n", "batch_size = [\n"])
+@pytest.mark.parametrize("text", ['batch_size = "many"\n', 'batch_size = "3"\n', "nonsense = 1\n", "batch_size = [\n"])
 def test_bad_config_is_a_usage_error(in_tmp, text):
     (in_tmp / "cnnkit.toml").write_text(text)
     with pytest.raises(UsageError, match="cnnkit.toml"):
