@@ -46,14 +46,20 @@ def read_matrix(path: str | Path) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             m = _load_npy(path)
+            if m.dtype.kind not in "biuf":  # text or complex numbers: float() would fail, or drop a part
+                raise ValueError(f"its values are {m.dtype}, not real numbers")
         else:
             if path.stat().st_size > MAX_TEXT_BYTES:
                 raise ValueError(f"over {MAX_TEXT_BYTES >> 20} MB of text; save it as .npy")
             rows = []
-            for line in path.read_text().splitlines():
-                cells = [c for c in re.split(r"[\s,;\[\]]+", line.split("#")[0]) if c]
-                if cells:
-                    rows.append([float(c) for c in cells])
+            for n, line in enumerate(path.read_text().splitlines(), start=1):
+                parts = re.split(r"[,;]", line.split("#")[0].strip().rstrip(",;"))  # one part where no commas
+                words = [[w for w in re.split(r"[\s\[\]]+", part) if w] for part in parts]
+                if not any(words):
+                    continue
+                if not all(words):  # `1,,2`: a missing value, not a shorter row
+                    raise ValueError(f"line {n} has an empty cell")
+                rows.append([float(w) for cell in words for w in cell])
             if len({len(r) for r in rows}) > 1:
                 raise ValueError("rows of different lengths")
             m = np.array(rows, dtype=np.float64)
@@ -143,9 +149,13 @@ class ConvResult:
 
 def _plain(a: np.ndarray) -> list:
     """Nested lists with integers where the values are whole (prints like the chapter)."""
-    rounded = np.round(a.astype(np.float64), 4)
+    values = a.astype(np.float64)
+    big = np.abs(values) >= 1e12  # rounding multiplies by 1e4: 1e305 became infinity (invalid JSON)
+    rounded = np.where(big, values, np.round(np.where(big, 0.0, values), 4))
+    if not np.isfinite(rounded).all():
+        raise CnnkitError("the output overflows (values past 1.8e308): scale the matrix or kernel down")
     return (
-        [[int(v) if float(v).is_integer() else float(v) for v in row] for row in rounded.tolist()]
+        [[int(v) if float(v).is_integer() and abs(v) < 1e15 else float(v) for v in row] for row in rounded.tolist()]
         if a.ndim == 2
         else [_plain(a[..., c]) for c in range(a.shape[-1])]
     )

@@ -158,3 +158,32 @@ def test_nan_or_inf_in_a_matrix_or_kernel_is_refused(tmp_path):
     assert result.exit_code == 1 and "holds NaN or infinity" in result.output
     result = runner.invoke(app, ["conv", str(image), "--kernel", str(tmp_path / "k.txt")])
     assert result.exit_code == 2 and "--kernel" in result.output and "holds NaN or infinity" in result.output
+
+
+def test_matrices_read_and_written_exactly_as_given(tmp_path):
+    """Found probing `conv`: an empty CSV cell (`1,,2,3`) was dropped, shifting the row left; a `.npy` of text
+    was a ValueError traceback and one of complex numbers lost its imaginary part with only a warning; and a
+    finite 1e305 came out as JSON's non-standard `Infinity` (rounding multiplied it by 1e4)."""
+    from cnnkit.errors import CnnkitError
+
+    holes = tmp_path / "holes.csv"
+    holes.write_text("1,,2,3\n4,5,6\n7,8,9\n")
+    with pytest.raises(CnnkitError, match="line 1 has an empty cell"):
+        read_matrix(holes)
+    listed = tmp_path / "listed.txt"
+    listed.write_text("[[1, 2, 3],\n [4, 5 6],  # a comment\n\n [7; 8; 9]]\n")
+    assert read_matrix(listed).tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    for name, values in (("text.npy", np.array([["a", "b"], ["c", "d"]])), ("complex.npy", np.ones((2, 2)) * 1j)):
+        np.save(tmp_path / name, values)
+        with pytest.raises(CnnkitError, match="not real numbers"):
+            read_matrix(tmp_path / name)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("1e305 2\n3 4\n")
+    result = runner.invoke(app, ["conv", str(huge), "--kernel", "identity", "-f", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["output"] == [[1e305, 2], [3, 4]]
+    assert "Infinity" not in result.stdout
+    over = tmp_path / "over.txt"
+    over.write_text("1e308 1e308 1e308\n" * 3)
+    assert "the output overflows" in cli_error(
+        runner.invoke(app, ["conv", str(over), "--kernel", "sharpen", "-f", "json"]), 1
+    )
