@@ -128,6 +128,15 @@ def _spatial_rules() -> dict[Any, Any]:
         size_in, size_out = _pair(x.shape), _pair(_first_tensor(out).shape)
         return r, tuple(j[i] * size_in[i] / max(1, size_out[i]) for i in range(2))
 
+    def merged(r, j, a, kw, x, out):
+        # a map whose height and width are merged (flattened for a dense layer, or into tokens that attention
+        # mixes): what follows reads every position, as after a global pool
+        o = _first_tensor(out)
+        if x.ndim < 4 or o is None or (o.ndim >= 4 and tuple(o.shape[-2:]) == tuple(x.shape[-2:])):
+            return r, j
+        size = _pair(x.shape)
+        return tuple(r[i] + (size[i] - 1) * j[i] for i in range(2)), j
+
     return {
         torch.conv2d: conv,
         torch.conv_transpose2d: tconv,
@@ -138,6 +147,9 @@ def _spatial_rules() -> dict[Any, Any]:
         F.interpolate: resample,
         F.pixel_shuffle: resample,
         F.pixel_unshuffle: resample,
+        **dict.fromkeys(
+            (torch.flatten, torch.reshape, torch.Tensor.flatten, torch.Tensor.reshape, torch.Tensor.view), merged
+        ),
     }
 
 
@@ -194,11 +206,16 @@ def _tracker_class() -> type:
 
 
 def _macs(module: Any, x: Any, out: Any) -> int:
-    """Multiply-adds of convolutions and linear layers, per image."""
+    """Multiply-adds of convolutions, linear layers and attention (its projections and its two products), per
+    image."""
     from torch import nn
 
     if out is None or x is None:
         return 0
+    if isinstance(module, nn.MultiheadAttention):  # its projections are weights it multiplies, not modules it calls
+        tokens = int(x.shape[1] if module.batch_first or x.ndim == 2 else x.shape[0]) if x.ndim >= 2 else 1
+        e = module.embed_dim
+        return tokens * e * (e + module.kdim + module.vdim + e) + 2 * tokens * tokens * e
     batch = max(1, int(out.shape[0])) if out.ndim > 1 else 1
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return x.numel() // batch * (module.out_channels // module.groups) * math.prod(module.kernel_size)
@@ -264,8 +281,12 @@ def summarize(model: Any, input_size: tuple[int, ...], *, name: str = "", device
 
         return record
 
-    handles = [
-        m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and not any(True for _ in m.children())
+    from torch import nn
+
+    handles = [  # leaves, and attention, whose out_proj child it never calls
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if n and (not any(True for _ in m.children()) or isinstance(m, nn.MultiheadAttention))
     ]
     x = torch.zeros(input_size, device=device)
     tracker.set(x, (1.0, 1.0), (1.0, 1.0))

@@ -216,3 +216,22 @@ def test_meta_build_of_a_constructor_that_runs_its_network():
     model = build_on_meta(SelfMeasuring)
     assert model.stride == 2 and model.conv.weight.device.type == "meta"
     assert sum(p.numel() for p in model.parameters()) == 4 * 3 * 9 + 4
+
+
+def test_attention_is_counted_and_a_dense_layer_over_a_flattened_map_sees_all_of_it():
+    """ViT's attention was no row (nn.MultiheadAttention is not a leaf, and it multiplies by its projection
+    weights instead of calling out_proj): mult-adds 11.27 G where torchvision says 17.56 G, and a third of the
+    parameters in no row. A conv 3×3 → flatten → linear head reported a final field of 3 px, though each output
+    reads every pixel (LeNet-5: 16 of 32)."""
+    from cnnkit.models import hub
+    from cnnkit.models.registry import get_spec
+
+    vit = summarize_target("vit_b_16")
+    assert vit.macs / 1e9 == pytest.approx(hub.torchvision_weights(get_spec("vit_b_16").weights).meta["_ops"], rel=0.01)
+    attention = [r for r in vit.layers if r.type == "MultiheadAttention"]
+    assert len(attention) == 12 and all(r.params == 4 * 768 * 768 + 4 * 768 for r in attention)
+    assert vit.rf == [224, 224]  # attention mixes every patch
+    head = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 4))
+    s = summarize(head, (1, 1, 8, 8), device="cpu")
+    assert [r.rf for r in s.layers] == [[3, 3], [8, 8], [8, 8]] and s.rf == [8, 8]
+    assert summarize_target("lenet5").rf == [32, 32]
