@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -33,6 +34,8 @@ from cnnkit.models.preprocess import Preprocess
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("cnnkit")
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 ATOL, RTOL = 1e-4, 1e-3
@@ -100,9 +103,11 @@ def export_model(
         if other is not None:  # a .torchscript holding ONNX would fail later, far from here
             raise UsageError(f"{out}: named as a {other} file, but the export is {fmt}; name it *{FORMATS[fmt]}")
         if suffix != FORMATS[fmt]:  # `--weights m.pt` is read as a pickle, a name without one as nothing known
-            raise UsageError(
-                f"{out}: cnnkit knows a {fmt} file by its name, *{FORMATS[fmt]} (it would not load this one back); "
-                f"name it *{FORMATS[fmt]}"
+            log.warning(
+                "%s: cnnkit knows a %s file to load by its name, *%s; rename it so to load it back",
+                out,
+                fmt,
+                FORMATS[fmt],
             )
     task = target_task(target, task)
     exporter = get_task(task).exporter()

@@ -322,10 +322,12 @@ def test_an_output_name_that_says_another_format_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_output_name_cnnkit_would_not_load_back_is_refused(tmp_path):
+def test_an_output_name_cnnkit_would_not_load_back_is_said(tmp_path):
     """`export --to torchscript -o m.pt` (PyTorch's own habit) wrote a file `--weights m.pt` then refused as a
-    pickle, and `-o model` an ONNX file read as nothing known: each is named for what it should be called."""
-    for fmt, name in (("torchscript", "m.pt"), ("onnx", "model"), ("onnx", "m.ONNX.bak")):
+    pickle, and `-o model` an ONNX file read as nothing known, without a word at export: now it says so."""
+    for fmt, name in (("torchscript", "m.pt"), ("onnx", "model")):
         result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])
-        assert result.exit_code == 2 and f"name it *.{fmt}" in result.output, result.output
-    assert list(tmp_path.iterdir()) == []
+        assert result.exit_code == 0 and (tmp_path / name).is_file(), result.output
+        assert f"knows a {fmt} file to load by its name, *.{fmt}; rename it so" in result.stderr
+    named = runner.invoke(app, ["export", "shapes-cnn", "-o", str(tmp_path / "m.onnx")])
+    assert named.exit_code == 0 and "rename it" not in named.stderr
