@@ -142,7 +142,12 @@ def parse_region(value: str | Sequence[float]) -> Region:
         raise OptionError("count_region", "expected numbers x1,y1,x2,y2,x3,y3,…", value) from None
     if len(parts) < 6 or len(parts) % 2 or not all(math.isfinite(v) for v in parts):
         raise OptionError("count_region", "expected three or more corners: an even count of finite numbers", value)
-    corners = tuple(zip(parts[0::2], parts[1::2], strict=True))
+    given = list(zip(parts[0::2], parts[1::2], strict=True))
+    # a corner given twice in a row, or the first again at the end (the polygon closed by hand), is one corner
+    kept = [c for i, c in enumerate(given) if i == 0 or c != given[i - 1]]
+    corners = tuple(kept[:-1] if len(kept) > 1 and kept[-1] == kept[0] else kept)
+    if len(corners) < 3:
+        raise OptionError("count_region", "expected three or more corners: an even count of finite numbers", value)
     edges = list(zip(corners, corners[1:] + corners[:1], strict=True))
     first, other = corners[0], next((c for c in corners if c != corners[0]), corners[0])
     if all(side((*first, *other), c) == 0 for c in corners):

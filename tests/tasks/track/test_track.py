@@ -570,6 +570,8 @@ def test_a_region_counts_each_track_once_in_and_once_out() -> None:
         with pytest.raises(OptionError, match="two edges cross"):
             parse_region(bow_tie)
     assert len(parse_region("0,0,10,0,10,10,5,5,0,10")) == 5  # a concave pentagon is a region
+    square = ((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0))  # closed by hand, or a corner twice: the same
+    assert parse_region("0,0,10,0,10,10,0,10,0,0") == parse_region("0,0,10,0,10,0,10,10,0,10") == square
 
 
 def test_count_region_counts_as_a_line_through_its_edge(videos: Path, tmp_path: Path) -> None:
