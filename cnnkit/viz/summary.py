@@ -213,7 +213,7 @@ def _macs(module: Any, x: Any, out: Any) -> int:
     if out is None or x is None:
         return 0
     if isinstance(module, nn.MultiheadAttention):  # its projections are weights it multiplies, not modules it calls
-        tokens = int(x.shape[1] if module.batch_first or x.ndim == 2 else x.shape[0]) if x.ndim >= 2 else 1
+        tokens = int(x.shape[1] if module.batch_first and x.ndim == 3 else x.shape[0])  # (L, E) when unbatched
         e = module.embed_dim
         return tokens * e * (e + module.kdim + module.vdim + e) + 2 * tokens * tokens * e
     batch = max(1, int(out.shape[0])) if out.ndim > 1 else 1

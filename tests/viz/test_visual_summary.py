@@ -235,3 +235,20 @@ def test_attention_is_counted_and_a_dense_layer_over_a_flattened_map_sees_all_of
     s = summarize(head, (1, 1, 8, 8), device="cpu")
     assert [r.rf for r in s.layers] == [[3, 3], [8, 8], [8, 8]] and s.rf == [8, 8]
     assert summarize_target("lenet5").rf == [32, 32]
+
+
+def test_attention_counts_its_tokens_whatever_its_batch_layout():
+    """An unbatched (L, E) input was read as E tokens: the count of an attention layer depends on its tokens."""
+
+    class SelfAttention(nn.Module):
+        def __init__(self, batch_first: bool) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    tokens, e = 5, 8
+    want = tokens * 4 * e * e + 2 * tokens * tokens * e
+    for batch_first, shape in ((True, (1, tokens, e)), (False, (tokens, 1, e)), (False, (tokens, e))):
+        assert summarize(SelfAttention(batch_first), shape, device="cpu").macs == want, (batch_first, shape)
