@@ -73,9 +73,9 @@ def check_run(batch_size: Any, workers: Any, max_pixels: Any) -> None:
 
 def source_list(sources: Any) -> list[Any] | Iterator[Any]:
     """``sources`` as a list of inputs: one path, URL, encoded ``bytes`` (or an open binary file of them),
-    image, array or tensor is one input; a list or tuple holds several, as does a 4-D array or tensor (a batch); a generator or other iterator is
-    returned as it is, to be read lazily (a camera loop, a dataset reader may never end); ``None``, a
-    mapping or a set is refused (no input, and no order)."""
+    image, array or tensor is one input; a list or tuple holds several, as does a 4-D array or tensor (a
+    batch); a generator or other iterator is returned as it is, to be read lazily (a camera loop, a dataset
+    reader may never end); ``None``, a mapping or a set is refused (no input, and no order)."""
     if sources is None:
         raise OptionError("sources", "no input given (paths, folders, globs, images, arrays or tensors)")
     if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike)):

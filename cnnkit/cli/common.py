@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
-from cnnkit.cli.options import given, view_format
+from cnnkit.cli.options import flagged, given, view_format
 from cnnkit.errors import CnnkitError, UsageError, printable, spell_options
 
 if TYPE_CHECKING:
@@ -695,9 +695,7 @@ def run_predict(
     save_dir = p["save_dir"] if save else None
     batch_size, workers = setting(ctx, "batch_size"), setting(ctx, "workers")
     fmt = resolve("format", p["fmt"], given(ctx, "fmt"))
-    source = ctx.get_parameter_source("fmt")
-    flagged = source is not None and source.name == "COMMANDLINE"
-    if not flagged and output and Path(output).suffix.lower() in SUFFIX_FORMATS:
+    if not flagged(ctx, "fmt") and output and Path(output).suffix.lower() in SUFFIX_FORMATS:
         fmt = "auto"  # a default format (env, config file) is for stdout: `-o part.parquet` is Parquet all the same
     parse_shard(shard)
     video = video_options(ctx)  # checked before a model loads or a save folder is made

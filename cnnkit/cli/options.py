@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Annotated, Any, Optional, TypeVar, Union, get_args, get_origin
 
 import typer
-from click.core import ParameterSource
 
 from cnnkit.config import MAX_BATCH_SIZE, MAX_IMGSZ, MAX_THREADS, MAX_WORKERS
 from cnnkit.io import DEFAULT_MAX_PIXELS
@@ -664,19 +663,26 @@ def renamed(**old: str | tuple[str, ...]) -> Callable[[F], F]:
                 value = kwargs.pop(name)
                 if value is None:
                     continue
-                source = ctx.get_parameter_source(new)
-                if source is not None and source.name == "COMMANDLINE":
+                if flagged(ctx, new):
                     from cnnkit.errors import UsageError
 
                     raise UsageError(f"{old_flag} is the old name of {new_flag}: give one of them")
                 log.warning("%s is renamed %s", old_flag, new_flag)
                 kwargs[new] = ctx.params[new] = value  # as if given by its new name: for code reading ctx.params,
-                ctx.set_parameter_source(new, ParameterSource.COMMANDLINE)  # and for `given` (checks of what was set)
+                source = ctx.get_parameter_source(new)  # and for `given` (checks of what was set), in the enum of
+                if source is not None:  # the click typer runs on (its own copy, not click.core's)
+                    ctx.set_parameter_source(new, type(source).COMMANDLINE)
             return func(**{k: v for k, v in kwargs.items() if k in wanted})
 
         return _with_signature(func, call, [*params, *extra])
 
     return decorate
+
+
+def flagged(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set ``name`` by its flag on the command line (not by environment or default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def given(ctx: typer.Context, name: str) -> bool:

@@ -105,30 +105,15 @@ def read_pair(image: str | Path, mask: str | Path, classes: int | None = None) -
     return rgb, _fitting_mask(mask, rgb.shape[0], rgb.shape[1], classes)
 
 
-def _upright_size(image: str | Path, decode: bool = False) -> tuple[int, int]:
-    """Height and width of an image as shown (its EXIF orientation applied), from its header alone, or with
-    ``decode`` after reading all of it (a truncated file fails here)."""
-    from PIL import Image
-
-    try:
-        with Image.open(image) as img:
-            width, height = img.size
-            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-            if decode:
-                img.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise _unreadable(image, "image", exc) from None
-    return (width, height) if turned else (height, width)
-
-
 def usable_pairs(pairs: list[tuple[Path, Path]], classes: int, limit: int = 10) -> list[tuple[Path, Path]]:
     """The pairs whose image opens and whose mask reads, fits it and holds class values only; each other pair
     is named in a warning and left out of training (as detect's label check does), not a crash mid-epoch.
-    Each image is decoded once here: a truncated JPEG's header reads, and the data loader failed on it later."""
+    Each pair is read here as the data loader reads it (:func:`read_pair`): a truncated JPEG's header reads, and
+    only its decode fails."""
     good, bad = [], []
     for image, mask in pairs:
         try:
-            _fitting_mask(mask, *_upright_size(image, decode=True), classes)
+            read_pair(image, mask, classes)
         except CnnkitError as exc:
             bad.append(str(exc))
             continue

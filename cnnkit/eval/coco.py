@@ -98,7 +98,7 @@ def evaluate(
             results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
         coco_dt = coco_gt.loadRes(results) if results else COCO()
         ev = COCOeval(coco_gt, coco_dt, iou_type)
-        ev.params.maxDets = [1, 10, max(int(max_det), 100)]  # summarize() reads AP at the last
+        ev.params.maxDets = [1, 10, max(int(max_det), 100)]  # AP is read at the last (ap() below)
         if not results:
             return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "per_class": {}}
         ev.evaluate()

@@ -464,7 +464,11 @@ def _frames(
     said_lost = (0, -1)  # the frames the last failed item named
     pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
     owed = 0  # packets that did not decode, less the frames named lost since
-    packets = container.demux() if gaps_lost else container.demux(stream)
+
+    def demux() -> Iterator[Any]:  # every stream's packets where their byte positions are watched
+        return container.demux() if gaps_lost else container.demux(stream)
+
+    packets = demux()
     while True:
         try:
             packet = next(packets)
@@ -497,8 +501,7 @@ def _frames(
                 if retries > 3 or back <= 0 or skipped >= MAX_SEEK_SKIP:
                     raise _FromStart
                 seeking, skipped = _seek(container, stream, back + t0, tb), 0
-                packets = container.demux() if gaps_lost else container.demux(stream)
-                read_to = None
+                packets, read_to = demux(), None
                 continue
         try:
             frames = packet.decode()

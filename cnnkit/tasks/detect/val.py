@@ -173,7 +173,6 @@ def validate(
         "confusion": box_confusion(pairs, ds.names),
     }
     checkpoint = getattr(detector.backend, "checkpoint", None)
-    ul = None
     if compare and checkpoint:
         ul = ultralytics_val(
             checkpoint,
@@ -186,8 +185,8 @@ def validate(
             max_det=max_det,
             device=detector.backend.runtime.device,
         )
-    if ul is not None:
-        result["ultralytics"] = ul
+        if ul is not None:  # None: ultralytics refused the data (said)
+            result["ultralytics"] = ul
     return result
 
 
