@@ -8,6 +8,7 @@ ultralytics' own ``val`` runs on the same weights and data and is reported besid
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -131,17 +132,21 @@ def validate(
     index: dict[str, int] = {}
     for i, r in enumerate(good, start=1):
         index.setdefault(r.path, i)
+    cats = category_map(detector.labels, ds.names)
+
+    def named(r: Record) -> list[dict[str, Any]]:
+        """``r``'s predictions of the dataset's classes, labelled with the dataset's names, as its truth is."""
+        return [{**p, "label": ds.names[cats[p["class_id"]] - 1]} for p in r.predictions if p["class_id"] in cats]
+
     if on_record is not None:
         for r in streamed:
-            on_record(r, truth.get(index[r.path], []) if r.ok else [])
-    cats = category_map(detector.labels, ds.names)
+            on_record(dataclasses.replace(r, predictions=named(r)), truth.get(index[r.path], []) if r.ok else [])
     coco = CocoResults(index, cats)
     pairs = []
     for i, r in enumerate(good, start=1):
         r.predictions = [p for p in r.predictions if p["class_id"] in cats]
         coco.add(r, i)
-        named = [{**p, "label": ds.names[cats[p["class_id"]] - 1]} for p in r.predictions]  # dataset names
-        pairs.append((named, truth.get(i, [])))
+        pairs.append((named(r), truth.get(i, [])))
     scores = evaluate(gt, coco.results(), "bbox", max_det=max_det)
     counts = {c["id"]: 0 for c in gt["categories"]}
     for a in gt["annotations"]:
@@ -173,7 +178,13 @@ def validate(
         "confusion": box_confusion(pairs, ds.names),
     }
     checkpoint = getattr(detector.backend, "checkpoint", None)
-    if compare and checkpoint:
+    if compare and checkpoint and any(k + 1 != v for k, v in cats.items()):
+        # ultralytics scores the model's class i against the dataset's class i, whatever their names
+        log.warning(
+            "ultralytics' own val is left out: it pairs classes by id, and the model's class names are in "
+            "another order than the dataset's"
+        )
+    elif compare and checkpoint:
         ul = ultralytics_val(
             checkpoint,
             ds,
@@ -235,7 +246,8 @@ def ultralytics_val(
         except RuntimeError as exc:  # "No valid images found in …": every image's labels were refused
             log.warning("ultralytics' own val did not run (%s); its figures are left out", reason_of(exc, 160))
             return None
-    names = yolo.names
+    # ultralytics' class c is the dataset's class c (its labels' id), named as the dataset names it
+    names = {**yolo.names, **dict(enumerate(data.names))}
     per_class = {names[int(c)]: float(ap) for c, ap in zip(m.box.ap_class_index, m.box.ap50)}
     return {
         "mAP50": float(m.box.map50),

@@ -194,3 +194,68 @@ def test_ap_counts_as_many_detections_an_image_as_the_detector_keeps() -> None:
     found = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 0.9 - i * 1e-4} for i, b in enumerate(boxes)]
     assert evaluate(gt, found, max_det=300)["AP"] == pytest.approx(1.0)
     assert evaluate(gt, found)["AP"] < 0.7  # pycocotools' own 100, as COCO's leaderboard counts
+
+
+@pytest.fixture(scope="module")
+def small_yolo_set(tmp_path_factory):
+    """Eight val scenes (seed 4242) in YOLO layout: returns its folder, whose data.yaml each test rewrites."""
+    from cnnkit.data.export import export_shapes
+
+    out = tmp_path_factory.mktemp("small_yolo")
+    export_shapes(out, "yolo", n=10, seed=4242, imgsz=256, val_fraction=0.8)
+    (out / "cnnkit-data.json").unlink(missing_ok=True)
+    return out
+
+
+def _names_yaml(root, names: list[str]) -> str:
+    lines = "".join(f"  {i}: {n}\n" for i, n in enumerate(names))
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{lines}")
+    return str(root / "data.yaml")
+
+
+def test_a_report_sees_predictions_under_the_dataset_names(small_yolo_set):
+    """Classes matched by position (the dataset names a…e): the records a report gets carry the dataset's names,
+    as their truth does; they carried the model's (circle…), so the report's PR curves gave every class AP 0."""
+    from cnnkit.report.evidence import pr_curves
+    from cnnkit.tasks.detect.val import validate
+
+    seen = []
+    m = validate(
+        _names_yaml(small_yolo_set, list("abcde")),
+        compare=False,
+        on_record=lambda r, truth: seen.append((r.predictions, truth)),
+    )
+    assert m["mAP50"] > 0.8
+    labels = {p["label"] for preds, _ in seen for p in preds}
+    assert labels and labels <= set("abcde")
+    curves = pr_curves(seen)
+    assert {c["label"] for c in curves} <= set("abcde") and min(c["ap"] for c in curves) > 0.5
+
+
+def test_ultralytics_val_is_left_out_when_it_would_pair_other_classes(small_yolo_set, caplog):
+    """Dataset names in another order than the model's: cnnkit pairs them by name, ultralytics by id, so its
+    figures (0.33 against cnnkit's 1.0) were printed beside them as the same measure. They are left out, said."""
+    from cnnkit.tasks.detect.val import validate
+
+    order = ["hexagon", "star", "triangle", "square", "circle"]  # the model's, reversed
+    for f in (small_yolo_set / "labels").rglob("*.txt"):
+        f.write_text("".join(f"{4 - int(r.split()[0])} {r.split(' ', 1)[1]}\n" for r in f.read_text().splitlines()))
+    try:
+        with caplog.at_level("WARNING", logger="cnnkit"):
+            m = validate(_names_yaml(small_yolo_set, order))
+    finally:
+        for f in (small_yolo_set / "labels").rglob("*.txt"):
+            rows = f.read_text().splitlines()
+            f.write_text("".join(f"{4 - int(r.split()[0])} {r.split(' ', 1)[1]}\n" for r in rows))
+    assert m["mAP50"] > 0.8 and "ultralytics" not in m
+    assert "another order" in caplog.text
+
+
+def test_ultralytics_per_class_figures_carry_the_dataset_names(small_yolo_set):
+    """Classes matched by position: ultralytics' class i is the dataset's class i, and its row is the dataset's."""
+    from cnnkit.tasks.detect.val import validate
+
+    m = validate(_names_yaml(small_yolo_set, list("abcde")))
+    per_class = m["ultralytics"]["per_class_mAP50"]
+    assert set(per_class) <= set("abcde") and len(per_class) >= 3
+    assert all(abs(per_class[n] - m["per_class"][n]["mAP50"]) < 0.1 for n in per_class)
