@@ -147,13 +147,22 @@ class RootGroup(TyperGroup):
         return ctx
 
     def invoke(self, ctx: Any) -> Any:
-        """Run the command; a :class:`CnnkitError` becomes ``Error: …`` with its flags named, and its exit code."""
+        """Run the command; a :class:`CnnkitError` becomes ``Error: …`` with its flags named, and its exit code.
+
+        SIGTERM (``timeout``, ``scancel``, systemd) is Ctrl-C for the whole command, so every command's clean-up
+        runs (temp files, half-written outputs) and it exits 130 saying so, wherever the signal comes."""
+        restore = _sigterm_as_interrupt()
         try:
             return super().invoke(ctx)
         except CnnkitError as exc:
             message = exc.render(flag_names(self)) + _source_note(self, exc, ctx.meta.get("cnnkit.args", []))
             typer.echo(f"Error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # not caught by the command: one that says how it ends has caught it
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            restore()
 
 
 def _source_note(command: Any, exc: CnnkitError, args: list[str]) -> str:
@@ -333,7 +342,6 @@ def write_records(
     # a log file (nohup, Slurm) gets no live bar: a plain line now and then says the job is alive
     beat = not quiet and not err.is_terminal
     started = last = time.monotonic()
-    restore = _sigterm_as_interrupt()
     try:
         with progress:  # the live bar is gone before the writer prints a table to the same terminal
             bar = progress.add_task("predicting", total=total)
@@ -370,7 +378,6 @@ def write_records(
                 writer.close()
             except BrokenPipeError:
                 broken_pipe = True
-        restore()
     if not quiet:
         what = f"{done} record(s) ({frames} video frame(s))" if frames or videos else f"{done} image(s)"
         msg = f"{what}, {len(failed)} failed" + (" (interrupted)" if interrupted else "")
@@ -430,7 +437,7 @@ def split_classes(value: list[str] | None) -> list[str] | None:
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Treat SIGTERM like Ctrl-C while records are written, so the output is closed cleanly."""
+    """Treat SIGTERM like Ctrl-C (in the main thread) until the returned function puts the old handler back."""
     import signal
     import threading
 

@@ -136,6 +136,28 @@ def test_sigterm_is_handled_like_sigint(tmp_path):
     assert all(json.loads(line)["task"] == "classify" for line in lines)
 
 
+def test_sigterm_anywhere_cleans_up_and_exits_130(tmp_path):
+    """SIGTERM outside the record loop (here: writing a video of `data shapes --video`) was the default action:
+    exit 143, nothing said, the half-written temp file left beside the outputs. It is Ctrl-C for every command."""
+    out = tmp_path / "videos"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "data", "shapes", str(out), "--video", "--n", "3", "--frames", "2000"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".*.tmp*")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err
+    assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]
+    assert not (out / "summary.json").exists()
+
+
 # ---- fuzzing -----------------------------------------------------------------------------------
 
 SEED_IMAGES = [
