@@ -195,6 +195,7 @@ def finetune(data: str | None, *, task: str | None = None, **options: Any) -> di
     ``create_model`` does the same for command-line kwargs). ``task``: classify unless given, or with ``resume``
     the task that run was trained for.
     """
+    from cnnkit.config import lookup
     from cnnkit.errors import OptionError, printable
     from cnnkit.tasks import TASKS
     from cnnkit.train.options import FinetuneOptions, run_task
@@ -206,6 +207,8 @@ def finetune(data: str | None, *, task: str | None = None, **options: Any) -> di
         raise OptionError("task", f"{options['resume']} is a {printable(recorded)} run, not {task}", task)
     if task not in TASKS:
         raise OptionError("task", f"unknown task; expected one of {', '.join(TASKS)}", task)
+    if options.get("device") is None:  # as :func:`load`: the environment's or cnnkit.toml's device
+        options["device"] = lookup("device").value
     try:
         return TASKS[task].trainer(data, FinetuneOptions.of(options))
     except BaseException:

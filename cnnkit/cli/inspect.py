@@ -118,7 +118,7 @@ def info(ctx: typer.Context, fmt: o.Format = "auto") -> None:
             )
         },
         "devices": available_devices(),
-        "auto_device": choose_device(None, cuda_count=cuda, mps_available=mps),
+        "auto_device": choose_device("auto", cuda_count=cuda, mps_available=mps),  # what auto picks here
         "device_env": os.environ.get("CNNKIT_DEVICE"),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

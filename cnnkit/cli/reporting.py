@@ -205,7 +205,7 @@ def explain(
 
 
 def convert(
-    records: Annotated[str, typer.Argument(help="A records file (.jsonl or .json from `-o`).")],
+    records: Annotated[str, typer.Argument(help="A records file (.jsonl, .json or .parquet from `-o`).")],
     to: Annotated[
         str,
         typer.Argument(
@@ -250,12 +250,15 @@ def convert(
 
     companion = {"`output` config": str(out.with_name(f"{out.stem}.config.xml"))} if to == "labelstudio" else {}
     check_outputs({"`output`": str(out), **companion}, [str(source)])  # the records it reads are never written over
-    written = write(read_records(source), to, out, exist_ok=exist_ok, image_prefix=image_prefix, brush=brush)
+    found = list(read_records(source))
+    if not found:  # a CSV, COCO or MOT file (records cnnkit cannot read back) made an empty hand-off, exit 0
+        raise CnnkitError(f"{source}: no records in this file")
+    written = write(found, to, out, exist_ok=exist_ok, image_prefix=image_prefix, brush=brush)
     for path in written[:1] if to == "voc" else written:
         typer.echo(str(path))
     if to == "voc":
         annotations = [p for p in written if p.parent.name == "Annotations"]  # not the subset list and label map
-        typer.echo(f"{len(annotations)} file(s) in {out / 'Annotations'}", err=True)
+        log.info("%d file(s) in %s", len(annotations), out / "Annotations")
 
 
 def register(app: typer.Typer) -> None:

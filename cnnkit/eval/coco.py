@@ -42,11 +42,15 @@ class CocoResults:
         self._next = max((i for i in self.image_ids.values() if isinstance(i, int)), default=0) + 1  # ids may be text
 
     def image_id(self, path: str, frame: int | None = None) -> int | str:
-        keys = (path, os.path.basename(path)) if frame is None else (f"{path}#{frame}",)
-        for key in keys:
-            if key in self.image_ids:
-                return self.image_ids[key]
-        new = self.image_ids[keys[0]] = self._next
+        key = path if frame is None else f"{path}#{frame}"
+        if key in self.image_ids:
+            return self.image_ids[key]
+        # a ground truth may name its images by file name; an id given here is for that path only (an earlier
+        # `scene.png` is not a later `sub/scene.png`)
+        name = os.path.basename(path) if frame is None else None
+        if name in self.image_ids and self.image_ids[name] in self._given:
+            return self.image_ids[name]
+        new = self.image_ids[key] = self._next
         self._next += 1
         return new
 

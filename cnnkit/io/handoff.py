@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-from cnnkit.errors import CnnkitError, OptionError
+from cnnkit.errors import CnnkitError, OptionError, printable
 from cnnkit.io.files import AlreadyExists, atomic_write_text, displayable, explicit_dir
 from cnnkit.records import placed
 
@@ -402,6 +402,8 @@ def convert(
         seen: dict[str, str] = {}
         for r in fitting:
             stem = Path(r["path"]).stem
+            if "\n" in stem or "\r" in stem:  # ImageSets/Main/default.txt is one name per line
+                raise CnnkitError(f"{printable(r['path'])}: VOC cannot name a file whose name holds a line break")
             if stem in seen:
                 raise CnnkitError(
                     f"{r['path']}: another input has the same name ({stem}, {seen[stem]}); VOC names files by stem"

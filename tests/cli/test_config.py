@@ -83,6 +83,21 @@ def test_info_shows_effective_settings(in_tmp, monkeypatch):
     assert effective()["format"]["source"] == "built-in"
 
 
+def test_info_answers_when_the_environments_device_is_missing(in_tmp, monkeypatch):
+    """`CNNKIT_DEVICE=cuda cnnkit info` on a machine without CUDA exited 2 with no report: info is where one looks
+    to see why. It shows the setting and its source, and `auto_device` is what auto picks, not the variable."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CNNKIT_DEVICE", "cuda")
+    result = runner.invoke(app, ["info", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["settings"]["device"] == {"value": "cuda", "source": "env CNNKIT_DEVICE"}
+    assert data["auto_device"] in {"cpu", "mps"}
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "flag", "note"),
     [

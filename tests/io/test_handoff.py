@@ -492,3 +492,36 @@ def test_video_frame_records_are_left_out_with_a_warning(tmp_path, caplog, fmt):
     ]
     with pytest.raises(CnnkitError, match="every record is a video frame"):
         convert(frames, fmt, tmp_path / f"only.{fmt}")
+
+
+def test_voc_refuses_a_file_name_with_a_line_break_before_writing_anything(tmp_path):
+    """`new\\nline.png` was written to ImageSets/Main/default.txt as two names (datumaro read images `new` and
+    `line` with no annotations, and left the real one out)."""
+    from cnnkit.errors import CnnkitError
+
+    with pytest.raises(CnnkitError, match="line break"):
+        convert([_record("ok.png"), _record("new\nline.png")], "voc", tmp_path / "n.voc")
+    assert not (tmp_path / "n.voc").exists()
+
+
+def test_convert_of_a_file_with_no_records_is_an_error_not_an_empty_hand_off(tmp_path):
+    """A CSV or COCO file (cnnkit writes both, and reads neither back as records) gave an empty CVAT file, exit 0;
+    and `-q` did not silence the VOC summary line."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    runner = CliRunner()
+    csv = tmp_path / "d.csv"
+    csv.write_text("path,task,model\nx.png,detect,m\n")
+    result = runner.invoke(app, ["convert", str(csv), "cvat"])
+    assert result.exit_code == 1 and "no records in this file" in result.stderr
+    assert not (tmp_path / "d.cvat.xml").exists()
+    records = tmp_path / "r.jsonl"
+    from cnnkit.records import Record
+
+    row = _record("x.png")
+    records.write_text(json.dumps(Record("x.png", "detect", "m", 8, 8, row["predictions"], 1.0).to_dict()) + "\n")
+    quiet = runner.invoke(app, ["-q", "convert", str(records), "voc"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert (tmp_path / "r.voc" / "Annotations" / "x.xml").is_file()

@@ -93,6 +93,20 @@ def test_coco_results_from_records():
     assert json.loads(text) == [{"image_id": 7, "category_id": 4, "bbox": [1.5, 2.0, 28.75, 38.0], "score": 0.91}]
 
 
+def test_coco_ids_of_two_files_of_one_name_in_other_folders_differ():
+    """`detect scene.png sub/scene.png -f coco` gave both id 1: the id made for `scene.png` was found again by
+    `sub/scene.png`'s file name, a lookup meant for a ground truth that names its images by file name only."""
+    records = [detect_record("scene.png"), detect_record("sub/scene.png"), detect_record("scene.png")]
+    items = json.loads(write("coco", records, coco_builder=CocoResults()))
+    assert [(i["image_id"], i["file_name"]) for i in items] == [
+        (1, "scene.png"),
+        (2, "sub/scene.png"),
+        (1, "scene.png"),
+    ]
+    by_name = json.loads(write("coco", records[:2], coco_builder=CocoResults({"scene.png": 7})))
+    assert [i["image_id"] for i in by_name] == [7, 7]  # the ground truth's file name matches in any folder
+
+
 def test_validate_accepts_both_schema_versions_and_refuses_mixtures():
     new = classify_record().to_dict()
     validate_record(new)

@@ -131,7 +131,7 @@ def _loss(tloss: Any) -> float:
     return float(sum(float(v.sum()) if hasattr(v, "sum") else float(v) for v in values))
 
 
-USED = ("model", "weights", "epochs", "batch_size", "imgsz", "lr", "seed", "workers")
+USED = ("model", "weights", "epochs", "batch_size", "imgsz", "lr", "seed", "workers", "amp")
 
 
 def check_labels(ds: yolo_yaml.DatasetYaml, limit: int = 10) -> int:
@@ -203,6 +203,7 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
             seed=options.seed,
             deterministic=True,
             workers=options.workers or 0,
+            amp=bool(options.amp),  # off unless asked, as every task (ultralytics' own default is on; CUDA only)
             plots=False,
             verbose=False,
         )

@@ -80,3 +80,43 @@ def test_resume_accepts_run_folder_or_checkpoint(tmp_path):
     assert _resume_from(str(tmp_path / "exp"), None) == last
     assert _resume_from(str(last), None) == last
     assert _resume_from(True, str(tmp_path / "exp")) == last
+
+
+def _train_arguments(monkeypatch, data, tmp_path, **options) -> dict:
+    """The keywords cnnkit gives ultralytics' ``train`` (stopped there: nothing is trained)."""
+    import ultralytics.engine.model as model
+
+    import cnnkit
+
+    given: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def train(self, **kwargs):
+        given.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(model.Model, "train", train)
+    with pytest.raises(Stop):
+        cnnkit.finetune(str(data), task="detect", epochs=1, imgsz=64, out=str(tmp_path / "run"), **options)
+    return given
+
+
+def test_amp_is_off_unless_asked_and_reaches_ultralytics(monkeypatch, tiny_yolo_set, tmp_path):
+    """`--amp` was ignored (said) for detect, and ultralytics' own default, on, trained in fp16 on CUDA without it."""
+    assert _train_arguments(monkeypatch, tiny_yolo_set, tmp_path / "a")["amp"] is False
+    assert _train_arguments(monkeypatch, tiny_yolo_set, tmp_path / "b", amp=True)["amp"] is True
+
+
+def test_the_config_files_device_is_the_training_device(monkeypatch, tiny_yolo_set, tmp_path):
+    """`device` in cnnkit.toml was used by predict and val and not by finetune (it trained on the default device)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CNNKIT_DEVICE", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "cnnkit.toml").write_text('device = "mps"\n')
+    monkeypatch.setattr("cnnkit.device._mps_available", lambda: False)
+    from cnnkit.errors import OptionError
+
+    with pytest.raises(OptionError, match="MPS is not available"):
+        _train_arguments(monkeypatch, tiny_yolo_set, tmp_path)
