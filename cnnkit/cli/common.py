@@ -304,10 +304,11 @@ def write_records(
     exist_ok: bool = False,
     coco_builder: Any = None,
     resume: Any = None,
+    task: str | None = None,
 ) -> None:
     """Write each record as it comes, show progress on stderr, then exit 0/1/130.
 
-    ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``).
+    ``resume`` is what :func:`cnnkit.io.writers.tidy_jsonl` found in ``output`` (``append``); ``task`` the records'.
     """
     from rich.markup import escape
     from rich.progress import (
@@ -323,7 +324,9 @@ def write_records(
 
     quiet = state(ctx)["quiet"]
     flags = flag_names(ctx.find_root().command)
-    writer = RecordWriter(fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume)
+    writer = RecordWriter(
+        fmt, output, append=append, exist_ok=exist_ok, coco_builder=coco_builder, resume=resume, task=task
+    )
     err = stderr_console()
     failed: list[tuple[str, str]] = []
     done = frames = videos = 0  # videos: records of a whole video (one that could not be opened)
@@ -810,6 +813,7 @@ def run_predict(
             exist_ok=exist_ok,
             coco_builder=coco_builder,
             resume=resume,
+            task=task,
         )
     finally:
         reporting.finish(report)

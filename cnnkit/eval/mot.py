@@ -287,16 +287,20 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
 
 
 def mot_lines(record: Any) -> list[str]:
-    """A tracked frame record (its ``frame`` and predictions with ``track_id``) as MOT result rows."""
+    """A tracked frame record (its ``frame`` and predictions with ``track_id``) as MOT result rows; a box with a
+    null coordinate (a NaN the model gave) is left out, a null score is MOT's -1."""
+    from cnnkit.records import placed
+
     data = record if isinstance(record, dict) else record.to_dict()
     frame = data.get("frame")
     frame = 1 if frame is None else int(frame) + 1
     out = []
-    for p in data.get("predictions") or []:
-        if "track_id" not in p:
+    for p in placed(data.get("predictions") or []):
+        if "track_id" not in p or "box" not in p:
             continue
         x1, y1, x2, y2 = p["box"]
-        out.append(f"{frame},{p['track_id']},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{p['score']:.4f},-1,-1,-1")
+        score = f"{p['score']:.4f}" if isinstance(p.get("score"), (int, float)) else "-1"
+        out.append(f"{frame},{p['track_id']},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{score},-1,-1,-1")
     return out
 
 

@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -102,6 +103,16 @@ def _utf8(value: Any) -> Any:
     return safe_text(value) if isinstance(value, str) else value
 
 
+_ESCAPED_BYTE = re.compile(r"\\udc([89a-f][0-9a-f])")
+
+
+def _path_back(text: str) -> str:
+    """A path as read: :func:`_utf8`'s ``\\udcXX`` (a byte of a non-UTF-8 file name) back to the character
+    Python reads it as, as JSON reads its own escape, so a resumed input is found done and the record is the same
+    as JSON Lines gives."""
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text) if "\\udc" in text else text
+
+
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
     """A record dict (as :meth:`Record.to_dict` writes it, NaN already null) as one row of :func:`schema`."""
     row = {k: _utf8(record.get(k)) for k in _BASE}
@@ -120,6 +131,8 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row read back as the record dict it was written from (null prediction fields dropped)."""
     out = {k: row.get(k) for k in _BASE if k not in VIDEO_KEYS or row.get(k) is not None}
+    if isinstance(out.get("path"), str):
+        out["path"] = _path_back(out["path"])
     preds = []
     for p in row.get("predictions") or []:
         pred = {k: p[k] for k in PREDICTION_KEYS if p.get(k) is not None}
@@ -174,7 +187,7 @@ def tidy_parquet(output: str | os.PathLike) -> Resume:
         for p, e, f in zip(group.column("path").to_pylist(), group.column("error").to_pylist(), frames, strict=True):
             if not isinstance(p, str):
                 continue
-            key = path_key(p)
+            key = path_key(_path_back(p))
             last[key] = e is None
             if f is not None:
                 state.videos.setdefault(key, {})[int(f)] = e is None
@@ -294,7 +307,7 @@ class ParquetWriter:
             with pq.ParquetWriter(out, self._schema, compression="zstd") as writer:
                 for i in range(old.num_row_groups):
                     group = old.read_row_group(i).cast(self._schema)
-                    keep = [path_key(p) not in self.keys for p in group.column("path").to_pylist()]
+                    keep = [path_key(_path_back(p)) not in self.keys for p in group.column("path").to_pylist()]
                     if any(keep):
                         writer.write_table(group.filter(pa.array(keep)))
                 for i in range(new.num_row_groups):

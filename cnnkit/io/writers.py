@@ -382,11 +382,12 @@ def csv_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def csv_columns(records: Iterable[dict[str, Any]]) -> list[str]:
+def csv_columns(records: Iterable[dict[str, Any]], task: str | None = None) -> list[str]:
     """The base columns, ``rank``, the tasks' prediction columns and any other prediction keys, then a video
     frame's ``frame`` and ``time_s``, line counts and the saved files: the same order whichever input came first.
-    One pass over ``records``, keeping only the keys."""
-    columns = dict.fromkeys([*BASE_COLUMNS, "rank"])
+    One pass over ``records``, keeping only the keys. ``task``'s prediction columns are there with no records
+    (an empty shard's file has the header of the others)."""
+    columns = dict.fromkeys([*BASE_COLUMNS, "rank", *PREDICTION_COLUMNS.get(str(task), ())])
     seen: dict[str, None] = {}
     record_keys: set[str] = set()
     for rec in records:
@@ -459,8 +460,10 @@ class RecordWriter:
         stream: TextIO | None = None,
         coco_builder: Any = None,
         resume: Resume | None = None,
+        task: str | None = None,
     ) -> None:
         output = None if is_stdout(output) else output
+        self.task = task  # the records' task, for a CSV header when there are none
         self.fmt = resolve_format(fmt, output, stream)
         # a link the user named is written through, as a shell's `>` does (a rename would replace the link)
         self.output = output if output is None or is_stream(output) else str(through_link(output))
@@ -587,7 +590,9 @@ class RecordWriter:
             yield "\n]\n"
         elif self.fmt == "csv":
             buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=csv_columns(self._spool), restval="", lineterminator="\n")
+            writer = csv.DictWriter(
+                buf, fieldnames=csv_columns(self._spool, self.task), restval="", lineterminator="\n"
+            )
             writer.writeheader()
             for rec in self._spool:
                 writer.writerows(csv_rows(rec))

@@ -177,3 +177,26 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_lost_row_group(tm
     writer.write(Record("ok.png", "classify", "m", 8, 8, [], 1.0).to_dict())
     writer.close()
     assert pq.read_table(out).column("path").to_pylist() == ["bad/x\\udcff.png", "ok.png"]
+
+
+def test_a_non_utf8_name_is_done_once_on_resume_and_reads_back_as_json_lines_gives_it(tmp_path, shapes_images):
+    """Its row was keyed by the escaped text, never by the name: each `--skip-existing` run did it again and
+    added a row."""
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+    from cnnkit.io.parquet import read_records
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first = sorted(shapes_images.iterdir())[0].read_bytes()
+    (folder / "ok.png").write_bytes(first)
+    odd = os.fsdecode(os.fsencode(str(folder)) + b"/x\xff.png")
+    with open(os.fsencode(odd), "wb") as f:
+        f.write(first)
+    out = tmp_path / "r.parquet"
+    runner = CliRunner()
+    for _ in range(3):
+        result = runner.invoke(app, ["classify", str(folder), "-k", "1", "-q", "-o", str(out), "--skip-existing"])
+        assert result.exit_code == 0, result.output
+    assert sorted(r["path"] for r in read_records(out)) == sorted([str(folder / "ok.png"), odd])

@@ -350,3 +350,26 @@ def test_whole_file_formats_spool_records_instead_of_holding_them(fmt: str, tmp_
 def test_json_of_no_records_is_an_empty_list_and_a_table_still_has_its_head() -> None:
     assert json.loads(write("json", [])) == []
     assert "path" in write("table", [])
+
+
+def test_a_csv_of_no_records_has_its_tasks_columns() -> None:
+    """An empty shard's CSV had the base columns only, so its header differed from the other shards'."""
+    header = write("csv", [], task="detect").splitlines()[0].split(",")
+    assert header == next(csv.reader(io.StringIO(write("csv", [detect_record()], task="detect"))))
+    assert {"x1", "y1", "x2", "y2", "score"} <= set(header)
+
+
+def test_mot_rows_leave_out_a_box_the_model_gave_as_nan() -> None:
+    """A NaN coordinate or score (null in the record) was a TypeError traceback from the MOT writer."""
+    from cnnkit.results import TrackedBox, Tracks
+
+    result = Tracks(
+        [
+            TrackedBox("star", 3, float("nan"), (1.0, 2.0, 11.0, 12.0), 7),
+            TrackedBox("star", 3, 0.5, (float("nan"), 2.0, 11.0, 12.0), 8),
+        ],
+        64,
+        48,
+    )
+    record = replace(Record("v.mp4", "track", "m", 64, 48, result.predictions(), 1.0, result=result), frame=0)
+    assert write("mot", [record]).splitlines() == ["1,7,1.00,2.00,10.00,10.00,-1,-1,-1,-1"]
