@@ -131,8 +131,9 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row read back as the record dict it was written from (null prediction fields dropped)."""
     out = {k: row.get(k) for k in _BASE if k not in VIDEO_KEYS or row.get(k) is not None}
-    if isinstance(out.get("path"), str):
-        out["path"] = _path_back(out["path"])
+    path = out.get("path")
+    if isinstance(path, str):
+        out["path"] = _path_back(path)
     preds = []
     for p in row.get("predictions") or []:
         pred = {k: p[k] for k in PREDICTION_KEYS if p.get(k) is not None}
