@@ -651,3 +651,41 @@ def test_benchmark_compares_torch_with_the_configured_backend(monkeypatch):
     monkeypatch.setenv("CNNKIT_BACKEND", "torch")
     assert CliRunner().invoke(app, ["benchmark", "shapes-cnn", "-f", "json"]).exit_code == 0
     assert seen == [["torch", "onnxruntime"], ["torch"]]
+
+
+def test_benchmark_writes_the_rows_it_measured_when_a_model_cannot_be_timed(cache, tmp_path, monkeypatch):
+    """A model whose weights are not here ended the run with its error, and the rows already measured (minutes
+    of timing) were lost; an existing -o was refused only after the timing."""
+    import urllib.error
+
+    from typer.testing import CliRunner
+
+    from cnnkit.benchmark import COLUMNS
+    from cnnkit.cli import app
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    fast = ["--backend", "torch", "--images", "2", "--batch-size", "2", "--seconds", "0.1", "--threads", "1"]
+    out = tmp_path / "b.csv"
+    result = CliRunner().invoke(app, ["benchmark", "shapes-cnn", "resnet18", *fast, "-f", "csv", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",") == list(COLUMNS) and [line.split(",")[0] for line in lines[1:]] == ["shapes-cnn"]
+    assert "resnet18 on torch:" in result.stderr and "--weights" in result.stderr
+    out.write_text("kept")
+    refused = CliRunner().invoke(app, ["benchmark", "shapes-cnn", *fast, "-o", str(out)])
+    assert (
+        refused.exit_code == 1 and "already exists" in refused.stderr and "benchmark: shapes-cnn" not in refused.stderr
+    )
+    assert out.read_text() == "kept"
+
+
+def test_percentile_is_linear_between_ranks():
+    """Nearest rank gave p50 of [100, 110] as 100: below the median model time the same row reported."""
+    from cnnkit.benchmark import percentile
+
+    assert percentile([110.0, 100.0], 50) == 105.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+    assert percentile([7.0], 95) == 7.0

@@ -62,12 +62,14 @@ def benchmark(
     from cnnkit.io.files import check_outputs
 
     check_outputs({"`output`": output}, [*names, *([data] if data else [])])  # before minutes of timing
+    c.check_report_output(output, exist_ok)
     quiet = bool((ctx.find_root().obj or {}).get("quiet"))
 
     def progress(what: str) -> None:
         if not quiet:
             typer.echo(f"benchmark: {what}", err=True)
 
+    errors: list[tuple[str, str, str]] = []
     rows = [
         r.to_dict()
         for r in run(
@@ -83,11 +85,18 @@ def benchmark(
             task=task,
             half=half,
             progress=progress,
+            errors=errors,
         )
     ]
     if fmt == "auto":
         fmt = "table" if output is None and sys.stdout.isatty() else "json"
     c.emit_report(render(rows, fmt, COLUMNS), output, exist_ok)
+    if errors:  # the rows measured are written; what could not be timed is said, and the exit code is 1
+        typer.echo(f"{len(errors)} model/backend pair(s) not timed:", err=True)
+        flags = c.flag_names(ctx.find_root().command)
+        for name, runtime, reason in errors:
+            typer.echo(f"  {name} on {runtime}: {c.spell_options(reason, flags)}", err=True)
+        raise typer.Exit(c.EXIT_FAILED)
 
 
 def render(rows: list[dict], fmt: str, columns: tuple[str, ...]) -> str:

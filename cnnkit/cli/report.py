@@ -59,6 +59,7 @@ def run_val(
     options = dict(options, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     check_outputs({"`output`": shared["output"], "`report`": shared["report"]}, [data], within=data)
+    c.check_report_output(shared["output"], shared["exist_ok"])
     report = reporting.start(shared["report"], shared["exist_ok"], task, data=data)
     row = TASKS[task]
     metrics = row.validator(data, **options, on_record=reporting.truth_hook(report))

@@ -78,6 +78,14 @@ def _spelled(proto: str, path: str) -> str:
     return f"{proto}://{path}"
 
 
+def _shown(path: str, root: str) -> bool:
+    """Whether ``path`` (as fsspec lists it) has no hidden name (``.x``) below ``root``: as locally, a listing
+    leaves out macOS's ``._x.jpg`` and folders such as ``.thumbnails/``."""
+    root = root.rstrip("/")
+    below = path[len(root) :] if path.startswith(root + "/") else path.rsplit("/", 1)[-1]
+    return not any(part.startswith(".") for part in below.split("/"))
+
+
 def _is_input(name: str) -> bool:
     """An image or a video, by its name (what a prefix or a glob keeps, as locally)."""
     from cnnkit.io.sources import is_input_name
@@ -113,8 +121,14 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             found = fs.glob(pattern, detail=True)
         except Exception as exc:
             return [], f"cannot list ({why(exc)})"
+        parts = fs._strip_protocol(pattern).split("/")
+        fixed = next((i for i, part in enumerate(parts) if any(c in part for c in _GLOB_CHARS)), len(parts))
+        root = "/".join(parts[:fixed])
+        asked = any(part.startswith(".") for part in parts[fixed:])  # as glob locally: `.x*` matches hidden names
         hits: list[Hit] = sorted(
-            (_spelled(proto, p), None) for p, info in found.items() if info.get("type") != "directory" and _is_input(p)
+            (_spelled(proto, p), None)
+            for p, info in found.items()
+            if info.get("type") != "directory" and _is_input(p) and (asked or _shown(p, root))
         )
         return hits, None if hits else "pattern matches no image files"
     try:
@@ -132,8 +146,10 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
             names = [e["name"] for e in fs.ls(arg, detail=True) if e.get("type") != "directory"]
     except Exception as exc:
         return [], f"cannot list ({why(exc)})"
+    root = fs._strip_protocol(arg)
     listed: list[Hit] = sorted(
-        ((_spelled(proto, p), None) for p in names if _is_input(p)), key=lambda hit: _walk_order(hit[0])
+        ((_spelled(proto, p), None) for p in names if _is_input(p) and _shown(p, root)),
+        key=lambda hit: _walk_order(hit[0]),
     )
     hint = "" if recursive else " (use `recursive=True` for sub-prefixes)"
     return listed, None if listed else f"prefix has no image files{hint}"

@@ -83,9 +83,11 @@ def _key(path: str) -> tuple[int, int] | None:
 
 
 def _real(path: str) -> Any:
-    """What makes two names one input: the path with symbolic links resolved."""
+    """What makes two names one input: the path with symbolic links resolved, for a name that leads to something.
+    One that does not is only itself: `a.png/` (a file as a folder) or a broken link would take the key of the file
+    it resolves to, and a later good spelling of it would be dropped."""
     try:
-        return real_path(path)
+        return real_path(path) if os.path.exists(path) else ("path", path)
     except (OSError, ValueError):  # a NUL byte from a stdin list: the name is all there is
         return ("path", path)
 
@@ -276,6 +278,8 @@ def _expand_one(arg: str, recursive: bool, skip: Keys = frozenset()) -> tuple[li
 
     if is_stream_url(arg):  # a webcam index or a URL: read by cnnkit.io.video, not a file or a glob
         return [(arg, None)], None
+    if not arg.strip():  # `cnnkit classify "$DIR"` with DIR unset
+        return [], "an empty name is no file or folder"
     if os.path.isdir(arg):
         try:
             hits = _walk(arg, recursive, skip)
@@ -353,12 +357,16 @@ def iter_sources(
         if isinstance(src, Item):
             add(src.path, src.data, src.error)
         elif isinstance(src, str) and src == "-":
+            listed = False
             for line in stdin if stdin is not None else sys.stdin:
                 line = line.rstrip("\r\n")
                 if line.strip():
+                    listed = True
                     add_arg(line)
                     yield from items
                     items.clear()
+            if not listed:  # as an empty folder: `find … | cnnkit classify -` that found nothing is no success
+                add("-", error="stdin gave no paths")
         elif isinstance(src, str):
             add_arg(src)
         elif isinstance(src, int) and not isinstance(src, bool):  # a camera's index, as ultralytics' source=0

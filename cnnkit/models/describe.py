@@ -28,9 +28,10 @@ def weights_file(spec: ModelSpec) -> str | None:
 
 
 def is_available(spec: ModelSpec) -> bool:
-    """Whether an entry's weights are on this machine, so it runs offline."""
+    """Whether an entry's weights are on this machine, so it runs offline: a file that is not empty (one left
+    empty by a download that never came is not ready; a file's content is checked when it is loaded)."""
     path = weights_file(spec)
-    return bool(path and os.path.isfile(path))
+    return bool(path and os.path.isfile(path) and os.path.getsize(path) > 0)
 
 
 def parameters(spec: ModelSpec) -> int:

@@ -222,6 +222,31 @@ def test_keys_with_glob_characters_named_exactly(s3_server, s3_images, predictor
     assert record.error is None and record.predictions == local.predictions
 
 
+def test_hidden_objects_are_left_out_of_listings_as_local_ones_are(s3_server, tmp_path):
+    """A prefix or a glob listed macOS's `._x.png` (a failed record, exit 1) and `.thumbnails/`, which a local
+    folder or glob leaves out; a pattern that asks for dotted names still finds them, as glob does."""
+    import boto3
+
+    from cnnkit.io.remote import expand
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket="hidden")
+    for key in ("p/IMG_1.png", "p/._IMG_1.png", "p/.thumbnails/t.png", "p/sub/x.png"):
+        client.put_object(Bucket="hidden", Key=key, Body=b"x")
+    local = tmp_path / "p"
+    (local / ".thumbnails").mkdir(parents=True)
+    (local / "sub").mkdir()
+    for name in ("IMG_1.png", "._IMG_1.png", ".thumbnails/t.png", "sub/x.png"):
+        (local / name).write_bytes(b"x")
+    cases = [("/", False, ["IMG_1.png"]), ("/", True, ["IMG_1.png", "sub/x.png"])]
+    cases += [("/*.png", False, ["IMG_1.png"]), ("/**/*.png", True, ["IMG_1.png", "sub/x.png"])]
+    cases += [("/.*.png", False, ["._IMG_1.png"]), ("/.thumbnails/*.png", False, [".thumbnails/t.png"])]
+    for root in ("s3://hidden/p", f"file://{local}"):
+        for arg, recursive, want in cases:
+            hits, _ = expand(root + arg, recursive)
+            assert sorted(hit.rsplit("/p/", 1)[1] for hit, _ in hits) == want, (root, arg, recursive)
+
+
 def test_outputs_are_local_and_file_urls_are_inputs(tmp_path, monkeypatch):
     """``-o``/``--report``/``--save-dir`` refuse a URL (no folder named ``s3:``), and an input given as a
     ``file://`` URL is protected from ``-o`` and ``--report`` as its plain path is."""

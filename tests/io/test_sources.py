@@ -138,3 +138,22 @@ def test_folders_leave_out_hidden_entries_as_globs_do(tmp_path):
         "._x.jpg",
         ".thumbnails/x.jpg",
     ]
+
+
+def test_a_name_that_leads_to_no_file_does_not_hide_the_file_it_resolves_to(tree):
+    """`a.png/` (a file as a folder) and a broken link took the key of the file their path resolves to: the later
+    good spelling was dropped and never read; two broken links to one missing target were one input."""
+    (tree / "l1.jpg").symlink_to("gone.jpg")
+    (tree / "l2.jpg").symlink_to("gone.jpg")
+    items = expand_sources([str(tree / "b.jpg") + "/", str(tree / "b.jpg"), str(tree / "l1.jpg"), str(tree / "l2.jpg")])
+    assert [os.path.basename(i.path.rstrip("/")) for i in items] == ["b.jpg", "b.jpg", "l1.jpg", "l2.jpg"]
+    assert [os.path.basename(i.path) for i in expand_sources([str(tree / "b.jpg"), str(tree / "b.jpg")])] == ["b.jpg"]
+
+
+def test_stdin_with_no_paths_and_an_empty_name_are_failed_items():
+    """`find … | cnnkit classify -` that found nothing exited 0 with an empty output (an empty folder exits 1), and
+    `cnnkit classify "$DIR"` with DIR unset said ": no such file"."""
+    assert [(i.path, i.error) for i in expand_sources(["-"], stdin=io.StringIO("\n  \n"))] == [
+        ("-", "stdin gave no paths")
+    ]
+    assert [i.error for i in expand_sources([""])] == ["an empty name is no file or folder"]

@@ -263,3 +263,12 @@ def test_an_ultralytics_model_is_named_as_one_also_after_ultralytics_was_importe
     ultralytics_adapter.yolo(bundled_path("shapes-yolov8n.pt"))
     with pytest.raises(CnnkitError, match="an ultralytics model file, not a state dict"):
         load_state_dict(bundled_path("shapes-yolov8n.pt"))
+
+
+def test_an_empty_cached_download_is_not_ready():
+    """`cnnkit models` said "ready" and `info` listed as cached a weights file left empty."""
+    cache = hub.torchvision_cache_file(hub.torchvision_weights(ENUM))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"")
+    info = json.loads(runner.invoke(app, ["info", "-f", "json"]).stdout)
+    assert MODEL not in info["cached_pretrained"]
