@@ -36,9 +36,11 @@ def is_available(spec: ModelSpec) -> bool:
 
 def parameters(spec: ModelSpec) -> int:
     """An entry's parameter count, built on the meta device (no memory, no weights)."""
+    from cnnkit.models.loader import _as_torchvision_builds
     from cnnkit.models.meta_device import build_on_meta
 
     model = build_on_meta(lambda: spec.builder() if spec.labels is None else spec.builder(num_classes=len(spec.labels)))
+    _as_torchvision_builds(spec, model)  # the network that runs (an R-CNN's frozen BatchNorm holds no parameters)
     return count_parameters(model)
 
 

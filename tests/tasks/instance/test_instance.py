@@ -387,3 +387,15 @@ def test_val_refuses_an_image_whose_size_is_not_the_one_its_annotations_say(tmp_
     result = validate(str(data), conf=0.05)
     assert [f["path"] for f in result["failed"]] == [str(image)]
     assert "the image is 96x96, annotations.json says 64x64" in result["failed"][0]["error"]
+
+
+def test_models_counts_the_parameters_of_the_rcnn_that_runs():
+    """`cnnkit models` counted Mask/Faster R-CNN with plain BatchNorm (44,454,513); the network that runs has
+    torchvision's frozen BatchNorm, whose parameter count torchvision publishes (44,401,393)."""
+    from torchvision.models import get_model_weights
+
+    from cnnkit.models.describe import describe
+    from cnnkit.models.registry import get_spec
+
+    for name in ("maskrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"):
+        assert describe(get_spec(name))["parameters"] == get_model_weights(name).DEFAULT.meta["num_params"]
