@@ -169,7 +169,10 @@ def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
         labels = [f"class_{i}" for i in range(head)]
     module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
     _as_torchvision_builds(spec, module)
-    load_into(module, state, weights)
+    try:
+        load_into(module, state, weights)
+    except CnnkitError as exc:  # a state dict names no architecture: say which one it was tried on
+        raise CnnkitError(f"{exc}; tried as {spec.name}: name its architecture with `model`") from exc
     preprocess, named = _timm_config(weights) if spec.task == "classify" else (None, None)
     if named is not None and len(named) == len(labels):
         labels = named

@@ -272,3 +272,14 @@ def test_an_empty_cached_download_is_not_ready():
     cache.write_bytes(b"")
     info = json.loads(runner.invoke(app, ["info", "-f", "json"]).stdout)
     assert MODEL not in info["cached_pretrained"]
+
+
+def test_a_state_dict_without_a_model_says_which_architecture_it_was_tried_on(tmp_path, rgb_image):
+    """A resnet18 state dict given with no --model was "weights do not fit the architecture (Missing key(s) …)",
+    with no word that it was tried as the default classifier nor how to name another."""
+    import torch
+
+    path = tmp_path / "r18.pth"
+    torch.save(_random_state(), path)
+    result = runner.invoke(app, ["classify", str(rgb_image), "-w", str(path)])
+    assert result.exit_code == 1 and "tried as shapes-cnn" in result.stderr and "--model" in result.stderr
