@@ -29,6 +29,8 @@ def models(
     rows = [describe(s) for s in specs]
     for r in rows:
         r["parameters_m"] = round(r["parameters"] / 1e6, 3)
+    if not rows:  # an empty list is the answer (as timm's list_models), said on stderr so no one wonders
+        typer.echo(f"no model matches {pattern!r}{f' for {task}' if task else ''} (names are lower case)", err=True)
     if json_wanted(fmt, ctx):
         typer.echo(json.dumps(rows, indent=2))
         return

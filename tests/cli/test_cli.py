@@ -171,3 +171,10 @@ def test_a_log_file_gets_a_progress_line_now_and_then(monkeypatch):
     assert "1/2 done, 0 failed" in result.stderr and "2/2 done, 0 failed" in result.stderr
     quiet = runner.invoke(app, ["-q", "classify", *samples, "-f", "jsonl", "--backend", "torch"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_models_that_match_nothing_say_so():
+    """`cnnkit models 'RESNET*'` printed an empty table and nothing else (names are lower case, matched as timm's)."""
+    result = runner.invoke(app, ["models", "RESNET*", "-f", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    assert "no model matches 'RESNET*'" in result.stderr
