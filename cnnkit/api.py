@@ -207,6 +207,9 @@ def finetune(data: str | None, *, task: str | None = None, **options: Any) -> di
         raise OptionError("task", f"{options['resume']} is a {printable(recorded)} run, not {task}", task)
     if task not in TASKS:
         raise OptionError("task", f"unknown task; expected one of {', '.join(TASKS)}", task)
+    if task != "classify" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # each torchrun process would train its own copy on all the data, into its own run folder
+        raise OptionError("task", "trains in one process; only classify runs under torchrun", task)
     if options.get("device") is None:  # as :func:`load`: the environment's or cnnkit.toml's device
         options["device"] = lookup("device").value
     try:

@@ -445,9 +445,12 @@ def _frames(
     # the first frame at or after start, as far as the container's clock tells: a clock of milliseconds (Matroska)
     # stamps a 30 fps frame 2 at 0.067 s, and 0.067 × 30 is past 2; a coarser one (AVI: a tick a frame) is exact
     slack = max(1e-3, min(float(tb) / 2, 5e-4) * fps)
-    first_index = max(0, math.ceil(start * fps - slack))
+    first_index = max(0, math.ceil(start * fps - slack))  # on the grid, until a frame's own time says
     if info.variable:
         first_index = -1  # known once a frame at or after start is decoded
+    # the first frame taken is the first stamped at or after start (a phone's clock puts a frame a tick off the
+    # grid: the grid alone skipped the frame at exactly start, or took one just before it)
+    placed = start <= 0 or info.variable
     seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)
     sought = seeking
     if not is_stream_url(path):  # webcams included
@@ -548,6 +551,10 @@ def _frames(
                 if kept == 0 and said_lost == (0, -1):  # the window holds no frame (none lost in it): said
                     yield Item(path, error=f"no frame from {start:g} s to {opts.end:g} s (frames {fps:g} a second)")
                 return
+            if not placed:
+                if t < start - slack / fps:
+                    continue
+                first_index, placed = index, True
             if first_index < 0 or not _wanted(index, first_index, opts):
                 continue
             if max_pixels is not None and frame.width * frame.height > max_pixels:  # a stream may change size

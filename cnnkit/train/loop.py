@@ -296,6 +296,18 @@ def unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+def for_evaluation(model: nn.Module) -> nn.Module:
+    """The module to evaluate with on this rank: unwrapped, with rank 0's buffers (BatchNorm's statistics, which
+    DDP's forward would broadcast). Evaluating through DDP made each forward a collective, and a rank given no
+    val images (more processes than images) never joined it: the others waited for ever."""
+    net = unwrap(model)
+    dist = _dist()
+    if dist is not None and net is not model:
+        for buffer in net.buffers():
+            dist.broadcast(buffer, 0)
+    return net
+
+
 # ---------------------------------------------------------------- freezing, optimiser, schedule
 
 

@@ -1300,3 +1300,34 @@ def test_the_video_track_is_read_not_a_thumbnail_track_before_it(tmp_path: Path)
             container.mux(packet)
     items = list(read_frames(str(video)))
     assert len(items) == 30 and {it.data.shape for it in items} == {(96, 128, 3)}
+
+
+def test_start_takes_the_first_frame_stamped_at_or_after_it_off_the_grid(tmp_path):
+    """A phone's 1/600 s clock stamps a 30 fps frame a tick late (frame 1 at 0.035 s): `start` 0.035 skipped it
+    (the grid said frame 2), and a report could not read frames 1 and 31 again."""
+    import av
+
+    from cnnkit.io.video import frame_picture
+
+    path = tmp_path / "late.mp4"
+    with av.open(str(path), "w", options={"video_track_timescale": "600"}) as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": "0"}
+        stream.codec_context.time_base = Fraction(1, 600)
+        for i in range(40):
+            rgb = np.full((64, 64, 3), 40, np.uint8)
+            rgb[10:30, i : i + 20] = 200
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = 20 * i + (1 if i in (1, 31) else 0), Fraction(1, 600)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    for start, first in ((0.034, 1), (0.035, 1), (0.036, 2), (1.035, 31)):
+        item = next(iter(read_frames(str(path), VideoOptions(start=start))))
+        assert item.frame == first and item.time_s >= start - 5e-4, (start, item.frame, item.time_s)
+    every = {item.frame: item for item in read_frames(str(path), VideoOptions())}
+    for k in (1, 31):
+        assert np.array_equal(frame_picture(str(path), k, every[k].time_s), every[k].data)

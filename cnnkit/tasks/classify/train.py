@@ -40,6 +40,7 @@ from cnnkit.train.loop import (
     Step,
     all_sum,
     fit,
+    for_evaluation,
     run_result,
     seeded_loader,
     seeded_sample,
@@ -206,6 +207,7 @@ def evaluate(
     model: nn.Module, loader: Any, device: torch.device | str = "cpu", num_classes: int | None = None
 ) -> dict[str, Any]:
     """Loss, top-1 and top-5 accuracy (summed over ranks) and the confusion matrix over ``loader``."""
+    model = for_evaluation(model)
     model.eval()
     loss_sum, top1, top5, total = 0.0, 0, 0, 0
     cm = np.zeros((num_classes or 0, num_classes or 0), dtype=np.int64)
