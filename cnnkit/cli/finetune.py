@@ -54,7 +54,7 @@ UnfreezeAt = Annotated[
     ),
 ]
 Epochs = Annotated[Optional[int], _option("--epochs", "-e", help="Number of epochs.", min=1)]
-Lr = Annotated[Optional[float], _option("--lr", help="Peak learning rate.", min=0.0)]
+Lr = Annotated[Optional[float], _option("--lr", help="Peak learning rate (a positive number).")]
 Optimizer = Annotated[Optional[str], _option("--optimizer", help="adamw or sgd (classify).")]
 Scheduler = Annotated[Optional[str], _option("--scheduler", help="cosine, step, onecycle or none (classify).")]
 Warmup = Annotated[Optional[float], _option("--warmup", help="Epochs of linear learning-rate warm-up.", min=0.0)]

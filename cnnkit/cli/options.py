@@ -82,7 +82,8 @@ Weights = Annotated[
         "-w",
         rich_help_panel=PANEL_MODEL,
         help="Weights for --model: a `cnnkit finetune` checkpoint (.safetensors), a state dict (.pt/.pth), an "
-        "ultralytics .pt (detect), or a .onnx/.torchscript from `cnnkit export`.",
+        "ultralytics .pt (detect), or (to predict and validate with, not to fine-tune) a .onnx/.torchscript from "
+        "`cnnkit export`.",
     ),
 ]
 _BACKEND_HELP = (

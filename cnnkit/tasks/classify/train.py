@@ -290,7 +290,11 @@ def build_model(opts: FinetuneOptions, classes: list[str]) -> tuple[Any, ModelSp
         loaded = resolve("classify", opts.model, opts.weights, default=DEFAULT_MODEL)
     except WeightsNotAvailable as exc:
         raise WeightsNotAvailable(f"{exc.message}, or train from scratch with `pretrained=False`") from exc
-    assert loaded.spec is not None  # a classify checkpoint or registry entry always names one
+    if loaded.spec is None:  # an exported runtime file (.onnx, .torchscript): weights to run, not to train
+        raise CnnkitError(
+            f"{opts.weights or opts.model}: an exported model cannot be fine-tuned; fine-tune the checkpoint it was "
+            "exported from"
+        )
     spec = loaded.spec
     source = f"weights {opts.weights}" if opts.weights else f"{spec.name} pretrained ({spec.source})"
     if list(loaded.labels) != list(classes):

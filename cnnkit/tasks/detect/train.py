@@ -92,6 +92,10 @@ def _resume_data(ds: yolo_yaml.DatasetYaml | None, last: Path) -> Path:
         if not (run / DATA_COPY).is_file():
             raise OptionError("resume", f"{run} has no {DATA_COPY} written by cnnkit; pass the dataset yaml as DATA")
         ds = yolo_yaml.read(run / DATA_COPY)
+    elif (run / DATA_COPY).is_file():  # as every task's resume: the run goes on with the data it started on
+        started = yolo_yaml.read(run / DATA_COPY).root
+        if started.resolve() != ds.root.resolve():
+            raise OptionError("resume", f"the run was trained on {started}, not {ds.root}")
     return yolo_yaml.write_sanitised(ds, run.resolve() / DATA_COPY)
 
 
@@ -180,8 +184,8 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
             log.warning("resume continues the run as it was started; not used: %s", ", ".join(given))
         last = _resume_from(options.resume, options.out)
         # ultralytics would otherwise re-read the dataset the checkpoint names (or coco8.yaml)
-        args: dict[str, Any] = {"resume": True, "data": str(_resume_data(ds, last))}
         yolo, pinned = ultralytics_adapter.resume(last)  # every .pt of the run scanned, its folder pinned
+        args: dict[str, Any] = {"resume": True, "data": str(_resume_data(ds, last))}  # once it may go on
         args.update(pinned)
     elif ds is None:
         raise UsageError("no dataset yaml given (make one with `cnnkit data shapes OUT --layout yolo`)")
@@ -189,6 +193,9 @@ def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
         folder = run_dir("detect", options.out, exist_ok=options.exist_ok)
         start, trained_size = _start(options.model, options.weights)
         yolo = ultralytics_adapter.yolo(start)
+        if trained_size is None:  # a checkpoint file: the size it was trained at, as ultralytics' train takes it
+            own = (getattr(yolo, "overrides", None) or {}).get("imgsz")
+            trained_size = own if isinstance(own, int) and not isinstance(own, bool) and own > 0 else None
         clean = yolo_yaml.write_sanitised(ds, folder.resolve() / DATA_COPY)
         check_labels(ds)
         args = dict(

@@ -20,7 +20,7 @@ MaskThreshold = Annotated[
         "--mask-threshold",
         min=0.0,
         max=1.0,
-        help="Soft-mask probability above which a pixel belongs to the instance.",
+        help="Soft-mask probability from which (at least) a pixel belongs to the instance, as torchvision pastes masks; 0 takes every pixel of the image.",
         rich_help_panel=o.PANEL_MODEL,
     ),
 ]

@@ -47,7 +47,8 @@ _LOAD = ("model", "weights", "backend", "arch", "encoder", "imgsz", "tile", "ove
 def predict(ctx: typer.Context, sources: o.Sources = None, classes: o.Classes = None, **shared: Any) -> None:
     """Classes present in each image (pixels, fraction); --save-dir writes NAME-HASH_mask.png and NAME-HASH_overlay.png.
 
-    --classes keeps only those classes: other pixels become background in the records, masks and overlays.
+    --classes keeps only those classes: other pixels become background in the masks and overlays, and the records list
+    only the kept classes (their pixels then add up to less than the image).
     """
     c.run_predict(
         ctx, "segment", dict({k: shared[k] for k in _LOAD}, half=shared["half"], classes=c.split_classes(classes))

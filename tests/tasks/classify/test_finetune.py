@@ -447,3 +447,15 @@ def test_an_imgsz_the_model_pools_to_nothing_is_one_line_before_a_run_folder(tin
     r = run(["finetune", str(tiny_digits), *FAST, "--model", "shapes-cnn", "--imgsz", "12", "--out", str(out)])
     assert r.exit_code == 2 and "shapes-cnn cannot run on a 12x12 input" in r.output, r.output
     assert not out.exists()
+
+
+def test_an_exported_model_is_refused_in_one_line(tiny_digits, tmp_path, monkeypatch):
+    """`finetune --weights best.onnx` (its help listed exported files) was a bare AssertionError traceback."""
+    from cnnkit import export as ex
+
+    monkeypatch.chdir(tmp_path)
+
+    onnx = ex.export_model("lenet5", out=tmp_path / "l.onnx").path
+    result = CliRunner().invoke(app, ["finetune", str(tiny_digits), "--weights", str(onnx), "--epochs", "1"])
+    assert result.exit_code == 1 and "an exported model cannot be fine-tuned" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()

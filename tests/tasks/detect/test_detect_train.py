@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def test_finetune_then_detect_offline(tiny_yolo_set, tmp_path):
     for rec in records:
         validate_record(rec)
         assert rec["model"] == "best" and rec["width"] == 64
+    # a finished run refused, its data copy untouched (it was rewritten to point at the DATA given)
+    from cnnkit.errors import UsageError
+
+    copy = (out / "data.yaml").read_bytes()
+    other = tmp_path / "other"
+    shutil.copytree(Path(tiny_yolo_set).parent, other)
+    with pytest.raises(UsageError, match="is finished"):
+        api.finetune(str(other / "data.yaml"), task="detect", resume=str(out))
+    assert (out / "data.yaml").read_bytes() == copy
 
 
 def test_finetune_refuses_faster_rcnn_and_missing_data(tmp_path, tiny_yolo_set):
@@ -120,3 +130,44 @@ def test_the_config_files_device_is_the_training_device(monkeypatch, tiny_yolo_s
 
     with pytest.raises(OptionError, match="MPS is not available"):
         _train_arguments(monkeypatch, tiny_yolo_set, tmp_path)
+
+
+def test_a_checkpoint_file_trains_at_its_own_size(monkeypatch, tiny_yolo_set, tmp_path):
+    """`--weights best.pt` (trained at 64) trained at 640, where ultralytics' own train, and cnnkit's detect, val
+    and export, take the checkpoint's size."""
+    from cnnkit.models.hub import bundled_path
+
+    mine = tmp_path / "mine.pt"
+    shutil.copyfile(bundled_path("shapes-yolov8n.pt"), mine)  # trained at 256
+    given = {}
+    import ultralytics.engine.model as model
+
+    import cnnkit
+
+    class Stop(Exception):
+        pass
+
+    def train(self, **kwargs):
+        given.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(model.Model, "train", train)
+    with pytest.raises(Stop):
+        cnnkit.finetune(str(tiny_yolo_set), task="detect", weights=str(mine), epochs=1, out=str(tmp_path / "run"))
+    assert given["imgsz"] == 256
+
+
+def test_resume_refuses_another_dataset(tiny_yolo_set, tmp_path):
+    """Resuming on another dataset went on silently (its results.csv mixing two datasets)."""
+    from cnnkit.data import yolo_yaml
+    from cnnkit.errors import OptionError
+    from cnnkit.tasks.detect.train import DATA_COPY, _resume_data
+
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    yolo_yaml.write_sanitised(yolo_yaml.read(tiny_yolo_set), run / DATA_COPY)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_yolo_set.parent, other)
+    with pytest.raises(OptionError, match="the run was trained on"):
+        _resume_data(yolo_yaml.read(other / "data.yaml"), run / "weights" / "last.pt")
+    assert _resume_data(yolo_yaml.read(tiny_yolo_set), run / "weights" / "last.pt") == (run / DATA_COPY).resolve()
