@@ -17,7 +17,7 @@ app = typer.Typer(help="Make datasets: synthetic `shapes` scenes and scikit-lear
 
 def _target(out: str, exist_ok: bool) -> None:
     """Make the output folder; one already holding files is written into (with ``--exist-ok``), and said so:
-    files of an earlier dataset that this one does not rewrite stay and would mix into it."""
+    an earlier cnnkit dataset's files go (each writer removes its own kind), any others stay and would mix in."""
     from pathlib import Path
 
     from cnnkit.io.files import explicit_dir
@@ -26,7 +26,8 @@ def _target(out: str, exist_ok: bool) -> None:
     explicit_dir(out, exist_ok=exist_ok)
     if held:
         log.warning(
-            "%s already holds files: the ones this dataset does not rewrite stay (delete the folder for a clean one)",
+            "%s already holds files: an earlier cnnkit dataset's are replaced, any others stay (delete the folder "
+            "for a clean one)",
             out,
         )
 
@@ -58,7 +59,8 @@ def shapes_cmd(
     exist_ok: o.ExistOk = False,
 ) -> None:
     """Deterministic synthetic scenes of shapes (a pure function of seed and index) with boxes, instance and
-    semantic masks; --imgsz is the image side (at least 16). With --video: videos of shapes that move, cross,
+    semantic masks; --imgsz is the image side (at least 16). A shape less than 40% in view (under others or past
+    the edge) is drawn but labelled in no layout (background in the masks), as too little of it shows. With --video: videos of shapes that move, cross,
     occlude each other, enter and leave, with MOT ground truth and the true crossings of a counting line."""
     from cnnkit.cli.options import given
     from cnnkit.data.export import FORMATS, export_shapes
@@ -85,6 +87,8 @@ def shapes_cmd(
     summary = export_shapes(out, layout, n, seed=seed or 0, imgsz=imgsz, val_fraction=val_split or 0.0)
     if layout != "imagefolder" and not summary.get("val"):  # imagefolder: finetune carves its own
         log.warning("%s: no val images; finetune and val need some (raise --val-split or --n)", out)
+    if not summary.get("train"):
+        log.warning("%s: no train images; finetune needs some (lower --val-split or raise --n)", out)
     typer.echo(json.dumps(summary))
 
 

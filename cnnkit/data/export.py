@@ -113,7 +113,8 @@ def export_shapes(
     return summary
 
 
-EXPORTED_NAME = re.compile(r"(train|val)_[0-9]{6}\.(png|txt)")  # the files export_shapes names
+# the files export_shapes and export_digits name
+EXPORTED_NAME = re.compile(r"(train|val)_[0-9]{6}\.(png|txt)|digit_[0-9]{4}\.png")
 
 
 def _drop_earlier_export(out: Path) -> None:
@@ -241,6 +242,7 @@ def export_digits(out: str | Path, val_fraction: float = 0.2, seed: int = 0, siz
     digits = load_digits()
     rng = np.random.default_rng(seed)
     out = Path(out)
+    _drop_earlier_export(out)  # another seed or split: a digit once in train, now in val, is not in both
     counts = {"train": 0, "val": 0}
     for label in range(10):
         idx = np.flatnonzero(digits.target == label)

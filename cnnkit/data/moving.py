@@ -18,9 +18,11 @@ Layout of :func:`write_sequences` (what TrackEval and motmetrics read)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,6 +329,25 @@ def default_line(size: int) -> tuple[float, float, float, float]:
 # -- files ---------------------------------------------------------------------------------------
 
 
+_SEQUENCE = re.compile(r"shapes-[0-9]{3,}")
+
+
+def _drop_earlier_sequences(root: Path) -> None:
+    """An earlier set's videos and ground truth in ``root`` (marked by its ``summary.json``) go before a new set is
+    written there: a set of fewer videos left the others, which `track val` scored with the new ones."""
+    if not (root / "summary.json").is_file():
+        return
+    for entry in root.iterdir():
+        if entry.suffix == ".mp4" and _SEQUENCE.fullmatch(entry.stem) and entry.is_file():
+            entry.unlink()
+        elif _SEQUENCE.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            for made in (entry / "gt" / "gt.txt", entry / "seqinfo.ini"):
+                made.unlink(missing_ok=True)
+            for folder in (entry / "gt", entry):
+                with contextlib.suppress(OSError):  # a folder holding files of the user's own stays
+                    folder.rmdir()
+
+
 def write_sequences(
     out: str | os.PathLike,
     n: int,
@@ -350,6 +371,8 @@ def write_sequences(
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _drop_earlier_sequences(root)
     line = default_line(size)
     summary: dict[str, Any] = {
         "seed": seed,

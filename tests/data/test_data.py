@@ -189,3 +189,25 @@ def test_an_export_again_into_its_folder_leaves_no_file_of_the_earlier_one(tmp_p
     assert len(pictures) == summary["train"] + summary["val"] == 16
     assert sum(p.name.startswith("train_") for p in pictures) == summary["train"] == 8
     assert (out / "mine.txt").read_text() == "kept\n"
+
+
+def test_digits_and_videos_again_into_their_folder_leave_no_file_of_the_earlier_set(tmp_path):
+    """`data digits --exist-ok` with another seed left 576 digits in both train and val; `data shapes --video
+    --exist-ok` with fewer videos left the earlier ones, which `track val` scored with the new."""
+    from cnnkit.data.export import export_digits
+    from cnnkit.data.moving import write_sequences
+    from cnnkit.tasks.track.val import sequences
+
+    digits = tmp_path / "digits"
+    export_digits(digits, size=8)
+    (digits / "mine.txt").write_text("kept\n")
+    summary = export_digits(digits, size=8, seed=1)
+    train = {p.name for p in (digits / "train").rglob("*.png")}
+    val = {p.name for p in (digits / "val").rglob("*.png")}
+    assert not train & val and (len(train), len(val)) == (summary["train"], summary["val"])
+    assert (digits / "mine.txt").read_text() == "kept\n"
+    videos = tmp_path / "videos"
+    write_sequences(videos, 3, frames=4, size=64)
+    write_sequences(videos, 1, frames=4, size=64, seed=9, overwrite=True)
+    assert sorted(p.name for p in videos.iterdir()) == ["shapes-000", "shapes-000.mp4", "summary.json"]
+    assert [name for name, _, _ in sequences(videos)] == ["shapes-000"]
