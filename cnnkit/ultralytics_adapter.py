@@ -172,6 +172,11 @@ def yolo(weights: str | Path) -> Any:
                 _check_activation(_read_yaml(path).get("activation"), path)
             return ul.YOLO(str(path))
         if path.is_file():
+            if path.suffix.lower() != ".pt":  # ultralytics' own rule (check_suffix), said before it asserts it
+                raise CnnkitError(
+                    f"{path}: ultralytics loads .pt files; a torchvision detector's state dict (.pth) needs its "
+                    "architecture named with `model` (e.g. fasterrcnn_resnet50_fpn)"
+                )
             check_full_pickle(path)
             return _checked(ul.YOLO(str(path)), path)
         cached = cached_weights(path.name)

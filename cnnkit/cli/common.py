@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -538,10 +539,21 @@ def local_data(ctx: typer.Context, data: str) -> str:
     return str(remote.download(data, tmp))
 
 
+_ULTRALYTICS_ARGUMENT = re.compile(r"([a-z_]+)=(.*)", re.DOTALL)
+
+
 def require_sources(sources: list[str] | None) -> list[str]:
-    """``sources``, or a usage error when none were given (commands that need inputs)."""
+    """``sources``, or a usage error when none were given (commands that need inputs), or when one is ultralytics'
+    ``key=value`` (``conf=0.5``, ``source=img.jpg``) and no such file: it would be a missing input, run with the
+    default settings."""
     if not sources:
         raise UsageError("no SOURCES given (files, folders, globs, or - for stdin)")
+    for src in sources:
+        found = _ULTRALYTICS_ARGUMENT.fullmatch(src)
+        if found and not os.path.lexists(src):
+            key, value = found.groups()
+            said = f"the source itself, {value}" if key == "source" else f"--{key.replace('_', '-')} {value}"
+            raise UsageError(f"{src}: ultralytics' key=value is not a cnnkit option; say {said}")
     return sources
 
 

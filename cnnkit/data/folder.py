@@ -7,6 +7,7 @@ files are found up front, skipped and listed, instead of failing mid-epoch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import unicodedata
@@ -140,6 +141,30 @@ def val_beside_train(root: Path) -> Path | None:
     return next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
 
 
+def _other_layout(root: Path) -> tuple[str, str] | None:
+    """``(what, task)`` when ``root`` is another task's dataset (as ``cnnkit data shapes --layout`` writes them or
+    ultralytics and COCO lay them out), else ``None``."""
+    if root.is_file() and root.suffix.lower() in (".yaml", ".yml"):
+        return "a detection dataset yaml", "detect"
+    made = root / "cnnkit-data.json"
+    if made.is_file():
+        try:
+            layout = json.loads(made.read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            layout = None
+        task = {"yolo": "detect", "masks": "segment", "coco": "instance"}.get(layout)
+        if task is not None:
+            return f"a {layout} dataset (its cnnkit-data.json says so)", task
+    for d in (root, root / "train"):
+        if (d / "images").is_dir() and (d / "masks").is_dir():
+            return "images/ and masks/ (a segmentation dataset)", "segment"
+        if (d / "images").is_dir() and (d / "labels").is_dir():
+            return "images/ and labels/ (a YOLO dataset)", "detect"
+        if (d / "annotations.json").is_file():
+            return "COCO annotations.json (an instance dataset)", "instance"
+    return None
+
+
 def load_folder_dataset(
     root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0, min_side: int | None = None, workers: int = 4
 ) -> FolderData:
@@ -147,6 +172,9 @@ def load_folder_dataset(
     root = Path(root)
     if not root.exists():
         raise UsageError(f"{root}: dataset folder not found")
+    other = _other_layout(root)
+    if other is not None:  # its `images`, `masks`, `labels` folders would be trained as classes, exit 0
+        raise UsageError(f"{root}: {other[0]}, not class folders; train it with `task` {other[1]}")
     val_dir = val_beside_train(root)
     if val_dir is not None:
         classes, train, skipped = scan_classes(root / "train", min_side=min_side, workers=workers)

@@ -81,7 +81,13 @@ def _read_bytes(path: Path, label: str) -> bytes:
     if not path.exists():
         raise UsageError(f"{label}: no such dataset yaml (make one with `cnnkit data shapes OUT --layout yolo`)")
     if path.is_dir():
-        raise UsageError(f"{label}: a folder; pass the dataset yaml inside it")
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.is_file())
+        if inside:
+            raise UsageError(f"{label}: a folder; pass the dataset yaml inside it ({', '.join(inside[:3])})")
+        raise UsageError(
+            f"{label}: a folder with no dataset yaml; detection reads a YOLO dataset yaml "
+            "(make one with `cnnkit data shapes OUT --layout yolo`)"
+        )
     if not path.is_file():
         raise UsageError(f"{label}: not a regular file")
     if path.name.lower().endswith(ARCHIVE_SUFFIXES):

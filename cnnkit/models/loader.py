@@ -75,10 +75,11 @@ def spec_for_family(family: str, task: str | None = None) -> ModelSpec:
     raise CnnkitError(f"checkpoint names architecture {family!r}, which this cnnkit does not know")
 
 
-def load_into(module: Any, state: dict[str, Any], where: str) -> None:
-    """``module.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming ``where``, and so
-    are integers for a float parameter or buffer, which torch would cast to floats without a word. (NaN weights
-    load: their scores are written as null, with a warning.)"""
+def load_into(module: Any, state: dict[str, Any], where: str, arch: str | None = None) -> None:
+    """``module.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming ``where`` (and ``arch``,
+    the architecture a user's state dict, which names none, was tried as), and so are integers for a float parameter
+    or buffer, which torch would cast to floats without a word. (NaN weights load: their scores are written as null,
+    with a warning.)"""
     import torch
 
     for name, own in module.state_dict().items():  # parameters and float buffers (BatchNorm's running stats)
@@ -91,7 +92,8 @@ def load_into(module: Any, state: dict[str, Any], where: str) -> None:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         why = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0] if lines else ""
         more = f"; {len(lines) - 2} more" if len(lines) > 2 else ""
-        raise CnnkitError(f"{where}: weights do not fit the architecture ({why[:240]}{more})") from exc
+        tried = f"; tried as {arch}: name its architecture with `model`" if arch else ""
+        raise CnnkitError(f"{where}: weights do not fit the architecture ({why[:240]}{more}){tried}") from exc
 
 
 def load_checkpoint(path: str | Path, task: str) -> Loaded:
@@ -169,10 +171,7 @@ def _from_state_dict(spec: ModelSpec, weights: str) -> Loaded:
         labels = [f"class_{i}" for i in range(head)]
     module = spec.builder(num_classes=len(labels), **spec.meta.get("arch_kwargs", {}))
     _as_torchvision_builds(spec, module)
-    try:
-        load_into(module, state, weights)
-    except CnnkitError as exc:  # a state dict names no architecture: say which one it was tried on
-        raise CnnkitError(f"{exc}; tried as {spec.name}: name its architecture with `model`") from exc
+    load_into(module, state, weights, arch=spec.name)
     preprocess, named = _timm_config(weights) if spec.task == "classify" else (None, None)
     if named is not None and len(named) == len(labels):
         labels = named

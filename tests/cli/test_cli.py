@@ -178,3 +178,13 @@ def test_models_that_match_nothing_say_so():
     result = runner.invoke(app, ["models", "RESNET*", "-f", "json"])
     assert result.exit_code == 0 and json.loads(result.stdout) == []
     assert "no model matches 'RESNET*'" in result.stderr
+
+
+def test_ultralytics_key_value_arguments_are_a_usage_error_naming_the_flag():
+    """`cnnkit detect source=img.jpg conf=0.5` read each as a missing image and ran the defaults (exit 1)."""
+    result = runner.invoke(app, ["detect", "samples/bus.jpg", "conf=0.5"])
+    assert (
+        result.exit_code == 2 and "conf=0.5: ultralytics' key=value" in result.stderr and "--conf 0.5" in result.stderr
+    )
+    result = runner.invoke(app, ["detect", "source=samples/bus.jpg"])
+    assert result.exit_code == 2 and "the source itself, samples/bus.jpg" in result.stderr

@@ -283,3 +283,13 @@ def test_a_state_dict_without_a_model_says_which_architecture_it_was_tried_on(tm
     torch.save(_random_state(), path)
     result = runner.invoke(app, ["classify", str(rgb_image), "-w", str(path)])
     assert result.exit_code == 1 and "tried as shapes-cnn" in result.stderr and "--model" in result.stderr
+
+
+def test_a_state_dict_that_does_not_fit_a_segmenter_says_so_too(tmp_path, rgb_image):
+    """The hint that a state dict was tried as the default model was classify's only."""
+    import torch
+
+    path = tmp_path / "r18.pth"
+    torch.save(_random_state(), path)
+    result = runner.invoke(app, ["segment", str(rgb_image), "-w", str(path)])
+    assert result.exit_code == 1 and "tried as shapes-unet" in result.stderr and "--model" in result.stderr

@@ -185,7 +185,7 @@ def _torchvision_loaded(spec: ModelSpec, weights: str | None) -> Any:
     module = spec.builder(num_classes=len(labels))
     if spec.name.startswith("deeplabv3") and not any(k.startswith("aux_classifier") for k in state):
         module.aux_classifier = None
-    load_into(module, state, weights or spec.name)
+    load_into(module, state, weights or spec.name, arch=spec.name if weights else None)
     return Loaded(module, spec.name, labels, pre, spec, {})
 
 
@@ -202,13 +202,13 @@ def _smp_loaded(spec: ModelSpec, weights: str | None, arch_kwargs: dict[str, Any
     if head is not None and head != len(labels):
         labels = [f"class_{i}" for i in range(head)]
     module = build_smp(len(labels), **arch_kwargs)
+    name = spec.name if spec.source != "none" else f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}"
     if state is None:
         logging.getLogger("cnnkit").warning(
             "%s: random weights (no weights given); predictions are meaningless", spec.name
         )
     else:
-        load_into(module, state, str(weights))
-    name = spec.name if spec.source != "none" else f"{arch_kwargs['arch']}-{arch_kwargs['encoder']}"
+        load_into(module, state, str(weights), arch=name)
     return Loaded(module, name, labels, spec.preprocess, spec, {"arch_kwargs": arch_kwargs})
 
 

@@ -459,3 +459,19 @@ def test_an_exported_model_is_refused_in_one_line(tiny_digits, tmp_path, monkeyp
     result = CliRunner().invoke(app, ["finetune", str(tiny_digits), "--weights", str(onnx), "--epochs", "1"])
     assert result.exit_code == 1 and "an exported model cannot be fine-tuned" in result.stderr
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("layout", "task"), [("masks", "segment"), ("yolo", "detect"), ("coco", "instance")])
+def test_another_tasks_dataset_is_refused_naming_the_task(tmp_path, monkeypatch, layout, task):
+    """`cnnkit finetune masks_ds` (classify, the default task) trained a 2-class "images" vs "masks" classifier
+    and exited 0; a YOLO or COCO set said "class folder(s) without readable images: labels"."""
+    from cnnkit.data.export import export_shapes
+
+    monkeypatch.chdir(tmp_path)
+    export_shapes(tmp_path / "d", layout, 6, seed=0, imgsz=32, val_fraction=0.5)
+    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "d"), "--epochs", "1", "--no-pretrained"])
+    assert result.exit_code == 2 and f"train it with --task {task}" in result.stderr, result.output
+    (tmp_path / "d" / "cnnkit-data.json").unlink()  # the layout alone says it too
+    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "d"), "--epochs", "1", "--no-pretrained"])
+    assert result.exit_code == 2 and f"train it with --task {task}" in result.stderr, result.output
+    assert not (tmp_path / "runs").exists()

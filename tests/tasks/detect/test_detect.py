@@ -459,3 +459,20 @@ def test_an_ultralytics_models_names_are_read_once_and_bounded():
     assert labels_of(Model(3000))[-1] == "c2999" and Model.reads == 1
     with pytest.raises(UnsafeCheckpoint, match="class names"):
         labels_of(Model(MAX_LABELS + 1))
+
+
+def test_a_torchvision_state_dict_without_its_architecture_is_one_line(tmp_path):
+    """`detect --weights frcnn.pth` (torchvision's own file name) was ultralytics' AssertionError traceback
+    ("acceptable suffix is {'.pt'}"), in detect, detect val, export and detect training alike."""
+    import torch
+    from typer.testing import CliRunner
+
+    from cnnkit.cli import app
+
+    path = tmp_path / "frcnn.pth"
+    torch.save({"backbone.body.conv.weight": torch.zeros(1)}, path)
+    image = str(Path(__file__).resolve().parents[3] / "samples" / "scene_0.png")
+    for args in (["detect", image, "--weights", str(path)], ["export", str(path)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "needs its architecture named with --model" in result.stderr, result.output
+        assert "Traceback" not in result.output

@@ -259,3 +259,13 @@ def test_ultralytics_per_class_figures_carry_the_dataset_names(small_yolo_set):
     per_class = m["ultralytics"]["per_class_mAP50"]
     assert set(per_class) <= set("abcde") and len(per_class) >= 3
     assert all(abs(per_class[n] - m["per_class"][n]["mAP50"]) < 0.1 for n in per_class)
+
+
+def test_a_folder_given_for_the_yaml_names_the_yaml_inside_or_says_there_is_none(small_yolo_set, tmp_path):
+    """ "a folder; pass the dataset yaml inside it" was said of folders that hold none."""
+    _names_yaml(small_yolo_set, ["circle", "square", "triangle", "star", "hexagon"])
+    result = runner.invoke(app, ["detect", "val", str(small_yolo_set)])
+    assert result.exit_code == 2 and "pass the dataset yaml inside it (data.yaml)" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["detect", "val", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "a folder with no dataset yaml" in result.stderr
