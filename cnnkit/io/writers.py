@@ -33,7 +33,13 @@ BASE_COLUMNS = ("path", "task", "model", "width", "height", "time_ms", "error", 
 MAX_LINE = 64 << 20  # a longer "record" is not one: it is set aside without being read whole
 
 
-SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}  # what -o FILE says
+SUFFIX_FORMATS = {
+    ".json": "json",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}  # what -o FILE says
 
 
 def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -> str:
@@ -43,7 +49,10 @@ def resolve_format(fmt: str, output: str | None, stream: TextIO | None = None) -
     if fmt != "auto":
         return fmt
     if output is not None and not is_stdout(output):
-        return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "jsonl")
+        suffix = Path(output).suffix.lower()
+        if suffix and suffix not in SUFFIX_FORMATS and not is_stream(output):  # `-o out.xlsx`: said, not guessed
+            log.warning("%s: %s is no records format cnnkit writes; writing JSON Lines", output, suffix)
+        return SUFFIX_FORMATS.get(suffix, "jsonl")
     stream = stream or sys.stdout
     return "table" if getattr(stream, "isatty", lambda: False)() else "jsonl"
 

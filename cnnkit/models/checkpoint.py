@@ -289,7 +289,22 @@ def _stored_only(path: Path) -> None:
         )
 
 
+_ULTRALYTICS_KINDS = {"ClassificationModel": "classify", "SegmentationModel": "segment", "PoseModel": "pose"}
+
+
 def _an_ultralytics_model(path: Path) -> CnnkitError:
+    """The refusal of an ultralytics model file where a state dict was wanted, with where it does run, if anywhere:
+    its model class is read from the pickle's names (never unpickled)."""
+    try:
+        names = check_full_pickle(path)
+    except (CnnkitError, OSError):
+        names = set()
+    kind = next((k for cls, k in _ULTRALYTICS_KINDS.items() if f"ultralytics.nn.tasks.{cls}" in names), None)
+    if kind is not None:
+        return CnnkitError(
+            f"{path}: an ultralytics {kind} model file, which cnnkit does not run (it runs ultralytics detection "
+            "models, with `cnnkit detect`)"
+        )
     return CnnkitError(
         f"{path}: an ultralytics model file, not a state dict (cnnkit runs ultralytics detection models with "
         "`cnnkit detect`)"

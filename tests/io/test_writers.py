@@ -373,3 +373,16 @@ def test_mot_rows_leave_out_a_box_the_model_gave_as_nan() -> None:
     )
     record = replace(Record("v.mp4", "track", "m", 64, 48, result.predictions(), 1.0, result=result), frame=0)
     assert write("mot", [record]).splitlines() == ["1,7,1.00,2.00,10.00,10.00,-1,-1,-1,-1"]
+
+
+def test_an_output_suffix_of_no_records_format_is_said(tmp_path, caplog):
+    """`-o out.xlsx` wrote JSON Lines into it without a word."""
+    from cnnkit.io.writers import resolve_format
+
+    with caplog.at_level("WARNING", logger="cnnkit"):
+        assert resolve_format("auto", str(tmp_path / "out.xlsx")) == "jsonl"
+        assert resolve_format("auto", str(tmp_path / "out.ndjson")) == "jsonl"
+        assert resolve_format("auto", str(tmp_path / "out")) == "jsonl"
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        ".xlsx is no records format cnnkit writes; writing JSON Lines"
+    ]

@@ -293,3 +293,16 @@ def test_a_state_dict_that_does_not_fit_a_segmenter_says_so_too(tmp_path, rgb_im
     torch.save(_random_state(), path)
     result = runner.invoke(app, ["segment", str(rgb_image), "-w", str(path)])
     assert result.exit_code == 1 and "tried as shapes-unet" in result.stderr and "--model" in result.stderr
+
+
+def test_an_ultralytics_classifier_is_not_sent_to_cnnkit_detect(tmp_path, rgb_image):
+    """`classify --weights yolov8n-cls.pt` said to run it with `cnnkit detect`, which then refused it."""
+    from cnnkit import ultralytics_adapter
+
+    ultralytics_adapter.ultralytics()
+    from ultralytics import YOLO
+
+    path = tmp_path / "yolov8n-cls.pt"
+    YOLO("yolov8n-cls.yaml").save(str(path))
+    result = runner.invoke(app, ["classify", str(rgb_image), "-w", str(path)])
+    assert result.exit_code == 1 and "an ultralytics classify model file, which cnnkit does not run" in result.stderr
