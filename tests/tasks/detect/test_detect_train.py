@@ -109,7 +109,7 @@ def _train_arguments(monkeypatch, data, tmp_path, **options) -> dict:
 
     monkeypatch.setattr(model.Model, "train", train)
     with pytest.raises(Stop):
-        cnnkit.finetune(str(data), task="detect", epochs=1, imgsz=64, out=str(tmp_path / "run"), **options)
+        cnnkit.finetune(str(data), task="detect", epochs=1, out=str(tmp_path / "run"), **{"imgsz": 64, **options})
     return given
 
 
@@ -139,22 +139,7 @@ def test_a_checkpoint_file_trains_at_its_own_size(monkeypatch, tiny_yolo_set, tm
 
     mine = tmp_path / "mine.pt"
     shutil.copyfile(bundled_path("shapes-yolov8n.pt"), mine)  # trained at 256
-    given = {}
-    import ultralytics.engine.model as model
-
-    import cnnkit
-
-    class Stop(Exception):
-        pass
-
-    def train(self, **kwargs):
-        given.update(kwargs)
-        raise Stop
-
-    monkeypatch.setattr(model.Model, "train", train)
-    with pytest.raises(Stop):
-        cnnkit.finetune(str(tiny_yolo_set), task="detect", weights=str(mine), epochs=1, out=str(tmp_path / "run"))
-    assert given["imgsz"] == 256
+    assert _train_arguments(monkeypatch, tiny_yolo_set, tmp_path, weights=str(mine), imgsz=None)["imgsz"] == 256
 
 
 def test_resume_refuses_another_dataset(tiny_yolo_set, tmp_path):
