@@ -60,9 +60,12 @@ def benchmark(
         raise UsageError(f"--format {fmt!r}: expected {', '.join(FORMATS)}")
     names = models or [TASKS[t].default_model for t in ("classify", "detect", "segment")]
     from cnnkit.io.files import check_outputs
+    from cnnkit.io.writers import check_output
 
     check_outputs({"`output`": output}, [*names, *([data] if data else [])])  # before minutes of timing
-    c.check_report_output(output, exist_ok)
+    if fmt == "auto":
+        fmt = "table" if output is None and sys.stdout.isatty() else "json"
+    check_output(output, fmt, exist_ok=exist_ok)  # an existing file is refused before minutes of timing
     quiet = bool((ctx.find_root().obj or {}).get("quiet"))
 
     def progress(what: str) -> None:
@@ -88,8 +91,6 @@ def benchmark(
             errors=errors,
         )
     ]
-    if fmt == "auto":
-        fmt = "table" if output is None and sys.stdout.isatty() else "json"
     c.emit_report(render(rows, fmt, COLUMNS), output, exist_ok)
     if errors:  # the rows measured are written; what could not be timed is said, and the exit code is 1
         typer.echo(f"{len(errors)} model/backend pair(s) not timed:", err=True)

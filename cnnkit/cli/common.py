@@ -491,16 +491,6 @@ def report_format(fmt: str, output: str | None) -> str:
     return "table" if getattr(sys.stdout, "isatty", lambda: False)() else "json"
 
 
-def check_report_output(output: str | None, exist_ok: bool) -> None:
-    """Refuse an existing ``--output`` of :func:`emit_report` before the work it reports (a benchmark, a val run)
-    rather than after it, when the figures would be thrown away."""
-    from cnnkit.io.files import AlreadyExists
-    from cnnkit.io.writers import is_stream
-
-    if output and output != "-" and not exist_ok and os.path.lexists(output) and not is_stream(output):
-        raise AlreadyExists(f"{output}: already exists (pass `exist_ok=True` to overwrite)")
-
-
 def emit_report(text: str, output: str | None, exist_ok: bool) -> None:
     """An evaluation report to ``--output`` (atomic, never over a file without ``--exist-ok``) or stdout."""
     from cnnkit.io.files import atomic_write_text, write_error

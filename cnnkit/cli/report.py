@@ -53,13 +53,14 @@ def run_val(
     picks, then ``done(metrics)``; exits 1 when inputs failed. Returns the metrics."""
     from cnnkit.cli import reporting
     from cnnkit.io.files import check_outputs
+    from cnnkit.io.writers import check_output
     from cnnkit.tasks import TASKS
 
     data = c.local_data(ctx, data)
     options = dict(options, batch_size=c.setting(ctx, "batch_size"), workers=c.setting(ctx, "workers"))
     fmt = c.report_format(o.view_format(ctx, shared["fmt"]), shared["output"])
     check_outputs({"`output`": shared["output"], "`report`": shared["report"]}, [data], within=data)
-    c.check_report_output(shared["output"], shared["exist_ok"])
+    check_output(shared["output"], fmt, exist_ok=shared["exist_ok"])  # before the run, not after it
     report = reporting.start(shared["report"], shared["exist_ok"], task, data=data)
     row = TASKS[task]
     metrics = row.validator(data, **options, on_record=reporting.truth_hook(report))
