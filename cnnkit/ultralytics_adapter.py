@@ -226,7 +226,17 @@ def _read_yaml(path: Path, kind: str = "model") -> dict[str, Any]:
 
 
 def _checked(model: Any, where: Path) -> Any:
-    """``model`` once the architecture it carries (rebuilt from it when training starts) is plain data."""
+    """``model`` once it is a detection model (cnnkit's ultralytics tasks are detect and track) and the architecture
+    it carries (rebuilt from it when training starts) is plain data."""
+    kinds = {"ClassificationModel": "classify", "SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb"}
+    # the network's own class: a file saved without train_args is called "detect" whatever it holds
+    net = getattr(model, "model", None)
+    task = next((kinds[c.__name__] for c in type(net).__mro__ if c.__name__ in kinds), "detect")
+    if task != "detect":  # a -cls or -seg file gave a traceback mid-run, or a mislabelled export
+        raise CnnkitError(
+            f"{where}: an ultralytics {task} model file, which cnnkit does not run (it runs ultralytics detection "
+            "models, with `cnnkit detect`)"
+        )
     spec = getattr(getattr(model, "model", None), "yaml", None)
     if isinstance(spec, dict):
         _check_activation(spec.get("activation"), where)
@@ -387,6 +397,10 @@ def tracker_config(name: str, **overrides: Any) -> Any:
             if isinstance(want, (int, float))
             else value is None or isinstance(value, type(want))
         )
+        if ok and isinstance(want, int) and not isinstance(want, bool):  # a count (frames, steps): whole
+            ok = float(value).is_integer() and value >= 0
+        if ok and isinstance(want, float) and key.endswith("_thresh"):  # scores and IoUs
+            ok = 0 <= value <= 1
         if not ok:
             raise OptionError("tracker", f"{key} must be like {want!r}, not {value!r}", name)
     if not (cfg["rematch_buffer"] >= 0 and 0 < cfg["rematch_iou"] <= 1):
@@ -395,7 +409,12 @@ def tracker_config(name: str, **overrides: Any) -> Any:
         raise OptionError(
             "tracker", "with_reid: True is not supported (cnnkit passes the tracker no appearance features)", name
         )
-    return IterableSimpleNamespace(**cfg)
+    made = IterableSimpleNamespace(**cfg)
+    try:  # settings only the tracker's constructor checks (BoT-SORT's gmc_method) fail here, not on a first frame
+        make_tracker(made)
+    except Exception as exc:  # any ultralytics error here is the yaml's
+        raise OptionError("tracker", f"ultralytics cannot make this tracker ({reason_of(exc)})", name) from None
+    return made
 
 
 def make_tracker(cfg: Any) -> Any:

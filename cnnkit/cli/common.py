@@ -157,7 +157,7 @@ class RootGroup(TyperGroup):
             return super().invoke(ctx)
         except CnnkitError as exc:
             message = exc.render(flag_names(self)) + _source_note(self, exc, ctx.meta.get("cnnkit.args", []))
-            typer.echo(f"Error: {message}", err=True)
+            typer.echo(f"Error: {printable(message)}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # not caught by the command: one that says how it ends has caught it
             typer.echo("interrupted", err=True)
@@ -770,7 +770,7 @@ def run_predict(
     # a resumed run is the same command again: its report and save folder are its own (the report reads back
     # the records done before; saved files are named per input)
     report = reporting.start(p.get("report"), exist_ok or skip_existing, task, records=output)
-    folder = None
+    folder, existed = None, False
     if engine == "ray":
         from cnnkit import ray as on_ray
         from cnnkit.tasks import TASKS
@@ -796,6 +796,7 @@ def run_predict(
             resume.check_run(str(output), task, predictor.name)
         introduce_default(task, load_options, predictor)
         reporting.describe(report, predictor)
+        existed = save and not save_dir and (Path("runs") / task / "exp").is_dir() and exist_ok
         folder = resolve_save_dir(task, save, save_dir, exist_ok or (skip_existing and bool(save_dir)))
         if folder is not None:
             log.info("saving pictures to %s", folder)
@@ -829,5 +830,5 @@ def run_predict(
         )
     finally:
         reporting.finish(report)
-        if not save_dir:  # runs/<task>/expN made for this run and left empty
+        if not save_dir and not existed:  # runs/<task>/expN made for this run and left empty
             drop_if_empty(folder)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cnnkit.errors import CnnkitError, OptionError, printable
+from cnnkit.errors import CnnkitError, OptionError, printable, reason_of
 
 Line = tuple[float, float, float, float]
 
@@ -246,6 +246,13 @@ def read_mot(path: str | os.PathLike, *, truth: bool = False) -> list[MotRow]:
     considered and is skipped, as motmetrics' and TrackEval's MOT Challenge loaders do. A visibility of -1
     (MOT15's "not given", cnnkit's own ``--format mot``) is full visibility; an id twice in one frame is refused,
     as TrackEval refuses it, and so is a frame before 1. A malformed file is a :class:`CnnkitError` naming its line."""
+    try:
+        return _read_mot(path, truth)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnkitError(f"{path}: not a readable MOT text file ({reason_of(exc)})") from None
+
+
+def _read_mot(path: str | os.PathLike, truth: bool) -> list[MotRow]:
     rows = []
     seen: set[tuple[int, int]] = set()
     with open(path, encoding="utf-8-sig") as f:  # a byte-order mark, as some editors write one, is no field
@@ -295,7 +302,7 @@ def mot_lines(record: Any) -> list[str]:
     frame = data.get("frame")
     frame = 1 if frame is None else int(frame) + 1
     out = []
-    for p in placed(data.get("predictions") or []):
+    for p in placed(data.get("predictions") or [], data.get("width"), data.get("height")):
         if "track_id" not in p or "box" not in p:
             continue
         x1, y1, x2, y2 = p["box"]

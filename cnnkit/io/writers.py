@@ -598,17 +598,22 @@ class RecordWriter:
                 yield ("[\n  " if n == 0 else ",\n  ") + text
             yield "\n]\n"
         elif self.fmt == "csv":
+            # rows end in "\n", but the writer is told "\r\n" so that a field holding a lone "\r" (a file name
+            # may) is quoted: Python's csv quotes only the characters of its line terminator
             buf = io.StringIO()
             writer = csv.DictWriter(
-                buf, fieldnames=csv_columns(self._spool, self.task), restval="", lineterminator="\n"
+                buf, fieldnames=csv_columns(self._spool, self.task), restval="", lineterminator="\r\n"
             )
-            writer.writeheader()
-            for rec in self._spool:
-                writer.writerows(csv_rows(rec))
-                yield buf.getvalue()
+
+            def line(row: dict[str, Any] | None) -> str:
                 buf.seek(0)
                 buf.truncate()
-            yield buf.getvalue()
+                writer.writeheader() if row is None else writer.writerow(row)
+                return buf.getvalue()[:-2] + "\n"
+
+            yield line(None)
+            for rec in self._spool:
+                yield "".join(line(row) for row in csv_rows(rec))
         elif self.fmt == "coco":
             yield json.dumps(finite(self._coco.results())[0], separators=(",", ":"), allow_nan=False) + "\n"
         else:

@@ -202,7 +202,8 @@ def weights_file(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise CnnkitError(f"{path}: a folder, not a weights file")
     if not path.is_file():
-        raise CnnkitError(f"{path}: weights file not found")
+        # a FIFO or device would block or stream forever when read
+        raise CnnkitError(f"{path}: " + ("not a regular file" if path.exists() else "weights file not found"))
     return path
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeGuard
 
 from cnnkit.errors import CnnkitError, OptionError, UsageError, reason_of
 from cnnkit.models import hub
-from cnnkit.models.checkpoint import check_meta, has_meta, load_state_dict, read_meta
+from cnnkit.models.checkpoint import check_meta, has_meta, load_state_dict, read_meta, weights_file
 from cnnkit.models.kinds import BACKEND_FILES, BACKENDS, FILE_KINDS
 from cnnkit.models.preprocess import Preprocess, sized
 from cnnkit.models.registry import ModelSpec, get_spec, list_models
@@ -328,7 +328,7 @@ def resolve(
         model, weights = None, model  # a checkpoint or exported file named as the model is the weights
     chosen = resolve_backend(backend, weights)
     if chosen in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
-        if backend == "auto" and chosen == "openvino" and _openvino_may_differ(str(weights)):
+        if backend == "auto" and chosen == "openvino" and _openvino_may_differ(str(weights_file(str(weights)))):
             chosen = "onnxruntime"  # told before compiling: OpenVINO's compile of such a file was thrown away
         return at_input_size(_exported(task, weights, chosen, options), imgsz)
     backend = chosen

@@ -188,3 +188,40 @@ def test_ultralytics_key_value_arguments_are_a_usage_error_naming_the_flag():
     )
     result = runner.invoke(app, ["detect", "source=samples/bus.jpg"])
     assert result.exit_code == 2 and "the source itself, samples/bus.jpg" in result.stderr
+
+
+def test_an_error_naming_a_path_with_a_newline_is_one_line(tmp_path, monkeypatch):
+    """`Error:` lines printed a user's path raw: a name holding a newline broke the error into two lines."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "ex\nist"
+    out.mkdir()
+    result = runner.invoke(app, ["data", "shapes", str(out), "--n", "5"])
+    assert result.exit_code == 1
+    (line,) = [s for s in result.stderr.splitlines() if s.startswith("Error:")]
+    assert "ex\\nist" in line and "already exists" in line
+
+
+def test_a_fifo_named_as_onnx_weights_is_refused_not_read(tmp_path, monkeypatch):
+    """With the default backend an ONNX file's graph was read before the path was checked, so a FIFO named
+    ``x.onnx`` blocked the command for good; it is refused in one line."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    (tmp_path / "a.png").write_bytes((REPO / "samples" / "shape_1_circle.png").read_bytes())
+    result = runner.invoke(app, ["classify", "a.png", "--weights", str(fifo)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "fifo.onnx: not a regular file" in result.stderr
+
+
+def test_save_exist_ok_keeps_an_empty_run_folder_that_was_there_before(tmp_path, monkeypatch):
+    """Only a run folder this run made is removed when every input failed; `--save --exist-ok` removed the
+    user's own empty runs/classify/exp."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "classify" / "exp").mkdir(parents=True)
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["classify", "bad.jpg", "--save", "--exist-ok", "-f", "jsonl"])
+    assert result.exit_code == 1 and (tmp_path / "runs" / "classify" / "exp").is_dir()
+    result = runner.invoke(app, ["classify", "bad.jpg", "--save", "-f", "jsonl"])
+    assert result.exit_code == 1 and not (tmp_path / "runs" / "classify" / "exp2").exists()

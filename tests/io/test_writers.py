@@ -386,3 +386,12 @@ def test_an_output_suffix_of_no_records_format_is_said(tmp_path, caplog):
     assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
         ".xlsx is no records format cnnkit writes; writing JSON Lines"
     ]
+
+
+def test_csv_quotes_a_path_holding_a_carriage_return():
+    """Python's csv quoted only the characters of its "\\n" line terminator: a file name with a lone "\\r" was
+    written bare and read back as two rows, one input split in two."""
+    text = write("csv", [classify_record("d/a\rb.png"), classify_record("d/c.png")])
+    assert text.endswith("\n") and "\r\n" not in text
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [r["path"] for r in rows] == ["d/a\rb.png"] * 2 + ["d/c.png"] * 2

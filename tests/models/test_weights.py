@@ -306,3 +306,23 @@ def test_an_ultralytics_classifier_is_not_sent_to_cnnkit_detect(tmp_path, rgb_im
     YOLO("yolov8n-cls.yaml").save(str(path))
     result = runner.invoke(app, ["classify", str(rgb_image), "-w", str(path)])
     assert result.exit_code == 1 and "an ultralytics classify model file, which cnnkit does not run" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["cls", "seg"])
+def test_detect_refuses_an_ultralytics_model_of_another_task_saved_without_its_args(tmp_path, rgb_image, kind):
+    """A -cls or -seg network saved with empty train_args loads as task "detect": `cnnkit detect` gave a
+    traceback from NMS, and `export` wrote an ONNX file stamped detect. The network's class says what it is."""
+    import torch
+
+    from cnnkit import ultralytics_adapter
+
+    ultralytics_adapter.ultralytics()
+    from ultralytics.nn.tasks import ClassificationModel, SegmentationModel
+
+    net = (ClassificationModel if kind == "cls" else SegmentationModel)(f"yolov8n-{kind}.yaml", nc=3, verbose=False)
+    path = tmp_path / f"u{kind}.pt"
+    torch.save({"model": net, "train_args": {}}, path)
+    result = runner.invoke(app, ["detect", str(rgb_image), "-w", str(path)])
+    task = "classify" if kind == "cls" else "segment"
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"u{kind}.pt: an ultralytics {task} model file, which cnnkit does not run" in result.stderr

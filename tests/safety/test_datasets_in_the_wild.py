@@ -392,3 +392,40 @@ def test_class_folders_spelled_in_two_unicode_forms_are_one_class(tmp_path: Path
     data = load_folder_dataset(tmp_path)
     assert data.classes == [unicodedata.normalize("NFC", c) for c in ("café", "naïve")]
     assert sorted(data.val.targets) == [0, 0, 1, 1] and len(data.train.paths) == 6
+
+
+def test_mot_lines_keep_the_boxes_of_tracked_instances() -> None:
+    """An instance record's masks are at its width × height; without the record's size every prediction with a
+    mask was left out, so `--format mot` with Mask R-CNN wrote an empty file and exited 0."""
+    from cnnkit.eval.mot import mot_lines
+
+    mask = {"size": [8, 8], "counts": [18, 4, 4, 4, 4, 4, 26]}
+    p = {"label": "star", "class_id": 3, "score": 0.9, "box": [2.0, 2.0, 5.0, 6.0], "mask": mask, "track_id": 4}
+    record = {"path": "v.mp4", "frame": 0, "width": 8, "height": 8, "predictions": [p]}
+    assert mot_lines(record) == ["1,4,2.00,2.00,3.00,4.00,0.9000,-1,-1,-1"]
+
+
+def test_mot_file_that_is_not_text_is_one_error_naming_it(tmp_path: Path) -> None:
+    from cnnkit.eval.mot import read_mot
+
+    gt = tmp_path / "gt.txt"
+    gt.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(CnnkitError, match=r"gt.txt: not a readable MOT text file"):
+        read_mot(gt, truth=True)
+
+
+def test_track_val_scores_the_other_sequences_when_one_truth_file_is_malformed(tmp_path: Path) -> None:
+    """One malformed gt.txt ended the whole run with no report; it is a failed entry naming the file, as a
+    sequence without a video is."""
+    from cnnkit.data.moving import write_sequences
+
+    data = tmp_path / "v"
+    write_sequences(data, 2, seed=5, frames=8, size=96)
+    gt = data / "shapes-000" / "gt" / "gt.txt"
+    gt.write_text(gt.read_text() + "garbage,row\n")
+    result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    metrics = json.loads(result.stdout)
+    assert list(metrics["sequences"]) == ["shapes-001"]
+    (why,) = [f["error"] for f in metrics["failed"] if f["path"] == str(gt)]
+    assert "not a MOT row: garbage,row" in why

@@ -207,7 +207,12 @@ def validate(
     counts: dict[str, dict[str, Any]] = {}
     frames, t0 = 0, time.perf_counter()
     for name, video, gt in found:
-        truth = read_mot(gt, truth=True)  # a malformed file is refused before its video runs
+        try:  # a malformed file is a failed entry, read before its video runs; the other sequences are scored
+            truth = read_mot(gt, truth=True)
+        except CnnkitError as exc:
+            failed.append({"path": str(gt), "frame": None, "error": str(exc)})
+            log.warning("failed %s: %s", printable(str(gt)), exc)
+            continue
         records = list(tracker.stream(str(video), batch_size=batch_size, workers=workers))
         decoded = sum(1 for r in records if r.ok and r.frame is not None)  # a failed record is no frame
         frames += decoded

@@ -373,6 +373,11 @@ def test_a_bad_count_line_names_the_flag(videos: Path, line: str) -> None:
         # ReID: a model loaded mid-run (a traceback when missing) that cnnkit would feed no features
         ("tracker_type: botsort\nwith_reid: true\nmodel: nosuch.pt\n", "with_reid: True is not supported"),
         (": : :\n", "not a readable tracker yaml"),  # was exit 1, calling it a model yaml
+        # each was a traceback on the first frame, leaving an empty output file
+        ("tracker_type: botsort\ngmc_method: bogus\n", "cannot make this tracker (Unknown GMC method: bogus)"),
+        ("tracker_type: ocsort\ndelta_t: 2.5\n", "delta_t must be like 3, not 2.5"),
+        ("tracker_type: bytetrack\nmatch_thresh: 5\n", "match_thresh must be like 0.8, not 5"),
+        ("tracker_type: bytetrack\ntrack_buffer: -5\n", "track_buffer must be like 30, not -5"),
     ],
 )
 def test_a_bad_tracker_yaml_is_a_usage_error_naming_the_setting(
