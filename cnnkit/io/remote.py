@@ -63,6 +63,13 @@ def filesystem(url: str) -> Any:
     try:
         import fsspec
 
+        if proto in ("http", "https"):  # aiohttp's default waits 300 s per request on a server that never answers
+            import aiohttp
+
+            from cnnkit.io.video import STREAM_TIMEOUT_S
+
+            wait = aiohttp.ClientTimeout(total=None, sock_connect=STREAM_TIMEOUT_S, sock_read=STREAM_TIMEOUT_S)
+            return fsspec.filesystem(proto, client_kwargs={"timeout": wait})
         return fsspec.filesystem("gcs" if proto == "gs" else "s3" if proto == "s3a" else proto)
     except ImportError as exc:
         missing = getattr(exc, "name", None) or module
@@ -155,6 +162,12 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     return listed, None if listed else f"prefix has no image files{hint}"
 
 
+def _wait_s() -> float:
+    from cnnkit.io.video import STREAM_TIMEOUT_S
+
+    return STREAM_TIMEOUT_S
+
+
 def _unreachable(exc: BaseException) -> bool:
     """Whether a failed read never reached the server (refused, no route, DNS), not a reply about the object."""
     chain = (exc, exc.__cause__, exc.__context__)
@@ -195,6 +208,8 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
         except OSError as exc:
             if _unreachable(exc):
                 raise DecodeError(f"cannot connect ({why(exc)})") from None
+            if any(isinstance(e, TimeoutError) for e in (exc, exc.__cause__, exc.__context__)):
+                raise DecodeError(f"timed out: nothing received for {_wait_s():g} s") from None
             with fs.open(url, "rb") as f:  # an empty object has no byte 0 to range over (HTTP 416): the long way
                 data = f.read(limit + 1)
     except IsADirectoryError:

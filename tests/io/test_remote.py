@@ -284,6 +284,29 @@ def test_a_server_that_does_not_answer_is_not_a_missing_object():
         remote.read(f"http://127.0.0.1:{port}/x.png")
 
 
+def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch):
+    """aiohttp's default waited 300 s per request (and the long way round after it), so an image URL on a silent
+    server held the run for about 15 minutes; the read gives up as a stream does, after nothing for a while."""
+    import socket
+    import time
+
+    from cnnkit.errors import DecodeError
+    from cnnkit.io import remote, video
+
+    monkeypatch.setattr(video, "STREAM_TIMEOUT_S", 1.0)
+    held: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        threading.Thread(target=lambda: held.extend(server.accept()[0] for _ in range(4)), daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(DecodeError, match=r"timed out: nothing received for 1 s"):
+            remote.read(f"http://127.0.0.1:{server.getsockname()[1]}/x.png")
+        assert time.monotonic() - t0 < 60
+    for conn in held:
+        conn.close()
+
+
 def test_scheme_case_and_s3a_name_one_object(s3_images, predictor):
     folder, prefix = s3_images
     name = sorted(p.name for p in folder.iterdir() if p.suffix == ".png" and p.name != "bad.png")[0]

@@ -326,3 +326,23 @@ def test_detect_refuses_an_ultralytics_model_of_another_task_saved_without_its_a
     task = "classify" if kind == "cls" else "segment"
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"u{kind}.pt: an ultralytics {task} model file, which cnnkit does not run" in result.stderr
+
+
+def test_an_exported_classifier_without_preprocess_is_one_line(tmp_path, rgb_image):
+    """An ONNX file whose cnnkit metadata lost its `preprocess` gave a ValueError traceback in classify."""
+    import json as json_
+
+    import onnx
+
+    out = tmp_path / "cnn.onnx"
+    assert runner.invoke(app, ["export", "shapes-cnn", "--to", "onnx", "-o", str(out)]).exit_code == 0
+    proto = onnx.load(str(out))
+    (entry,) = [p for p in proto.metadata_props if p.key == "cnnkit"]
+    meta = json_.loads(entry.value)
+    meta.pop("preprocess")
+    entry.value = json_.dumps(meta)
+    stripped = tmp_path / "nopre.onnx"
+    onnx.save(proto, str(stripped))
+    result = runner.invoke(app, ["classify", str(rgb_image), "-w", str(stripped), "--backend", "onnxruntime"])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output
+    assert "no preprocessing is known" in result.stderr

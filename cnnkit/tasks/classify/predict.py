@@ -21,7 +21,9 @@ class Classifier(Predictor):
 
     def __init__(self, loaded: Loaded, runtime: Runtime, topk: int = 5) -> None:
         if loaded.preprocess is None:
-            raise ValueError(f"{loaded.name}: no preprocessing is known")
+            from cnnkit.errors import UsageError
+
+            raise UsageError(f"{loaded.name}: no preprocessing is known")  # as the segmenter says it
         self.loaded = loaded
         self.name = loaded.name
         self.labels = loaded.labels
