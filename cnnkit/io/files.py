@@ -101,7 +101,9 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         raise AlreadyExists(f"{final}: already exists (pass `exist_ok=True` to overwrite)")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        # the name cut to 200 bytes: a final name near the 255-byte limit must not fail only once the run is done
+        stem = os.fsencode(final.name)[:200].decode(errors="ignore")
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=final.parent)
     except OSError as exc:
         raise write_error(final, exc) from exc
     os.close(fd)

@@ -74,3 +74,11 @@ def test_concurrent_processes_get_their_own_run_folder(tmp_path):
         p.join(60)
     got = sorted(queue.get(timeout=5) for _ in procs)
     assert len(set(got)) == 4
+
+
+def test_a_name_near_the_length_limit_is_written(tmp_path):
+    """The temp file beside it (".NAME.XXXXXXXX.tmp") went past the 255-byte name limit, so an output named with
+    242–255 bytes failed only once the whole run was done, and every record was lost."""
+    final = tmp_path / ("a" * 250 + ".csv")
+    atomic_write_text(final, "x\n")
+    assert final.read_text() == "x\n" and [p.name for p in tmp_path.iterdir()] == [final.name]
