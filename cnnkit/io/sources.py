@@ -180,7 +180,8 @@ def _walk(folder: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:
     if not recursive:
         listing = _scan(folder, hidden=False)
         hits: list[Hit] = [(p, None) for p in listing.files if is_input_name(p)]
-        return hits + [(p, LOOP) for p in listing.loops if is_input_name(p)]
+        hits += [(p, LOOP) for p in listing.loops if is_input_name(p)]
+        return sorted(hits, key=lambda hit: os.path.basename(hit[0]))  # a loop in its place, as a glob lists it
     found: list[Hit] = []
     for path, tree_listing, reason in _tree(folder, skip=skip):
         if tree_listing is None:

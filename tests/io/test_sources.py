@@ -157,3 +157,13 @@ def test_stdin_with_no_paths_and_an_empty_name_are_failed_items():
         ("-", "stdin gave no paths")
     ]
     assert [i.error for i in expand_sources([""])] == ["an empty name is no file or folder"]
+
+
+def test_a_symlink_loop_in_a_folder_keeps_its_place_in_name_order(tmp_path):
+    """A folder's loop entries came after its files; the folder and a glob of it must list the same order."""
+    for name in ("a.png", "z.png"):
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink("m.png", tmp_path / "m.png")  # a link to itself
+    folder = [(os.path.basename(i.path), i.error is not None) for i in expand_sources([str(tmp_path)])]
+    globbed = [(os.path.basename(i.path), i.error is not None) for i in expand_sources([str(tmp_path / "*.png")])]
+    assert folder == globbed == [("a.png", False), ("m.png", True), ("z.png", False)]
