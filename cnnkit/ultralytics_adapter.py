@@ -225,18 +225,23 @@ def _read_yaml(path: Path, kind: str = "model") -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _checked(model: Any, where: Path) -> Any:
-    """``model`` once it is a detection model (cnnkit's ultralytics tasks are detect and track) and the architecture
-    it carries (rebuilt from it when training starts) is plain data."""
+def detection_only(model: Any, where: str | Path) -> Any:
+    """``model`` when it is a detection model (cnnkit's ultralytics tasks are detect and track), judged by the
+    network's own class: a file saved without ``train_args`` is called "detect" whatever it holds, and a -cls or
+    -seg network then gave a traceback mid-run or an export stamped detect."""
     kinds = {"ClassificationModel": "classify", "SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb"}
-    # the network's own class: a file saved without train_args is called "detect" whatever it holds
     net = getattr(model, "model", None)
     task = next((kinds[c.__name__] for c in type(net).__mro__ if c.__name__ in kinds), "detect")
-    if task != "detect":  # a -cls or -seg file gave a traceback mid-run, or a mislabelled export
+    if task != "detect":
         raise CnnkitError(
             f"{where}: an ultralytics {task} model file, which cnnkit does not run (it runs ultralytics detection "
             "models, with `cnnkit detect`)"
         )
+    return model
+
+
+def _checked(model: Any, where: Path) -> Any:
+    """``model`` once the architecture it carries (rebuilt from it when training starts) is plain data."""
     spec = getattr(getattr(model, "model", None), "yaml", None)
     if isinstance(spec, dict):
         _check_activation(spec.get("activation"), where)

@@ -104,7 +104,7 @@ def ultralytics_model(where: str | Path) -> Any:
     from cnnkit.errors import CnnkitError, reason_of
 
     try:
-        return ultralytics_adapter.yolo(where)
+        return ultralytics_adapter.detection_only(ultralytics_adapter.yolo(where), where)
     except CnnkitError:
         raise
     except Exception as exc:  # a broken or foreign file: say which and why
