@@ -229,9 +229,10 @@ def detection_only(model: Any, where: str | Path) -> Any:
     """``model`` when it is a detection model (cnnkit's ultralytics tasks are detect and track), judged by the
     network's own class: a file saved without ``train_args`` is called "detect" whatever it holds, and a -cls or
     -seg network then gave a traceback mid-run or an export stamped detect."""
-    kinds = {"ClassificationModel": "classify", "SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb"}
+    from cnnkit.models.checkpoint import ULTRALYTICS_KINDS
+
     net = getattr(model, "model", None)
-    task = next((kinds[c.__name__] for c in type(net).__mro__ if c.__name__ in kinds), "detect")
+    task = next((ULTRALYTICS_KINDS[c.__name__] for c in type(net).__mro__ if c.__name__ in ULTRALYTICS_KINDS), "detect")
     if task != "detect":
         raise CnnkitError(
             f"{where}: an ultralytics {task} model file, which cnnkit does not run (it runs ultralytics detection "

@@ -283,15 +283,19 @@ def state(ctx: typer.Context) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {"quiet": False, "verbose": False}
 
 
-def resolve_save_dir(task: str, save: bool, save_dir: str | None, exist_ok: bool) -> Path | None:
-    """``--save-dir`` is used as named; ``--save`` alone picks ``runs/<task>/exp[N]``."""
+def resolve_save_dir(task: str, save: bool, save_dir: str | None, exist_ok: bool) -> tuple[Path | None, bool]:
+    """``--save-dir`` is used as named; ``--save`` alone picks ``runs/<task>/exp[N]``. With the folder, whether
+    it is one this run picked and made, to be removed if the run leaves it empty (not a named one, nor an
+    ``exp`` that ``exist_ok`` reuses)."""
     from cnnkit.io.files import explicit_dir, increment_dir
 
     if save_dir:
-        return explicit_dir(save_dir, exist_ok=exist_ok)
+        return explicit_dir(save_dir, exist_ok=exist_ok), False
     if save:
-        return increment_dir(Path("runs") / task / "exp", exist_ok=exist_ok)
-    return None
+        base = Path("runs") / task / "exp"
+        reused = exist_ok and base.is_dir()
+        return increment_dir(base, exist_ok=exist_ok), not reused
+    return None, False
 
 
 def write_records(
@@ -770,7 +774,7 @@ def run_predict(
     # a resumed run is the same command again: its report and save folder are its own (the report reads back
     # the records done before; saved files are named per input)
     report = reporting.start(p.get("report"), exist_ok or skip_existing, task, records=output)
-    folder, existed = None, False
+    folder, made = None, False
     if engine == "ray":
         from cnnkit import ray as on_ray
         from cnnkit.tasks import TASKS
@@ -796,8 +800,7 @@ def run_predict(
             resume.check_run(str(output), task, predictor.name)
         introduce_default(task, load_options, predictor)
         reporting.describe(report, predictor)
-        existed = save and not save_dir and (Path("runs") / task / "exp").is_dir() and exist_ok
-        folder = resolve_save_dir(task, save, save_dir, exist_ok or (skip_existing and bool(save_dir)))
+        folder, made = resolve_save_dir(task, save, save_dir, exist_ok or (skip_existing and bool(save_dir)))
         if folder is not None:
             log.info("saving pictures to %s", folder)
         records = predictor.stream(
@@ -830,5 +833,5 @@ def run_predict(
         )
     finally:
         reporting.finish(report)
-        if not save_dir and not existed:  # runs/<task>/expN made for this run and left empty
+        if made:  # runs/<task>/expN made for this run and left empty
             drop_if_empty(folder)

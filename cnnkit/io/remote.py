@@ -162,16 +162,14 @@ def expand(arg: str, recursive: bool) -> tuple[list[Hit], str | None]:
     return listed, None if listed else f"prefix has no image files{hint}"
 
 
-def _wait_s() -> float:
-    from cnnkit.io.video import STREAM_TIMEOUT_S
-
-    return STREAM_TIMEOUT_S
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from or during (fsspec wraps aiohttp's errors)."""
+    return [e for e in (exc, exc.__cause__, exc.__context__) if e is not None]
 
 
 def _unreachable(exc: BaseException) -> bool:
     """Whether a failed read never reached the server (refused, no route, DNS), not a reply about the object."""
-    chain = (exc, exc.__cause__, exc.__context__)
-    return any(isinstance(e, ConnectionError) or "Connector" in type(e).__name__ for e in chain if e is not None)
+    return any(isinstance(e, ConnectionError) or "Connector" in type(e).__name__ for e in _chain(exc))
 
 
 def _exists(fs: Any, url: str) -> bool:
@@ -208,8 +206,10 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
         except OSError as exc:
             if _unreachable(exc):
                 raise DecodeError(f"cannot connect ({why(exc)})") from None
-            if any(isinstance(e, TimeoutError) for e in (exc, exc.__cause__, exc.__context__)):
-                raise DecodeError(f"timed out: nothing received for {_wait_s():g} s") from None
+            if any(isinstance(e, TimeoutError) for e in _chain(exc)):
+                from cnnkit.io.video import STREAM_TIMEOUT_S
+
+                raise DecodeError(f"timed out: nothing received for {STREAM_TIMEOUT_S:g} s") from None
             with fs.open(url, "rb") as f:  # an empty object has no byte 0 to range over (HTTP 416): the long way
                 data = f.read(limit + 1)
     except IsADirectoryError:

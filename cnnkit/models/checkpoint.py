@@ -290,7 +290,13 @@ def _stored_only(path: Path) -> None:
         )
 
 
-_ULTRALYTICS_KINDS = {"ClassificationModel": "classify", "SegmentationModel": "segment", "PoseModel": "pose"}
+# ultralytics model classes that are not detection models, and their task (cnnkit runs only detection ones)
+ULTRALYTICS_KINDS = {
+    "ClassificationModel": "classify",
+    "SegmentationModel": "segment",
+    "PoseModel": "pose",
+    "OBBModel": "obb",
+}
 
 
 def _an_ultralytics_model(path: Path) -> CnnkitError:
@@ -300,7 +306,7 @@ def _an_ultralytics_model(path: Path) -> CnnkitError:
         names = check_full_pickle(path)
     except (CnnkitError, OSError):
         names = set()
-    kind = next((k for cls, k in _ULTRALYTICS_KINDS.items() if f"ultralytics.nn.tasks.{cls}" in names), None)
+    kind = next((k for cls, k in ULTRALYTICS_KINDS.items() if f"ultralytics.nn.tasks.{cls}" in names), None)
     if kind is not None:
         return CnnkitError(
             f"{path}: an ultralytics {kind} model file, which cnnkit does not run (it runs ultralytics detection "

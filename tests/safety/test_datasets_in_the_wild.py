@@ -64,20 +64,27 @@ def test_mot_truth_counted_from_zero_is_refused_naming_the_line(tmp_path: Path) 
         read_mot(gt, truth=True)
 
 
-def test_track_val_refuses_truth_past_the_last_frame_of_its_video(tmp_path: Path) -> None:
-    """Ground truth for frames a video does not have was scored as misses (MOTA -0.08, exit 0); TrackEval
-    refuses frames past seqLength. That sequence is named and left out, the others are scored."""
+def _val_with_a_row_added_to_the_first_truth(tmp_path: Path, row: str) -> tuple[Path, Path, str]:
+    """Two synthetic sequences, ``row`` added to the first one's gt.txt, scored by `track val`: that sequence
+    must be a failed entry (exit 1) and the other scored. The data, that gt.txt and the failed entry's reason."""
     from cnnkit.data.moving import write_sequences
 
     data = tmp_path / "v"
     write_sequences(data, 2, seed=5, frames=8, size=96)
     gt = data / "shapes-000" / "gt" / "gt.txt"
-    gt.write_text(gt.read_text() + "30,99,10,10,20,20,1,1,1\n")
+    gt.write_text(gt.read_text() + row + "\n")
     result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     metrics = json.loads(result.stdout)
     assert list(metrics["sequences"]) == ["shapes-001"]
     (why,) = [f["error"] for f in metrics["failed"] if f["path"] == str(gt)]
+    return data, gt, why
+
+
+def test_track_val_refuses_truth_past_the_last_frame_of_its_video(tmp_path: Path) -> None:
+    """Ground truth for frames a video does not have was scored as misses (MOTA -0.08, exit 0); TrackEval
+    refuses frames past seqLength. That sequence is named and left out, the others are scored."""
+    data, gt, why = _val_with_a_row_added_to_the_first_truth(tmp_path, "30,99,10,10,20,20,1,1,1")
     assert why.startswith("ground truth names frame 30, but its seqinfo.ini says 8 frames")
     seqinfo = data / "shapes-000" / "seqinfo.ini"
     seqinfo.write_text("[Sequence]\nname=shapes-000\nseqLength=30\n")
@@ -417,15 +424,5 @@ def test_mot_file_that_is_not_text_is_one_error_naming_it(tmp_path: Path) -> Non
 def test_track_val_scores_the_other_sequences_when_one_truth_file_is_malformed(tmp_path: Path) -> None:
     """One malformed gt.txt ended the whole run with no report; it is a failed entry naming the file, as a
     sequence without a video is."""
-    from cnnkit.data.moving import write_sequences
-
-    data = tmp_path / "v"
-    write_sequences(data, 2, seed=5, frames=8, size=96)
-    gt = data / "shapes-000" / "gt" / "gt.txt"
-    gt.write_text(gt.read_text() + "garbage,row\n")
-    result = runner.invoke(app, ["track", "val", str(data), "--threads", "1", "-f", "json"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    metrics = json.loads(result.stdout)
-    assert list(metrics["sequences"]) == ["shapes-001"]
-    (why,) = [f["error"] for f in metrics["failed"] if f["path"] == str(gt)]
+    _, _, why = _val_with_a_row_added_to_the_first_truth(tmp_path, "garbage,row")
     assert "not a MOT row: garbage,row" in why
