@@ -41,6 +41,7 @@ NOMINAL_FPS = 30.0
 PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
 MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
 MAX_SEEK_SKIP = 300  # packets skipped after a seek looking for a key frame before reading from the beginning
+REORDER_FRAMES = 16  # how far (in frames) decode order strays from presentation order: a damage mark's reach
 MKV_BLOCK_GAP = 64  # bytes between two Matroska packets that are headers (cluster, block group), not data skipped
 ENCODERS = ("libx264", "h264", "mpeg4")  # tried in this order for annotated output
 
@@ -119,6 +120,9 @@ class VideoInfo:
     codec: str
     frames: int | None  # from the container header; None when it does not say
     variable: bool = False  # a variable frame rate: frames are numbered as they come, the saved mp4 keeps times
+    exact: bool = (
+        False  # ``frames`` is the container's own count of samples (mp4, mov, AVI), not one read off a duration
+    )
 
 
 def _regular(path: str) -> None:
@@ -231,20 +235,35 @@ def _info(container: Any) -> VideoInfo:
     if variable and fps > MAX_NOMINAL_FPS:  # only a clock's tick (a browser's WebM): a nominal rate for the
         fps = NOMINAL_FPS  # times of lost frames and the saved video's header; each frame keeps its own time
     frames = int(stream.frames) or None
+    exact = frames is not None and not variable
     if frames and fps and stream.duration and stream.time_base and "mp4" in container.format.name.split(","):
         # an edit list (a trim without re-encoding) presents fewer frames than the file holds: the track's own
         # duration says how many (the container's is the longest track's, audio included); a truncated file's
         # header count is not lowered, since its duration is the header's too
-        frames = min(frames, max(1, round(float(stream.duration * stream.time_base) * fps)))
+        presented = max(1, round(float(stream.duration * stream.time_base) * fps))
+        exact = exact and presented >= frames  # a count read off a duration may be one off
+        frames = min(frames, presented)
     if frames is None and not variable and fps and _skips_damage(container):
         frames = _tagged_frames(stream, fps, _start_s(stream))
-    return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable)
+    return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable, exact)
 
 
 def _skips_damage(container: Any) -> bool:
     """Matroska and WebM: the demuxer passes over a damaged cluster to the next one without an error, so the frames it
     held are missed only by their timestamps, and the header has no frame count to miss a damaged end by."""
     return "matroska" in container.format.name.split(",")
+
+
+def _flags_damage(container: Any) -> bool:
+    """MPEG-TS: a lost transport packet leaves no gap in the bytes read, but the demuxer flags the frame whose
+    continuity counter skipped as corrupt; a frame lost whole is missed only by its timestamp."""
+    return "mpegts" in container.format.name.split(",")
+
+
+def _stamps_drift(container: Any) -> bool:
+    """MPEG program streams (.mpg, .vob): after a seek FFmpeg stamps the frames half a frame late, so each came
+    numbered one on; ``start`` is found by reading from the first frame instead."""
+    return container.format.name.split(",")[0] == "mpeg"
 
 
 def _start_s(stream: Any) -> float:
@@ -451,17 +470,21 @@ def _frames(
     # the first frame taken is the first stamped at or after start (a phone's clock puts a frame a tick off the
     # grid: the grid alone skipped the frame at exactly start, or took one just before it)
     placed = start <= 0 or info.variable
-    seeking = seek and start > 0 and not info.variable and _seek(container, stream, start + t0, tb)
+    seeking = seek and start > 0 and not info.variable and not _stamps_drift(container)
+    seeking = seeking and _seek(container, stream, start + t0, tb)
     sought = seeking
     if not is_stream_url(path):  # webcams included
         # a damaged packet of a file is an error (a failed record naming the frame), not a frame patched up
         # from its neighbours; a live stream joined between key frames is left to FFmpeg's concealment
         stream.codec_context.options = {"err_detect": "explode"}
-    gaps_lost = _skips_damage(container) and not info.variable and not is_stream_url(path)
-    # ... but only where the demuxer jumped over bytes: a gap in the times of packets that follow each other in the
-    # file is the frame rate's (a variable-rate recording remuxed with a constant rate in its header), not damage
+    by_bytes = _skips_damage(container)
+    gaps_lost = (by_bytes or _flags_damage(container)) and not info.variable and not is_stream_url(path)
+    # ... but only where the demuxer jumped over bytes (Matroska) or flagged a packet corrupt (MPEG-TS: a continuity
+    # counter that skips): a gap in the times of packets that follow each other in the file is the frame rate's (a
+    # variable-rate recording remuxed with a constant rate in its header), not damage
     read_to: int | None = None  # where the last packet of any stream ended in the file
-    jumped = False  # bytes skipped since the last gap was named
+    jumped = False  # bytes skipped since the last packet of the video stream
+    after_jumps: list[int] = []  # the frame index of each video packet read after damage, until frames pass it
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
@@ -469,7 +492,7 @@ def _frames(
     owed = 0  # packets that did not decode, less the frames named lost since
 
     def demux() -> Iterator[Any]:  # every stream's packets where their byte positions are watched
-        return container.demux() if gaps_lost else container.demux(stream)
+        return container.demux() if gaps_lost and by_bytes else container.demux(stream)
 
     packets = demux()
     while True:
@@ -484,12 +507,17 @@ def _frames(
                 raise _NoRanges(_av_reason(exc)) from None  # nothing yielded yet: read_frames tries a copy
             yield Item(path, error=f"frame {last_index + 1}: corrupt stream ({_av_reason(exc)})", frame=last_index + 1)
             return
-        if gaps_lost:
+        if gaps_lost and by_bytes:
             at_byte = packet.pos if packet.pos is not None and packet.pos >= 0 else None
             jumped = jumped or (at_byte is not None and read_to is not None and at_byte > read_to + MKV_BLOCK_GAP)
             read_to = at_byte + packet.size if at_byte is not None else read_to
             if packet.stream is not stream:
                 continue
+        if gaps_lost and (jumped or packet.is_corrupt):
+            # packets run ahead of frames (the decoder holds some): the damage is placed by the packet's time
+                at_t = float(packet.pts * tb) - t0 if packet.pts is not None else None
+                after_jumps.append(round(at_t * fps) if at_t is not None else last_index + 1)
+                jumped = False
         if seeking:  # after a seek, decoding starts at a key frame at or before the start
             skipped += 1
             if not packet.is_keyframe and skipped < MAX_SEEK_SKIP:
@@ -533,7 +561,9 @@ def _frames(
                     continue
                 index = max(index, last_index + 1)  # time going back (joined recordings): counts on
             count += 1
-            skipped_data = gaps_lost and jumped and count > 1 and frame.pts is not None
+            skipped_data = bool(after_jumps) and count > 1 and frame.pts is not None
+            # damage the frames have passed is spent (a corrupt flag may sit on a packet shown before the gap)
+            after_jumps = [m for m in after_jumps if m >= index - REORDER_FRAMES]
             if index > last_index + 1 and (pending is not None or skipped_data):
                 what = (
                     f"cannot decode ({pending})"
@@ -541,7 +571,8 @@ def _frames(
                     else f"missing (the file goes from frame {last_index} to frame {index}; damaged data skipped?)"
                 )
                 lost = _lost(path, last_index + 1, index - 1, what, fps, first_index, opts)
-                said_lost, jumped = (last_index + 1, index - 1), False
+                said_lost = (last_index + 1, index - 1)
+                after_jumps = [m for m in after_jumps if m > index]  # the damage this gap explains
                 owed = max(owed - (index - last_index - 1), 0)
                 pending = pending if owed else None
                 if lost is not None:
@@ -578,7 +609,7 @@ def _frames(
         lost = _lost(path, last_index + 1, end_index, f"cannot decode ({pending})", fps, first_index, opts)
         if lost is not None:
             yield lost
-    elif count and last_index + 1 < declared - 1:  # a header may count one frame more
+    elif count and last_index + 1 < declared - (0 if info.exact else 1):  # a duration may count one frame more
         what = f"missing (the file ends after frame {last_index}, the header says {declared} frames; truncated?)"
         lost = _lost(path, last_index + 1, declared - 1, what, fps, first_index, opts)
         if lost is not None:

@@ -230,6 +230,28 @@ def test_start_reads_from_its_frame_where_seeking_overshoots(tmp_path: Path, gop
     assert [it.time_s for it in items] == pytest.approx([0.8, 0.84, 0.88, 0.92, 0.96])
 
 
+@pytest.mark.parametrize("fmt", ["mpeg", "vob"])
+def test_start_in_an_mpeg_program_stream_reads_from_its_frame(tmp_path: Path, fmt: str) -> None:
+    """An MPEG-2 .mpg or .vob: after a seek FFmpeg stamps its frames half a frame late, and every frame from
+    ``start`` came numbered (and timed) one on."""
+    video = tmp_path / f"clip.{fmt}"
+    with av.open(str(video), "w", format=fmt) as container:
+        stream = container.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "12"}
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (8 * i) % 256, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    for start, first in ((0.8, 20), (1.0, 25), (1.5, 38)):
+        items = list(read_frames(str(video), VideoOptions(start=start, max_frames=3)))
+        assert [it.frame for it in items] == [first, first + 1, first + 2]
+        assert [level(it.data) for it in items] == [i % 32 for i in (first, first + 1, first + 2)]
+        assert [it.time_s for it in items] == pytest.approx([i / 25 for i in (first, first + 1, first + 2)])
+
+
 def test_start_between_frames_begins_at_the_next_frame(tmp_path: Path) -> None:
     video = write_levels(tmp_path / "slow.mp4", 5, fps=1)
     assert [it.frame for it in read_frames(str(video), VideoOptions(start=0.5))] == [1, 2, 3, 4]
@@ -297,6 +319,53 @@ def test_a_matroska_cluster_the_demuxer_skips_is_named_missing(tmp_path: Path) -
                 assert level(it.data) == it.frame % 32
 
 
+@pytest.mark.parametrize("b_frames", ["0", "3"])
+def test_a_skipped_cluster_just_after_a_packet_that_does_not_decode_is_named_too(tmp_path: Path, b_frames: str) -> None:
+    """A packet that does not decode near the end of one Matroska cluster, and the next cluster garbled: the
+    demuxer reads past the jump before the decoder hands out the frame that names the first loss, and the
+    skipped cluster's frames went unsaid (the jump was forgotten once the first gap was named)."""
+    video = write_levels(tmp_path / "long.mkv", 200, fmt="matroska", g="10", bf=b_frames)
+    data = bytes(video.read_bytes())
+    clusters = [m.start() for m in re.finditer(re.escape(bytes([0x1F, 0x43, 0xB6, 0x75])), data)]
+    with av.open(str(video)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    for k in (3, 5):
+        pos, size = [p for p in packets if p[0] < clusters[k]][-3]  # the third packet before cluster k
+        garbled = bytearray(data)
+        for at, n in ((pos + size // 2, 20), (clusters[k], 8)):
+            garbled[at : at + n] = bytes(b ^ 0xFF for b in garbled[at : at + n])
+        damaged = tmp_path / f"damaged-{k}.mkv"
+        damaged.write_bytes(bytes(garbled))
+        items = list(read_frames(str(damaged)))
+        reason = r"(cannot decode \(.+\)|missing \(the file goes from frame \d+ to frame \d+; damaged data skipped\?\))"
+        assert frames_accounted(items, reason) == list(range(200))
+        assert any("missing" in (it.error or "") for it in items)
+
+
+@pytest.mark.parametrize("how", ["cut", "blanked"])
+@pytest.mark.parametrize("b_frames", ["0", "2"])
+def test_an_mpegts_frame_lost_whole_is_named_missing(tmp_path: Path, b_frames: str, how: str) -> None:
+    """The transport packets of one frame dropped from an MPEG-TS (a lossy link), or overwritten by null packets:
+    every other frame decodes, so only the skipped continuity counter and the timestamps show the loss, and the
+    frame went missing with exit 0."""
+    video = write_levels(tmp_path / "clip.ts", 60, fmt="mpegts", g="10", bf=b_frames)
+    data = video.read_bytes()
+    packets = [data[i : i + 188] for i in range(0, len(data), 188)]
+    starts = [i for i, p in enumerate(packets) if ((p[1] & 0x1F) << 8 | p[2]) == 0x100 and p[1] & 0x40]
+    assert len(starts) == 60
+    a, b = starts[25], starts[26]  # the packets of the 26th frame in decode order
+    null = b"\x47\x1f\xff\x10" + b"\xff" * 184
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(b"".join(packets[:a] + ([] if how == "cut" else [null] * (b - a)) + packets[b:]))
+    items = list(read_frames(str(damaged)))
+    failed = [it for it in items if it.error is not None]
+    assert len(failed) == 1 and len(items) == 60
+    assert frames_accounted(
+        items, r"missing \(the file goes from frame \d+ to frame \d+; damaged data skipped\?\)"
+    ) == list(range(60))
+    assert [it.error for it in read_frames(str(video))] == [None] * 60  # the whole file: nothing said
+
+
 def front_indexed_noise(path: Path, fps: int) -> Path:
     """40 frames of noise (every frame's packet about the same size) in an mp4 with its index at the front."""
     with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
@@ -326,6 +395,33 @@ def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None
         "truncated?)"
     )
     assert len(list(read_frames(str(whole)))) == 40  # the whole file: no such item
+
+
+@pytest.mark.parametrize("name", ["whole.mp4", "whole.avi"])
+def test_a_video_cut_before_its_last_frame_says_so(tmp_path: Path, name: str) -> None:
+    """An mp4 (index at the front) or AVI cut where its last frame's packet begins: the header counts its samples,
+    so the one frame missing is named (a duration's count may be one off; a sample count is not)."""
+    whole = tmp_path / name
+    with av.open(str(whole), "w", options={"movflags": "faststart"} if name.endswith("mp4") else {}) as container:
+        stream = container.add_stream("libx264" if name.endswith("mp4") else "mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with av.open(str(whole)) as container:
+        last = max(p.pos for p in container.demux(container.streams.video[0]) if p.size)
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(whole.read_bytes()[:last])
+    assert [it.error for it in read_frames(str(whole))] == [None] * 20
+    items = list(read_frames(str(cut)))
+    assert [it.frame for it in items[:-1]] == list(range(19)) and all(it.error is None for it in items[:-1])
+    assert items[-1].frame == 19 and items[-1].error == (
+        "frame 19: missing (the file ends after frame 18, the header says 20 frames; truncated?)"
+    )
 
 
 def test_a_truncated_video_read_from_a_start_says_which_asked_frames_are_missing(tmp_path: Path) -> None:
