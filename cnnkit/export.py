@@ -601,7 +601,8 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
 
     from cnnkit.models.checkpoint import check_meta, check_torchscript, parse_meta
 
-    check_torchscript(path)
+    if check_torchscript(path):
+        _load_apart(path)
     extra = {"cnnkit.json": ""}
     try:
         with warnings.catch_warnings():
@@ -614,6 +615,24 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
     meta = check_meta(parse_meta(extra["cnnkit.json"], path), path, required=("task",))
     batch = (meta.get("input_shape") or [None])[0]
     return torchscript_module(module.eval(), batch if isinstance(batch, int) else None, path), meta
+
+
+def _load_apart(path: Path) -> None:
+    """``torch.jit.load`` of ``path`` in a child process, given :data:`PROBE_SECONDS`: its ``__setstate__`` runs
+    inside the load, which holds the GIL (no thread of this process could time it) and may loop for ever."""
+    import subprocess
+    import sys
+
+    code = "import sys, torch; torch.jit.load(sys.argv[1], map_location='cpu')"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=PROBE_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        raise CnnkitError(f"{path}: refused, loading it ran its code for over {PROBE_SECONDS:g} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise CnnkitError(f"{path}: torch.jit.load cannot open it ({last[:200]})")
 
 
 def load_exported(path: str | Path, task: str, backend: str = "onnxruntime", *, probe: bool = True) -> Loaded:

@@ -515,9 +515,9 @@ def _frames(
                 continue
         if gaps_lost and (jumped or packet.is_corrupt):
             # packets run ahead of frames (the decoder holds some): the damage is placed by the packet's time
-                at_t = float(packet.pts * tb) - t0 if packet.pts is not None else None
-                after_jumps.append(round(at_t * fps) if at_t is not None else last_index + 1)
-                jumped = False
+            at_t = float(packet.pts * tb) - t0 if packet.pts is not None else None
+            after_jumps.append(round(at_t * fps) if at_t is not None else last_index + 1)
+            jumped = False
         if seeking:  # after a seek, decoding starts at a key frame at or before the start
             skipped += 1
             if not packet.is_keyframe and skipped < MAX_SEEK_SKIP:

@@ -827,7 +827,7 @@ MAX_TS_SOURCE = 16 << 20
 MAX_TS_LOOP = 1 << 20  # more turns of a loop with a fixed count than any network's layers or boxes
 
 
-def check_torchscript(path: str | os.PathLike) -> None:
+def check_torchscript(path: str | os.PathLike) -> bool:
     """Refuse a TorchScript archive whose code does more than tensor maths, before ``torch.jit.load`` runs any.
 
     TorchScript is code: ``__setstate__`` runs inside ``torch.jit.load`` and ``forward`` on every batch, and
@@ -839,6 +839,9 @@ def check_torchscript(path: str | os.PathLike) -> None:
     inside torch's interpreter). The zip must be one torch writes
     (:func:`_plain_zip`), so Python's zipfile and torch see the same entries. A traced network (what
     ``cnnkit export`` and ultralytics write) passes; a file that fails says which use it makes.
+
+    Returns whether its code runs inside ``torch.jit.load`` (a ``__setstate__``), where no thread can bound it:
+    torch holds the GIL throughout the load.
     """
     import ast
 
@@ -865,6 +868,7 @@ def check_torchscript(path: str | os.PathLike) -> None:
         raise CnnkitError(f"{path}: not a TorchScript archive ({reason_of(exc, 100)})") from exc
     if seen != set(sources):
         raise UnsafeCheckpoint(f"{path}: refused, its zip shows torch other code entries than it lists")
+    runs_on_load = False
     for name, info in sources.items():
         if info.file_size > MAX_TS_SOURCE:  # one directory: the size torch's reader allocates for it too
             raise UnsafeCheckpoint(f"{path}: refused, {name[:80]} is {info.file_size >> 20} MB of code")
@@ -872,13 +876,37 @@ def check_torchscript(path: str | os.PathLike) -> None:
             tree = ast.parse(bytes(reader.get_record(name)).decode("utf-8"), name)
         except (SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError, RuntimeError) as exc:
             raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({reason_of(exc, 100)})") from exc
-        for node in ast.walk(tree):
-            why = _ts_refusal(node)
+        refusals = [(n, _ts_refusal(n)) for n in ast.walk(tree)] + [_nested_loops(tree) or (tree, "")]
+        for node, why in refusals:
             if why:
                 raise UnsafeCheckpoint(
                     f"{path}: refused, its TorchScript code {why} (line {getattr(node, 'lineno', '?')} of "
                     f"{name[:80]}); only networks of tensor operations are loaded"
                 )
+        runs_on_load = runs_on_load or any(
+            isinstance(n, ast.FunctionDef) and n.name == "__setstate__" for n in ast.walk(tree)
+        )
+    return runs_on_load
+
+
+def _nested_loops(tree: Any) -> tuple[Any, str] | None:
+    """A loop whose fixed count, times those of the loops around it, passes ``MAX_TS_LOOP`` (each may be under it
+    alone; ``__setstate__`` runs inside ``torch.jit.load``, where no probe's time limit reaches), and why."""
+    import ast
+
+    stack: list[tuple[Any, int]] = [(tree, 1)]
+    while stack:
+        node, outer = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            turns = outer
+            if isinstance(child, ast.For):
+                args = child.iter.args if isinstance(child.iter, ast.Call) else []
+                counts = [a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, int)]
+                turns = outer * max([1, *counts])
+                if turns > MAX_TS_LOOP:
+                    return child, f"nests loops of {turns:,} turns in all"
+            stack.append((child, turns))
+    return None
 
 
 def _ts_refusal(node: Any) -> str:
@@ -902,6 +930,8 @@ def _ts_refusal(node: Any) -> str:
         name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
         if name in _TS_FILE_OPS:
             return f"calls {ast.unparse(func)[:60]}, which reads or writes files"
+        if isinstance(func, ast.Name) and name == "print":  # prim::Print writes to stdout, among the records
+            return "prints to stdout, where the records go"
     named = (
         node.attr
         if isinstance(node, ast.Attribute)

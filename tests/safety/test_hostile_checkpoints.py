@@ -955,6 +955,54 @@ def test_a_network_that_runs_too_long_at_load_is_refused_and_the_cli_exits(tmp_p
     )
 
 
+@pytest.mark.parametrize("kind", ["nested", "prints"])
+def test_torchscript_that_loops_on_load_or_prints_is_refused_before_it_runs(kind, tmp_path, rgb_image):
+    """Loops of a million turns inside loops of a million in ``__setstate__`` hung ``torch.jit.load`` (each loop
+    alone is under the static bound); a ``print`` in ``forward`` wrote forged records among the real ones."""
+    import torch
+
+    from tests.fixtures import hostile_torchscript as hostile
+
+    net = hostile.NestedLoopsOnLoad(1) if kind == "nested" else hostile.Prints()
+    path = tmp_path / f"{kind}.torchscript"
+    torch.jit.save(torch.jit.script(net), str(path), _extra_files={"cnnkit.json": json.dumps(_TS_META)})
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "--format", "jsonl"])
+    why = "nests loops of 1,000,000,000,000 turns in all" if kind == "nested" else "prints to stdout"
+    assert f"refused, its TorchScript code {why}" in one_line_error(result, path)
+    assert "forged" not in result.stdout
+
+
+def test_torchscript_whose_load_runs_too_long_is_refused_and_the_cli_exits(tmp_path, rgb_image):
+    """Loops in ``__setstate__`` counted by the module's own state: ``torch.jit.load`` ran them with no time
+    limit (the probe's bound starts after the load). Now the load is waited for PROBE_SECONDS too."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.fixtures import hostile_torchscript as hostile
+
+    path = tmp_path / "counted.torchscript"
+    torch.jit.save(
+        torch.jit.script(hostile.CountedLoopsOnLoad(1 << 20)),
+        str(path),
+        _extra_files={"cnnkit.json": json.dumps(_TS_META)},
+    )
+    launcher = (
+        "import sys, cnnkit.export as e; e.PROBE_SECONDS = 2; "
+        "sys.argv = ['cnnkit', *sys.argv[1:]]; from cnnkit.cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", launcher, "classify", str(rgb_image), "-w", str(path), "--backend", "torchscript"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"Error: {path}: refused, loading it ran its code for over 2 s"
+
+
 def _rewritten(src, dst, code: Callable[[str], str]) -> None:
     """``src`` (a TorchScript zip) written again with its code changed by ``code``, as an attacker would."""
     import zipfile
