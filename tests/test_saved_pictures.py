@@ -179,3 +179,18 @@ def test_full_size_decode_only_when_saving(photos, tmp_path, monkeypatch):
     assert all(name.startswith("cnnkit-decode") for _, name in calls)
     assert [r.predictions for r in saved] == [r.predictions for r in plain]
     assert all(Image.open(r.extra["saved"]).size == (r.width, r.height) for r in saved)
+
+
+@pytest.mark.parametrize("task", ["classify", "detect"])
+def test_a_picture_wider_than_jpeg_allows_is_saved_as_png(photos, tmp_path, task):
+    """70,000 × 4 pixels (under max_pixels): libjpeg refuses a side over 65,500, and `--save` ended the whole
+    run with a traceback; the picture is a PNG and the next input is saved too."""
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (70000, 4), (90, 90, 90)).save(wide)
+    out = tmp_path / "pics"
+    records = _records([task, str(wide), str(photos[0]), "--save-dir", str(out)])
+    saved = {Path(r["path"]).name: Path(r["saved"]) for r in records}
+    assert saved["wide.png"].suffix == ".png" and saved["plain.jpg"].suffix == ".jpg"
+    with Image.open(saved["wide.png"]) as img:
+        assert img.size == (70000, 4)
+    assert saved["plain.jpg"].is_file()

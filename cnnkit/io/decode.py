@@ -361,6 +361,8 @@ def decode(
                 if s > 1:
                     img.draft("RGB", (w // s, h // s))
                 img.load()
+                if orientation != 1:  # a TIFF is turned by Pillow itself (its size said so before the load)
+                    orientation = img.getexif().get(0x0112, 1)
                 img = ImageOps.exif_transpose(img) if orientation != 1 else img
                 if orientation in (5, 6, 7, 8):
                     w, h = h, w

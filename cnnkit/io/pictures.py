@@ -16,6 +16,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.io.files import atomic_path, file_ids
 from cnnkit.io.sources import IN_MEMORY, Item, expand_sources
 
+JPEG_MAX_SIDE = 65500  # libjpeg's limit on a side
+
 
 def safe_name(text: str, limit: int = 50) -> str:
     """``text`` as one file-name component: no separators, control or reserved characters, never ``.``/``..``."""
@@ -88,7 +90,10 @@ class PictureSaver:
     def save(
         self, image: Any, source_path: str, suffix: str | None = None, *, sub: str | None = None, tag: str = ""
     ) -> str:
-        """Write the PIL ``image`` at :meth:`target` (JPEG for ``.jpg``, else PNG); returns its path."""
+        """Write the PIL ``image`` at :meth:`target` (JPEG for ``.jpg``, else PNG); returns its path. A picture
+        JPEG cannot hold (a side over 65,500 pixels) is a PNG."""
+        if (suffix or self.suffix) == ".jpg" and max(image.size) > JPEG_MAX_SIDE:
+            suffix = ".png"
         path = self.target(source_path, suffix, sub=sub, tag=tag)
         with atomic_path(path) as tmp:
             image.save(tmp, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=92)

@@ -59,6 +59,34 @@ def test_exif_orientation_applied(tmp_path):
     assert d.rgb.shape[:2] == (40, 20) and (d.width, d.height) == (20, 40)
 
 
+@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_gives_the_upright_picture_and_size(tmp_path, suffix, orientation):
+    """A picture stored turned, with the EXIF tag that turns it back: the same pixels and size as the upright
+    one in every format. Pillow turns a TIFF itself on load (and reports the turned size before it): cnnkit's own
+    turn then swapped the size a second time for orientations 5-8."""
+    upright = np.zeros((20, 40, 3), np.uint8)
+    upright[:10, :20] = (255, 0, 0)  # the top-left quarter is red
+    turn = {  # the inverse of the turn each tag asks for
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }.get(orientation)
+    stored = Image.fromarray(upright) if turn is None else Image.fromarray(upright).transpose(turn)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    kw = {"quality": 100} if suffix in ("jpg", "webp") else {}
+    path = save(tmp_path, f"o{orientation}.{suffix}", stored, exif=exif, **kw)
+    d = decode(path)
+    assert (d.width, d.height) == (40, 20) and d.rgb.shape == (20, 40, 3)
+    assert d.rgb[2:8, 2:18, 0].min() > 200 and d.rgb[2:8, 2:18, 1].max() < 60  # red at the top left
+    assert d.rgb[12:18, 22:38].max() < 60
+
+
 def test_jpeg_draft_reduces_but_reports_original_size(tmp_path):
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 1200, 3), dtype=np.uint8))
     path = save(tmp_path, "big.jpg", img)
