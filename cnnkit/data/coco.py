@@ -90,6 +90,28 @@ def _images_dir(annotations: Path) -> Path:
     return annotations.parent
 
 
+def _rle_runs(counts: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``), or ``None`` where it is
+    not one: pycocotools decodes any text, and a string that is none gives a mask of garbage."""
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(counts) or not 48 <= ord(counts[p]) < 112:
+                return None
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        runs.append(x + runs[-2] if len(runs) > 2 else x)
+    return runs
+
+
 def check_coco(path: Path, gt: dict[str, Any]) -> None:
     """Refuse, naming the file and the entry, what pycocotools would crash on (or run out of memory on) or
     silently miscount: images and categories without ids of their own, of one type, a ``file_name`` and a
@@ -120,6 +142,13 @@ def check_coco(path: Path, gt: dict[str, Any]) -> None:
             for k in ("width", "height") if kind == "images" else ():
                 if k in entry and not (isinstance(entry[k], int) and not isinstance(entry[k], bool) and entry[k] > 0):
                     raise bad(f"{kind}[{i}] (id {ident!r})", f"{k} must be a positive whole number, not {entry[k]!r}")
+    names: dict[str, Any] = {}
+    for i, c in enumerate(gt["categories"]):
+        if c["name"] in names:  # two categories of one name: a model's label would score against one of them
+            raise bad(
+                f"categories[{i}] (id {c['id']!r})", f"its name {c['name']!r} is category {names[c['name']]!r}'s too"
+            )
+        names[c["name"]] = c["id"]
     images, cats = {im["id"]: im for im in gt["images"]}, {c["id"] for c in gt["categories"]}
     ids: set[Any] = set()
     for i, a in enumerate(gt["annotations"]):
@@ -155,10 +184,11 @@ def check_coco(path: Path, gt: dict[str, Any]) -> None:
                 raise bad(where, f"its RLE is {size[1]}x{size[0]}, its image {width}x{height}")
             if width is None and height is None:  # pycocotools needs the image's size; its RLE gives it
                 image["height"], image["width"] = size
-            if not isinstance(counts, str) and not (
-                isinstance(counts, list)
-                and all(isinstance(v, int) and v >= 0 for v in counts)
-                and sum(counts) == size[0] * size[1]
+            runs = _rle_runs(counts) if isinstance(counts, str) else counts
+            if not (
+                isinstance(runs, list)
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in runs)
+                and sum(runs) == size[0] * size[1]
             ):
                 raise bad(where, "RLE counts must be a COCO string or run lengths that cover the image")
         else:

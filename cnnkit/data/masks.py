@@ -132,15 +132,21 @@ def declared_names(data: str | Path) -> list[str] | None:
     for folder in (root, root.parent):
         listed, made = folder / "classes.txt", folder / "cnnkit-data.json"
         try:
+            names: list[str] | None = None
             if listed.is_file():
-                return [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if made.is_file():
+                names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+            elif made.is_file():
                 summary = json.loads(made.read_text(encoding="utf-8"))
                 classes = summary.get("classes") if isinstance(summary, dict) else None
                 if classes:
                     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
                         raise ValueError("its classes are not a list of names")
-                    return ["background", *classes]
+                    names = ["background", *classes]
+            if names is not None:
+                twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+                if twice is not None:  # two mask values of one name would be scored (and trained) as one class
+                    raise ValueError(f"{twice!r} is named more than once")
+                return names
         except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             bad = listed if listed.is_file() else made
             raise CnnkitError(f"{bad}: not a readable list of class names ({str(exc)[:120]})") from None

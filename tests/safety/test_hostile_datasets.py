@@ -77,6 +77,9 @@ def test_detect_val_names_a_label_file_that_is_not_text(tmp_path: Path) -> None:
         (lambda a: a.update(category_id=99), "category_id 99 is not one of the categories"),
         (lambda a: a.update(image_id=12345), "image_id 12345 is not one of the images"),
         (lambda a: a.pop("id"), "needs an id of its own"),
+        (lambda a: a.update(segmentation={"size": [64, 64], "counts": "abc"}), "RLE counts must be a COCO string"),
+        (lambda a: a.update(segmentation={"size": [64, 64], "counts": "zzzzzzzz"}), "RLE counts must be a COCO"),
+        (lambda a: a.update(segmentation={"size": [64, 64], "counts": "0"}), "RLE counts must be a COCO string"),
     ],
 )
 def test_instance_val_names_a_bad_coco_annotation(tmp_path: Path, damage, reason: str) -> None:
@@ -90,6 +93,57 @@ def test_instance_val_names_a_bad_coco_annotation(tmp_path: Path, damage, reason
     assert result.exit_code == 1
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
     assert str(path) in line and "annotations[0]" in line and reason in line
+
+
+def test_a_coco_rle_string_is_read_as_pycocotools_reads_it(tmp_path: Path) -> None:
+    """The check decodes an RLE string itself (pycocotools takes any text, giving a mask of garbage): every
+    mask pycocotools encodes passes, with the run lengths the mask has."""
+    from pycocotools import mask as coco_mask
+
+    from cnnkit.data.coco import _rle_runs
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        flat = m.flatten(order="F")
+        edges = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+        if flat[0]:
+            runs = [0, *runs]
+        assert _rle_runs(coco_mask.encode(np.asfortranarray(m))["counts"].decode()) == runs
+
+
+def test_coco_categories_sharing_a_name_are_refused(tmp_path: Path) -> None:
+    """Two categories named "circle": a model's circles were scored against one of them (AP 0.63 fell to 0.26,
+    exit 0) and finetune wrote a checkpoint with the label twice."""
+    data = _data(tmp_path, "coco", 6)
+    path = data / "val" / "annotations.json"
+    gt = json.loads(path.read_text())
+    gt["categories"][1]["name"] = gt["categories"][0]["name"]
+    path.write_text(json.dumps(gt))
+    result = runner.invoke(app, ["instance", "val", str(data)])
+    _no_traceback(result)
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    assert str(path) in line and "categories[1]" in line and f"its name {gt['categories'][0]['name']!r}" in line
+
+
+@pytest.mark.parametrize("where", ["classes.txt", "cnnkit-data.json"])
+def test_a_class_named_twice_in_a_masks_dataset_is_refused(tmp_path: Path, where: str) -> None:
+    """Two mask values of one name were scored as one class (mIoU fell, exit 0, nothing said)."""
+    data = _data(tmp_path, "masks", 10)
+    if where == "classes.txt":
+        (data / where).write_text("background\ncircle\ncircle\ntriangle\nstar\nhexagon\n")
+    else:
+        summary = json.loads((data / where).read_text())
+        summary["classes"][1] = summary["classes"][0]
+        (data / where).write_text(json.dumps(summary))
+    result = runner.invoke(app, ["segment", "val", str(data)])
+    _no_traceback(result)
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    assert str(data / where) in line and "is named more than once" in line
 
 
 def test_instance_val_names_polygons_whose_image_has_no_size(tmp_path: Path) -> None:
