@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.errors import OptionError, UsageError, reason_of
-from cnnkit.io.sources import is_image_name
+from cnnkit.io.sources import files_below, is_image_name
 
 log = logging.getLogger("cnnkit")
 
@@ -51,11 +51,7 @@ def class_dirs(root: Path) -> list[str]:
 
 
 def _images(folder: Path) -> list[str]:
-    files: list[str] = []
-    for dirpath, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files.extend(os.path.join(dirpath, n) for n in sorted(names) if is_image_name(n) and not n.startswith("."))
-    return files
+    return [p for p in files_below(folder) if is_image_name(os.path.basename(p))]
 
 
 def _check(path: str, min_side: int | None) -> str | None:

@@ -213,7 +213,9 @@ def _entries(data: dict[str, Any], split: str, root: Path, label: str) -> list[P
 
 
 def _has_image(folder: Path) -> bool:
-    return any(any(f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES for f in files) for _, _, files in os.walk(folder))
+    from cnnkit.io.sources import files_below
+
+    return any(f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES for f in files_below(folder))
 
 
 def _check_split(split: str, entries: list[Path], label: str) -> None:
@@ -282,18 +284,16 @@ def write_sanitised(ds: DatasetYaml, dest: str | os.PathLike) -> Path:
 
 def split_images(ds: DatasetYaml, split: str) -> list[Path]:
     """The image files of ``split`` (folders, ``.txt`` lists, or a list of either), as ultralytics lists them."""
+    from cnnkit.io.sources import files_below
+
     if split not in ds.splits:
         raise UsageError(f"{ds.label}: no {split!r} split")
     _check_split(split, ds.splits[split], ds.label)
     images: list[Path] = []
     for p in ds.splits[split]:
         if p.is_dir():
-            images += sorted(  # hidden entries (macOS `._x.png`) left out, as ultralytics' glob does
-                f
-                for f in p.rglob("*")
-                if f.suffix[1:].lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                and f.is_file()
+            images += sorted(  # hidden entries (macOS `._x.png`) left out, linked folders followed, as ultralytics' glob
+                f for f in map(Path, files_below(p)) if f.suffix[1:].lower() in IMAGE_SUFFIXES and f.is_file()
             )
             continue
         try:

@@ -174,6 +174,13 @@ def _tree(root: str, skip: Keys = frozenset()) -> Iterator[tuple[str, _Listing |
         stack.extend(reversed(children))
 
 
+def files_below(root: str | os.PathLike) -> list[str]:
+    """Every file under ``root`` that is not a folder, depth first in name order, following links to folders (a
+    dataset split may link in a folder kept elsewhere, as ultralytics' glob follows it) but never round a loop;
+    hidden entries left out."""
+    return [p for _, listing, _ in _tree(os.fspath(root)) if listing is not None for p in listing.files]
+
+
 def _walk(folder: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:
     """Image files in ``folder`` (and below it with ``recursive``, not entering ``skip``), with failed hits
     for bad entries."""

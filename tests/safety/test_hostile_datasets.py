@@ -252,14 +252,17 @@ def test_detect_training_names_label_files_ultralytics_would_drop(
     bad = sorted((data / "labels" / "train").glob("*.txt"))[:2]
     bad[0].write_text("9 0.5 0.5 0.2 0.2\n")
     bad[1].write_text("0 0.5\n")
+    val = sorted((data / "labels" / "val").glob("*.txt"))[0]
+    val.write_text("7 0.5 0.5 0.2 0.2\n")
     logger = logging.getLogger("cnnkit")  # the CLI run above set it not to propagate
     logger.addHandler(caplog.handler)
     try:
-        assert check_labels(yolo_yaml.read(data / "data.yaml")) == 2
+        assert check_labels(yolo_yaml.read(data / "data.yaml")) == 3
     finally:
         logger.removeHandler(caplog.handler)
     assert f"left out of training: {bad[0]}:1: class 9" in caplog.text
     assert f"left out of training: {bad[1]}:1: expected `class cx cy w h`" in caplog.text
+    assert f"left out of val: {val}:1: class 7" in caplog.text  # was said "left out of training"
 
 
 def test_yolo_labels_are_read_as_ultralytics_reads_them(tmp_path: Path) -> None:
@@ -432,3 +435,47 @@ def test_instance_training_leaves_out_an_image_not_the_size_its_annotations_give
         logger.removeHandler(caplog.handler)
     assert [im["id"] for im in kept.gt["images"]] == [im["id"] for im in ds.gt["images"][1:]]
     assert f"{first}: the image is 32x32, annotations.json says 64x64" in caplog.text
+
+
+def test_a_split_folder_linked_in_elsewhere_is_read_as_ultralytics_reads_it(tmp_path: Path) -> None:
+    """Images (and their labels) under a symlinked sub-folder of a split: ultralytics' glob follows the link,
+    cnnkit's walk did not, so `detect val` scored fewer images than the ultralytics figures beside them."""
+    from cnnkit.data import yolo_yaml
+
+    data = _data(tmp_path, "yolo", 12)
+    images, labels = data / "images" / "val", data / "labels" / "val"
+    moved = sorted(images.glob("*.png"))[:2]
+    assert moved
+    away = tmp_path / "elsewhere"
+    (away / "images").mkdir(parents=True)
+    (away / "labels").mkdir(parents=True)
+    for image in moved:
+        image.rename(away / "images" / image.name)
+        (labels / f"{image.stem}.txt").rename(away / "labels" / f"{image.stem}.txt")
+    (images / "sub").symlink_to(away / "images", target_is_directory=True)
+    (labels / "sub").symlink_to(away / "labels", target_is_directory=True)
+    (images / "sub" / "back").symlink_to(images, target_is_directory=True)  # a loop: not walked round
+    listed = yolo_yaml.split_images(yolo_yaml.read(data / "data.yaml"), "val")
+    assert {p.name for p in listed if p.parent.name == "sub"} == {p.name for p in moved}
+    assert len(listed) == len(set(listed))
+    result = runner.invoke(app, ["detect", "val", str(data / "data.yaml"), "--no-compare", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == len(listed)
+
+
+def test_a_class_folder_linked_in_elsewhere_is_read(tmp_path: Path) -> None:
+    """Images under a symlinked folder inside a class folder were left out of `classify val` and finetune,
+    while `cnnkit classify DATA -r` reads them."""
+    from cnnkit.data.folder import _images
+
+    data = _data(tmp_path, "imagefolder", 12)
+    klass = next(d for d in sorted((data / "val").iterdir()) if d.is_dir())
+    away = tmp_path / "more"
+    away.mkdir()
+    for image in sorted(klass.glob("*.png"))[:1]:
+        image.rename(away / image.name)
+    (klass / "more").symlink_to(away, target_is_directory=True)
+    (away / "loop").symlink_to(klass, target_is_directory=True)
+    found = _images(klass)
+    assert [p for p in found if "/more/" in p] and len(found) == len(set(found))
+    assert not [p for p in found if "/loop/" in p]

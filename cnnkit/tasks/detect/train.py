@@ -142,19 +142,21 @@ def check_labels(ds: yolo_yaml.DatasetYaml, limit: int = 10) -> int:
     """Warn, naming each file (and line), about the images and label files ultralytics would leave out of
     training and val without a word (it drops an image that does not decode, and a corrupt label with its
     image); returns how many there are."""
-    bad, unreadable = [], 0
+    left_out = 0
     for split in ("train", "val"):
         images = list(yolo_yaml.split_images(ds, split)) if split in ds.splits else []
+        bad = []
         for image in images:
             try:
                 yolo_yaml.read_labels(yolo_yaml.label_path(image), len(ds.names))
             except CnnkitError as exc:
                 bad.append(str(exc))
         reasons = [reason for reason in undecodable([str(image) for image in images]) if reason]
-        warn_left_out(reasons, "image(s)", limit, of="training" if split == "train" else "val")
-        unreadable += len(reasons)
-    warn_left_out(bad, "label file(s)", limit)
-    return len(bad) + unreadable
+        of = "training" if split == "train" else "val"
+        warn_left_out(reasons, "image(s)", limit, of=of)
+        warn_left_out(bad, "label file(s)", limit, of=of)
+        left_out += len(bad) + len(reasons)
+    return left_out
 
 
 def finetune(data: str | None, options: FinetuneOptions) -> dict[str, Any]:
