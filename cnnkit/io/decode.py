@@ -170,13 +170,16 @@ def _float_to_grey(arr: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
-    """Any PIL mode → RGB: 16-bit scaled down, alpha composited over white, CMYK/palette converted."""
+    """Any PIL mode → RGB: 16-bit scaled down (32-bit and signed samples by their range, as floats are), alpha
+    composited over white, CMYK/palette converted."""
     from PIL import Image
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # Integer arithmetic, in place: float64 copies cost 24 bytes a pixel (4 GB at --max-pixels).
         arr = np.asarray(img)
         peak = int(arr.max()) if arr.size else 0
+        if peak > 65535 or (arr.size and int(arr.min()) < 0):  # 32-bit or signed samples: no 16-bit scale fits
+            return Image.fromarray(_float_to_grey(arr), "L").convert("RGB")
         arr = np.clip(arr, 0, 65535 if peak > 255 else 255).astype(np.uint32)
         if peak > 255:
             arr *= 255

@@ -44,6 +44,19 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     assert d.rgb.max() == 255 and d.rgb.min() == 0
 
 
+@pytest.mark.parametrize("values", [(0, 25_500_000), (-12000, 13500)])
+def test_32_bit_and_signed_images_are_scaled_by_their_range(tmp_path, values):
+    """A 32-bit TIFF (values to 25.5 million) came out all white, a signed 16-bit one (negative values) near
+    black: both are scaled by their range, as a float image is."""
+    lo, hi = values
+    arr = np.linspace(lo, hi, 64, dtype=np.float64).astype(np.int32).reshape(8, 8)
+    d = decode(save(tmp_path, "deep.tif", Image.fromarray(arr, "I")))
+    grey = d.rgb[..., 0].astype(int)
+    assert grey.min() == 0 and grey.max() == 255
+    assert (np.diff(grey.reshape(-1)) >= 0).all()  # the order of the values is kept
+    assert 100 < np.median(grey) < 155  # a linear ramp stays one: mid-grey in the middle, not white or black
+
+
 def test_rgba_composited_on_white(tmp_path):
     img = Image.new("RGBA", (3, 3), (255, 0, 0, 0))
     d = decode(save(tmp_path, "clear.png", img))
