@@ -301,7 +301,11 @@ def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[i
                 return None
         s = draft_scale(size[0], size[1], min_side)
         rgb = sj.decode_jpeg(data, colorspace="RGB", min_height=-(-size[1] // s), min_width=-(-size[0] // s))
-    except (ValueError, OSError, MemoryError):
+    except ValueError as exc:
+        if "premature end of data segment" in str(exc):  # its picture data stops short: PIL fills the rest grey
+            raise DecodeError(f"truncated or corrupt image ({reason_of(exc, 120)})") from None
+        return None  # libjpeg's other warnings (extraneous bytes before a marker) are common in cameras' files
+    except (OSError, MemoryError):
         return None
     return rgb if rgb.ndim == 3 and rgb.shape[2] == 3 else None
 

@@ -201,3 +201,17 @@ def test_heic_photos_decode_with_pillow_heif_and_say_what_is_missing_without(tmp
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "a HEIC/HEIF image: reading it needs pillow-heif (pip install 'cnnkit[heif]')"
+
+
+def test_a_jpeg_whose_picture_data_stops_short_is_refused(tmp_path):
+    """Half a JPEG's data with its end marker put back: Pillow decodes it without a word (the lower half grey);
+    libjpeg-turbo says its data segment ends early, and the file is refused as truncated."""
+    pytest.importorskip("simplejpeg")
+    rng = np.random.default_rng(0)
+    whole = save(tmp_path, "whole.jpg", Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)))
+    data = open(whole, "rb").read()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    assert decode(whole).rgb.shape == (96, 128, 3)
+    with pytest.raises(DecodeError, match=r"^truncated or corrupt image \(.*premature end of data segment"):
+        decode(str(cut))
