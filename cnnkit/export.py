@@ -396,7 +396,9 @@ def onnx_module(session: Any, path: str | Path) -> torch.nn.Module:
         def __init__(self) -> None:
             super().__init__()
             self.session = session
-            first = session.get_inputs()[0]
+            inputs = session.get_inputs()
+            _one_image_input(len(inputs), len(inputs[0].shape) if inputs else None, path)
+            first = inputs[0]
             self.input_name = first.name
             self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
             self.input_hw = tuple(first.shape[2:4]) if all(isinstance(d, int) for d in first.shape[2:4]) else None
@@ -503,6 +505,8 @@ def openvino_module(path: str) -> torch.nn.Module:
     except Exception as exc:
         raise CnnkitError(f"{path}: OpenVINO cannot compile it ({reason_of(exc)})") from exc
     metadata = _openvino_metadata(network, path)
+    ranks = [i.get_partial_shape().rank for i in compiled.inputs]
+    _one_image_input(len(ranks), ranks[0].get_length() if ranks and ranks[0].is_static else None, path)
 
     class OpenVinoModule(torch.nn.Module):
         def __init__(self) -> None:
@@ -526,6 +530,19 @@ def openvino_module(path: str) -> torch.nn.Module:
             return _in_slices(run, x, self.fixed_batch, path)
 
     return OpenVinoModule()
+
+
+def _one_image_input(count: int, rank: int | None, path: str | Path) -> None:
+    """Refuse a network that does not take one batch of images (``[batch, 3, height, width]``): one with no input
+    (an empty file, a constant graph) or several, or a rank that no picture has, failed later with an IndexError."""
+    if count != 1:
+        raise CnnkitError(
+            f"{path}: its network takes {count} inputs, not one batch of images [batch, 3, height, width]"
+        )
+    if rank is not None and rank != 4:
+        raise CnnkitError(
+            f"{path}: its network takes a {rank}-D input, not a batch of images [batch, 3, height, width]"
+        )
 
 
 def _openvino_metadata(network: Any, path: str) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -209,7 +211,7 @@ def test_a_jpeg_whose_picture_data_stops_short_is_refused(tmp_path):
     pytest.importorskip("simplejpeg")
     rng = np.random.default_rng(0)
     whole = save(tmp_path, "whole.jpg", Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)))
-    data = open(whole, "rb").read()
+    data = Path(whole).read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
     assert decode(whole).rgb.shape == (96, 128, 3)

@@ -866,6 +866,37 @@ def test_onnx_detect_metadata_letterbox_must_be_a_size(tmp_path, rgb_image):
     assert "letterbox" in one_line_error(result, path)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("kind", ["no input", "two inputs", "2-D input", "empty file"])
+def test_an_onnx_network_that_takes_no_image_batch_is_one_line(kind, backend, tmp_path, rgb_image):
+    """A constant graph with no input, or an empty .onnx under OpenVINO: an IndexError traceback (onnxruntime)
+    or a bare C++ message ("Cannot get input for index: 0"); two inputs or a 2-D one would fail every batch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    path = tmp_path / "m.onnx"
+    meta = json.dumps({**_TS_META, "input_shape": [1, 3, 8, 8]})
+    shapes = {"no input": [], "two inputs": [[1, 3, 8, 8], [1, 3, 8, 8]], "2-D input": [[1, 3]]}
+    if kind == "empty file":
+        if backend == "onnxruntime":
+            pytest.skip("onnxruntime names an empty file itself")
+        path.write_bytes(b"")
+    else:
+        inputs = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, d) for i, d in enumerate(shapes[kind])]
+        value = helper.make_tensor("c", TensorProto.FLOAT, [1, 2], [0.1, 0.9])
+        nodes = [helper.make_node("Constant", [], ["y"], value=value)]
+        graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "cnnkit", meta
+        onnx.save(model, str(path))
+    result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path), "--backend", backend])
+    line = one_line_error(result, path)
+    assert "its network takes " in line and "batch of images" in line
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # TorchScript's deprecation notices
 def test_torchscript_metadata_that_is_not_json(tmp_path, rgb_image):
     import torch
