@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import fnmatch
 import heapq
-import itertools
 import logging
 import os
 import sys
@@ -59,6 +58,7 @@ class Item:
     error: str | None = None
     frame: int | None = None  # a video frame: its index in the video named by ``path`` (cnnkit.io.video)
     time_s: float | None = None  # and its presentation time
+    unlisted: bool = False  # a whole source failed (a folder or prefix that lists nothing): every shard says so
 
 
 def is_image_name(name: str) -> bool:
@@ -288,6 +288,8 @@ def _expand_one(arg: str, recursive: bool, skip: Keys = frozenset()) -> tuple[li
         return [(arg, None)], None
     if not arg.strip():  # `cnnkit classify "$DIR"` with DIR unset
         return [], "an empty name is no file or folder"
+    if arg.endswith(os.sep) and not os.path.lexists(arg.rstrip(os.sep) or os.sep):
+        return [], "no such folder"
     if os.path.isdir(arg):
         try:
             hits = _walk(arg, recursive, skip)
@@ -336,7 +338,7 @@ def iter_sources(
     forget_folders()
     skip = frozenset(k for k in (_key(os.fspath(p)) for p in (OUTPUTS, *outputs)) if k is not None)
 
-    def add(path: str, data: Any = None, error: str | None = None) -> None:
+    def add(path: str, data: Any = None, error: str | None = None, unlisted: bool = False) -> None:
         if data is None:
             key = (
                 ("url", remote.key(path))
@@ -348,14 +350,14 @@ def iter_sources(
             if key in seen:
                 return
             seen.add(key)
-        items.append(Item(path, data, error))
+        items.append(Item(path, data, error, unlisted=unlisted))
 
     def add_arg(arg: str) -> None:
         if remote.is_remote(arg):
             arg = remote.normal(arg)
         hits, error = remote.expand(arg, recursive) if remote.is_remote(arg) else _expand_one(arg, recursive, skip)
         if error:
-            add(arg, error=error)
+            add(arg, error=error, unlisted=True)
         for path, reason in hits:
             add(path, error=reason)
 
@@ -374,7 +376,7 @@ def iter_sources(
                     yield from items
                     items.clear()
             if not listed:  # as an empty folder: `find … | cnnkit classify -` that found nothing is no success
-                add("-", error="stdin gave no paths")
+                add("-", error="stdin gave no paths", unlisted=True)
         elif isinstance(src, str):
             add_arg(src)
         elif isinstance(src, int) and not isinstance(src, bool):  # a camera's index, as ultralytics' source=0
@@ -401,7 +403,7 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
         raise OptionError("shard", "expected K/N, e.g. 1/4", spec) from None
     if n < 1 or not 1 <= k <= n:
         raise OptionError("shard", "need 1 <= K <= N", spec)
-    if n > MAX_SHARDS:  # itertools.islice takes no step past sys.maxsize
+    if n > MAX_SHARDS:
         raise OptionError("shard", f"N is at most {MAX_SHARDS:,}", spec)
     return k, n
 
@@ -411,9 +413,21 @@ def shard(items: Sequence[Item], spec: str | tuple[int, int] | None) -> list[Ite
 @overload
 def shard(items: Iterator[Item], spec: str | tuple[int, int] | None) -> Iterator[Item]: ...
 def shard(items: Iterable[Item], spec: str | tuple[int, int] | None) -> list[Item] | Iterator[Item]:
-    """The K-th of N interleaved slices: every item lands in exactly one shard (a list of a sequence,
-    lazily of an iterator)."""
+    """The K-th of N interleaved slices: every input lands in exactly one shard (a list of a sequence, lazily of
+    an iterator). A source that failed whole (:attr:`Item.unlisted`: a folder or bucket that cannot be listed)
+    stood for inputs of every shard: each shard gets its failure, so no job of an array ends in success with
+    its slice silently missing."""
     parsed = parse_shard(spec) if isinstance(spec, str) or spec is None else spec
     k, n = parsed or (1, 1)
-    taken = itertools.islice(items, k - 1, None, n)
-    return taken if isinstance(items, Iterator) else list(taken)
+
+    def taken() -> Iterator[Item]:
+        inputs = 0
+        for item in items:
+            if item.unlisted:
+                yield item
+                continue
+            if inputs % n == k - 1:
+                yield item
+            inputs += 1
+
+    return taken() if isinstance(items, Iterator) else list(taken())

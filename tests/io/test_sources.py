@@ -66,6 +66,23 @@ def test_shards_partition_the_list(tree):
     assert shard(items, None) == items
 
 
+def test_a_source_that_lists_nothing_fails_in_every_shard(tree, tmp_path):
+    """A folder that does not exist (or is empty, or a glob matching nothing) stood for the inputs of every shard;
+    only shard 1 said so, and the other jobs of an array ended in success with their slices missing."""
+    (tmp_path / "empty").mkdir()
+    sources = [str(tree), str(tmp_path / "nowhere") + os.sep, str(tmp_path / "empty"), str(tmp_path / "*.none")]
+    items = expand_sources(sources)
+    parts = [shard(items, f"{k}/3") for k in (1, 2, 3)]
+    for part in parts:
+        failed = [i.path for i in part if i.error]
+        assert failed == sources[1:], failed
+    good = [i.path for part in parts for i in part if not i.error]
+    assert sorted(good) == sorted(i.path for i in items if not i.error) and len(good) == len(set(good))
+    assert [len([i for i in p if not i.error]) for p in parts] == [1, 1, 1]
+    lazy = [list(shard(iter(items), f"{k}/3")) for k in (1, 2, 3)]
+    assert lazy == parts
+
+
 @pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "1-2", "1/99999999999999999999999", "1/1000001"])
 def test_bad_shard(spec):
     with pytest.raises(UsageError):
