@@ -63,14 +63,24 @@ def filesystem(url: str) -> Any:
     try:
         import fsspec
 
+        from cnnkit.io.video import STREAM_TIMEOUT_S
+
         if proto in ("http", "https"):  # aiohttp's default waits 300 s per request on a server that never answers
             import aiohttp
 
-            from cnnkit.io.video import STREAM_TIMEOUT_S
-
             wait = aiohttp.ClientTimeout(total=None, sock_connect=STREAM_TIMEOUT_S, sock_read=STREAM_TIMEOUT_S)
             return fsspec.filesystem(proto, client_kwargs={"timeout": wait})
-        return fsspec.filesystem("gcs" if proto == "gs" else "s3" if proto == "s3a" else proto)
+        if proto in ("s3", "s3a"):  # botocore waits 60 s a read, and s3fs tries 5 times over botocore's own retries:
+            # a stalled endpoint held each object ~7 minutes, a dead one ~8 s (listings go one after another)
+            config = {
+                "connect_timeout": STREAM_TIMEOUT_S,
+                "read_timeout": STREAM_TIMEOUT_S,
+                "retries": {"mode": "standard", "total_max_attempts": 2},
+            }
+            fs = fsspec.filesystem("s3", config_kwargs=config)
+            fs.retries = 1  # s3fs's own loop (with back-off) around botocore's attempts
+            return fs
+        return fsspec.filesystem("gcs" if proto == "gs" else proto)
     except ImportError as exc:
         missing = getattr(exc, "name", None) or module
         raise CnnkitError(f"{proto}:// sources need {missing}: pip install 'cnnkit[{extra}]'") from None
@@ -168,8 +178,20 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    """Whether a failed read never reached the server (refused, no route, DNS), not a reply about the object."""
-    return any(isinstance(e, ConnectionError) or "Connector" in type(e).__name__ for e in _chain(exc))
+    """Whether a failed read never reached the server (refused, no route, DNS), not a reply about the object
+    (botocore's EndpointConnectionError is no OSError)."""
+    return any(
+        isinstance(e, ConnectionError) or "Connector" in type(e).__name__ or type(e).__name__ in _BOTO_UNREACHABLE
+        for e in _chain(exc)
+    )
+
+
+_BOTO_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError")
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a failed read waited for a reply that never came (aiohttp's TimeoutError, botocore's ReadTimeout)."""
+    return any(isinstance(e, TimeoutError) or type(e).__name__ == "ReadTimeoutError" for e in _chain(exc))
 
 
 def _exists(fs: Any, url: str) -> bool:
@@ -192,6 +214,16 @@ def _walk_order(url: str) -> tuple[tuple[int, str], ...]:
     return (*((1, p) for p in parts[:-1]), (0, parts[-1]))
 
 
+def _said_unreachable(exc: BaseException) -> None:
+    """Raise the one-line reason for a read that never reached its server or never heard back from it."""
+    if _unreachable(exc):
+        raise DecodeError(f"cannot connect ({why(exc)})") from None
+    if _timed_out(exc):
+        from cnnkit.io.video import STREAM_TIMEOUT_S
+
+        raise DecodeError(f"timed out: nothing received for {STREAM_TIMEOUT_S:g} s") from None
+
+
 def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
     """The bytes of one object, or :class:`DecodeError` with the reason the read failed."""
     try:
@@ -203,13 +235,10 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
             data = fs.cat_file(url, start=0, end=limit + 1)  # one ranged GET: no HEAD first, never past the limit
         except (FileNotFoundError, PermissionError, IsADirectoryError):
             raise
-        except OSError as exc:
-            if _unreachable(exc):
-                raise DecodeError(f"cannot connect ({why(exc)})") from None
-            if any(isinstance(e, TimeoutError) for e in _chain(exc)):
-                from cnnkit.io.video import STREAM_TIMEOUT_S
-
-                raise DecodeError(f"timed out: nothing received for {STREAM_TIMEOUT_S:g} s") from None
+        except Exception as exc:
+            _said_unreachable(exc)
+            if not isinstance(exc, OSError):
+                raise
             with fs.open(url, "rb") as f:  # an empty object has no byte 0 to range over (HTTP 416): the long way
                 data = f.read(limit + 1)
     except IsADirectoryError:
@@ -217,6 +246,7 @@ def read(url: str, limit: int = MAX_READ_BYTES) -> bytes:
     except DecodeError:
         raise
     except Exception as exc:
+        _said_unreachable(exc)
         raise DecodeError(
             f"read failed ({why(exc)})" if not isinstance(exc, (FileNotFoundError, PermissionError)) else why(exc)
         ) from None

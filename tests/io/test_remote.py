@@ -307,6 +307,44 @@ def test_a_server_that_accepts_and_never_answers_times_out(monkeypatch):
         conn.close()
 
 
+@pytest.mark.parametrize("server", ["silent", "closed"])
+def test_an_s3_endpoint_that_never_answers_or_is_down_is_one_bounded_line(monkeypatch, server):
+    """botocore waited 60 s a read and s3fs tried 5 times over botocore's own retries: a stalled endpoint held
+    each object about 7 minutes (nothing said), a dead one about 8 s, worded "read failed (EndpointConnectionError
+    …)". Reads give up as an http(s) read does."""
+    import socket
+    import time
+
+    from cnnkit.errors import DecodeError
+    from cnnkit.io import remote, video
+
+    pytest.importorskip("s3fs")
+    monkeypatch.setattr(video, "STREAM_TIMEOUT_S", 1.0)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    held: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if server == "silent":
+            listener.listen(16)
+            threading.Thread(target=lambda: held.extend(listener.accept()[0] for _ in range(16)), daemon=True).start()
+        else:
+            listener.close()  # a port nothing listens on
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        t0 = time.monotonic()
+        want = r"timed out: nothing received for 1 s" if server == "silent" else r"cannot connect \("
+        with pytest.raises(DecodeError, match=want):
+            remote.read(f"s3://{BUCKET}/x-{server}.png")
+        assert time.monotonic() - t0 < 30
+    for conn in held:
+        conn.close()
+
+
 def test_scheme_case_and_s3a_name_one_object(s3_images, predictor):
     folder, prefix = s3_images
     name = sorted(p.name for p in folder.iterdir() if p.suffix == ".png" and p.name != "bad.png")[0]
