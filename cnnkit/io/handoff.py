@@ -157,7 +157,8 @@ def label_studio_tasks(
                     **item,
                 }
             )
-        scores = [p["score"] for p in r.get("predictions") or [] if p.get("score") is not None]
+        scores = [x["score"] for x in results if x.get("score") is not None]  # of what is handed off: a classify
+        # record hands off its top label, and the mean of its top-k was about 1/k whatever the model said
         tasks.append(
             {
                 "data": {"image": image_prefix + quote(r["path"]) if image_prefix else r["path"]},
@@ -449,6 +450,9 @@ def convert(
         }
     )
     config = out.with_name(f"{out.stem}.config.xml")
+    there = None if exist_ok else next((t for t in (out, config) if os.path.lexists(t)), None)
+    if there is not None:  # before either is written: the tasks file was left behind when its config was refused
+        raise AlreadyExists(f"{there}: already exists (pass `exist_ok=True` to overwrite)")
     written = [_write(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", overwrite=exist_ok)]
     written.append(_write(config, label_studio_config(task, names, brush=brush), overwrite=exist_ok))
     return written

@@ -215,6 +215,17 @@ def test_label_studio_choices_for_classify(tmp_path):
     converter = Converter(written[1].read_text(), str(tmp_path), download_resources=False)
     items = list(converter.iter_from_json_file(str(_ls_export(tasks, tmp_path))))
     assert items[0]["output"]["choice"][0]["choices"] == ["star"]
+    assert tasks[0]["predictions"][0]["score"] == 0.7  # the handed-off label's, not the mean of the top-k (0.45)
+
+
+def test_label_studio_refuses_before_writing_either_file(tmp_path):
+    """An existing ``<out>.config.xml``: the tasks file was written, then the config refused, leaving half an
+    output (and the next run refused on the tasks file)."""
+    config = tmp_path / "tasks.config.xml"
+    config.write_text("<mine/>")
+    with pytest.raises(Exception, match="tasks.config.xml: already exists"):
+        convert([_detect_record()], "labelstudio", tmp_path / "tasks.json")
+    assert not (tmp_path / "tasks.json").exists() and config.read_text() == "<mine/>"
 
 
 def test_voc_round_trips_through_torchvision_parser(tmp_path):
