@@ -149,6 +149,10 @@ def check_meta(meta: dict[str, Any], where: str | os.PathLike, required: tuple[s
         isinstance(meta["arch_kwargs"], dict) and all(isinstance(k, str) for k in meta["arch_kwargs"])
     ):
         raise bad(f"'arch_kwargs' is {_kind(meta['arch_kwargs'])}, not an object of options")
+    for key, v in (meta.get("arch_kwargs") or {}).items():  # channels and sizes: a stranger's 10**7 built ~TBs
+        counts = v if isinstance(v, list) else [v]
+        if any(isinstance(n, (int, float)) and not isinstance(n, bool) and not abs(n) <= MAX_SIDE for n in counts):
+            raise bad(f"arch_kwargs {key!r} is {str(v)[:40]}, past {MAX_SIDE} (no layer or image side is that big)")
     for key in ("letterbox", "stride"):
         if meta.get(key) is not None and not _int_in(meta[key], 1, MAX_SIDE):
             raise bad(f"{key!r} is {_kind(meta[key])}, not a size from 1 to {MAX_SIDE}")

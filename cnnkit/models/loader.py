@@ -106,13 +106,40 @@ def load_checkpoint(path: str | Path, task: str) -> Loaded:
     except CnnkitError as exc:
         raise CnnkitError(f"{path}: {exc}") from None
     labels = list(meta["labels"])
+    state = load_state_dict(path)
+    _fits_the_file(spec, len(labels), meta, state, path)
     try:
         module = spec.builder(num_classes=len(labels), **(meta.get("arch_kwargs") or {}))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
         raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
-    load_into(module, load_state_dict(path), str(path))
+    load_into(module, state, str(path))
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else spec.preprocess
     return Loaded(module, meta.get("name") or Path(path).stem, labels, pre, spec, meta)
+
+
+def _fits_the_file(
+    spec: ModelSpec, classes: int, meta: dict[str, Any], state: dict[str, Any], path: str | Path
+) -> None:
+    """Build the network a checkpoint's metadata describes on the meta device (no memory) and refuse it when it
+    holds more numbers than the file: a stranger's ``arch_kwargs`` would otherwise allocate (and initialise) it
+    for real before the weights could fail to fit."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            shape = spec.builder(num_classes=classes, **(meta.get("arch_kwargs") or {}))
+    except CnnkitError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
+        raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
+    except Exception:  # a builder that computes on its tensors: built for real, as before
+        return
+    wanted = sum(t.numel() for t in shape.state_dict().values())
+    held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    if wanted > held:
+        raise CnnkitError(
+            f"{path}: its metadata builds a {meta['arch']} of {wanted:,} numbers, the file holds {held:,}"
+        )
 
 
 def torchvision_labels(spec: ModelSpec) -> list[str]:

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import zipfile
@@ -704,6 +705,29 @@ def test_metadata_that_does_not_build_its_architecture(tmp_path, rgb_image):
     path = _safetensors(tmp_path / "arch.safetensors", {**GOOD_META, "arch": "nope"})
     result = runner.invoke(app, ["classify", str(rgb_image), "--weights", str(path)])
     assert "'nope'" in one_line_error(result, path)
+
+
+@pytest.mark.parametrize("kwargs", [{"decoder_channels": [4000, 16, 8, 8, 8]}, {"decoder_channels": [10**7] * 5}])
+def test_arch_kwargs_that_build_a_huge_network_are_refused_before_it_is_built(kwargs, tmp_path, rgb_image):
+    """A stranger's checkpoint whose arch_kwargs ask for 10 million channels: the network was allocated and
+    initialised for real (terabytes) before its weights could fail to fit. Sizes past any layer's are refused
+    as metadata; a network the file's tensors cannot fill is measured on the meta device first."""
+    from tests.fixtures.segment import TINY, save_tiny_unet
+
+    path = save_tiny_unet(tmp_path / "tiny.safetensors", 0)
+    from safetensors.torch import load_file, save_file
+
+    from cnnkit.models.checkpoint import read_meta
+
+    meta = read_meta(path)
+    meta["arch_kwargs"] = {**TINY, **kwargs}
+    save_file(load_file(str(path)), str(path), metadata={"cnnkit": json.dumps(meta)})
+    result = runner.invoke(app, ["segment", str(rgb_image), "--weights", str(path)])
+    line = one_line_error(result, path)
+    if kwargs["decoder_channels"][0] > 8192:
+        assert "arch_kwargs 'decoder_channels'" in line and "past 8192" in line
+    else:
+        assert re.search(r"its metadata builds a smp of [\d,]+ numbers, the file holds [\d,]+$", line), line
 
 
 def test_sidecar_metadata_that_is_not_json(tmp_path, rgb_image):
