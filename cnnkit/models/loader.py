@@ -114,7 +114,10 @@ def load_checkpoint(path: str | Path, task: str) -> Loaded:
         raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
     load_into(module, state, str(path))
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else spec.preprocess
-    return Loaded(module, meta.get("name") or Path(path).stem, labels, pre, spec, meta)
+    name = meta.get("name") or Path(path).stem
+    if task in ("classify", "segment") and pre is not None and pre != spec.preprocess:  # a side of its own
+        check_runs_at(module, name, pre.crop, where=str(path))
+    return Loaded(module, name, labels, pre, spec, meta)
 
 
 def _fits_the_file(
@@ -385,10 +388,11 @@ def at_input_size(loaded: Loaded, imgsz: int | None) -> Loaded:
     return replace(loaded, preprocess=sized(pre, imgsz, name=loaded.name, fixed=fixed))
 
 
-def check_runs_at(module: Any, name: str, side: int) -> None:
-    """Run a classifier once at the input side asked for, so a side its layers cannot take (pooled down to
-    0x0) is one line here rather than a traceback on every batch (predicting or training), or a runtime compile
-    remembered as failed."""
+def check_runs_at(module: Any, name: str, side: int, where: str | None = None) -> None:
+    """Run a classifier (or segmenter) once at the input side asked for, so a side its layers cannot take (pooled
+    down to 0x0, a fixed-size head) is one line here rather than a traceback on every batch (predicting or
+    training), or a runtime compile remembered as failed. ``where``: the checkpoint whose preprocessing asks for
+    that side (else it is the ``imgsz`` option's)."""
     import torch
 
     # above 576 px, a side of the same remainder mod 64 (a stride or patch size still divides it or not): a
@@ -398,6 +402,11 @@ def check_runs_at(module: Any, name: str, side: int) -> None:
         with torch.inference_mode():
             module.eval()(torch.zeros(1, 3, probe, probe))
     except (RuntimeError, AssertionError) as exc:  # torchvision's ViT asserts its size
+        if where is not None:
+            raise CnnkitError(
+                f"{where}: its preprocessing asks for {side}x{side} inputs, which {name} cannot run "
+                f"({reason_of(exc, 160)})"
+            ) from exc
         raise OptionError("imgsz", f"{name} cannot run on a {side}x{side} input ({reason_of(exc, 160)})", side) from exc
 
 

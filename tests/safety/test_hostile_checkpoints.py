@@ -730,6 +730,20 @@ def test_arch_kwargs_that_build_a_huge_network_are_refused_before_it_is_built(kw
         assert re.search(r"its metadata builds a smp of [\d,]+ numbers, the file holds [\d,]+$", line), line
 
 
+@pytest.mark.parametrize("side", [8, 64])
+def test_a_checkpoint_whose_input_side_its_network_cannot_run_is_one_line(side, tmp_path, rgb_image):
+    """LeNet-5 takes 32x32 inputs only: a checkpoint whose preprocessing says 64 (or 8, pooled to nothing)
+    loaded, then every batch failed with a traceback."""
+    from cnnkit.models.checkpoint import save_checkpoint
+    from cnnkit.models.loader import spec_for_family
+
+    module = spec_for_family("lenet5", "classify").builder(num_classes=2)
+    pre = {"resize": side, "crop": side, "mean": [0.5] * 3, "std": [0.5] * 3}
+    path = save_checkpoint(tmp_path / "lenet.safetensors", module, {**GOOD_META, "preprocess": pre})
+    result = runner.invoke(app, ["classify", str(rgb_image), str(rgb_image), "--weights", str(path)])
+    assert f"its preprocessing asks for {side}x{side} inputs, which x cannot run" in one_line_error(result, path)
+
+
 def test_sidecar_metadata_that_is_not_json(tmp_path, rgb_image):
     path = _safetensors(tmp_path / "bare.safetensors", None)
     (tmp_path / "bare.json").write_text("{nope")
