@@ -247,9 +247,14 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             reason = reason_of(exc, 10_000)
             refused = "Weights only load failed" in str(exc)
             if refused:  # torch's own advice (weights_only=False) is the unsafe step
-                lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
-                told = [line for line in lines if line and "weights_only" not in line and "torch.load" not in line]
-                reason = (told[0] if told else "it holds more than tensors")[:160]
+                lines = str(exc).splitlines()
+                said = [
+                    line.split("WeightsUnpickler error:")[-1] for line in lines if "WeightsUnpickler error:" in line
+                ]
+                told = said or [line for line in lines if "weights_only" not in line and "torch.load" not in line]
+                told = [line.split(" was not an allowed global")[0].strip() for line in told if line.strip()]
+                reason = told[0] if told and not told[0].startswith("Weights only") else "it holds more than tensors"
+                reason = reason[:160]
             if refused and _is_ultralytics_model(path):
                 raise _an_ultralytics_model(path) from None
             unsafe = _looks_like_unsafe_pickle(path)

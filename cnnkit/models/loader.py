@@ -75,6 +75,17 @@ def spec_for_family(family: str, task: str | None = None) -> ModelSpec:
     raise CnnkitError(f"checkpoint names architecture {family!r}, which this cnnkit does not know")
 
 
+def _unprefixed(state: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
+    """``state`` with the one prefix every key shares taken off (``module.`` from DataParallel, ``model.`` from a
+    Lightning module's attribute) when its keys are then the network's own, as timm's loader does; else as is."""
+    if set(state) == wanted or not state:
+        return state
+    first = next(iter(state)).split(".", 1)[0] + "."
+    if all(k.startswith(first) for k in state) and {k[len(first) :] for k in state} == wanted:
+        return {k[len(first) :]: v for k, v in state.items()}
+    return state
+
+
 def load_into(module: Any, state: dict[str, Any], where: str, arch: str | None = None) -> None:
     """``module.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming ``where`` (and ``arch``,
     the architecture a user's state dict, which names none, was tried as), and so are integers for a float parameter
@@ -82,6 +93,7 @@ def load_into(module: Any, state: dict[str, Any], where: str, arch: str | None =
     with a warning.)"""
     import torch
 
+    state = _unprefixed(state, set(module.state_dict()))
     for name, own in module.state_dict().items():  # parameters and float buffers (BatchNorm's running stats)
         value = state.get(name)
         if isinstance(value, torch.Tensor) and own.is_floating_point() and not value.is_floating_point():

@@ -744,6 +744,28 @@ def test_a_checkpoint_whose_input_side_its_network_cannot_run_is_one_line(side, 
     assert f"its preprocessing asks for {side}x{side} inputs, which x cannot run" in one_line_error(result, path)
 
 
+def test_a_lightning_checkpoint_loads_its_state_dict_or_says_what_it_holds(tmp_path, rgb_image):
+    """A Lightning ``.ckpt``: its keys carry the LightningModule's attribute (``model.``), which did not fit the
+    architecture; one whose hyper_parameters are an ``argparse.Namespace`` was refused with torch's boilerplate
+    ("Weights only load failed. This file can still be loaded…") instead of what it holds."""
+    import argparse
+
+    import torch
+
+    from cnnkit.models.loader import spec_for_family
+
+    module = spec_for_family("lenet5", "classify").builder(num_classes=6)
+    state = {f"model.{k}": v for k, v in module.state_dict().items()}
+    plain, namespace = tmp_path / "plain.ckpt", tmp_path / "namespace.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"lr": 0.1}, "pytorch-lightning_version": "2.0"}, plain)
+    torch.save({"state_dict": state, "hyper_parameters": argparse.Namespace(lr=0.1)}, namespace)
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", "lenet5", "--weights", str(plain)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["classify", str(rgb_image), "--model", "lenet5", "--weights", str(namespace)])
+    line = one_line_error(result, namespace)
+    assert "refused" in line and "argparse.Namespace" in line and "Weights only load failed" not in line
+
+
 def test_sidecar_metadata_that_is_not_json(tmp_path, rgb_image):
     path = _safetensors(tmp_path / "bare.safetensors", None)
     (tmp_path / "bare.json").write_text("{nope")
