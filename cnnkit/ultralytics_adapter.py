@@ -117,12 +117,27 @@ def labels_of(model: Any) -> list[str]:
     """An ultralytics model's class names in class order. ``YOLO.names`` checks the whole dict on every read,
     so it is read once (a loop over it was quadratic: 20,000 names took 50 s); a file with more names than
     any head needs is refused."""
-    from cnnkit.models.checkpoint import MAX_LABELS
+    from cnnkit.errors import CnnkitError, reason_of
+    from cnnkit.models.checkpoint import MAX_LABELS, _has_control
 
-    names = getattr(model, "names", None) or {}
+    where = getattr(model, "ckpt_path", None) or "model"
+    try:
+        names = getattr(model, "names", None) or {}
+    except (KeyError, ValueError, TypeError) as exc:  # ultralytics checks the names on every read
+        raise CnnkitError(f"{where}: its class names do not fit its classes ({reason_of(exc, 160)})") from None
     if len(names) > MAX_LABELS:
-        raise UnsafeCheckpoint(f"{getattr(model, 'ckpt_path', None) or 'model'}: refused, {len(names)} class names")
-    return [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
+        raise UnsafeCheckpoint(f"{where}: refused, {len(names)} class names")
+    if isinstance(names, dict) and set(names) != set(range(len(names))):
+        raise CnnkitError(f"{where}: its class names are not numbered 0 to {len(names) - 1}")
+    labels = [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
+    odd = next((x for x in labels if _has_control(x)), None)
+    if odd is not None:  # an escape sequence or a line break would reach a terminal's table raw
+        raise CnnkitError(f"{where}: a class name has control characters ({odd[:40]!r})")
+    layers = getattr(getattr(model, "model", None), "model", None)
+    head = getattr(layers[-1], "nc", None) if layers is not None and len(layers) else None
+    if isinstance(head, int) and labels and head != len(labels):  # classes past the names came out as bare numbers
+        raise CnnkitError(f"{where}: its head predicts {head} classes, its names list {len(labels)}")
+    return labels
 
 
 def _safe_load_on() -> bool:

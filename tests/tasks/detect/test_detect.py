@@ -439,6 +439,37 @@ def test_a_drafted_jpeg_maps_back_by_its_draft_factor(tmp_path):
     assert ((mask > 0) & (full > 0)).sum() / ((mask > 0) | (full > 0)).sum() > 0.97
 
 
+@pytest.mark.parametrize(
+    ("names", "said"),
+    [
+        (
+            {0: "circle", 1: "\x1b[31mred", 2: "triangle", 3: "star", 4: "hexagon"},
+            "a class name has control characters",
+        ),
+        ({5: "a", 6: "b", 7: "c", 8: "d", 9: "e"}, "its class names do not fit its classes"),
+        (["a", "b"], "its head predicts 5 classes, its names list 2"),
+    ],
+)
+def test_an_ultralytics_file_whose_names_do_not_fit_is_one_line(names, said, tmp_path):
+    """A stranger's YOLO .pt: names numbered 5-9 were a KeyError traceback from ultralytics, two names for a
+    five-class head labelled the rest with bare numbers (exit 0), an escape sequence reached the table raw."""
+    import torch
+
+    import cnnkit
+    from cnnkit.ultralytics_adapter import ultralytics
+
+    ultralytics()
+    ckpt = torch.load(Path(cnnkit.__file__).parent / "weights" / "shapes-yolov8n.pt", weights_only=False)
+    ckpt["model"].names = names
+    path = tmp_path / "named.pt"
+    torch.save(ckpt, path)
+    image = Path(cnnkit.__file__).parents[1] / "samples" / "scene_0.png"
+    result = CliRunner().invoke(app, ["detect", str(image), "--weights", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {path}: {said}")
+
+
 def test_an_ultralytics_models_names_are_read_once_and_bounded():
     """``YOLO.names`` checks the whole dict on every read: a loop over it was quadratic (20,000 names: 50 s)."""
     from cnnkit.errors import UnsafeCheckpoint
