@@ -233,8 +233,13 @@ class ParquetWriter:
             raise write_error(self.final, exc) from exc
 
     def _prefix(self) -> str:
-        """The start of this machine's temp files for the output (the process id follows)."""
-        return f".{self.final.name}.{socket.gethostname()}."
+        """The start of this machine's temp files for the output (the process id follows); the name and host are cut
+        (bytes, whole characters) so that the temp name stays under the 255-byte limit of an output named near it."""
+
+        def cut(text: str, limit: int) -> str:
+            return os.fsencode(text)[:limit].decode(errors="ignore")
+
+        return f".{cut(self.final.name, 140)}.{cut(socket.gethostname(), 48)}."
 
     def _sweep(self) -> None:
         """Remove the temp files runs on this machine left when they were killed outright (``kill -9``, the OOM

@@ -165,6 +165,30 @@ def test_a_temp_file_a_killed_run_left_is_removed_by_the_next_run(tmp_path):
     assert pq.read_table(tmp_path / "out.parquet").num_rows == len(RECORDS)
 
 
+def test_a_name_near_the_length_limit_is_written_and_its_leftovers_swept(tmp_path):
+    """ ".NAME.HOST.PID.XXXXXXXX.tmp" went past the 255-byte name limit for an output named with 160-255 bytes:
+    the run failed ("File name too long"). The name is cut in the temp's, the same way each run, so a killed
+    run's leftover is still found and removed."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from cnnkit.io.parquet import ParquetWriter
+
+    final = tmp_path / ("p" * 246 + ".parquet")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    prefix = ParquetWriter._prefix(SimpleNamespace(final=final))  # type: ignore[arg-type]
+    assert len(os.fsencode(prefix)) < 200
+    dead = tmp_path / f"{prefix}{gone.stdout.strip()}.abc123.tmp"
+    dead.write_bytes(b"rows")
+    writer = ParquetWriter(final)
+    for record in RECORDS:
+        writer.write(record.to_dict())
+    writer.close()
+    assert pq.read_table(final).num_rows == len(RECORDS)
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+
+
 def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_lost_row_group(tmp_path):
     """Parquet's strings are UTF-8: the name's lone surrogate was a UnicodeEncodeError traceback, no file."""
     import pyarrow.parquet as pq
