@@ -366,13 +366,14 @@ def test_an_mpegts_frame_lost_whole_is_named_missing(tmp_path: Path, b_frames: s
     assert [it.error for it in read_frames(str(video))] == [None] * 60  # the whole file: nothing said
 
 
-def front_indexed_noise(path: Path, fps: int) -> Path:
-    """40 frames of noise (every frame's packet about the same size) in an mp4 with its index at the front."""
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=fps)
+def front_indexed_noise(path: Path, fps: int, frames: int = 40, codec: str = "libx264") -> Path:
+    """``frames`` frames of noise (every frame's packet about the same size) in an mp4 with its index at the
+    front (or another container ``path`` names)."""
+    with av.open(str(path), "w", options={"movflags": "faststart"} if path.suffix == ".mp4" else {}) as container:
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         rng = np.random.default_rng(0)
-        for _ in range(40):
+        for _ in range(frames):
             frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -401,17 +402,7 @@ def test_a_truncated_video_says_which_frames_are_missing(tmp_path: Path) -> None
 def test_a_video_cut_before_its_last_frame_says_so(tmp_path: Path, name: str) -> None:
     """An mp4 (index at the front) or AVI cut where its last frame's packet begins: the header counts its samples,
     so the one frame missing is named (a duration's count may be one off; a sample count is not)."""
-    whole = tmp_path / name
-    with av.open(str(whole), "w", options={"movflags": "faststart"} if name.endswith("mp4") else {}) as container:
-        stream = container.add_stream("libx264" if name.endswith("mp4") else "mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(20):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    whole = front_indexed_noise(tmp_path / name, 25, frames=20, codec="libx264" if name.endswith("mp4") else "mpeg4")
     with av.open(str(whole)) as container:
         last = max(p.pos for p in container.demux(container.streams.video[0]) if p.size)
     cut = tmp_path / f"cut-{name}"

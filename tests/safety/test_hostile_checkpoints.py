@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -1014,12 +1015,28 @@ def test_torchscript_that_may_never_end_is_refused_before_it_runs(kind, tmp_path
     assert "refused, its TorchScript code " in one_line_error(result, path)
 
 
+def _classify_with_probe_seconds_2(path: Path, image: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``cnnkit classify IMAGE -w PATH --backend torchscript`` in a child process with PROBE_SECONDS = 2: a load
+    or probe that never ends leaves its thread behind, so the process must exit without joining it."""
+    import sys
+
+    launcher = (
+        "import sys, cnnkit.export as e; e.PROBE_SECONDS = 2; "
+        "sys.argv = ['cnnkit', *sys.argv[1:]]; from cnnkit.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", launcher, "classify", str(image), "-w", str(path), "--backend", "torchscript"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "cache")},
+    )
+
+
 def test_a_network_that_runs_too_long_at_load_is_refused_and_the_cli_exits(tmp_path, rgb_image):
     """Loops the static check cannot bound: the probe at load hung, deaf to Ctrl-C. Now it is waited for
     PROBE_SECONDS, the load is refused in one line, and the process leaves its thread behind (exit 1, not an
     abort while joining it)."""
-    import subprocess
-    import sys
 
     import torch
 
@@ -1029,17 +1046,7 @@ def test_a_network_that_runs_too_long_at_load_is_refused_and_the_cli_exits(tmp_p
     torch.jit.save(
         torch.jit.script(hostile.NestedLoops(1 << 20)), str(path), _extra_files={"cnnkit.json": json.dumps(_TS_META)}
     )
-    launcher = (
-        "import sys, cnnkit.export as e; e.PROBE_SECONDS = 2; "
-        "sys.argv = ['cnnkit', *sys.argv[1:]]; from cnnkit.cli import main; main()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", launcher, "classify", str(rgb_image), "-w", str(path), "--backend", "torchscript"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "cache")},
-    )
+    done = _classify_with_probe_seconds_2(path, rgb_image, tmp_path)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"Error: {path}: refused, its network did not finish one input of shape [1, 3, 8, 8] in 2 s"
@@ -1066,8 +1073,6 @@ def test_torchscript_that_loops_on_load_or_prints_is_refused_before_it_runs(kind
 def test_torchscript_whose_load_runs_too_long_is_refused_and_the_cli_exits(tmp_path, rgb_image):
     """Loops in ``__setstate__`` counted by the module's own state: ``torch.jit.load`` ran them with no time
     limit (the probe's bound starts after the load). Now the load is waited for PROBE_SECONDS too."""
-    import subprocess
-    import sys
 
     import torch
 
@@ -1079,17 +1084,7 @@ def test_torchscript_whose_load_runs_too_long_is_refused_and_the_cli_exits(tmp_p
         str(path),
         _extra_files={"cnnkit.json": json.dumps(_TS_META)},
     )
-    launcher = (
-        "import sys, cnnkit.export as e; e.PROBE_SECONDS = 2; "
-        "sys.argv = ['cnnkit', *sys.argv[1:]]; from cnnkit.cli import main; main()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", launcher, "classify", str(rgb_image), "-w", str(path), "--backend", "torchscript"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "cache")},
-    )
+    done = _classify_with_probe_seconds_2(path, rgb_image, tmp_path)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"Error: {path}: refused, loading it ran its code for over 2 s"
 
