@@ -50,7 +50,7 @@ def load(task: str, **options: Any) -> Predictor:
     from cnnkit.errors import OptionError
     from cnnkit.tasks import TASKS
 
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise OptionError("task", f"expected one of {', '.join(TASKS)}", task)
     _check_names(TASKS[task].predictor, options, task)
     check_load(options)
@@ -95,7 +95,8 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     if "shard" in options:
         options["shard_spec"] = options.pop("shard")
     run = {k: options.pop(k) for k in _RUN_KEYS if k in options}
-    check_run(run.get("batch_size", 8), run.get("workers", 2), run.get("max_pixels", DEFAULT_MAX_PIXELS))
+    flags = {k: run[k] for k in ("recursive", "keep_pictures", "save_dir", "skip") if k in run}
+    check_run(run.get("batch_size", 8), run.get("workers", 2), run.get("max_pixels", DEFAULT_MAX_PIXELS), **flags)
     from cnnkit.io.sources import parse_shard
     from cnnkit.io.video import VideoOptions
 

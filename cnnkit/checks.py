@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable, Iterator, Mapping, Set
+from collections.abc import Collection, Iterable, Iterator, Mapping, Set
 from typing import Any
 
 from cnnkit.errors import OptionError
@@ -46,8 +46,10 @@ def check_load(options: dict[str, Any]) -> None:
     for name in ("topk", "max_det", "threads"):
         if options.get(name) is not None:
             options[name] = whole(name, options[name], 1)
-    if "half" in options and not isinstance(options["half"], bool):
-        raise OptionError("half", "must be True or False", options["half"])
+    for name in ("half", "agnostic_nms", "save_txt", "save_crop", "save_masks"):
+        _flag(name, options.get(name))
+    for name in ("weights", "model"):
+        _name_or_path(name, options.get(name))
     device = options.get("device")
     if device is not None and not isinstance(device, str):
         if type(device).__name__ == "device" or isinstance(device, int):  # torch.device, or a CUDA index
@@ -61,8 +63,32 @@ def check_load(options: dict[str, Any]) -> None:
         raise OptionError("classes", "must be class ids or names", classes)
 
 
-def check_run(batch_size: Any, workers: Any, max_pixels: Any) -> None:
+def _flag(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):  # "no" and "false" are true in Python
+        raise OptionError(name, "must be True or False", value)
+
+
+def _name_or_path(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise OptionError(name, "must be a name or a path", value)
+
+
+def check_run(
+    batch_size: Any,
+    workers: Any,
+    max_pixels: Any,
+    *,
+    recursive: Any = False,
+    keep_pictures: Any = False,
+    save_dir: Any = None,
+    skip: Any = None,
+) -> None:
     """The run options of :meth:`Predictor.stream`."""
+    _flag("recursive", recursive)
+    _flag("keep_pictures", keep_pictures)
+    _name_or_path("save_dir", save_dir)
+    if skip is not None and (isinstance(skip, (str, bytes)) or not isinstance(skip, Collection)):
+        raise OptionError("skip", "must be a set (or list) of input paths", skip)
     whole("batch_size", batch_size, 1)
     whole("workers", workers, 0)  # 0, as for a DataLoader: no extra process; one decode thread still runs
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, float)) or not max_pixels >= 1:
@@ -83,11 +109,14 @@ def source_list(sources: Any) -> list[Any] | Iterator[Any]:
     if isinstance(sources, (Mapping, Set)):
         raise OptionError("sources", "a mapping or set has no order; pass a list", type(sources).__name__)
     if isinstance(sources, (list, tuple)):
-        return list(sources)
+        return [one for source in sources for one in _batch_or_one(source)]
     if callable(getattr(sources, "read", None)):  # an open binary file: its bytes are one encoded image
         return [sources.read()]
     if isinstance(sources, Iterator):  # a generator, map, iter(): its items are the inputs, taken as needed
-        return sources
-    if getattr(sources, "ndim", None) == 4:  # a batch: B×C×H×W tensor (as ultralytics takes) or B×H×W×C array
-        return list(sources)
-    return [sources]  # one image: PIL, ndarray, tensor, an Item
+        return (one for source in sources for one in _batch_or_one(source))
+    return _batch_or_one(sources)  # one image (PIL, ndarray, tensor, an Item) or a batch of them
+
+
+def _batch_or_one(source: Any) -> list[Any]:
+    """A 4-D array or tensor (B×C×H×W, as ultralytics takes, or B×H×W×C) is its B images, in a list too."""
+    return list(source) if getattr(source, "ndim", None) == 4 else [source]

@@ -157,7 +157,15 @@ class Predictor(ABC):
         Videos become frames lazily (:func:`~cnnkit.io.video.expand_videos`); with a save folder each
         video's annotated frames go into one mp4 instead of a picture per frame.
         """
-        check_run(batch_size, workers, max_pixels)
+        check_run(
+            batch_size,
+            workers,
+            max_pixels,
+            recursive=recursive,
+            keep_pictures=keep_pictures,
+            save_dir=save_dir,
+            skip=skip,
+        )
         inputs = source_list(sources)
         outputs = [save_dir] if save_dir else []
         found = iter_sources(inputs, recursive=recursive, outputs=outputs)

@@ -116,6 +116,14 @@ def test_bad_video_and_shard_options_are_refused_at_the_call_before_a_model_load
         ("classify", {"batch_size": 0}, "batch_size"),
         ("classify", {"workers": -1}, "workers"),
         ("classify", {"max_pixels": 0}, "max_pixels"),
+        ("classify", {"recursive": "no"}, "recursive"),
+        ("classify", {"keep_pictures": "no"}, "keep_pictures"),
+        ("detect", {"agnostic_nms": "x"}, "agnostic_nms"),
+        ("detect", {"save_txt": "false"}, "save_txt"),
+        ("classify", {"weights": 3}, "weights"),
+        ("classify", {"model": 3}, "model"),
+        ("classify", {"save_dir": 5}, "save_dir"),
+        ("classify", {"skip": 1}, "skip"),
     ],
 )
 def test_bad_option_values_name_the_option_before_anything_compiles(monkeypatch, task, options, name) -> None:
@@ -306,3 +314,29 @@ def test_a_4d_batch_is_one_input_per_image() -> None:
     assert [r.path for r in as_array] == ["<image 0>", "<image 1>", "<image 2>"]
     assert [r.predictions for r in as_array] == one_by_one
     assert [[p["label"] for p in r.predictions] for r in as_tensor] == [[p["label"] for p in ps] for ps in one_by_one]
+
+
+def test_batches_inside_a_list_or_a_generator_are_their_images() -> None:
+    """A 4-D batch inside a list (or a generator) was one failed record ("… is not an image"), though a batch
+    given alone is its images."""
+    batch = np.zeros((2, 48, 64, 3), np.uint8)
+    records = cnnkit.classify([str(SCENE), batch], threads=1)
+    assert [r.error for r in records] == [None, None, None] and len(records) == 3
+    streamed = list(cnnkit.classify(iter([batch, torch.zeros(2, 3, 48, 64)]), stream=True, threads=1))
+    assert len(streamed) == 4 and all(r.error is None for r in streamed)
+
+
+def test_a_task_that_is_not_a_name_is_an_option_error() -> None:
+    with pytest.raises(OptionError, match="task"):
+        cnnkit.load(["classify"])  # type: ignore[arg-type]
+
+
+def test_a_float_pil_image_in_memory_reads_as_the_same_float_array() -> None:
+    """A PIL image of mode F was stretched to its range (a constant 0.5 grey came out black), while the same
+    floats as an array are pixels in [0, 1]."""
+    from cnnkit.io.decode import _from_memory
+
+    grey = np.full((32, 32), 0.5, np.float32)
+    dim = np.linspace(0.2, 0.45, 32 * 32, dtype=np.float32).reshape(32, 32)
+    for values in (grey, dim):
+        assert np.array_equal(_from_memory(Image.fromarray(values)), _from_memory(values))

@@ -202,9 +202,11 @@ def _from_memory(obj: Any) -> np.ndarray:
     """PIL image, H×W(×C) ndarray or C×H×W tensor → H×W×3 uint8."""
     from PIL import Image
 
-    if isinstance(obj, Image.Image):
+    if isinstance(obj, Image.Image) and obj.mode != "F":
         return np.asarray(to_rgb(obj))
-    if hasattr(obj, "detach") and hasattr(obj, "numpy"):
+    if isinstance(obj, Image.Image):  # float pixels in memory: read as a float array is ([0, 1] or [0, 255])
+        arr = np.asarray(obj)
+    elif hasattr(obj, "detach") and hasattr(obj, "numpy"):
         try:
             t = obj.detach().cpu()
             arr = (
