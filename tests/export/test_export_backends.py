@@ -315,6 +315,18 @@ def test_mask_rcnn_export_is_refused_in_one_line(fmt, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_faster_rcnn_export_is_refused_before_its_weights_load(fmt, tmp_path, monkeypatch):
+    """A registry Faster R-CNN loaded (online: downloaded, 75-167 MB) its pretrained weights, then was refused."""
+    from cnnkit.models import hub
+
+    monkeypatch.setattr(hub, "torchvision_weights", lambda *a, **k: pytest.fail("weights loaded before refusing"))
+    out = tmp_path / f"f.{fmt}"
+    result = runner.invoke(app, ["export", "fasterrcnn_mobilenet_v3_large_320_fpn", "--to", fmt, "-o", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "only YOLO detectors export here, not torchvision" in result.output and not out.exists()
+
+
 def test_an_output_name_that_says_another_format_is_refused(tmp_path):
     for fmt, name, said in (("onnx", "m.torchscript", "torchscript"), ("torchscript", "m.onnx", "onnx")):
         result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])

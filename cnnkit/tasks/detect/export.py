@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 def _yolo(target: str) -> Loaded:
     """The ultralytics model :func:`~cnnkit.models.loader.resolve` finds for ``target``; other detectors are refused."""
     from cnnkit.models.loader import resolve
+    from cnnkit.models.registry import find_spec
 
+    named = find_spec(target, "detect")
+    if named is not None and named.family != "yolo":  # said before its weights load (or download)
+        raise UsageError(f"{target}: only YOLO detectors export here, not {named.source} {named.family} models")
     loaded = resolve("detect", target)
     if loaded.runtime != "ultralytics":
         spec = loaded.spec
