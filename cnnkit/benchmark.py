@@ -407,6 +407,11 @@ def run(
                 if exported and backend == "torch":  # an exported file runs on its own runtime, never eager
                     log.info("benchmark: %s is an exported file; no torch row", model)
                     continue
+                if exported and BACKEND_FILES.get(backend, sniff(model)) != sniff(model):
+                    if errors is None:
+                        raise OptionError("backend", f"runs other files than {model}", backend)
+                    errors.append((model, backend, f"backend {backend} runs other files than this one"))
+                    continue
                 if progress is not None:
                     progress(f"{model} on {backend}")
                 try:
@@ -425,7 +430,10 @@ def run(
                         half=half,
                     )
                 except CnnkitError as exc:
-                    if errors is None or isinstance(exc, UsageError):  # a usage error is the whole run's
+                    # a usage error is the whole run's (half on a CPU, a bad size), but for a runtime that refuses
+                    # this model: the other pairs are timed and the refusal said at the end
+                    refused = isinstance(exc, OptionError) and "backend" in exc.options
+                    if errors is None or (isinstance(exc, UsageError) and not refused):
                         raise
                     errors.append((model, backend, str(exc)))
                     continue

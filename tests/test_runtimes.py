@@ -404,6 +404,35 @@ def test_benchmark_of_an_exported_file(cache, tmp_path, monkeypatch):
         benchmark.run([path, "nosuch"], images=2)
 
 
+def test_benchmark_keeps_its_rows_when_a_runtime_refuses_a_model(tmp_path):
+    """A runtime refusing one model (Mask R-CNN on onnxruntime, an .onnx on torchscript) ended the whole run
+    with exit 2, the rows already timed thrown away; the refusal is said at the end and the others are timed."""
+    from cnnkit import benchmark
+    from cnnkit import export as ex
+
+    path = str(ex.export_model("shapes-cnn", out=tmp_path / "cnn.onnx").path)
+    errors: list[tuple[str, str, str]] = []
+    rows = benchmark.run(
+        ["shapes-cnn", "shapes-maskrcnn", path],
+        backends=["onnxruntime", "torchscript"],
+        images=2,
+        batch_size=2,
+        threads=1,
+        seconds=0.05,
+        errors=errors,
+    )
+    assert {(r.model, r.backend) for r in rows} == {
+        ("shapes-cnn", "onnxruntime"),
+        ("shapes-cnn", "torchscript"),
+        (path, "onnxruntime"),
+    }
+    assert {(m, b) for m, b, _ in errors} == {
+        ("shapes-maskrcnn", "onnxruntime"),
+        ("shapes-maskrcnn", "torchscript"),
+        (path, "torchscript"),
+    }
+
+
 def test_benchmark_half_needs_cuda():
     from typer.testing import CliRunner
 
