@@ -51,6 +51,8 @@ def calibration_images(folder: str | Path, limit: int) -> list[str]:
     """Up to ``limit`` images under ``folder`` (recursive) for calibration; none is an option error."""
     from cnnkit.io.sources import expand_sources
 
+    if not Path(folder).exists():
+        raise OptionError("calibrate", "no such file or folder", str(folder))
     paths = [it.path for it in expand_sources([str(folder)], recursive=True) if it.error is None][:limit]
     if not paths:
         raise OptionError("calibrate", "no images found", str(folder))
@@ -65,6 +67,7 @@ def reader(predictor: Any, paths: list[str], input_name: str) -> Any:
     """ONNX Runtime's calibration reader: one image per call, preprocessed as the predictor does it."""
     from onnxruntime.quantization import CalibrationDataReader
 
+    from cnnkit.errors import DecodeError
     from cnnkit.io.decode import decode
 
     class Reader(CalibrationDataReader):
@@ -72,10 +75,16 @@ def reader(predictor: Any, paths: list[str], input_name: str) -> Any:
             self.paths = iter(paths)
 
         def get_next(self) -> dict[str, Any] | None:
-            path = next(self.paths, None)
-            if path is None:
+            for path in self.paths:
+                try:
+                    decoded = decode(path, min_side=predictor.min_side)
+                except DecodeError as exc:  # a bad file among the calibration images: named, the next one read
+                    log.warning("left out of calibration: %s: %s", path, exc)
+                    continue
+                break
+            else:
                 return None
-            x = predictor.preprocess(decode(path, min_side=predictor.min_side))
+            x = predictor.preprocess(decoded)
             x = getattr(x, "tensor", x)  # a segmenter's letterbox
             return {input_name: x[None].float().numpy()}
 

@@ -79,6 +79,44 @@ def test_int8_options_are_checked(shapes_sets, tmp_path):
         export_int8("shapes-yolov8n", calibrate=shapes_sets / "cal")
 
 
+def test_a_bad_calibration_image_is_named_and_left_out_and_a_missing_folder_is_said(shapes_sets, tmp_path, caplog):
+    """One broken file among the calibration images ended the export with "not a recognised image format", naming
+    no file; a missing folder was counted as one image, then failed with "no such file"."""
+    import logging
+    import shutil
+
+    from cnnkit.quantize import calibration_images, reader
+
+    cal = tmp_path / "cal"
+    shutil.copytree(shapes_sets / "cal", cal)
+    (cal / "0_bad.png").write_text("garbage")
+    with pytest.raises(OptionError, match="no such file or folder"):
+        calibration_images(tmp_path / "nowhere", 10)
+    paths = calibration_images(cal, 5)
+    assert str(cal / "0_bad.png") in paths
+
+    class Predictor:
+        min_side = None
+
+        @staticmethod
+        def preprocess(decoded):
+            import torch
+
+            return torch.zeros(3, 8, 8)
+
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        calibration = reader(Predictor(), paths, "images")
+        taken = 0
+        while calibration.get_next() is not None:
+            taken += 1
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert taken == len(paths) - 1
+    assert f"left out of calibration: {cal / '0_bad.png'}: not a recognised image format" in caplog.text
+
+
 def test_an_existing_int8_output_is_refused_before_calibrating(shapes_sets, tmp_path, monkeypatch):
     from cnnkit import quantize
 
