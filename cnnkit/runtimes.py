@@ -199,6 +199,9 @@ def compilable(loaded: Any, task: str) -> bool:
     return loaded.runtime == "torch" and task in ("classify", "segment")
 
 
+AUTO_MAX_SIDE = 1280  # the largest input side ``auto`` compiles for (YOLO's P6 size); past it PyTorch runs
+
+
 def compile_loaded(
     loaded: Loaded, task: str, backend: str, *, device: Any = None, imgsz: int | None = None, cache: Path | None = None
 ) -> Loaded:
@@ -220,6 +223,14 @@ def compile_loaded(
                 "not a CPU run" if device_type != "cpu" else "no compiled runtime takes this model",
             )
         return loaded
+    asked = imgsz or (loaded.preprocess.crop if loaded.preprocess is not None else None)
+    if backend == "auto" and asked and asked > AUTO_MAX_SIDE:
+        log.info(
+            "%s: stays on PyTorch at %d px (a compile checked at that size costs more than it saves)",
+            loaded.name,
+            asked,
+        )
+        return loaded  # tracing and checking batches at 6144 px held 22 GB before the run's own memory check
     if not can:
         raise OptionError("backend", f"{loaded.name} runs on torch only (Faster/Mask R-CNN heads)", backend)
     if device_type != "cpu":

@@ -67,6 +67,14 @@ def test_auto_stays_on_torch_when_cuda_is_available(cache, monkeypatch):
     assert not cache.exists()
 
 
+def test_auto_runs_a_huge_input_side_on_torch_without_compiling(cache):
+    """`--imgsz 6144` on the default backend traced and checked the model at that side (22 GB, the process
+    killed) before the run's own memory check could refuse it; past AUTO_MAX_SIDE auto stays on PyTorch."""
+    loaded = resolve("classify", "shapes-cnn", backend="auto", device="cpu", imgsz=rt.AUTO_MAX_SIDE + 64)
+    assert loaded.runtime == "torch" and not cache.exists()
+    assert resolve("classify", "shapes-cnn", backend="auto", device="cpu", imgsz=96).runtime != "torch"
+
+
 def test_rcnn_models_stay_on_torch_and_refuse_a_forced_runtime(cache, caplog):
     loaded = Loaded(torch.nn.Conv2d(3, 4, 3), "some-maskrcnn", ["a"], None, None)
     with caplog.at_level(logging.DEBUG, logger="cnnkit"):
