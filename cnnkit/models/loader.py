@@ -372,7 +372,10 @@ def resolve(
     if chosen in BACKEND_FILES and sniff(weights) in BACKEND_FILES.values():
         if backend == "auto" and chosen == "openvino" and _openvino_may_differ(str(weights_file(str(weights)))):
             chosen = "onnxruntime"  # told before compiling: OpenVINO's compile of such a file was thrown away
-        return at_input_size(_exported(task, weights, chosen, options), imgsz)
+        exported = _exported(task, weights, chosen, options)
+        if model is not None and model != exported.name:  # the file says what it is, as a checkpoint does
+            log.warning("%s holds %s; `model` %s is not used", weights, exported.name, model)
+        return at_input_size(exported, imgsz)
     backend = chosen
     # sized before compiling: the runtime is traced once, at the side it will run at (part of its cache key)
     loaded = at_input_size(_torch_model(task, row.package, model, weights, default, options), imgsz)

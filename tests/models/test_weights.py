@@ -225,6 +225,25 @@ def test_a_model_name_beside_a_checkpoint_that_is_another_model_is_said(caplog):
     assert any("`model` lenet5 is not used" in r.getMessage() for r in caplog.records)
 
 
+def test_a_model_name_beside_an_exported_file_that_is_another_model_is_said(caplog, tmp_path):
+    """`--model resnet50 --weights m.onnx` ran the file's shapes-cnn with no word (a checkpoint said so)."""
+    import logging
+
+    from cnnkit.export import export_model
+    from cnnkit.models.loader import resolve
+
+    path = str(export_model("shapes-cnn", out=tmp_path / "m.onnx").path)
+    logger = logging.getLogger("cnnkit")
+    logger.addHandler(caplog.handler)  # a CLI run earlier in the process stops propagation
+    try:
+        with caplog.at_level(logging.WARNING, logger="cnnkit"):
+            loaded = resolve("classify", "resnet50", path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert loaded.name == "shapes-cnn"
+    assert any("`model` resnet50 is not used" in r.getMessage() for r in caplog.records)
+
+
 def test_a_cached_file_holding_another_models_weights_is_named(tmp_path, monkeypatch):
     import torch
     import torchvision
