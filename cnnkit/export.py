@@ -564,8 +564,15 @@ def _in_slices(run: Callable[[Any], list[Any]], x: Any, step: int | None, path: 
     import torch
 
     step = step or len(x)
+
+    def padded(part: Any) -> list[Any]:  # a last slice short of the fixed batch: filled with zeros, cut back
+        short = step - len(part)
+        if not short:
+            return run(part)
+        return [o[: len(part)] for o in run(torch.cat([part, part.new_zeros((short, *part.shape[1:]))]))]
+
     try:
-        parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
+        parts = [padded(x[i : i + step]) for i in range(0, len(x), step)]
     except Exception as exc:
         raise _run_failed(path, x, exc) from exc
     outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]

@@ -76,6 +76,21 @@ def test_fixed_batch_export_runs_bigger_batches_in_slices(tmp_path, shapes_image
     assert len(_classify(shapes_images, "--weights", str(out), "--backend", "onnxruntime", "-b", "4")) == 12
 
 
+def test_a_fixed_batch_of_four_runs_a_last_slice_short_of_it():
+    """A file traced at batch 4 (made outside `cnnkit export`): every batch whose size was not a multiple of 4
+    failed on its last slice ("got [1,3,64,64] expecting [4,3,64,64]"); the slice is padded, the outputs cut."""
+    seen: list[int] = []
+
+    def run(part: torch.Tensor) -> list[torch.Tensor]:
+        assert len(part) == 4
+        seen.append(len(part))
+        return [part.flatten(1).sum(1, keepdim=True)]
+
+    x = torch.arange(6 * 3 * 2 * 2, dtype=torch.float32).reshape(6, 3, 2, 2)
+    out = ex._in_slices(run, x, 4, "fixed4.onnx")
+    assert seen == [4, 4] and torch.equal(out, x.flatten(1).sum(1, keepdim=True))
+
+
 def test_checkpoint_export_beside_it_with_other_imgsz(tmp_path):
     ckpt = lenet_checkpoint(tmp_path)
     with pytest.raises(UsageError, match="48x48"):
