@@ -98,6 +98,8 @@ def export_model(
         raise OptionError("fmt", f"expected {' or '.join(FORMATS)}", fmt)
     if out:
         check_not_input(out, [target], "`out`")
+        if Path(out).is_dir():  # "already exists", then with overwrite "Is a directory": said once, first
+            raise CnnkitError(f"{out}: is a folder (an export is one file)")
         suffix = Path(out).suffix.lower()
         other = next((f for f, ext in FORMATS.items() if ext == suffix and f != fmt), None)
         if other is not None:  # a .torchscript holding ONNX would fail later, far from here

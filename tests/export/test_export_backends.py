@@ -327,6 +327,16 @@ def test_a_faster_rcnn_export_is_refused_before_its_weights_load(fmt, tmp_path, 
     assert "only YOLO detectors export here, not torchvision" in result.output and not out.exists()
 
 
+@pytest.mark.parametrize("extra", [[], ["--exist-ok"]])
+def test_an_export_to_a_folder_says_so_first(extra, tmp_path):
+    """`-o q/` said "already exists (pass --exist-ok …)", and with --exist-ok then "Is a directory"."""
+    folder = tmp_path / "q"
+    folder.mkdir()
+    result = runner.invoke(app, ["export", "shapes-cnn", "-o", str(folder), *extra])
+    assert result.exit_code == 1 and f"{folder}: is a folder (an export is one file)" in result.output
+    assert list(folder.iterdir()) == []
+
+
 def test_an_output_name_that_says_another_format_is_refused(tmp_path):
     for fmt, name, said in (("onnx", "m.torchscript", "torchscript"), ("torchscript", "m.onnx", "onnx")):
         result = runner.invoke(app, ["export", "shapes-cnn", "--to", fmt, "-o", str(tmp_path / name)])
