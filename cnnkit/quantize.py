@@ -172,8 +172,9 @@ def export_int8(
         raise UsageError(f"{target}: INT8 export takes classify and segment models, not {task}")
     if not 0 <= max_drop <= 100:
         raise OptionError("max_drop", "expected points from 0 to 100", max_drop)
-    if out and not overwrite and os.path.lexists(out):  # now, not after calibrating and scoring
-        raise AlreadyExists(f"{out}: already exists (pass `exist_ok=True` to overwrite)")
+    planned = Path(out) if out else int8_out(target, target)  # a registry model's file is named by its name
+    if not overwrite and os.path.lexists(planned):  # now, not after calibrating and scoring
+        raise AlreadyExists(f"{planned}: already exists (pass `exist_ok=True` to overwrite)")
     if val is None:
         log.warning("no `val` folder: the INT8 file is written without measuring its accuracy (max_drop unused)")
     try:

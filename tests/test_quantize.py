@@ -127,6 +127,20 @@ def test_an_existing_int8_output_is_refused_before_calibrating(shapes_sets, tmp_
     assert (tmp_path / "kept.onnx").read_bytes() == b"mine"
 
 
+def test_an_existing_default_int8_output_is_refused_before_calibrating(shapes_sets, tmp_path, monkeypatch):
+    """Without `out`, runs/export/NAME-int8.onnx was found to exist only after calibrating and scoring."""
+    from cnnkit import quantize
+
+    monkeypatch.chdir(tmp_path)
+    kept = tmp_path / "runs" / "export" / "shapes-cnn-int8.onnx"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"mine")
+    monkeypatch.setattr(quantize, "calibration_images", lambda *a: pytest.fail("calibrated first"))
+    with pytest.raises(CnnkitError, match="already exists"):
+        quantize.export_int8("shapes-cnn", calibrate=shapes_sets / "cal")
+    assert kept.read_bytes() == b"mine"
+
+
 def test_export_int8_cli_needs_calibration_and_reports_a_refusal(shapes_sets, tmp_path):
     from typer.testing import CliRunner
 
