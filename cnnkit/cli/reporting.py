@@ -235,10 +235,11 @@ def convert(
     from cnnkit.errors import CnnkitError, UsageError
     from cnnkit.io.handoff import HANDOFF_FORMATS
     from cnnkit.io.handoff import convert as write
-    from cnnkit.report.html import read_records
+    from cnnkit.report.html import read_records, refuse_url
 
     if to not in HANDOFF_FORMATS:  # YOLO label files come from `detect --save-txt`
         raise CnnkitError(f"FORMAT {to!r}: expected one of {', '.join(HANDOFF_FORMATS)}")
+    refuse_url(records)
     source = Path(records)
     if not source.is_file():
         raise CnnkitError(f"{source}: no such file")

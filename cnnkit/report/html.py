@@ -574,6 +574,7 @@ def _confusion(metrics: dict[str, Any]) -> dict[str, Any] | None:
 # -- a report from a written run ---------------------------------------------------------------------
 def records_file(target: str | os.PathLike) -> Path:
     """The records of ``target``: a ``.jsonl``/``.json`` file, or the one records file in a run folder."""
+    refuse_url(target)
     path = Path(target)
     if path.is_file():
         return path
@@ -587,6 +588,14 @@ def records_file(target: str | os.PathLike) -> Path:
     raise CnnkitError(f"{path}: no such file or folder")
 
 
+def refuse_url(path: str | os.PathLike) -> None:
+    """A records file named by a URL is refused by name (a path would read ``s3://b/x`` as ``s3:/b/x``)."""
+    from cnnkit.io import remote
+
+    if remote.is_remote(os.fspath(path)):
+        raise CnnkitError(f"{os.fspath(path)}: a URL; records are read from a local file (copy it here first)")
+
+
 def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
     """Records from a JSON Lines file (or a JSON array, or a Parquet records file), one dict at a time; bad
     lines are skipped and counted."""
@@ -595,6 +604,7 @@ def read_records(path: str | os.PathLike) -> Iterable[dict[str, Any]]:
     from cnnkit.records import validate_record
 
     log = logging.getLogger("cnnkit")
+    refuse_url(path)
     path = Path(path)
     try:
         with open(path, "rb") as raw:

@@ -58,6 +58,15 @@ def test_report_and_convert_read_a_parquet_records_file(tmp_path):
     assert result.exit_code == 1 and "not a Parquet file of records" in result.output
 
 
+@pytest.mark.parametrize("args", [["report", "s3://bucket/x.jsonl"], ["convert", "s3://bucket/x.jsonl", "cvat"]])
+def test_report_and_convert_refuse_a_url_by_name(args, tmp_path, monkeypatch):
+    """`cnnkit report s3://b/x.jsonl` said "s3:/b/x.jsonl: no such file" (a path collapses the //)."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "Error: s3://bucket/x.jsonl: a URL; records are read from a local file" in result.stderr
+
+
 def test_convert_command_writes_each_format(tmp_path):
     out = tmp_path / "boxes.jsonl"
     assert runner.invoke(app, ["detect", str(SAMPLES / "scene_1.png"), "-o", str(out)]).exit_code == 0
