@@ -485,6 +485,7 @@ def _frames(
     read_to: int | None = None  # where the last packet of any stream ended in the file
     jumped = False  # bytes skipped since the last packet of the video stream
     after_jumps: list[int] = []  # the frame index of each video packet read after damage, until frames pass it
+    last_dts: int | None = None  # the decode time of the last video packet (MPEG-TS)
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
@@ -513,6 +514,11 @@ def _frames(
             read_to = at_byte + packet.size if at_byte is not None else read_to
             if packet.stream is not stream:
                 continue
+        if gaps_lost and not by_bytes and packet.dts is not None and packet.size:
+            # MPEG-TS: a run of lost transport packets spanning whole frames flags none corrupt, but in decode order
+            # a constant-rate stream's timestamps step one frame a packet: a longer step is frames lost
+            jumped = last_dts is not None and float((packet.dts - last_dts) * tb) > 1.5 / fps
+            last_dts = packet.dts
         if gaps_lost and (jumped or packet.is_corrupt):
             # packets run ahead of frames (the decoder holds some): the damage is placed by the packet's time
             at_t = float(packet.pts * tb) - t0 if packet.pts is not None else None
@@ -532,7 +538,7 @@ def _frames(
                 if retries > 3 or back <= 0 or skipped >= MAX_SEEK_SKIP:
                     raise _FromStart
                 seeking, skipped = _seek(container, stream, back + t0, tb), 0
-                packets, read_to = demux(), None
+                packets, read_to, last_dts = demux(), None, None
                 continue
         try:
             frames = packet.decode()
@@ -571,8 +577,7 @@ def _frames(
                     else f"missing (the file goes from frame {last_index} to frame {index}; damaged data skipped?)"
                 )
                 lost = _lost(path, last_index + 1, index - 1, what, fps, first_index, opts)
-                said_lost = (last_index + 1, index - 1)
-                after_jumps = [m for m in after_jumps if m > index]  # the damage this gap explains
+                said_lost = (last_index + 1, index - 1)  # its marks stay for reordered frames lost with it
                 owed = max(owed - (index - last_index - 1), 0)
                 pending = pending if owed else None
                 if lost is not None:

@@ -366,6 +366,22 @@ def test_an_mpegts_frame_lost_whole_is_named_missing(tmp_path: Path, b_frames: s
     assert [it.error for it in read_frames(str(video))] == [None] * 60  # the whole file: nothing said
 
 
+@pytest.mark.parametrize("b_frames", ["0", "2"])
+def test_an_mpegts_run_of_lost_packets_spanning_frames_is_named_missing(tmp_path: Path, b_frames: str) -> None:
+    """Twenty transport packets cut from near the start of an MPEG-TS: whole frames are lost and no packet the
+    demuxer hands out is flagged corrupt, so the frames went missing with exit 0; the step in the packets'
+    decode times shows the loss (with B-frames, frames shown after the next one are lost with it)."""
+    video = write_levels(tmp_path / "clip.ts", 60, fmt="mpegts", g="12", bf=b_frames)
+    data = video.read_bytes()
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(data[: 8 * 188] + data[28 * 188 :])
+    items = list(read_frames(str(damaged)))
+    assert any(it.error for it in items)
+    reason = r"missing \(the file goes from frame \d+ to frame \d+; damaged data skipped\?\)"
+    accounted = frames_accounted(items, reason)
+    assert accounted == sorted(set(accounted)) and accounted == list(range(accounted[-1] + 1))
+
+
 def front_indexed_noise(path: Path, fps: int, frames: int = 40, codec: str = "libx264") -> Path:
     """``frames`` frames of noise (every frame's packet about the same size) in an mp4 with its index at the
     front (or another container ``path`` names)."""
