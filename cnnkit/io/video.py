@@ -486,6 +486,8 @@ def _frames(
     jumped = False  # bytes skipped since the last packet of the video stream
     after_jumps: list[int] = []  # the frame index of each video packet read after damage, until frames pass it
     last_dts: int | None = None  # the decode time of the last video packet (MPEG-TS)
+    unsaid: list[tuple[int, int]] = []  # gaps on the grid of a file that counts its samples, not named as they came
+    named = 0  # frames named lost as they came
     count = kept = bad = skipped = retries = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
@@ -578,10 +580,13 @@ def _frames(
                 )
                 lost = _lost(path, last_index + 1, index - 1, what, fps, first_index, opts)
                 said_lost = (last_index + 1, index - 1)  # its marks stay for reordered frames lost with it
+                named += index - last_index - 1
                 owed = max(owed - (index - last_index - 1), 0)
                 pending = pending if owed else None
                 if lost is not None:
                     yield lost
+            elif index > last_index + 1 and info.exact:  # a gap on the grid: loss only if the count says so
+                unsaid.append((last_index + 1, index - 1))
             last_index, last_t = index, t
             if opts.end is not None and t >= opts.end - 1e-6:  # t is a difference of floats: 1.7 - 1.5 < 0.2
                 if kept == 0 and said_lost == (0, -1):  # the window holds no frame (none lost in it): said
@@ -609,6 +614,14 @@ def _frames(
                 return
     declared = info.frames or 0
     lost = None
+    if info.exact and not sought and unsaid and count + named < declared:
+        # fewer frames than the file's own sample count, and gaps between them: those gaps are the frames lost (a
+        # B-frame's sample cut from the end of an mp4 leaves the frame shown after it)
+        for first, last in unsaid:
+            what = f"missing (the file goes from frame {first - 1} to frame {last + 1}; its header counts {declared})"
+            gap = _lost(path, first, last, what, fps, first_index, opts)
+            if gap is not None:
+                yield gap
     if count and pending is not None:  # the last packets did not decode
         end_index = max(declared - 1, last_index + 1)
         lost = _lost(path, last_index + 1, end_index, f"cannot decode ({pending})", fps, first_index, opts)

@@ -431,6 +431,30 @@ def test_a_video_cut_before_its_last_frame_says_so(tmp_path: Path, name: str) ->
     )
 
 
+def test_an_mp4_cut_inside_its_last_b_frame_names_that_frame(tmp_path: Path) -> None:
+    """MPEG-4 with B-frames, its last sample (a B-frame, shown before the P-frame decoded ahead of it) cut off: the
+    frame after it still came, so the file's end looked whole and the frame went missing with exit 0."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "12"}
+        stream.codec_context.max_b_frames = 2
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:-28])
+    assert [it.error for it in read_frames(str(whole))] == [None] * 40
+    items = list(read_frames(str(cut)))
+    failed = [it for it in items if it.error is not None]
+    assert len(failed) == 1 and failed[0].error is not None and failed[0].error.startswith("frame 38: missing")
+    assert sorted(it.frame for it in items) == list(range(40))
+
+
 def test_a_truncated_video_read_from_a_start_says_which_asked_frames_are_missing(tmp_path: Path) -> None:
     """The same cut read with ``start`` and ``end``: the frames past the cut are named missing, as without
     ``start``, instead of the window ending early in silence."""
