@@ -3,6 +3,13 @@
 import logging
 
 
+def repeated(names: list[str]) -> list[str]:
+    """The names a list gives more than once, sorted: classes matched by name would be scored (and trained) as one."""
+    from collections import Counter
+
+    return sorted(n for n, times in Counter(names).items() if times > 1)
+
+
 def warn_left_out(reasons: list[str], what: str, limit: int = 10, *, of: str = "training") -> None:
     """One warning per example left out of ``of`` (the first ``limit``), each naming its file and reason."""
     log = logging.getLogger("cnnkit")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data import warn_left_out
+from cnnkit.data import repeated, warn_left_out
 from cnnkit.errors import CnnkitError, UsageError, reason_of
 from cnnkit.io.sources import is_image_name
 
@@ -143,9 +143,9 @@ def declared_names(data: str | Path) -> list[str] | None:
                         raise ValueError("its classes are not a list of names")
                     names = ["background", *classes]
             if names is not None:
-                twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
-                if twice is not None:  # two mask values of one name would be scored (and trained) as one class
-                    raise ValueError(f"{twice!r} is named more than once")
+                twice = repeated(names)
+                if twice:  # two mask values of one name would be scored (and trained) as one class
+                    raise ValueError(f"{twice[0]!r} is named more than once")
                 return names
         except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             bad = listed if listed.is_file() else made

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnkit.data import repeated
 from cnnkit.errors import CnnkitError, UsageError
 
 log = logging.getLogger("cnnkit")
@@ -158,7 +159,7 @@ def _names(data: dict[str, Any], label: str) -> list[str]:
         if int(n) != len(names):
             raise _fail(label, f"'names:' has {len(names)} classes but 'nc:' says {int(n)}")
     text = [str(n) for n in names]
-    twice = sorted({n for n in text if text.count(n) > 1})
+    twice = repeated(text)
     if twice:  # val matches classes by name: a name of two classes would send both to the first
         raise _fail(label, f"'names:' lists {', '.join(twice)} more than once")
     return text

@@ -174,11 +174,11 @@ def _tree(root: str, skip: Keys = frozenset()) -> Iterator[tuple[str, _Listing |
         stack.extend(reversed(children))
 
 
-def files_below(root: str | os.PathLike) -> list[str]:
+def files_below(root: str | os.PathLike) -> Iterator[str]:
     """Every file under ``root`` that is not a folder, depth first in name order, following links to folders (a
     dataset split may link in a folder kept elsewhere, as ultralytics' glob follows it) but never round a loop;
-    hidden entries left out."""
-    return [p for _, listing, _ in _tree(os.fspath(root)) if listing is not None for p in listing.files]
+    hidden entries left out. Lazily: a check for any image stops at the first."""
+    return (p for _, listing, _ in _tree(os.fspath(root)) if listing is not None for p in listing.files)
 
 
 def _walk(folder: str, recursive: bool, skip: Keys = frozenset()) -> list[Hit]:

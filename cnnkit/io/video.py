@@ -120,9 +120,8 @@ class VideoInfo:
     codec: str
     frames: int | None  # from the container header; None when it does not say
     variable: bool = False  # a variable frame rate: frames are numbered as they come, the saved mp4 keeps times
-    exact: bool = (
-        False  # ``frames`` is the container's own count of samples (mp4, mov, AVI), not one read off a duration
-    )
+    # ``frames`` is the container's own count of samples (mp4, mov, AVI), not one read off a duration
+    exact: bool = False
 
 
 def _regular(path: str) -> None:
@@ -483,7 +482,7 @@ def _frames(
     # counter that skips): a gap in the times of packets that follow each other in the file is the frame rate's (a
     # variable-rate recording remuxed with a constant rate in its header), not damage
     read_to: int | None = None  # where the last packet of any stream ended in the file
-    jumped = False  # bytes skipped since the last packet of the video stream
+    jumped = False  # damage seen since the last video packet: bytes skipped (Matroska), a step in decode times (TS)
     after_jumps: list[int] = []  # the frame index of each video packet read after damage, until frames pass it
     last_dts: int | None = None  # the decode time of the last video packet (MPEG-TS)
     unsaid: list[tuple[int, int]] = []  # gaps on the grid of a file that counts its samples, not named as they came

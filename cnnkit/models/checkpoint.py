@@ -885,16 +885,15 @@ def check_torchscript(path: str | os.PathLike) -> bool:
             tree = ast.parse(bytes(reader.get_record(name)).decode("utf-8"), name)
         except (SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError, RuntimeError) as exc:
             raise UnsafeCheckpoint(f"{path}: refused, its code cannot be read ({reason_of(exc, 100)})") from exc
-        refusals = [(n, _ts_refusal(n)) for n in ast.walk(tree)] + [_nested_loops(tree) or (tree, "")]
+        nodes = list(ast.walk(tree))
+        refusals = [(n, _ts_refusal(n)) for n in nodes] + [_nested_loops(tree) or (tree, "")]
         for node, why in refusals:
             if why:
                 raise UnsafeCheckpoint(
                     f"{path}: refused, its TorchScript code {why} (line {getattr(node, 'lineno', '?')} of "
                     f"{name[:80]}); only networks of tensor operations are loaded"
                 )
-        runs_on_load = runs_on_load or any(
-            isinstance(n, ast.FunctionDef) and n.name == "__setstate__" for n in ast.walk(tree)
-        )
+        runs_on_load = runs_on_load or any(isinstance(n, ast.FunctionDef) and n.name == "__setstate__" for n in nodes)
     return runs_on_load
 
 

@@ -120,16 +120,21 @@ def load_checkpoint(path: str | Path, task: str) -> Loaded:
     labels = list(meta["labels"])
     state = load_state_dict(path)
     _fits_the_file(spec, len(labels), meta, state, path)
-    try:
-        module = spec.builder(num_classes=len(labels), **(meta.get("arch_kwargs") or {}))
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
-        raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
+    module = _built(spec, len(labels), meta, path)
     load_into(module, state, str(path))
     pre = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else spec.preprocess
     name = meta.get("name") or Path(path).stem
     if task in ("classify", "segment") and pre is not None and pre != spec.preprocess:  # a side of its own
         check_runs_at(module, name, pre.crop, where=str(path))
     return Loaded(module, name, labels, pre, spec, meta)
+
+
+def _built(spec: ModelSpec, classes: int, meta: dict[str, Any], path: str | Path) -> Any:
+    """The network a checkpoint's metadata describes (on the current default device)."""
+    try:
+        return spec.builder(num_classes=classes, **(meta.get("arch_kwargs") or {}))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
+        raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
 
 
 def _fits_the_file(
@@ -142,11 +147,9 @@ def _fits_the_file(
 
     try:
         with torch.device("meta"):
-            shape = spec.builder(num_classes=classes, **(meta.get("arch_kwargs") or {}))
+            shape = _built(spec, classes, meta, path)
     except CnnkitError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # arch_kwargs from the file, not from cnnkit
-        raise CnnkitError(f"{path}: its metadata's arch_kwargs do not build {meta['arch']} ({exc})") from exc
     except Exception:  # a builder that computes on its tensors: built for real, as before
         return
     wanted = sum(t.numel() for t in shape.state_dict().values())
