@@ -12,6 +12,7 @@ Records of frames keep the video as ``path`` and add ``frame`` (0-based index in
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ NOMINAL_FPS = 30.0
 PREFETCH = 8  # decoded frames a reader thread may hold ahead of the engine, per video
 MAX_BAD_PACKETS = 25  # consecutive undecodable packets before a stream is given up
 MAX_SEEK_SKIP = 300  # packets skipped after a seek looking for a key frame before reading from the beginning
+RATE_PROBE_PACKETS = 24  # packets read to find the frame step of a stream whose container measured no rate
 REORDER_FRAMES = 16  # how far (in frames) decode order strays from presentation order: a damage mark's reach
 MKV_BLOCK_GAP = 64  # bytes between two Matroska packets that are headers (cluster, block group), not data skipped
 ENCODERS = ("libx264", "h264", "mpeg4")  # tried in this order for annotated output
@@ -247,6 +249,38 @@ def _info(container: Any) -> VideoInfo:
     return VideoInfo(int(ctx.width or 0), int(ctx.height or 0), fps, ctx.name, frames, variable, exact)
 
 
+def _rate_unmeasured(container: Any) -> bool:
+    """No average rate measured, so the rate is the codec's clock tick, which may be a fraction of the frame
+    step: an MPEG-4 Part 2 stream at 12.5 fps ticks 25 times a second (MPEG-TS measures no average)."""
+    stream = _video_stream(container)
+    return not stream.average_rate and bool(stream.base_rate or stream.guessed_rate)
+
+
+def _stepped(container: Any, info: VideoInfo) -> VideoInfo:
+    """``info`` with the rate its packets step at, when the first :data:`RATE_PROBE_PACKETS` decode times all
+    step a whole number (2 or more) of the stated rate's ticks; else ``info`` as it is. The container is read."""
+    import dataclasses
+
+    import av
+
+    stream = _video_stream(container)
+    tb = stream.time_base or Fraction(1, 90000)
+    stamps: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.dts is not None and packet.size:
+                stamps.append(packet.dts)
+            if len(stamps) >= RATE_PROBE_PACKETS:
+                break
+    except av.error.FFmpegError:
+        pass  # damage is the reader's to name; the steps read so far still tell
+    steps = [float((b - a) * tb) * info.fps for a, b in itertools.pairwise(stamps) if b > a]
+    ticks = round(min(steps)) if len(steps) >= 2 else 1
+    if ticks < 2 or any(abs(step / ticks - round(step / ticks)) > 0.01 for step in steps):
+        return info
+    return dataclasses.replace(info, fps=info.fps / ticks)
+
+
 def _skips_damage(container: Any) -> bool:
     """Matroska and WebM: the demuxer passes over a damaged cluster to the next one without an error, so the frames it
     held are missed only by their timestamps, and the header has no frame count to miss a damaged end by."""
@@ -316,6 +350,10 @@ def read_frames(
         except CnnkitError as exc:
             yield Item(path, error=str(exc))
             return
+        if _rate_unmeasured(container) and not is_stream_url(path):
+            info = _stepped(container, info)  # the packets read are read again from the first byte
+            held.close()
+            container = _open(path, held, data)
         if infos is not None:
             infos[path] = info
         if max_pixels is not None and info.width * info.height > max_pixels:
@@ -485,12 +523,14 @@ def _frames(
     jumped = False  # damage seen since the last video packet: bytes skipped (Matroska), a step in decode times (TS)
     after_jumps: list[int] = []  # the frame index of each video packet read after damage, until frames pass it
     last_dts: int | None = None  # the decode time of the last video packet (MPEG-TS)
-    unsaid: list[tuple[int, int]] = []  # gaps on the grid of a file that counts its samples, not named as they came
+    unsaid: list[tuple[int, int]] = []  # gaps on the grid, not named as they came: losses if frames are short
+    sent = 0  # video packets given to the decoder: a frame each, as FFmpeg's demuxers and parsers split them
     named = 0  # frames named lost as they came
-    count = kept = bad = skipped = retries = 0
+    count = kept = bad = skipped = retries = late = 0
     last_index, last_t = -1, 0.0
     said_lost = (0, -1)  # the frames the last failed item named
     pending: str | None = None  # the reason of a packet that did not decode, until a frame shows what it cost
+    pending_at: int | None = None  # the frame the first such packet is stamped with
     owed = 0  # packets that did not decode, less the frames named lost since
 
     def demux() -> Iterator[Any]:  # every stream's packets where their byte positions are watched
@@ -541,13 +581,16 @@ def _frames(
                 seeking, skipped = _seek(container, stream, back + t0, tb), 0
                 packets, read_to, last_dts = demux(), None, None
                 continue
+        sent += 1 if packet.size else 0
         try:
-            frames = packet.decode()
+            frames = _decode(packet, stream, again=bad > 0 and packet.is_keyframe)
         except av.error.FFmpegError as exc:
             if sought and count == 0:  # entered at a key frame that is no IDR (open GOP), which strict H.264
                 raise _FromStart from None  # refuses with all that follows: read from the first frame instead
             bad += 1
             owed += 1
+            if pending is None and packet.pts is not None and not info.variable:
+                pending_at = round((float(packet.pts * tb) - t0) * fps)
             pending = pending or _av_reason(exc)
             if bad >= MAX_BAD_PACKETS:
                 break
@@ -565,6 +608,7 @@ def _frames(
                 index = round(t * fps)
                 if said_lost[0] <= index <= said_lost[1]:  # handed out late (after a lost reference frame): a
                     count += 1  # frame already named lost is dropped, not numbered after the ones it follows
+                    late += 1
                     continue
                 index = max(index, last_index + 1)  # time going back (joined recordings): counts on
             count += 1
@@ -582,9 +626,10 @@ def _frames(
                 named += index - last_index - 1
                 owed = max(owed - (index - last_index - 1), 0)
                 pending = pending if owed else None
+                pending_at = pending_at if owed else None
                 if lost is not None:
                     yield lost
-            elif index > last_index + 1 and info.exact:  # a gap on the grid: loss only if the count says so
+            elif index > last_index + 1 and not info.variable:  # a gap on the grid: loss only if the count says so
                 unsaid.append((last_index + 1, index - 1))
             last_index, last_t = index, t
             if opts.end is not None and t >= opts.end - 1e-6:  # t is a difference of floats: 1.7 - 1.5 < 0.2
@@ -613,15 +658,25 @@ def _frames(
                 return
     declared = info.frames or 0
     lost = None
-    if info.exact and not sought and unsaid and count + named < declared:
-        # fewer frames than the file's own sample count, and gaps between them: those gaps are the frames lost (a
-        # B-frame's sample cut from the end of an mp4 leaves the frame shown after it)
+    short = declared if info.exact else sent if not is_stream_url(path) else 0
+    if not sought and unsaid and count - late + named < short:
+        # fewer frames than the file's own sample count (mp4, mov, AVI) or than the packets the decoder took (a frame
+        # each), and gaps between them: those gaps are the frames lost (a B-frame's sample cut from the end of an
+        # mp4 leaves the frame shown after it; an MPEG-2 decoder drops a frame whose data is damaged, unsaid)
+        counted = f"its header counts {declared}" if info.exact else f"{sent} packets read, {count} frames decoded"
         for first, last in unsaid:
-            what = f"missing (the file goes from frame {first - 1} to frame {last + 1}; its header counts {declared})"
+            went = f"goes from frame {first - 1} to frame {last + 1}" if first else f"starts at frame {last + 1}"
+            what = f"missing (the file {went}; {counted})"
             gap = _lost(path, first, last, what, fps, first_index, opts)
             if gap is not None:
                 yield gap
-    if count and pending is not None:  # the last packets did not decode
+    if count and pending is not None and pending_at is not None and pending_at <= last_index >= declared - 1:
+        # a packet failed, yet every frame came (an MPEG program stream's packets split frames): the frame it
+        # is stamped with decoded from damaged data
+        lost = _lost(path, pending_at, pending_at, f"decoded from damaged data ({pending})", fps, first_index, opts)
+        if lost is not None:
+            yield lost
+    elif count and pending is not None:  # the last packets did not decode
         end_index = max(declared - 1, last_index + 1)
         lost = _lost(path, last_index + 1, end_index, f"cannot decode ({pending})", fps, first_index, opts)
         if lost is not None:
@@ -636,6 +691,21 @@ def _frames(
         yield Item(path, error=f"no frame could be decoded ({why})")
     elif kept == 0 and opts.start and lost is None:  # a start past the frames a file lost is said once
         yield Item(path, error=f"no frame from start {opts.start:g} s on (the last is at {last_t:.3g} s)")
+
+
+def _decode(packet: Any, stream: Any, *, again: bool) -> list[Any]:
+    """The frames of ``packet``; with ``again`` (a key frame after packets that failed), a failure is tried once
+    more on a flushed decoder: FFmpeg's frame threads, once a packet failed, fail every packet after it (an
+    MPEG-TS that lost one frame named that frame and then gave up, its tail unread and unsaid)."""
+    import av
+
+    try:
+        return cast(list[Any], packet.decode())
+    except av.error.FFmpegError:
+        if not again:
+            raise
+    stream.codec_context.flush_buffers()
+    return cast(list[Any], packet.decode())
 
 
 def _ranged_mp4(path: str, container: Any) -> bool:

@@ -382,6 +382,89 @@ def test_an_mpegts_run_of_lost_packets_spanning_frames_is_named_missing(tmp_path
     assert accounted == sorted(set(accounted)) and accounted == list(range(accounted[-1] + 1))
 
 
+def test_an_mpegts_frame_lost_whole_before_a_long_gop_leaves_the_tail_read(tmp_path: Path) -> None:
+    """One frame's packets cut from an H.264 MPEG-TS with one key frame every 25: FFmpeg's frame threads failed every
+    packet after it, so the reader named a frame and gave up after 25 failures, the other 40 frames unread and
+    unsaid. A flushed decoder takes the stream up again at the next key frame."""
+    video = tmp_path / "clip.ts"
+    with av.open(str(video), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"bf": "0", "g": "25"}
+        for i in range(50):
+            rgb = np.full((48, 64, 3), 4 * i, np.uint8)
+            rgb[(i * 3) % 48, :, 1] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = video.read_bytes()
+    packets = [data[i : i + 188] for i in range(0, len(data), 188)]
+    starts = [i for i, p in enumerate(packets) if ((p[1] & 0x1F) << 8 | p[2]) == 0x100 and p[1] & 0x40]
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(b"".join(packets[: starts[10]] + packets[starts[11] :]))
+    items = list(read_frames(str(damaged)))
+    reason = r"(cannot decode \(.+\)|missing \(the file goes from frame \d+ to frame \d+; damaged data skipped\?\))"
+    assert frames_accounted(items, reason) == list(range(50))
+    good = [it.frame for it in items if it.error is None]
+    assert len(good) >= 40 and 10 not in good and good[-1] == 49
+
+
+@pytest.mark.parametrize("offset", [5800, 8786])
+def test_a_damaged_mpeg_program_stream_names_frames_it_holds(tmp_path: Path, offset: int) -> None:
+    """Sixteen bytes zeroed in an MPEG-2 ``.mpg`` (no frame count in the file). At 8786 a packet fails yet every
+    frame comes: the failure was named as frame 60 of a 60-frame file. At 5800 the decoder drops a frame without an
+    error: it went missing with exit 0; the decoder took 60 packets and gave 59 frames."""
+    video = tmp_path / "clip.mpg"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "12"}
+        stream.codec_context.max_b_frames = 2
+        for i in range(60):
+            rgb = np.zeros((48, 64, 3), np.uint8)
+            rgb[..., 0], rgb[(i * 3) % 48, :, 1] = i * 4, 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    assert [it.error for it in read_frames(str(video))] == [None] * 60
+    data = bytearray(video.read_bytes())
+    data[offset : offset + 16] = bytes(16)
+    damaged = tmp_path / "damaged.mpg"
+    damaged.write_bytes(bytes(data))
+    items = list(read_frames(str(damaged)))
+    failed = [it for it in items if it.error is not None]
+    assert failed and all(0 <= it.frame < 60 for it in failed)
+    reason = r"(decoded from damaged data \(.+\)|missing \(the file goes from frame \d+ to frame \d+; .+\))"
+    assert set(frames_accounted(items, reason)) == set(range(60))
+
+
+def test_an_mpeg4_ts_at_half_its_clock_tick_is_numbered_on_its_own_frames(tmp_path: Path) -> None:
+    """MPEG-4 Part 2 at 12.5 fps in MPEG-TS: the container measures no average rate and the codec's clock ticks 25
+    times a second, so frames were numbered 0, 2, 4, … and every one after the first was said missing (exit 1 on a
+    healthy file); the packets' decode times step two ticks, so the rate is 12.5."""
+    video = tmp_path / "half.ts"
+    with av.open(str(video), "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(25, 2))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    infos: dict[str, Any] = {}
+    items = list(read_frames(str(video), infos=infos))
+    assert [it.error for it in items] == [None] * 30
+    assert [it.frame for it in items] == list(range(30))
+    assert np.abs(np.array([level(it.data) for it in items]) - np.arange(30)).max() <= 1  # MPEG-4 is lossy
+    assert infos[str(video)].fps == pytest.approx(12.5)
+    strided = list(read_frames(str(video), VideoOptions(vid_stride=2, start=1.0)))
+    assert [it.frame for it in strided] == list(range(13, 30, 2))
+    assert [it.time_s for it in strided] == pytest.approx([i / 12.5 for i in range(13, 30, 2)])
+
+
 def front_indexed_noise(path: Path, fps: int, frames: int = 40, codec: str = "libx264") -> Path:
     """``frames`` frames of noise (every frame's packet about the same size) in an mp4 with its index at the
     front (or another container ``path`` names)."""
