@@ -312,6 +312,56 @@ def _turbo(path: str, encoded: bytes | None, min_side: int | None, size: tuple[i
     return rgb if rgb.ndim == 3 and rgb.shape[2] == 3 else None
 
 
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+
+
+def _check_png_rows(img: PIL.Image.Image, path: str, encoded: bytes | None) -> None:
+    """Refuse a PNG whose compressed data ends cleanly before its last row: Pillow leaves the rows it never got
+    zero (black) and says nothing. Only an image whose bottom row is all zero is checked, by inflating its data
+    again and counting the bytes (a full inflate of every PNG would double its decode time)."""
+    import struct
+    import zlib
+
+    box = img.getbbox(alpha_only=False)
+    if box is not None and box[3] == img.size[1]:
+        return
+    data = encoded
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
+    pos, idat, header = 8, [], b""
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IHDR":
+            header = data[pos + 8 : pos + 8 + size]
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + size])
+        elif kind == b"IEND":
+            break
+        pos += 12 + size
+    if len(header) < 13 or header[9] not in PNG_CHANNELS:
+        return
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+    bits = depth * PNG_CHANNELS[colour]
+    # Adam7's passes: (first column, column step, first row, row step); one pass when not interlaced
+    passes = [(0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2), (0, 1, 1, 2)]
+    expected = 0
+    for x0, dx, y0, dy in passes if interlace else [(0, 1, 0, 1)]:
+        cols, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        expected += rows * (1 + -(-cols * bits // 8)) if cols else 0
+    inflater = zlib.decompressobj()
+    got = 0
+    try:
+        for part in idat:
+            got += len(inflater.decompress(part, max(1, expected + 1 - got)))
+            if got > expected:
+                break
+    except zlib.error:
+        return  # damaged data is Pillow's to word, and it did
+    if got < expected:
+        raise DecodeError(f"truncated or corrupt image (its data ends after {got:,} of {expected:,} bytes)")
+
+
 def decode(
     path: str,
     data: Any = None,
@@ -370,6 +420,8 @@ def decode(
                 if s > 1:
                     img.draft("RGB", (w // s, h // s))
                 img.load()
+                if img.format == "PNG":
+                    _check_png_rows(img, path, encoded)
                 if orientation != 1:  # a TIFF is turned by Pillow itself (its size said so before the load)
                     orientation = img.getexif().get(0x0112, 1)
                 img = ImageOps.exif_transpose(img) if orientation != 1 else img

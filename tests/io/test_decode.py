@@ -217,3 +217,68 @@ def test_a_jpeg_whose_picture_data_stops_short_is_refused(tmp_path):
     assert decode(whole).rgb.shape == (96, 128, 3)
     with pytest.raises(DecodeError, match=r"^truncated or corrupt image \(.*premature end of data segment"):
         decode(str(cut))
+
+
+def png_bytes(width: int, height: int, rows: bytes, colour: int = 2, interlace: int = 0) -> bytes:
+    """A PNG of 8-bit samples whose compressed data holds ``rows`` (filter bytes included), as one whole stream."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, interlace)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_png_whose_data_ends_cleanly_before_its_last_row_is_refused(tmp_path):
+    """A PNG whose zlib stream is whole but holds half the rows: Pillow left the rest black and said nothing, so
+    half a picture was classified with exit 0."""
+    row = b"\x00" + bytes([200]) * 32 * 3
+    short = tmp_path / "half.png"
+    short.write_bytes(png_bytes(32, 32, row * 16))
+    with pytest.raises(DecodeError, match=r"^truncated or corrupt image \(its data ends after 1,552 of 3,104 bytes\)$"):
+        decode(str(short))
+    with pytest.raises(DecodeError, match="^truncated or corrupt image"):
+        decode("half.png", short.read_bytes())
+    whole = tmp_path / "whole.png"
+    whole.write_bytes(png_bytes(32, 32, row * 31 + b"\x00" + bytes(96)))  # a black last row of its own
+    assert decode(str(whole)).rgb[-1].max() == 0
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_pngs_with_black_bottom_rows_are_read(tmp_path, mode):
+    """The check above inflates a PNG again only when its bottom row is all zero; such a PNG, whole, is read in
+    every colour type."""
+    rgb = np.zeros((23, 37, 3), np.uint8)
+    rgb[:11] = 120
+    path = tmp_path / "black.png"
+    img = Image.fromarray(rgb).convert(mode)
+    if mode == "RGBA":
+        img.putalpha(Image.fromarray(np.where(rgb[..., 0] > 0, 255, 0).astype(np.uint8)))
+    img.save(path)
+    assert decode(str(path)).rgb.shape == (23, 37, 3)
+
+
+def adam7(rgb: np.ndarray) -> bytes:
+    """The rows of an interlaced PNG's seven passes (filter 0) of an 8-bit RGB image."""
+    passes = [(0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2), (0, 1, 1, 2)]
+    rows = b""
+    for x0, dx, y0, dy in passes:
+        part = rgb[y0::dy, x0::dx]
+        if part.size:
+            rows += b"".join(b"\x00" + r.tobytes() for r in part)
+    return rows
+
+
+def test_an_interlaced_png_is_checked_pass_by_pass(tmp_path):
+    """Two whole rows of the last Adam7 pass left out of the stream: Pillow left them black, said nothing."""
+    rgb = np.zeros((23, 37, 3), np.uint8)
+    rgb[:11] = 120
+    rows = adam7(rgb)
+    whole, short = tmp_path / "whole.png", tmp_path / "short.png"
+    whole.write_bytes(png_bytes(37, 23, rows, interlace=1))
+    short.write_bytes(png_bytes(37, 23, rows[: len(rows) - 2 * (1 + 37 * 3)], interlace=1))
+    assert np.array_equal(decode(str(whole)).rgb, rgb)
+    with pytest.raises(DecodeError, match="^truncated or corrupt image"):
+        decode(str(short))
